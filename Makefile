@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make run    virtual environment + pinned requirements, then batch on the embedded simulation
+#   make test   the same set-up, then lint, format check and the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint venv clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Exit 3 means "done, some orders were rejected as invalid": the generated data has some.
+run: $(STAMP)
+	$(BIN)/python main.py batch --run --simulation || [ $$? -eq 3 ]
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) logs .pytest_cache .ruff_cache samples.json

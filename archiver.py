@@ -1,0 +1,558 @@
+"""Batch archiving: every delivered order not yet archived, enriched, written exactly once.
+
+The run walks the delivered orders of the window in ``_id`` order through one enrichment
+aggregation (``enrichment.build_enrichment_pipeline``). When the archive lives in the source
+database the aggregation itself skips orders already archived, before any join is paid
+for. A reader thread finishes documents and hands bounded chunks to a writer thread through
+a small queue, so reading and writing overlap. Each chunk is one unordered bulk of
+``$setOnInsert`` upserts keyed on ``_id``: a re-run, a crash mid-run or a watcher writing at
+the same time never creates a second document and never rewrites one. After a chunk is
+acknowledged its last ``_id`` is saved as the run's checkpoint; an interrupted run resumes
+there. ``--purge-source`` deletes, after the archive pass, only orders whose archive
+document is confirmed present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bson import json_util
+from pymongo import ASCENDING, UpdateOne
+from pymongo import errors as pymongo_errors
+
+from config import Settings
+from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document
+from errors import (
+    ArchiverError,
+    Backoff,
+    ConfigError,
+    FatalError,
+    InvalidOrderError,
+    as_archiver_error,
+    is_transient,
+    retrying,
+)
+from logger import get_logger
+
+log = get_logger("batch")
+
+DUPLICATE_KEY = 11000
+READ_ATTEMPTS = 6  # consecutive failures without progress before a run gives up
+WRITE_ATTEMPTS = 6
+QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
+DEFAULT_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    run: bool = False
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    limit: int | None = None
+    batch_size: int = 100
+    export_samples: str | None = None
+    samples: int = DEFAULT_SAMPLES
+    purge_source: bool = False
+    resume: bool = True
+
+
+@dataclass
+class BatchReport:
+    mode: str = "dry-run"
+    scanned: int = 0
+    archived: int = 0
+    already_archived: int = 0
+    rejected: int = 0
+    purged: int = 0
+    seconds: float = 0.0
+    would_archive: int = 0
+    resumed_from: str | None = None
+    rejections: dict[str, int] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def orders_per_second(self) -> float:
+        return self.scanned / self.seconds if self.seconds > 0 else 0.0
+
+    def summary_line(self) -> str:
+        if self.mode == "dry-run":
+            return (
+                f"dry run: {self.scanned} to examine, would archive {self.would_archive}, "
+                f"already archived {self.already_archived}, would reject {self.rejected} "
+                f"({self.seconds:.2f}s); nothing was written, add --run to archive"
+            )
+        return (
+            f"batch done: scanned {self.scanned}, archived {self.archived}, already archived "
+            f"{self.already_archived}, rejected {self.rejected}, purged {self.purged} in "
+            f"{self.seconds:.2f}s ({self.orders_per_second:.0f} orders/s)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["orders_per_second"] = round(self.orders_per_second, 1)
+        data["seconds"] = round(self.seconds, 3)
+        data["samples"] = json.loads(json_util.dumps(self.samples))
+        return data
+
+
+# --- pure helpers ------------------------------------------------------------------------
+
+
+def build_selection(
+    delivered_status: str,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+    after_id: Any = None,
+) -> dict[str, Any]:
+    """The source filter: delivered orders in ``[date_from, date_to)``, after ``after_id``.
+
+    ``date_commande`` stored as a string (dirty data) cannot be compared on the server to a
+    date; such orders are selected whatever their text, and ``in_window`` decides once the
+    date is parsed.
+    """
+    selection: dict[str, Any] = {"status": delivered_status}
+    if date_from is not None or date_to is not None:
+        bounds: dict[str, Any] = {}
+        if date_from is not None:
+            bounds["$gte"] = date_from
+        if date_to is not None:
+            bounds["$lt"] = date_to
+        selection["$or"] = [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]
+    if after_id is not None:
+        selection["_id"] = {"$gt": after_id}
+    return selection
+
+
+def in_window(when: datetime, date_from: datetime | None, date_to: datetime | None) -> bool:
+    return (date_from is None or when >= date_from) and (date_to is None or when < date_to)
+
+
+def checkpoint_key(settings: Settings, options: BatchOptions) -> str:
+    """One checkpoint per (source, archive, window): another window does not resume it."""
+    identity = json.dumps(
+        [
+            settings.mongodb_database,
+            settings.orders_collection,
+            settings.archive_db_name,
+            settings.archive_collection,
+            settings.delivered_status,
+            options.date_from.isoformat() if options.date_from else None,
+            options.date_to.isoformat() if options.date_to else None,
+        ]
+    )
+    return "batch:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    last_id: Any = None
+    scanned: int = 0
+    rejections: list[str] = field(default_factory=list)  # one reason per rejected order
+
+    @property
+    def size(self) -> int:
+        return len(self.documents) + len(self.rejections)
+
+
+_DONE = object()
+
+
+class BatchArchiver:
+    """One batch run over one client. ``run()`` returns the report; errors are raised as
+    ``ArchiverError`` (``main`` maps them to exit codes)."""
+
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        options: BatchOptions,
+        *,
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.stop_event = stop_event or threading.Event()
+        self.clock = clock
+        source = client[settings.mongodb_database]
+        archive_db = client[settings.archive_db_name]
+        self.orders = source[settings.orders_collection]
+        self.archive = archive_db[settings.archive_collection]
+        self.checkpoints = archive_db[settings.checkpoint_collection]
+        self.same_database = settings.archive_db_name == settings.mongodb_database
+        self.names = CollectionNames.from_settings(settings)
+        self.report = BatchReport(mode="run" if options.run else "dry-run")
+        self.key = checkpoint_key(settings, options)
+
+    # -- setup
+
+    def ensure_indexes(self) -> None:
+        """Indexes the run relies on; creating an existing index is a no-op on the server."""
+        specs = [
+            (self.orders, [("status", ASCENDING), ("date_commande", ASCENDING)], {}),
+            (self.orders, [("status", ASCENDING), ("_id", ASCENDING)], {}),
+            (self.orders, [("numero_commande", ASCENDING)], {}),
+            (self.archive, [("numero_commande", ASCENDING)], {"unique": True}),
+            (self.archive, [("date_commande", ASCENDING)], {}),
+            (self.archive, [("archived_at", ASCENDING)], {}),
+        ]
+        for collection, keys, extra in specs:
+            try:
+                retrying(
+                    lambda c=collection, k=keys, e=extra: c.create_index(k, **e), stop_event=self.stop_event
+                )
+            except FatalError as exc:
+                if collection is self.archive and extra.get("unique"):
+                    # Without it a concurrent writer could archive one numero twice.
+                    raise FatalError(f"cannot create the archive's unique index: {exc}") from exc
+                log.warning("index %s on %s not created (%s); continuing", keys, collection.name, exc)
+
+    def load_checkpoint(self) -> Any:
+        """The last ``_id`` an interrupted run with the same window finished, or None."""
+        document = retrying(lambda: self.checkpoints.find_one({"_id": self.key}), stop_event=self.stop_event)
+        if document is None:
+            return None
+        if not isinstance(document, dict) or "last_id" not in document or document.get("kind") != "batch":
+            log.warning("checkpoint %s is not valid; starting from the beginning", self.key)
+            return None
+        return document["last_id"]
+
+    def save_checkpoint(self, last_id: Any) -> None:
+        retrying(
+            lambda: self.checkpoints.replace_one(
+                {"_id": self.key},
+                {
+                    "_id": self.key,
+                    "kind": "batch",
+                    "last_id": last_id,
+                    "updated_at": self.clock(),
+                    "date_from": self.options.date_from,
+                    "date_to": self.options.date_to,
+                },
+                upsert=True,
+            ),
+            attempts=WRITE_ATTEMPTS,
+            stop_event=self.stop_event,
+        )
+
+    def clear_checkpoint(self) -> None:
+        retrying(lambda: self.checkpoints.delete_one({"_id": self.key}), stop_event=self.stop_event)
+
+    # -- reading
+
+    def _pipeline(self, after_id: Any, limit: int | None) -> list[dict[str, Any]]:
+        selection = build_selection(
+            self.settings.delivered_status, self.options.date_from, self.options.date_to, after_id
+        )
+        return build_enrichment_pipeline(
+            selection,
+            self.names,
+            sort_by_id=True,
+            exclude_archived_in=self.archive.name if self.same_database else None,
+            limit=limit,
+        )
+
+    def _finish(self, raw: dict[str, Any], now: datetime, chunk: _Chunk) -> None:
+        chunk.last_id = raw["_id"]
+        try:
+            document = finish_archive_document(raw, archived_by="batch", archived_at=now)
+        except InvalidOrderError as exc:
+            chunk.scanned += 1
+            chunk.rejections.append(exc.reason)
+            log.warning("order rejected", extra={"order_id": str(raw.get("_id")), "reason": exc.reason})
+            return
+        if not in_window(document["date_commande"], self.options.date_from, self.options.date_to):
+            return  # a string date outside the window: not selected after all
+        chunk.scanned += 1
+        chunk.documents.append(document)
+
+    def read_chunks(self, after_id: Any) -> Iterator[_Chunk]:
+        """Enriched, finished chunks in ``_id`` order; on a transient error the cursor is
+        reopened after the last chunk handed out (backoff resets whenever a chunk is read)."""
+        size = self.options.batch_size
+        remaining = self.options.limit
+        backoff = Backoff()
+        while not self.stop_event.is_set() and (remaining is None or remaining > 0):
+            try:
+                cursor = self.orders.aggregate(self._pipeline(after_id, remaining), batchSize=size)
+                with cursor:
+                    chunk, now = _Chunk(), self.clock()
+                    for raw in cursor:
+                        self._finish(raw, now, chunk)
+                        if chunk.size >= size:
+                            self.report.scanned += chunk.scanned
+                            yield chunk
+                            after_id, backoff.failures = chunk.last_id, 0
+                            if remaining is not None:
+                                remaining -= chunk.size
+                            chunk, now = _Chunk(), self.clock()
+                            if self.stop_event.is_set():
+                                return
+                    if chunk.last_id is not None:
+                        self.report.scanned += chunk.scanned
+                        yield chunk
+                return
+            except pymongo_errors.PyMongoError as exc:
+                if not is_transient(exc) or backoff.failures >= READ_ATTEMPTS:
+                    raise as_archiver_error(exc) from exc
+                delay = backoff.next_delay()
+                log.warning("reading orders failed (%s); reopening in %.1fs", type(exc).__name__, delay)
+                self.stop_event.wait(delay)
+
+    def _count_rejections(self, chunk: _Chunk) -> None:
+        self.report.rejected += len(chunk.rejections)
+        for reason in chunk.rejections:
+            self.report.rejections[reason] = self.report.rejections.get(reason, 0) + 1
+
+    # -- writing
+
+    def _existing_ids(self, ids: list[Any]) -> set[Any]:
+        found = retrying(
+            lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
+            attempts=WRITE_ATTEMPTS,
+            stop_event=self.stop_event,
+        )
+        return {doc["_id"] for doc in found}
+
+    def write_chunk(self, chunk: _Chunk) -> None:
+        documents = chunk.documents
+        if not self.same_database and documents:
+            existing = self._existing_ids([d["_id"] for d in documents])
+            documents = [d for d in documents if d["_id"] not in existing]
+        if documents:
+            self._upsert(documents)
+        self._count_rejections(chunk)
+        if chunk.last_id is not None:
+            self.save_checkpoint(chunk.last_id)
+
+    def _upsert(self, documents: list[dict[str, Any]]) -> None:
+        requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
+        try:
+            result = retrying(
+                lambda: self.archive.bulk_write(requests, ordered=False),
+                attempts=WRITE_ATTEMPTS,
+                stop_event=self.stop_event,
+                on_retry=lambda exc, delay: log.warning(
+                    "archive write failed (%s); retrying in %.1fs", type(exc).__name__, delay
+                ),
+            )
+            self.report.archived += result.upserted_count
+            self.report.already_archived += result.matched_count
+        except FatalError as error:
+            cause = error.__cause__
+            if not isinstance(cause, pymongo_errors.BulkWriteError):
+                raise
+            self._settle_bulk_errors(cause, documents)
+
+    def _settle_bulk_errors(
+        self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, Any]]
+    ) -> None:
+        """Duplicate keys are not failures: on ``_id`` the order was archived meanwhile; on
+        ``numero_commande`` another order holds that number in the archive (rejected)."""
+        details = exc.details or {}
+        self.report.archived += details.get("nUpserted", 0)
+        self.report.already_archived += details.get("nMatched", 0)
+        others = []
+        for error in details.get("writeErrors", []):
+            if error.get("code") != DUPLICATE_KEY:
+                others.append(error)
+                continue
+            document = documents[error["index"]]
+            key = error.get("keyValue") or {}
+            if "numero_commande" in key or "numero_commande" in str(error.get("errmsg", "")):
+                reason = "numero_commande already archived for another order"
+                self.report.rejected += 1
+                self.report.rejections[reason] = self.report.rejections.get(reason, 0) + 1
+                log.warning("order rejected", extra={"order_id": str(document["_id"]), "reason": reason})
+            else:
+                self.report.already_archived += 1
+        if others:
+            first = others[0]
+            raise FatalError(
+                f"archive write failed: code {first.get('code')}: {str(first.get('errmsg'))[:200]}"
+            )
+
+    # -- purge
+
+    def purge(self) -> None:
+        """Delete the window's delivered orders whose archive document is confirmed present."""
+        selection = build_selection(
+            self.settings.delivered_status, self.options.date_from, self.options.date_to
+        )
+        after_id = None
+        while not self.stop_event.is_set():
+            page_filter = dict(selection)
+            if after_id is not None:
+                page_filter["_id"] = {"$gt": after_id}
+            ids = retrying(
+                lambda f=page_filter: [
+                    d["_id"]
+                    for d in self.orders.find(f, {"_id": 1})
+                    .sort("_id", ASCENDING)
+                    .limit(self.options.batch_size)
+                ],
+                attempts=WRITE_ATTEMPTS,
+                stop_event=self.stop_event,
+            )
+            if not ids:
+                return
+            after_id = ids[-1]
+            confirmed = [i for i in ids if i in self._existing_ids(ids)]
+            if confirmed:
+                result = retrying(
+                    lambda c=confirmed: self.orders.delete_many(
+                        {"_id": {"$in": c}, "status": self.settings.delivered_status}
+                    ),
+                    attempts=WRITE_ATTEMPTS,
+                    stop_event=self.stop_event,
+                )
+                self.report.purged += result.deleted_count
+
+    # -- orchestration
+
+    def _count_already_archived(self) -> int:
+        archive_filter: dict[str, Any] = {}
+        if self.options.date_from is not None or self.options.date_to is not None:
+            bounds: dict[str, Any] = {}
+            if self.options.date_from is not None:
+                bounds["$gte"] = self.options.date_from
+            if self.options.date_to is not None:
+                bounds["$lt"] = self.options.date_to
+            archive_filter["date_commande"] = bounds
+        return retrying(lambda: self.archive.count_documents(archive_filter), stop_event=self.stop_event)
+
+    def run(self) -> BatchReport:
+        started = time.monotonic()
+        try:
+            if self.options.run:
+                self._run_archive()
+            else:
+                self._run_dry()
+        finally:
+            self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def _keep_samples(self, documents: list[dict[str, Any]]) -> None:
+        room = self.options.samples - len(self.report.samples)
+        if room > 0:
+            self.report.samples.extend(documents[:room])
+
+    def _run_dry(self) -> None:
+        if self.same_database:
+            self.report.already_archived = self._count_already_archived()
+        for chunk in self.read_chunks(after_id=None):
+            documents = chunk.documents
+            if not self.same_database and documents:
+                existing = self._existing_ids([d["_id"] for d in documents])
+                self.report.already_archived += len(existing)
+                documents = [d for d in documents if d["_id"] not in existing]
+            self.report.would_archive += len(documents)
+            self._count_rejections(chunk)
+            self._keep_samples(documents)
+        self._export_samples()
+
+    def _run_archive(self) -> None:
+        self.ensure_indexes()
+        after_id = self.load_checkpoint() if self.options.resume else None
+        if after_id is not None:
+            self.report.resumed_from = str(after_id)
+            log.info("resuming an interrupted run after _id %s", after_id)
+        if self.same_database:
+            self.report.already_archived = self._count_already_archived()
+        chunks: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        failure: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                for chunk in self.read_chunks(after_id):
+                    self._keep_samples(chunk.documents)
+                    while not self._put(chunks, chunk):
+                        if failure or self.stop_event.is_set():
+                            return
+            except BaseException as exc:  # handed to the main thread
+                failure.append(exc)
+            finally:
+                self._put(chunks, _DONE, force=True)
+
+        reader = threading.Thread(target=read, name="batch-reader", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = chunks.get()
+                if item is _DONE:
+                    break
+                self.write_chunk(item)
+        except BaseException as exc:
+            failure.append(exc)
+            self.stop_event.set()
+        finally:
+            reader.join(timeout=30)
+        if failure:
+            error = failure[0]
+            raise error if isinstance(error, (ArchiverError, KeyboardInterrupt)) else as_archiver_error(error)
+        if self.stop_event.is_set():
+            raise ArchiverError(
+                "interrupted: the run stopped after its last complete chunk; run it again to finish"
+            )
+        if self.options.limit is None:
+            self.clear_checkpoint()
+        if self.options.purge_source:
+            self.purge()
+        self._export_samples()
+
+    @staticmethod
+    def _put(chunks: queue.Queue[Any], item: Any, force: bool = False) -> bool:
+        try:
+            if force:
+                chunks.put(item)
+            else:
+                chunks.put(item, timeout=0.5)
+            return True
+        except queue.Full:
+            return False
+
+    def _export_samples(self) -> None:
+        if not self.options.export_samples:
+            return
+        path = Path(self.options.export_samples)
+        try:
+            path.write_text(
+                json_util.dumps(
+                    self.report.samples,
+                    indent=2,
+                    ensure_ascii=False,
+                    json_options=json_util.RELAXED_JSON_OPTIONS,
+                ),
+                "utf-8",
+            )
+        except OSError as exc:
+            raise ArchiverError(f"--export-samples: cannot write {path}: {exc.strerror}") from None
+        log.info("%d sample documents written to %s", len(self.report.samples), path)
+
+
+def run_batch(
+    client: Any, settings: Settings, options: BatchOptions, stop_event: threading.Event | None = None
+) -> BatchReport:
+    """Run one batch job; the caller owns the client."""
+    return BatchArchiver(client, settings, options, stop_event=stop_event).run()
+
+
+def check_window(date_from: datetime | None, date_to: datetime | None) -> None:
+    """Reject an empty window before anything runs."""
+    if date_from is not None and date_to is not None and date_from >= date_to:
+        raise ConfigError(
+            f"--date-from ({date_from.isoformat()}) must be before --date-to ({date_to.isoformat()})"
+        )

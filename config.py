@@ -1,0 +1,255 @@
+"""Settings: the environment, then a ``.env`` file, then command-line flags.
+
+This module is the only reader of the environment. ``load_settings`` returns one frozen
+``Settings``; every problem is a ``ConfigError`` with a one-line message (exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import stat
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from errors import ConfigError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class Settings:
+    mongodb_uri: str | None = None  # MONGODB_URI: connection string; required unless --simulation
+    mongodb_database: str = "livraison"  # MONGODB_DATABASE: source database
+    orders_collection: str = "Commande"  # ORDERS_COLLECTION: the orders
+    clients_collection: str = "Client"  # CLIENTS_COLLECTION: clients, joined as `client`
+    couriers_collection: str = "Livreur"  # COURIERS_COLLECTION: couriers, joined as `livreur`
+    restaurants_collection: str = "Restaurants"  # RESTAURANTS_COLLECTION: joined as `restaurant`
+    menu_collection: str = "Menu"  # MENU_COLLECTION: dishes, joined into `items`
+    delivered_status: str = "livrée"  # DELIVERED_STATUS: the status that means delivered (NFC)
+    archive_database: str | None = None  # ARCHIVE_DATABASE: archive database; default: source's
+    archive_collection: str = "Commande_archive"  # ARCHIVE_COLLECTION: one document per order
+    checkpoint_collection: str = "archiver_checkpoints"  # CHECKPOINT_COLLECTION: in archive db
+    batch_size: int = 100  # BATCH_SIZE: orders per bulk write (and cursor batch)
+    log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
+    log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
+    log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
+    resume_token_file: str = ".resume_token.json"  # RESUME_TOKEN_FILE: watch's file store
+    mongodb_timeout_ms: int = 5000  # MONGODB_TIMEOUT_MS: server selection/connect timeout
+    simulation: bool = False  # (flag only) in-process database filled with generated data
+
+    @property
+    def archive_db_name(self) -> str:
+        return self.archive_database or self.mongodb_database
+
+    @property
+    def safe_uri(self) -> str:
+        return redact_uri(self.mongodb_uri) if self.mongodb_uri else "(simulation)"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# --- parsers: each raises ValueError with the reason -------------------------------------
+
+
+def parse_positive_int(value: str | int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"expected a number of at least 1, got {number}")
+    return number
+
+
+def parse_probability(value: str | float) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a number between 0 and 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"expected a number between 0 and 1, got {number}")
+    return number
+
+
+def parse_name(value: str) -> str:
+    name = str(value).strip()
+    if not name or any(c in name for c in '/\\ "$\x00') or len(name) > 120:
+        raise ValueError(f"not a valid MongoDB name: {value!r}")
+    return name
+
+
+def parse_choice(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        text = str(value).strip()
+        text = text.upper() if upper else text.lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def parse_status(value: str) -> str:
+    text = unicodedata.normalize("NFC", str(value).strip())
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def parse_uri(value: str) -> str:
+    uri = str(value).strip()
+    if not re.match(r"^mongodb(\+srv)?://[^/?#]+", uri):
+        raise ValueError(
+            f"must start with mongodb:// or mongodb+srv:// and name a host, got {redact_uri(uri)!r}"
+        )
+    if uri.startswith("mongodb://"):
+        # Imported here: the URI is checked without connecting (+srv would need DNS).
+        from pymongo.uri_parser import parse_uri as pymongo_parse_uri
+
+        try:
+            pymongo_parse_uri(uri)
+        except Exception as exc:  # pymongo raises several types for a bad URI
+            message = redact_uri(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise ValueError(f"malformed: {message}") from None
+    return uri
+
+
+def parse_optional_name(value: str) -> str | None:
+    return parse_name(value) if str(value).strip() else None
+
+
+def parse_text(value: str) -> str:
+    return str(value).strip()
+
+
+# Environment variable -> (field, parser).
+ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "MONGODB_URI": ("mongodb_uri", parse_uri),
+    "MONGODB_DATABASE": ("mongodb_database", parse_name),
+    "ORDERS_COLLECTION": ("orders_collection", parse_name),
+    "CLIENTS_COLLECTION": ("clients_collection", parse_name),
+    "COURIERS_COLLECTION": ("couriers_collection", parse_name),
+    "RESTAURANTS_COLLECTION": ("restaurants_collection", parse_name),
+    "MENU_COLLECTION": ("menu_collection", parse_name),
+    "DELIVERED_STATUS": ("delivered_status", parse_status),
+    "ARCHIVE_DATABASE": ("archive_database", parse_optional_name),
+    "ARCHIVE_COLLECTION": ("archive_collection", parse_name),
+    "CHECKPOINT_COLLECTION": ("checkpoint_collection", parse_name),
+    "BATCH_SIZE": ("batch_size", parse_positive_int),
+    "LOG_DIR": ("log_dir", parse_text),
+    "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),
+    "LOG_FORMAT": ("log_format", parse_choice(LOG_FORMATS)),
+    "RESUME_TOKEN_FILE": ("resume_token_file", parse_text),
+    "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_positive_int),
+}
+
+
+def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:
+    """The ``.env`` values, and warnings about the file (world-readable secrets)."""
+    path = Path(env_file) if env_file else Path(".env")
+    if not path.is_file():
+        if env_file:
+            raise ConfigError(f"--env-file: no such file: {env_file}")
+        return {}, []
+    warnings = []
+    try:
+        if path.stat().st_mode & stat.S_IROTH:
+            warnings.append(f"{path} is readable by every user; chmod 600 it (it may hold a password)")
+        values = dotenv_values(path, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
+    return {k: v for k, v in values.items() if v is not None}, warnings
+
+
+def load_settings(
+    env_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings, list[str]]:
+    """Build the settings, and the warnings to log once logging is set up.
+
+    ``overrides`` are the flags' values by field name (``None`` means "not given").
+    """
+    file_values, warnings = _read_env_file(env_file)
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var, (field, parse) in ENV_VARS.items():
+        raw = environ.get(var)
+        if raw is None:
+            raw = file_values.get(var)
+        if raw is None:
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var}: {exc}") from None
+    for field, value in (overrides or {}).items():
+        if value is not None:
+            values[field] = value
+    settings = Settings(**values)
+    if not settings.simulation and not settings.mongodb_uri:
+        raise ConfigError(
+            "MONGODB_URI is not set: put it in the environment or .env (see .env.example), "
+            "or use --simulation"
+        )
+    return settings, warnings
+
+
+_URI_PASSWORD = re.compile(r"(mongodb(?:\+srv)?://)([^:/?#@\s]*):([^@\s]*)@")
+_PASSWORD_PARAM = re.compile(
+    r"((?:password|passwd|pwd|secret|tlsCertificateKeyFilePassword|ARCHIVE_PII_KEY)\s*[=:]\s*)"
+    r"(\"[^\"]*\"|'[^']*'|[^&\s;,'\"]+)",
+    re.IGNORECASE,
+)
+
+
+def redact_uri(text: str) -> str:
+    """Mask the password of every MongoDB URI in ``text``, and ``password=...`` pairs."""
+    text = _URI_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", text)
+    return _PASSWORD_PARAM.sub(lambda m: f"{m.group(1)}***", text)
+
+
+def uri_password(uri: str | None) -> str | None:
+    """The password in a URI (raw and percent-decoded forms are both secrets to mask)."""
+    match = _URI_PASSWORD.search(uri or "")
+    return match.group(3) if match and match.group(3) else None
+
+
+_DAYS_AGO = re.compile(r"^(\d{1,5})d$")
+
+
+def parse_date_bound(text: str, now: datetime | None = None) -> datetime:
+    """A window bound: ``YYYY-MM-DD``, an ISO-8601 datetime, ``today``, ``yesterday`` or ``Nd``.
+
+    Days are UTC days: ``today`` is today at 00:00 UTC, ``7d`` is 00:00 UTC seven days ago.
+    A datetime without an offset is UTC.
+    """
+    now = now or datetime.now(UTC)
+    midnight = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    value = str(text).strip().lower()
+    if value == "today":
+        return midnight
+    if value == "yesterday":
+        return midnight - timedelta(days=1)
+    days_ago = _DAYS_AGO.match(value)
+    if days_ago:
+        return midnight - timedelta(days=int(days_ago.group(1)))
+    try:
+        parsed = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ValueError(
+            f"expected YYYY-MM-DD, an ISO-8601 datetime, today, yesterday or Nd; got {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

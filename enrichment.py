@@ -1,0 +1,279 @@
+"""The enrichment shared by batch and watch: one aggregation pipeline, one finishing step.
+
+``build_enrichment_pipeline`` joins an order to its client, courier, restaurant and dishes
+with equality ``$lookup``s (served by the referenced collections' ``_id`` index) and projects
+only what the archive keeps. ``finish_archive_document`` does in Python what a pipeline
+should not: validate, normalise dates, compute totals and list anomalies. Both are pure:
+they serve one order (watch) or a cursor of millions (batch) alike, and test without a server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from bson.decimal128 import Decimal128
+
+from errors import InvalidOrderError
+
+ARCHIVED_BY = ("batch", "watch")
+
+# Joined arrays get names no order field can clash with; the finishing step removes them.
+_CLIENT, _COURIER, _RESTAURANT, _MENUS = "_x_client", "_x_livreur", "_x_restaurant", "_x_menus"
+_ARCHIVED = "_x_archived"
+
+
+@dataclass(frozen=True)
+class CollectionNames:
+    clients: str = "Client"
+    couriers: str = "Livreur"
+    restaurants: str = "Restaurants"
+    menu: str = "Menu"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> CollectionNames:
+        return cls(
+            clients=settings.clients_collection,
+            couriers=settings.couriers_collection,
+            restaurants=settings.restaurants_collection,
+            menu=settings.menu_collection,
+        )
+
+
+def _lookup(source: str, local_field: str, as_field: str) -> dict[str, Any]:
+    return {"$lookup": {"from": source, "localField": local_field, "foreignField": "_id", "as": as_field}}
+
+
+ORDER_FIELDS = (
+    "numero_commande",
+    "status",
+    "date_commande",
+    "date_livraison",
+    "client_id",
+    "livreur_id",
+    "restaurant_id",
+    "items",
+    "adresse_livraison",
+)
+
+
+def build_enrichment_pipeline(
+    match: Mapping[str, Any],
+    names: CollectionNames,
+    *,
+    sort_by_id: bool = False,
+    exclude_archived_in: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The aggregation that turns matching orders into pre-archive documents.
+
+    ``sort_by_id`` walks orders in ``_id`` order (batch checkpoints on it);
+    ``exclude_archived_in`` names an archive collection of the *same* database whose orders
+    are skipped before any join is paid for; ``limit`` caps the orders (after the exclusion).
+    Dishes join through ``items.menu_id``, a path through an array, which MongoDB documents
+    for ``localField``; the referenced ids of client, courier and restaurant are read from
+    the order's own fields, so the joins project only the names the archive keeps.
+    """
+    pipeline: list[dict[str, Any]] = [{"$match": dict(match)}]
+    if sort_by_id:
+        pipeline.append({"$sort": {"_id": 1}})
+    if exclude_archived_in:
+        pipeline += [
+            _lookup(exclude_archived_in, "_id", _ARCHIVED),
+            {"$match": {_ARCHIVED: {"$size": 0}}},
+        ]
+    if limit is not None:
+        pipeline.append({"$limit": int(limit)})
+    pipeline += [
+        _lookup(names.clients, "client_id", _CLIENT),
+        _lookup(names.couriers, "livreur_id", _COURIER),
+        _lookup(names.restaurants, "restaurant_id", _RESTAURANT),
+        _lookup(names.menu, "items.menu_id", _MENUS),
+    ]
+    projection: dict[str, int] = {field: 1 for field in ORDER_FIELDS}
+    for field in ("nom", "prenom", "email"):
+        projection[f"{_CLIENT}.{field}"] = 1
+    for field in ("nom", "prenom"):
+        projection[f"{_COURIER}.{field}"] = 1
+    for field in ("nom", "type_cuisine"):
+        projection[f"{_RESTAURANT}.{field}"] = 1
+    for field in ("_id", "nom", "prix"):
+        projection[f"{_MENUS}.{field}"] = 1
+    pipeline.append({"$project": projection})
+    return pipeline
+
+
+# --- normalisation -----------------------------------------------------------------------
+
+
+def parse_datetime(value: Any) -> datetime:
+    """A datetime in UTC from a BSON date or an ISO-8601 string; ``ValueError`` otherwise.
+
+    Naive datetimes are UTC (pymongo decodes BSON dates that way); a string without an
+    offset is taken as UTC too, as the contract stores every date in UTC.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 64:
+            raise ValueError("not an ISO-8601 date")
+        try:
+            parsed = datetime.fromisoformat(text.replace(" ", "T", 1) if "T" not in text else text)
+        except ValueError:
+            raise ValueError("not an ISO-8601 date") from None
+    elif isinstance(value, date):
+        parsed = datetime.combine(value, time())
+    else:
+        raise ValueError(f"a {type(value).__name__}, not a date")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _as_price(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    if isinstance(value, (int, float, Decimal)):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError, InvalidOperation):
+            return None
+        return number if math.isfinite(number) and number >= 0 else None
+    return None
+
+
+def _as_quantity(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 1 else None
+    if isinstance(value, float) and value.is_integer() and value >= 1:
+        return int(value)
+    return None
+
+
+def _first(joined: Any) -> Mapping[str, Any] | None:
+    if isinstance(joined, list) and joined and isinstance(joined[0], Mapping):
+        return joined[0]
+    return None
+
+
+def _reference(
+    order: Mapping[str, Any],
+    id_field: str,
+    joined: Any,
+    fields: tuple[str, ...],
+    name: str,
+    anomalies: list[str],
+) -> dict[str, Any] | None:
+    ref_id = order.get(id_field)
+    if ref_id is None:
+        anomalies.append(f"{name}_id_missing")
+        return None
+    found = _first(joined)
+    if found is None:
+        anomalies.append(f"{name}_missing")
+        return None
+    return {"id": ref_id, **{field: found.get(field) for field in fields}}
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+def finish_archive_document(
+    raw: Mapping[str, Any], *, archived_by: str, archived_at: datetime
+) -> dict[str, Any]:
+    """The contract's archive document for one enriched order; ``InvalidOrderError`` if the
+    order cannot be archived (no business key, no readable order date, malformed items)."""
+    numero = raw.get("numero_commande")
+    if numero is None or (isinstance(numero, str) and not numero.strip()):
+        raise InvalidOrderError("numero_commande missing")
+    if not isinstance(numero, str):
+        raise InvalidOrderError(f"numero_commande is a {type(numero).__name__}, not a string")
+    if "date_commande" not in raw or raw.get("date_commande") is None:
+        raise InvalidOrderError("date_commande missing")
+    try:
+        date_commande = parse_datetime(raw["date_commande"])
+    except ValueError as exc:
+        raise InvalidOrderError(f"date_commande unreadable: {exc}") from None
+
+    anomalies: list[str] = []
+    date_livraison = raw.get("date_livraison")
+    if date_livraison is None:
+        anomalies.append("date_livraison_missing")
+    else:
+        try:
+            date_livraison = parse_datetime(date_livraison)
+        except ValueError:
+            date_livraison = None
+            anomalies.append("date_livraison_unreadable")
+
+    raw_items = raw.get("items")
+    if raw_items is None:
+        raw_items = []
+    if not isinstance(raw_items, list):
+        raise InvalidOrderError(f"items is a {type(raw_items).__name__}, not a list")
+    menus = {
+        _hashable(menu.get("_id")): menu for menu in (raw.get(_MENUS) or []) if isinstance(menu, Mapping)
+    }
+    items: list[dict[str, Any]] = []
+    total = 0.0
+    for index, item in enumerate(raw_items):
+        if not isinstance(item, Mapping):
+            raise InvalidOrderError(f"items[{index}] is not a document")
+        quantity = _as_quantity(item.get("quantite"))
+        if quantity is None:
+            raise InvalidOrderError(f"items[{index}].quantite is not a whole number >= 1")
+        menu_id = item.get("menu_id")
+        menu = menus.get(_hashable(menu_id)) if menu_id is not None else None
+        name = price = subtotal = None
+        if menu is None:
+            anomalies.append("menu_missing")
+        else:
+            name = menu.get("nom")
+            price = _as_price(menu.get("prix"))
+            if price is None:
+                anomalies.append("menu_price_invalid")
+            else:
+                subtotal = round(price * quantity, 2)
+                total += subtotal
+        items.append(
+            {"menu_id": menu_id, "nom": name, "prix": price, "quantite": quantity, "sous_total": subtotal}
+        )
+    if not items:
+        anomalies.append("no_items")
+
+    status = raw.get("status")
+    document = {
+        "_id": raw["_id"],
+        "numero_commande": numero,
+        "status": status if isinstance(status, str) else str(status),
+        "date_commande": date_commande,
+        "date_livraison": date_livraison,
+        "client": _reference(
+            raw, "client_id", raw.get(_CLIENT), ("nom", "prenom", "email"), "client", anomalies
+        ),
+        "livreur": _reference(raw, "livreur_id", raw.get(_COURIER), ("nom", "prenom"), "livreur", anomalies),
+        "restaurant": _reference(
+            raw, "restaurant_id", raw.get(_RESTAURANT), ("nom", "type_cuisine"), "restaurant", anomalies
+        ),
+        "items": items,
+        "montant_total": round(total, 2),
+        "adresse_livraison": raw.get("adresse_livraison"),
+        "archived_at": archived_at,
+        "archived_by": archived_by,
+        "anomalies": list(dict.fromkeys(anomalies)),
+    }
+    return document

@@ -1,0 +1,190 @@
+"""The archiver's error hierarchy, the transient/fatal split, and the one retry policy.
+
+Every failure the product knows about is an ``ArchiverError`` carrying its exit code, so
+that ``main.py`` maps errors to exit codes in one place. Errors raised by pymongo are sorted
+here by ``is_transient``: transient ones are retried with capped exponential backoff and
+full jitter (``Backoff``, ``retrying``), everything else fails fast with a clear message.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pymongo import errors as pymongo_errors
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REJECTED = 3
+
+
+class ArchiverError(Exception):
+    """Base of every error the archiver reports to its user; ``str()`` is one line."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(ArchiverError):
+    """Bad usage or configuration: a flag, an environment variable, a ``.env`` value."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotSupportedError(ArchiverError):
+    """The server cannot do what was asked (e.g. change streams on a standalone)."""
+
+    exit_code = EXIT_FAILED
+
+
+class FatalError(ArchiverError):
+    """A failure that retrying cannot cure: authentication, authorisation, bad data shape."""
+
+    exit_code = EXIT_FAILED
+
+
+class TransientError(ArchiverError):
+    """A failure that outlived its retries (network, failover); a re-run can finish the job."""
+
+    exit_code = EXIT_FAILED
+
+
+class InvalidOrderError(Exception):
+    """One source order cannot be archived; never fatal, the order is counted as rejected."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Server error codes that mean "try again": failover, shutdown, network, stale routing.
+# https://github.com/mongodb/specifications (retryable-writes, change-streams) lists them.
+TRANSIENT_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        133,  # FailedToSatisfyReadPreference
+        150,  # StaleEpoch
+        189,  # PrimarySteppedDown
+        234,  # RetryChangeStream
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11602,  # InterruptedDueToReplStateChange
+        13388,  # StaleConfig
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+TRANSIENT_LABELS = ("RetryableWriteError", "ResumableChangeStreamError", "TransientTransactionError")
+AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the same operation may succeed.
+
+    Reads pymongo's error labels first (the server's own verdict), then network errors and
+    the failover codes; a bulk write is transient when every error in it is.
+    """
+    if isinstance(exc, pymongo_errors.OperationFailure) and exc.code in AUTH_CODES:
+        return False
+    if isinstance(exc, pymongo_errors.PyMongoError) and any(
+        exc.has_error_label(label) for label in TRANSIENT_LABELS
+    ):
+        return True
+    if isinstance(exc, (pymongo_errors.ConnectionFailure, pymongo_errors.CursorNotFound)):
+        return True
+    if isinstance(exc, pymongo_errors.BulkWriteError):
+        details = exc.details or {}
+        codes = [e.get("code") for e in details.get("writeErrors", [])]
+        codes += [e.get("code") for e in details.get("writeConcernErrors", [])]
+        return bool(codes) and all(code in TRANSIENT_CODES for code in codes)
+    if isinstance(exc, pymongo_errors.OperationFailure):
+        return exc.code in TRANSIENT_CODES
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description of a pymongo error, safe to print (no URI, no document)."""
+    if isinstance(exc, pymongo_errors.ServerSelectionTimeoutError):
+        return "MongoDB server unreachable (server selection timed out)"
+    if isinstance(exc, pymongo_errors.OperationFailure):
+        if exc.code == 18:
+            return "authentication failed: check the user name and password in MONGODB_URI"
+        if exc.code == 13:
+            return "not authorised: the MongoDB user lacks a required role"
+        message = str(exc.details.get("errmsg", exc)) if exc.details else str(exc)
+        return f"MongoDB error {exc.code}: {message.splitlines()[0][:300]}"
+    if isinstance(exc, pymongo_errors.ConnectionFailure):
+        return f"connection to MongoDB lost: {type(exc).__name__}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+
+
+def as_archiver_error(exc: BaseException) -> ArchiverError:
+    """Wrap a pymongo error in the hierarchy, keeping the cause for the logs."""
+    if isinstance(exc, ArchiverError):
+        return exc
+    cls = TransientError if is_transient(exc) else FatalError
+    error = cls(describe(exc))
+    error.__cause__ = exc
+    return error
+
+
+T = TypeVar("T")
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: the n-th delay is uniform in
+    [0, min(maximum, initial * 2**n)] (the AWS "full jitter" scheme). ``reset`` after progress."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0, rng: random.Random | None = None) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2**self.failures))
+        self.failures += 1
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def retrying(
+    func: Callable[[], T],
+    *,
+    attempts: int = 5,
+    backoff: Backoff | None = None,
+    stop_event: threading.Event | None = None,
+    on_retry: Callable[[BaseException, float], Any] | None = None,
+) -> T:
+    """Call ``func`` until it succeeds, retrying transient errors only.
+
+    ``attempts`` of 0 retries forever (a service); otherwise the last transient error is
+    raised as a ``TransientError``. Waits are ``stop_event.wait`` so a stop request ends
+    them (the error is then raised at once). Non-transient errors are raised as ``FatalError``.
+    """
+    backoff = backoff or Backoff()
+    stop_event = stop_event or threading.Event()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return func()
+        except ArchiverError:
+            raise
+        except pymongo_errors.PyMongoError as exc:
+            if not is_transient(exc) or (attempts and attempt >= attempts) or stop_event.is_set():
+                raise as_archiver_error(exc) from exc
+            delay = backoff.next_delay()
+            if on_retry is not None:
+                on_retry(exc, delay)
+            if stop_event.wait(delay):
+                raise as_archiver_error(exc) from exc

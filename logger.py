@@ -1,0 +1,143 @@
+"""Logging: human lines on stderr, a size-rotated file, optional JSON lines; secrets masked.
+
+The redaction filter sits on every handler, so a record is masked whoever logged it
+(pymongo included): URIs lose their password, ``password=...`` pairs their value, and any
+secret registered with ``register_secret`` (the configured password) disappears verbatim.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+import urllib.parse
+from pathlib import Path
+
+from pythonjsonlogger.json import JsonFormatter
+
+from config import Settings, redact_uri, uri_password
+
+LOGGER_NAME = "order_archiver"
+LOG_FILE_NAME = "order-archiver.log"
+LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
+
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_secrets: set[str] = set()
+
+
+def get_logger(name: str | None = None) -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
+
+
+def register_secret(secret: str | None) -> None:
+    """Mask this exact string (and its URL-decoded form) in every record from now on."""
+    if secret and len(secret) >= 3:
+        _secrets.add(secret)
+        _secrets.add(urllib.parse.unquote(secret))
+
+
+def redact(text: str) -> str:
+    text = redact_uri(text)
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Render the message, mask it, and keep the masked text (args are consumed)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the record
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.exc_info = None  # formatters would otherwise print it unmasked again
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD_ATTRS and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...``: extras shown, not lost."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return line
+
+
+def _json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+
+
+def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
+    """Configure the root logger once per process (tests call it again: handlers are replaced).
+
+    ``verbosity``: -1 for ``-q`` (warnings only on the console), 0 default, 1 for ``-v``.
+    The file always gets ``LOG_LEVEL`` (DEBUG with ``-v``).
+    """
+    register_secret(uri_password(settings.mongodb_uri))
+    level = logging.DEBUG if verbosity > 0 else getattr(logging, settings.log_level)
+    console_level = logging.WARNING if verbosity < 0 else level
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_order_archiver", False):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(min(level, console_level))
+    redacting = RedactingFilter()
+
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(console_level)
+    if settings.log_format == "json":
+        console.setFormatter(_json_formatter())
+    else:
+        console.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    handlers: list[logging.Handler] = [console]
+
+    if settings.log_dir:
+        try:
+            Path(settings.log_dir).mkdir(parents=True, exist_ok=True)
+            file_handler = logging.handlers.RotatingFileHandler(
+                Path(settings.log_dir) / LOG_FILE_NAME,
+                maxBytes=LOG_FILE_MAX_BYTES,
+                backupCount=LOG_FILE_BACKUPS,
+                encoding="utf-8",
+            )
+        except OSError as exc:
+            file_handler = None
+            sys.stderr.write(f"warning: no log file in {settings.log_dir}: {exc.strerror}\n")
+        if file_handler is not None:
+            file_handler.setLevel(level)
+            if settings.log_format == "json":
+                file_handler.setFormatter(_json_formatter())
+            else:
+                file_handler.setFormatter(
+                    TextFormatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+                )
+            handlers.append(file_handler)
+
+    for handler in handlers:
+        handler.addFilter(redacting)
+        handler._order_archiver = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    # pymongo's own DEBUG logs are command-level noise (and carry documents).
+    logging.getLogger("pymongo").setLevel(max(level, logging.INFO))
+    logging.getLogger("faker").setLevel(logging.WARNING)
+    return get_logger()

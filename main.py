@@ -1,0 +1,299 @@
+"""order-archiver's command line: parse, build settings, dispatch; map errors to exit codes.
+
+Exit codes: 0 done; 1 failed (server unreachable, authentication, write failure after
+retries); 2 bad usage or configuration; 3 finished but some orders were rejected as invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from config import load_settings, parse_date_bound, parse_positive_int, parse_probability
+from errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ArchiverError
+from logger import get_logger, redact, setup_logging
+
+__version__ = "0.1.0"
+
+EPILOG_BATCH = """examples:
+  python main.py batch                          report what would be archived (writes nothing)
+  python main.py batch --run                    archive every delivered order not yet archived
+  python main.py batch --run --date-from yesterday --date-to today
+  python main.py batch --run --date-from 7d --purge-source
+  python main.py batch --run --simulation       the whole job on an embedded database
+"""
+EPILOG_SIMULATE = """examples:
+  python simulate.py --count 1000 --seed 42 --p-delivered 0.4 --reset
+  python simulate.py --simulation --count 5000  write samples.json instead of a database
+"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a parser that raises ValueError with its reason."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__.replace("parse_", "")
+    return convert
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text) if text.strip().lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    verbosity = common.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    common.add_argument("--env-file", metavar="F", help="read settings from F instead of ./.env")
+
+    parser = OneLineParser(
+        prog="main.py",
+        description="Archive delivered food-delivery orders out of MongoDB, enriched, exactly once.",
+        epilog="Run `python main.py COMMAND --help` for a command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"order-archiver {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    commands.required = True
+
+    batch = commands.add_parser(
+        "batch",
+        parents=[common],
+        help="archive delivered orders in bulk (dry run unless --run)",
+        description="Archive every delivered order not yet archived, enriched, in bulk, idempotently.",
+        epilog=EPILOG_BATCH,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = batch.add_mutually_exclusive_group()
+    mode.add_argument("--run", action="store_true", help="write the archive (default: dry run)")
+    mode.add_argument("--dry-run", action="store_true", help="report what would be archived; write nothing")
+    batch.add_argument(
+        "--date-from", metavar="D", type=_argument(parse_date_bound), help="date_commande >= D"
+    )
+    batch.add_argument("--date-to", metavar="D", type=_argument(parse_date_bound), help="date_commande < D")
+    batch.add_argument(
+        "--limit", metavar="N", type=_argument(parse_positive_int), help="archive at most N orders"
+    )
+    batch.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=_argument(parse_positive_int),
+        help="orders per bulk write (BATCH_SIZE)",
+    )
+    batch.add_argument(
+        "--export-samples", metavar="FILE", help="write sample archive documents as Extended JSON"
+    )
+    batch.add_argument(
+        "--samples",
+        metavar="N",
+        type=_argument(_non_negative_int),
+        default=3,
+        help="sample documents to keep (3)",
+    )
+    batch.add_argument(
+        "--purge-source", action="store_true", help="delete source orders once their archive is confirmed"
+    )
+    batch.add_argument("--restart", action="store_true", help="ignore the checkpoint of an interrupted run")
+    batch.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    _simulation_arguments(batch)
+    batch.set_defaults(func=cmd_batch)
+
+    watch = commands.add_parser(
+        "watch",
+        parents=[common],
+        help="archive each delivery as it happens (change streams)",
+        description="Archive each order the moment it is delivered, resuming after any restart.",
+    )
+    watch.add_argument("--from-now", action="store_true", help="skip the catch-up of missed deliveries")
+    watch.add_argument(
+        "--token-store", choices=("file", "mongo"), default="file", help="where the resume token lives"
+    )
+    watch.add_argument("--token-file", metavar="PATH", help="resume token file (RESUME_TOKEN_FILE)")
+    watch.set_defaults(func=cmd_watch)
+
+    simulate = commands.add_parser(
+        "simulate",
+        parents=[common],
+        help="fill a database with generated orders (also: python simulate.py)",
+        description="Fill the source database with realistic generated data (Faker, fr_FR).",
+        epilog=EPILOG_SIMULATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    simulate.add_argument(
+        "--count", metavar="N", type=_argument(parse_positive_int), default=1000, help="orders"
+    )
+    simulate.add_argument("--seed", metavar="S", type=int, help="same seed, same data")
+    simulate.add_argument(
+        "--p-delivered", metavar="P", type=_argument(parse_probability), default=0.6, help="share delivered"
+    )
+    simulate.add_argument(
+        "--p-anomalies",
+        metavar="P",
+        type=_argument(parse_probability),
+        default=0.02,
+        help="share of dirty orders",
+    )
+    simulate.add_argument(
+        "--days", metavar="N", type=_argument(parse_positive_int), default=30, help="date window"
+    )
+    simulate.add_argument("--reset", action="store_true", help="drop the five collections first")
+    simulate.add_argument(
+        "--simulation", action="store_true", help="write samples.json (Extended JSON) instead of a database"
+    )
+    simulate.add_argument("--samples-file", metavar="PATH", default="samples.json", help="with --simulation")
+    simulate.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def _simulation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--simulation", action="store_true", help="run on an embedded database of generated data"
+    )
+    parser.add_argument(
+        "--count",
+        metavar="N",
+        type=_argument(parse_positive_int),
+        default=1000,
+        help="with --simulation: orders",
+    )
+    parser.add_argument("--seed", metavar="S", type=int, default=42, help="with --simulation: generator seed")
+
+
+# --- commands: each returns an exit code ---------------------------------------------------
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    settings, warnings = load_settings(args.env_file, overrides)
+    setup_logging(settings, verbosity=1 if args.verbose else -1 if args.quiet else 0)
+    for warning in warnings:
+        get_logger().warning(warning)
+    return settings
+
+
+def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from archiver import BatchOptions, check_window, run_batch
+    from connection import open_client
+
+    check_window(args.date_from, args.date_to)
+    settings = _settings(args, batch_size=args.batch_size, simulation=args.simulation or None)
+    options = BatchOptions(
+        run=args.run,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        limit=args.limit,
+        batch_size=settings.batch_size,
+        export_samples=args.export_samples,
+        samples=args.samples,
+        purge_source=args.purge_source,
+        resume=not args.restart,
+    )
+    client = open_client(
+        settings, stop_event=stop_event, simulation_count=args.count, simulation_seed=args.seed
+    )
+    try:
+        report = run_batch(client, settings, options, stop_event=stop_event)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
+    else:
+        if not options.run and report.samples and not args.quiet:
+            from bson import json_util
+
+            for sample in report.samples:
+                print(
+                    json_util.dumps(sample, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS)
+                )
+        if report.rejections:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.rejections.items()))
+            print(f"rejected orders by reason: {reasons}")
+        print(report.summary_line())
+    return EXIT_REJECTED if report.rejected else EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from watcher import run_watch
+
+    settings = _settings(args, resume_token_file=args.token_file)
+    return run_watch(settings, from_now=args.from_now, token_store=args.token_store, stop_event=stop_event)
+
+
+def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from simulation import SimulateOptions, run_simulate
+
+    settings = _settings(args, simulation=args.simulation or None)
+    options = SimulateOptions(
+        count=args.count,
+        seed=args.seed,
+        p_delivered=args.p_delivered,
+        p_anomalies=args.p_anomalies,
+        days=args.days,
+        reset=args.reset,
+        samples_file=args.samples_file if args.simulation else None,
+        progress=sys.stderr.isatty() and not args.quiet,
+    )
+    print(run_simulate(settings, options, stop_event=stop_event))
+    return EXIT_OK
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def _install_stop_handlers(stop_event: threading.Event) -> None:
+    """SIGINT/SIGTERM only set the event: loops finish the unit of work in hand, then stop."""
+
+    def handle(signum: int, _frame: Any) -> None:
+        stop_event.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stop_event = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _install_stop_handlers(stop_event)
+    log = get_logger()
+    try:
+        return args.func(args, stop_event)
+    except ArchiverError as exc:
+        log.debug("%s failed", args.command, exc_info=True)
+        sys.stderr.write(f"error: {redact(str(exc))}\n")
+        return exc.exit_code
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        log.debug("%s crashed", args.command, exc_info=True)
+        first_line = redact(str(exc)).splitlines()[0][:300] if str(exc) else ""
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first_line}\n")
+        return EXIT_FAILED
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

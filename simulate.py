@@ -1,0 +1,11 @@
+"""Fill a database with realistic generated orders: ``python simulate.py --help``.
+
+The same as ``python main.py simulate``; kept as its own script for the design card.
+"""
+
+import sys
+
+from main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["simulate", *sys.argv[1:]]))

@@ -1,0 +1,234 @@
+"""The embedded database of ``--simulation``: mongomock, filled with generated or sample data.
+
+mongomock is an in-process fake of pymongo. It is not MongoDB, and one of its departures
+matters here; ``_patch_mongomock_lookup`` fixes it (see ``shared/nx-27017.md``, "mongomock").
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mongomock
+import mongomock.aggregate
+import mongomock.collection
+import mongomock.helpers
+from bson import json_util
+
+from config import Settings
+from errors import ConfigError
+from generator import Dataset, generate_dataset, strip_markers
+from logger import get_logger
+
+log = get_logger("simulation")
+
+SAMPLES_FILE = "samples.json"
+_JSON_OPTIONS = json_util.JSONOptions(
+    json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=json_util.utc
+)
+_TEMP_FIELD = "__order_archiver_lookup_values"
+
+
+def _values_along_path(document: Any, path: list[str]) -> list[Any]:
+    """Every value at ``path``, expanding arrays at each step as MongoDB's $lookup does."""
+    nodes = [document]
+    for part in path:
+        following: list[Any] = []
+        for node in nodes:
+            candidates = node if isinstance(node, list) else [node]
+            for candidate in candidates:
+                if isinstance(candidate, dict) and part in candidate:
+                    following.append(candidate[part])
+        nodes = following
+    values: list[Any] = []
+    for node in nodes:
+        values.extend(node if isinstance(node, list) else [node])
+    return values
+
+
+def _patch_mongomock_lookup() -> None:
+    """mongomock's ``$lookup`` joins nothing when ``localField`` is a path through an array of
+    subdocuments (``items.menu_id``), which MongoDB documents and the product uses. The stage
+    table holds the original handler (patching the function does nothing), so its entry is
+    replaced by a wrapper that gathers the path's values into a temporary top-level field,
+    joins on that, then removes it."""
+    if getattr(mongomock.aggregate, "_order_archiver_patched", False):
+        return
+    original = mongomock.aggregate._PIPELINE_HANDLERS["$lookup"]
+
+    def lookup(in_collection: list[dict[str, Any]], database: Any, options: dict[str, Any]) -> Any:
+        local_field = options.get("localField")
+        if not isinstance(local_field, str) or "." not in local_field:
+            return original(in_collection, database, options)
+        path = local_field.split(".")
+        for document in in_collection:
+            document[_TEMP_FIELD] = _values_along_path(document, path)
+        result = original(in_collection, database, {**options, "localField": _TEMP_FIELD})
+        for document in result:
+            document.pop(_TEMP_FIELD, None)
+        return result
+
+    mongomock.aggregate._PIPELINE_HANDLERS["$lookup"] = lookup
+    mongomock.aggregate._order_archiver_patched = True
+
+
+def _patch_mongomock_bulk_sort() -> None:
+    """pymongo 4.20's ``UpdateOne``/``ReplaceOne`` hand mongomock 4.3's bulk builder a ``sort``
+    argument (MongoDB 8's sorted update) that it does not know: every ``bulk_write`` of
+    updates raises ``TypeError``. The archiver never sorts an update, so an unset ``sort`` is
+    dropped; a set one still fails, loudly."""
+    builder = mongomock.collection.BulkOperationBuilder
+    if getattr(builder, "_order_archiver_patched", False):
+        return
+    for name in ("add_update", "add_replace"):
+        original = getattr(builder, name)
+
+        def without_sort(
+            self: Any, *args: Any, _original: Any = original, sort: Any = None, **kwargs: Any
+        ) -> Any:
+            if sort is not None:
+                raise NotImplementedError("mongomock: sorted updates are not supported")
+            return _original(self, *args, **kwargs)
+
+        setattr(builder, name, without_sort)
+    builder._order_archiver_patched = True
+
+
+def new_client() -> mongomock.MongoClient:
+    _patch_mongomock_lookup()
+    _patch_mongomock_bulk_sort()
+    return mongomock.MongoClient(tz_aware=True)
+
+
+def write_samples(dataset: Dataset, path: str | Path, settings: Settings) -> int:
+    """Write the dataset as Extended JSON: ``{collection name: [documents]}``."""
+    payload = {
+        name: [strip_markers(doc) for doc in documents] for name, documents in dataset.by_collection(settings)
+    }
+    Path(path).write_text(json_util.dumps(payload, json_options=_JSON_OPTIONS, ensure_ascii=False), "utf-8")
+    return sum(len(docs) for docs in payload.values())
+
+
+def read_samples(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    try:
+        payload = json_util.loads(Path(path).read_text("utf-8"), json_options=_JSON_OPTIONS)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a samples file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or not all(isinstance(v, list) for v in payload.values()):
+        raise ConfigError(f"{path}: expected {{collection: [documents]}}")
+    return payload
+
+
+def simulation_client(
+    settings: Settings, *, count: int = 1000, seed: int | None = 42, samples: str | Path | None = SAMPLES_FILE
+) -> mongomock.MongoClient:
+    """A mongomock client whose source database holds ``samples`` if that file exists, else
+    ``count`` generated orders."""
+    client = new_client()
+    database = client[settings.mongodb_database]
+    if samples and Path(samples).is_file():
+        payload = read_samples(samples)
+        for name, documents in payload.items():
+            if documents:
+                database[name].insert_many(documents)
+        log.info(
+            "simulation database filled from %s (%d orders)",
+            samples,
+            len(payload.get(settings.orders_collection, [])),
+        )
+        return client
+    dataset = generate_dataset(count, seed=seed)
+    for name, documents in dataset.by_collection(settings):
+        database[name].insert_many([strip_markers(doc) for doc in documents])
+    log.info("simulation database filled with %d generated orders (seed %s)", count, seed)
+    return client
+
+
+def fill_database(
+    database: Any,
+    dataset: Dataset,
+    settings: Settings,
+    *,
+    reset: bool = False,
+    chunk_size: int = 1000,
+    progress: bool = False,
+) -> dict[str, int]:
+    """Insert the dataset in bulk (references first), ``reset`` dropping the five collections."""
+    from tqdm import tqdm
+
+    if reset:
+        for name, _ in dataset.by_collection(settings):
+            database[name].drop()
+    counts: dict[str, int] = {}
+    total = sum(len(docs) for _, docs in dataset.by_collection(settings))
+    with tqdm(total=total, unit="doc", disable=not progress, desc="inserting") as bar:
+        for name, documents in dataset.by_collection(settings):
+            collection = database[name]
+            for start in range(0, len(documents), chunk_size):
+                batch = [strip_markers(doc) for doc in documents[start : start + chunk_size]]
+                collection.insert_many(batch, ordered=False)
+                bar.update(len(batch))
+            counts[name] = len(documents)
+    return counts
+
+
+def next_order_number(database: Any, settings: Settings) -> int:
+    """The number after the highest ``CMD-NNNNNN`` already stored (1 for an empty collection)."""
+    latest = database[settings.orders_collection].find_one(
+        {"numero_commande": {"$regex": r"^CMD-\d+$"}}, {"numero_commande": 1}, sort=[("numero_commande", -1)]
+    )
+    if not latest:
+        return 1
+    return int(latest["numero_commande"].split("-")[1]) + 1
+
+
+@dataclass(frozen=True)
+class SimulateOptions:
+    count: int = 1000
+    seed: int | None = None
+    p_delivered: float = 0.6
+    p_anomalies: float = 0.02
+    days: int = 30
+    reset: bool = False
+    samples_file: str | None = None  # write Extended JSON here instead of a database
+    progress: bool = False
+
+
+def run_simulate(
+    settings: Settings, options: SimulateOptions, stop_event: threading.Event | None = None
+) -> str:
+    """Generate the data and store it; returns the summary line."""
+    started = time.monotonic()
+    generate = functools.partial(
+        generate_dataset,
+        options.count,
+        seed=options.seed,
+        p_delivered=options.p_delivered,
+        p_anomalies=options.p_anomalies,
+        days=options.days,
+    )
+    if options.samples_file:
+        dataset = generate()
+        written = write_samples(dataset, options.samples_file, settings)
+        return (
+            f"simulate: {len(dataset.orders)} orders ({written} documents) written to {options.samples_file}"
+        )
+    from connection import open_client
+
+    client = open_client(settings, stop_event=stop_event)
+    try:
+        database = client[settings.mongodb_database]
+        dataset = generate(first_number=1 if options.reset else next_order_number(database, settings))
+        fill_database(database, dataset, settings, reset=options.reset, progress=options.progress)
+    finally:
+        client.close()
+    delivered = sum(1 for order in dataset.orders if order["status"] == settings.delivered_status)
+    return (
+        f"simulate: {len(dataset.orders)} orders ({delivered} delivered), {len(dataset.clients)} clients, "
+        f"{len(dataset.couriers)} couriers, {len(dataset.restaurants)} restaurants, "
+        f"{len(dataset.menus)} dishes into {settings.mongodb_database} in {time.monotonic() - started:.1f}s"
+    )

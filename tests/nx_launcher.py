@@ -1,0 +1,466 @@
+"""Start nx-27017 (a MongoDB wire-protocol server over SQLite) with its known faults fixed.
+
+This is test code, never product code. nx-27017 is the only MongoDB-speaking server that
+installs on the test machines; ``shared/nx-27017.md`` lists where it departs from MongoDB's
+documented behaviour. Each ``_fix_*`` function below patches one such departure so that the
+archiver is tested against what MongoDB does, not against the stand-in's quirks. Every fix
+has a test in ``tests/integration/test_nx_launcher.py`` that shows the fixed behaviour.
+
+Usage (what the ``nx_server`` fixture runs)::
+
+    python tests/nx_launcher.py --data-dir DIR -p PORT --pid-file DIR/nx.pid
+
+Environment: ``NX_RESUME_RETENTION_ROWS`` sets how many change-log rows the server keeps past
+the slowest open stream (default 1000), so that a test can make history run out cheaply.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import sys
+import threading
+from typing import Any
+
+import neosqlite.collection.query_engine as neo_query_engine
+import neosqlite.collection.query_engine.python_aggregation_engine as neo_python_engine
+import neosqlite.collection.query_helper.utils as neo_query_utils
+from bson import ObjectId
+from neosqlite.collection.json_helpers import neosqlite_json_loads
+from neosqlite.collection.query_helper import QueryHelper
+from nx_27017 import changestream as nx_changestream
+from nx_27017.handler import NeoSQLiteHandler
+from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
+
+_fallback = threading.local()
+
+
+# --- Queries ------------------------------------------------------------------------------
+
+
+def _per_thread_force_fallback() -> bool:  # pragma: no cover - runs with utils' globals
+    return getattr(_NX_FALLBACK_LOCAL, "on", False)  # noqa: F821 - resolved in neosqlite
+
+
+def _fix_force_fallback_per_thread() -> None:
+    """Fault: the SQL aggregation tier mis-encodes ``$lookup`` results (``_id`` as a string,
+    the joined array as JSON text). Its Python engine is right, but the only switch to it is
+    global, and with it on every ``find_one`` is a full scan and ObjectId-filtered
+    ``update_many``/``delete_many`` match nothing. Fix: make the switch per thread (every
+    module imported the function object, so its code is swapped in place) and turn it on
+    only while an ``aggregate`` command is handled (see ``_wrap_handle_command``)."""
+    neo_query_utils._NX_FALLBACK_LOCAL = _fallback
+    neo_query_utils.get_force_fallback.__code__ = _per_thread_force_fallback.__code__
+
+
+class _PrefetchedEngine:
+    """The query engine, except that ``find()`` yields documents fetched beforehand."""
+
+    def __init__(self, engine: Any, docs: list[dict[str, Any]]) -> None:
+        self._engine = engine
+        self._docs = docs
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        return iter(self._docs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+def _has_dotted_key(spec: Any) -> bool:
+    if isinstance(spec, dict):
+        return any(("." in k) or _has_dotted_key(v) for k, v in spec.items())
+    if isinstance(spec, list):
+        return any(_has_dotted_key(v) for v in spec)
+    return False
+
+
+_LOOKUP_STRIPS_ID = 'k: v for k, v in match_doc.items() if k != "_id"'
+
+
+def _fix_lookup_drops_foreign_id() -> None:
+    """Fault: the Python engine's ``$lookup`` drops the joined documents' ``_id``; MongoDB keeps
+    it, and the archiver needs it to tell which joined dish is which item's. Fix: recompile the
+    engine's function without that one filter (the version is pinned; fail loudly if the
+    source no longer has it)."""
+    source = inspect.getsource(neo_python_engine.execute_python_aggregation)
+    if _LOOKUP_STRIPS_ID not in source:
+        raise RuntimeError("neosqlite changed: the $lookup _id fix no longer applies")
+    source = source.replace(_LOOKUP_STRIPS_ID, "k: v for k, v in match_doc.items()")
+    exec(compile(source, neo_python_engine.__file__, "exec"), neo_python_engine.__dict__)
+    neo_query_engine.execute_python_aggregation = neo_python_engine.execute_python_aggregation
+
+
+_MISSING = object()
+
+
+def _include_paths(value: Any, paths: list[list[str]]) -> Any:
+    """MongoDB's inclusion projection of dotted ``paths`` (split) on one value: through arrays
+    element by element; a scalar where a subdocument was expected is dropped."""
+    if isinstance(value, list):
+        kept = [_include_paths(v, paths) for v in value if isinstance(v, (dict, list))]
+        return [v for v in kept if v is not _MISSING]
+    if not isinstance(value, dict):
+        return _MISSING
+    grouped: dict[str, list[list[str]]] = {}
+    for path in paths:
+        grouped.setdefault(path[0], []).append(path[1:])
+    out: dict[str, Any] = {}
+    for key, rests in grouped.items():
+        if key not in value:
+            continue
+        if any(not rest for rest in rests):
+            out[key] = value[key]
+            continue
+        projected = _include_paths(value[key], rests)
+        if projected is not _MISSING:
+            out[key] = projected
+    return out
+
+
+def _fix_dotted_inclusion_projection() -> None:
+    """Fault: the Python engine's ``$project`` ignores dotted inclusion paths
+    (``{"client.nom": 1}`` yields no ``client``), which MongoDB applies through subdocuments
+    and arrays of them. Fix: apply plain inclusion projections with a dotted path the
+    MongoDB way; anything else (expressions, exclusions) goes to the engine as before."""
+    original = QueryHelper._apply_projection
+
+    @functools.wraps(original)
+    def apply_projection(self: Any, projection: dict[str, Any], document: dict[str, Any]) -> Any:
+        if (
+            projection
+            and any("." in key for key in projection)
+            and all(
+                v in (0, 1, True, False) and not (k != "_id" and v in (0, False))
+                for k, v in projection.items()
+            )
+        ):
+            paths = [key.split(".") for key, v in projection.items() if v and key != "_id"]
+            if projection.get("_id", 1):
+                paths.append(["_id"])
+            return _include_paths(document, paths)
+        return original(self, projection, document)
+
+    QueryHelper._apply_projection = apply_projection
+
+
+def _fix_python_aggregation_full_load() -> None:
+    """Fault: the Python aggregation engine loads the whole collection on every call, so a
+    one-order enrichment costs a full scan. Fix: when the pipeline starts with a ``$match``
+    without dotted keys, fetch those documents with the indexed ``find`` (switch off), then
+    run the pipeline (its ``$match`` included, harmlessly) over them."""
+    original = neo_query_engine.execute_python_aggregation
+
+    @functools.wraps(original)
+    def execute(query_engine: Any, pipeline: list[dict[str, Any]], session: Any = None):
+        first = pipeline[0] if pipeline else None
+        if isinstance(first, dict) and set(first) == {"$match"}:
+            match = first["$match"]
+            if isinstance(match, dict) and not _has_dotted_key(match):
+                previous = getattr(_fallback, "on", False)
+                _fallback.on = False
+                try:
+                    docs = list(query_engine.find(match, session=session))
+                finally:
+                    _fallback.on = previous
+                return original(_PrefetchedEngine(query_engine, docs), pipeline, session)
+        return original(query_engine, pipeline, session)
+
+    neo_query_engine.execute_python_aggregation = execute
+
+
+def _rewrite_objectid_equality(spec: Any) -> Any:
+    """``{field: oid}`` / ``{field: {"$eq": oid}}`` -> ``{field: {"$in": [oid]}}``: the same query
+    in MongoDB, and the only form nx's SQL tier matches on a field other than ``_id``. Not for
+    dotted paths, where ``$in`` fails in both of nx's tiers."""
+    if not isinstance(spec, dict):
+        return spec
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key in ("$and", "$or", "$nor") and isinstance(value, list):
+            out[key] = [_rewrite_objectid_equality(v) for v in value]
+        elif key == "_id" or key.startswith("$") or "." in key:
+            out[key] = value
+        elif isinstance(value, ObjectId):
+            out[key] = {"$in": [value]}
+        elif isinstance(value, dict) and set(value) == {"$eq"} and isinstance(value["$eq"], ObjectId):
+            out[key] = {"$in": [value["$eq"]]}
+        else:
+            out[key] = value
+    return out
+
+
+def _rewrite_statements(statements: Any) -> Any:
+    if not isinstance(statements, list):
+        return statements
+    return [
+        {**s, "q": _rewrite_objectid_equality(s["q"])} if isinstance(s, dict) and "q" in s else s
+        for s in statements
+    ]
+
+
+def _rewrite_pipeline(pipeline: list[Any]) -> list[Any]:
+    return [
+        {"$match": _rewrite_objectid_equality(stage["$match"])}
+        if isinstance(stage, dict) and set(stage) == {"$match"}
+        else stage
+        for stage in pipeline
+    ]
+
+
+_AUTH_FAILED = {
+    "ok": 0,
+    "code": 18,
+    "codeName": "AuthenticationFailed",
+    "errmsg": "Authentication failed.",
+}
+_AUTH_COMMANDS = ("saslStart", "saslContinue", "authenticate")
+
+
+def _wrap_handle_command() -> None:
+    """One wrapper around the command entry point carries four fixes:
+
+    - aggregate (not change streams) runs on the Python engine: the per-thread switch is on
+      only while it is handled (see ``_fix_force_fallback_per_thread``);
+    - ObjectIds inside an aggregate pipeline are converted to neosqlite's, as nx already does
+      for find/update/delete (otherwise ``{$match: {_id: oid}}`` matches nothing);
+    - ObjectId equality on a non-``_id`` field is rewritten to ``$in`` in ``filter``, ``query``,
+      the ``q`` of ``updates``/``deletes`` (body or payload sections) and ``$match`` stages;
+    - ``saslStart``/``saslContinue``/``authenticate`` answer what MongoDB with access control
+      answers an unknown user (code 18), instead of a reply pymongo cannot read
+      (``KeyError: 'payload'``).
+    """
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        sections = []
+        is_aggregate = False
+        for section_type, doc in msg.get("sections", []):
+            if isinstance(doc, dict):
+                if section_type == "body" and any(c in doc for c in _AUTH_COMMANDS):
+                    return msg["request_id"], dict(_AUTH_FAILED)
+                doc = dict(doc)
+                for key in ("filter", "query"):
+                    if isinstance(doc.get(key), dict):
+                        doc[key] = _rewrite_objectid_equality(doc[key])
+                for key in ("updates", "deletes"):
+                    if key in doc:
+                        doc[key] = _rewrite_statements(doc[key])
+                pipeline = doc.get("pipeline")
+                if (
+                    section_type == "body"
+                    and "aggregate" in doc
+                    and isinstance(pipeline, list)
+                    and not nx_changestream.is_change_stream_pipeline(pipeline)
+                ):
+                    is_aggregate = True
+                    doc["pipeline"] = convert_bson_to_neo_objectids(_rewrite_pipeline(pipeline))
+            sections.append((section_type, doc))
+        msg = {**msg, "sections": sections}
+        if not is_aggregate:
+            return original(self, msg)
+        previous = getattr(_fallback, "on", False)
+        _fallback.on = True
+        try:
+            return original(self, msg)
+        finally:
+            _fallback.on = previous
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
+# --- Change streams -------------------------------------------------------------------------
+
+
+def _fix_change_event_documents() -> None:
+    """Faults: ``fullDocument`` holds neosqlite's storage encoding (ObjectIds as
+    ``{"__neosqlite_objectid__": ...}``, dates as ``{"$date": ...}``), delete events carry a
+    document, and ``updateDescription`` is always null. Fix: decode the document to BSON
+    types, drop it from deletes, and give updates an ``updateDescription`` listing every field
+    of the post-image (nx keeps no pre-image: a superset of what changed, which an idempotent
+    consumer absorbs)."""
+    original = nx_changestream.ChangeStreamManager._translate_row
+
+    @functools.wraps(original)
+    def translate_row(self: Any, stream: Any, rowid: int, row: Any) -> dict[str, Any] | None:
+        event = original(self, stream, rowid, row)
+        if event is None:
+            return None
+        document = event.get("fullDocument")
+        if event.get("operationType") == "delete":
+            event.pop("fullDocument", None)
+        elif isinstance(document, dict):
+            decoded = neosqlite_json_loads(json.dumps(document))
+            event["fullDocument"] = convert_neo_to_bson_objectids(decoded)
+        if event.get("operationType") == "update":
+            post_image = event.get("fullDocument") or {}
+            event["updateDescription"] = {
+                "updatedFields": {k: v for k, v in post_image.items() if k != "_id"},
+                "removedFields": [],
+                "truncatedArrays": [],
+            }
+        else:
+            event.pop("updateDescription", None)
+        event["documentKey"] = convert_neo_to_bson_objectids(event.get("documentKey"))
+        return event
+
+    nx_changestream.ChangeStreamManager._translate_row = translate_row
+
+
+def _matches(document: Any, spec: Any) -> bool:
+    if not isinstance(spec, dict):
+        return True
+    for key, condition in spec.items():
+        if key == "$or":
+            if not any(_matches(document, sub) for sub in condition):
+                return False
+        elif key == "$and":
+            if not all(_matches(document, sub) for sub in condition):
+                return False
+        elif key == "$nor":
+            if any(_matches(document, sub) for sub in condition):
+                return False
+        elif not nx_changestream._match_spec(nx_changestream._get_dotted(document, key), condition):
+            return False
+    return True
+
+
+def _pipeline_matches(change: dict[str, Any], pipeline: list[dict[str, Any]]) -> bool:
+    for stage in pipeline:
+        if isinstance(stage, dict) and set(stage) == {"$match"} and not _matches(change, stage["$match"]):
+            return False
+    return True
+
+
+def _fix_change_stream_match() -> None:
+    """Fault: the stream's ``$match`` knows only top-level equality and a few operators:
+    ``$or``/``$and``/``$nor`` match nothing, so a standard "delivered now" filter drops every
+    event. Fix: recurse into them, with nx's own leaf predicate."""
+    nx_changestream._pipeline_matches = _pipeline_matches
+
+
+# Newest change-log row that pruning deleted, per (db, collection): a token older than it
+# points into history the server no longer has.
+_pruned_through: dict[tuple[str, str], int] = {}
+_pruned_lock = threading.Lock()
+
+
+def _fix_history_loss_detection() -> None:
+    """Fault: a resume token whose history was pruned is resumed from silently, losing every
+    change in between. Fix: remember the newest pruned row per collection; a token older than
+    it fails with ChangeStreamHistoryLost (286), as MongoDB does when the oplog has rolled."""
+    original = nx_changestream.ChangeStreamManager._prune
+
+    @functools.wraps(original)
+    def prune(self: Any, db_name: str, collection_name: str) -> None:
+        with self._lock:
+            tracker = self._trackers.get((db_name, collection_name))
+            marks = [
+                s._watermark
+                for s in self._streams.values()
+                if not s._closed and s.db_name == db_name and s.collection_name == collection_name
+            ]
+        newest_deleted = None
+        if tracker is not None and marks and min(marks) > 0:
+            try:
+                row = (
+                    tracker["collection"]
+                    .db.execute(
+                        "SELECT MAX(id) FROM _neosqlite_changestream "
+                        "WHERE collection_name = ? AND id < ? AND id NOT IN ("
+                        "SELECT id FROM _neosqlite_changestream "
+                        "WHERE collection_name = ? ORDER BY id DESC LIMIT ?)",
+                        (
+                            collection_name,
+                            min(marks),
+                            collection_name,
+                            nx_changestream._RESUME_RETENTION_ROWS,
+                        ),
+                    )
+                    .fetchone()
+                )
+                newest_deleted = row[0] if row else None
+            except Exception:  # the original prune skips on the same errors
+                newest_deleted = None
+        original(self, db_name, collection_name)
+        if newest_deleted is not None:
+            with _pruned_lock:
+                key = (db_name, collection_name)
+                _pruned_through[key] = max(_pruned_through.get(key, 0), int(newest_deleted))
+
+    nx_changestream.ChangeStreamManager._prune = prune
+
+
+def _fix_resume_token_validation() -> None:
+    """Faults: an unreadable resume token is accepted and the stream starts "now"; a token
+    whose history was pruned is resumed from. Both lose changes silently. Fix: refuse them
+    as MongoDB does, with InvalidResumeToken (260) and ChangeStreamHistoryLost (286)."""
+    original = NeoSQLiteHandler._handle_change_stream
+
+    @functools.wraps(original)
+    def handle_change_stream(
+        self: Any,
+        request_id: int,
+        coll_name: str,
+        pipeline: list[dict],
+        db: Any,
+        db_name: str = "test",
+        owner: Any = None,
+    ) -> tuple[int, dict[str, Any]]:
+        options = nx_changestream.extract_change_stream_options(pipeline)
+        token = options.get("resume_after")
+        if token is None:
+            token = options.get("start_after")
+        if token is not None:
+            rowid = nx_changestream._wire_rowid(token)
+            if rowid is None:
+                return request_id, {
+                    "ok": 0,
+                    "code": 260,
+                    "codeName": "InvalidResumeToken",
+                    "errmsg": f"cannot decode resume token {token!r}",
+                }
+            with _pruned_lock:
+                pruned = _pruned_through.get((db_name, coll_name), 0)
+            if rowid < pruned:
+                return request_id, {
+                    "ok": 0,
+                    "code": 286,
+                    "codeName": "ChangeStreamHistoryLost",
+                    "errmsg": "Resume of change stream was not possible, as the resume point "
+                    "may no longer be in the oplog.",
+                }
+        return original(self, request_id, coll_name, pipeline, db, db_name, owner)
+
+    NeoSQLiteHandler._handle_change_stream = handle_change_stream
+
+
+def _fix_retention_knob() -> None:
+    """Fault: retained history is fixed at 1000 rows past the slowest open stream, so a test
+    cannot make it run out cheaply. Fix: read it from ``NX_RESUME_RETENTION_ROWS``."""
+    value = os.environ.get("NX_RESUME_RETENTION_ROWS")
+    if value:
+        nx_changestream._RESUME_RETENTION_ROWS = int(value)
+
+
+def apply_fixes() -> None:
+    _fix_force_fallback_per_thread()
+    _fix_lookup_drops_foreign_id()
+    _fix_dotted_inclusion_projection()
+    _fix_python_aggregation_full_load()
+    _wrap_handle_command()
+    _fix_change_event_documents()
+    _fix_change_stream_match()
+    _fix_history_loss_detection()
+    _fix_resume_token_validation()
+    _fix_retention_knob()
+
+
+if __name__ == "__main__":
+    apply_fixes()
+    from nx_27017.nx_27017 import main
+
+    sys.exit(main())
