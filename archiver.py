@@ -167,9 +167,6 @@ class _Chunk:
         return len(self.documents) + len(self.rejections)
 
 
-_DONE = object()
-
-
 class BatchArchiver:
     """One batch run over one client. ``run()`` returns the report; errors are raised as
     ``ArchiverError`` (``main`` maps them to exit codes)."""
@@ -360,30 +357,29 @@ class BatchArchiver:
     def _settle_bulk_errors(
         self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, Any]]
     ) -> None:
-        """Duplicate keys are not failures: on ``_id`` the order was archived meanwhile; on
-        ``numero_commande`` another order holds that number in the archive (rejected)."""
+        """Duplicate keys are not failures. When the order's ``_id`` is in the archive it was
+        archived meanwhile (a watcher, a concurrent run); otherwise another order holds its
+        ``numero_commande`` in the archive, and this one is rejected."""
         details = exc.details or {}
         self.report.archived += details.get("nUpserted", 0)
         self.report.already_archived += details.get("nMatched", 0)
-        others = []
-        for error in details.get("writeErrors", []):
-            if error.get("code") != DUPLICATE_KEY:
-                others.append(error)
-                continue
-            document = documents[error["index"]]
-            key = error.get("keyValue") or {}
-            if "numero_commande" in key or "numero_commande" in str(error.get("errmsg", "")):
-                reason = "numero_commande already archived for another order"
-                self.report.rejected += 1
-                self.report.rejections[reason] = self.report.rejections.get(reason, 0) + 1
-                log.warning("order rejected", extra={"order_id": str(document["_id"]), "reason": reason})
-            else:
-                self.report.already_archived += 1
+        errors = details.get("writeErrors", [])
+        others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
         if others:
             first = others[0]
             raise FatalError(
                 f"archive write failed: code {first.get('code')}: {str(first.get('errmsg'))[:200]}"
             )
+        duplicates = [documents[e["index"]] for e in errors]
+        present = self._existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
+        reason = "numero_commande already archived for another order"
+        for document in duplicates:
+            if document["_id"] in present:
+                self.report.already_archived += 1
+                continue
+            self.report.rejected += 1
+            self.report.rejections[reason] = self.report.rejections.get(reason, 0) + 1
+            log.warning("order rejected", extra={"order_id": str(document["_id"]), "reason": reason})
 
     # -- purge
 
@@ -472,7 +468,7 @@ class BatchArchiver:
             log.info("resuming an interrupted run after _id %s", after_id)
         if self.same_database:
             self.report.already_archived = self._count_already_archived()
-        chunks: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        chunks: queue.Queue[_Chunk] = queue.Queue(maxsize=QUEUE_CHUNKS)
         failure: list[BaseException] = []
 
         def read() -> None:
@@ -484,20 +480,23 @@ class BatchArchiver:
                             return
             except BaseException as exc:  # handed to the main thread
                 failure.append(exc)
-            finally:
-                self._put(chunks, _DONE, force=True)
 
         reader = threading.Thread(target=read, name="batch-reader", daemon=True)
         reader.start()
         try:
+            # Chunks are written in the order read, so each checkpoint covers all before it.
             while True:
-                item = chunks.get()
-                if item is _DONE:
-                    break
-                self.write_chunk(item)
+                try:
+                    chunk = chunks.get(timeout=0.2)
+                except queue.Empty:
+                    if reader.is_alive():
+                        continue
+                    if chunks.empty():
+                        break
+                    continue
+                self.write_chunk(chunk)
         except BaseException as exc:
             failure.append(exc)
-            self.stop_event.set()
         finally:
             reader.join(timeout=30)
         if failure:
@@ -514,12 +513,9 @@ class BatchArchiver:
         self._export_samples()
 
     @staticmethod
-    def _put(chunks: queue.Queue[Any], item: Any, force: bool = False) -> bool:
+    def _put(chunks: queue.Queue[Any], item: Any) -> bool:
         try:
-            if force:
-                chunks.put(item)
-            else:
-                chunks.put(item, timeout=0.5)
+            chunks.put(item, timeout=0.5)
             return True
         except queue.Full:
             return False

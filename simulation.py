@@ -30,7 +30,6 @@ SAMPLES_FILE = "samples.json"
 _JSON_OPTIONS = json_util.JSONOptions(
     json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=json_util.utc
 )
-_TEMP_FIELD = "__order_archiver_lookup_values"
 
 
 def _values_along_path(document: Any, path: list[str]) -> list[Any]:
@@ -51,29 +50,57 @@ def _values_along_path(document: Any, path: list[str]) -> list[Any]:
 
 
 def _patch_mongomock_lookup() -> None:
-    """mongomock's ``$lookup`` joins nothing when ``localField`` is a path through an array of
-    subdocuments (``items.menu_id``), which MongoDB documents and the product uses. The stage
-    table holds the original handler (patching the function does nothing), so its entry is
-    replaced by a wrapper that gathers the path's values into a temporary top-level field,
-    joins on that, then removes it."""
+    """Two departures of mongomock's ``$lookup`` from MongoDB, fixed in one wrapper.
+
+    - A ``localField`` path through an array of subdocuments (``items.menu_id``), which
+      MongoDB documents and the product uses, joins nothing. The wrapper gathers the path's
+      values the way MongoDB does (expanding arrays at every step).
+    - It runs one unindexed ``find`` per input document: quadratic, minutes for the
+      simulation's few thousand orders, where MongoDB uses the foreign ``_id`` index. On
+      ``foreignField: "_id"`` the wrapper reads the foreign collection once into a dict.
+
+    The stage table holds the original handler (patching the function does nothing), so its
+    entry is replaced; other ``$lookup`` forms go to the original.
+    """
     if getattr(mongomock.aggregate, "_order_archiver_patched", False):
         return
     original = mongomock.aggregate._PIPELINE_HANDLERS["$lookup"]
 
     def lookup(in_collection: list[dict[str, Any]], database: Any, options: dict[str, Any]) -> Any:
         local_field = options.get("localField")
-        if not isinstance(local_field, str) or "." not in local_field:
+        if (
+            options.get("foreignField") != "_id"
+            or not isinstance(local_field, str)
+            or not isinstance(options.get("as"), str)
+            or {"let", "pipeline"} & set(options)
+        ):
             return original(in_collection, database, options)
+        foreign = {_hash_key(doc["_id"]): doc for doc in database.get_collection(options["from"]).find()}
         path = local_field.split(".")
         for document in in_collection:
-            document[_TEMP_FIELD] = _values_along_path(document, path)
-        result = original(in_collection, database, {**options, "localField": _TEMP_FIELD})
-        for document in result:
-            document.pop(_TEMP_FIELD, None)
-        return result
+            joined, seen = [], set()
+            for value in _values_along_path(document, path):
+                key = _hash_key(value)
+                if key in foreign and key not in seen:
+                    seen.add(key)
+                    joined.append(foreign[key])
+            document[options["as"]] = joined
+        return in_collection
 
     mongomock.aggregate._PIPELINE_HANDLERS["$lookup"] = lookup
     mongomock.aggregate._order_archiver_patched = True
+
+
+def _hash_key(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", float(value))  # MongoDB compares 1 and 1.0 equal, True and 1 not
+    return value
 
 
 def _patch_mongomock_bulk_sort() -> None:

@@ -1,0 +1,223 @@
+"""Batch archiving on mongomock: the archive's exact set and contents, modes and bookkeeping."""
+
+from datetime import UTC, datetime, timedelta
+
+import mongomock
+import pytest
+from bson import ObjectId
+from pymongo.errors import AutoReconnect, OperationFailure
+
+from archiver import BatchArchiver, BatchOptions, build_selection, checkpoint_key, in_window
+from config import Settings
+from errors import FatalError, TransientError
+from tests.helpers import ANCHOR, assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def seeded(mongo, settings):
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 300, p_anomalies=0.15)
+    return dataset
+
+
+def archive_of(mongo, settings):
+    return mongo[settings.archive_db_name][settings.archive_collection]
+
+
+def run(mongo, settings, **options):
+    options.setdefault("run", True)
+    options.setdefault("batch_size", 25)
+    return BatchArchiver(mongo, settings, BatchOptions(**options), clock=lambda: NOW).run()
+
+
+def test_archive_holds_exactly_the_valid_delivered_orders(mongo, settings, seeded):
+    report = run(mongo, settings)
+    archive = archive_of(mongo, settings)
+    expected = expected_archive_ids(seeded)
+    assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
+    assert report.archived == len(expected)
+    assert report.rejected == delivered_rejects(seeded) > 0
+    assert report.rejections == {"numero_commande missing": report.rejected}
+    assert report.scanned == report.archived + report.rejected
+    assert_no_duplicates(archive)
+
+
+def test_archive_documents_are_enriched_and_dirty_cases_flagged(mongo, settings, seeded):
+    run(mongo, settings)
+    archive = archive_of(mongo, settings)
+    by_kind = {o.get("_dirty"): o for o in seeded.orders if o["status"] == "livrée"}
+    clean = archive.find_one({"_id": by_kind[None]["_id"]})
+    assert clean["anomalies"] == [] and clean["archived_by"] == "batch"
+    assert clean["client"]["nom"] and clean["restaurant"]["type_cuisine"]
+    assert clean["montant_total"] == round(sum(i["sous_total"] for i in clean["items"]), 2) > 0
+    assert clean["archived_at"] == NOW.replace(tzinfo=clean["archived_at"].tzinfo)
+    expectations = {
+        "client_missing": ("client", "client_missing"),
+        "livreur_missing": ("livreur", "livreur_missing"),
+        "livreur_id_missing": ("livreur", "livreur_id_missing"),
+        "restaurant_missing": ("restaurant", "restaurant_missing"),
+    }
+    for kind, (field, anomaly) in expectations.items():
+        if kind in by_kind:
+            doc = archive.find_one({"_id": by_kind[kind]["_id"]})
+            assert doc[field] is None and anomaly in doc["anomalies"], kind
+    if "date_commande_string" in by_kind:
+        doc = archive.find_one({"_id": by_kind["date_commande_string"]["_id"]})
+        assert isinstance(doc["date_commande"], datetime)
+
+
+def test_dry_run_writes_nothing_and_reports(mongo, settings, seeded):
+    database = mongo[settings.mongodb_database]
+    before = sorted(database.list_collection_names())
+    report = run(mongo, settings, run=False, samples=2)
+    assert sorted(database.list_collection_names()) == before
+    assert report.would_archive == len(expected_archive_ids(seeded))
+    assert report.rejected == delivered_rejects(seeded)
+    assert len(report.samples) == 2 and report.archived == 0
+    assert "nothing was written" in report.summary_line()
+
+
+def test_rerun_adds_nothing_and_counts_already_archived(mongo, settings, seeded):
+    first = run(mongo, settings)
+    archive = archive_of(mongo, settings)
+    snapshot = {d["_id"]: d for d in archive.find()}
+    second = run(mongo, settings)
+    assert second.archived == 0
+    assert second.already_archived == first.archived
+    assert {d["_id"]: d for d in archive.find()} == snapshot  # never rewritten
+
+
+def test_limit_then_rest(mongo, settings, seeded):
+    first = run(mongo, settings, limit=40)
+    assert first.archived + first.rejected == 40
+    rest = run(mongo, settings)
+    assert first.archived + rest.archived == len(expected_archive_ids(seeded))
+    assert_no_duplicates(archive_of(mongo, settings))
+
+
+def test_date_window(mongo, settings, seeded):
+    date_from, date_to = ANCHOR - timedelta(days=10), ANCHOR - timedelta(days=3)
+    run(mongo, settings, date_from=date_from, date_to=date_to)
+    archived = {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})}
+    assert archived == expected_archive_ids(seeded, date_from, date_to)
+    assert archived
+
+
+def test_purge_moves_exactly_the_archived_orders(mongo, settings, seeded):
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    report = run(mongo, settings, purge_source=True)
+    archived = {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})}
+    remaining = {d["_id"] for d in orders.find({}, {"_id": 1})}
+    assert report.purged == len(archived)
+    assert not archived & remaining
+    assert remaining | archived == {o["_id"] for o in seeded.orders}
+
+
+def test_without_purge_the_source_is_untouched(mongo, settings, seeded):
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    before = list(orders.find().sort("_id"))
+    run(mongo, settings)
+    assert list(orders.find().sort("_id")) == before
+
+
+def test_archive_in_another_database(mongo, seeded):
+    settings = Settings(simulation=True, log_dir="", archive_database="archives")
+    report = run(mongo, settings)
+    assert report.archived == len(expected_archive_ids(seeded))
+    assert mongo["archives"]["Commande_archive"].count_documents({}) == report.archived
+    again = run(mongo, settings)
+    assert (
+        again.archived == 0 and mongo["archives"]["Commande_archive"].count_documents({}) == report.archived
+    )
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(mongo, settings, seeded):
+    archiver = BatchArchiver(mongo, settings, BatchOptions(run=True, batch_size=20), clock=lambda: NOW)
+    chunks = 0
+    original = archiver.write_chunk
+
+    def write_then_crash(chunk):
+        nonlocal chunks
+        original(chunk)
+        chunks += 1
+        if chunks == 3:
+            raise RuntimeError("power cut")
+
+    archiver.write_chunk = write_then_crash
+    with pytest.raises(Exception, match="power cut"):
+        archiver.run()
+    checkpoint = mongo[settings.mongodb_database]["archiver_checkpoints"].find_one()
+    assert checkpoint["kind"] == "batch" and checkpoint["last_id"] is not None
+    resumed = run(mongo, settings)
+    assert resumed.resumed_from == str(checkpoint["last_id"])
+    assert {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})} == expected_archive_ids(
+        seeded
+    )
+    assert mongo[settings.mongodb_database]["archiver_checkpoints"].count_documents({}) == 0
+
+
+def test_invalid_checkpoint_is_ignored(mongo, settings, seeded):
+    key = checkpoint_key(settings, BatchOptions(run=True))
+    mongo[settings.mongodb_database]["archiver_checkpoints"].insert_one({"_id": key, "garbage": True})
+    report = run(mongo, settings)
+    assert report.resumed_from is None
+    assert report.archived == len(expected_archive_ids(seeded))
+
+
+def test_transient_write_errors_are_retried(mongo, settings, seeded, monkeypatch):
+    failures = iter([AutoReconnect("connection reset"), AutoReconnect("connection reset")])
+    original = mongomock.collection.Collection.bulk_write
+
+    def flaky(self, *args, **kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", flaky)
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    report = run(mongo, settings)
+    assert report.archived == len(expected_archive_ids(seeded))
+
+
+def test_persistent_transient_errors_fail_as_transient(mongo, settings, seeded, monkeypatch):
+    def down(self, *args, **kwargs):
+        raise AutoReconnect("connection refused")
+
+    monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", down)
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    with pytest.raises(TransientError, match="connection to MongoDB lost"):
+        run(mongo, settings)
+
+
+def test_authorisation_error_fails_fast(mongo, settings, seeded, monkeypatch):
+    calls = []
+
+    def denied(self, *args, **kwargs):
+        calls.append(1)
+        raise OperationFailure("not authorized on livraison to execute command", code=13)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", denied)
+    with pytest.raises(FatalError, match="not authorised"):
+        run(mongo, settings)
+    assert len(calls) == 1
+
+
+def test_numero_already_archived_for_another_order_is_rejected(mongo, settings, seeded):
+    archive = archive_of(mongo, settings)
+    archive.create_index("numero_commande", unique=True)
+    victim = next(o for o in seeded.orders if o["status"] == "livrée" and "_dirty" not in o)
+    archive.insert_one({"_id": ObjectId(), "numero_commande": victim["numero_commande"]})
+    report = run(mongo, settings)
+    assert report.rejections.get("numero_commande already archived for another order") == 1
+    assert archive.find_one({"_id": victim["_id"]}) is None
+
+
+def test_selection_filter():
+    assert build_selection("livrée") == {"status": "livrée"}
+    oid = ObjectId()
+    selection = build_selection("livrée", NOW, None, oid)
+    assert selection["_id"] == {"$gt": oid}
+    assert selection["$or"][0] == {"date_commande": {"$gte": NOW}}
+    assert in_window(NOW, NOW, None) and not in_window(NOW, None, NOW)

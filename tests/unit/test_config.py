@@ -1,0 +1,142 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from config import ENV_VARS, Settings, load_settings, parse_date_bound, redact_uri
+from errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
+
+
+def test_defaults_from_contract():
+    settings, warnings = load_settings(environ={"MONGODB_URI": "mongodb://h:27017"})
+    assert settings.mongodb_database == "livraison"
+    assert settings.orders_collection == "Commande"
+    assert settings.archive_collection == "Commande_archive"
+    assert settings.archive_db_name == "livraison"
+    assert settings.delivered_status == "livrée"
+    assert settings.batch_size == 100
+    assert warnings == []
+
+
+def test_environment_wins_over_env_file_and_flags_win_over_both(tmp_path):
+    env_file = tmp_path / "custom.env"
+    env_file.write_text("MONGODB_URI=mongodb://file:27017\nBATCH_SIZE=7\nMONGODB_DATABASE=fromfile\n")
+    env_file.chmod(0o600)
+    settings, _ = load_settings(
+        str(env_file), overrides={"batch_size": 9}, environ={"MONGODB_DATABASE": "fromenv"}
+    )
+    assert settings.mongodb_uri == "mongodb://file:27017"
+    assert settings.mongodb_database == "fromenv"
+    assert settings.batch_size == 9
+
+
+def test_dotenv_in_working_directory_is_read(tmp_path):
+    (tmp_path / ".env").write_text("MONGODB_URI=mongodb://dot:27017\n")
+    settings, _ = load_settings(environ={})
+    assert settings.mongodb_uri == "mongodb://dot:27017"
+
+
+def test_world_readable_env_file_warns(tmp_path):
+    path = tmp_path / ".env"
+    path.write_text("MONGODB_URI=mongodb://u:p@h:27017\n")
+    path.chmod(0o644)
+    _, warnings = load_settings(environ={})
+    assert any("readable by every user" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({}, "MONGODB_URI is not set"),
+        ({"MONGODB_URI": "http://h"}, "MONGODB_URI: must start with mongodb://"),
+        ({"MONGODB_URI": "mongodb://"}, "MONGODB_URI: must start with mongodb://"),
+        ({"MONGODB_URI": "mongodb://h:notaport"}, "MONGODB_URI: malformed"),
+        ({"MONGODB_URI": "mongodb://h", "BATCH_SIZE": "ten"}, "BATCH_SIZE: expected a whole number"),
+        ({"MONGODB_URI": "mongodb://h", "BATCH_SIZE": "0"}, "BATCH_SIZE: expected a number of at least 1"),
+        ({"MONGODB_URI": "mongodb://h", "LOG_FORMAT": "xml"}, "LOG_FORMAT: expected one of text, json"),
+        ({"MONGODB_URI": "mongodb://h", "LOG_LEVEL": "LOUD"}, "LOG_LEVEL: expected one of"),
+        ({"MONGODB_URI": "mongodb://h", "MONGODB_TIMEOUT_MS": "-5"}, "MONGODB_TIMEOUT_MS"),
+        ({"MONGODB_URI": "mongodb://h", "ORDERS_COLLECTION": "a/b"}, "ORDERS_COLLECTION: not a valid"),
+    ],
+)
+def test_bad_configuration_is_one_line_config_error(environ, message):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ=environ)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_malformed_uri_error_does_not_echo_the_password():
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"MONGODB_URI": "mongodb://bob:s3cr3t-pw@h:notaport"})
+    assert "s3cr3t-pw" not in str(caught.value)
+
+
+def test_missing_env_file_is_a_config_error():
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings("nope.env", environ={})
+
+
+def test_simulation_needs_no_uri():
+    settings, _ = load_settings(overrides={"simulation": True}, environ={})
+    assert settings.simulation and settings.mongodb_uri is None
+
+
+def test_delivered_status_is_nfc_normalised():
+    decomposed = "livre\u0301e"
+    settings, _ = load_settings(environ={"MONGODB_URI": "mongodb://h", "DELIVERED_STATUS": decomposed})
+    assert settings.delivered_status == "livrée"
+
+
+def test_env_example_documents_every_variable_with_its_default():
+    text = (ROOT / ".env.example").read_text()
+    defaults = Settings()
+    for var, (field, _) in ENV_VARS.items():
+        assert f"\n{var}=" in text, var
+        if var != "MONGODB_URI":
+            line = next(line for line in text.splitlines() if line.startswith(f"{var}="))
+            default = getattr(defaults, field)
+            assert line.split("=", 1)[1] == ("" if default is None else str(default)), var
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("mongodb://bob:pw@h:27017/db", "mongodb://bob:***@h:27017/db"),
+        (
+            "mongodb+srv://bob:p%40ss@cluster.example.net/?x=1",
+            "mongodb+srv://bob:***@cluster.example.net/?x=1",
+        ),
+        ("mongodb://h:27017/?password=abc&tls=true", "mongodb://h:27017/?password=***&tls=true"),
+        ("mongodb://h:27017", "mongodb://h:27017"),
+        ("see mongodb://a:b@h and mongodb://c:d@k", "see mongodb://a:***@h and mongodb://c:***@k"),
+    ],
+)
+def test_redact_uri(uri, expected):
+    assert redact_uri(uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("today", datetime(2026, 11, 26, tzinfo=UTC)),
+        ("yesterday", datetime(2026, 11, 25, tzinfo=UTC)),
+        ("7d", datetime(2026, 11, 19, tzinfo=UTC)),
+        ("0d", datetime(2026, 11, 26, tzinfo=UTC)),
+        ("2026-01-05", datetime(2026, 1, 5, tzinfo=UTC)),
+        ("2026-01-05T10:30:00", datetime(2026, 1, 5, 10, 30, tzinfo=UTC)),
+        ("2026-01-05T10:30:00+02:00", datetime(2026, 1, 5, 8, 30, tzinfo=UTC)),
+        ("2026-01-05T10:30:00Z", datetime(2026, 1, 5, 10, 30, tzinfo=UTC)),
+    ],
+)
+def test_parse_date_bound(text, expected):
+    assert parse_date_bound(text, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["", "tomorrow", "2026-13-01", "-3d", "3 days", "05/01/2026"])
+def test_parse_date_bound_rejects(text):
+    with pytest.raises(ValueError, match="expected YYYY-MM-DD"):
+        parse_date_bound(text, NOW)

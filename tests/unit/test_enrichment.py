@@ -1,0 +1,230 @@
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from bson import Decimal128, ObjectId
+
+from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, parse_datetime
+from errors import InvalidOrderError
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+CLIENT, COURIER, RESTAURANT = ObjectId(), ObjectId(), ObjectId()
+PIZZA, TIRAMISU = ObjectId(), ObjectId()
+
+
+def raw_order(**changes):
+    """An order as the enrichment pipeline returns it: joined arrays included."""
+    order = {
+        "_id": ObjectId(),
+        "numero_commande": "CMD-000001",
+        "status": "livrée",
+        "date_commande": datetime(2026, 11, 20, 19, 0, tzinfo=UTC),
+        "date_livraison": datetime(2026, 11, 20, 19, 40, tzinfo=UTC),
+        "client_id": CLIENT,
+        "livreur_id": COURIER,
+        "restaurant_id": RESTAURANT,
+        "items": [{"menu_id": PIZZA, "quantite": 2}, {"menu_id": TIRAMISU, "quantite": 1}],
+        "adresse_livraison": "1 rue de la Paix, Paris",
+        "_x_client": [{"nom": "Martin", "prenom": "Léa", "email": "lea@example.fr"}],
+        "_x_livreur": [{"nom": "Petit", "prenom": "Hugo"}],
+        "_x_restaurant": [{"nom": "Chez Luigi", "type_cuisine": "italienne"}],
+        "_x_menus": [
+            {"_id": TIRAMISU, "nom": "Tiramisu", "prix": 6.5},
+            {"_id": PIZZA, "nom": "Pizza margherita", "prix": 11.9},
+        ],
+    }
+    order.update(changes)
+    return order
+
+
+def finish(raw):
+    return finish_archive_document(raw, archived_by="batch", archived_at=NOW)
+
+
+def test_complete_order_matches_the_contract_shape():
+    raw = raw_order()
+    doc = finish(raw)
+    assert doc == {
+        "_id": raw["_id"],
+        "numero_commande": "CMD-000001",
+        "status": "livrée",
+        "date_commande": datetime(2026, 11, 20, 19, 0, tzinfo=UTC),
+        "date_livraison": datetime(2026, 11, 20, 19, 40, tzinfo=UTC),
+        "client": {"id": CLIENT, "nom": "Martin", "prenom": "Léa", "email": "lea@example.fr"},
+        "livreur": {"id": COURIER, "nom": "Petit", "prenom": "Hugo"},
+        "restaurant": {"id": RESTAURANT, "nom": "Chez Luigi", "type_cuisine": "italienne"},
+        "items": [
+            {"menu_id": PIZZA, "nom": "Pizza margherita", "prix": 11.9, "quantite": 2, "sous_total": 23.8},
+            {"menu_id": TIRAMISU, "nom": "Tiramisu", "prix": 6.5, "quantite": 1, "sous_total": 6.5},
+        ],
+        "montant_total": 30.3,
+        "adresse_livraison": "1 rue de la Paix, Paris",
+        "archived_at": NOW,
+        "archived_by": "batch",
+        "anomalies": [],
+    }
+
+
+def test_items_are_matched_to_dishes_by_id_not_by_position():
+    doc = finish(raw_order())
+    assert [item["nom"] for item in doc["items"]] == ["Pizza margherita", "Tiramisu"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "anomaly"),
+    [
+        ({"_x_client": []}, "client", "client_missing"),
+        ({"client_id": None, "_x_client": []}, "client", "client_id_missing"),
+        ({"_x_livreur": []}, "livreur", "livreur_missing"),
+        ({"livreur_id": None, "_x_livreur": []}, "livreur", "livreur_id_missing"),
+        ({"_x_restaurant": []}, "restaurant", "restaurant_missing"),
+    ],
+)
+def test_dangling_references_archive_with_null_and_anomaly(changes, field, anomaly):
+    doc = finish(raw_order(**changes))
+    assert doc[field] is None
+    assert doc["anomalies"] == [anomaly]
+
+
+def test_missing_livreur_id_field():
+    raw = raw_order(_x_livreur=[])
+    del raw["livreur_id"]
+    doc = finish(raw)
+    assert doc["livreur"] is None and doc["anomalies"] == ["livreur_id_missing"]
+
+
+def test_dangling_dish_counts_nothing_in_total():
+    doc = finish(raw_order(_x_menus=[{"_id": PIZZA, "nom": "Pizza margherita", "prix": 11.9}]))
+    assert doc["items"][1] == {
+        "menu_id": TIRAMISU,
+        "nom": None,
+        "prix": None,
+        "quantite": 1,
+        "sous_total": None,
+    }
+    assert doc["montant_total"] == 23.8
+    assert doc["anomalies"] == ["menu_missing"]
+
+
+@pytest.mark.parametrize("items", [[], None])
+def test_order_without_items(items):
+    raw = raw_order(items=items, _x_menus=[])
+    doc = finish(raw)
+    assert doc["items"] == [] and doc["montant_total"] == 0
+    assert doc["anomalies"] == ["no_items"]
+
+
+def test_order_with_items_field_absent():
+    raw = raw_order(_x_menus=[])
+    del raw["items"]
+    assert finish(raw)["anomalies"] == ["no_items"]
+
+
+def test_string_date_is_normalised():
+    doc = finish(raw_order(date_commande="2026-11-20T19:00:00Z"))
+    assert doc["date_commande"] == datetime(2026, 11, 20, 19, 0, tzinfo=UTC)
+    assert doc["anomalies"] == []
+
+
+def test_decimal128_prices_are_numbers():
+    menus = [
+        {"_id": PIZZA, "nom": "P", "prix": Decimal128("12.50")},
+        {"_id": TIRAMISU, "nom": "T", "prix": 3},
+    ]
+    doc = finish(raw_order(_x_menus=menus))
+    assert doc["montant_total"] == 28.0
+
+
+def test_invalid_price_is_an_anomaly_not_a_crash():
+    menus = [{"_id": PIZZA, "nom": "P", "prix": "douze"}, {"_id": TIRAMISU, "nom": "T", "prix": 3}]
+    doc = finish(raw_order(_x_menus=menus))
+    assert doc["items"][0]["prix"] is None and doc["montant_total"] == 3
+    assert doc["anomalies"] == ["menu_price_invalid"]
+
+
+def test_missing_delivery_date_is_an_anomaly():
+    raw = raw_order()
+    del raw["date_livraison"]
+    doc = finish(raw)
+    assert doc["date_livraison"] is None and doc["anomalies"] == ["date_livraison_missing"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"numero_commande": None}, "numero_commande missing"),
+        ({"numero_commande": "  "}, "numero_commande missing"),
+        ({"numero_commande": 123}, "numero_commande is a int"),
+        ({"date_commande": None}, "date_commande missing"),
+        ({"date_commande": "hier soir"}, "date_commande unreadable"),
+        ({"date_commande": 1700000000}, "date_commande unreadable"),
+        ({"items": "pizza"}, "items is a str"),
+        ({"items": ["pizza"]}, "items[0] is not a document"),
+        ({"items": [{"menu_id": PIZZA, "quantite": 0}]}, "items[0].quantite"),
+        ({"items": [{"menu_id": PIZZA, "quantite": "2"}]}, "items[0].quantite"),
+        ({"items": [{"menu_id": PIZZA, "quantite": True}]}, "items[0].quantite"),
+    ],
+)
+def test_invalid_orders_are_rejected_with_a_reason(changes, reason):
+    with pytest.raises(InvalidOrderError) as caught:
+        finish(raw_order(**changes))
+    assert caught.value.reason.startswith(reason)
+
+
+def test_order_without_numero_field_is_rejected():
+    raw = raw_order()
+    del raw["numero_commande"]
+    with pytest.raises(InvalidOrderError, match="numero_commande missing"):
+        finish(raw)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (datetime(2026, 1, 1, 12), datetime(2026, 1, 1, 12, tzinfo=UTC)),
+        ("2026-01-01", datetime(2026, 1, 1, tzinfo=UTC)),
+        ("2026-01-01 12:00:00", datetime(2026, 1, 1, 12, tzinfo=UTC)),
+        ("2026-01-01T12:00:00+01:00", datetime(2026, 1, 1, 11, tzinfo=UTC)),
+        (datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))), datetime(2026, 1, 1, 10, tzinfo=UTC)),
+    ],
+)
+def test_parse_datetime(value, expected):
+    assert parse_datetime(value) == expected
+
+
+def test_pipeline_shape():
+    names = CollectionNames(clients="C", couriers="L", restaurants="R", menu="M")
+    pipeline = build_enrichment_pipeline(
+        {"status": "livrée"}, names, sort_by_id=True, exclude_archived_in="A", limit=5
+    )
+    stages = [next(iter(stage)) for stage in pipeline]
+    assert stages == [
+        "$match",
+        "$sort",
+        "$lookup",
+        "$match",
+        "$limit",
+        "$lookup",
+        "$lookup",
+        "$lookup",
+        "$lookup",
+        "$project",
+    ]
+    lookups = [s["$lookup"] for s in pipeline if "$lookup" in s]
+    assert [(lk["from"], lk["localField"]) for lk in lookups] == [
+        ("A", "_id"),
+        ("C", "client_id"),
+        ("L", "livreur_id"),
+        ("R", "restaurant_id"),
+        ("M", "items.menu_id"),
+    ]
+    assert all(lk["foreignField"] == "_id" for lk in lookups)
+    projection = pipeline[-1]["$project"]
+    assert projection["_x_menus._id"] == 1 and "_x_client.telephone" not in projection
+
+
+def test_pipeline_for_one_order_has_no_sort_exclusion_or_limit():
+    order_id = ObjectId()
+    pipeline = build_enrichment_pipeline({"_id": {"$in": [order_id]}}, CollectionNames())
+    assert pipeline[0] == {"$match": {"_id": {"$in": [order_id]}}}
+    assert [next(iter(s)) for s in pipeline].count("$lookup") == 4
+    assert not any("$sort" in s or "$limit" in s for s in pipeline)
