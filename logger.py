@@ -22,7 +22,9 @@ LOG_FILE_NAME = "order-archiver.log"
 LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
 LOG_FILE_BACKUPS = 5
 
-_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "file_only"}
+# ``log.debug(..., exc_info=True, extra=FILE_ONLY)``: tracebacks go to the log file, never the console.
+FILE_ONLY = {"file_only": True}
 _secrets: set[str] = set()
 
 
@@ -105,6 +107,7 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
 
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(console_level)
+    console.addFilter(lambda record: not getattr(record, "file_only", False))
     if settings.log_format == "json":
         console.setFormatter(_json_formatter())
     else:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from config import load_settings, parse_date_bound, parse_positive_int, parse_probability
 from errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ArchiverError
-from logger import get_logger, redact, setup_logging
+from logger import FILE_ONLY, get_logger, redact, setup_logging
 
 __version__ = "0.1.0"
 
@@ -281,11 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args, stop_event)
     except ArchiverError as exc:
-        log.debug("%s failed", args.command, exc_info=True)
+        log.debug("%s failed", args.command, exc_info=True, extra=FILE_ONLY)
         sys.stderr.write(f"error: {redact(str(exc))}\n")
         return exc.exit_code
     except Exception as exc:  # the last line of defence: one line, never a traceback
-        log.debug("%s crashed", args.command, exc_info=True)
+        log.debug("%s crashed", args.command, exc_info=True, extra=FILE_ONLY)
         first_line = redact(str(exc)).splitlines()[0][:300] if str(exc) else ""
         sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first_line}\n")
         return EXIT_FAILED

@@ -1,0 +1,142 @@
+"""The command line as a user runs it: subprocesses, environment variables, signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tests.helpers import assert_no_duplicates, expected_archive_ids, seed_database
+
+pytestmark = pytest.mark.e2e
+
+
+def test_simulation_run_in_a_fresh_folder(tmp_path):
+    result = run_cli("batch", "--run", "--simulation", "--count", "400", cwd=tmp_path)
+    assert result.returncode in (0, 3), result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("batch done: scanned ")
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "logs" / "order-archiver.log").is_file()
+
+
+def test_simulate_writes_samples_then_batch_uses_them(tmp_path):
+    result = run_cli("--count", "300", "--seed", "8", "--simulation", cwd=tmp_path, script="simulate.py")
+    assert result.returncode == 0, result.stderr
+    samples = json.loads((tmp_path / "samples.json").read_text())
+    assert len(samples["Commande"]) == 300 and samples["Commande"][0]["_id"]["$oid"]
+    result = run_cli("batch", "--simulation", "--json", "-q", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    delivered = sum(1 for o in samples["Commande"] if o["status"] == "livrée")
+    assert report["would_archive"] + report["rejected"] == delivered
+
+
+def test_simulate_fills_nx_reproducibly(nx_client, nx_env, db_name, tmp_path):
+    def orders():
+        return list(nx_client[db_name]["Commande"].find({}, {"_id": 0}).sort("numero_commande"))
+
+    args = ("--count", "1000", "--seed", "42", "--p-delivered", "0.4", "--reset")
+    first = run_cli(*args, env=nx_env, cwd=tmp_path, script="simulate.py")
+    assert first.returncode == 0, first.stderr
+    assert "1000 orders" in first.stdout
+    database = nx_client[db_name]
+    counts = {
+        name: database[name].count_documents({})
+        for name in ("Commande", "Client", "Livreur", "Restaurants", "Menu")
+    }
+    assert counts["Commande"] == 1000 and all(counts.values())
+    snapshot = orders()
+    delivered = sum(1 for o in snapshot if o["status"] == "livrée")
+    assert 0.35 < delivered / 1000 < 0.45
+    again = run_cli(*args, env=nx_env, cwd=tmp_path, script="simulate.py")
+    assert again.returncode == 0, again.stderr
+    assert orders() == snapshot
+    more = run_cli("--count", "10", "--seed", "1", env=nx_env, cwd=tmp_path, script="simulate.py")
+    assert more.returncode == 0
+    assert database["Commande"].find_one({"numero_commande": "CMD-001010"}) is not None
+
+
+def test_batch_against_nx_then_rerun(nx_client, nx_env, nx_settings, db_name, tmp_path):
+    dataset = seed_database(nx_client[db_name], nx_settings, 700, p_anomalies=0.1, seed=21)
+    first = run_cli("batch", "--run", "--json", env=nx_env, cwd=tmp_path)
+    report = json.loads(first.stdout)
+    assert first.returncode == (3 if report["rejected"] else 0)
+    archive = nx_client[db_name]["Commande_archive"]
+    assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected_archive_ids(dataset)
+    second = run_cli("batch", "--run", env=nx_env, cwd=tmp_path)
+    assert "archived 0," in second.stdout
+    assert_no_duplicates(archive)
+
+
+def _kill_when_archive_has(nx_client, db_name, process, minimum, sig):
+    archive = nx_client[db_name]["Commande_archive"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if archive.count_documents({}) >= minimum:
+            process.send_signal(sig)
+            break
+        time.sleep(0.02)
+    return archive.count_documents({})
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_run_killed_midway_then_rerun_is_complete_without_duplicates(
+    nx_client, nx_env, nx_settings, db_name, tmp_path, sig
+):
+    dataset = seed_database(nx_client[db_name], nx_settings, 3000, p_anomalies=0.05, seed=33)
+    expected = expected_archive_ids(dataset)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "batch", "--run", "--batch-size", "25"],
+        env={**os.environ, **nx_env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with process:
+        _kill_when_archive_has(nx_client, db_name, process, 300, sig)
+        _, stderr = process.communicate(timeout=60)
+    archived_before = nx_client[db_name]["Commande_archive"].count_documents({})
+    assert 0 < archived_before < len(expected), "the run was not interrupted mid-way"
+    if sig == signal.SIGTERM:
+        assert process.returncode == 1, stderr
+        assert "interrupted" in stderr
+    rerun = run_cli("batch", "--run", "--batch-size", "200", env=nx_env, cwd=tmp_path)
+    assert rerun.returncode in (0, 3), rerun.stderr
+    assert "resuming an interrupted run" in rerun.stderr
+    archive = nx_client[db_name]["Commande_archive"]
+    assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
+    assert_no_duplicates(archive)
+    assert nx_client[db_name]["archiver_checkpoints"].count_documents({}) == 0
+
+
+def test_password_never_appears_in_output_or_logs(nx_server, nx_client, nx_settings, db_name, tmp_path):
+    seed_database(nx_client[db_name], nx_settings, 100, seed=2)
+    secret = "S3cret-Passw0rd"
+    good = {
+        "MONGODB_URI": nx_server.uri,
+        "MONGODB_DATABASE": db_name,
+        "LOG_LEVEL": "DEBUG",
+        "LOG_DIR": "logs",
+    }
+    bad = {**good, "MONGODB_URI": nx_server.uri.replace("mongodb://", f"mongodb://archiver:{secret}@")}
+    unreachable = {
+        **bad,
+        "MONGODB_URI": f"mongodb://archiver:{secret}@127.0.0.1:9/",
+        "MONGODB_TIMEOUT_MS": "200",
+    }
+    outputs = []
+    for env in (good, bad, unreachable):
+        for log_format in ("text", "json"):
+            result = run_cli("batch", "--run", "-v", env={**env, "LOG_FORMAT": log_format}, cwd=tmp_path)
+            outputs += [result.stdout, result.stderr]
+            assert "Traceback" not in result.stderr
+    logs = [p.read_text() for p in (tmp_path / "logs").iterdir()]
+    assert any("authentication failed" in text for text in outputs)
+    assert any("unreachable" in text for text in outputs)
+    for text in outputs + logs:
+        assert secret not in text
+        assert f"archiver:{secret}" not in text

@@ -1,0 +1,147 @@
+"""Batch archiving against a real wire protocol (nx-27017)."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from archiver import BatchArchiver, BatchOptions
+from config import parse_date_bound
+from enrichment import finish_archive_document
+from generator import default_anchor
+from main import main
+from tests.helpers import assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
+
+pytestmark = pytest.mark.integration
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+def python_join(order, dataset):
+    """The enrichment computed without any database: what the pipeline must produce."""
+    by_id = {}
+    for collection in (dataset.clients, dataset.couriers, dataset.restaurants, dataset.menus):
+        by_id.update({doc["_id"]: doc for doc in collection})
+    raw = dict(order)
+    for field, joined in (
+        ("client_id", "_x_client"),
+        ("livreur_id", "_x_livreur"),
+        ("restaurant_id", "_x_restaurant"),
+    ):
+        raw[joined] = [by_id[order[field]]] if order.get(field) in by_id else []
+    raw["_x_menus"] = [by_id[i["menu_id"]] for i in order.get("items") or [] if i["menu_id"] in by_id]
+    return finish_archive_document(raw, archived_by="batch", archived_at=NOW)
+
+
+@pytest.fixture
+def seeded(nx_client, nx_settings):
+    return seed_database(nx_client[nx_settings.mongodb_database], nx_settings, 800, p_anomalies=0.12, seed=11)
+
+
+def test_archive_set_and_contents_are_exact_on_dirty_data(nx_client, nx_settings, seeded):
+    report = BatchArchiver(
+        nx_client, nx_settings, BatchOptions(run=True, batch_size=50), clock=lambda: NOW
+    ).run()
+    archive = nx_client[nx_settings.mongodb_database][nx_settings.archive_collection]
+    documents = {d["_id"]: d for d in archive.find()}
+    expected = expected_archive_ids(seeded)
+    assert set(documents) == expected
+    assert report.archived == len(expected) and report.rejected == delivered_rejects(seeded)
+    orders = {o["_id"]: o for o in seeded.orders}
+    for order_id, document in documents.items():
+        assert document == python_join(orders[order_id], seeded), order_id
+    anomalies = {a for d in documents.values() for a in d["anomalies"]}
+    assert {"client_missing", "restaurant_missing", "menu_missing", "no_items"} <= anomalies
+    assert_no_duplicates(archive)
+    indexes = archive.index_information()
+    assert any(ix.get("unique") and ix["key"] == [("numero_commande", 1)] for ix in indexes.values())
+
+
+def test_dry_run_writes_nothing(nx_client, nx_settings, seeded):
+    database = nx_client[nx_settings.mongodb_database]
+
+    def contents():
+        # Documents, not collection names: nx-27017 creates a collection on a read (MongoDB
+        # does not), so a dry run's reads of the archive show an empty one there.
+        return {name: sorted(map(str, database[name].find())) for name in database.list_collection_names()}
+
+    before = contents()
+    report = BatchArchiver(nx_client, nx_settings, BatchOptions(run=False)).run()
+    assert report.would_archive == len(expected_archive_ids(seeded))
+    after = contents()
+    assert {k: v for k, v in after.items() if v} == before
+    assert not database[nx_settings.archive_collection].index_information().get("numero_commande_1")
+
+
+def test_rerun_adds_nothing(nx_client, nx_settings, seeded):
+    first = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    archive = nx_client[nx_settings.mongodb_database][nx_settings.archive_collection]
+    before = {d["_id"]: d for d in archive.find()}
+    second = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    assert second.archived == 0 and second.already_archived == first.archived
+    assert {d["_id"]: d for d in archive.find()} == before
+
+
+def test_purge_moves_exactly_the_archived_orders(nx_client, nx_settings, seeded):
+    database = nx_client[nx_settings.mongodb_database]
+    report = BatchArchiver(
+        nx_client, nx_settings, BatchOptions(run=True, purge_source=True, batch_size=64)
+    ).run()
+    archived = {d["_id"] for d in database[nx_settings.archive_collection].find({}, {"_id": 1})}
+    remaining = {d["_id"] for d in database[nx_settings.orders_collection].find({}, {"_id": 1})}
+    assert report.purged == len(archived) == len(expected_archive_ids(seeded))
+    assert not archived & remaining
+    assert archived | remaining == {o["_id"] for o in seeded.orders}
+    rejected_kept = [o["_id"] for o in seeded.orders if o.get("_dirty") == "numero_commande_missing"]
+    assert set(rejected_kept) <= remaining
+
+
+@pytest.mark.parametrize(
+    ("date_from", "date_to"), [("yesterday", "today"), ("7d", None), ("2026-11-10", "2026-11-20T12:00:00")]
+)
+def test_date_windows_through_the_cli(nx_client, nx_env, db_name, nx_settings, capsys, date_from, date_to):
+    dataset = seed_database(nx_client[db_name], nx_settings, 600, anchor=default_anchor(), days=30, seed=5)
+    argv = ["batch", "--run", "-q", "--date-from", date_from] + (["--date-to", date_to] if date_to else [])
+    code = main(argv)
+    capsys.readouterr()
+    low = parse_date_bound(date_from)
+    high = parse_date_bound(date_to) if date_to else None
+    expected = expected_archive_ids(dataset, low, high)
+    archived = {d["_id"] for d in nx_client[db_name][nx_settings.archive_collection].find({}, {"_id": 1})}
+    assert archived == expected
+    assert code in (0, 3)
+    if date_from != "2026-11-10":
+        assert expected  # the window is not trivially empty
+
+
+def test_string_dates_are_windowed_after_parsing(nx_client, nx_settings, seeded):
+    database = nx_client[nx_settings.mongodb_database]
+    stringy = [
+        o for o in seeded.orders if o.get("_dirty") == "date_commande_string" and o["status"] == "livrée"
+    ]
+    assert stringy
+    when = datetime.fromisoformat(stringy[0]["date_commande"])
+    options = BatchOptions(
+        run=True, date_from=when - timedelta(seconds=1), date_to=when + timedelta(seconds=1)
+    )
+    BatchArchiver(nx_client, nx_settings, options).run()
+    archived = list(database[nx_settings.archive_collection].find())
+    assert stringy[0]["_id"] in {d["_id"] for d in archived}
+    assert all(options.date_from <= d["date_commande"] < options.date_to for d in archived)
+
+
+def test_unreachable_server_exits_1_without_traceback_or_password(capsys, monkeypatch):
+    monkeypatch.setenv(
+        "MONGODB_URI", "mongodb://archiver:Hunter2-secret@127.0.0.1:9/?serverSelectionTimeoutMS=200"
+    )
+    monkeypatch.setenv("MONGODB_TIMEOUT_MS", "200")
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    assert main(["batch", "--run"]) == 1
+    captured = capsys.readouterr()
+    assert "MongoDB server unreachable" in captured.err
+    assert "Traceback" not in captured.err and "Hunter2-secret" not in captured.err + captured.out
+
+
+def test_bad_credentials_exit_1_with_clear_message(nx_server, capsys, monkeypatch):
+    monkeypatch.setenv("MONGODB_URI", nx_server.uri.replace("mongodb://", "mongodb://bob:Wr0ng-pass@"))
+    assert main(["batch", "--run"]) == 1
+    err = capsys.readouterr().err
+    assert "authentication failed" in err and "Wr0ng-pass" not in err

@@ -1,0 +1,162 @@
+"""Each fix of tests/nx_launcher.py, shown on the running server (see shared/nx-27017.md)."""
+
+from datetime import UTC, datetime
+
+import pymongo
+import pytest
+from bson import ObjectId
+from pymongo.errors import OperationFailure
+
+from tests.conftest import NxServer
+
+pytestmark = pytest.mark.integration
+
+DELIVERED_NOW = [
+    {
+        "$match": {
+            "$or": [
+                {"operationType": {"$in": ["insert", "replace"]}, "fullDocument.status": "livrée"},
+                {"operationType": "update", "updateDescription.updatedFields.status": "livrée"},
+            ]
+        }
+    }
+]
+
+
+@pytest.fixture
+def db(nx_client, db_name):
+    return nx_client[db_name]
+
+
+@pytest.fixture
+def joined(db):
+    client_id, dish_id, order_id = ObjectId(), ObjectId(), ObjectId()
+    db.Client.insert_one({"_id": client_id, "nom": "Dupont", "prenom": "Ana"})
+    db.Menu.insert_one({"_id": dish_id, "nom": "Pizza", "prix": 12.5})
+    db.Commande.insert_one(
+        {
+            "_id": order_id,
+            "client_id": client_id,
+            "status": "livrée",
+            "items": [{"menu_id": dish_id, "quantite": 2}],
+        }
+    )
+    return client_id, dish_id, order_id
+
+
+def test_lookup_results_are_bson_and_keep_the_joined_id(db, joined):
+    client_id, dish_id, order_id = joined
+    result = list(
+        db.Commande.aggregate(
+            [
+                {"$match": {"_id": order_id}},  # ObjectIds in a pipeline are converted
+                {"$lookup": {"from": "Client", "localField": "client_id", "foreignField": "_id", "as": "c"}},
+                {
+                    "$lookup": {
+                        "from": "Menu",
+                        "localField": "items.menu_id",
+                        "foreignField": "_id",
+                        "as": "m",
+                    }
+                },
+            ]
+        )
+    )
+    assert len(result) == 1
+    assert result[0]["_id"] == order_id  # an ObjectId, not a string
+    assert result[0]["c"] == [{"_id": client_id, "nom": "Dupont", "prenom": "Ana"}]  # a list, with _id
+    assert result[0]["m"][0]["_id"] == dish_id
+
+
+def test_dotted_inclusion_projection_through_arrays(db, joined):
+    _, _, order_id = joined
+    result = db.Commande.aggregate(
+        [
+            {"$lookup": {"from": "Client", "localField": "client_id", "foreignField": "_id", "as": "c"}},
+            {"$project": {"status": 1, "c.nom": 1}},
+        ]
+    ).next()
+    assert result == {"_id": order_id, "status": "livrée", "c": [{"nom": "Dupont"}]}
+
+
+def test_first_match_prefetch_returns_exactly_the_matching_documents(db):
+    ids = [ObjectId() for _ in range(30)]
+    db.X.insert_many([{"_id": i, "n": n} for n, i in enumerate(ids)])
+    result = list(db.X.aggregate([{"$match": {"_id": {"$in": ids[5:8]}}}, {"$sort": {"n": -1}}]))
+    assert [d["n"] for d in result] == [7, 6, 5]
+    assert db.X.count_documents({"n": {"$gte": 10}}) == 20  # count_documents is an aggregate
+
+
+def test_objectid_equality_on_other_fields(db, joined):
+    client_id, _, order_id = joined
+    assert db.Commande.find_one({"client_id": client_id})["_id"] == order_id
+    assert db.Commande.count_documents({"client_id": {"$eq": client_id}}) == 1
+    assert db.Commande.update_many({"client_id": client_id}, {"$set": {"x": 1}}).matched_count == 1
+    assert db.Commande.find_one_and_update({"client_id": client_id}, {"$set": {"y": 2}})["_id"] == order_id
+    assert len(list(db.Commande.aggregate([{"$match": {"$or": [{"client_id": client_id}]}}]))) == 1
+    assert db.Commande.delete_many({"client_id": client_id}).deleted_count == 1
+
+
+def test_credentials_get_authentication_failed(nx_server):
+    uri = nx_server.uri.replace("mongodb://", "mongodb://someone:wrong@")
+    with (
+        pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000) as client,
+        pytest.raises(OperationFailure) as caught,
+    ):
+        client.admin.command("ping")
+    assert caught.value.code == 18
+
+
+def test_change_events_are_bson_with_update_description(db):
+    with db.Commande.watch(full_document="updateLookup") as stream:
+        order_id = db.Commande.insert_one({"status": "en_attente", "at": datetime(2026, 1, 1, tzinfo=UTC)})
+        order_id = order_id.inserted_id
+        db.Commande.update_one({"_id": order_id}, {"$set": {"status": "livrée"}})
+        db.Commande.delete_one({"_id": order_id})
+        events = [stream.next() for _ in range(3)]
+    insert, update, delete = events
+    assert insert["operationType"] == "insert"
+    assert insert["fullDocument"]["_id"] == order_id and isinstance(insert["fullDocument"]["_id"], ObjectId)
+    assert isinstance(insert["fullDocument"]["at"], datetime)
+    assert insert["documentKey"] == {"_id": order_id}
+    assert update["updateDescription"]["updatedFields"]["status"] == "livrée"
+    assert delete["operationType"] == "delete" and "fullDocument" not in delete
+
+
+def test_stream_match_understands_or(db):
+    with db.Commande.watch(DELIVERED_NOW, full_document="updateLookup") as stream:
+        db.Commande.insert_one({"numero_commande": "A", "status": "en_attente"})
+        delivered = db.Commande.insert_one({"numero_commande": "B", "status": "livrée"}).inserted_id
+        event = stream.next()
+        assert event["documentKey"]["_id"] == delivered
+        assert stream.try_next() is None
+
+
+def test_unreadable_resume_token_is_invalid_resume_token(db):
+    db.Commande.insert_one({"x": 1})
+    with (
+        pytest.raises(OperationFailure) as caught,
+        db.Commande.watch(resume_after={"_data": "not-a-token"}) as s,
+    ):
+        s.try_next()
+    assert caught.value.code == 260
+
+
+def test_pruned_history_is_change_stream_history_lost(tmp_path):
+    server = NxServer(tmp_path / "nx", env={"NX_RESUME_RETENTION_ROWS": "5"}).start()
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            orders = client.h.Commande
+            with orders.watch() as stream:
+                orders.insert_one({"n": 0})
+                stream.next()
+                old_token = stream.resume_token
+            with orders.watch() as reader:  # another stream reads on: history is pruned
+                orders.insert_many([{"n": n} for n in range(1, 60)])
+                for _ in range(59):
+                    reader.next()
+            with pytest.raises(OperationFailure) as caught, orders.watch(resume_after=old_token) as resumed:
+                resumed.try_next()
+            assert caught.value.code == 286
+    finally:
+        server.stop()

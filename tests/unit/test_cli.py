@@ -1,0 +1,145 @@
+"""The command line in-process: ``main([...])`` with captured output."""
+
+import json
+
+import pytest
+
+from main import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert "order-archiver" in capsys.readouterr().out
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["batch", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--date-from" in out and "--purge-source" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        ([], "required: COMMAND"),
+        (["archive"], "invalid choice"),
+        (["batch", "--run", "--dry-run"], "not allowed with argument"),
+        (["batch", "--date-from", "tomorrow"], "expected YYYY-MM-DD"),
+        (["batch", "--limit", "0"], "expected a number of at least 1"),
+        (["batch", "--batch-size", "lots"], "expected a whole number"),
+        (["batch", "-v", "-q"], "not allowed with argument"),
+        (["simulate", "--p-delivered", "1.5"], "between 0 and 1"),
+        (["simulate", "--count", "-3"], "expected a number of at least 1"),
+        (["watch", "--token-store", "redis"], "invalid choice"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "fragment"),
+    [
+        ({}, ["batch"], "MONGODB_URI is not set"),
+        ({"MONGODB_URI": "postgres://x"}, ["batch"], "MONGODB_URI: must start with mongodb://"),
+        ({"MONGODB_URI": "mongodb://h", "BATCH_SIZE": "-1"}, ["batch"], "BATCH_SIZE"),
+        ({}, ["batch", "--simulation", "--env-file", "missing.env"], "--env-file: no such file"),
+        ({}, ["batch", "--simulation", "--date-from", "today", "--date-to", "yesterday"], "must be before"),
+    ],
+)
+def test_configuration_errors_are_one_line_exit_2(capsys, monkeypatch, env, argv, fragment):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_watch_is_not_implemented_yet_exit_2(capsys, monkeypatch):
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:1")
+    assert main(["watch"]) == 2
+    assert "watch is not implemented yet" in capsys.readouterr().err
+
+
+def test_batch_simulation_runs_and_reports(capsys):
+    code = main(["batch", "--run", "--simulation", "--count", "300", "--seed", "4", "-q"])
+    out = capsys.readouterr().out
+    assert code in (0, 3)
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("batch done: scanned ")
+    assert ("rejected 0" in summary) == (code == 0)
+
+
+def test_batch_json_report(capsys):
+    code = main(["batch", "--run", "--simulation", "--count", "200", "--seed", "4", "-q", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "run"
+    assert report["archived"] > 0
+    assert report["scanned"] == report["archived"] + report["rejected"]
+    assert code == (3 if report["rejected"] else 0)
+    assert {"already_archived", "purged", "seconds", "orders_per_second"} <= set(report)
+
+
+def test_dry_run_prints_samples_and_writes_nothing(capsys, tmp_path):
+    code = main(
+        [
+            "batch",
+            "--simulation",
+            "--count",
+            "200",
+            "--seed",
+            "4",
+            "--export-samples",
+            "s.json",
+            "--samples",
+            "2",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code in (0, 3)
+    assert "dry run:" in out and "nothing was written" in out
+    assert out.count('"numero_commande"') == 2
+    exported = json.loads((tmp_path / "s.json").read_text())
+    assert len(exported) == 2 and {"client", "items", "montant_total", "anomalies"} <= set(exported[0])
+
+
+def test_simulation_uses_samples_json_when_present(capsys, tmp_path):
+    assert main(["simulate", "--simulation", "--count", "120", "--seed", "9", "-q"]) == 0
+    assert "written to samples.json" in capsys.readouterr().out
+    main(["batch", "--simulation", "--json", "-q"])
+    report = json.loads(capsys.readouterr().out)
+    delivered = [
+        o for o in json.loads((tmp_path / "samples.json").read_text())["Commande"] if o["status"] == "livrée"
+    ]
+    assert report["would_archive"] + report["rejected"] == len(delivered)
+
+
+def test_broken_samples_file_is_a_config_error(capsys, tmp_path):
+    (tmp_path / "samples.json").write_text("{not json")
+    assert main(["batch", "--simulation"]) == 2
+    assert "samples.json: not a samples file" in capsys.readouterr().err
+
+
+def test_unexpected_export_path_fails_cleanly(capsys, tmp_path):
+    code = main(
+        [
+            "batch",
+            "--simulation",
+            "--count",
+            "50",
+            "--export-samples",
+            str(tmp_path / "no" / "dir" / "x.json"),
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--export-samples: cannot write" in err and "Traceback" not in err
