@@ -49,6 +49,8 @@ DUPLICATE_KEY = 11000
 READ_ATTEMPTS = 6  # consecutive failures without progress before a run gives up
 WRITE_ATTEMPTS = 6
 QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
+CHECKPOINT_EVERY_S = 2.0
+CURSOR_BATCH = 1000  # documents per getMore: fewer round trips than one per write chunk
 DEFAULT_SAMPLES = 3
 
 
@@ -193,6 +195,8 @@ class BatchArchiver:
         self.names = CollectionNames.from_settings(settings)
         self.report = BatchReport(mode="run" if options.run else "dry-run")
         self.key = checkpoint_key(settings, options)
+        self._checkpointed_at = 0.0
+        self._last_written_id: Any = None
 
     # -- setup
 
@@ -284,7 +288,9 @@ class BatchArchiver:
         backoff = Backoff()
         while not self.stop_event.is_set() and (remaining is None or remaining > 0):
             try:
-                cursor = self.orders.aggregate(self._pipeline(after_id, remaining), batchSize=size)
+                cursor = self.orders.aggregate(
+                    self._pipeline(after_id, remaining), batchSize=max(size, CURSOR_BATCH)
+                )
                 with cursor:
                     chunk, now = _Chunk(), self.clock()
                     for raw in cursor:
@@ -332,8 +338,13 @@ class BatchArchiver:
         if documents:
             self._upsert(documents)
         self._count_rejections(chunk)
+        # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
+        # one write every few seconds is enough; it always follows the chunks it covers.
         if chunk.last_id is not None:
-            self.save_checkpoint(chunk.last_id)
+            self._last_written_id = chunk.last_id
+            if time.monotonic() - self._checkpointed_at >= CHECKPOINT_EVERY_S:
+                self.save_checkpoint(chunk.last_id)
+                self._checkpointed_at = time.monotonic()
 
     def _upsert(self, documents: list[dict[str, Any]]) -> None:
         requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
@@ -508,6 +519,8 @@ class BatchArchiver:
             )
         if self.options.limit is None:
             self.clear_checkpoint()
+        elif self._last_written_id is not None:
+            self.save_checkpoint(self._last_written_id)  # the next run continues after it
         if self.options.purge_source:
             self.purge()
         self._export_samples()

@@ -38,7 +38,7 @@ class Settings:
     archive_database: str | None = None  # ARCHIVE_DATABASE: archive database; default: source's
     archive_collection: str = "Commande_archive"  # ARCHIVE_COLLECTION: one document per order
     checkpoint_collection: str = "archiver_checkpoints"  # CHECKPOINT_COLLECTION: in archive db
-    batch_size: int = 100  # BATCH_SIZE: orders per bulk write (and cursor batch)
+    batch_size: int = 100  # BATCH_SIZE: orders per bulk write (one chunk)
     log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
     log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors

@@ -140,3 +140,14 @@ def test_password_never_appears_in_output_or_logs(nx_server, nx_client, nx_setti
     for text in outputs + logs:
         assert secret not in text
         assert f"archiver:{secret}" not in text
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = run_cli(cwd=tmp_path, script="demo.py")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "dry run:" in out and '"numero_commande"' in out
+    runs = [line for line in out.splitlines() if line.startswith("batch done:")]
+    assert len(runs) == 3
+    assert "archived 0, already archived" in runs[1]  # the second run writes nothing
+    assert "purged 0" not in runs[2]

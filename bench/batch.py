@@ -1,0 +1,247 @@
+"""Batch archiving benchmark: this archiver beside its baselines, on one nx-27017, in one run.
+
+    python bench/batch.py --orders 20000 [--batch-size 100] [--naive-sample 2000]
+
+Measures, on the same server and data, orders/second of:
+  (a) the naive script the archiver replaces: per order one find, four find_ones, one insert_one
+      (measured on the first --naive-sample delivered orders: it is slow);
+  (b) a raw, unenriched copy: stream the delivered orders, insert_many them elsewhere;
+  (e) the enrichment aggregation drained with no Python work;
+  (u) unordered bulk upserts of as many archive documents, --batch-size per bulk;
+  L = 1 / (1/e + 1/u): the floor of any enriched archive that reads then writes;
+  (c) this archiver: `main.py batch --run` as a subprocess (its peak RSS is reported).
+Figures from nx-27017 are not MongoDB's: read the ratios, measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pymongo  # noqa: E402
+from pymongo import InsertOne, UpdateOne  # noqa: E402
+
+from archiver import BatchArchiver, BatchOptions  # noqa: E402
+from config import Settings  # noqa: E402
+from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document  # noqa: E402
+from generator import generate_dataset  # noqa: E402
+from simulation import fill_database  # noqa: E402
+from tests.nx_server import NxServer  # noqa: E402
+
+DB = "bench"
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else 0.0
+
+
+def naive(database, settings: Settings, sample: int) -> tuple[int, float]:
+    """The seed's script: everything one order at a time."""
+    target = database["bench_naive"]
+    started = time.perf_counter()
+    done = 0
+    for order in (
+        database[settings.orders_collection].find({"status": settings.delivered_status}).limit(sample)
+    ):
+        client = database[settings.clients_collection].find_one({"_id": order.get("client_id")})
+        courier = database[settings.couriers_collection].find_one({"_id": order.get("livreur_id")})
+        restaurant = database[settings.restaurants_collection].find_one({"_id": order.get("restaurant_id")})
+        dish_ids = [item.get("menu_id") for item in order.get("items") or []]
+        dishes = list(database[settings.menu_collection].find({"_id": {"$in": dish_ids}}))
+        order.update(client=client, livreur=courier, restaurant=restaurant, plats=dishes)
+        target.insert_one(order)
+        done += 1
+    return done, time.perf_counter() - started
+
+
+def raw_copy(database, settings: Settings) -> tuple[int, float]:
+    target = database["bench_raw"]
+    started = time.perf_counter()
+    batch, done = [], 0
+    for order in database[settings.orders_collection].find(
+        {"status": settings.delivered_status}, batch_size=1000
+    ):
+        batch.append(InsertOne(order))
+        if len(batch) == 1000:
+            target.bulk_write(batch, ordered=False)
+            done, batch = done + len(batch), []
+    if batch:
+        target.bulk_write(batch, ordered=False)
+        done += len(batch)
+    return done, time.perf_counter() - started
+
+
+def drain_enrichment(database, settings: Settings, batch_size: int) -> tuple[list, float]:
+    pipeline = build_enrichment_pipeline(
+        {"status": settings.delivered_status}, CollectionNames.from_settings(settings)
+    )
+    started = time.perf_counter()
+    raw = list(database[settings.orders_collection].aggregate(pipeline, batchSize=batch_size))
+    return raw, time.perf_counter() - started
+
+
+def bulk_upserts(database, documents: list, batch_size: int) -> tuple[int, float]:
+    target = database["bench_upserts"]
+    target.create_index("numero_commande", unique=True)
+    started = time.perf_counter()
+    for start in range(0, len(documents), batch_size):
+        chunk = documents[start : start + batch_size]
+        target.bulk_write(
+            [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in chunk], ordered=False
+        )
+    return len(documents), time.perf_counter() - started
+
+
+def archiver_subprocess(server: NxServer, settings: Settings, batch_size: int, archive_database: str | None):
+    env = {
+        **os.environ,
+        "MONGODB_URI": server.uri,
+        "MONGODB_DATABASE": DB,
+        "ARCHIVE_COLLECTION": "bench_archive",
+        "BATCH_SIZE": str(batch_size),
+        "LOG_DIR": "",
+    }
+    if archive_database:
+        env["ARCHIVE_DATABASE"] = archive_database
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "batch", "--run", "--json", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
+    wall = time.perf_counter() - started
+    if result.returncode not in (0, 3):
+        raise SystemExit(f"archiver failed ({result.returncode}): {result.stderr[-2000:]}")
+    report = json.loads(result.stdout)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return report, wall, peak_kib / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--orders", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--naive-sample", type=int, default=2_000)
+    parser.add_argument("--p-delivered", type=float, default=0.6)
+    parser.add_argument("--archive-database", help="archive in another database (no server-side anti-join)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures here")
+    args = parser.parse_args()
+
+    settings = Settings(mongodb_uri="mongodb://unused", mongodb_database=DB)
+    with tempfile.TemporaryDirectory(prefix="bench-nx-") as data_dir:
+        server = NxServer(Path(data_dir)).start()
+        try:
+            client = pymongo.MongoClient(server.uri, tz_aware=True)
+            database = client[DB]
+            started = time.perf_counter()
+            dataset = generate_dataset(args.orders, seed=1, p_delivered=args.p_delivered, p_anomalies=0.02)
+            fill_database(database, dataset, settings, chunk_size=2000)
+            BatchArchiver(
+                client, settings.with_overrides(archive_collection="bench_archive"), BatchOptions()
+            ).ensure_indexes()
+            delivered = sum(1 for o in dataset.orders if o["status"] == settings.delivered_status)
+            print(
+                f"seeded {args.orders} orders ({delivered} delivered), {len(dataset.clients)} clients, "
+                f"{len(dataset.couriers)} couriers, {len(dataset.restaurants)} restaurants, "
+                f"{len(dataset.menus)} dishes in {time.perf_counter() - started:.1f}s",
+                flush=True,
+            )
+            del dataset
+
+            # Each baseline's output is dropped after it is measured: every phase then runs
+            # against the same database (a bigger SQLite file is slower on nx-27017).
+            a_n, a_s = naive(database, settings, args.naive_sample)
+            database.drop_collection("bench_naive")
+            print(f"(a) naive        {a_n:>8} orders {a_s:8.2f}s {rate(a_n, a_s):9.0f}/s", flush=True)
+            b_n, b_s = raw_copy(database, settings)
+            database.drop_collection("bench_raw")
+            print(f"(b) raw copy     {b_n:>8} orders {b_s:8.2f}s {rate(b_n, b_s):9.0f}/s", flush=True)
+            # (e) and (u) are measured before and after (c), and L uses their means: the
+            # server slows as its files grow, and (c) should not profit nor suffer from order.
+            e_runs, u_runs = [], []
+            for round_number in (1, 2):
+                raw, e_s = drain_enrichment(database, settings, args.batch_size)
+                e_n = len(raw)
+                e_runs.append(rate(e_n, e_s))
+                print(f"(e) aggregation  {e_n:>8} orders {e_s:8.2f}s {e_runs[-1]:9.0f}/s", flush=True)
+                now = _utc(time.time())
+                documents = []
+                for doc in raw:
+                    try:
+                        documents.append(finish_archive_document(doc, archived_by="batch", archived_at=now))
+                    except Exception:
+                        continue
+                del raw
+                u_n, u_s = bulk_upserts(database, documents, args.batch_size)
+                database.drop_collection("bench_upserts")
+                u_runs.append(rate(u_n, u_s))
+                print(f"(u) bulk upserts {u_n:>8} orders {u_s:8.2f}s {u_runs[-1]:9.0f}/s", flush=True)
+                del documents
+                if round_number == 1:
+                    report, wall, peak_mib = archiver_subprocess(
+                        server, settings, args.batch_size, args.archive_database
+                    )
+                    database.drop_collection("bench_archive")
+                    c_rate = rate(report["scanned"], report["seconds"])
+                    print(
+                        f"(c) this archiver{report['scanned']:>8} orders {report['seconds']:8.2f}s "
+                        f"{c_rate:9.0f}/s (process wall {wall:.2f}s, peak RSS {peak_mib:.0f} MiB)",
+                        flush=True,
+                    )
+            e_rate, u_rate = sum(e_runs) / 2, sum(u_runs) / 2
+            floor = 1 / (1 / e_rate + 1 / u_rate)
+            print(
+                f"    L = 1/(1/e + 1/u) with mean e {e_rate:.0f}/s, mean u {u_rate:.0f}/s: {floor:9.0f}/s",
+                flush=True,
+            )
+            ratios = {
+                "c/a": c_rate / rate(a_n, a_s),
+                "c/L": c_rate / floor,
+                "c/b": c_rate / rate(b_n, b_s),
+            }
+            print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
+            assert report["archived"] + report["rejected"] == e_n, report
+            figures = {
+                "orders": args.orders,
+                "delivered": e_n,
+                "batch_size": args.batch_size,
+                "archive_database": args.archive_database,
+                "a_per_s": rate(a_n, a_s),
+                "b_per_s": rate(b_n, b_s),
+                "e_per_s": e_runs,
+                "u_per_s": u_runs,
+                "L_per_s": floor,
+                "c_per_s": c_rate,
+                "c_seconds": report["seconds"],
+                "c_peak_rss_mib": peak_mib,
+                **ratios,
+            }
+            if args.json:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(figures, indent=2))
+            client.close()
+        finally:
+            server.stop()
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+if __name__ == "__main__":
+    main()
