@@ -65,6 +65,7 @@ class BatchOptions:
     samples: int = DEFAULT_SAMPLES
     purge_source: bool = False
     resume: bool = True
+    archived_by: str = "batch"  # the watcher's catch-up archives as "watch"
 
 
 @dataclass
@@ -147,6 +148,7 @@ def checkpoint_key(settings: Settings, options: BatchOptions) -> str:
             settings.archive_db_name,
             settings.archive_collection,
             settings.delivered_status,
+            options.archived_by,
             options.date_from.isoformat() if options.date_from else None,
             options.date_to.isoformat() if options.date_to else None,
         ]
@@ -167,6 +169,75 @@ class _Chunk:
     @property
     def size(self) -> int:
         return len(self.documents) + len(self.rejections)
+
+
+@dataclass
+class WriteOutcome:
+    archived: int = 0
+    already_archived: int = 0
+    rejections: list[str] = field(default_factory=list)
+
+
+class ArchiveWriter:
+    """The one way archive documents are written, by batch and watch alike: an unordered bulk
+    of ``$setOnInsert`` upserts keyed on ``_id``, retried on transient errors. An order
+    already archived is never rewritten, and a retried write cannot duplicate one."""
+
+    def __init__(self, archive: Any, stop_event: threading.Event | None = None) -> None:
+        self.archive = archive
+        self.stop_event = stop_event or threading.Event()
+
+    def existing_ids(self, ids: list[Any]) -> set[Any]:
+        found = retrying(
+            lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
+            attempts=WRITE_ATTEMPTS,
+            stop_event=self.stop_event,
+        )
+        return {doc["_id"] for doc in found}
+
+    def upsert(self, documents: list[dict[str, Any]]) -> WriteOutcome:
+        requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
+        try:
+            result = retrying(
+                lambda: self.archive.bulk_write(requests, ordered=False),
+                attempts=WRITE_ATTEMPTS,
+                stop_event=self.stop_event,
+                on_retry=lambda exc, delay: log.warning(
+                    "archive write failed (%s); retrying in %.1fs", type(exc).__name__, delay
+                ),
+            )
+        except FatalError as error:
+            cause = error.__cause__
+            if not isinstance(cause, pymongo_errors.BulkWriteError):
+                raise
+            return self._settle_bulk_errors(cause, documents)
+        return WriteOutcome(result.upserted_count, result.matched_count)
+
+    def _settle_bulk_errors(
+        self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, Any]]
+    ) -> WriteOutcome:
+        """Duplicate keys are not failures. When the order's ``_id`` is in the archive it was
+        archived meanwhile (a watcher, a concurrent run); otherwise another order holds its
+        ``numero_commande`` in the archive, and this one is rejected."""
+        details = exc.details or {}
+        outcome = WriteOutcome(details.get("nUpserted", 0), details.get("nMatched", 0))
+        errors = details.get("writeErrors", [])
+        others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+        if others:
+            first = others[0]
+            raise FatalError(
+                f"archive write failed: code {first.get('code')}: {str(first.get('errmsg'))[:200]}"
+            )
+        duplicates = [documents[e["index"]] for e in errors]
+        present = self.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
+        reason = "numero_commande already archived for another order"
+        for document in duplicates:
+            if document["_id"] in present:
+                outcome.already_archived += 1
+                continue
+            outcome.rejections.append(reason)
+            log.warning("order rejected", extra={"order_id": str(document["_id"]), "reason": reason})
+        return outcome
 
 
 class BatchArchiver:
@@ -193,6 +264,7 @@ class BatchArchiver:
         self.checkpoints = archive_db[settings.checkpoint_collection]
         self.same_database = settings.archive_db_name == settings.mongodb_database
         self.names = CollectionNames.from_settings(settings)
+        self.writer = ArchiveWriter(self.archive, self.stop_event)
         self.report = BatchReport(mode="run" if options.run else "dry-run")
         self.key = checkpoint_key(settings, options)
         self._checkpointed_at = 0.0
@@ -269,7 +341,7 @@ class BatchArchiver:
     def _finish(self, raw: dict[str, Any], now: datetime, chunk: _Chunk) -> None:
         chunk.last_id = raw["_id"]
         try:
-            document = finish_archive_document(raw, archived_by="batch", archived_at=now)
+            document = finish_archive_document(raw, archived_by=self.options.archived_by, archived_at=now)
         except InvalidOrderError as exc:
             chunk.scanned += 1
             chunk.rejections.append(exc.reason)
@@ -322,21 +394,16 @@ class BatchArchiver:
 
     # -- writing
 
-    def _existing_ids(self, ids: list[Any]) -> set[Any]:
-        found = retrying(
-            lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
-            attempts=WRITE_ATTEMPTS,
-            stop_event=self.stop_event,
-        )
-        return {doc["_id"] for doc in found}
-
     def write_chunk(self, chunk: _Chunk) -> None:
         documents = chunk.documents
         if not self.same_database and documents:
-            existing = self._existing_ids([d["_id"] for d in documents])
+            existing = self.writer.existing_ids([d["_id"] for d in documents])
             documents = [d for d in documents if d["_id"] not in existing]
         if documents:
-            self._upsert(documents)
+            outcome = self.writer.upsert(documents)
+            self.report.archived += outcome.archived
+            self.report.already_archived += outcome.already_archived
+            chunk.rejections.extend(outcome.rejections)
         self._count_rejections(chunk)
         # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
         # one write every few seconds is enough; it always follows the chunks it covers.
@@ -345,52 +412,6 @@ class BatchArchiver:
             if time.monotonic() - self._checkpointed_at >= CHECKPOINT_EVERY_S:
                 self.save_checkpoint(chunk.last_id)
                 self._checkpointed_at = time.monotonic()
-
-    def _upsert(self, documents: list[dict[str, Any]]) -> None:
-        requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
-        try:
-            result = retrying(
-                lambda: self.archive.bulk_write(requests, ordered=False),
-                attempts=WRITE_ATTEMPTS,
-                stop_event=self.stop_event,
-                on_retry=lambda exc, delay: log.warning(
-                    "archive write failed (%s); retrying in %.1fs", type(exc).__name__, delay
-                ),
-            )
-            self.report.archived += result.upserted_count
-            self.report.already_archived += result.matched_count
-        except FatalError as error:
-            cause = error.__cause__
-            if not isinstance(cause, pymongo_errors.BulkWriteError):
-                raise
-            self._settle_bulk_errors(cause, documents)
-
-    def _settle_bulk_errors(
-        self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, Any]]
-    ) -> None:
-        """Duplicate keys are not failures. When the order's ``_id`` is in the archive it was
-        archived meanwhile (a watcher, a concurrent run); otherwise another order holds its
-        ``numero_commande`` in the archive, and this one is rejected."""
-        details = exc.details or {}
-        self.report.archived += details.get("nUpserted", 0)
-        self.report.already_archived += details.get("nMatched", 0)
-        errors = details.get("writeErrors", [])
-        others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-        if others:
-            first = others[0]
-            raise FatalError(
-                f"archive write failed: code {first.get('code')}: {str(first.get('errmsg'))[:200]}"
-            )
-        duplicates = [documents[e["index"]] for e in errors]
-        present = self._existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
-        reason = "numero_commande already archived for another order"
-        for document in duplicates:
-            if document["_id"] in present:
-                self.report.already_archived += 1
-                continue
-            self.report.rejected += 1
-            self.report.rejections[reason] = self.report.rejections.get(reason, 0) + 1
-            log.warning("order rejected", extra={"order_id": str(document["_id"]), "reason": reason})
 
     # -- purge
 
@@ -417,7 +438,8 @@ class BatchArchiver:
             if not ids:
                 return
             after_id = ids[-1]
-            confirmed = [i for i in ids if i in self._existing_ids(ids)]
+            present = self.writer.existing_ids(ids)
+            confirmed = [i for i in ids if i in present]
             if confirmed:
                 result = retrying(
                     lambda c=confirmed: self.orders.delete_many(
@@ -463,7 +485,7 @@ class BatchArchiver:
         for chunk in self.read_chunks(after_id=None):
             documents = chunk.documents
             if not self.same_database and documents:
-                existing = self._existing_ids([d["_id"] for d in documents])
+                existing = self.writer.existing_ids([d["_id"] for d in documents])
                 self.report.already_archived += len(existing)
                 documents = [d for d in documents if d["_id"] not in existing]
             self.report.would_archive += len(documents)

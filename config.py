@@ -44,6 +44,10 @@ class Settings:
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
     resume_token_file: str = ".resume_token.json"  # RESUME_TOKEN_FILE: watch's file store
     mongodb_timeout_ms: int = 5000  # MONGODB_TIMEOUT_MS: server selection/connect timeout
+    watch_max_batch: int = 500  # WATCH_MAX_BATCH: deliveries per micro-batch (one bulk write)
+    watch_max_await_ms: int = 1000  # WATCH_MAX_AWAIT_MS: how long a quiet getMore waits on the server
+    watch_heartbeat_s: int = 5  # WATCH_HEARTBEAT_S: save the token of a quiet stream this often
+    watch_log_interval_s: int = 60  # WATCH_LOG_INTERVAL_S: progress line (events, archived, lag)
     simulation: bool = False  # (flag only) in-process database filled with generated data
 
     @property
@@ -151,6 +155,10 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_FORMAT": ("log_format", parse_choice(LOG_FORMATS)),
     "RESUME_TOKEN_FILE": ("resume_token_file", parse_text),
     "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_positive_int),
+    "WATCH_MAX_BATCH": ("watch_max_batch", parse_positive_int),
+    "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_positive_int),
+    "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_positive_int),
+    "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_positive_int),
 }
 
 

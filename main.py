@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from config import load_settings, parse_date_bound, parse_positive_int, parse_probability
+from config import load_settings, parse_date_bound, parse_name, parse_positive_int, parse_probability
 from errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ArchiverError
 from logger import FILE_ONLY, get_logger, redact, setup_logging
 
@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-store", choices=("file", "mongo"), default="file", help="where the resume token lives"
     )
     watch.add_argument("--token-file", metavar="PATH", help="resume token file (RESUME_TOKEN_FILE)")
+    watch.add_argument(
+        "--name",
+        default="default",
+        type=_argument(parse_name),
+        help="watcher name (its token in the mongo store)",
+    )
     watch.set_defaults(func=cmd_watch)
 
     simulate = commands.add_parser(
@@ -234,10 +240,17 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from watcher import run_watch
+    from connection import open_client
+    from watcher import WatchOptions, run_watch
 
     settings = _settings(args, resume_token_file=args.token_file)
-    return run_watch(settings, from_now=args.from_now, token_store=args.token_store, stop_event=stop_event)
+    options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
+    # A service waits for its server: connecting is retried until it succeeds or is stopped.
+    client = open_client(settings, attempts=0, stop_event=stop_event)
+    try:
+        return run_watch(client, settings, options, stop_event=stop_event)
+    finally:
+        client.close()
 
 
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:

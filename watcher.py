@@ -1,15 +1,574 @@
-"""Watch mode: real-time archiving on MongoDB change streams.
+"""Watch mode: archive each order the moment it becomes delivered, on MongoDB change streams.
 
-Not implemented yet (issue #4): ``run_watch`` refuses with a usage error (exit 2) so that a
-service manager does not restart it in a loop believing it crashed.
+Delivery is at-least-once and writes are idempotent, so the archive is exactly-once:
+
+- The stream's server-side ``$match`` lets through only what can mean "delivered now":
+  inserts and replaces of a delivered order, updates that set ``status`` to the delivered
+  value, and ``invalidate``. ``full_document="updateLookup"`` gives the order as it is now.
+- Events are drained into micro-batches (what the stream has buffered, up to
+  ``WATCH_MAX_BATCH``), enriched by one aggregation (the batch pipeline, on ``_id $in``),
+  written by one unordered bulk of ``$setOnInsert`` upserts, and only then is the resume
+  token of the batch's last event saved. A crash between write and save replays events
+  whose writes are no-ops.
+- A quiet stream saves its post-batch resume token every ``WATCH_HEARTBEAT_S``, so the saved
+  token never ages out of the oplog on a quiet night.
+- Without a usable token (first start, or a token the server rejects: history lost,
+  invalid, fatal), the stream is opened first, its starting point kept, every delivered
+  order not yet archived is archived (the batch path), then the stream is consumed from
+  that starting point: nothing delivered during the catch-up is missed, and nothing is ever
+  silently restarted from "now". ``--from-now`` skips the catch-up on a first start.
+- Transient errors (network, failover; pymongo resumes once by itself) reconnect with capped
+  exponential backoff and full jitter, forever, from the last saved token. Fatal ones
+  (authentication, authorisation, no change streams on this server) end the process, exit 1.
+- SIGINT/SIGTERM set the stop event: the micro-batch in hand is finished and its token
+  saved, the stream closed, exit 0.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
 
-from errors import ConfigError
+from bson import json_util
+from bson.timestamp import Timestamp
+from pymongo import errors as pymongo_errors
+
+from archiver import ArchiveWriter, BatchArchiver, BatchOptions
+from config import Settings
+from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document
+from errors import (
+    EXIT_OK,
+    ArchiverError,
+    Backoff,
+    FatalError,
+    InvalidOrderError,
+    NotSupportedError,
+    TransientError,
+    as_archiver_error,
+    is_transient,
+    retrying,
+)
+from logger import get_logger
+
+log = get_logger("watch")
+
+# Server codes meaning "this resume token cannot be used": fall back to a catch-up.
+TOKEN_UNUSABLE_CODES = frozenset(
+    {
+        260,  # InvalidResumeToken
+        280,  # ChangeStreamFatalError
+        286,  # ChangeStreamHistoryLost
+    }
+)
+# Server codes meaning "this deployment has no change streams" (a standalone server).
+NO_CHANGE_STREAMS_CODES = frozenset({40573, 40324})
+MIN_EMPTY_POLL_S = 0.005  # see _next_event
+TOKEN_FILE_VERSION = 1
 
 
-def run_watch(settings: Any, **options: Any) -> int:
-    raise ConfigError("watch is not implemented yet in this version; use `batch --run` from a scheduler")
+# --- resume token stores -------------------------------------------------------------------
+
+
+class TokenStore(Protocol):
+    """Where the resume token lives. ``load`` returns None when there is no usable token."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, token: Mapping[str, Any], *, invalidated: bool = False) -> None: ...
+
+
+def _checked_token(record: Any, namespace: str, origin: str) -> dict[str, Any] | None:
+    """The token of a stored record, or None (with a warning) when the record is unusable."""
+    if not isinstance(record, Mapping):
+        log.warning("resume token in %s is not readable; catching up instead", origin)
+        return None
+    token = record.get("token")
+    if not isinstance(token, Mapping) or "_data" not in token:
+        log.warning("resume token in %s is malformed; catching up instead", origin)
+        return None
+    if record.get("namespace") != namespace:
+        log.warning(
+            "resume token in %s belongs to %s, not %s; catching up instead",
+            origin,
+            record.get("namespace"),
+            namespace,
+        )
+        return None
+    return {"token": dict(token), "invalidated": bool(record.get("invalidated", False))}
+
+
+class FileTokenStore:
+    """A JSON file, replaced atomically: temp file in the same folder, fsync, rename."""
+
+    def __init__(self, path: str | Path, namespace: str) -> None:
+        self.path = Path(path)
+        self.namespace = namespace
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            text = self.path.read_text("utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise FatalError(f"cannot read resume token file {self.path}: {exc.strerror}") from None
+        try:
+            record = json_util.loads(text)
+        except (ValueError, TypeError):
+            record = None
+        return _checked_token(record, self.namespace, str(self.path))
+
+    def save(self, token: Mapping[str, Any], *, invalidated: bool = False) -> None:
+        record = {
+            "version": TOKEN_FILE_VERSION,
+            "namespace": self.namespace,
+            "token": dict(token),
+            "invalidated": invalidated,
+            "saved_at": datetime.now(UTC),
+        }
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=folder)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(json_util.dumps(record))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, self.path)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+            directory = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself survives a power cut
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            raise FatalError(f"cannot write resume token file {self.path}: {exc.strerror}") from None
+
+
+class MongoTokenStore:
+    """One checkpoint document per watcher name in the checkpoint collection."""
+
+    def __init__(self, collection: Any, name: str, namespace: str, stop_event: threading.Event) -> None:
+        self.collection = collection
+        self.key = f"watch:{name}"
+        self.namespace = namespace
+        self.stop_event = stop_event
+
+    def load(self) -> dict[str, Any] | None:
+        record = retrying(lambda: self.collection.find_one({"_id": self.key}), stop_event=self.stop_event)
+        if record is None:
+            return None
+        return _checked_token(record, self.namespace, f"{self.collection.name} ({self.key})")
+
+    def save(self, token: Mapping[str, Any], *, invalidated: bool = False) -> None:
+        record = {
+            "_id": self.key,
+            "kind": "watch",
+            "namespace": self.namespace,
+            "token": dict(token),
+            "invalidated": invalidated,
+            "saved_at": datetime.now(UTC),
+        }
+        retrying(
+            lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
+            attempts=6,
+            stop_event=self.stop_event,
+        )
+
+
+# --- pure helpers ----------------------------------------------------------------------------
+
+
+def build_change_stream_pipeline(delivered_status: str) -> list[dict[str, Any]]:
+    """Only what can mean "delivered now" reaches the client."""
+    return [
+        {
+            "$match": {
+                "$or": [
+                    {
+                        "operationType": {"$in": ["insert", "replace"]},
+                        "fullDocument.status": delivered_status,
+                    },
+                    {"operationType": "update", "updateDescription.updatedFields.status": delivered_status},
+                    {"operationType": "invalidate"},
+                ]
+            }
+        }
+    ]
+
+
+def event_time(event: Mapping[str, Any]) -> datetime | None:
+    """When the change happened: ``wallTime`` (MongoDB 6.0+), else ``clusterTime``."""
+    wall = event.get("wallTime")
+    if isinstance(wall, datetime):
+        return wall if wall.tzinfo else wall.replace(tzinfo=UTC)
+    cluster = event.get("clusterTime")
+    if isinstance(cluster, Timestamp):
+        return cluster.as_datetime()
+    if isinstance(cluster, datetime):
+        return cluster if cluster.tzinfo else cluster.replace(tzinfo=UTC)
+    return None
+
+
+def orders_to_archive(events: list[Mapping[str, Any]], delivered_status: str) -> list[Any]:
+    """The ids of the orders that a micro-batch of events says are delivered now, in order,
+    once each. An event whose looked-up document is gone (deleted since) or is no longer
+    delivered is skipped: the archive reflects what the server holds now."""
+    ids: dict[Any, None] = {}
+    for event in events:
+        key = (event.get("documentKey") or {}).get("_id")
+        document = event.get("fullDocument")
+        if key is None:
+            continue
+        if document is None:
+            log.info("order %s was deleted before it could be archived; skipped", key)
+            continue
+        if document.get("status") != delivered_status:
+            log.debug("order %s is no longer delivered (%r); skipped", key, document.get("status"))
+            continue
+        ids.setdefault(key, None)
+    return list(ids)
+
+
+# --- the watcher -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    from_now: bool = False
+    name: str = "default"
+    token_store: str = "file"
+
+
+@dataclass
+class WatchStats:
+    events: int = 0
+    archived: int = 0
+    already_archived: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    batches: int = 0
+    last_event_at: datetime | None = None
+    last_saved_at: float = 0.0
+    reconnects: int = 0
+    catch_ups: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def lag_seconds(self) -> float | None:
+        if self.last_event_at is None:
+            return None
+        return max(0.0, (datetime.now(UTC) - self.last_event_at).total_seconds())
+
+
+class _TokenUnusable(Exception):
+    """The saved resume token was refused by the server: catch up, then stream."""
+
+
+class Watcher:
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        options: WatchOptions,
+        *,
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.options = options
+        self.stop_event = stop_event or threading.Event()
+        self.clock = clock
+        source = client[settings.mongodb_database]
+        archive_db = client[settings.archive_db_name]
+        self.orders = source[settings.orders_collection]
+        self.names = CollectionNames.from_settings(settings)
+        self.writer = ArchiveWriter(archive_db[settings.archive_collection], self.stop_event)
+        self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
+        if options.token_store == "mongo":
+            checkpoints = archive_db[settings.checkpoint_collection]
+            self.store: TokenStore = MongoTokenStore(
+                checkpoints, options.name, self.namespace, self.stop_event
+            )
+        else:
+            self.store = FileTokenStore(settings.resume_token_file, self.namespace)
+        self.pipeline = build_change_stream_pipeline(settings.delivered_status)
+        self.stats = WatchStats()
+        self._logged_at = time.monotonic()
+
+    # -- service loop
+
+    def run(self) -> int:
+        """Until stopped: stream, and on a transient failure reconnect with backoff."""
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
+        while not self.stop_event.is_set():
+            try:
+                self._stream_once(backoff)
+            except ArchiverError as exc:
+                if self.stop_event.is_set():
+                    break  # a catch-up stopped by a signal: it resumes on the next start
+                if not isinstance(exc, TransientError):
+                    raise
+                self._wait_before_reconnect(exc.__cause__ or exc, backoff)
+            except pymongo_errors.PyMongoError as exc:
+                self._raise_if_fatal(exc)
+                self._wait_before_reconnect(exc, backoff)
+        log.info(
+            "stopped: %d events, %d orders archived, %d already archived, %d rejected",
+            self.stats.events,
+            self.stats.archived,
+            self.stats.already_archived,
+            self.stats.rejected,
+        )
+        return EXIT_OK
+
+    def _wait_before_reconnect(self, exc: BaseException, backoff: Backoff) -> None:
+        delay = backoff.next_delay()
+        self.stats.reconnects += 1
+        log.warning("change stream interrupted (%s); reconnecting in %.1fs", type(exc).__name__, delay)
+        self.stop_event.wait(delay)
+
+    @staticmethod
+    def _raise_if_fatal(exc: pymongo_errors.PyMongoError) -> None:
+        if isinstance(exc, pymongo_errors.OperationFailure) and exc.code in NO_CHANGE_STREAMS_CODES:
+            raise NotSupportedError(
+                "this MongoDB deployment has no change streams: watch needs a replica set, a sharded "
+                "cluster or Atlas (a standalone server can only run batch)"
+            ) from exc
+        if not is_transient(exc):
+            raise as_archiver_error(exc) from exc
+
+    def _stream_once(self, backoff: Backoff) -> None:
+        saved = self.store.load()
+        stream = None
+        if saved is not None:
+            try:
+                stream = self._open(saved["token"], invalidated=saved["invalidated"])
+            except _TokenUnusable as reason:
+                log.warning("the saved resume token cannot be used (%s): catching up instead", reason)
+        if stream is None:
+            stream = self._open(None)
+            start_token = stream.resume_token
+            if self.options.from_now and saved is None and self.stats.catch_ups == 0:
+                log.info("starting from now (--from-now): deliveries before this moment are not archived")
+            else:
+                self._catch_up()
+            if start_token is not None:
+                self.store.save(start_token)
+                self.stats.last_saved_at = time.monotonic()
+        with stream:
+            backoff.reset()
+            self._consume(stream, backoff)
+
+    def _open(self, token: Mapping[str, Any] | None, invalidated: bool = False) -> Any:
+        """Open the stream; a refused token raises ``_TokenUnusable``."""
+        kwargs: dict[str, Any] = {}
+        if token is not None:
+            # After an invalidate (collection dropped or renamed) only startAfter may pass it.
+            kwargs["start_after" if invalidated else "resume_after"] = token
+        try:
+            stream = self.orders.watch(
+                self.pipeline,
+                full_document="updateLookup",
+                max_await_time_ms=self.settings.watch_max_await_ms,
+                batch_size=self.settings.watch_max_batch,
+                **kwargs,
+            )
+            if token is not None:
+                # A refused token may only be reported by the first getMore.
+                first = stream.try_next()
+                if first is not None:
+                    stream = _Prepended(stream, first)
+            return stream
+        except pymongo_errors.OperationFailure as exc:
+            if token is not None and self._token_refused(exc):
+                raise _TokenUnusable(
+                    f"{exc.details.get('codeName', '') if exc.details else ''} {exc.code}"
+                ) from exc
+            raise
+
+    @staticmethod
+    def _token_refused(exc: pymongo_errors.OperationFailure) -> bool:
+        if exc.code in TOKEN_UNUSABLE_CODES:
+            return True
+        # Any other refusal that is not transient, access or support: the token is the suspect.
+        return not is_transient(exc) and exc.code not in (13, 18) and exc.code not in NO_CHANGE_STREAMS_CODES
+
+    def _catch_up(self) -> None:
+        self.stats.catch_ups += 1
+        log.info("catching up: archiving delivered orders not yet archived")
+        options = BatchOptions(run=True, batch_size=self.settings.batch_size, archived_by="watch", samples=0)
+        report = BatchArchiver(self.client, self.settings, options, stop_event=self.stop_event).run()
+        self.stats.archived += report.archived
+        self.stats.rejected += report.rejected
+        log.info("caught up: %s", report.summary_line())
+
+    # -- consuming
+
+    def _next_event(self, stream: Any) -> Any:
+        """One event, or None after a quiet getMore.
+
+        A MongoDB server holds an empty getMore for ``max_await_time_ms``; a server that
+        answers at once would make this loop spin, so an answer faster than
+        ``MIN_EMPTY_POLL_S`` is followed by a pause of that length (it costs nothing on
+        MongoDB and bounds the poll rate elsewhere).
+        """
+        started = time.monotonic()
+        event = stream.try_next()
+        if event is None:
+            elapsed = time.monotonic() - started
+            if elapsed < MIN_EMPTY_POLL_S:
+                self.stop_event.wait(MIN_EMPTY_POLL_S - elapsed)
+        return event
+
+    def _consume(self, stream: Any, backoff: Backoff) -> None:
+        while not self.stop_event.is_set():
+            event = self._next_event(stream)
+            if event is None:
+                self._on_quiet(stream)
+                if not stream.alive:
+                    return
+                continue
+            events = [event]
+            # Drain what the stream already holds: a burst becomes a few large writes, while
+            # a lone delivery is written at once instead of waiting for another getMore.
+            while len(events) < self.settings.watch_max_batch and _buffered(stream) > 0:
+                following = stream.try_next()
+                if following is None:
+                    break
+                events.append(following)
+            invalidate = next((e for e in events if e.get("operationType") == "invalidate"), None)
+            if invalidate is not None:
+                events = events[: events.index(invalidate)]
+            if events:
+                self._archive(events)
+                self.store.save(events[-1]["_id"])
+                self.stats.last_saved_at = time.monotonic()
+            if invalidate is not None:
+                self._on_invalidate(invalidate)
+                return
+            backoff.reset()
+            self._maybe_log()
+
+    def _archive(self, events: list[Mapping[str, Any]]) -> None:
+        self.stats.events += len(events)
+        self.stats.batches += 1
+        times = [t for t in (event_time(e) for e in events) if t is not None]
+        if times:
+            self.stats.last_event_at = max(times)
+        ids = orders_to_archive(events, self.settings.delivered_status)
+        self.stats.skipped += len(events) - len(ids)
+        if not ids:
+            return
+        pipeline = build_enrichment_pipeline({"_id": {"$in": ids}}, self.names)
+        raw_documents = retrying(
+            lambda: list(self.orders.aggregate(pipeline)), attempts=6, stop_event=self.stop_event
+        )
+        now = self.clock()
+        documents = []
+        for raw in raw_documents:
+            if raw.get("status") != self.settings.delivered_status:
+                continue  # changed again since the event: the next event decides
+            try:
+                documents.append(finish_archive_document(raw, archived_by="watch", archived_at=now))
+            except InvalidOrderError as exc:
+                self.stats.rejected += 1
+                log.warning("order rejected", extra={"order_id": str(raw.get("_id")), "reason": exc.reason})
+        if documents:
+            outcome = self.writer.upsert(documents)
+            self.stats.archived += outcome.archived
+            self.stats.already_archived += outcome.already_archived
+            self.stats.rejected += len(outcome.rejections)
+        acknowledged = datetime.now(UTC)
+        self.stats.latencies.extend((acknowledged - moment).total_seconds() for moment in times)
+        if len(self.stats.latencies) > 10_000:
+            del self.stats.latencies[:5_000]
+
+    def _on_quiet(self, stream: Any) -> None:
+        """Heartbeat: a quiet stream's post-batch token moves on; keep the saved one fresh."""
+        if time.monotonic() - self.stats.last_saved_at >= self.settings.watch_heartbeat_s:
+            token = stream.resume_token
+            if token is not None:
+                self.store.save(token)
+            self.stats.last_saved_at = time.monotonic()
+        self._maybe_log()
+
+    def _on_invalidate(self, event: Mapping[str, Any]) -> None:
+        log.warning("the orders collection was dropped or renamed (invalidate): waiting for it to come back")
+        self.store.save(event["_id"], invalidated=True)
+        self.stats.last_saved_at = time.monotonic()
+
+    def _maybe_log(self) -> None:
+        if time.monotonic() - self._logged_at < self.settings.watch_log_interval_s:
+            return
+        self._logged_at = time.monotonic()
+        lag = self.stats.lag_seconds()
+        log.info(
+            "watch: %d events, %d archived, %d already archived, %d rejected, lag %s",
+            self.stats.events,
+            self.stats.archived,
+            self.stats.already_archived,
+            self.stats.rejected,
+            f"{lag:.1f}s" if lag is not None else "n/a",
+            extra={"events": self.stats.events, "archived": self.stats.archived, "lag_s": lag},
+        )
+
+
+def _buffered(stream: Any) -> int:
+    """Events the stream has received and not yet returned. pymongo keeps them in its
+    command cursor's ``_data`` deque; if that ever changes, 0 only means smaller batches."""
+    if isinstance(stream, _Prepended):
+        return (1 if stream.pending is not None else 0) + _buffered(stream.stream)
+    data = getattr(getattr(stream, "_cursor", None), "_data", None)
+    try:
+        return len(data) if data is not None else 0
+    except TypeError:
+        return 0
+
+
+class _Prepended:
+    """A change stream with one already-read event put back in front."""
+
+    def __init__(self, stream: Any, event: Any) -> None:
+        self.stream = stream
+        self.pending = event
+
+    def try_next(self) -> Any:
+        if self.pending is not None:
+            event, self.pending = self.pending, None
+            return event
+        return self.stream.try_next()
+
+    @property
+    def resume_token(self) -> Any:
+        return self.stream.resume_token
+
+    @property
+    def alive(self) -> bool:
+        return self.pending is not None or self.stream.alive
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def __enter__(self) -> _Prepended:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_watch(
+    client: Any, settings: Settings, options: WatchOptions, stop_event: threading.Event | None = None
+) -> int:
+    """Run the watcher until stopped; the caller owns the client."""
+    return Watcher(client, settings, options, stop_event=stop_event).run()

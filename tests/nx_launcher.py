@@ -219,8 +219,13 @@ _AUTH_FAILED = {
 _AUTH_COMMANDS = ("saslStart", "saslContinue", "authenticate")
 
 
+def _compound_with_id(index: Any) -> bool:
+    key = index.get("key") if isinstance(index, dict) else None
+    return isinstance(key, dict) and "_id" in key and len(key) > 1
+
+
 def _wrap_handle_command() -> None:
-    """One wrapper around the command entry point carries four fixes:
+    """One wrapper around the command entry point carries five fixes:
 
     - aggregate (not change streams) runs on the Python engine: the per-thread switch is on
       only while it is handled (see ``_fix_force_fallback_per_thread``);
@@ -230,7 +235,10 @@ def _wrap_handle_command() -> None:
       the ``q`` of ``updates``/``deletes`` (body or payload sections) and ``$match`` stages;
     - ``saslStart``/``saslContinue``/``authenticate`` answer what MongoDB with access control
       answers an unknown user (code 18), instead of a reply pymongo cannot read
-      (``KeyError: 'payload'``).
+      (``KeyError: 'payload'``);
+    - ``createIndexes`` of a compound key with ``_id`` (``{status: 1, _id: 1}``, which MongoDB
+      builds) fails in neosqlite ("JSON path error near '_id'"): such an index is skipped
+      and the command succeeds (it only speeds up a walk in ``_id`` order).
     """
     original = NeoSQLiteHandler.handle_command
 
@@ -242,6 +250,13 @@ def _wrap_handle_command() -> None:
             if isinstance(doc, dict):
                 if section_type == "body" and any(c in doc for c in _AUTH_COMMANDS):
                     return msg["request_id"], dict(_AUTH_FAILED)
+                if section_type == "body" and isinstance(doc.get("indexes"), list) and "createIndexes" in doc:
+                    doc = {**doc, "indexes": [ix for ix in doc["indexes"] if not _compound_with_id(ix)]}
+                    if not doc["indexes"]:
+                        return msg["request_id"], {
+                            "ok": 1,
+                            "note": "compound index on _id skipped (nx-27017)",
+                        }
                 doc = dict(doc)
                 for key in ("filter", "query"):
                     if isinstance(doc.get(key), dict):

@@ -160,3 +160,11 @@ def test_pruned_history_is_change_stream_history_lost(tmp_path):
             assert caught.value.code == 286
     finally:
         server.stop()
+
+
+def test_compound_index_with_id_is_accepted(db):
+    db.Commande.insert_one({"status": "livrée"})
+    db.Commande.create_index([("status", 1), ("_id", 1)])
+    db.Commande.create_index([("status", 1), ("date_commande", 1)])
+    keys = [ix["key"] for ix in db.Commande.index_information().values()]
+    assert [("status", 1), ("date_commande", 1)] in keys
