@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from config import load_settings, parse_date_bound, parse_name, parse_positive_int, parse_probability
-from errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ArchiverError
+from errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ArchiverError, TransientError
 from logger import FILE_ONLY, get_logger, redact, setup_logging
 
 __version__ = "0.1.0"
@@ -246,7 +246,12 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     settings = _settings(args, resume_token_file=args.token_file)
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
-    client = open_client(settings, attempts=0, stop_event=stop_event)
+    try:
+        client = open_client(settings, attempts=0, stop_event=stop_event)
+    except TransientError:
+        if stop_event.is_set():
+            return EXIT_OK  # stopped while waiting for the server: nothing in hand
+        raise
     try:
         return run_watch(client, settings, options, stop_event=stop_event)
     finally:

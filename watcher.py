@@ -407,7 +407,12 @@ class Watcher:
     def _catch_up(self) -> None:
         self.stats.catch_ups += 1
         log.info("catching up: archiving delivered orders not yet archived")
-        options = BatchOptions(run=True, batch_size=self.settings.batch_size, archived_by="watch", samples=0)
+        # resume=False: a checkpoint left by an interrupted catch-up predates this stream's
+        # starting point, and orders delivered since with smaller _ids would be skipped for
+        # good. The scan restarts; the orders already archived are skipped on the server.
+        options = BatchOptions(
+            run=True, batch_size=self.settings.batch_size, archived_by="watch", samples=0, resume=False
+        )
         report = BatchArchiver(self.client, self.settings, options, stop_event=self.stop_event).run()
         self.stats.archived += report.archived
         self.stats.rejected += report.rejected

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import neosqlite.collection.query_engine as neo_query_engine
@@ -287,6 +288,47 @@ def _wrap_handle_command() -> None:
     NeoSQLiteHandler.handle_command = handle_command
 
 
+def _fix_invalidate_on_drop() -> None:
+    """Fault: dropping (or renaming) a watched collection sends no ``invalidate`` event; the
+    stream stays open and silently sees nothing, even after the collection is re-created.
+    MongoDB sends ``invalidate`` and closes the cursor. Fix: a change-stream ``getMore`` that
+    finds nothing new and the collection's triggers gone answers one ``invalidate`` event
+    (its token resumable with ``startAfter``) and closes the stream (cursor id 0)."""
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = next((doc for kind, doc in msg.get("sections", []) if kind == "body"), None)
+        stream = None
+        if isinstance(body, dict) and "getMore" in body:
+            try:
+                stream = self._change_stream_manager.get_stream(int(body["getMore"]))
+            except (TypeError, ValueError):
+                stream = None
+        request_id, reply = original(self, msg)
+        cursor = reply.get("cursor") if isinstance(reply, dict) else None
+        if stream is None or not isinstance(cursor, dict) or cursor.get("nextBatch"):
+            return request_id, reply
+        manager = self._change_stream_manager
+        tracker = manager._trackers.get((stream.db_name, stream.collection_name))
+        if tracker is None:
+            return request_id, reply
+        with self._lock_for(stream.db_name):
+            live = manager._triggers_live(tracker)
+        if live:
+            return request_id, reply
+        token = nx_changestream._wire_token(stream._watermark)
+        now = datetime.now(UTC)
+        manager.close_stream(stream._id)
+        invalidate = {"_id": token, "operationType": "invalidate", "clusterTime": now, "wallTime": now}
+        return request_id, {
+            **reply,
+            "cursor": {**cursor, "id": 0, "nextBatch": [invalidate], "postBatchResumeToken": token},
+        }
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
 # --- Change streams -------------------------------------------------------------------------
 
 
@@ -467,6 +509,7 @@ def apply_fixes() -> None:
     _fix_dotted_inclusion_projection()
     _fix_python_aggregation_full_load()
     _wrap_handle_command()
+    _fix_invalidate_on_drop()
     _fix_change_event_documents()
     _fix_change_stream_match()
     _fix_history_loss_detection()

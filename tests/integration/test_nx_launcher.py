@@ -168,3 +168,16 @@ def test_compound_index_with_id_is_accepted(db):
     db.Commande.create_index([("status", 1), ("date_commande", 1)])
     keys = [ix["key"] for ix in db.Commande.index_information().values()]
     assert [("status", 1), ("date_commande", 1)] in keys
+
+
+def test_dropping_a_watched_collection_invalidates_the_stream(db):
+    db.Commande.insert_one({"x": 1})
+    with db.Commande.watch() as stream:
+        db.drop_collection("Commande")
+        event = stream.next()
+        assert event["operationType"] == "invalidate"
+        assert not stream.alive
+        token = event["_id"]
+    with db.Commande.watch(start_after=token) as resumed:
+        db.Commande.insert_one({"x": 2})
+        assert resumed.next()["fullDocument"]["x"] == 2

@@ -64,10 +64,11 @@ def test_configuration_errors_are_one_line_exit_2(capsys, monkeypatch, env, argv
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_watch_is_not_implemented_yet_exit_2(capsys, monkeypatch):
-    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:1")
-    assert main(["watch"]) == 2
-    assert "watch is not implemented yet" in capsys.readouterr().err
+def test_watch_with_bad_name_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["watch", "--name", "a/b"])
+    assert caught.value.code == 2
+    assert "not a valid MongoDB name" in capsys.readouterr().err
 
 
 def test_batch_simulation_runs_and_reports(capsys):

@@ -1,0 +1,333 @@
+"""`main.py watch` as a service runs it: a subprocess on nx-27017, killed, restarted, signalled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pymongo
+import pytest
+from bson import ObjectId
+
+from tests.conftest import ROOT, run_cli
+from tests.helpers import assert_no_duplicates, expected_archive_ids, seed_database
+from tests.nx_server import NxServer
+
+pytestmark = pytest.mark.e2e
+STORES = ["file", "mongo"]
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float = 30.0,
+    what: str = "condition",
+    on_timeout: Callable[[], str] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    details = on_timeout() if on_timeout else ""
+    raise AssertionError(f"timed out waiting for {what}\n{details}")
+
+
+class WatchProcess:
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+        self.log = open(cwd / f"watch-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115 - closed in stop
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "watch", *args],
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self.log.close()
+        return code
+
+
+@pytest.fixture
+def env(nx_env, tmp_path):
+    return {**nx_env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json"), "WATCH_HEARTBEAT_S": "1"}
+
+
+@pytest.fixture
+def watchers():
+    started: list[WatchProcess] = []
+
+    def start(env: dict[str, str], cwd: Path, *args: str) -> WatchProcess:
+        started.append(WatchProcess(env, cwd, *args))
+        return started[-1]
+
+    yield start
+    for watcher in started:
+        if watcher.process.poll() is None:
+            watcher.stop(signal.SIGKILL)
+
+
+def token_saved(database, tmp_path: Path, store: str) -> bool:
+    if store == "file":
+        return (tmp_path / "token.json").exists()
+    return database["archiver_checkpoints"].find_one({"_id": "watch:default"}) is not None
+
+
+def archived_ids(database) -> set:
+    return {d["_id"] for d in database["Commande_archive"].find({}, {"_id": 1})}
+
+
+def deliver(orders, ids, when=None) -> None:
+    for order_id in ids:
+        orders.update_one({"_id": order_id}, {"$set": {"status": "livrée", "date_livraison": when}})
+
+
+def pending_ids(dataset, count=None) -> list:
+    ids = [o["_id"] for o in dataset.orders if o["status"] != "livrée" and "_dirty" not in o]
+    return ids[:count] if count else ids
+
+
+def test_catch_up_then_live_with_exact_contents(nx_client, nx_settings, db_name, env, tmp_path, watchers):
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 400, seed=41, p_anomalies=0.05)
+    expected = expected_archive_ids(dataset)
+    watcher = watchers(env, tmp_path)
+    wait_for(lambda: archived_ids(database) == expected, what="catch-up")
+    wait_for(lambda: (tmp_path / "token.json").exists(), what="the start token")
+
+    orders = database["Commande"]
+    to_deliver = pending_ids(dataset, 20)
+    deliver(orders, to_deliver[:15])
+    inserted = orders.insert_one(
+        {
+            **{k: v for k, v in dataset.orders[0].items() if k not in ("_id", "_dirty")},
+            "numero_commande": "NEW-1",
+        }
+    ).inserted_id
+    orders.update_one({"_id": inserted}, {"$set": {"status": "livrée"}})
+    replaced_id = to_deliver[15]
+    replacement = {k: v for k, v in orders.find_one({"_id": replaced_id}).items() if k != "_id"}
+    orders.replace_one({"_id": replaced_id}, {**replacement, "status": "livrée"})
+    not_delivered = to_deliver[16]
+    orders.update_one({"_id": not_delivered}, {"$set": {"status": "en_preparation"}})
+    expected |= set(to_deliver[:16]) | {inserted}
+    wait_for(lambda: archived_ids(database) == expected, what="live deliveries")
+    time.sleep(0.5)
+    assert not_delivered not in archived_ids(database)  # a non-delivery update is never archived
+
+    document = database["Commande_archive"].find_one({"_id": to_deliver[0]})
+    assert document["archived_by"] == "watch" and document["status"] == "livrée"
+    assert document["client"]["nom"] and document["items"][0]["nom"] and document["montant_total"] > 0
+    assert watcher.stop() == 0
+    assert "stopped:" in watcher.output()
+    saved = json.loads((tmp_path / "token.json").read_text())
+    assert saved["namespace"] == f"{db_name}.Commande" and saved["token"]["_data"]
+    assert_no_duplicates(database["Commande_archive"])
+
+
+def burst(orders, ids, chunk=50) -> threading.Thread:
+    """Deliver ``ids`` from another thread and connection, ``chunk`` orders per update_many."""
+    host, port = orders.database.client.address
+
+    def run() -> None:
+        with pymongo.MongoClient(f"mongodb://{host}:{port}/", tz_aware=True) as client:
+            target = client[orders.database.name][orders.name]
+            for start in range(0, len(ids), chunk):
+                target.update_many(
+                    {"_id": {"$in": ids[start : start + chunk]}}, {"$set": {"status": "livrée"}}
+                )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_kill_9_mid_burst_then_restart_loses_and_duplicates_nothing(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers, store
+):
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 3000, seed=42, p_delivered=0.3, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    args = ("--token-store", store)
+    watcher = watchers(env, tmp_path, *args)
+    wait_for(lambda: archived_ids(database) == expected, what="catch-up")
+    pending = pending_ids(dataset)
+    first, second = pending[:1200], pending[1200:1500]
+    sender = burst(database["Commande"], first)
+    wait_for(lambda: len(archived_ids(database)) >= len(expected) + 200, what="the burst to start")
+    watcher.stop(signal.SIGKILL)
+    sender.join(timeout=60)
+    assert len(archived_ids(database)) < len(expected) + len(first), "killed too late to prove anything"
+    deliver(database["Commande"], second)  # delivered while no watcher runs
+    restarted = watchers(env, tmp_path, *args)
+    expected |= set(first) | set(second)
+    wait_for(lambda: archived_ids(database) == expected, timeout=60, what="recovery")
+    assert restarted.stop() == 0
+    assert "catching up" not in restarted.output()  # resumed from its token, no rescan
+    assert_no_duplicates(database["Commande_archive"])
+
+
+@pytest.fixture(scope="module")
+def short_history_server(tmp_path_factory):
+    """A server that keeps only 30 change-log rows past its slowest open stream."""
+    server = NxServer(
+        tmp_path_factory.mktemp("short-history"), env={"NX_RESUME_RETENTION_ROWS": "30"}
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_history_lost_falls_back_to_catch_up(
+    short_history_server, nx_settings, db_name, tmp_path, watchers, store
+):
+    env = {
+        "MONGODB_URI": short_history_server.uri,
+        "MONGODB_DATABASE": db_name,
+        "LOG_DIR": "",
+        "RESUME_TOKEN_FILE": str(tmp_path / "token.json"),
+    }
+    with pymongo.MongoClient(short_history_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        dataset = seed_database(database, nx_settings, 500, seed=43, p_anomalies=0.0)
+        expected = expected_archive_ids(dataset)
+        watcher = watchers(env, tmp_path, "--token-store", store)
+        wait_for(lambda: archived_ids(database) == expected, what="catch-up")
+        wait_for(lambda: token_saved(database, tmp_path, store), what="the start token")
+        assert watcher.stop() == 0
+        pending = pending_ids(dataset, 150)
+        with database["Commande"].watch() as reader:  # another stream reads on: history is pruned
+            deliver(database["Commande"], pending)
+            for _ in range(len(pending)):
+                reader.next()
+        expected |= set(pending)
+        restarted = watchers(env, tmp_path, "--token-store", store)
+        wait_for(
+            lambda: archived_ids(database) == expected,
+            what="catch-up after history loss",
+            on_timeout=restarted.output,
+        )
+        assert restarted.stop() == 0
+        output = restarted.output()
+        assert "cannot be used" in output and "286" in output and "catching up" in output
+        assert_no_duplicates(database["Commande_archive"])
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_corrupt_token_falls_back_to_catch_up(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers, store
+):
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 300, seed=44, p_anomalies=0.0)
+    record = {"namespace": f"{db_name}.Commande", "token": {"_data": "corrupted!"}, "invalidated": False}
+    if store == "file":
+        (tmp_path / "token.json").write_text(json.dumps(record))
+    else:
+        database["archiver_checkpoints"].insert_one({"_id": "watch:default", "kind": "watch", **record})
+    watcher = watchers(env, tmp_path, "--token-store", store)
+    wait_for(lambda: archived_ids(database) == expected_archive_ids(dataset), what="catch-up")
+    assert watcher.stop() == 0
+    output = watcher.output()
+    assert "cannot be used" in output and "260" in output
+
+
+def test_from_now_skips_the_catch_up(nx_client, nx_settings, db_name, env, tmp_path, watchers):
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 200, seed=45)
+    watcher = watchers(env, tmp_path, "--from-now")
+    wait_for(lambda: (tmp_path / "token.json").exists(), what="the start token")
+    later = pending_ids(dataset, 3)
+    deliver(database["Commande"], later)
+    wait_for(lambda: archived_ids(database) == set(later), what="live deliveries")
+    assert watcher.stop() == 0
+
+
+def test_batch_and_watch_at_the_same_time_never_duplicate(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers
+):
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 2000, seed=46, p_delivered=0.5, p_anomalies=0.0)
+    pending = pending_ids(dataset, 600)
+    watcher = watchers(env, tmp_path)
+    sender = burst(database["Commande"], pending, chunk=20)
+    batch = run_cli("batch", "--run", "--batch-size", "50", env=env, cwd=tmp_path)
+    assert batch.returncode == 0, batch.stderr
+    sender.join(timeout=60)
+    expected = expected_archive_ids(dataset) | set(pending)
+    wait_for(lambda: archived_ids(database) == expected, timeout=60, what="both writers")
+    assert watcher.stop() == 0
+    assert_no_duplicates(database["Commande_archive"])
+    assert database["Commande_archive"].count_documents({}) == len(expected)
+
+
+def test_invalidate_then_collection_comes_back(nx_client, nx_settings, db_name, env, tmp_path, watchers):
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 100, seed=47)
+    watcher = watchers(env, tmp_path)
+    wait_for(lambda: (tmp_path / "token.json").exists(), what="the start token")
+    database.drop_collection("Commande")
+    time.sleep(1.0)
+    new_id = ObjectId()
+    database["Commande"].insert_one(
+        {"_id": new_id, "numero_commande": "AFTER-DROP", "status": "livrée", "date_commande": time_now()}
+    )
+    wait_for(lambda: new_id in archived_ids(database), what="an order in the re-created collection")
+    assert watcher.stop() == 0
+    assert "dropped or renamed" in watcher.output()
+
+
+def time_now():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def test_unreachable_server_keeps_retrying_then_stops_cleanly(tmp_path, watchers):
+    env = {
+        "MONGODB_URI": "mongodb://archiver:Pa55-word@127.0.0.1:9/",
+        "MONGODB_TIMEOUT_MS": "200",
+        "LOG_DIR": "",
+    }
+    watcher = watchers(env, tmp_path)
+    wait_for(lambda: "retrying" in watcher.output(), what="a retry")
+    assert watcher.stop() == 0
+    output = watcher.output()
+    assert "Traceback" not in output and "Pa55-word" not in output
+
+
+def test_catch_up_stopped_midway_then_restart_misses_nothing(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers
+):
+    """A catch-up interrupted by a stop leaves a batch checkpoint; orders delivered before the
+    restart with smaller _ids than that checkpoint must still be archived."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 3000, seed=48, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    watcher = watchers({**env, "BATCH_SIZE": "20"}, tmp_path)
+    wait_for(lambda: len(archived_ids(database)) >= 200, what="the catch-up to start")
+    assert watcher.stop() == 0
+    assert len(archived_ids(database)) < len(expected), "the catch-up finished before the stop"
+    early = sorted(pending_ids(dataset))[:50]  # the smallest _ids: below any checkpoint
+    deliver(database["Commande"], early)
+    restarted = watchers(env, tmp_path)
+    wait_for(
+        lambda: archived_ids(database) == expected | set(early), timeout=60, what="the restarted catch-up"
+    )
+    assert restarted.stop() == 0

@@ -1,0 +1,99 @@
+"""Watch mode's pure parts and token stores (no change streams needed)."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from bson import ObjectId
+from bson.timestamp import Timestamp
+
+from errors import FatalError
+from watcher import (
+    FileTokenStore,
+    MongoTokenStore,
+    build_change_stream_pipeline,
+    event_time,
+    orders_to_archive,
+)
+
+TOKEN = {"_data": "8263A1B2C3000000012B022C0100296E5A1004"}
+
+
+def test_change_stream_filter_lets_through_only_deliveries():
+    match = build_change_stream_pipeline("livrée")[0]["$match"]["$or"]
+    assert {"operationType": {"$in": ["insert", "replace"]}, "fullDocument.status": "livrée"} in match
+    assert {"operationType": "update", "updateDescription.updatedFields.status": "livrée"} in match
+    assert {"operationType": "invalidate"} in match
+
+
+def event(order_id, status="livrée", op="update", document=True):
+    full = {"_id": order_id, "status": status} if document else None
+    return {
+        "_id": {"_data": str(order_id)},
+        "operationType": op,
+        "documentKey": {"_id": order_id},
+        "fullDocument": full,
+    }
+
+
+def test_orders_to_archive_dedupes_and_skips_deleted_or_changed_orders():
+    a, b, c, d = ObjectId(), ObjectId(), ObjectId(), ObjectId()
+    events = [event(a), event(b), event(a), event(c, document=False), event(d, status="annulée")]
+    assert orders_to_archive(events, "livrée") == [a, b]
+
+
+def test_event_time_prefers_wall_time():
+    wall = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    assert event_time({"wallTime": wall, "clusterTime": Timestamp(0, 1)}) == wall
+    assert event_time({"clusterTime": Timestamp(1_700_000_000, 3)}) == datetime.fromtimestamp(
+        1_700_000_000, UTC
+    )
+    assert event_time({}) is None
+
+
+def test_file_store_round_trip_is_atomic(tmp_path):
+    store = FileTokenStore(tmp_path / "state" / "token.json", "livraison.Commande")
+    assert store.load() is None
+    store.save(TOKEN)
+    assert store.load() == {"token": TOKEN, "invalidated": False}
+    store.save(TOKEN, invalidated=True)
+    assert store.load()["invalidated"] is True
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["token.json"]  # no temp file left
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[]",
+        json.dumps({"namespace": "livraison.Commande", "token": "abc"}),
+        json.dumps({"namespace": "livraison.Commande", "token": {"x": 1}}),
+        json.dumps({"namespace": "other.Commande", "token": TOKEN}),
+    ],
+)
+def test_file_store_refuses_unusable_content(tmp_path, content, caplog):
+    path = tmp_path / "token.json"
+    path.write_text(content)
+    assert FileTokenStore(path, "livraison.Commande").load() is None
+    assert "catching up instead" in caplog.text
+
+
+def test_unwritable_folder_is_fatal(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(FatalError, match="cannot write resume token file"):
+        FileTokenStore(blocker / "token.json", "n").save(TOKEN)
+
+
+def test_mongo_store_round_trip(mongo):
+    import threading
+
+    checkpoints = mongo["livraison"]["archiver_checkpoints"]
+    store = MongoTokenStore(checkpoints, "eu-1", "livraison.Commande", threading.Event())
+    assert store.load() is None
+    store.save(TOKEN)
+    assert store.load() == {"token": TOKEN, "invalidated": False}
+    record = checkpoints.find_one({"_id": "watch:eu-1"})
+    assert record["kind"] == "watch" and record["namespace"] == "livraison.Commande"
+    other = MongoTokenStore(checkpoints, "eu-2", "livraison.Commande", threading.Event())
+    assert other.load() is None
