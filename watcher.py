@@ -77,22 +77,27 @@ TOKEN_FILE_VERSION = 1
 
 
 class TokenStore(Protocol):
-    """Where the resume token lives. ``load`` returns None when there is no usable token."""
+    """Where the resume token lives. ``load`` returns None when there is no token at all, and a
+    record whose ``token`` is None when there is one that cannot be used."""
 
     def load(self) -> dict[str, Any] | None: ...
 
     def save(self, token: Mapping[str, Any], *, invalidated: bool = False) -> None: ...
 
 
-def _checked_token(record: Any, namespace: str, origin: str) -> dict[str, Any] | None:
-    """The token of a stored record, or None (with a warning) when the record is unusable."""
+UNUSABLE = {"token": None, "invalidated": False}  # a record exists but cannot be used
+
+
+def _checked_token(record: Any, namespace: str, origin: str) -> dict[str, Any]:
+    """The token of a stored record, or ``UNUSABLE`` (with a warning): never "no token",
+    which would let ``--from-now`` skip the catch-up after a corrupt file."""
     if not isinstance(record, Mapping):
         log.warning("resume token in %s is not readable; catching up instead", origin)
-        return None
+        return dict(UNUSABLE)
     token = record.get("token")
     if not isinstance(token, Mapping) or "_data" not in token:
         log.warning("resume token in %s is malformed; catching up instead", origin)
-        return None
+        return dict(UNUSABLE)
     if record.get("namespace") != namespace:
         log.warning(
             "resume token in %s belongs to %s, not %s; catching up instead",
@@ -100,7 +105,7 @@ def _checked_token(record: Any, namespace: str, origin: str) -> dict[str, Any] |
             record.get("namespace"),
             namespace,
         )
-        return None
+        return dict(UNUSABLE)
     return {"token": dict(token), "invalidated": bool(record.get("invalidated", False))}
 
 
@@ -304,6 +309,7 @@ class Watcher:
         self.pipeline = build_change_stream_pipeline(settings.delivered_status)
         self.stats = WatchStats()
         self._logged_at = time.monotonic()
+        self._distrust_saved_token = False
 
     # -- service loop
 
@@ -320,6 +326,15 @@ class Watcher:
                 if not isinstance(exc, TransientError):
                     raise
                 self._wait_before_reconnect(exc.__cause__ or exc, backoff)
+            except pymongo_errors.OperationFailure as exc:
+                if exc.code in TOKEN_UNUSABLE_CODES:
+                    # The stream's own resume point is gone (e.g. a long cut, then pymongo's
+                    # automatic resume): the saved token is older still, so catch up.
+                    log.warning("the change stream cannot resume (%s): catching up", exc.code)
+                    self._distrust_saved_token = True
+                    continue
+                self._raise_if_fatal(exc)
+                self._wait_before_reconnect(exc, backoff)
             except pymongo_errors.PyMongoError as exc:
                 self._raise_if_fatal(exc)
                 self._wait_before_reconnect(exc, backoff)
@@ -349,9 +364,9 @@ class Watcher:
             raise as_archiver_error(exc) from exc
 
     def _stream_once(self, backoff: Backoff) -> None:
-        saved = self.store.load()
+        saved = UNUSABLE if self._distrust_saved_token else self.store.load()
         stream = None
-        if saved is not None:
+        if saved is not None and saved["token"] is not None:
             try:
                 stream = self._open(saved["token"], invalidated=saved["invalidated"])
             except _TokenUnusable as reason:
@@ -359,6 +374,7 @@ class Watcher:
         if stream is None:
             stream = self._open(None)
             start_token = stream.resume_token
+            # --from-now only ever skips the catch-up of a watcher that never had a token.
             if self.options.from_now and saved is None and self.stats.catch_ups == 0:
                 log.info("starting from now (--from-now): deliveries before this moment are not archived")
             else:
@@ -366,6 +382,7 @@ class Watcher:
             if start_token is not None:
                 self.store.save(start_token)
                 self.stats.last_saved_at = time.monotonic()
+            self._distrust_saved_token = False
         with stream:
             backoff.reset()
             self._consume(stream, backoff)

@@ -331,3 +331,15 @@ def test_catch_up_stopped_midway_then_restart_misses_nothing(
         lambda: archived_ids(database) == expected | set(early), timeout=60, what="the restarted catch-up"
     )
     assert restarted.stop() == 0
+
+
+def test_from_now_still_catches_up_after_a_corrupt_token(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers
+):
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 200, seed=49)
+    (tmp_path / "token.json").write_text("{ truncated by a full disk")
+    watcher = watchers(env, tmp_path, "--from-now")
+    wait_for(lambda: archived_ids(database) == expected_archive_ids(dataset), what="catch-up")
+    assert watcher.stop() == 0
+    assert "not readable" in watcher.output()

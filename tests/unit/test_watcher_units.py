@@ -74,7 +74,7 @@ def test_file_store_round_trip_is_atomic(tmp_path):
 def test_file_store_refuses_unusable_content(tmp_path, content, caplog):
     path = tmp_path / "token.json"
     path.write_text(content)
-    assert FileTokenStore(path, "livraison.Commande").load() is None
+    assert FileTokenStore(path, "livraison.Commande").load() == {"token": None, "invalidated": False}
     assert "catching up instead" in caplog.text
 
 
@@ -97,3 +97,29 @@ def test_mongo_store_round_trip(mongo):
     assert record["kind"] == "watch" and record["namespace"] == "livraison.Commande"
     other = MongoTokenStore(checkpoints, "eu-2", "livraison.Commande", threading.Event())
     assert other.load() is None
+
+
+def test_no_change_streams_is_a_clear_fatal_error():
+    from pymongo.errors import OperationFailure
+
+    from errors import NotSupportedError
+    from watcher import Watcher
+
+    standalone = OperationFailure("The $changeStream stage is only supported on replica sets", code=40573)
+    with pytest.raises(NotSupportedError, match="needs a replica set"):
+        Watcher._raise_if_fatal(standalone)
+    with pytest.raises(FatalError, match="authentication failed"):
+        Watcher._raise_if_fatal(OperationFailure("auth", code=18))
+    Watcher._raise_if_fatal(OperationFailure("stepdown", code=189))  # transient: no raise
+
+
+@pytest.mark.parametrize(
+    ("code", "refused"),
+    [(286, True), (260, True), (280, True), (2, True), (189, False), (18, False), (13, False)],
+)
+def test_which_errors_mean_the_token_is_refused(code, refused):
+    from pymongo.errors import OperationFailure
+
+    from watcher import Watcher
+
+    assert Watcher._token_refused(OperationFailure("x", code=code)) is refused
