@@ -42,6 +42,7 @@ from errors import (
     retrying,
 )
 from logger import get_logger
+from progress import Progress
 
 log = get_logger("batch")
 
@@ -66,6 +67,7 @@ class BatchOptions:
     purge_source: bool = False
     resume: bool = True
     archived_by: str = "batch"  # the watcher's catch-up archives as "watch"
+    progress: str = "off"  # "bar", "log" or "off" (see progress.progress_mode)
 
 
 @dataclass
@@ -79,6 +81,7 @@ class BatchReport:
     seconds: float = 0.0
     would_archive: int = 0
     resumed_from: str | None = None
+    peak_rss_mib: float | None = None
     rejections: dict[str, int] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -108,6 +111,19 @@ class BatchReport:
 
 
 # --- pure helpers ------------------------------------------------------------------------
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory (Linux ``VmHWM``: unlike ``ru_maxrss`` it does not
+    count what the parent held before ``exec``); None where there is no /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def build_selection(
@@ -169,6 +185,28 @@ class _Chunk:
     @property
     def size(self) -> int:
         return len(self.documents) + len(self.rejections)
+
+
+@dataclass(frozen=True)
+class Collections:
+    """The collections a run touches, from the settings' names."""
+
+    orders: Any
+    archive: Any
+    checkpoints: Any
+    names: CollectionNames
+    same_database: bool
+
+    @classmethod
+    def of(cls, client: Any, settings: Settings) -> Collections:
+        archive_db = client[settings.archive_db_name]
+        return cls(
+            orders=client[settings.mongodb_database][settings.orders_collection],
+            archive=archive_db[settings.archive_collection],
+            checkpoints=archive_db[settings.checkpoint_collection],
+            names=CollectionNames.from_settings(settings),
+            same_database=settings.archive_db_name == settings.mongodb_database,
+        )
 
 
 @dataclass
@@ -257,16 +295,16 @@ class BatchArchiver:
         self.options = options
         self.stop_event = stop_event or threading.Event()
         self.clock = clock
-        source = client[settings.mongodb_database]
-        archive_db = client[settings.archive_db_name]
-        self.orders = source[settings.orders_collection]
-        self.archive = archive_db[settings.archive_collection]
-        self.checkpoints = archive_db[settings.checkpoint_collection]
-        self.same_database = settings.archive_db_name == settings.mongodb_database
-        self.names = CollectionNames.from_settings(settings)
+        collections = Collections.of(client, settings)
+        self.orders = collections.orders
+        self.archive = collections.archive
+        self.checkpoints = collections.checkpoints
+        self.same_database = collections.same_database
+        self.names = collections.names
         self.writer = ArchiveWriter(self.archive, self.stop_event)
         self.report = BatchReport(mode="run" if options.run else "dry-run")
         self.key = checkpoint_key(settings, options)
+        self.progress: Progress | None = None
         self._checkpointed_at = 0.0
         self._last_written_id: Any = None
 
@@ -341,7 +379,9 @@ class BatchArchiver:
     def _finish(self, raw: dict[str, Any], now: datetime, chunk: _Chunk) -> None:
         chunk.last_id = raw["_id"]
         try:
-            document = finish_archive_document(raw, archived_by=self.options.archived_by, archived_at=now)
+            document = finish_archive_document(
+                raw, archived_by=self.options.archived_by, archived_at=now, pii=self.settings.pii_policy
+            )
         except InvalidOrderError as exc:
             chunk.scanned += 1
             chunk.rejections.append(exc.reason)
@@ -472,7 +512,26 @@ class BatchArchiver:
                 self._run_dry()
         finally:
             self.report.seconds = time.monotonic() - started
+            self.report.peak_rss_mib = peak_rss_mib()
+            if self.progress is not None:
+                self.progress.close()
         return self.report
+
+    def _start_progress(self) -> None:
+        """The bar's total is an estimate (delivered in the window, less already archived):
+        one index count, made only when progress is shown."""
+        if self.options.progress == "off":
+            return
+        selection = build_selection(
+            self.settings.delivered_status, self.options.date_from, self.options.date_to
+        )
+        total = retrying(lambda: self.orders.count_documents(selection), stop_event=self.stop_event)
+        if self.same_database:
+            total = max(total - self.report.already_archived, 0)
+        if self.options.limit is not None:
+            total = min(total, self.options.limit)
+        label = "archiving" if self.options.run else "examining"
+        self.progress = Progress(label, total=total, mode=self.options.progress)
 
     def _keep_samples(self, documents: list[dict[str, Any]]) -> None:
         room = self.options.samples - len(self.report.samples)
@@ -482,7 +541,10 @@ class BatchArchiver:
     def _run_dry(self) -> None:
         if self.same_database:
             self.report.already_archived = self._count_already_archived()
+        self._start_progress()
         for chunk in self.read_chunks(after_id=None):
+            if self.progress is not None:
+                self.progress.update(chunk.size)
             documents = chunk.documents
             if not self.same_database and documents:
                 existing = self.writer.existing_ids([d["_id"] for d in documents])
@@ -501,6 +563,7 @@ class BatchArchiver:
             log.info("resuming an interrupted run after _id %s", after_id)
         if self.same_database:
             self.report.already_archived = self._count_already_archived()
+        self._start_progress()
         chunks: queue.Queue[_Chunk] = queue.Queue(maxsize=QUEUE_CHUNKS)
         failure: list[BaseException] = []
 
@@ -528,6 +591,8 @@ class BatchArchiver:
                         break
                     continue
                 self.write_chunk(chunk)
+                if self.progress is not None:
+                    self.progress.update(chunk.size)
         except BaseException as exc:
             failure.append(exc)
         finally:

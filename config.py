@@ -19,6 +19,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from enrichment import PiiPolicy
 from errors import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -48,11 +49,17 @@ class Settings:
     watch_max_await_ms: int = 1000  # WATCH_MAX_AWAIT_MS: how long a quiet getMore waits on the server
     watch_heartbeat_s: int = 5  # WATCH_HEARTBEAT_S: save the token of a quiet stream this often
     watch_log_interval_s: int = 60  # WATCH_LOG_INTERVAL_S: progress line (events, archived, lag)
+    archive_pii: str = "keep"  # ARCHIVE_PII: client email/phone in the archive: keep, hash or drop
+    archive_pii_key: str | None = None  # ARCHIVE_PII_KEY: secret key of ARCHIVE_PII=hash (16+ chars)
     simulation: bool = False  # (flag only) in-process database filled with generated data
 
     @property
     def archive_db_name(self) -> str:
         return self.archive_database or self.mongodb_database
+
+    @property
+    def pii_policy(self) -> PiiPolicy:
+        return PiiPolicy(self.archive_pii, self.archive_pii_key)
 
     @property
     def safe_uri(self) -> str:
@@ -159,6 +166,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_positive_int),
     "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_positive_int),
     "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_positive_int),
+    "ARCHIVE_PII": ("archive_pii", parse_choice(("keep", "hash", "drop"))),
+    "ARCHIVE_PII_KEY": ("archive_pii_key", parse_text),
 }
 
 
@@ -205,6 +214,8 @@ def load_settings(
         if value is not None:
             values[field] = value
     settings = Settings(**values)
+    if settings.archive_pii == "hash" and len(settings.archive_pii_key or "") < 16:
+        raise ConfigError("ARCHIVE_PII=hash needs ARCHIVE_PII_KEY, a secret of at least 16 characters")
     if not settings.simulation and not settings.mongodb_uri:
         raise ConfigError(
             "MONGODB_URI is not set: put it in the environment or .env (see .env.example), "
@@ -261,3 +272,22 @@ def parse_date_bound(text: str, now: datetime | None = None) -> datetime:
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+_DURATION = re.compile(r"^(\d{1,7})(s|m|h|d)$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``24h``, ``7d``."""
+    match = _DURATION.match(str(text).strip().lower())
+    if not match:
+        raise ValueError(f"expected a duration like 90s, 15m, 24h or 7d; got {text!r}")
+    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def parse_port(text: str) -> int:
+    port = parse_positive_int(text)
+    if port > 65535:
+        raise ValueError(f"expected a port from 1 to 65535, got {port}")
+    return port

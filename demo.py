@@ -1,61 +1,146 @@
-"""A short tour of order-archiver on the embedded database (no server needed): ``python demo.py``.
+"""The whole story in two minutes: ``python demo.py`` (``--auto`` for no pauses).
 
-Generates orders, shows a dry run and one archive document, archives, runs again to show
-that nothing is archived twice, then purges the source. (The full demo, with its own
-MongoDB-protocol server, live deliveries in watch mode, status and verify, is issue #5.)
+With no ``MONGODB_URI`` it starts its own nx-27017 (a MongoDB wire-protocol server, from the
+dev requirements) on a free port in a temporary folder; with one, it works in a database of
+its own, ``order_archiver_demo``, and never touches yours. It fills it with generated data,
+archives it with batch, starts the watcher, delivers orders live and shows each one
+archived with its latency, shows `status` and `verify`, and stops everything it started.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
-from bson import json_util
-
-from archiver import BatchOptions, run_batch
-from config import Settings
+from archiver import BatchArchiver, BatchOptions
+from config import Settings, load_settings
+from connection import open_client
 from generator import generate_dataset
-from simulation import fill_database, new_client
+from logger import setup_logging
+from progress import progress_mode
+from simulation import fill_database
+from status import collect_status
+from verify import verify
+from watcher import Watcher, WatchOptions
+
+DEMO_DATABASE = "order_archiver_demo"
 
 
-def step(title: str) -> None:
-    print(f"\n=== {title}", flush=True)
+class Demo:
+    def __init__(self, auto: bool) -> None:
+        self.auto = auto or not sys.stdin.isatty()
+        self.step_number = 0
+
+    def step(self, title: str) -> None:
+        self.step_number += 1
+        print(f"\n=== {self.step_number}. {title}", flush=True)
+        if not self.auto:
+            input("(Enter to continue) ")
 
 
-def demo() -> int:
-    settings = Settings(simulation=True, log_dir="")
-    client = new_client()
-    database = client[settings.mongodb_database]
-    orders = database[settings.orders_collection]
-    archive = database[settings.archive_collection]
+def start_server(folder: Path) -> tuple[str, object]:
+    """An nx-27017 of the demo's own, through the tests' launcher (it fixes nx's known faults)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tests.nx_server import NxServer
 
-    step("Generate 500 orders (seed 7, 60% delivered, 3% dirty) into an in-process database")
-    fill_database(database, generate_dataset(500, seed=7, p_anomalies=0.03), settings)
-    print(
-        f"{orders.count_documents({})} orders, {orders.count_documents({'status': settings.delivered_status})} delivered"
+    server = NxServer(folder / "nx").start()
+    return server.uri, server
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--auto", action="store_true", help="no pauses between steps")
+    parser.add_argument("--orders", type=int, default=2000, help="orders to generate (2000)")
+    parser.add_argument("--deliveries", type=int, default=5, help="orders delivered live (5)")
+    args = parser.parse_args(argv)
+    demo = Demo(args.auto)
+    user_settings, _ = load_settings(overrides={"simulation": True})
 
-    step("Dry run: what would be archived (nothing is written)")
-    report = run_batch(client, settings, BatchOptions(run=False, samples=1))
-    print(report.summary_line())
-    print("one archive document:")
-    print(
-        json_util.dumps(
-            report.samples[0], indent=2, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS
+    with tempfile.TemporaryDirectory(prefix="order-archiver-demo-") as temp:
+        folder = Path(temp)
+        server = None
+        uri = user_settings.mongodb_uri
+        if uri is None:
+            print("No MONGODB_URI: starting a local nx-27017 server for the demo...", flush=True)
+            uri, server = start_server(folder)
+        settings = Settings(
+            mongodb_uri=uri,
+            mongodb_database=DEMO_DATABASE,
+            log_dir="",
+            log_level="WARNING",
+            resume_token_file=str(folder / "token.json"),
+            watch_log_interval_s=3600,
         )
-    )
+        setup_logging(settings)
+        client = open_client(settings)
+        stop = threading.Event()
+        watcher_thread = None
+        try:
+            database = client[DEMO_DATABASE]
+            orders = database[settings.orders_collection]
+            archive = database[settings.archive_collection]
 
-    step("Archive")
-    print(run_batch(client, settings, BatchOptions(run=True)).summary_line())
+            demo.step(f"Fill {DEMO_DATABASE} with {args.orders} generated orders (Faker, fr_FR, 2% dirty)")
+            dataset = generate_dataset(args.orders, seed=2026, p_delivered=0.5)
+            for name, _ in dataset.by_collection(settings):
+                database.drop_collection(name)
+            database.drop_collection(settings.archive_collection)
+            database.drop_collection(settings.checkpoint_collection)
+            fill_database(database, dataset, settings)
+            delivered = orders.count_documents({"status": settings.delivered_status})
+            print(f"{orders.count_documents({})} orders, {delivered} delivered")
 
-    step("Run again: every order is already archived, nothing is written twice")
-    print(run_batch(client, settings, BatchOptions(run=True)).summary_line())
-    print(f"archive: {archive.count_documents({})} documents")
+            demo.step("batch --run: archive every delivered order (a dry run first would write nothing)")
+            options = BatchOptions(run=True, batch_size=200, progress=progress_mode(quiet=False), samples=1)
+            report = BatchArchiver(client, settings, options).run()
+            print(report.summary_line())
+            if report.rejections:
+                print("rejected (invalid source data, logged with their _id):", report.rejections)
 
-    step("Purge the source of what is confirmed archived")
-    print(run_batch(client, settings, BatchOptions(run=True, purge_source=True)).summary_line())
-    print(f"source: {orders.count_documents({})} orders left (not delivered, or rejected as invalid)")
+            demo.step("watch: start the watcher, then deliver orders one by one")
+            watcher = Watcher(client, settings, WatchOptions(), stop_event=stop)
+            watcher_thread = threading.Thread(target=watcher.run, name="watcher", daemon=True)
+            watcher_thread.start()
+            deadline = time.monotonic() + 30
+            while not Path(settings.resume_token_file).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            pending = [o for o in dataset.orders if o["status"] == "en_livraison" and "_dirty" not in o]
+            for order in pending[: args.deliveries]:
+                started = time.perf_counter()
+                orders.update_one({"_id": order["_id"]}, {"$set": {"status": settings.delivered_status}})
+                while archive.find_one({"_id": order["_id"]}, {"_id": 1}) is None:
+                    if time.perf_counter() - started > 10:
+                        raise SystemExit(f"{order['numero_commande']} was not archived within 10 s")
+                    time.sleep(0.001)
+                latency = (time.perf_counter() - started) * 1000
+                document = archive.find_one({"_id": order["_id"]})
+                print(
+                    f"{order['numero_commande']} delivered -> archived in {latency:.0f} ms "
+                    f"({document['restaurant']['nom']}, {document['montant_total']:.2f} €)"
+                )
+
+            demo.step("status: is the archive keeping up? (exit 0 healthy, 3 not)")
+            print("\n".join(collect_status(client, settings).lines()))
+
+            demo.step("verify: do source and archive agree?")
+            print("\n".join(verify(client, settings).lines()))
+        finally:
+            stop.set()
+            if watcher_thread is not None:
+                watcher_thread.join(timeout=15)
+            client.close()
+            if server is not None:
+                server.stop()
+                print("\nlocal server stopped; everything the demo started is gone.")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(demo())
+    sys.exit(run())

@@ -9,6 +9,8 @@ they serve one order (watch) or a cursor of millions (batch) alike, and test wit
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,7 +97,7 @@ def build_enrichment_pipeline(
         _lookup(names.menu, "items.menu_id", _MENUS),
     ]
     projection: dict[str, int] = {field: 1 for field in ORDER_FIELDS}
-    for field in ("nom", "prenom", "email"):
+    for field in CLIENT_FIELDS:
         projection[f"{_CLIENT}.{field}"] = 1
     for field in ("nom", "prenom"):
         projection[f"{_COURIER}.{field}"] = 1
@@ -192,8 +194,39 @@ def _hashable(value: Any) -> Any:
         return repr(value)
 
 
+PII_MODES = ("keep", "hash", "drop")
+PII_FIELDS = ("email", "telephone")
+CLIENT_FIELDS = ("nom", "prenom", "email", "telephone")
+
+
+@dataclass(frozen=True)
+class PiiPolicy:
+    """What the archive keeps of the client's email and phone (GDPR): ``keep`` them,
+    ``hash`` them (keyed HMAC-SHA256: equal values stay comparable, cannot be reversed
+    without the key) or ``drop`` them."""
+
+    mode: str = "keep"
+    key: str | None = None
+
+    def apply(self, client: dict[str, Any] | None) -> dict[str, Any] | None:
+        if client is None or self.mode == "keep":
+            return client
+        if self.mode == "drop":
+            return {k: v for k, v in client.items() if k not in PII_FIELDS}
+        return {k: (pseudonymise(v, self.key or "") if k in PII_FIELDS else v) for k, v in client.items()}
+
+
+def pseudonymise(value: Any, key: str) -> Any:
+    """``hmac-sha256:<hex>`` of the trimmed, lower-cased text; None stays None."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    digest = hmac.new(key.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"hmac-sha256:{digest}"
+
+
 def finish_archive_document(
-    raw: Mapping[str, Any], *, archived_by: str, archived_at: datetime
+    raw: Mapping[str, Any], *, archived_by: str, archived_at: datetime, pii: PiiPolicy | None = None
 ) -> dict[str, Any]:
     """The contract's archive document for one enriched order; ``InvalidOrderError`` if the
     order cannot be archived (no business key, no readable order date, malformed items)."""
@@ -262,8 +295,8 @@ def finish_archive_document(
         "status": status if isinstance(status, str) else str(status),
         "date_commande": date_commande,
         "date_livraison": date_livraison,
-        "client": _reference(
-            raw, "client_id", raw.get(_CLIENT), ("nom", "prenom", "email"), "client", anomalies
+        "client": (pii or PiiPolicy()).apply(
+            _reference(raw, "client_id", raw.get(_CLIENT), CLIENT_FIELDS, "client", anomalies)
         ),
         "livreur": _reference(raw, "livreur_id", raw.get(_COURIER), ("nom", "prenom"), "livreur", anomalies),
         "restaurant": _reference(

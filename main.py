@@ -14,8 +14,16 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from config import load_settings, parse_date_bound, parse_name, parse_positive_int, parse_probability
-from errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ArchiverError, TransientError
+from config import (
+    load_settings,
+    parse_date_bound,
+    parse_duration,
+    parse_name,
+    parse_port,
+    parse_positive_int,
+    parse_probability,
+)
+from errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ArchiverError, ConfigError, TransientError
 from logger import FILE_ONLY, get_logger, redact, setup_logging
 
 __version__ = "0.1.0"
@@ -26,6 +34,14 @@ EPILOG_BATCH = """examples:
   python main.py batch --run --date-from yesterday --date-to today
   python main.py batch --run --date-from 7d --purge-source
   python main.py batch --run --simulation       the whole job on an embedded database
+"""
+EPILOG_STATUS = """examples:
+  python main.py status                          a person's view
+  python main.py status --json --max-backlog-age 5m   a probe: exit 0 healthy, 3 not
+"""
+EPILOG_VERIFY = """examples:
+  python main.py verify --date-from 7d
+  python main.py verify --repair                 then archive what is missing
 """
 EPILOG_SIMULATE = """examples:
   python simulate.py --count 1000 --seed 42 --p-delivered 0.4 --reset
@@ -117,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--restart", action="store_true", help="ignore the checkpoint of an interrupted run")
     batch.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    batch.add_argument(
+        "--metrics-file", metavar="PATH", help="write the run's figures for the Prometheus textfile collector"
+    )
     _simulation_arguments(batch)
     batch.set_defaults(func=cmd_batch)
 
@@ -137,7 +156,65 @@ def build_parser() -> argparse.ArgumentParser:
         type=_argument(parse_name),
         help="watcher name (its token in the mongo store)",
     )
+    watch.add_argument(
+        "--metrics-port",
+        metavar="N",
+        type=_argument(parse_port),
+        help="serve Prometheus metrics on this port",
+    )
+    watch.add_argument(
+        "--metrics-address", metavar="ADDR", default="0.0.0.0", help="metrics bind address (0.0.0.0)"
+    )
     watch.set_defaults(func=cmd_watch)
+
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="is the archive keeping up? (exit 3 when not: usable as a probe)",
+        description="Orders by status, backlog, archive size, watchers' heartbeats. Exit 0 healthy, 3 not.",
+        epilog=EPILOG_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    status.add_argument(
+        "--max-backlog-age",
+        metavar="DURATION",
+        type=_argument(parse_duration),
+        default="15m",
+        help="unhealthy when a delivered order waits longer than this to be archived (15m)",
+    )
+    status.add_argument(
+        "--max-heartbeat-age",
+        metavar="DURATION",
+        type=_argument(parse_duration),
+        default="2m",
+        help="unhealthy when a watcher's token is older than this (2m)",
+    )
+    status.add_argument(
+        "--lookback",
+        metavar="DURATION",
+        type=_argument(parse_duration),
+        default="24h",
+        help="look for the backlog among the orders of this last period (24h)",
+    )
+    status.set_defaults(func=cmd_status)
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="reconcile source and archive (exit 3 when they disagree)",
+        description="Delivered orders missing from the archive, archive documents that disagree with the "
+        "source, archive documents without a source. Exit 0 consistent, 3 not.",
+        epilog=EPILOG_VERIFY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument(
+        "--date-from", metavar="D", type=_argument(parse_date_bound), help="date_commande >= D"
+    )
+    verify.add_argument("--date-to", metavar="D", type=_argument(parse_date_bound), help="date_commande < D")
+    verify.add_argument("--repair", action="store_true", help="archive the missing orders (the batch path)")
+    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    verify.set_defaults(func=cmd_verify)
 
     simulate = commands.add_parser(
         "simulate",
@@ -199,8 +276,9 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
 
 
 def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from archiver import BatchOptions, check_window, run_batch
+    from archiver import BatchArchiver, BatchOptions, check_window
     from connection import open_client
+    from progress import progress_mode
 
     check_window(args.date_from, args.date_to)
     settings = _settings(args, batch_size=args.batch_size, simulation=args.simulation or None)
@@ -214,14 +292,22 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         samples=args.samples,
         purge_source=args.purge_source,
         resume=not args.restart,
+        progress=progress_mode(args.quiet or args.json),
     )
     client = open_client(
         settings, stop_event=stop_event, simulation_count=args.count, simulation_seed=args.seed
     )
+    archiver = BatchArchiver(client, settings, options, stop_event=stop_event)
+    succeeded = False
     try:
-        report = run_batch(client, settings, options, stop_event=stop_event)
+        report = archiver.run()
+        succeeded = True
     finally:
         client.close()
+        if args.metrics_file:
+            from metrics import write_batch_metrics
+
+            write_batch_metrics(args.metrics_file, archiver.report, succeeded)
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
     else:
@@ -241,7 +327,7 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
 def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from connection import open_client
-    from watcher import WatchOptions, run_watch
+    from watcher import Watcher, WatchOptions
 
     settings = _settings(args, resume_token_file=args.token_file)
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
@@ -253,9 +339,66 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
             return EXIT_OK  # stopped while waiting for the server: nothing in hand
         raise
     try:
-        return run_watch(client, settings, options, stop_event=stop_event)
+        watcher = Watcher(client, settings, options, stop_event=stop_event)
+        if args.metrics_port:
+            try:
+                watcher.metrics.serve(args.metrics_port, args.metrics_address)
+            except OSError as exc:
+                raise ConfigError(f"--metrics-port {args.metrics_port}: {exc.strerror}") from None
+            get_logger().info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
+        return watcher.run()
     finally:
         client.close()
+
+
+def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from connection import open_client
+    from status import collect_status
+
+    settings = _settings(args)
+    client = open_client(settings, stop_event=stop_event)
+    try:
+        report = collect_status(
+            client,
+            settings,
+            lookback=args.lookback,
+            max_backlog_age=args.max_backlog_age,
+            max_heartbeat_age=args.max_heartbeat_age,
+            stop_event=stop_event,
+        )
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
+    else:
+        print("\n".join(report.lines()))
+    return EXIT_OK if report.healthy else EXIT_REJECTED
+
+
+def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from archiver import check_window
+    from connection import open_client
+    from verify import verify
+
+    check_window(args.date_from, args.date_to)
+    settings = _settings(args)
+    client = open_client(settings, stop_event=stop_event)
+    try:
+        report = verify(
+            client,
+            settings,
+            date_from=args.date_from,
+            date_to=args.date_to,
+            repair=args.repair,
+            stop_event=stop_event,
+        )
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
+    else:
+        print("\n".join(report.lines()))
+    return EXIT_OK if report.consistent else EXIT_REJECTED
 
 
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,9 +40,9 @@ from bson import json_util
 from bson.timestamp import Timestamp
 from pymongo import errors as pymongo_errors
 
-from archiver import ArchiveWriter, BatchArchiver, BatchOptions
+from archiver import ArchiveWriter, BatchArchiver, BatchOptions, Collections
 from config import Settings
-from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document
+from enrichment import build_enrichment_pipeline, finish_archive_document
 from errors import (
     EXIT_OK,
     ArchiverError,
@@ -56,6 +56,7 @@ from errors import (
     retrying,
 )
 from logger import get_logger
+from metrics import WatchMetrics
 
 log = get_logger("watch")
 
@@ -266,7 +267,6 @@ class WatchStats:
     last_saved_at: float = 0.0
     reconnects: int = 0
     catch_ups: int = 0
-    latencies: list[float] = field(default_factory=list)
 
     def lag_seconds(self) -> float | None:
         if self.last_event_at is None:
@@ -293,21 +293,20 @@ class Watcher:
         self.options = options
         self.stop_event = stop_event or threading.Event()
         self.clock = clock
-        source = client[settings.mongodb_database]
-        archive_db = client[settings.archive_db_name]
-        self.orders = source[settings.orders_collection]
-        self.names = CollectionNames.from_settings(settings)
-        self.writer = ArchiveWriter(archive_db[settings.archive_collection], self.stop_event)
+        collections = Collections.of(client, settings)
+        self.orders = collections.orders
+        self.names = collections.names
+        self.writer = ArchiveWriter(collections.archive, self.stop_event)
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
         if options.token_store == "mongo":
-            checkpoints = archive_db[settings.checkpoint_collection]
             self.store: TokenStore = MongoTokenStore(
-                checkpoints, options.name, self.namespace, self.stop_event
+                collections.checkpoints, options.name, self.namespace, self.stop_event
             )
         else:
             self.store = FileTokenStore(settings.resume_token_file, self.namespace)
         self.pipeline = build_change_stream_pipeline(settings.delivered_status)
         self.stats = WatchStats()
+        self.metrics = WatchMetrics()
         self._logged_at = time.monotonic()
         self._distrust_saved_token = False
 
@@ -350,6 +349,7 @@ class Watcher:
     def _wait_before_reconnect(self, exc: BaseException, backoff: Backoff) -> None:
         delay = backoff.next_delay()
         self.stats.reconnects += 1
+        self.metrics.errors.labels(kind=type(exc).__name__).inc()
         log.warning("change stream interrupted (%s); reconnecting in %.1fs", type(exc).__name__, delay)
         self.stop_event.wait(delay)
 
@@ -380,8 +380,7 @@ class Watcher:
             else:
                 self._catch_up()
             if start_token is not None:
-                self.store.save(start_token)
-                self.stats.last_saved_at = time.monotonic()
+                self._save_token(start_token)
             self._distrust_saved_token = False
         with stream:
             backoff.reset()
@@ -433,6 +432,9 @@ class Watcher:
         report = BatchArchiver(self.client, self.settings, options, stop_event=self.stop_event).run()
         self.stats.archived += report.archived
         self.stats.rejected += report.rejected
+        self.metrics.archived.labels(mode="catch-up").inc(report.archived)
+        self.metrics.already_archived.labels(mode="catch-up").inc(report.already_archived)
+        self.metrics.rejected.labels(mode="catch-up").inc(report.rejected)
         log.info("caught up: %s", report.summary_line())
 
     # -- consuming
@@ -474,8 +476,7 @@ class Watcher:
                 events = events[: events.index(invalidate)]
             if events:
                 self._archive(events)
-                self.store.save(events[-1]["_id"])
-                self.stats.last_saved_at = time.monotonic()
+                self._save_token(events[-1]["_id"])
             if invalidate is not None:
                 self._on_invalidate(invalidate)
                 return
@@ -485,6 +486,7 @@ class Watcher:
     def _archive(self, events: list[Mapping[str, Any]]) -> None:
         self.stats.events += len(events)
         self.stats.batches += 1
+        self.metrics.event_seen(len(events))
         times = [t for t in (event_time(e) for e in events) if t is not None]
         if times:
             self.stats.last_event_at = max(times)
@@ -502,33 +504,43 @@ class Watcher:
             if raw.get("status") != self.settings.delivered_status:
                 continue  # changed again since the event: the next event decides
             try:
-                documents.append(finish_archive_document(raw, archived_by="watch", archived_at=now))
+                documents.append(
+                    finish_archive_document(
+                        raw, archived_by="watch", archived_at=now, pii=self.settings.pii_policy
+                    )
+                )
             except InvalidOrderError as exc:
                 self.stats.rejected += 1
+                self.metrics.rejected.labels(mode="watch").inc()
                 log.warning("order rejected", extra={"order_id": str(raw.get("_id")), "reason": exc.reason})
         if documents:
             outcome = self.writer.upsert(documents)
             self.stats.archived += outcome.archived
             self.stats.already_archived += outcome.already_archived
             self.stats.rejected += len(outcome.rejections)
-        acknowledged = datetime.now(UTC)
-        self.stats.latencies.extend((acknowledged - moment).total_seconds() for moment in times)
-        if len(self.stats.latencies) > 10_000:
-            del self.stats.latencies[:5_000]
+            self.metrics.archived.labels(mode="watch").inc(outcome.archived)
+            self.metrics.already_archived.labels(mode="watch").inc(outcome.already_archived)
+            self.metrics.rejected.labels(mode="watch").inc(len(outcome.rejections))
+            acknowledged = datetime.now(UTC)
+            for moment in times:
+                self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
+
+    def _save_token(self, token: Mapping[str, Any], invalidated: bool = False) -> None:
+        self.store.save(token, invalidated=invalidated)
+        self.stats.last_saved_at = time.monotonic()
+        self.metrics.token_saved()
 
     def _on_quiet(self, stream: Any) -> None:
         """Heartbeat: a quiet stream's post-batch token moves on; keep the saved one fresh."""
         if time.monotonic() - self.stats.last_saved_at >= self.settings.watch_heartbeat_s:
             token = stream.resume_token
             if token is not None:
-                self.store.save(token)
-            self.stats.last_saved_at = time.monotonic()
+                self._save_token(token)
         self._maybe_log()
 
     def _on_invalidate(self, event: Mapping[str, Any]) -> None:
         log.warning("the orders collection was dropped or renamed (invalidate): waiting for it to come back")
-        self.store.save(event["_id"], invalidated=True)
-        self.stats.last_saved_at = time.monotonic()
+        self._save_token(event["_id"], invalidated=True)
 
     def _maybe_log(self) -> None:
         if time.monotonic() - self._logged_at < self.settings.watch_log_interval_s:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -126,8 +125,9 @@ def archiver_subprocess(server: NxServer, settings: Settings, batch_size: int, a
     if result.returncode not in (0, 3):
         raise SystemExit(f"archiver failed ({result.returncode}): {result.stderr[-2000:]}")
     report = json.loads(result.stdout)
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return report, wall, peak_kib / 1024
+    # The archiver reports its own peak (VmHWM): ru_maxrss of children would count this
+    # process's memory, which a child maps between fork and exec.
+    return report, wall, report["peak_rss_mib"]
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,12 +143,15 @@ def test_password_never_appears_in_output_or_logs(nx_server, nx_client, nx_setti
         assert f"archiver:{secret}" not in text
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    result = run_cli(cwd=tmp_path, script="demo.py")
-    assert result.returncode == 0, result.stderr
+def test_demo_auto_runs_end_to_end_on_its_own_server(tmp_path):
+    result = run_cli(
+        "--auto", "--orders", "600", "--deliveries", "3", cwd=tmp_path, script="demo.py", timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "dry run:" in out and '"numero_commande"' in out
-    runs = [line for line in out.splitlines() if line.startswith("batch done:")]
-    assert len(runs) == 3
-    assert "archived 0, already archived" in runs[1]  # the second run writes nothing
-    assert "purged 0" not in runs[2]
+    assert "starting a local nx-27017" in out
+    assert "batch done: scanned" in out
+    assert len(re.findall(r"delivered -> archived in \d+ ms", out)) == 3
+    assert "healthy" in out and "\nconsistent" in out
+    assert "local server stopped" in out
+    assert "Traceback" not in result.stderr

@@ -60,6 +60,12 @@ def test_world_readable_env_file_warns(tmp_path):
         ({"MONGODB_URI": "mongodb://h", "LOG_LEVEL": "LOUD"}, "LOG_LEVEL: expected one of"),
         ({"MONGODB_URI": "mongodb://h", "MONGODB_TIMEOUT_MS": "-5"}, "MONGODB_TIMEOUT_MS"),
         ({"MONGODB_URI": "mongodb://h", "ORDERS_COLLECTION": "a/b"}, "ORDERS_COLLECTION: not a valid"),
+        (
+            {"MONGODB_URI": "mongodb://h", "ARCHIVE_PII": "encrypt"},
+            "ARCHIVE_PII: expected one of keep, hash, drop",
+        ),
+        ({"MONGODB_URI": "mongodb://h", "ARCHIVE_PII": "hash"}, "ARCHIVE_PII=hash needs ARCHIVE_PII_KEY"),
+        ({"MONGODB_URI": "mongodb://h", "ARCHIVE_PII": "hash", "ARCHIVE_PII_KEY": "short"}, "at least 16"),
     ],
 )
 def test_bad_configuration_is_one_line_config_error(environ, message):

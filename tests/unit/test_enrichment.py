@@ -3,7 +3,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from bson import Decimal128, ObjectId
 
-from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, parse_datetime
+from enrichment import (
+    CollectionNames,
+    PiiPolicy,
+    build_enrichment_pipeline,
+    finish_archive_document,
+    parse_datetime,
+    pseudonymise,
+)
 from errors import InvalidOrderError
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -24,7 +31,9 @@ def raw_order(**changes):
         "restaurant_id": RESTAURANT,
         "items": [{"menu_id": PIZZA, "quantite": 2}, {"menu_id": TIRAMISU, "quantite": 1}],
         "adresse_livraison": "1 rue de la Paix, Paris",
-        "_x_client": [{"nom": "Martin", "prenom": "Léa", "email": "lea@example.fr"}],
+        "_x_client": [
+            {"nom": "Martin", "prenom": "Léa", "email": "lea@example.fr", "telephone": "06 12 34 56 78"}
+        ],
         "_x_livreur": [{"nom": "Petit", "prenom": "Hugo"}],
         "_x_restaurant": [{"nom": "Chez Luigi", "type_cuisine": "italienne"}],
         "_x_menus": [
@@ -49,7 +58,13 @@ def test_complete_order_matches_the_contract_shape():
         "status": "livrée",
         "date_commande": datetime(2026, 11, 20, 19, 0, tzinfo=UTC),
         "date_livraison": datetime(2026, 11, 20, 19, 40, tzinfo=UTC),
-        "client": {"id": CLIENT, "nom": "Martin", "prenom": "Léa", "email": "lea@example.fr"},
+        "client": {
+            "id": CLIENT,
+            "nom": "Martin",
+            "prenom": "Léa",
+            "email": "lea@example.fr",
+            "telephone": "06 12 34 56 78",
+        },
         "livreur": {"id": COURIER, "nom": "Petit", "prenom": "Hugo"},
         "restaurant": {"id": RESTAURANT, "nom": "Chez Luigi", "type_cuisine": "italienne"},
         "items": [
@@ -219,7 +234,7 @@ def test_pipeline_shape():
     ]
     assert all(lk["foreignField"] == "_id" for lk in lookups)
     projection = pipeline[-1]["$project"]
-    assert projection["_x_menus._id"] == 1 and "_x_client.telephone" not in projection
+    assert projection["_x_menus._id"] == 1 and "_x_client.adresse" not in projection
 
 
 def test_pipeline_for_one_order_has_no_sort_exclusion_or_limit():
@@ -228,3 +243,18 @@ def test_pipeline_for_one_order_has_no_sort_exclusion_or_limit():
     assert pipeline[0] == {"$match": {"_id": {"$in": [order_id]}}}
     assert [next(iter(s)) for s in pipeline].count("$lookup") == 4
     assert not any("$sort" in s or "$limit" in s for s in pipeline)
+
+
+def test_pii_keep_hash_drop():
+    raw = raw_order()
+    kept = finish_archive_document(raw, archived_by="batch", archived_at=NOW, pii=PiiPolicy("keep"))
+    assert kept["client"]["email"] == "lea@example.fr"
+    dropped = finish_archive_document(raw, archived_by="batch", archived_at=NOW, pii=PiiPolicy("drop"))
+    assert dropped["client"] == {"id": CLIENT, "nom": "Martin", "prenom": "Léa"}
+    key = "k" * 32
+    hashed = finish_archive_document(raw, archived_by="batch", archived_at=NOW, pii=PiiPolicy("hash", key))
+    assert hashed["client"]["email"].startswith("hmac-sha256:")
+    assert "lea@example.fr" not in str(hashed) and "06 12 34 56 78" not in str(hashed)
+    assert hashed["client"]["email"] == pseudonymise("  LEA@example.fr ", key)  # comparable
+    assert hashed["client"]["email"] != pseudonymise("lea@example.fr", "x" * 32)  # keyed
+    assert PiiPolicy("hash", key).apply(None) is None

@@ -1,0 +1,31 @@
+# order-archiver: `watch` by default; `batch --run` for a CronJob.
+#   docker build -t order-archiver .
+#   docker run --rm -e MONGODB_URI=... order-archiver                 (watch)
+#   docker run --rm -e MONGODB_URI=... order-archiver batch --run     (batch)
+# The URI comes from the environment at run time (a Secret): never baked into the image.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    LOG_DIR="" \
+    LOG_FORMAT=json \
+    RESUME_TOKEN_FILE=/data/resume_token.json
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY main.py simulate.py demo.py archiver.py watcher.py generator.py config.py logger.py errors.py \
+     enrichment.py connection.py simulation.py progress.py metrics.py status.py verify.py ./
+
+# An unprivileged user; /data holds the file token store when that store is used.
+RUN groupadd --system --gid 10001 archiver \
+ && useradd --system --uid 10001 --gid archiver --home-dir /app --shell /usr/sbin/nologin archiver \
+ && mkdir /data && chown archiver:archiver /data
+USER 10001:10001
+
+EXPOSE 9108
+ENTRYPOINT ["python", "main.py"]
+CMD ["watch", "--token-store", "mongo", "--metrics-port", "9108"]

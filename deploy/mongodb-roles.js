@@ -1,0 +1,42 @@
+// Least-privilege roles for order-archiver. Run as a user administrator:
+//   mongosh "mongodb://admin@host/admin" --file deploy/mongodb-roles.js
+// Edit the names below to match your settings (MONGODB_DATABASE, *_COLLECTION, ARCHIVE_*).
+const SOURCE_DB = "livraison";
+const ARCHIVE_DB = SOURCE_DB; // ARCHIVE_DATABASE, when the archive lives elsewhere
+const ORDERS = "Commande";
+const REFERENCES = ["Client", "Livreur", "Restaurants", "Menu"];
+const ARCHIVE = "Commande_archive";
+const CHECKPOINTS = "archiver_checkpoints";
+
+const admin = db.getSiblingDB("admin");
+
+// batch and watch: read the source, follow its changes, write the archive and checkpoints.
+admin.createRole({
+  role: "orderArchiver",
+  privileges: [
+    { resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["find", "changeStream"] },
+    ...REFERENCES.map((name) => ({ resource: { db: SOURCE_DB, collection: name }, actions: ["find"] })),
+    { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "insert", "update", "createIndex"] },
+    { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find", "insert", "update", "remove"] },
+  ],
+  roles: [],
+});
+
+// Optional: the source indexes batch creates (status+date_commande, status+_id,
+// numero_commande). Without it batch warns once and continues.
+admin.createRole({
+  role: "orderArchiverSourceIndexes",
+  privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["createIndex"] }],
+  roles: [],
+});
+
+// Only for `batch --purge-source`: delete source orders once archived.
+admin.createRole({
+  role: "orderArchiverPurge",
+  privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["remove"] }],
+  roles: [],
+});
+
+// One user per use; passwordPrompt() keeps the password out of shell history.
+admin.createUser({ user: "order-archiver", pwd: passwordPrompt(), roles: ["orderArchiver", "orderArchiverSourceIndexes"] });
+// admin.createUser({ user: "order-archiver-purge", pwd: passwordPrompt(), roles: ["orderArchiver", "orderArchiverPurge"] });

@@ -1,0 +1,104 @@
+"""Prometheus metrics: served over HTTP by `watch --metrics-port`, written in the textfile
+collector's format by `batch --metrics-file` (cron jobs have no port to scrape)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+    write_to_textfile,
+)
+
+PREFIX = "order_archiver"
+
+
+class WatchMetrics:
+    """The watcher's live figures. One instance per process, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(f"{PREFIX}_events", "Change events received", registry=self.registry)
+        self.archived = Counter(
+            f"{PREFIX}_orders_archived", "Orders written to the archive", ["mode"], registry=self.registry
+        )
+        self.already_archived = Counter(
+            f"{PREFIX}_orders_already_archived",
+            "Orders found already archived",
+            ["mode"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            f"{PREFIX}_orders_rejected", "Orders rejected as invalid", ["mode"], registry=self.registry
+        )
+        self.errors = Counter(
+            f"{PREFIX}_errors",
+            "Failures that made the watcher reconnect or retry, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_archive_latency_seconds",
+            "From the change (event time) to the archive write acknowledged",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.last_event = Gauge(
+            f"{PREFIX}_seconds_since_last_event",
+            "Seconds since the last change event",
+            registry=self.registry,
+        )
+        self.token_age = Gauge(
+            f"{PREFIX}_token_age_seconds",
+            "Seconds since the resume token was last saved",
+            registry=self.registry,
+        )
+        self._last_event_at: float | None = None
+        self._token_saved_at: float | None = None
+        self.last_event.set_function(lambda: self._age(self._last_event_at))
+        self.token_age.set_function(lambda: self._age(self._token_saved_at))
+
+    @staticmethod
+    def _age(moment: float | None) -> float:
+        return time.time() - moment if moment is not None else float("nan")
+
+    def event_seen(self, count: int) -> None:
+        self.events.inc(count)
+        self._last_event_at = time.time()
+
+    def token_saved(self) -> None:
+        self._token_saved_at = time.time()
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> Any:
+        return start_http_server(port, addr=address, registry=self.registry)
+
+
+def write_batch_metrics(
+    path: str | Path, report: Any, succeeded: bool, now: Callable[[], float] = time.time
+) -> None:
+    """The run's figures for node_exporter's textfile collector (written atomically)."""
+    registry = CollectorRegistry()
+    figures = {
+        "scanned": "Orders examined by the last batch run",
+        "archived": "Orders archived by the last batch run",
+        "already_archived": "Orders found already archived by the last batch run",
+        "rejected": "Orders rejected as invalid by the last batch run",
+        "purged": "Source orders purged by the last batch run",
+        "seconds": "Duration of the last batch run",
+    }
+    for name, help_text in figures.items():
+        Gauge(f"{PREFIX}_batch_last_{name}", help_text, registry=registry).set(getattr(report, name, 0) or 0)
+    Gauge(f"{PREFIX}_batch_last_success", "1 when the last batch run succeeded", registry=registry).set(
+        1 if succeeded else 0
+    )
+    Gauge(
+        f"{PREFIX}_batch_last_run_timestamp_seconds", "When the last batch run ended", registry=registry
+    ).set(now())
+    write_to_textfile(str(path), registry)

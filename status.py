@@ -1,0 +1,176 @@
+"""`status`: is the archive keeping up? One report, for a person or a probe.
+
+Exit 0 when healthy; 3 when the oldest delivered-but-not-archived order of the lookback
+window is older than ``--max-backlog-age``, or when a watcher's saved token (its heartbeat)
+is older than ``--max-heartbeat-age``. Every query is bounded: the backlog is looked for
+among the orders of the lookback window only (index on ``status, date_commande``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bson import json_util
+
+from archiver import Collections
+from config import Settings
+from errors import retrying
+
+CHUNK = 1000
+
+
+@dataclass
+class StatusReport:
+    checked_at: datetime
+    orders_by_status: dict[str, int] = field(default_factory=dict)
+    lookback_hours: float = 24.0
+    backlog: int = 0
+    backlog_oldest_age_s: float | None = None
+    archive_size: int = 0
+    newest_archived_at: datetime | None = None
+    watchers: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["healthy"] = self.healthy
+        return data
+
+    def lines(self) -> list[str]:
+        out = ["orders by status: " + ", ".join(f"{k}={v}" for k, v in sorted(self.orders_by_status.items()))]
+        age = f", oldest {self.backlog_oldest_age_s:.0f}s" if self.backlog_oldest_age_s is not None else ""
+        out.append(f"backlog (delivered, not archived, last {self.lookback_hours:g}h): {self.backlog}{age}")
+        newest = self.newest_archived_at.isoformat() if self.newest_archived_at else "never"
+        out.append(f"archive: {self.archive_size} documents, newest archived_at {newest}")
+        for watcher in self.watchers:
+            age = watcher.get("heartbeat_age_s")
+            saved = f"{age:.0f}s ago" if age is not None else "never"
+            out.append(f"watcher {watcher['name']} ({watcher['store']}): token saved {saved}")
+        if not self.watchers:
+            out.append("watchers: none found (no token file, no checkpoint)")
+        out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
+        return out
+
+
+def _when(order: dict[str, Any]) -> datetime | None:
+    for field_name in ("date_livraison", "date_commande"):
+        value = order.get(field_name)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
+def collect_status(
+    client: Any,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    lookback: timedelta = timedelta(hours=24),
+    max_backlog_age: timedelta = timedelta(minutes=15),
+    max_heartbeat_age: timedelta = timedelta(minutes=2),
+    stop_event: threading.Event | None = None,
+) -> StatusReport:
+    now = now or datetime.now(UTC)
+    collections = Collections.of(client, settings)
+    report = StatusReport(checked_at=now, lookback_hours=lookback.total_seconds() / 3600)
+
+    def read(func: Any) -> Any:
+        return retrying(func, stop_event=stop_event)
+
+    groups = read(
+        lambda: list(collections.orders.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]))
+    )
+    report.orders_by_status = {str(g["_id"]): g["n"] for g in groups}
+
+    recent = {"status": settings.delivered_status, "date_commande": {"$gte": now - lookback}}
+    oldest: datetime | None = None
+    chunk: list[dict[str, Any]] = []
+
+    def settle(orders: list[dict[str, Any]]) -> None:
+        nonlocal oldest
+        ids = [o["_id"] for o in orders]
+        archived = {
+            d["_id"] for d in read(lambda: list(collections.archive.find({"_id": {"$in": ids}}, {"_id": 1})))
+        }
+        for order in orders:
+            if order["_id"] in archived:
+                continue
+            report.backlog += 1
+            when = _when(order)
+            if when is not None and (oldest is None or when < oldest):
+                oldest = when
+
+    cursor = read(
+        lambda: collections.orders.find(recent, {"date_livraison": 1, "date_commande": 1}, batch_size=CHUNK)
+    )
+    with cursor:
+        for order in cursor:
+            chunk.append(order)
+            if len(chunk) >= CHUNK:
+                settle(chunk)
+                chunk = []
+    if chunk:
+        settle(chunk)
+    if oldest is not None:
+        report.backlog_oldest_age_s = max((now - oldest).total_seconds(), 0.0)
+        if now - oldest > max_backlog_age:
+            report.problems.append(
+                f"{report.backlog} delivered orders not archived, the oldest for "
+                f"{report.backlog_oldest_age_s:.0f}s (limit {max_backlog_age.total_seconds():.0f}s)"
+            )
+
+    report.archive_size = read(lambda: collections.archive.estimated_document_count())
+    newest = read(lambda: collections.archive.find_one({}, {"archived_at": 1}, sort=[("archived_at", -1)]))
+    report.newest_archived_at = newest.get("archived_at") if newest else None
+
+    watchers = _watchers(collections, settings, read)
+    for watcher in watchers:
+        saved = watcher.get("saved_at")
+        if isinstance(saved, datetime):
+            saved = saved if saved.tzinfo else saved.replace(tzinfo=UTC)
+            watcher["heartbeat_age_s"] = max((now - saved).total_seconds(), 0.0)
+            if now - saved > max_heartbeat_age:
+                report.problems.append(
+                    f"watcher {watcher['name']}: token saved {watcher['heartbeat_age_s']:.0f}s ago "
+                    f"(limit {max_heartbeat_age.total_seconds():.0f}s): is it running?"
+                )
+        else:
+            watcher["heartbeat_age_s"] = None
+    report.watchers = watchers
+    return report
+
+
+def _watchers(collections: Collections, settings: Settings, read: Any) -> list[dict[str, Any]]:
+    found = []
+    for record in read(lambda: list(collections.checkpoints.find({"kind": "watch"}))):
+        found.append(
+            {
+                "name": str(record["_id"]).removeprefix("watch:"),
+                "store": "mongo",
+                "saved_at": record.get("saved_at"),
+                "namespace": record.get("namespace"),
+            }
+        )
+    path = Path(settings.resume_token_file)
+    if path.is_file():
+        try:
+            record = json_util.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        found.append(
+            {
+                "name": str(path),
+                "store": "file",
+                "saved_at": record.get("saved_at") if isinstance(record, dict) else None,
+                "namespace": record.get("namespace") if isinstance(record, dict) else None,
+            }
+        )
+    return found

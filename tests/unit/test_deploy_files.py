@@ -1,0 +1,113 @@
+"""What a reviewer checks in the deployment files, checked by a test."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from main import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def parses(argv: list[str]) -> None:
+    """The command line is one main.py accepts (argparse exits on an unknown flag)."""
+    args = build_parser().parse_args(argv)
+    assert callable(args.func)
+
+
+def main_args(command: list[str]) -> list[str]:
+    index = next(i for i, part in enumerate(command) if part.endswith("main.py"))
+    return command[index + 1 :]
+
+
+def test_dockerfile_runs_as_non_root_without_secrets():
+    text = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert not re.search(
+        r"^(ENV|ARG).*(MONGODB_URI|PASSWORD|ARCHIVE_PII_KEY)", text, re.MULTILINE | re.IGNORECASE
+    )
+    assert not re.search(r"^COPY\s+(\.|\.env)\s", text, re.MULTILINE)  # no whole-context or .env copy
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
+    cmd = re.search(r"^CMD\s+(\[.*\])", text, re.MULTILINE).group(1)
+    parses(yaml.safe_load(cmd))
+    assert yaml.safe_load(cmd)[0] == "watch"
+    copied = re.findall(r"\b(\w+\.py)\b", text.split("COPY main.py", 1)[1].split("\n\n", 1)[0])
+    imported = {p.name for p in ROOT.glob("*.py")}
+    assert {"main.py", *copied} <= imported
+    assert imported - {"main.py", *copied} == set(), "a product module is missing from the image"
+
+
+@pytest.fixture
+def manifests():
+    documents = {}
+    for path in (DEPLOY / "kubernetes").glob("*.yaml"):
+        for document in yaml.safe_load_all(path.read_text()):
+            documents[document["kind"]] = document
+    return documents
+
+
+def containers(document):
+    spec = (
+        document["spec"]["template"]["spec"]
+        if document["kind"] == "Deployment"
+        else (document["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    )
+    return spec, spec["containers"]
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob"])
+def test_manifests_are_non_root_and_take_the_uri_from_a_secret(manifests, kind):
+    spec, (container,) = containers(manifests[kind])
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    uri = next(e for e in container["env"] if e["name"] == "MONGODB_URI")
+    assert "secretKeyRef" in uri["valueFrom"] and "value" not in uri
+    parses(container["args"])
+
+
+def test_watch_deployment_probes_run_status(manifests):
+    _, (container,) = containers(manifests["Deployment"])
+    assert container["args"][0] == "watch"
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = container[probe]["exec"]["command"]
+        assert main_args(command)[0] == "status"
+        parses(main_args(command))
+
+
+def test_cronjob_runs_batch_and_never_overlaps(manifests):
+    _, (container,) = containers(manifests["CronJob"])
+    assert container["args"][:2] == ["batch", "--run"]
+    assert manifests["CronJob"]["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_secret_example_holds_no_real_password(manifests):
+    assert "REPLACE-ME" in manifests["Secret"]["stringData"]["MONGODB_URI"]
+
+
+@pytest.mark.parametrize("unit", ["order-archiver-watch.service", "order-archiver-batch.service"])
+def test_systemd_units_run_valid_commands_as_a_service_user(unit):
+    text = (DEPLOY / "systemd" / unit).read_text()
+    command = shlex.split(re.search(r"^ExecStart=(.*)$", text, re.MULTILINE).group(1))
+    parses(main_args(command))
+    assert re.search(r"^User=(?!root)\S+", text, re.MULTILINE)
+    assert "EnvironmentFile=" in text and "MONGODB_URI=" not in text
+
+
+def test_roles_script_grants_least_privilege():
+    text = (DEPLOY / "mongodb-roles.js").read_text()
+    assert '"find", "changeStream"' in text
+    assert '"find", "insert", "update", "createIndex"' in text
+    assert '["remove"]' in text and "orderArchiverPurge" in text
+    assert "passwordPrompt()" in text
+
+
+def test_nssm_recipe_stops_with_ctrl_c():
+    text = (DEPLOY / "windows" / "NSSM.md").read_text()
+    assert "AppStopMethodConsole" in text and "nssm install order-archiver" in text
+    command = re.search(r'nssm install order-archiver "[^"]+" "([^"]+)"', text).group(1)
+    parses(main_args(shlex.split(command)))
