@@ -221,9 +221,15 @@ class ArchiveWriter:
     of ``$setOnInsert`` upserts keyed on ``_id``, retried on transient errors. An order
     already archived is never rewritten, and a retried write cannot duplicate one."""
 
-    def __init__(self, archive: Any, stop_event: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        archive: Any,
+        stop_event: threading.Event | None = None,
+        on_retry: Callable[[BaseException], Any] | None = None,
+    ) -> None:
         self.archive = archive
         self.stop_event = stop_event or threading.Event()
+        self.on_retry = on_retry
 
     def existing_ids(self, ids: list[Any]) -> set[Any]:
         found = retrying(
@@ -240,9 +246,7 @@ class ArchiveWriter:
                 lambda: self.archive.bulk_write(requests, ordered=False),
                 attempts=WRITE_ATTEMPTS,
                 stop_event=self.stop_event,
-                on_retry=lambda exc, delay: log.warning(
-                    "archive write failed (%s); retrying in %.1fs", type(exc).__name__, delay
-                ),
+                on_retry=self._retrying,
             )
         except FatalError as error:
             cause = error.__cause__
@@ -250,6 +254,11 @@ class ArchiveWriter:
                 raise
             return self._settle_bulk_errors(cause, documents)
         return WriteOutcome(result.upserted_count, result.matched_count)
+
+    def _retrying(self, exc: BaseException, delay: float) -> None:
+        log.warning("archive write failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+        if self.on_retry is not None:
+            self.on_retry(exc)
 
     def _settle_bulk_errors(
         self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, Any]]
@@ -637,13 +646,6 @@ class BatchArchiver:
         except OSError as exc:
             raise ArchiverError(f"--export-samples: cannot write {path}: {exc.strerror}") from None
         log.info("%d sample documents written to %s", len(self.report.samples), path)
-
-
-def run_batch(
-    client: Any, settings: Settings, options: BatchOptions, stop_event: threading.Event | None = None
-) -> BatchReport:
-    """Run one batch job; the caller owns the client."""
-    return BatchArchiver(client, settings, options, stop_event=stop_event).run()
 
 
 def check_window(date_from: datetime | None, date_to: datetime | None) -> None:

@@ -402,6 +402,7 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from progress import progress_mode
     from simulation import SimulateOptions, run_simulate
 
     settings = _settings(args, simulation=args.simulation or None)
@@ -413,7 +414,7 @@ def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
         days=args.days,
         reset=args.reset,
         samples_file=args.samples_file if args.simulation else None,
-        progress=sys.stderr.isatty() and not args.quiet,
+        progress=progress_mode(args.quiet),
     )
     print(run_simulate(settings, options, stop_event=stop_event))
     return EXIT_OK

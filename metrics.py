@@ -44,6 +44,12 @@ class WatchMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.retries = Counter(
+            f"{PREFIX}_retries",
+            "Archive writes retried after a transient error, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             f"{PREFIX}_archive_latency_seconds",
             "From the change (event time) to the archive write acknowledged",

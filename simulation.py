@@ -23,6 +23,7 @@ from config import Settings
 from errors import ConfigError
 from generator import Dataset, generate_dataset, strip_markers
 from logger import get_logger
+from progress import Progress
 
 log = get_logger("simulation")
 
@@ -182,17 +183,16 @@ def fill_database(
     *,
     reset: bool = False,
     chunk_size: int = 1000,
-    progress: bool = False,
+    progress: str = "off",
 ) -> dict[str, int]:
     """Insert the dataset in bulk (references first), ``reset`` dropping the five collections."""
-    from tqdm import tqdm
-
     if reset:
         for name, _ in dataset.by_collection(settings):
             database[name].drop()
     counts: dict[str, int] = {}
     total = sum(len(docs) for _, docs in dataset.by_collection(settings))
-    with tqdm(total=total, unit="doc", disable=not progress, desc="inserting") as bar:
+    bar = Progress("inserting", total=total, mode=progress, unit="documents")
+    try:
         for name, documents in dataset.by_collection(settings):
             collection = database[name]
             for start in range(0, len(documents), chunk_size):
@@ -200,6 +200,8 @@ def fill_database(
                 collection.insert_many(batch, ordered=False)
                 bar.update(len(batch))
             counts[name] = len(documents)
+    finally:
+        bar.close()
     return counts
 
 
@@ -222,7 +224,7 @@ class SimulateOptions:
     days: int = 30
     reset: bool = False
     samples_file: str | None = None  # write Extended JSON here instead of a database
-    progress: bool = False
+    progress: str = "off"
 
 
 def run_simulate(

@@ -53,7 +53,11 @@ class StatusReport:
         for watcher in self.watchers:
             age = watcher.get("heartbeat_age_s")
             saved = f"{age:.0f}s ago" if age is not None else "never"
-            out.append(f"watcher {watcher['name']} ({watcher['store']}): token saved {saved}")
+            last = watcher.get("last_event_at")
+            last_text = last.isoformat() if isinstance(last, datetime) else "none yet"
+            out.append(
+                f"watcher {watcher['name']} ({watcher['store']}): token saved {saved}, last event {last_text}"
+            )
         if not self.watchers:
             out.append("watchers: none found (no token file, no checkpoint)")
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
@@ -156,6 +160,7 @@ def _watchers(collections: Collections, settings: Settings, read: Any) -> list[d
                 "name": str(record["_id"]).removeprefix("watch:"),
                 "store": "mongo",
                 "saved_at": record.get("saved_at"),
+                "last_event_at": record.get("last_event_at"),
                 "namespace": record.get("namespace"),
             }
         )
@@ -170,6 +175,7 @@ def _watchers(collections: Collections, settings: Settings, read: Any) -> list[d
                 "name": str(path),
                 "store": "file",
                 "saved_at": record.get("saved_at") if isinstance(record, dict) else None,
+                "last_event_at": record.get("last_event_at") if isinstance(record, dict) else None,
                 "namespace": record.get("namespace") if isinstance(record, dict) else None,
             }
         )

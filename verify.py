@@ -22,6 +22,7 @@ from archiver import BatchArchiver, BatchOptions, Collections, build_selection
 from config import Settings
 from enrichment import build_enrichment_pipeline, finish_archive_document
 from errors import InvalidOrderError, retrying
+from progress import Progress
 
 CHUNK = 1000
 EXAMPLES = 5
@@ -94,9 +95,11 @@ def verify(
     date_to: datetime | None = None,
     repair: bool = False,
     stop_event: threading.Event | None = None,
+    progress: str = "off",
 ) -> VerifyReport:
     collections = Collections.of(client, settings)
     report = VerifyReport()
+    bar = Progress("verifying", mode=progress)
     now = datetime.now(UTC)
 
     def read(func: Any) -> Any:
@@ -143,9 +146,12 @@ def verify(
             chunk.append(document)
             if len(chunk) >= CHUNK:
                 settle(chunk)
+                bar.update(len(chunk))
                 chunk = []
     if chunk:
         settle(chunk)
+        bar.update(len(chunk))
+    bar.close()
 
     archive_window: dict[str, Any] = {}
     if date_from or date_to:

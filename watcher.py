@@ -83,7 +83,9 @@ class TokenStore(Protocol):
 
     def load(self) -> dict[str, Any] | None: ...
 
-    def save(self, token: Mapping[str, Any], *, invalidated: bool = False) -> None: ...
+    def save(
+        self, token: Mapping[str, Any], *, invalidated: bool = False, last_event_at: datetime | None = None
+    ) -> None: ...
 
 
 UNUSABLE = {"token": None, "invalidated": False}  # a record exists but cannot be used
@@ -130,13 +132,16 @@ class FileTokenStore:
             record = None
         return _checked_token(record, self.namespace, str(self.path))
 
-    def save(self, token: Mapping[str, Any], *, invalidated: bool = False) -> None:
+    def save(
+        self, token: Mapping[str, Any], *, invalidated: bool = False, last_event_at: datetime | None = None
+    ) -> None:
         record = {
             "version": TOKEN_FILE_VERSION,
             "namespace": self.namespace,
             "token": dict(token),
             "invalidated": invalidated,
             "saved_at": datetime.now(UTC),
+            "last_event_at": last_event_at,
         }
         folder = self.path.parent if str(self.path.parent) else Path(".")
         try:
@@ -175,7 +180,9 @@ class MongoTokenStore:
             return None
         return _checked_token(record, self.namespace, f"{self.collection.name} ({self.key})")
 
-    def save(self, token: Mapping[str, Any], *, invalidated: bool = False) -> None:
+    def save(
+        self, token: Mapping[str, Any], *, invalidated: bool = False, last_event_at: datetime | None = None
+    ) -> None:
         record = {
             "_id": self.key,
             "kind": "watch",
@@ -183,6 +190,7 @@ class MongoTokenStore:
             "token": dict(token),
             "invalidated": invalidated,
             "saved_at": datetime.now(UTC),
+            "last_event_at": last_event_at,
         }
         retrying(
             lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
@@ -296,7 +304,12 @@ class Watcher:
         collections = Collections.of(client, settings)
         self.orders = collections.orders
         self.names = collections.names
-        self.writer = ArchiveWriter(collections.archive, self.stop_event)
+        self.metrics = WatchMetrics()
+        self.writer = ArchiveWriter(
+            collections.archive,
+            self.stop_event,
+            on_retry=lambda exc: self.metrics.retries.labels(kind=type(exc).__name__).inc(),
+        )
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
         if options.token_store == "mongo":
             self.store: TokenStore = MongoTokenStore(
@@ -306,7 +319,6 @@ class Watcher:
             self.store = FileTokenStore(settings.resume_token_file, self.namespace)
         self.pipeline = build_change_stream_pipeline(settings.delivered_status)
         self.stats = WatchStats()
-        self.metrics = WatchMetrics()
         self._logged_at = time.monotonic()
         self._distrust_saved_token = False
 
@@ -526,7 +538,7 @@ class Watcher:
                 self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
 
     def _save_token(self, token: Mapping[str, Any], invalidated: bool = False) -> None:
-        self.store.save(token, invalidated=invalidated)
+        self.store.save(token, invalidated=invalidated, last_event_at=self.stats.last_event_at)
         self.stats.last_saved_at = time.monotonic()
         self.metrics.token_saved()
 
@@ -599,10 +611,3 @@ class _Prepended:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def run_watch(
-    client: Any, settings: Settings, options: WatchOptions, stop_event: threading.Event | None = None
-) -> int:
-    """Run the watcher until stopped; the caller owns the client."""
-    return Watcher(client, settings, options, stop_event=stop_event).run()
