@@ -51,7 +51,7 @@ READ_ATTEMPTS = 6  # consecutive failures without progress before a run gives up
 WRITE_ATTEMPTS = 6
 QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
 CHECKPOINT_EVERY_S = 2.0
-CURSOR_BATCH = 1000  # documents per getMore: fewer round trips than one per write chunk
+PAGE_SIZE = 500  # orders per read: one id query and one enrichment aggregation
 DEFAULT_SAMPLES = 3
 
 
@@ -139,16 +139,22 @@ def build_selection(
     date is parsed.
     """
     selection: dict[str, Any] = {"status": delivered_status}
-    if date_from is not None or date_to is not None:
-        bounds: dict[str, Any] = {}
-        if date_from is not None:
-            bounds["$gte"] = date_from
-        if date_to is not None:
-            bounds["$lt"] = date_to
+    bounds = date_range(date_from, date_to)
+    if bounds:
         selection["$or"] = [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]
     if after_id is not None:
         selection["_id"] = {"$gt": after_id}
     return selection
+
+
+def date_range(date_from: datetime | None, date_to: datetime | None) -> dict[str, Any]:
+    """``{$gte: from, $lt: to}`` with the bounds that are given (empty: no window)."""
+    bounds: dict[str, Any] = {}
+    if date_from is not None:
+        bounds["$gte"] = date_from
+    if date_to is not None:
+        bounds["$lt"] = date_to
+    return bounds
 
 
 def in_window(when: datetime, date_from: datetime | None, date_to: datetime | None) -> bool:
@@ -334,10 +340,12 @@ class BatchArchiver:
                 retrying(
                     lambda c=collection, k=keys, e=extra: c.create_index(k, **e), stop_event=self.stop_event
                 )
-            except FatalError as exc:
+            except ArchiverError as exc:
                 if collection is self.archive and extra.get("unique"):
                     # Without it a concurrent writer could archive one numero twice.
-                    raise FatalError(f"cannot create the archive's unique index: {exc}") from exc
+                    raise type(exc)(f"cannot create the archive's unique index: {exc}") from exc
+                # The others only speed the run up (an index build on a large source can
+                # outlast a flaky connection): the next run tries again.
                 log.warning("index %s on %s not created (%s); continuing", keys, collection.name, exc)
 
     def load_checkpoint(self) -> Any:
@@ -373,17 +381,27 @@ class BatchArchiver:
 
     # -- reading
 
-    def _pipeline(self, after_id: Any, limit: int | None) -> list[dict[str, Any]]:
+    def _read_page(self, after_id: Any) -> tuple[list[Any], list[dict[str, Any]]]:
+        """The next page: up to ``PAGE_SIZE`` delivered order ids after ``after_id`` (keyset
+        pagination on the ``status, _id`` index), and those of them not yet archived,
+        enriched by one aggregation, in ``_id`` order."""
         selection = build_selection(
             self.settings.delivered_status, self.options.date_from, self.options.date_to, after_id
         )
-        return build_enrichment_pipeline(
-            selection,
+        ids = [
+            doc["_id"]
+            for doc in self.orders.find(selection, {"_id": 1}).sort("_id", ASCENDING).limit(PAGE_SIZE)
+        ]
+        if not ids:
+            return ids, []
+        pipeline = build_enrichment_pipeline(
+            {"_id": {"$in": ids}},
             self.names,
-            sort_by_id=True,
             exclude_archived_in=self.archive.name if self.same_database else None,
-            limit=limit,
         )
+        position = {order_id: index for index, order_id in enumerate(ids)}
+        raw = sorted(self.orders.aggregate(pipeline), key=lambda doc: position[doc["_id"]])
+        return ids, raw
 
     def _finish(self, raw: dict[str, Any], now: datetime, chunk: _Chunk) -> None:
         chunk.last_id = raw["_id"]
@@ -402,39 +420,49 @@ class BatchArchiver:
         chunk.documents.append(document)
 
     def read_chunks(self, after_id: Any) -> Iterator[_Chunk]:
-        """Enriched, finished chunks in ``_id`` order; on a transient error the cursor is
-        reopened after the last chunk handed out (backoff resets whenever a chunk is read)."""
+        """Enriched, finished chunks in ``_id`` order, page by page. Short, bounded queries
+        rather than one long cursor: a cut connection costs one page, which is read again
+        (backoff resets whenever a page is read); a chunk's ``last_id`` covers everything
+        before it, orders skipped as already archived included."""
         size = self.options.batch_size
         remaining = self.options.limit
         backoff = Backoff()
+        chunk, now = _Chunk(), self.clock()
         while not self.stop_event.is_set() and (remaining is None or remaining > 0):
             try:
-                cursor = self.orders.aggregate(
-                    self._pipeline(after_id, remaining), batchSize=max(size, CURSOR_BATCH)
-                )
-                with cursor:
-                    chunk, now = _Chunk(), self.clock()
-                    for raw in cursor:
-                        self._finish(raw, now, chunk)
-                        if chunk.size >= size:
-                            self.report.scanned += chunk.scanned
-                            yield chunk
-                            after_id, backoff.failures = chunk.last_id, 0
-                            if remaining is not None:
-                                remaining -= chunk.size
-                            chunk, now = _Chunk(), self.clock()
-                            if self.stop_event.is_set():
-                                return
-                    if chunk.last_id is not None:
-                        self.report.scanned += chunk.scanned
-                        yield chunk
-                return
+                ids, page = self._read_page(after_id)
             except pymongo_errors.PyMongoError as exc:
                 if not is_transient(exc) or backoff.failures >= READ_ATTEMPTS:
                     raise as_archiver_error(exc) from exc
                 delay = backoff.next_delay()
-                log.warning("reading orders failed (%s); reopening in %.1fs", type(exc).__name__, delay)
+                log.warning(
+                    "reading orders failed (%s); reading the page again in %.1fs", type(exc).__name__, delay
+                )
                 self.stop_event.wait(delay)
+                continue
+            backoff.reset()
+            if not ids:
+                break
+            whole_page = True
+            for raw in page:
+                if remaining is not None and chunk.size >= remaining:
+                    whole_page = False
+                    break
+                self._finish(raw, now, chunk)
+                if chunk.size >= size or (remaining is not None and chunk.size >= remaining):
+                    if remaining is not None:
+                        remaining -= chunk.size
+                    self.report.scanned += chunk.scanned
+                    yield chunk
+                    chunk, now = _Chunk(), self.clock()
+                    if self.stop_event.is_set():
+                        return
+            if not whole_page:
+                break
+            chunk.last_id = after_id = ids[-1]
+        if chunk.last_id is not None:
+            self.report.scanned += chunk.scanned
+            yield chunk
 
     def _count_rejections(self, chunk: _Chunk) -> None:
         self.report.rejected += len(chunk.rejections)
@@ -502,14 +530,8 @@ class BatchArchiver:
     # -- orchestration
 
     def _count_already_archived(self) -> int:
-        archive_filter: dict[str, Any] = {}
-        if self.options.date_from is not None or self.options.date_to is not None:
-            bounds: dict[str, Any] = {}
-            if self.options.date_from is not None:
-                bounds["$gte"] = self.options.date_from
-            if self.options.date_to is not None:
-                bounds["$lt"] = self.options.date_to
-            archive_filter["date_commande"] = bounds
+        bounds = date_range(self.options.date_from, self.options.date_to)
+        archive_filter = {"date_commande": bounds} if bounds else {}
         return retrying(lambda: self.archive.count_documents(archive_filter), stop_event=self.stop_event)
 
     def run(self) -> BatchReport:
@@ -534,10 +556,17 @@ class BatchArchiver:
         selection = build_selection(
             self.settings.delivered_status, self.options.date_from, self.options.date_to
         )
-        total = retrying(lambda: self.orders.count_documents(selection), stop_event=self.stop_event)
-        if self.same_database:
+        total: int | None
+        try:
+            total = retrying(
+                lambda: self.orders.count_documents(selection), attempts=2, stop_event=self.stop_event
+            )
+        except ArchiverError as exc:  # a nicety: never a reason to fail the run
+            log.debug("no total for the progress display (%s)", exc)
+            total = None
+        if total is not None and self.same_database:
             total = max(total - self.report.already_archived, 0)
-        if self.options.limit is not None:
+        if total is not None and self.options.limit is not None:
             total = min(total, self.options.limit)
         label = "archiving" if self.options.run else "examining"
         self.progress = Progress(label, total=total, mode=self.options.progress)

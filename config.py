@@ -45,10 +45,16 @@ class Settings:
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
     resume_token_file: str = ".resume_token.json"  # RESUME_TOKEN_FILE: watch's file store
     mongodb_timeout_ms: int = 5000  # MONGODB_TIMEOUT_MS: server selection/connect timeout
+    mongodb_tls_ca_file: str | None = (
+        None  # MONGODB_TLS_CA_FILE: CA bundle that signs the server (turns TLS on)
+    )
+    mongodb_tls_cert_key_file: str | None = None  # MONGODB_TLS_CERT_KEY_FILE: client cert+key (x.509 auth)
     watch_max_batch: int = 500  # WATCH_MAX_BATCH: deliveries per micro-batch (one bulk write)
     watch_max_await_ms: int = 1000  # WATCH_MAX_AWAIT_MS: how long a quiet getMore waits on the server
     watch_heartbeat_s: int = 5  # WATCH_HEARTBEAT_S: save the token of a quiet stream this often
     watch_log_interval_s: int = 60  # WATCH_LOG_INTERVAL_S: progress line (events, archived, lag)
+    watch_lease_ttl_s: int = 15  # WATCH_LEASE_TTL_S: a standby takes over this long after the leader dies
+    watch_lease_renew_s: int = 3  # WATCH_LEASE_RENEW_S: the leader renews its lease this often
     archive_pii: str = "keep"  # ARCHIVE_PII: client email/phone in the archive: keep, hash or drop
     archive_pii_key: str | None = None  # ARCHIVE_PII_KEY: secret key of ARCHIVE_PII=hash (16+ chars)
     simulation: bool = False  # (flag only) in-process database filled with generated data
@@ -135,6 +141,21 @@ def parse_uri(value: str) -> str:
     return uri
 
 
+def parse_readable_file(value: str) -> str | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no such file: {text}")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {text}: {exc.strerror}") from None
+    return str(path)
+
+
 def parse_optional_name(value: str) -> str | None:
     return parse_name(value) if str(value).strip() else None
 
@@ -162,10 +183,14 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_FORMAT": ("log_format", parse_choice(LOG_FORMATS)),
     "RESUME_TOKEN_FILE": ("resume_token_file", parse_text),
     "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_positive_int),
+    "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_readable_file),
+    "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_readable_file),
     "WATCH_MAX_BATCH": ("watch_max_batch", parse_positive_int),
     "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_positive_int),
     "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_positive_int),
     "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_positive_int),
+    "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_positive_int),
+    "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_positive_int),
     "ARCHIVE_PII": ("archive_pii", parse_choice(("keep", "hash", "drop"))),
     "ARCHIVE_PII_KEY": ("archive_pii_key", parse_text),
 }
@@ -214,6 +239,8 @@ def load_settings(
         if value is not None:
             values[field] = value
     settings = Settings(**values)
+    if settings.watch_lease_renew_s * 2 > settings.watch_lease_ttl_s:
+        raise ConfigError("WATCH_LEASE_RENEW_S must be at most half of WATCH_LEASE_TTL_S")
     if settings.archive_pii == "hash" and len(settings.archive_pii_key or "") < 16:
         raise ConfigError("ARCHIVE_PII=hash needs ARCHIVE_PII_KEY, a secret of at least 16 characters")
     if not settings.simulation and not settings.mongodb_uri:

@@ -16,6 +16,25 @@ log = get_logger("connection")
 APP_NAME = "order-archiver"
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """MongoClient options beyond the URI. TLS options in the URI itself pass through as
+    they are; the two files of the environment add to them (and turn TLS on)."""
+    timeout = settings.mongodb_timeout_ms
+    options: dict[str, Any] = {
+        "appname": APP_NAME,
+        "tz_aware": True,
+        "serverSelectionTimeoutMS": timeout,
+        "connectTimeoutMS": timeout,
+        "retryWrites": True,
+        "retryReads": True,
+    }
+    if settings.mongodb_tls_ca_file:
+        options.update(tls=True, tlsCAFile=settings.mongodb_tls_ca_file)
+    if settings.mongodb_tls_cert_key_file:
+        options.update(tls=True, tlsCertificateKeyFile=settings.mongodb_tls_cert_key_file)
+    return options
+
+
 def open_client(
     settings: Settings,
     *,
@@ -32,16 +51,7 @@ def open_client(
         from simulation import simulation_client
 
         return simulation_client(settings, count=simulation_count, seed=simulation_seed)
-    timeout = settings.mongodb_timeout_ms
-    client: MongoClient = MongoClient(
-        settings.mongodb_uri,
-        appname=APP_NAME,
-        tz_aware=True,
-        serverSelectionTimeoutMS=timeout,
-        connectTimeoutMS=timeout,
-        retryWrites=True,
-        retryReads=True,
-    )
+    client: MongoClient = MongoClient(settings.mongodb_uri, **client_options(settings))
     log.debug("connecting to %s", settings.safe_uri)
 
     def ping() -> None:

@@ -11,7 +11,8 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from config import (
@@ -351,13 +352,29 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         client.close()
 
 
-def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
+@contextmanager
+def _connected(settings: Any, stop_event: threading.Event, **options: Any) -> Iterator[Any]:
     from connection import open_client
+
+    client = open_client(settings, stop_event=stop_event, **options)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
+    else:
+        print("\n".join(report.lines()))
+
+
+def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from status import collect_status
 
     settings = _settings(args)
-    client = open_client(settings, stop_event=stop_event)
-    try:
+    with _connected(settings, stop_event) as client:
         report = collect_status(
             client,
             settings,
@@ -366,24 +383,18 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
             max_heartbeat_age=args.max_heartbeat_age,
             stop_event=stop_event,
         )
-    finally:
-        client.close()
-    if args.json:
-        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
-    else:
-        print("\n".join(report.lines()))
+    _print_report(report, args.json)
     return EXIT_OK if report.healthy else EXIT_REJECTED
 
 
 def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from archiver import check_window
-    from connection import open_client
+    from progress import progress_mode
     from verify import verify
 
     check_window(args.date_from, args.date_to)
     settings = _settings(args)
-    client = open_client(settings, stop_event=stop_event)
-    try:
+    with _connected(settings, stop_event) as client:
         report = verify(
             client,
             settings,
@@ -391,13 +402,9 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
             date_to=args.date_to,
             repair=args.repair,
             stop_event=stop_event,
+            progress=progress_mode(args.quiet or args.json),
         )
-    finally:
-        client.close()
-    if args.json:
-        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
-    else:
-        print("\n".join(report.lines()))
+    _print_report(report, args.json)
     return EXIT_OK if report.consistent else EXIT_REJECTED
 
 

@@ -55,8 +55,11 @@ class StatusReport:
             saved = f"{age:.0f}s ago" if age is not None else "never"
             last = watcher.get("last_event_at")
             last_text = last.isoformat() if isinstance(last, datetime) else "none yet"
+            leader = watcher.get("leader")
+            lead_text = f", leader {leader['owner']} (term {leader['term']})" if leader else ""
             out.append(
-                f"watcher {watcher['name']} ({watcher['store']}): token saved {saved}, last event {last_text}"
+                f"watcher {watcher['name']} ({watcher['store']}): token saved {saved}, "
+                f"last event {last_text}{lead_text}"
             )
         if not self.watchers:
             out.append("watchers: none found (no token file, no checkpoint)")
@@ -155,13 +158,16 @@ def collect_status(
 def _watchers(collections: Collections, settings: Settings, read: Any) -> list[dict[str, Any]]:
     found = []
     for record in read(lambda: list(collections.checkpoints.find({"kind": "watch"}))):
+        name = str(record["_id"]).removeprefix("watch:")
+        lease = read(lambda n=name: collections.checkpoints.find_one({"_id": f"lease:{n}"}))
         found.append(
             {
-                "name": str(record["_id"]).removeprefix("watch:"),
+                "name": name,
                 "store": "mongo",
                 "saved_at": record.get("saved_at"),
                 "last_event_at": record.get("last_event_at"),
                 "namespace": record.get("namespace"),
+                "leader": {k: lease.get(k) for k in ("owner", "term", "expires_at")} if lease else None,
             }
         )
     path = Path(settings.resume_token_file)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from archiver import BatchArchiver, BatchOptions, Collections, build_selection
+from archiver import BatchArchiver, BatchOptions, Collections, build_selection, date_range, in_window
 from config import Settings
 from enrichment import build_enrichment_pipeline, finish_archive_document
 from errors import InvalidOrderError, retrying
@@ -139,8 +139,7 @@ def verify(
             except InvalidOrderError:
                 report.invalid += 1
                 continue
-            when = document["date_commande"]
-            if (date_from and when < date_from) or (date_to and when >= date_to):
+            if not in_window(document["date_commande"], date_from, date_to):
                 continue
             report.checked += 1
             chunk.append(document)
@@ -153,12 +152,8 @@ def verify(
         bar.update(len(chunk))
     bar.close()
 
-    archive_window: dict[str, Any] = {}
-    if date_from or date_to:
-        archive_window["date_commande"] = {
-            **({"$gte": date_from} if date_from else {}),
-            **({"$lt": date_to} if date_to else {}),
-        }
+    bounds = date_range(date_from, date_to)
+    archive_window = {"date_commande": bounds} if bounds else {}
     ids: list[Any] = []
 
     def settle_orphans(batch: list[Any]) -> None:

@@ -55,6 +55,7 @@ from errors import (
     is_transient,
     retrying,
 )
+from lease import Lease, LeaseLost
 from logger import get_logger
 from metrics import WatchMetrics
 
@@ -84,7 +85,12 @@ class TokenStore(Protocol):
     def load(self) -> dict[str, Any] | None: ...
 
     def save(
-        self, token: Mapping[str, Any], *, invalidated: bool = False, last_event_at: datetime | None = None
+        self,
+        token: Mapping[str, Any],
+        *,
+        invalidated: bool = False,
+        last_event_at: datetime | None = None,
+        term: int | None = None,
     ) -> None: ...
 
 
@@ -133,7 +139,12 @@ class FileTokenStore:
         return _checked_token(record, self.namespace, str(self.path))
 
     def save(
-        self, token: Mapping[str, Any], *, invalidated: bool = False, last_event_at: datetime | None = None
+        self,
+        token: Mapping[str, Any],
+        *,
+        invalidated: bool = False,
+        last_event_at: datetime | None = None,
+        term: int | None = None,
     ) -> None:
         record = {
             "version": TOKEN_FILE_VERSION,
@@ -181,8 +192,15 @@ class MongoTokenStore:
         return _checked_token(record, self.namespace, f"{self.collection.name} ({self.key})")
 
     def save(
-        self, token: Mapping[str, Any], *, invalidated: bool = False, last_event_at: datetime | None = None
+        self,
+        token: Mapping[str, Any],
+        *,
+        invalidated: bool = False,
+        last_event_at: datetime | None = None,
+        term: int | None = None,
     ) -> None:
+        """With a lease ``term``, the write is conditional on it (fencing): a checkpoint saved
+        under a newer term is never overwritten, the save raises ``LeaseLost`` instead."""
         record = {
             "_id": self.key,
             "kind": "watch",
@@ -191,12 +209,21 @@ class MongoTokenStore:
             "invalidated": invalidated,
             "saved_at": datetime.now(UTC),
             "last_event_at": last_event_at,
+            "term": term,
         }
-        retrying(
-            lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
-            attempts=6,
-            stop_event=self.stop_event,
-        )
+        condition: dict[str, Any] = {"_id": self.key}
+        if term is not None:
+            condition["$or"] = [{"term": {"$lte": term}}, {"term": None}]
+        try:
+            retrying(
+                lambda: self.collection.replace_one(condition, record, upsert=True),
+                attempts=6,
+                stop_event=self.stop_event,
+            )
+        except ArchiverError as exc:
+            if term is not None and isinstance(exc.__cause__, pymongo_errors.DuplicateKeyError):
+                raise LeaseLost(f"checkpoint {self.key} holds a newer term than {term}") from exc
+            raise
 
 
 # --- pure helpers ----------------------------------------------------------------------------
@@ -311,9 +338,18 @@ class Watcher:
             on_retry=lambda exc: self.metrics.retries.labels(kind=type(exc).__name__).inc(),
         )
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
+        self.lease: Lease | None = None
         if options.token_store == "mongo":
             self.store: TokenStore = MongoTokenStore(
                 collections.checkpoints, options.name, self.namespace, self.stop_event
+            )
+            # A shared store is what lets a standby take over: leases come with it.
+            self.lease = Lease(
+                collections.checkpoints,
+                options.name,
+                ttl_s=settings.watch_lease_ttl_s,
+                renew_s=settings.watch_lease_renew_s,
+                stop_event=self.stop_event,
             )
         else:
             self.store = FileTokenStore(settings.resume_token_file, self.namespace)
@@ -321,6 +357,7 @@ class Watcher:
         self.stats = WatchStats()
         self._logged_at = time.monotonic()
         self._distrust_saved_token = False
+        self._standby_announced = False
 
     # -- service loop
 
@@ -328,9 +365,45 @@ class Watcher:
         """Until stopped: stream, and on a transient failure reconnect with backoff."""
         backoff = Backoff(initial=0.5, maximum=30.0)
         log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
+        try:
+            self._serve(backoff)
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+        log.info(
+            "stopped: %d events, %d orders archived, %d already archived, %d rejected",
+            self.stats.events,
+            self.stats.archived,
+            self.stats.already_archived,
+            self.stats.rejected,
+        )
+        return EXIT_OK
+
+    def _lead(self) -> bool:
+        """With a lease: True once leader; False (after a pause) while another watcher leads."""
+        if self.lease is None or self.lease.held():
+            return True
+        if self.lease.try_acquire():
+            self._standby_announced = False
+            return True
+        if not self._standby_announced:
+            log.info(
+                "standby: another watcher named %s leads; taking over if its lease (%ss) runs out",
+                self.options.name,
+                self.settings.watch_lease_ttl_s,
+            )
+            self._standby_announced = True
+        self.stop_event.wait(self.lease.renew_s)
+        return False
+
+    def _serve(self, backoff: Backoff) -> None:
         while not self.stop_event.is_set():
             try:
+                if not self._lead():
+                    continue
                 self._stream_once(backoff)
+            except LeaseLost as exc:
+                log.warning("%s: back to standby", exc)
             except ArchiverError as exc:
                 if self.stop_event.is_set():
                     break  # a catch-up stopped by a signal: it resumes on the next start
@@ -349,14 +422,6 @@ class Watcher:
             except pymongo_errors.PyMongoError as exc:
                 self._raise_if_fatal(exc)
                 self._wait_before_reconnect(exc, backoff)
-        log.info(
-            "stopped: %d events, %d orders archived, %d already archived, %d rejected",
-            self.stats.events,
-            self.stats.archived,
-            self.stats.already_archived,
-            self.stats.rejected,
-        )
-        return EXIT_OK
 
     def _wait_before_reconnect(self, exc: BaseException, backoff: Backoff) -> None:
         delay = backoff.next_delay()
@@ -469,6 +534,8 @@ class Watcher:
 
     def _consume(self, stream: Any, backoff: Backoff) -> None:
         while not self.stop_event.is_set():
+            if self.lease is not None:
+                self.lease.check()
             event = self._next_event(stream)
             if event is None:
                 self._on_quiet(stream)
@@ -526,6 +593,8 @@ class Watcher:
                 self.metrics.rejected.labels(mode="watch").inc()
                 log.warning("order rejected", extra={"order_id": str(raw.get("_id")), "reason": exc.reason})
         if documents:
+            if self.lease is not None:
+                self.lease.check()  # fencing: a watcher that lost its lease writes nothing more
             outcome = self.writer.upsert(documents)
             self.stats.archived += outcome.archived
             self.stats.already_archived += outcome.already_archived
@@ -538,7 +607,8 @@ class Watcher:
                 self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
 
     def _save_token(self, token: Mapping[str, Any], invalidated: bool = False) -> None:
-        self.store.save(token, invalidated=invalidated, last_event_at=self.stats.last_event_at)
+        term = self.lease.term if self.lease is not None else None
+        self.store.save(token, invalidated=invalidated, last_event_at=self.stats.last_event_at, term=term)
         self.stats.last_saved_at = time.monotonic()
         self.metrics.token_saved()
 

@@ -140,6 +140,9 @@ def main() -> None:
     parser.add_argument("--p-delivered", type=float, default=0.6)
     parser.add_argument("--archive-database", help="archive in another database (no server-side anti-join)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
+    parser.add_argument(
+        "--archiver-only", action="store_true", help="scale run: seed, then (c) alone (no baselines)"
+    )
     args = parser.parse_args()
 
     settings = Settings(mongodb_uri="mongodb://unused", mongodb_database=DB)
@@ -163,6 +166,17 @@ def main() -> None:
             )
             del dataset
 
+            if args.archiver_only:
+                report, wall, peak_mib = archiver_subprocess(
+                    server, settings, args.batch_size, args.archive_database
+                )
+                print(
+                    f"(c) this archiver{report['scanned']:>8} orders {report['seconds']:8.2f}s "
+                    f"{rate(report['scanned'], report['seconds']):9.0f}/s (process wall {wall:.2f}s, "
+                    f"peak RSS {peak_mib:.0f} MiB); archived {report['archived']}, rejected {report['rejected']}",
+                    flush=True,
+                )
+                return
             # Each baseline's output is dropped after it is measured: every phase then runs
             # against the same database (a bigger SQLite file is slower on nx-27017).
             a_n, a_s = naive(database, settings, args.naive_sample)

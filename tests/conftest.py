@@ -43,10 +43,14 @@ def mongo():
     client.close()
 
 
+# The one account the test server accepts (SASL PLAIN), for tests that need a password that works.
+PLAIN_USER, PLAIN_PASSWORD = "archiver", "S3cret-Passw0rd-42"
+
+
 @pytest.fixture(scope="session")
 def nx_server() -> Iterator[NxServer]:
     with tempfile.TemporaryDirectory(prefix="nx27017-") as data_dir:
-        server = NxServer(Path(data_dir)).start()
+        server = NxServer(Path(data_dir), env={"NX_PLAIN_USERS": f"{PLAIN_USER}:{PLAIN_PASSWORD}"}).start()
         try:
             yield server
         finally:

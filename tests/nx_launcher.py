@@ -220,6 +220,26 @@ _AUTH_FAILED = {
 _AUTH_COMMANDS = ("saslStart", "saslContinue", "authenticate")
 
 
+def _plain_users() -> set[bytes]:
+    """``NX_PLAIN_USERS=user:password,...``: accounts the PLAIN mechanism accepts (tests only)."""
+    users = set()
+    for entry in os.environ.get("NX_PLAIN_USERS", "").split(","):
+        if ":" in entry:
+            user, password = entry.split(":", 1)
+            users.add(f"\x00{user}\x00{password}".encode())
+    return users
+
+
+def _authenticate(command: dict[str, Any]) -> dict[str, Any]:
+    """SASL PLAIN (RFC 4616, MongoDB's LDAP mechanism) for the accounts of ``NX_PLAIN_USERS``,
+    so that tests can run every command with a password in the URI; anything else gets what
+    MongoDB answers an unknown user."""
+    payload = command.get("payload")
+    if command.get("mechanism") == "PLAIN" and payload is not None and bytes(payload) in _plain_users():
+        return {"ok": 1, "conversationId": 1, "done": True, "payload": b""}
+    return dict(_AUTH_FAILED)
+
+
 def _compound_with_id(index: Any) -> bool:
     key = index.get("key") if isinstance(index, dict) else None
     return isinstance(key, dict) and "_id" in key and len(key) > 1
@@ -236,7 +256,7 @@ def _wrap_handle_command() -> None:
       the ``q`` of ``updates``/``deletes`` (body or payload sections) and ``$match`` stages;
     - ``saslStart``/``saslContinue``/``authenticate`` answer what MongoDB with access control
       answers an unknown user (code 18), instead of a reply pymongo cannot read
-      (``KeyError: 'payload'``);
+      (``KeyError: 'payload'``); PLAIN succeeds for the test accounts of ``NX_PLAIN_USERS``;
     - ``createIndexes`` of a compound key with ``_id`` (``{status: 1, _id: 1}``, which MongoDB
       builds) fails in neosqlite ("JSON path error near '_id'"): such an index is skipped
       and the command succeeds (it only speeds up a walk in ``_id`` order).
@@ -250,7 +270,7 @@ def _wrap_handle_command() -> None:
         for section_type, doc in msg.get("sections", []):
             if isinstance(doc, dict):
                 if section_type == "body" and any(c in doc for c in _AUTH_COMMANDS):
-                    return msg["request_id"], dict(_AUTH_FAILED)
+                    return msg["request_id"], _authenticate(doc)
                 if section_type == "body" and isinstance(doc.get("indexes"), list) and "createIndexes" in doc:
                     doc = {**doc, "indexes": [ix for ix in doc["indexes"] if not _compound_with_id(ix)]}
                     if not doc["indexes"]:

@@ -83,10 +83,10 @@ def watchers():
             watcher.stop(signal.SIGKILL)
 
 
-def token_saved(database, tmp_path: Path, store: str) -> bool:
+def token_saved(database, tmp_path: Path, store: str, name: str = "default") -> bool:
     if store == "file":
         return (tmp_path / "token.json").exists()
-    return database["archiver_checkpoints"].find_one({"_id": "watch:default"}) is not None
+    return database["archiver_checkpoints"].find_one({"_id": f"watch:{name}"}) is not None
 
 
 def archived_ids(database) -> set:

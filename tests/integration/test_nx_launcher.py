@@ -181,3 +181,21 @@ def test_dropping_a_watched_collection_invalidates_the_stream(db):
     with db.Commande.watch(start_after=token) as resumed:
         db.Commande.insert_one({"x": 2})
         assert resumed.next()["fullDocument"]["x"] == 2
+
+
+def test_plain_authentication_for_the_test_account(nx_server):
+    from tests.conftest import PLAIN_PASSWORD, PLAIN_USER
+
+    good = (
+        nx_server.uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:{PLAIN_PASSWORD}@")
+        + "?authMechanism=PLAIN"
+    )
+    with pymongo.MongoClient(good, serverSelectionTimeoutMS=3000) as client:
+        assert client.admin.command("ping")["ok"] == 1
+    bad = good.replace(PLAIN_PASSWORD, "wrong")
+    with (
+        pymongo.MongoClient(bad, serverSelectionTimeoutMS=3000) as client,
+        pytest.raises(OperationFailure) as caught,
+    ):
+        client.admin.command("ping")
+    assert caught.value.code == 18

@@ -146,3 +146,29 @@ def test_parse_date_bound(text, expected):
 def test_parse_date_bound_rejects(text):
     with pytest.raises(ValueError, match="expected YYYY-MM-DD"):
         parse_date_bound(text, NOW)
+
+
+def test_tls_files_pass_through_to_the_client(tmp_path):
+    from connection import client_options
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    cert = tmp_path / "client.pem"
+    cert.write_text("-----BEGIN PRIVATE KEY-----\n")
+    settings, _ = load_settings(
+        environ={
+            "MONGODB_URI": "mongodb://h:27017/?tls=true&tlsAllowInvalidHostnames=false",
+            "MONGODB_TLS_CA_FILE": str(ca),
+            "MONGODB_TLS_CERT_KEY_FILE": str(cert),
+        }
+    )
+    options = client_options(settings)
+    assert options["tls"] is True and options["tlsCAFile"] == str(ca)
+    assert options["tlsCertificateKeyFile"] == str(cert)
+    plain, _ = load_settings(environ={"MONGODB_URI": "mongodb://h:27017/?tls=true"})
+    assert "tls" not in client_options(plain)  # the URI's own TLS options are the driver's to read
+
+
+def test_missing_tls_file_is_a_config_error():
+    with pytest.raises(ConfigError, match="MONGODB_TLS_CA_FILE: no such file"):
+        load_settings(environ={"MONGODB_URI": "mongodb://h", "MONGODB_TLS_CA_FILE": "/nope/ca.pem"})

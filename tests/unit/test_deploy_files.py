@@ -111,3 +111,10 @@ def test_nssm_recipe_stops_with_ctrl_c():
     assert "AppStopMethodConsole" in text and "nssm install order-archiver" in text
     command = re.search(r'nssm install order-archiver "[^"]+" "([^"]+)"', text).group(1)
     parses(main_args(shlex.split(command)))
+
+
+def test_the_package_installs_every_product_module():
+    import tomllib
+
+    modules = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"])
+    assert modules == {p.stem for p in ROOT.glob("*.py")}

@@ -1,0 +1,142 @@
+"""Leader lease for `watch --name NAME`: one watcher of a name writes, the others wait.
+
+A lease is a document ``{_id: "lease:NAME", owner, term, expires_at}`` in the checkpoint
+collection. A watcher takes it when it is free or expired, incrementing ``term`` (the
+fencing token); the leader renews it every ``renew_s``; a standby retries at the same pace
+and takes over within ``ttl_s`` of the leader's death. The leader holds the lease only
+while its own clock says so (renewed less than ``ttl_s - renew_s`` ago) and the server
+agrees at each renewal; the token store's writes are conditional on the term, so a leader
+that was paused (GC, SIGSTOP, a VM freeze) and wakes up after a takeover cannot overwrite
+the new leader's checkpoint. Hosts need synchronised clocks (NTP): the expiry is compared
+with each host's UTC time, so the skew must stay well under ``ttl_s - renew_s``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo import errors as pymongo_errors
+
+from errors import ArchiverError, retrying
+from logger import get_logger
+
+log = get_logger("lease")
+
+
+class LeaseLost(ArchiverError):
+    """This watcher is no longer the leader: stop writing, go back to standby."""
+
+
+class Lease:
+    def __init__(
+        self,
+        collection: Any,
+        name: str,
+        *,
+        ttl_s: float = 15.0,
+        renew_s: float = 3.0,
+        stop_event: threading.Event | None = None,
+        owner: str | None = None,
+    ) -> None:
+        if renew_s * 2 > ttl_s:
+            raise ValueError("the lease must be renewed at least twice per ttl")
+        self.collection = collection
+        self.key = f"lease:{name}"
+        self.ttl_s = ttl_s
+        self.renew_s = renew_s
+        self.stop_event = stop_event or threading.Event()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.term: int | None = None
+        self._valid_until = 0.0
+        self._lost = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    # -- state
+
+    def held(self) -> bool:
+        """Leader now: taken, not lost, and renewed recently enough by this process's clock."""
+        return self.term is not None and not self._lost.is_set() and time.monotonic() < self._valid_until
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` unless leader; called before every write."""
+        if not self.held():
+            raise LeaseLost(f"lease {self.key} lost (term {self.term})")
+
+    # -- acquire, renew, release
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free or expired; True when this watcher is now the leader."""
+        now = datetime.now(UTC)
+        started = time.monotonic()
+        try:
+            document = retrying(
+                lambda: self.collection.find_one_and_update(
+                    {"_id": self.key, "expires_at": {"$lt": now}},
+                    {
+                        "$set": {"owner": self.owner, "expires_at": now + timedelta(seconds=self.ttl_s)},
+                        "$inc": {"term": 1},
+                    },
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                ),
+                stop_event=self.stop_event,
+            )
+        except ArchiverError as exc:
+            if isinstance(exc.__cause__, pymongo_errors.DuplicateKeyError):
+                return False  # it exists and has not expired: another watcher leads
+            raise
+        if document is None or document.get("owner") != self.owner:
+            return False
+        self.term = int(document["term"])
+        self._valid_until = started + self.ttl_s - self.renew_s
+        self._lost.clear()
+        self._renewer = threading.Thread(target=self._keep_renewing, name="lease-renewer", daemon=True)
+        self._renewer.start()
+        log.info("leader of %s (term %d, owner %s)", self.key, self.term, self.owner)
+        return True
+
+    def _renew(self) -> bool:
+        now = datetime.now(UTC)
+        started = time.monotonic()
+        document = self.collection.find_one_and_update(
+            {"_id": self.key, "owner": self.owner, "term": self.term},
+            {"$set": {"expires_at": now + timedelta(seconds=self.ttl_s)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if document is None:
+            return False
+        self._valid_until = started + self.ttl_s - self.renew_s
+        return True
+
+    def _keep_renewing(self) -> None:
+        while not self._lost.is_set() and not self.stop_event.wait(self.renew_s):
+            try:
+                if not self._renew():
+                    log.warning("lease %s was taken over (term %s is over)", self.key, self.term)
+                    self._lost.set()
+            except pymongo_errors.PyMongoError as exc:
+                # Unreachable: the lease runs out by this process's clock (held() turns False).
+                log.warning("lease %s not renewed (%s)", self.key, type(exc).__name__)
+                if time.monotonic() >= self._valid_until:
+                    self._lost.set()
+
+    def release(self) -> None:
+        """On a clean stop: let a standby take over at once instead of after ``ttl_s``."""
+        if self.term is None:
+            return
+        self._lost.set()
+        try:
+            self.collection.update_one(
+                {"_id": self.key, "owner": self.owner, "term": self.term},
+                {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+            )
+        except pymongo_errors.PyMongoError as exc:
+            log.warning("lease %s not released (%s): a standby takes over when it expires", self.key, exc)
+        self.term = None

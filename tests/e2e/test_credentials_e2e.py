@@ -1,0 +1,76 @@
+"""The password never leaves the process: every subcommand, with a URI that carries one, at
+DEBUG level, in text and JSON logs, including failures and a watcher that loses its
+connection. The test server accepts one account over SASL PLAIN (tests/nx_launcher.py)."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.conftest import PLAIN_PASSWORD, PLAIN_USER, run_cli
+from tests.e2e.test_watch_e2e import WatchProcess, archived_ids, token_saved, wait_for
+from tests.fault_proxy import FaultProxy
+
+pytestmark = pytest.mark.e2e
+
+
+def with_password(uri: str, password: str = PLAIN_PASSWORD) -> str:
+    return uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:{password}@") + "?authMechanism=PLAIN"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_subcommand_ever_shows_the_password(nx_server, nx_client, db_name, tmp_path, log_format):
+    database = nx_client[db_name]
+    uri = with_password(nx_server.uri)
+    base = {"MONGODB_DATABASE": db_name, "LOG_LEVEL": "DEBUG", "LOG_FORMAT": log_format, "LOG_DIR": "logs"}
+    good = {**base, "MONGODB_URI": uri, "RESUME_TOKEN_FILE": str(tmp_path / "token.json")}
+    wrong_password = {**good, "MONGODB_URI": with_password(nx_server.uri, "Wr0ng-" + PLAIN_PASSWORD)}
+    unreachable = {
+        **good,
+        "MONGODB_URI": with_password("mongodb://127.0.0.1:9/"),
+        "MONGODB_TIMEOUT_MS": "200",
+    }
+    outputs: list[str] = []
+
+    def run(*args: str, env: dict[str, str], expect: tuple[int, ...], script: str = "main.py") -> None:
+        result = run_cli(*args, "-v", env=env, cwd=tmp_path, script=script)
+        outputs.extend([result.stdout, result.stderr])
+        assert result.returncode in expect, result.stderr
+        assert "Traceback" not in result.stderr
+
+    run("--count", "300", "--seed", "81", "--reset", env=good, expect=(0,), script="simulate.py")
+    run("batch", env=good, expect=(0, 3))
+    run("batch", "--run", env=good, expect=(0, 3))
+    run("batch", "--run", env=wrong_password, expect=(1,))
+    run("batch", "--run", env=unreachable, expect=(1,))
+    run("status", env=good, expect=(0, 3))
+    run("verify", env=good, expect=(0, 3))
+    assert database["Commande_archive"].count_documents({}) > 0  # the good runs did their work
+
+    with FaultProxy(nx_server.port) as proxy:
+        watch_env = {**good, "MONGODB_URI": with_password(proxy.uri), "WATCH_HEARTBEAT_S": "1"}
+        watcher = WatchProcess(watch_env, tmp_path, "-v")
+        try:
+            wait_for(lambda: token_saved(database, tmp_path, "file"), what="the watcher to start")
+            proxy.cut_all()
+            later = [
+                d["_id"] for d in database["Commande"].find({"status": "en_livraison"}, {"_id": 1}).limit(3)
+            ]
+            for order_id in later:
+                database["Commande"].update_one({"_id": order_id}, {"$set": {"status": "livrée"}})
+            proxy.cut_all()
+            wait_for(
+                lambda: set(later) <= archived_ids(database), timeout=60, what="deliveries after the cuts"
+            )
+        finally:
+            assert watcher.stop(signal.SIGTERM) == 0
+        outputs.append(watcher.output())
+
+    logs = [path.read_text() for path in (tmp_path / "logs").iterdir()]
+    everything = outputs + logs
+    assert any("authentication failed" in text for text in everything)
+    assert any("unreachable" in text for text in everything)
+    for text in everything:
+        assert PLAIN_PASSWORD not in text
+        assert uri not in text
