@@ -51,7 +51,7 @@ READ_ATTEMPTS = 6  # consecutive failures without progress before a run gives up
 WRITE_ATTEMPTS = 6
 QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
 CHECKPOINT_EVERY_S = 2.0
-PAGE_SIZE = 500  # orders per read: one id query and one enrichment aggregation
+PAGE_SIZE = 500  # orders per getMore, and per page once reads fail (see read_chunks)
 DEFAULT_SAMPLES = 3
 
 
@@ -381,27 +381,48 @@ class BatchArchiver:
 
     # -- reading
 
-    def _read_page(self, after_id: Any) -> tuple[list[Any], list[dict[str, Any]]]:
-        """The next page: up to ``PAGE_SIZE`` delivered order ids after ``after_id`` (keyset
-        pagination on the ``status, _id`` index), and those of them not yet archived,
-        enriched by one aggregation, in ``_id`` order."""
+    def _stream(self, after_id: Any, limit: int | None) -> Iterator[tuple[dict[str, Any] | None, Any]]:
+        """One aggregation over the rest of the window, in ``_id`` order, skipping on the
+        server (same database) the orders already archived. The fast path."""
         selection = build_selection(
             self.settings.delivered_status, self.options.date_from, self.options.date_to, after_id
         )
-        ids = [
-            doc["_id"]
-            for doc in self.orders.find(selection, {"_id": 1}).sort("_id", ASCENDING).limit(PAGE_SIZE)
-        ]
-        if not ids:
-            return ids, []
         pipeline = build_enrichment_pipeline(
-            {"_id": {"$in": ids}},
+            selection,
             self.names,
+            sort_by_id=True,
             exclude_archived_in=self.archive.name if self.same_database else None,
+            limit=limit,
         )
-        position = {order_id: index for index, order_id in enumerate(ids)}
-        raw = sorted(self.orders.aggregate(pipeline), key=lambda doc: position[doc["_id"]])
-        return ids, raw
+        with self.orders.aggregate(pipeline, batchSize=PAGE_SIZE) as cursor:
+            for raw in cursor:
+                yield raw, None
+
+    def _pages(self, after_id: Any) -> Iterator[tuple[dict[str, Any] | None, Any]]:
+        """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``):
+        short queries, so that a flaky connection still lets the run progress. After each
+        page, ``(None, last id of the page)``: everything up to it has been handed out."""
+        while True:
+            selection = build_selection(
+                self.settings.delivered_status, self.options.date_from, self.options.date_to, after_id
+            )
+            ids = [
+                doc["_id"]
+                for doc in self.orders.find(selection, {"_id": 1}).sort("_id", ASCENDING).limit(PAGE_SIZE)
+            ]
+            if not ids:
+                return
+            archived = self.writer.existing_ids(ids)
+            wanted = [order_id for order_id in ids if order_id not in archived]
+            if wanted:
+                position = {order_id: index for index, order_id in enumerate(wanted)}
+                raw = list(
+                    self.orders.aggregate(build_enrichment_pipeline({"_id": {"$in": wanted}}, self.names))
+                )
+                for document in sorted(raw, key=lambda doc: position[doc["_id"]]):
+                    yield document, None
+            after_id = ids[-1]
+            yield None, after_id
 
     def _finish(self, raw: dict[str, Any], now: datetime, chunk: _Chunk) -> None:
         chunk.last_id = raw["_id"]
@@ -420,46 +441,51 @@ class BatchArchiver:
         chunk.documents.append(document)
 
     def read_chunks(self, after_id: Any) -> Iterator[_Chunk]:
-        """Enriched, finished chunks in ``_id`` order, page by page. Short, bounded queries
-        rather than one long cursor: a cut connection costs one page, which is read again
-        (backoff resets whenever a page is read); a chunk's ``last_id`` covers everything
-        before it, orders skipped as already archived included."""
+        """Enriched, finished chunks in ``_id`` order. One streaming aggregation first; after a
+        transient read error the run goes on in short pages from the last order read, so
+        that a connection cut every few seconds still lets it progress (backoff resets
+        whenever a chunk is handed out). A chunk's ``last_id`` covers everything before it."""
         size = self.options.batch_size
         remaining = self.options.limit
         backoff = Backoff()
+        paged = False
         chunk, now = _Chunk(), self.clock()
-        while not self.stop_event.is_set() and (remaining is None or remaining > 0):
+        while not self.stop_event.is_set():
             try:
-                ids, page = self._read_page(after_id)
+                if paged:
+                    source = self._pages(after_id)
+                else:
+                    left = None if remaining is None else remaining - chunk.size
+                    source = self._stream(after_id, left)
+                for raw, page_end in source:
+                    if raw is not None:
+                        if remaining is not None and chunk.size >= remaining:
+                            break
+                        self._finish(raw, now, chunk)
+                        after_id = chunk.last_id
+                    if page_end is not None:
+                        chunk.last_id = after_id = page_end
+                    if chunk.size >= size or (remaining is not None and chunk.size >= remaining):
+                        if remaining is not None:
+                            remaining -= chunk.size
+                        self.report.scanned += chunk.scanned
+                        yield chunk
+                        backoff.reset()
+                        chunk, now = _Chunk(), self.clock()
+                        if self.stop_event.is_set() or remaining == 0:
+                            return
+                break  # the window is exhausted
             except pymongo_errors.PyMongoError as exc:
                 if not is_transient(exc) or backoff.failures >= READ_ATTEMPTS:
                     raise as_archiver_error(exc) from exc
                 delay = backoff.next_delay()
-                log.warning(
-                    "reading orders failed (%s); reading the page again in %.1fs", type(exc).__name__, delay
-                )
+                if not paged:
+                    log.warning(
+                        "reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE
+                    )
+                    paged = True
+                log.warning("reading orders failed (%s); reading again in %.1fs", type(exc).__name__, delay)
                 self.stop_event.wait(delay)
-                continue
-            backoff.reset()
-            if not ids:
-                break
-            whole_page = True
-            for raw in page:
-                if remaining is not None and chunk.size >= remaining:
-                    whole_page = False
-                    break
-                self._finish(raw, now, chunk)
-                if chunk.size >= size or (remaining is not None and chunk.size >= remaining):
-                    if remaining is not None:
-                        remaining -= chunk.size
-                    self.report.scanned += chunk.scanned
-                    yield chunk
-                    chunk, now = _Chunk(), self.clock()
-                    if self.stop_event.is_set():
-                        return
-            if not whole_page:
-                break
-            chunk.last_id = after_id = ids[-1]
         if chunk.last_id is not None:
             self.report.scanned += chunk.scanned
             yield chunk

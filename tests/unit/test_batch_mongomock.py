@@ -221,3 +221,23 @@ def test_selection_filter():
     assert selection["_id"] == {"$gt": oid}
     assert selection["$or"][0] == {"date_commande": {"$gte": NOW}}
     assert in_window(NOW, NOW, None) and not in_window(NOW, None, NOW)
+
+
+def test_a_failed_read_goes_on_in_pages(mongo, settings, seeded, monkeypatch, caplog):
+    original = mongomock.collection.Collection.aggregate
+    calls = []
+
+    def flaky(self, pipeline, *args, **kwargs):
+        calls.append(pipeline)
+        if len(calls) == 1:
+            raise AutoReconnect("connection reset")
+        return original(self, pipeline, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "aggregate", flaky)
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("archiver.PAGE_SIZE", 40)
+    report = run(mongo, settings)
+    assert "going on in pages of 40" in caplog.text
+    assert {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})} == expected_archive_ids(seeded)
+    assert report.scanned == report.archived + report.rejected
+    assert len(calls) > 3  # one aggregation per page after the failure
