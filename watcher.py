@@ -118,6 +118,19 @@ def _checked_token(record: Any, namespace: str, origin: str) -> dict[str, Any]:
     return {"token": dict(token), "invalidated": bool(record.get("invalidated", False))}
 
 
+def _token_record(
+    namespace: str, token: Mapping[str, Any], invalidated: bool, last_event_at: datetime | None
+) -> dict[str, Any]:
+    """What both stores keep: the token, its stream, and when (``status`` reads the times)."""
+    return {
+        "namespace": namespace,
+        "token": dict(token),
+        "invalidated": invalidated,
+        "saved_at": datetime.now(UTC),
+        "last_event_at": last_event_at,
+    }
+
+
 class FileTokenStore:
     """A JSON file, replaced atomically: temp file in the same folder, fsync, rename."""
 
@@ -148,11 +161,7 @@ class FileTokenStore:
     ) -> None:
         record = {
             "version": TOKEN_FILE_VERSION,
-            "namespace": self.namespace,
-            "token": dict(token),
-            "invalidated": invalidated,
-            "saved_at": datetime.now(UTC),
-            "last_event_at": last_event_at,
+            **_token_record(self.namespace, token, invalidated, last_event_at),
         }
         folder = self.path.parent if str(self.path.parent) else Path(".")
         try:
@@ -204,11 +213,7 @@ class MongoTokenStore:
         record = {
             "_id": self.key,
             "kind": "watch",
-            "namespace": self.namespace,
-            "token": dict(token),
-            "invalidated": invalidated,
-            "saved_at": datetime.now(UTC),
-            "last_event_at": last_event_at,
+            **_token_record(self.namespace, token, invalidated, last_event_at),
             "term": term,
         }
         condition: dict[str, Any] = {"_id": self.key}
