@@ -19,7 +19,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from enrichment import PiiPolicy
+from enrichment import PII_MODES, PiiPolicy
 from errors import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -191,7 +191,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_positive_int),
     "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_positive_int),
     "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_positive_int),
-    "ARCHIVE_PII": ("archive_pii", parse_choice(("keep", "hash", "drop"))),
+    "ARCHIVE_PII": ("archive_pii", parse_choice(PII_MODES)),
     "ARCHIVE_PII_KEY": ("archive_pii_key", parse_text),
 }
 

@@ -22,8 +22,6 @@ from bson.decimal128 import Decimal128
 
 from errors import InvalidOrderError
 
-ARCHIVED_BY = ("batch", "watch")
-
 # Joined arrays get names no order field can clash with; the finishing step removes them.
 _CLIENT, _COURIER, _RESTAURANT, _MENUS = "_x_client", "_x_livreur", "_x_restaurant", "_x_menus"
 _ARCHIVED = "_x_archived"
