@@ -36,6 +36,7 @@ from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
 _fallback = threading.local()
+_unknown_cursor = threading.local()  # set by a getMore whose cursor the server does not know
 
 
 # --- Queries ------------------------------------------------------------------------------
@@ -349,6 +350,46 @@ def _fix_invalidate_on_drop() -> None:
     NeoSQLiteHandler.handle_command = handle_command
 
 
+def _fix_unknown_cursor_reads_as_exhausted() -> None:
+    """Fault: a ``getMore`` on a cursor the server does not know answers ``ok: 1`` with an
+    empty batch and cursor id 0, the reply of a cursor that simply ended. nx-27017 closes a
+    connection's cursors when that connection drops, and pymongo sends the next ``getMore``
+    on another connection, so after a network cut a half-read query looks complete and
+    every order after the cut is silently skipped. MongoDB answers error 43
+    ``CursorNotFound`` (pymongo raises ``CursorNotFound``), which the archiver retries from
+    its last position. Fix: when the data-cursor lookup of a ``getMore`` finds nothing (a
+    cursor that ended was removed with its last batch, so pymongo never asks for it again),
+    the reply is that error. Closing cursors on disconnect is kept: it is what a cursor
+    lost to a failover or a timeout looks like."""
+    lookup = NeoSQLiteHandler._getmore_data
+
+    @functools.wraps(lookup)
+    def _getmore_data(self: Any, cursor_id: int, batch_size: int) -> dict[str, Any] | None:
+        data = lookup(self, cursor_id, batch_size)
+        if data is None:
+            _unknown_cursor.id = cursor_id
+        return data
+
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        _unknown_cursor.id = None
+        request_id, reply = original(self, msg)
+        cursor_id, _unknown_cursor.id = _unknown_cursor.id, None
+        if cursor_id is None:
+            return request_id, reply
+        return request_id, {
+            "ok": 0,
+            "code": 43,
+            "codeName": "CursorNotFound",
+            "errmsg": f"cursor id {cursor_id} not found",
+        }
+
+    NeoSQLiteHandler._getmore_data = _getmore_data
+    NeoSQLiteHandler.handle_command = handle_command
+
+
 # --- Change streams -------------------------------------------------------------------------
 
 
@@ -530,6 +571,7 @@ def apply_fixes() -> None:
     _fix_python_aggregation_full_load()
     _wrap_handle_command()
     _fix_invalidate_on_drop()
+    _fix_unknown_cursor_reads_as_exhausted()
     _fix_change_event_documents()
     _fix_change_stream_match()
     _fix_history_loss_detection()

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pymongo
 import pytest
 from bson import ObjectId
-from pymongo.errors import OperationFailure
+from pymongo.errors import AutoReconnect, CursorNotFound, OperationFailure
 
 from tests.conftest import NxServer
 
@@ -199,3 +199,32 @@ def test_plain_authentication_for_the_test_account(nx_server):
     ):
         client.admin.command("ping")
     assert caught.value.code == 18
+
+
+def test_get_more_on_an_unknown_cursor_is_cursor_not_found(db):
+    db.c.insert_many([{"i": i} for i in range(10)])
+    cursor = db.c.find({}, batch_size=2)
+    assert next(cursor)["i"] == 0
+    db.command("killCursors", "c", cursors=[cursor.cursor_id])
+    with pytest.raises(CursorNotFound):
+        list(cursor)  # nx-27017 alone would end the cursor quietly after 2 of 10
+
+
+def test_a_cursor_lost_to_a_network_cut_is_an_error_not_an_early_end(nx_server, db_name):
+    from tests.fault_proxy import FaultProxy
+
+    with FaultProxy(nx_server.port) as proxy, pymongo.MongoClient(proxy.uri) as client:
+        collection = client[db_name].c
+        collection.insert_many([{"i": i} for i in range(1000)])
+        cursor = collection.find({}, batch_size=100)
+        read = [next(cursor) for _ in range(100)]
+        proxy.cut_all()
+        for _ in range(5):  # until a fresh connection answers (the pooled ones are dead)
+            try:
+                client.admin.command("ping")
+                break
+            except AutoReconnect:
+                continue
+        with pytest.raises(CursorNotFound):
+            list(cursor)  # nx-27017 alone would end it quietly after 100 of 1000
+        assert len(read) == 100
