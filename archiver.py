@@ -416,9 +416,9 @@ class BatchArchiver:
             wanted = [order_id for order_id in ids if order_id not in archived]
             if wanted:
                 position = {order_id: index for index, order_id in enumerate(wanted)}
-                raw = list(
-                    self.orders.aggregate(build_enrichment_pipeline({"_id": {"$in": wanted}}, self.names))
-                )
+                # The status again: an order corrected since the id query is not archived.
+                page = {"_id": {"$in": wanted}, "status": self.settings.delivered_status}
+                raw = list(self.orders.aggregate(build_enrichment_pipeline(page, self.names)))
                 for document in sorted(raw, key=lambda doc: position[doc["_id"]]):
                     yield document, None
             after_id = ids[-1]

@@ -243,3 +243,28 @@ def test_a_failed_read_goes_on_in_pages(mongo, settings, seeded, monkeypatch, ca
     )
     assert report.scanned == report.archived + report.rejected
     assert len(calls) > 3  # one aggregation per page after the failure
+
+
+def test_an_order_no_longer_delivered_when_its_page_is_enriched_is_not_archived(
+    mongo, settings, seeded, monkeypatch
+):
+    original = mongomock.collection.Collection.aggregate
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    corrected = []
+
+    def flaky(self, pipeline, *args, **kwargs):
+        if not corrected:
+            page_ids = (pipeline[0]["$match"].get("_id") or {}).get("$in")
+            if page_ids is None:
+                raise AutoReconnect("connection reset")  # the streaming read: go on in pages
+            corrected.append(page_ids[0])  # between the id query and the enrichment
+            orders.update_one({"_id": page_ids[0]}, {"$set": {"status": "en cours"}})
+        return original(self, pipeline, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "aggregate", flaky)
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("archiver.PAGE_SIZE", 40)
+    run(mongo, settings)
+    archived = {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})}
+    assert corrected and corrected[0] not in archived
+    assert archived == expected_archive_ids(seeded) - {corrected[0]}
