@@ -92,6 +92,7 @@ def main() -> None:
                 flush=True,
             )
             print("minute  deliveries  p50 ms  p95 ms  p99 ms  watcher RSS MiB", flush=True)
+            rows: list[tuple[float, float, float]] = []  # p50, p99, RSS of each minute
             archive = database[settings.archive_collection]
             interval = 1.0 / args.rate
             cursor = 0
@@ -116,10 +117,20 @@ def main() -> None:
                     (doc["archived_at"] - sent[doc["_id"]]).total_seconds()
                     for doc in archive.find({"_id": {"$in": list(sent)}}, {"archived_at": 1})
                 ]
+                rows.append((percentile(latencies, 0.5), percentile(latencies, 0.99), rss_mib(watcher.pid)))
                 print(
-                    f"{minute:>6}  {len(sent):>10}  {percentile(latencies, 0.5):6.1f}  "
-                    f"{percentile(latencies, 0.95):6.1f}  {percentile(latencies, 0.99):6.1f}  "
-                    f"{rss_mib(watcher.pid):15.1f}",
+                    f"{minute:>6}  {len(sent):>10}  {rows[-1][0]:6.1f}  "
+                    f"{percentile(latencies, 0.95):6.1f}  {rows[-1][1]:6.1f}  {rows[-1][2]:15.1f}",
+                    flush=True,
+                )
+            if len(rows) >= 2:
+                # Flat means the last minute looks like the first (minute 1 includes start-up).
+                first, last = rows[0], rows[-1]
+                peak_rss = max(row[2] for row in rows)
+                print(
+                    f"last/first minute: p50 {last[0] / first[0]:.2f}x, p99 {last[1] / first[1]:.2f}x, "
+                    f"RSS {last[2] / first[2]:.2f}x (peak {peak_rss:.1f} MiB, "
+                    f"{peak_rss / first[2]:.2f}x minute 1)",
                     flush=True,
                 )
             client.close()
