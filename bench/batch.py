@@ -39,6 +39,7 @@ from simulation import fill_database  # noqa: E402
 from tests.nx_server import NxServer  # noqa: E402
 
 DB = "bench"
+SMALL_RUN = 20_000  # --archiver-only: the baseline run's --limit
 
 
 def rate(count: int, seconds: float) -> float:
@@ -102,12 +103,20 @@ def bulk_upserts(database, documents: list, batch_size: int) -> tuple[int, float
     return len(documents), time.perf_counter() - started
 
 
-def archiver_subprocess(server: NxServer, settings: Settings, batch_size: int, archive_database: str | None):
+def archiver_subprocess(
+    server: NxServer,
+    settings: Settings,
+    batch_size: int,
+    archive_database: str | None,
+    *,
+    limit: int | None = None,
+    archive_collection: str = "bench_archive",
+):
     env = {
         **os.environ,
         "MONGODB_URI": server.uri,
         "MONGODB_DATABASE": DB,
-        "ARCHIVE_COLLECTION": "bench_archive",
+        "ARCHIVE_COLLECTION": archive_collection,
         "BATCH_SIZE": str(batch_size),
         "LOG_DIR": "",
     }
@@ -115,7 +124,8 @@ def archiver_subprocess(server: NxServer, settings: Settings, batch_size: int, a
         env["ARCHIVE_DATABASE"] = archive_database
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "batch", "--run", "--json", "-q"],
+        [sys.executable, str(ROOT / "main.py"), "batch", "--run", "--json", "-q"]
+        + ([] if limit is None else ["--limit", str(limit)]),
         env=env,
         capture_output=True,
         text=True,
@@ -167,15 +177,60 @@ def main() -> None:
             del dataset
 
             if args.archiver_only:
+                # The same archiver on the first 20,000 delivered orders of the same server
+                # first (its own archive collection, dropped after): the memory baseline.
+                small, _, small_peak = archiver_subprocess(
+                    server,
+                    settings,
+                    args.batch_size,
+                    args.archive_database,
+                    limit=SMALL_RUN,
+                    archive_collection="bench_archive_small",
+                )
+                database.drop_collection("bench_archive_small")
+                small_rate = rate(small["scanned"], small["seconds"])
+                print(
+                    f"(c) first {SMALL_RUN}{small['scanned']:>8} orders {small['seconds']:8.2f}s "
+                    f"{small_rate:9.0f}/s (peak RSS {small_peak:.0f} MiB)",
+                    flush=True,
+                )
                 report, wall, peak_mib = archiver_subprocess(
                     server, settings, args.batch_size, args.archive_database
                 )
+                c_rate = rate(report["scanned"], report["seconds"])
                 print(
-                    f"(c) this archiver{report['scanned']:>8} orders {report['seconds']:8.2f}s "
-                    f"{rate(report['scanned'], report['seconds']):9.0f}/s (process wall {wall:.2f}s, "
-                    f"peak RSS {peak_mib:.0f} MiB); archived {report['archived']}, rejected {report['rejected']}",
+                    f"(c) all        {report['scanned']:>8} orders {report['seconds']:8.2f}s "
+                    f"{c_rate:9.0f}/s (process wall {wall:.2f}s, peak RSS {peak_mib:.0f} MiB); "
+                    f"archived {report['archived']}, rejected {report['rejected']}",
                     flush=True,
                 )
+                print(
+                    f"ratios: peak RSS all/first {SMALL_RUN} = {peak_mib / small_peak:.2f}, "
+                    f"rate all/first {SMALL_RUN} = {c_rate / small_rate:.2f}",
+                    flush=True,
+                )
+                assert report["scanned"] == delivered, (report["scanned"], delivered)
+                if args.json:
+                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.json).write_text(
+                        json.dumps(
+                            {
+                                "orders": args.orders,
+                                "delivered": delivered,
+                                "batch_size": args.batch_size,
+                                "c_seconds": report["seconds"],
+                                "c_wall_seconds": wall,
+                                "c_per_s": c_rate,
+                                "c_peak_rss_mib": peak_mib,
+                                "small_run_orders": small["scanned"],
+                                "small_run_per_s": small_rate,
+                                "small_run_peak_rss_mib": small_peak,
+                                "archived": report["archived"],
+                                "rejected": report["rejected"],
+                            },
+                            indent=2,
+                        )
+                    )
                 return
             # Each baseline's output is dropped after it is measured: every phase then runs
             # against the same database (a bigger SQLite file is slower on nx-27017).
