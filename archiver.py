@@ -81,6 +81,7 @@ class BatchReport:
     seconds: float = 0.0
     would_archive: int = 0
     resumed_from: str | None = None
+    read_retries: int = 0  # transient read failures the run went on through
     peak_rss_mib: float | None = None
     rejections: dict[str, int] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -100,6 +101,7 @@ class BatchReport:
             f"batch done: scanned {self.scanned}, archived {self.archived}, already archived "
             f"{self.already_archived}, rejected {self.rejected}, purged {self.purged} in "
             f"{self.seconds:.2f}s ({self.orders_per_second:.0f} orders/s)"
+            + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -159,6 +161,37 @@ def date_range(date_from: datetime | None, date_to: datetime | None) -> dict[str
 
 def in_window(when: datetime, date_from: datetime | None, date_to: datetime | None) -> bool:
     return (date_from is None or when >= date_from) and (date_to is None or when < date_to)
+
+
+def scan_by_id(
+    open_cursor: Callable[[Any], Any],
+    *,
+    stop_event: threading.Event | None = None,
+    attempts: int = READ_ATTEMPTS,
+) -> Iterator[dict[str, Any]]:
+    """The documents of ``open_cursor(after_id)``, a query in ``_id`` order (``after_id`` is
+    None at first), through cuts: a transient error (network, failover, a cursor the server
+    lost) reopens the query after the last ``_id`` read, with backoff; ``attempts`` failures
+    in a row without a document in between raise. For long read-only walks (``verify``)."""
+    stop_event = stop_event or threading.Event()
+    backoff = Backoff()
+    after_id: Any = None
+    while not stop_event.is_set():
+        try:
+            with open_cursor(after_id) as cursor:
+                for document in cursor:
+                    after_id = document["_id"]
+                    backoff.reset()
+                    yield document
+            return
+        except pymongo_errors.PyMongoError as exc:
+            if not is_transient(exc) or backoff.failures >= attempts:
+                raise as_archiver_error(exc) from exc
+            delay = backoff.next_delay()
+            log.warning(
+                "reading failed (%s); reading on after the last _id in %.1fs", type(exc).__name__, delay
+            )
+            stop_event.wait(delay)
 
 
 def checkpoint_key(settings: Settings, options: BatchOptions) -> str:
@@ -479,6 +512,7 @@ class BatchArchiver:
                 if not is_transient(exc) or backoff.failures >= READ_ATTEMPTS:
                     raise as_archiver_error(exc) from exc
                 delay = backoff.next_delay()
+                self.report.read_retries += 1
                 if not paged:
                     log.warning(
                         "reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE

@@ -18,7 +18,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from archiver import BatchArchiver, BatchOptions, Collections, build_selection, date_range, in_window
+from pymongo import ASCENDING
+
+from archiver import (
+    BatchArchiver,
+    BatchOptions,
+    Collections,
+    build_selection,
+    date_range,
+    in_window,
+    scan_by_id,
+)
 from config import Settings
 from enrichment import build_enrichment_pipeline, finish_archive_document
 from errors import InvalidOrderError, retrying
@@ -128,25 +138,26 @@ def verify(
                 report.mismatched += 1
                 _note(report.mismatched_examples, {"id": str(expected["_id"]), "fields": fields})
 
-    selection = build_selection(settings.delivered_status, date_from, date_to)
-    pipeline = build_enrichment_pipeline(selection, collections.names)
+    def enriched_after(after_id: Any) -> Any:
+        selection = build_selection(settings.delivered_status, date_from, date_to, after_id)
+        pipeline = build_enrichment_pipeline(selection, collections.names, sort_by_id=True)
+        return collections.orders.aggregate(pipeline, batchSize=CHUNK)
+
     chunk: list[dict[str, Any]] = []
-    cursor = read(lambda: collections.orders.aggregate(pipeline, batchSize=CHUNK))
-    with cursor:
-        for raw in cursor:
-            try:
-                document = finish_archive_document(raw, archived_by="batch", archived_at=now)
-            except InvalidOrderError:
-                report.invalid += 1
-                continue
-            if not in_window(document["date_commande"], date_from, date_to):
-                continue
-            report.checked += 1
-            chunk.append(document)
-            if len(chunk) >= CHUNK:
-                settle(chunk)
-                bar.update(len(chunk))
-                chunk = []
+    for raw in scan_by_id(enriched_after, stop_event=stop_event):
+        try:
+            document = finish_archive_document(raw, archived_by="batch", archived_at=now)
+        except InvalidOrderError:
+            report.invalid += 1
+            continue
+        if not in_window(document["date_commande"], date_from, date_to):
+            continue
+        report.checked += 1
+        chunk.append(document)
+        if len(chunk) >= CHUNK:
+            settle(chunk)
+            bar.update(len(chunk))
+            chunk = []
     if chunk:
         settle(chunk)
         bar.update(len(chunk))
@@ -165,13 +176,17 @@ def verify(
                 report.orphans += 1
                 _note(report.orphan_examples, str(archived_id))
 
-    cursor = read(lambda: collections.archive.find(archive_window, {"_id": 1}, batch_size=CHUNK))
-    with cursor:
-        for document in cursor:
-            ids.append(document["_id"])
-            if len(ids) >= CHUNK:
-                settle_orphans(ids)
-                ids = []
+    def archived_after(after_id: Any) -> Any:
+        window = dict(archive_window)
+        if after_id is not None:
+            window["_id"] = {"$gt": after_id}
+        return collections.archive.find(window, {"_id": 1}, batch_size=CHUNK).sort("_id", ASCENDING)
+
+    for document in scan_by_id(archived_after, stop_event=stop_event):
+        ids.append(document["_id"])
+        if len(ids) >= CHUNK:
+            settle_orphans(ids)
+            ids = []
     if ids:
         settle_orphans(ids)
 
