@@ -176,7 +176,7 @@ def scan_by_id(
     stop_event = stop_event or threading.Event()
     backoff = Backoff()
     after_id: Any = None
-    while not stop_event.is_set():
+    while True:
         try:
             with open_cursor(after_id) as cursor:
                 for document in cursor:
@@ -185,13 +185,15 @@ def scan_by_id(
                     yield document
             return
         except pymongo_errors.PyMongoError as exc:
-            if not is_transient(exc) or backoff.failures >= attempts:
+            # A stop during a wait raises too: a walk that ended early must not look complete.
+            if not is_transient(exc) or backoff.failures >= attempts or stop_event.is_set():
                 raise as_archiver_error(exc) from exc
             delay = backoff.next_delay()
             log.warning(
                 "reading failed (%s); reading on after the last _id in %.1fs", type(exc).__name__, delay
             )
-            stop_event.wait(delay)
+            if stop_event.wait(delay):
+                raise as_archiver_error(exc) from exc
 
 
 def checkpoint_key(settings: Settings, options: BatchOptions) -> str:

@@ -68,6 +68,18 @@ def test_failures_without_progress_give_up():
         list(scan_by_id(open_cursor, attempts=3))
 
 
+def test_a_stop_during_a_wait_raises_instead_of_ending_quietly():
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    open_cursor, openings = opener({1: AutoReconnect("cut")})
+    read = []
+    with pytest.raises(TransientError):
+        read.extend(d["_id"] for d in scan_by_id(open_cursor, stop_event=stop))
+    assert read == [0, 1] and openings == [None]
+
+
 def test_verify_reads_on_through_a_lost_cursor(mongo, settings, monkeypatch):
     dataset = seed_database(mongo[settings.mongodb_database], settings, 300, p_anomalies=0.15)
     BatchArchiver(mongo, settings, BatchOptions(run=True)).run()
