@@ -145,8 +145,12 @@ def parse_readable_file(value: str) -> str | None:
     text = str(value).strip()
     if not text:
         return None
-    path = Path(text).expanduser()
-    if not path.is_file():
+    try:
+        path = Path(text).expanduser()
+        found = path.is_file()
+    except (RuntimeError, OSError, ValueError):  # "~nouser/…", a name too long, a NUL
+        raise ValueError(f"not a usable file path: {text}") from None
+    if not found:
         raise ValueError(f"no such file: {text}")
     try:
         with path.open("rb"):
@@ -240,7 +244,11 @@ def load_settings(
             values[field] = value
     settings = Settings(**values)
     if settings.watch_lease_renew_s * 2 > settings.watch_lease_ttl_s:
-        raise ConfigError("WATCH_LEASE_RENEW_S must be at most half of WATCH_LEASE_TTL_S")
+        raise ConfigError(
+            f"WATCH_LEASE_RENEW_S ({settings.watch_lease_renew_s}) must be at most half of "
+            f"WATCH_LEASE_TTL_S ({settings.watch_lease_ttl_s}): a leader would lose its lease "
+            "between two renewals"
+        )
     if settings.archive_pii == "hash" and len(settings.archive_pii_key or "") < 16:
         raise ConfigError("ARCHIVE_PII=hash needs ARCHIVE_PII_KEY, a secret of at least 16 characters")
     if not settings.simulation and not settings.mongodb_uri:
