@@ -433,18 +433,21 @@ class BatchArchiver:
             for raw in cursor:
                 yield raw, None
 
+    def _delivered_ids_after(self, after_id: Any, count: int) -> list[Any]:
+        """The next ``count`` delivered orders' ``_id``s of the window (keyset on ``status, _id``)."""
+        selection = build_selection(
+            self.settings.delivered_status, self.options.date_from, self.options.date_to, after_id
+        )
+        return [
+            doc["_id"] for doc in self.orders.find(selection, {"_id": 1}).sort("_id", ASCENDING).limit(count)
+        ]
+
     def _pages(self, after_id: Any) -> Iterator[tuple[dict[str, Any] | None, Any]]:
         """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``):
         short queries, so that a flaky connection still lets the run progress. After each
         page, ``(None, last id of the page)``: everything up to it has been handed out."""
         while True:
-            selection = build_selection(
-                self.settings.delivered_status, self.options.date_from, self.options.date_to, after_id
-            )
-            ids = [
-                doc["_id"]
-                for doc in self.orders.find(selection, {"_id": 1}).sort("_id", ASCENDING).limit(PAGE_SIZE)
-            ]
+            ids = self._delivered_ids_after(after_id, PAGE_SIZE)
             if not ids:
                 return
             archived = self.writer.existing_ids(ids)
@@ -556,21 +559,10 @@ class BatchArchiver:
 
     def purge(self) -> None:
         """Delete the window's delivered orders whose archive document is confirmed present."""
-        selection = build_selection(
-            self.settings.delivered_status, self.options.date_from, self.options.date_to
-        )
         after_id = None
         while not self.stop_event.is_set():
-            page_filter = dict(selection)
-            if after_id is not None:
-                page_filter["_id"] = {"$gt": after_id}
             ids = retrying(
-                lambda f=page_filter: [
-                    d["_id"]
-                    for d in self.orders.find(f, {"_id": 1})
-                    .sort("_id", ASCENDING)
-                    .limit(self.options.batch_size)
-                ],
+                lambda a=after_id: self._delivered_ids_after(a, self.options.batch_size),
                 attempts=WRITE_ATTEMPTS,
                 stop_event=self.stop_event,
             )
