@@ -30,6 +30,11 @@ from logger import get_logger
 log = get_logger("lease")
 
 
+def lease_key(name: str) -> str:
+    """The ``_id`` of watcher ``name``'s lease in the checkpoint collection."""
+    return f"lease:{name}"
+
+
 class LeaseLost(ArchiverError):
     """This watcher is no longer the leader: stop writing, go back to standby."""
 
@@ -48,7 +53,7 @@ class Lease:
         if renew_s * 2 > ttl_s:
             raise ValueError("the lease must be renewed at least twice per ttl")
         self.collection = collection
-        self.key = f"lease:{name}"
+        self.key = lease_key(name)
         self.ttl_s = ttl_s
         self.renew_s = renew_s
         self.stop_event = stop_event or threading.Event()

@@ -19,6 +19,7 @@ from bson import json_util
 from archiver import Collections
 from config import Settings
 from errors import retrying
+from lease import lease_key
 
 CHUNK = 1000
 
@@ -157,9 +158,14 @@ def collect_status(
 
 def _watchers(collections: Collections, settings: Settings, read: Any) -> list[dict[str, Any]]:
     found = []
-    for record in read(lambda: list(collections.checkpoints.find({"kind": "watch"}))):
-        name = str(record["_id"]).removeprefix("watch:")
-        lease = read(lambda n=name: collections.checkpoints.find_one({"_id": f"lease:{n}"}))
+    records = read(lambda: list(collections.checkpoints.find({"kind": "watch"})))
+    names = [str(record["_id"]).removeprefix("watch:") for record in records]
+    keys = [lease_key(name) for name in names]
+    leases = {
+        doc["_id"]: doc for doc in read(lambda: list(collections.checkpoints.find({"_id": {"$in": keys}})))
+    }
+    for record, name in zip(records, names, strict=True):
+        lease = leases.get(lease_key(name))
         found.append(
             {
                 "name": name,

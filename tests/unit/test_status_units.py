@@ -1,0 +1,21 @@
+"""`status` on mongomock: what it reports of the watchers' checkpoints and leases."""
+
+from datetime import UTC, datetime
+
+from archiver import Collections
+from status import collect_status
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+def test_each_watcher_shows_its_own_lease_leader(mongo, settings, tmp_path):
+    settings = settings.with_overrides(resume_token_file=str(tmp_path / "none.json"))
+    checkpoints = Collections.of(mongo, settings).checkpoints
+    for name in ("ha", "solo"):
+        checkpoints.insert_one({"_id": f"watch:{name}", "kind": "watch", "saved_at": NOW, "namespace": "x.y"})
+    checkpoints.insert_one({"_id": "lease:ha", "owner": "host:42:ab", "term": 3, "expires_at": NOW})
+    checkpoints.insert_one({"_id": "lease:other", "owner": "host:7:cd", "term": 9, "expires_at": NOW})
+    report = collect_status(mongo, settings, now=NOW)
+    leaders = {w["name"]: w.get("leader") for w in report.watchers}
+    assert leaders == {"ha": {"owner": "host:42:ab", "term": 3, "expires_at": NOW}, "solo": None}
+    assert any(line.endswith("leader host:42:ab (term 3)") for line in report.lines())
