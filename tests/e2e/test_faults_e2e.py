@@ -42,6 +42,18 @@ class Cutter:
         self.thread.join(5)
 
 
+def watch_env(uri: str, db_name: str, tmp_path: Path, *, timeout_ms: int) -> dict[str, str]:
+    """A watcher with a file token store on ``uri`` (the proxy, or a server of the test's own)."""
+    return {
+        "MONGODB_URI": uri,
+        "MONGODB_DATABASE": db_name,
+        "LOG_DIR": "",
+        "RESUME_TOKEN_FILE": str(tmp_path / "token.json"),
+        "MONGODB_TIMEOUT_MS": str(timeout_ms),
+        "WATCH_HEARTBEAT_S": "1",
+    }
+
+
 def test_batch_with_connections_cut_every_few_seconds(nx_server, nx_client, nx_settings, db_name, tmp_path):
     database = nx_client[db_name]
     dataset = seed_database(database, nx_settings, 20_000, seed=71, p_delivered=0.3, p_anomalies=0.01)
@@ -84,15 +96,7 @@ def test_watch_burst_with_cuts_and_the_proxy_down_for_ten_seconds(
     expected = expected_archive_ids(dataset)
     burst = pending_ids(dataset, 5000)
     with FaultProxy(nx_server.port) as proxy:
-        env = {
-            "MONGODB_URI": proxy.uri,
-            "MONGODB_DATABASE": db_name,
-            "LOG_DIR": "",
-            "RESUME_TOKEN_FILE": str(tmp_path / "token.json"),
-            "MONGODB_TIMEOUT_MS": "2000",
-            "WATCH_HEARTBEAT_S": "1",
-        }
-        watcher = WatchProcess(env, tmp_path)
+        watcher = WatchProcess(watch_env(proxy.uri, db_name, tmp_path, timeout_ms=2000), tmp_path)
         try:
             wait_for(lambda: archived_ids(database) == expected, timeout=60, what="catch-up")
             wait_for(lambda: token_saved(database, tmp_path, "file"), what="the start token")
@@ -136,15 +140,7 @@ def test_server_restarted_during_watch(nx_settings, db_name, tmp_path):
             database = client[db_name]
             dataset = seed_database(database, nx_settings, 500, seed=73, p_anomalies=0.0)
             expected = expected_archive_ids(dataset)
-        env = {
-            "MONGODB_URI": server.uri,
-            "MONGODB_DATABASE": db_name,
-            "LOG_DIR": "",
-            "RESUME_TOKEN_FILE": str(tmp_path / "token.json"),
-            "MONGODB_TIMEOUT_MS": "1000",
-            "WATCH_HEARTBEAT_S": "1",
-        }
-        watcher = WatchProcess(env, tmp_path)
+        watcher = WatchProcess(watch_env(server.uri, db_name, tmp_path, timeout_ms=1000), tmp_path)
         try:
             with pymongo.MongoClient(server.uri, tz_aware=True) as client:
                 wait_for(lambda: archived_ids(client[db_name]) == expected, what="catch-up")

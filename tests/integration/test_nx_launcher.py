@@ -97,14 +97,17 @@ def test_objectid_equality_on_other_fields(db, joined):
     assert db.Commande.delete_many({"client_id": client_id}).deleted_count == 1
 
 
-def test_credentials_get_authentication_failed(nx_server):
-    uri = nx_server.uri.replace("mongodb://", "mongodb://someone:wrong@")
+def assert_authentication_failed(uri: str) -> None:
     with (
         pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000) as client,
         pytest.raises(OperationFailure) as caught,
     ):
         client.admin.command("ping")
-    assert caught.value.code == 18
+    assert caught.value.code == 18  # AuthenticationFailed, as MongoDB answers
+
+
+def test_credentials_get_authentication_failed(nx_server):
+    assert_authentication_failed(nx_server.uri.replace("mongodb://", "mongodb://someone:wrong@"))
 
 
 def test_change_events_are_bson_with_update_description(db):
@@ -192,13 +195,7 @@ def test_plain_authentication_for_the_test_account(nx_server):
     )
     with pymongo.MongoClient(good, serverSelectionTimeoutMS=3000) as client:
         assert client.admin.command("ping")["ok"] == 1
-    bad = good.replace(PLAIN_PASSWORD, "wrong")
-    with (
-        pymongo.MongoClient(bad, serverSelectionTimeoutMS=3000) as client,
-        pytest.raises(OperationFailure) as caught,
-    ):
-        client.admin.command("ping")
-    assert caught.value.code == 18
+    assert_authentication_failed(good.replace(PLAIN_PASSWORD, "wrong"))
 
 
 def test_get_more_on_an_unknown_cursor_is_cursor_not_found(db):
