@@ -10,7 +10,9 @@ import dataclasses
 import os
 import re
 import stat
+import tempfile
 import unicodedata
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,7 @@ from errors import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
+LOG_FILE_NAME = "order-archiver.log"
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Settings:
     archive_database: str | None = None  # ARCHIVE_DATABASE: archive database; default: source's
     archive_collection: str = "Commande_archive"  # ARCHIVE_COLLECTION: one document per order
     checkpoint_collection: str = "archiver_checkpoints"  # CHECKPOINT_COLLECTION: in archive db
+    rejects_collection: str = "archiver_rejects"  # REJECTS_COLLECTION: rejected orders, in archive db
     batch_size: int = 100  # BATCH_SIZE: orders per bulk write (one chunk)
     log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
     log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
@@ -105,6 +109,22 @@ def parse_name(value: str) -> str:
     return name
 
 
+def parse_database_name(value: str) -> str:
+    """A database name as MongoDB accepts it: no ``/\\. "$*<>:|?``, under 64 bytes."""
+    name = parse_name(value)
+    if any(c in name for c in ".*<>:|?") or len(name.encode()) >= 64:
+        raise ValueError(f"not a valid MongoDB database name: {value!r}")
+    return name
+
+
+def parse_collection_name(value: str) -> str:
+    """A collection name the archiver may use: not a ``system.`` collection."""
+    name = parse_name(value)
+    if name.startswith("system."):
+        raise ValueError(f"{value!r} is a system collection; name one of your own")
+    return name
+
+
 def parse_choice(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
     def parse(value: str) -> str:
         text = str(value).strip()
@@ -124,10 +144,15 @@ def parse_status(value: str) -> str:
 
 
 def parse_uri(value: str) -> str:
+    """A MongoDB connection string, checked without connecting. An error never quotes the
+    value: a malformed URI is exactly where a password escapes the usual masking."""
     uri = str(value).strip()
     if not re.match(r"^mongodb(\+srv)?://[^/?#]+", uri):
+        scheme = uri.split("://", 1)[0] if "://" in uri else None
+        found = f"it starts with {scheme[:20]!r}://" if scheme and "@" not in scheme else "it does not"
         raise ValueError(
-            f"must start with mongodb:// or mongodb+srv:// and name a host, got {redact_uri(uri)!r}"
+            "must start with mongodb:// or mongodb+srv:// (lower case) and name a host; "
+            f"{found} (the value is not shown: it may hold a password)"
         )
     if uri.startswith("mongodb://"):
         # Imported here: the URI is checked without connecting (+srv would need DNS).
@@ -136,9 +161,18 @@ def parse_uri(value: str) -> str:
         try:
             pymongo_parse_uri(uri)
         except Exception as exc:  # pymongo raises several types for a bad URI
-            message = redact_uri(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            raise ValueError(f"malformed: {message}") from None
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"malformed: {mask_secrets_of(uri, message)[:200]}") from None
     return uri
+
+
+def mask_secrets_of(uri: str, text: str) -> str:
+    """``text`` with the password of ``uri`` masked, however malformed the URI is."""
+    text = redact_uri(text)
+    password = uri_password(uri)
+    if password:
+        text = text.replace(password, "***").replace(urllib.parse.unquote(password), "***")
+    return text
 
 
 def parse_readable_file(value: str) -> str | None:
@@ -160,8 +194,8 @@ def parse_readable_file(value: str) -> str | None:
     return str(path)
 
 
-def parse_optional_name(value: str) -> str | None:
-    return parse_name(value) if str(value).strip() else None
+def parse_optional_database_name(value: str) -> str | None:
+    return parse_database_name(value) if str(value).strip() else None
 
 
 def parse_text(value: str) -> str:
@@ -171,16 +205,17 @@ def parse_text(value: str) -> str:
 # Environment variable -> (field, parser).
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MONGODB_URI": ("mongodb_uri", parse_uri),
-    "MONGODB_DATABASE": ("mongodb_database", parse_name),
-    "ORDERS_COLLECTION": ("orders_collection", parse_name),
-    "CLIENTS_COLLECTION": ("clients_collection", parse_name),
-    "COURIERS_COLLECTION": ("couriers_collection", parse_name),
-    "RESTAURANTS_COLLECTION": ("restaurants_collection", parse_name),
-    "MENU_COLLECTION": ("menu_collection", parse_name),
+    "MONGODB_DATABASE": ("mongodb_database", parse_database_name),
+    "ORDERS_COLLECTION": ("orders_collection", parse_collection_name),
+    "CLIENTS_COLLECTION": ("clients_collection", parse_collection_name),
+    "COURIERS_COLLECTION": ("couriers_collection", parse_collection_name),
+    "RESTAURANTS_COLLECTION": ("restaurants_collection", parse_collection_name),
+    "MENU_COLLECTION": ("menu_collection", parse_collection_name),
     "DELIVERED_STATUS": ("delivered_status", parse_status),
-    "ARCHIVE_DATABASE": ("archive_database", parse_optional_name),
-    "ARCHIVE_COLLECTION": ("archive_collection", parse_name),
-    "CHECKPOINT_COLLECTION": ("checkpoint_collection", parse_name),
+    "ARCHIVE_DATABASE": ("archive_database", parse_optional_database_name),
+    "ARCHIVE_COLLECTION": ("archive_collection", parse_collection_name),
+    "CHECKPOINT_COLLECTION": ("checkpoint_collection", parse_collection_name),
+    "REJECTS_COLLECTION": ("rejects_collection", parse_collection_name),
     "BATCH_SIZE": ("batch_size", parse_positive_int),
     "LOG_DIR": ("log_dir", parse_text),
     "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),
@@ -243,6 +278,7 @@ def load_settings(
         if value is not None:
             values[field] = value
     settings = Settings(**values)
+    check_collection_roles(settings)
     if settings.watch_lease_renew_s * 2 > settings.watch_lease_ttl_s:
         raise ConfigError(
             f"WATCH_LEASE_RENEW_S ({settings.watch_lease_renew_s}) must be at most half of "
@@ -259,7 +295,105 @@ def load_settings(
     return settings, warnings
 
 
-_URI_PASSWORD = re.compile(r"(mongodb(?:\+srv)?://)([^:/?#@\s]*):([^@\s]*)@")
+# ``user:password@`` after anything that looks like a scheme, mistyped ones included
+# (``mongodb:/``, ``MONGODB://``, none at all): a masked word too many beats a password shown.
+def collection_roles(settings: Settings) -> list[tuple[str, str, str]]:
+    """Each collection the archiver touches: (setting, database, collection)."""
+    source, archive = settings.mongodb_database, settings.archive_db_name
+    return [
+        ("ORDERS_COLLECTION", source, settings.orders_collection),
+        ("CLIENTS_COLLECTION", source, settings.clients_collection),
+        ("COURIERS_COLLECTION", source, settings.couriers_collection),
+        ("RESTAURANTS_COLLECTION", source, settings.restaurants_collection),
+        ("MENU_COLLECTION", source, settings.menu_collection),
+        ("ARCHIVE_COLLECTION", archive, settings.archive_collection),
+        ("CHECKPOINT_COLLECTION", archive, settings.checkpoint_collection),
+        ("REJECTS_COLLECTION", archive, settings.rejects_collection),
+    ]
+
+
+def check_collection_roles(settings: Settings) -> None:
+    """No collection may play two roles: an archive that is the orders collection makes a
+    purge delete every delivered order, one that is the dishes writes orders among them.
+    Database names compare without case (MongoDB refuses two that differ only by case)."""
+    seen: dict[tuple[str, str], str] = {}
+    for setting, database, collection in collection_roles(settings):
+        key = (database.casefold(), collection)
+        if key in seen:
+            raise ConfigError(
+                f"{setting} and {seen[key]} both name {database}.{collection}: each collection plays "
+                f"one role; give {setting} (or ARCHIVE_DATABASE) another value"
+            )
+        seen[key] = setting
+
+
+def check_output_file(path: str, what: str, create_folder: bool = False) -> Path:
+    """A file the run will write: its folder exists and takes a new file, and it is not a
+    folder itself. Checked before any database work, so a typo costs nothing (exit 2)."""
+    try:
+        target = Path(path).expanduser()
+        is_folder = target.is_dir()
+        folder = target.parent
+        folder_exists = folder.is_dir()
+        if create_folder and not folder_exists:
+            folder.mkdir(parents=True, exist_ok=True)
+            folder_exists = True
+    except (RuntimeError, OSError, ValueError):
+        raise ConfigError(f"{what}: not a usable file path: {path}") from None
+    if is_folder or not target.name:
+        raise ConfigError(f"{what} {path}: is a folder; name a file")
+    if not folder_exists:
+        raise ConfigError(
+            f"{what} {path}: the folder {folder} does not exist; create it or pick another path"
+        )
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".order-archiver-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot write in {folder}: {exc.strerror}") from None
+    return target
+
+
+def check_log_dir(log_dir: str) -> None:
+    """The log folder exists (it is created) and takes files; empty means no log file."""
+    if not log_dir:
+        return
+    try:
+        Path(log_dir).expanduser().mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"LOG_DIR {log_dir}: cannot create the log folder: {reason}") from None
+    check_output_file(str(Path(log_dir) / LOG_FILE_NAME), "LOG_DIR")
+
+
+def check_output_paths(settings: Settings, outputs: Mapping[str, str | None], env_file: str | None) -> None:
+    """Every file a command will write (``outputs``: what -> path) is writable, and no two
+    name the same file, nor the settings file, the log file or the resume token file."""
+    claimed: dict[Path, str] = {}
+
+    def claim(path: str, what: str) -> None:
+        try:
+            key = Path(path).expanduser().resolve()
+        except (RuntimeError, OSError, ValueError):
+            raise ConfigError(f"{what}: not a usable file path: {path}") from None
+        if key in claimed:
+            raise ConfigError(f"{what} and {claimed[key]} both name {path}; give each its own file")
+        claimed[key] = what
+
+    claim(env_file or ".env", "--env-file" if env_file else "the .env file")
+    if settings.log_dir:
+        claim(str(Path(settings.log_dir) / LOG_FILE_NAME), "the log file (LOG_DIR)")
+    if "RESUME_TOKEN_FILE" not in outputs:
+        claim(settings.resume_token_file, "RESUME_TOKEN_FILE")
+    for what, path in outputs.items():
+        if path:
+            # The token store creates its folder, as the log does: the others must exist.
+            check_output_file(path, what, create_folder=what == "RESUME_TOKEN_FILE")
+            claim(path, what)
+
+
+_URI_PASSWORD = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*:/*)?)([^:/?#@\s'\"]*):([^\s'\"/]*)@")
 _PASSWORD_PARAM = re.compile(
     r"((?:password|passwd|pwd|secret|tlsCertificateKeyFilePassword|ARCHIVE_PII_KEY)\s*[=:]\s*)"
     r"(\"[^\"]*\"|'[^']*'|[^&\s;,'\"]+)",
@@ -268,15 +402,25 @@ _PASSWORD_PARAM = re.compile(
 
 
 def redact_uri(text: str) -> str:
-    """Mask the password of every MongoDB URI in ``text``, and ``password=...`` pairs."""
+    """Mask the password of every URI-like ``user:password@`` in ``text``, and ``password=...``
+    pairs."""
     text = _URI_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", text)
     return _PASSWORD_PARAM.sub(lambda m: f"{m.group(1)}***", text)
 
 
 def uri_password(uri: str | None) -> str | None:
-    """The password in a URI (raw and percent-decoded forms are both secrets to mask)."""
-    match = _URI_PASSWORD.search(uri or "")
-    return match.group(3) if match and match.group(3) else None
+    """The password in a URI, well-formed or not: what lies between the first ``:`` after the
+    scheme and the last ``@`` of the authority (raw and percent-decoded forms are both secrets)."""
+    text = (uri or "").strip()
+    rest = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*:/+", "", text)
+    authority = re.split(r"[/?#](?=[^@]*$)", rest, maxsplit=1)[0]
+    if "@" not in authority:
+        return None
+    userinfo = authority.rsplit("@", 1)[0]
+    if ":" not in userinfo:
+        return None
+    password = userinfo.split(":", 1)[1]
+    return password or None
 
 
 _DAYS_AGO = re.compile(r"^(\d{1,5})d$")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import MongoClient
+from pymongo import errors as pymongo_errors
 
-from config import Settings
-from errors import Backoff, retrying
+from config import Settings, mask_secrets_of
+from errors import ArchiverError, Backoff, ConfigError, FatalError, TransientError, retrying
 from logger import get_logger
 
 log = get_logger("connection")
@@ -51,11 +54,17 @@ def open_client(
         from simulation import simulation_client
 
         return simulation_client(settings, count=simulation_count, seed=simulation_seed)
-    client: MongoClient = MongoClient(settings.mongodb_uri, **client_options(settings))
+    client = _new_client(settings)
     log.debug("connecting to %s", settings.safe_uri)
 
     def ping() -> None:
-        client.admin.command("ping")
+        try:
+            client.admin.command("ping")
+        except pymongo_errors.ServerSelectionTimeoutError as exc:
+            diagnosis = diagnose_unreachable(client, settings)
+            if diagnosis.lasting:
+                raise FatalError(f"cannot reach MongoDB: {diagnosis.message}") from exc
+            raise Unreachable(f"cannot reach MongoDB: {diagnosis.message}") from exc
 
     try:
         retrying(
@@ -63,11 +72,131 @@ def open_client(
             attempts=attempts,
             backoff=Backoff(initial=0.5, maximum=5.0),
             stop_event=stop_event,
-            on_retry=lambda exc, delay: log.warning(
-                "MongoDB not reachable yet (%s); retrying in %.1fs", type(exc).__name__, delay
-            ),
+            on_retry=lambda exc, delay: log.warning("%s; retrying in %.1fs", exc, delay),
         )
+    except ArchiverError as error:
+        client.close()
+        cause = error.__cause__
+        if isinstance(cause, pymongo_errors.OperationFailure) and cause.code == 18:
+            raise FatalError(f"authentication failed: {_who(settings)}") from cause
+        if isinstance(cause, Unreachable):
+            raise TransientError(str(cause)) from cause
+        raise
     except Exception:
         client.close()
         raise
     return client
+
+
+class Unreachable(pymongo_errors.AutoReconnect):
+    """No server answered, with the reason in words; a network error, so ``retrying`` retries it."""
+
+
+def _new_client(settings: Settings) -> MongoClient:
+    """The client; a ``mongodb+srv`` host whose SRV record cannot be read is a connection
+    failure naming the host, any other refusal of the URI a configuration error."""
+    try:
+        return MongoClient(settings.mongodb_uri, **client_options(settings))
+    except pymongo_errors.ConfigurationError as exc:
+        message = mask_secrets_of(settings.mongodb_uri or "", str(exc).splitlines()[0] if str(exc) else "")
+        if _is_dns_failure(exc):
+            raise FatalError(
+                f"cannot reach MongoDB: the SRV record of MONGODB_URI's host cannot be resolved ({message}); "
+                "check the host name (Atlas: Connect > Drivers shows it) and this machine's DNS"
+            ) from exc
+        raise ConfigError(f"MONGODB_URI: {message}") from exc
+
+
+def _is_dns_failure(exc: BaseException) -> bool:
+    try:
+        from dns.exception import DNSException
+    except ImportError:  # pragma: no cover - pymongo needs dnspython for mongodb+srv
+        return False
+    return isinstance(exc.__cause__, DNSException) or "DNS" in str(exc)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    message: str
+    lasting: bool  # retrying the same settings will not help
+
+
+def _network_reason(error: BaseException) -> tuple[str, bool]:
+    """What a server description's error means, in words, and whether it lasts."""
+    text = str(error)
+    lowered = text.lower()
+    if "connection refused" in lowered:
+        return "connection refused: nothing listens there (is MongoDB running? is the port right?)", False
+    if any(
+        marker in lowered
+        for marker in ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo")
+    ):
+        return "host name not found (DNS): check the host in MONGODB_URI", True
+    if "ssl" in lowered or "certificate" in lowered or "tls" in lowered:
+        detail = re.sub(r"\s*\(configured timeouts:.*", "", text.split(": ", 1)[-1])[:160]
+        return (
+            f"TLS handshake failed ({detail}): check tls= in MONGODB_URI and MONGODB_TLS_CA_FILE, "
+            "and whether the server expects TLS",
+            "timed out" not in lowered,
+        )
+    if "timed out" in lowered:
+        return (
+            "no answer within MONGODB_TIMEOUT_MS (a firewall, a wrong port, or a server that expects TLS)",
+            False,
+        )
+    return re.sub(r"\s*\(configured timeouts:.*", "", text)[:200], False
+
+
+def diagnose_unreachable(client: MongoClient, settings: Settings) -> Diagnosis:
+    """Why server selection failed, from the driver's view of each host (SDAM): refused,
+    DNS, TLS, or reachable but not a member of the replica set the URI names."""
+    description = client.topology_description
+    servers = description.server_descriptions()
+    problems, lasting = [], True
+    for (host, port), server in servers.items():
+        if server.error is not None:
+            reason, permanent = _network_reason(server.error)
+            problems.append(f"{host}:{port}: {reason}")
+            lasting = lasting and permanent
+    if problems:
+        return Diagnosis("; ".join(problems), lasting)
+    replica_set = description.replica_set_name
+    hosts = ", ".join(f"{host}:{port}" for host, port in _seeds(client)) or "the hosts of MONGODB_URI"
+    if replica_set and description.topology_type_name == "ReplicaSetNoPrimary":
+        members = [f"{host}:{port} ({s.server_type_name})" for (host, port), s in servers.items()]
+        if not members:
+            return Diagnosis(
+                f"{hosts} answered, but not as members of replica set {replica_set!r} (replicaSet= in "
+                "MONGODB_URI): use the set's real name (rs.status().set), or drop replicaSet= for a "
+                "standalone server",
+                True,
+            )
+        return Diagnosis(
+            f"replica set {replica_set!r} has no primary right now (members: {', '.join(members)}); "
+            "an election may be under way",
+            False,
+        )
+    return Diagnosis(f"no server answered within MONGODB_TIMEOUT_MS ({hosts})", False)
+
+
+def _seeds(client: MongoClient) -> list[tuple[str, int]]:
+    try:
+        return list(client.topology_description.server_descriptions()) or list(
+            client._topology_settings.seeds  # the URI's hosts; pymongo drops non-members
+        )
+    except AttributeError:
+        return []
+
+
+def _who(settings: Settings) -> str:
+    """The user and the database it authenticates against, never the password."""
+    try:
+        from pymongo.uri_parser import parse_uri
+
+        parsed = parse_uri(settings.mongodb_uri or "", connect_timeout=1)
+        user = parsed.get("username")
+        source = parsed.get("options", {}).get("authsource") or parsed.get("database") or "admin"
+    except Exception:  # a +srv URI needs DNS to parse: say less
+        user, source = None, None
+    who = f"user {user!r} (authSource {source})" if user else "the user of MONGODB_URI"
+    return f"{who} was refused: check the user name and password in MONGODB_URI, and authSource"

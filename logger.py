@@ -15,10 +15,9 @@ from pathlib import Path
 
 from pythonjsonlogger.json import JsonFormatter
 
-from config import Settings, redact_uri, uri_password
+from config import LOG_FILE_NAME, Settings, redact_uri, uri_password
 
 LOGGER_NAME = "order_archiver"
-LOG_FILE_NAME = "order-archiver.log"
 LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
 LOG_FILE_BACKUPS = 5
 

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from config import (
+    check_log_dir,
+    check_output_paths,
     load_settings,
     parse_date_bound,
     parse_duration,
@@ -268,8 +270,13 @@ def _simulation_arguments(parser: argparse.ArgumentParser) -> None:
 # --- commands: each returns an exit code ---------------------------------------------------
 
 
-def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+def _settings(
+    args: argparse.Namespace, outputs: dict[str, str | None] | None = None, **overrides: Any
+) -> Any:
+    """The settings, with every file the command will write checked before any work."""
     settings, warnings = load_settings(args.env_file, overrides)
+    check_log_dir(settings.log_dir)
+    check_output_paths(settings, outputs or {}, args.env_file)
     setup_logging(settings, verbosity=1 if args.verbose else -1 if args.quiet else 0)
     for warning in warnings:
         get_logger().warning(warning)
@@ -282,7 +289,12 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from progress import progress_mode
 
     check_window(args.date_from, args.date_to)
-    settings = _settings(args, batch_size=args.batch_size, simulation=args.simulation or None)
+    settings = _settings(
+        args,
+        {"--metrics-file": args.metrics_file, "--export-samples": args.export_samples},
+        batch_size=args.batch_size,
+        simulation=args.simulation or None,
+    )
     options = BatchOptions(
         run=args.run,
         date_from=args.date_from,
@@ -331,6 +343,8 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from watcher import Watcher, WatchOptions
 
     settings = _settings(args, resume_token_file=args.token_file)
+    if args.token_store == "file":
+        check_output_paths(settings, {"RESUME_TOKEN_FILE": settings.resume_token_file}, args.env_file)
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:
@@ -412,7 +426,11 @@ def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from progress import progress_mode
     from simulation import SimulateOptions, run_simulate
 
-    settings = _settings(args, simulation=args.simulation or None)
+    settings = _settings(
+        args,
+        {"--samples-file": args.samples_file if args.simulation else None},
+        simulation=args.simulation or None,
+    )
     options = SimulateOptions(
         count=args.count,
         seed=args.seed,
