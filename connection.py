@@ -133,7 +133,8 @@ def _network_reason(error: BaseException) -> tuple[str, bool]:
     ):
         return "host name not found (DNS): check the host in MONGODB_URI", True
     if "ssl" in lowered or "certificate" in lowered or "tls" in lowered:
-        detail = re.sub(r"\s*\(configured timeouts:.*", "", text.split(": ", 1)[-1])[:160]
+        detail = re.sub(r"\s*\(configured timeouts:.*", "", text.split(": ", 1)[-1])
+        detail = re.sub(r"^\S+:\d+: ", "", detail)[:160]
         return (
             f"TLS handshake failed ({detail}): check tls= in MONGODB_URI and MONGODB_TLS_CA_FILE, "
             "and whether the server expects TLS",

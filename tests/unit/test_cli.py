@@ -130,7 +130,7 @@ def test_broken_samples_file_is_a_config_error(capsys, tmp_path):
     assert "samples.json: not a samples file" in capsys.readouterr().err
 
 
-def test_unexpected_export_path_fails_cleanly(capsys, tmp_path):
+def test_an_export_path_in_a_missing_folder_is_a_usage_error(capsys, tmp_path):
     code = main(
         [
             "batch",
@@ -141,6 +141,6 @@ def test_unexpected_export_path_fails_cleanly(capsys, tmp_path):
             str(tmp_path / "no" / "dir" / "x.json"),
         ]
     )
-    assert code == 1
+    assert code == 2
     err = capsys.readouterr().err
-    assert "--export-samples: cannot write" in err and "Traceback" not in err
+    assert "the folder" in err and "does not exist" in err and "Traceback" not in err

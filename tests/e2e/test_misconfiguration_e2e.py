@@ -1,0 +1,158 @@
+"""A new user's mistakes, through the command line as a subprocess: each is one line on
+stderr, a documented exit code, no traceback, no secret, and nothing written or deleted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import PLAIN_PASSWORD, PLAIN_USER, run_cli
+from tests.helpers import seed_database
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "S3cretPW-typo-9"
+
+
+def one_line_error(result, code: int) -> str:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    return lines[-1]
+
+
+def snapshot(database) -> dict[str, int]:
+    return {name: database[name].count_documents({}) for name in database.list_collection_names()}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "clash"),
+    [
+        ("ARCHIVE_COLLECTION", "Commande", "ORDERS_COLLECTION"),
+        ("ARCHIVE_COLLECTION", "Menu", "MENU_COLLECTION"),
+        ("CHECKPOINT_COLLECTION", "Client", "CLIENTS_COLLECTION"),
+        ("REJECTS_COLLECTION", "Commande_archive", "ARCHIVE_COLLECTION"),
+        ("ORDERS_COLLECTION", "Livreur", "COURIERS_COLLECTION"),
+    ],
+)
+def test_a_collection_in_two_roles_is_refused_before_anything_runs(
+    nx_client, nx_env, nx_settings, db_name, tmp_path, variable, value, clash
+):
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 200, seed=3)
+    before = snapshot(database)
+    for args in (("batch", "--run", "--purge-source"), ("watch",), ("verify", "--repair"), ("status",)):
+        result = run_cli(*args, env={**nx_env, variable: value}, cwd=tmp_path, timeout=60)
+        line = one_line_error(result, 2)
+        assert variable in line and clash in line and f"{db_name}.{value}" in line
+    assert snapshot(database) == before  # nothing archived, nothing purged, nothing created
+
+
+def test_the_same_name_in_another_database_is_fine_and_a_case_variant_of_the_database_is_not(
+    nx_client, nx_env, nx_settings, db_name, tmp_path
+):
+    seed_database(nx_client[db_name], nx_settings, 50, seed=3)
+    other = {**nx_env, "ARCHIVE_DATABASE": f"{db_name}_archive", "ARCHIVE_COLLECTION": "Commande"}
+    result = run_cli("batch", "--json", "-q", env=other, cwd=tmp_path)
+    assert result.returncode in (0, 3), result.stderr  # a dry run of seeded data (seed 3: see below)
+    assert json.loads(result.stdout)["would_archive"] > 0
+    upper = {**other, "ARCHIVE_DATABASE": db_name.upper()}
+    line = one_line_error(run_cli("batch", env=upper, cwd=tmp_path), 2)
+    assert "ARCHIVE_COLLECTION and ORDERS_COLLECTION" in line
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"mongodb:/archiver:{SECRET}@localhost/",
+        f"MONGODB://archiver:{SECRET}@localhost/",
+        f"archiver:{SECRET}@localhost/",
+        f"mongodb//archiver:{SECRET}@localhost",
+        f"mongodb:///archiver:{SECRET}@localhost",
+        f"http://archiver:{SECRET}@localhost",
+        f"mongodb://archiver:{SECRET}@localhost:notaport/",
+        f"mongodb://archiver:{SECRET}@",
+        f"mongodb://archiver:{SECRET}@localhost/?authMechanism=NOPE",
+        f"mongodb://archiver:{SECRET}@localhost/?tls=maybe",
+        f"mongodb://archiver:{SECRET}@localhost/?connectTimeoutMS=soon",
+        f"mongodb://archiver:S3c@{SECRET}@localhost/",
+        f"mongodb://archiver:{SECRET.replace('-', '%2D')}@localhost:x/",
+    ],
+)
+def test_a_malformed_uri_never_prints_its_password(tmp_path, uri):
+    for args in (("batch",), ("watch",)):
+        result = run_cli(*args, env={"MONGODB_URI": uri, "LOG_LEVEL": "DEBUG"}, cwd=tmp_path)
+        line = one_line_error(result, 2)
+        assert "MONGODB_URI" in line
+        for secret in (SECRET, "S3cretPW", SECRET.replace("-", "%2D")):
+            assert secret not in result.stdout + result.stderr
+    for log in tmp_path.glob("logs/*"):
+        assert "S3cretPW" not in log.read_text()
+
+
+def test_every_subcommand_keeps_a_malformed_uris_password(tmp_path):
+    uri = f"mongodb:/archiver:{SECRET}@localhost/"
+    for args in (("status",), ("verify",), ("simulate", "--count", "1")):
+        result = run_cli(*args, env={"MONGODB_URI": uri}, cwd=tmp_path)
+        assert "MONGODB_URI" in one_line_error(result, 2)
+        assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("--metrics-file", "/nonexistent/x.prom"), "--metrics-file /nonexistent/x.prom: the folder"),
+        (("--metrics-file", "."), "is a folder"),
+        (("--export-samples", "/nonexistent/s.json"), "--export-samples /nonexistent/s.json: the folder"),
+        (("--export-samples", "same.json", "--metrics-file", "same.json"), "both name same.json"),
+        (("--metrics-file", ".env"), "both name .env"),
+    ],
+)
+def test_output_files_are_checked_before_anything_is_read_or_written(
+    nx_client, nx_env, nx_settings, db_name, tmp_path, args, what
+):
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 150, seed=5)
+    (tmp_path / ".env").write_text("")
+    before = snapshot(database)
+    result = run_cli("batch", "--run", "--purge-source", *args, env=nx_env, cwd=tmp_path)
+    assert what in one_line_error(result, 2)
+    assert snapshot(database) == before
+
+
+def test_an_unusable_log_folder_or_samples_file_is_exit_2(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = run_cli("batch", "--simulation", env={"LOG_DIR": "afile/logs"}, cwd=tmp_path)
+    assert "LOG_DIR afile/logs: cannot create the log folder" in one_line_error(result, 2)
+    result = run_cli(
+        "--simulation", "--samples-file", "/nonexistent/s.json", cwd=tmp_path, script="simulate.py"
+    )
+    assert "--samples-file /nonexistent/s.json: the folder" in one_line_error(result, 2)
+
+
+def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path):
+    host = nx_server.uri.removeprefix("mongodb://").rstrip("/")
+    cases = [
+        ("mongodb://127.0.0.1:9/", "127.0.0.1:9: connection refused"),
+        ("mongodb://no-such-host.invalid:27017/", "no-such-host.invalid:27017: host name not found (DNS)"),
+        (
+            f"mongodb+srv://archiver:{SECRET}@no-such-cluster.invalid/",
+            "the SRV record of MONGODB_URI's host cannot be resolved",
+        ),
+        (f"{nx_server.uri}?replicaSet=rs0", f"{host} answered, but not as members of replica set 'rs0'"),
+        (f"{nx_server.uri}?tls=true&tlsInsecure=true", f"{host}: TLS handshake failed"),
+        (
+            nx_server.uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:Wrong-{SECRET}@")
+            + "?authMechanism=PLAIN",
+            f"authentication failed: user '{PLAIN_USER}' (authSource admin) was refused",
+        ),
+    ]
+    for uri, expected in cases:
+        result = run_cli("batch", env={"MONGODB_URI": uri, "MONGODB_TIMEOUT_MS": "1000"}, cwd=tmp_path)
+        line = one_line_error(result, 1)
+        assert expected in line, line
+        assert "unexpected" not in line and "server selection timed out" not in line
+        assert SECRET not in result.stdout + result.stderr
+    assert PLAIN_PASSWORD  # the account exists: only the wrong password was refused
