@@ -30,7 +30,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo import errors as pymongo_errors
 
 from config import Settings
-from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document
+from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, status_match
 from errors import (
     ArchiverError,
     Backoff,
@@ -43,6 +43,7 @@ from errors import (
 )
 from logger import get_logger
 from progress import Progress
+from rejects import Rejection, RejectStore
 
 log = get_logger("batch")
 
@@ -72,11 +73,19 @@ class BatchOptions:
 
 @dataclass
 class BatchReport:
+    """What a run did. Without ``--limit``, a completed run's counts add up:
+    ``archived + already_archived + rejected == delivered`` (the window's delivered orders
+    at the start, give or take orders delivered while it ran)."""
+
     mode: str = "dry-run"
-    scanned: int = 0
+    completed: bool = False
+    delivered: int | None = None  # delivered orders of the window when the run started
+    scanned: int = 0  # orders the run read and examined (the server skips archived ones)
     archived: int = 0
     already_archived: int = 0
     rejected: int = 0
+    rejected_new: int = 0  # rejected orders never listed before: these make exit 3
+    outside_window: int = 0  # string dates that turned out to be outside the window
     purged: int = 0
     seconds: float = 0.0
     would_archive: int = 0
@@ -90,16 +99,23 @@ class BatchReport:
     def orders_per_second(self) -> float:
         return self.scanned / self.seconds if self.seconds > 0 else 0.0
 
+    def _rejected_text(self) -> str:
+        if not self.rejected:
+            return "0"
+        return f"{self.rejected} ({self.rejected_new} new; list: main.py rejects)"
+
     def summary_line(self) -> str:
+        window = f" of {self.delivered} delivered in the window" if self.delivered is not None else ""
         if self.mode == "dry-run":
             return (
                 f"dry run: {self.scanned} to examine, would archive {self.would_archive}, "
-                f"already archived {self.already_archived}, would reject {self.rejected} "
+                f"already archived {self.already_archived}, would reject {self._rejected_text()}{window} "
                 f"({self.seconds:.2f}s); nothing was written, add --run to archive"
             )
+        head = "batch done" if self.completed else "batch stopped before the end, counts so far"
         return (
-            f"batch done: scanned {self.scanned}, archived {self.archived}, already archived "
-            f"{self.already_archived}, rejected {self.rejected}, purged {self.purged} in "
+            f"{head}: scanned {self.scanned}, archived {self.archived}, already archived "
+            f"{self.already_archived}, rejected {self._rejected_text()}, purged {self.purged}{window} in "
             f"{self.seconds:.2f}s ({self.orders_per_second:.0f} orders/s)"
             + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
         )
@@ -140,7 +156,7 @@ def build_selection(
     date; such orders are selected whatever their text, and ``in_window`` decides once the
     date is parsed.
     """
-    selection: dict[str, Any] = {"status": delivered_status}
+    selection: dict[str, Any] = {"status": status_match(delivered_status)}
     bounds = date_range(date_from, date_to)
     if bounds:
         selection["$or"] = [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]
@@ -221,7 +237,7 @@ class _Chunk:
     documents: list[dict[str, Any]] = field(default_factory=list)
     last_id: Any = None
     scanned: int = 0
-    rejections: list[str] = field(default_factory=list)  # one reason per rejected order
+    rejections: list[Rejection] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -235,6 +251,7 @@ class Collections:
     orders: Any
     archive: Any
     checkpoints: Any
+    rejects: Any
     names: CollectionNames
     same_database: bool
 
@@ -245,6 +262,7 @@ class Collections:
             orders=client[settings.mongodb_database][settings.orders_collection],
             archive=archive_db[settings.archive_collection],
             checkpoints=archive_db[settings.checkpoint_collection],
+            rejects=archive_db[settings.rejects_collection],
             names=CollectionNames.from_settings(settings),
             same_database=settings.archive_db_name == settings.mongodb_database,
         )
@@ -254,7 +272,7 @@ class Collections:
 class WriteOutcome:
     archived: int = 0
     already_archived: int = 0
-    rejections: list[str] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 class ArchiveWriter:
@@ -323,8 +341,7 @@ class ArchiveWriter:
             if document["_id"] in present:
                 outcome.already_archived += 1
                 continue
-            outcome.rejections.append(reason)
-            log.warning("order rejected", extra={"order_id": str(document["_id"]), "reason": reason})
+            outcome.rejections.append(Rejection(document["_id"], reason, document.get("numero_commande")))
         return outcome
 
 
@@ -352,6 +369,7 @@ class BatchArchiver:
         self.same_database = collections.same_database
         self.names = collections.names
         self.writer = ArchiveWriter(self.archive, self.stop_event)
+        self.rejects = RejectStore(collections.rejects, self.stop_event)
         self.report = BatchReport(mode="run" if options.run else "dry-run")
         self.key = checkpoint_key(settings, options)
         self.progress: Progress | None = None
@@ -455,7 +473,7 @@ class BatchArchiver:
             if wanted:
                 position = {order_id: index for index, order_id in enumerate(wanted)}
                 # The status again: an order corrected since the id query is not archived.
-                page = {"_id": {"$in": wanted}, "status": self.settings.delivered_status}
+                page = {"_id": {"$in": wanted}, "status": status_match(self.settings.delivered_status)}
                 raw = list(self.orders.aggregate(build_enrichment_pipeline(page, self.names)))
                 for document in sorted(raw, key=lambda doc: position[doc["_id"]]):
                     yield document, None
@@ -470,11 +488,14 @@ class BatchArchiver:
             )
         except InvalidOrderError as exc:
             chunk.scanned += 1
-            chunk.rejections.append(exc.reason)
-            log.warning("order rejected", extra={"order_id": str(raw.get("_id")), "reason": exc.reason})
+            numero = raw.get("numero_commande")
+            chunk.rejections.append(
+                Rejection(raw.get("_id"), exc.reason, numero if isinstance(numero, str) else None)
+            )
             return
         if not in_window(document["date_commande"], self.options.date_from, self.options.date_to):
-            return  # a string date outside the window: not selected after all
+            self.report.outside_window += 1  # a string date outside the window: not selected after all
+            return
         chunk.scanned += 1
         chunk.documents.append(document)
 
@@ -529,24 +550,25 @@ class BatchArchiver:
             self.report.scanned += chunk.scanned
             yield chunk
 
-    def _count_rejections(self, chunk: _Chunk) -> None:
-        self.report.rejected += len(chunk.rejections)
-        for reason in chunk.rejections:
+    def _count_rejections(self, rejections: list[Rejection], new: int) -> None:
+        self.report.rejected += len(rejections)
+        self.report.rejected_new += new
+        for rejection in rejections:
+            reason = rejection.reason
             self.report.rejections[reason] = self.report.rejections.get(reason, 0) + 1
 
     # -- writing
 
     def write_chunk(self, chunk: _Chunk) -> None:
-        documents = chunk.documents
-        if not self.same_database and documents:
-            existing = self.writer.existing_ids([d["_id"] for d in documents])
-            documents = [d for d in documents if d["_id"] not in existing]
+        documents = self._not_yet_archived(chunk.documents)
         if documents:
             outcome = self.writer.upsert(documents)
             self.report.archived += outcome.archived
             self.report.already_archived += outcome.already_archived
             chunk.rejections.extend(outcome.rejections)
-        self._count_rejections(chunk)
+        # Recorded after the archive write of the same chunk, like the checkpoint.
+        new = self.rejects.record(chunk.rejections, source=self.options.archived_by, now=self.clock())
+        self._count_rejections(chunk.rejections, new)
         # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
         # one write every few seconds is enough; it always follows the chunks it covers.
         if chunk.last_id is not None:
@@ -574,7 +596,7 @@ class BatchArchiver:
             if confirmed:
                 result = retrying(
                     lambda c=confirmed: self.orders.delete_many(
-                        {"_id": {"$in": c}, "status": self.settings.delivered_status}
+                        {"_id": {"$in": c}, "status": status_match(self.settings.delivered_status)}
                     ),
                     attempts=WRITE_ATTEMPTS,
                     stop_event=self.stop_event,
@@ -583,18 +605,51 @@ class BatchArchiver:
 
     # -- orchestration
 
-    def _count_already_archived(self) -> int:
-        bounds = date_range(self.options.date_from, self.options.date_to)
-        archive_filter = {"date_commande": bounds} if bounds else {}
-        return retrying(lambda: self.archive.count_documents(archive_filter), stop_event=self.stop_event)
+    def _not_yet_archived(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """In another database the server cannot skip archived orders: ask the archive by ``_id``."""
+        if self.same_database or not documents:
+            return documents
+        existing = self.writer.existing_ids([d["_id"] for d in documents])
+        self.report.already_archived += len(existing)
+        return [d for d in documents if d["_id"] not in existing]
+
+    def _count_delivered(self) -> int | None:
+        """The window's delivered orders (an index count), for counts that add up and the
+        progress total; None if the count itself fails (never a reason to fail the run)."""
+        selection = build_selection(
+            self.settings.delivered_status, self.options.date_from, self.options.date_to
+        )
+        try:
+            return int(
+                retrying(
+                    lambda: self.orders.count_documents(selection), attempts=2, stop_event=self.stop_event
+                )
+            )
+        except ArchiverError as exc:
+            log.warning("could not count the delivered orders (%s); counts will be partial", exc)
+            return None
+
+    def _settle_counts(self) -> None:
+        """In the same database the aggregation skips archived orders on the server, unseen:
+        they are the delivered orders this run did not examine. Only a whole, completed pass
+        knows them (``--limit`` stops early; a resumed run's earlier part was archived then)."""
+        report = self.report
+        if report.delivered is None or self.options.limit is not None or not self.same_database:
+            return
+        unseen = report.delivered - report.scanned - report.outside_window
+        report.already_archived += max(unseen, 0)
 
     def run(self) -> BatchReport:
+        """The run; on an error or a stop the report so far stays readable as ``self.report``."""
         started = time.monotonic()
         try:
+            self.report.delivered = self._count_delivered()
             if self.options.run:
                 self._run_archive()
             else:
                 self._run_dry()
+            self._settle_counts()
+            self.report.completed = True
         finally:
             self.report.seconds = time.monotonic() - started
             self.report.peak_rss_mib = peak_rss_mib()
@@ -607,19 +662,9 @@ class BatchArchiver:
         one index count, made only when progress is shown."""
         if self.options.progress == "off":
             return
-        selection = build_selection(
-            self.settings.delivered_status, self.options.date_from, self.options.date_to
-        )
-        total: int | None
-        try:
-            total = retrying(
-                lambda: self.orders.count_documents(selection), attempts=2, stop_event=self.stop_event
-            )
-        except ArchiverError as exc:  # a nicety: never a reason to fail the run
-            log.debug("no total for the progress display (%s)", exc)
-            total = None
+        total = self.report.delivered
         if total is not None and self.same_database:
-            total = max(total - self.report.already_archived, 0)
+            total = max(total - self._archived_in_window(), 0)
         if total is not None and self.options.limit is not None:
             total = min(total, self.options.limit)
         label = "archiving" if self.options.run else "examining"
@@ -630,20 +675,37 @@ class BatchArchiver:
         if room > 0:
             self.report.samples.extend(documents[:room])
 
+    def _archived_in_window(self) -> int:
+        """Archive documents of the window: an estimate of what the server will skip, for the
+        progress bar only (after a purge the archive holds orders the source no longer has)."""
+        bounds = date_range(self.options.date_from, self.options.date_to)
+        archive_filter = {"date_commande": bounds} if bounds else {}
+        try:
+            return int(
+                retrying(
+                    lambda: self.archive.count_documents(archive_filter),
+                    attempts=2,
+                    stop_event=self.stop_event,
+                )
+            )
+        except ArchiverError:
+            return 0
+
     def _run_dry(self) -> None:
-        if self.same_database:
-            self.report.already_archived = self._count_already_archived()
         self._start_progress()
         for chunk in self.read_chunks(after_id=None):
             if self.progress is not None:
                 self.progress.update(chunk.size)
-            documents = chunk.documents
-            if not self.same_database and documents:
-                existing = self.writer.existing_ids([d["_id"] for d in documents])
-                self.report.already_archived += len(existing)
-                documents = [d for d in documents if d["_id"] not in existing]
+            documents = self._not_yet_archived(chunk.documents)
             self.report.would_archive += len(documents)
-            self._count_rejections(chunk)
+            known = self.rejects.known([r.order_id for r in chunk.rejections])
+            new = [r for r in chunk.rejections if r.order_id not in known]
+            for rejection in new:
+                log.warning(
+                    "order would be rejected",
+                    extra={"order_id": str(rejection.order_id), "reason": rejection.reason},
+                )
+            self._count_rejections(chunk.rejections, len(new))
             self._keep_samples(documents)
         self._export_samples()
 
@@ -653,8 +715,6 @@ class BatchArchiver:
         if after_id is not None:
             self.report.resumed_from = str(after_id)
             log.info("resuming an interrupted run after _id %s", after_id)
-        if self.same_database:
-            self.report.already_archived = self._count_already_archived()
         self._start_progress()
         chunks: queue.Queue[_Chunk] = queue.Queue(maxsize=QUEUE_CHUNKS)
         failure: list[BaseException] = []
@@ -700,9 +760,18 @@ class BatchArchiver:
             self.clear_checkpoint()
         elif self._last_written_id is not None:
             self.save_checkpoint(self._last_written_id)  # the next run continues after it
+        self._prune_rejects()
         if self.options.purge_source:
             self.purge()
         self._export_samples()
+
+    def _prune_rejects(self) -> None:
+        """Rejected orders that were fixed (and archived), deleted or corrected leave the list;
+        a failure here only leaves the list longer: the archive is done."""
+        try:
+            self.rejects.prune(self.orders, self.archive, status_match(self.settings.delivered_status))
+        except ArchiverError as exc:
+            log.warning("the list of rejected orders was not tidied (%s); the next run tries again", exc)
 
     @staticmethod
     def _put(chunks: queue.Queue[Any], item: Any) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -105,6 +106,27 @@ def build_enrichment_pipeline(
         projection[f"{_MENUS}.{field}"] = 1
     pipeline.append({"$project": projection})
     return pipeline
+
+
+# --- the delivered status ------------------------------------------------------------------
+
+
+def status_forms(status: str) -> list[str]:
+    """The ways one status is stored: composed (NFC, ``é`` as one code point) and decomposed
+    (NFD, ``e`` + combining accent, as some tools and macOS write it). People see one word."""
+    return list(dict.fromkeys(unicodedata.normalize(form, status) for form in ("NFC", "NFD")))
+
+
+def status_match(status: str) -> Any:
+    """The query value for ``{"status": ...}`` that matches every stored form of ``status``."""
+    forms = status_forms(status)
+    return forms[0] if len(forms) == 1 else {"$in": forms}
+
+
+def is_status(value: Any, status: str) -> bool:
+    return isinstance(value, str) and unicodedata.normalize("NFC", value) == unicodedata.normalize(
+        "NFC", status
+    )
 
 
 # --- normalisation -----------------------------------------------------------------------
@@ -214,6 +236,16 @@ class PiiPolicy:
         return {k: (pseudonymise(v, self.key or "") if k in PII_FIELDS else v) for k, v in client.items()}
 
 
+def mask_pii(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an archive document fit to print on a terminal: the client's e-mail and
+    phone become ``***`` (the field stays, so a reader sees that it exists)."""
+    shown = dict(document)
+    client = shown.get("client")
+    if isinstance(client, Mapping):
+        shown["client"] = {k: ("***" if k in PII_FIELDS and v is not None else v) for k, v in client.items()}
+    return shown
+
+
 def pseudonymise(value: Any, key: str) -> Any:
     """``hmac-sha256:<hex>`` of the trimmed, lower-cased text; None stays None."""
     if value is None:
@@ -290,7 +322,7 @@ def finish_archive_document(
     document = {
         "_id": raw["_id"],
         "numero_commande": numero,
-        "status": status if isinstance(status, str) else str(status),
+        "status": unicodedata.normalize("NFC", status if isinstance(status, str) else str(status)),
         "date_commande": date_commande,
         "date_livraison": date_livraison,
         "client": (pii or PiiPolicy()).apply(

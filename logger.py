@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import sys
 import urllib.parse
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pythonjsonlogger.json import JsonFormatter
@@ -21,6 +22,9 @@ LOGGER_NAME = "order_archiver"
 LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
 LOG_FILE_BACKUPS = 5
 
+# ``extra={STATS: {...}}``: figures a message already states in words; JSON logs carry them as
+# fields, text logs do not repeat them.
+STATS = "stats"
 _STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "file_only"}
 # ``log.debug(..., exc_info=True, extra=FILE_ONLY)``: tracebacks go to the log file, never the console.
 FILE_ONLY = {"file_only": True}
@@ -67,23 +71,35 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def iso_time(record: logging.LogRecord) -> str:
+    """ISO-8601 in UTC with its offset, to the millisecond: ``2026-11-26T14:31:08.123+00:00``."""
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
 class TextFormatter(logging.Formatter):
-    """``time level logger: message key=value ...``: extras shown, not lost."""
+    """``time level logger: message key=value ...``: extras shown, not lost; ISO-8601 times."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_time(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and k != STATS}
         if extras:
             line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
         return line
 
 
+class _IsoJsonFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_time(record)
+
+
 def _json_formatter() -> logging.Formatter:
-    return JsonFormatter(
+    return _IsoJsonFormatter(
         "{asctime}{levelname}{name}{message}",
         style="{",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
     )
 
 
@@ -111,7 +127,7 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
     if settings.log_format == "json":
         console.setFormatter(_json_formatter())
     else:
-        console.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+        console.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(message)s"))
     handlers: list[logging.Handler] = [console]
 
     if settings.log_dir:

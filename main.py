@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from config import (
@@ -45,6 +46,20 @@ EPILOG_STATUS = """examples:
 EPILOG_VERIFY = """examples:
   python main.py verify --date-from 7d
   python main.py verify --repair                 then archive what is missing
+"""
+EPILOG_WATCH = """examples:
+  python main.py watch                           archive each delivery as it happens (token in a file)
+  python main.py watch --token-store mongo --name eu-1 --metrics-port 9108
+                                                 token in MongoDB; start a second one for a hot standby
+  python main.py watch --from-now                a first start that skips the catch-up of the past
+"""
+EPILOG_REJECTS = """examples:
+  python main.py rejects                         the rejected orders, newest first
+  python main.py rejects --json --limit 0        all of them, as JSON
+"""
+EPILOG_RETIRE = """examples:
+  python main.py retire-watcher eu-1             a mongo-store watcher that will not come back
+  python main.py retire-watcher --token-file /data/.resume_token.json
 """
 EPILOG_SIMULATE = """examples:
   python simulate.py --count 1000 --seed 42 --p-delivered 0.4 --reset
@@ -81,11 +96,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    verbosity = common.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    common.add_argument("--env-file", metavar="F", help="read settings from F instead of ./.env")
+    common = _common_arguments()
 
     parser = OneLineParser(
         prog="main.py",
@@ -137,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--restart", action="store_true", help="ignore the checkpoint of an interrupted run")
     batch.add_argument("--json", action="store_true", help="print the report as one JSON object")
     batch.add_argument(
+        "--show-pii",
+        action="store_true",
+        help="dry run: print the samples' client e-mail and phone (masked by default)",
+    )
+    batch.add_argument(
         "--metrics-file", metavar="PATH", help="write the run's figures for the Prometheus textfile collector"
     )
     _simulation_arguments(batch)
@@ -147,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="archive each delivery as it happens (change streams)",
         description="Archive each order the moment it is delivered, resuming after any restart.",
+        epilog=EPILOG_WATCH,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     watch.add_argument("--from-now", action="store_true", help="skip the catch-up of missed deliveries")
     watch.add_argument(
@@ -219,14 +237,65 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
     verify.set_defaults(func=cmd_verify)
 
+    rejects = commands.add_parser(
+        "rejects",
+        parents=[common],
+        help="list the rejected orders (invalid: never archived until fixed at the source)",
+        description="The orders batch or watch rejected as invalid, newest first, with the reason. "
+        "An order fixed at the source is archived by the next run and leaves the list.",
+        epilog=EPILOG_REJECTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rejects.add_argument(
+        "--limit",
+        metavar="N",
+        type=_argument(_non_negative_int),
+        default=50,
+        help="show at most N (50; 0: all)",
+    )
+    rejects.add_argument("--json", action="store_true", help="print the list as one JSON object")
+    rejects.set_defaults(func=cmd_rejects)
+
+    retire = commands.add_parser(
+        "retire-watcher",
+        parents=[common],
+        help="forget a watcher that will not come back (status stops expecting it)",
+        description="Remove a stopped watcher's resume token (and end its lease), so that status no "
+        "longer reports it. Refused while it runs. Started again, it would catch up first.",
+        epilog=EPILOG_RETIRE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    retire.add_argument(
+        "name", nargs="?", type=_argument(parse_name), help="the watcher's --name (mongo store)"
+    )
+    retire.add_argument("--token-file", metavar="PATH", help="retire the watcher of this token file instead")
+    retire.set_defaults(func=cmd_retire_watcher)
+
     simulate = commands.add_parser(
         "simulate",
         parents=[common],
         help="fill a database with generated orders (also: python simulate.py)",
-        description="Fill the source database with realistic generated data (Faker, fr_FR).",
+        description=SIMULATE_DESCRIPTION,
         epilog=EPILOG_SIMULATE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_simulate_arguments(simulate)
+    return parser
+
+
+SIMULATE_DESCRIPTION = "Fill the source database with realistic generated data (Faker, fr_FR)."
+
+
+def _common_arguments() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    verbosity = common.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    common.add_argument("--env-file", metavar="F", help="read settings from F instead of ./.env")
+    return common
+
+
+def add_simulate_arguments(simulate: argparse.ArgumentParser) -> None:
     simulate.add_argument(
         "--count", metavar="N", type=_argument(parse_positive_int), default=1000, help="orders"
     )
@@ -249,7 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulation", action="store_true", help="write samples.json (Extended JSON) instead of a database"
     )
     simulate.add_argument("--samples-file", metavar="PATH", default="samples.json", help="with --simulation")
-    simulate.set_defaults(func=cmd_simulate)
+    simulate.set_defaults(func=cmd_simulate, command="simulate")
+
+
+def build_simulate_parser() -> argparse.ArgumentParser:
+    """``python simulate.py``: the simulate subcommand as a program of its own."""
+    parser = OneLineParser(
+        prog="simulate.py",
+        parents=[_common_arguments()],
+        description=SIMULATE_DESCRIPTION + " The same as `python main.py simulate`.",
+        epilog=EPILOG_SIMULATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_simulate_arguments(parser)
     return parser
 
 
@@ -313,29 +394,42 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     archiver = BatchArchiver(client, settings, options, stop_event=stop_event)
     succeeded = False
     try:
-        report = archiver.run()
+        archiver.run()
         succeeded = True
+    except ArchiverError as error:
+        # An interrupted or failed run still says what it did before the error line.
+        _print_batch_report(archiver.report, args, error=str(error))
+        raise
     finally:
         client.close()
         if args.metrics_file:
             from metrics import write_batch_metrics
 
             write_batch_metrics(args.metrics_file, archiver.report, succeeded)
-    if args.json:
-        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
-    else:
-        if not options.run and report.samples and not args.quiet:
-            from bson import json_util
+    _print_batch_report(archiver.report, args)
+    # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`).
+    return EXIT_REJECTED if archiver.report.rejected_new else EXIT_OK
 
-            for sample in report.samples:
-                print(
-                    json_util.dumps(sample, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS)
-                )
-        if report.rejections:
-            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.rejections.items()))
-            print(f"rejected orders by reason: {reasons}")
-        print(report.summary_line())
-    return EXIT_REJECTED if report.rejected else EXIT_OK
+
+def _print_batch_report(report: Any, args: argparse.Namespace, error: str | None = None) -> None:
+    if args.json:
+        data = report.as_dict()
+        if error is not None:
+            data["error"] = redact(error)
+        _print_json(data)
+        return
+    if report.mode == "dry-run" and report.samples and not args.quiet:
+        from bson import json_util
+
+        from enrichment import mask_pii
+
+        for sample in report.samples:
+            shown = sample if args.show_pii else mask_pii(sample)
+            print(json_util.dumps(shown, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS))
+    if report.rejections:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.rejections.items()))
+        print(f"rejected orders by reason: {reasons}")
+    print(report.summary_line())
 
 
 def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -377,9 +471,21 @@ def _connected(settings: Any, stop_event: threading.Event, **options: Any) -> It
         client.close()
 
 
+def _json_value(value: Any) -> Any:
+    """JSON for what reports hold: ISO-8601 datetimes with their offset (naive ones are UTC,
+    as every date here is), and str() for ObjectIds and the like."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return str(value)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=_json_value))
+
+
 def _print_report(report: Any, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
+        _print_json(report.as_dict())
     else:
         print("\n".join(report.lines()))
 
@@ -422,6 +528,30 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
     return EXIT_OK if report.consistent else EXIT_REJECTED
 
 
+def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from rejects import list_rejects
+
+    settings = _settings(args)
+    with _connected(settings, stop_event) as client:
+        report = list_rejects(client, settings, args.limit or None, stop_event)
+    _print_report(report, args.json)
+    return EXIT_OK
+
+
+def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from watcher import retire_watcher
+
+    if bool(args.name) == bool(args.token_file):
+        raise ConfigError("retire-watcher: name a watcher (mongo store) or give --token-file, one of the two")
+    settings = _settings(args)
+    if args.token_file:
+        print(retire_watcher(None, settings, None, args.token_file))
+        return EXIT_OK
+    with _connected(settings, stop_event) as client:
+        print(retire_watcher(client, settings, args.name, None))
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from progress import progress_mode
     from simulation import SimulateOptions, run_simulate
@@ -460,7 +590,15 @@ def _install_stop_handlers(stop_event: threading.Event) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return dispatch(build_parser().parse_args(argv))
+
+
+def simulate_main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(build_simulate_parser().parse_args(argv))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen command; the one place where errors become exit codes."""
     stop_event = threading.Event()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     _install_stop_handlers(stop_event)

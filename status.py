@@ -18,10 +18,14 @@ from bson import json_util
 
 from archiver import Collections
 from config import Settings
+from enrichment import status_match
 from errors import retrying
 from lease import lease_key
+from rejects import RejectStore, describe_reject
+from watcher import watcher_name
 
 CHUNK = 1000
+EXAMPLES = 5
 
 
 @dataclass
@@ -31,6 +35,8 @@ class StatusReport:
     lookback_hours: float = 24.0
     backlog: int = 0
     backlog_oldest_age_s: float | None = None
+    rejected: int = 0  # listed rejected orders (invalid; never archived until fixed): not backlog
+    rejected_examples: list[dict[str, Any]] = field(default_factory=list)
     archive_size: int = 0
     newest_archived_at: datetime | None = None
     watchers: list[dict[str, Any]] = field(default_factory=list)
@@ -49,23 +55,36 @@ class StatusReport:
         out = ["orders by status: " + ", ".join(f"{k}={v}" for k, v in sorted(self.orders_by_status.items()))]
         age = f", oldest {self.backlog_oldest_age_s:.0f}s" if self.backlog_oldest_age_s is not None else ""
         out.append(f"backlog (delivered, not archived, last {self.lookback_hours:g}h): {self.backlog}{age}")
-        newest = self.newest_archived_at.isoformat() if self.newest_archived_at else "never"
+        out.append(
+            f"rejected orders (invalid, not archived until fixed at the source): {self.rejected}"
+            + (" (list: main.py rejects)" if self.rejected else "")
+        )
+        for entry in self.rejected_examples:
+            out.append(f"  {entry['id']} {entry.get('numero_commande') or '-'}: {entry['reason']}")
+        newest = iso(self.newest_archived_at) if self.newest_archived_at else "never"
         out.append(f"archive: {self.archive_size} documents, newest archived_at {newest}")
         for watcher in self.watchers:
             age = watcher.get("heartbeat_age_s")
             saved = f"{age:.0f}s ago" if age is not None else "never"
             last = watcher.get("last_event_at")
-            last_text = last.isoformat() if isinstance(last, datetime) else "none yet"
+            last_text = iso(last) if isinstance(last, datetime) else "none yet"
             leader = watcher.get("leader")
             lead_text = f", leader {leader['owner']} (term {leader['term']})" if leader else ""
+            stopped = watcher.get("stopped_at")
+            stop_text = f", stopped cleanly at {iso(stopped)}" if isinstance(stopped, datetime) else ""
             out.append(
                 f"watcher {watcher['name']} ({watcher['store']}): token saved {saved}, "
-                f"last event {last_text}{lead_text}"
+                f"last event {last_text}{lead_text}{stop_text}"
             )
         if not self.watchers:
             out.append("watchers: none found (no token file, no checkpoint)")
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 with the offset; naive datetimes are UTC (every date here is)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
 def _when(order: dict[str, Any]) -> datetime | None:
@@ -98,9 +117,11 @@ def collect_status(
     )
     report.orders_by_status = {str(g["_id"]): g["n"] for g in groups}
 
-    recent = {"status": settings.delivered_status, "date_commande": {"$gte": now - lookback}}
+    recent = {"status": status_match(settings.delivered_status), "date_commande": {"$gte": now - lookback}}
     oldest: datetime | None = None
     chunk: list[dict[str, Any]] = []
+
+    rejects = RejectStore(collections.rejects, stop_event)
 
     def settle(orders: list[dict[str, Any]]) -> None:
         nonlocal oldest
@@ -108,8 +129,10 @@ def collect_status(
         archived = {
             d["_id"] for d in read(lambda: list(collections.archive.find({"_id": {"$in": ids}}, {"_id": 1})))
         }
+        # Rejected orders wait for a person, not for the archiver: they are not backlog.
+        rejected = rejects.known([i for i in ids if i not in archived])
         for order in orders:
-            if order["_id"] in archived:
+            if order["_id"] in archived or order["_id"] in rejected:
                 continue
             report.backlog += 1
             when = _when(order)
@@ -135,6 +158,11 @@ def collect_status(
                 f"{report.backlog_oldest_age_s:.0f}s (limit {max_backlog_age.total_seconds():.0f}s)"
             )
 
+    for entry in rejects.current(collections.archive):
+        report.rejected += 1
+        if len(report.rejected_examples) < EXAMPLES:
+            report.rejected_examples.append(describe_reject(entry))
+
     report.archive_size = read(lambda: collections.archive.estimated_document_count())
     newest = read(lambda: collections.archive.find_one({}, {"archived_at": 1}, sort=[("archived_at", -1)]))
     report.newest_archived_at = newest.get("archived_at") if newest else None
@@ -142,10 +170,13 @@ def collect_status(
     watchers = _watchers(collections, settings, read)
     for watcher in watchers:
         saved = watcher.get("saved_at")
+        stopped = watcher.get("stopped_at")
         if isinstance(saved, datetime):
             saved = saved if saved.tzinfo else saved.replace(tzinfo=UTC)
             watcher["heartbeat_age_s"] = max((now - saved).total_seconds(), 0.0)
-            if now - saved > max_heartbeat_age:
+            # A watcher that stopped cleanly (a signal, its lease released) is not failing;
+            # `main.py retire-watcher` removes one that will not come back.
+            if now - saved > max_heartbeat_age and not isinstance(stopped, datetime):
                 report.problems.append(
                     f"watcher {watcher['name']}: token saved {watcher['heartbeat_age_s']:.0f}s ago "
                     f"(limit {max_heartbeat_age.total_seconds():.0f}s): is it running?"
@@ -159,7 +190,7 @@ def collect_status(
 def _watchers(collections: Collections, settings: Settings, read: Any) -> list[dict[str, Any]]:
     found = []
     records = read(lambda: list(collections.checkpoints.find({"kind": "watch"})))
-    names = [str(record["_id"]).removeprefix("watch:") for record in records]
+    names = [watcher_name(str(record["_id"])) for record in records]
     keys = [lease_key(name) for name in names]
     leases = {
         doc["_id"]: doc for doc in read(lambda: list(collections.checkpoints.find({"_id": {"$in": keys}})))
@@ -172,6 +203,7 @@ def _watchers(collections: Collections, settings: Settings, read: Any) -> list[d
                 "store": "mongo",
                 "saved_at": record.get("saved_at"),
                 "last_event_at": record.get("last_event_at"),
+                "stopped_at": record.get("stopped_at"),
                 "namespace": record.get("namespace"),
                 "leader": {k: lease.get(k) for k in ("owner", "term", "expires_at")} if lease else None,
             }
@@ -188,6 +220,7 @@ def _watchers(collections: Collections, settings: Settings, read: Any) -> list[d
                 "store": "file",
                 "saved_at": record.get("saved_at") if isinstance(record, dict) else None,
                 "last_event_at": record.get("last_event_at") if isinstance(record, dict) else None,
+                "stopped_at": record.get("stopped_at") if isinstance(record, dict) else None,
                 "namespace": record.get("namespace") if isinstance(record, dict) else None,
             }
         )

@@ -46,6 +46,7 @@ class VerifyReport:
     orphans: int = 0
     invalid: int = 0
     repaired: int = 0
+    missing_before_repair: int | None = None  # with --repair: the figures above are after it
     missing_examples: list[str] = field(default_factory=list)
     mismatched_examples: list[dict[str, Any]] = field(default_factory=list)
     orphan_examples: list[str] = field(default_factory=list)
@@ -65,8 +66,12 @@ class VerifyReport:
             f"archive documents that disagree with the source: {self.mismatched} {examples or ''}".rstrip()
         )
         out.append(f"archive documents with no source order (normal after a purge): {self.orphans}")
-        if self.repaired:
-            out.append(f"repaired: {self.repaired} missing orders archived")
+        if self.missing_before_repair is not None:
+            out.insert(
+                0,
+                f"repair: {self.missing_before_repair} missing orders found, {self.repaired} archived; "
+                "checked again after the repair:",
+            )
         out.append("consistent" if self.consistent else "NOT consistent")
         return out
 
@@ -106,6 +111,27 @@ def verify(
     repair: bool = False,
     stop_event: threading.Event | None = None,
     progress: str = "off",
+) -> VerifyReport:
+    """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
+    (and the exit code) is the state after the repair, with what the repair did."""
+    report = _reconcile(client, settings, date_from, date_to, stop_event, progress)
+    if not repair or not report.missing:
+        return report
+    options = BatchOptions(run=True, date_from=date_from, date_to=date_to, resume=False, samples=0)
+    repaired = BatchArchiver(client, settings, options, stop_event=stop_event).run()
+    after = _reconcile(client, settings, date_from, date_to, stop_event, progress)
+    after.repaired = repaired.archived
+    after.missing_before_repair = report.missing
+    return after
+
+
+def _reconcile(
+    client: Any,
+    settings: Settings,
+    date_from: datetime | None,
+    date_to: datetime | None,
+    stop_event: threading.Event | None,
+    progress: str,
 ) -> VerifyReport:
     collections = Collections.of(client, settings)
     report = VerifyReport()
@@ -190,8 +216,4 @@ def verify(
     if ids:
         settle_orphans(ids)
 
-    if repair and report.missing:
-        options = BatchOptions(run=True, date_from=date_from, date_to=date_to, resume=False, samples=0)
-        repaired = BatchArchiver(client, settings, options, stop_event=stop_event).run()
-        report.repaired = repaired.archived
     return report

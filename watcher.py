@@ -26,13 +26,14 @@ Delivery is at-least-once and writes are idempotent, so the archive is exactly-o
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,11 +43,12 @@ from pymongo import errors as pymongo_errors
 
 from archiver import ArchiveWriter, BatchArchiver, BatchOptions, Collections
 from config import Settings
-from enrichment import build_enrichment_pipeline, finish_archive_document
+from enrichment import build_enrichment_pipeline, finish_archive_document, is_status, status_match
 from errors import (
     EXIT_OK,
     ArchiverError,
     Backoff,
+    ConfigError,
     FatalError,
     InvalidOrderError,
     NotSupportedError,
@@ -55,9 +57,10 @@ from errors import (
     is_transient,
     retrying,
 )
-from lease import Lease, LeaseLost
-from logger import get_logger
+from lease import Lease, LeaseLost, lease_key
+from logger import STATS, get_logger
 from metrics import WatchMetrics
+from rejects import Rejection, RejectStore
 
 log = get_logger("watch")
 
@@ -77,6 +80,78 @@ TOKEN_FILE_VERSION = 1
 
 # --- resume token stores -------------------------------------------------------------------
 
+TOKEN_KEY_PREFIX = "watch:"
+RECENT_SAVE = timedelta(minutes=2)  # a file token saved this recently may belong to a live watcher
+
+
+def token_key(name: str) -> str:
+    """The ``_id`` of watcher ``name``'s resume token in the checkpoint collection."""
+    return f"{TOKEN_KEY_PREFIX}{name}"
+
+
+def watcher_name(key: str) -> str:
+    return key.removeprefix(TOKEN_KEY_PREFIX)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def retire_watcher(client: Any, settings: Settings, name: str | None, token_file: str | None) -> str:
+    """``main.py retire-watcher``: a watcher of the mongo store by name, or a token file."""
+    if token_file:
+        return retire_file_watcher(token_file)
+    checkpoints = client[settings.archive_db_name][settings.checkpoint_collection]
+    return retire_mongo_watcher(checkpoints, name or "default")
+
+
+def retire_mongo_watcher(checkpoints: Any, name: str, now: datetime | None = None) -> str:
+    """Forget watcher ``name`` (mongo store): its token goes, its lease is ended with a new term
+    so that a paused old leader can neither renew it nor write under it. Refused while the
+    lease is live. If a watcher of that name starts again, it catches up: nothing is lost."""
+    now = now or datetime.now(UTC)
+    lease = checkpoints.find_one({"_id": lease_key(name)})
+    expires = lease.get("expires_at") if lease else None
+    if isinstance(expires, datetime) and _utc(expires) > now:
+        raise ConfigError(
+            f"watcher {name} is running (lease held by {lease.get('owner')} until {_utc(expires).isoformat()}); "
+            "stop it first"
+        )
+    removed = checkpoints.delete_one({"_id": token_key(name)}).deleted_count
+    if lease is not None:
+        checkpoints.update_one(
+            {"_id": lease_key(name)}, {"$set": {"owner": None, "expires_at": now}, "$inc": {"term": 1}}
+        )
+    if not removed and lease is None:
+        raise ConfigError(f"no watcher named {name} in {checkpoints.name} (see `main.py status`)")
+    return f"watcher {name} retired: its resume token is gone; started again, it would catch up first"
+
+
+def retire_file_watcher(path: str | Path, now: datetime | None = None) -> str:
+    """Forget the watcher of a token file: the file goes. Refused for a file that is not a
+    token file, or that was saved in the last two minutes without a clean stop."""
+    now = now or datetime.now(UTC)
+    target = Path(path)
+    try:
+        record = json_util.loads(target.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no resume token file {target}") from None
+    except (OSError, ValueError, TypeError):
+        record = None
+    if not isinstance(record, dict) or "namespace" not in record:
+        raise ConfigError(f"{target} is not a resume token file; left as it is")
+    saved = record.get("saved_at")
+    if (
+        isinstance(saved, datetime)
+        and now - _utc(saved) < RECENT_SAVE
+        and not isinstance(record.get("stopped_at"), datetime)
+    ):
+        raise ConfigError(
+            f"{target} was saved {(now - _utc(saved)).seconds}s ago: is its watcher running? stop it first"
+        )
+    target.unlink()
+    return f"watcher of {target} retired: the token file is gone; started again, it would catch up first"
+
 
 class TokenStore(Protocol):
     """Where the resume token lives. ``load`` returns None when there is no token at all, and a
@@ -92,6 +167,9 @@ class TokenStore(Protocol):
         last_event_at: datetime | None = None,
         term: int | None = None,
     ) -> None: ...
+
+    def mark_stopped(self, term: int | None = None) -> None:
+        """A clean stop: ``status`` shows the watcher stopped, not failing. The next save clears it."""
 
 
 UNUSABLE = {"token": None, "invalidated": False}  # a record exists but cannot be used
@@ -159,10 +237,22 @@ class FileTokenStore:
         last_event_at: datetime | None = None,
         term: int | None = None,
     ) -> None:
-        record = {
-            "version": TOKEN_FILE_VERSION,
-            **_token_record(self.namespace, token, invalidated, last_event_at),
-        }
+        self._write(
+            {
+                "version": TOKEN_FILE_VERSION,
+                **_token_record(self.namespace, token, invalidated, last_event_at),
+            }
+        )
+
+    def mark_stopped(self, term: int | None = None) -> None:
+        try:
+            record = json_util.loads(self.path.read_text("utf-8"))
+        except (OSError, ValueError, TypeError):
+            return  # nothing saved yet, or unreadable: nothing to mark
+        if isinstance(record, dict):
+            self._write({**record, "stopped_at": datetime.now(UTC)})
+
+    def _write(self, record: dict[str, Any]) -> None:
         folder = self.path.parent if str(self.path.parent) else Path(".")
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -190,7 +280,7 @@ class MongoTokenStore:
 
     def __init__(self, collection: Any, name: str, namespace: str, stop_event: threading.Event) -> None:
         self.collection = collection
-        self.key = f"watch:{name}"
+        self.key = token_key(name)
         self.namespace = namespace
         self.stop_event = stop_event
 
@@ -230,6 +320,17 @@ class MongoTokenStore:
                 raise LeaseLost(f"checkpoint {self.key} holds a newer term than {term}") from exc
             raise
 
+    def mark_stopped(self, term: int | None = None) -> None:
+        """Only under this watcher's own term: a stopping old leader never marks its successor."""
+        condition: dict[str, Any] = {"_id": self.key}
+        if term is not None:
+            condition["term"] = term
+        retrying(
+            lambda: self.collection.update_one(condition, {"$set": {"stopped_at": datetime.now(UTC)}}),
+            attempts=3,
+            stop_event=threading.Event(),  # the stop event is set already: still try
+        )
+
 
 # --- pure helpers ----------------------------------------------------------------------------
 
@@ -242,9 +343,12 @@ def build_change_stream_pipeline(delivered_status: str) -> list[dict[str, Any]]:
                 "$or": [
                     {
                         "operationType": {"$in": ["insert", "replace"]},
-                        "fullDocument.status": delivered_status,
+                        "fullDocument.status": status_match(delivered_status),
                     },
-                    {"operationType": "update", "updateDescription.updatedFields.status": delivered_status},
+                    {
+                        "operationType": "update",
+                        "updateDescription.updatedFields.status": status_match(delivered_status),
+                    },
                     {"operationType": "invalidate"},
                 ]
             }
@@ -278,7 +382,7 @@ def orders_to_archive(events: list[Mapping[str, Any]], delivered_status: str) ->
         if document is None:
             log.info("order %s was deleted before it could be archived; skipped", key)
             continue
-        if document.get("status") != delivered_status:
+        if not is_status(document.get("status"), delivered_status):
             log.debug("order %s is no longer delivered (%r); skipped", key, document.get("status"))
             continue
         ids.setdefault(key, None)
@@ -307,11 +411,7 @@ class WatchStats:
     last_saved_at: float = 0.0
     reconnects: int = 0
     catch_ups: int = 0
-
-    def lag_seconds(self) -> float | None:
-        if self.last_event_at is None:
-            return None
-        return max(0.0, (datetime.now(UTC) - self.last_event_at).total_seconds())
+    last_latency_s: float | None = None  # change to archive write acknowledged, last batch
 
 
 class _TokenUnusable(Exception):
@@ -336,6 +436,7 @@ class Watcher:
         collections = Collections.of(client, settings)
         self.orders = collections.orders
         self.names = collections.names
+        self.rejects = RejectStore(collections.rejects, self.stop_event)
         self.metrics = WatchMetrics()
         self.writer = ArchiveWriter(
             collections.archive,
@@ -361,6 +462,7 @@ class Watcher:
         self.pipeline = build_change_stream_pipeline(settings.delivered_status)
         self.stats = WatchStats()
         self._logged_at = time.monotonic()
+        self._events_at_last_log = 0
         self._distrust_saved_token = False
         self._standby_announced = False
 
@@ -372,6 +474,7 @@ class Watcher:
         log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
         try:
             self._serve(backoff)
+            self._mark_stopped()
         finally:
             if self.lease is not None:
                 self.lease.release()
@@ -383,6 +486,18 @@ class Watcher:
             self.stats.rejected,
         )
         return EXIT_OK
+
+    def _mark_stopped(self) -> None:
+        """After a clean stop (a signal), say so where ``status`` looks; a crash says nothing,
+        and ``status`` then reports a watcher that stopped saving its token."""
+        if self.stats.last_saved_at == 0.0:
+            return  # never saved a token (a standby, or stopped during the catch-up)
+        if self.lease is not None and not self.lease.held():
+            return
+        try:
+            self.store.mark_stopped(term=self.lease.term if self.lease is not None else None)
+        except ArchiverError as exc:
+            log.warning("could not record the clean stop (%s)", exc)
 
     def _lead(self) -> bool:
         """With a lease: True once leader; False (after a pause) while another watcher leads."""
@@ -584,8 +699,9 @@ class Watcher:
         )
         now = self.clock()
         documents = []
+        rejections: list[Rejection] = []
         for raw in raw_documents:
-            if raw.get("status") != self.settings.delivered_status:
+            if not is_status(raw.get("status"), self.settings.delivered_status):
                 continue  # changed again since the event: the next event decides
             try:
                 documents.append(
@@ -594,22 +710,27 @@ class Watcher:
                     )
                 )
             except InvalidOrderError as exc:
-                self.stats.rejected += 1
-                self.metrics.rejected.labels(mode="watch").inc()
-                log.warning("order rejected", extra={"order_id": str(raw.get("_id")), "reason": exc.reason})
+                numero = raw.get("numero_commande")
+                rejections.append(
+                    Rejection(raw.get("_id"), exc.reason, numero if isinstance(numero, str) else None)
+                )
         if documents:
             if self.lease is not None:
                 self.lease.check()  # fencing: a watcher that lost its lease writes nothing more
             outcome = self.writer.upsert(documents)
             self.stats.archived += outcome.archived
             self.stats.already_archived += outcome.already_archived
-            self.stats.rejected += len(outcome.rejections)
+            rejections += outcome.rejections
             self.metrics.archived.labels(mode="watch").inc(outcome.archived)
             self.metrics.already_archived.labels(mode="watch").inc(outcome.already_archived)
-            self.metrics.rejected.labels(mode="watch").inc(len(outcome.rejections))
             acknowledged = datetime.now(UTC)
             for moment in times:
                 self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
+            self._log_archived(documents, times, acknowledged)
+        if rejections:
+            self.rejects.record(rejections, source="watch", now=now)
+            self.stats.rejected += len(rejections)
+            self.metrics.rejected.labels(mode="watch").inc(len(rejections))
 
     def _save_token(self, token: Mapping[str, Any], invalidated: bool = False) -> None:
         term = self.lease.term if self.lease is not None else None
@@ -629,19 +750,56 @@ class Watcher:
         log.warning("the orders collection was dropped or renamed (invalidate): waiting for it to come back")
         self._save_token(event["_id"], invalidated=True)
 
+    def _log_archived(
+        self, documents: list[dict[str, Any]], times: list[datetime], acknowledged: datetime
+    ) -> None:
+        """``-v``: one line per archived order (its latency is the batch's, from its oldest event)."""
+        oldest = min(times) if times else None
+        latency = (acknowledged - oldest).total_seconds() if oldest is not None else None
+        self.stats.last_latency_s = latency
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        took = f", {latency * 1000:.0f} ms after the change" if latency is not None else ""
+        for document in documents:
+            log.debug("archived order %s (%s)%s", document["numero_commande"], document["_id"], took)
+
     def _maybe_log(self) -> None:
+        """Every ``WATCH_LOG_INTERVAL_S``: what happened since the last line. A quiet stream is
+        "idle", not "behind": lag is measured on the events archived, never on the clock."""
         if time.monotonic() - self._logged_at < self.settings.watch_log_interval_s:
             return
         self._logged_at = time.monotonic()
-        lag = self.stats.lag_seconds()
+        stats = self.stats
+        recent = stats.events - self._events_at_last_log
+        self._events_at_last_log = stats.events
+        if recent:
+            latency = stats.last_latency_s
+            state = (
+                f"{recent} new events, last archived {latency:.2f}s after its change"
+                if latency
+                else (f"{recent} new events")
+            )
+        else:
+            last = stats.last_event_at.isoformat() if stats.last_event_at else "none yet"
+            state = f"idle (last event {last})"
         log.info(
-            "watch: %d events, %d archived, %d already archived, %d rejected, lag %s",
-            self.stats.events,
-            self.stats.archived,
-            self.stats.already_archived,
-            self.stats.rejected,
-            f"{lag:.1f}s" if lag is not None else "n/a",
-            extra={"events": self.stats.events, "archived": self.stats.archived, "lag_s": lag},
+            "watch: %s; in all %d events, %d archived, %d already archived, %d rejected",
+            state,
+            stats.events,
+            stats.archived,
+            stats.already_archived,
+            stats.rejected,
+            extra={
+                STATS: {
+                    "events": stats.events,
+                    "new_events": recent,
+                    "archived": stats.archived,
+                    "already_archived": stats.already_archived,
+                    "rejected": stats.rejected,
+                    "last_latency_s": stats.last_latency_s,
+                    "idle": not recent,
+                }
+            },
         )
 
 

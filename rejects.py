@@ -1,0 +1,219 @@
+"""Rejected orders, where a person can see them: one document per order in the rejects
+collection (``REJECTS_COLLECTION``, archive database).
+
+``{_id: the order's _id, numero_commande, reason, source, first_seen, last_seen, times_seen,
+first_run}``. A run records what it rejected after the archive write of the same chunk; an
+order seen for the first time is *new*, and only new rejections make a batch exit 3 (a
+rejected order does not fail every later run). An order fixed at the source is archived by
+the next run that reaches it, and the end of every completed batch run prunes the entries
+whose order is archived, deleted or no longer delivered; listings leave such entries out
+already. The store never holds the order itself: ``_id`` and the reason are enough to find it.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, UpdateOne
+
+from errors import retrying
+from logger import get_logger
+
+log = get_logger("rejects")
+
+CHUNK = 1000
+WRITE_ATTEMPTS = 6
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One order that cannot be archived, and why."""
+
+    order_id: Any
+    reason: str
+    numero_commande: str | None = None
+
+
+class RejectStore:
+    """The rejects collection. ``record`` is idempotent under retries: whether a rejection is
+    new is read back from ``first_run`` (set once, on insert), not from the write's counts,
+    which a retried upsert would get wrong."""
+
+    def __init__(self, collection: Any, stop_event: threading.Event | None = None) -> None:
+        self.collection = collection
+        self.stop_event = stop_event or threading.Event()
+        self.run_id = uuid.uuid4().hex
+
+    def _retrying(self, func: Any) -> Any:
+        return retrying(func, attempts=WRITE_ATTEMPTS, stop_event=self.stop_event)
+
+    def known(self, ids: list[Any]) -> set[Any]:
+        """The ids among ``ids`` already recorded (by an earlier run, or this one)."""
+        if not ids:
+            return set()
+        found = self._retrying(lambda: list(self.collection.find({"_id": {"$in": ids}}, {"_id": 1})))
+        return {doc["_id"] for doc in found}
+
+    def record(self, rejections: list[Rejection], source: str, now: datetime | None = None) -> int:
+        """Record ``rejections``; return how many are new (never recorded before), and log
+        those at WARNING (known ones at DEBUG: a nightly run does not repeat itself)."""
+        if not rejections:
+            return 0
+        now = now or datetime.now(UTC)
+        requests = [
+            UpdateOne(
+                {"_id": r.order_id},
+                {
+                    "$set": {
+                        "reason": r.reason,
+                        "numero_commande": r.numero_commande,
+                        "source": source,
+                        "last_seen": now,
+                    },
+                    "$setOnInsert": {"first_seen": now, "first_run": self.run_id},
+                    "$inc": {"times_seen": 1},
+                },
+                upsert=True,
+            )
+            for r in rejections
+        ]
+        self._retrying(lambda: self.collection.bulk_write(requests, ordered=False))
+        ids = [r.order_id for r in rejections]
+        new = {
+            doc["_id"]
+            for doc in self._retrying(
+                lambda: list(
+                    self.collection.find({"_id": {"$in": ids}, "first_run": self.run_id}, {"_id": 1})
+                )
+            )
+        }
+        for rejection in rejections:
+            is_new = rejection.order_id in new
+            log.log(
+                30 if is_new else 10,
+                "order rejected%s",
+                "" if is_new else " (already listed)",
+                extra={"order_id": str(rejection.order_id), "reason": rejection.reason},
+            )
+        return len(new)
+
+    def entries(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """The recorded rejections, newest first seen first."""
+        cursor = self.collection.find({}).sort([("first_seen", -1), ("_id", ASCENDING)])
+        if limit:
+            cursor = cursor.limit(limit)
+        with cursor:
+            yield from cursor
+
+    def current(self, archive: Any) -> Iterator[dict[str, Any]]:
+        """The entries that still hold, newest first: an order archived since (fixed at the
+        source, then archived by watch or batch) is left out before the next run prunes it."""
+        chunk: list[dict[str, Any]] = []
+        for entry in self.entries():
+            chunk.append(entry)
+            if len(chunk) >= CHUNK:
+                yield from self._not_archived(chunk, archive)
+                chunk = []
+        yield from self._not_archived(chunk, archive)
+
+    def _not_archived(self, entries: list[dict[str, Any]], archive: Any) -> list[dict[str, Any]]:
+        if not entries:
+            return []
+        ids = [e["_id"] for e in entries]
+        archived = {
+            d["_id"] for d in self._retrying(lambda: list(archive.find({"_id": {"$in": ids}}, {"_id": 1})))
+        }
+        return [e for e in entries if e["_id"] not in archived]
+
+    def prune(self, orders: Any, archive: Any, delivered: Any) -> int:
+        """Forget the rejections that no longer hold: the order is archived (fixed at the
+        source, then archived), deleted, or no longer delivered. Cost: the rejects, not the
+        history."""
+        removed = 0
+        for ids in self._id_chunks():
+            archived = {
+                d["_id"]
+                for d in self._retrying(lambda i=ids: list(archive.find({"_id": {"$in": i}}, {"_id": 1})))
+            }
+            still_delivered = {
+                d["_id"]
+                for d in self._retrying(
+                    lambda i=ids: list(orders.find({"_id": {"$in": i}, "status": delivered}, {"_id": 1}))
+                )
+            }
+            gone = [i for i in ids if i in archived or i not in still_delivered]
+            if gone:
+                result = self._retrying(lambda g=gone: self.collection.delete_many({"_id": {"$in": g}}))
+                removed += result.deleted_count
+        if removed:
+            log.info(
+                "%d rejected orders left the list (archived since, deleted or no longer delivered)", removed
+            )
+        return removed
+
+    def _id_chunks(self) -> Iterator[list[Any]]:
+        ids: list[Any] = []
+        with self.collection.find({}, {"_id": 1}, batch_size=CHUNK) as cursor:
+            for doc in cursor:
+                ids.append(doc["_id"])
+                if len(ids) >= CHUNK:
+                    yield ids
+                    ids = []
+        if ids:
+            yield ids
+
+
+def describe_reject(entry: dict[str, Any]) -> dict[str, Any]:
+    """One listed rejection, for reports: the order's id as text, the rest as stored."""
+    return {
+        "id": str(entry["_id"]),
+        "numero_commande": entry.get("numero_commande"),
+        "reason": entry.get("reason"),
+        "source": entry.get("source"),
+        "first_seen": entry.get("first_seen"),
+        "last_seen": entry.get("last_seen"),
+        "times_seen": entry.get("times_seen"),
+    }
+
+
+@dataclass
+class RejectsReport:
+    """``main.py rejects``: the rejected orders that still hold, newest first."""
+
+    total: int = 0
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "shown": len(self.entries), "rejected": self.entries}
+
+    def lines(self) -> list[str]:
+        if not self.total:
+            return ["no rejected orders"]
+        out = [f"{self.total} rejected orders (not archived until fixed at the source; newest first):"]
+        for entry in self.entries:
+            first = entry["first_seen"].isoformat() if isinstance(entry["first_seen"], datetime) else "?"
+            out.append(
+                f"{entry['id']}  {entry.get('numero_commande') or '-'}  {entry['reason']}  "
+                f"(first seen {first} by {entry.get('source')}, seen {entry.get('times_seen')} times)"
+            )
+        if self.total > len(self.entries):
+            out.append(f"... and {self.total - len(self.entries)} more (--limit, or --json)")
+        return out
+
+
+def list_rejects(
+    client: Any, settings: Any, limit: int | None, stop_event: threading.Event | None = None
+) -> RejectsReport:
+    database = client[settings.archive_db_name]
+    archive = database[settings.archive_collection]
+    report = RejectsReport()
+    for entry in RejectStore(database[settings.rejects_collection], stop_event).current(archive):
+        report.total += 1
+        if limit is None or len(report.entries) < limit:
+            report.entries.append(describe_reject(entry))
+    return report
