@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean demo dev-server
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,16 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python main.py batch --run --simulation || [ $$? -eq 3 ]
 
+# The whole story on a local test server it starts and stops itself (QUICKSTART step 2).
+demo: $(STAMP)
+	$(BIN)/python demo.py --auto
+
+# A local test server (nx-27017 with the tests' fixes) on port 27017, in the foreground: to try
+# the commands by hand (QUICKSTART step 3). Not for production data.
+dev-server: $(STAMP)
+	mkdir -p .dev-server
+	$(BIN)/python tests/nx_launcher.py --data-dir .dev-server -p 27017 --pid-file .dev-server/nx.pid
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -28,4 +38,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) logs .pytest_cache .ruff_cache samples.json
+	rm -rf $(VENV) logs .pytest_cache .ruff_cache samples.json .dev-server

@@ -93,6 +93,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 database.drop_collection(name)
             database.drop_collection(settings.archive_collection)
             database.drop_collection(settings.checkpoint_collection)
+            database.drop_collection(settings.rejects_collection)
             fill_database(database, dataset, settings)
             delivered = orders.count_documents({"status": settings.delivered_status})
             print(f"{orders.count_documents({})} orders, {delivered} delivered")

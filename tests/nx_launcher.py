@@ -198,9 +198,28 @@ def _rewrite_statements(statements: Any) -> Any:
     if not isinstance(statements, list):
         return statements
     return [
-        {**s, "q": _rewrite_objectid_equality(s["q"])} if isinstance(s, dict) and "q" in s else s
+        _upsert_keeps_id({**s, "q": _rewrite_objectid_equality(s["q"])})
+        if isinstance(s, dict) and "q" in s
+        else s
         for s in statements
     ]
+
+
+def _upsert_keeps_id(statement: dict[str, Any]) -> dict[str, Any]:
+    """Fault: an upsert whose ``_id`` is only in the filter (``{q: {_id: oid}, u: {$set: …},
+    upsert: true}``) inserts a document whose ``_id`` is the ObjectId's hex *string*; MongoDB
+    takes the filter's equality fields as they are. Fix: give the insert the filter's ``_id``
+    through ``$setOnInsert`` (what MongoDB's upsert does by itself)."""
+    query, update = statement.get("q"), statement.get("u")
+    if not statement.get("upsert") or not isinstance(query, dict) or not isinstance(update, dict):
+        return statement
+    key = query.get("_id")
+    if key is None or isinstance(key, dict) or not update or not all(k.startswith("$") for k in update):
+        return statement
+    on_insert = update.get("$setOnInsert") or {}
+    if "_id" in on_insert or "_id" in (update.get("$set") or {}):
+        return statement
+    return {**statement, "u": {**update, "$setOnInsert": {**on_insert, "_id": key}}}
 
 
 def _rewrite_pipeline(pipeline: list[Any]) -> list[Any]:

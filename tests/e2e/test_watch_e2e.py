@@ -141,14 +141,17 @@ def test_catch_up_then_live_with_exact_contents(nx_client, nx_settings, db_name,
     assert_no_duplicates(database["Commande_archive"])
 
 
-def burst(orders, ids, chunk=50) -> threading.Thread:
-    """Deliver ``ids`` from another thread and connection, ``chunk`` orders per update_many."""
+def burst(orders, ids, chunk=50, hold_after: int | None = None, resume: threading.Event | None = None):
+    """Deliver ``ids`` from another thread and connection, ``chunk`` orders per update_many;
+    with ``hold_after``, deliver that many, then wait for ``resume`` before the rest."""
     host, port = orders.database.client.address
 
     def run() -> None:
         with pymongo.MongoClient(f"mongodb://{host}:{port}/", tz_aware=True) as client:
             target = client[orders.database.name][orders.name]
             for start in range(0, len(ids), chunk):
+                if start == hold_after and resume is not None:
+                    resume.wait(60)
                 target.update_many(
                     {"_id": {"$in": ids[start : start + chunk]}}, {"$set": {"status": "livrée"}}
                 )
@@ -162,6 +165,9 @@ def burst(orders, ids, chunk=50) -> threading.Thread:
 def test_kill_9_mid_burst_then_restart_loses_and_duplicates_nothing(
     nx_client, nx_settings, db_name, env, tmp_path, watchers, store
 ):
+    """The kill is timed by the data, not the clock: the burst delivers 600 orders and holds;
+    the watcher is killed once 200 of them are archived (its stream still holds the rest);
+    only then are the other 600 delivered, with no watcher running."""
     database = nx_client[db_name]
     dataset = seed_database(database, nx_settings, 3000, seed=42, p_delivered=0.3, p_anomalies=0.0)
     expected = expected_archive_ids(dataset)
@@ -170,11 +176,16 @@ def test_kill_9_mid_burst_then_restart_loses_and_duplicates_nothing(
     wait_for(lambda: archived_ids(database) == expected, what="catch-up")
     pending = pending_ids(dataset)
     first, second = pending[:1200], pending[1200:1500]
-    sender = burst(database["Commande"], first)
+    killed = threading.Event()
+    sender = burst(database["Commande"], first, hold_after=600, resume=killed)
     wait_for(lambda: len(archived_ids(database)) >= len(expected) + 200, what="the burst to start")
     watcher.stop(signal.SIGKILL)
+    at_kill = len(archived_ids(database))
+    killed.set()
     sender.join(timeout=60)
-    assert len(archived_ids(database)) < len(expected) + len(first), "killed too late to prove anything"
+    assert at_kill <= len(expected) + 600  # the half delivered after the kill cannot be archived yet
+    time.sleep(0.3)
+    assert len(archived_ids(database)) == at_kill  # and nothing moves without a watcher
     deliver(database["Commande"], second)  # delivered while no watcher runs
     restarted = watchers(env, tmp_path, *args)
     expected |= set(first) | set(second)

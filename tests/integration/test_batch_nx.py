@@ -136,7 +136,7 @@ def test_unreachable_server_exits_1_without_traceback_or_password(capsys, monkey
     monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
     assert main(["batch", "--run"]) == 1
     captured = capsys.readouterr()
-    assert "MongoDB server unreachable" in captured.err
+    assert "cannot reach MongoDB: 127.0.0.1:9: connection refused" in captured.err
     assert "Traceback" not in captured.err and "Hunter2-secret" not in captured.err + captured.out
 
 

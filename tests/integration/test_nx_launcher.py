@@ -225,3 +225,33 @@ def test_a_cursor_lost_to_a_network_cut_is_an_error_not_an_early_end(nx_server, 
         with pytest.raises(CursorNotFound):
             list(cursor)  # nx-27017 alone would end it quietly after 100 of 1000
         assert len(read) == 100
+
+
+def test_an_upsert_takes_its_id_from_the_filter_as_it_is(db):
+    """MongoDB builds an upserted document from the filter's equality fields: the ``_id`` stays
+    an ObjectId (nx stored its hex string; the rejects list relies on the MongoDB behaviour)."""
+    key = ObjectId()
+    db.rejects.update_one(
+        {"_id": key},
+        {"$set": {"reason": "x"}, "$setOnInsert": {"first": 1}, "$inc": {"times": 1}},
+        upsert=True,
+    )
+    db.rejects.bulk_write([pymongo.UpdateOne({"_id": key}, {"$inc": {"times": 1}}, upsert=True)])
+    document = db.rejects.find_one({"_id": key})
+    assert document is not None and isinstance(document["_id"], ObjectId)
+    assert document["times"] == 2 and db.rejects.count_documents({}) == 1
+
+
+def test_status_in_both_unicode_forms_matches_in_queries_and_streams(db):
+    """The delivered status is matched as ``$in`` of its NFC and NFD forms, in a find, in a
+    pipeline's ``$match`` and in a change stream's ``$match``."""
+    forms = ["livr\u00e9e", "livre\u0301e"]
+    with db.Commande.watch(
+        [{"$match": {"operationType": "insert", "fullDocument.status": {"$in": forms}}}],
+        max_await_time_ms=200,
+    ) as stream:
+        db.Commande.insert_many([{"status": forms[0]}, {"status": forms[1]}, {"status": "annulée"}])
+        seen = [stream.try_next() for _ in range(6)]
+    assert sorted(e["fullDocument"]["status"] for e in seen if e) == sorted(forms)
+    assert db.Commande.count_documents({"status": {"$in": forms}}) == 2
+    assert len(list(db.Commande.aggregate([{"$match": {"status": {"$in": forms}}}]))) == 2

@@ -118,3 +118,20 @@ def test_the_package_installs_every_product_module():
 
     modules = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"])
     assert modules == {p.stem for p in ROOT.glob("*.py")}
+
+
+def test_schedulers_treat_the_exit_codes_as_the_readme_documents(manifests):
+    """0 done; 1 failed (retry); 2 bad configuration and 3 new invalid orders: failed, no retry
+    (a retry would exit 0, the rejected orders being listed by then, and hide them)."""
+    job = manifests["CronJob"]["spec"]["jobTemplate"]["spec"]
+    rules = job["podFailurePolicy"]["rules"]
+    fail_at_once = [r for r in rules if r["action"] == "FailJob"]
+    assert fail_at_once and sorted(fail_at_once[0]["onExitCodes"]["values"]) == [2, 3]
+    assert fail_at_once[0]["onExitCodes"]["operator"] == "In"
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert job["backoffLimit"] >= 1  # exit 1 is retried
+    unit = (DEPLOY / "systemd" / "order-archiver-batch.service").read_text()
+    assert not re.search(r"^SuccessExitStatus=.*\b3\b", unit, re.MULTILINE)  # 3 is worth a person's look
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    assert "new invalid orders" in table and "main.py rejects" in table
