@@ -68,6 +68,7 @@ class BatchOptions:
     purge_source: bool = False
     resume: bool = True
     archived_by: str = "batch"  # the watcher's catch-up archives as "watch"
+    require_source: bool = True  # a missing orders collection is an error (watch: a warning)
     progress: str = "off"  # "bar", "log" or "off" (see progress.progress_mode)
 
 
@@ -93,6 +94,7 @@ class BatchReport:
     read_retries: int = 0  # transient read failures the run went on through
     peak_rss_mib: float | None = None
     rejections: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -210,6 +212,45 @@ def scan_by_id(
             )
             if stop_event.wait(delay):
                 raise as_archiver_error(exc) from exc
+
+
+def missing_source(orders: Any) -> str | None:
+    """Why the orders collection cannot be read as configured, or None: it does not exist
+    (a typo in ``ORDERS_COLLECTION`` or ``MONGODB_DATABASE`` otherwise reads as "0 orders").
+    A user without ``listCollections`` gets None: the run goes on."""
+    database = orders.database
+    try:
+        names = database.list_collection_names()
+    except pymongo_errors.OperationFailure as exc:
+        log.debug("cannot list collections (%s): the orders collection is not checked", exc.code)
+        return None
+    if orders.name in names:
+        return None
+    if not names:
+        return f"database {database.name} has no collections: check MONGODB_DATABASE (and ORDERS_COLLECTION)"
+    shown = ", ".join(sorted(n for n in names if not n.startswith("system."))[:12])
+    return (
+        f"collection {database.name}.{orders.name} does not exist: check ORDERS_COLLECTION "
+        f"(this database has: {shown})"
+    )
+
+
+def unknown_status_hint(orders: Any, delivered_status: str) -> str | None:
+    """When no order at all has the delivered status: the statuses that do exist (a typo in
+    ``DELIVERED_STATUS`` otherwise reads as "nothing to archive"). Asked only after a run
+    found no delivered order; one ``distinct`` on the status index."""
+    if orders.find_one({"status": status_match(delivered_status)}, {"_id": 1}) is not None:
+        return None
+    try:
+        present = [str(s) for s in orders.distinct("status")][:12]
+    except pymongo_errors.OperationFailure:
+        present = []
+    if not present:
+        return None
+    return (
+        f"no order has status {delivered_status!r}: check DELIVERED_STATUS "
+        f"(the statuses present are: {', '.join(sorted(present))})"
+    )
 
 
 def checkpoint_key(settings: Settings, options: BatchOptions) -> str:
@@ -643,6 +684,12 @@ class BatchArchiver:
         """The run; on an error or a stop the report so far stays readable as ``self.report``."""
         started = time.monotonic()
         try:
+            problem = retrying(lambda: missing_source(self.orders), stop_event=self.stop_event)
+            if problem and self.options.require_source:
+                raise ConfigError(problem)
+            if problem:
+                log.warning("%s; nothing to catch up until it exists", problem)
+                self.report.warnings.append(problem)
             self.report.delivered = self._count_delivered()
             if self.options.run:
                 self._run_archive()
@@ -650,6 +697,14 @@ class BatchArchiver:
                 self._run_dry()
             self._settle_counts()
             self.report.completed = True
+            if self.report.delivered == 0 and self.report.scanned == 0:
+                hint = retrying(
+                    lambda: unknown_status_hint(self.orders, self.settings.delivered_status),
+                    stop_event=self.stop_event,
+                )
+                if hint:
+                    log.warning(hint)
+                    self.report.warnings.append(hint)
         finally:
             self.report.seconds = time.monotonic() - started
             self.report.peak_rss_mib = peak_rss_mib()

@@ -16,7 +16,7 @@ from typing import Any
 
 from bson import json_util
 
-from archiver import Collections
+from archiver import Collections, missing_source
 from config import Settings
 from enrichment import status_match
 from errors import retrying
@@ -112,6 +112,9 @@ def collect_status(
     def read(func: Any) -> Any:
         return retrying(func, stop_event=stop_event)
 
+    missing = read(lambda: missing_source(collections.orders))
+    if missing:
+        report.problems.append(missing)
     groups = read(
         lambda: list(collections.orders.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]))
     )

@@ -27,11 +27,12 @@ from archiver import (
     build_selection,
     date_range,
     in_window,
+    missing_source,
     scan_by_id,
 )
 from config import Settings
 from enrichment import build_enrichment_pipeline, finish_archive_document
-from errors import InvalidOrderError, retrying
+from errors import ConfigError, InvalidOrderError, retrying
 from progress import Progress
 
 CHUNK = 1000
@@ -114,6 +115,9 @@ def verify(
 ) -> VerifyReport:
     """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
     (and the exit code) is the state after the repair, with what the repair did."""
+    problem = retrying(lambda: missing_source(Collections.of(client, settings).orders), stop_event=stop_event)
+    if problem:
+        raise ConfigError(problem)
     report = _reconcile(client, settings, date_from, date_to, stop_event, progress)
     if not repair or not report.missing:
         return report

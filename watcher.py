@@ -624,7 +624,12 @@ class Watcher:
         # starting point, and orders delivered since with smaller _ids would be skipped for
         # good. The scan restarts; the orders already archived are skipped on the server.
         options = BatchOptions(
-            run=True, batch_size=self.settings.batch_size, archived_by="watch", samples=0, resume=False
+            run=True,
+            batch_size=self.settings.batch_size,
+            archived_by="watch",
+            samples=0,
+            resume=False,
+            require_source=False,  # a collection that does not exist yet may be created later
         )
         report = BatchArchiver(self.client, self.settings, options, stop_event=self.stop_event).run()
         self.stats.archived += report.archived

@@ -31,6 +31,7 @@ import neosqlite.collection.query_helper.utils as neo_query_utils
 from bson import ObjectId
 from neosqlite.collection.json_helpers import neosqlite_json_loads
 from neosqlite.collection.query_helper import QueryHelper
+from neosqlite.collection.query_helper._sql_updates import SqlUpdatesMixin
 from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
@@ -220,6 +221,10 @@ def _upsert_keeps_id(statement: dict[str, Any]) -> dict[str, Any]:
     if "_id" in on_insert or "_id" in (update.get("$set") or {}):
         return statement
     return {**statement, "u": {**update, "$setOnInsert": {**on_insert, "_id": key}}}
+
+
+def _fix_statement(statement: dict[str, Any]) -> dict[str, Any]:
+    return _upsert_keeps_id({**statement, "q": _rewrite_objectid_equality(statement["q"])})
 
 
 def _rewrite_pipeline(pipeline: list[Any]) -> list[Any]:
@@ -583,7 +588,30 @@ def _fix_retention_knob() -> None:
         nx_changestream._RESUME_RETENTION_ROWS = int(value)
 
 
+def _fix_dates_set_by_updates() -> None:
+    """Fault: a datetime that an update's ``$set`` (or ``$setOnInsert``) writes into an existing
+    document goes through neosqlite's SQL tier (``json_set``), where sqlite3 binds it as text
+    (``'2026-11-26 14:08:13.755000'``): read back, it is a string, and a pipeline's date range
+    never matches it. Fix: such an update takes neosqlite's Python tier, which stores dates as
+    it stores inserted ones."""
+    original = SqlUpdatesMixin._can_use_sql_updates
+
+    @functools.wraps(original)
+    def can_use_sql_updates(self: Any, update_spec: dict[str, Any], *args: Any, **kwargs: Any) -> bool:
+        if any(
+            isinstance(value, datetime)
+            for fields in update_spec.values()
+            if isinstance(fields, dict)
+            for value in fields.values()
+        ):
+            return False
+        return original(self, update_spec, *args, **kwargs)
+
+    SqlUpdatesMixin._can_use_sql_updates = can_use_sql_updates
+
+
 def apply_fixes() -> None:
+    _fix_dates_set_by_updates()
     _fix_force_fallback_per_thread()
     _fix_lookup_drops_foreign_id()
     _fix_dotted_inclusion_projection()

@@ -255,3 +255,16 @@ def test_status_in_both_unicode_forms_matches_in_queries_and_streams(db):
     assert sorted(e["fullDocument"]["status"] for e in seen if e) == sorted(forms)
     assert db.Commande.count_documents({"status": {"$in": forms}}) == 2
     assert len(list(db.Commande.aggregate([{"$match": {"status": {"$in": forms}}}]))) == 2
+
+
+def test_a_date_set_by_an_update_reads_back_as_a_date(db):
+    when = datetime(2026, 11, 26, 14, 8, 13, 755000, tzinfo=UTC)
+    key = db.leases.insert_one({"n": 1}).inserted_id
+    db.leases.update_one({"_id": key}, {"$set": {"at": when}})
+    db.leases.update_one({"_id": "u"}, {"$set": {"seen": when}, "$setOnInsert": {"first": when}}, upsert=True)
+    db.leases.find_one_and_update({"_id": key}, {"$set": {"expires": when}})
+    document, upserted = db.leases.find_one({"_id": key}), db.leases.find_one({"_id": "u"})
+    assert document["at"] == when and document["expires"] == when
+    assert upserted["seen"] == when and upserted["first"] == when
+    assert db.leases.count_documents({"at": {"$gte": when}}) == 1
+    assert len(list(db.leases.aggregate([{"$match": {"expires": {"$lt": datetime.now(UTC)}}}]))) == 1
