@@ -331,6 +331,8 @@ def check_output_file(path: str, what: str, create_folder: bool = False) -> Path
     """A file the run will write: its folder exists and takes a new file, and it is not a
     folder itself. Checked before any database work, so a typo costs nothing (exit 2)."""
     try:
+        if "\x00" in path:
+            raise ValueError("a NUL in a path")
         target = Path(path).expanduser()
         is_folder = target.is_dir()
         folder = target.parent

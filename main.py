@@ -108,13 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     commands.required = True
 
-    batch = commands.add_parser(
+    batch = _add_command(
+        commands,
+        common,
         "batch",
-        parents=[common],
         help="archive delivered orders in bulk (dry run unless --run)",
         description="Archive every delivered order not yet archived, enriched, in bulk, idempotently.",
         epilog=EPILOG_BATCH,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = batch.add_mutually_exclusive_group()
     mode.add_argument("--run", action="store_true", help="write the archive (default: dry run)")
@@ -158,13 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     _simulation_arguments(batch)
     batch.set_defaults(func=cmd_batch)
 
-    watch = commands.add_parser(
+    watch = _add_command(
+        commands,
+        common,
         "watch",
-        parents=[common],
         help="archive each delivery as it happens (change streams)",
         description="Archive each order the moment it is delivered, resuming after any restart.",
         epilog=EPILOG_WATCH,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     watch.add_argument("--from-now", action="store_true", help="skip the catch-up of missed deliveries")
     watch.add_argument(
@@ -188,13 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.set_defaults(func=cmd_watch)
 
-    status = commands.add_parser(
+    status = _add_command(
+        commands,
+        common,
         "status",
-        parents=[common],
         help="is the archive keeping up? (exit 3 when not: usable as a probe)",
         description="Orders by status, backlog, archive size, watchers' heartbeats. Exit 0 healthy, 3 not.",
         epilog=EPILOG_STATUS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument("--json", action="store_true", help="print the report as one JSON object")
     status.add_argument(
@@ -220,14 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(func=cmd_status)
 
-    verify = commands.add_parser(
+    verify = _add_command(
+        commands,
+        common,
         "verify",
-        parents=[common],
         help="reconcile source and archive (exit 3 when they disagree)",
         description="Delivered orders missing from the archive, archive documents that disagree with the "
         "source, archive documents without a source. Exit 0 consistent, 3 not.",
         epilog=EPILOG_VERIFY,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verify.add_argument(
         "--date-from", metavar="D", type=_argument(parse_date_bound), help="date_commande >= D"
@@ -237,14 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
     verify.set_defaults(func=cmd_verify)
 
-    rejects = commands.add_parser(
+    rejects = _add_command(
+        commands,
+        common,
         "rejects",
-        parents=[common],
         help="list the rejected orders (invalid: never archived until fixed at the source)",
         description="The orders batch or watch rejected as invalid, newest first, with the reason. "
         "An order fixed at the source is archived by the next run and leaves the list.",
         epilog=EPILOG_REJECTS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rejects.add_argument(
         "--limit",
@@ -256,14 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     rejects.add_argument("--json", action="store_true", help="print the list as one JSON object")
     rejects.set_defaults(func=cmd_rejects)
 
-    retire = commands.add_parser(
+    retire = _add_command(
+        commands,
+        common,
         "retire-watcher",
-        parents=[common],
         help="forget a watcher that will not come back (status stops expecting it)",
         description="Remove a stopped watcher's resume token (and end its lease), so that status no "
         "longer reports it. Refused while it runs. Started again, it would catch up first.",
         epilog=EPILOG_RETIRE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     retire.add_argument(
         "name", nargs="?", type=_argument(parse_name), help="the watcher's --name (mongo store)"
@@ -271,19 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
     retire.add_argument("--token-file", metavar="PATH", help="retire the watcher of this token file instead")
     retire.set_defaults(func=cmd_retire_watcher)
 
-    simulate = commands.add_parser(
+    simulate = _add_command(
+        commands,
+        common,
         "simulate",
-        parents=[common],
         help="fill a database with generated orders (also: python simulate.py)",
         description=SIMULATE_DESCRIPTION,
         epilog=EPILOG_SIMULATE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_simulate_arguments(simulate)
     return parser
 
 
 SIMULATE_DESCRIPTION = "Fill the source database with realistic generated data (Faker, fr_FR)."
+
+
+def _add_command(
+    commands: Any, common: argparse.ArgumentParser, name: str, **texts: str
+) -> argparse.ArgumentParser:
+    """A subcommand: the common flags, its help, description and examples as written."""
+    return commands.add_parser(
+        name, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter, **texts
+    )
 
 
 def _common_arguments() -> argparse.ArgumentParser:

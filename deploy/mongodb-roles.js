@@ -7,6 +7,7 @@ const ORDERS = "Commande";
 const REFERENCES = ["Client", "Livreur", "Restaurants", "Menu"];
 const ARCHIVE = "Commande_archive";
 const CHECKPOINTS = "archiver_checkpoints";
+const REJECTS = "archiver_rejects"; // REJECTS_COLLECTION
 
 const admin = db.getSiblingDB("admin");
 
@@ -18,6 +19,9 @@ admin.createRole({
     ...REFERENCES.map((name) => ({ resource: { db: SOURCE_DB, collection: name }, actions: ["find"] })),
     { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "insert", "update", "createIndex"] },
     { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find", "insert", "update", "remove"] },
+    { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find", "insert", "update", "remove"] },
+    // listCollections: a misspelt ORDERS_COLLECTION is named instead of read as "0 orders".
+    { resource: { db: SOURCE_DB, collection: "" }, actions: ["listCollections"] },
   ],
   roles: [],
 });

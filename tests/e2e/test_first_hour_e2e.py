@@ -109,7 +109,7 @@ def test_verify_repair_reports_the_state_after_the_repair(seeded, nx_env, tmp_pa
 
 def test_a_cleanly_stopped_watcher_is_not_a_failure_and_a_dead_one_can_be_retired(seeded, nx_env, tmp_path):
     database, _ = seeded
-    env = {**nx_env, "WATCH_HEARTBEAT_S": "1", "WATCH_LEASE_TTL_S": "4", "WATCH_LEASE_RENEW_S": "1"}
+    env = {**nx_env, "WATCH_HEARTBEAT_S": "1", "WATCH_LEASE_TTL_S": "2", "WATCH_LEASE_RENEW_S": "1"}
     probe = ("status", "--json", "--max-heartbeat-age", "1s")
 
     def started(name: str) -> WatchProcess:
@@ -120,7 +120,7 @@ def test_a_cleanly_stopped_watcher_is_not_a_failure_and_a_dead_one_can_be_retire
     assert started("calm").stop(signal.SIGTERM) == 0
     dead = started("dead")
     dead.stop(signal.SIGKILL)
-    time.sleep(2.2)  # both tokens now older than --max-heartbeat-age
+    time.sleep(2.2)  # both tokens older than --max-heartbeat-age; the dead one's lease (2 s) expired
     result = run_cli(*probe, env=env, cwd=tmp_path)
     report = json.loads(result.stdout)
     assert result.returncode == 3
@@ -135,7 +135,6 @@ def test_a_cleanly_stopped_watcher_is_not_a_failure_and_a_dead_one_can_be_retire
         assert refused.returncode == 2 and "watcher busy is running" in refused.stderr
     finally:
         assert running.stop(signal.SIGTERM) == 0
-    time.sleep(4.2)  # the dead watcher's lease expires (TTL 4 s)
     retired = run_cli("retire-watcher", "dead", env=env, cwd=tmp_path)
     assert retired.returncode == 0, retired.stderr
     assert "watcher dead retired" in retired.stdout
