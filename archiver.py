@@ -416,6 +416,8 @@ class BatchArchiver:
         self.progress: Progress | None = None
         self._checkpointed_at = 0.0
         self._last_written_id: Any = None
+        self._needs_count = False  # see _must_count_delivered
+        self._delivered_at_start: int | None = None
 
     # -- setup
 
@@ -655,8 +657,8 @@ class BatchArchiver:
         return [d for d in documents if d["_id"] not in existing]
 
     def _count_delivered(self) -> int | None:
-        """The window's delivered orders (an index count), for counts that add up and the
-        progress total; None if the count itself fails (never a reason to fail the run)."""
+        """The window's delivered orders (an index count on ``status, date_commande``); None if
+        the count itself fails (never a reason to fail the run: the counts are then partial)."""
         selection = build_selection(
             self.settings.delivered_status, self.options.date_from, self.options.date_to
         )
@@ -670,15 +672,41 @@ class BatchArchiver:
             log.warning("could not count the delivered orders (%s); counts will be partial", exc)
             return None
 
+    def _must_count_delivered(self) -> bool:
+        """Whether the window's delivered orders must be counted for the report: only when
+        the server will skip archived orders unseen (the archive in the source database, and
+        not empty) or an interrupted run's first part is behind the checkpoint. Otherwise the
+        run sees every delivered order itself, and a count would repeat its work."""
+        if not self.same_database or self.options.limit is not None:
+            return False
+        if self.options.run and self.options.resume and self._has_checkpoint():
+            return True
+        return retrying(lambda: self.archive.find_one({}, {"_id": 1}), stop_event=self.stop_event) is not None
+
+    def _has_checkpoint(self) -> bool:
+        return (
+            retrying(
+                lambda: self.checkpoints.find_one({"_id": self.key}, {"_id": 1}), stop_event=self.stop_event
+            )
+            is not None
+        )
+
     def _settle_counts(self) -> None:
-        """In the same database the aggregation skips archived orders on the server, unseen:
-        they are the delivered orders this run did not examine. Only a whole, completed pass
-        knows them (``--limit`` stops early; a resumed run's earlier part was archived then)."""
+        """``delivered`` and ``already_archived`` once the pass is complete. Orders the server
+        skipped unseen (in the archive already) are the delivered orders the run did not
+        examine; without such skipping the run saw them all. With ``--limit`` the orders
+        beyond the last one reached are unknown: ``delivered`` stays unset."""
         report = self.report
-        if report.delivered is None or self.options.limit is not None or not self.same_database:
+        if self.options.limit is not None:
             return
-        unseen = report.delivered - report.scanned - report.outside_window
-        report.already_archived += max(unseen, 0)
+        seen = report.scanned + report.outside_window
+        if not self._needs_count:
+            report.delivered = seen
+            return
+        if self._delivered_at_start is None:
+            return  # the count failed: the report says so by leaving it unset
+        report.delivered = max(self._delivered_at_start, seen)
+        report.already_archived += report.delivered - seen
 
     def run(self) -> BatchReport:
         """The run; on an error or a stop the report so far stays readable as ``self.report``."""
@@ -690,7 +718,9 @@ class BatchArchiver:
             if problem:
                 log.warning("%s; nothing to catch up until it exists", problem)
                 self.report.warnings.append(problem)
-            self.report.delivered = self._count_delivered()
+            self._needs_count = self._must_count_delivered()
+            if self._needs_count:
+                self._delivered_at_start = self._count_delivered()
             if self.options.run:
                 self._run_archive()
             else:
@@ -717,7 +747,7 @@ class BatchArchiver:
         one index count, made only when progress is shown."""
         if self.options.progress == "off":
             return
-        total = self.report.delivered
+        total = self._delivered_at_start if self._needs_count else self._count_delivered()
         if total is not None and self.same_database:
             total = max(total - self._archived_in_window(), 0)
         if total is not None and self.options.limit is not None:
