@@ -32,12 +32,15 @@ from pymongo import errors as pymongo_errors
 from config import Settings
 from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, status_match
 from errors import (
+    TRANSIENT_CODES,
     ArchiverError,
     Backoff,
     ConfigError,
     FatalError,
     InvalidOrderError,
+    TransientError,
     as_archiver_error,
+    describe,
     is_transient,
     retrying,
 )
@@ -356,26 +359,28 @@ class ArchiveWriter:
         return WriteOutcome(result.upserted_count, result.matched_count)
 
     def _retrying(self, exc: BaseException, delay: float) -> None:
-        log.warning("archive write failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+        log.warning("archive write failed (%s); retrying in %.1fs", describe(exc), delay)
         if self.on_retry is not None:
             self.on_retry(exc)
 
     def _settle_bulk_errors(
         self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, Any]]
     ) -> WriteOutcome:
-        """Duplicate keys are not failures. When the order's ``_id`` is in the archive it was
-        archived meanwhile (a watcher, a concurrent run); otherwise another order holds its
-        ``numero_commande`` in the archive, and this one is rejected."""
+        """Per-document refusals of a bulk whose write concern was met (``is_transient``
+        retries any write-concern error first). A duplicate key is not a failure: when the
+        order's ``_id`` is in the archive it was archived meanwhile (a watcher, a concurrent
+        run); otherwise another order holds its ``numero_commande``, and this one is rejected.
+        Any other refusal of one document (17420 larger than 16 MB once enriched, 121 a
+        validator, 52 a ``$`` field name on 4.4...) rejects that order alone: one bad document
+        never stops a run, nor makes a watcher replay it forever."""
         details = exc.details or {}
+        if details.get("writeConcernErrors"):
+            raise FatalError(describe(exc)) from exc  # unsatisfiable: no write here counts
         outcome = WriteOutcome(details.get("nUpserted", 0), details.get("nMatched", 0))
         errors = details.get("writeErrors", [])
-        others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-        if others:
-            first = others[0]
-            raise FatalError(
-                f"archive write failed: code {first.get('code')}: {str(first.get('errmsg'))[:200]}"
-            )
-        duplicates = [documents[e["index"]] for e in errors]
+        if any(e.get("code") in TRANSIENT_CODES for e in errors):
+            raise TransientError(f"archive write failed in part: {describe(exc)}") from exc
+        duplicates = [documents[e["index"]] for e in errors if e.get("code") == DUPLICATE_KEY]
         present = self.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
         reason = "numero_commande already archived for another order"
         for document in duplicates:
@@ -383,7 +388,24 @@ class ArchiveWriter:
                 outcome.already_archived += 1
                 continue
             outcome.rejections.append(Rejection(document["_id"], reason, document.get("numero_commande")))
+        for error in errors:
+            if error.get("code") == DUPLICATE_KEY:
+                continue
+            document = documents[error["index"]]
+            name = error.get("codeName") or _CODE_NAMES.get(error.get("code"), "")
+            refused = f"archive write refused: code {error.get('code')} {name}".rstrip()
+            outcome.rejections.append(Rejection(document["_id"], refused, document.get("numero_commande")))
         return outcome
+
+
+# Per-document refusals worth naming (the server sends codeName with most, not all, replies).
+_CODE_NAMES = {
+    2: "BadValue",
+    52: "DollarPrefixedFieldName",
+    121: "DocumentValidationFailure",
+    10334: "BSONObjectTooLarge",
+    17420: "DocumentTooLarge",
+}
 
 
 class BatchArchiver:

@@ -59,19 +59,26 @@ class InvalidOrderError(Exception):
         self.reason = reason
 
 
-# Server error codes that mean "try again": failover, shutdown, network, stale routing.
-# https://github.com/mongodb/specifications (retryable-writes, change-streams) lists them.
+# Server error codes that mean "try again": failover, shutdown, network, stale routing,
+# a plan or cursor killed under us (a walk reopens after its last _id), majority reads not
+# available yet. https://github.com/mongodb/specifications (retryable-reads, retryable-writes,
+# change-streams) lists them.
 TRANSIENT_CODES = frozenset(
     {
         6,  # HostUnreachable
         7,  # HostNotFound
+        64,  # WriteConcernTimeout (wtimeout): the write may yet be rolled back; upserts retry safely
         89,  # NetworkTimeout
         91,  # ShutdownInProgress
         133,  # FailedToSatisfyReadPreference
+        134,  # ReadConcernMajorityNotAvailableYet
         150,  # StaleEpoch
+        175,  # QueryPlanKilled
         189,  # PrimarySteppedDown
         234,  # RetryChangeStream
+        237,  # CursorKilled
         262,  # ExceededTimeLimit
+        462,  # IngressRequestRateLimitExceeded (8.2+, Atlas: the server sheds load)
         9001,  # SocketException
         10107,  # NotWritablePrimary
         11600,  # InterruptedAtShutdown
@@ -81,17 +88,49 @@ TRANSIENT_CODES = frozenset(
         13436,  # NotPrimaryOrSecondary
     }
 )
-TRANSIENT_LABELS = ("RetryableWriteError", "ResumableChangeStreamError", "TransientTransactionError")
+# The server's own verdict: retryable writes, resumable streams, transactions, and a server
+# that sheds load (MongoDB 8.2+ and Atlas label it; pymongo adds both labels on overload).
+TRANSIENT_LABELS = (
+    "RetryableWriteError",
+    "ResumableChangeStreamError",
+    "TransientTransactionError",
+    "SystemOverloadedError",
+    "RetryableError",
+)
 AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+ATLAS_ERROR = 8000  # Atlas answers an authorisation failure with AtlasError, "not allowed to do action"
+# Write concern errors that no retry cures: the write concern itself is wrong for this cluster.
+WRITE_CONCERN_CONFIG_CODES = frozenset({79, 100})  # UnknownReplWriteConcern, UnsatisfiableWriteConcern
+
+
+def is_authorisation_error(exc: BaseException) -> bool:
+    """Authentication or authorisation refused, Atlas's wording included: fail at once."""
+    if not isinstance(exc, pymongo_errors.OperationFailure):
+        return False
+    if exc.code in AUTH_CODES:
+        return True
+    message = str((exc.details or {}).get("errmsg", exc)).lower()
+    return exc.code == ATLAS_ERROR and ("not allowed" in message or "not authorized" in message)
+
+
+def _write_concern_errors(exc: BaseException) -> list[dict[str, Any]]:
+    if isinstance(exc, pymongo_errors.BulkWriteError):
+        return list((exc.details or {}).get("writeConcernErrors") or [])
+    if isinstance(exc, pymongo_errors.WriteConcernError):
+        return [{"code": exc.code, "errmsg": str(exc)}]
+    return []
 
 
 def is_transient(exc: BaseException) -> bool:
     """True when retrying the same operation may succeed.
 
     Reads pymongo's error labels first (the server's own verdict), then network errors and
-    the failover codes; a bulk write is transient when every error in it is.
+    the failover codes. A write-concern error is never a success: the write may be rolled
+    back, so it is retried (the archive's writes are idempotent) unless the write concern
+    itself is unsatisfiable. A bulk write whose other errors are per-document refusals is
+    transient only through its write-concern errors; the refusals are settled per order.
     """
-    if isinstance(exc, pymongo_errors.OperationFailure) and exc.code in AUTH_CODES:
+    if is_authorisation_error(exc):
         return False
     if isinstance(exc, pymongo_errors.PyMongoError) and any(
         exc.has_error_label(label) for label in TRANSIENT_LABELS
@@ -99,10 +138,11 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (pymongo_errors.ConnectionFailure, pymongo_errors.CursorNotFound)):
         return True
+    concern = _write_concern_errors(exc)
+    if concern:
+        return not any(e.get("code") in WRITE_CONCERN_CONFIG_CODES for e in concern)
     if isinstance(exc, pymongo_errors.BulkWriteError):
-        details = exc.details or {}
-        codes = [e.get("code") for e in details.get("writeErrors", [])]
-        codes += [e.get("code") for e in details.get("writeConcernErrors", [])]
+        codes = [e.get("code") for e in (exc.details or {}).get("writeErrors", [])]
         return bool(codes) and all(code in TRANSIENT_CODES for code in codes)
     if isinstance(exc, pymongo_errors.OperationFailure):
         return exc.code in TRANSIENT_CODES
@@ -113,11 +153,18 @@ def describe(exc: BaseException) -> str:
     """A one-line description of a pymongo error, safe to print (no URI, no document)."""
     if isinstance(exc, pymongo_errors.ServerSelectionTimeoutError):
         return "MongoDB server unreachable (server selection timed out)"
+    concern = _write_concern_errors(exc)
+    if concern:
+        first = concern[0]
+        return (
+            f"write concern not satisfied (code {first.get('code')}): "
+            f"{str(first.get('errmsg', ''))[:200]}; the write may be rolled back, so it does not count"
+        )
     if isinstance(exc, pymongo_errors.OperationFailure):
         if exc.code == 18:
             return "authentication failed: check the user name and password in MONGODB_URI"
-        if exc.code == 13:
-            return "not authorised: the MongoDB user lacks a required role"
+        if is_authorisation_error(exc):
+            return "not authorised: the MongoDB user lacks a required role (see deploy/mongodb-roles.js)"
         message = str(exc.details.get("errmsg", exc)) if exc.details else str(exc)
         return f"MongoDB error {exc.code}: {message.splitlines()[0][:300]}"
     if isinstance(exc, pymongo_errors.ConnectionFailure):

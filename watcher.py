@@ -54,6 +54,7 @@ from errors import (
     NotSupportedError,
     TransientError,
     as_archiver_error,
+    is_authorisation_error,
     is_transient,
     retrying,
 )
@@ -615,7 +616,11 @@ class Watcher:
         if exc.code in TOKEN_UNUSABLE_CODES:
             return True
         # Any other refusal that is not transient, access or support: the token is the suspect.
-        return not is_transient(exc) and exc.code not in (13, 18) and exc.code not in NO_CHANGE_STREAMS_CODES
+        return (
+            not is_transient(exc)
+            and not is_authorisation_error(exc)
+            and exc.code not in NO_CHANGE_STREAMS_CODES
+        )
 
     def _catch_up(self) -> None:
         self.stats.catch_ups += 1

@@ -268,3 +268,40 @@ def test_a_date_set_by_an_update_reads_back_as_a_date(db):
     assert upserted["seen"] == when and upserted["first"] == when
     assert db.leases.count_documents({"at": {"$gte": when}}) == 1
     assert len(list(db.leases.aggregate([{"$match": {"expires": {"$lt": datetime.now(UTC)}}}]))) == 1
+
+
+@pytest.fixture(scope="module")
+def faulty_server(tmp_path_factory):
+    """A server with both write fault knobs on (see tests/nx_launcher.py)."""
+    server = NxServer(
+        tmp_path_factory.mktemp("faulty"),
+        env={"NX_FAULT_WRITE_CONCERN": "archive:2", "NX_FAULT_REFUSE_NUMERO": "CMD-HUGE"},
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_write_fault_knobs_answer_what_a_cluster_answers(faulty_server, db_name):
+    with pymongo.MongoClient(faulty_server.uri, tz_aware=True) as client:
+        archive = client[db_name]["archive"]
+
+        def upserts(*numeros):
+            return [
+                pymongo.UpdateOne({"_id": ObjectId()}, {"$setOnInsert": {"numero_commande": n}}, upsert=True)
+                for n in numeros
+            ]
+
+        first = archive.bulk_write(upserts("A", "B"), ordered=False)  # update 1 of 2: applied
+        assert first.upserted_count == 2
+        with pytest.raises(pymongo.errors.BulkWriteError) as caught:  # update 2: rolled back
+            archive.bulk_write(upserts("C", "D"), ordered=False)
+        assert caught.value.details["writeConcernErrors"][0]["code"] == 64
+        assert not caught.value.details["writeErrors"]
+        assert sorted(d["numero_commande"] for d in archive.find()) == ["A", "B"]  # C, D undone
+
+        with pytest.raises(pymongo.errors.BulkWriteError) as caught:  # update 3: one refused
+            archive.bulk_write(upserts("E", "CMD-HUGE", "F"), ordered=False)
+        details = caught.value.details
+        assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 17420)]
+        assert sorted(u["index"] for u in details["upserted"]) == [0, 2]
+        assert sorted(d["numero_commande"] for d in archive.find()) == ["A", "B", "E", "F"]

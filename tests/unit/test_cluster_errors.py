@@ -1,0 +1,148 @@
+"""What a replica set, a sharded cluster or Atlas answers that the test servers never do: the
+exact exceptions pymongo raises, handed to the product's one classification and its one
+write path (the same conditions are made at the wire in tests/e2e/test_cluster_faults_e2e.py)."""
+
+from __future__ import annotations
+
+import pytest
+from bson import ObjectId
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    OperationFailure,
+    WriteConcernError,
+    WTimeoutError,
+)
+
+from archiver import ArchiveWriter
+from errors import FatalError, TransientError, describe, is_authorisation_error, is_transient
+
+
+def bulk_error(write_errors=(), concern_errors=(), upserted=0) -> BulkWriteError:
+    """What pymongo raises for an unordered bulk (pymongo/bulk_shared.py builds these details)."""
+    return BulkWriteError(
+        {
+            "writeErrors": list(write_errors),
+            "writeConcernErrors": list(concern_errors),
+            "nInserted": 0,
+            "nUpserted": upserted,
+            "nMatched": 0,
+            "nModified": 0,
+            "nRemoved": 0,
+            "upserted": [],
+        }
+    )
+
+
+WTIMEOUT = {"code": 64, "codeName": "WriteConcernTimeout", "errmsg": "waiting for replication timed out"}
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (bulk_error(concern_errors=[WTIMEOUT], upserted=2), True),  # applied, may be rolled back
+        (bulk_error(concern_errors=[{"code": 91, "errmsg": "shutdown"}]), True),
+        (bulk_error([{"index": 0, "code": 11000}], [WTIMEOUT]), True),  # the whole bulk again
+        (bulk_error(concern_errors=[{"code": 100, "errmsg": "Not enough data-bearing nodes"}]), False),
+        (bulk_error(concern_errors=[{"code": 79, "errmsg": "unrecognized write concern mode"}]), False),
+        (WriteConcernError("timed out", 64), True),  # a single write (checkpoint, token, lease)
+        (WTimeoutError("timed out", 64), True),
+        (OperationFailure("not yet", 134), True),  # ReadConcernMajorityNotAvailableYet
+        (OperationFailure("plan killed", 175), True),  # QueryPlanKilled
+        (OperationFailure("cursor killed", 237), True),  # CursorKilled
+        (OperationFailure("rate limited", 462), True),
+        (
+            OperationFailure("overloaded", 999, {"errorLabels": ["SystemOverloadedError", "RetryableError"]}),
+            True,
+        ),
+        (AutoReconnect("reset"), True),
+        (bulk_error([{"index": 0, "code": 17420}]), False),  # per-document: settled, not retried
+        (
+            OperationFailure(
+                "user is not allowed to do action [find] on [x.y]",
+                8000,
+                {"errmsg": "user is not allowed to do action [find] on [x.y]", "code": 8000},
+            ),
+            False,
+        ),
+        (OperationFailure("Unauthorized", 13), False),
+    ],
+)
+def test_is_transient(error, transient):
+    assert is_transient(error) is transient
+
+
+def test_atlas_authorisation_is_reported_as_such():
+    error = OperationFailure(
+        "user is not allowed to do action [insert] on [livraison.Commande_archive]",
+        8000,
+        {
+            "ok": 0,
+            "errmsg": "user is not allowed to do action [insert] on [livraison.Commande_archive]",
+            "code": 8000,
+            "codeName": "AtlasError",
+        },
+    )
+    assert is_authorisation_error(error)
+    assert describe(error).startswith("not authorised")
+    assert not is_authorisation_error(
+        OperationFailure("space quota exceeded", 8000, {"errmsg": "space quota"})
+    )
+
+
+class FakeArchive:
+    """An archive collection whose bulk_write raises the given errors in turn, then succeeds."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def bulk_write(self, requests, ordered):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return type("Result", (), {"upserted_count": len(requests), "matched_count": 0})()
+
+    def find(self, *args, **kwargs):
+        return []
+
+
+def documents(n: int) -> list[dict]:
+    return [{"_id": ObjectId(), "numero_commande": f"CMD-{i}"} for i in range(n)]
+
+
+def test_a_write_concern_error_is_retried_never_counted(monkeypatch):
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    archive = FakeArchive(bulk_error(concern_errors=[WTIMEOUT], upserted=3))
+    outcome = ArchiveWriter(archive).upsert(documents(3))
+    assert archive.calls == 2 and outcome.archived == 3  # the count is the retry's
+
+
+def test_write_concern_errors_that_persist_fail_the_write_as_transient(monkeypatch):
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    archive = FakeArchive(*[bulk_error(concern_errors=[WTIMEOUT], upserted=3) for _ in range(10)])
+    with pytest.raises(TransientError, match="write concern not satisfied"):
+        ArchiveWriter(archive).upsert(documents(3))
+
+
+def test_an_unsatisfiable_write_concern_fails_at_once():
+    archive = FakeArchive(
+        bulk_error(concern_errors=[{"code": 100, "errmsg": "Not enough nodes"}], upserted=3)
+    )
+    with pytest.raises(FatalError, match="write concern not satisfied"):
+        ArchiveWriter(archive).upsert(documents(3))
+    assert archive.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [(17420, "DocumentTooLarge"), (121, "DocumentValidationFailure"), (52, "DollarPrefixedFieldName")],
+)
+def test_one_refused_document_is_a_rejected_order_not_a_failed_run(code, name):
+    batch = documents(3)
+    archive = FakeArchive(bulk_error([{"index": 1, "code": code, "errmsg": "refused"}], upserted=2))
+    outcome = ArchiveWriter(archive).upsert(batch)
+    assert outcome.archived == 2
+    assert [(r.order_id, r.reason) for r in outcome.rejections] == [
+        (batch[1]["_id"], f"archive write refused: code {code} {name}")
+    ]
