@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bson import json_util
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, ReadPreference, UpdateOne, WriteConcern
 from pymongo import errors as pymongo_errors
 
 from config import Settings
@@ -57,6 +57,7 @@ QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
 CHECKPOINT_EVERY_S = 2.0
 PAGE_SIZE = 500  # orders per getMore, and per page once reads fail (see read_chunks)
 DEFAULT_SAMPLES = 3
+INDEX_BUILD_MAX_MS = 60_000  # see ensure_indexes
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,8 @@ class _Chunk:
 class Collections:
     """The collections a run touches, from the settings' names."""
 
-    orders: Any
+    orders: Any  # the source scan: the URI's read preference
+    orders_primary: Any  # the re-reads that decide, and the purge: primary, majority
     archive: Any
     checkpoints: Any
     rejects: Any
@@ -301,12 +303,25 @@ class Collections:
 
     @classmethod
     def of(cls, client: Any, settings: Settings) -> Collections:
+        """Every write the archiver makes (archive, checkpoints, tokens, leases, rejects, the
+        purge) waits for a majority: an acknowledged ``w: 1`` write can be rolled back by a
+        failover, and a checkpoint, a token or a purge must never get ahead of an archive
+        write that a rollback undid. Every read that decides correctness (already archived?,
+        the order as it is now, checkpoints, tokens, leases) goes to the primary, whatever the
+        URI's ``readPreference``: a lagging secondary would show a delivered order as not
+        delivered yet. The batch's own scan of the source follows the URI."""
         archive_db = client[settings.archive_db_name]
+        durable = {
+            "write_concern": WriteConcern(w="majority", wtimeout=settings.mongodb_write_timeout_ms),
+            "read_preference": ReadPreference.PRIMARY,
+        }
+        orders = client[settings.mongodb_database][settings.orders_collection]
         return cls(
-            orders=client[settings.mongodb_database][settings.orders_collection],
-            archive=archive_db[settings.archive_collection],
-            checkpoints=archive_db[settings.checkpoint_collection],
-            rejects=archive_db[settings.rejects_collection],
+            orders=orders,
+            orders_primary=orders.with_options(**durable),
+            archive=archive_db[settings.archive_collection].with_options(**durable),
+            checkpoints=archive_db[settings.checkpoint_collection].with_options(**durable),
+            rejects=archive_db[settings.rejects_collection].with_options(**durable),
             names=CollectionNames.from_settings(settings),
             same_database=settings.archive_db_name == settings.mongodb_database,
         )
@@ -427,6 +442,7 @@ class BatchArchiver:
         self.clock = clock
         collections = Collections.of(client, settings)
         self.orders = collections.orders
+        self.orders_primary = collections.orders_primary
         self.archive = collections.archive
         self.checkpoints = collections.checkpoints
         self.same_database = collections.same_database
@@ -444,7 +460,11 @@ class BatchArchiver:
     # -- setup
 
     def ensure_indexes(self) -> None:
-        """Indexes the run relies on; creating an existing index is a no-op on the server."""
+        """Indexes the run relies on; creating an existing index is a no-op on the server.
+
+        On MongoDB 4.4+ a build waits for every voting member by default: a member down would
+        block the run forever. Each build asks a majority (``commitQuorum``) and gives up after
+        ``INDEX_BUILD_MAX_MS`` (the server goes on building; the next run finds it done)."""
         specs = [
             (self.orders, [("status", ASCENDING), ("date_commande", ASCENDING)], {}),
             (self.orders, [("status", ASCENDING), ("_id", ASCENDING)], {}),
@@ -456,7 +476,10 @@ class BatchArchiver:
         for collection, keys, extra in specs:
             try:
                 retrying(
-                    lambda c=collection, k=keys, e=extra: c.create_index(k, **e), stop_event=self.stop_event
+                    lambda c=collection, k=keys, e=extra: c.create_index(
+                        k, commitQuorum="majority", maxTimeMS=INDEX_BUILD_MAX_MS, **e
+                    ),
+                    stop_event=self.stop_event,
                 )
             except ArchiverError as exc:
                 if collection is self.archive and extra.get("unique"):
@@ -660,7 +683,7 @@ class BatchArchiver:
             confirmed = [i for i in ids if i in present]
             if confirmed:
                 result = retrying(
-                    lambda c=confirmed: self.orders.delete_many(
+                    lambda c=confirmed: self.orders_primary.delete_many(
                         {"_id": {"$in": c}, "status": status_match(self.settings.delivered_status)}
                     ),
                     attempts=WRITE_ATTEMPTS,
@@ -876,7 +899,9 @@ class BatchArchiver:
         """Rejected orders that were fixed (and archived), deleted or corrected leave the list;
         a failure here only leaves the list longer: the archive is done."""
         try:
-            self.rejects.prune(self.orders, self.archive, status_match(self.settings.delivered_status))
+            self.rejects.prune(
+                self.orders_primary, self.archive, status_match(self.settings.delivered_status)
+            )
         except ArchiverError as exc:
             log.warning("the list of rejected orders was not tidied (%s); the next run tries again", exc)
 

@@ -49,6 +49,9 @@ class Settings:
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
     resume_token_file: str = ".resume_token.json"  # RESUME_TOKEN_FILE: watch's file store
     mongodb_timeout_ms: int = 5000  # MONGODB_TIMEOUT_MS: server selection/connect timeout
+    mongodb_write_timeout_ms: int = (
+        10000  # MONGODB_WRITE_TIMEOUT_MS: wait for a majority (w:majority wtimeout)
+    )
     mongodb_tls_ca_file: str | None = (
         None  # MONGODB_TLS_CA_FILE: CA bundle that signs the server (turns TLS on)
     )
@@ -222,6 +225,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_FORMAT": ("log_format", parse_choice(LOG_FORMATS)),
     "RESUME_TOKEN_FILE": ("resume_token_file", parse_text),
     "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_positive_int),
+    "MONGODB_WRITE_TIMEOUT_MS": ("mongodb_write_timeout_ms", parse_positive_int),
     "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_readable_file),
     "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_readable_file),
     "WATCH_MAX_BATCH": ("watch_max_batch", parse_positive_int),

@@ -436,6 +436,8 @@ class Watcher:
         self.clock = clock
         collections = Collections.of(client, settings)
         self.orders = collections.orders
+        # The order as it is now, after its event: from the primary (see Collections.of).
+        self.orders_primary = collections.orders_primary
         self.names = collections.names
         self.rejects = RejectStore(collections.rejects, self.stop_event)
         self.metrics = WatchMetrics()
@@ -705,7 +707,7 @@ class Watcher:
             return
         pipeline = build_enrichment_pipeline({"_id": {"$in": ids}}, self.names)
         raw_documents = retrying(
-            lambda: list(self.orders.aggregate(pipeline)), attempts=6, stop_event=self.stop_event
+            lambda: list(self.orders_primary.aggregate(pipeline)), attempts=6, stop_event=self.stop_event
         )
         now = self.clock()
         documents = []

@@ -146,3 +146,54 @@ def test_one_refused_document_is_a_rejected_order_not_a_failed_run(code, name):
     assert [(r.order_id, r.reason) for r in outcome.rejections] == [
         (batch[1]["_id"], f"archive write refused: code {code} {name}")
     ]
+
+
+def test_writes_wait_for_a_majority_and_deciding_reads_go_to_the_primary():
+    """Whatever the URI says (here: read from secondaries, w: 1), the archive, checkpoints,
+    tokens, leases, rejects and the purge write with w: majority and read from the primary;
+    only the batch's source scan follows the URI."""
+    from pymongo import MongoClient, ReadPreference
+
+    from archiver import Collections
+    from config import Settings
+    from watcher import Watcher, WatchOptions
+
+    settings = Settings(
+        mongodb_uri="mongodb://h/?readPreference=secondary&w=1", mongodb_write_timeout_ms=7000
+    )
+    with MongoClient(settings.mongodb_uri, connect=False) as client:
+        collections = Collections.of(client, settings)
+        for durable in (
+            collections.archive,
+            collections.checkpoints,
+            collections.rejects,
+            collections.orders_primary,
+        ):
+            assert durable.write_concern.document == {"w": "majority", "wtimeout": 7000}
+            assert durable.read_preference == ReadPreference.PRIMARY
+        assert collections.orders.read_preference == ReadPreference.SECONDARY
+        watcher = Watcher(client, settings, WatchOptions(token_store="mongo"))
+        assert watcher.orders_primary.read_preference == ReadPreference.PRIMARY
+        assert watcher.lease.collection.write_concern.document["w"] == "majority"
+        assert watcher.store.collection.write_concern.document["w"] == "majority"
+
+
+def test_index_builds_ask_a_majority_and_give_up_in_time(mongo):
+    """createIndexes waits for every voting member by default on 4.4+: a member down would
+    block the run. Each build names commitQuorum majority and a time limit."""
+    from archiver import INDEX_BUILD_MAX_MS, BatchArchiver, BatchOptions
+    from config import Settings
+
+    calls = []
+    archiver = BatchArchiver(mongo, Settings(simulation=True, log_dir=""), BatchOptions(run=True))
+    for collection in (archiver.orders, archiver.archive):
+        original = collection.create_index
+
+        def spy(keys, _original=original, **kwargs):
+            calls.append(kwargs)
+            return _original(keys, **kwargs)
+
+        collection.create_index = spy
+    archiver.ensure_indexes()
+    assert len(calls) == 6
+    assert all(c["commitQuorum"] == "majority" and c["maxTimeMS"] == INDEX_BUILD_MAX_MS for c in calls)
