@@ -26,6 +26,9 @@ def client_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "appname": APP_NAME,
         "tz_aware": True,
+        # A BSON date before year 1 or after 9999 (dirty data) decodes as DatetimeMS instead of
+        # raising InvalidBSON for the whole batch: that order alone is rejected.
+        "datetime_conversion": "DATETIME_AUTO",
         "serverSelectionTimeoutMS": timeout,
         "connectTimeoutMS": timeout,
         "retryWrites": True,

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128
 
 from errors import InvalidOrderError
@@ -150,6 +151,8 @@ def parse_datetime(value: Any) -> datetime:
             raise ValueError("not an ISO-8601 date") from None
     elif isinstance(value, date):
         parsed = datetime.combine(value, time())
+    elif isinstance(value, DatetimeMS):
+        raise ValueError("a date out of range (before year 1 or after 9999)")
     else:
         raise ValueError(f"a {type(value).__name__}, not a date")
     if parsed.tzinfo is None:
@@ -206,7 +209,20 @@ def _reference(
     return {"id": ref_id, **{field: found.get(field) for field in fields}}
 
 
-def _hashable(value: Any) -> Any:
+def _match_key(value: Any) -> Any:
+    """A key under which two ids are equal as MongoDB compares them (``$lookup`` joined them
+    so): numbers by value across int, Int64, double and Decimal128 (``Decimal128("5")`` is
+    ``5``), booleans apart from numbers, anything unhashable by its representation."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    if isinstance(value, (int, float, Decimal)):
+        try:
+            number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+        except (InvalidOperation, ValueError):
+            return ("number", repr(value))
+        return ("nan",) if number.is_nan() else ("number", number)
     try:
         hash(value)
         return value
@@ -289,7 +305,7 @@ def finish_archive_document(
     if not isinstance(raw_items, list):
         raise InvalidOrderError(f"items is a {type(raw_items).__name__}, not a list")
     menus = {
-        _hashable(menu.get("_id")): menu for menu in (raw.get(_MENUS) or []) if isinstance(menu, Mapping)
+        _match_key(menu.get("_id")): menu for menu in (raw.get(_MENUS) or []) if isinstance(menu, Mapping)
     }
     items: list[dict[str, Any]] = []
     total = 0.0
@@ -300,7 +316,7 @@ def finish_archive_document(
         if quantity is None:
             raise InvalidOrderError(f"items[{index}].quantite is not a whole number >= 1")
         menu_id = item.get("menu_id")
-        menu = menus.get(_hashable(menu_id)) if menu_id is not None else None
+        menu = menus.get(_match_key(menu_id)) if menu_id is not None else None
         name = price = subtotal = None
         if menu is None:
             anomalies.append("menu_missing")

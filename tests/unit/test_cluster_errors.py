@@ -4,6 +4,8 @@ write path (the same conditions are made at the wire in tests/e2e/test_cluster_f
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from bson import ObjectId
 from pymongo.errors import (
@@ -197,3 +199,59 @@ def test_index_builds_ask_a_majority_and_give_up_in_time(mongo):
     archiver.ensure_indexes()
     assert len(calls) == 6
     assert all(c["commitQuorum"] == "majority" and c["maxTimeMS"] == INDEX_BUILD_MAX_MS for c in calls)
+
+
+def test_a_date_out_of_pythons_range_rejects_its_order_instead_of_failing_the_batch():
+    """pymongo raises InvalidBSON (not a PyMongoError) for a BSON date before year 1 or after
+    9999 while decoding a whole batch; with the client's DATETIME_AUTO it is a DatetimeMS, and
+    that order alone is rejected (its delivery date, an anomaly)."""
+    import bson
+    from bson.codec_options import CodecOptions, DatetimeConversion
+    from bson.datetime_ms import DatetimeMS
+    from bson.errors import InvalidBSON
+
+    from config import Settings
+    from connection import client_options
+    from enrichment import finish_archive_document
+    from errors import InvalidOrderError
+
+    raw = bson.encode({"_id": ObjectId(), "numero_commande": "CMD-1", "date_commande": DatetimeMS(2**62)})
+    with pytest.raises(InvalidBSON):
+        bson.decode(raw, CodecOptions(tz_aware=True))
+    options = client_options(Settings(mongodb_uri="mongodb://h"))
+    assert options["datetime_conversion"] == "DATETIME_AUTO"
+    decoded = bson.decode(
+        raw, CodecOptions(tz_aware=True, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+    )
+    with pytest.raises(InvalidOrderError, match="date_commande unreadable: a date out of range"):
+        finish_archive_document(decoded, archived_by="batch", archived_at=datetime.now(UTC))
+    fine = {
+        **decoded,
+        "date_commande": datetime(2026, 1, 1, tzinfo=UTC),
+        "date_livraison": DatetimeMS(-(2**62)),
+    }
+    document = finish_archive_document(fine, archived_by="batch", archived_at=datetime.now(UTC))
+    assert document["date_livraison"] is None and "date_livraison_unreadable" in document["anomalies"]
+
+
+def test_items_meet_their_dishes_with_mongodb_equality():
+    """$lookup joins numbers by value across types; the finishing step matches them the same way."""
+    from bson.decimal128 import Decimal128
+    from bson.int64 import Int64
+
+    from enrichment import finish_archive_document
+
+    raw = {
+        "_id": ObjectId(),
+        "numero_commande": "CMD-1",
+        "date_commande": datetime(2026, 1, 1, tzinfo=UTC),
+        "items": [
+            {"menu_id": Decimal128("5"), "quantite": 1},
+            {"menu_id": 7.0, "quantite": 2},
+            {"menu_id": "5", "quantite": 1},
+            {"menu_id": True, "quantite": 1},
+        ],
+        "_x_menus": [{"_id": 5, "nom": "Pizza", "prix": 10}, {"_id": Int64(7), "nom": "Tarte", "prix": 3}],
+    }
+    items = finish_archive_document(raw, archived_by="batch", archived_at=datetime.now(UTC))["items"]
+    assert [i["nom"] for i in items] == ["Pizza", "Tarte", None, None]  # "5" and true are not 5 or 1
