@@ -336,24 +336,35 @@ class MongoTokenStore:
 # --- pure helpers ----------------------------------------------------------------------------
 
 
+# What the handler reads of an event; the rest never leaves the server. The resume token
+# (_id) stays: a change stream refuses a projection without it.
+EVENT_FIELDS = (
+    "operationType",
+    "documentKey",
+    "clusterTime",
+    "wallTime",
+    "fullDocument._id",
+    "fullDocument.status",
+)
+
+
 def build_change_stream_pipeline(delivered_status: str) -> list[dict[str, Any]]:
-    """Only what can mean "delivered now" reaches the client."""
+    """Only what can mean "delivered now" reaches the client, projected down to what the
+    handler reads: with ``updateLookup`` an event carries the whole order (and an update's
+    changed fields), and an event over 16 MB is an error no resume gets past
+    (``BSONObjectTooLarge``); the handler re-reads the order by its ``_id`` anyway."""
+    status = status_match(delivered_status)
     return [
         {
             "$match": {
                 "$or": [
-                    {
-                        "operationType": {"$in": ["insert", "replace"]},
-                        "fullDocument.status": status_match(delivered_status),
-                    },
-                    {
-                        "operationType": "update",
-                        "updateDescription.updatedFields.status": status_match(delivered_status),
-                    },
+                    {"operationType": {"$in": ["insert", "replace"]}, "fullDocument.status": status},
+                    {"operationType": "update", "updateDescription.updatedFields.status": status},
                     {"operationType": "invalidate"},
                 ]
             }
-        }
+        },
+        {"$project": {field: 1 for field in EVENT_FIELDS}},
     ]
 
 
@@ -571,6 +582,11 @@ class Watcher:
                 stream = self._open(saved["token"], invalidated=saved["invalidated"])
             except _TokenUnusable as reason:
                 log.warning("the saved resume token cannot be used (%s): catching up instead", reason)
+            if stream is not None and saved["invalidated"]:
+                # The collection was dropped or replaced (a rename, $out, a restore with --drop):
+                # what came with the new one made no insert event. The stream is open, so
+                # nothing delivered during the catch-up is missed.
+                self._catch_up()
         if stream is None:
             stream = self._open(None)
             start_token = stream.resume_token

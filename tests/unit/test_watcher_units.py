@@ -124,3 +124,68 @@ def test_which_errors_mean_the_token_is_refused(code, refused):
     from watcher import Watcher
 
     assert Watcher._token_refused(OperationFailure("x", code=code)) is refused
+
+
+def test_change_events_are_projected_to_what_the_handler_reads():
+    """A delivered order of several MB, looked up in full, would make an event over 16 MB:
+    the stream keeps the resume token, the keys, the times and the status only."""
+    pipeline = build_change_stream_pipeline("livrée")
+    assert list(pipeline[0]) == ["$match"] and list(pipeline[1]) == ["$project"]
+    projection = pipeline[1]["$project"]
+    assert "_id" not in projection or projection["_id"] == 1  # the resume token is kept
+    assert set(projection) == {
+        "operationType",
+        "documentKey",
+        "clusterTime",
+        "wallTime",
+        "fullDocument._id",
+        "fullDocument.status",
+    }
+    projected = {
+        "_id": TOKEN,
+        "operationType": "update",
+        "documentKey": {"_id": 1},
+        "fullDocument": {"_id": 1, "status": "livrée"},
+    }
+    assert orders_to_archive([projected], "livrée") == [1]
+
+
+@pytest.mark.parametrize("invalidated", [True, False])
+def test_after_an_invalidate_the_watcher_catches_up_before_streaming(mongo, invalidated):
+    """A collection replaced by a rename, $out or a restore with --drop brings orders that made
+    no insert event: a stream reopened after an invalidate catches up first (the stream is
+    already open, so nothing delivered meanwhile is missed). (The test server cannot rename
+    over a collection: renameCollection with dropTarget leaves both as they were.)"""
+    from config import Settings
+    from watcher import Watcher, WatchOptions
+
+    watcher = Watcher(mongo, Settings(simulation=True, log_dir=""), WatchOptions())
+    calls: list[str] = []
+
+    class Stream:
+        resume_token = TOKEN
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    watcher.store = type("Store", (), {"load": lambda self: {"token": TOKEN, "invalidated": invalidated}})()
+    watcher._open = lambda token, invalidated=False: (
+        calls.append(f"open start_after={invalidated}") or Stream()
+    )
+    watcher._catch_up = lambda: calls.append("catch up")
+    watcher._consume = lambda stream, backoff: calls.append("consume")
+    from errors import Backoff
+
+    watcher._stream_once(backoff=Backoff())
+    expected = (
+        ["open start_after=True", "catch up", "consume"]
+        if invalidated
+        else [
+            "open start_after=False",
+            "consume",
+        ]
+    )
+    assert calls == expected
