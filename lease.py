@@ -7,8 +7,10 @@ and takes over within ``ttl_s`` of the leader's death. The leader holds the leas
 while its own clock says so (renewed less than ``ttl_s - renew_s`` ago) and the server
 agrees at each renewal; the token store's writes are conditional on the term, so a leader
 that was paused (GC, SIGSTOP, a VM freeze) and wakes up after a takeover cannot overwrite
-the new leader's checkpoint. Hosts need synchronised clocks (NTP): the expiry is compared
-with each host's UTC time, so the skew must stay well under ``ttl_s - renew_s``.
+the new leader's checkpoint. Expiries are written and compared in the *server's* time
+(``hello``'s ``localTime``, corrected by half the round trip), so the watchers' hosts may
+disagree about the time; each host's own clock only measures its lease's remaining life
+(monotonic), which needs no synchronisation.
 """
 
 from __future__ import annotations
@@ -28,6 +30,22 @@ from errors import ArchiverError, retrying
 from logger import get_logger
 
 log = get_logger("lease")
+
+
+def server_time(client: Any) -> datetime:
+    """The deployment's current time (UTC), from ``hello``'s ``localTime``: one clock for
+    every watcher, whatever its host's. Half the round trip is added (the reply was made
+    half-way); a server that does not say falls back to this host's clock."""
+    sent = time.monotonic()
+    try:
+        reply = client.admin.command("hello")
+    except (pymongo_errors.PyMongoError, NotImplementedError):
+        reply = {}
+    local = reply.get("localTime") if isinstance(reply, dict) else None
+    if not isinstance(local, datetime):
+        return datetime.now(UTC)
+    local = local if local.tzinfo else local.replace(tzinfo=UTC)
+    return local + timedelta(seconds=(time.monotonic() - sent) / 2)
 
 
 def lease_key(name: str) -> str:
@@ -78,7 +96,7 @@ class Lease:
 
     def try_acquire(self) -> bool:
         """Take the lease if it is free or expired; True when this watcher is now the leader."""
-        now = datetime.now(UTC)
+        now = self._now()
         started = time.monotonic()
         try:
             document = retrying(
@@ -107,8 +125,11 @@ class Lease:
         log.info("leader of %s (term %d, owner %s)", self.key, self.term, self.owner)
         return True
 
+    def _now(self) -> datetime:
+        return server_time(self.collection.database.client)
+
     def _renew(self) -> bool:
-        now = datetime.now(UTC)
+        now = self._now()
         started = time.monotonic()
         document = self.collection.find_one_and_update(
             {"_id": self.key, "owner": self.owner, "term": self.term},
@@ -140,7 +161,7 @@ class Lease:
         try:
             self.collection.update_one(
                 {"_id": self.key, "owner": self.owner, "term": self.term},
-                {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+                {"$set": {"expires_at": self._now() - timedelta(seconds=1)}},
             )
         except pymongo_errors.PyMongoError as exc:
             log.warning("lease %s not released (%s): a standby takes over when it expires", self.key, exc)

@@ -58,7 +58,7 @@ from errors import (
     is_transient,
     retrying,
 )
-from lease import Lease, LeaseLost, lease_key
+from lease import Lease, LeaseLost, lease_key, server_time
 from logger import STATS, get_logger
 from metrics import WatchMetrics
 from rejects import Rejection, RejectStore
@@ -103,7 +103,7 @@ def retire_watcher(client: Any, settings: Settings, name: str | None, token_file
     if token_file:
         return retire_file_watcher(token_file)
     checkpoints = client[settings.archive_db_name][settings.checkpoint_collection]
-    return retire_mongo_watcher(checkpoints, name or "default")
+    return retire_mongo_watcher(checkpoints, name or "default", now=server_time(client))
 
 
 def retire_mongo_watcher(checkpoints: Any, name: str, now: datetime | None = None) -> str:

@@ -189,3 +189,30 @@ def test_after_an_invalidate_the_watcher_catches_up_before_streaming(mongo, inva
         ]
     )
     assert calls == expected
+
+
+def test_the_lease_runs_on_the_servers_clock(mongo, monkeypatch):
+    """Expiries are written and compared in the server's time: a host whose clock is an hour
+    behind still sees the lease held, and one an hour ahead cannot take it early."""
+    from datetime import timedelta
+
+    import lease as lease_module
+    from lease import Lease
+
+    server_now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    monkeypatch.setattr(lease_module, "server_time", lambda client: server_now)
+    checkpoints = mongo["livraison"]["archiver_checkpoints"]
+    leader = Lease(checkpoints, "eu-1", ttl_s=10, renew_s=2, owner="a")
+    assert leader.try_acquire()
+    try:
+        assert checkpoints.find_one({"_id": "lease:eu-1"})["expires_at"].replace(
+            tzinfo=UTC
+        ) == server_now + timedelta(seconds=10)
+        rival = Lease(checkpoints, "eu-1", ttl_s=10, renew_s=2, owner="b")
+        server_now += timedelta(seconds=9)
+        assert not rival.try_acquire()  # whatever the rival host's own clock says
+        server_now += timedelta(seconds=2)
+        assert rival.try_acquire()  # expired by the server's clock
+        rival.release()
+    finally:
+        leader.release()
