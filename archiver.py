@@ -218,6 +218,45 @@ def scan_by_id(
                 raise as_archiver_error(exc) from exc
 
 
+# One order whose enrichment is over the server's limits: a joined document over 16 MB
+# (BSONObjectTooLarge), a $lookup result over its memory limit. Per order, not per run.
+OVERSIZE_CODES = frozenset({4568, 10334})
+
+
+def is_oversized(exc: BaseException) -> bool:
+    return isinstance(exc, pymongo_errors.OperationFailure) and exc.code in OVERSIZE_CODES
+
+
+def enrich_each(
+    orders: Any, ids: list[Any], delivered_status: str, names: CollectionNames
+) -> list[dict[str, Any] | Rejection]:
+    """The enriched delivered orders among ``ids``: one aggregation; if one order makes it fail
+    over the server's limits, the same order by order, and that one is a ``Rejection``."""
+
+    def enrich(match: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(orders.aggregate(build_enrichment_pipeline(match, names)))
+
+    delivered = status_match(delivered_status)
+    try:
+        return list(enrich({"_id": {"$in": ids}, "status": delivered}))
+    except pymongo_errors.OperationFailure as exc:
+        if not is_oversized(exc):
+            raise
+        log.warning("enriching %d orders failed (code %s): enriching them one by one", len(ids), exc.code)
+    found: list[dict[str, Any] | Rejection] = []
+    for order_id in ids:
+        try:
+            found.extend(enrich({"_id": order_id, "status": delivered}))
+        except pymongo_errors.OperationFailure as exc:
+            if not is_oversized(exc):
+                raise
+            name = (exc.details or {}).get("codeName", "")
+            found.append(
+                Rejection(order_id, f"enrichment over the server's limits: code {exc.code} {name}".rstrip())
+            )
+    return found
+
+
 def missing_source(orders: Any) -> str | None:
     """Why the orders collection cannot be read as configured, or None: it does not exist
     (a typo in ``ORDERS_COLLECTION`` or ``MONGODB_DATABASE`` otherwise reads as "0 orders").
@@ -423,6 +462,10 @@ _CODE_NAMES = {
 }
 
 
+def _order_id(item: dict[str, Any] | Rejection) -> Any:
+    return item.order_id if isinstance(item, Rejection) else item["_id"]
+
+
 class BatchArchiver:
     """One batch run over one client. ``run()`` returns the report; errors are raised as
     ``ArchiverError`` (``main`` maps them to exit codes)."""
@@ -548,10 +591,11 @@ class BatchArchiver:
             doc["_id"] for doc in self.orders.find(selection, {"_id": 1}).sort("_id", ASCENDING).limit(count)
         ]
 
-    def _pages(self, after_id: Any) -> Iterator[tuple[dict[str, Any] | None, Any]]:
+    def _pages(self, after_id: Any) -> Iterator[tuple[dict[str, Any] | Rejection | None, Any]]:
         """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``):
-        short queries, so that a flaky connection still lets the run progress. After each
-        page, ``(None, last id of the page)``: everything up to it has been handed out."""
+        short queries, so that a flaky connection still lets the run progress, and an order
+        over the server's limits is rejected alone (``enrich_each``). After each page,
+        ``(None, last id of the page)``: everything up to it has been handed out."""
         while True:
             ids = self._delivered_ids_after(after_id, PAGE_SIZE)
             if not ids:
@@ -561,10 +605,9 @@ class BatchArchiver:
             if wanted:
                 position = {order_id: index for index, order_id in enumerate(wanted)}
                 # The status again: an order corrected since the id query is not archived.
-                page = {"_id": {"$in": wanted}, "status": status_match(self.settings.delivered_status)}
-                raw = list(self.orders.aggregate(build_enrichment_pipeline(page, self.names)))
-                for document in sorted(raw, key=lambda doc: position[doc["_id"]]):
-                    yield document, None
+                found = enrich_each(self.orders, wanted, self.settings.delivered_status, self.names)
+                for item in sorted(found, key=lambda item: position[_order_id(item)]):
+                    yield item, None
             after_id = ids[-1]
             yield None, after_id
 
@@ -608,7 +651,11 @@ class BatchArchiver:
                     if raw is not None:
                         if remaining is not None and chunk.size >= remaining:
                             break
-                        self._finish(raw, now, chunk)
+                        if isinstance(raw, Rejection):
+                            chunk.last_id, chunk.scanned = raw.order_id, chunk.scanned + 1
+                            chunk.rejections.append(raw)
+                        else:
+                            self._finish(raw, now, chunk)
                         after_id = chunk.last_id
                     if page_end is not None:
                         chunk.last_id = after_id = page_end
@@ -623,7 +670,9 @@ class BatchArchiver:
                             return
                 break  # the window is exhausted
             except pymongo_errors.PyMongoError as exc:
-                if not is_transient(exc) or backoff.failures >= READ_ATTEMPTS:
+                # One order over the server's limits stops the stream: pages reject it alone.
+                retry = is_transient(exc) or (is_oversized(exc) and not paged)
+                if not retry or backoff.failures >= READ_ATTEMPTS:
                     raise as_archiver_error(exc) from exc
                 delay = backoff.next_delay()
                 self.report.read_retries += 1

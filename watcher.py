@@ -41,9 +41,9 @@ from bson import json_util
 from bson.timestamp import Timestamp
 from pymongo import errors as pymongo_errors
 
-from archiver import ArchiveWriter, BatchArchiver, BatchOptions, Collections
+from archiver import ArchiveWriter, BatchArchiver, BatchOptions, Collections, enrich_each
 from config import Settings
-from enrichment import build_enrichment_pipeline, finish_archive_document, is_status, status_match
+from enrichment import finish_archive_document, is_status, status_match
 from errors import (
     EXIT_OK,
     ArchiverError,
@@ -721,14 +721,17 @@ class Watcher:
         self.stats.skipped += len(events) - len(ids)
         if not ids:
             return
-        pipeline = build_enrichment_pipeline({"_id": {"$in": ids}}, self.names)
-        raw_documents = retrying(
-            lambda: list(self.orders_primary.aggregate(pipeline)), attempts=6, stop_event=self.stop_event
+        found = retrying(
+            lambda: enrich_each(self.orders_primary, ids, self.settings.delivered_status, self.names),
+            attempts=6,
+            stop_event=self.stop_event,
         )
         now = self.clock()
         documents = []
-        rejections: list[Rejection] = []
-        for raw in raw_documents:
+        rejections: list[Rejection] = [item for item in found if isinstance(item, Rejection)]
+        for raw in found:
+            if isinstance(raw, Rejection):
+                continue
             if not is_status(raw.get("status"), self.settings.delivered_status):
                 continue  # changed again since the event: the next event decides
             try:

@@ -255,3 +255,79 @@ def test_items_meet_their_dishes_with_mongodb_equality():
     }
     items = finish_archive_document(raw, archived_by="batch", archived_at=datetime.now(UTC))["items"]
     assert [i["nom"] for i in items] == ["Pizza", "Tarte", None, None]  # "5" and true are not 5 or 1
+
+
+def oversized_for(bad_id):
+    """An aggregate that fails as MongoDB does when one order's enrichment passes 16 MB: any
+    aggregation that would include ``bad_id`` raises BSONObjectTooLarge (10334)."""
+
+    def includes(match):
+        key = match.get("_id")
+        if key is None:
+            return True  # a scan of the window
+        if isinstance(key, dict):
+            return bad_id in key.get("$in", []) or ("$gt" in key and key["$gt"] < bad_id)
+        return key == bad_id
+
+    def wrap(original):
+        def aggregate(pipeline, *args, **kwargs):
+            if includes(pipeline[0]["$match"]):
+                raise OperationFailure(
+                    "BSONObj size: 17000000 (0x1036640) is invalid. Size must be between 0 and 16793600(16MB)",
+                    10334,
+                    {"ok": 0, "code": 10334, "codeName": "BSONObjectTooLarge", "errmsg": "BSONObj size"},
+                )
+            return original(pipeline, *args, **kwargs)
+
+        return aggregate
+
+    return wrap
+
+
+def test_an_order_whose_enrichment_is_over_the_limits_is_rejected_and_the_run_goes_on(mongo, monkeypatch):
+    from archiver import BatchArchiver, BatchOptions
+    from config import Settings
+    from tests.helpers import expected_archive_ids, seed_database
+
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    settings = Settings(simulation=True, log_dir="")
+    dataset = seed_database(mongo["livraison"], settings, 300, seed=4, p_anomalies=0.0)
+    expected = sorted(expected_archive_ids(dataset))
+    bad = expected[len(expected) // 2]
+    archiver = BatchArchiver(mongo, settings, BatchOptions(run=True))
+    archiver.orders.aggregate = oversized_for(bad)(archiver.orders.aggregate)
+    report = archiver.run()
+    archived = {d["_id"] for d in mongo["livraison"]["Commande_archive"].find({}, {"_id": 1})}
+    assert archived == set(expected) - {bad}
+    assert report.rejections == {"enrichment over the server's limits: code 10334 BSONObjectTooLarge": 1}
+    assert mongo["livraison"]["archiver_rejects"].find_one({"_id": bad}) is not None
+
+
+def test_the_watcher_rejects_an_order_over_the_limits_and_archives_the_others(mongo):
+    from config import Settings
+    from tests.helpers import expected_archive_ids, seed_database
+    from watcher import Watcher, WatchOptions
+
+    settings = Settings(simulation=True, log_dir="")
+    dataset = seed_database(mongo["livraison"], settings, 60, seed=4, p_anomalies=0.0)
+    delivered = sorted(expected_archive_ids(dataset))[:5]
+    watcher = Watcher(mongo, settings, WatchOptions())
+    watcher.orders_primary.aggregate = oversized_for(delivered[2])(watcher.orders_primary.aggregate)
+    events = [
+        {
+            "_id": TOKEN_OF(i),
+            "operationType": "update",
+            "documentKey": {"_id": order_id},
+            "fullDocument": {"_id": order_id, "status": "livrée"},
+        }
+        for i, order_id in enumerate(delivered)
+    ]
+    watcher._archive(events)
+    archived = {d["_id"] for d in mongo["livraison"]["Commande_archive"].find({}, {"_id": 1})}
+    assert archived == set(delivered) - {delivered[2]}
+    assert watcher.stats.rejected == 1
+    assert mongo["livraison"]["archiver_rejects"].find_one({"_id": delivered[2]})["source"] == "watch"
+
+
+def TOKEN_OF(i: int) -> dict:  # noqa: N802 - a constant-like factory
+    return {"_data": f"82{i:08X}"}
