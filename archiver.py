@@ -498,6 +498,7 @@ class BatchArchiver:
         self._checkpointed_at = 0.0
         self._last_written_id: Any = None
         self._needs_count = False  # see _must_count_delivered
+        self._window_exhausted = False  # the reader got to the end of the window
         self._delivered_at_start: int | None = None
 
     # -- setup
@@ -668,7 +669,8 @@ class BatchArchiver:
                         chunk, now = _Chunk(), self.clock()
                         if self.stop_event.is_set() or remaining == 0:
                             return
-                break  # the window is exhausted
+                self._window_exhausted = True
+                break
             except pymongo_errors.PyMongoError as exc:
                 # One order over the server's limits stops the stream: pages reject it alone.
                 retry = is_transient(exc) or (is_oversized(exc) and not paged)
@@ -935,7 +937,10 @@ class BatchArchiver:
             raise ArchiverError(
                 "interrupted: the run stopped after its last complete chunk; run it again to finish"
             )
-        if self.options.limit is None:
+        if self.options.limit is None or self._window_exhausted:
+            # The next run walks the window from its start: an order created before the last
+            # _id done and delivered since is reached (a --limit run that got to the end of
+            # the window wraps around instead of waiting after it for ever).
             self.clear_checkpoint()
         elif self._last_written_id is not None:
             self.save_checkpoint(self._last_written_id)  # the next run continues after it

@@ -272,3 +272,21 @@ def test_an_order_no_longer_delivered_when_its_page_is_enriched_is_not_archived(
     archived = {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})}
     assert corrected and corrected[0] not in archived
     assert archived == expected_archive_ids(seeded) - {corrected[0]}
+
+
+def test_limit_runs_reach_an_order_delivered_behind_them(mongo, settings, seeded):
+    """--limit runs continue after the last _id done; an order created before it and delivered
+    later must still be reached by --limit runs alone: a run that gets to the end of the window
+    starts the next one over."""
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    late = min(o["_id"] for o in seeded.orders if o["status"] != "livrée" and "_dirty" not in o)
+    first = run(mongo, settings, limit=40)
+    assert first.archived > 0
+    orders.update_one({"_id": late}, {"$set": {"status": "livrée"}})  # behind the checkpoint
+    archive = archive_of(mongo, settings)
+    for _ in range(20):
+        if archive.find_one({"_id": late}):
+            break
+        run(mongo, settings, limit=200)
+    assert archive.find_one({"_id": late}) is not None
+    assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected_archive_ids(seeded) | {late}
