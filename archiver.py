@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bson import json_util
+from bson import Binary, ObjectId, Regex, json_util
+from bson.decimal128 import Decimal128
+from bson.timestamp import Timestamp
 from pymongo import ASCENDING, ReadPreference, UpdateOne, WriteConcern
 from pymongo import errors as pymongo_errors
 
@@ -163,12 +166,70 @@ def build_selection(
     date is parsed.
     """
     selection: dict[str, Any] = {"status": status_match(delivered_status)}
+    clauses = []
     bounds = date_range(date_from, date_to)
     if bounds:
-        selection["$or"] = [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]
+        clauses.append({"$or": [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]})
     if after_id is not None:
-        selection["_id"] = {"$gt": after_id}
+        clauses.append(ids_after(after_id))
+    if len(clauses) == 1:
+        selection.update(clauses[0])
+    elif clauses:
+        selection["$and"] = clauses
     return selection
+
+
+# BSON's order of types for comparisons and sorts (numbers together, strings and symbols
+# together): https://www.mongodb.com/docs/manual/reference/bson-type-comparison-order/
+_BSON_TYPE_ORDER: tuple[tuple[str, ...], ...] = (
+    ("null",),
+    ("int", "long", "double", "decimal"),
+    ("string", "symbol"),
+    ("object",),
+    ("binData",),
+    ("objectId",),
+    ("bool",),
+    ("date",),
+    ("timestamp",),
+    ("regex",),
+)
+
+
+def _bson_type_rank(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return 6
+    if isinstance(value, (int, float, Decimal128)):
+        return 1
+    if isinstance(value, str):
+        return 2
+    if isinstance(value, dict):
+        return 3
+    if isinstance(value, (bytes, Binary)):
+        return 4
+    if isinstance(value, ObjectId):
+        return 5
+    if isinstance(value, datetime):
+        return 7
+    if isinstance(value, Timestamp):
+        return 8
+    if isinstance(value, (Regex, re.Pattern)):
+        return 9
+    return len(_BSON_TYPE_ORDER)
+
+
+def ids_after(last: Any) -> dict[str, Any]:
+    """``_id`` after ``last`` in ``_id`` order, *across* types. ``{$gt: last}`` alone compares
+    within ``last``'s type only (type bracketing): a keyset walk that reached a string ``_id``
+    (dirty data) would end there and never see the ObjectIds, which sort after strings."""
+    later = [
+        {"_id": {"$type": alias}}
+        for group in _BSON_TYPE_ORDER[_bson_type_rank(last) + 1 :]
+        for alias in group
+    ]
+    after: dict[str, Any] = {"_id": {"$gt": last}}
+    return {"$or": [after, *later]} if later else after
 
 
 def date_range(date_from: datetime | None, date_to: datetime | None) -> dict[str, Any]:

@@ -1,12 +1,13 @@
 """The embedded database of ``--simulation``: mongomock, filled with generated or sample data.
 
-mongomock is an in-process fake of pymongo. It is not MongoDB, and one of its departures
-matters here; ``_patch_mongomock_lookup`` fixes it (see ``shared/nx-27017.md``, "mongomock").
+mongomock is an in-process fake of pymongo. It is not MongoDB, and a few of its departures
+matter here; the ``_patch_mongomock_*`` functions fix them (see ``shared/nx-27017.md``, "mongomock").
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from typing import Any
 import mongomock
 import mongomock.aggregate
 import mongomock.collection
+import mongomock.filtering
 import mongomock.helpers
-from bson import json_util
+from bson import Regex, json_util
+from bson.timestamp import Timestamp
 
 from config import Settings
 from errors import ConfigError
@@ -126,9 +129,25 @@ def _patch_mongomock_bulk_sort() -> None:
     builder._order_archiver_patched = True
 
 
+def _patch_mongomock_type_aliases() -> None:
+    """mongomock 4.3 raises ``NotImplementedError`` for ``$type`` ``null``, ``symbol``,
+    ``timestamp`` and ``regex``, which MongoDB matches; the keyset walks name them to cross
+    BSON types (``archiver.ids_after``). They get the test MongoDB applies."""
+    types = mongomock.filtering.TYPE_MAP
+    for alias, test in {
+        "null": lambda v: v is None,
+        "symbol": lambda v: False,  # deprecated: pymongo decodes a symbol as str
+        "timestamp": lambda v: isinstance(v, Timestamp),
+        "regex": lambda v: isinstance(v, (Regex, re.Pattern)),
+    }.items():
+        if types.get(alias) is None:
+            types[alias] = test
+
+
 def new_client() -> mongomock.MongoClient:
     _patch_mongomock_lookup()
     _patch_mongomock_bulk_sort()
+    _patch_mongomock_type_aliases()
     return mongomock.MongoClient(tz_aware=True)
 
 

@@ -26,6 +26,7 @@ from archiver import (
     Collections,
     build_selection,
     date_range,
+    ids_after,
     in_window,
     missing_source,
     scan_by_id,
@@ -209,7 +210,7 @@ def _reconcile(
     def archived_after(after_id: Any) -> Any:
         window = dict(archive_window)
         if after_id is not None:
-            window["_id"] = {"$gt": after_id}
+            window.update(ids_after(after_id))
         return collections.archive.find(window, {"_id": 1}, batch_size=CHUNK).sort("_id", ASCENDING)
 
     for document in scan_by_id(archived_after, stop_event=stop_event):

@@ -1,5 +1,6 @@
 """Batch archiving on mongomock: the archive's exact set and contents, modes and bookkeeping."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import mongomock
@@ -220,9 +221,46 @@ def test_selection_filter():
     assert build_selection("delivered") == {"status": "delivered"}
     oid = ObjectId()
     selection = build_selection("livrée", NOW, None, oid)
-    assert selection["_id"] == {"$gt": oid}
-    assert selection["$or"][0] == {"date_commande": {"$gte": NOW}}
+    window, after = selection["$and"]
+    assert window["$or"][0] == {"date_commande": {"$gte": NOW}}
+    # After an ObjectId come the types that sort after it (type bracketing: $gt alone stays
+    # within ObjectIds); after a string, the ObjectIds too.
+    assert after["$or"][0] == {"_id": {"$gt": oid}}
+    assert {c["_id"]["$type"] for c in after["$or"][1:]} == {"bool", "date", "timestamp", "regex"}
+    assert {"_id": {"$type": "objectId"}} in build_selection("livrée", after_id="CMD-7")["$or"]
+    assert build_selection("livrée", after_id=re.compile("x")) == {
+        "status": {"$in": ["livr\u00e9e", "livre\u0301e"]},
+        "_id": {"$gt": re.compile("x")},
+    }
     assert in_window(NOW, NOW, None) and not in_window(NOW, None, NOW)
+
+
+def test_no_walk_ends_at_a_change_of_id_type(mongo, settings, seeded, monkeypatch):
+    """Dirty ``_id``s (a number, strings) sort before the ObjectIds: keyset pages and the purge,
+    which go on after the last ``_id`` done, reach the ObjectIds after them."""
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("archiver.PAGE_SIZE", 2)  # pages of two: every type change is a page break
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    template = next(o for o in seeded.orders if o["status"] == "livrée" and "_dirty" not in o)
+    odd = [7, "A-1", "Z-9"]
+    for i, order_id in enumerate(odd):
+        fields = {k: v for k, v in template.items() if k not in ("_id", "_dirty")}
+        orders.insert_one({**fields, "_id": order_id, "numero_commande": f"ODD-{i}"})
+    expected = expected_archive_ids(seeded) | set(odd)
+    original = mongomock.collection.Collection.aggregate
+    failed = []
+
+    def fail_the_stream_once(self, pipeline, *args, **kwargs):
+        if not failed and any("$sort" in stage for stage in pipeline):
+            failed.append(1)
+            raise AutoReconnect("cut")  # the stream fails at once: the whole run goes in pages
+        return original(self, pipeline, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "aggregate", fail_the_stream_once)
+    report = run(mongo, settings, purge_source=True, batch_size=2)
+    archive = archive_of(mongo, settings)
+    assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
+    assert report.purged == len(expected)
 
 
 def test_a_failed_read_goes_on_in_pages(mongo, settings, seeded, monkeypatch, caplog):

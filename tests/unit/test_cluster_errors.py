@@ -329,5 +329,5 @@ def test_the_watcher_rejects_an_order_over_the_limits_and_archives_the_others(mo
     assert mongo["livraison"]["archiver_rejects"].find_one({"_id": delivered[2]})["source"] == "watch"
 
 
-def TOKEN_OF(i: int) -> dict:  # noqa: N802 - a constant-like factory
+def TOKEN_OF(i: int) -> dict:
     return {"_data": f"82{i:08X}"}
