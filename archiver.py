@@ -33,6 +33,7 @@ from pymongo import ASCENDING, ReadPreference, UpdateOne, WriteConcern
 from pymongo import errors as pymongo_errors
 
 from config import Settings
+from deployment import check_deployment
 from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, status_match
 from errors import (
     TRANSIENT_CODES,
@@ -640,7 +641,9 @@ class BatchArchiver:
             exclude_archived_in=self.archive.name if self.same_database else None,
             limit=limit,
         )
-        with self.orders.aggregate(pipeline, batchSize=PAGE_SIZE) as cursor:
+        # allowDiskUse: with a date window the planner may sort in memory (index on the date,
+        # then $sort on _id) and a large window would pass the 100 MB sort limit.
+        with self.orders.aggregate(pipeline, batchSize=PAGE_SIZE, allowDiskUse=True) as cursor:
             for raw in cursor:
                 yield raw, None
 
@@ -869,6 +872,7 @@ class BatchArchiver:
         """The run; on an error or a stop the report so far stays readable as ``self.report``."""
         started = time.monotonic()
         try:
+            check_deployment(self.orders.database.client, self.settings)
             problem = retrying(lambda: missing_source(self.orders), stop_event=self.stop_event)
             if problem and self.options.require_source:
                 raise ConfigError(problem)

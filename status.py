@@ -52,7 +52,8 @@ class StatusReport:
         return data
 
     def lines(self) -> list[str]:
-        out = ["orders by status: " + ", ".join(f"{k}={v}" for k, v in sorted(self.orders_by_status.items()))]
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(self.orders_by_status.items()))
+        out = [f"orders by status (date_commande in the last {self.lookback_hours:g}h): {counts}"]
         age = f", oldest {self.backlog_oldest_age_s:.0f}s" if self.backlog_oldest_age_s is not None else ""
         out.append(f"backlog (delivered, not archived, last {self.lookback_hours:g}h): {self.backlog}{age}")
         out.append(
@@ -115,10 +116,19 @@ def collect_status(
     missing = read(lambda: missing_source(collections.orders))
     if missing:
         report.problems.append(missing)
-    groups = read(
-        lambda: list(collections.orders.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}]))
-    )
-    report.orders_by_status = {str(g["_id"]): g["n"] for g in groups}
+    # Bounded: the statuses from the index ({status, date_commande}: a distinct scan), then
+    # one index count per status over the lookback only. A probe every few seconds must not
+    # cost a pass over the whole history.
+    since = now - lookback
+    statuses = read(lambda: collections.orders.distinct("status"))
+    report.orders_by_status = {
+        str(status): read(
+            lambda s=status: collections.orders.count_documents(
+                {"status": s, "date_commande": {"$gte": since}}
+            )
+        )
+        for status in statuses
+    }
 
     recent = {"status": status_match(settings.delivered_status), "date_commande": {"$gte": now - lookback}}
     oldest: datetime | None = None

@@ -32,6 +32,7 @@ from archiver import (
     scan_by_id,
 )
 from config import Settings
+from deployment import check_deployment
 from enrichment import build_enrichment_pipeline, finish_archive_document
 from errors import ConfigError, InvalidOrderError, retrying
 from progress import Progress
@@ -116,6 +117,7 @@ def verify(
 ) -> VerifyReport:
     """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
     (and the exit code) is the state after the repair, with what the repair did."""
+    check_deployment(client, settings)
     problem = retrying(lambda: missing_source(Collections.of(client, settings).orders), stop_event=stop_event)
     if problem:
         raise ConfigError(problem)
@@ -172,7 +174,7 @@ def _reconcile(
     def enriched_after(after_id: Any) -> Any:
         selection = build_selection(settings.delivered_status, date_from, date_to, after_id)
         pipeline = build_enrichment_pipeline(selection, collections.names, sort_by_id=True)
-        return collections.orders.aggregate(pipeline, batchSize=CHUNK)
+        return collections.orders.aggregate(pipeline, batchSize=CHUNK, allowDiskUse=True)
 
     chunk: list[dict[str, Any]] = []
     for raw in scan_by_id(enriched_after, stop_event=stop_event):
@@ -211,7 +213,10 @@ def _reconcile(
         window = dict(archive_window)
         if after_id is not None:
             window.update(ids_after(after_id))
-        return collections.archive.find(window, {"_id": 1}, batch_size=CHUNK).sort("_id", ASCENDING)
+        # A sort on _id after a filter on the date may be done in memory: allowed to spill.
+        return collections.archive.find(window, {"_id": 1}, batch_size=CHUNK, allow_disk_use=True).sort(
+            "_id", ASCENDING
+        )
 
     for document in scan_by_id(archived_after, stop_event=stop_event):
         ids.append(document["_id"])

@@ -43,6 +43,7 @@ from pymongo import errors as pymongo_errors
 
 from archiver import ArchiveWriter, BatchArchiver, BatchOptions, Collections, enrich_each
 from config import Settings
+from deployment import check_deployment
 from enrichment import finish_archive_document, is_status, status_match
 from errors import (
     EXIT_OK,
@@ -486,6 +487,7 @@ class Watcher:
         """Until stopped: stream, and on a transient failure reconnect with backoff."""
         backoff = Backoff(initial=0.5, maximum=30.0)
         log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
+        check_deployment(self.client, self.settings)
         try:
             self._serve(backoff)
             self._mark_stopped()
