@@ -133,6 +133,12 @@ def is_status(value: Any, status: str) -> bool:
 # --- normalisation -----------------------------------------------------------------------
 
 
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` with its offset; a naive datetime is UTC (pymongo decodes BSON dates that
+    way, and every date here is stored in UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def parse_datetime(value: Any) -> datetime:
     """A datetime in UTC from a BSON date or an ISO-8601 string; ``ValueError`` otherwise.
 
@@ -155,9 +161,7 @@ def parse_datetime(value: Any) -> datetime:
         raise ValueError("a date out of range (before year 1 or after 9999)")
     else:
         raise ValueError(f"a {type(value).__name__}, not a date")
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return as_utc(parsed).astimezone(UTC)
 
 
 def _as_price(value: Any) -> float | None:

@@ -26,6 +26,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo import errors as pymongo_errors
 
+from enrichment import as_utc
 from errors import ArchiverError, retrying
 from logger import get_logger
 
@@ -44,8 +45,7 @@ def server_time(client: Any) -> datetime:
     local = reply.get("localTime") if isinstance(reply, dict) else None
     if not isinstance(local, datetime):
         return datetime.now(UTC)
-    local = local if local.tzinfo else local.replace(tzinfo=UTC)
-    return local + timedelta(seconds=(time.monotonic() - sent) / 2)
+    return as_utc(local) + timedelta(seconds=(time.monotonic() - sent) / 2)
 
 
 def lease_key(name: str) -> str:

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn
 
 from config import (
@@ -484,7 +484,9 @@ def _json_value(value: Any) -> Any:
     """JSON for what reports hold: ISO-8601 datetimes with their offset (naive ones are UTC,
     as every date here is), and str() for ObjectIds and the like."""
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        from enrichment import as_utc
+
+        return as_utc(value).isoformat()
     return str(value)
 
 

@@ -18,7 +18,7 @@ from bson import json_util
 
 from archiver import Collections, missing_source
 from config import Settings
-from enrichment import status_match
+from enrichment import as_utc, status_match
 from errors import retrying
 from lease import lease_key
 from rejects import RejectStore, describe_reject
@@ -85,14 +85,14 @@ class StatusReport:
 
 def iso(moment: datetime) -> str:
     """ISO-8601 with the offset; naive datetimes are UTC (every date here is)."""
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+    return as_utc(moment).isoformat()
 
 
 def _when(order: dict[str, Any]) -> datetime | None:
     for field_name in ("date_livraison", "date_commande"):
         value = order.get(field_name)
         if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
+            return as_utc(value)
     return None
 
 
@@ -130,7 +130,7 @@ def collect_status(
         for status in statuses
     }
 
-    recent = {"status": status_match(settings.delivered_status), "date_commande": {"$gte": now - lookback}}
+    recent = {"status": status_match(settings.delivered_status), "date_commande": {"$gte": since}}
     oldest: datetime | None = None
     chunk: list[dict[str, Any]] = []
 
@@ -185,7 +185,7 @@ def collect_status(
         saved = watcher.get("saved_at")
         stopped = watcher.get("stopped_at")
         if isinstance(saved, datetime):
-            saved = saved if saved.tzinfo else saved.replace(tzinfo=UTC)
+            saved = as_utc(saved)
             watcher["heartbeat_age_s"] = max((now - saved).total_seconds(), 0.0)
             # A watcher that stopped cleanly (a signal, its lease released) is not failing;
             # `main.py retire-watcher` removes one that will not come back.

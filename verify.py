@@ -33,7 +33,7 @@ from archiver import (
 )
 from config import Settings
 from deployment import check_deployment
-from enrichment import build_enrichment_pipeline, finish_archive_document
+from enrichment import as_utc, build_enrichment_pipeline, finish_archive_document
 from errors import ConfigError, InvalidOrderError, retrying
 from progress import Progress
 
@@ -87,9 +87,7 @@ def _note(examples: list, item: Any) -> None:
 def _same_date(left: Any, right: Any) -> bool:
     if not isinstance(left, datetime) or not isinstance(right, datetime):
         return left == right
-    left = left if left.tzinfo else left.replace(tzinfo=UTC)
-    right = right if right.tzinfo else right.replace(tzinfo=UTC)
-    return abs((left - right).total_seconds()) < 0.001  # BSON dates keep milliseconds
+    return abs((as_utc(left) - as_utc(right)).total_seconds()) < 0.001  # BSON dates keep milliseconds
 
 
 def differences(expected: dict[str, Any], archived: dict[str, Any]) -> list[str]:

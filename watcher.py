@@ -44,7 +44,7 @@ from pymongo import errors as pymongo_errors
 from archiver import ArchiveWriter, BatchArchiver, BatchOptions, Collections, enrich_each
 from config import Settings
 from deployment import check_deployment
-from enrichment import finish_archive_document, is_status, status_match
+from enrichment import as_utc, finish_archive_document, is_status, status_match
 from errors import (
     EXIT_OK,
     ArchiverError,
@@ -95,10 +95,6 @@ def watcher_name(key: str) -> str:
     return key.removeprefix(TOKEN_KEY_PREFIX)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def retire_watcher(client: Any, settings: Settings, name: str | None, token_file: str | None) -> str:
     """``main.py retire-watcher``: a watcher of the mongo store by name, or a token file."""
     if token_file:
@@ -114,9 +110,9 @@ def retire_mongo_watcher(checkpoints: Any, name: str, now: datetime | None = Non
     now = now or datetime.now(UTC)
     lease = checkpoints.find_one({"_id": lease_key(name)})
     expires = lease.get("expires_at") if lease else None
-    if isinstance(expires, datetime) and _utc(expires) > now:
+    if isinstance(expires, datetime) and as_utc(expires) > now:
         raise ConfigError(
-            f"watcher {name} is running (lease held by {lease.get('owner')} until {_utc(expires).isoformat()}); "
+            f"watcher {name} is running (lease held by {lease.get('owner')} until {as_utc(expires).isoformat()}); "
             "stop it first"
         )
     removed = checkpoints.delete_one({"_id": token_key(name)}).deleted_count
@@ -145,11 +141,11 @@ def retire_file_watcher(path: str | Path, now: datetime | None = None) -> str:
     saved = record.get("saved_at")
     if (
         isinstance(saved, datetime)
-        and now - _utc(saved) < RECENT_SAVE
+        and now - as_utc(saved) < RECENT_SAVE
         and not isinstance(record.get("stopped_at"), datetime)
     ):
         raise ConfigError(
-            f"{target} was saved {(now - _utc(saved)).seconds}s ago: is its watcher running? stop it first"
+            f"{target} was saved {(now - as_utc(saved)).seconds}s ago: is its watcher running? stop it first"
         )
     target.unlink()
     return f"watcher of {target} retired: the token file is gone; started again, it would catch up first"
@@ -373,12 +369,12 @@ def event_time(event: Mapping[str, Any]) -> datetime | None:
     """When the change happened: ``wallTime`` (MongoDB 6.0+), else ``clusterTime``."""
     wall = event.get("wallTime")
     if isinstance(wall, datetime):
-        return wall if wall.tzinfo else wall.replace(tzinfo=UTC)
+        return as_utc(wall)
     cluster = event.get("clusterTime")
     if isinstance(cluster, Timestamp):
         return cluster.as_datetime()
     if isinstance(cluster, datetime):
-        return cluster if cluster.tzinfo else cluster.replace(tzinfo=UTC)
+        return as_utc(cluster)
     return None
 
 
