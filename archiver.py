@@ -62,6 +62,7 @@ CHECKPOINT_EVERY_S = 2.0
 PAGE_SIZE = 500  # orders per getMore, and per page once reads fail (see read_chunks)
 DEFAULT_SAMPLES = 3
 INDEX_BUILD_MAX_MS = 60_000  # see ensure_indexes
+REJECTS_FLUSH = 1000  # rejections recorded together (see write_chunk)
 
 
 @dataclass(frozen=True)
@@ -561,6 +562,7 @@ class BatchArchiver:
         self._last_written_id: Any = None
         self._needs_count = False  # see _must_count_delivered
         self._window_exhausted = False  # the reader got to the end of the window
+        self._pending_rejections: list[Rejection] = []
         self._delivered_at_start: int | None = None
 
     # -- setup
@@ -769,9 +771,11 @@ class BatchArchiver:
             self.report.archived += outcome.archived
             self.report.already_archived += outcome.already_archived
             chunk.rejections.extend(outcome.rejections)
-        # Recorded after the archive write of the same chunk, like the checkpoint.
-        new = self.rejects.record(chunk.rejections, source=self.options.archived_by, now=self.clock())
-        self._count_rejections(chunk.rejections, new)
+        # Recorded after the archive writes that met them, a thousand at a time (the list is
+        # for people: a run that dies before recording meets them again, as new, next time).
+        self._pending_rejections += chunk.rejections
+        if len(self._pending_rejections) >= REJECTS_FLUSH:
+            self._record_rejections()
         # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
         # one write every few seconds is enough; it always follows the chunks it covers.
         if chunk.last_id is not None:
@@ -779,6 +783,12 @@ class BatchArchiver:
             if time.monotonic() - self._checkpointed_at >= CHECKPOINT_EVERY_S:
                 self.save_checkpoint(chunk.last_id)
                 self._checkpointed_at = time.monotonic()
+
+    def _record_rejections(self) -> None:
+        pending, self._pending_rejections = self._pending_rejections, []
+        if pending:
+            new = self.rejects.record(pending, source=self.options.archived_by, now=self.clock())
+            self._count_rejections(pending, new)
 
     # -- purge
 
@@ -995,6 +1005,7 @@ class BatchArchiver:
             failure.append(exc)
         finally:
             reader.join(timeout=30)
+            self._record_rejections_if_possible(failure)
         if failure:
             error = failure[0]
             raise error if isinstance(error, (ArchiverError, KeyboardInterrupt)) else as_archiver_error(error)
@@ -1013,6 +1024,16 @@ class BatchArchiver:
         if self.options.purge_source:
             self.purge()
         self._export_samples()
+
+    def _record_rejections_if_possible(self, failure: list[BaseException]) -> None:
+        """The rejections met so far, whatever ended the loop; a failure to record them does
+        not hide the failure that ended it."""
+        try:
+            self._record_rejections()
+        except ArchiverError as exc:
+            if not failure:
+                failure.append(exc)
+            log.warning("the rejected orders met so far were not listed (%s)", exc)
 
     def _prune_rejects(self) -> None:
         """Rejected orders that were fixed (and archived), deleted or corrected leave the list;
