@@ -14,6 +14,7 @@ document is confirmed present.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import queue
@@ -582,13 +583,11 @@ class BatchArchiver:
             (self.archive, [("archived_at", ASCENDING)], {}),
         ]
         for collection, keys, extra in specs:
+            build = functools.partial(
+                collection.create_index, keys, commitQuorum="majority", maxTimeMS=INDEX_BUILD_MAX_MS, **extra
+            )
             try:
-                retrying(
-                    lambda c=collection, k=keys, e=extra: c.create_index(
-                        k, commitQuorum="majority", maxTimeMS=INDEX_BUILD_MAX_MS, **e
-                    ),
-                    stop_event=self.stop_event,
-                )
+                retrying(build, stop_event=self.stop_event)
             except ArchiverError as exc:
                 if collection is self.archive and extra.get("unique"):
                     # Without it a concurrent writer could archive one numero twice.
@@ -797,7 +796,7 @@ class BatchArchiver:
         after_id = None
         while not self.stop_event.is_set():
             ids = retrying(
-                lambda a=after_id: self._delivered_ids_after(a, self.options.batch_size),
+                functools.partial(self._delivered_ids_after, after_id, self.options.batch_size),
                 attempts=WRITE_ATTEMPTS,
                 stop_event=self.stop_event,
             )
@@ -808,8 +807,9 @@ class BatchArchiver:
             confirmed = [i for i in ids if i in present]
             if confirmed:
                 result = retrying(
-                    lambda c=confirmed: self.orders_primary.delete_many(
-                        {"_id": {"$in": c}, "status": status_match(self.settings.delivered_status)}
+                    functools.partial(
+                        self.orders_primary.delete_many,
+                        {"_id": {"$in": confirmed}, "status": status_match(self.settings.delivered_status)},
                     ),
                     attempts=WRITE_ATTEMPTS,
                     stop_event=self.stop_event,

@@ -183,7 +183,7 @@ def diagnose_unreachable(client: MongoClient, settings: Settings) -> Diagnosis:
     return Diagnosis(f"no server answered within MONGODB_TIMEOUT_MS ({hosts})", False)
 
 
-def _seeds(client: MongoClient) -> list[tuple[str, int]]:
+def _seeds(client: MongoClient) -> list[tuple[str, int | None]]:
     try:
         return list(client.topology_description.server_descriptions()) or list(
             client._topology_settings.seeds  # the URI's hosts; pymongo drops non-members

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings, load_settings
@@ -43,7 +44,7 @@ class Demo:
             input("(Enter to continue) ")
 
 
-def start_server(folder: Path) -> tuple[str, object]:
+def start_server(folder: Path) -> tuple[str, Any]:
     """An nx-27017 of the demo's own, through the tests' launcher (it fixes nx's known faults)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tests.nx_server import NxServer

@@ -68,7 +68,7 @@ def _patch_mongomock_lookup() -> None:
     """
     if getattr(mongomock.aggregate, "_order_archiver_patched", False):
         return
-    original = mongomock.aggregate._PIPELINE_HANDLERS["$lookup"]
+    original: Any = mongomock.aggregate._PIPELINE_HANDLERS["$lookup"]
 
     def lookup(in_collection: list[dict[str, Any]], database: Any, options: dict[str, Any]) -> Any:
         local_field = options.get("localField")
@@ -92,7 +92,7 @@ def _patch_mongomock_lookup() -> None:
         return in_collection
 
     mongomock.aggregate._PIPELINE_HANDLERS["$lookup"] = lookup
-    mongomock.aggregate._order_archiver_patched = True
+    setattr(mongomock.aggregate, "_order_archiver_patched", True)  # noqa: B010 - a foreign module
 
 
 def _hash_key(value: Any) -> Any:
@@ -126,7 +126,7 @@ def _patch_mongomock_bulk_sort() -> None:
             return _original(self, *args, **kwargs)
 
         setattr(builder, name, without_sort)
-    builder._order_archiver_patched = True
+    setattr(builder, "_order_archiver_patched", True)  # noqa: B010 - a foreign class
 
 
 def _patch_mongomock_type_aliases() -> None:

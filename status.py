@@ -54,8 +54,10 @@ class StatusReport:
     def lines(self) -> list[str]:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(self.orders_by_status.items()))
         out = [f"orders by status (date_commande in the last {self.lookback_hours:g}h): {counts}"]
-        age = f", oldest {self.backlog_oldest_age_s:.0f}s" if self.backlog_oldest_age_s is not None else ""
-        out.append(f"backlog (delivered, not archived, last {self.lookback_hours:g}h): {self.backlog}{age}")
+        oldest = f", oldest {self.backlog_oldest_age_s:.0f}s" if self.backlog_oldest_age_s is not None else ""
+        out.append(
+            f"backlog (delivered, not archived, last {self.lookback_hours:g}h): {self.backlog}{oldest}"
+        )
         out.append(
             f"rejected orders (invalid, not archived until fixed at the source): {self.rejected}"
             + (" (list: main.py rejects)" if self.rejected else "")
@@ -66,7 +68,7 @@ class StatusReport:
         out.append(f"archive: {self.archive_size} documents, newest archived_at {newest}")
         for watcher in self.watchers:
             age = watcher.get("heartbeat_age_s")
-            saved = f"{age:.0f}s ago" if age is not None else "never"
+            saved_text = f"{age:.0f}s ago" if age is not None else "never"
             last = watcher.get("last_event_at")
             last_text = iso(last) if isinstance(last, datetime) else "none yet"
             leader = watcher.get("leader")
@@ -74,7 +76,7 @@ class StatusReport:
             stopped = watcher.get("stopped_at")
             stop_text = f", stopped cleanly at {iso(stopped)}" if isinstance(stopped, datetime) else ""
             out.append(
-                f"watcher {watcher['name']} ({watcher['store']}): token saved {saved}, "
+                f"watcher {watcher['name']} ({watcher['store']}): token saved {saved_text}, "
                 f"last event {last_text}{lead_text}{stop_text}"
             )
         if not self.watchers:

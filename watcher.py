@@ -170,7 +170,7 @@ class TokenStore(Protocol):
         """A clean stop: ``status`` shows the watcher stopped, not failing. The next save clears it."""
 
 
-UNUSABLE = {"token": None, "invalidated": False}  # a record exists but cannot be used
+UNUSABLE: dict[str, Any] = {"token": None, "invalidated": False}  # a record exists but cannot be used
 
 
 def _checked_token(record: Any, namespace: str, origin: str) -> dict[str, Any]:
