@@ -21,11 +21,11 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import Binary, ObjectId, Regex, json_util
 from bson.decimal128 import Decimal128
@@ -54,6 +54,7 @@ from progress import Progress
 from rejects import Rejection, RejectStore
 
 log = get_logger("batch")
+T = TypeVar("T")
 
 DUPLICATE_KEY = 11000
 READ_ATTEMPTS = 6  # consecutive failures without progress before a run gives up
@@ -717,11 +718,7 @@ class BatchArchiver:
                     if raw is not None:
                         if remaining is not None and chunk.size >= remaining:
                             break
-                        if isinstance(raw, Rejection):
-                            chunk.last_id, chunk.scanned = raw.order_id, chunk.scanned + 1
-                            chunk.rejections.append(raw)
-                        else:
-                            self._finish(raw, now, chunk)
+                        self._take(raw, now, chunk)
                         after_id = chunk.last_id
                     if page_end is not None:
                         chunk.last_id = after_id = page_end
@@ -737,22 +734,33 @@ class BatchArchiver:
                 self._window_exhausted = True
                 break
             except pymongo_errors.PyMongoError as exc:
-                # One order over the server's limits stops the stream: pages reject it alone.
-                retry = is_transient(exc) or (is_oversized(exc) and not paged)
-                if not retry or backoff.failures >= READ_ATTEMPTS:
-                    raise as_archiver_error(exc) from exc
-                delay = backoff.next_delay()
-                self.report.read_retries += 1
-                if not paged:
-                    log.warning(
-                        "reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE
-                    )
-                    paged = True
-                log.warning("reading orders failed (%s); reading again in %.1fs", type(exc).__name__, delay)
-                self.stop_event.wait(delay)
+                self._wait_after_read_failure(exc, backoff, paged)
+                paged = True
         if chunk.last_id is not None:
             self.report.scanned += chunk.scanned
             yield chunk
+
+    def _take(self, item: dict[str, Any] | Rejection, now: datetime, chunk: _Chunk) -> None:
+        if isinstance(item, Rejection):
+            chunk.last_id, chunk.scanned = item.order_id, chunk.scanned + 1
+            chunk.rejections.append(item)
+        else:
+            self._finish(item, now, chunk)
+
+    def _wait_after_read_failure(
+        self, exc: pymongo_errors.PyMongoError, backoff: Backoff, paged: bool
+    ) -> None:
+        """Raise what retrying cannot cure; otherwise wait, and go on in pages. One order over
+        the server's limits stops the stream too: pages reject it alone."""
+        retry = is_transient(exc) or (is_oversized(exc) and not paged)
+        if not retry or backoff.failures >= READ_ATTEMPTS:
+            raise as_archiver_error(exc) from exc
+        delay = backoff.next_delay()
+        self.report.read_retries += 1
+        if not paged:
+            log.warning("reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE)
+        log.warning("reading orders failed (%s); reading again in %.1fs", type(exc).__name__, delay)
+        self.stop_event.wait(delay)
 
     def _count_rejections(self, rejections: list[Rejection], new: int) -> None:
         self.report.rejected += len(rejections)
@@ -972,47 +980,28 @@ class BatchArchiver:
             self.report.resumed_from = str(after_id)
             log.info("resuming an interrupted run after _id %s", after_id)
         self._start_progress()
-        chunks: queue.Queue[_Chunk] = queue.Queue(maxsize=QUEUE_CHUNKS)
-        failure: list[BaseException] = []
-
-        def read() -> None:
-            try:
-                for chunk in self.read_chunks(after_id):
-                    self._keep_samples(chunk.documents)
-                    while not self._put(chunks, chunk):
-                        if failure or self.stop_event.is_set():
-                            return
-            except BaseException as exc:  # handed to the main thread
-                failure.append(exc)
-
-        reader = threading.Thread(target=read, name="batch-reader", daemon=True)
-        reader.start()
         try:
-            # Chunks are written in the order read, so each checkpoint covers all before it.
-            while True:
-                try:
-                    chunk = chunks.get(timeout=0.2)
-                except queue.Empty:
-                    if reader.is_alive():
-                        continue
-                    if chunks.empty():
-                        break
-                    continue
+            # Read ahead on a thread, write here, in the order read: each checkpoint covers
+            # every chunk before it.
+            for chunk in read_ahead(self.read_chunks(after_id), QUEUE_CHUNKS):
+                self._keep_samples(chunk.documents)
                 self.write_chunk(chunk)
                 if self.progress is not None:
                     self.progress.update(chunk.size)
         except BaseException as exc:
-            failure.append(exc)
-        finally:
-            reader.join(timeout=30)
-            self._record_rejections_if_possible(failure)
-        if failure:
-            error = failure[0]
-            raise error if isinstance(error, (ArchiverError, KeyboardInterrupt)) else as_archiver_error(error)
+            self._record_rejections_quietly()
+            if isinstance(exc, (ArchiverError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+                raise
+            raise as_archiver_error(exc) from exc
+        self._record_rejections()
         if self.stop_event.is_set():
             raise ArchiverError(
                 "interrupted: the run stopped after its last complete chunk; run it again to finish"
             )
+        self._end_of_pass()
+
+    def _end_of_pass(self) -> None:
+        """After a complete pass: the checkpoint, the rejects list, the purge, the samples."""
         if self.options.limit is None or self._window_exhausted:
             # The next run walks the window from its start: an order created before the last
             # _id done and delivered since is reached (a --limit run that got to the end of
@@ -1025,14 +1014,11 @@ class BatchArchiver:
             self.purge()
         self._export_samples()
 
-    def _record_rejections_if_possible(self, failure: list[BaseException]) -> None:
-        """The rejections met so far, whatever ended the loop; a failure to record them does
-        not hide the failure that ended it."""
+    def _record_rejections_quietly(self) -> None:
+        """The rejections met before a failure: a failure to record them does not hide it."""
         try:
             self._record_rejections()
         except ArchiverError as exc:
-            if not failure:
-                failure.append(exc)
             log.warning("the rejected orders met so far were not listed (%s)", exc)
 
     def _prune_rejects(self) -> None:
@@ -1044,14 +1030,6 @@ class BatchArchiver:
             )
         except ArchiverError as exc:
             log.warning("the list of rejected orders was not tidied (%s); the next run tries again", exc)
-
-    @staticmethod
-    def _put(chunks: queue.Queue[Any], item: Any) -> bool:
-        try:
-            chunks.put(item, timeout=0.5)
-            return True
-        except queue.Full:
-            return False
 
     def _export_samples(self) -> None:
         if not self.options.export_samples:
@@ -1070,6 +1048,55 @@ class BatchArchiver:
         except OSError as exc:
             raise ArchiverError(f"--export-samples: cannot write {path}: {exc.strerror}") from None
         log.info("%d sample documents written to %s", len(self.report.samples), path)
+
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+def read_ahead(source: Iterable[T], size: int) -> Iterator[T]:
+    """``source``'s items, produced on a thread up to ``size`` ahead of the consumer: the
+    producer puts each item, then an end mark or its exception; the consumer iterates. A
+    consumer that stops early (an error, a stop) releases the producer at its next item."""
+    items: queue.Queue[Any] = queue.Queue(maxsize=size)
+    gone = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not gone.is_set():
+            try:
+                items.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in source:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            put(_Failed(exc))
+            return
+        put(_END)
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        gone.set()
+        producer.join(timeout=30)
 
 
 def check_window(date_from: datetime | None, date_to: datetime | None) -> None:

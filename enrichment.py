@@ -275,34 +275,38 @@ def pseudonymise(value: Any, key: str) -> Any:
     return f"hmac-sha256:{digest}"
 
 
-def finish_archive_document(
-    raw: Mapping[str, Any], *, archived_by: str, archived_at: datetime, pii: PiiPolicy | None = None
-) -> dict[str, Any]:
-    """The contract's archive document for one enriched order; ``InvalidOrderError`` if the
-    order cannot be archived (no business key, no readable order date, malformed items)."""
+def _business_key(raw: Mapping[str, Any]) -> str:
     numero = raw.get("numero_commande")
     if numero is None or (isinstance(numero, str) and not numero.strip()):
         raise InvalidOrderError("numero_commande missing")
     if not isinstance(numero, str):
         raise InvalidOrderError(f"numero_commande is a {type(numero).__name__}, not a string")
-    if "date_commande" not in raw or raw.get("date_commande") is None:
+    return numero
+
+
+def _order_date(raw: Mapping[str, Any]) -> datetime:
+    if raw.get("date_commande") is None:
         raise InvalidOrderError("date_commande missing")
     try:
-        date_commande = parse_datetime(raw["date_commande"])
+        return parse_datetime(raw["date_commande"])
     except ValueError as exc:
         raise InvalidOrderError(f"date_commande unreadable: {exc}") from None
 
-    anomalies: list[str] = []
-    date_livraison = raw.get("date_livraison")
-    if date_livraison is None:
-        anomalies.append("date_livraison_missing")
-    else:
-        try:
-            date_livraison = parse_datetime(date_livraison)
-        except ValueError:
-            date_livraison = None
-            anomalies.append("date_livraison_unreadable")
 
+def _delivery_date(raw: Mapping[str, Any], anomalies: list[str]) -> datetime | None:
+    value = raw.get("date_livraison")
+    if value is None:
+        anomalies.append("date_livraison_missing")
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError:
+        anomalies.append("date_livraison_unreadable")
+        return None
+
+
+def _archive_items(raw: Mapping[str, Any], anomalies: list[str]) -> tuple[list[dict[str, Any]], float]:
+    """The items with their dishes' names and prices, and the total of those that resolved."""
     raw_items = raw.get("items")
     if raw_items is None:
         raw_items = []
@@ -337,6 +341,19 @@ def finish_archive_document(
         )
     if not items:
         anomalies.append("no_items")
+    return items, total
+
+
+def finish_archive_document(
+    raw: Mapping[str, Any], *, archived_by: str, archived_at: datetime, pii: PiiPolicy | None = None
+) -> dict[str, Any]:
+    """The contract's archive document for one enriched order; ``InvalidOrderError`` if the
+    order cannot be archived (no business key, no readable order date, malformed items)."""
+    numero = _business_key(raw)
+    date_commande = _order_date(raw)
+    anomalies: list[str] = []
+    date_livraison = _delivery_date(raw, anomalies)
+    items, total = _archive_items(raw, anomalies)
 
     status = raw.get("status")
     document = {

@@ -118,53 +118,10 @@ def collect_status(
     missing = read(lambda: missing_source(collections.orders))
     if missing:
         report.problems.append(missing)
-    # Bounded: the statuses from the index ({status, date_commande}: a distinct scan), then
-    # one index count per status over the lookback only. A probe every few seconds must not
-    # cost a pass over the whole history.
     since = now - lookback
-    statuses = read(lambda: collections.orders.distinct("status"))
-    report.orders_by_status = {
-        str(status): read(
-            lambda s=status: collections.orders.count_documents(
-                {"status": s, "date_commande": {"$gte": since}}
-            )
-        )
-        for status in statuses
-    }
-
-    recent = {"status": status_match(settings.delivered_status), "date_commande": {"$gte": since}}
-    oldest: datetime | None = None
-    chunk: list[dict[str, Any]] = []
-
+    report.orders_by_status = _orders_by_status(collections.orders, since, read)
     rejects = RejectStore(collections.rejects, stop_event)
-
-    def settle(orders: list[dict[str, Any]]) -> None:
-        nonlocal oldest
-        ids = [o["_id"] for o in orders]
-        archived = {
-            d["_id"] for d in read(lambda: list(collections.archive.find({"_id": {"$in": ids}}, {"_id": 1})))
-        }
-        # Rejected orders wait for a person, not for the archiver: they are not backlog.
-        rejected = rejects.known([i for i in ids if i not in archived])
-        for order in orders:
-            if order["_id"] in archived or order["_id"] in rejected:
-                continue
-            report.backlog += 1
-            when = _when(order)
-            if when is not None and (oldest is None or when < oldest):
-                oldest = when
-
-    cursor = read(
-        lambda: collections.orders.find(recent, {"date_livraison": 1, "date_commande": 1}, batch_size=CHUNK)
-    )
-    with cursor:
-        for order in cursor:
-            chunk.append(order)
-            if len(chunk) >= CHUNK:
-                settle(chunk)
-                chunk = []
-    if chunk:
-        settle(chunk)
+    report.backlog, oldest = _backlog(collections, settings, since, rejects, read)
     if oldest is not None:
         report.backlog_oldest_age_s = max((now - oldest).total_seconds(), 0.0)
         if now - oldest > max_backlog_age:
@@ -182,24 +139,80 @@ def collect_status(
     newest = read(lambda: collections.archive.find_one({}, {"archived_at": 1}, sort=[("archived_at", -1)]))
     report.newest_archived_at = newest.get("archived_at") if newest else None
 
-    watchers = _watchers(collections, settings, read)
+    report.watchers = _watchers(collections, settings, read)
+    report.problems += _heartbeat_problems(report.watchers, now, max_heartbeat_age)
+    return report
+
+
+def _orders_by_status(orders: Any, since: datetime, read: Any) -> dict[str, int]:
+    """Bounded: the statuses from the index ({status, date_commande}: a distinct scan), then
+    one index count per status over the lookback only. A probe every few seconds must not
+    cost a pass over the whole history."""
+    statuses = read(lambda: orders.distinct("status"))
+    return {
+        str(status): read(
+            lambda s=status: orders.count_documents({"status": s, "date_commande": {"$gte": since}})
+        )
+        for status in statuses
+    }
+
+
+def _backlog(
+    collections: Collections, settings: Settings, since: datetime, rejects: RejectStore, read: Any
+) -> tuple[int, datetime | None]:
+    """Delivered orders of the lookback neither archived nor listed as rejected (those wait for
+    a person, not for the archiver), and the oldest one's delivery time."""
+    count, oldest = 0, None
+    recent = {"status": status_match(settings.delivered_status), "date_commande": {"$gte": since}}
+
+    def settle(orders: list[dict[str, Any]]) -> None:
+        nonlocal count, oldest
+        ids = [o["_id"] for o in orders]
+        archived = {
+            d["_id"] for d in read(lambda: list(collections.archive.find({"_id": {"$in": ids}}, {"_id": 1})))
+        }
+        rejected = rejects.known([i for i in ids if i not in archived])
+        for order in orders:
+            if order["_id"] in archived or order["_id"] in rejected:
+                continue
+            count += 1
+            when = _when(order)
+            if when is not None and (oldest is None or when < oldest):
+                oldest = when
+
+    chunk: list[dict[str, Any]] = []
+    cursor = read(
+        lambda: collections.orders.find(recent, {"date_livraison": 1, "date_commande": 1}, batch_size=CHUNK)
+    )
+    with cursor:
+        for order in cursor:
+            chunk.append(order)
+            if len(chunk) >= CHUNK:
+                settle(chunk)
+                chunk = []
+    if chunk:
+        settle(chunk)
+    return count, oldest
+
+
+def _heartbeat_problems(watchers: list[dict[str, Any]], now: datetime, max_age: timedelta) -> list[str]:
+    """Sets each watcher's ``heartbeat_age_s``; a running watcher whose token is older than
+    ``max_age`` is a problem. One that stopped cleanly (a signal, its lease released) is not;
+    `main.py retire-watcher` removes one that will not come back."""
+    problems = []
     for watcher in watchers:
         saved = watcher.get("saved_at")
-        stopped = watcher.get("stopped_at")
-        if isinstance(saved, datetime):
-            saved = as_utc(saved)
-            watcher["heartbeat_age_s"] = max((now - saved).total_seconds(), 0.0)
-            # A watcher that stopped cleanly (a signal, its lease released) is not failing;
-            # `main.py retire-watcher` removes one that will not come back.
-            if now - saved > max_heartbeat_age and not isinstance(stopped, datetime):
-                report.problems.append(
-                    f"watcher {watcher['name']}: token saved {watcher['heartbeat_age_s']:.0f}s ago "
-                    f"(limit {max_heartbeat_age.total_seconds():.0f}s): is it running?"
-                )
-        else:
+        if not isinstance(saved, datetime):
             watcher["heartbeat_age_s"] = None
-    report.watchers = watchers
-    return report
+            continue
+        age = now - as_utc(saved)
+        watcher["heartbeat_age_s"] = max(age.total_seconds(), 0.0)
+        if age > max_age and not isinstance(watcher.get("stopped_at"), datetime):
+            problems.append(
+                f"watcher {watcher['name']}: token saved {watcher['heartbeat_age_s']:.0f}s ago "
+                f"(limit {max_age.total_seconds():.0f}s): is it running?"
+            )
+    return problems
 
 
 def _watchers(collections: Collections, settings: Settings, read: Any) -> list[dict[str, Any]]:

@@ -14,9 +14,10 @@ missing orders through the batch path. Memory holds one chunk, whatever the arch
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING
 
@@ -38,6 +39,7 @@ from errors import ConfigError, InvalidOrderError, retrying
 from progress import Progress
 
 CHUNK = 1000
+T = TypeVar("T")
 EXAMPLES = 5
 
 
@@ -138,90 +140,101 @@ def _reconcile(
     stop_event: threading.Event | None,
     progress: str,
 ) -> VerifyReport:
-    collections = Collections.of(client, settings)
-    report = VerifyReport()
-    bar = Progress("verifying", mode=progress)
-    now = datetime.now(UTC)
+    check = _Check(Collections.of(client, settings), settings, VerifyReport(), stop_event)
+    check.delivered_orders(date_from, date_to, Progress("verifying", mode=progress))
+    check.archive_documents(date_from, date_to)
+    return check.report
 
-    def read(func: Any) -> Any:
-        return retrying(func, stop_event=stop_event)
 
-    def settle(documents: list[dict[str, Any]]) -> None:
+def _chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class _Check:
+    """One reconciliation: two walks, each in chunks, counting into ``report``."""
+
+    collections: Collections
+    settings: Settings
+    report: VerifyReport
+    stop_event: threading.Event | None
+
+    def read(self, func: Any) -> Any:
+        return retrying(func, stop_event=self.stop_event)
+
+    def delivered_orders(self, date_from: datetime | None, date_to: datetime | None, bar: Progress) -> None:
+        """Every delivered order of the window: in the archive, and agreeing with it?"""
+        now = datetime.now(UTC)
+
+        def enriched_after(after_id: Any) -> Any:
+            selection = build_selection(self.settings.delivered_status, date_from, date_to, after_id)
+            pipeline = build_enrichment_pipeline(selection, self.collections.names, sort_by_id=True)
+            return self.collections.orders.aggregate(pipeline, batchSize=CHUNK, allowDiskUse=True)
+
+        def archivable() -> Iterator[dict[str, Any]]:
+            for raw in scan_by_id(enriched_after, stop_event=self.stop_event):
+                try:
+                    document = finish_archive_document(raw, archived_by="batch", archived_at=now)
+                except InvalidOrderError:
+                    self.report.invalid += 1
+                    continue
+                if in_window(document["date_commande"], date_from, date_to):
+                    self.report.checked += 1
+                    yield document
+
+        for chunk in _chunked(archivable(), CHUNK):
+            self._compare(chunk)
+            bar.update(len(chunk))
+        bar.close()
+
+    def _compare(self, documents: list[dict[str, Any]]) -> None:
         ids = [d["_id"] for d in documents]
+        fields = {"numero_commande": 1, "date_commande": 1, "montant_total": 1}
         archived = {
             d["_id"]: d
-            for d in read(
-                lambda: list(
-                    collections.archive.find(
-                        {"_id": {"$in": ids}}, {"numero_commande": 1, "date_commande": 1, "montant_total": 1}
-                    )
-                )
-            )
+            for d in self.read(lambda: list(self.collections.archive.find({"_id": {"$in": ids}}, fields)))
         }
         for expected in documents:
             found = archived.get(expected["_id"])
             if found is None:
-                report.missing += 1
-                _note(report.missing_examples, str(expected["_id"]))
+                self.report.missing += 1
+                _note(self.report.missing_examples, str(expected["_id"]))
                 continue
-            fields = differences(expected, found)
-            if fields:
-                report.mismatched += 1
-                _note(report.mismatched_examples, {"id": str(expected["_id"]), "fields": fields})
+            disagreeing = differences(expected, found)
+            if disagreeing:
+                self.report.mismatched += 1
+                _note(self.report.mismatched_examples, {"id": str(expected["_id"]), "fields": disagreeing})
 
-    def enriched_after(after_id: Any) -> Any:
-        selection = build_selection(settings.delivered_status, date_from, date_to, after_id)
-        pipeline = build_enrichment_pipeline(selection, collections.names, sort_by_id=True)
-        return collections.orders.aggregate(pipeline, batchSize=CHUNK, allowDiskUse=True)
+    def archive_documents(self, date_from: datetime | None, date_to: datetime | None) -> None:
+        """Every archive document of the window: does its source order still exist?"""
+        bounds = date_range(date_from, date_to)
+        archive_window = {"date_commande": bounds} if bounds else {}
 
-    chunk: list[dict[str, Any]] = []
-    for raw in scan_by_id(enriched_after, stop_event=stop_event):
-        try:
-            document = finish_archive_document(raw, archived_by="batch", archived_at=now)
-        except InvalidOrderError:
-            report.invalid += 1
-            continue
-        if not in_window(document["date_commande"], date_from, date_to):
-            continue
-        report.checked += 1
-        chunk.append(document)
-        if len(chunk) >= CHUNK:
-            settle(chunk)
-            bar.update(len(chunk))
-            chunk = []
-    if chunk:
-        settle(chunk)
-        bar.update(len(chunk))
-    bar.close()
+        def archived_after(after_id: Any) -> Any:
+            window = dict(archive_window)
+            if after_id is not None:
+                window.update(ids_after(after_id))
+            # A sort on _id after a filter on the date may be done in memory: allowed to spill.
+            return self.collections.archive.find(
+                window, {"_id": 1}, batch_size=CHUNK, allow_disk_use=True
+            ).sort("_id", ASCENDING)
 
-    bounds = date_range(date_from, date_to)
-    archive_window = {"date_commande": bounds} if bounds else {}
-    ids: list[Any] = []
-
-    def settle_orphans(batch: list[Any]) -> None:
-        present = {
-            d["_id"] for d in read(lambda: list(collections.orders.find({"_id": {"$in": batch}}, {"_id": 1})))
-        }
-        for archived_id in batch:
-            if archived_id not in present:
-                report.orphans += 1
-                _note(report.orphan_examples, str(archived_id))
-
-    def archived_after(after_id: Any) -> Any:
-        window = dict(archive_window)
-        if after_id is not None:
-            window.update(ids_after(after_id))
-        # A sort on _id after a filter on the date may be done in memory: allowed to spill.
-        return collections.archive.find(window, {"_id": 1}, batch_size=CHUNK, allow_disk_use=True).sort(
-            "_id", ASCENDING
-        )
-
-    for document in scan_by_id(archived_after, stop_event=stop_event):
-        ids.append(document["_id"])
-        if len(ids) >= CHUNK:
-            settle_orphans(ids)
-            ids = []
-    if ids:
-        settle_orphans(ids)
-
-    return report
+        documents = scan_by_id(archived_after, stop_event=self.stop_event)
+        for ids in _chunked((d["_id"] for d in documents), CHUNK):
+            present = {
+                d["_id"]
+                for d in self.read(
+                    lambda i=ids: list(self.collections.orders.find({"_id": {"$in": i}}, {"_id": 1}))
+                )
+            }
+            for archived_id in ids:
+                if archived_id not in present:
+                    self.report.orphans += 1
+                    _note(self.report.orphan_examples, str(archived_id))

@@ -281,6 +281,43 @@ def _compound_with_id(index: Any) -> bool:
     return isinstance(key, dict) and "_id" in key and len(key) > 1
 
 
+def _answered_here(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A reply the wrapper gives itself: authentication, or an index build left with nothing."""
+    if any(c in body for c in _AUTH_COMMANDS):
+        return _authenticate(body)
+    indexes = body.get("indexes")
+    if "createIndexes" in body and isinstance(indexes, list) and all(_compound_with_id(ix) for ix in indexes):
+        return {"ok": 1, "note": "compound index on _id skipped (nx-27017)"}
+    return None
+
+
+def _without_compound_id_indexes(body: dict[str, Any]) -> dict[str, Any]:
+    if "createIndexes" in body and isinstance(body.get("indexes"), list):
+        return {**body, "indexes": [ix for ix in body["indexes"] if not _compound_with_id(ix)]}
+    return body
+
+
+def _rewrite_section(section_type: str, doc: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The section with ObjectId equality, upserts and pipelines fixed; True for an aggregate."""
+    doc = dict(doc)
+    for key in ("filter", "query"):
+        if isinstance(doc.get(key), dict):
+            doc[key] = _rewrite_objectid_equality(doc[key])
+    for key in ("updates", "deletes"):
+        if key in doc:
+            doc[key] = _rewrite_statements(doc[key])
+    pipeline = doc.get("pipeline")
+    if (
+        section_type == "body"
+        and "aggregate" in doc
+        and isinstance(pipeline, list)
+        and not nx_changestream.is_change_stream_pipeline(pipeline)
+    ):
+        doc["pipeline"] = convert_bson_to_neo_objectids(_rewrite_pipeline(pipeline))
+        return doc, True
+    return doc, False
+
+
 def _wrap_handle_command() -> None:
     """One wrapper around the command entry point carries five fixes:
 
@@ -304,32 +341,14 @@ def _wrap_handle_command() -> None:
         sections = []
         is_aggregate = False
         for section_type, doc in msg.get("sections", []):
+            if isinstance(doc, dict) and section_type == "body":
+                early = _answered_here(doc)
+                if early is not None:
+                    return msg["request_id"], early
+                doc = _without_compound_id_indexes(doc)
             if isinstance(doc, dict):
-                if section_type == "body" and any(c in doc for c in _AUTH_COMMANDS):
-                    return msg["request_id"], _authenticate(doc)
-                if section_type == "body" and isinstance(doc.get("indexes"), list) and "createIndexes" in doc:
-                    doc = {**doc, "indexes": [ix for ix in doc["indexes"] if not _compound_with_id(ix)]}
-                    if not doc["indexes"]:
-                        return msg["request_id"], {
-                            "ok": 1,
-                            "note": "compound index on _id skipped (nx-27017)",
-                        }
-                doc = dict(doc)
-                for key in ("filter", "query"):
-                    if isinstance(doc.get(key), dict):
-                        doc[key] = _rewrite_objectid_equality(doc[key])
-                for key in ("updates", "deletes"):
-                    if key in doc:
-                        doc[key] = _rewrite_statements(doc[key])
-                pipeline = doc.get("pipeline")
-                if (
-                    section_type == "body"
-                    and "aggregate" in doc
-                    and isinstance(pipeline, list)
-                    and not nx_changestream.is_change_stream_pipeline(pipeline)
-                ):
-                    is_aggregate = True
-                    doc["pipeline"] = convert_bson_to_neo_objectids(_rewrite_pipeline(pipeline))
+                doc, aggregate = _rewrite_section(section_type, doc)
+                is_aggregate = is_aggregate or aggregate
             sections.append((section_type, doc))
         msg = {**msg, "sections": sections}
         if not is_aggregate:
@@ -633,6 +652,24 @@ def _body(sections: list[Any]) -> dict[str, Any]:
     return next((doc for kind, doc in sections if kind == "body" and isinstance(doc, dict)), {})
 
 
+def _with_refusals(reply: dict[str, Any], kept: list[int], refused: list[int]) -> dict[str, Any]:
+    """The reply to the statements ``kept`` (indexes mapped back), plus a 17420 for each refused."""
+    reply = dict(reply)
+    for field in ("upserted", "writeErrors"):
+        if kept and reply.get(field):
+            reply[field] = [{**e, "index": kept[e["index"]]} for e in reply[field]]
+    reply["writeErrors"] = list(reply.get("writeErrors") or []) + [
+        {
+            "index": i,
+            "code": 17420,
+            "codeName": "DocumentTooLarge",
+            "errmsg": "Resulting document after update is larger than 16777216 (nx fault knob)",
+        }
+        for i in refused
+    ]
+    return reply
+
+
 def _add_write_fault_knobs() -> None:
     """The two fault knobs of the module docstring, around the (fixed) command entry point."""
     concern = os.environ.get("NX_FAULT_WRITE_CONCERN", "")
@@ -677,19 +714,7 @@ def _add_write_fault_knobs() -> None:
         else:
             request_id, reply = inner(self, sent)
         if refused:
-            reply = dict(reply)
-            for field in ("upserted", "writeErrors"):
-                if kept and reply.get(field):
-                    reply[field] = [{**e, "index": kept[e["index"]]} for e in reply[field]]
-            reply["writeErrors"] = list(reply.get("writeErrors") or []) + [
-                {
-                    "index": i,
-                    "code": 17420,
-                    "codeName": "DocumentTooLarge",
-                    "errmsg": "Resulting document after update is larger than 16777216 (nx fault knob)",
-                }
-                for i in refused
-            ]
+            reply = _with_refusals(reply, kept, refused)
         if concern_every and body.get("update") == concern_collection and reply.get("ok"):
             with lock:
                 counter["updates"] += 1

@@ -28,7 +28,8 @@ def test_simulate_writes_samples_then_batch_uses_them(tmp_path):
     result = run_cli("--count", "300", "--seed", "8", "--simulation", cwd=tmp_path, script="simulate.py")
     assert result.returncode == 0, result.stderr
     samples = json.loads((tmp_path / "samples.json").read_text())
-    assert len(samples["Commande"]) == 300 and samples["Commande"][0]["_id"]["$oid"]
+    assert len(samples["Commande"]) == 300
+    assert samples["Commande"][0]["_id"]["$oid"]
     result = run_cli("batch", "--simulation", "--json", "-q", cwd=tmp_path)
     report = json.loads(result.stdout)
     delivered = sum(1 for o in samples["Commande"] if o["status"] == "livrée")
@@ -48,7 +49,8 @@ def test_simulate_fills_nx_reproducibly(nx_client, nx_env, db_name, tmp_path):
         name: database[name].count_documents({})
         for name in ("Commande", "Client", "Livreur", "Restaurants", "Menu")
     }
-    assert counts["Commande"] == 1000 and all(counts.values())
+    assert counts["Commande"] == 1000
+    assert all(counts.values())
     snapshot = orders()
     delivered = sum(1 for o in snapshot if o["status"] == "livrée")
     assert 0.35 < delivered / 1000 < 0.45
@@ -107,7 +109,8 @@ def test_run_killed_midway_then_rerun_is_complete_without_duplicates(
         assert process.returncode == 1, stderr
         assert "interrupted" in stderr
         report = json.loads(stdout)  # the counts so far, before the error line
-        assert report["completed"] is False and "interrupted" in report["error"]
+        assert report["completed"] is False
+        assert "interrupted" in report["error"]
         assert report["archived"] == archived_before
     rerun = run_cli("batch", "--run", "--batch-size", "200", env=nx_env, cwd=tmp_path)
     assert rerun.returncode in (0, 3), rerun.stderr
@@ -156,6 +159,7 @@ def test_demo_auto_runs_end_to_end_on_its_own_server(tmp_path):
     assert "starting a local nx-27017" in out
     assert "batch done: scanned" in out
     assert len(re.findall(r"delivered -> archived in \d+ ms", out)) == 3
-    assert "healthy" in out and "\nconsistent" in out
+    assert "healthy" in out
+    assert "\nconsistent" in out
     assert "local server stopped" in out
     assert "Traceback" not in result.stderr

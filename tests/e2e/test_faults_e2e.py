@@ -272,7 +272,8 @@ def test_a_paused_old_leader_cannot_overwrite_the_new_leaders_checkpoint(
         checkpoint = database["archiver_checkpoints"].find_one({"_id": "watch:ha"})
         assert checkpoint["term"] == 2
         lease = database["archiver_checkpoints"].find_one({"_id": "lease:ha"})
-        assert lease["term"] == 2 and lease["owner"] in new.output()
+        assert lease["term"] == 2
+        assert lease["owner"] in new.output()
     finally:
         old.process.send_signal(signal.SIGCONT)
         assert old.stop() == 0

@@ -46,10 +46,13 @@ def test_a_wrong_delivered_status_says_which_statuses_exist(seeded, nx_env, tmp_
     result = run_cli("batch", "--run", "--json", env={**nx_env, "DELIVERED_STATUS": "livree"}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["delivered"] == 0 and report["archived"] == 0
+    assert report["delivered"] == 0
+    assert report["archived"] == 0
     hint = "no order has status 'livree': check DELIVERED_STATUS (the statuses present are: "
-    assert hint in result.stderr and "livrée" in result.stderr
-    assert report["warnings"] and hint in report["warnings"][0]
+    assert hint in result.stderr
+    assert "livrée" in result.stderr
+    assert report["warnings"]
+    assert hint in report["warnings"][0]
     plain = run_cli("batch", env=nx_env, cwd=tmp_path)  # the right status: no such warning
     assert "check DELIVERED_STATUS" not in plain.stderr
 
@@ -64,7 +67,8 @@ def test_a_status_stored_decomposed_is_delivered_for_batch_and_watch(seeded, nx_
     result = run_cli("batch", "--run", "-q", env=nx_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     document = database["Commande_archive"].find_one({"_id": first})
-    assert document is not None and document["status"] == "livrée"  # archived in the composed form
+    assert document is not None
+    assert document["status"] == "livrée"
 
     env = {**nx_env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json"), "WATCH_HEARTBEAT_S": "1"}
     watcher = WatchProcess(env, tmp_path)
@@ -88,11 +92,13 @@ def test_counts_add_up_after_a_purge(nx_client, nx_settings, nx_env, db_name, tm
     report = json.loads(second.stdout)
     delivered_in_source = database["Commande"].count_documents({"status": "livrée"})
     assert report["delivered"] == delivered_in_source  # not the archive's documents
-    assert report["archived"] == 5 and report["already_archived"] == 0  # the rest are rejected ones
+    assert report["archived"] == 5
+    assert report["already_archived"] == 0
     assert report["archived"] + report["already_archived"] + report["rejected"] == report["delivered"]
     assert report["completed"] is True
     third = json.loads(run_cli("batch", "--json", env=nx_env, cwd=tmp_path).stdout)
-    assert third["already_archived"] == 5 and third["would_archive"] == 0
+    assert third["already_archived"] == 5
+    assert third["would_archive"] == 0
 
 
 def test_verify_repair_reports_the_state_after_the_repair(seeded, nx_env, tmp_path):
@@ -132,7 +138,8 @@ def test_a_cleanly_stopped_watcher_is_not_a_failure_and_a_dead_one_can_be_retire
     running = started("busy")
     try:
         refused = run_cli("retire-watcher", "busy", env=env, cwd=tmp_path)
-        assert refused.returncode == 2 and "watcher busy is running" in refused.stderr
+        assert refused.returncode == 2
+        assert "watcher busy is running" in refused.stderr
     finally:
         assert running.stop(signal.SIGTERM) == 0
     retired = run_cli("retire-watcher", "dead", env=env, cwd=tmp_path)
@@ -142,14 +149,16 @@ def test_a_cleanly_stopped_watcher_is_not_a_failure_and_a_dead_one_can_be_retire
     assert healthy.returncode == 0, healthy.stdout
     assert database["archiver_checkpoints"].find_one({"_id": "watch:dead"}) is None
     missing = run_cli("retire-watcher", "nobody", env=env, cwd=tmp_path)
-    assert missing.returncode == 2 and "no watcher named nobody" in missing.stderr
+    assert missing.returncode == 2
+    assert "no watcher named nobody" in missing.stderr
 
 
 def test_output_a_person_can_read(seeded, nx_env, tmp_path):
     database, dataset = seeded
     dry = run_cli("batch", "--samples", "2", env=nx_env, cwd=tmp_path)
     samples = [json.loads(line) for line in dry.stdout.splitlines() if line.startswith("{")]
-    assert len(samples) == 2 and all(s["client"]["email"] == "***" for s in samples if s["client"])
+    assert len(samples) == 2
+    assert all(s["client"]["email"] == "***" for s in samples if s["client"])
     assert "@" not in dry.stdout  # no e-mail address on a terminal by default
     shown = run_cli("batch", "--samples", "1", "--show-pii", env=nx_env, cwd=tmp_path)
     assert "@" in shown.stdout
@@ -173,7 +182,8 @@ def test_output_a_person_can_read(seeded, nx_env, tmp_path):
         assert watcher.stop() == 0
     output = watcher.output()
     progress = [line for line in output.splitlines() if " watch: " in line]
-    assert progress and not any("events=" in line or "lag_s=" in line for line in progress)
+    assert progress
+    assert not any("events=" in line or "lag_s=" in line for line in progress)
     assert all(ISO_WITH_OFFSET.match(line) for line in output.splitlines() if " INFO " in line)
 
     assert run_cli("--help", script="simulate.py").stdout.startswith("usage: simulate.py ")

@@ -19,7 +19,8 @@ def one_line_error(result, code: int) -> str:
     assert result.returncode == code, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert lines, result.stderr
+    assert lines[-1].startswith("error: "), result.stderr
     return lines[-1]
 
 
@@ -46,7 +47,9 @@ def test_a_collection_in_two_roles_is_refused_before_anything_runs(
     for args in (("batch", "--run", "--purge-source"), ("watch",), ("verify", "--repair"), ("status",)):
         result = run_cli(*args, env={**nx_env, variable: value}, cwd=tmp_path, timeout=60)
         line = one_line_error(result, 2)
-        assert variable in line and clash in line and f"{db_name}.{value}" in line
+        assert variable in line
+        assert clash in line
+        assert f"{db_name}.{value}" in line
     assert snapshot(database) == before  # nothing archived, nothing purged, nothing created
 
 
@@ -153,6 +156,7 @@ def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path):
         result = run_cli("batch", env={"MONGODB_URI": uri, "MONGODB_TIMEOUT_MS": "500"}, cwd=tmp_path)
         line = one_line_error(result, 1)
         assert expected in line, line
-        assert "unexpected" not in line and "server selection timed out" not in line
+        assert "unexpected" not in line
+        assert "server selection timed out" not in line
         assert SECRET not in result.stdout + result.stderr
     assert PLAIN_PASSWORD  # the account exists: only the wrong password was refused

@@ -38,7 +38,8 @@ def test_status_healthy_then_backlog_then_stale_watcher(archived, nx_env, tmp_pa
     result = run_cli("status", "--json", env=nx_env, cwd=tmp_path)
     report = json.loads(result.stdout)
     assert result.returncode == 0, result.stdout
-    assert report["healthy"] and report["backlog"] == 0
+    assert report["healthy"]
+    assert report["backlog"] == 0
     assert report["archive_size"] == database["Commande_archive"].count_documents({})
     assert sum(report["orders_by_status"].values()) < 400  # the last 24h only: bounded
     everything = json.loads(
@@ -58,7 +59,8 @@ def test_status_healthy_then_backlog_then_stale_watcher(archived, nx_env, tmp_pa
     )
     result = run_cli("status", env=nx_env, cwd=tmp_path)
     assert result.returncode == 3
-    assert "UNHEALTHY" in result.stdout and "1 delivered orders not archived" in result.stdout
+    assert "UNHEALTHY" in result.stdout
+    assert "1 delivered orders not archived" in result.stdout
     assert run_cli("status", "--max-backlog-age", "2h", env=nx_env, cwd=tmp_path).returncode == 0
 
     database["archiver_checkpoints"].insert_one(
@@ -72,7 +74,8 @@ def test_status_healthy_then_backlog_then_stale_watcher(archived, nx_env, tmp_pa
     result = run_cli("status", "--json", "--max-backlog-age", "2h", env=nx_env, cwd=tmp_path)
     report = json.loads(result.stdout)
     assert result.returncode == 3
-    assert report["watchers"][0]["name"] == "eu-1" and report["watchers"][0]["heartbeat_age_s"] > 500
+    assert report["watchers"][0]["name"] == "eu-1"
+    assert report["watchers"][0]["heartbeat_age_s"] > 500
     assert any("watcher eu-1" in problem for problem in report["problems"])
 
 
@@ -89,16 +92,20 @@ def test_verify_consistent_then_finds_missing_and_corrupt_then_repairs(archived,
     result = run_cli("verify", "--json", env=nx_env, cwd=tmp_path)
     report = json.loads(result.stdout)
     assert result.returncode == 3
-    assert report["missing"] == 1 and report["missing_examples"] == [str(deleted)]
-    assert report["mismatched"] == 1 and report["mismatched_examples"][0]["fields"] == ["montant_total"]
+    assert report["missing"] == 1
+    assert report["missing_examples"] == [str(deleted)]
+    assert report["mismatched"] == 1
+    assert report["mismatched_examples"][0]["fields"] == ["montant_total"]
 
     database["Commande"].delete_one({"_id": sorted(expected_archive_ids(dataset))[5]})  # as a purge would
     repaired = run_cli("verify", "--repair", "--json", env=nx_env, cwd=tmp_path)
     report = json.loads(repaired.stdout)
-    assert report["repaired"] == 1 and report["orphans"] == 1
+    assert report["repaired"] == 1
+    assert report["orphans"] == 1
     assert archive.find_one({"_id": deleted}) is not None
     after = json.loads(run_cli("verify", "--json", env=nx_env, cwd=tmp_path).stdout)
-    assert after["missing"] == 0 and after["mismatched"] == 1  # a corrupt document is reported, not rewritten
+    assert after["missing"] == 0
+    assert after["mismatched"] == 1
 
 
 def scrape(port: int) -> dict[str, float]:

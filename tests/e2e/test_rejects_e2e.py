@@ -49,13 +49,16 @@ def test_a_rejected_order_is_listed_once_and_fails_no_later_run(
     assert entries["total"] == len(bad)
     assert {e["id"] for e in entries["rejected"]} == {str(i) for i in bad}
     entry = entries["rejected"][0]
-    assert entry["reason"] == "numero_commande missing" and entry["source"] == "batch"
-    assert entry["first_seen"].endswith("+00:00") and "T" in entry["first_seen"]  # ISO-8601, with offset
+    assert entry["reason"] == "numero_commande missing"
+    assert entry["source"] == "batch"
+    assert entry["first_seen"].endswith("+00:00")
+    assert "T" in entry["first_seen"]
 
     second = run_cli("batch", "--run", "--json", env=nx_env, cwd=tmp_path)
     report = json.loads(second.stdout)
     assert second.returncode == 0, second.stderr  # known rejects: the nightly job stays green
-    assert report["rejected"] == len(bad) and report["rejected_new"] == 0
+    assert report["rejected"] == len(bad)
+    assert report["rejected_new"] == 0
     assert "order rejected" not in second.stderr  # not logged again at the default level
     assert run_cli("batch", env=nx_env, cwd=tmp_path).returncode == 0  # nor a dry run
 
@@ -63,8 +66,11 @@ def test_a_rejected_order_is_listed_once_and_fails_no_later_run(
     status = run_cli("status", "--json", *EVERYTHING, env=nx_env, cwd=tmp_path)
     state = json.loads(status.stdout)
     assert status.returncode == 0, status.stdout
-    assert state["backlog"] == 0 and state["rejected"] == len(bad) and state["healthy"]
-    assert "T" in state["checked_at"] and state["checked_at"].endswith("+00:00")
+    assert state["backlog"] == 0
+    assert state["rejected"] == len(bad)
+    assert state["healthy"]
+    assert "T" in state["checked_at"]
+    assert state["checked_at"].endswith("+00:00")
     text = run_cli("status", *EVERYTHING, env=nx_env, cwd=tmp_path).stdout
     assert f"rejected orders (invalid, not archived until fixed at the source): {len(bad)}" in text
 
@@ -73,7 +79,8 @@ def test_a_rejected_order_is_listed_once_and_fails_no_later_run(
     database["Commande"].update_one({"_id": fixed}, {"$set": {"numero_commande": "CMD-FIXED-1"}})
     third = run_cli("batch", "--run", "--json", env=nx_env, cwd=tmp_path)
     report = json.loads(third.stdout)
-    assert third.returncode == 0 and report["archived"] == 1
+    assert third.returncode == 0
+    assert report["archived"] == 1
     assert database["Commande_archive"].find_one({"_id": fixed})["numero_commande"] == "CMD-FIXED-1"
     assert json.loads(run_cli("rejects", "--json", env=nx_env, cwd=tmp_path).stdout)["total"] == len(bad) - 1
     assert database["archiver_rejects"].find_one({"_id": fixed}) is None  # pruned by that run
@@ -94,4 +101,5 @@ def test_a_new_invalid_order_after_known_ones_is_exit_3_again(
         {k: v for k, v in template.items() if k not in ("_id", "_dirty", "numero_commande")}
     )
     result = run_cli("batch", "--run", "--json", env=nx_env, cwd=tmp_path)
-    assert result.returncode == 3 and json.loads(result.stdout)["rejected_new"] == 1
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["rejected_new"] == 1

@@ -132,12 +132,16 @@ def test_catch_up_then_live_with_exact_contents(nx_client, nx_settings, db_name,
     assert not_delivered not in archived_ids(database)  # a non-delivery update is never archived
 
     document = database["Commande_archive"].find_one({"_id": to_deliver[0]})
-    assert document["archived_by"] == "watch" and document["status"] == "livrée"
-    assert document["client"]["nom"] and document["items"][0]["nom"] and document["montant_total"] > 0
+    assert document["archived_by"] == "watch"
+    assert document["status"] == "livrée"
+    assert document["client"]["nom"]
+    assert document["items"][0]["nom"]
+    assert document["montant_total"] > 0
     assert watcher.stop() == 0
     assert "stopped:" in watcher.output()
     saved = json.loads((tmp_path / "token.json").read_text())
-    assert saved["namespace"] == f"{db_name}.Commande" and saved["token"]["_data"]
+    assert saved["namespace"] == f"{db_name}.Commande"
+    assert saved["token"]["_data"]
     assert_no_duplicates(database["Commande_archive"])
 
 
@@ -237,7 +241,9 @@ def test_history_lost_falls_back_to_catch_up(
         )
         assert restarted.stop() == 0
         output = restarted.output()
-        assert "cannot be used" in output and "286" in output and "catching up" in output
+        assert "cannot be used" in output
+        assert "286" in output
+        assert "catching up" in output
         assert_no_duplicates(database["Commande_archive"])
 
 
@@ -256,7 +262,8 @@ def test_corrupt_token_falls_back_to_catch_up(
     wait_for(lambda: archived_ids(database) == expected_archive_ids(dataset), what="catch-up")
     assert watcher.stop() == 0
     output = watcher.output()
-    assert "cannot be used" in output and "260" in output
+    assert "cannot be used" in output
+    assert "260" in output
 
 
 def test_from_now_skips_the_catch_up(nx_client, nx_settings, db_name, env, tmp_path, watchers):
@@ -320,7 +327,8 @@ def test_unreachable_server_keeps_retrying_then_stops_cleanly(tmp_path, watchers
     wait_for(lambda: "retrying" in watcher.output(), what="a retry")
     assert watcher.stop() == 0
     output = watcher.output()
-    assert "Traceback" not in output and "Pa55-word" not in output
+    assert "Traceback" not in output
+    assert "Pa55-word" not in output
 
 
 def test_catch_up_stopped_midway_then_restart_misses_nothing(

@@ -44,7 +44,8 @@ def test_archive_set_and_contents_are_exact_on_dirty_data(nx_client, nx_settings
     documents = {d["_id"]: d for d in archive.find()}
     expected = expected_archive_ids(seeded)
     assert set(documents) == expected
-    assert report.archived == len(expected) and report.rejected == delivered_rejects(seeded)
+    assert report.archived == len(expected)
+    assert report.rejected == delivered_rejects(seeded)
     orders = {o["_id"]: o for o in seeded.orders}
     for order_id, document in documents.items():
         assert document == python_join(orders[order_id], seeded), order_id
@@ -76,7 +77,8 @@ def test_rerun_adds_nothing(nx_client, nx_settings, seeded):
     archive = nx_client[nx_settings.mongodb_database][nx_settings.archive_collection]
     before = {d["_id"]: d for d in archive.find()}
     second = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
-    assert second.archived == 0 and second.already_archived == first.archived
+    assert second.archived == 0
+    assert second.already_archived == first.archived
     assert {d["_id"]: d for d in archive.find()} == before
 
 
@@ -137,11 +139,13 @@ def test_unreachable_server_exits_1_without_traceback_or_password(capsys, monkey
     assert main(["batch", "--run"]) == 1
     captured = capsys.readouterr()
     assert "cannot reach MongoDB: 127.0.0.1:9: connection refused" in captured.err
-    assert "Traceback" not in captured.err and "Hunter2-secret" not in captured.err + captured.out
+    assert "Traceback" not in captured.err
+    assert "Hunter2-secret" not in captured.err + captured.out
 
 
 def test_bad_credentials_exit_1_with_clear_message(nx_server, capsys, monkeypatch):
     monkeypatch.setenv("MONGODB_URI", nx_server.uri.replace("mongodb://", "mongodb://bob:Wr0ng-pass@"))
     assert main(["batch", "--run"]) == 1
     err = capsys.readouterr().err
-    assert "authentication failed" in err and "Wr0ng-pass" not in err
+    assert "authentication failed" in err
+    assert "Wr0ng-pass" not in err

@@ -119,11 +119,13 @@ def test_change_events_are_bson_with_update_description(db):
         events = [stream.next() for _ in range(3)]
     insert, update, delete = events
     assert insert["operationType"] == "insert"
-    assert insert["fullDocument"]["_id"] == order_id and isinstance(insert["fullDocument"]["_id"], ObjectId)
+    assert insert["fullDocument"]["_id"] == order_id
+    assert isinstance(insert["fullDocument"]["_id"], ObjectId)
     assert isinstance(insert["fullDocument"]["at"], datetime)
     assert insert["documentKey"] == {"_id": order_id}
     assert update["updateDescription"]["updatedFields"]["status"] == "livrée"
-    assert delete["operationType"] == "delete" and "fullDocument" not in delete
+    assert delete["operationType"] == "delete"
+    assert "fullDocument" not in delete
 
 
 def test_stream_match_understands_or(db):
@@ -238,8 +240,10 @@ def test_an_upsert_takes_its_id_from_the_filter_as_it_is(db):
     )
     db.rejects.bulk_write([pymongo.UpdateOne({"_id": key}, {"$inc": {"times": 1}}, upsert=True)])
     document = db.rejects.find_one({"_id": key})
-    assert document is not None and isinstance(document["_id"], ObjectId)
-    assert document["times"] == 2 and db.rejects.count_documents({}) == 1
+    assert document is not None
+    assert isinstance(document["_id"], ObjectId)
+    assert document["times"] == 2
+    assert db.rejects.count_documents({}) == 1
 
 
 def test_status_in_both_unicode_forms_matches_in_queries_and_streams(db):
@@ -264,8 +268,10 @@ def test_a_date_set_by_an_update_reads_back_as_a_date(db):
     db.leases.update_one({"_id": "u"}, {"$set": {"seen": when}, "$setOnInsert": {"first": when}}, upsert=True)
     db.leases.find_one_and_update({"_id": key}, {"$set": {"expires": when}})
     document, upserted = db.leases.find_one({"_id": key}), db.leases.find_one({"_id": "u"})
-    assert document["at"] == when and document["expires"] == when
-    assert upserted["seen"] == when and upserted["first"] == when
+    assert document["at"] == when
+    assert document["expires"] == when
+    assert upserted["seen"] == when
+    assert upserted["first"] == when
     assert db.leases.count_documents({"at": {"$gte": when}}) == 1
     assert len(list(db.leases.aggregate([{"$match": {"expires": {"$lt": datetime.now(UTC)}}}]))) == 1
 

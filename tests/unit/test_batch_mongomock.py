@@ -49,8 +49,10 @@ def test_archive_documents_are_enriched_and_dirty_cases_flagged(mongo, settings,
     archive = archive_of(mongo, settings)
     by_kind = {o.get("_dirty"): o for o in seeded.orders if o["status"] == "livrée"}
     clean = archive.find_one({"_id": by_kind[None]["_id"]})
-    assert clean["anomalies"] == [] and clean["archived_by"] == "batch"
-    assert clean["client"]["nom"] and clean["restaurant"]["type_cuisine"]
+    assert clean["anomalies"] == []
+    assert clean["archived_by"] == "batch"
+    assert clean["client"]["nom"]
+    assert clean["restaurant"]["type_cuisine"]
     assert clean["montant_total"] == round(sum(i["sous_total"] for i in clean["items"]), 2) > 0
     assert clean["archived_at"] == NOW.replace(tzinfo=clean["archived_at"].tzinfo)
     expectations = {
@@ -62,7 +64,8 @@ def test_archive_documents_are_enriched_and_dirty_cases_flagged(mongo, settings,
     for kind, (field, anomaly) in expectations.items():
         if kind in by_kind:
             doc = archive.find_one({"_id": by_kind[kind]["_id"]})
-            assert doc[field] is None and anomaly in doc["anomalies"], kind
+            assert doc[field] is None, kind
+            assert anomaly in doc["anomalies"], kind
     if "date_commande_string" in by_kind:
         doc = archive.find_one({"_id": by_kind["date_commande_string"]["_id"]})
         assert isinstance(doc["date_commande"], datetime)
@@ -75,7 +78,8 @@ def test_dry_run_writes_nothing_and_reports(mongo, settings, seeded):
     assert sorted(database.list_collection_names()) == before
     assert report.would_archive == len(expected_archive_ids(seeded))
     assert report.rejected == delivered_rejects(seeded)
-    assert len(report.samples) == 2 and report.archived == 0
+    assert len(report.samples) == 2
+    assert report.archived == 0
     assert "nothing was written" in report.summary_line()
 
 
@@ -128,9 +132,8 @@ def test_archive_in_another_database(mongo, seeded):
     assert report.archived == len(expected_archive_ids(seeded))
     assert mongo["archives"]["Commande_archive"].count_documents({}) == report.archived
     again = run(mongo, settings)
-    assert (
-        again.archived == 0 and mongo["archives"]["Commande_archive"].count_documents({}) == report.archived
-    )
+    assert again.archived == 0
+    assert mongo["archives"]["Commande_archive"].count_documents({}) == report.archived
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(mongo, settings, seeded):
@@ -149,7 +152,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(mongo, settings, seeded):
     with pytest.raises(Exception, match="power cut"):
         archiver.run()
     checkpoint = mongo[settings.mongodb_database]["archiver_checkpoints"].find_one()
-    assert checkpoint["kind"] == "batch" and checkpoint["last_id"] is not None
+    assert checkpoint["kind"] == "batch"
+    assert checkpoint["last_id"] is not None
     resumed = run(mongo, settings)
     assert resumed.resumed_from == str(checkpoint["last_id"])
     assert {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})} == expected_archive_ids(
@@ -232,7 +236,8 @@ def test_selection_filter():
         "status": {"$in": ["livr\u00e9e", "livre\u0301e"]},
         "_id": {"$gt": re.compile("x")},
     }
-    assert in_window(NOW, NOW, None) and not in_window(NOW, None, NOW)
+    assert in_window(NOW, NOW, None)
+    assert not in_window(NOW, None, NOW)
 
 
 def test_no_walk_ends_at_a_change_of_id_type(mongo, settings, seeded, monkeypatch):
@@ -308,7 +313,8 @@ def test_an_order_no_longer_delivered_when_its_page_is_enriched_is_not_archived(
     monkeypatch.setattr("archiver.PAGE_SIZE", 40)
     run(mongo, settings)
     archived = {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})}
-    assert corrected and corrected[0] not in archived
+    assert corrected
+    assert corrected[0] not in archived
     assert archived == expected_archive_ids(seeded) - {corrected[0]}
 
 
@@ -328,3 +334,30 @@ def test_limit_runs_reach_an_order_delivered_behind_them(mongo, settings, seeded
         run(mongo, settings, limit=200)
     assert archive.find_one({"_id": late}) is not None
     assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected_archive_ids(seeded) | {late}
+
+
+def test_read_ahead_keeps_order_hands_over_errors_and_releases_its_producer():
+    import threading
+
+    from archiver import read_ahead
+
+    assert list(read_ahead(iter(range(50)), 3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OperationFailure("boom", 2)
+
+    with pytest.raises(OperationFailure, match="boom"):
+        list(read_ahead(failing(), 2))
+    produced = []
+
+    def endless():
+        for n in range(10_000):
+            produced.append(n)
+            yield n
+
+    reader = read_ahead(endless(), 2)
+    assert next(reader) == 0
+    reader.close()  # the consumer stops early: the producer stops too, a few items later
+    assert len(produced) < 10
+    assert not [t for t in threading.enumerate() if t.name == "read-ahead"]

@@ -18,7 +18,9 @@ def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["batch", "--help"])
     out = capsys.readouterr().out
-    assert "examples:" in out and "--date-from" in out and "--purge-source" in out
+    assert "examples:" in out
+    assert "--date-from" in out
+    assert "--purge-source" in out
 
 
 @pytest.mark.parametrize(
@@ -42,7 +44,8 @@ def test_usage_errors_are_one_line_exit_2(capsys, argv, fragment):
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert fragment in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -61,7 +64,8 @@ def test_configuration_errors_are_one_line_exit_2(capsys, monkeypatch, env, argv
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert fragment in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
 
 
 def test_watch_with_bad_name_is_usage_error(capsys):
@@ -107,10 +111,12 @@ def test_dry_run_prints_samples_and_writes_nothing(capsys, tmp_path):
     )
     out = capsys.readouterr().out
     assert code in (0, 3)
-    assert "dry run:" in out and "nothing was written" in out
+    assert "dry run:" in out
+    assert "nothing was written" in out
     assert out.count('"numero_commande"') == 2
     exported = json.loads((tmp_path / "s.json").read_text())
-    assert len(exported) == 2 and {"client", "items", "montant_total", "anomalies"} <= set(exported[0])
+    assert len(exported) == 2
+    assert {"client", "items", "montant_total", "anomalies"} <= set(exported[0])
 
 
 def test_simulation_uses_samples_json_when_present(capsys, tmp_path):
@@ -143,4 +149,6 @@ def test_an_export_path_in_a_missing_folder_is_a_usage_error(capsys, tmp_path):
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "the folder" in err and "does not exist" in err and "Traceback" not in err
+    assert "the folder" in err
+    assert "does not exist" in err
+    assert "Traceback" not in err

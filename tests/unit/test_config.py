@@ -88,7 +88,8 @@ def test_missing_env_file_is_a_config_error():
 
 def test_simulation_needs_no_uri():
     settings, _ = load_settings(overrides={"simulation": True}, environ={})
-    assert settings.simulation and settings.mongodb_uri is None
+    assert settings.simulation
+    assert settings.mongodb_uri is None
 
 
 def test_delivered_status_is_nfc_normalised():
@@ -163,7 +164,8 @@ def test_tls_files_pass_through_to_the_client(tmp_path):
         }
     )
     options = client_options(settings)
-    assert options["tls"] is True and options["tlsCAFile"] == str(ca)
+    assert options["tls"] is True
+    assert options["tlsCAFile"] == str(ca)
     assert options["tlsCertificateKeyFile"] == str(cert)
     plain, _ = load_settings(environ={"MONGODB_URI": "mongodb://h:27017/?tls=true"})
     assert "tls" not in client_options(plain)  # the URI's own TLS options are the driver's to read

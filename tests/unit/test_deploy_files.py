@@ -27,7 +27,8 @@ def main_args(command: list[str]) -> list[str]:
 def test_dockerfile_runs_as_non_root_without_secrets():
     text = (ROOT / "Dockerfile").read_text()
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
-    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert users
+    assert users[-1].split(":")[0] not in ("root", "0")
     assert not re.search(
         r"^(ENV|ARG).*(MONGODB_URI|PASSWORD|ARCHIVE_PII_KEY)", text, re.MULTILINE | re.IGNORECASE
     )
@@ -66,7 +67,8 @@ def test_manifests_are_non_root_and_take_the_uri_from_a_secret(manifests, kind):
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     uri = next(e for e in container["env"] if e["name"] == "MONGODB_URI")
-    assert "secretKeyRef" in uri["valueFrom"] and "value" not in uri
+    assert "secretKeyRef" in uri["valueFrom"]
+    assert "value" not in uri
     parses(container["args"])
 
 
@@ -95,20 +97,23 @@ def test_systemd_units_run_valid_commands_as_a_service_user(unit):
     command = shlex.split(re.search(r"^ExecStart=(.*)$", text, re.MULTILINE).group(1))
     parses(main_args(command))
     assert re.search(r"^User=(?!root)\S+", text, re.MULTILINE)
-    assert "EnvironmentFile=" in text and "MONGODB_URI=" not in text
+    assert "EnvironmentFile=" in text
+    assert "MONGODB_URI=" not in text
 
 
 def test_roles_script_grants_least_privilege():
     text = (DEPLOY / "mongodb-roles.js").read_text()
     assert '"find", "changeStream"' in text
     assert '"find", "insert", "update", "createIndex"' in text
-    assert '["remove"]' in text and "orderArchiverPurge" in text
+    assert '["remove"]' in text
+    assert "orderArchiverPurge" in text
     assert "passwordPrompt()" in text
 
 
 def test_nssm_recipe_stops_with_ctrl_c():
     text = (DEPLOY / "windows" / "NSSM.md").read_text()
-    assert "AppStopMethodConsole" in text and "nssm install order-archiver" in text
+    assert "AppStopMethodConsole" in text
+    assert "nssm install order-archiver" in text
     command = re.search(r'nssm install order-archiver "[^"]+" "([^"]+)"', text).group(1)
     parses(main_args(shlex.split(command)))
 
@@ -126,7 +131,8 @@ def test_schedulers_treat_the_exit_codes_as_the_readme_documents(manifests):
     job = manifests["CronJob"]["spec"]["jobTemplate"]["spec"]
     rules = job["podFailurePolicy"]["rules"]
     fail_at_once = [r for r in rules if r["action"] == "FailJob"]
-    assert fail_at_once and sorted(fail_at_once[0]["onExitCodes"]["values"]) == [2, 3]
+    assert fail_at_once
+    assert sorted(fail_at_once[0]["onExitCodes"]["values"]) == [2, 3]
     assert fail_at_once[0]["onExitCodes"]["operator"] == "In"
     assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
     assert job["backoffLimit"] >= 1  # exit 1 is retried
@@ -134,4 +140,5 @@ def test_schedulers_treat_the_exit_codes_as_the_readme_documents(manifests):
     assert not re.search(r"^SuccessExitStatus=.*\b3\b", unit, re.MULTILINE)  # 3 is worth a person's look
     readme = (ROOT / "README.md").read_text()
     table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
-    assert "new invalid orders" in table and "main.py rejects" in table
+    assert "new invalid orders" in table
+    assert "main.py rejects" in table

@@ -104,7 +104,8 @@ def test_missing_livreur_id_field():
     raw = raw_order(_x_livreur=[])
     del raw["livreur_id"]
     doc = finish(raw)
-    assert doc["livreur"] is None and doc["anomalies"] == ["livreur_id_missing"]
+    assert doc["livreur"] is None
+    assert doc["anomalies"] == ["livreur_id_missing"]
 
 
 def test_dangling_dish_counts_nothing_in_total():
@@ -124,7 +125,8 @@ def test_dangling_dish_counts_nothing_in_total():
 def test_order_without_items(items):
     raw = raw_order(items=items, _x_menus=[])
     doc = finish(raw)
-    assert doc["items"] == [] and doc["montant_total"] == 0
+    assert doc["items"] == []
+    assert doc["montant_total"] == 0
     assert doc["anomalies"] == ["no_items"]
 
 
@@ -152,7 +154,8 @@ def test_decimal128_prices_are_numbers():
 def test_invalid_price_is_an_anomaly_not_a_crash():
     menus = [{"_id": PIZZA, "nom": "P", "prix": "douze"}, {"_id": TIRAMISU, "nom": "T", "prix": 3}]
     doc = finish(raw_order(_x_menus=menus))
-    assert doc["items"][0]["prix"] is None and doc["montant_total"] == 3
+    assert doc["items"][0]["prix"] is None
+    assert doc["montant_total"] == 3
     assert doc["anomalies"] == ["menu_price_invalid"]
 
 
@@ -160,7 +163,8 @@ def test_missing_delivery_date_is_an_anomaly():
     raw = raw_order()
     del raw["date_livraison"]
     doc = finish(raw)
-    assert doc["date_livraison"] is None and doc["anomalies"] == ["date_livraison_missing"]
+    assert doc["date_livraison"] is None
+    assert doc["anomalies"] == ["date_livraison_missing"]
 
 
 @pytest.mark.parametrize(
@@ -234,7 +238,8 @@ def test_pipeline_shape():
     ]
     assert all(lk["foreignField"] == "_id" for lk in lookups)
     projection = pipeline[-1]["$project"]
-    assert projection["_x_menus._id"] == 1 and "_x_client.adresse" not in projection
+    assert projection["_x_menus._id"] == 1
+    assert "_x_client.adresse" not in projection
 
 
 def test_pipeline_for_one_order_has_no_sort_exclusion_or_limit():
@@ -254,7 +259,8 @@ def test_pii_keep_hash_drop():
     key = "k" * 32
     hashed = finish_archive_document(raw, archived_by="batch", archived_at=NOW, pii=PiiPolicy("hash", key))
     assert hashed["client"]["email"].startswith("hmac-sha256:")
-    assert "lea@example.fr" not in str(hashed) and "06 12 34 56 78" not in str(hashed)
+    assert "lea@example.fr" not in str(hashed)
+    assert "06 12 34 56 78" not in str(hashed)
     assert hashed["client"]["email"] == pseudonymise("  LEA@example.fr ", key)  # comparable
     assert hashed["client"]["email"] != pseudonymise("lea@example.fr", "x" * 32)  # keyed
     assert PiiPolicy("hash", key).apply(None) is None

@@ -35,7 +35,8 @@ NFD = unicodedata.normalize("NFD", "livrée")
     ],
 )
 def test_redaction_masks_the_password_of_malformed_uris(uri):
-    assert "pw-42" not in redact_uri(uri) and "w-42" not in redact_uri(uri)
+    assert "pw-42" not in redact_uri(uri)
+    assert "w-42" not in redact_uri(uri)
     assert uri_password(uri.removeprefix("see ").split(" ")[0]) in ("pw-42", "p@w-42")
 
 
@@ -85,14 +86,17 @@ def test_output_files(tmp_path):
 )
 def test_network_reasons_in_words(error, expected, lasting):
     reason, permanent = _network_reason(Exception(error))
-    assert expected in reason and "configured timeouts" not in reason
+    assert expected in reason
+    assert "configured timeouts" not in reason
     assert permanent is lasting
 
 
 def test_the_delivered_status_in_both_unicode_forms():
     assert status_forms("livrée") == ["livr\u00e9e", NFD]
     assert status_match("delivered") == "delivered"
-    assert is_status(NFD, "livrée") and is_status("livrée", NFD) and not is_status("livree", "livrée")
+    assert is_status(NFD, "livrée")
+    assert is_status("livrée", NFD)
+    assert not is_status("livree", "livrée")
     assert not is_status(None, "livrée")
 
 
@@ -121,9 +125,9 @@ def test_rejects_are_new_once_then_known_and_pruned(mongo):
     later = RejectStore(database["archiver_rejects"])
     assert later.record(rejections[:1], "watch") == 0  # another run: known
     entry = database["archiver_rejects"].find_one({"_id": kept})
-    assert (
-        entry["times_seen"] == 3 and entry["source"] == "watch" and entry["first_seen"] <= entry["last_seen"]
-    )
+    assert entry["times_seen"] == 3
+    assert entry["source"] == "watch"
+    assert entry["first_seen"] <= entry["last_seen"]
     database["Commande_archive"].insert_one({"_id": fixed})
     assert [e["_id"] for e in later.current(database["Commande_archive"])].count(fixed) == 0
     assert later.prune(database["Commande"], database["Commande_archive"], status_match("livrée")) == 2
@@ -136,12 +140,14 @@ def test_counts_add_up_in_either_database(mongo, archive_database):
     dataset = seed_database(mongo["livraison"], settings, 400, seed=5, p_anomalies=0.1)
     delivered = sum(1 for o in dataset.orders if o["status"] == "livrée")
     first = BatchArchiver(mongo, settings, BatchOptions(run=True)).run()
-    assert first.delivered == delivered and first.completed
+    assert first.delivered == delivered
+    assert first.completed
     assert first.archived == len(expected_archive_ids(dataset))
     assert first.rejected == first.rejected_new == delivered_rejects(dataset)
     assert first.archived + first.already_archived + first.rejected == delivered
     again = BatchArchiver(mongo, settings, BatchOptions(run=True)).run()
-    assert again.archived == 0 and again.rejected_new == 0
+    assert again.archived == 0
+    assert again.rejected_new == 0
     assert again.already_archived == first.archived
     assert again.archived + again.already_archived + again.rejected == delivered
 

@@ -26,7 +26,8 @@ def test_references_resolve_and_dishes_belong_to_the_restaurant():
         assert order["items"]
         for item in order["items"]:
             assert dish_restaurant[item["menu_id"]] == order["restaurant_id"]
-            assert isinstance(item["quantite"], int) and item["quantite"] >= 1
+            assert isinstance(item["quantite"], int)
+            assert item["quantite"] >= 1
 
 
 def test_statuses_dates_and_numbers():
@@ -35,7 +36,8 @@ def test_statuses_dates_and_numbers():
     assert abs(statuses["livrée"] / 5000 - 0.4) < 0.03
     assert set(statuses) == {"en_attente", "en_preparation", "en_livraison", "livrée", "annulée"}
     numbers = [o["numero_commande"] for o in data.orders]
-    assert len(set(numbers)) == len(numbers) and numbers[0] == "CMD-000001"
+    assert len(set(numbers)) == len(numbers)
+    assert numbers[0] == "CMD-000001"
     for order in data.orders:
         assert ANCHOR.replace(day=27, month=10) <= order["date_commande"] < ANCHOR
         if order["status"] == "livrée":

@@ -62,7 +62,8 @@ def test_json_lines_have_the_standard_fields_and_extras(configure, capsys, tmp_p
 def test_log_file_rotates_by_size(configure, tmp_path):
     configure()
     handler = next(h for h in logging.getLogger().handlers if hasattr(h, "maxBytes"))
-    assert handler.maxBytes > 0 and handler.backupCount > 0
+    assert handler.maxBytes > 0
+    assert handler.backupCount > 0
 
 
 def test_quiet_keeps_warnings_only_on_console(tmp_path, capsys):
@@ -71,4 +72,5 @@ def test_quiet_keeps_warnings_only_on_console(tmp_path, capsys):
     get_logger().info("chatty")
     get_logger().warning("important")
     err = capsys.readouterr().err
-    assert "important" in err and "chatty" not in err
+    assert "important" in err
+    assert "chatty" not in err

@@ -68,7 +68,9 @@ def test_a_mongodb_is_offered_before_the_first_command_that_needs_one():
     where = QUICKSTART.index("Get a MongoDB")
     assert where < first
     offered = QUICKSTART[where:first]
-    assert "make dev-server" in offered and "docker run" in offered and "Atlas" in offered
+    assert "make dev-server" in offered
+    assert "docker run" in offered
+    assert "Atlas" in offered
 
 
 def test_the_demo_is_described_as_it_runs():
@@ -82,4 +84,5 @@ def test_the_demo_is_described_as_it_runs():
         ("`verify`", "verify("),
         ("order_archiver_demo", 'DEMO_DATABASE = "order_archiver_demo"'),
     ]:
-        assert claim in paragraph and code in demo, claim
+        assert claim in paragraph, claim
+        assert code in demo, claim

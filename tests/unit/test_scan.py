@@ -77,7 +77,8 @@ def test_a_stop_during_a_wait_raises_instead_of_ending_quietly():
     read = []
     with pytest.raises(TransientError):
         read.extend(d["_id"] for d in scan_by_id(open_cursor, stop_event=stop))
-    assert read == [0, 1] and openings == [None]
+    assert read == [0, 1]
+    assert openings == [None]
 
 
 def test_verify_reads_on_through_a_lost_cursor(mongo, settings, monkeypatch):

@@ -95,7 +95,8 @@ def test_mongo_store_round_trip(mongo):
     store.save(TOKEN)
     assert store.load() == {"token": TOKEN, "invalidated": False}
     record = checkpoints.find_one({"_id": "watch:eu-1"})
-    assert record["kind"] == "watch" and record["namespace"] == "livraison.Commande"
+    assert record["kind"] == "watch"
+    assert record["namespace"] == "livraison.Commande"
     other = MongoTokenStore(checkpoints, "eu-2", "livraison.Commande", threading.Event())
     assert other.load() is None
 
@@ -130,7 +131,8 @@ def test_change_events_are_projected_to_what_the_handler_reads():
     """A delivered order of several MB, looked up in full, would make an event over 16 MB:
     the stream keeps the resume token, the keys, the times and the status only."""
     pipeline = build_change_stream_pipeline("livrée")
-    assert list(pipeline[0]) == ["$match"] and list(pipeline[1]) == ["$project"]
+    assert list(pipeline[0]) == ["$match"]
+    assert list(pipeline[1]) == ["$project"]
     projection = pipeline[1]["$project"]
     assert "_id" not in projection or projection["_id"] == 1  # the resume token is kept
     assert set(projection) == {
