@@ -11,14 +11,27 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from enum import IntEnum
 from typing import Any, TypeVar
 
 from pymongo import errors as pymongo_errors
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_REJECTED = 3
+
+class ExitCode(IntEnum):
+    """The command line's one exit-code table (README, "Exit codes"), named by meaning: 3 is
+    the same number for three commands, each with its own name."""
+
+    OK = 0
+    FAILED = 1  # server unreachable, authentication, write failure after retries, interrupted
+    USAGE = 2  # bad usage or configuration
+    NEW_REJECTED_ORDERS = 3  # batch: this run found invalid orders never listed before
+    UNHEALTHY = 3  # status
+    INCONSISTENT = 3  # verify
+
+
+EXIT_OK = ExitCode.OK
+EXIT_FAILED = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
 
 
 class ArchiverError(Exception):

@@ -27,7 +27,7 @@ from config import (
     parse_positive_int,
     parse_probability,
 )
-from errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ArchiverError, ConfigError, TransientError
+from errors import ArchiverError, ConfigError, ExitCode, TransientError
 from logger import FILE_ONLY, get_logger, redact, setup_logging
 
 __version__ = "0.1.0"
@@ -72,7 +72,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        raise SystemExit(EXIT_USAGE)
+        raise SystemExit(ExitCode.USAGE)
 
 
 def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -417,7 +417,7 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
             write_batch_metrics(args.metrics_file, archiver.report, succeeded)
     _print_batch_report(archiver.report, args)
     # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`).
-    return EXIT_REJECTED if archiver.report.rejected_new else EXIT_OK
+    return ExitCode.NEW_REJECTED_ORDERS if archiver.report.rejected_new else ExitCode.OK
 
 
 def _print_batch_report(report: Any, args: argparse.Namespace, error: str | None = None) -> None:
@@ -454,7 +454,7 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         client = open_client(settings, attempts=0, stop_event=stop_event)
     except TransientError:
         if stop_event.is_set():
-            return EXIT_OK  # stopped while waiting for the server: nothing in hand
+            return ExitCode.OK  # stopped while waiting for the server: nothing in hand
         raise
     try:
         watcher = Watcher(client, settings, options, stop_event=stop_event)
@@ -515,7 +515,7 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
             stop_event=stop_event,
         )
     _print_report(report, args.json)
-    return EXIT_OK if report.healthy else EXIT_REJECTED
+    return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
 
 
 def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -536,7 +536,7 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
             progress=progress_mode(args.quiet or args.json),
         )
     _print_report(report, args.json)
-    return EXIT_OK if report.consistent else EXIT_REJECTED
+    return ExitCode.OK if report.consistent else ExitCode.INCONSISTENT
 
 
 def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -546,7 +546,7 @@ def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
     with _connected(settings, stop_event) as client:
         report = list_rejects(client, settings, args.limit or None, stop_event)
     _print_report(report, args.json)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -557,10 +557,10 @@ def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) ->
     settings = _settings(args)
     if args.token_file:
         print(retire_watcher(None, settings, None, args.token_file))
-        return EXIT_OK
+        return ExitCode.OK
     with _connected(settings, stop_event) as client:
         print(retire_watcher(client, settings, args.name, None))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -583,7 +583,7 @@ def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
         progress=progress_mode(args.quiet),
     )
     print(run_simulate(settings, options, stop_event=stop_event))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --- entry point -------------------------------------------------------------------------
@@ -624,7 +624,7 @@ def dispatch(args: argparse.Namespace) -> int:
         log.debug("%s crashed", args.command, exc_info=True, extra=FILE_ONLY)
         first_line = redact(str(exc)).splitlines()[0][:300] if str(exc) else ""
         sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first_line}\n")
-        return EXIT_FAILED
+        return ExitCode.FAILED
     finally:
         if threading.current_thread() is threading.main_thread():
             for sig, handler in previous.items():
