@@ -30,35 +30,30 @@ from typing import Any, TypeVar
 from bson import Binary, ObjectId, Regex, json_util
 from bson.decimal128 import Decimal128
 from bson.timestamp import Timestamp
-from pymongo import ASCENDING, ReadPreference, UpdateOne, WriteConcern
+from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
 from config import Settings
 from deployment import check_deployment
 from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, status_match
 from errors import (
-    TRANSIENT_CODES,
     ArchiverError,
     Backoff,
     ConfigError,
-    FatalError,
     InvalidOrderError,
-    TransientError,
     as_archiver_error,
-    describe,
     is_transient,
     retrying,
 )
 from logger import get_logger
 from progress import Progress
 from rejects import Rejection, RejectStore
+from storage import WRITE_ATTEMPTS, ArchiveWriter, Collections
 
 log = get_logger("batch")
 T = TypeVar("T")
 
-DUPLICATE_KEY = 11000
 READ_ATTEMPTS = 6  # consecutive failures without progress before a run gives up
-WRITE_ATTEMPTS = 6
 QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
 CHECKPOINT_EVERY_S = 2.0
 PAGE_SIZE = 500  # orders per getMore, and per page once reads fail (see read_chunks)
@@ -391,140 +386,6 @@ class _Chunk:
     @property
     def size(self) -> int:
         return len(self.documents) + len(self.rejections)
-
-
-@dataclass(frozen=True)
-class Collections:
-    """The collections a run touches, from the settings' names."""
-
-    orders: Any  # the source scan: the URI's read preference
-    orders_primary: Any  # the re-reads that decide, and the purge: primary, majority
-    archive: Any
-    checkpoints: Any
-    rejects: Any
-    names: CollectionNames
-    same_database: bool
-
-    @classmethod
-    def of(cls, client: Any, settings: Settings) -> Collections:
-        """Every write the archiver makes (archive, checkpoints, tokens, leases, rejects, the
-        purge) waits for a majority: an acknowledged ``w: 1`` write can be rolled back by a
-        failover, and a checkpoint, a token or a purge must never get ahead of an archive
-        write that a rollback undid. Every read that decides correctness (already archived?,
-        the order as it is now, checkpoints, tokens, leases) goes to the primary, whatever the
-        URI's ``readPreference``: a lagging secondary would show a delivered order as not
-        delivered yet. The batch's own scan of the source follows the URI."""
-        archive_db = client[settings.archive_db_name]
-        durable = {
-            "write_concern": WriteConcern(w="majority", wtimeout=settings.mongodb_write_timeout_ms),
-            "read_preference": ReadPreference.PRIMARY,
-        }
-        orders = client[settings.mongodb_database][settings.orders_collection]
-        return cls(
-            orders=orders,
-            orders_primary=orders.with_options(**durable),
-            archive=archive_db[settings.archive_collection].with_options(**durable),
-            checkpoints=archive_db[settings.checkpoint_collection].with_options(**durable),
-            rejects=archive_db[settings.rejects_collection].with_options(**durable),
-            names=CollectionNames.from_settings(settings),
-            same_database=settings.archive_db_name == settings.mongodb_database,
-        )
-
-
-@dataclass
-class WriteOutcome:
-    archived: int = 0
-    already_archived: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
-
-
-class ArchiveWriter:
-    """The one way archive documents are written, by batch and watch alike: an unordered bulk
-    of ``$setOnInsert`` upserts keyed on ``_id``, retried on transient errors. An order
-    already archived is never rewritten, and a retried write cannot duplicate one."""
-
-    def __init__(
-        self,
-        archive: Any,
-        stop_event: threading.Event | None = None,
-        on_retry: Callable[[BaseException], Any] | None = None,
-    ) -> None:
-        self.archive = archive
-        self.stop_event = stop_event or threading.Event()
-        self.on_retry = on_retry
-
-    def existing_ids(self, ids: list[Any]) -> set[Any]:
-        found = retrying(
-            lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
-            attempts=WRITE_ATTEMPTS,
-            stop_event=self.stop_event,
-        )
-        return {doc["_id"] for doc in found}
-
-    def upsert(self, documents: list[dict[str, Any]]) -> WriteOutcome:
-        requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
-        try:
-            result = retrying(
-                lambda: self.archive.bulk_write(requests, ordered=False),
-                attempts=WRITE_ATTEMPTS,
-                stop_event=self.stop_event,
-                on_retry=self._retrying,
-            )
-        except FatalError as error:
-            cause = error.__cause__
-            if not isinstance(cause, pymongo_errors.BulkWriteError):
-                raise
-            return self._settle_bulk_errors(cause, documents)
-        return WriteOutcome(result.upserted_count, result.matched_count)
-
-    def _retrying(self, exc: BaseException, delay: float) -> None:
-        log.warning("archive write failed (%s); retrying in %.1fs", describe(exc), delay)
-        if self.on_retry is not None:
-            self.on_retry(exc)
-
-    def _settle_bulk_errors(
-        self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, Any]]
-    ) -> WriteOutcome:
-        """Per-document refusals of a bulk whose write concern was met (``is_transient``
-        retries any write-concern error first). A duplicate key is not a failure: when the
-        order's ``_id`` is in the archive it was archived meanwhile (a watcher, a concurrent
-        run); otherwise another order holds its ``numero_commande``, and this one is rejected.
-        Any other refusal of one document (17420 larger than 16 MB once enriched, 121 a
-        validator, 52 a ``$`` field name on 4.4...) rejects that order alone: one bad document
-        never stops a run, nor makes a watcher replay it forever."""
-        details = exc.details or {}
-        if details.get("writeConcernErrors"):
-            raise FatalError(describe(exc)) from exc  # unsatisfiable: no write here counts
-        outcome = WriteOutcome(details.get("nUpserted", 0), details.get("nMatched", 0))
-        errors = details.get("writeErrors", [])
-        if any(e.get("code") in TRANSIENT_CODES for e in errors):
-            raise TransientError(f"archive write failed in part: {describe(exc)}") from exc
-        duplicates = [documents[e["index"]] for e in errors if e.get("code") == DUPLICATE_KEY]
-        present = self.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
-        reason = "numero_commande already archived for another order"
-        for document in duplicates:
-            if document["_id"] in present:
-                outcome.already_archived += 1
-                continue
-            outcome.rejections.append(Rejection(document["_id"], reason, document.get("numero_commande")))
-        for error in errors:
-            if error.get("code") == DUPLICATE_KEY:
-                continue
-            document = documents[error["index"]]
-            name = error.get("codeName") or _CODE_NAMES.get(error.get("code"), "")
-            refused = f"archive write refused: code {error.get('code')} {name}".rstrip()
-            outcome.rejections.append(Rejection(document["_id"], refused, document.get("numero_commande")))
-        return outcome
-
-
-# Per-document refusals worth naming (the server sends codeName with most, not all, replies).
-_CODE_NAMES = {
-    2: "BadValue",
-    52: "DollarPrefixedFieldName",
-    121: "DocumentValidationFailure",
-    10334: "BSONObjectTooLarge",
-    17420: "DocumentTooLarge",
-}
 
 
 def _order_id(item: dict[str, Any] | Rejection) -> Any:

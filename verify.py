@@ -24,7 +24,6 @@ from pymongo import ASCENDING
 from archiver import (
     BatchArchiver,
     BatchOptions,
-    Collections,
     build_selection,
     date_range,
     ids_after,
@@ -37,6 +36,7 @@ from deployment import check_deployment
 from enrichment import as_utc, build_enrichment_pipeline, finish_archive_document
 from errors import ConfigError, InvalidOrderError, retrying
 from progress import Progress
+from storage import Collections
 
 CHUNK = 1000
 T = TypeVar("T")

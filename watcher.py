@@ -41,7 +41,7 @@ from bson import json_util
 from bson.timestamp import Timestamp
 from pymongo import errors as pymongo_errors
 
-from archiver import ArchiveWriter, BatchArchiver, BatchOptions, Collections, enrich_each
+from archiver import BatchArchiver, BatchOptions, enrich_each
 from config import Settings
 from deployment import check_deployment
 from enrichment import as_utc, finish_archive_document, is_status, status_match
@@ -63,6 +63,7 @@ from lease import Lease, LeaseLost, lease_key, server_time
 from logger import STATS, get_logger
 from metrics import WatchMetrics
 from rejects import Rejection, RejectStore
+from storage import ArchiveWriter, Collections
 
 log = get_logger("watch")
 

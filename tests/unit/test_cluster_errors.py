@@ -16,8 +16,8 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from archiver import ArchiveWriter
 from errors import FatalError, TransientError, describe, is_authorisation_error, is_transient
+from storage import ArchiveWriter
 
 
 def bulk_error(write_errors=(), concern_errors=(), upserted=0) -> BulkWriteError:
@@ -157,8 +157,8 @@ def test_writes_wait_for_a_majority_and_deciding_reads_go_to_the_primary():
     only the batch's source scan follows the URI."""
     from pymongo import MongoClient, ReadPreference
 
-    from archiver import Collections
     from config import Settings
+    from storage import Collections
     from watcher import Watcher, WatchOptions
 
     settings = Settings(

@@ -2,8 +2,8 @@
 
 from datetime import UTC, datetime
 
-from archiver import Collections
 from status import collect_status
+from storage import Collections
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
