@@ -392,6 +392,68 @@ def _order_id(item: dict[str, Any] | Rejection) -> Any:
     return item.order_id if isinstance(item, Rejection) else item["_id"]
 
 
+class BatchCheckpoint:
+    """Where an interrupted run resumes: the last ``_id`` whose chunk (and every chunk before
+    it) the archive acknowledged, one document per (source, archive, window) in the checkpoint
+    collection. Saved after the writes it covers, validated on load."""
+
+    def __init__(
+        self,
+        collection: Any,
+        key: str,
+        options: BatchOptions,
+        stop_event: threading.Event,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.collection = collection
+        self.key = key
+        self.options = options
+        self.stop_event = stop_event
+        self.clock = clock
+        self._saved_at = 0.0
+
+    def load(self) -> Any:
+        """The last ``_id`` an interrupted run with the same window finished, or None."""
+        document = retrying(lambda: self.collection.find_one({"_id": self.key}), stop_event=self.stop_event)
+        if document is None:
+            return None
+        if not isinstance(document, dict) or "last_id" not in document or document.get("kind") != "batch":
+            log.warning("checkpoint %s is not valid; starting from the beginning", self.key)
+            return None
+        return document["last_id"]
+
+    def exists(self) -> bool:
+        found = retrying(
+            lambda: self.collection.find_one({"_id": self.key}, {"_id": 1}), stop_event=self.stop_event
+        )
+        return found is not None
+
+    def save(self, last_id: Any) -> None:
+        record = {
+            "_id": self.key,
+            "kind": "batch",
+            "last_id": last_id,
+            "updated_at": self.clock(),
+            "date_from": self.options.date_from,
+            "date_to": self.options.date_to,
+        }
+        retrying(
+            lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
+            attempts=WRITE_ATTEMPTS,
+            stop_event=self.stop_event,
+        )
+        self._saved_at = time.monotonic()
+
+    def save_now_and_then(self, last_id: Any) -> None:
+        """The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
+        one write every ``CHECKPOINT_EVERY_S`` is enough."""
+        if time.monotonic() - self._saved_at >= CHECKPOINT_EVERY_S:
+            self.save(last_id)
+
+    def clear(self) -> None:
+        retrying(lambda: self.collection.delete_one({"_id": self.key}), stop_event=self.stop_event)
+
+
 class BatchArchiver:
     """One batch run over one client. ``run()`` returns the report; errors are raised as
     ``ArchiverError`` (``main`` maps them to exit codes)."""
@@ -413,15 +475,15 @@ class BatchArchiver:
         self.orders = collections.orders
         self.orders_primary = collections.orders_primary
         self.archive = collections.archive
-        self.checkpoints = collections.checkpoints
+        self.checkpoint = BatchCheckpoint(
+            collections.checkpoints, checkpoint_key(settings, options), options, self.stop_event, clock
+        )
         self.same_database = collections.same_database
         self.names = collections.names
         self.writer = ArchiveWriter(self.archive, self.stop_event)
         self.rejects = RejectStore(collections.rejects, self.stop_event)
         self.report = BatchReport(mode="run" if options.run else "dry-run")
-        self.key = checkpoint_key(settings, options)
         self.progress: Progress | None = None
-        self._checkpointed_at = 0.0
         self._last_written_id: Any = None
         self._needs_count = False  # see _must_count_delivered
         self._window_exhausted = False  # the reader got to the end of the window
@@ -457,37 +519,6 @@ class BatchArchiver:
                 # The others only speed the run up (an index build on a large source can
                 # outlast a flaky connection): the next run tries again.
                 log.warning("index %s on %s not created (%s); continuing", keys, collection.name, exc)
-
-    def load_checkpoint(self) -> Any:
-        """The last ``_id`` an interrupted run with the same window finished, or None."""
-        document = retrying(lambda: self.checkpoints.find_one({"_id": self.key}), stop_event=self.stop_event)
-        if document is None:
-            return None
-        if not isinstance(document, dict) or "last_id" not in document or document.get("kind") != "batch":
-            log.warning("checkpoint %s is not valid; starting from the beginning", self.key)
-            return None
-        return document["last_id"]
-
-    def save_checkpoint(self, last_id: Any) -> None:
-        retrying(
-            lambda: self.checkpoints.replace_one(
-                {"_id": self.key},
-                {
-                    "_id": self.key,
-                    "kind": "batch",
-                    "last_id": last_id,
-                    "updated_at": self.clock(),
-                    "date_from": self.options.date_from,
-                    "date_to": self.options.date_to,
-                },
-                upsert=True,
-            ),
-            attempts=WRITE_ATTEMPTS,
-            stop_event=self.stop_event,
-        )
-
-    def clear_checkpoint(self) -> None:
-        retrying(lambda: self.checkpoints.delete_one({"_id": self.key}), stop_event=self.stop_event)
 
     # -- reading
 
@@ -648,9 +679,7 @@ class BatchArchiver:
         # one write every few seconds is enough; it always follows the chunks it covers.
         if chunk.last_id is not None:
             self._last_written_id = chunk.last_id
-            if time.monotonic() - self._checkpointed_at >= CHECKPOINT_EVERY_S:
-                self.save_checkpoint(chunk.last_id)
-                self._checkpointed_at = time.monotonic()
+            self.checkpoint.save_now_and_then(chunk.last_id)
 
     def _record_rejections(self) -> None:
         pending, self._pending_rejections = self._pending_rejections, []
@@ -718,17 +747,9 @@ class BatchArchiver:
         run sees every delivered order itself, and a count would repeat its work."""
         if not self.same_database or self.options.limit is not None:
             return False
-        if self.options.run and self.options.resume and self._has_checkpoint():
+        if self.options.run and self.options.resume and self.checkpoint.exists():
             return True
         return retrying(lambda: self.archive.find_one({}, {"_id": 1}), stop_event=self.stop_event) is not None
-
-    def _has_checkpoint(self) -> bool:
-        return (
-            retrying(
-                lambda: self.checkpoints.find_one({"_id": self.key}, {"_id": 1}), stop_event=self.stop_event
-            )
-            is not None
-        )
 
     def _settle_counts(self) -> None:
         """``delivered`` and ``already_archived`` once the pass is complete. Orders the server
@@ -836,7 +857,7 @@ class BatchArchiver:
 
     def _run_archive(self) -> None:
         self.ensure_indexes()
-        after_id = self.load_checkpoint() if self.options.resume else None
+        after_id = self.checkpoint.load() if self.options.resume else None
         if after_id is not None:
             self.report.resumed_from = str(after_id)
             log.info("resuming an interrupted run after _id %s", after_id)
@@ -867,9 +888,9 @@ class BatchArchiver:
             # The next run walks the window from its start: an order created before the last
             # _id done and delivered since is reached (a --limit run that got to the end of
             # the window wraps around instead of waiting after it for ever).
-            self.clear_checkpoint()
+            self.checkpoint.clear()
         elif self._last_written_id is not None:
-            self.save_checkpoint(self._last_written_id)  # the next run continues after it
+            self.checkpoint.save(self._last_written_id)  # the next run continues after it
         self._prune_rejects()
         if self.options.purge_source:
             self.purge()
