@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bson import json_util
 from bson.timestamp import Timestamp
@@ -152,11 +152,41 @@ def retire_file_watcher(path: str | Path, now: datetime | None = None) -> str:
     return f"watcher of {target} retired: the token file is gone; started again, it would catch up first"
 
 
-class TokenStore(Protocol):
-    """Where the resume token lives. ``load`` returns None when there is no token at all, and a
-    record whose ``token`` is None when there is one that cannot be used."""
+@dataclass(frozen=True)
+class ResumeState:
+    """What a watcher resumes from, in one typed record (pymongo's ChangeStream keeps its own
+    that way): no token at all (a first start: ``--from-now`` may skip the catch-up), a token
+    that cannot be used (catch up, never "now"), or a token, saved after an ``invalidate`` or
+    not (which decides how the stream is reopened)."""
 
-    def load(self) -> dict[str, Any] | None: ...
+    kind: Literal["none", "unusable", "token"]
+    token: Mapping[str, Any] | None = None
+    invalidated: bool = False
+
+    @property
+    def first_start(self) -> bool:
+        return self.kind == "none"
+
+    @property
+    def usable(self) -> bool:
+        return self.kind == "token"
+
+    def stream_options(self) -> dict[str, Any]:
+        """How to open the stream from here: after an invalidate (collection dropped or
+        renamed) only ``startAfter`` may pass the token."""
+        if self.token is None:
+            return {}
+        return {"start_after" if self.invalidated else "resume_after": self.token}
+
+
+NO_TOKEN = ResumeState("none")
+UNUSABLE = ResumeState("unusable")  # a record exists but cannot be used
+
+
+class TokenStore(Protocol):
+    """Where the resume token lives."""
+
+    def load(self) -> ResumeState: ...
 
     def save(
         self,
@@ -171,19 +201,16 @@ class TokenStore(Protocol):
         """A clean stop: ``status`` shows the watcher stopped, not failing. The next save clears it."""
 
 
-UNUSABLE: dict[str, Any] = {"token": None, "invalidated": False}  # a record exists but cannot be used
-
-
-def _checked_token(record: Any, namespace: str, origin: str) -> dict[str, Any]:
+def _checked_token(record: Any, namespace: str, origin: str) -> ResumeState:
     """The token of a stored record, or ``UNUSABLE`` (with a warning): never "no token",
     which would let ``--from-now`` skip the catch-up after a corrupt file."""
     if not isinstance(record, Mapping):
         log.warning("resume token in %s is not readable; catching up instead", origin)
-        return dict(UNUSABLE)
+        return UNUSABLE
     token = record.get("token")
     if not isinstance(token, Mapping) or "_data" not in token:
         log.warning("resume token in %s is malformed; catching up instead", origin)
-        return dict(UNUSABLE)
+        return UNUSABLE
     if record.get("namespace") != namespace:
         log.warning(
             "resume token in %s belongs to %s, not %s; catching up instead",
@@ -191,8 +218,8 @@ def _checked_token(record: Any, namespace: str, origin: str) -> dict[str, Any]:
             record.get("namespace"),
             namespace,
         )
-        return dict(UNUSABLE)
-    return {"token": dict(token), "invalidated": bool(record.get("invalidated", False))}
+        return UNUSABLE
+    return ResumeState("token", dict(token), bool(record.get("invalidated", False)))
 
 
 def _token_record(
@@ -215,11 +242,11 @@ class FileTokenStore:
         self.path = Path(path)
         self.namespace = namespace
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> ResumeState:
         try:
             text = self.path.read_text("utf-8")
         except FileNotFoundError:
-            return None
+            return NO_TOKEN
         except OSError as exc:
             raise FatalError(f"cannot read resume token file {self.path}: {exc.strerror}") from None
         try:
@@ -283,10 +310,10 @@ class MongoTokenStore:
         self.namespace = namespace
         self.stop_event = stop_event
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> ResumeState:
         record = retrying(lambda: self.collection.find_one({"_id": self.key}), stop_event=self.stop_event)
         if record is None:
-            return None
+            return NO_TOKEN
         return _checked_token(record, self.namespace, f"{self.collection.name} ({self.key})")
 
     def save(
@@ -576,21 +603,21 @@ class Watcher:
     def _stream_once(self, backoff: Backoff) -> None:
         saved = UNUSABLE if self._distrust_saved_token else self.store.load()
         stream = None
-        if saved is not None and saved["token"] is not None:
+        if saved.usable:
             try:
-                stream = self._open(saved["token"], invalidated=saved["invalidated"])
+                stream = self._open(saved)
             except _TokenUnusable as reason:
                 log.warning("the saved resume token cannot be used (%s): catching up instead", reason)
-            if stream is not None and saved["invalidated"]:
+            if stream is not None and saved.invalidated:
                 # The collection was dropped or replaced (a rename, $out, a restore with --drop):
                 # what came with the new one made no insert event. The stream is open, so
                 # nothing delivered during the catch-up is missed.
                 self._catch_up()
         if stream is None:
-            stream = self._open(None)
+            stream = self._open(NO_TOKEN)
             start_token = stream.resume_token
             # --from-now only ever skips the catch-up of a watcher that never had a token.
-            if self.options.from_now and saved is None and self.stats.catch_ups == 0:
+            if self.options.from_now and saved.first_start and self.stats.catch_ups == 0:
                 log.info("starting from now (--from-now): deliveries before this moment are not archived")
             else:
                 self._catch_up()
@@ -601,12 +628,10 @@ class Watcher:
             backoff.reset()
             self._consume(stream, backoff)
 
-    def _open(self, token: Mapping[str, Any] | None, invalidated: bool = False) -> Any:
-        """Open the stream; a refused token raises ``_TokenUnusable``."""
-        kwargs: dict[str, Any] = {}
-        if token is not None:
-            # After an invalidate (collection dropped or renamed) only startAfter may pass it.
-            kwargs["start_after" if invalidated else "resume_after"] = token
+    def _open(self, state: ResumeState) -> Any:
+        """Open the stream from ``state``; a refused token raises ``_TokenUnusable``."""
+        kwargs = state.stream_options()
+        token = state.token
         try:
             stream = self.orders.watch(
                 self.pipeline,

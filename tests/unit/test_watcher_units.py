@@ -9,8 +9,11 @@ from bson.timestamp import Timestamp
 
 from errors import FatalError
 from watcher import (
+    NO_TOKEN,
+    UNUSABLE,
     FileTokenStore,
     MongoTokenStore,
+    ResumeState,
     build_change_stream_pipeline,
     event_time,
     orders_to_archive,
@@ -54,11 +57,11 @@ def test_event_time_prefers_wall_time():
 
 def test_file_store_round_trip_is_atomic(tmp_path):
     store = FileTokenStore(tmp_path / "state" / "token.json", "livraison.Commande")
-    assert store.load() is None
+    assert store.load() == NO_TOKEN
     store.save(TOKEN)
-    assert store.load() == {"token": TOKEN, "invalidated": False}
+    assert store.load() == ResumeState("token", TOKEN, invalidated=False)
     store.save(TOKEN, invalidated=True)
-    assert store.load()["invalidated"] is True
+    assert store.load().invalidated is True
     assert [p.name for p in (tmp_path / "state").iterdir()] == ["token.json"]  # no temp file left
 
 
@@ -75,7 +78,7 @@ def test_file_store_round_trip_is_atomic(tmp_path):
 def test_file_store_refuses_unusable_content(tmp_path, content, caplog):
     path = tmp_path / "token.json"
     path.write_text(content)
-    assert FileTokenStore(path, "livraison.Commande").load() == {"token": None, "invalidated": False}
+    assert FileTokenStore(path, "livraison.Commande").load() == UNUSABLE
     assert "catching up instead" in caplog.text
 
 
@@ -91,14 +94,14 @@ def test_mongo_store_round_trip(mongo):
 
     checkpoints = mongo["livraison"]["archiver_checkpoints"]
     store = MongoTokenStore(checkpoints, "eu-1", "livraison.Commande", threading.Event())
-    assert store.load() is None
+    assert store.load() == NO_TOKEN
     store.save(TOKEN)
-    assert store.load() == {"token": TOKEN, "invalidated": False}
+    assert store.load() == ResumeState("token", TOKEN, invalidated=False)
     record = checkpoints.find_one({"_id": "watch:eu-1"})
     assert record["kind"] == "watch"
     assert record["namespace"] == "livraison.Commande"
     other = MongoTokenStore(checkpoints, "eu-2", "livraison.Commande", threading.Event())
-    assert other.load() is None
+    assert other.load() == NO_TOKEN
 
 
 def test_no_change_streams_is_a_clear_fatal_error():
@@ -173,10 +176,8 @@ def test_after_an_invalidate_the_watcher_catches_up_before_streaming(mongo, inva
         def __exit__(self, *exc):
             return None
 
-    watcher.store = type("Store", (), {"load": lambda self: {"token": TOKEN, "invalidated": invalidated}})()
-    watcher._open = lambda token, invalidated=False: (
-        calls.append(f"open start_after={invalidated}") or Stream()
-    )
+    watcher.store = type("Store", (), {"load": lambda self: ResumeState("token", TOKEN, invalidated)})()
+    watcher._open = lambda state: calls.append(f"open start_after={state.invalidated}") or Stream()
     watcher._catch_up = lambda: calls.append("catch up")
     watcher._consume = lambda stream, backoff: calls.append("consume")
     from errors import Backoff
