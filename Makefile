@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean demo dev-server
+.PHONY: run test test-fast lint venv clean demo dev-server
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The edit loop: lint, then the unit tests only (mongomock and the in-process CLI, well under a minute).
+test-fast: lint
+	$(BIN)/python -m pytest tests/unit -q
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache .ruff_cache samples.json .dev-server

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from config import Settings
@@ -51,3 +58,68 @@ def assert_no_duplicates(archive: Any) -> None:
 
 def source_orders(dataset: Dataset) -> dict:
     return {o["_id"]: strip_markers(o) for o in dataset.orders}
+
+
+# --- the watcher as a subprocess (end-to-end tests) ---------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float = 30.0,
+    what: str = "condition",
+    on_timeout: Callable[[], str] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    details = on_timeout() if on_timeout else ""
+    raise AssertionError(f"timed out waiting for {what}\n{details}")
+
+
+class WatchProcess:
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+        self.log = open(cwd / f"watch-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115 - closed in stop
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "watch", *args],
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self.log.close()
+        return code
+
+
+def token_saved(database, tmp_path: Path, store: str, name: str = "default") -> bool:
+    if store == "file":
+        return (tmp_path / "token.json").exists()
+    return database["archiver_checkpoints"].find_one({"_id": f"watch:{name}"}) is not None
+
+
+def archived_ids(database) -> set:
+    return {d["_id"] for d in database["Commande_archive"].find({}, {"_id": 1})}
+
+
+def deliver(orders, ids, when=None) -> None:
+    for order_id in ids:
+        orders.update_one({"_id": order_id}, {"$set": {"status": "livrée", "date_livraison": when}})
+
+
+def pending_ids(dataset, count=None) -> list:
+    ids = [o["_id"] for o in dataset.orders if o["status"] != "livrée" and "_dirty" not in o]
+    return ids[:count] if count else ids

@@ -16,8 +16,16 @@ import pytest
 from generator import generate_dataset
 from simulation import fill_database
 from tests.conftest import run_cli
-from tests.e2e.test_watch_e2e import WatchProcess, archived_ids, pending_ids, token_saved, wait_for
-from tests.helpers import ANCHOR, assert_no_duplicates, expected_archive_ids
+from tests.helpers import (
+    ANCHOR,
+    WatchProcess,
+    archived_ids,
+    assert_no_duplicates,
+    expected_archive_ids,
+    pending_ids,
+    token_saved,
+    wait_for,
+)
 from tests.nx_server import NxServer
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ import signal
 import pytest
 
 from tests.conftest import PLAIN_PASSWORD, PLAIN_USER, run_cli
-from tests.e2e.test_watch_e2e import WatchProcess, archived_ids, token_saved, wait_for
 from tests.fault_proxy import FaultProxy
+from tests.helpers import WatchProcess, archived_ids, token_saved, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,17 @@ import pymongo
 import pytest
 
 from tests.conftest import run_cli
-from tests.e2e.test_watch_e2e import WatchProcess, archived_ids, pending_ids, token_saved, wait_for
 from tests.fault_proxy import FaultProxy
-from tests.helpers import assert_no_duplicates, expected_archive_ids, seed_database
+from tests.helpers import (
+    WatchProcess,
+    archived_ids,
+    assert_no_duplicates,
+    expected_archive_ids,
+    pending_ids,
+    seed_database,
+    token_saved,
+    wait_for,
+)
 from tests.nx_server import NxServer
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,15 @@ import unicodedata
 import pytest
 
 from tests.conftest import run_cli
-from tests.e2e.test_watch_e2e import WatchProcess, archived_ids, pending_ids, token_saved, wait_for
-from tests.helpers import expected_archive_ids, seed_database
+from tests.helpers import (
+    WatchProcess,
+    archived_ids,
+    expected_archive_ids,
+    pending_ids,
+    seed_database,
+    token_saved,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 

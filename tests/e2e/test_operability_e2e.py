@@ -12,8 +12,7 @@ import pytest
 from bson import ObjectId
 
 from tests.conftest import run_cli
-from tests.e2e.test_watch_e2e import WatchProcess, pending_ids, wait_for
-from tests.helpers import expected_archive_ids, seed_database
+from tests.helpers import WatchProcess, expected_archive_ids, pending_ids, seed_database, wait_for
 
 pytestmark = pytest.mark.e2e
 

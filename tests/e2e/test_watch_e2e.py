@@ -3,65 +3,31 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pymongo
 import pytest
 from bson import ObjectId
 
-from tests.conftest import ROOT, run_cli
-from tests.helpers import assert_no_duplicates, expected_archive_ids, seed_database
+from tests.conftest import run_cli
+from tests.helpers import (
+    WatchProcess,
+    archived_ids,
+    assert_no_duplicates,
+    deliver,
+    expected_archive_ids,
+    pending_ids,
+    seed_database,
+    token_saved,
+    wait_for,
+)
 from tests.nx_server import NxServer
 
 pytestmark = pytest.mark.e2e
 STORES = ["file", "mongo"]
-
-
-def wait_for(
-    predicate: Callable[[], bool],
-    timeout: float = 30.0,
-    what: str = "condition",
-    on_timeout: Callable[[], str] | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    details = on_timeout() if on_timeout else ""
-    raise AssertionError(f"timed out waiting for {what}\n{details}")
-
-
-class WatchProcess:
-    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
-        self.log = open(cwd / f"watch-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115 - closed in stop
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py"), "watch", *args],
-            env={**os.environ, **env},
-            cwd=cwd,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return Path(self.log.name).read_text()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        code = self.process.wait(timeout=timeout)
-        self.log.close()
-        return code
 
 
 @pytest.fixture
@@ -81,26 +47,6 @@ def watchers():
     for watcher in started:
         if watcher.process.poll() is None:
             watcher.stop(signal.SIGKILL)
-
-
-def token_saved(database, tmp_path: Path, store: str, name: str = "default") -> bool:
-    if store == "file":
-        return (tmp_path / "token.json").exists()
-    return database["archiver_checkpoints"].find_one({"_id": f"watch:{name}"}) is not None
-
-
-def archived_ids(database) -> set:
-    return {d["_id"] for d in database["Commande_archive"].find({}, {"_id": 1})}
-
-
-def deliver(orders, ids, when=None) -> None:
-    for order_id in ids:
-        orders.update_one({"_id": order_id}, {"$set": {"status": "livrée", "date_livraison": when}})
-
-
-def pending_ids(dataset, count=None) -> list:
-    ids = [o["_id"] for o in dataset.orders if o["status"] != "livrée" and "_dirty" not in o]
-    return ids[:count] if count else ids
 
 
 def test_catch_up_then_live_with_exact_contents(nx_client, nx_settings, db_name, env, tmp_path, watchers):

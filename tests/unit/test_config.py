@@ -174,3 +174,30 @@ def test_tls_files_pass_through_to_the_client(tmp_path):
 def test_missing_tls_file_is_a_config_error():
     with pytest.raises(ConfigError, match="MONGODB_TLS_CA_FILE: no such file"):
         load_settings(environ={"MONGODB_URI": "mongodb://h", "MONGODB_TLS_CA_FILE": "/nope/ca.pem"})
+
+
+def test_readme_settings_table_matches_the_code():
+    """Every variable config.py reads is in the README's table, with its default."""
+    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`") and cells[0].endswith("`"):
+            rows[cells[0].strip("`")] = cells[1]
+    defaults = Settings()
+    assert set(rows) == set(ENV_VARS)
+    for var, (field, _) in ENV_VARS.items():
+        default = getattr(defaults, field)
+        if default is not None and var != "MONGODB_URI":
+            assert rows[var].strip("`") == str(default), var
+
+
+def test_readme_module_map_lists_every_module():
+    module_map = (ROOT / "README.md").read_text().split("## Development", 1)[1].split("```", 2)[1]
+    listed = {
+        word.rstrip(";:,")
+        for line in module_map.splitlines()
+        for word in line.split()
+        if word.endswith(".py") or word.endswith(".py;")
+    }
+    assert {p.name for p in ROOT.glob("*.py")} <= listed
