@@ -550,7 +550,7 @@ def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
 
 def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from watcher import retire_watcher
+    from tokens import retire_watcher
 
     if bool(args.name) == bool(args.token_file):
         raise ConfigError("retire-watcher: name a watcher (mongo store) or give --token-file, one of the two")

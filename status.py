@@ -23,7 +23,7 @@ from errors import retrying
 from lease import lease_key
 from rejects import RejectStore, describe_reject
 from storage import Collections
-from watcher import watcher_name
+from tokens import watcher_name
 
 CHUNK = 1000
 EXAMPLES = 5

@@ -8,16 +8,8 @@ from bson import ObjectId
 from bson.timestamp import Timestamp
 
 from errors import FatalError
-from watcher import (
-    NO_TOKEN,
-    UNUSABLE,
-    FileTokenStore,
-    MongoTokenStore,
-    ResumeState,
-    build_change_stream_pipeline,
-    event_time,
-    orders_to_archive,
-)
+from tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState
+from watcher import build_change_stream_pipeline, event_time, orders_to_archive
 
 TOKEN = {"_data": "8263A1B2C3000000012B022C0100296E5A1004"}
 

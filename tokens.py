@@ -1,0 +1,305 @@
+"""Where a watcher's resume token lives, and what it resumes from.
+
+``ResumeState`` is the one typed record of it; ``FileTokenStore`` (a local file, replaced
+atomically) and ``MongoTokenStore`` (one document per watcher name in the checkpoint
+collection, its saves fenced by the lease's term) keep it; ``retire_watcher`` forgets a
+watcher that will not come back.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from bson import json_util
+from pymongo import errors as pymongo_errors
+
+from config import Settings
+from enrichment import as_utc
+from errors import ArchiverError, ConfigError, FatalError, retrying
+from lease import LeaseLost, lease_key, server_time
+from logger import get_logger
+
+log = get_logger("tokens")
+
+TOKEN_FILE_VERSION = 1
+
+TOKEN_KEY_PREFIX = "watch:"
+RECENT_SAVE = timedelta(minutes=2)  # a file token saved this recently may belong to a live watcher
+
+
+def token_key(name: str) -> str:
+    """The ``_id`` of watcher ``name``'s resume token in the checkpoint collection."""
+    return f"{TOKEN_KEY_PREFIX}{name}"
+
+
+def watcher_name(key: str) -> str:
+    return key.removeprefix(TOKEN_KEY_PREFIX)
+
+
+def retire_watcher(client: Any, settings: Settings, name: str | None, token_file: str | None) -> str:
+    """``main.py retire-watcher``: a watcher of the mongo store by name, or a token file."""
+    if token_file:
+        return retire_file_watcher(token_file)
+    checkpoints = client[settings.archive_db_name][settings.checkpoint_collection]
+    return retire_mongo_watcher(checkpoints, name or "default", now=server_time(client))
+
+
+def retire_mongo_watcher(checkpoints: Any, name: str, now: datetime | None = None) -> str:
+    """Forget watcher ``name`` (mongo store): its token goes, its lease is ended with a new term
+    so that a paused old leader can neither renew it nor write under it. Refused while the
+    lease is live. If a watcher of that name starts again, it catches up: nothing is lost."""
+    now = now or datetime.now(UTC)
+    lease = checkpoints.find_one({"_id": lease_key(name)})
+    expires = lease.get("expires_at") if lease else None
+    if isinstance(expires, datetime) and as_utc(expires) > now:
+        raise ConfigError(
+            f"watcher {name} is running (lease held by {lease.get('owner')} until {as_utc(expires).isoformat()}); "
+            "stop it first"
+        )
+    removed = checkpoints.delete_one({"_id": token_key(name)}).deleted_count
+    if lease is not None:
+        checkpoints.update_one(
+            {"_id": lease_key(name)}, {"$set": {"owner": None, "expires_at": now}, "$inc": {"term": 1}}
+        )
+    if not removed and lease is None:
+        raise ConfigError(f"no watcher named {name} in {checkpoints.name} (see `main.py status`)")
+    return f"watcher {name} retired: its resume token is gone; started again, it would catch up first"
+
+
+def retire_file_watcher(path: str | Path, now: datetime | None = None) -> str:
+    """Forget the watcher of a token file: the file goes. Refused for a file that is not a
+    token file, or that was saved in the last two minutes without a clean stop."""
+    now = now or datetime.now(UTC)
+    target = Path(path)
+    try:
+        record = json_util.loads(target.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no resume token file {target}") from None
+    except (OSError, ValueError, TypeError):
+        record = None
+    if not isinstance(record, dict) or "namespace" not in record:
+        raise ConfigError(f"{target} is not a resume token file; left as it is")
+    saved = record.get("saved_at")
+    if (
+        isinstance(saved, datetime)
+        and now - as_utc(saved) < RECENT_SAVE
+        and not isinstance(record.get("stopped_at"), datetime)
+    ):
+        raise ConfigError(
+            f"{target} was saved {(now - as_utc(saved)).seconds}s ago: is its watcher running? stop it first"
+        )
+    target.unlink()
+    return f"watcher of {target} retired: the token file is gone; started again, it would catch up first"
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What a watcher resumes from, in one typed record (pymongo's ChangeStream keeps its own
+    that way): no token at all (a first start: ``--from-now`` may skip the catch-up), a token
+    that cannot be used (catch up, never "now"), or a token, saved after an ``invalidate`` or
+    not (which decides how the stream is reopened)."""
+
+    kind: Literal["none", "unusable", "token"]
+    token: Mapping[str, Any] | None = None
+    invalidated: bool = False
+
+    @property
+    def first_start(self) -> bool:
+        return self.kind == "none"
+
+    @property
+    def usable(self) -> bool:
+        return self.kind == "token"
+
+    def stream_options(self) -> dict[str, Any]:
+        """How to open the stream from here: after an invalidate (collection dropped or
+        renamed) only ``startAfter`` may pass the token."""
+        if self.token is None:
+            return {}
+        return {"start_after" if self.invalidated else "resume_after": self.token}
+
+
+NO_TOKEN = ResumeState("none")
+UNUSABLE = ResumeState("unusable")  # a record exists but cannot be used
+
+
+class TokenStore(Protocol):
+    """Where the resume token lives."""
+
+    def load(self) -> ResumeState: ...
+
+    def save(
+        self,
+        token: Mapping[str, Any],
+        *,
+        invalidated: bool = False,
+        last_event_at: datetime | None = None,
+        term: int | None = None,
+    ) -> None: ...
+
+    def mark_stopped(self, term: int | None = None) -> None:
+        """A clean stop: ``status`` shows the watcher stopped, not failing. The next save clears it."""
+
+
+def _checked_token(record: Any, namespace: str, origin: str) -> ResumeState:
+    """The token of a stored record, or ``UNUSABLE`` (with a warning): never "no token",
+    which would let ``--from-now`` skip the catch-up after a corrupt file."""
+    if not isinstance(record, Mapping):
+        log.warning("resume token in %s is not readable; catching up instead", origin)
+        return UNUSABLE
+    token = record.get("token")
+    if not isinstance(token, Mapping) or "_data" not in token:
+        log.warning("resume token in %s is malformed; catching up instead", origin)
+        return UNUSABLE
+    if record.get("namespace") != namespace:
+        log.warning(
+            "resume token in %s belongs to %s, not %s; catching up instead",
+            origin,
+            record.get("namespace"),
+            namespace,
+        )
+        return UNUSABLE
+    return ResumeState("token", dict(token), bool(record.get("invalidated", False)))
+
+
+def _token_record(
+    namespace: str, token: Mapping[str, Any], invalidated: bool, last_event_at: datetime | None
+) -> dict[str, Any]:
+    """What both stores keep: the token, its stream, and when (``status`` reads the times)."""
+    return {
+        "namespace": namespace,
+        "token": dict(token),
+        "invalidated": invalidated,
+        "saved_at": datetime.now(UTC),
+        "last_event_at": last_event_at,
+    }
+
+
+class FileTokenStore:
+    """A JSON file, replaced atomically: temp file in the same folder, fsync, rename."""
+
+    def __init__(self, path: str | Path, namespace: str) -> None:
+        self.path = Path(path)
+        self.namespace = namespace
+
+    def load(self) -> ResumeState:
+        try:
+            text = self.path.read_text("utf-8")
+        except FileNotFoundError:
+            return NO_TOKEN
+        except OSError as exc:
+            raise FatalError(f"cannot read resume token file {self.path}: {exc.strerror}") from None
+        try:
+            record = json_util.loads(text)
+        except (ValueError, TypeError):
+            record = None
+        return _checked_token(record, self.namespace, str(self.path))
+
+    def save(
+        self,
+        token: Mapping[str, Any],
+        *,
+        invalidated: bool = False,
+        last_event_at: datetime | None = None,
+        term: int | None = None,
+    ) -> None:
+        self._write(
+            {
+                "version": TOKEN_FILE_VERSION,
+                **_token_record(self.namespace, token, invalidated, last_event_at),
+            }
+        )
+
+    def mark_stopped(self, term: int | None = None) -> None:
+        try:
+            record = json_util.loads(self.path.read_text("utf-8"))
+        except (OSError, ValueError, TypeError):
+            return  # nothing saved yet, or unreadable: nothing to mark
+        if isinstance(record, dict):
+            self._write({**record, "stopped_at": datetime.now(UTC)})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=folder)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(json_util.dumps(record))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, self.path)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+            directory = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself survives a power cut
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            raise FatalError(f"cannot write resume token file {self.path}: {exc.strerror}") from None
+
+
+class MongoTokenStore:
+    """One checkpoint document per watcher name in the checkpoint collection."""
+
+    def __init__(self, collection: Any, name: str, namespace: str, stop_event: threading.Event) -> None:
+        self.collection = collection
+        self.key = token_key(name)
+        self.namespace = namespace
+        self.stop_event = stop_event
+
+    def load(self) -> ResumeState:
+        record = retrying(lambda: self.collection.find_one({"_id": self.key}), stop_event=self.stop_event)
+        if record is None:
+            return NO_TOKEN
+        return _checked_token(record, self.namespace, f"{self.collection.name} ({self.key})")
+
+    def save(
+        self,
+        token: Mapping[str, Any],
+        *,
+        invalidated: bool = False,
+        last_event_at: datetime | None = None,
+        term: int | None = None,
+    ) -> None:
+        """With a lease ``term``, the write is conditional on it (fencing): a checkpoint saved
+        under a newer term is never overwritten, the save raises ``LeaseLost`` instead."""
+        record = {
+            "_id": self.key,
+            "kind": "watch",
+            **_token_record(self.namespace, token, invalidated, last_event_at),
+            "term": term,
+        }
+        condition: dict[str, Any] = {"_id": self.key}
+        if term is not None:
+            condition["$or"] = [{"term": {"$lte": term}}, {"term": None}]
+        try:
+            retrying(
+                lambda: self.collection.replace_one(condition, record, upsert=True),
+                attempts=6,
+                stop_event=self.stop_event,
+            )
+        except ArchiverError as exc:
+            if term is not None and isinstance(exc.__cause__, pymongo_errors.DuplicateKeyError):
+                raise LeaseLost(f"checkpoint {self.key} holds a newer term than {term}") from exc
+            raise
+
+    def mark_stopped(self, term: int | None = None) -> None:
+        """Only under this watcher's own term: a stopping old leader never marks its successor."""
+        condition: dict[str, Any] = {"_id": self.key}
+        if term is not None:
+            condition["term"] = term
+        retrying(
+            lambda: self.collection.update_one(condition, {"$set": {"stopped_at": datetime.now(UTC)}}),
+            attempts=3,
+            stop_event=threading.Event(),  # the stop event is set already: still try
+        )
