@@ -38,9 +38,9 @@ from deployment import check_deployment
 from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, status_match
 from errors import (
     ArchiverError,
-    Backoff,
     ConfigError,
     InvalidOrderError,
+    RetryPolicy,
     as_archiver_error,
     is_transient,
     retrying,
@@ -253,29 +253,25 @@ def scan_by_id(
 ) -> Iterator[dict[str, Any]]:
     """The documents of ``open_cursor(after_id)``, a query in ``_id`` order (``after_id`` is
     None at first), through cuts: a transient error (network, failover, a cursor the server
-    lost) reopens the query after the last ``_id`` read, with backoff; ``attempts`` failures
-    in a row without a document in between raise. For long read-only walks (``verify``)."""
-    stop_event = stop_event or threading.Event()
-    backoff = Backoff()
+    lost) reopens the query after the last ``_id`` read, by the ``RetryPolicy`` (``attempts``
+    failures in a row without a document in between raise; a stop during a wait raises, so a
+    walk that ended early never looks complete). For long read-only walks (``verify``)."""
+    policy = RetryPolicy(attempts, stop_event=stop_event)
     after_id: Any = None
     while True:
         try:
             with open_cursor(after_id) as cursor:
                 for document in cursor:
                     after_id = document["_id"]
-                    backoff.reset()
+                    policy.reset()
                     yield document
             return
         except pymongo_errors.PyMongoError as exc:
-            # A stop during a wait raises too: a walk that ended early must not look complete.
-            if not is_transient(exc) or backoff.failures >= attempts or stop_event.is_set():
-                raise as_archiver_error(exc) from exc
-            delay = backoff.next_delay()
+            delay = policy.increment(exc)
             log.warning(
                 "reading failed (%s); reading on after the last _id in %.1fs", type(exc).__name__, delay
             )
-            if stop_event.wait(delay):
-                raise as_archiver_error(exc) from exc
+            policy.sleep(delay, exc)
 
 
 # One order whose enrichment is over the server's limits: a joined document over 16 MB
@@ -596,8 +592,8 @@ class BatchArchiver:
         whenever a chunk is handed out). A chunk's ``last_id`` covers everything before it."""
         size = self.options.batch_size
         remaining = self.options.limit
-        backoff = Backoff()
         paged = False
+        policy = self._read_policy(lambda: paged)
         chunk, now = _Chunk(), self.clock()
         while not self.stop_event.is_set():
             try:
@@ -619,14 +615,14 @@ class BatchArchiver:
                             remaining -= chunk.size
                         self.report.scanned += chunk.scanned
                         yield chunk
-                        backoff.reset()
+                        policy.reset()
                         chunk, now = _Chunk(), self.clock()
                         if self.stop_event.is_set() or remaining == 0:
                             return
                 self._window_exhausted = True
                 break
             except pymongo_errors.PyMongoError as exc:
-                self._wait_after_read_failure(exc, backoff, paged)
+                self._wait_after_read_failure(exc, policy, paged)
                 paged = True
         if chunk.last_id is not None:
             self.report.scanned += chunk.scanned
@@ -639,15 +635,21 @@ class BatchArchiver:
         else:
             self._finish(item, now, chunk)
 
+    def _read_policy(self, paged: Callable[[], bool]) -> RetryPolicy:
+        """Transient errors are retried; one order over the server's limits stops the stream
+        too, and is retried once as pages, which reject it alone."""
+        return RetryPolicy(
+            READ_ATTEMPTS,
+            stop_event=self.stop_event,
+            retryable=lambda exc: is_transient(exc) or (is_oversized(exc) and not paged()),
+        )
+
     def _wait_after_read_failure(
-        self, exc: pymongo_errors.PyMongoError, backoff: Backoff, paged: bool
+        self, exc: pymongo_errors.PyMongoError, policy: RetryPolicy, paged: bool
     ) -> None:
-        """Raise what retrying cannot cure; otherwise wait, and go on in pages. One order over
-        the server's limits stops the stream too: pages reject it alone."""
-        retry = is_transient(exc) or (is_oversized(exc) and not paged)
-        if not retry or backoff.failures >= READ_ATTEMPTS:
-            raise as_archiver_error(exc) from exc
-        delay = backoff.next_delay()
+        """Raise what the policy will not retry; otherwise say so, wait, and go on in pages.
+        (A stop during the wait ends the read; the run then reports itself interrupted.)"""
+        delay = policy.increment(exc)
         self.report.read_retries += 1
         if not paged:
             log.warning("reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE)

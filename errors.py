@@ -12,7 +12,7 @@ import random
 import threading
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pymongo import errors as pymongo_errors
 
@@ -116,6 +116,18 @@ ATLAS_ERROR = 8000  # Atlas answers an authorisation failure with AtlasError, "n
 WRITE_CONCERN_CONFIG_CODES = frozenset({79, 100})  # UnknownReplWriteConcern, UnsatisfiableWriteConcern
 
 
+# Change streams: "this resume token cannot be used" (fall back to a catch-up), and "this
+# deployment has no change streams" (a standalone server).
+TOKEN_UNUSABLE_CODES = frozenset(
+    {
+        260,  # InvalidResumeToken
+        280,  # ChangeStreamFatalError
+        286,  # ChangeStreamHistoryLost
+    }
+)
+NO_CHANGE_STREAMS_CODES = frozenset({40573, 40324})
+
+
 def is_authorisation_error(exc: BaseException) -> bool:
     """Authentication or authorisation refused, Atlas's wording included: fail at once."""
     if not isinstance(exc, pymongo_errors.OperationFailure):
@@ -160,6 +172,23 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, pymongo_errors.OperationFailure):
         return exc.code in TRANSIENT_CODES
     return False
+
+
+FailureKind = Literal["transient", "token_unusable", "no_change_streams", "fatal"]
+
+
+def classify(exc: BaseException) -> FailureKind:
+    """The one verdict on a failure, for a service loop: retry it (``transient``), fall back to
+    a catch-up (``token_unusable``), stop with "no change streams here", or stop (``fatal``).
+    An ``ArchiverError`` keeps the verdict it was raised with."""
+    if isinstance(exc, pymongo_errors.OperationFailure):
+        if exc.code in TOKEN_UNUSABLE_CODES:
+            return "token_unusable"
+        if exc.code in NO_CHANGE_STREAMS_CODES:
+            return "no_change_streams"
+    if isinstance(exc, TransientError) or (not isinstance(exc, ArchiverError) and is_transient(exc)):
+        return "transient"
+    return "fatal"
 
 
 def describe(exc: BaseException) -> str:
@@ -217,6 +246,47 @@ class Backoff:
         self.failures = 0
 
 
+class RetryPolicy:
+    """The one retry policy of every loop (urllib3's ``Retry`` is the model): ``attempts``
+    failures in a row, with no progress between them, and the loop gives up (0: never, for a
+    service); the waits are capped exponential backoff with full jitter, on ``stop_event``;
+    a stop during a wait raises (a walk that ended early must never look complete); only what
+    ``retryable`` accepts (``is_transient`` by default) is retried, the rest is raised at once.
+    ``reset`` after progress."""
+
+    def __init__(
+        self,
+        attempts: int = 6,
+        *,
+        backoff: Backoff | None = None,
+        stop_event: threading.Event | None = None,
+        retryable: Callable[[BaseException], bool] | None = None,
+    ) -> None:
+        self.attempts = attempts
+        self.backoff = backoff or Backoff()
+        self.stop_event = stop_event or threading.Event()
+        self.retryable = retryable or is_transient
+        self.failures = 0  # in a row, since the last progress
+
+    def increment(self, exc: BaseException) -> float:
+        """Count ``exc``; the delay before the next try, or ``exc`` raised in the hierarchy
+        when it is not retryable, the attempts are spent, or the loop was asked to stop."""
+        self.failures += 1
+        if not self.retryable(exc) or self.stop_event.is_set():
+            raise as_archiver_error(exc) from exc
+        if self.attempts and self.failures >= self.attempts:
+            raise as_archiver_error(exc) from exc
+        return self.backoff.next_delay()
+
+    def sleep(self, delay: float, exc: BaseException) -> None:
+        if self.stop_event.wait(delay):
+            raise as_archiver_error(exc) from exc
+
+    def reset(self) -> None:
+        self.failures = 0
+        self.backoff.reset()
+
+
 def retrying(
     func: Callable[[], T],
     *,
@@ -225,26 +295,16 @@ def retrying(
     stop_event: threading.Event | None = None,
     on_retry: Callable[[BaseException, float], Any] | None = None,
 ) -> T:
-    """Call ``func`` until it succeeds, retrying transient errors only.
-
-    ``attempts`` of 0 retries forever (a service); otherwise the last transient error is
-    raised as a ``TransientError``. Waits are ``stop_event.wait`` so a stop request ends
-    them (the error is then raised at once). Non-transient errors are raised as ``FatalError``.
-    """
-    backoff = backoff or Backoff()
-    stop_event = stop_event or threading.Event()
-    attempt = 0
+    """Call ``func`` until it succeeds, by the ``RetryPolicy`` of these arguments: transient
+    errors only, ``attempts`` failures at most (0: forever), a stop during a wait raises."""
+    policy = RetryPolicy(attempts, backoff=backoff, stop_event=stop_event)
     while True:
-        attempt += 1
         try:
             return func()
         except ArchiverError:
             raise
         except pymongo_errors.PyMongoError as exc:
-            if not is_transient(exc) or (attempts and attempt >= attempts) or stop_event.is_set():
-                raise as_archiver_error(exc) from exc
-            delay = backoff.next_delay()
+            delay = policy.increment(exc)
             if on_retry is not None:
                 on_retry(exc, delay)
-            if stop_event.wait(delay):
-                raise as_archiver_error(exc) from exc
+            policy.sleep(delay, exc)

@@ -47,10 +47,10 @@ from errors import (
     Backoff,
     InvalidOrderError,
     NotSupportedError,
-    TransientError,
+    RetryPolicy,
     as_archiver_error,
+    classify,
     is_authorisation_error,
-    is_transient,
     retrying,
 )
 from lease import Lease, LeaseLost
@@ -62,16 +62,6 @@ from tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeSt
 
 log = get_logger("watch")
 
-# Server codes meaning "this resume token cannot be used": fall back to a catch-up.
-TOKEN_UNUSABLE_CODES = frozenset(
-    {
-        260,  # InvalidResumeToken
-        280,  # ChangeStreamFatalError
-        286,  # ChangeStreamHistoryLost
-    }
-)
-# Server codes meaning "this deployment has no change streams" (a standalone server).
-NO_CHANGE_STREAMS_CODES = frozenset({40573, 40324})
 MIN_EMPTY_POLL_S = 0.005  # see _next_event
 
 
@@ -226,11 +216,16 @@ class Watcher:
 
     def run(self) -> int:
         """Until stopped: stream, and on a transient failure reconnect with backoff."""
-        backoff = Backoff(initial=0.5, maximum=30.0)
+        # Forever (a service), for what classify() calls transient; a stop ends the wait.
+        policy = RetryPolicy(
+            0,
+            backoff=Backoff(initial=0.5, maximum=30.0),
+            retryable=lambda exc: classify(exc) == "transient",
+        )
         log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
         check_deployment(self.client, self.settings)
         try:
-            self._serve(backoff)
+            self._serve(policy)
             self._mark_stopped()
         finally:
             if self.lease is not None:
@@ -273,51 +268,43 @@ class Watcher:
         self.stop_event.wait(self.lease.renew_s)
         return False
 
-    def _serve(self, backoff: Backoff) -> None:
+    def _serve(self, policy: RetryPolicy) -> None:
         while not self.stop_event.is_set():
             try:
                 if not self._lead():
                     continue
-                self._stream_once(backoff)
+                self._stream_once(policy)
             except LeaseLost as exc:
                 log.warning("%s: back to standby", exc)
-            except ArchiverError as exc:
-                if self.stop_event.is_set():
+            except (ArchiverError, pymongo_errors.PyMongoError) as exc:
+                if self.stop_event.is_set() and isinstance(exc, ArchiverError):
                     break  # a catch-up stopped by a signal: it resumes on the next start
-                if not isinstance(exc, TransientError):
-                    raise
-                self._wait_before_reconnect(exc.__cause__ or exc, backoff)
-            except pymongo_errors.OperationFailure as exc:
-                if exc.code in TOKEN_UNUSABLE_CODES:
-                    # The stream's own resume point is gone (e.g. a long cut, then pymongo's
-                    # automatic resume): the saved token is older still, so catch up.
-                    log.warning("the change stream cannot resume (%s): catching up", exc.code)
-                    self._distrust_saved_token = True
-                    continue
-                self._raise_if_fatal(exc)
-                self._wait_before_reconnect(exc, backoff)
-            except pymongo_errors.PyMongoError as exc:
-                self._raise_if_fatal(exc)
-                self._wait_before_reconnect(exc, backoff)
+                self._after_failure(exc, policy)
 
-    def _wait_before_reconnect(self, exc: BaseException, backoff: Backoff) -> None:
-        delay = backoff.next_delay()
-        self.stats.reconnects += 1
-        self.metrics.errors.labels(kind=type(exc).__name__).inc()
-        log.warning("change stream interrupted (%s); reconnecting in %.1fs", type(exc).__name__, delay)
-        self.stop_event.wait(delay)
-
-    @staticmethod
-    def _raise_if_fatal(exc: pymongo_errors.PyMongoError) -> None:
-        if isinstance(exc, pymongo_errors.OperationFailure) and exc.code in NO_CHANGE_STREAMS_CODES:
+    def _after_failure(self, exc: BaseException, policy: RetryPolicy) -> None:
+        """One decision per failure, by ``classify``: catch up, reconnect, or stop."""
+        kind = classify(exc)
+        if kind == "token_unusable":
+            # The stream's own resume point is gone (e.g. a long cut, then pymongo's automatic
+            # resume): the saved token is older still, so catch up.
+            log.warning("the change stream cannot resume (%s): catching up", getattr(exc, "code", "?"))
+            self._distrust_saved_token = True
+            return
+        if kind == "no_change_streams":
             raise NotSupportedError(
                 "this MongoDB deployment has no change streams: watch needs a replica set, a sharded "
                 "cluster or Atlas (a standalone server can only run batch)"
             ) from exc
-        if not is_transient(exc):
-            raise as_archiver_error(exc) from exc
+        if kind == "fatal":
+            raise exc if isinstance(exc, ArchiverError) else as_archiver_error(exc) from exc
+        cause = exc.__cause__ if isinstance(exc, ArchiverError) and exc.__cause__ else exc
+        delay = policy.increment(exc)
+        self.stats.reconnects += 1
+        self.metrics.errors.labels(kind=type(cause).__name__).inc()
+        log.warning("change stream interrupted (%s); reconnecting in %.1fs", type(cause).__name__, delay)
+        self.stop_event.wait(delay)  # a stop ends the wait, and the loop: exit 0
 
-    def _stream_once(self, backoff: Backoff) -> None:
+    def _stream_once(self, policy: RetryPolicy) -> None:
         saved = UNUSABLE if self._distrust_saved_token else self.store.load()
         stream = None
         if saved.usable:
@@ -342,8 +329,8 @@ class Watcher:
                 self._save_token(start_token)
             self._distrust_saved_token = False
         with stream:
-            backoff.reset()
-            self._consume(stream, backoff)
+            policy.reset()
+            self._consume(stream, policy)
 
     def _open(self, state: ResumeState) -> Any:
         """Open the stream from ``state``; a refused token raises ``_TokenUnusable``."""
@@ -372,14 +359,10 @@ class Watcher:
 
     @staticmethod
     def _token_refused(exc: pymongo_errors.OperationFailure) -> bool:
-        if exc.code in TOKEN_UNUSABLE_CODES:
-            return True
-        # Any other refusal that is not transient, access or support: the token is the suspect.
-        return (
-            not is_transient(exc)
-            and not is_authorisation_error(exc)
-            and exc.code not in NO_CHANGE_STREAMS_CODES
-        )
+        """A refusal of the token itself, or any other refusal that is not transient, access
+        or support: the token is the suspect."""
+        kind = classify(exc)
+        return kind == "token_unusable" or (kind == "fatal" and not is_authorisation_error(exc))
 
     def _catch_up(self) -> None:
         self.stats.catch_ups += 1
@@ -421,7 +404,7 @@ class Watcher:
                 self.stop_event.wait(MIN_EMPTY_POLL_S - elapsed)
         return event
 
-    def _consume(self, stream: Any, backoff: Backoff) -> None:
+    def _consume(self, stream: Any, policy: RetryPolicy) -> None:
         while not self.stop_event.is_set():
             if self.lease is not None:
                 self.lease.check()
@@ -448,7 +431,7 @@ class Watcher:
             if invalidate is not None:
                 self._on_invalidate(invalidate)
                 return
-            backoff.reset()
+            policy.reset()
             self._maybe_log()
 
     def _archive(self, events: list[Mapping[str, Any]]) -> None:

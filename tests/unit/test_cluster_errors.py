@@ -333,3 +333,37 @@ def test_the_watcher_rejects_an_order_over_the_limits_and_archives_the_others(mo
 
 def TOKEN_OF(i: int) -> dict:
     return {"_data": f"82{i:08X}"}
+
+
+def test_one_retry_policy_for_every_loop():
+    """N failures in a row and the loop gives up (0: never); progress resets the count; what
+    is not retryable, or comes after a stop, is raised at once; a stop during a wait raises."""
+    import threading
+
+    from errors import RetryPolicy, classify
+
+    policy = RetryPolicy(3, backoff=None)
+    cut = AutoReconnect("cut")
+    assert policy.increment(cut) >= 0
+    assert policy.increment(cut) >= 0
+    with pytest.raises(TransientError):
+        policy.increment(cut)  # the third failure in a row
+    policy.reset()
+    assert policy.increment(cut) >= 0  # counting starts again after progress
+    with pytest.raises(FatalError):
+        RetryPolicy(3).increment(OperationFailure("Unauthorized", 13))
+    forever = RetryPolicy(0)
+    assert all(forever.increment(cut) >= 0 for _ in range(50))
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(TransientError):
+        RetryPolicy(3, stop_event=stopped).increment(cut)
+    waiting = RetryPolicy(3, stop_event=stopped)
+    with pytest.raises(TransientError):
+        waiting.sleep(0.0, cut)
+    assert classify(OperationFailure("lost", 286)) == "token_unusable"
+    assert classify(OperationFailure("standalone", 40573)) == "no_change_streams"
+    assert classify(TransientError("x")) == "transient"
+    assert classify(cut) == "transient"
+    assert classify(FatalError("x")) == "fatal"
+    assert classify(OperationFailure("denied", 13)) == "fatal"

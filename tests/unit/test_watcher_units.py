@@ -96,18 +96,25 @@ def test_mongo_store_round_trip(mongo):
     assert other.load() == NO_TOKEN
 
 
-def test_no_change_streams_is_a_clear_fatal_error():
+def test_no_change_streams_is_a_clear_fatal_error(mongo):
     from pymongo.errors import OperationFailure
 
-    from errors import NotSupportedError
-    from watcher import Watcher
+    from config import Settings
+    from errors import NotSupportedError, RetryPolicy
+    from watcher import Watcher, WatchOptions
 
+    watcher = Watcher(mongo, Settings(simulation=True, log_dir=""), WatchOptions())
+    policy = RetryPolicy(0)
     standalone = OperationFailure("The $changeStream stage is only supported on replica sets", code=40573)
     with pytest.raises(NotSupportedError, match="needs a replica set"):
-        Watcher._raise_if_fatal(standalone)
+        watcher._after_failure(standalone, policy)
     with pytest.raises(FatalError, match="authentication failed"):
-        Watcher._raise_if_fatal(OperationFailure("auth", code=18))
-    Watcher._raise_if_fatal(OperationFailure("stepdown", code=189))  # transient: no raise
+        watcher._after_failure(OperationFailure("auth", code=18), policy)
+    watcher.stop_event.set()  # the wait after a transient error then ends at once
+    watcher._after_failure(OperationFailure("stepdown", code=189), policy)  # transient: no raise
+    assert watcher.stats.reconnects == 1
+    watcher._after_failure(OperationFailure("history lost", code=286), policy)
+    assert watcher._distrust_saved_token  # a refused resume point: catch up
 
 
 @pytest.mark.parametrize(
@@ -172,9 +179,9 @@ def test_after_an_invalidate_the_watcher_catches_up_before_streaming(mongo, inva
     watcher._open = lambda state: calls.append(f"open start_after={state.invalidated}") or Stream()
     watcher._catch_up = lambda: calls.append("catch up")
     watcher._consume = lambda stream, backoff: calls.append("consume")
-    from errors import Backoff
+    from errors import RetryPolicy
 
-    watcher._stream_once(backoff=Backoff())
+    watcher._stream_once(RetryPolicy(0))
     expected = (
         ["open start_after=True", "catch up", "consume"]
         if invalidated
