@@ -574,10 +574,7 @@ class BatchArchiver:
             )
         except InvalidOrderError as exc:
             chunk.scanned += 1
-            numero = raw.get("numero_commande")
-            chunk.rejections.append(
-                Rejection(raw.get("_id"), exc.reason, numero if isinstance(numero, str) else None)
-            )
+            chunk.rejections.append(Rejection.of(raw, exc.reason))
             return
         if not in_window(document["date_commande"], self.options.date_from, self.options.date_to):
             self.report.outside_window += 1  # a string date outside the window: not selected after all

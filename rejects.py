@@ -12,9 +12,10 @@ already. The store never holds the order itself: ``_id`` and the reason are enou
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,12 @@ class Rejection:
     order_id: Any
     reason: str
     numero_commande: str | None = None
+
+    @classmethod
+    def of(cls, order: Mapping[str, Any], reason: str) -> Rejection:
+        """The rejection of an order (raw or finished): its ``_id``, and its number when it has one."""
+        numero = order.get("numero_commande")
+        return cls(order.get("_id"), reason, numero if isinstance(numero, str) else None)
 
 
 class RejectStore:
@@ -95,7 +102,7 @@ class RejectStore:
         for rejection in rejections:
             is_new = rejection.order_id in new
             log.log(
-                30 if is_new else 10,
+                logging.WARNING if is_new else logging.DEBUG,
                 "order rejected%s",
                 "" if is_new else " (already listed)",
                 extra={"order_id": str(rejection.order_id), "reason": rejection.reason},

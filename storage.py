@@ -138,14 +138,14 @@ class ArchiveWriter:
             if document["_id"] in present:
                 outcome.already_archived += 1
                 continue
-            outcome.rejections.append(Rejection(document["_id"], reason, document.get("numero_commande")))
+            outcome.rejections.append(Rejection.of(document, reason))
         for error in errors:
             if error.get("code") == DUPLICATE_KEY:
                 continue
             document = documents[error["index"]]
             name = error.get("codeName") or _CODE_NAMES.get(error.get("code"), "")
             refused = f"archive write refused: code {error.get('code')} {name}".rstrip()
-            outcome.rejections.append(Rejection(document["_id"], refused, document.get("numero_commande")))
+            outcome.rejections.append(Rejection.of(document, refused))
         return outcome
 
 

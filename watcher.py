@@ -456,8 +456,8 @@ class Watcher:
         for raw in found:
             if isinstance(raw, Rejection):
                 continue
-            if not is_status(raw.get("status"), self.settings.delivered_status):
-                continue  # changed again since the event: the next event decides
+            # (enrich_each matched the delivered status again: an order changed since its
+            # event is not among them, and its next event decides.)
             try:
                 documents.append(
                     finish_archive_document(
@@ -465,10 +465,7 @@ class Watcher:
                     )
                 )
             except InvalidOrderError as exc:
-                numero = raw.get("numero_commande")
-                rejections.append(
-                    Rejection(raw.get("_id"), exc.reason, numero if isinstance(numero, str) else None)
-                )
+                rejections.append(Rejection.of(raw, exc.reason))
         if documents:
             if self.lease is not None:
                 self.lease.check()  # fencing: a watcher that lost its lease writes nothing more
@@ -529,11 +526,8 @@ class Watcher:
         self._events_at_last_log = stats.events
         if recent:
             latency = stats.last_latency_s
-            state = (
-                f"{recent} new events, last archived {latency:.2f}s after its change"
-                if latency
-                else (f"{recent} new events")
-            )
+            after = f", last archived {latency:.2f}s after its change" if latency is not None else ""
+            state = f"{recent} new events{after}"
         else:
             last = stats.last_event_at.isoformat() if stats.last_event_at else "none yet"
             state = f"idle (last event {last})"
