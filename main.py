@@ -119,10 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode = batch.add_mutually_exclusive_group()
     mode.add_argument("--run", action="store_true", help="write the archive (default: dry run)")
     mode.add_argument("--dry-run", action="store_true", help="report what would be archived; write nothing")
-    batch.add_argument(
-        "--date-from", metavar="D", type=_argument(parse_date_bound), help="date_commande >= D"
-    )
-    batch.add_argument("--date-to", metavar="D", type=_argument(parse_date_bound), help="date_commande < D")
+    _date_window_arguments(batch)
     batch.add_argument(
         "--limit", metavar="N", type=_argument(parse_positive_int), help="archive at most N orders"
     )
@@ -146,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--purge-source", action="store_true", help="delete source orders once their archive is confirmed"
     )
     batch.add_argument("--restart", action="store_true", help="ignore the checkpoint of an interrupted run")
-    batch.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    _json_argument(batch, "report")
     batch.add_argument(
         "--show-pii",
         action="store_true",
@@ -196,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Orders by status, backlog, archive size, watchers' heartbeats. Exit 0 healthy, 3 not.",
         epilog=EPILOG_STATUS,
     )
-    status.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    _json_argument(status, "report")
     status.add_argument(
         "--max-backlog-age",
         metavar="DURATION",
@@ -229,12 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         "source, archive documents without a source. Exit 0 consistent, 3 not.",
         epilog=EPILOG_VERIFY,
     )
-    verify.add_argument(
-        "--date-from", metavar="D", type=_argument(parse_date_bound), help="date_commande >= D"
-    )
-    verify.add_argument("--date-to", metavar="D", type=_argument(parse_date_bound), help="date_commande < D")
+    _date_window_arguments(verify)
     verify.add_argument("--repair", action="store_true", help="archive the missing orders (the batch path)")
-    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    _json_argument(verify, "report")
     verify.set_defaults(func=cmd_verify)
 
     rejects = _add_command(
@@ -253,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=50,
         help="show at most N (50; 0: all)",
     )
-    rejects.add_argument("--json", action="store_true", help="print the list as one JSON object")
+    _json_argument(rejects, "list")
     rejects.set_defaults(func=cmd_rejects)
 
     retire = _add_command(
@@ -293,6 +287,17 @@ def _add_command(
     return commands.add_parser(
         name, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter, **texts
     )
+
+
+def _date_window_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--date-from", metavar="D", type=_argument(parse_date_bound), help="date_commande >= D"
+    )
+    parser.add_argument("--date-to", metavar="D", type=_argument(parse_date_bound), help="date_commande < D")
+
+
+def _json_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print the {what} as one JSON object")
 
 
 def _common_arguments() -> argparse.ArgumentParser:
