@@ -1,10 +1,10 @@
 """Batch archiving: every delivered order not yet archived, enriched, written exactly once.
 
 The run walks the delivered orders of the window in ``_id`` order through one enrichment
-aggregation (``enrichment.build_enrichment_pipeline``). When the archive lives in the source
-database the aggregation itself skips orders already archived, before any join is paid
-for. A reader thread finishes documents and hands bounded chunks to a writer thread through
-a small queue, so reading and writing overlap. Each chunk is one unordered bulk of
+aggregation (``source.OrderSource``). When the archive lives in the source database the
+aggregation itself skips orders already archived, before any join is paid for. A reader
+thread finishes documents into bounded chunks (``source.ChunkReader``) a few ahead of the
+writer (``source.read_ahead``), so reading and writing overlap. Each chunk is one unordered bulk of
 ``$setOnInsert`` upserts keyed on ``_id``: a re-run, a crash mid-run or a watcher writing at
 the same time never creates a second document and never rewrites one. After a chunk is
 acknowledged its last ``_id`` is saved as the run's checkpoint; an interrupted run resumes
@@ -17,46 +17,39 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import queue
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bson import Binary, ObjectId, Regex, json_util
-from bson.decimal128 import Decimal128
-from bson.timestamp import Timestamp
+from bson import json_util
 from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
 from config import Settings
 from deployment import check_deployment
-from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, status_match
+from enrichment import status_match
 from errors import (
     ArchiverError,
     ConfigError,
-    InvalidOrderError,
-    RetryPolicy,
     as_archiver_error,
-    is_transient,
     retrying,
 )
 from logger import get_logger
 from progress import Progress
 from rejects import Rejection, RejectStore
+from selection import build_selection, date_range
+from source import Chunk, ChunkReader, OrderSource, read_ahead
 from storage import WRITE_ATTEMPTS, ArchiveWriter, Collections
 
 log = get_logger("batch")
 T = TypeVar("T")
 
-READ_ATTEMPTS = 6  # consecutive failures without progress before a run gives up
 QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
 CHECKPOINT_EVERY_S = 2.0
-PAGE_SIZE = 500  # orders per getMore, and per page once reads fail (see read_chunks)
 DEFAULT_SAMPLES = 3
 INDEX_BUILD_MAX_MS = 60_000  # see ensure_indexes
 REJECTS_FLUSH = 1000  # rejections recorded together (see write_chunk)
@@ -152,167 +145,6 @@ def peak_rss_mib() -> float | None:
     return None
 
 
-def build_selection(
-    delivered_status: str,
-    date_from: datetime | None = None,
-    date_to: datetime | None = None,
-    after_id: Any = None,
-) -> dict[str, Any]:
-    """The source filter: delivered orders in ``[date_from, date_to)``, after ``after_id``.
-
-    ``date_commande`` stored as a string (dirty data) cannot be compared on the server to a
-    date; such orders are selected whatever their text, and ``in_window`` decides once the
-    date is parsed.
-    """
-    selection: dict[str, Any] = {"status": status_match(delivered_status)}
-    clauses = []
-    bounds = date_range(date_from, date_to)
-    if bounds:
-        clauses.append({"$or": [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]})
-    if after_id is not None:
-        clauses.append(ids_after(after_id))
-    if len(clauses) == 1:
-        selection.update(clauses[0])
-    elif clauses:
-        selection["$and"] = clauses
-    return selection
-
-
-# BSON's order of types for comparisons and sorts (numbers together, strings and symbols
-# together): https://www.mongodb.com/docs/manual/reference/bson-type-comparison-order/
-_BSON_TYPE_ORDER: tuple[tuple[str, ...], ...] = (
-    ("null",),
-    ("int", "long", "double", "decimal"),
-    ("string", "symbol"),
-    ("object",),
-    ("binData",),
-    ("objectId",),
-    ("bool",),
-    ("date",),
-    ("timestamp",),
-    ("regex",),
-)
-
-
-def _bson_type_rank(value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool):
-        return 6
-    if isinstance(value, (int, float, Decimal128)):
-        return 1
-    if isinstance(value, str):
-        return 2
-    if isinstance(value, dict):
-        return 3
-    if isinstance(value, (bytes, Binary)):
-        return 4
-    if isinstance(value, ObjectId):
-        return 5
-    if isinstance(value, datetime):
-        return 7
-    if isinstance(value, Timestamp):
-        return 8
-    if isinstance(value, (Regex, re.Pattern)):
-        return 9
-    return len(_BSON_TYPE_ORDER)
-
-
-def ids_after(last: Any) -> dict[str, Any]:
-    """``_id`` after ``last`` in ``_id`` order, *across* types. ``{$gt: last}`` alone compares
-    within ``last``'s type only (type bracketing): a keyset walk that reached a string ``_id``
-    (dirty data) would end there and never see the ObjectIds, which sort after strings."""
-    later = [
-        {"_id": {"$type": alias}}
-        for group in _BSON_TYPE_ORDER[_bson_type_rank(last) + 1 :]
-        for alias in group
-    ]
-    after: dict[str, Any] = {"_id": {"$gt": last}}
-    return {"$or": [after, *later]} if later else after
-
-
-def date_range(date_from: datetime | None, date_to: datetime | None) -> dict[str, Any]:
-    """``{$gte: from, $lt: to}`` with the bounds that are given (empty: no window)."""
-    bounds: dict[str, Any] = {}
-    if date_from is not None:
-        bounds["$gte"] = date_from
-    if date_to is not None:
-        bounds["$lt"] = date_to
-    return bounds
-
-
-def in_window(when: datetime, date_from: datetime | None, date_to: datetime | None) -> bool:
-    return (date_from is None or when >= date_from) and (date_to is None or when < date_to)
-
-
-def scan_by_id(
-    open_cursor: Callable[[Any], Any],
-    *,
-    stop_event: threading.Event | None = None,
-    attempts: int = READ_ATTEMPTS,
-) -> Iterator[dict[str, Any]]:
-    """The documents of ``open_cursor(after_id)``, a query in ``_id`` order (``after_id`` is
-    None at first), through cuts: a transient error (network, failover, a cursor the server
-    lost) reopens the query after the last ``_id`` read, by the ``RetryPolicy`` (``attempts``
-    failures in a row without a document in between raise; a stop during a wait raises, so a
-    walk that ended early never looks complete). For long read-only walks (``verify``)."""
-    policy = RetryPolicy(attempts, stop_event=stop_event)
-    after_id: Any = None
-    while True:
-        try:
-            with open_cursor(after_id) as cursor:
-                for document in cursor:
-                    after_id = document["_id"]
-                    policy.reset()
-                    yield document
-            return
-        except pymongo_errors.PyMongoError as exc:
-            delay = policy.increment(exc)
-            log.warning(
-                "reading failed (%s); reading on after the last _id in %.1fs", type(exc).__name__, delay
-            )
-            policy.sleep(delay, exc)
-
-
-# One order whose enrichment is over the server's limits: a joined document over 16 MB
-# (BSONObjectTooLarge), a $lookup result over its memory limit. Per order, not per run.
-OVERSIZE_CODES = frozenset({4568, 10334})
-
-
-def is_oversized(exc: BaseException) -> bool:
-    return isinstance(exc, pymongo_errors.OperationFailure) and exc.code in OVERSIZE_CODES
-
-
-def enrich_each(
-    orders: Any, ids: list[Any], delivered_status: str, names: CollectionNames
-) -> list[dict[str, Any] | Rejection]:
-    """The enriched delivered orders among ``ids``: one aggregation; if one order makes it fail
-    over the server's limits, the same order by order, and that one is a ``Rejection``."""
-
-    def enrich(match: dict[str, Any]) -> list[dict[str, Any]]:
-        return list(orders.aggregate(build_enrichment_pipeline(match, names)))
-
-    delivered = status_match(delivered_status)
-    try:
-        return list(enrich({"_id": {"$in": ids}, "status": delivered}))
-    except pymongo_errors.OperationFailure as exc:
-        if not is_oversized(exc):
-            raise
-        log.warning("enriching %d orders failed (code %s): enriching them one by one", len(ids), exc.code)
-    found: list[dict[str, Any] | Rejection] = []
-    for order_id in ids:
-        try:
-            found.extend(enrich({"_id": order_id, "status": delivered}))
-        except pymongo_errors.OperationFailure as exc:
-            if not is_oversized(exc):
-                raise
-            name = (exc.details or {}).get("codeName", "")
-            found.append(
-                Rejection(order_id, f"enrichment over the server's limits: code {exc.code} {name}".rstrip())
-            )
-    return found
-
-
 def missing_source(orders: Any) -> str | None:
     """Why the orders collection cannot be read as configured, or None: it does not exist
     (a typo in ``ORDERS_COLLECTION`` or ``MONGODB_DATABASE`` otherwise reads as "0 orders").
@@ -370,22 +202,6 @@ def checkpoint_key(settings: Settings, options: BatchOptions) -> str:
 
 
 # --- the run -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Chunk:
-    documents: list[dict[str, Any]] = field(default_factory=list)
-    last_id: Any = None
-    scanned: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
-
-    @property
-    def size(self) -> int:
-        return len(self.documents) + len(self.rejections)
-
-
-def _order_id(item: dict[str, Any] | Rejection) -> Any:
-    return item.order_id if isinstance(item, Rejection) else item["_id"]
 
 
 class BatchCheckpoint:
@@ -479,10 +295,28 @@ class BatchArchiver:
         self.writer = ArchiveWriter(self.archive, self.stop_event)
         self.rejects = RejectStore(collections.rejects, self.stop_event)
         self.report = BatchReport(mode="run" if options.run else "dry-run")
+        self.source = OrderSource(
+            self.orders,
+            self.names,
+            settings.delivered_status,
+            options.date_from,
+            options.date_to,
+            archived_ids=self.writer.existing_ids,
+            exclude_archived_in=self.archive.name if self.same_database else None,
+        )
+        self.reader = ChunkReader(
+            self.source,
+            self.report,
+            archived_by=options.archived_by,
+            batch_size=options.batch_size,
+            limit=options.limit,
+            stop_event=self.stop_event,
+            clock=clock,
+            pii=settings.pii_policy,
+        )
         self.progress: Progress | None = None
         self._last_written_id: Any = None
         self._needs_count = False  # see _must_count_delivered
-        self._window_exhausted = False  # the reader got to the end of the window
         self._pending_rejections: list[Rejection] = []
         self._delivered_at_start: int | None = None
 
@@ -516,143 +350,6 @@ class BatchArchiver:
                 # outlast a flaky connection): the next run tries again.
                 log.warning("index %s on %s not created (%s); continuing", keys, collection.name, exc)
 
-    # -- reading
-
-    def _stream(self, after_id: Any, limit: int | None) -> Iterator[tuple[dict[str, Any] | None, Any]]:
-        """One aggregation over the rest of the window, in ``_id`` order, skipping on the
-        server (same database) the orders already archived. The fast path."""
-        selection = build_selection(
-            self.settings.delivered_status, self.options.date_from, self.options.date_to, after_id
-        )
-        pipeline = build_enrichment_pipeline(
-            selection,
-            self.names,
-            sort_by_id=True,
-            exclude_archived_in=self.archive.name if self.same_database else None,
-            limit=limit,
-        )
-        # allowDiskUse: with a date window the planner may sort in memory (index on the date,
-        # then $sort on _id) and a large window would pass the 100 MB sort limit.
-        with self.orders.aggregate(pipeline, batchSize=PAGE_SIZE, allowDiskUse=True) as cursor:
-            for raw in cursor:
-                yield raw, None
-
-    def _delivered_ids_after(self, after_id: Any, count: int) -> list[Any]:
-        """The next ``count`` delivered orders' ``_id``s of the window (keyset on ``status, _id``)."""
-        selection = build_selection(
-            self.settings.delivered_status, self.options.date_from, self.options.date_to, after_id
-        )
-        return [
-            doc["_id"] for doc in self.orders.find(selection, {"_id": 1}).sort("_id", ASCENDING).limit(count)
-        ]
-
-    def _pages(self, after_id: Any) -> Iterator[tuple[dict[str, Any] | Rejection | None, Any]]:
-        """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``):
-        short queries, so that a flaky connection still lets the run progress, and an order
-        over the server's limits is rejected alone (``enrich_each``). After each page,
-        ``(None, last id of the page)``: everything up to it has been handed out."""
-        while True:
-            ids = self._delivered_ids_after(after_id, PAGE_SIZE)
-            if not ids:
-                return
-            archived = self.writer.existing_ids(ids)
-            wanted = [order_id for order_id in ids if order_id not in archived]
-            if wanted:
-                position = {order_id: index for index, order_id in enumerate(wanted)}
-                # The status again: an order corrected since the id query is not archived.
-                found = enrich_each(self.orders, wanted, self.settings.delivered_status, self.names)
-                for item in sorted(found, key=lambda item: position[_order_id(item)]):
-                    yield item, None
-            after_id = ids[-1]
-            yield None, after_id
-
-    def _finish(self, raw: dict[str, Any], now: datetime, chunk: _Chunk) -> None:
-        chunk.last_id = raw["_id"]
-        try:
-            document = finish_archive_document(
-                raw, archived_by=self.options.archived_by, archived_at=now, pii=self.settings.pii_policy
-            )
-        except InvalidOrderError as exc:
-            chunk.scanned += 1
-            chunk.rejections.append(Rejection.of(raw, exc.reason))
-            return
-        if not in_window(document["date_commande"], self.options.date_from, self.options.date_to):
-            self.report.outside_window += 1  # a string date outside the window: not selected after all
-            return
-        chunk.scanned += 1
-        chunk.documents.append(document)
-
-    def read_chunks(self, after_id: Any) -> Iterator[_Chunk]:
-        """Enriched, finished chunks in ``_id`` order. One streaming aggregation first; after a
-        transient read error the run goes on in short pages from the last order read, so
-        that a connection cut every few seconds still lets it progress (backoff resets
-        whenever a chunk is handed out). A chunk's ``last_id`` covers everything before it."""
-        size = self.options.batch_size
-        remaining = self.options.limit
-        paged = False
-        policy = self._read_policy(lambda: paged)
-        chunk, now = _Chunk(), self.clock()
-        while not self.stop_event.is_set():
-            try:
-                if paged:
-                    source = self._pages(after_id)
-                else:
-                    left = None if remaining is None else remaining - chunk.size
-                    source = self._stream(after_id, left)
-                for raw, page_end in source:
-                    if raw is not None:
-                        if remaining is not None and chunk.size >= remaining:
-                            break
-                        self._take(raw, now, chunk)
-                        after_id = chunk.last_id
-                    if page_end is not None:
-                        chunk.last_id = after_id = page_end
-                    if chunk.size >= size or (remaining is not None and chunk.size >= remaining):
-                        if remaining is not None:
-                            remaining -= chunk.size
-                        self.report.scanned += chunk.scanned
-                        yield chunk
-                        policy.reset()
-                        chunk, now = _Chunk(), self.clock()
-                        if self.stop_event.is_set() or remaining == 0:
-                            return
-                self._window_exhausted = True
-                break
-            except pymongo_errors.PyMongoError as exc:
-                self._wait_after_read_failure(exc, policy, paged)
-                paged = True
-        if chunk.last_id is not None:
-            self.report.scanned += chunk.scanned
-            yield chunk
-
-    def _take(self, item: dict[str, Any] | Rejection, now: datetime, chunk: _Chunk) -> None:
-        if isinstance(item, Rejection):
-            chunk.last_id, chunk.scanned = item.order_id, chunk.scanned + 1
-            chunk.rejections.append(item)
-        else:
-            self._finish(item, now, chunk)
-
-    def _read_policy(self, paged: Callable[[], bool]) -> RetryPolicy:
-        """Transient errors are retried; one order over the server's limits stops the stream
-        too, and is retried once as pages, which reject it alone."""
-        return RetryPolicy(
-            READ_ATTEMPTS,
-            stop_event=self.stop_event,
-            retryable=lambda exc: is_transient(exc) or (is_oversized(exc) and not paged()),
-        )
-
-    def _wait_after_read_failure(
-        self, exc: pymongo_errors.PyMongoError, policy: RetryPolicy, paged: bool
-    ) -> None:
-        """Raise what the policy will not retry; otherwise say so, wait, and go on in pages.
-        (A stop during the wait ends the read; the run then reports itself interrupted.)"""
-        delay = policy.increment(exc)
-        self.report.read_retries += 1
-        if not paged:
-            log.warning("reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE)
-        log.warning("reading orders failed (%s); reading again in %.1fs", type(exc).__name__, delay)
-        self.stop_event.wait(delay)
-
     def _count_rejections(self, rejections: list[Rejection], new: int) -> None:
         self.report.rejected += len(rejections)
         self.report.rejected_new += new
@@ -662,7 +359,7 @@ class BatchArchiver:
 
     # -- writing
 
-    def write_chunk(self, chunk: _Chunk) -> None:
+    def write_chunk(self, chunk: Chunk) -> None:
         documents = self._not_yet_archived(chunk.documents)
         if documents:
             outcome = self.writer.upsert(documents)
@@ -693,7 +390,7 @@ class BatchArchiver:
         after_id = None
         while not self.stop_event.is_set():
             ids = retrying(
-                functools.partial(self._delivered_ids_after, after_id, self.options.batch_size),
+                functools.partial(self.source.delivered_ids_after, after_id, self.options.batch_size),
                 attempts=WRITE_ATTEMPTS,
                 stop_event=self.stop_event,
             )
@@ -838,7 +535,7 @@ class BatchArchiver:
 
     def _run_dry(self) -> None:
         self._start_progress()
-        for chunk in self.read_chunks(after_id=None):
+        for chunk in self.reader.chunks(after_id=None):
             if self.progress is not None:
                 self.progress.update(chunk.size)
             documents = self._not_yet_archived(chunk.documents)
@@ -864,7 +561,7 @@ class BatchArchiver:
         try:
             # Read ahead on a thread, write here, in the order read: each checkpoint covers
             # every chunk before it.
-            for chunk in read_ahead(self.read_chunks(after_id), QUEUE_CHUNKS):
+            for chunk in read_ahead(self.reader.chunks(after_id), QUEUE_CHUNKS):
                 self._keep_samples(chunk.documents)
                 self.write_chunk(chunk)
                 if self.progress is not None:
@@ -883,7 +580,7 @@ class BatchArchiver:
 
     def _end_of_pass(self) -> None:
         """After a complete pass: the checkpoint, the rejects list, the purge, the samples."""
-        if self.options.limit is None or self._window_exhausted:
+        if self.options.limit is None or self.reader.exhausted:
             # The next run walks the window from its start: an order created before the last
             # _id done and delivered since is reached (a --limit run that got to the end of
             # the window wraps around instead of waiting after it for ever).
@@ -929,60 +626,3 @@ class BatchArchiver:
         except OSError as exc:
             raise ArchiverError(f"--export-samples: cannot write {path}: {exc.strerror}") from None
         log.info("%d sample documents written to %s", len(self.report.samples), path)
-
-
-_END = object()
-
-
-@dataclass(frozen=True)
-class _Failed:
-    error: BaseException
-
-
-def read_ahead(source: Iterable[T], size: int) -> Iterator[T]:
-    """``source``'s items, produced on a thread up to ``size`` ahead of the consumer: the
-    producer puts each item, then an end mark or its exception; the consumer iterates. A
-    consumer that stops early (an error, a stop) releases the producer at its next item."""
-    items: queue.Queue[Any] = queue.Queue(maxsize=size)
-    gone = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not gone.is_set():
-            try:
-                items.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in source:
-                if not put(item):
-                    return
-        except BaseException as exc:  # handed to the consumer
-            put(_Failed(exc))
-            return
-        put(_END)
-
-    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    producer.start()
-    try:
-        while True:
-            item = items.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        gone.set()
-        producer.join(timeout=30)
-
-
-def check_window(date_from: datetime | None, date_to: datetime | None) -> None:
-    """Reject an empty window before anything runs."""
-    if date_from is not None and date_to is not None and date_from >= date_to:
-        raise ConfigError(
-            f"--date-from ({date_from.isoformat()}) must be before --date-to ({date_to.isoformat()})"
-        )

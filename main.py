@@ -379,9 +379,10 @@ def _settings(
 
 
 def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from archiver import BatchArchiver, BatchOptions, check_window
+    from archiver import BatchArchiver, BatchOptions
     from connection import open_client
     from progress import progress_mode
+    from selection import check_window
 
     check_window(args.date_from, args.date_to)
     settings = _settings(
@@ -524,8 +525,8 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from archiver import check_window
     from progress import progress_mode
+    from selection import check_window
     from verify import verify
 
     check_window(args.date_from, args.date_to)

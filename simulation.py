@@ -132,7 +132,7 @@ def _patch_mongomock_bulk_sort() -> None:
 def _patch_mongomock_type_aliases() -> None:
     """mongomock 4.3 raises ``NotImplementedError`` for ``$type`` ``null``, ``symbol``,
     ``timestamp`` and ``regex``, which MongoDB matches; the keyset walks name them to cross
-    BSON types (``archiver.ids_after``). They get the test MongoDB applies."""
+    BSON types (``selection.ids_after``). They get the test MongoDB applies."""
     types = mongomock.filtering.TYPE_MAP
     for alias, test in {
         "null": lambda v: v is None,

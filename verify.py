@@ -21,21 +21,15 @@ from typing import Any, TypeVar
 
 from pymongo import ASCENDING
 
-from archiver import (
-    BatchArchiver,
-    BatchOptions,
-    build_selection,
-    date_range,
-    ids_after,
-    in_window,
-    missing_source,
-    scan_by_id,
-)
+from archiver import BatchArchiver, BatchOptions, missing_source
 from config import Settings
 from deployment import check_deployment
-from enrichment import as_utc, build_enrichment_pipeline, finish_archive_document
-from errors import ConfigError, InvalidOrderError, retrying
+from enrichment import as_utc, build_enrichment_pipeline
+from errors import ConfigError, retrying
 from progress import Progress
+from rejects import Rejection
+from selection import build_selection, date_range, ids_after, in_window
+from source import finish_one, scan_by_id
 from storage import Collections
 
 CHUNK = 1000
@@ -180,12 +174,10 @@ class _Check:
 
         def archivable() -> Iterator[dict[str, Any]]:
             for raw in scan_by_id(enriched_after, stop_event=self.stop_event):
-                try:
-                    document = finish_archive_document(raw, archived_by="batch", archived_at=now)
-                except InvalidOrderError:
+                document = finish_one(raw, archived_by="batch", archived_at=now)
+                if isinstance(document, Rejection):
                     self.report.invalid += 1
-                    continue
-                if in_window(document["date_commande"], date_from, date_to):
+                elif in_window(document["date_commande"], date_from, date_to):
                     self.report.checked += 1
                     yield document
 

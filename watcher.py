@@ -37,15 +37,14 @@ from typing import Any
 from bson.timestamp import Timestamp
 from pymongo import errors as pymongo_errors
 
-from archiver import BatchArchiver, BatchOptions, enrich_each
+from archiver import BatchArchiver, BatchOptions
 from config import Settings
 from deployment import check_deployment
-from enrichment import as_utc, finish_archive_document, is_status, status_match
+from enrichment import as_utc, is_status, status_match
 from errors import (
     EXIT_OK,
     ArchiverError,
     Backoff,
-    InvalidOrderError,
     NotSupportedError,
     RetryPolicy,
     as_archiver_error,
@@ -56,7 +55,8 @@ from errors import (
 from lease import Lease, LeaseLost
 from logger import STATS, get_logger
 from metrics import WatchMetrics
-from rejects import Rejection, RejectStore
+from rejects import RejectStore
+from source import enrich_each, finish_all
 from storage import ArchiveWriter, Collections
 from tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState, TokenStore
 
@@ -451,21 +451,10 @@ class Watcher:
             stop_event=self.stop_event,
         )
         now = self.clock()
-        documents = []
-        rejections: list[Rejection] = [item for item in found if isinstance(item, Rejection)]
-        for raw in found:
-            if isinstance(raw, Rejection):
-                continue
-            # (enrich_each matched the delivered status again: an order changed since its
-            # event is not among them, and its next event decides.)
-            try:
-                documents.append(
-                    finish_archive_document(
-                        raw, archived_by="watch", archived_at=now, pii=self.settings.pii_policy
-                    )
-                )
-            except InvalidOrderError as exc:
-                rejections.append(Rejection.of(raw, exc.reason))
+        # (enrich_each matched the delivered status again: an order changed since its event
+        # is not among them, and its next event decides.)
+        finished = finish_all(found, archived_by="watch", archived_at=now, pii=self.settings.pii_policy)
+        documents, rejections = finished.documents, finished.rejections
         if documents:
             if self.lease is not None:
                 self.lease.check()  # fencing: a watcher that lost its lease writes nothing more

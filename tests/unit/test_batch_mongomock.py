@@ -8,9 +8,10 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure
 
-from archiver import BatchArchiver, BatchOptions, build_selection, checkpoint_key, in_window
+from archiver import BatchArchiver, BatchOptions, checkpoint_key
 from config import Settings
 from errors import FatalError, TransientError
+from selection import build_selection, in_window
 from tests.helpers import ANCHOR, assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -244,7 +245,7 @@ def test_no_walk_ends_at_a_change_of_id_type(mongo, settings, seeded, monkeypatc
     """Dirty ``_id``s (a number, strings) sort before the ObjectIds: keyset pages and the purge,
     which go on after the last ``_id`` done, reach the ObjectIds after them."""
     monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
-    monkeypatch.setattr("archiver.PAGE_SIZE", 2)  # pages of two: every type change is a page break
+    monkeypatch.setattr("source.PAGE_SIZE", 2)  # pages of two: every type change is a page break
     orders = mongo[settings.mongodb_database][settings.orders_collection]
     template = next(o for o in seeded.orders if o["status"] == "livrée" and "_dirty" not in o)
     odd = [7, "A-1", "Z-9"]
@@ -280,7 +281,7 @@ def test_a_failed_read_goes_on_in_pages(mongo, settings, seeded, monkeypatch, ca
 
     monkeypatch.setattr(mongomock.collection.Collection, "aggregate", flaky)
     monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
-    monkeypatch.setattr("archiver.PAGE_SIZE", 40)
+    monkeypatch.setattr("source.PAGE_SIZE", 40)
     report = run(mongo, settings)
     assert "going on in pages of 40" in caplog.text
     assert report.read_retries == 1
@@ -310,7 +311,7 @@ def test_an_order_no_longer_delivered_when_its_page_is_enriched_is_not_archived(
 
     monkeypatch.setattr(mongomock.collection.Collection, "aggregate", flaky)
     monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
-    monkeypatch.setattr("archiver.PAGE_SIZE", 40)
+    monkeypatch.setattr("source.PAGE_SIZE", 40)
     run(mongo, settings)
     archived = {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})}
     assert corrected
@@ -339,7 +340,7 @@ def test_limit_runs_reach_an_order_delivered_behind_them(mongo, settings, seeded
 def test_read_ahead_keeps_order_hands_over_errors_and_releases_its_producer():
     import threading
 
-    from archiver import read_ahead
+    from source import read_ahead
 
     assert list(read_ahead(iter(range(50)), 3)) == list(range(50))
 

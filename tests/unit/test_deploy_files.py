@@ -118,11 +118,33 @@ def test_nssm_recipe_stops_with_ctrl_c():
     parses(main_args(shlex.split(command)))
 
 
-def test_the_package_installs_every_product_module():
+def test_not_a_pip_package_and_one_version_everywhere(manifests):
+    """The flat modules are not installable (they would land at the top of site-packages);
+    the version is main.__version__, and the image tags and the CHANGELOG say the same."""
     import tomllib
 
-    modules = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"])
-    assert modules == {p.stem for p in ROOT.glob("*.py")}
+    from main import __version__
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "project" not in project
+    assert "build-system" not in project
+    assert project["tool"]["mypy"]["files"] == ["*.py"]  # every product module, listed nowhere
+    images = [
+        container["image"]
+        for kind in ("CronJob", "Deployment")
+        for container in _pod_spec(manifests[kind])["containers"]
+    ]
+    assert images
+    assert {image.rsplit(":", 1)[1] for image in images} == {__version__}
+    releases = re.findall(r"^## \[(\d[^\]]*)\]", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+    assert releases[0] == __version__
+
+
+def _pod_spec(manifest: dict) -> dict:
+    spec = manifest["spec"]
+    if "jobTemplate" in spec:
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]
 
 
 def test_schedulers_treat_the_exit_codes_as_the_readme_documents(manifests):

@@ -1,4 +1,4 @@
-"""Long read-only walks through cuts: ``archiver.scan_by_id`` and ``verify`` over it."""
+"""Long read-only walks through cuts: ``source.scan_by_id`` and ``verify`` over it."""
 
 from contextlib import contextmanager
 
@@ -6,8 +6,9 @@ import mongomock
 import pytest
 from pymongo.errors import AutoReconnect, CursorNotFound, OperationFailure
 
-from archiver import BatchArchiver, BatchOptions, scan_by_id
+from archiver import BatchArchiver, BatchOptions
 from errors import FatalError, TransientError
+from source import scan_by_id
 from tests.helpers import delivered_rejects, expected_archive_ids, seed_database
 from verify import verify
 

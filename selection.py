@@ -1,0 +1,116 @@
+"""Which orders a run selects: the source filter of a date window, the keyset step across
+BSON types, the window test for dates only Python can read. Pure functions, no server."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from bson import Binary, ObjectId, Regex
+from bson.decimal128 import Decimal128
+from bson.timestamp import Timestamp
+
+from enrichment import status_match
+from errors import ConfigError
+
+
+def build_selection(
+    delivered_status: str,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+    after_id: Any = None,
+) -> dict[str, Any]:
+    """The source filter: delivered orders in ``[date_from, date_to)``, after ``after_id``.
+
+    ``date_commande`` stored as a string (dirty data) cannot be compared on the server to a
+    date; such orders are selected whatever their text, and ``in_window`` decides once the
+    date is parsed.
+    """
+    selection: dict[str, Any] = {"status": status_match(delivered_status)}
+    clauses = []
+    bounds = date_range(date_from, date_to)
+    if bounds:
+        clauses.append({"$or": [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]})
+    if after_id is not None:
+        clauses.append(ids_after(after_id))
+    if len(clauses) == 1:
+        selection.update(clauses[0])
+    elif clauses:
+        selection["$and"] = clauses
+    return selection
+
+
+# BSON's order of types for comparisons and sorts (numbers together, strings and symbols
+# together): https://www.mongodb.com/docs/manual/reference/bson-type-comparison-order/
+_BSON_TYPE_ORDER: tuple[tuple[str, ...], ...] = (
+    ("null",),
+    ("int", "long", "double", "decimal"),
+    ("string", "symbol"),
+    ("object",),
+    ("binData",),
+    ("objectId",),
+    ("bool",),
+    ("date",),
+    ("timestamp",),
+    ("regex",),
+)
+
+
+def _bson_type_rank(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return 6
+    if isinstance(value, (int, float, Decimal128)):
+        return 1
+    if isinstance(value, str):
+        return 2
+    if isinstance(value, dict):
+        return 3
+    if isinstance(value, (bytes, Binary)):
+        return 4
+    if isinstance(value, ObjectId):
+        return 5
+    if isinstance(value, datetime):
+        return 7
+    if isinstance(value, Timestamp):
+        return 8
+    if isinstance(value, (Regex, re.Pattern)):
+        return 9
+    return len(_BSON_TYPE_ORDER)
+
+
+def ids_after(last: Any) -> dict[str, Any]:
+    """``_id`` after ``last`` in ``_id`` order, *across* types. ``{$gt: last}`` alone compares
+    within ``last``'s type only (type bracketing): a keyset walk that reached a string ``_id``
+    (dirty data) would end there and never see the ObjectIds, which sort after strings."""
+    later = [
+        {"_id": {"$type": alias}}
+        for group in _BSON_TYPE_ORDER[_bson_type_rank(last) + 1 :]
+        for alias in group
+    ]
+    after: dict[str, Any] = {"_id": {"$gt": last}}
+    return {"$or": [after, *later]} if later else after
+
+
+def date_range(date_from: datetime | None, date_to: datetime | None) -> dict[str, Any]:
+    """``{$gte: from, $lt: to}`` with the bounds that are given (empty: no window)."""
+    bounds: dict[str, Any] = {}
+    if date_from is not None:
+        bounds["$gte"] = date_from
+    if date_to is not None:
+        bounds["$lt"] = date_to
+    return bounds
+
+
+def in_window(when: datetime, date_from: datetime | None, date_to: datetime | None) -> bool:
+    return (date_from is None or when >= date_from) and (date_to is None or when < date_to)
+
+
+def check_window(date_from: datetime | None, date_to: datetime | None) -> None:
+    """Reject an empty window before anything runs."""
+    if date_from is not None and date_to is not None and date_from >= date_to:
+        raise ConfigError(
+            f"--date-from ({date_from.isoformat()}) must be before --date-to ({date_to.isoformat()})"
+        )

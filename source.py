@@ -1,0 +1,383 @@
+"""Reading the source: delivered orders, enriched, finished into archive documents.
+
+``OrderSource`` hands out the raw (enriched) delivered orders of a window in ``_id`` order,
+two ways: one streaming aggregation (the fast path), or short keyset pages (what a run goes
+on with after a read failure: each page is a short query, and an order over the server's
+limits is rejected alone). ``ChunkReader`` owns the rest of a batch read: the switch from
+stream to pages, ``limit`` and ``batch_size``, and finishing each order (``finish_one``) into
+bounded chunks. ``finish_one``/``finish_all`` are the one way batch, watch and verify turn a
+raw order into an archive document or a rejection. ``read_ahead`` runs a reader on a thread
+a few items ahead of its consumer; ``scan_by_id`` walks a query through cuts.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from pymongo import ASCENDING
+from pymongo import errors as pymongo_errors
+
+from enrichment import (
+    CollectionNames,
+    PiiPolicy,
+    build_enrichment_pipeline,
+    finish_archive_document,
+    status_match,
+)
+from errors import InvalidOrderError, RetryPolicy, is_transient
+from logger import get_logger
+from rejects import Rejection
+from selection import build_selection, in_window
+
+log = get_logger("batch")
+T = TypeVar("T")
+
+READ_ATTEMPTS = 6  # consecutive failures without progress before a read gives up
+PAGE_SIZE = 500  # orders per getMore, and per page once reads fail (see ChunkReader)
+
+# One order whose enrichment is over the server's limits: a joined document over 16 MB
+# (BSONObjectTooLarge), a $lookup result over its memory limit. Per order, not per run.
+OVERSIZE_CODES = frozenset({4568, 10334})
+
+# What a source hands out: an enriched order or a rejection, and (paged reads) the last
+# ``_id`` of a page once everything up to it has been handed out.
+Item = tuple[dict[str, Any] | Rejection | None, Any]
+
+
+def is_oversized(exc: BaseException) -> bool:
+    return isinstance(exc, pymongo_errors.OperationFailure) and exc.code in OVERSIZE_CODES
+
+
+def order_id(item: dict[str, Any] | Rejection) -> Any:
+    return item.order_id if isinstance(item, Rejection) else item["_id"]
+
+
+# --- finishing ---------------------------------------------------------------------------
+
+
+def finish_one(
+    item: dict[str, Any] | Rejection,
+    *,
+    archived_by: str,
+    archived_at: datetime,
+    pii: PiiPolicy | None = None,
+) -> dict[str, Any] | Rejection:
+    """The archive document of one enriched order, or why it cannot be archived."""
+    if isinstance(item, Rejection):
+        return item
+    try:
+        return finish_archive_document(item, archived_by=archived_by, archived_at=archived_at, pii=pii)
+    except InvalidOrderError as exc:
+        return Rejection.of(item, exc.reason)
+
+
+@dataclass
+class Finished:
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def finish_all(
+    items: Iterable[dict[str, Any] | Rejection],
+    *,
+    archived_by: str,
+    archived_at: datetime,
+    pii: PiiPolicy | None = None,
+) -> Finished:
+    """Each order finished, or its rejection counted: the documents and the rejections."""
+    finished = Finished()
+    for item in items:
+        result = finish_one(item, archived_by=archived_by, archived_at=archived_at, pii=pii)
+        if isinstance(result, Rejection):
+            finished.rejections.append(result)
+        else:
+            finished.documents.append(result)
+    return finished
+
+
+# --- enriching ---------------------------------------------------------------------------
+
+
+def enrich_each(
+    orders: Any, ids: list[Any], delivered_status: str, names: CollectionNames
+) -> list[dict[str, Any] | Rejection]:
+    """The enriched delivered orders among ``ids``: one aggregation; if one order makes it fail
+    over the server's limits, the same order by order, and that one is a ``Rejection``."""
+
+    def enrich(match: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(orders.aggregate(build_enrichment_pipeline(match, names)))
+
+    delivered = status_match(delivered_status)
+    try:
+        return list(enrich({"_id": {"$in": ids}, "status": delivered}))
+    except pymongo_errors.OperationFailure as exc:
+        if not is_oversized(exc):
+            raise
+        log.warning("enriching %d orders failed (code %s): enriching them one by one", len(ids), exc.code)
+    found: list[dict[str, Any] | Rejection] = []
+    for one_id in ids:
+        try:
+            found.extend(enrich({"_id": one_id, "status": delivered}))
+        except pymongo_errors.OperationFailure as exc:
+            if not is_oversized(exc):
+                raise
+            name = (exc.details or {}).get("codeName", "")
+            found.append(
+                Rejection(one_id, f"enrichment over the server's limits: code {exc.code} {name}".rstrip())
+            )
+    return found
+
+
+# --- the source --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderSource:
+    """The delivered orders of a window, after an ``_id``, in ``_id`` order, enriched.
+    ``archived_ids`` says which of some ``_id``s the archive holds (pages skip them);
+    ``exclude_archived_in`` (the archive's name, when it is in the source database) lets the
+    streaming aggregation skip them on the server, before any join is paid for."""
+
+    orders: Any
+    names: CollectionNames
+    delivered_status: str
+    date_from: datetime | None
+    date_to: datetime | None
+    archived_ids: Callable[[list[Any]], set[Any]]
+    exclude_archived_in: str | None = None
+
+    def selection(self, after_id: Any = None) -> dict[str, Any]:
+        return build_selection(self.delivered_status, self.date_from, self.date_to, after_id)
+
+    def in_window(self, when: datetime) -> bool:
+        return in_window(when, self.date_from, self.date_to)
+
+    def delivered_ids_after(self, after_id: Any, count: int) -> list[Any]:
+        """The next ``count`` delivered orders' ``_id``s of the window (keyset on ``status, _id``)."""
+        cursor = self.orders.find(self.selection(after_id), {"_id": 1}).sort("_id", ASCENDING).limit(count)
+        return [doc["_id"] for doc in cursor]
+
+    def stream(self, after_id: Any, limit: int | None) -> Iterator[Item]:
+        """One aggregation over the rest of the window. The fast path."""
+        pipeline = build_enrichment_pipeline(
+            self.selection(after_id),
+            self.names,
+            sort_by_id=True,
+            exclude_archived_in=self.exclude_archived_in,
+            limit=limit,
+        )
+        # allowDiskUse: with a date window the planner may sort in memory (index on the date,
+        # then $sort on _id) and a large window would pass the 100 MB sort limit.
+        with self.orders.aggregate(pipeline, batchSize=PAGE_SIZE, allowDiskUse=True) as cursor:
+            for raw in cursor:
+                yield raw, None
+
+    def pages(self, after_id: Any) -> Iterator[Item]:
+        """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``).
+        After each page, ``(None, last id of the page)``: everything up to it has been handed out."""
+        while True:
+            ids = self.delivered_ids_after(after_id, PAGE_SIZE)
+            if not ids:
+                return
+            archived = self.archived_ids(ids)
+            wanted = [one_id for one_id in ids if one_id not in archived]
+            if wanted:
+                position = {one_id: index for index, one_id in enumerate(wanted)}
+                # The status again: an order corrected since the id query is not archived.
+                found = enrich_each(self.orders, wanted, self.delivered_status, self.names)
+                for item in sorted(found, key=lambda item: position[order_id(item)]):
+                    yield item, None
+            after_id = ids[-1]
+            yield None, after_id
+
+
+@dataclass
+class Chunk:
+    """Finished orders in ``_id`` order; ``last_id`` covers everything read before it."""
+
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    last_id: Any = None
+
+    @property
+    def size(self) -> int:
+        return len(self.documents) + len(self.rejections)
+
+
+class ReadCounts(Protocol):
+    """Where a reader counts what it did (a ``BatchReport``)."""
+
+    scanned: int  # orders examined: archived, already archived or rejected
+    outside_window: int  # string dates that turned out to be outside the window
+    read_retries: int  # transient read failures gone on through
+
+
+@dataclass
+class ChunkReader:
+    """Finished chunks of at most ``batch_size`` orders, ``limit`` in all, in ``_id`` order.
+    One streaming aggregation first; after a transient read error the read goes on in short
+    pages from the last order read, so that a connection cut every few seconds still lets it
+    progress (the backoff resets whenever a chunk is handed out)."""
+
+    source: OrderSource
+    counts: ReadCounts
+    archived_by: str
+    batch_size: int
+    limit: int | None
+    stop_event: threading.Event
+    clock: Callable[[], datetime]
+    pii: PiiPolicy | None = None
+    exhausted: bool = False  # the read got to the end of the window
+
+    def chunks(self, after_id: Any) -> Iterator[Chunk]:
+        remaining = self.limit
+        paged = False
+        policy = self._policy(lambda: paged)
+        chunk, now = Chunk(), self.clock()
+        while not self.stop_event.is_set():
+            try:
+                for raw, page_end in self._items(after_id, paged, remaining, chunk):
+                    if raw is not None:
+                        if remaining is not None and chunk.size >= remaining:
+                            break
+                        self._take(raw, now, chunk)
+                        after_id = chunk.last_id
+                    if page_end is not None:
+                        chunk.last_id = after_id = page_end
+                    if chunk.size >= self.batch_size or (remaining is not None and chunk.size >= remaining):
+                        if remaining is not None:
+                            remaining -= chunk.size
+                        self.counts.scanned += chunk.size
+                        yield chunk
+                        policy.reset()
+                        chunk, now = Chunk(), self.clock()
+                        if self.stop_event.is_set() or remaining == 0:
+                            return
+                self.exhausted = True
+                break
+            except pymongo_errors.PyMongoError as exc:
+                self._wait_after_failure(exc, policy, paged)
+                paged = True
+        if chunk.last_id is not None:
+            self.counts.scanned += chunk.size
+            yield chunk
+
+    def _items(self, after_id: Any, paged: bool, remaining: int | None, chunk: Chunk) -> Iterator[Item]:
+        if paged:
+            return self.source.pages(after_id)
+        return self.source.stream(after_id, None if remaining is None else remaining - chunk.size)
+
+    def _take(self, item: dict[str, Any] | Rejection, now: datetime, chunk: Chunk) -> None:
+        chunk.last_id = order_id(item)
+        result = finish_one(item, archived_by=self.archived_by, archived_at=now, pii=self.pii)
+        if isinstance(result, Rejection):
+            chunk.rejections.append(result)
+        elif self.source.in_window(result["date_commande"]):
+            chunk.documents.append(result)
+        else:
+            self.counts.outside_window += 1  # a string date outside the window: not selected after all
+
+    def _policy(self, paged: Callable[[], bool]) -> RetryPolicy:
+        """Transient errors are retried; one order over the server's limits stops the stream
+        too, and is retried once as pages, which reject it alone."""
+        return RetryPolicy(
+            READ_ATTEMPTS,
+            stop_event=self.stop_event,
+            retryable=lambda exc: is_transient(exc) or (is_oversized(exc) and not paged()),
+        )
+
+    def _wait_after_failure(self, exc: pymongo_errors.PyMongoError, policy: RetryPolicy, paged: bool) -> None:
+        """Raise what the policy will not retry; otherwise say so, wait, and go on in pages.
+        (A stop during the wait ends the read; the run then reports itself interrupted.)"""
+        delay = policy.increment(exc)
+        self.counts.read_retries += 1
+        if not paged:
+            log.warning("reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE)
+        log.warning("reading orders failed (%s); reading again in %.1fs", type(exc).__name__, delay)
+        self.stop_event.wait(delay)
+
+
+# --- walking and reading ahead -----------------------------------------------------------
+
+
+def scan_by_id(
+    open_cursor: Callable[[Any], Any],
+    *,
+    stop_event: threading.Event | None = None,
+    attempts: int = READ_ATTEMPTS,
+) -> Iterator[dict[str, Any]]:
+    """The documents of ``open_cursor(after_id)``, a query in ``_id`` order (``after_id`` is
+    None at first), through cuts: a transient error (network, failover, a cursor the server
+    lost) reopens the query after the last ``_id`` read, by the ``RetryPolicy`` (``attempts``
+    failures in a row without a document in between raise; a stop during a wait raises, so a
+    walk that ended early never looks complete). For long read-only walks (``verify``)."""
+    policy = RetryPolicy(attempts, stop_event=stop_event)
+    after_id: Any = None
+    while True:
+        try:
+            with open_cursor(after_id) as cursor:
+                for document in cursor:
+                    after_id = document["_id"]
+                    policy.reset()
+                    yield document
+            return
+        except pymongo_errors.PyMongoError as exc:
+            delay = policy.increment(exc)
+            log.warning(
+                "reading failed (%s); reading on after the last _id in %.1fs", type(exc).__name__, delay
+            )
+            policy.sleep(delay, exc)
+
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+def read_ahead(source: Iterable[T], size: int) -> Iterator[T]:
+    """``source``'s items, produced on a thread up to ``size`` ahead of the consumer: the
+    producer puts each item, then an end mark or its exception; the consumer iterates. A
+    consumer that stops early (an error, a stop) releases the producer at its next item."""
+    items: queue.Queue[Any] = queue.Queue(maxsize=size)
+    gone = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not gone.is_set():
+            try:
+                items.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in source:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            put(_Failed(exc))
+            return
+        put(_END)
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        gone.set()
+        producer.join(timeout=30)
