@@ -24,11 +24,11 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python demo.py --auto
 
-# A local test server (nx-27017 with the tests' fixes) on port 27017, in the foreground: to try
+# A local development server (devserver.py: nx-27017 with its faults fixed) on port 27017, in the foreground: to try
 # the commands by hand (QUICKSTART step 3). Not for production data.
 dev-server: $(STAMP)
 	mkdir -p .dev-server
-	$(BIN)/python tests/nx_launcher.py --data-dir .dev-server -p 27017 --pid-file .dev-server/nx.pid
+	$(BIN)/python devserver.py --data-dir .dev-server -p 27017 --pid-file .dev-server/nx.pid
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

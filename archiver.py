@@ -23,11 +23,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from bson import json_util
-from pymongo import ASCENDING
-from pymongo import errors as pymongo_errors
+from pymongo import ASCENDING, MongoClient
 
 from config import Settings
 from deployment import check_deployment
@@ -39,11 +38,12 @@ from errors import (
     retrying,
 )
 from logger import get_logger
-from progress import Progress
+from pii import mask_pii
+from progress import Progress, ProgressMode
 from rejects import Rejection, RejectStore
 from selection import build_selection, date_range
-from source import Chunk, ChunkReader, OrderSource, read_ahead
-from storage import WRITE_ATTEMPTS, ArchiveWriter, Collections
+from source import Chunk, ChunkReader, OrderSource, missing_source, read_ahead, unknown_status_hint
+from storage import WRITE_ATTEMPTS, ArchiveWriter, Collections, Document, MongoCollection
 
 log = get_logger("batch")
 T = TypeVar("T")
@@ -68,7 +68,7 @@ class BatchOptions:
     resume: bool = True
     archived_by: str = "batch"  # the watcher's catch-up archives as "watch"
     require_source: bool = True  # a missing orders collection is an error (watch: a warning)
-    progress: str = "off"  # "bar", "log" or "off" (see progress.progress_mode)
+    progress: ProgressMode = "off"
 
 
 @dataclass
@@ -77,7 +77,7 @@ class BatchReport:
     ``archived + already_archived + rejected == delivered`` (the window's delivered orders
     at the start, give or take orders delivered while it ran)."""
 
-    mode: str = "dry-run"
+    mode: Literal["run", "dry-run"] = "dry-run"
     completed: bool = False
     delivered: int | None = None  # delivered orders of the window when the run started
     scanned: int = 0  # orders the run read and examined (the server skips archived ones)
@@ -121,6 +121,22 @@ class BatchReport:
             + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
         )
 
+    def lines(self, *, show_samples: bool = True, show_pii: bool = False) -> list[str]:
+        """For a person: a dry run's sample documents (client e-mail and phone masked unless
+        ``show_pii``), the rejections by reason, the summary."""
+        lines = []
+        if self.mode == "dry-run" and show_samples:
+            for sample in self.samples:
+                shown = sample if show_pii else mask_pii(sample)
+                lines.append(
+                    json_util.dumps(shown, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS)
+                )
+        if self.rejections:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejections.items()))
+            lines.append(f"rejected orders by reason: {reasons}")
+        lines.append(self.summary_line())
+        return lines
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["orders_per_second"] = round(self.orders_per_second, 1)
@@ -143,45 +159,6 @@ def peak_rss_mib() -> float | None:
     except OSError:
         return None
     return None
-
-
-def missing_source(orders: Any) -> str | None:
-    """Why the orders collection cannot be read as configured, or None: it does not exist
-    (a typo in ``ORDERS_COLLECTION`` or ``MONGODB_DATABASE`` otherwise reads as "0 orders").
-    A user without ``listCollections`` gets None: the run goes on."""
-    database = orders.database
-    try:
-        names = database.list_collection_names()
-    except pymongo_errors.OperationFailure as exc:
-        log.debug("cannot list collections (%s): the orders collection is not checked", exc.code)
-        return None
-    if orders.name in names:
-        return None
-    if not names:
-        return f"database {database.name} has no collections: check MONGODB_DATABASE (and ORDERS_COLLECTION)"
-    shown = ", ".join(sorted(n for n in names if not n.startswith("system."))[:12])
-    return (
-        f"collection {database.name}.{orders.name} does not exist: check ORDERS_COLLECTION "
-        f"(this database has: {shown})"
-    )
-
-
-def unknown_status_hint(orders: Any, delivered_status: str) -> str | None:
-    """When no order at all has the delivered status: the statuses that do exist (a typo in
-    ``DELIVERED_STATUS`` otherwise reads as "nothing to archive"). Asked only after a run
-    found no delivered order; one ``distinct`` on the status index."""
-    if orders.find_one({"status": status_match(delivered_status)}, {"_id": 1}) is not None:
-        return None
-    try:
-        present = [str(s) for s in orders.distinct("status")][:12]
-    except pymongo_errors.OperationFailure:
-        present = []
-    if not present:
-        return None
-    return (
-        f"no order has status {delivered_status!r}: check DELIVERED_STATUS "
-        f"(the statuses present are: {', '.join(sorted(present))})"
-    )
 
 
 def checkpoint_key(settings: Settings, options: BatchOptions) -> str:
@@ -272,7 +249,7 @@ class BatchArchiver:
 
     def __init__(
         self,
-        client: Any,
+        client: MongoClient[Document],
         settings: Settings,
         options: BatchOptions,
         *,
@@ -328,7 +305,7 @@ class BatchArchiver:
         On MongoDB 4.4+ a build waits for every voting member by default: a member down would
         block the run forever. Each build asks a majority (``commitQuorum``) and gives up after
         ``INDEX_BUILD_MAX_MS`` (the server goes on building; the next run finds it done)."""
-        specs = [
+        specs: list[tuple[MongoCollection, list[tuple[str, int]], dict[str, Any]]] = [
             (self.orders, [("status", ASCENDING), ("date_commande", ASCENDING)], {}),
             (self.orders, [("status", ASCENDING), ("_id", ASCENDING)], {}),
             (self.orders, [("numero_commande", ASCENDING)], {}),

@@ -21,8 +21,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from enrichment import PII_MODES, PiiPolicy
 from errors import ConfigError
+from pii import PII_MODES, PiiMode, PiiPolicy
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -62,7 +62,7 @@ class Settings:
     watch_log_interval_s: int = 60  # WATCH_LOG_INTERVAL_S: progress line (events, archived, lag)
     watch_lease_ttl_s: int = 15  # WATCH_LEASE_TTL_S: a standby takes over this long after the leader dies
     watch_lease_renew_s: int = 3  # WATCH_LEASE_RENEW_S: the leader renews its lease this often
-    archive_pii: str = "keep"  # ARCHIVE_PII: client email/phone in the archive: keep, hash or drop
+    archive_pii: PiiMode = "keep"  # ARCHIVE_PII: client email/phone in the archive: keep, hash or drop
     archive_pii_key: str | None = None  # ARCHIVE_PII_KEY: secret key of ARCHIVE_PII=hash (16+ chars)
     simulation: bool = False  # (flag only) in-process database filled with generated data
 

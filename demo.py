@@ -45,11 +45,10 @@ class Demo:
 
 
 def start_server(folder: Path) -> tuple[str, Any]:
-    """An nx-27017 of the demo's own, through the tests' launcher (it fixes nx's known faults)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from tests.nx_server import NxServer
+    """A development server of the demo's own (nx-27017 with its known faults fixed)."""
+    from devserver import DevServer
 
-    server = NxServer(folder / "nx").start()
+    server = DevServer(folder / "nx").start()
     return server.uri, server
 
 

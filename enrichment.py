@@ -9,8 +9,6 @@ they serve one order (watch) or a cursor of millions (batch) alike, and test wit
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import unicodedata
 from collections.abc import Mapping
@@ -23,6 +21,7 @@ from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128
 
 from errors import InvalidOrderError
+from pii import PiiPolicy
 
 # Joined arrays get names no order field can clash with; the finishing step removes them.
 _CLIENT, _COURIER, _RESTAURANT, _MENUS = "_x_client", "_x_livreur", "_x_restaurant", "_x_menus"
@@ -234,45 +233,7 @@ def _match_key(value: Any) -> Any:
         return repr(value)
 
 
-PII_MODES = ("keep", "hash", "drop")
-PII_FIELDS = ("email", "telephone")
 CLIENT_FIELDS = ("nom", "prenom", "email", "telephone")
-
-
-@dataclass(frozen=True)
-class PiiPolicy:
-    """What the archive keeps of the client's email and phone (GDPR): ``keep`` them,
-    ``hash`` them (keyed HMAC-SHA256: equal values stay comparable, cannot be reversed
-    without the key) or ``drop`` them."""
-
-    mode: str = "keep"
-    key: str | None = None
-
-    def apply(self, client: dict[str, Any] | None) -> dict[str, Any] | None:
-        if client is None or self.mode == "keep":
-            return client
-        if self.mode == "drop":
-            return {k: v for k, v in client.items() if k not in PII_FIELDS}
-        return {k: (pseudonymise(v, self.key or "") if k in PII_FIELDS else v) for k, v in client.items()}
-
-
-def mask_pii(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of an archive document fit to print on a terminal: the client's e-mail and
-    phone become ``***`` (the field stays, so a reader sees that it exists)."""
-    shown = dict(document)
-    client = shown.get("client")
-    if isinstance(client, Mapping):
-        shown["client"] = {k: ("***" if k in PII_FIELDS and v is not None else v) for k, v in client.items()}
-    return shown
-
-
-def pseudonymise(value: Any, key: str) -> Any:
-    """``hmac-sha256:<hex>`` of the trimmed, lower-cased text; None stays None."""
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    digest = hmac.new(key.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"hmac-sha256:{digest}"
 
 
 def _business_key(raw: Mapping[str, Any]) -> str:

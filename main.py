@@ -32,35 +32,6 @@ from logger import FILE_ONLY, get_logger, redact, setup_logging
 
 __version__ = "0.1.0"
 
-EPILOG_BATCH = """examples:
-  python main.py batch                          report what would be archived (writes nothing)
-  python main.py batch --run                    archive every delivered order not yet archived
-  python main.py batch --run --date-from yesterday --date-to today
-  python main.py batch --run --date-from 7d --purge-source
-  python main.py batch --run --simulation       the whole job on an embedded database
-"""
-EPILOG_STATUS = """examples:
-  python main.py status                          a person's view
-  python main.py status --json --max-backlog-age 5m   a probe: exit 0 healthy, 3 not
-"""
-EPILOG_VERIFY = """examples:
-  python main.py verify --date-from 7d
-  python main.py verify --repair                 then archive what is missing
-"""
-EPILOG_WATCH = """examples:
-  python main.py watch                           archive each delivery as it happens (token in a file)
-  python main.py watch --token-store mongo --name eu-1 --metrics-port 9108
-                                                 token in MongoDB; start a second one for a hot standby
-  python main.py watch --from-now                a first start that skips the catch-up of the past
-"""
-EPILOG_REJECTS = """examples:
-  python main.py rejects                         the rejected orders, newest first
-  python main.py rejects --json --limit 0        all of them, as JSON
-"""
-EPILOG_RETIRE = """examples:
-  python main.py retire-watcher eu-1             a mongo-store watcher that will not come back
-  python main.py retire-watcher --token-file /data/.resume_token.json
-"""
 EPILOG_SIMULATE = """examples:
   python simulate.py --count 1000 --seed 42 --p-delivered 0.4 --reset
   python simulate.py --simulation --count 5000  write samples.json instead of a database
@@ -97,7 +68,6 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_arguments()
-
     parser = OneLineParser(
         prog="main.py",
         description="Archive delivered food-delivery orders out of MongoDB, enriched, exactly once.",
@@ -107,173 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"order-archiver {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     commands.required = True
-
-    batch = _add_command(
-        commands,
-        common,
-        "batch",
-        help="archive delivered orders in bulk (dry run unless --run)",
-        description="Archive every delivered order not yet archived, enriched, in bulk, idempotently.",
-        epilog=EPILOG_BATCH,
-    )
-    mode = batch.add_mutually_exclusive_group()
-    mode.add_argument("--run", action="store_true", help="write the archive (default: dry run)")
-    mode.add_argument("--dry-run", action="store_true", help="report what would be archived; write nothing")
-    _date_window_arguments(batch)
-    batch.add_argument(
-        "--limit", metavar="N", type=_argument(parse_positive_int), help="archive at most N orders"
-    )
-    batch.add_argument(
-        "--batch-size",
-        metavar="N",
-        type=_argument(parse_positive_int),
-        help="orders per bulk write (BATCH_SIZE)",
-    )
-    batch.add_argument(
-        "--export-samples", metavar="FILE", help="write sample archive documents as Extended JSON"
-    )
-    batch.add_argument(
-        "--samples",
-        metavar="N",
-        type=_argument(_non_negative_int),
-        default=3,
-        help="sample documents to keep (3)",
-    )
-    batch.add_argument(
-        "--purge-source", action="store_true", help="delete source orders once their archive is confirmed"
-    )
-    batch.add_argument("--restart", action="store_true", help="ignore the checkpoint of an interrupted run")
-    _json_argument(batch, "report")
-    batch.add_argument(
-        "--show-pii",
-        action="store_true",
-        help="dry run: print the samples' client e-mail and phone (masked by default)",
-    )
-    batch.add_argument(
-        "--metrics-file", metavar="PATH", help="write the run's figures for the Prometheus textfile collector"
-    )
-    _simulation_arguments(batch)
-    batch.set_defaults(func=cmd_batch)
-
-    watch = _add_command(
-        commands,
-        common,
-        "watch",
-        help="archive each delivery as it happens (change streams)",
-        description="Archive each order the moment it is delivered, resuming after any restart.",
-        epilog=EPILOG_WATCH,
-    )
-    watch.add_argument("--from-now", action="store_true", help="skip the catch-up of missed deliveries")
-    watch.add_argument(
-        "--token-store", choices=("file", "mongo"), default="file", help="where the resume token lives"
-    )
-    watch.add_argument("--token-file", metavar="PATH", help="resume token file (RESUME_TOKEN_FILE)")
-    watch.add_argument(
-        "--name",
-        default="default",
-        type=_argument(parse_name),
-        help="watcher name (its token in the mongo store)",
-    )
-    watch.add_argument(
-        "--metrics-port",
-        metavar="N",
-        type=_argument(parse_port),
-        help="serve Prometheus metrics on this port",
-    )
-    watch.add_argument(
-        "--metrics-address", metavar="ADDR", default="0.0.0.0", help="metrics bind address (0.0.0.0)"
-    )
-    watch.set_defaults(func=cmd_watch)
-
-    status = _add_command(
-        commands,
-        common,
-        "status",
-        help="is the archive keeping up? (exit 3 when not: usable as a probe)",
-        description="Orders by status, backlog, archive size, watchers' heartbeats. Exit 0 healthy, 3 not.",
-        epilog=EPILOG_STATUS,
-    )
-    _json_argument(status, "report")
-    status.add_argument(
-        "--max-backlog-age",
-        metavar="DURATION",
-        type=_argument(parse_duration),
-        default="15m",
-        help="unhealthy when a delivered order waits longer than this to be archived (15m)",
-    )
-    status.add_argument(
-        "--max-heartbeat-age",
-        metavar="DURATION",
-        type=_argument(parse_duration),
-        default="2m",
-        help="unhealthy when a watcher's token is older than this (2m)",
-    )
-    status.add_argument(
-        "--lookback",
-        metavar="DURATION",
-        type=_argument(parse_duration),
-        default="24h",
-        help="look for the backlog among the orders of this last period (24h)",
-    )
-    status.set_defaults(func=cmd_status)
-
-    verify = _add_command(
-        commands,
-        common,
-        "verify",
-        help="reconcile source and archive (exit 3 when they disagree)",
-        description="Delivered orders missing from the archive, archive documents that disagree with the "
-        "source, archive documents without a source. Exit 0 consistent, 3 not.",
-        epilog=EPILOG_VERIFY,
-    )
-    _date_window_arguments(verify)
-    verify.add_argument("--repair", action="store_true", help="archive the missing orders (the batch path)")
-    _json_argument(verify, "report")
-    verify.set_defaults(func=cmd_verify)
-
-    rejects = _add_command(
-        commands,
-        common,
-        "rejects",
-        help="list the rejected orders (invalid: never archived until fixed at the source)",
-        description="The orders batch or watch rejected as invalid, newest first, with the reason. "
-        "An order fixed at the source is archived by the next run and leaves the list.",
-        epilog=EPILOG_REJECTS,
-    )
-    rejects.add_argument(
-        "--limit",
-        metavar="N",
-        type=_argument(_non_negative_int),
-        default=50,
-        help="show at most N (50; 0: all)",
-    )
-    _json_argument(rejects, "list")
-    rejects.set_defaults(func=cmd_rejects)
-
-    retire = _add_command(
-        commands,
-        common,
-        "retire-watcher",
-        help="forget a watcher that will not come back (status stops expecting it)",
-        description="Remove a stopped watcher's resume token (and end its lease), so that status no "
-        "longer reports it. Refused while it runs. Started again, it would catch up first.",
-        epilog=EPILOG_RETIRE,
-    )
-    retire.add_argument(
-        "name", nargs="?", type=_argument(parse_name), help="the watcher's --name (mongo store)"
-    )
-    retire.add_argument("--token-file", metavar="PATH", help="retire the watcher of this token file instead")
-    retire.set_defaults(func=cmd_retire_watcher)
-
-    simulate = _add_command(
-        commands,
-        common,
-        "simulate",
-        help="fill a database with generated orders (also: python simulate.py)",
-        description=SIMULATE_DESCRIPTION,
-        epilog=EPILOG_SIMULATE,
-    )
-    add_simulate_arguments(simulate)
+    for add_parser in (
+        add_batch_parser,
+        add_watch_parser,
+        add_status_parser,
+        add_verify_parser,
+        add_rejects_parser,
+        add_retire_watcher_parser,
+        add_simulate_parser,
+    ):
+        add_parser(commands, common)
     return parser
 
 
@@ -362,6 +175,43 @@ def _simulation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", metavar="S", type=int, default=42, help="with --simulation: generator seed")
 
 
+@contextmanager
+def _connected(settings: Any, stop_event: threading.Event, **options: Any) -> Iterator[Any]:
+    from connection import open_client
+
+    client = open_client(settings, stop_event=stop_event, **options)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _json_value(value: Any) -> Any:
+    """JSON for what reports hold: ISO-8601 datetimes with their offset (naive ones are UTC,
+    as every date here is), and str() for ObjectIds and the like."""
+    if isinstance(value, datetime):
+        from enrichment import as_utc
+
+        return as_utc(value).isoformat()
+    return str(value)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=_json_value))
+
+
+def _print_report(report: Any, as_json: bool, *, error: str | None = None, **line_options: bool) -> None:
+    """Every command's report: one JSON object (with the error, if the command failed after
+    doing something), or its lines for a person."""
+    if as_json:
+        data = report.as_dict()
+        if error is not None:
+            data["error"] = redact(error)
+        _print_json(data)
+    else:
+        print("\n".join(report.lines(**line_options)))
+
+
 # --- commands: each returns an exit code ---------------------------------------------------
 
 
@@ -376,6 +226,64 @@ def _settings(
     for warning in warnings:
         get_logger().warning(warning)
     return settings
+
+
+EPILOG_BATCH = """examples:
+  python main.py batch                          report what would be archived (writes nothing)
+  python main.py batch --run                    archive every delivered order not yet archived
+  python main.py batch --run --date-from yesterday --date-to today
+  python main.py batch --run --date-from 7d --purge-source
+  python main.py batch --run --simulation       the whole job on an embedded database
+"""
+
+
+def add_batch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    batch = _add_command(
+        commands,
+        common,
+        "batch",
+        help="archive delivered orders in bulk (dry run unless --run)",
+        description="Archive every delivered order not yet archived, enriched, in bulk, idempotently.",
+        epilog=EPILOG_BATCH,
+    )
+    mode = batch.add_mutually_exclusive_group()
+    mode.add_argument("--run", action="store_true", help="write the archive (default: dry run)")
+    mode.add_argument("--dry-run", action="store_true", help="report what would be archived; write nothing")
+    _date_window_arguments(batch)
+    batch.add_argument(
+        "--limit", metavar="N", type=_argument(parse_positive_int), help="archive at most N orders"
+    )
+    batch.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=_argument(parse_positive_int),
+        help="orders per bulk write (BATCH_SIZE)",
+    )
+    batch.add_argument(
+        "--export-samples", metavar="FILE", help="write sample archive documents as Extended JSON"
+    )
+    batch.add_argument(
+        "--samples",
+        metavar="N",
+        type=_argument(_non_negative_int),
+        default=3,
+        help="sample documents to keep (3)",
+    )
+    batch.add_argument(
+        "--purge-source", action="store_true", help="delete source orders once their archive is confirmed"
+    )
+    batch.add_argument("--restart", action="store_true", help="ignore the checkpoint of an interrupted run")
+    _json_argument(batch, "report")
+    batch.add_argument(
+        "--show-pii",
+        action="store_true",
+        help="dry run: print the samples' client e-mail and phone (masked by default)",
+    )
+    batch.add_argument(
+        "--metrics-file", metavar="PATH", help="write the run's figures for the Prometheus textfile collector"
+    )
+    _simulation_arguments(batch)
+    batch.set_defaults(func=cmd_batch)
 
 
 def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -413,7 +321,9 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         succeeded = True
     except ArchiverError as error:
         # An interrupted or failed run still says what it did before the error line.
-        _print_batch_report(archiver.report, args, error=str(error))
+        _print_report(
+            archiver.report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii
+        )
         raise
     finally:
         client.close()
@@ -421,30 +331,49 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
             from metrics import write_batch_metrics
 
             write_batch_metrics(args.metrics_file, archiver.report, succeeded)
-    _print_batch_report(archiver.report, args)
+    _print_report(archiver.report, args.json, show_samples=not args.quiet, show_pii=args.show_pii)
     # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`).
     return ExitCode.NEW_REJECTED_ORDERS if archiver.report.rejected_new else ExitCode.OK
 
 
-def _print_batch_report(report: Any, args: argparse.Namespace, error: str | None = None) -> None:
-    if args.json:
-        data = report.as_dict()
-        if error is not None:
-            data["error"] = redact(error)
-        _print_json(data)
-        return
-    if report.mode == "dry-run" and report.samples and not args.quiet:
-        from bson import json_util
+EPILOG_WATCH = """examples:
+  python main.py watch                           archive each delivery as it happens (token in a file)
+  python main.py watch --token-store mongo --name eu-1 --metrics-port 9108
+                                                 token in MongoDB; start a second one for a hot standby
+  python main.py watch --from-now                a first start that skips the catch-up of the past
+"""
 
-        from enrichment import mask_pii
 
-        for sample in report.samples:
-            shown = sample if args.show_pii else mask_pii(sample)
-            print(json_util.dumps(shown, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS))
-    if report.rejections:
-        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.rejections.items()))
-        print(f"rejected orders by reason: {reasons}")
-    print(report.summary_line())
+def add_watch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    watch = _add_command(
+        commands,
+        common,
+        "watch",
+        help="archive each delivery as it happens (change streams)",
+        description="Archive each order the moment it is delivered, resuming after any restart.",
+        epilog=EPILOG_WATCH,
+    )
+    watch.add_argument("--from-now", action="store_true", help="skip the catch-up of missed deliveries")
+    watch.add_argument(
+        "--token-store", choices=("file", "mongo"), default="file", help="where the resume token lives"
+    )
+    watch.add_argument("--token-file", metavar="PATH", help="resume token file (RESUME_TOKEN_FILE)")
+    watch.add_argument(
+        "--name",
+        default="default",
+        type=_argument(parse_name),
+        help="watcher name (its token in the mongo store)",
+    )
+    watch.add_argument(
+        "--metrics-port",
+        metavar="N",
+        type=_argument(parse_port),
+        help="serve Prometheus metrics on this port",
+    )
+    watch.add_argument(
+        "--metrics-address", metavar="ADDR", default="0.0.0.0", help="metrics bind address (0.0.0.0)"
+    )
+    watch.set_defaults(func=cmd_watch)
 
 
 def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -475,36 +404,44 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         client.close()
 
 
-@contextmanager
-def _connected(settings: Any, stop_event: threading.Event, **options: Any) -> Iterator[Any]:
-    from connection import open_client
-
-    client = open_client(settings, stop_event=stop_event, **options)
-    try:
-        yield client
-    finally:
-        client.close()
+EPILOG_STATUS = """examples:
+  python main.py status                          a person's view
+  python main.py status --json --max-backlog-age 5m   a probe: exit 0 healthy, 3 not
+"""
 
 
-def _json_value(value: Any) -> Any:
-    """JSON for what reports hold: ISO-8601 datetimes with their offset (naive ones are UTC,
-    as every date here is), and str() for ObjectIds and the like."""
-    if isinstance(value, datetime):
-        from enrichment import as_utc
-
-        return as_utc(value).isoformat()
-    return str(value)
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, ensure_ascii=False, default=_json_value))
-
-
-def _print_report(report: Any, as_json: bool) -> None:
-    if as_json:
-        _print_json(report.as_dict())
-    else:
-        print("\n".join(report.lines()))
+def add_status_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    status = _add_command(
+        commands,
+        common,
+        "status",
+        help="is the archive keeping up? (exit 3 when not: usable as a probe)",
+        description="Orders by status, backlog, archive size, watchers' heartbeats. Exit 0 healthy, 3 not.",
+        epilog=EPILOG_STATUS,
+    )
+    _json_argument(status, "report")
+    status.add_argument(
+        "--max-backlog-age",
+        metavar="DURATION",
+        type=_argument(parse_duration),
+        default="15m",
+        help="unhealthy when a delivered order waits longer than this to be archived (15m)",
+    )
+    status.add_argument(
+        "--max-heartbeat-age",
+        metavar="DURATION",
+        type=_argument(parse_duration),
+        default="2m",
+        help="unhealthy when a watcher's token is older than this (2m)",
+    )
+    status.add_argument(
+        "--lookback",
+        metavar="DURATION",
+        type=_argument(parse_duration),
+        default="24h",
+        help="look for the backlog among the orders of this last period (24h)",
+    )
+    status.set_defaults(func=cmd_status)
 
 
 def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -522,6 +459,28 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
         )
     _print_report(report, args.json)
     return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
+
+
+EPILOG_VERIFY = """examples:
+  python main.py verify --date-from 7d
+  python main.py verify --repair                 then archive what is missing
+"""
+
+
+def add_verify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    verify = _add_command(
+        commands,
+        common,
+        "verify",
+        help="reconcile source and archive (exit 3 when they disagree)",
+        description="Delivered orders missing from the archive, archive documents that disagree with the "
+        "source, archive documents without a source. Exit 0 consistent, 3 not.",
+        epilog=EPILOG_VERIFY,
+    )
+    _date_window_arguments(verify)
+    verify.add_argument("--repair", action="store_true", help="archive the missing orders (the batch path)")
+    _json_argument(verify, "report")
+    verify.set_defaults(func=cmd_verify)
 
 
 def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -545,6 +504,33 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
     return ExitCode.OK if report.consistent else ExitCode.INCONSISTENT
 
 
+EPILOG_REJECTS = """examples:
+  python main.py rejects                         the rejected orders, newest first
+  python main.py rejects --json --limit 0        all of them, as JSON
+"""
+
+
+def add_rejects_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    rejects = _add_command(
+        commands,
+        common,
+        "rejects",
+        help="list the rejected orders (invalid: never archived until fixed at the source)",
+        description="The orders batch or watch rejected as invalid, newest first, with the reason. "
+        "An order fixed at the source is archived by the next run and leaves the list.",
+        epilog=EPILOG_REJECTS,
+    )
+    rejects.add_argument(
+        "--limit",
+        metavar="N",
+        type=_argument(_non_negative_int),
+        default=50,
+        help="show at most N (50; 0: all)",
+    )
+    _json_argument(rejects, "list")
+    rejects.set_defaults(func=cmd_rejects)
+
+
 def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from rejects import list_rejects
 
@@ -553,6 +539,29 @@ def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
         report = list_rejects(client, settings, args.limit or None, stop_event)
     _print_report(report, args.json)
     return ExitCode.OK
+
+
+EPILOG_RETIRE = """examples:
+  python main.py retire-watcher eu-1             a mongo-store watcher that will not come back
+  python main.py retire-watcher --token-file /data/.resume_token.json
+"""
+
+
+def add_retire_watcher_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    retire = _add_command(
+        commands,
+        common,
+        "retire-watcher",
+        help="forget a watcher that will not come back (status stops expecting it)",
+        description="Remove a stopped watcher's resume token (and end its lease), so that status no "
+        "longer reports it. Refused while it runs. Started again, it would catch up first.",
+        epilog=EPILOG_RETIRE,
+    )
+    retire.add_argument(
+        "name", nargs="?", type=_argument(parse_name), help="the watcher's --name (mongo store)"
+    )
+    retire.add_argument("--token-file", metavar="PATH", help="retire the watcher of this token file instead")
+    retire.set_defaults(func=cmd_retire_watcher)
 
 
 def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -569,15 +578,24 @@ def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) ->
     return ExitCode.OK
 
 
+def add_simulate_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    simulate = _add_command(
+        commands,
+        common,
+        "simulate",
+        help="fill a database with generated orders (also: python simulate.py)",
+        description=SIMULATE_DESCRIPTION,
+        epilog=EPILOG_SIMULATE,
+    )
+    add_simulate_arguments(simulate)
+
+
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from progress import progress_mode
-    from simulation import SimulateOptions, run_simulate
+    from simulation import SimulateOptions, simulate_into, simulate_samples
 
-    settings = _settings(
-        args,
-        {"--samples-file": args.samples_file if args.simulation else None},
-        simulation=args.simulation or None,
-    )
+    samples_file = args.samples_file if args.simulation else None
+    settings = _settings(args, {"--samples-file": samples_file}, simulation=args.simulation or None)
     options = SimulateOptions(
         count=args.count,
         seed=args.seed,
@@ -585,10 +603,13 @@ def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
         p_anomalies=args.p_anomalies,
         days=args.days,
         reset=args.reset,
-        samples_file=args.samples_file if args.simulation else None,
         progress=progress_mode(args.quiet),
     )
-    print(run_simulate(settings, options, stop_event=stop_event))
+    if samples_file:
+        print(simulate_samples(settings, options, samples_file))
+        return ExitCode.OK
+    with _connected(settings, stop_event) as client:
+        print(simulate_into(client, settings, options))
     return ExitCode.OK
 
 

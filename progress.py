@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 from logger import get_logger
 
@@ -14,7 +14,10 @@ log = get_logger("progress")
 LOG_EVERY_S = 10.0
 
 
-def progress_mode(quiet: bool) -> str:
+ProgressMode = Literal["bar", "log", "off"]  # a bar on a terminal, log lines otherwise, or nothing
+
+
+def progress_mode(quiet: bool) -> ProgressMode:
     """``bar`` when stderr is a terminal, ``log`` when it is not, ``off`` with ``-q``."""
     if quiet:
         return "off"
@@ -26,7 +29,7 @@ class Progress:
         self,
         description: str,
         total: int | None = None,
-        mode: str = "off",
+        mode: ProgressMode = "off",
         unit: str = "orders",
         log_every_s: float = LOG_EVERY_S,
     ) -> None:

@@ -6,9 +6,7 @@ matter here; the ``_patch_mongomock_*`` functions fix them (see ``shared/nx-2701
 
 from __future__ import annotations
 
-import functools
 import re
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from config import Settings
 from errors import ConfigError
 from generator import Dataset, generate_dataset, strip_markers
 from logger import get_logger
-from progress import Progress
+from progress import Progress, ProgressMode
 
 log = get_logger("simulation")
 
@@ -202,7 +200,7 @@ def fill_database(
     *,
     reset: bool = False,
     chunk_size: int = 1000,
-    progress: str = "off",
+    progress: ProgressMode = "off",
 ) -> dict[str, int]:
     """Insert the dataset in bulk (references first), ``reset`` dropping the five collections."""
     if reset:
@@ -242,38 +240,34 @@ class SimulateOptions:
     p_anomalies: float = 0.02
     days: int = 30
     reset: bool = False
-    samples_file: str | None = None  # write Extended JSON here instead of a database
-    progress: str = "off"
+    progress: ProgressMode = "off"
 
 
-def run_simulate(
-    settings: Settings, options: SimulateOptions, stop_event: threading.Event | None = None
-) -> str:
-    """Generate the data and store it; returns the summary line."""
-    started = time.monotonic()
-    generate = functools.partial(
-        generate_dataset,
+def _generate(options: SimulateOptions, first_number: int = 1) -> Dataset:
+    return generate_dataset(
         options.count,
         seed=options.seed,
         p_delivered=options.p_delivered,
         p_anomalies=options.p_anomalies,
         days=options.days,
+        first_number=first_number,
     )
-    if options.samples_file:
-        dataset = generate()
-        written = write_samples(dataset, options.samples_file, settings)
-        return (
-            f"simulate: {len(dataset.orders)} orders ({written} documents) written to {options.samples_file}"
-        )
-    from connection import open_client
 
-    client = open_client(settings, stop_event=stop_event)
-    try:
-        database = client[settings.mongodb_database]
-        dataset = generate(first_number=1 if options.reset else next_order_number(database, settings))
-        fill_database(database, dataset, settings, reset=options.reset, progress=options.progress)
-    finally:
-        client.close()
+
+def simulate_samples(settings: Settings, options: SimulateOptions, path: str) -> str:
+    """Generate the data into an Extended JSON file; returns the summary line."""
+    dataset = _generate(options)
+    written = write_samples(dataset, path, settings)
+    return f"simulate: {len(dataset.orders)} orders ({written} documents) written to {path}"
+
+
+def simulate_into(client: Any, settings: Settings, options: SimulateOptions) -> str:
+    """Generate the data into the source database of ``client``; returns the summary line.
+    (The caller opens the client: this module is what ``connection`` opens in simulation mode.)"""
+    started = time.monotonic()
+    database = client[settings.mongodb_database]
+    dataset = _generate(options, first_number=1 if options.reset else next_order_number(database, settings))
+    fill_database(database, dataset, settings, reset=options.reset, progress=options.progress)
     delivered = sum(1 for order in dataset.orders if order["status"] == settings.delivered_status)
     return (
         f"simulate: {len(dataset.orders)} orders ({delivered} delivered), {len(dataset.clients)} clients, "

@@ -22,17 +22,13 @@ from typing import Any, Protocol, TypeVar
 from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
-from enrichment import (
-    CollectionNames,
-    PiiPolicy,
-    build_enrichment_pipeline,
-    finish_archive_document,
-    status_match,
-)
+from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, status_match
 from errors import InvalidOrderError, RetryPolicy, is_transient
 from logger import get_logger
+from pii import PiiPolicy
 from rejects import Rejection
 from selection import build_selection, in_window
+from storage import MongoCollection
 
 log = get_logger("batch")
 T = TypeVar("T")
@@ -104,7 +100,7 @@ def finish_all(
 
 
 def enrich_each(
-    orders: Any, ids: list[Any], delivered_status: str, names: CollectionNames
+    orders: MongoCollection, ids: list[Any], delivered_status: str, names: CollectionNames
 ) -> list[dict[str, Any] | Rejection]:
     """The enriched delivered orders among ``ids``: one aggregation; if one order makes it fail
     over the server's limits, the same order by order, and that one is a ``Rejection``."""
@@ -143,7 +139,7 @@ class OrderSource:
     ``exclude_archived_in`` (the archive's name, when it is in the source database) lets the
     streaming aggregation skip them on the server, before any join is paid for."""
 
-    orders: Any
+    orders: MongoCollection
     names: CollectionNames
     delivered_status: str
     date_from: datetime | None
@@ -300,6 +296,48 @@ class ChunkReader:
             log.warning("reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE)
         log.warning("reading orders failed (%s); reading again in %.1fs", type(exc).__name__, delay)
         self.stop_event.wait(delay)
+
+
+# --- what is wrong with the source --------------------------------------------------------
+
+
+def missing_source(orders: Any) -> str | None:
+    """Why the orders collection cannot be read as configured, or None: it does not exist
+    (a typo in ``ORDERS_COLLECTION`` or ``MONGODB_DATABASE`` otherwise reads as "0 orders").
+    A user without ``listCollections`` gets None: the run goes on."""
+    database = orders.database
+    try:
+        names = database.list_collection_names()
+    except pymongo_errors.OperationFailure as exc:
+        log.debug("cannot list collections (%s): the orders collection is not checked", exc.code)
+        return None
+    if orders.name in names:
+        return None
+    if not names:
+        return f"database {database.name} has no collections: check MONGODB_DATABASE (and ORDERS_COLLECTION)"
+    shown = ", ".join(sorted(n for n in names if not n.startswith("system."))[:12])
+    return (
+        f"collection {database.name}.{orders.name} does not exist: check ORDERS_COLLECTION "
+        f"(this database has: {shown})"
+    )
+
+
+def unknown_status_hint(orders: Any, delivered_status: str) -> str | None:
+    """When no order at all has the delivered status: the statuses that do exist (a typo in
+    ``DELIVERED_STATUS`` otherwise reads as "nothing to archive"). Asked only after a run
+    found no delivered order; one ``distinct`` on the status index."""
+    if orders.find_one({"status": status_match(delivered_status)}, {"_id": 1}) is not None:
+        return None
+    try:
+        present = [str(s) for s in orders.distinct("status")][:12]
+    except pymongo_errors.OperationFailure:
+        present = []
+    if not present:
+        return None
+    return (
+        f"no order has status {delivered_status!r}: check DELIVERED_STATUS "
+        f"(the statuses present are: {', '.join(sorted(present))})"
+    )
 
 
 # --- walking and reading ahead -----------------------------------------------------------

@@ -16,12 +16,12 @@ from typing import Any
 
 from bson import json_util
 
-from archiver import missing_source
 from config import Settings
 from enrichment import as_utc, status_match
 from errors import retrying
 from lease import lease_key
 from rejects import RejectStore, describe_reject
+from source import missing_source
 from storage import Collections
 from tokens import watcher_name
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import ReadPreference, UpdateOne, WriteConcern
+from pymongo import MongoClient, ReadPreference, UpdateOne, WriteConcern
 from pymongo import errors as pymongo_errors
+from pymongo.collection import Collection
 
 from config import Settings
 from enrichment import CollectionNames
@@ -25,20 +26,26 @@ DUPLICATE_KEY = 11000
 WRITE_ATTEMPTS = 6
 
 
+# The pymongo types at the module boundaries (a simulation's mongomock objects stand in for
+# them: mongomock is untyped, so the checker lets them through).
+Document = dict[str, Any]
+MongoCollection = Collection[Document]
+
+
 @dataclass(frozen=True)
 class Collections:
     """The collections a run touches, from the settings' names."""
 
-    orders: Any  # the source scan: the URI's read preference
-    orders_primary: Any  # the re-reads that decide, and the purge: primary, majority
-    archive: Any
-    checkpoints: Any
-    rejects: Any
+    orders: MongoCollection  # the source scan: the URI's read preference
+    orders_primary: MongoCollection  # the re-reads that decide, and the purge: primary, majority
+    archive: MongoCollection
+    checkpoints: MongoCollection
+    rejects: MongoCollection
     names: CollectionNames
     same_database: bool
 
     @classmethod
-    def of(cls, client: Any, settings: Settings) -> Collections:
+    def of(cls, client: MongoClient[Document], settings: Settings) -> Collections:
         """Every write the archiver makes (archive, checkpoints, tokens, leases, rejects, the
         purge) waits for a majority: an acknowledged ``w: 1`` write can be rolled back by a
         failover, and a checkpoint, a token or a purge must never get ahead of an archive
@@ -47,17 +54,18 @@ class Collections:
         URI's ``readPreference``: a lagging secondary would show a delivered order as not
         delivered yet. The batch's own scan of the source follows the URI."""
         archive_db = client[settings.archive_db_name]
-        durable = {
-            "write_concern": WriteConcern(w="majority", wtimeout=settings.mongodb_write_timeout_ms),
-            "read_preference": ReadPreference.PRIMARY,
-        }
+        majority = WriteConcern(w="majority", wtimeout=settings.mongodb_write_timeout_ms)
+
+        def durable(collection: MongoCollection) -> MongoCollection:
+            return collection.with_options(write_concern=majority, read_preference=ReadPreference.PRIMARY)
+
         orders = client[settings.mongodb_database][settings.orders_collection]
         return cls(
             orders=orders,
-            orders_primary=orders.with_options(**durable),
-            archive=archive_db[settings.archive_collection].with_options(**durable),
-            checkpoints=archive_db[settings.checkpoint_collection].with_options(**durable),
-            rejects=archive_db[settings.rejects_collection].with_options(**durable),
+            orders_primary=durable(orders),
+            archive=durable(archive_db[settings.archive_collection]),
+            checkpoints=durable(archive_db[settings.checkpoint_collection]),
+            rejects=durable(archive_db[settings.rejects_collection]),
             names=CollectionNames.from_settings(settings),
             same_database=settings.archive_db_name == settings.mongodb_database,
         )

@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 
 from pymongo import ASCENDING
 
-from archiver import BatchArchiver, BatchOptions, missing_source
+from archiver import BatchArchiver, BatchOptions
 from config import Settings
 from deployment import check_deployment
 from enrichment import as_utc, build_enrichment_pipeline
 from errors import ConfigError, retrying
-from progress import Progress
+from progress import Progress, ProgressMode
 from rejects import Rejection
 from selection import build_selection, date_range, ids_after, in_window
-from source import finish_one, scan_by_id
+from source import finish_one, missing_source, scan_by_id
 from storage import Collections
 
 CHUNK = 1000
@@ -107,7 +107,7 @@ def verify(
     date_to: datetime | None = None,
     repair: bool = False,
     stop_event: threading.Event | None = None,
-    progress: str = "off",
+    progress: ProgressMode = "off",
 ) -> VerifyReport:
     """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
     (and the exit code) is the state after the repair, with what the repair did."""
@@ -132,7 +132,7 @@ def _reconcile(
     date_from: datetime | None,
     date_to: datetime | None,
     stop_event: threading.Event | None,
-    progress: str,
+    progress: ProgressMode,
 ) -> VerifyReport:
     check = _Check(Collections.of(client, settings), settings, VerifyReport(), stop_event)
     check.delivered_orders(date_from, date_to, Progress("verifying", mode=progress))

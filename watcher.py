@@ -32,10 +32,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from bson.timestamp import Timestamp
+from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
+from pymongo.change_stream import CollectionChangeStream
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings
@@ -57,7 +59,7 @@ from logger import STATS, get_logger
 from metrics import WatchMetrics
 from rejects import RejectStore
 from source import enrich_each, finish_all
-from storage import ArchiveWriter, Collections
+from storage import ArchiveWriter, Collections, Document
 from tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState, TokenStore
 
 log = get_logger("watch")
@@ -140,7 +142,7 @@ def orders_to_archive(events: list[Mapping[str, Any]], delivered_status: str) ->
 class WatchOptions:
     from_now: bool = False
     name: str = "default"
-    token_store: str = "file"
+    token_store: Literal["file", "mongo"] = "file"
 
 
 @dataclass
@@ -165,7 +167,7 @@ class _TokenUnusable(Exception):
 class Watcher:
     def __init__(
         self,
-        client: Any,
+        client: MongoClient[Document],
         settings: Settings,
         options: WatchOptions,
         *,
@@ -332,7 +334,7 @@ class Watcher:
             policy.reset()
             self._consume(stream, policy)
 
-    def _open(self, state: ResumeState) -> Any:
+    def _open(self, state: ResumeState) -> CollectionChangeStream[Document] | _Prepended:
         """Open the stream from ``state``; a refused token raises ``_TokenUnusable``."""
         kwargs = state.stream_options()
         token = state.token
@@ -348,7 +350,7 @@ class Watcher:
                 # A refused token may only be reported by the first getMore.
                 first = stream.try_next()
                 if first is not None:
-                    stream = _Prepended(stream, first)
+                    return _Prepended(stream, first)
             return stream
         except pymongo_errors.OperationFailure as exc:
             if token is not None and self._token_refused(exc):

@@ -33,10 +33,10 @@ from pymongo import InsertOne, UpdateOne  # noqa: E402
 
 from archiver import BatchArchiver, BatchOptions  # noqa: E402
 from config import Settings  # noqa: E402
+from devserver import DevServer  # noqa: E402
 from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document  # noqa: E402
 from generator import generate_dataset  # noqa: E402
 from simulation import fill_database  # noqa: E402
-from tests.nx_server import NxServer  # noqa: E402
 
 DB = "bench"
 SMALL_RUN = 20_000  # --archiver-only: the baseline run's --limit
@@ -104,7 +104,7 @@ def bulk_upserts(database, documents: list, batch_size: int) -> tuple[int, float
 
 
 def archiver_subprocess(
-    server: NxServer,
+    server: DevServer,
     settings: Settings,
     batch_size: int,
     archive_database: str | None,
@@ -162,7 +162,7 @@ def main() -> None:
 
     settings = Settings(mongodb_uri="mongodb://unused", mongodb_database=DB)
     with tempfile.TemporaryDirectory(prefix="bench-nx-") as data_dir:
-        server = NxServer(Path(data_dir)).start()
+        server = DevServer(Path(data_dir)).start()
         try:
             client = pymongo.MongoClient(server.uri, tz_aware=True)
             database = client[DB]

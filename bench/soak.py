@@ -25,9 +25,9 @@ import pymongo  # noqa: E402
 from bson import ObjectId  # noqa: E402
 
 from config import Settings  # noqa: E402
+from devserver import DevServer  # noqa: E402
 from generator import generate_dataset, strip_markers  # noqa: E402
 from simulation import fill_database  # noqa: E402
-from tests.nx_server import NxServer  # noqa: E402
 
 DB = "soak"
 
@@ -56,7 +56,7 @@ def main() -> None:
     settings = Settings(mongodb_uri="mongodb://unused", mongodb_database=DB, log_dir="")
 
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as folder:
-        server = NxServer(Path(folder) / "nx").start()
+        server = DevServer(Path(folder) / "nx").start()
         watcher = None
         try:
             client = pymongo.MongoClient(server.uri, tz_aware=True)

@@ -33,10 +33,10 @@ import pymongo  # noqa: E402
 from bson import ObjectId  # noqa: E402
 
 from config import Settings  # noqa: E402
+from devserver import DevServer  # noqa: E402
 from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document  # noqa: E402
 from generator import generate_dataset, strip_markers  # noqa: E402
 from simulation import fill_database  # noqa: E402
-from tests.nx_server import NxServer  # noqa: E402
 from watcher import Watcher, WatchOptions, build_change_stream_pipeline  # noqa: E402
 
 DB = "benchwatch"
@@ -164,7 +164,7 @@ def main() -> None:
     needed = 3 * args.singles + 2 * args.burst + args.per_event_burst
 
     with tempfile.TemporaryDirectory(prefix="bench-watch-") as folder:
-        server = NxServer(Path(folder) / "nx").start()
+        server = DevServer(Path(folder) / "nx").start()
         try:
             client = pymongo.MongoClient(server.uri, tz_aware=True)
             database = client[DB]

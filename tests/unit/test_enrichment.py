@@ -5,13 +5,12 @@ from bson import Decimal128, ObjectId
 
 from enrichment import (
     CollectionNames,
-    PiiPolicy,
     build_enrichment_pipeline,
     finish_archive_document,
     parse_datetime,
-    pseudonymise,
 )
 from errors import InvalidOrderError
+from pii import PiiPolicy, pseudonymise
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 CLIENT, COURIER, RESTAURANT = ObjectId(), ObjectId(), ObjectId()

@@ -14,9 +14,10 @@ from bson import ObjectId
 from archiver import BatchArchiver, BatchOptions
 from config import Settings, check_collection_roles, check_output_file, redact_uri, uri_password
 from connection import _network_reason
-from enrichment import is_status, mask_pii, status_forms, status_match
+from enrichment import is_status, status_forms, status_match
 from errors import ConfigError
 from logger import STATS, TextFormatter
+from pii import mask_pii
 from rejects import Rejection, RejectStore
 from tests.helpers import delivered_rejects, expected_archive_ids, seed_database
 

@@ -1,0 +1,739 @@
+"""A local development server: nx-27017 (a MongoDB wire-protocol server over SQLite) with
+its known departures from MongoDB fixed. For the demo, ``make dev-server``, the tests and the
+benchmarks; never for production data (no replication, no durability promise).
+
+nx-27017 is the only MongoDB-speaking server that installs on machines without MongoDB;
+``shared/nx-27017.md`` lists where it departs from MongoDB's documented behaviour. Each
+``_fix_*`` function below patches one such departure, so that the archiver meets what
+MongoDB does, not the stand-in's quirks. Every fix has a test in
+``tests/integration/test_nx_launcher.py`` that shows the fixed behaviour. The tests add
+fault knobs of their own on top (``tests/nx_launcher.py``).
+
+Usage::
+
+    python devserver.py --data-dir DIR -p PORT --pid-file DIR/nx.pid     (make dev-server)
+    DevServer(folder).start() ... .stop()                                (demo, tests, benchmarks)
+
+It needs the development requirements (``requirements-dev.txt``: nx-27017, neosqlite).
+
+Environment: ``NX_RESUME_RETENTION_ROWS`` sets how many change-log rows the server keeps past
+the slowest open stream (default 1000), so that a test can make history run out cheaply;
+``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN accepts (tests only).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import neosqlite.collection.query_engine as neo_query_engine
+import neosqlite.collection.query_engine.python_aggregation_engine as neo_python_engine
+import neosqlite.collection.query_helper.utils as neo_query_utils
+import pymongo
+from bson import ObjectId
+from neosqlite.collection.json_helpers import neosqlite_json_loads
+from neosqlite.collection.query_helper import QueryHelper
+from neosqlite.collection.query_helper._sql_updates import SqlUpdatesMixin
+from nx_27017 import changestream as nx_changestream
+from nx_27017.handler import NeoSQLiteHandler
+from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
+
+_fallback = threading.local()
+_unknown_cursor = threading.local()  # set by a getMore whose cursor the server does not know
+
+
+# --- Queries ------------------------------------------------------------------------------
+
+
+def _per_thread_force_fallback() -> bool:  # pragma: no cover - runs with utils' globals
+    return getattr(_NX_FALLBACK_LOCAL, "on", False)  # type: ignore[name-defined]  # noqa: F821 - resolved in neosqlite
+
+
+def _fix_force_fallback_per_thread() -> None:
+    """Fault: the SQL aggregation tier mis-encodes ``$lookup`` results (``_id`` as a string,
+    the joined array as JSON text). Its Python engine is right, but the only switch to it is
+    global, and with it on every ``find_one`` is a full scan and ObjectId-filtered
+    ``update_many``/``delete_many`` match nothing. Fix: make the switch per thread (every
+    module imported the function object, so its code is swapped in place) and turn it on
+    only while an ``aggregate`` command is handled (see ``_wrap_handle_command``)."""
+    neo_query_utils._NX_FALLBACK_LOCAL = _fallback
+    neo_query_utils.get_force_fallback.__code__ = _per_thread_force_fallback.__code__
+
+
+class _PrefetchedEngine:
+    """The query engine, except that ``find()`` yields documents fetched beforehand."""
+
+    def __init__(self, engine: Any, docs: list[dict[str, Any]]) -> None:
+        self._engine = engine
+        self._docs = docs
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        return iter(self._docs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+def _has_dotted_key(spec: Any) -> bool:
+    if isinstance(spec, dict):
+        return any(("." in k) or _has_dotted_key(v) for k, v in spec.items())
+    if isinstance(spec, list):
+        return any(_has_dotted_key(v) for v in spec)
+    return False
+
+
+_LOOKUP_STRIPS_ID = 'k: v for k, v in match_doc.items() if k != "_id"'
+
+
+def _fix_lookup_drops_foreign_id() -> None:
+    """Fault: the Python engine's ``$lookup`` drops the joined documents' ``_id``; MongoDB keeps
+    it, and the archiver needs it to tell which joined dish is which item's. Fix: recompile the
+    engine's function without that one filter (the version is pinned; fail loudly if the
+    source no longer has it)."""
+    source = inspect.getsource(neo_python_engine.execute_python_aggregation)
+    if _LOOKUP_STRIPS_ID not in source:
+        raise RuntimeError("neosqlite changed: the $lookup _id fix no longer applies")
+    source = source.replace(_LOOKUP_STRIPS_ID, "k: v for k, v in match_doc.items()")
+    exec(compile(source, neo_python_engine.__file__, "exec"), neo_python_engine.__dict__)
+    neo_query_engine.execute_python_aggregation = neo_python_engine.execute_python_aggregation
+
+
+_MISSING = object()
+
+
+def _include_paths(value: Any, paths: list[list[str]]) -> Any:
+    """MongoDB's inclusion projection of dotted ``paths`` (split) on one value: through arrays
+    element by element; a scalar where a subdocument was expected is dropped."""
+    if isinstance(value, list):
+        kept = [_include_paths(v, paths) for v in value if isinstance(v, (dict, list))]
+        return [v for v in kept if v is not _MISSING]
+    if not isinstance(value, dict):
+        return _MISSING
+    grouped: dict[str, list[list[str]]] = {}
+    for path in paths:
+        grouped.setdefault(path[0], []).append(path[1:])
+    out: dict[str, Any] = {}
+    for key, rests in grouped.items():
+        if key not in value:
+            continue
+        if any(not rest for rest in rests):
+            out[key] = value[key]
+            continue
+        projected = _include_paths(value[key], rests)
+        if projected is not _MISSING:
+            out[key] = projected
+    return out
+
+
+def _fix_dotted_inclusion_projection() -> None:
+    """Fault: the Python engine's ``$project`` ignores dotted inclusion paths
+    (``{"client.nom": 1}`` yields no ``client``), which MongoDB applies through subdocuments
+    and arrays of them. Fix: apply plain inclusion projections with a dotted path the
+    MongoDB way; anything else (expressions, exclusions) goes to the engine as before."""
+    original = QueryHelper._apply_projection
+
+    @functools.wraps(original)
+    def apply_projection(self: Any, projection: dict[str, Any], document: dict[str, Any]) -> Any:
+        if (
+            projection
+            and any("." in key for key in projection)
+            and all(
+                v in (0, 1, True, False) and not (k != "_id" and v in (0, False))
+                for k, v in projection.items()
+            )
+        ):
+            paths = [key.split(".") for key, v in projection.items() if v and key != "_id"]
+            if projection.get("_id", 1):
+                paths.append(["_id"])
+            return _include_paths(document, paths)
+        return original(self, projection, document)
+
+    QueryHelper._apply_projection = apply_projection
+
+
+def _fix_python_aggregation_full_load() -> None:
+    """Fault: the Python aggregation engine loads the whole collection on every call, so a
+    one-order enrichment costs a full scan. Fix: when the pipeline starts with a ``$match``
+    without dotted keys, fetch those documents with the indexed ``find`` (switch off), then
+    run the pipeline (its ``$match`` included, harmlessly) over them."""
+    original = neo_query_engine.execute_python_aggregation
+
+    @functools.wraps(original)
+    def execute(query_engine: Any, pipeline: list[dict[str, Any]], session: Any = None):
+        first = pipeline[0] if pipeline else None
+        if isinstance(first, dict) and set(first) == {"$match"}:
+            match = first["$match"]
+            if isinstance(match, dict) and not _has_dotted_key(match):
+                previous = getattr(_fallback, "on", False)
+                _fallback.on = False
+                try:
+                    docs = list(query_engine.find(match, session=session))
+                finally:
+                    _fallback.on = previous
+                return original(_PrefetchedEngine(query_engine, docs), pipeline, session)
+        return original(query_engine, pipeline, session)
+
+    neo_query_engine.execute_python_aggregation = execute
+
+
+def _rewrite_objectid_equality(spec: Any) -> Any:
+    """``{field: oid}`` / ``{field: {"$eq": oid}}`` -> ``{field: {"$in": [oid]}}``: the same query
+    in MongoDB, and the only form nx's SQL tier matches on a field other than ``_id``. Not for
+    dotted paths, where ``$in`` fails in both of nx's tiers."""
+    if not isinstance(spec, dict):
+        return spec
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key in ("$and", "$or", "$nor") and isinstance(value, list):
+            out[key] = [_rewrite_objectid_equality(v) for v in value]
+        elif key == "_id" or key.startswith("$") or "." in key:
+            out[key] = value
+        elif isinstance(value, ObjectId):
+            out[key] = {"$in": [value]}
+        elif isinstance(value, dict) and set(value) == {"$eq"} and isinstance(value["$eq"], ObjectId):
+            out[key] = {"$in": [value["$eq"]]}
+        else:
+            out[key] = value
+    return out
+
+
+def _rewrite_statements(statements: Any) -> Any:
+    if not isinstance(statements, list):
+        return statements
+    return [
+        _upsert_keeps_id({**s, "q": _rewrite_objectid_equality(s["q"])})
+        if isinstance(s, dict) and "q" in s
+        else s
+        for s in statements
+    ]
+
+
+def _upsert_keeps_id(statement: dict[str, Any]) -> dict[str, Any]:
+    """Fault: an upsert whose ``_id`` is only in the filter (``{q: {_id: oid}, u: {$set: …},
+    upsert: true}``) inserts a document whose ``_id`` is the ObjectId's hex *string*; MongoDB
+    takes the filter's equality fields as they are. Fix: give the insert the filter's ``_id``
+    through ``$setOnInsert`` (what MongoDB's upsert does by itself)."""
+    query, update = statement.get("q"), statement.get("u")
+    if not statement.get("upsert") or not isinstance(query, dict) or not isinstance(update, dict):
+        return statement
+    key = query.get("_id")
+    if key is None or isinstance(key, dict) or not update or not all(k.startswith("$") for k in update):
+        return statement
+    on_insert = update.get("$setOnInsert") or {}
+    if "_id" in on_insert or "_id" in (update.get("$set") or {}):
+        return statement
+    return {**statement, "u": {**update, "$setOnInsert": {**on_insert, "_id": key}}}
+
+
+def _fix_statement(statement: dict[str, Any]) -> dict[str, Any]:
+    return _upsert_keeps_id({**statement, "q": _rewrite_objectid_equality(statement["q"])})
+
+
+def _rewrite_pipeline(pipeline: list[Any]) -> list[Any]:
+    return [
+        {"$match": _rewrite_objectid_equality(stage["$match"])}
+        if isinstance(stage, dict) and set(stage) == {"$match"}
+        else stage
+        for stage in pipeline
+    ]
+
+
+_AUTH_FAILED = {
+    "ok": 0,
+    "code": 18,
+    "codeName": "AuthenticationFailed",
+    "errmsg": "Authentication failed.",
+}
+_AUTH_COMMANDS = ("saslStart", "saslContinue", "authenticate")
+
+
+def _plain_users() -> set[bytes]:
+    """``NX_PLAIN_USERS=user:password,...``: accounts the PLAIN mechanism accepts (tests only)."""
+    users = set()
+    for entry in os.environ.get("NX_PLAIN_USERS", "").split(","):
+        if ":" in entry:
+            user, password = entry.split(":", 1)
+            users.add(f"\x00{user}\x00{password}".encode())
+    return users
+
+
+def _authenticate(command: dict[str, Any]) -> dict[str, Any]:
+    """SASL PLAIN (RFC 4616, MongoDB's LDAP mechanism) for the accounts of ``NX_PLAIN_USERS``,
+    so that tests can run every command with a password in the URI; anything else gets what
+    MongoDB answers an unknown user."""
+    payload = command.get("payload")
+    if command.get("mechanism") == "PLAIN" and payload is not None and bytes(payload) in _plain_users():
+        return {"ok": 1, "conversationId": 1, "done": True, "payload": b""}
+    return dict(_AUTH_FAILED)
+
+
+def _compound_with_id(index: Any) -> bool:
+    key = index.get("key") if isinstance(index, dict) else None
+    return isinstance(key, dict) and "_id" in key and len(key) > 1
+
+
+def _answered_here(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A reply the wrapper gives itself: authentication, or an index build left with nothing."""
+    if any(c in body for c in _AUTH_COMMANDS):
+        return _authenticate(body)
+    indexes = body.get("indexes")
+    if "createIndexes" in body and isinstance(indexes, list) and all(_compound_with_id(ix) for ix in indexes):
+        return {"ok": 1, "note": "compound index on _id skipped (nx-27017)"}
+    return None
+
+
+def _without_compound_id_indexes(body: dict[str, Any]) -> dict[str, Any]:
+    if "createIndexes" in body and isinstance(body.get("indexes"), list):
+        return {**body, "indexes": [ix for ix in body["indexes"] if not _compound_with_id(ix)]}
+    return body
+
+
+def _rewrite_section(section_type: str, doc: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The section with ObjectId equality, upserts and pipelines fixed; True for an aggregate."""
+    doc = dict(doc)
+    for key in ("filter", "query"):
+        if isinstance(doc.get(key), dict):
+            doc[key] = _rewrite_objectid_equality(doc[key])
+    for key in ("updates", "deletes"):
+        if key in doc:
+            doc[key] = _rewrite_statements(doc[key])
+    pipeline = doc.get("pipeline")
+    if (
+        section_type == "body"
+        and "aggregate" in doc
+        and isinstance(pipeline, list)
+        and not nx_changestream.is_change_stream_pipeline(pipeline)
+    ):
+        doc["pipeline"] = convert_bson_to_neo_objectids(_rewrite_pipeline(pipeline))
+        return doc, True
+    return doc, False
+
+
+def _wrap_handle_command() -> None:
+    """One wrapper around the command entry point carries five fixes:
+
+    - aggregate (not change streams) runs on the Python engine: the per-thread switch is on
+      only while it is handled (see ``_fix_force_fallback_per_thread``);
+    - ObjectIds inside an aggregate pipeline are converted to neosqlite's, as nx already does
+      for find/update/delete (otherwise ``{$match: {_id: oid}}`` matches nothing);
+    - ObjectId equality on a non-``_id`` field is rewritten to ``$in`` in ``filter``, ``query``,
+      the ``q`` of ``updates``/``deletes`` (body or payload sections) and ``$match`` stages;
+    - ``saslStart``/``saslContinue``/``authenticate`` answer what MongoDB with access control
+      answers an unknown user (code 18), instead of a reply pymongo cannot read
+      (``KeyError: 'payload'``); PLAIN succeeds for the test accounts of ``NX_PLAIN_USERS``;
+    - ``createIndexes`` of a compound key with ``_id`` (``{status: 1, _id: 1}``, which MongoDB
+      builds) fails in neosqlite ("JSON path error near '_id'"): such an index is skipped
+      and the command succeeds (it only speeds up a walk in ``_id`` order).
+    """
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        sections = []
+        is_aggregate = False
+        for section_type, doc in msg.get("sections", []):
+            if isinstance(doc, dict) and section_type == "body":
+                early = _answered_here(doc)
+                if early is not None:
+                    return msg["request_id"], early
+                doc = _without_compound_id_indexes(doc)
+            if isinstance(doc, dict):
+                doc, aggregate = _rewrite_section(section_type, doc)
+                is_aggregate = is_aggregate or aggregate
+            sections.append((section_type, doc))
+        msg = {**msg, "sections": sections}
+        if not is_aggregate:
+            return original(self, msg)
+        previous = getattr(_fallback, "on", False)
+        _fallback.on = True
+        try:
+            return original(self, msg)
+        finally:
+            _fallback.on = previous
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
+def _fix_invalidate_on_drop() -> None:
+    """Fault: dropping (or renaming) a watched collection sends no ``invalidate`` event; the
+    stream stays open and silently sees nothing, even after the collection is re-created.
+    MongoDB sends ``invalidate`` and closes the cursor. Fix: a change-stream ``getMore`` that
+    finds nothing new and the collection's triggers gone answers one ``invalidate`` event
+    (its token resumable with ``startAfter``) and closes the stream (cursor id 0)."""
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = next((doc for kind, doc in msg.get("sections", []) if kind == "body"), None)
+        stream = None
+        if isinstance(body, dict) and "getMore" in body:
+            try:
+                stream = self._change_stream_manager.get_stream(int(body["getMore"]))
+            except (TypeError, ValueError):
+                stream = None
+        request_id, reply = original(self, msg)
+        cursor = reply.get("cursor") if isinstance(reply, dict) else None
+        if stream is None or not isinstance(cursor, dict) or cursor.get("nextBatch"):
+            return request_id, reply
+        manager = self._change_stream_manager
+        tracker = manager._trackers.get((stream.db_name, stream.collection_name))
+        if tracker is None:
+            return request_id, reply
+        with self._lock_for(stream.db_name):
+            live = manager._triggers_live(tracker)
+        if live:
+            return request_id, reply
+        token = nx_changestream._wire_token(stream._watermark)
+        now = datetime.now(UTC)
+        manager.close_stream(stream._id)
+        invalidate = {"_id": token, "operationType": "invalidate", "clusterTime": now, "wallTime": now}
+        return request_id, {
+            **reply,
+            "cursor": {**cursor, "id": 0, "nextBatch": [invalidate], "postBatchResumeToken": token},
+        }
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
+def _fix_unknown_cursor_reads_as_exhausted() -> None:
+    """Fault: a ``getMore`` on a cursor the server does not know answers ``ok: 1`` with an
+    empty batch and cursor id 0, the reply of a cursor that simply ended. nx-27017 closes a
+    connection's cursors when that connection drops, and pymongo sends the next ``getMore``
+    on another connection, so after a network cut a half-read query looks complete and
+    every order after the cut is silently skipped. MongoDB answers error 43
+    ``CursorNotFound`` (pymongo raises ``CursorNotFound``), which the archiver retries from
+    its last position. Fix: when the data-cursor lookup of a ``getMore`` finds nothing (a
+    cursor that ended was removed with its last batch, so pymongo never asks for it again),
+    the reply is that error. Closing cursors on disconnect is kept: it is what a cursor
+    lost to a failover or a timeout looks like."""
+    lookup = NeoSQLiteHandler._getmore_data
+
+    @functools.wraps(lookup)
+    def _getmore_data(self: Any, cursor_id: int, batch_size: int) -> dict[str, Any] | None:
+        data = lookup(self, cursor_id, batch_size)
+        if data is None:
+            _unknown_cursor.id = cursor_id
+        return data
+
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        _unknown_cursor.id = None
+        request_id, reply = original(self, msg)
+        cursor_id, _unknown_cursor.id = _unknown_cursor.id, None
+        if cursor_id is None:
+            return request_id, reply
+        return request_id, {
+            "ok": 0,
+            "code": 43,
+            "codeName": "CursorNotFound",
+            "errmsg": f"cursor id {cursor_id} not found",
+        }
+
+    NeoSQLiteHandler._getmore_data = _getmore_data
+    NeoSQLiteHandler.handle_command = handle_command
+
+
+# --- Change streams -------------------------------------------------------------------------
+
+
+def _fix_change_event_documents() -> None:
+    """Faults: ``fullDocument`` holds neosqlite's storage encoding (ObjectIds as
+    ``{"__neosqlite_objectid__": ...}``, dates as ``{"$date": ...}``), delete events carry a
+    document, and ``updateDescription`` is always null. Fix: decode the document to BSON
+    types, drop it from deletes, and give updates an ``updateDescription`` listing every field
+    of the post-image (nx keeps no pre-image: a superset of what changed, which an idempotent
+    consumer absorbs)."""
+    original = nx_changestream.ChangeStreamManager._translate_row
+
+    @functools.wraps(original)
+    def translate_row(self: Any, stream: Any, rowid: int, row: Any) -> dict[str, Any] | None:
+        event = original(self, stream, rowid, row)
+        if event is None:
+            return None
+        document = event.get("fullDocument")
+        if event.get("operationType") == "delete":
+            event.pop("fullDocument", None)
+        elif isinstance(document, dict):
+            decoded = neosqlite_json_loads(json.dumps(document))
+            event["fullDocument"] = convert_neo_to_bson_objectids(decoded)
+        if event.get("operationType") == "update":
+            post_image = event.get("fullDocument") or {}
+            event["updateDescription"] = {
+                "updatedFields": {k: v for k, v in post_image.items() if k != "_id"},
+                "removedFields": [],
+                "truncatedArrays": [],
+            }
+        else:
+            event.pop("updateDescription", None)
+        event["documentKey"] = convert_neo_to_bson_objectids(event.get("documentKey"))
+        return event
+
+    nx_changestream.ChangeStreamManager._translate_row = translate_row
+
+
+def _matches(document: Any, spec: Any) -> bool:
+    if not isinstance(spec, dict):
+        return True
+    for key, condition in spec.items():
+        if key == "$or":
+            if not any(_matches(document, sub) for sub in condition):
+                return False
+        elif key == "$and":
+            if not all(_matches(document, sub) for sub in condition):
+                return False
+        elif key == "$nor":
+            if any(_matches(document, sub) for sub in condition):
+                return False
+        elif not nx_changestream._match_spec(nx_changestream._get_dotted(document, key), condition):
+            return False
+    return True
+
+
+def _pipeline_matches(change: dict[str, Any], pipeline: list[dict[str, Any]]) -> bool:
+    for stage in pipeline:
+        if isinstance(stage, dict) and set(stage) == {"$match"} and not _matches(change, stage["$match"]):
+            return False
+    return True
+
+
+def _fix_change_stream_match() -> None:
+    """Fault: the stream's ``$match`` knows only top-level equality and a few operators:
+    ``$or``/``$and``/``$nor`` match nothing, so a standard "delivered now" filter drops every
+    event. Fix: recurse into them, with nx's own leaf predicate."""
+    nx_changestream._pipeline_matches = _pipeline_matches
+
+
+# Newest change-log row that pruning deleted, per (db, collection): a token older than it
+# points into history the server no longer has.
+_pruned_through: dict[tuple[str, str], int] = {}
+_pruned_lock = threading.Lock()
+
+
+def _fix_history_loss_detection() -> None:
+    """Fault: a resume token whose history was pruned is resumed from silently, losing every
+    change in between. Fix: remember the newest pruned row per collection; a token older than
+    it fails with ChangeStreamHistoryLost (286), as MongoDB does when the oplog has rolled."""
+    original = nx_changestream.ChangeStreamManager._prune
+
+    @functools.wraps(original)
+    def prune(self: Any, db_name: str, collection_name: str) -> None:
+        with self._lock:
+            tracker = self._trackers.get((db_name, collection_name))
+            marks = [
+                s._watermark
+                for s in self._streams.values()
+                if not s._closed and s.db_name == db_name and s.collection_name == collection_name
+            ]
+        newest_deleted = None
+        if tracker is not None and marks and min(marks) > 0:
+            try:
+                row = (
+                    tracker["collection"]
+                    .db.execute(
+                        "SELECT MAX(id) FROM _neosqlite_changestream "
+                        "WHERE collection_name = ? AND id < ? AND id NOT IN ("
+                        "SELECT id FROM _neosqlite_changestream "
+                        "WHERE collection_name = ? ORDER BY id DESC LIMIT ?)",
+                        (
+                            collection_name,
+                            min(marks),
+                            collection_name,
+                            nx_changestream._RESUME_RETENTION_ROWS,
+                        ),
+                    )
+                    .fetchone()
+                )
+                newest_deleted = row[0] if row else None
+            except Exception:  # the original prune skips on the same errors
+                newest_deleted = None
+        original(self, db_name, collection_name)
+        if newest_deleted is not None:
+            with _pruned_lock:
+                key = (db_name, collection_name)
+                _pruned_through[key] = max(_pruned_through.get(key, 0), int(newest_deleted))
+
+    nx_changestream.ChangeStreamManager._prune = prune
+
+
+def _fix_resume_token_validation() -> None:
+    """Faults: an unreadable resume token is accepted and the stream starts "now"; a token
+    whose history was pruned is resumed from. Both lose changes silently. Fix: refuse them
+    as MongoDB does, with InvalidResumeToken (260) and ChangeStreamHistoryLost (286)."""
+    original = NeoSQLiteHandler._handle_change_stream
+
+    @functools.wraps(original)
+    def handle_change_stream(
+        self: Any,
+        request_id: int,
+        coll_name: str,
+        pipeline: list[dict],
+        db: Any,
+        db_name: str = "test",
+        owner: Any = None,
+    ) -> tuple[int, dict[str, Any]]:
+        options = nx_changestream.extract_change_stream_options(pipeline)
+        token = options.get("resume_after")
+        if token is None:
+            token = options.get("start_after")
+        if token is not None:
+            rowid = nx_changestream._wire_rowid(token)
+            if rowid is None:
+                return request_id, {
+                    "ok": 0,
+                    "code": 260,
+                    "codeName": "InvalidResumeToken",
+                    "errmsg": f"cannot decode resume token {token!r}",
+                }
+            with _pruned_lock:
+                pruned = _pruned_through.get((db_name, coll_name), 0)
+            if rowid < pruned:
+                return request_id, {
+                    "ok": 0,
+                    "code": 286,
+                    "codeName": "ChangeStreamHistoryLost",
+                    "errmsg": "Resume of change stream was not possible, as the resume point "
+                    "may no longer be in the oplog.",
+                }
+        return original(self, request_id, coll_name, pipeline, db, db_name, owner)
+
+    NeoSQLiteHandler._handle_change_stream = handle_change_stream
+
+
+def _fix_retention_knob() -> None:
+    """Fault: retained history is fixed at 1000 rows past the slowest open stream, so a test
+    cannot make it run out cheaply. Fix: read it from ``NX_RESUME_RETENTION_ROWS``."""
+    value = os.environ.get("NX_RESUME_RETENTION_ROWS")
+    if value:
+        nx_changestream._RESUME_RETENTION_ROWS = int(value)
+
+
+def _fix_dates_set_by_updates() -> None:
+    """Fault: a datetime that an update's ``$set`` (or ``$setOnInsert``) writes into an existing
+    document goes through neosqlite's SQL tier (``json_set``), where sqlite3 binds it as text
+    (``'2026-11-26 14:08:13.755000'``): read back, it is a string, and a pipeline's date range
+    never matches it. Fix: such an update takes neosqlite's Python tier, which stores dates as
+    it stores inserted ones."""
+    original = SqlUpdatesMixin._can_use_sql_updates
+
+    @functools.wraps(original)
+    def can_use_sql_updates(self: Any, update_spec: dict[str, Any], *args: Any, **kwargs: Any) -> bool:
+        if any(
+            isinstance(value, datetime)
+            for fields in update_spec.values()
+            if isinstance(fields, dict)
+            for value in fields.values()
+        ):
+            return False
+        return original(self, update_spec, *args, **kwargs)
+
+    SqlUpdatesMixin._can_use_sql_updates = can_use_sql_updates
+
+
+def apply_fixes() -> None:
+    _fix_dates_set_by_updates()
+    _fix_force_fallback_per_thread()
+    _fix_lookup_drops_foreign_id()
+    _fix_dotted_inclusion_projection()
+    _fix_python_aggregation_full_load()
+    _wrap_handle_command()
+    _fix_invalidate_on_drop()
+    _fix_unknown_cursor_reads_as_exhausted()
+    _fix_change_event_documents()
+    _fix_change_stream_match()
+    _fix_history_loss_detection()
+    _fix_resume_token_validation()
+    _fix_retention_knob()
+
+
+# --- starting and stopping one -------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DevServer:
+    """One nx-27017 process on a free port and its own temp data directory."""
+
+    launcher = Path(__file__).resolve()  # this module, run as a script (see the end)
+
+    def __init__(self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or _free_port()
+        self.env = env or {}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 30.0) -> DevServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(self.launcher),
+                "--data-dir",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "--pid-file",
+                str(self.data_dir / "nx.pid"),
+                "--log-file",
+                str(self.data_dir / "nx.log"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,  # its own process group: stop() signals all of it
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nx-27017 exited: {(self.data_dir / 'server.log').read_text()[-2000:]}")
+            try:
+                client: pymongo.MongoClient[dict[str, Any]]
+                with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=300) as client:
+                    client.admin.command("ping")
+                return self
+            except pymongo.errors.PyMongoError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("nx-27017 did not answer ping in time")
+
+    def stop(self) -> None:
+        """SIGTERM, wait, then SIGKILL: a busy nx-27017 can ignore SIGTERM."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+
+if __name__ == "__main__":
+    apply_fixes()
+    from nx_27017.nx_27017 import main
+
+    sys.exit(main())
