@@ -6,6 +6,7 @@
         proxy.refuse_for(10)         # new connections refused (closed at once) for 10 s
         proxy.latency = 0.05         # each forwarded chunk delayed by 50 ms
         proxy.cut_after_bytes = 4096 # each new connection dies after that many bytes upstream
+        proxy.cut_after_reply_bytes = 600_000  # ... or after that many bytes of replies (counted in cuts)
 
 It runs its own asyncio loop in a daemon thread and only ever connects to 127.0.0.1.
 """
@@ -25,6 +26,7 @@ class FaultProxy:
         self.upstream = (upstream_host, upstream_port)
         self.latency = 0.0
         self.cut_after_bytes: int | None = None
+        self.cut_after_reply_bytes: int | None = None
         self.refuse_until = 0.0
         self.cuts = 0
         self.connections = 0
@@ -132,7 +134,9 @@ class FaultProxy:
         budget = [self.cut_after_bytes]
         await asyncio.gather(
             self._pipe(client_reader, upstream_writer, budget, (client_writer, upstream_writer)),
-            self._pipe(upstream_reader, client_writer, [None], (client_writer, upstream_writer)),
+            self._pipe(
+                upstream_reader, client_writer, [self.cut_after_reply_bytes], (client_writer, upstream_writer)
+            ),
             return_exceptions=True,
         )
 
@@ -153,6 +157,7 @@ class FaultProxy:
                 if budget[0] is not None:
                     if len(data) >= budget[0]:
                         writer.write(data[: budget[0]])
+                        self.cuts += 1
                         break
                     budget[0] -= len(data)
                 writer.write(data)

@@ -123,3 +123,29 @@ def deliver(orders, ids, when=None) -> None:
 def pending_ids(dataset, count=None) -> list:
     ids = [o["_id"] for o in dataset.orders if o["status"] != "livrée" and "_dirty" not in o]
     return ids[:count] if count else ids
+
+
+class InProcessResult:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_in_process(
+    *args: str, env: dict[str, str], cwd: Path, monkeypatch: Any, capsys: Any, script: str = "main.py"
+) -> InProcessResult:
+    """A one-shot command the way ``run_cli`` runs it, in this process: the same settings
+    (only ``env`` and the folder's files), a second instead of a Python start-up. For
+    commands that return; a service (``watch``) runs as a subprocess."""
+    from config import ENV_VARS
+    from main import main, simulate_main
+
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        for var in ENV_VARS:
+            patch.delenv(var, raising=False)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.chdir(cwd)
+        code = (simulate_main if script == "simulate.py" else main)(list(args))
+    out, err = capsys.readouterr()
+    return InProcessResult(int(code), out, err)

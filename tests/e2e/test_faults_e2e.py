@@ -62,30 +62,30 @@ def watch_env(uri: str, db_name: str, tmp_path: Path, *, timeout_ms: int) -> dic
     }
 
 
-def test_batch_with_connections_cut_every_few_seconds(nx_server, nx_client, nx_settings, db_name, tmp_path):
+def test_batch_with_connections_cut_mid_reply(nx_server, nx_client, nx_settings, db_name, tmp_path):
+    """Every connection dies after 600 kB of replies (a getMore of 500 enriched orders is
+    about 420 kB): the stream breaks mid-reply several times, the run goes on in pages, and
+    completes in one go. Cut by the bytes, not the clock: the same cuts on a fast or a slow
+    machine, and no waiting for a timer."""
     database = nx_client[db_name]
-    dataset = seed_database(database, nx_settings, 20_000, seed=71, p_delivered=0.3, p_anomalies=0.01)
+    dataset = seed_database(database, nx_settings, 5000, seed=71, p_delivered=0.5, p_anomalies=0.01)
     expected = expected_archive_ids(dataset)
-    with FaultProxy(nx_server.port) as proxy, Cutter(proxy, period=5.0):
+    with FaultProxy(nx_server.port) as proxy:
+        proxy.cut_after_reply_bytes = 600_000
         env = {
             "MONGODB_URI": proxy.uri,
             "MONGODB_DATABASE": db_name,
             "LOG_DIR": "",
             "MONGODB_TIMEOUT_MS": "2000",
         }
-        runs = []
-        for _ in range(5):  # "completes, or exits 1 and a re-run completes"
-            result = run_cli(
-                "batch", "--run", "--purge-source", "--batch-size", "200", env=env, cwd=tmp_path, timeout=300
-            )
-            runs.append(result.returncode)
-            assert result.returncode in (0, 1, 3), result.stderr
-            assert "Traceback" not in result.stderr
-            if result.returncode != 1:
-                break
+        result = run_cli(
+            "batch", "--run", "--purge-source", "--batch-size", "200", env=env, cwd=tmp_path, timeout=300
+        )
         cuts = proxy.cuts
-    assert runs[-1] in (0, 3), runs
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 3, result.stderr  # done; the seed's invalid orders are new: exit 3
     assert cuts >= 3, "the faults were not injected"
+    assert "read failures" in result.stdout  # it went on through them, and says so
     archive = database["Commande_archive"]
     archived = {d["_id"] for d in archive.find({}, {"_id": 1})}
     assert archived == expected
@@ -96,13 +96,13 @@ def test_batch_with_connections_cut_every_few_seconds(nx_server, nx_client, nx_s
     assert purged == archived  # and everything archived was purged
 
 
-def test_watch_burst_with_cuts_and_the_proxy_down_for_ten_seconds(
+def test_watch_burst_with_cuts_and_the_proxy_down_for_four_seconds(
     nx_server, nx_client, nx_settings, db_name, tmp_path
 ):
     database = nx_client[db_name]
-    dataset = seed_database(database, nx_settings, 6000, seed=72, p_delivered=0.1, p_anomalies=0.0)
+    dataset = seed_database(database, nx_settings, 2500, seed=72, p_delivered=0.1, p_anomalies=0.0)
     expected = expected_archive_ids(dataset)
-    burst = pending_ids(dataset, 5000)
+    burst = pending_ids(dataset, 2000)
     with FaultProxy(nx_server.port) as proxy:
         watcher = WatchProcess(watch_env(proxy.uri, db_name, tmp_path, timeout_ms=2000), tmp_path)
         try:
@@ -115,14 +115,15 @@ def test_watch_burst_with_cuts_and_the_proxy_down_for_ten_seconds(
                     orders.update_many(
                         {"_id": {"$in": burst[start : start + 100]}}, {"$set": {"status": "livrée"}}
                     )
-                    time.sleep(0.2)
+                    time.sleep(0.1)
 
             sender = threading.Thread(target=deliver, daemon=True)
             sender.start()
-            with Cutter(proxy, period=1.5):
-                time.sleep(5)
-            proxy.refuse_for(10)
-            time.sleep(10)
+            with Cutter(proxy, period=0.7):
+                time.sleep(2.5)
+            # Down longer than the server selection timeout (2 s): the watcher's own reconnects.
+            proxy.refuse_for(4)
+            time.sleep(4)
             sender.join(60)
             expected |= set(burst)
             wait_for(

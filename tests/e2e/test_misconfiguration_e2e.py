@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import PLAIN_PASSWORD, PLAIN_USER, run_cli
-from tests.helpers import seed_database
+from tests.helpers import run_in_process, seed_database
 
 pytestmark = pytest.mark.e2e
 
@@ -135,7 +135,7 @@ def test_an_unusable_log_folder_or_samples_file_is_exit_2(tmp_path):
     assert "--samples-file /nonexistent/s.json: the folder" in one_line_error(result, 2)
 
 
-def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path):
+def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path, monkeypatch, capsys):
     host = nx_server.uri.removeprefix("mongodb://").rstrip("/")
     cases = [
         ("mongodb://127.0.0.1:9/", "127.0.0.1:9: connection refused"),
@@ -153,7 +153,8 @@ def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path):
         ),
     ]
     for uri, expected in cases:
-        result = run_cli("batch", env={"MONGODB_URI": uri, "MONGODB_TIMEOUT_MS": "500"}, cwd=tmp_path)
+        env = {"MONGODB_URI": uri, "MONGODB_TIMEOUT_MS": "500"}
+        result = run_in_process("batch", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
         line = one_line_error(result, 1)
         assert expected in line, line
         assert "unexpected" not in line

@@ -32,7 +32,15 @@ STORES = ["file", "mongo"]
 
 @pytest.fixture
 def env(nx_env, tmp_path):
-    return {**nx_env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json"), "WATCH_HEARTBEAT_S": "1"}
+    # A short lease: a watcher restarted after a kill -9 (mongo store) waits for its dead
+    # predecessor's lease to expire, 3 s here instead of the 15 s default.
+    return {
+        **nx_env,
+        "RESUME_TOKEN_FILE": str(tmp_path / "token.json"),
+        "WATCH_HEARTBEAT_S": "1",
+        "WATCH_LEASE_TTL_S": "3",
+        "WATCH_LEASE_RENEW_S": "1",
+    }
 
 
 @pytest.fixture
