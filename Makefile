@@ -35,8 +35,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two workers, each with its own test server and databases: most end-to-end time is waiting
+# (for a watcher, a lease, a server), so two overlap well even on 2 cores.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # The edit loop: lint, then the unit tests only (mongomock and the in-process CLI, well under a minute).
 test-fast: lint

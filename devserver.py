@@ -671,6 +671,7 @@ class DevServer:
     """One nx-27017 process on a free port and its own temp data directory."""
 
     launcher = Path(__file__).resolve()  # this module, run as a script (see the end)
+    stop_timeout = 5.0  # seconds between SIGTERM and SIGKILL
 
     def __init__(self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
@@ -724,7 +725,7 @@ class DevServer:
             return
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=5)

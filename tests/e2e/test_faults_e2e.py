@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pymongo
@@ -155,7 +156,7 @@ def test_server_restarted_during_watch(nx_settings, db_name, tmp_path):
                 wait_for(lambda: archived_ids(client[db_name]) == expected, what="catch-up")
             wait_for(lambda: Path(tmp_path / "token.json").exists(), what="the start token")
             server.stop()
-            time.sleep(3)
+            time.sleep(1.5)  # down past the 1 s selection timeout: the watcher must reconnect
             server = NxServer(tmp_path / "nx", port=server.port).start()
             with pymongo.MongoClient(server.uri, tz_aware=True) as client:
                 database = client[db_name]
@@ -183,7 +184,7 @@ def test_server_restarted_during_watch(nx_settings, db_name, tmp_path):
 def ha_env(nx_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return {
         **nx_env,
-        "WATCH_LEASE_TTL_S": "4",
+        "WATCH_LEASE_TTL_S": "3",
         "WATCH_LEASE_RENEW_S": "1",
         "WATCH_HEARTBEAT_S": "1",
         "LOG_DIR": "",
@@ -232,7 +233,7 @@ def test_standby_takes_over_when_the_leader_is_killed_mid_burst(
             what="the burst",
             on_timeout=standby.output,
         )
-        assert takeover_s < 4 + 2 + 1  # within the lease time (4 s), a renewal period and some slack
+        assert takeover_s < 3 + 2 + 1  # within the lease time (3 s), a renewal period and some slack
         assert database["archiver_checkpoints"].find_one({"_id": "watch:ha"})["term"] == 2
     finally:
         if standby is not None:
@@ -277,7 +278,16 @@ def test_a_paused_old_leader_cannot_overwrite_the_new_leaders_checkpoint(
             database["Commande"].update_one({"_id": order_id}, {"$set": {"status": "livrée"}})
         expected |= set(first[20:])
         wait_for(lambda: archived_ids(database) == expected, what="later deliveries")
-        time.sleep(2)  # the old leader's renewals and heartbeats, if any, would land now
+        # The old leader's renewals and heartbeats, if any, land while the new one renews
+        # twice more: wait for that (a positive sign that time passed with both running).
+        renewed = database["archiver_checkpoints"].find_one({"_id": "lease:ha"})["expires_at"]
+        wait_for(
+            lambda: (
+                database["archiver_checkpoints"].find_one({"_id": "lease:ha"})["expires_at"]
+                >= renewed + timedelta(seconds=2)
+            ),
+            what="two renewals of the new leader",
+        )
         checkpoint = database["archiver_checkpoints"].find_one({"_id": "watch:ha"})
         assert checkpoint["term"] == 2
         lease = database["archiver_checkpoints"].find_one({"_id": "lease:ha"})
