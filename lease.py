@@ -144,7 +144,8 @@ class Lease:
     def _keep_renewing(self) -> None:
         while not self._lost.is_set() and not self.stop_event.wait(self.renew_s):
             try:
-                if not self._renew():
+                # (A renewal in flight when the lease is released finds it gone: not a takeover.)
+                if not self._renew() and not self._lost.is_set():
                     log.warning("lease %s was taken over (term %s is over)", self.key, self.term)
                     self._lost.set()
             except pymongo_errors.PyMongoError as exc:
