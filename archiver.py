@@ -15,12 +15,11 @@ document is confirmed present.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -28,6 +27,7 @@ from typing import Any, Literal, TypeVar
 from bson import json_util
 from pymongo import ASCENDING, MongoClient
 
+from checkpoint import EPOCH, BatchCheckpoint, BatchState, Pass, checkpoint_key, plan_pass, with_progress
 from config import Settings
 from deployment import check_deployment
 from enrichment import status_match
@@ -37,11 +37,12 @@ from errors import (
     as_archiver_error,
     retrying,
 )
+from lease import server_time
 from logger import get_logger
 from pii import mask_pii
 from progress import Progress, ProgressMode
 from rejects import Rejection, RejectStore
-from selection import build_selection, date_range
+from selection import date_range
 from source import Chunk, ChunkReader, OrderSource, missing_source, read_ahead, unknown_status_hint
 from storage import WRITE_ATTEMPTS, ArchiveWriter, Collections, Document, MongoCollection
 
@@ -49,7 +50,6 @@ log = get_logger("batch")
 T = TypeVar("T")
 
 QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
-CHECKPOINT_EVERY_S = 2.0
 DEFAULT_SAMPLES = 3
 INDEX_BUILD_MAX_MS = 60_000  # see ensure_indexes
 REJECTS_FLUSH = 1000  # rejections recorded together (see write_chunk)
@@ -69,6 +69,7 @@ class BatchOptions:
     archived_by: str = "batch"  # the watcher's catch-up archives as "watch"
     require_source: bool = True  # a missing orders collection is an error (watch: a warning)
     progress: ProgressMode = "off"
+    full: bool = False  # walk every delivered order of the window (--full), not only the new ones
 
 
 @dataclass
@@ -77,9 +78,12 @@ class BatchReport:
     ``archived + already_archived + rejected == delivered`` (the window's delivered orders
     at the start, give or take orders delivered while it ran)."""
 
-    mode: Literal["run", "dry-run"] = "dry-run"
+    dry_run: bool = True
+    mode: Literal["incremental", "full"] = "full"  # the pass: new deliveries only, or all
+    since: datetime | None = None  # incremental: deliveries stamped from here on
+    pass_reason: str = ""  # why this kind of pass (first run, full sweep due, --full...)
     completed: bool = False
-    delivered: int | None = None  # delivered orders of the window when the run started
+    delivered: int | None = None  # delivered orders the pass selected when the run started
     scanned: int = 0  # orders the run read and examined (the server skips archived ones)
     archived: int = 0
     already_archived: int = 0
@@ -106,8 +110,13 @@ class BatchReport:
         return f"{self.rejected} ({self.rejected_new} new; list: main.py rejects)"
 
     def summary_line(self) -> str:
-        window = f" of {self.delivered} delivered in the window" if self.delivered is not None else ""
-        if self.mode == "dry-run":
+        window = ""
+        if self.delivered is not None:
+            scope = (
+                f"since {self.since.isoformat()} (incremental)" if self.since is not None else "in the window"
+            )
+            window = f" of {self.delivered} delivered {scope}"
+        if self.dry_run:
             return (
                 f"dry run: {self.scanned} to examine, would archive {self.would_archive}, "
                 f"already archived {self.already_archived}, would reject {self._rejected_text()}{window} "
@@ -125,7 +134,7 @@ class BatchReport:
         """For a person: a dry run's sample documents (client e-mail and phone masked unless
         ``show_pii``), the rejections by reason, the summary."""
         lines = []
-        if self.mode == "dry-run" and show_samples:
+        if self.dry_run and show_samples:
             for sample in self.samples:
                 shown = sample if show_pii else mask_pii(sample)
                 lines.append(
@@ -161,86 +170,7 @@ def peak_rss_mib() -> float | None:
     return None
 
 
-def checkpoint_key(settings: Settings, options: BatchOptions) -> str:
-    """One checkpoint per (source, archive, window): another window does not resume it."""
-    identity = json.dumps(
-        [
-            settings.mongodb_database,
-            settings.orders_collection,
-            settings.archive_db_name,
-            settings.archive_collection,
-            settings.delivered_status,
-            options.archived_by,
-            options.date_from.isoformat() if options.date_from else None,
-            options.date_to.isoformat() if options.date_to else None,
-        ]
-    )
-    return "batch:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
-
-
 # --- the run -----------------------------------------------------------------------------
-
-
-class BatchCheckpoint:
-    """Where an interrupted run resumes: the last ``_id`` whose chunk (and every chunk before
-    it) the archive acknowledged, one document per (source, archive, window) in the checkpoint
-    collection. Saved after the writes it covers, validated on load."""
-
-    def __init__(
-        self,
-        collection: Any,
-        key: str,
-        options: BatchOptions,
-        stop_event: threading.Event,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.collection = collection
-        self.key = key
-        self.options = options
-        self.stop_event = stop_event
-        self.clock = clock
-        self._saved_at = 0.0
-
-    def load(self) -> Any:
-        """The last ``_id`` an interrupted run with the same window finished, or None."""
-        document = retrying(lambda: self.collection.find_one({"_id": self.key}), stop_event=self.stop_event)
-        if document is None:
-            return None
-        if not isinstance(document, dict) or "last_id" not in document or document.get("kind") != "batch":
-            log.warning("checkpoint %s is not valid; starting from the beginning", self.key)
-            return None
-        return document["last_id"]
-
-    def exists(self) -> bool:
-        found = retrying(
-            lambda: self.collection.find_one({"_id": self.key}, {"_id": 1}), stop_event=self.stop_event
-        )
-        return found is not None
-
-    def save(self, last_id: Any) -> None:
-        record = {
-            "_id": self.key,
-            "kind": "batch",
-            "last_id": last_id,
-            "updated_at": self.clock(),
-            "date_from": self.options.date_from,
-            "date_to": self.options.date_to,
-        }
-        retrying(
-            lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
-            attempts=WRITE_ATTEMPTS,
-            stop_event=self.stop_event,
-        )
-        self._saved_at = time.monotonic()
-
-    def save_now_and_then(self, last_id: Any) -> None:
-        """The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
-        one write every ``CHECKPOINT_EVERY_S`` is enough."""
-        if time.monotonic() - self._saved_at >= CHECKPOINT_EVERY_S:
-            self.save(last_id)
-
-    def clear(self) -> None:
-        retrying(lambda: self.collection.delete_one({"_id": self.key}), stop_event=self.stop_event)
 
 
 class BatchArchiver:
@@ -255,6 +185,7 @@ class BatchArchiver:
         *,
         stop_event: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        server_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -265,13 +196,22 @@ class BatchArchiver:
         self.orders_primary = collections.orders_primary
         self.archive = collections.archive
         self.checkpoint = BatchCheckpoint(
-            collections.checkpoints, checkpoint_key(settings, options), options, self.stop_event, clock
+            collections.checkpoints,
+            checkpoint_key(settings, options.archived_by, options.date_from, options.date_to),
+            (options.date_from, options.date_to),
+            self.stop_event,
+            clock,
         )
+        # The pass's bounds come from the server's clock: one clock for every run, whatever
+        # the host's (see checkpoint.py).
+        self.server_clock = server_clock or (lambda: server_time(client))
+        self.state = BatchState()
+        self.current = Pass(None, EPOCH)
         self.same_database = collections.same_database
         self.names = collections.names
         self.writer = ArchiveWriter(self.archive, self.stop_event)
         self.rejects = RejectStore(collections.rejects, self.stop_event)
-        self.report = BatchReport(mode="run" if options.run else "dry-run")
+        self.report = BatchReport(dry_run=not options.run)
         self.source = OrderSource(
             self.orders,
             self.names,
@@ -352,7 +292,7 @@ class BatchArchiver:
         # one write every few seconds is enough; it always follows the chunks it covers.
         if chunk.last_id is not None:
             self._last_written_id = chunk.last_id
-            self.checkpoint.save_now_and_then(chunk.last_id)
+            self.checkpoint.save_now_and_then(with_progress(self.state, self.current, chunk.last_id))
 
     def _record_rejections(self) -> None:
         pending, self._pending_rejections = self._pending_rejections, []
@@ -400,9 +340,7 @@ class BatchArchiver:
     def _count_delivered(self) -> int | None:
         """The window's delivered orders (an index count on ``status, date_commande``); None if
         the count itself fails (never a reason to fail the run: the counts are then partial)."""
-        selection = build_selection(
-            self.settings.delivered_status, self.options.date_from, self.options.date_to
-        )
+        selection = self.source.selection()
         try:
             return int(
                 retrying(
@@ -420,7 +358,7 @@ class BatchArchiver:
         run sees every delivered order itself, and a count would repeat its work."""
         if not self.same_database or self.options.limit is not None:
             return False
-        if self.options.run and self.options.resume and self.checkpoint.exists():
+        if self.current.last_id is not None:
             return True
         return retrying(lambda: self.archive.find_one({}, {"_id": 1}), stop_event=self.stop_event) is not None
 
@@ -452,6 +390,7 @@ class BatchArchiver:
             if problem:
                 log.warning("%s; nothing to catch up until it exists", problem)
                 self.report.warnings.append(problem)
+            self._begin_pass()
             self._needs_count = self._must_count_delivered()
             if self._needs_count:
                 self._delivered_at_start = self._count_delivered()
@@ -476,13 +415,44 @@ class BatchArchiver:
                 self.progress.close()
         return self.report
 
+    def _begin_pass(self) -> None:
+        """Load what the last runs left, choose this run's pass (checkpoint.plan_pass) and
+        point the reader at its selection."""
+        self.state = self.checkpoint.load()
+        plan = plan_pass(
+            self.state,
+            self.server_clock(),
+            overlap=self.settings.batch_overlap,
+            full_sweep_every=self.settings.batch_full_sweep_every,
+            force_full=self.options.full,
+            resume=self.options.resume,
+        )
+        self.current = plan.pass_
+        self.report.mode = "full" if self.current.full else "incremental"
+        self.report.since = self.current.since
+        self.report.pass_reason = plan.reason
+        also_ids: tuple[Any, ...] = ()
+        if not self.current.full:
+            also_ids = tuple(self.rejects.listed_ids())
+        self.source = replace(self.source, delivered_since=self.current.since, also_ids=also_ids)
+        self.reader.source = self.source
+        if self.current.full:
+            log.info("full pass (%s)", plan.reason)
+        else:
+            log.info(
+                "incremental pass: orders delivered since %s (high-water mark %s less BATCH_OVERLAP %s)",
+                self.current.since.isoformat() if self.current.since else "",
+                self.state.high_water.isoformat() if self.state.high_water else "",
+                self.settings.batch_overlap,
+            )
+
     def _start_progress(self) -> None:
         """The bar's total is an estimate (delivered in the window, less already archived):
         one index count, made only when progress is shown."""
         if self.options.progress == "off":
             return
         total = self._delivered_at_start if self._needs_count else self._count_delivered()
-        if total is not None and self.same_database:
+        if total is not None and self.same_database and self.current.full:
             total = max(total - self._archived_in_window(), 0)
         if total is not None and self.options.limit is not None:
             total = min(total, self.options.limit)
@@ -512,7 +482,7 @@ class BatchArchiver:
 
     def _run_dry(self) -> None:
         self._start_progress()
-        for chunk in self.reader.chunks(after_id=None):
+        for chunk in self.reader.chunks(after_id=self.current.last_id):
             if self.progress is not None:
                 self.progress.update(chunk.size)
             documents = self._not_yet_archived(chunk.documents)
@@ -530,7 +500,7 @@ class BatchArchiver:
 
     def _run_archive(self) -> None:
         self.ensure_indexes()
-        after_id = self.checkpoint.load() if self.options.resume else None
+        after_id = self.current.last_id
         if after_id is not None:
             self.report.resumed_from = str(after_id)
             log.info("resuming an interrupted run after _id %s", after_id)
@@ -558,12 +528,12 @@ class BatchArchiver:
     def _end_of_pass(self) -> None:
         """After a complete pass: the checkpoint, the rejects list, the purge, the samples."""
         if self.options.limit is None or self.reader.exhausted:
-            # The next run walks the window from its start: an order created before the last
-            # _id done and delivered since is reached (a --limit run that got to the end of
-            # the window wraps around instead of waiting after it for ever).
-            self.checkpoint.clear()
+            # The pass is complete: its start is the new high-water mark (saved after every
+            # write it covers). A --limit run that got to the end of the window completes it too.
+            self.checkpoint.save(self.state.after(self.current))
         elif self._last_written_id is not None:
-            self.checkpoint.save(self._last_written_id)  # the next run continues after it
+            # Cut short by --limit: the next run goes on with this pass after its last _id.
+            self.checkpoint.save(with_progress(self.state, self.current, self._last_written_id))
         self._prune_rejects()
         if self.options.purge_source:
             self.purge()

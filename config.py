@@ -29,6 +29,34 @@ LOG_FORMATS = ("text", "json")
 LOG_FILE_NAME = "order-archiver.log"
 
 
+_DURATION = re.compile(r"^(\d{1,7})(s|m|h|d)$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(timedelta):
+    """A timedelta that prints the way settings write it: ``90s``, ``15m``, ``1h``, ``7d``."""
+
+    def __str__(self) -> str:
+        seconds = int(self.total_seconds())
+        for unit in ("d", "h", "m"):
+            size = _DURATION_UNITS[unit]
+            if seconds and seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+
+
+def parse_duration(text: str) -> Duration:
+    """``90s``, ``15m``, ``24h``, ``7d``."""
+    match = _DURATION.match(str(text).strip().lower())
+    if not match:
+        raise ValueError(f"expected a duration like 90s, 15m, 24h or 7d; got {text!r}")
+    return Duration(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+OVERLAP_1H = Duration(hours=1)
+SWEEP_7D = Duration(days=7)
+
+
 @dataclass(frozen=True)
 class Settings:
     mongodb_uri: str | None = None  # MONGODB_URI: connection string; required unless --simulation
@@ -44,6 +72,10 @@ class Settings:
     checkpoint_collection: str = "archiver_checkpoints"  # CHECKPOINT_COLLECTION: in archive db
     rejects_collection: str = "archiver_rejects"  # REJECTS_COLLECTION: rejected orders, in archive db
     batch_size: int = 100  # BATCH_SIZE: orders per bulk write (one chunk)
+    batch_overlap: Duration = OVERLAP_1H  # BATCH_OVERLAP: incremental runs re-read this much before the last
+    batch_full_sweep_every: Duration = (
+        SWEEP_7D  # BATCH_FULL_SWEEP_EVERY: walk every delivered order this often
+    )
     log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
     log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
@@ -220,6 +252,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CHECKPOINT_COLLECTION": ("checkpoint_collection", parse_collection_name),
     "REJECTS_COLLECTION": ("rejects_collection", parse_collection_name),
     "BATCH_SIZE": ("batch_size", parse_positive_int),
+    "BATCH_OVERLAP": ("batch_overlap", parse_duration),
+    "BATCH_FULL_SWEEP_EVERY": ("batch_full_sweep_every", parse_duration),
     "LOG_DIR": ("log_dir", parse_text),
     "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),
     "LOG_FORMAT": ("log_format", parse_choice(LOG_FORMATS)),
@@ -457,18 +491,6 @@ def parse_date_bound(text: str, now: datetime | None = None) -> datetime:
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
-
-
-_DURATION = re.compile(r"^(\d{1,7})(s|m|h|d)$")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``24h``, ``7d``."""
-    match = _DURATION.match(str(text).strip().lower())
-    if not match:
-        raise ValueError(f"expected a duration like 90s, 15m, 24h or 7d; got {text!r}")
-    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
 def parse_port(text: str) -> int:

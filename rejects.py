@@ -66,6 +66,13 @@ class RejectStore:
         found = self._retrying(lambda: list(self.collection.find({"_id": {"$in": ids}}, {"_id": 1})))
         return {doc["_id"] for doc in found}
 
+    def listed_ids(self, limit: int = 10_000) -> list[Any]:
+        """The ids on the list (at most ``limit``, newest first): an incremental batch reads
+        them again whatever their delivery stamp, so that an order fixed at the source is
+        archived by the next run. Cost: the list, not the history."""
+        cursor = self.collection.find({}, {"_id": 1}).sort("last_seen", -1).limit(limit)
+        return [doc["_id"] for doc in self._retrying(lambda: list(cursor.clone()))]
+
     def record(self, rejections: list[Rejection], source: str, now: datetime | None = None) -> int:
         """Record ``rejections``; return how many are new (never recorded before), and log
         those at WARNING (known ones at DEBUG: a nightly run does not repeat itself)."""

@@ -4,6 +4,7 @@ BSON types, the window test for dates only Python can read. Pure functions, no s
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,18 +21,26 @@ def build_selection(
     date_from: datetime | None = None,
     date_to: datetime | None = None,
     after_id: Any = None,
+    *,
+    delivered_since: datetime | None = None,
+    also_ids: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """The source filter: delivered orders in ``[date_from, date_to)``, after ``after_id``.
+    """The source filter: delivered orders in ``[date_from, date_to)``, after ``after_id``;
+    with ``delivered_since`` (an incremental pass) only those whose ``date_livraison`` is at
+    or after it, and the orders ``also_ids`` (the rejects list) whatever their stamp.
 
     ``date_commande`` stored as a string (dirty data) cannot be compared on the server to a
     date; such orders are selected whatever their text, and ``in_window`` decides once the
-    date is parsed.
+    date is parsed. A ``date_livraison`` missing or stored as a string is left to full passes.
     """
     selection: dict[str, Any] = {"status": status_match(delivered_status)}
     clauses = []
     bounds = date_range(date_from, date_to)
     if bounds:
         clauses.append({"$or": [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]})
+    if delivered_since is not None:
+        recent: dict[str, Any] = {"date_livraison": {"$gte": delivered_since}}
+        clauses.append({"$or": [recent, {"_id": {"$in": list(also_ids)}}]} if also_ids else recent)
     if after_id is not None:
         clauses.append(ids_after(after_id))
     if len(clauses) == 1:

@@ -146,9 +146,18 @@ class OrderSource:
     date_to: datetime | None
     archived_ids: Callable[[list[Any]], set[Any]]
     exclude_archived_in: str | None = None
+    delivered_since: datetime | None = None  # an incremental pass (see checkpoint.py)
+    also_ids: tuple[Any, ...] = ()  # with it: orders read whatever their delivery stamp
 
     def selection(self, after_id: Any = None) -> dict[str, Any]:
-        return build_selection(self.delivered_status, self.date_from, self.date_to, after_id)
+        return build_selection(
+            self.delivered_status,
+            self.date_from,
+            self.date_to,
+            after_id,
+            delivered_since=self.delivered_since,
+            also_ids=self.also_ids,
+        )
 
     def in_window(self, when: datetime) -> bool:
         return in_window(when, self.date_from, self.date_to)

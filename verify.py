@@ -118,7 +118,7 @@ def verify(
     report = _reconcile(client, settings, date_from, date_to, stop_event, progress)
     if not repair or not report.missing:
         return report
-    options = BatchOptions(run=True, date_from=date_from, date_to=date_to, resume=False, samples=0)
+    options = BatchOptions(run=True, date_from=date_from, date_to=date_to, resume=False, samples=0, full=True)
     repaired = BatchArchiver(client, settings, options, stop_event=stop_event).run()
     after = _reconcile(client, settings, date_from, date_to, stop_event, progress)
     after.repaired = repaired.archived

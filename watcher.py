@@ -379,6 +379,9 @@ class Watcher:
             samples=0,
             resume=False,
             require_source=False,  # a collection that does not exist yet may be created later
+            # Every delivered order, not the new ones only: a catch-up happens at a first start
+            # or after a lost token, when nothing says since when orders went unarchived.
+            full=True,
         )
         report = BatchArchiver(self.client, self.settings, options, stop_event=self.stop_event).run()
         self.stats.archived += report.archived

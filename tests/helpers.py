@@ -116,8 +116,11 @@ def archived_ids(database) -> set:
 
 
 def deliver(orders, ids, when=None) -> None:
+    """Deliver ``ids`` as the application does: the status, and ``date_livraison`` (now, by
+    default; the incremental batch reads deliveries by it)."""
+    stamp = when or datetime.now(UTC)
     for order_id in ids:
-        orders.update_one({"_id": order_id}, {"$set": {"status": "livrée", "date_livraison": when}})
+        orders.update_one({"_id": order_id}, {"$set": {"status": "livrée", "date_livraison": stamp}})
 
 
 def pending_ids(dataset, count=None) -> list:

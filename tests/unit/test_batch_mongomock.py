@@ -8,7 +8,8 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure
 
-from archiver import BatchArchiver, BatchOptions, checkpoint_key
+from archiver import BatchArchiver, BatchOptions
+from checkpoint import checkpoint_key
 from config import Settings
 from errors import FatalError, TransientError
 from selection import build_selection, in_window
@@ -30,7 +31,9 @@ def archive_of(mongo, settings):
 def run(mongo, settings, **options):
     options.setdefault("run", True)
     options.setdefault("batch_size", 25)
-    return BatchArchiver(mongo, settings, BatchOptions(**options), clock=lambda: NOW).run()
+    return BatchArchiver(
+        mongo, settings, BatchOptions(**options), clock=lambda: NOW, server_clock=lambda: NOW
+    ).run()
 
 
 def test_archive_holds_exactly_the_valid_delivered_orders(mongo, settings, seeded):
@@ -88,9 +91,11 @@ def test_rerun_adds_nothing_and_counts_already_archived(mongo, settings, seeded)
     first = run(mongo, settings)
     archive = archive_of(mongo, settings)
     snapshot = {d["_id"]: d for d in archive.find()}
-    second = run(mongo, settings)
-    assert second.archived == 0
-    assert second.already_archived == first.archived
+    second = run(mongo, settings)  # incremental: nothing delivered since the first run
+    assert (second.mode, second.archived, second.already_archived) == ("incremental", 0, 0)
+    assert second.scanned == first.rejected  # only the rejects list is read again
+    full = run(mongo, settings, full=True)
+    assert (full.mode, full.archived, full.already_archived) == ("full", 0, first.archived)
     assert {d["_id"]: d for d in archive.find()} == snapshot  # never rewritten
 
 
@@ -154,17 +159,20 @@ def test_interrupted_run_resumes_from_its_checkpoint(mongo, settings, seeded):
         archiver.run()
     checkpoint = mongo[settings.mongodb_database]["archiver_checkpoints"].find_one()
     assert checkpoint["kind"] == "batch"
-    assert checkpoint["last_id"] is not None
+    assert checkpoint["pass"]["last_id"] is not None
+    assert checkpoint["high_water"] is None  # no pass completed yet
     resumed = run(mongo, settings)
-    assert resumed.resumed_from == str(checkpoint["last_id"])
+    assert resumed.resumed_from == str(checkpoint["pass"]["last_id"])
     assert {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})} == expected_archive_ids(
         seeded
     )
-    assert mongo[settings.mongodb_database]["archiver_checkpoints"].count_documents({}) == 0
+    done = mongo[settings.mongodb_database]["archiver_checkpoints"].find_one()
+    assert done["pass"] is None  # complete: nothing to resume
+    assert done["high_water"] is not None
 
 
 def test_invalid_checkpoint_is_ignored(mongo, settings, seeded):
-    key = checkpoint_key(settings, BatchOptions(run=True))
+    key = checkpoint_key(settings, "batch", None, None)
     mongo[settings.mongodb_database]["archiver_checkpoints"].insert_one({"_id": key, "garbage": True})
     report = run(mongo, settings)
     assert report.resumed_from is None
@@ -327,7 +335,8 @@ def test_limit_runs_reach_an_order_delivered_behind_them(mongo, settings, seeded
     late = min(o["_id"] for o in seeded.orders if o["status"] != "livrée" and "_dirty" not in o)
     first = run(mongo, settings, limit=40)
     assert first.archived > 0
-    orders.update_one({"_id": late}, {"$set": {"status": "livrée"}})  # behind the checkpoint
+    # Behind the checkpoint, delivered now (the application stamps date_livraison).
+    orders.update_one({"_id": late}, {"$set": {"status": "livrée", "date_livraison": NOW}})
     archive = archive_of(mongo, settings)
     for _ in range(20):
         if archive.find_one({"_id": late}):

@@ -87,7 +87,9 @@ def test_batch_simulation_runs_and_reports(capsys):
 def test_batch_json_report(capsys):
     code = main(["batch", "--run", "--simulation", "--count", "200", "--seed", "4", "-q", "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert report["mode"] == "run"
+    assert report["dry_run"] is False
+    assert report["mode"] == "full"  # a first run: no high-water mark yet
+    assert report["pass_reason"].startswith("first run")
     assert report["archived"] > 0
     assert report["scanned"] == report["archived"] + report["rejected"]
     assert code == (3 if report["rejected"] else 0)

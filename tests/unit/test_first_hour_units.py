@@ -146,11 +146,16 @@ def test_counts_add_up_in_either_database(mongo, archive_database):
     assert first.archived == len(expected_archive_ids(dataset))
     assert first.rejected == first.rejected_new == delivered_rejects(dataset)
     assert first.archived + first.already_archived + first.rejected == delivered
-    again = BatchArchiver(mongo, settings, BatchOptions(run=True)).run()
+    again = BatchArchiver(mongo, settings, BatchOptions(run=True, full=True)).run()
     assert again.archived == 0
     assert again.rejected_new == 0
     assert again.already_archived == first.archived
     assert again.archived + again.already_archived + again.rejected == delivered
+    # An incremental run's counts add up over what it selected: here the rejects list alone.
+    incremental = BatchArchiver(mongo, settings, BatchOptions(run=True)).run()
+    assert incremental.mode == "incremental"
+    assert incremental.delivered == incremental.rejected == first.rejected
+    assert incremental.archived == incremental.already_archived == 0
 
 
 def test_text_logs_do_not_repeat_stats_and_show_iso_times():
