@@ -211,12 +211,7 @@ def _rewrite_objectid_equality(spec: Any) -> Any:
 def _rewrite_statements(statements: Any) -> Any:
     if not isinstance(statements, list):
         return statements
-    return [
-        _upsert_keeps_id({**s, "q": _rewrite_objectid_equality(s["q"])})
-        if isinstance(s, dict) and "q" in s
-        else s
-        for s in statements
-    ]
+    return [_fix_statement(s) if isinstance(s, dict) and "q" in s else s for s in statements]
 
 
 def _upsert_keeps_id(statement: dict[str, Any]) -> dict[str, Any]:
@@ -236,8 +231,22 @@ def _upsert_keeps_id(statement: dict[str, Any]) -> dict[str, Any]:
     return {**statement, "u": {**update, "$setOnInsert": {**on_insert, "_id": key}}}
 
 
+def _id_beside_or(statement: dict[str, Any]) -> dict[str, Any]:
+    """Fault: an update whose filter has an ``_id`` equality beside a top-level ``$or``
+    (``{_id: "watch:a", $or: [{term: {$lte: 1}}, {term: null}]}``, a fenced save) ignores the
+    ``_id`` and rewrites the first document the ``$or`` matches, another key's document
+    included; ``find`` with the same filter is right. Fix: nest both in an ``$and``, which
+    the update path reads right (after ``_upsert_keeps_id`` has read the ``_id``)."""
+    query = statement.get("q")
+    if not isinstance(query, dict) or "$or" not in query or "_id" not in query:
+        return statement
+    rest = {k: v for k, v in query.items() if k != "_id"}
+    return {**statement, "q": {"$and": [{"_id": query["_id"]}, rest]}}
+
+
 def _fix_statement(statement: dict[str, Any]) -> dict[str, Any]:
-    return _upsert_keeps_id({**statement, "q": _rewrite_objectid_equality(statement["q"])})
+    fixed = _upsert_keeps_id({**statement, "q": _rewrite_objectid_equality(statement["q"])})
+    return _id_beside_or(fixed)
 
 
 def _rewrite_pipeline(pipeline: list[Any]) -> list[Any]:

@@ -4,7 +4,9 @@ A lease is a document ``{_id: "lease:NAME", owner, term, expires_at}`` in the ch
 collection. A watcher takes it when it is free or expired, incrementing ``term`` (the
 fencing token); the leader renews it every ``renew_s``; a standby retries at the same pace
 and takes over within ``ttl_s`` of the leader's death. The leader holds the lease only
-while its own clock says so (renewed less than ``ttl_s - renew_s`` ago) and the server
+while its own clock says so (renewed less than ``ttl_s - renew_s / 2`` ago: the next
+renewal, ``renew_s`` later, lands before that even at the slowest pace the settings allow,
+``renew_s = ttl_s / 2``; the rest is the margin for a write in flight) and the server
 agrees at each renewal; the token store's writes are conditional on the term, so a leader
 that was paused (GC, SIGSTOP, a VM freeze) and wakes up after a takeover cannot overwrite
 the new leader's checkpoint. Expiries are written and compared in the *server's* time
@@ -74,6 +76,7 @@ class Lease:
         self.key = lease_key(name)
         self.ttl_s = ttl_s
         self.renew_s = renew_s
+        self.valid_for = ttl_s - renew_s / 2  # see the module docstring
         self.stop_event = stop_event or threading.Event()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.term: int | None = None
@@ -118,7 +121,7 @@ class Lease:
         if document is None or document.get("owner") != self.owner:
             return False
         self.term = int(document["term"])
-        self._valid_until = started + self.ttl_s - self.renew_s
+        self._valid_until = started + self.valid_for
         self._lost.clear()
         self._renewer = threading.Thread(target=self._keep_renewing, name="lease-renewer", daemon=True)
         self._renewer.start()
@@ -138,7 +141,7 @@ class Lease:
         )
         if document is None:
             return False
-        self._valid_until = started + self.ttl_s - self.renew_s
+        self._valid_until = started + self.valid_for
         return True
 
     def _keep_renewing(self) -> None:

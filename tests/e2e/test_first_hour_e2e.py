@@ -15,6 +15,7 @@ from tests.conftest import run_cli
 from tests.helpers import (
     WatchProcess,
     archived_ids,
+    deliver,
     expected_archive_ids,
     pending_ids,
     seed_database,
@@ -93,8 +94,7 @@ def test_counts_add_up_after_a_purge(nx_client, nx_settings, nx_env, db_name, tm
     first = run_cli("batch", "--run", "--purge-source", "--json", env=nx_env, cwd=tmp_path)
     report = json.loads(first.stdout)
     assert report["purged"] == len(expected_archive_ids(dataset)) == report["archived"]
-    for order_id in pending_ids(dataset, 5):
-        database["Commande"].update_one({"_id": order_id}, {"$set": {"status": "livrée"}})
+    deliver(database["Commande"], pending_ids(dataset, 5))
     second = run_cli("batch", "--run", "--json", env=nx_env, cwd=tmp_path)
     report = json.loads(second.stdout)
     delivered_in_source = database["Commande"].count_documents({"status": "livrée"})
@@ -103,6 +103,7 @@ def test_counts_add_up_after_a_purge(nx_client, nx_settings, nx_env, db_name, tm
     assert report["already_archived"] == 0
     assert report["archived"] + report["already_archived"] + report["rejected"] == report["delivered"]
     assert report["completed"] is True
+    assert report["mode"] == "incremental"
     third = json.loads(run_cli("batch", "--json", env=nx_env, cwd=tmp_path).stdout)
     assert third["already_archived"] == 5
     assert third["would_archive"] == 0

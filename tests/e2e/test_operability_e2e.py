@@ -149,7 +149,13 @@ def test_watch_metrics_endpoint_moves_with_deliveries(nx_client, nx_settings, db
 def test_batch_metrics_file(archived, nx_env, tmp_path):
     database, _ = archived
     database["Commande"].insert_one(
-        {"_id": ObjectId(), "numero_commande": "X-1", "status": "livrée", "date_commande": datetime.now(UTC)}
+        {
+            "_id": ObjectId(),
+            "numero_commande": "X-1",
+            "status": "livrée",
+            "date_commande": datetime.now(UTC),
+            "date_livraison": datetime.now(UTC),
+        }
     )
     path = tmp_path / "order_archiver.prom"
     result = run_cli("batch", "--run", "-q", "--metrics-file", str(path), env=nx_env, cwd=tmp_path)

@@ -4,6 +4,7 @@ exit 3 only for new ones, and gone from the list once fixed at the source and ar
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -97,9 +98,8 @@ def test_a_new_invalid_order_after_known_ones_is_exit_3_again(
     assert run_cli("batch", "--run", "-q", env=nx_env, cwd=tmp_path).returncode == 3
     assert run_cli("batch", "--run", "-q", env=nx_env, cwd=tmp_path).returncode == 0
     template = next(o for o in dataset.orders if o["status"] == "livrée" and "_dirty" not in o)
-    database["Commande"].insert_one(
-        {k: v for k, v in template.items() if k not in ("_id", "_dirty", "numero_commande")}
-    )
+    invalid = {k: v for k, v in template.items() if k not in ("_id", "_dirty", "numero_commande")}
+    database["Commande"].insert_one({**invalid, "date_livraison": datetime.now(UTC)})  # delivered now
     result = run_cli("batch", "--run", "--json", env=nx_env, cwd=tmp_path)
     assert result.returncode == 3
     assert json.loads(result.stdout)["rejected_new"] == 1

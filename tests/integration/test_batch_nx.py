@@ -77,8 +77,9 @@ def test_rerun_adds_nothing(nx_client, nx_settings, seeded):
     archive = nx_client[nx_settings.mongodb_database][nx_settings.archive_collection]
     before = {d["_id"]: d for d in archive.find()}
     second = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
-    assert second.archived == 0
-    assert second.already_archived == first.archived
+    assert (second.mode, second.archived, second.already_archived) == ("incremental", 0, 0)
+    full = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, full=True)).run()
+    assert (full.archived, full.already_archived) == (0, first.archived)
     assert {d["_id"]: d for d in archive.find()} == before
 
 

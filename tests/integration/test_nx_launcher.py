@@ -1,4 +1,4 @@
-"""Each fix of tests/nx_launcher.py, shown on the running server (see shared/nx-27017.md)."""
+"""Each fix of devserver.py, shown on the running server (see shared/nx-27017.md)."""
 
 from datetime import UTC, datetime
 
@@ -244,6 +244,19 @@ def test_an_upsert_takes_its_id_from_the_filter_as_it_is(db):
     assert isinstance(document["_id"], ObjectId)
     assert document["times"] == 2
     assert db.rejects.count_documents({}) == 1
+
+
+def test_an_update_with_id_beside_or_touches_that_id_only(db):
+    """A fenced save (``{_id, $or: [...]}``) next to other keys' documents: only its own
+    document is replaced or upserted, as on MongoDB (nx rewrote the first ``$or`` match)."""
+    db.ck.insert_many([{"_id": "lease:a", "term": 1}, {"_id": "batch:x", "kind": "batch"}])
+    fenced = {"_id": "watch:a", "$or": [{"term": {"$lte": 1}}, {"term": None}]}
+    result = db.ck.replace_one(fenced, {"_id": "watch:a", "term": 1}, upsert=True)
+    assert result.upserted_id == "watch:a"
+    db.ck.update_one(fenced, {"$set": {"saved": True}})
+    assert sorted(d["_id"] for d in db.ck.find()) == ["batch:x", "lease:a", "watch:a"]
+    assert db.ck.find_one({"_id": "batch:x"}) == {"_id": "batch:x", "kind": "batch"}
+    assert db.ck.find_one({"_id": "watch:a"})["saved"]  # (nx returns a bool set this way as 1)
 
 
 def test_status_in_both_unicode_forms_matches_in_queries_and_streams(db):
