@@ -248,6 +248,7 @@ class BatchArchiver:
         specs: list[tuple[MongoCollection, list[tuple[str, int]], dict[str, Any]]] = [
             (self.orders, [("status", ASCENDING), ("date_commande", ASCENDING)], {}),
             (self.orders, [("status", ASCENDING), ("_id", ASCENDING)], {}),
+            (self.orders, [("status", ASCENDING), ("date_livraison", ASCENDING)], {}),  # incremental
             (self.orders, [("numero_commande", ASCENDING)], {}),
             (self.archive, [("numero_commande", ASCENDING)], {"unique": True}),
             (self.archive, [("date_commande", ASCENDING)], {}),

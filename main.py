@@ -233,6 +233,7 @@ EPILOG_BATCH = """examples:
   python main.py batch --run                    archive every delivered order not yet archived
   python main.py batch --run --date-from yesterday --date-to today
   python main.py batch --run --date-from 7d --purge-source
+  python main.py batch --run --full             every delivered order, not only the new ones
   python main.py batch --run --simulation       the whole job on an embedded database
 """
 
@@ -273,6 +274,11 @@ def add_batch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--purge-source", action="store_true", help="delete source orders once their archive is confirmed"
     )
     batch.add_argument("--restart", action="store_true", help="ignore the checkpoint of an interrupted run")
+    batch.add_argument(
+        "--full",
+        action="store_true",
+        help="walk every delivered order of the window, not only those delivered since the last run",
+    )
     _json_argument(batch, "report")
     batch.add_argument(
         "--show-pii",
@@ -310,6 +316,7 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         purge_source=args.purge_source,
         resume=not args.restart,
         progress=progress_mode(args.quiet or args.json),
+        full=args.full,
     )
     client = open_client(
         settings, stop_event=stop_event, simulation_count=args.count, simulation_seed=args.seed

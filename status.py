@@ -16,6 +16,7 @@ from typing import Any
 
 from bson import json_util
 
+from checkpoint import BatchState, checkpoint_key, state_from_document
 from config import Settings
 from enrichment import as_utc, status_match
 from errors import retrying
@@ -41,6 +42,7 @@ class StatusReport:
     archive_size: int = 0
     newest_archived_at: datetime | None = None
     watchers: list[dict[str, Any]] = field(default_factory=list)
+    batch: dict[str, Any] | None = None  # what the next `batch --run` (no window) looks at
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -82,8 +84,44 @@ class StatusReport:
             )
         if not self.watchers:
             out.append("watchers: none found (no token file, no checkpoint)")
+        out.append(_batch_line(self.batch))
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
+
+
+def _batch_line(batch: dict[str, Any] | None) -> str:
+    if batch is None or batch.get("high_water") is None:
+        return "batch: no complete run yet (the next run is a full one)"
+    text = (
+        f"batch: high-water mark {iso(batch['high_water'])} ({batch['high_water_age_s']:.0f}s ago); "
+        f"the next run reads deliveries since {iso(batch['next_since'])}"
+    )
+    if batch.get("next_full_sweep_by") is not None:
+        text += f"; full sweep due by {iso(batch['next_full_sweep_by'])}"
+    if batch.get("pass_in_progress"):
+        text += "; a pass is in progress (interrupted or --limit): the next run goes on with it"
+    return text
+
+
+def batch_state(collections: Collections, settings: Settings, now: datetime, read: Any) -> dict[str, Any]:
+    """The state the next scheduled ``batch --run`` (no date window) starts from."""
+    key = checkpoint_key(settings, "batch", None, None)
+    document = read(lambda: collections.checkpoints.find_one({"_id": key}))
+    try:
+        state = state_from_document(document) if document is not None else BatchState()
+    except ValueError:
+        state = BatchState()
+    high_water = state.high_water
+    return {
+        "high_water": high_water,
+        "high_water_age_s": max((now - high_water).total_seconds(), 0.0) if high_water else None,
+        "next_since": high_water - settings.batch_overlap if high_water else None,
+        "last_full_at": state.last_full_at,
+        "next_full_sweep_by": state.last_full_at + settings.batch_full_sweep_every
+        if state.last_full_at
+        else None,
+        "pass_in_progress": state.current is not None,
+    }
 
 
 def iso(moment: datetime) -> str:
@@ -141,6 +179,7 @@ def collect_status(
     report.newest_archived_at = newest.get("archived_at") if newest else None
 
     report.watchers = _watchers(collections, settings, read)
+    report.batch = batch_state(collections, settings, now, read)
     report.problems += _heartbeat_problems(report.watchers, now, max_heartbeat_age)
     return report
 

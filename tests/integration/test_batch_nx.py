@@ -150,3 +150,37 @@ def test_bad_credentials_exit_1_with_clear_message(nx_server, capsys, monkeypatc
     err = capsys.readouterr().err
     assert "authentication failed" in err
     assert "Wr0ng-pass" not in err
+
+
+def test_two_incremental_runs_at_once_leave_the_archive_exact(nx_client, nx_settings, seeded):
+    """Two scheduled runs overlapping (a slow night, a manual run): both read the same new
+    deliveries, each write is an idempotent upsert, and the mark moves to a start that a
+    complete pass covered."""
+    import threading
+
+    from checkpoint import checkpoint_key, state_from_document
+    from tests.helpers import deliver, pending_ids
+
+    database = nx_client[nx_settings.mongodb_database]
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    late = pending_ids(seeded, 150)
+    deliver(database["Commande"], late)
+    reports = []
+
+    def one_run() -> None:
+        reports.append(BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, batch_size=20)).run())
+
+    runs = [threading.Thread(target=one_run) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(60)
+    assert [r.mode for r in reports] == ["incremental", "incremental"]
+    assert sum(r.archived for r in reports) == len(late)  # each order written once, by one of them
+    archive = database[nx_settings.archive_collection]
+    assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected_archive_ids(seeded) | set(late)
+    assert_no_duplicates(archive)
+    key = checkpoint_key(nx_settings, "batch", None, None)
+    state = state_from_document(database["archiver_checkpoints"].find_one({"_id": key}))
+    assert state.current is None
+    assert state.high_water is not None

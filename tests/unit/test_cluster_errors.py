@@ -198,7 +198,7 @@ def test_index_builds_ask_a_majority_and_give_up_in_time(mongo):
 
         collection.create_index = spy
     archiver.ensure_indexes()
-    assert len(calls) == 6
+    assert len(calls) == 7
     assert all(c["commitQuorum"] == "majority" and c["maxTimeMS"] == INDEX_BUILD_MAX_MS for c in calls)
 
 

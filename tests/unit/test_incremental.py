@@ -1,0 +1,289 @@
+"""Incremental batch (checkpoint.py): which pass a run makes, what it remembers, and that
+late deliveries, crashes and dirty stamps never lose an order. mongomock; the server's clock
+is injected, so every pass boundary is exact."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bson import ObjectId
+from pymongo.errors import AutoReconnect
+
+from archiver import BatchArchiver, BatchOptions
+from checkpoint import (
+    EPOCH,
+    BatchState,
+    Pass,
+    checkpoint_key,
+    plan_pass,
+    state_document,
+    state_from_document,
+)
+from errors import ArchiverError
+from status import collect_status
+from tests.helpers import assert_no_duplicates, expected_archive_ids, pending_ids, seed_database
+
+# The generated orders were delivered up to ANCHOR (2026-11-26 00:00) + 75 min.
+DAY1 = datetime(2026, 11, 26, 12, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+WEEK = timedelta(days=7)
+
+
+class Clock:
+    """The server's clock, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock(DAY1)
+
+
+@pytest.fixture
+def seeded(mongo, settings):
+    return seed_database(mongo[settings.mongodb_database], settings, 300, p_anomalies=0.05)
+
+
+def run(mongo, settings, clock, **options):
+    options.setdefault("run", True)
+    options.setdefault("batch_size", 25)
+    archiver = BatchArchiver(
+        mongo, settings, BatchOptions(**options), clock=clock, server_clock=clock, stop_event=None
+    )
+    return archiver.run()
+
+
+def orders(mongo, settings):
+    return mongo[settings.mongodb_database][settings.orders_collection]
+
+
+def archived(mongo, settings):
+    archive = mongo[settings.archive_db_name][settings.archive_collection]
+    return {d["_id"] for d in archive.find({}, {"_id": 1})}
+
+
+def state_of(mongo, settings, date_from=None, date_to=None):
+    key = checkpoint_key(settings, "batch", date_from, date_to)
+    return state_from_document(
+        mongo[settings.mongodb_database]["archiver_checkpoints"].find_one({"_id": key})
+    )
+
+
+# --- the plan (pure) ---------------------------------------------------------------------
+
+
+def plan(state, now=DAY1, **kwargs):
+    kwargs.setdefault("overlap", HOUR)
+    kwargs.setdefault("full_sweep_every", WEEK)
+    return plan_pass(state, now, **kwargs)
+
+
+def test_which_pass_a_run_makes():
+    assert plan(BatchState()).pass_ == Pass(None, DAY1)  # first run
+    done = BatchState(high_water=DAY1 - HOUR, last_full_at=DAY1 - 2 * HOUR)
+    assert plan(done).pass_ == Pass(DAY1 - 2 * HOUR, DAY1)  # since: the mark less the overlap
+    assert plan(done, force_full=True).pass_.full
+    assert plan(done, now=DAY1 - 2 * HOUR + WEEK).pass_.full  # the weekly sweep is due
+    assert plan(done, full_sweep_every=timedelta(0)).pass_.full  # 0d: always full
+    assert plan(BatchState(high_water=DAY1 + HOUR, last_full_at=DAY1)).pass_.full  # a mark ahead
+
+
+def test_a_pass_in_progress_is_resumed_unless_told_otherwise():
+    incremental = Pass(DAY1 - 3 * HOUR, DAY1 - HOUR, last_id=ObjectId())
+    state = BatchState(high_water=DAY1 - 2 * HOUR, last_full_at=DAY1 - 5 * HOUR, current=incremental)
+    assert plan(state).pass_ == incremental
+    assert plan(state, resume=False).pass_ == Pass(DAY1 - 3 * HOUR, DAY1)  # --restart: a fresh one
+    assert plan(state, force_full=True).pass_ == Pass(None, DAY1)  # --full: not the incremental one
+    full = Pass(None, DAY1 - HOUR, last_id=ObjectId())
+    assert plan(BatchState(current=full), force_full=True).pass_ == full  # a full one goes on
+
+
+def test_a_complete_pass_moves_the_marks():
+    state = BatchState(high_water=DAY1 - 5 * HOUR, last_full_at=DAY1 - WEEK)
+    incremental = Pass(DAY1 - 6 * HOUR, DAY1 - HOUR, last_id=ObjectId())
+    assert state.after(incremental) == BatchState(high_water=DAY1 - HOUR, last_full_at=DAY1 - WEEK)
+    full = Pass(None, DAY1, last_id=ObjectId())
+    assert state.after(full) == BatchState(high_water=DAY1, last_full_at=DAY1)
+
+
+def test_the_checkpoint_document_is_validated_on_load():
+    state = BatchState(DAY1, DAY1 - HOUR, Pass(DAY1 - 2 * HOUR, DAY1 - HOUR, last_id="CMD-7"))
+    assert state_from_document(state_document("k", state)) == state
+    for broken in (
+        {"kind": "batch", "version": 99},
+        {"kind": "watch", "version": 2},
+        {"kind": "batch", "version": 2, "high_water": "yesterday"},
+        {"kind": "batch", "version": 2, "pass": {"since": None, "last_id": 1}},  # no started_at
+        {"kind": "batch", "version": 2, "pass": {"since": None, "started_at": DAY1}},  # no last_id
+        {"kind": "batch"},
+        ["not", "a", "document"],
+    ):
+        with pytest.raises(ValueError, match=r".+"):
+            state_from_document(broken)
+    # An earlier version's document: its pass goes on, as a full one begun at the epoch.
+    legacy = state_from_document({"kind": "batch", "last_id": "CMD-9"})
+    assert legacy == BatchState(current=Pass(None, EPOCH, "CMD-9"))
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def test_a_late_delivery_is_archived_by_the_next_incremental_run(mongo, settings, seeded, clock):
+    first = run(mongo, settings, clock)
+    assert (first.mode, first.pass_reason) == ("full", "first run: no high-water mark yet")
+    assert state_of(mongo, settings).high_water == DAY1
+    # An order created before the first run (a small _id, an old date_commande), delivered
+    # after it; and a new order created and delivered since.
+    late = pending_ids(seeded)[0]
+    clock.now = DAY1 + 2 * HOUR
+    orders(mongo, settings).update_one(
+        {"_id": late}, {"$set": {"status": "livrée", "date_livraison": DAY1 + 90 * timedelta(minutes=1)}}
+    )
+    new = (
+        orders(mongo, settings)
+        .insert_one(
+            {
+                **{k: v for k, v in seeded.orders[0].items() if k not in ("_id", "_dirty")},
+                "numero_commande": "CMD-NEW-1",
+                "status": "livrée",
+                "date_commande": DAY1 + HOUR,
+                "date_livraison": DAY1 + HOUR,
+            }
+        )
+        .inserted_id
+    )
+    second = run(mongo, settings, clock)
+    assert (second.mode, second.since) == ("incremental", DAY1 - HOUR)
+    assert second.archived == 2
+    assert second.scanned == 2 + first.rejected  # the two, and the rejects list read again
+    assert archived(mongo, settings) == expected_archive_ids(seeded) | {late, new}
+    assert state_of(mongo, settings).high_water == DAY1 + 2 * HOUR
+
+
+def test_an_order_delivered_during_a_run_is_read_by_the_next(mongo, settings, seeded, clock):
+    """Stamped by an application clock a little behind the server's, a moment before the
+    pass began, and written after the pass read past it: the overlap catches it."""
+    run(mongo, settings, clock)
+    in_flight = pending_ids(seeded)[1]
+    orders(mongo, settings).update_one(
+        {"_id": in_flight}, {"$set": {"status": "livrée", "date_livraison": DAY1 - timedelta(minutes=5)}}
+    )
+    clock.now = DAY1 + HOUR
+    report = run(mongo, settings, clock)
+    assert report.archived == 1
+    assert in_flight in archived(mongo, settings)
+
+
+def test_a_crash_before_the_mark_is_saved_loses_nothing(mongo, settings, seeded, clock, monkeypatch):
+    run(mongo, settings, clock)
+    late = pending_ids(seeded)[:30]
+    clock.now = DAY1 + 2 * HOUR
+    orders(mongo, settings).update_many(
+        {"_id": {"$in": late}}, {"$set": {"status": "livrée", "date_livraison": DAY1 + HOUR}}
+    )
+    # The archive writes go through; the save of the new mark fails for good (the
+    # checkpoint write retried, then the run fails as a transient error).
+    import mongomock
+
+    original = mongomock.collection.Collection.replace_one
+
+    def replace_one(self, selector, replacement, *args, **kwargs):
+        if replacement.get("kind") == "batch" and replacement.get("pass") is None:
+            raise AutoReconnect("connection reset by peer")
+        return original(self, selector, replacement, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "replace_one", replace_one)
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    with pytest.raises(ArchiverError):
+        run(mongo, settings, clock)
+    assert set(late) <= archived(mongo, settings)  # written before the failure
+    assert state_of(mongo, settings).high_water == DAY1  # the old mark: the next run reads again
+    monkeypatch.setattr(mongomock.collection.Collection, "replace_one", original)
+    clock.now = DAY1 + 3 * HOUR
+    again = run(mongo, settings, clock)
+    assert (again.mode, again.since, again.archived, again.already_archived) == (
+        "incremental",
+        DAY1 - HOUR,
+        0,
+        30,
+    )
+    assert archived(mongo, settings) == expected_archive_ids(seeded) | set(late)
+    assert_no_duplicates(mongo[settings.archive_db_name][settings.archive_collection])
+    # The failed run's pass was resumed and completed: its start (not this run's) is the mark.
+    assert state_of(mongo, settings).high_water == DAY1 + 2 * HOUR
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [None, "2026-11-26T13:00:00Z", datetime(2026, 11, 1, tzinfo=UTC)],
+    ids=["missing", "a string", "long before the status changed"],
+)
+def test_a_dirty_delivery_stamp_is_archived_by_the_full_sweep(mongo, settings, seeded, clock, stamp):
+    run(mongo, settings, clock)
+    dirty = pending_ids(seeded)[2]
+    update = {"$set": {"status": "livrée", "date_livraison": stamp}}
+    orders(mongo, settings).update_one({"_id": dirty}, update)
+    clock.now = DAY1 + HOUR
+    assert run(mongo, settings, clock).archived == 0  # not by an incremental run...
+    clock.now = DAY1 + WEEK  # ... but by the sweep once it is due
+    sweep = run(mongo, settings, clock)
+    assert (sweep.mode, sweep.pass_reason) == ("full", "full sweep due (BATCH_FULL_SWEEP_EVERY)")
+    assert dirty in archived(mongo, settings)
+    assert state_of(mongo, settings).last_full_at == DAY1 + WEEK
+
+
+def test_full_forces_the_walk_and_resets_the_sweep(mongo, settings, seeded, clock):
+    run(mongo, settings, clock)
+    dirty = pending_ids(seeded)[3]
+    orders(mongo, settings).update_one({"_id": dirty}, {"$set": {"status": "livrée"}})
+    clock.now = DAY1 + HOUR
+    report = run(mongo, settings, clock, full=True)
+    assert (report.mode, report.pass_reason, report.archived) == ("full", "--full", 1)
+    assert state_of(mongo, settings).last_full_at == DAY1 + HOUR
+
+
+def test_a_dry_run_reports_the_incremental_selection_and_writes_nothing(mongo, settings, seeded, clock):
+    run(mongo, settings, clock)
+    before = mongo[settings.mongodb_database]["archiver_checkpoints"].find_one()
+    new = pending_ids(seeded)[:4]
+    orders(mongo, settings).update_many(
+        {"_id": {"$in": new}}, {"$set": {"status": "livrée", "date_livraison": DAY1 + HOUR}}
+    )
+    clock.now = DAY1 + 2 * HOUR
+    dry = run(mongo, settings, clock, run=False)
+    assert (dry.mode, dry.would_archive, dry.since) == ("incremental", 4, DAY1 - HOUR)
+    assert mongo[settings.mongodb_database]["archiver_checkpoints"].find_one() == before
+    assert not set(new) & archived(mongo, settings)
+
+
+def test_status_shows_the_mark_and_the_next_sweep(mongo, settings, seeded, clock):
+    assert collect_status(mongo, settings, now=DAY1).batch["high_water"] is None
+    run(mongo, settings, clock)
+    batch = collect_status(mongo, settings, now=DAY1 + HOUR).batch
+    assert batch["high_water"] == DAY1
+    assert batch["high_water_age_s"] == 3600
+    assert batch["next_since"] == DAY1 - HOUR
+    assert batch["next_full_sweep_by"] == DAY1 + WEEK
+    assert batch["pass_in_progress"] is False
+    lines = collect_status(mongo, settings, now=DAY1 + HOUR).lines()
+    assert any(
+        line.startswith("batch: high-water mark 2026-11-26T12:00:00+00:00 (3600s ago)") for line in lines
+    )
+
+
+def test_a_limit_pass_goes_on_across_runs_then_becomes_the_mark(mongo, settings, seeded, clock):
+    first = run(mongo, settings, clock, limit=60)
+    state = state_of(mongo, settings)
+    assert state.high_water is None
+    assert state.current.started_at == DAY1
+    clock.now = DAY1 + HOUR
+    while state_of(mongo, settings).current is not None:
+        report = run(mongo, settings, clock, limit=60)
+        assert report.mode == "full"  # the same pass, begun at DAY1
+    assert state_of(mongo, settings).high_water == DAY1  # the pass's start, not the last run's
+    assert first.archived > 0
+    assert archived(mongo, settings) == expected_archive_ids(seeded)
