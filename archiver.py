@@ -331,8 +331,9 @@ class BatchArchiver:
     # -- orchestration
 
     def _not_yet_archived(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """In another database the server cannot skip archived orders: ask the archive by ``_id``."""
-        if self.same_database or not documents:
+        """When the server did not skip archived orders (another database, an incremental
+        pass): ask the archive by ``_id``."""
+        if self.source.exclude_archived_in is not None or not documents:
             return documents
         existing = self.writer.existing_ids([d["_id"] for d in documents])
         self.report.already_archived += len(existing)
@@ -357,7 +358,7 @@ class BatchArchiver:
         the server will skip archived orders unseen (the archive in the source database, and
         not empty) or an interrupted run's first part is behind the checkpoint. Otherwise the
         run sees every delivered order itself, and a count would repeat its work."""
-        if not self.same_database or self.options.limit is not None:
+        if self.source.exclude_archived_in is None or self.options.limit is not None:
             return False
         if self.current.last_id is not None:
             return True
@@ -435,7 +436,14 @@ class BatchArchiver:
         also_ids: tuple[Any, ...] = ()
         if not self.current.full:
             also_ids = tuple(self.rejects.listed_ids())
-        self.source = replace(self.source, delivered_since=self.current.since, also_ids=also_ids)
+        # An incremental pass reads few orders: the archive is asked by _id for each chunk
+        # (_not_yet_archived) instead of joined on the server, and they need no count.
+        self.source = replace(
+            self.source,
+            delivered_since=self.current.since,
+            also_ids=also_ids,
+            exclude_archived_in=self.source.exclude_archived_in if self.current.full else None,
+        )
         self.reader.source = self.source
         if self.current.full:
             log.info("full pass (%s)", plan.reason)

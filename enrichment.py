@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -63,7 +63,7 @@ ORDER_FIELDS = (
 
 
 def build_enrichment_pipeline(
-    match: Mapping[str, Any],
+    match: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     names: CollectionNames,
     *,
     sort_by_id: bool = False,
@@ -72,6 +72,7 @@ def build_enrichment_pipeline(
 ) -> list[dict[str, Any]]:
     """The aggregation that turns matching orders into pre-archive documents.
 
+    ``match`` is one filter, or several ``$match`` stages in a row (MongoDB coalesces them);
     ``sort_by_id`` walks orders in ``_id`` order (batch checkpoints on it);
     ``exclude_archived_in`` names an archive collection of the *same* database whose orders
     are skipped before any join is paid for; ``limit`` caps the orders (after the exclusion).
@@ -79,7 +80,8 @@ def build_enrichment_pipeline(
     for ``localField``; the referenced ids of client, courier and restaurant are read from
     the order's own fields, so the joins project only the names the archive keeps.
     """
-    pipeline: list[dict[str, Any]] = [{"$match": dict(match)}]
+    matches = [match] if isinstance(match, Mapping) else list(match)
+    pipeline: list[dict[str, Any]] = [{"$match": dict(stage)} for stage in matches]
     if sort_by_id:
         pipeline.append({"$sort": {"_id": 1}})
     if exclude_archived_in:
