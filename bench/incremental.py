@@ -106,7 +106,7 @@ def one_size(client, uri: str, size: int, deliveries: int, seed: int) -> dict:
     s, s_wall = batch_run(uri, f"s{size}")
     assert h["archived"] == s["archived"] == deliveries, (h, s)
     # For reference, what every run cost before: the full walk (--full), nothing new to archive.
-    full, full_wall = batch_run(uri, f"h{size}", "--full")
+    full, _ = batch_run(uri, f"h{size}", "--full")
     ratio, wall_ratio = h["seconds"] / s["seconds"], h_wall / s_wall
     print(
         f"  H second run ({h['mode']}, since {h['since']}): {h['archived']} archived, "
