@@ -68,3 +68,61 @@ def test_scheduled_runs_read_what_is_new_late_deliveries_included(
     assert (full["mode"], full["pass_reason"], full["archived"]) == ("full", "--full", 0)
     assert full["already_archived"] == len(expected_archive_ids(dataset)) + 50
     assert_no_duplicates(archive)
+
+
+def test_a_failed_save_of_the_mark_after_the_archive_write_loses_nothing(nx_settings, db_name, tmp_path):
+    """The archive write of the new deliveries is acknowledged, then every checkpoint write
+    fails (write concern error 64, at the wire: tests/nx_launcher.py): the run exits 1 with
+    the old mark in place; the next run, on a healthy server, reads from the old mark again."""
+    import pymongo
+
+    from checkpoint import checkpoint_key, state_from_document
+    from tests.nx_server import NxServer
+
+    server = NxServer(tmp_path / "nx").start()
+    env = {
+        "MONGODB_URI": server.uri,
+        "MONGODB_DATABASE": db_name,
+        "LOG_DIR": "",
+        "MONGODB_TIMEOUT_MS": "2000",
+    }
+    key = checkpoint_key(nx_settings, "batch", None, None)
+
+    def mark(client) -> datetime:
+        return state_from_document(client[db_name]["archiver_checkpoints"].find_one({"_id": key})).high_water
+
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            dataset = seed_database(client[db_name], nx_settings, 600, seed=23, p_anomalies=0.0)
+            assert run_cli("batch", "--run", "-q", env=env, cwd=tmp_path).returncode == 0
+            first_mark = mark(client)
+            late = pending_ids(dataset, 40)
+            deliver(client[db_name]["Commande"], late)
+        server.stop()
+        server = NxServer(
+            tmp_path / "nx", port=server.port, env={"NX_FAULT_WRITE_CONCERN": "archiver_checkpoints:1"}
+        ).start()
+        failed = run_cli("batch", "--run", "--batch-size", "500", env=env, cwd=tmp_path, timeout=120)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "Traceback" not in failed.stderr
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            archive = client[db_name]["Commande_archive"]
+            assert set(late) <= {d["_id"] for d in archive.find({}, {"_id": 1})}  # written
+            assert mark(client) == first_mark  # the mark did not move
+        server.stop()
+        server = NxServer(tmp_path / "nx", port=server.port).start()
+        again = json.loads(run_cli("batch", "--run", "--json", env=env, cwd=tmp_path).stdout)
+        # The knob undoes inserts only: the replace of the existing checkpoint that recorded
+        # the pass's progress stayed (a real rollback would undo it too: then the run reads the
+        # 40 again, as already archived). Either way nothing is written twice.
+        assert (again["mode"], again["archived"], again["already_archived"]) == ("incremental", 0, 0)
+        assert again["resumed_from"] is not None
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            archive = client[db_name]["Commande_archive"]
+            assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected_archive_ids(dataset) | set(
+                late
+            )
+            assert_no_duplicates(archive)
+            assert mark(client) > first_mark
+    finally:
+        server.stop()

@@ -184,3 +184,24 @@ def test_two_incremental_runs_at_once_leave_the_archive_exact(nx_client, nx_sett
     state = state_from_document(database["archiver_checkpoints"].find_one({"_id": key}))
     assert state.current is None
     assert state.high_water is not None
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [None, "2026-11-26T13:00:00Z", datetime(2026, 10, 1, tzinfo=UTC)],
+    ids=["missing", "a string", "long before the status changed"],
+)
+def test_a_dirty_delivery_stamp_waits_for_a_full_pass_on_a_real_server(nx_client, nx_settings, seeded, stamp):
+    from tests.helpers import pending_ids
+
+    database = nx_client[nx_settings.mongodb_database]
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    dirty = pending_ids(seeded)[0]
+    database["Commande"].update_one({"_id": dirty}, {"$set": {"status": "livrée", "date_livraison": stamp}})
+    archive = database[nx_settings.archive_collection]
+    incremental = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    assert (incremental.mode, incremental.archived) == ("incremental", 0)
+    assert archive.find_one({"_id": dirty}) is None
+    full = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, full=True)).run()
+    assert (full.mode, full.archived) == ("full", 1)
+    assert archive.find_one({"_id": dirty}) is not None
