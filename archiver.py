@@ -112,9 +112,9 @@ class BatchReport:
     def summary_line(self) -> str:
         window = ""
         if self.delivered is not None:
-            scope = (
-                f"since {self.since.isoformat()} (incremental)" if self.since is not None else "in the window"
-            )
+            scope = "in the window"
+            if self.since is not None:
+                scope = f"since {self.since.isoformat()} (incremental; --full reads them all)"
             window = f" of {self.delivered} delivered {scope}"
         if self.dry_run:
             return (
