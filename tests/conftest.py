@@ -1,4 +1,12 @@
-"""Shared fixtures: isolated working directory, mongomock, the nx-27017 server, the CLI runner."""
+"""Shared fixtures: isolated working directory, mongomock, the MongoDB server, the CLI runner.
+
+The integration and end-to-end tests run against the nx-27017 test server they start
+(tests/nx_server.py), or against any MongoDB given by ``TEST_MONGODB_URI``
+(``TEST_MONGODB_URI=mongodb://host:27017/?replicaSet=rs0 make test``): one database per test,
+dropped at the end of the session, nothing else on the server touched. Tests that need the
+test server itself (its fault knobs, its test account, stopping and restarting it, a proxy in
+front of it) are marked ``test_server_only`` and skipped there, with the reason.
+"""
 
 from __future__ import annotations
 
@@ -47,8 +55,40 @@ def mongo():
 PLAIN_USER, PLAIN_PASSWORD = "archiver", "S3cret-Passw0rd-42"
 
 
+# Read by the tests only (config.py reads the product's settings): a MongoDB to test against.
+TEST_MONGODB_URI = os.environ.get("TEST_MONGODB_URI", "").strip()
+_DATABASES: list[str] = []  # created by this session's tests on a TEST_MONGODB_URI server
+
+
+class ExternalServer:
+    """A MongoDB given by ``TEST_MONGODB_URI``: used as it is, never started or stopped."""
+
+    def __init__(self, uri: str) -> None:
+        from pymongo.uri_parser import parse_uri
+
+        self.uri = uri
+        self.host, self.port = parse_uri(uri)["nodelist"][0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not TEST_MONGODB_URI:
+        return
+    for item in items:
+        marker = item.get_closest_marker("test_server_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "needs the bundled test server"
+            item.add_marker(pytest.mark.skip(reason=f"test server only: {reason}"))
+
+
 @pytest.fixture(scope="session")
-def nx_server() -> Iterator[NxServer]:
+def nx_server() -> Iterator[NxServer | ExternalServer]:
+    if TEST_MONGODB_URI:
+        server = ExternalServer(TEST_MONGODB_URI)
+        yield server
+        with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000) as client:
+            for name in _DATABASES:
+                client.drop_database(name)
+        return
     with tempfile.TemporaryDirectory(prefix="nx27017-") as data_dir:
         server = NxServer(Path(data_dir), env={"NX_PLAIN_USERS": f"{PLAIN_USER}:{PLAIN_PASSWORD}"}).start()
         try:
@@ -58,7 +98,7 @@ def nx_server() -> Iterator[NxServer]:
 
 
 @pytest.fixture
-def nx_client(nx_server: NxServer) -> Iterator[pymongo.MongoClient]:
+def nx_client(nx_server: NxServer | ExternalServer) -> Iterator[pymongo.MongoClient]:
     client = pymongo.MongoClient(nx_server.uri, tz_aware=True, serverSelectionTimeoutMS=5000)
     yield client
     client.close()
@@ -67,16 +107,20 @@ def nx_client(nx_server: NxServer) -> Iterator[pymongo.MongoClient]:
 @pytest.fixture
 def db_name() -> str:
     """One database per test: tests never see each other's documents."""
-    return f"t_{uuid.uuid4().hex[:12]}"
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    _DATABASES.append(name)
+    return name
 
 
 @pytest.fixture
-def nx_settings(nx_server: NxServer, db_name: str) -> Settings:
+def nx_settings(nx_server: NxServer | ExternalServer, db_name: str) -> Settings:
     return Settings(mongodb_uri=nx_server.uri, mongodb_database=db_name, log_dir="")
 
 
 @pytest.fixture
-def nx_env(nx_server: NxServer, db_name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def nx_env(
+    nx_server: NxServer | ExternalServer, db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     """The environment a user would set to point the CLI at this test's database."""
     env = {"MONGODB_URI": nx_server.uri, "MONGODB_DATABASE": db_name, "LOG_DIR": "logs"}
     for key, value in env.items():

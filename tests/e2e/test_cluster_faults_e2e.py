@@ -28,7 +28,10 @@ from tests.helpers import (
 )
 from tests.nx_server import NxServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.test_server_only("the test server's fault knobs"),
+]
 
 SEED = 71
 

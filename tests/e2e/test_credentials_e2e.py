@@ -21,6 +21,7 @@ def with_password(uri: str, password: str = PLAIN_PASSWORD) -> str:
     return uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:{password}@") + "?authMechanism=PLAIN"
 
 
+@pytest.mark.test_server_only("the test server's PLAIN account and a TCP proxy in front of it")
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_subcommand_ever_shows_the_password(
     nx_server, nx_client, db_name, tmp_path, log_format, monkeypatch, capsys

@@ -64,6 +64,7 @@ def watch_env(uri: str, db_name: str, tmp_path: Path, *, timeout_ms: int) -> dic
     }
 
 
+@pytest.mark.test_server_only("a TCP proxy in front of the test server")
 def test_batch_with_connections_cut_mid_reply(nx_server, nx_client, nx_settings, db_name, tmp_path):
     """Every connection dies after 600 kB of replies (a getMore of 500 enriched orders is
     about 420 kB): the stream breaks mid-reply several times, the run goes on in pages, and
@@ -100,6 +101,7 @@ def test_batch_with_connections_cut_mid_reply(nx_server, nx_client, nx_settings,
     assert purged == archived  # and everything archived was purged
 
 
+@pytest.mark.test_server_only("a TCP proxy in front of the test server")
 def test_watch_burst_with_cuts_and_the_proxy_down_for_four_seconds(
     nx_server, nx_client, nx_settings, db_name, tmp_path
 ):
@@ -146,6 +148,7 @@ def test_watch_burst_with_cuts_and_the_proxy_down_for_four_seconds(
     assert_no_duplicates(database["Commande_archive"])
 
 
+@pytest.mark.test_server_only("stops and restarts a server of its own")
 def test_server_restarted_during_watch(nx_settings, db_name, tmp_path):
     server = NxServer(tmp_path / "nx").start()
     try:

@@ -70,6 +70,7 @@ def test_scheduled_runs_read_what_is_new_late_deliveries_included(
     assert_no_duplicates(archive)
 
 
+@pytest.mark.test_server_only("the test server's fault knobs, and restarts it")
 def test_a_failed_save_of_the_mark_after_the_archive_write_loses_nothing(nx_settings, db_name, tmp_path):
     """The archive write of the new deliveries is acknowledged, then every checkpoint write
     fails (write concern error 64, at the wire: tests/nx_launcher.py): the run exits 1 with

@@ -135,6 +135,9 @@ def test_an_unusable_log_folder_or_samples_file_is_exit_2(tmp_path):
     assert "--samples-file /nonexistent/s.json: the folder" in one_line_error(result, 2)
 
 
+@pytest.mark.test_server_only(
+    "the test server's replies to a wrong replica set name, TLS and its PLAIN account"
+)
 def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path, monkeypatch, capsys):
     host = nx_server.uri.removeprefix("mongodb://").rstrip("/")
     cases = [

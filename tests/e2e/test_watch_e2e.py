@@ -163,6 +163,7 @@ def short_history_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.test_server_only("a server of its own with 30 rows of history (a real one: a small oplog)")
 @pytest.mark.parametrize("store", STORES)
 def test_history_lost_falls_back_to_catch_up(
     short_history_server, nx_settings, db_name, tmp_path, watchers, store

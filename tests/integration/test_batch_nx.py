@@ -144,6 +144,7 @@ def test_unreachable_server_exits_1_without_traceback_or_password(capsys, monkey
     assert "Hunter2-secret" not in captured.err + captured.out
 
 
+@pytest.mark.test_server_only("puts credentials into the server's URI")
 def test_bad_credentials_exit_1_with_clear_message(nx_server, capsys, monkeypatch):
     monkeypatch.setenv("MONGODB_URI", nx_server.uri.replace("mongodb://", "mongodb://bob:Wr0ng-pass@"))
     assert main(["batch", "--run"]) == 1

@@ -106,6 +106,7 @@ def assert_authentication_failed(uri: str) -> None:
     assert caught.value.code == 18  # AuthenticationFailed, as MongoDB answers
 
 
+@pytest.mark.test_server_only("puts credentials into the server's URI")
 def test_credentials_get_authentication_failed(nx_server):
     assert_authentication_failed(nx_server.uri.replace("mongodb://", "mongodb://someone:wrong@"))
 
@@ -147,6 +148,7 @@ def test_unreadable_resume_token_is_invalid_resume_token(db):
     assert caught.value.code == 260
 
 
+@pytest.mark.test_server_only("a server of its own with 5 rows of history (a real one: a small oplog)")
 def test_pruned_history_is_change_stream_history_lost(tmp_path):
     server = NxServer(tmp_path / "nx", env={"NX_RESUME_RETENTION_ROWS": "5"}).start()
     try:
@@ -188,6 +190,7 @@ def test_dropping_a_watched_collection_invalidates_the_stream(db):
         assert resumed.next()["fullDocument"]["x"] == 2
 
 
+@pytest.mark.test_server_only("the test server's PLAIN account")
 def test_plain_authentication_for_the_test_account(nx_server):
     from tests.conftest import PLAIN_PASSWORD, PLAIN_USER
 
@@ -209,6 +212,7 @@ def test_get_more_on_an_unknown_cursor_is_cursor_not_found(db):
         list(cursor)  # nx-27017 alone would end the cursor quietly after 2 of 10
 
 
+@pytest.mark.test_server_only("a TCP proxy in front of the test server")
 def test_a_cursor_lost_to_a_network_cut_is_an_error_not_an_early_end(nx_server, db_name):
     from tests.fault_proxy import FaultProxy
 
@@ -300,6 +304,7 @@ def faulty_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.test_server_only("the test server's fault knobs")
 def test_write_fault_knobs_answer_what_a_cluster_answers(faulty_server, db_name):
     with pymongo.MongoClient(faulty_server.uri, tz_aware=True) as client:
         archive = client[db_name]["archive"]
