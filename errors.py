@@ -25,7 +25,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # server unreachable, authentication, write failure after retries, interrupted
     USAGE = 2  # bad usage or configuration
     NEW_REJECTED_ORDERS = 3  # batch: this run found invalid orders never listed before
-    UNHEALTHY = 3  # status
+    UNHEALTHY = 3  # status, doctor
     INCONSISTENT = 3  # verify
 
 

@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     commands.required = True
     for add_parser in (
+        add_doctor_parser,
         add_batch_parser,
         add_watch_parser,
         add_status_parser,
@@ -583,6 +584,36 @@ def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) ->
     with _connected(settings, stop_event) as client:
         print(retire_watcher(client, settings, args.name, None))
     return ExitCode.OK
+
+
+EPILOG_DOCTOR = """examples:
+  python main.py doctor                          the first command on a new cluster
+  python main.py doctor --json                   the same, as one JSON object
+"""
+
+
+def add_doctor_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    doctor = _add_command(
+        commands,
+        common,
+        "doctor",
+        help="check the server and the user before anything runs (exit 3 when not ready)",
+        description="Version, topology, change streams, sharding, write concern, read preference "
+        "and the user's privileges, one line each. Writes nothing. Exit 0 ready, 3 not.",
+        epilog=EPILOG_DOCTOR,
+    )
+    _json_argument(doctor, "checks")
+    doctor.set_defaults(func=cmd_doctor)
+
+
+def cmd_doctor(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from doctor import run_doctor
+
+    settings = _settings(args)
+    with _connected(settings, stop_event) as client:
+        report = run_doctor(client, settings, stop_event)
+    _print_report(report, args.json)
+    return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
 
 
 def add_simulate_parser(commands: Any, common: argparse.ArgumentParser) -> None:

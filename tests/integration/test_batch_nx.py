@@ -206,3 +206,19 @@ def test_a_dirty_delivery_stamp_waits_for_a_full_pass_on_a_real_server(nx_client
     full = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, full=True)).run()
     assert (full.mode, full.archived) == ("full", 1)
     assert archive.find_one({"_id": dirty}) is not None
+
+
+def test_doctor_on_a_real_wire_protocol(nx_env, capsys):
+    """On the test server: a single server that opens change streams, no authentication
+    (each branch it cannot show: tests/unit/test_doctor.py)."""
+    import json
+
+    assert main(["doctor"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("ok   version: MongoDB ")
+    assert any(line.startswith("ok   change streams: a change stream opens on") for line in lines)
+    assert lines[-1] == "ready"
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["healthy"] is True
+    assert {c["name"] for c in report["checks"]} >= {"version", "topology", "change streams", "privileges"}

@@ -1,0 +1,212 @@
+"""`main.py doctor`: what a user checks first on their own cluster, one line each.
+
+It connects as the archiver would and reports the server version (4.4 or later), the
+topology (standalone, replica set, sharded cluster through ``mongos``), whether change
+streams can be opened on the orders collection (what ``watch`` needs), what is sharded and
+whether the configuration can work with it (``deployment.sharding_problems``), the write
+concern and read preference the URI gives and the ones the archiver uses, and whether the
+user holds each privilege the commands need (``connectionStatus`` with ``showPrivileges``).
+Each line passes, warns or fails; any failure makes exit 3. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pymongo import MongoClient
+from pymongo import errors as pymongo_errors
+
+from config import Settings
+from deployment import LOOKUP_SHARDED_FROM, server_version, sharded_collections, sharding_problems
+from errors import NO_CHANGE_STREAMS_CODES, is_authorisation_error, retrying
+from storage import Document
+
+MIN_VERSION = (4, 4)
+Outcome = Literal["pass", "warn", "fail"]
+
+
+@dataclass
+class Check:
+    name: str
+    outcome: Outcome
+    detail: str
+
+
+@dataclass
+class DoctorReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return all(check.outcome != "fail" for check in self.checks)
+
+    def add(self, name: str, outcome: Outcome, detail: str) -> None:
+        self.checks.append(Check(name, outcome, detail))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"checks": [asdict(check) for check in self.checks], "healthy": self.healthy}
+
+    def lines(self) -> list[str]:
+        marks = {"pass": "ok  ", "warn": "warn", "fail": "FAIL"}
+        out = [f"{marks[c.outcome]} {c.name}: {c.detail}" for c in self.checks]
+        failed = [c.name for c in self.checks if c.outcome == "fail"]
+        out.append("ready" if not failed else "NOT READY: " + ", ".join(failed))
+        return out
+
+
+def required_privileges(settings: Settings) -> dict[tuple[str, str], set[str]]:
+    """(database, collection) -> the actions the archiver's commands need there. ``remove`` on
+    the orders is only for ``--purge-source``; ``createIndex`` on them only speeds runs up."""
+    source, archive = settings.mongodb_database, settings.archive_db_name
+    needs: dict[tuple[str, str], set[str]] = {
+        (source, settings.orders_collection): {"find", "changeStream"},
+        (archive, settings.archive_collection): {"find", "insert", "update", "createIndex"},
+        (archive, settings.checkpoint_collection): {"find", "insert", "update", "remove"},
+        (archive, settings.rejects_collection): {"find", "insert", "update", "remove"},
+    }
+    for name in (
+        settings.clients_collection,
+        settings.couriers_collection,
+        settings.restaurants_collection,
+        settings.menu_collection,
+    ):
+        needs[(source, name)] = {"find"}
+    return needs
+
+
+def granted_actions(privileges: list[dict[str, Any]], database: str, collection: str) -> set[str]:
+    """The actions ``privileges`` (``connectionStatus``'s ``authenticatedUserPrivileges``)
+    grant on one collection: exact, whole database, every database, any resource."""
+    actions: set[str] = set()
+    for privilege in privileges:
+        resource = privilege.get("resource") or {}
+        if resource.get("anyResource"):
+            actions |= set(privilege.get("actions") or [])
+            continue
+        db, coll = resource.get("db"), resource.get("collection")
+        if db is None or coll is None:
+            continue  # a cluster resource
+        if db in ("", database) and coll in ("", collection):
+            actions |= set(privilege.get("actions") or [])
+    return actions
+
+
+def privilege_checks(report: DoctorReport, settings: Settings, status: dict[str, Any]) -> None:
+    info = status.get("authInfo")
+    if not isinstance(info, dict):
+        report.add("privileges", "warn", "the server does not say (no authInfo in connectionStatus)")
+        return
+    if not info.get("authenticatedUsers"):
+        report.add("privileges", "pass", "authentication is off on this server: every action is allowed")
+        return
+    privileges = info.get("authenticatedUserPrivileges") or []
+    missing = []
+    for (database, collection), actions in sorted(required_privileges(settings).items()):
+        lacking = actions - granted_actions(privileges, database, collection)
+        if lacking:
+            missing.append(f"{database}.{collection}: {', '.join(sorted(lacking))}")
+    if missing:
+        report.add(
+            "privileges",
+            "fail",
+            "missing " + "; ".join(missing) + " (deploy/mongodb-roles.js grants them)",
+        )
+    else:
+        report.add("privileges", "pass", "every action batch, watch, status and verify need")
+    orders = (settings.mongodb_database, settings.orders_collection)
+    if "remove" not in granted_actions(privileges, *orders):
+        report.add("purge", "warn", f"no remove on {'.'.join(orders)}: batch --purge-source would fail")
+
+
+def topology_check(report: DoctorReport, hello: dict[str, Any]) -> str:
+    if hello.get("msg") == "isdbgrid":
+        report.add("topology", "pass", "sharded cluster (connected to mongos)")
+        return "sharded"
+    if hello.get("setName"):
+        report.add("topology", "pass", f"replica set {hello['setName']!r}")
+        return "replica set"
+    report.add(
+        "topology", "warn", "standalone server: batch runs; watch needs change streams (a replica set)"
+    )
+    return "standalone"
+
+
+def change_stream_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> None:
+    orders = client[settings.mongodb_database][settings.orders_collection]
+    try:
+        with orders.watch(max_await_time_ms=1) as stream:
+            stream.try_next()
+        report.add("change streams", "pass", f"a change stream opens on {orders.full_name} (watch can run)")
+    except pymongo_errors.OperationFailure as exc:
+        if exc.code in NO_CHANGE_STREAMS_CODES:
+            report.add("change streams", "fail", "not available (a standalone server): watch cannot run")
+        elif is_authorisation_error(exc):
+            report.add(
+                "change streams", "fail", f"refused: the user lacks changeStream on {orders.full_name}"
+            )
+        else:
+            report.add("change streams", "fail", f"cannot open one: {exc.details or exc}")
+
+
+def sharding_check(
+    report: DoctorReport, client: MongoClient[Document], settings: Settings, version: tuple[int, ...]
+) -> None:
+    namespaces = sorted({f"{db}.{coll}" for db, coll in required_privileges(settings)})
+    try:
+        sharded = sharded_collections(client, namespaces)
+    except pymongo_errors.OperationFailure:
+        report.add("sharding", "warn", "config.collections cannot be read: the layout is not checked")
+        return
+    problems = sharding_problems(settings, version, sharded)
+    listed = ", ".join(f"{ns} {key}" for ns, key in sorted(sharded.items())) or "none of the archiver's"
+    if problems:
+        report.add("sharding", "fail", "; ".join(problems))
+    else:
+        note = (
+            ""
+            if version >= LOOKUP_SHARDED_FROM
+            else " (before 5.1: reference collections must stay unsharded)"
+        )
+        report.add("sharding", "pass", f"sharded: {listed}{note}")
+
+
+def run_doctor(
+    client: MongoClient[Document], settings: Settings, stop_event: threading.Event | None = None
+) -> DoctorReport:
+    report = DoctorReport()
+
+    def ask(command: str, **options: Any) -> dict[str, Any]:
+        return dict(retrying(lambda: client.admin.command(command, **options), stop_event=stop_event))
+
+    hello = ask("hello")
+    version = server_version(client)
+    text = ".".join(map(str, version))
+    if version >= MIN_VERSION:
+        report.add("version", "pass", f"MongoDB {text}")
+    else:
+        report.add("version", "fail", f"MongoDB {text}: 4.4 or later is needed")
+    topology = topology_check(report, hello)
+    change_stream_check(report, client, settings)
+    if topology == "sharded":
+        sharding_check(report, client, settings, version)
+    report.add(
+        "write concern",
+        "pass",
+        f"the URI's default {client.write_concern.document or '{} (server default)'}; the archiver's "
+        'writes use w: "majority" (MONGODB_WRITE_TIMEOUT_MS '
+        f"{settings.mongodb_write_timeout_ms} ms)",
+    )
+    report.add(
+        "read preference",
+        "pass",
+        f"the URI's {client.read_preference.name}; the reads that decide go to the primary",
+    )
+    try:
+        status = ask("connectionStatus", showPrivileges=True)
+    except pymongo_errors.OperationFailure as exc:
+        report.add("privileges", "warn", f"connectionStatus refused ({exc.code}): not checked")
+    else:
+        privilege_checks(report, settings, status)
+    return report

@@ -1,0 +1,178 @@
+"""`main.py doctor`: each branch from the server replies it would get (nx-27017 shows only a
+single server without authentication; tests/integration has it end to end)."""
+
+from types import SimpleNamespace
+
+import pytest
+from pymongo.errors import OperationFailure
+
+from config import Settings
+from doctor import granted_actions, required_privileges, run_doctor
+
+SETTINGS = Settings(mongodb_uri="mongodb://x/", mongodb_database="livraison", log_dir="")
+
+
+class FakeStream:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def try_next(self):
+        return None
+
+
+class FakeCollection:
+    def __init__(self, client, full_name):
+        self.client, self.full_name = client, full_name
+
+    def watch(self, **_):
+        if self.client.stream_error is not None:
+            raise self.client.stream_error
+        return FakeStream()
+
+    def find(self, query, *_):
+        return [
+            {"_id": ns, "key": key} for ns, key in self.client.sharded.items() if ns in query["_id"]["$in"]
+        ]
+
+
+class FakeDatabase:
+    def __init__(self, client, name):
+        self.client, self.name = client, name
+
+    def __getitem__(self, collection):
+        return FakeCollection(self.client, f"{self.name}.{collection}")
+
+    def command(self, name, **_):
+        return self.client.replies[name]
+
+
+class FakeClient:
+    """The replies of one deployment."""
+
+    def __init__(self, hello, version="7.0.2", privileges=None, sharded=None, stream_error=None):
+        users = [] if privileges is None else [{"user": "archiver", "db": "admin"}]
+        self.replies = {
+            "hello": hello,
+            "buildInfo": {"version": version},
+            "connectionStatus": {
+                "authInfo": {"authenticatedUsers": users, "authenticatedUserPrivileges": privileges or []}
+            },
+        }
+        self.sharded = sharded or {}
+        self.stream_error = stream_error
+        self.admin = FakeDatabase(self, "admin")
+        self.write_concern = SimpleNamespace(document={"w": 1})
+        self.read_preference = SimpleNamespace(name="secondaryPreferred")
+
+    def __getitem__(self, name):
+        return FakeDatabase(self, name)
+
+
+def outcomes(report):
+    return {check.name: check.outcome for check in report.checks}
+
+
+def everything_needed():
+    return [
+        {"resource": {"db": db, "collection": coll}, "actions": sorted(actions | {"remove"})}
+        for (db, coll), actions in required_privileges(SETTINGS).items()
+    ]
+
+
+def test_a_replica_set_with_a_least_privilege_user_is_ready():
+    client = FakeClient({"setName": "rs0"}, privileges=everything_needed())
+    report = run_doctor(client, SETTINGS)
+    assert outcomes(report) == {
+        "version": "pass",
+        "topology": "pass",
+        "change streams": "pass",
+        "write concern": "pass",
+        "read preference": "pass",
+        "privileges": "pass",
+    }
+    assert report.healthy
+    assert report.lines()[-1] == "ready"
+    assert "secondaryPreferred" in report.lines()[4]
+
+
+def test_a_missing_privilege_is_named_with_its_collection():
+    privileges = [p for p in everything_needed() if p["resource"]["collection"] != "archiver_rejects"]
+    report = run_doctor(FakeClient({"setName": "rs0"}, privileges=privileges), SETTINGS)
+    check = next(c for c in report.checks if c.name == "privileges")
+    assert check.outcome == "fail"
+    assert "livraison.archiver_rejects: find, insert, remove, update" in check.detail
+    assert not report.healthy
+    assert report.lines()[-1] == "NOT READY: privileges"
+
+
+def test_database_wide_and_any_resource_grants_count():
+    assert granted_actions(
+        [{"resource": {"db": "livraison", "collection": ""}, "actions": ["find"]}], "livraison", "Menu"
+    ) == {"find"}
+    assert granted_actions([{"resource": {"db": "", "collection": ""}, "actions": ["find"]}], "x", "y") == {
+        "find"
+    }
+    assert granted_actions([{"resource": {"anyResource": True}, "actions": ["find"]}], "x", "y") == {"find"}
+    assert granted_actions([{"resource": {"cluster": True}, "actions": ["find"]}], "x", "y") == set()
+    assert (
+        granted_actions([{"resource": {"db": "other", "collection": ""}, "actions": ["find"]}], "x", "y")
+        == set()
+    )
+
+
+def test_no_remove_on_the_orders_only_warns_about_purge():
+    privileges = [
+        {
+            **p,
+            "actions": [
+                a for a in p["actions"] if a != "remove" or "Commande" not in p["resource"]["collection"]
+            ],
+        }
+        for p in everything_needed()
+    ]
+    privileges = [p for p in privileges if p["resource"]["collection"] != "Commande"] + [
+        {"resource": {"db": "livraison", "collection": "Commande"}, "actions": ["find", "changeStream"]}
+    ]
+    report = run_doctor(FakeClient({"setName": "rs0"}, privileges=privileges), SETTINGS)
+    assert outcomes(report)["purge"] == "warn"
+    assert report.healthy
+
+
+def test_a_standalone_server_cannot_watch():
+    error = OperationFailure("The $changeStream stage is only supported on replica sets", code=40573)
+    report = run_doctor(FakeClient({}, stream_error=error), SETTINGS)
+    assert outcomes(report)["topology"] == "warn"
+    assert outcomes(report)["change streams"] == "fail"
+    assert outcomes(report)["privileges"] == "pass"  # authentication off
+    assert not report.healthy
+
+
+@pytest.mark.parametrize(
+    ("version", "sharded", "outcome"),
+    [
+        ("7.0.2", {"livraison.Commande": {"_id": "hashed"}}, "pass"),
+        ("5.0.9", {"livraison.Menu": {"_id": 1}}, "fail"),  # $lookup from a sharded collection: 5.1+
+        ("7.0.2", {"livraison.Commande_archive": {"date_commande": 1}}, "fail"),  # never the archive
+    ],
+)
+def test_sharded_cluster_layouts(version, sharded, outcome):
+    client = FakeClient({"msg": "isdbgrid"}, version=version, privileges=everything_needed(), sharded=sharded)
+    report = run_doctor(client, SETTINGS)
+    assert outcomes(report)["topology"] == "pass"
+    assert outcomes(report)["sharding"] == outcome
+
+
+def test_an_old_server_fails_the_version_check():
+    report = run_doctor(FakeClient({"setName": "rs0"}, version="4.2.8"), SETTINGS)
+    assert outcomes(report)["version"] == "fail"
+
+
+def test_the_change_stream_privilege_is_named_when_refused():
+    error = OperationFailure("not authorized on livraison to execute command", code=13)
+    report = run_doctor(FakeClient({"setName": "rs0"}, stream_error=error), SETTINGS)
+    check = next(c for c in report.checks if c.name == "change streams")
+    assert check.outcome == "fail"
+    assert "changeStream on livraison.Commande" in check.detail
