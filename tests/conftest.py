@@ -86,8 +86,10 @@ def nx_server() -> Iterator[NxServer | ExternalServer]:
         server = ExternalServer(TEST_MONGODB_URI)
         yield server
         with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000) as client:
-            for name in _DATABASES:
-                client.drop_database(name)
+            # A test's own database, and those it derived from its name (an archive database).
+            for name in client.list_database_names():
+                if name.startswith(tuple(_DATABASES)):
+                    client.drop_database(name)
         return
     with tempfile.TemporaryDirectory(prefix="nx27017-") as data_dir:
         server = NxServer(Path(data_dir), env={"NX_PLAIN_USERS": f"{PLAIN_USER}:{PLAIN_PASSWORD}"}).start()
