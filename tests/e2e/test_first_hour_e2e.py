@@ -42,9 +42,12 @@ def test_a_wrong_collection_or_database_is_named_not_read_as_zero(seeded, nx_env
         line = result.stderr.strip().splitlines()[-1]
         assert f"collection {db_name}.Comande does not exist: check ORDERS_COLLECTION" in line
         assert "Commande" in line.split("this database has:")[1]  # the likely intended name
-    result = run_cli("batch", env={**nx_env, "MONGODB_DATABASE": "livraison_typo"}, cwd=tmp_path)
+    # A name derived from the test's database: dropped with it on a TEST_MONGODB_URI server
+    # (nx-27017 creates a database on any access, even a listing; MongoDB does not).
+    typo = f"{db_name}_typo"
+    result = run_cli("batch", env={**nx_env, "MONGODB_DATABASE": typo}, cwd=tmp_path)
     assert result.returncode == 2
-    assert "database livraison_typo has no collections: check MONGODB_DATABASE" in result.stderr
+    assert f"database {typo} has no collections: check MONGODB_DATABASE" in result.stderr
     status = run_cli("status", "--json", env={**nx_env, "ORDERS_COLLECTION": "Comande"}, cwd=tmp_path)
     assert status.returncode == 3
     assert any("does not exist" in p for p in json.loads(status.stdout)["problems"])
