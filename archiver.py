@@ -186,12 +186,13 @@ class BatchArchiver:
         stop_event: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         server_clock: Callable[[], datetime] | None = None,
+        archive_client: MongoClient[Document] | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
         self.stop_event = stop_event or threading.Event()
         self.clock = clock
-        collections = Collections.of(client, settings)
+        collections = Collections.of(client, settings, archive_client)
         self.orders = collections.orders
         self.orders_primary = collections.orders_primary
         self.archive = collections.archive

@@ -60,6 +60,9 @@ SWEEP_7D = Duration(days=7)
 @dataclass(frozen=True)
 class Settings:
     mongodb_uri: str | None = None  # MONGODB_URI: connection string; required unless --simulation
+    archive_mongodb_uri: str | None = (
+        None  # ARCHIVE_MONGODB_URI: the archive's own deployment; unset: the source's
+    )
     mongodb_database: str = "livraison"  # MONGODB_DATABASE: source database
     orders_collection: str = "Commande"  # ORDERS_COLLECTION: the orders
     clients_collection: str = "Client"  # CLIENTS_COLLECTION: clients, joined as `client`
@@ -101,6 +104,11 @@ class Settings:
     @property
     def archive_db_name(self) -> str:
         return self.archive_database or self.mongodb_database
+
+    @property
+    def archive_elsewhere(self) -> bool:
+        """The archive, checkpoints and rejects live on another deployment (ARCHIVE_MONGODB_URI)."""
+        return bool(self.archive_mongodb_uri) and not self.simulation
 
     @property
     def pii_policy(self) -> PiiPolicy:
@@ -240,6 +248,7 @@ def parse_text(value: str) -> str:
 # Environment variable -> (field, parser).
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MONGODB_URI": ("mongodb_uri", parse_uri),
+    "ARCHIVE_MONGODB_URI": ("archive_mongodb_uri", parse_uri),
     "MONGODB_DATABASE": ("mongodb_database", parse_database_name),
     "ORDERS_COLLECTION": ("orders_collection", parse_collection_name),
     "CLIENTS_COLLECTION": ("clients_collection", parse_collection_name),
@@ -354,9 +363,12 @@ def check_collection_roles(settings: Settings) -> None:
     """No collection may play two roles: an archive that is the orders collection makes a
     purge delete every delivered order, one that is the dishes writes orders among them.
     Database names compare without case (MongoDB refuses two that differ only by case)."""
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str, str], str] = {}
+    archive_side = {"ARCHIVE_COLLECTION", "CHECKPOINT_COLLECTION", "REJECTS_COLLECTION"}
     for setting, database, collection in collection_roles(settings):
-        key = (database.casefold(), collection)
+        # Two deployments (ARCHIVE_MONGODB_URI): the same name on each is two collections.
+        side = "archive" if settings.archive_elsewhere and setting in archive_side else "source"
+        key = (side, database.casefold(), collection)
         if key in seen:
             raise ConfigError(
                 f"{setting} and {seen[key]} both name {database}.{collection}: each collection plays "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from dataclasses import dataclass
@@ -89,6 +90,45 @@ def open_client(
         client.close()
         raise
     return client
+
+
+def open_archive_client(settings: Settings, **options: Any) -> Any:
+    """The archive's deployment (``ARCHIVE_MONGODB_URI``), connected like the source's, or
+    None when the archive lives with the source. Its failures say which side failed."""
+    if not settings.archive_elsewhere:
+        return None
+    archive_side = dataclasses.replace(settings, mongodb_uri=settings.archive_mongodb_uri)
+    try:
+        return open_client(archive_side, **options)
+    except ArchiverError as error:
+        message = str(error).replace("MONGODB_URI", "ARCHIVE_MONGODB_URI")
+        raise type(error)(f"archive deployment: {message}") from error
+
+
+@dataclass
+class Clients:
+    """The source's client, and the archive's when it has a deployment of its own."""
+
+    source: Any
+    archive: Any = None  # None: the archive lives with the source
+
+    @property
+    def archive_side(self) -> Any:
+        return self.archive if self.archive is not None else self.source
+
+    def close(self) -> None:
+        for client in (self.archive, self.source):
+            if client is not None:
+                client.close()
+
+
+def open_clients(settings: Settings, **options: Any) -> Clients:
+    source = open_client(settings, **options)
+    try:
+        return Clients(source, open_archive_client(settings, **options))
+    except BaseException:
+        source.close()
+        raise
 
 
 class Unreachable(pymongo_errors.AutoReconnect):

@@ -56,23 +56,28 @@ class DoctorReport:
         return out
 
 
-def required_privileges(settings: Settings) -> dict[tuple[str, str], set[str]]:
-    """(database, collection) -> the actions the archiver's commands need there. ``remove`` on
-    the orders is only for ``--purge-source``; ``createIndex`` on them only speeds runs up."""
+Side = Literal["both", "source", "archive"]
+
+
+def required_privileges(settings: Settings, side: Side = "both") -> dict[tuple[str, str], set[str]]:
+    """(database, collection) -> the actions the archiver's commands need there, on one side
+    when the archive has its own deployment. ``remove`` on the orders is only for
+    ``--purge-source``; ``createIndex`` on them only speeds runs up."""
     source, archive = settings.mongodb_database, settings.archive_db_name
-    needs: dict[tuple[str, str], set[str]] = {
-        (source, settings.orders_collection): {"find", "changeStream"},
-        (archive, settings.archive_collection): {"find", "insert", "update", "createIndex"},
-        (archive, settings.checkpoint_collection): {"find", "insert", "update", "remove"},
-        (archive, settings.rejects_collection): {"find", "insert", "update", "remove"},
-    }
-    for name in (
-        settings.clients_collection,
-        settings.couriers_collection,
-        settings.restaurants_collection,
-        settings.menu_collection,
-    ):
-        needs[(source, name)] = {"find"}
+    needs: dict[tuple[str, str], set[str]] = {}
+    if side != "archive":
+        needs[(source, settings.orders_collection)] = {"find", "changeStream"}
+        for name in (
+            settings.clients_collection,
+            settings.couriers_collection,
+            settings.restaurants_collection,
+            settings.menu_collection,
+        ):
+            needs[(source, name)] = {"find"}
+    if side != "source":
+        needs[(archive, settings.archive_collection)] = {"find", "insert", "update", "createIndex"}
+        needs[(archive, settings.checkpoint_collection)] = {"find", "insert", "update", "remove"}
+        needs[(archive, settings.rejects_collection)] = {"find", "insert", "update", "remove"}
     return needs
 
 
@@ -93,7 +98,9 @@ def granted_actions(privileges: list[dict[str, Any]], database: str, collection:
     return actions
 
 
-def privilege_checks(report: DoctorReport, settings: Settings, status: dict[str, Any]) -> None:
+def privilege_checks(
+    report: DoctorReport, settings: Settings, status: dict[str, Any], side: Side = "both"
+) -> None:
     info = status.get("authInfo")
     if not isinstance(info, dict):
         report.add("privileges", "warn", "the server does not say (no authInfo in connectionStatus)")
@@ -103,7 +110,7 @@ def privilege_checks(report: DoctorReport, settings: Settings, status: dict[str,
         return
     privileges = info.get("authenticatedUserPrivileges") or []
     missing = []
-    for (database, collection), actions in sorted(required_privileges(settings).items()):
+    for (database, collection), actions in sorted(required_privileges(settings, side).items()):
         lacking = actions - granted_actions(privileges, database, collection)
         if lacking:
             missing.append(f"{database}.{collection}: {', '.join(sorted(lacking))}")
@@ -116,7 +123,7 @@ def privilege_checks(report: DoctorReport, settings: Settings, status: dict[str,
     else:
         report.add("privileges", "pass", "every action batch, watch, status and verify need")
     orders = (settings.mongodb_database, settings.orders_collection)
-    if "remove" not in granted_actions(privileges, *orders):
+    if side != "archive" and "remove" not in granted_actions(privileges, *orders):
         report.add("purge", "warn", f"no remove on {'.'.join(orders)}: batch --purge-source would fail")
 
 
@@ -173,7 +180,25 @@ def sharding_check(
 
 
 def run_doctor(
-    client: MongoClient[Document], settings: Settings, stop_event: threading.Event | None = None
+    client: MongoClient[Document],
+    settings: Settings,
+    stop_event: threading.Event | None = None,
+    archive_client: MongoClient[Document] | None = None,
+) -> DoctorReport:
+    """The source's checks; with ARCHIVE_MONGODB_URI, the archive deployment's version,
+    topology and privileges after them, each line named "archive ..."."""
+    if archive_client is None:
+        return check_deployment_of(client, settings, stop_event, "both")
+    report = check_deployment_of(client, settings, stop_event, "source")
+    archive = check_deployment_of(archive_client, settings, stop_event, "archive")
+    for check in archive.checks:
+        check.name = f"archive {check.name}"
+    report.checks += archive.checks
+    return report
+
+
+def check_deployment_of(
+    client: MongoClient[Document], settings: Settings, stop_event: threading.Event | None, side: Side
 ) -> DoctorReport:
     report = DoctorReport()
 
@@ -188,7 +213,8 @@ def run_doctor(
     else:
         report.add("version", "fail", f"MongoDB {text}: 4.4 or later is needed")
     topology = topology_check(report, hello)
-    change_stream_check(report, client, settings)
+    if side != "archive":  # change streams are read on the source only
+        change_stream_check(report, client, settings)
     if topology == "sharded":
         sharding_check(report, client, settings, version)
     report.add(
@@ -208,5 +234,5 @@ def run_doctor(
     except pymongo_errors.OperationFailure as exc:
         report.add("privileges", "warn", f"connectionStatus refused ({exc.code}): not checked")
     else:
-        privilege_checks(report, settings, status)
+        privilege_checks(report, settings, status, side)
     return report

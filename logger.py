@@ -110,6 +110,7 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
     The file always gets ``LOG_LEVEL`` (DEBUG with ``-v``).
     """
     register_secret(uri_password(settings.mongodb_uri))
+    register_secret(uri_password(settings.archive_mongodb_uri))
     register_secret(settings.archive_pii_key)
     level = logging.DEBUG if verbosity > 0 else getattr(logging, settings.log_level)
     console_level = logging.WARNING if verbosity < 0 else level

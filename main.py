@@ -26,6 +26,7 @@ from config import (
     parse_port,
     parse_positive_int,
     parse_probability,
+    parse_uri,
 )
 from errors import ArchiverError, ConfigError, ExitCode, TransientError
 from logger import FILE_ONLY, get_logger, redact, setup_logging
@@ -120,6 +121,12 @@ def _common_arguments() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     common.add_argument("--env-file", metavar="F", help="read settings from F instead of ./.env")
+    common.add_argument(
+        "--archive-uri",
+        metavar="URI",
+        type=_argument(parse_uri),
+        help="the archive's own deployment (ARCHIVE_MONGODB_URI); default: the source's",
+    )
     return common
 
 
@@ -178,13 +185,14 @@ def _simulation_arguments(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def _connected(settings: Any, stop_event: threading.Event, **options: Any) -> Iterator[Any]:
-    from connection import open_client
+    """The source's client and, with ARCHIVE_MONGODB_URI, the archive's (``connection.Clients``)."""
+    from connection import open_clients
 
-    client = open_client(settings, stop_event=stop_event, **options)
+    clients = open_clients(settings, stop_event=stop_event, **options)
     try:
-        yield client
+        yield clients
     finally:
-        client.close()
+        clients.close()
 
 
 def _json_value(value: Any) -> Any:
@@ -220,6 +228,7 @@ def _settings(
     args: argparse.Namespace, outputs: dict[str, str | None] | None = None, **overrides: Any
 ) -> Any:
     """The settings, with every file the command will write checked before any work."""
+    overrides.setdefault("archive_mongodb_uri", getattr(args, "archive_uri", None))
     settings, warnings = load_settings(args.env_file, overrides)
     check_log_dir(settings.log_dir)
     check_output_paths(settings, outputs or {}, args.env_file)
@@ -295,7 +304,7 @@ def add_batch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from archiver import BatchArchiver, BatchOptions
-    from connection import open_client
+    from connection import open_clients
     from progress import progress_mode
     from selection import check_window
 
@@ -319,10 +328,12 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         progress=progress_mode(args.quiet or args.json),
         full=args.full,
     )
-    client = open_client(
+    clients = open_clients(
         settings, stop_event=stop_event, simulation_count=args.count, simulation_seed=args.seed
     )
-    archiver = BatchArchiver(client, settings, options, stop_event=stop_event)
+    archiver = BatchArchiver(
+        clients.source, settings, options, stop_event=stop_event, archive_client=clients.archive
+    )
     succeeded = False
     try:
         archiver.run()
@@ -334,7 +345,7 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         )
         raise
     finally:
-        client.close()
+        clients.close()
         if args.metrics_file:
             from metrics import write_batch_metrics
 
@@ -385,7 +396,7 @@ def add_watch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from connection import open_client
+    from connection import open_clients
     from watcher import Watcher, WatchOptions
 
     settings = _settings(args, resume_token_file=args.token_file)
@@ -394,13 +405,15 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:
-        client = open_client(settings, attempts=0, stop_event=stop_event)
+        clients = open_clients(settings, attempts=0, stop_event=stop_event)
     except TransientError:
         if stop_event.is_set():
             return ExitCode.OK  # stopped while waiting for the server: nothing in hand
         raise
     try:
-        watcher = Watcher(client, settings, options, stop_event=stop_event)
+        watcher = Watcher(
+            clients.source, settings, options, stop_event=stop_event, archive_client=clients.archive
+        )
         if args.metrics_port:
             try:
                 watcher.metrics.serve(args.metrics_port, args.metrics_address)
@@ -409,7 +422,7 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
             get_logger().info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
         return watcher.run()
     finally:
-        client.close()
+        clients.close()
 
 
 EPILOG_STATUS = """examples:
@@ -456,10 +469,11 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from status import collect_status
 
     settings = _settings(args)
-    with _connected(settings, stop_event) as client:
+    with _connected(settings, stop_event) as clients:
         report = collect_status(
-            client,
+            clients.source,
             settings,
+            archive_client=clients.archive,
             lookback=args.lookback,
             max_backlog_age=args.max_backlog_age,
             max_heartbeat_age=args.max_heartbeat_age,
@@ -498,10 +512,11 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
     check_window(args.date_from, args.date_to)
     settings = _settings(args)
-    with _connected(settings, stop_event) as client:
+    with _connected(settings, stop_event) as clients:
         report = verify(
-            client,
+            clients.source,
             settings,
+            archive_client=clients.archive,
             date_from=args.date_from,
             date_to=args.date_to,
             repair=args.repair,
@@ -543,8 +558,8 @@ def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from rejects import list_rejects
 
     settings = _settings(args)
-    with _connected(settings, stop_event) as client:
-        report = list_rejects(client, settings, args.limit or None, stop_event)
+    with _connected(settings, stop_event) as clients:
+        report = list_rejects(clients.archive_side, settings, args.limit or None, stop_event)
     _print_report(report, args.json)
     return ExitCode.OK
 
@@ -581,8 +596,8 @@ def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) ->
     if args.token_file:
         print(retire_watcher(None, settings, None, args.token_file))
         return ExitCode.OK
-    with _connected(settings, stop_event) as client:
-        print(retire_watcher(client, settings, args.name, None))
+    with _connected(settings, stop_event) as clients:
+        print(retire_watcher(clients.archive_side, settings, args.name, None))
     return ExitCode.OK
 
 
@@ -610,8 +625,8 @@ def cmd_doctor(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from doctor import run_doctor
 
     settings = _settings(args)
-    with _connected(settings, stop_event) as client:
-        report = run_doctor(client, settings, stop_event)
+    with _connected(settings, stop_event) as clients:
+        report = run_doctor(clients.source, settings, stop_event, archive_client=clients.archive)
     _print_report(report, args.json)
     return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
 
@@ -646,8 +661,8 @@ def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
     if samples_file:
         print(simulate_samples(settings, options, samples_file))
         return ExitCode.OK
-    with _connected(settings, stop_event) as client:
-        print(simulate_into(client, settings, options))
+    with _connected(settings, stop_event) as clients:
+        print(simulate_into(clients.source, settings, options))
     return ExitCode.OK
 
 

@@ -146,9 +146,10 @@ def collect_status(
     max_backlog_age: timedelta = timedelta(minutes=15),
     max_heartbeat_age: timedelta = timedelta(minutes=2),
     stop_event: threading.Event | None = None,
+    archive_client: Any = None,
 ) -> StatusReport:
     now = now or datetime.now(UTC)
-    collections = Collections.of(client, settings)
+    collections = Collections.of(client, settings, archive_client)
     report = StatusReport(checked_at=now, lookback_hours=lookback.total_seconds() / 3600)
 
     def read(func: Any) -> Any:

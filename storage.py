@@ -45,7 +45,12 @@ class Collections:
     same_database: bool
 
     @classmethod
-    def of(cls, client: MongoClient[Document], settings: Settings) -> Collections:
+    def of(
+        cls,
+        client: MongoClient[Document],
+        settings: Settings,
+        archive_client: MongoClient[Document] | None = None,
+    ) -> Collections:
         """Every write the archiver makes (archive, checkpoints, tokens, leases, rejects, the
         purge) waits for a majority: an acknowledged ``w: 1`` write can be rolled back by a
         failover, and a checkpoint, a token or a purge must never get ahead of an archive
@@ -53,7 +58,9 @@ class Collections:
         the order as it is now, checkpoints, tokens, leases) goes to the primary, whatever the
         URI's ``readPreference``: a lagging secondary would show a delivered order as not
         delivered yet. The batch's own scan of the source follows the URI."""
-        archive_db = client[settings.archive_db_name]
+        # ARCHIVE_MONGODB_URI: the archive side on its own deployment; never joined on the
+        # server with the source (same_database is False), asked by _id instead.
+        archive_db = (archive_client or client)[settings.archive_db_name]
         majority = WriteConcern(w="majority", wtimeout=settings.mongodb_write_timeout_ms)
 
         def durable(collection: MongoCollection) -> MongoCollection:
@@ -67,7 +74,7 @@ class Collections:
             checkpoints=durable(archive_db[settings.checkpoint_collection]),
             rejects=durable(archive_db[settings.rejects_collection]),
             names=CollectionNames.from_settings(settings),
-            same_database=settings.archive_db_name == settings.mongodb_database,
+            same_database=archive_client is None and settings.archive_db_name == settings.mongodb_database,
         )
 
 

@@ -108,6 +108,7 @@ def verify(
     repair: bool = False,
     stop_event: threading.Event | None = None,
     progress: ProgressMode = "off",
+    archive_client: Any = None,
 ) -> VerifyReport:
     """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
     (and the exit code) is the state after the repair, with what the repair did."""
@@ -115,12 +116,14 @@ def verify(
     problem = retrying(lambda: missing_source(Collections.of(client, settings).orders), stop_event=stop_event)
     if problem:
         raise ConfigError(problem)
-    report = _reconcile(client, settings, date_from, date_to, stop_event, progress)
+    report = _reconcile(client, archive_client, settings, date_from, date_to, stop_event, progress)
     if not repair or not report.missing:
         return report
     options = BatchOptions(run=True, date_from=date_from, date_to=date_to, resume=False, samples=0, full=True)
-    repaired = BatchArchiver(client, settings, options, stop_event=stop_event).run()
-    after = _reconcile(client, settings, date_from, date_to, stop_event, progress)
+    repaired = BatchArchiver(
+        client, settings, options, stop_event=stop_event, archive_client=archive_client
+    ).run()
+    after = _reconcile(client, archive_client, settings, date_from, date_to, stop_event, progress)
     after.repaired = repaired.archived
     after.missing_before_repair = report.missing
     return after
@@ -128,13 +131,14 @@ def verify(
 
 def _reconcile(
     client: Any,
+    archive_client: Any,
     settings: Settings,
     date_from: datetime | None,
     date_to: datetime | None,
     stop_event: threading.Event | None,
     progress: ProgressMode,
 ) -> VerifyReport:
-    check = _Check(Collections.of(client, settings), settings, VerifyReport(), stop_event)
+    check = _Check(Collections.of(client, settings, archive_client), settings, VerifyReport(), stop_event)
     check.delivered_orders(date_from, date_to, Progress("verifying", mode=progress))
     check.archive_documents(date_from, date_to)
     return check.report

@@ -173,13 +173,15 @@ class Watcher:
         *,
         stop_event: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        archive_client: MongoClient[Document] | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.options = options
         self.stop_event = stop_event or threading.Event()
         self.clock = clock
-        collections = Collections.of(client, settings)
+        collections = Collections.of(client, settings, archive_client)
+        self.archive_client = archive_client
         self.orders = collections.orders
         # The order as it is now, after its event: from the primary (see Collections.of).
         self.orders_primary = collections.orders_primary
@@ -383,7 +385,13 @@ class Watcher:
             # or after a lost token, when nothing says since when orders went unarchived.
             full=True,
         )
-        report = BatchArchiver(self.client, self.settings, options, stop_event=self.stop_event).run()
+        report = BatchArchiver(
+            self.client,
+            self.settings,
+            options,
+            stop_event=self.stop_event,
+            archive_client=self.archive_client,
+        ).run()
         self.stats.archived += report.archived
         self.stats.rejected += report.rejected
         self.metrics.archived.labels(mode="catch-up").inc(report.archived)

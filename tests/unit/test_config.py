@@ -201,3 +201,17 @@ def test_readme_module_map_lists_every_module():
         if word.endswith(".py") or word.endswith(".py;")
     }
     assert {p.name for p in ROOT.glob("*.py")} <= listed
+
+
+def test_the_same_names_on_two_deployments_are_two_collections():
+    from config import check_collection_roles
+
+    clash = Settings(mongodb_uri="mongodb://a/", archive_collection="Commande")
+    with pytest.raises(ConfigError, match="ARCHIVE_COLLECTION and ORDERS_COLLECTION"):
+        check_collection_roles(clash)
+    elsewhere = Settings(
+        mongodb_uri="mongodb://a/", archive_mongodb_uri="mongodb://b/", archive_collection="Commande"
+    )
+    check_collection_roles(elsewhere)  # the archive's Commande is on another deployment
+    assert elsewhere.archive_elsewhere
+    assert not Settings(mongodb_uri="mongodb://a/").archive_elsewhere
