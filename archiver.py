@@ -210,7 +210,7 @@ class BatchArchiver:
         self.current = Pass(None, EPOCH)
         self.same_database = collections.same_database
         self.names = collections.names
-        self.writer = ArchiveWriter(self.archive, self.stop_event)
+        self.writer = ArchiveWriter(self.archive, self.stop_event, side=collections.archive_side)
         self.rejects = RejectStore(collections.rejects, self.stop_event)
         self.report = BatchReport(dry_run=not options.run)
         self.source = OrderSource(
@@ -316,7 +316,7 @@ class BatchArchiver:
             if not ids:
                 return
             after_id = ids[-1]
-            present = self.writer.existing_ids(ids)
+            present = self.writer.confirmed_ids(ids)
             confirmed = [i for i in ids if i in present]
             if confirmed:
                 result = retrying(

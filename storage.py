@@ -13,10 +13,11 @@ from typing import Any
 from pymongo import MongoClient, ReadPreference, UpdateOne, WriteConcern
 from pymongo import errors as pymongo_errors
 from pymongo.collection import Collection
+from pymongo.read_concern import ReadConcern
 
 from config import Settings
 from enrichment import CollectionNames
-from errors import TRANSIENT_CODES, FatalError, TransientError, describe, retrying
+from errors import TRANSIENT_CODES, ArchiverError, FatalError, TransientError, describe, retrying
 from logger import get_logger
 from rejects import Rejection
 
@@ -43,6 +44,7 @@ class Collections:
     rejects: MongoCollection
     names: CollectionNames
     same_database: bool
+    archive_side: str = ""  # "archive deployment: " with ARCHIVE_MONGODB_URI: errors name the side
 
     @classmethod
     def of(
@@ -75,6 +77,7 @@ class Collections:
             rejects=durable(archive_db[settings.rejects_collection]),
             names=CollectionNames.from_settings(settings),
             same_database=archive_client is None and settings.archive_db_name == settings.mongodb_database,
+            archive_side="archive deployment: " if archive_client is not None else "",
         )
 
 
@@ -95,17 +98,40 @@ class ArchiveWriter:
         archive: Any,
         stop_event: threading.Event | None = None,
         on_retry: Callable[[BaseException], Any] | None = None,
+        side: str = "",
     ) -> None:
         self.archive = archive
         self.stop_event = stop_event or threading.Event()
         self.on_retry = on_retry
+        self.side = side  # "archive deployment: " when it is not the source's: errors name it
+
+    def _named(self, error: ArchiverError) -> ArchiverError:
+        return type(error)(f"{self.side}{error}") if self.side else error
 
     def existing_ids(self, ids: list[Any]) -> set[Any]:
-        found = retrying(
-            lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
-            attempts=WRITE_ATTEMPTS,
-            stop_event=self.stop_event,
-        )
+        try:
+            found = retrying(
+                lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
+                attempts=WRITE_ATTEMPTS,
+                stop_event=self.stop_event,
+            )
+        except ArchiverError as error:
+            raise self._named(error) from error
+        return {doc["_id"] for doc in found}
+
+    def confirmed_ids(self, ids: list[Any]) -> set[Any]:
+        """The ids among ``ids`` whose archive document a majority of the archive's replica set
+        holds (read concern "majority"): the only ones a purge may delete from the source. A
+        document the primary has but a failover could still roll back is not archived yet."""
+        durable = self.archive.with_options(read_concern=ReadConcern("majority"))
+        try:
+            found = retrying(
+                lambda: list(durable.find({"_id": {"$in": ids}}, {"_id": 1})),
+                attempts=WRITE_ATTEMPTS,
+                stop_event=self.stop_event,
+            )
+        except ArchiverError as error:
+            raise self._named(error) from error
         return {doc["_id"] for doc in found}
 
     def upsert(self, documents: list[dict[str, Any]]) -> WriteOutcome:
@@ -120,8 +146,10 @@ class ArchiveWriter:
         except FatalError as error:
             cause = error.__cause__
             if not isinstance(cause, pymongo_errors.BulkWriteError):
-                raise
+                raise self._named(error) from error
             return self._settle_bulk_errors(cause, documents)
+        except ArchiverError as error:
+            raise self._named(error) from error
         return WriteOutcome(result.upserted_count, result.matched_count)
 
     def _retrying(self, exc: BaseException, delay: float) -> None:

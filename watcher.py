@@ -192,6 +192,7 @@ class Watcher:
             collections.archive,
             self.stop_event,
             on_retry=lambda exc: self.metrics.retries.labels(kind=type(exc).__name__).inc(),
+            side=collections.archive_side,
         )
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
         self.lease: Lease | None = None

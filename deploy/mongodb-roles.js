@@ -1,6 +1,9 @@
 // Least-privilege roles for order-archiver. Run as a user administrator:
 //   mongosh "mongodb://admin@host/admin" --file deploy/mongodb-roles.js
 // Edit the names below to match your settings (MONGODB_DATABASE, *_COLLECTION, ARCHIVE_*).
+// With ARCHIVE_MONGODB_URI (the archive on another deployment), run it on both: on the
+// source the role needs only its source lines (find, changeStream, listCollections; remove
+// on the orders for --purge-source), on the archive deployment only its archive lines.
 const SOURCE_DB = "livraison";
 const ARCHIVE_DB = SOURCE_DB; // ARCHIVE_DATABASE, when the archive lives elsewhere
 const ORDERS = "Commande";

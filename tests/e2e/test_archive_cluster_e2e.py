@@ -98,3 +98,79 @@ def test_the_archive_deployment_down_is_named(nx_env, tmp_path):
         "error: archive deployment: cannot reach MongoDB: 127.0.0.1:9: connection refused"
     ), line
     assert "Pa55word-x" not in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def rolling_back_archive(tmp_path_factory):
+    """An archive deployment that rolls back every 3rd write to the archive, answering with a
+    write concern error (code 64): acknowledged by its primary, never by a majority."""
+    server = NxServer(
+        tmp_path_factory.mktemp("archive-rollbacks"), env={"NX_FAULT_WRITE_CONCERN": "Commande_archive:3"}
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_a_purge_across_deployments_never_deletes_a_rolled_back_archive_write(
+    nx_client, nx_settings, nx_env, db_name, rolling_back_archive, tmp_path
+):
+    source = nx_client[db_name]
+    dataset = seed_database(source, nx_settings, 500, seed=33, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    env = {**nx_env, "ARCHIVE_MONGODB_URI": rolling_back_archive.uri}
+    result = run_cli(
+        "batch", "--run", "--purge-source", "--batch-size", "50", "--json", env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    with pymongo.MongoClient(rolling_back_archive.uri, tz_aware=True) as archive_client:
+        archive = archive_client[db_name]["Commande_archive"]
+        archived = {d["_id"] for d in archive.find({}, {"_id": 1})}
+        assert archived == expected  # every rolled-back write was retried
+        assert_no_duplicates(archive)
+    remaining = {d["_id"] for d in source["Commande"].find({}, {"_id": 1})}
+    purged = {o["_id"] for o in dataset.orders} - remaining
+    assert purged <= archived  # never an order whose archive document is not there
+    assert purged == archived
+    assert report["archived"] == report["purged"] == len(expected)
+
+
+def test_the_archive_deployment_going_down_mid_run_is_named_and_a_rerun_completes(
+    nx_client, nx_settings, nx_env, db_name, archive_server, tmp_path
+):
+    """The archive side refuses every connection once the run has written a first chunk:
+    exit 1 with a line naming the archive deployment; the source untouched; a re-run with
+    the archive back completes, exactly."""
+    import threading
+
+    from tests.fault_proxy import FaultProxy
+
+    source = nx_client[db_name]
+    dataset = seed_database(source, nx_settings, 3000, seed=35, p_delivered=0.5, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    with (
+        pymongo.MongoClient(archive_server.uri, tz_aware=True) as archive_client,
+        FaultProxy(archive_server.port) as proxy,
+    ):
+        archive = archive_client[db_name]["Commande_archive"]
+        env = {**nx_env, "ARCHIVE_MONGODB_URI": proxy.uri, "MONGODB_TIMEOUT_MS": "1000"}
+
+        def take_the_archive_down() -> None:
+            wait_for(lambda: archive.estimated_document_count() > 0, timeout=60, what="a first chunk")
+            proxy.refuse_for(120)
+
+        downer = threading.Thread(target=take_the_archive_down, daemon=True)
+        downer.start()
+        failed = run_cli("batch", "--run", "--batch-size", "50", env=env, cwd=tmp_path, timeout=180)
+        downer.join(5)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        line = failed.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: archive deployment: "), line
+        assert "Traceback" not in failed.stderr
+        assert source["Commande"].count_documents({}) == len(dataset.orders)  # source untouched
+        again = run_cli(
+            "batch", "--run", env={**nx_env, "ARCHIVE_MONGODB_URI": archive_server.uri}, cwd=tmp_path
+        )
+        assert again.returncode == 0, again.stderr
+        assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
+        assert_no_duplicates(archive)

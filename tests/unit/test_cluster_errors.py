@@ -367,3 +367,47 @@ def test_one_retry_policy_for_every_loop():
     assert classify(cut) == "transient"
     assert classify(FatalError("x")) == "fatal"
     assert classify(OperationFailure("denied", 13)) == "fatal"
+
+
+def test_a_purge_deletes_only_what_a_majority_of_the_archive_holds(mongo, settings, monkeypatch):
+    """The purge asks the archive with read concern "majority": a document the archive's
+    primary has but a failover could roll back does not count (the server applies the read
+    concern, see the next test; here five orders the majority read does not return stay in
+    the source)."""
+    from archiver import BatchArchiver, BatchOptions
+    from storage import ArchiveWriter
+    from tests.helpers import seed_database
+
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 120, seed=3, p_anomalies=0.0)
+    levels = []
+    original = ArchiveWriter.confirmed_ids
+    held_back = {o["_id"] for o in dataset.orders if o["status"] == "livrée"}
+    held_back = set(sorted(held_back)[:5])  # acknowledged by the primary only
+
+    def confirmed_ids(self, ids):
+        levels.append(len(ids))
+        return original(self, ids) - held_back
+
+    monkeypatch.setattr(ArchiveWriter, "confirmed_ids", confirmed_ids)
+    report = BatchArchiver(mongo, settings, BatchOptions(run=True, purge_source=True)).run()
+    remaining = {d["_id"] for d in mongo[settings.mongodb_database]["Commande"].find({}, {"_id": 1})}
+    assert held_back <= remaining  # not deleted: not confirmed by a majority
+    assert report.purged == report.archived - 5
+    assert levels  # the purge went through confirmed_ids, not existing_ids
+
+
+def test_confirmed_ids_reads_with_majority_read_concern(mongo, settings):
+    from storage import ArchiveWriter
+
+    seen = {}
+
+    class Recording:
+        def with_options(self, **options):
+            seen.update(options)
+            return self
+
+        def find(self, *_args, **_kwargs):
+            return [{"_id": 1}]
+
+    assert ArchiveWriter(Recording()).confirmed_ids([1, 2]) == {1}
+    assert seen["read_concern"].level == "majority"
