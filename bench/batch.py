@@ -111,6 +111,7 @@ def archiver_subprocess(
     *,
     limit: int | None = None,
     archive_collection: str = "bench_archive",
+    archive_uri: str | None = None,
 ):
     env = {
         **os.environ,
@@ -127,6 +128,8 @@ def archiver_subprocess(
     }
     if archive_database:
         env["ARCHIVE_DATABASE"] = archive_database
+    if archive_uri:
+        env["ARCHIVE_MONGODB_URI"] = archive_uri
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "batch", "--run", "--json", "-q"]
@@ -154,6 +157,11 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=2_000)
     parser.add_argument("--p-delivered", type=float, default=0.6)
     parser.add_argument("--archive-database", help="archive in another database (no server-side anti-join)")
+    parser.add_argument(
+        "--archive-server",
+        action="store_true",
+        help="the archive on a second nx-27017 (ARCHIVE_MONGODB_URI): (u) and (c) write there",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
     parser.add_argument(
         "--archiver-only", action="store_true", help="scale run: seed, then (c) alone (no baselines)"
@@ -163,14 +171,22 @@ def main() -> None:
     settings = Settings(mongodb_uri="mongodb://unused", mongodb_database=DB)
     with tempfile.TemporaryDirectory(prefix="bench-nx-") as data_dir:
         server = DevServer(Path(data_dir)).start()
+        second = DevServer(Path(data_dir) / "archive").start() if args.archive_server else None
         try:
             client = pymongo.MongoClient(server.uri, tz_aware=True)
             database = client[DB]
+            archive_client = pymongo.MongoClient(second.uri, tz_aware=True) if second else None
+            # Where (u) and (c) write: the archive's own server with --archive-server.
+            target = archive_client[DB] if archive_client is not None else database
+            archive_uri = second.uri if second else None
             started = time.perf_counter()
             dataset = generate_dataset(args.orders, seed=1, p_delivered=args.p_delivered, p_anomalies=0.02)
             fill_database(database, dataset, settings, chunk_size=2000)
             BatchArchiver(
-                client, settings.with_overrides(archive_collection="bench_archive"), BatchOptions()
+                client,
+                settings.with_overrides(archive_collection="bench_archive"),
+                BatchOptions(),
+                archive_client=archive_client,
             ).ensure_indexes()
             delivered = sum(1 for o in dataset.orders if o["status"] == settings.delivered_status)
             print(
@@ -263,16 +279,16 @@ def main() -> None:
                     except Exception:
                         continue
                 del raw
-                u_n, u_s = bulk_upserts(database, documents, args.batch_size)
-                database.drop_collection("bench_upserts")
+                u_n, u_s = bulk_upserts(target, documents, args.batch_size)
+                target.drop_collection("bench_upserts")
                 u_runs.append(rate(u_n, u_s))
                 print(f"(u) bulk upserts {u_n:>8} orders {u_s:8.2f}s {u_runs[-1]:9.0f}/s", flush=True)
                 del documents
                 if round_number == 1:
                     report, wall, peak_mib = archiver_subprocess(
-                        server, settings, args.batch_size, args.archive_database
+                        server, settings, args.batch_size, args.archive_database, archive_uri=archive_uri
                     )
-                    database.drop_collection("bench_archive")
+                    target.drop_collection("bench_archive")
                     c_rate = rate(report["scanned"], report["seconds"])
                     print(
                         f"(c) this archiver{report['scanned']:>8} orders {report['seconds']:8.2f}s "
@@ -297,6 +313,7 @@ def main() -> None:
                 "delivered": e_n,
                 "batch_size": args.batch_size,
                 "archive_database": args.archive_database,
+                "archive_server": bool(args.archive_server),
                 "a_per_s": rate(a_n, a_s),
                 "b_per_s": rate(b_n, b_s),
                 "e_per_s": e_runs,
@@ -312,6 +329,8 @@ def main() -> None:
                 Path(args.json).write_text(json.dumps(figures, indent=2))
             client.close()
         finally:
+            if second is not None:
+                second.stop()
             server.stop()
 
 

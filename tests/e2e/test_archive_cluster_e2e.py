@@ -174,3 +174,53 @@ def test_the_archive_deployment_going_down_mid_run_is_named_and_a_rerun_complete
         assert again.returncode == 0, again.stderr
         assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
         assert_no_duplicates(archive)
+
+
+def test_watch_killed_then_its_token_lost_with_the_archive_elsewhere(
+    nx_client, nx_settings, nx_env, db_name, archive_server, tmp_path
+):
+    """kill -9 mid-burst, restart: resumed from the token on the archive side; the token
+    deleted, restart: a catch-up (a full pass) on the source. The archive exact each time."""
+    import signal
+
+    source = nx_client[db_name]
+    dataset = seed_database(source, nx_settings, 1500, seed=37, p_delivered=0.3, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    env = {
+        **nx_env,
+        "ARCHIVE_MONGODB_URI": archive_server.uri,
+        "WATCH_HEARTBEAT_S": "1",
+        "WATCH_LEASE_TTL_S": "3",
+        "WATCH_LEASE_RENEW_S": "1",
+    }
+    args = ("--token-store", "mongo")
+    with pymongo.MongoClient(archive_server.uri, tz_aware=True) as archive_client:
+        archive_db = archive_client[db_name]
+        watcher = WatchProcess(env, tmp_path, *args)
+        try:
+            wait_for(lambda: archived_ids(archive_db) == expected, what="catch-up")
+            wait_for(lambda: token_saved(archive_db, tmp_path, "mongo"), what="the token, archive side")
+            burst = pending_ids(dataset, 400)
+            deliver(source["Commande"], burst[:200])
+            wait_for(lambda: len(archived_ids(archive_db)) >= len(expected) + 50, what="the burst")
+        finally:
+            watcher.stop(signal.SIGKILL)
+        deliver(source["Commande"], burst[200:])  # while no watcher runs
+        expected |= set(burst)
+        restarted = WatchProcess(env, tmp_path, *args)
+        try:
+            wait_for(lambda: archived_ids(archive_db) == expected, timeout=60, what="recovery")
+        finally:
+            assert restarted.stop() == 0
+        assert "catching up" not in restarted.output()  # resumed from its token
+        archive_db["archiver_checkpoints"].delete_one({"_id": "watch:default"})  # the token lost
+        later = pending_ids(dataset)[400:420]
+        deliver(source["Commande"], later)
+        expected |= set(later)
+        again = WatchProcess(env, tmp_path, *args)
+        try:
+            wait_for(lambda: archived_ids(archive_db) == expected, timeout=60, what="the catch-up")
+        finally:
+            assert again.stop() == 0
+        assert "catching up" in again.output()
+        assert_no_duplicates(archive_db["Commande_archive"])
