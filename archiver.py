@@ -35,6 +35,7 @@ from errors import (
     ArchiverError,
     ConfigError,
     as_archiver_error,
+    named_side,
     retrying,
 )
 from lease import server_time
@@ -202,6 +203,7 @@ class BatchArchiver:
             (options.date_from, options.date_to),
             self.stop_event,
             clock,
+            side=collections.archive_side,
         )
         # The pass's bounds come from the server's clock: one clock for every run, whatever
         # the host's (see checkpoint.py).
@@ -211,7 +213,8 @@ class BatchArchiver:
         self.same_database = collections.same_database
         self.names = collections.names
         self.writer = ArchiveWriter(self.archive, self.stop_event, side=collections.archive_side)
-        self.rejects = RejectStore(collections.rejects, self.stop_event)
+        self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
+        self.archive_side = collections.archive_side
         self.report = BatchReport(dry_run=not options.run)
         self.source = OrderSource(
             self.orders,
@@ -363,7 +366,9 @@ class BatchArchiver:
             return False
         if self.current.last_id is not None:
             return True
-        return retrying(lambda: self.archive.find_one({}, {"_id": 1}), stop_event=self.stop_event) is not None
+        with named_side(self.archive_side):
+            found = retrying(lambda: self.archive.find_one({}, {"_id": 1}), stop_event=self.stop_event)
+        return found is not None
 
     def _settle_counts(self) -> None:
         """``delivered`` and ``already_archived`` once the pass is complete. Orders the server

@@ -30,7 +30,7 @@ from typing import Any
 
 from config import Settings
 from enrichment import as_utc
-from errors import retrying
+from errors import named_side, retrying
 from logger import get_logger
 from storage import WRITE_ATTEMPTS, MongoCollection
 
@@ -184,16 +184,21 @@ class BatchCheckpoint:
         window: tuple[datetime | None, datetime | None],
         stop_event: threading.Event,
         clock: Callable[[], datetime],
+        side: str = "",
     ) -> None:
         self.collection = collection
         self.key = key
         self.window = window
         self.stop_event = stop_event
         self.clock = clock
+        self.side = side  # "archive deployment: " with ARCHIVE_MONGODB_URI (errors name it)
         self._saved_at = 0.0
 
     def load(self) -> BatchState:
-        document = retrying(lambda: self.collection.find_one({"_id": self.key}), stop_event=self.stop_event)
+        with named_side(self.side):
+            document = retrying(
+                lambda: self.collection.find_one({"_id": self.key}), stop_event=self.stop_event
+            )
         if document is None:
             return BatchState()
         try:
@@ -206,11 +211,12 @@ class BatchCheckpoint:
         record = state_document(
             self.key, state, updated_at=self.clock(), date_from=self.window[0], date_to=self.window[1]
         )
-        retrying(
-            lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
-            attempts=WRITE_ATTEMPTS,
-            stop_event=self.stop_event,
-        )
+        with named_side(self.side):
+            retrying(
+                lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
+                attempts=WRITE_ATTEMPTS,
+                stop_event=self.stop_event,
+            )
         self._saved_at = time.monotonic()
 
     def save_now_and_then(self, state: BatchState) -> None:

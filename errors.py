@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 from typing import Any, Literal, TypeVar
 
@@ -308,3 +309,15 @@ def retrying(
             if on_retry is not None:
                 on_retry(exc, delay)
             policy.sleep(delay, exc)
+
+
+@contextmanager
+def named_side(side: str) -> Iterator[None]:
+    """Errors raised inside name the deployment they came from (``"archive deployment: "``
+    when the archive has its own, ARCHIVE_MONGODB_URI); no prefix, no change."""
+    try:
+        yield
+    except ArchiverError as error:
+        if not side or str(error).startswith(side):
+            raise
+        raise type(error)(f"{side}{error}") from error

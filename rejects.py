@@ -22,7 +22,7 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 
-from errors import retrying
+from errors import named_side, retrying
 from logger import get_logger
 
 log = get_logger("rejects")
@@ -51,13 +51,15 @@ class RejectStore:
     new is read back from ``first_run`` (set once, on insert), not from the write's counts,
     which a retried upsert would get wrong."""
 
-    def __init__(self, collection: Any, stop_event: threading.Event | None = None) -> None:
+    def __init__(self, collection: Any, stop_event: threading.Event | None = None, side: str = "") -> None:
         self.collection = collection
         self.stop_event = stop_event or threading.Event()
+        self.side = side  # "archive deployment: " with ARCHIVE_MONGODB_URI (errors name it)
         self.run_id = uuid.uuid4().hex
 
     def _retrying(self, func: Any) -> Any:
-        return retrying(func, attempts=WRITE_ATTEMPTS, stop_event=self.stop_event)
+        with named_side(self.side):
+            return retrying(func, attempts=WRITE_ATTEMPTS, stop_event=self.stop_event)
 
     def known(self, ids: list[Any]) -> set[Any]:
         """The ids among ``ids`` already recorded (by an earlier run, or this one)."""

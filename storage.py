@@ -17,7 +17,7 @@ from pymongo.read_concern import ReadConcern
 
 from config import Settings
 from enrichment import CollectionNames
-from errors import TRANSIENT_CODES, ArchiverError, FatalError, TransientError, describe, retrying
+from errors import TRANSIENT_CODES, ArchiverError, FatalError, TransientError, describe, named_side, retrying
 from logger import get_logger
 from rejects import Rejection
 
@@ -105,18 +105,13 @@ class ArchiveWriter:
         self.on_retry = on_retry
         self.side = side  # "archive deployment: " when it is not the source's: errors name it
 
-    def _named(self, error: ArchiverError) -> ArchiverError:
-        return type(error)(f"{self.side}{error}") if self.side else error
-
     def existing_ids(self, ids: list[Any]) -> set[Any]:
-        try:
+        with named_side(self.side):
             found = retrying(
                 lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
                 attempts=WRITE_ATTEMPTS,
                 stop_event=self.stop_event,
             )
-        except ArchiverError as error:
-            raise self._named(error) from error
         return {doc["_id"] for doc in found}
 
     def confirmed_ids(self, ids: list[Any]) -> set[Any]:
@@ -124,32 +119,31 @@ class ArchiveWriter:
         holds (read concern "majority"): the only ones a purge may delete from the source. A
         document the primary has but a failover could still roll back is not archived yet."""
         durable = self.archive.with_options(read_concern=ReadConcern("majority"))
-        try:
+        with named_side(self.side):
             found = retrying(
                 lambda: list(durable.find({"_id": {"$in": ids}}, {"_id": 1})),
                 attempts=WRITE_ATTEMPTS,
                 stop_event=self.stop_event,
             )
-        except ArchiverError as error:
-            raise self._named(error) from error
         return {doc["_id"] for doc in found}
 
     def upsert(self, documents: list[dict[str, Any]]) -> WriteOutcome:
         requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
         try:
-            result = retrying(
-                lambda: self.archive.bulk_write(requests, ordered=False),
-                attempts=WRITE_ATTEMPTS,
-                stop_event=self.stop_event,
-                on_retry=self._retrying,
-            )
+            with named_side(self.side):
+                result = retrying(
+                    lambda: self.archive.bulk_write(requests, ordered=False),
+                    attempts=WRITE_ATTEMPTS,
+                    stop_event=self.stop_event,
+                    on_retry=self._retrying,
+                )
         except FatalError as error:
             cause = error.__cause__
+            while isinstance(cause, ArchiverError):  # the unnamed error under a named one
+                cause = cause.__cause__
             if not isinstance(cause, pymongo_errors.BulkWriteError):
-                raise self._named(error) from error
+                raise
             return self._settle_bulk_errors(cause, documents)
-        except ArchiverError as error:
-            raise self._named(error) from error
         return WriteOutcome(result.upserted_count, result.matched_count)
 
     def _retrying(self, exc: BaseException, delay: float) -> None:

@@ -186,7 +186,7 @@ class Watcher:
         # The order as it is now, after its event: from the primary (see Collections.of).
         self.orders_primary = collections.orders_primary
         self.names = collections.names
-        self.rejects = RejectStore(collections.rejects, self.stop_event)
+        self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
         self.metrics = WatchMetrics()
         self.writer = ArchiveWriter(
             collections.archive,

@@ -411,3 +411,17 @@ def test_confirmed_ids_reads_with_majority_read_concern(mongo, settings):
 
     assert ArchiveWriter(Recording()).confirmed_ids([1, 2]) == {1}
     assert seen["read_concern"].level == "majority"
+
+
+def test_errors_name_the_archive_deployment_once():
+    from errors import FatalError, TransientError, named_side
+
+    side = "archive deployment: "
+    with (
+        pytest.raises(TransientError, match=r"^archive deployment: connection lost$"),
+        named_side(side),
+        named_side(side),
+    ):
+        raise TransientError("connection lost")
+    with pytest.raises(FatalError, match=r"^refused$"), named_side(""):
+        raise FatalError("refused")
