@@ -34,6 +34,7 @@ from enrichment import status_match
 from errors import (
     ArchiverError,
     ConfigError,
+    TransientError,
     as_archiver_error,
     named_side,
     retrying,
@@ -215,6 +216,7 @@ class BatchArchiver:
         self.writer = ArchiveWriter(self.archive, self.stop_event, side=collections.archive_side)
         self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
         self.archive_side = collections.archive_side
+        self.source_side = collections.source_side
         self.report = BatchReport(dry_run=not options.run)
         self.source = OrderSource(
             self.orders,
@@ -388,7 +390,13 @@ class BatchArchiver:
         report.already_archived += report.delivered - seen
 
     def run(self) -> BatchReport:
-        """The run; on an error or a stop the report so far stays readable as ``self.report``."""
+        """The run; on an error or a stop the report so far stays readable as ``self.report``.
+        With the archive on its own deployment, a lost connection names its side: the archive's
+        operations say so themselves, what is left is the source's."""
+        with named_side(self.source_side, (TransientError,)):
+            return self._run()
+
+    def _run(self) -> BatchReport:
         started = time.monotonic()
         try:
             check_deployment(self.orders.database.client, self.settings)

@@ -311,13 +311,17 @@ def retrying(
             policy.sleep(delay, exc)
 
 
+SIDES = ("source deployment: ", "archive deployment: ")
+
+
 @contextmanager
-def named_side(side: str) -> Iterator[None]:
-    """Errors raised inside name the deployment they came from (``"archive deployment: "``
-    when the archive has its own, ARCHIVE_MONGODB_URI); no prefix, no change."""
+def named_side(side: str, kinds: tuple[type[ArchiverError], ...] = (ArchiverError,)) -> Iterator[None]:
+    """Errors of ``kinds`` raised inside name the deployment they came from (with
+    ARCHIVE_MONGODB_URI: ``"archive deployment: "`` or ``"source deployment: "``), once; no
+    prefix, no change."""
     try:
         yield
-    except ArchiverError as error:
-        if not side or str(error).startswith(side):
+    except kinds as error:
+        if not side or str(error).startswith(SIDES):
             raise
         raise type(error)(f"{side}{error}") from error

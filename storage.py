@@ -45,6 +45,7 @@ class Collections:
     names: CollectionNames
     same_database: bool
     archive_side: str = ""  # "archive deployment: " with ARCHIVE_MONGODB_URI: errors name the side
+    source_side: str = ""  # "source deployment: " likewise
 
     @classmethod
     def of(
@@ -78,6 +79,7 @@ class Collections:
             names=CollectionNames.from_settings(settings),
             same_database=archive_client is None and settings.archive_db_name == settings.mongodb_database,
             archive_side="archive deployment: " if archive_client is not None else "",
+            source_side="source deployment: " if archive_client is not None else "",
         )
 
 

@@ -224,3 +224,47 @@ def test_watch_killed_then_its_token_lost_with_the_archive_elsewhere(
             assert again.stop() == 0
         assert "catching up" in again.output()
         assert_no_duplicates(archive_db["Commande_archive"])
+
+
+def test_the_source_deployment_going_down_mid_run_is_named_and_a_rerun_completes(
+    nx_server, nx_client, nx_settings, nx_env, db_name, archive_server, tmp_path
+):
+    """The reverse: the source refuses every connection once a first chunk is archived."""
+    import threading
+
+    from tests.fault_proxy import FaultProxy
+
+    source = nx_client[db_name]
+    dataset = seed_database(source, nx_settings, 3000, seed=39, p_delivered=0.5, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    with (
+        pymongo.MongoClient(archive_server.uri, tz_aware=True) as archive_client,
+        FaultProxy(nx_server.port) as proxy,
+    ):
+        archive = archive_client[db_name]["Commande_archive"]
+        env = {
+            **nx_env,
+            "MONGODB_URI": proxy.uri,
+            "ARCHIVE_MONGODB_URI": archive_server.uri,
+            "MONGODB_TIMEOUT_MS": "1000",
+        }
+
+        def take_the_source_down() -> None:
+            wait_for(lambda: archive.estimated_document_count() > 0, timeout=60, what="a first chunk")
+            proxy.refuse_for(120)
+
+        downer = threading.Thread(target=take_the_source_down, daemon=True)
+        downer.start()
+        failed = run_cli("batch", "--run", "--batch-size", "50", env=env, cwd=tmp_path, timeout=180)
+        downer.join(5)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        line = failed.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: source deployment: "), line
+        assert "Traceback" not in failed.stderr
+        again = run_cli(
+            "batch", "--run", env={**nx_env, "ARCHIVE_MONGODB_URI": archive_server.uri}, cwd=tmp_path
+        )
+        assert again.returncode == 0, again.stderr
+        assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
+        assert_no_duplicates(archive)
+    assert source["Commande"].count_documents({}) == len(dataset.orders)  # never purged
