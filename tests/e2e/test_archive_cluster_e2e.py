@@ -268,3 +268,51 @@ def test_the_source_deployment_going_down_mid_run_is_named_and_a_rerun_completes
         assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
         assert_no_duplicates(archive)
     assert source["Commande"].count_documents({}) == len(dataset.orders)  # never purged
+
+
+def test_watch_goes_on_through_an_archive_deployment_outage(
+    nx_client, nx_settings, nx_env, db_name, archive_server, tmp_path
+):
+    """The archive side refuses connections for 4 s (past the 1 s selection timeout) while
+    deliveries go on at the source: the watcher keeps its token, backs off, and archives
+    everything once the archive is back; nothing lost, nothing twice."""
+    import time
+
+    from tests.fault_proxy import FaultProxy
+
+    source = nx_client[db_name]
+    dataset = seed_database(source, nx_settings, 600, seed=41, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    with (
+        pymongo.MongoClient(archive_server.uri, tz_aware=True) as archive_client,
+        FaultProxy(archive_server.port) as proxy,
+    ):
+        archive_db = archive_client[db_name]
+        env = {
+            **nx_env,
+            "ARCHIVE_MONGODB_URI": proxy.uri,
+            "MONGODB_TIMEOUT_MS": "1000",
+            "WATCH_HEARTBEAT_S": "1",
+        }
+        watcher = WatchProcess({**env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json")}, tmp_path)
+        try:
+            wait_for(lambda: archived_ids(archive_db) == expected, what="catch-up")
+            wait_for(lambda: (tmp_path / "token.json").exists(), what="the token")
+            first, during = pending_ids(dataset, 40)[:20], pending_ids(dataset, 40)[20:]
+            deliver(source["Commande"], first)
+            wait_for(lambda: set(first) <= archived_ids(archive_db), what="deliveries before the outage")
+            proxy.refuse_for(4)
+            deliver(source["Commande"], during)
+            time.sleep(4)
+            expected |= set(first) | set(during)
+            wait_for(
+                lambda: archived_ids(archive_db) == expected,
+                timeout=60,
+                what="deliveries during the outage",
+                on_timeout=watcher.output,
+            )
+        finally:
+            code = watcher.stop()
+        assert code == 0
+        assert "Traceback" not in watcher.output()
+        assert_no_duplicates(archive_db["Commande_archive"])
