@@ -135,12 +135,13 @@ def test_a_purge_across_deployments_never_deletes_a_rolled_back_archive_write(
     assert report["archived"] == report["purged"] == len(expected)
 
 
-def test_the_archive_deployment_going_down_mid_run_is_named_and_a_rerun_completes(
-    nx_client, nx_settings, nx_env, db_name, archive_server, tmp_path
+@pytest.mark.parametrize("side", ["archive", "source"])
+def test_one_deployment_going_down_mid_run_is_named_and_a_rerun_completes(
+    nx_server, nx_client, nx_settings, nx_env, db_name, archive_server, tmp_path, side
 ):
-    """The archive side refuses every connection once the run has written a first chunk:
-    exit 1 with a line naming the archive deployment; the source untouched; a re-run with
-    the archive back completes, exactly."""
+    """One side refuses every connection once the run has archived a first chunk: exit 1
+    with a line naming that deployment; the source never purged; a re-run with both sides
+    up completes, exactly."""
     import threading
 
     from tests.fault_proxy import FaultProxy
@@ -148,32 +149,35 @@ def test_the_archive_deployment_going_down_mid_run_is_named_and_a_rerun_complete
     source = nx_client[db_name]
     dataset = seed_database(source, nx_settings, 3000, seed=35, p_delivered=0.5, p_anomalies=0.0)
     expected = expected_archive_ids(dataset)
+    down = archive_server if side == "archive" else nx_server
     with (
         pymongo.MongoClient(archive_server.uri, tz_aware=True) as archive_client,
-        FaultProxy(archive_server.port) as proxy,
+        FaultProxy(down.port) as proxy,
     ):
         archive = archive_client[db_name]["Commande_archive"]
-        env = {**nx_env, "ARCHIVE_MONGODB_URI": proxy.uri, "MONGODB_TIMEOUT_MS": "1000"}
+        uris = {"MONGODB_URI": nx_server.uri, "ARCHIVE_MONGODB_URI": archive_server.uri}
+        uris["ARCHIVE_MONGODB_URI" if side == "archive" else "MONGODB_URI"] = proxy.uri
+        env = {**nx_env, **uris, "MONGODB_TIMEOUT_MS": "1000"}
 
-        def take_the_archive_down() -> None:
+        def take_it_down() -> None:
             wait_for(lambda: archive.estimated_document_count() > 0, timeout=60, what="a first chunk")
             proxy.refuse_for(120)
 
-        downer = threading.Thread(target=take_the_archive_down, daemon=True)
+        downer = threading.Thread(target=take_it_down, daemon=True)
         downer.start()
         failed = run_cli("batch", "--run", "--batch-size", "50", env=env, cwd=tmp_path, timeout=180)
         downer.join(5)
         assert failed.returncode == 1, failed.stdout + failed.stderr
         line = failed.stderr.strip().splitlines()[-1]
-        assert line.startswith("error: archive deployment: "), line
+        assert line.startswith(f"error: {side} deployment: "), line
         assert "Traceback" not in failed.stderr
-        assert source["Commande"].count_documents({}) == len(dataset.orders)  # source untouched
         again = run_cli(
             "batch", "--run", env={**nx_env, "ARCHIVE_MONGODB_URI": archive_server.uri}, cwd=tmp_path
         )
         assert again.returncode == 0, again.stderr
         assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
         assert_no_duplicates(archive)
+    assert source["Commande"].count_documents({}) == len(dataset.orders)  # never purged
 
 
 def test_watch_killed_then_its_token_lost_with_the_archive_elsewhere(
@@ -224,50 +228,6 @@ def test_watch_killed_then_its_token_lost_with_the_archive_elsewhere(
             assert again.stop() == 0
         assert "catching up" in again.output()
         assert_no_duplicates(archive_db["Commande_archive"])
-
-
-def test_the_source_deployment_going_down_mid_run_is_named_and_a_rerun_completes(
-    nx_server, nx_client, nx_settings, nx_env, db_name, archive_server, tmp_path
-):
-    """The reverse: the source refuses every connection once a first chunk is archived."""
-    import threading
-
-    from tests.fault_proxy import FaultProxy
-
-    source = nx_client[db_name]
-    dataset = seed_database(source, nx_settings, 3000, seed=39, p_delivered=0.5, p_anomalies=0.0)
-    expected = expected_archive_ids(dataset)
-    with (
-        pymongo.MongoClient(archive_server.uri, tz_aware=True) as archive_client,
-        FaultProxy(nx_server.port) as proxy,
-    ):
-        archive = archive_client[db_name]["Commande_archive"]
-        env = {
-            **nx_env,
-            "MONGODB_URI": proxy.uri,
-            "ARCHIVE_MONGODB_URI": archive_server.uri,
-            "MONGODB_TIMEOUT_MS": "1000",
-        }
-
-        def take_the_source_down() -> None:
-            wait_for(lambda: archive.estimated_document_count() > 0, timeout=60, what="a first chunk")
-            proxy.refuse_for(120)
-
-        downer = threading.Thread(target=take_the_source_down, daemon=True)
-        downer.start()
-        failed = run_cli("batch", "--run", "--batch-size", "50", env=env, cwd=tmp_path, timeout=180)
-        downer.join(5)
-        assert failed.returncode == 1, failed.stdout + failed.stderr
-        line = failed.stderr.strip().splitlines()[-1]
-        assert line.startswith("error: source deployment: "), line
-        assert "Traceback" not in failed.stderr
-        again = run_cli(
-            "batch", "--run", env={**nx_env, "ARCHIVE_MONGODB_URI": archive_server.uri}, cwd=tmp_path
-        )
-        assert again.returncode == 0, again.stderr
-        assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
-        assert_no_duplicates(archive)
-    assert source["Commande"].count_documents({}) == len(dataset.orders)  # never purged
 
 
 def test_watch_goes_on_through_an_archive_deployment_outage(
