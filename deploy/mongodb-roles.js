@@ -1,9 +1,9 @@
 // Least-privilege roles for order-archiver. Run as a user administrator:
 //   mongosh "mongodb://admin@host/admin" --file deploy/mongodb-roles.js
 // Edit the names below to match your settings (MONGODB_DATABASE, *_COLLECTION, ARCHIVE_*).
-// With ARCHIVE_MONGODB_URI (the archive on another deployment), run it on both: on the
-// source the role needs only its source lines (find, changeStream, listCollections; remove
-// on the orders for --purge-source), on the archive deployment only its archive lines.
+// With ARCHIVE_MONGODB_URI (the archive on another deployment), run it on each deployment
+// with SIDE set: "source" grants only the source's privileges (find, changeStream,
+// listCollections; the optional index and purge roles), "archive" only the archive's.
 const SOURCE_DB = "livraison";
 const ARCHIVE_DB = SOURCE_DB; // ARCHIVE_DATABASE, when the archive lives elsewhere
 const ORDERS = "Commande";
@@ -11,6 +11,7 @@ const REFERENCES = ["Client", "Livreur", "Restaurants", "Menu"];
 const ARCHIVE = "Commande_archive";
 const CHECKPOINTS = "archiver_checkpoints";
 const REJECTS = "archiver_rejects"; // REJECTS_COLLECTION
+const SIDE = "both"; // "source" or "archive" when ARCHIVE_MONGODB_URI puts the archive elsewhere
 
 const admin = db.getSiblingDB("admin");
 
@@ -18,32 +19,42 @@ const admin = db.getSiblingDB("admin");
 admin.createRole({
   role: "orderArchiver",
   privileges: [
-    { resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["find", "changeStream"] },
-    ...REFERENCES.map((name) => ({ resource: { db: SOURCE_DB, collection: name }, actions: ["find"] })),
-    { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "insert", "update", "createIndex"] },
-    { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find", "insert", "update", "remove"] },
-    { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find", "insert", "update", "remove"] },
-    // listCollections: a misspelt ORDERS_COLLECTION is named instead of read as "0 orders".
-    { resource: { db: SOURCE_DB, collection: "" }, actions: ["listCollections"] },
+    ...(SIDE === "archive" ? [] : [
+      { resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["find", "changeStream"] },
+      ...REFERENCES.map((name) => ({ resource: { db: SOURCE_DB, collection: name }, actions: ["find"] })),
+      // listCollections: a misspelt ORDERS_COLLECTION is named instead of read as "0 orders".
+      { resource: { db: SOURCE_DB, collection: "" }, actions: ["listCollections"] },
+    ]),
+    ...(SIDE === "source" ? [] : [
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "insert", "update", "createIndex"] },
+      { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find", "insert", "update", "remove"] },
+      { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find", "insert", "update", "remove"] },
+    ]),
   ],
   roles: [],
 });
 
-// Optional: the source indexes batch creates (status+date_commande, status+_id,
-// numero_commande). Without it batch warns once and continues.
-admin.createRole({
-  role: "orderArchiverSourceIndexes",
-  privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["createIndex"] }],
-  roles: [],
-});
+if (SIDE !== "archive") {
+  // Optional: the source indexes batch creates (status+date_commande, status+_id,
+  // status+date_livraison, numero_commande). Without it batch warns once and continues.
+  admin.createRole({
+    role: "orderArchiverSourceIndexes",
+    privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["createIndex"] }],
+    roles: [],
+  });
 
-// Only for `batch --purge-source`: delete source orders once archived.
-admin.createRole({
-  role: "orderArchiverPurge",
-  privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["remove"] }],
-  roles: [],
-});
+  // Only for `batch --purge-source`: delete source orders once archived.
+  admin.createRole({
+    role: "orderArchiverPurge",
+    privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["remove"] }],
+    roles: [],
+  });
+}
 
 // One user per use; passwordPrompt() keeps the password out of shell history.
-admin.createUser({ user: "order-archiver", pwd: passwordPrompt(), roles: ["orderArchiver", "orderArchiverSourceIndexes"] });
+admin.createUser({
+  user: "order-archiver",
+  pwd: passwordPrompt(),
+  roles: SIDE === "archive" ? ["orderArchiver"] : ["orderArchiver", "orderArchiverSourceIndexes"],
+});
 // admin.createUser({ user: "order-archiver-purge", pwd: passwordPrompt(), roles: ["orderArchiver", "orderArchiverPurge"] });

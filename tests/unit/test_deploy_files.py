@@ -108,6 +108,10 @@ def test_roles_script_grants_least_privilege():
     assert '["remove"]' in text
     assert "orderArchiverPurge" in text
     assert "passwordPrompt()" in text
+    # ARCHIVE_MONGODB_URI: one run per deployment, each granting only its side's privileges.
+    assert 'const SIDE = "both";' in text
+    assert 'SIDE === "archive" ? [] :' in text
+    assert 'SIDE === "source" ? [] :' in text
 
 
 def test_nssm_recipe_stops_with_ctrl_c():
