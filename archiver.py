@@ -211,7 +211,6 @@ class BatchArchiver:
         self.server_clock = server_clock or (lambda: server_time(client))
         self.state = BatchState()
         self.current = Pass(None, EPOCH)
-        self.same_database = collections.same_database
         self.names = collections.names
         self.writer = ArchiveWriter(self.archive, self.stop_event, side=collections.archive_side)
         self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
@@ -225,7 +224,7 @@ class BatchArchiver:
             options.date_from,
             options.date_to,
             archived_ids=self.writer.existing_ids,
-            exclude_archived_in=self.archive.name if self.same_database else None,
+            exclude_archived_in=self.archive.name if collections.same_database else None,
         )
         self.reader = ChunkReader(
             self.source,
@@ -475,7 +474,7 @@ class BatchArchiver:
         if self.options.progress == "off":
             return
         total = self._delivered_at_start if self._needs_count else self._count_delivered()
-        if total is not None and self.same_database and self.current.full:
+        if total is not None and self.source.exclude_archived_in is not None:
             total = max(total - self._archived_in_window(), 0)
         if total is not None and self.options.limit is not None:
             total = min(total, self.options.limit)

@@ -191,7 +191,7 @@ class BatchCheckpoint:
         self.window = window
         self.stop_event = stop_event
         self.clock = clock
-        self.side = side  # "archive deployment: " with ARCHIVE_MONGODB_URI (errors name it)
+        self.side = side  # errors.ARCHIVE_SIDE with ARCHIVE_MONGODB_URI (errors name it)
         self._saved_at = 0.0
 
     def load(self) -> BatchState:

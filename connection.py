@@ -12,7 +12,7 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import Settings, mask_secrets_of
-from errors import ArchiverError, Backoff, ConfigError, FatalError, TransientError, retrying
+from errors import ARCHIVE_SIDE, ArchiverError, Backoff, ConfigError, FatalError, TransientError, retrying
 from logger import get_logger
 
 log = get_logger("connection")
@@ -102,7 +102,7 @@ def open_archive_client(settings: Settings, **options: Any) -> Any:
         return open_client(archive_side, **options)
     except ArchiverError as error:
         message = str(error).replace("MONGODB_URI", "ARCHIVE_MONGODB_URI")
-        raise type(error)(f"archive deployment: {message}") from error
+        raise type(error)(f"{ARCHIVE_SIDE}{message}") from error
 
 
 @dataclass

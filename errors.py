@@ -311,7 +311,10 @@ def retrying(
             policy.sleep(delay, exc)
 
 
-SIDES = ("source deployment: ", "archive deployment: ")
+# With ARCHIVE_MONGODB_URI, an error says which deployment it came from (named_side).
+SOURCE_SIDE = "source deployment: "
+ARCHIVE_SIDE = "archive deployment: "
+SIDES = (SOURCE_SIDE, ARCHIVE_SIDE)
 
 
 @contextmanager

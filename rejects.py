@@ -54,7 +54,7 @@ class RejectStore:
     def __init__(self, collection: Any, stop_event: threading.Event | None = None, side: str = "") -> None:
         self.collection = collection
         self.stop_event = stop_event or threading.Event()
-        self.side = side  # "archive deployment: " with ARCHIVE_MONGODB_URI (errors name it)
+        self.side = side  # errors.ARCHIVE_SIDE with ARCHIVE_MONGODB_URI (errors name it)
         self.run_id = uuid.uuid4().hex
 
     def _retrying(self, func: Any) -> Any:

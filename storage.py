@@ -17,7 +17,17 @@ from pymongo.read_concern import ReadConcern
 
 from config import Settings
 from enrichment import CollectionNames
-from errors import TRANSIENT_CODES, ArchiverError, FatalError, TransientError, describe, named_side, retrying
+from errors import (
+    ARCHIVE_SIDE,
+    SOURCE_SIDE,
+    TRANSIENT_CODES,
+    ArchiverError,
+    FatalError,
+    TransientError,
+    describe,
+    named_side,
+    retrying,
+)
 from logger import get_logger
 from rejects import Rejection
 
@@ -44,8 +54,12 @@ class Collections:
     rejects: MongoCollection
     names: CollectionNames
     same_database: bool
-    archive_side: str = ""  # "archive deployment: " with ARCHIVE_MONGODB_URI: errors name the side
-    source_side: str = ""  # "source deployment: " likewise
+    archive_side: str = ""  # ARCHIVE_SIDE with ARCHIVE_MONGODB_URI: errors name the side
+
+    @property
+    def source_side(self) -> str:
+        """The source's prefix: named only when the archive has a deployment of its own."""
+        return SOURCE_SIDE if self.archive_side else ""
 
     @classmethod
     def of(
@@ -78,8 +92,7 @@ class Collections:
             rejects=durable(archive_db[settings.rejects_collection]),
             names=CollectionNames.from_settings(settings),
             same_database=archive_client is None and settings.archive_db_name == settings.mongodb_database,
-            archive_side="archive deployment: " if archive_client is not None else "",
-            source_side="source deployment: " if archive_client is not None else "",
+            archive_side=ARCHIVE_SIDE if archive_client is not None else "",
         )
 
 
@@ -105,7 +118,7 @@ class ArchiveWriter:
         self.archive = archive
         self.stop_event = stop_event or threading.Event()
         self.on_retry = on_retry
-        self.side = side  # "archive deployment: " when it is not the source's: errors name it
+        self.side = side  # ARCHIVE_SIDE when it is not the source's: errors name it
 
     def existing_ids(self, ids: list[Any]) -> set[Any]:
         with named_side(self.side):
