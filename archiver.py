@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from bson import json_util
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING, IndexModel, MongoClient
 
 from checkpoint import EPOCH, BatchCheckpoint, BatchState, Pass, checkpoint_key, plan_pass, with_progress
 from config import Settings
-from deployment import check_deployment
+from deployment import check_deployments, hello, index_build_options
 from enrichment import status_match
 from errors import (
     ArchiverError,
@@ -53,7 +53,6 @@ T = TypeVar("T")
 
 QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
 DEFAULT_SAMPLES = 3
-INDEX_BUILD_MAX_MS = 60_000  # see ensure_indexes
 REJECTS_FLUSH = 1000  # rejections recorded together (see write_chunk)
 
 
@@ -195,6 +194,7 @@ class BatchArchiver:
         self.stop_event = stop_event or threading.Event()
         self.clock = clock
         collections = Collections.of(client, settings, archive_client)
+        self.deployments = (client, archive_client)  # checked at start (deployment.check_deployments)
         self.orders = collections.orders
         self.orders_primary = collections.orders_primary
         self.archive = collections.archive
@@ -246,10 +246,9 @@ class BatchArchiver:
 
     def ensure_indexes(self) -> None:
         """Indexes the run relies on; creating an existing index is a no-op on the server.
-
-        On MongoDB 4.4+ a build waits for every voting member by default: a member down would
-        block the run forever. Each build asks a majority (``commitQuorum``) and gives up after
-        ``INDEX_BUILD_MAX_MS`` (the server goes on building; the next run finds it done)."""
+        Each is one ``createIndexes``: the specification's fields in the ``IndexModel``, the
+        command's (``commitQuorum`` where there is a quorum, ``maxTimeMS``) on the command, as
+        ``deployment.index_build_options`` decides from each deployment's own ``hello``."""
         specs: list[tuple[MongoCollection, list[tuple[str, int]], dict[str, Any]]] = [
             (self.orders, [("status", ASCENDING), ("date_commande", ASCENDING)], {}),
             (self.orders, [("status", ASCENDING), ("_id", ASCENDING)], {}),
@@ -259,10 +258,13 @@ class BatchArchiver:
             (self.archive, [("date_commande", ASCENDING)], {}),
             (self.archive, [("archived_at", ASCENDING)], {}),
         ]
+        options = {
+            side: self._index_build_options(collection)
+            for side, collection in (("source", self.orders), ("archive", self.archive))
+        }
         for collection, keys, extra in specs:
-            build = functools.partial(
-                collection.create_index, keys, commitQuorum="majority", maxTimeMS=INDEX_BUILD_MAX_MS, **extra
-            )
+            command = options["archive" if collection is self.archive else "source"]
+            build = functools.partial(collection.create_indexes, [IndexModel(keys, **extra)], **command)
             try:
                 retrying(build, stop_event=self.stop_event)
             except ArchiverError as exc:
@@ -272,6 +274,15 @@ class BatchArchiver:
                 # The others only speed the run up (an index build on a large source can
                 # outlast a flaky connection): the next run tries again.
                 log.warning("index %s on %s not created (%s); continuing", keys, collection.name, exc)
+
+    def _index_build_options(self, collection: MongoCollection) -> dict[str, Any]:
+        """What this collection's deployment lets an index build name (its ``hello``; an
+        in-process simulation answers none: a standalone)."""
+        try:
+            reply = retrying(lambda: hello(collection.database.client), stop_event=self.stop_event)
+        except NotImplementedError:
+            reply = {}
+        return index_build_options(reply)
 
     def _count_rejections(self, rejections: list[Rejection], new: int) -> None:
         self.report.rejected += len(rejections)
@@ -398,7 +409,7 @@ class BatchArchiver:
     def _run(self) -> BatchReport:
         started = time.monotonic()
         try:
-            check_deployment(self.orders.database.client, self.settings)
+            check_deployments(self.deployments[0], self.settings, self.deployments[1])
             problem = retrying(lambda: missing_source(self.orders), stop_event=self.stop_event)
             if problem and self.options.require_source:
                 raise ConfigError(problem)
@@ -436,7 +447,7 @@ class BatchArchiver:
         self.state = self.checkpoint.load()
         plan = plan_pass(
             self.state,
-            self.server_clock(),
+            retrying(self.server_clock, stop_event=self.stop_event),
             overlap=self.settings.batch_overlap,
             full_sweep_every=self.settings.batch_full_sweep_every,
             force_full=self.options.full,

@@ -1,5 +1,6 @@
-"""What a sharded cluster allows, checked once at start-up with one clear line, instead of a
-failure on the first aggregate or upsert.
+"""What the deployment is and allows: its ``hello`` (``isMaster`` before 4.4.2), the options an
+index build may name there, and what a sharded cluster allows, checked once at start-up with
+one clear line, instead of a failure on the first aggregate or upsert.
 
 Through ``mongos`` (``hello`` answers ``msg: "isdbgrid"``), from the cluster's own metadata
 (``config.collections``, the balancer's list of sharded collections):
@@ -25,12 +26,42 @@ from typing import Any
 from pymongo import errors as pymongo_errors
 
 from config import Settings, collection_roles
-from errors import ConfigError
+from errors import ARCHIVE_SIDE, SOURCE_SIDE, ConfigError
 from logger import get_logger
 
 log = get_logger("deployment")
 
 LOOKUP_SHARDED_FROM = (5, 1)  # $lookup reads a sharded "from" collection from 5.1 on
+COMMAND_NOT_FOUND = 59  # what 4.4.0 and 4.4.1 answer "hello" (added in 4.4.2)
+INDEX_BUILD_MAX_MS = 60_000  # see index_build_options
+
+
+def hello(client: Any) -> dict[str, Any]:
+    """The server's ``hello`` reply; ``isMaster`` (same reply) on 4.4.0 and 4.4.1, which
+    answer ``hello`` CommandNotFound."""
+    try:
+        return dict(client.admin.command("hello"))
+    except pymongo_errors.OperationFailure as exc:
+        if exc.code != COMMAND_NOT_FOUND:
+            raise
+    return dict(client.admin.command("isMaster"))
+
+
+def replicated(reply: dict[str, Any]) -> bool:
+    """A replica set member (``setName``) or a ``mongos``: where an index build has a quorum."""
+    return bool(reply.get("setName")) or reply.get("msg") == "isdbgrid"
+
+
+def index_build_options(reply: dict[str, Any]) -> dict[str, Any]:
+    """The ``createIndexes`` command's own fields (never the index specification's, where every
+    MongoDB since 3.4 refuses them: 197). On 4.4+ a replicated build waits for every voting
+    member by default, so a member down would block the run: it asks a majority
+    (``commitQuorum``), which a standalone refuses (2 BadValue) and does not need. Either way
+    it gives up after ``INDEX_BUILD_MAX_MS`` (the server goes on; the next run finds it done)."""
+    options: dict[str, Any] = {"maxTimeMS": INDEX_BUILD_MAX_MS}
+    if replicated(reply):
+        options["commitQuorum"] = "majority"
+    return options
 
 
 def server_version(client: Any) -> tuple[int, ...]:
@@ -88,17 +119,30 @@ def sharding_problems(
     return problems
 
 
-def check_deployment(client: Any, settings: Settings) -> None:
-    """Raise ``ConfigError`` (exit 2, one line) when the cluster cannot serve this configuration."""
+ARCHIVE_SIDE_ROLES = ("ARCHIVE_COLLECTION", "CHECKPOINT_COLLECTION", "REJECTS_COLLECTION")
+
+
+def namespaces_of(settings: Settings, side: str = "both") -> list[str]:
+    """The namespaces one deployment holds: ``"both"`` (one deployment), ``"source"`` (orders
+    and references) or ``"archive"`` (archive, checkpoints, rejects: ARCHIVE_MONGODB_URI)."""
+    return [
+        f"{database}.{name}"
+        for role, database, name in collection_roles(settings)
+        if side == "both" or (role in ARCHIVE_SIDE_ROLES) == (side == "archive")
+    ]
+
+
+def check_deployment(client: Any, settings: Settings, side: str = "both") -> None:
+    """Raise ``ConfigError`` (exit 2, one line) when the cluster cannot serve this configuration:
+    the collections of ``side`` (see ``namespaces_of``), as that deployment's ``mongos`` knows them."""
     try:
-        hello = client.admin.command("hello")
+        reply = hello(client)
     except (pymongo_errors.PyMongoError, NotImplementedError):
         return
-    if not isinstance(hello, dict) or hello.get("msg") != "isdbgrid":
+    if reply.get("msg") != "isdbgrid":
         return  # a replica set or a standalone server: nothing is sharded
-    namespaces = [f"{database}.{name}" for _, database, name in collection_roles(settings)]
     try:
-        sharded = sharded_collections(client, namespaces)
+        sharded = sharded_collections(client, namespaces_of(settings, side))
         version = server_version(client)
     except pymongo_errors.OperationFailure as exc:
         log.warning(
@@ -108,5 +152,16 @@ def check_deployment(client: Any, settings: Settings) -> None:
     problems = sharding_problems(settings, version, sharded)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(f"sharded cluster: {problems[0]}{more}")
+        where = {"archive": ARCHIVE_SIDE, "source": SOURCE_SIDE}.get(side, "")
+        raise ConfigError(f"{where}sharded cluster: {problems[0]}{more}")
     log.debug("sharded cluster %s: sharded here: %s", version, sorted(sharded) or "none")
+
+
+def check_deployments(client: Any, settings: Settings, archive_client: Any = None) -> None:
+    """``check_deployment`` of the one deployment, or of each (ARCHIVE_MONGODB_URI: the archive,
+    its checkpoints and rejects on their own cluster, checked there)."""
+    if archive_client is None or archive_client is client:
+        check_deployment(client, settings)
+        return
+    check_deployment(client, settings, "source")
+    check_deployment(archive_client, settings, "archive")

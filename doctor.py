@@ -19,7 +19,7 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import Settings
-from deployment import LOOKUP_SHARDED_FROM, server_version, sharded_collections, sharding_problems
+from deployment import LOOKUP_SHARDED_FROM, hello, server_version, sharded_collections, sharding_problems
 from errors import NO_CHANGE_STREAMS_CODES, is_authorisation_error, retrying
 from storage import Document
 
@@ -205,14 +205,14 @@ def check_deployment_of(
     def ask(command: str, **options: Any) -> dict[str, Any]:
         return dict(retrying(lambda: client.admin.command(command, **options), stop_event=stop_event))
 
-    hello = ask("hello")
+    reply = dict(retrying(lambda: hello(client), stop_event=stop_event))  # isMaster before 4.4.2
     version = server_version(client)
     text = ".".join(map(str, version))
     if version >= MIN_VERSION:
         report.add("version", "pass", f"MongoDB {text}")
     else:
         report.add("version", "fail", f"MongoDB {text}: 4.4 or later is needed")
-    topology = topology_check(report, hello)
+    topology = topology_check(report, reply)
     if side != "archive":  # change streams are read on the source only
         change_stream_check(report, client, settings)
     if topology == "sharded":

@@ -10,7 +10,8 @@ renewal, ``renew_s`` later, lands before that even at the slowest pace the setti
 agrees at each renewal; the token store's writes are conditional on the term, so a leader
 that was paused (GC, SIGSTOP, a VM freeze) and wakes up after a takeover cannot overwrite
 the new leader's checkpoint. Expiries are written and compared in the *server's* time
-(``hello``'s ``localTime``, corrected by half the round trip), so the watchers' hosts may
+(``hello``'s ``localTime``, corrected by half the round trip; through an election, the last
+measured offset), so the watchers' hosts may
 disagree about the time; each host's own clock only measures its lease's remaining life
 (monotonic), which needs no synchronisation.
 """
@@ -22,12 +23,14 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo import errors as pymongo_errors
 
+from deployment import hello
 from enrichment import as_utc
 from errors import ArchiverError, retrying
 from logger import get_logger
@@ -35,19 +38,34 @@ from logger import get_logger
 log = get_logger("lease")
 
 
+# The last offset measured between each deployment's clock and this host's (see server_time).
+_offsets: weakref.WeakKeyDictionary[Any, timedelta] = weakref.WeakKeyDictionary()
+
+
 def server_time(client: Any) -> datetime:
-    """The deployment's current time (UTC), from ``hello``'s ``localTime``: one clock for
-    every watcher, whatever its host's. Half the round trip is added (the reply was made
-    half-way); a server that does not say falls back to this host's clock."""
+    """The deployment's current time (UTC), from ``hello``'s ``localTime`` (``isMaster`` before
+    4.4.2): one clock for every watcher, whatever its host's. Half the round trip is added (the
+    reply was made half-way). When ``hello`` fails (an election, a lost primary) after a first
+    measurement, the last measured offset is applied to this host's clock: a lease's expiry
+    stays on the server's time through an election instead of jumping to this host's. With no
+    measurement yet the error is raised (the caller retries); an in-process simulation, or a
+    server whose reply has no ``localTime``, is its own host's clock."""
     sent = time.monotonic()
     try:
-        reply = client.admin.command("hello")
-    except (pymongo_errors.PyMongoError, NotImplementedError):
-        reply = {}
-    local = reply.get("localTime") if isinstance(reply, dict) else None
+        reply = hello(client)
+    except NotImplementedError:
+        return datetime.now(UTC)
+    except pymongo_errors.PyMongoError:
+        offset = _offsets.get(client)
+        if offset is None:
+            raise
+        return datetime.now(UTC) + offset
+    local = reply.get("localTime")
     if not isinstance(local, datetime):
         return datetime.now(UTC)
-    return as_utc(local) + timedelta(seconds=(time.monotonic() - sent) / 2)
+    now = as_utc(local) + timedelta(seconds=(time.monotonic() - sent) / 2)
+    _offsets[client] = now - datetime.now(UTC)
+    return now
 
 
 def lease_key(name: str) -> str:

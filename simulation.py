@@ -19,6 +19,7 @@ import mongomock.filtering
 import mongomock.helpers
 from bson import Regex, json_util
 from bson.timestamp import Timestamp
+from pymongo.errors import OperationFailure
 
 from config import Settings
 from errors import ConfigError
@@ -142,8 +143,32 @@ def _patch_mongomock_type_aliases() -> None:
             types[alias] = test
 
 
+def _patch_mongomock_index_command_options() -> None:
+    """mongomock 4.3's ``create_indexes`` takes no command fields; pymongo's passes them to the
+    ``createIndexes`` command. The in-process database answers as a standalone MongoDB does:
+    ``maxTimeMS`` and ``comment`` accepted, ``commitQuorum`` refused (2 BadValue, "Standalones
+    can't specify commitQuorum"), anything else refused as an unknown field (40415). Each index
+    is built from its specification as it stands (mongomock's own version adds an
+    ``expireAfterSeconds: None`` that makes an existing index "different")."""
+    collection = mongomock.collection.Collection
+    if getattr(collection, "_order_archiver_patched", False):
+        return
+
+    def create_indexes(self: Any, indexes: Any, session: Any = None, **command: Any) -> Any:
+        if "commitQuorum" in command:
+            raise OperationFailure("Standalones can't specify commitQuorum", code=2)
+        for name in set(command) - {"maxTimeMS", "comment"}:
+            raise OperationFailure(f"BSON field 'createIndexes.{name}' is an unknown field.", code=40415)
+        specs = [dict(index.document) for index in indexes]
+        return [self.create_index(list(spec.pop("key").items()), session=session, **spec) for spec in specs]
+
+    collection.create_indexes = create_indexes  # type: ignore[method-assign]
+    setattr(collection, "_order_archiver_patched", True)  # noqa: B010 - a foreign class
+
+
 def new_client() -> mongomock.MongoClient:
     _patch_mongomock_lookup()
+    _patch_mongomock_index_command_options()
     _patch_mongomock_bulk_sort()
     _patch_mongomock_type_aliases()
     return mongomock.MongoClient(tz_aware=True)

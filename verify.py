@@ -23,7 +23,7 @@ from pymongo import ASCENDING
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings
-from deployment import check_deployment
+from deployment import check_deployments
 from enrichment import as_utc, build_enrichment_pipeline
 from errors import ConfigError, retrying
 from progress import Progress, ProgressMode
@@ -112,7 +112,7 @@ def verify(
 ) -> VerifyReport:
     """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
     (and the exit code) is the state after the repair, with what the repair did."""
-    check_deployment(client, settings)
+    check_deployments(client, settings, archive_client)
     problem = retrying(lambda: missing_source(Collections.of(client, settings).orders), stop_event=stop_event)
     if problem:
         raise ConfigError(problem)

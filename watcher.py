@@ -41,7 +41,7 @@ from pymongo.change_stream import CollectionChangeStream
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings
-from deployment import check_deployment
+from deployment import check_deployments
 from enrichment import as_utc, is_status, status_match
 from errors import (
     EXIT_OK,
@@ -228,7 +228,7 @@ class Watcher:
             retryable=lambda exc: classify(exc) == "transient",
         )
         log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
-        check_deployment(self.client, self.settings)
+        check_deployments(self.client, self.settings, self.archive_client)
         try:
             self._serve(policy)
             self._mark_stopped()

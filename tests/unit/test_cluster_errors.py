@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from bson import ObjectId
+from pymongo import errors as pymongo_errors
 from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
@@ -181,25 +182,77 @@ def test_writes_wait_for_a_majority_and_deciding_reads_go_to_the_primary():
         assert watcher.store.collection.write_concern.document["w"] == "majority"
 
 
-def test_index_builds_ask_a_majority_and_give_up_in_time(mongo):
-    """createIndexes waits for every voting member by default on 4.4+: a member down would
-    block the run. Each build names commitQuorum majority and a time limit."""
-    from archiver import INDEX_BUILD_MAX_MS, BatchArchiver, BatchOptions
-    from config import Settings
+@pytest.mark.parametrize(
+    ("reply", "quorum"),
+    [
+        ({"ok": 1, "isWritablePrimary": True}, False),  # a standalone: 2 BadValue with commitQuorum
+        ({"ok": 1, "setName": "rs0", "isWritablePrimary": True}, True),
+        ({"ok": 1, "msg": "isdbgrid"}, True),  # mongos passes it to the shards
+        ({}, False),  # the in-process simulation answers nothing
+    ],
+)
+def test_index_builds_ask_a_majority_only_where_there_is_one(reply, quorum):
+    """On 4.4+ a replicated build waits for every voting member by default (a member down would
+    block the run): it asks a majority, on the command; a standalone refuses the field. The
+    server's side of this is at the wire: tests/integration/test_mongodb_refusals.py."""
+    from deployment import INDEX_BUILD_MAX_MS, index_build_options
 
-    calls = []
-    archiver = BatchArchiver(mongo, Settings(simulation=True, log_dir=""), BatchOptions(run=True))
-    for collection in (archiver.orders, archiver.archive):
-        original = collection.create_index
+    expected = {"maxTimeMS": INDEX_BUILD_MAX_MS, **({"commitQuorum": "majority"} if quorum else {})}
+    assert index_build_options(reply) == expected
 
-        def spy(keys, _original=original, **kwargs):
-            calls.append(kwargs)
-            return _original(keys, **kwargs)
 
-        collection.create_index = spy
-    archiver.ensure_indexes()
-    assert len(calls) == 7
-    assert all(c["commitQuorum"] == "majority" and c["maxTimeMS"] == INDEX_BUILD_MAX_MS for c in calls)
+class _Admin:
+    def __init__(self, replies: list) -> None:
+        self.replies = replies
+        self.asked: list[str] = []
+
+    def command(self, name: str):
+        self.asked.append(name)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def test_the_server_clock_keeps_its_last_offset_through_an_election():
+    """A ``hello`` that fails (no primary during an election) must not switch a lease to this
+    host's clock: the last offset measured against the server's is applied instead; before
+    any measurement the error is raised (the caller retries)."""
+    from datetime import UTC, datetime, timedelta
+
+    from lease import server_time
+
+    ahead = timedelta(hours=1)  # the deployment's clock runs an hour ahead of this host's
+    admin = _Admin(
+        [
+            pymongo_errors.AutoReconnect("no primary"),
+            {"ok": 1, "localTime": datetime.now(UTC) + ahead},
+            pymongo_errors.NotPrimaryError("not primary"),
+        ]
+    )
+    client = type("Client", (), {"admin": admin})()
+    with pytest.raises(pymongo_errors.AutoReconnect):
+        server_time(client)
+    assert abs(server_time(client) - (datetime.now(UTC) + ahead)) < timedelta(seconds=2)
+    assert abs(server_time(client) - (datetime.now(UTC) + ahead)) < timedelta(seconds=2)  # the election
+
+
+def test_hello_falls_back_to_is_master_on_4_4_0_and_4_4_1():
+    from datetime import UTC, datetime, timedelta
+
+    from deployment import hello
+    from lease import server_time
+
+    not_found = pymongo_errors.OperationFailure("no such command: 'hello'", code=59)
+    admin = _Admin(
+        [not_found, {"ok": 1, "setName": "rs0"}, not_found, {"ok": 1, "localTime": datetime.now(UTC)}]
+    )
+    client = type("Client", (), {"admin": admin})()
+    assert hello(client)["setName"] == "rs0"
+    assert abs(server_time(client) - datetime.now(UTC)) < timedelta(seconds=2)
+    assert admin.asked == ["hello", "isMaster", "hello", "isMaster"]
+    with pytest.raises(pymongo_errors.OperationFailure):  # any other refusal is raised
+        hello(type("Client", (), {"admin": _Admin([pymongo_errors.OperationFailure("denied", code=13)])})())
 
 
 def test_a_date_out_of_pythons_range_rejects_its_order_instead_of_failing_the_batch():

@@ -7,7 +7,7 @@ import mongomock
 import pytest
 
 from config import Settings
-from deployment import check_deployment, sharding_problems
+from deployment import check_deployment, check_deployments, sharding_problems
 from errors import ConfigError
 
 
@@ -67,3 +67,47 @@ def test_checkpoints_and_rejects_may_be_sharded_on_id_only():
         "livraison.archiver_rejects (REJECTS_COLLECTION) is sharded on {'first_seen': 1}: written by _id, it "
         "must be unsharded or sharded on _id"
     ]
+
+
+ELSEWHERE = Settings(mongodb_uri="mongodb://source:27017", archive_mongodb_uri="mongodb://archive:27017")
+REPLICA_SET = Mongos("7.0.2", {}, hello_msg="")
+
+
+@pytest.mark.parametrize(
+    ("sharded", "problem"),
+    [
+        ({"livraison.Commande_archive": {"numero_commande": 1}}, r"livraison\.Commande_archive is sharded"),
+        ({"livraison.archiver_checkpoints": {"kind": 1}}, r"CHECKPOINT_COLLECTION\) is sharded on"),
+        ({"livraison.archiver_rejects": {"numero": 1}}, r"REJECTS_COLLECTION\) is sharded on"),
+    ],
+)
+def test_the_archive_deployment_is_checked_on_its_own_cluster(sharded, problem):
+    """ARCHIVE_MONGODB_URI: the archive, checkpoints and rejects live on the archive's cluster;
+    its own mongos says how they are sharded (the source's knows nothing of them)."""
+    with pytest.raises(ConfigError, match=f"^archive deployment: sharded cluster: .*{problem}"):
+        check_deployments(REPLICA_SET, ELSEWHERE, Mongos("7.0.2", sharded))
+    check_deployments(REPLICA_SET, ELSEWHERE, Mongos("7.0.2", {"livraison.archiver_checkpoints": {"_id": 1}}))
+
+
+def test_a_sharded_source_is_checked_for_its_own_collections_only():
+    """The source's mongos is asked about the orders and references; an archive namespace it
+    happens to hold (another application's) is not this archive."""
+    source = Mongos("5.0.14", {"livraison.Menu": {"_id": "hashed"}, "livraison.Commande_archive": {"a": 1}})
+    with pytest.raises(ConfigError, match=r"^source deployment: sharded cluster: livraison\.Menu is sharded"):
+        check_deployments(source, ELSEWHERE, REPLICA_SET)
+    check_deployments(Mongos("5.1.0", {"livraison.Commande_archive": {"a": 1}}), ELSEWHERE, REPLICA_SET)
+
+
+def test_batch_and_watch_check_the_archive_deployment_before_anything_is_written(mongo):
+    from archiver import BatchArchiver, BatchOptions
+    from watcher import Watcher, WatchOptions
+
+    archive = Mongos("7.0.2", {"livraison.Commande_archive": {"numero_commande": 1}})
+    settings = Settings(simulation=True, log_dir="", archive_mongodb_uri="mongodb://archive:27017")
+    batch = BatchArchiver(mongo, settings, BatchOptions(run=True), archive_client=archive)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^archive deployment: sharded cluster"):
+        batch.run()
+    watcher = Watcher(mongo, settings, WatchOptions(), archive_client=archive)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^archive deployment: sharded cluster"):
+        watcher.run()
+    assert archive.store.list_database_names() == ["config"]  # nothing written on the archive side
