@@ -16,9 +16,17 @@ Usage::
 
 It needs the development requirements (``requirements-dev.txt``: nx-27017, neosqlite).
 
-Environment: ``NX_RESUME_RETENTION_ROWS`` sets how many change-log rows the server keeps past
-the slowest open stream (default 1000), so that a test can make history run out cheaply;
-``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN accepts (tests only).
+It refuses what MongoDB refuses (``_refuse_what_mongodb_refuses``, from the tables of
+``mongodb_definitions.py``): a stand-in that accepts a command MongoDB refuses is a lie in
+every test that sends it.
+
+Environment: ``NX_MONGODB_VERSION`` the MongoDB version it answers as and whose definitions it
+enforces (default 8.0; ``4.4`` for the version floor, ``4.4.1`` for a server without
+``hello``); ``NX_REPLICA_SET=NAME`` answers ``hello`` as the primary of a one-member replica
+set of that name (default: a standalone server); ``NX_RESUME_RETENTION_ROWS`` sets how many
+change-log rows the server keeps past the slowest open stream (default 1000), so that a test
+can make history run out cheaply; ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
+accepts (tests only).
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ from neosqlite.collection.query_helper._sql_updates import SqlUpdatesMixin
 from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
+
+import mongodb_definitions as definitions
 
 _fallback = threading.local()
 _unknown_cursor = threading.local()  # set by a getMore whose cursor the server does not know
@@ -651,6 +661,106 @@ def _fix_dates_set_by_updates() -> None:
     SqlUpdatesMixin._can_use_sql_updates = can_use_sql_updates
 
 
+# --- what MongoDB refuses ----------------------------------------------------------------------
+
+_HELLO_COMMANDS = ("hello", "Hello", "isMaster", "ismaster")
+_BUILD_INFO = ("buildInfo", "buildinfo")
+_PATCH: dict[definitions.Version, int] = {
+    (4, 4): 29,
+    (5, 0): 31,
+    (6, 0): 20,
+    (7, 0): 16,
+    (8, 0): 4,
+}  # a released patch of each
+
+
+def server_version() -> definitions.Version:
+    """The version this server answers as (``NX_MONGODB_VERSION``, default the newest)."""
+    value = os.environ.get("NX_MONGODB_VERSION", "").strip()
+    version = definitions.parse_version(value) if value else definitions.NEWEST
+    if version[:2] not in definitions.WIRE_VERSIONS:
+        raise SystemExit(f"NX_MONGODB_VERSION={value}: one of {sorted(definitions.WIRE_VERSIONS)}")
+    return version if len(version) > 2 else (*version, _PATCH[version[:2]])
+
+
+def _folded_body(msg: dict[str, Any]) -> dict[str, Any] | None:
+    """The command as MongoDB parses it: the body with its document sequences folded in."""
+    body: dict[str, Any] | None = None
+    sequences: dict[str, Any] = {}
+    for kind, doc in msg.get("sections", []):
+        if kind == "body" and isinstance(doc, dict):
+            body = doc
+        elif kind == "payload" and isinstance(doc, dict):
+            sequences.update(doc)
+    return None if body is None else {**body, **sequences}
+
+
+def _build_info(version: definitions.Version) -> dict[str, Any]:
+    return {
+        "ok": 1.0,
+        "version": definitions.text(version),
+        "versionArray": [*version, 0],
+        "gitVersion": "nx-27017",
+        "bits": 64,
+        "maxBsonObjectSize": 16 * 1024 * 1024,
+        "modules": [],
+        "storageEngines": ["wiredTiger"],
+    }
+
+
+def _hello_fields(version: definitions.Version, replica_set: str) -> dict[str, Any]:
+    """What ``hello`` says of the version and the topology (a standalone has no ``setName``)."""
+    fields: dict[str, Any] = {"maxWireVersion": definitions.WIRE_VERSIONS[version[:2]]}
+    if replica_set:
+        me = os.environ.get("NX_HOST", "127.0.0.1:27017")
+        fields.update(setName=replica_set, setVersion=1, hosts=[me], primary=me, me=me, secondary=False)
+    return fields
+
+
+def _refuse_what_mongodb_refuses() -> None:
+    """Fault: nx-27017 accepts whatever it does not understand: an index specification with a
+    field MongoDB does not define (197 on MongoDB since 3.4: ``create_index(commitQuorum=...)``
+    put it there and every real ``batch --run`` failed), ``commitQuorum`` on a standalone
+    (2 BadValue), a field a command's definition does not have (40415), a stage or an
+    operator newer than the server; and it answers ``buildinfo`` (pymongo's
+    ``server_info()``) without a version. Fix: refuse each as a MongoDB of
+    ``NX_MONGODB_VERSION`` does (``mongodb_definitions.refusal``), answer ``buildInfo`` and
+    ``buildinfo`` with that version, and ``hello`` with its wire version and topology."""
+    version = server_version()
+    replica_set = os.environ.get("NX_REPLICA_SET", "").strip()
+    command = NeoSQLiteHandler.handle_command
+    insert = NeoSQLiteHandler.handle_insert
+
+    def refused(msg: dict[str, Any]) -> dict[str, Any] | None:
+        body = _folded_body(msg)
+        if body is None:
+            return None
+        if definitions.command_name(body) in _BUILD_INFO:
+            return _build_info(version)
+        return definitions.refusal(body, version, replica_set=bool(replica_set))
+
+    @functools.wraps(command)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        answer = refused(msg)
+        if answer is not None:
+            return msg.get("request_id", 0), answer
+        request_id, reply = command(self, msg)
+        body = _folded_body(msg) or {}
+        if definitions.command_name(body) in _HELLO_COMMANDS and isinstance(reply, dict) and reply.get("ok"):
+            reply = {**reply, **_hello_fields(version, replica_set)}
+        return request_id, reply
+
+    @functools.wraps(insert)
+    def handle_insert(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        answer = refused(msg)
+        if answer is not None:
+            return msg.get("request_id", 0), answer
+        return insert(self, msg)
+
+    NeoSQLiteHandler.handle_command = handle_command
+    NeoSQLiteHandler.handle_insert = handle_insert
+
+
 def apply_fixes() -> None:
     _fix_dates_set_by_updates()
     _fix_force_fallback_per_thread()
@@ -665,6 +775,7 @@ def apply_fixes() -> None:
     _fix_history_loss_detection()
     _fix_resume_token_validation()
     _fix_retention_knob()
+    _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it
 
 
 # --- starting and stopping one -------------------------------------------------------------
@@ -710,7 +821,7 @@ class DevServer:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env={**os.environ, "NX_HOST": f"127.0.0.1:{self.port}", **self.env},
             start_new_session=True,  # its own process group: stop() signals all of it
         )
         log.close()

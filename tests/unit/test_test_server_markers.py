@@ -6,7 +6,15 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-NEEDS_THE_TEST_SERVER = ("NxServer(", "FaultProxy(", "PLAIN_USER", "NX_FAULT_", "NX_RESUME_RETENTION_ROWS")
+NEEDS_THE_TEST_SERVER = (
+    "NxServer(",
+    "FaultProxy(",
+    "PLAIN_USER",
+    "NX_FAULT_",
+    "NX_RESUME_RETENTION_ROWS",
+    "NX_MONGODB_VERSION",
+    "NX_REPLICA_SET",
+)
 
 
 def marked(node: ast.AST) -> bool:

@@ -1,0 +1,272 @@
+"""The test server refuses what MongoDB refuses, and the product sends only what MongoDB accepts.
+
+A stand-in that accepts a command MongoDB refuses is a lie in every test that sends it: 410
+tests passed while every real ``batch --run`` failed on its index build (``commitQuorum`` in
+the index specification: 197 on every MongoDB since 3.4). Each refusal below is MongoDB's
+documented answer (``mongodb_definitions.py`` names the server definitions it comes from); the
+plain ones hold on any MongoDB (``TEST_MONGODB_URI``), those that need a standalone, a
+version mode or a replica-set mode of the test server are marked.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo import IndexModel, monitoring
+from pymongo.errors import OperationFailure
+
+from archiver import BatchArchiver, BatchOptions
+from config import Settings
+from deployment import INDEX_BUILD_MAX_MS, check_deployments, hello
+from lease import server_time
+from tests.conftest import NxServer
+
+pytestmark = pytest.mark.integration
+
+
+class Recorder(monitoring.CommandListener):
+    """The commands a client put on the wire (pymongo's command monitoring) and the server's
+    refusals: what was really sent and accepted, not what a mock was called with."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+        self.refusals: list[Any] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self.refusals.append(event.failure)
+
+
+def index_keys(collection: Any) -> dict[tuple[str, ...], dict[str, Any]]:
+    """Each index by its key fields (nx-27017 names indexes its own way; MongoDB keeps the name)."""
+    return {tuple(k for k, _ in ix["key"]): ix for ix in collection.index_information().values()}
+
+
+ARCHIVER_INDEXES = {("numero_commande",), ("date_commande",), ("archived_at",)}
+
+
+@pytest.fixture(scope="module")
+def replica_set_44() -> Iterator[NxServer]:
+    """A test server answering as a one-member replica set of MongoDB 4.4.1 (no ``hello``)."""
+    with tempfile.TemporaryDirectory(prefix="nx-rs44-") as folder:
+        server = NxServer(Path(folder), env={"NX_REPLICA_SET": "rs0", "NX_MONGODB_VERSION": "4.4.1"}).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def floor_server() -> Iterator[NxServer]:
+    """A test server answering as MongoDB 4.4 (a standalone)."""
+    with tempfile.TemporaryDirectory(prefix="nx-44-") as folder:
+        server = NxServer(Path(folder), env={"NX_MONGODB_VERSION": "4.4"}).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def recording_client(uri: str) -> tuple[pymongo.MongoClient, Recorder]:
+    recorder = Recorder()
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        uri, tz_aware=True, serverSelectionTimeoutMS=5000, event_listeners=[recorder]
+    )
+    return client, recorder
+
+
+# --- the fix: index builds as MongoDB reads them ------------------------------------------------
+
+
+@pytest.mark.test_server_only("a standalone server (a replica set accepts commitQuorum)")
+def test_a_batch_builds_its_indexes_on_a_standalone_that_refuses_what_mongodb_refuses(nx_server, db_name):
+    """The previous build put ``commitQuorum`` in the index specification (197 on every MongoDB
+    since 3.4); in the command, a standalone refuses it too (2 BadValue). The run's indexes
+    are built, each ``createIndexes`` carrying only ``maxTimeMS`` beside its specification."""
+    client, sent = recording_client(nx_server.uri)
+    with client:
+        settings = Settings(mongodb_uri=nx_server.uri, mongodb_database=db_name, log_dir="")
+        BatchArchiver(client, settings, BatchOptions(run=True)).ensure_indexes()
+        builds = [c for c in sent.commands if "createIndexes" in c]
+        assert len(builds) == 7
+        assert sent.refusals == []
+        for build in builds:
+            assert build["maxTimeMS"] == INDEX_BUILD_MAX_MS
+            assert "commitQuorum" not in build
+            assert all(set(spec) <= {"key", "name", "unique"} for spec in build["indexes"])
+        archive = client[db_name][settings.archive_collection]
+        assert index_keys(archive)[("numero_commande",)]["unique"] is True
+        assert set(index_keys(archive)) >= ARCHIVER_INDEXES
+
+
+@pytest.mark.test_server_only("the test server's replica-set and 4.4.1 modes")
+def test_a_replica_set_gets_commit_quorum_on_the_command_and_hello_falls_back_to_is_master(replica_set_44):
+    """On a replica set member the build asks a majority (``commitQuorum`` on the command, where
+    4.4 reads it); on 4.4.0-4.4.1 ``hello`` is CommandNotFound and ``isMaster`` answers."""
+    client, sent = recording_client(replica_set_44.uri)
+    with client:
+        assert hello(client)["setName"] == "rs0"
+        settings = Settings(mongodb_uri=replica_set_44.uri, mongodb_database="quorum", log_dir="")
+        BatchArchiver(client, settings, BatchOptions(run=True)).ensure_indexes()
+        builds = [c for c in sent.commands if "createIndexes" in c]
+        assert len(builds) == 7
+        assert all(b["commitQuorum"] == "majority" and b["maxTimeMS"] == INDEX_BUILD_MAX_MS for b in builds)
+        assert all("commitQuorum" not in spec for b in builds for spec in b["indexes"])
+        assert [r for r in sent.refusals if r.get("code") != 59] == []  # 59: hello, before isMaster
+        assert set(index_keys(client.quorum[settings.archive_collection])) >= ARCHIVER_INDEXES
+
+
+@pytest.mark.test_server_only("the test server's 4.4.1 mode")
+def test_the_server_clock_and_the_layout_check_use_is_master_where_hello_is_missing(replica_set_44):
+    client, _ = recording_client(replica_set_44.uri)
+    with client:
+        with pytest.raises(OperationFailure) as refused:
+            client.admin.command("hello")
+        assert refused.value.code == 59
+        now = server_time(client)
+        assert abs(now - datetime.now(UTC)) < timedelta(seconds=5)
+        check_deployments(client, Settings(mongodb_uri=replica_set_44.uri, log_dir=""), client)  # no error
+
+
+# --- what the test server refuses, as MongoDB does ------------------------------------------------
+
+
+def test_an_index_specification_field_mongodb_does_not_define_fails_the_whole_command(nx_client, db_name):
+    collection = nx_client[db_name].refusals
+    with pytest.raises(OperationFailure) as refused:
+        collection.create_index([("a", 1)], commitQuorum="majority")  # pymongo puts it in the spec
+    assert refused.value.code == 197
+    assert "commitQuorum" in str(refused.value)
+    with pytest.raises(OperationFailure) as refused:
+        collection.create_indexes([IndexModel([("b", 1)]), IndexModel([("c", 1)], unknownOption=True)])
+    assert refused.value.code == 197
+    assert set(index_keys(collection)) <= {("_id",)}  # the whole command failed: b not built either
+
+
+@pytest.mark.test_server_only("a standalone server")
+def test_commit_quorum_on_a_standalone_is_bad_value(nx_client, db_name):
+    with pytest.raises(OperationFailure) as refused:
+        nx_client[db_name].refusals.create_indexes([IndexModel([("a", 1)])], commitQuorum="majority")
+    assert (refused.value.code, refused.value.details["errmsg"]) == (
+        2,
+        "Standalones can't specify commitQuorum",
+    )
+
+
+UNKNOWN_FIELDS = [
+    ("find", {"find": "c", "filter": {}, "x": 1}, "find.x"),
+    ("aggregate", {"aggregate": "c", "pipeline": [], "cursor": {}, "x": 1}, "aggregate.x"),
+    ("count", {"count": "c", "query": {}, "x": 1}, "count.x"),
+    ("distinct", {"distinct": "c", "key": "a", "x": 1}, "distinct.x"),
+    ("insert", {"insert": "c", "documents": [{"a": 1}], "x": 1}, "insert.x"),
+    ("update", {"update": "c", "updates": [{"q": {}, "u": {"$set": {"a": 1}}}], "x": 1}, "update.x"),
+    (
+        "update statement",
+        {"update": "c", "updates": [{"q": {}, "u": {"$set": {"a": 1}}, "x": 1}]},
+        "update.updates.x",
+    ),
+    ("delete", {"delete": "c", "deletes": [{"q": {}, "limit": 0}], "x": 1}, "delete.x"),
+    ("delete statement", {"delete": "c", "deletes": [{"q": {}, "limit": 0, "x": 1}]}, "delete.deletes.x"),
+    (
+        "findAndModify",
+        {"findAndModify": "c", "query": {}, "update": {"$set": {"a": 1}}, "x": 1},
+        "findAndModify.x",
+    ),
+    (
+        "createIndexes",
+        {"createIndexes": "c", "indexes": [{"key": {"a": 1}, "name": "a_1"}], "x": 1},
+        "createIndexes.x",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "command", "path"), UNKNOWN_FIELDS, ids=[u[0] for u in UNKNOWN_FIELDS])
+def test_a_field_a_command_does_not_define_is_refused(nx_client, db_name, label, command, path):
+    with pytest.raises(OperationFailure) as refused:
+        nx_client[db_name].command(command)
+    assert refused.value.code == 40415
+    assert refused.value.details["errmsg"] == f"BSON field '{path}' is an unknown field."
+
+
+def test_a_get_more_with_a_field_it_does_not_define_is_refused(nx_client, db_name):
+    nx_client[db_name].c.insert_many([{"a": i} for i in range(5)])
+    reply = nx_client[db_name].command({"find": "c", "batchSize": 1})
+    with pytest.raises(OperationFailure) as refused:
+        nx_client[db_name].command({"getMore": reply["cursor"]["id"], "collection": "c", "x": 1})
+    assert refused.value.code == 40415
+
+
+def test_buildinfo_in_either_spelling_gives_the_version(nx_client):
+    assert nx_client.server_info()["version"]  # pymongo sends "buildinfo"
+    assert nx_client.admin.command("buildinfo")["version"] == nx_client.admin.command("buildInfo")["version"]
+
+
+# --- the version floor -------------------------------------------------------------------------
+
+NEWER_THAN_44 = [
+    ("let (5.0)", lambda db: list(db.c.find({}, let={"a": 1}))),
+    ("aggregate let (5.0)", lambda db: list(db.c.aggregate([{"$match": {}}], let={"a": 1}))),
+    ("showExpandedEvents (6.0)", lambda db: db.c.watch(show_expanded_events=True).close()),
+    (
+        "$changeStreamSplitLargeEvent (7.0)",
+        lambda db: db.c.watch([{"$changeStreamSplitLargeEvent": {}}]).close(),
+    ),
+    ("$setWindowFields (5.0)", lambda db: list(db.c.aggregate([{"$setWindowFields": {"output": {}}}]))),
+    ("$getField (5.0)", lambda db: list(db.c.aggregate([{"$project": {"v": {"$getField": "a"}}}]))),
+    (
+        "$dateTrunc (5.0)",
+        lambda db: list(db.c.aggregate([{"$project": {"v": {"$dateTrunc": {"date": "$d", "unit": "day"}}}}])),
+    ),
+    (
+        "$top (5.2)",
+        lambda db: list(
+            db.c.aggregate([{"$group": {"_id": None, "v": {"$top": {"output": "$a", "sortBy": {"a": 1}}}}}])
+        ),
+    ),
+    (
+        "$sortArray (5.2)",
+        lambda db: list(db.c.aggregate([{"$project": {"v": {"$sortArray": {"input": "$a", "sortBy": 1}}}}])),
+    ),
+    (
+        "$lookup localField with pipeline (5.0)",
+        lambda db: list(
+            db.c.aggregate(
+                [
+                    {
+                        "$lookup": {
+                            "from": "d",
+                            "localField": "a",
+                            "foreignField": "b",
+                            "pipeline": [],
+                            "as": "j",
+                        }
+                    }
+                ]
+            )
+        ),
+    ),
+]
+
+
+@pytest.mark.test_server_only("the test server's 4.4 mode")
+@pytest.mark.parametrize(("label", "send"), NEWER_THAN_44, ids=[n[0] for n in NEWER_THAN_44])
+def test_a_44_server_refuses_what_44_does_not_know(floor_server, label, send):
+    client: pymongo.MongoClient = pymongo.MongoClient(floor_server.uri, serverSelectionTimeoutMS=5000)
+    with client:
+        assert client.server_info()["version"].startswith("4.4.")
+        assert client.admin.command("hello")["maxWireVersion"] == 9
+        client.floor.c.insert_one({"a": 1})
+        with pytest.raises(OperationFailure) as refused:
+            send(client.floor)
+        assert refused.value.code in (40415, 40324, 168, 51047)

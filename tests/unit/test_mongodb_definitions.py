@@ -1,0 +1,103 @@
+"""The record of what the product sends, checked against what MongoDB 4.4-8.0 accept
+(``mongodb_definitions``): the shapes it makes and the problems it names, without a server."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+
+from mongodb_definitions import CommandShape, command_shape, refusal, shape_problems
+
+LSID = {"lsid": {"id": "x"}, "$db": "livraison"}
+
+
+def test_the_index_build_every_mongodb_refused_is_named():
+    """What ``create_index(keys, commitQuorum="majority", maxTimeMS=...)`` sent: the option in
+    the index specification (197 on every MongoDB since 3.4)."""
+    sent = {
+        "createIndexes": "Commande_archive",
+        "indexes": [{"key": {"numero_commande": 1}, "name": "numero_commande_1", "commitQuorum": "majority"}],
+        "maxTimeMS": 60000,
+        **LSID,
+    }
+    assert shape_problems(command_shape(sent)) == [
+        "index specification field commitQuorum: unknown to MongoDB"
+    ]
+    assert refusal(sent, (8, 0), replica_set=True)["code"] == 197
+    assert refusal(sent, (4, 4), replica_set=True)["code"] == 197
+
+
+def test_fields_stages_and_operators_newer_than_the_floor_are_named_with_their_version():
+    find = {
+        "find": "Commande",
+        "filter": {"$expr": {"$eq": [{"$getField": "a"}, 1]}},
+        "let": {"x": 1},
+        **LSID,
+    }
+    assert shape_problems(command_shape(find)) == [
+        "find.let: new in MongoDB 5.0",
+        "operator $getField: new in MongoDB 5.0",
+    ]
+    window = {
+        "aggregate": "Commande",
+        "pipeline": [{"$setWindowFields": {"output": {}}}],
+        "cursor": {},
+        **LSID,
+    }
+    assert shape_problems(command_shape(window)) == ["stage $setWindowFields: new in MongoDB 5.0"]
+    stream = {
+        "aggregate": "Commande",
+        "pipeline": [{"$changeStream": {"fullDocument": "updateLookup", "showExpandedEvents": True}}],
+        "cursor": {},
+        **LSID,
+    }
+    assert shape_problems(command_shape(stream)) == ["$changeStream.showExpandedEvents: new in MongoDB 6.0"]
+    assert shape_problems(CommandShape("frobnicate", ())) == [
+        "frobnicate: a command not in the table (check MongoDB's definition, then add it)"
+    ]
+
+
+def test_the_archivers_own_commands_are_accepted_from_4_4_on():
+    upsert = {
+        "update": "Commande_archive",
+        "ordered": False,
+        "updates": [
+            {
+                "q": {"_id": ObjectId()},
+                "u": {"$setOnInsert": {"numero_commande": "CMD-1", "items": []}},
+                "upsert": True,
+                "multi": False,
+            }
+        ],
+        "writeConcern": {"w": "majority", "wtimeout": 10000},
+        **LSID,
+    }
+    enrichment = {
+        "aggregate": "Commande",
+        "pipeline": [
+            {"$match": {"_id": {"$in": [ObjectId()]}, "status": {"$in": ["livrée", "livrée"]}}},
+            {
+                "$lookup": {
+                    "from": "Client",
+                    "localField": "client_id",
+                    "foreignField": "_id",
+                    "as": "_x_client",
+                }
+            },
+            {"$project": {"numero_commande": 1, "_x_client.nom": 1}},
+        ],
+        "cursor": {},
+        "allowDiskUse": True,
+        **LSID,
+    }
+    for command in (upsert, enrichment):
+        assert shape_problems(command_shape(command)) == []
+        assert refusal(command, (4, 4, 29), replica_set=False) is None
+
+
+def test_a_shape_keeps_names_never_values():
+    """Field names and operators make a shape; the data (the archived document, the ids) does
+    not, so a suite of thousands of commands makes a few dozen shapes."""
+    one = command_shape({"find": "A", "filter": {"_id": {"$in": [1, 2]}, "status": "x"}, **LSID})
+    two = command_shape({"find": "B", "filter": {"_id": {"$in": [3]}, "status": "y"}, **LSID})
+    assert one == two
+    assert str(one) == "find {$db, filter, lsid} operators [$in]"
