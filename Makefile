@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint venv clean demo dev-server
+.PHONY: run test test-fast test-floor lint venv clean demo dev-server
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: $(STAMP)
 # (for a watcher, a lease, a server), so two overlap well even on 2 cores.
 test: lint
 	$(BIN)/python -m pytest -n 2
+
+# The version floor: the integration and end-to-end tests again, every test server answering as
+# MongoDB 4.4 and refusing what 4.4 does not know (mongodb_definitions.py). CI runs it too.
+test-floor: lint
+	$(BIN)/python -m pytest -n 2 --mongodb-version 4.4 tests/integration tests/e2e
 
 # The edit loop: lint, then the unit tests only (mongomock and the in-process CLI, well under a minute).
 test-fast: lint

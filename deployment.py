@@ -36,6 +36,29 @@ COMMAND_NOT_FOUND = 59  # what 4.4.0 and 4.4.1 answer "hello" (added in 4.4.2)
 INDEX_BUILD_MAX_MS = 60_000  # see index_build_options
 
 
+HELLO_FROM = (4, 4, 2)
+
+# What the archiver uses from a version after the 4.4 floor, each gated on the server's
+# version, and what it does below it (doctor says which are off).
+GATED_FEATURES = (
+    (HELLO_FROM, "hello", "isMaster answers instead"),
+    (
+        LOOKUP_SHARDED_FROM,
+        "$lookup from a sharded collection",
+        "the reference collections must stay unsharded",
+    ),
+)
+
+
+def features_off(version: tuple[int, ...]) -> list[str]:
+    """The gated features a server of ``version`` lacks, each with what the archiver does instead."""
+    return [
+        f"{name} (from {'.'.join(map(str, since))}): {instead}"
+        for since, name, instead in GATED_FEATURES
+        if version < since
+    ]
+
+
 def hello(client: Any) -> dict[str, Any]:
     """The server's ``hello`` reply; ``isMaster`` (same reply) on 4.4.0 and 4.4.1, which
     answer ``hello`` CommandNotFound."""

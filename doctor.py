@@ -19,7 +19,14 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import Settings
-from deployment import LOOKUP_SHARDED_FROM, hello, server_version, sharded_collections, sharding_problems
+from deployment import (
+    LOOKUP_SHARDED_FROM,
+    features_off,
+    hello,
+    server_version,
+    sharded_collections,
+    sharding_problems,
+)
 from errors import NO_CHANGE_STREAMS_CODES, is_authorisation_error, retrying
 from storage import Document
 
@@ -212,6 +219,12 @@ def check_deployment_of(
         report.add("version", "pass", f"MongoDB {text}")
     else:
         report.add("version", "fail", f"MongoDB {text}: 4.4 or later is needed")
+    off = features_off(version)
+    report.add(
+        "features",
+        "pass",
+        "off on this version: " + "; ".join(off) if off else "everything the archiver uses is on",
+    )
     topology = topology_check(report, reply)
     if side != "archive":  # change streams are read on the source only
         change_stream_check(report, client, settings)

@@ -26,7 +26,42 @@ sys.path.insert(0, str(ROOT))
 
 from config import ENV_VARS, Settings  # noqa: E402
 from simulation import new_client  # noqa: E402
+from tests import command_shapes  # noqa: E402
 from tests.nx_server import NxServer  # noqa: E402
+
+# --- the record of the commands the product sends (tests/command_shapes.py) ----------------------
+
+_SHAPES_VERDICT = pytest.StashKey[list[str]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--mongodb-version",
+        default="",
+        help="the MongoDB version every test server answers as and enforces (NX_MONGODB_VERSION): "
+        "the newest by default; 4.4 for the version floor (make test-floor)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    command_shapes.start_session()
+    if config.getoption("--mongodb-version"):  # every test server started from now on inherits it
+        os.environ["NX_MONGODB_VERSION"] = config.getoption("--mongodb-version")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        return  # the controller reads every process's records
+    accepted, lines = command_shapes.verdict(session.config.rootpath / ".pytest_cache" / "command-shapes.txt")
+    session.config.stash[_SHAPES_VERDICT] = lines
+    if not accepted:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(trylast=True)  # after the durations: the line before pytest's own last line
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for line in config.stash.get(_SHAPES_VERDICT, []):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

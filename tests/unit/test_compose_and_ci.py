@@ -45,6 +45,8 @@ def test_the_ci_workflow_tests_on_the_test_server_real_mongodb_and_the_image():
     assert {"test", "real-mongodb", "docker-image"} <= set(jobs)
     steps = lambda job: jobs[job]["steps"]  # noqa: E731
     assert any(s.get("run") == "make test" for s in steps("test"))
+    assert any(s.get("run") == "make test-floor" for s in steps("test"))  # the version floor
+    assert "\ntest-floor:" in (ROOT / "Makefile").read_text()
     matrix = jobs["real-mongodb"]["strategy"]["matrix"]["mongodb"]
     assert matrix == ["4.4", "5.0", "6.0", "7.0", "8.0"]
     server = next(s for s in steps("real-mongodb") if "mongodb-github-action" in s.get("uses", ""))

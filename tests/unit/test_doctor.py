@@ -87,6 +87,7 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
     report = run_doctor(client, SETTINGS)
     assert outcomes(report) == {
         "version": "pass",
+        "features": "pass",
         "topology": "pass",
         "change streams": "pass",
         "write concern": "pass",
@@ -95,7 +96,23 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
     }
     assert report.healthy
     assert report.lines()[-1] == "ready"
-    assert "secondaryPreferred" in report.lines()[4]
+    assert "secondaryPreferred" in report.lines()[5]
+    assert "everything the archiver uses is on" in report.lines()[1]
+
+
+def test_doctor_says_what_is_off_below_the_version_that_brought_it():
+    """4.4.0-4.4.1 have no ``hello`` (isMaster answers: the fake answers hello as isMaster
+    would, its replies are one dictionary); before 5.1 ``$lookup`` cannot read a sharded
+    collection."""
+    report = run_doctor(
+        FakeClient({"setName": "rs0"}, version="4.4.1", privileges=everything_needed()), SETTINGS
+    )
+    features = next(c for c in report.checks if c.name == "features")
+    assert features.detail == (
+        "off on this version: hello (from 4.4.2): isMaster answers instead; "
+        "$lookup from a sharded collection (from 5.1): the reference collections must stay unsharded"
+    )
+    assert report.healthy  # informative: the archiver works around both
 
 
 def test_a_missing_privilege_is_named_with_its_collection():
