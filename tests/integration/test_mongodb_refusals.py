@@ -164,7 +164,7 @@ def test_commit_quorum_on_a_standalone_is_bad_value(nx_client, db_name):
     )
 
 
-UNKNOWN_FIELDS = [
+UNKNOWN_FIELDS: list = [
     ("find", {"find": "c", "filter": {}, "x": 1}, "find.x"),
     ("aggregate", {"aggregate": "c", "pipeline": [], "cursor": {}, "x": 1}, "aggregate.x"),
     ("count", {"count": "c", "query": {}, "x": 1}, "count.x"),
@@ -178,10 +178,13 @@ UNKNOWN_FIELDS = [
     ),
     ("delete", {"delete": "c", "deletes": [{"q": {}, "limit": 0}], "x": 1}, "delete.x"),
     ("delete statement", {"delete": "c", "deletes": [{"q": {}, "limit": 0, "x": 1}]}, "delete.deletes.x"),
-    (
+    pytest.param(
         "findAndModify",
         {"findAndModify": "c", "query": {}, "update": {"$set": {"a": 1}}, "x": 1},
         "findAndModify.x",
+        # 4.4 parsed findAndModify by hand (its IDL came later): whether it refuses is unverified.
+        marks=pytest.mark.test_server_only("4.4's findAndModify parser predates its IDL definition"),
+        id="findAndModify",
     ),
     (
         "createIndexes",
@@ -191,10 +194,17 @@ UNKNOWN_FIELDS = [
 ]
 
 
-@pytest.mark.parametrize(("label", "command", "path"), UNKNOWN_FIELDS, ids=[u[0] for u in UNKNOWN_FIELDS])
+@pytest.mark.parametrize(
+    ("label", "command", "path"),
+    UNKNOWN_FIELDS,
+    ids=[u[0] if isinstance(u, tuple) else u.id for u in UNKNOWN_FIELDS],
+)
 def test_a_field_a_command_does_not_define_is_refused(nx_client, db_name, label, command, path):
     with pytest.raises(OperationFailure) as refused:
         nx_client[db_name].command(command)
+    if refused.value.code == 9:  # a real 4.4: its hand-written find and aggregate parsers
+        assert "nrecognized field 'x'" in refused.value.details["errmsg"]
+        return
     assert refused.value.code == 40415
     assert refused.value.details["errmsg"] == f"BSON field '{path}' is an unknown field."
 
