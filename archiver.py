@@ -71,6 +71,10 @@ class BatchOptions:
     require_source: bool = True  # a missing orders collection is an error (watch: a warning)
     progress: ProgressMode = "off"
     full: bool = False  # walk every delivered order of the window (--full), not only the new ones
+    # Read the orders from the primary whatever the URI's readPreference: the watcher's
+    # catch-up (a secondary behind the stream's start would hide deliveries no later event
+    # shows). An incremental pass always does (see _begin_pass).
+    read_primary: bool = False
 
 
 @dataclass
@@ -462,8 +466,12 @@ class BatchArchiver:
             also_ids = tuple(self.rejects.listed_ids())
         # An incremental pass reads few orders: the archive is asked by _id for each chunk
         # (_not_yet_archived) instead of joined on the server, and they need no count.
+        # Reads that decide go to a member that has the data: an incremental pass (a lagging
+        # secondary would hide deliveries its mark then moves past) and the watcher's catch-up.
+        primary = self.options.read_primary or not self.current.full
         self.source = replace(
             self.source,
+            orders=self.orders_primary if primary else self.orders,
             delivered_since=self.current.since,
             also_ids=also_ids,
             exclude_archived_in=self.source.exclude_archived_in if self.current.full else None,

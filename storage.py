@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bson.errors import InvalidDocument
 from pymongo import MongoClient, ReadPreference, UpdateOne, WriteConcern
 from pymongo import errors as pymongo_errors
 from pymongo.collection import Collection
@@ -102,6 +103,13 @@ class WriteOutcome:
     already_archived: int = 0
     rejections: list[Rejection] = field(default_factory=list)
 
+    def plus(self, other: WriteOutcome) -> WriteOutcome:
+        return WriteOutcome(
+            self.archived + other.archived,
+            self.already_archived + other.already_archived,
+            self.rejections + other.rejections,
+        )
+
 
 class ArchiveWriter:
     """The one way archive documents are written, by batch and watch alike: an unordered bulk
@@ -143,6 +151,22 @@ class ArchiveWriter:
         return {doc["_id"] for doc in found}
 
     def upsert(self, documents: list[dict[str, Any]]) -> WriteOutcome:
+        """Write ``documents``. A write the server (10334 BSONObjectTooLarge: the command past
+        16 MB + 16 KB, nothing applied) or pymongo (``DocumentTooLarge``, a ``bson`` error, past
+        48 MB or one statement past the server's limit) refuses whole is split in halves, down
+        to the one order that makes it too large: that order is rejected, the rest archived.
+        Without it, batch died at the same chunk on every run and watch replayed the same event
+        forever."""
+        try:
+            return self._upsert_once(documents)
+        except _WriteTooLarge as too_large:
+            if len(documents) == 1:
+                return WriteOutcome(rejections=[Rejection.of(documents[0], too_large.reason)])
+            log.warning("%s for %d orders: writing them in halves", too_large.reason, len(documents))
+            half = len(documents) // 2
+            return self.upsert(documents[:half]).plus(self.upsert(documents[half:]))
+
+    def _upsert_once(self, documents: list[dict[str, Any]]) -> WriteOutcome:
         requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
         try:
             with named_side(self.side):
@@ -152,10 +176,17 @@ class ArchiveWriter:
                     stop_event=self.stop_event,
                     on_retry=self._retrying,
                 )
+        except InvalidDocument as exc:  # pymongo's DocumentTooLarge, before anything is sent
+            raise _WriteTooLarge(f"archive document too large: {type(exc).__name__}") from exc
         except FatalError as error:
             cause = error.__cause__
             while isinstance(cause, ArchiverError):  # the unnamed error under a named one
                 cause = cause.__cause__
+            if isinstance(cause, pymongo_errors.OperationFailure) and cause.code in WHOLE_WRITE_TOO_LARGE:
+                name = (cause.details or {}).get("codeName") or _CODE_NAMES.get(cause.code, "")
+                raise _WriteTooLarge(
+                    f"archive document too large: code {cause.code} {name}".rstrip()
+                ) from error
             if not isinstance(cause, pymongo_errors.BulkWriteError):
                 raise
             return self._settle_bulk_errors(cause, documents)
@@ -183,6 +214,7 @@ class ArchiveWriter:
         errors = details.get("writeErrors", [])
         if any(e.get("code") in TRANSIENT_CODES for e in errors):
             raise TransientError(f"archive write failed in part: {describe(exc)}") from exc
+        self._refused_by_the_deployment(errors, documents)
         duplicates = [documents[e["index"]] for e in errors if e.get("code") == DUPLICATE_KEY]
         present = self.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
         reason = "numero_commande already archived for another order"
@@ -200,6 +232,37 @@ class ArchiveWriter:
             outcome.rejections.append(Rejection.of(document, refused))
         return outcome
 
+    def _refused_by_the_deployment(self, errors: list[dict[str, Any]], documents: list[Any]) -> None:
+        """Every order of a write refused with the same code (a validator added to the
+        archive: 121 for each) is the deployment, not the data: raise ``FatalError`` (exit 1,
+        the code and the collection named), so that nothing is listed as rejected and no mark
+        or token moves. One refused order among good ones stays a rejection; so does a write
+        of one order refused (nothing tells its data from its deployment)."""
+        refused = {e.get("code") for e in errors if e.get("code") != DUPLICATE_KEY}
+        if len(documents) < 2 or len(refused) != 1:
+            return
+        if sum(1 for e in errors if e.get("code") != DUPLICATE_KEY) < len(documents):
+            return
+        code = int(refused.pop() or 0)
+        name = next((e["codeName"] for e in errors if e.get("codeName")), "") or _CODE_NAMES.get(code, "")
+        raise FatalError(
+            f"the archive {self.archive.full_name} refused every one of {len(documents)} orders with code "
+            f"{code} {name}".rstrip()
+            + ": the deployment refuses them (a validator, a permission, a full disk), not their data; "
+            "nothing was listed as rejected, fix the archive collection and run again"
+        )
+
+
+class _WriteTooLarge(Exception):
+    """A write refused whole for its size (see ``ArchiveWriter.upsert``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# What MongoDB answers a write command refused whole for its size (nothing applied).
+WHOLE_WRITE_TOO_LARGE = frozenset({10334})
 
 # Per-document refusals worth naming (the server sends codeName with most, not all, replies).
 _CODE_NAMES = {

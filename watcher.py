@@ -385,6 +385,7 @@ class Watcher:
             # Every delivered order, not the new ones only: a catch-up happens at a first start
             # or after a lost token, when nothing says since when orders went unarchived.
             full=True,
+            read_primary=True,
         )
         report = BatchArchiver(
             self.client,

@@ -11,9 +11,15 @@ wire so that the command line is shown to survive them end to end.
   applied, then its inserts are undone, and the reply carries ``writeConcernError`` code 64
   ``WriteConcernTimeout``: what a client sees when a primary acknowledges a write that a
   failover then rolls back.
-- ``NX_FAULT_REFUSE_NUMERO=NUMERO``: an upsert whose ``$setOnInsert`` holds that
-  ``numero_commande`` is refused alone with ``writeErrors`` code 17420 ``DocumentTooLarge``
-  (an archive document over 16 MB); the other statements of the command are applied.
+- ``NX_FAULT_REFUSE_NUMERO=NUMERO[:CODE]``: an upsert whose ``$setOnInsert`` holds that
+  ``numero_commande`` is refused alone with ``writeErrors`` code CODE (default 17420
+  ``DocumentTooLarge``: an archive document over 16 MB); the other statements are applied.
+- ``NX_FAULT_REFUSE_ALL=COLLECTION:CODE``: every statement of every ``update`` on COLLECTION
+  is refused with ``writeErrors`` code CODE (121 ``DocumentValidationFailure``: a validator
+  added to the archive, which refuses every order alike: the deployment, not the data).
+- ``NX_FAULT_COMMAND_TOO_LARGE=NUMERO``: an ``update`` command holding a statement for that
+  ``numero_commande`` is refused whole, nothing applied, ``ok: 0`` code 10334
+  ``BSONObjectTooLarge`` (what MongoDB answers a command past 16 MB + 16 KB).
 """
 
 from __future__ import annotations
@@ -44,8 +50,8 @@ def _body(sections: list[Any]) -> dict[str, Any]:
     return next((doc for kind, doc in sections if kind == "body" and isinstance(doc, dict)), {})
 
 
-def _with_refusals(reply: dict[str, Any], kept: list[int], refused: list[int]) -> dict[str, Any]:
-    """The reply to the statements ``kept`` (indexes mapped back), plus a 17420 for each refused."""
+def _with_refusals(reply: dict[str, Any], kept: list[int], refused: list[int], code: int) -> dict[str, Any]:
+    """The reply to the statements ``kept`` (indexes mapped back), plus a ``code`` for each refused."""
     reply = dict(reply)
     for field in ("upserted", "writeErrors"):
         if kept and reply.get(field):
@@ -53,81 +59,128 @@ def _with_refusals(reply: dict[str, Any], kept: list[int], refused: list[int]) -
     reply["writeErrors"] = list(reply.get("writeErrors") or []) + [
         {
             "index": i,
-            "code": 17420,
-            "codeName": "DocumentTooLarge",
-            "errmsg": "Resulting document after update is larger than 16777216 (nx fault knob)",
+            "code": code,
+            "codeName": _CODE_NAMES.get(code, ""),
+            "errmsg": f"refused: code {code} (nx fault knob)",
         }
         for i in refused
     ]
     return reply
 
 
-def _add_write_fault_knobs() -> None:
-    """The two fault knobs of the module docstring, around the (fixed) command entry point."""
-    concern = os.environ.get("NX_FAULT_WRITE_CONCERN", "")
-    refused_numero = os.environ.get("NX_FAULT_REFUSE_NUMERO")
-    if not concern and not refused_numero:
-        return
-    concern_collection, _, every = concern.partition(":")
-    concern_every = int(every or 0)
-    counter = {"updates": 0}
-    lock = threading.Lock()
-    inner = NeoSQLiteHandler.handle_command
+_CODE_NAMES = {17420: "DocumentTooLarge", 121: "DocumentValidationFailure", 13: "Unauthorized"}
 
-    def refuse(msg: dict[str, Any]) -> tuple[dict[str, Any], list[int], list[int]]:
-        """The message without the refused statements, the kept indexes, the refused ones."""
+
+def _numero(statement: dict[str, Any]) -> Any:
+    return ((statement.get("u") or {}).get("$setOnInsert") or {}).get("numero_commande")
+
+
+_TOO_LARGE = {
+    "ok": 0.0,
+    "code": 10334,
+    "codeName": "BSONObjectTooLarge",
+    "errmsg": "BSONObj size: 16793600 (0x1004000) is invalid. Size must be between 0 and 16793600(16MB) "
+    "(nx fault knob)",
+}
+
+
+class _WriteFaults:
+    """The write fault knobs of the module docstring, read from the environment."""
+
+    def __init__(self) -> None:
+        concern = os.environ.get("NX_FAULT_WRITE_CONCERN", "")
+        self.concern_collection, _, every = concern.partition(":")
+        self.concern_every = int(every or 0)
+        numero, _, code = os.environ.get("NX_FAULT_REFUSE_NUMERO", "").partition(":")
+        self.refused_numero, self.refused_code = numero, int(code or 17420)
+        collection, _, code = os.environ.get("NX_FAULT_REFUSE_ALL", "").partition(":")
+        self.refuse_all, self.all_code = collection, int(code or 0)
+        self.too_large = os.environ.get("NX_FAULT_COMMAND_TOO_LARGE", "")
+        self.updates = 0
+        self.lock = threading.Lock()
+
+    def any(self) -> bool:
+        return bool(self.concern_every or self.refused_numero or self.refuse_all or self.too_large)
+
+    def refused_by(self, body: dict[str, Any], statement: dict[str, Any]) -> int | None:
+        """The code the knobs refuse this statement with, or None."""
+        if self.refuse_all and body.get("update") == self.refuse_all:
+            return self.all_code
+        if self.refused_numero and _numero(statement) == self.refused_numero:
+            return self.refused_code
+        return None
+
+    def refuse(self, msg: dict[str, Any]) -> tuple[dict[str, Any], list[int], list[int], int]:
+        """The message without the refused statements, the kept indexes, the refused ones, their code."""
         sections = list(msg.get("sections", []))
         where = _statements_section(sections)
-        if where is None or not refused_numero:
-            return msg, [], []
+        if where is None:
+            return msg, [], [], 0
         index, key = where
         statements = sections[index][1][key]
-        refused = [
-            i
-            for i, st in enumerate(statements)
-            if ((st.get("u") or {}).get("$setOnInsert") or {}).get("numero_commande") == refused_numero
-        ]
+        codes = [self.refused_by(_body(sections), st) for st in statements]
+        refused = [i for i, c in enumerate(codes) if c is not None]
         if not refused:
-            return msg, [], []
+            return msg, [], [], 0
         kept = [i for i in range(len(statements)) if i not in refused]
         kind, doc = sections[index]
         sections[index] = (kind, {**doc, key: [statements[i] for i in kept]})
-        return {**msg, "sections": sections}, kept, refused
+        return {**msg, "sections": sections}, kept, refused, int(codes[refused[0]] or 0)
+
+    def whole_command_too_large(self, msg: dict[str, Any]) -> bool:
+        where = _statements_section(list(msg.get("sections", [])))
+        if not self.too_large or where is None:
+            return False
+        index, key = where
+        return any(_numero(st) == self.too_large for st in msg["sections"][index][1][key])
+
+    def rolled_back(self, body: dict[str, Any], reply: dict[str, Any]) -> bool:
+        if not self.concern_every or body.get("update") != self.concern_collection or not reply.get("ok"):
+            return False
+        with self.lock:
+            self.updates += 1
+            return self.updates % self.concern_every == 0
+
+
+def _add_write_fault_knobs() -> None:
+    """The write fault knobs, around the (fixed) command entry point."""
+    faults = _WriteFaults()
+    if not faults.any():
+        return
+    inner = NeoSQLiteHandler.handle_command
 
     @functools.wraps(inner)
     def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         body = _body(msg.get("sections", []))
         if "update" not in body:
             return inner(self, msg)
-        sent, kept, refused = refuse(msg)
+        if faults.whole_command_too_large(msg):
+            return msg.get("request_id", 0), dict(_TOO_LARGE)
+        sent, kept, refused, code = faults.refuse(msg)
         if refused and not kept:
             reply: dict[str, Any] = {"ok": 1.0, "n": 0, "nModified": 0}
             request_id = msg.get("request_id", 0)
         else:
             request_id, reply = inner(self, sent)
         if refused:
-            reply = _with_refusals(reply, kept, refused)
-        if concern_every and body.get("update") == concern_collection and reply.get("ok"):
-            with lock:
-                counter["updates"] += 1
-                due = counter["updates"] % concern_every == 0
-            if due:
-                ids = [u["_id"] for u in reply.get("upserted") or []]
-                if ids:  # undone: the rollback of a write that never reached a majority
-                    undo = {
-                        "delete": concern_collection,
-                        "deletes": [{"q": {"_id": {"$in": ids}}, "limit": 0}],
-                        "$db": body.get("$db", "test"),
-                    }
-                    inner(self, {**msg, "sections": [("body", undo)]})
-                reply = {
-                    **reply,
-                    "writeConcernError": {
-                        "code": 64,
-                        "codeName": "WriteConcernTimeout",
-                        "errmsg": "waiting for replication timed out (nx fault knob: the write was rolled back)",
-                    },
+            reply = _with_refusals(reply, kept, refused, code)
+        if faults.rolled_back(body, reply):
+            ids = [u["_id"] for u in reply.get("upserted") or []]
+            if ids:  # undone: the rollback of a write that never reached a majority
+                undo = {
+                    "delete": faults.concern_collection,
+                    "deletes": [{"q": {"_id": {"$in": ids}}, "limit": 0}],
+                    "$db": body.get("$db", "test"),
                 }
+                inner(self, {**msg, "sections": [("body", undo)]})
+            reply = {
+                **reply,
+                "writeConcernError": {
+                    "code": 64,
+                    "codeName": "WriteConcernTimeout",
+                    "errmsg": "waiting for replication timed out (nx fault knob: the write was rolled back)",
+                },
+            }
         return request_id, reply
 
     NeoSQLiteHandler.handle_command = handle_command

@@ -12,6 +12,7 @@ from pymongo import errors as pymongo_errors
 from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
+    DocumentTooLarge,
     OperationFailure,
     WriteConcernError,
     WTimeoutError,
@@ -478,3 +479,114 @@ def test_errors_name_the_archive_deployment_once():
         raise TransientError("connection lost")
     with pytest.raises(FatalError, match=r"^refused$"), named_side(""):
         raise FatalError("refused")
+
+
+@pytest.mark.parametrize(
+    ("options", "plan", "primary"),
+    [
+        ({}, "first run: full", False),  # a full pass: the URI's preference (its cost, its choice)
+        ({}, "incremental", True),  # a lagging secondary would hide what the mark moves past
+        ({"read_primary": True, "archived_by": "watch"}, "first run: full", True),  # the catch-up
+    ],
+)
+def test_the_reads_that_decide_what_a_pass_archives_go_to_the_primary(options, plan, primary):
+    """The URI reads from secondaries. An incremental pass and the watcher's catch-up read the
+    orders from the primary: a member behind would hide deliveries that no later run reads."""
+    from datetime import timedelta
+
+    import mongomock
+    from pymongo import ReadPreference
+
+    from archiver import BatchArchiver, BatchOptions
+    from checkpoint import BatchState
+    from config import Settings
+    from simulation import new_client
+
+    new_client()  # the simulation's shims
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    client = mongomock.MongoClient(tz_aware=True, read_preference=ReadPreference.SECONDARY)
+    archiver = BatchArchiver(
+        client,
+        Settings(simulation=True, log_dir=""),
+        BatchOptions(run=True, **options),
+        server_clock=lambda: now,
+    )
+    if plan == "incremental":
+        state = BatchState(high_water=now - timedelta(hours=2), last_full_at=now - timedelta(hours=2))
+        archiver.checkpoint.load = lambda: state  # type: ignore[method-assign]
+    archiver._begin_pass()
+    assert archiver.report.mode == ("incremental" if plan == "incremental" else "full")
+    expected = ReadPreference.PRIMARY if primary else ReadPreference.SECONDARY
+    assert archiver.source.orders.read_preference == expected
+    assert archiver.reader.source.orders.read_preference == expected
+
+
+def _orders(count: int) -> list[dict]:
+    return [{"_id": ObjectId(), "numero_commande": f"CMD-{i:06d}"} for i in range(count)]
+
+
+def test_every_order_of_a_write_refused_alike_is_the_deployment_not_the_data():
+    """A validator added to the archive answers 121 for every upsert: not a thousand rejected
+    orders but one failure naming the code and the collection (exit 1), nothing listed."""
+    documents = _orders(3)
+    refusals = [{"index": i, "code": 121, "codeName": "DocumentValidationFailure"} for i in range(3)]
+    archive = FakeArchive(bulk_error(refusals))
+    archive.full_name = "livraison.Commande_archive"
+    with pytest.raises(FatalError) as stopped:
+        ArchiveWriter(archive).upsert(documents)
+    assert (
+        "livraison.Commande_archive refused every one of 3 orders with code 121 DocumentValidationFailure"
+        in str(stopped.value)
+    )
+    # One refused among good ones, or a write of one order: that order is rejected.
+    one = FakeArchive(bulk_error([{"index": 1, "code": 121}], upserted=2))
+    outcome = ArchiveWriter(one).upsert(_orders(3))
+    assert [r.reason for r in outcome.rejections] == [
+        "archive write refused: code 121 DocumentValidationFailure"
+    ]
+    alone = ArchiveWriter(FakeArchive(bulk_error([{"index": 0, "code": 121}]))).upsert(_orders(1))
+    assert len(alone.rejections) == 1
+    # Duplicates among them are not refusals: already archived (or another order's numero).
+    mixed = FakeArchive(bulk_error([{"index": 0, "code": 11000}, {"index": 1, "code": 121}]))
+    assert len(ArchiveWriter(mixed).upsert(_orders(2)).rejections) == 2
+
+
+class SizeLimitedArchive(FakeArchive):
+    """Refuses any write holding ``huge`` whole, as the server (10334) or pymongo does."""
+
+    def __init__(self, huge: dict, error: BaseException) -> None:
+        super().__init__()
+        self.huge, self.error, self.written = huge, error, []
+
+    def bulk_write(self, requests, ordered):
+        self.calls += 1
+        ids = [r._filter["_id"] for r in requests]
+        if self.huge["_id"] in ids:
+            raise self.error
+        self.written += ids
+        return type("Result", (), {"upserted_count": len(requests), "matched_count": 0})()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            OperationFailure("BSONObj size: 16793600 is invalid", 10334, {"codeName": "BSONObjectTooLarge"}),
+            "archive document too large: code 10334 BSONObjectTooLarge",
+        ),
+        # pymongo's own refusal, before anything is sent: a bson error, not a PyMongoError.
+        (
+            DocumentTooLarge("BSON document too large (50331648 bytes)"),
+            "archive document too large: DocumentTooLarge",
+        ),
+    ],
+)
+def test_a_write_refused_whole_for_its_size_is_split_down_to_the_one_order(error, reason):
+    documents = _orders(8)
+    archive = SizeLimitedArchive(documents[5], error)
+    outcome = ArchiveWriter(archive).upsert(documents)
+    assert [r.order_id for r in outcome.rejections] == [documents[5]["_id"]]
+    assert outcome.rejections[0].reason == reason
+    assert sorted(archive.written) == sorted(d["_id"] for d in documents if d is not documents[5])
+    assert outcome.archived == 7
+    assert archive.calls <= 2 * 3 + 1  # halves: log2(8) levels
