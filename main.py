@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import sys
 import threading
@@ -669,11 +671,36 @@ def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
 # --- entry point -------------------------------------------------------------------------
 
 
-def _install_stop_handlers(stop_event: threading.Event) -> None:
-    """SIGINT/SIGTERM only set the event: loops finish the unit of work in hand, then stop."""
+# After SIGTERM/SIGINT, how long the unit of work in hand may take before the process exits
+# anyway: a stop is on time (under 10 s, inside the 30 s grace of deploy/) even when the server
+# hangs and a read or write never returns.
+STOP_GRACE_S = 8.0
+
+
+def _install_stop_handlers(stop_event: threading.Event, finished: threading.Event) -> None:
+    """SIGINT/SIGTERM only set the event: loops finish the unit of work in hand, then stop.
+    A watchdog bounds that: ``STOP_GRACE_S`` after the signal, a command still running (a
+    server that accepts the connection and answers nothing holds a read or a write, and a
+    signal handler runs only between Python's steps) is ended with exit 1. Nothing is lost:
+    tokens, checkpoints and marks are saved only after the writes they cover, and writes are
+    idempotent; the next run or start takes up the work in hand."""
 
     def handle(signum: int, _frame: Any) -> None:
+        if not stop_event.is_set():
+            threading.Thread(target=watchdog, name="stop-watchdog", daemon=True).start()
         stop_event.set()
+
+    def watchdog() -> None:
+        if finished.wait(STOP_GRACE_S):
+            return
+        message = (
+            f"error: stopped {STOP_GRACE_S:g} s after the signal with the work in hand unfinished "
+            "(the server does not answer); nothing is lost: what it was writing is taken up next time\n"
+        )
+        sys.stderr.write(message)
+        get_logger().error(message.strip(), extra=FILE_ONLY)
+        logging.shutdown()
+        os._exit(ExitCode.FAILED)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handle)
@@ -690,9 +717,9 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command; the one place where errors become exit codes."""
-    stop_event = threading.Event()
+    stop_event, finished = threading.Event(), threading.Event()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _install_stop_handlers(stop_event)
+    _install_stop_handlers(stop_event, finished)
     log = get_logger()
     try:
         return args.func(args, stop_event)
@@ -706,6 +733,7 @@ def dispatch(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first_line}\n")
         return ExitCode.FAILED
     finally:
+        finished.set()
         if threading.current_thread() is threading.main_thread():
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

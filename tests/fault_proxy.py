@@ -7,6 +7,7 @@
         proxy.latency = 0.05         # each forwarded chunk delayed by 50 ms
         proxy.cut_after_bytes = 4096 # each new connection dies after that many bytes upstream
         proxy.cut_after_reply_bytes = 600_000  # ... or after that many bytes of replies (counted in cuts)
+        proxy.holding = True         # a hung server: connections stay open, nothing is forwarded
 
 It runs its own asyncio loop in a daemon thread and only ever connects to 127.0.0.1.
 """
@@ -28,6 +29,7 @@ class FaultProxy:
         self.cut_after_bytes: int | None = None
         self.cut_after_reply_bytes: int | None = None
         self.refuse_until = 0.0
+        self.holding = False
         self.cuts = 0
         self.connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
@@ -154,6 +156,8 @@ class FaultProxy:
                     break
                 if self.latency:
                     await asyncio.sleep(self.latency)
+                while self.holding:  # accepted, never answered: what a hung server does
+                    await asyncio.sleep(0.05)
                 if budget[0] is not None:
                     if len(data) >= budget[0]:
                         writer.write(data[: budget[0]])

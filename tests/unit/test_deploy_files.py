@@ -168,3 +168,18 @@ def test_schedulers_treat_the_exit_codes_as_the_readme_documents(manifests):
     table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     assert "new invalid orders" in table
     assert "main.py rejects" in table
+
+
+def test_grace_periods_outlast_the_stop_bound(manifests):
+    """SIGTERM ends watch and batch within main.STOP_GRACE_S (plus the exit) whatever the server
+    does; the schedulers wait longer before they SIGKILL, so a stop is always a clean one."""
+    from main import STOP_GRACE_S
+
+    bound = STOP_GRACE_S + 2
+    for kind in ("Deployment", "CronJob"):
+        spec, _ = containers(manifests[kind])
+        assert spec.get("terminationGracePeriodSeconds", 30) > bound  # 30: Kubernetes' default
+    for unit in ("order-archiver-watch.service", "order-archiver-batch.service"):
+        text = (DEPLOY / "systemd" / unit).read_text()
+        found = re.search(r"^TimeoutStopSec=(\d+)", text, re.MULTILINE)
+        assert (int(found.group(1)) if found else 90) > bound  # 90: systemd's default
