@@ -7,6 +7,7 @@ This module is the only reader of the environment. ``load_settings`` returns one
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import stat
@@ -282,6 +283,20 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+EMPTY_IS_A_VALUE = frozenset({"LOG_DIR"})  # empty: no log file
+
+
+def unknown_settings(file_values: Mapping[str, str], where: str) -> list[str]:
+    """A warning for each key of the ``.env`` file that is no setting (a typo is silently
+    ignored otherwise), with the setting it resembles."""
+    warnings = []
+    for key in sorted(set(file_values) - set(ENV_VARS)):
+        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{where}: {key} is not a setting, ignored{hint}")
+    return warnings
+
+
 def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:
     """The ``.env`` values, and warnings about the file (world-readable secrets)."""
     path = Path(env_file) if env_file else Path(".env")
@@ -309,13 +324,16 @@ def load_settings(
     ``overrides`` are the flags' values by field name (``None`` means "not given").
     """
     file_values, warnings = _read_env_file(env_file)
+    warnings += unknown_settings(file_values, env_file or ".env")
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for var, (field, parse) in ENV_VARS.items():
         raw = environ.get(var)
         if raw is None:
             raw = file_values.get(var)
-        if raw is None:
+        # An empty value is "not set" (the shipped .env.example leaves optional ones empty),
+        # except where empty says something of its own (LOG_DIR: no log file).
+        if raw is None or (not str(raw).strip() and var not in EMPTY_IS_A_VALUE):
             continue
         try:
             values[field] = parse(raw)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+import pymongo
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
@@ -60,6 +62,8 @@ def open_client(
         return simulation_client(settings, count=simulation_count, seed=simulation_seed)
     client = _new_client(settings)
     log.debug("connecting to %s", settings.safe_uri)
+    if attempts:  # a one-shot command: a certain cause is said in a second, not after 3 x 5 s
+        _fail_fast_when_certain(client, settings)
 
     def ping() -> None:
         try:
@@ -90,6 +94,26 @@ def open_client(
         client.close()
         raise
     return client
+
+
+FIRST_CONTACT_S = 1.0  # how long a one-shot command waits before asking why no server answers
+
+
+def _fail_fast_when_certain(client: MongoClient, settings: Settings) -> None:
+    """Ping within ``FIRST_CONTACT_S``; if no server answered and every host's failure is
+    certain (connection refused, a host name DNS does not know, a TLS handshake refused),
+    raise ``FatalError`` now. Anything else (a host not heard from yet, a timeout, an
+    election) goes on to the patient ping. ``watch`` keeps retrying instead (attempts=0)."""
+    try:
+        with pymongo.timeout(min(FIRST_CONTACT_S, settings.mongodb_timeout_ms / 1000)):
+            client.admin.command("ping")
+    except pymongo_errors.ServerSelectionTimeoutError:
+        diagnosis = diagnose_unreachable(client, settings)
+        if diagnosis.certain:
+            client.close()
+            raise FatalError(f"cannot reach MongoDB: {diagnosis.message}") from None
+    except pymongo_errors.PyMongoError:
+        pass  # authentication and the rest: the ping below reports them as before
 
 
 def open_archive_client(settings: Settings, **options: Any) -> Any:
@@ -162,6 +186,7 @@ def _is_dns_failure(exc: BaseException) -> bool:
 class Diagnosis:
     message: str
     lasting: bool  # retrying the same settings will not help
+    certain: bool = False  # the cause is known now (refused, DNS, TLS): a one-shot command stops
 
 
 def _network_reason(error: BaseException) -> tuple[str, bool]:
@@ -196,14 +221,17 @@ def diagnose_unreachable(client: MongoClient, settings: Settings) -> Diagnosis:
     DNS, TLS, or reachable but not a member of the replica set the URI names."""
     description = client.topology_description
     servers = description.server_descriptions()
-    problems, lasting = [], True
+    problems, lasting, certain = [], True, bool(servers)
     for (host, port), server in servers.items():
-        if server.error is not None:
-            reason, permanent = _network_reason(server.error)
-            problems.append(f"{host}:{port}: {reason}")
-            lasting = lasting and permanent
+        if server.error is None:
+            certain = False  # a host not heard from yet: it may still answer
+            continue
+        reason, permanent = _network_reason(server.error)
+        problems.append(f"{host}:{port}: {reason}")
+        lasting = lasting and permanent
+        certain = certain and "timed out" not in str(server.error).lower()
     if problems:
-        return Diagnosis("; ".join(problems), lasting)
+        return Diagnosis("; ".join(problems), lasting, certain or lasting)
     replica_set = description.replica_set_name
     hosts = ", ".join(f"{host}:{port}" for host, port in _seeds(client)) or "the hosts of MONGODB_URI"
     if replica_set and description.topology_type_name == "ReplicaSetNoPrimary":
@@ -232,6 +260,12 @@ def _seeds(client: MongoClient) -> list[tuple[str, int | None]]:
         return []
 
 
+def _typed_auth_source(uri: str) -> str | None:
+    """``authSource`` as the user typed it in the URI (any case of the option's name)."""
+    found = re.search(r"[?&]authsource=([^&]*)", uri, re.IGNORECASE)
+    return urllib.parse.unquote(found.group(1)) if found else None
+
+
 def _who(settings: Settings) -> str:
     """The user and the database it authenticates against, never the password."""
     try:
@@ -239,7 +273,9 @@ def _who(settings: Settings) -> str:
 
         parsed = parse_uri(settings.mongodb_uri or "", connect_timeout=1)
         user = parsed.get("username")
-        source = parsed.get("options", {}).get("authsource") or parsed.get("database") or "admin"
+        options = {str(k).lower(): v for k, v in parsed.get("options", {}).items()}
+        source = _typed_auth_source(settings.mongodb_uri or "") or options.get("authsource")
+        source = source or parsed.get("database") or "admin"
     except Exception:  # a +srv URI needs DNS to parse: say less
         user, source = None, None
     who = f"user {user!r} (authSource {source})" if user else "the user of MONGODB_URI"

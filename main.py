@@ -352,7 +352,10 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
             from metrics import write_batch_metrics
 
             write_batch_metrics(args.metrics_file, archiver.report, succeeded)
-    _print_report(archiver.report, args.json, show_samples=not args.quiet, show_pii=args.show_pii)
+    # -q (cron mails whatever a job prints): nothing unless there is news, a new rejected order
+    # (an error was printed above, with the counts so far).
+    if not args.quiet or args.json or archiver.report.rejected_new:
+        _print_report(archiver.report, args.json, show_samples=not args.quiet, show_pii=args.show_pii)
     # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`).
     return ExitCode.NEW_REJECTED_ORDERS if archiver.report.rejected_new else ExitCode.OK
 

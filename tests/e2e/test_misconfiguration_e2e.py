@@ -4,6 +4,7 @@ stderr, a documented exit code, no traceback, no secret, and nothing written or 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -164,3 +165,29 @@ def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path, mo
         assert "server selection timed out" not in line
         assert SECRET not in result.stdout + result.stderr
     assert PLAIN_PASSWORD  # the account exists: only the wrong password was refused
+
+
+@pytest.mark.parametrize("command", [("doctor",), ("batch", "--run"), ("status",)])
+def test_a_refused_connection_fails_a_one_shot_command_within_seconds(tmp_path, monkeypatch, capsys, command):
+    """With the default timeouts (5 s), three tries took 17 s though the first already knew
+    that nothing listens there; now a certain cause (refused, DNS, TLS) is said at once."""
+    started = time.monotonic()
+    result = run_in_process(
+        *command,
+        env={"MONGODB_URI": "mongodb://127.0.0.1:9/"},
+        cwd=tmp_path,
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
+    took = time.monotonic() - started
+    assert "127.0.0.1:9: connection refused" in one_line_error(result, 1)
+    assert took < 3, f"{command}: {took:.1f} s"
+
+
+@pytest.mark.test_server_only("the test server's PLAIN account")
+def test_an_auth_source_is_reported_as_the_user_typed_it(nx_server, tmp_path, monkeypatch, capsys):
+    uri = nx_server.uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:Wrong-{SECRET}@")
+    for typed in ("authSource=amdin", "authsource=amdin", "AUTHSOURCE=amdin"):
+        env = {"MONGODB_URI": f"{uri}?authMechanism=PLAIN&{typed}", "MONGODB_TIMEOUT_MS": "500"}
+        result = run_in_process("status", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+        assert f"user '{PLAIN_USER}' (authSource amdin) was refused" in one_line_error(result, 1), typed

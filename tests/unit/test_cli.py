@@ -76,7 +76,7 @@ def test_watch_with_bad_name_is_usage_error(capsys):
 
 
 def test_batch_simulation_runs_and_reports(capsys):
-    code = main(["batch", "--run", "--simulation", "--count", "300", "--seed", "4", "-q"])
+    code = main(["batch", "--run", "--simulation", "--count", "300", "--seed", "4"])
     out = capsys.readouterr().out
     assert code in (0, 3)
     summary = out.strip().splitlines()[-1]

@@ -215,3 +215,27 @@ def test_the_same_names_on_two_deployments_are_two_collections():
     check_collection_roles(elsewhere)  # the archive's Commande is on another deployment
     assert elsewhere.archive_elsewhere
     assert not Settings(mongodb_uri="mongodb://a/").archive_elsewhere
+
+
+def test_an_empty_value_is_not_set_except_where_empty_means_something():
+    """The shipped .env.example leaves its optional lines empty (``ARCHIVE_MONGODB_URI=``):
+    empty is "not set", the default; LOG_DIR= keeps its meaning, no log file."""
+    from config import load_settings
+
+    environ = {
+        "MONGODB_URI": "mongodb://h/",
+        "ARCHIVE_MONGODB_URI": "",
+        "BATCH_SIZE": " ",
+        "MONGODB_DATABASE": "",
+        "DELIVERED_STATUS": "",
+        "LOG_DIR": "",
+    }
+    settings, _ = load_settings(environ=environ)
+    assert settings.archive_mongodb_uri is None
+    assert not settings.archive_elsewhere
+    assert (settings.batch_size, settings.mongodb_database, settings.delivered_status) == (
+        100,
+        "livraison",
+        "livrée",
+    )
+    assert settings.log_dir == ""

@@ -1,0 +1,95 @@
+"""A newcomer's second hour: the shipped files and the defaults, tried the way the README and
+QUICKSTART say, on the test server."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.helpers import WatchProcess, run_in_process, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def shipped_env_file(folder: Path, uri: str) -> Path:
+    """``.env.example`` copied as QUICKSTART says, only ``MONGODB_URI`` changed."""
+    text = (ROOT / ".env.example").read_text()
+    text, changed = re.subn(r"(?m)^MONGODB_URI=.*$", f"MONGODB_URI={uri}", text)
+    assert changed == 1
+    path = folder / ".env"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_the_shipped_env_file_with_only_the_uri_set_runs_every_command(
+    nx_server, db_name, tmp_path, monkeypatch, capsys
+):
+    """Its empty optional lines (``ARCHIVE_MONGODB_URI=``, ``ARCHIVE_DATABASE=``, the TLS
+    files) mean "not set": no command stops on them with exit 2."""
+    shipped_env_file(tmp_path, nx_server.uri)
+    env = {"MONGODB_DATABASE": db_name}  # one database per test; everything else from .env
+    expected = [
+        (("simulate", "--count", "120", "--seed", "3", "--p-anomalies", "0"), 0),
+        (("doctor",), 0),
+        (("batch",), 0),
+        (("batch", "--run"), 0),
+        (("status",), 0),
+        (("verify",), 0),
+        (("rejects",), 0),
+    ]
+    for args, code in expected:
+        result = run_in_process(*args, env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+        assert result.returncode == code, f"{args}: {result.stderr}"
+        assert "error" not in result.stderr.lower(), f"{args}: {result.stderr}"
+    watcher = WatchProcess({**env, "LOG_DIR": ""}, tmp_path)
+    try:
+        wait_for(lambda: "watching" in watcher.output(), what="the watcher started")
+    finally:
+        assert watcher.stop() == 0, watcher.output()
+
+
+def test_a_misspelt_setting_in_the_env_file_is_named_with_the_one_it_resembles(
+    nx_server, db_name, tmp_path, monkeypatch, capsys
+):
+    path = shipped_env_file(tmp_path, nx_server.uri)
+    path.write_text(path.read_text() + "BATCH_SIZ=500\nORDERS_COLECTION=Commande\nMY_APP_TOKEN=x\n")
+    env = {"MONGODB_DATABASE": db_name}
+    run_in_process(
+        "simulate",
+        "--count",
+        "50",
+        "--p-anomalies",
+        "0",
+        env=env,
+        cwd=tmp_path,
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
+    result = run_in_process("batch", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert ".env: BATCH_SIZ is not a setting, ignored; did you mean BATCH_SIZE?" in output
+    assert ".env: ORDERS_COLECTION is not a setting, ignored; did you mean ORDERS_COLLECTION?" in output
+    assert ".env: MY_APP_TOKEN is not a setting, ignored" in output
+    assert "MY_APP_TOKEN is not a setting, ignored;" not in output  # nothing close: no guess
+
+
+def test_quiet_prints_nothing_unless_there_is_news(nx_env, tmp_path, monkeypatch, capsys):
+    """Under cron every byte printed is a mail: ``-q`` prints only a new rejected order (or an
+    error, on stderr). The exit code says the same."""
+
+    def run(*args: str):
+        return run_in_process(*args, env=nx_env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+
+    run("simulate", "--count", "300", "--seed", "5", "--p-anomalies", "0.3")  # some invalid
+    first = run("batch", "--run", "-q")
+    assert first.returncode == 3  # new invalid orders: news
+    assert "rejected orders by reason" in first.stdout
+    again = run("batch", "--run", "-q")
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    loud = run("batch", "--run")
+    assert loud.stdout.startswith("batch done") or "batch done" in loud.stdout
