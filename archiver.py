@@ -18,7 +18,7 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +40,7 @@ from errors import (
     retrying,
 )
 from lease import server_time
-from logger import get_logger
+from logger import get_logger, plural
 from pii import mask_pii
 from progress import Progress, ProgressMode
 from rejects import Rejection, RejectStore
@@ -98,6 +98,7 @@ class BatchReport:
     purged: int = 0
     seconds: float = 0.0
     would_archive: int = 0
+    would_purge: int | None = None  # a dry run with --purge-source: what --run would delete
     resumed_from: str | None = None
     read_retries: int = 0  # transient read failures the run went on through
     peak_rss_mib: float | None = None
@@ -121,17 +122,26 @@ class BatchReport:
             if self.since is not None:
                 scope = f"since {self.since.isoformat()} (incremental; --full reads them all)"
             window = f" of {self.delivered} delivered {scope}"
+            if self.outside_window:  # why the counts fall short of the delivered ones
+                window += (
+                    f" ({self.outside_window} outside the window once their string date_commande was read)"
+                )
         if self.dry_run:
             return (
                 f"dry run: {self.scanned} to examine, would archive {self.would_archive}, "
-                f"already archived {self.already_archived}, would reject {self._rejected_text()}{window} "
-                f"({self.seconds:.2f}s); nothing was written, add --run to archive"
+                f"already archived {self.already_archived}, would reject {self._rejected_text()}{window}"
+                + (
+                    f", would purge {self.would_purge} from the source"
+                    if self.would_purge is not None
+                    else ""
+                )
+                + f" ({self.seconds:.2f}s); nothing was written, add --run to archive"
             )
         head = "batch done" if self.completed else "batch stopped before the end, counts so far"
         return (
             f"{head}: scanned {self.scanned}, archived {self.archived}, already archived "
             f"{self.already_archived}, rejected {self._rejected_text()}, purged {self.purged}{window} in "
-            f"{self.seconds:.2f}s ({self.orders_per_second:.0f} orders/s)"
+            f"{self.seconds:.2f}s ({plural(self.orders_per_second, 'order')}/s)"
             + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
         )
 
@@ -245,6 +255,7 @@ class BatchArchiver:
         self._needs_count = False  # see _must_count_delivered
         self._pending_rejections: list[Rejection] = []
         self._delivered_at_start: int | None = None
+        self._source_exists = True  # see _run
 
     # -- setup
 
@@ -266,6 +277,8 @@ class BatchArchiver:
             side: self._index_build_options(collection)
             for side, collection in (("source", self.orders), ("archive", self.archive))
         }
+        if not self._source_exists:  # an index build would create the collection a typo names
+            specs = [spec for spec in specs if spec[0] is self.archive]
         for collection, keys, extra in specs:
             command = options["archive" if collection is self.archive else "source"]
             build = functools.partial(collection.create_indexes, [IndexModel(keys, **extra)], **command)
@@ -324,11 +337,29 @@ class BatchArchiver:
     # -- purge
 
     def purge(self) -> None:
-        """Delete the window's delivered orders whose archive document is confirmed present."""
+        """Delete the window's delivered orders whose archive document is confirmed present:
+        every one of them, whatever pass ran (an incremental pass reads only its own deliveries,
+        and orders that watch archived would otherwise wait for the weekly full pass). The
+        walk is an index range on the source's delivered orders (``status, _id``): bounded by
+        what is still in the source, not by the history the purge already moved."""
+        for ids in self._purgeable_chunks():
+            result = retrying(
+                functools.partial(
+                    self.orders_primary.delete_many,
+                    {"_id": {"$in": ids}, "status": status_match(self.settings.delivered_status)},
+                ),
+                attempts=WRITE_ATTEMPTS,
+                stop_event=self.stop_event,
+            )
+            self.report.purged += result.deleted_count
+
+    def _purgeable_chunks(self) -> Iterator[list[Any]]:
+        """The window's delivered orders whose archive document a majority holds, a chunk at a time."""
+        window = replace(self.source, orders=self.orders_primary, delivered_since=None, also_ids=())
         after_id = None
         while not self.stop_event.is_set():
             ids = retrying(
-                functools.partial(self.source.delivered_ids_after, after_id, self.options.batch_size),
+                functools.partial(window.delivered_ids_after, after_id, self.options.batch_size),
                 attempts=WRITE_ATTEMPTS,
                 stop_event=self.stop_event,
             )
@@ -338,15 +369,7 @@ class BatchArchiver:
             present = self.writer.confirmed_ids(ids)
             confirmed = [i for i in ids if i in present]
             if confirmed:
-                result = retrying(
-                    functools.partial(
-                        self.orders_primary.delete_many,
-                        {"_id": {"$in": confirmed}, "status": status_match(self.settings.delivered_status)},
-                    ),
-                    attempts=WRITE_ATTEMPTS,
-                    stop_event=self.stop_event,
-                )
-                self.report.purged += result.deleted_count
+                yield confirmed
 
     # -- orchestration
 
@@ -415,6 +438,7 @@ class BatchArchiver:
         try:
             check_deployments(self.deployments[0], self.settings, self.deployments[1])
             problem = retrying(lambda: missing_source(self.orders), stop_event=self.stop_event)
+            self._source_exists = problem is None  # nothing is created where nothing was
             if problem and self.options.require_source:
                 raise ConfigError(problem)
             if problem:
@@ -537,6 +561,10 @@ class BatchArchiver:
                 )
             self._count_rejections(chunk.rejections, len(new))
             self._keep_samples(documents)
+        if self.options.purge_source:
+            # What --run would delete: the archived orders now, and what this run would archive.
+            already = sum(len(ids) for ids in self._purgeable_chunks())
+            self.report.would_purge = already + self.report.would_archive
         self._export_samples()
 
     def _run_archive(self) -> None:
@@ -589,8 +617,18 @@ class BatchArchiver:
 
     def _prune_rejects(self) -> None:
         """Rejected orders that were fixed (and archived), deleted or corrected leave the list;
-        a failure here only leaves the list longer: the archive is done."""
+        a failure here only leaves the list longer: the archive is done. An orders collection
+        that holds no order at all (a typo in ORDERS_COLLECTION, a collection created by
+        mistake) would make every listed order look deleted: the list is left as it is."""
         try:
+            if (
+                retrying(lambda: self.orders_primary.find_one({}, {"_id": 1}), stop_event=self.stop_event)
+                is None
+            ):
+                log.warning(
+                    "%s holds no order: the list of rejected orders is left as it is", self.orders.full_name
+                )
+                return
             self.rejects.prune(
                 self.orders_primary, self.archive, status_match(self.settings.delivered_status)
             )

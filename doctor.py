@@ -141,10 +141,38 @@ def topology_check(report: DoctorReport, hello: dict[str, Any]) -> str:
     if hello.get("setName"):
         report.add("topology", "pass", f"replica set {hello['setName']!r}")
         return "replica set"
-    report.add(
-        "topology", "warn", "standalone server: batch runs; watch needs change streams (a replica set)"
-    )
+    # Whether watch can run is the change streams line's to say (it opens one).
+    report.add("topology", "warn", "standalone server: no replication (a failover or a lost disk loses data)")
     return "standalone"
+
+
+def collections_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> None:
+    """The orders and the four reference collections exist: a typo in a name otherwise reads as
+    "nothing to archive" (and a batch would be "ready" to archive nothing)."""
+    database = client[settings.mongodb_database]
+    try:
+        present = set(database.list_collection_names())
+    except pymongo_errors.OperationFailure as exc:
+        report.add("collections", "warn", f"listCollections refused ({exc.code}): not checked")
+        return
+    wanted = [
+        ("ORDERS_COLLECTION", settings.orders_collection),
+        ("CLIENTS_COLLECTION", settings.clients_collection),
+        ("COURIERS_COLLECTION", settings.couriers_collection),
+        ("RESTAURANTS_COLLECTION", settings.restaurants_collection),
+        ("MENU_COLLECTION", settings.menu_collection),
+    ]
+    missing = [f"{setting}={name}" for setting, name in wanted if name not in present]
+    if not missing:
+        report.add("collections", "pass", f"orders and references found in {database.name}")
+        return
+    shown = ", ".join(sorted(n for n in present if not n.startswith("system."))[:12]) or "none"
+    report.add(
+        "collections",
+        "fail",
+        f"not found in {database.name}: {', '.join(missing)} (collections there: {shown}); "
+        "check the names, or MONGODB_DATABASE",
+    )
 
 
 def change_stream_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> None:
@@ -226,7 +254,8 @@ def check_deployment_of(
         "off on this version: " + "; ".join(off) if off else "everything the archiver uses is on",
     )
     topology = topology_check(report, reply)
-    if side != "archive":  # change streams are read on the source only
+    if side != "archive":  # the source's collections, and change streams on its orders
+        collections_check(report, client, settings)
         change_stream_check(report, client, settings)
     if topology == "sharded":
         sharding_check(report, client, settings, version)

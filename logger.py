@@ -31,6 +31,11 @@ FILE_ONLY = {"file_only": True}
 _secrets: set[str] = set()
 
 
+def plural(count: float, word: str) -> str:
+    """``1 order``, ``2 orders``, ``0 orders`` (a rate is rounded as it is printed)."""
+    return f"{count:.0f} {word}" + ("" if round(count) == 1 else "s")
+
+
 def get_logger(name: str | None = None) -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
 

@@ -23,7 +23,7 @@ from typing import Any
 from pymongo import ASCENDING, UpdateOne
 
 from errors import named_side, retrying
-from logger import get_logger
+from logger import get_logger, plural
 
 log = get_logger("rejects")
 
@@ -215,7 +215,7 @@ class RejectsReport:
             first = entry["first_seen"].isoformat() if isinstance(entry["first_seen"], datetime) else "?"
             out.append(
                 f"{entry['id']}  {entry.get('numero_commande') or '-'}  {entry['reason']}  "
-                f"(first seen {first} by {entry.get('source')}, seen {entry.get('times_seen')} times)"
+                f"(first seen {first} by {entry.get('source')}, seen {plural(entry.get('times_seen') or 0, 'time')})"
             )
         if self.total > len(self.entries):
             out.append(f"... and {self.total - len(self.entries)} more (--limit, or --json)")

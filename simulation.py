@@ -247,14 +247,18 @@ def fill_database(
     return counts
 
 
-def next_order_number(database: Any, settings: Settings) -> int:
-    """The number after the highest ``CMD-NNNNNN`` already stored (1 for an empty collection)."""
-    latest = database[settings.orders_collection].find_one(
-        {"numero_commande": {"$regex": r"^CMD-\d+$"}}, {"numero_commande": 1}, sort=[("numero_commande", -1)]
-    )
-    if not latest:
-        return 1
-    return int(latest["numero_commande"].split("-")[1]) + 1
+def next_order_number(collections: list[Any]) -> int:
+    """The number after the highest ``CMD-NNNNNN`` any of ``collections`` holds (1 if none)."""
+    highest = 0
+    for collection in collections:
+        latest = collection.find_one(
+            {"numero_commande": {"$regex": r"^CMD-\d+$"}},
+            {"numero_commande": 1},
+            sort=[("numero_commande", -1)],
+        )
+        if latest:
+            highest = max(highest, int(latest["numero_commande"].split("-")[1]))
+    return highest + 1
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,13 @@ def simulate_into(client: Any, settings: Settings, options: SimulateOptions) -> 
     (The caller opens the client: this module is what ``connection`` opens in simulation mode.)"""
     started = time.monotonic()
     database = client[settings.mongodb_database]
-    dataset = _generate(options, first_number=1 if options.reset else next_order_number(database, settings))
+    # Past the archive's numbers too: after a purge (or --reset) the source no longer holds
+    # them, and a number reused is "already archived for another order" forever. (An archive
+    # on another deployment, ARCHIVE_MONGODB_URI, is not looked at.)
+    numbered = [] if options.reset else [database[settings.orders_collection]]
+    if not settings.archive_elsewhere:
+        numbered.append(client[settings.archive_db_name][settings.archive_collection])
+    dataset = _generate(options, first_number=next_order_number(numbered))
     fill_database(database, dataset, settings, reset=options.reset, progress=options.progress)
     delivered = sum(1 for order in dataset.orders if order["status"] == settings.delivered_status)
     return (

@@ -3,6 +3,7 @@ QUICKSTART say, on the test server."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -93,3 +94,80 @@ def test_quiet_prints_nothing_unless_there_is_news(nx_env, tmp_path, monkeypatch
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
     loud = run("batch", "--run")
     assert loud.stdout.startswith("batch done") or "batch done" in loud.stdout
+
+
+def test_simulate_after_a_purge_numbers_past_the_archived_orders(
+    nx_env, nx_client, db_name, tmp_path, monkeypatch, capsys
+):
+    """After ``batch --run --purge-source`` the source no longer holds the archived numbers; new
+    orders must not reuse them ("already archived for another order", verify exit 3 forever)."""
+
+    def run(*args: str):
+        return run_in_process(*args, env=nx_env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+
+    assert run("simulate", "--count", "150", "--seed", "6", "--p-anomalies", "0").returncode == 0
+    assert run("batch", "--run", "--purge-source").returncode == 0
+    assert run("simulate", "--count", "150", "--seed", "7", "--p-anomalies", "0").returncode == 0
+    database = nx_client[db_name]
+    archived = {d["numero_commande"] for d in database["Commande_archive"].find({}, {"numero_commande": 1})}
+    source = {d["numero_commande"] for d in database["Commande"].find({}, {"numero_commande": 1})}
+    assert archived
+    assert archived.isdisjoint(source)
+    # --full: generated orders arrive delivered with past stamps (a backfill, QUICKSTART)
+    assert run("batch", "--run", "--full").returncode == 0  # nothing "already archived for another order"
+    assert run("verify").returncode == 0
+
+
+def test_an_orders_collection_holding_nothing_never_empties_the_rejects_list(
+    nx_env, nx_client, db_name, tmp_path, monkeypatch, capsys
+):
+    """ORDERS_COLLECTION=Commandes, a collection that exists but holds no order: every listed
+    rejection would look deleted and leave the list; back on the right name they came back as
+    new, their history reset. Nothing is pruned from an empty source."""
+
+    def run(*args: str, **extra: str):
+        env = {**nx_env, **extra}
+        return run_in_process(*args, env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+
+    run("simulate", "--count", "300", "--seed", "5", "--p-anomalies", "0.3")
+    assert run("batch", "--run").returncode == 3
+    rejects = nx_client[db_name]["archiver_rejects"]
+    listed = sorted(d["_id"] for d in rejects.find({}, {"_id": 1}))
+    assert listed
+    nx_client[db_name].create_collection("Commandes")
+    wrong = run("batch", "--run", "--full", ORDERS_COLLECTION="Commandes")
+    assert wrong.returncode == 0, wrong.stderr
+    assert "holds no order: the list of rejected orders is left as it is" in wrong.stderr
+    assert sorted(d["_id"] for d in rejects.find({}, {"_id": 1})) == listed
+    assert run("batch", "--run").returncode == 0  # back on the right name: known, not new
+
+
+def test_the_purge_is_said_in_a_dry_run_and_moves_every_archived_order_in_an_incremental_run(
+    nx_env, nx_client, nx_settings, db_name, tmp_path, monkeypatch, capsys
+):
+    from tests.helpers import deliver, pending_ids, seed_database
+
+    def run(*args: str):
+        return run_in_process(*args, env=nx_env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 300, seed=8, p_anomalies=0.0)
+    assert run("batch", "--run").returncode == 0  # archived, not purged (nobody asked)
+    archived = database["Commande_archive"].count_documents({})
+    later = pending_ids(dataset, 20)
+    deliver(database["Commande"], later)
+    before = database["Commande"].count_documents({})
+    dry = run("batch", "--purge-source", "--json")
+    report = json.loads(dry.stdout)
+    assert (report["mode"], report["would_archive"], report["would_purge"]) == (
+        "incremental",
+        20,
+        archived + 20,
+    )
+    assert database["Commande"].count_documents({}) == before  # a dry run deletes nothing
+    text = run("batch", "--purge-source")
+    assert f"would purge {archived + 20} from the source" in text.stdout
+    done = json.loads(run("batch", "--run", "--purge-source", "--json").stdout)
+    # An incremental run read 20 deliveries, and purged every archived order, not only those.
+    assert (done["mode"], done["archived"], done["purged"]) == ("incremental", 20, archived + 20)
+    assert database["Commande"].count_documents({"status": "livrée"}) == 0

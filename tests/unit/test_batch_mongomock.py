@@ -371,3 +371,14 @@ def test_read_ahead_keeps_order_hands_over_errors_and_releases_its_producer():
     reader.close()  # the consumer stops early: the producer stops too, a few items later
     assert len(produced) < 10
     assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
+
+
+def test_a_catch_up_before_the_orders_collection_exists_creates_nothing_in_the_source(mongo, settings):
+    """watch may start before the application's first order: its catch-up builds the archive's
+    indexes, never the source's (an index build creates the collection a typo names)."""
+    archiver = BatchArchiver(
+        mongo, settings, BatchOptions(run=True, require_source=False, archived_by="watch")
+    )
+    archiver.run()
+    assert settings.orders_collection not in mongo[settings.mongodb_database].list_collection_names()
+    assert settings.archive_collection in mongo[settings.archive_db_name].list_collection_names()

@@ -48,11 +48,21 @@ class FakeDatabase:
     def command(self, name, **_):
         return self.client.replies[name]
 
+    def list_collection_names(self):
+        return list(self.client.collections)
+
 
 class FakeClient:
     """The replies of one deployment."""
 
-    def __init__(self, hello, version="7.0.2", privileges=None, sharded=None, stream_error=None):
+    def __init__(
+        self, hello, version="7.0.2", privileges=None, sharded=None, stream_error=None, collections=None
+    ):
+        self.collections = (
+            collections
+            if collections is not None
+            else ["Commande", "Client", "Livreur", "Restaurants", "Menu"]
+        )
         users = [] if privileges is None else [{"user": "archiver", "db": "admin"}]
         self.replies = {
             "hello": hello,
@@ -89,6 +99,7 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
         "version": "pass",
         "features": "pass",
         "topology": "pass",
+        "collections": "pass",
         "change streams": "pass",
         "write concern": "pass",
         "read preference": "pass",
@@ -96,7 +107,7 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
     }
     assert report.healthy
     assert report.lines()[-1] == "ready"
-    assert "secondaryPreferred" in report.lines()[5]
+    assert "secondaryPreferred" in report.lines()[6]
     assert "everything the archiver uses is on" in report.lines()[1]
 
 
@@ -163,6 +174,9 @@ def test_a_standalone_server_cannot_watch():
     report = run_doctor(FakeClient({}, stream_error=error), SETTINGS)
     assert outcomes(report)["topology"] == "warn"
     assert outcomes(report)["change streams"] == "fail"
+    # One line says whether watch can run (it opened a stream or not); the topology line
+    # does not guess (it said "watch needs change streams" beside "a change stream opens").
+    assert "watch" not in next(c.detail for c in report.checks if c.name == "topology")
     assert outcomes(report)["privileges"] == "pass"  # authentication off
     assert not report.healthy
 
@@ -193,3 +207,19 @@ def test_the_change_stream_privilege_is_named_when_refused():
     check = next(c for c in report.checks if c.name == "change streams")
     assert check.outcome == "fail"
     assert "changeStream on livraison.Commande" in check.detail
+
+
+def test_a_misspelt_orders_or_reference_collection_is_not_ready():
+    """ORDERS_COLLECTION=Commandes: doctor said "ready" and a batch archived nothing."""
+    client = FakeClient(
+        {"setName": "rs0"}, privileges=everything_needed(), collections=["Commande", "Client", "Menu"]
+    )
+    settings = Settings(mongodb_uri="mongodb://h/", orders_collection="Commandes")
+    report = run_doctor(client, settings)
+    check = next(c for c in report.checks if c.name == "collections")
+    assert check.outcome == "fail"
+    assert check.detail.startswith(
+        "not found in livraison: ORDERS_COLLECTION=Commandes, COURIERS_COLLECTION=Livreur, "
+        "RESTAURANTS_COLLECTION=Restaurants (collections there: Client, Commande, Menu)"
+    )
+    assert not report.healthy

@@ -165,3 +165,19 @@ def test_text_logs_do_not_repeat_stats_and_show_iso_times():
     record.created = datetime(2026, 11, 26, 14, 0, 1, 500000, tzinfo=UTC).timestamp()
     line = TextFormatter("%(asctime)s %(message)s").format(record)
     assert line == "2026-11-26T14:00:01.500+00:00 watch: idle order_id=abc"
+
+
+def test_counts_read_as_words():
+    """``(1 orders/s)`` and ``seen 1 times`` were what a person read."""
+    from archiver import BatchReport
+    from logger import plural
+
+    assert [plural(n, "order") for n in (0, 1, 1.2, 2)] == ["0 orders", "1 order", "1 order", "2 orders"]
+    report = BatchReport(
+        dry_run=False, completed=True, scanned=1, archived=1, seconds=1.0, delivered=3, outside_window=2
+    )
+    line = report.summary_line()
+    assert "(1 order/s)" in line
+    assert (
+        "of 3 delivered in the window (2 outside the window once their string date_commande was read)" in line
+    )
