@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.helpers import WatchProcess, run_in_process, wait_for
+from tests.helpers import WatchProcess, deliver, run_in_process, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -106,9 +106,11 @@ def test_simulate_after_a_purge_numbers_past_the_archived_orders(
         return run_in_process(*args, env=nx_env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
 
     assert run("simulate", "--count", "150", "--seed", "6", "--p-anomalies", "0").returncode == 0
-    assert run("batch", "--run", "--purge-source").returncode == 0
-    assert run("simulate", "--count", "150", "--seed", "7", "--p-anomalies", "0").returncode == 0
     database = nx_client[db_name]
+    deliver(database["Commande"], [d["_id"] for d in database["Commande"].find({}, {"_id": 1})])
+    assert run("batch", "--run", "--purge-source").returncode == 0
+    assert database["Commande"].count_documents({}) == 0  # every number left the source
+    assert run("simulate", "--count", "150", "--seed", "7", "--p-anomalies", "0").returncode == 0
     archived = {d["numero_commande"] for d in database["Commande_archive"].find({}, {"numero_commande": 1})}
     source = {d["numero_commande"] for d in database["Commande"].find({}, {"numero_commande": 1})}
     assert archived
@@ -145,7 +147,7 @@ def test_an_orders_collection_holding_nothing_never_empties_the_rejects_list(
 def test_the_purge_is_said_in_a_dry_run_and_moves_every_archived_order_in_an_incremental_run(
     nx_env, nx_client, nx_settings, db_name, tmp_path, monkeypatch, capsys
 ):
-    from tests.helpers import deliver, pending_ids, seed_database
+    from tests.helpers import pending_ids, seed_database
 
     def run(*args: str):
         return run_in_process(*args, env=nx_env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
