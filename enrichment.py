@@ -1,8 +1,8 @@
 """The enrichment shared by batch and watch: one aggregation pipeline, one finishing step.
 
 ``build_enrichment_pipeline`` joins an order to its client, courier, restaurant and dishes
-with equality ``$lookup``s (served by the referenced collections' ``_id`` index) and projects
-only what the archive keeps. ``finish_archive_document`` does in Python what a pipeline
+with equality ``$lookup``s (served by the referenced collections' ``_id`` index); the order
+keeps every field it has. ``finish_archive_document`` does in Python what a pipeline
 should not: validate, normalise dates, compute totals and list anomalies. Both are pure:
 they serve one order (watch) or a cursor of millions (batch) alike, and test without a server.
 """
@@ -26,6 +26,7 @@ from pii import PiiPolicy
 # Joined arrays get names no order field can clash with; the finishing step removes them.
 _CLIENT, _COURIER, _RESTAURANT, _MENUS = "_x_client", "_x_livreur", "_x_restaurant", "_x_menus"
 _ARCHIVED = "_x_archived"
+_JOINED = "_x_"  # the prefix of every field the pipeline adds
 
 
 @dataclass(frozen=True)
@@ -47,19 +48,6 @@ class CollectionNames:
 
 def _lookup(source: str, local_field: str, as_field: str) -> dict[str, Any]:
     return {"$lookup": {"from": source, "localField": local_field, "foreignField": "_id", "as": as_field}}
-
-
-ORDER_FIELDS = (
-    "numero_commande",
-    "status",
-    "date_commande",
-    "date_livraison",
-    "client_id",
-    "livreur_id",
-    "restaurant_id",
-    "items",
-    "adresse_livraison",
-)
 
 
 def build_enrichment_pipeline(
@@ -97,16 +85,9 @@ def build_enrichment_pipeline(
         _lookup(names.restaurants, "restaurant_id", _RESTAURANT),
         _lookup(names.menu, "items.menu_id", _MENUS),
     ]
-    projection: dict[str, int] = {field: 1 for field in ORDER_FIELDS}
-    for field in CLIENT_FIELDS:
-        projection[f"{_CLIENT}.{field}"] = 1
-    for field in ("nom", "prenom"):
-        projection[f"{_COURIER}.{field}"] = 1
-    for field in ("nom", "type_cuisine"):
-        projection[f"{_RESTAURANT}.{field}"] = 1
-    for field in ("_id", "nom", "prix"):
-        projection[f"{_MENUS}.{field}"] = 1
-    pipeline.append({"$project": projection})
+    # No $project: the order keeps every field it has (the archive keeps the source order as
+    # it was, for restore and for the purge's version check); the finishing step takes from
+    # the joined documents only the names it archives.
     return pipeline
 
 
@@ -336,7 +317,16 @@ def finish_archive_document(
         "montant_total": round(total, 2),
         "adresse_livraison": raw.get("adresse_livraison"),
         "archived_at": archived_at,
+        "revised_at": None,  # set when a correction of the delivered order replaces this document
         "archived_by": archived_by,
         "anomalies": list(dict.fromkeys(anomalies)),
+        # The order as the source held it: every field, the same BSON types (restore; the
+        # purge deletes only this version).
+        "source": source_order(raw),
     }
     return document
+
+
+def source_order(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The source order of an enriched one: its own fields, in their order, without the joins."""
+    return {key: value for key, value in raw.items() if not key.startswith(_JOINED)}

@@ -7,7 +7,7 @@ import pytest
 from archiver import BatchArchiver, BatchOptions
 from config import parse_date_bound
 from enrichment import finish_archive_document
-from generator import default_anchor
+from generator import default_anchor, strip_markers
 from main import main
 from tests.helpers import assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
 
@@ -20,7 +20,7 @@ def python_join(order, dataset):
     by_id = {}
     for collection in (dataset.clients, dataset.couriers, dataset.restaurants, dataset.menus):
         by_id.update({doc["_id"]: doc for doc in collection})
-    raw = dict(order)
+    raw = dict(strip_markers(order))  # the order as stored: what the archive's "source" keeps
     for field, joined in (
         ("client_id", "_x_client"),
         ("livreur_id", "_x_livreur"),
@@ -208,10 +208,12 @@ def test_a_dirty_delivery_stamp_waits_for_a_full_pass_on_a_real_server(nx_client
     assert archive.find_one({"_id": dirty}) is not None
 
 
-def test_doctor_on_a_real_wire_protocol(nx_env, capsys):
+def test_doctor_on_a_real_wire_protocol(nx_env, nx_client, nx_settings, db_name, capsys):
     """On the test server: a single server that opens change streams, no authentication
     (each branch it cannot show: tests/unit/test_doctor.py)."""
     import json
+
+    seed_database(nx_client[db_name], nx_settings, 30)  # the orders and references exist
 
     assert main(["doctor"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -73,9 +73,28 @@ def test_complete_order_matches_the_contract_shape():
         "montant_total": 30.3,
         "adresse_livraison": "1 rue de la Paix, Paris",
         "archived_at": NOW,
+        "revised_at": None,
         "archived_by": "batch",
         "anomalies": [],
+        # The source order as it was: every field of its own, the joins left out.
+        "source": {k: v for k, v in raw.items() if not k.startswith("_x_")},
     }
+    assert list(doc["source"]) == [k for k in raw if not k.startswith("_x_")]  # in their order
+
+
+def test_the_archive_keeps_every_field_of_the_source_order_with_its_type():
+    """A platform's orders carry more than the contract names (a tip, a promo code); the purge
+    deletes the source order, so the archive keeps all of it, types included."""
+    from bson.int64 import Int64
+
+    raw = {**raw_order(), "pourboire": Decimal128("2.50"), "code_promo": None, "compteur": Int64(7)}
+    raw["date_commande"] = "2026-11-20T19:00:00"  # dirty: a string, kept as the source held it
+    source = finish(raw)["source"]
+    assert source["pourboire"] == Decimal128("2.50")
+    assert "code_promo" in source
+    assert source["code_promo"] is None
+    assert isinstance(source["compteur"], Int64)
+    assert source["date_commande"] == "2026-11-20T19:00:00"
 
 
 def test_items_are_matched_to_dishes_by_id_not_by_position():
@@ -225,8 +244,7 @@ def test_pipeline_shape():
         "$lookup",
         "$lookup",
         "$lookup",
-        "$project",
-    ]
+    ]  # no $project: the order keeps every field
     lookups = [s["$lookup"] for s in pipeline if "$lookup" in s]
     assert [(lk["from"], lk["localField"]) for lk in lookups] == [
         ("A", "_id"),
@@ -236,9 +254,6 @@ def test_pipeline_shape():
         ("M", "items.menu_id"),
     ]
     assert all(lk["foreignField"] == "_id" for lk in lookups)
-    projection = pipeline[-1]["$project"]
-    assert projection["_x_menus._id"] == 1
-    assert "_x_client.adresse" not in projection
 
 
 def test_pipeline_for_one_order_has_no_sort_exclusion_or_limit():
