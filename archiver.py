@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from bson import json_util
-from pymongo import ASCENDING, IndexModel, MongoClient
+from pymongo import ASCENDING, DeleteOne, IndexModel, MongoClient
 
 from checkpoint import EPOCH, BatchCheckpoint, BatchState, Pass, checkpoint_key, plan_pass, with_progress
 from config import Settings
@@ -96,6 +96,7 @@ class BatchReport:
     rejected_new: int = 0  # rejected orders never listed before: these make exit 3
     outside_window: int = 0  # string dates that turned out to be outside the window
     purged: int = 0
+    purge_kept: int = 0  # archived, but left in the source: changed since (see purge)
     seconds: float = 0.0
     would_archive: int = 0
     would_purge: int | None = None  # a dry run with --purge-source: what --run would delete
@@ -337,24 +338,44 @@ class BatchArchiver:
     # -- purge
 
     def purge(self) -> None:
-        """Delete the window's delivered orders whose archive document is confirmed present:
-        every one of them, whatever pass ran (an incremental pass reads only its own deliveries,
-        and orders that watch archived would otherwise wait for the weekly full pass). The
-        walk is an index range on the source's delivered orders (``status, _id``): bounded by
-        what is still in the source, not by the history the purge already moved."""
-        for ids in self._purgeable_chunks():
+        """Delete the window's delivered orders whose archive document is confirmed present,
+        each only in the version that document keeps: the delete's own filter compares the
+        whole order with it (``$expr``: ``$$ROOT`` equal to the archived source), so an order
+        corrected after it was archived (a refund, a fixed address), even a moment before the
+        delete, stays in the source until it is archived again. Every such order of the
+        window, whatever pass ran (an incremental pass reads only its own deliveries). The walk
+        is an index range on the source's delivered orders (``status, _id``): bounded by what
+        is still in the source, not by the history the purge already moved."""
+        delivered = status_match(self.settings.delivered_status)
+        for sources in self._purgeable_chunks():
+            requests = [
+                DeleteOne(
+                    {"_id": order_id, "status": delivered, "$expr": {"$eq": ["$$ROOT", {"$literal": source}]}}
+                )
+                for order_id, source in sources.items()
+                if source is not None
+            ]
+            self.report.purge_kept += len(sources) - len(requests)
+            if not requests:
+                continue
             result = retrying(
-                functools.partial(
-                    self.orders_primary.delete_many,
-                    {"_id": {"$in": ids}, "status": status_match(self.settings.delivered_status)},
-                ),
+                functools.partial(self.orders_primary.bulk_write, requests, ordered=False),
                 attempts=WRITE_ATTEMPTS,
                 stop_event=self.stop_event,
             )
             self.report.purged += result.deleted_count
+            self.report.purge_kept += len(requests) - result.deleted_count
+        if self.report.purge_kept:
+            log.warning(
+                "%d archived orders were left in the source: changed since they were archived (the "
+                "archive keeps the version before; a full pass or watch archives the new one), or "
+                "archived by an earlier version without a copy of the source order",
+                self.report.purge_kept,
+            )
 
-    def _purgeable_chunks(self) -> Iterator[list[Any]]:
-        """The window's delivered orders whose archive document a majority holds, a chunk at a time."""
+    def _purgeable_chunks(self) -> Iterator[dict[Any, dict[str, Any] | None]]:
+        """The window's delivered orders whose archive document a majority holds, a chunk at a
+        time, each with the source order that document keeps."""
         window = replace(self.source, orders=self.orders_primary, delivered_since=None, also_ids=())
         after_id = None
         while not self.stop_event.is_set():
@@ -366,10 +387,23 @@ class BatchArchiver:
             if not ids:
                 return
             after_id = ids[-1]
-            present = self.writer.confirmed_ids(ids)
-            confirmed = [i for i in ids if i in present]
-            if confirmed:
-                yield confirmed
+            sources = self.writer.confirmed_sources(ids)
+            if sources:
+                yield {i: sources[i] for i in ids if i in sources}
+
+    def _count_purgeable(self) -> int:
+        """What ``--run --purge-source`` would delete now: the archived orders still in the
+        version their archive document keeps (compared here, as the delete's filter would)."""
+        count = 0
+        for sources in self._purgeable_chunks():
+            current = retrying(
+                functools.partial(self._orders_by_id, list(sources)), stop_event=self.stop_event
+            )
+            count += sum(1 for order in current if sources.get(order["_id"]) == order)
+        return count
+
+    def _orders_by_id(self, ids: list[Any]) -> list[Document]:
+        return list(self.orders_primary.find({"_id": {"$in": ids}}))
 
     # -- orchestration
 
@@ -563,8 +597,7 @@ class BatchArchiver:
             self._keep_samples(documents)
         if self.options.purge_source:
             # What --run would delete: the archived orders now, and what this run would archive.
-            already = sum(len(ids) for ids in self._purgeable_chunks())
-            self.report.would_purge = already + self.report.would_archive
+            self.report.would_purge = self._count_purgeable() + self.report.would_archive
         self._export_samples()
 
     def _run_archive(self) -> None:

@@ -661,6 +661,78 @@ def _fix_dates_set_by_updates() -> None:
     SqlUpdatesMixin._can_use_sql_updates = can_use_sql_updates
 
 
+def _root_equals(statement: Any) -> Any:
+    """The document a ``$expr: {$eq: ["$$ROOT", {$literal: D}]}`` in a statement's filter
+    compares the whole stored document with (D), or None."""
+    query = statement.get("q") if isinstance(statement, dict) else None
+    expr = query.get("$expr") if isinstance(query, dict) else None
+    if not isinstance(expr, dict) or set(expr) != {"$eq"}:
+        return None
+    operands = expr["$eq"]
+    if not (isinstance(operands, list) and len(operands) == 2 and operands[0] == "$$ROOT"):
+        return None
+    literal = operands[1]
+    return literal.get("$literal") if isinstance(literal, dict) and set(literal) == {"$literal"} else None
+
+
+def _canonical(value: Any) -> Any:
+    """A value as MongoDB compares it: documents field by field in their order, numbers by
+    value, dates to the millisecond in UTC."""
+    if isinstance(value, dict):
+        return ("doc", tuple((k, _canonical(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("array", tuple(_canonical(v) for v in value))
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return ("date", round(moment.timestamp() * 1000))
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", float(value))
+    return ("value", repr(value))
+
+
+def _fix_expr_root_equality() -> None:
+    """Fault: a delete whose filter compares the whole document (``$expr: {$eq: ["$$ROOT",
+    {$literal: D}]}``, the purge's "only the version the archive holds") never matches: nx's
+    expression engine compares its storage encoding with the literal. Fix: for such a
+    statement, read the document the rest of the filter names and compare it here, as MongoDB
+    does (field order, numbers by value, dates to the millisecond); the statement then names
+    that ``_id`` or nothing. Under the database's lock, so no write lands between the
+    comparison and the delete."""
+    original = NeoSQLiteHandler.handle_command
+
+    def stored(self: Any, db_name: str, collection: str, query: dict[str, Any]) -> Any:
+        rest = {k: v for k, v in query.items() if k != "$expr"}
+        find = {"find": collection, "filter": rest, "limit": 2, "$db": db_name}
+        _, reply = original(self, {"request_id": 0, "sections": [("body", find)]})
+        batch = ((reply or {}).get("cursor") or {}).get("firstBatch") or []
+        return batch[0] if len(batch) == 1 else None
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = _folded_body(msg) or {}
+        statements = list(body.get("deletes") or [])
+        if "delete" not in body or not any(_root_equals(st) is not None for st in statements):
+            return original(self, msg)
+        db_name = body.get("$db", "test")
+        with self._lock_for(db_name):
+            rewritten = []
+            for statement in statements:
+                expected = _root_equals(statement)
+                if expected is None:
+                    rewritten.append(statement)
+                    continue
+                current = stored(self, db_name, body["delete"], statement["q"])
+                same = current is not None and _canonical(current) == _canonical(expected)
+                target = current["_id"] if same else {"$in": []}
+                rewritten.append({**statement, "q": {"_id": target}})
+            sections = [("body", {k: v for k, v in body.items() if k != "deletes"} | {"deletes": rewritten})]
+            return original(self, {**msg, "sections": sections})
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
 # --- what MongoDB refuses ----------------------------------------------------------------------
 
 _HELLO_COMMANDS = ("hello", "Hello", "isMaster", "ismaster")
@@ -775,6 +847,7 @@ def apply_fixes() -> None:
     _fix_history_loss_detection()
     _fix_resume_token_validation()
     _fix_retention_knob()
+    _fix_expr_root_equality()
     _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it
 
 

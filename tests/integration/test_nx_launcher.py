@@ -329,3 +329,30 @@ def test_write_fault_knobs_answer_what_a_cluster_answers(faulty_server, db_name)
         assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 17420)]
         assert sorted(u["index"] for u in details["upserted"]) == [0, 2]
         assert sorted(d["numero_commande"] for d in archive.find()) == ["A", "B", "E", "F"]
+
+
+def test_a_delete_that_compares_the_whole_document_deletes_only_that_version(db):
+    """The purge's filter: ``$$ROOT`` equal to the archived copy, field by field in order,
+    numbers by value, dates to the millisecond (what MongoDB's $eq on documents does)."""
+    when = datetime(2026, 11, 20, 19, 40, tzinfo=UTC)
+    kept, gone = ObjectId(), ObjectId()
+    as_archived = {
+        "_id": gone,
+        "numero_commande": "CMD-1",
+        "items": [{"q": 2}],
+        "date_livraison": when,
+        "n": 5,
+    }
+    db.Commande.insert_many([dict(as_archived), {**as_archived, "_id": kept, "numero_commande": "CMD-2"}])
+    db.Commande.update_one({"_id": kept}, {"$set": {"adresse_livraison": "corrigée"}})  # a correction
+    corrected_copy = {**as_archived, "_id": kept, "numero_commande": "CMD-2"}  # the version archived before
+    for order, copy in ((gone, {**as_archived, "n": 5.0}), (kept, corrected_copy)):
+        db.Commande.delete_one({"_id": order, "$expr": {"$eq": ["$$ROOT", {"$literal": copy}]}})
+    assert {d["_id"] for d in db.Commande.find({}, {"_id": 1})} == {kept}
+    reordered = {"numero_commande": "CMD-2", "_id": kept}  # same fields, another order: not equal
+    assert (
+        db.Commande.delete_one(
+            {"_id": kept, "$expr": {"$eq": ["$$ROOT", {"$literal": reordered}]}}
+        ).deleted_count
+        == 0
+    )
