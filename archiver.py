@@ -95,6 +95,7 @@ class BatchReport:
     rejected: int = 0
     rejected_new: int = 0  # rejected orders never listed before: these make exit 3
     outside_window: int = 0  # string dates that turned out to be outside the window
+    revised: int = 0  # archive documents replaced by a corrected version of their order
     purged: int = 0
     purge_kept: int = 0  # archived, but left in the source: changed since (see purge)
     seconds: float = 0.0
@@ -141,7 +142,9 @@ class BatchReport:
         head = "batch done" if self.completed else "batch stopped before the end, counts so far"
         return (
             f"{head}: scanned {self.scanned}, archived {self.archived}, already archived "
-            f"{self.already_archived}, rejected {self._rejected_text()}, purged {self.purged}{window} in "
+            f"{self.already_archived}"
+            + (f", revised {self.revised} (corrected since archived)" if self.revised else "")
+            + f", rejected {self._rejected_text()}, purged {self.purged}{window} in "
             f"{self.seconds:.2f}s ({plural(self.orders_per_second, 'order')}/s)"
             + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
         )
@@ -314,9 +317,10 @@ class BatchArchiver:
     def write_chunk(self, chunk: Chunk) -> None:
         documents = self._not_yet_archived(chunk.documents)
         if documents:
-            outcome = self.writer.upsert(documents)
+            outcome = self.writer.write(documents)
             self.report.archived += outcome.archived
             self.report.already_archived += outcome.already_archived
+            self.report.revised += outcome.revised
             chunk.rejections.extend(outcome.rejections)
         # Recorded after the archive writes that met them, a thousand at a time (the list is
         # for people: a run that dies before recording meets them again, as new, next time).
@@ -409,12 +413,16 @@ class BatchArchiver:
 
     def _not_yet_archived(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """When the server did not skip archived orders (another database, an incremental
-        pass): ask the archive by ``_id``."""
+        pass): ask the archive by ``_id``; an order archived in this very version is done, one
+        corrected since is written again (the writer revises it)."""
         if self.source.exclude_archived_in is not None or not documents:
             return documents
-        existing = self.writer.existing_ids([d["_id"] for d in documents])
-        self.report.already_archived += len(existing)
-        return [d for d in documents if d["_id"] not in existing]
+        archived = self.writer.archived_hashes([d["_id"] for d in documents])
+        unchanged = {
+            d["_id"] for d in documents if d["_id"] in archived and archived[d["_id"]] == d["source_hash"]
+        }
+        self.report.already_archived += len(unchanged)
+        return [d for d in documents if d["_id"] not in unchanged]
 
     def _count_delivered(self) -> int | None:
         """The window's delivered orders (an index count on ``status, date_commande``); None if

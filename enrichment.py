@@ -9,6 +9,7 @@ they serve one order (watch) or a cursor of millions (batch) alike, and test wit
 
 from __future__ import annotations
 
+import hashlib
 import math
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import bson
 from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128
 
@@ -294,6 +296,7 @@ def finish_archive_document(
     """The contract's archive document for one enriched order; ``InvalidOrderError`` if the
     order cannot be archived (no business key, no readable order date, malformed items)."""
     numero = _business_key(raw)
+    source = source_order(raw)
     date_commande = _order_date(raw)
     anomalies: list[str] = []
     date_livraison = _delivery_date(raw, anomalies)
@@ -321,10 +324,16 @@ def finish_archive_document(
         "archived_by": archived_by,
         "anomalies": list(dict.fromkeys(anomalies)),
         # The order as the source held it: every field, the same BSON types (restore; the
-        # purge deletes only this version).
-        "source": source_order(raw),
+        # purge deletes only this version), and its fingerprint (a correction is a new one).
+        "source": source,
+        "source_hash": source_hash(source),
     }
     return document
+
+
+def source_hash(source: Mapping[str, Any]) -> str:
+    """A fingerprint of a source order: its BSON, field order and types included."""
+    return hashlib.sha256(bson.encode(source)).hexdigest()[:32]
 
 
 def source_order(raw: Mapping[str, Any]) -> dict[str, Any]:

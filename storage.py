@@ -29,7 +29,7 @@ from errors import (
     named_side,
     retrying,
 )
-from logger import get_logger
+from logger import get_logger, plural
 from rejects import Rejection
 
 log = get_logger("storage")
@@ -102,13 +102,21 @@ class WriteOutcome:
     archived: int = 0
     already_archived: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    revised: int = 0  # archive documents replaced by a corrected version of their order
+    existing: list[dict[str, Any]] = field(default_factory=list)  # found archived: compared next
 
     def plus(self, other: WriteOutcome) -> WriteOutcome:
         return WriteOutcome(
             self.archived + other.archived,
             self.already_archived + other.already_archived,
             self.rejections + other.rejections,
+            self.revised + other.revised,
+            self.existing + other.existing,
         )
+
+
+# What a revision keeps of the document it replaces: when and by what the order was archived.
+_KEPT_BY_A_REVISION = ("_id", "archived_at", "archived_by")
 
 
 class ArchiveWriter:
@@ -127,6 +135,17 @@ class ArchiveWriter:
         self.stop_event = stop_event or threading.Event()
         self.on_retry = on_retry
         self.side = side  # ARCHIVE_SIDE when it is not the source's: errors name it
+
+    def archived_hashes(self, ids: list[Any]) -> dict[Any, str | None]:
+        """The ids among ``ids`` in the archive, each with its ``source_hash`` (None: written by
+        an earlier version without one)."""
+        with named_side(self.side):
+            found = retrying(
+                lambda: list(self.archive.find({"_id": {"$in": ids}}, {"source_hash": 1})),
+                attempts=WRITE_ATTEMPTS,
+                stop_event=self.stop_event,
+            )
+        return {doc["_id"]: doc.get("source_hash") for doc in found}
 
     def existing_ids(self, ids: list[Any]) -> set[Any]:
         with named_side(self.side):
@@ -151,6 +170,86 @@ class ArchiveWriter:
                 stop_event=self.stop_event,
             )
         return {doc["_id"]: doc.get("source") for doc in found}
+
+    def write(self, documents: list[dict[str, Any]]) -> WriteOutcome:
+        """Archive ``documents``: new orders inserted (``upsert``), orders already archived
+        compared by ``source_hash`` and, when their source changed since (a correction after
+        delivery: a refund, a fixed address), their document replaced (``revise``). Idempotent:
+        written again, nothing changes."""
+        outcome = self.upsert(documents)
+        if outcome.existing:
+            outcome = outcome.plus(self.revise(outcome.existing))
+        outcome.existing = []
+        return outcome
+
+    def revise(self, documents: list[dict[str, Any]]) -> WriteOutcome:
+        """Replace the archive documents whose order changed since they were written, each only
+        if it still holds the version read here (``source_hash`` in the filter: two writers at
+        once revise once), keeping ``archived_at`` and setting ``revised_at``. A document an
+        earlier version wrote without the source is completed, not counted as revised."""
+        archived = self.archived_hashes([d["_id"] for d in documents])
+        outcome = WriteOutcome()
+        changed, completed = [], []
+        for document in documents:
+            if document["_id"] not in archived or archived[document["_id"]] == document["source_hash"]:
+                outcome.already_archived += 1  # unchanged (or deleted from the archive meanwhile)
+            elif archived[document["_id"]] is None:
+                completed.append(document)
+            else:
+                changed.append((document, archived[document["_id"]]))
+        revisions = [
+            UpdateOne({"_id": d["_id"], "source_hash": old}, {"$set": _revision(d, revised=True)})
+            for d, old in changed
+        ]
+        completions = [
+            UpdateOne(
+                {"_id": d["_id"], "source_hash": {"$exists": False}}, {"$set": _revision(d, revised=False)}
+            )
+            for d in completed
+        ]
+        outcome.revised = self._apply(revisions, [d for d, _ in changed], outcome)
+        outcome.already_archived += self._apply(completions, completed, outcome)
+        if outcome.revised:
+            log.info(
+                "%s revised: corrected at the source since archived",
+                plural(outcome.revised, "archived order"),
+            )
+        return outcome
+
+    def _apply(
+        self, requests: list[UpdateOne], documents: list[dict[str, Any]], outcome: WriteOutcome
+    ) -> int:
+        """Run revision statements; the number applied. A refused one rejects its order (a
+        correction that gave it another order's numero: 11000)."""
+        if not requests:
+            return 0
+        try:
+            with named_side(self.side):
+                result = retrying(
+                    lambda: self.archive.bulk_write(requests, ordered=False),
+                    attempts=WRITE_ATTEMPTS,
+                    stop_event=self.stop_event,
+                    on_retry=self._retrying,
+                )
+            return int(result.modified_count)
+        except FatalError as error:
+            cause = error.__cause__
+            while isinstance(cause, ArchiverError):
+                cause = cause.__cause__
+            if not isinstance(cause, pymongo_errors.BulkWriteError):
+                raise
+            details = cause.details or {}
+            if details.get("writeConcernErrors"):
+                raise
+            for refusal in details.get("writeErrors", []):
+                code = refusal.get("code")
+                reason = (
+                    "numero_commande already archived for another order"
+                    if code == DUPLICATE_KEY
+                    else f"archive write refused: code {code} {refusal.get('codeName') or _CODE_NAMES.get(code or 0, '')}".rstrip()
+                )
+                outcome.rejections.append(Rejection.of(documents[refusal["index"]], reason))
+            return int(details.get("nModified", 0))
 
     def upsert(self, documents: list[dict[str, Any]]) -> WriteOutcome:
         """Write ``documents``. A write the server (10334 BSONObjectTooLarge: the command past
@@ -192,7 +291,9 @@ class ArchiveWriter:
             if not isinstance(cause, pymongo_errors.BulkWriteError):
                 raise
             return self._settle_bulk_errors(cause, documents)
-        return WriteOutcome(result.upserted_count, result.matched_count)
+        inserted = set(result.upserted_ids)
+        existing = [d for i, d in enumerate(documents) if i not in inserted]
+        return WriteOutcome(result.upserted_count, 0, existing=existing)
 
     def _retrying(self, exc: BaseException, delay: float) -> None:
         log.warning("archive write failed (%s); retrying in %.1fs", describe(exc), delay)
@@ -212,8 +313,11 @@ class ArchiveWriter:
         details = exc.details or {}
         if details.get("writeConcernErrors"):
             raise FatalError(describe(exc)) from exc  # unsatisfiable: no write here counts
-        outcome = WriteOutcome(details.get("nUpserted", 0), details.get("nMatched", 0))
         errors = details.get("writeErrors", [])
+        inserted = {u["index"] for u in details.get("upserted", [])}
+        failed = {e["index"] for e in errors}
+        existing = [d for i, d in enumerate(documents) if i not in inserted and i not in failed]
+        outcome = WriteOutcome(details.get("nUpserted", 0), 0, existing=existing)
         if any(e.get("code") in TRANSIENT_CODES for e in errors):
             raise TransientError(f"archive write failed in part: {describe(exc)}") from exc
         self._refused_by_the_deployment(errors, documents)
@@ -222,7 +326,7 @@ class ArchiveWriter:
         reason = "numero_commande already archived for another order"
         for document in duplicates:
             if document["_id"] in present:
-                outcome.already_archived += 1
+                outcome.existing.append(document)  # archived meanwhile: compared like the others
                 continue
             outcome.rejections.append(Rejection.of(document, reason))
         for error in errors:
@@ -253,6 +357,13 @@ class ArchiveWriter:
             + ": the deployment refuses them (a validator, a permission, a full disk), not their data; "
             "nothing was listed as rejected, fix the archive collection and run again"
         )
+
+
+def _revision(document: dict[str, Any], *, revised: bool) -> dict[str, Any]:
+    """The fields a revision sets: the new version's, but when and by what it was archived."""
+    fields = {k: v for k, v in document.items() if k not in _KEPT_BY_A_REVISION}
+    fields["revised_at"] = document["archived_at"] if revised else None
+    return fields
 
 
 class _WriteTooLarge(Exception):

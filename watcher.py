@@ -93,7 +93,9 @@ def build_change_stream_pipeline(delivered_status: str) -> list[dict[str, Any]]:
             "$match": {
                 "$or": [
                     {"operationType": {"$in": ["insert", "replace"]}, "fullDocument.status": status},
-                    {"operationType": "update", "updateDescription.updatedFields.status": status},
+                    # Delivered now, or corrected while delivered (a refund, a fixed address):
+                    # the looked-up order is delivered either way.
+                    {"operationType": "update", "fullDocument.status": status},
                     {"operationType": "invalidate"},
                 ]
             }
@@ -150,6 +152,7 @@ class WatchStats:
     events: int = 0
     archived: int = 0
     already_archived: int = 0
+    revised: int = 0
     rejected: int = 0
     skipped: int = 0
     batches: int = 0
@@ -473,9 +476,10 @@ class Watcher:
         if documents:
             if self.lease is not None:
                 self.lease.check()  # fencing: a watcher that lost its lease writes nothing more
-            outcome = self.writer.upsert(documents)
+            outcome = self.writer.write(documents)
             self.stats.archived += outcome.archived
             self.stats.already_archived += outcome.already_archived
+            self.stats.revised += outcome.revised
             rejections += outcome.rejections
             self.metrics.archived.labels(mode="watch").inc(outcome.archived)
             self.metrics.already_archived.labels(mode="watch").inc(outcome.already_archived)

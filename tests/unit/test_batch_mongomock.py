@@ -382,3 +382,37 @@ def test_a_catch_up_before_the_orders_collection_exists_creates_nothing_in_the_s
     archiver.run()
     assert settings.orders_collection not in mongo[settings.mongodb_database].list_collection_names()
     assert settings.archive_collection in mongo[settings.archive_db_name].list_collection_names()
+
+
+def test_a_correction_of_an_archived_order_replaces_its_document_once(mongo):
+    """A delivered order corrected after it was archived (a refund, a fixed address) has its
+    archive document replaced by the new version: same _id, one document, archived_at kept,
+    revised_at set; written again, nothing changes. (An archive in its own database: the
+    full pass reads every order and compares its fingerprint.)"""
+    from datetime import timedelta
+
+    from config import Settings
+
+    settings = Settings(simulation=True, log_dir="", archive_database="archives")
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 120, p_anomalies=0.0, seed=8)
+    first = run(mongo, settings)
+    archive = archive_of(mongo, settings)
+    order = next(o for o in dataset.orders if o["status"] == "livrée")
+    before = archive.find_one({"_id": order["_id"]})
+    mongo[settings.mongodb_database]["Commande"].update_one(
+        {"_id": order["_id"]}, {"$set": {"adresse_livraison": "12 rue corrigée", "remboursement": 4.5}}
+    )
+    later = NOW + timedelta(days=1)
+    report = BatchArchiver(
+        mongo, settings, BatchOptions(run=True, full=True), clock=lambda: later, server_clock=lambda: later
+    ).run()
+    after = archive.find_one({"_id": order["_id"]})
+    assert (report.revised, report.archived, report.already_archived) == (1, 0, first.archived - 1)
+    assert after["adresse_livraison"] == "12 rue corrigée"
+    assert after["source"]["remboursement"] == 4.5
+    assert after["archived_at"] == before["archived_at"]
+    assert after["revised_at"] == later
+    assert before["revised_at"] is None
+    assert archive.count_documents({"_id": order["_id"]}) == 1
+    again = BatchArchiver(mongo, settings, BatchOptions(run=True, full=True), clock=lambda: later).run()
+    assert (again.revised, again.archived) == (0, 0)

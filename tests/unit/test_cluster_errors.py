@@ -105,7 +105,9 @@ class FakeArchive:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
-        return type("Result", (), {"upserted_count": len(requests), "matched_count": 0})()
+        return type(
+            "Result", (), {"upserted_count": len(requests), "upserted_ids": dict(enumerate(requests))}
+        )()
 
     def find(self, *args, **kwargs):
         return []
@@ -564,7 +566,9 @@ class SizeLimitedArchive(FakeArchive):
         if self.huge["_id"] in ids:
             raise self.error
         self.written += ids
-        return type("Result", (), {"upserted_count": len(requests), "matched_count": 0})()
+        return type(
+            "Result", (), {"upserted_count": len(requests), "upserted_ids": dict(enumerate(requests))}
+        )()
 
 
 @pytest.mark.parametrize(

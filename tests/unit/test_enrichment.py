@@ -8,6 +8,7 @@ from enrichment import (
     build_enrichment_pipeline,
     finish_archive_document,
     parse_datetime,
+    source_hash,
 )
 from errors import InvalidOrderError
 from pii import PiiPolicy, pseudonymise
@@ -78,6 +79,7 @@ def test_complete_order_matches_the_contract_shape():
         "anomalies": [],
         # The source order as it was: every field of its own, the joins left out.
         "source": {k: v for k, v in raw.items() if not k.startswith("_x_")},
+        "source_hash": source_hash({k: v for k, v in raw.items() if not k.startswith("_x_")}),
     }
     assert list(doc["source"]) == [k for k in raw if not k.startswith("_x_")]  # in their order
 
