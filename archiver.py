@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar
 
 from bson import json_util
 from pymongo import ASCENDING, DeleteOne, IndexModel, MongoClient
+from pymongo import errors as pymongo_errors
 
 from checkpoint import EPOCH, BatchCheckpoint, BatchState, Pass, checkpoint_key, plan_pass, with_progress
 from config import Settings
@@ -36,6 +37,7 @@ from errors import (
     ConfigError,
     TransientError,
     as_archiver_error,
+    classify,
     named_side,
     retrying,
 )
@@ -45,7 +47,17 @@ from pii import mask_pii
 from progress import Progress, ProgressMode
 from rejects import Rejection, RejectStore
 from selection import date_range
-from source import Chunk, ChunkReader, OrderSource, missing_source, read_ahead, unknown_status_hint
+from source import (
+    Chunk,
+    ChunkReader,
+    OrderSource,
+    build_change_stream_pipeline,
+    event_time,
+    missing_source,
+    orders_to_archive,
+    read_ahead,
+    unknown_status_hint,
+)
 from storage import WRITE_ATTEMPTS, ArchiveWriter, Collections, Document, MongoCollection
 
 log = get_logger("batch")
@@ -54,6 +66,8 @@ T = TypeVar("T")
 QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
 DEFAULT_SAMPLES = 3
 REJECTS_FLUSH = 1000  # rejections recorded together (see write_chunk)
+CHANGES_AWAIT_MS = 200  # a quiet getMore while reading the changes since the last run: caught up
+CHANGES_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,7 @@ class BatchReport:
     rejected_new: int = 0  # rejected orders never listed before: these make exit 3
     outside_window: int = 0  # string dates that turned out to be outside the window
     revised: int = 0  # archive documents replaced by a corrected version of their order
+    changes_read: int | None = None  # an incremental pass: change events read since the last run
     purged: int = 0
     purge_kept: int = 0  # archived, but left in the source: changed since (see purge)
     seconds: float = 0.0
@@ -511,6 +526,82 @@ class BatchArchiver:
                 self.progress.close()
         return self.report
 
+    # -- changes since the last pass (late deliveries, corrections)
+
+    def _follows_changes(self) -> bool:
+        """A scheduled batch reads the change stream between its runs; the watcher's catch-up
+        (always a full pass) and a simulation do not."""
+        return self.options.archived_by == "batch" and not self.settings.simulation
+
+    def _stream_position(self) -> dict[str, Any] | None:
+        """The orders' change stream's position now (a resume token), or None where there are
+        no change streams (a standalone server) or the user may not open one."""
+        try:
+            with self.orders_primary.watch(self._change_filter(), max_await_time_ms=1) as stream:
+                stream.try_next()
+                token = stream.resume_token
+        except (pymongo_errors.PyMongoError, NotImplementedError, AttributeError) as exc:
+            log.debug("no change stream position (%s): incremental runs read delivery stamps only", exc)
+            return None
+        return dict(token) if token else None
+
+    def _change_filter(self) -> list[dict[str, Any]]:
+        return build_change_stream_pipeline(self.settings.delivered_status)
+
+    def _changed_since(self, token: dict[str, Any] | None) -> list[Any]:
+        """Every order that became delivered, or was corrected while delivered, since the last
+        complete pass began: read from the change stream resumed at its token, up to this
+        pass's start (later changes are the next run's). A delivery synced hours late with an
+        old stamp is among them. Without a token, or with the history gone (the oplog rolled
+        over) or no change streams, the pass reads by delivery stamp alone, and says so."""
+        if token is None:
+            if self._follows_changes() and self.state.high_water is not None:
+                self._say("no change-stream position saved: this incremental run reads delivery stamps only")
+            return []
+        ids: dict[Any, None] = {}
+        read = 0
+        try:
+            with self.orders_primary.watch(
+                self._change_filter(),
+                resume_after=token,
+                full_document="updateLookup",
+                max_await_time_ms=CHANGES_AWAIT_MS,
+                batch_size=CHANGES_BATCH,
+            ) as stream:
+                while not self.stop_event.is_set():
+                    event = stream.try_next()
+                    if event is None:
+                        break
+                    read += 1
+                    when = event_time(event)
+                    if when is not None and when > self.current.started_at:
+                        log.debug(
+                            "change at %s (%s), after this pass began (%s): left for the next run",
+                            when,
+                            event.get("operationType"),
+                            self.current.started_at,
+                        )
+                        break  # past this pass's start: the next run reads it
+                    ids.update(dict.fromkeys(orders_to_archive([event], self.settings.delivered_status)))
+        except pymongo_errors.OperationFailure as exc:
+            if classify(exc) in ("token_unusable", "no_change_streams"):
+                self._say(
+                    f"the change history since the last run is not available (code {exc.code}): this "
+                    "incremental run reads delivery stamps only; a delivery synced with an older stamp "
+                    "waits for the full sweep (or --full)"
+                )
+                return []
+            raise as_archiver_error(exc) from exc
+        except pymongo_errors.PyMongoError as exc:
+            raise as_archiver_error(exc) from exc
+        self.report.changes_read = read
+        log.info("%d changes since the last run: %d orders delivered or corrected", read, len(ids))
+        return list(ids)
+
+    def _say(self, warning: str) -> None:
+        log.warning(warning)
+        self.report.warnings.append(warning)
+
     def _begin_pass(self) -> None:
         """Load what the last runs left, choose this run's pass (checkpoint.plan_pass) and
         point the reader at its selection."""
@@ -524,12 +615,16 @@ class BatchArchiver:
             resume=self.options.resume,
         )
         self.current = plan.pass_
+        if self.current.last_id is None and self._follows_changes():
+            # A new pass: where the change stream stands now, taken before anything is read.
+            self.current = replace(self.current, stream_token=self._stream_position())
         self.report.mode = "full" if self.current.full else "incremental"
         self.report.since = self.current.since
         self.report.pass_reason = plan.reason
         also_ids: tuple[Any, ...] = ()
         if not self.current.full:
-            also_ids = tuple(self.rejects.listed_ids())
+            changed = self._changed_since(self.state.stream_token)
+            also_ids = tuple(dict.fromkeys([*self.rejects.listed_ids(), *changed]))
         # An incremental pass reads few orders: the archive is asked by _id for each chunk
         # (_not_yet_archived) instead of joined on the server, and they need no count.
         # Reads that decide go to a member that has the data: an incremental pass (a lagging

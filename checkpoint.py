@@ -50,6 +50,9 @@ class Pass:
     since: datetime | None  # deliveries stamped from here on; None: a full pass (all of them)
     started_at: datetime  # the server's time when the pass began
     last_id: Any = None  # everything up to this _id is archived (None: nothing yet)
+    # Where the orders' change stream stood when the pass began: the next incremental pass
+    # reads every change since (late deliveries, corrections), whatever their stamps.
+    stream_token: dict[str, Any] | None = None
 
     @property
     def full(self) -> bool:
@@ -61,6 +64,7 @@ class BatchState:
     high_water: datetime | None = None  # start of the last complete pass
     last_full_at: datetime | None = None  # start of the last complete full pass
     current: Pass | None = None  # a pass in progress: the next run resumes it
+    stream_token: dict[str, Any] | None = None  # the last complete pass's (see Pass)
 
     def after(self, done: Pass) -> BatchState:
         """The state once ``done`` is complete."""
@@ -68,6 +72,7 @@ class BatchState:
             high_water=done.started_at,
             last_full_at=done.started_at if done.full else self.last_full_at,
             current=None,
+            stream_token=done.stream_token,
         )
 
 
@@ -151,12 +156,27 @@ def state_from_document(document: Any) -> BatchState:
         started_at = _date_or_none(current.get("started_at"))
         if started_at is None:
             raise ValueError("pass without started_at")
-        current = Pass(_date_or_none(current.get("since")), started_at, current["last_id"])
+        current = Pass(
+            _date_or_none(current.get("since")),
+            started_at,
+            current["last_id"],
+            _token_or_none(current.get("stream_token")),
+        )
     return BatchState(
         high_water=_date_or_none(document.get("high_water")),
         last_full_at=_date_or_none(document.get("last_full_at")),
         current=current,
+        stream_token=_token_or_none(document.get("stream_token")),
     )
+
+
+def _token_or_none(value: Any) -> dict[str, Any] | None:
+    """A change stream's resume token as MongoDB gives it (a document with ``_data``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value.get("_data"):
+        raise ValueError(f"not a resume token: {value!r}")
+    return dict(value)
 
 
 def state_document(key: str, state: BatchState, **extra: Any) -> dict[str, Any]:
@@ -169,7 +189,13 @@ def state_document(key: str, state: BatchState, **extra: Any) -> dict[str, Any]:
         "last_full_at": state.last_full_at,
         "pass": None
         if current is None
-        else {"since": current.since, "started_at": current.started_at, "last_id": current.last_id},
+        else {
+            "since": current.since,
+            "started_at": current.started_at,
+            "last_id": current.last_id,
+            "stream_token": current.stream_token,
+        },
+        "stream_token": state.stream_token,
         **extra,
     }
 

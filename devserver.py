@@ -39,12 +39,14 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import neosqlite.changestream as neo_changestream
 import neosqlite.collection.query_engine as neo_query_engine
 import neosqlite.collection.query_engine.python_aggregation_engine as neo_python_engine
 import neosqlite.collection.query_helper.utils as neo_query_utils
@@ -469,7 +471,9 @@ def _fix_unknown_cursor_reads_as_exhausted() -> None:
 
 
 def _fix_change_event_documents() -> None:
-    """Faults: ``fullDocument`` holds neosqlite's storage encoding (ObjectIds as
+    """Faults: an event's ``clusterTime``/``wallTime`` is the time it is read, not written
+    (a stream resumed later sees every old change as new: fixed from the change log's
+    timestamp); ``fullDocument`` holds neosqlite's storage encoding (ObjectIds as
     ``{"__neosqlite_objectid__": ...}``, dates as ``{"$date": ...}``), delete events carry a
     document, and ``updateDescription`` is always null. Fix: decode the document to BSON
     types, drop it from deletes, and give updates an ``updateDescription`` listing every field
@@ -498,9 +502,45 @@ def _fix_change_event_documents() -> None:
         else:
             event.pop("updateDescription", None)
         event["documentKey"] = convert_neo_to_bson_objectids(event.get("documentKey"))
+        written = _written_at(self, stream, rowid)
+        if written is not None:
+            event["clusterTime"] = event["wallTime"] = written
         return event
 
     nx_changestream.ChangeStreamManager._translate_row = translate_row
+
+
+_LOG_COLUMNS = "(collection_name, operation, document_id, document_data, document_id_value)"
+
+
+def _fix_change_log_times() -> None:
+    """The change log's ``timestamp`` defaults to SQLite's CURRENT_TIMESTAMP (to the second):
+    its triggers are recompiled to write the time to the millisecond (``_written_at`` reads it
+    as each event's ``clusterTime``). The version is pinned; fail loudly if the source changes."""
+    source = textwrap.dedent(inspect.getsource(neo_changestream.ChangeStream._setup_triggers))
+    if source.count(_LOG_COLUMNS) != 3:
+        raise RuntimeError("neosqlite changed: the change log time fix no longer applies")
+    source = source.replace(_LOG_COLUMNS, _LOG_COLUMNS[:-1] + ", timestamp)")
+    for image in ("NEW._id)", "OLD._id)"):
+        source = source.replace(image, image[:-1] + ", strftime('%Y-%m-%d %H:%M:%f', 'now'))")
+    namespace: dict[str, Any] = {}
+    exec(compile(source, neo_changestream.__file__, "exec"), neo_changestream.__dict__, namespace)
+    neo_changestream.ChangeStream._setup_triggers = namespace["_setup_triggers"]
+
+
+def _written_at(manager: Any, stream: Any, rowid: int) -> datetime | None:
+    """When the change was written: the change log's own timestamp (UTC, to the millisecond
+    with ``_fix_change_log_times``), not the time it is read."""
+    tracker = manager._trackers.get((stream.db_name, stream.collection_name))
+    try:
+        row = (
+            tracker["collection"]
+            .db.execute("SELECT timestamp FROM _neosqlite_changestream WHERE id = ?", (rowid,))
+            .fetchone()
+        )
+        return datetime.fromisoformat(str(row[0])).replace(tzinfo=UTC) if row and row[0] else None
+    except Exception:  # no tracker or no row: the time it is read, as before
+        return None
 
 
 def _matches(document: Any, spec: Any) -> bool:
@@ -842,6 +882,7 @@ def apply_fixes() -> None:
     _wrap_handle_command()
     _fix_invalidate_on_drop()
     _fix_unknown_cursor_reads_as_exhausted()
+    _fix_change_log_times()
     _fix_change_event_documents()
     _fix_change_stream_match()
     _fix_history_loss_detection()

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from bson.timestamp import Timestamp
 from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
-from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document, status_match
+from enrichment import (
+    CollectionNames,
+    as_utc,
+    build_enrichment_pipeline,
+    finish_archive_document,
+    is_status,
+    status_match,
+)
 from errors import InvalidOrderError, RetryPolicy, is_transient
 from logger import get_logger
 from pii import PiiPolicy
@@ -439,3 +447,71 @@ def read_ahead(source: Iterable[T], size: int) -> Iterator[T]:
     finally:
         gone.set()
         producer.join(timeout=30)
+
+
+# --- changes: what a change stream says about the orders (watch, and an incremental batch) ---
+
+
+EVENT_FIELDS = (
+    "operationType",
+    "documentKey",
+    "clusterTime",
+    "wallTime",
+    "fullDocument._id",
+    "fullDocument.status",
+)
+
+
+def build_change_stream_pipeline(delivered_status: str) -> list[dict[str, Any]]:
+    """Only what can mean "delivered now" reaches the client, projected down to what the
+    handler reads: with ``updateLookup`` an event carries the whole order (and an update's
+    changed fields), and an event over 16 MB is an error no resume gets past
+    (``BSONObjectTooLarge``); the handler re-reads the order by its ``_id`` anyway."""
+    status = status_match(delivered_status)
+    return [
+        {
+            "$match": {
+                "$or": [
+                    {"operationType": {"$in": ["insert", "replace"]}, "fullDocument.status": status},
+                    # Delivered now, or corrected while delivered (a refund, a fixed address):
+                    # the looked-up order is delivered either way.
+                    {"operationType": "update", "fullDocument.status": status},
+                    {"operationType": "invalidate"},
+                ]
+            }
+        },
+        {"$project": {field: 1 for field in EVENT_FIELDS}},
+    ]
+
+
+def event_time(event: Mapping[str, Any]) -> datetime | None:
+    """When the change happened: ``wallTime`` (MongoDB 6.0+), else ``clusterTime``."""
+    wall = event.get("wallTime")
+    if isinstance(wall, datetime):
+        return as_utc(wall)
+    cluster = event.get("clusterTime")
+    if isinstance(cluster, Timestamp):
+        return cluster.as_datetime()
+    if isinstance(cluster, datetime):
+        return as_utc(cluster)
+    return None
+
+
+def orders_to_archive(events: list[Mapping[str, Any]], delivered_status: str) -> list[Any]:
+    """The ids of the orders that a micro-batch of events says are delivered now, in order,
+    once each. An event whose looked-up document is gone (deleted since) or is no longer
+    delivered is skipped: the archive reflects what the server holds now."""
+    ids: dict[Any, None] = {}
+    for event in events:
+        key = (event.get("documentKey") or {}).get("_id")
+        document = event.get("fullDocument")
+        if key is None:
+            continue
+        if document is None:
+            log.info("order %s was deleted before it could be archived; skipped", key)
+            continue
+        if not is_status(document.get("status"), delivered_status):
+            log.debug("order %s is no longer delivered (%r); skipped", key, document.get("status"))
+            continue
+        ids.setdefault(key, None)
+    return list(ids)

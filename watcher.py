@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bson.timestamp import Timestamp
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 from pymongo.change_stream import CollectionChangeStream
@@ -42,7 +41,6 @@ from pymongo.change_stream import CollectionChangeStream
 from archiver import BatchArchiver, BatchOptions
 from config import Settings
 from deployment import check_deployments
-from enrichment import as_utc, is_status, status_match
 from errors import (
     EXIT_OK,
     ArchiverError,
@@ -58,7 +56,7 @@ from lease import Lease, LeaseLost
 from logger import STATS, get_logger
 from metrics import WatchMetrics
 from rejects import RejectStore
-from source import enrich_each, finish_all
+from source import build_change_stream_pipeline, enrich_each, event_time, finish_all, orders_to_archive
 from storage import ArchiveWriter, Collections, Document
 from tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState, TokenStore
 
@@ -72,71 +70,6 @@ MIN_EMPTY_POLL_S = 0.005  # see _next_event
 
 # What the handler reads of an event; the rest never leaves the server. The resume token
 # (_id) stays: a change stream refuses a projection without it.
-EVENT_FIELDS = (
-    "operationType",
-    "documentKey",
-    "clusterTime",
-    "wallTime",
-    "fullDocument._id",
-    "fullDocument.status",
-)
-
-
-def build_change_stream_pipeline(delivered_status: str) -> list[dict[str, Any]]:
-    """Only what can mean "delivered now" reaches the client, projected down to what the
-    handler reads: with ``updateLookup`` an event carries the whole order (and an update's
-    changed fields), and an event over 16 MB is an error no resume gets past
-    (``BSONObjectTooLarge``); the handler re-reads the order by its ``_id`` anyway."""
-    status = status_match(delivered_status)
-    return [
-        {
-            "$match": {
-                "$or": [
-                    {"operationType": {"$in": ["insert", "replace"]}, "fullDocument.status": status},
-                    # Delivered now, or corrected while delivered (a refund, a fixed address):
-                    # the looked-up order is delivered either way.
-                    {"operationType": "update", "fullDocument.status": status},
-                    {"operationType": "invalidate"},
-                ]
-            }
-        },
-        {"$project": {field: 1 for field in EVENT_FIELDS}},
-    ]
-
-
-def event_time(event: Mapping[str, Any]) -> datetime | None:
-    """When the change happened: ``wallTime`` (MongoDB 6.0+), else ``clusterTime``."""
-    wall = event.get("wallTime")
-    if isinstance(wall, datetime):
-        return as_utc(wall)
-    cluster = event.get("clusterTime")
-    if isinstance(cluster, Timestamp):
-        return cluster.as_datetime()
-    if isinstance(cluster, datetime):
-        return as_utc(cluster)
-    return None
-
-
-def orders_to_archive(events: list[Mapping[str, Any]], delivered_status: str) -> list[Any]:
-    """The ids of the orders that a micro-batch of events says are delivered now, in order,
-    once each. An event whose looked-up document is gone (deleted since) or is no longer
-    delivered is skipped: the archive reflects what the server holds now."""
-    ids: dict[Any, None] = {}
-    for event in events:
-        key = (event.get("documentKey") or {}).get("_id")
-        document = event.get("fullDocument")
-        if key is None:
-            continue
-        if document is None:
-            log.info("order %s was deleted before it could be archived; skipped", key)
-            continue
-        if not is_status(document.get("status"), delivered_status):
-            log.debug("order %s is no longer delivered (%r); skipped", key, document.get("status"))
-            continue
-        ids.setdefault(key, None)
-    return list(ids)
-
-
 # --- the watcher -----------------------------------------------------------------------------
 
 

@@ -78,3 +78,63 @@ def test_watch_follows_a_correction_of_a_delivered_order(nx_client, nx_settings,
     assert after["source"]["adresse_livraison"] == "12 rue corrigée"
     assert database["Commande_archive"].count_documents({"_id": order_id}) == 1
     assert "1 archived order revised" in watcher.output()
+
+
+def test_an_incremental_run_reads_late_deliveries_and_corrections_from_the_change_stream(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A courier's phone offline for hours syncs "delivered" with the stamp of the moment it
+    happened, older than BATCH_OVERLAP: no incremental run read it by its stamp. The run now
+    resumes the orders' change stream from where the last run's pass began."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.helpers import deliver, pending_ids
+
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 300, seed=43, p_anomalies=0.0)
+    first = json.loads(run_cli("batch", "--run", "--json", env=nx_env, cwd=tmp_path).stdout)
+    assert first["mode"] == "full"
+    late = pending_ids(dataset, 12)
+    deliver(database["Commande"], late, when=datetime.now(UTC) - timedelta(hours=5))  # stamped 5 h ago
+    corrected = sorted(expected_archive_ids(dataset))[0]
+    database["Commande"].update_one({"_id": corrected}, {"$set": {"remboursement": 2.0}})
+    result = run_cli("batch", "--run", "--json", env=nx_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["mode"] == "incremental"
+    assert (report["archived"], report["revised"]) == (12, 1)
+    assert report["changes_read"] >= 13
+    assert archived_ids(database) == expected_archive_ids(dataset) | set(late)
+    assert database["Commande_archive"].find_one({"_id": corrected})["source"]["remboursement"] == 2.0
+    again = json.loads(run_cli("batch", "--run", "--json", env=nx_env, cwd=tmp_path).stdout)
+    assert (again["archived"], again["revised"]) == (0, 0)  # read again, nothing new
+
+
+@pytest.mark.test_server_only("a history of a few change events (NX_RESUME_RETENTION_ROWS)")
+def test_an_incremental_run_whose_change_history_is_gone_falls_back_to_stamps_and_says_so(tmp_path, db_name):
+    import pymongo
+
+    from config import Settings
+    from tests.helpers import deliver, pending_ids
+    from tests.nx_server import NxServer
+
+    server = NxServer(tmp_path / "nx", env={"NX_RESUME_RETENTION_ROWS": "5"}).start()
+    env = {"MONGODB_URI": server.uri, "MONGODB_DATABASE": db_name, "LOG_DIR": ""}
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            database = client[db_name]
+            dataset = seed_database(database, Settings(simulation=True), 300, seed=44, p_anomalies=0.0)
+            assert run_cli("batch", "--run", env=env, cwd=tmp_path).returncode == 0
+            with database["Commande"].watch() as reader:  # an open stream lets nx prune behind it
+                deliver(database["Commande"], pending_ids(dataset, 40))
+                reader.try_next()
+            result = run_cli("batch", "--run", "--json", env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["mode"] == "incremental"
+        assert any(
+            "change history since the last run is not available (code 286)" in w for w in report["warnings"]
+        )
+        assert report["archived"] == 40  # stamped now: the stamps still find them
+    finally:
+        server.stop()

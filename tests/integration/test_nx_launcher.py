@@ -356,3 +356,23 @@ def test_a_delete_that_compares_the_whole_document_deletes_only_that_version(db)
         ).deleted_count
         == 0
     )
+
+
+def test_a_change_events_time_is_when_it_was_written_not_when_it_is_read(db):
+    """A stream resumed later (an incremental batch reading the changes since its last run)
+    tells old changes from new ones by their ``clusterTime``/``wallTime``."""
+    import time
+
+    with db.Commande.watch(max_await_time_ms=1) as stream:
+        stream.try_next()
+        token = stream.resume_token
+    db.Commande.insert_one({"n": 1})
+    written = datetime.now(UTC)
+    time.sleep(0.3)  # read a while after it was written
+    with db.Commande.watch(resume_after=token, max_await_time_ms=100) as stream:
+        event = stream.try_next()
+    assert event is not None
+    for field in ("clusterTime", "wallTime"):
+        when = event[field]
+        when = when.as_datetime() if hasattr(when, "as_datetime") else when.replace(tzinfo=when.tzinfo or UTC)
+        assert when <= written, field
