@@ -21,6 +21,7 @@ from config import Settings
 from enrichment import as_utc, status_match
 from errors import retrying
 from lease import lease_key
+from logger import plural
 from rejects import RejectStore, describe_reject
 from source import missing_source
 from storage import Collections
@@ -166,7 +167,7 @@ def collect_status(
         report.backlog_oldest_age_s = max((now - oldest).total_seconds(), 0.0)
         if now - oldest > max_backlog_age:
             report.problems.append(
-                f"{report.backlog} delivered orders not archived, the oldest for "
+                f"{plural(report.backlog, 'delivered order')} not archived, the oldest for "
                 f"{report.backlog_oldest_age_s:.0f}s (limit {max_backlog_age.total_seconds():.0f}s)"
             )
 
@@ -202,9 +203,18 @@ def _backlog(
     collections: Collections, settings: Settings, since: datetime, rejects: RejectStore, read: Any
 ) -> tuple[int, datetime | None]:
     """Delivered orders of the lookback neither archived nor listed as rejected (those wait for
-    a person, not for the archiver), and the oldest one's delivery time."""
+    a person, not for the archiver), and the oldest one's delivery time. The lookback is on the
+    order's date *or* its delivery stamp (two index ranges: ``{status, date_commande}``,
+    ``{status, date_livraison}``): an order placed days ago and delivered late (a courier's
+    phone that synced hours later) is waiting too."""
     count, oldest = 0, None
-    recent = {"status": status_match(settings.delivered_status), "date_commande": {"$gte": since}}
+    delivered = status_match(settings.delivered_status)
+    recent = {
+        "$or": [
+            {"status": delivered, "date_commande": {"$gte": since}},
+            {"status": delivered, "date_livraison": {"$gte": since}},
+        ]
+    }
 
     def settle(orders: list[dict[str, Any]]) -> None:
         nonlocal count, oldest

@@ -59,7 +59,7 @@ def test_status_healthy_then_backlog_then_stale_watcher(archived, nx_env, tmp_pa
     result = run_cli("status", env=nx_env, cwd=tmp_path)
     assert result.returncode == 3
     assert "UNHEALTHY" in result.stdout
-    assert "1 delivered orders not archived" in result.stdout
+    assert "1 delivered order not archived" in result.stdout
     assert run_cli("status", "--max-backlog-age", "2h", env=nx_env, cwd=tmp_path).returncode == 0
 
     database["archiver_checkpoints"].insert_one(

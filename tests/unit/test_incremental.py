@@ -129,6 +129,20 @@ def test_the_checkpoint_document_is_validated_on_load():
     assert legacy == BatchState(current=Pass(None, EPOCH, "CMD-9"))
 
 
+def test_the_change_stream_position_goes_with_the_pass_and_is_validated():
+    """Where the orders' change stream stood when a pass began: kept with a pass in progress,
+    the state's once the pass is complete (the next incremental pass reads every change
+    since), a resume token as MongoDB gives it or nothing."""
+    token = {"_data": "8263A1B2C3000000012B022C0100296E5A1004"}
+    running = Pass(None, DAY1, last_id="CMD-3", stream_token=token)
+    state = BatchState(DAY1 - WEEK, DAY1 - WEEK, running, stream_token={"_data": "older"})
+    assert state_from_document(state_document("k", state)) == state
+    assert state.after(running).stream_token == token
+    for broken in ({"_data": ""}, "8263A1B2", {"ts": 1}):
+        with pytest.raises(ValueError, match="not a resume token"):
+            state_from_document({"kind": "batch", "version": 2, "stream_token": broken})
+
+
 # --- runs --------------------------------------------------------------------------------
 
 

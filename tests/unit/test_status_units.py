@@ -19,3 +19,26 @@ def test_each_watcher_shows_its_own_lease_leader(mongo, settings, tmp_path):
     leaders = {w["name"]: w.get("leader") for w in report.watchers}
     assert leaders == {"ha": {"owner": "host:42:ab", "term": 3, "expires_at": NOW}, "solo": None}
     assert any(line.endswith("leader host:42:ab (term 3)") for line in report.lines())
+
+
+def test_an_order_placed_days_ago_and_delivered_late_is_backlog(mongo, settings):
+    """Its order date is out of the lookback; its delivery stamp (synced late) is in it: two
+    hours unarchived is not healthy."""
+    from datetime import timedelta
+
+    from bson import ObjectId
+
+    orders = Collections.of(mongo, settings).orders
+    orders.insert_one(
+        {
+            "_id": ObjectId(),
+            "numero_commande": "CMD-000001",
+            "status": "livrée",
+            "date_commande": NOW - timedelta(days=3),
+            "date_livraison": NOW - timedelta(hours=2),
+        }
+    )
+    report = collect_status(mongo, settings, now=NOW)
+    assert report.backlog == 1
+    assert report.backlog_oldest_age_s == 7200
+    assert any(p.startswith("1 delivered order not archived, the oldest for 7200s") for p in report.problems)
