@@ -621,9 +621,11 @@ class BatchArchiver:
         self.report.mode = "full" if self.current.full else "incremental"
         self.report.since = self.current.since
         self.report.pass_reason = plan.reason
+        # Every order delivered or corrected since the last pass began (the change stream): an
+        # incremental pass reads them whatever their stamps, a full pass even when archived.
+        changed = tuple(self._changed_since(self.state.stream_token))
         also_ids: tuple[Any, ...] = ()
         if not self.current.full:
-            changed = self._changed_since(self.state.stream_token)
             also_ids = tuple(dict.fromkeys([*self.rejects.listed_ids(), *changed]))
         # An incremental pass reads few orders: the archive is asked by _id for each chunk
         # (_not_yet_archived) instead of joined on the server, and they need no count.
@@ -635,6 +637,7 @@ class BatchArchiver:
             orders=self.orders_primary if primary else self.orders,
             delivered_since=self.current.since,
             also_ids=also_ids,
+            revisit_ids=changed if self.current.full else (),
             exclude_archived_in=self.source.exclude_archived_in if self.current.full else None,
         )
         self.reader.source = self.source

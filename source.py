@@ -156,6 +156,7 @@ class OrderSource:
     exclude_archived_in: str | None = None
     delivered_since: datetime | None = None  # an incremental pass (see checkpoint.py)
     also_ids: tuple[Any, ...] = ()  # with it: orders read whatever their delivery stamp
+    revisit_ids: tuple[Any, ...] = ()  # archived, changed since: not skipped as archived
 
     def selection(self, after_id: Any = None) -> dict[str, Any]:
         return build_selection(
@@ -183,6 +184,7 @@ class OrderSource:
             sort_by_id=True,
             exclude_archived_in=self.exclude_archived_in,
             limit=limit,
+            revisit=self.revisit_ids,
         )
         # allowDiskUse: with a date window the planner may sort in memory (index on the date,
         # then $sort on _id) and a large window would pass the 100 MB sort limit.
@@ -208,7 +210,9 @@ class OrderSource:
             ids = self.delivered_ids_after(after_id, PAGE_SIZE)
             if not ids:
                 return
-            archived = self.archived_ids(ids)
+            # Skipped like the stream's anti-join skips them (a full pass in the source's own
+            # database); elsewhere each archived order is compared with its archive document.
+            archived = self.archived_ids(ids) - set(self.revisit_ids) if self.exclude_archived_in else set()
             wanted = [one_id for one_id in ids if one_id not in archived]
             if wanted:
                 position = {one_id: index for index, one_id in enumerate(wanted)}

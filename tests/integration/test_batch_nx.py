@@ -192,20 +192,31 @@ def test_two_incremental_runs_at_once_leave_the_archive_exact(nx_client, nx_sett
     [None, "2026-11-26T13:00:00Z", datetime(2026, 10, 1, tzinfo=UTC)],
     ids=["missing", "a string", "long before the status changed"],
 )
-def test_a_dirty_delivery_stamp_waits_for_a_full_pass_on_a_real_server(nx_client, nx_settings, seeded, stamp):
+def test_a_dirty_delivery_stamp_is_read_from_the_change_stream_or_waits_for_a_full_pass(
+    nx_client, nx_settings, seeded, stamp
+):
+    """An incremental run reads the orders delivered since the last pass from the change
+    stream, whatever their stamp; without a saved position (a checkpoint an earlier version
+    wrote) it reads by stamp alone, says so, and a dirty stamp waits for the full pass."""
     from tests.helpers import pending_ids
 
     database = nx_client[nx_settings.mongodb_database]
     BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
-    dirty = pending_ids(seeded)[0]
-    database["Commande"].update_one({"_id": dirty}, {"$set": {"status": "livrée", "date_livraison": stamp}})
+    first, second = pending_ids(seeded)[:2]
+    database["Commande"].update_one({"_id": first}, {"$set": {"status": "livrée", "date_livraison": stamp}})
     archive = database[nx_settings.archive_collection]
     incremental = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
-    assert (incremental.mode, incremental.archived) == ("incremental", 0)
-    assert archive.find_one({"_id": dirty}) is None
+    assert (incremental.mode, incremental.archived) == ("incremental", 1)
+    assert archive.find_one({"_id": first}) is not None
+    database["Commande"].update_one({"_id": second}, {"$set": {"status": "livrée", "date_livraison": stamp}})
+    database["archiver_checkpoints"].update_one({"kind": "batch"}, {"$set": {"stream_token": None}})
+    by_stamp = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    assert (by_stamp.mode, by_stamp.archived) == ("incremental", 0)
+    assert any("reads delivery stamps only" in w for w in by_stamp.warnings)
+    assert archive.find_one({"_id": second}) is None
     full = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, full=True)).run()
     assert (full.mode, full.archived) == ("full", 1)
-    assert archive.find_one({"_id": dirty}) is not None
+    assert archive.find_one({"_id": second}) is not None
 
 
 def test_doctor_on_a_real_wire_protocol(nx_env, nx_client, nx_settings, db_name, capsys):

@@ -416,3 +416,24 @@ def test_a_correction_of_an_archived_order_replaces_its_document_once(mongo):
     assert archive.count_documents({"_id": order["_id"]}) == 1
     again = BatchArchiver(mongo, settings, BatchOptions(run=True, full=True), clock=lambda: later).run()
     assert (again.revised, again.archived) == (0, 0)
+
+
+def test_the_purge_leaves_an_order_corrected_after_its_pass_read_it(mongo, settings):
+    """The purge's delete compares the whole order with the archived version in its own filter:
+    an order changed after the pass archived it (here: between the pass and the purge; the
+    in-process database has no change stream to tell the pass) stays in the source."""
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 120, p_anomalies=0.0, seed=9)
+    archiver = BatchArchiver(mongo, settings, BatchOptions(run=True, purge_source=True), clock=lambda: NOW)
+    original_purge = archiver.purge
+    order = next(o for o in dataset.orders if o["status"] == "livrée")
+    orders = mongo[settings.mongodb_database]["Commande"]
+
+    def correction_then_purge() -> None:
+        orders.update_one({"_id": order["_id"]}, {"$set": {"remboursement": 4.5}})
+        original_purge()
+
+    archiver.purge = correction_then_purge  # type: ignore[method-assign]
+    report = archiver.run()
+    assert report.purge_kept == 1
+    assert report.purged == report.archived - 1
+    assert orders.find_one({"_id": order["_id"]})["remboursement"] == 4.5
