@@ -19,7 +19,7 @@ from pymongo import errors as pymongo_errors
 
 
 class ExitCode(IntEnum):
-    """The command line's one exit-code table (README, "Exit codes"), named by meaning: 3 is
+    """The command line's one exit-code table (docs/operating.md), named by meaning: 3 is
     the same number for three commands, each with its own name."""
 
     OK = 0

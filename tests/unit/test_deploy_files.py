@@ -164,8 +164,8 @@ def test_schedulers_treat_the_exit_codes_as_the_readme_documents(manifests):
     assert job["backoffLimit"] >= 1  # exit 1 is retried
     unit = (DEPLOY / "systemd" / "order-archiver-batch.service").read_text()
     assert not re.search(r"^SuccessExitStatus=.*\b3\b", unit, re.MULTILINE)  # 3 is worth a person's look
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    operating = (ROOT / "docs" / "operating.md").read_text()
+    table = operating.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     assert "new invalid orders" in table
     assert "main.py rejects" in table
 

@@ -1,0 +1,110 @@
+"""The README and the docs/ pages say only what is true of the code: every command they show
+parses with the real parser, every setting they name exists, every make target exists,
+every page they link to exists; and the README stays a newcomer's page."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from config import ENV_VARS
+from main import build_parser, build_simulate_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+# Upper-case names the pages use that are not the archiver's settings (the tests', the test
+# server's, the system's).
+NOT_SETTINGS = {
+    "TEST_MONGODB_URI",
+    "NX_MONGODB_VERSION",
+    "NX_REPLICA_SET",
+    "NX_RESUME_RETENTION_ROWS",
+    "NX_PLAIN_USERS",
+    "NX_FAULT_WRITE_CONCERN",
+    "NX_FAULT_REFUSE_NUMERO",
+    "NX_FAULT_REFUSE_ALL",
+    "NX_FAULT_COMMAND_TOO_LARGE",
+    "STOP_GRACE_S",
+    "PURGE_AFTER",
+    "RESTORE_HOLD",
+    "ARCHIVE_RETENTION",
+    "ARCHIVE_PII_RETENTION",
+}
+
+
+def shell_lines(text: str) -> list[str]:
+    lines = []
+    for block in re.findall(r"```(?:sh)?\n(.*?)```", text, re.DOTALL):
+        for line in block.splitlines():
+            command = line.split(" #", 1)[0].strip()
+            if command and not command.startswith("#"):
+                lines.append(command)
+    inline = re.findall(r"`((?:\.venv/bin/)?python (?:main|simulate)\.py[^`]*)`", text)
+    return lines + inline
+
+
+def invocations(text: str) -> list[list[str]]:
+    found = []
+    for line in shell_lines(text):
+        for part in re.split(r"&&|\|\|", line):
+            try:
+                words = shlex.split(part.replace("…", "").replace("...", ""))
+            except ValueError:
+                continue
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                words = words[1:]  # VAR=value before the command
+            if len(words) >= 2 and words[0].endswith("python") and words[1] in ("main.py", "simulate.py"):
+                found.append(words[1:])
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_command_shown_parses(page):
+    for script, *args in invocations(page.read_text()):
+        if any(a in ("COMMAND", "NAME") or a.isupper() for a in args[:1]):
+            continue  # a placeholder, not a command
+        parser = build_parser() if script == "main.py" else build_simulate_parser()
+        try:
+            parsed = parser.parse_args([a for a in args if a not in ("-h", "--help")])
+        except SystemExit as exc:
+            raise AssertionError(f"{page.name}: {script} {' '.join(args)}") from exc
+        assert callable(parsed.func)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_setting_named_exists(page):
+    named = set(re.findall(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)(?:=[^`]*)?`", page.read_text()))
+    unknown = named - set(ENV_VARS) - NOT_SETTINGS
+    assert unknown == set(), f"{page.name} names settings config.py does not read"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_make_target_and_linked_page_exists(page):
+    text = page.read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for target in re.findall(r"`make ([a-z][\w-]*)", text) + re.findall(r"(?m)^make ([a-z][\w-]*)", text):
+        assert re.search(rf"^{re.escape(target)}:", makefile, re.MULTILINE), f"{page.name}: make {target}"
+    for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if "://" not in link:
+            assert (page.parent / link).exists(), f"{page.name}: {link}"
+
+
+def test_the_readme_is_a_newcomers_page():
+    """What it is, the two commands, a first archive, cron beside watch, what is kept and
+    purged, then links: the rest lives in docs/."""
+    readme = (ROOT / "README.md").read_text()
+    headings = re.findall(r"(?m)^## (.*)$", readme)
+    assert headings == [
+        "Two commands",
+        "A first archive on your own server",
+        "Cron beside a running watcher",
+        "What the archive keeps, and what the purge deletes",
+        "More",
+    ]
+    assert len(readme) < 8000
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"(docs/{page.name})" in readme, f"README does not link {page.name}"
