@@ -53,7 +53,7 @@ from errors import (
     retrying,
 )
 from lease import Lease, LeaseLost
-from logger import STATS, get_logger
+from logger import STATS, get_logger, plural
 from metrics import WatchMetrics
 from rejects import RejectStore
 from source import build_change_stream_pipeline, enrich_each, event_time, finish_all, orders_to_archive
@@ -172,10 +172,11 @@ class Watcher:
             if self.lease is not None:
                 self.lease.release()
         log.info(
-            "stopped: %d events, %d orders archived, %d already archived, %d rejected",
-            self.stats.events,
-            self.stats.archived,
+            "stopped: %s, %s archived, %d already archived, %d revised, %d rejected",
+            plural(self.stats.events, "event"),
+            plural(self.stats.archived, "order"),
             self.stats.already_archived,
+            self.stats.revised,
             self.stats.rejected,
         )
         return EXIT_OK
