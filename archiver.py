@@ -40,6 +40,7 @@ from errors import (
     classify,
     named_side,
     retrying,
+    without_documents,
 )
 from lease import server_time
 from logger import get_logger, plural
@@ -89,6 +90,7 @@ class BatchOptions:
     # catch-up (a secondary behind the stream's start would hide deliveries no later event
     # shows). An incremental pass always does (see _begin_pass).
     read_primary: bool = False
+    show_pii: bool = False  # samples unmasked (--show-pii)
 
 
 @dataclass
@@ -170,7 +172,7 @@ class BatchReport:
         lines = []
         if self.dry_run and show_samples:
             for sample in self.samples:
-                shown = sample if show_pii else mask_pii(sample)
+                shown = sample if show_pii else mask_pii(sample)  # kept masked already, unless asked
                 lines.append(
                     json_util.dumps(shown, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS)
                 )
@@ -591,9 +593,9 @@ class BatchArchiver:
                     "waits for the full sweep (or --full)"
                 )
                 return []
-            raise as_archiver_error(exc) from exc
+            raise as_archiver_error(exc) from without_documents(exc)
         except pymongo_errors.PyMongoError as exc:
-            raise as_archiver_error(exc) from exc
+            raise as_archiver_error(exc) from without_documents(exc)
         self.report.changes_read = read
         log.info("%d changes since the last run: %d orders delivered or corrected", read, len(ids))
         return list(ids)
@@ -665,9 +667,13 @@ class BatchArchiver:
         self.progress = Progress(label, total=total, mode=self.options.progress)
 
     def _keep_samples(self, documents: list[dict[str, Any]]) -> None:
+        """A few archive documents for the report and ``--export-samples``, masked (names,
+        e-mail, phone, address) unless ``--show-pii``: the report goes to terminals, cron
+        mails and log collectors."""
         room = self.options.samples - len(self.report.samples)
         if room > 0:
-            self.report.samples.extend(documents[:room])
+            kept = documents[:room]
+            self.report.samples.extend(kept if self.options.show_pii else [mask_pii(d) for d in kept])
 
     def _archived_in_window(self) -> int:
         """Archive documents of the window: an estimate of what the server will skip, for the
@@ -725,7 +731,7 @@ class BatchArchiver:
             self._record_rejections_quietly()
             if isinstance(exc, (ArchiverError, KeyboardInterrupt)) or not isinstance(exc, Exception):
                 raise
-            raise as_archiver_error(exc) from exc
+            raise as_archiver_error(exc) from without_documents(exc)
         self._record_rejections()
         if self.stop_event.is_set():
             raise ArchiverError(

@@ -203,6 +203,13 @@ def describe(exc: BaseException) -> str:
             f"write concern not satisfied (code {first.get('code')}): "
             f"{str(first.get('errmsg', ''))[:200]}; the write may be rolled back, so it does not count"
         )
+    if isinstance(exc, pymongo_errors.BulkWriteError):  # its own message quotes the documents
+        errors = (exc.details or {}).get("writeErrors") or [{}]
+        first = errors[0]
+        return (
+            f"bulk write refused for {len(errors)} statement(s), the first with code {first.get('code')}: "
+            f"{str(first.get('errmsg', ''))[:200]}"
+        )
     if isinstance(exc, pymongo_errors.OperationFailure):
         if exc.code == 18:
             return "authentication failed: check the user name and password in MONGODB_URI"
@@ -216,13 +223,33 @@ def describe(exc: BaseException) -> str:
 
 
 def as_archiver_error(exc: BaseException) -> ArchiverError:
-    """Wrap a pymongo error in the hierarchy, keeping the cause for the logs."""
+    """Wrap a pymongo error in the hierarchy, keeping the cause for the logs (without the
+    documents a bulk write's error carries: see ``without_documents``)."""
     if isinstance(exc, ArchiverError):
         return exc
     cls = TransientError if is_transient(exc) else FatalError
     error = cls(describe(exc))
-    error.__cause__ = exc
+    error.__cause__ = without_documents(exc)
     return error
+
+
+# What a write error may carry of the documents: the statement itself (``op``: a whole archive
+# document, with a client's name, e-mail, phone and address) and a validator's report.
+_DOCUMENT_FIELDS = ("op", "errInfo")
+
+
+def without_documents(exc: BaseException) -> BaseException:
+    """``exc`` itself, or for a ``BulkWriteError`` a copy whose write errors keep their index,
+    code and message but not the documents: its message (and so a DEBUG traceback in the log
+    file) quoted every failed statement whole."""
+    if not isinstance(exc, pymongo_errors.BulkWriteError):
+        return exc
+    details = dict(exc.details or {})
+    details["writeErrors"] = [
+        {k: v for k, v in error.items() if k not in _DOCUMENT_FIELDS}
+        for error in details.get("writeErrors", [])
+    ]
+    return pymongo_errors.BulkWriteError(details)
 
 
 T = TypeVar("T")
@@ -274,14 +301,14 @@ class RetryPolicy:
         when it is not retryable, the attempts are spent, or the loop was asked to stop."""
         self.failures += 1
         if not self.retryable(exc) or self.stop_event.is_set():
-            raise as_archiver_error(exc) from exc
+            raise as_archiver_error(exc) from without_documents(exc)
         if self.attempts and self.failures >= self.attempts:
-            raise as_archiver_error(exc) from exc
+            raise as_archiver_error(exc) from without_documents(exc)
         return self.backoff.next_delay()
 
     def sleep(self, delay: float, exc: BaseException) -> None:
         if self.stop_event.wait(delay):
-            raise as_archiver_error(exc) from exc
+            raise as_archiver_error(exc) from without_documents(exc)
 
     def reset(self) -> None:
         self.failures = 0

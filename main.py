@@ -279,8 +279,8 @@ def add_batch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--samples",
         metavar="N",
         type=_argument(_non_negative_int),
-        default=3,
-        help="sample documents to keep (3)",
+        default=None,
+        help="sample documents to keep (a dry run or --export-samples: 3; --run: none unless given)",
     )
     batch.add_argument(
         "--purge-source", action="store_true", help="delete source orders once their archive is confirmed"
@@ -295,13 +295,23 @@ def add_batch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--show-pii",
         action="store_true",
-        help="dry run: print the samples' client e-mail and phone (masked by default)",
+        help="show the samples' names, e-mail, phone and address (masked by default, text and JSON)",
     )
     batch.add_argument(
         "--metrics-file", metavar="PATH", help="write the run's figures for the Prometheus textfile collector"
     )
     _simulation_arguments(batch)
     batch.set_defaults(func=cmd_batch)
+
+
+def _samples_wanted(args: argparse.Namespace) -> int:
+    """A dry run shows a few samples; a run keeps none unless asked (its report goes to cron
+    mails and log collectors), or for ``--export-samples``."""
+    from archiver import DEFAULT_SAMPLES
+
+    if args.samples is not None:
+        return int(args.samples)
+    return DEFAULT_SAMPLES if not args.run or args.export_samples else 0
 
 
 def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -324,7 +334,8 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         limit=args.limit,
         batch_size=settings.batch_size,
         export_samples=args.export_samples,
-        samples=args.samples,
+        samples=_samples_wanted(args),
+        show_pii=args.show_pii,
         purge_source=args.purge_source,
         resume=not args.restart,
         progress=progress_mode(args.quiet or args.json),

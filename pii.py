@@ -31,14 +31,28 @@ class PiiPolicy:
         return {k: (pseudonymise(v, self.key or "") if k in PII_FIELDS else v) for k, v in client.items()}
 
 
+# What a printed document hides of a person (the client, the courier): who they are, how to
+# reach them, where they live.
+MASKED_PERSON_FIELDS = ("nom", "prenom", "email", "telephone", "adresse")
+MASKED_ORDER_FIELDS = ("adresse_livraison",)
+
+
 def mask_pii(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of an archive document fit to print on a terminal: the client's e-mail and
-    phone become ``***`` (the field stays, so a reader sees that it exists)."""
-    shown = dict(document)
-    client = shown.get("client")
-    if isinstance(client, Mapping):
-        shown["client"] = {k: ("***" if k in PII_FIELDS and v is not None else v) for k, v in client.items()}
+    """A copy of an archive document fit to print on a terminal, a JSON report or a samples
+    file: the client's and the courier's names, e-mail and phone, and the delivery address
+    (in the document and in its ``source`` copy) become ``***``; the fields stay, so a reader
+    sees that they exist."""
+    shown = _masked(document, MASKED_ORDER_FIELDS)
+    for person in ("client", "livreur"):
+        if isinstance(shown.get(person), Mapping):
+            shown[person] = _masked(shown[person], MASKED_PERSON_FIELDS)
+    if isinstance(shown.get("source"), Mapping):
+        shown["source"] = _masked(shown["source"], MASKED_ORDER_FIELDS)
     return shown
+
+
+def _masked(document: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {k: ("***" if k in fields and v is not None else v) for k, v in document.items()}
 
 
 def pseudonymise(value: Any, key: str) -> Any:

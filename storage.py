@@ -28,6 +28,7 @@ from errors import (
     describe,
     named_side,
     retrying,
+    without_documents,
 )
 from logger import get_logger, plural
 from rejects import Rejection
@@ -312,14 +313,14 @@ class ArchiveWriter:
         never stops a run, nor makes a watcher replay it forever."""
         details = exc.details or {}
         if details.get("writeConcernErrors"):
-            raise FatalError(describe(exc)) from exc  # unsatisfiable: no write here counts
+            raise FatalError(describe(exc)) from without_documents(exc)  # unsatisfiable: no write here counts
         errors = details.get("writeErrors", [])
         inserted = {u["index"] for u in details.get("upserted", [])}
         failed = {e["index"] for e in errors}
         existing = [d for i, d in enumerate(documents) if i not in inserted and i not in failed]
         outcome = WriteOutcome(details.get("nUpserted", 0), 0, existing=existing)
         if any(e.get("code") in TRANSIENT_CODES for e in errors):
-            raise TransientError(f"archive write failed in part: {describe(exc)}") from exc
+            raise TransientError(f"archive write failed in part: {describe(exc)}") from without_documents(exc)
         self._refused_by_the_deployment(errors, documents)
         duplicates = [documents[e["index"]] for e in errors if e.get("code") == DUPLICATE_KEY]
         present = self.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()

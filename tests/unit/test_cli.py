@@ -159,3 +159,66 @@ def test_an_export_path_in_a_missing_folder_is_a_usage_error(capsys, tmp_path):
     assert "the folder" in err
     assert "does not exist" in err
     assert "Traceback" not in err
+
+
+def test_no_output_carries_personal_data_unless_asked(capsys, tmp_path):
+    """``batch --run --samples 1 --json`` printed a client's e-mail, phone, name and address:
+    the report goes to cron mails and log collectors. Samples are masked in every output
+    (text, JSON, --export-samples) unless --show-pii, and a run keeps none unless asked."""
+    from simulation import simulation_client
+
+    base = ["batch", "--simulation", "--count", "200", "--seed", "4", "--json"]
+    main([*base, "--run"])
+    assert json.loads(capsys.readouterr().out)["samples"] == []
+    main([*base, "--run", "--samples", "1", "--export-samples", str(tmp_path / "s.json")])
+    printed = json.loads(capsys.readouterr().out)["samples"]
+    exported = json.loads((tmp_path / "s.json").read_text())
+    for sample in (printed[0], exported[0]):
+        assert sample["client"]["email"] == sample["client"]["nom"] == sample["adresse_livraison"] == "***"
+        assert sample["livreur"] is None or sample["livreur"]["nom"] == "***"
+    main([*base, "--samples", "1", "--show-pii"])
+    shown = json.loads(capsys.readouterr().out)["samples"][0]
+    assert "@" in shown["client"]["email"]
+    assert shown["adresse_livraison"] != "***"
+    assert simulation_client  # the same generated data each time (seed 4)
+
+
+def test_a_failed_bulk_writes_documents_never_reach_the_log(tmp_path):
+    """pymongo's BulkWriteError message quotes every failed statement whole: at DEBUG the
+    traceback wrote 100 archive documents (names, e-mails, addresses) into the log file."""
+    import traceback
+
+    from bson import ObjectId
+    from pymongo.errors import BulkWriteError
+
+    from errors import FatalError
+    from storage import ArchiveWriter
+
+    documents = [
+        {"_id": ObjectId(), "numero_commande": f"CMD-{i}", "client": {"email": f"c{i}@x.fr"}}
+        for i in range(3)
+    ]
+    errors = [
+        {
+            "index": i,
+            "code": 121,
+            "errmsg": "Document failed validation",
+            "op": {"q": {}, "u": {"$setOnInsert": d}},
+        }
+        for i, d in enumerate(documents)
+    ]
+
+    class Refusing:
+        full_name = "livraison.Commande_archive"
+
+        def bulk_write(self, requests, ordered):
+            raise BulkWriteError(
+                {"writeErrors": errors, "writeConcernErrors": [], "nUpserted": 0, "upserted": []}
+            )
+
+    with pytest.raises(FatalError) as stopped:
+        ArchiveWriter(Refusing()).upsert(documents)
+    logged = "".join(traceback.format_exception(stopped.value))
+    assert "121" in logged
+    assert "@x.fr" not in logged
+    assert "CMD-1" not in logged

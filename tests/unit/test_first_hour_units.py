@@ -102,9 +102,19 @@ def test_the_delivered_status_in_both_unicode_forms():
 
 
 def test_mask_pii_keeps_the_fields_hides_the_values():
-    document = {"client": {"nom": "Dupont", "email": "a@b.fr", "telephone": "0601", "prenom": "Ana"}}
+    document = {
+        "client": {"nom": "Dupont", "email": "a@b.fr", "telephone": "0601", "prenom": "Ana", "id": 7},
+        "livreur": {"nom": "Petit", "prenom": "Hugo", "id": 8},
+        "adresse_livraison": "1 rue de la Paix",
+        "source": {"adresse_livraison": "1 rue de la Paix", "client_id": 7},
+        "numero_commande": "CMD-1",
+    }
     shown = mask_pii(document)
-    assert shown["client"] == {"nom": "Dupont", "email": "***", "telephone": "***", "prenom": "Ana"}
+    assert shown["client"] == {"nom": "***", "email": "***", "telephone": "***", "prenom": "***", "id": 7}
+    assert shown["livreur"] == {"nom": "***", "prenom": "***", "id": 8}
+    assert shown["adresse_livraison"] == "***"
+    assert shown["source"] == {"adresse_livraison": "***", "client_id": 7}
+    assert shown["numero_commande"] == "CMD-1"
     assert document["client"]["email"] == "a@b.fr"  # a copy
     assert mask_pii({"client": None}) == {"client": None}
 
