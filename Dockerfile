@@ -28,4 +28,6 @@ USER 10001:10001
 
 EXPOSE 9108
 ENTRYPOINT ["python", "main.py"]
-CMD ["watch", "--token-store", "mongo", "--metrics-port", "9108"]
+# Metrics on every interface of the container (the default is 127.0.0.1, this host only):
+# publish 9108 only where Prometheus scrapes.
+CMD ["watch", "--token-store", "mongo", "--metrics-port", "9108", "--metrics-address", "0.0.0.0"]

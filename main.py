@@ -406,7 +406,10 @@ def add_watch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics on this port",
     )
     watch.add_argument(
-        "--metrics-address", metavar="ADDR", default="0.0.0.0", help="metrics bind address (0.0.0.0)"
+        "--metrics-address",
+        metavar="ADDR",
+        default="127.0.0.1",
+        help="metrics bind address (127.0.0.1: this host only; 0.0.0.0 in a container Prometheus scrapes)",
     )
     watch.set_defaults(func=cmd_watch)
 

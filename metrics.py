@@ -82,7 +82,7 @@ class WatchMetrics:
     def token_saved(self) -> None:
         self._token_saved_at = time.time()
 
-    def serve(self, port: int, address: str = "0.0.0.0") -> Any:
+    def serve(self, port: int, address: str = "127.0.0.1") -> Any:
         return start_http_server(port, addr=address, registry=self.registry)
 
 

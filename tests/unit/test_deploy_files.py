@@ -183,3 +183,34 @@ def test_grace_periods_outlast_the_stop_bound(manifests):
         text = (DEPLOY / "systemd" / unit).read_text()
         found = re.search(r"^TimeoutStopSec=(\d+)", text, re.MULTILINE)
         assert (int(found.group(1)) if found else 90) > bound  # 90: systemd's default
+
+
+def test_metrics_listen_on_this_host_unless_told_and_the_pods_are_fenced(manifests):
+    """The metrics endpoint answered any path on every interface by default: it listens on
+    127.0.0.1 unless --metrics-address says otherwise; the pod that must open it to Prometheus
+    says so, and a NetworkPolicy lets only Prometheus in and only MongoDB and DNS out."""
+    args = build_parser().parse_args(["watch", "--metrics-port", "9108"])
+    assert args.metrics_address == "127.0.0.1"
+    unit = (DEPLOY / "systemd" / "order-archiver-watch.service").read_text()
+    assert "0.0.0.0" not in unit.split("ExecStart=", 1)[1].splitlines()[0]
+    _, (container,) = containers(manifests["Deployment"])
+    assert container["args"][container["args"].index("--metrics-address") + 1] == "0.0.0.0"
+    for kind in ("Deployment", "CronJob"):
+        assert containers(manifests[kind])[0]["automountServiceAccountToken"] is False
+    policy = manifests["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == manifests["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [9108]
+    assert {p["port"] for rule in policy["egress"] for p in rule["ports"]} == {27017, 53}
+
+
+def test_the_metrics_endpoint_binds_the_loopback_by_default():
+    from metrics import WatchMetrics
+
+    served = WatchMetrics().serve(0)
+    try:
+        server = served[0] if isinstance(served, tuple) else served
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()
+        server.server_close()
