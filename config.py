@@ -478,6 +478,17 @@ def redact_uri(text: str) -> str:
     return _PASSWORD_PARAM.sub(lambda m: f"{m.group(1)}***", text)
 
 
+def parse_command_line_uri(value: str) -> str:
+    """A URI given on the command line: no password in it (any local user reads a process's
+    command line: ``ps``); it belongs in the environment or the ``.env`` file."""
+    if uri_password(value):
+        raise ValueError(
+            "holds a password, and every user of this host can read a command line (ps): "
+            "put the URI in ARCHIVE_MONGODB_URI, in the environment or the .env file (chmod 600)"
+        )
+    return parse_uri(value)
+
+
 def uri_password(uri: str | None) -> str | None:
     """The password in a URI, well-formed or not: what lies between the first ``:`` after the
     scheme and the last ``@`` of the authority (raw and percent-decoded forms are both secrets)."""

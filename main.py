@@ -22,13 +22,13 @@ from config import (
     check_log_dir,
     check_output_paths,
     load_settings,
+    parse_command_line_uri,
     parse_date_bound,
     parse_duration,
     parse_name,
     parse_port,
     parse_positive_int,
     parse_probability,
-    parse_uri,
 )
 from errors import ArchiverError, ConfigError, ExitCode, TransientError
 from logger import FILE_ONLY, get_logger, redact, setup_logging
@@ -126,7 +126,7 @@ def _common_arguments() -> argparse.ArgumentParser:
     common.add_argument(
         "--archive-uri",
         metavar="URI",
-        type=_argument(parse_uri),
+        type=_argument(parse_command_line_uri),
         help="the archive's own deployment (ARCHIVE_MONGODB_URI); default: the source's",
     )
     return common

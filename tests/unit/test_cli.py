@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from main import main
+from main import build_parser, main
 
 
 def test_version(capsys):
@@ -222,3 +222,20 @@ def test_a_failed_bulk_writes_documents_never_reach_the_log(tmp_path):
     assert "121" in logged
     assert "@x.fr" not in logged
     assert "CMD-1" not in logged
+
+
+@pytest.mark.parametrize("command", ["batch", "watch", "status", "verify", "rejects", "doctor"])
+def test_a_password_on_the_command_line_is_refused_without_being_shown(command, capsys):
+    """``--archive-uri mongodb://user:pass@...`` is readable by any local user in the process
+    list: exit 2 before anything runs, the way to give it named, the password never echoed."""
+    with pytest.raises(SystemExit) as refused:
+        main([command, "--archive-uri", "mongodb://archiver:Sup3r-S3cret@archive.example:27017/"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2
+    assert "holds a password" in err
+    assert "ARCHIVE_MONGODB_URI" in err
+    assert "Sup3r-S3cret" not in err
+    # Without a password (x.509, or the environment holds the rest): accepted as before.
+    assert (
+        build_parser().parse_args([command, "--archive-uri", "mongodb://archive.example:27017/"]).archive_uri
+    )
