@@ -119,6 +119,15 @@ class Settings:
     def safe_uri(self) -> str:
         return redact_uri(self.mongodb_uri) if self.mongodb_uri else "(simulation)"
 
+    @property
+    def uri_hosts(self) -> str:
+        """The scheme and hosts of MONGODB_URI, nothing else (no user, no option, no secret)."""
+        if not self.mongodb_uri:
+            return "(simulation)"
+        scheme, _, rest = self.mongodb_uri.partition("://")
+        authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+        return f"{scheme}://{authority.rsplit('@', 1)[-1]}"
+
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -465,8 +474,10 @@ def check_output_paths(settings: Settings, outputs: Mapping[str, str | None], en
 
 _URI_PASSWORD = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*:/*)?)([^:/?#@\s'\"]*):([^\s'\"/]*)@")
 _PASSWORD_PARAM = re.compile(
-    r"((?:password|passwd|pwd|secret|tlsCertificateKeyFilePassword|ARCHIVE_PII_KEY)\s*[=:]\s*)"
-    r"(\"[^\"]*\"|'[^']*'|[^&\s;,'\"]+)",
+    r"((?:password|passwd|pwd|secret|tlsCertificateKeyFilePassword|ARCHIVE_PII_KEY"
+    # AWS credentials ride in authMechanismProperties (AWS_SESSION_TOKEN:...): all of it.
+    r"|authMechanismProperties)\s*[=:]\s*)"
+    r"(\"[^\"]*\"|'[^']*'|[^&\s;'\"]+)",
     re.IGNORECASE,
 )
 

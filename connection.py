@@ -61,7 +61,7 @@ def open_client(
 
         return simulation_client(settings, count=simulation_count, seed=simulation_seed)
     client = _new_client(settings)
-    log.debug("connecting to %s", settings.safe_uri)
+    log.debug("connecting to %s", settings.uri_hosts)
     if attempts:  # a one-shot command: a certain cause is said in a second, not after 3 x 5 s
         _fail_fast_when_certain(client, settings)
 

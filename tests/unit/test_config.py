@@ -239,3 +239,23 @@ def test_an_empty_value_is_not_set_except_where_empty_means_something():
         "livrée",
     )
     assert settings.log_dir == ""
+
+
+def test_an_aws_session_token_is_never_logged():
+    """``authMechanismProperties=AWS_SESSION_TOKEN:...`` was written at DEBUG in the
+    "connecting to" line: that line names the hosts only, and any text redacted masks the
+    whole value."""
+    from config import Settings, redact_uri
+
+    token = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ"
+    uri = (
+        "mongodb+srv://cluster0.example.mongodb.net/?authMechanism=MONGODB-AWS"
+        f"&authMechanismProperties=AWS_SESSION_TOKEN:{token}&retryWrites=true"
+    )
+    settings = Settings(mongodb_uri=uri)
+    assert settings.uri_hosts == "mongodb+srv://cluster0.example.mongodb.net"
+    assert token not in redact_uri(uri)
+    assert "authMechanismProperties=***" in redact_uri(uri)
+    assert "retryWrites=true" in redact_uri(uri)
+    user = Settings(mongodb_uri="mongodb://u:p@h1:27017,h2:27017/db?replicaSet=rs0")
+    assert user.uri_hosts == "mongodb://h1:27017,h2:27017"
