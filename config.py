@@ -315,8 +315,15 @@ def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:
         return {}, []
     warnings = []
     try:
-        if path.stat().st_mode & stat.S_IROTH:
+        status = path.stat()
+        if status.st_mode & stat.S_IROTH:
             warnings.append(f"{path} is readable by every user; chmod 600 it (it may hold a password)")
+        elif status.st_mode & stat.S_IRGRP:
+            warnings.append(f"{path} is readable by its group; chmod 600 it (it may hold a password)")
+        if hasattr(os, "getuid") and status.st_uid != os.getuid():
+            warnings.append(
+                f"{path} belongs to another user (uid {status.st_uid}): who else can change your settings?"
+            )
         values = dotenv_values(path, encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None

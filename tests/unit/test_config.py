@@ -47,6 +47,21 @@ def test_world_readable_env_file_warns(tmp_path):
     assert any("readable by every user" in w for w in warnings)
 
 
+def test_a_group_readable_or_foreign_env_file_warns(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / ".env"
+    path.write_text("MONGODB_URI=mongodb://u:p@h:27017\n")
+    path.chmod(0o640)
+    _, warnings = load_settings(environ={})
+    assert any(".env is readable by its group; chmod 600 it" in w for w in warnings)
+    path.chmod(0o600)
+    assert load_settings(environ={})[1] == []
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(path).st_uid + 1)
+    _, warnings = load_settings(environ={})
+    assert any("belongs to another user" in w for w in warnings)
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
