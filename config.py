@@ -100,6 +100,7 @@ class Settings:
     watch_lease_renew_s: int = 3  # WATCH_LEASE_RENEW_S: the leader renews its lease this often
     archive_pii: PiiMode = "keep"  # ARCHIVE_PII: client email/phone in the archive: keep, hash or drop
     archive_pii_key: str | None = None  # ARCHIVE_PII_KEY: secret key of ARCHIVE_PII=hash (16+ chars)
+    mongodb_allow_insecure_tls: bool = False  # MONGODB_ALLOW_INSECURE_TLS: accept tlsInsecure & co. in a URI
     simulation: bool = False  # (flag only) in-process database filled with generated data
 
     @property
@@ -124,9 +125,7 @@ class Settings:
         """The scheme and hosts of MONGODB_URI, nothing else (no user, no option, no secret)."""
         if not self.mongodb_uri:
             return "(simulation)"
-        scheme, _, rest = self.mongodb_uri.partition("://")
-        authority = re.split(r"[/?]", rest, maxsplit=1)[0]
-        return f"{scheme}://{authority.rsplit('@', 1)[-1]}"
+        return f"{self.mongodb_uri.partition('://')[0]}://{_authority(self.mongodb_uri)}"
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -251,6 +250,15 @@ def parse_optional_database_name(value: str) -> str | None:
     return parse_database_name(value) if str(value).strip() else None
 
 
+def parse_bool(value: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def parse_text(value: str) -> str:
     return str(value).strip()
 
@@ -289,6 +297,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_positive_int),
     "ARCHIVE_PII": ("archive_pii", parse_choice(PII_MODES)),
     "ARCHIVE_PII_KEY": ("archive_pii_key", parse_text),
+    "MONGODB_ALLOW_INSECURE_TLS": ("mongodb_allow_insecure_tls", parse_bool),
 }
 
 
@@ -373,7 +382,72 @@ def load_settings(
             "MONGODB_URI is not set: put it in the environment or .env (see .env.example), "
             "or use --simulation"
         )
+    for name, uri in (
+        ("MONGODB_URI", settings.mongodb_uri),
+        ("ARCHIVE_MONGODB_URI", settings.archive_mongodb_uri),
+    ):
+        if uri and not settings.simulation:
+            warnings += tls_problems(name, uri, settings)
     return settings, warnings
+
+
+# Options that switch the server's certificate check off (pymongo's names, any case).
+INSECURE_TLS_OPTIONS = (
+    "tlsinsecure",
+    "tlsallowinvalidcertificates",
+    "tlsallowinvalidhostnames",
+    "ssl_cert_reqs",
+)
+_LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[?::1\]?)$", re.IGNORECASE)
+
+
+def uri_options(uri: str) -> dict[str, str]:
+    """A URI's options, their names lower-cased (MongoDB reads them without case)."""
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    return {k.lower(): v for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+
+
+def _authority(uri: str) -> str:
+    """The hosts part of a URI: after the scheme and any ``user:password@``, before the path."""
+    rest = uri.split("://", 1)[-1]
+    return re.split(r"[/?]", rest, maxsplit=1)[0].rsplit("@", 1)[-1]
+
+
+def _host_names(uri: str) -> list[str]:
+    return [re.sub(r":\d+$", "", host) for host in _authority(uri).split(",") if host]
+
+
+def uses_tls(uri: str, settings: Settings) -> bool:
+    """TLS on: a ``+srv`` URI (on by default), ``tls=true``/``ssl=true``, or the TLS files set."""
+    options = uri_options(uri)
+    on = uri.startswith("mongodb+srv://") or options.get("tls", options.get("ssl", "")).lower() == "true"
+    return on or bool(settings.mongodb_tls_ca_file or settings.mongodb_tls_cert_key_file)
+
+
+def remote_hosts(uri: str) -> list[str]:
+    """The hosts of a URI that are not this machine."""
+    return [h for h in _host_names(uri) if not _LOOPBACK.match(h)]
+
+
+def tls_problems(name: str, uri: str, settings: Settings) -> list[str]:
+    """A URI that switches the certificate check off is refused (``ConfigError``) unless
+    MONGODB_ALLOW_INSECURE_TLS says so: anyone on the path could then read the password and
+    the orders. A remote host reached without TLS is a warning."""
+    options = uri_options(uri)
+    insecure = [o for o in INSECURE_TLS_OPTIONS if options.get(o, "").lower() in ("true", "1", "none")]
+    if insecure and not settings.mongodb_allow_insecure_tls:
+        raise ConfigError(
+            f"{name}: {insecure[0]} switches the server's certificate check off (anyone on the way "
+            "could read the password and the orders); remove it, or set MONGODB_ALLOW_INSECURE_TLS=true "
+            "for a test deployment"
+        )
+    remote = remote_hosts(uri)
+    if remote and not uses_tls(uri, settings):
+        return [
+            f"{name}: {remote[0]} is reached without TLS: the password and the orders cross the "
+            "network in clear (add tls=true)"
+        ]
+    return []
 
 
 # ``user:password@`` after anything that looks like a scheme, mistyped ones included

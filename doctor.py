@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
-from config import Settings
+from config import Settings, remote_hosts, uses_tls
 from deployment import (
     LOOKUP_SHARDED_FROM,
     features_off,
@@ -146,6 +146,26 @@ def topology_check(report: DoctorReport, hello: dict[str, Any]) -> str:
     return "standalone"
 
 
+def tls_check(report: DoctorReport, settings: Settings, side: Side) -> None:
+    """Whether the connection is encrypted: TLS (certificates checked: a URI that switches the
+    check off is refused at start unless MONGODB_ALLOW_INSECURE_TLS), none on this machine, or
+    none towards a remote host (a warning: the password crosses the network in clear)."""
+    uri = (settings.archive_mongodb_uri if side == "archive" else settings.mongodb_uri) or ""
+    if uses_tls(uri, settings):
+        checked = (
+            "not checked (MONGODB_ALLOW_INSECURE_TLS)" if settings.mongodb_allow_insecure_tls else "checked"
+        )
+        report.add("tls", "pass", f"TLS on, the server's certificate {checked}")
+    elif remote_hosts(uri):
+        report.add(
+            "tls",
+            "warn",
+            f"no TLS towards {remote_hosts(uri)[0]}: the password and the orders cross the network in clear",
+        )
+    else:
+        report.add("tls", "pass", "no TLS, on this machine only")
+
+
 def collections_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> None:
     """The orders and the four reference collections exist: a typo in a name otherwise reads as
     "nothing to archive" (and a batch would be "ready" to archive nothing)."""
@@ -259,6 +279,7 @@ def check_deployment_of(
         change_stream_check(report, client, settings)
     if topology == "sharded":
         sharding_check(report, client, settings, version)
+    tls_check(report, settings, side)
     report.add(
         "write concern",
         "pass",

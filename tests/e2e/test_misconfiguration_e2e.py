@@ -149,7 +149,7 @@ def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path, mo
             "the SRV record of MONGODB_URI's host cannot be resolved",
         ),
         (f"{nx_server.uri}?replicaSet=rs0", f"{host} answered, but not as members of replica set 'rs0'"),
-        (f"{nx_server.uri}?tls=true&tlsInsecure=true", f"{host}: TLS handshake failed"),
+        (f"{nx_server.uri}?tls=true", f"{host}: TLS handshake failed"),
         (
             nx_server.uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:Wrong-{SECRET}@")
             + "?authMechanism=PLAIN",

@@ -11,7 +11,7 @@ NOW = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
 
 
 def test_defaults_from_contract():
-    settings, warnings = load_settings(environ={"MONGODB_URI": "mongodb://h:27017"})
+    settings, warnings = load_settings(environ={"MONGODB_URI": "mongodb://localhost:27017"})
     assert settings.mongodb_database == "livraison"
     assert settings.orders_collection == "Commande"
     assert settings.archive_collection == "Commande_archive"
@@ -51,7 +51,7 @@ def test_a_group_readable_or_foreign_env_file_warns(tmp_path, monkeypatch):
     import os
 
     path = tmp_path / ".env"
-    path.write_text("MONGODB_URI=mongodb://u:p@h:27017\n")
+    path.write_text("MONGODB_URI=mongodb://u:p@localhost:27017\n")
     path.chmod(0o640)
     _, warnings = load_settings(environ={})
     assert any(".env is readable by its group; chmod 600 it" in w for w in warnings)
@@ -274,3 +274,34 @@ def test_an_aws_session_token_is_never_logged():
     assert "retryWrites=true" in redact_uri(uri)
     user = Settings(mongodb_uri="mongodb://u:p@h1:27017,h2:27017/db?replicaSet=rs0")
     assert user.uri_hosts == "mongodb://h1:27017,h2:27017"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://db.example:27017/?tls=true&tlsInsecure=true",
+        "mongodb://db.example:27017/?tls=true&tlsAllowInvalidCertificates=true",
+        "mongodb+srv://cluster.example.net/?TLSALLOWINVALIDHOSTNAMES=true",
+    ],
+)
+def test_a_uri_that_switches_the_certificate_check_off_is_refused_unless_allowed(uri):
+    for name in ("MONGODB_URI", "ARCHIVE_MONGODB_URI"):
+        environ = {"MONGODB_URI": "mongodb://localhost:27017", name: uri}
+        with pytest.raises(ConfigError, match=f"^{name}: .* switches the server's certificate check off"):
+            load_settings(environ=environ)
+    load_settings(environ={"MONGODB_URI": uri, "MONGODB_ALLOW_INSECURE_TLS": "true"})  # a test deployment
+
+
+def test_a_remote_host_without_tls_is_warned_about():
+    _, warnings = load_settings(environ={"MONGODB_URI": "mongodb://u:p@db.example:27017/"})
+    assert warnings == [
+        "MONGODB_URI: db.example is reached without TLS: the password and the orders cross the network "
+        "in clear (add tls=true)"
+    ]
+    for quiet in (
+        "mongodb://localhost:27017/",
+        "mongodb://127.0.0.1:27017,[::1]:27018/",
+        "mongodb://db.example/?tls=true",
+        "mongodb+srv://cluster.example.net/",
+    ):
+        assert load_settings(environ={"MONGODB_URI": quiet})[1] == [], quiet

@@ -101,13 +101,14 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
         "topology": "pass",
         "collections": "pass",
         "change streams": "pass",
+        "tls": "warn",  # SETTINGS reach mongodb://x/ without TLS
         "write concern": "pass",
         "read preference": "pass",
         "privileges": "pass",
     }
     assert report.healthy
     assert report.lines()[-1] == "ready"
-    assert "secondaryPreferred" in report.lines()[6]
+    assert "secondaryPreferred" in report.lines()[7]
     assert "everything the archiver uses is on" in report.lines()[1]
 
 
@@ -223,3 +224,25 @@ def test_a_misspelt_orders_or_reference_collection_is_not_ready():
         "RESTAURANTS_COLLECTION=Restaurants (collections there: Client, Commande, Menu)"
     )
     assert not report.healthy
+
+
+@pytest.mark.parametrize(
+    ("uri", "extra", "outcome", "detail"),
+    [
+        ("mongodb://db.example/", {}, "warn", "no TLS towards db.example: the password and the orders cross"),
+        ("mongodb://db.example/?tls=true", {}, "pass", "TLS on, the server's certificate checked"),
+        ("mongodb+srv://c.example.net/", {}, "pass", "TLS on, the server's certificate checked"),
+        (
+            "mongodb://db.example/?tls=true&tlsInsecure=true",
+            {"mongodb_allow_insecure_tls": True},
+            "pass",
+            "TLS on, the server's certificate not checked (MONGODB_ALLOW_INSECURE_TLS)",
+        ),
+        ("mongodb://localhost/", {}, "pass", "no TLS, on this machine only"),
+    ],
+)
+def test_doctor_says_whether_the_connection_is_encrypted(uri, extra, outcome, detail):
+    settings = Settings(mongodb_uri=uri, mongodb_database="livraison", log_dir="", **extra)
+    report = run_doctor(FakeClient({"setName": "rs0"}, privileges=everything_needed()), settings)
+    check = next(c for c in report.checks if c.name == "tls")
+    assert (check.outcome, check.detail[: len(detail)]) == (outcome, detail)
