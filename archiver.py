@@ -29,7 +29,7 @@ from pymongo import ASCENDING, DeleteOne, IndexModel, MongoClient
 from pymongo import errors as pymongo_errors
 
 from checkpoint import EPOCH, BatchCheckpoint, BatchState, Pass, checkpoint_key, plan_pass, with_progress
-from config import Settings
+from config import Settings, write_private
 from deployment import check_deployments, hello, index_build_options
 from enrichment import status_match
 from errors import (
@@ -785,14 +785,14 @@ class BatchArchiver:
             return
         path = Path(self.options.export_samples)
         try:
-            path.write_text(
+            write_private(
+                path,
                 json_util.dumps(
                     self.report.samples,
                     indent=2,
                     ensure_ascii=False,
                     json_options=json_util.RELAXED_JSON_OPTIONS,
                 ),
-                "utf-8",
             )
         except OSError as exc:
             raise ArchiverError(f"--export-samples: cannot write {path}: {exc.strerror}") from None

@@ -515,12 +515,22 @@ def check_output_file(path: str, what: str, create_folder: bool = False) -> Path
     return target
 
 
+def write_private(path: str | Path, text: str) -> None:
+    """Write a file only this user may read (0600: samples hold orders, and may hold people
+    with --show-pii), never through a symbolic link (``O_NOFOLLOW``: a link planted where the
+    file goes would have it overwrite another file)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
 def check_log_dir(log_dir: str) -> None:
     """The log folder exists (it is created) and takes files; empty means no log file."""
     if not log_dir:
         return
     try:
-        Path(log_dir).expanduser().mkdir(parents=True, exist_ok=True)
+        Path(log_dir).expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
     except (OSError, RuntimeError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise ConfigError(f"LOG_DIR {log_dir}: cannot create the log folder: {reason}") from None

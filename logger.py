@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -108,6 +110,16 @@ def _json_formatter() -> logging.Formatter:
     )
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file and its backups: readable by this user alone (0600; the log names orders
+    and may name people), never written through a symbolic link (``O_NOFOLLOW``)."""
+
+    def _open(self) -> Any:
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)
+        return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
     """Configure the root logger once per process (tests call it again: handlers are replaced).
 
@@ -138,8 +150,8 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
 
     if settings.log_dir:
         try:
-            Path(settings.log_dir).mkdir(parents=True, exist_ok=True)
-            file_handler = logging.handlers.RotatingFileHandler(
+            Path(settings.log_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+            file_handler = PrivateRotatingFileHandler(
                 Path(settings.log_dir) / LOG_FILE_NAME,
                 maxBytes=LOG_FILE_MAX_BYTES,
                 backupCount=LOG_FILE_BACKUPS,

@@ -3,6 +3,7 @@ collector's format by `batch --metrics-file` (cron jobs have no port to scrape).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,3 +110,5 @@ def write_batch_metrics(
         f"{PREFIX}_batch_last_run_timestamp_seconds", "When the last batch run ended", registry=registry
     ).set(now())
     write_to_textfile(str(path), registry)
+    # node_exporter, another user, reads it (the units' UMask=0077 would make it 0600).
+    os.chmod(path, 0o644)

@@ -191,3 +191,29 @@ def test_counts_read_as_words():
     assert (
         "of 3 delivered in the window (2 outside the window once their string date_commande was read)" in line
     )
+
+
+def test_files_that_hold_orders_are_this_users_alone_and_never_follow_a_link(tmp_path):
+    """The log folder was 0755 and its files 0644, --export-samples 0644 and written through a
+    symbolic link (it overwrote a 0600 file)."""
+    import logging
+    import os
+    import stat
+
+    from config import Settings, write_private
+    from logger import setup_logging
+
+    setup_logging(Settings(simulation=True, log_dir=str(tmp_path / "logs" / "deep")))
+    logging.getLogger("order_archiver").warning("a line")
+    folder = tmp_path / "logs" / "deep"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "order-archiver.log").stat().st_mode) == 0o600
+    write_private(tmp_path / "samples.json", "{}")
+    assert stat.S_IMODE((tmp_path / "samples.json").stat().st_mode) == 0o600
+    secret = tmp_path / "secret"
+    secret.write_text("kept")
+    os.symlink(secret, tmp_path / "link.json")
+    with pytest.raises(OSError):  # noqa: PT011 - ELOOP, the platform's wording
+        write_private(tmp_path / "link.json", "overwritten?")
+    assert secret.read_text() == "kept"
+    setup_logging(Settings(simulation=True, log_dir=""))
