@@ -17,8 +17,9 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 
-COPY main.py simulate.py demo.py archiver.py rejects.py deployment.py storage.py tokens.py watcher.py generator.py config.py logger.py errors.py \
-     selection.py source.py checkpoint.py pii.py devserver.py mongodb_definitions.py doctor.py enrichment.py connection.py simulation.py progress.py metrics.py status.py verify.py lease.py ./
+# The product's modules; not the development server, its MongoDB definitions or the demo.
+COPY main.py simulate.py archiver.py rejects.py deployment.py storage.py tokens.py watcher.py generator.py config.py logger.py errors.py \
+     selection.py source.py checkpoint.py pii.py doctor.py enrichment.py connection.py simulation.py progress.py metrics.py status.py verify.py lease.py ./
 
 # An unprivileged user; /data holds the file token store when that store is used.
 RUN groupadd --system --gid 10001 archiver \

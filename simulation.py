@@ -218,6 +218,22 @@ def simulation_client(
     return client
 
 
+# On every document ``simulate`` writes: ``--reset`` drops only collections made of these.
+GENERATED = "_generated_by_simulate"
+
+
+def _check_generated_only(database: Any, names: list[str]) -> None:
+    """``ConfigError`` (exit 2, nothing dropped) when one of ``names`` holds a document that
+    ``simulate`` did not write: ``--reset`` once dropped a database's real clients."""
+    for name in names:
+        found = database[name].find_one({GENERATED: {"$exists": False}}, {"_id": 1})
+        if found is not None:
+            raise ConfigError(
+                f"--reset: {database.name}.{name} holds documents simulate did not generate (_id "
+                f"{found['_id']}): nothing was dropped; point MONGODB_DATABASE at a development database"
+            )
+
+
 def fill_database(
     database: Any,
     dataset: Dataset,
@@ -226,19 +242,24 @@ def fill_database(
     reset: bool = False,
     chunk_size: int = 1000,
     progress: ProgressMode = "off",
+    mark: bool = False,
 ) -> dict[str, int]:
-    """Insert the dataset in bulk (references first), ``reset`` dropping the five collections."""
+    """Insert the dataset in bulk (references first), ``reset`` dropping the five collections
+    first, but only when every document in them was generated (``mark`` puts ``GENERATED`` on
+    each document written, for ``simulate``)."""
     if reset:
+        _check_generated_only(database, [name for name, _ in dataset.by_collection(settings)])
         for name, _ in dataset.by_collection(settings):
             database[name].drop()
     counts: dict[str, int] = {}
+    marker = {GENERATED: True} if mark else {}
     total = sum(len(docs) for _, docs in dataset.by_collection(settings))
     bar = Progress("inserting", total=total, mode=progress, unit="documents")
     try:
         for name, documents in dataset.by_collection(settings):
             collection = database[name]
             for start in range(0, len(documents), chunk_size):
-                batch = [strip_markers(doc) for doc in documents[start : start + chunk_size]]
+                batch = [strip_markers(doc) | marker for doc in documents[start : start + chunk_size]]
                 collection.insert_many(batch, ordered=False)
                 bar.update(len(batch))
             counts[name] = len(documents)
@@ -302,7 +323,7 @@ def simulate_into(client: Any, settings: Settings, options: SimulateOptions) -> 
     if not settings.archive_elsewhere:
         numbered.append(client[settings.archive_db_name][settings.archive_collection])
     dataset = _generate(options, first_number=next_order_number(numbered))
-    fill_database(database, dataset, settings, reset=options.reset, progress=options.progress)
+    fill_database(database, dataset, settings, reset=options.reset, progress=options.progress, mark=True)
     delivered = sum(1 for order in dataset.orders if order["status"] == settings.delivered_status)
     return (
         f"simulate: {len(dataset.orders)} orders ({delivered} delivered), {len(dataset.clients)} clients, "

@@ -173,3 +173,26 @@ def test_the_purge_is_said_in_a_dry_run_and_moves_every_archived_order_in_an_inc
     # An incremental run read 20 deliveries, and purged every archived order, not only those.
     assert (done["mode"], done["archived"], done["purged"]) == ("incremental", 20, archived + 20)
     assert database["Commande"].count_documents({"status": "livrée"}) == 0
+
+
+def test_reset_never_drops_documents_simulate_did_not_write(
+    nx_env, nx_client, db_name, tmp_path, monkeypatch, capsys
+):
+    """``simulate --reset`` dropped the five source collections without a word, a real client
+    included. It drops only collections made of documents it wrote, else exit 2, nothing dropped."""
+
+    def run(*args: str):
+        return run_in_process(
+            *args, env=nx_env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys, script="simulate.py"
+        )
+
+    assert run("--count", "50", "--seed", "1").returncode == 0
+    assert run("--count", "50", "--seed", "2", "--reset").returncode == 0  # its own data: dropped, refilled
+    database = nx_client[db_name]
+    assert database["Commande"].count_documents({}) == 50
+    database["Client"].insert_one({"nom": "Réel", "prenom": "Client", "email": "vrai@example.fr"})
+    refused = run("--count", "50", "--seed", "3", "--reset")
+    assert refused.returncode == 2
+    assert f"--reset: {db_name}.Client holds documents simulate did not generate" in refused.stderr
+    assert database["Client"].find_one({"email": "vrai@example.fr"}) is not None
+    assert database["Commande"].count_documents({}) == 50  # nothing dropped, nothing added

@@ -26,6 +26,9 @@ def main_args(command: list[str]) -> list[str]:
     return command[index + 1 :]
 
 
+DEVELOPMENT_ONLY = {"devserver.py", "mongodb_definitions.py", "demo.py"}
+
+
 def test_dockerfile_runs_as_non_root_without_secrets():
     text = (ROOT / "Dockerfile").read_text()
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
@@ -40,9 +43,17 @@ def test_dockerfile_runs_as_non_root_without_secrets():
     parses(yaml.safe_load(cmd))
     assert yaml.safe_load(cmd)[0] == "watch"
     copied = re.findall(r"\b(\w+\.py)\b", text.split("COPY main.py", 1)[1].split("\n\n", 1)[0])
-    imported = {p.name for p in ROOT.glob("*.py")}
-    assert {"main.py", *copied} <= imported
-    assert imported - {"main.py", *copied} == set(), "a product module is missing from the image"
+    modules = {p.name for p in ROOT.glob("*.py")}
+    assert {"main.py", *copied} <= modules
+    # The development server, its MongoDB definitions and the demo (which starts one) stay
+    # out of the production image; everything else is in it.
+    assert DEVELOPMENT_ONLY.isdisjoint(copied)
+    assert modules - {"main.py", *copied} == DEVELOPMENT_ONLY, "a product module is missing from the image"
+    for module in modules - DEVELOPMENT_ONLY:  # and nothing in the image imports them
+        source = (ROOT / module).read_text()
+        assert not re.search(
+            r"^\s*(from|import) (devserver|mongodb_definitions|demo)\b", source, re.MULTILINE
+        ), module
 
 
 @pytest.fixture
