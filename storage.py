@@ -225,18 +225,9 @@ class ArchiveWriter:
         if not requests:
             return 0
         try:
-            with named_side(self.side):
-                result = retrying(
-                    lambda: self.archive.bulk_write(requests, ordered=False),
-                    attempts=WRITE_ATTEMPTS,
-                    stop_event=self.stop_event,
-                    on_retry=self._retrying,
-                )
-            return int(result.modified_count)
+            return int(self._bulk_write(requests).modified_count)
         except FatalError as error:
-            cause = error.__cause__
-            while isinstance(cause, ArchiverError):
-                cause = cause.__cause__
+            cause = _pymongo_cause(error)
             if not isinstance(cause, pymongo_errors.BulkWriteError):
                 raise
             details = cause.details or {}
@@ -271,19 +262,11 @@ class ArchiveWriter:
     def _upsert_once(self, documents: list[dict[str, Any]]) -> WriteOutcome:
         requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
         try:
-            with named_side(self.side):
-                result = retrying(
-                    lambda: self.archive.bulk_write(requests, ordered=False),
-                    attempts=WRITE_ATTEMPTS,
-                    stop_event=self.stop_event,
-                    on_retry=self._retrying,
-                )
+            result = self._bulk_write(requests)
         except InvalidDocument as exc:  # pymongo's DocumentTooLarge, before anything is sent
             raise _WriteTooLarge(f"archive document too large: {type(exc).__name__}") from exc
         except FatalError as error:
-            cause = error.__cause__
-            while isinstance(cause, ArchiverError):  # the unnamed error under a named one
-                cause = cause.__cause__
+            cause = _pymongo_cause(error)
             if isinstance(cause, pymongo_errors.OperationFailure) and cause.code in WHOLE_WRITE_TOO_LARGE:
                 name = (cause.details or {}).get("codeName") or _CODE_NAMES.get(cause.code, "")
                 raise _WriteTooLarge(
@@ -295,6 +278,16 @@ class ArchiveWriter:
         inserted = set(result.upserted_ids)
         existing = [d for i, d in enumerate(documents) if i not in inserted]
         return WriteOutcome(result.upserted_count, 0, existing=existing)
+
+    def _bulk_write(self, requests: list[UpdateOne]) -> Any:
+        """One unordered bulk on the archive, retried on transient errors, its side named."""
+        with named_side(self.side):
+            return retrying(
+                lambda: self.archive.bulk_write(requests, ordered=False),
+                attempts=WRITE_ATTEMPTS,
+                stop_event=self.stop_event,
+                on_retry=self._retrying,
+            )
 
     def _retrying(self, exc: BaseException, delay: float) -> None:
         log.warning("archive write failed (%s); retrying in %.1fs", describe(exc), delay)
@@ -358,6 +351,14 @@ class ArchiveWriter:
             + ": the deployment refuses them (a validator, a permission, a full disk), not their data; "
             "nothing was listed as rejected, fix the archive collection and run again"
         )
+
+
+def _pymongo_cause(error: BaseException) -> BaseException | None:
+    """The driver's error under an archiver error (under its side's name, if any)."""
+    cause = error.__cause__
+    while isinstance(cause, ArchiverError):
+        cause = cause.__cause__
+    return cause
 
 
 def _revision(document: dict[str, Any], *, revised: bool) -> dict[str, Any]:
