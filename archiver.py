@@ -557,7 +557,7 @@ class BatchArchiver:
         old stamp is among them. Without a token, or with the history gone (the oplog rolled
         over) or no change streams, the pass reads by delivery stamp alone, and says so."""
         if token is None:
-            if self._follows_changes() and self.state.high_water is not None:
+            if self._follows_changes() and not self.current.full:  # (a full pass reads them all)
                 self._say("no change-stream position saved: this incremental run reads delivery stamps only")
             return []
         ids: dict[Any, None] = {}
