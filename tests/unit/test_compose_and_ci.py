@@ -41,6 +41,7 @@ def test_compose_runs_a_replica_set_and_the_watcher_on_it():
 
 def test_the_ci_workflow_tests_on_the_test_server_real_mongodb_and_the_image():
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    assert workflow["permissions"] == {"contents": "read"}  # least privilege for the token
     jobs = workflow["jobs"]
     assert {"test", "real-mongodb", "docker-image"} <= set(jobs)
     steps = lambda job: jobs[job]["steps"]  # noqa: E731
