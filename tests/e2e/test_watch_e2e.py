@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pymongo
@@ -80,9 +79,12 @@ def test_catch_up_then_live_with_exact_contents(nx_client, nx_settings, db_name,
     orders.replace_one({"_id": replaced_id}, {**replacement, "status": "livrée"})
     not_delivered = to_deliver[16]
     orders.update_one({"_id": not_delivered}, {"$set": {"status": "en_preparation"}})
-    expected |= set(to_deliver[:16]) | {inserted}
-    wait_for(lambda: archived_ids(database) == expected, what="live deliveries")
-    time.sleep(0.5)
+    # A sentinel after it: once the sentinel is archived, the stream has handled every event
+    # before it, the non-delivery update included (no sleep, then "nothing happened").
+    sentinel = to_deliver[17]
+    deliver(orders, [sentinel])
+    expected |= set(to_deliver[:16]) | {inserted, sentinel}
+    wait_for(lambda: archived_ids(database) == expected, what="live deliveries and the sentinel")
     assert not_delivered not in archived_ids(database)  # a non-delivery update is never archived
 
     document = database["Commande_archive"].find_one({"_id": to_deliver[0]})
@@ -142,8 +144,6 @@ def test_kill_9_mid_burst_then_restart_loses_and_duplicates_nothing(
     killed.set()
     sender.join(timeout=60)
     assert at_kill <= len(expected) + 600  # the half delivered after the kill cannot be archived yet
-    time.sleep(0.3)
-    assert len(archived_ids(database)) == at_kill  # and nothing moves without a watcher
     deliver(database["Commande"], second)  # delivered while no watcher runs
     restarted = watchers(env, tmp_path, *args)
     expected |= set(first) | set(second)
@@ -256,14 +256,13 @@ def test_invalidate_then_collection_comes_back(nx_client, nx_settings, db_name, 
     watcher = watchers(env, tmp_path)
     wait_for(lambda: (tmp_path / "token.json").exists(), what="the start token")
     database.drop_collection("Commande")
-    time.sleep(1.0)
+    wait_for(lambda: "dropped or renamed" in watcher.output(), what="the invalidate seen")
     new_id = ObjectId()
     database["Commande"].insert_one(
         {"_id": new_id, "numero_commande": "AFTER-DROP", "status": "livrée", "date_commande": time_now()}
     )
     wait_for(lambda: new_id in archived_ids(database), what="an order in the re-created collection")
     assert watcher.stop() == 0
-    assert "dropped or renamed" in watcher.output()
 
 
 def time_now():

@@ -24,9 +24,16 @@ class Mongos:
             "hello": {"ok": 1, "msg": hello_msg, "isWritablePrimary": True},
             "buildInfo": {"version": version},
         }
-        self.admin = type("Admin", (), {"command": lambda _self, name: replies[name]})()
+        self.asked: list[str] = []  # what the check read: commands and databases
+
+        def command(_self, name):
+            self.asked.append(name)
+            return replies[name]
+
+        self.admin = type("Admin", (), {"command": command})()
 
     def __getitem__(self, name: str):
+        self.asked.append(name)
         return self.store[name]
 
 
@@ -34,11 +41,17 @@ SETTINGS = Settings(mongodb_uri="mongodb://mongos:27017")
 
 
 def test_a_replica_set_is_not_checked():
-    check_deployment(Mongos("4.4.0", {"livraison.Menu": {"_id": "hashed"}}, hello_msg=""), SETTINGS)
+    """Only mongos has config.collections to read: a replica set is asked hello, nothing more
+    (its Menu "sharded" in a stale config database would otherwise fail a 4.4 check)."""
+    replica_set = Mongos("4.4.0", {"livraison.Menu": {"_id": "hashed"}}, hello_msg="")
+    check_deployment(replica_set, SETTINGS)
+    assert replica_set.asked == ["hello"]
 
 
 def test_sharded_orders_are_fine_on_any_version():
-    check_deployment(Mongos("4.4.29", {"livraison.Commande": {"client_id": 1}}), SETTINGS)
+    mongos = Mongos("4.4.29", {"livraison.Commande": {"client_id": 1}})
+    check_deployment(mongos, SETTINGS)
+    assert mongos.asked == ["hello", "config", "buildInfo"]  # it did look: and found nothing wrong
 
 
 @pytest.mark.parametrize("name", ["Menu", "Client", "Commande_archive"])

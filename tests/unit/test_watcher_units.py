@@ -220,3 +220,104 @@ def test_the_lease_runs_on_the_servers_clock(mongo, monkeypatch):
         rival.release()
     finally:
         leader.release()
+
+
+class FakeStream:
+    """A change stream from a list: ``try_next`` hands out the events received so far, then
+    None (a quiet getMore); ``_cursor._data`` holds what a getMore already brought."""
+
+    def __init__(self, batches):
+        self.batches = [list(b) for b in batches]
+        self.alive = True
+        self._cursor = type("Cursor", (), {"_data": []})()
+        self.resume_token = {"_data": "start"}
+
+    def try_next(self):
+        if not self._cursor._data:
+            if not self.batches:
+                self.alive = False
+                return None
+            self._cursor._data = self.batches.pop(0)
+            if not self._cursor._data:
+                return None
+        event = self._cursor._data.pop(0)
+        self.resume_token = event["_id"]
+        return event
+
+
+def _event(n, op="update", status="livrée"):
+    return {
+        "_id": {"_data": f"t{n}"},
+        "operationType": op,
+        "documentKey": {"_id": n},
+        "fullDocument": {"_id": n, "status": status},
+    }
+
+
+def consuming_watcher(mongo, tmp_path, max_batch=500):
+    from config import Settings
+    from watcher import Watcher, WatchOptions
+
+    settings = Settings(
+        simulation=True, log_dir="", watch_max_batch=max_batch, resume_token_file=str(tmp_path / "t.json")
+    )
+    watcher = Watcher(mongo, settings, WatchOptions())
+    calls = []
+    watcher._archive = lambda events: calls.append(("archive", [e["documentKey"]["_id"] for e in events]))
+    watcher._save_token = lambda token, invalidated=False: calls.append(("save", token["_data"]))
+    watcher._on_invalidate = lambda event: calls.append(("invalidate", event["_id"]["_data"]))
+    watcher._on_quiet = lambda stream: calls.append(("quiet", None))
+    return watcher, calls
+
+
+def test_the_consume_loop_writes_a_burst_in_few_batches_and_saves_each_token_after_its_write(mongo, tmp_path):
+    """What a getMore brought is drained into one micro-batch (up to WATCH_MAX_BATCH), archived,
+    then its last event's token saved: never a token before the write that covers it."""
+    from errors import RetryPolicy
+
+    watcher, calls = consuming_watcher(mongo, tmp_path, max_batch=3)
+    stream = FakeStream([[_event(1), _event(2), _event(3), _event(4)], [], [_event(5)]])
+    watcher._consume(stream, RetryPolicy(0))
+    assert calls == [
+        ("archive", [1, 2, 3]),
+        ("save", "t3"),
+        ("archive", [4]),
+        ("save", "t4"),
+        ("quiet", None),
+        ("archive", [5]),
+        ("save", "t5"),
+        ("quiet", None),
+    ]
+
+
+def test_an_invalidate_ends_the_loop_after_the_events_before_it(mongo, tmp_path):
+    from errors import RetryPolicy
+
+    watcher, calls = consuming_watcher(mongo, tmp_path)
+    stream = FakeStream([[_event(1), _event(2), _event(3, op="invalidate"), _event(4)]])
+    watcher._consume(stream, RetryPolicy(0))
+    assert calls == [("archive", [1, 2]), ("save", "t2"), ("invalidate", "t3")]
+
+
+def test_a_prepended_event_comes_first_then_the_stream():
+    from watcher import _buffered, _Prepended
+
+    stream = FakeStream([[_event(2), _event(3)]])
+    first = stream.try_next()
+    prepended = _Prepended(stream, _event(1))
+    assert _buffered(prepended) == 2  # the put-back event and the one the getMore holds
+    assert [prepended.try_next()["documentKey"]["_id"] for _ in range(2)] == [1, 3]
+    assert first["documentKey"]["_id"] == 2
+    assert prepended.alive
+    assert prepended.try_next() is None
+    assert not prepended.alive
+
+
+def test_archive_skips_what_is_not_delivered_now_and_counts_it(mongo, tmp_path):
+    from config import Settings
+    from watcher import Watcher, WatchOptions
+
+    settings = Settings(simulation=True, log_dir="", resume_token_file=str(tmp_path / "t.json"))
+    watcher = Watcher(mongo, settings, WatchOptions())
+    watcher._archive([_event(1, status="annulée"), {**_event(2), "fullDocument": None}])
+    assert (watcher.stats.events, watcher.stats.skipped, watcher.stats.archived) == (2, 2, 0)
