@@ -31,7 +31,7 @@ from pymongo import errors as pymongo_errors
 from checkpoint import EPOCH, BatchCheckpoint, BatchState, Pass, checkpoint_key, plan_pass, with_progress
 from config import Settings, write_private
 from deployment import check_deployments, hello, index_build_options
-from enrichment import status_match
+from enrichment import source_hash, status_match
 from errors import (
     ArchiverError,
     ConfigError,
@@ -293,6 +293,7 @@ class BatchArchiver:
             (self.archive, [("numero_commande", ASCENDING)], {"unique": True}),
             (self.archive, [("date_commande", ASCENDING)], {}),
             (self.archive, [("archived_at", ASCENDING)], {}),
+            (self.archive, [("pii_policy", ASCENDING)], {}),  # status: one distinct scan
         ]
         options = {
             side: self._index_build_options(collection)
@@ -359,24 +360,28 @@ class BatchArchiver:
     # -- purge
 
     def purge(self) -> None:
-        """Delete the window's delivered orders whose archive document is confirmed present,
-        each only in the version that document keeps: the delete's own filter compares the
-        whole order with it (``$expr``: ``$$ROOT`` equal to the archived source), so an order
-        corrected after it was archived (a refund, a fixed address), even a moment before the
-        delete, stays in the source until it is archived again. Every such order of the
-        window, whatever pass ran (an incremental pass reads only its own deliveries). The walk
-        is an index range on the source's delivered orders (``status, _id``): bounded by what
-        is still in the source, not by the history the purge already moved."""
+        """Delete the window's delivered orders whose archive document a majority holds, each
+        only in the version that document keeps: the order is read, its fingerprint (under
+        ARCHIVE_PII, as the archive keeps it) compared with the archived one, and the delete's
+        own filter requires the whole order to be what was read (``$expr``: ``$$ROOT`` equal
+        to it), so an order corrected after it was archived, even a moment before the delete,
+        stays in the source until it is archived again. Every such order of the window,
+        whatever pass ran (an incremental pass reads only its own deliveries). The walk is an
+        index range on the source's delivered orders (``status, _id``): bounded by what is
+        still in the source, not by the history the purge already moved."""
         delivered = status_match(self.settings.delivered_status)
-        for sources in self._purgeable_chunks():
+        for archived, same in self._purgeable_chunks():
             requests = [
                 DeleteOne(
-                    {"_id": order_id, "status": delivered, "$expr": {"$eq": ["$$ROOT", {"$literal": source}]}}
+                    {
+                        "_id": order["_id"],
+                        "status": delivered,
+                        "$expr": {"$eq": ["$$ROOT", {"$literal": order}]},
+                    }
                 )
-                for order_id, source in sources.items()
-                if source is not None
+                for order in same
             ]
-            self.report.purge_kept += len(sources) - len(requests)
+            self.report.purge_kept += len(archived) - len(requests)
             if not requests:
                 continue
             result = retrying(
@@ -390,14 +395,15 @@ class BatchArchiver:
             log.warning(
                 "%d archived orders were left in the source: changed since they were archived (the "
                 "archive keeps the version before; a full pass or watch archives the new one), or "
-                "archived by an earlier version without a copy of the source order",
+                "archived by an earlier version without a fingerprint of the source order",
                 self.report.purge_kept,
             )
 
-    def _purgeable_chunks(self) -> Iterator[dict[Any, dict[str, Any] | None]]:
+    def _purgeable_chunks(self) -> Iterator[tuple[dict[Any, str | None], list[Document]]]:
         """The window's delivered orders whose archive document a majority holds, a chunk at a
-        time, each with the source order that document keeps."""
+        time: their archived fingerprints, and the orders (read now) still in that version."""
         window = replace(self.source, orders=self.orders_primary, delivered_since=None, also_ids=())
+        policy = self.settings.pii_policy
         after_id = None
         while not self.stop_event.is_set():
             ids = retrying(
@@ -408,20 +414,19 @@ class BatchArchiver:
             if not ids:
                 return
             after_id = ids[-1]
-            sources = self.writer.confirmed_sources(ids)
-            if sources:
-                yield {i: sources[i] for i in ids if i in sources}
+            archived = self.writer.confirmed_hashes(ids)
+            if not archived:
+                continue
+            current = retrying(
+                functools.partial(self._orders_by_id, list(archived)), stop_event=self.stop_event
+            )
+            same = [o for o in current if archived.get(o["_id"]) == source_hash(policy.apply_order(o))]
+            yield archived, same
 
     def _count_purgeable(self) -> int:
         """What ``--run --purge-source`` would delete now: the archived orders still in the
-        version their archive document keeps (compared here, as the delete's filter would)."""
-        count = 0
-        for sources in self._purgeable_chunks():
-            current = retrying(
-                functools.partial(self._orders_by_id, list(sources)), stop_event=self.stop_event
-            )
-            count += sum(1 for order in current if sources.get(order["_id"]) == order)
-        return count
+        version their archive document keeps."""
+        return sum(len(same) for _, same in self._purgeable_chunks())
 
     def _orders_by_id(self, ids: list[Any]) -> list[Document]:
         return list(self.orders_primary.find({"_id": {"$in": ids}}))

@@ -298,7 +298,8 @@ def finish_archive_document(
     """The contract's archive document for one enriched order; ``InvalidOrderError`` if the
     order cannot be archived (no business key, no readable order date, malformed items)."""
     numero = _business_key(raw)
-    source = source_order(raw)
+    policy = pii or PiiPolicy()
+    source = policy.apply_order(source_order(raw))  # the copy keeps no more than the policy allows
     date_commande = _order_date(raw)
     anomalies: list[str] = []
     date_livraison = _delivery_date(raw, anomalies)
@@ -311,16 +312,18 @@ def finish_archive_document(
         "status": unicodedata.normalize("NFC", status if isinstance(status, str) else str(status)),
         "date_commande": date_commande,
         "date_livraison": date_livraison,
-        "client": (pii or PiiPolicy()).apply(
+        "client": policy.apply(
             _reference(raw, "client_id", raw.get(_CLIENT), CLIENT_FIELDS, "client", anomalies)
         ),
-        "livreur": _reference(raw, "livreur_id", raw.get(_COURIER), ("nom", "prenom"), "livreur", anomalies),
+        "livreur": policy.apply(
+            _reference(raw, "livreur_id", raw.get(_COURIER), ("nom", "prenom"), "livreur", anomalies)
+        ),
         "restaurant": _reference(
             raw, "restaurant_id", raw.get(_RESTAURANT), ("nom", "type_cuisine"), "restaurant", anomalies
         ),
         "items": items,
         "montant_total": round(total, 2),
-        "adresse_livraison": raw.get("adresse_livraison"),
+        "adresse_livraison": source.get("adresse_livraison"),
         "archived_at": archived_at,
         "revised_at": None,  # set when a correction of the delivered order replaces this document
         "archived_by": archived_by,
@@ -329,12 +332,14 @@ def finish_archive_document(
         # purge deletes only this version), and its fingerprint (a correction is a new one).
         "source": source,
         "source_hash": source_hash(source),
+        "pii_policy": policy.tag,  # what ARCHIVE_PII (and its key) this document was written under
     }
     return document
 
 
 def source_hash(source: Mapping[str, Any]) -> str:
-    """A fingerprint of a source order: its BSON, field order and types included."""
+    """A fingerprint of a source order as the archive keeps it (under ARCHIVE_PII: a dropped
+    address is not in it, a hashed one only keyed): its BSON, field order and types included."""
     return hashlib.sha256(bson.encode(source)).hexdigest()[:32]
 
 

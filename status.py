@@ -42,6 +42,10 @@ class StatusReport:
     rejected_examples: list[dict[str, Any]] = field(default_factory=list)
     archive_size: int = 0
     newest_archived_at: datetime | None = None
+    # The ARCHIVE_PII policies the archive's documents were written under ("keep", "drop",
+    # "hash:<key id>"; None: before the policy was recorded), and the current one.
+    pii_policies: list[str | None] = field(default_factory=list)
+    pii_policy: str = "keep"
     watchers: list[dict[str, Any]] = field(default_factory=list)
     batch: dict[str, Any] | None = None  # what the next `batch --run` (no window) looks at
     problems: list[str] = field(default_factory=list)
@@ -49,6 +53,10 @@ class StatusReport:
     @property
     def healthy(self) -> bool:
         return not self.problems
+
+    @property
+    def other_pii_policies(self) -> list[str | None]:
+        return [p for p in self.pii_policies if p != self.pii_policy]
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,6 +78,13 @@ class StatusReport:
             out.append(f"  {entry['id']} {entry.get('numero_commande') or '-'}: {entry['reason']}")
         newest = iso(self.newest_archived_at) if self.newest_archived_at else "never"
         out.append(f"archive: {self.archive_size} documents, newest archived_at {newest}")
+        others = self.other_pii_policies
+        if others:
+            shown = ", ".join("an earlier version (no policy recorded)" if p is None else p for p in others)
+            out.append(
+                f"personal data: documents written under {shown}, not ARCHIVE_PII's {self.pii_policy} "
+                "(a change of mode or key leaves existing documents as they were)"
+            )
         for watcher in self.watchers:
             age = watcher.get("heartbeat_age_s")
             saved_text = f"{age:.0f}s ago" if age is not None else "never"
@@ -177,6 +192,12 @@ def collect_status(
             report.rejected_examples.append(describe_reject(entry))
 
     report.archive_size = read(lambda: collections.archive.estimated_document_count())
+    # One distinct scan of the {pii_policy} index: a few values, whatever the archive's size.
+    report.pii_policy = settings.pii_policy.tag
+    if report.archive_size:
+        found = read(lambda: collections.archive.distinct("pii_policy"))
+        missing = read(lambda: collections.archive.find_one({"pii_policy": None}, {"_id": 1})) is not None
+        report.pii_policies = sorted({str(p) for p in found if p is not None}) + ([None] if missing else [])
     newest = read(lambda: collections.archive.find_one({}, {"archived_at": 1}, sort=[("archived_at", -1)]))
     report.newest_archived_at = newest.get("archived_at") if newest else None
 

@@ -157,20 +157,20 @@ class ArchiveWriter:
             )
         return {doc["_id"] for doc in found}
 
-    def confirmed_sources(self, ids: list[Any]) -> dict[Any, dict[str, Any] | None]:
+    def confirmed_hashes(self, ids: list[Any]) -> dict[Any, str | None]:
         """The ids among ``ids`` whose archive document a majority of the archive's replica set
-        holds (read concern "majority"), each with the source order that document keeps (None
-        for a document an earlier version wrote without it): the only orders a purge may
-        delete, and only in that version. A document the primary has but a failover could
-        still roll back is not archived yet."""
+        holds (read concern "majority"), each with the fingerprint of the source order that
+        document keeps (None for one an earlier version wrote without it): the only orders a
+        purge may delete, and only in that version. A document the primary has but a failover
+        could still roll back is not archived yet."""
         durable = self.archive.with_options(read_concern=ReadConcern("majority"))
         with named_side(self.side):
             found = retrying(
-                lambda: list(durable.find({"_id": {"$in": ids}}, {"source": 1})),
+                lambda: list(durable.find({"_id": {"$in": ids}}, {"source_hash": 1})),
                 attempts=WRITE_ATTEMPTS,
                 stop_event=self.stop_event,
             )
-        return {doc["_id"]: doc.get("source") for doc in found}
+        return {doc["_id"]: doc.get("source_hash") for doc in found}
 
     def write(self, documents: list[dict[str, Any]]) -> WriteOutcome:
         """Archive ``documents``: new orders inserted (``upsert``), orders already archived

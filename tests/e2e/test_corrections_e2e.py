@@ -145,3 +145,32 @@ def test_an_incremental_run_whose_change_history_is_gone_falls_back_to_stamps_an
         assert report["archived"] == 40  # stamped now: the stamps still find them
     finally:
         server.stop()
+
+
+def test_personal_data_under_a_hash_policy_is_archived_purged_and_its_key_rotation_shown(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """ARCHIVE_PII=hash: names, e-mail, phone and address are keyed hashes in the archive and
+    its source copy; the purge still deletes exactly the archived versions (it compares
+    fingerprints of the order as the archive keeps it); a new key shows in `status`."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 200, seed=45, p_anomalies=0.0)
+    env = {**nx_env, "ARCHIVE_PII": "hash", "ARCHIVE_PII_KEY": "k" * 32}
+    result = run_cli("batch", "--run", "--purge-source", "--json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    delivered = expected_archive_ids(dataset)
+    assert (report["purged"], report["purge_kept"]) == (len(delivered), 0)
+    document = database["Commande_archive"].find_one({"_id": sorted(delivered)[0]})
+    order = next(o for o in dataset.orders if o["_id"] == document["_id"])
+    assert document["source"]["adresse_livraison"].startswith("hmac-sha256:")
+    assert order["adresse_livraison"] not in str(document)
+    assert document["client"]["nom"].startswith("hmac-sha256:")
+    assert document["pii_policy"].startswith("hash:")
+    quiet = run_cli("status", env=env, cwd=tmp_path)
+    assert "personal data:" not in quiet.stdout
+    rotated = run_cli("status", env={**env, "ARCHIVE_PII_KEY": "r" * 32}, cwd=tmp_path)
+    assert (
+        f"personal data: documents written under {document['pii_policy']}, not ARCHIVE_PII's hash:"
+        in rotated.stdout
+    )

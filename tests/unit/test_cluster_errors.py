@@ -436,23 +436,23 @@ def test_a_purge_deletes_only_what_a_majority_of_the_archive_holds(mongo, settin
 
     dataset = seed_database(mongo[settings.mongodb_database], settings, 120, seed=3, p_anomalies=0.0)
     levels = []
-    original = ArchiveWriter.confirmed_sources
+    original = ArchiveWriter.confirmed_hashes
     held_back = {o["_id"] for o in dataset.orders if o["status"] == "livrée"}
     held_back = set(sorted(held_back)[:5])  # acknowledged by the primary only
 
-    def confirmed_sources(self, ids):
+    def confirmed_hashes(self, ids):
         levels.append(len(ids))
         return {k: v for k, v in original(self, ids).items() if k not in held_back}
 
-    monkeypatch.setattr(ArchiveWriter, "confirmed_sources", confirmed_sources)
+    monkeypatch.setattr(ArchiveWriter, "confirmed_hashes", confirmed_hashes)
     report = BatchArchiver(mongo, settings, BatchOptions(run=True, purge_source=True)).run()
     remaining = {d["_id"] for d in mongo[settings.mongodb_database]["Commande"].find({}, {"_id": 1})}
     assert held_back <= remaining  # not deleted: not confirmed by a majority
     assert report.purged == report.archived - 5
-    assert levels  # the purge went through confirmed_sources, not existing_ids
+    assert levels  # the purge went through confirmed_hashes, not existing_ids
 
 
-def test_confirmed_sources_reads_with_majority_read_concern(mongo, settings):
+def test_confirmed_hashes_reads_with_majority_read_concern(mongo, settings):
     from storage import ArchiveWriter
 
     seen = {}
@@ -463,9 +463,9 @@ def test_confirmed_sources_reads_with_majority_read_concern(mongo, settings):
             return self
 
         def find(self, *_args, **_kwargs):
-            return [{"_id": 1, "source": {"_id": 1}}]
+            return [{"_id": 1, "source_hash": "ab"}]
 
-    assert ArchiveWriter(Recording()).confirmed_sources([1, 2]) == {1: {"_id": 1}}
+    assert ArchiveWriter(Recording()).confirmed_hashes([1, 2]) == {1: "ab"}
     assert seen["read_concern"].level == "majority"
 
 

@@ -80,6 +80,7 @@ def test_complete_order_matches_the_contract_shape():
         # The source order as it was: every field of its own, the joins left out.
         "source": {k: v for k, v in raw.items() if not k.startswith("_x_")},
         "source_hash": source_hash({k: v for k, v in raw.items() if not k.startswith("_x_")}),
+        "pii_policy": "keep",
     }
     assert list(doc["source"]) == [k for k in raw if not k.startswith("_x_")]  # in their order
 
@@ -267,16 +268,29 @@ def test_pipeline_for_one_order_has_no_sort_exclusion_or_limit():
 
 
 def test_pii_keep_hash_drop():
+    """ARCHIVE_PII governs the client's name, e-mail and phone, the courier's name and the
+    delivery address (in the document and its source copy); ids, dates, amounts, items and
+    the restaurant are always kept. Each document records the policy and the key's id."""
     raw = raw_order()
     kept = finish_archive_document(raw, archived_by="batch", archived_at=NOW, pii=PiiPolicy("keep"))
     assert kept["client"]["email"] == "lea@example.fr"
+    assert kept["pii_policy"] == "keep"
     dropped = finish_archive_document(raw, archived_by="batch", archived_at=NOW, pii=PiiPolicy("drop"))
-    assert dropped["client"] == {"id": CLIENT, "nom": "Martin", "prenom": "Léa"}
+    assert dropped["client"] == {"id": CLIENT, "nom": None, "prenom": None, "email": None, "telephone": None}
+    assert dropped["livreur"] == {"id": COURIER, "nom": None, "prenom": None}
+    assert dropped["adresse_livraison"] is None
+    assert dropped["source"]["adresse_livraison"] is None
+    assert dropped["source"]["client_id"] == CLIENT  # what accounting needs stays
+    assert (dropped["montant_total"], dropped["restaurant"]["nom"]) == (kept["montant_total"], "Chez Luigi")
+    assert dropped["pii_policy"] == "drop"
     key = "k" * 32
     hashed = finish_archive_document(raw, archived_by="batch", archived_at=NOW, pii=PiiPolicy("hash", key))
-    assert hashed["client"]["email"].startswith("hmac-sha256:")
-    assert "lea@example.fr" not in str(hashed)
-    assert "06 12 34 56 78" not in str(hashed)
+    key_id = PiiPolicy("hash", key).key_id
+    assert hashed["pii_policy"] == f"hash:{key_id}"
+    assert hashed["client"]["email"].startswith(f"hmac-sha256:{key_id}:")
+    for clear in ("lea@example.fr", "06 12 34 56 78", "Martin", "Léa", "Petit", "Hugo", "1 rue de la Paix"):
+        assert clear not in str(hashed), clear
     assert hashed["client"]["email"] == pseudonymise("  LEA@example.fr ", key)  # comparable
-    assert hashed["client"]["email"] != pseudonymise("lea@example.fr", "x" * 32)  # keyed
+    assert hashed["client"]["email"] != pseudonymise("lea@example.fr", "x" * 32)  # keyed, and the id says so
+    assert pseudonymise("lea@example.fr", "x" * 32).split(":")[1] != key_id
     assert PiiPolicy("hash", key).apply(None) is None
