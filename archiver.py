@@ -34,6 +34,7 @@ from deployment import check_deployments, hello, index_build_options
 from enrichment import source_hash, status_match
 from errors import (
     ArchiverError,
+    Attempts,
     ConfigError,
     TransientError,
     as_archiver_error,
@@ -453,7 +454,9 @@ class BatchArchiver:
         try:
             return int(
                 retrying(
-                    lambda: self.orders.count_documents(selection), attempts=2, stop_event=self.stop_event
+                    lambda: self.orders.count_documents(selection),
+                    attempts=Attempts.INFORM,
+                    stop_event=self.stop_event,
                 )
             )
         except ArchiverError as exc:
@@ -689,7 +692,7 @@ class BatchArchiver:
             return int(
                 retrying(
                     lambda: self.archive.count_documents(archive_filter),
-                    attempts=2,
+                    attempts=Attempts.INFORM,
                     stop_event=self.stop_event,
                 )
             )

@@ -14,7 +14,16 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import Settings, mask_secrets_of
-from errors import ARCHIVE_SIDE, ArchiverError, Backoff, ConfigError, FatalError, TransientError, retrying
+from errors import (
+    ARCHIVE_SIDE,
+    ArchiverError,
+    Attempts,
+    Backoff,
+    ConfigError,
+    FatalError,
+    TransientError,
+    retrying,
+)
 from logger import get_logger
 
 log = get_logger("connection")
@@ -47,7 +56,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def open_client(
     settings: Settings,
     *,
-    attempts: int = 3,
+    attempts: int = Attempts.CONNECT,
     stop_event: threading.Event | None = None,
     simulation_count: int = 1000,
     simulation_seed: int | None = 42,
@@ -103,7 +112,7 @@ def _fail_fast_when_certain(client: MongoClient, settings: Settings) -> None:
     """Ping within ``FIRST_CONTACT_S``; if no server answered and every host's failure is
     certain (connection refused, a host name DNS does not know, a TLS handshake refused),
     raise ``FatalError`` now. Anything else (a host not heard from yet, a timeout, an
-    election) goes on to the patient ping. ``watch`` keeps retrying instead (attempts=0)."""
+    election) goes on to the patient ping. ``watch`` keeps retrying instead (Attempts.SERVICE)."""
     try:
         with pymongo.timeout(min(FIRST_CONTACT_S, settings.mongodb_timeout_ms / 1000)):
             client.admin.command("ping")

@@ -274,6 +274,19 @@ class Backoff:
         self.failures = 0
 
 
+class Attempts:
+    """How many failures in a row each kind of operation survives before it gives up (0:
+    never), named by purpose: the one table every retry of the product reads."""
+
+    READ = 6  # a read that walks or decides (a failover takes seconds; each try backs off)
+    WRITE = 6  # archive, checkpoint, token, lease and rejects writes
+    COMMAND = 5  # retrying()'s default: one command's read or write
+    CONNECT = 3  # a one-shot command's first contact (watch: SERVICE)
+    LAST_WORD = 3  # a best-effort write on the way out (a watcher's stopped_at)
+    INFORM = 2  # a count or an estimate that only informs a report or a progress bar
+    SERVICE = 0  # watch's reconnects: forever, a stop ends the wait
+
+
 class RetryPolicy:
     """The one retry policy of every loop (urllib3's ``Retry`` is the model): ``attempts``
     failures in a row, with no progress between them, and the loop gives up (0: never, for a
@@ -284,7 +297,7 @@ class RetryPolicy:
 
     def __init__(
         self,
-        attempts: int = 6,
+        attempts: int = Attempts.READ,
         *,
         backoff: Backoff | None = None,
         stop_event: threading.Event | None = None,
@@ -318,7 +331,7 @@ class RetryPolicy:
 def retrying(
     func: Callable[[], T],
     *,
-    attempts: int = 5,
+    attempts: int = Attempts.COMMAND,
     backoff: Backoff | None = None,
     stop_event: threading.Event | None = None,
     on_retry: Callable[[BaseException, float], Any] | None = None,

@@ -30,7 +30,7 @@ from config import (
     parse_positive_int,
     parse_probability,
 )
-from errors import ArchiverError, ConfigError, ExitCode, TransientError
+from errors import ArchiverError, Attempts, ConfigError, ExitCode, TransientError
 from logger import FILE_ONLY, get_logger, redact, setup_logging
 
 __version__ = "0.1.0"
@@ -424,7 +424,7 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:
-        clients = open_clients(settings, attempts=0, stop_event=stop_event)
+        clients = open_clients(settings, attempts=Attempts.SERVICE, stop_event=stop_event)
     except TransientError:
         if stop_event.is_set():
             return ExitCode.OK  # stopped while waiting for the server: nothing in hand

@@ -22,13 +22,13 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 
-from errors import named_side, retrying
+from errors import Attempts, named_side, retrying
 from logger import get_logger, plural
 
 log = get_logger("rejects")
 
 CHUNK = 1000
-WRITE_ATTEMPTS = 6
+WRITE_ATTEMPTS = Attempts.WRITE
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from enrichment import (
     is_status,
     status_match,
 )
-from errors import InvalidOrderError, RetryPolicy, is_transient
+from errors import Attempts, InvalidOrderError, RetryPolicy, is_transient
 from logger import get_logger
 from pii import PiiPolicy
 from rejects import Rejection
@@ -41,7 +41,7 @@ from storage import MongoCollection
 log = get_logger("batch")
 T = TypeVar("T")
 
-READ_ATTEMPTS = 6  # consecutive failures without progress before a read gives up
+READ_ATTEMPTS = Attempts.READ  # consecutive failures without progress before a read gives up
 PAGE_SIZE = 500  # orders per getMore, and per page once reads fail (see ChunkReader)
 
 # One order whose enrichment is over the server's limits: a joined document over 16 MB

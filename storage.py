@@ -23,6 +23,7 @@ from errors import (
     SOURCE_SIDE,
     TRANSIENT_CODES,
     ArchiverError,
+    Attempts,
     FatalError,
     TransientError,
     describe,
@@ -36,7 +37,7 @@ from rejects import Rejection
 log = get_logger("storage")
 
 DUPLICATE_KEY = 11000
-WRITE_ATTEMPTS = 6
+WRITE_ATTEMPTS = Attempts.WRITE  # (the name the other modules import)
 
 
 # The pymongo types at the module boundaries (a simulation's mongomock objects stand in for

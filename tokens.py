@@ -22,7 +22,7 @@ from pymongo import errors as pymongo_errors
 
 from config import Settings
 from enrichment import as_utc
-from errors import ArchiverError, ConfigError, FatalError, retrying
+from errors import ArchiverError, Attempts, ConfigError, FatalError, retrying
 from lease import LeaseLost, lease_key, server_time
 from logger import get_logger
 
@@ -285,7 +285,7 @@ class MongoTokenStore:
         try:
             retrying(
                 lambda: self.collection.replace_one(condition, record, upsert=True),
-                attempts=6,
+                attempts=Attempts.WRITE,
                 stop_event=self.stop_event,
             )
         except ArchiverError as exc:
@@ -300,6 +300,6 @@ class MongoTokenStore:
             condition["term"] = term
         retrying(
             lambda: self.collection.update_one(condition, {"$set": {"stopped_at": datetime.now(UTC)}}),
-            attempts=3,
+            attempts=Attempts.LAST_WORD,
             stop_event=threading.Event(),  # the stop event is set already: still try
         )

@@ -44,6 +44,7 @@ from deployment import check_deployments
 from errors import (
     EXIT_OK,
     ArchiverError,
+    Attempts,
     Backoff,
     NotSupportedError,
     RetryPolicy,
@@ -159,7 +160,7 @@ class Watcher:
         """Until stopped: stream, and on a transient failure reconnect with backoff."""
         # Forever (a service), for what classify() calls transient; a stop ends the wait.
         policy = RetryPolicy(
-            0,
+            Attempts.SERVICE,
             backoff=Backoff(initial=0.5, maximum=30.0),
             retryable=lambda exc: classify(exc) == "transient",
         )
@@ -399,7 +400,7 @@ class Watcher:
             return
         found = retrying(
             lambda: enrich_each(self.orders_primary, ids, self.settings.delivered_status, self.names),
-            attempts=6,
+            attempts=Attempts.READ,
             stop_event=self.stop_event,
         )
         now = self.clock()

@@ -594,3 +594,20 @@ def test_a_write_refused_whole_for_its_size_is_split_down_to_the_one_order(error
     assert sorted(archive.written) == sorted(d["_id"] for d in documents if d is not documents[5])
     assert outcome.archived == 7
     assert archive.calls <= 2 * 3 + 1  # halves: log2(8) levels
+
+
+def test_every_retry_reads_its_attempts_from_one_table():
+    """Retry counts had drifted (6, 5, 6 twice, literal 2, 3 and 6): each call names its
+    purpose in errors.Attempts, and no product module writes a count of its own."""
+    import re
+    from pathlib import Path
+
+    from errors import Attempts
+
+    root = Path(__file__).resolve().parents[2]
+    literal = re.compile(r"\battempts\s*[=:]\s*(?:int\s*=\s*)?\d")
+    for module in root.glob("*.py"):
+        text = module.read_text()
+        assert not literal.search(text), f"{module.name}: a retry count outside errors.Attempts"
+        assert not re.search(r"RetryPolicy\(\s*\d", text), module.name
+    assert (Attempts.READ, Attempts.WRITE, Attempts.COMMAND, Attempts.SERVICE) == (6, 6, 5, 0)
