@@ -70,6 +70,7 @@ DEFAULT_SAMPLES = 3
 REJECTS_FLUSH = 1000  # rejections recorded together (see write_chunk)
 CHANGES_AWAIT_MS = 200  # a quiet getMore while reading the changes since the last run: caught up
 CHANGES_BATCH = 1000
+CHANGES_STALL_BATCHES = 50  # empty batches (of CHANGES_AWAIT_MS) without progress: a stalled read
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,15 @@ class BatchReport:
 
 
 # --- pure helpers ------------------------------------------------------------------------
+
+
+def reached(position: Any, target: Any) -> bool:
+    """Whether a change stream's position is at or past ``target``: resume tokens' ``_data``
+    strings sort in stream order (MongoDB 4.0+, documented). No target: the first empty batch
+    ends the read."""
+    if not target or not position:
+        return True
+    return str(position.get("_data", "")) >= str(target.get("_data", ""))
 
 
 def peak_rss_mib() -> float | None:
@@ -569,7 +579,8 @@ class BatchArchiver:
                 self._say("no change-stream position saved: this incremental run reads delivery stamps only")
             return []
         ids: dict[Any, None] = {}
-        read = 0
+        read = stalled = 0
+        position = None
         try:
             with self.orders_primary.watch(
                 self._change_filter(),
@@ -581,7 +592,19 @@ class BatchArchiver:
                 while not self.stop_event.is_set():
                     event = stream.try_next()
                     if event is None:
-                        break
+                        if reached(stream.resume_token, self.current.stream_token):
+                            break  # caught up with where this pass began
+                        # An empty batch short of it: the server is still scanning. One that
+                        # stops advancing is not trusted: the next run reads from here again.
+                        stalled = stalled + 1 if stream.resume_token == position else 0
+                        position = stream.resume_token
+                        if stalled >= CHANGES_STALL_BATCHES:
+                            self._say(
+                                "the change stream stopped advancing before this pass's start: the next run reads the changes since the last run again"
+                            )
+                            self.current = replace(self.current, stream_token=token)
+                            break
+                        continue
                     read += 1
                     when = event_time(event)
                     if when is not None and when > self.current.started_at:

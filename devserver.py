@@ -671,6 +671,18 @@ def _fix_resume_token_validation() -> None:
     NeoSQLiteHandler._handle_change_stream = handle_change_stream
 
 
+def _ordered_token(rowid: int) -> dict[str, str]:
+    return {"_data": f"nx:{int(rowid):020d}"}
+
+
+def _fix_token_order() -> None:
+    """Fault: a resume token's ``_data`` is ``nx:<row id>`` in decimal, so ``nx:10`` sorts
+    before ``nx:9``; MongoDB documents that ``_data`` strings sort in stream order (since 4.0),
+    and a reader that drains a stream up to a position compares them. Fix: the row id
+    zero-padded to 20 digits (still read by nx's own parser)."""
+    nx_changestream._wire_token = _ordered_token
+
+
 def _fix_retention_knob() -> None:
     """Fault: retained history is fixed at 1000 rows past the slowest open stream, so a test
     cannot make it run out cheaply. Fix: read it from ``NX_RESUME_RETENTION_ROWS``."""
@@ -888,6 +900,7 @@ def apply_fixes() -> None:
     _fix_history_loss_detection()
     _fix_resume_token_validation()
     _fix_retention_knob()
+    _fix_token_order()
     _fix_expr_root_equality()
     _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it
 

@@ -299,3 +299,47 @@ def test_a_limit_pass_goes_on_across_runs_then_becomes_the_mark(mongo, settings,
     assert state_of(mongo, settings).high_water == DAY1  # the pass's start, not the last run's
     assert first.archived > 0
     assert archived(mongo, settings) == expected_archive_ids(seeded)
+
+
+class _ScanningStream:
+    """What MongoDB may answer a stream resumed far back behind a filter: empty batches while
+    its scan of the oplog advances (``resume_token`` moves), then the events further on."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.resume_token = {"_data": "0001"}
+
+    def try_next(self):
+        position, event = self.answers.pop(0)
+        self.resume_token = {"_data": position}
+        return event
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_reading_the_changes_goes_on_through_empty_batches_until_the_pass_start(mongo, settings):
+    """An empty getMore short of where this pass began is not the end: the server may still be
+    scanning past changes the filter drops. Stopping there would lose every change between,
+    since the next run reads from this pass's start."""
+    from archiver import BatchArchiver, BatchOptions, reached
+    from checkpoint import Pass
+
+    later = {
+        "_id": {"_data": "0007"},
+        "operationType": "update",
+        "documentKey": {"_id": 7},
+        "fullDocument": {"_id": 7, "status": "livrée"},
+        "wallTime": DAY1 - HOUR,
+    }
+    stream = _ScanningStream([("0002", None), ("0004", None), ("0007", later), ("0009", None)])
+    archiver = BatchArchiver(mongo, settings, BatchOptions(run=True), server_clock=lambda: DAY1)
+    archiver.orders_primary = type("Orders", (), {"watch": lambda *a, **k: stream})()  # type: ignore[assignment]
+    archiver.current = Pass(DAY1 - WEEK, DAY1, stream_token={"_data": "0008"})
+    assert archiver._changed_since({"_data": "0001"}) == [7]
+    assert archiver.report.changes_read == 1
+    assert reached({"_data": "0009"}, {"_data": "0008"})
+    assert not reached({"_data": "0004"}, {"_data": "0008"})
