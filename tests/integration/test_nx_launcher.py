@@ -376,3 +376,16 @@ def test_a_change_events_time_is_when_it_was_written_not_when_it_is_read(db):
         when = event[field]
         when = when.as_datetime() if hasattr(when, "as_datetime") else when.replace(tzinfo=when.tzinfo or UTC)
         assert when <= written, field
+
+
+def test_resume_tokens_sort_in_stream_order(db):
+    """MongoDB 4.0+: ``_data`` strings sort in the order of the stream (a reader draining a
+    stream up to a position compares them); nx's decimal row ids put ``nx:10`` before ``nx:9``."""
+    with db.Commande.watch(max_await_time_ms=1) as stream:
+        stream.try_next()
+        start = stream.resume_token
+    db.Commande.insert_many([{"n": i} for i in range(12)])
+    with db.Commande.watch(resume_after=start, max_await_time_ms=100) as stream:
+        tokens = [stream.try_next()["_id"]["_data"] for _ in range(12)]
+    assert tokens == sorted(tokens)
+    assert start["_data"] < tokens[0]
