@@ -452,6 +452,11 @@ def tls_problems(name: str, uri: str, settings: Settings) -> list[str]:
 
 # ``user:password@`` after anything that looks like a scheme, mistyped ones included
 # (``mongodb:/``, ``MONGODB://``, none at all): a masked word too many beats a password shown.
+# The roles whose collections live on the archive's side (its own deployment with
+# ARCHIVE_MONGODB_URI); the others are the source's.
+ARCHIVE_SIDE_ROLES = frozenset({"ARCHIVE_COLLECTION", "CHECKPOINT_COLLECTION", "REJECTS_COLLECTION"})
+
+
 def collection_roles(settings: Settings) -> list[tuple[str, str, str]]:
     """Each collection the archiver touches: (setting, database, collection)."""
     source, archive = settings.mongodb_database, settings.archive_db_name
@@ -472,10 +477,9 @@ def check_collection_roles(settings: Settings) -> None:
     purge delete every delivered order, one that is the dishes writes orders among them.
     Database names compare without case (MongoDB refuses two that differ only by case)."""
     seen: dict[tuple[str, str, str], str] = {}
-    archive_side = {"ARCHIVE_COLLECTION", "CHECKPOINT_COLLECTION", "REJECTS_COLLECTION"}
     for setting, database, collection in collection_roles(settings):
         # Two deployments (ARCHIVE_MONGODB_URI): the same name on each is two collections.
-        side = "archive" if settings.archive_elsewhere and setting in archive_side else "source"
+        side = "archive" if settings.archive_elsewhere and setting in ARCHIVE_SIDE_ROLES else "source"
         key = (side, database.casefold(), collection)
         if key in seen:
             raise ConfigError(

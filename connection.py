@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +12,7 @@ import pymongo
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
-from config import Settings, mask_secrets_of
+from config import Settings, mask_secrets_of, uri_options
 from errors import (
     ARCHIVE_SIDE,
     ArchiverError,
@@ -269,12 +268,6 @@ def _seeds(client: MongoClient) -> list[tuple[str, int | None]]:
         return []
 
 
-def _typed_auth_source(uri: str) -> str | None:
-    """``authSource`` as the user typed it in the URI (any case of the option's name)."""
-    found = re.search(r"[?&]authsource=([^&]*)", uri, re.IGNORECASE)
-    return urllib.parse.unquote(found.group(1)) if found else None
-
-
 def _who(settings: Settings) -> str:
     """The user and the database it authenticates against, never the password."""
     try:
@@ -283,7 +276,8 @@ def _who(settings: Settings) -> str:
         parsed = parse_uri(settings.mongodb_uri or "", connect_timeout=1)
         user = parsed.get("username")
         options = {str(k).lower(): v for k, v in parsed.get("options", {}).items()}
-        source = _typed_auth_source(settings.mongodb_uri or "") or options.get("authsource")
+        # As the user typed it (any case of the option's name): pymongo renames the key.
+        source = uri_options(settings.mongodb_uri or "").get("authsource") or options.get("authsource")
         source = source or parsed.get("database") or "admin"
     except Exception:  # a +srv URI needs DNS to parse: say less
         user, source = None, None

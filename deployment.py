@@ -25,7 +25,7 @@ from typing import Any
 
 from pymongo import errors as pymongo_errors
 
-from config import Settings, collection_roles
+from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles
 from errors import ARCHIVE_SIDE, SOURCE_SIDE, ConfigError
 from logger import get_logger
 
@@ -140,9 +140,6 @@ def sharding_problems(
                 f"{namespace} ({setting}) is sharded on {key}: written by _id, it must be unsharded or sharded on _id"
             )
     return problems
-
-
-ARCHIVE_SIDE_ROLES = ("ARCHIVE_COLLECTION", "CHECKPOINT_COLLECTION", "REJECTS_COLLECTION")
 
 
 def namespaces_of(settings: Settings, side: str = "both") -> list[str]:

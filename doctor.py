@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
-from config import Settings, remote_hosts, uses_tls
+from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
 from deployment import (
     LOOKUP_SHARDED_FROM,
     features_off,
@@ -151,16 +151,17 @@ def tls_check(report: DoctorReport, settings: Settings, side: Side) -> None:
     check off is refused at start unless MONGODB_ALLOW_INSECURE_TLS), none on this machine, or
     none towards a remote host (a warning: the password crosses the network in clear)."""
     uri = (settings.archive_mongodb_uri if side == "archive" else settings.mongodb_uri) or ""
+    remote = remote_hosts(uri)
     if uses_tls(uri, settings):
         checked = (
             "not checked (MONGODB_ALLOW_INSECURE_TLS)" if settings.mongodb_allow_insecure_tls else "checked"
         )
         report.add("tls", "pass", f"TLS on, the server's certificate {checked}")
-    elif remote_hosts(uri):
+    elif remote:
         report.add(
             "tls",
             "warn",
-            f"no TLS towards {remote_hosts(uri)[0]}: the password and the orders cross the network in clear",
+            f"no TLS towards {remote[0]}: the password and the orders cross the network in clear",
         )
     else:
         report.add("tls", "pass", "no TLS, on this machine only")
@@ -175,14 +176,11 @@ def collections_check(report: DoctorReport, client: MongoClient[Document], setti
     except pymongo_errors.OperationFailure as exc:
         report.add("collections", "warn", f"listCollections refused ({exc.code}): not checked")
         return
-    wanted = [
-        ("ORDERS_COLLECTION", settings.orders_collection),
-        ("CLIENTS_COLLECTION", settings.clients_collection),
-        ("COURIERS_COLLECTION", settings.couriers_collection),
-        ("RESTAURANTS_COLLECTION", settings.restaurants_collection),
-        ("MENU_COLLECTION", settings.menu_collection),
+    missing = [
+        f"{setting}={name}"
+        for setting, _, name in collection_roles(settings)
+        if setting not in ARCHIVE_SIDE_ROLES and name not in present
     ]
-    missing = [f"{setting}={name}" for setting, name in wanted if name not in present]
     if not missing:
         report.add("collections", "pass", f"orders and references found in {database.name}")
         return

@@ -235,13 +235,7 @@ class ArchiveWriter:
             if details.get("writeConcernErrors"):
                 raise
             for refusal in details.get("writeErrors", []):
-                code = refusal.get("code")
-                reason = (
-                    "numero_commande already archived for another order"
-                    if code == DUPLICATE_KEY
-                    else f"archive write refused: code {code} {refusal.get('codeName') or _CODE_NAMES.get(code or 0, '')}".rstrip()
-                )
-                outcome.rejections.append(Rejection.of(documents[refusal["index"]], reason))
+                outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
             return int(details.get("nModified", 0))
 
     def upsert(self, documents: list[dict[str, Any]]) -> WriteOutcome:
@@ -318,19 +312,12 @@ class ArchiveWriter:
         self._refused_by_the_deployment(errors, documents)
         duplicates = [documents[e["index"]] for e in errors if e.get("code") == DUPLICATE_KEY]
         present = self.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
-        reason = "numero_commande already archived for another order"
-        for document in duplicates:
-            if document["_id"] in present:
+        for error in errors:
+            document = documents[error["index"]]
+            if error.get("code") == DUPLICATE_KEY and document["_id"] in present:
                 outcome.existing.append(document)  # archived meanwhile: compared like the others
                 continue
-            outcome.rejections.append(Rejection.of(document, reason))
-        for error in errors:
-            if error.get("code") == DUPLICATE_KEY:
-                continue
-            document = documents[error["index"]]
-            name = error.get("codeName") or _CODE_NAMES.get(error.get("code"), "")
-            refused = f"archive write refused: code {error.get('code')} {name}".rstrip()
-            outcome.rejections.append(Rejection.of(document, refused))
+            outcome.rejections.append(Rejection.of(document, _refusal_reason(error)))
         return outcome
 
     def _refused_by_the_deployment(self, errors: list[dict[str, Any]], documents: list[Any]) -> None:
@@ -388,3 +375,12 @@ _CODE_NAMES = {
     10334: "BSONObjectTooLarge",
     17420: "DocumentTooLarge",
 }
+
+
+def _refusal_reason(error: dict[str, Any]) -> str:
+    """Why the server refused one order's write (a ``writeErrors`` entry), as rejections list it."""
+    code = error.get("code")
+    if code == DUPLICATE_KEY:
+        return "numero_commande already archived for another order"
+    name = error.get("codeName") or _CODE_NAMES.get(code or 0, "")
+    return f"archive write refused: code {code} {name}".rstrip()
