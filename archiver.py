@@ -306,10 +306,9 @@ class BatchArchiver:
             (self.archive, [("archived_at", ASCENDING)], {}),
             (self.archive, [("pii_policy", ASCENDING)], {}),  # status: one distinct scan
         ]
-        options = {
-            side: self._index_build_options(collection)
-            for side, collection in (("source", self.orders), ("archive", self.archive))
-        }
+        options = {"source": self._index_build_options(self.orders)}
+        same_deployment = self.archive.database.client is self.orders.database.client
+        options["archive"] = options["source"] if same_deployment else self._index_build_options(self.archive)
         if not self._source_exists:  # an index build would create the collection a typo names
             specs = [spec for spec in specs if spec[0] is self.archive]
         for collection, keys, extra in specs:
