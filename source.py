@@ -456,6 +456,8 @@ def read_ahead(source: Iterable[T], size: int) -> Iterator[T]:
 # --- changes: what a change stream says about the orders (watch, and an incremental batch) ---
 
 
+# What watch and an incremental batch read of an event; the rest never leaves the server.
+# The resume token (_id) stays: a change stream refuses a projection without it.
 EVENT_FIELDS = (
     "operationType",
     "documentKey",

@@ -66,11 +66,6 @@ log = get_logger("watch")
 MIN_EMPTY_POLL_S = 0.005  # see _next_event
 
 
-# --- pure helpers ----------------------------------------------------------------------------
-
-
-# What the handler reads of an event; the rest never leaves the server. The resume token
-# (_id) stays: a change stream refuses a projection without it.
 # --- the watcher -----------------------------------------------------------------------------
 
 
