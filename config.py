@@ -450,8 +450,6 @@ def tls_problems(name: str, uri: str, settings: Settings) -> list[str]:
     return []
 
 
-# ``user:password@`` after anything that looks like a scheme, mistyped ones included
-# (``mongodb:/``, ``MONGODB://``, none at all): a masked word too many beats a password shown.
 # The roles whose collections live on the archive's side (its own deployment with
 # ARCHIVE_MONGODB_URI); the others are the source's.
 ARCHIVE_SIDE_ROLES = frozenset({"ARCHIVE_COLLECTION", "CHECKPOINT_COLLECTION", "REJECTS_COLLECTION"})
@@ -567,6 +565,8 @@ def check_output_paths(settings: Settings, outputs: Mapping[str, str | None], en
             claim(path, what)
 
 
+# ``user:password@`` after anything that looks like a scheme, mistyped ones included
+# (``mongodb:/``, ``MONGODB://``, none at all): a masked word too many beats a password shown.
 _URI_PASSWORD = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*:/*)?)([^:/?#@\s'\"]*):([^\s'\"/]*)@")
 _PASSWORD_PARAM = re.compile(
     r"((?:password|passwd|pwd|secret|tlsCertificateKeyFilePassword|ARCHIVE_PII_KEY"
