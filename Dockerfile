@@ -3,7 +3,9 @@
 #   docker run --rm -e MONGODB_URI=... order-archiver                 (watch)
 #   docker run --rm -e MONGODB_URI=... order-archiver batch --run     (batch)
 # The URI comes from the environment at run time (a Secret): never baked into the image.
-FROM python:3.11-slim
+# The base pinned by digest: a moved tag cannot change the image. To move to a newer base:
+#   docker buildx imagetools inspect python:3.11-slim   (the "Digest:" line)
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -14,8 +16,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     RESUME_TOKEN_FILE=/data/resume_token.json
 
 WORKDIR /app
+# The production set only (no Faker, no mongomock: --simulation says so), every file checked
+# against its hash, no dependency pip would pick by itself.
 COPY requirements.txt .
-RUN pip install -r requirements.txt
+RUN pip install --require-hashes --no-deps -r requirements.txt
 
 # The product's modules; not the development server, its MongoDB definitions or the demo.
 COPY main.py simulate.py archiver.py rejects.py deployment.py storage.py tokens.py watcher.py generator.py config.py logger.py errors.py \

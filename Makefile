@@ -6,12 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-floor lint venv clean demo dev-server
+.PHONY: run test test-fast test-floor lint lock venv clean demo dev-server
 
-$(STAMP): requirements.txt requirements-dev.txt
+# requirements-dev.txt holds everything (runtime, simulation, tools, pip itself), each file
+# with its hashes: pip installs those files or nothing.
+$(STAMP): requirements.txt requirements-simulation.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -51,6 +52,14 @@ test-floor: lint
 # The edit loop: lint, then the unit tests only (mongomock and the in-process CLI, well under a minute).
 test-fast: lint
 	$(BIN)/python -m pytest tests/unit -q
+
+# Recompile the three hashed requirement files from their .in files (after a pin changes
+# there): production (the image), simulation (make run), dev (make test), in that order.
+LOCK := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock: $(STAMP)
+	$(LOCK) -o requirements.txt requirements.in
+	$(LOCK) -o requirements-simulation.txt requirements-simulation.in
+	$(LOCK) -o requirements-dev.txt requirements-dev.in
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache .ruff_cache samples.json .dev-server

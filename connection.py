@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,24 @@ from logger import get_logger
 log = get_logger("connection")
 
 APP_NAME = "order-archiver"
+
+# The packages only the simulation needs (requirements-simulation.txt): a production install,
+# the image included, leaves them out (requirements.txt).
+SIMULATION_PACKAGES = frozenset({"mongomock", "faker", "sentinels"})
+
+
+@contextmanager
+def simulation_packages() -> Iterator[None]:
+    """Imports of the simulation: a production install says what to install instead of a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SIMULATION_PACKAGES:
+            raise
+        raise ConfigError(
+            f"the simulation needs {exc.name}, which a production install leaves out:"
+            " pip install -r requirements-simulation.txt (or run on a real server: MONGODB_URI)"
+        ) from None
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -65,7 +85,8 @@ def open_client(
     Datetimes come back timezone-aware in UTC, as the archive stores them.
     """
     if settings.simulation:
-        from simulation import simulation_client
+        with simulation_packages():
+            from simulation import simulation_client
 
         return simulation_client(settings, count=simulation_count, seed=simulation_seed)
     client = _new_client(settings)

@@ -663,8 +663,11 @@ def add_simulate_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from connection import simulation_packages
     from progress import progress_mode
-    from simulation import SimulateOptions, simulate_into, simulate_samples
+
+    with simulation_packages():
+        from simulation import SimulateOptions, simulate_into, simulate_samples
 
     samples_file = args.samples_file if args.simulation else None
     settings = _settings(args, {"--samples-file": samples_file}, simulation=args.simulation or None)
