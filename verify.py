@@ -24,12 +24,11 @@ from pymongo import ASCENDING
 from archiver import BatchArchiver, BatchOptions
 from config import Settings
 from deployment import check_deployments
-from enrichment import as_utc, build_enrichment_pipeline
-from errors import ConfigError, retrying
+from enrichment import as_utc
+from errors import ConfigError, TransientError, retrying
 from progress import Progress, ProgressMode
-from rejects import Rejection
-from selection import build_selection, date_range, ids_after, in_window
-from source import finish_one, missing_source, scan_by_id
+from selection import date_range, ids_after
+from source import ChunkReader, OrderSource, missing_source, scan_by_id
 from storage import Collections
 
 CHUNK = 1000
@@ -156,6 +155,15 @@ def _chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 @dataclass
+class _ReadCounts:
+    """What the reader counts; verify reports its own figures."""
+
+    scanned: int = 0
+    outside_window: int = 0
+    read_retries: int = 0
+
+
+@dataclass
 class _Check:
     """One reconciliation: two walks, each in chunks, counting into ``report``."""
 
@@ -168,27 +176,36 @@ class _Check:
         return retrying(func, stop_event=self.stop_event)
 
     def delivered_orders(self, date_from: datetime | None, date_to: datetime | None, bar: Progress) -> None:
-        """Every delivered order of the window: in the archive, and agreeing with it?"""
-        now = datetime.now(UTC)
-
-        def enriched_after(after_id: Any) -> Any:
-            selection = build_selection(self.settings.delivered_status, date_from, date_to, after_id)
-            pipeline = build_enrichment_pipeline(selection, self.collections.names, sort_by_id=True)
-            return self.collections.orders.aggregate(pipeline, batchSize=CHUNK, allowDiskUse=True)
-
-        def archivable() -> Iterator[dict[str, Any]]:
-            for raw in scan_by_id(enriched_after, stop_event=self.stop_event):
-                document = finish_one(raw, archived_by="batch", archived_at=now)
-                if isinstance(document, Rejection):
-                    self.report.invalid += 1
-                elif in_window(document["date_commande"], date_from, date_to):
-                    self.report.checked += 1
-                    yield document
-
-        for chunk in _chunked(archivable(), CHUNK):
-            self._compare(chunk)
-            bar.update(len(chunk))
+        """Every delivered order of the window: in the archive, and agreeing with it? Read and
+        finished by batch's own reader: an order batch rejects (invalid, or its enrichment over
+        the server's limits) is counted invalid here too, alone."""
+        source = OrderSource(
+            self.collections.orders,
+            self.collections.names,
+            self.settings.delivered_status,
+            date_from,
+            date_to,
+            archived_ids=lambda ids: set(),  # every order is compared, archived or not
+        )
+        stop_event = self.stop_event or threading.Event()
+        reader = ChunkReader(
+            source,
+            _ReadCounts(),
+            archived_by="batch",
+            batch_size=CHUNK,
+            limit=None,
+            stop_event=stop_event,
+            clock=lambda: datetime.now(UTC),
+            pii=self.settings.pii_policy,
+        )
+        for chunk in reader.chunks(None):
+            self.report.invalid += len(chunk.rejections)
+            self.report.checked += len(chunk.documents)
+            self._compare(chunk.documents)
+            bar.update(chunk.size)
         bar.close()
+        if not reader.exhausted:  # stopped: a partial walk never reads as a complete one
+            raise TransientError("verify was interrupted before it read every delivered order")
 
     def _compare(self, documents: list[dict[str, Any]]) -> None:
         ids = [d["_id"] for d in documents]

@@ -611,3 +611,37 @@ def test_every_retry_reads_its_attempts_from_one_table():
         assert not literal.search(text), f"{module.name}: a retry count outside errors.Attempts"
         assert not re.search(r"RetryPolicy\(\s*\d", text), module.name
     assert (Attempts.READ, Attempts.WRITE, Attempts.COMMAND, Attempts.SERVICE) == (6, 6, 5, 0)
+
+
+def test_verify_counts_an_order_over_the_limits_as_invalid_and_checks_the_others(mongo, monkeypatch):
+    """verify reads through batch's path: the one order whose enrichment passes 16 MB is
+    rejected alone, as batch rejects it, and the others are reconciled."""
+    import mongomock.collection
+
+    from archiver import BatchArchiver, BatchOptions
+    from config import Settings
+    from tests.helpers import expected_archive_ids, seed_database
+    from verify import verify
+
+    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    settings = Settings(simulation=True, log_dir="")
+    dataset = seed_database(mongo["livraison"], settings, 300, seed=4, p_anomalies=0.0)
+    expected = sorted(expected_archive_ids(dataset))
+    bad = expected[len(expected) // 2]
+    original = mongomock.collection.Collection.aggregate
+
+    def aggregate(self, pipeline, *args, **kwargs):
+        def plain(p, *a, **k):
+            return original(self, p, *a, **k)
+
+        if self.name != settings.orders_collection:
+            return plain(pipeline, *args, **kwargs)
+        return oversized_for(bad)(plain)(pipeline, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "aggregate", aggregate)
+    BatchArchiver(mongo, settings, BatchOptions(run=True)).run()
+    report = verify(mongo, settings)
+    assert report.consistent
+    assert report.invalid == 1
+    assert report.checked == len(expected) - 1
+    assert report.missing == 0
