@@ -326,8 +326,11 @@ class Watcher:
             options,
             stop_event=self.stop_event,
             archive_client=self.archive_client,
+            clock=self.clock,
         ).run()
         self.stats.archived += report.archived
+        self.stats.already_archived += report.already_archived
+        self.stats.revised += report.revised
         self.stats.rejected += report.rejected
         self.metrics.archived.labels(mode="catch-up").inc(report.archived)
         self.metrics.already_archived.labels(mode="catch-up").inc(report.already_archived)
@@ -413,7 +416,7 @@ class Watcher:
             rejections += outcome.rejections
             self.metrics.archived.labels(mode="watch").inc(outcome.archived)
             self.metrics.already_archived.labels(mode="watch").inc(outcome.already_archived)
-            acknowledged = datetime.now(UTC)
+            acknowledged = self.clock()
             for moment in times:
                 self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
             self._log_archived(documents, times, acknowledged)

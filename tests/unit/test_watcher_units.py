@@ -321,3 +321,27 @@ def test_archive_skips_what_is_not_delivered_now_and_counts_it(mongo, tmp_path):
     watcher = Watcher(mongo, settings, WatchOptions())
     watcher._archive([_event(1, status="annulée"), {**_event(2), "fullDocument": None}])
     assert (watcher.stats.events, watcher.stats.skipped, watcher.stats.archived) == (2, 2, 0)
+
+
+def test_a_catch_up_counts_what_it_found_archived_and_stamps_with_the_watchers_clock(mongo):
+    """The catch-up is the batch path run by the watcher: its stats add every count the batch
+    report has (with the archive in another database, the orders archived before are read
+    and found archived), and the documents it writes carry the watcher's clock."""
+    from archiver import BatchArchiver, BatchOptions
+    from config import Settings
+    from tests.helpers import expected_archive_ids, seed_database
+    from watcher import Watcher, WatchOptions
+
+    settings = Settings(simulation=True, log_dir="", archive_database="archives")
+    dataset = seed_database(mongo["livraison"], settings, 80, seed=3, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    BatchArchiver(mongo, settings, BatchOptions(run=True, limit=10)).run()
+    archive = mongo["archives"]["Commande_archive"]
+    first = {d["_id"] for d in archive.find({}, {"_id": 1})}
+    assert len(first) == 10
+    moment = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    watcher = Watcher(mongo, settings, WatchOptions(), clock=lambda: moment)
+    watcher._catch_up()
+    assert (watcher.stats.archived, watcher.stats.already_archived) == (len(expected) - 10, 10)
+    stamped = {d["archived_at"] for d in archive.find({"_id": {"$nin": list(first)}}, {"archived_at": 1})}
+    assert stamped == {moment}
