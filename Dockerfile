@@ -21,9 +21,11 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --require-hashes --no-deps -r requirements.txt
 
-# The product's modules; not the development server, its MongoDB definitions or the demo.
-COPY main.py simulate.py archiver.py rejects.py deployment.py storage.py tokens.py watcher.py generator.py config.py logger.py errors.py \
-     selection.py source.py checkpoint.py pii.py doctor.py enrichment.py connection.py simulation.py progress.py metrics.py status.py verify.py lease.py ./
+# The product: the top-level modules and the order_archiver package, as they are in the
+# checkout. .dockerignore keeps out what is not the product (dev/, demo.py, tests/, bench/,
+# the .env files): no list of modules to keep up to date here.
+COPY *.py ./
+COPY order_archiver/ ./order_archiver/
 
 # An unprivileged user; /data holds the file token store when that store is used.
 RUN groupadd --system --gid 10001 archiver \

@@ -25,11 +25,11 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python demo.py --auto
 
-# A local development server (devserver.py: nx-27017 with its faults fixed) on port 27017, in the foreground: to try
+# A local development server (dev/devserver.py: nx-27017 with its faults fixed) on port 27017, in the foreground: to try
 # the commands by hand (QUICKSTART step 3). Not for production data.
 dev-server: $(STAMP)
 	mkdir -p .dev-server
-	$(BIN)/python devserver.py --data-dir .dev-server -p 27017 --pid-file .dev-server/nx.pid
+	$(BIN)/python -m dev.devserver --data-dir .dev-server -p 27017 --pid-file .dev-server/nx.pid
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -45,7 +45,7 @@ test: lint
 	$(BIN)/python -m pytest -n 2
 
 # The version floor: the integration and end-to-end tests again, every test server answering as
-# MongoDB 4.4 and refusing what 4.4 does not know (mongodb_definitions.py). CI runs it too.
+# MongoDB 4.4 and refusing what 4.4 does not know (dev/mongodb_definitions.py). CI runs it too.
 test-floor: lint
 	$(BIN)/python -m pytest -n 2 --mongodb-version 4.4 tests/integration tests/e2e
 

@@ -28,11 +28,9 @@ from bson import json_util
 from pymongo import ASCENDING, DeleteOne, IndexModel, MongoClient
 from pymongo import errors as pymongo_errors
 
-from checkpoint import EPOCH, BatchCheckpoint, BatchState, Pass, checkpoint_key, plan_pass, with_progress
 from config import Settings, write_private
-from deployment import check_deployments, hello, index_build_options
-from enrichment import source_hash, status_match
-from errors import (
+from logger import get_logger, plural
+from order_archiver.errors import (
     ArchiverError,
     Attempts,
     ConfigError,
@@ -43,13 +41,19 @@ from errors import (
     retrying,
     without_documents,
 )
-from lease import server_time
-from logger import get_logger, plural
-from pii import mask_pii
-from progress import Progress, ProgressMode
-from rejects import Rejection, RejectStore
-from selection import date_range
-from source import (
+from order_archiver.mongodb.checkpoint import (
+    EPOCH,
+    BatchCheckpoint,
+    BatchState,
+    Pass,
+    checkpoint_key,
+    plan_pass,
+    with_progress,
+)
+from order_archiver.mongodb.deployment import check_deployments, hello, index_build_options
+from order_archiver.mongodb.lease import server_time
+from order_archiver.mongodb.rejects import Rejection, RejectStore
+from order_archiver.mongodb.source import (
     Chunk,
     ChunkReader,
     OrderSource,
@@ -60,7 +64,17 @@ from source import (
     read_ahead,
     unknown_status_hint,
 )
-from storage import WRITE_ATTEMPTS, ArchiveWriter, Collections, Document, MongoCollection
+from order_archiver.mongodb.storage import (
+    WRITE_ATTEMPTS,
+    ArchiveWriter,
+    Collections,
+    Document,
+    MongoCollection,
+)
+from order_archiver.orders.enrichment import source_hash, status_match
+from order_archiver.orders.pii import mask_pii
+from order_archiver.orders.selection import date_range
+from order_archiver.reporting.progress import Progress, ProgressMode
 
 log = get_logger("batch")
 T = TypeVar("T")

@@ -22,8 +22,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from errors import ConfigError
-from pii import PII_MODES, PiiMode, PiiPolicy
+from order_archiver.errors import ConfigError
+from order_archiver.orders.pii import PII_MODES, PiiMode, PiiPolicy
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")

@@ -20,13 +20,13 @@ from typing import Any
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings, load_settings
-from connection import open_client
 from generator import generate_dataset
 from logger import setup_logging
-from progress import progress_mode
-from simulation import fill_database
-from status import collect_status
-from verify import verify
+from order_archiver.mongodb.connection import open_client
+from order_archiver.mongodb.simulation import fill_database
+from order_archiver.operations.status import collect_status
+from order_archiver.operations.verify import verify
+from order_archiver.reporting.progress import progress_mode
 from watcher import Watcher, WatchOptions
 
 DEMO_DATABASE = "order_archiver_demo"
@@ -46,7 +46,7 @@ class Demo:
 
 def start_server(folder: Path) -> tuple[str, Any]:
     """A development server of the demo's own (nx-27017 with its known faults fixed)."""
-    from devserver import DevServer
+    from dev.devserver import DevServer
 
     server = DevServer(folder / "nx").start()
     return server.uri, server

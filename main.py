@@ -30,8 +30,8 @@ from config import (
     parse_positive_int,
     parse_probability,
 )
-from errors import ArchiverError, Attempts, ConfigError, ExitCode, TransientError
 from logger import FILE_ONLY, get_logger, redact, setup_logging
+from order_archiver.errors import ArchiverError, Attempts, ConfigError, ExitCode, TransientError
 
 __version__ = "0.1.0"
 
@@ -188,7 +188,7 @@ def _simulation_arguments(parser: argparse.ArgumentParser) -> None:
 @contextmanager
 def _connected(settings: Any, stop_event: threading.Event, **options: Any) -> Iterator[Any]:
     """The source's client and, with ARCHIVE_MONGODB_URI, the archive's (``connection.Clients``)."""
-    from connection import open_clients
+    from order_archiver.mongodb.connection import open_clients
 
     clients = open_clients(settings, stop_event=stop_event, **options)
     try:
@@ -201,7 +201,7 @@ def _json_value(value: Any) -> Any:
     """JSON for what reports hold: ISO-8601 datetimes with their offset (naive ones are UTC,
     as every date here is), and str() for ObjectIds and the like."""
     if isinstance(value, datetime):
-        from enrichment import as_utc
+        from order_archiver.orders.enrichment import as_utc
 
         return as_utc(value).isoformat()
     return str(value)
@@ -316,9 +316,9 @@ def _samples_wanted(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from archiver import BatchArchiver, BatchOptions
-    from connection import open_clients
-    from progress import progress_mode
-    from selection import check_window
+    from order_archiver.mongodb.connection import open_clients
+    from order_archiver.orders.selection import check_window
+    from order_archiver.reporting.progress import progress_mode
 
     check_window(args.date_from, args.date_to)
     settings = _settings(
@@ -360,7 +360,7 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     finally:
         clients.close()
         if args.metrics_file:
-            from metrics import write_batch_metrics
+            from order_archiver.reporting.metrics import write_batch_metrics
 
             write_batch_metrics(args.metrics_file, archiver.report, succeeded)
     # -q (cron mails whatever a job prints): nothing unless there is news, a new rejected order
@@ -415,7 +415,7 @@ def add_watch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from connection import open_clients
+    from order_archiver.mongodb.connection import open_clients
     from watcher import Watcher, WatchOptions
 
     settings = _settings(args, resume_token_file=args.token_file)
@@ -485,7 +485,7 @@ def add_status_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from status import collect_status
+    from order_archiver.operations.status import collect_status
 
     settings = _settings(args)
     with _connected(settings, stop_event) as clients:
@@ -525,9 +525,9 @@ def add_verify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from progress import progress_mode
-    from selection import check_window
-    from verify import verify
+    from order_archiver.operations.verify import verify
+    from order_archiver.orders.selection import check_window
+    from order_archiver.reporting.progress import progress_mode
 
     check_window(args.date_from, args.date_to)
     settings = _settings(args)
@@ -574,7 +574,7 @@ def add_rejects_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from rejects import list_rejects
+    from order_archiver.mongodb.rejects import list_rejects
 
     settings = _settings(args)
     with _connected(settings, stop_event) as clients:
@@ -607,7 +607,7 @@ def add_retire_watcher_parser(commands: Any, common: argparse.ArgumentParser) ->
 
 
 def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from tokens import retire_watcher
+    from order_archiver.mongodb.tokens import retire_watcher
 
     if bool(args.name) == bool(args.token_file):
         raise ConfigError("retire-watcher: name a watcher (mongo store) or give --token-file, one of the two")
@@ -641,7 +641,7 @@ def add_doctor_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from doctor import run_doctor
+    from order_archiver.operations.doctor import run_doctor
 
     settings = _settings(args)
     with _connected(settings, stop_event) as clients:
@@ -663,11 +663,11 @@ def add_simulate_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from connection import simulation_packages
-    from progress import progress_mode
+    from order_archiver.mongodb.connection import simulation_packages
+    from order_archiver.reporting.progress import progress_mode
 
     with simulation_packages():
-        from simulation import SimulateOptions, simulate_into, simulate_samples
+        from order_archiver.mongodb.simulation import SimulateOptions, simulate_into, simulate_samples
 
     samples_file = args.samples_file if args.simulation else None
     settings = _settings(args, {"--samples-file": samples_file}, simulation=args.simulation or None)

@@ -40,8 +40,8 @@ from pymongo.change_stream import CollectionChangeStream
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings
-from deployment import check_deployments
-from errors import (
+from logger import STATS, get_logger, plural
+from order_archiver.errors import (
     EXIT_OK,
     ArchiverError,
     Attempts,
@@ -53,13 +53,26 @@ from errors import (
     is_authorisation_error,
     retrying,
 )
-from lease import Lease, LeaseLost
-from logger import STATS, get_logger, plural
-from metrics import WatchMetrics
-from rejects import RejectStore
-from source import build_change_stream_pipeline, enrich_each, event_time, finish_all, orders_to_archive
-from storage import ArchiveWriter, Collections, Document
-from tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState, TokenStore
+from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.lease import Lease, LeaseLost
+from order_archiver.mongodb.rejects import RejectStore
+from order_archiver.mongodb.source import (
+    build_change_stream_pipeline,
+    enrich_each,
+    event_time,
+    finish_all,
+    orders_to_archive,
+)
+from order_archiver.mongodb.storage import ArchiveWriter, Collections, Document
+from order_archiver.mongodb.tokens import (
+    NO_TOKEN,
+    UNUSABLE,
+    FileTokenStore,
+    MongoTokenStore,
+    ResumeState,
+    TokenStore,
+)
+from order_archiver.reporting.metrics import WatchMetrics
 
 log = get_logger("watch")
 

@@ -1,6 +1,6 @@
 """Batch archiving benchmark: this archiver beside its baselines, on one nx-27017, in one run.
 
-    python bench/batch.py --orders 20000 [--batch-size 100] [--naive-sample 2000]
+    python -m bench.batch --orders 20000 [--batch-size 100] [--naive-sample 2000]
 
 Measures, on the same server and data, orders/second of:
   (a) the naive script the archiver replaces: per order one find, four find_ones, one insert_one
@@ -25,18 +25,21 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pymongo
+from pymongo import InsertOne, UpdateOne
+
+from archiver import BatchArchiver, BatchOptions
+from config import Settings
+from dev.devserver import DevServer
+from generator import generate_dataset
+from order_archiver.mongodb.simulation import fill_database
+from order_archiver.orders.enrichment import (
+    CollectionNames,
+    build_enrichment_pipeline,
+    finish_archive_document,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import pymongo  # noqa: E402
-from pymongo import InsertOne, UpdateOne  # noqa: E402
-
-from archiver import BatchArchiver, BatchOptions  # noqa: E402
-from config import Settings  # noqa: E402
-from devserver import DevServer  # noqa: E402
-from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document  # noqa: E402
-from generator import generate_dataset  # noqa: E402
-from simulation import fill_database  # noqa: E402
 
 DB = "bench"
 SMALL_RUN = 20_000  # --archiver-only: the baseline run's --limit

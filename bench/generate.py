@@ -1,4 +1,4 @@
-"""Data generator speed: ``python bench/generate.py [--orders 10000]``.
+"""Data generator speed: ``python -m bench.generate [--orders 10000]``.
 
 Times generate_dataset alone, and generation plus a bulk fill of an in-process (mongomock)
 database, the way `simulate.py` fills one.
@@ -7,15 +7,11 @@ database, the way `simulate.py` fills one.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import Settings
 from generator import generate_dataset
-from simulation import fill_database, new_client
+from order_archiver.mongodb.simulation import fill_database, new_client
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Incremental batch benchmark: a scheduled run costs what is new, not what has piled up.
 
-    python bench/incremental.py [--sizes 20000 200000] [--deliveries 1000]
+    python -m bench.incremental [--sizes 20000 200000] [--deliveries 1000]
 
 On one nx-27017, in one run, for each N:
   H: N orders, all delivered ones archived by a first `batch --run` (a full pass), then D
@@ -25,15 +25,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pymongo
+
+from config import Settings
+from dev.devserver import DevServer
+from generator import generate_dataset, strip_markers
+from order_archiver.mongodb.simulation import fill_database
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import pymongo  # noqa: E402
-
-from config import Settings  # noqa: E402
-from devserver import DevServer  # noqa: E402
-from generator import generate_dataset, strip_markers  # noqa: E402
-from simulation import fill_database  # noqa: E402
 
 REFERENCES = ("Client", "Livreur", "Restaurants", "Menu")
 

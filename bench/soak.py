@@ -1,4 +1,4 @@
-"""Watch soak: ``python bench/soak.py --minutes 10 --rate 20``.
+"""Watch soak: ``python -m bench.soak --minutes 10 --rate 20``.
 
 Starts nx-27017 and `main.py watch` (a subprocess, as a service runs it), then delivers
 orders at a steady rate for --minutes. Every minute it prints the latency percentiles of
@@ -18,16 +18,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pymongo
+from bson import ObjectId
+
+from config import Settings
+from dev.devserver import DevServer
+from generator import generate_dataset, strip_markers
+from order_archiver.mongodb.simulation import fill_database
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import pymongo  # noqa: E402
-from bson import ObjectId  # noqa: E402
-
-from config import Settings  # noqa: E402
-from devserver import DevServer  # noqa: E402
-from generator import generate_dataset, strip_markers  # noqa: E402
-from simulation import fill_database  # noqa: E402
 
 DB = "soak"
 

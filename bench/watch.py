@@ -1,6 +1,6 @@
 """Watch benchmark: this watcher beside its baselines, on one nx-27017, in one run.
 
-    python bench/watch.py [--singles 1000] [--burst 20000] [--per-event-burst 1000]
+    python -m bench.watch [--singles 1000] [--burst 20000] [--per-event-burst 1000]
 
 Measured on the same server and data, each watcher running in a thread of this process:
   (a) the server's floor: a bare watcher that only receives events;
@@ -19,25 +19,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pymongo
+from bson import ObjectId
+
+from config import Settings
+from dev.devserver import DevServer
+from generator import generate_dataset, strip_markers
+from order_archiver.mongodb.simulation import fill_database
+from order_archiver.orders.enrichment import (
+    CollectionNames,
+    build_enrichment_pipeline,
+    finish_archive_document,
+)
+from watcher import Watcher, WatchOptions, build_change_stream_pipeline
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import pymongo  # noqa: E402
-from bson import ObjectId  # noqa: E402
-
-from config import Settings  # noqa: E402
-from devserver import DevServer  # noqa: E402
-from enrichment import CollectionNames, build_enrichment_pipeline, finish_archive_document  # noqa: E402
-from generator import generate_dataset, strip_markers  # noqa: E402
-from simulation import fill_database  # noqa: E402
-from watcher import Watcher, WatchOptions, build_change_stream_pipeline  # noqa: E402
 
 DB = "benchwatch"
 

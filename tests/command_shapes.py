@@ -27,8 +27,8 @@ from pymongo import monitoring
 ROOT = Path(__file__).resolve().parents[1]
 VARIABLE = "ARCHIVER_COMMAND_SHAPES"  # the session's folder of records
 SITE = Path(__file__).resolve().parent / "record_commands"
-# The product's modules (the development server is the tests' stand-in, not the product).
-PRODUCT_FILES = {str(path) for path in ROOT.glob("*.py")} - {str(ROOT / "devserver.py")}
+# The product's modules (the development server, in dev/, is the tests' stand-in, not the product).
+PRODUCT_FILES = {str(path) for path in [*ROOT.glob("*.py"), *ROOT.glob("order_archiver/**/*.py")]}
 
 
 def _sent_by_the_product() -> bool:
@@ -47,7 +47,7 @@ class _ShapeRecorder(monitoring.CommandListener):
         self.lock = threading.Lock()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        from mongodb_definitions import command_shape
+        from dev.mongodb_definitions import command_shape
 
         if not _sent_by_the_product():
             return
@@ -77,13 +77,15 @@ def start_session() -> None:
     for the processes it starts (xdist workers and the CLI inherit both)."""
     if not os.environ.get(VARIABLE):
         os.environ[VARIABLE] = tempfile.mkdtemp(prefix="command-shapes-")
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(SITE), str(ROOT), os.environ.get("PYTHONPATH")])
+        )
     install()
 
 
 def recorded() -> list[Any]:
     """Every distinct shape any process of the session sent."""
-    from mongodb_definitions import CommandShape
+    from dev.mongodb_definitions import CommandShape
 
     shapes = set()
     for path in Path(os.environ[VARIABLE]).glob("*.jsonl"):
@@ -98,7 +100,7 @@ def recorded() -> list[Any]:
 
 def verdict(listing: Path) -> tuple[bool, list[str]]:
     """(all accepted?, the lines to print); the shapes themselves go to ``listing``."""
-    from mongodb_definitions import SUPPORTED, shape_problems
+    from dev.mongodb_definitions import SUPPORTED, shape_problems
 
     shapes = recorded()
     shutil.rmtree(os.environ[VARIABLE], ignore_errors=True)

@@ -21,13 +21,12 @@ from pathlib import Path
 import pymongo
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from config import ENV_VARS, Settings
+from order_archiver.mongodb.simulation import new_client
+from tests import command_shapes
+from tests.nx_server import NxServer
 
-from config import ENV_VARS, Settings  # noqa: E402
-from simulation import new_client  # noqa: E402
-from tests import command_shapes  # noqa: E402
-from tests.nx_server import NxServer  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # --- the record of the commands the product sends (tests/command_shapes.py) ----------------------
 

@@ -15,9 +15,16 @@ from typing import Any
 
 from config import Settings
 from generator import Dataset, generate_dataset, strip_markers
-from simulation import fill_database
+from order_archiver.mongodb.simulation import fill_database
 
 ANCHOR = datetime(2026, 11, 26, tzinfo=UTC)
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def product_files() -> list[Path]:
+    """The product's Python files: the design card's top-level modules and the order_archiver
+    package (dev/, tests/ and bench/ are not the product)."""
+    return sorted([*PROJECT.glob("*.py"), *PROJECT.glob("order_archiver/**/*.py")])
 
 
 def seed_database(database: Any, settings: Settings, count: int, **kwargs: Any) -> Dataset:

@@ -1,8 +1,8 @@
-"""The development server (``devserver.py``) with the tests' fault knobs on top.
+"""The development server (``dev/devserver.py``) with the tests' fault knobs on top.
 
 Usage (what the ``nx_server`` fixture runs)::
 
-    python tests/nx_launcher.py --data-dir DIR -p PORT --pid-file DIR/nx.pid
+    python -m tests.nx_launcher --data-dir DIR -p PORT --pid-file DIR/nx.pid
 
 Fault knobs (off by default): conditions of a real cluster that no stand-in has, made at the
 wire so that the command line is shown to survive them end to end.
@@ -28,14 +28,11 @@ import functools
 import os
 import sys
 import threading
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the project's modules
 
 from nx_27017.handler import NeoSQLiteHandler
 
-import devserver
+from dev import devserver
 
 
 def _statements_section(sections: list[Any]) -> tuple[int, str] | None:

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from generator import generate_dataset
-from simulation import fill_database
+from order_archiver.mongodb.simulation import fill_database
 from tests.conftest import run_cli
 from tests.helpers import (
     ANCHOR,

@@ -77,7 +77,7 @@ def test_a_failed_save_of_the_mark_after_the_archive_write_loses_nothing(nx_sett
     the old mark in place; the next run, on a healthy server, reads from the old mark again."""
     import pymongo
 
-    from checkpoint import checkpoint_key, state_from_document
+    from order_archiver.mongodb.checkpoint import checkpoint_key, state_from_document
     from tests.nx_server import NxServer
 
     server = NxServer(tmp_path / "nx").start()

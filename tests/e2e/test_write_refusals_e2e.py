@@ -16,7 +16,7 @@ import pymongo
 import pytest
 
 from generator import generate_dataset
-from simulation import fill_database
+from order_archiver.mongodb.simulation import fill_database
 from tests.conftest import run_cli
 from tests.helpers import (
     ANCHOR,

@@ -6,9 +6,9 @@ import pytest
 
 from archiver import BatchArchiver, BatchOptions
 from config import parse_date_bound
-from enrichment import finish_archive_document
 from generator import default_anchor, strip_markers
 from main import main
+from order_archiver.orders.enrichment import finish_archive_document
 from tests.helpers import assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
 
 pytestmark = pytest.mark.integration
@@ -136,7 +136,7 @@ def test_unreachable_server_exits_1_without_traceback_or_password(capsys, monkey
         "MONGODB_URI", "mongodb://archiver:Hunter2-secret@127.0.0.1:9/?serverSelectionTimeoutMS=200"
     )
     monkeypatch.setenv("MONGODB_TIMEOUT_MS", "200")
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
     assert main(["batch", "--run"]) == 1
     captured = capsys.readouterr()
     assert "cannot reach MongoDB: 127.0.0.1:9: connection refused" in captured.err
@@ -159,7 +159,7 @@ def test_two_incremental_runs_at_once_leave_the_archive_exact(nx_client, nx_sett
     complete pass covered."""
     import threading
 
-    from checkpoint import checkpoint_key, state_from_document
+    from order_archiver.mongodb.checkpoint import checkpoint_key, state_from_document
     from tests.helpers import deliver, pending_ids
 
     database = nx_client[nx_settings.mongodb_database]

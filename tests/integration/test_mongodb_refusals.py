@@ -23,8 +23,8 @@ from pymongo.errors import OperationFailure
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings
-from deployment import INDEX_BUILD_MAX_MS, check_deployments, hello
-from lease import server_time
+from order_archiver.mongodb.deployment import INDEX_BUILD_MAX_MS, check_deployments, hello
+from order_archiver.mongodb.lease import server_time
 from tests.conftest import NxServer
 
 pytestmark = pytest.mark.integration

@@ -3,11 +3,8 @@
 commands it sends, like the in-process tests do (tests/command_shapes.py)."""
 
 import os
-import sys
-from pathlib import Path
 
-if os.environ.get("ARCHIVER_COMMAND_SHAPES"):
-    sys.path.append(str(Path(__file__).resolve().parents[2]))  # the project: tests/, its modules
+if os.environ.get("ARCHIVER_COMMAND_SHAPES"):  # PYTHONPATH holds the project's folder too
     from tests.command_shapes import install
 
     install()

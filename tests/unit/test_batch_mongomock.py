@@ -9,10 +9,10 @@ from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from archiver import BatchArchiver, BatchOptions
-from checkpoint import checkpoint_key
 from config import Settings
-from errors import FatalError, TransientError
-from selection import build_selection, in_window
+from order_archiver.errors import FatalError, TransientError
+from order_archiver.mongodb.checkpoint import checkpoint_key
+from order_archiver.orders.selection import build_selection, in_window
 from tests.helpers import ANCHOR, assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -190,7 +190,7 @@ def test_transient_write_errors_are_retried(mongo, settings, seeded, monkeypatch
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", flaky)
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
     report = run(mongo, settings)
     assert report.archived == len(expected_archive_ids(seeded))
 
@@ -200,7 +200,7 @@ def test_persistent_transient_errors_fail_as_transient(mongo, settings, seeded, 
         raise AutoReconnect("connection refused")
 
     monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", down)
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
     with pytest.raises(TransientError, match="connection to MongoDB lost"):
         run(mongo, settings)
 
@@ -252,8 +252,10 @@ def test_selection_filter():
 def test_no_walk_ends_at_a_change_of_id_type(mongo, settings, seeded, monkeypatch):
     """Dirty ``_id``s (a number, strings) sort before the ObjectIds: keyset pages and the purge,
     which go on after the last ``_id`` done, reach the ObjectIds after them."""
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
-    monkeypatch.setattr("source.PAGE_SIZE", 2)  # pages of two: every type change is a page break
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr(
+        "order_archiver.mongodb.source.PAGE_SIZE", 2
+    )  # pages of two: every type change is a page break
     orders = mongo[settings.mongodb_database][settings.orders_collection]
     template = next(o for o in seeded.orders if o["status"] == "livrée" and "_dirty" not in o)
     odd = [7, "A-1", "Z-9"]
@@ -288,8 +290,8 @@ def test_a_failed_read_goes_on_in_pages(mongo, settings, seeded, monkeypatch, ca
         return original(self, pipeline, *args, **kwargs)
 
     monkeypatch.setattr(mongomock.collection.Collection, "aggregate", flaky)
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
-    monkeypatch.setattr("source.PAGE_SIZE", 40)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.mongodb.source.PAGE_SIZE", 40)
     report = run(mongo, settings)
     assert "going on in pages of 40" in caplog.text
     assert report.read_retries == 1
@@ -318,8 +320,8 @@ def test_an_order_no_longer_delivered_when_its_page_is_enriched_is_not_archived(
         return original(self, pipeline, *args, **kwargs)
 
     monkeypatch.setattr(mongomock.collection.Collection, "aggregate", flaky)
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
-    monkeypatch.setattr("source.PAGE_SIZE", 40)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.mongodb.source.PAGE_SIZE", 40)
     run(mongo, settings)
     archived = {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})}
     assert corrected
@@ -349,7 +351,7 @@ def test_limit_runs_reach_an_order_delivered_behind_them(mongo, settings, seeded
 def test_read_ahead_keeps_order_hands_over_errors_and_releases_its_producer():
     import threading
 
-    from source import read_ahead
+    from order_archiver.mongodb.source import read_ahead
 
     assert list(read_ahead(iter(range(50)), 3)) == list(range(50))
 

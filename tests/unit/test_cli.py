@@ -165,7 +165,7 @@ def test_no_output_carries_personal_data_unless_asked(capsys, tmp_path):
     """``batch --run --samples 1 --json`` printed a client's e-mail, phone, name and address:
     the report goes to cron mails and log collectors. Samples are masked in every output
     (text, JSON, --export-samples) unless --show-pii, and a run keeps none unless asked."""
-    from simulation import simulation_client
+    from order_archiver.mongodb.simulation import simulation_client
 
     base = ["batch", "--simulation", "--count", "200", "--seed", "4", "--json"]
     main([*base, "--run"])
@@ -191,8 +191,8 @@ def test_a_failed_bulk_writes_documents_never_reach_the_log(tmp_path):
     from bson import ObjectId
     from pymongo.errors import BulkWriteError
 
-    from errors import FatalError
-    from storage import ArchiveWriter
+    from order_archiver.errors import FatalError
+    from order_archiver.mongodb.storage import ArchiveWriter
 
     documents = [
         {"_id": ObjectId(), "numero_commande": f"CMD-{i}", "client": {"email": f"c{i}@x.fr"}}

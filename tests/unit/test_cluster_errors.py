@@ -18,8 +18,8 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from errors import FatalError, TransientError, describe, is_authorisation_error, is_transient
-from storage import ArchiveWriter
+from order_archiver.errors import FatalError, TransientError, describe, is_authorisation_error, is_transient
+from order_archiver.mongodb.storage import ArchiveWriter
 
 
 def bulk_error(write_errors=(), concern_errors=(), upserted=0) -> BulkWriteError:
@@ -118,7 +118,7 @@ def documents(n: int) -> list[dict]:
 
 
 def test_a_write_concern_error_is_retried_never_counted(monkeypatch):
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
     archive = FakeArchive(bulk_error(concern_errors=[WTIMEOUT], upserted=3))
     outcome = ArchiveWriter(archive).upsert(documents(3))
     assert archive.calls == 2
@@ -126,7 +126,7 @@ def test_a_write_concern_error_is_retried_never_counted(monkeypatch):
 
 
 def test_write_concern_errors_that_persist_fail_the_write_as_transient(monkeypatch):
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
     archive = FakeArchive(*[bulk_error(concern_errors=[WTIMEOUT], upserted=3) for _ in range(10)])
     with pytest.raises(TransientError, match="write concern not satisfied"):
         ArchiveWriter(archive).upsert(documents(3))
@@ -162,7 +162,7 @@ def test_writes_wait_for_a_majority_and_deciding_reads_go_to_the_primary():
     from pymongo import MongoClient, ReadPreference
 
     from config import Settings
-    from storage import Collections
+    from order_archiver.mongodb.storage import Collections
     from watcher import Watcher, WatchOptions
 
     settings = Settings(
@@ -198,7 +198,7 @@ def test_index_builds_ask_a_majority_only_where_there_is_one(reply, quorum):
     """On 4.4+ a replicated build waits for every voting member by default (a member down would
     block the run): it asks a majority, on the command; a standalone refuses the field. The
     server's side of this is at the wire: tests/integration/test_mongodb_refusals.py."""
-    from deployment import INDEX_BUILD_MAX_MS, index_build_options
+    from order_archiver.mongodb.deployment import INDEX_BUILD_MAX_MS, index_build_options
 
     expected = {"maxTimeMS": INDEX_BUILD_MAX_MS, **({"commitQuorum": "majority"} if quorum else {})}
     assert index_build_options(reply) == expected
@@ -223,7 +223,7 @@ def test_the_server_clock_keeps_its_last_offset_through_an_election():
     any measurement the error is raised (the caller retries)."""
     from datetime import UTC, datetime, timedelta
 
-    from lease import server_time
+    from order_archiver.mongodb.lease import server_time
 
     ahead = timedelta(hours=1)  # the deployment's clock runs an hour ahead of this host's
     admin = _Admin(
@@ -243,8 +243,8 @@ def test_the_server_clock_keeps_its_last_offset_through_an_election():
 def test_hello_falls_back_to_is_master_on_4_4_0_and_4_4_1():
     from datetime import UTC, datetime, timedelta
 
-    from deployment import hello
-    from lease import server_time
+    from order_archiver.mongodb.deployment import hello
+    from order_archiver.mongodb.lease import server_time
 
     not_found = pymongo_errors.OperationFailure("no such command: 'hello'", code=59)
     admin = _Admin(
@@ -268,9 +268,9 @@ def test_a_date_out_of_pythons_range_rejects_its_order_instead_of_failing_the_ba
     from bson.errors import InvalidBSON
 
     from config import Settings
-    from connection import client_options
-    from enrichment import finish_archive_document
-    from errors import InvalidOrderError
+    from order_archiver.errors import InvalidOrderError
+    from order_archiver.mongodb.connection import client_options
+    from order_archiver.orders.enrichment import finish_archive_document
 
     raw = bson.encode({"_id": ObjectId(), "numero_commande": "CMD-1", "date_commande": DatetimeMS(2**62)})
     with pytest.raises(InvalidBSON):
@@ -297,7 +297,7 @@ def test_items_meet_their_dishes_with_mongodb_equality():
     from bson.decimal128 import Decimal128
     from bson.int64 import Int64
 
-    from enrichment import finish_archive_document
+    from order_archiver.orders.enrichment import finish_archive_document
 
     raw = {
         "_id": ObjectId(),
@@ -347,7 +347,7 @@ def test_an_order_whose_enrichment_is_over_the_limits_is_rejected_and_the_run_go
     from config import Settings
     from tests.helpers import expected_archive_ids, seed_database
 
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
     settings = Settings(simulation=True, log_dir="")
     dataset = seed_database(mongo["livraison"], settings, 300, seed=4, p_anomalies=0.0)
     expected = sorted(expected_archive_ids(dataset))
@@ -396,7 +396,7 @@ def test_one_retry_policy_for_every_loop():
     is not retryable, or comes after a stop, is raised at once; a stop during a wait raises."""
     import threading
 
-    from errors import RetryPolicy, classify
+    from order_archiver.errors import RetryPolicy, classify
 
     policy = RetryPolicy(3, backoff=None)
     cut = AutoReconnect("cut")
@@ -431,7 +431,7 @@ def test_a_purge_deletes_only_what_a_majority_of_the_archive_holds(mongo, settin
     concern, see the next test; here five orders the majority read does not return stay in
     the source)."""
     from archiver import BatchArchiver, BatchOptions
-    from storage import ArchiveWriter
+    from order_archiver.mongodb.storage import ArchiveWriter
     from tests.helpers import seed_database
 
     dataset = seed_database(mongo[settings.mongodb_database], settings, 120, seed=3, p_anomalies=0.0)
@@ -453,7 +453,7 @@ def test_a_purge_deletes_only_what_a_majority_of_the_archive_holds(mongo, settin
 
 
 def test_confirmed_hashes_reads_with_majority_read_concern(mongo, settings):
-    from storage import ArchiveWriter
+    from order_archiver.mongodb.storage import ArchiveWriter
 
     seen = {}
 
@@ -470,7 +470,7 @@ def test_confirmed_hashes_reads_with_majority_read_concern(mongo, settings):
 
 
 def test_errors_name_the_archive_deployment_once():
-    from errors import FatalError, TransientError, named_side
+    from order_archiver.errors import FatalError, TransientError, named_side
 
     side = "archive deployment: "
     with (
@@ -500,9 +500,9 @@ def test_the_reads_that_decide_what_a_pass_archives_go_to_the_primary(options, p
     from pymongo import ReadPreference
 
     from archiver import BatchArchiver, BatchOptions
-    from checkpoint import BatchState
     from config import Settings
-    from simulation import new_client
+    from order_archiver.mongodb.checkpoint import BatchState
+    from order_archiver.mongodb.simulation import new_client
 
     new_client()  # the simulation's shims
     now = datetime(2026, 11, 30, tzinfo=UTC)
@@ -600,13 +600,14 @@ def test_every_retry_reads_its_attempts_from_one_table():
     """Retry counts had drifted (6, 5, 6 twice, literal 2, 3 and 6): each call names its
     purpose in errors.Attempts, and no product module writes a count of its own."""
     import re
-    from pathlib import Path
 
-    from errors import Attempts
+    from order_archiver.errors import Attempts
+    from tests.helpers import product_files
 
-    root = Path(__file__).resolve().parents[2]
     literal = re.compile(r"\battempts\s*[=:]\s*(?:int\s*=\s*)?\d")
-    for module in root.glob("*.py"):
+    modules = product_files()
+    assert any(module.name == "source.py" for module in modules)
+    for module in modules:
         text = module.read_text()
         assert not literal.search(text), f"{module.name}: a retry count outside errors.Attempts"
         assert not re.search(r"RetryPolicy\(\s*\d", text), module.name
@@ -620,10 +621,10 @@ def test_verify_counts_an_order_over_the_limits_as_invalid_and_checks_the_others
 
     from archiver import BatchArchiver, BatchOptions
     from config import Settings
+    from order_archiver.operations.verify import verify
     from tests.helpers import expected_archive_ids, seed_database
-    from verify import verify
 
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
     settings = Settings(simulation=True, log_dir="")
     dataset = seed_database(mongo["livraison"], settings, 300, seed=4, p_anomalies=0.0)
     expected = sorted(expected_archive_ids(dataset))

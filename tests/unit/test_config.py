@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from config import ENV_VARS, Settings, load_settings, parse_date_bound, redact_uri
-from errors import ConfigError
+from order_archiver.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
@@ -165,7 +165,7 @@ def test_parse_date_bound_rejects(text):
 
 
 def test_tls_files_pass_through_to_the_client(tmp_path):
-    from connection import client_options
+    from order_archiver.mongodb.connection import client_options
 
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
@@ -207,15 +207,24 @@ def test_the_settings_table_matches_the_code():
             assert rows[var].strip("`") == str(default), var
 
 
-def test_the_module_map_lists_every_module():
+def test_the_module_map_is_the_tree():
+    """docs/development.md's map, read as a tree (two spaces a level, folders end in /),
+    names exactly the product's files and the development server's."""
+    from tests.helpers import PROJECT, product_files
+
     module_map = (ROOT / "docs" / "development.md").read_text().split("```", 2)[1]
-    listed = {
-        word.rstrip(";:,")
-        for line in module_map.splitlines()
-        for word in line.split()
-        if word.endswith(".py") or word.endswith(".py;")
-    }
-    assert {p.name for p in ROOT.glob("*.py")} <= listed
+    listed, folders = set(), []
+    for line in module_map.strip("\n").splitlines():
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        folders[depth:] = []
+        if name.endswith("/"):
+            folders.append(name)
+        elif name.endswith(".py"):
+            listed.add("".join(folders) + name)
+    dev = {str(path.relative_to(PROJECT)) for path in PROJECT.glob("dev/*.py") if path.name != "__init__.py"}
+    product = {str(path.relative_to(PROJECT)) for path in product_files() if path.name != "__init__.py"}
+    assert listed == product | dev
 
 
 def test_the_same_names_on_two_deployments_are_two_collections():

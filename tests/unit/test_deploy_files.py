@@ -1,5 +1,6 @@
 """What a reviewer checks in the deployment files, checked by a test."""
 
+import fnmatch
 import re
 import shlex
 import shutil
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from main import build_parser
+from tests.helpers import product_files
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -26,7 +28,33 @@ def main_args(command: list[str]) -> list[str]:
     return command[index + 1 :]
 
 
-DEVELOPMENT_ONLY = {"devserver.py", "mongodb_definitions.py", "demo.py"}
+def image_files() -> set[str]:
+    """The files the Dockerfile's COPY lines take from the build context (the checkout less
+    what .dockerignore leaves out)."""
+    text = (ROOT / "Dockerfile").read_text()
+    ignored = [line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    ignored = [pattern for pattern in ignored if pattern and not pattern.startswith(("#", "!"))]
+
+    def in_context(path: Path) -> bool:
+        relative = path.relative_to(ROOT)
+        return not any(
+            fnmatch.fnmatch(str(relative), pattern) or fnmatch.fnmatch(relative.parts[0], pattern)
+            for pattern in ignored
+        )
+
+    copied: set[str] = set()
+    for source in re.findall(r"^COPY\s+(?:--\S+\s+)*(.+?)\s+\S+$", text, re.MULTILINE):
+        for pattern in source.split():
+            matched = [ROOT / pattern] if (ROOT / pattern).is_dir() else list(ROOT.glob(pattern))
+            for path in matched:
+                files = path.rglob("*") if path.is_dir() else [path]
+                copied |= {str(f.relative_to(ROOT)) for f in files if f.is_file() and in_context(f)}
+    return copied
+
+
+def product_modules() -> set[str]:
+    """The product's Python files but the demo (it starts a development server)."""
+    return {str(path.relative_to(ROOT)) for path in product_files()} - {"demo.py"}
 
 
 def test_dockerfile_runs_as_non_root_without_secrets():
@@ -42,18 +70,17 @@ def test_dockerfile_runs_as_non_root_without_secrets():
     cmd = re.search(r"^CMD\s+(\[.*\])", text, re.MULTILINE).group(1)
     parses(yaml.safe_load(cmd))
     assert yaml.safe_load(cmd)[0] == "watch"
-    copied = re.findall(r"\b(\w+\.py)\b", text.split("COPY main.py", 1)[1].split("\n\n", 1)[0])
-    modules = {p.name for p in ROOT.glob("*.py")}
-    assert {"main.py", *copied} <= modules
-    # The development server, its MongoDB definitions and the demo (which starts one) stay
-    # out of the production image; everything else is in it.
-    assert DEVELOPMENT_ONLY.isdisjoint(copied)
-    assert modules - {"main.py", *copied} == DEVELOPMENT_ONLY, "a product module is missing from the image"
-    for module in modules - DEVELOPMENT_ONLY:  # and nothing in the image imports them
+
+
+def test_the_image_holds_the_product_and_nothing_of_development():
+    """Every product module is in the image, without a list of them to keep; the development
+    server, its definitions and the demo (which starts one) are not, nor imported by it."""
+    copied = {name for name in image_files() if name.endswith(".py")}
+    assert copied == product_modules()
+    assert not {name for name in copied if name.startswith(("dev/", "tests/", "bench/"))}
+    for module in product_modules():
         source = (ROOT / module).read_text()
-        assert not re.search(
-            r"^\s*(from|import) (devserver|mongodb_definitions|demo)\b", source, re.MULTILINE
-        ), module
+        assert not re.search(r"^\s*(from|import) (dev|demo|tests)\b", source, re.MULTILINE), module
 
 
 @pytest.fixture
@@ -145,7 +172,8 @@ def test_not_a_pip_package_and_one_version_everywhere(manifests):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "project" not in project
     assert "build-system" not in project
-    assert project["tool"]["mypy"]["files"] == ["*.py"]  # every product module, listed nowhere
+    # every product module (and the development server), listed nowhere
+    assert project["tool"]["mypy"]["files"] == ["*.py", "order_archiver", "dev"]
     images = [
         container["image"]
         for kind in ("CronJob", "Deployment")
@@ -218,7 +246,7 @@ def test_metrics_listen_on_this_host_unless_told_and_the_pods_are_fenced(manifes
 
 
 def test_the_metrics_endpoint_binds_the_loopback_by_default():
-    from metrics import WatchMetrics
+    from order_archiver.reporting.metrics import WatchMetrics
 
     served = WatchMetrics().serve(0)
     try:

@@ -7,8 +7,8 @@ import mongomock
 import pytest
 
 from config import Settings
-from deployment import check_deployment, check_deployments, sharding_problems
-from errors import ConfigError
+from order_archiver.errors import ConfigError
+from order_archiver.mongodb.deployment import check_deployment, check_deployments, sharding_problems
 
 
 class Mongos:

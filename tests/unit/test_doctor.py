@@ -7,7 +7,7 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from config import Settings
-from doctor import granted_actions, required_privileges, run_doctor
+from order_archiver.operations.doctor import granted_actions, required_privileges, run_doctor
 
 SETTINGS = Settings(mongodb_uri="mongodb://x/", mongodb_database="livraison", log_dir="")
 

@@ -3,15 +3,15 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from bson import Decimal128, ObjectId
 
-from enrichment import (
+from order_archiver.errors import InvalidOrderError
+from order_archiver.orders.enrichment import (
     CollectionNames,
     build_enrichment_pipeline,
     finish_archive_document,
     parse_datetime,
     source_hash,
 )
-from errors import InvalidOrderError
-from pii import PiiPolicy, pseudonymise
+from order_archiver.orders.pii import PiiPolicy, pseudonymise
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 CLIENT, COURIER, RESTAURANT = ObjectId(), ObjectId(), ObjectId()

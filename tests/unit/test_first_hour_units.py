@@ -13,12 +13,12 @@ from bson import ObjectId
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings, check_collection_roles, check_output_file, redact_uri, uri_password
-from connection import _network_reason
-from enrichment import is_status, status_forms, status_match
-from errors import ConfigError
 from logger import STATS, TextFormatter
-from pii import mask_pii
-from rejects import Rejection, RejectStore
+from order_archiver.errors import ConfigError
+from order_archiver.mongodb.connection import _network_reason
+from order_archiver.mongodb.rejects import Rejection, RejectStore
+from order_archiver.orders.enrichment import is_status, status_forms, status_match
+from order_archiver.orders.pii import mask_pii
 from tests.helpers import delivered_rejects, expected_archive_ids, seed_database
 
 NFD = unicodedata.normalize("NFD", "livrée")

@@ -9,7 +9,8 @@ from bson import ObjectId
 from pymongo.errors import AutoReconnect
 
 from archiver import BatchArchiver, BatchOptions
-from checkpoint import (
+from order_archiver.errors import ArchiverError
+from order_archiver.mongodb.checkpoint import (
     EPOCH,
     BatchState,
     Pass,
@@ -18,8 +19,7 @@ from checkpoint import (
     state_document,
     state_from_document,
 )
-from errors import ArchiverError
-from status import collect_status
+from order_archiver.operations.status import collect_status
 from tests.helpers import assert_no_duplicates, expected_archive_ids, pending_ids, seed_database
 
 # The generated orders were delivered up to ANCHOR (2026-11-26 00:00) + 75 min.
@@ -211,7 +211,7 @@ def test_a_crash_before_the_mark_is_saved_loses_nothing(mongo, settings, seeded,
         return original(self, selector, replacement, *args, **kwargs)
 
     monkeypatch.setattr(mongomock.collection.Collection, "replace_one", replace_one)
-    monkeypatch.setattr("errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
     with pytest.raises(ArchiverError):
         run(mongo, settings, clock)
     assert set(late) <= archived(mongo, settings)  # written before the failure
@@ -326,7 +326,7 @@ def test_reading_the_changes_goes_on_through_empty_batches_until_the_pass_start(
     scanning past changes the filter drops. Stopping there would lose every change between,
     since the next run reads from this pass's start."""
     from archiver import BatchArchiver, BatchOptions, reached
-    from checkpoint import Pass
+    from order_archiver.mongodb.checkpoint import Pass
 
     later = {
         "_id": {"_data": "0007"},

@@ -1,30 +1,98 @@
-"""How the product modules depend on each other: one way, never on the tests."""
+"""How the product's modules depend on each other: one way, layer by layer, never on the
+tests or the development server (order_archiver/__init__.py says what each layer holds)."""
 
 import ast
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = {path.stem for path in ROOT.glob("*.py")}
+from tests.helpers import PROJECT, product_files
+
+# Each module's dotted name: ``archiver``, ``order_archiver.mongodb.storage``...
+MODULES = {
+    ".".join(path.relative_to(PROJECT).with_suffix("").parts).removesuffix(".__init__"): path
+    for path in product_files()
+}
+
+# The layers, bottom first; a module imports from its own layer or those below, never above.
+LAYERS = [
+    ("bottom", {"order_archiver", "order_archiver.errors", "generator"}),
+    ("orders", {"order_archiver.orders"}),
+    ("settings", {"config", "logger"}),
+    ("reporting", {"order_archiver.reporting"}),
+    ("mongodb", {"order_archiver.mongodb"}),
+    ("jobs", {"archiver", "watcher"}),
+    ("operations", {"order_archiver.operations"}),
+    ("command line", {"main", "simulate", "demo"}),
+]
+
+
+def layer_of(module: str) -> int:
+    for index, (_, members) in enumerate(LAYERS):
+        if any(
+            module == member or module.startswith(f"{member}.")
+            for member in members
+            if member != "order_archiver"
+        ):
+            return index
+    assert module == "order_archiver", f"{module} is in no layer: add it to LAYERS"
+    return 0
 
 
 def imports_of(module: str) -> set[str]:
-    """The modules ``module`` imports, at the top or inside a function."""
-    tree = ast.parse((ROOT / f"{module}.py").read_text())
+    """The modules ``module`` imports, at the top or inside a function (dotted names)."""
+    tree = ast.parse(MODULES[module].read_text())
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module.split(".")[0])
+            found |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
     return found
 
 
-def test_no_product_module_imports_the_tests():
-    assert {m for m in PRODUCT if "tests" in imports_of(m)} == set()
+def product_imports_of(module: str) -> set[str]:
+    return {name for name in imports_of(module) if name in MODULES} - {module}
+
+
+def test_every_module_is_in_a_layer():
+    assert len(MODULES) > 30
+    for module in MODULES:
+        layer_of(module)
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    broken = [
+        f"{module} ({LAYERS[layer_of(module)][0]}) imports {imported} ({LAYERS[layer_of(imported)][0]})"
+        for module in MODULES
+        for imported in product_imports_of(module)
+        if layer_of(imported) > layer_of(module)
+    ]
+    assert broken == []
+
+
+def test_the_bottom_and_the_settings_import_little():
+    """What an order becomes needs neither the settings nor the logs; config reads only the
+    errors and the PII policy's names."""
+    for module in ("order_archiver.errors", "order_archiver.orders.pii", "generator"):
+        assert product_imports_of(module) <= {"order_archiver"}, module
+    assert product_imports_of("config") <= {"order_archiver.errors", "order_archiver.orders.pii"}
+    assert product_imports_of("logger") <= {"config"}
+
+
+def test_the_orders_layer_needs_no_server():
+    for module in MODULES:
+        if module.startswith("order_archiver.orders."):
+            assert not {"pymongo.collection", "pymongo.mongo_client", "mongomock"} & imports_of(module), (
+                module
+            )
+
+
+def test_the_product_imports_neither_the_tests_nor_the_development_server():
+    for module in MODULES:
+        top = {name.split(".")[0] for name in imports_of(module)}
+        assert not top & {"tests", "dev"} or module == "demo", module
 
 
 def test_the_product_modules_import_each_other_one_way():
-    graph = {m: imports_of(m) & PRODUCT - {m} for m in PRODUCT}
+    graph = {m: product_imports_of(m) for m in MODULES}
     done: set[str] = set()
 
     def visit(module: str, path: tuple[str, ...]) -> None:
@@ -39,14 +107,5 @@ def test_the_product_modules_import_each_other_one_way():
         visit(module, ())
 
 
-def test_the_bottom_layer_imports_no_domain_module():
-    """Settings, errors and the pure helpers sit below everything that reads or writes."""
-    assert imports_of("errors") & PRODUCT == set()
-    assert imports_of("pii") & PRODUCT == set()
-    assert imports_of("config") & PRODUCT <= {"errors", "pii"}
-    assert imports_of("enrichment") & PRODUCT <= {"errors", "pii"}
-    assert imports_of("selection") & PRODUCT <= {"errors", "enrichment"}
-
-
 def test_main_only_parses_and_dispatches():
-    assert not {"pymongo", "bson", "mongomock"} & imports_of("main")
+    assert not {name.split(".")[0] for name in imports_of("main")} & {"pymongo", "bson", "mongomock"}

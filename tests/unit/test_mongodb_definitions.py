@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bson import ObjectId
 
-from mongodb_definitions import CommandShape, command_shape, refusal, shape_problems
+from dev.mongodb_definitions import CommandShape, command_shape, refusal, shape_problems
 
 LSID = {"lsid": {"id": "x"}, "$db": "livraison"}
 

@@ -1,6 +1,6 @@
 import io
 
-from progress import Progress, progress_mode
+from order_archiver.reporting.progress import Progress, progress_mode
 
 
 def test_mode_follows_the_terminal(monkeypatch):

@@ -7,10 +7,10 @@ import pytest
 from pymongo.errors import AutoReconnect, CursorNotFound, OperationFailure
 
 from archiver import BatchArchiver, BatchOptions
-from errors import FatalError, TransientError
-from source import scan_by_id
+from order_archiver.errors import FatalError, TransientError
+from order_archiver.mongodb.source import scan_by_id
+from order_archiver.operations.verify import verify
 from tests.helpers import delivered_rejects, expected_archive_ids, seed_database
-from verify import verify
 
 DOCUMENTS = [{"_id": n} for n in range(10)]
 
@@ -21,7 +21,7 @@ def no_waits(monkeypatch):
         self.failures += 1
         return 0.0
 
-    monkeypatch.setattr("errors.Backoff.next_delay", instant)
+    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", instant)
 
 
 def opener(failures: dict[int, Exception]):

@@ -2,8 +2,8 @@
 
 from datetime import UTC, datetime
 
-from status import collect_status
-from storage import Collections
+from order_archiver.mongodb.storage import Collections
+from order_archiver.operations.status import collect_status
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

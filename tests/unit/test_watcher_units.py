@@ -7,8 +7,8 @@ import pytest
 from bson import ObjectId
 from bson.timestamp import Timestamp
 
-from errors import FatalError
-from tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState
+from order_archiver.errors import FatalError
+from order_archiver.mongodb.tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState
 from watcher import build_change_stream_pipeline, event_time, orders_to_archive
 
 TOKEN = {"_data": "8263A1B2C3000000012B022C0100296E5A1004"}
@@ -102,7 +102,7 @@ def test_no_change_streams_is_a_clear_fatal_error(mongo):
     from pymongo.errors import OperationFailure
 
     from config import Settings
-    from errors import NotSupportedError, RetryPolicy
+    from order_archiver.errors import NotSupportedError, RetryPolicy
     from watcher import Watcher, WatchOptions
 
     watcher = Watcher(mongo, Settings(simulation=True, log_dir=""), WatchOptions())
@@ -181,7 +181,7 @@ def test_after_an_invalidate_the_watcher_catches_up_before_streaming(mongo, inva
     watcher._open = lambda state: calls.append(f"open start_after={state.invalidated}") or Stream()
     watcher._catch_up = lambda: calls.append("catch up")
     watcher._consume = lambda stream, backoff: calls.append("consume")
-    from errors import RetryPolicy
+    from order_archiver.errors import RetryPolicy
 
     watcher._stream_once(RetryPolicy(0))
     expected = (
@@ -200,8 +200,8 @@ def test_the_lease_runs_on_the_servers_clock(mongo, monkeypatch):
     behind still sees the lease held, and one an hour ahead cannot take it early."""
     from datetime import timedelta
 
-    import lease as lease_module
-    from lease import Lease
+    from order_archiver.mongodb import lease as lease_module
+    from order_archiver.mongodb.lease import Lease
 
     server_now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     monkeypatch.setattr(lease_module, "server_time", lambda client: server_now)
@@ -273,7 +273,7 @@ def consuming_watcher(mongo, tmp_path, max_batch=500):
 def test_the_consume_loop_writes_a_burst_in_few_batches_and_saves_each_token_after_its_write(mongo, tmp_path):
     """What a getMore brought is drained into one micro-batch (up to WATCH_MAX_BATCH), archived,
     then its last event's token saved: never a token before the write that covers it."""
-    from errors import RetryPolicy
+    from order_archiver.errors import RetryPolicy
 
     watcher, calls = consuming_watcher(mongo, tmp_path, max_batch=3)
     stream = FakeStream([[_event(1), _event(2), _event(3), _event(4)], [], [_event(5)]])
@@ -291,7 +291,7 @@ def test_the_consume_loop_writes_a_burst_in_few_batches_and_saves_each_token_aft
 
 
 def test_an_invalidate_ends_the_loop_after_the_events_before_it(mongo, tmp_path):
-    from errors import RetryPolicy
+    from order_archiver.errors import RetryPolicy
 
     watcher, calls = consuming_watcher(mongo, tmp_path)
     stream = FakeStream([[_event(1), _event(2), _event(3, op="invalidate"), _event(4)]])

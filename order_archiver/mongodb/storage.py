@@ -17,8 +17,8 @@ from pymongo.collection import Collection
 from pymongo.read_concern import ReadConcern
 
 from config import Settings
-from enrichment import CollectionNames
-from errors import (
+from logger import get_logger, plural
+from order_archiver.errors import (
     ARCHIVE_SIDE,
     SOURCE_SIDE,
     TRANSIENT_CODES,
@@ -31,8 +31,8 @@ from errors import (
     retrying,
     without_documents,
 )
-from logger import get_logger, plural
-from rejects import Rejection
+from order_archiver.mongodb.rejects import Rejection
+from order_archiver.orders.enrichment import CollectionNames
 
 log = get_logger("storage")
 

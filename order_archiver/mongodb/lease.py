@@ -30,10 +30,10 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo import errors as pymongo_errors
 
-from deployment import hello
-from enrichment import as_utc
-from errors import ArchiverError, retrying
 from logger import get_logger
+from order_archiver.errors import ArchiverError, retrying
+from order_archiver.mongodb.deployment import hello
+from order_archiver.orders.enrichment import as_utc
 
 log = get_logger("lease")
 

@@ -23,7 +23,11 @@ from bson.timestamp import Timestamp
 from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
-from enrichment import (
+from logger import get_logger
+from order_archiver.errors import Attempts, InvalidOrderError, RetryPolicy, is_transient
+from order_archiver.mongodb.rejects import Rejection
+from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.orders.enrichment import (
     CollectionNames,
     as_utc,
     build_enrichment_pipeline,
@@ -31,12 +35,8 @@ from enrichment import (
     is_status,
     status_match,
 )
-from errors import Attempts, InvalidOrderError, RetryPolicy, is_transient
-from logger import get_logger
-from pii import PiiPolicy
-from rejects import Rejection
-from selection import build_selection, in_window
-from storage import MongoCollection
+from order_archiver.orders.pii import PiiPolicy
+from order_archiver.orders.selection import build_selection, in_window
 
 log = get_logger("batch")
 T = TypeVar("T")

@@ -15,7 +15,8 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import Settings, mask_secrets_of, uri_options
-from errors import (
+from logger import get_logger
+from order_archiver.errors import (
     ARCHIVE_SIDE,
     ArchiverError,
     Attempts,
@@ -25,7 +26,6 @@ from errors import (
     TransientError,
     retrying,
 )
-from logger import get_logger
 
 log = get_logger("connection")
 
@@ -86,7 +86,7 @@ def open_client(
     """
     if settings.simulation:
         with simulation_packages():
-            from simulation import simulation_client
+            from order_archiver.mongodb.simulation import simulation_client
 
         return simulation_client(settings, count=simulation_count, seed=simulation_seed)
     client = _new_client(settings)

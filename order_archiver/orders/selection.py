@@ -12,8 +12,8 @@ from bson import Binary, ObjectId, Regex
 from bson.decimal128 import Decimal128
 from bson.timestamp import Timestamp
 
-from enrichment import status_match
-from errors import ConfigError
+from order_archiver.errors import ConfigError
+from order_archiver.orders.enrichment import status_match
 
 
 def build_selection(

@@ -22,8 +22,8 @@ import bson
 from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128
 
-from errors import InvalidOrderError
-from pii import PiiPolicy
+from order_archiver.errors import InvalidOrderError
+from order_archiver.orders.pii import PiiPolicy
 
 # Joined arrays get names no order field can clash with; the finishing step removes them.
 _CLIENT, _COURIER, _RESTAURANT, _MENUS = "_x_client", "_x_livreur", "_x_restaurant", "_x_menus"

@@ -16,16 +16,16 @@ from typing import Any
 
 from bson import json_util
 
-from checkpoint import BatchState, checkpoint_key, state_from_document
 from config import Settings
-from enrichment import as_utc, status_match
-from errors import retrying
-from lease import lease_key
 from logger import plural
-from rejects import RejectStore, describe_reject
-from source import missing_source
-from storage import Collections
-from tokens import watcher_name
+from order_archiver.errors import retrying
+from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
+from order_archiver.mongodb.lease import lease_key
+from order_archiver.mongodb.rejects import RejectStore, describe_reject
+from order_archiver.mongodb.source import missing_source
+from order_archiver.mongodb.storage import Collections
+from order_archiver.mongodb.tokens import watcher_name
+from order_archiver.orders.enrichment import as_utc, status_match
 
 CHUNK = 1000
 EXAMPLES = 5

@@ -22,8 +22,8 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 
-from errors import Attempts, named_side, retrying
 from logger import get_logger, plural
+from order_archiver.errors import Attempts, named_side, retrying
 
 log = get_logger("rejects")
 

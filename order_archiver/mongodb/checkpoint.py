@@ -29,10 +29,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from config import Settings
-from enrichment import as_utc
-from errors import named_side, retrying
 from logger import get_logger
-from storage import WRITE_ATTEMPTS, MongoCollection
+from order_archiver.errors import named_side, retrying
+from order_archiver.mongodb.storage import WRITE_ATTEMPTS, MongoCollection
+from order_archiver.orders.enrichment import as_utc
 
 log = get_logger("batch")
 

@@ -22,10 +22,10 @@ from bson.timestamp import Timestamp
 from pymongo.errors import OperationFailure
 
 from config import Settings
-from errors import ConfigError
 from generator import Dataset, generate_dataset, strip_markers
 from logger import get_logger
-from progress import Progress, ProgressMode
+from order_archiver.errors import ConfigError
+from order_archiver.reporting.progress import Progress, ProgressMode
 
 log = get_logger("simulation")
 

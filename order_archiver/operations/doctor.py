@@ -19,7 +19,8 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
-from deployment import (
+from order_archiver.errors import NO_CHANGE_STREAMS_CODES, is_authorisation_error, retrying
+from order_archiver.mongodb.deployment import (
     LOOKUP_SHARDED_FROM,
     features_off,
     hello,
@@ -27,8 +28,7 @@ from deployment import (
     sharded_collections,
     sharding_problems,
 )
-from errors import NO_CHANGE_STREAMS_CODES, is_authorisation_error, retrying
-from storage import Document
+from order_archiver.mongodb.storage import Document
 
 MIN_VERSION = (4, 4)
 Outcome = Literal["pass", "warn", "fail"]

@@ -26,8 +26,8 @@ from typing import Any
 from pymongo import errors as pymongo_errors
 
 from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles
-from errors import ARCHIVE_SIDE, SOURCE_SIDE, ConfigError
 from logger import get_logger
+from order_archiver.errors import ARCHIVE_SIDE, SOURCE_SIDE, ConfigError
 
 log = get_logger("deployment")
 

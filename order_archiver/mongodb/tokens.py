@@ -21,10 +21,10 @@ from bson import json_util
 from pymongo import errors as pymongo_errors
 
 from config import Settings
-from enrichment import as_utc
-from errors import ArchiverError, Attempts, ConfigError, FatalError, retrying
-from lease import LeaseLost, lease_key, server_time
 from logger import get_logger
+from order_archiver.errors import ArchiverError, Attempts, ConfigError, FatalError, retrying
+from order_archiver.mongodb.lease import LeaseLost, lease_key, server_time
+from order_archiver.orders.enrichment import as_utc
 
 log = get_logger("tokens")
 

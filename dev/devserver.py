@@ -11,7 +11,7 @@ fault knobs of their own on top (``tests/nx_launcher.py``).
 
 Usage::
 
-    python devserver.py --data-dir DIR -p PORT --pid-file DIR/nx.pid     (make dev-server)
+    python -m dev.devserver --data-dir DIR -p PORT --pid-file DIR/nx.pid     (make dev-server)
     DevServer(folder).start() ... .stop()                                (demo, tests, benchmarks)
 
 It needs the development requirements (``requirements-dev.txt``: nx-27017, neosqlite).
@@ -59,7 +59,7 @@ from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
-import mongodb_definitions as definitions
+from dev import mongodb_definitions as definitions
 
 _fallback = threading.local()
 _unknown_cursor = threading.local()  # set by a getMore whose cursor the server does not know
@@ -908,6 +908,9 @@ def apply_fixes() -> None:
 # --- starting and stopping one -------------------------------------------------------------
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -917,7 +920,7 @@ def _free_port() -> int:
 class DevServer:
     """One nx-27017 process on a free port and its own temp data directory."""
 
-    launcher = Path(__file__).resolve()  # this module, run as a script (see the end)
+    launcher = "dev.devserver"  # the module run with -m from the project's folder (see the end)
     stop_timeout = 5.0  # seconds between SIGTERM and SIGKILL
 
     def __init__(self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
@@ -936,7 +939,8 @@ class DevServer:
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                str(self.launcher),
+                "-m",
+                self.launcher,
                 "--data-dir",
                 str(self.data_dir),
                 "-p",
@@ -949,6 +953,7 @@ class DevServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "NX_HOST": f"127.0.0.1:{self.port}", **self.env},
+            cwd=PROJECT,  # where -m finds dev/ (and tests/)
             start_new_session=True,  # its own process group: stop() signals all of it
         )
         log.close()

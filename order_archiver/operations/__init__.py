@@ -1,0 +1,1 @@
+"""The commands around the jobs: status, verify (and its repair), doctor."""

@@ -1,0 +1,1 @@
+"""What observes the jobs: progress bars and Prometheus metrics."""
