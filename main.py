@@ -307,7 +307,7 @@ def add_batch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 def _samples_wanted(args: argparse.Namespace) -> int:
     """A dry run shows a few samples; a run keeps none unless asked (its report goes to cron
     mails and log collectors), or for ``--export-samples``."""
-    from archiver import DEFAULT_SAMPLES
+    from order_archiver.batch.report import DEFAULT_SAMPLES
 
     if args.samples is not None:
         return int(args.samples)

@@ -149,6 +149,18 @@ class ArchiveWriter:
             )
         return {doc["_id"]: doc.get("source_hash") for doc in found}
 
+    def not_archived_as_they_are(self, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """The documents the archive does not hold in this very version (by ``_id``, then
+        ``source_hash``: one corrected since is written again, and revised), and how many it
+        does."""
+        if not documents:
+            return documents, 0
+        archived = self.archived_hashes([d["_id"] for d in documents])
+        unchanged = {
+            d["_id"] for d in documents if d["_id"] in archived and archived[d["_id"]] == d["source_hash"]
+        }
+        return [d for d in documents if d["_id"] not in unchanged], len(unchanged)
+
     def existing_ids(self, ids: list[Any]) -> set[Any]:
         with named_side(self.side):
             found = retrying(

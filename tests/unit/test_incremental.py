@@ -325,7 +325,8 @@ def test_reading_the_changes_goes_on_through_empty_batches_until_the_pass_start(
     """An empty getMore short of where this pass began is not the end: the server may still be
     scanning past changes the filter drops. Stopping there would lose every change between,
     since the next run reads from this pass's start."""
-    from archiver import BatchArchiver, BatchOptions, reached
+    from archiver import BatchArchiver, BatchOptions
+    from order_archiver.mongodb.changes import reached
     from order_archiver.mongodb.checkpoint import Pass
 
     later = {
@@ -339,7 +340,7 @@ def test_reading_the_changes_goes_on_through_empty_batches_until_the_pass_start(
     archiver = BatchArchiver(mongo, settings, BatchOptions(run=True), server_clock=lambda: DAY1)
     archiver.orders_primary = type("Orders", (), {"watch": lambda *a, **k: stream})()  # type: ignore[assignment]
     archiver.current = Pass(DAY1 - WEEK, DAY1, stream_token={"_data": "0008"})
-    assert archiver._changed_since({"_data": "0001"}) == [7]
+    assert archiver._planner().changed_since({"_data": "0001"}, archiver.current)[0] == [7]
     assert archiver.report.changes_read == 1
     assert reached({"_data": "0009"}, {"_data": "0008"})
     assert not reached({"_data": "0004"}, {"_data": "0008"})

@@ -18,7 +18,7 @@ LAYERS = [
     ("settings", {"config", "logger"}),
     ("reporting", {"order_archiver.reporting"}),
     ("mongodb", {"order_archiver.mongodb"}),
-    ("jobs", {"archiver", "watcher"}),
+    ("jobs", {"order_archiver.batch", "archiver", "watcher"}),
     ("operations", {"order_archiver.operations"}),
     ("command line", {"main", "simulate", "demo"}),
 ]

@@ -1,0 +1,107 @@
+"""How many delivered orders a batch pass had: counted on the server only when the run cannot
+see them all itself (the server skips archived orders unseen), so that a completed run's
+report adds up: ``archived + already_archived + rejected == delivered``."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from logger import get_logger
+from order_archiver.batch.report import BatchOptions, BatchReport
+from order_archiver.errors import ArchiverError, Attempts, named_side, retrying
+from order_archiver.mongodb.checkpoint import Pass
+from order_archiver.mongodb.source import OrderSource
+from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.orders.selection import date_range
+
+log = get_logger("batch")
+
+
+@dataclass
+class DeliveredCount:
+    orders: MongoCollection
+    archive: MongoCollection
+    archive_side: str
+    options: BatchOptions
+    report: BatchReport
+    stop_event: threading.Event
+    needed: bool = False  # see must_count
+    at_start: int | None = None
+
+    def begin(self, source: OrderSource, current: Pass) -> None:
+        self.needed = self.must_count(source, current)
+        if self.needed:
+            self.at_start = self.count(source)
+
+    def count(self, source: OrderSource) -> int | None:
+        """The window's delivered orders (an index count on ``status, date_commande``); None if
+        the count itself fails (never a reason to fail the run: the counts are then partial)."""
+        selection = source.selection()
+        try:
+            return int(
+                retrying(
+                    lambda: self.orders.count_documents(selection),
+                    attempts=Attempts.INFORM,
+                    stop_event=self.stop_event,
+                )
+            )
+        except ArchiverError as exc:
+            log.warning("could not count the delivered orders (%s); counts will be partial", exc)
+            return None
+
+    def must_count(self, source: OrderSource, current: Pass) -> bool:
+        """Whether the window's delivered orders must be counted for the report: only when
+        the server will skip archived orders unseen (the archive in the source database, and
+        not empty) or an interrupted run's first part is behind the checkpoint. Otherwise the
+        run sees every delivered order itself, and a count would repeat its work."""
+        if source.exclude_archived_in is None or self.options.limit is not None:
+            return False
+        if current.last_id is not None:
+            return True
+        with named_side(self.archive_side):
+            found = retrying(lambda: self.archive.find_one({}, {"_id": 1}), stop_event=self.stop_event)
+        return found is not None
+
+    def settle(self) -> None:
+        """``delivered`` and ``already_archived`` once the pass is complete. Orders the server
+        skipped unseen (in the archive already) are the delivered orders the run did not
+        examine; without such skipping the run saw them all. With ``--limit`` the orders
+        beyond the last one reached are unknown: ``delivered`` stays unset."""
+        report = self.report
+        if self.options.limit is not None:
+            return
+        seen = report.scanned + report.outside_window
+        if not self.needed:
+            report.delivered = seen
+            return
+        if self.at_start is None:
+            return  # the count failed: the report says so by leaving it unset
+        report.delivered = max(self.at_start, seen)
+        report.already_archived += report.delivered - seen
+
+    def progress_total(self, source: OrderSource) -> int | None:
+        """The progress bar's total, an estimate (delivered in the window, less already
+        archived): one index count, made only when progress is shown."""
+        total = self.at_start if self.needed else self.count(source)
+        if total is not None and source.exclude_archived_in is not None:
+            total = max(total - self._archived_in_window(), 0)
+        if total is not None and self.options.limit is not None:
+            total = min(total, self.options.limit)
+        return total
+
+    def _archived_in_window(self) -> int:
+        """Archive documents of the window: an estimate of what the server will skip, for the
+        progress bar only (after a purge the archive holds orders the source no longer has)."""
+        bounds = date_range(self.options.date_from, self.options.date_to)
+        archive_filter = {"date_commande": bounds} if bounds else {}
+        try:
+            return int(
+                retrying(
+                    lambda: self.archive.count_documents(archive_filter),
+                    attempts=Attempts.INFORM,
+                    stop_event=self.stop_event,
+                )
+            )
+        except ArchiverError:
+            return 0

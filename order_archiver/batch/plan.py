@@ -1,0 +1,135 @@
+"""Which pass a batch run makes (``checkpoint.plan_pass``) and what it reads: a full pass over
+the window, or an incremental one over the deliveries since the last pass began plus the
+orders the change stream says were delivered or corrected since (late deliveries included)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from config import Settings
+from logger import get_logger
+from order_archiver.batch.report import BatchOptions, BatchReport
+from order_archiver.errors import retrying
+from order_archiver.mongodb.changes import ChangeReader, stream_position
+from order_archiver.mongodb.checkpoint import BatchState, Pass, plan_pass
+from order_archiver.mongodb.rejects import RejectStore
+from order_archiver.mongodb.source import OrderSource
+from order_archiver.mongodb.storage import MongoCollection
+
+log = get_logger("batch")
+
+
+@dataclass(frozen=True)
+class PlannedPass:
+    current: Pass  # the pass, with where the change stream stood when it began
+    source: OrderSource  # what it reads
+
+
+@dataclass
+class PassPlanner:
+    settings: Settings
+    options: BatchOptions
+    orders: MongoCollection
+    orders_primary: MongoCollection
+    rejects: RejectStore
+    report: BatchReport
+    stop_event: threading.Event
+    server_clock: Callable[[], datetime]
+
+    def follows_changes(self) -> bool:
+        """A scheduled batch reads the change stream between its runs; the watcher's catch-up
+        (always a full pass) and a simulation do not."""
+        return self.options.archived_by == "batch" and not self.settings.simulation
+
+    def plan(self, state: BatchState, source: OrderSource) -> PlannedPass:
+        """This run's pass, from what the last runs left (``state``), and ``source`` pointed
+        at its selection; the report says which pass and why."""
+        plan = plan_pass(
+            state,
+            retrying(self.server_clock, stop_event=self.stop_event),
+            overlap=self.settings.batch_overlap,
+            full_sweep_every=self.settings.batch_full_sweep_every,
+            force_full=self.options.full,
+            resume=self.options.resume,
+        )
+        current = plan.pass_
+        if current.last_id is None and self.follows_changes():
+            # A new pass: where the change stream stands now, taken before anything is read.
+            position = stream_position(self.orders_primary, self.settings.delivered_status)
+            current = replace(current, stream_token=position)
+        self.report.mode = "full" if current.full else "incremental"
+        self.report.since = current.since
+        self.report.pass_reason = plan.reason
+        # Every order delivered or corrected since the last pass began (the change stream): an
+        # incremental pass reads them whatever their stamps, a full pass even when archived.
+        changed_ids, current = self.changed_since(state.stream_token, current)
+        changed = tuple(changed_ids)
+        also_ids: tuple[Any, ...] = ()
+        if not current.full:
+            also_ids = tuple(dict.fromkeys([*self.rejects.listed_ids(), *changed]))
+        # An incremental pass reads few orders: the archive is asked by _id for each chunk
+        # (BatchArchiver._not_yet_archived) instead of joined on the server, and they need no
+        # count. Reads that decide go to a member that has the data: an incremental pass (a
+        # lagging secondary would hide deliveries its mark then moves past) and the watcher's
+        # catch-up.
+        primary = self.options.read_primary or not current.full
+        source = replace(
+            source,
+            orders=self.orders_primary if primary else self.orders,
+            delivered_since=current.since,
+            also_ids=also_ids,
+            revisit_ids=changed if current.full else (),
+            exclude_archived_in=source.exclude_archived_in if current.full else None,
+        )
+        self._log(current, state, plan.reason)
+        return PlannedPass(current, source)
+
+    def changed_since(self, token: dict[str, Any] | None, current: Pass) -> tuple[list[Any], Pass]:
+        """Every order that became delivered, or was corrected while delivered, since the last
+        complete pass began, up to this pass's start (``changes.ChangeReader``), and the pass
+        (whose token goes back to ``token`` when the stream stalled short of it). Without a
+        token, or with the history gone (the oplog rolled over) or no change streams, the pass
+        reads by delivery stamp alone, and says so."""
+        if token is None:
+            if self.follows_changes() and not current.full:  # (a full pass reads them all)
+                self._say("no change-stream position saved: this incremental run reads delivery stamps only")
+            return [], current
+        reader = ChangeReader(self.orders_primary, self.settings.delivered_status, self.stop_event)
+        changes = reader.since(token, current.stream_token, current.started_at)
+        if changes.unavailable is not None:
+            self._say(
+                f"the change history since the last run is not available (code {changes.unavailable}): this "
+                "incremental run reads delivery stamps only; a delivery synced with an older stamp "
+                "waits for the full sweep (or --full)"
+            )
+            return [], current
+        if changes.stalled:
+            self._say(
+                "the change stream stopped advancing before this pass's start: the next run reads the "
+                "changes since the last run again"
+            )
+            current = replace(current, stream_token=token)
+        self.report.changes_read = changes.read
+        log.info(
+            "%d changes since the last run: %d orders delivered or corrected", changes.read, len(changes.ids)
+        )
+        return changes.ids, current
+
+    def _say(self, warning: str) -> None:
+        log.warning(warning)
+        self.report.warnings.append(warning)
+
+    def _log(self, current: Pass, state: BatchState, reason: str) -> None:
+        if current.full:
+            log.info("full pass (%s)", reason)
+            return
+        log.info(
+            "incremental pass: orders delivered since %s (high-water mark %s less BATCH_OVERLAP %s)",
+            current.since.isoformat() if current.since else "",
+            state.high_water.isoformat() if state.high_water else "",
+            self.settings.batch_overlap,
+        )

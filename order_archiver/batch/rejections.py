@@ -1,0 +1,83 @@
+"""The rejected orders a batch run meets: counted into its report and listed in the rejects
+collection after the archive writes that met them, a thousand at a time (the list is for
+people: a run that dies before listing them meets them again, as new, next time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from logger import get_logger
+from order_archiver.batch.report import BatchReport
+from order_archiver.errors import ArchiverError, retrying
+from order_archiver.mongodb.rejects import Rejection, RejectStore
+from order_archiver.mongodb.storage import MongoCollection
+
+log = get_logger("batch")
+
+REJECTS_FLUSH = 1000  # rejections listed together
+
+
+@dataclass
+class RejectionLog:
+    store: RejectStore
+    report: BatchReport
+    archived_by: str
+    clock: Callable[[], datetime]
+    pending: list[Rejection] = field(default_factory=list)
+
+    def count(self, rejections: list[Rejection], new: int) -> None:
+        self.report.rejected += len(rejections)
+        self.report.rejected_new += new
+        for rejection in rejections:
+            self.report.rejections[rejection.reason] = self.report.rejections.get(rejection.reason, 0) + 1
+
+    def add(self, rejections: list[Rejection]) -> None:
+        """After the writes of the chunk that met them."""
+        self.pending += rejections
+        if len(self.pending) >= REJECTS_FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if pending:
+            new = self.store.record(pending, source=self.archived_by, now=self.clock())
+            self.count(pending, new)
+
+    def flush_quietly(self) -> None:
+        """The rejections met before a failure: a failure to list them does not hide it."""
+        try:
+            self.flush()
+        except ArchiverError as exc:
+            log.warning("the rejected orders met so far were not listed (%s)", exc)
+
+    def count_dry(self, rejections: list[Rejection]) -> None:
+        """A dry run lists nothing: it says which rejections would be new."""
+        known = self.store.known([r.order_id for r in rejections])
+        new = [r for r in rejections if r.order_id not in known]
+        for rejection in new:
+            log.warning(
+                "order would be rejected",
+                extra={"order_id": str(rejection.order_id), "reason": rejection.reason},
+            )
+        self.count(rejections, len(new))
+
+    def prune(
+        self, orders_primary: MongoCollection, archive: MongoCollection, delivered: Any, stop: Any
+    ) -> None:
+        """Rejected orders that were fixed (and archived), deleted or corrected leave the list;
+        a failure here only leaves the list longer: the archive is done. An orders collection
+        that holds no order at all (a typo in ORDERS_COLLECTION, a collection created by
+        mistake) would make every listed order look deleted: the list is left as it is."""
+        try:
+            if retrying(lambda: orders_primary.find_one({}, {"_id": 1}), stop_event=stop) is None:
+                log.warning(
+                    "%s holds no order: the list of rejected orders is left as it is",
+                    orders_primary.full_name,
+                )
+                return
+            self.store.prune(orders_primary, archive, delivered)
+        except ArchiverError as exc:
+            log.warning("the list of rejected orders was not tidied (%s); the next run tries again", exc)

@@ -1,0 +1,148 @@
+"""What a batch run is asked (``BatchOptions``) and what it did (``BatchReport``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from bson import json_util
+
+from logger import plural
+from order_archiver.orders.pii import mask_pii
+from order_archiver.reporting.progress import ProgressMode
+
+DEFAULT_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    run: bool = False
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    limit: int | None = None
+    batch_size: int = 100
+    export_samples: str | None = None
+    samples: int = DEFAULT_SAMPLES
+    purge_source: bool = False
+    resume: bool = True
+    archived_by: str = "batch"  # the watcher's catch-up archives as "watch"
+    require_source: bool = True  # a missing orders collection is an error (watch: a warning)
+    progress: ProgressMode = "off"
+    full: bool = False  # walk every delivered order of the window (--full), not only the new ones
+    # Read the orders from the primary whatever the URI's readPreference: the watcher's
+    # catch-up (a secondary behind the stream's start would hide deliveries no later event
+    # shows). An incremental pass always does (see _begin_pass).
+    read_primary: bool = False
+    show_pii: bool = False  # samples unmasked (--show-pii)
+
+
+@dataclass
+class BatchReport:
+    """What a run did. Without ``--limit``, a completed run's counts add up:
+    ``archived + already_archived + rejected == delivered`` (the window's delivered orders
+    at the start, give or take orders delivered while it ran)."""
+
+    dry_run: bool = True
+    mode: Literal["incremental", "full"] = "full"  # the pass: new deliveries only, or all
+    since: datetime | None = None  # incremental: deliveries stamped from here on
+    pass_reason: str = ""  # why this kind of pass (first run, full sweep due, --full...)
+    completed: bool = False
+    delivered: int | None = None  # delivered orders the pass selected when the run started
+    scanned: int = 0  # orders the run read and examined (the server skips archived ones)
+    archived: int = 0
+    already_archived: int = 0
+    rejected: int = 0
+    rejected_new: int = 0  # rejected orders never listed before: these make exit 3
+    outside_window: int = 0  # string dates that turned out to be outside the window
+    revised: int = 0  # archive documents replaced by a corrected version of their order
+    changes_read: int | None = None  # an incremental pass: change events read since the last run
+    purged: int = 0
+    purge_kept: int = 0  # archived, but left in the source: changed since (see purge)
+    seconds: float = 0.0
+    would_archive: int = 0
+    would_purge: int | None = None  # a dry run with --purge-source: what --run would delete
+    resumed_from: str | None = None
+    read_retries: int = 0  # transient read failures the run went on through
+    peak_rss_mib: float | None = None
+    rejections: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def orders_per_second(self) -> float:
+        return self.scanned / self.seconds if self.seconds > 0 else 0.0
+
+    def _rejected_text(self) -> str:
+        if not self.rejected:
+            return "0"
+        return f"{self.rejected} ({self.rejected_new} new; list: main.py rejects)"
+
+    def summary_line(self) -> str:
+        window = ""
+        if self.delivered is not None:
+            scope = "in the window"
+            if self.since is not None:
+                scope = f"since {self.since.isoformat()} (incremental; --full reads them all)"
+            window = f" of {self.delivered} delivered {scope}"
+            if self.outside_window:  # why the counts fall short of the delivered ones
+                window += (
+                    f" ({self.outside_window} outside the window once their string date_commande was read)"
+                )
+        if self.dry_run:
+            return (
+                f"dry run: {self.scanned} to examine, would archive {self.would_archive}, "
+                f"already archived {self.already_archived}, would reject {self._rejected_text()}{window}"
+                + (
+                    f", would purge {self.would_purge} from the source"
+                    if self.would_purge is not None
+                    else ""
+                )
+                + f" ({self.seconds:.2f}s); nothing was written, add --run to archive"
+            )
+        head = "batch done" if self.completed else "batch stopped before the end, counts so far"
+        return (
+            f"{head}: scanned {self.scanned}, archived {self.archived}, already archived "
+            f"{self.already_archived}"
+            + (f", revised {self.revised} (corrected since archived)" if self.revised else "")
+            + f", rejected {self._rejected_text()}, purged {self.purged}{window} in "
+            f"{self.seconds:.2f}s ({plural(self.orders_per_second, 'order')}/s)"
+            + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
+        )
+
+    def lines(self, *, show_samples: bool = True, show_pii: bool = False) -> list[str]:
+        """For a person: a dry run's sample documents (client e-mail and phone masked unless
+        ``show_pii``), the rejections by reason, the summary."""
+        lines = []
+        if self.dry_run and show_samples:
+            for sample in self.samples:
+                shown = sample if show_pii else mask_pii(sample)  # kept masked already, unless asked
+                lines.append(
+                    json_util.dumps(shown, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS)
+                )
+        if self.rejections:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejections.items()))
+            lines.append(f"rejected orders by reason: {reasons}")
+        lines.append(self.summary_line())
+        return lines
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["orders_per_second"] = round(self.orders_per_second, 1)
+        data["seconds"] = round(self.seconds, 3)
+        data["samples"] = json.loads(json_util.dumps(self.samples))
+        return data
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory (Linux ``VmHWM``: unlike ``ru_maxrss`` it does not
+    count what the parent held before ``exec``); None where there is no /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

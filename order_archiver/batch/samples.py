@@ -1,0 +1,42 @@
+"""The few archive documents a batch run keeps for its report and ``--export-samples``,
+masked (names, e-mail, phone, address) unless ``--show-pii``: the report goes to terminals,
+cron mails and log collectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bson import json_util
+
+from config import write_private
+from logger import get_logger
+from order_archiver.batch.report import BatchOptions, BatchReport
+from order_archiver.errors import ArchiverError
+from order_archiver.orders.pii import mask_pii
+
+log = get_logger("batch")
+
+
+def keep_samples(report: BatchReport, options: BatchOptions, documents: list[dict[str, Any]]) -> None:
+    room = options.samples - len(report.samples)
+    if room > 0:
+        kept = documents[:room]
+        report.samples.extend(kept if options.show_pii else [mask_pii(d) for d in kept])
+
+
+def export_samples(report: BatchReport, options: BatchOptions) -> None:
+    """``--export-samples``: the samples as Extended JSON, in a file only this user reads."""
+    if not options.export_samples:
+        return
+    path = Path(options.export_samples)
+    try:
+        write_private(
+            path,
+            json_util.dumps(
+                report.samples, indent=2, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS
+            ),
+        )
+    except OSError as exc:
+        raise ArchiverError(f"--export-samples: cannot write {path}: {exc.strerror}") from None
+    log.info("%d sample documents written to %s", len(report.samples), path)

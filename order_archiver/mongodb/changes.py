@@ -1,0 +1,118 @@
+"""What changed since the last batch pass, read from the orders' change stream: the orders
+that became delivered, or were corrected while delivered, since then (a delivery synced hours
+late with an old stamp among them). An incremental pass reads those whatever their stamps."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import errors as pymongo_errors
+
+from logger import get_logger
+from order_archiver.errors import as_archiver_error, classify, without_documents
+from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
+from order_archiver.mongodb.storage import MongoCollection
+
+log = get_logger("batch")
+
+CHANGES_AWAIT_MS = 200  # a quiet getMore while reading the changes since the last run: caught up
+CHANGES_BATCH = 1000
+CHANGES_STALL_BATCHES = 50  # empty batches (of CHANGES_AWAIT_MS) without progress: a stalled read
+
+
+def reached(position: Any, target: Any) -> bool:
+    """Whether a change stream's position is at or past ``target``: resume tokens' ``_data``
+    strings sort in stream order (MongoDB 4.0+, documented). No target: the first empty batch
+    ends the read."""
+    if not target or not position:
+        return True
+    return str(position.get("_data", "")) >= str(target.get("_data", ""))
+
+
+def stream_position(orders: MongoCollection, delivered_status: str) -> dict[str, Any] | None:
+    """The orders' change stream's position now (a resume token), or None where there are
+    no change streams (a standalone server) or the user may not open one."""
+    try:
+        with orders.watch(build_change_stream_pipeline(delivered_status), max_await_time_ms=1) as stream:
+            stream.try_next()
+            token = stream.resume_token
+    except (pymongo_errors.PyMongoError, NotImplementedError, AttributeError) as exc:
+        log.debug("no change stream position (%s): incremental runs read delivery stamps only", exc)
+        return None
+    return dict(token) if token else None
+
+
+@dataclass
+class ChangesSince:
+    """What a read of the changes since a token found: the orders' ids (once each, in order),
+    the events read, and why the read fell short, if it did."""
+
+    ids: list[Any] = field(default_factory=list)
+    read: int = 0
+    unavailable: int | None = None  # the history is gone or there are no change streams: its code
+    stalled: bool = False  # the stream stopped advancing before the pass's start
+
+
+@dataclass(frozen=True)
+class ChangeReader:
+    """Reads the changes from a resume token up to where a pass began (its token and its
+    start time: later changes are the next run's)."""
+
+    orders: MongoCollection  # the primary's view: a lagging secondary would hide changes
+    delivered_status: str
+    stop_event: threading.Event
+
+    def since(self, token: dict[str, Any], until_token: Any, until: datetime) -> ChangesSince:
+        found = ChangesSince()
+        ids: dict[Any, None] = {}
+        try:
+            with self.orders.watch(
+                build_change_stream_pipeline(self.delivered_status),
+                resume_after=token,
+                full_document="updateLookup",
+                max_await_time_ms=CHANGES_AWAIT_MS,
+                batch_size=CHANGES_BATCH,
+            ) as stream:
+                found.stalled = not self._read(stream, ids, found, until_token, until)
+        except pymongo_errors.OperationFailure as exc:
+            if classify(exc) in ("token_unusable", "no_change_streams"):
+                return ChangesSince(unavailable=exc.code)
+            raise as_archiver_error(exc) from without_documents(exc)
+        except pymongo_errors.PyMongoError as exc:
+            raise as_archiver_error(exc) from without_documents(exc)
+        found.ids = list(ids)
+        return found
+
+    def _read(
+        self, stream: Any, ids: dict[Any, None], found: ChangesSince, until_token: Any, until: datetime
+    ) -> bool:
+        """Read into ``ids`` until caught up with ``until_token`` or past ``until``; False
+        when the stream stopped advancing short of it (the next run reads from here again)."""
+        stalled, position = 0, None
+        while not self.stop_event.is_set():
+            event = stream.try_next()
+            if event is None:
+                if reached(stream.resume_token, until_token):
+                    return True  # caught up with where this pass began
+                # An empty batch short of it: the server is still scanning. One that stops
+                # advancing is not trusted.
+                stalled = stalled + 1 if stream.resume_token == position else 0
+                position = stream.resume_token
+                if stalled >= CHANGES_STALL_BATCHES:
+                    return False
+                continue
+            found.read += 1
+            when = event_time(event)
+            if when is not None and when > until:
+                log.debug(
+                    "change at %s (%s), after this pass began (%s): left for the next run",
+                    when,
+                    event.get("operationType"),
+                    until,
+                )
+                return True  # past this pass's start: the next run reads it
+            ids.update(dict.fromkeys(orders_to_archive([event], self.delivered_status)))
+        return True

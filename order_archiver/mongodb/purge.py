@@ -1,0 +1,117 @@
+"""``--purge-source``: deleting from the source the delivered orders the archive holds, each
+only in the version the archive keeps."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pymongo import DeleteOne
+
+from logger import get_logger
+from order_archiver.errors import Attempts, retrying
+from order_archiver.mongodb.source import OrderSource
+from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
+from order_archiver.orders.enrichment import source_hash, status_match
+from order_archiver.orders.pii import PiiPolicy
+
+log = get_logger("batch")
+
+
+@dataclass
+class PurgeCounts:
+    purged: int = 0
+    kept: int = 0  # archived, but left in the source: changed since it was archived
+
+
+@dataclass(frozen=True)
+class SourcePurge:
+    """Delete the window's delivered orders whose archive document a majority holds, each
+    only in the version that document keeps: the order is read, its fingerprint (under
+    ARCHIVE_PII, as the archive keeps it) compared with the archived one, and the delete's
+    own filter requires the whole order to be what was read (``$expr``: ``$$ROOT`` equal to
+    it), so an order corrected after it was archived, even a moment before the delete, stays
+    in the source until it is archived again. Every such order of the window, whatever pass
+    ran (an incremental pass reads only its own deliveries). The walk is an index range on the
+    source's delivered orders (``status, _id``): bounded by what is still in the source, not by
+    the history the purge already moved."""
+
+    orders_primary: MongoCollection
+    window: OrderSource
+    writer: ArchiveWriter
+    pii: PiiPolicy
+    delivered_status: str
+    batch_size: int
+    stop_event: threading.Event
+
+    @classmethod
+    def of_window(cls, source: OrderSource, orders_primary: MongoCollection, **parts: Any) -> SourcePurge:
+        """The purge of ``source``'s window, whatever the pass: every delivered order in it."""
+        window = replace(source, orders=orders_primary, delivered_since=None, also_ids=())
+        return cls(orders_primary=orders_primary, window=window, **parts)
+
+    def run(self) -> PurgeCounts:
+        counts = PurgeCounts()
+        delivered = status_match(self.delivered_status)
+        for archived, same in self.purgeable_chunks():
+            requests = [
+                DeleteOne(
+                    {
+                        "_id": order["_id"],
+                        "status": delivered,
+                        "$expr": {"$eq": ["$$ROOT", {"$literal": order}]},
+                    }
+                )
+                for order in same
+            ]
+            counts.kept += len(archived) - len(requests)
+            if not requests:
+                continue
+            result = retrying(
+                functools.partial(self.orders_primary.bulk_write, requests, ordered=False),
+                attempts=Attempts.WRITE,
+                stop_event=self.stop_event,
+            )
+            counts.purged += result.deleted_count
+            counts.kept += len(requests) - result.deleted_count
+        if counts.kept:
+            log.warning(
+                "%d archived orders were left in the source: changed since they were archived (the "
+                "archive keeps the version before; a full pass or watch archives the new one), or "
+                "archived by an earlier version without a fingerprint of the source order",
+                counts.kept,
+            )
+        return counts
+
+    def count(self) -> int:
+        """What a purge would delete now: the archived orders still in the version their
+        archive document keeps."""
+        return sum(len(same) for _, same in self.purgeable_chunks())
+
+    def purgeable_chunks(self) -> Iterator[tuple[dict[Any, str | None], list[Document]]]:
+        """The window's delivered orders whose archive document a majority holds, a chunk at a
+        time: their archived fingerprints, and the orders (read now) still in that version."""
+        after_id = None
+        while not self.stop_event.is_set():
+            ids = retrying(
+                functools.partial(self.window.delivered_ids_after, after_id, self.batch_size),
+                attempts=Attempts.WRITE,
+                stop_event=self.stop_event,
+            )
+            if not ids:
+                return
+            after_id = ids[-1]
+            archived = self.writer.confirmed_hashes(ids)
+            if not archived:
+                continue
+            current = retrying(
+                functools.partial(self._orders_by_id, list(archived)), stop_event=self.stop_event
+            )
+            same = [o for o in current if archived.get(o["_id"]) == source_hash(self.pii.apply_order(o))]
+            yield archived, same
+
+    def _orders_by_id(self, ids: list[Any]) -> list[Document]:
+        return list(self.orders_primary.find({"_id": {"$in": ids}}))
