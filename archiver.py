@@ -54,6 +54,7 @@ from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import (
     Chunk,
     ChunkReader,
+    Finisher,
     OrderSource,
     missing_source,
     read_ahead,
@@ -128,12 +129,10 @@ class BatchArchiver:
         self.reader = ChunkReader(
             self.source,
             self.report,
-            archived_by=options.archived_by,
+            Finisher.of(settings, options.archived_by, clock),
             batch_size=options.batch_size,
             limit=options.limit,
             stop_event=self.stop_event,
-            clock=clock,
-            pii=settings.pii_policy,
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, clock)
         self.delivered = DeliveredCount(

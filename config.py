@@ -350,7 +350,21 @@ def load_settings(
     """
     file_values, warnings = _read_env_file(env_file)
     warnings += unknown_settings(file_values, env_file or ".env")
-    environ = os.environ if environ is None else environ
+    values = _parsed_values(os.environ if environ is None else environ, file_values)
+    values.update({field: value for field, value in (overrides or {}).items() if value is not None})
+    settings = Settings(**values)
+    check_settings(settings)
+    for name, uri in (
+        ("MONGODB_URI", settings.mongodb_uri),
+        ("ARCHIVE_MONGODB_URI", settings.archive_mongodb_uri),
+    ):
+        if uri and not settings.simulation:
+            warnings += tls_problems(name, uri, settings)
+    return settings, warnings
+
+
+def _parsed_values(environ: Mapping[str, str], file_values: Mapping[str, str]) -> dict[str, Any]:
+    """Each setting the environment or the .env file gives (the environment first), parsed."""
     values: dict[str, Any] = {}
     for var, (field, parse) in ENV_VARS.items():
         raw = environ.get(var)
@@ -364,10 +378,11 @@ def load_settings(
             values[field] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{var}: {exc}") from None
-    for field, value in (overrides or {}).items():
-        if value is not None:
-            values[field] = value
-    settings = Settings(**values)
+    return values
+
+
+def check_settings(settings: Settings) -> None:
+    """What no single setting shows: settings that contradict each other, or one missing."""
     check_collection_roles(settings)
     if settings.watch_lease_renew_s * 2 > settings.watch_lease_ttl_s:
         raise ConfigError(
@@ -382,13 +397,6 @@ def load_settings(
             "MONGODB_URI is not set: put it in the environment or .env (see .env.example), "
             "or use --simulation"
         )
-    for name, uri in (
-        ("MONGODB_URI", settings.mongodb_uri),
-        ("ARCHIVE_MONGODB_URI", settings.archive_mongodb_uri),
-    ):
-        if uri and not settings.simulation:
-            warnings += tls_problems(name, uri, settings)
-    return settings, warnings
 
 
 # Options that switch the server's certificate check off (pymongo's names, any case).

@@ -16,13 +16,14 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from bson.timestamp import Timestamp
 from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
+from config import Settings
 from logger import get_logger
 from order_archiver.errors import Attempts, InvalidOrderError, RetryPolicy, is_transient
 from order_archiver.mongodb.rejects import Rejection
@@ -86,22 +87,37 @@ class Finished:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def finish_all(
-    items: Iterable[dict[str, Any] | Rejection],
-    *,
-    archived_by: str,
-    archived_at: datetime,
-    pii: PiiPolicy | None = None,
-) -> Finished:
-    """Each order finished, or its rejection counted: the documents and the rejections."""
-    finished = Finished()
-    for item in items:
-        result = finish_one(item, archived_by=archived_by, archived_at=archived_at, pii=pii)
-        if isinstance(result, Rejection):
-            finished.rejections.append(result)
-        else:
-            finished.documents.append(result)
-    return finished
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Finisher:
+    """The one way batch, watch and verify turn enriched orders into archive documents: who
+    archives them, under which PII policy (ARCHIVE_PII), stamped by which clock. Built from the
+    settings (``of``), so that no command finishes orders its own way."""
+
+    archived_by: str
+    pii: PiiPolicy | None
+    clock: Callable[[], datetime] = utc_now
+
+    @classmethod
+    def of(cls, settings: Settings, archived_by: str, clock: Callable[[], datetime] = utc_now) -> Finisher:
+        return cls(archived_by, settings.pii_policy, clock)
+
+    def one(self, item: dict[str, Any] | Rejection, archived_at: datetime) -> dict[str, Any] | Rejection:
+        return finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
+
+    def all(self, items: Iterable[dict[str, Any] | Rejection], archived_at: datetime) -> Finished:
+        """Each order finished, or its rejection counted: the documents and the rejections."""
+        finished = Finished()
+        for item in items:
+            result = self.one(item, archived_at)
+            if isinstance(result, Rejection):
+                finished.rejections.append(result)
+            else:
+                finished.documents.append(result)
+        return finished
 
 
 # --- enriching ---------------------------------------------------------------------------
@@ -254,36 +270,35 @@ class ChunkReader:
 
     source: OrderSource
     counts: ReadCounts
-    archived_by: str
+    finisher: Finisher
     batch_size: int
     limit: int | None
     stop_event: threading.Event
-    clock: Callable[[], datetime]
-    pii: PiiPolicy | None = None
     exhausted: bool = False  # the read got to the end of the window
 
     def chunks(self, after_id: Any) -> Iterator[Chunk]:
-        remaining = self.limit
+        handed = 0  # orders handed out in full chunks, against the limit
         paged = False
         policy = self._policy(lambda: paged)
-        chunk, now = Chunk(), self.clock()
+        chunk, now = Chunk(), self.finisher.clock()
         while not self.stop_event.is_set():
+            remaining = self._remaining(handed)
             try:
                 for raw, page_end in self._items(after_id, paged, remaining, chunk):
                     if raw is not None:
-                        if remaining is not None and chunk.size >= remaining:
+                        if self._reached(chunk, remaining):
                             break
                         self._take(raw, now, chunk)
                         after_id = chunk.last_id
                     if page_end is not None:
                         chunk.last_id = after_id = page_end
-                    if chunk.size >= self.batch_size or (remaining is not None and chunk.size >= remaining):
-                        if remaining is not None:
-                            remaining -= chunk.size
+                    if self._full(chunk, remaining):
+                        handed += chunk.size
+                        remaining = self._remaining(handed)
                         self.counts.scanned += chunk.size
                         yield chunk
                         policy.reset()
-                        chunk, now = Chunk(), self.clock()
+                        chunk, now = Chunk(), self.finisher.clock()
                         if self.stop_event.is_set() or remaining == 0:
                             return
                 self.exhausted = True
@@ -295,6 +310,16 @@ class ChunkReader:
             self.counts.scanned += chunk.size
             yield chunk
 
+    def _remaining(self, handed: int) -> int | None:
+        return None if self.limit is None else self.limit - handed
+
+    @staticmethod
+    def _reached(chunk: Chunk, remaining: int | None) -> bool:
+        return remaining is not None and chunk.size >= remaining
+
+    def _full(self, chunk: Chunk, remaining: int | None) -> bool:
+        return chunk.size >= self.batch_size or self._reached(chunk, remaining)
+
     def _items(self, after_id: Any, paged: bool, remaining: int | None, chunk: Chunk) -> Iterator[Item]:
         if paged:
             return self.source.pages(after_id)
@@ -302,7 +327,7 @@ class ChunkReader:
 
     def _take(self, item: dict[str, Any] | Rejection, now: datetime, chunk: Chunk) -> None:
         chunk.last_id = order_id(item)
-        result = finish_one(item, archived_by=self.archived_by, archived_at=now, pii=self.pii)
+        result = self.finisher.one(item, now)
         if isinstance(result, Rejection):
             chunk.rejections.append(result)
         elif self.source.in_window(result["date_commande"]):
@@ -412,44 +437,50 @@ class _Failed:
     error: BaseException
 
 
-def read_ahead(source: Iterable[T], size: int) -> Iterator[T]:
-    """``source``'s items, produced on a thread up to ``size`` ahead of the consumer: the
-    producer puts each item, then an end mark or its exception; the consumer iterates. A
-    consumer that stops early (an error, a stop) releases the producer at its next item."""
-    items: queue.Queue[Any] = queue.Queue(maxsize=size)
-    gone = threading.Event()
+class _Handoff:
+    """The queue between ``read_ahead``'s producer thread and its consumer."""
 
-    def put(item: Any) -> bool:
-        while not gone.is_set():
+    def __init__(self, size: int) -> None:
+        self.items: queue.Queue[Any] = queue.Queue(maxsize=size)
+        self.gone = threading.Event()  # the consumer stopped: the producer stops at its next item
+
+    def put(self, item: Any) -> bool:
+        while not self.gone.is_set():
             try:
-                items.put(item, timeout=0.2)
+                self.items.put(item, timeout=0.2)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def produce(self, source: Iterable[Any]) -> None:
         try:
             for item in source:
-                if not put(item):
+                if not self.put(item):
                     return
         except BaseException as exc:  # handed to the consumer
-            put(_Failed(exc))
+            self.put(_Failed(exc))
             return
-        put(_END)
+        self.put(_END)
 
-    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+
+def read_ahead(source: Iterable[T], size: int) -> Iterator[T]:
+    """``source``'s items, produced on a thread up to ``size`` ahead of the consumer: the
+    producer puts each item, then an end mark or its exception; the consumer iterates. A
+    consumer that stops early (an error, a stop) releases the producer at its next item."""
+    handoff = _Handoff(size)
+    producer = threading.Thread(target=handoff.produce, args=(source,), name="read-ahead", daemon=True)
     producer.start()
     try:
         while True:
-            item = items.get()
+            item = handoff.items.get()
             if item is _END:
                 return
             if isinstance(item, _Failed):
                 raise item.error
             yield item
     finally:
-        gone.set()
+        handoff.gone.set()
         producer.join(timeout=30)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pymongo import ASCENDING
@@ -25,7 +25,7 @@ from archiver import BatchArchiver, BatchOptions
 from config import Settings
 from order_archiver.errors import ConfigError, TransientError, retrying
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.source import ChunkReader, OrderSource, missing_source, scan_by_id
+from order_archiver.mongodb.source import ChunkReader, Finisher, OrderSource, missing_source, scan_by_id
 from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.selection import date_range, ids_after
@@ -191,12 +191,10 @@ class _Check:
         reader = ChunkReader(
             source,
             _ReadCounts(),
-            archived_by="batch",
+            Finisher.of(self.settings, "batch"),
             batch_size=CHUNK,
             limit=None,
             stop_event=stop_event,
-            clock=lambda: datetime.now(UTC),
-            pii=self.settings.pii_policy,
         )
         for chunk in reader.chunks(None):
             self.report.invalid += len(chunk.rejections)

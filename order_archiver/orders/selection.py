@@ -66,28 +66,24 @@ _BSON_TYPE_ORDER: tuple[tuple[str, ...], ...] = (
 )
 
 
+# Python types by their rank in _BSON_TYPE_ORDER; bool before int (a bool is an int).
+_RANK_BY_TYPE: tuple[tuple[type | tuple[type, ...], int], ...] = (
+    (bool, 6),
+    ((int, float, Decimal128), 1),
+    (str, 2),
+    (dict, 3),
+    ((bytes, Binary), 4),
+    (ObjectId, 5),
+    (datetime, 7),
+    (Timestamp, 8),
+    ((Regex, re.Pattern), 9),
+)
+
+
 def _bson_type_rank(value: Any) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool):
-        return 6
-    if isinstance(value, (int, float, Decimal128)):
-        return 1
-    if isinstance(value, str):
-        return 2
-    if isinstance(value, dict):
-        return 3
-    if isinstance(value, (bytes, Binary)):
-        return 4
-    if isinstance(value, ObjectId):
-        return 5
-    if isinstance(value, datetime):
-        return 7
-    if isinstance(value, Timestamp):
-        return 8
-    if isinstance(value, (Regex, re.Pattern)):
-        return 9
-    return len(_BSON_TYPE_ORDER)
+    return next((rank for kinds, rank in _RANK_BY_TYPE if isinstance(value, kinds)), len(_BSON_TYPE_ORDER))
 
 
 def ids_after(last: Any) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from bson import ObjectId
 from bson.timestamp import Timestamp
 
 from order_archiver.errors import FatalError
+from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
 from order_archiver.mongodb.tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState
-from watcher import build_change_stream_pipeline, event_time, orders_to_archive
 
 TOKEN = {"_data": "8263A1B2C3000000012B022C0100296E5A1004"}
 
@@ -126,9 +126,9 @@ def test_no_change_streams_is_a_clear_fatal_error(mongo):
 def test_which_errors_mean_the_token_is_refused(code, refused):
     from pymongo.errors import OperationFailure
 
-    from watcher import Watcher
+    from watcher import token_refused
 
-    assert Watcher._token_refused(OperationFailure("x", code=code)) is refused
+    assert token_refused(OperationFailure("x", code=code)) is refused
 
 
 def test_change_events_are_projected_to_what_the_handler_reads():
@@ -300,7 +300,8 @@ def test_an_invalidate_ends_the_loop_after_the_events_before_it(mongo, tmp_path)
 
 
 def test_a_prepended_event_comes_first_then_the_stream():
-    from watcher import _buffered, _Prepended
+    from order_archiver.mongodb.stream import Prepended as _Prepended
+    from order_archiver.mongodb.stream import buffered as _buffered
 
     stream = FakeStream([[_event(2), _event(3)]])
     first = stream.try_next()

@@ -1,0 +1,127 @@
+"""A micro-batch of change events, archived: the orders they say are delivered now, read again
+from the primary and enriched (one aggregation; an order over the server's limits rejected
+alone), finished by the one ``Finisher``, written by the one ``ArchiveWriter`` (after the
+lease's fencing check), and the rejections listed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import MongoClient
+
+from archiver import BatchArchiver
+from config import Settings
+from logger import get_logger
+from order_archiver.batch.report import BatchOptions
+from order_archiver.errors import Attempts, retrying
+from order_archiver.mongodb.lease import Lease
+from order_archiver.mongodb.rejects import RejectStore
+from order_archiver.mongodb.source import Finisher, enrich_each, event_time, orders_to_archive
+from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
+from order_archiver.orders.enrichment import CollectionNames
+from order_archiver.reporting.metrics import WatchMetrics
+from order_archiver.watch.stats import StatsLog, WatchStats
+
+log = get_logger("watch")
+
+
+@dataclass
+class EventArchiver:
+    orders_primary: MongoCollection  # the order as it is now, after its event
+    names: CollectionNames
+    delivered_status: str
+    finisher: Finisher
+    writer: ArchiveWriter
+    rejects: RejectStore
+    lease: Lease | None
+    stats: WatchStats
+    lines: StatsLog
+    metrics: WatchMetrics
+    stop_event: threading.Event
+
+    def archive(self, events: list[Mapping[str, Any]]) -> None:
+        self.stats.events += len(events)
+        self.stats.batches += 1
+        self.metrics.event_seen(len(events))
+        times = [t for t in (event_time(e) for e in events) if t is not None]
+        if times:
+            self.stats.last_event_at = max(times)
+        ids = orders_to_archive(events, self.delivered_status)
+        self.stats.skipped += len(events) - len(ids)
+        if not ids:
+            return
+        # (enrich_each matches the delivered status again: an order changed since its event is
+        # not among them, and its next event decides.)
+        found = retrying(
+            lambda: enrich_each(self.orders_primary, ids, self.delivered_status, self.names),
+            attempts=Attempts.READ,
+            stop_event=self.stop_event,
+        )
+        now = self.finisher.clock()
+        finished = self.finisher.all(found, now)
+        rejections = finished.rejections
+        if finished.documents:
+            if self.lease is not None:
+                self.lease.check()  # fencing: a watcher that lost its lease writes nothing more
+            outcome = self.writer.write(finished.documents)
+            self.stats.archived += outcome.archived
+            self.stats.already_archived += outcome.already_archived
+            self.stats.revised += outcome.revised
+            rejections += outcome.rejections
+            self.metrics.archived.labels(mode="watch").inc(outcome.archived)
+            self.metrics.already_archived.labels(mode="watch").inc(outcome.already_archived)
+            acknowledged = self.finisher.clock()
+            for moment in times:
+                self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
+            self.lines.archived(finished.documents, times, acknowledged)
+        if rejections:
+            self.rejects.record(rejections, source=self.finisher.archived_by, now=now)
+            self.stats.rejected += len(rejections)
+            self.metrics.rejected.labels(mode="watch").inc(len(rejections))
+
+
+def catch_up(
+    client: MongoClient[Document],
+    archive_client: MongoClient[Document] | None,
+    settings: Settings,
+    stop_event: threading.Event,
+    events: EventArchiver,
+) -> None:
+    """Every delivered order not yet archived, by the batch path, counted as the watcher's:
+    at a first start, after a lost token, after an invalidate."""
+    log.info("catching up: archiving delivered orders not yet archived")
+    # resume=False: a checkpoint left by an interrupted catch-up predates this stream's
+    # starting point, and orders delivered since with smaller _ids would be skipped for
+    # good. The scan restarts; the orders already archived are skipped on the server.
+    options = BatchOptions(
+        run=True,
+        batch_size=settings.batch_size,
+        archived_by="watch",
+        samples=0,
+        resume=False,
+        require_source=False,  # a collection that does not exist yet may be created later
+        # Every delivered order, not the new ones only: a catch-up happens at a first start
+        # or after a lost token, when nothing says since when orders went unarchived.
+        full=True,
+        read_primary=True,
+    )
+    report = BatchArchiver(
+        client,
+        settings,
+        options,
+        stop_event=stop_event,
+        archive_client=archive_client,
+        clock=events.finisher.clock,
+    ).run()
+    stats, metrics = events.stats, events.metrics
+    stats.archived += report.archived
+    stats.already_archived += report.already_archived
+    stats.revised += report.revised
+    stats.rejected += report.rejected
+    metrics.archived.labels(mode="catch-up").inc(report.archived)
+    metrics.already_archived.labels(mode="catch-up").inc(report.already_archived)
+    metrics.rejected.labels(mode="catch-up").inc(report.rejected)
+    log.info("caught up: %s", report.summary_line())
