@@ -15,7 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from faker import Faker
+
+# The generator's defaults; the command line takes its own from here.
+DEFAULT_COUNT = 1000  # orders
+DEFAULT_SEED = 42  # same seed, same data (and new numbers in a database that has orders)
+DEFAULT_P_DELIVERED = 0.6
+DEFAULT_P_ANOMALIES = 0.02
+DEFAULT_DAYS = 30
 
 STATUSES = ("en_attente", "en_preparation", "en_livraison", "livrée", "annulée")
 # Share of each non-delivered status among the orders that are not delivered.
@@ -183,9 +189,9 @@ def generate_dataset(
     count: int,
     *,
     seed: int | None = None,
-    p_delivered: float = 0.6,
-    p_anomalies: float = 0.02,
-    days: int = 30,
+    p_delivered: float = DEFAULT_P_DELIVERED,
+    p_anomalies: float = DEFAULT_P_ANOMALIES,
+    days: int = DEFAULT_DAYS,
     anchor: datetime | None = None,
     first_number: int = 1,
 ) -> Dataset:
@@ -198,6 +204,8 @@ def generate_dataset(
     """
     anchor = anchor or default_anchor()
     rng = random.Random(f"{seed}:{first_number}" if seed is not None else None)
+    from faker import Faker  # the simulation's package, not the runtime's (requirements-simulation.txt)
+
     fake = Faker("fr_FR")
     fake.seed_instance(rng.randrange(2**32))
     born = anchor - timedelta(days=days + 90)

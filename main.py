@@ -13,184 +13,48 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from config import (
-    check_log_dir,
-    check_output_paths,
-    load_settings,
-    parse_command_line_uri,
-    parse_date_bound,
-    parse_duration,
-    parse_name,
-    parse_port,
-    parse_positive_int,
-    parse_probability,
-)
+from config import Settings, check_log_dir, check_output_paths, load_settings
 from logger import FILE_ONLY, get_logger, redact, setup_logging
+from order_archiver.cli import definition
 from order_archiver.errors import ArchiverError, Attempts, ConfigError, ExitCode, TransientError
+
+if TYPE_CHECKING:
+    from order_archiver.mongodb.connection import Clients
 
 __version__ = "0.1.0"
 
-EPILOG_SIMULATE = """examples:
-  python simulate.py --count 1000 --seed 42 --p-delivered 0.4 --reset
-  python simulate.py --simulation --count 5000  write samples.json instead of a database
-"""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        raise SystemExit(ExitCode.USAGE)
-
-
-def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse ``type`` from a parser that raises ValueError with its reason."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = parse.__name__.replace("parse_", "")
-    return convert
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text) if text.strip().lstrip("-").isdigit() else None
-    if value is None or value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common_arguments()
-    parser = OneLineParser(
-        prog="main.py",
-        description="Archive delivered food-delivery orders out of MongoDB, enriched, exactly once.",
-        epilog="Run `python main.py COMMAND --help` for a command's options and examples.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"order-archiver {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    commands.required = True
-    for add_parser in (
-        add_doctor_parser,
-        add_batch_parser,
-        add_watch_parser,
-        add_status_parser,
-        add_verify_parser,
-        add_rejects_parser,
-        add_retire_watcher_parser,
-        add_simulate_parser,
-    ):
-        add_parser(commands, common)
-    return parser
-
-
-SIMULATE_DESCRIPTION = "Fill the source database with realistic generated data (Faker, fr_FR)."
-
-
-def _add_command(
-    commands: Any, common: argparse.ArgumentParser, name: str, **texts: str
-) -> argparse.ArgumentParser:
-    """A subcommand: the common flags, its help, description and examples as written."""
-    return commands.add_parser(
-        name, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter, **texts
-    )
-
-
-def _date_window_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--date-from", metavar="D", type=_argument(parse_date_bound), help="date_commande >= D"
-    )
-    parser.add_argument("--date-to", metavar="D", type=_argument(parse_date_bound), help="date_commande < D")
-
-
-def _json_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--json", action="store_true", help=f"print the {what} as one JSON object")
-
-
-def _common_arguments() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    verbosity = common.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    common.add_argument("--env-file", metavar="F", help="read settings from F instead of ./.env")
-    common.add_argument(
-        "--archive-uri",
-        metavar="URI",
-        type=_argument(parse_command_line_uri),
-        help="the archive's own deployment (ARCHIVE_MONGODB_URI); default: the source's",
-    )
-    return common
-
-
-def add_simulate_arguments(simulate: argparse.ArgumentParser) -> None:
-    simulate.add_argument(
-        "--count", metavar="N", type=_argument(parse_positive_int), default=1000, help="orders"
-    )
-    simulate.add_argument("--seed", metavar="S", type=int, help="same seed, same data")
-    simulate.add_argument(
-        "--p-delivered", metavar="P", type=_argument(parse_probability), default=0.6, help="share delivered"
-    )
-    simulate.add_argument(
-        "--p-anomalies",
-        metavar="P",
-        type=_argument(parse_probability),
-        default=0.02,
-        help="share of dirty orders",
-    )
-    simulate.add_argument(
-        "--days", metavar="N", type=_argument(parse_positive_int), default=30, help="date window"
-    )
-    simulate.add_argument("--reset", action="store_true", help="drop the five collections first")
-    simulate.add_argument(
-        "--simulation", action="store_true", help="write samples.json (Extended JSON) instead of a database"
-    )
-    simulate.add_argument("--samples-file", metavar="PATH", default="samples.json", help="with --simulation")
-    simulate.set_defaults(func=cmd_simulate, command="simulate")
+    """``python main.py``: every command, as order_archiver/cli/definition.py declares them."""
+    return definition.build_parser(HANDLERS, __version__)
 
 
 def build_simulate_parser() -> argparse.ArgumentParser:
-    """``python simulate.py``: the simulate subcommand as a program of its own."""
-    parser = OneLineParser(
-        prog="simulate.py",
-        parents=[_common_arguments()],
-        description=SIMULATE_DESCRIPTION + " The same as `python main.py simulate`.",
-        epilog=EPILOG_SIMULATE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_simulate_arguments(parser)
-    return parser
+    return definition.build_simulate_parser(cmd_simulate)
 
 
-def _simulation_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--simulation", action="store_true", help="run on an embedded database of generated data"
-    )
-    parser.add_argument(
-        "--count",
-        metavar="N",
-        type=_argument(parse_positive_int),
-        default=1000,
-        help="with --simulation: orders",
-    )
-    parser.add_argument("--seed", metavar="S", type=int, default=42, help="with --simulation: generator seed")
+def _open_clients(
+    args: argparse.Namespace, settings: Settings, stop_event: threading.Event, **options: Any
+) -> Clients:
+    """The source's client and, with ARCHIVE_MONGODB_URI, the archive's: every command opens
+    them here (with --simulation, the embedded database its --count and --seed make)."""
+    from order_archiver.mongodb.connection import open_clients
+
+    if getattr(args, "count", None) is not None:
+        options.update(simulation_count=args.count, simulation_seed=args.seed)
+    return open_clients(settings, stop_event=stop_event, **options)
 
 
 @contextmanager
-def _connected(settings: Any, stop_event: threading.Event, **options: Any) -> Iterator[Any]:
-    """The source's client and, with ARCHIVE_MONGODB_URI, the archive's (``connection.Clients``)."""
-    from order_archiver.mongodb.connection import open_clients
-
-    clients = open_clients(settings, stop_event=stop_event, **options)
+def _connected(
+    args: argparse.Namespace, settings: Settings, stop_event: threading.Event, **options: Any
+) -> Iterator[Clients]:
+    clients = _open_clients(args, settings, stop_event, **options)
     try:
         yield clients
     finally:
@@ -228,7 +92,7 @@ def _print_report(report: Any, as_json: bool, *, error: str | None = None, **lin
 
 def _settings(
     args: argparse.Namespace, outputs: dict[str, str | None] | None = None, **overrides: Any
-) -> Any:
+) -> Settings:
     """The settings, with every file the command will write checked before any work."""
     overrides.setdefault("archive_mongodb_uri", getattr(args, "archive_uri", None))
     settings, warnings = load_settings(args.env_file, overrides)
@@ -238,70 +102,6 @@ def _settings(
     for warning in warnings:
         get_logger().warning(warning)
     return settings
-
-
-EPILOG_BATCH = """examples:
-  python main.py batch                          report what would be archived (writes nothing)
-  python main.py batch --run                    archive every delivered order not yet archived
-  python main.py batch --run --date-from yesterday --date-to today
-  python main.py batch --run --date-from 7d --purge-source
-  python main.py batch --run --full             every delivered order, not only the new ones
-  python main.py batch --run --simulation       the whole job on an embedded database
-"""
-
-
-def add_batch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    batch = _add_command(
-        commands,
-        common,
-        "batch",
-        help="archive delivered orders in bulk (dry run unless --run)",
-        description="Archive every delivered order not yet archived, enriched, in bulk, idempotently.",
-        epilog=EPILOG_BATCH,
-    )
-    mode = batch.add_mutually_exclusive_group()
-    mode.add_argument("--run", action="store_true", help="write the archive (default: dry run)")
-    mode.add_argument("--dry-run", action="store_true", help="report what would be archived; write nothing")
-    _date_window_arguments(batch)
-    batch.add_argument(
-        "--limit", metavar="N", type=_argument(parse_positive_int), help="archive at most N orders"
-    )
-    batch.add_argument(
-        "--batch-size",
-        metavar="N",
-        type=_argument(parse_positive_int),
-        help="orders per bulk write (BATCH_SIZE)",
-    )
-    batch.add_argument(
-        "--export-samples", metavar="FILE", help="write sample archive documents as Extended JSON"
-    )
-    batch.add_argument(
-        "--samples",
-        metavar="N",
-        type=_argument(_non_negative_int),
-        default=None,
-        help="sample documents to keep (a dry run or --export-samples: 3; --run: none unless given)",
-    )
-    batch.add_argument(
-        "--purge-source", action="store_true", help="delete source orders once their archive is confirmed"
-    )
-    batch.add_argument("--restart", action="store_true", help="ignore the checkpoint of an interrupted run")
-    batch.add_argument(
-        "--full",
-        action="store_true",
-        help="walk every delivered order of the window, not only those delivered since the last run",
-    )
-    _json_argument(batch, "report")
-    batch.add_argument(
-        "--show-pii",
-        action="store_true",
-        help="show the samples' names, e-mail, phone and address (masked by default, text and JSON)",
-    )
-    batch.add_argument(
-        "--metrics-file", metavar="PATH", help="write the run's figures for the Prometheus textfile collector"
-    )
-    _simulation_arguments(batch)
-    batch.set_defaults(func=cmd_batch)
 
 
 def _samples_wanted(args: argparse.Namespace) -> int:
@@ -315,8 +115,7 @@ def _samples_wanted(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from archiver import BatchArchiver, BatchOptions
-    from order_archiver.mongodb.connection import open_clients
+    from archiver import BatchArchiver, BatchOptions, BatchReport
     from order_archiver.orders.selection import check_window
     from order_archiver.reporting.progress import progress_mode
 
@@ -341,81 +140,36 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         progress=progress_mode(args.quiet or args.json),
         full=args.full,
     )
-    clients = open_clients(
-        settings, stop_event=stop_event, simulation_count=args.count, simulation_seed=args.seed
-    )
-    archiver = BatchArchiver(
-        clients.source, settings, options, stop_event=stop_event, archive_client=clients.archive
-    )
+    report = BatchReport(dry_run=not options.run)
     succeeded = False
     try:
-        archiver.run()
-        succeeded = True
+        with _connected(args, settings, stop_event) as clients:
+            archiver = BatchArchiver(
+                clients.source, settings, options, stop_event=stop_event, archive_client=clients.archive
+            )
+            report = archiver.report
+            archiver.run()
+            succeeded = True
     except ArchiverError as error:
         # An interrupted or failed run still says what it did before the error line.
         _print_report(
-            archiver.report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii
+            report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii
         )
         raise
     finally:
-        clients.close()
         if args.metrics_file:
             from order_archiver.reporting.metrics import write_batch_metrics
 
-            write_batch_metrics(args.metrics_file, archiver.report, succeeded)
+            write_batch_metrics(args.metrics_file, report, succeeded)
     # -q (cron mails whatever a job prints): nothing unless there is news, a new rejected order
     # (an error was printed above, with the counts so far).
-    if not args.quiet or args.json or archiver.report.rejected_new:
-        _print_report(archiver.report, args.json, show_samples=not args.quiet, show_pii=args.show_pii)
+    if not args.quiet or args.json or report.rejected_new:
+        _print_report(report, args.json, show_samples=not args.quiet, show_pii=args.show_pii)
     # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`).
-    return ExitCode.NEW_REJECTED_ORDERS if archiver.report.rejected_new else ExitCode.OK
-
-
-EPILOG_WATCH = """examples:
-  python main.py watch                           archive each delivery as it happens (token in a file)
-  python main.py watch --token-store mongo --name eu-1 --metrics-port 9108
-                                                 token in MongoDB; start a second one for a hot standby
-  python main.py watch --from-now                a first start that skips the catch-up of the past
-"""
-
-
-def add_watch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    watch = _add_command(
-        commands,
-        common,
-        "watch",
-        help="archive each delivery as it happens (change streams)",
-        description="Archive each order the moment it is delivered, resuming after any restart.",
-        epilog=EPILOG_WATCH,
-    )
-    watch.add_argument("--from-now", action="store_true", help="skip the catch-up of missed deliveries")
-    watch.add_argument(
-        "--token-store", choices=("file", "mongo"), default="file", help="where the resume token lives"
-    )
-    watch.add_argument("--token-file", metavar="PATH", help="resume token file (RESUME_TOKEN_FILE)")
-    watch.add_argument(
-        "--name",
-        default="default",
-        type=_argument(parse_name),
-        help="watcher name (its token in the mongo store)",
-    )
-    watch.add_argument(
-        "--metrics-port",
-        metavar="N",
-        type=_argument(parse_port),
-        help="serve Prometheus metrics on this port",
-    )
-    watch.add_argument(
-        "--metrics-address",
-        metavar="ADDR",
-        default="127.0.0.1",
-        help="metrics bind address (127.0.0.1: this host only; 0.0.0.0 in a container Prometheus scrapes)",
-    )
-    watch.set_defaults(func=cmd_watch)
+    return ExitCode.NEW_REJECTED_ORDERS if report.rejected_new else ExitCode.OK
 
 
 def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from order_archiver.mongodb.connection import open_clients
     from watcher import Watcher, WatchOptions
 
     settings = _settings(args, resume_token_file=args.token_file)
@@ -424,7 +178,7 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:
-        clients = open_clients(settings, attempts=Attempts.SERVICE, stop_event=stop_event)
+        clients = _open_clients(args, settings, stop_event, attempts=Attempts.SERVICE)
     except TransientError:
         if stop_event.is_set():
             return ExitCode.OK  # stopped while waiting for the server: nothing in hand
@@ -444,51 +198,11 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         clients.close()
 
 
-EPILOG_STATUS = """examples:
-  python main.py status                          a person's view
-  python main.py status --json --max-backlog-age 5m   a probe: exit 0 healthy, 3 not
-"""
-
-
-def add_status_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    status = _add_command(
-        commands,
-        common,
-        "status",
-        help="is the archive keeping up? (exit 3 when not: usable as a probe)",
-        description="Orders by status, backlog, archive size, watchers' heartbeats. Exit 0 healthy, 3 not.",
-        epilog=EPILOG_STATUS,
-    )
-    _json_argument(status, "report")
-    status.add_argument(
-        "--max-backlog-age",
-        metavar="DURATION",
-        type=_argument(parse_duration),
-        default="15m",
-        help="unhealthy when a delivered order waits longer than this to be archived (15m)",
-    )
-    status.add_argument(
-        "--max-heartbeat-age",
-        metavar="DURATION",
-        type=_argument(parse_duration),
-        default="2m",
-        help="unhealthy when a watcher's token is older than this (2m)",
-    )
-    status.add_argument(
-        "--lookback",
-        metavar="DURATION",
-        type=_argument(parse_duration),
-        default="24h",
-        help="look for the backlog among the orders of this last period (24h)",
-    )
-    status.set_defaults(func=cmd_status)
-
-
 def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.operations.status import collect_status
 
     settings = _settings(args)
-    with _connected(settings, stop_event) as clients:
+    with _connected(args, settings, stop_event) as clients:
         report = collect_status(
             clients.source,
             settings,
@@ -502,28 +216,6 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
     return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
 
 
-EPILOG_VERIFY = """examples:
-  python main.py verify --date-from 7d
-  python main.py verify --repair                 then archive what is missing
-"""
-
-
-def add_verify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    verify = _add_command(
-        commands,
-        common,
-        "verify",
-        help="reconcile source and archive (exit 3 when they disagree)",
-        description="Delivered orders missing from the archive, archive documents that disagree with the "
-        "source, archive documents without a source. Exit 0 consistent, 3 not.",
-        epilog=EPILOG_VERIFY,
-    )
-    _date_window_arguments(verify)
-    verify.add_argument("--repair", action="store_true", help="archive the missing orders (the batch path)")
-    _json_argument(verify, "report")
-    verify.set_defaults(func=cmd_verify)
-
-
 def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.operations.verify import verify
     from order_archiver.orders.selection import check_window
@@ -531,7 +223,7 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
     check_window(args.date_from, args.date_to)
     settings = _settings(args)
-    with _connected(settings, stop_event) as clients:
+    with _connected(args, settings, stop_event) as clients:
         report = verify(
             clients.source,
             settings,
@@ -546,64 +238,14 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
     return ExitCode.OK if report.consistent else ExitCode.INCONSISTENT
 
 
-EPILOG_REJECTS = """examples:
-  python main.py rejects                         the rejected orders, newest first
-  python main.py rejects --json --limit 0        all of them, as JSON
-"""
-
-
-def add_rejects_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    rejects = _add_command(
-        commands,
-        common,
-        "rejects",
-        help="list the rejected orders (invalid: never archived until fixed at the source)",
-        description="The orders batch or watch rejected as invalid, newest first, with the reason. "
-        "An order fixed at the source is archived by the next run and leaves the list.",
-        epilog=EPILOG_REJECTS,
-    )
-    rejects.add_argument(
-        "--limit",
-        metavar="N",
-        type=_argument(_non_negative_int),
-        default=50,
-        help="show at most N (50; 0: all)",
-    )
-    _json_argument(rejects, "list")
-    rejects.set_defaults(func=cmd_rejects)
-
-
 def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.mongodb.rejects import list_rejects
 
     settings = _settings(args)
-    with _connected(settings, stop_event) as clients:
-        report = list_rejects(clients.archive_side, settings, args.limit or None, stop_event)
+    with _connected(args, settings, stop_event) as clients:
+        report = list_rejects(clients.archive_side, settings, None if args.all else args.limit, stop_event)
     _print_report(report, args.json)
     return ExitCode.OK
-
-
-EPILOG_RETIRE = """examples:
-  python main.py retire-watcher eu-1             a mongo-store watcher that will not come back
-  python main.py retire-watcher --token-file /data/.resume_token.json
-"""
-
-
-def add_retire_watcher_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    retire = _add_command(
-        commands,
-        common,
-        "retire-watcher",
-        help="forget a watcher that will not come back (status stops expecting it)",
-        description="Remove a stopped watcher's resume token (and end its lease), so that status no "
-        "longer reports it. Refused while it runs. Started again, it would catch up first.",
-        epilog=EPILOG_RETIRE,
-    )
-    retire.add_argument(
-        "name", nargs="?", type=_argument(parse_name), help="the watcher's --name (mongo store)"
-    )
-    retire.add_argument("--token-file", metavar="PATH", help="retire the watcher of this token file instead")
-    retire.set_defaults(func=cmd_retire_watcher)
 
 
 def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -615,51 +257,19 @@ def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) ->
     if args.token_file:
         print(retire_watcher(None, settings, None, args.token_file))
         return ExitCode.OK
-    with _connected(settings, stop_event) as clients:
+    with _connected(args, settings, stop_event) as clients:
         print(retire_watcher(clients.archive_side, settings, args.name, None))
     return ExitCode.OK
-
-
-EPILOG_DOCTOR = """examples:
-  python main.py doctor                          the first command on a new cluster
-  python main.py doctor --json                   the same, as one JSON object
-"""
-
-
-def add_doctor_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    doctor = _add_command(
-        commands,
-        common,
-        "doctor",
-        help="check the server and the user before anything runs (exit 3 when not ready)",
-        description="Version, topology, change streams, sharding, write concern, read preference "
-        "and the user's privileges, one line each. Writes nothing. Exit 0 ready, 3 not.",
-        epilog=EPILOG_DOCTOR,
-    )
-    _json_argument(doctor, "checks")
-    doctor.set_defaults(func=cmd_doctor)
 
 
 def cmd_doctor(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.operations.doctor import run_doctor
 
     settings = _settings(args)
-    with _connected(settings, stop_event) as clients:
+    with _connected(args, settings, stop_event) as clients:
         report = run_doctor(clients.source, settings, stop_event, archive_client=clients.archive)
     _print_report(report, args.json)
     return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
-
-
-def add_simulate_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    simulate = _add_command(
-        commands,
-        common,
-        "simulate",
-        help="fill a database with generated orders (also: python simulate.py)",
-        description=SIMULATE_DESCRIPTION,
-        epilog=EPILOG_SIMULATE,
-    )
-    add_simulate_arguments(simulate)
 
 
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -683,7 +293,7 @@ def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
     if samples_file:
         print(simulate_samples(settings, options, samples_file))
         return ExitCode.OK
-    with _connected(settings, stop_event) as clients:
+    with _connected(args, settings, stop_event) as clients:
         print(simulate_into(clients.source, settings, options))
     return ExitCode.OK
 
@@ -757,6 +367,18 @@ def dispatch(args: argparse.Namespace) -> int:
         if threading.current_thread() is threading.main_thread():
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+HANDLERS = {
+    "doctor": cmd_doctor,
+    "batch": cmd_batch,
+    "watch": cmd_watch,
+    "status": cmd_status,
+    "verify": cmd_verify,
+    "rejects": cmd_rejects,
+    "retire-watcher": cmd_retire_watcher,
+    "simulate": cmd_simulate,
+}
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ log = get_logger("rejects")
 
 CHUNK = 1000
 WRITE_ATTEMPTS = Attempts.WRITE
+DEFAULT_LIST_LIMIT = 50  # rejected orders `rejects` shows unless told (--limit, --all)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,16 @@ from bson.timestamp import Timestamp
 from pymongo.errors import OperationFailure
 
 from config import Settings
-from generator import Dataset, generate_dataset, strip_markers
+from generator import (
+    DEFAULT_COUNT,
+    DEFAULT_DAYS,
+    DEFAULT_P_ANOMALIES,
+    DEFAULT_P_DELIVERED,
+    DEFAULT_SEED,
+    Dataset,
+    generate_dataset,
+    strip_markers,
+)
 from logger import get_logger
 from order_archiver.errors import ConfigError
 from order_archiver.reporting.progress import Progress, ProgressMode
@@ -194,7 +203,11 @@ def read_samples(path: str | Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def simulation_client(
-    settings: Settings, *, count: int = 1000, seed: int | None = 42, samples: str | Path | None = SAMPLES_FILE
+    settings: Settings,
+    *,
+    count: int = DEFAULT_COUNT,
+    seed: int | None = DEFAULT_SEED,
+    samples: str | Path | None = SAMPLES_FILE,
 ) -> mongomock.MongoClient:
     """A mongomock client whose source database holds ``samples`` if that file exists, else
     ``count`` generated orders."""
@@ -284,11 +297,11 @@ def next_order_number(collections: list[Any]) -> int:
 
 @dataclass(frozen=True)
 class SimulateOptions:
-    count: int = 1000
-    seed: int | None = None
-    p_delivered: float = 0.6
-    p_anomalies: float = 0.02
-    days: int = 30
+    count: int = DEFAULT_COUNT
+    seed: int | None = DEFAULT_SEED
+    p_delivered: float = DEFAULT_P_DELIVERED
+    p_anomalies: float = DEFAULT_P_ANOMALIES
+    days: int = DEFAULT_DAYS
     reset: bool = False
     progress: ProgressMode = "off"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from bson import json_util
 
-from config import Settings
+from config import Duration, Settings
 from logger import plural
 from order_archiver.errors import retrying
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
@@ -153,14 +153,21 @@ def _when(order: dict[str, Any]) -> datetime | None:
     return None
 
 
+# A healthy archive: no delivered order of the last DEFAULT_LOOKBACK waits longer than
+# DEFAULT_MAX_BACKLOG_AGE, and each watcher saved its token within DEFAULT_MAX_HEARTBEAT_AGE.
+DEFAULT_LOOKBACK = Duration(hours=24)
+DEFAULT_MAX_BACKLOG_AGE = Duration(minutes=15)
+DEFAULT_MAX_HEARTBEAT_AGE = Duration(minutes=2)
+
+
 def collect_status(
     client: Any,
     settings: Settings,
     *,
     now: datetime | None = None,
-    lookback: timedelta = timedelta(hours=24),
-    max_backlog_age: timedelta = timedelta(minutes=15),
-    max_heartbeat_age: timedelta = timedelta(minutes=2),
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    max_backlog_age: timedelta = DEFAULT_MAX_BACKLOG_AGE,
+    max_heartbeat_age: timedelta = DEFAULT_MAX_HEARTBEAT_AGE,
     stop_event: threading.Event | None = None,
     archive_client: Any = None,
 ) -> StatusReport:

@@ -1,5 +1,6 @@
 """The command line in-process: ``main([...])`` with captured output."""
 
+import argparse
 import json
 
 import pytest
@@ -239,3 +240,74 @@ def test_a_password_on_the_command_line_is_refused_without_being_shown(command, 
     assert (
         build_parser().parse_args([command, "--archive-uri", "mongodb://archive.example:27017/"]).archive_uri
     )
+
+
+def _flags_by_command():
+    """Each command's options as argparse holds them: flag -> (type, default, help, choices)."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    found = {}
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            for flag in action.option_strings:
+                found.setdefault(flag, {})[name] = (
+                    getattr(action.type, "__name__", action.type),
+                    action.default,
+                    action.help,
+                    action.choices,
+                )
+    return found
+
+
+def test_each_option_means_the_same_in_every_command():
+    """Declared once (order_archiver/cli/definition.py): a flag has one type, one default and
+    one help wherever it appears; a command that needs another default says so in its
+    declaration (rejects: the newest 50)."""
+    from order_archiver.cli.definition import COMMANDS
+
+    for flag, by_command in _flags_by_command().items():
+        declared = {
+            command: spec
+            for command, spec in by_command.items()
+            if flag.lstrip("-") not in COMMANDS[command].defaults
+        }
+        assert len({spec for spec in declared.values()}) <= 1, (flag, declared)
+
+
+def test_the_simulation_options_share_their_defaults_with_the_generator():
+    from generator import DEFAULT_COUNT, DEFAULT_SEED
+
+    by_flag = _flags_by_command()
+    for command in ("batch", "simulate"):
+        assert by_flag["--count"][command][1] == DEFAULT_COUNT
+        assert by_flag["--seed"][command][1] == DEFAULT_SEED
+
+
+def test_no_option_is_declared_outside_the_definition():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert "add_argument(" not in (root / "main.py").read_text()
+    definition = (root / "order_archiver" / "cli" / "definition.py").read_text()
+    assert definition.count("add_argument(") == 2  # --version, and the one that adds every option
+
+
+@pytest.mark.parametrize(
+    ("argv", "limit"),
+    [(["rejects"], 50), (["rejects", "--limit", "3"], 3), (["rejects", "--all"], None)],
+)
+def test_rejects_shows_the_newest_fifty_unless_told(argv, limit):
+    args = build_parser().parse_args(argv)
+    assert (None if args.all else args.limit) == limit
+
+
+def test_rejects_limit_zero_is_refused_like_batch_limit_zero(capsys):
+    for argv in (
+        ["rejects", "--limit", "0"],
+        ["batch", "--limit", "0"],
+        ["rejects", "--all", "--limit", "5"],
+    ):
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+    assert "expected a number of at least 1" in capsys.readouterr().err

@@ -20,7 +20,7 @@ LAYERS = [
     ("mongodb", {"order_archiver.mongodb"}),
     ("jobs", {"order_archiver.batch", "order_archiver.watch", "archiver", "watcher"}),
     ("operations", {"order_archiver.operations"}),
-    ("command line", {"main", "simulate", "demo"}),
+    ("command line", {"order_archiver.cli", "main", "simulate", "demo"}),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The command line's declaration (``definition``); ``main`` parses with it and dispatches."""

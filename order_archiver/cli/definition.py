@@ -1,0 +1,376 @@
+"""The command line, declared once (httpie's ``cli/definition.py`` is the model): each option
+is declared here once, with one meaning, one type and one default taken from the domain's
+constants; each command lists the options it takes, its texts and examples. ``main`` builds
+its parsers from this and maps each command to its handler."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from config import (
+    parse_command_line_uri,
+    parse_date_bound,
+    parse_duration,
+    parse_name,
+    parse_port,
+    parse_positive_int,
+    parse_probability,
+)
+from generator import DEFAULT_COUNT, DEFAULT_DAYS, DEFAULT_P_ANOMALIES, DEFAULT_P_DELIVERED, DEFAULT_SEED
+from order_archiver.batch.report import DEFAULT_SAMPLES
+from order_archiver.errors import ExitCode
+from order_archiver.mongodb.rejects import DEFAULT_LIST_LIMIT
+from order_archiver.operations.status import (
+    DEFAULT_LOOKBACK,
+    DEFAULT_MAX_BACKLOG_AGE,
+    DEFAULT_MAX_HEARTBEAT_AGE,
+)
+
+Handler = Callable[[argparse.Namespace, Any], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(ExitCode.USAGE)
+
+
+# --- argument types: each a parser that says what it expected ----------------------------------
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a parser that raises ValueError with its reason."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__.replace("parse_", "")
+    return convert
+
+
+def _parse_non_negative_int(text: str) -> int:
+    value = int(text) if text.strip().lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _parse_seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+POSITIVE = _argument(parse_positive_int)
+NON_NEGATIVE = _argument(_parse_non_negative_int)
+DATE = _argument(parse_date_bound)
+DURATION = _argument(parse_duration)
+PROBABILITY = _argument(parse_probability)
+NAME = _argument(parse_name)
+PORT = _argument(parse_port)
+URI = _argument(parse_command_line_uri)
+SEED = _argument(_parse_seed)
+
+
+# --- the options, each once ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    flags: tuple[str, ...]
+    help: str
+    options: Mapping[str, Any] = field(default_factory=dict)  # argparse's: metavar, type, default...
+
+
+def _flag(help_text: str) -> Option:
+    return Option((), help_text, {"action": "store_true"})
+
+
+OPTIONS: dict[str, Option] = {
+    # every command
+    "verbose": Option(("-v", "--verbose"), "debug logging", {"action": "store_true"}),
+    "quiet": Option(("-q", "--quiet"), "warnings and errors only", {"action": "store_true"}),
+    "env-file": Option(("--env-file",), "read settings from F instead of ./.env", {"metavar": "F"}),
+    "archive-uri": Option(
+        ("--archive-uri",),
+        "the archive's own deployment (ARCHIVE_MONGODB_URI); default: the source's",
+        {"metavar": "URI", "type": URI},
+    ),
+    # the embedded database
+    "simulation": _flag(
+        "the embedded simulation database (no server): generated orders, or samples.json where it exists"
+    ),
+    "count": Option(
+        ("--count",),
+        f"orders to generate ({DEFAULT_COUNT})",
+        {"metavar": "N", "type": POSITIVE, "default": DEFAULT_COUNT},
+    ),
+    "seed": Option(
+        ("--seed",),
+        f"generator seed: same seed, same data ({DEFAULT_SEED})",
+        {"metavar": "S", "type": SEED, "default": DEFAULT_SEED},
+    ),
+    "p-delivered": Option(
+        ("--p-delivered",),
+        f"share of orders delivered ({DEFAULT_P_DELIVERED})",
+        {"metavar": "P", "type": PROBABILITY, "default": DEFAULT_P_DELIVERED},
+    ),
+    "p-anomalies": Option(
+        ("--p-anomalies",),
+        f"share of dirty orders ({DEFAULT_P_ANOMALIES})",
+        {"metavar": "P", "type": PROBABILITY, "default": DEFAULT_P_ANOMALIES},
+    ),
+    "days": Option(
+        ("--days",),
+        f"days the orders span ({DEFAULT_DAYS})",
+        {"metavar": "N", "type": POSITIVE, "default": DEFAULT_DAYS},
+    ),
+    "reset": _flag("drop the five collections first (only if simulate made them)"),
+    "samples-file": Option(
+        ("--samples-file",),
+        "the embedded database's file (samples.json)",
+        {"metavar": "PATH", "default": "samples.json"},
+    ),
+    # selection and output
+    "date-from": Option(("--date-from",), "date_commande >= D", {"metavar": "D", "type": DATE}),
+    "date-to": Option(("--date-to",), "date_commande < D", {"metavar": "D", "type": DATE}),
+    "json": _flag("print the report as one JSON object"),
+    "limit": Option(("--limit",), "at most N orders", {"metavar": "N", "type": POSITIVE}),
+    # batch
+    "run": _flag("write the archive (default: dry run)"),
+    "dry-run": _flag("report what would be archived; write nothing"),
+    "batch-size": Option(
+        ("--batch-size",), "orders per bulk write (BATCH_SIZE)", {"metavar": "N", "type": POSITIVE}
+    ),
+    "export-samples": Option(
+        ("--export-samples",), "write sample archive documents as Extended JSON", {"metavar": "FILE"}
+    ),
+    "samples": Option(
+        ("--samples",),
+        f"sample documents to keep (a dry run or --export-samples: {DEFAULT_SAMPLES}; --run: none unless given)",
+        {"metavar": "N", "type": NON_NEGATIVE},
+    ),
+    "purge-source": _flag("delete source orders once their archive is confirmed"),
+    "restart": _flag("ignore the checkpoint of an interrupted run"),
+    "full": _flag("walk every delivered order of the window, not only those delivered since the last run"),
+    "show-pii": _flag(
+        "show the samples' names, e-mail, phone and address (masked by default, text and JSON)"
+    ),
+    "metrics-file": Option(
+        ("--metrics-file",),
+        "write the run's figures for the Prometheus textfile collector",
+        {"metavar": "PATH"},
+    ),
+    # watch
+    "from-now": _flag("skip the catch-up of missed deliveries"),
+    "token-store": Option(
+        ("--token-store",), "where the resume token lives", {"choices": ("file", "mongo"), "default": "file"}
+    ),
+    "token-file": Option(("--token-file",), "the resume token file (RESUME_TOKEN_FILE)", {"metavar": "PATH"}),
+    "name": Option(
+        ("--name",), "watcher name (its token in the mongo store)", {"default": "default", "type": NAME}
+    ),
+    "metrics-port": Option(
+        ("--metrics-port",), "serve Prometheus metrics on this port", {"metavar": "N", "type": PORT}
+    ),
+    "metrics-address": Option(
+        ("--metrics-address",),
+        "metrics bind address (127.0.0.1: this host only; 0.0.0.0 in a container Prometheus scrapes)",
+        {"metavar": "ADDR", "default": "127.0.0.1"},
+    ),
+    # status
+    "max-backlog-age": Option(
+        ("--max-backlog-age",),
+        f"unhealthy when a delivered order waits longer than this to be archived ({DEFAULT_MAX_BACKLOG_AGE})",
+        {"metavar": "DURATION", "type": DURATION, "default": DEFAULT_MAX_BACKLOG_AGE},
+    ),
+    "max-heartbeat-age": Option(
+        ("--max-heartbeat-age",),
+        f"unhealthy when a watcher's token is older than this ({DEFAULT_MAX_HEARTBEAT_AGE})",
+        {"metavar": "DURATION", "type": DURATION, "default": DEFAULT_MAX_HEARTBEAT_AGE},
+    ),
+    "lookback": Option(
+        ("--lookback",),
+        f"look for the backlog among the orders of this last period ({DEFAULT_LOOKBACK})",
+        {"metavar": "DURATION", "type": DURATION, "default": DEFAULT_LOOKBACK},
+    ),
+    # verify, rejects, retire-watcher
+    "repair": _flag("archive the missing orders (the batch path)"),
+    "all": _flag("every rejected order, not only the newest"),
+    "watcher": Option(("name",), "the watcher's --name (mongo store)", {"nargs": "?", "type": NAME}),
+}
+
+COMMON = ("verbose|quiet", "env-file", "archive-uri")
+SIMULATION = ("simulation", "count", "seed")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    description: str
+    examples: str
+    options: tuple[str, ...]  # "a|b": mutually exclusive
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # an option's default for this command
+
+
+COMMANDS: dict[str, Command] = {
+    "doctor": Command(
+        "check the server and the user before anything runs (exit 3 when not ready)",
+        "Version, topology, change streams, sharding, write concern, read preference and the "
+        "user's privileges, one line each. Writes nothing. Exit 0 ready, 3 not.",
+        """  python main.py doctor                          the first command on a new cluster
+  python main.py doctor --json                   the same, as one JSON object""",
+        ("json",),
+    ),
+    "batch": Command(
+        "archive delivered orders in bulk (dry run unless --run)",
+        "Archive every delivered order not yet archived, enriched, in bulk, idempotently.",
+        """  python main.py batch                          report what would be archived (writes nothing)
+  python main.py batch --run                    archive every delivered order not yet archived
+  python main.py batch --run --date-from yesterday --date-to today
+  python main.py batch --run --date-from 7d --purge-source
+  python main.py batch --run --full             every delivered order, not only the new ones
+  python main.py batch --run --simulation       the whole job on an embedded database""",
+        (
+            "run|dry-run",
+            "date-from",
+            "date-to",
+            "limit",
+            "batch-size",
+            "export-samples",
+            "samples",
+            "purge-source",
+            "restart",
+            "full",
+            "json",
+            "show-pii",
+            "metrics-file",
+            *SIMULATION,
+        ),
+    ),
+    "watch": Command(
+        "archive each delivery as it happens (change streams)",
+        "Archive each order the moment it is delivered, resuming after any restart.",
+        """  python main.py watch                           archive each delivery as it happens (token in a file)
+  python main.py watch --token-store mongo --name eu-1 --metrics-port 9108
+                                                 token in MongoDB; start a second one for a hot standby
+  python main.py watch --from-now                a first start that skips the catch-up of the past""",
+        ("from-now", "token-store", "token-file", "name", "metrics-port", "metrics-address"),
+    ),
+    "status": Command(
+        "is the archive keeping up? (exit 3 when not: usable as a probe)",
+        "Orders by status, backlog, archive size, watchers' heartbeats. Exit 0 healthy, 3 not.",
+        """  python main.py status                          a person's view
+  python main.py status --json --max-backlog-age 5m   a probe: exit 0 healthy, 3 not""",
+        ("json", "max-backlog-age", "max-heartbeat-age", "lookback"),
+    ),
+    "verify": Command(
+        "reconcile source and archive (exit 3 when they disagree)",
+        "Delivered orders missing from the archive, archive documents that disagree with the "
+        "source, archive documents without a source. Exit 0 consistent, 3 not.",
+        """  python main.py verify --date-from 7d
+  python main.py verify --repair                 then archive what is missing""",
+        ("date-from", "date-to", "repair", "json"),
+    ),
+    "rejects": Command(
+        "list the rejected orders (invalid: never archived until fixed at the source)",
+        "The orders batch or watch rejected as invalid, newest first, with the reason. "
+        "An order fixed at the source is archived by the next run and leaves the list.",
+        f"""  python main.py rejects                         the {DEFAULT_LIST_LIMIT} newest rejected orders
+  python main.py rejects --json --all            all of them, as JSON""",
+        ("limit|all", "json"),
+        {"limit": DEFAULT_LIST_LIMIT},
+    ),
+    "retire-watcher": Command(
+        "forget a watcher that will not come back (status stops expecting it)",
+        "Remove a stopped watcher's resume token (and end its lease), so that status no longer "
+        "reports it. Refused while it runs. Started again, it would catch up first.",
+        """  python main.py retire-watcher eu-1             a mongo-store watcher that will not come back
+  python main.py retire-watcher --token-file /data/.resume_token.json""",
+        ("watcher", "token-file"),
+    ),
+    "simulate": Command(
+        "fill a database with generated orders (also: python simulate.py)",
+        "Fill the source database with realistic generated data (Faker, fr_FR); with --simulation, "
+        "the embedded simulation database (samples.json) that batch --simulation then reads.",
+        """  python simulate.py --count 1000 --seed 7 --p-delivered 0.4 --reset
+  python simulate.py --simulation --count 5000   the embedded database: samples.json""",
+        (*SIMULATION, "p-delivered", "p-anomalies", "days", "reset", "samples-file"),
+    ),
+}
+
+
+def _add(parser: argparse.ArgumentParser, command: str, names: str, defaults: Mapping[str, Any]) -> None:
+    target: Any = parser.add_mutually_exclusive_group() if "|" in names else parser
+    for name in names.split("|"):
+        option = OPTIONS[name]
+        flags = option.flags or (f"--{name}",)
+        settings = dict(option.options)
+        if name in defaults:
+            settings["default"] = defaults[name]
+        target.add_argument(*flags, help=option.help, **settings)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    for names in COMMON:
+        _add(common, "", names, {})
+    return common
+
+
+def _epilog(command: Command) -> str:
+    return f"examples:\n{command.examples}\n"
+
+
+def build_parser(handlers: Mapping[str, Handler], version: str) -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="main.py",
+        description="Archive delivered food-delivery orders out of MongoDB, enriched, exactly once.",
+        epilog="Run `python main.py COMMAND --help` for a command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"order-archiver {version}")
+    commands: Any = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    commands.required = True
+    common = _common()
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(
+            name,
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            help=command.help,
+            description=command.description,
+            epilog=_epilog(command),
+        )
+        _fill(sub, name, command, handlers[name])
+    return parser
+
+
+def build_simulate_parser(handler: Handler) -> argparse.ArgumentParser:
+    """``python simulate.py``: the simulate command as a program of its own."""
+    command = COMMANDS["simulate"]
+    parser = OneLineParser(
+        prog="simulate.py",
+        parents=[_common()],
+        description=f"{command.description} The same as `python main.py simulate`.",
+        epilog=_epilog(command),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _fill(parser, "simulate", command, handler)
+    return parser
+
+
+def _fill(parser: argparse.ArgumentParser, name: str, command: Command, handler: Handler) -> None:
+    for names in command.options:
+        _add(parser, name, names, command.defaults)
+    parser.set_defaults(func=handler, command=name)
