@@ -34,8 +34,6 @@ from order_archiver.errors import (
     ConfigError,
     TransientError,
     as_archiver_error,
-    named_side,
-    retrying,
     without_documents,
 )
 from order_archiver.mongodb.checkpoint import (
@@ -67,6 +65,7 @@ from order_archiver.mongodb.storage import (
 )
 from order_archiver.orders.enrichment import status_match
 from order_archiver.reporting.progress import Progress
+from order_archiver.retry import named_side, retrying
 
 log = get_logger("batch")
 T = TypeVar("T")

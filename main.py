@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from config import Settings, check_log_dir, check_output_paths, load_settings
 from logger import FILE_ONLY, get_logger, redact, setup_logging
 from order_archiver.cli import definition
-from order_archiver.errors import ArchiverError, Attempts, ConfigError, ExitCode, TransientError
+from order_archiver.errors import ArchiverError, ConfigError, ExitCode, TransientError
+from order_archiver.retry import Retry
 
 if TYPE_CHECKING:
     from order_archiver.mongodb.connection import Clients
@@ -178,7 +179,7 @@ def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:
-        clients = _open_clients(args, settings, stop_event, attempts=Attempts.SERVICE)
+        clients = _open_clients(args, settings, stop_event, purpose=Retry.WAIT_FOR_SERVER)
     except TransientError:
         if stop_event.is_set():
             return ExitCode.OK  # stopped while waiting for the server: nothing in hand

@@ -41,10 +41,7 @@ from logger import get_logger
 from order_archiver.errors import (
     EXIT_OK,
     ArchiverError,
-    Attempts,
-    Backoff,
     NotSupportedError,
-    RetryPolicy,
     as_archiver_error,
     classify,
     is_authorisation_error,
@@ -67,6 +64,7 @@ from order_archiver.mongodb.tokens import (
     TokenStore,
 )
 from order_archiver.reporting.metrics import WatchMetrics
+from order_archiver.retry import Retry, RetryPolicy
 from order_archiver.watch.archiving import EventArchiver, catch_up
 from order_archiver.watch.stats import StatsLog, WatchStats
 
@@ -163,8 +161,8 @@ class Watcher:
         """Until stopped: stream, and on a transient failure reconnect with backoff."""
         # Forever (a service), for what classify() calls transient; a stop ends the wait.
         policy = RetryPolicy(
-            Attempts.SERVICE,
-            backoff=Backoff(initial=0.5, maximum=30.0),
+            Retry.SERVICE,
+            on_stop="end",  # a stop ends the wait, and the loop: exit 0
             retryable=lambda exc: classify(exc) == "transient",
         )
         log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
@@ -241,7 +239,7 @@ class Watcher:
         self.stats.reconnects += 1
         self.metrics.errors.labels(kind=type(cause).__name__).inc()
         log.warning("change stream interrupted (%s); reconnecting in %.1fs", type(cause).__name__, delay)
-        self.stop_event.wait(delay)  # a stop ends the wait, and the loop: exit 0
+        policy.wait(delay, exc)
 
     def _stream_once(self, policy: RetryPolicy) -> None:
         saved = UNUSABLE if self._distrust_saved_token else self.store.load()

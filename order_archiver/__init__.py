@@ -1,7 +1,7 @@
 """What grew beyond the design card's modules, by layer (each imports only the layers above it
 in this list; tests/unit/test_layout.py holds the rule):
 
-- ``errors``: exit codes, the one error classification and the one retry policy;
+- ``errors`` and ``retry``: exit codes, the one error classification, the one retry policy;
 - ``orders``: what an order becomes, without a server: PII policy, enrichment, selection;
 - ``reporting``: progress bars and Prometheus metrics, which observe the jobs;
 - ``mongodb``: the deployments and what the archiver keeps in them: connections, the source

@@ -1,19 +1,15 @@
-"""The archiver's error hierarchy, the transient/fatal split, and the one retry policy.
+"""The archiver's error hierarchy and the one error classification.
 
 Every failure the product knows about is an ``ArchiverError`` carrying its exit code, so
 that ``main.py`` maps errors to exit codes in one place. Errors raised by pymongo are sorted
-here by ``is_transient``: transient ones are retried with capped exponential backoff and
-full jitter (``Backoff``, ``retrying``), everything else fails fast with a clear message.
+here (``is_transient``, ``classify``): transient ones are retried (``order_archiver.retry``),
+everything else fails fast with a clear message.
 """
 
 from __future__ import annotations
 
-import random
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import IntEnum
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pymongo import errors as pymongo_errors
 
@@ -250,121 +246,3 @@ def without_documents(exc: BaseException) -> BaseException:
         for error in details.get("writeErrors", [])
     ]
     return pymongo_errors.BulkWriteError(details)
-
-
-T = TypeVar("T")
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter: the n-th delay is uniform in
-    [0, min(maximum, initial * 2**n)] (the AWS "full jitter" scheme). ``reset`` after progress."""
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0, rng: random.Random | None = None) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2**self.failures))
-        self.failures += 1
-        return self._rng.uniform(0, ceiling)
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-class Attempts:
-    """How many failures in a row each kind of operation survives before it gives up (0:
-    never), named by purpose: the one table every retry of the product reads."""
-
-    READ = 6  # a read that walks or decides (a failover takes seconds; each try backs off)
-    WRITE = 6  # archive, checkpoint, token, lease and rejects writes
-    COMMAND = 5  # retrying()'s default: one command's read or write
-    CONNECT = 3  # a one-shot command's first contact (watch: SERVICE)
-    LAST_WORD = 3  # a best-effort write on the way out (a watcher's stopped_at)
-    INFORM = 2  # a count or an estimate that only informs a report or a progress bar
-    SERVICE = 0  # watch's reconnects: forever, a stop ends the wait
-
-
-class RetryPolicy:
-    """The one retry policy of every loop (urllib3's ``Retry`` is the model): ``attempts``
-    failures in a row, with no progress between them, and the loop gives up (0: never, for a
-    service); the waits are capped exponential backoff with full jitter, on ``stop_event``;
-    a stop during a wait raises (a walk that ended early must never look complete); only what
-    ``retryable`` accepts (``is_transient`` by default) is retried, the rest is raised at once.
-    ``reset`` after progress."""
-
-    def __init__(
-        self,
-        attempts: int = Attempts.READ,
-        *,
-        backoff: Backoff | None = None,
-        stop_event: threading.Event | None = None,
-        retryable: Callable[[BaseException], bool] | None = None,
-    ) -> None:
-        self.attempts = attempts
-        self.backoff = backoff or Backoff()
-        self.stop_event = stop_event or threading.Event()
-        self.retryable = retryable or is_transient
-        self.failures = 0  # in a row, since the last progress
-
-    def increment(self, exc: BaseException) -> float:
-        """Count ``exc``; the delay before the next try, or ``exc`` raised in the hierarchy
-        when it is not retryable, the attempts are spent, or the loop was asked to stop."""
-        self.failures += 1
-        if not self.retryable(exc) or self.stop_event.is_set():
-            raise as_archiver_error(exc) from without_documents(exc)
-        if self.attempts and self.failures >= self.attempts:
-            raise as_archiver_error(exc) from without_documents(exc)
-        return self.backoff.next_delay()
-
-    def sleep(self, delay: float, exc: BaseException) -> None:
-        if self.stop_event.wait(delay):
-            raise as_archiver_error(exc) from without_documents(exc)
-
-    def reset(self) -> None:
-        self.failures = 0
-        self.backoff.reset()
-
-
-def retrying(
-    func: Callable[[], T],
-    *,
-    attempts: int = Attempts.COMMAND,
-    backoff: Backoff | None = None,
-    stop_event: threading.Event | None = None,
-    on_retry: Callable[[BaseException, float], Any] | None = None,
-) -> T:
-    """Call ``func`` until it succeeds, by the ``RetryPolicy`` of these arguments: transient
-    errors only, ``attempts`` failures at most (0: forever), a stop during a wait raises."""
-    policy = RetryPolicy(attempts, backoff=backoff, stop_event=stop_event)
-    while True:
-        try:
-            return func()
-        except ArchiverError:
-            raise
-        except pymongo_errors.PyMongoError as exc:
-            delay = policy.increment(exc)
-            if on_retry is not None:
-                on_retry(exc, delay)
-            policy.sleep(delay, exc)
-
-
-# With ARCHIVE_MONGODB_URI, an error says which deployment it came from (named_side).
-SOURCE_SIDE = "source deployment: "
-ARCHIVE_SIDE = "archive deployment: "
-SIDES = (SOURCE_SIDE, ARCHIVE_SIDE)
-
-
-@contextmanager
-def named_side(side: str, kinds: tuple[type[ArchiverError], ...] = (ArchiverError,)) -> Iterator[None]:
-    """Errors of ``kinds`` raised inside name the deployment they came from (with
-    ARCHIVE_MONGODB_URI: ``"archive deployment: "`` or ``"source deployment: "``), once; no
-    prefix, no change."""
-    try:
-        yield
-    except kinds as error:
-        if not side or str(error).startswith(SIDES):
-            raise
-        raise type(error)(f"{side}{error}") from error

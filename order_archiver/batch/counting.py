@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 from logger import get_logger
 from order_archiver.batch.report import BatchOptions, BatchReport
-from order_archiver.errors import ArchiverError, Attempts, named_side, retrying
+from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.checkpoint import Pass
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.selection import date_range
+from order_archiver.retry import Retry, named_side, retrying
 
 log = get_logger("batch")
 
@@ -42,7 +43,7 @@ class DeliveredCount:
             return int(
                 retrying(
                     lambda: self.orders.count_documents(selection),
-                    attempts=Attempts.INFORM,
+                    purpose=Retry.INFORM,
                     stop_event=self.stop_event,
                 )
             )
@@ -99,7 +100,7 @@ class DeliveredCount:
             return int(
                 retrying(
                     lambda: self.archive.count_documents(archive_filter),
-                    attempts=Attempts.INFORM,
+                    purpose=Retry.INFORM,
                     stop_event=self.stop_event,
                 )
             )

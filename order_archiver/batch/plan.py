@@ -13,12 +13,12 @@ from typing import Any
 from config import Settings
 from logger import get_logger
 from order_archiver.batch.report import BatchOptions, BatchReport
-from order_archiver.errors import retrying
 from order_archiver.mongodb.changes import ChangeReader, stream_position
 from order_archiver.mongodb.checkpoint import BatchState, Pass, plan_pass
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.retry import retrying
 
 log = get_logger("batch")
 

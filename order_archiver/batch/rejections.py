@@ -11,9 +11,10 @@ from typing import Any
 
 from logger import get_logger
 from order_archiver.batch.report import BatchReport
-from order_archiver.errors import ArchiverError, retrying
+from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.rejects import Rejection, RejectStore
 from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.retry import retrying
 
 log = get_logger("batch")
 

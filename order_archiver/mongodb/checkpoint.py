@@ -30,9 +30,9 @@ from typing import Any
 
 from config import Settings
 from logger import get_logger
-from order_archiver.errors import named_side, retrying
-from order_archiver.mongodb.storage import WRITE_ATTEMPTS, MongoCollection
+from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import as_utc
+from order_archiver.retry import Retry, named_side, retrying
 
 log = get_logger("batch")
 
@@ -240,7 +240,7 @@ class BatchCheckpoint:
         with named_side(self.side):
             retrying(
                 lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
-                attempts=WRITE_ATTEMPTS,
+                purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )
         self._saved_at = time.monotonic()

@@ -15,17 +15,10 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import Settings, mask_secrets_of, uri_options
+from generator import DEFAULT_COUNT, DEFAULT_SEED
 from logger import get_logger
-from order_archiver.errors import (
-    ARCHIVE_SIDE,
-    ArchiverError,
-    Attempts,
-    Backoff,
-    ConfigError,
-    FatalError,
-    TransientError,
-    retrying,
-)
+from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError
+from order_archiver.retry import ARCHIVE_SIDE, Purpose, Retry, retrying
 
 log = get_logger("connection")
 
@@ -75,10 +68,10 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def open_client(
     settings: Settings,
     *,
-    attempts: int = Attempts.CONNECT,
+    purpose: Purpose = Retry.CONNECT,
     stop_event: threading.Event | None = None,
-    simulation_count: int = 1000,
-    simulation_seed: int | None = 42,
+    simulation_count: int = DEFAULT_COUNT,
+    simulation_seed: int | None = DEFAULT_SEED,
 ) -> Any:
     """A connected client (checked with ``ping``); ``TransientError``/``FatalError`` if not.
 
@@ -91,7 +84,7 @@ def open_client(
         return simulation_client(settings, count=simulation_count, seed=simulation_seed)
     client = _new_client(settings)
     log.debug("connecting to %s", settings.uri_hosts)
-    if attempts:  # a one-shot command: a certain cause is said in a second, not after 3 x 5 s
+    if purpose.attempts:  # a one-shot command: a certain cause is said in a second, not after 3 x 5 s
         _fail_fast_when_certain(client, settings)
 
     def ping() -> None:
@@ -106,8 +99,7 @@ def open_client(
     try:
         retrying(
             ping,
-            attempts=attempts,
-            backoff=Backoff(initial=0.5, maximum=5.0),
+            purpose=purpose,
             stop_event=stop_event,
             on_retry=lambda exc, delay: log.warning("%s; retrying in %.1fs", exc, delay),
         )
@@ -132,7 +124,7 @@ def _fail_fast_when_certain(client: MongoClient, settings: Settings) -> None:
     """Ping within ``FIRST_CONTACT_S``; if no server answered and every host's failure is
     certain (connection refused, a host name DNS does not know, a TLS handshake refused),
     raise ``FatalError`` now. Anything else (a host not heard from yet, a timeout, an
-    election) goes on to the patient ping. ``watch`` keeps retrying instead (Attempts.SERVICE)."""
+    election) goes on to the patient ping. ``watch`` keeps retrying instead (Retry.WAIT_FOR_SERVER)."""
     try:
         with pymongo.timeout(min(FIRST_CONTACT_S, settings.mongodb_timeout_ms / 1000)):
             client.admin.command("ping")

@@ -27,7 +27,8 @@ from pymongo import errors as pymongo_errors
 
 from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles
 from logger import get_logger
-from order_archiver.errors import ARCHIVE_SIDE, SOURCE_SIDE, ConfigError
+from order_archiver.errors import ConfigError
+from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE
 
 log = get_logger("deployment")
 

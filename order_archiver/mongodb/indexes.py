@@ -15,9 +15,10 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from logger import get_logger
-from order_archiver.errors import ArchiverError, retrying
+from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.deployment import hello, index_build_options
 from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.retry import retrying
 
 log = get_logger("batch")
 

@@ -31,9 +31,10 @@ from pymongo import ReturnDocument
 from pymongo import errors as pymongo_errors
 
 from logger import get_logger
-from order_archiver.errors import ArchiverError, retrying
+from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.deployment import hello
 from order_archiver.orders.enrichment import as_utc
+from order_archiver.retry import retrying
 
 log = get_logger("lease")
 

@@ -12,11 +12,11 @@ from typing import Any
 from pymongo import DeleteOne
 
 from logger import get_logger
-from order_archiver.errors import Attempts, retrying
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
 from order_archiver.orders.enrichment import source_hash, status_match
 from order_archiver.orders.pii import PiiPolicy
+from order_archiver.retry import Retry, retrying
 
 log = get_logger("batch")
 
@@ -72,7 +72,7 @@ class SourcePurge:
                 continue
             result = retrying(
                 functools.partial(self.orders_primary.bulk_write, requests, ordered=False),
-                attempts=Attempts.WRITE,
+                purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )
             counts.purged += result.deleted_count
@@ -98,7 +98,7 @@ class SourcePurge:
         while not self.stop_event.is_set():
             ids = retrying(
                 functools.partial(self.window.delivered_ids_after, after_id, self.batch_size),
-                attempts=Attempts.WRITE,
+                purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )
             if not ids:

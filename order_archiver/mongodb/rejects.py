@@ -23,12 +23,11 @@ from typing import Any
 from pymongo import ASCENDING, UpdateOne
 
 from logger import get_logger, plural
-from order_archiver.errors import Attempts, named_side, retrying
+from order_archiver.retry import Retry, named_side, retrying
 
 log = get_logger("rejects")
 
 CHUNK = 1000
-WRITE_ATTEMPTS = Attempts.WRITE
 DEFAULT_LIST_LIMIT = 50  # rejected orders `rejects` shows unless told (--limit, --all)
 
 
@@ -60,7 +59,7 @@ class RejectStore:
 
     def _retrying(self, func: Any) -> Any:
         with named_side(self.side):
-            return retrying(func, attempts=WRITE_ATTEMPTS, stop_event=self.stop_event)
+            return retrying(func, purpose=Retry.WRITE, stop_event=self.stop_event)
 
     def known(self, ids: list[Any]) -> set[Any]:
         """The ids among ``ids`` already recorded (by an earlier run, or this one)."""

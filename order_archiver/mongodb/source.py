@@ -25,7 +25,7 @@ from pymongo import errors as pymongo_errors
 
 from config import Settings
 from logger import get_logger
-from order_archiver.errors import Attempts, InvalidOrderError, RetryPolicy, is_transient
+from order_archiver.errors import InvalidOrderError, is_transient
 from order_archiver.mongodb.rejects import Rejection
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import (
@@ -38,11 +38,11 @@ from order_archiver.orders.enrichment import (
 )
 from order_archiver.orders.pii import PiiPolicy
 from order_archiver.orders.selection import build_selection, in_window
+from order_archiver.retry import Purpose, Retry, RetryPolicy
 
 log = get_logger("batch")
 T = TypeVar("T")
 
-READ_ATTEMPTS = Attempts.READ  # consecutive failures without progress before a read gives up
 PAGE_SIZE = 500  # orders per getMore, and per page once reads fail (see ChunkReader)
 
 # One order whose enrichment is over the server's limits: a joined document over 16 MB
@@ -339,7 +339,8 @@ class ChunkReader:
         """Transient errors are retried; one order over the server's limits stops the stream
         too, and is retried once as pages, which reject it alone."""
         return RetryPolicy(
-            READ_ATTEMPTS,
+            Retry.READ,
+            on_stop="end",  # the read ends; the run then reports itself interrupted
             stop_event=self.stop_event,
             retryable=lambda exc: is_transient(exc) or (is_oversized(exc) and not paged()),
         )
@@ -352,7 +353,7 @@ class ChunkReader:
         if not paged:
             log.warning("reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE)
         log.warning("reading orders failed (%s); reading again in %.1fs", type(exc).__name__, delay)
-        self.stop_event.wait(delay)
+        policy.wait(delay, exc)
 
 
 # --- what is wrong with the source --------------------------------------------------------
@@ -404,14 +405,14 @@ def scan_by_id(
     open_cursor: Callable[[Any], Any],
     *,
     stop_event: threading.Event | None = None,
-    attempts: int = READ_ATTEMPTS,
+    purpose: Purpose = Retry.READ,
 ) -> Iterator[dict[str, Any]]:
     """The documents of ``open_cursor(after_id)``, a query in ``_id`` order (``after_id`` is
     None at first), through cuts: a transient error (network, failover, a cursor the server
-    lost) reopens the query after the last ``_id`` read, by the ``RetryPolicy`` (``attempts``
+    lost) reopens the query after the last ``_id`` read, by the ``RetryPolicy`` (``purpose.attempts``
     failures in a row without a document in between raise; a stop during a wait raises, so a
     walk that ended early never looks complete). For long read-only walks (``verify``)."""
-    policy = RetryPolicy(attempts, stop_event=stop_event)
+    policy = RetryPolicy(purpose, on_stop="raise", stop_event=stop_event)
     after_id: Any = None
     while True:
         try:
@@ -426,7 +427,7 @@ def scan_by_id(
             log.warning(
                 "reading failed (%s); reading on after the last _id in %.1fs", type(exc).__name__, delay
             )
-            policy.sleep(delay, exc)
+            policy.wait(delay, exc)
 
 
 _END = object()

@@ -19,25 +19,20 @@ from pymongo.read_concern import ReadConcern
 from config import Settings
 from logger import get_logger, plural
 from order_archiver.errors import (
-    ARCHIVE_SIDE,
-    SOURCE_SIDE,
     TRANSIENT_CODES,
     ArchiverError,
-    Attempts,
     FatalError,
     TransientError,
     describe,
-    named_side,
-    retrying,
     without_documents,
 )
 from order_archiver.mongodb.rejects import Rejection
 from order_archiver.orders.enrichment import CollectionNames
+from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE, Retry, named_side, retrying
 
 log = get_logger("storage")
 
 DUPLICATE_KEY = 11000
-WRITE_ATTEMPTS = Attempts.WRITE  # (the name the other modules import)
 
 
 # The pymongo types at the module boundaries (a simulation's mongomock objects stand in for
@@ -144,7 +139,7 @@ class ArchiveWriter:
         with named_side(self.side):
             found = retrying(
                 lambda: list(self.archive.find({"_id": {"$in": ids}}, {"source_hash": 1})),
-                attempts=WRITE_ATTEMPTS,
+                purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )
         return {doc["_id"]: doc.get("source_hash") for doc in found}
@@ -165,7 +160,7 @@ class ArchiveWriter:
         with named_side(self.side):
             found = retrying(
                 lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
-                attempts=WRITE_ATTEMPTS,
+                purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )
         return {doc["_id"] for doc in found}
@@ -180,7 +175,7 @@ class ArchiveWriter:
         with named_side(self.side):
             found = retrying(
                 lambda: list(durable.find({"_id": {"$in": ids}}, {"source_hash": 1})),
-                attempts=WRITE_ATTEMPTS,
+                purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )
         return {doc["_id"]: doc.get("source_hash") for doc in found}
@@ -291,7 +286,7 @@ class ArchiveWriter:
         with named_side(self.side):
             return retrying(
                 lambda: self.archive.bulk_write(requests, ordered=False),
-                attempts=WRITE_ATTEMPTS,
+                purpose=Retry.WRITE,
                 stop_event=self.stop_event,
                 on_retry=self._retrying,
             )

@@ -22,9 +22,10 @@ from pymongo import errors as pymongo_errors
 
 from config import Settings
 from logger import get_logger
-from order_archiver.errors import ArchiverError, Attempts, ConfigError, FatalError, retrying
+from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.mongodb.lease import LeaseLost, lease_key, server_time
 from order_archiver.orders.enrichment import as_utc
+from order_archiver.retry import Retry, retrying
 
 log = get_logger("tokens")
 
@@ -285,7 +286,7 @@ class MongoTokenStore:
         try:
             retrying(
                 lambda: self.collection.replace_one(condition, record, upsert=True),
-                attempts=Attempts.WRITE,
+                purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )
         except ArchiverError as exc:
@@ -300,6 +301,6 @@ class MongoTokenStore:
             condition["term"] = term
         retrying(
             lambda: self.collection.update_one(condition, {"$set": {"stopped_at": datetime.now(UTC)}}),
-            attempts=Attempts.LAST_WORD,
+            purpose=Retry.LAST_WORD,
             stop_event=threading.Event(),  # the stop event is set already: still try
         )

@@ -19,7 +19,7 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
-from order_archiver.errors import NO_CHANGE_STREAMS_CODES, is_authorisation_error, retrying
+from order_archiver.errors import NO_CHANGE_STREAMS_CODES, is_authorisation_error
 from order_archiver.mongodb.deployment import (
     LOOKUP_SHARDED_FROM,
     features_off,
@@ -29,6 +29,7 @@ from order_archiver.mongodb.deployment import (
     sharding_problems,
 )
 from order_archiver.mongodb.storage import Document
+from order_archiver.retry import retrying
 
 MIN_VERSION = (4, 4)
 Outcome = Literal["pass", "warn", "fail"]

@@ -18,7 +18,6 @@ from bson import json_util
 
 from config import Duration, Settings
 from logger import plural
-from order_archiver.errors import retrying
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
@@ -26,6 +25,7 @@ from order_archiver.mongodb.source import missing_source
 from order_archiver.mongodb.storage import Collections
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
+from order_archiver.retry import retrying
 
 CHUNK = 1000
 EXAMPLES = 5

@@ -23,13 +23,14 @@ from pymongo import ASCENDING
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings
-from order_archiver.errors import ConfigError, TransientError, retrying
+from order_archiver.errors import ConfigError, TransientError
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.source import ChunkReader, Finisher, OrderSource, missing_source, scan_by_id
 from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.reporting.progress import Progress, ProgressMode
+from order_archiver.retry import retrying
 
 CHUNK = 1000
 T = TypeVar("T")

@@ -16,13 +16,13 @@ from archiver import BatchArchiver
 from config import Settings
 from logger import get_logger
 from order_archiver.batch.report import BatchOptions
-from order_archiver.errors import Attempts, retrying
 from order_archiver.mongodb.lease import Lease
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import Finisher, enrich_each, event_time, orders_to_archive
 from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.reporting.metrics import WatchMetrics
+from order_archiver.retry import Retry, retrying
 from order_archiver.watch.stats import StatsLog, WatchStats
 
 log = get_logger("watch")
@@ -57,7 +57,7 @@ class EventArchiver:
         # not among them, and its next event decides.)
         found = retrying(
             lambda: enrich_each(self.orders_primary, ids, self.delivered_status, self.names),
-            attempts=Attempts.READ,
+            purpose=Retry.READ,
             stop_event=self.stop_event,
         )
         now = self.finisher.clock()

@@ -136,7 +136,7 @@ def test_unreachable_server_exits_1_without_traceback_or_password(capsys, monkey
         "MONGODB_URI", "mongodb://archiver:Hunter2-secret@127.0.0.1:9/?serverSelectionTimeoutMS=200"
     )
     monkeypatch.setenv("MONGODB_TIMEOUT_MS", "200")
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     assert main(["batch", "--run"]) == 1
     captured = capsys.readouterr()
     assert "cannot reach MongoDB: 127.0.0.1:9: connection refused" in captured.err

@@ -190,7 +190,7 @@ def test_transient_write_errors_are_retried(mongo, settings, seeded, monkeypatch
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", flaky)
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     report = run(mongo, settings)
     assert report.archived == len(expected_archive_ids(seeded))
 
@@ -200,7 +200,7 @@ def test_persistent_transient_errors_fail_as_transient(mongo, settings, seeded, 
         raise AutoReconnect("connection refused")
 
     monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", down)
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     with pytest.raises(TransientError, match="connection to MongoDB lost"):
         run(mongo, settings)
 
@@ -252,7 +252,7 @@ def test_selection_filter():
 def test_no_walk_ends_at_a_change_of_id_type(mongo, settings, seeded, monkeypatch):
     """Dirty ``_id``s (a number, strings) sort before the ObjectIds: keyset pages and the purge,
     which go on after the last ``_id`` done, reach the ObjectIds after them."""
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     monkeypatch.setattr(
         "order_archiver.mongodb.source.PAGE_SIZE", 2
     )  # pages of two: every type change is a page break
@@ -290,7 +290,7 @@ def test_a_failed_read_goes_on_in_pages(mongo, settings, seeded, monkeypatch, ca
         return original(self, pipeline, *args, **kwargs)
 
     monkeypatch.setattr(mongomock.collection.Collection, "aggregate", flaky)
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     monkeypatch.setattr("order_archiver.mongodb.source.PAGE_SIZE", 40)
     report = run(mongo, settings)
     assert "going on in pages of 40" in caplog.text
@@ -320,7 +320,7 @@ def test_an_order_no_longer_delivered_when_its_page_is_enriched_is_not_archived(
         return original(self, pipeline, *args, **kwargs)
 
     monkeypatch.setattr(mongomock.collection.Collection, "aggregate", flaky)
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     monkeypatch.setattr("order_archiver.mongodb.source.PAGE_SIZE", 40)
     run(mongo, settings)
     archived = {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})}

@@ -118,7 +118,7 @@ def documents(n: int) -> list[dict]:
 
 
 def test_a_write_concern_error_is_retried_never_counted(monkeypatch):
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     archive = FakeArchive(bulk_error(concern_errors=[WTIMEOUT], upserted=3))
     outcome = ArchiveWriter(archive).upsert(documents(3))
     assert archive.calls == 2
@@ -126,7 +126,7 @@ def test_a_write_concern_error_is_retried_never_counted(monkeypatch):
 
 
 def test_write_concern_errors_that_persist_fail_the_write_as_transient(monkeypatch):
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     archive = FakeArchive(*[bulk_error(concern_errors=[WTIMEOUT], upserted=3) for _ in range(10)])
     with pytest.raises(TransientError, match="write concern not satisfied"):
         ArchiveWriter(archive).upsert(documents(3))
@@ -347,7 +347,7 @@ def test_an_order_whose_enrichment_is_over_the_limits_is_rejected_and_the_run_go
     from config import Settings
     from tests.helpers import expected_archive_ids, seed_database
 
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     settings = Settings(simulation=True, log_dir="")
     dataset = seed_database(mongo["livraison"], settings, 300, seed=4, p_anomalies=0.0)
     expected = sorted(expected_archive_ids(dataset))
@@ -396,9 +396,11 @@ def test_one_retry_policy_for_every_loop():
     is not retryable, or comes after a stop, is raised at once; a stop during a wait raises."""
     import threading
 
-    from order_archiver.errors import RetryPolicy, classify
+    from order_archiver.errors import classify
+    from order_archiver.retry import Purpose, RetryPolicy
 
-    policy = RetryPolicy(3, backoff=None)
+    three, never = Purpose(3), Purpose(0)
+    policy = RetryPolicy(three, on_stop="raise")
     cut = AutoReconnect("cut")
     assert policy.increment(cut) >= 0
     assert policy.increment(cut) >= 0
@@ -407,16 +409,18 @@ def test_one_retry_policy_for_every_loop():
     policy.reset()
     assert policy.increment(cut) >= 0  # counting starts again after progress
     with pytest.raises(FatalError):
-        RetryPolicy(3).increment(OperationFailure("Unauthorized", 13))
-    forever = RetryPolicy(0)
+        RetryPolicy(three, on_stop="raise").increment(OperationFailure("Unauthorized", 13))
+    forever = RetryPolicy(never, on_stop="end")
     assert all(forever.increment(cut) >= 0 for _ in range(50))
     stopped = threading.Event()
     stopped.set()
     with pytest.raises(TransientError):
-        RetryPolicy(3, stop_event=stopped).increment(cut)
-    waiting = RetryPolicy(3, stop_event=stopped)
-    with pytest.raises(TransientError):
-        waiting.sleep(0.0, cut)
+        RetryPolicy(three, on_stop="raise", stop_event=stopped).increment(cut)
+    with pytest.raises(TransientError):  # a walk, one command: never looks complete
+        RetryPolicy(three, on_stop="raise", stop_event=stopped).wait(0.0, cut)
+    # a service, a reader whose caller reports the stop: the wait says so, the loop ends
+    assert RetryPolicy(three, on_stop="end", stop_event=stopped).wait(0.0, cut) is True
+    assert RetryPolicy(three, on_stop="end").wait(0.0, cut) is False
     assert classify(OperationFailure("lost", 286)) == "token_unusable"
     assert classify(OperationFailure("standalone", 40573)) == "no_change_streams"
     assert classify(TransientError("x")) == "transient"
@@ -470,7 +474,8 @@ def test_confirmed_hashes_reads_with_majority_read_concern(mongo, settings):
 
 
 def test_errors_name_the_archive_deployment_once():
-    from order_archiver.errors import FatalError, TransientError, named_side
+    from order_archiver.errors import FatalError, TransientError
+    from order_archiver.retry import named_side
 
     side = "archive deployment: "
     with (
@@ -597,11 +602,12 @@ def test_a_write_refused_whole_for_its_size_is_split_down_to_the_one_order(error
 
 
 def test_every_retry_reads_its_attempts_from_one_table():
-    """Retry counts had drifted (6, 5, 6 twice, literal 2, 3 and 6): each call names its
-    purpose in errors.Attempts, and no product module writes a count of its own."""
+    """Retry counts and waits had drifted (6, 5, 6 twice, literal 2, 3 and 6; Backoff(0.5, 5)
+    here, (0.5, 30) there): each call names its purpose in retry.Retry, and no product module
+    writes a count, a wait or a stop behaviour of its own."""
     import re
 
-    from order_archiver.errors import Attempts
+    from order_archiver.retry import Retry
     from tests.helpers import product_files
 
     literal = re.compile(r"\battempts\s*[=:]\s*(?:int\s*=\s*)?\d")
@@ -609,9 +615,17 @@ def test_every_retry_reads_its_attempts_from_one_table():
     assert any(module.name == "source.py" for module in modules)
     for module in modules:
         text = module.read_text()
-        assert not literal.search(text), f"{module.name}: a retry count outside errors.Attempts"
+        assert not literal.search(text), f"{module.name}: a retry count outside retry.Retry"
         assert not re.search(r"RetryPolicy\(\s*\d", text), module.name
-    assert (Attempts.READ, Attempts.WRITE, Attempts.COMMAND, Attempts.SERVICE) == (6, 6, 5, 0)
+        if module.name != "retry.py":
+            assert not re.search(r"\bBackoff\(|\bPurpose\(", text), (
+                f"{module.name}: waits outside retry.Retry"
+            )
+            assert not re.search(r"\.stop_event\.wait\(delay\)", text), (
+                f"{module.name}: a wait outside a policy"
+            )
+    attempts = [p.attempts for p in (Retry.READ, Retry.WRITE, Retry.COMMAND, Retry.SERVICE)]
+    assert attempts == [6, 6, 5, 0]
 
 
 def test_verify_counts_an_order_over_the_limits_as_invalid_and_checks_the_others(mongo, monkeypatch):
@@ -624,7 +638,7 @@ def test_verify_counts_an_order_over_the_limits_as_invalid_and_checks_the_others
     from order_archiver.operations.verify import verify
     from tests.helpers import expected_archive_ids, seed_database
 
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     settings = Settings(simulation=True, log_dir="")
     dataset = seed_database(mongo["livraison"], settings, 300, seed=4, p_anomalies=0.0)
     expected = sorted(expected_archive_ids(dataset))

@@ -211,7 +211,7 @@ def test_a_crash_before_the_mark_is_saved_loses_nothing(mongo, settings, seeded,
         return original(self, selector, replacement, *args, **kwargs)
 
     monkeypatch.setattr(mongomock.collection.Collection, "replace_one", replace_one)
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", lambda self: 0.0)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     with pytest.raises(ArchiverError):
         run(mongo, settings, clock)
     assert set(late) <= archived(mongo, settings)  # written before the failure

@@ -13,7 +13,7 @@ MODULES = {
 
 # The layers, bottom first; a module imports from its own layer or those below, never above.
 LAYERS = [
-    ("bottom", {"order_archiver", "order_archiver.errors", "generator"}),
+    ("bottom", {"order_archiver", "order_archiver.errors", "order_archiver.retry", "generator"}),
     ("orders", {"order_archiver.orders"}),
     ("settings", {"config", "logger"}),
     ("reporting", {"order_archiver.reporting"}),
@@ -73,6 +73,7 @@ def test_the_bottom_and_the_settings_import_little():
     errors and the PII policy's names."""
     for module in ("order_archiver.errors", "order_archiver.orders.pii", "generator"):
         assert product_imports_of(module) <= {"order_archiver"}, module
+    assert product_imports_of("order_archiver.retry") <= {"order_archiver", "order_archiver.errors"}
     assert product_imports_of("config") <= {"order_archiver.errors", "order_archiver.orders.pii"}
     assert product_imports_of("logger") <= {"config"}
 

@@ -10,6 +10,7 @@ from archiver import BatchArchiver, BatchOptions
 from order_archiver.errors import FatalError, TransientError
 from order_archiver.mongodb.source import scan_by_id
 from order_archiver.operations.verify import verify
+from order_archiver.retry import Purpose
 from tests.helpers import delivered_rejects, expected_archive_ids, seed_database
 
 DOCUMENTS = [{"_id": n} for n in range(10)]
@@ -21,7 +22,7 @@ def no_waits(monkeypatch):
         self.failures += 1
         return 0.0
 
-    monkeypatch.setattr("order_archiver.errors.Backoff.next_delay", instant)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", instant)
 
 
 def opener(failures: dict[int, Exception]):
@@ -66,7 +67,7 @@ def test_failures_without_progress_give_up():
         yield  # pragma: no cover
 
     with pytest.raises(TransientError):
-        list(scan_by_id(open_cursor, attempts=3))
+        list(scan_by_id(open_cursor, purpose=Purpose(3)))
 
 
 def test_a_stop_during_a_wait_raises_instead_of_ending_quietly():

@@ -102,11 +102,12 @@ def test_no_change_streams_is_a_clear_fatal_error(mongo):
     from pymongo.errors import OperationFailure
 
     from config import Settings
-    from order_archiver.errors import NotSupportedError, RetryPolicy
+    from order_archiver.errors import NotSupportedError
+    from order_archiver.retry import Retry, RetryPolicy
     from watcher import Watcher, WatchOptions
 
     watcher = Watcher(mongo, Settings(simulation=True, log_dir=""), WatchOptions())
-    policy = RetryPolicy(0)
+    policy = RetryPolicy(Retry.SERVICE, on_stop="end")
     standalone = OperationFailure("The $changeStream stage is only supported on replica sets", code=40573)
     with pytest.raises(NotSupportedError, match="needs a replica set"):
         watcher._after_failure(standalone, policy)
@@ -181,9 +182,9 @@ def test_after_an_invalidate_the_watcher_catches_up_before_streaming(mongo, inva
     watcher._open = lambda state: calls.append(f"open start_after={state.invalidated}") or Stream()
     watcher._catch_up = lambda: calls.append("catch up")
     watcher._consume = lambda stream, backoff: calls.append("consume")
-    from order_archiver.errors import RetryPolicy
+    from order_archiver.retry import Retry, RetryPolicy
 
-    watcher._stream_once(RetryPolicy(0))
+    watcher._stream_once(RetryPolicy(Retry.SERVICE, on_stop="end"))
     expected = (
         ["open start_after=True", "catch up", "consume"]
         if invalidated
@@ -273,11 +274,11 @@ def consuming_watcher(mongo, tmp_path, max_batch=500):
 def test_the_consume_loop_writes_a_burst_in_few_batches_and_saves_each_token_after_its_write(mongo, tmp_path):
     """What a getMore brought is drained into one micro-batch (up to WATCH_MAX_BATCH), archived,
     then its last event's token saved: never a token before the write that covers it."""
-    from order_archiver.errors import RetryPolicy
+    from order_archiver.retry import Retry, RetryPolicy
 
     watcher, calls = consuming_watcher(mongo, tmp_path, max_batch=3)
     stream = FakeStream([[_event(1), _event(2), _event(3), _event(4)], [], [_event(5)]])
-    watcher._consume(stream, RetryPolicy(0))
+    watcher._consume(stream, RetryPolicy(Retry.SERVICE, on_stop="end"))
     assert calls == [
         ("archive", [1, 2, 3]),
         ("save", "t3"),
@@ -291,11 +292,11 @@ def test_the_consume_loop_writes_a_burst_in_few_batches_and_saves_each_token_aft
 
 
 def test_an_invalidate_ends_the_loop_after_the_events_before_it(mongo, tmp_path):
-    from order_archiver.errors import RetryPolicy
+    from order_archiver.retry import Retry, RetryPolicy
 
     watcher, calls = consuming_watcher(mongo, tmp_path)
     stream = FakeStream([[_event(1), _event(2), _event(3, op="invalidate"), _event(4)]])
-    watcher._consume(stream, RetryPolicy(0))
+    watcher._consume(stream, RetryPolicy(Retry.SERVICE, on_stop="end"))
     assert calls == [("archive", [1, 2]), ("save", "t2"), ("invalidate", "t3")]
 
 
