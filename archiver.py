@@ -67,6 +67,8 @@ from order_archiver.orders.enrichment import status_match
 from order_archiver.reporting.progress import Progress
 from order_archiver.retry import named_side, retrying
 
+__all__ = ["BatchArchiver", "BatchOptions", "BatchReport"]  # the batch job's public names
+
 log = get_logger("batch")
 T = TypeVar("T")
 

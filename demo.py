@@ -52,6 +52,16 @@ def start_server(folder: Path) -> tuple[str, Any]:
     return server.uri, server
 
 
+def _archived(archive: Any, order: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
+    """The order's archive document, as soon as the watcher has written it."""
+    deadline = time.perf_counter() + timeout_s
+    while (document := archive.find_one({"_id": order["_id"]})) is None:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"{order['numero_commande']} was not archived within {timeout_s:g} s")
+        time.sleep(0.001)
+    return dict(document)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -116,12 +126,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             for order in pending[: args.deliveries]:
                 started = time.perf_counter()
                 orders.update_one({"_id": order["_id"]}, {"$set": {"status": settings.delivered_status}})
-                while archive.find_one({"_id": order["_id"]}, {"_id": 1}) is None:
-                    if time.perf_counter() - started > 10:
-                        raise SystemExit(f"{order['numero_commande']} was not archived within 10 s")
-                    time.sleep(0.001)
+                document = _archived(archive, order)
                 latency = (time.perf_counter() - started) * 1000
-                document = archive.find_one({"_id": order["_id"]})
                 print(
                     f"{order['numero_commande']} delivered -> archived in {latency:.0f} ms "
                     f"({document['restaurant']['nom']}, {document['montant_total']:.2f} €)"

@@ -353,7 +353,7 @@ def dispatch(args: argparse.Namespace) -> int:
     _install_stop_handlers(stop_event, finished)
     log = get_logger()
     try:
-        return args.func(args, stop_event)
+        return int(args.func(args, stop_event))
     except ArchiverError as exc:
         log.debug("%s failed", args.command, exc_info=True, extra=FILE_ONLY)
         sys.stderr.write(f"error: {redact(str(exc))}\n")

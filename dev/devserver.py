@@ -182,7 +182,7 @@ def _fix_python_aggregation_full_load() -> None:
     original = neo_query_engine.execute_python_aggregation
 
     @functools.wraps(original)
-    def execute(query_engine: Any, pipeline: list[dict[str, Any]], session: Any = None):
+    def execute(query_engine: Any, pipeline: list[dict[str, Any]], session: Any = None) -> Any:
         first = pipeline[0] if pipeline else None
         if isinstance(first, dict) and set(first) == {"$match"}:
             match = first["$match"]

@@ -18,6 +18,7 @@ from config import Settings, mask_secrets_of, uri_options
 from generator import DEFAULT_COUNT, DEFAULT_SEED
 from logger import get_logger
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError
+from order_archiver.mongodb.storage import Document
 from order_archiver.retry import ARCHIVE_SIDE, Purpose, Retry, retrying
 
 log = get_logger("connection")
@@ -72,7 +73,7 @@ def open_client(
     stop_event: threading.Event | None = None,
     simulation_count: int = DEFAULT_COUNT,
     simulation_seed: int | None = DEFAULT_SEED,
-) -> Any:
+) -> MongoClient[Document]:
     """A connected client (checked with ``ping``); ``TransientError``/``FatalError`` if not.
 
     Datetimes come back timezone-aware in UTC, as the archive stores them.
@@ -120,7 +121,7 @@ def open_client(
 FIRST_CONTACT_S = 1.0  # how long a one-shot command waits before asking why no server answers
 
 
-def _fail_fast_when_certain(client: MongoClient, settings: Settings) -> None:
+def _fail_fast_when_certain(client: MongoClient[Document], settings: Settings) -> None:
     """Ping within ``FIRST_CONTACT_S``; if no server answered and every host's failure is
     certain (connection refused, a host name DNS does not know, a TLS handshake refused),
     raise ``FatalError`` now. Anything else (a host not heard from yet, a timeout, an
@@ -137,7 +138,7 @@ def _fail_fast_when_certain(client: MongoClient, settings: Settings) -> None:
         pass  # authentication and the rest: the ping below reports them as before
 
 
-def open_archive_client(settings: Settings, **options: Any) -> Any:
+def open_archive_client(settings: Settings, **options: Any) -> MongoClient[Document] | None:
     """The archive's deployment (``ARCHIVE_MONGODB_URI``), connected like the source's, or
     None when the archive lives with the source. Its failures say which side failed."""
     if not settings.archive_elsewhere:
@@ -154,11 +155,11 @@ def open_archive_client(settings: Settings, **options: Any) -> Any:
 class Clients:
     """The source's client, and the archive's when it has a deployment of its own."""
 
-    source: Any
-    archive: Any = None  # None: the archive lives with the source
+    source: MongoClient[Document]
+    archive: MongoClient[Document] | None = None  # None: the archive lives with the source
 
     @property
-    def archive_side(self) -> Any:
+    def archive_side(self) -> MongoClient[Document]:
         return self.archive if self.archive is not None else self.source
 
     def close(self) -> None:
@@ -180,7 +181,7 @@ class Unreachable(pymongo_errors.AutoReconnect):
     """No server answered, with the reason in words; a network error, so ``retrying`` retries it."""
 
 
-def _new_client(settings: Settings) -> MongoClient:
+def _new_client(settings: Settings) -> MongoClient[Document]:
     """The client; a ``mongodb+srv`` host whose SRV record cannot be read is a connection
     failure naming the host, any other refusal of the URI a configuration error."""
     try:
@@ -237,7 +238,7 @@ def _network_reason(error: BaseException) -> tuple[str, bool]:
     return re.sub(r"\s*\(configured timeouts:.*", "", text)[:200], False
 
 
-def diagnose_unreachable(client: MongoClient, settings: Settings) -> Diagnosis:
+def diagnose_unreachable(client: MongoClient[Document], settings: Settings) -> Diagnosis:
     """Why server selection failed, from the driver's view of each host (SDAM): refused,
     DNS, TLS, or reachable but not a member of the replica set the URI names."""
     description = client.topology_description
@@ -272,7 +273,7 @@ def diagnose_unreachable(client: MongoClient, settings: Settings) -> Diagnosis:
     return Diagnosis(f"no server answered within MONGODB_TIMEOUT_MS ({hosts})", False)
 
 
-def _seeds(client: MongoClient) -> list[tuple[str, int | None]]:
+def _seeds(client: MongoClient[Document]) -> list[tuple[str, int | None]]:
     try:
         return list(client.topology_description.server_descriptions()) or list(
             client._topology_settings.seeds  # the URI's hosts; pymongo drops non-members

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles
 from logger import get_logger
 from order_archiver.errors import ConfigError
+from order_archiver.mongodb.storage import Document
 from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE
 
 log = get_logger("deployment")
@@ -60,7 +62,7 @@ def features_off(version: tuple[int, ...]) -> list[str]:
     ]
 
 
-def hello(client: Any) -> dict[str, Any]:
+def hello(client: MongoClient[Document]) -> dict[str, Any]:
     """The server's ``hello`` reply; ``isMaster`` (same reply) on 4.4.0 and 4.4.1, which
     answer ``hello`` CommandNotFound."""
     try:
@@ -88,12 +90,12 @@ def index_build_options(reply: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def server_version(client: Any) -> tuple[int, ...]:
+def server_version(client: MongoClient[Document]) -> tuple[int, ...]:
     text = str(client.admin.command("buildInfo").get("version", "0"))
     return tuple(int(part) for part in text.split("-")[0].split(".")[:3] if part.isdigit())
 
 
-def sharded_collections(client: Any, namespaces: list[str]) -> dict[str, dict[str, Any]]:
+def sharded_collections(client: MongoClient[Document], namespaces: list[str]) -> dict[str, dict[str, Any]]:
     """The shard key of each of ``namespaces`` that is sharded (``config.collections``)."""
     found = client["config"]["collections"].find(
         {"_id": {"$in": namespaces}, "dropped": {"$ne": True}}, {"key": 1}
@@ -153,7 +155,7 @@ def namespaces_of(settings: Settings, side: str = "both") -> list[str]:
     ]
 
 
-def check_deployment(client: Any, settings: Settings, side: str = "both") -> None:
+def check_deployment(client: MongoClient[Document], settings: Settings, side: str = "both") -> None:
     """Raise ``ConfigError`` (exit 2, one line) when the cluster cannot serve this configuration:
     the collections of ``side`` (see ``namespaces_of``), as that deployment's ``mongos`` knows them."""
     try:
@@ -178,7 +180,9 @@ def check_deployment(client: Any, settings: Settings, side: str = "both") -> Non
     log.debug("sharded cluster %s: sharded here: %s", version, sorted(sharded) or "none")
 
 
-def check_deployments(client: Any, settings: Settings, archive_client: Any = None) -> None:
+def check_deployments(
+    client: MongoClient[Document], settings: Settings, archive_client: MongoClient[Document] | None = None
+) -> None:
     """``check_deployment`` of the one deployment, or of each (ARCHIVE_MONGODB_URI: the archive,
     its checkpoints and rejects on their own cluster, checked there)."""
     if archive_client is None or archive_client is client:

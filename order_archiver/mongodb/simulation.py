@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,13 @@ from generator import (
 )
 from logger import get_logger
 from order_archiver.errors import ConfigError
+from order_archiver.mongodb.storage import Document
 from order_archiver.reporting.progress import Progress, ProgressMode
 
 log = get_logger("simulation")
 
 SAMPLES_FILE = "samples.json"
-_JSON_OPTIONS = json_util.JSONOptions(
-    json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=json_util.utc
-)
+_JSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=UTC)
 
 
 def _values_along_path(document: Any, path: list[str]) -> list[Any]:
@@ -175,7 +175,7 @@ def _patch_mongomock_index_command_options() -> None:
     setattr(collection, "_order_archiver_patched", True)  # noqa: B010 - a foreign class
 
 
-def new_client() -> mongomock.MongoClient:
+def new_client() -> mongomock.MongoClient[Document]:
     _patch_mongomock_lookup()
     _patch_mongomock_index_command_options()
     _patch_mongomock_bulk_sort()
@@ -208,7 +208,7 @@ def simulation_client(
     count: int = DEFAULT_COUNT,
     seed: int | None = DEFAULT_SEED,
     samples: str | Path | None = SAMPLES_FILE,
-) -> mongomock.MongoClient:
+) -> mongomock.MongoClient[Document]:
     """A mongomock client whose source database holds ``samples`` if that file exists, else
     ``count`` generated orders."""
     client = new_client()

@@ -123,7 +123,7 @@ class ArchiveWriter:
 
     def __init__(
         self,
-        archive: Any,
+        archive: MongoCollection,
         stop_event: threading.Event | None = None,
         on_retry: Callable[[BaseException], Any] | None = None,
         side: str = "",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bson import json_util
+from pymongo import MongoClient
 
 from config import Duration, Settings
 from logger import plural
@@ -22,7 +23,7 @@ from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_
 from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.source import missing_source
-from order_archiver.mongodb.storage import Collections
+from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
 from order_archiver.retry import retrying
@@ -161,7 +162,7 @@ DEFAULT_MAX_HEARTBEAT_AGE = Duration(minutes=2)
 
 
 def collect_status(
-    client: Any,
+    client: MongoClient[Document],
     settings: Settings,
     *,
     now: datetime | None = None,
@@ -169,7 +170,7 @@ def collect_status(
     max_backlog_age: timedelta = DEFAULT_MAX_BACKLOG_AGE,
     max_heartbeat_age: timedelta = DEFAULT_MAX_HEARTBEAT_AGE,
     stop_event: threading.Event | None = None,
-    archive_client: Any = None,
+    archive_client: MongoClient[Document] | None = None,
 ) -> StatusReport:
     now = now or datetime.now(UTC)
     collections = Collections.of(client, settings, archive_client)

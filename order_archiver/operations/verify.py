@@ -19,14 +19,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, MongoClient
 
 from archiver import BatchArchiver, BatchOptions
 from config import Settings
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.source import ChunkReader, Finisher, OrderSource, missing_source, scan_by_id
-from order_archiver.mongodb.storage import Collections
+from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.reporting.progress import Progress, ProgressMode
@@ -75,15 +75,15 @@ class VerifyReport:
         return out
 
 
-def _note(examples: list, item: Any) -> None:
+def _note(examples: list[Any], item: Any) -> None:
     if len(examples) < EXAMPLES:
         examples.append(item)
 
 
 def _same_date(left: Any, right: Any) -> bool:
     if not isinstance(left, datetime) or not isinstance(right, datetime):
-        return left == right
-    return abs((as_utc(left) - as_utc(right)).total_seconds()) < 0.001  # BSON dates keep milliseconds
+        return bool(left == right)
+    return bool(abs((as_utc(left) - as_utc(right)).total_seconds()) < 0.001)  # BSON dates keep milliseconds
 
 
 def differences(expected: dict[str, Any], archived: dict[str, Any]) -> list[str]:
@@ -100,7 +100,7 @@ def differences(expected: dict[str, Any], archived: dict[str, Any]) -> list[str]
 
 
 def verify(
-    client: Any,
+    client: MongoClient[Document],
     settings: Settings,
     *,
     date_from: datetime | None = None,
@@ -108,7 +108,7 @@ def verify(
     repair: bool = False,
     stop_event: threading.Event | None = None,
     progress: ProgressMode = "off",
-    archive_client: Any = None,
+    archive_client: MongoClient[Document] | None = None,
 ) -> VerifyReport:
     """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
     (and the exit code) is the state after the repair, with what the repair did."""
@@ -130,8 +130,8 @@ def verify(
 
 
 def _reconcile(
-    client: Any,
-    archive_client: Any,
+    client: MongoClient[Document],
+    archive_client: MongoClient[Document] | None,
     settings: Settings,
     date_from: datetime | None,
     date_to: datetime | None,

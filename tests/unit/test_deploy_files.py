@@ -174,6 +174,7 @@ def test_not_a_pip_package_and_one_version_everywhere(manifests):
     assert "build-system" not in project
     # every product module (and the development server), listed nowhere
     assert project["tool"]["mypy"]["files"] == ["*.py", "order_archiver", "dev"]
+    assert project["tool"]["mypy"]["strict"] is True  # the product's boundaries typed (#23)
     images = [
         container["image"]
         for kind in ("CronJob", "Deployment")
