@@ -30,6 +30,7 @@ class FaultProxy:
         self.cut_after_reply_bytes: int | None = None
         self.refuse_until = 0.0
         self.holding = False
+        self.held = 0  # messages held right now (holding): a sentinel that a client is waiting
         self.cuts = 0
         self.connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
@@ -156,8 +157,13 @@ class FaultProxy:
                     break
                 if self.latency:
                     await asyncio.sleep(self.latency)
-                while self.holding:  # accepted, never answered: what a hung server does
-                    await asyncio.sleep(0.05)
+                if self.holding:  # accepted, never answered: what a hung server does
+                    self.held += 1
+                    try:
+                        while self.holding:
+                            await asyncio.sleep(0.05)
+                    finally:
+                        self.held -= 1
                 if budget[0] is not None:
                     if len(data) >= budget[0]:
                         writer.write(data[: budget[0]])

@@ -337,7 +337,7 @@ def test_a_stop_is_on_time_when_the_server_hangs(nx_server, nx_client, nx_settin
             proxy.holding = True
             later = pending_ids(dataset, 30)
             database["Commande"].update_many({"_id": {"$in": later}}, {"$set": {"status": "livrée"}})
-            time.sleep(0.5)  # the watcher is inside a getMore the proxy holds
+            wait_for(lambda: proxy.held > 0, what="a getMore the proxy holds")
             started = time.monotonic()
             code = watcher.stop(signal.SIGTERM, timeout=STOP_BOUND_S + 5)
             took = time.monotonic() - started
@@ -382,7 +382,7 @@ def test_a_batch_stop_is_on_time_when_the_server_hangs(nx_server, nx_client, nx_
         try:
             wait_for(lambda: database["Commande_archive"].count_documents({}) > 0, what="the run under way")
             proxy.holding = True
-            time.sleep(0.5)
+            wait_for(lambda: proxy.held > 0, what="a request the proxy holds")
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=STOP_BOUND_S + 5)

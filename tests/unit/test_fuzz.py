@@ -149,7 +149,7 @@ def test_any_batch_argument_is_accepted_or_refused_in_one_line(capsys, flag, val
         code = exit_.code
     captured = capsys.readouterr()
     assert code in (0, 2, 3), captured.err
-    assert "Traceback" not in captured.err
+    assert "error: unexpected" not in captured.err  # a known failure, classified: never the catch-all
     if code == 2:
         assert len(captured.err.strip().splitlines()) == 1
 
@@ -202,6 +202,6 @@ def test_each_malformed_env_value_exits_2_in_one_line(tmp_path, capsys, var, val
     err = capsys.readouterr().err
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1
-    assert "Traceback" not in err
+    assert "error: unexpected" not in err  # a known failure, classified: never the catch-all
     assert var.split("_")[0] in err
     assert var in err or var.startswith("ARCHIVE_PII")

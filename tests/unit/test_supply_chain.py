@@ -137,7 +137,7 @@ def test_a_production_install_says_what_the_simulation_needs(monkeypatch, capsys
         result = run_in_process(*argv, env={}, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
         assert result.returncode == 2, result.stderr
         assert "pip install -r requirements-simulation.txt" in result.stderr
-        assert "Traceback" not in result.stderr
+        assert "error: unexpected" not in result.stderr  # a known failure, classified: never the catch-all
     assert not (tmp_path / "samples.json").exists()  # nothing written
 
 
