@@ -25,6 +25,7 @@ from archiver import BatchArchiver, BatchOptions
 from config import Settings
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import ChunkReader, Finisher, OrderSource, missing_source, scan_by_id
 from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.orders.enrichment import as_utc
@@ -213,8 +214,15 @@ class _Check:
             d["_id"]: d
             for d in self.read(lambda: list(self.collections.archive.find({"_id": {"$in": ids}}, fields)))
         }
+        # An order the archive refused (an archive document over 16 MB...) is on the rejects
+        # list, as an invalid one is: rejected, not missing (no run can archive it).
+        listed = self._listed([d["_id"] for d in documents if d["_id"] not in archived])
         for expected in documents:
             found = archived.get(expected["_id"])
+            if found is None and expected["_id"] in listed:
+                self.report.checked -= 1
+                self.report.invalid += 1
+                continue
             if found is None:
                 self.report.missing += 1
                 _note(self.report.missing_examples, str(expected["_id"]))
@@ -223,6 +231,10 @@ class _Check:
             if disagreeing:
                 self.report.mismatched += 1
                 _note(self.report.mismatched_examples, {"id": str(expected["_id"]), "fields": disagreeing})
+
+    def _listed(self, ids: list[Any]) -> set[Any]:
+        side = self.collections.archive_side
+        return RejectStore(self.collections.rejects, self.stop_event, side=side).known(ids)
 
     def archive_documents(self, date_from: datetime | None, date_to: datetime | None) -> None:
         """Every archive document of the window: does its source order still exist?"""

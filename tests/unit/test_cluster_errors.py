@@ -660,3 +660,30 @@ def test_verify_counts_an_order_over_the_limits_as_invalid_and_checks_the_others
     assert report.invalid == 1
     assert report.checked == len(expected) - 1
     assert report.missing == 0
+
+
+def test_verify_counts_an_order_the_archive_refused_as_rejected_not_missing(mongo):
+    """Found by the chaos run (bench/chaos.py, seed 11): an order the archive refuses (its
+    document over 16 MB, 17420) is rejected and listed, and can never be archived; verify called
+    it missing, exit 3 for ever, and --repair could not help. It is rejected, as the list says."""
+    from archiver import BatchArchiver, BatchOptions
+    from config import Settings
+    from order_archiver.mongodb.rejects import Rejection, RejectStore
+    from order_archiver.operations.verify import verify
+    from tests.helpers import expected_archive_ids, seed_database
+
+    settings = Settings(simulation=True, log_dir="")
+    database = mongo["livraison"]
+    dataset = seed_database(database, settings, 120, seed=5, p_anomalies=0.0)
+    BatchArchiver(mongo, settings, BatchOptions(run=True)).run()
+    refused = sorted(expected_archive_ids(dataset))[3]
+    database["Commande_archive"].delete_one({"_id": refused})  # what a refused write leaves
+    RejectStore(database["archiver_rejects"], None).record(
+        [Rejection(refused, "archive write refused: code 17420 DocumentTooLarge", None)], source="batch"
+    )
+    report = verify(mongo, settings)
+    assert (report.missing, report.consistent) == (0, True)
+    assert report.invalid == 1
+    assert report.checked == len(expected_archive_ids(dataset)) - 1
+    database["archiver_rejects"].delete_many({})  # not listed: missing, as before
+    assert verify(mongo, settings).missing == 1
