@@ -885,6 +885,48 @@ def _refuse_what_mongodb_refuses() -> None:
     NeoSQLiteHandler.handle_insert = handle_insert
 
 
+def _array_paths(update: Any) -> list[str]:
+    """The field paths of an update document that go into an array by index (``items.0.x``)."""
+    if not isinstance(update, dict):
+        return []  # a replacement's fields are not paths; a pipeline is not checked
+    return [
+        path
+        for operator, fields in update.items()
+        if operator.startswith("$") and isinstance(fields, dict)
+        for path in fields
+        if any(part.isdigit() for part in str(path).split("."))
+    ]
+
+
+def _refuse_paths_into_arrays() -> None:
+    """Fault: an update whose path goes into an array by index (``{$set: {"items.0.quantite":
+    3}}``, ``$inc`` alike) is acknowledged by nx-27017 and changes nothing (its SQL path misses
+    the element); MongoDB applies it. Found by the chaos run (bench/chaos.py), whose
+    corrections vanished. Fix: refuse it (2 BadValue, naming the path), so that a test that
+    relies on one fails loudly instead of passing on an update that never happened."""
+    command = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(command)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = _folded_body(msg) or {}
+        name = definitions.command_name(body)
+        updates = (
+            [s.get("u") for s in body.get("updates", []) if isinstance(s, dict)] if name == "update" else []
+        )
+        if name in ("findAndModify", "findandmodify"):
+            updates = [body.get("update")]
+        paths = [path for update in updates for path in _array_paths(update)]
+        if paths:
+            message = (
+                f"nx-27017 cannot apply an update path into an array ({paths[0]}): MongoDB does; the "
+                "development server refuses it rather than acknowledge a change it never makes"
+            )
+            return msg.get("request_id", 0), {"ok": 0.0, "code": 2, "codeName": "BadValue", "errmsg": message}
+        return command(self, msg)
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
 def apply_fixes() -> None:
     _fix_dates_set_by_updates()
     _fix_force_fallback_per_thread()
@@ -902,6 +944,7 @@ def apply_fixes() -> None:
     _fix_retention_knob()
     _fix_token_order()
     _fix_expr_root_equality()
+    _refuse_paths_into_arrays()
     _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it
 
 

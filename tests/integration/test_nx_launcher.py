@@ -389,3 +389,17 @@ def test_resume_tokens_sort_in_stream_order(db):
         tokens = [stream.try_next()["_id"]["_data"] for _ in range(12)]
     assert tokens == sorted(tokens)
     assert start["_data"] < tokens[0]
+
+
+def test_an_update_path_into_an_array_is_refused_not_ignored(db):
+    """nx-27017 acknowledged ``$inc``/``$set`` on ``items.0.quantite`` and changed nothing (the
+    chaos run's corrections vanished); MongoDB applies them. Refused loudly instead."""
+    db.Commande.insert_one({"_id": 1, "items": [{"menu_id": 5, "quantite": 2}]})
+    for change in ({"$inc": {"items.0.quantite": 1}}, {"$set": {"items.0.quantite": 3}}):
+        with pytest.raises(OperationFailure, match=r"path into an array \(items\.0\.quantite\)") as caught:
+            db.Commande.update_one({"_id": 1}, change)
+        assert caught.value.code == 2
+        with pytest.raises(OperationFailure, match="path into an array"):
+            db.Commande.find_one_and_update({"_id": 1}, change)
+    db.Commande.update_one({"_id": 1}, {"$set": {"items": [{"menu_id": 5, "quantite": 3}]}})
+    assert db.Commande.find_one({"_id": 1})["items"][0]["quantite"] == 3  # a whole array is set
