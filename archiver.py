@@ -47,7 +47,7 @@ from order_archiver.mongodb.checkpoint import (
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.indexes import ensure_indexes
 from order_archiver.mongodb.lease import server_time
-from order_archiver.mongodb.purge import SourcePurge
+from order_archiver.mongodb.purge import SourcePurge, purge_cutoff
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import (
     Chunk,
@@ -180,6 +180,7 @@ class BatchArchiver:
         return SourcePurge.of_window(
             self.source,
             self.orders_primary,
+            purge_cutoff(self.settings.purge_after, self.server_clock, self.stop_event),
             writer=self.writer,
             pii=self.settings.pii_policy,
             delivered_status=self.settings.delivered_status,
@@ -270,16 +271,19 @@ class BatchArchiver:
 
     def _run_dry(self) -> None:
         self._start_progress()
+        purge = self._source_purge() if self.options.purge_source else None
+        new_purgeable = 0  # what --run would archive, then delete
         for chunk in self.reader.chunks(after_id=self.current.last_id):
             if self.progress is not None:
                 self.progress.update(chunk.size)
             documents = self._not_yet_archived(chunk.documents)
             self.report.would_archive += len(documents)
+            new_purgeable += purge.old_enough(documents) if purge is not None else 0
             self.rejections.count_dry(chunk.rejections)
             keep_samples(self.report, self.options, documents)
-        if self.options.purge_source:
+        if purge is not None:
             # What --run would delete: the archived orders now, and what this run would archive.
-            self.report.would_purge = self._source_purge().count() + self.report.would_archive
+            self.report.would_purge = purge.count() + new_purgeable
         export_samples(self.report, self.options)
 
     def _run_archive(self) -> None:

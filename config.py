@@ -39,6 +39,8 @@ class Duration(timedelta):
 
     def __str__(self) -> str:
         seconds = int(self.total_seconds())
+        if not seconds:
+            return "0d"  # as the settings write "none": PURGE_AFTER=0d, BATCH_FULL_SWEEP_EVERY=0d
         for unit in ("d", "h", "m"):
             size = _DURATION_UNITS[unit]
             if seconds and seconds % size == 0:
@@ -56,6 +58,7 @@ def parse_duration(text: str) -> Duration:
 
 OVERLAP_1H = Duration(hours=1)
 SWEEP_7D = Duration(days=7)
+PURGE_NOW = Duration(0)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class Settings:
     batch_full_sweep_every: Duration = (
         SWEEP_7D  # BATCH_FULL_SWEEP_EVERY: walk every delivered order this often
     )
+    purge_after: Duration = PURGE_NOW  # PURGE_AFTER: --purge-source moves orders delivered longer ago
     log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
     log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
@@ -280,6 +284,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REJECTS_COLLECTION": ("rejects_collection", parse_collection_name),
     "BATCH_SIZE": ("batch_size", parse_positive_int),
     "BATCH_OVERLAP": ("batch_overlap", parse_duration),
+    "PURGE_AFTER": ("purge_after", parse_duration),
     "BATCH_FULL_SWEEP_EVERY": ("batch_full_sweep_every", parse_duration),
     "LOG_DIR": ("log_dir", parse_text),
     "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),

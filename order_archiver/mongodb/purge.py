@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import DeleteOne
@@ -14,11 +15,21 @@ from pymongo import DeleteOne
 from logger import get_logger
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
-from order_archiver.orders.enrichment import source_hash, status_match
+from order_archiver.orders.enrichment import as_utc, source_hash, status_match
 from order_archiver.orders.pii import PiiPolicy
 from order_archiver.retry import Retry, retrying
 
 log = get_logger("batch")
+
+
+def purge_cutoff(
+    purge_after: timedelta, server_clock: Callable[[], datetime], stop_event: threading.Event
+) -> datetime | None:
+    """PURGE_AFTER's limit on the server's clock (one clock for every host): orders delivered
+    before it may leave the source; None (PURGE_AFTER 0d): every archived one."""
+    if not purge_after:
+        return None
+    return retrying(server_clock, stop_event=stop_event) - purge_after
 
 
 @dataclass
@@ -48,9 +59,22 @@ class SourcePurge:
     stop_event: threading.Event
 
     @classmethod
-    def of_window(cls, source: OrderSource, orders_primary: MongoCollection, **parts: Any) -> SourcePurge:
-        """The purge of ``source``'s window, whatever the pass: every delivered order in it."""
-        window = replace(source, orders=orders_primary, delivered_since=None, also_ids=())
+    def of_window(
+        cls,
+        source: OrderSource,
+        orders_primary: MongoCollection,
+        delivered_before: datetime | None = None,
+        **parts: Any,
+    ) -> SourcePurge:
+        """The purge of ``source``'s window, whatever the pass: every delivered order in it
+        (under PURGE_AFTER, every one delivered before ``delivered_before``)."""
+        window = replace(
+            source,
+            orders=orders_primary,
+            delivered_since=None,
+            also_ids=(),
+            delivered_before=delivered_before,
+        )
         return cls(orders_primary=orders_primary, window=window, **parts)
 
     def run(self) -> PurgeCounts:
@@ -85,6 +109,17 @@ class SourcePurge:
                 counts.kept,
             )
         return counts
+
+    def old_enough(self, documents: list[dict[str, Any]]) -> int:
+        """How many of these archive documents a purge would move once archived."""
+        cutoff = self.window.delivered_before
+        if cutoff is None:
+            return len(documents)
+        return sum(
+            1
+            for d in documents
+            if isinstance(d.get("date_livraison"), datetime) and as_utc(d["date_livraison"]) < cutoff
+        )
 
     def count(self) -> int:
         """What a purge would delete now: the archived orders still in the version their

@@ -173,6 +173,7 @@ class OrderSource:
     delivered_since: datetime | None = None  # an incremental pass (see checkpoint.py)
     also_ids: tuple[Any, ...] = ()  # with it: orders read whatever their delivery stamp
     revisit_ids: tuple[Any, ...] = ()  # archived, changed since: not skipped as archived
+    delivered_before: datetime | None = None  # the purge under PURGE_AFTER: old enough to move
 
     def selection(self, after_id: Any = None) -> dict[str, Any]:
         return build_selection(
@@ -182,6 +183,7 @@ class OrderSource:
             after_id,
             delivered_since=self.delivered_since,
             also_ids=self.also_ids,
+            delivered_before=self.delivered_before,
         )
 
     def in_window(self, when: datetime) -> bool:

@@ -49,6 +49,8 @@ class StatusReport:
     pii_policy: str = "keep"
     watchers: list[dict[str, Any]] = field(default_factory=list)
     batch: dict[str, Any] | None = None  # what the next `batch --run` (no window) looks at
+    purge_after: str = "0d"  # PURGE_AFTER
+    purge_movable: int | None = None  # delivered orders old enough for the next --purge-source
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -102,6 +104,11 @@ class StatusReport:
         if not self.watchers:
             out.append("watchers: none found (no token file, no checkpoint)")
         out.append(_batch_line(self.batch))
+        if self.purge_movable is not None:
+            out.append(
+                f"next --purge-source: up to {plural(self.purge_movable, 'delivered order')} old enough to "
+                f"leave the source (PURGE_AFTER {self.purge_after}), once archived"
+            )
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
 
@@ -211,6 +218,14 @@ def collect_status(
 
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
+    report.purge_after = str(settings.purge_after)
+    # One count on the {status, date_livraison} index (an upper bound: the purge moves only what
+    # the archive holds, in the version it holds).
+    old_enough = {
+        "status": status_match(settings.delivered_status),
+        "date_livraison": {"$lt": now - settings.purge_after},
+    }
+    report.purge_movable = int(read(lambda: collections.orders.count_documents(old_enough)))
     report.problems += _heartbeat_problems(report.watchers, now, max_heartbeat_age)
     return report
 

@@ -24,6 +24,7 @@ def build_selection(
     *,
     delivered_since: datetime | None = None,
     also_ids: Sequence[Any] = (),
+    delivered_before: datetime | None = None,
 ) -> dict[str, Any]:
     """The source filter: delivered orders in ``[date_from, date_to)``, after ``after_id``;
     with ``delivered_since`` (an incremental pass) only those whose ``date_livraison`` is at
@@ -32,15 +33,19 @@ def build_selection(
     ``date_commande`` stored as a string (dirty data) cannot be compared on the server to a
     date; such orders are selected whatever their text, and ``in_window`` decides once the
     date is parsed. A ``date_livraison`` missing or stored as a string is left to full passes.
+    With ``delivered_before`` (the purge under PURGE_AFTER) only those delivered before it: one
+    with no readable stamp is never old enough, and stays.
     """
     selection: dict[str, Any] = {"status": status_match(delivered_status)}
-    clauses = []
+    clauses: list[dict[str, Any]] = []
     bounds = date_range(date_from, date_to)
     if bounds:
         clauses.append({"$or": [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]})
     if delivered_since is not None:
         recent: dict[str, Any] = {"date_livraison": {"$gte": delivered_since}}
         clauses.append({"$or": [recent, {"_id": {"$in": list(also_ids)}}]} if also_ids else recent)
+    if delivered_before is not None:
+        clauses.append({"date_livraison": {"$lt": delivered_before}})
     if after_id is not None:
         clauses.append(ids_after(after_id))
     if len(clauses) == 1:

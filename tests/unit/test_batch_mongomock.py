@@ -439,3 +439,27 @@ def test_the_purge_leaves_an_order_corrected_after_its_pass_read_it(mongo, setti
     assert report.purge_kept == 1
     assert report.purged == report.archived - 1
     assert orders.find_one({"_id": order["_id"]})["remboursement"] == 4.5
+
+
+def test_purge_after_keeps_recent_deliveries_in_the_source(mongo, seeded):
+    """PURGE_AFTER (#25): every delivered order is archived, but only those delivered longer
+    ago than PURGE_AFTER (on the server's clock) leave the source: the application still shows
+    a client its recent orders. A dry run says what --run would move."""
+    from config import Duration
+
+    settings = Settings(simulation=True, log_dir="", purge_after=Duration(days=3))
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    delivered = sorted(expected_archive_ids(seeded), key=str)
+    recent, old = delivered[: len(delivered) // 2], delivered[len(delivered) // 2 :]
+    orders.update_many({"_id": {"$in": recent}}, {"$set": {"date_livraison": NOW - timedelta(days=1)}})
+    orders.update_many({"_id": {"$in": old}}, {"$set": {"date_livraison": NOW - timedelta(days=5)}})
+    dry = run(mongo, settings, run=False, purge_source=True)
+    assert dry.would_purge == len(old)
+    report = run(mongo, settings, purge_source=True)
+    assert report.archived == len(delivered)
+    assert report.purged == len(old)
+    remaining = {d["_id"] for d in orders.find({}, {"_id": 1})}
+    assert set(recent) <= remaining
+    assert not set(old) & remaining
+    later = run(mongo, settings, purge_source=True)  # nothing more to move: the rest is recent
+    assert later.purged == 0

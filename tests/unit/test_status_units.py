@@ -42,3 +42,30 @@ def test_an_order_placed_days_ago_and_delivered_late_is_backlog(mongo, settings)
     assert report.backlog == 1
     assert report.backlog_oldest_age_s == 7200
     assert any(p.startswith("1 delivered order not archived, the oldest for 7200s") for p in report.problems)
+
+
+def test_status_shows_what_the_next_purge_would_move(mongo):
+    """PURGE_AFTER (#25): status counts the delivered orders old enough to leave the source."""
+    from datetime import UTC, datetime, timedelta
+
+    from config import Duration, Settings
+    from order_archiver.operations.status import collect_status
+
+    settings = Settings(simulation=True, log_dir="", purge_after=Duration(days=3))
+    now = datetime(2026, 11, 26, 12, tzinfo=UTC)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    orders.insert_many(
+        [
+            {"_id": 1, "status": "livrée", "date_livraison": now - timedelta(days=5)},
+            {"_id": 2, "status": "livrée", "date_livraison": now - timedelta(days=4)},
+            {"_id": 3, "status": "livrée", "date_livraison": now - timedelta(days=1)},
+            {"_id": 4, "status": "en_livraison"},
+        ]
+    )
+    report = collect_status(mongo, settings, now=now)
+    assert report.purge_movable == 2
+    assert (
+        "next --purge-source: up to 2 delivered orders old enough to leave the source (PURGE_AFTER 3d)"
+        in ("\n".join(report.lines()))
+    )
+    assert report.as_dict()["purge_after"] == "3d"
