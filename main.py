@@ -273,6 +273,23 @@ def cmd_doctor(args: argparse.Namespace, stop_event: threading.Event) -> int:
     return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
 
 
+def cmd_forget(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.operations.forget import forget_client
+
+    settings = _settings(args)
+    with _connected(args, settings, stop_event) as clients:
+        report = forget_client(
+            clients.source,
+            settings,
+            args.client,
+            run=args.run,
+            stop_event=stop_event,
+            archive_client=clients.archive,
+        )
+    _print_report(report, args.json)
+    return ExitCode.OK
+
+
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.mongodb.connection import simulation_packages
     from order_archiver.reporting.progress import progress_mode
@@ -378,6 +395,7 @@ HANDLERS = {
     "verify": cmd_verify,
     "rejects": cmd_rejects,
     "retire-watcher": cmd_retire_watcher,
+    "forget": cmd_forget,
     "simulate": cmd_simulate,
 }
 

@@ -201,15 +201,16 @@ def _fix_python_aggregation_full_load() -> None:
 
 def _rewrite_objectid_equality(spec: Any) -> Any:
     """``{field: oid}`` / ``{field: {"$eq": oid}}`` -> ``{field: {"$in": [oid]}}``: the same query
-    in MongoDB, and the only form nx's SQL tier matches on a field other than ``_id``. Not for
-    dotted paths, where ``$in`` fails in both of nx's tiers."""
+    in MongoDB, and the only form nx's SQL tier matches on a field other than ``_id``, dotted
+    paths included (``client.id``: plain equality matched nothing in an update, found by
+    ``forget``)."""
     if not isinstance(spec, dict):
         return spec
     out: dict[str, Any] = {}
     for key, value in spec.items():
         if key in ("$and", "$or", "$nor") and isinstance(value, list):
             out[key] = [_rewrite_objectid_equality(v) for v in value]
-        elif key == "_id" or key.startswith("$") or "." in key:
+        elif key == "_id" or key.startswith("$"):
             out[key] = value
         elif isinstance(value, ObjectId):
             out[key] = {"$in": [value]}

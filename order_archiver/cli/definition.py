@@ -24,6 +24,7 @@ from generator import DEFAULT_COUNT, DEFAULT_DAYS, DEFAULT_P_ANOMALIES, DEFAULT_
 from order_archiver.batch.report import DEFAULT_SAMPLES
 from order_archiver.errors import ExitCode
 from order_archiver.mongodb.rejects import DEFAULT_LIST_LIMIT
+from order_archiver.operations.forget import parse_client_id
 from order_archiver.operations.status import (
     DEFAULT_LOOKBACK,
     DEFAULT_MAX_BACKLOG_AGE,
@@ -80,6 +81,7 @@ NAME = _argument(parse_name)
 PORT = _argument(parse_port)
 URI = _argument(parse_command_line_uri)
 SEED = _argument(_parse_seed)
+CLIENT_ID = _argument(parse_client_id)
 
 
 # --- the options, each once ----------------------------------------------------------------------
@@ -206,6 +208,11 @@ OPTIONS: dict[str, Option] = {
     ),
     # verify, rejects, retire-watcher
     "repair": _flag("archive the missing orders (the batch path)"),
+    "client": Option(
+        ("--client",),
+        "the client's _id (24 hexadecimal digits)",
+        {"metavar": "ID", "type": CLIENT_ID, "required": True},
+    ),
     "all": _flag("every rejected order, not only the newest"),
     "watcher": Option(("name",), "the watcher's --name (mongo store)", {"nargs": "?", "type": NAME}),
 }
@@ -298,6 +305,15 @@ COMMANDS: dict[str, Command] = {
         """  python main.py retire-watcher eu-1             a mongo-store watcher that will not come back
   python main.py retire-watcher --token-file /data/.resume_token.json""",
         ("watcher", "token-file"),
+    ),
+    "forget": Command(
+        "erase a client's personal data from the archive (RGPD article 17; dry run unless --run)",
+        "Erase the client's name, e-mail, phone and delivery address from every archived order of "
+        "theirs, keeping what accounting needs (dates, amounts, items, restaurant, ids). Writes "
+        "nothing unless --run. Cannot reach the source orders, the Client record or backups.",
+        """  python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6          what would be erased
+  python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6 --run    erase it""",
+        ("client", "run|dry-run", "json"),
     ),
     "simulate": Command(
         "fill a database with generated orders (also: python simulate.py)",

@@ -403,3 +403,17 @@ def test_an_update_path_into_an_array_is_refused_not_ignored(db):
             db.Commande.find_one_and_update({"_id": 1}, change)
     db.Commande.update_one({"_id": 1}, {"$set": {"items": [{"menu_id": 5, "quantite": 3}]}})
     assert db.Commande.find_one({"_id": 1})["items"][0]["quantite"] == 3  # a whole array is set
+
+
+def test_an_objectid_equality_on_a_dotted_path_matches_in_updates(db):
+    """nx-27017 matched nothing for ``update_many({"client.id": oid})`` (count_documents did
+    match): forget's erasure changed no document. Rewritten to ``$in``, which nx matches."""
+    client, other = ObjectId(), ObjectId()
+    ids = [ObjectId() for _ in range(3)]
+    db.Commande_archive.insert_many(
+        [{"_id": ids[i], "client": {"id": client if i < 2 else other, "nom": "X"}} for i in range(3)]
+    )
+    result = db.Commande_archive.update_many({"client.id": client}, {"$set": {"client.nom": None}})
+    assert (result.matched_count, result.modified_count) == (2, 2)
+    names = {d["_id"]: d["client"]["nom"] for d in db.Commande_archive.find()}
+    assert names == {ids[0]: None, ids[1]: None, ids[2]: "X"}

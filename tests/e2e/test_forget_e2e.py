@@ -1,0 +1,100 @@
+"""`forget --client ID` (#25 item 2) as a data-protection officer runs it, on the test server:
+a dry run changes nothing, --run erases the client's name, e-mail, phone and addresses from
+every archived order of theirs (searched for in the whole archive afterwards), keeps what
+accounting needs, touches no other client, and a second run erases nothing."""
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.helpers import seed_database
+
+pytestmark = pytest.mark.e2e
+
+
+def strings_in(value: Any) -> list[str]:
+    """Every string anywhere in a document (a search of the whole archive)."""
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in strings_in(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in strings_in(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_forget_erases_a_clients_personal_data_from_the_archive(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 300, seed=23, p_anomalies=0.0)
+    assert run_cli("batch", "--run", "-q", env=nx_env, cwd=tmp_path).returncode in (0, 3)
+    archive = database["Commande_archive"]
+    counts = Counter(
+        d["client"]["id"] for d in archive.find({"client": {"$type": "object"}}, {"client.id": 1})
+    )
+    client_id, orders = counts.most_common(1)[0]
+    person = database["Client"].find_one({"_id": client_id})
+    secrets = [person["email"], person["telephone"], person["nom"]]
+    addresses = {d["adresse_livraison"] for d in archive.find({"client.id": client_id})}
+    before = {d["_id"]: d for d in archive.find()}
+
+    dry = run_cli("forget", "--client", str(client_id), "--json", env=nx_env, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout) == {
+        "client_id": str(client_id),
+        "run": False,
+        "orders": orders,
+        "erased": orders,
+    }
+    assert {d["_id"]: d for d in archive.find()} == before  # a dry run writes nothing
+
+    done = run_cli("forget", "--client", str(client_id), "--run", env=nx_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"erased the name, e-mail, phone and delivery address of {orders}" in done.stdout
+    everything = [s for d in archive.find() for s in strings_in(d)]
+    for secret in [*secrets, *addresses]:
+        holders = [d for d in archive.find() if secret in strings_in(d)]
+        assert secret not in everything, (
+            secret,
+            [(h["client"], h.get("forgotten_at"), h["source"].get("client_id")) for h in holders],
+        )
+    for document in archive.find({"client.id": client_id}):
+        old = before[document["_id"]]
+        assert document["client"] == {
+            "id": client_id,
+            "nom": None,
+            "prenom": None,
+            "email": None,
+            "telephone": None,
+        }
+        assert document["adresse_livraison"] is None
+        assert document["source"]["adresse_livraison"] is None
+        assert document["forgotten_at"] is not None
+        for kept in (
+            "numero_commande",
+            "date_commande",
+            "montant_total",
+            "items",
+            "restaurant",
+            "source_hash",
+        ):
+            assert document[kept] == old[kept], kept
+    others = [d for d in archive.find() if (d.get("client") or {}).get("id") != client_id]
+    changed = [(d["client"], d.get("forgotten_at")) for d in others if d != before[d["_id"]]]
+    assert changed == []  # no other client touched
+
+    again = run_cli("forget", "--client", str(client_id), "--run", "--json", env=nx_env, cwd=tmp_path)
+    assert json.loads(again.stdout)["erased"] == 0  # idempotent
+    rerun = run_cli(
+        "batch", "--run", "-q", env=nx_env, cwd=tmp_path
+    )  # the unchanged source is not archived again
+    assert rerun.returncode in (0, 3)
+    assert secrets[0] not in [s for d in archive.find() for s in strings_in(d)]
+    logs = "".join(p.read_text() for p in tmp_path.rglob("*.log"))
+    assert all(secret not in logs + done.stdout + done.stderr for secret in secrets)
+
+    bad = run_cli("forget", "--client", "12345", "--run", env=nx_env, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "expected a client _id of 24 hexadecimal digits" in bad.stderr
