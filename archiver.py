@@ -47,7 +47,7 @@ from order_archiver.mongodb.checkpoint import (
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.indexes import ensure_indexes
 from order_archiver.mongodb.lease import server_time
-from order_archiver.mongodb.purge import SourcePurge, purge_cutoff
+from order_archiver.mongodb.purge import SourcePurge, purge_cutoffs
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import (
     Chunk,
@@ -180,7 +180,7 @@ class BatchArchiver:
         return SourcePurge.of_window(
             self.source,
             self.orders_primary,
-            purge_cutoff(self.settings.purge_after, self.server_clock, self.stop_event),
+            **purge_cutoffs(self.settings, self.server_clock, self.stop_event),
             writer=self.writer,
             pii=self.settings.pii_policy,
             delivered_status=self.settings.delivered_status,

@@ -59,6 +59,7 @@ def parse_duration(text: str) -> Duration:
 OVERLAP_1H = Duration(hours=1)
 SWEEP_7D = Duration(days=7)
 PURGE_NOW = Duration(0)
+HOLD_30D = Duration(days=30)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Settings:
         SWEEP_7D  # BATCH_FULL_SWEEP_EVERY: walk every delivered order this often
     )
     purge_after: Duration = PURGE_NOW  # PURGE_AFTER: --purge-source moves orders delivered longer ago
+    restore_hold: Duration = HOLD_30D  # RESTORE_HOLD: a restored order stays in the source this long
     log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
     log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
@@ -285,6 +287,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BATCH_SIZE": ("batch_size", parse_positive_int),
     "BATCH_OVERLAP": ("batch_overlap", parse_duration),
     "PURGE_AFTER": ("purge_after", parse_duration),
+    "RESTORE_HOLD": ("restore_hold", parse_duration),
     "BATCH_FULL_SWEEP_EVERY": ("batch_full_sweep_every", parse_duration),
     "LOG_DIR": ("log_dir", parse_text),
     "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),

@@ -290,6 +290,29 @@ def cmd_forget(args: argparse.Namespace, stop_event: threading.Event) -> int:
     return ExitCode.OK
 
 
+def cmd_restore(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.operations.restore import RestoreSelection, restore
+    from order_archiver.orders.selection import check_window
+
+    check_window(args.date_from, args.date_to)
+    selection = RestoreSelection(
+        tuple(args.numero or ()), args.id, args.client, date_from=args.date_from, date_to=args.date_to
+    )
+    selection.archive_filter()  # a missing selection is refused before any connection
+    settings = _settings(args)
+    with _connected(args, settings, stop_event) as clients:
+        report = restore(
+            clients.source,
+            settings,
+            selection,
+            run=args.run,
+            stop_event=stop_event,
+            archive_client=clients.archive,
+        )
+    _print_report(report, args.json)
+    return ExitCode.OK if report.complete else ExitCode.INCOMPLETE
+
+
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.mongodb.connection import simulation_packages
     from order_archiver.reporting.progress import progress_mode
@@ -396,6 +419,7 @@ HANDLERS = {
     "rejects": cmd_rejects,
     "retire-watcher": cmd_retire_watcher,
     "forget": cmd_forget,
+    "restore": cmd_restore,
     "simulate": cmd_simulate,
 }
 

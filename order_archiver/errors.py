@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     NEW_REJECTED_ORDERS = 3  # batch: this run found invalid orders never listed before
     UNHEALTHY = 3  # status, doctor
     INCONSISTENT = 3  # verify
+    INCOMPLETE = 3  # restore: an order left alone (other content in the source) or without a copy
 
 
 EXIT_OK = ExitCode.OK

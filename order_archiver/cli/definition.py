@@ -25,6 +25,7 @@ from order_archiver.batch.report import DEFAULT_SAMPLES
 from order_archiver.errors import ExitCode
 from order_archiver.mongodb.rejects import DEFAULT_LIST_LIMIT
 from order_archiver.operations.forget import parse_client_id
+from order_archiver.operations.restore import parse_order_id
 from order_archiver.operations.status import (
     DEFAULT_LOOKBACK,
     DEFAULT_MAX_BACKLOG_AGE,
@@ -82,6 +83,7 @@ PORT = _argument(parse_port)
 URI = _argument(parse_command_line_uri)
 SEED = _argument(_parse_seed)
 CLIENT_ID = _argument(parse_client_id)
+ORDER_ID = _argument(parse_order_id)
 
 
 # --- the options, each once ----------------------------------------------------------------------
@@ -209,10 +211,12 @@ OPTIONS: dict[str, Option] = {
     # verify, rejects, retire-watcher
     "repair": _flag("archive the missing orders (the batch path)"),
     "client": Option(
-        ("--client",),
-        "the client's _id (24 hexadecimal digits)",
-        {"metavar": "ID", "type": CLIENT_ID, "required": True},
+        ("--client",), "the client's _id (24 hexadecimal digits)", {"metavar": "ID", "type": CLIENT_ID}
     ),
+    "numero": Option(
+        ("--numero",), "an order's numero_commande (repeatable)", {"metavar": "N", "action": "append"}
+    ),
+    "id": Option(("--id",), "an order's _id", {"metavar": "ID", "type": ORDER_ID}),
     "all": _flag("every rejected order, not only the newest"),
     "watcher": Option(("name",), "the watcher's --name (mongo store)", {"nargs": "?", "type": NAME}),
 }
@@ -228,6 +232,7 @@ class Command:
     examples: str
     options: tuple[str, ...]  # "a|b": mutually exclusive
     defaults: Mapping[str, Any] = field(default_factory=dict)  # an option's default for this command
+    required: tuple[str, ...] = ()  # options this command cannot do without
 
 
 COMMANDS: dict[str, Command] = {
@@ -314,6 +319,17 @@ COMMANDS: dict[str, Command] = {
         """  python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6          what would be erased
   python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6 --run    erase it""",
         ("client", "run|dry-run", "json"),
+        required=("client",),
+    ),
+    "restore": Command(
+        "put archived orders back into the source, as the source held them (dry run unless --run)",
+        "Insert the archive's copy of each selected order (every field, the same BSON types) into "
+        "the orders collection; never deletes from the archive; an order restored is not purged "
+        "again before RESTORE_HOLD. An order in the source with other content is left alone (exit 3).",
+        """  python main.py restore --numero CMD-000042                 what would be restored
+  python main.py restore --numero CMD-000042 --numero CMD-000043 --run
+  python main.py restore --client 6553f1c2a9e4b1d2c3f4a5b6 --date-from 2026-11-01 --run""",
+        ("numero", "id", "client", "date-from", "date-to", "run|dry-run", "json"),
     ),
     "simulate": Command(
         "fill a database with generated orders (also: python simulate.py)",
@@ -326,7 +342,13 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def _add(parser: argparse.ArgumentParser, command: str, names: str, defaults: Mapping[str, Any]) -> None:
+def _add(
+    parser: argparse.ArgumentParser,
+    command: str,
+    names: str,
+    defaults: Mapping[str, Any],
+    required: tuple[str, ...] = (),
+) -> None:
     target: Any = parser.add_mutually_exclusive_group() if "|" in names else parser
     for name in names.split("|"):
         option = OPTIONS[name]
@@ -334,6 +356,8 @@ def _add(parser: argparse.ArgumentParser, command: str, names: str, defaults: Ma
         settings = dict(option.options)
         if name in defaults:
             settings["default"] = defaults[name]
+        if name in required:
+            settings["required"] = True
         target.add_argument(*flags, help=option.help, **settings)
 
 
@@ -388,5 +412,5 @@ def build_simulate_parser(handler: Handler) -> argparse.ArgumentParser:
 
 def _fill(parser: argparse.ArgumentParser, name: str, command: Command, handler: Handler) -> None:
     for names in command.options:
-        _add(parser, name, names, command.defaults)
+        _add(parser, name, names, command.defaults, command.required)
     parser.set_defaults(func=handler, command=name)

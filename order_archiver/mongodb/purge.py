@@ -12,6 +12,7 @@ from typing import Any
 
 from pymongo import DeleteOne
 
+from config import Settings
 from logger import get_logger
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
@@ -30,6 +31,17 @@ def purge_cutoff(
     if not purge_after:
         return None
     return retrying(server_clock, stop_event=stop_event) - purge_after
+
+
+def purge_cutoffs(
+    settings: Settings, server_clock: Callable[[], datetime], stop_event: threading.Event
+) -> dict[str, datetime | None]:
+    """The purge's two limits on the server's clock: delivered before (PURGE_AFTER), and
+    restored before (RESTORE_HOLD)."""
+    return {
+        "delivered_before": purge_cutoff(settings.purge_after, server_clock, stop_event),
+        "held_since": purge_cutoff(settings.restore_hold, server_clock, stop_event),
+    }
 
 
 @dataclass
@@ -57,6 +69,7 @@ class SourcePurge:
     delivered_status: str
     batch_size: int
     stop_event: threading.Event
+    held_since: datetime | None = None  # RESTORE_HOLD: orders restored since stay in the source
 
     @classmethod
     def of_window(
@@ -139,7 +152,7 @@ class SourcePurge:
             if not ids:
                 return
             after_id = ids[-1]
-            archived = self.writer.confirmed_hashes(ids)
+            archived = self.writer.confirmed_hashes(ids, self.held_since)
             if not archived:
                 continue
             current = retrying(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from bson.errors import InvalidDocument
@@ -165,16 +166,20 @@ class ArchiveWriter:
             )
         return {doc["_id"] for doc in found}
 
-    def confirmed_hashes(self, ids: list[Any]) -> dict[Any, str | None]:
+    def confirmed_hashes(self, ids: list[Any], held_since: datetime | None = None) -> dict[Any, str | None]:
         """The ids among ``ids`` whose archive document a majority of the archive's replica set
         holds (read concern "majority"), each with the fingerprint of the source order that
         document keeps (None for one an earlier version wrote without it): the only orders a
         purge may delete, and only in that version. A document the primary has but a failover
-        could still roll back is not archived yet."""
+        could still roll back is not archived yet. With ``held_since``, an order restored since
+        then (``restored_at``) is left out: it is held in the source (RESTORE_HOLD)."""
         durable = self.archive.with_options(read_concern=ReadConcern("majority"))
+        wanted: dict[str, Any] = {"_id": {"$in": ids}}
+        if held_since is not None:
+            wanted["$or"] = [{"restored_at": None}, {"restored_at": {"$lt": held_since}}]
         with named_side(self.side):
             found = retrying(
-                lambda: list(durable.find({"_id": {"$in": ids}}, {"source_hash": 1})),
+                lambda: list(durable.find(wanted, {"source_hash": 1})),
                 purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )

@@ -103,6 +103,7 @@ def test_the_readme_is_a_newcomers_page():
         "A first archive on your own server",
         "Cron beside a running watcher",
         "What the archive keeps, and what the purge deletes",
+        "Restoring orders",
         "Personal data and retention",
         "More",
     ]
