@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.test_server_only("starts test servers and a fault proxy of its own")
 def test_a_chaos_seed_breaks_no_guarantee():
     result = subprocess.run(
-        [sys.executable, "-m", "bench.chaos", "--seed", "11", "--seeds", "1", "--minutes", "0.5"],
+        [sys.executable, "-m", "bench.chaos", "--seed", "11", "--seeds", "1", "--minutes", "0.25"],
         cwd=ROOT,
         capture_output=True,
         text=True,
