@@ -77,7 +77,8 @@ def test_watch_follows_a_correction_of_a_delivered_order(nx_client, nx_settings,
 
         wait_for(revised, what="the correction archived", on_timeout=watcher.output)
     finally:
-        assert watcher.stop() == 0
+        code = watcher.stop()
+        assert code == 0, watcher.output()[-3000:]
     after = database["Commande_archive"].find_one({"_id": order_id})
     assert after["archived_at"] == before["archived_at"]
     assert after["revised_at"] is not None
