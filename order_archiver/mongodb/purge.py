@@ -7,7 +7,7 @@ import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo import DeleteOne
@@ -23,25 +23,18 @@ from order_archiver.retry import Retry, retrying
 log = get_logger("batch")
 
 
-def purge_cutoff(
-    purge_after: timedelta, server_clock: Callable[[], datetime], stop_event: threading.Event
-) -> datetime | None:
-    """PURGE_AFTER's limit on the server's clock (one clock for every host): orders delivered
-    before it may leave the source; None (PURGE_AFTER 0d): every archived one."""
-    if not purge_after:
-        return None
-    return retrying(server_clock, stop_event=stop_event) - purge_after
-
-
 def purge_cutoffs(
     settings: Settings, server_clock: Callable[[], datetime], stop_event: threading.Event
 ) -> dict[str, datetime | None]:
-    """The purge's two limits on the server's clock: delivered before (PURGE_AFTER), and
-    restored before (RESTORE_HOLD)."""
-    return {
-        "delivered_before": purge_cutoff(settings.purge_after, server_clock, stop_event),
-        "held_since": purge_cutoff(settings.restore_hold, server_clock, stop_event),
-    }
+    """The purge's two limits on the server's clock (one clock for every host, read once):
+    orders delivered before ``delivered_before`` may leave the source (PURGE_AFTER; None, 0d:
+    every archived one), orders restored since ``held_since`` stay (RESTORE_HOLD; None, 0d:
+    none held)."""
+    limits = {"delivered_before": settings.purge_after, "held_since": settings.restore_hold}
+    if not any(limits.values()):
+        return dict.fromkeys(limits)
+    now = retrying(server_clock, stop_event=stop_event)
+    return {name: now - length if length else None for name, length in limits.items()}
 
 
 @dataclass
