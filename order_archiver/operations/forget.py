@@ -69,13 +69,15 @@ class ForgetReport:
         ]
 
 
-def _orders_of(client_id: ObjectId) -> dict[str, Any]:
+def archived_orders_of(client_id: ObjectId) -> dict[str, Any]:
     """The client's archived orders: by the reference, or (a dangling client) the source copy's."""
     return {"$or": [{"client.id": client_id}, {"source.client_id": client_id}]}
 
 
 def _holding_personal_data(client_id: ObjectId) -> dict[str, Any]:
-    return {"$and": [_orders_of(client_id), {"$or": [{field: {"$ne": None}} for field in ERASED_FIELDS]}]}
+    return {
+        "$and": [archived_orders_of(client_id), {"$or": [{field: {"$ne": None}} for field in ERASED_FIELDS]}]
+    }
 
 
 def forget_client(
@@ -92,7 +94,7 @@ def forget_client(
     report = ForgetReport(str(client_id), run)
     with named_side(ARCHIVE_SIDE if archive_client is not None else ""):
         report.orders = int(
-            retrying(lambda: archive.count_documents(_orders_of(client_id)), stop_event=stop_event)
+            retrying(lambda: archive.count_documents(archived_orders_of(client_id)), stop_event=stop_event)
         )
         report.erased = int(
             retrying(
@@ -118,10 +120,10 @@ def _erase(archive: Any, client_id: ObjectId, stop_event: threading.Event | None
     updates = [
         ({"client.id": client_id}, {f"client.{name}": None for name in CLIENT_FIELDS}),
         (
-            {"$and": [_orders_of(client_id), {"source": {"$type": "object"}}]},
+            {"$and": [archived_orders_of(client_id), {"source": {"$type": "object"}}]},
             {"source.adresse_livraison": None},
         ),
-        (_orders_of(client_id), {"adresse_livraison": None, "forgotten_at": now}),
+        (archived_orders_of(client_id), {"adresse_livraison": None, "forgotten_at": now}),
     ]
     for selection, fields in updates:
         retrying(

@@ -25,15 +25,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import MongoClient
+from pymongo import ASCENDING, MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import Settings
 from logger import get_logger
 from order_archiver.errors import ConfigError, as_archiver_error, without_documents
 from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.mongodb.storage import Collections, Document, MongoCollection
-from order_archiver.orders.selection import date_range
+from order_archiver.operations.forget import archived_orders_of
+from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.retry import Retry, retrying
 
 log = get_logger("restore")
@@ -59,7 +61,7 @@ class RestoreSelection:
         if self.order_id is not None:
             clauses.append({"_id": self.order_id})
         if self.client_id is not None:
-            clauses.append({"$or": [{"client.id": self.client_id}, {"source.client_id": self.client_id}]})
+            clauses.append(archived_orders_of(self.client_id))
         bounds = date_range(self.date_from, self.date_to)
         if bounds:
             clauses.append({"date_commande": bounds})
@@ -155,21 +157,16 @@ def restore(
 def _chunks(
     archive: MongoCollection, wanted: dict[str, Any], stop: threading.Event | None
 ) -> Iterator[list[Document]]:
-    after: Any = None
-    while True:
-        page = {"$and": [wanted, {"_id": {"$gt": after}}]} if after is not None else wanted
-        found: list[Document] = retrying(functools.partial(_page, archive, page), stop_event=stop)
-        if not found:
-            return
-        yield found
-        if len(found) < CHUNK:
-            return
-        after = found[-1]["_id"]
-
-
-def _page(archive: MongoCollection, page: dict[str, Any]) -> list[Document]:
+    """The selected archive documents in ``_id`` order, a chunk at a time, through cuts
+    (``scan_by_id``), across ``_id`` types (``ids_after``: dirty data has string ids)."""
     fields = {"source": 1, "numero_commande": 1, "pii_policy": 1, "forgotten_at": 1}
-    return list(archive.find(page, fields).sort("_id", 1).limit(CHUNK))
+
+    def selected_after(after_id: Any) -> Any:
+        page = {"$and": [wanted, ids_after(after_id)]} if after_id is not None else wanted
+        # A sort on _id after a filter on something else may be done in memory: allowed to spill.
+        return archive.find(page, fields, batch_size=CHUNK, allow_disk_use=True).sort("_id", ASCENDING)
+
+    return chunked(scan_by_id(selected_after, stop_event=stop), CHUNK)
 
 
 def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ missing orders through the batch path. Memory holds one chunk, whatever the arch
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -26,7 +25,14 @@ from config import Settings
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.rejects import RejectStore
-from order_archiver.mongodb.source import ChunkReader, Finisher, OrderSource, missing_source, scan_by_id
+from order_archiver.mongodb.source import (
+    ChunkReader,
+    Finisher,
+    OrderSource,
+    chunked,
+    missing_source,
+    scan_by_id,
+)
 from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.selection import date_range, ids_after
@@ -145,17 +151,6 @@ def _reconcile(
     return check.report
 
 
-def _chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 @dataclass
 class _ReadCounts:
     """What the reader counts; verify reports its own figures."""
@@ -251,7 +246,7 @@ class _Check:
             ).sort("_id", ASCENDING)
 
         documents = scan_by_id(archived_after, stop_event=self.stop_event)
-        for ids in _chunked((d["_id"] for d in documents), CHUNK):
+        for ids in chunked((d["_id"] for d in documents), CHUNK):
             present = {
                 d["_id"]
                 for d in self.read(

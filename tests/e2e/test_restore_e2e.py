@@ -7,20 +7,13 @@ import json
 import bson
 import pytest
 
+from generator import ANOMALY_KINDS
 from tests.conftest import run_cli
 from tests.helpers import seed_database
 
 pytestmark = pytest.mark.e2e
 
-DIRTY = (
-    "client_missing",
-    "livreur_missing",
-    "livreur_id_missing",
-    "restaurant_missing",
-    "menu_missing",
-    "date_commande_string",
-    "no_items",
-)
+DIRTY = set(ANOMALY_KINDS) - {"numero_commande_missing"}  # the shapes an archive document keeps
 
 
 def test_restore_puts_back_purged_orders_exactly_and_holds_them(
@@ -40,7 +33,7 @@ def test_restore_puts_back_purged_orders_exactly_and_holds_them(
     chosen = {}
     for order in delivered.values():  # one order of each dirty shape, and a clean one
         chosen.setdefault(order.get("_dirty", "clean"), order)
-    assert set(DIRTY) | {"clean"} <= set(chosen)
+    assert DIRTY | {"clean"} <= set(chosen)
     numeros = [order["numero_commande"] for order in chosen.values()]
     assert orders.count_documents({"_id": {"$in": [o["_id"] for o in chosen.values()]}}) == 0  # purged
     selection = [arg for numero in numeros for arg in ("--numero", numero)]

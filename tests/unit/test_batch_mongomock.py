@@ -463,3 +463,23 @@ def test_purge_after_keeps_recent_deliveries_in_the_source(mongo, seeded):
     assert not set(old) & remaining
     later = run(mongo, settings, purge_source=True)  # nothing more to move: the rest is recent
     assert later.purged == 0
+
+
+def test_restore_walks_the_archive_across_id_types(mongo, settings, monkeypatch):
+    """Dirty data has string _ids beside ObjectIds: a walk on {_id: {$gt: last}} compares within
+    the last id's type and ends there. restore walks the archive as verify does (ids_after)."""
+    from order_archiver.operations.restore import RestoreSelection, restore
+
+    monkeypatch.setattr("order_archiver.operations.restore.CHUNK", 2)
+    archive = mongo[settings.mongodb_database][settings.archive_collection]
+    ids = ["a-1", "a-2", "a-3", ObjectId(), ObjectId()]  # strings sort before ObjectIds
+    archive.insert_many(
+        [
+            {"_id": i, "numero_commande": f"CMD-{n}", "date_commande": NOW, "source": {"_id": i, "n": n}}
+            for n, i in enumerate(ids)
+        ]
+    )
+    report = restore(mongo, settings, RestoreSelection(date_from=NOW - timedelta(days=1)), run=True)
+    assert report.selected == len(ids)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    assert {d["_id"] for d in orders.find()} == set(ids)
