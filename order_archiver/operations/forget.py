@@ -31,13 +31,16 @@ from config import Settings
 from logger import get_logger
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.storage import Collections, Document
-from order_archiver.orders.enrichment import CLIENT_FIELDS
+from order_archiver.orders.pii import ORDER_PII_FIELDS, PII_FIELDS
 from order_archiver.retry import ARCHIVE_SIDE, Retry, named_side, retrying
 
 log = get_logger("forget")
 
-ADDRESS_FIELDS = ("adresse_livraison", "source.adresse_livraison")
-ERASED_FIELDS = (*(f"client.{name}" for name in CLIENT_FIELDS), *ADDRESS_FIELDS)
+# What ARCHIVE_PII governs (pii.py), in the client's reference and in the order and its copy.
+CLIENT_PII = {f"client.{name}": None for name in PII_FIELDS}
+ORDER_PII = {name: None for name in ORDER_PII_FIELDS}
+SOURCE_PII = {f"source.{name}": None for name in ORDER_PII_FIELDS}
+ERASED_FIELDS = (*CLIENT_PII, *ORDER_PII, *SOURCE_PII)
 
 
 def parse_client_id(text: str) -> ObjectId:
@@ -118,12 +121,12 @@ def _erase(archive: Any, client_id: ObjectId, stop_event: threading.Event | None
     reference is an object, the addresses (the source copy's where there is one), the mark."""
     now = datetime.now(UTC)
     updates = [
-        ({"client.id": client_id}, {f"client.{name}": None for name in CLIENT_FIELDS}),
+        ({"client.id": client_id}, CLIENT_PII),
         (
             {"$and": [archived_orders_of(client_id), {"source": {"$type": "object"}}]},
-            {"source.adresse_livraison": None},
+            SOURCE_PII,
         ),
-        (archived_orders_of(client_id), {"adresse_livraison": None, "forgotten_at": now}),
+        (archived_orders_of(client_id), {**ORDER_PII, "forgotten_at": now}),
     ]
     for selection, fields in updates:
         retrying(
