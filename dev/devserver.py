@@ -59,6 +59,7 @@ from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
+from dev import index_catalog
 from dev import mongodb_definitions as definitions
 
 _fallback = threading.local()
@@ -945,6 +946,7 @@ def apply_fixes() -> None:
     _fix_retention_knob()
     _fix_token_order()
     _fix_expr_root_equality()
+    index_catalog.fix_index_catalog(server_version(), _folded_body)
     _refuse_paths_into_arrays()
     _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it
 

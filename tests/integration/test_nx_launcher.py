@@ -417,3 +417,94 @@ def test_an_objectid_equality_on_a_dotted_path_matches_in_updates(db):
     assert (result.matched_count, result.modified_count) == (2, 2)
     names = {d["_id"]: d["client"]["nom"] for d in db.Commande_archive.find()}
     assert names == {ids[0]: None, ids[1]: None, ids[2]: "X"}
+
+
+def test_an_index_keeps_its_name_key_and_options(db):
+    """MongoDB lists an index as it was created: its name, its key's directions, its options."""
+    db.archive.create_index([("date_livraison", 1)], name="archive_retention", expireAfterSeconds=3600)
+    db.archive.create_index([("a.b", -1)], name="ab_down")
+    listed = {ix["name"]: ix for ix in db.archive.list_indexes()}
+    assert listed["archive_retention"]["key"] == {"date_livraison": 1}
+    assert listed["archive_retention"]["expireAfterSeconds"] == 3600
+    assert listed["ab_down"]["key"] == {"a.b": -1}
+    assert set(listed) == {"_id_", "archive_retention", "ab_down"}
+
+
+def test_an_index_build_that_conflicts_with_an_existing_index_is_refused(db):
+    db.archive.create_index([("date_livraison", 1)], name="archive_retention", expireAfterSeconds=3600)
+    db.archive.create_index(
+        [("date_livraison", 1)], name="archive_retention", expireAfterSeconds=3600
+    )  # no-op
+    refusals = [
+        ({"name": "archive_retention", "expireAfterSeconds": 60}, 85),  # same name, other options
+        ({"name": "archive_retention_2", "expireAfterSeconds": 3600}, 85),  # same key, other name
+        ({"name": "archive_retention_3"}, 85),  # same key, other name and options
+    ]
+    for options, code in refusals:
+        with pytest.raises(OperationFailure) as caught:
+            db.archive.create_index([("date_livraison", 1)], **options)
+        assert caught.value.code == code, options
+    with pytest.raises(OperationFailure) as caught:  # same name, another key
+        db.archive.create_index([("date_commande", 1)], name="archive_retention")
+    assert caught.value.code == 86
+    assert [ix["expireAfterSeconds"] for ix in db.archive.list_indexes() if ix["name"] != "_id_"] == [3600]
+
+
+def test_coll_mod_changes_a_ttl_index_and_refuses_what_mongodb_refuses(db):
+    db.archive.create_index([("date_livraison", 1)], name="archive_retention", expireAfterSeconds=3600)
+    db.archive.create_index([("date_commande", 1)], name="date_commande_1")
+    reply = db.command(
+        {"collMod": "archive", "index": {"name": "archive_retention", "expireAfterSeconds": 7200}}
+    )
+    assert (reply["expireAfterSeconds_old"], reply["expireAfterSeconds_new"]) == (3600, 7200)
+    listed = {ix["name"]: ix for ix in db.archive.list_indexes()}
+    assert listed["archive_retention"]["expireAfterSeconds"] == 7200
+    with pytest.raises(OperationFailure) as caught:
+        db.command({"collMod": "archive", "index": {"name": "nope", "expireAfterSeconds": 60}})
+    assert caught.value.code == 27  # IndexNotFound
+    by_key = {"keyPattern": {"date_livraison": 1}, "expireAfterSeconds": 60}
+    assert db.command({"collMod": "archive", "index": by_key})["expireAfterSeconds_new"] == 60
+
+
+def test_dropping_an_index_by_its_name(db):
+    db.archive.create_index([("date_livraison", 1)], name="archive_retention", expireAfterSeconds=3600)
+    db.archive.drop_index("archive_retention")
+    assert [ix["name"] for ix in db.archive.list_indexes()] == ["_id_"]
+    with pytest.raises(OperationFailure) as caught:
+        db.archive.drop_index("archive_retention")
+    assert caught.value.code == 27  # IndexNotFound
+    db.archive.create_index([("date_livraison", 1)], name="plain")  # the key is free again
+    assert "expireAfterSeconds" not in {ix["name"]: ix for ix in db.archive.list_indexes()}["plain"]
+
+
+@pytest.mark.test_server_only("MongoDB's TTL monitor runs once a minute; the test server's expires on reads")
+def test_a_ttl_index_expires_documents_past_its_age(db):
+    """And past the age ``collMod`` gave it: the server's expiry reads the changed age."""
+    old, recent = datetime(2001, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    db.archive.insert_many([{"date_livraison": old}, {"date_livraison": recent}, {"date_livraison": None}])
+    db.archive.create_index([("date_livraison", 1)], name="archive_retention", expireAfterSeconds=2**31 - 1)
+    assert db.archive.count_documents({}) == 3
+    db.command({"collMod": "archive", "index": {"name": "archive_retention", "expireAfterSeconds": 86400}})
+    remaining = [d["date_livraison"] for d in db.archive.find({}, {"_id": 0}).sort("date_livraison", 1)]
+    assert len(remaining) == 2
+    assert remaining[0] is None  # a null is never expired
+    assert remaining[1] > datetime(2020, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def server_44(tmp_path_factory):
+    server = NxServer(tmp_path_factory.mktemp("nx44"), env={"NX_MONGODB_VERSION": "4.4"}).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.test_server_only("a server answering as MongoDB 4.4")
+def test_coll_mod_cannot_make_a_plain_index_a_ttl_one_before_5_1(server_44, db_name):
+    with pymongo.MongoClient(server_44.uri) as client:
+        archive = client[db_name].archive
+        archive.create_index([("date_livraison", 1)], name="plain")
+        with pytest.raises(OperationFailure) as caught:
+            client[db_name].command(
+                {"collMod": "archive", "index": {"name": "plain", "expireAfterSeconds": 60}}
+            )
+        assert caught.value.code == 72  # InvalidOptions: "no expireAfterSeconds field to update"

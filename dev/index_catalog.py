@@ -1,0 +1,257 @@
+"""Indexes as MongoDB keeps them, on the development server (a fix of ``devserver.py``).
+
+Fault: nx-27017 builds an index under a name of its own (``idx_<collection>_<fields>``),
+lists it under that name with every direction as ``1``, builds a second index whose key or
+name conflicts with an existing one (MongoDB refuses: 85 IndexOptionsConflict, 86
+IndexKeySpecsConflict), drops nothing and says ``ok`` when asked to drop an index by the name
+it was created with or by a name that does not exist (MongoDB: 27 IndexNotFound), and answers
+``collMod: {index: {name, expireAfterSeconds}}`` with ``ok`` and changes nothing (MongoDB
+changes the TTL index's age, or refuses: 27 for an unknown index, 72 InvalidOptions "no
+expireAfterSeconds field to update" for a plain index before 5.1). A product that manages a
+TTL index (ARCHIVE_RETENTION) would pass every test there and fail on MongoDB.
+
+Fix: each database keeps, in a hidden table, every index specification as it was sent; the
+server's own index list says which exist (a dropped collection takes its indexes along), the
+table says what they are called and hold. ``createIndexes``, ``listIndexes``, ``dropIndexes``
+and ``collMod`` of an index are answered the way MongoDB's index catalog answers them
+(``index_catalog_impl.cpp``, ``coll_mod.cpp``); a TTL age changed by ``collMod`` is written
+where neosqlite's own TTL expiry reads it (it expires documents on reads, not once a minute)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from bson import json_util
+from neosqlite.collection import index_manager
+from nx_27017.handler import NeoSQLiteHandler
+
+from dev import mongodb_definitions as definitions
+
+TABLE = "_neosqlite_devserver_indexes"  # "_neosqlite_": hidden from listCollections
+NOT_COMPARED = ("v", "name", "ns", "background", "key")  # what two equal specifications may differ in
+IDENTIFYING = ("collation", "partialFilterExpression")  # what lets two indexes share a key
+TTL_CONVERSION_SINCE: definitions.Version = (5, 1)  # collMod makes a plain index a TTL one
+
+
+def _failure(code: int, name: str, message: str) -> dict[str, Any]:
+    return {"ok": 0.0, "code": code, "codeName": name, "errmsg": message}
+
+
+def _key(spec: dict[str, Any]) -> list[tuple[str, Any]]:
+    return list(dict(spec.get("key") or {}).items())
+
+
+def _options(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k not in NOT_COMPARED and v is not False}
+
+
+def _identifying(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: spec.get(k) for k in IDENTIFYING}
+
+
+class Catalog:
+    """The specifications of one database's indexes, as they were sent."""
+
+    def __init__(self, connection: Any) -> None:
+        self.sql = connection.db
+        self.sql.execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (collection TEXT, name TEXT, spec TEXT, PRIMARY KEY (collection, name))"
+        )
+
+    def specs(self, collection: str) -> list[dict[str, Any]]:
+        rows = self.sql.execute(f"SELECT spec FROM {TABLE} WHERE collection = ?", (collection,)).fetchall()
+        return [json_util.loads(row[0]) for row in rows]
+
+    def put(self, collection: str, spec: dict[str, Any]) -> None:
+        kept = {k: v for k, v in spec.items() if k != "ns"}
+        self.sql.execute(
+            f"INSERT OR REPLACE INTO {TABLE} (collection, name, spec) VALUES (?, ?, ?)",
+            (collection, spec["name"], json_util.dumps(kept)),
+        )
+
+    def remove(self, collection: str, name: str) -> None:
+        self.sql.execute(f"DELETE FROM {TABLE} WHERE collection = ? AND name = ?", (collection, name))
+
+
+def listed(
+    server_entries: list[dict[str, Any]], specs: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], str]]:
+    """Each index the server has, as MongoDB lists it, with the server's own name for it. The
+    server keeps no directions: an index is matched on its key's fields."""
+    entries = []
+    for entry in server_entries:
+        fields = [name for name, _ in _key(entry)]
+        spec = next((s for s in specs if [name for name, _ in _key(s)] == fields), None)
+        shown = entry if spec is None or entry.get("name") == "_id_" else {"v": 2, **spec}
+        entries.append((shown, str(entry.get("name"))))
+    return entries
+
+
+def conflict(spec: dict[str, Any], existing: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """MongoDB's answer to building ``spec`` beside ``existing``: a refusal, ``{}`` (an
+    identical index exists: nothing to build) or None (build it)."""
+    same_name = next((e for e in existing if e.get("name") == spec.get("name")), None)
+    if same_name is not None:
+        if _key(same_name) != _key(spec):
+            return _failure(
+                86,
+                "IndexKeySpecsConflict",
+                "An existing index has the same name as the requested index. "
+                f"Requested index: {spec}, existing index: {same_name}",
+            )
+        if _options(same_name) != _options(spec):
+            return _failure(
+                85,
+                "IndexOptionsConflict",
+                "An equivalent index already exists with the same name but different options. "
+                f"Requested index: {spec}, existing index: {same_name}",
+            )
+        return {}
+    same_key = next(
+        (e for e in existing if _key(e) == _key(spec) and _identifying(e) == _identifying(spec)), None
+    )
+    if same_key is None:
+        return None
+    if _options(same_key) != _options(spec):
+        return _failure(
+            85,
+            "IndexOptionsConflict",
+            "An equivalent index already exists with a different name and options. "
+            f"Requested index: {spec}, existing index: {same_key}",
+        )
+    return _failure(
+        85, "IndexOptionsConflict", f"Index already exists with a different name: {same_key['name']}"
+    )
+
+
+class IndexCommands:
+    """``createIndexes``, ``listIndexes``, ``dropIndexes`` and ``collMod`` of an index, answered
+    as MongoDB does, on top of the server's own handler (``inner``)."""
+
+    def __init__(self, handler: Any, inner: Any, version: definitions.Version) -> None:
+        self.handler, self.inner, self.version = handler, inner, version
+
+    def call(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.inner(self.handler, {"request_id": 0, "sections": [("body", body)]})[1])
+
+    def indexes(self, db_name: str, collection: str) -> list[tuple[dict[str, Any], str]]:
+        reply = self.call({"listIndexes": collection, "$db": db_name})
+        batch = list(((reply.get("cursor") or {}).get("firstBatch")) or [])
+        return listed(batch, self.catalog(db_name).specs(collection))
+
+    def catalog(self, db_name: str) -> Catalog:
+        return Catalog(self.handler.get_database(db_name))
+
+    def list_indexes(self, body: dict[str, Any]) -> dict[str, Any]:
+        reply = self.call(body)
+        if not reply.get("ok"):
+            return reply
+        db_name, collection = body.get("$db", "test"), body.get("listIndexes") or body.get("listindexes")
+        shown = [entry for entry, _ in self.indexes(db_name, str(collection))]
+        return {**reply, "cursor": {**reply["cursor"], "firstBatch": shown}}
+
+    def create_indexes(self, body: dict[str, Any]) -> dict[str, Any]:
+        db_name, collection = body.get("$db", "test"), str(body["createIndexes"])
+        existing = [entry for entry, _ in self.indexes(db_name, collection)]
+        todo = []
+        for spec in body.get("indexes") or []:
+            answer = conflict(spec, existing)
+            if answer:
+                return answer
+            if answer is None:
+                todo.append(spec)
+        if not todo:
+            count = len(existing)
+            return {
+                "ok": 1.0,
+                "numIndexesBefore": count,
+                "numIndexesAfter": count,
+                "note": "all indexes already exist",
+            }
+        reply = self.call({**body, "indexes": todo})
+        if reply.get("ok"):
+            catalog = self.catalog(db_name)
+            for spec in todo:
+                catalog.put(collection, spec)
+        return reply
+
+    def drop_indexes(self, body: dict[str, Any]) -> dict[str, Any]:
+        db_name, collection = body.get("$db", "test"), str(body["dropIndexes"])
+        wanted = body.get("index", "*")
+        entries = self.indexes(db_name, collection)
+        if wanted == "*":
+            reply = self.call(body)
+            for entry, _ in entries:
+                self.catalog(db_name).remove(collection, str(entry["name"]))
+            return reply
+        chosen = []
+        for one in wanted if isinstance(wanted, list) else [wanted]:
+            found = next(((e, own) for e, own in entries if e["name"] == one or e["key"] == one), None)
+            if found is None:
+                return _failure(27, "IndexNotFound", f"index not found with name [{one}]")
+            if found[0]["name"] == "_id_":
+                return _failure(72, "InvalidOptions", "cannot drop _id index")
+            chosen.append(found)
+        for entry, own in chosen:
+            self.call({"dropIndexes": collection, "index": own, "$db": db_name})
+            self.catalog(db_name).remove(collection, str(entry["name"]))
+        return {"ok": 1.0, "nIndexesWas": len(entries)}
+
+    def coll_mod_index(self, body: dict[str, Any]) -> dict[str, Any]:
+        db_name, collection = body.get("$db", "test"), str(body["collMod"])
+        change = dict(body["index"])
+        named = change.get("name", change.get("keyPattern"))
+        found = next(
+            (
+                (e, own)
+                for e, own in self.indexes(db_name, collection)
+                if e["name"] == named or e["key"] == named
+            ),
+            None,
+        )
+        if found is None:
+            return _failure(27, "IndexNotFound", f"cannot find index {named} for ns {db_name}.{collection}")
+        if set(change) - {"name", "keyPattern", "expireAfterSeconds"}:
+            return _failure(
+                2, "BadValue", "the development server applies only expireAfterSeconds of an index"
+            )
+        entry, own = found
+        old, new = entry.get("expireAfterSeconds"), change.get("expireAfterSeconds")
+        if old is None and self.version[:2] < TTL_CONVERSION_SINCE:
+            return _failure(72, "InvalidOptions", "no expireAfterSeconds field to update")
+        if new is None:
+            return {"ok": 1.0}
+        connection = self.handler.get_database(db_name)
+        field = _key(entry)[0][0]
+        index_manager._store_ttl_option(connection.db, own, collection, field, int(new))
+        connection[collection]._invalidate_ttl_cache()
+        self.catalog(db_name).put(
+            collection, {**{k: v for k, v in entry.items() if k != "v"}, "expireAfterSeconds": new}
+        )
+        return {"ok": 1.0, "expireAfterSeconds_old": old, "expireAfterSeconds_new": new}
+
+
+def fix_index_catalog(version: definitions.Version, folded_body: Any) -> None:
+    """Route the index commands through ``IndexCommands`` (under the database's lock)."""
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = folded_body(msg) or {}
+        name = definitions.command_name(body)
+        commands = IndexCommands(self, original, version)
+        route = {
+            "createIndexes": commands.create_indexes,
+            "listIndexes": commands.list_indexes,
+            "listindexes": commands.list_indexes,
+            "dropIndexes": commands.drop_indexes,
+        }.get(name)
+        if name == "collMod" and isinstance(body.get("index"), dict):
+            route = commands.coll_mod_index
+        if route is None:
+            return original(self, msg)
+        with self._lock_for(body.get("$db", "test")):
+            return msg.get("request_id", 0), route(body)
+
+    NeoSQLiteHandler.handle_command = handle_command
