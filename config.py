@@ -56,6 +56,19 @@ def parse_duration(text: str) -> Duration:
     return Duration(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
+TTL_MAX_SECONDS = 2**31 - 1  # MongoDB's largest expireAfterSeconds (a 32-bit integer)
+
+
+def parse_retention(text: str) -> Duration:
+    """A retention: a duration longer than 0 that a TTL index can hold."""
+    length = parse_duration(text)
+    if not length:
+        raise ValueError("must be longer than 0 (leave it unset to keep every order)")
+    if length.total_seconds() > TTL_MAX_SECONDS:
+        raise ValueError(f"must be at most {TTL_MAX_SECONDS // 86400}d (MongoDB's limit: {TTL_MAX_SECONDS} seconds)")
+    return length
+
+
 OVERLAP_1H = Duration(hours=1)
 SWEEP_7D = Duration(days=7)
 PURGE_NOW = Duration(0)
@@ -86,6 +99,8 @@ class Settings:
     )
     purge_after: Duration = PURGE_NOW  # PURGE_AFTER: --purge-source moves orders delivered longer ago
     restore_hold: Duration = HOLD_30D  # RESTORE_HOLD: a restored order stays in the source this long
+    archive_retention: Duration | None = None  # ARCHIVE_RETENTION: MongoDB expires archived orders this long after delivery
+    archive_pii_retention: Duration | None = None  # ARCHIVE_PII_RETENTION: personal data erased after this long
     log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
     log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
@@ -288,6 +303,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BATCH_OVERLAP": ("batch_overlap", parse_duration),
     "PURGE_AFTER": ("purge_after", parse_duration),
     "RESTORE_HOLD": ("restore_hold", parse_duration),
+    "ARCHIVE_RETENTION": ("archive_retention", parse_retention),
+    "ARCHIVE_PII_RETENTION": ("archive_pii_retention", parse_retention),
     "BATCH_FULL_SWEEP_EVERY": ("batch_full_sweep_every", parse_duration),
     "LOG_DIR": ("log_dir", parse_text),
     "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),
@@ -362,6 +379,7 @@ def load_settings(
     values.update({field: value for field, value in (overrides or {}).items() if value is not None})
     settings = Settings(**values)
     check_settings(settings)
+    warnings += retention_warnings(settings)
     for name, uri in (
         ("MONGODB_URI", settings.mongodb_uri),
         ("ARCHIVE_MONGODB_URI", settings.archive_mongodb_uri),
@@ -398,6 +416,12 @@ def check_settings(settings: Settings) -> None:
             f"WATCH_LEASE_TTL_S ({settings.watch_lease_ttl_s}): a leader would lose its lease "
             "between two renewals"
         )
+    retention = settings.archive_retention
+    if retention is not None and retention < settings.purge_after:
+        raise ConfigError(
+            f"ARCHIVE_RETENTION ({retention}) is shorter than PURGE_AFTER ({settings.purge_after}): the archive "
+            "would expire orders before the purge may move them; lengthen one or shorten the other"
+        )
     if settings.archive_pii == "hash" and len(settings.archive_pii_key or "") < 16:
         raise ConfigError("ARCHIVE_PII=hash needs ARCHIVE_PII_KEY, a secret of at least 16 characters")
     if not settings.simulation and not settings.mongodb_uri:
@@ -405,6 +429,17 @@ def check_settings(settings: Settings) -> None:
             "MONGODB_URI is not set: put it in the environment or .env (see .env.example), "
             "or use --simulation"
         )
+
+
+def retention_warnings(settings: Settings) -> list[str]:
+    """Retention settings that say nothing wrong, but less than their reader may think."""
+    kept, erased = settings.archive_retention, settings.archive_pii_retention
+    if kept is not None and erased is not None and erased >= kept:
+        return [
+            f"ARCHIVE_PII_RETENTION ({erased}) is not shorter than ARCHIVE_RETENTION ({kept}): orders expire "
+            "before their personal data would be erased"
+        ]
+    return []
 
 
 # Options that switch the server's certificate check off (pymongo's names, any case).

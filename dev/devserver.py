@@ -204,7 +204,10 @@ def _rewrite_objectid_equality(spec: Any) -> Any:
     """``{field: oid}`` / ``{field: {"$eq": oid}}`` -> ``{field: {"$in": [oid]}}``: the same query
     in MongoDB, and the only form nx's SQL tier matches on a field other than ``_id``, dotted
     paths included (``client.id``: plain equality matched nothing in an update, found by
-    ``forget``)."""
+    ``forget``). The same for ``null``: inside ``$and``/``$or``, ``{field: null}`` matched only
+    documents without the field, not those holding null, and ``count`` of two such equalities
+    side by side counted one of three (found by the erasure's "every personal field is null");
+    ``{field: {"$in": [null]}}`` (the same query in MongoDB: null or missing) is read right."""
     if not isinstance(spec, dict):
         return spec
     out: dict[str, Any] = {}
@@ -213,9 +216,9 @@ def _rewrite_objectid_equality(spec: Any) -> Any:
             out[key] = [_rewrite_objectid_equality(v) for v in value]
         elif key == "_id" or key.startswith("$"):
             out[key] = value
-        elif isinstance(value, ObjectId):
+        elif value is None or isinstance(value, ObjectId):
             out[key] = {"$in": [value]}
-        elif isinstance(value, dict) and set(value) == {"$eq"} and isinstance(value["$eq"], ObjectId):
+        elif isinstance(value, dict) and set(value) == {"$eq"} and (value["$eq"] is None or isinstance(value["$eq"], ObjectId)):
             out[key] = {"$in": [value["$eq"]]}
         else:
             out[key] = value

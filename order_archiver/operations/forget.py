@@ -18,10 +18,8 @@ the client's id and the count, never the data.
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -30,17 +28,11 @@ from pymongo import MongoClient
 from config import Settings
 from logger import get_logger
 from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.erasure import BY_REQUEST, erase_personal_data, holding_personal_data
 from order_archiver.mongodb.storage import Collections, Document
-from order_archiver.orders.pii import ORDER_PII_FIELDS, PII_FIELDS
-from order_archiver.retry import ARCHIVE_SIDE, Retry, named_side, retrying
+from order_archiver.retry import ARCHIVE_SIDE, named_side, retrying
 
 log = get_logger("forget")
-
-# What ARCHIVE_PII governs (pii.py), in the client's reference and in the order and its copy.
-CLIENT_PII = {f"client.{name}": None for name in PII_FIELDS}
-ORDER_PII = {name: None for name in ORDER_PII_FIELDS}
-SOURCE_PII = {f"source.{name}": None for name in ORDER_PII_FIELDS}
-ERASED_FIELDS = (*CLIENT_PII, *ORDER_PII, *SOURCE_PII)
 
 
 def parse_client_id(text: str) -> ObjectId:
@@ -77,12 +69,6 @@ def archived_orders_of(client_id: ObjectId) -> dict[str, Any]:
     return {"$or": [{"client.id": client_id}, {"source.client_id": client_id}]}
 
 
-def _holding_personal_data(client_id: ObjectId) -> dict[str, Any]:
-    return {
-        "$and": [archived_orders_of(client_id), {"$or": [{field: {"$ne": None}} for field in ERASED_FIELDS]}]
-    }
-
-
 def forget_client(
     client: MongoClient[Document],
     settings: Settings,
@@ -101,11 +87,14 @@ def forget_client(
         )
         report.erased = int(
             retrying(
-                lambda: archive.count_documents(_holding_personal_data(client_id)), stop_event=stop_event
+                lambda: archive.count_documents(holding_personal_data(archived_orders_of(client_id))),
+                stop_event=stop_event,
             )
         )
         if run and report.erased:
-            _erase(archive, client_id, stop_event)
+            erase_personal_data(
+                archive, archived_orders_of(client_id), forgotten_by=BY_REQUEST, stop_event=stop_event
+            )
     log.info(
         "forget: client %s: %d archived orders, %d %s",
         client_id,
@@ -114,23 +103,3 @@ def forget_client(
         "erased" if run else "to erase (dry run)",
     )
     return report
-
-
-def _erase(archive: Any, client_id: ObjectId, stop_event: threading.Event | None) -> None:
-    """Three idempotent updates (each may be retried whole): the client's fields where the
-    reference is an object, the addresses (the source copy's where there is one), the mark."""
-    now = datetime.now(UTC)
-    updates = [
-        ({"client.id": client_id}, CLIENT_PII),
-        (
-            {"$and": [archived_orders_of(client_id), {"source": {"$type": "object"}}]},
-            SOURCE_PII,
-        ),
-        (archived_orders_of(client_id), {**ORDER_PII, "forgotten_at": now}),
-    ]
-    for selection, fields in updates:
-        retrying(
-            functools.partial(archive.update_many, selection, {"$set": fields}),
-            purpose=Retry.WRITE,
-            stop_event=stop_event,
-        )

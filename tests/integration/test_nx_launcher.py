@@ -508,3 +508,38 @@ def test_coll_mod_cannot_make_a_plain_index_a_ttl_one_before_5_1(server_44, db_n
                 {"collMod": "archive", "index": {"name": "plain", "expireAfterSeconds": 60}}
             )
         assert caught.value.code == 72  # InvalidOptions: "no expireAfterSeconds field to update"
+
+
+def test_null_equality_matches_null_and_missing_inside_and_or_and_counts(db):
+    """``{field: null}`` matches a field holding null and a missing one, alone, side by side,
+    inside ``$and``/``$or``, in find, count and update alike (the erasure's "every personal
+    field is null")."""
+    db.archive.insert_many(
+        [
+            {
+                "_id": 1,
+                "client": {"nom": None},
+                "adresse_livraison": None,
+                "source": {"adresse_livraison": None},
+            },
+            {"_id": 2, "client": None, "adresse_livraison": None},
+            {"_id": 3, "client": {"nom": "X"}, "adresse_livraison": "rue"},
+            {"_id": 4},
+        ]
+    )
+    for query in (
+        {"$and": [{"adresse_livraison": None}]},
+        {"$or": [{"adresse_livraison": None}]},
+        {"adresse_livraison": None, "client.nom": None},
+        {
+            "$and": [
+                {"_id": {"$gt": 0}},
+                {"client.nom": None},
+                {"client.prenom": None},
+                {"source.adresse_livraison": None},
+            ]
+        },
+    ):
+        assert sorted(d["_id"] for d in db.archive.find(query)) == [1, 2, 4], query
+        assert db.archive.count_documents(query) == 3, query
+        assert db.archive.update_many(query, {"$set": {"seen": True}}).matched_count == 3, query

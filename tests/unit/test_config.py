@@ -81,6 +81,14 @@ def test_a_group_readable_or_foreign_env_file_warns(tmp_path, monkeypatch):
         ),
         ({"MONGODB_URI": "mongodb://h", "ARCHIVE_PII": "hash"}, "ARCHIVE_PII=hash needs ARCHIVE_PII_KEY"),
         ({"MONGODB_URI": "mongodb://h", "ARCHIVE_PII": "hash", "ARCHIVE_PII_KEY": "short"}, "at least 16"),
+        ({"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "ten years"}, "ARCHIVE_RETENTION: expected a duration"),
+        ({"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "0d"}, "ARCHIVE_RETENTION: must be longer than 0"),
+        ({"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "25000d"}, "at most 24855d"),
+        ({"MONGODB_URI": "mongodb://h", "ARCHIVE_PII_RETENTION": "0s"}, "ARCHIVE_PII_RETENTION: must be longer"),
+        (
+            {"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "30d", "PURGE_AFTER": "90d"},
+            "ARCHIVE_RETENTION (30d) is shorter than PURGE_AFTER (90d)",
+        ),
     ],
 )
 def test_bad_configuration_is_one_line_config_error(environ, message):
@@ -314,3 +322,19 @@ def test_a_remote_host_without_tls_is_warned_about():
         "mongodb+srv://cluster.example.net/",
     ):
         assert load_settings(environ={"MONGODB_URI": quiet})[1] == [], quiet
+
+
+def test_retention_settings_are_durations_and_unset_by_default():
+    assert (Settings().archive_retention, Settings().archive_pii_retention) == (None, None)
+    settings, warnings = load_settings(
+        environ={"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "3650d", "ARCHIVE_PII_RETENTION": "1095d"}
+    )
+    assert (str(settings.archive_retention), str(settings.archive_pii_retention)) == ("3650d", "1095d")
+    assert not [w for w in warnings if "RETENTION" in w]
+
+
+def test_a_pii_retention_the_archive_never_reaches_is_warned_about():
+    _, warnings = load_settings(
+        environ={"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "365d", "ARCHIVE_PII_RETENTION": "400d"}
+    )
+    assert any("ARCHIVE_PII_RETENTION (400d) is not shorter than ARCHIVE_RETENTION (365d)" in w for w in warnings)
