@@ -47,8 +47,9 @@ from order_archiver.mongodb.checkpoint import (
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.indexes import ensure_indexes
 from order_archiver.mongodb.lease import server_time
-from order_archiver.mongodb.purge import SourcePurge, purge_cutoffs
+from order_archiver.mongodb.purge import SourcePurge
 from order_archiver.mongodb.rejects import RejectStore
+from order_archiver.mongodb.retention import ArchiveLifecycle
 from order_archiver.mongodb.source import (
     Chunk,
     ChunkReader,
@@ -139,6 +140,8 @@ class BatchArchiver:
         self.delivered = DeliveredCount(
             self.orders, self.archive, collections.archive_side, options, self.report, self.stop_event
         )
+        side = collections.archive_side
+        self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, self.stop_event, side)
         self.progress: Progress | None = None
         self._last_written_id: Any = None
         self._source_exists = True  # see _run
@@ -146,7 +149,9 @@ class BatchArchiver:
     # -- setup
 
     def ensure_indexes(self) -> None:
-        """The indexes the run relies on (``indexes.ensure_indexes``)."""
+        """ARCHIVE_RETENTION's TTL index first (a conflicting index stops the run before it
+        writes: ``retention.py``), then the indexes the run relies on (``indexes.py``)."""
+        self.lifecycle.ensure_index(self.report)
         ensure_indexes(
             self.orders, self.archive, stop_event=self.stop_event, source_exists=self._source_exists
         )
@@ -177,16 +182,8 @@ class BatchArchiver:
         self.report.purge_kept += counts.kept
 
     def _source_purge(self) -> SourcePurge:
-        return SourcePurge.of_window(
-            self.source,
-            self.orders_primary,
-            **purge_cutoffs(self.settings, self.server_clock, self.stop_event),
-            writer=self.writer,
-            pii=self.settings.pii_policy,
-            delivered_status=self.settings.delivered_status,
-            batch_size=self.options.batch_size,
-            stop_event=self.stop_event,
-        )
+        parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.stop_event)
+        return SourcePurge.of_run(self.source, self.orders_primary, *parts)
 
     # -- orchestration
 
@@ -200,9 +197,8 @@ class BatchArchiver:
         return todo
 
     def run(self) -> BatchReport:
-        """The run; on an error or a stop the report so far stays readable as ``self.report``.
-        With the archive on its own deployment, a lost connection names its side: the archive's
-        operations say so themselves, what is left is the source's."""
+        """The run; on an error or a stop the report so far stays as ``self.report``. A lost
+        connection names its side (ARCHIVE_MONGODB_URI): the archive's name theirs, the rest is the source's."""
         with named_side(self.source_side, (TransientError,)):
             return self._run()
 
@@ -284,6 +280,7 @@ class BatchArchiver:
         if purge is not None:
             # What --run would delete: the archived orders now, and what this run would archive.
             self.report.would_purge = purge.count() + new_purgeable
+        self.lifecycle.plan(self.report)
         export_samples(self.report, self.options)
 
     def _run_archive(self) -> None:
@@ -327,4 +324,5 @@ class BatchArchiver:
         )
         if self.options.purge_source:
             self.purge()
+        self.lifecycle.apply(self.report)  # ARCHIVE_PII_RETENTION
         export_samples(self.report, self.options)

@@ -65,7 +65,9 @@ def parse_retention(text: str) -> Duration:
     if not length:
         raise ValueError("must be longer than 0 (leave it unset to keep every order)")
     if length.total_seconds() > TTL_MAX_SECONDS:
-        raise ValueError(f"must be at most {TTL_MAX_SECONDS // 86400}d (MongoDB's limit: {TTL_MAX_SECONDS} seconds)")
+        raise ValueError(
+            f"must be at most {TTL_MAX_SECONDS // 86400}d (MongoDB's limit: {TTL_MAX_SECONDS} seconds)"
+        )
     return length
 
 
@@ -99,8 +101,12 @@ class Settings:
     )
     purge_after: Duration = PURGE_NOW  # PURGE_AFTER: --purge-source moves orders delivered longer ago
     restore_hold: Duration = HOLD_30D  # RESTORE_HOLD: a restored order stays in the source this long
-    archive_retention: Duration | None = None  # ARCHIVE_RETENTION: MongoDB expires archived orders this long after delivery
-    archive_pii_retention: Duration | None = None  # ARCHIVE_PII_RETENTION: personal data erased after this long
+    archive_retention: Duration | None = (
+        None  # ARCHIVE_RETENTION: MongoDB expires archived orders this long after delivery
+    )
+    archive_pii_retention: Duration | None = (
+        None  # ARCHIVE_PII_RETENTION: personal data erased after this long
+    )
     log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
     log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors

@@ -51,10 +51,21 @@ if (SIDE !== "archive") {
   });
 }
 
+if (SIDE !== "source") {
+  // Only with ARCHIVE_RETENTION: batch --run changes its TTL index's age in place (collMod),
+  // and drops the index once the setting is unset (dropIndex).
+  admin.createRole({
+    role: "orderArchiverRetention",
+    privileges: [{ resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["collMod", "dropIndex"] }],
+    roles: [],
+  });
+}
+
 // One user per use; passwordPrompt() keeps the password out of shell history.
 admin.createUser({
   user: "order-archiver",
   pwd: passwordPrompt(),
   roles: SIDE === "archive" ? ["orderArchiver"] : ["orderArchiver", "orderArchiverSourceIndexes"],
 });
+// With ARCHIVE_RETENTION, add "orderArchiverRetention" to the roles of the user that runs batch --run.
 // admin.createUser({ user: "order-archiver-purge", pwd: passwordPrompt(), roles: ["orderArchiver", "orderArchiverPurge"] });

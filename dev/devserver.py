@@ -218,7 +218,11 @@ def _rewrite_objectid_equality(spec: Any) -> Any:
             out[key] = value
         elif value is None or isinstance(value, ObjectId):
             out[key] = {"$in": [value]}
-        elif isinstance(value, dict) and set(value) == {"$eq"} and (value["$eq"] is None or isinstance(value["$eq"], ObjectId)):
+        elif (
+            isinstance(value, dict)
+            and set(value) == {"$eq"}
+            and (value["$eq"] is None or isinstance(value["$eq"], ObjectId))
+        ):
             out[key] = {"$in": [value["$eq"]]}
         else:
             out[key] = value

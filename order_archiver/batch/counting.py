@@ -1,6 +1,6 @@
 """How many delivered orders a batch pass had: counted on the server only when the run cannot
 see them all itself (the server skips archived orders unseen), so that a completed run's
-report adds up: ``archived + already_archived + rejected == delivered``."""
+report adds up: ``archived + already_archived + rejected + past_retention == delivered``."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class DeliveredCount:
         report = self.report
         if self.options.limit is not None:
             return
-        seen = report.scanned + report.outside_window
+        seen = report.scanned + report.outside_window + report.past_retention
         if not self.needed:
             report.delivered = seen
             return

@@ -41,8 +41,8 @@ class BatchOptions:
 @dataclass
 class BatchReport:
     """What a run did. Without ``--limit``, a completed run's counts add up:
-    ``archived + already_archived + rejected == delivered`` (the window's delivered orders
-    at the start, give or take orders delivered while it ran)."""
+    ``archived + already_archived + rejected + past_retention == delivered`` (the window's
+    delivered orders at the start, give or take orders delivered while it ran)."""
 
     dry_run: bool = True
     mode: Literal["incremental", "full"] = "full"  # the pass: new deliveries only, or all
@@ -56,10 +56,14 @@ class BatchReport:
     rejected: int = 0
     rejected_new: int = 0  # rejected orders never listed before: these make exit 3
     outside_window: int = 0  # string dates that turned out to be outside the window
+    past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not archived, left in the source
     revised: int = 0  # archive documents replaced by a corrected version of their order
     changes_read: int | None = None  # an incremental pass: change events read since the last run
     purged: int = 0
     purge_kept: int = 0  # archived, but left in the source: changed since (see purge)
+    retention: dict[str, Any] | None = None  # ARCHIVE_RETENTION's TTL index (retention.RetentionState)
+    pii_erased: int = 0  # ARCHIVE_PII_RETENTION: archived orders whose personal data this run erased
+    would_erase_pii: int | None = None  # a dry run with ARCHIVE_PII_RETENTION: what --run would erase
     seconds: float = 0.0
     would_archive: int = 0
     would_purge: int | None = None  # a dry run with --purge-source: what --run would delete
@@ -78,6 +82,25 @@ class BatchReport:
         if not self.rejected:
             return "0"
         return f"{self.rejected} ({self.rejected_new} new; list: main.py rejects)"
+
+    def _lifecycle_text(self) -> str:
+        """What ARCHIVE_RETENTION and ARCHIVE_PII_RETENTION did (or would do), if anything."""
+        text = ""
+        if self.past_retention:
+            text += f", {self.past_retention} past ARCHIVE_RETENTION (not archived)"
+        erased = self.would_erase_pii if self.dry_run else self.pii_erased
+        if erased:
+            verb = "would erase" if self.dry_run else "erased"
+            text += f", {verb} the personal data of {erased} archived (ARCHIVE_PII_RETENTION)"
+        action = (self.retention or {}).get("action")
+        if action in ("create", "change", "drop"):
+            verb = (
+                f"would {action}"
+                if self.dry_run
+                else {"create": "created", "change": "changed", "drop": "dropped"}[action]
+            )
+            text += f"; {verb} the archive's TTL index (ARCHIVE_RETENTION)"
+        return text
 
     def summary_line(self) -> str:
         window = ""
@@ -99,6 +122,7 @@ class BatchReport:
                     if self.would_purge is not None
                     else ""
                 )
+                + self._lifecycle_text()
                 + f" ({self.seconds:.2f}s); nothing was written, add --run to archive"
             )
         head = "batch done" if self.completed else "batch stopped before the end, counts so far"
@@ -109,6 +133,7 @@ class BatchReport:
             + f", rejected {self._rejected_text()}, purged {self.purged}{window} in "
             f"{self.seconds:.2f}s ({plural(self.orders_per_second, 'order')}/s)"
             + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
+            + self._lifecycle_text()
         )
 
     def lines(self, *, show_samples: bool = True, show_pii: bool = False) -> list[str]:

@@ -35,6 +35,7 @@ ARCHIVE_INDEXES: list[tuple[Keys, dict[str, Any]]] = [
     ([("date_commande", ASCENDING)], {}),
     ([("archived_at", ASCENDING)], {}),
     ([("pii_policy", ASCENDING)], {}),  # status: one distinct scan
+    ([("forgotten_at", ASCENDING), ("date_livraison", ASCENDING)], {}),  # ARCHIVE_PII_RETENTION's range
 ]
 
 
@@ -49,9 +50,9 @@ def ensure_indexes(
     concurrent writer could archive one numero twice): the others only speed runs up, and a
     failed build is tried again by the next run. Nothing is built on a source collection that
     does not exist (a build would create the collection a typo names)."""
-    source_options = _build_options(orders, stop_event)
+    source_options = build_options(orders, stop_event)
     same_deployment = archive.database.client is orders.database.client
-    archive_options = source_options if same_deployment else _build_options(archive, stop_event)
+    archive_options = source_options if same_deployment else build_options(archive, stop_event)
     specs = [(archive, keys, extra, archive_options) for keys, extra in ARCHIVE_INDEXES]
     if source_exists:
         specs = [(orders, keys, extra, source_options) for keys, extra in SOURCE_INDEXES] + specs
@@ -65,7 +66,7 @@ def ensure_indexes(
             log.warning("index %s on %s not created (%s); continuing", keys, collection.name, exc)
 
 
-def _build_options(collection: MongoCollection, stop_event: threading.Event) -> dict[str, Any]:
+def build_options(collection: MongoCollection, stop_event: threading.Event | None) -> dict[str, Any]:
     """What this collection's deployment lets an index build name (its ``hello``; an
     in-process simulation answers none: a standalone)."""
     try:

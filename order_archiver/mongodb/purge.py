@@ -83,6 +83,29 @@ class SourcePurge:
         )
         return cls(orders_primary=orders_primary, window=window, **parts)
 
+    @classmethod
+    def of_run(
+        cls,
+        source: OrderSource,
+        orders_primary: MongoCollection,
+        writer: ArchiveWriter,
+        settings: Settings,
+        batch_size: int,
+        server_clock: Callable[[], datetime],
+        stop_event: threading.Event,
+    ) -> SourcePurge:
+        """The purge a batch run makes after its pass, under the settings' limits."""
+        return cls.of_window(
+            source,
+            orders_primary,
+            **purge_cutoffs(settings, server_clock, stop_event),
+            writer=writer,
+            pii=settings.pii_policy,
+            delivered_status=settings.delivered_status,
+            batch_size=batch_size,
+            stop_event=stop_event,
+        )
+
     def run(self) -> PurgeCounts:
         counts = PurgeCounts()
         delivered = status_match(self.delivered_status)

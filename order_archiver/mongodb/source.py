@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from bson.timestamp import Timestamp
@@ -85,6 +85,7 @@ def finish_one(
 class Finished:
     documents: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not archived
 
 
 def utc_now() -> datetime:
@@ -94,19 +95,30 @@ def utc_now() -> datetime:
 @dataclass(frozen=True)
 class Finisher:
     """The one way batch, watch and verify turn enriched orders into archive documents: who
-    archives them, under which PII policy (ARCHIVE_PII), stamped by which clock. Built from the
-    settings (``of``), so that no command finishes orders its own way."""
+    archives them, under which PII policy (ARCHIVE_PII), stamped by which clock, and which are
+    past ARCHIVE_RETENTION (``expire_after``): an order delivered longer ago is not archived
+    (again), since MongoDB would expire its document within a minute; it stays in the source,
+    where no purge moves it. Built from the settings (``of``), so that no command finishes
+    orders its own way."""
 
     archived_by: str
     pii: PiiPolicy | None
     clock: Callable[[], datetime] = utc_now
+    expire_after: timedelta | None = None
 
     @classmethod
     def of(cls, settings: Settings, archived_by: str, clock: Callable[[], datetime] = utc_now) -> Finisher:
-        return cls(archived_by, settings.pii_policy, clock)
+        return cls(archived_by, settings.pii_policy, clock, settings.archive_retention)
 
     def one(self, item: dict[str, Any] | Rejection, archived_at: datetime) -> dict[str, Any] | Rejection:
         return finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
+
+    def expired(self, document: dict[str, Any], now: datetime) -> bool:
+        """Delivered longer ago than ARCHIVE_RETENTION (a ``date_livraison`` that is a date)."""
+        delivered = document.get("date_livraison")
+        if self.expire_after is None or not isinstance(delivered, datetime):
+            return False
+        return as_utc(delivered) < as_utc(now) - self.expire_after
 
     def all(self, items: Iterable[dict[str, Any] | Rejection], archived_at: datetime) -> Finished:
         """Each order finished, or its rejection counted: the documents and the rejections."""
@@ -115,6 +127,8 @@ class Finisher:
             result = self.one(item, archived_at)
             if isinstance(result, Rejection):
                 finished.rejections.append(result)
+            elif self.expired(result, archived_at):
+                finished.past_retention += 1
             else:
                 finished.documents.append(result)
         return finished
@@ -260,6 +274,7 @@ class ReadCounts(Protocol):
 
     scanned: int  # orders examined: archived, already archived or rejected
     outside_window: int  # string dates that turned out to be outside the window
+    past_retention: int  # delivered longer ago than ARCHIVE_RETENTION: not archived
     read_retries: int  # transient read failures gone on through
 
 
@@ -332,6 +347,8 @@ class ChunkReader:
         result = self.finisher.one(item, now)
         if isinstance(result, Rejection):
             chunk.rejections.append(result)
+        elif self.finisher.expired(result, now):
+            self.counts.past_retention += 1
         elif self.source.in_window(result["date_commande"]):
             chunk.documents.append(result)
         else:

@@ -19,7 +19,7 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
-from order_archiver.errors import NO_CHANGE_STREAMS_CODES, is_authorisation_error
+from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ConfigError, is_authorisation_error
 from order_archiver.mongodb.deployment import (
     LOOKUP_SHARDED_FROM,
     features_off,
@@ -28,6 +28,7 @@ from order_archiver.mongodb.deployment import (
     sharded_collections,
     sharding_problems,
 )
+from order_archiver.mongodb.retention import retention_state
 from order_archiver.mongodb.storage import Document
 from order_archiver.retry import retrying
 
@@ -84,6 +85,8 @@ def required_privileges(settings: Settings, side: Side = "both") -> dict[tuple[s
             needs[(source, name)] = {"find"}
     if side != "source":
         needs[(archive, settings.archive_collection)] = {"find", "insert", "update", "createIndex"}
+        if settings.archive_retention is not None:  # its TTL index changed in place
+            needs[(archive, settings.archive_collection)].add("collMod")
         needs[(archive, settings.checkpoint_collection)] = {"find", "insert", "update", "remove"}
         needs[(archive, settings.rejects_collection)] = {"find", "insert", "update", "remove"}
     return needs
@@ -233,6 +236,21 @@ def sharding_check(
         report.add("sharding", "pass", f"sharded: {listed}{note}")
 
 
+def retention_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> None:
+    """ARCHIVE_RETENTION against the archive's TTL index (``retention.py``)."""
+    archive = client[settings.archive_db_name][settings.archive_collection]
+    try:
+        state = retention_state(archive, settings, None)
+    except ConfigError as exc:
+        report.add("retention", "fail", str(exc))
+        return
+    except pymongo_errors.OperationFailure as exc:
+        report.add("retention", "warn", f"listIndexes refused ({exc.code}): not checked")
+        return
+    outcome: Outcome = "pass" if state.action in ("none", "keep") else "warn"
+    report.add("retention", outcome, state.line().removeprefix("archive retention: "))
+
+
 def run_doctor(
     client: MongoClient[Document],
     settings: Settings,
@@ -278,6 +296,8 @@ def check_deployment_of(
         change_stream_check(report, client, settings)
     if topology == "sharded":
         sharding_check(report, client, settings, version)
+    if side != "source":
+        retention_check(report, client, settings)
     tls_check(report, settings, side)
     report.add(
         "write concern",

@@ -19,9 +19,11 @@ from pymongo import MongoClient
 
 from config import Duration, Settings
 from logger import plural
+from order_archiver.errors import ConfigError
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
+from order_archiver.mongodb.retention import RetentionState, past_pii_retention, retention_state
 from order_archiver.mongodb.source import missing_source
 from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.mongodb.tokens import watcher_name
@@ -51,6 +53,9 @@ class StatusReport:
     batch: dict[str, Any] | None = None  # what the next `batch --run` (no window) looks at
     purge_after: str = "0d"  # PURGE_AFTER
     purge_movable: int | None = None  # delivered orders old enough for the next --purge-source
+    retention: dict[str, Any] | None = None  # ARCHIVE_RETENTION and its TTL index (retention.RetentionState)
+    pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
+    pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -108,6 +113,18 @@ class StatusReport:
             out.append(
                 f"next --purge-source: up to {plural(self.purge_movable, 'delivered order')} old enough to "
                 f"leave the source (PURGE_AFTER {self.purge_after}), once archived"
+            )
+        if self.retention is not None:
+            out.append(RetentionState(**self.retention).line())
+        if self.pii_retention is not None:
+            pending = self.pii_retention_pending or 0
+            left = (
+                f"{plural(pending, 'archived order')} past it still hold it (the next batch --run erases it)"
+                if pending
+                else "none past it holds any"
+            )
+            out.append(
+                f"personal data: erased {self.pii_retention} after delivery (ARCHIVE_PII_RETENTION); {left}"
             )
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
@@ -226,8 +243,32 @@ def collect_status(
         "date_livraison": {"$lt": now - settings.purge_after},
     }
     report.purge_movable = int(read(lambda: collections.orders.count_documents(old_enough)))
+    _retention(report, collections.archive, settings, now, stop_event)
     report.problems += _heartbeat_problems(report.watchers, now, max_heartbeat_age)
     return report
+
+
+def _retention(
+    report: StatusReport, archive: Any, settings: Settings, now: datetime, stop_event: threading.Event | None
+) -> None:
+    """ARCHIVE_RETENTION against the archive's TTL index; the orders ARCHIVE_PII_RETENTION has
+    yet to erase (one count on the ``{forgotten_at, date_livraison}`` range). An index that
+    stands where the TTL index must is a problem here, not an error: status still reports."""
+    try:
+        state = retention_state(archive, settings, stop_event)
+    except ConfigError as exc:
+        report.problems.append(str(exc))
+    else:
+        report.retention = {
+            k: v for k, v in state.as_dict().items() if k in ("setting", "index_seconds", "action")
+        }
+    length = settings.archive_pii_retention
+    if length is not None:
+        report.pii_retention = str(length)
+        pending = past_pii_retention(now - length)
+        report.pii_retention_pending = int(
+            retrying(lambda: archive.count_documents(pending), stop_event=stop_event)
+        )
 
 
 def _orders_by_status(orders: Any, since: datetime, read: Any) -> dict[str, int]:

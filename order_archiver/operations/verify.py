@@ -157,6 +157,7 @@ class _ReadCounts:
 
     scanned: int = 0
     outside_window: int = 0
+    past_retention: int = 0
     read_retries: int = 0
 
 

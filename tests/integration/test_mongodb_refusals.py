@@ -22,7 +22,7 @@ from pymongo import IndexModel, monitoring
 from pymongo.errors import OperationFailure
 
 from archiver import BatchArchiver, BatchOptions
-from config import Settings
+from config import Duration, Settings
 from order_archiver.mongodb.deployment import INDEX_BUILD_MAX_MS, check_deployments, hello
 from order_archiver.mongodb.lease import server_time
 from tests.conftest import NxServer
@@ -99,7 +99,7 @@ def test_a_batch_builds_its_indexes_on_a_standalone_that_refuses_what_mongodb_re
         settings = Settings(mongodb_uri=nx_server.uri, mongodb_database=db_name, log_dir="")
         BatchArchiver(client, settings, BatchOptions(run=True)).ensure_indexes()
         builds = [c for c in sent.commands if "createIndexes" in c]
-        assert len(builds) == 8  # seven for the run, one for status (pii_policy)
+        assert len(builds) == 9  # seven for the run, one for status, one for ARCHIVE_PII_RETENTION
         assert sent.refusals == []
         for build in builds:
             assert build["maxTimeMS"] == INDEX_BUILD_MAX_MS
@@ -120,7 +120,7 @@ def test_a_replica_set_gets_commit_quorum_on_the_command_and_hello_falls_back_to
         settings = Settings(mongodb_uri=replica_set_44.uri, mongodb_database="quorum", log_dir="")
         BatchArchiver(client, settings, BatchOptions(run=True)).ensure_indexes()
         builds = [c for c in sent.commands if "createIndexes" in c]
-        assert len(builds) == 8  # seven for the run, one for status (pii_policy)
+        assert len(builds) == 9  # seven for the run, one for status, one for ARCHIVE_PII_RETENTION
         assert all(b["commitQuorum"] == "majority" and b["maxTimeMS"] == INDEX_BUILD_MAX_MS for b in builds)
         assert all("commitQuorum" not in spec for b in builds for spec in b["indexes"])
         assert [r for r in sent.refusals if r.get("code") != 59] == []  # 59: hello, before isMaster
@@ -280,3 +280,45 @@ def test_a_44_server_refuses_what_44_does_not_know(floor_server, label, send):
         with pytest.raises(OperationFailure) as refused:
             send(client.floor)
         assert refused.value.code in (40415, 40324, 168, 51047)
+
+
+@pytest.mark.test_server_only("the test server's replica-set and 4.4.1 modes")
+def test_archive_retention_creates_changes_and_drops_its_ttl_index_as_4_4_accepts(replica_set_44):
+    """ARCHIVE_RETENTION's TTL index on a 4.4 replica set: created with ``expireAfterSeconds``
+    in the specification and ``commitQuorum`` on the command, its age changed in place by
+    ``collMod`` (4.4 changes a TTL index's age; it cannot make a plain index a TTL one), dropped
+    by name once the setting is unset; no command refused."""
+    client, sent = recording_client(replica_set_44.uri)
+    with client:
+        base = Settings(mongodb_uri=replica_set_44.uri, mongodb_database="retention", log_dir="")
+        archive = client.retention[base.archive_collection]
+
+        def run_with(retention: Duration | None) -> dict[str, Any]:
+            archiver = BatchArchiver(
+                client, base.with_overrides(archive_retention=retention), BatchOptions(run=True)
+            )
+            archiver.ensure_indexes()
+            assert archiver.report.retention is not None
+            return archiver.report.retention
+
+        def ttl() -> Any:
+            return {ix["name"]: ix for ix in archive.list_indexes()}.get("archive_retention")
+
+        assert run_with(Duration(days=3650))["action"] == "create"
+        assert (dict(ttl()["key"]), ttl()["expireAfterSeconds"]) == ({"date_livraison": 1}, 3650 * 86400)
+        build = next(
+            c
+            for c in sent.commands
+            if "createIndexes" in c and c["indexes"][0]["name"] == "archive_retention"
+        )
+        assert build["commitQuorum"] == "majority"
+        assert run_with(Duration(days=3650))["action"] == "keep"
+        assert run_with(Duration(days=365))["action"] == "change"
+        assert ttl()["expireAfterSeconds"] == 365 * 86400
+        assert [c["index"] for c in sent.commands if "collMod" in c] == [
+            {"name": "archive_retention", "expireAfterSeconds": 365 * 86400}
+        ]
+        assert run_with(None)["action"] == "drop"
+        assert ttl() is None
+        assert run_with(None)["action"] == "none"
+        assert [r for r in sent.refusals if r.get("code") != 59] == []

@@ -81,10 +81,19 @@ def test_a_group_readable_or_foreign_env_file_warns(tmp_path, monkeypatch):
         ),
         ({"MONGODB_URI": "mongodb://h", "ARCHIVE_PII": "hash"}, "ARCHIVE_PII=hash needs ARCHIVE_PII_KEY"),
         ({"MONGODB_URI": "mongodb://h", "ARCHIVE_PII": "hash", "ARCHIVE_PII_KEY": "short"}, "at least 16"),
-        ({"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "ten years"}, "ARCHIVE_RETENTION: expected a duration"),
-        ({"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "0d"}, "ARCHIVE_RETENTION: must be longer than 0"),
+        (
+            {"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "ten years"},
+            "ARCHIVE_RETENTION: expected a duration",
+        ),
+        (
+            {"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "0d"},
+            "ARCHIVE_RETENTION: must be longer than 0",
+        ),
         ({"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "25000d"}, "at most 24855d"),
-        ({"MONGODB_URI": "mongodb://h", "ARCHIVE_PII_RETENTION": "0s"}, "ARCHIVE_PII_RETENTION: must be longer"),
+        (
+            {"MONGODB_URI": "mongodb://h", "ARCHIVE_PII_RETENTION": "0s"},
+            "ARCHIVE_PII_RETENTION: must be longer",
+        ),
         (
             {"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "30d", "PURGE_AFTER": "90d"},
             "ARCHIVE_RETENTION (30d) is shorter than PURGE_AFTER (90d)",
@@ -337,4 +346,6 @@ def test_a_pii_retention_the_archive_never_reaches_is_warned_about():
     _, warnings = load_settings(
         environ={"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "365d", "ARCHIVE_PII_RETENTION": "400d"}
     )
-    assert any("ARCHIVE_PII_RETENTION (400d) is not shorter than ARCHIVE_RETENTION (365d)" in w for w in warnings)
+    assert any(
+        "ARCHIVE_PII_RETENTION (400d) is not shorter than ARCHIVE_RETENTION (365d)" in w for w in warnings
+    )

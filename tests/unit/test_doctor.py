@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 from pymongo.errors import OperationFailure
 
-from config import Settings
+from config import Settings, parse_duration
 from order_archiver.operations.doctor import granted_actions, required_privileges, run_doctor
 
 SETTINGS = Settings(mongodb_uri="mongodb://x/", mongodb_database="livraison", log_dir="")
@@ -31,6 +31,9 @@ class FakeCollection:
         if self.client.stream_error is not None:
             raise self.client.stream_error
         return FakeStream()
+
+    def list_indexes(self):
+        return list(self.client.indexes)
 
     def find(self, query, *_):
         return [
@@ -72,6 +75,7 @@ class FakeClient:
             },
         }
         self.sharded = sharded or {}
+        self.indexes: list[dict] = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]
         self.stream_error = stream_error
         self.admin = FakeDatabase(self, "admin")
         self.write_concern = SimpleNamespace(document={"w": 1})
@@ -101,6 +105,7 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
         "topology": "pass",
         "collections": "pass",
         "change streams": "pass",
+        "retention": "pass",
         "tls": "warn",  # SETTINGS reach mongodb://x/ without TLS
         "write concern": "pass",
         "read preference": "pass",
@@ -108,7 +113,7 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
     }
     assert report.healthy
     assert report.lines()[-1] == "ready"
-    assert "secondaryPreferred" in report.lines()[7]
+    assert "secondaryPreferred" in report.lines()[8]
     assert "everything the archiver uses is on" in report.lines()[1]
 
 
@@ -246,3 +251,46 @@ def test_doctor_says_whether_the_connection_is_encrypted(uri, extra, outcome, de
     report = run_doctor(FakeClient({"setName": "rs0"}, privileges=everything_needed()), settings)
     check = next(c for c in report.checks if c.name == "tls")
     assert (check.outcome, check.detail[: len(detail)]) == (outcome, detail)
+
+
+@pytest.mark.parametrize(
+    ("retention", "indexes", "outcome", "detail"),
+    [
+        (None, [], "pass", "none (ARCHIVE_RETENTION unset)"),
+        ("30d", [], "warn", "ARCHIVE_RETENTION 30d, no TTL index archive_retention yet"),
+        (
+            "30d",
+            [{"key": {"date_livraison": 1}, "name": "archive_retention", "expireAfterSeconds": 2592000}],
+            "pass",
+            "30d after delivery",
+        ),
+        (
+            "90d",
+            [{"key": {"date_livraison": 1}, "name": "archive_retention", "expireAfterSeconds": 2592000}],
+            "warn",
+            "says 30d",
+        ),
+        (
+            None,
+            [{"key": {"date_livraison": 1}, "name": "archive_retention", "expireAfterSeconds": 2592000}],
+            "warn",
+            "drops it",
+        ),
+        (
+            "30d",
+            [{"key": {"date_livraison": 1}, "name": "by_delivery"}],
+            "fail",
+            "'by_delivery' already holds that key",
+        ),
+        ("30d", [{"key": {"date_commande": 1}, "name": "archive_retention"}], "fail", "not the TTL index"),
+    ],
+)
+def test_doctor_compares_archive_retention_with_the_ttl_index(retention, indexes, outcome, detail):
+    client = FakeClient({"setName": "rs0"})
+    client.indexes += indexes
+    settings = Settings(mongodb_uri="mongodb://h", log_dir="")
+    if retention:
+        settings = settings.with_overrides(archive_retention=parse_duration(retention))
+    check = next(c for c in run_doctor(client, settings).checks if c.name == "retention")
+    assert check.outcome == outcome
+    assert detail in check.detail

@@ -1,0 +1,158 @@
+"""ARCHIVE_RETENTION and ARCHIVE_PII_RETENTION (#25 item 4) on mongomock: what a run archives,
+erases and reports; the erasure's mark; the status lines. The TTL index's commands are shown
+at the wire (tests/integration/test_mongodb_refusals.py) and end to end (tests/e2e)."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from archiver import BatchArchiver, BatchOptions
+from config import Duration, Settings
+from order_archiver.mongodb.erasure import BY_AGE, ERASED_FIELDS, erase_personal_data
+from order_archiver.mongodb.retention import past_pii_retention
+from order_archiver.mongodb.source import Finisher
+from order_archiver.operations.status import collect_status
+from tests.helpers import expected_archive_ids, seed_database
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+BASE = Settings(simulation=True, log_dir="")
+
+
+def run(mongo: Any, settings: Settings, **options: Any) -> Any:
+    options.setdefault("run", True)
+    archiver = BatchArchiver(
+        mongo, settings, BatchOptions(**options), clock=lambda: NOW, server_clock=lambda: NOW
+    )
+    return archiver.run()
+
+
+@pytest.fixture
+def aged(mongo):
+    """Delivered orders: half delivered a day ago, half 40 days ago."""
+    dataset = seed_database(mongo[BASE.mongodb_database], BASE, 200, p_anomalies=0.0)
+    delivered = sorted(expected_archive_ids(dataset), key=str)
+    recent, old = delivered[::2], delivered[1::2]
+    orders = mongo[BASE.mongodb_database][BASE.orders_collection]
+    orders.update_many({"_id": {"$in": recent}}, {"$set": {"date_livraison": NOW - timedelta(days=1)}})
+    orders.update_many({"_id": {"$in": old}}, {"$set": {"date_livraison": NOW - timedelta(days=40)}})
+    return recent, old
+
+
+def archive_of(mongo: Any) -> Any:
+    return mongo[BASE.archive_db_name][BASE.archive_collection]
+
+
+def test_orders_delivered_before_archive_retention_are_not_archived(mongo, aged):
+    recent, old = aged
+    settings = BASE.with_overrides(archive_retention=Duration(days=30))
+    dry = run(mongo, settings, run=False)
+    assert (dry.would_archive, dry.past_retention, dry.retention["action"]) == (
+        len(recent),
+        len(old),
+        "create",
+    )
+    assert "would create the archive's TTL index" in dry.summary_line()
+    report = run(mongo, settings)
+    assert (report.archived, report.past_retention) == (len(recent), len(old))
+    assert (
+        report.archived + report.already_archived + report.rejected + report.past_retention
+        == report.delivered
+    )
+    assert {d["_id"] for d in archive_of(mongo).find({}, {"_id": 1})} == set(recent)
+    assert f"{len(old)} past ARCHIVE_RETENTION (not archived)" in report.summary_line()
+    assert "created the archive's TTL index" in report.summary_line()
+
+
+def test_a_delivery_stamp_that_is_no_date_never_expires():
+    finisher = Finisher("batch", None, expire_after=timedelta(days=30))
+    old = NOW - timedelta(days=400)
+    assert finisher.expired({"date_livraison": old}, NOW)
+    assert not finisher.expired({"date_livraison": NOW - timedelta(days=29)}, NOW)
+    for stamp in (None, "2020-01-01T00:00:00Z", 1577836800):
+        assert not finisher.expired({"date_livraison": stamp}, NOW), stamp
+    assert not Finisher("batch", None).expired({"date_livraison": old}, NOW)  # unset: nothing expires
+
+
+def test_pii_retention_erases_the_old_deliveries_personal_data_once(mongo, aged):
+    recent, old = aged
+    run(mongo, BASE)
+    settings = BASE.with_overrides(archive_pii_retention=Duration(days=30))
+    archive = archive_of(mongo)
+    before = {d["_id"]: d for d in archive.find()}
+    dry = run(mongo, settings, run=False)
+    assert dry.would_erase_pii == len(old)
+    assert {d["_id"]: d for d in archive.find()} == before  # a dry run writes nothing
+
+    report = run(mongo, settings)
+    assert report.pii_erased == len(old)
+    assert f"erased the personal data of {len(old)} archived" in report.summary_line()
+    for document in archive.find({"_id": {"$in": old}}):
+        assert document["client"]["id"] == before[document["_id"]]["client"]["id"]  # the key stays
+        assert all(document["client"][k] is None for k in ("nom", "prenom", "email", "telephone"))
+        assert document["adresse_livraison"] is None
+        assert document["source"]["adresse_livraison"] is None
+        assert document["forgotten_by"] == BY_AGE
+        assert document["forgotten_at"] is not None
+        kept = ("montant_total", "items", "date_livraison", "restaurant", "source_hash")
+        assert {k: document[k] for k in kept} == {k: before[document["_id"]][k] for k in kept}
+    for document in archive.find({"_id": {"$in": recent}}):
+        assert document == before[document["_id"]]
+
+    again = run(mongo, settings, full=True)
+    assert (again.pii_erased, again.archived) == (0, 0)  # nothing left, nothing re-archived
+
+
+def test_a_document_replaced_during_the_erasure_is_not_marked_and_is_erased_next_time(mongo, aged):
+    """A correction archived between the erasure's updates brings the personal data back: the
+    mark goes only to documents left with none, so the replaced one stays in the range."""
+    run(mongo, BASE)
+    archive = archive_of(mongo)
+    victim = archive.find_one({"date_livraison": {"$lt": NOW - timedelta(days=30)}})
+    calls = {"n": 0}
+
+    class Replacing:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def update_many(self, *args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 3:  # after the client's fields were cleared: the correction lands
+                self.inner.replace_one({"_id": victim["_id"]}, victim)
+            return self.inner.update_many(*args, **kwargs)
+
+    selection = past_pii_retention(NOW - timedelta(days=30))
+    erase_personal_data(Replacing(archive), selection, forgotten_by=BY_AGE, stop_event=None)
+    replaced = archive.find_one({"_id": victim["_id"]})
+    assert "forgotten_at" not in replaced
+    assert archive.count_documents(selection) == 1
+    erase_personal_data(archive, selection, forgotten_by=BY_AGE, stop_event=None)
+    erased = archive.find_one({"_id": victim["_id"]})
+    assert erased["forgotten_by"] == BY_AGE
+    assert all(erased.get(f.split(".")[0]) is None or _at(erased, f) is None for f in ERASED_FIELDS)
+
+
+def _at(document: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        document = document.get(part) if isinstance(document, dict) else None
+    return document
+
+
+def test_status_shows_both_retentions(mongo, aged):
+    _, old = aged
+    run(mongo, BASE)
+    settings = BASE.with_overrides(
+        archive_retention=Duration(days=3650), archive_pii_retention=Duration(days=30)
+    )
+    report = collect_status(mongo, settings, now=NOW)
+    assert report.retention == {"setting": "3650d", "index_seconds": None, "action": "create"}
+    assert report.pii_retention_pending == len(old)
+    lines = report.lines()
+    assert "archive retention: ARCHIVE_RETENTION 3650d, no TTL index archive_retention yet" in "\n".join(
+        lines
+    )
+    assert f"{len(old)} archived orders past it still hold it" in "\n".join(lines)
+    run(mongo, settings)
+    after = collect_status(mongo, settings, now=NOW)
+    assert (after.retention["action"], after.pii_retention_pending) == ("keep", 0)
+    assert "archive retention: 3650d after delivery" in "\n".join(after.lines())
