@@ -62,6 +62,7 @@ class EventArchiver:
         )
         now = self.finisher.clock()
         finished = self.finisher.all(found, now)
+        self.stats.skipped += finished.past_retention  # delivered before ARCHIVE_RETENTION: not archived
         rejections = finished.rejections
         if finished.documents:
             if self.lease is not None:
