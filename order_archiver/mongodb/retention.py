@@ -31,7 +31,7 @@ from pymongo.errors import OperationFailure
 
 from config import Duration, Settings
 from logger import get_logger, plural
-from order_archiver.errors import ConfigError
+from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.mongodb.erasure import BY_AGE, erase_personal_data
 from order_archiver.mongodb.indexes import build_options
 from order_archiver.mongodb.storage import MongoCollection
@@ -54,6 +54,7 @@ class RetentionState:
     setting: str | None  # ARCHIVE_RETENTION (None: unset)
     index_seconds: int | None  # the TTL index's age now (None: no such index)
     action: Action
+    problem: str | None = None  # why a run could not do the action (it goes on; the next tries again)
 
     @property
     def index_age(self) -> str | None:
@@ -128,13 +129,31 @@ def apply_retention(
         "drop": functools.partial(_drop, archive),
     }
     step = steps.get(state.action)
-    if step is not None:
+    if step is None:
+        return state
+    done = {"create": "created", "change": "changed", "drop": "dropped"}[state.action]
+    try:
         retrying(
             functools.partial(_conflicts_refused, step, state.action),
             purpose=Retry.COMMAND,
             stop_event=stop_event,
         )
-        log.info("archive retention: %s (%s)", state.action, state.line())
+    except ConfigError:
+        raise
+    except ArchiverError as exc:
+        # Not a reason to stop archiving (an index build over a large archive past maxTimeMS,
+        # which the server finishes on its own; a missing privilege): the next run tries again.
+        state.problem = (
+            f"the TTL index {RETENTION_INDEX} was not {done} ({exc}); the next batch --run tries again"
+        )
+        log.warning("archive retention: %s", state.problem)
+        return state
+    log.info(
+        "archive retention: TTL index %s %s (ARCHIVE_RETENTION %s)",
+        RETENTION_INDEX,
+        done,
+        state.setting or "unset",
+    )
     return state
 
 
@@ -216,7 +235,10 @@ class ArchiveLifecycle:
 
     def ensure_index(self, report: Any) -> None:
         with named_side(self.side):
-            report.retention = apply_retention(self.archive, self.settings, self.stop_event).as_dict()
+            state = apply_retention(self.archive, self.settings, self.stop_event)
+        report.retention = state.as_dict()
+        if state.problem:
+            report.warnings.append(f"archive retention: {state.problem}")
 
     def apply(self, report: Any) -> None:
         pii = self._pii()
