@@ -13,7 +13,7 @@ another name on the same key (which MongoDB would refuse beside it: 85) or an in
 
 ARCHIVE_PII_RETENTION: each ``batch --run`` erases, as ``forget`` does (``erasure.py``), the
 personal data of the archived orders delivered longer ago, on the server's clock. The walk is
-the index range ``{forgotten_at: null, date_livraison < cutoff}`` of the archive's
+the index range ``{forgotten_at: missing, date_livraison < cutoff}`` of the archive's
 ``{forgotten_at, date_livraison}`` index: only the orders not yet erased, so a run costs the
 orders that crossed the limit since the last one, not the archive's history."""
 
@@ -183,7 +183,7 @@ def _drop(archive: MongoCollection) -> None:
 def past_pii_retention(cutoff: datetime) -> dict[str, Any]:
     """Archived orders delivered before ``cutoff`` whose personal data is not erased yet (the
     ``{forgotten_at, date_livraison}`` index range)."""
-    return {"forgotten_at": None, "date_livraison": {"$lt": cutoff}}
+    return {"forgotten_at": {"$exists": False}, "date_livraison": {"$lt": cutoff}}
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,9 @@ def test_a_document_replaced_during_the_erasure_is_not_marked_and_is_erased_next
         def __init__(self, inner: Any) -> None:
             self.inner = inner
 
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
         def update_many(self, *args: Any, **kwargs: Any) -> Any:
             calls["n"] += 1
             if calls["n"] == 3:  # after the client's fields were cleared: the correction lands
