@@ -51,6 +51,7 @@ class VerifyReport:
     mismatched: int = 0
     orphans: int = 0
     invalid: int = 0
+    past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not expected in the archive
     repaired: int = 0
     missing_before_repair: int | None = None  # with --repair: the figures above are after it
     missing_examples: list[str] = field(default_factory=list)
@@ -65,7 +66,10 @@ class VerifyReport:
         return {**asdict(self), "consistent": self.consistent}
 
     def lines(self) -> list[str]:
-        out = [f"checked {self.checked} delivered orders ({self.invalid} invalid, never archived)"]
+        expired = (
+            f"; {self.past_retention} past ARCHIVE_RETENTION, not expected" if self.past_retention else ""
+        )
+        out = [f"checked {self.checked} delivered orders ({self.invalid} invalid, never archived{expired})"]
         out.append(f"missing from the archive: {self.missing} {self.missing_examples or ''}".rstrip())
         examples = [f"{e['id']} ({', '.join(e['fields'])})" for e in self.mismatched_examples]
         out.append(
@@ -186,9 +190,10 @@ class _Check:
             archived_ids=lambda ids: set(),  # every order is compared, archived or not
         )
         stop_event = self.stop_event or threading.Event()
+        counts = _ReadCounts()
         reader = ChunkReader(
             source,
-            _ReadCounts(),
+            counts,
             Finisher.of(self.settings, "batch"),
             batch_size=CHUNK,
             limit=None,
@@ -200,6 +205,7 @@ class _Check:
             self._compare(chunk.documents)
             bar.update(chunk.size)
         bar.close()
+        self.report.past_retention = counts.past_retention
         if not reader.exhausted:  # stopped: a partial walk never reads as a complete one
             raise TransientError("verify was interrupted before it read every delivered order")
 

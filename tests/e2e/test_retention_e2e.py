@@ -90,7 +90,7 @@ def test_orders_past_retention_leave_the_archive_and_are_not_archived_again(aged
     assert (full["archived"], full["past_retention"]) == (0, len(old))  # in the source, not re-archived
     assert archived_ids(database) == set(recent)
     verify = cli_json("verify", env=env, cwd=tmp_path)
-    assert verify["missing"] == 0  # expired by design, not missing
+    assert (verify["missing"], verify["past_retention"]) == (0, len(old))  # expired by design, not missing
 
 
 def test_pii_retention_erases_old_deliveries_personal_data(aged, nx_env, tmp_path):
