@@ -64,6 +64,12 @@ class Catalog:
         return [json_util.loads(row[0]) for row in rows]
 
     def put(self, collection: str, spec: dict[str, Any]) -> None:
+        """Keep ``spec``; a row left on its key's fields by a dropped collection goes (a live
+        index there would have conflicted with this one)."""
+        fields = [name for name, _ in _key(spec)]
+        for stale in self.specs(collection):
+            if stale["name"] != spec["name"] and [name for name, _ in _key(stale)] == fields:
+                self.remove(collection, str(stale["name"]))
         kept = {k: v for k, v in spec.items() if k != "ns"}
         self.sql.execute(
             f"INSERT OR REPLACE INTO {TABLE} (collection, name, spec) VALUES (?, ?, ?)",
@@ -174,7 +180,16 @@ class IndexCommands:
             catalog = self.catalog(db_name)
             for spec in todo:
                 catalog.put(collection, spec)
+            own = {entry["name"]: name for entry, name in self.indexes(db_name, collection)}
+            for spec in todo:  # neosqlite keeps a dropped collection's TTL ages under its own names
+                if spec.get("expireAfterSeconds") is None and spec["name"] in own:
+                    self.forget_ttl(db_name, collection, own[spec["name"]])
         return reply
+
+    def forget_ttl(self, db_name: str, collection: str, own: str) -> None:
+        connection = self.handler.get_database(db_name)
+        index_manager._delete_ttl_option(connection.db, own)
+        connection[collection]._invalidate_ttl_cache()
 
     def drop_indexes(self, body: dict[str, Any]) -> dict[str, Any]:
         db_name, collection = body.get("$db", "test"), str(body["dropIndexes"])

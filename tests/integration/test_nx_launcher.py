@@ -470,6 +470,8 @@ def test_dropping_an_index_by_its_name(db):
     db.archive.create_index([("date_livraison", 1)], name="archive_retention", expireAfterSeconds=3600)
     db.archive.drop_index("archive_retention")
     assert [ix["name"] for ix in db.archive.list_indexes()] == ["_id_"]
+    db.archive.insert_one({"date_livraison": datetime(2001, 1, 1, tzinfo=UTC)})
+    assert db.archive.count_documents({}) == 1  # a dropped TTL index expires nothing more
     with pytest.raises(OperationFailure) as caught:
         db.archive.drop_index("archive_retention")
     assert caught.value.code == 27  # IndexNotFound
@@ -543,3 +545,14 @@ def test_null_equality_matches_null_and_missing_inside_and_or_and_counts(db):
         assert sorted(d["_id"] for d in db.archive.find(query)) == [1, 2, 4], query
         assert db.archive.count_documents(query) == 3, query
         assert db.archive.update_many(query, {"$set": {"seen": True}}).matched_count == 3, query
+
+
+def test_a_dropped_collections_indexes_go_with_it(db):
+    db.archive.create_index([("date_livraison", 1)], name="archive_retention", expireAfterSeconds=60)
+    db.archive.drop()
+    db.archive.create_index([("date_livraison", 1)], name="by_delivery")
+    listed = {ix["name"]: ix for ix in db.archive.list_indexes()}
+    assert set(listed) == {"_id_", "by_delivery"}
+    assert "expireAfterSeconds" not in listed["by_delivery"]
+    db.archive.insert_one({"date_livraison": datetime(2001, 1, 1, tzinfo=UTC)})
+    assert db.archive.count_documents({}) == 1  # nothing expires under a plain index
