@@ -26,7 +26,8 @@ admin.createRole({
       { resource: { db: SOURCE_DB, collection: "" }, actions: ["listCollections"] },
     ]),
     ...(SIDE === "source" ? [] : [
-      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "insert", "update", "createIndex"] },
+      // listIndexes: batch --run looks for ARCHIVE_RETENTION's TTL index (to create, change or drop it).
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "insert", "update", "createIndex", "listIndexes"] },
       { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find", "insert", "update", "remove"] },
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find", "insert", "update", "remove"] },
     ]),
@@ -52,11 +53,13 @@ if (SIDE !== "archive") {
 }
 
 if (SIDE !== "source") {
-  // Only with ARCHIVE_RETENTION: batch --run changes its TTL index's age in place (collMod),
-  // and drops the index once the setting is unset (dropIndex).
+  // Only with ARCHIVE_RETENTION: batch --run changes its TTL index's age in place (collMod), and
+  // drops the index once the setting is unset (dropIndex).
   admin.createRole({
     role: "orderArchiverRetention",
-    privileges: [{ resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["collMod", "dropIndex"] }],
+    privileges: [
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["collMod", "dropIndex"] },
+    ],
     roles: [],
   });
 }

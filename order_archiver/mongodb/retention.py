@@ -31,7 +31,7 @@ from pymongo.errors import OperationFailure
 
 from config import Duration, Settings
 from logger import get_logger, plural
-from order_archiver.errors import ArchiverError, ConfigError
+from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.mongodb.erasure import BY_AGE, erase_personal_data
 from order_archiver.mongodb.indexes import build_options
 from order_archiver.mongodb.storage import MongoCollection
@@ -44,7 +44,7 @@ RETENTION_KEY = {"date_livraison": ASCENDING}
 INDEX_NOT_FOUND = 27  # dropping an index a retried drop already dropped
 INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 
-Action = Literal["none", "create", "change", "drop", "keep"]
+Action = Literal["none", "create", "change", "drop", "keep", "unknown"]
 
 
 @dataclass
@@ -74,6 +74,7 @@ class RetentionState:
             "the next batch --run changes it (collMod)",
             "drop": f"archive retention: ARCHIVE_RETENTION unset, {index} still expires orders after "
             f"{self.index_age}: the next batch --run drops it",
+            "unknown": f"archive retention: ARCHIVE_RETENTION {self.setting}, not applied: {self.problem}",
         }
         return text[self.action]
 
@@ -82,10 +83,20 @@ def retention_state(
     archive: MongoCollection, settings: Settings, stop_event: threading.Event | None
 ) -> RetentionState:
     """Read the archive's indexes (a missing archive has none); refuse an index that stands
-    where the TTL index must (ConfigError, before anything is written)."""
-    indexes = retrying(lambda: list(archive.list_indexes()), stop_event=stop_event)
-    ours = next((ix for ix in indexes if ix.get("name") == RETENTION_INDEX), None)
+    where the TTL index must (ConfigError, before anything is written). Indexes the user may
+    not list (no ``listIndexes``: deploy/mongodb-roles.js grants it) leave the retention
+    ``unknown`` when it is set, a warning, and ``none`` when it is not: nothing to manage."""
     wanted = settings.archive_retention
+    try:
+        indexes = retrying(lambda: list(archive.list_indexes()), stop_event=stop_event)
+    except FatalError as exc:
+        problem = f"the archive's indexes cannot be read ({exc}); the next batch --run tries again"
+        return (
+            RetentionState(str(wanted), None, "unknown", problem)
+            if wanted
+            else RetentionState(None, None, "none")
+        )
+    ours = next((ix for ix in indexes if ix.get("name") == RETENTION_INDEX), None)
     if ours is not None and (
         dict(ours.get("key") or {}) != RETENTION_KEY or "expireAfterSeconds" not in ours
     ):
@@ -117,6 +128,9 @@ def apply_retention(
 ) -> RetentionState:
     """Bring the TTL index to ARCHIVE_RETENTION: create, change (``collMod``) or drop it."""
     state = retention_state(archive, settings, stop_event)
+    if state.action == "unknown":
+        log.warning("archive retention: %s", state.problem)
+        return state
     seconds = int(settings.archive_retention.total_seconds()) if settings.archive_retention else 0
     steps: dict[Action, Callable[[], Any]] = {
         "create": lambda: archive.create_indexes(
@@ -248,6 +262,9 @@ class ArchiveLifecycle:
 
     def plan(self, report: Any) -> None:
         with named_side(self.side):
-            report.retention = retention_state(self.archive, self.settings, self.stop_event).as_dict()
+            state = retention_state(self.archive, self.settings, self.stop_event)
+            report.retention = state.as_dict()
+            if state.problem:
+                report.warnings.append(f"archive retention: {state.problem}")
             pii = self._pii()
             report.would_erase_pii = pii.pending() if pii is not None else None

@@ -184,3 +184,35 @@ def test_a_ttl_index_build_that_times_out_is_a_warning_not_a_failed_run(mongo, a
     assert any(
         "TTL index archive_retention was not created" in w and "tries again" in w for w in report.warnings
     )
+
+
+@pytest.mark.parametrize("retention", [None, Duration(days=30)])
+def test_a_user_who_may_not_list_the_archives_indexes_still_archives(mongo, aged, monkeypatch, retention):
+    """A least-privilege role from before ARCHIVE_RETENTION has no ``listIndexes``: MongoDB
+    answers 13 Unauthorized. Unset, nothing to manage and nothing said; set, a warning (the
+    retention is not applied) and the run archives all the same."""
+    import mongomock
+    from pymongo.errors import OperationFailure
+
+    recent, old = aged
+    if retention is None:
+        recent = recent + old  # nothing is past a retention that is not set
+
+    def refused(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise OperationFailure(
+            'not authorized on livraison to execute command { listIndexes: "Commande_archive" }',
+            code=13,
+            details={"ok": 0, "code": 13, "codeName": "Unauthorized"},
+        )
+
+    monkeypatch.setattr(mongomock.collection.Collection, "list_indexes", refused)
+    report = run(mongo, BASE.with_overrides(archive_retention=retention))
+    assert report.completed
+    assert report.archived == len(recent)
+    warned = [w for w in report.warnings if "archive's indexes cannot be read" in w]
+    if retention is None:
+        assert report.retention["action"] == "none"
+        assert not warned
+    else:
+        assert report.retention["action"] == "unknown"
+        assert len(warned) == 1
