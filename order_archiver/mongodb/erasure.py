@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from order_archiver.mongodb.source import chunked
 from order_archiver.mongodb.storage import Document, MongoCollection
 from order_archiver.orders.pii import ORDER_PII_FIELDS, PII_FIELDS
 from order_archiver.retry import Retry, retrying
@@ -56,26 +56,15 @@ def erase_personal_data(
 
     def walk() -> None:
         nonlocal marked
-        for chunk in _chunks(archive, selection):
-            marked += _erase_chunk(archive, chunk, mark, stop_event)
-            if stop_event is not None and stop_event.is_set():
-                return
+        shapes = {"client.id": 1, "source._id": 1}  # which references are objects, nothing more
+        with archive.find(selection, shapes, batch_size=CHUNK) as cursor:
+            for chunk in chunked(cursor, CHUNK):
+                marked += _erase_chunk(archive, chunk, mark, stop_event)
+                if stop_event is not None and stop_event.is_set():
+                    return
 
     retrying(walk, purpose=Retry.WRITE, stop_event=stop_event)
     return marked
-
-
-def _chunks(archive: MongoCollection, selection: dict[str, Any]) -> Iterator[list[Document]]:
-    shapes = {"client.id": 1, "source._id": 1}  # which references are objects, nothing more
-    chunk: list[Document] = []
-    with archive.find(selection, shapes, batch_size=CHUNK) as cursor:
-        for document in cursor:
-            chunk.append(document)
-            if len(chunk) >= CHUNK:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
 
 
 def _erase_chunk(
