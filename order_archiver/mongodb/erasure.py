@@ -70,7 +70,7 @@ def erase_personal_data(
 def _erase_chunk(
     archive: MongoCollection, chunk: list[Document], mark: dict[str, Any], stop_event: threading.Event | None
 ) -> int:
-    """Clear the chunk's fields, then mark those left with none; how many were marked."""
+    """Clear the chunk's fields, then mark those left with none; how many those are."""
     ids = [d["_id"] for d in chunk]
     clients = [d["_id"] for d in chunk if isinstance(d.get("client"), dict)]
     copies = [d["_id"] for d in chunk if isinstance(d.get("source"), dict)]
@@ -81,7 +81,9 @@ def _erase_chunk(
             purpose=Retry.WRITE,
             stop_event=stop_event,
         )
-        return int(result.modified_count)
+        # Matched, not modified: a retry after a write-concern error finds the write applied
+        # (modified 0) and must count the same documents.
+        return int(result.matched_count)
 
     for chosen, fields in ((clients, CLIENT_PII), (copies, SOURCE_PII), (ids, ORDER_PII)):
         if chosen:
