@@ -10,6 +10,7 @@ from typing import Any, Literal
 from bson import json_util
 
 from logger import plural
+from order_archiver.mongodb.retention import DONE
 from order_archiver.orders.pii import mask_pii
 from order_archiver.reporting.progress import ProgressMode
 
@@ -93,12 +94,8 @@ class BatchReport:
             verb = "would erase" if self.dry_run else "erased"
             text += f", {verb} the personal data of {erased} archived (ARCHIVE_PII_RETENTION)"
         action = (self.retention or {}).get("action")
-        if action in ("create", "change", "drop"):
-            verb = (
-                f"would {action}"
-                if self.dry_run
-                else {"create": "created", "change": "changed", "drop": "dropped"}[action]
-            )
+        if action in DONE:
+            verb = f"would {action}" if self.dry_run else DONE[action]
             text += f"; {verb} the archive's TTL index (ARCHIVE_RETENTION)"
         return text
 

@@ -31,7 +31,7 @@ from pymongo.errors import OperationFailure
 
 from config import Duration, Settings
 from logger import get_logger, plural
-from order_archiver.errors import ArchiverError, ConfigError, FatalError
+from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
 from order_archiver.mongodb.erasure import BY_AGE, erase_personal_data
 from order_archiver.mongodb.indexes import build_options
 from order_archiver.mongodb.storage import MongoCollection
@@ -45,6 +45,7 @@ INDEX_NOT_FOUND = 27  # dropping an index a retried drop already dropped
 INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 
 Action = Literal["none", "create", "change", "drop", "keep", "unknown"]
+DONE: dict[Action, str] = {"create": "created", "change": "changed", "drop": "dropped"}  # what a run did
 
 
 @dataclass
@@ -145,7 +146,7 @@ def apply_retention(
     step = steps.get(state.action)
     if step is None:
         return state
-    done = {"create": "created", "change": "changed", "drop": "dropped"}[state.action]
+    done = DONE[state.action]
     try:
         retrying(
             functools.partial(_conflicts_refused, step, state.action),
@@ -179,8 +180,9 @@ def _conflicts_refused(step: Callable[[], Any], action: str) -> Any:
     except OperationFailure as exc:
         if exc.code not in INDEX_CONFLICTS:
             raise
-        message = str((exc.details or {}).get("errmsg", exc)).splitlines()[0][:300]
-        raise ConfigError(f"cannot {action} the archive's TTL index {RETENTION_INDEX!r}: {message}") from None
+        raise ConfigError(
+            f"cannot {action} the archive's TTL index {RETENTION_INDEX!r}: {describe(exc)}"
+        ) from None
 
 
 def _drop(archive: MongoCollection) -> None:

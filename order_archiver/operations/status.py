@@ -23,7 +23,7 @@ from order_archiver.errors import ConfigError
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
-from order_archiver.mongodb.retention import RetentionState, past_pii_retention, retention_state
+from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
 from order_archiver.mongodb.source import missing_source
 from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.mongodb.tokens import watcher_name
@@ -265,10 +265,7 @@ def _retention(
     length = settings.archive_pii_retention
     if length is not None:
         report.pii_retention = str(length)
-        pending = past_pii_retention(now - length)
-        report.pii_retention_pending = int(
-            retrying(lambda: archive.count_documents(pending), stop_event=stop_event)
-        )
+        report.pii_retention_pending = PiiRetention(archive, length, lambda: now, stop_event).pending()
 
 
 def _orders_by_status(orders: Any, since: datetime, read: Any) -> dict[str, int]:
