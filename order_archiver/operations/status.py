@@ -259,9 +259,7 @@ def _retention(
     except ConfigError as exc:
         report.problems.append(str(exc))
     else:
-        report.retention = {
-            k: v for k, v in state.as_dict().items() if k in ("setting", "index_seconds", "action")
-        }
+        report.retention = asdict(state)  # what RetentionState(**...) rebuilds for the line
     length = settings.archive_pii_retention
     if length is not None:
         report.pii_retention = str(length)

@@ -148,7 +148,12 @@ def test_status_shows_both_retentions(mongo, aged):
         archive_retention=Duration(days=3650), archive_pii_retention=Duration(days=30)
     )
     report = collect_status(mongo, settings, now=NOW)
-    assert report.retention == {"setting": "3650d", "index_seconds": None, "action": "create"}
+    assert report.retention == {
+        "setting": "3650d",
+        "index_seconds": None,
+        "action": "create",
+        "problem": None,
+    }
     assert report.pii_retention_pending == len(old)
     lines = report.lines()
     assert "archive retention: ARCHIVE_RETENTION 3650d, no TTL index archive_retention yet" in "\n".join(
@@ -216,3 +221,19 @@ def test_a_user_who_may_not_list_the_archives_indexes_still_archives(mongo, aged
     else:
         assert report.retention["action"] == "unknown"
         assert len(warned) == 1
+
+
+def test_status_says_why_the_retention_is_not_applied(mongo, aged, monkeypatch):
+    import mongomock
+    from pymongo.errors import OperationFailure
+
+    def refused(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise OperationFailure(
+            "not authorized", code=13, details={"ok": 0, "code": 13, "codeName": "Unauthorized"}
+        )
+
+    monkeypatch.setattr(mongomock.collection.Collection, "list_indexes", refused)
+    report = collect_status(mongo, BASE.with_overrides(archive_retention=Duration(days=30)), now=NOW)
+    assert report.retention["action"] == "unknown"
+    line = next(line for line in report.lines() if line.startswith("archive retention:"))
+    assert "not applied: the archive's indexes cannot be read" in line
