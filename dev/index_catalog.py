@@ -42,6 +42,11 @@ def _key(spec: dict[str, Any]) -> list[tuple[str, Any]]:
     return list(dict(spec.get("key") or {}).items())
 
 
+def _fields(spec: dict[str, Any]) -> list[str]:
+    """The key's fields without their directions (the server keeps none)."""
+    return [name for name, _ in _key(spec)]
+
+
 def _options(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k not in NOT_COMPARED and v is not False}
 
@@ -66,9 +71,8 @@ class Catalog:
     def put(self, collection: str, spec: dict[str, Any]) -> None:
         """Keep ``spec``; a row left on its key's fields by a dropped collection goes (a live
         index there would have conflicted with this one)."""
-        fields = [name for name, _ in _key(spec)]
         for stale in self.specs(collection):
-            if stale["name"] != spec["name"] and [name for name, _ in _key(stale)] == fields:
+            if stale["name"] != spec["name"] and _fields(stale) == _fields(spec):
                 self.remove(collection, str(stale["name"]))
         kept = {k: v for k, v in spec.items() if k != "ns"}
         self.sql.execute(
@@ -87,8 +91,7 @@ def listed(
     server keeps no directions: an index is matched on its key's fields."""
     entries = []
     for entry in server_entries:
-        fields = [name for name, _ in _key(entry)]
-        spec = next((s for s in specs if [name for name, _ in _key(s)] == fields), None)
+        spec = next((s for s in specs if _fields(s) == _fields(entry)), None)
         shown = entry if spec is None or entry.get("name") == "_id_" else {"v": 2, **spec}
         entries.append((shown, str(entry.get("name"))))
     return entries
