@@ -197,8 +197,9 @@ class BatchArchiver:
         return todo
 
     def run(self) -> BatchReport:
-        """The run; on an error or a stop the report so far stays as ``self.report``. A lost
-        connection names its side (ARCHIVE_MONGODB_URI): the archive's name theirs, the rest is the source's."""
+        """The run; on an error or a stop the report so far stays readable as ``self.report``.
+        With the archive on its own deployment, a lost connection names its side: the archive's
+        operations say so themselves, what is left is the source's."""
         with named_side(self.source_side, (TransientError,)):
             return self._run()
 
