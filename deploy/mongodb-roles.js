@@ -3,7 +3,8 @@
 // Edit the names below to match your settings (MONGODB_DATABASE, *_COLLECTION, ARCHIVE_*).
 // With ARCHIVE_MONGODB_URI (the archive on another deployment), run it on each deployment
 // with SIDE set: "source" grants only the source's privileges (find, changeStream,
-// listCollections; the optional index and purge roles), "archive" only the archive's.
+// listCollections; the optional index, purge and restore roles), "archive" only the archive's.
+// Which role each command needs: docs/deployment.md (a test checks it against what each sends).
 const SOURCE_DB = "livraison";
 const ARCHIVE_DB = SOURCE_DB; // ARCHIVE_DATABASE, when the archive lives elsewhere
 const ORDERS = "Commande";
@@ -50,6 +51,15 @@ if (SIDE !== "archive") {
     privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["remove"] }],
     roles: [],
   });
+
+  // Only for `restore --run`: put archived orders back into the source (insert, never update
+  // or remove: an order the source holds already is left alone). With orderArchiver, whose
+  // update on the archive marks each restored order against the purge (RESTORE_HOLD).
+  admin.createRole({
+    role: "orderArchiverRestore",
+    privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["insert"] }],
+    roles: [],
+  });
 }
 
 if (SIDE !== "source") {
@@ -70,5 +80,8 @@ admin.createUser({
   pwd: passwordPrompt(),
   roles: SIDE === "archive" ? ["orderArchiver"] : ["orderArchiver", "orderArchiverSourceIndexes"],
 });
-// With ARCHIVE_RETENTION, add "orderArchiverRetention" to the roles of the user that runs batch --run.
+// With ARCHIVE_RETENTION, add "orderArchiverRetention" to the roles of the user that runs batch --run,
+// and keep it after unsetting the setting until a batch --run has dropped the TTL index (doctor says so).
 // admin.createUser({ user: "order-archiver-purge", pwd: passwordPrompt(), roles: ["orderArchiver", "orderArchiverPurge"] });
+// restore --run (a support agent's occasional task), its own user:
+// admin.createUser({ user: "order-archiver-restore", pwd: passwordPrompt(), roles: ["orderArchiver", "orderArchiverRestore"] });

@@ -31,7 +31,8 @@ SITE = Path(__file__).resolve().parent / "record_commands"
 PRODUCT_FILES = {str(path) for path in [*ROOT.glob("*.py"), *ROOT.glob("order_archiver/**/*.py")]}
 
 
-def _sent_by_the_product() -> bool:
+def sent_by_the_product() -> bool:
+    """Whether a product module is on the calling thread's stack (not the tests' own commands)."""
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename in PRODUCT_FILES:
@@ -49,7 +50,7 @@ class _ShapeRecorder(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         from dev.mongodb_definitions import command_shape
 
-        if not _sent_by_the_product():
+        if not sent_by_the_product():
             return
         # pymongo hides the body of authentication commands: their name is the shape.
         shape = command_shape(event.command or {event.command_name: 1})

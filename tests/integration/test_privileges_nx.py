@@ -1,0 +1,255 @@
+"""Every command the product sends is allowed by the roles the docs tell an operator to grant.
+
+Each command of the CLI runs in this process against the test server (or TEST_MONGODB_URI)
+while a command listener records what the product sends (the tests' own set-up does not count:
+``command_shapes.sent_by_the_product``). Each command sent becomes the privileges MongoDB
+checks for it (``tests/privileges.py``: the server's authorization checks, the manual's
+"Privilege Actions"); each must be granted by the roles docs/deployment.md names for that
+command, as deploy/mongodb-roles.js creates them. A command the product starts to send without
+its privilege in those roles fails here, not with 13 Unauthorized on a user's server; a command
+with no privilege rule fails too (``privileges.NoRule``).
+
+Neither nx-27017 nor most test deployments enforce access control, so the comparison is made
+against MongoDB's rules, not the test server's answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo import monitoring
+
+from config import ENV_VARS, Settings
+from tests import conftest
+from tests.command_shapes import sent_by_the_product
+from tests.helpers import PROJECT, deliver, pending_ids, seed_database, wait_for
+from tests.privileges import Privilege, documented_roles, grants, required, shipped_roles
+
+pytestmark = pytest.mark.integration
+
+ROLES_FILE = PROJECT / "deploy" / "mongodb-roles.js"
+DOCS = PROJECT / "docs" / "deployment.md"
+ROLES_FILE_DATABASE = "livraison"  # its SOURCE_DB (ARCHIVE_DB = SOURCE_DB): this test's database
+
+
+class Recorder(monitoring.CommandListener):
+    """The commands the product sends while ``recording`` is set: (database, body)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any]]] = []
+        self.recording = False
+        self.lock = threading.Lock()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.recording and sent_by_the_product():
+            # pymongo hides the body of authentication commands: their name is enough.
+            with self.lock:
+                self.records.append((event.database_name, dict(event.command or {event.command_name: 1})))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+RECORDER = Recorder()
+monitoring.register(RECORDER)  # the product's clients, made in each run from now on
+
+
+@dataclass
+class Run:
+    """One documented command: the privileges its commands needed, and which command needed each."""
+
+    command: str
+    code: int
+    output: str
+    needs: dict[Privilege, set[str]] = field(default_factory=dict)
+
+
+class Product:
+    """Runs the CLI in this process with a user's environment, recording what it sends."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env, self.cwd = env, cwd
+        self.database = env["MONGODB_DATABASE"]
+        self.runs: list[Run] = []
+
+    @contextlib.contextmanager
+    def recording(self, command: str, extra: dict[str, str]) -> Iterator[Run]:
+        run = Run(command, 0, "")
+        RECORDER.records.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            for var in ENV_VARS:
+                patch.delenv(var, raising=False)
+            for key, value in {**self.env, **extra}.items():
+                patch.setenv(key, value)
+            patch.chdir(self.cwd)
+            RECORDER.recording = True
+            try:
+                yield run
+            finally:
+                RECORDER.recording = False
+        for database, body in list(RECORDER.records):
+            for need in required(database, body):
+                if need.db == self.database:  # the test's database plays the script's SOURCE_DB
+                    need = need._replace(db=ROLES_FILE_DATABASE)
+                run.needs.setdefault(need, set()).add(next(iter(body)))
+        self.runs.append(run)
+
+    def run(self, command: str, *argv: str, **extra: str) -> Run:
+        from main import main
+
+        out = io.StringIO()
+        with (
+            self.recording(command, extra) as run,
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(out),
+        ):
+            run.code = main(list(argv))
+        run.output = out.getvalue()
+        assert run.code in (0, 3), f"{' '.join(argv)} exited {run.code}: {run.output}"
+        return run
+
+    def watch(self, until: Any) -> Run:
+        """watch as the service runs it (a mongo token store, its lease), stopped as SIGTERM does
+        once ``until`` holds."""
+        from main import build_parser
+
+        args = build_parser().parse_args(["watch", "--token-store", "mongo", "--name", "eu-1"])
+        stop = threading.Event()
+        with self.recording("watch", {}) as run:
+            result: list[int] = []
+            thread = threading.Thread(target=lambda: result.append(args.func(args, stop)), daemon=True)
+            thread.start()
+            try:
+                until()
+            finally:
+                stop.set()
+                thread.join(30)
+            run.code = result[0] if result else -1
+        assert run.code == 0, f"watch exited {run.code}"
+        return run
+
+
+@pytest.fixture(scope="module")
+def every_command(nx_server, tmp_path_factory) -> list[Run]:
+    """Each command of docs/deployment.md's table, on one database, in the order an operator
+    meets them: doctor, the first dry run and run, watch, the checks, corrections, a purge, a
+    restore, an erasure, the archive's retention set, changed and unset."""
+    db_name = f"t_{uuid.uuid4().hex[:12]}"
+    conftest._DATABASES.append(db_name)
+    cwd = tmp_path_factory.mktemp("privileges")
+    env = {"MONGODB_URI": nx_server.uri, "MONGODB_DATABASE": db_name, "LOG_DIR": "logs"}
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        dataset = seed_database(database, Settings(mongodb_database=db_name, log_dir=""), 120)
+        product = Product(env, cwd)
+        product.run("doctor", "doctor")
+        product.run("batch", "batch")
+        # An order that cannot be archived (no numero_commande): listed as rejected, then fixed.
+        invalid = (
+            database["Commande"]
+            .insert_one(
+                {"status": "livrée", "date_commande": datetime.now(UTC), "date_livraison": datetime.now(UTC)}
+            )
+            .inserted_id
+        )
+        product.run("batch --run", "batch", "--run")
+        assert database["archiver_rejects"].count_documents({}) == 1, "the invalid order was not listed"
+        later = pending_ids(dataset, 2)
+        deliver(database["Commande"], later[:1])
+        archive = database["Commande_archive"]
+
+        def caught_up_then_one_event() -> None:
+            # The catch-up archives the first; the change stream, the one delivered after it.
+            wait_for(lambda: archive.find_one({"_id": later[0]}) is not None, what="the catch-up")
+            deliver(database["Commande"], later[1:])
+            wait_for(lambda: archive.find_one({"_id": later[1]}) is not None, what="the event")
+
+        product.watch(until=caught_up_then_one_event)
+        product.run("retire-watcher", "retire-watcher", "eu-1")
+        product.run("status", "status")
+        product.run("rejects", "rejects")
+        product.run("verify", "verify")
+        database["Commande"].update_one({"_id": invalid}, {"$set": {"numero_commande": "CMD-FIXED"}})
+        database["Commande_archive"].delete_one({"_id": later[0]})
+        product.run("verify --repair", "verify", "--repair")
+        archived = database["Commande_archive"].find_one({"client": {"$ne": None}})
+        product.run("batch --run --purge-source", "batch", "--run", "--purge-source")
+        assert database["Commande"].find_one({"_id": archived["_id"]}) is None, "the purge left the order"
+        assert database["archiver_rejects"].count_documents({}) == 0, "the fixed order is still listed"
+        numero = archived["numero_commande"]
+        product.run("restore", "restore", "--numero", numero)
+        product.run("restore --run", "restore", "--numero", numero, "--run")
+        assert database["Commande"].find_one({"_id": archived["_id"]}) is not None, "nothing was restored"
+        client_id = str(archived["client"]["id"])
+        product.run("forget", "forget", "--client", client_id)
+        product.run("forget --run", "forget", "--client", client_id, "--run")
+        # ARCHIVE_RETENTION: the TTL index created, changed in place (collMod), dropped once unset.
+        product.run("batch --run (ARCHIVE_RETENTION)", "batch", "--run", ARCHIVE_RETENTION="20000d")
+        product.run("batch --run (ARCHIVE_RETENTION)", "batch", "--run", ARCHIVE_RETENTION="19000d")
+        product.run("batch --run (ARCHIVE_RETENTION)", "batch", "--run")
+        indexes = database["Commande_archive"].index_information()
+        assert "archive_retention" not in indexes, "the unset retention's TTL index was not dropped"
+        yield product.runs
+        client.drop_database(db_name)
+
+
+def test_the_roles_file_names_the_collections_the_product_uses_by_default():
+    """The roles are compared under the product's default names (the script's constants)."""
+    defaults = Settings()
+    text = ROLES_FILE.read_text()
+    for constant, value in {
+        "SOURCE_DB": ROLES_FILE_DATABASE,
+        "ORDERS": defaults.orders_collection,
+        "ARCHIVE": defaults.archive_collection,
+        "CHECKPOINTS": defaults.checkpoint_collection,
+        "REJECTS": defaults.rejects_collection,
+    }.items():
+        assert f'const {constant} = "{value}";' in text
+    references = [
+        defaults.clients_collection,
+        defaults.couriers_collection,
+        defaults.restaurants_collection,
+        defaults.menu_collection,
+    ]
+    assert "const REFERENCES = [" + ", ".join(f'"{r}"' for r in references) + "];" in text
+
+
+def test_every_command_sends_only_what_its_documented_roles_grant(every_command):
+    """For each command, each privilege MongoDB checks on what it sent is in one of the roles
+    docs/deployment.md names for it (restore --run inserts into the orders collection:
+    orderArchiverRestore; the retention's drop needs dropIndex: orderArchiverRetention)."""
+    roles = shipped_roles(ROLES_FILE)
+    table = documented_roles(DOCS)
+    missing = []
+    for run in every_command:
+        assert run.command in table, f"docs/deployment.md names no role for {run.command!r}"
+        named = table[run.command]
+        assert set(named) <= set(roles), (
+            f"{run.command}: {sorted(set(named) - set(roles))} not in the roles file"
+        )
+        privileges = [privilege for role in named for privilege in roles[role]]
+        for need, commands in sorted(run.needs.items()):
+            if not grants(privileges, need):
+                missing.append(
+                    f"{run.command}: {need.action} on {need.collection or '(database)'} "
+                    f"for {', '.join(sorted(commands))}, not in {', '.join(named)}"
+                )
+    assert not missing, "\n".join(missing)
+
+
+def test_every_documented_command_was_run(every_command):
+    """The table names no command this test does not check."""
+    assert set(documented_roles(DOCS)) == {run.command for run in every_command}
