@@ -68,10 +68,13 @@ class DoctorReport:
 Side = Literal["both", "source", "archive"]
 
 
-def required_privileges(settings: Settings, side: Side = "both") -> dict[tuple[str, str], set[str]]:
+def required_privileges(
+    settings: Settings, side: Side = "both", ttl_index_to_drop: bool = False
+) -> dict[tuple[str, str], set[str]]:
     """(database, collection) -> the actions the archiver's commands need there, on one side
     when the archive has its own deployment. ``remove`` on the orders is only for
-    ``--purge-source``; ``createIndex`` on them only speeds runs up."""
+    ``--purge-source``; ``createIndex`` on them only speeds runs up. ``ttl_index_to_drop``:
+    ARCHIVE_RETENTION is unset and its TTL index is still there (the next batch --run drops it)."""
     source, archive = settings.mongodb_database, settings.archive_db_name
     needs: dict[tuple[str, str], set[str]] = {}
     if side != "archive":
@@ -85,8 +88,12 @@ def required_privileges(settings: Settings, side: Side = "both") -> dict[tuple[s
             needs[(source, name)] = {"find"}
     if side != "source":
         needs[(archive, settings.archive_collection)] = {"find", "insert", "update", "createIndex"}
-        if settings.archive_retention is not None:  # its TTL index read, changed in place
-            needs[(archive, settings.archive_collection)] |= {"listIndexes", "collMod"}
+        if settings.archive_retention is not None:
+            # Its TTL index read, changed in place (collMod), and dropped once the setting is
+            # unset (dropIndex): both checked while it is set, before an unset needs the drop.
+            needs[(archive, settings.archive_collection)] |= {"listIndexes", "collMod", "dropIndex"}
+        elif ttl_index_to_drop:  # without dropIndex the index goes on expiring archived orders
+            needs[(archive, settings.archive_collection)] |= {"listIndexes", "dropIndex"}
         needs[(archive, settings.checkpoint_collection)] = {"find", "insert", "update", "remove"}
         needs[(archive, settings.rejects_collection)] = {"find", "insert", "update", "remove"}
     return needs
@@ -110,7 +117,11 @@ def granted_actions(privileges: list[dict[str, Any]], database: str, collection:
 
 
 def privilege_checks(
-    report: DoctorReport, settings: Settings, status: dict[str, Any], side: Side = "both"
+    report: DoctorReport,
+    settings: Settings,
+    status: dict[str, Any],
+    side: Side = "both",
+    ttl_index_to_drop: bool = False,
 ) -> None:
     info = status.get("authInfo")
     if not isinstance(info, dict):
@@ -121,7 +132,8 @@ def privilege_checks(
         return
     privileges = info.get("authenticatedUserPrivileges") or []
     missing = []
-    for (database, collection), actions in sorted(required_privileges(settings, side).items()):
+    needs = required_privileges(settings, side, ttl_index_to_drop)
+    for (database, collection), actions in sorted(needs.items()):
         lacking = actions - granted_actions(privileges, database, collection)
         if lacking:
             missing.append(f"{database}.{collection}: {', '.join(sorted(lacking))}")
@@ -236,16 +248,18 @@ def sharding_check(
         report.add("sharding", "pass", f"sharded: {listed}{note}")
 
 
-def retention_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> None:
-    """ARCHIVE_RETENTION against the archive's TTL index (``retention.py``)."""
+def retention_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> bool:
+    """ARCHIVE_RETENTION against the archive's TTL index (``retention.py``); whether the next
+    batch --run drops that index (the setting unset, the index still there)."""
     archive = client[settings.archive_db_name][settings.archive_collection]
     try:
         state = retention_state(archive, settings, None)
     except ConfigError as exc:
         report.add("retention", "fail", str(exc))
-        return
+        return False
     outcome: Outcome = "pass" if state.action in ("none", "keep") else "warn"
     report.add("retention", outcome, state.line().removeprefix("archive retention: "))
+    return state.action == "drop"
 
 
 def run_doctor(
@@ -293,8 +307,7 @@ def check_deployment_of(
         change_stream_check(report, client, settings)
     if topology == "sharded":
         sharding_check(report, client, settings, version)
-    if side != "source":
-        retention_check(report, client, settings)
+    ttl_index_to_drop = side != "source" and retention_check(report, client, settings)
     tls_check(report, settings, side)
     report.add(
         "write concern",
@@ -313,5 +326,5 @@ def check_deployment_of(
     except pymongo_errors.OperationFailure as exc:
         report.add("privileges", "warn", f"connectionStatus refused ({exc.code}): not checked")
     else:
-        privilege_checks(report, settings, status, side)
+        privilege_checks(report, settings, status, side, ttl_index_to_drop)
     return report

@@ -74,6 +74,7 @@ class Run:
     command: str
     code: int
     output: str
+    settings: dict[str, str] = field(default_factory=dict)  # beyond the URI and database
     needs: dict[Privilege, set[str]] = field(default_factory=dict)
 
 
@@ -87,7 +88,7 @@ class Product:
 
     @contextlib.contextmanager
     def recording(self, command: str, extra: dict[str, str]) -> Iterator[Run]:
-        run = Run(command, 0, "")
+        run = Run(command, 0, "", extra)
         RECORDER.records.clear()
         with pytest.MonkeyPatch.context() as patch:
             for var in ENV_VARS:
@@ -253,3 +254,41 @@ def test_every_command_sends_only_what_its_documented_roles_grant(every_command)
 def test_every_documented_command_was_run(every_command):
     """The table names no command this test does not check."""
     assert set(documented_roles(DOCS)) == {run.command for run in every_command}
+
+
+# What doctor does not fail on, each with the line it says instead: the source's indexes
+# (batch warns once and reads without them), listCollections (its "collections" check warns),
+# remove on the orders (its "purge" warning) and insert on them (restore --run, a support
+# agent's task, not the service's).
+DOCTOR_WARNS_ONLY = {
+    Privilege(ROLES_FILE_DATABASE, "Commande", "createIndex"),
+    Privilege(ROLES_FILE_DATABASE, "", "listCollections"),
+    Privilege(ROLES_FILE_DATABASE, "Commande", "remove"),
+    Privilege(ROLES_FILE_DATABASE, "Commande", "insert"),
+}
+
+
+def test_doctor_asks_for_every_privilege_the_commands_used(every_command):
+    """doctor's list (``required_privileges``, for each run's settings) holds every privilege
+    each command needed: ARCHIVE_RETENTION's collMod while set, and the dropIndex of the run
+    after it was unset, with its TTL index still there."""
+    from config import parse_duration
+    from order_archiver.operations.doctor import required_privileges
+
+    missing = []
+    for run in every_command:
+        retention = run.settings.get("ARCHIVE_RETENTION")
+        settings = Settings(
+            mongodb_database=ROLES_FILE_DATABASE,
+            archive_retention=parse_duration(retention) if retention else None,
+        )
+        # The retention's last run is the one after it was unset, its TTL index still there.
+        to_drop = run.command == "batch --run (ARCHIVE_RETENTION)" and retention is None
+        asked = required_privileges(settings, ttl_index_to_drop=to_drop)
+        # Without ARCHIVE_RETENTION, listIndexes on the archive only looks for a TTL index left
+        # behind; refused, the retention is "none" and the run goes on (retention_state).
+        asked.setdefault((ROLES_FILE_DATABASE, "Commande_archive"), set()).add("listIndexes")
+        for need in set(run.needs) - DOCTOR_WARNS_ONLY:
+            if need.action not in asked.get((need.db, need.collection), set()):
+                missing.append(f"{run.command}: {need.action} on {need.collection or '(database)'}")
+    assert not missing, "doctor does not check:\n" + "\n".join(sorted(set(missing)))

@@ -294,3 +294,38 @@ def test_doctor_compares_archive_retention_with_the_ttl_index(retention, indexes
     check = next(c for c in run_doctor(client, settings).checks if c.name == "retention")
     assert check.outcome == outcome
     assert detail in check.detail
+
+
+TTL_INDEX = {"key": {"date_livraison": 1}, "name": "archive_retention", "expireAfterSeconds": 2592000}
+# orderArchiverRetention as it was before it granted dropIndex: its TTL index changed, never dropped.
+WITHOUT_DROP_INDEX = {
+    "resource": {"db": "livraison", "collection": "Commande_archive"},
+    "actions": ["listIndexes", "collMod"],
+}
+
+
+@pytest.mark.parametrize(
+    ("retention", "indexes", "outcome"),
+    [
+        ("30d", [TTL_INDEX], "fail"),  # set: unsetting it later needs the drop
+        (None, [TTL_INDEX], "fail"),  # unset, the index still there: the next batch --run drops it
+        (None, [], "pass"),  # unset, no index: nothing to drop, dropIndex not asked
+    ],
+)
+def test_doctor_asks_for_drop_index_when_the_retention_would_drop_its_ttl_index(retention, indexes, outcome):
+    """batch --run drops the TTL index once ARCHIVE_RETENTION is unset; without dropIndex the
+    drop is a warning and the index goes on expiring archived orders. The user holds everything
+    else (the base role, and collMod from the retention role)."""
+    settings = SETTINGS
+    if retention:
+        settings = settings.with_overrides(archive_retention=parse_duration(retention))
+    privileges = [*everything_needed(), WITHOUT_DROP_INDEX]
+    client = FakeClient({"setName": "rs0"}, privileges=privileges)
+    client.indexes += indexes
+    check = next(c for c in run_doctor(client, settings).checks if c.name == "privileges")
+    assert check.outcome == outcome
+    if outcome == "fail":
+        assert (
+            check.detail
+            == "missing livraison.Commande_archive: dropIndex (deploy/mongodb-roles.js grants them)"
+        )
