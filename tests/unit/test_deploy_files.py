@@ -12,6 +12,7 @@ import yaml
 
 from main import build_parser
 from tests.helpers import product_files
+from tests.privileges import NoRule, Privilege, required, shipped_roles
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -147,11 +148,40 @@ def test_roles_script_grants_least_privilege():
     assert '"find", "insert", "update", "createIndex"' in text
     assert '["remove"]' in text
     assert "orderArchiverPurge" in text
+    assert "orderArchiverRestore" in text
     assert "passwordPrompt()" in text
     # ARCHIVE_MONGODB_URI: one run per deployment, each granting only its side's privileges.
     assert 'const SIDE = "both";' in text
     assert 'SIDE === "archive" ? [] :' in text
     assert 'SIDE === "source" ? [] :' in text
+
+
+def test_the_roles_are_read_whole_and_restore_has_its_own():
+    """tests/privileges.py reads each role's privileges with the script's constants resolved
+    (what tests/integration/test_privileges_nx.py compares with the wire)."""
+    roles = shipped_roles(DEPLOY / "mongodb-roles.js")
+    assert roles["orderArchiverRestore"] == [("livraison", "Commande", frozenset({"insert"}))]
+    assert ("livraison", "Menu", frozenset({"find"})) in roles["orderArchiver"]  # REFERENCES.map
+    assert ("livraison", "", frozenset({"listCollections"})) in roles["orderArchiver"]
+    orders = [p for p in roles["orderArchiver"] if p[1] == "Commande"]
+    assert orders == [("livraison", "Commande", frozenset({"find", "changeStream"}))]  # never a write
+
+
+@pytest.mark.parametrize(
+    "body", [{"dropDatabase": 1}, {"aggregate": "Commande", "pipeline": [{"$out": "elsewhere"}]}]
+)
+def test_a_command_without_a_privilege_rule_fails_the_comparison(body):
+    with pytest.raises(NoRule):
+        required("livraison", body)
+
+
+def test_an_upsert_needs_insert_and_a_change_stream_needs_find():
+    upsert = {"update": "Commande_archive", "updates": [{"q": {}, "u": {}, "upsert": True}]}
+    assert {p.action for p in required("db", upsert)} == {"update", "insert"}
+    stream = {"aggregate": "Commande", "pipeline": [{"$changeStream": {}}, {"$match": {}}]}
+    assert {p.action for p in required("db", stream)} == {"changeStream", "find"}
+    lookup = {"aggregate": "Commande", "pipeline": [{"$lookup": {"from": "Client", "as": "c"}}]}
+    assert required("db", lookup) == {Privilege("db", "Commande", "find"), Privilege("db", "Client", "find")}
 
 
 def test_nssm_recipe_stops_with_ctrl_c():
