@@ -17,6 +17,14 @@ wire so that the command line is shown to survive them end to end.
 - ``NX_FAULT_REFUSE_ALL=COLLECTION:CODE``: every statement of every ``update`` on COLLECTION
   is refused with ``writeErrors`` code CODE (121 ``DocumentValidationFailure``: a validator
   added to the archive, which refuses every order alike: the deployment, not the data).
+- ``NX_FAULT_REFUSE_INSERT=COLLECTION:NUMERO=CODE[/KEY],...``: an ``insert`` on COLLECTION
+  refuses each document holding one of those ``numero_commande`` and inserts the others, as
+  MongoDB answers an unordered insert refused in part (``writeErrors``, one per refused
+  document, its ``index`` in the command). CODE 121: ``DocumentValidationFailure`` with the
+  ``errInfo`` MongoDB 5.0+ sends (``failingDocumentId``, ``details``: SERVER-20547; 4.4 sends
+  none); CODE 11000 with ``keyPattern``/``keyValue`` of KEY (default ``numero_commande``: a
+  reused number under a unique index); ``11000/_id``: the document is first inserted as it is
+  (another writer was first) and refused on ``_id``. Any other CODE: its code and a message.
 - ``NX_FAULT_COMMAND_TOO_LARGE=NUMERO``: an ``update`` command holding a statement for that
   ``numero_commande`` is refused whole, nothing applied, ``ok: 0`` code 10334
   ``BSONObjectTooLarge`` (what MongoDB answers a command past 16 MB + 16 KB).
@@ -30,6 +38,7 @@ import sys
 import threading
 from typing import Any
 
+from bson import ObjectId
 from nx_27017.handler import NeoSQLiteHandler
 
 from dev import devserver
@@ -139,6 +148,106 @@ class _WriteFaults:
             return self.updates % self.concern_every == 0
 
 
+class _InsertRefusals:
+    """``NX_FAULT_REFUSE_INSERT``: chosen documents of an insert refused, the rest inserted."""
+
+    def __init__(self, spec: str) -> None:
+        self.collection, _, choices = spec.partition(":")
+        self.codes: dict[str, tuple[int, str]] = {}
+        for choice in filter(None, choices.split(",")):
+            numero, _, refusal = choice.partition("=")
+            code, _, key = refusal.partition("/")
+            self.codes[numero] = (int(code), key or "numero_commande")
+
+    def applies(self, body: dict[str, Any]) -> bool:
+        return bool(self.codes) and body.get("insert") == self.collection
+
+    def write_error(self, index: int, document: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """The write error MongoDB sends for this document (``write_ops_exec.cpp``,
+        ``DuplicateKeyErrorInfo``, ``doc_validation_error.cpp``)."""
+        code, key = self.codes[document["numero_commande"]]
+        if code == 121:
+            return {
+                "index": index,
+                "code": 121,
+                "errInfo": {
+                    "failingDocumentId": document.get("_id"),
+                    "details": {
+                        "operatorName": "$jsonSchema",
+                        "schemaRulesNotSatisfied": [
+                            {
+                                "operatorName": "required",
+                                "specifiedAs": {"required": ["zone"]},
+                                "missingProperties": ["zone"],
+                            }
+                        ],
+                    },
+                },
+                "errmsg": "Document failed validation",
+            }
+        if code == 11000:
+            value = document.get(key)
+            shown = (
+                f'"{value}"'
+                if isinstance(value, str)
+                else f"ObjectId('{value}')"
+                if isinstance(value, ObjectId)
+                else value
+            )
+            return {
+                "index": index,
+                "code": 11000,
+                "keyPattern": {key: 1},
+                "keyValue": {key: value},
+                "errmsg": f"E11000 duplicate key error collection: {body.get('$db')}.{self.collection} "
+                f"index: {'_id_' if key == '_id' else key + '_1'} dup key: {{ {key}: {shown} }}",
+            }
+        return {"index": index, "code": code, "errmsg": f"refused: code {code} (nx fault knob)"}
+
+    def handle(self, inner: Any, handler: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = devserver._folded_body(msg) or {}
+        documents = list(body.get("documents") or [])
+        refused = [i for i, d in enumerate(documents) if d.get("numero_commande") in self.codes]
+        if not refused:
+            return inner(handler, msg)
+        if body.get("ordered", True):  # an ordered insert stops at its first error
+            documents, refused = documents[: refused[0] + 1], refused[:1]
+
+        def insert(chosen: list[dict[str, Any]], ordered: bool) -> tuple[int, dict[str, Any]]:
+            command = {**body, "documents": chosen, "ordered": ordered}
+            return inner(handler, {**msg, "sections": [("body", command)]})
+
+        for i in refused:  # 11000 on _id: another writer inserted it first
+            if self.codes[documents[i]["numero_commande"]] == (11000, "_id"):
+                insert([documents[i]], True)
+        kept = [i for i in range(len(documents)) if i not in refused]
+        request_id, reply = (
+            insert([documents[i] for i in kept], False) if kept else (msg.get("request_id", 0), {})
+        )
+        reply = {"ok": 1.0, "n": 0, **reply}
+        reply.pop("insertedIds", None)  # not in MongoDB's reply
+        errors = [{**e, "index": kept[e["index"]]} for e in reply.get("writeErrors") or []]
+        errors += [self.write_error(i, documents[i], body) for i in refused]
+        reply["writeErrors"] = sorted(errors, key=lambda e: int(e["index"]))
+        return request_id, reply
+
+
+def _add_insert_refusals() -> None:
+    """``NX_FAULT_REFUSE_INSERT``, around the (fixed) insert entry point."""
+    refusals = _InsertRefusals(os.environ.get("NX_FAULT_REFUSE_INSERT", ""))
+    if not refusals.codes:
+        return
+    inner = NeoSQLiteHandler.handle_insert
+
+    @functools.wraps(inner)
+    def handle_insert(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if not refusals.applies(devserver._folded_body(msg) or {}):
+            return inner(self, msg)
+        return refusals.handle(inner, self, msg)
+
+    NeoSQLiteHandler.handle_insert = handle_insert
+
+
 def _add_write_fault_knobs() -> None:
     """The write fault knobs, around the (fixed) command entry point."""
     faults = _WriteFaults()
@@ -186,6 +295,7 @@ def _add_write_fault_knobs() -> None:
 if __name__ == "__main__":
     devserver.apply_fixes()
     _add_write_fault_knobs()
+    _add_insert_refusals()
     from nx_27017.nx_27017 import main
 
     sys.exit(main())

@@ -298,7 +298,11 @@ def faulty_server(tmp_path_factory):
     """A server with both write fault knobs on (see tests/nx_launcher.py)."""
     server = NxServer(
         tmp_path_factory.mktemp("faulty"),
-        env={"NX_FAULT_WRITE_CONCERN": "archive:2", "NX_FAULT_REFUSE_NUMERO": "CMD-HUGE"},
+        env={
+            "NX_FAULT_WRITE_CONCERN": "archive:2",
+            "NX_FAULT_REFUSE_NUMERO": "CMD-HUGE",
+            "NX_FAULT_REFUSE_INSERT": "orders:V=121,K=11000,I=11000/_id",
+        },
     ).start()
     yield server
     server.stop()
@@ -329,6 +333,33 @@ def test_write_fault_knobs_answer_what_a_cluster_answers(faulty_server, db_name)
         assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 17420)]
         assert sorted(u["index"] for u in details["upserted"]) == [0, 2]
         assert sorted(d["numero_commande"] for d in archive.find()) == ["A", "B", "E", "F"]
+
+
+@pytest.mark.test_server_only("the test server's fault knobs")
+def test_the_insert_refusal_knob_answers_what_mongodb_answers(faulty_server, db_name):
+    """An unordered insert refused in part: the rest inserted, one write error per refused
+    document at its index, in MongoDB's shapes (121 with errInfo, 11000 with keyPattern and
+    keyValue); an ordered one stops at its first error."""
+    with pymongo.MongoClient(faulty_server.uri, tz_aware=True) as client:
+        orders = client[db_name]["orders"]
+        documents = [{"_id": ObjectId(), "numero_commande": n} for n in ("A", "V", "K", "I", "B")]
+        with pytest.raises(pymongo.errors.BulkWriteError) as caught:
+            orders.insert_many(documents, ordered=False)
+        errors = caught.value.details["writeErrors"]
+        assert [(e["index"], e["code"]) for e in errors] == [(1, 121), (2, 11000), (3, 11000)]
+        assert errors[0]["errInfo"]["failingDocumentId"] == documents[1]["_id"]
+        assert errors[0]["errInfo"]["details"]["operatorName"] == "$jsonSchema"
+        assert (errors[1]["keyPattern"], errors[1]["keyValue"]) == (
+            {"numero_commande": 1},
+            {"numero_commande": "K"},
+        )
+        assert (errors[2]["keyPattern"], errors[2]["keyValue"]) == ({"_id": 1}, {"_id": documents[3]["_id"]})
+        assert caught.value.details["nInserted"] == 2
+        assert sorted(d["numero_commande"] for d in orders.find()) == ["A", "B", "I"]  # I: put there first
+        with pytest.raises(pymongo.errors.BulkWriteError) as caught:
+            orders.insert_many([{"numero_commande": n} for n in ("C", "V", "D")], ordered=True)
+        assert [(e["index"], e["code"]) for e in caught.value.details["writeErrors"]] == [(1, 121)]
+        assert sorted(d["numero_commande"] for d in orders.find()) == ["A", "B", "C", "I"]
 
 
 def test_a_delete_that_compares_the_whole_document_deletes_only_that_version(db):
