@@ -6,10 +6,20 @@ a string, a missing courier). ``restore`` inserts that copy under its ``_id``; i
 deletes from the archive, and the archive document records ``restored_at``: no purge deletes
 the order again before ``RESTORE_HOLD`` has passed (a support agent's dispute takes days).
 
+``restored_at`` is written *before* the insert (``RestoreMark``): a purge that runs between
+the two finds the order held. After the insert, the mark of each order the insert refused is
+taken back (to what it was), so only what was inserted is marked. A crash in between leaves a
+mark on an order that is not in the source: harmless (the purge deletes only what the source
+holds), and the next restore marks it again before inserting it.
+
 - dry run unless ``run``; a selection is required (``--numero``, ``--id``, ``--client``, a
   date window on ``date_commande``; given together, all must hold);
 - idempotent: an order already in the source as the archive keeps it is left alone, counted;
-- an order in the source with other content is left alone and reported (exit 3);
+- an order in the source with other content is left alone and reported (exit 3), be it found
+  before the insert or met by it (a duplicate key on ``_id``: read back, compared BSON-exact);
+- an order the insert refuses (a validator: 121; a unique index on another field, e.g. a reused
+  ``numero_commande``: 11000; a field name the server refuses) is reported with its code and
+  MongoDB's reason (exit 3); the rest of its chunk is inserted all the same (unordered);
 - a document without a source copy (written by an early version), or one whose copy lost its
   personal data (``forget``, ``ARCHIVE_PII`` hash or drop), is reported: the first cannot be
   restored, the second is restored as the archive holds it.
@@ -19,18 +29,19 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import bson
 from bson import ObjectId
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
 from config import Settings
 from logger import get_logger
-from order_archiver.errors import ConfigError, as_archiver_error, without_documents
+from order_archiver.errors import TRANSIENT_CODES, ConfigError
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.mongodb.storage import Collections, Document, MongoCollection
@@ -42,6 +53,7 @@ log = get_logger("restore")
 
 CHUNK = 500
 EXAMPLES = 5
+REFUSALS_LISTED = 100  # in the report; the log names every one
 DUPLICATE_KEY = 11000
 
 
@@ -76,6 +88,18 @@ def parse_order_id(text: str) -> Any:
     return ObjectId(text) if ObjectId.is_valid(text) and len(text) == 24 else text
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An order the source collection refused to take back: MongoDB's code and reason."""
+
+    numero: str  # its numero_commande, or its _id when it has none
+    code: int | None
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.numero} (code {self.code}: {self.reason})"
+
+
 @dataclass
 class RestoreReport:
     run: bool
@@ -85,15 +109,27 @@ class RestoreReport:
     conflicts: int = 0  # in the source with other content: left alone
     unrestorable: int = 0  # no source copy in the archive document
     without_personal_data: int = 0  # restored as kept: forgotten, or written under hash/drop
+    refused: int = 0  # the insert was refused (a validator, a unique index, a field name)
     conflict_examples: list[str] = field(default_factory=list)
     unrestorable_examples: list[str] = field(default_factory=list)
+    refused_orders: list[Refusal] = field(default_factory=list)  # the first REFUSALS_LISTED
 
     @property
     def complete(self) -> bool:
-        return not self.conflicts and not self.unrestorable
+        return not self.conflicts and not self.unrestorable and not self.refused
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "complete": self.complete}
+
+    def conflict(self, copy: Mapping[str, Any]) -> None:
+        self.conflicts += 1
+        if len(self.conflict_examples) < EXAMPLES:
+            self.conflict_examples.append(_name(copy))
+
+    def refuse(self, refusal: Refusal) -> None:
+        self.refused += 1
+        if len(self.refused_orders) < REFUSALS_LISTED:
+            self.refused_orders.append(refusal)
 
     def lines(self) -> list[str]:
         verb = "restored" if self.run else "would restore (dry run: --run to restore)"
@@ -114,7 +150,18 @@ class RestoreReport:
                 f"{self.unrestorable} archived without a copy of the source order (an early version): "
                 f"{', '.join(self.unrestorable_examples)}"
             )
+        if self.refused:
+            more = self.refused - len(self.refused_orders)
+            out.append(
+                f"{self.refused} refused by the source collection, not restored: "
+                + "; ".join(r.line() for r in self.refused_orders)
+                + (f"; and {more} more (each in the log)" if more else "")
+            )
         return out
+
+
+def _name(copy: Mapping[str, Any]) -> str:
+    return str(copy.get("numero_commande") or copy["_id"])
 
 
 def restore(
@@ -130,6 +177,7 @@ def restore(
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)
     report = RestoreReport(run)
+    mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), stop_event)
     for chunk in _chunks(collections.archive, wanted, stop_event):
         report.selected += len(chunk)
         copies = _copies(chunk, report)
@@ -139,17 +187,19 @@ def restore(
             if copy["_id"] in present:
                 _compare(copy, present[copy["_id"]], report)
         if run and missing:
-            _insert(collections.orders_primary, missing, report, stop_event)
-            _mark_restored(collections.archive, [c["_id"] for c in missing], stop_event)
+            mark.hold([copy["_id"] for copy in missing])  # before the insert: a purge meanwhile holds it
+            refused = _insert(collections.orders_primary, missing, report, stop_event)
+            mark.take_back({i: d.get("restored_at") for d in chunk if (i := d["_id"]) in refused})
         elif missing:
             report.restored += len(missing)
     log.info(
-        "restore: %d selected, %d %s, %d already in the source, %d conflicts",
+        "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused",
         report.selected,
         report.restored,
         "restored" if run else "to restore (dry run)",
         report.already_there,
         report.conflicts,
+        report.refused,
     )
     return report
 
@@ -159,7 +209,7 @@ def _chunks(
 ) -> Iterator[list[Document]]:
     """The selected archive documents in ``_id`` order, a chunk at a time, through cuts
     (``scan_by_id``), across ``_id`` types (``ids_after``: dirty data has string ids)."""
-    fields = {"source": 1, "numero_commande": 1, "pii_policy": 1, "forgotten_at": 1}
+    fields = {"source": 1, "numero_commande": 1, "pii_policy": 1, "forgotten_at": 1, "restored_at": 1}
 
     def selected_after(after_id: Any) -> Any:
         page = {"$and": [wanted, ids_after(after_id)]} if after_id is not None else wanted
@@ -193,13 +243,17 @@ def _present(
     return {d["_id"]: d for d in retrying(lambda: list(orders.find({"_id": {"$in": ids}})), stop_event=stop)}
 
 
+def same_bson(found: Mapping[str, Any], copy: Mapping[str, Any]) -> bool:
+    """The order in the source is the archived copy: every field, in order, the same BSON types
+    (Python's ``==`` takes 1, 1.0 and True for one value, an Int64 for an int)."""
+    return bson.encode(found) == bson.encode(copy)
+
+
 def _compare(copy: dict[str, Any], found: Document, report: RestoreReport) -> None:
-    if dict(found) == copy:
+    if same_bson(found, copy):
         report.already_there += 1
-        return
-    report.conflicts += 1
-    if len(report.conflict_examples) < EXAMPLES:
-        report.conflict_examples.append(str(copy.get("numero_commande") or copy["_id"]))
+    else:
+        report.conflict(copy)
 
 
 def _insert(
@@ -207,9 +261,9 @@ def _insert(
     missing: list[dict[str, Any]],
     report: RestoreReport,
     stop: threading.Event | None,
-) -> None:
-    """Insert the copies as they are; one the application (or another restore) inserted
-    meanwhile is a duplicate key: counted as present, never overwritten."""
+) -> set[Any]:
+    """Insert the copies as they are, unordered: MongoDB inserts every document it does not
+    refuse. The ids of those that are not in the source now as archived (``InsertRefusals``)."""
     try:
         retrying(
             functools.partial(orders.insert_many, missing, ordered=False),
@@ -217,22 +271,107 @@ def _insert(
             stop_event=stop,
         )
         report.restored += len(missing)
+        return set()
     except Exception as exc:
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        if not isinstance(cause, pymongo_errors.BulkWriteError):
+        errors = _refusals(exc.__cause__ if exc.__cause__ is not None else exc)
+        if errors is None:
             raise
-        errors = cause.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise as_archiver_error(cause) from without_documents(cause)
         report.restored += len(missing) - len(errors)
-        report.already_there += len(errors)
+        return InsertRefusals(orders, missing, stop).settle(errors, report)
 
 
-def _mark_restored(archive: MongoCollection, ids: list[Any], stop: threading.Event | None) -> None:
-    """``restored_at``: the purge holds these orders for RESTORE_HOLD (``purge.SourcePurge``)."""
-    now = datetime.now(UTC)
-    retrying(
-        functools.partial(archive.update_many, {"_id": {"$in": ids}}, {"$set": {"restored_at": now}}),
-        purpose=Retry.WRITE,
-        stop_event=stop,
-    )
+def _refusals(exc: BaseException) -> list[Mapping[str, Any]] | None:
+    """The write errors of a bulk write error that refuses documents one by one, nothing else;
+    None for anything else: a write-concern error (the inserts may be rolled back), a failover
+    code (retried whole already): the run fails, and a re-run is idempotent."""
+    if not isinstance(exc, pymongo_errors.BulkWriteError):
+        return None
+    errors: list[Mapping[str, Any]] = exc.details.get("writeErrors") or []
+    if not errors or exc.details.get("writeConcernErrors"):
+        return None
+    return None if any(e.get("code") in TRANSIENT_CODES for e in errors) else errors
+
+
+def _on_id(error: Mapping[str, Any]) -> bool:
+    """A duplicate key on ``_id``: MongoDB names the index's key (``keyPattern``, 4.4+)."""
+    return error.get("code") == DUPLICATE_KEY and list(error.get("keyPattern") or {}) == ["_id"]
+
+
+@dataclass(frozen=True)
+class InsertRefusals:
+    """The write errors of one unordered insert, settled per order (``index`` into ``missing``):
+    a duplicate key on ``_id`` is an order already in the source, counted as there only when
+    the one read back is the archived copy, BSON-exact, else a conflict; any other error (a
+    duplicate key on another unique index, a validator, a field name) refuses the order."""
+
+    orders: MongoCollection
+    missing: list[dict[str, Any]]
+    stop: threading.Event | None
+
+    def settle(self, errors: list[Mapping[str, Any]], report: RestoreReport) -> set[Any]:
+        """Count each refused statement in ``report``; the ids not in the source as archived."""
+        on_id = [self.missing[e["index"]] for e in errors if _on_id(e)]
+        found = _present(self.orders, on_id, self.stop)
+        absent: set[Any] = set()
+        for error in errors:
+            copy = self.missing[error["index"]]
+            there = found.get(copy["_id"]) if _on_id(error) else None
+            if there is not None and same_bson(there, copy):
+                report.already_there += 1
+                continue
+            absent.add(copy["_id"])
+            if there is not None:
+                report.conflict(copy)
+            else:
+                report.refuse(self.refusal(copy, error))
+        return absent
+
+    @staticmethod
+    def refusal(copy: Mapping[str, Any], error: Mapping[str, Any]) -> Refusal:
+        reason = str(error.get("errmsg") or "refused").splitlines()[0][:300]
+        if _on_id(error):  # refused on _id, yet not there when read back: deleted meanwhile
+            reason += " (and no longer in the source when read back)"
+        refusal = Refusal(_name(copy), error.get("code"), reason)
+        log.warning("restore: the source collection refused order %s", refusal.line())
+        return refusal
+
+
+def _to_millis(moment: datetime) -> datetime:
+    """BSON dates hold milliseconds: the mark read back equals the one written."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class RestoreMark:
+    """``restored_at``: the purge holds these orders for RESTORE_HOLD (``purge.SourcePurge``).
+    Set before the insert; taken back after it for the orders it refused, each only if the
+    mark is still this one (another restore's later mark stays), to the value it had."""
+
+    archive: MongoCollection
+    at: datetime
+    stop: threading.Event | None
+
+    def hold(self, ids: list[Any]) -> None:
+        retrying(
+            functools.partial(
+                self.archive.update_many, {"_id": {"$in": ids}}, {"$set": {"restored_at": self.at}}
+            ),
+            purpose=Retry.WRITE,
+            stop_event=self.stop,
+        )
+
+    def take_back(self, previous: dict[Any, datetime | None]) -> None:
+        if not previous:
+            return
+        requests = [
+            UpdateOne(
+                {"_id": order_id, "restored_at": self.at},
+                {"$set": {"restored_at": before}} if before is not None else {"$unset": {"restored_at": ""}},
+            )
+            for order_id, before in previous.items()
+        ]
+        retrying(
+            functools.partial(self.archive.bulk_write, requests, ordered=False),
+            purpose=Retry.WRITE,
+            stop_event=self.stop,
+        )

@@ -5,11 +5,15 @@ from the next purge by RESTORE_HOLD, an order with other content in the source l
 import json
 
 import bson
+import pymongo
 import pytest
 
-from generator import ANOMALY_KINDS
+from config import Settings
+from generator import ANOMALY_KINDS, generate_dataset
+from order_archiver.mongodb.simulation import fill_database
 from tests.conftest import run_cli
-from tests.helpers import seed_database
+from tests.helpers import ANCHOR, seed_database
+from tests.nx_server import NxServer
 
 pytestmark = pytest.mark.e2e
 
@@ -87,3 +91,56 @@ def test_restore_puts_back_purged_orders_exactly_and_holds_them(
         nothing.stderr.strip()
         == "error: restore needs a selection: --numero, --id, --client or --date-from/--date-to"
     )
+
+
+@pytest.mark.test_server_only("the test server's fault knob NX_FAULT_REFUSE_INSERT")
+def test_a_restore_refused_in_part_holds_what_it_inserted_and_reports_the_rest(tmp_path, db_name):
+    """MongoDB inserts what an unordered insert does not refuse and names each refused
+    document (``writeErrors``): here a validator (121, ``errInfo``), a reused numero under a
+    unique index (11000, ``keyPattern: {numero_commande: 1}``), and an order another writer put
+    back first (11000 on ``_id``, the same order). The restore reports the first two with
+    MongoDB's reason (exit 3), counts the third as there, and the orders in the source are held
+    from the next purge (RESTORE_HOLD) while the refused ones carry no mark."""
+    data = generate_dataset(300, seed=43, anchor=ANCHOR, p_delivered=0.7, p_anomalies=0.0)
+    delivered = [o for o in data.orders if o["status"] == "livrée"]
+    validator, reused, first, plain = delivered[3:7]
+    numeros = [o["numero_commande"] for o in (validator, reused, first, plain)]
+    knob = f"Commande:{numeros[0]}=121,{numeros[1]}=11000,{numeros[2]}=11000/_id"
+    server = NxServer(tmp_path / "nx").start()
+    try:
+        env = {"MONGODB_URI": server.uri, "MONGODB_DATABASE": db_name, "LOG_DIR": ""}
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            fill_database(client[db_name], data, Settings(simulation=True))
+        purge = run_cli("batch", "--run", "--purge-source", "-q", env=env, cwd=tmp_path)
+        assert purge.returncode == 0, purge.stderr
+        server.stop()
+        server = NxServer(tmp_path / "nx", port=server.port, env={"NX_FAULT_REFUSE_INSERT": knob}).start()
+        selection = [arg for numero in numeros for arg in ("--numero", numero)]
+        done = run_cli("restore", *selection, "--run", "--json", env=env, cwd=tmp_path)
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        report = json.loads(done.stdout)
+        assert (report["restored"], report["already_there"], report["refused"]) == (1, 1, 2)
+        assert report["conflicts"] == 0
+        refused = {r["numero"]: r for r in report["refused_orders"]}
+        assert {n: r["code"] for n, r in refused.items()} == {numeros[0]: 121, numeros[1]: 11000}
+        assert refused[numeros[0]]["reason"] == "Document failed validation"
+        assert "index: numero_commande_1 dup key" in refused[numeros[1]]["reason"]
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            database = client[db_name]
+            back = {o["_id"] for o in database["Commande"].find({"numero_commande": {"$in": numeros}})}
+            assert back == {first["_id"], plain["_id"]}
+            archived = database["Commande_archive"].find({"numero_commande": {"$in": numeros}})
+            marked = {d["_id"] for d in archived if d.get("restored_at") is not None}
+            assert marked == {first["_id"], plain["_id"]}  # exactly what is in the source
+        held = run_cli("batch", "--run", "--purge-source", "-q", env=env, cwd=tmp_path)
+        assert held.returncode == 0, held.stderr
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            kept = {o["_id"] for o in client[db_name]["Commande"].find({"numero_commande": {"$in": numeros}})}
+            assert kept == {first["_id"], plain["_id"]}  # held by RESTORE_HOLD
+        text = run_cli("restore", *selection, "--run", env=env, cwd=tmp_path)
+        assert text.returncode == 3
+        assert "2 refused by the source collection, not restored: " in text.stdout
+        assert f"{numeros[0]} (code 121: Document failed validation)" in text.stdout
+    finally:
+        server.stop()

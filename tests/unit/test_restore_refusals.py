@@ -1,0 +1,218 @@
+"""`restore` (#30 item 5) when the source refuses part of its unordered insert: MongoDB inserts
+every document it does not refuse and answers a ``BulkWriteError`` whose ``writeErrors`` name
+each refused one (``index`` into the command, ``code``, ``errmsg``; ``keyPattern``/``keyValue``
+for a duplicate key since 4.4; ``errInfo`` for a validator since 5.0). The product is handed
+exactly that (mongomock inserts the rest, as the server does), and must: mark ``restored_at``
+before the insert, keep it only on what the source holds as archived afterwards, count a
+duplicate key as "already there" only on ``_id`` with the same BSON, and report each refusal.
+The same at the wire: tests/e2e/test_restore_e2e.py (NX_FAULT_REFUSE_INSERT)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bson
+import mongomock
+import pytest
+from bson import ObjectId
+from pymongo.errors import BulkWriteError
+
+from order_archiver.operations.restore import RestoreSelection, restore
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+def order(numero: str, **fields: Any) -> dict[str, Any]:
+    return {"_id": ObjectId(), "numero_commande": numero, "status": "livrée", "quantite": 1, **fields}
+
+
+@pytest.fixture
+def db(mongo, settings):
+    return mongo[settings.mongodb_database]
+
+
+def archive(db, settings, *orders: dict[str, Any], restored_at: datetime | None = None) -> None:
+    db[settings.archive_collection].insert_many(
+        [
+            {
+                "_id": o["_id"],
+                "numero_commande": o["numero_commande"],
+                "date_commande": NOW,
+                "source": o,
+                **({"restored_at": restored_at} if restored_at else {}),
+            }
+            for o in orders
+        ]
+    )
+
+
+def server_refusing(monkeypatch, settings, refusals: dict[str, dict[str, Any]], before=None):
+    """The orders collection answers an unordered insert as MongoDB does when it refuses the
+    documents whose numero is in ``refusals`` with that write error: the rest inserted, one
+    ``BulkWriteError`` with pymongo's ``details`` (``op`` is the document, as pymongo adds it).
+    ``before(documents)`` runs first: another writer at work between the restore's read and
+    its insert."""
+    original = mongomock.collection.Collection.insert_many
+
+    def insert_many(self, documents, ordered=True, *args, **kwargs):
+        if self.name != settings.orders_collection:
+            return original(self, documents, ordered, *args, **kwargs)
+        documents = list(documents)
+        if before is not None:
+            before(self, documents)
+        refused = {
+            i: refusals[d["numero_commande"]]
+            for i, d in enumerate(documents)
+            if d["numero_commande"] in refusals
+        }
+        kept = [d for i, d in enumerate(documents) if i not in refused]
+        if kept:
+            original(self, kept, ordered=False)
+        if refused:
+            raise BulkWriteError(
+                {
+                    "writeErrors": [
+                        {"index": i, **error, "op": documents[i]} for i, error in refused.items()
+                    ],
+                    "writeConcernErrors": [],
+                    "nInserted": len(kept),
+                    "nUpserted": 0,
+                    "nMatched": 0,
+                    "nModified": 0,
+                    "nRemoved": 0,
+                    "upserted": [],
+                }
+            )
+        return None
+
+    monkeypatch.setattr(mongomock.collection.Collection, "insert_many", insert_many)
+
+
+def duplicate(key: str, value: Any, db_name: str = "livraison") -> dict[str, Any]:
+    """MongoDB's write error for a duplicate key (4.4+: ``keyPattern`` and ``keyValue``)."""
+    index = "_id_" if key == "_id" else f"{key}_1"
+    return {
+        "code": 11000,
+        "keyPattern": {key: 1},
+        "keyValue": {key: value},
+        "errmsg": f"E11000 duplicate key error collection: {db_name}.Commande index: {index} dup key: "
+        f'{{ {key}: "{value}" }}',
+    }
+
+
+VALIDATION = {  # MongoDB 5.0+ (SERVER-20547); 4.4 sends no errInfo
+    "code": 121,
+    "errInfo": {
+        "failingDocumentId": ObjectId(),
+        "details": {"operatorName": "$jsonSchema", "schemaRulesNotSatisfied": []},
+    },
+    "errmsg": "Document failed validation",
+}
+
+
+def restored_at(db, settings, o: dict[str, Any]) -> Any:
+    return db[settings.archive_collection].find_one({"_id": o["_id"]}).get("restored_at")
+
+
+def in_source(db, settings, o: dict[str, Any]) -> dict[str, Any] | None:
+    return db[settings.orders_collection].find_one({"_id": o["_id"]})
+
+
+def run_restore(mongo, settings, *orders: dict[str, Any]):
+    return restore(mongo, settings, RestoreSelection(tuple(o["numero_commande"] for o in orders)), run=True)
+
+
+def test_the_mark_is_written_before_the_insert(mongo, db, settings, monkeypatch):
+    """A purge that runs between the insert and the mark must find the order held: the
+    archive document carries ``restored_at`` when the insert reaches the source."""
+    orders = [order("CMD-1"), order("CMD-2")]
+    archive(db, settings, *orders)
+    seen: dict[Any, Any] = {}
+
+    def look(collection, documents):
+        for document in documents:
+            seen[document["_id"]] = restored_at(db, settings, document)
+
+    server_refusing(monkeypatch, settings, {}, before=look)
+    report = run_restore(mongo, settings, *orders)
+    assert report.restored == 2
+    assert all(isinstance(seen[o["_id"]], datetime) for o in orders), seen
+
+
+def test_a_duplicate_numero_is_refused_and_reported_not_counted_as_present(mongo, db, settings, monkeypatch):
+    """A reused numero_commande under a unique index: 11000 on ``numero_commande_1``. The order
+    is not in the source: refused (exit 3), its mark taken back; the others restored, marked."""
+    first, reused, third = order("CMD-1"), order("CMD-2"), order("CMD-3")
+    archive(db, settings, first, reused, third)
+    server_refusing(monkeypatch, settings, {"CMD-2": duplicate("numero_commande", "CMD-2")})
+    report = run_restore(mongo, settings, first, reused, third)
+    assert (report.restored, report.already_there, report.refused) == (2, 0, 1)
+    assert not report.complete  # exit 3
+    (refusal,) = report.refused_orders
+    assert (refusal.numero, refusal.code) == ("CMD-2", 11000)
+    assert "index: numero_commande_1 dup key" in refusal.reason
+    assert in_source(db, settings, reused) is None
+    assert restored_at(db, settings, reused) is None  # taken back
+    assert isinstance(restored_at(db, settings, first), datetime)
+    assert isinstance(restored_at(db, settings, third), datetime)
+    assert report.lines()[-1].startswith(
+        "1 refused by the source collection, not restored: CMD-2 (code 11000: E11000 duplicate key error"
+    )
+
+
+def test_a_duplicate_id_is_present_only_when_the_order_read_back_is_the_archived_one(
+    mongo, db, settings, monkeypatch
+):
+    """Another writer put two orders back between the restore's read and its insert: one as
+    archived, one with other content (``quantite`` 1.0, a double, where the archive keeps the
+    int 1: Python's == says equal, BSON does not). Both answer 11000 on ``_id``."""
+    same, other = order("CMD-1"), order("CMD-2")
+    archive(db, settings, same, other)
+
+    def another_writer(collection, documents):
+        collection.database[settings.orders_collection].insert_one(dict(same))
+        collection.database[settings.orders_collection].insert_one({**other, "quantite": 1.0})
+
+    server_refusing(
+        monkeypatch,
+        settings,
+        {"CMD-1": duplicate("_id", same["_id"]), "CMD-2": duplicate("_id", other["_id"])},
+        before=another_writer,
+    )
+    report = run_restore(mongo, settings, same, other)
+    assert (report.restored, report.already_there, report.conflicts, report.refused) == (0, 1, 1, 0)
+    assert report.conflict_examples == ["CMD-2"]
+    assert isinstance(restored_at(db, settings, same), datetime)  # in the source as archived: held
+    assert restored_at(db, settings, other) is None  # not ours: not held
+    assert bson.encode(in_source(db, settings, other)) != bson.encode(other)  # left alone
+
+
+def test_a_refused_order_keeps_the_mark_it_had(mongo, db, settings, monkeypatch):
+    """A validator (121) refuses an order restored once before: its earlier ``restored_at``
+    comes back, not nothing (that restore's hold may still run) and not this run's."""
+    earlier = NOW - timedelta(days=3)
+    refused, accepted = order("CMD-1"), order("CMD-2")
+    archive(db, settings, refused, accepted, restored_at=earlier)
+    server_refusing(monkeypatch, settings, {"CMD-1": VALIDATION})
+    report = run_restore(mongo, settings, refused, accepted)
+    assert (report.restored, report.refused) == (1, 1)
+    assert report.refused_orders[0].reason == "Document failed validation"
+    assert restored_at(db, settings, refused).replace(tzinfo=UTC) == earlier
+    assert restored_at(db, settings, accepted).replace(tzinfo=UTC) > earlier
+
+
+def test_a_field_name_the_server_refuses_is_reported_with_its_reason(mongo, db, settings, monkeypatch):
+    """MongoDB before 5.0 refuses a top-level field name with a ``$`` prefix in an insert
+    (``fixDocumentForInsert``: 2 BadValue); an order stored under 5.0+ and restored into a 4.4
+    source meets it. Reported with MongoDB's message, the others restored."""
+    odd, plain = order("CMD-1", **{"$note": "x"}), order("CMD-2")
+    archive(db, settings, odd, plain)
+    refusal = {"code": 2, "errmsg": "Document can't have $ prefixed field names: $note"}
+    server_refusing(monkeypatch, settings, {"CMD-1": refusal})
+    report = run_restore(mongo, settings, odd, plain)
+    assert (report.restored, report.refused) == (1, 1)
+    assert (
+        report.refused_orders[0].line() == "CMD-1 (code 2: Document can't have $ prefixed field names: $note)"
+    )
+    assert report.as_dict()["refused_orders"][0]["code"] == 2
