@@ -9,7 +9,9 @@ The same at the wire: tests/e2e/test_restore_e2e.py (NX_FAULT_REFUSE_INSERT)."""
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import bson
@@ -21,6 +23,7 @@ from pymongo.errors import BulkWriteError
 from order_archiver.operations.restore import RestoreSelection, restore
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def order(numero: str, **fields: Any) -> dict[str, Any]:
@@ -216,3 +219,44 @@ def test_a_field_name_the_server_refuses_is_reported_with_its_reason(mongo, db, 
         report.refused_orders[0].line() == "CMD-1 (code 2: Document can't have $ prefixed field names: $note)"
     )
     assert report.as_dict()["refused_orders"][0]["code"] == 2
+
+
+def _element(kind: int, name: str, value: bytes = b"") -> bytes:
+    return bytes([kind]) + name.encode() + b"\0" + value
+
+
+def _string(text: str) -> bytes:
+    data = text.encode() + b"\0"
+    return struct.pack("<i", len(data)) + data
+
+
+def test_deprecated_bson_types_come_back_as_pymongo_reads_them_a_documented_limit(mongo, db, settings):
+    """An order holding BSON's deprecated types (``undefined`` 0x06, a symbol 0x0E, a DBPointer
+    0x0C) reaches the archiver decoded by pymongo: None, a str, a DBRef. The archive's copy
+    holds those, and ``restore`` gives back null (0x0A), a string (0x02) and a DBRef document
+    (0x03): not the bytes the source held. Named as a limit in guarantees.md and commands.md."""
+    order_id = ObjectId()
+    elements = (
+        _element(0x07, "_id", order_id.binary)
+        + _element(0x02, "numero_commande", _string("CMD-1"))
+        + _element(0x06, "undefined_field")
+        + _element(0x0E, "symbol_field", _string("livrée"))
+        + _element(0x0C, "pointer_field", _string("livraison.Client") + order_id.binary)
+    )
+    raw = struct.pack("<i", len(elements) + 5) + elements + b"\0"
+    as_read = bson.decode(raw)  # what the archiver's client hands it, archive copy included
+    archive(db, settings, as_read)
+    report = run_restore(mongo, settings, as_read)
+    assert report.restored == 1
+    back = bson.encode(db[settings.orders_collection].find_one({"_id": order_id}))
+    kinds = {name: back[back.index(name.encode() + b"\0") - 1] for name in as_read if name != "_id"}
+    assert kinds == {
+        "numero_commande": 0x02,
+        "undefined_field": 0x0A,
+        "symbol_field": 0x02,
+        "pointer_field": 0x03,
+    }
+    assert back != raw
+    for page in ("guarantees.md", "commands.md"):
+        text = (ROOT / "docs" / page).read_text()
+        assert all(name in text for name in ("`undefined`", "symbol", "DBPointer")), page
