@@ -953,6 +953,7 @@ def apply_fixes() -> None:
     _fix_retention_knob()
     _fix_token_order()
     _fix_expr_root_equality()
+    index_catalog.fix_duplicate_keys(_folded_body)  # before the catalog: it reads the server's own names
     index_catalog.fix_index_catalog(server_version(), _folded_body)
     _refuse_paths_into_arrays()
     _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it

@@ -15,11 +15,18 @@ server's own index list says which exist (a dropped collection takes its indexes
 table says what they are called and hold. ``createIndexes``, ``listIndexes``, ``dropIndexes``
 and ``collMod`` of an index are answered the way MongoDB's index catalog answers them
 (``index_catalog_impl.cpp``, ``coll_mod.cpp``); a TTL age changed by ``collMod`` is written
-where neosqlite's own TTL expiry reads it (it expires documents on reads, not once a minute)."""
+where neosqlite's own TTL expiry reads it (it expires documents on reads, not once a minute).
+
+Fault: an insert refused by a unique index answers 11000 with SQLite's message ("UNIQUE
+constraint failed: index 'idx_orders_numero'") and no ``keyPattern``/``keyValue``; MongoDB
+(4.4+, ``DuplicateKeyErrorInfo``) names the index's key and the duplicate value, which is the
+only way a client tells a duplicate ``_id`` from a duplicate on another unique index. Fix: each
+such write error gets MongoDB's ``keyPattern``, ``keyValue`` and message."""
 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from bson import json_util
@@ -248,6 +255,69 @@ class IndexCommands:
             collection, {**{k: v for k, v in entry.items() if k != "v"}, "expireAfterSeconds": new}
         )
         return {"ok": 1.0, "expireAfterSeconds_old": old, "expireAfterSeconds_new": new}
+
+
+_UNIQUE_FAILED = re.compile(r"UNIQUE constraint failed: (?:index '(?P<index>[^']+)'|[^.]+\.(?P<field>\S+))")
+
+
+def _shown(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+class DuplicateKeys:
+    """11000 write errors of an insert, given what MongoDB says of them (module docstring)."""
+
+    def __init__(self, commands: IndexCommands, body: dict[str, Any]) -> None:
+        self.commands, self.body = commands, body
+        self.db_name, self.collection = str(body.get("$db", "test")), str(body.get("insert"))
+
+    def key_of(self, errmsg: str) -> tuple[str, dict[str, Any]] | None:
+        """The index's MongoDB name and key, from SQLite's message."""
+        found = _UNIQUE_FAILED.search(errmsg)
+        if found is None:
+            return None
+        if found["field"] == "_id":
+            return "_id_", {"_id": 1}
+        entries = self.commands.indexes(self.db_name, self.collection)
+        entry = next(
+            (e for e, own in entries if own == found["index"] or e.get("name") == found["index"]), None
+        )
+        return None if entry is None else (str(entry.get("name")), dict(entry.get("key") or {}))
+
+    def error(self, error: dict[str, Any]) -> dict[str, Any]:
+        documents = self.body.get("documents") or []
+        known = self.key_of(str(error.get("errmsg", ""))) if error.get("code") == 11000 else None
+        if known is None or not 0 <= int(error.get("index", -1)) < len(documents):
+            return error
+        name, key = known
+        value = {field: documents[error["index"]].get(field) for field in key}
+        shown = ", ".join(f"{field}: {_shown(v)}" for field, v in value.items())
+        return {
+            "index": error["index"],
+            "code": 11000,
+            "keyPattern": key,
+            "keyValue": value,
+            "errmsg": f"E11000 duplicate key error collection: {self.db_name}.{self.collection} "
+            f"index: {name} dup key: {{ {shown} }}",
+        }
+
+
+def fix_duplicate_keys(folded_body: Any) -> None:
+    """Give an insert's 11000 write errors MongoDB's ``keyPattern``/``keyValue``/message."""
+    command, insert = NeoSQLiteHandler.handle_command, NeoSQLiteHandler.handle_insert
+
+    @functools.wraps(insert)
+    def handle_insert(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = dict(folded_body(msg) or {})  # before the handler: it pops "$db" from the body
+        request_id, reply = insert(self, msg)
+        if not isinstance(reply, dict) or not any(
+            e.get("code") == 11000 for e in reply.get("writeErrors") or []
+        ):
+            return request_id, reply
+        keys = DuplicateKeys(IndexCommands(self, command, definitions.FLOOR), body)
+        return request_id, {**reply, "writeErrors": [keys.error(e) for e in reply["writeErrors"]]}
+
+    NeoSQLiteHandler.handle_insert = handle_insert
 
 
 def fix_index_catalog(version: definitions.Version, folded_body: Any) -> None:

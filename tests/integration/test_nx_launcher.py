@@ -587,3 +587,26 @@ def test_a_dropped_collections_indexes_go_with_it(db):
     assert "expireAfterSeconds" not in listed["by_delivery"]
     db.archive.insert_one({"date_livraison": datetime(2001, 1, 1, tzinfo=UTC)})
     assert db.archive.count_documents({}) == 1  # nothing expires under a plain index
+
+
+def test_a_duplicate_key_names_its_index_key_and_value(db):
+    """MongoDB (4.4+, ``DuplicateKeyErrorInfo``) answers an insert refused by a unique index
+    with ``keyPattern`` and ``keyValue``: the only way to tell a duplicate ``_id`` from one on
+    another unique index (``restore`` counts the first as "already there", the second as
+    refused). nx-27017 answered SQLite's "UNIQUE constraint failed" alone."""
+    orders = db["unique_orders"]
+    orders.create_index("numero_commande", unique=True)
+    taken = ObjectId()
+    orders.insert_one({"_id": taken, "numero_commande": "CMD-1"})
+    with pytest.raises(pymongo.errors.BulkWriteError) as caught:
+        orders.insert_many(
+            [{"_id": ObjectId(), "numero_commande": "CMD-1"}, {"_id": taken, "numero_commande": "CMD-2"}],
+            ordered=False,
+        )
+    on_numero, on_id = caught.value.details["writeErrors"]
+    assert (on_numero["index"], on_numero["code"]) == (0, 11000)
+    assert on_numero["keyPattern"] == {"numero_commande": 1}
+    assert on_numero["keyValue"] == {"numero_commande": "CMD-1"}
+    assert "index: numero_commande_1 dup key" in on_numero["errmsg"]
+    assert (on_id["index"], on_id["keyPattern"], on_id["keyValue"]) == (1, {"_id": 1}, {"_id": taken})
+    assert "index: _id_ dup key" in on_id["errmsg"]
