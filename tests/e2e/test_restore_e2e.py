@@ -7,6 +7,7 @@ import json
 import bson
 import pymongo
 import pytest
+from bson import ObjectId
 
 from config import Settings
 from generator import ANOMALY_KINDS, generate_dataset
@@ -144,3 +145,47 @@ def test_a_restore_refused_in_part_holds_what_it_inserted_and_reports_the_rest(t
         assert f"{numeros[0]} (code 121: Document failed validation)" in text.stdout
     finally:
         server.stop()
+
+
+def test_a_numero_reused_under_a_unique_index_is_refused_not_counted_as_restored(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """The orders collection has a unique index on ``numero_commande`` and the application gave
+    a purged order's number to a new order: MongoDB refuses the restored order with 11000 on
+    ``numero_commande_1`` (not on ``_id``: the order is not in the source). It is reported with
+    that reason (exit 3) and carries no mark; the other order is restored and held."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 200, seed=47, p_delivered=0.7, p_anomalies=0.0)
+    purge = run_cli("batch", "--run", "--purge-source", "-q", env=nx_env, cwd=tmp_path)
+    assert purge.returncode == 0, purge.stderr
+    reused, plain = [o for o in dataset.orders if o["status"] == "livrée"][:2]
+    orders = database["Commande"]
+    orders.drop_index("numero_commande_1")  # the application's plain index made unique
+    orders.create_index("numero_commande", unique=True)
+    newcomer = {"_id": ObjectId(), "numero_commande": reused["numero_commande"], "status": "en_attente"}
+    orders.insert_one(newcomer)
+    done = run_cli(
+        "restore",
+        "--numero",
+        reused["numero_commande"],
+        "--numero",
+        plain["numero_commande"],
+        "--run",
+        "--json",
+        env=nx_env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert (report["restored"], report["already_there"], report["refused"]) == (1, 0, 1)
+    (refusal,) = report["refused_orders"]
+    assert (refusal["numero"], refusal["code"]) == (reused["numero_commande"], 11000)
+    assert "dup key: { numero_commande: " in refusal["reason"]
+    assert orders.find_one({"numero_commande": reused["numero_commande"]}) == newcomer  # left alone
+    assert orders.find_one({"_id": reused["_id"]}) is None
+    archive = {
+        d["_id"]: d
+        for d in database["Commande_archive"].find({"_id": {"$in": [reused["_id"], plain["_id"]]}})
+    }
+    assert archive[reused["_id"]].get("restored_at") is None
+    assert archive[plain["_id"]].get("restored_at") is not None
