@@ -856,9 +856,11 @@ def _refuse_what_mongodb_refuses() -> None:
     put it there and every real ``batch --run`` failed), ``commitQuorum`` on a standalone
     (2 BadValue), a field a command's definition does not have (40415), a stage or an
     operator newer than the server; and it answers ``buildinfo`` (pymongo's
-    ``server_info()``) without a version. Fix: refuse each as a MongoDB of
-    ``NX_MONGODB_VERSION`` does (``mongodb_definitions.refusal``), answer ``buildInfo`` and
-    ``buildinfo`` with that version, and ``hello`` with its wire version and topology."""
+    ``server_info()``) without a version; and an insert's document with a top-level "$" field
+    name, which MongoDB before 5.0 refuses alone. Fix: refuse each as a MongoDB of
+    ``NX_MONGODB_VERSION`` does (``mongodb_definitions.refusal``, one document of an insert:
+    ``insert_document_refusal``), answer ``buildInfo`` and ``buildinfo`` with that version, and
+    ``hello`` with its wire version and topology."""
     version = server_version()
     replica_set = os.environ.get("NX_REPLICA_SET", "").strip()
     command = NeoSQLiteHandler.handle_command
@@ -888,10 +890,44 @@ def _refuse_what_mongodb_refuses() -> None:
         answer = refused(msg)
         if answer is not None:
             return msg.get("request_id", 0), answer
-        return insert(self, msg)
+        documents = (_folded_body(msg) or {}).get("documents") or []
+        refusals = {
+            i: error
+            for i, document in enumerate(documents)
+            if isinstance(document, dict)
+            and (error := definitions.insert_document_refusal(document, version)) is not None
+        }
+        return insert_refusing(self, insert, msg, refusals)
 
     NeoSQLiteHandler.handle_command = handle_command
     NeoSQLiteHandler.handle_insert = handle_insert
+
+
+def insert_refusing(
+    handler: Any, insert: Any, msg: dict[str, Any], refusals: dict[int, dict[str, Any]]
+) -> tuple[int, dict[str, Any]]:
+    """An insert whose documents at the indexes of ``refusals`` are refused with those write
+    errors, as MongoDB answers one: an unordered insert inserts the others, an ordered one
+    stops at its first error; one ``writeErrors`` entry per refused document at its index in
+    the command, ``n`` the documents inserted."""
+    if not refusals:
+        return insert(handler, msg)
+    body = _folded_body(msg) or {}
+    documents = list(body.get("documents") or [])
+    refused = sorted(refusals)
+    if body.get("ordered", True):
+        documents, refused = documents[: refused[0] + 1], refused[:1]
+    kept = [i for i in range(len(documents)) if i not in refusals]
+    request_id, reply = msg.get("request_id", 0), {}
+    if kept:
+        command = {**body, "documents": [documents[i] for i in kept]}
+        request_id, reply = insert(handler, {**msg, "sections": [("body", command)]})
+    reply = {"ok": 1.0, "n": 0, **reply}
+    reply.pop("insertedIds", None)  # not in MongoDB's reply
+    errors = [{**e, "index": kept[e["index"]]} for e in reply.get("writeErrors") or []]
+    errors += [{"index": i, **refusals[i]} for i in refused]
+    reply["writeErrors"] = sorted(errors, key=lambda e: int(e["index"]))
+    return request_id, reply
 
 
 def _array_paths(update: Any) -> list[str]:

@@ -547,6 +547,24 @@ def _operator_refusal(value: Any, version: Version) -> dict[str, Any] | None:
     return None
 
 
+# Before 5.0 an insert refuses a document with a top-level field name that starts with "$"
+# (``fixDocumentForInsert``, src/mongo/db/ops/insert.cpp: 2 BadValue), one document at a time:
+# the others of an unordered insert are inserted. 5.0 allows them ("Field Names with Periods
+# and Dollar Signs"). Nested "$" names and dotted names were allowed on insert before 5.0.
+DOLLAR_FIELD_NAMES_SINCE: Version = (5, 0)
+
+
+def insert_document_refusal(document: Mapping[str, Any], version: Version) -> dict[str, Any] | None:
+    """The write error a MongoDB of ``version`` answers for one document of an insert (without
+    its ``index``), or None when it takes it."""
+    if version >= DOLLAR_FIELD_NAMES_SINCE:
+        return None
+    name = next((k for k in document if isinstance(k, str) and k.startswith("$")), None)
+    if name is None:
+        return None
+    return {"code": 2, "errmsg": f"Document can't have $ prefixed field names: {name}"}
+
+
 def refusal(body: Mapping[str, Any], version: Version, *, replica_set: bool) -> dict[str, Any] | None:
     """What a MongoDB of ``version`` answers ``body`` (the command with its document
     sequences folded in) when it refuses it; None when it accepts it."""

@@ -207,29 +207,15 @@ class _InsertRefusals:
     def handle(self, inner: Any, handler: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         body = devserver._folded_body(msg) or {}
         documents = list(body.get("documents") or [])
-        refused = [i for i, d in enumerate(documents) if d.get("numero_commande") in self.codes]
-        if not refused:
-            return inner(handler, msg)
-        if body.get("ordered", True):  # an ordered insert stops at its first error
-            documents, refused = documents[: refused[0] + 1], refused[:1]
-
-        def insert(chosen: list[dict[str, Any]], ordered: bool) -> tuple[int, dict[str, Any]]:
-            command = {**body, "documents": chosen, "ordered": ordered}
-            return inner(handler, {**msg, "sections": [("body", command)]})
-
-        for i in refused:  # 11000 on _id: another writer inserted it first
+        chosen = [i for i, d in enumerate(documents) if d.get("numero_commande") in self.codes]
+        if chosen and body.get("ordered", True):  # an ordered insert stops at its first error
+            chosen = chosen[:1]
+        for i in chosen:  # 11000 on _id: another writer inserted it first
             if self.codes[documents[i]["numero_commande"]] == (11000, "_id"):
-                insert([documents[i]], True)
-        kept = [i for i in range(len(documents)) if i not in refused]
-        request_id, reply = (
-            insert([documents[i] for i in kept], False) if kept else (msg.get("request_id", 0), {})
-        )
-        reply = {"ok": 1.0, "n": 0, **reply}
-        reply.pop("insertedIds", None)  # not in MongoDB's reply
-        errors = [{**e, "index": kept[e["index"]]} for e in reply.get("writeErrors") or []]
-        errors += [self.write_error(i, documents[i], body) for i in refused]
-        reply["writeErrors"] = sorted(errors, key=lambda e: int(e["index"]))
-        return request_id, reply
+                first = {**body, "documents": [documents[i]], "ordered": True}
+                inner(handler, {**msg, "sections": [("body", first)]})
+        refusals = {i: self.write_error(i, documents[i], body) for i in chosen}
+        return devserver.insert_refusing(handler, inner, msg, refusals)
 
 
 def _add_insert_refusals() -> None:

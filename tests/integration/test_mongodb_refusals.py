@@ -322,3 +322,55 @@ def test_archive_retention_creates_changes_and_drops_its_ttl_index_as_4_4_accept
         assert ttl() is None
         assert run_with(None)["action"] == "none"
         assert [r for r in sent.refusals if r.get("code") != 59] == []
+
+
+# --- an insert refused document by document ------------------------------------------------------
+
+
+@pytest.mark.test_server_only("a server answering as MongoDB 4.4")
+def test_4_4_refuses_a_dollar_field_name_in_an_insert_document_by_document(floor_server, db_name):
+    """Before 5.0 an insert refuses a document with a top-level "$" field name (2 BadValue,
+    ``fixDocumentForInsert``); an unordered insert inserts the others, an ordered one stops
+    there. A "$" name inside a subdocument is taken."""
+    with pymongo.MongoClient(floor_server.uri, tz_aware=True) as client:
+        orders = client[db_name]["orders"]
+        with pytest.raises(pymongo.errors.BulkWriteError) as caught:
+            orders.insert_many(
+                [{"_id": 1}, {"_id": 2, "$note": "x"}, {"_id": 3, "nested": {"$note": "x"}}], ordered=False
+            )
+        (error,) = caught.value.details["writeErrors"]
+        assert (error["index"], error["code"]) == (1, 2)
+        assert error["errmsg"] == "Document can't have $ prefixed field names: $note"
+        assert sorted(d["_id"] for d in orders.find()) == [1, 3]
+        with pytest.raises(pymongo.errors.BulkWriteError):
+            orders.insert_many([{"_id": 4, "$note": "x"}, {"_id": 5}], ordered=True)
+        assert sorted(d["_id"] for d in orders.find()) == [1, 3]
+
+
+@pytest.mark.test_server_only("a server answering as MongoDB 4.4")
+def test_a_restore_into_4_4_reports_the_order_whose_field_name_it_refuses(floor_server, db_name):
+    """An order stored with a top-level "$" field name (MongoDB 5.0+ takes it) restored into a
+    4.4 source: that order is refused (2), reported with MongoDB's message, and not marked; the
+    other is restored and marked."""
+    from bson import ObjectId
+
+    from order_archiver.operations.restore import RestoreSelection, restore
+
+    odd = {"_id": ObjectId(), "numero_commande": "CMD-1", "$note": "x"}
+    plain = {"_id": ObjectId(), "numero_commande": "CMD-2"}
+    with pymongo.MongoClient(floor_server.uri, tz_aware=True) as client:
+        archive = client[db_name]["Commande_archive"]
+        archive.insert_many(
+            [{"_id": o["_id"], "numero_commande": o["numero_commande"], "source": o} for o in (odd, plain)]
+        )
+        settings = Settings(mongodb_uri=floor_server.uri, mongodb_database=db_name, log_dir="")
+        report = restore(client, settings, RestoreSelection(("CMD-1", "CMD-2")), run=True)
+        assert (report.restored, report.refused) == (1, 1)
+        assert (
+            report.refused_orders[0].line()
+            == "CMD-1 (code 2: Document can't have $ prefixed field names: $note)"
+        )
+        assert [d["_id"] for d in client[db_name]["Commande"].find()] == [plain["_id"]]
+        marks = {d["_id"]: d.get("restored_at") for d in archive.find()}
+        assert marks[odd["_id"]] is None
+        assert marks[plain["_id"]] is not None
