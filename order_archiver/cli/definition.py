@@ -325,7 +325,9 @@ COMMANDS: dict[str, Command] = {
         "put archived orders back into the source, as the source held them (dry run unless --run)",
         "Insert the archive's copy of each selected order (every field, the same BSON types) into "
         "the orders collection; never deletes from the archive; an order restored is not purged "
-        "again before RESTORE_HOLD. An order in the source with other content is left alone (exit 3).",
+        "again before RESTORE_HOLD. An order in the source with other content is left alone, and one "
+        "the source refuses (a validator, a unique index, a field name) is reported with MongoDB's "
+        "reason (exit 3).",
         """  python main.py restore --numero CMD-000042                 what would be restored
   python main.py restore --numero CMD-000042 --numero CMD-000043 --run
   python main.py restore --client 6553f1c2a9e4b1d2c3f4a5b6 --date-from 2026-11-01 --run""",
