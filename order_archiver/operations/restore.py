@@ -322,8 +322,10 @@ class InsertRefusals:
             absent.add(copy["_id"])
             if there is not None:
                 report.conflict(copy)
-            else:
-                report.refuse(self.refusal(copy, error))
+                continue
+            refusal = self.refusal(copy, error)
+            log.warning("restore: the source collection refused order %s", refusal.line())
+            report.refuse(refusal)
         return absent
 
     @staticmethod
@@ -331,9 +333,7 @@ class InsertRefusals:
         reason = str(error.get("errmsg") or "refused").splitlines()[0][:300]
         if _on_id(error):  # refused on _id, yet not there when read back: deleted meanwhile
             reason += " (and no longer in the source when read back)"
-        refusal = Refusal(_name(copy), error.get("code"), reason)
-        log.warning("restore: the source collection refused order %s", refusal.line())
-        return refusal
+        return Refusal(_name(copy), error.get("code"), reason)
 
 
 def _to_millis(moment: datetime) -> datetime:

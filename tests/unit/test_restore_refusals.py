@@ -260,3 +260,19 @@ def test_deprecated_bson_types_come_back_as_pymongo_reads_them_a_documented_limi
     for page in ("guarantees.md", "commands.md"):
         text = (ROOT / "docs" / page).read_text()
         assert all(name in text for name in ("`undefined`", "symbol", "DBPointer")), page
+
+
+def test_every_refused_order_is_in_the_log_the_report_lists_the_first(
+    mongo, db, settings, monkeypatch, caplog
+):
+    monkeypatch.setattr("order_archiver.operations.restore.REFUSALS_LISTED", 1)
+    orders = [order(f"CMD-{n}") for n in range(3)]
+    archive(db, settings, *orders)
+    server_refusing(monkeypatch, settings, {o["numero_commande"]: VALIDATION for o in orders})
+    with caplog.at_level("WARNING"):
+        report = run_restore(mongo, settings, *orders)
+    assert (report.refused, len(report.refused_orders)) == (3, 1)
+    assert report.lines()[-1].endswith("; and 2 more (each in the log)")
+    logged = [r.getMessage() for r in caplog.records if "refused order" in r.getMessage()]
+    assert len(logged) == 3
+    assert all("(code 121: Document failed validation)" in line for line in logged)
