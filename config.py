@@ -107,6 +107,9 @@ class Settings:
     archive_pii_retention: Duration | None = (
         None  # ARCHIVE_PII_RETENTION: personal data erased after this long
     )
+    index_build_wait_s: int = (
+        30  # INDEX_BUILD_WAIT_S: batch --run waits this long for index builds, then goes on
+    )
     log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
     log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
     log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
@@ -312,6 +315,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ARCHIVE_RETENTION": ("archive_retention", parse_retention),
     "ARCHIVE_PII_RETENTION": ("archive_pii_retention", parse_retention),
     "BATCH_FULL_SWEEP_EVERY": ("batch_full_sweep_every", parse_duration),
+    "INDEX_BUILD_WAIT_S": ("index_build_wait_s", parse_positive_int),
     "LOG_DIR": ("log_dir", parse_text),
     "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),
     "LOG_FORMAT": ("log_format", parse_choice(LOG_FORMATS)),

@@ -21,15 +21,34 @@ Fault: an insert refused by a unique index answers 11000 with SQLite's message (
 constraint failed: index 'idx_orders_numero'") and no ``keyPattern``/``keyValue``; MongoDB
 (4.4+, ``DuplicateKeyErrorInfo``) names the index's key and the duplicate value, which is the
 only way a client tells a duplicate ``_id`` from a duplicate on another unique index. Fix: each
-such write error gets MongoDB's ``keyPattern``, ``keyValue`` and message."""
+such write error gets MongoDB's ``keyPattern``, ``keyValue`` and message.
+
+Index builds take no time on the development server; on MongoDB a build on a large collection
+takes minutes to hours, and a ``createIndexes`` carrying ``maxTimeMS`` that expires first is
+aborted, build included (``create_indexes_cmd.cpp``: "defensively abort the index build"). Two
+knobs scale that down (off by default), for a collection holding more than
+``NX_INDEX_BUILD_ABORT_OVER`` documents:
+
+- a ``createIndexes`` carrying ``maxTimeMS`` answers ``50 MaxTimeMSExpired`` and builds nothing,
+  as MongoDB answers one that a build outlasts;
+- with ``NX_INDEX_BUILD_SECONDS=S``, a build (without ``maxTimeMS``) takes S seconds, during
+  which the index is in progress: ``listIndexes`` lists it as if ready, or as
+  ``{spec, buildUUID}`` with ``includeBuildUUIDs`` (list_indexes.cpp); an identical
+  ``createIndexes`` waits until it is done (IndexBuildAlreadyInProgress, then
+  ``waitUntilAnIndexBuildFinishes``); the client closing its connection does not stop it
+  (createIndexes is not killed on disconnect: SERVER-101507)."""
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+import threading
+import time
+import uuid
 from typing import Any
 
-from bson import json_util
+from bson import Binary, json_util
 from neosqlite.collection import index_manager
 from nx_27017.handler import NeoSQLiteHandler
 
@@ -60,6 +79,59 @@ def _options(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _identifying(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: spec.get(k) for k in IDENTIFYING}
+
+
+class Builds:
+    """The index builds in progress, server-wide: (database, collection, name) -> the spec, its
+    build UUID and an event set when it is done. Only the slow-build knob makes any."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[tuple[str, str, str], tuple[dict[str, Any], Binary, threading.Event]] = {}
+
+    def of(self, db_name: str, collection: str) -> list[tuple[dict[str, Any], Binary]]:
+        with self.lock:
+            return [
+                (spec, build)
+                for (d, c, _), (spec, build, _) in self.running.items()
+                if (d, c) == (db_name, collection)
+            ]
+
+    def waiting_on(
+        self, db_name: str, collection: str, specs: list[dict[str, Any]]
+    ) -> threading.Event | None:
+        """The event of a build in progress of one of ``specs`` (by name), if any."""
+        with self.lock:
+            for spec in specs:
+                running = self.running.get((db_name, collection, str(spec.get("name"))))
+                if running is not None:
+                    return running[2]
+        return None
+
+    def begin(self, db_name: str, collection: str, specs: list[dict[str, Any]]) -> threading.Event:
+        done = threading.Event()
+        build = Binary.from_uuid(uuid.uuid4())
+        with self.lock:
+            for spec in specs:
+                self.running[(db_name, collection, str(spec["name"]))] = (spec, build, done)
+        return done
+
+    def end(self, db_name: str, collection: str, specs: list[dict[str, Any]], done: threading.Event) -> None:
+        with self.lock:
+            for spec in specs:
+                self.running.pop((db_name, collection, str(spec["name"])), None)
+        done.set()
+
+
+BUILDS = Builds()
+
+
+def _knob(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
+
+
+MAX_TIME_EXPIRED = _failure(50, "MaxTimeMSExpired", "operation exceeded time limit")
 
 
 class Catalog:
@@ -160,14 +232,50 @@ class IndexCommands:
         return Catalog(self.handler.get_database(db_name))
 
     def list_indexes(self, body: dict[str, Any]) -> dict[str, Any]:
-        reply = self.call(body)
+        reply = self.call({k: v for k, v in body.items() if k != "includeBuildUUIDs"})
         if not reply.get("ok"):
             return reply
         db_name, collection = body.get("$db", "test"), body.get("listIndexes") or body.get("listindexes")
         shown = [entry for entry, _ in self.indexes(db_name, str(collection))]
+        for spec, build in BUILDS.of(db_name, str(collection)):
+            entry = {"v": 2, **spec}
+            shown.append({"spec": entry, "buildUUID": build} if body.get("includeBuildUUIDs") else entry)
         return {**reply, "cursor": {**reply["cursor"], "firstBatch": shown}}
 
     def create_indexes(self, body: dict[str, Any]) -> dict[str, Any]:
+        """As MongoDB: wait for a build in progress of the same index, then build (at once, or
+        slowly on a large collection under the knobs of the module docstring)."""
+        db_name, collection = body.get("$db", "test"), str(body["createIndexes"])
+        specs = [spec for spec in body.get("indexes") or [] if isinstance(spec, dict)]
+        while (running := BUILDS.waiting_on(db_name, collection, specs)) is not None:
+            running.wait()
+        with self.handler._lock_for(db_name):
+            todo = self.todo(body)
+            if isinstance(todo, dict):
+                return todo
+            large = self.large(db_name, collection)
+            if large and "maxTimeMS" in body:
+                return dict(MAX_TIME_EXPIRED)  # the build aborted: nothing is left of it
+            seconds = _knob("NX_INDEX_BUILD_SECONDS") if large else None
+            if not seconds:
+                return self.build(body, todo)
+            done = BUILDS.begin(db_name, collection, todo)
+        try:
+            time.sleep(seconds)  # on the request's own thread: a client gone does not stop it
+            with self.handler._lock_for(db_name):
+                return self.build(body, todo)
+        finally:
+            BUILDS.end(db_name, collection, todo, done)
+
+    def large(self, db_name: str, collection: str) -> bool:
+        over = _knob("NX_INDEX_BUILD_ABORT_OVER")
+        if over is None:
+            return False
+        return int(self.call({"count": collection, "$db": db_name}).get("n") or 0) > over
+
+    def todo(self, body: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+        """The specifications to build, or MongoDB's answer when there is none (a refusal, or
+        every index already there)."""
         db_name, collection = body.get("$db", "test"), str(body["createIndexes"])
         existing = [entry for entry, _ in self.indexes(db_name, collection)]
         todo = []
@@ -185,7 +293,11 @@ class IndexCommands:
                 "numIndexesAfter": count,
                 "note": "all indexes already exist",
             }
-        reply = self.call({**body, "indexes": todo})
+        return todo
+
+    def build(self, body: dict[str, Any], todo: list[dict[str, Any]]) -> dict[str, Any]:
+        db_name, collection = body.get("$db", "test"), str(body["createIndexes"])
+        reply = self.call({**{k: v for k, v in body.items() if k != "maxTimeMS"}, "indexes": todo})
         if reply.get("ok"):
             catalog = self.catalog(db_name)
             for spec in todo:
@@ -339,6 +451,8 @@ def fix_index_catalog(version: definitions.Version, folded_body: Any) -> None:
             route = commands.coll_mod_index
         if route is None:
             return original(self, msg)
+        if route == commands.create_indexes:  # takes the lock itself: a slow build waits outside it
+            return msg.get("request_id", 0), route(body)
         with self._lock_for(body.get("$db", "test")):
             return msg.get("request_id", 0), route(body)
 

@@ -260,7 +260,7 @@ OTHER_COMMANDS: dict[str, dict[str, Version]] = {
     "buildinfo": {},
     "connectionStatus": {"showPrivileges": AT_FLOOR},
     "listCollections": dict.fromkeys(("filter", "nameOnly", "authorizedCollections", "cursor"), AT_FLOOR),
-    "listIndexes": {"cursor": AT_FLOOR},
+    "listIndexes": dict.fromkeys(("cursor", "includeBuildUUIDs"), AT_FLOOR),  # list_indexes.idl
     "listDatabases": dict.fromkeys(("filter", "nameOnly", "authorizedDatabases"), AT_FLOOR),
     "killCursors": {"cursors": AT_FLOOR},
     "endSessions": {},

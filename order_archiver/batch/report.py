@@ -63,8 +63,11 @@ class BatchReport:
     purged: int = 0
     purge_kept: int = 0  # archived, but left in the source: changed since (see purge)
     retention: dict[str, Any] | None = None  # ARCHIVE_RETENTION's TTL index (retention.RetentionState)
+    indexes: list[dict[str, Any]] = field(default_factory=list)  # those not ready (indexes.IndexStatus)
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: archived orders whose personal data this run erased
     would_erase_pii: int | None = None  # a dry run with ARCHIVE_PII_RETENTION: what --run would erase
+    undated_expired: int = 0  # ARCHIVE_RETENTION: archived orders without date_livraison deleted by age
+    would_expire_undated: int | None = None  # a dry run with ARCHIVE_RETENTION: what --run would delete so
     seconds: float = 0.0
     would_archive: int = 0
     would_purge: int | None = None  # a dry run with --purge-source: what --run would delete
@@ -93,10 +96,22 @@ class BatchReport:
         if erased:
             verb = "would erase" if self.dry_run else "erased"
             text += f", {verb} the personal data of {erased} archived (ARCHIVE_PII_RETENTION)"
-        action = (self.retention or {}).get("action")
+        undated = self.would_expire_undated if self.dry_run else self.undated_expired
+        if undated:
+            verb = "would delete" if self.dry_run else "deleted"
+            text += f", {verb} {undated} archived without date_livraison (ARCHIVE_RETENTION, by order date)"
+        retention = self.retention or {}
+        action = retention.get("action")
         if action in DONE:
             verb = f"would {action}" if self.dry_run else DONE[action]
             text += f"; {verb} the archive's TTL index (ARCHIVE_RETENTION)"
+            if retention.get("at_once"):
+                text += f", which deletes {retention['at_once']} archived orders at once"
+        if action == "pending":
+            text += "; the archive's TTL index is being built (ARCHIVE_RETENTION)"
+        if self.indexes:
+            names = ", ".join(f"{i['index']} ({i['state']})" for i in self.indexes)
+            text += f"; indexes not ready: {names}"
         return text
 
     def summary_line(self) -> str:

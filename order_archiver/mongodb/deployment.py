@@ -36,7 +36,6 @@ log = get_logger("deployment")
 
 LOOKUP_SHARDED_FROM = (5, 1)  # $lookup reads a sharded "from" collection from 5.1 on
 COMMAND_NOT_FOUND = 59  # what 4.4.0 and 4.4.1 answer "hello" (added in 4.4.2)
-INDEX_BUILD_MAX_MS = 60_000  # see index_build_options
 
 
 HELLO_FROM = (4, 4, 2)
@@ -82,12 +81,9 @@ def index_build_options(reply: dict[str, Any]) -> dict[str, Any]:
     """The ``createIndexes`` command's own fields (never the index specification's, where every
     MongoDB since 3.4 refuses them: 197). On 4.4+ a replicated build waits for every voting
     member by default, so a member down would block the run: it asks a majority
-    (``commitQuorum``), which a standalone refuses (2 BadValue) and does not need. Either way
-    it gives up after ``INDEX_BUILD_MAX_MS`` (the server goes on; the next run finds it done)."""
-    options: dict[str, Any] = {"maxTimeMS": INDEX_BUILD_MAX_MS}
-    if replicated(reply):
-        options["commitQuorum"] = "majority"
-    return options
+    (``commitQuorum``), which a standalone refuses (2 BadValue) and does not need. Never
+    ``maxTimeMS``: MongoDB aborts a build whose command outlasts it (``indexes.py``)."""
+    return {"commitQuorum": "majority"} if replicated(reply) else {}
 
 
 def server_version(client: MongoClient[Document]) -> tuple[int, ...]:

@@ -1,28 +1,55 @@
-"""The indexes a batch run relies on, built once per run (creating an existing index is a
-no-op on the server).
+"""The indexes a batch run relies on, built in a step of their own, without a time limit.
 
-Each is one ``createIndexes``: the specification's fields in the ``IndexModel`` (``key``,
-``name``, ``unique``), the command's own fields on the command (``commitQuorum`` where there
-is a quorum, ``maxTimeMS``), as ``deployment.index_build_options`` decides from each
-deployment's own ``hello``: source and archive can be different deployments."""
+MongoDB aborts an index build whose ``createIndexes`` is interrupted while it waits for it
+(``create_indexes_cmd.cpp``: it "defensively abort[s] the index build", on every member for a
+two-phase build), and ``maxTimeMS`` expiring is such an interruption: on a collection that
+already holds millions of documents a build carrying ``maxTimeMS`` never completes, on every
+run. So a build here carries no ``maxTimeMS`` (and runs under ``pymongo.timeout(None)``, so that
+a ``timeoutMS`` in the URI adds none), only ``commitQuorum`` where there is a quorum
+(``deployment.index_build_options``).
+
+The run does not wait for ever either: each build waits on a thread of its own, the run at
+most ``INDEX_BUILD_WAIT_S`` for all of them; a build still running then is *pending* and left
+to the server. Closing the connection does not abort it: ``createIndexes`` does not ask to be
+killed when its client disconnects (only some reads do, through
+``CommandHelpers::handleMarkKillOnClientDisconnect``; SERVER-101507 "Operations running index
+builds are not killed if clients disconnect"). The next run reads which builds are in progress
+from ``listIndexes`` with ``includeBuildUUIDs`` (4.4+: an unfinished index comes as
+``{spec, buildUUID}``; without the flag it is listed as if it were ready) and neither starts
+them again nor aborts them (an identical ``createIndexes`` would only wait for the build:
+IndexBuildAlreadyInProgress, 276, then ``waitUntilAnIndexBuildFinishes``).
+
+Every index but one only spares runs a scan (``COSTS`` says which): a run goes on without it
+and says what it costs. The archive's unique index on ``numero_commande`` is required: without
+it two source orders sharing a numero would both be archived; a run whose archive does not
+have it ready archives nothing (``require_unique``)."""
 
 from __future__ import annotations
 
 import functools
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
+import pymongo
 from pymongo import ASCENDING, IndexModel
+from pymongo.errors import OperationFailure
 
 from logger import get_logger
-from order_archiver.errors import ArchiverError
+from order_archiver.errors import ArchiverError, FatalError
 from order_archiver.mongodb.deployment import hello, index_build_options
 from order_archiver.mongodb.storage import MongoCollection
-from order_archiver.retry import retrying
+from order_archiver.retry import Retry, retrying
 
 log = get_logger("batch")
 
 Keys = list[tuple[str, int]]
+IndexState = Literal["ready", "pending", "missing"]
+
+NAMESPACE_NOT_FOUND = 26  # listIndexes of a collection that does not exist: no index at all
+POLL_S = 0.05  # how often the run looks at its builds while it waits (a stop ends the wait)
 
 SOURCE_INDEXES: list[tuple[Keys, dict[str, Any]]] = [
     ([("status", ASCENDING), ("date_commande", ASCENDING)], {}),
@@ -38,32 +65,210 @@ ARCHIVE_INDEXES: list[tuple[Keys, dict[str, Any]]] = [
     ([("forgotten_at", ASCENDING), ("date_livraison", ASCENDING)], {}),  # ARCHIVE_PII_RETENTION's range
 ]
 
+# What runs pay while an index is not ready, by (side, its fields).
+COSTS: dict[tuple[str, ...], str] = {
+    ("source", "status", "date_commande"): "a date window and status's counts scan the orders",
+    (
+        "source",
+        "status",
+        "_id",
+    ): "a full pass sorts the delivered orders in memory instead of walking an index",
+    ("source", "status", "date_livraison"): "incremental passes and status's backlog scan the source",
+    ("source", "numero_commande"): "a look-up by numero_commande scans the orders",
+    ("archive", "numero_commande"): "nothing is archived (required: without it two orders sharing a "
+    "numero_commande would both be archived)",
+    ("archive", "date_commande"): "restore --date-from/--date-to scans the archive",
+    ("archive", "archived_at"): "status's newest archived order scans the archive",
+    ("archive", "pii_policy"): "status's personal-data policies scan the archive",
+    ("archive", "forgotten_at", "date_livraison"): "ARCHIVE_PII_RETENTION scans the archive on every run",
+}
 
-def ensure_indexes(
-    orders: MongoCollection,
-    archive: MongoCollection,
-    *,
-    stop_event: threading.Event,
-    source_exists: bool = True,
-) -> None:
-    """Build the indexes; only the archive's unique index is required (without it a
-    concurrent writer could archive one numero twice): the others only speed runs up, and a
-    failed build is tried again by the next run. Nothing is built on a source collection that
-    does not exist (a build would create the collection a typo names)."""
-    source_options = build_options(orders, stop_event)
-    same_deployment = archive.database.client is orders.database.client
-    archive_options = source_options if same_deployment else build_options(archive, stop_event)
-    specs = [(archive, keys, extra, archive_options) for keys, extra in ARCHIVE_INDEXES]
+
+def default_name(keys: Keys) -> str:
+    """The name MongoDB gives an index it is not told one for (``numero_commande_1``)."""
+    return "_".join(f"{name}_{direction}" for name, direction in keys)
+
+
+@dataclass(frozen=True)
+class WantedIndex:
+    """One index a run relies on, on one collection."""
+
+    collection: MongoCollection
+    side: str  # "source" or "archive"
+    keys: Keys
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.options.get("name") or default_name(self.keys))
+
+    @property
+    def cost(self) -> str:
+        fields = tuple(name for name, _ in self.keys)
+        return COSTS.get((self.side, *fields), "queries on it scan the collection")
+
+    def model(self) -> IndexModel:
+        return IndexModel(self.keys, **self.options)
+
+
+@dataclass
+class IndexStatus:
+    """Where one wanted index stands after the step (or, in a dry run or ``status``, now)."""
+
+    collection: str
+    index: str
+    state: IndexState
+    cost: str
+    problem: str | None = None  # why a build the run started did not complete
+
+    def line(self) -> str:
+        what = {
+            "pending": "being built on the server (never restarted nor aborted by the archiver)",
+            "missing": "missing (the next batch --run builds it)",
+            "ready": "ready",
+        }[self.state]
+        problem = f": {self.problem}" if self.problem else ""
+        return f"index {self.index} on {self.collection}: {what}{problem}; until it is ready, {self.cost}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wanted_indexes(
+    orders: MongoCollection, archive: MongoCollection, *, source_exists: bool
+) -> list[WantedIndex]:
+    """The archive's indexes and, when the orders collection exists, the source's (a build would
+    create the collection a typo names)."""
+    wanted = [WantedIndex(archive, "archive", keys, extra) for keys, extra in ARCHIVE_INDEXES]
     if source_exists:
-        specs = [(orders, keys, extra, source_options) for keys, extra in SOURCE_INDEXES] + specs
-    for collection, keys, extra, command in specs:
-        build = functools.partial(collection.create_indexes, [IndexModel(keys, **extra)], **command)
+        wanted = [WantedIndex(orders, "source", keys, extra) for keys, extra in SOURCE_INDEXES] + wanted
+    return wanted
+
+
+def listed_indexes(collection: MongoCollection) -> list[tuple[dict[str, Any], bool]]:
+    """Each index of ``collection`` and whether it is ready (False: being built). A collection
+    holds at most 64 indexes: the first batch (101) holds them all."""
+    try:
+        reply = collection.database.command(
+            {"listIndexes": collection.name, "includeBuildUUIDs": True, "cursor": {}}
+        )
+    except NotImplementedError:  # the in-process simulation: every build completes at once
+        return [(dict(index), True) for index in collection.list_indexes()]
+    except OperationFailure as exc:
+        if exc.code == NAMESPACE_NOT_FOUND:
+            return []
+        raise
+    batch = (reply.get("cursor") or {}).get("firstBatch") or []
+    return [(dict(e["spec"]), False) if "buildUUID" in e else (dict(e), True) for e in batch]
+
+
+def state_in(wanted: WantedIndex, listed: list[tuple[dict[str, Any], bool]]) -> IndexState:
+    for spec, ready in listed:
+        if list(dict(spec.get("key") or {}).items()) == wanted.keys:
+            return "ready" if ready else "pending"
+    return "missing"
+
+
+def read_states(wanted: list[WantedIndex], stop_event: threading.Event | None) -> list[IndexState]:
+    """Each wanted index's state: one ``listIndexes`` per collection. A collection whose indexes
+    cannot be listed (a user without ``listIndexes``) has them all "missing": a build of one
+    in progress then only waits for it, which is safe."""
+    listings: dict[str, list[tuple[dict[str, Any], bool]]] = {}
+    states: list[IndexState] = []
+    for one in wanted:
+        key = one.collection.full_name
+        if key not in listings:
+            try:
+                listing = functools.partial(listed_indexes, one.collection)
+                listings[key] = retrying(listing, stop_event=stop_event)
+            except FatalError as exc:
+                log.debug("the indexes of %s cannot be listed (%s): built as if missing", key, exc)
+                listings[key] = []
+        states.append(state_in(one, listings[key]))
+    return states
+
+
+def index_states(wanted: list[WantedIndex], stop_event: threading.Event | None) -> list[IndexStatus]:
+    """Where each wanted index stands, without building anything (a dry run, ``status``, ``doctor``)."""
+    return [
+        IndexStatus(one.collection.name, one.name, state, one.cost)
+        for one, state in zip(wanted, read_states(wanted, stop_event), strict=True)
+    ]
+
+
+class IndexBuild:
+    """One ``createIndexes`` on a thread of its own, so that the run can stop waiting for it
+    while the server goes on (a daemon thread: a process that ends does not wait for it)."""
+
+    def __init__(
+        self, wanted: WantedIndex, command: dict[str, Any], stop_event: threading.Event | None
+    ) -> None:
+        self.wanted, self.command, self.stop_event = wanted, command, stop_event
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._build, name=f"index-build-{wanted.name}", daemon=True)
+
+    def start(self) -> IndexBuild:
+        self.thread.start()
+        return self
+
+    def _build(self) -> None:
+        collection, model = self.wanted.collection, self.wanted.model()
         try:
-            retrying(build, stop_event=stop_event)
-        except ArchiverError as exc:
-            if collection is archive and extra.get("unique"):
-                raise type(exc)(f"cannot create the archive's unique index: {exc}") from exc
-            log.warning("index %s on %s not created (%s); continuing", keys, collection.name, exc)
+            with pymongo.timeout(None):  # no maxTimeMS, whatever timeoutMS the URI sets
+                retrying(
+                    lambda: collection.create_indexes([model], **self.command),
+                    purpose=Retry.COMMAND,
+                    stop_event=self.stop_event,
+                )
+        except BaseException as exc:  # handed to the run, which says it
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def status(self) -> IndexStatus:
+        wanted = self.wanted
+        if not self.done.is_set():
+            return IndexStatus(wanted.collection.name, wanted.name, "pending", wanted.cost)
+        if self.error is None:
+            return IndexStatus(wanted.collection.name, wanted.name, "ready", wanted.cost)
+        problem = str(self.error) if isinstance(self.error, ArchiverError) else repr(self.error)
+        return IndexStatus(wanted.collection.name, wanted.name, "missing", wanted.cost, problem)
+
+
+def wait_for(builds: list[IndexBuild], seconds: float, stop_event: threading.Event | None) -> None:
+    """Until every build is done, ``seconds`` have passed or the run is stopped."""
+    deadline = time.monotonic() + seconds
+    stop = stop_event or threading.Event()
+    while not all(b.done.is_set() for b in builds) and not stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        stop.wait(min(POLL_S, remaining))
+
+
+def build_indexes(
+    wanted: list[WantedIndex],
+    *,
+    wait_s: float,
+    stop_event: threading.Event | None,
+    options_of: Callable[[MongoCollection], dict[str, Any]] | None = None,
+) -> list[IndexStatus]:
+    """The step: start a build of each index that is neither ready nor being built, wait for
+    them at most ``wait_s``; what is still running is left pending on the server."""
+    options_of = options_of or (lambda collection: build_options(collection, stop_event))
+    statuses: list[IndexStatus | IndexBuild] = []
+    command_of: dict[int, dict[str, Any]] = {}  # one hello per deployment
+    for one, state in zip(wanted, read_states(wanted, stop_event), strict=True):
+        if state != "missing":
+            statuses.append(IndexStatus(one.collection.name, one.name, state, one.cost))
+            continue
+        client = id(one.collection.database.client)
+        if client not in command_of:
+            command_of[client] = options_of(one.collection)
+        statuses.append(IndexBuild(one, command_of[client], stop_event).start())
+    wait_for([s for s in statuses if isinstance(s, IndexBuild)], wait_s, stop_event)
+    return [s.status() if isinstance(s, IndexBuild) else s for s in statuses]
 
 
 def build_options(collection: MongoCollection, stop_event: threading.Event | None) -> dict[str, Any]:
@@ -74,3 +279,37 @@ def build_options(collection: MongoCollection, stop_event: threading.Event | Non
     except NotImplementedError:
         reply = {}
     return index_build_options(reply)
+
+
+def require_unique(statuses: list[IndexStatus], archive: MongoCollection) -> None:
+    """Raise unless the archive's unique index is ready: without it no write is safe."""
+    name = default_name(ARCHIVE_INDEXES[0][0])
+    unique = next((s for s in statuses if s.collection == archive.name and s.index == name), None)
+    if unique is None or unique.state == "ready":
+        return
+    if unique.state == "pending":
+        raise ArchiverError(
+            f"the archive's unique index {name} is being built on the server (a large archive takes "
+            "a while; the build goes on without this run): nothing is archived until it is ready, "
+            "run batch again later"
+        )
+    raise ArchiverError(f"cannot create the archive's unique index: {unique.problem}")
+
+
+def ensure_indexes(
+    orders: MongoCollection,
+    archive: MongoCollection,
+    *,
+    stop_event: threading.Event,
+    source_exists: bool = True,
+    wait_s: float,
+) -> list[IndexStatus]:
+    """The step for one batch run: build (``build_indexes``), log what is not ready and what
+    it costs (the caller then refuses to write without the unique index: ``require_unique``)."""
+    statuses = build_indexes(
+        wanted_indexes(orders, archive, source_exists=source_exists), wait_s=wait_s, stop_event=stop_event
+    )
+    for status in statuses:
+        if status.state != "ready":
+            log.warning(status.line())
+    return statuses

@@ -3,18 +3,25 @@ ARCHIVE_PII_RETENTION (their personal data erased), both applied by ``batch --ru
 
 ARCHIVE_RETENTION is a TTL index of MongoDB's own, ``archive_retention`` on the archive's
 ``date_livraison``: MongoDB's TTL monitor (once a minute, on the primary; replicated as
-deletes) removes each document that long after its delivery; a document whose
-``date_livraison`` is null never expires. ``batch --run`` creates the index, changes its age
-with ``collMod`` (every version since 4.4 changes a TTL index's age in place; no rebuild), and
-drops it when the setting is unset: the index is the setting, and nothing else of the archive's
-indexes is touched. Before any write of the run it reads the archive's indexes: an index of
+deletes) removes each document that long after its delivery. ``batch --run`` creates the index
+(without a time limit, as every index: ``indexes.py``; a build still running is "pending"),
+changes its age with ``collMod`` (every version since 4.4 changes a TTL index's age in place; no
+rebuild), and drops it when the setting is unset: the index is the setting, and nothing else of
+the archive's indexes is touched. Creating or shortening it deletes at once every archived order
+already past it: the dry run and the run's log say how many first (``at_once``).
+
+An archived order without a ``date_livraison`` (dirty data: null in the archive) is never
+expired by a TTL index; it counts from its order date instead (``enrichment.retention_date``):
+each ``batch --run`` deletes those ordered longer ago (``UndatedRetention``; the archive's
+``date_commande`` index), and ARCHIVE_PII_RETENTION erases them by the same date. Before any write of the run it reads the archive's indexes: an index of
 another name on the same key (which MongoDB would refuse beside it: 85) or an index named
 ``archive_retention`` that is not this one is a configuration problem, exit 2.
 
 ARCHIVE_PII_RETENTION: each ``batch --run`` erases, as ``forget`` does (``erasure.py``), the
 personal data of the archived orders delivered longer ago, on the server's clock. The walk is
 the index range ``{forgotten_at: missing, date_livraison < cutoff}`` of the archive's
-``{forgotten_at, date_livraison}`` index: only the orders not yet erased, so a run costs the
+``{forgotten_at, date_livraison}`` index (and its ``date_livraison: null`` point, filtered on
+``date_commande``): only the orders not yet erased, so a run costs the
 orders that crossed the limit since the last one, not the archive's history."""
 
 from __future__ import annotations
@@ -26,14 +33,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING
 from pymongo.errors import OperationFailure
 
 from config import Duration, Settings
 from logger import get_logger, plural
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
 from order_archiver.mongodb.erasure import BY_AGE, erase_personal_data
-from order_archiver.mongodb.indexes import build_options
+from order_archiver.mongodb.indexes import IndexBuild, WantedIndex, build_options, listed_indexes, wait_for
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.retry import Retry, named_side, retrying
 
@@ -44,7 +51,7 @@ RETENTION_KEY = {"date_livraison": ASCENDING}
 INDEX_NOT_FOUND = 27  # dropping an index a retried drop already dropped
 INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 
-Action = Literal["none", "create", "change", "drop", "keep", "unknown"]
+Action = Literal["none", "create", "change", "drop", "keep", "pending", "unknown"]
 DONE: dict[Action, str] = {"create": "created", "change": "changed", "drop": "dropped"}  # what a run did
 
 
@@ -56,6 +63,7 @@ class RetentionState:
     index_seconds: int | None  # the TTL index's age now (None: no such index)
     action: Action
     problem: str | None = None  # why a run could not do the action (it goes on; the next tries again)
+    at_once: int | None = None  # create, or change to a shorter age: archived orders deleted at once
 
     @property
     def index_age(self) -> str | None:
@@ -75,9 +83,19 @@ class RetentionState:
             "the next batch --run changes it (collMod)",
             "drop": f"archive retention: ARCHIVE_RETENTION unset, {index} still expires orders after "
             f"{self.index_age}: the next batch --run drops it",
+            "pending": f"archive retention: ARCHIVE_RETENTION {self.setting}, {index} being built on the "
+            "server: MongoDB expires archived orders once it is ready",
             "unknown": f"archive retention: ARCHIVE_RETENTION {self.setting}, not applied: {self.problem}",
         }
-        return text[self.action]
+        return text[self.action] + self._at_once_text()
+
+    def _at_once_text(self) -> str:
+        if self.at_once is None or self.action not in ("create", "change"):
+            return ""
+        return (
+            f"; MongoDB then deletes at once the {plural(self.at_once, 'archived order')} delivered longer "
+            f"ago than {self.setting}"
+        )
 
 
 def retention_state(
@@ -89,7 +107,7 @@ def retention_state(
     ``unknown`` when it is set, a warning, and ``none`` when it is not: nothing to manage."""
     wanted = settings.archive_retention
     try:
-        indexes = retrying(lambda: list(archive.list_indexes()), stop_event=stop_event)
+        listed = retrying(lambda: listed_indexes(archive), stop_event=stop_event)
     except FatalError as exc:
         problem = f"the archive's indexes cannot be read ({exc}); the next batch --run tries again"
         return (
@@ -97,6 +115,8 @@ def retention_state(
             if wanted
             else RetentionState(None, None, "none")
         )
+    indexes = [spec for spec, _ in listed]
+    building = {str(spec.get("name")) for spec, ready in listed if not ready}
     ours = next((ix for ix in indexes if ix.get("name") == RETENTION_INDEX), None)
     if ours is not None and (
         dict(ours.get("key") or {}) != RETENTION_KEY or "expireAfterSeconds" not in ours
@@ -113,7 +133,10 @@ def retention_state(
                 f"{other.get('name')!r} already holds that key (MongoDB allows one): drop it"
             )
     seconds = None if ours is None else int(ours["expireAfterSeconds"])
-    return RetentionState(str(wanted) if wanted else None, seconds, _action(wanted, seconds))
+    action = _action(wanted, seconds)
+    if wanted is not None and RETENTION_INDEX in building:
+        action = "pending"  # neither collMod nor a second build: the server finishes this one
+    return RetentionState(str(wanted) if wanted else None, seconds, action)
 
 
 def _action(wanted: Duration | None, seconds: int | None) -> Action:
@@ -125,51 +148,113 @@ def _action(wanted: Duration | None, seconds: int | None) -> Action:
 
 
 def apply_retention(
-    archive: MongoCollection, settings: Settings, stop_event: threading.Event | None
+    archive: MongoCollection,
+    settings: Settings,
+    stop_event: threading.Event | None,
+    server_clock: Callable[[], datetime] | None = None,
 ) -> RetentionState:
-    """Bring the TTL index to ARCHIVE_RETENTION: create, change (``collMod``) or drop it."""
+    """Bring the TTL index to ARCHIVE_RETENTION: create, change (``collMod``) or drop it; first
+    say how many archived orders a new or shorter age deletes at once (with ``server_clock``)."""
     state = retention_state(archive, settings, stop_event)
     if state.action == "unknown":
         log.warning("archive retention: %s", state.problem)
         return state
+    if state.action not in DONE:
+        return state
+    if server_clock is not None:
+        state.at_once = deleted_at_once(archive, state, settings, server_clock, stop_event)
+        if state.at_once:
+            log.warning("%s", state.line())
     seconds = int(settings.archive_retention.total_seconds()) if settings.archive_retention else 0
+    if state.action == "create":
+        return _create(archive, state, seconds, settings.index_build_wait_s, stop_event)
     steps: dict[Action, Callable[[], Any]] = {
-        "create": lambda: archive.create_indexes(
-            [IndexModel(list(RETENTION_KEY.items()), name=RETENTION_INDEX, expireAfterSeconds=seconds)],
-            **build_options(archive, stop_event),
-        ),
         "change": lambda: archive.database.command(
             {"collMod": archive.name, "index": {"name": RETENTION_INDEX, "expireAfterSeconds": seconds}}
         ),
         "drop": functools.partial(_drop, archive),
     }
-    step = steps.get(state.action)
-    if step is None:
-        return state
     done = DONE[state.action]
     try:
         retrying(
-            functools.partial(_conflicts_refused, step, state.action),
+            functools.partial(_conflicts_refused, steps[state.action], state.action),
             purpose=Retry.COMMAND,
             stop_event=stop_event,
         )
     except ConfigError:
         raise
     except ArchiverError as exc:
-        # Not a reason to stop archiving (an index build over a large archive past maxTimeMS,
-        # which the server finishes on its own; a missing privilege): the next run tries again.
-        state.problem = (
-            f"the TTL index {RETENTION_INDEX} was not {done} ({exc}); the next batch --run tries again"
-        )
-        log.warning("archive retention: %s", state.problem)
+        # Not a reason to stop archiving (a missing privilege): the next run tries again.
+        return _not_done(state, f"the TTL index {RETENTION_INDEX} was not {done} ({exc})")
+    _done(state)
+    return state
+
+
+def _create(
+    archive: MongoCollection,
+    state: RetentionState,
+    seconds: int,
+    wait_s: float,
+    stop_event: threading.Event | None,
+) -> RetentionState:
+    """The TTL index built as every index is (no time limit; after ``wait_s`` it is pending)."""
+    wanted = WantedIndex(
+        archive,
+        "archive",
+        list(RETENTION_KEY.items()),
+        {"name": RETENTION_INDEX, "expireAfterSeconds": seconds},
+    )
+    build = IndexBuild(wanted, build_options(archive, stop_event), stop_event).start()
+    wait_for([build], wait_s, stop_event)
+    if not build.done.is_set():
+        state.action = "pending"
+        log.info("%s", state.line())
         return state
+    if build.error is not None:
+        cause = build.error.__cause__
+        if isinstance(cause, OperationFailure) and cause.code in INDEX_CONFLICTS:
+            raise ConfigError(
+                f"cannot create the archive's TTL index {RETENTION_INDEX!r}: {describe(cause)}"
+            ) from None
+        return _not_done(state, f"the TTL index {RETENTION_INDEX} was not created ({build.error})")
+    _done(state)
+    return state
+
+
+def _not_done(state: RetentionState, why: str) -> RetentionState:
+    state.problem = f"{why}; the next batch --run tries again"
+    log.warning("archive retention: %s", state.problem)
+    return state
+
+
+def _done(state: RetentionState) -> None:
     log.info(
         "archive retention: TTL index %s %s (ARCHIVE_RETENTION %s)",
         RETENTION_INDEX,
-        done,
+        DONE[state.action],
         state.setting or "unset",
     )
-    return state
+
+
+def deleted_at_once(
+    archive: MongoCollection,
+    state: RetentionState,
+    settings: Settings,
+    server_clock: Callable[[], datetime],
+    stop_event: threading.Event | None,
+) -> int | None:
+    """How many archived orders the TTL index deletes as soon as it is created or shortened
+    (None: neither). One count, once per change of the setting (on a create, the archive has
+    no index on date_livraison yet: a scan, as the build that follows is)."""
+    wanted = settings.archive_retention
+    if wanted is None:
+        return None
+    shorter = state.index_seconds is not None and wanted.total_seconds() < state.index_seconds
+    if state.action != "create" and not (state.action == "change" and shorter):
+        return None
+    cutoff = retrying(server_clock, stop_event=stop_event) - wanted
+    chosen = {"date_livraison": {"$lt": cutoff}}
+    return int(retrying(lambda: archive.count_documents(chosen), purpose=Retry.INFORM, stop_event=stop_event))
 
 
 def _conflicts_refused(step: Callable[[], Any], action: str) -> Any:
@@ -196,10 +281,51 @@ def _drop(archive: MongoCollection) -> None:
 # --- ARCHIVE_PII_RETENTION -----------------------------------------------------------------
 
 
+def undated_before(cutoff: datetime) -> dict[str, Any]:
+    """Archived orders without a ``date_livraison`` (null or absent) ordered before ``cutoff``:
+    past a retention by their order date (``enrichment.retention_date``)."""
+    return {"date_livraison": None, "date_commande": {"$lt": cutoff}}
+
+
 def past_pii_retention(cutoff: datetime) -> dict[str, Any]:
-    """Archived orders delivered before ``cutoff`` whose personal data is not erased yet (the
-    ``{forgotten_at, date_livraison}`` index range)."""
-    return {"forgotten_at": {"$exists": False}, "date_livraison": {"$lt": cutoff}}
+    """Archived orders delivered (ordered, without a delivery date) before ``cutoff`` whose
+    personal data is not erased yet: two ranges of the ``{forgotten_at, date_livraison}``
+    index, the second its ``date_livraison: null`` point filtered on ``date_commande``."""
+    return {
+        "forgotten_at": {"$exists": False},
+        "$or": [{"date_livraison": {"$lt": cutoff}}, undated_before(cutoff)],
+    }
+
+
+@dataclass(frozen=True)
+class UndatedRetention:
+    """ARCHIVE_RETENTION for the archived orders a TTL index never expires (no
+    ``date_livraison``): each ``batch --run`` deletes those ordered longer ago."""
+
+    archive: MongoCollection
+    length: Duration
+    server_clock: Callable[[], datetime]
+    stop_event: threading.Event | None
+
+    def selection(self) -> dict[str, Any]:
+        return undated_before(retrying(self.server_clock, stop_event=self.stop_event) - self.length)
+
+    def pending(self) -> int:
+        chosen = self.selection()
+        return int(retrying(lambda: self.archive.count_documents(chosen), stop_event=self.stop_event))
+
+    def expire(self) -> int:
+        chosen = self.selection()
+        result = retrying(
+            lambda: self.archive.delete_many(chosen), purpose=Retry.WRITE, stop_event=self.stop_event
+        )
+        if result.deleted_count:
+            log.info(
+                "ARCHIVE_RETENTION %s: deleted %s without a date_livraison, ordered longer ago",
+                self.length,
+                plural(result.deleted_count, "archived order"),
+            )
+        return int(result.deleted_count)
 
 
 @dataclass(frozen=True)
@@ -237,7 +363,8 @@ class PiiRetention:
 class ArchiveLifecycle:
     """Both settings for one batch run: ``ensure_index`` before its writes, ``apply`` after
     its pass, ``plan`` for a dry run; each fills the run's report (``retention``,
-    ``pii_erased``, ``would_erase_pii``). The archive's errors name its deployment."""
+    ``pii_erased``, ``would_erase_pii``, ``undated_expired``, ``would_expire_undated``). The
+    archive's errors name its deployment."""
 
     archive: MongoCollection
     settings: Settings
@@ -249,24 +376,34 @@ class ArchiveLifecycle:
         length = self.settings.archive_pii_retention
         return PiiRetention(self.archive, length, self.server_clock, self.stop_event) if length else None
 
+    def _undated(self) -> UndatedRetention | None:
+        length = self.settings.archive_retention
+        return UndatedRetention(self.archive, length, self.server_clock, self.stop_event) if length else None
+
     def ensure_index(self, report: Any) -> None:
         with named_side(self.side):
-            state = apply_retention(self.archive, self.settings, self.stop_event)
+            state = apply_retention(self.archive, self.settings, self.stop_event, self.server_clock)
         report.retention = state.as_dict()
         if state.problem:
             report.warnings.append(f"archive retention: {state.problem}")
 
     def apply(self, report: Any) -> None:
-        pii = self._pii()
-        if pii is not None:
-            with named_side(self.side):
+        pii, undated = self._pii(), self._undated()
+        with named_side(self.side):
+            if undated is not None:
+                report.undated_expired = undated.expire()
+            if pii is not None:
                 report.pii_erased = pii.erase()
 
     def plan(self, report: Any) -> None:
         with named_side(self.side):
             state = retention_state(self.archive, self.settings, self.stop_event)
+            state.at_once = deleted_at_once(
+                self.archive, state, self.settings, self.server_clock, self.stop_event
+            )
             report.retention = state.as_dict()
             if state.problem:
                 report.warnings.append(f"archive retention: {state.problem}")
-            pii = self._pii()
+            pii, undated = self._pii(), self._undated()
             report.would_erase_pii = pii.pending() if pii is not None else None
+            report.would_expire_undated = undated.pending() if undated is not None else None

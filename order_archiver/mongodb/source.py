@@ -34,6 +34,7 @@ from order_archiver.orders.enrichment import (
     build_enrichment_pipeline,
     finish_archive_document,
     is_status,
+    retention_date,
     status_match,
 )
 from order_archiver.orders.pii import PiiPolicy
@@ -114,11 +115,11 @@ class Finisher:
         return finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
 
     def expired(self, document: dict[str, Any], now: datetime) -> bool:
-        """Delivered longer ago than ARCHIVE_RETENTION (a ``date_livraison`` that is a date)."""
-        delivered = document.get("date_livraison")
-        if self.expire_after is None or not isinstance(delivered, datetime):
+        """Delivered (ordered, without a ``date_livraison``) longer ago than ARCHIVE_RETENTION."""
+        counted_from = retention_date(document)
+        if self.expire_after is None or counted_from is None:
             return False
-        return as_utc(delivered) < as_utc(now) - self.expire_after
+        return counted_from < as_utc(now) - self.expire_after
 
     def all(self, items: Iterable[dict[str, Any] | Rejection], archived_at: datetime) -> Finished:
         """Each order finished, or its rejection counted: the documents and the rejections."""

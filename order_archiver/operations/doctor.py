@@ -19,7 +19,7 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
-from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ConfigError, is_authorisation_error
+from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ArchiverError, ConfigError, is_authorisation_error
 from order_archiver.mongodb.deployment import (
     LOOKUP_SHARDED_FROM,
     features_off,
@@ -28,6 +28,7 @@ from order_archiver.mongodb.deployment import (
     sharded_collections,
     sharding_problems,
 )
+from order_archiver.mongodb.indexes import index_states, wanted_indexes
 from order_archiver.mongodb.retention import retention_state
 from order_archiver.mongodb.storage import Document
 from order_archiver.retry import retrying
@@ -87,13 +88,20 @@ def required_privileges(
         ):
             needs[(source, name)] = {"find"}
     if side != "source":
-        needs[(archive, settings.archive_collection)] = {"find", "insert", "update", "createIndex"}
+        # listIndexes: which indexes are ready or being built (indexes.py), the TTL index's state
+        needs[(archive, settings.archive_collection)] = {
+            "find",
+            "insert",
+            "update",
+            "createIndex",
+            "listIndexes",
+        }
         if settings.archive_retention is not None:
-            # Its TTL index read, changed in place (collMod), and dropped once the setting is
-            # unset (dropIndex): both checked while it is set, before an unset needs the drop.
-            needs[(archive, settings.archive_collection)] |= {"listIndexes", "collMod", "dropIndex"}
+            # Its TTL index changed in place (collMod), and dropped once the setting is unset
+            # (dropIndex): both checked while it is set, before an unset needs the drop.
+            needs[(archive, settings.archive_collection)] |= {"collMod", "dropIndex"}
         elif ttl_index_to_drop:  # without dropIndex the index goes on expiring archived orders
-            needs[(archive, settings.archive_collection)] |= {"listIndexes", "dropIndex"}
+            needs[(archive, settings.archive_collection)] |= {"dropIndex"}
         needs[(archive, settings.checkpoint_collection)] = {"find", "insert", "update", "remove"}
         needs[(archive, settings.rejects_collection)] = {"find", "insert", "update", "remove"}
     return needs
@@ -262,6 +270,24 @@ def retention_check(report: DoctorReport, client: MongoClient[Document], setting
     return state.action == "drop"
 
 
+def index_check(report: DoctorReport, client: MongoClient[Document], settings: Settings, side: Side) -> None:
+    """The indexes batch relies on, on this deployment's side: ready, or what their absence costs."""
+    orders = client[settings.mongodb_database][settings.orders_collection]
+    archive = client[settings.archive_db_name][settings.archive_collection]
+    wanted = [
+        w for w in wanted_indexes(orders, archive, source_exists=True) if side == "both" or w.side == side
+    ]
+    try:
+        waiting = [s for s in index_states(wanted, None) if s.state != "ready"]
+    except ArchiverError as exc:
+        report.add("indexes", "warn", f"cannot be listed ({exc})")
+        return
+    if waiting:
+        report.add("indexes", "warn", "; ".join(s.line() for s in waiting))
+    else:
+        report.add("indexes", "pass", "every index batch relies on is ready")
+
+
 def run_doctor(
     client: MongoClient[Document],
     settings: Settings,
@@ -308,6 +334,7 @@ def check_deployment_of(
     if topology == "sharded":
         sharding_check(report, client, settings, version)
     ttl_index_to_drop = side != "source" and retention_check(report, client, settings)
+    index_check(report, client, settings, side)
     tls_check(report, settings, side)
     report.add(
         "write concern",

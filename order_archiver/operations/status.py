@@ -19,8 +19,9 @@ from pymongo import MongoClient
 
 from config import Duration, Settings
 from logger import plural
-from order_archiver.errors import ConfigError
+from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
+from order_archiver.mongodb.indexes import IndexStatus, index_states, require_unique, wanted_indexes
 from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
@@ -56,6 +57,7 @@ class StatusReport:
     retention: dict[str, Any] | None = None  # ARCHIVE_RETENTION and its TTL index (retention.RetentionState)
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
     pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
+    indexes: list[dict[str, Any]] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -126,6 +128,7 @@ class StatusReport:
             out.append(
                 f"personal data: erased {self.pii_retention} after delivery (ARCHIVE_PII_RETENTION); {left}"
             )
+        out += [IndexStatus(**index).line() for index in self.indexes]
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
 
@@ -203,9 +206,9 @@ def collect_status(
     def read(func: Any) -> Any:
         return retrying(func, stop_event=stop_event)
 
-    missing = read(lambda: missing_source(collections.orders))
-    if missing:
-        report.problems.append(missing)
+    source_problem = read(lambda: missing_source(collections.orders))
+    if source_problem:
+        report.problems.append(source_problem)
     since = now - lookback
     report.orders_by_status = _orders_by_status(collections.orders, since, read)
     rejects = RejectStore(collections.rejects, stop_event)
@@ -244,6 +247,7 @@ def collect_status(
     }
     report.purge_movable = int(read(lambda: collections.orders.count_documents(old_enough)))
     _retention(report, collections.archive, settings, now, stop_event)
+    _indexes(report, collections, source_exists=not source_problem, stop_event=stop_event)
     report.problems += _heartbeat_problems(report.watchers, now, max_heartbeat_age)
     return report
 
@@ -264,6 +268,20 @@ def _retention(
     if length is not None:
         report.pii_retention = str(length)
         report.pii_retention_pending = PiiRetention(archive, length, lambda: now, stop_event).pending()
+
+
+def _indexes(
+    report: StatusReport, collections: Collections, *, source_exists: bool, stop_event: threading.Event | None
+) -> None:
+    """The indexes not ready and what they cost (one ``listIndexes`` per collection); without the
+    archive's unique index no run archives anything: a problem."""
+    wanted = wanted_indexes(collections.orders, collections.archive, source_exists=source_exists)
+    statuses = index_states(wanted, stop_event)
+    report.indexes = [s.as_dict() for s in statuses if s.state != "ready"]
+    try:
+        require_unique(statuses, collections.archive)
+    except ArchiverError as exc:
+        report.problems.append(str(exc))
 
 
 def _orders_by_status(orders: Any, since: datetime, read: Any) -> dict[str, int]:

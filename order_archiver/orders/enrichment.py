@@ -125,6 +125,17 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def retention_date(document: dict[str, Any]) -> datetime | None:
+    """The date ARCHIVE_RETENTION and ARCHIVE_PII_RETENTION count from: the delivery, or the
+    order's date for an order archived without a ``date_livraison`` (dirty data: it is not
+    kept for ever); None when neither is a date."""
+    for name in ("date_livraison", "date_commande"):
+        value = document.get(name)
+        if isinstance(value, datetime):
+            return as_utc(value)
+    return None
+
+
 def parse_datetime(value: Any) -> datetime:
     """A datetime in UTC from a BSON date or an ISO-8601 string; ``ValueError`` otherwise.
 
