@@ -27,7 +27,8 @@ admin.createRole({
       { resource: { db: SOURCE_DB, collection: "" }, actions: ["listCollections"] },
     ]),
     ...(SIDE === "source" ? [] : [
-      // listIndexes: batch --run looks for ARCHIVE_RETENTION's TTL index (to create, change or drop it).
+      // listIndexes: batch --run reads which indexes are ready or being built (never built twice),
+      // and ARCHIVE_RETENTION's TTL index (to create, change or drop it).
       { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "insert", "update", "createIndex", "listIndexes"] },
       { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find", "insert", "update", "remove"] },
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find", "insert", "update", "remove"] },
@@ -38,10 +39,11 @@ admin.createRole({
 
 if (SIDE !== "archive") {
   // Optional: the source indexes batch creates (status+date_commande, status+_id,
-  // status+date_livraison, numero_commande). Without it batch warns once and continues.
+  // status+date_livraison, numero_commande), and listIndexes to see those being built. Without
+  // it batch warns once and continues.
   admin.createRole({
     role: "orderArchiverSourceIndexes",
-    privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["createIndex"] }],
+    privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["createIndex", "listIndexes"] }],
     roles: [],
   });
 
