@@ -45,13 +45,7 @@ from order_archiver.mongodb.checkpoint import (
     with_progress,
 )
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.indexes import (
-    IndexStatus,
-    ensure_indexes,
-    index_states,
-    require_unique,
-    wanted_indexes,
-)
+from order_archiver.mongodb.indexes import IndexStep
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.purge import SourcePurge
 from order_archiver.mongodb.rejects import RejectStore
@@ -148,6 +142,7 @@ class BatchArchiver:
         )
         side = collections.archive_side
         self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, self.stop_event, side)
+        self.index_step = IndexStep(self.orders, self.archive, settings.index_build_wait_s, self.stop_event)
         self.progress: Progress | None = None
         self._last_written_id: Any = None
         self._source_exists = True  # see _run
@@ -156,30 +151,10 @@ class BatchArchiver:
 
     def ensure_indexes(self) -> None:
         """ARCHIVE_RETENTION's TTL index first (a conflicting index stops the run before it
-        writes: ``retention.py``), then the indexes the run relies on (``indexes.py``): built
-        without a time limit, waited for at most INDEX_BUILD_WAIT_S; the run goes on without
-        those still being built (the report says what that costs), never without the archive's
-        unique index."""
+        writes: ``retention.py``), then the indexes the run relies on (``indexes.py``: no time
+        limit, at most INDEX_BUILD_WAIT_S waited for; never a write without the unique index)."""
         self.lifecycle.ensure_index(self.report)
-        statuses = ensure_indexes(
-            self.orders,
-            self.archive,
-            stop_event=self.stop_event,
-            source_exists=self._source_exists,
-            wait_s=self.settings.index_build_wait_s,
-        )
-        self._report_indexes(statuses)
-        require_unique(statuses, self.archive)
-
-    def _plan_indexes(self) -> None:
-        """A dry run: where each index stands, nothing built."""
-        wanted = wanted_indexes(self.orders, self.archive, source_exists=self._source_exists)
-        self._report_indexes(index_states(wanted, self.stop_event))
-
-    def _report_indexes(self, statuses: list[IndexStatus]) -> None:
-        waiting = [s for s in statuses if s.state != "ready"]
-        self.report.indexes = [s.as_dict() for s in waiting]
-        self.report.warnings += [s.line() for s in waiting]
+        self.index_step.build(self.report, source_exists=self._source_exists)
 
     # -- writing
 
@@ -307,7 +282,7 @@ class BatchArchiver:
             # What --run would delete: the archived orders now, and what this run would archive.
             self.report.would_purge = purge.count() + new_purgeable
         self.lifecycle.plan(self.report)
-        self._plan_indexes()
+        self.index_step.plan(self.report, source_exists=self._source_exists)
         export_samples(self.report, self.options)
 
     def _run_archive(self) -> None:

@@ -46,7 +46,7 @@ from order_archiver.retry import Retry, retrying
 log = get_logger("batch")
 
 Keys = list[tuple[str, int]]
-IndexState = Literal["ready", "pending", "missing"]
+IndexState = Literal["ready", "pending", "missing", "unknown"]  # unknown: its indexes cannot be listed
 
 NAMESPACE_NOT_FOUND = 26  # listIndexes of a collection that does not exist: no index at all
 POLL_S = 0.05  # how often the run looks at its builds while it waits (a stop ends the wait)
@@ -125,6 +125,7 @@ class IndexStatus:
         what = {
             "pending": "being built on the server (never restarted nor aborted by the archiver)",
             "missing": "missing (the next batch --run builds it)",
+            "unknown": "not known (this user may not list the collection's indexes: listIndexes)",
             "ready": "ready",
         }[self.state]
         problem = f": {self.problem}" if self.problem else ""
@@ -171,20 +172,22 @@ def state_in(wanted: WantedIndex, listed: list[tuple[dict[str, Any], bool]]) -> 
 
 def read_states(wanted: list[WantedIndex], stop_event: threading.Event | None) -> list[IndexState]:
     """Each wanted index's state: one ``listIndexes`` per collection. A collection whose indexes
-    cannot be listed (a user without ``listIndexes``) has them all "missing": a build of one
-    in progress then only waits for it, which is safe."""
-    listings: dict[str, list[tuple[dict[str, Any], bool]]] = {}
+    cannot be listed (a user without ``listIndexes``) has them all "unknown"; a run builds them
+    as if missing (a build of one in progress then only waits for it, which is safe)."""
+    listings: dict[str, list[tuple[dict[str, Any], bool]] | None] = {}
     states: list[IndexState] = []
     for one in wanted:
         key = one.collection.full_name
         if key not in listings:
             try:
-                listing = functools.partial(listed_indexes, one.collection)
-                listings[key] = retrying(listing, stop_event=stop_event)
+                listings[key] = retrying(
+                    functools.partial(listed_indexes, one.collection), stop_event=stop_event
+                )
             except FatalError as exc:
-                log.debug("the indexes of %s cannot be listed (%s): built as if missing", key, exc)
-                listings[key] = []
-        states.append(state_in(one, listings[key]))
+                log.debug("the indexes of %s cannot be listed (%s)", key, exc)
+                listings[key] = None
+        found = listings[key]
+        states.append("unknown" if found is None else state_in(one, found))
     return states
 
 
@@ -260,7 +263,7 @@ def build_indexes(
     statuses: list[IndexStatus | IndexBuild] = []
     command_of: dict[int, dict[str, Any]] = {}  # one hello per deployment
     for one, state in zip(wanted, read_states(wanted, stop_event), strict=True):
-        if state != "missing":
+        if state not in ("missing", "unknown"):
             statuses.append(IndexStatus(one.collection.name, one.name, state, one.cost))
             continue
         client = id(one.collection.database.client)
@@ -285,7 +288,7 @@ def require_unique(statuses: list[IndexStatus], archive: MongoCollection) -> Non
     """Raise unless the archive's unique index is ready: without it no write is safe."""
     name = default_name(ARCHIVE_INDEXES[0][0])
     unique = next((s for s in statuses if s.collection == archive.name and s.index == name), None)
-    if unique is None or unique.state == "ready":
+    if unique is None or unique.state in ("ready", "unknown"):
         return
     if unique.state == "pending":
         raise ArchiverError(
@@ -294,6 +297,40 @@ def require_unique(statuses: list[IndexStatus], archive: MongoCollection) -> Non
             "run batch again later"
         )
     raise ArchiverError(f"cannot create the archive's unique index: {unique.problem}")
+
+
+@dataclass(frozen=True)
+class IndexStep:
+    """The indexes' step of one batch run: ``build`` before its writes, ``plan`` for a dry run;
+    each fills the run's report (``indexes``: those not ready; a warning each)."""
+
+    orders: MongoCollection
+    archive: MongoCollection
+    wait_s: float
+    stop_event: threading.Event
+
+    def build(self, report: Any, *, source_exists: bool) -> None:
+        """Build; refuse to go on without the archive's unique index (``require_unique``)."""
+        statuses = ensure_indexes(
+            self.orders,
+            self.archive,
+            stop_event=self.stop_event,
+            source_exists=source_exists,
+            wait_s=self.wait_s,
+        )
+        self._report(report, statuses)
+        require_unique(statuses, self.archive)
+
+    def plan(self, report: Any, *, source_exists: bool) -> None:
+        """Where each index stands, nothing built."""
+        wanted = wanted_indexes(self.orders, self.archive, source_exists=source_exists)
+        self._report(report, index_states(wanted, self.stop_event))
+
+    @staticmethod
+    def _report(report: Any, statuses: list[IndexStatus]) -> None:
+        waiting = [s for s in statuses if s.state != "ready"]
+        report.indexes = [s.as_dict() for s in waiting]
+        report.warnings += [s.line() for s in waiting]
 
 
 def ensure_indexes(

@@ -83,6 +83,32 @@ def test_an_index_being_built_is_pending_not_ready_and_the_cost_of_each_is_said(
     assert "incremental passes and status's backlog scan the source" in incremental.line()
 
 
+def test_indexes_a_user_may_not_list_are_unknown_not_missing_and_the_unique_one_blocks_nothing():
+    """No ``listIndexes`` on the source (a role from before): MongoDB answers 13. Status must
+    not call its indexes missing, nor a run refuse to archive for an index it cannot see."""
+    from pymongo.errors import OperationFailure
+
+    from order_archiver.mongodb.indexes import require_unique
+
+    class Refusing(Listing):
+        def __init__(self, name: str) -> None:
+            super().__init__(name, [], [])
+
+            class Database:
+                client = object()
+
+                def command(self, body: dict[str, Any]) -> dict[str, Any]:
+                    raise OperationFailure("not authorized", code=13, details={"codeName": "Unauthorized"})
+
+            self.database = Database()
+
+    orders, archive = Refusing("Commande"), Refusing("Commande_archive")
+    statuses = index_states(wanted_indexes(orders, archive, source_exists=True), None)
+    assert {s.state for s in statuses} == {"unknown"}
+    assert "not known" in statuses[0].line()
+    require_unique(statuses, archive)  # nothing raised: the run's own build decides
+
+
 def block_builds(monkeypatch: pytest.MonkeyPatch, name: str) -> tuple[threading.Event, list[dict[str, Any]]]:
     """The build of the archive's index ``name`` takes until the returned event is set (a large collection);
     the others complete at once. Every build's command fields are recorded."""
