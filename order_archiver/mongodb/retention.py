@@ -13,8 +13,10 @@ already past it: the dry run and the run's log say how many first (``at_once``).
 An archived order without a ``date_livraison`` (dirty data: null in the archive) is never
 expired by a TTL index; it counts from its order date instead (``enrichment.retention_date``):
 each ``batch --run`` deletes those ordered longer ago (``UndatedRetention``; the archive's
-``date_commande`` index), and ARCHIVE_PII_RETENTION erases them by the same date. Before any write of the run it reads the archive's indexes: an index of
-another name on the same key (which MongoDB would refuse beside it: 85) or an index named
+``date_commande`` index), and ARCHIVE_PII_RETENTION erases them by the same date.
+
+Before any write of the run it reads the archive's indexes: an index of another name on the
+same key (which MongoDB would refuse beside it: 85) or an index named
 ``archive_retention`` that is not this one is a configuration problem, exit 2.
 
 ARCHIVE_PII_RETENTION: each ``batch --run`` erases, as ``forget`` does (``erasure.py``), the
@@ -87,9 +89,9 @@ class RetentionState:
             "server: MongoDB expires archived orders once it is ready",
             "unknown": f"archive retention: ARCHIVE_RETENTION {self.setting}, not applied: {self.problem}",
         }
-        return text[self.action] + self._at_once_text()
+        return text[self.action] + self.at_once_text()
 
-    def _at_once_text(self) -> str:
+    def at_once_text(self) -> str:
         if self.at_once is None or self.action not in ("create", "change"):
             return ""
         return (
@@ -164,7 +166,14 @@ def apply_retention(
     if server_clock is not None:
         state.at_once = deleted_at_once(archive, state, settings, server_clock, stop_event)
         if state.at_once:
-            log.warning("%s", state.line())
+            verb = {"create": "creating", "change": "shortening"}[state.action]
+            log.warning(
+                "archive retention: %s the TTL index %s (ARCHIVE_RETENTION %s)%s",
+                verb,
+                RETENTION_INDEX,
+                state.setting,
+                state.at_once_text(),
+            )
     seconds = int(settings.archive_retention.total_seconds()) if settings.archive_retention else 0
     if state.action == "create":
         return _create(archive, state, seconds, settings.index_build_wait_s, stop_event)
@@ -291,9 +300,10 @@ def past_pii_retention(cutoff: datetime) -> dict[str, Any]:
     """Archived orders delivered (ordered, without a delivery date) before ``cutoff`` whose
     personal data is not erased yet: two ranges of the ``{forgotten_at, date_livraison}``
     index, the second its ``date_livraison: null`` point filtered on ``date_commande``."""
+    not_erased = {"forgotten_at": {"$exists": False}}
+    # A rooted $or: MongoDB plans each clause on the index on its own.
     return {
-        "forgotten_at": {"$exists": False},
-        "$or": [{"date_livraison": {"$lt": cutoff}}, undated_before(cutoff)],
+        "$or": [{**not_erased, "date_livraison": {"$lt": cutoff}}, {**not_erased, **undated_before(cutoff)}]
     }
 
 
