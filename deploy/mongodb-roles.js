@@ -21,7 +21,8 @@ admin.createRole({
   role: "orderArchiver",
   privileges: [
     ...(SIDE === "archive" ? [] : [
-      { resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["find", "changeStream"] },
+      // listIndexes: batch, status and doctor read which source indexes are ready or being built.
+      { resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["find", "changeStream", "listIndexes"] },
       ...REFERENCES.map((name) => ({ resource: { db: SOURCE_DB, collection: name }, actions: ["find"] })),
       // listCollections: a misspelt ORDERS_COLLECTION is named instead of read as "0 orders".
       { resource: { db: SOURCE_DB, collection: "" }, actions: ["listCollections"] },
@@ -39,11 +40,10 @@ admin.createRole({
 
 if (SIDE !== "archive") {
   // Optional: the source indexes batch creates (status+date_commande, status+_id,
-  // status+date_livraison, numero_commande), and listIndexes to see those being built. Without
-  // it batch warns once and continues.
+  // status+date_livraison, numero_commande). Without it batch warns once and continues.
   admin.createRole({
     role: "orderArchiverSourceIndexes",
-    privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["createIndex", "listIndexes"] }],
+    privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["createIndex"] }],
     roles: [],
   });
 
@@ -65,12 +65,13 @@ if (SIDE !== "archive") {
 }
 
 if (SIDE !== "source") {
-  // Only with ARCHIVE_RETENTION: batch --run changes its TTL index's age in place (collMod), and
-  // drops the index once the setting is unset (dropIndex).
+  // Only with ARCHIVE_RETENTION: batch --run changes its TTL index's age in place (collMod),
+  // drops the index once the setting is unset (dropIndex), and deletes the archived orders
+  // without date_livraison whose order date is past the retention (remove: no TTL index sees them).
   admin.createRole({
     role: "orderArchiverRetention",
     privileges: [
-      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["collMod", "dropIndex"] },
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["collMod", "dropIndex", "remove"] },
     ],
     roles: [],
   });

@@ -79,7 +79,8 @@ def required_privileges(
     source, archive = settings.mongodb_database, settings.archive_db_name
     needs: dict[tuple[str, str], set[str]] = {}
     if side != "archive":
-        needs[(source, settings.orders_collection)] = {"find", "changeStream"}
+        # listIndexes: which source indexes are ready or being built (indexes.py)
+        needs[(source, settings.orders_collection)] = {"find", "changeStream", "listIndexes"}
         for name in (
             settings.clients_collection,
             settings.couriers_collection,
@@ -98,8 +99,9 @@ def required_privileges(
         }
         if settings.archive_retention is not None:
             # Its TTL index changed in place (collMod), and dropped once the setting is unset
-            # (dropIndex): both checked while it is set, before an unset needs the drop.
-            needs[(archive, settings.archive_collection)] |= {"collMod", "dropIndex"}
+            # (dropIndex): both checked while it is set, before an unset needs the drop; the
+            # orders without date_livraison past it deleted by the run (remove).
+            needs[(archive, settings.archive_collection)] |= {"collMod", "dropIndex", "remove"}
         elif ttl_index_to_drop:  # without dropIndex the index goes on expiring archived orders
             needs[(archive, settings.archive_collection)] |= {"dropIndex"}
         needs[(archive, settings.checkpoint_collection)] = {"find", "insert", "update", "remove"}

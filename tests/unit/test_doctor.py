@@ -173,7 +173,10 @@ def test_no_remove_on_the_orders_only_warns_about_purge():
         for p in everything_needed()
     ]
     privileges = [p for p in privileges if p["resource"]["collection"] != "Commande"] + [
-        {"resource": {"db": "livraison", "collection": "Commande"}, "actions": ["find", "changeStream"]}
+        {
+            "resource": {"db": "livraison", "collection": "Commande"},
+            "actions": ["find", "changeStream", "listIndexes"],
+        }
     ]
     report = run_doctor(FakeClient({"setName": "rs0"}, privileges=privileges), SETTINGS)
     assert outcomes(report)["purge"] == "warn"
