@@ -173,7 +173,19 @@ def listed(
         spec = next((s for s in specs if _fields(s) == _fields(entry)), None)
         shown = entry if spec is None or entry.get("name") == "_id_" else {"v": 2, **spec}
         entries.append((shown, str(entry.get("name"))))
+    # nx-27017 cannot build a compound key with _id (the development server answers its build
+    # "ok" with nothing built): listed from the catalog as MongoDB would list it, or a client
+    # that reads listIndexes sees it missing after every build.
+    built = {tuple(_fields(entry)) for entry, _ in entries}
+    for spec in specs:
+        if _compound_with_id(spec) and tuple(_fields(spec)) not in built:
+            entries.append(({"v": 2, **spec}, str(spec["name"])))
     return entries
+
+
+def _compound_with_id(spec: dict[str, Any]) -> bool:
+    fields = _fields(spec)
+    return "_id" in fields and len(fields) > 1
 
 
 def conflict(spec: dict[str, Any], existing: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -177,6 +177,22 @@ def test_compound_index_with_id_is_accepted(db):
     assert [("status", 1), ("date_commande", 1)] in keys
 
 
+def test_a_compound_index_with_id_is_listed_as_built(db):
+    """nx-27017 cannot build it (the server answers its build "ok" with nothing built); MongoDB
+    lists every index it built, so a client that reads listIndexes after the build (batch's
+    index step, status, doctor) must find it there, not "missing" on every run."""
+    db.Commande.insert_one({"status": "livrée"})
+    db.Commande.create_index([("status", 1), ("_id", 1)])
+    listed = {ix["name"]: ix for ix in db.Commande.list_indexes()}
+    assert listed["status_1__id_1"]["key"] == {"status": 1, "_id": 1}
+    again = db.command(
+        {"createIndexes": "Commande", "indexes": [{"key": {"status": 1, "_id": 1}, "name": "status_1__id_1"}]}
+    )
+    assert again.get("note") == "all indexes already exist"
+    db.Commande.drop_index("status_1__id_1")
+    assert "status_1__id_1" not in {ix["name"] for ix in db.Commande.list_indexes()}
+
+
 def test_dropping_a_watched_collection_invalidates_the_stream(db):
     db.Commande.insert_one({"x": 1})
     with db.Commande.watch() as stream:
