@@ -25,7 +25,8 @@ enforces (default 8.0; ``4.4`` for the version floor, ``4.4.1`` for a server wit
 ``hello``); ``NX_REPLICA_SET=NAME`` answers ``hello`` as the primary of a one-member replica
 set of that name (default: a standalone server); ``NX_RESUME_RETENTION_ROWS`` sets how many
 change-log rows the server keeps past the slowest open stream (default 1000), so that a test
-can make history run out cheaply; ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
+can make history run out cheaply; ``NX_EVENT_CLOCK_AHEAD_S`` how far change events' clock
+runs ahead of ``hello``'s (a shard primary's clock ahead of ``mongos``); ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
 accepts (tests only).
 """
 
@@ -42,7 +43,7 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -425,7 +426,7 @@ def _fix_invalidate_on_drop() -> None:
         if live:
             return request_id, reply
         token = nx_changestream._wire_token(stream._watermark)
-        now = datetime.now(UTC)
+        now = datetime.now(UTC) + event_clock_ahead()
         manager.close_stream(stream._id)
         invalidate = {"_id": token, "operationType": "invalidate", "clusterTime": now, "wallTime": now}
         return request_id, {
@@ -512,8 +513,7 @@ def _fix_change_event_documents() -> None:
             event.pop("updateDescription", None)
         event["documentKey"] = convert_neo_to_bson_objectids(event.get("documentKey"))
         written = _written_at(self, stream, rowid)
-        if written is not None:
-            event["clusterTime"] = event["wallTime"] = written
+        event["clusterTime"] = event["wallTime"] = (written or event["wallTime"]) + event_clock_ahead()
         return event
 
     nx_changestream.ChangeStreamManager._translate_row = translate_row
@@ -535,6 +535,15 @@ def _fix_change_log_times() -> None:
     namespace: dict[str, Any] = {}
     exec(compile(source, neo_changestream.__file__, "exec"), neo_changestream.__dict__, namespace)
     neo_changestream.ChangeStream._setup_triggers = namespace["_setup_triggers"]
+
+
+def event_clock_ahead() -> timedelta:
+    """``NX_EVENT_CLOCK_AHEAD_S``: how far the clock that stamps change events (``clusterTime``,
+    ``wallTime``) runs ahead of the clock ``hello`` answers with (default 0). On MongoDB an
+    event carries the time of the primary that wrote it; behind ``mongos`` that is a shard's
+    clock, seconds off the router's (the manual's "Change Events": ``wallTime`` is the server
+    date and time of the operation; ``clusterTime`` the oplog entry's timestamp)."""
+    return timedelta(seconds=float(os.environ.get("NX_EVENT_CLOCK_AHEAD_S") or 0))
 
 
 def _written_at(manager: Any, stream: Any, rowid: int) -> datetime | None:

@@ -32,6 +32,15 @@ def reached(position: Any, target: Any) -> bool:
     return str(position.get("_data", "")) >= str(target.get("_data", ""))
 
 
+def past(event: Any, target: Any) -> bool:
+    """Whether a change event comes after the position ``target`` in the stream (its resume
+    token, ``_id``, sorts after it): a change the next pass reads. Without either, False."""
+    token = event.get("_id") if isinstance(event, dict) else None
+    if not target or not isinstance(token, dict):
+        return False
+    return str(token.get("_data", "")) > str(target.get("_data", ""))
+
+
 def stream_position(orders: MongoCollection, delivered_status: str) -> dict[str, Any] | None:
     """The orders' change stream's position now (a resume token), or None where there are
     no change streams (a standalone server) or the user may not open one."""
@@ -104,15 +113,24 @@ class ChangeReader:
                 if stalled >= CHANGES_STALL_BATCHES:
                     return False
                 continue
+            if self._after_pass_start(event, until_token, until):
+                return True  # the next run reads it
             found.read += 1
-            when = event_time(event)
-            if when is not None and when > until:
-                log.debug(
-                    "change at %s (%s), after this pass began (%s): left for the next run",
-                    when,
-                    event.get("operationType"),
-                    until,
-                )
-                return True  # past this pass's start: the next run reads it
             ids.update(dict.fromkeys(orders_to_archive([event], self.delivered_status)))
         return True
+
+    @staticmethod
+    def _after_pass_start(event: dict[str, Any], until_token: Any, until: datetime) -> bool:
+        """Whether ``event`` happened after this pass began. By its position (its resume token
+        after ``until_token``): the event's time is not the pass's clock (a shard primary's
+        clock ahead of ``mongos``; a change written between the server's time and the stream's
+        position were read) and a change before the position but after the time would be read
+        by no run. The time decides only where the pass has no position."""
+        if until_token:
+            after = past(event, until_token)
+        else:
+            when = event_time(event)
+            after = when is not None and when > until
+        if after:
+            log.debug("change %s after this pass began: left for the next run", event.get("operationType"))
+        return after

@@ -438,6 +438,24 @@ def test_resume_tokens_sort_in_stream_order(db):
     assert start["_data"] < tokens[0]
 
 
+@pytest.mark.test_server_only("the test server's event clock knob")
+def test_change_events_are_stamped_by_a_clock_ahead_of_hello_with_the_knob(tmp_path):
+    """``NX_EVENT_CLOCK_AHEAD_S``: events carry the writing primary's time, here a clock an
+    hour ahead of the one ``hello`` answers with (a shard's clock ahead of ``mongos``)."""
+    server = NxServer(tmp_path / "nx", env={"NX_EVENT_CLOCK_AHEAD_S": "3600"}).start()
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            with client.h.Commande.watch(max_await_time_ms=100) as stream:
+                client.h.Commande.insert_one({"n": 1})
+                event = stream.next()
+            local = client.admin.command("hello")["localTime"]
+        wall = event["wallTime"]
+        ahead = wall.replace(tzinfo=wall.tzinfo or UTC) - local.replace(tzinfo=local.tzinfo or UTC)
+        assert 3590 < ahead.total_seconds() < 3610
+    finally:
+        server.stop()
+
+
 def test_an_update_path_into_an_array_is_refused_not_ignored(db):
     """nx-27017 acknowledged ``$inc``/``$set`` on ``items.0.quantite`` and changed nothing (the
     chaos run's corrections vanished); MongoDB applies them. Refused loudly instead."""

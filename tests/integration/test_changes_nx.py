@@ -1,0 +1,63 @@
+"""What a scheduled ``batch --run`` reads of the orders' change stream since its last pass
+(order_archiver/mongodb/changes.py), at the wire, on test servers whose knobs scale down what
+a real deployment does: change events stamped by a clock ahead of the one the pass reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+
+from archiver import BatchArchiver, BatchOptions
+from config import Settings
+from tests.helpers import archived_ids, deliver, expected_archive_ids, pending_ids, seed_database
+from tests.nx_server import NxServer
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def knobbed_server(folder: Path, db_name: str, **knobs: str) -> Iterator[tuple[Any, Settings]]:
+    """A test server of its own with ``knobs`` in its environment: a client and the settings."""
+    server = NxServer(folder, env=knobs).start()
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            yield client, Settings(mongodb_uri=server.uri, mongodb_database=db_name, log_dir="")
+    finally:
+        server.stop()
+
+
+def batch(client: Any, settings: Settings, **options: Any) -> Any:
+    return BatchArchiver(client, settings, BatchOptions(run=True, **options)).run()
+
+
+@pytest.mark.test_server_only("the test server's event clock knob (NX_EVENT_CLOCK_AHEAD_S)")
+def test_changes_stamped_by_a_clock_ahead_of_the_pass_are_read_by_their_position(tmp_path, db_name):
+    """A change event carries the time of the primary that wrote it (``wallTime``,
+    ``clusterTime``: MongoDB manual, "Change Events"); behind ``mongos`` that is a shard's
+    clock, which may run ahead of the router's clock the pass reads when it begins. Here the
+    events' clock runs an hour ahead of ``hello``'s: every change since the last pass looks
+    "after this pass began". A read that stopped on the time read none of them, and no later
+    pass would either (each resumes from the position the last one saved); read by their
+    position (resume tokens sort in stream order) the late deliveries and the correction are
+    archived by the next run."""
+    with knobbed_server(tmp_path / "nx", db_name, NX_EVENT_CLOCK_AHEAD_S="3600") as (client, settings):
+        database = client[db_name]
+        dataset = seed_database(database, settings, 200, seed=61, p_anomalies=0.0)
+        assert batch(client, settings).mode == "full"
+        late = pending_ids(dataset, 6)
+        deliver(database["Commande"], late, when=datetime.now(UTC) - timedelta(hours=5))  # stamped 5 h ago
+        corrected = sorted(expected_archive_ids(dataset))[0]
+        database["Commande"].update_one({"_id": corrected}, {"$set": {"remboursement": 3.0}})
+        report = batch(client, settings)
+        assert report.mode == "incremental"
+        assert (report.archived, report.revised, report.changes_read) == (6, 1, 7)
+        assert archived_ids(database) == expected_archive_ids(dataset) | set(late)
+        assert database["Commande_archive"].find_one({"_id": corrected})["source"]["remboursement"] == 3.0
+        again = batch(client, settings)
+        assert (again.archived, again.revised) == (0, 0)
