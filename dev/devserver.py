@@ -26,7 +26,9 @@ enforces (default 8.0; ``4.4`` for the version floor, ``4.4.1`` for a server wit
 set of that name (default: a standalone server); ``NX_RESUME_RETENTION_ROWS`` sets how many
 change-log rows the server keeps past the slowest open stream (default 1000), so that a test
 can make history run out cheaply; ``NX_EVENT_CLOCK_AHEAD_S`` how far change events' clock
-runs ahead of ``hello``'s (a shard primary's clock ahead of ``mongos``); ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
+runs ahead of ``hello``'s (a shard primary's clock ahead of ``mongos``);
+``NX_MAX_BSON_OBJECT_SIZE`` the ``maxBsonObjectSize`` ``hello`` answers (default 16 MB), so that
+a test makes the driver's command size limit bite with a few thousand ids; ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
 accepts (tests only).
 """
 
@@ -837,6 +839,14 @@ def _folded_body(msg: dict[str, Any]) -> dict[str, Any] | None:
     return None if body is None else {**body, **sequences}
 
 
+def max_bson_object_size() -> int:
+    """``NX_MAX_BSON_OBJECT_SIZE``: the largest document the server says it accepts (``hello``
+    and ``buildInfo``'s ``maxBsonObjectSize``), 16 MB by default as on MongoDB. The driver
+    refuses a command larger than it plus 16 KiB before sending it (``DocumentTooLarge``):
+    lowered, a few thousand ids in one ``$in`` do what ~850,000 do on a real server."""
+    return int(os.environ.get("NX_MAX_BSON_OBJECT_SIZE") or 16 * 1024 * 1024)
+
+
 def _build_info(version: definitions.Version) -> dict[str, Any]:
     return {
         "ok": 1.0,
@@ -844,7 +854,7 @@ def _build_info(version: definitions.Version) -> dict[str, Any]:
         "versionArray": [*version, 0],
         "gitVersion": "nx-27017",
         "bits": 64,
-        "maxBsonObjectSize": 16 * 1024 * 1024,
+        "maxBsonObjectSize": max_bson_object_size(),
         "modules": [],
         "storageEngines": ["wiredTiger"],
     }
@@ -852,7 +862,10 @@ def _build_info(version: definitions.Version) -> dict[str, Any]:
 
 def _hello_fields(version: definitions.Version, replica_set: str) -> dict[str, Any]:
     """What ``hello`` says of the version and the topology (a standalone has no ``setName``)."""
-    fields: dict[str, Any] = {"maxWireVersion": definitions.WIRE_VERSIONS[version[:2]]}
+    fields: dict[str, Any] = {
+        "maxWireVersion": definitions.WIRE_VERSIONS[version[:2]],
+        "maxBsonObjectSize": max_bson_object_size(),
+    }
     if replica_set:
         me = os.environ.get("NX_HOST", "127.0.0.1:27017")
         fields.update(setName=replica_set, setVersion=1, hosts=[me], primary=me, me=me, secondary=False)

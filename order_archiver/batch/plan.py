@@ -18,6 +18,7 @@ from order_archiver.mongodb.checkpoint import BatchState, Pass, plan_pass
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.orders.selection import IdList
 from order_archiver.retry import retrying
 
 log = get_logger("batch")
@@ -66,11 +67,9 @@ class PassPlanner:
         self.report.pass_reason = plan.reason
         # Every order delivered or corrected since the last pass began (the change stream): an
         # incremental pass reads them whatever their stamps, a full pass even when archived.
-        changed_ids, current = self.changed_since(state.stream_token, current)
-        changed = tuple(changed_ids)
-        also_ids: tuple[Any, ...] = ()
-        if not current.full:
-            also_ids = tuple(dict.fromkeys([*self.rejects.listed_ids(), *changed]))
+        changed, current = self.changed_since(state.stream_token, current)
+        if not current.full:  # (a full pass reads the rejected orders anyway: not archived)
+            changed = [*self.rejects.listed_ids(), *changed]
         # An incremental pass reads few orders: the archive is asked by _id for each chunk
         # (BatchArchiver._not_yet_archived) instead of joined on the server, and they need no
         # count. Reads that decide go to a member that has the data: an incremental pass (a
@@ -81,8 +80,9 @@ class PassPlanner:
             source,
             orders=self.orders_primary if primary else self.orders,
             delivered_since=current.since,
-            also_ids=also_ids,
-            revisit_ids=changed if current.full else (),
+            # Read whatever their stamp (incremental) or even when archived (full), a bounded
+            # chunk of ids per read: a million changes make no command over 16 MB.
+            also_ids=IdList.of(changed),
             exclude_archived_in=source.exclude_archived_in if current.full else None,
         )
         self._log(current, state, plan.reason)

@@ -18,6 +18,7 @@ from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
 from order_archiver.orders.enrichment import as_utc, source_hash, status_match
 from order_archiver.orders.pii import PiiPolicy
+from order_archiver.orders.selection import IdList
 from order_archiver.retry import Retry, retrying
 
 log = get_logger("batch")
@@ -78,7 +79,7 @@ class SourcePurge:
             source,
             orders=orders_primary,
             delivered_since=None,
-            also_ids=(),
+            also_ids=IdList(),
             delivered_before=delivered_before,
         )
         return cls(orders_primary=orders_primary, window=window, **parts)

@@ -12,9 +12,11 @@ a few items ahead of its consumer; ``scan_by_id`` walks a query through cuts.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -38,7 +40,7 @@ from order_archiver.orders.enrichment import (
     status_match,
 )
 from order_archiver.orders.pii import PiiPolicy
-from order_archiver.orders.selection import build_selection, in_window
+from order_archiver.orders.selection import IdList, build_selection, id_order_key, in_window
 from order_archiver.retry import Purpose, Retry, RetryPolicy
 
 log = get_logger("batch")
@@ -186,18 +188,19 @@ class OrderSource:
     archived_ids: Callable[[list[Any]], set[Any]]
     exclude_archived_in: str | None = None
     delivered_since: datetime | None = None  # an incremental pass (see checkpoint.py)
-    also_ids: tuple[Any, ...] = ()  # with it: orders read whatever their delivery stamp
-    revisit_ids: tuple[Any, ...] = ()  # archived, changed since: not skipped as archived
+    # Orders read besides the selection, whatever their delivery stamp and even when archived
+    # (changed since the last pass, on the rejects list): each chunk of them its own read.
+    also_ids: IdList = field(default_factory=IdList)
     delivered_before: datetime | None = None  # the purge under PURGE_AFTER: old enough to move
 
-    def selection(self, after_id: Any = None) -> dict[str, Any]:
+    def selection(self, after_id: Any = None, among_ids: Sequence[Any] | None = None) -> dict[str, Any]:
         return build_selection(
             self.delivered_status,
             self.date_from,
             self.date_to,
             after_id,
-            delivered_since=self.delivered_since,
-            also_ids=self.also_ids,
+            delivered_since=None if among_ids is not None else self.delivered_since,
+            among_ids=among_ids,
             delivered_before=self.delivered_before,
         )
 
@@ -210,14 +213,28 @@ class OrderSource:
         return [doc["_id"] for doc in cursor]
 
     def stream(self, after_id: Any, limit: int | None) -> Iterator[Item]:
-        """One aggregation over the rest of the window. The fast path."""
+        """The rest of the window in one aggregation, merged in ``_id`` order with the reads of
+        ``also_ids`` (a chunk each). The fast path."""
+        walk = self._aggregate(
+            self._narrow_first(self.selection(after_id), self.delivered_since is not None),
+            limit,
+            self.exclude_archived_in,
+        )
+        if not self.also_ids:
+            yield from walk
+            return
+        also = (
+            item
+            for chunk in self.also_ids.chunks(after_id)
+            for item in self._aggregate(self._narrow_first(self.selection(among_ids=chunk), True), limit)
+        )
+        yield from itertools.islice(merged_by_id([walk, also], _item_id), limit)
+
+    def _aggregate(
+        self, matches: list[dict[str, Any]], limit: int | None, exclude_archived_in: str | None = None
+    ) -> Iterator[Item]:
         pipeline = build_enrichment_pipeline(
-            self._stream_matches(after_id),
-            self.names,
-            sort_by_id=True,
-            exclude_archived_in=self.exclude_archived_in,
-            limit=limit,
-            revisit=self.revisit_ids,
+            matches, self.names, sort_by_id=True, exclude_archived_in=exclude_archived_in, limit=limit
         )
         # allowDiskUse: with a date window the planner may sort in memory (index on the date,
         # then $sort on _id) and a large window would pass the 100 MB sort limit.
@@ -225,36 +242,80 @@ class OrderSource:
             for raw in cursor:
                 yield raw, None
 
-    def _stream_matches(self, after_id: Any) -> dict[str, Any] | list[dict[str, Any]]:
-        """An incremental pass's filter as two ``$match`` stages, the narrow one (the delivery
-        stamp, the rejects list) first: MongoDB coalesces them into one (same plan, on the
-        ``{status, date_livraison}`` index); a server without that optimisation tests the
-        status on the few orders left (nx-27017 evaluates a ``$in`` row by row)."""
-        selection = self.selection(after_id)
-        if self.delivered_since is None:
-            return selection
+    @staticmethod
+    def _narrow_first(selection: dict[str, Any], narrow: bool) -> list[dict[str, Any]]:
+        """A narrow filter (an incremental pass's delivery stamp, a chunk of ids) as two
+        ``$match`` stages, the narrow one first: MongoDB coalesces them into one (same plan, on
+        the ``{status, date_livraison}`` index or ``_id``); a server without that optimisation
+        tests the status on the few orders left (nx-27017 evaluates a ``$in`` row by row)."""
+        if not narrow:
+            return [selection]
         status = {"status": selection.pop("status")}
         return [selection, status]
 
     def pages(self, after_id: Any) -> Iterator[Item]:
         """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``).
-        After each page, ``(None, last id of the page)``: everything up to it has been handed out."""
+        After each page, ``(None, the page's reach)``: everything up to it has been handed out."""
         while True:
-            ids = self.delivered_ids_after(after_id, PAGE_SIZE)
-            if not ids:
+            page = self._page(after_id)
+            if page.reach is None:
                 return
             # Skipped like the stream's anti-join skips them (a full pass in the source's own
             # database); elsewhere each archived order is compared with its archive document.
-            archived = self.archived_ids(ids) - set(self.revisit_ids) if self.exclude_archived_in else set()
-            wanted = [one_id for one_id in ids if one_id not in archived]
+            archived = (
+                self.archived_ids(page.ids) - page.also if self.exclude_archived_in and page.ids else set()
+            )
+            wanted = [one_id for one_id in page.ids if one_id not in archived]
             if wanted:
                 position = {one_id: index for index, one_id in enumerate(wanted)}
                 # The status again: an order corrected since the id query is not archived.
                 found = enrich_each(self.orders, wanted, self.delivered_status, self.names)
                 for item in sorted(found, key=lambda item: position[order_id(item)]):
                     yield item, None
-            after_id = ids[-1]
+            after_id = page.reach
             yield None, after_id
+
+    def _page(self, after_id: Any) -> Page:
+        """The next page: the window's next delivered ids merged with those of ``also_ids``,
+        up to the nearer of the two reads' last ids when either read a full page."""
+        walked = self.delivered_ids_after(after_id, PAGE_SIZE)
+        candidates = self.also_ids.following(after_id, PAGE_SIZE)
+        also: list[Any] = []
+        if candidates:
+            cursor = self.orders.find(self.selection(among_ids=candidates), {"_id": 1})
+            also = sorted((doc["_id"] for doc in cursor), key=id_order_key)
+        ids = list(merged_by_id([walked, also], lambda one: one))
+        ends = [read[-1] for read in (walked, candidates) if len(read) == PAGE_SIZE]
+        if not ends:
+            return Page(ids, set(also), ids[-1] if ids else None)
+        reach = min(ends, key=id_order_key)
+        return Page([one for one in ids if id_order_key(one) <= id_order_key(reach)], set(also), reach)
+
+
+@dataclass(frozen=True)
+class Page:
+    ids: list[Any]  # delivered orders to read, in _id order
+    also: set[Any]  # those of them from also_ids: read even when archived
+    reach: Any  # everything up to it is covered (None: nothing left)
+
+
+def merged_by_id(reads: Iterable[Iterable[T]], id_of: Callable[[T], Any]) -> Iterator[T]:
+    """Reads each in ``_id`` order, merged into one in ``_id`` order, each ``_id`` once."""
+    last: Any = _NONE
+    for item in heapq.merge(*reads, key=lambda item: id_order_key(id_of(item))):
+        one = id_of(item)
+        if last is not _NONE and one == last:
+            continue
+        last = one
+        yield item
+
+
+_NONE = object()
+
+
+def _item_id(item: Item) -> Any:
+    raw = item[0]
+    return None if raw is None else order_id(raw)
 
 
 @dataclass

@@ -59,15 +59,15 @@ def build_enrichment_pipeline(
     sort_by_id: bool = False,
     exclude_archived_in: str | None = None,
     limit: int | None = None,
-    revisit: Sequence[Any] = (),
 ) -> list[dict[str, Any]]:
     """The aggregation that turns matching orders into pre-archive documents.
 
     ``match`` is one filter, or several ``$match`` stages in a row (MongoDB coalesces them);
     ``sort_by_id`` walks orders in ``_id`` order (batch checkpoints on it);
     ``exclude_archived_in`` names an archive collection of the *same* database whose orders
-    are skipped before any join is paid for, except those of ``revisit`` (changed since they
-    were archived); ``limit`` caps the orders (after the exclusion).
+    are skipped before any join is paid for (the orders changed since they were archived are
+    read apart, by ``_id``: ``OrderSource.also_ids``); ``limit`` caps the orders (after the
+    exclusion).
     Dishes join through ``items.menu_id``, a path through an array, which MongoDB documents
     for ``localField``; the referenced ids of client, courier and restaurant are read from
     the order's own fields, so the joins project only the names the archive keeps.
@@ -77,10 +77,7 @@ def build_enrichment_pipeline(
     if sort_by_id:
         pipeline.append({"$sort": {"_id": 1}})
     if exclude_archived_in:
-        not_archived: dict[str, Any] = {_ARCHIVED: {"$size": 0}}
-        if revisit:  # archived, but changed since (read from the change stream): read again
-            not_archived = {"$or": [not_archived, {"_id": {"$in": list(revisit)}}]}
-        pipeline += [_lookup(exclude_archived_in, "_id", _ARCHIVED), {"$match": not_archived}]
+        pipeline += [_lookup(exclude_archived_in, "_id", _ARCHIVED), {"$match": {_ARCHIVED: {"$size": 0}}}]
     if limit is not None:
         pipeline.append({"$limit": int(limit)})
     pipeline += [

@@ -3,17 +3,20 @@ BSON types, the window test for dates only Python can read. Pure functions, no s
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import bson
 from bson import Binary, ObjectId, Regex
 from bson.decimal128 import Decimal128
 from bson.timestamp import Timestamp
 
 from order_archiver.errors import ConfigError
-from order_archiver.orders.enrichment import status_match
+from order_archiver.orders.enrichment import as_utc, status_match
 
 
 def build_selection(
@@ -23,12 +26,13 @@ def build_selection(
     after_id: Any = None,
     *,
     delivered_since: datetime | None = None,
-    also_ids: Sequence[Any] = (),
+    among_ids: Sequence[Any] | None = None,
     delivered_before: datetime | None = None,
 ) -> dict[str, Any]:
     """The source filter: delivered orders in ``[date_from, date_to)``, after ``after_id``;
     with ``delivered_since`` (an incremental pass) only those whose ``date_livraison`` is at
-    or after it, and the orders ``also_ids`` (the rejects list) whatever their stamp.
+    or after it; with ``among_ids`` only those (a bounded chunk: the caller cuts the list,
+    see ``IdList``: a command over 16 MB is refused by the driver).
 
     ``date_commande`` stored as a string (dirty data) cannot be compared on the server to a
     date; such orders are selected whatever their text, and ``in_window`` decides once the
@@ -42,8 +46,9 @@ def build_selection(
     if bounds:
         clauses.append({"$or": [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]})
     if delivered_since is not None:
-        recent: dict[str, Any] = {"date_livraison": {"$gte": delivered_since}}
-        clauses.append({"$or": [recent, {"_id": {"$in": list(also_ids)}}]} if also_ids else recent)
+        clauses.append({"date_livraison": {"$gte": delivered_since}})
+    if among_ids is not None:
+        clauses.append({"_id": {"$in": list(among_ids)}})
     if delivered_before is not None:
         clauses.append({"date_livraison": {"$lt": delivered_before}})
     if after_id is not None:
@@ -53,6 +58,50 @@ def build_selection(
     elif clauses:
         selection["$and"] = clauses
     return selection
+
+
+ID_CHUNK = 1000  # ids per command: 1,000 ObjectIds are ~19 KB of it, far under 16 MB
+
+
+@dataclass(frozen=True)
+class IdList:
+    """Ids a pass reads besides its selection (the orders changed since the last pass, the
+    rejects list): unique, in ``_id`` order, and handed to the server a bounded slice at a
+    time. One ``$in`` of them all grows with the changes: past ~850,000 ObjectIds it is a
+    command over 16 MB (+16 KiB) that the driver refuses (``DocumentTooLarge``, before
+    sending). The list itself is held in memory: a million ObjectIds is ~100 MB."""
+
+    ids: tuple[Any, ...] = ()
+
+    @classmethod
+    def of(cls, ids: Iterable[Any]) -> IdList:
+        unique = list(dict.fromkeys(ids))
+        if all(type(one) is ObjectId for one in unique):
+            return cls(tuple(sorted(unique)))  # the common case, without a key per id
+        return cls(tuple(sorted(unique, key=id_order_key)))
+
+    def __bool__(self) -> bool:
+        return bool(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def start(self, after_id: Any) -> int:
+        """Where the ids after ``after_id`` begin (None: all of them)."""
+        if after_id is None:
+            return 0
+        return bisect.bisect_right(self.ids, id_order_key(after_id), key=id_order_key)
+
+    def following(self, after_id: Any, count: int) -> tuple[Any, ...]:
+        """The next ``count`` ids after ``after_id``."""
+        first = self.start(after_id)
+        return self.ids[first : first + count]
+
+    def chunks(self, after_id: Any, size: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """The ids after ``after_id``, ``size`` (``ID_CHUNK``) at a time."""
+        size = size or ID_CHUNK
+        for first in range(self.start(after_id), len(self.ids), size):
+            yield self.ids[first : first + size]
 
 
 # BSON's order of types for comparisons and sorts (numbers together, strings and symbols
@@ -89,6 +138,53 @@ def _bson_type_rank(value: Any) -> int:
     if value is None:
         return 0
     return next((rank for kinds, rank in _RANK_BY_TYPE if isinstance(value, kinds)), len(_BSON_TYPE_ORDER))
+
+
+def id_order_key(value: Any) -> tuple[int, Any]:
+    """A sort key that orders ``_id`` values as MongoDB sorts them (BSON's comparison order):
+    by type, then by value. Exact for the ids an order has (ObjectIds; strings, numbers, dates
+    in dirty data); documents, binary data and regexes are ordered among themselves by their
+    BSON bytes, an approximation of MongoDB's order for ids no order should have."""
+    rank = _bson_type_rank(value)
+    within: Callable[[Any], Any] = _ORDER_WITHIN_TYPE.get(rank, _by_bson_bytes)
+    return rank, within(value)
+
+
+def _by_bson_bytes(value: Any) -> bytes:
+    try:
+        return bson.encode({"": value})
+    except (TypeError, bson.InvalidDocument):
+        return repr(value).encode()
+
+
+def _as_number(value: Any) -> float:
+    try:
+        return float(value.to_decimal() if isinstance(value, Decimal128) else value)
+    except (ValueError, OverflowError, ArithmeticError):
+        return float("nan")
+
+
+def _nothing(_: Any) -> int:
+    return 0
+
+
+def _object_id_bytes(value: ObjectId) -> bytes:
+    return value.binary
+
+
+def _timestamp_parts(value: Timestamp) -> tuple[int, int]:
+    return value.time, value.inc
+
+
+_ORDER_WITHIN_TYPE: dict[int, Callable[[Any], Any]] = {
+    0: _nothing,
+    1: _as_number,
+    2: str,
+    5: _object_id_bytes,
+    6: bool,
+    7: as_utc,
+    8: _timestamp_parts,
+}
 
 
 def ids_after(last: Any) -> dict[str, Any]:

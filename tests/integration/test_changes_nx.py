@@ -61,3 +61,47 @@ def test_changes_stamped_by_a_clock_ahead_of_the_pass_are_read_by_their_position
         assert database["Commande_archive"].find_one({"_id": corrected})["source"]["remboursement"] == 3.0
         again = batch(client, settings)
         assert (again.archived, again.revised) == (0, 0)
+
+
+# MongoDB's limit on a command: 16 MB (maxBsonObjectSize) + 16 KiB, checked by the driver
+# before it sends (pymongo raises DocumentTooLarge, not a PyMongoError: nothing retries it).
+# One $in of ~850,000 ObjectIds passes it; with the test server's maxBsonObjectSize at 32 KiB,
+# ~2,500 do.
+# (The history kept: a real oplog keeps hours of changes; nx-27017 keeps 1,000 rows past its
+# slowest open stream by default, fewer than the changes here.)
+SMALL_COMMANDS = {"NX_MAX_BSON_OBJECT_SIZE": str(32 * 1024), "NX_RESUME_RETENTION_ROWS": "100000"}
+
+
+@pytest.mark.test_server_only("the test server's maxBsonObjectSize knob (NX_MAX_BSON_OBJECT_SIZE)")
+def test_thousands_of_changes_since_the_last_pass_make_no_command_over_the_limit(tmp_path, db_name):
+    """Every order delivered or corrected since the last pass is read, however many: with the
+    limit scaled down, 3,000 changed orders stand for the million a real deployment can
+    change between two runs (a restore, a bulk correction). A pass that sent them in one
+    ``$in`` (the incremental selection, the full pass's anti-join) failed on every run until
+    the oplog rolled past its position; each chunk of ids is now a read of its own."""
+    with knobbed_server(tmp_path / "nx", db_name, **SMALL_COMMANDS) as (client, settings):
+        assert client.admin.command("hello")["maxBsonObjectSize"] == 32 * 1024
+        database = client[db_name]
+        dataset = seed_database(database, settings, 3400, seed=62, p_anomalies=0.0, p_delivered=0.1)
+        first = batch(client, settings, batch_size=500)
+        assert (first.mode, first.archived) == ("full", len(expected_archive_ids(dataset)))
+        late = set(pending_ids(dataset))
+        assert len(late) > 3000
+        database["Commande"].update_many(  # delivered late, stamped a day ago: only the stream says so
+            {"status": {"$ne": "livrée"}},
+            {"$set": {"status": "livrée", "date_livraison": datetime.now(UTC) - timedelta(days=1)}},
+        )
+        incremental = batch(client, settings, batch_size=500)
+        assert incremental.mode == "incremental", incremental.warnings
+        assert (incremental.warnings, incremental.archived, incremental.changes_read) == (
+            [],
+            len(late),
+            len(late),
+        )
+        assert archived_ids(database) == expected_archive_ids(dataset) | late
+        database["Commande"].update_many({}, {"$set": {"remboursement": 1.0}})  # every order corrected
+        full = batch(client, settings, batch_size=500, full=True)
+        assert (full.mode, full.archived, full.revised) == ("full", 0, len(archived_ids(database)))
+        assert database["Commande_archive"].count_documents({"source.remboursement": 1.0}) == len(
+            archived_ids(database)
+        )

@@ -456,6 +456,25 @@ def test_change_events_are_stamped_by_a_clock_ahead_of_hello_with_the_knob(tmp_p
         server.stop()
 
 
+@pytest.mark.test_server_only("the test server's maxBsonObjectSize knob")
+def test_a_lowered_max_bson_object_size_makes_the_driver_refuse_a_large_command(tmp_path):
+    """``NX_MAX_BSON_OBJECT_SIZE``: ``hello`` answers it, and pymongo refuses a command over
+    it (a find's filter) or over it + 16 KiB (an aggregate) before sending
+    (``DocumentTooLarge``), as it does at 16 MB on MongoDB."""
+    from pymongo.errors import DocumentTooLarge
+
+    server = NxServer(tmp_path / "nx", env={"NX_MAX_BSON_OBJECT_SIZE": str(32 * 1024)}).start()
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            assert client.admin.command("hello")["maxBsonObjectSize"] == 32 * 1024
+            orders = client.h.Commande
+            assert list(orders.find({"_id": {"$in": [ObjectId() for _ in range(1000)]}})) == []
+            with pytest.raises(DocumentTooLarge):
+                list(orders.find({"_id": {"$in": [ObjectId() for _ in range(3000)]}}))
+    finally:
+        server.stop()
+
+
 def test_an_update_path_into_an_array_is_refused_not_ignored(db):
     """nx-27017 acknowledged ``$inc``/``$set`` on ``items.0.quantite`` and changed nothing (the
     chaos run's corrections vanished); MongoDB applies them. Refused loudly instead."""

@@ -344,3 +344,77 @@ def test_reading_the_changes_goes_on_through_empty_batches_until_the_pass_start(
     assert archiver.report.changes_read == 1
     assert reached({"_data": "0009"}, {"_data": "0008"})
     assert not reached({"_data": "0004"}, {"_data": "0008"})
+
+
+# --- the orders read besides the selection, a bounded chunk of ids at a time -----------------
+
+
+def also_source(mongo, settings, also, **fields):
+    from order_archiver.mongodb.source import OrderSource
+    from order_archiver.orders.enrichment import CollectionNames
+    from order_archiver.orders.selection import IdList
+
+    return OrderSource(
+        orders(mongo, settings),
+        CollectionNames(),
+        settings.delivered_status,
+        None,
+        None,
+        archived_ids=lambda ids: set(),
+        also_ids=IdList.of(also),
+        **fields,
+    )
+
+
+@pytest.mark.parametrize("page_size", [2, 3, 500])
+def test_the_orders_read_besides_the_selection_are_merged_in_id_order_once_each(
+    mongo, settings, monkeypatch, page_size
+):
+    """An incremental pass reads the orders stamped since its mark (one read) and the changed
+    ones whatever their stamp (reads of at most ID_CHUNK ids each), merged in ``_id`` order
+    (the checkpoint's keyset), each once; the pages after a read failure alike, with pages and
+    chunks far smaller than the ids, some of which are not delivered (skipped, never an end)."""
+    from order_archiver.mongodb import source as source_module
+    from order_archiver.orders import selection
+
+    monkeypatch.setattr(source_module, "PAGE_SIZE", page_size)
+    monkeypatch.setattr(selection, "ID_CHUNK", 2)
+    collection = orders(mongo, settings)
+    ids = [ObjectId() for _ in range(14)]
+    since = DAY1 - HOUR
+    for n, one in enumerate(ids):
+        delivered = n % 3 != 2
+        stamp = since + HOUR if n % 2 == 0 else since - WEEK  # even: stamped since the mark
+        collection.insert_one(
+            {
+                "_id": one,
+                "numero_commande": f"CMD-{n}",
+                "status": "livrée" if delivered else "en_attente",
+                "date_commande": DAY1 - WEEK,
+                "date_livraison": stamp if delivered else None,
+                "items": [],
+            }
+        )
+    changed = [ids[n] for n in (13, 1, 2, 5, 7, 8, 4)]  # unsorted, some not delivered, some stamped too
+    source = also_source(mongo, settings, changed, delivered_since=since)
+    expected = [one for n, one in enumerate(ids) if n % 3 != 2 and (n % 2 == 0 or one in changed)]
+    streamed = [raw["_id"] for raw, _ in source.stream(None, None)]
+    paged = [item["_id"] for item, _ in source.pages(None) if item is not None]
+    assert streamed == paged == expected
+    assert [raw["_id"] for raw, _ in source.stream(expected[2], None)] == expected[3:]
+    assert [raw["_id"] for raw, _ in source.stream(None, 4)] == expected[:4]
+    ends = [end for item, end in source.pages(None) if item is None]
+    assert ends == sorted(ends)
+    assert ends[-1] >= expected[-1]
+
+
+def test_an_id_list_sorts_and_cuts_ids_as_mongodb_sorts_them():
+    """BSON's comparison order across types (dirty ``_id``s): numbers, strings, ObjectIds, dates."""
+    from order_archiver.orders.selection import IdList
+
+    oid = ObjectId()
+    ids = IdList.of([oid, "b", 2, DAY1, "a", 1.5, oid])
+    assert ids.ids == (1.5, 2, "a", "b", oid, DAY1)
+    assert ids.following("a", 2) == ("b", oid)
+    assert list(ids.chunks(2, size=2)) == [("a", "b"), (oid, DAY1)]
+    assert list(ids.chunks(None, size=4)) == [(1.5, 2, "a", "b"), (oid, DAY1)]
