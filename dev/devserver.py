@@ -27,7 +27,8 @@ set of that name (default: a standalone server); ``NX_RESUME_RETENTION_ROWS`` se
 change-log rows the server keeps past the slowest open stream (default 1000), so that a test
 can make history run out cheaply; ``NX_EVENT_CLOCK_AHEAD_S`` how far change events' clock
 runs ahead of ``hello``'s (a shard primary's clock ahead of ``mongos``);
-``NX_MAX_BSON_OBJECT_SIZE`` the ``maxBsonObjectSize`` ``hello`` answers (default 16 MB), so that
+``NX_PERIODIC_NOOP_S`` how often an idle change history gets a no-op entry (MongoDB's
+``periodicNoopIntervalSecs``, default 10: ``stream_positions.py``); ``NX_MAX_BSON_OBJECT_SIZE`` the ``maxBsonObjectSize`` ``hello`` answers (default 16 MB), so that
 a test makes the driver's command size limit bite with a few thousand ids; ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
 accepts (tests only).
 """
@@ -62,7 +63,7 @@ from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
-from dev import index_catalog
+from dev import index_catalog, stream_positions
 from dev import mongodb_definitions as definitions
 
 _fallback = threading.local()
@@ -417,9 +418,13 @@ def _fix_invalidate_on_drop() -> None:
                 stream = None
         request_id, reply = original(self, msg)
         cursor = reply.get("cursor") if isinstance(reply, dict) else None
-        if stream is None or not isinstance(cursor, dict) or cursor.get("nextBatch"):
+        if stream is None or not isinstance(cursor, dict):
             return request_id, reply
         manager = self._change_stream_manager
+        if any(event.get("operationType") == "invalidate" for event in cursor.get("nextBatch") or []):
+            return request_id, stream_positions.cut_at_invalidate(manager, stream, reply)
+        if cursor.get("nextBatch"):
+            return request_id, reply
         tracker = manager._trackers.get((stream.db_name, stream.collection_name))
         if tracker is None:
             return request_id, reply
@@ -495,6 +500,9 @@ def _fix_change_event_documents() -> None:
 
     @functools.wraps(original)
     def translate_row(self: Any, stream: Any, rowid: int, row: Any) -> dict[str, Any] | None:
+        if row[1] == "drop":  # the collection dropped or renamed (stream_positions.fix_drops_in_history)
+            dropped = _written_at(self, stream, rowid) or datetime.now(UTC)
+            return stream_positions.invalidate_event(rowid, dropped + event_clock_ahead())
         event = original(self, stream, rowid, row)
         if event is None:
             return None
@@ -1010,6 +1018,8 @@ def apply_fixes() -> None:
     _fix_resume_token_validation()
     _fix_retention_knob()
     _fix_token_order()
+    stream_positions.fix_stream_positions()
+    stream_positions.fix_drops_in_history()
     _fix_expr_root_equality()
     index_catalog.fix_duplicate_keys(_folded_body)  # before the catalog: it reads the server's own names
     index_catalog.fix_index_catalog(server_version(), _folded_body)

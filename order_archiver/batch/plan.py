@@ -13,10 +13,10 @@ from typing import Any
 from config import Settings
 from logger import get_logger
 from order_archiver.batch.report import BatchOptions, BatchReport
-from order_archiver.mongodb.changes import ChangeReader, stream_position
+from order_archiver.mongodb.changes import ChangeReader, ChangesSince, stream_position
 from order_archiver.mongodb.checkpoint import BatchState, Pass, plan_pass
 from order_archiver.mongodb.rejects import RejectStore
-from order_archiver.mongodb.source import OrderSource
+from order_archiver.mongodb.source import OrderSource, event_time
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.selection import IdList
 from order_archiver.retry import retrying
@@ -91,7 +91,8 @@ class PassPlanner:
     def changed_since(self, token: dict[str, Any] | None, current: Pass) -> tuple[list[Any], Pass]:
         """Every order that became delivered, or was corrected while delivered, since the last
         complete pass began, up to this pass's start (``changes.ChangeReader``), and the pass
-        (whose token goes back to ``token`` when the stream stalled short of it). Without a
+        (whose token becomes where that read ended: short of its start on a quiet deployment,
+        past an invalidate it met). Without a
         token, or with the history gone (the oplog rolled over) or no change streams, the pass
         reads by delivery stamp alone, and says so."""
         if token is None:
@@ -107,17 +108,30 @@ class PassPlanner:
                 "waits for the full sweep (or --full)"
             )
             return [], current
-        if changes.stalled:
-            self._say(
-                "the change stream stopped advancing before this pass's start: the next run reads the "
-                "changes since the last run again"
-            )
-            current = replace(current, stream_token=token)
+        self._tell(changes, current)
+        current = replace(current, stream_token=changes.position)
         self.report.changes_read = changes.read
         log.info(
             "%d changes since the last run: %d orders delivered or corrected", changes.read, len(changes.ids)
         )
         return changes.ids, current
+
+    def _tell(self, changes: ChangesSince, current: Pass) -> None:
+        """What the read of the changes met: an invalidate (a warning), a quiet end (the log)."""
+        if changes.invalidate is not None:
+            when = event_time(changes.invalidate)
+            self._say(
+                f"the orders' change stream was invalidated{f' at {when.isoformat()}' if when else ''} "
+                "(the collection dropped, renamed or restored with --drop since the last run): this run "
+                "reads the changes after it by delivery stamp, and the next run reads the stream from "
+                "this run's start, past it; a delivery synced with an older stamp waits for the full "
+                "sweep (or --full)"
+            )
+        elif changes.position is not None and changes.position != current.stream_token:
+            log.info(
+                "the change stream stands at its end, short of this pass's position (a quiet "
+                "deployment: nothing written since): the next run reads on from there"
+            )
 
     def _say(self, warning: str) -> None:
         log.warning(warning)

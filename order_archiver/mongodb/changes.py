@@ -20,7 +20,12 @@ log = get_logger("batch")
 
 CHANGES_AWAIT_MS = 200  # a quiet getMore while reading the changes since the last run: caught up
 CHANGES_BATCH = 1000
-CHANGES_STALL_BATCHES = 50  # empty batches (of CHANGES_AWAIT_MS) without progress: a stalled read
+# Empty batches in a row at one position: the end of the history on a quiet deployment. A new
+# stream's position (the pass's) is a high-water mark just past the last write, which a stream
+# passes only at the next oplog entry: on an idle deployment the primary's periodic no-op
+# (``periodicNoopIntervalSecs``, 10 s; on a sharded cluster, every shard's). The read does not
+# wait for it: it stands where every change up to its position has been read.
+CHANGES_IDLE_BATCHES = 2
 
 
 def reached(position: Any, target: Any) -> bool:
@@ -62,7 +67,12 @@ class ChangesSince:
     ids: list[Any] = field(default_factory=list)
     read: int = 0
     unavailable: int | None = None  # the history is gone or there are no change streams: its code
-    stalled: bool = False  # the stream stopped advancing before the pass's start
+    # Every change up to it has been read: the pass's position, or short of it where the stream
+    # stands on a quiet deployment (None: the pass has no position; it read up to its time).
+    position: dict[str, Any] | None = None
+    # The invalidate that ended the read (the collection dropped, renamed, restored with
+    # --drop): the changes after it are not read from the stream; the pass's position is past it.
+    invalidate: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ class ChangeReader:
                 max_await_time_ms=CHANGES_AWAIT_MS,
                 batch_size=CHANGES_BATCH,
             ) as stream:
-                found.stalled = not self._read(stream, ids, found, until_token, until)
+                found.position = self._read(stream, ids, found, until_token, until)
         except pymongo_errors.OperationFailure as exc:
             if classify(exc) in ("token_unusable", "no_change_streams"):
                 return ChangesSince(unavailable=exc.code)
@@ -97,27 +107,32 @@ class ChangeReader:
 
     def _read(
         self, stream: Any, ids: dict[Any, None], found: ChangesSince, until_token: Any, until: datetime
-    ) -> bool:
-        """Read into ``ids`` until caught up with ``until_token`` or past ``until``; False
-        when the stream stopped advancing short of it (the next run reads from here again)."""
-        stalled, position = 0, None
+    ) -> Any:
+        """Read into ``ids`` up to this pass's position (``until_token``); return the position up
+        to which every change has been read: ``until_token`` once the stream reaches it or meets
+        an invalidate (the position lies past it: the next run resumes after it), where the
+        stream stands once it stops moving short of it (``CHANGES_IDLE_BATCHES``: a quiet
+        deployment), where it stands when the run is stopped. Without ``until_token`` the first
+        empty batch or a change after ``until`` ends the read, and the position is None."""
+        idle, position = 0, None
         while not self.stop_event.is_set():
             event = stream.try_next()
             if event is None:
-                if reached(stream.resume_token, until_token):
-                    return True  # caught up with where this pass began
-                # An empty batch short of it: the server is still scanning. One that stops
-                # advancing is not trusted.
-                stalled = stalled + 1 if stream.resume_token == position else 0
+                idle = idle + 1 if stream.resume_token == position else 0
                 position = stream.resume_token
-                if stalled >= CHANGES_STALL_BATCHES:
-                    return False
-                continue
+                if reached(position, until_token):
+                    return until_token  # caught up with where this pass began
+                if idle >= CHANGES_IDLE_BATCHES:
+                    return dict(position)  # the end of the history, short of a high-water mark
+                continue  # an empty batch that moved: the server is still scanning
             if self._after_pass_start(event, until_token, until):
-                return True  # the next run reads it
+                return until_token  # the next run reads it
+            if event.get("operationType") == "invalidate":
+                found.invalidate = event
+                return until_token
             found.read += 1
             ids.update(dict.fromkeys(orders_to_archive([event], self.delivered_status)))
-        return True
+        return dict(stream.resume_token) if until_token and stream.resume_token else None
 
     @staticmethod
     def _after_pass_start(event: dict[str, Any], until_token: Any, until: datetime) -> bool:

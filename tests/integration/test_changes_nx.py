@@ -105,3 +105,73 @@ def test_thousands_of_changes_since_the_last_pass_make_no_command_over_the_limit
         assert database["Commande_archive"].count_documents({"source.remboursement": 1.0}) == len(
             archived_ids(database)
         )
+
+
+# A new change stream's position (the one a pass takes when it begins) is a high-water mark
+# just past the last oplog entry; a stream passes it only at the next entry: on an idle
+# deployment the primary's periodic no-op, every periodicNoopIntervalSecs (10 s by default;
+# every shard's on a sharded cluster). MongoDB: resume_token.cpp (high-water-mark tokens),
+# document_source_change_stream*.cpp and plan_executor_pipeline.cpp (the postBatchResumeToken
+# of a getMore is the last oplog entry it scanned), the manual's periodicNoopIntervalSecs. The
+# test server answers positions so (dev/stream_positions.py); its no-op interval here is 10
+# minutes: no no-op comes during the test, as none comes within a run's first seconds on a
+# quiet night.
+QUIET = {"NX_PERIODIC_NOOP_S": "600"}
+
+
+@pytest.mark.test_server_only("the test server's periodic no-op interval (NX_PERIODIC_NOOP_S)")
+def test_runs_on_a_quiet_deployment_read_each_change_once_and_never_stall(tmp_path, db_name):
+    """Night after night with nothing or little written since the last run: each run reads the
+    changes since the last one to where the stream stands (its end, short of the pass's
+    high-water mark) and completes, without a warning and without waiting for the next oplog
+    entry; the next run reads on from there, not from further back."""
+    with knobbed_server(tmp_path / "nx", db_name, **QUIET) as (client, settings):
+        database = client[db_name]
+        dataset = seed_database(database, settings, 200, seed=63, p_anomalies=0.0)
+        assert batch(client, settings).mode == "full"
+        pending = pending_ids(dataset)
+        old_stamp = datetime.now(UTC) - timedelta(hours=5)
+        deliver(database["Commande"], pending[:5], when=old_stamp)
+        second = batch(client, settings)
+        assert (second.mode, second.warnings, second.archived, second.changes_read) == (
+            "incremental",
+            [],
+            5,
+            5,
+        )
+        quiet = batch(client, settings)  # nothing written since
+        assert (quiet.mode, quiet.warnings, quiet.archived, quiet.changes_read) == ("incremental", [], 0, 0)
+        assert quiet.seconds < 5
+        deliver(database["Commande"], pending[5:7], when=old_stamp)
+        fourth = batch(client, settings)
+        assert (fourth.warnings, fourth.archived, fourth.changes_read) == ([], 2, 2)
+        assert archived_ids(database) == expected_archive_ids(dataset) | set(pending[:7])
+
+
+@pytest.mark.test_server_only("drops and re-creates the orders collection; the test server's no-op knob")
+def test_an_invalidate_in_the_history_is_passed_once_and_the_stream_read_after_it(tmp_path, db_name):
+    """``mongorestore --drop`` between two runs (a drop, then every order inserted again): the
+    orders' change stream holds an ``invalidate`` that ends every stream resumed from before
+    it. The next run reads the changes before it, reads the window after it by delivery stamp
+    and says so, and saves a position past it; the run after reads the stream again (a late
+    delivery with an old stamp is archived), with no word of the invalidate."""
+    with knobbed_server(tmp_path / "nx", db_name, **QUIET) as (client, settings):
+        database = client[db_name]
+        dataset = seed_database(database, settings, 200, seed=64, p_anomalies=0.0)
+        assert batch(client, settings).mode == "full"
+        pending = pending_ids(dataset)
+        old_stamp = datetime.now(UTC) - timedelta(hours=5)
+        deliver(database["Commande"], pending[:2], when=old_stamp)  # before the restore: from the stream
+        orders = list(database["Commande"].find())
+        database.drop_collection("Commande")  # mongorestore --drop
+        database["Commande"].insert_many(orders)
+        deliver(database["Commande"], pending[2:5])  # after it, stamped now
+        restored = batch(client, settings)
+        assert restored.mode == "incremental"
+        assert [w for w in restored.warnings if "invalidated" in w] == restored.warnings
+        assert len(restored.warnings) == 1
+        assert restored.archived == 5
+        deliver(database["Commande"], pending[5:8], when=old_stamp)
+        after = batch(client, settings)
+        assert (after.warnings, after.archived, after.changes_read) == ([], 3, 3)
+        assert archived_ids(database) == expected_archive_ids(dataset) | set(pending[:8])

@@ -475,6 +475,59 @@ def test_a_lowered_max_bson_object_size_makes_the_driver_refuse_a_large_command(
         server.stop()
 
 
+@pytest.mark.test_server_only("the test server's periodic no-op interval")
+def test_positions_are_high_water_marks_last_scanned_entries_and_periodic_no_ops(tmp_path):
+    """As MongoDB gives them (dev/stream_positions.py): a new stream stands just past the last
+    write; a stream resumed from before it and scanned to the end stands on the last entry,
+    matched or not, short of that mark; the next periodic no-op (here every 1.5 s, MongoDB's
+    periodicNoopIntervalSecs, 10 s) moves it past."""
+    import time
+
+    server = NxServer(tmp_path / "nx", env={"NX_PERIODIC_NOOP_S": "1.5"}).start()
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            orders = client.h.Commande
+            with orders.watch(max_await_time_ms=1) as stream:
+                stream.try_next()
+                before = stream.resume_token
+            orders.insert_many([{"status": "en_attente"} for _ in range(3)])
+            with orders.watch(DELIVERED_NOW, max_await_time_ms=1) as stream:
+                stream.try_next()
+                high_water = stream.resume_token
+            with orders.watch(DELIVERED_NOW, resume_after=before, max_await_time_ms=1) as stream:
+                assert stream.try_next() is None  # the filter drops the three
+                scanned = stream.resume_token
+                assert stream.try_next() is None
+                assert stream.resume_token == scanned  # idle: it stands there
+                time.sleep(1.6)
+                assert stream.try_next() is None
+                after_noop = stream.resume_token
+        assert before["_data"] < scanned["_data"] < high_water["_data"] < after_noop["_data"]
+    finally:
+        server.stop()
+
+
+def test_a_stream_resumed_from_before_a_drop_meets_the_invalidate_again(db):
+    """The drop is in the history: a stream resumed from before it ends at an ``invalidate``,
+    even once the collection exists again; ``startAfter`` it reads the new collection."""
+    db.Commande.insert_one({"x": 1})
+    with db.Commande.watch(max_await_time_ms=1) as stream:
+        stream.try_next()
+        before = stream.resume_token
+    db.drop_collection("Commande")
+    with db.Commande.watch(max_await_time_ms=1) as stream:  # the collection is watched again
+        stream.try_next()
+    db.Commande.insert_one({"x": 3})
+    with db.Commande.watch(resume_after=before, max_await_time_ms=1) as stream:
+        event = stream.try_next()
+        assert event is not None
+        assert event["operationType"] == "invalidate"
+        assert stream.try_next() is None
+        assert not stream.alive
+    with db.Commande.watch(start_after=event["_id"], max_await_time_ms=1) as stream:
+        assert stream.try_next()["fullDocument"]["x"] == 3
+
+
 def test_an_update_path_into_an_array_is_refused_not_ignored(db):
     """nx-27017 acknowledged ``$inc``/``$set`` on ``items.0.quantite`` and changed nothing (the
     chaos run's corrections vanished); MongoDB applies them. Refused loudly instead."""
