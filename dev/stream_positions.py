@@ -173,16 +173,18 @@ def fix_drops_in_history() -> None:
 
     @functools.wraps(original)
     def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        request_id, reply = original(self, msg)
         body = next((doc for kind, doc in msg.get("sections", []) if kind == "body"), None)
-        if not isinstance(body, dict):
-            return request_id, reply
-        gone = _dropped_collection(body)
-        if gone is None or not (isinstance(reply, dict) and reply.get("ok")):
-            return request_id, reply
+        gone = _dropped_collection(body) if isinstance(body, dict) else None
+        if gone is None or not isinstance(body, dict):
+            return original(self, msg)
         db_name = str(body.get("$db", "test"))
         if "renameCollection" in body:
             db_name = str(body["renameCollection"]).split(".", 1)[0]
+        with self._lock_for(db_name):
+            existed = gone in self.get_database(db_name).list_collection_names()
+        request_id, reply = original(self, msg)
+        if not existed or not (isinstance(reply, dict) and reply.get("ok")):
+            return request_id, reply  # nothing dropped: nothing in the history (as on MongoDB)
         with self._lock_for(db_name):
             connection = self.get_database(db_name).db
             try:
