@@ -69,7 +69,8 @@ class IdList:
     rejects list): unique, in ``_id`` order, and handed to the server a bounded slice at a
     time. One ``$in`` of them all grows with the changes: past ~850,000 ObjectIds it is a
     command over 16 MB (+16 KiB) that the driver refuses (``DocumentTooLarge``, before
-    sending). The list itself is held in memory: a million ObjectIds is ~100 MB."""
+    sending). The list itself is held in memory: a million ObjectIds take ~50 MB (measured:
+    docs/performance.md)."""
 
     ids: tuple[Any, ...] = ()
 
