@@ -3,7 +3,8 @@ index build may name there, and what a sharded cluster allows, checked once at s
 one clear line, instead of a failure on the first aggregate or upsert.
 
 Through ``mongos`` (``hello`` answers ``msg: "isdbgrid"``), from the cluster's own metadata
-(``config.collections``, the balancer's list of sharded collections):
+(``config.collections``, the balancer's list of sharded collections; from 8.0 it lists
+unsharded collections moved by ``moveCollection`` too, ``unsplittable``: not sharded):
 
 - the orders collection may be sharded (it is read by equality and ranges);
 - before MongoDB 5.1, ``$lookup`` cannot read a sharded collection: the four reference
@@ -92,9 +93,12 @@ def server_version(client: MongoClient[Document]) -> tuple[int, ...]:
 
 
 def sharded_collections(client: MongoClient[Document], namespaces: list[str]) -> dict[str, dict[str, Any]]:
-    """The shard key of each of ``namespaces`` that is sharded (``config.collections``)."""
+    """The shard key of each of ``namespaces`` that is sharded (``config.collections``). From
+    8.0 the list also holds unsharded collections the cluster tracks, a collection moved to
+    another shard by ``moveCollection`` among them: ``unsplittable: true``, key ``{_id: 1}``,
+    one chunk, not sharded (SERVER-78755)."""
     found = client["config"]["collections"].find(
-        {"_id": {"$in": namespaces}, "dropped": {"$ne": True}}, {"key": 1}
+        {"_id": {"$in": namespaces}, "dropped": {"$ne": True}, "unsplittable": {"$ne": True}}, {"key": 1}
     )
     return {doc["_id"]: dict(doc.get("key") or {}) for doc in found}
 

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import mongomock
 import pytest
+from bson import Binary, ObjectId, Timestamp
 
 from config import Settings
 from order_archiver.errors import ConfigError
@@ -14,11 +18,14 @@ from order_archiver.mongodb.deployment import check_deployment, check_deployment
 class Mongos:
     """A client whose admin commands answer as mongos does; config.collections from mongomock."""
 
-    def __init__(self, version: str, sharded: dict[str, dict], hello_msg: str = "isdbgrid") -> None:
+    def __init__(
+        self, version: str, sharded: dict[str, dict], hello_msg: str = "isdbgrid", moved: tuple[str, ...] = ()
+    ) -> None:
         self.store = mongomock.MongoClient()
         self.store["config"]["collections"].insert_many(
             [{"_id": ns, "key": key, "unique": False} for ns, key in sharded.items()]
             + [{"_id": "livraison.Old", "key": {"_id": 1}, "dropped": True}]
+            + [MOVED_ENTRY | {"_id": ns} for ns in moved]
         )
         replies = {
             "hello": {"ok": 1, "msg": hello_msg, "isWritablePrimary": True},
@@ -38,6 +45,19 @@ class Mongos:
 
 
 SETTINGS = Settings(mongodb_uri="mongodb://mongos:27017")
+
+# A collection moved to another shard by MongoDB 8.0's moveCollection, as config.collections
+# lists it: tracked, one chunk, key {_id: 1}, ``unsplittable: true`` (SERVER-78755, -78763;
+# the 8.0 manual, "Moveable Collections"). It is not sharded.
+MOVED_ENTRY = {
+    "key": {"_id": 1},
+    "unique": False,
+    "unsplittable": True,
+    "lastmodEpoch": ObjectId(),
+    "lastmod": datetime(2025, 3, 1, tzinfo=UTC),
+    "timestamp": Timestamp(1740787200, 1),
+    "uuid": Binary.from_uuid(uuid.uuid4()),
+}
 
 
 def test_a_replica_set_is_not_checked():
@@ -69,6 +89,14 @@ def test_the_archive_must_not_be_sharded_on_any_version():
     other_db = Settings(mongodb_uri="mongodb://m", archive_database="archives")
     with pytest.raises(ConfigError, match=r"archives\.Commande_archive is sharded"):
         check_deployment(Mongos("8.0.4", {"archives.Commande_archive": {"numero_commande": 1}}), other_db)
+
+
+def test_collections_moved_by_move_collection_are_not_sharded():
+    """8.0 lists an unsharded collection moved with moveCollection in config.collections; the
+    archive and the references moved so (to balance shards) are still unsharded: no refusal."""
+    moved = ("livraison.Commande_archive", "livraison.Menu", "livraison.archiver_rejects")
+    check_deployment(Mongos("8.0.4", {}, moved=moved), SETTINGS)
+    check_deployment(Mongos("5.0.14", {}, moved=moved), SETTINGS)  # no such entry before 8.0: same rule
 
 
 def test_checkpoints_and_rejects_may_be_sharded_on_id_only():
