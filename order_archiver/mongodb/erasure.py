@@ -37,9 +37,22 @@ BY_REQUEST = "forget"
 BY_AGE = "ARCHIVE_PII_RETENTION"
 
 
-def holding_personal_data(selection: dict[str, Any]) -> dict[str, Any]:
-    """The documents of ``selection`` in which some personal data is left."""
-    return {"$and": [selection, {"$or": [{field: {"$ne": None}} for field in ERASED_FIELDS]}]}
+def holds_personal_data(document: Document) -> bool:
+    """Whether some personal data is left in ``document`` (read with ``PERSONAL_FIELDS``): a
+    field of ``ERASED_FIELDS`` neither null nor missing (what ``{field: {$ne: null}}`` selects)."""
+    return any(_at(document, field) is not None for field in ERASED_FIELDS)
+
+
+def _at(document: Any, path: str) -> Any:
+    """The value at a dotted ``path``; None when missing or under a non-object (a null reference)."""
+    for name in path.split("."):
+        if not isinstance(document, dict):
+            return None
+        document = document.get(name)
+    return document
+
+
+PERSONAL_FIELDS = dict.fromkeys(ERASED_FIELDS, 1)  # the projection holds_personal_data reads
 
 
 def erase_personal_data(

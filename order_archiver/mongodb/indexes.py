@@ -63,6 +63,11 @@ ARCHIVE_INDEXES: list[tuple[Keys, dict[str, Any]]] = [
     ([("archived_at", ASCENDING)], {}),
     ([("pii_policy", ASCENDING)], {}),  # status: one distinct scan
     ([("forgotten_at", ASCENDING), ("date_livraison", ASCENDING)], {}),  # ARCHIVE_PII_RETENTION's range
+    # A client's orders (forget, restore --client): ``forget.archived_orders_of`` is an $or of
+    # these two equalities, which MongoDB serves from both indexes (an index union) only when
+    # every branch has one; without them each request reads the whole archive.
+    ([("client.id", ASCENDING)], {}),
+    ([("source.client_id", ASCENDING)], {}),
 ]
 
 # What runs pay while an index is not ready, by (side, its fields).

@@ -100,7 +100,7 @@ def test_a_batch_builds_its_indexes_on_a_standalone_that_refuses_what_mongodb_re
         settings = Settings(mongodb_uri=nx_server.uri, mongodb_database=db_name, log_dir="")
         BatchArchiver(client, settings, BatchOptions(run=True)).ensure_indexes()
         builds = [c for c in sent.commands if "createIndexes" in c]
-        assert len(builds) == 9  # seven for the run, one for status, one for ARCHIVE_PII_RETENTION
+        assert len(builds) == 11  # nine for the run, one for status, one for ARCHIVE_PII_RETENTION
         assert sent.refusals == []
         for build in builds:
             assert "maxTimeMS" not in build
@@ -121,7 +121,7 @@ def test_a_replica_set_gets_commit_quorum_on_the_command_and_hello_falls_back_to
         settings = Settings(mongodb_uri=replica_set_44.uri, mongodb_database="quorum", log_dir="")
         BatchArchiver(client, settings, BatchOptions(run=True)).ensure_indexes()
         builds = [c for c in sent.commands if "createIndexes" in c]
-        assert len(builds) == 9  # seven for the run, one for status, one for ARCHIVE_PII_RETENTION
+        assert len(builds) == 11  # nine for the run, one for status, one for ARCHIVE_PII_RETENTION
         assert all(b["commitQuorum"] == "majority" and "maxTimeMS" not in b for b in builds)
         assert all("commitQuorum" not in spec for b in builds for spec in b["indexes"])
         assert [r for r in sent.refusals if r.get("code") != 59] == []  # 59: hello, before isMaster
