@@ -56,9 +56,11 @@ import neosqlite.collection.query_engine.python_aggregation_engine as neo_python
 import neosqlite.collection.query_helper.utils as neo_query_utils
 import pymongo
 from bson import ObjectId
-from neosqlite.collection.json_helpers import neosqlite_json_loads
+from neosqlite.collection.json_helpers import neosqlite_json_dumps, neosqlite_json_loads
+from neosqlite.collection.json_path_utils import parse_json_path
 from neosqlite.collection.query_helper import QueryHelper
 from neosqlite.collection.query_helper._sql_updates import SqlUpdatesMixin
+from neosqlite.objectid import ObjectId as NeoObjectId
 from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
@@ -202,6 +204,87 @@ def _fix_python_aggregation_full_load() -> None:
         return original(query_engine, pipeline, session)
 
     neo_query_engine.execute_python_aggregation = execute
+
+
+_NEO_OBJECTID_TAG = "__neosqlite_objectid__"
+
+
+def _stored_forms(value: Any) -> list[str]:
+    """What ``json_extract`` reads back where ``value`` is stored: an ObjectId (neosqlite's
+    form, as compact JSON) or the same 24 hexadecimal digits as a string. neosqlite's find
+    turns a filter's ObjectIds into such strings before the SQL tier, whose ``$in`` then
+    matches either: both are kept."""
+    return [json.dumps({_NEO_OBJECTID_TAG: True, "id": str(value)}, separators=(",", ":")), str(value)]
+
+
+def _is_objectid(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) == 24 and ObjectId.is_valid(value)
+    return isinstance(value, (ObjectId, NeoObjectId))
+
+
+def _objectids(value: Any) -> list[Any] | None:
+    """The ObjectIds an equality or ``$in`` names (bson's, neosqlite's, or as the 24
+    hexadecimal digits neosqlite's find makes of them), or None."""
+    values = value.get("$in", value.get("$eq")) if isinstance(value, dict) and len(value) == 1 else value
+    values = values if isinstance(values, list) else [values]
+    if values and all(_is_objectid(v) for v in values):
+        return values
+    return None
+
+
+def _indexed_objectid_terms(helper: Any, query: Any) -> list[tuple[str, list[Any]]] | None:
+    """``(field, ObjectIds)`` for a filter made only of ObjectId equalities (``$in``) on fields
+    other than ``_id`` that have an index, alone or as the branches of one ``$or``; else None."""
+    if not isinstance(query, dict) or len(query) != 1:
+        return None
+    branches = query.get("$or", [query])
+    if not isinstance(branches, list) or not branches:
+        return None
+    indexes = set(helper.collection.list_indexes())
+    terms = []
+    for branch in branches:
+        if not isinstance(branch, dict) or len(branch) != 1:
+            return None
+        (field, value), *_ = branch.items()
+        ids = _objectids(value)
+        indexed = f"idx_{helper.collection.name}_{field.replace('.', '_')}" in indexes
+        if field.startswith("$") or field == "_id" or ids is None or not indexed:
+            return None
+        terms.append((field, ids))
+    return terms
+
+
+def _fix_indexed_objectid_selections() -> None:
+    """Fault: nx-27017 reads an ObjectId equality on a field other than ``_id`` (as ``$in``,
+    see ``_rewrite_objectid_equality``) and every ``$or`` in Python, over the whole
+    collection, index or not. MongoDB reads an equality on an indexed field from its index,
+    and an ``$or`` from indexes when every branch has one (an index union; one branch without
+    an index: a collection scan; the manual's ``$or`` page, "$or Clauses and Indexes"). A
+    selection MongoDB serves from an index (forget's and restore's ``client.id`` /
+    ``source.client_id``) then costs the whole collection here, and a benchmark measures the
+    stand-in. Fix: a filter made only of such equalities on indexed fields, one or the branches
+    of one ``$or``, becomes SQL that the index's own expression serves (the stored form of the
+    ObjectId, compared with ``json_extract``); SQLite reads an OR of indexed terms by
+    "MULTI-INDEX OR" and scans when a term has no index, as MongoDB does. Any other filter goes
+    to neosqlite as before."""
+    if json.loads(neosqlite_json_dumps(NeoObjectId())).keys() != {_NEO_OBJECTID_TAG, "id"}:
+        raise RuntimeError("neosqlite changed: the stored form of an ObjectId is not the one this fix reads")
+    original = QueryHelper._build_simple_where_clause
+
+    @functools.wraps(original)
+    def build_simple_where_clause(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        terms = None if neo_query_utils.get_force_fallback() else _indexed_objectid_terms(self, query)
+        if terms is None or self.jsonb.json_function_prefix != "json":
+            return original(self, query, *args, **kwargs)
+        clauses = [
+            f"json_extract(data, '{parse_json_path(field)}') IN ({', '.join('?' * (2 * len(ids)))})"
+            for field, ids in terms
+        ]
+        params = [form for _, ids in terms for one in ids for form in _stored_forms(one)]
+        return "WHERE (" + " OR ".join(clauses) + ")", params, []
+
+    QueryHelper._build_simple_where_clause = build_simple_where_clause
 
 
 def _rewrite_objectid_equality(spec: Any) -> Any:
@@ -1008,6 +1091,7 @@ def apply_fixes() -> None:
     _fix_lookup_drops_foreign_id()
     _fix_dotted_inclusion_projection()
     _fix_python_aggregation_full_load()
+    _fix_indexed_objectid_selections()
     _wrap_handle_command()
     _fix_invalidate_on_drop()
     _fix_unknown_cursor_reads_as_exhausted()

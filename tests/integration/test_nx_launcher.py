@@ -716,3 +716,64 @@ def test_a_duplicate_key_names_its_index_key_and_value(db):
     assert "index: numero_commande_1 dup key" in on_numero["errmsg"]
     assert (on_id["index"], on_id["keyPattern"], on_id["keyValue"]) == (1, {"_id": 1}, {"_id": taken})
     assert "index: _id_ dup key" in on_id["errmsg"]
+
+
+def test_objectid_equalities_on_indexed_fields_are_read_from_the_indexes(db):
+    """An ObjectId equality on an indexed field, alone or as every branch of an ``$or`` (forget's
+    and restore's ``client.id`` / ``source.client_id``), is answered right (a null reference,
+    a missing field, another id) and, in the server's
+    SQL, from the indexes: SQLite's plan for the query is a "MULTI-INDEX OR" of index searches,
+    as MongoDB reads an ``$or`` whose branches all have an index (the manual's ``$or`` page,
+    "$or Clauses and Indexes"). With a branch on a field without an index: a scan, as MongoDB."""
+    import sqlite3
+
+    import neosqlite
+    from neosqlite.objectid import ObjectId as NeoObjectId
+
+    from dev import devserver
+
+    wanted, other = ObjectId(), ObjectId()
+    db.archive.create_index([("client.id", 1)])
+    db.archive.create_index([("source.client_id", 1)])
+    db.archive.insert_many(
+        [
+            {"_id": 1, "client": {"id": wanted}, "source": {"client_id": wanted}},
+            {"_id": 2, "client": None, "source": {"client_id": wanted}},  # a dangling reference
+            {"_id": 4, "client": {"id": other}, "source": {"client_id": other}},
+            {"_id": 5},
+        ]
+    )
+
+    def found(query: dict) -> list[int]:
+        return sorted(d["_id"] for d in db.archive.find(query, {"_id": 1}))
+
+    assert found({"$or": [{"client.id": wanted}, {"source.client_id": wanted}]}) == [1, 2]
+    assert found({"client.id": wanted}) == [1]
+    assert found({"source.client_id": {"$in": [other, wanted]}}) == [1, 2, 4]
+    assert found({"$or": [{"client.id": other}, {"n": 5}]}) == [4]
+
+    devserver._fix_indexed_objectid_selections()  # the same fix, in this process, to read its SQL plans
+    connection = neosqlite.Connection(":memory:")
+    archive = connection["archive"]
+    archive.create_index([("client.id", 1)])
+    archive.create_index([("source.client_id", 1)])
+    archive.insert_one({"client": {"id": NeoObjectId()}})
+    sent: list[str] = []
+    connection.db.set_trace_callback(sent.append)
+
+    def plan(query: dict) -> str:
+        sent.clear()
+        list(archive.find(query))
+        (select,) = [s for s in sent if s.startswith("SELECT id")]
+        explained = sqlite3.connect(":memory:")  # the plan only: the same schema, no data
+        explained.execute("CREATE TABLE archive (id INTEGER PRIMARY KEY, _id TEXT, data TEXT)")
+        for path in ("$.client.id", "$.source.client_id"):
+            explained.execute(f"CREATE INDEX 'ix{path}' ON archive(json_extract(data, '{path}'))")
+        return " / ".join(row[3] for row in explained.execute("EXPLAIN QUERY PLAN " + select))
+
+    oid = NeoObjectId()
+    union = plan({"$or": [{"client.id": {"$in": [oid]}}, {"source.client_id": {"$in": [oid]}}]})
+    assert "MULTI-INDEX OR" in union
+    assert union.count("USING INDEX") == 2, union
+    assert "USING INDEX" in plan({"client.id": {"$in": [oid]}})
+    assert "USING INDEX" not in plan({"$or": [{"client.id": {"$in": [oid]}}, {"n": 5}]})
