@@ -174,6 +174,20 @@ def parse_positive_int(value: str | int) -> int:
     return number
 
 
+# One chunk's ids go to the server in one command (the archive's look-up by _id, the purge's
+# confirmation): 10,000 ObjectIds are ~190 KB of it, far under 16 MB; more gains nothing.
+MAX_BATCH_SIZE = 10_000
+
+
+def parse_batch_size(value: str | int) -> int:
+    number = parse_positive_int(value)
+    if number > MAX_BATCH_SIZE:
+        raise ValueError(
+            f"expected at most {MAX_BATCH_SIZE} (a chunk's ids go to the server in one command), got {number}"
+        )
+    return number
+
+
 def parse_probability(value: str | float) -> float:
     try:
         number = float(str(value).strip())
@@ -308,7 +322,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ARCHIVE_COLLECTION": ("archive_collection", parse_collection_name),
     "CHECKPOINT_COLLECTION": ("checkpoint_collection", parse_collection_name),
     "REJECTS_COLLECTION": ("rejects_collection", parse_collection_name),
-    "BATCH_SIZE": ("batch_size", parse_positive_int),
+    "BATCH_SIZE": ("batch_size", parse_batch_size),
     "BATCH_OVERLAP": ("batch_overlap", parse_duration),
     "PURGE_AFTER": ("purge_after", parse_duration),
     "RESTORE_HOLD": ("restore_hold", parse_duration),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from config import (
+    parse_batch_size,
     parse_command_line_uri,
     parse_date_bound,
     parse_duration,
@@ -74,6 +75,7 @@ def _parse_seed(text: str) -> int:
 
 
 POSITIVE = _argument(parse_positive_int)
+BATCH_SIZE = _argument(parse_batch_size)
 NON_NEGATIVE = _argument(_parse_non_negative_int)
 DATE = _argument(parse_date_bound)
 DURATION = _argument(parse_duration)
@@ -154,7 +156,9 @@ OPTIONS: dict[str, Option] = {
     "run": _flag("write the archive (default: dry run)"),
     "dry-run": _flag("report what would be archived; write nothing"),
     "batch-size": Option(
-        ("--batch-size",), "orders per bulk write (BATCH_SIZE)", {"metavar": "N", "type": POSITIVE}
+        ("--batch-size",),
+        "orders per bulk write, at most 10000 (BATCH_SIZE)",
+        {"metavar": "N", "type": BATCH_SIZE},
     ),
     "export-samples": Option(
         ("--export-samples",), "write sample archive documents as Extended JSON", {"metavar": "FILE"}

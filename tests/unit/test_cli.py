@@ -33,6 +33,7 @@ def test_help_shows_examples(capsys):
         (["batch", "--date-from", "tomorrow"], "expected YYYY-MM-DD"),
         (["batch", "--limit", "0"], "expected a number of at least 1"),
         (["batch", "--batch-size", "lots"], "expected a whole number"),
+        (["batch", "--batch-size", "10001"], "expected at most 10000"),  # one command per chunk's ids
         (["batch", "-v", "-q"], "not allowed with argument"),
         (["simulate", "--p-delivered", "1.5"], "between 0 and 1"),
         (["simulate", "--count", "-3"], "expected a number of at least 1"),
@@ -55,6 +56,11 @@ def test_usage_errors_are_one_line_exit_2(capsys, argv, fragment):
         ({}, ["batch"], "MONGODB_URI is not set"),
         ({"MONGODB_URI": "postgres://x"}, ["batch"], "MONGODB_URI: must start with mongodb://"),
         ({"MONGODB_URI": "mongodb://h", "BATCH_SIZE": "-1"}, ["batch"], "BATCH_SIZE"),
+        (
+            {"MONGODB_URI": "mongodb://h", "BATCH_SIZE": "50000"},
+            ["batch"],
+            "BATCH_SIZE: expected at most 10000",
+        ),
         ({}, ["batch", "--simulation", "--env-file", "missing.env"], "--env-file: no such file"),
         ({}, ["batch", "--simulation", "--date-from", "today", "--date-to", "yesterday"], "must be before"),
     ],
