@@ -80,8 +80,8 @@ def build_enrichment_pipeline(
         # The equality form, on the archive's _id index, though it joins whole documents: a
         # join projected to _id cannot be sent to 4.4 in the form that could skip the fetch
         # (localField with pipeline: 5.0); the let/pipeline form with $expr fetches each
-        # document all the same ($expr stays a filter over it), its index use in a $lookup is
-        # documented from 5.0 only, 6.0+ runs it on the classic engine instead of the
+        # document all the same ($expr stays a filter over it, though its $eq uses the _id
+        # index from 4.4 on), 6.0+ runs it on the classic engine instead of the
         # slot-based indexed join the equality form gets, and mongomock (--simulation) has
         # no let/pipeline. The joined array lives only until the next $match drops it.
         pipeline += [_lookup(exclude_archived_in, "_id", _ARCHIVED), {"$match": {_ARCHIVED: {"$size": 0}}}]
