@@ -31,7 +31,8 @@ knobs scale that down (off by default), for a collection holding more than
 
 - a ``createIndexes`` carrying ``maxTimeMS`` answers ``50 MaxTimeMSExpired`` and builds nothing,
   as MongoDB answers one that a build outlasts;
-- with ``NX_INDEX_BUILD_SECONDS=S``, a build (without ``maxTimeMS``) takes S seconds, during
+- with ``NX_INDEX_BUILD_SECONDS=S``, a build (without ``maxTimeMS``) takes S seconds, at most
+  ``NX_MAX_ACTIVE_INDEX_BUILDS`` (3, as MongoDB's ``maxNumActiveUserIndexBuilds``) at once, during
   which the index is in progress: ``listIndexes`` lists it as if ready, or as
   ``{spec, buildUUID}`` with ``includeBuildUUIDs`` (list_indexes.cpp); an identical
   ``createIndexes`` waits until it is done (IndexBuildAlreadyInProgress, then
@@ -124,6 +125,11 @@ class Builds:
 
 
 BUILDS = Builds()
+# A primary runs at most 3 index builds started by users at once (one createIndexes, however
+# many indexes it holds, is one build); a build over it is registered, then waits for a slot
+# ("Too many index builds running simultaneously", maxNumActiveUserIndexBuilds, 4.4+:
+# SERVER-47155). Only slow builds (the knob below) take a slot long enough to matter.
+ACTIVE_BUILDS = threading.BoundedSemaphore(int(os.environ.get("NX_MAX_ACTIVE_INDEX_BUILDS", "3")))
 
 
 def _knob(name: str) -> float | None:
@@ -273,7 +279,8 @@ class IndexCommands:
                 return self.build(body, todo)
             done = BUILDS.begin(db_name, collection, todo)
         try:
-            time.sleep(seconds)  # on the request's own thread: a client gone does not stop it
+            with ACTIVE_BUILDS:  # registered, listed in progress, and waiting for a slot meanwhile
+                time.sleep(seconds)  # on the request's own thread: a client gone does not stop it
             with self.handler._lock_for(db_name):
                 return self.build(body, todo)
         finally:

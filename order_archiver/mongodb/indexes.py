@@ -8,8 +8,8 @@ run. So a build here carries no ``maxTimeMS`` (and runs under ``pymongo.timeout(
 a ``timeoutMS`` in the URI adds none), only ``commitQuorum`` where there is a quorum
 (``deployment.index_build_options``).
 
-The run does not wait for ever either: each build waits on a thread of its own, the run at
-most ``INDEX_BUILD_WAIT_S`` for all of them; a build still running then is *pending* and left
+The run does not wait for ever either: each build (one per collection, ``IndexBuild``) waits on
+a thread of its own, the run at most ``INDEX_BUILD_WAIT_S`` for all of them; a build still running then is *pending* and left
 to the server. Closing the connection does not abort it: ``createIndexes`` does not ask to be
 killed when its client disconnects (only some reads do, through
 ``CommandHelpers::handleMarkKillOnClientDisconnect``; SERVER-101507 "Operations running index
@@ -112,6 +112,11 @@ class WantedIndex:
         fields = tuple(name for name, _ in self.keys)
         return COSTS.get((self.side, *fields), "queries on it scan the collection")
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """Which index of which collection (source and archive may share a collection name)."""
+        return self.collection.full_name, self.name
+
     def model(self) -> IndexModel:
         return IndexModel(self.keys, **self.options)
 
@@ -205,42 +210,73 @@ def index_states(wanted: list[WantedIndex], stop_event: threading.Event | None) 
 
 
 class IndexBuild:
-    """One ``createIndexes`` on a thread of its own, so that the run can stop waiting for it
-    while the server goes on (a daemon thread: a process that ends does not wait for it)."""
+    """One ``createIndexes`` of the indexes one collection lacks, on a thread of its own, so that
+    the run can stop waiting for it while the server goes on (a daemon thread: a process that
+    ends does not wait for it). One command per collection: MongoDB builds its indexes in one
+    scan of the collection, and counts it as one of the 3 index builds a primary runs at once
+    (``maxNumActiveUserIndexBuilds``, 4.4+: a build over it waits, and so would the
+    application's own). A command refused whole (a conflicting index, 85 or 86) is tried again
+    one index at a time, so that the others are built and the refusal is named."""
 
     def __init__(
-        self, wanted: WantedIndex, command: dict[str, Any], stop_event: threading.Event | None
+        self, wanted: list[WantedIndex], command: dict[str, Any], stop_event: threading.Event | None
     ) -> None:
         self.wanted, self.command, self.stop_event = wanted, command, stop_event
         self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._build, name=f"index-build-{wanted.name}", daemon=True)
+        self.errors: dict[str, BaseException] = {}  # by index name: the builds that failed
+        names = "-".join(w.name for w in wanted)
+        self.thread = threading.Thread(target=self._build, name=f"index-build-{names}", daemon=True)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first failure, if any (a build of one index: its failure)."""
+        return next(iter(self.errors.values()), None)
 
     def start(self) -> IndexBuild:
         self.thread.start()
         return self
 
     def _build(self) -> None:
-        collection, model = self.wanted.collection, self.wanted.model()
         try:
-            with pymongo.timeout(None):  # no maxTimeMS, whatever timeoutMS the URI sets
-                retrying(
-                    lambda: collection.create_indexes([model], **self.command),
-                    purpose=Retry.COMMAND,
-                    stop_event=self.stop_event,
-                )
+            try:
+                self._create(self.wanted)
+            except ArchiverError as exc:
+                if len(self.wanted) == 1:
+                    raise
+                log.debug("building %d indexes at once failed (%s): one at a time", len(self.wanted), exc)
+                self._one_by_one()
         except BaseException as exc:  # handed to the run, which says it
-            self.error = exc
+            self.errors = {w.name: exc for w in self.wanted if w.name not in self.errors} | self.errors
         finally:
             self.done.set()
 
-    def status(self) -> IndexStatus:
-        wanted = self.wanted
+    def _one_by_one(self) -> None:
+        for one in self.wanted:
+            try:
+                self._create([one])
+            except ArchiverError as exc:
+                self.errors[one.name] = exc
+
+    def _create(self, wanted: list[WantedIndex]) -> None:
+        collection = wanted[0].collection
+        models = [one.model() for one in wanted]
+        with pymongo.timeout(None):  # no maxTimeMS, whatever timeoutMS the URI sets
+            retrying(
+                lambda: collection.create_indexes(models, **self.command),
+                purpose=Retry.COMMAND,
+                stop_event=self.stop_event,
+            )
+
+    def statuses(self) -> list[IndexStatus]:
+        return [self._status(one) for one in self.wanted]
+
+    def _status(self, wanted: WantedIndex) -> IndexStatus:
         if not self.done.is_set():
             return IndexStatus(wanted.collection.name, wanted.name, "pending", wanted.cost)
-        if self.error is None:
+        error = self.errors.get(wanted.name)
+        if error is None:
             return IndexStatus(wanted.collection.name, wanted.name, "ready", wanted.cost)
-        problem = str(self.error) if isinstance(self.error, ArchiverError) else repr(self.error)
+        problem = str(error) if isinstance(error, ArchiverError) else repr(error)
         return IndexStatus(wanted.collection.name, wanted.name, "missing", wanted.cost, problem)
 
 
@@ -262,21 +298,26 @@ def build_indexes(
     stop_event: threading.Event | None,
     options_of: Callable[[MongoCollection], dict[str, Any]] | None = None,
 ) -> list[IndexStatus]:
-    """The step: start a build of each index that is neither ready nor being built, wait for
-    them at most ``wait_s``; what is still running is left pending on the server."""
+    """The step: start one build per collection of the indexes that are neither ready nor being
+    built, wait for them at most ``wait_s``; what is still running is left pending on the server."""
     options_of = options_of or (lambda collection: build_options(collection, stop_event))
-    statuses: list[IndexStatus | IndexBuild] = []
-    command_of: dict[int, dict[str, Any]] = {}  # one hello per deployment
+    ready: dict[tuple[str, str], IndexStatus] = {}
+    to_build: dict[str, list[WantedIndex]] = {}  # by collection, in the order wanted
     for one, state in zip(wanted, read_states(wanted, stop_event), strict=True):
-        if state not in ("missing", "unknown"):
-            statuses.append(IndexStatus(one.collection.name, one.name, state, one.cost))
-            continue
-        client = id(one.collection.database.client)
+        if state in ("missing", "unknown"):
+            to_build.setdefault(one.collection.full_name, []).append(one)
+        else:
+            ready[one.key] = IndexStatus(one.collection.name, one.name, state, one.cost)
+    command_of: dict[int, dict[str, Any]] = {}  # one hello per deployment
+    builds = []
+    for group in to_build.values():
+        client = id(group[0].collection.database.client)
         if client not in command_of:
-            command_of[client] = options_of(one.collection)
-        statuses.append(IndexBuild(one, command_of[client], stop_event).start())
-    wait_for([s for s in statuses if isinstance(s, IndexBuild)], wait_s, stop_event)
-    return [s.status() if isinstance(s, IndexBuild) else s for s in statuses]
+            command_of[client] = options_of(group[0].collection)
+        builds.append(IndexBuild(group, command_of[client], stop_event).start())
+    wait_for(builds, wait_s, stop_event)
+    built = {one.key: status for b in builds for one, status in zip(b.wanted, b.statuses(), strict=True)}
+    return [ready.get(one.key) or built[one.key] for one in wanted]
 
 
 def build_options(collection: MongoCollection, stop_event: threading.Event | None) -> dict[str, Any]:

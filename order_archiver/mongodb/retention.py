@@ -213,7 +213,7 @@ def _create(
         list(RETENTION_KEY.items()),
         {"name": RETENTION_INDEX, "expireAfterSeconds": seconds},
     )
-    build = IndexBuild(wanted, build_options(archive, stop_event), stop_event).start()
+    build = IndexBuild([wanted], build_options(archive, stop_event), stop_event).start()
     wait_for([build], wait_s, stop_event)
     if not build.done.is_set():
         state.action = "pending"

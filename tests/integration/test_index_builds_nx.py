@@ -167,3 +167,22 @@ def test_a_build_that_outlasts_the_wait_is_pending_and_never_restarted_nor_abort
         third = BatchArchiver(client, settings, BatchOptions(run=True)).run()
         assert third.archived == 5
         assert third.indexes == []
+
+
+def test_one_build_refused_whole_is_tried_index_by_index(nx_server, db_name):
+    """The archive's indexes go in one createIndexes (one scan, one of the 3 builds a primary
+    runs at once). MongoDB refuses such a command whole when one of its indexes conflicts with
+    one the collection has (86 IndexKeySpecsConflict: the same name on another key): the others
+    are then built one by one, and the one refused is named as missing, with MongoDB's reason."""
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True) as client:
+        settings = settings_for(nx_server.uri, db_name)
+        fill(client, settings, archived=3, delivered=2)
+        archive = client[db_name][settings.archive_collection]
+        archive.create_index([("policy", 1)], name="pii_policy_1")  # a user's index, in the way
+        report = BatchArchiver(client, settings, BatchOptions(run=True)).run()
+        assert report.archived == 2
+        assert [(i["index"], i["state"]) for i in report.indexes] == [("pii_policy_1", "missing")]
+        assert "86" in report.indexes[0]["problem"] or "conflict" in report.indexes[0]["problem"].lower()
+        built = set(index_keys(archive))
+        assert {("numero_commande",), ("date_commande",), ("forgotten_at", "date_livraison")} <= built
+        assert ("pii_policy",) not in built
