@@ -86,6 +86,8 @@ COSTS: dict[tuple[str, ...], str] = {
     ("archive", "archived_at"): "status's newest archived order scans the archive",
     ("archive", "pii_policy"): "status's personal-data policies scan the archive",
     ("archive", "forgotten_at", "date_livraison"): "ARCHIVE_PII_RETENTION scans the archive on every run",
+    ("archive", "client.id"): "forget --client and restore --client scan the archive",
+    ("archive", "source.client_id"): "forget --client and restore --client scan the archive",
 }
 
 
