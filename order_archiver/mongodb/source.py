@@ -3,7 +3,7 @@
 ``OrderSource`` hands out the raw (enriched) delivered orders of a window in ``_id`` order,
 two ways: one streaming aggregation (the fast path), or short keyset pages (what a run goes
 on with after a read failure: each page is a short query, and an order over the server's
-limits is rejected alone). ``ChunkReader`` owns the rest of a batch read: the switch from
+limits is rejected alone; and what a full pass reads, skipping archived orders by ``_id``). ``ChunkReader`` owns the rest of a batch read: the switch from
 stream to pages, ``limit`` and ``batch_size``, and finishing each order (``finish_one``) into
 bounded chunks. ``finish_one``/``finish_all`` are the one way batch, watch and verify turn a
 raw order into an archive document or a rejection. ``read_ahead`` runs a reader on a thread
@@ -176,9 +176,9 @@ def enrich_each(
 @dataclass(frozen=True)
 class OrderSource:
     """The delivered orders of a window, after an ``_id``, in ``_id`` order, enriched.
-    ``archived_ids`` says which of some ``_id``s the archive holds (pages skip them);
-    ``exclude_archived_in`` (the archive's name, when it is in the source database) lets the
-    streaming aggregation skip them on the server, before any join is paid for."""
+    ``archived_ids`` says which of some ``_id``s the archive holds; with ``exclude_archived_in``
+    (the archive's name, when it is in the source database: a full pass) the pages skip them
+    before any join is paid for (``pages``)."""
 
     orders: MongoCollection
     names: CollectionNames
@@ -216,9 +216,7 @@ class OrderSource:
         """The rest of the window in one aggregation, merged in ``_id`` order with the reads of
         ``also_ids`` (a chunk each). The fast path."""
         walk = self._aggregate(
-            self._narrow_first(self.selection(after_id), self.delivered_since is not None),
-            limit,
-            self.exclude_archived_in,
+            self._narrow_first(self.selection(after_id), self.delivered_since is not None), limit
         )
         if not self.also_ids:
             yield from walk
@@ -230,12 +228,8 @@ class OrderSource:
         )
         yield from itertools.islice(merged_by_id([walk, also], _item_id), limit)
 
-    def _aggregate(
-        self, matches: list[dict[str, Any]], limit: int | None, exclude_archived_in: str | None = None
-    ) -> Iterator[Item]:
-        pipeline = build_enrichment_pipeline(
-            matches, self.names, sort_by_id=True, exclude_archived_in=exclude_archived_in, limit=limit
-        )
+    def _aggregate(self, matches: list[dict[str, Any]], limit: int | None) -> Iterator[Item]:
+        pipeline = build_enrichment_pipeline(matches, self.names, sort_by_id=True, limit=limit)
         # allowDiskUse: with a date window the planner may sort in memory (index on the date,
         # then $sort on _id) and a large window would pass the 100 MB sort limit.
         with self.orders.aggregate(pipeline, batchSize=PAGE_SIZE, allowDiskUse=True) as cursor:
@@ -255,13 +249,16 @@ class OrderSource:
 
     def pages(self, after_id: Any) -> Iterator[Item]:
         """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``).
-        After each page, ``(None, the page's reach)``: everything up to it has been handed out."""
+        After each page, ``(None, the page's reach)``: everything up to it has been handed out.
+        With ``exclude_archived_in``, the orders the archive holds are skipped before anything
+        is joined: one ``archived_ids`` query per page, ``_id`` only (a covered read of the
+        archive's ``_id`` index), not a join that would fetch each archive document whole."""
         while True:
             page = self._page(after_id)
             if page.reach is None:
                 return
-            # Skipped like the stream's anti-join skips them (a full pass in the source's own
-            # database); elsewhere each archived order is compared with its archive document.
+            # Skipped (a full pass in the source's own database: ``exclude_archived_in``);
+            # elsewhere each archived order is compared with its archive document.
             archived = (
                 self.archived_ids(page.ids) - page.also if self.exclude_archived_in and page.ids else set()
             )
@@ -345,7 +342,8 @@ class ChunkReader:
     """Finished chunks of at most ``batch_size`` orders, ``limit`` in all, in ``_id`` order.
     One streaming aggregation first; after a transient read error the read goes on in short
     pages from the last order read, so that a connection cut every few seconds still lets it
-    progress (the backoff resets whenever a chunk is handed out)."""
+    progress (the backoff resets whenever a chunk is handed out). A pass that skips archived
+    orders (``exclude_archived_in``) reads in pages from the start (``OrderSource.pages``)."""
 
     source: OrderSource
     counts: ReadCounts
@@ -400,7 +398,7 @@ class ChunkReader:
         return chunk.size >= self.batch_size or self._reached(chunk, remaining)
 
     def _items(self, after_id: Any, paged: bool, remaining: int | None, chunk: Chunk) -> Iterator[Item]:
-        if paged:
+        if paged or self.source.exclude_archived_in:
             return self.source.pages(after_id)
         return self.source.stream(after_id, None if remaining is None else remaining - chunk.size)
 

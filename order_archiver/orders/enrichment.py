@@ -27,7 +27,6 @@ from order_archiver.orders.pii import PiiPolicy
 
 # Joined arrays get names no order field can clash with; the finishing step removes them.
 _CLIENT, _COURIER, _RESTAURANT, _MENUS = "_x_client", "_x_livreur", "_x_restaurant", "_x_menus"
-_ARCHIVED = "_x_archived"
 _JOINED = "_x_"  # the prefix of every field the pipeline adds
 
 
@@ -57,17 +56,16 @@ def build_enrichment_pipeline(
     names: CollectionNames,
     *,
     sort_by_id: bool = False,
-    exclude_archived_in: str | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """The aggregation that turns matching orders into pre-archive documents.
 
     ``match`` is one filter, or several ``$match`` stages in a row (MongoDB coalesces them);
     ``sort_by_id`` walks orders in ``_id`` order (batch checkpoints on it);
-    ``exclude_archived_in`` names an archive collection of the *same* database whose orders
-    are skipped before any join is paid for (the orders changed since they were archived are
-    read apart, by ``_id``: ``OrderSource.also_ids``); ``limit`` caps the orders (after the
-    exclusion).
+    ``limit`` caps the orders. Orders already archived are skipped before this pipeline, by
+    ``_id`` (``OrderSource.pages``): a join into the archive would fetch each archive document
+    whole (source copy included) only to see that one exists, and could make the joined order
+    too large (16 MB) beside a large one.
     Dishes join through ``items.menu_id``, a path through an array, which MongoDB documents
     for ``localField``; the referenced ids of client, courier and restaurant are read from
     the order's own fields, so the joins project only the names the archive keeps.
@@ -76,15 +74,6 @@ def build_enrichment_pipeline(
     pipeline: list[dict[str, Any]] = [{"$match": dict(stage)} for stage in matches]
     if sort_by_id:
         pipeline.append({"$sort": {"_id": 1}})
-    if exclude_archived_in:
-        # The equality form, on the archive's _id index, though it joins whole documents: a
-        # join projected to _id cannot be sent to 4.4 in the form that could skip the fetch
-        # (localField with pipeline: 5.0); the let/pipeline form with $expr fetches each
-        # document all the same ($expr stays a filter over it, though its $eq uses the _id
-        # index from 4.4 on), 6.0+ runs it on the classic engine instead of the
-        # slot-based indexed join the equality form gets, and mongomock (--simulation) has
-        # no let/pipeline. The joined array lives only until the next $match drops it.
-        pipeline += [_lookup(exclude_archived_in, "_id", _ARCHIVED), {"$match": {_ARCHIVED: {"$size": 0}}}]
     if limit is not None:
         pipeline.append({"$limit": int(limit)})
     pipeline += [

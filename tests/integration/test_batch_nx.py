@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
+import pymongo
 import pytest
 
 from archiver import BatchArchiver, BatchOptions
@@ -235,3 +236,46 @@ def test_doctor_on_a_real_wire_protocol(nx_env, nx_client, nx_settings, db_name,
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is True
     assert {c["name"] for c in report["checks"]} >= {"version", "topology", "change streams", "privileges"}
+
+
+class ArchiveReads(pymongo.monitoring.CommandListener):
+    """Every command that reads the archive collection, or joins it, as it went on the wire."""
+
+    def __init__(self, archive: str) -> None:
+        self.archive = archive
+        self.finds: list[dict] = []
+        self.joins: list[dict] = []
+
+    def started(self, event: pymongo.monitoring.CommandStartedEvent) -> None:
+        command = dict(event.command)
+        if command.get("find") == self.archive:
+            self.finds.append(command)
+        for stage in command.get("pipeline") or []:
+            if (stage.get("$lookup") or {}).get("from") == self.archive:
+                self.joins.append(command)
+
+    def succeeded(self, event: pymongo.monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: pymongo.monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_full_sweep_tests_archived_orders_by_id_only(nx_server, nx_settings, seeded):
+    """#30 item 6: a full pass skips the orders the archive holds by asking the archive for
+    their ``_id``s only (``find({_id: {$in}}, {_id: 1})``: on MongoDB a covered read of the
+    ``_id`` index), never by joining the archive, which fetched each archive document whole
+    (its source copy included) only to see that one exists, and which a joined document near
+    16 MB made fail (4568, the ``$lookup`` result over the limit) for an order archived fine."""
+    reads = ArchiveReads(nx_settings.archive_collection)
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True, event_listeners=[reads]) as client:
+        first = BatchArchiver(client, nx_settings, BatchOptions(run=True, full=True)).run()
+        reads.finds.clear()
+        sweep = BatchArchiver(client, nx_settings, BatchOptions(run=True, full=True)).run()
+    assert first.archived > 0
+    assert (sweep.archived, sweep.already_archived) == (0, first.archived)
+    assert reads.joins == []
+    by_id = [f for f in reads.finds if set((f.get("filter") or {}).get("_id") or {}) == {"$in"}]
+    assert by_id, reads.finds
+    assert all(f.get("projection") == {"_id": 1} for f in by_id)
+    assert max(len(f["filter"]["_id"]["$in"]) for f in by_id) <= 500  # one page of ids each

@@ -233,24 +233,19 @@ def test_parse_datetime(value, expected):
 
 def test_pipeline_shape():
     names = CollectionNames(clients="C", couriers="L", restaurants="R", menu="M")
-    pipeline = build_enrichment_pipeline(
-        {"status": "livrée"}, names, sort_by_id=True, exclude_archived_in="A", limit=5
-    )
+    pipeline = build_enrichment_pipeline({"status": "livrée"}, names, sort_by_id=True, limit=5)
     stages = [next(iter(stage)) for stage in pipeline]
     assert stages == [
         "$match",
         "$sort",
-        "$lookup",
-        "$match",
         "$limit",
         "$lookup",
         "$lookup",
         "$lookup",
         "$lookup",
-    ]  # no $project: the order keeps every field
+    ]  # no $project: the order keeps every field; no join into the archive (pages skip by _id)
     lookups = [s["$lookup"] for s in pipeline if "$lookup" in s]
     assert [(lk["from"], lk["localField"]) for lk in lookups] == [
-        ("A", "_id"),
         ("C", "client_id"),
         ("L", "livreur_id"),
         ("R", "restaurant_id"),
