@@ -249,6 +249,7 @@ class BatchArchiver:
             self.report,
             self.stop_event,
             self.server_clock,
+            archive=self.archive,
         )
 
     def _begin_pass(self) -> None:

@@ -40,6 +40,7 @@ class PassPlanner:
     report: BatchReport
     stop_event: threading.Event
     server_clock: Callable[[], datetime]
+    archive: MongoCollection | None = None  # a full pass skips what it holds (see _skips_archived)
 
     def follows_changes(self) -> bool:
         """A scheduled batch reads the change stream between its runs; the watcher's catch-up
@@ -83,7 +84,7 @@ class PassPlanner:
             # Read whatever their stamp (incremental) or even when archived (full), a bounded
             # chunk of ids per read: a million changes make no command over 16 MB.
             also_ids=IdList.of(changed),
-            exclude_archived_in=source.exclude_archived_in if current.full else None,
+            exclude_archived_in=source.exclude_archived_in if self._skips_archived(current) else None,
         )
         self._log(current, state, plan.reason)
         return PlannedPass(current, source)
@@ -132,6 +133,18 @@ class PassPlanner:
                 "the change stream stands at its end, short of this pass's position (a quiet "
                 "deployment: nothing written since): the next run reads on from there"
             )
+
+    def _skips_archived(self, current: Pass) -> bool:
+        """Whether this pass skips the orders the archive holds, asking it by ``_id`` a page at a
+        time (``OrderSource.pages``): a full pass, unless the archive is empty (a first run), which
+        has nothing to skip and streams the window in one aggregation, the fast path (an order
+        the watcher archives meanwhile is written again as it is: the writer is idempotent)."""
+        if not current.full:
+            return False
+        if self.archive is None:
+            return True
+        archive = self.archive
+        return retrying(lambda: archive.find_one({}, {"_id": 1}), stop_event=self.stop_event) is not None
 
     def _say(self, warning: str) -> None:
         log.warning(warning)
