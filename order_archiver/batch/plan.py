@@ -130,8 +130,9 @@ class PassPlanner:
             )
         elif changes.position is not None and changes.position != current.stream_token:
             log.info(
-                "the change stream stands at its end, short of this pass's position (a quiet "
-                "deployment: nothing written since): the next run reads on from there"
+                "the change stream's history ends short of this pass's position (no write since "
+                "its last change; the position is a high-water mark past it): the next run reads "
+                "on from where it ends"
             )
 
     def _skips_archived(self, current: Pass) -> bool:

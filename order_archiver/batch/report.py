@@ -110,7 +110,7 @@ class BatchReport:
         if action == "pending":
             text += "; the archive's TTL index is being built (ARCHIVE_RETENTION)"
         if self.indexes:
-            names = ", ".join(f"{i['index']} ({i['state']})" for i in self.indexes)
+            names = ", ".join(f"{i['collection']}.{i['index']} ({i['state']})" for i in self.indexes)
             text += f"; indexes not ready: {names}"
         return text
 

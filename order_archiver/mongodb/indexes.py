@@ -344,7 +344,7 @@ def require_unique(statuses: list[IndexStatus], archive: MongoCollection) -> Non
             "a while; the build goes on without this run): nothing is archived until it is ready, "
             "run batch again later"
         )
-    raise ArchiverError(f"cannot create the archive's unique index: {unique.problem}")
+    raise ArchiverError(f"cannot create the archive's unique index {name}: {unique.problem or 'not built'}")
 
 
 @dataclass(frozen=True)

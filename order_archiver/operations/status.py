@@ -278,8 +278,8 @@ def _indexes(
     wanted = wanted_indexes(collections.orders, collections.archive, source_exists=source_exists)
     statuses = index_states(wanted, stop_event)
     report.indexes = [s.as_dict() for s in statuses if s.state != "ready"]
-    try:
-        require_unique(statuses, collections.archive)
+    try:  # being built: no run archives until it is ready; missing, the next batch --run builds it
+        require_unique([s for s in statuses if s.state == "pending"], collections.archive)
     except ArchiverError as exc:
         report.problems.append(str(exc))
 

@@ -157,7 +157,10 @@ def test_a_run_archives_nothing_while_the_archives_unique_index_is_pending(mongo
         pending = [(i["collection"], i["index"], i["state"]) for i in archiver.report.indexes]
         assert ("Commande_archive", "numero_commande_1", "pending") in pending
         assert {collection for collection, _, _ in pending} == {"Commande_archive"}  # the source's: built
-        assert "indexes not ready: numero_commande_1 (pending)" in archiver.report.summary_line()
+        assert (
+            "indexes not ready: Commande_archive.numero_commande_1 (pending)"
+            in archiver.report.summary_line()
+        )
     finally:
         release.set()
 
@@ -255,3 +258,15 @@ def test_an_archived_order_without_a_delivery_date_counts_from_its_order_date(mo
     finisher = Finisher("batch", None, expire_after=timedelta(days=30))  # not archived at all
     assert finisher.expired({"date_livraison": None, "date_commande": NOW - timedelta(days=40)}, NOW)
     assert not finisher.expired({"date_livraison": None, "date_commande": NOW - timedelta(days=3)}, NOW)
+
+
+def test_status_before_the_first_run_is_healthy_and_says_the_next_run_builds_the_indexes(mongo):
+    """Before any batch --run the archive's indexes are missing, not broken: the next run
+    builds them. status said "UNHEALTHY: cannot create the archive's unique index: None"."""
+    seed_database(mongo[BASE.mongodb_database], BASE, 50, p_anomalies=0.0)
+    status = collect_status(mongo, BASE, now=NOW)
+    assert status.problems == []
+    assert any(
+        "numero_commande_1 on Commande_archive: missing (the next batch --run" in line
+        for line in status.lines()
+    )
