@@ -284,8 +284,12 @@ def index_check(report: DoctorReport, client: MongoClient[Document], settings: S
     except ArchiverError as exc:
         report.add("indexes", "warn", f"cannot be listed ({exc})")
         return
-    if waiting:
-        report.add("indexes", "warn", "; ".join(s.line() for s in waiting))
+    missing = [f"{s.collection}.{s.index}" for s in waiting if s.state == "missing"]
+    lines = [s.line() for s in waiting if s.state != "missing"]
+    if missing:  # a new deployment's every index: named, not each with its cost
+        lines.append(f"missing, the next batch --run builds them: {', '.join(missing)}")
+    if lines:
+        report.add("indexes", "warn", "; ".join(lines))
     else:
         report.add("indexes", "pass", "every index batch relies on is ready")
 

@@ -120,6 +120,11 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
     assert report.lines()[-1] == "ready"
     assert "secondaryPreferred" in report.lines()[9]
     assert "everything the archiver uses is on" in report.lines()[1]
+    indexes = next(c.detail for c in report.checks if c.name == "indexes")
+    assert indexes.startswith(
+        "missing, the next batch --run builds them: Commande.status_1_date_commande_1, "
+    )
+    assert "until it is ready" not in indexes  # a new deployment's indexes named, not each with its cost
 
 
 def test_doctor_says_what_is_off_below_the_version_that_brought_it():
