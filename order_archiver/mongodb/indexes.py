@@ -4,7 +4,7 @@ MongoDB aborts an index build whose ``createIndexes`` is interrupted while it wa
 (``create_indexes_cmd.cpp``: it "defensively abort[s] the index build", on every member for a
 two-phase build), and ``maxTimeMS`` expiring is such an interruption: on a collection that
 already holds millions of documents a build carrying ``maxTimeMS`` never completes, on every
-run. So a build here carries no ``maxTimeMS`` (and runs under ``pymongo.timeout(None)``, so that
+run. So a build here carries no ``maxTimeMS`` (and runs under ``pymongo.timeout(0)``, so that
 a ``timeoutMS`` in the URI adds none), only ``commitQuorum`` where there is a quorum
 (``deployment.index_build_options``).
 
@@ -262,7 +262,9 @@ class IndexBuild:
     def _create(self, wanted: list[WantedIndex]) -> None:
         collection = wanted[0].collection
         models = [one.model() for one in wanted]
-        with pymongo.timeout(None):  # no maxTimeMS, whatever timeoutMS the URI sets
+        # No maxTimeMS, whatever timeoutMS the URI sets: 0 is "no limit" (CSOT); None would
+        # inherit the client's timeoutMS, sent as maxTimeMS, and MongoDB aborts a build past it.
+        with pymongo.timeout(0):
             retrying(
                 lambda: collection.create_indexes(models, **self.command),
                 purpose=Retry.COMMAND,

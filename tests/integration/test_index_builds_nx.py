@@ -186,3 +186,21 @@ def test_one_build_refused_whole_is_tried_index_by_index(nx_server, db_name):
         built = set(index_keys(archive))
         assert {("numero_commande",), ("date_commande",), ("forgotten_at", "date_livraison")} <= built
         assert ("pii_policy",) not in built
+
+
+def test_a_timeout_in_the_uri_puts_no_time_limit_on_an_index_build(aborting, db_name):
+    """A ``timeoutMS`` in MONGODB_URI (client-side operation timeout, pymongo 4.2+) is sent as
+    ``maxTimeMS`` on every command, an index build included, unless the build opts out; MongoDB
+    then aborts a build that outlasts it, as it aborts one that outlasts an explicit maxTimeMS.
+    ``pymongo.timeout(None)`` does not opt out (it inherits the client's); ``timeout(0)`` does."""
+    uri = f"{aborting.uri.rstrip('/')}/?timeoutMS=60000"
+    client, sent = recording_client(uri)
+    with client:
+        settings = settings_for(uri, db_name)
+        fill(client, settings, archived=LARGE * 2, delivered=3)
+        report = BatchArchiver(client, settings, BatchOptions(run=True)).run()
+        builds = [c for c in sent.commands if "createIndexes" in c]
+        assert builds
+        assert [c.get("maxTimeMS") for c in builds] == [None] * len(builds)
+        assert report.archived == 3
+        assert report.indexes == []
