@@ -122,6 +122,18 @@ class WantedIndex:
     def model(self) -> IndexModel:
         return IndexModel(self.keys, **self.options)
 
+    def status(self, state: IndexState, problem: str | None = None) -> IndexStatus:
+        return IndexStatus(
+            self.collection.name, self.name, state, self.cost, problem, self.collection.database.name
+        )
+
+    def matches(self, spec: dict[str, Any]) -> bool:
+        """Whether a listed index is this one: its key, and as unique as this one (an index on
+        ``numero_commande`` that is not unique is not the archive's unique index: its build is
+        then refused, 85, and the run says so)."""
+        same_key = list(dict(spec.get("key") or {}).items()) == self.keys
+        return same_key and bool(spec.get("unique")) == bool(self.options.get("unique"))
+
 
 @dataclass
 class IndexStatus:
@@ -132,6 +144,7 @@ class IndexStatus:
     state: IndexState
     cost: str
     problem: str | None = None  # why a build the run started did not complete
+    database: str | None = None  # the collection's (source and archive may share a name)
 
     def line(self) -> str:
         what = {
@@ -177,7 +190,7 @@ def listed_indexes(collection: MongoCollection) -> list[tuple[dict[str, Any], bo
 
 def state_in(wanted: WantedIndex, listed: list[tuple[dict[str, Any], bool]]) -> IndexState:
     for spec, ready in listed:
-        if list(dict(spec.get("key") or {}).items()) == wanted.keys:
+        if wanted.matches(spec):
             return "ready" if ready else "pending"
     return "missing"
 
@@ -205,10 +218,7 @@ def read_states(wanted: list[WantedIndex], stop_event: threading.Event | None) -
 
 def index_states(wanted: list[WantedIndex], stop_event: threading.Event | None) -> list[IndexStatus]:
     """Where each wanted index stands, without building anything (a dry run, ``status``, ``doctor``)."""
-    return [
-        IndexStatus(one.collection.name, one.name, state, one.cost)
-        for one, state in zip(wanted, read_states(wanted, stop_event), strict=True)
-    ]
+    return [one.status(state) for one, state in zip(wanted, read_states(wanted, stop_event), strict=True)]
 
 
 class IndexBuild:
@@ -276,12 +286,12 @@ class IndexBuild:
 
     def _status(self, wanted: WantedIndex) -> IndexStatus:
         if not self.done.is_set():
-            return IndexStatus(wanted.collection.name, wanted.name, "pending", wanted.cost)
+            return wanted.status("pending")
         error = self.errors.get(wanted.name)
         if error is None:
-            return IndexStatus(wanted.collection.name, wanted.name, "ready", wanted.cost)
+            return wanted.status("ready")
         problem = str(error) if isinstance(error, ArchiverError) else repr(error)
-        return IndexStatus(wanted.collection.name, wanted.name, "missing", wanted.cost, problem)
+        return wanted.status("missing", problem)
 
 
 def wait_for(builds: list[IndexBuild], seconds: float, stop_event: threading.Event | None) -> None:
@@ -311,7 +321,7 @@ def build_indexes(
         if state in ("missing", "unknown"):
             to_build.setdefault(one.collection.full_name, []).append(one)
         else:
-            ready[one.key] = IndexStatus(one.collection.name, one.name, state, one.cost)
+            ready[one.key] = one.status(state)
     command_of: dict[int, dict[str, Any]] = {}  # one hello per deployment
     builds = []
     for group in to_build.values():
@@ -337,7 +347,14 @@ def build_options(collection: MongoCollection, stop_event: threading.Event | Non
 def require_unique(statuses: list[IndexStatus], archive: MongoCollection) -> None:
     """Raise unless the archive's unique index is ready: without it no write is safe."""
     name = default_name(ARCHIVE_INDEXES[0][0])
-    unique = next((s for s in statuses if s.collection == archive.name and s.index == name), None)
+    unique = next(
+        (
+            s
+            for s in statuses
+            if (s.database, s.collection) == (archive.database.name, archive.name) and s.index == name
+        ),
+        None,
+    )
     if unique is None or unique.state in ("ready", "unknown"):
         return
     if unique.state == "pending":

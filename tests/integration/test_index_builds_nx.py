@@ -204,3 +204,20 @@ def test_a_timeout_in_the_uri_puts_no_time_limit_on_an_index_build(aborting, db_
         assert [c.get("maxTimeMS") for c in builds] == [None] * len(builds)
         assert report.archived == 3
         assert report.indexes == []
+
+
+def test_an_index_on_numero_commande_that_is_not_unique_is_not_the_archives_unique_index(nx_server, db_name):
+    """An archive with ``numero_commande_1`` built without ``unique`` (by hand, or restored
+    without its options): the run's build is refused (85, the same name with other options)
+    and nothing is archived: two orders sharing a numero would both be, against the contract.
+    Before, the index's key alone made it "ready"."""
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True) as client:
+        settings = settings_for(nx_server.uri, db_name)
+        fill(client, settings, archived=2, delivered=3)
+        archive = client[db_name][settings.archive_collection]
+        archive.create_index([("numero_commande", 1)], name="numero_commande_1")  # not unique
+        archiver = BatchArchiver(client, settings, BatchOptions(run=True))
+        with pytest.raises(ArchiverError, match="cannot create the archive's unique index numero_commande_1"):
+            archiver.run()
+        assert archive.count_documents({"numero_commande": {"$regex": "^CMD-"}}) == 0
+        assert "unique" not in index_keys(archive)[("numero_commande",)]

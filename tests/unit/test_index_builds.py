@@ -53,6 +53,7 @@ class Listing:
 
         class Database:
             client = object()
+            name = "livraison"
 
             def command(self, body: dict[str, Any]) -> dict[str, Any]:
                 outer.sent.append(body)
@@ -95,6 +96,7 @@ def test_indexes_a_user_may_not_list_are_unknown_not_missing_and_the_unique_one_
             super().__init__(name, [], [])
 
             class Database:
+                name = "livraison"
                 client = object()
 
                 def command(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -270,3 +272,31 @@ def test_status_before_the_first_run_is_healthy_and_says_the_next_run_builds_the
         "numero_commande_1 on Commande_archive: missing (the next batch --run" in line
         for line in status.lines()
     )
+
+
+def test_the_archives_unique_index_is_told_from_the_sources_when_they_share_a_collection_name(
+    mongo, monkeypatch
+):
+    """ARCHIVE_DATABASE=archive with ARCHIVE_COLLECTION=Commande, the orders' own name: both
+    collections want ``numero_commande_1``, the source's not unique. While the archive's is
+    being built, the run archives nothing; matched by collection name alone, the source's
+    (ready) was taken for it."""
+    import mongomock
+
+    settings = BASE.with_overrides(archive_database="archive", archive_collection=BASE.orders_collection)
+    seed_database(mongo[settings.mongodb_database], settings, 20, p_anomalies=0.0)
+    release = threading.Event()
+    original = mongomock.collection.Collection.create_indexes
+
+    def create_indexes(self: Any, indexes: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.database.name == "archive":
+            release.wait(10)
+        return original(self, indexes, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "create_indexes", create_indexes)
+    try:
+        with pytest.raises(ArchiverError, match="unique index numero_commande_1 is being built"):
+            batch(mongo, settings).run()
+        assert mongo["archive"][settings.archive_collection].count_documents({}) == 0
+    finally:
+        release.set()
