@@ -137,9 +137,7 @@ class BatchArchiver:
             stop_event=self.stop_event,
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, clock)
-        self.delivered = DeliveredCount(
-            self.orders, self.archive, collections.archive_side, options, self.report, self.stop_event
-        )
+        self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, self.stop_event)
         side = collections.archive_side
         self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, self.stop_event, side)
         self.index_step = IndexStep(self.orders, self.archive, settings.index_build_wait_s, self.stop_event)
@@ -188,8 +186,8 @@ class BatchArchiver:
     # -- orchestration
 
     def _not_yet_archived(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """When the server did not skip archived orders (another database, an incremental
-        pass), the archive is asked by ``_id``: an order archived in this very version is done."""
+        """When the read did not skip archived orders (another database, an incremental pass,
+        a first run), the archive is asked by ``_id``: an order archived in this very version is done."""
         if self.source.exclude_archived_in is not None:
             return documents
         todo, done = self.writer.not_archived_as_they_are(documents)
@@ -215,7 +213,7 @@ class BatchArchiver:
                 log.warning("%s; nothing to catch up until it exists", problem)
                 self.report.warnings.append(problem)
             self._begin_pass()
-            self.delivered.begin(self.source, self.current)
+            self.delivered.begin(self.source)
             if self.options.run:
                 self._run_archive()
             else:

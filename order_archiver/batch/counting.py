@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from logger import get_logger
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.errors import ArchiverError
-from order_archiver.mongodb.checkpoint import Pass
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.selection import date_range
-from order_archiver.retry import Retry, named_side, retrying
+from order_archiver.retry import Retry, retrying
 
 log = get_logger("batch")
 
@@ -23,15 +22,14 @@ log = get_logger("batch")
 class DeliveredCount:
     orders: MongoCollection
     archive: MongoCollection
-    archive_side: str
     options: BatchOptions
     report: BatchReport
     stop_event: threading.Event
     needed: bool = False  # see must_count
     at_start: int | None = None
 
-    def begin(self, source: OrderSource, current: Pass) -> None:
-        self.needed = self.must_count(source, current)
+    def begin(self, source: OrderSource) -> None:
+        self.needed = self.must_count(source)
         if self.needed:
             self.at_start = self.count(source)
 
@@ -51,18 +49,12 @@ class DeliveredCount:
             log.warning("could not count the delivered orders (%s); counts will be partial", exc)
             return None
 
-    def must_count(self, source: OrderSource, current: Pass) -> bool:
+    def must_count(self, source: OrderSource) -> bool:
         """Whether the window's delivered orders must be counted for the report: only when
-        the server will skip archived orders unseen (the archive in the source database, and
-        not empty) or an interrupted run's first part is behind the checkpoint. Otherwise the
-        run sees every delivered order itself, and a count would repeat its work."""
-        if source.exclude_archived_in is None or self.options.limit is not None:
-            return False
-        if current.last_id is not None:
-            return True
-        with named_side(self.archive_side):
-            found = retrying(lambda: self.archive.find_one({}, {"_id": 1}), stop_event=self.stop_event)
-        return found is not None
+        the read skips archived orders unseen (a full pass, the archive in the source database
+        and not empty: ``PassPlanner._skips_archived``). Otherwise the run sees every delivered
+        order itself, and a count would repeat its work."""
+        return source.exclude_archived_in is not None and self.options.limit is None
 
     def settle(self) -> None:
         """``delivered`` and ``already_archived`` once the pass is complete. Orders the server
