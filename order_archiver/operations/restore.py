@@ -113,10 +113,11 @@ class RestoreReport:
     conflict_examples: list[str] = field(default_factory=list)
     unrestorable_examples: list[str] = field(default_factory=list)
     refused_orders: list[Refusal] = field(default_factory=list)  # the first REFUSALS_LISTED
+    not_found: list[str] = field(default_factory=list)  # --numero given, no archived order selected
 
     @property
     def complete(self) -> bool:
-        return not self.conflicts and not self.unrestorable and not self.refused
+        return not self.conflicts and not self.unrestorable and not self.refused and not self.not_found
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "complete": self.complete}
@@ -150,6 +151,10 @@ class RestoreReport:
                 f"{self.unrestorable} archived without a copy of the source order (an early version): "
                 f"{', '.join(self.unrestorable_examples)}"
             )
+        if self.not_found:
+            out.append(
+                "not among the archived orders selected (numbers match exactly): " + ", ".join(self.not_found)
+            )
         if self.refused:
             more = self.refused - len(self.refused_orders)
             out.append(
@@ -178,8 +183,10 @@ def restore(
     collections = Collections.of(client, settings, archive_client)
     report = RestoreReport(run)
     mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), stop_event)
+    seen: set[Any] = set()  # the numeros selected, to name those asked for and not there
     for chunk in _chunks(collections.archive, wanted, stop_event):
         report.selected += len(chunk)
+        seen.update(document.get("numero_commande") for document in chunk)
         copies = _copies(chunk, report)
         present = _present(collections.orders_primary, copies, stop_event)
         missing = [copy for copy in copies if copy["_id"] not in present]
@@ -192,6 +199,7 @@ def restore(
             mark.take_back({i: d.get("restored_at") for d in chunk if (i := d["_id"]) in refused})
         elif missing:
             report.restored += len(missing)
+    report.not_found = [numero for numero in dict.fromkeys(selection.numeros) if numero not in seen]
     log.info(
         "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused",
         report.selected,

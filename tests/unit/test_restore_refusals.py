@@ -276,3 +276,20 @@ def test_every_refused_order_is_in_the_log_the_report_lists_the_first(
     logged = [r.getMessage() for r in caplog.records if "refused order" in r.getMessage()]
     assert len(logged) == 3
     assert all("(code 121: Document failed validation)" in line for line in logged)
+
+
+def test_a_numero_asked_for_and_not_in_the_archive_is_named_and_the_restore_is_incomplete(
+    db, mongo, settings
+):
+    """A support agent's typo (``cmd-000042``, an order never archived) read as "0 selected",
+    exit 0: nothing said which number was not found."""
+    kept = order("CMD-000042")
+    archive(db, settings, kept)
+    report = restore(mongo, settings, RestoreSelection(("CMD-000042", "cmd-000042", "CMD-999999")), run=True)
+    assert (report.selected, report.restored) == (1, 1)
+    assert report.not_found == ["cmd-000042", "CMD-999999"]
+    assert not report.complete  # exit 3
+    assert (
+        "not among the archived orders selected (numbers match exactly): cmd-000042, CMD-999999"
+        in report.lines()
+    )
