@@ -13,7 +13,7 @@ from typing import Any
 from config import Settings
 from logger import get_logger
 from order_archiver.batch.report import BatchOptions, BatchReport
-from order_archiver.mongodb.changes import ChangeReader, ChangesSince, stream_position
+from order_archiver.mongodb.changes import CHANGES_QUIET_WAIT_S, ChangeReader, ChangesSince, stream_position
 from order_archiver.mongodb.checkpoint import BatchState, Pass, plan_pass
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import OrderSource, event_time
@@ -127,6 +127,13 @@ class PassPlanner:
                 "reads the changes after it by delivery stamp, and the next run reads the stream from "
                 "this run's start, past it; a delivery synced with an older stamp waits for the full "
                 "sweep (or --full)"
+            )
+        elif changes.stalled:
+            self._say(
+                "the change stream stood behind this pass's position for "
+                f"{CHANGES_QUIET_WAIT_S:.0f} s (a shard not past its periodic no-op, a long history "
+                "still being scanned, a majority commit point behind): this run read up to where it "
+                "stood, and the next run reads on from there"
             )
         elif changes.position is not None and changes.position != current.stream_token:
             log.info(

@@ -5,10 +5,12 @@ late with an old stamp among them). An incremental pass reads those whatever the
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bson.timestamp import Timestamp
 from pymongo import errors as pymongo_errors
 
 from logger import get_logger
@@ -26,6 +28,53 @@ CHANGES_BATCH = 1000
 # (``periodicNoopIntervalSecs``, 10 s; on a sharded cluster, every shard's). The read does not
 # wait for it: it stands where every change up to its position has been read.
 CHANGES_IDLE_BATCHES = 2
+# A position standing still whose cluster time is *behind* the pass's (``quiet_end``) may move
+# on: a shard of a sharded cluster not yet past its periodic no-op (``mongos`` merges at the
+# slowest shard's position), a getMore still scanning a long history, a majority commit point
+# behind. The read waits that long for it (periodicNoopIntervalSecs, 10 s, and a margin), then
+# ends there and says so: the position is a safe lower bound, the next run reads on from it.
+CHANGES_QUIET_WAIT_S = 15.0
+
+
+def token_time(token: Any) -> Timestamp | None:
+    """The cluster time a MongoDB resume token begins with: ``_data`` is hex, its first byte
+    0x82 (a BSON timestamp's canonical type in the server's key string), then the timestamp's
+    8 bytes big-endian, seconds then increment. None for a token of another form."""
+    data = str((token or {}).get("_data", "")) if isinstance(token, dict) else ""
+    if len(data) < 18 or data[:2] != "82":
+        return None
+    try:
+        raw = bytes.fromhex(data[2:18])
+    except ValueError:
+        return None
+    return Timestamp(int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:], "big"))
+
+
+def quiet_end(position: Any, target: Any) -> bool:
+    """Whether a stream standing still at ``position``, short of ``target`` (the pass's
+    high-water mark), stands at the end of the history: its cluster time at the target's (a
+    quiet replica set: the last write's entry; the mark is just past it, at its time). Behind
+    it, the stream may still move on (``CHANGES_QUIET_WAIT_S``). Tokens that are not MongoDB's
+    (a test server's) cannot tell: taken as the end."""
+    at, of = token_time(position), token_time(target)
+    return at is None or of is None or at >= of
+
+
+@dataclass
+class Standstill:
+    """How long a stream's position has stood still short of the pass's position, behind its
+    cluster time (``quiet_end``): the read waits ``CHANGES_QUIET_WAIT_S`` at most."""
+
+    since: float | None = None
+
+    def reset(self) -> None:
+        self.since = None
+
+    def waited_enough(self) -> bool:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        return now - self.since >= CHANGES_QUIET_WAIT_S
 
 
 def reached(position: Any, target: Any) -> bool:
@@ -73,6 +122,9 @@ class ChangesSince:
     # The invalidate that ended the read (the collection dropped, renamed, restored with
     # --drop): the changes after it are not read from the stream; the pass's position is past it.
     invalidate: dict[str, Any] | None = None
+    # The stream stood still behind the pass's position for CHANGES_QUIET_WAIT_S: the read
+    # ended where it stood (a safe lower bound), and the run says so.
+    stalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +166,7 @@ class ChangeReader:
         stream stands once it stops moving short of it (``CHANGES_IDLE_BATCHES``: a quiet
         deployment), where it stands when the run is stopped. Without ``until_token`` the first
         empty batch or a change after ``until`` ends the read, and the position is None."""
-        idle, position = 0, None
+        idle, position, standing = 0, None, Standstill()
         while not self.stop_event.is_set():
             event = stream.try_next()
             if event is None:
@@ -122,9 +174,15 @@ class ChangeReader:
                 position = stream.resume_token
                 if reached(position, until_token):
                     return until_token  # caught up with where this pass began
-                if idle >= CHANGES_IDLE_BATCHES:
+                if idle < CHANGES_IDLE_BATCHES:
+                    standing.reset()
+                    continue  # an empty batch that moved: the server is still scanning
+                if quiet_end(position, until_token):
                     return dict(position)  # the end of the history, short of a high-water mark
-                continue  # an empty batch that moved: the server is still scanning
+                if standing.waited_enough():
+                    found.stalled = True
+                    return dict(position)
+                continue
             if self._after_pass_start(event, until_token, until):
                 return until_token  # the next run reads it
             if event.get("operationType") == "invalidate":
