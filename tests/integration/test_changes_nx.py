@@ -69,24 +69,25 @@ def test_changes_stamped_by_a_clock_ahead_of_the_pass_are_read_by_their_position
 # ~2,500 do.
 # (The history kept: a real oplog keeps hours of changes; nx-27017 keeps 1,000 rows past its
 # slowest open stream by default, fewer than the changes here.)
-SMALL_COMMANDS = {"NX_MAX_BSON_OBJECT_SIZE": str(32 * 1024), "NX_RESUME_RETENTION_ROWS": "100000"}
+SMALL_COMMANDS = {"NX_MAX_BSON_OBJECT_SIZE": str(16 * 1024), "NX_RESUME_RETENTION_ROWS": "100000"}
 
 
 @pytest.mark.test_server_only("the test server's maxBsonObjectSize knob (NX_MAX_BSON_OBJECT_SIZE)")
 def test_thousands_of_changes_since_the_last_pass_make_no_command_over_the_limit(tmp_path, db_name):
     """Every order delivered or corrected since the last pass is read, however many: with the
-    limit scaled down, 3,000 changed orders stand for the million a real deployment can
+    limit scaled down, 2,000 changed orders stand for the million a real deployment can
     change between two runs (a restore, a bulk correction). A pass that sent them in one
     ``$in`` (the incremental selection, the full pass's anti-join) failed on every run until
     the oplog rolled past its position; each chunk of ids is now a read of its own."""
     with knobbed_server(tmp_path / "nx", db_name, **SMALL_COMMANDS) as (client, settings):
-        assert client.admin.command("hello")["maxBsonObjectSize"] == 32 * 1024
+        assert client.admin.command("hello")["maxBsonObjectSize"] == 16 * 1024
         database = client[db_name]
-        dataset = seed_database(database, settings, 3400, seed=62, p_anomalies=0.0, p_delivered=0.1)
+        dataset = seed_database(database, settings, 2400, seed=62, p_anomalies=0.0, p_delivered=0.1)
         first = batch(client, settings, batch_size=500)
         assert (first.mode, first.archived) == ("full", len(expected_archive_ids(dataset)))
         late = set(pending_ids(dataset))
-        assert len(late) > 3000
+        # one $in of them all: over 16 KiB + 16 KiB (~1,850 ObjectIds), a chunk of 1,000 under it
+        assert len(late) > 2000
         database["Commande"].update_many(  # delivered late, stamped a day ago: only the stream says so
             {"status": {"$ne": "livrée"}},
             {"$set": {"status": "livrée", "date_livraison": datetime.now(UTC) - timedelta(days=1)}},
