@@ -660,14 +660,38 @@ def redact_uri(text: str) -> str:
 
 
 def parse_command_line_uri(value: str) -> str:
-    """A URI given on the command line: no password in it (any local user reads a process's
-    command line: ``ps``); it belongs in the environment or the ``.env`` file."""
-    if uri_password(value):
+    """A URI given on the command line: no password in it, nor any option that carries a secret
+    (any local user reads a process's command line: ``ps``); it belongs in the environment or
+    the ``.env`` file. The message names what was found, never its value."""
+    secrets = (["a password"] if uri_password(value) else []) + uri_secret_options(value)
+    if secrets:
         raise ValueError(
-            "holds a password, and every user of this host can read a command line (ps): "
-            "put the URI in ARCHIVE_MONGODB_URI, in the environment or the .env file (chmod 600)"
+            f"holds {' and '.join(secrets)}, and every user of this host can read a command line "
+            "(ps): put the URI in ARCHIVE_MONGODB_URI, in the environment or the .env file (chmod 600)"
         )
     return parse_uri(value)
+
+
+# URI options that carry a secret (pymongo's option names, any case): the key file's password,
+# and AWS credentials (MONGODB-AWS reads AWS_SESSION_TOKEN from authMechanismProperties).
+_SECRET_OPTIONS = {"tlscertificatekeyfilepassword": "tlsCertificateKeyFilePassword"}
+_SECRET_PROPERTIES = ("AWS_SESSION_TOKEN",)
+
+
+def uri_secret_options(uri: str) -> list[str]:
+    """The names of the options of ``uri`` that carry a secret, in the order given."""
+    query = (uri or "").split("?", 1)[1] if "?" in (uri or "") else ""
+    found = []
+    for pair in re.split(r"[&;]", query):
+        name, _, value = pair.partition("=")
+        key = urllib.parse.unquote(name).strip().lower()
+        if key in _SECRET_OPTIONS:
+            found.append(_SECRET_OPTIONS[key])
+        elif key == "authmechanismproperties" and any(
+            p in urllib.parse.unquote(value).upper() for p in _SECRET_PROPERTIES
+        ):
+            found.append("authMechanismProperties=AWS_SESSION_TOKEN")
+    return found
 
 
 def uri_password(uri: str | None) -> str | None:

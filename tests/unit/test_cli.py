@@ -248,6 +248,40 @@ def test_a_password_on_the_command_line_is_refused_without_being_shown(command, 
     )
 
 
+@pytest.mark.parametrize(
+    ("query", "named", "secret"),
+    [
+        ("tlsCertificateKeyFilePassword=K3y-Pa55", "tlsCertificateKeyFilePassword", "K3y-Pa55"),
+        ("tlscertificatekeyfilepassword=K3y-Pa55", "tlsCertificateKeyFilePassword", "K3y-Pa55"),  # any case
+        (
+            "authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:FwoGZXIvYXdz",
+            "authMechanismProperties=AWS_SESSION_TOKEN",
+            "FwoGZXIvYXdz",
+        ),
+        (
+            "authMechanismProperties=AWS_SESSION_TOKEN%3AFwoGZXIvYXdz",  # percent-encoded
+            "authMechanismProperties=AWS_SESSION_TOKEN",
+            "FwoGZXIvYXdz",
+        ),
+    ],
+)
+def test_a_secret_in_a_uri_option_on_the_command_line_is_refused_without_being_shown(
+    query, named, secret, capsys
+):
+    """#31 item 6: ``--archive-uri`` refused a password but took the key file's password and an
+    AWS session token, as readable in the process list as a password."""
+    with pytest.raises(SystemExit) as refused:
+        main(["batch", "--archive-uri", f"mongodb://archive.example:27017/?tls=true&{query}"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2
+    assert f"holds {named}" in err
+    assert secret not in err
+    assert len(err.strip().splitlines()) == 1
+    # An option that carries no secret stays accepted (a Kerberos service name).
+    harmless = "mongodb://archive.example:27017/?authMechanismProperties=SERVICE_NAME:mongodb"
+    assert build_parser().parse_args(["batch", "--archive-uri", harmless]).archive_uri
+
+
 def _flags_by_command():
     """Each command's options as argparse holds them: flag -> (type, default, help, choices)."""
     parser = build_parser()
