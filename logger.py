@@ -57,6 +57,31 @@ def redact(text: str) -> str:
     return text
 
 
+# Characters a line must not carry as they are: control characters (a newline forges a log line
+# of its own, ANSI escape sequences drive the terminal that shows it) and the bidirectional
+# formatting ones (they reorder what a reader sees).
+_UNPRINTABLE = {chr(code) for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]} | {
+    chr(code) for code in [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` as one line a terminal shows as it is: each character of ``_UNPRINTABLE``
+    written as its escape (``\\n``, ``\\x1b``, ``\\u202e``), the rest untouched. Data (an order's
+    ``_id``, its ``numero_commande``) reaches logs and reports; it must not write them."""
+    if not any(char in _UNPRINTABLE for char in text):
+        return text
+    return "".join(_escaped(char) if char in _UNPRINTABLE else char for char in text)
+
+
+def _escaped(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 class RedactingFilter(logging.Filter):
     """Render the message, mask it, and keep the masked text (args are consumed)."""
 
@@ -65,7 +90,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string must not lose the record
             message = f"{record.msg!r} {record.args!r}"
-        record.msg = redact(message)
+        record.msg = printable(redact(message))
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

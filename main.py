@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from config import Settings, check_log_dir, check_output_paths, load_settings
-from logger import FILE_ONLY, get_logger, redact, setup_logging
+from logger import FILE_ONLY, get_logger, printable, redact, setup_logging
 from order_archiver.cli import definition
 from order_archiver.errors import ArchiverError, ConfigError, ExitCode, TransientError
 from order_archiver.retry import Retry
@@ -85,7 +85,7 @@ def _print_report(report: Any, as_json: bool, *, error: str | None = None, **lin
             data["error"] = redact(error)
         _print_json(data)
     else:
-        print("\n".join(report.lines(**line_options)))
+        print("\n".join(printable(line) for line in report.lines(**line_options)))
 
 
 # --- commands: each returns an exit code ---------------------------------------------------

@@ -74,3 +74,42 @@ def test_quiet_keeps_warnings_only_on_console(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "important" in err
     assert "chatty" not in err
+
+
+FORGED = "6553f1c2\n2026-12-06T10:00:00+00:00 ERROR   archive DELETED by admin"
+ANSI = "CMD-\x1b[2J\x1b[31m000042\u202e"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_data_in_a_log_line_cannot_forge_a_line_nor_drive_the_terminal(
+    configure, capsys, tmp_path, log_format
+):
+    """#31 item 5: a string ``_id`` holding a newline wrote a whole log line of its own; a
+    numero holding ANSI escapes (clear the screen, red) or a right-to-left override reached the
+    terminal raw. Each is written as its escape, one record one line."""
+    configure(log_format=log_format)
+    get_logger("batch").warning("order %s rejected: numero %s", FORGED, ANSI)
+    stderr = capsys.readouterr().err
+    log_file = (tmp_path / "logs" / LOG_FILE_NAME).read_text()
+    for output in (stderr, log_file):
+        (line,) = [one for one in output.splitlines() if "rejected" in one]
+        assert "archive DELETED by admin" in line  # on the record's own line, not one of its own
+        assert not any(one.startswith("2026-12-06T10:00:00") for one in output.splitlines())
+        assert "\x1b" not in output
+        assert "\u202e" not in output
+    text = stderr if log_format == "text" else json.loads(log_file.splitlines()[-1])["message"]
+    assert "6553f1c2\\n2026" in text
+    assert "CMD-\\x1b[2J\\x1b[31m000042\\u202e" in text
+
+
+def test_a_report_line_holding_control_characters_is_printed_escaped(capsys):
+    """``rejects`` printed a numero holding ANSI escape codes as it was."""
+    from main import _print_report
+
+    class Report:
+        def lines(self) -> list[str]:
+            return [f"{ANSI}: numero_commande missing"]
+
+    _print_report(Report(), as_json=False)
+    out = capsys.readouterr().out
+    assert out == "CMD-\\x1b[2J\\x1b[31m000042\\u202e: numero_commande missing\n"
