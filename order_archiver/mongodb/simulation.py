@@ -235,15 +235,19 @@ def simulation_client(
 GENERATED = "_generated_by_simulate"
 
 
-def _check_generated_only(database: Any, names: list[str]) -> None:
-    """``ConfigError`` (exit 2, nothing dropped) when one of ``names`` holds a document that
-    ``simulate`` did not write: ``--reset`` once dropped a database's real clients."""
+def _check_generated_only(database: Any, names: list[str], *, reset: bool) -> None:
+    """``ConfigError`` (exit 2, nothing dropped nor written) when one of ``names`` holds a
+    document that ``simulate`` did not write (its marker missing, or not ``true``): ``--reset``
+    once dropped a database's real clients, and plain ``simulate`` mixed generated orders into
+    real ones."""
     for name in names:
-        found = database[name].find_one({GENERATED: {"$exists": False}}, {"_id": 1})
+        found = database[name].find_one({GENERATED: {"$ne": True}}, {"_id": 1})
         if found is not None:
+            done = "nothing was dropped" if reset else "nothing was written"
             raise ConfigError(
-                f"--reset: {database.name}.{name} holds documents simulate did not generate (_id "
-                f"{found['_id']}): nothing was dropped; point MONGODB_DATABASE at a development database"
+                f"{'--reset' if reset else 'simulate'}: {database.name}.{name} holds documents simulate "
+                f"did not generate (_id {found['_id']}): {done}; point MONGODB_DATABASE at a "
+                "development database"
             )
 
 
@@ -260,8 +264,9 @@ def fill_database(
     """Insert the dataset in bulk (references first), ``reset`` dropping the five collections
     first, but only when every document in them was generated (``mark`` puts ``GENERATED`` on
     each document written, for ``simulate``)."""
+    if mark:  # simulate: only where nothing but its own documents are
+        _check_generated_only(database, [name for name, _ in dataset.by_collection(settings)], reset=reset)
     if reset:
-        _check_generated_only(database, [name for name, _ in dataset.by_collection(settings)])
         for name, _ in dataset.by_collection(settings):
             database[name].drop()
     counts: dict[str, int] = {}

@@ -196,3 +196,14 @@ def test_reset_never_drops_documents_simulate_did_not_write(
     assert f"--reset: {db_name}.Client holds documents simulate did not generate" in refused.stderr
     assert database["Client"].find_one({"email": "vrai@example.fr"}) is not None
     assert database["Commande"].count_documents({}) == 50  # nothing dropped, nothing added
+    # #31 item 8: plain simulate mixed generated orders into real ones; now refused, nothing written.
+    plain = run("--count", "50", "--seed", "4")
+    assert plain.returncode == 2
+    assert f"simulate: {db_name}.Client holds documents simulate did not generate" in plain.stderr
+    assert "nothing was written" in plain.stderr
+    assert database["Commande"].count_documents({}) == 50
+    # The marker's value, not its presence: a document marked false is not simulate's.
+    database["Client"].delete_many({"email": "vrai@example.fr"})
+    database["Client"].update_one({}, {"$set": {"_generated_by_simulate": False}})
+    assert run("--count", "50", "--seed", "5", "--reset").returncode == 2
+    assert database["Commande"].count_documents({}) == 50
