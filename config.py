@@ -602,16 +602,37 @@ def write_private(path: str | Path, text: str) -> None:
         out.write(text)
 
 
-def check_log_dir(log_dir: str) -> None:
-    """The log folder exists (it is created) and takes files; empty means no log file."""
+def check_log_dir(log_dir: str) -> list[str]:
+    """The log folder exists (it is created, 0700) and takes files; empty means no log file.
+    A symbolic link is refused (the logs would go where it points: another user's folder); an
+    existing folder open to its group or others is tightened to 0700, and that is said (the
+    returned warnings): the logs name orders and clients' ids."""
     if not log_dir:
-        return
+        return []
+    folder = Path(log_dir).expanduser()
+    if folder.is_symlink():
+        raise ConfigError(f"LOG_DIR {log_dir}: a symbolic link; give the folder itself")
     try:
-        Path(log_dir).expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except (OSError, RuntimeError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise ConfigError(f"LOG_DIR {log_dir}: cannot create the log folder: {reason}") from None
-    check_output_file(str(Path(log_dir) / LOG_FILE_NAME), "LOG_DIR")
+    check_output_file(str(folder / LOG_FILE_NAME), "LOG_DIR")
+    return _tightened(folder, log_dir)
+
+
+def _tightened(folder: Path, log_dir: str) -> list[str]:
+    """``folder`` made 0700 if its group or others may enter it; what was done, or why not."""
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if not mode & 0o077:
+        return []
+    try:
+        folder.chmod(0o700)
+    except OSError as exc:
+        return [
+            f"LOG_DIR {log_dir} is open to other users ({mode:o}) and cannot be tightened: {exc.strerror}"
+        ]
+    return [f"LOG_DIR {log_dir} was open to other users ({mode:o}): made 0700"]
 
 
 def check_output_paths(settings: Settings, outputs: Mapping[str, str | None], env_file: str | None) -> None:

@@ -97,7 +97,7 @@ def _settings(
     """The settings, with every file the command will write checked before any work."""
     overrides.setdefault("archive_mongodb_uri", getattr(args, "archive_uri", None))
     settings, warnings = load_settings(args.env_file, overrides)
-    check_log_dir(settings.log_dir)
+    warnings += check_log_dir(settings.log_dir)
     check_output_paths(settings, outputs or {}, args.env_file)
     setup_logging(settings, verbosity=1 if args.verbose else -1 if args.quiet else 0)
     for warning in warnings:

@@ -351,3 +351,28 @@ def test_rejects_limit_zero_is_refused_like_batch_limit_zero(capsys):
             main(argv)
         assert caught.value.code == 2
     assert "expected a number of at least 1" in capsys.readouterr().err
+
+
+def test_a_log_dir_that_is_a_symbolic_link_is_refused(tmp_path, monkeypatch, capsys):
+    """#31 item 7: the logs (orders' and clients' ids) went wherever LOG_DIR pointed."""
+    elsewhere = tmp_path / "someone-elses"
+    elsewhere.mkdir()
+    (tmp_path / "logs").symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+    assert main(["batch", "--simulation", "--limit", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "LOG_DIR" in err
+    assert "a symbolic link; give the folder itself" in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_log_dir_open_to_others_is_tightened_and_said(tmp_path, monkeypatch, capsys):
+    """#31 item 7: an existing LOG_DIR left 0755 let every local user read the logs."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    logs.chmod(0o755)
+    monkeypatch.setenv("LOG_DIR", str(logs))
+    assert main(["batch", "--simulation", "--limit", "5"]) in (0, 3)
+    assert oct(logs.stat().st_mode & 0o777) == oct(0o700)
+    assert "was open to other users (755): made 0700" in capsys.readouterr().err
