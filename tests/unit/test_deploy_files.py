@@ -140,6 +140,9 @@ def test_systemd_units_run_valid_commands_as_a_service_user(unit):
     assert re.search(r"^User=(?!root)\S+", text, re.MULTILINE)
     assert "EnvironmentFile=" in text
     assert "MONGODB_URI=" not in text
+    # #31 item 7: systemd creates LogsDirectory 0755 by default; the logs name orders and ids.
+    assert "LogsDirectoryMode=0700" in text
+    assert "StateDirectory=" not in text or "StateDirectoryMode=0700" in text
 
 
 def test_roles_script_grants_least_privilege():
