@@ -579,6 +579,8 @@ def check_output_file(path: str, what: str, create_folder: bool = False) -> Path
         raise ConfigError(f"{what}: not a usable file path: {path}") from None
     if is_folder or not target.name:
         raise ConfigError(f"{what} {path}: is a folder; name a file")
+    if target.is_symlink():  # written with O_NOFOLLOW: refused now, not after the run's work
+        raise ConfigError(f"{what} {path}: a symbolic link; name the file itself")
     if not folder_exists:
         raise ConfigError(
             f"{what} {path}: the folder {folder} does not exist; create it or pick another path"

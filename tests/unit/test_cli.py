@@ -376,3 +376,15 @@ def test_a_log_dir_open_to_others_is_tightened_and_said(tmp_path, monkeypatch, c
     assert main(["batch", "--simulation", "--limit", "5"]) in (0, 3)
     assert oct(logs.stat().st_mode & 0o777) == oct(0o700)
     assert "was open to other users (755): made 0700" in capsys.readouterr().err
+
+
+def test_export_samples_to_a_symbolic_link_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    """#31 item 7: the file is opened without following links, so a planted link made the run
+    fail (exit 1) after all its work; it is refused first, exit 2, one line, nothing done."""
+    (tmp_path / "samples.json").symlink_to(tmp_path / "elsewhere.json")
+    assert main(["batch", "--simulation", "--limit", "5", "--export-samples", "samples.json"]) == 2
+    captured = capsys.readouterr()
+    assert "--export-samples samples.json: a symbolic link; name the file itself" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert captured.out == ""  # no run: no report
+    assert not (tmp_path / "elsewhere.json").exists()
