@@ -4,6 +4,7 @@ collector's format by `batch --metrics-file` (cron jobs have no port to scrape).
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    generate_latest,
     start_http_server,
-    write_to_textfile,
 )
 
 PREFIX = "order_archiver"
@@ -109,6 +110,22 @@ def write_batch_metrics(
     Gauge(
         f"{PREFIX}_batch_last_run_timestamp_seconds", "When the last batch run ended", registry=registry
     ).set(now())
-    write_to_textfile(str(path), registry)
-    # node_exporter, another user, reads it (the units' UMask=0077 would make it 0600).
-    os.chmod(path, 0o644)
+    write_textfile(Path(path), generate_latest(registry))
+
+
+def write_textfile(path: Path, content: bytes) -> None:
+    """``content`` at ``path``, atomically, through a temporary file of our own in its folder:
+    a new name (``mkstemp``: ``O_EXCL``, no link followed), renamed over ``path``.
+    prometheus_client's ``write_to_textfile`` opens ``<path>.<pid>.<thread>``, a name anyone
+    who may write in the folder can plant a symbolic link at: the run's figures then overwrite
+    whatever it points to (#31 item 7)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+            # node_exporter, another user, reads it (the units' UMask=0077 would make it 0600).
+            os.fchmod(out.fileno(), 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -41,3 +41,29 @@ def test_off_says_nothing(caplog, capsys):
     progress.close()
     assert not caplog.records
     assert not capsys.readouterr().err
+
+
+def test_the_metrics_textfile_follows_no_planted_link(tmp_path):
+    """#31 item 7: prometheus_client writes ``<file>.<pid>.<thread>`` first, a name another
+    user of the textfile folder can plant a symbolic link at; the figures then overwrote the
+    file it pointed to. Written through a temporary file of our own, renamed over the file."""
+    import os
+    import threading
+    from types import SimpleNamespace
+
+    from order_archiver.reporting.metrics import write_batch_metrics
+
+    target = tmp_path / "order_archiver.prom"
+    victim = tmp_path / "victim"
+    victim.write_text("kept")
+    planted = tmp_path / f"{target.name}.{os.getpid()}.{threading.current_thread().ident}"
+    planted.symlink_to(victim)
+    report = SimpleNamespace(scanned=3, archived=2)
+    write_batch_metrics(target, report, succeeded=True, now=lambda: 1.0)
+    assert victim.read_text() == "kept"
+    assert "order_archiver_batch_last_archived 2.0" in target.read_text()
+    assert not target.is_symlink()
+    assert oct(target.stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["order_archiver.prom", "victim", planted.name]
+    )
