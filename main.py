@@ -308,6 +308,7 @@ def cmd_restore(args: argparse.Namespace, stop_event: threading.Event) -> int:
             run=args.run,
             stop_event=stop_event,
             archive_client=clients.archive,
+            confirmed=args.yes,
         )
     _print_report(report, args.json)
     return ExitCode.OK if report.complete else ExitCode.INCOMPLETE

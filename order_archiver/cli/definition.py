@@ -142,6 +142,7 @@ OPTIONS: dict[str, Option] = {
         {"metavar": "N", "type": POSITIVE, "default": DEFAULT_DAYS},
     ),
     "reset": _flag("drop the five collections first (only if simulate made them)"),
+    "yes": _flag("confirm a restore --run of more than 100 orders"),
     "samples-file": Option(
         ("--samples-file",),
         "the embedded database's file (samples.json)",
@@ -335,7 +336,7 @@ COMMANDS: dict[str, Command] = {
         """  python main.py restore --numero CMD-000042                 what would be restored
   python main.py restore --numero CMD-000042 --numero CMD-000043 --run
   python main.py restore --client 6553f1c2a9e4b1d2c3f4a5b6 --date-from 2026-11-01 --run""",
-        ("numero", "id", "client", "date-from", "date-to", "run|dry-run", "json"),
+        ("numero", "id", "client", "date-from", "date-to", "run|dry-run", "yes", "json"),
     ),
     "simulate": Command(
         "fill a database with generated orders (also: python simulate.py)",

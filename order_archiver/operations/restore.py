@@ -53,6 +53,7 @@ log = get_logger("restore")
 
 CHUNK = 500
 EXAMPLES = 5
+CONFIRM_ABOVE = 100  # a restore --run of more orders than this asks for --yes
 REFUSALS_LISTED = 100  # in the report; the log names every one
 DUPLICATE_KEY = 11000
 
@@ -177,10 +178,13 @@ def restore(
     run: bool = False,
     stop_event: threading.Event | None = None,
     archive_client: MongoClient[Document] | None = None,
+    confirmed: bool = False,
 ) -> RestoreReport:
     wanted = selection.archive_filter()  # refused before anything is read
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)
+    if run and not confirmed:
+        _confirm(collections.archive, wanted, stop_event)
     report = RestoreReport(run)
     mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), stop_event)
     seen: set[Any] = set()  # the numeros selected, to name those asked for and not there
@@ -210,6 +214,18 @@ def restore(
         report.refused,
     )
     return report
+
+
+def _confirm(archive: MongoCollection, wanted: dict[str, Any], stop: threading.Event | None) -> None:
+    """ConfigError (exit 2, nothing written) when a ``--run`` selects more than CONFIRM_ABOVE
+    archived orders without ``--yes``: a window or a client typed wrong puts thousands of orders
+    back into the application's collection. Counted up to one past the bound, no further."""
+    count = retrying(lambda: archive.count_documents(wanted, limit=CONFIRM_ABOVE + 1), stop_event=stop)
+    if count > CONFIRM_ABOVE:
+        raise ConfigError(
+            f"restore --run selects more than {CONFIRM_ABOVE} archived orders: check the selection with a "
+            "dry run (without --run), then add --yes to put them back into the source"
+        )
 
 
 def _chunks(

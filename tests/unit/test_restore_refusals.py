@@ -293,3 +293,24 @@ def test_a_numero_asked_for_and_not_in_the_archive_is_named_and_the_restore_is_i
         "not among the archived orders selected (numbers match exactly): cmd-000042, CMD-999999"
         in report.lines()
     )
+
+
+def test_a_restore_of_more_than_a_hundred_orders_asks_for_yes(db, mongo, settings):
+    """#31 item 9: a window or a client typed wrong put thousands of orders back into the
+    application's collection at once. Above 100, ``--run`` asks for ``--yes`` (exit 2, nothing
+    written); a dry run and a confirmed run go on."""
+    from order_archiver.errors import ConfigError
+    from order_archiver.operations.restore import CONFIRM_ABOVE
+
+    orders = [order(f"CMD-{n:06d}") for n in range(CONFIRM_ABOVE + 1)]
+    archive(db, settings, *orders)
+    everything = RestoreSelection(date_from=NOW - timedelta(days=1))
+    assert restore(mongo, settings, everything).restored == CONFIRM_ABOVE + 1  # a dry run
+    with pytest.raises(ConfigError, match=f"selects more than {CONFIRM_ABOVE} archived orders"):
+        restore(mongo, settings, everything, run=True)
+    assert db[settings.orders_collection].count_documents({}) == 0
+    assert db[settings.archive_collection].count_documents({"restored_at": {"$exists": True}}) == 0
+    confirmed = restore(mongo, settings, everything, run=True, confirmed=True)
+    assert confirmed.restored == CONFIRM_ABOVE + 1
+    small = RestoreSelection(("CMD-000001",))
+    assert restore(mongo, settings, small, run=True).already_there == 1  # at most 100: no --yes needed
