@@ -36,7 +36,9 @@ def test_compose_runs_a_replica_set_and_the_watcher_on_it():
         assert env["MONGODB_URI"] == "mongodb://mongo:27017/?replicaSet=rs0"
         parses(service["command"])
     assert services["watch"]["command"][0] == "watch"
-    assert "9108:9108" in services["watch"]["ports"]
+    # #31 item 10: published on this host's loopback only, never on every interface.
+    assert services["watch"]["ports"] == ["127.0.0.1:9108:9108"]
+    assert all(str(p).startswith("127.0.0.1:") for s in services.values() for p in s.get("ports", []))
     assert services["simulate"]["profiles"] == services["batch"]["profiles"] == ["tools"]
 
 

@@ -89,7 +89,10 @@ def manifests():
     documents = {}
     for path in (DEPLOY / "kubernetes").glob("*.yaml"):
         for document in yaml.safe_load_all(path.read_text()):
-            documents[document["kind"]] = document
+            kind = document["kind"]
+            if kind == "NetworkPolicy":  # one per component
+                kind = f"NetworkPolicy:{document['metadata']['labels']['component']}"
+            documents[kind] = document
     return documents
 
 
@@ -274,11 +277,18 @@ def test_metrics_listen_on_this_host_unless_told_and_the_pods_are_fenced(manifes
     assert container["args"][container["args"].index("--metrics-address") + 1] == "0.0.0.0"
     for kind in ("Deployment", "CronJob"):
         assert containers(manifests[kind])[0]["automountServiceAccountToken"] is False
-    policy = manifests["NetworkPolicy"]["spec"]
+    policy = manifests["NetworkPolicy:watch"]["spec"]
     assert policy["podSelector"]["matchLabels"] == manifests["Deployment"]["spec"]["selector"]["matchLabels"]
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
     assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [9108]
     assert {p["port"] for rule in policy["egress"] for p in rule["ports"]} == {27017, 53}
+    # #31 item 10: the batch pods are fenced too, nothing in, MongoDB and DNS out.
+    batch = manifests["NetworkPolicy:batch"]["spec"]
+    pod_labels = manifests["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert batch["podSelector"]["matchLabels"] == pod_labels
+    assert set(batch["policyTypes"]) == {"Ingress", "Egress"}
+    assert batch["ingress"] == []
+    assert {p["port"] for rule in batch["egress"] for p in rule["ports"]} == {27017, 53}
 
 
 def test_the_metrics_endpoint_binds_the_loopback_by_default():
