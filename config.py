@@ -80,6 +80,7 @@ HOLD_30D = Duration(days=30)
 @dataclass(frozen=True)
 class Settings:
     mongodb_uri: str | None = None  # MONGODB_URI: connection string; required unless --simulation
+    mongodb_uri_file: str | None = None  # MONGODB_URI_FILE: a file holding it (a mounted secret)
     archive_mongodb_uri: str | None = (
         None  # ARCHIVE_MONGODB_URI: the archive's own deployment; unset: the source's
     )
@@ -310,6 +311,7 @@ def parse_text(value: str) -> str:
 # Environment variable -> (field, parser).
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MONGODB_URI": ("mongodb_uri", parse_uri),
+    "MONGODB_URI_FILE": ("mongodb_uri_file", parse_readable_file),
     "ARCHIVE_MONGODB_URI": ("archive_mongodb_uri", parse_uri),
     "MONGODB_DATABASE": ("mongodb_database", parse_database_name),
     "ORDERS_COLLECTION": ("orders_collection", parse_collection_name),
@@ -401,6 +403,7 @@ def load_settings(
     warnings += unknown_settings(file_values, env_file or ".env")
     values = _parsed_values(os.environ if environ is None else environ, file_values)
     values.update({field: value for field, value in (overrides or {}).items() if value is not None})
+    values.update(uri_from_file(values))
     settings = Settings(**values)
     check_settings(settings)
     warnings += retention_warnings(settings)
@@ -411,6 +414,26 @@ def load_settings(
         if uri and not settings.simulation:
             warnings += tls_problems(name, uri, settings)
     return settings, warnings
+
+
+def uri_from_file(values: Mapping[str, Any]) -> dict[str, Any]:
+    """MONGODB_URI read from MONGODB_URI_FILE (a secret mounted as a file: no environment
+    variable that ``/proc/<pid>/environ``, a crash dump or a child process could show). One of
+    the two, not both; an error names the file, never what it holds."""
+    path = values.get("mongodb_uri_file")
+    if not path:
+        return {}
+    if values.get("mongodb_uri"):
+        raise ConfigError("MONGODB_URI and MONGODB_URI_FILE are both set: keep one")
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"MONGODB_URI_FILE {path}: cannot be read: {reason}") from None
+    try:
+        return {"mongodb_uri": parse_uri(text)}
+    except ValueError as exc:
+        raise ConfigError(f"MONGODB_URI_FILE {path}: {exc}") from None
 
 
 def _parsed_values(environ: Mapping[str, str], file_values: Mapping[str, str]) -> dict[str, Any]:

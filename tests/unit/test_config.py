@@ -349,3 +349,21 @@ def test_a_pii_retention_the_archive_never_reaches_is_warned_about():
     assert any(
         "ARCHIVE_PII_RETENTION (400d) is not shorter than ARCHIVE_RETENTION (365d)" in w for w in warnings
     )
+
+
+def test_the_uri_can_come_from_a_mounted_file(tmp_path, capsys):
+    """#31 item 10: MONGODB_URI_FILE, a secret mounted as a file, keeps the URI (and its
+    password) out of the process's environment. One of the two; errors name the file only."""
+    secret = tmp_path / "mongodb-uri"
+    secret.write_text("mongodb://archiver:Fi1e-S3cret@db.example:27017/?authSource=admin\n")
+    settings, _ = load_settings(None, environ={"MONGODB_URI_FILE": str(secret)})
+    assert settings.mongodb_uri == "mongodb://archiver:Fi1e-S3cret@db.example:27017/?authSource=admin"
+    with pytest.raises(ConfigError, match="MONGODB_URI and MONGODB_URI_FILE are both set"):
+        load_settings(None, environ={"MONGODB_URI_FILE": str(secret), "MONGODB_URI": "mongodb://h/"})
+    with pytest.raises(ConfigError, match="MONGODB_URI_FILE: no such file"):
+        load_settings(None, environ={"MONGODB_URI_FILE": str(tmp_path / "missing")})
+    secret.write_text("postgres://archiver:Fi1e-S3cret@db.example/")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(None, environ={"MONGODB_URI_FILE": str(secret)})
+    assert str(refused.value).startswith(f"MONGODB_URI_FILE {secret}: must start with mongodb://")
+    assert "Fi1e-S3cret" not in str(refused.value)

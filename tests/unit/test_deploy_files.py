@@ -110,9 +110,16 @@ def test_manifests_are_non_root_and_take_the_uri_from_a_secret(manifests, kind):
     spec, (container,) = containers(manifests[kind])
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    uri = next(e for e in container["env"] if e["name"] == "MONGODB_URI")
-    assert "secretKeyRef" in uri["valueFrom"]
-    assert "value" not in uri
+    # #31 item 10: the URI from the secret mounted as a file (MONGODB_URI_FILE), never an
+    # environment variable (a child process, /proc/<pid>/environ, a crash dump show those).
+    assert "MONGODB_URI" not in {e["name"] for e in container["env"]}
+    path = next(e["value"] for e in container["env"] if e["name"] == "MONGODB_URI_FILE")
+    (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "order-archiver-mongodb"
+    assert volume["secret"]["items"] == [{"key": "MONGODB_URI", "path": path.rsplit("/", 1)[1]}]
+    assert volume["secret"]["defaultMode"] == 0o400
     parses(container["args"])
 
 
