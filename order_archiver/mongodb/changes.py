@@ -25,8 +25,9 @@ CHANGES_BATCH = 1000
 # Empty batches in a row at one position: the end of the history on a quiet deployment. A new
 # stream's position (the pass's) is a high-water mark just past the last write, which a stream
 # passes only at the next oplog entry: on an idle deployment the primary's periodic no-op
-# (``periodicNoopIntervalSecs``, 10 s; on a sharded cluster, every shard's). The read does not
-# wait for it: it stands where every change up to its position has been read.
+# (``periodicNoopIntervalSecs``, 10 s; on a sharded cluster, every shard's). Where the position
+# stands at the mark's cluster time (``quiet_end``), the read does not wait for it: it stands
+# where every change up to its position has been read.
 CHANGES_IDLE_BATCHES = 2
 # A position standing still whose cluster time is *behind* the pass's (``quiet_end``) may move
 # on: a shard of a sharded cluster not yet past its periodic no-op (``mongos`` merges at the
@@ -164,7 +165,8 @@ class ChangeReader:
         to which every change has been read: ``until_token`` once the stream reaches it or meets
         an invalidate (the position lies past it: the next run resumes after it), where the
         stream stands once it stops moving short of it (``CHANGES_IDLE_BATCHES``: a quiet
-        deployment), where it stands when the run is stopped. Without ``until_token`` the first
+        deployment; behind the mark's cluster time, after ``CHANGES_QUIET_WAIT_S`` at most, and
+        ``found.stalled``), where it stands when the run is stopped. Without ``until_token`` the first
         empty batch or a change after ``until`` ends the read, and the position is None."""
         idle, position, standing = 0, None, Standstill()
         while not self.stop_event.is_set():

@@ -273,8 +273,9 @@ def _retention(
 def _indexes(
     report: StatusReport, collections: Collections, *, source_exists: bool, stop_event: threading.Event | None
 ) -> None:
-    """The indexes not ready and what they cost (one ``listIndexes`` per collection); without the
-    archive's unique index no run archives anything: a problem."""
+    """The indexes not ready and what they cost (one ``listIndexes`` per collection); the
+    archive's unique index being built is a problem (no run archives until it is ready), missing
+    it is not (the next batch --run builds it)."""
     wanted = wanted_indexes(collections.orders, collections.archive, source_exists=source_exists)
     statuses = index_states(wanted, stop_event)
     report.indexes = [s.as_dict() for s in statuses if s.state != "ready"]

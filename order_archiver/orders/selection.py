@@ -84,9 +84,6 @@ class IdList:
     def __bool__(self) -> bool:
         return bool(self.ids)
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def start(self, after_id: Any) -> int:
         """Where the ids after ``after_id`` begin (None: all of them)."""
         if after_id is None:
