@@ -115,7 +115,7 @@ class BatchArchiver:
         self.server_clock = server_clock or (lambda: server_time(client))
         self.state = BatchState()
         self.current = Pass(None, EPOCH)
-        self.writer = ArchiveWriter(self.archive, self.stop_event, side=collections.archive_side)
+        self.writer = ArchiveWriter.of(collections, settings, self.stop_event)
         self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
         self.source_side = collections.source_side
         self.report = BatchReport(dry_run=not options.run)
@@ -276,7 +276,7 @@ class BatchArchiver:
             self.report.would_archive += len(documents)
             new_purgeable += purge.old_enough(documents) if purge is not None else 0
             self.rejections.count_dry(chunk.rejections)
-            keep_samples(self.report, self.options, documents)
+            keep_samples(self.report, self.options, documents, self.settings.pii_policy.fields)
         if purge is not None:
             # What --run would delete: the archived orders now, and what this run would archive.
             self.report.would_purge = purge.count() + new_purgeable
@@ -295,7 +295,7 @@ class BatchArchiver:
             # Read ahead on a thread, write here, in the order read: each checkpoint covers
             # every chunk before it.
             for chunk in read_ahead(self.reader.chunks(after_id), QUEUE_CHUNKS):
-                keep_samples(self.report, self.options, chunk.documents)
+                keep_samples(self.report, self.options, chunk.documents, self.settings.pii_policy.fields)
                 self.write_chunk(chunk)
                 if self.progress is not None:
                     self.progress.update(chunk.size)

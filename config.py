@@ -23,7 +23,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from order_archiver.errors import ConfigError
-from order_archiver.orders.pii import PII_MODES, PiiMode, PiiPolicy
+from order_archiver.orders.pii import CONTRACT_FIELDS, PII_MODES, OrderFields, PiiMode, PiiPolicy
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -95,6 +95,9 @@ class Settings:
     archive_collection: str = "Commande_archive"  # ARCHIVE_COLLECTION: one document per order
     checkpoint_collection: str = "archiver_checkpoints"  # CHECKPOINT_COLLECTION: in archive db
     rejects_collection: str = "archiver_rejects"  # REJECTS_COLLECTION: rejected orders, in archive db
+    forgotten_collection: str = (
+        "archiver_forgotten"  # FORGOTTEN_COLLECTION: ids of erased persons, archive db
+    )
     batch_size: int = 100  # BATCH_SIZE: orders per bulk write (one chunk)
     batch_overlap: Duration = OVERLAP_1H  # BATCH_OVERLAP: incremental runs re-read this much before the last
     batch_full_sweep_every: Duration = (
@@ -131,6 +134,7 @@ class Settings:
     watch_lease_renew_s: int = 3  # WATCH_LEASE_RENEW_S: the leader renews its lease this often
     archive_pii: PiiMode = "keep"  # ARCHIVE_PII: client email/phone in the archive: keep, hash or drop
     archive_pii_key: str | None = None  # ARCHIVE_PII_KEY: secret key of ARCHIVE_PII=hash (16+ chars)
+    non_personal_fields: OrderFields | None = None  # ARCHIVE_NON_PERSONAL_FIELDS: a,b,items.c: not personal
     mongodb_allow_insecure_tls: bool = False  # MONGODB_ALLOW_INSECURE_TLS: accept tlsInsecure & co. in a URI
     simulation: bool = False  # (flag only) in-process database filled with generated data
 
@@ -145,7 +149,7 @@ class Settings:
 
     @property
     def pii_policy(self) -> PiiPolicy:
-        return PiiPolicy(self.archive_pii, self.archive_pii_key)
+        return PiiPolicy(self.archive_pii, self.archive_pii_key, self.non_personal_fields or CONTRACT_FIELDS)
 
     @property
     def safe_uri(self) -> str:
@@ -308,6 +312,11 @@ def parse_text(value: str) -> str:
     return str(value).strip()
 
 
+def parse_order_fields(value: str) -> OrderFields:
+    """Comma-separated order fields that hold nothing personal (see ``pii.OrderFields``)."""
+    return OrderFields.parse(str(value).split(","))
+
+
 # Environment variable -> (field, parser).
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MONGODB_URI": ("mongodb_uri", parse_uri),
@@ -324,6 +333,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ARCHIVE_COLLECTION": ("archive_collection", parse_collection_name),
     "CHECKPOINT_COLLECTION": ("checkpoint_collection", parse_collection_name),
     "REJECTS_COLLECTION": ("rejects_collection", parse_collection_name),
+    "FORGOTTEN_COLLECTION": ("forgotten_collection", parse_collection_name),
     "BATCH_SIZE": ("batch_size", parse_batch_size),
     "BATCH_OVERLAP": ("batch_overlap", parse_duration),
     "PURGE_AFTER": ("purge_after", parse_duration),
@@ -348,6 +358,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_positive_int),
     "ARCHIVE_PII": ("archive_pii", parse_choice(PII_MODES)),
     "ARCHIVE_PII_KEY": ("archive_pii_key", parse_text),
+    "ARCHIVE_NON_PERSONAL_FIELDS": ("non_personal_fields", parse_order_fields),
     "MONGODB_ALLOW_INSECURE_TLS": ("mongodb_allow_insecure_tls", parse_bool),
 }
 
@@ -550,7 +561,9 @@ def tls_problems(name: str, uri: str, settings: Settings) -> list[str]:
 
 # The roles whose collections live on the archive's side (its own deployment with
 # ARCHIVE_MONGODB_URI); the others are the source's.
-ARCHIVE_SIDE_ROLES = frozenset({"ARCHIVE_COLLECTION", "CHECKPOINT_COLLECTION", "REJECTS_COLLECTION"})
+ARCHIVE_SIDE_ROLES = frozenset(
+    {"ARCHIVE_COLLECTION", "CHECKPOINT_COLLECTION", "REJECTS_COLLECTION", "FORGOTTEN_COLLECTION"}
+)
 
 
 def collection_roles(settings: Settings) -> list[tuple[str, str, str]]:
@@ -565,6 +578,7 @@ def collection_roles(settings: Settings) -> list[tuple[str, str, str]]:
         ("ARCHIVE_COLLECTION", archive, settings.archive_collection),
         ("CHECKPOINT_COLLECTION", archive, settings.checkpoint_collection),
         ("REJECTS_COLLECTION", archive, settings.rejects_collection),
+        ("FORGOTTEN_COLLECTION", archive, settings.forgotten_collection),
     ]
 
 

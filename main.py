@@ -274,14 +274,15 @@ def cmd_doctor(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
 
 def cmd_forget(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from order_archiver.operations.forget import forget_client
+    from order_archiver.operations.forget import Person, forget_person
 
     settings = _settings(args)
+    person = Person("client", args.client) if args.client is not None else Person("livreur", args.courier)
     with _connected(args, settings, stop_event) as clients:
-        report = forget_client(
+        report = forget_person(
             clients.source,
             settings,
-            args.client,
+            person,
             run=args.run,
             stop_event=stop_event,
             archive_client=clients.archive,

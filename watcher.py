@@ -114,11 +114,11 @@ class Watcher:
         self.orders_primary = collections.orders_primary
         self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
         self.metrics = WatchMetrics()
-        self.writer = ArchiveWriter(
-            collections.archive,
+        self.writer = ArchiveWriter.of(
+            collections,
+            settings,
             self.stop_event,
             on_retry=lambda exc: self.metrics.retries.labels(kind=type(exc).__name__).inc(),
-            side=collections.archive_side,
         )
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
         self.lease: Lease | None = None

@@ -36,10 +36,12 @@ from bson import ObjectId
 
 from config import Settings
 from dev.devserver import DevServer
-from order_archiver.mongodb.erasure import BY_REQUEST, ERASED_FIELDS, erase_personal_data
+from order_archiver.mongodb.erasure import erase_personal_data
+from order_archiver.mongodb.forgotten import orders_of, still_holding
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
-from order_archiver.operations.forget import archived_orders_of, forget_client
+from order_archiver.operations.forget import Person, forget_person
 from order_archiver.operations.restore import RestoreSelection, restore
+from order_archiver.orders.erasing import CLIENT
 
 NEW_INDEXES = {"client.id", "source.client_id"}  # what this change adds to ARCHIVE_INDEXES
 FILL_CHUNK = 5000
@@ -109,12 +111,12 @@ def build_new_indexes(archive: Any) -> None:
 def previous_forget(client: Any, settings: Settings, client_id: ObjectId, run: bool) -> tuple[int, int]:
     """forget as it was before this change: two counts, then the erasure's walk."""
     archive = client[settings.mongodb_database][settings.archive_collection]
-    selection = archived_orders_of(client_id)
+    selection = orders_of(CLIENT, client_id)
     orders = archive.count_documents(selection)
-    holding = {"$and": [selection, {"$or": [{field: {"$ne": None}} for field in ERASED_FIELDS]}]}
-    erased = archive.count_documents(holding)
+    erased = archive.count_documents(still_holding(CLIENT, client_id))
     if run and erased:
-        erase_personal_data(archive, selection, forgotten_by=BY_REQUEST, stop_event=threading.Event())
+        erasure = Person(CLIENT, client_id).erasure(settings)
+        erase_personal_data(archive, selection, erasure, stop_event=threading.Event())
     return orders, erased
 
 
@@ -134,8 +136,8 @@ def measure(client: Any, settings: Settings, client_id: ObjectId, before: bool) 
         forget_dry = timed(lambda: previous_forget(client, settings, client_id, False), repeats)
         forget_run = timed(lambda: previous_forget(client, settings, client_id, True))
     else:
-        forget_dry = timed(lambda: forget_client(client, settings, client_id), repeats)
-        forget_run = timed(lambda: forget_client(client, settings, client_id, run=True))
+        forget_dry = timed(lambda: forget_person(client, settings, Person(CLIENT, client_id)), repeats)
+        forget_run = timed(lambda: forget_person(client, settings, Person(CLIENT, client_id), run=True))
     restore_dry = timed(lambda: restore(client, settings, selection), repeats)
     restore_run = timed(lambda: restore(client, settings, selection, run=True))
     return {

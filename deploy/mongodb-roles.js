@@ -12,6 +12,7 @@ const REFERENCES = ["Client", "Livreur", "Restaurants", "Menu"];
 const ARCHIVE = "Commande_archive";
 const CHECKPOINTS = "archiver_checkpoints";
 const REJECTS = "archiver_rejects"; // REJECTS_COLLECTION
+const FORGOTTEN = "archiver_forgotten"; // FORGOTTEN_COLLECTION
 const SIDE = "both"; // "source" or "archive" when ARCHIVE_MONGODB_URI puts the archive elsewhere
 
 const admin = db.getSiblingDB("admin");
@@ -33,10 +34,22 @@ admin.createRole({
       { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "insert", "update", "createIndex", "listIndexes"] },
       { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find", "insert", "update", "remove"] },
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find", "insert", "update", "remove"] },
+      // The record of forgotten persons: read before every archive write (forget --run writes it).
+      { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["find"] },
     ]),
   ],
   roles: [],
 });
+
+if (SIDE !== "source") {
+  // Only for `forget --run` (a data-protection officer's command): record the person, then
+  // erase their archived orders (update, with orderArchiver's find on the archive).
+  admin.createRole({
+    role: "orderArchiverForget",
+    privileges: [{ resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["insert", "update"] }],
+    roles: [],
+  });
+}
 
 if (SIDE !== "archive") {
   // Optional: the source indexes batch creates (status+date_commande, status+_id,

@@ -11,7 +11,6 @@ from bson import json_util
 
 from logger import plural
 from order_archiver.mongodb.retention import DONE
-from order_archiver.orders.pii import mask_pii
 from order_archiver.reporting.progress import ProgressMode
 
 DEFAULT_SAMPLES = 3
@@ -154,7 +153,8 @@ class BatchReport:
         lines = []
         if self.dry_run and show_samples:
             for sample in self.samples:
-                shown = sample if show_pii else mask_pii(sample)  # kept masked already, unless asked
+                # Masked when kept (samples.keep_samples, under the declared fields) unless asked.
+                shown = sample
                 lines.append(
                     json_util.dumps(shown, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS)
                 )

@@ -13,16 +13,20 @@ from config import write_private
 from logger import get_logger
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.errors import ArchiverError
-from order_archiver.orders.pii import mask_pii
+from order_archiver.orders.pii import OrderFields, mask_pii
 
 log = get_logger("batch")
 
 
-def keep_samples(report: BatchReport, options: BatchOptions, documents: list[dict[str, Any]]) -> None:
+def keep_samples(
+    report: BatchReport, options: BatchOptions, documents: list[dict[str, Any]], fields: OrderFields
+) -> None:
+    """The first documents as samples, masked unless ``--show-pii`` (``fields``: the order fields
+    known not to be personal, shown)."""
     room = options.samples - len(report.samples)
     if room > 0:
         kept = documents[:room]
-        report.samples.extend(kept if options.show_pii else [mask_pii(d) for d in kept])
+        report.samples.extend(kept if options.show_pii else [mask_pii(d, fields) for d in kept])
 
 
 def export_samples(report: BatchReport, options: BatchOptions) -> None:

@@ -25,7 +25,7 @@ from generator import DEFAULT_COUNT, DEFAULT_DAYS, DEFAULT_P_ANOMALIES, DEFAULT_
 from order_archiver.batch.report import DEFAULT_SAMPLES
 from order_archiver.errors import ExitCode
 from order_archiver.mongodb.rejects import DEFAULT_LIST_LIMIT
-from order_archiver.operations.forget import parse_client_id
+from order_archiver.operations.forget import parse_client_id, parse_courier_id
 from order_archiver.operations.restore import parse_order_id
 from order_archiver.operations.status import (
     DEFAULT_LOOKBACK,
@@ -85,6 +85,7 @@ PORT = _argument(parse_port)
 URI = _argument(parse_command_line_uri)
 SEED = _argument(_parse_seed)
 CLIENT_ID = _argument(parse_client_id)
+COURIER_ID = _argument(parse_courier_id)
 ORDER_ID = _argument(parse_order_id)
 
 
@@ -218,6 +219,9 @@ OPTIONS: dict[str, Option] = {
     "client": Option(
         ("--client",), "the client's _id (24 hexadecimal digits)", {"metavar": "ID", "type": CLIENT_ID}
     ),
+    "courier": Option(
+        ("--courier",), "the courier's _id (24 hexadecimal digits)", {"metavar": "ID", "type": COURIER_ID}
+    ),
     "numero": Option(
         ("--numero",), "an order's numero_commande (repeatable)", {"metavar": "N", "action": "append"}
     ),
@@ -317,14 +321,18 @@ COMMANDS: dict[str, Command] = {
         ("watcher", "token-file"),
     ),
     "forget": Command(
-        "erase a client's personal data from the archive (RGPD article 17; dry run unless --run)",
-        "Erase the client's name, e-mail, phone and delivery address from every archived order of "
-        "theirs, keeping what accounting needs (dates, amounts, items, restaurant, ids). Writes "
-        "nothing unless --run. Cannot reach the source orders, the Client record or backups.",
+        "erase a client's or a courier's personal data from the archive (RGPD article 17; dry run "
+        "unless --run)",
+        "Erase the client's name, e-mail, phone, delivery address and every order field not known to "
+        "be non-personal (or the courier's name) from every archived order of theirs, keeping what "
+        "accounting needs (dates, amounts, items, restaurant, ids); remember them, so that no later "
+        "write brings it back. Writes nothing unless --run. Cannot reach the source orders, the "
+        "Client or Livreur record or backups.",
         """  python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6          what would be erased
-  python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6 --run    erase it""",
-        ("client", "run|dry-run", "json"),
-        required=("client",),
+  python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6 --run    erase it
+  python main.py forget --courier 6553f1c2a9e4b1d2c3f4a5c7 --run   a courier's name""",
+        ("client|courier", "run|dry-run", "json"),
+        required=("client|courier",),
     ),
     "restore": Command(
         "put archived orders back into the source, as the source held them (dry run unless --run)",
@@ -356,14 +364,15 @@ def _add(
     defaults: Mapping[str, Any],
     required: tuple[str, ...] = (),
 ) -> None:
-    target: Any = parser.add_mutually_exclusive_group() if "|" in names else parser
+    group = "|" in names
+    target: Any = parser.add_mutually_exclusive_group(required=names in required) if group else parser
     for name in names.split("|"):
         option = OPTIONS[name]
         flags = option.flags or (f"--{name}",)
         settings = dict(option.options)
         if name in defaults:
             settings["default"] = defaults[name]
-        if name in required:
+        if name in required and not group:
             settings["required"] = True
         target.add_argument(*flags, help=option.help, **settings)
 

@@ -62,12 +62,13 @@ ARCHIVE_INDEXES: list[tuple[Keys, dict[str, Any]]] = [
     ([("date_commande", ASCENDING)], {}),
     ([("archived_at", ASCENDING)], {}),
     ([("pii_policy", ASCENDING)], {}),  # status: one distinct scan
-    ([("forgotten_at", ASCENDING), ("date_livraison", ASCENDING)], {}),  # ARCHIVE_PII_RETENTION's range
-    # A client's orders (forget, restore --client): ``forget.archived_orders_of`` is an $or of
+    ([("forgotten_by", ASCENDING), ("date_livraison", ASCENDING)], {}),  # ARCHIVE_PII_RETENTION's range
+    # A client's orders (forget, restore --client): ``forgotten.orders_of`` is an $or of
     # these two equalities, which MongoDB serves from both indexes (an index union) only when
     # every branch has one; without them each request reads the whole archive.
     ([("client.id", ASCENDING)], {}),
     ([("source.client_id", ASCENDING)], {}),
+    ([("livreur.id", ASCENDING)], {}),  # a courier's orders (forget --courier)
 ]
 
 # What runs pay while an index is not ready, by (side, its fields).
@@ -85,9 +86,10 @@ COSTS: dict[tuple[str, ...], str] = {
     ("archive", "date_commande"): "restore --date-from/--date-to scans the archive",
     ("archive", "archived_at"): "status's newest archived order scans the archive",
     ("archive", "pii_policy"): "status's personal-data policies scan the archive",
-    ("archive", "forgotten_at", "date_livraison"): "ARCHIVE_PII_RETENTION scans the archive on every run",
+    ("archive", "forgotten_by", "date_livraison"): "ARCHIVE_PII_RETENTION scans the archive on every run",
     ("archive", "client.id"): "forget --client and restore --client scan the archive",
     ("archive", "source.client_id"): "forget --client and restore --client scan the archive",
+    ("archive", "livreur.id"): "forget --courier scans the archive",
 }
 
 

@@ -15,8 +15,9 @@ from pymongo import DeleteOne
 from config import Settings
 from logger import get_logger
 from order_archiver.mongodb.source import OrderSource
-from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
+from order_archiver.mongodb.storage import ArchiveWriter, Document, Held, MongoCollection
 from order_archiver.orders.enrichment import as_utc, source_hash, status_match
+from order_archiver.orders.erasing import erased_source
 from order_archiver.orders.pii import PiiPolicy
 from order_archiver.orders.selection import IdList
 from order_archiver.retry import Retry, retrying
@@ -156,7 +157,7 @@ class SourcePurge:
         archive document keeps."""
         return sum(len(same) for _, same in self.purgeable_chunks())
 
-    def purgeable_chunks(self) -> Iterator[tuple[dict[Any, str | None], list[Document]]]:
+    def purgeable_chunks(self) -> Iterator[tuple[dict[Any, Held], list[Document]]]:
         """The window's delivered orders whose archive document a majority holds, a chunk at a
         time: their archived fingerprints, and the orders (read now) still in that version."""
         after_id = None
@@ -175,8 +176,16 @@ class SourcePurge:
             current = retrying(
                 functools.partial(self._orders_by_id, list(archived)), stop_event=self.stop_event
             )
-            same = [o for o in current if archived.get(o["_id"]) == source_hash(self.pii.apply_order(o))]
+            same = [o for o in current if self._held_as_it_is(archived[o["_id"]], o)]
             yield archived, same
+
+    def _held_as_it_is(self, held: Held, order: Document) -> bool:
+        """The archive holds ``order`` in this very version: its fingerprint under ARCHIVE_PII,
+        erased as the archive's copy was if it was (``erasing.erased_source``)."""
+        kept = self.pii.apply_order(order)
+        if held.erased:
+            kept = erased_source(kept, self.pii.fields)
+        return held.source_hash == source_hash(kept)
 
     def _orders_by_id(self, ids: list[Any]) -> list[Document]:
         return list(self.orders_primary.find({"_id": {"$in": ids}}))

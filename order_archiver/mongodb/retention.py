@@ -20,11 +20,15 @@ same key (which MongoDB would refuse beside it: 85) or an index named
 ``archive_retention`` that is not this one is a configuration problem, exit 2.
 
 ARCHIVE_PII_RETENTION: each ``batch --run`` erases, as ``forget`` does (``erasure.py``), the
-personal data of the archived orders delivered longer ago, on the server's clock. The walk is
-the index range ``{forgotten_at: missing, date_livraison < cutoff}`` of the archive's
-``{forgotten_at, date_livraison}`` index (and its ``date_livraison: null`` point, filtered on
-``date_commande``): only the orders not yet erased, so a run costs the
-orders that crossed the limit since the last one, not the archive's history."""
+personal data of the archived orders delivered longer ago, the client's and the courier's, on
+the server's clock. The walk is the index range ``{forgotten_by: missing or "forget",
+date_livraison < cutoff}`` of the archive's ``{forgotten_by, date_livraison}`` index (and its
+``date_livraison: null`` point, filtered on ``date_commande``): only the orders not yet erased
+by age, so a run costs the orders that crossed the limit since the last one, not the archive's
+history. The mark says what a document holds: every write keeps it so (a revision written with
+personal data loses its mark: ``storage._revision``; a correction of an order already past the
+limit is written erased: ``source.Finisher``), and an order a client asked to be forgotten still
+has its courier's name until the limit (``forgotten_by: "forget"`` is in the range)."""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import functools
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pymongo import ASCENDING
@@ -41,9 +45,11 @@ from pymongo.errors import OperationFailure
 from config import Duration, Settings
 from logger import get_logger, plural
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
-from order_archiver.mongodb.erasure import BY_AGE, erase_personal_data
+from order_archiver.mongodb.erasure import erase_personal_data
 from order_archiver.mongodb.indexes import IndexBuild, WantedIndex, build_options, listed_indexes, wait_for
 from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
+from order_archiver.orders.pii import CONTRACT_FIELDS, OrderFields
 from order_archiver.retry import Retry, named_side, retrying
 
 log = get_logger("batch")
@@ -298,9 +304,10 @@ def undated_before(cutoff: datetime) -> dict[str, Any]:
 
 def past_pii_retention(cutoff: datetime) -> dict[str, Any]:
     """Archived orders delivered (ordered, without a delivery date) before ``cutoff`` whose
-    personal data is not erased yet: two ranges of the ``{forgotten_at, date_livraison}``
-    index, the second its ``date_livraison: null`` point filtered on ``date_commande``."""
-    not_erased = {"forgotten_at": {"$exists": False}}
+    personal data is not erased by age yet (not erased, or only their client's on request): two
+    ranges of the ``{forgotten_by, date_livraison}`` index, the second its ``date_livraison:
+    null`` point filtered on ``date_commande``."""
+    not_erased = {"forgotten_by": {"$in": [None, BY_REQUEST]}}
     # A rooted $or: MongoDB plans each clause on the index on its own.
     return {
         "$or": [{**not_erased, "date_livraison": {"$lt": cutoff}}, {**not_erased, **undated_before(cutoff)}]
@@ -346,6 +353,7 @@ class PiiRetention:
     length: Duration
     server_clock: Callable[[], datetime]
     stop_event: threading.Event | None
+    fields: OrderFields = CONTRACT_FIELDS  # the order fields known not to be personal
 
     def selection(self) -> dict[str, Any]:
         now = retrying(self.server_clock, stop_event=self.stop_event)
@@ -357,9 +365,9 @@ class PiiRetention:
         return int(retrying(lambda: self.archive.count_documents(chosen), stop_event=self.stop_event))
 
     def erase(self) -> int:
-        erased = erase_personal_data(
-            self.archive, self.selection(), forgotten_by=BY_AGE, stop_event=self.stop_event
-        )
+        selection = self.selection()
+        erasure = Erasure(client=True, courier=True, by=BY_AGE, at=datetime.now(UTC), fields=self.fields)
+        erased = erase_personal_data(self.archive, selection, erasure, stop_event=self.stop_event)
         if erased:
             log.info(
                 "ARCHIVE_PII_RETENTION %s: personal data erased from %s",
@@ -384,7 +392,10 @@ class ArchiveLifecycle:
 
     def _pii(self) -> PiiRetention | None:
         length = self.settings.archive_pii_retention
-        return PiiRetention(self.archive, length, self.server_clock, self.stop_event) if length else None
+        if not length:
+            return None
+        fields = self.settings.pii_policy.fields
+        return PiiRetention(self.archive, length, self.server_clock, self.stop_event, fields)
 
     def _undated(self) -> UndatedRetention | None:
         length = self.settings.archive_retention

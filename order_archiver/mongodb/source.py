@@ -39,7 +39,8 @@ from order_archiver.orders.enrichment import (
     retention_date,
     status_match,
 )
-from order_archiver.orders.pii import PiiPolicy
+from order_archiver.orders.erasing import BY_AGE, Erasure
+from order_archiver.orders.pii import CONTRACT_FIELDS, PiiPolicy
 from order_archiver.orders.selection import IdList, build_selection, id_order_key, in_window
 from order_archiver.retry import Purpose, Retry, RetryPolicy
 
@@ -101,27 +102,43 @@ class Finisher:
     archives them, under which PII policy (ARCHIVE_PII), stamped by which clock, and which are
     past ARCHIVE_RETENTION (``expire_after``): an order delivered longer ago is not archived
     (again), since MongoDB would expire its document within a minute; it stays in the source,
-    where no purge moves it. Built from the settings (``of``), so that no command finishes
-    orders its own way."""
+    where no purge moves it. An order past ARCHIVE_PII_RETENTION (``erase_after``: a
+    correction of an old order) is archived erased, as the retention would leave it. Built
+    from the settings (``of``), so that no command finishes orders its own way."""
 
     archived_by: str
     pii: PiiPolicy | None
     clock: Callable[[], datetime] = utc_now
     expire_after: timedelta | None = None
+    erase_after: timedelta | None = None
 
     @classmethod
     def of(cls, settings: Settings, archived_by: str, clock: Callable[[], datetime] = utc_now) -> Finisher:
-        return cls(archived_by, settings.pii_policy, clock, settings.archive_retention)
+        return cls(
+            archived_by,
+            settings.pii_policy,
+            clock,
+            settings.archive_retention,
+            settings.archive_pii_retention,
+        )
 
     def one(self, item: dict[str, Any] | Rejection, archived_at: datetime) -> dict[str, Any] | Rejection:
-        return finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
+        done = finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
+        if isinstance(done, Rejection) or not self._older_than(done, self.erase_after, archived_at):
+            return done
+        fields = self.pii.fields if self.pii is not None else CONTRACT_FIELDS
+        return Erasure(client=True, courier=True, by=BY_AGE, at=archived_at, fields=fields)(done)
 
     def expired(self, document: dict[str, Any], now: datetime) -> bool:
         """Delivered (ordered, without a ``date_livraison``) longer ago than ARCHIVE_RETENTION."""
+        return self._older_than(document, self.expire_after, now)
+
+    @staticmethod
+    def _older_than(document: dict[str, Any], length: timedelta | None, now: datetime) -> bool:
         counted_from = retention_date(document)
-        if self.expire_after is None or counted_from is None:
+        if length is None or counted_from is None:
             return False
-        return counted_from < as_utc(now) - self.expire_after
+        return counted_from < as_utc(now) - length
 
     def all(self, items: Iterable[dict[str, Any] | Rejection], archived_at: datetime) -> Finished:
         """Each order finished, or its rejection counted: the documents and the rejections."""

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson.errors import InvalidDocument
 from pymongo import MongoClient, ReadPreference, UpdateOne, WriteConcern
@@ -26,6 +26,13 @@ from order_archiver.errors import (
     TransientError,
     describe,
     without_documents,
+)
+from order_archiver.mongodb.forgotten import (
+    NO_RECORD,
+    ErasureOf,
+    ForgottenPersons,
+    RespectedErasures,
+    erasure_updates,
 )
 from order_archiver.mongodb.rejects import Rejection
 from order_archiver.orders.enrichment import CollectionNames
@@ -51,6 +58,7 @@ class Collections:
     archive: MongoCollection
     checkpoints: MongoCollection
     rejects: MongoCollection
+    forgotten: MongoCollection  # the record of forgotten persons (forgotten.py)
     names: CollectionNames
     same_database: bool
     archive_side: str = ""  # ARCHIVE_SIDE with ARCHIVE_MONGODB_URI: errors name the side
@@ -89,6 +97,7 @@ class Collections:
             archive=durable(archive_db[settings.archive_collection]),
             checkpoints=durable(archive_db[settings.checkpoint_collection]),
             rejects=durable(archive_db[settings.rejects_collection]),
+            forgotten=durable(archive_db[settings.forgotten_collection]),
             names=CollectionNames.from_settings(settings),
             same_database=archive_client is None and settings.archive_db_name == settings.mongodb_database,
             archive_side=ARCHIVE_SIDE if archive_client is not None else "",
@@ -113,14 +122,29 @@ class WriteOutcome:
         )
 
 
+class Held(NamedTuple):
+    """What the archive holds of an order, for the purge: the fingerprint of its source copy,
+    and whether its client's data was erased (the fingerprint is then the erased copy's)."""
+
+    source_hash: str | None
+    erased: bool
+
+
 # What a revision keeps of the document it replaces: when and by what the order was archived.
 _KEPT_BY_A_REVISION = ("_id", "archived_at", "archived_by")
+# What a revision removes unless the new version has it: an erasure's mark says what the
+# document holds, and a version written with personal data is not erased (ARCHIVE_PII_RETENTION
+# then finds it again).
+_MARKS = ("forgotten_at", "forgotten_by")
 
 
 class ArchiveWriter:
     """The one way archive documents are written, by batch and watch alike: an unordered bulk
     of ``$setOnInsert`` upserts keyed on ``_id``, retried on transient errors. An order
-    already archived is never rewritten, and a retried write cannot duplicate one."""
+    already archived is never rewritten, and a retried write cannot duplicate one. With the
+    record of forgotten persons (``forgotten``), a forgotten client's or courier's orders are
+    written erased, whatever path archives them (a correction, a restored order archived again,
+    a repair), and an erasure recorded while they were written is applied after it."""
 
     def __init__(
         self,
@@ -128,11 +152,39 @@ class ArchiveWriter:
         stop_event: threading.Event | None = None,
         on_retry: Callable[[BaseException], Any] | None = None,
         side: str = "",
+        erasures: RespectedErasures = NO_RECORD,
     ) -> None:
         self.archive = archive
         self.stop_event = stop_event or threading.Event()
         self.on_retry = on_retry
         self.side = side  # ARCHIVE_SIDE when it is not the source's: errors name it
+        self.erasures = erasures  # the record of forgotten persons, respected
+
+    @classmethod
+    def of(
+        cls,
+        collections: Collections,
+        settings: Settings,
+        stop_event: threading.Event | None = None,
+        on_retry: Callable[[BaseException], Any] | None = None,
+    ) -> ArchiveWriter:
+        """The writer of a run, respecting the record of forgotten persons."""
+        side = collections.archive_side
+        record = ForgottenPersons(collections.forgotten, stop_event, side)
+        erasures = RespectedErasures(record, settings.pii_policy.fields)
+        return cls(collections.archive, stop_event, on_retry, side, erasures)
+
+    # -- erasures
+
+    def respecting_erasures(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``documents``, a forgotten person's erased."""
+        return self.erasures.before_write(documents)[0]
+
+    def erase(self, documents: list[dict[str, Any]], erasure_of: ErasureOf) -> int:
+        """Erase archived ``documents`` as ``erasure_of`` says, each only in the version read
+        (``erasure_updates``); how many matched (a retry after a write-concern error: the same)."""
+        requests = erasure_updates(documents, erasure_of)
+        return int(self._bulk_write(requests).matched_count) if requests else 0
 
     def archived_hashes(self, ids: list[Any]) -> dict[Any, str | None]:
         """The ids among ``ids`` in the archive, each with its ``source_hash`` (None: written by
@@ -151,6 +203,7 @@ class ArchiveWriter:
         does."""
         if not documents:
             return documents, 0
+        documents = self.respecting_erasures(documents)
         archived = self.archived_hashes([d["_id"] for d in documents])
         unchanged = {
             d["_id"] for d in documents if d["_id"] in archived and archived[d["_id"]] == d["source_hash"]
@@ -166,34 +219,41 @@ class ArchiveWriter:
             )
         return {doc["_id"] for doc in found}
 
-    def confirmed_hashes(self, ids: list[Any], held_since: datetime | None = None) -> dict[Any, str | None]:
+    def confirmed_hashes(self, ids: list[Any], held_since: datetime | None = None) -> dict[Any, Held]:
         """The ids among ``ids`` whose archive document a majority of the archive's replica set
         holds (read concern "majority"), each with the fingerprint of the source order that
-        document keeps (None for one an earlier version wrote without it): the only orders a
-        purge may delete, and only in that version. A document the primary has but a failover
-        could still roll back is not archived yet. With ``held_since``, an order restored since
-        then (``restored_at``) is left out: it is held in the source (RESTORE_HOLD)."""
+        document keeps (None for one an earlier version wrote without it) and whether it was
+        erased: the only orders a purge may delete, and only in that version. A document the
+        primary has but a failover could still roll back is not archived yet. With
+        ``held_since``, an order restored since then (``restored_at``) is left out: it is held
+        in the source (RESTORE_HOLD)."""
         durable = self.archive.with_options(read_concern=ReadConcern("majority"))
         wanted: dict[str, Any] = {"_id": {"$in": ids}}
         if held_since is not None:
             wanted["$or"] = [{"restored_at": None}, {"restored_at": {"$lt": held_since}}]
         with named_side(self.side):
             found = retrying(
-                lambda: list(durable.find(wanted, {"source_hash": 1})),
+                lambda: list(durable.find(wanted, {"source_hash": 1, "forgotten_by": 1})),
                 purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )
-        return {doc["_id"]: doc.get("source_hash") for doc in found}
+        return {
+            doc["_id"]: Held(doc.get("source_hash"), doc.get("forgotten_by") is not None) for doc in found
+        }
 
     def write(self, documents: list[dict[str, Any]]) -> WriteOutcome:
         """Archive ``documents``: new orders inserted (``upsert``), orders already archived
         compared by ``source_hash`` and, when their source changed since (a correction after
         delivery: a refund, a fixed address), their document replaced (``revise``). Idempotent:
-        written again, nothing changes."""
+        written again, nothing changes. A forgotten person's orders are written erased."""
+        documents, known = self.erasures.before_write(documents)
         outcome = self.upsert(documents)
         if outcome.existing:
             outcome = outcome.plus(self.revise(outcome.existing))
         outcome.existing = []
+        late = self.erasures.since(documents, known)  # recorded while these were written
+        if late is not None:
+            self.erase(documents, late)
         return outcome
 
     def revise(self, documents: list[dict[str, Any]]) -> WriteOutcome:
@@ -212,13 +272,10 @@ class ArchiveWriter:
             else:
                 changed.append((document, archived[document["_id"]]))
         revisions = [
-            UpdateOne({"_id": d["_id"], "source_hash": old}, {"$set": _revision(d, revised=True)})
-            for d, old in changed
+            UpdateOne({"_id": d["_id"], "source_hash": old}, _revision(d, revised=True)) for d, old in changed
         ]
         completions = [
-            UpdateOne(
-                {"_id": d["_id"], "source_hash": {"$exists": False}}, {"$set": _revision(d, revised=False)}
-            )
+            UpdateOne({"_id": d["_id"], "source_hash": {"$exists": False}}, _revision(d, revised=False))
             for d in completed
         ]
         outcome.revised = self._apply(revisions, [d for d, _ in changed], outcome)
@@ -321,7 +378,7 @@ class ArchiveWriter:
         outcome = WriteOutcome(details.get("nUpserted", 0), 0, existing=existing)
         if any(e.get("code") in TRANSIENT_CODES for e in errors):
             raise TransientError(f"archive write failed in part: {describe(exc)}") from without_documents(exc)
-        self._refused_by_the_deployment(errors, documents)
+        refused_by_the_deployment(errors, documents, self.archive)
         duplicates = [documents[e["index"]] for e in errors if e.get("code") == DUPLICATE_KEY]
         present = self.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
         for error in errors:
@@ -332,25 +389,27 @@ class ArchiveWriter:
             outcome.rejections.append(Rejection.of(document, _refusal_reason(error)))
         return outcome
 
-    def _refused_by_the_deployment(self, errors: list[dict[str, Any]], documents: list[Any]) -> None:
-        """Every order of a write refused with the same code (a validator added to the
-        archive: 121 for each) is the deployment, not the data: raise ``FatalError`` (exit 1,
-        the code and the collection named), so that nothing is listed as rejected and no mark
-        or token moves. One refused order among good ones stays a rejection; so does a write
-        of one order refused (nothing tells its data from its deployment)."""
-        refused = {e.get("code") for e in errors if e.get("code") != DUPLICATE_KEY}
-        if len(documents) < 2 or len(refused) != 1:
-            return
-        if sum(1 for e in errors if e.get("code") != DUPLICATE_KEY) < len(documents):
-            return
-        code = int(refused.pop() or 0)
-        name = next((e["codeName"] for e in errors if e.get("codeName")), "") or _CODE_NAMES.get(code, "")
-        raise FatalError(
-            f"the archive {self.archive.full_name} refused every one of {len(documents)} orders with code "
-            f"{code} {name}".rstrip()
-            + ": the deployment refuses them (a validator, a permission, a full disk), not their data; "
-            "nothing was listed as rejected, fix the archive collection and run again"
-        )
+
+def refused_by_the_deployment(
+    errors: list[dict[str, Any]], documents: list[Any], archive: MongoCollection
+) -> None:
+    """Every order of a write refused with the same code (a validator added to the
+    archive: 121 for each) is the deployment, not the data: raise ``FatalError`` (exit 1,
+    the code and the collection named), so that nothing is listed as rejected and no mark
+    or token moves. One refused order among good ones stays a rejection; so does a write
+    of one order refused (nothing tells its data from its deployment)."""
+    refused = {e.get("code") for e in errors if e.get("code") != DUPLICATE_KEY}
+    if len(documents) < 2 or len(refused) != 1:
+        return
+    if sum(1 for e in errors if e.get("code") != DUPLICATE_KEY) < len(documents):
+        return
+    code = int(refused.pop() or 0)
+    name = next((e["codeName"] for e in errors if e.get("codeName")), "") or _CODE_NAMES.get(code, "")
+    raise FatalError(
+        f"the archive {archive.full_name} refused every one of {len(documents)} orders with code {code} {name}".rstrip()
+        + ": the deployment refuses them (a validator, a permission, a full disk), not their data; "
+        "nothing was listed as rejected, fix the archive collection and run again"
+    )
 
 
 def _pymongo_cause(error: BaseException) -> BaseException | None:
@@ -362,10 +421,15 @@ def _pymongo_cause(error: BaseException) -> BaseException | None:
 
 
 def _revision(document: dict[str, Any], *, revised: bool) -> dict[str, Any]:
-    """The fields a revision sets: the new version's, but when and by what it was archived."""
+    """A revision's update: the new version's fields, but when and by what it was archived; an
+    erasure's mark the new version does not carry is removed."""
     fields = {k: v for k, v in document.items() if k not in _KEPT_BY_A_REVISION}
     fields["revised_at"] = document["archived_at"] if revised else None
-    return fields
+    update: dict[str, Any] = {"$set": fields}
+    unmarked = {mark: "" for mark in _MARKS if mark not in document}
+    if unmarked:
+        update["$unset"] = unmarked
+    return update
 
 
 class _WriteTooLarge(Exception):

@@ -106,6 +106,8 @@ def required_privileges(
             needs[(archive, settings.archive_collection)] |= {"dropIndex"}
         needs[(archive, settings.checkpoint_collection)] = {"find", "insert", "update", "remove"}
         needs[(archive, settings.rejects_collection)] = {"find", "insert", "update", "remove"}
+        # The record of forgotten persons, read before every archive write (forget --run writes it).
+        needs[(archive, settings.forgotten_collection)] = {"find"}
     return needs
 
 

@@ -1,25 +1,31 @@
-"""`forget --client ID`: a client's right to erasure (RGPD article 17) in the archive.
+"""`forget --client ID` / `forget --courier ID`: a person's right to erasure (RGPD article 17)
+in the archive.
 
-What it erases, in every archived order of the client: the client's name, e-mail and phone
-(``client.nom``, ``prenom``, ``email``, ``telephone``) and the delivery address (in the
-document and in its copy of the source order), whatever ``ARCHIVE_PII`` wrote them as (clear
-or hashed). What it keeps: what accounting needs (dates, amounts, items, the restaurant, the
-courier's reference) and the client's id, an opaque key that lets support find the orders and
-a second request find nothing left; each erased document gets ``forgotten_at``. Its
-``source_hash`` is kept: it names the version of the order the archive holds (not the data),
-so that a batch does not archive the unchanged source order again. What it cannot reach: the
-source orders and the ``Client`` record (the application's data: erase them there, or a
-source order corrected later is archived again with what it holds), and backups.
+What it erases, in every archived order of the person (``erasing.Erasure``): of a client, their
+name, e-mail and phone (``client.nom``, ``prenom``, ``email``, ``telephone``), the delivery
+address, and every field of the order's source copy not known to be non-personal
+(``ARCHIVE_NON_PERSONAL_FIELDS``); of a courier, their name (``livreur.nom``, ``prenom``);
+whatever ``ARCHIVE_PII`` wrote them as (clear or hashed). What it keeps: what accounting needs
+(dates, amounts, items, the restaurant, the references' ids: an opaque key that lets support
+find the orders and a second request find nothing left). An erased document's ``source_hash``
+becomes the fingerprint of its erased copy (no digest of an erased value is left).
+
+With ``--run`` it first records the person (``forgotten.ForgottenPersons``: their id and the
+date, nothing else), then erases: every later write of the archive (a correction under batch or
+watch, a restored order archived again, ``verify --repair``) writes their orders erased. What
+it cannot reach: the source orders and the ``Client``/``Livreur`` records (the application's
+data: erase them there too), and backups.
 
 Dry run unless ``run``; idempotent (a second run erases nothing and says so). The rejects list
 holds ids, numbers and reasons only: nothing of a person to erase there. The log line names
-the client's id and the count, never the data.
+the person's id and the count, never the data.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -28,92 +34,110 @@ from pymongo import MongoClient
 from config import Settings
 from logger import get_logger
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.erasure import (
-    BY_REQUEST,
-    PERSONAL_FIELDS,
-    erase_personal_data,
-    holds_personal_data,
-)
-from order_archiver.mongodb.storage import Collections, Document, MongoCollection
-from order_archiver.retry import ARCHIVE_SIDE, named_side, retrying
+from order_archiver.mongodb.erasure import count_holding, erase_personal_data
+from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
+from order_archiver.mongodb.storage import Collections, Document
+from order_archiver.orders.erasing import BY_REQUEST, CLIENT, COURIER, Erasure
+from order_archiver.retry import named_side
 
 log = get_logger("forget")
 
 
-def parse_client_id(text: str) -> ObjectId:
-    """A client's ``_id`` as the contract has it: an ObjectId, 24 hexadecimal digits."""
+def parse_person_id(text: str, kind: str) -> ObjectId:
+    """A person's ``_id`` as the contract has it: an ObjectId, 24 hexadecimal digits."""
     if not ObjectId.is_valid(text) or len(text) != 24:
-        raise ValueError(f"expected a client _id of 24 hexadecimal digits, got {text!r}")
+        raise ValueError(f"expected a {kind} _id of 24 hexadecimal digits, got {text!r}")
     return ObjectId(text)
+
+
+def parse_client_id(text: str) -> ObjectId:
+    return parse_person_id(text, "client")
+
+
+def parse_courier_id(text: str) -> ObjectId:
+    return parse_person_id(text, "courier")
+
+
+@dataclass(frozen=True)
+class Person:
+    """Whom to forget: a client (``kind`` ``client``) or a courier (``livreur``), by ``_id``."""
+
+    kind: str
+    id: ObjectId
+
+    @property
+    def name(self) -> str:
+        return "courier" if self.kind == COURIER else "client"
+
+    def orders(self) -> dict[str, Any]:
+        """Their archived orders, by an indexed selection (``indexes.ARCHIVE_INDEXES``)."""
+        return orders_of(self.kind, self.id)
+
+    def erasure(self, settings: Settings) -> Erasure:
+        return Erasure(
+            client=self.kind == CLIENT,
+            courier=self.kind == COURIER,
+            by=BY_REQUEST,
+            at=datetime.now(UTC),
+            fields=settings.pii_policy.fields,
+        )
 
 
 @dataclass
 class ForgetReport:
-    client_id: str
+    person: Person
     run: bool
-    orders: int = 0  # the client's archived orders
+    orders: int = 0  # the person's archived orders
     erased: int = 0  # those that held personal data (erased, or would be)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            f"{self.person.name}_id": str(self.person.id),
+            "run": self.run,
+            "orders": self.orders,
+            "erased": self.erased,
+        }
 
     def lines(self) -> list[str]:
         verb = "erased" if self.run else "would erase (dry run: --run to erase)"
+        who = f"{self.person.name} {self.person.id}"
+        what = "the name" if self.person.kind == COURIER else "the name, e-mail, phone and delivery address"
+        remembered = [f"{who}: remembered as forgotten: no later write brings it back"] if self.run else []
         if not self.orders:
-            return [f"client {self.client_id}: no archived order"]
+            return [f"{who}: no archived order", *remembered]
         if not self.erased:
-            return [f"client {self.client_id}: {self.orders} archived orders, no personal data left to erase"]
-        return [
-            f"client {self.client_id}: {self.orders} archived orders; {verb} the name, e-mail, phone "
-            f"and delivery address of {self.erased}"
-        ]
+            return [f"{who}: {self.orders} archived orders, no personal data left to erase", *remembered]
+        return [f"{who}: {self.orders} archived orders; {verb} {what} of {self.erased}", *remembered]
 
 
-def archived_orders_of(client_id: ObjectId) -> dict[str, Any]:
-    """The client's archived orders: by the reference, or (a dangling client) the source copy's.
-    Each branch has its index (``indexes.ARCHIVE_INDEXES``): MongoDB serves an ``$or`` from
-    indexes only when every branch has one, else it reads the whole archive."""
-    return {"$or": [{"client.id": client_id}, {"source.client_id": client_id}]}
-
-
-def count_orders(
-    archive: MongoCollection, selection: dict[str, Any], stop_event: threading.Event | None
-) -> tuple[int, int]:
-    """The selected orders, and those still holding personal data: one indexed read of the
-    personal fields (tested here, never logged), not one count each."""
-
-    def count() -> tuple[int, int]:
-        orders = holding = 0
-        with archive.find(selection, PERSONAL_FIELDS) as cursor:
-            for document in cursor:
-                orders += 1
-                holding += holds_personal_data(document)
-        return orders, holding
-
-    return retrying(count, stop_event=stop_event)
-
-
-def forget_client(
+def forget_person(
     client: MongoClient[Document],
     settings: Settings,
-    client_id: ObjectId,
+    person: Person,
     *,
     run: bool = False,
     stop_event: threading.Event | None = None,
     archive_client: MongoClient[Document] | None = None,
 ) -> ForgetReport:
     check_deployments(client, settings, archive_client)
-    archive = Collections.of(client, settings, archive_client).archive
-    report = ForgetReport(str(client_id), run)
-    with named_side(ARCHIVE_SIDE if archive_client is not None else ""):
-        report.orders, report.erased = count_orders(archive, archived_orders_of(client_id), stop_event)
-        if run and report.erased:
-            erase_personal_data(
-                archive, archived_orders_of(client_id), forgotten_by=BY_REQUEST, stop_event=stop_event
+    collections = Collections.of(client, settings, archive_client)
+    report = ForgetReport(person, run)
+    erasure = person.erasure(settings)
+    with named_side(collections.archive_side):
+        report.orders, report.erased = count_holding(
+            collections.archive, person.orders(), erasure, stop_event
+        )
+        if run:
+            # Recorded first: a write of the archive that starts after this respects it, and one
+            # under way looks again after it writes (storage.ArchiveWriter).
+            ForgottenPersons(collections.forgotten, stop_event, collections.archive_side).record(
+                person.kind, person.id, erasure.at
             )
+            erase_personal_data(collections.archive, person.orders(), erasure, stop_event=stop_event)
     log.info(
-        "forget: client %s: %d archived orders, %d %s",
-        client_id,
+        "forget: %s %s: %d archived orders, %d %s",
+        person.name,
+        person.id,
         report.orders,
         report.erased,
         "erased" if run else "to erase (dry run)",

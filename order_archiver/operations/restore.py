@@ -43,9 +43,10 @@ from config import Settings
 from logger import get_logger
 from order_archiver.errors import TRANSIENT_CODES, ConfigError
 from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.forgotten import orders_of
 from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.mongodb.storage import Collections, Document, MongoCollection
-from order_archiver.operations.forget import archived_orders_of
+from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.retry import Retry, retrying
 
@@ -74,7 +75,7 @@ class RestoreSelection:
         if self.order_id is not None:
             clauses.append({"_id": self.order_id})
         if self.client_id is not None:
-            clauses.append(archived_orders_of(self.client_id))
+            clauses.append(orders_of(CLIENT, self.client_id))
         bounds = date_range(self.date_from, self.date_to)
         if bounds:
             clauses.append({"date_commande": bounds})

@@ -21,6 +21,7 @@ from config import Duration, Settings
 from logger import plural
 from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
+from order_archiver.mongodb.forgotten import ForgottenPersons, still_holding
 from order_archiver.mongodb.indexes import IndexStatus, index_states, require_unique, wanted_indexes
 from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
@@ -33,6 +34,7 @@ from order_archiver.retry import retrying
 
 CHUNK = 1000
 EXAMPLES = 5
+FORGOTTEN_CHECKED = 100  # the most recent forgotten persons whose orders status looks at
 
 
 @dataclass
@@ -57,6 +59,8 @@ class StatusReport:
     retention: dict[str, Any] | None = None  # ARCHIVE_RETENTION and its TTL index (retention.RetentionState)
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
     pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
+    forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
+    forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
     indexes: list[dict[str, Any]] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
     problems: list[str] = field(default_factory=list)
 
@@ -127,6 +131,11 @@ class StatusReport:
             )
             out.append(
                 f"personal data: erased {self.pii_retention} after delivery (ARCHIVE_PII_RETENTION); {left}"
+            )
+        if self.forgotten_persons:
+            out.append(
+                f"forgotten persons: {self.forgotten_persons} checked (the most recent), "
+                f"{plural(self.forgotten_holding, 'archived order')} of theirs still holding their personal data"
             )
         out += [IndexStatus(**index).line() for index in self.indexes]
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
@@ -247,6 +256,7 @@ def collect_status(
     }
     report.purge_movable = int(read(lambda: collections.orders.count_documents(old_enough)))
     _retention(report, collections.archive, settings, now, stop_event)
+    _forgotten(report, collections, read, stop_event)
     _indexes(report, collections, source_exists=not source_problem, stop_event=stop_event)
     report.problems += _heartbeat_problems(report.watchers, now, max_heartbeat_age)
     return report
@@ -256,7 +266,7 @@ def _retention(
     report: StatusReport, archive: Any, settings: Settings, now: datetime, stop_event: threading.Event | None
 ) -> None:
     """ARCHIVE_RETENTION against the archive's TTL index; the orders ARCHIVE_PII_RETENTION has
-    yet to erase (one count on the ``{forgotten_at, date_livraison}`` range). An index that
+    yet to erase (one count on the ``{forgotten_by, date_livraison}`` range). An index that
     stands where the TTL index must is a problem here, not an error: status still reports."""
     try:
         state = retention_state(archive, settings, stop_event)
@@ -268,6 +278,26 @@ def _retention(
     if length is not None:
         report.pii_retention = str(length)
         report.pii_retention_pending = PiiRetention(archive, length, lambda: now, stop_event).pending()
+
+
+def _forgotten(
+    report: StatusReport, collections: Collections, read: Any, stop: threading.Event | None
+) -> None:
+    """The latest recorded erasures (``FORGOTTEN_CHECKED``) that do not hold: orders of a
+    forgotten person still holding their data (a write that did not respect the record). One
+    count per person on their index: bounded by the requests looked at, not by the archive."""
+    record = ForgottenPersons(collections.forgotten, stop, collections.archive_side)
+    persons = record.persons(FORGOTTEN_CHECKED)
+    report.forgotten_persons = len(persons)
+    report.forgotten_holding = sum(
+        int(read(lambda k=kind, i=person: collections.archive.count_documents(still_holding(k, i))))
+        for kind, person in persons
+    )
+    if report.forgotten_holding:
+        report.problems.append(
+            f"{plural(report.forgotten_holding, 'archived order')} of forgotten persons still hold their "
+            "personal data: run forget again for them (main.py verify names them)"
+        )
 
 
 def _indexes(

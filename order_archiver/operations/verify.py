@@ -5,17 +5,21 @@
 - archive documents whose key fields disagree with the source: ``numero_commande``,
   ``date_commande``, and ``montant_total`` recomputed from the dishes as they are now (so a
   dish whose price changed since archiving shows here too);
-- archive documents with no source order: normal after ``--purge-source``, reported only.
+- archive documents with no source order: normal after ``--purge-source``, reported only;
+- erasures that do not hold: archive documents marked erased (``forget``,
+  ARCHIVE_PII_RETENTION) or of a recorded forgotten person that still hold the personal data
+  their erasure removes (by content, the source copy's undeclared fields included).
 
-Exit 0 when nothing is missing or mismatched, 3 otherwise. ``--repair`` archives the
+Exit 0 when nothing is missing, mismatched or unerased, 3 otherwise. ``--repair`` archives the
 missing orders through the batch path. Memory holds one chunk, whatever the archive's size.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pymongo import ASCENDING, MongoClient
@@ -24,6 +28,7 @@ from archiver import BatchArchiver, BatchOptions
 from config import Settings
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import (
     ChunkReader,
@@ -35,6 +40,7 @@ from order_archiver.mongodb.source import (
 )
 from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.orders.enrichment import as_utc
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure, Forgotten
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.reporting.progress import Progress, ProgressMode
 from order_archiver.retry import retrying
@@ -57,10 +63,12 @@ class VerifyReport:
     missing_examples: list[str] = field(default_factory=list)
     mismatched_examples: list[dict[str, Any]] = field(default_factory=list)
     orphan_examples: list[str] = field(default_factory=list)
+    unerased: int = 0  # erased (marked, or of a forgotten person) yet holding personal data
+    unerased_examples: list[str] = field(default_factory=list)
 
     @property
     def consistent(self) -> bool:
-        return not self.missing and not self.mismatched
+        return not self.missing and not self.mismatched and not self.unerased
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "consistent": self.consistent}
@@ -76,6 +84,10 @@ class VerifyReport:
             f"archive documents that disagree with the source: {self.mismatched} {examples or ''}".rstrip()
         )
         out.append(f"archive documents with no source order (normal after a purge): {self.orphans}")
+        out.append(
+            "archive documents erased (forget, ARCHIVE_PII_RETENTION) yet holding personal data: "
+            f"{self.unerased} {self.unerased_examples or ''}".rstrip()
+        )
         if self.missing_before_repair is not None:
             out.insert(
                 0,
@@ -152,6 +164,7 @@ def _reconcile(
     check = _Check(Collections.of(client, settings, archive_client), settings, VerifyReport(), stop_event)
     check.delivered_orders(date_from, date_to, Progress("verifying", mode=progress))
     check.archive_documents(date_from, date_to)
+    check.erasures(date_from, date_to)
     return check.report
 
 
@@ -264,3 +277,42 @@ class _Check:
                 if archived_id not in present:
                     self.report.orphans += 1
                     _note(self.report.orphan_examples, str(archived_id))
+
+    def erasures(self, date_from: datetime | None, date_to: datetime | None) -> None:
+        """Every erasure of the window that should hold: the documents marked erased, and the
+        orders of each recorded forgotten person (a chunk of persons per read, each branch on
+        its index), tested by content."""
+        bounds = date_range(date_from, date_to)
+        window = {"date_commande": bounds} if bounds else {}
+        fields, now = self.settings.pii_policy.fields, datetime.now(UTC)
+        unerased: set[Any] = set()
+        marked = {**window, "forgotten_by": {"$in": [BY_REQUEST, BY_AGE]}}
+        for document in self._each(marked):
+            by_age = document.get("forgotten_by") == BY_AGE  # an erasure by age takes the courier's too
+            if Erasure(True, by_age, BY_REQUEST, now, fields).holds(document):
+                unerased.add(document["_id"])
+        record = ForgottenPersons(self.collections.forgotten, self.stop_event, self.collections.archive_side)
+        for persons in chunked(record.persons(), CHUNK):
+            forgotten = Forgotten(
+                frozenset(i for k, i in persons if k == CLIENT),
+                frozenset(i for k, i in persons if k == COURIER),
+            )
+            theirs = {**window, "$or": [orders_of(k, i) for k, i in persons]}
+            for document in self._each(theirs):
+                owed = forgotten.erasure(document, now, fields)
+                if owed is not None and owed.holds(document):
+                    unerased.add(document["_id"])
+        self.report.unerased = len(unerased)
+        for document_id in sorted(unerased, key=str)[:EXAMPLES]:
+            _note(self.report.unerased_examples, str(document_id))
+
+    def _each(self, selection: dict[str, Any]) -> Iterator[Document]:
+        """The documents of ``selection``, streamed in ``_id`` order through cuts."""
+
+        def selected_after(after_id: Any) -> Any:
+            page = {"$and": [selection, ids_after(after_id)]} if after_id is not None else selection
+            # A sort on _id after a filter on something else may be done in memory: allowed to spill.
+            archive = self.collections.archive
+            return archive.find(page, batch_size=CHUNK, allow_disk_use=True).sort("_id", ASCENDING)
+
+        return scan_by_id(selected_after, stop_event=self.stop_event)

@@ -1,23 +1,103 @@
-"""Personal data in the archive (GDPR): what is kept, hashed or dropped (names, e-mail,
-phone, delivery address), and how a document is masked before it is printed. Pure; read by
-the settings, the enrichment and the purge."""
+"""Personal data in the archive (GDPR): what is kept, hashed or dropped, and how a document
+is masked before it is printed. Pure; read by the settings, the enrichment, the erasure and
+the purge.
+
+Personal by allow-list: an order field is personal unless it is known not to be. Known are
+the contract's fields that say nothing of a person (``NON_PERSONAL_ORDER_FIELDS``: ids, the
+business key, the status, the dates, the items' dish and quantity) and those the user
+declares (``ARCHIVE_NON_PERSONAL_FIELDS``). Everything else an order holds (its delivery
+address, and a field the contract does not name: ``instructions_livraison: "Digicode 4821,
+appeler Mme Morvan au 06 ..."``) is hashed or dropped under ``ARCHIVE_PII``, masked in what is
+printed and erased by ``forget`` and ``ARCHIVE_PII_RETENTION``."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 PiiMode = Literal["keep", "hash", "drop"]
 PII_MODES: tuple[str, ...] = get_args(PiiMode)
-# What ARCHIVE_PII governs: who a person is and how to reach them (the client: name, e-mail,
-# phone; the courier: name), and where the order went (its delivery address, in the archive
-# document and in its copy of the source order). The rest (ids, dates, amounts, items,
-# restaurant) is what accounting needs, always kept.
+# A person's reference in the archive (the client: name, e-mail, phone; the courier: name):
+# who they are and how to reach them. The rest of a reference is its id, kept.
 PII_FIELDS = ("email", "telephone", "nom", "prenom")
-ORDER_PII_FIELDS = ("adresse_livraison",)
+COURIER_PII_FIELDS = ("nom", "prenom")
+ORDER_PII_FIELDS = ("adresse_livraison",)  # the contract's one personal order field
+
+# The order fields the contract names that say nothing of a person: what accounting needs.
+NON_PERSONAL_ORDER_FIELDS = frozenset(
+    {
+        "_id",
+        "numero_commande",
+        "status",
+        "date_commande",
+        "date_livraison",
+        "client_id",
+        "livreur_id",
+        "restaurant_id",
+        "items",
+    }
+)
+NON_PERSONAL_ITEM_FIELDS = frozenset({"menu_id", "quantite"})  # an item's, in ``items``
+ITEMS = "items"
+
+
+@dataclass(frozen=True)
+class OrderFields:
+    """Which fields of an order are not personal: the contract's, and the user's declared
+    ones (``ARCHIVE_NON_PERSONAL_FIELDS``: ``canal`` for an order field, ``items.options``
+    for an item's). Every other field is personal."""
+
+    declared: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, names: Iterable[str]) -> OrderFields:
+        """From the setting's names; ``ValueError`` naming what cannot be declared."""
+        declared = set()
+        for name in (n.strip() for n in names):
+            if not name:
+                continue
+            parts = name.split(".")
+            if any(not p or p.startswith("$") for p in parts) or (len(parts) > 1 and parts[0] != ITEMS):
+                raise ValueError(
+                    f"{name!r} is not an order field (a top-level name, or items.<name> for an item's)"
+                )
+            if len(parts) > 2:
+                raise ValueError(f"{name!r}: only an order's fields and its items' can be declared")
+            if name in ORDER_PII_FIELDS:
+                raise ValueError(f"{name} is the delivery address: personal data, it cannot be declared")
+            declared.add(name)
+        return cls(frozenset(declared))
+
+    def order_field(self, name: str) -> bool:
+        """Whether an order's field ``name`` is known not to be personal."""
+        return name in NON_PERSONAL_ORDER_FIELDS or name in self.declared
+
+    def item_field(self, name: str) -> bool:
+        return name in NON_PERSONAL_ITEM_FIELDS or f"{ITEMS}.{name}" in self.declared
+
+    def personal_order(self, order: Mapping[str, Any], personal: Any) -> dict[str, Any]:
+        """``order`` with ``personal(value)`` in place of each personal value (not ``None``:
+        nothing to hide), in the order's field order; the items' personal fields too."""
+        shown: dict[str, Any] = {}
+        for name, value in order.items():
+            if name == ITEMS and isinstance(value, list):
+                shown[name] = [self._item(item, personal) for item in value]
+            elif self.order_field(name) or value is None:
+                shown[name] = value
+            else:
+                shown[name] = personal(value)
+        return shown
+
+    def _item(self, item: Any, personal: Any) -> Any:
+        if not isinstance(item, Mapping):
+            return item
+        return {k: (v if self.item_field(k) or v is None else personal(v)) for k, v in item.items()}
+
+
+CONTRACT_FIELDS = OrderFields()  # the contract's non-personal fields, none declared
 
 
 @dataclass(frozen=True)
@@ -28,6 +108,7 @@ class PiiPolicy:
 
     mode: PiiMode = "keep"
     key: str | None = None
+    fields: OrderFields = CONTRACT_FIELDS
 
     @property
     def key_id(self) -> str | None:
@@ -41,16 +122,16 @@ class PiiPolicy:
 
     def apply(self, person: dict[str, Any] | None) -> dict[str, Any] | None:
         """A client or courier reference under the policy (its ``id`` is kept)."""
-        return None if person is None else self._fields(person, PII_FIELDS)
+        if person is None or self.mode == "keep":
+            return person
+        return {k: (self._value(v) if k in PII_FIELDS else v) for k, v in person.items()}
 
     def apply_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
-        """An order (or an archive document) with its delivery address under the policy."""
-        return self._fields(order, ORDER_PII_FIELDS)
-
-    def _fields(self, document: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+        """An order under the policy: each of its personal fields (the delivery address, and
+        every field not known to be non-personal) kept, hashed or dropped."""
         if self.mode == "keep":
-            return dict(document)
-        return {k: (self._value(v) if k in fields else v) for k, v in document.items()}
+            return dict(order)
+        return self.fields.personal_order(order, self._value)
 
     def _value(self, value: Any) -> Any:
         if self.mode == "drop" or value is None:
@@ -61,30 +142,34 @@ class PiiPolicy:
 # What a printed document hides of a person (the client, the courier): who they are, how to
 # reach them, where they live.
 MASKED_PERSON_FIELDS = ("nom", "prenom", "email", "telephone", "adresse")
-MASKED_ORDER_FIELDS = ("adresse_livraison",)
+MASKED = "***"
 
 
-def mask_pii(document: Mapping[str, Any]) -> dict[str, Any]:
+def mask_pii(document: Mapping[str, Any], fields: OrderFields | None = None) -> dict[str, Any]:
     """A copy of an archive document fit to print on a terminal, a JSON report or a samples
-    file: the client's and the courier's names, e-mail and phone, and the delivery address
-    (in the document and in its ``source`` copy) become ``***``; the fields stay, so a reader
-    sees that they exist."""
-    shown = _masked(document, MASKED_ORDER_FIELDS)
-    for person in ("client", "livreur"):
-        if isinstance(shown.get(person), Mapping):
-            shown[person] = _masked(shown[person], MASKED_PERSON_FIELDS)
-    if isinstance(shown.get("source"), Mapping):
-        shown["source"] = _masked(shown["source"], MASKED_ORDER_FIELDS)
+    file: the client's and the courier's names, e-mail and phone, the delivery address, and
+    every field of its ``source`` copy not known to be non-personal become ``***``; the
+    fields stay, so a reader sees that they exist."""
+    known = fields or CONTRACT_FIELDS
+    shown: dict[str, Any] = {}
+    for name, value in document.items():
+        if name in ORDER_PII_FIELDS and value is not None:
+            shown[name] = MASKED
+        elif name in ("client", "livreur") and isinstance(value, Mapping):
+            shown[name] = {
+                k: (MASKED if k in MASKED_PERSON_FIELDS and v is not None else v) for k, v in value.items()
+            }
+        elif name == "source" and isinstance(value, Mapping):
+            shown[name] = known.personal_order(value, lambda _: MASKED)
+        else:
+            shown[name] = value
     return shown
-
-
-def _masked(document: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {k: ("***" if k in fields and v is not None else v) for k, v in document.items()}
 
 
 def pseudonymise(value: Any, key: str) -> Any:
     """``hmac-sha256:<key id>:<hex>`` of the trimmed, lower-cased text; None stays None. The
-    key id tells hashes made under different keys apart (after a rotation)."""
+    key id tells hashes made under different keys apart (after a rotation). A value that is
+    not text (a number, a sub-document) is hashed as its text: the archive keeps its hash."""
     if value is None:
         return None
     text = str(value).strip().lower()

@@ -20,7 +20,7 @@ import pytest
 from pymongo import monitoring
 
 from archiver import BatchArchiver, BatchOptions
-from order_archiver.operations.forget import forget_client
+from order_archiver.operations.forget import Person, forget_person
 from order_archiver.operations.restore import RestoreSelection, restore
 from tests.helpers import seed_database
 
@@ -108,12 +108,12 @@ def test_forget_reads_a_clients_orders_on_indexes_once_then_erases(nx_server, nx
     with client:
         archive = client[nx_settings.mongodb_database][nx_settings.archive_collection]
         indexed = first_fields(archive)
-        dry = forget_client(client, nx_settings, client_id)
+        dry = forget_person(client, nx_settings, Person("client", client_id))
         assert (dry.orders, dry.erased) == (orders, orders)
         assert len(reads.commands) == 1  # one read counts both (two count_documents before)
         assert_on_indexes(reads, indexed)
         reads.commands.clear()
-        done = forget_client(client, nx_settings, client_id, run=True)
+        done = forget_person(client, nx_settings, Person("client", client_id), run=True)
         assert (done.orders, done.erased) == (orders, orders)
         assert len(reads.commands) == 2  # the count, then the erasure's walk (three before)
         assert_on_indexes(reads, indexed)

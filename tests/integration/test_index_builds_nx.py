@@ -107,7 +107,7 @@ def test_the_indexes_of_a_large_archive_and_source_get_built(aborting, db_name):
         assert all("maxTimeMS" not in c for c in builds)
         archive = index_keys(client[db_name][settings.archive_collection])
         assert archive[("numero_commande",)]["unique"] is True
-        assert {("forgotten_at", "date_livraison"), ("pii_policy",)} <= set(archive)
+        assert {("forgotten_by", "date_livraison"), ("pii_policy",)} <= set(archive)
         assert ("status", "date_livraison") in index_keys(client[db_name][settings.orders_collection])
 
 
@@ -184,7 +184,7 @@ def test_one_build_refused_whole_is_tried_index_by_index(nx_server, db_name):
         assert [(i["index"], i["state"]) for i in report.indexes] == [("pii_policy_1", "missing")]
         assert "86" in report.indexes[0]["problem"] or "conflict" in report.indexes[0]["problem"].lower()
         built = set(index_keys(archive))
-        assert {("numero_commande",), ("date_commande",), ("forgotten_at", "date_livraison")} <= built
+        assert {("numero_commande",), ("date_commande",), ("forgotten_by", "date_livraison")} <= built
         assert ("pii_policy",) not in built
 
 

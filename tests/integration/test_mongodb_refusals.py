@@ -104,7 +104,7 @@ def test_a_batch_builds_its_indexes_on_a_standalone_that_refuses_what_mongodb_re
         # three builds a primary runs at once (maxNumActiveUserIndexBuilds), not eleven.
         assert sorted((b["createIndexes"], len(b["indexes"])) for b in builds) == [
             ("Commande", 4),
-            ("Commande_archive", 7),
+            ("Commande_archive", 8),
         ]
         assert sent.refusals == []
         for build in builds:

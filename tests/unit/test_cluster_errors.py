@@ -458,7 +458,7 @@ def test_a_purge_deletes_only_what_a_majority_of_the_archive_holds(mongo, settin
 
 
 def test_confirmed_hashes_reads_with_majority_read_concern(mongo, settings):
-    from order_archiver.mongodb.storage import ArchiveWriter
+    from order_archiver.mongodb.storage import ArchiveWriter, Held
 
     seen = {}
 
@@ -470,7 +470,7 @@ def test_confirmed_hashes_reads_with_majority_read_concern(mongo, settings):
         def find(self, *_args, **_kwargs):
             return [{"_id": 1, "source_hash": "ab"}]
 
-    assert ArchiveWriter(Recording()).confirmed_hashes([1, 2]) == {1: "ab"}
+    assert ArchiveWriter(Recording()).confirmed_hashes([1, 2]) == {1: Held("ab", erased=False)}
     assert seen["read_concern"].level == "majority"
 
 

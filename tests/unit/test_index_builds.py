@@ -176,7 +176,7 @@ def test_a_dry_run_says_which_indexes_are_missing_and_what_that_costs(mongo):
     assert missing["client.id_1"]["cost"] == "forget --client and restore --client scan the archive"
     assert all(not i["cost"].startswith("queries on it") for i in dry.indexes)  # each index's own cost
     assert any(
-        "index forgotten_at_1_date_livraison_1 on Commande_archive: missing" in w for w in dry.warnings
+        "index forgotten_by_1_date_livraison_1 on Commande_archive: missing" in w for w in dry.warnings
     )
     report = batch(mongo, BASE).run()
     assert report.archived == len(expected_archive_ids(dataset))

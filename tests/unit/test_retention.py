@@ -9,10 +9,12 @@ import pytest
 
 from archiver import BatchArchiver, BatchOptions
 from config import Duration, Settings
-from order_archiver.mongodb.erasure import BY_AGE, ERASED_FIELDS, erase_personal_data
+from order_archiver.mongodb.erasure import erase_personal_data
 from order_archiver.mongodb.retention import past_pii_retention
 from order_archiver.mongodb.source import Finisher
 from order_archiver.operations.status import collect_status
+from order_archiver.orders.enrichment import source_hash
+from order_archiver.orders.erasing import BY_AGE, Erasure
 from tests.helpers import expected_archive_ids, seed_database
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -94,8 +96,16 @@ def test_pii_retention_erases_the_old_deliveries_personal_data_once(mongo, aged)
         assert document["source"]["adresse_livraison"] is None
         assert document["forgotten_by"] == BY_AGE
         assert document["forgotten_at"] is not None
-        kept = ("montant_total", "items", "date_livraison", "restaurant", "source_hash")
+        if document["livreur"] is not None:  # the courier's name too
+            assert (document["livreur"]["nom"], document["livreur"]["prenom"]) == (None, None)
+        kept = ("montant_total", "items", "date_livraison", "restaurant")
         assert {k: document[k] for k in kept} == {k: before[document["_id"]][k] for k in kept}
+        # No digest of the erased values: the fingerprint is the erased copy's.
+        assert (
+            document["source_hash"]
+            == source_hash(document["source"])
+            != before[document["_id"]]["source_hash"]
+        )
     for document in archive.find({"_id": {"$in": recent}}):
         assert document == before[document["_id"]]
 
@@ -104,12 +114,13 @@ def test_pii_retention_erases_the_old_deliveries_personal_data_once(mongo, aged)
 
 
 def test_a_document_replaced_during_the_erasure_is_not_marked_and_is_erased_next_time(mongo, aged):
-    """A correction archived between the erasure's updates brings the personal data back: the
-    mark goes only to documents left with none, so the replaced one stays in the range."""
+    """A correction archived between the erasure's read and its update brings the personal data
+    back: the update requires the version it read (``source_hash``), so the replaced document is
+    neither overwritten nor marked, stays in the range, and the next erasure erases it."""
     run(mongo, BASE)
     archive = archive_of(mongo)
     victim = archive.find_one({"date_livraison": {"$lt": NOW - timedelta(days=30)}})
-    calls = {"n": 0}
+    corrected = {**victim, "source_hash": "a-correction", "montant_total": 1.0}
 
     class Replacing:
         def __init__(self, inner: Any) -> None:
@@ -118,27 +129,21 @@ def test_a_document_replaced_during_the_erasure_is_not_marked_and_is_erased_next
         def __getattr__(self, name: str) -> Any:
             return getattr(self.inner, name)
 
-        def update_many(self, *args: Any, **kwargs: Any) -> Any:
-            calls["n"] += 1
-            if calls["n"] == 3:  # after the client's fields were cleared: the correction lands
-                self.inner.replace_one({"_id": victim["_id"]}, victim)
-            return self.inner.update_many(*args, **kwargs)
+        def bulk_write(self, *args: Any, **kwargs: Any) -> Any:
+            self.inner.replace_one({"_id": victim["_id"]}, corrected)  # the correction lands first
+            return self.inner.bulk_write(*args, **kwargs)
 
     selection = past_pii_retention(NOW - timedelta(days=30))
-    erase_personal_data(Replacing(archive), selection, forgotten_by=BY_AGE, stop_event=None)
+    erasure = Erasure(client=True, courier=True, by=BY_AGE, at=NOW)
+    erase_personal_data(Replacing(archive), selection, erasure, stop_event=None)
     replaced = archive.find_one({"_id": victim["_id"]})
-    assert "forgotten_at" not in replaced
+    assert replaced == corrected  # not overwritten with the erased old version, not marked
     assert archive.count_documents(selection) == 1
-    erase_personal_data(archive, selection, forgotten_by=BY_AGE, stop_event=None)
+    erase_personal_data(archive, selection, erasure, stop_event=None)
     erased = archive.find_one({"_id": victim["_id"]})
     assert erased["forgotten_by"] == BY_AGE
-    assert all(erased.get(f.split(".")[0]) is None or _at(erased, f) is None for f in ERASED_FIELDS)
-
-
-def _at(document: dict[str, Any], path: str) -> Any:
-    for part in path.split("."):
-        document = document.get(part) if isinstance(document, dict) else None
-    return document
+    assert erased["montant_total"] == 1.0
+    assert not erasure.holds(erased)
 
 
 def test_status_shows_both_retentions(mongo, aged):

@@ -1,0 +1,170 @@
+"""The record of forgotten persons: the clients and couriers ``forget --run`` erased (their
+ids and when, nothing of their data), read before every write of the archive
+(``storage.ArchiveWriter``): an erasure is a state, not a one-off update. ``forget`` records a
+person *before* it erases their orders, and the writer looks again *after* it writes: a write
+racing the erasure is caught by one or the other."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import UpdateOne
+from pymongo.collection import Collection
+
+from order_archiver.orders.erasing import CLIENT, COURIER, Erasure, Forgotten, person_ids
+from order_archiver.orders.pii import (
+    CONTRACT_FIELDS,
+    COURIER_PII_FIELDS,
+    ORDER_PII_FIELDS,
+    PII_FIELDS,
+    OrderFields,
+)
+from order_archiver.retry import Retry, named_side, retrying
+
+CHUNK = 500  # ids per read of the record
+ErasureOf = Callable[[dict[str, Any]], Erasure | None]  # the erasure an archive document is owed
+
+
+def record_key(kind: str, person_id: Any) -> str | None:
+    """A person's key in the record: ``client:<24 hex digits>``, ``livreur:<...>``. Only an
+    ObjectId (the contract's ids, what ``forget`` takes) or its 24-digit text (dirty data naming
+    the same person) has one. A text key, not an embedded document: ``{kind, id}`` as ``_id``
+    would match only in that very field order."""
+    if isinstance(person_id, ObjectId):
+        return f"{kind}:{person_id}"
+    if isinstance(person_id, str) and len(person_id) == 24 and ObjectId.is_valid(person_id):
+        return f"{kind}:{person_id.lower()}"
+    return None
+
+
+@dataclass(frozen=True)
+class ForgottenPersons:
+    """The record of forgotten persons: one document per person, ``{_id: "client:<id>", kind,
+    id, forgotten_at}`` (``kind``: ``client`` or ``livreur``), in the archive's database."""
+
+    collection: Collection[dict[str, Any]]
+    stop_event: threading.Event | None = None
+    side: str = ""
+
+    def record(self, kind: str, person_id: ObjectId, at: datetime | None = None) -> None:
+        """Remember that ``person_id`` was forgotten (idempotent: the first date stays)."""
+        fields = {"kind": kind, "id": person_id, "forgotten_at": at or datetime.now(UTC)}
+        with named_side(self.side):
+            retrying(
+                lambda: self.collection.update_one(
+                    {"_id": record_key(kind, person_id)}, {"$setOnInsert": fields}, upsert=True
+                ),
+                purpose=Retry.WRITE,
+                stop_event=self.stop_event,
+            )
+
+    def among(self, documents: Iterable[dict[str, Any]]) -> Forgotten:
+        """The forgotten clients and couriers among those ``documents`` name: one read of the
+        record per ``CHUNK`` keys."""
+        named: dict[str, list[tuple[str, Any]]] = {}
+        for document in documents:
+            for kind in (CLIENT, COURIER):
+                for person in person_ids(document, kind):
+                    key = record_key(kind, person)
+                    if key is not None:
+                        named.setdefault(key, []).append((kind, person))
+        keys = list(named)
+        found: dict[str, set[Any]] = {CLIENT: set(), COURIER: set()}
+        for start in range(0, len(keys), CHUNK):
+            wanted = {"_id": {"$in": keys[start : start + CHUNK]}}
+            with named_side(self.side):
+                records = retrying(
+                    lambda w=wanted: list(self.collection.find(w, {"_id": 1})),  # type: ignore[misc]
+                    purpose=Retry.READ,
+                    stop_event=self.stop_event,
+                )
+            for record in records:
+                for kind, person in named.get(record["_id"], []):
+                    found[kind].add(person)
+        return Forgotten(frozenset(found[CLIENT]), frozenset(found[COURIER]))
+
+    def persons(self, limit: int | None = None) -> list[tuple[str, Any]]:
+        """The recorded persons, ``(kind, id)``, the most recently recorded first (natural
+        order, reversed: no index, and only ``limit`` documents read); at most ``limit`` of them
+        (status looks at the latest requests only)."""
+        with named_side(self.side):
+            records = retrying(
+                lambda: list(
+                    self.collection.find({}, {"kind": 1, "id": 1}, sort=[("$natural", -1)], limit=limit or 0)
+                ),
+                purpose=Retry.READ,
+                stop_event=self.stop_event,
+            )
+        return [(r["kind"], r["id"]) for r in records if r.get("kind") in (CLIENT, COURIER) and "id" in r]
+
+
+def orders_of(kind: str, person_id: Any) -> dict[str, Any]:
+    """A person's archived orders, each branch on its index (``indexes.ARCHIVE_INDEXES``): a
+    client's by the reference or (a dangling client) the source copy's; a courier's by the
+    reference (a dangling courier's name is not in the archive)."""
+    if kind == COURIER:
+        return {"livreur.id": person_id}
+    return {"$or": [{"client.id": person_id}, {"source.client_id": person_id}]}
+
+
+def still_holding(kind: str, person_id: Any) -> dict[str, Any]:
+    """A person's archived orders that still hold what their erasure removes, as far as a query
+    can tell (the fields the contract names; ``Erasure.holds`` also sees the source copy's
+    others): what status counts, on the person's index."""
+    if kind == COURIER:
+        paths = [f"livreur.{name}" for name in COURIER_PII_FIELDS]
+    else:
+        paths = [f"client.{name}" for name in PII_FIELDS]
+        paths += [*ORDER_PII_FIELDS, *(f"source.{name}" for name in ORDER_PII_FIELDS)]
+    return {"$and": [orders_of(kind, person_id), {"$or": [{path: {"$ne": None}} for path in paths]}]}
+
+
+@dataclass(frozen=True)
+class RespectedErasures:
+    """What the archive's writer does with the record (none: ``NO_RECORD``): a forgotten
+    person's orders written erased (``before_write``), and the persons recorded while they were
+    written found after (``since``), so that their orders are erased then."""
+
+    record: ForgottenPersons | None = None
+    fields: OrderFields = CONTRACT_FIELDS  # the order fields known not to be personal
+
+    def among(self, documents: list[dict[str, Any]]) -> Forgotten:
+        return self.record.among(documents) if self.record is not None and documents else Forgotten()
+
+    def before_write(self, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Forgotten]:
+        """``documents`` with a forgotten person's erased, and the forgotten persons found."""
+        known = self.among(documents)
+        return known.applied(documents, datetime.now(UTC), self.fields), known
+
+    def since(self, written: list[dict[str, Any]], known: Forgotten) -> ErasureOf | None:
+        """After a write: the erasure each written document is owed for a person recorded since
+        ``known`` was read (a ``forget`` that ran meanwhile, whose walk may have read the
+        archive before this write); None when there is none."""
+        late = self.among(written).minus(known)
+        if not late:
+            return None
+        now = datetime.now(UTC)
+        return lambda document: late.erasure(document, now, self.fields)
+
+
+NO_RECORD = RespectedErasures()
+
+
+def erasure_updates(documents: Iterable[dict[str, Any]], erasure_of: ErasureOf) -> list[UpdateOne]:
+    """The updates that erase archived ``documents`` as ``erasure_of`` says: each sets what its
+    erasure changed, only if the archive still holds the version read (``source_hash`` in the
+    filter: a document replaced meanwhile is neither overwritten with an old version nor marked)."""
+    requests = []
+    for document in documents:
+        erasure = erasure_of(document)
+        done = erasure(document) if erasure is not None else document
+        changed = {k: v for k, v in done.items() if k not in document or document[k] != v}
+        if changed:
+            version = {"_id": document["_id"], "source_hash": document.get("source_hash")}
+            requests.append(UpdateOne(version, {"$set": changed}))
+    return requests

@@ -1,0 +1,207 @@
+"""An erasure that holds, and personal data by allow-list (#31 items 1 to 4), on mongomock and
+pure: what one erasure does to a document, the allow-list under ARCHIVE_PII and in print, the
+writer's respect of the record (before a write, and after one that raced a `forget`), a
+revision's mark, the finisher's erasure by age, the purge's comparison of an erased copy. At
+the wire and end to end: tests/e2e/test_erasure_holds_e2e.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from config import load_settings
+from order_archiver.errors import ConfigError
+from order_archiver.mongodb.forgotten import ForgottenPersons, RespectedErasures
+from order_archiver.mongodb.purge import SourcePurge
+from order_archiver.mongodb.source import Finisher
+from order_archiver.mongodb.storage import ArchiveWriter, Held
+from order_archiver.orders.enrichment import finish_archive_document, source_hash
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
+from order_archiver.orders.pii import OrderFields, PiiPolicy, mask_pii
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+CLIENT_ID, COURIER_ID = ObjectId(), ObjectId()
+
+
+def enriched(**extra: Any) -> dict[str, Any]:
+    """An enriched order (what the pipeline hands the finishing step)."""
+    return {
+        "_id": ObjectId(),
+        "numero_commande": "CMD-1",
+        "status": "livrée",
+        "date_commande": NOW - timedelta(days=2),
+        "date_livraison": NOW - timedelta(days=1),
+        "client_id": CLIENT_ID,
+        "livreur_id": COURIER_ID,
+        "restaurant_id": ObjectId(),
+        "items": [{"menu_id": 1, "quantite": 2, "note": "sans oignons, Mme Morvan"}],
+        "adresse_livraison": "3 rue des Lilas",
+        "instructions_livraison": "Digicode 4821, 06 11 22 33 44",
+        "canal": "app",
+        **extra,
+        "_x_client": [{"nom": "Morvan", "prenom": "Anne", "email": "a@m.fr", "telephone": "0611223344"}],
+        "_x_livreur": [{"nom": "Bouvet", "prenom": "Paul"}],
+        "_x_restaurant": [{"nom": "Chez Léon", "type_cuisine": "bistrot"}],
+        "_x_menus": [{"_id": 1, "nom": "Plat", "prix": 10.0}],
+    }
+
+
+def archived(policy: PiiPolicy | None = None, **extra: Any) -> dict[str, Any]:
+    return finish_archive_document(enriched(**extra), archived_by="batch", archived_at=NOW, pii=policy)
+
+
+CANAL = OrderFields.parse(["canal"])
+
+
+def test_a_clients_erasure_leaves_nothing_of_them_and_no_digest_of_it():
+    document = archived()
+    erased = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW, fields=CANAL)(document)
+    assert erased["client"] == {
+        "id": CLIENT_ID,
+        "nom": None,
+        "prenom": None,
+        "email": None,
+        "telephone": None,
+    }
+    assert erased["adresse_livraison"] is None
+    source = erased["source"]
+    assert (source["adresse_livraison"], source["instructions_livraison"]) == (None, None)
+    assert source["items"] == [{"menu_id": 1, "quantite": 2, "note": None}]  # an item's undeclared field
+    assert (source["canal"], source["client_id"], source["numero_commande"]) == ("app", CLIENT_ID, "CMD-1")
+    assert erased["source_hash"] == source_hash(source) != document["source_hash"]
+    assert (erased["forgotten_by"], erased["forgotten_at"]) == (BY_REQUEST, NOW)
+    assert erased["livreur"] == document["livreur"]  # the courier is not the client
+    again = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW + timedelta(days=1), fields=CANAL)
+    assert again(erased) == erased  # idempotent: the first date stays
+    assert not again.holds(erased)
+    assert again.holds(document)
+
+
+def test_a_couriers_erasure_and_one_by_age():
+    document = archived()
+    courier = Erasure(client=False, courier=True, by=BY_REQUEST, at=NOW)(document)
+    assert courier["livreur"] == {"id": COURIER_ID, "nom": None, "prenom": None, "forgotten_at": NOW}
+    assert courier["client"] == document["client"]
+    assert "forgotten_by" not in courier  # the client's data is not erased
+    by_age = Erasure(client=True, courier=True, by=BY_AGE, at=NOW)(courier)
+    assert by_age["forgotten_by"] == BY_AGE
+    assert (by_age["livreur"]["nom"], by_age["client"]["email"]) == (None, None)
+    # An erasure by age over one on request: it names itself (the range no longer holds it).
+    assert Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW)(by_age)["forgotten_by"] == BY_AGE
+
+
+@pytest.mark.parametrize("mode", ["hash", "drop"])
+def test_a_field_the_contract_does_not_name_is_personal_under_archive_pii(mode):
+    policy = PiiPolicy(mode, "k" * 16 if mode == "hash" else None, CANAL)  # type: ignore[arg-type]
+    source = archived(policy)["source"]
+    assert source["canal"] == "app"  # declared
+    for value in (source["instructions_livraison"], source["items"][0]["note"], source["adresse_livraison"]):
+        assert value is None if mode == "drop" else value.startswith("hmac-sha256:")
+    assert (source["items"][0]["quantite"], source["numero_commande"]) == (2, "CMD-1")
+
+
+def test_a_printed_document_masks_every_undeclared_field_of_its_source_copy():
+    shown = mask_pii(archived(), CANAL)
+    assert shown["source"]["instructions_livraison"] == "***"
+    assert shown["source"]["items"][0]["note"] == "***"
+    assert shown["source"]["canal"] == "app"
+    assert shown["adresse_livraison"] == "***"
+    assert shown["client"]["email"] == "***"
+    assert mask_pii(archived())["source"]["canal"] == "***"  # undeclared: personal
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("adresse_livraison", "ARCHIVE_NON_PERSONAL_FIELDS: adresse_livraison is the delivery address"),
+        ("canal,client.nom", "ARCHIVE_NON_PERSONAL_FIELDS: 'client.nom' is not an order field"),
+        ("items.a.b", "ARCHIVE_NON_PERSONAL_FIELDS: 'items.a.b': only an order's fields and its items'"),
+        ("$where", "ARCHIVE_NON_PERSONAL_FIELDS: '$where' is not an order field"),
+    ],
+)
+def test_a_field_that_cannot_be_declared_non_personal_is_a_config_error(value, message):
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ={"MONGODB_URI": "mongodb://h", "ARCHIVE_NON_PERSONAL_FIELDS": value})
+    assert str(refused.value).startswith(message)
+    settings, _ = load_settings(
+        environ={"MONGODB_URI": "mongodb://h", "ARCHIVE_NON_PERSONAL_FIELDS": " canal, items.x "}
+    )
+    assert settings.pii_policy.fields.declared == {"canal", "items.x"}
+
+
+def test_the_writer_writes_a_forgotten_persons_orders_erased(mongo):
+    record = ForgottenPersons(mongo["db"]["archiver_forgotten"])
+    record.record("client", CLIENT_ID, NOW)
+    writer = ArchiveWriter(mongo["db"]["archive"], erasures=RespectedErasures(record))
+    document = archived()
+    assert writer.write([document]).archived == 1
+    written = mongo["db"]["archive"].find_one({"_id": document["_id"]})
+    assert (written["client"]["email"], written["forgotten_by"]) == (None, BY_REQUEST)
+    assert written["livreur"]["nom"] == "Bouvet"  # the courier was not forgotten
+    assert list(mongo["db"]["archiver_forgotten"].find({}, {"_id": 1})) == [{"_id": f"client:{CLIENT_ID}"}]
+
+
+def test_a_forget_recorded_while_the_writer_writes_is_applied_after_the_write(mongo):
+    """forget records the person, then walks the archive: a write whose look-up came before the
+    record and whose write came after the walk's read would leave the data. The writer looks
+    again after it writes and erases what it wrote."""
+    record = ForgottenPersons(mongo["db"]["archiver_forgotten"])
+    writer = ArchiveWriter(mongo["db"]["archive"], erasures=RespectedErasures(record))
+    document = archived()
+
+    original_upsert = writer.upsert
+
+    def upsert(documents: Any) -> Any:
+        outcome = original_upsert(documents)
+        record.record("livreur", COURIER_ID, NOW)  # recorded after the look-up, during the write
+        return outcome
+
+    writer.upsert = upsert  # type: ignore[method-assign]
+    writer.write([document])
+    written = mongo["db"]["archive"].find_one({"_id": document["_id"]})
+    assert (written["livreur"]["nom"], written["livreur"]["prenom"]) == (None, None)
+
+
+def test_a_revision_written_with_personal_data_loses_the_erasure_mark(mongo):
+    """A document erased by age, then corrected at the source (the person not forgotten): the
+    new version holds the data again, so it must not say it is erased (the retention's range
+    would never find it again)."""
+    archive = mongo["db"]["archive"]
+    writer = ArchiveWriter(archive)
+    document = archived()
+    writer.write([document])
+    erased = Erasure(client=True, courier=True, by=BY_AGE, at=NOW)(document)
+    archive.replace_one({"_id": document["_id"]}, erased)
+    corrected = archived(remboursement=4.5)
+    corrected["_id"] = document["_id"]
+    assert writer.write([corrected]).revised == 1
+    revised = archive.find_one({"_id": document["_id"]})
+    assert revised["client"]["email"] == "a@m.fr"
+    assert not {"forgotten_by", "forgotten_at"} & set(revised)
+
+
+def test_an_order_past_archive_pii_retention_is_finished_erased():
+    finisher = Finisher("batch", PiiPolicy(), erase_after=timedelta(days=30))
+    old = finisher.one(enriched(date_livraison=NOW - timedelta(days=40)), NOW)
+    assert isinstance(old, dict)
+    assert (old["forgotten_by"], old["client"]["email"], old["livreur"]["nom"]) == (BY_AGE, None, None)
+    recent = finisher.one(enriched(), NOW)
+    assert isinstance(recent, dict)
+    assert (recent["client"]["email"], recent.get("forgotten_by")) == ("a@m.fr", None)
+
+
+def test_the_purge_recognises_an_unchanged_order_whose_archived_copy_was_erased():
+    raw = enriched()
+    order = {k: v for k, v in raw.items() if not k.startswith("_x_")}
+    document = finish_archive_document(raw, archived_by="batch", archived_at=NOW)
+    erased = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW)(document)
+    purge = SourcePurge.__new__(SourcePurge)
+    object.__setattr__(purge, "pii", PiiPolicy())
+    held = Held(erased["source_hash"], erased=True)
+    assert purge._held_as_it_is(held, order)
+    assert not purge._held_as_it_is(Held(held.source_hash, erased=False), order)
+    corrected = {**order, "date_livraison": NOW}
+    assert not purge._held_as_it_is(held, corrected)
