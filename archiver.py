@@ -27,7 +27,7 @@ from logger import get_logger
 from order_archiver.batch.counting import DeliveredCount
 from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.rejections import RejectionLog
-from order_archiver.batch.report import BatchOptions, BatchReport, peak_rss_mib
+from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, peak_rss_mib
 from order_archiver.batch.samples import export_samples, keep_samples
 from order_archiver.errors import (
     ArchiverError,
@@ -118,7 +118,7 @@ class BatchArchiver:
         self.writer = ArchiveWriter.of(collections, settings, self.stop_event)
         self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
         self.source_side = collections.source_side
-        self.report = BatchReport(dry_run=not options.run)
+        self.report = BatchReport(dry_run=not options.run, name=options.name)
         self.source = OrderSource(
             self.orders,
             collections.names,
@@ -176,8 +176,10 @@ class BatchArchiver:
     def purge(self) -> None:
         """``--purge-source``, after a complete pass (``purge.SourcePurge``)."""
         counts = self._source_purge().run()
+        self.report.purge_ran = True
         self.report.purged += counts.purged
         self.report.purge_kept += counts.kept
+        self.report.purge_held += counts.held
 
     def _source_purge(self) -> SourcePurge:
         parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.stop_event)
@@ -269,7 +271,7 @@ class BatchArchiver:
         self._start_progress()
         purge = self._source_purge() if self.options.purge_source else None
         new_purgeable = 0  # what --run would archive, then delete
-        for chunk in self.reader.chunks(after_id=self.current.last_id):
+        for chunk in PassTimer(self.report).timed(self.reader.chunks(after_id=self.current.last_id)):
             if self.progress is not None:
                 self.progress.update(chunk.size)
             documents = self._not_yet_archived(chunk.documents)
@@ -294,7 +296,7 @@ class BatchArchiver:
         try:
             # Read ahead on a thread, write here, in the order read: each checkpoint covers
             # every chunk before it.
-            for chunk in read_ahead(self.reader.chunks(after_id), QUEUE_CHUNKS):
+            for chunk in PassTimer(self.report).timed(read_ahead(self.reader.chunks(after_id), QUEUE_CHUNKS)):
                 keep_samples(self.report, self.options, chunk.documents, self.settings.pii_policy.fields)
                 self.write_chunk(chunk)
                 if self.progress is not None:

@@ -377,6 +377,34 @@ def unknown_settings(file_values: Mapping[str, str], where: str) -> list[str]:
     return warnings
 
 
+# The environment holds every program's variables: a warning for a name with one of the
+# product's own prefixes, or one close to a setting's (a typo), and no other.
+OWN_PREFIXES = (
+    "ARCHIVE_",
+    "WATCH_",
+    "BATCH_",
+    "PURGE_",
+    "RESTORE_",
+    "CHECKPOINT_",
+    "REJECTS_",
+    "FORGOTTEN_",
+    "DELIVERED_",
+)
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each environment variable that looks meant for the archiver and is no
+    setting (``ARCHIVE_RETENTON`` from systemd's ``EnvironmentFile=`` or a ConfigMap), with the
+    setting it resembles."""
+    warnings = []
+    for key in sorted(set(environ) - set(ENV_VARS)):
+        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.85)
+        if close or key.upper().startswith(OWN_PREFIXES):
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"environment: {key} is not a setting, ignored{hint}")
+    return warnings
+
+
 def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:
     """The ``.env`` values, and warnings about the file (world-readable secrets)."""
     path = Path(env_file) if env_file else Path(".env")
@@ -412,7 +440,9 @@ def load_settings(
     """
     file_values, warnings = _read_env_file(env_file)
     warnings += unknown_settings(file_values, env_file or ".env")
-    values = _parsed_values(os.environ if environ is None else environ, file_values)
+    environment = os.environ if environ is None else environ
+    warnings += unknown_environment(environment)
+    values = _parsed_values(environment, file_values)
     values.update({field: value for field, value in (overrides or {}).items() if value is not None})
     values.update(uri_from_file(values))
     settings = Settings(**values)

@@ -288,7 +288,7 @@ def cmd_forget(args: argparse.Namespace, stop_event: threading.Event) -> int:
             archive_client=clients.archive,
         )
     _print_report(report, args.json)
-    return ExitCode.OK
+    return ExitCode.OK if report.complete else ExitCode.INCOMPLETE
 
 
 def cmd_restore(args: argparse.Namespace, stop_event: threading.Event) -> int:

@@ -57,6 +57,7 @@ class PassPlanner:
             full_sweep_every=self.settings.batch_full_sweep_every,
             force_full=self.options.full,
             resume=self.options.resume,
+            full_reason=self.options.full_reason,
         )
         current = plan.pass_
         if current.last_id is None and self.follows_changes():
@@ -103,11 +104,7 @@ class PassPlanner:
         reader = ChangeReader(self.orders_primary, self.settings.delivered_status, self.stop_event)
         changes = reader.since(token, current.stream_token, current.started_at)
         if changes.unavailable is not None:
-            self._say(
-                f"the change history since the last run is not available (code {changes.unavailable}): this "
-                "incremental run reads delivery stamps only; a delivery synced with an older stamp "
-                "waits for the full sweep (or --full)"
-            )
+            self._say(unavailable_history(changes.unavailable, current.full))
             return [], current
         self._tell(changes, current)
         current = replace(current, stream_token=changes.position)
@@ -168,3 +165,18 @@ class PassPlanner:
             state.high_water.isoformat() if state.high_water else "",
             self.settings.batch_overlap,
         )
+
+
+def unavailable_history(code: int, full: bool) -> str:
+    """What a run without the change history since the last one misses, said of its own pass."""
+    head = f"the change history since the last run is not available (code {code}): "
+    if full:
+        return head + (
+            "this full pass archives every delivered order not archived yet, but may miss a "
+            "correction of an order archived before (watch, or a later run that reads the change "
+            "history, revises it)"
+        )
+    return head + (
+        "this incremental run reads delivery stamps only; a delivery synced with an older stamp "
+        "waits for the full sweep (or --full)"
+    )

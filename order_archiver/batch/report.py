@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from bson import json_util
 
@@ -14,6 +16,7 @@ from order_archiver.mongodb.retention import DONE
 from order_archiver.reporting.progress import ProgressMode
 
 DEFAULT_SAMPLES = 3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class BatchOptions:
     require_source: bool = True  # a missing orders collection is an error (watch: a warning)
     progress: ProgressMode = "off"
     full: bool = False  # walk every delivered order of the window (--full), not only the new ones
+    full_reason: str = "--full"  # why ``full``, as the log and the report say it
+    name: str = "batch"  # what the summary calls the run: the watcher's catch-up, verify's repair
     # Read the orders from the primary whatever the URI's readPreference: the watcher's
     # catch-up (a secondary behind the stream's start would hide deliveries no later event
     # shows). An incremental pass always does (see _begin_pass).
@@ -59,8 +64,10 @@ class BatchReport:
     past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not archived, left in the source
     revised: int = 0  # archive documents replaced by a corrected version of their order
     changes_read: int | None = None  # an incremental pass: change events read since the last run
-    purged: int = 0
+    purge_ran: bool = False  # --purge-source ran (after a complete pass)
+    purged: int = 0  # --purge-source: orders deleted from the source
     purge_kept: int = 0  # archived, but left in the source: changed since (see purge)
+    purge_held: int = 0  # archived, but left in the source: restored within RESTORE_HOLD
     retention: dict[str, Any] | None = None  # ARCHIVE_RETENTION's TTL index (retention.RetentionState)
     indexes: list[dict[str, Any]] = field(default_factory=list)  # those not ready (indexes.IndexStatus)
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: archived orders whose personal data this run erased
@@ -68,6 +75,8 @@ class BatchReport:
     undated_expired: int = 0  # ARCHIVE_RETENTION: archived orders without date_livraison deleted by age
     would_expire_undated: int | None = None  # a dry run with ARCHIVE_RETENTION: what --run would delete so
     seconds: float = 0.0
+    pass_seconds: float | None = None  # the pass alone (reading, finishing, writing): the rate's time
+    name: str = "batch"  # the run: batch, the watcher's catch-up, verify's repair
     would_archive: int = 0
     would_purge: int | None = None  # a dry run with --purge-source: what --run would delete
     resumed_from: str | None = None
@@ -79,7 +88,22 @@ class BatchReport:
 
     @property
     def orders_per_second(self) -> float:
-        return self.scanned / self.seconds if self.seconds > 0 else 0.0
+        """The pass's rate: its orders over its own time, not the run's set-up (index builds,
+        the plan) nor what follows it (the purge, the retention)."""
+        seconds = self.pass_seconds if self.pass_seconds is not None else self.seconds
+        return self.scanned / seconds if seconds > 0 else 0.0
+
+    def _purge_text(self) -> str:
+        """What --purge-source did: over every archived order of the window, not the pass's."""
+        if not self.purge_ran:
+            return ""
+        text = f"; purged {self.purged} from the source"
+        kept = [
+            f"{self.purge_kept} changed since archived" if self.purge_kept else "",
+            f"{self.purge_held} restored within RESTORE_HOLD" if self.purge_held else "",
+        ]
+        kept = [k for k in kept if k]
+        return text + (f", kept {' and '.join(kept)}" if kept else "")
 
     def _rejected_text(self) -> str:
         if not self.rejected:
@@ -136,13 +160,14 @@ class BatchReport:
                 + self._lifecycle_text()
                 + f" ({self.seconds:.2f}s); nothing was written, add --run to archive"
             )
-        head = "batch done" if self.completed else "batch stopped before the end, counts so far"
+        head = f"{self.name} done" if self.completed else f"{self.name} stopped before the end, counts so far"
         return (
             f"{head}: scanned {self.scanned}, archived {self.archived}, already archived "
             f"{self.already_archived}"
             + (f", revised {self.revised} (corrected since archived)" if self.revised else "")
-            + f", rejected {self._rejected_text()}, purged {self.purged}{window} in "
-            f"{self.seconds:.2f}s ({plural(self.orders_per_second, 'order')}/s)"
+            + f", rejected {self._rejected_text()}{window}"
+            + self._purge_text()
+            + f"; {self.seconds:.2f}s ({plural(self.orders_per_second, 'order')}/s)"
             + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
             + self._lifecycle_text()
         )
@@ -183,3 +208,18 @@ def peak_rss_mib() -> float | None:
     except OSError:
         return None
     return None
+
+
+class PassTimer:
+    """Times a pass (its chunks, read, finished and written) into ``report.pass_seconds``:
+    the time the report's rate is over."""
+
+    def __init__(self, report: BatchReport) -> None:
+        self.report = report
+
+    def timed(self, chunks: Iterable[T]) -> Iterator[T]:
+        started = time.monotonic()
+        try:
+            yield from chunks
+        finally:
+            self.report.pass_seconds = time.monotonic() - started

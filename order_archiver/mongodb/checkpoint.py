@@ -90,13 +90,14 @@ def plan_pass(
     full_sweep_every: timedelta,
     force_full: bool = False,
     resume: bool = True,
+    full_reason: str = "--full",
 ) -> PassPlan:
     """The pass a run makes. Pure: the state, the server's time and the settings decide."""
     current = state.current
     if resume and current is not None and (current.full or not force_full):
         return PassPlan(current, "resuming an interrupted pass")
     if force_full:
-        return PassPlan(Pass(None, now), "--full")
+        return PassPlan(Pass(None, now), full_reason)
     if state.high_water is None:
         return PassPlan(Pass(None, now), "first run: no high-water mark yet")
     if state.high_water > now:

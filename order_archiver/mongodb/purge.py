@@ -43,6 +43,16 @@ def purge_cutoffs(
 class PurgeCounts:
     purged: int = 0
     kept: int = 0  # archived, but left in the source: changed since it was archived
+    held: int = 0  # archived, but left in the source: restored within RESTORE_HOLD
+
+
+@dataclass
+class PurgeChunk:
+    """One chunk of the window's delivered orders, as the purge sees it."""
+
+    archived: int  # a majority of the archive holds them, not restored lately
+    held: int  # restored within RESTORE_HOLD: they stay
+    same: list[Document]  # of the archived, those the source still holds in the archived version
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class SourcePurge:
     batch_size: int
     stop_event: threading.Event
     held_since: datetime | None = None  # RESTORE_HOLD: orders restored since stay in the source
+    restore_hold: str = ""  # RESTORE_HOLD as the settings say it, for the log
 
     @classmethod
     def of_window(
@@ -103,6 +114,7 @@ class SourcePurge:
             **purge_cutoffs(settings, server_clock, stop_event),
             writer=writer,
             pii=settings.pii_policy,
+            restore_hold=str(settings.restore_hold),
             delivered_status=settings.delivered_status,
             batch_size=batch_size,
             stop_event=stop_event,
@@ -111,7 +123,8 @@ class SourcePurge:
     def run(self) -> PurgeCounts:
         counts = PurgeCounts()
         delivered = status_match(self.delivered_status)
-        for archived, same in self.purgeable_chunks():
+        for chunk in self.purgeable_chunks():
+            counts.held += chunk.held
             requests = [
                 DeleteOne(
                     {
@@ -120,9 +133,9 @@ class SourcePurge:
                         "$expr": {"$eq": ["$$ROOT", {"$literal": order}]},
                     }
                 )
-                for order in same
+                for order in chunk.same
             ]
-            counts.kept += len(archived) - len(requests)
+            counts.kept += chunk.archived - len(requests)
             if not requests:
                 continue
             result = retrying(
@@ -138,6 +151,13 @@ class SourcePurge:
                 "archive keeps the version before; a full pass or watch archives the new one), or "
                 "archived by an earlier version without a fingerprint of the source order",
                 counts.kept,
+            )
+        if counts.held:
+            log.info(
+                "%d archived orders were left in the source: restored within RESTORE_HOLD (%s); a purge "
+                "deletes them once that has passed",
+                counts.held,
+                self.restore_hold,
             )
         return counts
 
@@ -155,11 +175,12 @@ class SourcePurge:
     def count(self) -> int:
         """What a purge would delete now: the archived orders still in the version their
         archive document keeps."""
-        return sum(len(same) for _, same in self.purgeable_chunks())
+        return sum(len(chunk.same) for chunk in self.purgeable_chunks())
 
-    def purgeable_chunks(self) -> Iterator[tuple[dict[Any, Held], list[Document]]]:
+    def purgeable_chunks(self) -> Iterator[PurgeChunk]:
         """The window's delivered orders whose archive document a majority holds, a chunk at a
-        time: their archived fingerprints, and the orders (read now) still in that version."""
+        time: how many, how many of them restored lately, and the orders (read now) still in
+        the version archived."""
         after_id = None
         while not self.stop_event.is_set():
             ids = retrying(
@@ -170,14 +191,26 @@ class SourcePurge:
             if not ids:
                 return
             after_id = ids[-1]
-            archived = self.writer.confirmed_hashes(ids, self.held_since)
+            confirmed = self.writer.confirmed_hashes(ids)
+            archived = {i: held for i, held in confirmed.items() if not self._restored_lately(held)}
             if not archived:
+                if confirmed:
+                    yield PurgeChunk(0, len(confirmed), [])
                 continue
             current = retrying(
                 functools.partial(self._orders_by_id, list(archived)), stop_event=self.stop_event
             )
             same = [o for o in current if self._held_as_it_is(archived[o["_id"]], o)]
-            yield archived, same
+            yield PurgeChunk(len(archived), len(confirmed) - len(archived), same)
+
+    def _restored_lately(self, held: Held) -> bool:
+        """Put back by ``restore`` within RESTORE_HOLD: the order stays in the source."""
+        restored = held.restored_at
+        return (
+            self.held_since is not None
+            and isinstance(restored, datetime)
+            and as_utc(restored) >= self.held_since
+        )
 
     def _held_as_it_is(self, held: Held, order: Document) -> bool:
         """The archive holds ``order`` in this very version: its fingerprint under ARCHIVE_PII,

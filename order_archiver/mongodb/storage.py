@@ -123,11 +123,13 @@ class WriteOutcome:
 
 
 class Held(NamedTuple):
-    """What the archive holds of an order, for the purge: the fingerprint of its source copy,
-    and whether its client's data was erased (the fingerprint is then the erased copy's)."""
+    """What the archive holds of an order, for the purge: the fingerprint of its source copy
+    (None: written by an earlier version without it), whether its client's data was erased
+    (the fingerprint is then the erased copy's), and when ``restore`` last put it back."""
 
     source_hash: str | None
     erased: bool
+    restored_at: datetime | None = None
 
 
 # What a revision keeps of the document it replaces: when and by what the order was archived.
@@ -219,26 +221,22 @@ class ArchiveWriter:
             )
         return {doc["_id"] for doc in found}
 
-    def confirmed_hashes(self, ids: list[Any], held_since: datetime | None = None) -> dict[Any, Held]:
+    def confirmed_hashes(self, ids: list[Any]) -> dict[Any, Held]:
         """The ids among ``ids`` whose archive document a majority of the archive's replica set
-        holds (read concern "majority"), each with the fingerprint of the source order that
-        document keeps (None for one an earlier version wrote without it) and whether it was
-        erased: the only orders a purge may delete, and only in that version. A document the
-        primary has but a failover could still roll back is not archived yet. With
-        ``held_since``, an order restored since then (``restored_at``) is left out: it is held
-        in the source (RESTORE_HOLD)."""
+        holds (read concern "majority"): what it holds of each (``Held``), for the purge, which
+        deletes only those, in that version, not restored lately. A document the primary has
+        but a failover could still roll back is not archived yet."""
         durable = self.archive.with_options(read_concern=ReadConcern("majority"))
-        wanted: dict[str, Any] = {"_id": {"$in": ids}}
-        if held_since is not None:
-            wanted["$or"] = [{"restored_at": None}, {"restored_at": {"$lt": held_since}}]
+        fields = {"source_hash": 1, "forgotten_by": 1, "restored_at": 1}
         with named_side(self.side):
             found = retrying(
-                lambda: list(durable.find(wanted, {"source_hash": 1, "forgotten_by": 1})),
+                lambda: list(durable.find({"_id": {"$in": ids}}, fields)),
                 purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )
         return {
-            doc["_id"]: Held(doc.get("source_hash"), doc.get("forgotten_by") is not None) for doc in found
+            d["_id"]: Held(d.get("source_hash"), d.get("forgotten_by") is not None, d.get("restored_at"))
+            for d in found
         }
 
     def write(self, documents: list[dict[str, Any]]) -> WriteOutcome:

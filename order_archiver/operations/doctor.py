@@ -29,7 +29,8 @@ from order_archiver.mongodb.deployment import (
     sharding_problems,
 )
 from order_archiver.mongodb.indexes import index_states, wanted_indexes
-from order_archiver.mongodb.retention import retention_state
+from order_archiver.mongodb.lease import server_time
+from order_archiver.mongodb.retention import PiiRetention, retention_state
 from order_archiver.mongodb.storage import Document
 from order_archiver.retry import retrying
 
@@ -274,6 +275,33 @@ def retention_check(report: DoctorReport, client: MongoClient[Document], setting
     return state.action == "drop"
 
 
+def personal_data_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> None:
+    """ARCHIVE_PII and ARCHIVE_PII_RETENTION: what the archive keeps of a person, for how long,
+    and how many archived orders past the retention still hold personal data (one count on the
+    ``{forgotten_by, date_livraison}`` range: the next batch --run erases them)."""
+    policy = f"ARCHIVE_PII {settings.pii_policy.tag}"
+    length = settings.archive_pii_retention
+    if length is None:
+        report.add(
+            "personal data", "pass", f"{policy}; ARCHIVE_PII_RETENTION unset: kept as long as the archive"
+        )
+        return
+    archive = client[settings.archive_db_name][settings.archive_collection]
+    try:
+        pending = PiiRetention(archive, length, lambda: server_time(client), None).pending()
+    except pymongo_errors.OperationFailure as exc:
+        report.add(
+            "personal data", "warn", f"{policy}; ARCHIVE_PII_RETENTION {length}: not counted ({exc.code})"
+        )
+        return
+    left = (
+        f"{pending} archived orders past it still hold personal data (the next batch --run erases it)"
+        if pending
+        else "no archived order past it holds any"
+    )
+    report.add("personal data", "pass", f"{policy}; ARCHIVE_PII_RETENTION {length}: {left}")
+
+
 def index_check(report: DoctorReport, client: MongoClient[Document], settings: Settings, side: Side) -> None:
     """The indexes batch relies on, on this deployment's side: ready, or what their absence costs."""
     orders = client[settings.mongodb_database][settings.orders_collection]
@@ -342,6 +370,8 @@ def check_deployment_of(
     if topology == "sharded":
         sharding_check(report, client, settings, version)
     ttl_index_to_drop = side != "source" and retention_check(report, client, settings)
+    if side != "source":
+        personal_data_check(report, client, settings)
     index_check(report, client, settings, side)
     tls_check(report, settings, side)
     report.add(

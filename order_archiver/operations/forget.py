@@ -38,7 +38,7 @@ from order_archiver.mongodb.erasure import count_holding, erase_personal_data
 from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
 from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.orders.erasing import BY_REQUEST, CLIENT, COURIER, Erasure
-from order_archiver.retry import named_side
+from order_archiver.retry import named_side, retrying
 
 log = get_logger("forget")
 
@@ -89,6 +89,12 @@ class ForgetReport:
     run: bool
     orders: int = 0  # the person's archived orders
     erased: int = 0  # those that held personal data (erased, or would be)
+    found: bool = True  # archived orders, or a document in the source's Client/Livreur collection
+
+    @property
+    def complete(self) -> bool:
+        """Exit 3 otherwise: an id found nowhere is a mistake (a courier's id given as a client's)."""
+        return self.found
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +102,7 @@ class ForgetReport:
             "run": self.run,
             "orders": self.orders,
             "erased": self.erased,
+            "found": self.found,
         }
 
     def lines(self) -> list[str]:
@@ -103,6 +110,17 @@ class ForgetReport:
         who = f"{self.person.name} {self.person.id}"
         what = "the name" if self.person.kind == COURIER else "the name, e-mail, phone and delivery address"
         remembered = [f"{who}: remembered as forgotten: no later write brings it back"] if self.run else []
+        if not self.found:
+            other = (
+                "courier's id? forget --courier"
+                if self.person.kind == CLIENT
+                else "client's id? forget --client"
+            )
+            collection = "Livreur" if self.person.kind == COURIER else "Client"
+            return [
+                f"{who}: not found: no archived order and no {collection} document with this _id (a {other}); "
+                "nothing recorded (exit 3)"
+            ]
         if not self.orders:
             return [f"{who}: no archived order", *remembered]
         if not self.erased:
@@ -127,7 +145,10 @@ def forget_person(
         report.orders, report.erased = count_holding(
             collections.archive, person.orders(), erasure, stop_event
         )
-        if run:
+    if not report.orders:
+        report.found = _in_the_source(collections, settings, person, stop_event)
+    with named_side(collections.archive_side):
+        if run and report.found:
             # Recorded first: a write of the archive that starts after this respects it, and one
             # under way looks again after it writes (storage.ArchiveWriter).
             ForgottenPersons(collections.forgotten, stop_event, collections.archive_side).record(
@@ -135,11 +156,22 @@ def forget_person(
             )
             erase_personal_data(collections.archive, person.orders(), erasure, stop_event=stop_event)
     log.info(
-        "forget: %s %s: %d archived orders, %d %s",
+        "forget: %s %s: %s archived orders, %d %s",
         person.name,
         person.id,
-        report.orders,
+        report.orders if report.found else "not found: no",
         report.erased,
         "erased" if run else "to erase (dry run)",
     )
     return report
+
+
+def _in_the_source(
+    collections: Collections, settings: Settings, person: Person, stop_event: threading.Event | None
+) -> bool:
+    """Whether the source's Client (Livreur) collection holds the person: an id found neither
+    there nor in the archive is a typo, or another kind of person's."""
+    name = settings.couriers_collection if person.kind == COURIER else settings.clients_collection
+    references = collections.orders_primary.database[name]
+    found = retrying(lambda: references.find_one({"_id": person.id}, {"_id": 1}), stop_event=stop_event)
+    return found is not None

@@ -115,7 +115,8 @@ class RestoreReport:
     conflict_examples: list[str] = field(default_factory=list)
     unrestorable_examples: list[str] = field(default_factory=list)
     refused_orders: list[Refusal] = field(default_factory=list)  # the first REFUSALS_LISTED
-    not_found: list[str] = field(default_factory=list)  # --numero given, no archived order selected
+    # A --numero, an --id or a selection that selects no archived order (a typo, the wrong case).
+    not_found: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -154,9 +155,7 @@ class RestoreReport:
                 f"{', '.join(self.unrestorable_examples)}"
             )
         if self.not_found:
-            out.append(
-                "not among the archived orders selected (numbers match exactly): " + ", ".join(self.not_found)
-            )
+            out.append("not found among the archived orders (exit 3): " + "; ".join(self.not_found))
         if self.refused:
             more = self.refused - len(self.refused_orders)
             out.append(
@@ -188,10 +187,11 @@ def restore(
         _confirm(collections.archive, wanted, stop_event)
     report = RestoreReport(run)
     mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), stop_event)
-    seen: set[Any] = set()  # the numeros selected, to name those asked for and not there
+    seen: set[Any] = set()  # the numeros and ids selected, to name those asked for and not there
     for chunk in _chunks(collections.archive, wanted, stop_event):
         report.selected += len(chunk)
         seen.update(document.get("numero_commande") for document in chunk)
+        seen.update(("_id", document["_id"]) for document in chunk)
         copies = _copies(chunk, report)
         present = _present(collections.orders_primary, copies, stop_event)
         missing = [copy for copy in copies if copy["_id"] not in present]
@@ -204,7 +204,7 @@ def restore(
             mark.take_back({i: d.get("restored_at") for d in chunk if (i := d["_id"]) in refused})
         elif missing:
             report.restored += len(missing)
-    report.not_found = [numero for numero in dict.fromkeys(selection.numeros) if numero not in seen]
+    report.not_found = _not_found(selection, seen, report.selected, collections.archive, stop_event)
     log.info(
         "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused",
         report.selected,
@@ -215,6 +215,45 @@ def restore(
         report.refused,
     )
     return report
+
+
+def _not_found(
+    selection: RestoreSelection,
+    seen: set[Any],
+    selected: int,
+    archive: MongoCollection,
+    stop: threading.Event | None,
+) -> list[str]:
+    """What the selection asked for and did not find: each ``--numero`` (with the archived
+    number it differs from only by case, if any: numbers match exactly), the ``--id``, or the
+    whole selection when it selects nothing."""
+    numeros = [n for n in dict.fromkeys(selection.numeros) if n not in seen]
+    cased = _other_case(numeros, archive, stop)
+    found = [
+        f"--numero {n}" + (f" ({cased[n]} is archived: numbers match exactly)" if n in cased else "")
+        for n in numeros
+    ]
+    if selection.order_id is not None and ("_id", selection.order_id) not in seen:
+        found.append(f"--id {selection.order_id}")
+    if not selected and not found:
+        found.append("the selection selects no archived order")
+    return found
+
+
+def _other_case(numeros: list[str], archive: MongoCollection, stop: threading.Event | None) -> dict[str, str]:
+    """The archived numbers among ``numeros`` written in upper case (``CMD-000373`` for
+    ``cmd-000373``): one exact, indexed look-up per chunk."""
+    wanted = {n.upper(): n for n in numeros if n.upper() != n}
+    found: dict[str, str] = {}
+    names = list(wanted)
+    for start in range(0, len(names), CHUNK):
+        chunk = names[start : start + CHUNK]
+        documents = retrying(
+            lambda c=chunk: list(archive.find({"numero_commande": {"$in": c}}, {"numero_commande": 1})),  # type: ignore[misc]
+            stop_event=stop,
+        )
+        found.update({wanted[d["numero_commande"]]: d["numero_commande"] for d in documents})
+    return found
 
 
 def _confirm(archive: MongoCollection, wanted: dict[str, Any], stop: threading.Event | None) -> None:

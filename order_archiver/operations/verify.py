@@ -142,7 +142,16 @@ def verify(
     report = _reconcile(client, archive_client, settings, date_from, date_to, stop_event, progress)
     if not repair or not report.missing:
         return report
-    options = BatchOptions(run=True, date_from=date_from, date_to=date_to, resume=False, samples=0, full=True)
+    options = BatchOptions(
+        run=True,
+        date_from=date_from,
+        date_to=date_to,
+        resume=False,
+        samples=0,
+        full=True,
+        full_reason="verify --repair",
+        name="repair",
+    )
     repaired = BatchArchiver(
         client, settings, options, stop_event=stop_event, archive_client=archive_client
     ).run()

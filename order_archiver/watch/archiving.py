@@ -107,6 +107,8 @@ def catch_up(
         # Every delivered order, not the new ones only: a catch-up happens at a first start
         # or after a lost token, when nothing says since when orders went unarchived.
         full=True,
+        full_reason="the watcher's catch-up: every delivered order not archived yet",
+        name="catch-up",
         read_primary=True,
     )
     report = BatchArchiver(
@@ -125,4 +127,4 @@ def catch_up(
     metrics.archived.labels(mode="catch-up").inc(report.archived)
     metrics.already_archived.labels(mode="catch-up").inc(report.already_archived)
     metrics.rejected.labels(mode="catch-up").inc(report.rejected)
-    log.info("caught up: %s", report.summary_line())
+    log.info("%s", report.summary_line())  # "catch-up done: ..."

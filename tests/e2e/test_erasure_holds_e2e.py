@@ -241,6 +241,7 @@ def test_forget_erases_an_undeclared_field_and_forgets_a_courier(
         "run": False,
         "orders": rides,
         "erased": rides,
+        "found": True,
     }
     assert forget(nx_env, tmp_path, "--courier", str(courier_id))["erased"] == rides
     for document in database["Commande_archive"].find({"livreur.id": courier_id}):
@@ -271,6 +272,11 @@ def test_forget_erases_an_undeclared_field_and_forgets_a_courier(
     archived = database["Commande_archive"].find_one({"_id": order_id})
     assert archived["livreur"]["id"] == courier_id
     assert (archived["livreur"]["nom"], archived["livreur"]["prenom"]) == (None, None)
+    # #32 item 3: a courier's id given as a client's is found nowhere: said, nothing recorded, exit 3.
+    mistaken = run_cli("forget", "--client", str(courier_id), "--run", env=nx_env, cwd=tmp_path)
+    assert mistaken.returncode == 3, mistaken.stderr
+    assert "not found: no archived order and no Client document with this _id" in mistaken.stdout
+    assert database["archiver_forgotten"].count_documents({"_id": f"client:{courier_id}"}) == 0
     bad = run_cli("forget", "--courier", "42", env=nx_env, cwd=tmp_path)
     assert bad.returncode == 2
     assert "expected a courier _id of 24 hexadecimal digits" in bad.stderr

@@ -47,6 +47,7 @@ def test_forget_erases_a_clients_personal_data_from_the_archive(
         "run": False,
         "orders": orders,
         "erased": orders,
+        "found": True,
     }
     assert {d["_id"]: d for d in archive.find()} == before  # a dry run writes nothing
 

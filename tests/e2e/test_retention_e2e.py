@@ -107,6 +107,12 @@ def test_pii_retention_erases_old_deliveries_personal_data(aged, nx_env, tmp_pat
     env = {**nx_env, "ARCHIVE_PII_RETENTION": "30d"}
 
     assert cli_json("status", env=env, cwd=tmp_path)["pii_retention_pending"] == len(old)
+    # #32 item 5: doctor shows it too (the README says so), then what is left after a run.
+    checks = {c["name"]: c for c in cli_json("doctor", env=env, cwd=tmp_path)["checks"]}
+    assert checks["personal data"]["detail"] == (
+        f"ARCHIVE_PII keep; ARCHIVE_PII_RETENTION 30d: {len(old)} archived orders past it still hold "
+        "personal data (the next batch --run erases it)"
+    )
     dry = cli_json("batch", env=env, cwd=tmp_path)
     assert dry["would_erase_pii"] == len(old)
     assert {d["_id"]: d for d in archive.find()} == before

@@ -287,12 +287,26 @@ def test_a_numero_asked_for_and_not_in_the_archive_is_named_and_the_restore_is_i
     archive(db, settings, kept)
     report = restore(mongo, settings, RestoreSelection(("CMD-000042", "cmd-000042", "CMD-999999")), run=True)
     assert (report.selected, report.restored) == (1, 1)
-    assert report.not_found == ["cmd-000042", "CMD-999999"]
+    assert report.not_found == [
+        "--numero cmd-000042 (CMD-000042 is archived: numbers match exactly)",
+        "--numero CMD-999999",
+    ]
     assert not report.complete  # exit 3
     assert (
-        "not among the archived orders selected (numbers match exactly): cmd-000042, CMD-999999"
-        in report.lines()
+        "not found among the archived orders (exit 3): --numero cmd-000042 (CMD-000042 is archived: "
+        "numbers match exactly); --numero CMD-999999" in report.lines()
     )
+
+
+def test_an_id_or_a_selection_that_finds_nothing_is_named_and_the_restore_is_incomplete(db, mongo, settings):
+    """#32 item 3: an unknown --id, or a --client with no archived order (a courier's id
+    typed), printed "restored 0" and exited 0."""
+    archive(db, settings, order("CMD-000042"))
+    unknown = ObjectId()
+    by_id = restore(mongo, settings, RestoreSelection(order_id=unknown), run=True)
+    assert (by_id.selected, by_id.not_found, by_id.complete) == (0, [f"--id {unknown}"], False)
+    by_client = restore(mongo, settings, RestoreSelection(client_id=unknown), run=True)
+    assert (by_client.not_found, by_client.complete) == (["the selection selects no archived order"], False)
 
 
 def test_a_restore_of_more_than_a_hundred_orders_asks_for_yes(db, mongo, settings):

@@ -1,0 +1,115 @@
+"""An operator's day two (#32 items 3, 4 and 6): mistakes that look like success say so, a
+misspelt setting in the environment is named, and each summary line is true of the run it
+describes. Doctor's personal-data line (item 5): tests/e2e/test_retention_e2e.py."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+
+from archiver import BatchArchiver, BatchOptions
+from config import Duration, Settings, load_settings
+from order_archiver.batch.report import BatchReport
+from order_archiver.operations.forget import Person, forget_person
+from tests.helpers import expected_archive_ids, seed_database
+
+BASE = Settings(simulation=True, log_dir="")
+
+
+def test_a_misspelt_setting_in_the_environment_is_named():
+    """systemd's EnvironmentFile= and a Kubernetes ConfigMap set the environment, not .env: a
+    typo there was ignored without a word."""
+    _, warnings = load_settings(
+        environ={
+            "MONGODB_URI": "mongodb://localhost",
+            "ARCHIVE_RETENTON": "30d",
+            "MONGODB_URL": "mongodb://other",
+            "WATCH_MAX_BATCHES": "10",
+            "HOME": "/root",
+            "PATH": "/usr/bin",
+            "MONGODB_VERSION": "7.0",  # another tool's: neither ours by prefix nor close to a setting
+        }
+    )
+    assert warnings == [
+        "environment: ARCHIVE_RETENTON is not a setting, ignored; did you mean ARCHIVE_RETENTION?",
+        "environment: MONGODB_URL is not a setting, ignored; did you mean MONGODB_URI?",
+        "environment: WATCH_MAX_BATCHES is not a setting, ignored; did you mean WATCH_MAX_BATCH?",
+    ]
+
+
+def test_forget_of_an_id_found_nowhere_says_so_records_nothing_and_exits_3(mongo):
+    """`forget --client <a courier's id>` said "no archived order", exit 0."""
+    database = mongo[BASE.mongodb_database]
+    seed_database(database, BASE, 40, p_anomalies=0.0)
+    BatchArchiver(mongo, BASE, BatchOptions(run=True)).run()
+    courier = database["Livreur"].find_one()["_id"]
+    report = forget_person(mongo, BASE, Person("client", courier), run=True)
+    assert (report.found, report.complete, report.orders) == (False, False, 0)
+    assert report.lines() == [
+        f"client {courier}: not found: no archived order and no Client document with this _id (a courier's "
+        "id? forget --courier); nothing recorded (exit 3)"
+    ]
+    assert database["archiver_forgotten"].count_documents({}) == 0
+    # A client with no archived order yet: found, and remembered (their orders to come are erased).
+    newcomer = database["Client"].insert_one({"nom": "Neuf", "prenom": "Client"}).inserted_id
+    later = forget_person(mongo, BASE, Person("client", newcomer), run=True)
+    assert (later.found, later.orders) == (True, 0)
+    assert database["archiver_forgotten"].count_documents({"id": newcomer}) == 1
+
+
+def test_the_purge_says_what_it_deleted_and_what_restore_hold_kept(mongo):
+    """After a restore, "purged 0 of 639" said nothing of RESTORE_HOLD; and "purged 638 of 7
+    delivered since ..." mixed the purge (every archived order of the window) with the pass."""
+    database = mongo[BASE.mongodb_database]
+    dataset = seed_database(database, BASE, 120, p_anomalies=0.0)
+    delivered = sorted(expected_archive_ids(dataset), key=str)
+    BatchArchiver(mongo, BASE, BatchOptions(run=True)).run()
+    restored = delivered[:4]
+    database["Commande_archive"].update_many(
+        {"_id": {"$in": restored}}, {"$set": {"restored_at": datetime.now(UTC)}}
+    )
+    settings = BASE.with_overrides(restore_hold=Duration(days=7))
+    report = BatchArchiver(mongo, settings, BatchOptions(run=True, purge_source=True)).run()
+    assert (report.purged, report.purge_held, report.purge_kept) == (len(delivered) - 4, 4, 0)
+    line = report.summary_line()
+    assert f"; purged {len(delivered) - 4} from the source, kept 4 restored within RESTORE_HOLD;" in line
+    assert "purged 0 of" not in line
+    assert f"purged {len(delivered) - 4} of" not in line
+    quiet = BatchArchiver(mongo, BASE, BatchOptions(run=True)).run().summary_line()
+    assert "purged" not in quiet  # no --purge-source, nothing said of a purge
+
+
+def test_the_watchers_catch_up_says_it_is_one(mongo, tmp_path, caplog):
+    """The catch-up logged "full pass (--full)" and "batch done": neither is what ran."""
+    from watcher import Watcher, WatchOptions
+
+    settings = BASE.with_overrides(resume_token_file=str(tmp_path / "token.json"))
+    seed_database(mongo[settings.mongodb_database], settings, 60, p_anomalies=0.0)
+    with caplog.at_level(logging.INFO):
+        Watcher(mongo, settings, WatchOptions())._catch_up()
+    said = [r.getMessage() for r in caplog.records]
+    assert "full pass (the watcher's catch-up: every delivered order not archived yet)" in said
+    assert any(line.startswith("catch-up done: scanned ") for line in said)
+    assert not any("--full" in line or "batch done" in line for line in said)
+
+
+def test_the_rate_is_the_passs_not_the_runs():
+    """A run of 100 orders that waited 49 s for an index build read "(2 orders/s)"."""
+    report = BatchReport(dry_run=False, completed=True, scanned=100, seconds=50.0, pass_seconds=1.0)
+    assert "; 50.00s (100 orders/s)" in report.summary_line()
+
+
+@pytest.mark.parametrize(
+    ("full", "said", "not_said"),
+    [(True, "this full pass", "incremental"), (False, "this incremental run", "full pass")],
+)
+def test_a_lost_change_history_is_said_of_the_pass_that_met_it(full, said, not_said):
+    """`batch --run --full` warned "this incremental run reads delivery stamps only", then
+    logged "full pass (--full)"."""
+    from order_archiver.batch.plan import unavailable_history
+
+    text = unavailable_history(286, full)
+    assert said in text
+    assert not_said not in text
