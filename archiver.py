@@ -151,6 +151,9 @@ class BatchArchiver:
         """ARCHIVE_RETENTION's TTL index first (a conflicting index stops the run before it
         writes: ``retention.py``), then the indexes the run relies on (``indexes.py``: no time
         limit, at most INDEX_BUILD_WAIT_S waited for; never a write without the unique index)."""
+        if not self.options.maintain:
+            self.index_step.require(self.report, source_exists=self._source_exists)
+            return
         self.lifecycle.ensure_index(self.report)
         self.index_step.build(self.report, source_exists=self._source_exists)
 
@@ -327,5 +330,6 @@ class BatchArchiver:
         )
         if self.options.purge_source:
             self.purge()
-        self.lifecycle.apply(self.report)  # ARCHIVE_PII_RETENTION
+        if self.options.maintain:
+            self.lifecycle.apply(self.report)  # ARCHIVE_PII_RETENTION, ARCHIVE_RETENTION's undated orders
         export_samples(self.report, self.options)

@@ -1,10 +1,16 @@
-// Least-privilege roles for order-archiver. Run as a user administrator:
+// Least-privilege roles for order-archiver, one per purpose, and one user per process. Run as a
+// user administrator:
 //   mongosh "mongodb://admin@host/admin" --file deploy/mongodb-roles.js
 // Edit the names below to match your settings (MONGODB_DATABASE, *_COLLECTION, ARCHIVE_*).
 // With ARCHIVE_MONGODB_URI (the archive on another deployment), run it on each deployment
 // with SIDE set: "source" grants only the source's privileges (find, changeStream,
 // listCollections; the optional index, purge and restore roles), "archive" only the archive's.
-// Which role each command needs: docs/deployment.md (a test checks it against what each sends).
+// Which roles each command needs: docs/deployment.md (a test checks it against what each sends).
+//
+// Why several roles: the long-running watcher holds its credentials all the time, so it gets
+// no createIndex, collMod, dropIndex nor remove on the archive (with createIndex or collMod,
+// anyone holding them could make a TTL index that deletes the archive). Building the indexes and
+// ARCHIVE_RETENTION's TTL index is batch --run's; the watcher's catch-up only checks them.
 const SOURCE_DB = "livraison";
 const ARCHIVE_DB = SOURCE_DB; // ARCHIVE_DATABASE, when the archive lives elsewhere
 const ORDERS = "Commande";
@@ -12,14 +18,14 @@ const REFERENCES = ["Client", "Livreur", "Restaurants", "Menu"];
 const ARCHIVE = "Commande_archive";
 const CHECKPOINTS = "archiver_checkpoints";
 const REJECTS = "archiver_rejects"; // REJECTS_COLLECTION
-const FORGOTTEN = "archiver_forgotten"; // FORGOTTEN_COLLECTION
+const FORGOTTEN = "archiver_forgotten"; // FORGOTTEN_COLLECTION: read before every archive write
 const SIDE = "both"; // "source" or "archive" when ARCHIVE_MONGODB_URI puts the archive elsewhere
 
 const admin = db.getSiblingDB("admin");
 
-// batch and watch: read the source, follow its changes, write the archive and checkpoints.
+// Every command: read the source, follow its changes, read the archive and its lists.
 admin.createRole({
-  role: "orderArchiver",
+  role: "orderArchiverRead",
   privileges: [
     ...(SIDE === "archive" ? [] : [
       // listIndexes: batch, status and doctor read which source indexes are ready or being built.
@@ -29,12 +35,10 @@ admin.createRole({
       { resource: { db: SOURCE_DB, collection: "" }, actions: ["listCollections"] },
     ]),
     ...(SIDE === "source" ? [] : [
-      // listIndexes: batch --run reads which indexes are ready or being built (never built twice),
-      // and ARCHIVE_RETENTION's TTL index (to create, change or drop it).
-      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "insert", "update", "createIndex", "listIndexes"] },
-      { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find", "insert", "update", "remove"] },
-      { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find", "insert", "update", "remove"] },
-      // The record of forgotten persons: read before every archive write (forget --run writes it).
+      // listIndexes: which indexes are ready or being built, ARCHIVE_RETENTION's TTL index.
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "listIndexes"] },
+      { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find"] },
+      { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find"] },
       { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["find"] },
     ]),
   ],
@@ -42,18 +46,58 @@ admin.createRole({
 });
 
 if (SIDE !== "source") {
-  // Only for `forget --run` (a data-protection officer's command): record the person, then
-  // erase their archived orders (update, with orderArchiver's find on the archive).
+  // watch: archive each delivery, save its resume token and lease, list rejected orders (its
+  // catch-up prunes those fixed since). Never an index, a collMod nor a delete on the archive.
+  admin.createRole({
+    role: "orderArchiverWatch",
+    privileges: [
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["insert", "update"] },
+      { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["insert", "update"] },
+      { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["insert", "update", "remove"] },
+    ],
+    roles: [],
+  });
+
+  // batch --run, verify --repair, retire-watcher: the watcher's writes, the archive's indexes
+  // (createIndex: its unique index, which no write goes without), a retired watcher's token and
+  // lease removed, ARCHIVE_PII_RETENTION's erasure (update).
+  admin.createRole({
+    role: "orderArchiverBatch",
+    privileges: [
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["insert", "update", "createIndex"] },
+      { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["insert", "update", "remove"] },
+      { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["insert", "update", "remove"] },
+    ],
+    roles: [],
+  });
+
+  // Only with ARCHIVE_RETENTION, for the batch user: batch --run creates its TTL index (the
+  // createIndex of orderArchiverBatch), changes its age in place (collMod), drops it once the
+  // setting is unset (dropIndex), and deletes the archived orders without date_livraison whose
+  // order date is past the retention (remove: no TTL index sees them).
+  admin.createRole({
+    role: "orderArchiverRetention",
+    privileges: [
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["collMod", "dropIndex", "remove"] },
+    ],
+    roles: [],
+  });
+
+  // forget --run: a person's data erased from the archive (update), the person recorded as
+  // forgotten so that no later write brings the data back (insert, update).
   admin.createRole({
     role: "orderArchiverForget",
-    privileges: [{ resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["insert", "update"] }],
+    privileges: [
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["update"] },
+      { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["insert", "update"] },
+    ],
     roles: [],
   });
 }
 
 if (SIDE !== "archive") {
-  // Optional: the source indexes batch creates (status+date_commande, status+_id,
-  // status+date_livraison, numero_commande). Without it batch warns once and continues.
+  // Optional, for the batch user: the source indexes batch creates (status+date_commande,
+  // status+_id, status+date_livraison, numero_commande). Without it batch warns once and continues.
   admin.createRole({
     role: "orderArchiverSourceIndexes",
     privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["createIndex"] }],
@@ -66,38 +110,45 @@ if (SIDE !== "archive") {
     privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["remove"] }],
     roles: [],
   });
-
-  // Only for `restore --run`: put archived orders back into the source (insert, never update
-  // or remove: an order the source holds already is left alone). With orderArchiver, whose
-  // update on the archive marks each restored order against the purge (RESTORE_HOLD).
-  admin.createRole({
-    role: "orderArchiverRestore",
-    privileges: [{ resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["insert"] }],
-    roles: [],
-  });
 }
 
-if (SIDE !== "source") {
-  // Only with ARCHIVE_RETENTION: batch --run changes its TTL index's age in place (collMod),
-  // drops the index once the setting is unset (dropIndex), and deletes the archived orders
-  // without date_livraison whose order date is past the retention (remove: no TTL index sees them).
-  admin.createRole({
-    role: "orderArchiverRetention",
-    privileges: [
-      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["collMod", "dropIndex", "remove"] },
-    ],
-    roles: [],
-  });
-}
-
-// One user per use; passwordPrompt() keeps the password out of shell history.
-admin.createUser({
-  user: "order-archiver",
-  pwd: passwordPrompt(),
-  roles: SIDE === "archive" ? ["orderArchiver"] : ["orderArchiver", "orderArchiverSourceIndexes"],
+// restore --run (a support agent's occasional task): put archived orders back into the source
+// (insert, never update or remove: an order the source holds already is left alone), and mark
+// each restored order in the archive against the purge (update: restored_at, RESTORE_HOLD).
+admin.createRole({
+  role: "orderArchiverRestore",
+  privileges: [
+    ...(SIDE === "archive" ? [] : [
+      { resource: { db: SOURCE_DB, collection: ORDERS }, actions: ["insert"] },
+    ]),
+    ...(SIDE === "source" ? [] : [
+      { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["update"] },
+    ]),
+  ],
+  roles: [],
 });
-// With ARCHIVE_RETENTION, add "orderArchiverRetention" to the roles of the user that runs batch --run,
-// and keep it after unsetting the setting until a batch --run has dropped the TTL index (doctor says so).
-// admin.createUser({ user: "order-archiver-purge", pwd: passwordPrompt(), roles: ["orderArchiver", "orderArchiverPurge"] });
-// restore --run (a support agent's occasional task), its own user:
-// admin.createUser({ user: "order-archiver-restore", pwd: passwordPrompt(), roles: ["orderArchiver", "orderArchiverRestore"] });
+
+// One user per process (each its own credentials: a Kubernetes Secret key, a systemd
+// credential); passwordPrompt() keeps the passwords out of shell history.
+// On a SIDE of its own, a role the other side holds does not exist there: leave it out.
+const onArchive = (roles) => (SIDE === "source" ? [] : roles);
+const onSource = (roles) => (SIDE === "archive" ? [] : roles);
+admin.createUser({
+  user: "order-archiver-watch",
+  pwd: passwordPrompt(),
+  roles: ["orderArchiverRead", ...onArchive(["orderArchiverWatch"])],
+});
+admin.createUser({
+  user: "order-archiver-batch",
+  pwd: passwordPrompt(),
+  roles: ["orderArchiverRead", ...onArchive(["orderArchiverBatch"]), ...onSource(["orderArchiverSourceIndexes"])],
+});
+// With ARCHIVE_RETENTION, add "orderArchiverRetention" to order-archiver-batch's roles, and keep
+// it after unsetting the setting until a batch --run has dropped the TTL index (doctor says so):
+//   admin.grantRolesToUser("order-archiver-batch", ["orderArchiverRetention"]);
+// With batch --purge-source: admin.grantRolesToUser("order-archiver-batch", ["orderArchiverPurge"]);
+// restore --run and forget --run, each its own user (a person's occasional task, not a service):
+// admin.createUser({ user: "order-archiver-restore", pwd: passwordPrompt(), roles: ["orderArchiverRead", "orderArchiverRestore"] });
+// admin.createUser({ user: "order-archiver-forget", pwd: passwordPrompt(), roles: ["orderArchiverRead", "orderArchiverForget"] });
+// status, doctor, verify, rejects, and the dry runs read only:
+// admin.createUser({ user: "order-archiver-read", pwd: passwordPrompt(), roles: ["orderArchiverRead"] });

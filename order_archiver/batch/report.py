@@ -41,6 +41,11 @@ class BatchOptions:
     # shows). An incremental pass always does (see _begin_pass).
     read_primary: bool = False
     show_pii: bool = False  # samples unmasked (--show-pii)
+    # Build the indexes and apply ARCHIVE_RETENTION / ARCHIVE_PII_RETENTION (batch --run). The
+    # watcher's catch-up does not: its role has no createIndex, collMod, dropIndex nor remove on
+    # the archive (a TTL index made with its credentials could delete the archive); it only
+    # checks that the archive's unique index is ready (docs/deployment.md, "Roles per command").
+    maintain: bool = True
 
 
 @dataclass

@@ -390,6 +390,19 @@ class IndexStep:
         self._report(report, statuses)
         require_unique(statuses, self.archive)
 
+    def require(self, report: Any, *, source_exists: bool) -> None:
+        """Check, build nothing (the watcher's catch-up: its role cannot create indexes). Each index
+        not ready is said, naming batch --run, which builds it; a missing one costs speed only (an
+        order is archived once by its _id); the archive's unique index being built stops the
+        catch-up as it stops a batch run (``require_unique``)."""
+        wanted = wanted_indexes(self.orders, self.archive, source_exists=source_exists)
+        statuses = index_states(wanted, self.stop_event)
+        for status in statuses:
+            if status.state != "ready":
+                log.warning(status.line())
+        self._report(report, statuses)
+        require_unique([s for s in statuses if s.state == "pending"], self.archive)
+
     def plan(self, report: Any, *, source_exists: bool) -> None:
         """Where each index stands, nothing built."""
         wanted = wanted_indexes(self.orders, self.archive, source_exists=source_exists)

@@ -110,6 +110,7 @@ def catch_up(
         full_reason="the watcher's catch-up: every delivered order not archived yet",
         name="catch-up",
         read_primary=True,
+        maintain=False,  # indexes and retentions are batch --run's (the watcher's role: neither)
     )
     report = BatchArchiver(
         client,

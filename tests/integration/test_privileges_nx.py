@@ -122,14 +122,14 @@ class Product:
         assert run.code in (0, 3), f"{' '.join(argv)} exited {run.code}: {run.output}"
         return run
 
-    def watch(self, until: Any) -> Run:
+    def watch(self, until: Any, name: str = "eu-1", **extra: str) -> Run:
         """watch as the service runs it (a mongo token store, its lease), stopped as SIGTERM does
         once ``until`` holds."""
         from main import build_parser
 
-        args = build_parser().parse_args(["watch", "--token-store", "mongo", "--name", "eu-1"])
+        args = build_parser().parse_args(["watch", "--token-store", "mongo", "--name", name])
         stop = threading.Event()
-        with self.recording("watch", {}) as run:
+        with self.recording("watch", extra) as run:
             result: list[int] = []
             thread = threading.Thread(target=lambda: result.append(args.func(args, stop)), daemon=True)
             thread.start()
@@ -158,6 +158,20 @@ def every_command(nx_server, tmp_path_factory) -> list[Run]:
         product = Product(env, cwd)
         product.run("doctor", "doctor")
         product.run("batch", "batch")
+        # A watcher started first, before any batch --run, with both retentions set: its catch-up
+        # archives without building an index nor touching ARCHIVE_RETENTION's TTL index or the
+        # archived orders it would delete (batch --run's): its role holds none of that (#31 item 9).
+        archive = database["Commande_archive"]
+        started = database["archiver_checkpoints"]
+
+        def caught_up_first() -> None:
+            wait_for(lambda: started.find_one({"_id": "watch:eu-0"}) is not None, what="the first catch-up")
+
+        product.watch(
+            until=caught_up_first, name="eu-0", ARCHIVE_RETENTION="20000d", ARCHIVE_PII_RETENTION="20000d"
+        )
+        assert archive.count_documents({}) > 0, "the first watcher archived nothing"
+        assert set(archive.index_information()) == {"_id_"}, "the watcher built an index"
         # An order that cannot be archived (no numero_commande): listed as rejected, then fixed.
         invalid = (
             database["Commande"]
@@ -170,7 +184,6 @@ def every_command(nx_server, tmp_path_factory) -> list[Run]:
         assert database["archiver_rejects"].count_documents({}) == 1, "the invalid order was not listed"
         later = pending_ids(dataset, 2)
         deliver(database["Commande"], later[:1])
-        archive = database["Commande_archive"]
 
         def caught_up_then_one_event() -> None:
             # The catch-up archives the first; the change stream, the one delivered after it.
@@ -179,6 +192,7 @@ def every_command(nx_server, tmp_path_factory) -> list[Run]:
             wait_for(lambda: archive.find_one({"_id": later[1]}) is not None, what="the event")
 
         product.watch(until=caught_up_then_one_event)
+        product.run("retire-watcher", "retire-watcher", "eu-0")
         product.run("retire-watcher", "retire-watcher", "eu-1")
         product.run("status", "status")
         product.run("rejects", "rejects")
@@ -250,6 +264,33 @@ def test_every_command_sends_only_what_its_documented_roles_grant(every_command)
                     f"for {', '.join(sorted(commands))}, not in {', '.join(named)}"
                 )
     assert not missing, "\n".join(missing)
+
+
+# What a TTL index made with them could do: delete the archive (createIndex with
+# expireAfterSeconds, collMod changing one's age); dropIndex drops its unique index.
+INDEX_ACTIONS = {"createIndex", "collMod", "dropIndex"}
+
+
+def test_the_watcher_needs_and_holds_no_index_action_on_the_archive(every_command):
+    """watch, a first start with both retentions set included, sent nothing that needs an index
+    action or a delete on the archive, and the roles docs/deployment.md names for it grant none:
+    a watcher's credentials cannot make a TTL index (#31 item 9)."""
+    watches = [run for run in every_command if run.command == "watch"]
+    assert [run.settings.get("ARCHIVE_RETENTION") for run in watches] == ["20000d", None]
+    archive = (ROLES_FILE_DATABASE, "Commande_archive")
+    for run in watches:
+        sent = {need.action for need in run.needs if (need.db, need.collection) == archive}
+        assert {"insert", "update"} <= sent  # it archived
+        assert not sent & (INDEX_ACTIONS | {"remove"}), sorted(sent)
+    roles = shipped_roles(ROLES_FILE)
+    held = {
+        action
+        for role in documented_roles(DOCS)["watch"]
+        for db, collection, actions in roles[role]
+        if (db, collection) == archive or collection == ""
+        for action in actions
+    }
+    assert not held & (INDEX_ACTIONS | {"remove"}), sorted(held)
 
 
 def test_every_documented_command_was_run(every_command):

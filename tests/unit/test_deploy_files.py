@@ -12,7 +12,7 @@ import yaml
 
 from main import build_parser
 from tests.helpers import product_files
-from tests.privileges import NoRule, Privilege, required, shipped_roles
+from tests.privileges import NoRule, Privilege, documented_roles, required, shipped_roles
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -105,6 +105,10 @@ def containers(document):
     return spec, spec["containers"]
 
 
+# #31 item 9: each workload its own MongoDB user (deploy/mongodb-roles.js), so its own key.
+URI_KEYS = {"Deployment": "mongodb-uri-watch", "CronJob": "mongodb-uri-batch"}
+
+
 @pytest.mark.parametrize("kind", ["Deployment", "CronJob"])
 def test_manifests_are_non_root_and_take_the_uri_from_a_secret(manifests, kind):
     spec, (container,) = containers(manifests[kind])
@@ -118,7 +122,7 @@ def test_manifests_are_non_root_and_take_the_uri_from_a_secret(manifests, kind):
     assert mount["readOnly"] is True
     (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert volume["secret"]["secretName"] == "order-archiver-mongodb"
-    assert volume["secret"]["items"] == [{"key": "MONGODB_URI", "path": path.rsplit("/", 1)[1]}]
+    assert volume["secret"]["items"] == [{"key": URI_KEYS[kind], "path": path.rsplit("/", 1)[1]}]
     assert volume["secret"]["defaultMode"] == 0o400
     parses(container["args"])
 
@@ -138,8 +142,12 @@ def test_cronjob_runs_batch_and_never_overlaps(manifests):
     assert manifests["CronJob"]["spec"]["concurrencyPolicy"] == "Forbid"
 
 
-def test_secret_example_holds_no_real_password(manifests):
-    assert "REPLACE-ME" in manifests["Secret"]["stringData"]["MONGODB_URI"]
+def test_secret_example_holds_no_real_password_and_one_user_per_workload(manifests):
+    uris = manifests["Secret"]["stringData"]
+    assert set(uris) == set(URI_KEYS.values())
+    assert all("REPLACE-ME" in uri for uri in uris.values())
+    users = {key: uri.split("//", 1)[1].split(":", 1)[0] for key, uri in uris.items()}
+    assert users == {"mongodb-uri-watch": "order-archiver-watch", "mongodb-uri-batch": "order-archiver-batch"}
 
 
 @pytest.mark.parametrize("unit", ["order-archiver-watch.service", "order-archiver-batch.service"])
@@ -150,6 +158,10 @@ def test_systemd_units_run_valid_commands_as_a_service_user(unit):
     assert re.search(r"^User=(?!root)\S+", text, re.MULTILINE)
     assert "EnvironmentFile=" in text
     assert "MONGODB_URI=" not in text
+    # #31 item 9: its own MongoDB user's URI, a systemd credential only this unit reads.
+    process = unit.split("-")[2].split(".")[0]
+    assert f"LoadCredential=mongodb-uri:/etc/order-archiver/{process}.uri" in text.splitlines()
+    assert "Environment=MONGODB_URI_FILE=%d/mongodb-uri" in text.splitlines()
     # #31 item 7: systemd creates LogsDirectory 0755 by default; the logs name orders and ids.
     assert "LogsDirectoryMode=0700" in text
     assert "StateDirectory=" not in text or "StateDirectoryMode=0700" in text
@@ -158,7 +170,7 @@ def test_systemd_units_run_valid_commands_as_a_service_user(unit):
 def test_roles_script_grants_least_privilege():
     text = (DEPLOY / "mongodb-roles.js").read_text()
     assert '"find", "changeStream"' in text
-    assert '"find", "insert", "update", "createIndex"' in text
+    assert '["insert", "update", "createIndex"]' in text  # orderArchiverBatch's, on the archive
     assert '["remove"]' in text
     assert "orderArchiverPurge" in text
     assert "orderArchiverRestore" in text
@@ -173,13 +185,48 @@ def test_the_roles_are_read_whole_and_restore_has_its_own():
     """tests/privileges.py reads each role's privileges with the script's constants resolved
     (what tests/integration/test_privileges_nx.py compares with the wire)."""
     roles = shipped_roles(DEPLOY / "mongodb-roles.js")
-    assert roles["orderArchiverRestore"] == [("livraison", "Commande", frozenset({"insert"}))]
-    assert ("livraison", "Menu", frozenset({"find"})) in roles["orderArchiver"]  # REFERENCES.map
-    assert ("livraison", "", frozenset({"listCollections"})) in roles["orderArchiver"]
-    orders = [p for p in roles["orderArchiver"] if p[1] == "Commande"]
+    assert roles["orderArchiverRestore"] == [
+        ("livraison", "Commande", frozenset({"insert"})),
+        ("livraison", "Commande_archive", frozenset({"update"})),  # restored_at
+    ]
+    assert ("livraison", "Menu", frozenset({"find"})) in roles["orderArchiverRead"]  # REFERENCES.map
+    assert ("livraison", "", frozenset({"listCollections"})) in roles["orderArchiverRead"]
+    orders = [p for p in roles["orderArchiverRead"] if p[1] == "Commande"]
     assert orders == [
         ("livraison", "Commande", frozenset({"find", "changeStream", "listIndexes"}))
     ]  # never a write
+
+
+# Whoever holds them can make a TTL index that deletes the archive (createIndex with
+# expireAfterSeconds, collMod), drop its unique index, or delete from it.
+DANGEROUS_ON_THE_ARCHIVE = {"createIndex", "collMod", "dropIndex", "remove"}
+
+
+def test_the_watchers_user_holds_no_index_action_nor_delete_on_the_archive():
+    """#31 item 9: the long-running watcher's roles (as docs/deployment.md names them for watch,
+    and as the script grants its user) hold none of them; the batch's hold what it builds."""
+    roles = shipped_roles(DEPLOY / "mongodb-roles.js")
+    named = documented_roles(ROOT / "docs" / "deployment.md")
+    text = (DEPLOY / "mongodb-roles.js").read_text()
+    user = text.split('user: "order-archiver-watch"', 1)[1].split("});", 1)[0]
+    assert set(named["watch"]) == set(re.findall(r'"(orderArchiver\w+)"', user))
+
+    def on_the_archive(role_names: list[str]) -> set[str]:
+        return {
+            action
+            for role in role_names
+            for _, collection, actions in roles[role]
+            if collection in ("Commande_archive", "")
+            for action in actions
+        }
+
+    assert not on_the_archive(named["watch"]) & DANGEROUS_ON_THE_ARCHIVE
+    assert {"insert", "update"} <= on_the_archive(named["watch"])
+    assert "createIndex" in on_the_archive(named["batch --run"])
+    assert {"collMod", "dropIndex", "remove"} <= on_the_archive(named["batch --run (ARCHIVE_RETENTION)"])
+    # restore --run and forget --run: neither the watcher's nor the batch's writes.
+    for command in ("restore --run", "forget --run"):
+        assert not {"orderArchiverWatch", "orderArchiverBatch"} & set(named[command])
 
 
 @pytest.mark.parametrize(
