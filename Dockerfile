@@ -3,9 +3,12 @@
 #   docker run --rm -e MONGODB_URI=... order-archiver                 (watch)
 #   docker run --rm -e MONGODB_URI=... order-archiver batch --run     (batch)
 # The URI comes from the environment at run time (a Secret): never baked into the image.
+# Two targets: the default (the last stage, `production`) installs the production set only;
+# `--target simulation` adds Faker and mongomock (requirements-simulation.txt) for compose's
+# `simulate` service and demos: never for production data.
 # The base pinned by digest: a moved tag cannot change the image. To move to a newer base:
 #   docker buildx imagetools inspect python:3.11-slim   (the "Digest:" line)
-FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -31,6 +34,17 @@ COPY order_archiver/ ./order_archiver/
 RUN groupadd --system --gid 10001 archiver \
  && useradd --system --uid 10001 --gid archiver --home-dir /app --shell /usr/sbin/nologin archiver \
  && mkdir /data && chown archiver:archiver /data
+
+# `simulate` (compose's service): the production image plus the simulation set, hashed too
+# (it holds the production set: pip finds those installed already).
+FROM base AS simulation
+COPY requirements-simulation.txt .
+RUN pip install --require-hashes --no-deps -r requirements-simulation.txt
+USER 10001:10001
+ENTRYPOINT ["python", "main.py"]
+
+# The production image: the default target, and the last stage (`docker build .` builds it).
+FROM base AS production
 USER 10001:10001
 
 EXPOSE 9108

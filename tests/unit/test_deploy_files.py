@@ -273,7 +273,15 @@ def test_not_a_pip_package_and_one_version_everywhere(manifests):
         for container in _pod_spec(manifests[kind])["containers"]
     ]
     assert images
-    assert {image.rsplit(":", 1)[1] for image in images} == {__version__}
+    # #31 item 10: the image by digest, never by a tag a push can move (the placeholder until
+    # the operator puts the pushed image's digest); the release it is, in the workload's label.
+    for image in images:
+        assert re.fullmatch(r"registry\.example/order-archiver@sha256:(<digest>|[0-9a-f]{64})", image), image
+    versions = {
+        manifests[kind]["metadata"]["labels"]["app.kubernetes.io/version"]
+        for kind in ("CronJob", "Deployment")
+    }
+    assert versions == {__version__}
     releases = re.findall(r"^## \[(\d[^\]]*)\]", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
     assert releases[0] == __version__
 
@@ -343,6 +351,33 @@ def test_metrics_listen_on_this_host_unless_told_and_the_pods_are_fenced(manifes
     assert set(batch["policyTypes"]) == {"Ingress", "Egress"}
     assert batch["ingress"] == []
     assert {p["port"] for rule in batch["egress"] for p in rule["ports"]} == {27017, 53}
+
+
+def test_the_pods_reach_only_the_database_and_the_clusters_dns(manifests):
+    """#31 item 10: an egress rule without ``to`` allows every address. MongoDB's rule names
+    its peers (a placeholder CIDR that reaches nothing until edited, marked EDIT-ME, or the
+    operator's selectors), DNS's the cluster's DNS pods."""
+    for component in ("watch", "batch"):
+        path = (
+            DEPLOY
+            / "kubernetes"
+            / ("watch-deployment.yaml" if component == "watch" else "batch-cronjob.yaml")
+        )
+        egress = manifests[f"NetworkPolicy:{component}"]["spec"]["egress"]
+        assert all(rule.get("to") for rule in egress), f"{component}: an egress rule open to any address"
+        by_port = {port["port"]: rule for rule in egress for port in rule["ports"]}
+        assert set(by_port) == {27017, 53}
+        (database,) = by_port[27017]["to"]
+        if "ipBlock" in database:
+            assert database["ipBlock"]["cidr"] != "0.0.0.0/0"
+            if database["ipBlock"]["cidr"] == "192.0.2.0/24":  # RFC 5737: documentation only
+                line = next(line for line in path.read_text().splitlines() if "192.0.2.0/24}" in line)
+                assert "EDIT-ME" in line
+        else:
+            assert {"namespaceSelector", "podSelector"} & set(database)
+        (dns,) = by_port[53]["to"]
+        assert dns["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
+        assert dns["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
 
 
 def test_the_metrics_endpoint_binds_the_loopback_by_default():

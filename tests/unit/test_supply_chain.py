@@ -97,14 +97,59 @@ def test_each_lock_holds_every_dependency_of_what_it_holds(lock):
             assert canonicalize_name(requirement.name) in found, f"{lock}: {name} needs {requirement.name}"
 
 
-def test_the_image_installs_the_hashed_production_set_on_a_pinned_base():
+def dockerfile_stages() -> dict[str, tuple[str, str]]:
+    """Each stage of the Dockerfile -> (what it is built FROM, its lines)."""
     text = (ROOT / "Dockerfile").read_text()
-    bases = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
-    assert bases
-    assert all(re.search(r"@sha256:[0-9a-f]{64}$", base) for base in bases), bases
-    installs = [line for line in text.splitlines() if "pip install" in line]
-    assert installs
-    assert all("--require-hashes" in line and "-r requirements.txt" in line for line in installs)
+    stages: dict[str, tuple[str, str]] = {}
+    for found in re.finditer(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?\n(.*?)(?=^FROM\s|\Z)", text, re.M | re.S):
+        stages[found.group(2) or str(len(stages))] = (found.group(1), found.group(3))
+    return stages
+
+
+def test_the_image_installs_the_hashed_production_set_on_a_pinned_base():
+    stages = dockerfile_stages()
+    assert stages
+    # A base from a registry is pinned by digest; a stage may build on an earlier one.
+    external = [base for base, _ in stages.values() if base not in stages]
+    assert external
+    assert all(re.search(r"@sha256:[0-9a-f]{64}$", base) for base in external), external
+
+    def installs(stage: str) -> list[str]:
+        base, lines = stages[stage]
+        inherited = installs(base) if base in stages else []
+        return inherited + [line for line in lines.splitlines() if "pip install" in line]
+
+    # The default target (the last stage) is the production one: the production set only.
+    production = list(stages)[-1]
+    assert production == "production"
+    assert installs(production)
+    assert all("--require-hashes" in line and "-r requirements.txt" in line for line in installs(production))
+
+
+def test_compose_simulate_runs_on_an_image_with_the_simulation_set():
+    """#31 item 10: ``docker compose run --rm simulate`` ran the production image, which has no
+    Faker (exit 2, "pip install -r requirements-simulation.txt"); its service builds the
+    Dockerfile's simulation target, which installs that hashed set, Faker and mongomock in it."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    build = services["simulate"]["build"]
+    assert build == {"context": ".", "target": "simulation"}
+    stages = dockerfile_stages()
+    base, lines = stages["simulation"]
+    assert base in stages  # the product's stage, plus the set
+    installs = [line for line in lines.splitlines() if "pip install" in line]
+    assert installs == ["RUN pip install --require-hashes --no-deps -r requirements-simulation.txt"]
+    assert re.search(r"^COPY requirements-simulation\.txt ", lines, re.M)
+    assert re.search(r"^USER 10001", lines, re.M)
+    assert set(pins("requirements-simulation.txt")) >= SIMULATION_ONLY
+    # CI builds that target and runs the simulation in it (Docker cannot run here).
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    runs = [step.get("run", "") for step in workflow["jobs"]["docker-image"]["steps"]]
+    assert any("--target simulation -t order-archiver:ci-simulation" in run for run in runs)
+    assert any(
+        run.startswith("docker run --rm order-archiver:ci-simulation batch --simulation") for run in runs
+    )
+    # watch and batch keep the default target: the production image.
+    assert services["watch"]["build"] == services["batch"]["build"] == "."
 
 
 def test_the_ci_actions_are_pinned_by_commit():
