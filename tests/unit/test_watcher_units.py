@@ -347,3 +347,30 @@ def test_a_catch_up_counts_what_it_found_archived_and_stamps_with_the_watchers_c
     assert (watcher.stats.archived, watcher.stats.already_archived) == (len(expected) - 10, 10)
     stamped = {d["archived_at"] for d in archive.find({"_id": {"$nin": list(first)}}, {"archived_at": 1})}
     assert stamped == {moment}
+
+
+def test_a_catch_up_builds_no_index_and_applies_no_retention(mongo, caplog):
+    """#31 item 9: the watcher's user holds no createIndex, collMod, dropIndex nor remove on the
+    archive. Its catch-up archives without building an index (each missing one said, naming
+    batch --run, which builds it) and leaves ARCHIVE_RETENTION's TTL index and
+    ARCHIVE_PII_RETENTION's erasure to batch --run."""
+    from config import Settings, parse_duration
+    from tests.helpers import expected_archive_ids, seed_database
+    from watcher import Watcher, WatchOptions
+
+    settings = Settings(
+        simulation=True,
+        log_dir="",
+        archive_retention=parse_duration("20000d"),
+        archive_pii_retention=parse_duration("1d"),
+    )
+    dataset = seed_database(mongo["livraison"], settings, 60, seed=5, p_anomalies=0.0)
+    watcher = Watcher(mongo, settings, WatchOptions())
+    with caplog.at_level("WARNING"):
+        watcher._catch_up()
+    archive = mongo["livraison"]["Commande_archive"]
+    assert watcher.stats.archived == len(expected_archive_ids(dataset)) > 0
+    assert set(archive.index_information()) == {"_id_"}  # neither the unique nor the TTL index
+    assert set(mongo["livraison"]["Commande"].index_information()) == {"_id_"}
+    assert archive.count_documents({"forgotten_at": {"$exists": True}}) == 0  # nothing erased
+    assert any("numero_commande_1" in r.message and "batch --run" in r.message for r in caplog.records)
