@@ -138,9 +138,10 @@ class BatchArchiver:
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, clock)
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, self.stop_event)
-        side = collections.archive_side
-        self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, self.stop_event, side)
-        self.index_step = IndexStep(self.orders, self.archive, settings.index_build_wait_s, self.stop_event)
+        # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
+        side, maintain, stop = collections.archive_side, options.maintain, self.stop_event
+        self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, stop, side, maintain)
+        self.index_step = IndexStep(self.orders, self.archive, settings.index_build_wait_s, stop, maintain)
         self.progress: Progress | None = None
         self._last_written_id: Any = None
         self._source_exists = True  # see _run
@@ -151,9 +152,6 @@ class BatchArchiver:
         """ARCHIVE_RETENTION's TTL index first (a conflicting index stops the run before it
         writes: ``retention.py``), then the indexes the run relies on (``indexes.py``: no time
         limit, at most INDEX_BUILD_WAIT_S waited for; never a write without the unique index)."""
-        if not self.options.maintain:
-            self.index_step.require(self.report, source_exists=self._source_exists)
-            return
         self.lifecycle.ensure_index(self.report)
         self.index_step.build(self.report, source_exists=self._source_exists)
 
@@ -330,6 +328,5 @@ class BatchArchiver:
         )
         if self.options.purge_source:
             self.purge()
-        if self.options.maintain:
-            self.lifecycle.apply(self.report)  # ARCHIVE_PII_RETENTION, ARCHIVE_RETENTION's undated orders
+        self.lifecycle.apply(self.report)  # ARCHIVE_PII_RETENTION
         export_samples(self.report, self.options)

@@ -377,9 +377,13 @@ class IndexStep:
     archive: MongoCollection
     wait_s: float
     stop_event: threading.Event
+    create: bool = True  # False: check only (``require``)
 
     def build(self, report: Any, *, source_exists: bool) -> None:
         """Build; refuse to go on without the archive's unique index (``require_unique``)."""
+        if not self.create:
+            self.require(report, source_exists=source_exists)
+            return
         statuses = ensure_indexes(
             self.orders,
             self.archive,

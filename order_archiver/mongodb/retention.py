@@ -389,6 +389,9 @@ class ArchiveLifecycle:
     server_clock: Callable[[], datetime]
     stop_event: threading.Event | None
     side: str = ""
+    # False: the watcher's catch-up, whose role has neither createIndex, collMod, dropIndex nor
+    # remove on the archive: the TTL index and both retentions are batch --run's.
+    manage: bool = True
 
     def _pii(self) -> PiiRetention | None:
         length = self.settings.archive_pii_retention
@@ -402,6 +405,8 @@ class ArchiveLifecycle:
         return UndatedRetention(self.archive, length, self.server_clock, self.stop_event) if length else None
 
     def ensure_index(self, report: Any) -> None:
+        if not self.manage:
+            return
         with named_side(self.side):
             state = apply_retention(self.archive, self.settings, self.stop_event, self.server_clock)
         report.retention = state.as_dict()
@@ -409,6 +414,8 @@ class ArchiveLifecycle:
             report.warnings.append(f"archive retention: {state.problem}")
 
     def apply(self, report: Any) -> None:
+        if not self.manage:
+            return
         pii, undated = self._pii(), self._undated()
         with named_side(self.side):
             if undated is not None:
