@@ -171,11 +171,21 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    settings = _settings(args, resume_token_file=args.token_file)
+    if args.token_store != "file":
+        return _watch(args, settings, stop_event)  # the mongo store's lease decides who writes
+    from order_archiver.mongodb.token_lock import TokenFileLock
+
+    check_output_paths(settings, {"RESUME_TOKEN_FILE": settings.resume_token_file}, args.env_file)
+    # One watcher per token file, for this process's life (the wait for the server included):
+    # a second one refuses at once, exit 2, naming the first one's pid.
+    with TokenFileLock(settings.resume_token_file, "watch"):
+        return _watch(args, settings, stop_event)
+
+
+def _watch(args: argparse.Namespace, settings: Settings, stop_event: threading.Event) -> int:
     from watcher import Watcher, WatchOptions
 
-    settings = _settings(args, resume_token_file=args.token_file)
-    if args.token_store == "file":
-        check_output_paths(settings, {"RESUME_TOKEN_FILE": settings.resume_token_file}, args.env_file)
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:

@@ -24,6 +24,7 @@ from config import Settings
 from logger import get_logger
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.mongodb.lease import LeaseLost, lease_key, server_time
+from order_archiver.mongodb.token_lock import TokenFileBusy, TokenFileLock
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.retry import Retry, retrying
 
@@ -32,7 +33,7 @@ log = get_logger("tokens")
 TOKEN_FILE_VERSION = 1
 
 TOKEN_KEY_PREFIX = "watch:"
-RECENT_SAVE = timedelta(minutes=2)  # a file token saved this recently may belong to a live watcher
+RECENT_SAVE = timedelta(minutes=2)  # without file locks: a token saved this recently may be a live watcher's
 
 
 def token_key(name: str) -> str:
@@ -76,9 +77,26 @@ def retire_mongo_watcher(checkpoints: Any, name: str, now: datetime | None = Non
 
 def retire_file_watcher(path: str | Path, now: datetime | None = None) -> str:
     """Forget the watcher of a token file: the file goes. Refused for a file that is not a
-    token file, or that was saved in the last two minutes without a clean stop."""
-    now = now or datetime.now(UTC)
+    token file, or while a watcher holds its lock (``token_lock.py``); the lock is held for
+    the removal, so that no watcher starts meanwhile. Where the file system has no locks, a
+    file saved in the last two minutes without a clean stop is refused instead."""
     target = Path(path)
+    record = _token_file_record(target)
+    lock = TokenFileLock(target, "retire-watcher")
+    try:
+        guarded = lock.acquire()
+    except TokenFileBusy as exc:
+        raise ConfigError(f"the watcher of {target} is running ({exc.holder}): stop it first") from None
+    try:
+        if not guarded:
+            _refuse_recent_save(target, record, now or datetime.now(UTC))
+        target.unlink()
+    finally:
+        lock.release()
+    return f"watcher of {target} retired: the token file is gone; started again, it would catch up first"
+
+
+def _token_file_record(target: Path) -> dict[str, Any]:
     try:
         record = json_util.loads(target.read_text("utf-8"))
     except FileNotFoundError:
@@ -87,6 +105,10 @@ def retire_file_watcher(path: str | Path, now: datetime | None = None) -> str:
         record = None
     if not isinstance(record, dict) or "namespace" not in record:
         raise ConfigError(f"{target} is not a resume token file; left as it is")
+    return record
+
+
+def _refuse_recent_save(target: Path, record: Mapping[str, Any], now: datetime) -> None:
     saved = record.get("saved_at")
     if (
         isinstance(saved, datetime)
@@ -96,8 +118,6 @@ def retire_file_watcher(path: str | Path, now: datetime | None = None) -> str:
         raise ConfigError(
             f"{target} was saved {(now - as_utc(saved)).seconds}s ago: is its watcher running? stop it first"
         )
-    target.unlink()
-    return f"watcher of {target} retired: the token file is gone; started again, it would catch up first"
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,40 @@ def test_kill_9_mid_burst_then_restart_loses_and_duplicates_nothing(
     assert_no_duplicates(database["Commande_archive"])
 
 
+def test_a_second_watcher_on_one_token_file_refuses_and_the_first_keeps_archiving(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers
+):
+    """#32 item 2: the file store has no lease; the token file's lock lets one watcher run. The
+    second exits 2 with one line naming the first one's pid; a kill -9 of the first releases
+    the lock, so a restart (systemd's Restart=on-failure) takes over at once."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 200, seed=44, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    first = watchers(env, tmp_path)
+    wait_for(lambda: archived_ids(database) == expected, what="the first watcher's catch-up")
+    second = watchers(env, tmp_path)
+    second.process.wait(timeout=60)  # on its own: it exits at once
+    assert second.stop() == 2
+    last_line = second.output().strip().splitlines()[-1]
+    assert last_line.startswith("error: resume token file ")
+    assert f"is in use by watch (pid {first.process.pid} on " in last_line
+    assert "Traceback" not in second.output()
+
+    orders = database["Commande"]
+    sentinels = pending_ids(dataset, 3)
+    deliver(orders, sentinels[:1])  # the first one goes on: a delivery after the refusal
+    wait_for(lambda: sentinels[0] in archived_ids(database), what="a delivery archived by the first watcher")
+    assert first.process.poll() is None
+
+    first.stop(signal.SIGKILL)
+    restarted = watchers(env, tmp_path)
+    deliver(orders, sentinels[1:])
+    wait_for(lambda: set(sentinels) <= archived_ids(database), what="deliveries archived after a restart")
+    assert restarted.stop() == 0
+    assert "is in use" not in restarted.output()
+    assert_no_duplicates(database["Commande_archive"])
+
+
 @pytest.fixture(scope="module")
 def short_history_server(tmp_path_factory):
     """A server that keeps only 30 change-log rows past its slowest open stream."""
