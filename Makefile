@@ -26,10 +26,13 @@ demo: $(STAMP)
 	$(BIN)/python demo.py --auto
 
 # A local development server (dev/devserver.py: nx-27017 with its faults fixed) on port 27017, in the foreground: to try
-# the commands by hand (QUICKSTART step 3). Not for production data.
+# the commands by hand (QUICKSTART step 3). Not for production data. Another port: make dev-server PORT=27018
+# (a port in use: one line, exit 2). Its data, pid and log (nx.log) in .dev-server/.
+# PORT is set here, not with ?=: only the command line overrides it, not a PORT in the environment.
+PORT = 27017
 dev-server: $(STAMP)
 	mkdir -p .dev-server
-	$(BIN)/python -m dev.devserver --data-dir .dev-server -p 27017 --pid-file .dev-server/nx.pid
+	$(BIN)/python -m dev.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

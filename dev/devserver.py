@@ -11,8 +11,11 @@ fault knobs of their own on top (``tests/nx_launcher.py``).
 
 Usage::
 
-    python -m dev.devserver --data-dir DIR -p PORT --pid-file DIR/nx.pid     (make dev-server)
-    DevServer(folder).start() ... .stop()                                (demo, tests, benchmarks)
+    python -m dev.devserver --data-dir DIR -p PORT     (make dev-server [PORT=N]; log, pid in DIR)
+    DevServer(folder).start() ... .stop()              (demo, tests, benchmarks)
+
+From the command line (``serve``): a port in use is one line and exit 2; the log and pid
+files default to the data folder; the engine's fallback warnings go to the log file only.
 
 It needs the development requirements (``requirements-dev.txt``: nx-27017, neosqlite).
 
@@ -35,9 +38,13 @@ accepts (tests only).
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import errno
 import functools
 import inspect
 import json
+import logging
 import os
 import signal
 import socket
@@ -1191,8 +1198,97 @@ class DevServer:
             pass
 
 
-if __name__ == "__main__":
-    apply_fixes()
+# --- the command line: python -m dev.devserver (make dev-server) --------------------------
+
+EXIT_PORT_TAKEN = 2  # bad usage: another port is the fix (make dev-server PORT=27018)
+
+
+_STOPPING = (asyncio.CancelledError, SystemExit, KeyboardInterrupt)
+
+
+class _NotInTheForeground(logging.Filter):
+    """What goes to the log file only. neosqlite warns "SQL tier N aggregation fallback" each
+    time a pipeline leaves its SQL tier for its Python engine, which the fixes above make
+    every aggregate do (shared nx-27017.md): hundreds of lines in a few minutes' use, none of
+    them news. And Ctrl+C with clients connected (a watcher) ends nx-27017's event loop by
+    ``sys.exit`` in its signal handler: asyncio logs each connection's task, cancelled or
+    interrupted by that exit, as an error with a traceback: the normal end of a connection at
+    shutdown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("neosqlite") and "aggregation fallback" in str(record.msg):
+            return False
+        stopping = record.exc_info is not None and isinstance(record.exc_info[1], _STOPPING)
+        return not (record.name == "asyncio" and stopping)
+
+
+def _console_logging(verbose: bool) -> None:
+    """The terminal's handler, set before nx-27017's ``basicConfig`` (which then adds none):
+    its format, without the engine's fallbacks. nx-27017 adds the log file's handler itself."""
+    console = logging.StreamHandler()
+    console.setFormatter(
+        logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - [%(process)d] - %(message)s")
+    )
+    console.addFilter(_NotInTheForeground())
+    root = logging.getLogger()
+    root.addHandler(console)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _command_line(argv: list[str]) -> tuple[list[str], argparse.Namespace]:
+    """nx-27017's arguments, with its log and pid files in the data folder unless given: its
+    defaults (``/tmp/nx_27017.log``, ``/tmp/nx_27017.pid``) are shared by every server on the
+    machine."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", default="27017")
+    parser.add_argument("--log-file")
+    parser.add_argument("--pid-file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    known, _ = parser.parse_known_args(argv)
+    if known.data_dir and known.data_dir != "memory":
+        Path(known.data_dir).mkdir(parents=True, exist_ok=True)
+        for option, name in (("log_file", "nx.log"), ("pid_file", "nx.pid")):
+            if getattr(known, option) is None:
+                setattr(known, option, str(Path(known.data_dir) / name))
+                argv = [*argv, f"--{option.replace('_', '-')}", getattr(known, option)]
+    return argv, known
+
+
+def serve(argv: list[str]) -> int:
+    """Run nx-27017 in the foreground (the fixes applied by the caller). A port in use is one
+    line and exit 2, not a traceback."""
     from nx_27017.nx_27017 import main
 
-    sys.exit(main())
+    argv, known = _command_line(argv)
+    _console_logging(known.verbose)
+    address = f"{known.host}:{known.port}"
+    log_file = known.log_file or "nx-27017's default"
+    print(
+        f"starting the development server on mongodb://{address}/ (log {log_file}); Ctrl+C stops it",
+        file=sys.stderr,
+    )
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        return int(main() or 0)
+    except OSError as exc:
+        reason = _unusable_address(exc)
+        if reason is None:
+            raise
+        sys.stderr.write(f"error: {address} {reason}: choose another port, e.g. make dev-server PORT=27018\n")
+        return EXIT_PORT_TAKEN
+
+
+def _unusable_address(exc: OSError) -> str | None:
+    """Why the server could not listen, or None for any other failure (raised as it is)."""
+    if exc.errno == errno.EADDRINUSE:  # only a bind says this
+        return "is in use (another MongoDB or development server?)"
+    if exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL) and "bind" in str(exc):  # asyncio's words
+        return f"cannot be listened on ({os.strerror(exc.errno)})"
+    return None
+
+
+if __name__ == "__main__":
+    apply_fixes()
+    sys.exit(serve(sys.argv[1:]))

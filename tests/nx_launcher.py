@@ -282,6 +282,4 @@ if __name__ == "__main__":
     devserver.apply_fixes()
     _add_write_fault_knobs()
     _add_insert_refusals()
-    from nx_27017.nx_27017 import main
-
-    sys.exit(main())
+    sys.exit(devserver.serve(sys.argv[1:]))

@@ -1,0 +1,96 @@
+"""`python -m dev.devserver` as `make dev-server` runs it (#32 item 7): a port in use is one
+line and exit 2; its log lives in its data folder, not in nx-27017's default file that every
+server on the machine shares; the engine's fallback warnings, and asyncio's tracebacks of
+connections cancelled by Ctrl+C, stay out of the terminal."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from tests.helpers import PROJECT, wait_for
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.test_server_only("starts development servers of its own"),
+]
+
+
+def dev_server(data_dir: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "dev.devserver", "--data-dir", str(data_dir), "-p", str(port)]
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            dev_server(tmp_path / "data", port), cwd=PROJECT, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: 127.0.0.1:{port} is in use (another MongoDB or development server?): "
+        "choose another port, e.g. make dev-server PORT=27018"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_its_log_is_in_its_data_folder_and_the_fallbacks_stay_out_of_the_terminal(tmp_path):
+    data, port = tmp_path / "data", free_port()
+    terminal = tmp_path / "terminal.txt"
+    with terminal.open("w") as output:
+        server = subprocess.Popen(
+            dev_server(data, port),
+            cwd=PROJECT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=300
+        )
+
+        def answers() -> bool:
+            try:
+                client.admin.command("ping")
+            except pymongo.errors.PyMongoError:
+                return False
+            return True
+
+        wait_for(answers, timeout=60, what="the development server", on_timeout=terminal.read_text)
+        assert (data / "nx.pid").exists()  # in its folder, not nx-27017's /tmp/nx_27017.pid
+        database = client["t"]
+        database.dishes.insert_one({"_id": 1, "nom": "Pizza"})
+        database.orders.insert_one({"dish": 1})
+        joined = database.orders.aggregate(
+            [{"$lookup": {"from": "dishes", "localField": "dish", "foreignField": "_id", "as": "d"}}]
+        )
+        assert next(joined)["d"] == [{"_id": 1, "nom": "Pizza"}]
+        os.killpg(server.pid, signal.SIGINT)  # Ctrl+C, the client still connected (a watcher)
+        assert server.wait(timeout=30) == 0
+        client.close()
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+    log = (data / "nx.log").read_text()
+    assert "Starting NX-27017" in log
+    assert "aggregation fallback" in log  # logged there, each line as the engine wrote it
+    shown = terminal.read_text()
+    assert f"starting the development server on mongodb://127.0.0.1:{port}/ (log {data / 'nx.log'})" in shown
+    assert "aggregation fallback" not in shown
+    assert "Starting NX-27017" in shown  # the rest of the log still shows
+    assert "Traceback" not in shown  # Ctrl+C with a client connected: a quiet end
