@@ -86,7 +86,7 @@ def retire_file_watcher(path: str | Path, now: datetime | None = None) -> str:
     try:
         guarded = lock.acquire()
     except TokenFileBusy as exc:
-        raise ConfigError(f"the watcher of {target} is running ({exc.holder}): stop it first") from None
+        raise ConfigError(f"the watcher of {target} is running: {exc.holder}; stop it first") from None
     try:
         if not guarded:
             _refuse_recent_save(target, record, now or datetime.now(UTC))

@@ -100,7 +100,7 @@ def test_retire_watcher_is_refused_while_a_watcher_holds_the_lock(tmp_path, monk
             capsys=capsys,
         )
     assert result.returncode == ExitCode.USAGE
-    assert f"is running (watch (pid {os.getpid()} on " in result.stderr
+    assert f"is running: watch (pid {os.getpid()} on " in result.stderr
     assert token.exists()
 
 
