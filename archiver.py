@@ -176,11 +176,7 @@ class BatchArchiver:
 
     def purge(self) -> None:
         """``--purge-source``, after a complete pass (``purge.SourcePurge``)."""
-        counts = self._source_purge().run()
-        self.report.purge_ran = True
-        self.report.purged += counts.purged
-        self.report.purge_kept += counts.kept
-        self.report.purge_held += counts.held
+        self.report.add_purge(self._source_purge().run())
 
     def _source_purge(self) -> SourcePurge:
         parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.stop_event)

@@ -98,6 +98,13 @@ class BatchReport:
         seconds = self.pass_seconds if self.pass_seconds is not None else self.seconds
         return self.scanned / seconds if seconds > 0 else 0.0
 
+    def add_purge(self, counts: Any) -> None:
+        """What ``purge.SourcePurge.run`` did (its ``PurgeCounts``)."""
+        self.purge_ran = True
+        self.purged += counts.purged
+        self.purge_kept += counts.kept
+        self.purge_held += counts.held
+
     def _purge_text(self) -> str:
         """What --purge-source did: over every archived order of the window, not the pass's."""
         if not self.purge_ran:
