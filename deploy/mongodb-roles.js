@@ -67,6 +67,8 @@ if (SIDE !== "source") {
       { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["insert", "update", "createIndex"] },
       { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["insert", "update", "remove"] },
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["insert", "update", "remove"] },
+      // Once: the persons an earlier version's forget erased, recorded (upgrade_erasures).
+      { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["insert", "update"] },
     ],
     roles: [],
   });

@@ -14,11 +14,16 @@ An erasure is a state, not a one-off update: ``forget`` records the person first
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
+from bson import ObjectId
+
+from order_archiver.mongodb.forgotten import ForgottenPersons
 from order_archiver.mongodb.source import chunked
 from order_archiver.mongodb.storage import ArchiveWriter, MongoCollection
-from order_archiver.orders.erasing import Erasure
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, Erasure, person_ids
+from order_archiver.orders.pii import OrderFields
 from order_archiver.retry import Retry, retrying
 
 CHUNK = 500
@@ -65,3 +70,55 @@ def count_holding(
         return orders, holding
 
     return retrying(count, stop_event=stop_event)
+
+
+UPGRADE_DONE = "upgrade:erasures-hold"  # the record's note that upgrade_erasures ran to its end
+
+
+def upgrade_erasures(
+    archive: MongoCollection,
+    record: ForgottenPersons,
+    fields: OrderFields,
+    stop_event: threading.Event | None,
+) -> int:
+    """Once per archive, what an erasure made by an earlier version lacks: its client recorded
+    (``forget`` did not record them: a correction would write their data back) and the erasure
+    made again as it is now (the fingerprint of the erased copy, not of the order before it,
+    from which an erased value could be guessed back; the source copy's undeclared fields). One
+    walk of the erased documents (the ``{forgotten_by, date_livraison}`` index), then a note in
+    the record: later runs read one document. Idempotent: cut short, it starts again."""
+    if record.noted(UPGRADE_DONE):
+        return 0
+    writer = ArchiveWriter(archive, stop_event)
+    now = datetime.now(UTC)
+    changed = 0
+
+    def erasure_of(document: dict[str, Any]) -> Erasure:
+        by = document.get("forgotten_by") or BY_REQUEST
+        return Erasure(True, by == BY_AGE, by, document.get("forgotten_at") or now, fields)
+
+    erased = {"forgotten_by": {"$in": [BY_REQUEST, BY_AGE]}}
+
+    def walk() -> None:
+        nonlocal changed
+        with archive.find(erased, batch_size=CHUNK) as cursor:
+            for chunk in chunked(cursor, CHUNK):
+                _record_clients(record, chunk, now)
+                changed += writer.erase(chunk, erasure_of)
+                if stop_event is not None and stop_event.is_set():
+                    return
+
+    retrying(walk, purpose=Retry.WRITE, stop_event=stop_event)
+    if stop_event is None or not stop_event.is_set():
+        record.note(UPGRADE_DONE)
+    return changed
+
+
+def _record_clients(record: ForgottenPersons, documents: list[dict[str, Any]], now: datetime) -> None:
+    """The clients of these documents erased on request, in the record (idempotent)."""
+    for document in documents:
+        if document.get("forgotten_by") != BY_REQUEST:
+            continue
+        for client_id in person_ids(document, CLIENT):
+            if isinstance(client_id, ObjectId):
+                record.record(CLIENT, client_id, document.get("forgotten_at") or now)

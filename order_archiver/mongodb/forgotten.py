@@ -16,7 +16,7 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
-from order_archiver.orders.erasing import CLIENT, COURIER, Erasure, Forgotten, person_ids
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure, Forgotten, person_ids
 from order_archiver.orders.pii import (
     CONTRACT_FIELDS,
     COURIER_PII_FIELDS,
@@ -58,6 +58,26 @@ class ForgottenPersons:
             retrying(
                 lambda: self.collection.update_one(
                     {"_id": record_key(kind, person_id)}, {"$setOnInsert": fields}, upsert=True
+                ),
+                purpose=Retry.WRITE,
+                stop_event=self.stop_event,
+            )
+
+    def noted(self, note: str) -> bool:
+        """Whether the record holds ``note`` (a one-time step done: ``erasure.upgrade_erasures``)."""
+        with named_side(self.side):
+            found = retrying(
+                lambda: self.collection.find_one({"_id": note}, {"_id": 1}),
+                purpose=Retry.READ,
+                stop_event=self.stop_event,
+            )
+        return found is not None
+
+    def note(self, note: str) -> None:
+        with named_side(self.side):
+            retrying(
+                lambda: self.collection.update_one(
+                    {"_id": note}, {"$setOnInsert": {"done_at": datetime.now(UTC)}}, upsert=True
                 ),
                 purpose=Retry.WRITE,
                 stop_event=self.stop_event,
@@ -140,6 +160,18 @@ class RespectedErasures:
         """``documents`` with a forgotten person's erased, and the forgotten persons found."""
         known = self.among(documents)
         return known.applied(documents, datetime.now(UTC), self.fields), known
+
+    def as_held(self, document: dict[str, Any], held: Any) -> dict[str, Any]:
+        """``document`` erased as the version the archive holds was (``storage.Held``): an
+        erasure is a state of the order, not of the settings of the process that writes (a
+        watcher without ARCHIVE_PII_RETENTION revising an order erased by age), nor only of
+        the record (an erasure older than it)."""
+        if held is None or not held.erased:
+            return document
+        by = held.forgotten_by or BY_REQUEST
+        client = held.forgotten_by is not None
+        courier = held.courier_forgotten or by == BY_AGE
+        return Erasure(client, courier, by, datetime.now(UTC), self.fields)(document)
 
     def since(self, written: list[dict[str, Any]], known: Forgotten) -> ErasureOf | None:
         """After a write: the erasure each written document is owed for a person recorded since

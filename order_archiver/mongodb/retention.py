@@ -45,7 +45,8 @@ from pymongo.errors import OperationFailure
 from config import Duration, Settings
 from logger import get_logger, plural
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
-from order_archiver.mongodb.erasure import erase_personal_data
+from order_archiver.mongodb.erasure import erase_personal_data, upgrade_erasures
+from order_archiver.mongodb.forgotten import ForgottenPersons
 from order_archiver.mongodb.indexes import IndexBuild, WantedIndex, build_options, listed_indexes, wait_for
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
@@ -418,10 +419,25 @@ class ArchiveLifecycle:
             return
         pii, undated = self._pii(), self._undated()
         with named_side(self.side):
+            upgraded = upgrade_erasures(
+                self.archive, self._record(), self.settings.pii_policy.fields, self.stop_event
+            )
+            if upgraded:
+                log.info(
+                    "erasures of an earlier version made again as they are now: %s",
+                    plural(upgraded, "archived order"),
+                )
             if undated is not None:
                 report.undated_expired = undated.expire()
             if pii is not None:
                 report.pii_erased = pii.erase()
+
+    def _record(self) -> ForgottenPersons:
+        """The record of forgotten persons beside the archive, written as the archive is."""
+        collection = self.archive.database[self.settings.forgotten_collection].with_options(
+            write_concern=self.archive.write_concern, read_preference=self.archive.read_preference
+        )
+        return ForgottenPersons(collection, self.stop_event, self.side)
 
     def plan(self, report: Any) -> None:
         with named_side(self.side):

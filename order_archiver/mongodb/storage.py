@@ -111,6 +111,7 @@ class WriteOutcome:
     rejections: list[Rejection] = field(default_factory=list)
     revised: int = 0  # archive documents replaced by a corrected version of their order
     existing: list[dict[str, Any]] = field(default_factory=list)  # found archived: compared next
+    missed: list[dict[str, Any]] = field(default_factory=list)  # revisions that matched nothing: again
 
     def plus(self, other: WriteOutcome) -> WriteOutcome:
         return WriteOutcome(
@@ -119,17 +120,48 @@ class WriteOutcome:
             self.rejections + other.rejections,
             self.revised + other.revised,
             self.existing + other.existing,
+            self.missed + other.missed,
         )
 
 
 class Held(NamedTuple):
-    """What the archive holds of an order, for the purge: the fingerprint of its source copy
-    (None: written by an earlier version without it), whether its client's data was erased
-    (the fingerprint is then the erased copy's), and when ``restore`` last put it back."""
+    """What the archive holds of an order: the fingerprint of its source copy (None: written by
+    an earlier version without it), who erased it (``forgotten_by``) and whether its courier was
+    forgotten (the fingerprint is then the erased copy's), when ``restore`` last put it back."""
 
     source_hash: str | None
-    erased: bool
+    forgotten_by: str | None = None
     restored_at: datetime | None = None
+    courier_forgotten: bool = False
+
+    @property
+    def erased(self) -> bool:
+        """Its source copy was erased (a client's erasure, by request or age, or a courier's)."""
+        return self.forgotten_by is not None or self.courier_forgotten
+
+    @classmethod
+    def of(cls, document: Document) -> Held:
+        courier = document.get("livreur")
+        forgotten = isinstance(courier, dict) and courier.get("forgotten_at") is not None
+        return cls(
+            document.get("source_hash"), document.get("forgotten_by"), document.get("restored_at"), forgotten
+        )
+
+
+HELD_FIELDS = {"source_hash": 1, "forgotten_by": 1, "restored_at": 1, "livreur.forgotten_at": 1}
+
+
+def read_held(
+    archive: MongoCollection, ids: list[Any], side: str, stop_event: threading.Event | None
+) -> dict[Any, Held]:
+    """What the archive holds of each of ``ids`` it has (one read by ``_id``)."""
+    with named_side(side):
+        found = retrying(
+            lambda: list(archive.find({"_id": {"$in": ids}}, HELD_FIELDS)),
+            purpose=Retry.WRITE,
+            stop_event=stop_event,
+        )
+    return {document["_id"]: Held.of(document) for document in found}
 
 
 # What a revision keeps of the document it replaces: when and by what the order was archived.
@@ -188,16 +220,9 @@ class ArchiveWriter:
         requests = erasure_updates(documents, erasure_of)
         return int(self._bulk_write(requests).matched_count) if requests else 0
 
-    def archived_hashes(self, ids: list[Any]) -> dict[Any, str | None]:
-        """The ids among ``ids`` in the archive, each with its ``source_hash`` (None: written by
-        an earlier version without one)."""
-        with named_side(self.side):
-            found = retrying(
-                lambda: list(self.archive.find({"_id": {"$in": ids}}, {"source_hash": 1})),
-                purpose=Retry.WRITE,
-                stop_event=self.stop_event,
-            )
-        return {doc["_id"]: doc.get("source_hash") for doc in found}
+    def archived_hashes(self, ids: list[Any]) -> dict[Any, Held]:
+        """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
+        return read_held(self.archive, ids, self.side, self.stop_event)
 
     def not_archived_as_they_are(self, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         """The documents the archive does not hold in this very version (by ``_id``, then
@@ -207,8 +232,11 @@ class ArchiveWriter:
             return documents, 0
         documents = self.respecting_erasures(documents)
         archived = self.archived_hashes([d["_id"] for d in documents])
+        documents = [self.erasures.as_held(d, archived.get(d["_id"])) for d in documents]
         unchanged = {
-            d["_id"] for d in documents if d["_id"] in archived and archived[d["_id"]] == d["source_hash"]
+            d["_id"]
+            for d in documents
+            if d["_id"] in archived and archived[d["_id"]].source_hash == d["source_hash"]
         }
         return [d for d in documents if d["_id"] not in unchanged], len(unchanged)
 
@@ -223,23 +251,12 @@ class ArchiveWriter:
 
     def confirmed_hashes(self, ids: list[Any]) -> dict[Any, Held]:
         """The ids among ``ids`` whose archive document a majority of the archive's replica set
-        holds (read concern "majority"): what it holds of each (``Held``), for the purge, which
-        deletes only those, in that version, not restored lately. A document the primary has
-        but a failover could still roll back is not archived yet."""
+        holds (read concern "majority"), each with what it holds: for the purge, which deletes
+        only those, in that version. One a failover could still roll back is not archived yet."""
         durable = self.archive.with_options(read_concern=ReadConcern("majority"))
-        fields = {"source_hash": 1, "forgotten_by": 1, "restored_at": 1}
-        with named_side(self.side):
-            found = retrying(
-                lambda: list(durable.find({"_id": {"$in": ids}}, fields)),
-                purpose=Retry.WRITE,
-                stop_event=self.stop_event,
-            )
-        return {
-            d["_id"]: Held(d.get("source_hash"), d.get("forgotten_by") is not None, d.get("restored_at"))
-            for d in found
-        }
+        return read_held(durable, ids, self.side, self.stop_event)
 
-    def write(self, documents: list[dict[str, Any]]) -> WriteOutcome:
+    def write(self, documents: list[dict[str, Any]], *, again: bool = True) -> WriteOutcome:
         """Archive ``documents``: new orders inserted (``upsert``), orders already archived
         compared by ``source_hash`` and, when their source changed since (a correction after
         delivery: a refund, a fixed address), their document replaced (``revise``). Idempotent:
@@ -252,6 +269,12 @@ class ArchiveWriter:
         late = self.erasures.since(documents, known)  # recorded while these were written
         if late is not None:
             self.erase(documents, late)
+        missed, outcome.missed = outcome.missed, []
+        if missed and again:
+            # A revision that matched nothing: its document changed between the read and the
+            # update (an erasure's walk recomputed its fingerprint, another writer): once more,
+            # against what it holds now, with the record read again.
+            outcome = outcome.plus(self.write(missed, again=False))
         return outcome
 
     def revise(self, documents: list[dict[str, Any]]) -> WriteOutcome:
@@ -262,13 +285,14 @@ class ArchiveWriter:
         archived = self.archived_hashes([d["_id"] for d in documents])
         outcome = WriteOutcome()
         changed, completed = [], []
-        for document in documents:
-            if document["_id"] not in archived or archived[document["_id"]] == document["source_hash"]:
+        for document in (self.erasures.as_held(d, archived.get(d["_id"])) for d in documents):
+            held = archived.get(document["_id"])
+            if held is None or held.source_hash == document["source_hash"]:
                 outcome.already_archived += 1  # unchanged (or deleted from the archive meanwhile)
-            elif archived[document["_id"]] is None:
+            elif held.source_hash is None:
                 completed.append(document)
             else:
-                changed.append((document, archived[document["_id"]]))
+                changed.append((document, held.source_hash))
         revisions = [
             UpdateOne({"_id": d["_id"], "source_hash": old}, _revision(d, revised=True)) for d, old in changed
         ]
@@ -278,6 +302,16 @@ class ArchiveWriter:
         ]
         outcome.revised = self._apply(revisions, [d for d, _ in changed], outcome)
         outcome.already_archived += self._apply(completions, completed, outcome)
+        if outcome.revised + len(outcome.rejections) < len(changed):
+            now = self.archived_hashes([d["_id"] for d, _ in changed])
+            refused = {r.order_id for r in outcome.rejections}
+            outcome.missed = [
+                d
+                for d, _ in changed
+                if d["_id"] in now
+                and now[d["_id"]].source_hash != d["source_hash"]
+                and d["_id"] not in refused
+            ]
         if outcome.revised:
             log.info(
                 "%s revised: corrected at the source since archived",

@@ -108,7 +108,8 @@ def required_privileges(
         needs[(archive, settings.checkpoint_collection)] = {"find", "insert", "update", "remove"}
         needs[(archive, settings.rejects_collection)] = {"find", "insert", "update", "remove"}
         # The record of forgotten persons, read before every archive write (forget --run writes it).
-        needs[(archive, settings.forgotten_collection)] = {"find"}
+        # (insert, update: batch --run records once the persons an earlier version's forget erased)
+        needs[(archive, settings.forgotten_collection)] = {"find", "insert", "update"}
     return needs
 
 

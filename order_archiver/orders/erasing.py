@@ -7,7 +7,8 @@ Two persons can be erased from an order, each on their own:
 - the client (``forget --client``): their reference's name, e-mail and phone, the delivery
   address, and every field of the order's ``source`` copy not known to be non-personal
   (``pii.OrderFields``). The document is marked ``forgotten_at`` / ``forgotten_by``;
-- the courier (``forget --courier``): their reference's name, marked ``livreur.forgotten_at``.
+- the courier (``forget --courier``): their reference's name, marked ``livreur.forgotten_at``,
+  and the source copy's undeclared fields (a courier's phone in a free-text note).
 
 ARCHIVE_PII_RETENTION erases both. An erased document's ``source_hash`` is the fingerprint of
 its erased copy: no digest of an erased value is left that anyone could recompute from a list
@@ -61,12 +62,13 @@ class Erasure:
     def __call__(self, document: Mapping[str, Any]) -> dict[str, Any]:
         """``document`` erased. Idempotent; an earlier mark keeps its date."""
         done = dict(document)
+        if isinstance(done.get("source"), Mapping):
+            # An undeclared field may be anyone's (a courier's phone in a note): erased for each.
+            done["source"] = erased_source(done["source"], self.fields)
+            done["source_hash"] = source_hash(done["source"])
         if self.client:
             done["client"] = _cleared(done.get("client"), PII_FIELDS)
             done.update({name: None for name in ORDER_PII_FIELDS if name in done})
-            if isinstance(done.get("source"), Mapping):
-                done["source"] = erased_source(done["source"], self.fields)
-                done["source_hash"] = source_hash(done["source"])
             if done.get("forgotten_by") != BY_AGE:  # the widest erasure names itself
                 done["forgotten_by"] = self.by
             done["forgotten_at"] = done.get("forgotten_at") or self.at
@@ -78,14 +80,14 @@ class Erasure:
 
     def holds(self, document: Mapping[str, Any]) -> bool:
         """Whether ``document`` still holds some personal data this erasure would remove."""
+        source = document.get("source")
+        if isinstance(source, Mapping) and erased_source(source, self.fields) != dict(source):
+            return True
         if self.client:
             client = document.get("client")
             if isinstance(client, Mapping) and any(client.get(n) is not None for n in PII_FIELDS):
                 return True
             if any(document.get(n) is not None for n in ORDER_PII_FIELDS):
-                return True
-            source = document.get("source")
-            if isinstance(source, Mapping) and erased_source(source, self.fields) != dict(source):
                 return True
         courier = document.get(COURIER)
         return (

@@ -301,15 +301,12 @@ def test_every_documented_command_was_run(every_command):
 # What doctor does not fail on, each with the line it says instead: the source's indexes
 # (batch warns once and reads without them), listCollections (its "collections" check warns),
 # remove on the orders (its "purge" warning) and insert on them (restore --run, a support
-# agent's task, not the service's), and the record of forgotten persons' writes (forget --run,
-# a data-protection officer's task, not the service's).
+# agent's task, not the service's).
 DOCTOR_WARNS_ONLY = {
     Privilege(ROLES_FILE_DATABASE, "Commande", "createIndex"),
     Privilege(ROLES_FILE_DATABASE, "", "listCollections"),
     Privilege(ROLES_FILE_DATABASE, "Commande", "remove"),
     Privilege(ROLES_FILE_DATABASE, "Commande", "insert"),
-    Privilege(ROLES_FILE_DATABASE, "archiver_forgotten", "insert"),
-    Privilege(ROLES_FILE_DATABASE, "archiver_forgotten", "update"),
 }
 
 

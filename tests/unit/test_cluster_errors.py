@@ -470,7 +470,7 @@ def test_confirmed_hashes_reads_with_majority_read_concern(mongo, settings):
         def find(self, *_args, **_kwargs):
             return [{"_id": 1, "source_hash": "ab"}]
 
-    assert ArchiveWriter(Recording()).confirmed_hashes([1, 2]) == {1: Held("ab", erased=False)}
+    assert ArchiveWriter(Recording()).confirmed_hashes([1, 2]) == {1: Held("ab")}
     assert seen["read_concern"].level == "majority"
 
 

@@ -86,6 +86,8 @@ def test_a_couriers_erasure_and_one_by_age():
     assert courier["livreur"] == {"id": COURIER_ID, "nom": None, "prenom": None, "forgotten_at": NOW}
     assert courier["client"] == document["client"]
     assert "forgotten_by" not in courier  # the client's data is not erased
+    assert courier["source"]["instructions_livraison"] is None  # an undeclared field may be theirs
+    assert courier["source_hash"] == source_hash(courier["source"])
     by_age = Erasure(client=True, courier=True, by=BY_AGE, at=NOW)(courier)
     assert by_age["forgotten_by"] == BY_AGE
     assert (by_age["livreur"]["nom"], by_age["client"]["email"]) == (None, None)
@@ -165,12 +167,12 @@ def test_a_forget_recorded_while_the_writer_writes_is_applied_after_the_write(mo
     assert (written["livreur"]["nom"], written["livreur"]["prenom"]) == (None, None)
 
 
-def test_a_revision_written_with_personal_data_loses_the_erasure_mark(mongo):
-    """A document erased by age, then corrected at the source (the person not forgotten): the
-    new version holds the data again, so it must not say it is erased (the retention's range
-    would never find it again)."""
+def test_a_correction_of_an_order_erased_by_age_is_archived_erased_whatever_the_writers_settings(mongo):
+    """Review of d585069, defect 3: a watcher without ARCHIVE_PII_RETENTION in its environment
+    revised an order erased by age with its personal data, and took the mark off. An erasure
+    is a state of the order: the version the archive holds says it."""
     archive = mongo["db"]["archive"]
-    writer = ArchiveWriter(archive)
+    writer = ArchiveWriter(archive)  # no record, no retention setting: what it holds decides
     document = archived()
     writer.write([document])
     erased = Erasure(client=True, courier=True, by=BY_AGE, at=NOW)(document)
@@ -179,8 +181,75 @@ def test_a_revision_written_with_personal_data_loses_the_erasure_mark(mongo):
     corrected["_id"] = document["_id"]
     assert writer.write([corrected]).revised == 1
     revised = archive.find_one({"_id": document["_id"]})
-    assert revised["client"]["email"] == "a@m.fr"
-    assert not {"forgotten_by", "forgotten_at"} & set(revised)
+    assert revised["source"]["remboursement"] is None  # undeclared: personal, erased
+    assert revised["source"]["date_livraison"] == corrected["source"]["date_livraison"]
+    assert (revised["client"]["email"], revised["livreur"]["nom"], revised["forgotten_by"]) == (
+        None,
+        None,
+        BY_AGE,
+    )
+    assert writer.write([corrected]).already_archived == 1  # and it stays as it is
+
+
+def test_a_correction_racing_a_forget_is_revised_not_lost(mongo):
+    """Review of d585069, defect 1: forget's walk recomputed the fingerprint between a
+    revision's read and its update; the update matched nothing and the correction was lost
+    (watch's token moved on). The writer tries once more, against what the archive holds now."""
+    from order_archiver.mongodb.erasure import erase_personal_data
+    from order_archiver.mongodb.forgotten import orders_of
+
+    archive = mongo["db"]["archive"]
+    record = ForgottenPersons(mongo["db"]["archiver_forgotten"])
+    writer = ArchiveWriter(archive, erasures=RespectedErasures(record))
+    document = archived()
+    writer.write([document])
+    corrected = finish_archive_document(
+        enriched(date_livraison=NOW - timedelta(hours=1)) | {"_id": document["_id"]},
+        archived_by="batch",
+        archived_at=NOW,
+    )
+    original = writer.archived_hashes
+    raced = {"done": False}
+
+    def read_then_forget(ids: Any) -> Any:
+        held = original(ids)
+        if not raced["done"]:  # forget --run lands between the revision's read and its update
+            raced["done"] = True
+            record.record("client", CLIENT_ID, NOW)
+            erasure = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW)
+            erase_personal_data(archive, orders_of("client", CLIENT_ID), erasure, stop_event=None)
+        return held
+
+    writer.archived_hashes = read_then_forget  # type: ignore[method-assign]
+    writer.write([corrected])
+    revised = archive.find_one({"_id": document["_id"]})
+    assert revised["date_livraison"] == corrected["date_livraison"]  # not lost
+    assert (revised["client"]["email"], revised["forgotten_by"]) == (None, BY_REQUEST)  # and erased
+
+
+def test_an_earlier_versions_erasures_are_recorded_and_made_again_once(mongo):
+    """Review of d585069, defect 2: clients forgotten before the record were not in it (a
+    correction wrote their data back), and documents erased before kept the fingerprint of the
+    order before erasure (the 10-of-10 guess). batch --run makes them again, once."""
+    from order_archiver.mongodb.erasure import UPGRADE_DONE, upgrade_erasures
+
+    archive = mongo["db"]["archive"]
+    old_style = archived()
+    for name in ("nom", "prenom", "email", "telephone"):
+        old_style["client"][name] = None
+    old_style |= {"adresse_livraison": None, "forgotten_by": BY_REQUEST, "forgotten_at": NOW}
+    old_style["source"] = old_style["source"] | {"adresse_livraison": None}  # source_hash left as it was
+    before_hash = old_style["source_hash"]
+    archive.insert_one(old_style)
+    record = ForgottenPersons(mongo["db"]["archiver_forgotten"])
+    assert upgrade_erasures(archive, record, CANAL, None) == 1
+    upgraded = archive.find_one({"_id": old_style["_id"]})
+    assert upgraded["source_hash"] == source_hash(upgraded["source"]) != before_hash
+    assert upgraded["source"]["instructions_livraison"] is None
+    assert record.among([upgraded]).clients == {CLIENT_ID}  # recorded: a correction respects it
+    assert record.noted(UPGRADE_DONE)
+    archive.update_one({"_id": old_style["_id"]}, {"$set": {"source_hash": before_hash}})
+    assert upgrade_erasures(archive, record, CANAL, None) == 0  # once: later runs read the note only
 
 
 def test_an_order_past_archive_pii_retention_is_finished_erased():
@@ -200,8 +269,8 @@ def test_the_purge_recognises_an_unchanged_order_whose_archived_copy_was_erased(
     erased = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW)(document)
     purge = SourcePurge.__new__(SourcePurge)
     object.__setattr__(purge, "pii", PiiPolicy())
-    held = Held(erased["source_hash"], erased=True)
+    held = Held(erased["source_hash"], forgotten_by=BY_REQUEST)
     assert purge._held_as_it_is(held, order)
-    assert not purge._held_as_it_is(Held(held.source_hash, erased=False), order)
+    assert not purge._held_as_it_is(Held(held.source_hash), order)
     corrected = {**order, "date_livraison": NOW}
     assert not purge._held_as_it_is(held, corrected)
