@@ -15,7 +15,7 @@ from logger import plural
 from order_archiver.mongodb.retention import DONE
 from order_archiver.reporting.progress import ProgressMode
 
-DEFAULT_SAMPLES = 3
+DEFAULT_SAMPLES = 1  # a dry run's sample documents, printed after its summary (--samples N)
 T = TypeVar("T")
 
 
@@ -185,20 +185,22 @@ class BatchReport:
         )
 
     def lines(self, *, show_samples: bool = True, show_pii: bool = False) -> list[str]:
-        """For a person: a dry run's sample documents (client e-mail and phone masked unless
-        ``show_pii``), the rejections by reason, the summary."""
-        lines = []
-        if self.dry_run and show_samples:
-            for sample in self.samples:
-                # Masked when kept (samples.keep_samples, under the declared fields) unless asked.
-                shown = sample
-                lines.append(
-                    json_util.dumps(shown, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS)
-                )
+        """For a person: the summary first, the rejections by reason, then a dry run's sample
+        documents (masked when kept unless ``show_pii``), under a line that says what they are."""
+        lines = [self.summary_line()]
         if self.rejections:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejections.items()))
             lines.append(f"rejected orders by reason: {reasons}")
-        lines.append(self.summary_line())
+        if self.dry_run and show_samples and self.samples:
+            masked = "" if show_pii else ", personal data masked"
+            lines.append(
+                f"{plural(len(self.samples), 'sample archive document')} as --run would write "
+                f"{'them' if len(self.samples) > 1 else 'it'}{masked} (--samples N for more, 0 for none):"
+            )
+            lines += [
+                json_util.dumps(sample, ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS)
+                for sample in self.samples
+            ]
         return lines
 
     def as_dict(self) -> dict[str, Any]:

@@ -113,3 +113,20 @@ def test_a_lost_change_history_is_said_of_the_pass_that_met_it(full, said, not_s
     text = unavailable_history(286, full)
     assert said in text
     assert not_said not in text
+
+
+def test_a_dry_run_says_its_summary_first_and_shows_one_sample_after_it(capsys):
+    """#32 item 9: the dry run printed three 1.5 KB JSON documents before its summary."""
+    from main import main
+
+    main(["batch", "--simulation", "--count", "80", "--seed", "4"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("dry run: ")
+    documents = [line for line in lines if line.startswith("{")]
+    assert len(documents) == 1
+    assert (
+        lines[-2]
+        == "1 sample archive document as --run would write it, personal data masked (--samples N for more, 0 for none):"
+    )
+    main(["batch", "--simulation", "--count", "80", "--seed", "4", "--samples", "0"])
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
