@@ -382,3 +382,32 @@ def test_a_catch_up_builds_no_index_and_applies_no_retention(mongo, caplog):
     # (What the catch-up itself writes past ARCHIVE_PII_RETENTION is written erased, as every
     # writer does: source.Finisher; not a retention applied.)
     assert any("numero_commande_1" in r.message and "batch --run" in r.message for r in caplog.records)
+
+
+def test_a_leader_whose_lease_ran_out_writes_nothing(mongo, tmp_path):
+    """#33 item 4, the fence: a leader paused past its lease (a GC pause, a frozen VM: a standby
+    has taken over meanwhile) must not write the delivery it was holding when it wakes. The
+    lease check before every archive write is the guard; removing it failed no test."""
+    from config import Settings
+    from order_archiver.mongodb.lease import LeaseLost
+    from tests.helpers import expected_archive_ids, seed_database
+    from watcher import Watcher, WatchOptions
+
+    settings = Settings(simulation=True, log_dir="")
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 30, seed=6, p_anomalies=0.0)
+    delivered = sorted(expected_archive_ids(dataset), key=str)[0]
+    watcher = Watcher(mongo, settings, WatchOptions(token_store="mongo", name="fence"))
+    assert watcher.lease is not None
+    assert watcher.lease.try_acquire()
+    try:
+        watcher.lease._valid_until = 0.0  # paused past its lease: by its own clock, no longer leader
+        event = {
+            **_event(1),
+            "documentKey": {"_id": delivered},
+            "fullDocument": {"_id": delivered, "status": "livrée"},
+        }
+        with pytest.raises(LeaseLost):
+            watcher._archive([event])
+        assert mongo[settings.mongodb_database]["Commande_archive"].count_documents({}) == 0
+    finally:
+        watcher.lease.release()
