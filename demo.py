@@ -18,16 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from archiver import BatchArchiver, BatchOptions
-from config import Settings, load_settings
-from generator import generate_dataset
-from logger import setup_logging
+from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.logs import setup_logging
 from order_archiver.mongodb.connection import open_client
-from order_archiver.mongodb.simulation import fill_database
 from order_archiver.operations.status import collect_status
 from order_archiver.operations.verify import verify
 from order_archiver.reporting.progress import progress_mode
-from watcher import Watcher, WatchOptions
+from order_archiver.settings import Settings, load_settings
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import generate_dataset
+from order_archiver.watch.watcher import Watcher, WatchOptions
 
 DEMO_DATABASE = "order_archiver_demo"
 

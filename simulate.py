@@ -5,7 +5,7 @@ The same as ``python main.py simulate``; kept as its own script for the design c
 
 import sys
 
-from main import simulate_main
+from order_archiver.cli.main import simulate_main
 
 if __name__ == "__main__":
     sys.exit(simulate_main(sys.argv[1:]))

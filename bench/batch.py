@@ -28,16 +28,16 @@ from pathlib import Path
 import pymongo
 from pymongo import InsertOne, UpdateOne
 
-from archiver import BatchArchiver, BatchOptions
-from config import Settings
 from dev.devserver import DevServer
-from generator import generate_dataset
-from order_archiver.mongodb.simulation import fill_database
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.orders.enrichment import (
     CollectionNames,
     build_enrichment_pipeline,
     finish_archive_document,
 )
+from order_archiver.settings import Settings
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import generate_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 

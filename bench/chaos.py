@@ -57,10 +57,10 @@ import pymongo
 from bson import ObjectId
 from pymongo import ReturnDocument
 
-from config import ENV_VARS, Settings
-from generator import Dataset, generate_dataset, strip_markers
-from order_archiver.mongodb.simulation import fill_database
 from order_archiver.orders.enrichment import source_hash
+from order_archiver.settings import ENV_VARS, Settings
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import Dataset, generate_dataset, strip_markers
 from tests.fault_proxy import FaultProxy
 from tests.nx_server import NxServer
 

@@ -34,7 +34,6 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 
-from config import Settings
 from dev.devserver import DevServer
 from order_archiver.mongodb.erasure import erase_personal_data
 from order_archiver.mongodb.forgotten import orders_of, still_holding
@@ -42,6 +41,7 @@ from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.operations.forget import Person, forget_person
 from order_archiver.operations.restore import RestoreSelection, restore
 from order_archiver.orders.erasing import CLIENT
+from order_archiver.settings import Settings
 
 NEW_INDEXES = {"client.id", "source.client_id"}  # what this change adds to ARCHIVE_INDEXES
 FILL_CHUNK = 5000

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from config import Settings
-from generator import generate_dataset
-from order_archiver.mongodb.simulation import fill_database, new_client
+from order_archiver.settings import Settings
+from order_archiver.simulation.database import fill_database, new_client
+from order_archiver.simulation.generator import generate_dataset
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 
-from config import Duration
 from dev.devserver import DevServer
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.mongodb.retention import PiiRetention
+from order_archiver.settings import Duration
 
 NOW = datetime.now(UTC)
 LENGTH = Duration(days=365)

@@ -21,10 +21,10 @@ from pathlib import Path
 import pymongo
 from bson import ObjectId
 
-from config import Settings
 from dev.devserver import DevServer
-from generator import generate_dataset, strip_markers
-from order_archiver.mongodb.simulation import fill_database
+from order_archiver.settings import Settings
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import generate_dataset, strip_markers
 
 ROOT = Path(__file__).resolve().parent.parent
 

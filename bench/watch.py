@@ -28,16 +28,16 @@ from pathlib import Path
 import pymongo
 from bson import ObjectId
 
-from config import Settings
 from dev.devserver import DevServer
-from generator import generate_dataset, strip_markers
-from order_archiver.mongodb.simulation import fill_database
 from order_archiver.orders.enrichment import (
     CollectionNames,
     build_enrichment_pipeline,
     finish_archive_document,
 )
-from watcher import Watcher, WatchOptions, build_change_stream_pipeline
+from order_archiver.settings import Settings
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import generate_dataset, strip_markers
+from order_archiver.watch.watcher import Watcher, WatchOptions, build_change_stream_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 

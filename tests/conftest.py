@@ -21,8 +21,8 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from config import ENV_VARS, Settings
-from order_archiver.mongodb.simulation import new_client
+from order_archiver.settings import ENV_VARS, Settings
+from order_archiver.simulation.database import new_client
 from tests import command_shapes
 from tests.nx_server import NxServer
 

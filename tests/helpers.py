@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from config import Settings
-from generator import Dataset, generate_dataset, strip_markers
-from order_archiver.mongodb.simulation import fill_database
+from order_archiver.settings import Settings
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import Dataset, generate_dataset, strip_markers
 
 ANCHOR = datetime(2026, 11, 26, tzinfo=UTC)
 PROJECT = Path(__file__).resolve().parents[1]
@@ -146,8 +146,8 @@ def run_in_process(
     """A one-shot command the way ``run_cli`` runs it, in this process: the same settings
     (only ``env`` and the folder's files), a second instead of a Python start-up. For
     commands that return; a service (``watch``) runs as a subprocess."""
-    from config import ENV_VARS
-    from main import main, simulate_main
+    from order_archiver.cli.main import main, simulate_main
+    from order_archiver.settings import ENV_VARS
 
     capsys.readouterr()
     with monkeypatch.context() as patch:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from logger import get_logger
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.errors import ArchiverError
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.selection import date_range

@@ -10,9 +10,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from config import Settings
-from logger import get_logger
 from order_archiver.batch.report import BatchOptions, BatchReport
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.changes import CHANGES_QUIET_WAIT_S, ChangeReader, ChangesSince, stream_position
 from order_archiver.mongodb.checkpoint import BatchState, Pass, plan_pass
 from order_archiver.mongodb.rejects import RejectStore
@@ -20,6 +19,7 @@ from order_archiver.mongodb.source import OrderSource, event_time
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.selection import IdList
 from order_archiver.retry import retrying
+from order_archiver.settings import Settings
 
 log = get_logger("batch")
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from logger import get_logger
 from order_archiver.batch.report import BatchReport
 from order_archiver.errors import ArchiverError
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.rejects import Rejection, RejectStore
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.retry import retrying

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from bson import json_util
 
-from logger import plural
+from order_archiver.logs import plural
 from order_archiver.mongodb.retention import DONE
 from order_archiver.reporting.progress import ProgressMode
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from bson import json_util
 
-from config import write_private
-from logger import get_logger
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.errors import ArchiverError
+from order_archiver.logs import get_logger
 from order_archiver.orders.pii import OrderFields, mask_pii
+from order_archiver.settings import write_private
 
 log = get_logger("batch")
 

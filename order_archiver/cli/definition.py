@@ -11,17 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from config import (
-    parse_batch_size,
-    parse_command_line_uri,
-    parse_date_bound,
-    parse_duration,
-    parse_name,
-    parse_port,
-    parse_positive_int,
-    parse_probability,
-)
-from generator import DEFAULT_COUNT, DEFAULT_DAYS, DEFAULT_P_ANOMALIES, DEFAULT_P_DELIVERED, DEFAULT_SEED
 from order_archiver.batch.report import DEFAULT_SAMPLES
 from order_archiver.errors import ExitCode
 from order_archiver.mongodb.rejects import DEFAULT_LIST_LIMIT
@@ -31,6 +20,23 @@ from order_archiver.operations.status import (
     DEFAULT_LOOKBACK,
     DEFAULT_MAX_BACKLOG_AGE,
     DEFAULT_MAX_HEARTBEAT_AGE,
+)
+from order_archiver.settings import (
+    parse_batch_size,
+    parse_command_line_uri,
+    parse_date_bound,
+    parse_duration,
+    parse_name,
+    parse_port,
+    parse_positive_int,
+    parse_probability,
+)
+from order_archiver.simulation.generator import (
+    DEFAULT_COUNT,
+    DEFAULT_DAYS,
+    DEFAULT_P_ANOMALIES,
+    DEFAULT_P_DELIVERED,
+    DEFAULT_SEED,
 )
 
 Handler = Callable[[argparse.Namespace, Any], int]

@@ -13,8 +13,8 @@ from typing import Any
 from bson.timestamp import Timestamp
 from pymongo import errors as pymongo_errors
 
-from logger import get_logger
 from order_archiver.errors import as_archiver_error, classify, without_documents
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
 from order_archiver.mongodb.storage import MongoCollection
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from config import Settings
-from logger import get_logger
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.retry import Retry, named_side, retrying
+from order_archiver.settings import Settings
 
 log = get_logger("batch")
 

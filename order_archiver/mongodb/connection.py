@@ -14,12 +14,12 @@ import pymongo
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
-from config import Settings, mask_secrets_of, uri_options
-from generator import DEFAULT_COUNT, DEFAULT_SEED
-from logger import get_logger
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.storage import Document
 from order_archiver.retry import ARCHIVE_SIDE, Purpose, Retry, retrying
+from order_archiver.settings import Settings, mask_secrets_of, uri_options
+from order_archiver.simulation.generator import DEFAULT_COUNT, DEFAULT_SEED
 
 log = get_logger("connection")
 
@@ -80,7 +80,7 @@ def open_client(
     """
     if settings.simulation:
         with simulation_packages():
-            from order_archiver.mongodb.simulation import simulation_client
+            from order_archiver.simulation.database import simulation_client
 
         return simulation_client(settings, count=simulation_count, seed=simulation_seed)
     client = _new_client(settings)

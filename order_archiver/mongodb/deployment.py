@@ -27,11 +27,11 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
-from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles
-from logger import get_logger
 from order_archiver.errors import ConfigError
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.storage import Document
 from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE
+from order_archiver.settings import ARCHIVE_SIDE_ROLES, Settings, collection_roles
 
 log = get_logger("deployment")
 

@@ -37,8 +37,8 @@ import pymongo
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import OperationFailure
 
-from logger import get_logger
 from order_archiver.errors import ArchiverError, FatalError
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import hello, index_build_options
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.retry import Retry, retrying

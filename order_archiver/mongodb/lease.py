@@ -30,8 +30,8 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo import errors as pymongo_errors
 
-from logger import get_logger
 from order_archiver.errors import ArchiverError
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import hello
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.retry import retrying

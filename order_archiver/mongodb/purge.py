@@ -12,8 +12,7 @@ from typing import Any
 
 from pymongo import DeleteOne
 
-from config import Settings
-from logger import get_logger
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import ArchiveWriter, Document, Held, MongoCollection
 from order_archiver.orders.enrichment import as_utc, source_hash, status_match
@@ -21,6 +20,7 @@ from order_archiver.orders.erasing import erased_source
 from order_archiver.orders.pii import PiiPolicy
 from order_archiver.orders.selection import IdList
 from order_archiver.retry import Retry, retrying
+from order_archiver.settings import Settings
 
 log = get_logger("batch")
 

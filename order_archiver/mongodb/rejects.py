@@ -22,7 +22,7 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 
-from logger import get_logger, plural
+from order_archiver.logs import get_logger, plural
 from order_archiver.retry import Retry, named_side, retrying
 
 log = get_logger("rejects")

@@ -42,9 +42,8 @@ from typing import Any, Literal
 from pymongo import ASCENDING
 from pymongo.errors import OperationFailure
 
-from config import Duration, Settings
-from logger import get_logger, plural
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.erasure import erase_personal_data, upgrade_erasures
 from order_archiver.mongodb.forgotten import ForgottenPersons
 from order_archiver.mongodb.indexes import IndexBuild, WantedIndex, build_options, listed_indexes, wait_for
@@ -52,6 +51,7 @@ from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
 from order_archiver.orders.pii import CONTRACT_FIELDS, OrderFields
 from order_archiver.retry import Retry, named_side, retrying
+from order_archiver.settings import Duration, Settings
 
 log = get_logger("batch")
 

@@ -25,9 +25,8 @@ from bson.timestamp import Timestamp
 from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
-from config import Settings
-from logger import get_logger
 from order_archiver.errors import InvalidOrderError, is_transient
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.rejects import Rejection
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import (
@@ -43,6 +42,7 @@ from order_archiver.orders.erasing import BY_AGE, Erasure
 from order_archiver.orders.pii import CONTRACT_FIELDS, PiiPolicy
 from order_archiver.orders.selection import IdList, build_selection, id_order_key, in_window
 from order_archiver.retry import Purpose, Retry, RetryPolicy
+from order_archiver.settings import Settings
 
 log = get_logger("batch")
 T = TypeVar("T")

@@ -17,8 +17,6 @@ from pymongo import errors as pymongo_errors
 from pymongo.collection import Collection
 from pymongo.read_concern import ReadConcern
 
-from config import Settings
-from logger import get_logger, plural
 from order_archiver.errors import (
     TRANSIENT_CODES,
     ArchiverError,
@@ -27,6 +25,7 @@ from order_archiver.errors import (
     describe,
     without_documents,
 )
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.forgotten import (
     NO_RECORD,
     ErasureOf,
@@ -37,6 +36,7 @@ from order_archiver.mongodb.forgotten import (
 from order_archiver.mongodb.rejects import Rejection
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE, Retry, named_side, retrying
+from order_archiver.settings import Settings
 
 log = get_logger("storage")
 

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from logger import get_logger
 from order_archiver.errors import ConfigError
+from order_archiver.logs import get_logger
 
 log = get_logger("tokens")
 

@@ -20,13 +20,13 @@ from typing import Any, Literal, Protocol
 from bson import json_util
 from pymongo import errors as pymongo_errors
 
-from config import Settings
-from logger import get_logger
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.lease import LeaseLost, lease_key, server_time
 from order_archiver.mongodb.token_lock import TokenFileBusy, TokenFileLock
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.retry import Retry, retrying
+from order_archiver.settings import Settings
 
 log = get_logger("tokens")
 

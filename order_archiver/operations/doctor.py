@@ -18,7 +18,6 @@ from typing import Any, Literal
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
-from config import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
 from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ArchiverError, ConfigError, is_authorisation_error
 from order_archiver.mongodb.deployment import (
     LOOKUP_SHARDED_FROM,
@@ -33,6 +32,7 @@ from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.retention import PiiRetention, retention_state
 from order_archiver.mongodb.storage import Document
 from order_archiver.retry import retrying
+from order_archiver.settings import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
 
 MIN_VERSION = (4, 4)
 Outcome = Literal["pass", "warn", "fail"]

@@ -31,14 +31,14 @@ from typing import Any
 from bson import ObjectId
 from pymongo import MongoClient
 
-from config import Settings
-from logger import get_logger
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.erasure import count_holding, erase_personal_data
 from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
 from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.orders.erasing import BY_REQUEST, CLIENT, COURIER, Erasure
 from order_archiver.retry import named_side, retrying
+from order_archiver.settings import Settings
 
 log = get_logger("forget")
 

@@ -39,9 +39,8 @@ from bson import ObjectId
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
-from config import Settings
-from logger import get_logger
 from order_archiver.errors import TRANSIENT_CODES, ConfigError
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import orders_of
 from order_archiver.mongodb.source import chunked, scan_by_id
@@ -49,6 +48,7 @@ from order_archiver.mongodb.storage import Collections, Document, MongoCollectio
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.retry import Retry, retrying
+from order_archiver.settings import Settings
 
 log = get_logger("restore")
 

@@ -17,9 +17,8 @@ from typing import Any
 from bson import json_util
 from pymongo import MongoClient
 
-from config import Duration, Settings
-from logger import plural
 from order_archiver.errors import ArchiverError, ConfigError
+from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.forgotten import ForgottenPersons, still_holding
 from order_archiver.mongodb.indexes import IndexStatus, index_states, require_unique, wanted_indexes
@@ -31,6 +30,7 @@ from order_archiver.mongodb.storage import Collections, Document
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
 from order_archiver.retry import retrying
+from order_archiver.settings import Duration, Settings
 
 CHUNK = 1000
 EXAMPLES = 5

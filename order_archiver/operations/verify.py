@@ -24,8 +24,7 @@ from typing import Any, TypeVar
 
 from pymongo import ASCENDING, MongoClient
 
-from archiver import BatchArchiver, BatchOptions
-from config import Settings
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
@@ -44,6 +43,7 @@ from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, E
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.reporting.progress import Progress, ProgressMode
 from order_archiver.retry import retrying
+from order_archiver.settings import Settings
 
 CHUNK = 1000
 T = TypeVar("T")

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, Literal
 
-from logger import get_logger
+from order_archiver.logs import get_logger
 
 log = get_logger("progress")
 

@@ -12,10 +12,9 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from archiver import BatchArchiver
-from config import Settings
-from logger import get_logger
+from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.report import BatchOptions
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.lease import Lease
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import Finisher, enrich_each, event_time, orders_to_archive
@@ -23,6 +22,7 @@ from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollect
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.reporting.metrics import WatchMetrics
 from order_archiver.retry import Retry, retrying
+from order_archiver.settings import Settings
 from order_archiver.watch.stats import StatsLog, WatchStats
 
 log = get_logger("watch")

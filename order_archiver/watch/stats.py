@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from logger import STATS, get_logger, plural
+from order_archiver.logs import STATS, get_logger, plural
 
 log = get_logger("watch")
 

@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from generator import generate_dataset
-from order_archiver.mongodb.simulation import fill_database
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import generate_dataset
 from tests.conftest import run_cli
 from tests.helpers import (
     ANCHOR,
@@ -64,7 +64,7 @@ def cluster(tmp_path_factory, huge):
 def seeded(cluster, db_name, tmp_path):
     import pymongo
 
-    from config import Settings
+    from order_archiver.settings import Settings
 
     client = pymongo.MongoClient(cluster.uri, tz_aware=True)
     data = dataset()

@@ -122,7 +122,7 @@ def test_an_incremental_run_reads_late_deliveries_and_corrections_from_the_chang
 def test_an_incremental_run_whose_change_history_is_gone_falls_back_to_stamps_and_says_so(tmp_path, db_name):
     import pymongo
 
-    from config import Settings
+    from order_archiver.settings import Settings
     from tests.helpers import deliver, pending_ids
     from tests.nx_server import NxServer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from config import ENV_VARS
+from order_archiver.settings import ENV_VARS
 from tests.conftest import ROOT, run_cli
 from tests.fault_proxy import FaultProxy
 from tests.helpers import (

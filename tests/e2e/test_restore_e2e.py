@@ -9,9 +9,9 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from config import Settings
-from generator import ANOMALY_KINDS, generate_dataset
-from order_archiver.mongodb.simulation import fill_database
+from order_archiver.settings import Settings
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import ANOMALY_KINDS, generate_dataset
 from tests.conftest import run_cli
 from tests.helpers import ANCHOR, seed_database
 from tests.nx_server import NxServer

@@ -15,8 +15,8 @@ import json
 import pymongo
 import pytest
 
-from generator import generate_dataset
-from order_archiver.mongodb.simulation import fill_database
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import generate_dataset
 from tests.conftest import run_cli
 from tests.helpers import (
     ANCHOR,
@@ -124,6 +124,6 @@ def test_one_order_too_large_for_the_whole_write_is_rejected_alone_by_batch_and_
 
 
 def _settings():
-    from config import Settings
+    from order_archiver.settings import Settings
 
     return Settings(simulation=True)

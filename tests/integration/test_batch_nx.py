@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 import pymongo
 import pytest
 
-from archiver import BatchArchiver, BatchOptions
-from config import parse_date_bound
-from generator import default_anchor, strip_markers
-from main import main
+from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.cli.main import main
 from order_archiver.orders.enrichment import finish_archive_document
+from order_archiver.settings import parse_date_bound
+from order_archiver.simulation.generator import default_anchor, strip_markers
 from tests.helpers import assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from typing import Any
 import pymongo
 import pytest
 
-from archiver import BatchArchiver, BatchOptions
-from config import Settings
+from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.settings import Settings
 from tests.helpers import archived_ids, deliver, expected_archive_ids, pending_ids, seed_database
 from tests.nx_server import NxServer
 

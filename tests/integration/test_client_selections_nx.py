@@ -19,7 +19,7 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
-from archiver import BatchArchiver, BatchOptions
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.operations.forget import Person, forget_person
 from order_archiver.operations.restore import RestoreSelection, restore
 from tests.helpers import seed_database

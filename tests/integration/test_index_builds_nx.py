@@ -22,10 +22,10 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from archiver import BatchArchiver, BatchOptions
-from config import Settings
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import ArchiverError
 from order_archiver.operations.status import collect_status
+from order_archiver.settings import Settings
 from tests.conftest import NxServer
 from tests.integration.test_mongodb_refusals import index_keys, recording_client
 

@@ -21,10 +21,10 @@ import pytest
 from pymongo import IndexModel, monitoring
 from pymongo.errors import OperationFailure
 
-from archiver import BatchArchiver, BatchOptions
-from config import Duration, Settings
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.mongodb.deployment import check_deployments, hello
 from order_archiver.mongodb.lease import server_time
+from order_archiver.settings import Duration, Settings
 from tests.conftest import NxServer
 
 pytestmark = pytest.mark.integration

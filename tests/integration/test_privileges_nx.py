@@ -29,7 +29,7 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
-from config import ENV_VARS, Settings
+from order_archiver.settings import ENV_VARS, Settings
 from tests import conftest
 from tests.command_shapes import sent_by_the_product
 from tests.helpers import PROJECT, deliver, pending_ids, seed_database, wait_for
@@ -109,7 +109,7 @@ class Product:
         self.runs.append(run)
 
     def run(self, command: str, *argv: str, **extra: str) -> Run:
-        from main import main
+        from order_archiver.cli.main import main
 
         out = io.StringIO()
         with (
@@ -125,7 +125,7 @@ class Product:
     def watch(self, until: Any, name: str = "eu-1", **extra: str) -> Run:
         """watch as the service runs it (a mongo token store, its lease), stopped as SIGTERM does
         once ``until`` holds."""
-        from main import build_parser
+        from order_archiver.cli.main import build_parser
 
         args = build_parser().parse_args(["watch", "--token-store", "mongo", "--name", name])
         stop = threading.Event()
@@ -314,8 +314,8 @@ def test_doctor_asks_for_every_privilege_the_commands_used(every_command):
     """doctor's list (``required_privileges``, for each run's settings) holds every privilege
     each command needed: ARCHIVE_RETENTION's collMod while set, and the dropIndex of the run
     after it was unset, with its TTL index still there."""
-    from config import parse_duration
     from order_archiver.operations.doctor import required_privileges
+    from order_archiver.settings import parse_duration
 
     missing = []
     for run in every_command:

@@ -6,9 +6,9 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from config import Duration
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.mongodb.retention import PiiRetention
+from order_archiver.settings import Duration
 from tests.conftest import NxServer
 
 pytestmark = pytest.mark.integration

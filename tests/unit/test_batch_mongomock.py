@@ -8,11 +8,11 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure
 
-from archiver import BatchArchiver, BatchOptions
-from config import Settings
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import FatalError, TransientError
 from order_archiver.mongodb.checkpoint import checkpoint_key
 from order_archiver.orders.selection import build_selection, in_window
+from order_archiver.settings import Settings
 from tests.helpers import ANCHOR, assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -393,7 +393,7 @@ def test_a_correction_of_an_archived_order_replaces_its_document_once(mongo):
     full pass reads every order and compares its fingerprint.)"""
     from datetime import timedelta
 
-    from config import Settings
+    from order_archiver.settings import Settings
 
     settings = Settings(simulation=True, log_dir="", archive_database="archives")
     dataset = seed_database(mongo[settings.mongodb_database], settings, 120, p_anomalies=0.0, seed=8)
@@ -445,7 +445,7 @@ def test_purge_after_keeps_recent_deliveries_in_the_source(mongo, seeded):
     """PURGE_AFTER (#25): every delivered order is archived, but only those delivered longer
     ago than PURGE_AFTER (on the server's clock) leave the source: the application still shows
     a client its recent orders. A dry run says what --run would move."""
-    from config import Duration
+    from order_archiver.settings import Duration
 
     settings = Settings(simulation=True, log_dir="", purge_after=Duration(days=3))
     orders = mongo[settings.mongodb_database][settings.orders_collection]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from main import build_parser, main
+from order_archiver.cli.main import build_parser, main
 
 
 def test_version(capsys):
@@ -172,7 +172,7 @@ def test_no_output_carries_personal_data_unless_asked(capsys, tmp_path):
     """``batch --run --samples 1 --json`` printed a client's e-mail, phone, name and address:
     the report goes to cron mails and log collectors. Samples are masked in every output
     (text, JSON, --export-samples) unless --show-pii, and a run keeps none unless asked."""
-    from order_archiver.mongodb.simulation import simulation_client
+    from order_archiver.simulation.database import simulation_client
 
     base = ["batch", "--simulation", "--count", "200", "--seed", "4", "--json"]
     main([*base, "--run"])
@@ -315,7 +315,7 @@ def test_each_option_means_the_same_in_every_command():
 
 
 def test_the_simulation_options_share_their_defaults_with_the_generator():
-    from generator import DEFAULT_COUNT, DEFAULT_SEED
+    from order_archiver.simulation.generator import DEFAULT_COUNT, DEFAULT_SEED
 
     by_flag = _flags_by_command()
     for command in ("batch", "simulate"):

@@ -161,9 +161,9 @@ def test_writes_wait_for_a_majority_and_deciding_reads_go_to_the_primary():
     only the batch's source scan follows the URI."""
     from pymongo import MongoClient, ReadPreference
 
-    from config import Settings
     from order_archiver.mongodb.storage import Collections
-    from watcher import Watcher, WatchOptions
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
 
     settings = Settings(
         mongodb_uri="mongodb://h/?readPreference=secondary&w=1", mongodb_write_timeout_ms=7000
@@ -268,10 +268,10 @@ def test_a_date_out_of_pythons_range_rejects_its_order_instead_of_failing_the_ba
     from bson.datetime_ms import DatetimeMS
     from bson.errors import InvalidBSON
 
-    from config import Settings
     from order_archiver.errors import InvalidOrderError
     from order_archiver.mongodb.connection import client_options
     from order_archiver.orders.enrichment import finish_archive_document
+    from order_archiver.settings import Settings
 
     raw = bson.encode({"_id": ObjectId(), "numero_commande": "CMD-1", "date_commande": DatetimeMS(2**62)})
     with pytest.raises(InvalidBSON):
@@ -344,8 +344,8 @@ def oversized_for(bad_id):
 
 
 def test_an_order_whose_enrichment_is_over_the_limits_is_rejected_and_the_run_goes_on(mongo, monkeypatch):
-    from archiver import BatchArchiver, BatchOptions
-    from config import Settings
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.settings import Settings
     from tests.helpers import expected_archive_ids, seed_database
 
     monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
@@ -363,9 +363,9 @@ def test_an_order_whose_enrichment_is_over_the_limits_is_rejected_and_the_run_go
 
 
 def test_the_watcher_rejects_an_order_over_the_limits_and_archives_the_others(mongo):
-    from config import Settings
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
     from tests.helpers import expected_archive_ids, seed_database
-    from watcher import Watcher, WatchOptions
 
     settings = Settings(simulation=True, log_dir="")
     dataset = seed_database(mongo["livraison"], settings, 60, seed=4, p_anomalies=0.0)
@@ -435,7 +435,7 @@ def test_a_purge_deletes_only_what_a_majority_of_the_archive_holds(mongo, settin
     primary has but a failover could roll back does not count (the server applies the read
     concern, see the next test; here five orders the majority read does not return stay in
     the source)."""
-    from archiver import BatchArchiver, BatchOptions
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
     from order_archiver.mongodb.storage import ArchiveWriter
     from tests.helpers import seed_database
 
@@ -505,10 +505,10 @@ def test_the_reads_that_decide_what_a_pass_archives_go_to_the_primary(options, p
     import mongomock
     from pymongo import ReadPreference
 
-    from archiver import BatchArchiver, BatchOptions
-    from config import Settings
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
     from order_archiver.mongodb.checkpoint import BatchState
-    from order_archiver.mongodb.simulation import new_client
+    from order_archiver.settings import Settings
+    from order_archiver.simulation.database import new_client
 
     new_client()  # the simulation's shims
     now = datetime(2026, 11, 30, tzinfo=UTC)
@@ -634,9 +634,9 @@ def test_verify_counts_an_order_over_the_limits_as_invalid_and_checks_the_others
     rejected alone, as batch rejects it, and the others are reconciled."""
     import mongomock.collection
 
-    from archiver import BatchArchiver, BatchOptions
-    from config import Settings
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
     from order_archiver.operations.verify import verify
+    from order_archiver.settings import Settings
     from tests.helpers import expected_archive_ids, seed_database
 
     monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
@@ -667,10 +667,10 @@ def test_verify_counts_an_order_the_archive_refused_as_rejected_not_missing(mong
     """Found by the chaos run (bench/chaos.py, seed 11): an order the archive refuses (its
     document over 16 MB, 17420) is rejected and listed, and can never be archived; verify called
     it missing, exit 3 for ever, and --repair could not help. It is rejected, as the list says."""
-    from archiver import BatchArchiver, BatchOptions
-    from config import Settings
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
     from order_archiver.mongodb.rejects import Rejection, RejectStore
     from order_archiver.operations.verify import verify
+    from order_archiver.settings import Settings
     from tests.helpers import expected_archive_ids, seed_database
 
     settings = Settings(simulation=True, log_dir="")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from main import build_parser
+from order_archiver.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from config import ENV_VARS, Settings, load_settings, parse_date_bound, redact_uri
 from order_archiver.errors import ConfigError
+from order_archiver.settings import ENV_VARS, Settings, load_settings, parse_date_bound, redact_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
@@ -245,7 +245,7 @@ def test_the_module_map_is_the_tree():
 
 
 def test_the_same_names_on_two_deployments_are_two_collections():
-    from config import check_collection_roles
+    from order_archiver.settings import check_collection_roles
 
     clash = Settings(mongodb_uri="mongodb://a/", archive_collection="Commande")
     with pytest.raises(ConfigError, match="ARCHIVE_COLLECTION and ORDERS_COLLECTION"):
@@ -261,7 +261,7 @@ def test_the_same_names_on_two_deployments_are_two_collections():
 def test_an_empty_value_is_not_set_except_where_empty_means_something():
     """The shipped .env.example leaves its optional lines empty (``ARCHIVE_MONGODB_URI=``):
     empty is "not set", the default; LOG_DIR= keeps its meaning, no log file."""
-    from config import load_settings
+    from order_archiver.settings import load_settings
 
     environ = {
         "MONGODB_URI": "mongodb://h/",
@@ -286,7 +286,7 @@ def test_an_aws_session_token_is_never_logged():
     """``authMechanismProperties=AWS_SESSION_TOKEN:...`` was written at DEBUG in the
     "connecting to" line: that line names the hosts only, and any text redacted masks the
     whole value."""
-    from config import Settings, redact_uri
+    from order_archiver.settings import Settings, redact_uri
 
     token = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ"
     uri = (

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from archiver import BatchArchiver, BatchOptions
-from config import Duration, Settings, load_settings
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.batch.report import BatchReport
 from order_archiver.operations.forget import Person, forget_person
+from order_archiver.settings import Duration, Settings, load_settings
 from tests.helpers import expected_archive_ids, seed_database
 
 BASE = Settings(simulation=True, log_dir="")
@@ -83,7 +83,7 @@ def test_the_purge_says_what_it_deleted_and_what_restore_hold_kept(mongo):
 
 def test_the_watchers_catch_up_says_it_is_one(mongo, tmp_path, caplog):
     """The catch-up logged "full pass (--full)" and "batch done": neither is what ran."""
-    from watcher import Watcher, WatchOptions
+    from order_archiver.watch.watcher import Watcher, WatchOptions
 
     settings = BASE.with_overrides(resume_token_file=str(tmp_path / "token.json"))
     seed_database(mongo[settings.mongodb_database], settings, 60, p_anomalies=0.0)
@@ -117,7 +117,7 @@ def test_a_lost_change_history_is_said_of_the_pass_that_met_it(full, said, not_s
 
 def test_a_dry_run_says_its_summary_first_and_shows_one_sample_after_it(capsys):
     """#32 item 9: the dry run printed three 1.5 KB JSON documents before its summary."""
-    from main import main
+    from order_archiver.cli.main import main
 
     main(["batch", "--simulation", "--count", "80", "--seed", "4"])
     lines = capsys.readouterr().out.strip().splitlines()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from main import build_parser
+from order_archiver.cli.main import build_parser
 from tests.helpers import product_files
 from tests.privileges import NoRule, Privilege, documented_roles, required, shipped_roles
 
@@ -254,16 +254,25 @@ def test_nssm_recipe_stops_with_ctrl_c():
     parses(main_args(shlex.split(command)))
 
 
-def test_not_a_pip_package_and_one_version_everywhere(manifests):
-    """The flat modules are not installable (they would land at the top of site-packages);
-    the version is main.__version__, and the image tags and the CHANGELOG say the same."""
+def test_the_package_installs_and_one_version_everywhere(manifests):
+    """#33 item 1: the package is installable (the faces are not: their names would land at the
+    top of site-packages), with the command `order-archiver`; its dependencies are
+    requirements.in's, at the same versions; the version is order_archiver.__version__, and
+    the image tags and the CHANGELOG say the same."""
     import tomllib
 
-    from main import __version__
+    from order_archiver import __version__
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "project" not in project
-    assert "build-system" not in project
+    assert project["project"]["scripts"] == {"order-archiver": "order_archiver.cli.main:main"}
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["order_archiver*"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "order_archiver.__version__"}
+    pinned = [
+        line.strip()
+        for line in (ROOT / "requirements.in").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert project["project"]["dependencies"] == pinned
     # every product module (and the development server), listed nowhere
     assert project["tool"]["mypy"]["files"] == ["*.py", "order_archiver", "dev"]
     assert project["tool"]["mypy"]["strict"] is True  # the product's boundaries typed (#23)
@@ -315,7 +324,7 @@ def test_schedulers_treat_the_exit_codes_as_the_readme_documents(manifests):
 def test_grace_periods_outlast_the_stop_bound(manifests):
     """SIGTERM ends watch and batch within main.STOP_GRACE_S (plus the exit) whatever the server
     does; the schedulers wait longer before they SIGKILL, so a stop is always a clean one."""
-    from main import STOP_GRACE_S
+    from order_archiver.cli.main import STOP_GRACE_S
 
     bound = STOP_GRACE_S + 2
     for kind in ("Deployment", "CronJob"):

@@ -10,9 +10,9 @@ import mongomock
 import pytest
 from bson import Binary, ObjectId, Timestamp
 
-from config import Settings
 from order_archiver.errors import ConfigError
 from order_archiver.mongodb.deployment import check_deployment, check_deployments, sharding_problems
+from order_archiver.settings import Settings
 
 
 class Mongos:
@@ -140,8 +140,8 @@ def test_a_sharded_source_is_checked_for_its_own_collections_only():
 
 
 def test_batch_and_watch_check_the_archive_deployment_before_anything_is_written(mongo):
-    from archiver import BatchArchiver, BatchOptions
-    from watcher import Watcher, WatchOptions
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.watch.watcher import Watcher, WatchOptions
 
     archive = Mongos("7.0.2", {"livraison.Commande_archive": {"numero_commande": 1}})
     settings = Settings(simulation=True, log_dir="", archive_mongodb_uri="mongodb://archive:27017")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from config import ENV_VARS
-from main import build_parser, build_simulate_parser
+from order_archiver.cli.main import build_parser, build_simulate_parser
+from order_archiver.settings import ENV_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 from pymongo.errors import OperationFailure
 
-from config import Settings, parse_duration
 from order_archiver.operations.doctor import granted_actions, required_privileges, run_doctor
+from order_archiver.settings import Settings, parse_duration
 
 SETTINGS = Settings(mongodb_uri="mongodb://x/", mongodb_database="livraison", log_dir="")
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from config import load_settings
 from order_archiver.errors import ConfigError
 from order_archiver.mongodb.forgotten import ForgottenPersons, RespectedErasures
 from order_archiver.mongodb.purge import SourcePurge
@@ -21,6 +20,7 @@ from order_archiver.mongodb.storage import ArchiveWriter, Held
 from order_archiver.orders.enrichment import finish_archive_document, source_hash
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
 from order_archiver.orders.pii import OrderFields, PiiPolicy, mask_pii
+from order_archiver.settings import load_settings
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 CLIENT_ID, COURIER_ID = ObjectId(), ObjectId()

@@ -11,14 +11,20 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from archiver import BatchArchiver, BatchOptions
-from config import Settings, check_collection_roles, check_output_file, redact_uri, uri_password
-from logger import STATS, TextFormatter
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import ConfigError
+from order_archiver.logs import STATS, TextFormatter
 from order_archiver.mongodb.connection import _network_reason
 from order_archiver.mongodb.rejects import Rejection, RejectStore
 from order_archiver.orders.enrichment import is_status, status_forms, status_match
 from order_archiver.orders.pii import mask_pii
+from order_archiver.settings import (
+    Settings,
+    check_collection_roles,
+    check_output_file,
+    redact_uri,
+    uri_password,
+)
 from tests.helpers import delivered_rejects, expected_archive_ids, seed_database
 
 NFD = unicodedata.normalize("NFD", "livrée")
@@ -179,8 +185,8 @@ def test_text_logs_do_not_repeat_stats_and_show_iso_times():
 
 def test_counts_read_as_words():
     """``(1 orders/s)`` and ``seen 1 times`` were what a person read."""
-    from archiver import BatchReport
-    from logger import plural
+    from order_archiver.batch.job import BatchReport
+    from order_archiver.logs import plural
 
     assert [plural(n, "order") for n in (0, 1, 1.2, 2)] == ["0 orders", "1 order", "1 order", "2 orders"]
     report = BatchReport(
@@ -200,8 +206,8 @@ def test_files_that_hold_orders_are_this_users_alone_and_never_follow_a_link(tmp
     import os
     import stat
 
-    from config import Settings, write_private
-    from logger import setup_logging
+    from order_archiver.logs import setup_logging
+    from order_archiver.settings import Settings, write_private
 
     setup_logging(Settings(simulation=True, log_dir=str(tmp_path / "logs" / "deep")))
     logging.getLogger("order_archiver").warning("a line")

@@ -12,11 +12,11 @@ from bson import Decimal128, ObjectId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver import BatchArchiver, BatchOptions
-from config import ENV_VARS, Settings, load_settings
-from main import main
+from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.cli.main import main
 from order_archiver.errors import ConfigError, InvalidOrderError
 from order_archiver.orders.enrichment import finish_archive_document
+from order_archiver.settings import ENV_VARS, Settings, load_settings
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 CONTRACT_KEYS = {
@@ -123,7 +123,7 @@ stored_orders = st.fixed_dictionaries(
 )
 @given(st.lists(stored_orders, min_size=1, max_size=15, unique_by=lambda o: o["_id"]))
 def test_a_run_over_junk_never_stops(orders):
-    from order_archiver.mongodb.simulation import new_client
+    from order_archiver.simulation.database import new_client
 
     client = new_client()
     settings_ = Settings(simulation=True, log_dir="")

@@ -1,7 +1,7 @@
 from collections import Counter
 from datetime import UTC, datetime
 
-from generator import ANOMALY_KINDS, generate_dataset, strip_markers
+from order_archiver.simulation.generator import ANOMALY_KINDS, generate_dataset, strip_markers
 
 ANCHOR = datetime(2026, 11, 26, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect
 
-from archiver import BatchArchiver, BatchOptions
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.checkpoint import (
     EPOCH,
@@ -325,7 +325,7 @@ def test_reading_the_changes_goes_on_through_empty_batches_until_the_pass_start(
     """An empty getMore short of where this pass began is not the end: the server may still be
     scanning past changes the filter drops. Stopping there would lose every change between,
     since the next run reads from this pass's start."""
-    from archiver import BatchArchiver, BatchOptions
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
     from order_archiver.mongodb.changes import reached
     from order_archiver.mongodb.checkpoint import Pass
 

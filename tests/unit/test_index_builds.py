@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from archiver import BatchArchiver, BatchOptions
-from config import Duration, Settings
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.indexes import build_indexes, index_states, wanted_indexes
 from order_archiver.mongodb.source import Finisher
 from order_archiver.operations.status import collect_status
+from order_archiver.settings import Duration, Settings
 from tests.helpers import expected_archive_ids, seed_database
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)

@@ -13,15 +13,19 @@ MODULES = {
 
 # The layers, bottom first; a module imports from its own layer or those below, never above.
 LAYERS = [
-    ("bottom", {"order_archiver", "order_archiver.errors", "order_archiver.retry", "generator"}),
+    ("bottom", {"order_archiver", "order_archiver.errors", "order_archiver.retry"}),
     ("orders", {"order_archiver.orders"}),
-    ("settings", {"config", "logger"}),
+    ("settings", {"order_archiver.settings", "order_archiver.logs"}),
     ("reporting", {"order_archiver.reporting"}),
+    ("simulation", {"order_archiver.simulation"}),
     ("mongodb", {"order_archiver.mongodb"}),
-    ("jobs", {"order_archiver.batch", "order_archiver.watch", "archiver", "watcher"}),
+    ("jobs", {"order_archiver.batch", "order_archiver.watch"}),
     ("operations", {"order_archiver.operations"}),
-    ("command line", {"order_archiver.cli", "main", "simulate", "demo"}),
+    ("command line", {"order_archiver.cli"}),
+    # The design card's face: short modules that hand on to the package; nothing imports them.
+    ("face", {"main", "archiver", "watcher", "config", "logger", "generator", "simulate", "demo"}),
 ]
+FACES = LAYERS[-1][1]
 
 
 def layer_of(module: str) -> int:
@@ -69,13 +73,38 @@ def test_no_module_imports_a_layer_above_its_own():
 
 
 def test_the_bottom_and_the_settings_import_little():
-    """What an order becomes needs neither the settings nor the logs; config reads only the
+    """What an order becomes needs neither the settings nor the logs; the settings read only the
     errors and the PII policy's names."""
-    for module in ("order_archiver.errors", "order_archiver.orders.pii", "generator"):
+    for module in (
+        "order_archiver.errors",
+        "order_archiver.orders.pii",
+        "order_archiver.simulation.generator",
+    ):
         assert product_imports_of(module) <= {"order_archiver"}, module
     assert product_imports_of("order_archiver.retry") <= {"order_archiver", "order_archiver.errors"}
-    assert product_imports_of("config") <= {"order_archiver.errors", "order_archiver.orders.pii"}
-    assert product_imports_of("logger") <= {"config"}
+    settings = product_imports_of("order_archiver.settings")
+    assert settings <= {"order_archiver.errors", "order_archiver.orders", "order_archiver.orders.pii"}
+    assert product_imports_of("order_archiver.logs") <= {"order_archiver.settings"}
+
+
+def test_the_package_never_imports_the_face():
+    """#33 item 1: the package is the product; the top-level modules only hand on to it."""
+    climbing = [
+        f"{module} imports {imported}"
+        for module in MODULES
+        if module.startswith("order_archiver")
+        for imported in product_imports_of(module)
+        if imported in FACES
+    ]
+    assert climbing == []
+
+
+def test_the_faces_are_short():
+    """A newcomer opens them first: each says where the work is, and hands on."""
+    long = [f"{face}: {len(MODULES[face].read_text().splitlines())} lines" for face in FACES]
+    assert [
+        line for line in long if int(line.split(": ")[1].split()[0]) > 40 and not line.startswith("demo")
+    ] == []
 
 
 def test_the_orders_layer_needs_no_server():

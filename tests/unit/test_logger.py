@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from config import Settings
-from logger import LOG_FILE_NAME, get_logger, setup_logging
+from order_archiver.logs import LOG_FILE_NAME, get_logger, setup_logging
+from order_archiver.settings import Settings
 
 SECRET = "Sup3r-Secret_pw"
 URI = f"mongodb://archiver:{SECRET}@db.example.net:27017/?authSource=admin"
@@ -104,7 +104,7 @@ def test_data_in_a_log_line_cannot_forge_a_line_nor_drive_the_terminal(
 
 def test_a_report_line_holding_control_characters_is_printed_escaped(capsys):
     """``rejects`` printed a numero holding ANSI escape codes as it was."""
-    from main import _print_report
+    from order_archiver.cli.main import _print_report
 
     class Report:
         def lines(self) -> list[str]:

@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from main import build_parser, build_simulate_parser
+from order_archiver.cli.main import build_parser, build_simulate_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = (ROOT / "QUICKSTART.md").read_text()

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from archiver import BatchArchiver, BatchOptions
-from config import Duration, Settings
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.mongodb.erasure import erase_personal_data
 from order_archiver.mongodb.retention import past_pii_retention
 from order_archiver.mongodb.source import Finisher
 from order_archiver.operations.status import collect_status
 from order_archiver.orders.enrichment import source_hash
 from order_archiver.orders.erasing import BY_AGE, Erasure
+from order_archiver.settings import Duration, Settings
 from tests.helpers import expected_archive_ids, seed_database
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)

@@ -6,7 +6,7 @@ import mongomock
 import pytest
 from pymongo.errors import AutoReconnect, CursorNotFound, OperationFailure
 
-from archiver import BatchArchiver, BatchOptions
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import FatalError, TransientError
 from order_archiver.mongodb.source import scan_by_id
 from order_archiver.operations.verify import verify

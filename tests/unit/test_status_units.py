@@ -48,8 +48,8 @@ def test_status_shows_what_the_next_purge_would_move(mongo):
     """PURGE_AFTER (#25): status counts the delivered orders old enough to leave the source."""
     from datetime import UTC, datetime, timedelta
 
-    from config import Duration, Settings
     from order_archiver.operations.status import collect_status
+    from order_archiver.settings import Duration, Settings
 
     settings = Settings(simulation=True, log_dir="", purge_after=Duration(days=3))
     now = datetime(2026, 11, 26, 12, tzinfo=UTC)

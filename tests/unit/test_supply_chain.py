@@ -175,7 +175,7 @@ def test_the_makefile_installs_the_hashed_dev_set_and_relocks_all_three():
 def test_a_production_install_says_what_the_simulation_needs(monkeypatch, capsys, tmp_path):
     """The image has no mongomock or Faker: ``--simulation`` and ``simulate`` name the file to
     install, exit 2, instead of a traceback."""
-    for module in ("order_archiver.mongodb.simulation", "generator"):
+    for module in ("order_archiver.simulation.database", "generator"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     monkeypatch.setitem(sys.modules, "mongomock", None)
     for argv in (["batch", "--simulation"], ["simulate", "--simulation", "--count", "5"]):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-import main
+import order_archiver.cli.main as main
 from order_archiver.errors import ExitCode, FatalError
 from order_archiver.mongodb.token_lock import TokenFileBusy, TokenFileLock, lock_path
 from order_archiver.mongodb.tokens import FileTokenStore

@@ -101,10 +101,10 @@ def test_mongo_store_round_trip(mongo):
 def test_no_change_streams_is_a_clear_fatal_error(mongo):
     from pymongo.errors import OperationFailure
 
-    from config import Settings
     from order_archiver.errors import NotSupportedError
     from order_archiver.retry import Retry, RetryPolicy
-    from watcher import Watcher, WatchOptions
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
 
     watcher = Watcher(mongo, Settings(simulation=True, log_dir=""), WatchOptions())
     policy = RetryPolicy(Retry.SERVICE, on_stop="end")
@@ -127,7 +127,7 @@ def test_no_change_streams_is_a_clear_fatal_error(mongo):
 def test_which_errors_mean_the_token_is_refused(code, refused):
     from pymongo.errors import OperationFailure
 
-    from watcher import token_refused
+    from order_archiver.watch.watcher import token_refused
 
     assert token_refused(OperationFailure("x", code=code)) is refused
 
@@ -163,8 +163,8 @@ def test_after_an_invalidate_the_watcher_catches_up_before_streaming(mongo, inva
     no insert event: a stream reopened after an invalidate catches up first (the stream is
     already open, so nothing delivered meanwhile is missed). (The test server cannot rename
     over a collection: renameCollection with dropTarget leaves both as they were.)"""
-    from config import Settings
-    from watcher import Watcher, WatchOptions
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
 
     watcher = Watcher(mongo, Settings(simulation=True, log_dir=""), WatchOptions())
     calls: list[str] = []
@@ -256,8 +256,8 @@ def _event(n, op="update", status="livrée"):
 
 
 def consuming_watcher(mongo, tmp_path, max_batch=500):
-    from config import Settings
-    from watcher import Watcher, WatchOptions
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
 
     settings = Settings(
         simulation=True, log_dir="", watch_max_batch=max_batch, resume_token_file=str(tmp_path / "t.json")
@@ -316,8 +316,8 @@ def test_a_prepended_event_comes_first_then_the_stream():
 
 
 def test_archive_skips_what_is_not_delivered_now_and_counts_it(mongo, tmp_path):
-    from config import Settings
-    from watcher import Watcher, WatchOptions
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
 
     settings = Settings(simulation=True, log_dir="", resume_token_file=str(tmp_path / "t.json"))
     watcher = Watcher(mongo, settings, WatchOptions())
@@ -329,10 +329,10 @@ def test_a_catch_up_counts_what_it_found_archived_and_stamps_with_the_watchers_c
     """The catch-up is the batch path run by the watcher: its stats add every count the batch
     report has (with the archive in another database, the orders archived before are read
     and found archived), and the documents it writes carry the watcher's clock."""
-    from archiver import BatchArchiver, BatchOptions
-    from config import Settings
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
     from tests.helpers import expected_archive_ids, seed_database
-    from watcher import Watcher, WatchOptions
 
     settings = Settings(simulation=True, log_dir="", archive_database="archives")
     dataset = seed_database(mongo["livraison"], settings, 80, seed=3, p_anomalies=0.0)
@@ -354,9 +354,9 @@ def test_a_catch_up_builds_no_index_and_applies_no_retention(mongo, caplog):
     archive. Its catch-up archives without building an index (each missing one said, naming
     batch --run, which builds it) and leaves ARCHIVE_RETENTION's TTL index and
     ARCHIVE_PII_RETENTION's erasure to batch --run."""
-    from config import Settings, parse_duration
+    from order_archiver.settings import Settings, parse_duration
+    from order_archiver.watch.watcher import Watcher, WatchOptions
     from tests.helpers import expected_archive_ids, seed_database
-    from watcher import Watcher, WatchOptions
 
     settings = Settings(
         simulation=True,
@@ -388,10 +388,10 @@ def test_a_leader_whose_lease_ran_out_writes_nothing(mongo, tmp_path):
     """#33 item 4, the fence: a leader paused past its lease (a GC pause, a frozen VM: a standby
     has taken over meanwhile) must not write the delivery it was holding when it wakes. The
     lease check before every archive write is the guard; removing it failed no test."""
-    from config import Settings
     from order_archiver.mongodb.lease import LeaseLost
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
     from tests.helpers import expected_archive_ids, seed_database
-    from watcher import Watcher, WatchOptions
 
     settings = Settings(simulation=True, log_dir="")
     dataset = seed_database(mongo[settings.mongodb_database], settings, 30, seed=6, p_anomalies=0.0)

@@ -22,8 +22,11 @@ from bson import Regex, json_util
 from bson.timestamp import Timestamp
 from pymongo.errors import OperationFailure
 
-from config import Settings
-from generator import (
+from order_archiver.errors import ConfigError
+from order_archiver.logs import get_logger
+from order_archiver.reporting.progress import Progress, ProgressMode
+from order_archiver.settings import Settings
+from order_archiver.simulation.generator import (
     DEFAULT_COUNT,
     DEFAULT_DAYS,
     DEFAULT_P_ANOMALIES,
@@ -33,10 +36,8 @@ from generator import (
     generate_dataset,
     strip_markers,
 )
-from logger import get_logger
-from order_archiver.errors import ConfigError
-from order_archiver.mongodb.storage import Document
-from order_archiver.reporting.progress import Progress, ProgressMode
+
+Document = dict[str, Any]  # a document as pymongo hands it (mongodb.storage's alias)
 
 log = get_logger("simulation")
 

@@ -1,0 +1,328 @@
+"""Batch archiving: every delivered order not yet archived, enriched, written exactly once.
+
+The run walks the delivered orders of the window in ``_id`` order through one enrichment
+aggregation (``source.OrderSource``). When the archive lives in the source database the
+aggregation itself skips orders already archived, before any join is paid for. A reader
+thread finishes documents into bounded chunks (``source.ChunkReader``) a few ahead of the
+writer (``source.read_ahead``), so reading and writing overlap. Each chunk is one unordered bulk of
+``$setOnInsert`` upserts keyed on ``_id``: a re-run, a crash mid-run or a watcher writing at
+the same time never creates a second document and never rewrites one. After a chunk is
+acknowledged its last ``_id`` is saved as the run's checkpoint; an interrupted run resumes
+there. ``--purge-source`` deletes, after the archive pass, only orders whose archive
+document is confirmed present.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pymongo import MongoClient
+
+from order_archiver.batch.counting import DeliveredCount
+from order_archiver.batch.plan import PassPlanner
+from order_archiver.batch.rejections import RejectionLog
+from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, peak_rss_mib
+from order_archiver.batch.samples import export_samples, keep_samples
+from order_archiver.errors import (
+    ArchiverError,
+    ConfigError,
+    TransientError,
+    as_archiver_error,
+    without_documents,
+)
+from order_archiver.logs import get_logger
+from order_archiver.mongodb.checkpoint import (
+    EPOCH,
+    BatchCheckpoint,
+    BatchState,
+    Pass,
+    checkpoint_key,
+    with_progress,
+)
+from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.indexes import IndexStep
+from order_archiver.mongodb.lease import server_time
+from order_archiver.mongodb.purge import SourcePurge
+from order_archiver.mongodb.rejects import RejectStore
+from order_archiver.mongodb.retention import ArchiveLifecycle
+from order_archiver.mongodb.source import (
+    Chunk,
+    ChunkReader,
+    Finisher,
+    OrderSource,
+    missing_source,
+    read_ahead,
+    unknown_status_hint,
+)
+from order_archiver.mongodb.storage import (
+    ArchiveWriter,
+    Collections,
+    Document,
+)
+from order_archiver.orders.enrichment import status_match
+from order_archiver.reporting.progress import Progress
+from order_archiver.retry import named_side, retrying
+from order_archiver.settings import Settings
+
+__all__ = ["BatchArchiver", "BatchOptions", "BatchReport"]  # the batch job's public names
+
+log = get_logger("batch")
+T = TypeVar("T")
+
+QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+class BatchArchiver:
+    """One batch run over one client. ``run()`` returns the report; errors are raised as
+    ``ArchiverError`` (``main`` maps them to exit codes)."""
+
+    def __init__(
+        self,
+        client: MongoClient[Document],
+        settings: Settings,
+        options: BatchOptions,
+        *,
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        server_clock: Callable[[], datetime] | None = None,
+        archive_client: MongoClient[Document] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.stop_event = stop_event or threading.Event()
+        collections = Collections.of(client, settings, archive_client)
+        self.deployments = (client, archive_client)  # checked at start (deployment.check_deployments)
+        self.orders = collections.orders
+        self.orders_primary = collections.orders_primary
+        self.archive = collections.archive
+        self.checkpoint = BatchCheckpoint(
+            collections.checkpoints,
+            checkpoint_key(settings, options.archived_by, options.date_from, options.date_to),
+            (options.date_from, options.date_to),
+            self.stop_event,
+            clock,
+            side=collections.archive_side,
+        )
+        # The pass's bounds come from the server's clock: one clock for every run, whatever
+        # the host's (see checkpoint.py).
+        self.server_clock = server_clock or (lambda: server_time(client))
+        self.state = BatchState()
+        self.current = Pass(None, EPOCH)
+        self.writer = ArchiveWriter.of(collections, settings, self.stop_event)
+        self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
+        self.source_side = collections.source_side
+        self.report = BatchReport(dry_run=not options.run, name=options.name)
+        self.source = OrderSource(
+            self.orders,
+            collections.names,
+            settings.delivered_status,
+            options.date_from,
+            options.date_to,
+            archived_ids=self.writer.existing_ids,
+            exclude_archived_in=self.archive.name if collections.same_database else None,
+        )
+        self.reader = ChunkReader(
+            self.source,
+            self.report,
+            Finisher.of(settings, options.archived_by, clock),
+            batch_size=options.batch_size,
+            limit=options.limit,
+            stop_event=self.stop_event,
+        )
+        self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, clock)
+        self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, self.stop_event)
+        # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
+        side, maintain, stop = collections.archive_side, options.maintain, self.stop_event
+        self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, stop, side, maintain)
+        self.index_step = IndexStep(self.orders, self.archive, settings.index_build_wait_s, stop, maintain)
+        self.progress: Progress | None = None
+        self._last_written_id: Any = None
+        self._source_exists = True  # see _run
+
+    # -- setup
+
+    def ensure_indexes(self) -> None:
+        """ARCHIVE_RETENTION's TTL index first (a conflicting index stops the run before it
+        writes: ``retention.py``), then the indexes the run relies on (``indexes.py``: no time
+        limit, at most INDEX_BUILD_WAIT_S waited for; never a write without the unique index)."""
+        self.lifecycle.ensure_index(self.report)
+        self.index_step.build(self.report, source_exists=self._source_exists)
+
+    # -- writing
+
+    def write_chunk(self, chunk: Chunk) -> None:
+        documents = self._not_yet_archived(chunk.documents)
+        if documents:
+            outcome = self.writer.write(documents)
+            self.report.archived += outcome.archived
+            self.report.already_archived += outcome.already_archived
+            self.report.revised += outcome.revised
+            chunk.rejections.extend(outcome.rejections)
+        self.rejections.add(chunk.rejections)  # after the archive writes that met them
+        # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
+        # one write every few seconds is enough; it always follows the chunks it covers.
+        if chunk.last_id is not None:
+            self._last_written_id = chunk.last_id
+            self.checkpoint.save_now_and_then(with_progress(self.state, self.current, chunk.last_id))
+
+    # -- purge
+
+    def purge(self) -> None:
+        """``--purge-source``, after a complete pass (``purge.SourcePurge``)."""
+        self.report.add_purge(self._source_purge().run())
+
+    def _source_purge(self) -> SourcePurge:
+        parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.stop_event)
+        return SourcePurge.of_run(self.source, self.orders_primary, *parts)
+
+    # -- orchestration
+
+    def _not_yet_archived(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """When the read did not skip archived orders (another database, an incremental pass,
+        a first run), the archive is asked by ``_id``: an order archived in this very version is done."""
+        if self.source.exclude_archived_in is not None:
+            return documents
+        todo, done = self.writer.not_archived_as_they_are(documents)
+        self.report.already_archived += done
+        return todo
+
+    def run(self) -> BatchReport:
+        """The run; on an error or a stop the report so far stays readable as ``self.report``.
+        With the archive on its own deployment, a lost connection names its side: the archive's
+        operations say so themselves, what is left is the source's."""
+        with named_side(self.source_side, (TransientError,)):
+            return self._run()
+
+    def _run(self) -> BatchReport:
+        started = time.monotonic()
+        try:
+            check_deployments(self.deployments[0], self.settings, self.deployments[1])
+            problem = retrying(lambda: missing_source(self.orders), stop_event=self.stop_event)
+            self._source_exists = problem is None  # nothing is created where nothing was
+            if problem and self.options.require_source:
+                raise ConfigError(problem)
+            if problem:
+                log.warning("%s; nothing to catch up until it exists", problem)
+                self.report.warnings.append(problem)
+            self._begin_pass()
+            self.delivered.begin(self.source)
+            if self.options.run:
+                self._run_archive()
+            else:
+                self._run_dry()
+            self.delivered.settle()
+            self.report.completed = True
+            if self.report.delivered == 0 and self.report.scanned == 0:
+                hint = retrying(
+                    lambda: unknown_status_hint(self.orders, self.settings.delivered_status),
+                    stop_event=self.stop_event,
+                )
+                if hint:
+                    log.warning(hint)
+                    self.report.warnings.append(hint)
+        finally:
+            self.report.seconds = time.monotonic() - started
+            self.report.peak_rss_mib = peak_rss_mib()
+            if self.progress is not None:
+                self.progress.close()
+        return self.report
+
+    # -- the pass
+
+    def _planner(self) -> PassPlanner:
+        return PassPlanner(
+            self.settings,
+            self.options,
+            self.orders,
+            self.orders_primary,
+            self.rejects,
+            self.report,
+            self.stop_event,
+            self.server_clock,
+            archive=self.archive,
+        )
+
+    def _begin_pass(self) -> None:
+        """Load what the last runs left, choose this run's pass and point the reader at it."""
+        self.state = self.checkpoint.load()
+        planned = self._planner().plan(self.state, self.source)
+        self.current, self.source = planned.current, planned.source
+        self.reader.source = self.source
+
+    def _start_progress(self) -> None:
+        """A bar, only when progress is shown (its total costs a count)."""
+        if self.options.progress == "off":
+            return
+        label = "archiving" if self.options.run else "examining"
+        total = self.delivered.progress_total(self.source)
+        self.progress = Progress(label, total=total, mode=self.options.progress)
+
+    def _run_dry(self) -> None:
+        self._start_progress()
+        purge = self._source_purge() if self.options.purge_source else None
+        new_purgeable = 0  # what --run would archive, then delete
+        for chunk in PassTimer(self.report).timed(self.reader.chunks(after_id=self.current.last_id)):
+            if self.progress is not None:
+                self.progress.update(chunk.size)
+            documents = self._not_yet_archived(chunk.documents)
+            self.report.would_archive += len(documents)
+            new_purgeable += purge.old_enough(documents) if purge is not None else 0
+            self.rejections.count_dry(chunk.rejections)
+            keep_samples(self.report, self.options, documents, self.settings.pii_policy.fields)
+        if purge is not None:
+            # What --run would delete: the archived orders now, and what this run would archive.
+            self.report.would_purge = purge.count() + new_purgeable
+        self.lifecycle.plan(self.report)
+        self.index_step.plan(self.report, source_exists=self._source_exists)
+        export_samples(self.report, self.options)
+
+    def _run_archive(self) -> None:
+        self.ensure_indexes()
+        after_id = self.current.last_id
+        if after_id is not None:
+            self.report.resumed_from = str(after_id)
+            log.info("resuming an interrupted run after _id %s", after_id)
+        self._start_progress()
+        try:
+            # Read ahead on a thread, write here, in the order read: each checkpoint covers
+            # every chunk before it.
+            for chunk in PassTimer(self.report).timed(read_ahead(self.reader.chunks(after_id), QUEUE_CHUNKS)):
+                keep_samples(self.report, self.options, chunk.documents, self.settings.pii_policy.fields)
+                self.write_chunk(chunk)
+                if self.progress is not None:
+                    self.progress.update(chunk.size)
+        except BaseException as exc:
+            self.rejections.flush_quietly()
+            if isinstance(exc, (ArchiverError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+                raise
+            raise as_archiver_error(exc) from without_documents(exc)
+        self.rejections.flush()
+        if self.stop_event.is_set():
+            raise ArchiverError(
+                "interrupted: the run stopped after its last complete chunk; run it again to finish"
+            )
+        self._end_of_pass()
+
+    def _end_of_pass(self) -> None:
+        """After a complete pass: the checkpoint, the rejects list, the purge, the samples."""
+        if self.options.limit is None or self.reader.exhausted:
+            # The pass is complete: its start is the new high-water mark (saved after every
+            # write it covers). A --limit run that got to the end of the window completes it too.
+            self.checkpoint.save(self.state.after(self.current))
+        elif self._last_written_id is not None:
+            # Cut short by --limit: the next run goes on with this pass after its last _id.
+            self.checkpoint.save(with_progress(self.state, self.current, self._last_written_id))
+        self.rejections.prune(
+            self.orders_primary, self.archive, status_match(self.settings.delivered_status), self.stop_event
+        )
+        if self.options.purge_source:
+            self.purge()
+        self.lifecycle.apply(self.report)  # ARCHIVE_PII_RETENTION
+        export_samples(self.report, self.options)

@@ -1,0 +1,439 @@
+"""order-archiver's command line: parse, build settings, dispatch; map errors to exit codes.
+
+Exit codes: 0 done; 1 failed (server unreachable, authentication, write failure after
+retries); 2 bad usage or configuration; 3 finished but some orders were rejected as invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from order_archiver import __version__
+from order_archiver.cli import definition
+from order_archiver.errors import ArchiverError, ConfigError, ExitCode, TransientError
+from order_archiver.logs import FILE_ONLY, get_logger, printable, redact, setup_logging
+from order_archiver.retry import Retry
+from order_archiver.settings import Settings, check_log_dir, check_output_paths, load_settings
+
+if TYPE_CHECKING:
+    from order_archiver.mongodb.connection import Clients
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python main.py``: every command, as order_archiver/cli/definition.py declares them."""
+    return definition.build_parser(HANDLERS, __version__)
+
+
+def build_simulate_parser() -> argparse.ArgumentParser:
+    return definition.build_simulate_parser(cmd_simulate)
+
+
+def _open_clients(
+    args: argparse.Namespace, settings: Settings, stop_event: threading.Event, **options: Any
+) -> Clients:
+    """The source's client and, with ARCHIVE_MONGODB_URI, the archive's: every command opens
+    them here (with --simulation, the embedded database its --count and --seed make)."""
+    from order_archiver.mongodb.connection import open_clients
+
+    if getattr(args, "count", None) is not None:
+        options.update(simulation_count=args.count, simulation_seed=args.seed)
+    return open_clients(settings, stop_event=stop_event, **options)
+
+
+@contextmanager
+def _connected(
+    args: argparse.Namespace, settings: Settings, stop_event: threading.Event, **options: Any
+) -> Iterator[Clients]:
+    clients = _open_clients(args, settings, stop_event, **options)
+    try:
+        yield clients
+    finally:
+        clients.close()
+
+
+def _json_value(value: Any) -> Any:
+    """JSON for what reports hold: ISO-8601 datetimes with their offset (naive ones are UTC,
+    as every date here is), and str() for ObjectIds and the like."""
+    if isinstance(value, datetime):
+        from order_archiver.orders.enrichment import as_utc
+
+        return as_utc(value).isoformat()
+    return str(value)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=_json_value))
+
+
+def _print_report(report: Any, as_json: bool, *, error: str | None = None, **line_options: bool) -> None:
+    """Every command's report: one JSON object (with the error, if the command failed after
+    doing something), or its lines for a person."""
+    if as_json:
+        data = report.as_dict()
+        if error is not None:
+            data["error"] = redact(error)
+        _print_json(data)
+    else:
+        print("\n".join(printable(line) for line in report.lines(**line_options)))
+
+
+# --- commands: each returns an exit code ---------------------------------------------------
+
+
+def _settings(
+    args: argparse.Namespace, outputs: dict[str, str | None] | None = None, **overrides: Any
+) -> Settings:
+    """The settings, with every file the command will write checked before any work."""
+    overrides.setdefault("archive_mongodb_uri", getattr(args, "archive_uri", None))
+    settings, warnings = load_settings(args.env_file, overrides)
+    warnings += check_log_dir(settings.log_dir)
+    check_output_paths(settings, outputs or {}, args.env_file)
+    setup_logging(settings, verbosity=1 if args.verbose else -1 if args.quiet else 0)
+    for warning in warnings:
+        get_logger().warning(warning)
+    return settings
+
+
+def _samples_wanted(args: argparse.Namespace) -> int:
+    """A dry run shows a few samples; a run keeps none unless asked (its report goes to cron
+    mails and log collectors), or for ``--export-samples``."""
+    from order_archiver.batch.report import DEFAULT_SAMPLES
+
+    if args.samples is not None:
+        return int(args.samples)
+    return DEFAULT_SAMPLES if not args.run or args.export_samples else 0
+
+
+def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.batch.job import BatchArchiver, BatchOptions, BatchReport
+    from order_archiver.orders.selection import check_window
+    from order_archiver.reporting.progress import progress_mode
+
+    check_window(args.date_from, args.date_to)
+    settings = _settings(
+        args,
+        {"--metrics-file": args.metrics_file, "--export-samples": args.export_samples},
+        batch_size=args.batch_size,
+        simulation=args.simulation or None,
+    )
+    options = BatchOptions(
+        run=args.run,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        limit=args.limit,
+        batch_size=settings.batch_size,
+        export_samples=args.export_samples,
+        samples=_samples_wanted(args),
+        show_pii=args.show_pii,
+        purge_source=args.purge_source,
+        resume=not args.restart,
+        progress=progress_mode(args.quiet or args.json),
+        full=args.full,
+    )
+    report = BatchReport(dry_run=not options.run)
+    succeeded = False
+    try:
+        with _connected(args, settings, stop_event) as clients:
+            archiver = BatchArchiver(
+                clients.source, settings, options, stop_event=stop_event, archive_client=clients.archive
+            )
+            report = archiver.report
+            archiver.run()
+            succeeded = True
+    except ArchiverError as error:
+        # An interrupted or failed run still says what it did before the error line.
+        _print_report(
+            report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii
+        )
+        raise
+    finally:
+        if args.metrics_file:
+            from order_archiver.reporting.metrics import write_batch_metrics
+
+            write_batch_metrics(args.metrics_file, report, succeeded)
+    # -q (cron mails whatever a job prints): nothing unless there is news, a new rejected order
+    # (an error was printed above, with the counts so far).
+    if not args.quiet or args.json or report.rejected_new:
+        _print_report(report, args.json, show_samples=not args.quiet, show_pii=args.show_pii)
+    # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`).
+    return ExitCode.NEW_REJECTED_ORDERS if report.rejected_new else ExitCode.OK
+
+
+def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    settings = _settings(args, resume_token_file=args.token_file)
+    if args.token_store != "file":
+        return _watch(args, settings, stop_event)  # the mongo store's lease decides who writes
+    from order_archiver.mongodb.token_lock import TokenFileLock
+
+    check_output_paths(settings, {"RESUME_TOKEN_FILE": settings.resume_token_file}, args.env_file)
+    # One watcher per token file, for this process's life (the wait for the server included):
+    # a second one refuses at once, exit 2, naming the first one's pid.
+    with TokenFileLock(settings.resume_token_file, "watch"):
+        return _watch(args, settings, stop_event)
+
+
+def _watch(args: argparse.Namespace, settings: Settings, stop_event: threading.Event) -> int:
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+
+    options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
+    # A service waits for its server: connecting is retried until it succeeds or is stopped.
+    try:
+        clients = _open_clients(args, settings, stop_event, purpose=Retry.WAIT_FOR_SERVER)
+    except TransientError:
+        if stop_event.is_set():
+            return ExitCode.OK  # stopped while waiting for the server: nothing in hand
+        raise
+    try:
+        watcher = Watcher(
+            clients.source, settings, options, stop_event=stop_event, archive_client=clients.archive
+        )
+        if args.metrics_port:
+            try:
+                watcher.metrics.serve(args.metrics_port, args.metrics_address)
+            except OSError as exc:
+                raise ConfigError(f"--metrics-port {args.metrics_port}: {exc.strerror}") from None
+            get_logger().info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
+        return watcher.run()
+    finally:
+        clients.close()
+
+
+def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.operations.status import collect_status
+
+    settings = _settings(args)
+    with _connected(args, settings, stop_event) as clients:
+        report = collect_status(
+            clients.source,
+            settings,
+            archive_client=clients.archive,
+            lookback=args.lookback,
+            max_backlog_age=args.max_backlog_age,
+            max_heartbeat_age=args.max_heartbeat_age,
+            stop_event=stop_event,
+        )
+    _print_report(report, args.json)
+    return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
+
+
+def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.operations.verify import verify
+    from order_archiver.orders.selection import check_window
+    from order_archiver.reporting.progress import progress_mode
+
+    check_window(args.date_from, args.date_to)
+    settings = _settings(args)
+    with _connected(args, settings, stop_event) as clients:
+        report = verify(
+            clients.source,
+            settings,
+            archive_client=clients.archive,
+            date_from=args.date_from,
+            date_to=args.date_to,
+            repair=args.repair,
+            stop_event=stop_event,
+            progress=progress_mode(args.quiet or args.json),
+        )
+    _print_report(report, args.json)
+    return ExitCode.OK if report.consistent else ExitCode.INCONSISTENT
+
+
+def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.mongodb.rejects import list_rejects
+
+    settings = _settings(args)
+    with _connected(args, settings, stop_event) as clients:
+        report = list_rejects(clients.archive_side, settings, None if args.all else args.limit, stop_event)
+    _print_report(report, args.json)
+    return ExitCode.OK
+
+
+def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.mongodb.tokens import retire_watcher
+
+    if bool(args.name) == bool(args.token_file):
+        raise ConfigError("retire-watcher: name a watcher (mongo store) or give --token-file, one of the two")
+    settings = _settings(args)
+    if args.token_file:
+        print(retire_watcher(None, settings, None, args.token_file))
+        return ExitCode.OK
+    with _connected(args, settings, stop_event) as clients:
+        print(retire_watcher(clients.archive_side, settings, args.name, None))
+    return ExitCode.OK
+
+
+def cmd_doctor(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.operations.doctor import run_doctor
+
+    settings = _settings(args)
+    with _connected(args, settings, stop_event) as clients:
+        report = run_doctor(clients.source, settings, stop_event, archive_client=clients.archive)
+    _print_report(report, args.json)
+    return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
+
+
+def cmd_forget(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.operations.forget import Person, forget_person
+
+    settings = _settings(args)
+    person = Person("client", args.client) if args.client is not None else Person("livreur", args.courier)
+    with _connected(args, settings, stop_event) as clients:
+        report = forget_person(
+            clients.source,
+            settings,
+            person,
+            run=args.run,
+            stop_event=stop_event,
+            archive_client=clients.archive,
+        )
+    _print_report(report, args.json)
+    return ExitCode.OK if report.complete else ExitCode.INCOMPLETE
+
+
+def cmd_restore(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.operations.restore import RestoreSelection, restore
+    from order_archiver.orders.selection import check_window
+
+    check_window(args.date_from, args.date_to)
+    selection = RestoreSelection(
+        tuple(args.numero or ()), args.id, args.client, date_from=args.date_from, date_to=args.date_to
+    )
+    selection.archive_filter()  # a missing selection is refused before any connection
+    settings = _settings(args)
+    with _connected(args, settings, stop_event) as clients:
+        report = restore(
+            clients.source,
+            settings,
+            selection,
+            run=args.run,
+            stop_event=stop_event,
+            archive_client=clients.archive,
+            confirmed=args.yes,
+        )
+    _print_report(report, args.json)
+    return ExitCode.OK if report.complete else ExitCode.INCOMPLETE
+
+
+def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
+    from order_archiver.mongodb.connection import simulation_packages
+    from order_archiver.reporting.progress import progress_mode
+
+    with simulation_packages():
+        from order_archiver.simulation.database import SimulateOptions, simulate_into, simulate_samples
+
+    samples_file = args.samples_file if args.simulation else None
+    settings = _settings(args, {"--samples-file": samples_file}, simulation=args.simulation or None)
+    options = SimulateOptions(
+        count=args.count,
+        seed=args.seed,
+        p_delivered=args.p_delivered,
+        p_anomalies=args.p_anomalies,
+        days=args.days,
+        reset=args.reset,
+        progress=progress_mode(args.quiet),
+    )
+    if samples_file:
+        print(simulate_samples(settings, options, samples_file))
+        return ExitCode.OK
+    with _connected(args, settings, stop_event) as clients:
+        print(simulate_into(clients.source, settings, options))
+    return ExitCode.OK
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+# After SIGTERM/SIGINT, how long the unit of work in hand may take before the process exits
+# anyway: a stop is on time (under 10 s, inside the 30 s grace of deploy/) even when the server
+# hangs and a read or write never returns.
+STOP_GRACE_S = 8.0
+
+
+def _install_stop_handlers(stop_event: threading.Event, finished: threading.Event) -> None:
+    """SIGINT/SIGTERM only set the event: loops finish the unit of work in hand, then stop.
+    A watchdog bounds that: ``STOP_GRACE_S`` after the signal, a command still running (a
+    server that accepts the connection and answers nothing holds a read or a write, and a
+    signal handler runs only between Python's steps) is ended with exit 1. Nothing is lost:
+    tokens, checkpoints and marks are saved only after the writes they cover, and writes are
+    idempotent; the next run or start takes up the work in hand."""
+
+    def handle(signum: int, _frame: Any) -> None:
+        if not stop_event.is_set():
+            threading.Thread(target=watchdog, name="stop-watchdog", daemon=True).start()
+        stop_event.set()
+
+    def watchdog() -> None:
+        if finished.wait(STOP_GRACE_S):
+            return
+        message = (
+            f"error: stopped {STOP_GRACE_S:g} s after the signal with the work in hand unfinished "
+            "(the server does not answer); nothing is lost: what it was writing is taken up next time\n"
+        )
+        sys.stderr.write(message)
+        get_logger().error(message.strip(), extra=FILE_ONLY)
+        logging.shutdown()
+        os._exit(ExitCode.FAILED)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(build_parser().parse_args(argv))
+
+
+def simulate_main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(build_simulate_parser().parse_args(argv))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen command; the one place where errors become exit codes."""
+    stop_event, finished = threading.Event(), threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _install_stop_handlers(stop_event, finished)
+    log = get_logger()
+    try:
+        return int(args.func(args, stop_event))
+    except ArchiverError as exc:
+        log.debug("%s failed", args.command, exc_info=True, extra=FILE_ONLY)
+        sys.stderr.write(f"error: {redact(str(exc))}\n")
+        return exc.exit_code
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        log.debug("%s crashed", args.command, exc_info=True, extra=FILE_ONLY)
+        first_line = redact(str(exc)).splitlines()[0][:300] if str(exc) else ""
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first_line}\n")
+        return ExitCode.FAILED
+    finally:
+        finished.set()
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+HANDLERS = {
+    "doctor": cmd_doctor,
+    "batch": cmd_batch,
+    "watch": cmd_watch,
+    "status": cmd_status,
+    "verify": cmd_verify,
+    "rejects": cmd_rejects,
+    "retire-watcher": cmd_retire_watcher,
+    "forget": cmd_forget,
+    "restore": cmd_restore,
+    "simulate": cmd_simulate,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Logging: human lines on stderr, a size-rotated file, optional JSON lines; secrets masked.
+
+The redaction filter sits on every handler, so a record is masked whoever logged it
+(pymongo included): URIs lose their password, ``password=...`` pairs their value, and any
+secret registered with ``register_secret`` (the configured password) disappears verbatim.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+import urllib.parse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+from order_archiver.settings import LOG_FILE_NAME, Settings, redact_uri, uri_password
+
+LOGGER_NAME = "order_archiver"
+LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
+
+# ``extra={STATS: {...}}``: figures a message already states in words; JSON logs carry them as
+# fields, text logs do not repeat them.
+STATS = "stats"
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "file_only"}
+# ``log.debug(..., exc_info=True, extra=FILE_ONLY)``: tracebacks go to the log file, never the console.
+FILE_ONLY = {"file_only": True}
+_secrets: set[str] = set()
+
+
+def plural(count: float, word: str) -> str:
+    """``1 order``, ``2 orders``, ``0 orders`` (a rate is rounded as it is printed)."""
+    return f"{count:.0f} {word}" + ("" if round(count) == 1 else "s")
+
+
+def get_logger(name: str | None = None) -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
+
+
+def register_secret(secret: str | None) -> None:
+    """Mask this exact string (and its URL-decoded form) in every record from now on."""
+    if secret and len(secret) >= 3:
+        _secrets.add(secret)
+        _secrets.add(urllib.parse.unquote(secret))
+
+
+def redact(text: str) -> str:
+    text = redact_uri(text)
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+# Characters a line must not carry as they are: control characters (a newline forges a log line
+# of its own, ANSI escape sequences drive the terminal that shows it) and the bidirectional
+# formatting ones (they reorder what a reader sees).
+_UNPRINTABLE = {chr(code) for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]} | {
+    chr(code) for code in [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` as one line a terminal shows as it is: each character of ``_UNPRINTABLE``
+    written as its escape (``\\n``, ``\\x1b``, ``\\u202e``), the rest untouched. Data (an order's
+    ``_id``, its ``numero_commande``) reaches logs and reports; it must not write them."""
+    if not any(char in _UNPRINTABLE for char in text):
+        return text
+    return "".join(_escaped(char) if char in _UNPRINTABLE else char for char in text)
+
+
+def _escaped(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class RedactingFilter(logging.Filter):
+    """Render the message, mask it, and keep the masked text (args are consumed)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the record
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg = printable(redact(message))
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.exc_info = None  # formatters would otherwise print it unmasked again
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD_ATTRS and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
+
+
+def iso_time(record: logging.LogRecord) -> str:
+    """ISO-8601 in UTC with its offset, to the millisecond: ``2026-11-26T14:31:08.123+00:00``."""
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...``: extras shown, not lost; ISO-8601 times."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_time(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and k != STATS}
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return line
+
+
+class _IsoJsonFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_time(record)
+
+
+def _json_formatter() -> logging.Formatter:
+    return _IsoJsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+    )
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file and its backups: readable by this user alone (0600; the log names orders
+    and may name people), never written through a symbolic link (``O_NOFOLLOW``)."""
+
+    def _open(self) -> Any:
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)
+        return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
+
+
+def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
+    """Configure the root logger once per process (tests call it again: handlers are replaced).
+
+    ``verbosity``: -1 for ``-q`` (warnings only on the console), 0 default, 1 for ``-v``.
+    The file always gets ``LOG_LEVEL`` (DEBUG with ``-v``).
+    """
+    register_secret(uri_password(settings.mongodb_uri))
+    register_secret(uri_password(settings.archive_mongodb_uri))
+    register_secret(settings.archive_pii_key)
+    level = logging.DEBUG if verbosity > 0 else getattr(logging, settings.log_level)
+    console_level = logging.WARNING if verbosity < 0 else level
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_order_archiver", False):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(min(level, console_level))
+    redacting = RedactingFilter()
+
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(console_level)
+    console.addFilter(lambda record: not getattr(record, "file_only", False))
+    if settings.log_format == "json":
+        console.setFormatter(_json_formatter())
+    else:
+        console.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(message)s"))
+    handlers: list[logging.Handler] = [console]
+
+    if settings.log_dir:
+        try:
+            Path(settings.log_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+            file_handler = PrivateRotatingFileHandler(
+                Path(settings.log_dir) / LOG_FILE_NAME,
+                maxBytes=LOG_FILE_MAX_BYTES,
+                backupCount=LOG_FILE_BACKUPS,
+                encoding="utf-8",
+            )
+        except OSError as exc:
+            file_handler = None
+            sys.stderr.write(f"warning: no log file in {settings.log_dir}: {exc.strerror}\n")
+        if file_handler is not None:
+            file_handler.setLevel(level)
+            if settings.log_format == "json":
+                file_handler.setFormatter(_json_formatter())
+            else:
+                file_handler.setFormatter(
+                    TextFormatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+                )
+            handlers.append(file_handler)
+
+    for handler in handlers:
+        handler.addFilter(redacting)
+        handler._order_archiver = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    # pymongo's own DEBUG logs are command-level noise (and carry documents).
+    logging.getLogger("pymongo").setLevel(max(level, logging.INFO))
+    logging.getLogger("faker").setLevel(logging.WARNING)
+    return get_logger()

@@ -1,0 +1,836 @@
+"""Settings: the environment, then a ``.env`` file, then command-line flags.
+
+This module is the only reader of the environment. ``load_settings`` returns one frozen
+``Settings``; every problem is a ``ConfigError`` with a one-line message (exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import stat
+import tempfile
+import unicodedata
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from order_archiver.errors import ConfigError
+from order_archiver.orders.pii import CONTRACT_FIELDS, PII_MODES, OrderFields, PiiMode, PiiPolicy
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+LOG_FILE_NAME = "order-archiver.log"
+
+
+_DURATION = re.compile(r"^(\d{1,7})(s|m|h|d)$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(timedelta):
+    """A timedelta that prints the way settings write it: ``90s``, ``15m``, ``1h``, ``7d``."""
+
+    def __str__(self) -> str:
+        seconds = int(self.total_seconds())
+        if not seconds:
+            return "0d"  # as the settings write "none": PURGE_AFTER=0d, BATCH_FULL_SWEEP_EVERY=0d
+        for unit in ("d", "h", "m"):
+            size = _DURATION_UNITS[unit]
+            if seconds and seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+
+
+def parse_duration(text: str) -> Duration:
+    """``90s``, ``15m``, ``24h``, ``7d``."""
+    match = _DURATION.match(str(text).strip().lower())
+    if not match:
+        raise ValueError(f"expected a duration like 90s, 15m, 24h or 7d; got {text!r}")
+    return Duration(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+TTL_MAX_SECONDS = 2**31 - 1  # MongoDB's largest expireAfterSeconds (a 32-bit integer)
+
+
+def parse_retention(text: str) -> Duration:
+    """A retention: a duration longer than 0 that a TTL index can hold."""
+    length = parse_duration(text)
+    if not length:
+        raise ValueError("must be longer than 0 (leave it unset to keep every order)")
+    if length.total_seconds() > TTL_MAX_SECONDS:
+        raise ValueError(
+            f"must be at most {TTL_MAX_SECONDS // 86400}d (MongoDB's limit: {TTL_MAX_SECONDS} seconds)"
+        )
+    return length
+
+
+OVERLAP_1H = Duration(hours=1)
+SWEEP_7D = Duration(days=7)
+PURGE_NOW = Duration(0)
+HOLD_30D = Duration(days=30)
+
+
+@dataclass(frozen=True)
+class Settings:
+    mongodb_uri: str | None = None  # MONGODB_URI: connection string; required unless --simulation
+    mongodb_uri_file: str | None = None  # MONGODB_URI_FILE: a file holding it (a mounted secret)
+    archive_mongodb_uri: str | None = (
+        None  # ARCHIVE_MONGODB_URI: the archive's own deployment; unset: the source's
+    )
+    mongodb_database: str = "livraison"  # MONGODB_DATABASE: source database
+    orders_collection: str = "Commande"  # ORDERS_COLLECTION: the orders
+    clients_collection: str = "Client"  # CLIENTS_COLLECTION: clients, joined as `client`
+    couriers_collection: str = "Livreur"  # COURIERS_COLLECTION: couriers, joined as `livreur`
+    restaurants_collection: str = "Restaurants"  # RESTAURANTS_COLLECTION: joined as `restaurant`
+    menu_collection: str = "Menu"  # MENU_COLLECTION: dishes, joined into `items`
+    delivered_status: str = "livrée"  # DELIVERED_STATUS: the status that means delivered (NFC)
+    archive_database: str | None = None  # ARCHIVE_DATABASE: archive database; default: source's
+    archive_collection: str = "Commande_archive"  # ARCHIVE_COLLECTION: one document per order
+    checkpoint_collection: str = "archiver_checkpoints"  # CHECKPOINT_COLLECTION: in archive db
+    rejects_collection: str = "archiver_rejects"  # REJECTS_COLLECTION: rejected orders, in archive db
+    forgotten_collection: str = (
+        "archiver_forgotten"  # FORGOTTEN_COLLECTION: ids of erased persons, archive db
+    )
+    batch_size: int = 100  # BATCH_SIZE: orders per bulk write (one chunk)
+    batch_overlap: Duration = OVERLAP_1H  # BATCH_OVERLAP: incremental runs re-read this much before the last
+    batch_full_sweep_every: Duration = (
+        SWEEP_7D  # BATCH_FULL_SWEEP_EVERY: walk every delivered order this often
+    )
+    purge_after: Duration = PURGE_NOW  # PURGE_AFTER: --purge-source moves orders delivered longer ago
+    restore_hold: Duration = HOLD_30D  # RESTORE_HOLD: a restored order stays in the source this long
+    archive_retention: Duration | None = (
+        None  # ARCHIVE_RETENTION: MongoDB expires archived orders this long after delivery
+    )
+    archive_pii_retention: Duration | None = (
+        None  # ARCHIVE_PII_RETENTION: personal data erased after this long
+    )
+    index_build_wait_s: int = (
+        30  # INDEX_BUILD_WAIT_S: batch --run waits this long for index builds, then goes on
+    )
+    log_dir: str = "logs"  # LOG_DIR: rotating log file folder; empty: no log file
+    log_level: str = "INFO"  # LOG_LEVEL: DEBUG, INFO, WARNING or ERROR
+    log_format: str = "text"  # LOG_FORMAT: text for people, json for log collectors
+    resume_token_file: str = ".resume_token.json"  # RESUME_TOKEN_FILE: watch's file store
+    mongodb_timeout_ms: int = 5000  # MONGODB_TIMEOUT_MS: server selection/connect timeout
+    mongodb_write_timeout_ms: int = (
+        10000  # MONGODB_WRITE_TIMEOUT_MS: wait for a majority (w:majority wtimeout)
+    )
+    mongodb_tls_ca_file: str | None = (
+        None  # MONGODB_TLS_CA_FILE: CA bundle that signs the server (turns TLS on)
+    )
+    mongodb_tls_cert_key_file: str | None = None  # MONGODB_TLS_CERT_KEY_FILE: client cert+key (x.509 auth)
+    watch_max_batch: int = 500  # WATCH_MAX_BATCH: deliveries per micro-batch (one bulk write)
+    watch_max_await_ms: int = 1000  # WATCH_MAX_AWAIT_MS: how long a quiet getMore waits on the server
+    watch_heartbeat_s: int = 5  # WATCH_HEARTBEAT_S: save the token of a quiet stream this often
+    watch_log_interval_s: int = 60  # WATCH_LOG_INTERVAL_S: progress line (events, archived, lag)
+    watch_lease_ttl_s: int = 15  # WATCH_LEASE_TTL_S: a standby takes over this long after the leader dies
+    watch_lease_renew_s: int = 3  # WATCH_LEASE_RENEW_S: the leader renews its lease this often
+    archive_pii: PiiMode = "keep"  # ARCHIVE_PII: client email/phone in the archive: keep, hash or drop
+    archive_pii_key: str | None = None  # ARCHIVE_PII_KEY: secret key of ARCHIVE_PII=hash (16+ chars)
+    non_personal_fields: OrderFields | None = None  # ARCHIVE_NON_PERSONAL_FIELDS: a,b,items.c: not personal
+    mongodb_allow_insecure_tls: bool = False  # MONGODB_ALLOW_INSECURE_TLS: accept tlsInsecure & co. in a URI
+    simulation: bool = False  # (flag only) in-process database filled with generated data
+
+    @property
+    def archive_db_name(self) -> str:
+        return self.archive_database or self.mongodb_database
+
+    @property
+    def archive_elsewhere(self) -> bool:
+        """The archive, checkpoints and rejects live on another deployment (ARCHIVE_MONGODB_URI)."""
+        return bool(self.archive_mongodb_uri) and not self.simulation
+
+    @property
+    def pii_policy(self) -> PiiPolicy:
+        return PiiPolicy(self.archive_pii, self.archive_pii_key, self.non_personal_fields or CONTRACT_FIELDS)
+
+    @property
+    def safe_uri(self) -> str:
+        return redact_uri(self.mongodb_uri) if self.mongodb_uri else "(simulation)"
+
+    @property
+    def uri_hosts(self) -> str:
+        """The scheme and hosts of MONGODB_URI, nothing else (no user, no option, no secret)."""
+        if not self.mongodb_uri:
+            return "(simulation)"
+        return f"{self.mongodb_uri.partition('://')[0]}://{_authority(self.mongodb_uri)}"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# --- parsers: each raises ValueError with the reason -------------------------------------
+
+
+def parse_positive_int(value: str | int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"expected a number of at least 1, got {number}")
+    return number
+
+
+# One chunk's ids go to the server in one command (the archive's look-up by _id, the purge's
+# confirmation): 10,000 ObjectIds are ~190 KB of it, far under 16 MB; more gains nothing.
+MAX_BATCH_SIZE = 10_000
+
+
+def parse_batch_size(value: str | int) -> int:
+    number = parse_positive_int(value)
+    if number > MAX_BATCH_SIZE:
+        raise ValueError(
+            f"expected at most {MAX_BATCH_SIZE} (a chunk's ids go to the server in one command), got {number}"
+        )
+    return number
+
+
+def parse_probability(value: str | float) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a number between 0 and 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"expected a number between 0 and 1, got {number}")
+    return number
+
+
+def parse_name(value: str) -> str:
+    name = str(value).strip()
+    if not name or any(c in name for c in '/\\ "$\x00') or len(name) > 120:
+        raise ValueError(f"not a valid MongoDB name: {value!r}")
+    return name
+
+
+def parse_database_name(value: str) -> str:
+    """A database name as MongoDB accepts it: no ``/\\. "$*<>:|?``, under 64 bytes."""
+    name = parse_name(value)
+    if any(c in name for c in ".*<>:|?") or len(name.encode()) >= 64:
+        raise ValueError(f"not a valid MongoDB database name: {value!r}")
+    return name
+
+
+def parse_collection_name(value: str) -> str:
+    """A collection name the archiver may use: not a ``system.`` collection."""
+    name = parse_name(value)
+    if name.startswith("system."):
+        raise ValueError(f"{value!r} is a system collection; name one of your own")
+    return name
+
+
+def parse_choice(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        text = str(value).strip()
+        text = text.upper() if upper else text.lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def parse_status(value: str) -> str:
+    text = unicodedata.normalize("NFC", str(value).strip())
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def parse_uri(value: str) -> str:
+    """A MongoDB connection string, checked without connecting. An error never quotes the
+    value: a malformed URI is exactly where a password escapes the usual masking."""
+    uri = str(value).strip()
+    if not re.match(r"^mongodb(\+srv)?://[^/?#]+", uri):
+        scheme = uri.split("://", 1)[0] if "://" in uri else None
+        found = f"it starts with {scheme[:20]!r}://" if scheme and "@" not in scheme else "it does not"
+        raise ValueError(
+            "must start with mongodb:// or mongodb+srv:// (lower case) and name a host; "
+            f"{found} (the value is not shown: it may hold a password)"
+        )
+    if uri.startswith("mongodb://"):
+        # Imported here: the URI is checked without connecting (+srv would need DNS).
+        from pymongo.uri_parser import parse_uri as pymongo_parse_uri
+
+        try:
+            pymongo_parse_uri(uri)
+        except Exception as exc:  # pymongo raises several types for a bad URI
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"malformed: {mask_secrets_of(uri, message)[:200]}") from None
+    return uri
+
+
+def mask_secrets_of(uri: str, text: str) -> str:
+    """``text`` with the password of ``uri`` masked, however malformed the URI is."""
+    text = redact_uri(text)
+    password = uri_password(uri)
+    if password:
+        text = text.replace(password, "***").replace(urllib.parse.unquote(password), "***")
+    return text
+
+
+def parse_readable_file(value: str) -> str | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        path = Path(text).expanduser()
+        found = path.is_file()
+    except (RuntimeError, OSError, ValueError):  # "~nouser/…", a name too long, a NUL
+        raise ValueError(f"not a usable file path: {text}") from None
+    if not found:
+        raise ValueError(f"no such file: {text}")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {text}: {exc.strerror}") from None
+    return str(path)
+
+
+def parse_optional_database_name(value: str) -> str | None:
+    return parse_database_name(value) if str(value).strip() else None
+
+
+def parse_bool(value: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def parse_text(value: str) -> str:
+    return str(value).strip()
+
+
+def parse_order_fields(value: str) -> OrderFields:
+    """Comma-separated order fields that hold nothing personal (see ``pii.OrderFields``)."""
+    return OrderFields.parse(str(value).split(","))
+
+
+# Environment variable -> (field, parser).
+ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "MONGODB_URI": ("mongodb_uri", parse_uri),
+    "MONGODB_URI_FILE": ("mongodb_uri_file", parse_readable_file),
+    "ARCHIVE_MONGODB_URI": ("archive_mongodb_uri", parse_uri),
+    "MONGODB_DATABASE": ("mongodb_database", parse_database_name),
+    "ORDERS_COLLECTION": ("orders_collection", parse_collection_name),
+    "CLIENTS_COLLECTION": ("clients_collection", parse_collection_name),
+    "COURIERS_COLLECTION": ("couriers_collection", parse_collection_name),
+    "RESTAURANTS_COLLECTION": ("restaurants_collection", parse_collection_name),
+    "MENU_COLLECTION": ("menu_collection", parse_collection_name),
+    "DELIVERED_STATUS": ("delivered_status", parse_status),
+    "ARCHIVE_DATABASE": ("archive_database", parse_optional_database_name),
+    "ARCHIVE_COLLECTION": ("archive_collection", parse_collection_name),
+    "CHECKPOINT_COLLECTION": ("checkpoint_collection", parse_collection_name),
+    "REJECTS_COLLECTION": ("rejects_collection", parse_collection_name),
+    "FORGOTTEN_COLLECTION": ("forgotten_collection", parse_collection_name),
+    "BATCH_SIZE": ("batch_size", parse_batch_size),
+    "BATCH_OVERLAP": ("batch_overlap", parse_duration),
+    "PURGE_AFTER": ("purge_after", parse_duration),
+    "RESTORE_HOLD": ("restore_hold", parse_duration),
+    "ARCHIVE_RETENTION": ("archive_retention", parse_retention),
+    "ARCHIVE_PII_RETENTION": ("archive_pii_retention", parse_retention),
+    "BATCH_FULL_SWEEP_EVERY": ("batch_full_sweep_every", parse_duration),
+    "INDEX_BUILD_WAIT_S": ("index_build_wait_s", parse_positive_int),
+    "LOG_DIR": ("log_dir", parse_text),
+    "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),
+    "LOG_FORMAT": ("log_format", parse_choice(LOG_FORMATS)),
+    "RESUME_TOKEN_FILE": ("resume_token_file", parse_text),
+    "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_positive_int),
+    "MONGODB_WRITE_TIMEOUT_MS": ("mongodb_write_timeout_ms", parse_positive_int),
+    "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_readable_file),
+    "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_readable_file),
+    "WATCH_MAX_BATCH": ("watch_max_batch", parse_positive_int),
+    "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_positive_int),
+    "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_positive_int),
+    "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_positive_int),
+    "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_positive_int),
+    "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_positive_int),
+    "ARCHIVE_PII": ("archive_pii", parse_choice(PII_MODES)),
+    "ARCHIVE_PII_KEY": ("archive_pii_key", parse_text),
+    "ARCHIVE_NON_PERSONAL_FIELDS": ("non_personal_fields", parse_order_fields),
+    "MONGODB_ALLOW_INSECURE_TLS": ("mongodb_allow_insecure_tls", parse_bool),
+}
+
+
+EMPTY_IS_A_VALUE = frozenset({"LOG_DIR"})  # empty: no log file
+
+
+def unknown_settings(file_values: Mapping[str, str], where: str) -> list[str]:
+    """A warning for each key of the ``.env`` file that is no setting (a typo is silently
+    ignored otherwise), with the setting it resembles."""
+    warnings = []
+    for key in sorted(set(file_values) - set(ENV_VARS)):
+        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{where}: {key} is not a setting, ignored{hint}")
+    return warnings
+
+
+# The environment holds every program's variables: a warning for a name with one of the
+# product's own prefixes, or one close to a setting's (a typo), and no other.
+OWN_PREFIXES = (
+    "ARCHIVE_",
+    "WATCH_",
+    "BATCH_",
+    "PURGE_",
+    "RESTORE_",
+    "CHECKPOINT_",
+    "REJECTS_",
+    "FORGOTTEN_",
+    "DELIVERED_",
+)
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each environment variable that looks meant for the archiver and is no
+    setting (``ARCHIVE_RETENTON`` from systemd's ``EnvironmentFile=`` or a ConfigMap), with the
+    setting it resembles."""
+    warnings = []
+    for key in sorted(set(environ) - set(ENV_VARS)):
+        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.85)
+        if close or key.upper().startswith(OWN_PREFIXES):
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"environment: {key} is not a setting, ignored{hint}")
+    return warnings
+
+
+def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:
+    """The ``.env`` values, and warnings about the file (world-readable secrets)."""
+    path = Path(env_file) if env_file else Path(".env")
+    if not path.is_file():
+        if env_file:
+            raise ConfigError(f"--env-file: no such file: {env_file}")
+        return {}, []
+    warnings = []
+    try:
+        status = path.stat()
+        if status.st_mode & stat.S_IROTH:
+            warnings.append(f"{path} is readable by every user; chmod 600 it (it may hold a password)")
+        elif status.st_mode & stat.S_IRGRP:
+            warnings.append(f"{path} is readable by its group; chmod 600 it (it may hold a password)")
+        if hasattr(os, "getuid") and status.st_uid != os.getuid():
+            warnings.append(
+                f"{path} belongs to another user (uid {status.st_uid}): who else can change your settings?"
+            )
+        values = dotenv_values(path, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
+    return {k: v for k, v in values.items() if v is not None}, warnings
+
+
+def load_settings(
+    env_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings, list[str]]:
+    """Build the settings, and the warnings to log once logging is set up.
+
+    ``overrides`` are the flags' values by field name (``None`` means "not given").
+    """
+    file_values, warnings = _read_env_file(env_file)
+    warnings += unknown_settings(file_values, env_file or ".env")
+    environment = os.environ if environ is None else environ
+    warnings += unknown_environment(environment)
+    values = _parsed_values(environment, file_values)
+    values.update({field: value for field, value in (overrides or {}).items() if value is not None})
+    values.update(uri_from_file(values))
+    settings = Settings(**values)
+    check_settings(settings)
+    warnings += retention_warnings(settings)
+    for name, uri in (
+        ("MONGODB_URI", settings.mongodb_uri),
+        ("ARCHIVE_MONGODB_URI", settings.archive_mongodb_uri),
+    ):
+        if uri and not settings.simulation:
+            warnings += tls_problems(name, uri, settings)
+    return settings, warnings
+
+
+def uri_from_file(values: Mapping[str, Any]) -> dict[str, Any]:
+    """MONGODB_URI read from MONGODB_URI_FILE (a secret mounted as a file: no environment
+    variable that ``/proc/<pid>/environ``, a crash dump or a child process could show). One of
+    the two, not both; an error names the file, never what it holds."""
+    path = values.get("mongodb_uri_file")
+    if not path:
+        return {}
+    if values.get("mongodb_uri"):
+        raise ConfigError("MONGODB_URI and MONGODB_URI_FILE are both set: keep one")
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"MONGODB_URI_FILE {path}: cannot be read: {reason}") from None
+    try:
+        return {"mongodb_uri": parse_uri(text)}
+    except ValueError as exc:
+        raise ConfigError(f"MONGODB_URI_FILE {path}: {exc}") from None
+
+
+def _parsed_values(environ: Mapping[str, str], file_values: Mapping[str, str]) -> dict[str, Any]:
+    """Each setting the environment or the .env file gives (the environment first), parsed."""
+    values: dict[str, Any] = {}
+    for var, (field, parse) in ENV_VARS.items():
+        raw = environ.get(var)
+        if raw is None:
+            raw = file_values.get(var)
+        # An empty value is "not set" (the shipped .env.example leaves optional ones empty),
+        # except where empty says something of its own (LOG_DIR: no log file).
+        if raw is None or (not str(raw).strip() and var not in EMPTY_IS_A_VALUE):
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var}: {exc}") from None
+    return values
+
+
+def check_settings(settings: Settings) -> None:
+    """What no single setting shows: settings that contradict each other, or one missing."""
+    check_collection_roles(settings)
+    if settings.watch_lease_renew_s * 2 > settings.watch_lease_ttl_s:
+        raise ConfigError(
+            f"WATCH_LEASE_RENEW_S ({settings.watch_lease_renew_s}) must be at most half of "
+            f"WATCH_LEASE_TTL_S ({settings.watch_lease_ttl_s}): a leader would lose its lease "
+            "between two renewals"
+        )
+    retention = settings.archive_retention
+    if retention is not None and retention < settings.purge_after:
+        raise ConfigError(
+            f"ARCHIVE_RETENTION ({retention}) is shorter than PURGE_AFTER ({settings.purge_after}): the archive "
+            "would expire orders before the purge may move them; lengthen one or shorten the other"
+        )
+    if settings.archive_pii == "hash" and len(settings.archive_pii_key or "") < 16:
+        raise ConfigError("ARCHIVE_PII=hash needs ARCHIVE_PII_KEY, a secret of at least 16 characters")
+    if not settings.simulation and not settings.mongodb_uri:
+        raise ConfigError(
+            "MONGODB_URI is not set: put it in the environment or .env (see .env.example), "
+            "or use --simulation"
+        )
+
+
+def retention_warnings(settings: Settings) -> list[str]:
+    """Retention settings that say nothing wrong, but less than their reader may think."""
+    kept, erased = settings.archive_retention, settings.archive_pii_retention
+    if kept is not None and erased is not None and erased >= kept:
+        return [
+            f"ARCHIVE_PII_RETENTION ({erased}) is not shorter than ARCHIVE_RETENTION ({kept}): orders expire "
+            "before their personal data would be erased"
+        ]
+    return []
+
+
+# Options that switch the server's certificate check off (pymongo's names, any case).
+INSECURE_TLS_OPTIONS = (
+    "tlsinsecure",
+    "tlsallowinvalidcertificates",
+    "tlsallowinvalidhostnames",
+    "ssl_cert_reqs",
+)
+_LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[?::1\]?)$", re.IGNORECASE)
+
+
+def uri_options(uri: str) -> dict[str, str]:
+    """A URI's options, their names lower-cased (MongoDB reads them without case)."""
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    return {k.lower(): v for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+
+
+def _authority(uri: str) -> str:
+    """The hosts part of a URI: after the scheme and any ``user:password@``, before the path."""
+    rest = uri.split("://", 1)[-1]
+    return re.split(r"[/?]", rest, maxsplit=1)[0].rsplit("@", 1)[-1]
+
+
+def _host_names(uri: str) -> list[str]:
+    return [re.sub(r":\d+$", "", host) for host in _authority(uri).split(",") if host]
+
+
+def uses_tls(uri: str, settings: Settings) -> bool:
+    """TLS on: a ``+srv`` URI (on by default), ``tls=true``/``ssl=true``, or the TLS files set."""
+    options = uri_options(uri)
+    on = uri.startswith("mongodb+srv://") or options.get("tls", options.get("ssl", "")).lower() == "true"
+    return on or bool(settings.mongodb_tls_ca_file or settings.mongodb_tls_cert_key_file)
+
+
+def remote_hosts(uri: str) -> list[str]:
+    """The hosts of a URI that are not this machine."""
+    return [h for h in _host_names(uri) if not _LOOPBACK.match(h)]
+
+
+def tls_problems(name: str, uri: str, settings: Settings) -> list[str]:
+    """A URI that switches the certificate check off is refused (``ConfigError``) unless
+    MONGODB_ALLOW_INSECURE_TLS says so: anyone on the path could then read the password and
+    the orders. A remote host reached without TLS is a warning."""
+    options = uri_options(uri)
+    insecure = [o for o in INSECURE_TLS_OPTIONS if options.get(o, "").lower() in ("true", "1", "none")]
+    if insecure and not settings.mongodb_allow_insecure_tls:
+        raise ConfigError(
+            f"{name}: {insecure[0]} switches the server's certificate check off (anyone on the way "
+            "could read the password and the orders); remove it, or set MONGODB_ALLOW_INSECURE_TLS=true "
+            "for a test deployment"
+        )
+    remote = remote_hosts(uri)
+    if remote and not uses_tls(uri, settings):
+        return [
+            f"{name}: {remote[0]} is reached without TLS: the password and the orders cross the "
+            "network in clear (add tls=true)"
+        ]
+    return []
+
+
+# The roles whose collections live on the archive's side (its own deployment with
+# ARCHIVE_MONGODB_URI); the others are the source's.
+ARCHIVE_SIDE_ROLES = frozenset(
+    {"ARCHIVE_COLLECTION", "CHECKPOINT_COLLECTION", "REJECTS_COLLECTION", "FORGOTTEN_COLLECTION"}
+)
+
+
+def collection_roles(settings: Settings) -> list[tuple[str, str, str]]:
+    """Each collection the archiver touches: (setting, database, collection)."""
+    source, archive = settings.mongodb_database, settings.archive_db_name
+    return [
+        ("ORDERS_COLLECTION", source, settings.orders_collection),
+        ("CLIENTS_COLLECTION", source, settings.clients_collection),
+        ("COURIERS_COLLECTION", source, settings.couriers_collection),
+        ("RESTAURANTS_COLLECTION", source, settings.restaurants_collection),
+        ("MENU_COLLECTION", source, settings.menu_collection),
+        ("ARCHIVE_COLLECTION", archive, settings.archive_collection),
+        ("CHECKPOINT_COLLECTION", archive, settings.checkpoint_collection),
+        ("REJECTS_COLLECTION", archive, settings.rejects_collection),
+        ("FORGOTTEN_COLLECTION", archive, settings.forgotten_collection),
+    ]
+
+
+def check_collection_roles(settings: Settings) -> None:
+    """No collection may play two roles: an archive that is the orders collection makes a
+    purge delete every delivered order, one that is the dishes writes orders among them.
+    Database names compare without case (MongoDB refuses two that differ only by case)."""
+    seen: dict[tuple[str, str, str], str] = {}
+    for setting, database, collection in collection_roles(settings):
+        # Two deployments (ARCHIVE_MONGODB_URI): the same name on each is two collections.
+        side = "archive" if settings.archive_elsewhere and setting in ARCHIVE_SIDE_ROLES else "source"
+        key = (side, database.casefold(), collection)
+        if key in seen:
+            raise ConfigError(
+                f"{setting} and {seen[key]} both name {database}.{collection}: each collection plays "
+                f"one role; give {setting} (or ARCHIVE_DATABASE) another value"
+            )
+        seen[key] = setting
+
+
+def check_output_file(path: str, what: str, create_folder: bool = False) -> Path:
+    """A file the run will write: its folder exists and takes a new file, and it is not a
+    folder itself. Checked before any database work, so a typo costs nothing (exit 2)."""
+    try:
+        if "\x00" in path:
+            raise ValueError("a NUL in a path")
+        target = Path(path).expanduser()
+        is_folder = target.is_dir()
+        folder = target.parent
+        folder_exists = folder.is_dir()
+        if create_folder and not folder_exists:
+            folder.mkdir(parents=True, exist_ok=True)
+            folder_exists = True
+    except (RuntimeError, OSError, ValueError):
+        raise ConfigError(f"{what}: not a usable file path: {path}") from None
+    if is_folder or not target.name:
+        raise ConfigError(f"{what} {path}: is a folder; name a file")
+    if target.is_symlink():  # written with O_NOFOLLOW: refused now, not after the run's work
+        raise ConfigError(f"{what} {path}: a symbolic link; name the file itself")
+    if not folder_exists:
+        raise ConfigError(
+            f"{what} {path}: the folder {folder} does not exist; create it or pick another path"
+        )
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".order-archiver-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot write in {folder}: {exc.strerror}") from None
+    return target
+
+
+def write_private(path: str | Path, text: str) -> None:
+    """Write a file only this user may read (0600: samples hold orders, and may hold people
+    with --show-pii), never through a symbolic link (``O_NOFOLLOW``: a link planted where the
+    file goes would have it overwrite another file)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def check_log_dir(log_dir: str) -> list[str]:
+    """The log folder exists (it is created, 0700) and takes files; empty means no log file.
+    A symbolic link is refused (the logs would go where it points: another user's folder); an
+    existing folder open to its group or others is tightened to 0700, and that is said (the
+    returned warnings): the logs name orders and clients' ids."""
+    if not log_dir:
+        return []
+    folder = Path(log_dir).expanduser()
+    if folder.is_symlink():
+        raise ConfigError(f"LOG_DIR {log_dir}: a symbolic link; give the folder itself")
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"LOG_DIR {log_dir}: cannot create the log folder: {reason}") from None
+    check_output_file(str(folder / LOG_FILE_NAME), "LOG_DIR")
+    return _tightened(folder, log_dir)
+
+
+def _tightened(folder: Path, log_dir: str) -> list[str]:
+    """``folder`` made 0700 if its group or others may enter it; what was done, or why not."""
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if not mode & 0o077:
+        return []
+    try:
+        folder.chmod(0o700)
+    except OSError as exc:
+        return [
+            f"LOG_DIR {log_dir} is open to other users ({mode:o}) and cannot be tightened: {exc.strerror}"
+        ]
+    return [f"LOG_DIR {log_dir} was open to other users ({mode:o}): made 0700"]
+
+
+def check_output_paths(settings: Settings, outputs: Mapping[str, str | None], env_file: str | None) -> None:
+    """Every file a command will write (``outputs``: what -> path) is writable, and no two
+    name the same file, nor the settings file, the log file or the resume token file."""
+    claimed: dict[Path, str] = {}
+
+    def claim(path: str, what: str) -> None:
+        try:
+            key = Path(path).expanduser().resolve()
+        except (RuntimeError, OSError, ValueError):
+            raise ConfigError(f"{what}: not a usable file path: {path}") from None
+        if key in claimed:
+            raise ConfigError(f"{what} and {claimed[key]} both name {path}; give each its own file")
+        claimed[key] = what
+
+    claim(env_file or ".env", "--env-file" if env_file else "the .env file")
+    if settings.log_dir:
+        claim(str(Path(settings.log_dir) / LOG_FILE_NAME), "the log file (LOG_DIR)")
+    if "RESUME_TOKEN_FILE" not in outputs:
+        claim(settings.resume_token_file, "RESUME_TOKEN_FILE")
+    for what, path in outputs.items():
+        if path:
+            # The token store creates its folder, as the log does: the others must exist.
+            check_output_file(path, what, create_folder=what == "RESUME_TOKEN_FILE")
+            claim(path, what)
+
+
+# ``user:password@`` after anything that looks like a scheme, mistyped ones included
+# (``mongodb:/``, ``MONGODB://``, none at all): a masked word too many beats a password shown.
+_URI_PASSWORD = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*:/*)?)([^:/?#@\s'\"]*):([^\s'\"/]*)@")
+_PASSWORD_PARAM = re.compile(
+    r"((?:password|passwd|pwd|secret|tlsCertificateKeyFilePassword|ARCHIVE_PII_KEY"
+    # AWS credentials ride in authMechanismProperties (AWS_SESSION_TOKEN:...): all of it.
+    r"|authMechanismProperties)\s*[=:]\s*)"
+    r"(\"[^\"]*\"|'[^']*'|[^&\s;'\"]+)",
+    re.IGNORECASE,
+)
+
+
+def redact_uri(text: str) -> str:
+    """Mask the password of every URI-like ``user:password@`` in ``text``, and ``password=...``
+    pairs."""
+    text = _URI_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", text)
+    return _PASSWORD_PARAM.sub(lambda m: f"{m.group(1)}***", text)
+
+
+def parse_command_line_uri(value: str) -> str:
+    """A URI given on the command line: no password in it, nor any option that carries a secret
+    (any local user reads a process's command line: ``ps``); it belongs in the environment or
+    the ``.env`` file. The message names what was found, never its value."""
+    secrets = (["a password"] if uri_password(value) else []) + uri_secret_options(value)
+    if secrets:
+        raise ValueError(
+            f"holds {' and '.join(secrets)}, and every user of this host can read a command line "
+            "(ps): put the URI in ARCHIVE_MONGODB_URI, in the environment or the .env file (chmod 600)"
+        )
+    return parse_uri(value)
+
+
+# URI options that carry a secret (pymongo's option names, any case): the key file's password,
+# and AWS credentials (MONGODB-AWS reads AWS_SESSION_TOKEN from authMechanismProperties).
+_SECRET_OPTIONS = {"tlscertificatekeyfilepassword": "tlsCertificateKeyFilePassword"}
+_SECRET_PROPERTIES = ("AWS_SESSION_TOKEN",)
+
+
+def uri_secret_options(uri: str) -> list[str]:
+    """The names of the options of ``uri`` that carry a secret, in the order given."""
+    query = (uri or "").split("?", 1)[1] if "?" in (uri or "") else ""
+    found = []
+    for pair in re.split(r"[&;]", query):
+        name, _, value = pair.partition("=")
+        key = urllib.parse.unquote(name).strip().lower()
+        if key in _SECRET_OPTIONS:
+            found.append(_SECRET_OPTIONS[key])
+        elif key == "authmechanismproperties" and any(
+            p in urllib.parse.unquote(value).upper() for p in _SECRET_PROPERTIES
+        ):
+            found.append("authMechanismProperties=AWS_SESSION_TOKEN")
+    return found
+
+
+def uri_password(uri: str | None) -> str | None:
+    """The password in a URI, well-formed or not: what lies between the first ``:`` after the
+    scheme and the last ``@`` of the authority (raw and percent-decoded forms are both secrets)."""
+    text = (uri or "").strip()
+    rest = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*:/+", "", text)
+    authority = re.split(r"[/?#](?=[^@]*$)", rest, maxsplit=1)[0]
+    if "@" not in authority:
+        return None
+    userinfo = authority.rsplit("@", 1)[0]
+    if ":" not in userinfo:
+        return None
+    password = userinfo.split(":", 1)[1]
+    return password or None
+
+
+_DAYS_AGO = re.compile(r"^(\d{1,5})d$")
+
+
+def parse_date_bound(text: str, now: datetime | None = None) -> datetime:
+    """A window bound: ``YYYY-MM-DD``, an ISO-8601 datetime, ``today``, ``yesterday`` or ``Nd``.
+
+    Days are UTC days: ``today`` is today at 00:00 UTC, ``7d`` is 00:00 UTC seven days ago.
+    A datetime without an offset is UTC.
+    """
+    now = now or datetime.now(UTC)
+    midnight = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    value = str(text).strip().lower()
+    if value == "today":
+        return midnight
+    if value == "yesterday":
+        return midnight - timedelta(days=1)
+    days_ago = _DAYS_AGO.match(value)
+    if days_ago:
+        return midnight - timedelta(days=int(days_ago.group(1)))
+    try:
+        parsed = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ValueError(
+            f"expected YYYY-MM-DD, an ISO-8601 datetime, today, yesterday or Nd; got {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def parse_port(text: str) -> int:
+    port = parse_positive_int(text)
+    if port > 65535:
+        raise ValueError(f"expected a port from 1 to 65535, got {port}")
+    return port

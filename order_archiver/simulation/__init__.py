@@ -1,0 +1,1 @@
+"""The simulation: realistic generated data (Faker) and the embedded database (mongomock)."""

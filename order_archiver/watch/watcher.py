@@ -1,0 +1,343 @@
+"""Watch mode: archive each order the moment it becomes delivered, on MongoDB change streams.
+
+Delivery is at-least-once and writes are idempotent, so the archive is exactly-once:
+
+- The stream's server-side ``$match`` lets through only what can mean "delivered now":
+  inserts and replaces of a delivered order, updates that set ``status`` to the delivered
+  value, and ``invalidate``. ``full_document="updateLookup"`` gives the order as it is now.
+- Events are drained into micro-batches (what the stream has buffered, up to
+  ``WATCH_MAX_BATCH``), enriched by one aggregation (the batch pipeline, on ``_id $in``),
+  written by one unordered bulk of ``$setOnInsert`` upserts, and only then is the resume
+  token of the batch's last event saved. A crash between write and save replays events
+  whose writes are no-ops.
+- A quiet stream saves its post-batch resume token every ``WATCH_HEARTBEAT_S``, so the saved
+  token never ages out of the oplog on a quiet night.
+- Without a usable token (first start, or a token the server rejects: history lost,
+  invalid, fatal), the stream is opened first, its starting point kept, every delivered
+  order not yet archived is archived (the batch path), then the stream is consumed from
+  that starting point: nothing delivered during the catch-up is missed, and nothing is ever
+  silently restarted from "now". ``--from-now`` skips the catch-up on a first start.
+- Transient errors (network, failover; pymongo resumes once by itself) reconnect with capped
+  exponential backoff and full jitter, forever, from the last saved token. Fatal ones
+  (authentication, authorisation, no change streams on this server) end the process, exit 1.
+- SIGINT/SIGTERM set the stop event: the micro-batch in hand is finished and its token
+  saved, the stream closed, exit 0.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pymongo import MongoClient
+from pymongo import errors as pymongo_errors
+
+from order_archiver.errors import (
+    EXIT_OK,
+    ArchiverError,
+    NotSupportedError,
+    as_archiver_error,
+    classify,
+    is_authorisation_error,
+)
+from order_archiver.logs import get_logger
+from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.lease import Lease, LeaseLost
+from order_archiver.mongodb.rejects import RejectStore
+from order_archiver.mongodb.source import (
+    Finisher,
+    build_change_stream_pipeline,
+)
+from order_archiver.mongodb.storage import ArchiveWriter, Collections, Document
+from order_archiver.mongodb.stream import ChangeStream, Prepended, micro_batch, next_event
+from order_archiver.mongodb.tokens import (
+    NO_TOKEN,
+    UNUSABLE,
+    FileTokenStore,
+    MongoTokenStore,
+    ResumeState,
+    TokenStore,
+)
+from order_archiver.reporting.metrics import WatchMetrics
+from order_archiver.retry import Retry, RetryPolicy
+from order_archiver.settings import Settings
+from order_archiver.watch.archiving import EventArchiver, catch_up
+from order_archiver.watch.stats import StatsLog, WatchStats
+
+log = get_logger("watch")
+
+# --- the watcher -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    from_now: bool = False
+    name: str = "default"
+    token_store: Literal["file", "mongo"] = "file"
+
+
+def token_refused(exc: pymongo_errors.OperationFailure) -> bool:
+    """A refusal of the token itself, or any other refusal that is not transient, access or
+    support: the token is the suspect."""
+    kind = classify(exc)
+    return kind == "token_unusable" or (kind == "fatal" and not is_authorisation_error(exc))
+
+
+class _TokenUnusable(Exception):
+    """The saved resume token was refused by the server: catch up, then stream."""
+
+
+class Watcher:
+    def __init__(
+        self,
+        client: MongoClient[Document],
+        settings: Settings,
+        options: WatchOptions,
+        *,
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        archive_client: MongoClient[Document] | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.options = options
+        self.stop_event = stop_event or threading.Event()
+        self.clock = clock
+        collections = Collections.of(client, settings, archive_client)
+        self.archive_client = archive_client
+        self.orders = collections.orders
+        # The order as it is now, after its event: from the primary (see Collections.of).
+        self.orders_primary = collections.orders_primary
+        self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
+        self.metrics = WatchMetrics()
+        self.writer = ArchiveWriter.of(
+            collections,
+            settings,
+            self.stop_event,
+            on_retry=lambda exc: self.metrics.retries.labels(kind=type(exc).__name__).inc(),
+        )
+        self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
+        self.lease: Lease | None = None
+        if options.token_store == "mongo":
+            self.store: TokenStore = MongoTokenStore(
+                collections.checkpoints, options.name, self.namespace, self.stop_event
+            )
+            # A shared store is what lets a standby take over: leases come with it.
+            self.lease = Lease(
+                collections.checkpoints,
+                options.name,
+                ttl_s=settings.watch_lease_ttl_s,
+                renew_s=settings.watch_lease_renew_s,
+                stop_event=self.stop_event,
+            )
+        else:
+            self.store = FileTokenStore(settings.resume_token_file, self.namespace)
+        self.pipeline = build_change_stream_pipeline(settings.delivered_status)
+        self.stats = WatchStats()
+        self.lines = StatsLog(self.stats, settings.watch_log_interval_s)
+        self.events = EventArchiver(
+            self.orders_primary,
+            collections.names,
+            settings.delivered_status,
+            Finisher.of(settings, "watch", clock),
+            self.writer,
+            self.rejects,
+            self.lease,
+            self.stats,
+            self.lines,
+            self.metrics,
+            self.stop_event,
+        )
+        self._distrust_saved_token = False
+        self._standby_announced = False
+
+    # -- service loop
+
+    def run(self) -> int:
+        """Until stopped: stream, and on a transient failure reconnect with backoff."""
+        # Forever (a service), for what classify() calls transient; a stop ends the wait.
+        policy = RetryPolicy(
+            Retry.SERVICE,
+            on_stop="end",  # a stop ends the wait, and the loop: exit 0
+            retryable=lambda exc: classify(exc) == "transient",
+        )
+        log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
+        check_deployments(self.client, self.settings, self.archive_client)
+        try:
+            self._serve(policy)
+            self._mark_stopped()
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+        log.info(self.stats.stopped_line())
+        return EXIT_OK
+
+    def _mark_stopped(self) -> None:
+        """After a clean stop (a signal), say so where ``status`` looks; a crash says nothing,
+        and ``status`` then reports a watcher that stopped saving its token."""
+        if self.stats.last_saved_at == 0.0:
+            return  # never saved a token (a standby, or stopped during the catch-up)
+        if self.lease is not None and not self.lease.held():
+            return
+        try:
+            self.store.mark_stopped(term=self.lease.term if self.lease is not None else None)
+        except ArchiverError as exc:
+            log.warning("could not record the clean stop (%s)", exc)
+
+    def _lead(self) -> bool:
+        """With a lease: True once leader; False (after a pause) while another watcher leads."""
+        if self.lease is None or self.lease.held():
+            return True
+        if self.lease.try_acquire():
+            self._standby_announced = False
+            return True
+        if not self._standby_announced:
+            log.info(
+                "standby: another watcher named %s leads; taking over if its lease (%ss) runs out",
+                self.options.name,
+                self.settings.watch_lease_ttl_s,
+            )
+            self._standby_announced = True
+        self.stop_event.wait(self.lease.renew_s)
+        return False
+
+    def _serve(self, policy: RetryPolicy) -> None:
+        while not self.stop_event.is_set():
+            try:
+                if not self._lead():
+                    continue
+                self._stream_once(policy)
+            except LeaseLost as exc:
+                log.warning("%s: back to standby", exc)
+            except (ArchiverError, pymongo_errors.PyMongoError) as exc:
+                if self.stop_event.is_set() and isinstance(exc, ArchiverError):
+                    break  # a catch-up stopped by a signal: it resumes on the next start
+                self._after_failure(exc, policy)
+
+    def _after_failure(self, exc: BaseException, policy: RetryPolicy) -> None:
+        """One decision per failure, by ``classify``: catch up, reconnect, or stop."""
+        kind = classify(exc)
+        if kind == "token_unusable":
+            # The stream's own resume point is gone (e.g. a long cut, then pymongo's automatic
+            # resume): the saved token is older still, so catch up.
+            log.warning("the change stream cannot resume (%s): catching up", getattr(exc, "code", "?"))
+            self._distrust_saved_token = True
+            return
+        if kind == "no_change_streams":
+            raise NotSupportedError(
+                "this MongoDB deployment has no change streams: watch needs a replica set, a sharded "
+                "cluster or Atlas (a standalone server can only run batch)"
+            ) from exc
+        if kind == "fatal":
+            raise exc if isinstance(exc, ArchiverError) else as_archiver_error(exc) from exc
+        cause = exc.__cause__ if isinstance(exc, ArchiverError) and exc.__cause__ else exc
+        delay = policy.increment(exc)
+        self.stats.reconnects += 1
+        self.metrics.errors.labels(kind=type(cause).__name__).inc()
+        log.warning("change stream interrupted (%s); reconnecting in %.1fs", type(cause).__name__, delay)
+        policy.wait(delay, exc)
+
+    def _stream_once(self, policy: RetryPolicy) -> None:
+        saved = UNUSABLE if self._distrust_saved_token else self.store.load()
+        stream = None
+        if saved.usable:
+            try:
+                stream = self._open(saved)
+            except _TokenUnusable as reason:
+                log.warning("the saved resume token cannot be used (%s): catching up instead", reason)
+            if stream is not None and saved.invalidated:
+                # The collection was dropped or replaced (a rename, $out, a restore with --drop):
+                # what came with the new one made no insert event. The stream is open, so
+                # nothing delivered during the catch-up is missed.
+                self._catch_up()
+        if stream is None:
+            stream = self._open(NO_TOKEN)
+            start_token = stream.resume_token
+            # --from-now only ever skips the catch-up of a watcher that never had a token.
+            if self.options.from_now and saved.first_start and self.stats.catch_ups == 0:
+                log.info("starting from now (--from-now): deliveries before this moment are not archived")
+            else:
+                self._catch_up()
+            if start_token is not None:
+                self._save_token(start_token)
+            self._distrust_saved_token = False
+        with stream:
+            policy.reset()
+            self._consume(stream, policy)
+
+    def _open(self, state: ResumeState) -> ChangeStream:
+        """Open the stream from ``state``; a refused token raises ``_TokenUnusable``."""
+        kwargs = state.stream_options()
+        token = state.token
+        try:
+            stream = self.orders.watch(
+                self.pipeline,
+                full_document="updateLookup",
+                max_await_time_ms=self.settings.watch_max_await_ms,
+                batch_size=self.settings.watch_max_batch,
+                **kwargs,
+            )
+            if token is not None:
+                # A refused token may only be reported by the first getMore.
+                first = stream.try_next()
+                if first is not None:
+                    return Prepended(stream, first)
+            return stream
+        except pymongo_errors.OperationFailure as exc:
+            if token is not None and token_refused(exc):
+                raise _TokenUnusable(
+                    f"{exc.details.get('codeName', '') if exc.details else ''} {exc.code}"
+                ) from exc
+            raise
+
+    def _catch_up(self) -> None:
+        self.stats.catch_ups += 1
+        catch_up(self.client, self.archive_client, self.settings, self.stop_event, self.events)
+
+    # -- consuming
+
+    def _consume(self, stream: ChangeStream, policy: RetryPolicy) -> None:
+        """Micro-batches until stopped: each archived, then its last event's token saved."""
+        while not self.stop_event.is_set():
+            if self.lease is not None:
+                self.lease.check()
+            event = next_event(stream, self.stop_event)
+            if event is None:
+                self._on_quiet(stream)
+                if not stream.alive:
+                    return
+                continue
+            events, invalidate = micro_batch(stream, event, self.settings.watch_max_batch)
+            if events:
+                self._archive(events)
+                self._save_token(events[-1]["_id"])
+            if invalidate is not None:
+                self._on_invalidate(invalidate)
+                return
+            policy.reset()
+            self.lines.maybe()
+
+    def _archive(self, events: list[Mapping[str, Any]]) -> None:
+        self.events.archive(events)
+
+    def _save_token(self, token: Mapping[str, Any], invalidated: bool = False) -> None:
+        term = self.lease.term if self.lease is not None else None
+        self.store.save(token, invalidated=invalidated, last_event_at=self.stats.last_event_at, term=term)
+        self.stats.last_saved_at = time.monotonic()
+        self.metrics.token_saved()
+
+    def _on_quiet(self, stream: ChangeStream) -> None:
+        """Heartbeat: a quiet stream's post-batch token moves on; keep the saved one fresh."""
+        if time.monotonic() - self.stats.last_saved_at >= self.settings.watch_heartbeat_s:
+            token = stream.resume_token
+            if token is not None:
+                self._save_token(token)
+        self.lines.maybe()
+
+    def _on_invalidate(self, event: Mapping[str, Any]) -> None:
+        log.warning("the orders collection was dropped or renamed (invalidate): waiting for it to come back")
+        self._save_token(event["_id"], invalidated=True)
