@@ -15,6 +15,8 @@ from order_archiver.settings import ENV_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# The product's contract (docs/ follows it); a copy shared by every checkout of the project.
+CONTRACT = Path("/work/shared/contract.md")
 
 # Upper-case names the pages use that are not the archiver's settings (the tests', the test
 # server's, the system's).
@@ -117,3 +119,21 @@ def test_the_readme_is_a_newcomers_page():
     assert len(readme) < 8000
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"(docs/{page.name})" in readme, f"README does not link {page.name}"
+
+
+def test_the_deployment_page_lists_every_exit_code_the_contract_defines():
+    """#32 item 8: the page to deploy from names every exit code (2 was missing), each in its
+    table with what the schedulers do with it. The codes: errors.ExitCode, the product's one
+    table of the contract's codes (checked against the contract where a checkout has it)."""
+    from order_archiver.errors import ExitCode
+
+    defined = {int(code) for code in ExitCode}
+    if CONTRACT.is_file():
+        sentence = re.search(r"Exit codes: (.*?)\n\n", CONTRACT.read_text(), re.DOTALL)
+        assert sentence, "the contract's exit codes"
+        assert {int(code) for code in re.findall(r"`(\d+)` ", sentence.group(1))} == defined
+    page = (ROOT / "docs" / "deployment.md").read_text()
+    assert "\n## Exit codes\n" in page, "docs/deployment.md: no Exit codes section"
+    table = page.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    listed = {int(code) for code in re.findall(r"(?m)^\| (\d+) \|", table)}
+    assert listed == defined
