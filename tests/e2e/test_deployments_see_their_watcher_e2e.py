@@ -23,7 +23,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from main import build_parser
+from order_archiver.cli.main import build_parser
 from tests.conftest import run_cli
 from tests.helpers import ROOT, WatchProcess, seed_database, wait_for
 
