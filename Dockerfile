@@ -25,7 +25,7 @@ COPY requirements.txt .
 RUN pip install --require-hashes --no-deps -r requirements.txt
 
 # The product: the top-level modules and the order_archiver package, as they are in the
-# checkout. .dockerignore keeps out what is not the product (dev/, demo.py, tests/, bench/,
+# checkout. .dockerignore keeps out what is not the product (teststand/, demo.py, tests/, bench/,
 # the .env files): no list of modules to keep up to date here.
 COPY *.py ./
 COPY order_archiver/ ./order_archiver/

@@ -25,14 +25,14 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python demo.py --auto
 
-# A local development server (dev/devserver.py: nx-27017 with its faults fixed) on port 27017, in the foreground: to try
+# A local development server (teststand/devserver.py: nx-27017 with its faults fixed) on port 27017, in the foreground: to try
 # the commands by hand (QUICKSTART step 3). Not for production data. Another port: make dev-server PORT=27018
 # (a port in use: one line, exit 2). Its data, pid and log (nx.log) in .dev-server/.
 # PORT is set here, not with ?=: only the command line overrides it, not a PORT in the environment.
 PORT = 27017
 dev-server: $(STAMP)
 	mkdir -p .dev-server
-	$(BIN)/python -m dev.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log
+	$(BIN)/python -m teststand.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -47,13 +47,13 @@ lint: $(STAMP)
 # First the integration tests on test servers answering as MongoDB 4.4, the oldest supported
 # (12 s; make test-floor adds the end-to-end tests), then the whole suite on the newest.
 test: lint
-	$(BIN)/python -m pytest -n 3 --dist worksteal -q --mongodb-version 4.4 tests/integration
+	$(BIN)/python -m pytest -n 3 --dist worksteal -q --mongodb-version 4.4 tests/integration teststand/tests
 	$(BIN)/python -m pytest -n 3 --dist worksteal
 
 # The version floor: the integration and end-to-end tests again, every test server answering as
-# MongoDB 4.4 and refusing what 4.4 does not know (dev/mongodb_definitions.py). CI runs it too.
+# MongoDB 4.4 and refusing what 4.4 does not know (teststand/mongodb_definitions.py). CI runs it too.
 test-floor: lint
-	$(BIN)/python -m pytest -n 3 --dist worksteal --mongodb-version 4.4 tests/integration tests/e2e
+	$(BIN)/python -m pytest -n 3 --dist worksteal --mongodb-version 4.4 tests/integration tests/e2e teststand/tests
 
 # The edit loop: lint, then the unit tests only (mongomock and the in-process CLI, well under a minute).
 test-fast: lint

@@ -46,7 +46,7 @@ class Demo:
 
 def start_server(folder: Path) -> tuple[str, Any]:
     """A development server of the demo's own (nx-27017 with its known faults fixed)."""
-    from dev.devserver import DevServer
+    from teststand.devserver import DevServer
 
     server = DevServer(folder / "nx").start()
     return server.uri, server

@@ -28,7 +28,6 @@ from pathlib import Path
 import pymongo
 from pymongo import InsertOne, UpdateOne
 
-from dev.devserver import DevServer
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.orders.enrichment import (
     CollectionNames,
@@ -38,6 +37,7 @@ from order_archiver.orders.enrichment import (
 from order_archiver.settings import Settings
 from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import generate_dataset
+from teststand.devserver import DevServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

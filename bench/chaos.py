@@ -61,8 +61,8 @@ from order_archiver.orders.enrichment import source_hash
 from order_archiver.settings import ENV_VARS, Settings
 from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import Dataset, generate_dataset, strip_markers
-from tests.fault_proxy import FaultProxy
-from tests.nx_server import NxServer
+from teststand.fault_proxy import FaultProxy
+from teststand.nx_server import NxServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -358,7 +358,7 @@ class Server:
 
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
         self.folder = folder
-        self.env = env  # the server's fault knobs (tests/nx_launcher.py), kept across restarts
+        self.env = env  # the server's fault knobs (teststand/nx_launcher.py), kept across restarts
         self.current = NxServer(folder, env=env).start()
         self.port = self.current.port
         self.uri = self.current.uri

@@ -3,7 +3,7 @@ client's orders, not the archive's history.
 
     python -m bench.client_selections [--sizes 100000 1000000] [--orders 20]
 
-On one nx-27017 (dev/devserver.py), in one run, for each N:
+On one nx-27017 (teststand/devserver.py), in one run, for each N:
   H: an archive of N orders of other clients plus the K orders of two clients (A, B);
   S: the same 2K orders alone.
 On each, timed: ``forget`` dry run (the median of 5), ``forget --run``, ``restore`` dry run (the
@@ -34,7 +34,6 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 
-from dev.devserver import DevServer
 from order_archiver.mongodb.erasure import erase_personal_data
 from order_archiver.mongodb.forgotten import orders_of, still_holding
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
@@ -42,6 +41,7 @@ from order_archiver.operations.forget import Person, forget_person
 from order_archiver.operations.restore import RestoreSelection, restore
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.settings import Settings
+from teststand.devserver import DevServer
 
 NEW_INDEXES = {"client.id", "source.client_id"}  # what this change adds to ARCHIVE_INDEXES
 FILL_CHUNK = 5000

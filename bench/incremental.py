@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pymongo
 
-from dev.devserver import DevServer
 from order_archiver.settings import Settings
 from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import generate_dataset, strip_markers
+from teststand.devserver import DevServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

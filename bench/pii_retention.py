@@ -3,7 +3,7 @@ archive's history.
 
     python -m bench.pii_retention [--sizes 20000 100000] [--new 500]
 
-On one nx-27017 (dev/devserver.py), in one run, for each N:
+On one nx-27017 (teststand/devserver.py), in one run, for each N:
   H: an archive of N orders delivered long ago whose personal data an earlier run erased,
      plus K orders that crossed the limit since (personal data still there); one erasure
      (``retention.PiiRetention.erase``, what ``batch --run`` calls) timed;
@@ -27,10 +27,10 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 
-from dev.devserver import DevServer
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.mongodb.retention import PiiRetention
 from order_archiver.settings import Duration
+from teststand.devserver import DevServer
 
 NOW = datetime.now(UTC)
 LENGTH = Duration(days=365)

@@ -28,7 +28,6 @@ from pathlib import Path
 import pymongo
 from bson import ObjectId
 
-from dev.devserver import DevServer
 from order_archiver.orders.enrichment import (
     CollectionNames,
     build_enrichment_pipeline,
@@ -38,6 +37,7 @@ from order_archiver.settings import Settings
 from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import generate_dataset, strip_markers
 from order_archiver.watch.watcher import Watcher, WatchOptions, build_change_stream_pipeline
+from teststand.devserver import DevServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

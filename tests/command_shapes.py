@@ -27,7 +27,7 @@ from pymongo import monitoring
 ROOT = Path(__file__).resolve().parents[1]
 VARIABLE = "ARCHIVER_COMMAND_SHAPES"  # the session's folder of records
 SITE = Path(__file__).resolve().parent / "record_commands"
-# The product's modules (the development server, in dev/, is the tests' stand-in, not the product).
+# The product's modules (the development server, in teststand/, is the tests' stand-in, not the product).
 PRODUCT_FILES = {str(path) for path in [*ROOT.glob("*.py"), *ROOT.glob("order_archiver/**/*.py")]}
 
 
@@ -48,7 +48,7 @@ class _ShapeRecorder(monitoring.CommandListener):
         self.lock = threading.Lock()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        from dev.mongodb_definitions import command_shape
+        from teststand.mongodb_definitions import command_shape
 
         if not sent_by_the_product():
             return
@@ -86,7 +86,7 @@ def start_session() -> None:
 
 def recorded() -> list[Any]:
     """Every distinct shape any process of the session sent."""
-    from dev.mongodb_definitions import CommandShape
+    from teststand.mongodb_definitions import CommandShape
 
     shapes = set()
     for path in Path(os.environ[VARIABLE]).glob("*.jsonl"):
@@ -101,7 +101,7 @@ def recorded() -> list[Any]:
 
 def verdict(listing: Path) -> tuple[bool, list[str]]:
     """(all accepted?, the lines to print); the shapes themselves go to ``listing``."""
-    from dev.mongodb_definitions import SUPPORTED, shape_problems
+    from teststand.mongodb_definitions import SUPPORTED, shape_problems
 
     shapes = recorded()
     shutil.rmtree(os.environ[VARIABLE], ignore_errors=True)

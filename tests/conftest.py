@@ -1,7 +1,7 @@
 """Shared fixtures: isolated working directory, mongomock, the MongoDB server, the CLI runner.
 
 The integration and end-to-end tests run against the nx-27017 test server they start
-(tests/nx_server.py), or against any MongoDB given by ``TEST_MONGODB_URI``
+(teststand/nx_server.py), or against any MongoDB given by ``TEST_MONGODB_URI``
 (``TEST_MONGODB_URI=mongodb://host:27017/?replicaSet=rs0 make test``): one database per test,
 dropped at the end of the session, nothing else on the server touched. Tests that need the
 test server itself (its fault knobs, its test account, stopping and restarting it, a proxy in
@@ -24,7 +24,7 @@ import pytest
 from order_archiver.settings import ENV_VARS, Settings
 from order_archiver.simulation.database import new_client
 from tests import command_shapes
-from tests.nx_server import NxServer
+from teststand.nx_server import PLAIN_PASSWORD, PLAIN_USER, NxServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,8 +85,9 @@ def mongo():
     client.close()
 
 
-# The one account the test server accepts (SASL PLAIN), for tests that need a password that works.
-PLAIN_USER, PLAIN_PASSWORD = "archiver", "S3cret-Passw0rd-42"
+# PLAIN_USER, PLAIN_PASSWORD: the one account the test server accepts (teststand/nx_server.py),
+# imported from here by the tests that need a password that works.
+__all__ = ["PLAIN_PASSWORD", "PLAIN_USER", "NxServer", "run_cli"]
 
 
 # Read by the tests only (config.py reads the product's settings): a MongoDB to test against.

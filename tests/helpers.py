@@ -23,7 +23,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 def product_files() -> list[Path]:
     """The product's Python files: the design card's top-level modules and the order_archiver
-    package (dev/, tests/ and bench/ are not the product)."""
+    package (teststand/, tests/ and bench/ are not the product)."""
     return sorted([*PROJECT.glob("*.py"), *PROJECT.glob("order_archiver/**/*.py")])
 
 

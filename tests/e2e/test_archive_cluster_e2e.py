@@ -21,7 +21,7 @@ from tests.helpers import (
     token_saved,
     wait_for,
 )
-from tests.nx_server import NxServer
+from teststand.nx_server import NxServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.test_server_only("a second server of its own (the archive's)")]
 
@@ -144,7 +144,7 @@ def test_one_deployment_going_down_mid_run_is_named_and_a_rerun_completes(
     up completes, exactly."""
     import threading
 
-    from tests.fault_proxy import FaultProxy
+    from teststand.fault_proxy import FaultProxy
 
     source = nx_client[db_name]
     dataset = seed_database(source, nx_settings, 3000, seed=35, p_delivered=0.5, p_anomalies=0.0)
@@ -238,7 +238,7 @@ def test_watch_goes_on_through_an_archive_deployment_outage(
     everything once the archive is back; nothing lost, nothing twice."""
     import time
 
-    from tests.fault_proxy import FaultProxy
+    from teststand.fault_proxy import FaultProxy
 
     source = nx_client[db_name]
     dataset = seed_database(source, nx_settings, 600, seed=41, p_anomalies=0.0)

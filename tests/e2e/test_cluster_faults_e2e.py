@@ -1,5 +1,5 @@
 """What a real cluster does that the test server does not, made at the wire by the launcher's
-fault knobs (tests/nx_launcher.py), and survived by the command line end to end:
+fault knobs (teststand/nx_launcher.py), and survived by the command line end to end:
 
 - a write the primary acknowledged, then rolled back, answered with a write-concern error
   (code 64): never counted as archived, retried, the archive exact;
@@ -26,7 +26,7 @@ from tests.helpers import (
     token_saved,
     wait_for,
 )
-from tests.nx_server import NxServer
+from teststand.nx_server import NxServer
 
 pytestmark = [
     pytest.mark.e2e,

@@ -124,7 +124,7 @@ def test_an_incremental_run_whose_change_history_is_gone_falls_back_to_stamps_an
 
     from order_archiver.settings import Settings
     from tests.helpers import deliver, pending_ids
-    from tests.nx_server import NxServer
+    from teststand.nx_server import NxServer
 
     server = NxServer(tmp_path / "nx", env={"NX_RESUME_RETENTION_ROWS": "5"}).start()
     env = {"MONGODB_URI": server.uri, "MONGODB_DATABASE": db_name, "LOG_DIR": ""}

@@ -1,6 +1,6 @@
 """The password never leaves the process: every subcommand, with a URI that carries one, at
 DEBUG level, in text and JSON logs, including failures and a watcher that loses its
-connection. The test server accepts one account over SASL PLAIN (tests/nx_launcher.py).
+connection. The test server accepts one account over SASL PLAIN (teststand/nx_launcher.py).
 The one-shot commands run in-process (``run_in_process``: the same settings and output, a
 second less each); the watcher, a service, as a subprocess."""
 
@@ -11,8 +11,8 @@ import signal
 import pytest
 
 from tests.conftest import PLAIN_PASSWORD, PLAIN_USER
-from tests.fault_proxy import FaultProxy
 from tests.helpers import WatchProcess, archived_ids, run_in_process, token_saved, wait_for
+from teststand.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
 

@@ -1,5 +1,5 @@
 """Nothing lost, nothing duplicated, under injected faults: connections cut, a proxy down, a
-server restarted. The CLI runs as a subprocess, through tests/fault_proxy.py."""
+server restarted. The CLI runs as a subprocess, through teststand/fault_proxy.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import pytest
 
 from order_archiver.settings import ENV_VARS
 from tests.conftest import ROOT, run_cli
-from tests.fault_proxy import FaultProxy
 from tests.helpers import (
     WatchProcess,
     archived_ids,
@@ -29,7 +28,8 @@ from tests.helpers import (
     token_saved,
     wait_for,
 )
-from tests.nx_server import NxServer
+from teststand.fault_proxy import FaultProxy
+from teststand.nx_server import NxServer
 
 pytestmark = pytest.mark.e2e
 

@@ -73,12 +73,12 @@ def test_scheduled_runs_read_what_is_new_late_deliveries_included(
 @pytest.mark.test_server_only("the test server's fault knobs, and restarts it")
 def test_a_failed_save_of_the_mark_after_the_archive_write_loses_nothing(nx_settings, db_name, tmp_path):
     """The archive write of the new deliveries is acknowledged, then every checkpoint write
-    fails (write concern error 64, at the wire: tests/nx_launcher.py): the run exits 1 with
+    fails (write concern error 64, at the wire: teststand/nx_launcher.py): the run exits 1 with
     the old mark in place; the next run, on a healthy server, reads from the old mark again."""
     import pymongo
 
     from order_archiver.mongodb.checkpoint import checkpoint_key, state_from_document
-    from tests.nx_server import NxServer
+    from teststand.nx_server import NxServer
 
     server = NxServer(tmp_path / "nx").start()
     env = {

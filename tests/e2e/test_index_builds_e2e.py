@@ -2,7 +2,7 @@
 
 On MongoDB its unique index takes minutes to hours to build; the test server takes 4 s over a
 build on a collection of more than 60 documents (``NX_INDEX_BUILD_SECONDS``,
-``NX_INDEX_BUILD_ABORT_OVER``: dev/index_catalog.py), and aborts one carrying ``maxTimeMS`` there
+``NX_INDEX_BUILD_ABORT_OVER``: teststand/index_catalog.py), and aborts one carrying ``maxTimeMS`` there
 (50), as MongoDB aborts a build that outlasts it (create_indexes_cmd.cpp). The process ends
 while the build runs: MongoDB does not abort a createIndexes whose client went away
 (SERVER-101507), and the next runs find it in progress."""

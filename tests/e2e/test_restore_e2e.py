@@ -14,7 +14,7 @@ from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import ANOMALY_KINDS, generate_dataset
 from tests.conftest import run_cli
 from tests.helpers import ANCHOR, seed_database
-from tests.nx_server import NxServer
+from teststand.nx_server import NxServer
 
 pytestmark = pytest.mark.e2e
 

@@ -28,7 +28,7 @@ from tests.helpers import (
     token_saved,
     wait_for,
 )
-from tests.nx_server import NxServer
+from teststand.nx_server import NxServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.test_server_only("the test server's fault knobs")]
 

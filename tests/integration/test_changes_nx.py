@@ -16,7 +16,7 @@ import pytest
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.settings import Settings
 from tests.helpers import archived_ids, deliver, expected_archive_ids, pending_ids, seed_database
-from tests.nx_server import NxServer
+from teststand.nx_server import NxServer
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def test_thousands_of_changes_since_the_last_pass_make_no_command_over_the_limit
 # every shard's on a sharded cluster). MongoDB: resume_token.cpp (high-water-mark tokens),
 # document_source_change_stream*.cpp and plan_executor_pipeline.cpp (the postBatchResumeToken
 # of a getMore is the last oplog entry it scanned), the manual's periodicNoopIntervalSecs. The
-# test server answers positions so (dev/stream_positions.py); its no-op interval here is 10
+# test server answers positions so (teststand/stream_positions.py); its no-op interval here is 10
 # minutes: no no-op comes during the test, as none comes within a run's first seconds on a
 # quiet night.
 QUIET = {"NX_PERIODIC_NOOP_S": "600"}

@@ -7,7 +7,7 @@ millions of documents a build takes longer than any such limit, so an index aske
 never built. A build asked without one goes on on the server when its client stops waiting
 (createIndexes does not mark itself killed on disconnect: SERVER-101507), and an identical
 createIndexes meeting it waits for it (IndexBuildAlreadyInProgress, 276). The test server scales
-this down (dev/index_catalog.py): over ``NX_INDEX_BUILD_ABORT_OVER`` documents a createIndexes
+this down (teststand/index_catalog.py): over ``NX_INDEX_BUILD_ABORT_OVER`` documents a createIndexes
 carrying maxTimeMS answers 50 MaxTimeMSExpired and builds nothing, and a build takes
 ``NX_INDEX_BUILD_SECONDS``, listed in progress meanwhile."""
 

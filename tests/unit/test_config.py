@@ -226,7 +226,7 @@ def test_the_settings_table_matches_the_code():
 
 def test_the_module_map_is_the_tree():
     """docs/development.md's map, read as a tree (two spaces a level, folders end in /),
-    names exactly the product's files and the development server's."""
+    names exactly the product's files and the test server's (teststand/, its tests aside)."""
     from tests.helpers import PROJECT, product_files
 
     module_map = (ROOT / "docs" / "development.md").read_text().split("```", 2)[1]
@@ -239,9 +239,13 @@ def test_the_module_map_is_the_tree():
             folders.append(name)
         elif name.endswith(".py"):
             listed.add("".join(folders) + name)
-    dev = {str(path.relative_to(PROJECT)) for path in PROJECT.glob("dev/*.py") if path.name != "__init__.py"}
+    stand = {
+        str(path.relative_to(PROJECT))
+        for path in PROJECT.glob("teststand/*.py")
+        if path.name != "__init__.py"
+    }
     product = {str(path.relative_to(PROJECT)) for path in product_files() if path.name != "__init__.py"}
-    assert listed == product | dev
+    assert listed == product | stand
 
 
 def test_the_same_names_on_two_deployments_are_two_collections():

@@ -78,10 +78,10 @@ def test_the_image_holds_the_product_and_nothing_of_development():
     server, its definitions and the demo (which starts one) are not, nor imported by it."""
     copied = {name for name in image_files() if name.endswith(".py")}
     assert copied == product_modules()
-    assert not {name for name in copied if name.startswith(("dev/", "tests/", "bench/"))}
+    assert not {name for name in copied if name.startswith(("teststand/", "tests/", "bench/"))}
     for module in product_modules():
         source = (ROOT / module).read_text()
-        assert not re.search(r"^\s*(from|import) (dev|demo|tests)\b", source, re.MULTILINE), module
+        assert not re.search(r"^\s*(from|import) (teststand|demo|tests)\b", source, re.MULTILINE), module
 
 
 @pytest.fixture
@@ -273,8 +273,8 @@ def test_the_package_installs_and_one_version_everywhere(manifests):
         if line.strip() and not line.startswith("#")
     ]
     assert project["project"]["dependencies"] == pinned
-    # every product module (and the development server), listed nowhere
-    assert project["tool"]["mypy"]["files"] == ["*.py", "order_archiver", "dev"]
+    # every product module (and the test server), listed nowhere
+    assert project["tool"]["mypy"]["files"] == ["*.py", "order_archiver", "teststand"]
     assert project["tool"]["mypy"]["strict"] is True  # the product's boundaries typed (#23)
     images = [
         container["image"]

@@ -118,7 +118,7 @@ def test_the_orders_layer_needs_no_server():
 def test_the_product_imports_neither_the_tests_nor_the_development_server():
     for module in MODULES:
         top = {name.split(".")[0] for name in imports_of(module)}
-        assert not top & {"tests", "dev"} or module == "demo", module
+        assert not top & {"tests", "teststand"} or module == "demo", module
 
 
 def test_the_product_modules_import_each_other_one_way():

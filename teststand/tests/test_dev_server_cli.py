@@ -1,4 +1,4 @@
-"""`python -m dev.devserver` as `make dev-server` runs it (#32 item 7): a port in use is one
+"""`python -m teststand.devserver` as `make dev-server` runs it (#32 item 7): a port in use is one
 line and exit 2; its log lives in its data folder, not in nx-27017's default file that every
 server on the machine shares; the engine's fallback warnings, and asyncio's tracebacks of
 connections cancelled by Ctrl+C, stay out of the terminal."""
@@ -8,12 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pymongo
 import pytest
 
-from tests.helpers import PROJECT, wait_for
+from teststand.devserver import PROJECT
 
 pytestmark = [
     pytest.mark.integration,
@@ -22,7 +24,7 @@ pytestmark = [
 
 
 def dev_server(data_dir: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "dev.devserver", "--data-dir", str(data_dir), "-p", str(port)]
+    return [sys.executable, "-m", "teststand.devserver", "--data-dir", str(data_dir), "-p", str(port)]
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
@@ -39,6 +41,15 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
         f"error: 127.0.0.1:{port} is in use (another MongoDB or development server?): "
         "choose another port, e.g. make dev-server PORT=27018"
     )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, on_timeout: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}\n{on_timeout()}")
 
 
 def free_port() -> int:

@@ -6,9 +6,12 @@ import subprocess
 
 import pytest
 
-from tests.helpers import PROJECT
+from teststand.devserver import PROJECT
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("make") is None, reason="needs make"),
+    pytest.mark.test_server_only("make dev-server, the test server's command line"),
+]
 
 
 def dev_server_command(*overrides: str, env: dict[str, str] | None = None) -> str:
@@ -21,7 +24,7 @@ def dev_server_command(*overrides: str, env: dict[str, str] | None = None) -> st
         text=True,
         check=True,
     ).stdout
-    return next(line for line in printed.splitlines() if "dev.devserver" in line)
+    return next(line for line in printed.splitlines() if "teststand.devserver" in line)
 
 
 def test_port_on_the_command_line_chooses_the_port_and_the_files_stay_in_dev_server():

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import pytest
 from bson import ObjectId
 
-from dev.mongodb_definitions import CommandShape, command_shape, refusal, shape_problems
+from teststand.mongodb_definitions import CommandShape, command_shape, refusal, shape_problems
+
+pytestmark = pytest.mark.test_server_only("the test server's definitions of what MongoDB accepts")
 
 LSID = {"lsid": {"id": "x"}, "$db": "livraison"}
 

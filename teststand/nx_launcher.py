@@ -1,8 +1,8 @@
-"""The development server (``dev/devserver.py``) with the tests' fault knobs on top.
+"""The development server (``teststand/devserver.py``) with the tests' fault knobs on top.
 
 Usage (what the ``nx_server`` fixture runs)::
 
-    python -m tests.nx_launcher --data-dir DIR -p PORT --pid-file DIR/nx.pid
+    python -m teststand.nx_launcher --data-dir DIR -p PORT --pid-file DIR/nx.pid
 
 Fault knobs (off by default): conditions of a real cluster that no stand-in has, made at the
 wire so that the command line is shown to survive them end to end.
@@ -41,7 +41,7 @@ from typing import Any
 from bson import ObjectId
 from nx_27017.handler import NeoSQLiteHandler
 
-from dev import devserver
+from teststand import devserver
 
 
 def _statements_section(sections: list[Any]) -> tuple[int, str] | None:

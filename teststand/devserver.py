@@ -6,12 +6,12 @@ nx-27017 is the only MongoDB-speaking server that installs on machines without M
 ``shared/nx-27017.md`` lists where it departs from MongoDB's documented behaviour. Each
 ``_fix_*`` function below patches one such departure, so that the archiver meets what
 MongoDB does, not the stand-in's quirks. Every fix has a test in
-``tests/integration/test_nx_launcher.py`` that shows the fixed behaviour. The tests add
-fault knobs of their own on top (``tests/nx_launcher.py``).
+``teststand/tests/test_nx_launcher.py`` that shows the fixed behaviour. The tests add
+fault knobs of their own on top (``teststand/nx_launcher.py``).
 
 Usage::
 
-    python -m dev.devserver --data-dir DIR -p PORT     (make dev-server [PORT=N]; log, pid in DIR)
+    python -m teststand.devserver --data-dir DIR -p PORT     (make dev-server [PORT=N]; log, pid in DIR)
     DevServer(folder).start() ... .stop()              (demo, tests, benchmarks)
 
 From the command line (``serve``): a port in use is one line and exit 2; the log and pid
@@ -72,8 +72,8 @@ from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
-from dev import index_catalog, stream_positions
-from dev import mongodb_definitions as definitions
+from teststand import index_catalog, stream_positions
+from teststand import mongodb_definitions as definitions
 
 _fallback = threading.local()
 _unknown_cursor = threading.local()  # set by a getMore whose cursor the server does not know
@@ -1133,7 +1133,7 @@ def _free_port() -> int:
 class DevServer:
     """One nx-27017 process on a free port and its own temp data directory."""
 
-    launcher = "dev.devserver"  # the module run with -m from the project's folder (see the end)
+    launcher = "teststand.devserver"  # the module run with -m from the project's folder (see the end)
     stop_timeout = 5.0  # seconds between SIGTERM and SIGKILL
 
     def __init__(self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
@@ -1166,7 +1166,7 @@ class DevServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "NX_HOST": f"127.0.0.1:{self.port}", **self.env},
-            cwd=PROJECT,  # where -m finds dev/ (and tests/)
+            cwd=PROJECT,  # where -m finds teststand/ (and the product it serves)
             start_new_session=True,  # its own process group: stop() signals all of it
         )
         log.close()
@@ -1198,7 +1198,7 @@ class DevServer:
             pass
 
 
-# --- the command line: python -m dev.devserver (make dev-server) --------------------------
+# --- the command line: python -m teststand.devserver (make dev-server) --------------------------
 
 EXIT_PORT_TAKEN = 2  # bad usage: another port is the fix (make dev-server PORT=27018)
 

@@ -53,7 +53,7 @@ from bson import Binary, json_util
 from neosqlite.collection import index_manager
 from nx_27017.handler import NeoSQLiteHandler
 
-from dev import mongodb_definitions as definitions
+from teststand import mongodb_definitions as definitions
 
 TABLE = "_neosqlite_devserver_indexes"  # "_neosqlite_": hidden from listCollections
 NOT_COMPARED = ("v", "name", "ns", "background", "key")  # what two equal specifications may differ in

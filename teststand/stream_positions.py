@@ -1,5 +1,5 @@
 """The development server's change-stream positions as MongoDB gives them, and drops in the
-history (see ``devserver.py``; each shown in ``tests/integration/test_nx_launcher.py``).
+history (see ``devserver.py``; each shown in ``teststand/tests/test_nx_launcher.py``).
 
 MongoDB (``resume_token.cpp``, ``document_source_change_stream*.cpp``, the manual's "Resume a
 Change Stream" and ``postBatchResumeToken`` in the driver specification): a change stream

@@ -7,9 +7,11 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect, CursorNotFound, OperationFailure
 
-from tests.conftest import NxServer
+from teststand.nx_server import NxServer
 
-pytestmark = pytest.mark.integration
+# The stand-in's own behaviour, some of it its own departure (an update path into an array by
+# index is refused here, applied by MongoDB): not a test of another server (TEST_MONGODB_URI).
+pytestmark = [pytest.mark.integration, pytest.mark.test_server_only("the test server's own fixes and knobs")]
 
 DELIVERED_NOW = [
     {
@@ -208,7 +210,7 @@ def test_dropping_a_watched_collection_invalidates_the_stream(db):
 
 @pytest.mark.test_server_only("the test server's PLAIN account")
 def test_plain_authentication_for_the_test_account(nx_server):
-    from tests.conftest import PLAIN_PASSWORD, PLAIN_USER
+    from teststand.nx_server import PLAIN_PASSWORD, PLAIN_USER
 
     good = (
         nx_server.uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:{PLAIN_PASSWORD}@")
@@ -230,7 +232,7 @@ def test_get_more_on_an_unknown_cursor_is_cursor_not_found(db):
 
 @pytest.mark.test_server_only("a TCP proxy in front of the test server")
 def test_a_cursor_lost_to_a_network_cut_is_an_error_not_an_early_end(nx_server, db_name):
-    from tests.fault_proxy import FaultProxy
+    from teststand.fault_proxy import FaultProxy
 
     with FaultProxy(nx_server.port) as proxy, pymongo.MongoClient(proxy.uri) as client:
         collection = client[db_name].c
@@ -311,7 +313,7 @@ def test_a_date_set_by_an_update_reads_back_as_a_date(db):
 
 @pytest.fixture(scope="module")
 def faulty_server(tmp_path_factory):
-    """A server with both write fault knobs on (see tests/nx_launcher.py)."""
+    """A server with both write fault knobs on (see teststand/nx_launcher.py)."""
     server = NxServer(
         tmp_path_factory.mktemp("faulty"),
         env={
@@ -477,7 +479,7 @@ def test_a_lowered_max_bson_object_size_makes_the_driver_refuse_a_large_command(
 
 @pytest.mark.test_server_only("the test server's periodic no-op interval")
 def test_positions_are_high_water_marks_last_scanned_entries_and_periodic_no_ops(tmp_path):
-    """As MongoDB gives them (dev/stream_positions.py): a new stream stands just past the last
+    """As MongoDB gives them (teststand/stream_positions.py): a new stream stands just past the last
     write; a stream resumed from before it and scanned to the end stands on the last entry,
     matched or not, short of that mark; the next periodic no-op (here every 1.5 s, MongoDB's
     periodicNoopIntervalSecs, 10 s) moves it past."""
@@ -730,7 +732,7 @@ def test_objectid_equalities_on_indexed_fields_are_read_from_the_indexes(db):
     import neosqlite
     from neosqlite.objectid import ObjectId as NeoObjectId
 
-    from dev import devserver
+    from teststand import devserver
 
     wanted, other = ObjectId(), ObjectId()
     db.archive.create_index([("client.id", 1)])

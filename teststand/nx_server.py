@@ -1,0 +1,18 @@
+"""The development server through teststand/nx_launcher.py (its fault knobs on top)."""
+
+from __future__ import annotations
+
+from teststand.devserver import DevServer
+
+# The one account the test server accepts (SASL PLAIN, the launcher's NX_PLAIN_USERS), for
+# tests that need a password that works.
+PLAIN_USER, PLAIN_PASSWORD = "archiver", "S3cret-Passw0rd-42"
+
+
+class NxServer(DevServer):
+    """One test server on a free port and its own temp data directory."""
+
+    launcher = "teststand.nx_launcher"
+    # A test server's data is thrown away: no need to wait long for a clean shutdown (nx-27017
+    # busy with an open change stream can ignore SIGTERM for seconds).
+    stop_timeout = 1.0
