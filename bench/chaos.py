@@ -57,6 +57,10 @@ import pymongo
 from bson import ObjectId
 from pymongo import ReturnDocument
 
+# Run as a file (python bench/chaos.py), Python puts bench/ first on the path, not the project's
+# folder that python -m bench.chaos starts from: the product and teststand are imported from there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from order_archiver.orders.enrichment import source_hash
 from order_archiver.settings import ENV_VARS, Settings
 from order_archiver.simulation.database import fill_database

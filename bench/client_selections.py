@@ -23,6 +23,7 @@ import argparse
 import functools
 import random
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -33,6 +34,10 @@ from typing import Any
 
 import pymongo
 from bson import ObjectId
+
+# Run as a file (python bench/client_selections.py), Python puts bench/ first on the path, not the project's
+# folder that python -m bench.client_selections starts from: the product and teststand are imported from there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from order_archiver.mongodb.erasure import erase_personal_data
 from order_archiver.mongodb.forgotten import orders_of, still_holding

@@ -7,7 +7,13 @@ database, the way `simulate.py` fills one.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+# Run as a file (python bench/generate.py), Python puts bench/ first on the path, not the project's
+# folder that python -m bench.generate starts from: the product and teststand are imported from there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from order_archiver.settings import Settings
 from order_archiver.simulation.database import fill_database, new_client

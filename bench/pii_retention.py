@@ -17,6 +17,7 @@ ratios.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import threading
 import time
@@ -26,6 +27,10 @@ from typing import Any
 
 import pymongo
 from bson import ObjectId
+
+# Run as a file (python bench/pii_retention.py), Python puts bench/ first on the path, not the project's
+# folder that python -m bench.pii_retention starts from: the product and teststand are imported from there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.mongodb.retention import PiiRetention

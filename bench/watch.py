@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +28,10 @@ from pathlib import Path
 
 import pymongo
 from bson import ObjectId
+
+# Run as a file (python bench/watch.py), Python puts bench/ first on the path, not the project's
+# folder that python -m bench.watch starts from: the product and teststand are imported from there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from order_archiver.orders.enrichment import (
     CollectionNames,
