@@ -228,66 +228,6 @@ def test_buildinfo_in_either_spelling_gives_the_version(nx_client):
     assert nx_client.admin.command("buildinfo")["version"] == nx_client.admin.command("buildInfo")["version"]
 
 
-# --- the version floor -------------------------------------------------------------------------
-
-NEWER_THAN_44 = [
-    ("let (5.0)", lambda db: list(db.c.find({}, let={"a": 1}))),
-    ("aggregate let (5.0)", lambda db: list(db.c.aggregate([{"$match": {}}], let={"a": 1}))),
-    ("showExpandedEvents (6.0)", lambda db: db.c.watch(show_expanded_events=True).close()),
-    (
-        "$changeStreamSplitLargeEvent (7.0)",
-        lambda db: db.c.watch([{"$changeStreamSplitLargeEvent": {}}]).close(),
-    ),
-    ("$setWindowFields (5.0)", lambda db: list(db.c.aggregate([{"$setWindowFields": {"output": {}}}]))),
-    ("$getField (5.0)", lambda db: list(db.c.aggregate([{"$project": {"v": {"$getField": "a"}}}]))),
-    (
-        "$dateTrunc (5.0)",
-        lambda db: list(db.c.aggregate([{"$project": {"v": {"$dateTrunc": {"date": "$d", "unit": "day"}}}}])),
-    ),
-    (
-        "$top (5.2)",
-        lambda db: list(
-            db.c.aggregate([{"$group": {"_id": None, "v": {"$top": {"output": "$a", "sortBy": {"a": 1}}}}}])
-        ),
-    ),
-    (
-        "$sortArray (5.2)",
-        lambda db: list(db.c.aggregate([{"$project": {"v": {"$sortArray": {"input": "$a", "sortBy": 1}}}}])),
-    ),
-    (
-        "$lookup localField with pipeline (5.0)",
-        lambda db: list(
-            db.c.aggregate(
-                [
-                    {
-                        "$lookup": {
-                            "from": "d",
-                            "localField": "a",
-                            "foreignField": "b",
-                            "pipeline": [],
-                            "as": "j",
-                        }
-                    }
-                ]
-            )
-        ),
-    ),
-]
-
-
-@pytest.mark.test_server_only("the test server's 4.4 mode")
-@pytest.mark.parametrize(("label", "send"), NEWER_THAN_44, ids=[n[0] for n in NEWER_THAN_44])
-def test_a_44_server_refuses_what_44_does_not_know(floor_server, label, send):
-    client: pymongo.MongoClient = pymongo.MongoClient(floor_server.uri, serverSelectionTimeoutMS=5000)
-    with client:
-        assert client.server_info()["version"].startswith("4.4.")
-        assert client.admin.command("hello")["maxWireVersion"] == 9
-        client.floor.c.insert_one({"a": 1})
-        with pytest.raises(OperationFailure) as refused:
-            send(client.floor)
-        assert refused.value.code in (40415, 40324, 168, 51047)
-
-
 @pytest.mark.test_server_only("the test server's replica-set and 4.4.1 modes")
 def test_archive_retention_creates_changes_and_drops_its_ttl_index_as_4_4_accepts(replica_set_44):
     """ARCHIVE_RETENTION's TTL index on a 4.4 replica set: created with ``expireAfterSeconds``
@@ -330,27 +270,7 @@ def test_archive_retention_creates_changes_and_drops_its_ttl_index_as_4_4_accept
         assert [r for r in sent.refusals if r.get("code") != 59] == []
 
 
-# --- an insert refused document by document ------------------------------------------------------
-
-
-@pytest.mark.test_server_only("a server answering as MongoDB 4.4")
-def test_4_4_refuses_a_dollar_field_name_in_an_insert_document_by_document(floor_server, db_name):
-    """Before 5.0 an insert refuses a document with a top-level "$" field name (2 BadValue,
-    ``fixDocumentForInsert``); an unordered insert inserts the others, an ordered one stops
-    there. A "$" name inside a subdocument is taken."""
-    with pymongo.MongoClient(floor_server.uri, tz_aware=True) as client:
-        orders = client[db_name]["orders"]
-        with pytest.raises(pymongo.errors.BulkWriteError) as caught:
-            orders.insert_many(
-                [{"_id": 1}, {"_id": 2, "$note": "x"}, {"_id": 3, "nested": {"$note": "x"}}], ordered=False
-            )
-        (error,) = caught.value.details["writeErrors"]
-        assert (error["index"], error["code"]) == (1, 2)
-        assert error["errmsg"] == "Document can't have $ prefixed field names: $note"
-        assert sorted(d["_id"] for d in orders.find()) == [1, 3]
-        with pytest.raises(pymongo.errors.BulkWriteError):
-            orders.insert_many([{"_id": 4, "$note": "x"}, {"_id": 5}], ordered=True)
-        assert sorted(d["_id"] for d in orders.find()) == [1, 3]
+# --- an insert refused document by document (the server's side: teststand/tests/test_version_floor.py)
 
 
 @pytest.mark.test_server_only("a server answering as MongoDB 4.4")
