@@ -28,12 +28,11 @@ from pathlib import Path
 import pymongo
 from pymongo import InsertOne, UpdateOne
 
-from order_archiver.batch.job import BatchArchiver, BatchOptions
-
 # Run as a file (python bench/batch.py), Python puts bench/ first on the path, not the project's
 # folder that python -m bench.batch starts from: the product and teststand are imported from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.orders.enrichment import (
     CollectionNames,
     build_enrichment_pipeline,

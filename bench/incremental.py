@@ -27,14 +27,13 @@ from pathlib import Path
 
 import pymongo
 
-from order_archiver.settings import Settings
-from order_archiver.simulation.database import fill_database
-from order_archiver.simulation.generator import generate_dataset, strip_markers
-
 # Run as a file (python bench/incremental.py), Python puts bench/ first on the path, not the project's
 # folder that python -m bench.incremental starts from: the product and teststand are imported from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from order_archiver.settings import Settings
+from order_archiver.simulation.database import fill_database
+from order_archiver.simulation.generator import generate_dataset, strip_markers
 from teststand.devserver import DevServer
 
 ROOT = Path(__file__).resolve().parent.parent
