@@ -2,6 +2,7 @@
 `order-archiver`, which runs outside the checkout (nothing under the package imports the
 design card's top-level modules, which are not installed)."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,12 @@ FACES = {
 
 
 def test_pip_install_gives_the_order_archiver_command(tmp_path):
+    # Built from a copy: an in-tree build leaves build/ and *.egg-info in the checkout.
+    source = tmp_path / "source"
+    ignored = shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", "logs"
+    )
+    shutil.copytree(ROOT, source, ignore=ignored)
     site = tmp_path / "site"
     build = subprocess.run(
         [
@@ -36,7 +43,7 @@ def test_pip_install_gives_the_order_archiver_command(tmp_path):
             "--no-build-isolation",
             "--target",
             str(site),
-            str(ROOT),
+            str(source),
         ],
         capture_output=True,
         text=True,
