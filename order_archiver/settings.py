@@ -23,6 +23,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from order_archiver.errors import ConfigError
+from order_archiver.orders.finishing import Finisher, utc_now
 from order_archiver.orders.pii import CONTRACT_FIELDS, PII_MODES, OrderFields, PiiMode, PiiPolicy
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -146,6 +147,16 @@ class Settings:
     def archive_elsewhere(self) -> bool:
         """The archive, checkpoints and rejects live on another deployment (ARCHIVE_MONGODB_URI)."""
         return bool(self.archive_mongodb_uri) and not self.simulation
+
+    def finisher(self, archived_by: str, clock: Callable[[], datetime] | None = None) -> Finisher:
+        """How orders are finished under these settings (``orders.finishing``): the one way."""
+        return Finisher(
+            archived_by,
+            self.pii_policy,
+            clock or utc_now,
+            self.archive_retention,
+            self.archive_pii_retention,
+        )
 
     @property
     def pii_policy(self) -> PiiPolicy:

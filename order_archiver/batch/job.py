@@ -52,7 +52,6 @@ from order_archiver.mongodb.retention import ArchiveLifecycle
 from order_archiver.mongodb.source import (
     Chunk,
     ChunkReader,
-    Finisher,
     OrderSource,
     missing_source,
     read_ahead,
@@ -131,7 +130,7 @@ class BatchArchiver:
         self.reader = ChunkReader(
             self.source,
             self.report,
-            Finisher.of(settings, options.archived_by, clock),
+            settings.finisher(options.archived_by, clock),
             batch_size=options.batch_size,
             limit=options.limit,
             stop_event=self.stop_event,

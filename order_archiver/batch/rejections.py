@@ -12,8 +12,9 @@ from typing import Any
 from order_archiver.batch.report import BatchReport
 from order_archiver.errors import ArchiverError
 from order_archiver.logs import get_logger
-from order_archiver.mongodb.rejects import Rejection, RejectStore
+from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.orders.rejection import Rejection
 from order_archiver.retry import retrying
 
 log = get_logger("batch")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,27 +23,13 @@ from typing import Any
 from pymongo import ASCENDING, UpdateOne
 
 from order_archiver.logs import get_logger, plural
+from order_archiver.orders.rejection import Rejection
 from order_archiver.retry import Retry, named_side, retrying
 
 log = get_logger("rejects")
 
 CHUNK = 1000
 DEFAULT_LIST_LIMIT = 50  # rejected orders `rejects` shows unless told (--limit, --all)
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """One order that cannot be archived, and why."""
-
-    order_id: Any
-    reason: str
-    numero_commande: str | None = None
-
-    @classmethod
-    def of(cls, order: Mapping[str, Any], reason: str) -> Rejection:
-        """The rejection of an order (raw or finished): its ``_id``, and its number when it has one."""
-        numero = order.get("numero_commande")
-        return cls(order.get("_id"), reason, numero if isinstance(numero, str) else None)
 
 
 class RejectStore:

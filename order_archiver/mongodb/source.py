@@ -18,31 +18,27 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from bson.timestamp import Timestamp
 from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
-from order_archiver.errors import InvalidOrderError, is_transient
+from order_archiver.errors import is_transient
 from order_archiver.logs import get_logger
-from order_archiver.mongodb.rejects import Rejection
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import (
     CollectionNames,
     as_utc,
     build_enrichment_pipeline,
-    finish_archive_document,
     is_status,
-    retention_date,
     status_match,
 )
-from order_archiver.orders.erasing import BY_AGE, Erasure
-from order_archiver.orders.pii import CONTRACT_FIELDS, PiiPolicy
+from order_archiver.orders.finishing import Finished, Finisher
+from order_archiver.orders.rejection import Rejection
 from order_archiver.orders.selection import IdList, build_selection, id_order_key, in_window
 from order_archiver.retry import Purpose, Retry, RetryPolicy
-from order_archiver.settings import Settings
 
 log = get_logger("batch")
 T = TypeVar("T")
@@ -67,91 +63,6 @@ def order_id(item: dict[str, Any] | Rejection) -> Any:
 
 
 # --- finishing ---------------------------------------------------------------------------
-
-
-def finish_one(
-    item: dict[str, Any] | Rejection,
-    *,
-    archived_by: str,
-    archived_at: datetime,
-    pii: PiiPolicy | None = None,
-) -> dict[str, Any] | Rejection:
-    """The archive document of one enriched order, or why it cannot be archived."""
-    if isinstance(item, Rejection):
-        return item
-    try:
-        return finish_archive_document(item, archived_by=archived_by, archived_at=archived_at, pii=pii)
-    except InvalidOrderError as exc:
-        return Rejection.of(item, exc.reason)
-
-
-@dataclass
-class Finished:
-    documents: list[dict[str, Any]] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not archived
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Finisher:
-    """The one way batch, watch and verify turn enriched orders into archive documents: who
-    archives them, under which PII policy (ARCHIVE_PII), stamped by which clock, and which are
-    past ARCHIVE_RETENTION (``expire_after``): an order delivered longer ago is not archived
-    (again), since MongoDB would expire its document within a minute; it stays in the source,
-    where no purge moves it. An order past ARCHIVE_PII_RETENTION (``erase_after``: a
-    correction of an old order) is archived erased, as the retention would leave it. Built
-    from the settings (``of``), so that no command finishes orders its own way."""
-
-    archived_by: str
-    pii: PiiPolicy | None
-    clock: Callable[[], datetime] = utc_now
-    expire_after: timedelta | None = None
-    erase_after: timedelta | None = None
-
-    @classmethod
-    def of(cls, settings: Settings, archived_by: str, clock: Callable[[], datetime] = utc_now) -> Finisher:
-        return cls(
-            archived_by,
-            settings.pii_policy,
-            clock,
-            settings.archive_retention,
-            settings.archive_pii_retention,
-        )
-
-    def one(self, item: dict[str, Any] | Rejection, archived_at: datetime) -> dict[str, Any] | Rejection:
-        done = finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
-        if isinstance(done, Rejection) or not self._older_than(done, self.erase_after, archived_at):
-            return done
-        fields = self.pii.fields if self.pii is not None else CONTRACT_FIELDS
-        return Erasure(client=True, courier=True, by=BY_AGE, at=archived_at, fields=fields)(done)
-
-    def expired(self, document: dict[str, Any], now: datetime) -> bool:
-        """Delivered (ordered, without a ``date_livraison``) longer ago than ARCHIVE_RETENTION."""
-        return self._older_than(document, self.expire_after, now)
-
-    @staticmethod
-    def _older_than(document: dict[str, Any], length: timedelta | None, now: datetime) -> bool:
-        counted_from = retention_date(document)
-        if length is None or counted_from is None:
-            return False
-        return counted_from < as_utc(now) - length
-
-    def all(self, items: Iterable[dict[str, Any] | Rejection], archived_at: datetime) -> Finished:
-        """Each order finished, or its rejection counted: the documents and the rejections."""
-        finished = Finished()
-        for item in items:
-            result = self.one(item, archived_at)
-            if isinstance(result, Rejection):
-                finished.rejections.append(result)
-            elif self.expired(result, archived_at):
-                finished.past_retention += 1
-            else:
-                finished.documents.append(result)
-        return finished
 
 
 # --- enriching ---------------------------------------------------------------------------
@@ -333,11 +244,10 @@ def _item_id(item: Item) -> Any:
 
 
 @dataclass
-class Chunk:
-    """Finished orders in ``_id`` order; ``last_id`` covers everything read before it."""
+class Chunk(Finished):
+    """Finished orders in ``_id`` order, sorted by the one sort (``Finisher.place``);
+    ``last_id`` covers everything read before it."""
 
-    documents: list[dict[str, Any]] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
     last_id: Any = None
 
     @property
@@ -389,7 +299,7 @@ class ChunkReader:
                     if self._full(chunk, remaining):
                         handed += chunk.size
                         remaining = self._remaining(handed)
-                        self.counts.scanned += chunk.size
+                        self._count(chunk)
                         yield chunk
                         policy.reset()
                         chunk, now = Chunk(), self.finisher.clock()
@@ -401,7 +311,7 @@ class ChunkReader:
                 self._wait_after_failure(exc, policy, paged)
                 paged = True
         if chunk.last_id is not None:
-            self.counts.scanned += chunk.size
+            self._count(chunk)
             yield chunk
 
     def _remaining(self, handed: int) -> int | None:
@@ -421,15 +331,13 @@ class ChunkReader:
 
     def _take(self, item: dict[str, Any] | Rejection, now: datetime, chunk: Chunk) -> None:
         chunk.last_id = order_id(item)
-        result = self.finisher.one(item, now)
-        if isinstance(result, Rejection):
-            chunk.rejections.append(result)
-        elif self.finisher.expired(result, now):
-            self.counts.past_retention += 1
-        elif self.source.in_window(result["date_commande"]):
-            chunk.documents.append(result)
-        else:
-            self.counts.outside_window += 1  # a string date outside the window: not selected after all
+        self.finisher.place(item, now, chunk, self.source.in_window)
+
+    def _count(self, chunk: Chunk) -> None:
+        """A chunk handed out: what it read into the run's counts."""
+        self.counts.scanned += chunk.size
+        self.counts.past_retention += chunk.past_retention
+        self.counts.outside_window += chunk.outside_window
 
     def _policy(self, paged: Callable[[], bool]) -> RetryPolicy:
         """Transient errors are retried; one order over the server's limits stops the stream

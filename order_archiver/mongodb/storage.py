@@ -33,8 +33,8 @@ from order_archiver.mongodb.forgotten import (
     RespectedErasures,
     erasure_updates,
 )
-from order_archiver.mongodb.rejects import Rejection
 from order_archiver.orders.enrichment import CollectionNames
+from order_archiver.orders.rejection import Rejection
 from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE, Retry, named_side, retrying
 from order_archiver.settings import Settings
 

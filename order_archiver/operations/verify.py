@@ -31,7 +31,6 @@ from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import (
     ChunkReader,
-    Finisher,
     OrderSource,
     chunked,
     missing_source,
@@ -216,7 +215,7 @@ class _Check:
         reader = ChunkReader(
             source,
             counts,
-            Finisher.of(self.settings, "batch"),
+            self.settings.finisher("batch"),
             batch_size=CHUNK,
             limit=None,
             stop_event=stop_event,

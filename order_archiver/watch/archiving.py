@@ -17,9 +17,10 @@ from order_archiver.batch.report import BatchOptions
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.lease import Lease
 from order_archiver.mongodb.rejects import RejectStore
-from order_archiver.mongodb.source import Finisher, enrich_each, event_time, orders_to_archive
+from order_archiver.mongodb.source import enrich_each, event_time, orders_to_archive
 from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
 from order_archiver.orders.enrichment import CollectionNames
+from order_archiver.orders.finishing import Finisher
 from order_archiver.reporting.metrics import WatchMetrics
 from order_archiver.retry import Retry, retrying
 from order_archiver.settings import Settings

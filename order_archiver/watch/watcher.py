@@ -49,7 +49,6 @@ from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.lease import Lease, LeaseLost
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import (
-    Finisher,
     build_change_stream_pipeline,
 )
 from order_archiver.mongodb.storage import ArchiveWriter, Collections, Document
@@ -143,7 +142,7 @@ class Watcher:
             self.orders_primary,
             collections.names,
             settings.delivered_status,
-            Finisher.of(settings, "watch", clock),
+            settings.finisher("watch", clock),
             self.writer,
             self.rejects,
             self.lease,

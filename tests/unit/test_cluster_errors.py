@@ -668,8 +668,9 @@ def test_verify_counts_an_order_the_archive_refused_as_rejected_not_missing(mong
     document over 16 MB, 17420) is rejected and listed, and can never be archived; verify called
     it missing, exit 3 for ever, and --repair could not help. It is rejected, as the list says."""
     from order_archiver.batch.job import BatchArchiver, BatchOptions
-    from order_archiver.mongodb.rejects import Rejection, RejectStore
+    from order_archiver.mongodb.rejects import RejectStore
     from order_archiver.operations.verify import verify
+    from order_archiver.orders.rejection import Rejection
     from order_archiver.settings import Settings
     from tests.helpers import expected_archive_ids, seed_database
 

@@ -15,10 +15,10 @@ from bson import ObjectId
 from order_archiver.errors import ConfigError
 from order_archiver.mongodb.forgotten import ForgottenPersons, RespectedErasures
 from order_archiver.mongodb.purge import SourcePurge
-from order_archiver.mongodb.source import Finisher
 from order_archiver.mongodb.storage import ArchiveWriter, Held
 from order_archiver.orders.enrichment import finish_archive_document, source_hash
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
+from order_archiver.orders.finishing import Finisher
 from order_archiver.orders.pii import OrderFields, PiiPolicy, mask_pii
 from order_archiver.settings import load_settings
 

@@ -15,9 +15,10 @@ from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import ConfigError
 from order_archiver.logs import STATS, TextFormatter
 from order_archiver.mongodb.connection import _network_reason
-from order_archiver.mongodb.rejects import Rejection, RejectStore
+from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.orders.enrichment import is_status, status_forms, status_match
 from order_archiver.orders.pii import mask_pii
+from order_archiver.orders.rejection import Rejection
 from order_archiver.settings import (
     Settings,
     check_collection_roles,

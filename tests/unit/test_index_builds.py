@@ -16,8 +16,8 @@ import pytest
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.indexes import build_indexes, index_states, wanted_indexes
-from order_archiver.mongodb.source import Finisher
 from order_archiver.operations.status import collect_status
+from order_archiver.orders.finishing import Finisher
 from order_archiver.settings import Duration, Settings
 from tests.helpers import expected_archive_ids, seed_database
 

@@ -83,7 +83,12 @@ def test_the_bottom_and_the_settings_import_little():
         assert product_imports_of(module) <= {"order_archiver"}, module
     assert product_imports_of("order_archiver.retry") <= {"order_archiver", "order_archiver.errors"}
     settings = product_imports_of("order_archiver.settings")
-    assert settings <= {"order_archiver.errors", "order_archiver.orders", "order_archiver.orders.pii"}
+    assert settings <= {
+        "order_archiver.errors",
+        "order_archiver.orders",
+        "order_archiver.orders.pii",
+        "order_archiver.orders.finishing",
+    }
     assert product_imports_of("order_archiver.logs") <= {"order_archiver.settings"}
 
 

@@ -10,10 +10,10 @@ import pytest
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.mongodb.erasure import erase_personal_data
 from order_archiver.mongodb.retention import past_pii_retention
-from order_archiver.mongodb.source import Finisher
 from order_archiver.operations.status import collect_status
 from order_archiver.orders.enrichment import source_hash
 from order_archiver.orders.erasing import BY_AGE, Erasure
+from order_archiver.orders.finishing import Finisher
 from order_archiver.settings import Duration, Settings
 from tests.helpers import expected_archive_ids, seed_database
 
