@@ -57,6 +57,7 @@ from order_archiver.mongodb.source import (
     read_ahead,
     unknown_status_hint,
 )
+from order_archiver.mongodb.step import ArchivingStep
 from order_archiver.mongodb.storage import (
     ArchiveWriter,
     Collections,
@@ -136,6 +137,7 @@ class BatchArchiver:
             stop_event=self.stop_event,
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, clock)
+        self.step = ArchivingStep(self.writer, self.rejections.add)  # rejections listed a thousand at a time
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, self.stop_event)
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         side, maintain, stop = collections.archive_side, options.maintain, self.stop_event
@@ -157,14 +159,8 @@ class BatchArchiver:
     # -- writing
 
     def write_chunk(self, chunk: Chunk) -> None:
-        documents = self._not_yet_archived(chunk.documents)
-        if documents:
-            outcome = self.writer.write(documents)
-            self.report.archived += outcome.archived
-            self.report.already_archived += outcome.already_archived
-            self.report.revised += outcome.revised
-            chunk.rejections.extend(outcome.rejections)
-        self.rejections.add(chunk.rejections)  # after the archive writes that met them
+        # (The report counts the rejections when they are listed: RejectionLog.)
+        self.report.add_written(self.step.archive(self._not_yet_archived(chunk.documents), chunk.rejections))
         # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
         # one write every few seconds is enough; it always follows the chunks it covers.
         if chunk.last_id is not None:

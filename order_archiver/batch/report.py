@@ -13,6 +13,7 @@ from bson import json_util
 
 from order_archiver.logs import plural
 from order_archiver.mongodb.retention import DONE
+from order_archiver.mongodb.step import ArchiveCounts
 from order_archiver.reporting.progress import ProgressMode
 
 DEFAULT_SAMPLES = 1  # a dry run's sample documents, printed after its summary (--samples N)
@@ -97,6 +98,17 @@ class BatchReport:
         the plan) nor what follows it (the purge, the retention)."""
         seconds = self.pass_seconds if self.pass_seconds is not None else self.seconds
         return self.scanned / seconds if seconds > 0 else 0.0
+
+    def add_written(self, counts: Any) -> None:
+        """What the archiving step wrote (``step.ArchiveCounts``; its rejections are counted
+        when listed)."""
+        self.archived += counts.archived
+        self.already_archived += counts.already_archived
+        self.revised += counts.revised
+
+    def counts(self) -> ArchiveCounts:
+        """The run's counts as the archiving step's (the watcher's catch-up adds them up)."""
+        return ArchiveCounts(self.archived, self.already_archived, self.revised, self.rejected)
 
     def add_purge(self, counts: Any) -> None:
         """What ``purge.SourcePurge.run`` did (its ``PurgeCounts``)."""

@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +20,14 @@ from prometheus_client import (
 )
 
 PREFIX = "order_archiver"
+
+
+class Counts(Protocol):
+    """What the metrics read of an archiving step's counts (``mongodb.step.ArchiveCounts``)."""
+
+    archived: int
+    already_archived: int
+    rejected: int
 
 
 class WatchMetrics:
@@ -76,6 +84,12 @@ class WatchMetrics:
     @staticmethod
     def _age(moment: float | None) -> float:
         return time.time() - moment if moment is not None else float("nan")
+
+    def add(self, counts: Counts, mode: str) -> None:
+        """What an archiving step did (``mode``: ``watch``, or ``catch-up``)."""
+        self.archived.labels(mode=mode).inc(counts.archived)
+        self.already_archived.labels(mode=mode).inc(counts.already_archived)
+        self.rejected.labels(mode=mode).inc(counts.rejected)
 
     def event_seen(self, count: int) -> None:
         self.events.inc(count)

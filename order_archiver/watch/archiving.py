@@ -15,10 +15,9 @@ from pymongo import MongoClient
 from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.report import BatchOptions
 from order_archiver.logs import get_logger
-from order_archiver.mongodb.lease import Lease
-from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import enrich_each, event_time, orders_to_archive
-from order_archiver.mongodb.storage import ArchiveWriter, Document, MongoCollection
+from order_archiver.mongodb.step import ArchivingStep
+from order_archiver.mongodb.storage import Document, MongoCollection
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.finishing import Finisher
 from order_archiver.reporting.metrics import WatchMetrics
@@ -35,9 +34,7 @@ class EventArchiver:
     names: CollectionNames
     delivered_status: str
     finisher: Finisher
-    writer: ArchiveWriter
-    rejects: RejectStore
-    lease: Lease | None
+    step: ArchivingStep  # the fence (the lease), the write, the rejections recorded
     stats: WatchStats
     lines: StatsLog
     metrics: WatchMetrics
@@ -64,25 +61,14 @@ class EventArchiver:
         now = self.finisher.clock()
         finished = self.finisher.all(found, now)
         self.stats.skipped += finished.past_retention  # delivered before ARCHIVE_RETENTION: not archived
-        rejections = finished.rejections
+        counts = self.step.archive(finished.documents, finished.rejections)
+        self.stats.add(counts)
+        self.metrics.add(counts, mode="watch")
         if finished.documents:
-            if self.lease is not None:
-                self.lease.check()  # fencing: a watcher that lost its lease writes nothing more
-            outcome = self.writer.write(finished.documents)
-            self.stats.archived += outcome.archived
-            self.stats.already_archived += outcome.already_archived
-            self.stats.revised += outcome.revised
-            rejections += outcome.rejections
-            self.metrics.archived.labels(mode="watch").inc(outcome.archived)
-            self.metrics.already_archived.labels(mode="watch").inc(outcome.already_archived)
             acknowledged = self.finisher.clock()
             for moment in times:
                 self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
             self.lines.archived(finished.documents, times, acknowledged)
-        if rejections:
-            self.rejects.record(rejections, source=self.finisher.archived_by, now=now)
-            self.stats.rejected += len(rejections)
-            self.metrics.rejected.labels(mode="watch").inc(len(rejections))
 
 
 def catch_up(
@@ -121,12 +107,6 @@ def catch_up(
         archive_client=archive_client,
         clock=events.finisher.clock,
     ).run()
-    stats, metrics = events.stats, events.metrics
-    stats.archived += report.archived
-    stats.already_archived += report.already_archived
-    stats.revised += report.revised
-    stats.rejected += report.rejected
-    metrics.archived.labels(mode="catch-up").inc(report.archived)
-    metrics.already_archived.labels(mode="catch-up").inc(report.already_archived)
-    metrics.rejected.labels(mode="catch-up").inc(report.rejected)
+    events.stats.add(report.counts())
+    events.metrics.add(report.counts(), mode="catch-up")
     log.info("%s", report.summary_line())  # "catch-up done: ..."

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from order_archiver.logs import STATS, get_logger, plural
+from order_archiver.mongodb.step import ArchiveCounts
 
 log = get_logger("watch")
 
@@ -27,6 +28,13 @@ class WatchStats:
     reconnects: int = 0
     catch_ups: int = 0
     last_latency_s: float | None = None  # change to archive write acknowledged, last batch
+
+    def add(self, counts: ArchiveCounts) -> None:
+        """What the archiving step did (a micro-batch, or the catch-up)."""
+        self.archived += counts.archived
+        self.already_archived += counts.already_archived
+        self.revised += counts.revised
+        self.rejected += counts.rejected
 
     def stopped_line(self) -> str:
         return (

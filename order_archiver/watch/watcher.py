@@ -51,6 +51,7 @@ from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import (
     build_change_stream_pipeline,
 )
+from order_archiver.mongodb.step import ArchivingStep
 from order_archiver.mongodb.storage import ArchiveWriter, Collections, Document
 from order_archiver.mongodb.stream import ChangeStream, Prepended, micro_batch, next_event
 from order_archiver.mongodb.tokens import (
@@ -61,6 +62,7 @@ from order_archiver.mongodb.tokens import (
     ResumeState,
     TokenStore,
 )
+from order_archiver.orders.rejection import Rejection
 from order_archiver.reporting.metrics import WatchMetrics
 from order_archiver.retry import Retry, RetryPolicy
 from order_archiver.settings import Settings
@@ -143,9 +145,7 @@ class Watcher:
             collections.names,
             settings.delivered_status,
             settings.finisher("watch", clock),
-            self.writer,
-            self.rejects,
-            self.lease,
+            ArchivingStep(self.writer, self._record_rejections, self.lease.check if self.lease else None),
             self.stats,
             self.lines,
             self.metrics,
@@ -153,6 +153,9 @@ class Watcher:
         )
         self._distrust_saved_token = False
         self._standby_announced = False
+
+    def _record_rejections(self, met: list[Rejection]) -> None:
+        self.rejects.record(met, source="watch", now=self.clock())
 
     # -- service loop
 
@@ -176,8 +179,7 @@ class Watcher:
         return EXIT_OK
 
     def _mark_stopped(self) -> None:
-        """After a clean stop (a signal), say so where ``status`` looks; a crash says nothing,
-        and ``status`` then reports a watcher that stopped saving its token."""
+        """After a clean stop (a signal), say so where ``status`` looks (a crash says nothing)."""
         if self.stats.last_saved_at == 0.0:
             return  # never saved a token (a standby, or stopped during the catch-up)
         if self.lease is not None and not self.lease.held():

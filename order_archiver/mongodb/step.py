@@ -1,0 +1,57 @@
+"""The one archiving step, shared by a batch chunk, a watch micro-batch, the watcher's catch-up
+and ``verify --repair`` (through the batch): the fence (a watcher that lost its lease writes
+nothing more), the write (``storage.ArchiveWriter``: idempotent, respecting erasures), the
+rejections recorded after the writes that met them, and one type of counts that the batch's
+report and the watcher's statistics both add up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from order_archiver.mongodb.storage import ArchiveWriter
+from order_archiver.orders.rejection import Rejection
+
+
+@dataclass
+class ArchiveCounts:
+    """What archiving some orders did."""
+
+    archived: int = 0  # written for the first time
+    already_archived: int = 0  # found in the archive in this very version
+    revised: int = 0  # replaced by a corrected version of their order
+    rejected: int = 0  # invalid, or refused by the archive one by one
+
+    def plus(self, other: ArchiveCounts) -> ArchiveCounts:
+        return ArchiveCounts(
+            self.archived + other.archived,
+            self.already_archived + other.already_archived,
+            self.revised + other.revised,
+            self.rejected + other.rejected,
+        )
+
+
+@dataclass(frozen=True)
+class ArchivingStep:
+    """Archive finished orders: ``fence`` first (``Lease.check``: raises when this writer is no
+    longer the leader), then the write, then ``record`` the rejections (the finishing step's and
+    the archive's refusals), after the writes that met them."""
+
+    writer: ArchiveWriter
+    record: Callable[[list[Rejection]], Any]
+    fence: Callable[[], None] | None = None
+
+    def archive(self, documents: list[dict[str, Any]], rejections: list[Rejection]) -> ArchiveCounts:
+        counts = ArchiveCounts()
+        met = list(rejections)
+        if documents:
+            if self.fence is not None:
+                self.fence()  # fencing: a writer that lost its lease writes nothing more
+            outcome = self.writer.write(documents)
+            counts = ArchiveCounts(outcome.archived, outcome.already_archived, outcome.revised)
+            met += outcome.rejections
+        if met:
+            self.record(met)
+        counts.rejected = len(met)
+        return counts
