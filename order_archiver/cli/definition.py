@@ -6,6 +6,7 @@ its parsers from this and maps each command to its handler."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -394,11 +395,20 @@ def _epilog(command: Command) -> str:
     return f"examples:\n{command.examples}\n"
 
 
+def program_name(*, command: bool = False) -> str:
+    """How the user called the program: the installed ``order-archiver`` command, or ``main.py``
+    in a checkout (``python main.py`` when ``command``, as they would type it)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name == "order-archiver":
+        return name
+    return "python main.py" if command else "main.py"
+
+
 def build_parser(handlers: Mapping[str, Handler], version: str) -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="main.py",
+        prog=program_name(),
         description="Archive delivered food-delivery orders out of MongoDB, enriched, exactly once.",
-        epilog="Run `python main.py COMMAND --help` for a command's options and examples.",
+        epilog=f"Run `{program_name(command=True)} COMMAND --help` for a command's options and examples.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"order-archiver {version}")

@@ -150,6 +150,8 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
             report = archiver.report
             archiver.run()
             succeeded = True
+    except ConfigError:
+        raise  # refused before the run: no counts to tell, only the one line
     except ArchiverError as error:
         # An interrupted or failed run still says what it did before the error line.
         _print_report(
@@ -222,7 +224,11 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
             max_heartbeat_age=args.max_heartbeat_age,
             stop_event=stop_event,
         )
-    _print_report(report, args.json)
+    if args.quiet and not args.json:  # -q (a health check every minute): the problems only
+        for problem in report.problems:
+            print(printable(f"UNHEALTHY: {problem}"))
+    else:
+        _print_report(report, args.json)
     return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
 
 

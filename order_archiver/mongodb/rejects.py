@@ -1,7 +1,8 @@
 """Rejected orders, where a person can see them: one document per order in the rejects
 collection (``REJECTS_COLLECTION``, archive database).
 
-``{_id: the order's _id, numero_commande, reason, source, first_seen, last_seen, times_seen,
+``{_id: the order's _id, numero_commande, reason, source (the last job to meet it), first_source,
+first_seen, last_seen, times_seen,
 first_run}``. A run records what it rejected after the archive write of the same chunk; an
 order seen for the first time is *new*, and only new rejections make a batch exit 3 (a
 rejected order does not fail every later run). An order fixed at the source is archived by
@@ -77,7 +78,7 @@ class RejectStore:
                         "source": source,
                         "last_seen": now,
                     },
-                    "$setOnInsert": {"first_seen": now, "first_run": self.run_id},
+                    "$setOnInsert": {"first_seen": now, "first_run": self.run_id, "first_source": source},
                     "$inc": {"times_seen": 1},
                 },
                 upsert=True,
@@ -176,7 +177,8 @@ def describe_reject(entry: dict[str, Any]) -> dict[str, Any]:
         "id": str(entry["_id"]),
         "numero_commande": entry.get("numero_commande"),
         "reason": entry.get("reason"),
-        "source": entry.get("source"),
+        "source": entry.get("source"),  # the last to meet it
+        "first_source": entry.get("first_source") or entry.get("source"),  # the first (before: the last)
         "first_seen": entry.get("first_seen"),
         "last_seen": entry.get("last_seen"),
         "times_seen": entry.get("times_seen"),
@@ -201,7 +203,8 @@ class RejectsReport:
             first = entry["first_seen"].isoformat() if isinstance(entry["first_seen"], datetime) else "?"
             out.append(
                 f"{entry['id']}  {entry.get('numero_commande') or '-'}  {entry['reason']}  "
-                f"(first seen {first} by {entry.get('source')}, seen {plural(entry.get('times_seen') or 0, 'time')})"
+                f"(first seen {first} by {entry.get('first_source')}, last by {entry.get('source')}, "
+                f"seen {plural(entry.get('times_seen') or 0, 'time')})"
             )
         if self.total > len(self.entries):
             out.append(f"... and {self.total - len(self.entries)} more (--limit, or --json)")

@@ -108,7 +108,11 @@ class ForgetReport:
     def lines(self) -> list[str]:
         verb = "erased" if self.run else "would erase (dry run: --run to erase)"
         who = f"{self.person.name} {self.person.id}"
-        what = "the name" if self.person.kind == COURIER else "the name, e-mail, phone and delivery address"
+        what = (
+            "the name and every undeclared order field"
+            if self.person.kind == COURIER
+            else "the name, e-mail, phone, delivery address and every undeclared order field"
+        )
         remembered = [f"{who}: remembered as forgotten: no later write brings it back"] if self.run else []
         if not self.found:
             other = (

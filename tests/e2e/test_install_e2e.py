@@ -58,6 +58,9 @@ def test_pip_install_gives_the_order_archiver_command(tmp_path):
     command = [sys.executable, str(site / "bin" / "order-archiver")]
     version = subprocess.run([*command, "--version"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert version.stdout.startswith("order-archiver "), version.stderr
+    usage = subprocess.run([*command, "--help"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert usage.stdout.startswith("usage: order-archiver ")  # its own name, not main.py's
+    assert "Run `order-archiver COMMAND --help`" in usage.stdout
     run = subprocess.run(
         [*command, "batch", "--simulation", "--count", "60", "--run", "--json"],
         capture_output=True,

@@ -130,3 +130,36 @@ def test_a_dry_run_says_its_summary_first_and_shows_one_sample_after_it(capsys):
     )
     main(["batch", "--simulation", "--count", "80", "--seed", "4", "--samples", "0"])
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def test_a_run_refused_by_its_configuration_prints_one_line_and_no_counts(capsys, monkeypatch):
+    """A new user's try: `order-archiver batch --simulation` installed without the simulation
+    packages printed a made-up "dry run: 0 to examine ..." before its one-line error."""
+    from order_archiver.cli.main import main
+    from order_archiver.errors import ConfigError
+    from order_archiver.simulation import database
+
+    def missing(*_args, **_kwargs):
+        raise ConfigError("--simulation needs the simulation packages: pip install .[simulation]")
+
+    monkeypatch.setattr(database, "simulation_client", missing)
+    assert main(["batch", "--simulation", "--count", "10"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines()[-1].endswith("pip install .[simulation]")
+
+
+def test_a_rejected_order_says_which_job_met_it_first():
+    """A new user's try: `rejects` said "first seen (the batch's time) by watch": the label was
+    the last job's."""
+    import mongomock
+
+    from order_archiver.mongodb.rejects import RejectStore, describe_reject
+    from order_archiver.orders.rejection import Rejection
+
+    store = RejectStore(mongomock.MongoClient()["db"]["rejects"])
+    rejection = Rejection(1, "numero_commande missing")
+    store.record([rejection], source="batch")
+    store.record([rejection], source="watch")
+    entry = describe_reject(store.collection.find_one({"_id": 1}))
+    assert (entry["first_source"], entry["source"]) == ("batch", "watch")
