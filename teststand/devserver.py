@@ -1230,6 +1230,7 @@ def _console_logging(verbose: bool) -> None:
         logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - [%(process)d] - %(message)s")
     )
     console.addFilter(_NotInTheForeground())
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING)  # each command's INFO: the log file
     root = logging.getLogger()
     root.addHandler(console)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -1264,6 +1265,10 @@ def serve(argv: list[str]) -> int:
     argv, known = _command_line(argv)
     _console_logging(known.verbose)
     address = f"{known.host}:{known.port}"
+    refusal = _cannot_start(known, address)
+    if refusal is not None:  # one line, before anything else is said
+        sys.stderr.write(f"error: {refusal}\n")
+        return EXIT_PORT_TAKEN
     log_file = known.log_file or "nx-27017's default"
     print(
         f"starting the development server on mongodb://{address}/ (log {log_file}); Ctrl+C stops it",
@@ -1278,6 +1283,38 @@ def serve(argv: list[str]) -> int:
             raise
         sys.stderr.write(f"error: {address} {reason}: choose another port, e.g. make dev-server PORT=27018\n")
         return EXIT_PORT_TAKEN
+
+
+def _cannot_start(known: argparse.Namespace, address: str) -> str | None:
+    """Why the server cannot start, said before it tries: another server of this data folder
+    runs (its pid file names a live process), or the port is taken."""
+    pid_file = Path(known.pid_file) if known.pid_file else None
+    if pid_file is not None and pid_file.is_file():
+        text = pid_file.read_text().strip()
+        if text.isdigit() and _alive(int(text)):
+            return (
+                f"a development server already runs from this data folder (pid {text}): stop it, "
+                "or give another folder"
+            )
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a listener refuses
+        try:
+            probe.bind((known.host, int(known.port)))
+        except OSError as exc:
+            reason = _unusable_address(exc)
+            if reason is not None:
+                return f"{address} {reason}: choose another port, e.g. make dev-server PORT=27018"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _unusable_address(exc: OSError) -> str | None:

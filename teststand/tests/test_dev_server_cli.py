@@ -37,6 +37,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
         )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # a new user's try: three lines, the last the error
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: 127.0.0.1:{port} is in use (another MongoDB or development server?): "
         "choose another port, e.g. make dev-server PORT=27018"
@@ -103,5 +104,24 @@ def test_its_log_is_in_its_data_folder_and_the_fallbacks_stay_out_of_the_termina
     shown = terminal.read_text()
     assert f"starting the development server on mongodb://127.0.0.1:{port}/ (log {data / 'nx.log'})" in shown
     assert "aggregation fallback" not in shown
-    assert "Starting NX-27017" in shown  # the rest of the log still shows
+    # A new user's try: every command at INFO flooded the terminal; its INFO goes to the log.
+    assert "Calling db.command" in log or "Starting NX-27017" in log
+    assert "Starting NX-27017" not in shown
+    assert " - INFO - " not in shown
     assert "Traceback" not in shown  # Ctrl+C with a client connected: a quiet end
+
+
+def test_a_second_server_of_one_data_folder_is_one_line_and_exit_2(tmp_path):
+    """A new user's try: a second `make dev-server PORT=...` of the same folder logged nx-27017's
+    "already running" in its logging format, with no hint."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nx.pid").write_text(str(os.getpid()))  # a live process holds the folder
+    result = subprocess.run(
+        dev_server(data, free_port()), cwd=PROJECT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: a development server already runs from this data folder (pid {os.getpid()}): stop it, "
+        "or give another folder"
+    ]
