@@ -188,7 +188,11 @@ class BatchReport:
         return (
             f"{head}: scanned {self.scanned}, archived {self.archived}, already archived "
             f"{self.already_archived}"
-            + (f", revised {self.revised} (corrected since archived)" if self.revised else "")
+            + (
+                f", revised {self.revised} (corrected since archived, or under another ARCHIVE_PII)"
+                if self.revised
+                else ""
+            )
             + f", rejected {self._rejected_text()}{window}"
             + self._purge_text()
             + f"; {self.seconds:.2f}s ({plural(self.orders_per_second, 'order')}/s)"

@@ -133,6 +133,7 @@ class Held(NamedTuple):
     forgotten_by: str | None = None
     restored_at: datetime | None = None
     courier_forgotten: bool = False
+    pii_policy: str | None = None  # the ARCHIVE_PII tag it was written under
 
     @property
     def erased(self) -> bool:
@@ -144,11 +145,21 @@ class Held(NamedTuple):
         courier = document.get("livreur")
         forgotten = isinstance(courier, dict) and courier.get("forgotten_at") is not None
         return cls(
-            document.get("source_hash"), document.get("forgotten_by"), document.get("restored_at"), forgotten
+            document.get("source_hash"),
+            document.get("forgotten_by"),
+            document.get("restored_at"),
+            forgotten,
+            document.get("pii_policy"),
         )
 
 
-HELD_FIELDS = {"source_hash": 1, "forgotten_by": 1, "restored_at": 1, "livreur.forgotten_at": 1}
+HELD_FIELDS = {
+    "source_hash": 1,
+    "forgotten_by": 1,
+    "restored_at": 1,
+    "livreur.forgotten_at": 1,
+    "pii_policy": 1,
+}
 
 
 def read_held(
@@ -313,10 +324,7 @@ class ArchiveWriter:
                 and d["_id"] not in refused
             ]
         if outcome.revised:
-            log.info(
-                "%s revised: corrected at the source since archived",
-                plural(outcome.revised, "archived order"),
-            )
+            _say_why_revised(outcome.revised, changed, archived)
         return outcome
 
     def _apply(
@@ -442,6 +450,24 @@ def refused_by_the_deployment(
         + ": the deployment refuses them (a validator, a permission, a full disk), not their data; "
         "nothing was listed as rejected, fix the archive collection and run again"
     )
+
+
+def _say_why_revised(revised: int, changed: list[tuple[dict[str, Any], Any]], held: dict[Any, Held]) -> None:
+    """A revision follows a correction at the source, or a change of ARCHIVE_PII (its mode, key
+    or declared fields), which changes what the archive keeps of the same order: said apart."""
+    policy = sum(
+        1 for d, _ in changed if d["_id"] in held and held[d["_id"]].pii_policy not in (None, d["pii_policy"])
+    )
+    if policy:
+        log.info(
+            "%s archived again under ARCHIVE_PII %s (written under another mode, key or declared fields)",
+            plural(policy, "order"),
+            changed[0][0]["pii_policy"],
+        )
+    if revised > policy:
+        log.info(
+            "%s revised: corrected at the source since archived", plural(revised - policy, "archived order")
+        )
 
 
 def _pymongo_cause(error: BaseException) -> BaseException | None:

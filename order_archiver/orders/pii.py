@@ -71,6 +71,11 @@ class OrderFields:
             declared.add(name)
         return cls(frozenset(declared))
 
+    @property
+    def digest(self) -> str:
+        """A short name of the declared fields: the first 8 hex digits of their SHA-256."""
+        return hashlib.sha256(",".join(sorted(self.declared)).encode("utf-8")).hexdigest()[:8]
+
     def order_field(self, name: str) -> bool:
         """Whether an order's field ``name`` is known not to be personal."""
         return name in NON_PERSONAL_ORDER_FIELDS or name in self.declared
@@ -117,8 +122,12 @@ class PiiPolicy:
 
     @property
     def tag(self) -> str:
-        """What an archive document records of the policy it was written under."""
-        return f"hash:{self.key_id}" if self.mode == "hash" else self.mode
+        """What an archive document records of the policy it was written under: the mode, the
+        key's id, and the declared non-personal fields' (``fields:<8 hex>``; they decide what
+        is hashed, dropped or erased, hence the fingerprints: a document written under other
+        ones is re-archived, and says why)."""
+        tag = f"hash:{self.key_id}" if self.mode == "hash" else self.mode
+        return f"{tag};fields:{self.fields.digest}" if self.fields.declared else tag
 
     def apply(self, person: dict[str, Any] | None) -> dict[str, Any] | None:
         """A client or courier reference under the policy (its ``id`` is kept)."""

@@ -274,3 +274,25 @@ def test_the_purge_recognises_an_unchanged_order_whose_archived_copy_was_erased(
     assert not purge._held_as_it_is(Held(held.source_hash), order)
     corrected = {**order, "date_livraison": NOW}
     assert not purge._held_as_it_is(held, corrected)
+
+
+def test_a_change_of_the_declared_fields_is_said_as_such_not_as_a_correction(mongo, caplog):
+    """A new user's try: after a run with other ARCHIVE_NON_PERSONAL_FIELDS, the next said
+    "revised 1 (corrected since archived)" of an order nobody had touched. The policy's tag
+    names the declared fields; a revision under another tag says so."""
+    import logging
+
+    assert PiiPolicy("drop", fields=CANAL).tag.startswith("drop;fields:")
+    assert PiiPolicy("drop").tag == "drop"
+    archive = mongo["db"]["archive"]
+    writer = ArchiveWriter(archive)
+    raw = enriched()
+    writer.write([finish_archive_document(raw, archived_by="batch", archived_at=NOW, pii=PiiPolicy("drop"))])
+    again = finish_archive_document(
+        raw, archived_by="batch", archived_at=NOW, pii=PiiPolicy("drop", fields=CANAL)
+    )
+    with caplog.at_level(logging.INFO):
+        assert writer.write([again]).revised == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert any("archived again under ARCHIVE_PII drop;fields:" in line for line in said), said
+    assert not any("corrected at the source" in line for line in said)
