@@ -249,6 +249,7 @@ class Command:
     options: tuple[str, ...]  # "a|b": mutually exclusive
     defaults: Mapping[str, Any] = field(default_factory=dict)  # an option's default for this command
     required: tuple[str, ...] = ()  # options this command cannot do without
+    helps: Mapping[str, str] = field(default_factory=dict)  # a flag's help where its meaning here differs
 
 
 COMMANDS: dict[str, Command] = {
@@ -340,6 +341,10 @@ COMMANDS: dict[str, Command] = {
   python main.py forget --courier 6553f1c2a9e4b1d2c3f4a5c7 --run   a courier's name""",
         ("client|courier", "run|dry-run", "json"),
         required=("client|courier",),
+        helps={
+            "run": "erase the person's data and remember them (default: dry run)",
+            "dry-run": "report what would be erased; write nothing",
+        },
     ),
     "restore": Command(
         "put archived orders back into the source, as the source held them (dry run unless --run)",
@@ -352,6 +357,11 @@ COMMANDS: dict[str, Command] = {
   python main.py restore --numero CMD-000042 --numero CMD-000043 --run
   python main.py restore --client 6553f1c2a9e4b1d2c3f4a5b6 --date-from 2026-11-01 --run""",
         ("numero", "id", "client", "date-from", "date-to", "run|dry-run", "yes", "json"),
+        helps={
+            "run": "write the orders back into the source collection (default: dry run)",
+            "dry-run": "report what would be restored; write nothing",
+            "client": "the client's _id (24 hexadecimal digits): their archived orders",
+        },
     ),
     "simulate": Command(
         "fill a database with generated orders (also: python simulate.py)",
@@ -370,6 +380,7 @@ def _add(
     names: str,
     defaults: Mapping[str, Any],
     required: tuple[str, ...] = (),
+    helps: Mapping[str, str] | None = None,
 ) -> None:
     group = "|" in names
     target: Any = parser.add_mutually_exclusive_group(required=names in required) if group else parser
@@ -381,7 +392,7 @@ def _add(
             settings["default"] = defaults[name]
         if name in required and not group:
             settings["required"] = True
-        target.add_argument(*flags, help=option.help, **settings)
+        target.add_argument(*flags, help=(helps or {}).get(name, option.help), **settings)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -444,5 +455,5 @@ def build_simulate_parser(handler: Handler) -> argparse.ArgumentParser:
 
 def _fill(parser: argparse.ArgumentParser, name: str, command: Command, handler: Handler) -> None:
     for names in command.options:
-        _add(parser, name, names, command.defaults, command.required)
+        _add(parser, name, names, command.defaults, command.required, command.helps)
     parser.set_defaults(func=handler, command=name)

@@ -163,3 +163,22 @@ def test_a_rejected_order_says_which_job_met_it_first():
     store.record([rejection], source="watch")
     entry = describe_reject(store.collection.find_one({"_id": 1}))
     assert (entry["first_source"], entry["source"]) == ("batch", "watch")
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "said"),
+    [
+        ("restore", "--run", "write the orders back into the source collection"),
+        ("forget", "--run", "erase the person's data and remember them"),
+        ("batch", "--run", "write the archive"),
+    ],
+)
+def test_a_flag_says_what_it_does_in_each_command(command, flag, said, capsys):
+    """#33 item 3: `restore --help` said `--run  write the archive`; it writes the source."""
+    from order_archiver.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    line = next(i for i, text in enumerate(lines) if text.strip().startswith(flag + " "))
+    assert said in " ".join(part.strip() for part in lines[line : line + 2])
