@@ -13,10 +13,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from order_archiver import __version__
 from order_archiver.cli import definition
@@ -27,6 +27,8 @@ from order_archiver.settings import Settings, check_log_dir, check_output_paths,
 
 if TYPE_CHECKING:
     from order_archiver.mongodb.connection import Clients
+
+R = TypeVar("R", bound="Report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +90,32 @@ def _print_report(report: Any, as_json: bool, *, error: str | None = None, **lin
 
 
 # --- commands: each returns an exit code ---------------------------------------------------
+
+
+class Report(Protocol):
+    """What a command's operation returns: its report, for a person or as JSON."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def lines(self) -> list[str]: ...
+
+
+def _reported(
+    args: argparse.Namespace,
+    stop_event: threading.Event,
+    operation: Callable[[Clients, Settings], R],
+    *,
+    ok: Callable[[R], bool] = lambda _: True,
+    otherwise: int = ExitCode.INCOMPLETE,
+) -> int:
+    """The one way a command that reports runs: its settings, its connections, the operation,
+    its report printed (text or JSON), its exit code (0, or ``otherwise`` when not ``ok``). A
+    failure is an exception, mapped to its exit code by ``dispatch``."""
+    settings = _settings(args)
+    with _connected(args, settings, stop_event) as clients:
+        report = operation(clients, settings)
+    _print_report(report, args.json)
+    return ExitCode.OK if ok(report) else otherwise
 
 
 def _settings(
@@ -233,14 +261,14 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
-    from order_archiver.operations.verify import verify
+    from order_archiver.operations.verify import VerifyReport, verify
     from order_archiver.orders.selection import check_window
     from order_archiver.reporting.progress import progress_mode
 
     check_window(args.date_from, args.date_to)
-    settings = _settings(args)
-    with _connected(args, settings, stop_event) as clients:
-        report = verify(
+
+    def run(clients: Clients, settings: Settings) -> VerifyReport:
+        return verify(
             clients.source,
             settings,
             archive_client=clients.archive,
@@ -250,18 +278,15 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
             stop_event=stop_event,
             progress=progress_mode(args.quiet or args.json),
         )
-    _print_report(report, args.json)
-    return ExitCode.OK if report.consistent else ExitCode.INCONSISTENT
+
+    return _reported(args, stop_event, run, ok=lambda r: r.consistent, otherwise=ExitCode.INCONSISTENT)
 
 
 def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.mongodb.rejects import list_rejects
 
-    settings = _settings(args)
-    with _connected(args, settings, stop_event) as clients:
-        report = list_rejects(clients.archive_side, settings, None if args.all else args.limit, stop_event)
-    _print_report(report, args.json)
-    return ExitCode.OK
+    limit = None if args.all else args.limit
+    return _reported(args, stop_event, lambda c, s: list_rejects(c.archive_side, s, limit, stop_event))
 
 
 def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -281,29 +306,27 @@ def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) ->
 def cmd_doctor(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.operations.doctor import run_doctor
 
-    settings = _settings(args)
-    with _connected(args, settings, stop_event) as clients:
-        report = run_doctor(clients.source, settings, stop_event, archive_client=clients.archive)
-    _print_report(report, args.json)
-    return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
+    return _reported(
+        args,
+        stop_event,
+        lambda c, s: run_doctor(c.source, s, stop_event, archive_client=c.archive),
+        ok=lambda r: r.healthy,
+        otherwise=ExitCode.UNHEALTHY,
+    )
 
 
 def cmd_forget(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.operations.forget import Person, forget_person
 
-    settings = _settings(args)
     person = Person("client", args.client) if args.client is not None else Person("livreur", args.courier)
-    with _connected(args, settings, stop_event) as clients:
-        report = forget_person(
-            clients.source,
-            settings,
-            person,
-            run=args.run,
-            stop_event=stop_event,
-            archive_client=clients.archive,
-        )
-    _print_report(report, args.json)
-    return ExitCode.OK if report.complete else ExitCode.INCOMPLETE
+    return _reported(
+        args,
+        stop_event,
+        lambda c, s: forget_person(
+            c.source, s, person, run=args.run, stop_event=stop_event, archive_client=c.archive
+        ),
+        ok=lambda r: r.complete,
+    )
 
 
 def cmd_restore(args: argparse.Namespace, stop_event: threading.Event) -> int:
@@ -315,19 +338,20 @@ def cmd_restore(args: argparse.Namespace, stop_event: threading.Event) -> int:
         tuple(args.numero or ()), args.id, args.client, date_from=args.date_from, date_to=args.date_to
     )
     selection.archive_filter()  # a missing selection is refused before any connection
-    settings = _settings(args)
-    with _connected(args, settings, stop_event) as clients:
-        report = restore(
-            clients.source,
-            settings,
+    return _reported(
+        args,
+        stop_event,
+        lambda c, s: restore(
+            c.source,
+            s,
             selection,
             run=args.run,
             stop_event=stop_event,
-            archive_client=clients.archive,
+            archive_client=c.archive,
             confirmed=args.yes,
-        )
-    _print_report(report, args.json)
-    return ExitCode.OK if report.complete else ExitCode.INCOMPLETE
+        ),
+        ok=lambda r: r.complete,
+    )
 
 
 def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
