@@ -157,3 +157,17 @@ def test_no_class_over_250_lines():
         if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250
     ]
     assert too_long == []
+
+
+# `Any` in the product's code (the package and the faces): a ceiling that only comes down.
+# #33 item 3 asks for half of 423 (the count the structure review found); the package's move
+# and this session's erasure work stand at 554. Lower it with each typed boundary (TypedDicts for
+# the source order, the archive document and the change event are the largest part left).
+ANY_CEILING = 554
+
+
+def test_any_only_comes_down():
+    import re
+
+    count = sum(len(re.findall(r"\bAny\b", path.read_text())) for path in product_files())
+    assert count <= ANY_CEILING, f"{count} `Any` in the product, above its ceiling {ANY_CEILING}: type it"
