@@ -25,7 +25,7 @@ from pymongo import MongoClient
 from order_archiver.batch.counting import DeliveredCount
 from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.rejections import RejectionLog
-from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, peak_rss_mib
+from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, RunLimits, peak_rss_mib
 from order_archiver.batch.samples import export_samples, keep_samples
 from order_archiver.errors import (
     ArchiverError,
@@ -137,6 +137,7 @@ class BatchArchiver:
             stop_event=self.stop_event,
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, clock)
+        self.limits = RunLimits(options.max_runtime, options.stop_file)
         self.step = ArchivingStep(self.writer, self.rejections.add)  # rejections listed a thousand at a time
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, self.stop_event)
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
@@ -159,7 +160,6 @@ class BatchArchiver:
     # -- writing
 
     def write_chunk(self, chunk: Chunk) -> None:
-        # (The report counts the rejections when they are listed: RejectionLog.)
         self.report.add_written(self.step.archive(self._not_yet_archived(chunk.documents), chunk.rejections))
         # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
         # one write every few seconds is enough; it always follows the chunks it covers.
@@ -190,8 +190,7 @@ class BatchArchiver:
 
     def run(self) -> BatchReport:
         """The run; on an error or a stop the report so far stays readable as ``self.report``.
-        With the archive on its own deployment, a lost connection names its side: the archive's
-        operations say so themselves, what is left is the source's."""
+        A lost connection names its side (the archive's operations say so; the rest: the source)."""
         with named_side(self.source_side, (TransientError,)):
             return self._run()
 
@@ -213,7 +212,8 @@ class BatchArchiver:
             else:
                 self._run_dry()
             self.delivered.settle()
-            self.report.completed = True
+            self.report.completed = self.report.ended is None
+            self.report.ended = self.report.ended or "completed"
             if self.report.delivered == 0 and self.report.scanned == 0:
                 hint = retrying(
                     lambda: unknown_status_hint(self.orders, self.settings.delivered_status),
@@ -293,6 +293,9 @@ class BatchArchiver:
                 self.write_chunk(chunk)
                 if self.progress is not None:
                     self.progress.update(chunk.size)
+                if (limit := self.limits.reached()) is not None:  # a chunk boundary: end cleanly
+                    self.report.ended = limit
+                    break
         except BaseException as exc:
             self.rejections.flush_quietly()
             if isinstance(exc, (ArchiverError, KeyboardInterrupt)) or not isinstance(exc, Exception):
@@ -306,7 +309,12 @@ class BatchArchiver:
         self._end_of_pass()
 
     def _end_of_pass(self) -> None:
-        """After a complete pass: the checkpoint, the rejects list, the purge, the samples."""
+        """After the pass: the checkpoint, the rejects list, the purge, the samples (or, ended by
+        its limits, where it is: the next run goes on from there)."""
+        if self.report.ended is not None:
+            if self._last_written_id is not None:
+                self.checkpoint.save(with_progress(self.state, self.current, self._last_written_id))
+            return
         if self.options.limit is None or self.reader.exhausted:
             # The pass is complete: its start is the new high-water mark (saved after every
             # write it covers). A --limit run that got to the end of the window completes it too.

@@ -6,7 +6,8 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from bson import json_util
@@ -18,6 +19,8 @@ from order_archiver.reporting.progress import ProgressMode
 
 DEFAULT_SAMPLES = 1  # a dry run's sample documents, printed after its summary (--samples N)
 T = TypeVar("T")
+# A clean end before the pass's (exit 0), as the summary says it.
+PAUSES = {"max_runtime": "at its time limit (--max-runtime)", "stop_file": "on its stop file (--stop-file)"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class BatchOptions:
     progress: ProgressMode = "off"
     full: bool = False  # walk every delivered order of the window (--full), not only the new ones
     full_reason: str = "--full"  # why ``full``, as the log and the report say it
+    max_runtime: timedelta | None = None  # --max-runtime: end cleanly at the next chunk after this long
+    stop_file: str | None = None  # --stop-file: end cleanly at the next chunk once it exists
     name: str = "batch"  # what the summary calls the run: the watcher's catch-up, verify's repair
     # Read the orders from the primary whatever the URI's readPreference: the watcher's
     # catch-up (a secondary behind the stream's start would hide deliveries no later event
@@ -60,6 +65,9 @@ class BatchReport:
     since: datetime | None = None  # incremental: deliveries stamped from here on
     pass_reason: str = ""  # why this kind of pass (first run, full sweep due, --full...)
     completed: bool = False
+    # Why the run ended: completed, max_runtime, stop_file (a clean end at a chunk boundary: the
+    # next run goes on from there), signal, error.
+    ended: Literal["completed", "max_runtime", "stop_file", "signal", "error"] | None = None
     delivered: int | None = None  # delivered orders the pass selected when the run started
     scanned: int = 0  # orders the run read and examined (the server skips archived ones)
     archived: int = 0
@@ -185,6 +193,8 @@ class BatchReport:
                 + f" ({self.seconds:.2f}s); nothing was written, add --run to archive"
             )
         head = f"{self.name} done" if self.completed else f"{self.name} stopped before the end, counts so far"
+        if self.ended in PAUSES:
+            head = f"{self.name} ended {PAUSES[self.ended]}, the next run goes on from there; counts so far"
         return (
             f"{head}: scanned {self.scanned}, archived {self.archived}, already archived "
             f"{self.already_archived}"
@@ -253,3 +263,23 @@ class PassTimer:
             yield from chunks
         finally:
             self.report.pass_seconds = time.monotonic() - started
+
+
+@dataclass
+class RunLimits:
+    """When a run ends before its pass does, checked between chunks: ``--max-runtime`` (this
+    process's clock) and ``--stop-file`` (a sentinel file, as pt-archiver's)."""
+
+    max_runtime: timedelta | None
+    stop_file: str | None
+    started: float = field(default_factory=time.monotonic)
+
+    def reached(self) -> Literal["max_runtime", "stop_file"] | None:
+        if self.stop_file and Path(self.stop_file).exists():
+            return "stop_file"
+        if (
+            self.max_runtime is not None
+            and time.monotonic() - self.started >= self.max_runtime.total_seconds()
+        ):
+            return "max_runtime"
+        return None

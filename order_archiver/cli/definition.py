@@ -81,7 +81,15 @@ def _parse_seed(text: str) -> int:
         raise ValueError(f"expected a whole number, got {text!r}") from None
 
 
+def _parse_run_time(text: str) -> Any:
+    length = parse_duration(text)
+    if not length:
+        raise ValueError("must be longer than 0 (leave it out for no limit)")
+    return length
+
+
 POSITIVE = _argument(parse_positive_int)
+RUN_TIME = _argument(_parse_run_time)
 BATCH_SIZE = _argument(parse_batch_size)
 NON_NEGATIVE = _argument(_parse_non_negative_int)
 DATE = _argument(parse_date_bound)
@@ -180,6 +188,18 @@ OPTIONS: dict[str, Option] = {
     "purge-source": _flag("delete source orders once their archive is confirmed"),
     "restart": _flag("ignore the checkpoint of an interrupted run"),
     "full": _flag("walk every delivered order of the window, not only those delivered since the last run"),
+    "max-runtime": Option(
+        ("--max-runtime",),
+        "end the run cleanly at the next chunk once it has run this long (e.g. 2h); the next run "
+        "goes on from there (exit 0)",
+        {"metavar": "D", "type": RUN_TIME},
+    ),
+    "stop-file": Option(
+        ("--stop-file",),
+        "end the run cleanly at the next chunk once this file exists (checked between chunks); "
+        "the next run goes on from there (exit 0)",
+        {"metavar": "PATH"},
+    ),
     "show-pii": _flag(
         "show the samples' names, e-mail, phone and address (masked by default, text and JSON)"
     ),
@@ -269,6 +289,7 @@ COMMANDS: dict[str, Command] = {
   python main.py batch --run --date-from yesterday --date-to today
   python main.py batch --run --date-from 7d --purge-source
   python main.py batch --run --full             every delivered order, not only the new ones
+  python main.py batch --run --max-runtime 4h --stop-file /run/order-archiver.stop   a night's backfill
   python main.py batch --run --simulation       the whole job on an embedded database""",
         (
             "run|dry-run",
@@ -281,6 +302,8 @@ COMMANDS: dict[str, Command] = {
             "purge-source",
             "restart",
             "full",
+            "max-runtime",
+            "stop-file",
             "json",
             "show-pii",
             "metrics-file",

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from order_archiver import __version__
@@ -142,6 +143,13 @@ def _samples_wanted(args: argparse.Namespace) -> int:
     return DEFAULT_SAMPLES if not args.run or args.export_samples else 0
 
 
+def _stop_file(path: str | None) -> str | None:
+    """``--stop-file``: its folder must exist (a typo would never stop the run)."""
+    if path is not None and not Path(path).expanduser().parent.is_dir():
+        raise ConfigError(f"--stop-file {path}: the folder {Path(path).parent} does not exist")
+    return path
+
+
 def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     from order_archiver.batch.job import BatchArchiver, BatchOptions, BatchReport
     from order_archiver.orders.selection import check_window
@@ -167,6 +175,8 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         resume=not args.restart,
         progress=progress_mode(args.quiet or args.json),
         full=args.full,
+        max_runtime=args.max_runtime,
+        stop_file=_stop_file(args.stop_file),
     )
     report = BatchReport(dry_run=not options.run)
     succeeded = False
@@ -181,6 +191,7 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     except ConfigError:
         raise  # refused before the run: no counts to tell, only the one line
     except ArchiverError as error:
+        report.ended = "signal" if stop_event.is_set() else "error"
         # An interrupted or failed run still says what it did before the error line.
         _print_report(
             report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii

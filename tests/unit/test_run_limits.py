@@ -1,0 +1,71 @@
+"""#34 items 3 and 4: a batch run ends cleanly at a chunk boundary when its time is up
+(--max-runtime) or its stop file exists (--stop-file, checked between chunks, as pt-archiver's
+sentinel); it saves where it is, exit 0, and the next run goes on from there. Every report says
+why the run ended."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from order_archiver.batch.job import BatchArchiver
+from order_archiver.batch.report import BatchOptions, RunLimits
+from order_archiver.settings import Settings
+from tests.helpers import assert_no_duplicates, expected_archive_ids, seed_database
+
+BASE = Settings(simulation=True, log_dir="")
+
+
+def test_a_stop_file_ends_the_run_at_a_chunk_boundary_and_the_next_run_goes_on(mongo, tmp_path):
+    dataset = seed_database(mongo[BASE.mongodb_database], BASE, 400, seed=9, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    stop = tmp_path / "stop"
+    stop.touch()  # there from the start: the run ends after its first chunk
+    options = BatchOptions(run=True, batch_size=50, stop_file=str(stop))
+    first = BatchArchiver(mongo, BASE, options).run()
+    archive = mongo[BASE.mongodb_database][BASE.archive_collection]
+    assert (first.ended, first.completed) == ("stop_file", False)
+    assert 0 < archive.count_documents({}) < len(expected)
+    assert "ended on its stop file (--stop-file), the next run goes on from there" in first.summary_line()
+    assert json.loads(json.dumps(first.as_dict(), default=str))["ended"] == "stop_file"
+    stop.unlink()
+    second = BatchArchiver(mongo, BASE, BatchOptions(run=True, batch_size=50, stop_file=str(stop))).run()
+    assert (second.ended, second.completed) == ("completed", True)
+    assert second.resumed_from is not None  # from where the first one ended, not from the start
+    assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
+    assert_no_duplicates(archive)
+
+
+def test_the_time_limit_is_the_processs_run_time():
+    limits = RunLimits(timedelta(seconds=30), None, started=time.monotonic() - 31)
+    assert limits.reached() == "max_runtime"
+    assert RunLimits(timedelta(hours=1), None).reached() is None
+    assert RunLimits(None, None).reached() is None
+
+
+def test_a_completed_run_says_so(mongo):
+    seed_database(mongo[BASE.mongodb_database], BASE, 60, seed=9, p_anomalies=0.0)
+    report = BatchArchiver(mongo, BASE, BatchOptions(run=True)).run()
+    assert report.ended == "completed"
+
+
+@pytest.mark.parametrize(
+    ("argument", "said"),
+    [
+        (["--max-runtime", "0s"], "argument --max-runtime: must be longer than 0"),
+        (["--stop-file", "/nowhere/stop"], "--stop-file /nowhere/stop: the folder /nowhere does not exist"),
+    ],
+)
+def test_a_limit_that_cannot_work_is_refused_before_anything_runs(argument, said, capsys, tmp_path: Path):
+    from order_archiver.cli.main import main
+
+    try:
+        code = main(["batch", "--simulation", "--count", "10", *argument])
+    except SystemExit as exc:  # argparse's own refusal: one line, exit 2
+        code = int(exc.code or 0)
+    assert code == 2
+    assert said in capsys.readouterr().err
