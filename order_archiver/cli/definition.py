@@ -23,6 +23,7 @@ from order_archiver.operations.status import (
     DEFAULT_MAX_HEARTBEAT_AGE,
 )
 from order_archiver.settings import (
+    Duration,
     parse_batch_size,
     parse_command_line_uri,
     parse_date_bound,
@@ -81,7 +82,7 @@ def _parse_seed(text: str) -> int:
         raise ValueError(f"expected a whole number, got {text!r}") from None
 
 
-def _parse_run_time(text: str) -> Any:
+def _parse_run_time(text: str) -> Duration:
     length = parse_duration(text)
     if not length:
         raise ValueError("must be longer than 0 (leave it out for no limit)")
