@@ -318,7 +318,11 @@ COMMANDS: dict[str, Command] = {
   python main.py watch --token-store mongo --name eu-1 --metrics-port 9108
                                                  token in MongoDB; start a second one for a hot standby
   python main.py watch --from-now                a first start that skips the catch-up of the past""",
-        ("from-now", "token-store", "token-file", "name", "metrics-port", "metrics-address"),
+        ("from-now", "token-store", "token-file", "name", "metrics-port", "metrics-address", "stop-file"),
+        helps={
+            "stop-file": "stop as on SIGTERM once this file exists (looked for every second): the "
+            "micro-batch in hand archived, its token saved, exit 0",
+        },
     ),
     "status": Command(
         "is the archive keeping up? (exit 3 when not: usable as a probe)",

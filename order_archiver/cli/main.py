@@ -210,8 +210,27 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     return ExitCode.NEW_REJECTED_ORDERS if report.rejected_new else ExitCode.OK
 
 
+def _stop_on_file(path: str | None, stop_event: threading.Event) -> None:
+    """``watch --stop-file``: the file's appearance stops the watcher as SIGTERM does (the same
+    handler: the micro-batch in hand finished, its token saved, exit 0; the same watchdog),
+    looked for every second."""
+    if path is None:
+        return
+    stop_file = Path(path).expanduser()
+
+    def look() -> None:
+        while not stop_event.wait(1.0):
+            if stop_file.exists():
+                get_logger().info("stop file %s found: stopping as on SIGTERM", stop_file)
+                signal.raise_signal(signal.SIGTERM)
+                return
+
+    threading.Thread(target=look, name="stop-file", daemon=True).start()
+
+
 def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     settings = _settings(args, resume_token_file=args.token_file)
+    _stop_on_file(_stop_file(args.stop_file), stop_event)
     if args.token_store != "file":
         return _watch(args, settings, stop_event)  # the mongo store's lease decides who writes
     from order_archiver.mongodb.token_lock import TokenFileLock

@@ -350,3 +350,38 @@ def test_from_now_still_catches_up_after_a_corrupt_token(
     wait_for(lambda: archived_ids(database) == expected_archive_ids(dataset), what="catch-up")
     assert watcher.stop() == 0
     assert "not readable" in watcher.output()
+
+
+def test_a_stop_file_stops_the_watcher_as_sigterm_does(nx_client, nx_settings, nx_env, db_name, tmp_path):
+    """#34 item 3: `watch --stop-file PATH` stops once the file exists, as on SIGTERM: the
+    micro-batch in hand archived, its token saved, exit 0 (and status shows a clean stop)."""
+    from tests.helpers import (
+        WatchProcess,
+        archived_ids,
+        expected_archive_ids,
+        seed_database,
+        token_saved,
+        wait_for,
+    )
+
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 60, seed=12, p_anomalies=0.0)
+    env = {**nx_env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json"), "WATCH_HEARTBEAT_S": "1"}
+    stop = tmp_path / "stop"
+    watcher = WatchProcess(env, tmp_path, "--stop-file", str(stop))
+    wait_for(
+        lambda: archived_ids(database) == expected_archive_ids(dataset),
+        timeout=60,
+        what="catch-up",
+        on_timeout=watcher.output,
+    )
+    wait_for(
+        lambda: token_saved(database, tmp_path, "file"), what="the start token", on_timeout=watcher.output
+    )
+    stop.touch()
+    code = watcher.process.wait(timeout=30)  # the sentinel: the process ends by itself
+    output = watcher.output()
+    watcher.stop()
+    assert code == 0, output
+    assert f"stop file {stop} found: stopping as on SIGTERM" in output
+    assert "stopped_at" in (tmp_path / "token.json").read_text()  # a clean stop, as status shows it
