@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pymongo import MongoClient
 
 from order_archiver.batch.counting import DeliveredCount
+from order_archiver.batch.pacing import paced
 from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.rejections import RejectionLog
 from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, RunLimits, peak_rss_mib
@@ -138,7 +139,8 @@ class BatchArchiver:
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, clock)
         self.limits = RunLimits(options.max_runtime, options.stop_file)
-        self.step = ArchivingStep(self.writer, self.rejections.add)  # rejections listed a thousand at a time
+        pace = paced(options.max_rate, self.stop_event, self.report)  # --max-rate
+        self.step = ArchivingStep(self.writer, self.rejections.add, pace=pace)
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, self.stop_event)
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         side, maintain, stop = collections.archive_side, options.maintain, self.stop_event
@@ -151,9 +153,8 @@ class BatchArchiver:
     # -- setup
 
     def ensure_indexes(self) -> None:
-        """ARCHIVE_RETENTION's TTL index first (a conflicting index stops the run before it
-        writes: ``retention.py``), then the indexes the run relies on (``indexes.py``: no time
-        limit, at most INDEX_BUILD_WAIT_S waited for; never a write without the unique index)."""
+        """ARCHIVE_RETENTION's TTL index first (``retention.py``), then the indexes the run relies
+        on (``indexes.py``: no time limit, INDEX_BUILD_WAIT_S waited; no write without the unique one)."""
         self.lifecycle.ensure_index(self.report)
         self.index_step.build(self.report, source_exists=self._source_exists)
 
@@ -175,7 +176,7 @@ class BatchArchiver:
 
     def _source_purge(self) -> SourcePurge:
         parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.stop_event)
-        return SourcePurge.of_run(self.source, self.orders_primary, *parts)
+        return SourcePurge.of_run(self.source, self.orders_primary, *parts, self.step.pace)
 
     # -- orchestration
 

@@ -41,6 +41,7 @@ class BatchOptions:
     full_reason: str = "--full"  # why ``full``, as the log and the report say it
     max_runtime: timedelta | None = None  # --max-runtime: end cleanly at the next chunk after this long
     stop_file: str | None = None  # --stop-file: end cleanly at the next chunk once it exists
+    max_rate: float | None = None  # --max-rate: at most this many orders a second
     name: str = "batch"  # what the summary calls the run: the watcher's catch-up, verify's repair
     # Read the orders from the primary whatever the URI's readPreference: the watcher's
     # catch-up (a secondary behind the stream's start would hide deliveries no later event
@@ -90,6 +91,8 @@ class BatchReport:
     would_expire_undated: int | None = None  # a dry run with ARCHIVE_RETENTION: what --run would delete so
     seconds: float = 0.0
     pass_seconds: float | None = None  # the pass alone (reading, finishing, writing): the rate's time
+    max_rate: float | None = None  # --max-rate held (orders a second), if set
+    paced_s: float = 0.0  # seconds waited to hold it
     name: str = "batch"  # the run: batch, the watcher's catch-up, verify's repair
     would_archive: int = 0
     would_purge: int | None = None  # a dry run with --purge-source: what --run would delete
@@ -206,6 +209,11 @@ class BatchReport:
             + f", rejected {self._rejected_text()}{window}"
             + self._purge_text()
             + f"; {self.seconds:.2f}s ({plural(self.orders_per_second, 'order')}/s)"
+            + (
+                f", held to --max-rate {self.max_rate:g} (waited {self.paced_s:.1f}s)"
+                if self.max_rate
+                else ""
+            )
             + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
             + self._lifecycle_text()
         )

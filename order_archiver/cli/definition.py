@@ -195,6 +195,11 @@ OPTIONS: dict[str, Option] = {
         "goes on from there (exit 0)",
         {"metavar": "D", "type": RUN_TIME},
     ),
+    "max-rate": Option(
+        ("--max-rate",),
+        "at most N orders a second, read, written and purged (on average over a few seconds)",
+        {"metavar": "N", "type": POSITIVE},
+    ),
     "stop-file": Option(
         ("--stop-file",),
         "end the run cleanly at the next chunk once this file exists (checked between chunks); "
@@ -305,6 +310,7 @@ COMMANDS: dict[str, Command] = {
             "full",
             "max-runtime",
             "stop-file",
+            "max-rate",
             "json",
             "show-pii",
             "metrics-file",

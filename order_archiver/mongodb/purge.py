@@ -76,6 +76,7 @@ class SourcePurge:
     stop_event: threading.Event
     held_since: datetime | None = None  # RESTORE_HOLD: orders restored since stay in the source
     restore_hold: str = ""  # RESTORE_HOLD as the settings say it, for the log
+    pace: Callable[[int], None] | None = None  # --max-rate: after each chunk of deletes
 
     @classmethod
     def of_window(
@@ -106,6 +107,7 @@ class SourcePurge:
         batch_size: int,
         server_clock: Callable[[], datetime],
         stop_event: threading.Event,
+        pace: Callable[[int], None] | None = None,
     ) -> SourcePurge:
         """The purge a batch run makes after its pass, under the settings' limits."""
         return cls.of_window(
@@ -118,6 +120,7 @@ class SourcePurge:
             delivered_status=settings.delivered_status,
             batch_size=batch_size,
             stop_event=stop_event,
+            pace=pace,
         )
 
     def run(self) -> PurgeCounts:
@@ -145,6 +148,8 @@ class SourcePurge:
             )
             counts.purged += result.deleted_count
             counts.kept += len(requests) - result.deleted_count
+            if self.pace is not None:
+                self.pace(len(requests))
         if counts.kept:
             log.warning(
                 "%d archived orders were left in the source: changed since they were archived (the "

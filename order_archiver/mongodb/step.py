@@ -41,6 +41,7 @@ class ArchivingStep:
     writer: ArchiveWriter
     record: Callable[[list[Rejection]], Any]
     fence: Callable[[], None] | None = None
+    pace: Callable[[int], None] | None = None  # --max-rate: after the write, wait if ahead
 
     def archive(self, documents: list[dict[str, Any]], rejections: list[Rejection]) -> ArchiveCounts:
         counts = ArchiveCounts()
@@ -54,4 +55,6 @@ class ArchivingStep:
         if met:
             self.record(met)
         counts.rejected = len(met)
+        if self.pace is not None:
+            self.pace(len(documents) + len(rejections))
         return counts
