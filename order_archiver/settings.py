@@ -100,6 +100,7 @@ class Settings:
         "archiver_forgotten"  # FORGOTTEN_COLLECTION: ids of erased persons, archive db
     )
     batch_size: int = 100  # BATCH_SIZE: orders per bulk write (one chunk)
+    batch_max_rate: int | None = None  # BATCH_MAX_RATE: at most this many orders a second (--max-rate)
     batch_overlap: Duration = OVERLAP_1H  # BATCH_OVERLAP: incremental runs re-read this much before the last
     batch_full_sweep_every: Duration = (
         SWEEP_7D  # BATCH_FULL_SWEEP_EVERY: walk every delivered order this often
@@ -346,6 +347,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REJECTS_COLLECTION": ("rejects_collection", parse_collection_name),
     "FORGOTTEN_COLLECTION": ("forgotten_collection", parse_collection_name),
     "BATCH_SIZE": ("batch_size", parse_batch_size),
+    "BATCH_MAX_RATE": ("batch_max_rate", parse_positive_int),
     "BATCH_OVERLAP": ("batch_overlap", parse_duration),
     "PURGE_AFTER": ("purge_after", parse_duration),
     "RESTORE_HOLD": ("restore_hold", parse_duration),

@@ -177,7 +177,7 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
         full=args.full,
         max_runtime=args.max_runtime,
         stop_file=_stop_file(args.stop_file),
-        max_rate=args.max_rate,
+        max_rate=args.max_rate or settings.batch_max_rate,
     )
     report = BatchReport(dry_run=not options.run)
     succeeded = False

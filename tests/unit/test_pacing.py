@@ -72,3 +72,16 @@ def test_a_rate_of_zero_is_refused(capsys):
         main(["batch", "--simulation", "--max-rate", "0"])
     assert refused.value.code == 2
     assert "--max-rate" in capsys.readouterr().err
+
+
+def test_the_setting_gives_every_run_its_rate_and_the_flag_overrides_it(monkeypatch, capsys):
+    """#34 item 1: `--max-rate` "and a setting": BATCH_MAX_RATE, for a scheduler's every run."""
+    import json
+
+    from order_archiver.cli.main import main
+
+    monkeypatch.setenv("BATCH_MAX_RATE", "100000")
+    main(["batch", "--simulation", "--count", "50", "--json"])
+    assert json.loads(capsys.readouterr().out)["max_rate"] == 100000
+    main(["batch", "--simulation", "--count", "50", "--json", "--max-rate", "50000"])
+    assert json.loads(capsys.readouterr().out)["max_rate"] == 50000
