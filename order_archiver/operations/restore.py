@@ -40,7 +40,7 @@ from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
 from order_archiver.errors import TRANSIENT_CODES, ConfigError
-from order_archiver.logs import get_logger
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import orders_of
 from order_archiver.mongodb.source import chunked, scan_by_id
@@ -138,7 +138,7 @@ class RestoreReport:
     def lines(self) -> list[str]:
         verb = "restored" if self.run else "would restore (dry run: --run to restore)"
         out = [
-            f"{self.selected} archived orders selected; {verb} {self.restored}; "
+            f"{plural(self.selected, 'archived order')} selected; {verb} {self.restored}; "
             f"{self.already_there} already in the source as archived"
         ]
         if self.without_personal_data:

@@ -26,6 +26,7 @@ from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import ConfigError, TransientError
+from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
 from order_archiver.mongodb.rejects import RejectStore
@@ -76,7 +77,11 @@ class VerifyReport:
         expired = (
             f"; {self.past_retention} past ARCHIVE_RETENTION, not expected" if self.past_retention else ""
         )
-        out = [f"checked {self.checked} delivered orders ({self.invalid} invalid, never archived{expired})"]
+        delivered = self.checked + self.invalid
+        out = [
+            f"checked {plural(delivered, 'delivered order')}: {self.checked} archivable, "
+            f"{self.invalid} invalid (never archived){expired}"
+        ]
         out.append(f"missing from the archive: {self.missing} {self.missing_examples or ''}".rstrip())
         examples = [f"{e['id']} ({', '.join(e['fields'])})" for e in self.mismatched_examples]
         out.append(

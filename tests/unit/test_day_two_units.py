@@ -182,3 +182,15 @@ def test_a_flag_says_what_it_does_in_each_command(command, flag, said, capsys):
     lines = capsys.readouterr().out.splitlines()
     line = next(i for i, text in enumerate(lines) if text.strip().startswith(flag + " "))
     assert said in " ".join(part.strip() for part in lines[line : line + 2])
+
+
+def test_verify_and_restore_say_their_counts_as_a_person_reads_them():
+    """A new user's try: `verify` said "checked 1169 delivered orders (2 invalid...)" of 1171
+    delivered; `restore` said "1 archived orders selected"."""
+    from order_archiver.operations.restore import RestoreReport
+    from order_archiver.operations.verify import VerifyReport
+
+    assert VerifyReport(checked=1169, invalid=2).lines()[0] == (
+        "checked 1171 delivered orders: 1169 archivable, 2 invalid (never archived)"
+    )
+    assert RestoreReport(run=False, selected=1).lines()[0].startswith("1 archived order selected;")
