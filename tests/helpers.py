@@ -159,3 +159,12 @@ def run_in_process(
         code = (simulate_main if script == "simulate.py" else main)(list(args))
     out, err = capsys.readouterr()
     return InProcessResult(int(code), out, err)
+
+
+def strings_in(value: Any) -> list[str]:
+    """Every string anywhere in a document (a search of the whole archive for a person's data)."""
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in strings_in(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in strings_in(item)]
+    return [value] if isinstance(value, str) else []

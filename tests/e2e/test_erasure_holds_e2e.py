@@ -21,6 +21,7 @@ from tests.helpers import (
     archived_ids,
     expected_archive_ids,
     seed_database,
+    strings_in,
     token_saved,
     wait_for,
 )
@@ -31,14 +32,6 @@ INSTRUCTIONS = "Digicode 4821, appeler Mme Morvan au 06 11 22 33 44"
 # A refund is not personal: declared so, the correction's amount stays in a forgotten client's
 # orders (an undeclared field would be erased with the rest).
 DECLARED = {"ARCHIVE_NON_PERSONAL_FIELDS": "remboursement,note_interne"}
-
-
-def strings_in(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [s for item in value.values() for s in strings_in(item)]
-    if isinstance(value, list):
-        return [s for item in value for s in strings_in(item)]
-    return [value] if isinstance(value, str) else []
 
 
 def found_anywhere(database: Any, secrets: list[str]) -> list[tuple[str, str]]:

@@ -5,23 +5,13 @@ accounting needs, touches no other client, and a second run erases nothing."""
 
 import json
 from collections import Counter
-from typing import Any
 
 import pytest
 
 from tests.conftest import run_cli
-from tests.helpers import seed_database
+from tests.helpers import seed_database, strings_in
 
 pytestmark = pytest.mark.e2e
-
-
-def strings_in(value: Any) -> list[str]:
-    """Every string anywhere in a document (a search of the whole archive)."""
-    if isinstance(value, dict):
-        return [s for item in value.values() for s in strings_in(item)]
-    if isinstance(value, list):
-        return [s for item in value for s in strings_in(item)]
-    return [value] if isinstance(value, str) else []
 
 
 def test_forget_erases_a_clients_personal_data_from_the_archive(
