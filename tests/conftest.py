@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from order_archiver.settings import ENV_VARS, Settings
 from order_archiver.simulation.database import new_client
 from tests import command_shapes
-from teststand.nx_server import PLAIN_PASSWORD, PLAIN_USER, NxServer
+from teststand.nx_server import PLAIN_PASSWORD, PLAIN_USER, NxServer, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,12 +125,8 @@ def nx_server() -> Iterator[NxServer | ExternalServer]:
                 if name.startswith(tuple(_DATABASES)):
                     client.drop_database(name)
         return
-    with tempfile.TemporaryDirectory(prefix="nx27017-") as data_dir:
-        server = NxServer(Path(data_dir), env={"NX_PLAIN_USERS": f"{PLAIN_USER}:{PLAIN_PASSWORD}"}).start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_server({"NX_PLAIN_USERS": f"{PLAIN_USER}:{PLAIN_PASSWORD}"}) as server:
+        yield server
 
 
 @pytest.fixture

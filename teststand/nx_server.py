@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 from teststand.devserver import DevServer
 
 # The one account the test server accepts (SASL PLAIN, the launcher's NX_PLAIN_USERS), for
@@ -16,3 +21,15 @@ class NxServer(DevServer):
     # A test server's data is thrown away: no need to wait long for a clean shutdown (nx-27017
     # busy with an open change stream can ignore SIGTERM for seconds).
     stop_timeout = 1.0
+
+
+@contextmanager
+def running_server(env: dict[str, str] | None = None, prefix: str = "nx27017-") -> Iterator[NxServer]:
+    """A test server in a temporary folder of its own, for as long as the block runs."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        server = NxServer(Path(folder), env=env)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()

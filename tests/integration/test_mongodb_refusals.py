@@ -10,10 +10,8 @@ version mode or a replica-set mode of the test server are marked.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pymongo
@@ -26,6 +24,7 @@ from order_archiver.mongodb.deployment import check_deployments, hello
 from order_archiver.mongodb.lease import server_time
 from order_archiver.settings import Duration, Settings
 from tests.conftest import NxServer
+from teststand.nx_server import running_server
 
 pytestmark = pytest.mark.integration
 
@@ -59,23 +58,17 @@ ARCHIVER_INDEXES = {("numero_commande",), ("date_commande",), ("archived_at",)}
 @pytest.fixture(scope="module")
 def replica_set_44() -> Iterator[NxServer]:
     """A test server answering as a one-member replica set of MongoDB 4.4.1 (no ``hello``)."""
-    with tempfile.TemporaryDirectory(prefix="nx-rs44-") as folder:
-        server = NxServer(Path(folder), env={"NX_REPLICA_SET": "rs0", "NX_MONGODB_VERSION": "4.4.1"}).start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_server(
+        {"NX_REPLICA_SET": "rs0", "NX_MONGODB_VERSION": "4.4.1"}, prefix="nx-rs44-"
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def floor_server() -> Iterator[NxServer]:
     """A test server answering as MongoDB 4.4 (a standalone)."""
-    with tempfile.TemporaryDirectory(prefix="nx-44-") as folder:
-        server = NxServer(Path(folder), env={"NX_MONGODB_VERSION": "4.4"}).start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_server({"NX_MONGODB_VERSION": "4.4"}, prefix="nx-44-") as server:
+        yield server
 
 
 def recording_client(uri: str) -> tuple[pymongo.MongoClient, Recorder]:

@@ -8,25 +8,19 @@ MongoDB)."""
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pymongo
 import pytest
 
-from teststand.nx_server import PLAIN_PASSWORD, PLAIN_USER, NxServer
+from teststand.nx_server import PLAIN_PASSWORD, PLAIN_USER, NxServer, running_server
 
 
 @pytest.fixture(scope="session")
 def nx_server() -> Iterator[NxServer]:
-    with tempfile.TemporaryDirectory(prefix="nx27017-") as data_dir:
-        server = NxServer(Path(data_dir), env={"NX_PLAIN_USERS": f"{PLAIN_USER}:{PLAIN_PASSWORD}"}).start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_server({"NX_PLAIN_USERS": f"{PLAIN_USER}:{PLAIN_PASSWORD}"}) as server:
+        yield server
 
 
 @pytest.fixture

@@ -4,15 +4,13 @@ with a top-level "$" field name. The product's side of it: tests/integration/tes
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pymongo
 import pytest
 from pymongo.errors import OperationFailure
 
-from teststand.nx_server import NxServer
+from teststand.nx_server import NxServer, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.test_server_only("the test server's 4.4 mode")]
 
@@ -20,12 +18,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.test_server_only("the test se
 @pytest.fixture(scope="module")
 def floor_server() -> Iterator[NxServer]:
     """A test server answering as MongoDB 4.4 (a standalone)."""
-    with tempfile.TemporaryDirectory(prefix="nx-44-") as folder:
-        server = NxServer(Path(folder), env={"NX_MONGODB_VERSION": "4.4"}).start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_server({"NX_MONGODB_VERSION": "4.4"}, prefix="nx-44-") as server:
+        yield server
 
 
 # --- the version floor -------------------------------------------------------------------------
