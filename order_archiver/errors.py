@@ -9,7 +9,7 @@ everything else fails fast with a clear message.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pymongo import errors as pymongo_errors
 
@@ -136,7 +136,7 @@ def is_authorisation_error(exc: BaseException) -> bool:
     return exc.code == ATLAS_ERROR and ("not allowed" in message or "not authorized" in message)
 
 
-def _write_concern_errors(exc: BaseException) -> list[dict[str, Any]]:
+def _write_concern_errors(exc: BaseException) -> list[dict[str, object]]:
     if isinstance(exc, pymongo_errors.BulkWriteError):
         return list((exc.details or {}).get("writeConcernErrors") or [])
     if isinstance(exc, pymongo_errors.WriteConcernError):

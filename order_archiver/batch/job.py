@@ -28,6 +28,7 @@ from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.rejections import RejectionLog
 from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, RunLimits, peak_rss_mib
 from order_archiver.batch.samples import export_samples, keep_samples
+from order_archiver.documents import Document
 from order_archiver.errors import (
     ArchiverError,
     ConfigError,
@@ -59,11 +60,7 @@ from order_archiver.mongodb.source import (
     unknown_status_hint,
 )
 from order_archiver.mongodb.step import ArchivingStep
-from order_archiver.mongodb.storage import (
-    ArchiveWriter,
-    Collections,
-    Document,
-)
+from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.orders.enrichment import status_match
 from order_archiver.reporting.progress import Progress
 from order_archiver.retry import named_side, retrying
@@ -180,7 +177,7 @@ class BatchArchiver:
 
     # -- orchestration
 
-    def _not_yet_archived(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _not_yet_archived(self, documents: list[dict[str, object]]) -> list[dict[str, object]]:
         """When the read did not skip archived orders (another database, an incremental pass,
         a first run), the archive is asked by ``_id``: an order archived in this very version is done."""
         if self.source.exclude_archived_in is not None:

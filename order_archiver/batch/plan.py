@@ -90,7 +90,7 @@ class PassPlanner:
         self._log(current, state, plan.reason)
         return PlannedPass(current, source)
 
-    def changed_since(self, token: dict[str, Any] | None, current: Pass) -> tuple[list[Any], Pass]:
+    def changed_since(self, token: dict[str, object] | None, current: Pass) -> tuple[list[Any], Pass]:
         """Every order that became delivered, or was corrected while delivered, since the last
         complete pass began, up to this pass's start (``changes.ChangeReader``), and the pass
         (whose token becomes where that read ended: short of its start on a quiet deployment,

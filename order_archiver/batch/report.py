@@ -83,8 +83,8 @@ class BatchReport:
     purged: int = 0  # --purge-source: orders deleted from the source
     purge_kept: int = 0  # archived, but left in the source: changed since (see purge)
     purge_held: int = 0  # archived, but left in the source: restored within RESTORE_HOLD
-    retention: dict[str, Any] | None = None  # ARCHIVE_RETENTION's TTL index (retention.RetentionState)
-    indexes: list[dict[str, Any]] = field(default_factory=list)  # those not ready (indexes.IndexStatus)
+    retention: dict[str, object] | None = None  # ARCHIVE_RETENTION's TTL index (retention.RetentionState)
+    indexes: list[dict[str, object]] = field(default_factory=list)  # those not ready (indexes.IndexStatus)
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: archived orders whose personal data this run erased
     would_erase_pii: int | None = None  # a dry run with ARCHIVE_PII_RETENTION: what --run would erase
     undated_expired: int = 0  # ARCHIVE_RETENTION: archived orders without date_livraison deleted by age
@@ -101,7 +101,7 @@ class BatchReport:
     peak_rss_mib: float | None = None
     rejections: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def orders_per_second(self) -> float:
@@ -237,7 +237,7 @@ class BatchReport:
             ]
         return lines
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["orders_per_second"] = round(self.orders_per_second, 1)
         data["seconds"] = round(self.seconds, 3)

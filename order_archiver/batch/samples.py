@@ -5,7 +5,6 @@ cron mails and log collectors."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from bson import json_util
 
@@ -19,7 +18,7 @@ log = get_logger("batch")
 
 
 def keep_samples(
-    report: BatchReport, options: BatchOptions, documents: list[dict[str, Any]], fields: OrderFields
+    report: BatchReport, options: BatchOptions, documents: list[dict[str, object]], fields: OrderFields
 ) -> None:
     """The first documents as samples, masked unless ``--show-pii`` (``fields``: the order fields
     known not to be personal, shown)."""

@@ -112,7 +112,7 @@ ORDER_ID = _argument(parse_order_id)
 class Option:
     flags: tuple[str, ...]
     help: str
-    options: Mapping[str, Any] = field(default_factory=dict)  # argparse's: metavar, type, default...
+    options: Mapping[str, object] = field(default_factory=dict)  # argparse's: metavar, type, default...
 
 
 def _flag(help_text: str) -> Option:
@@ -273,7 +273,7 @@ class Command:
     description: str
     examples: str
     options: tuple[str, ...]  # "a|b": mutually exclusive
-    defaults: Mapping[str, Any] = field(default_factory=dict)  # an option's default for this command
+    defaults: Mapping[str, object] = field(default_factory=dict)  # an option's default for this command
     required: tuple[str, ...] = ()  # options this command cannot do without
     helps: Mapping[str, str] = field(default_factory=dict)  # a flag's help where its meaning here differs
 
@@ -412,7 +412,7 @@ def _add(
     parser: argparse.ArgumentParser,
     command: str,
     names: str,
-    defaults: Mapping[str, Any],
+    defaults: Mapping[str, object],
     required: tuple[str, ...] = (),
     helps: Mapping[str, str] | None = None,
 ) -> None:

@@ -96,7 +96,7 @@ def past(event: Any, target: Any) -> bool:
     return str(token.get("_data", "")) > str(target.get("_data", ""))
 
 
-def stream_position(orders: MongoCollection, delivered_status: str) -> dict[str, Any] | None:
+def stream_position(orders: MongoCollection, delivered_status: str) -> dict[str, object] | None:
     """The orders' change stream's position now (a resume token), or None where there are
     no change streams (a standalone server) or the user may not open one."""
     try:
@@ -119,10 +119,10 @@ class ChangesSince:
     unavailable: int | None = None  # the history is gone or there are no change streams: its code
     # Every change up to it has been read: the pass's position, or short of it where the stream
     # stands on a quiet deployment (None: the pass has no position; it read up to its time).
-    position: dict[str, Any] | None = None
+    position: dict[str, object] | None = None
     # The invalidate that ended the read (the collection dropped, renamed, restored with
     # --drop): the changes after it are not read from the stream; the pass's position is past it.
-    invalidate: dict[str, Any] | None = None
+    invalidate: dict[str, object] | None = None
     # The stream stood still behind the pass's position for CHANGES_QUIET_WAIT_S: the read
     # ended where it stood (a safe lower bound), and the run says so.
     stalled: bool = False
@@ -137,7 +137,7 @@ class ChangeReader:
     delivered_status: str
     stop_event: threading.Event
 
-    def since(self, token: dict[str, Any], until_token: Any, until: datetime) -> ChangesSince:
+    def since(self, token: dict[str, object], until_token: Any, until: datetime) -> ChangesSince:
         found = ChangesSince()
         ids: dict[Any, None] = {}
         try:
@@ -195,7 +195,7 @@ class ChangeReader:
         return dict(stream.resume_token) if until_token and stream.resume_token else None
 
     @staticmethod
-    def _after_pass_start(event: dict[str, Any], until_token: Any, until: datetime) -> bool:
+    def _after_pass_start(event: dict[str, object], until_token: Any, until: datetime) -> bool:
         """Whether ``event`` happened after this pass began. By its position (its resume token
         after ``until_token``): the event's time is not the pass's clock (a shard primary's
         clock ahead of ``mongos``; a change written between the server's time and the stream's

@@ -52,7 +52,7 @@ class Pass:
     last_id: Any = None  # everything up to this _id is archived (None: nothing yet)
     # Where the orders' change stream stood when the pass began: the next incremental pass
     # reads every change since (late deliveries, corrections), whatever their stamps.
-    stream_token: dict[str, Any] | None = None
+    stream_token: dict[str, object] | None = None
 
     @property
     def full(self) -> bool:
@@ -64,7 +64,7 @@ class BatchState:
     high_water: datetime | None = None  # start of the last complete pass
     last_full_at: datetime | None = None  # start of the last complete full pass
     current: Pass | None = None  # a pass in progress: the next run resumes it
-    stream_token: dict[str, Any] | None = None  # the last complete pass's (see Pass)
+    stream_token: dict[str, object] | None = None  # the last complete pass's (see Pass)
 
     def after(self, done: Pass) -> BatchState:
         """The state once ``done`` is complete."""
@@ -171,7 +171,7 @@ def state_from_document(document: Any) -> BatchState:
     )
 
 
-def _token_or_none(value: Any) -> dict[str, Any] | None:
+def _token_or_none(value: Any) -> dict[str, object] | None:
     """A change stream's resume token as MongoDB gives it (a document with ``_data``)."""
     if value is None:
         return None
@@ -180,7 +180,7 @@ def _token_or_none(value: Any) -> dict[str, Any] | None:
     return dict(value)
 
 
-def state_document(key: str, state: BatchState, **extra: Any) -> dict[str, Any]:
+def state_document(key: str, state: BatchState, **extra: Any) -> dict[str, object]:
     current = state.current
     return {
         "_id": key,

@@ -14,9 +14,9 @@ import pymongo
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import Document
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError
 from order_archiver.logs import get_logger
-from order_archiver.mongodb.storage import Document
 from order_archiver.retry import ARCHIVE_SIDE, Purpose, Retry, retrying
 from order_archiver.settings import Settings, mask_secrets_of, uri_options
 from order_archiver.simulation.generator import DEFAULT_COUNT, DEFAULT_SEED

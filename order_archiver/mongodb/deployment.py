@@ -22,14 +22,12 @@ A replica set or a standalone server has nothing to check. A user who may not re
 
 from __future__ import annotations
 
-from typing import Any
-
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import Document, mapping_or_empty
 from order_archiver.errors import ConfigError
 from order_archiver.logs import get_logger
-from order_archiver.mongodb.storage import Document
 from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE
 from order_archiver.settings import ARCHIVE_SIDE_ROLES, Settings, collection_roles
 
@@ -62,7 +60,7 @@ def features_off(version: tuple[int, ...]) -> list[str]:
     ]
 
 
-def hello(client: MongoClient[Document]) -> dict[str, Any]:
+def hello(client: MongoClient[Document]) -> dict[str, object]:
     """The server's ``hello`` reply; ``isMaster`` (same reply) on 4.4.0 and 4.4.1, which
     answer ``hello`` CommandNotFound."""
     try:
@@ -73,12 +71,12 @@ def hello(client: MongoClient[Document]) -> dict[str, Any]:
     return dict(client.admin.command("isMaster"))
 
 
-def replicated(reply: dict[str, Any]) -> bool:
+def replicated(reply: dict[str, object]) -> bool:
     """A replica set member (``setName``) or a ``mongos``: where an index build has a quorum."""
     return bool(reply.get("setName")) or reply.get("msg") == "isdbgrid"
 
 
-def index_build_options(reply: dict[str, Any]) -> dict[str, Any]:
+def index_build_options(reply: dict[str, object]) -> dict[str, object]:
     """The ``createIndexes`` command's own fields (never the index specification's, where every
     MongoDB since 3.4 refuses them: 197). On 4.4+ a replicated build waits for every voting
     member by default, so a member down would block the run: it asks a majority
@@ -92,7 +90,7 @@ def server_version(client: MongoClient[Document]) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("-")[0].split(".")[:3] if part.isdigit())
 
 
-def sharded_collections(client: MongoClient[Document], namespaces: list[str]) -> dict[str, dict[str, Any]]:
+def sharded_collections(client: MongoClient[Document], namespaces: list[str]) -> dict[str, dict[str, object]]:
     """The shard key of each of ``namespaces`` that is sharded (``config.collections``). From
     8.0 the list also holds unsharded collections the cluster tracks, a collection moved to
     another shard by ``moveCollection`` among them: ``unsplittable: true``, key ``{_id: 1}``,
@@ -100,11 +98,11 @@ def sharded_collections(client: MongoClient[Document], namespaces: list[str]) ->
     found = client["config"]["collections"].find(
         {"_id": {"$in": namespaces}, "dropped": {"$ne": True}, "unsplittable": {"$ne": True}}, {"key": 1}
     )
-    return {doc["_id"]: dict(doc.get("key") or {}) for doc in found}
+    return {str(doc["_id"]): dict(mapping_or_empty(doc.get("key"))) for doc in found}
 
 
 def sharding_problems(
-    settings: Settings, version: tuple[int, ...], sharded: dict[str, dict[str, Any]]
+    settings: Settings, version: tuple[int, ...], sharded: dict[str, dict[str, object]]
 ) -> list[str]:
     """What this configuration cannot do on a cluster of ``version`` with these sharded
     collections (namespace -> shard key). Pure: the rules of the module docstring."""

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
-from typing import Any
 
 from bson import ObjectId
 
+from order_archiver.documents import moment_or_none, text_or_none
 from order_archiver.mongodb.forgotten import ForgottenPersons
 from order_archiver.mongodb.source import chunked
 from order_archiver.mongodb.storage import ArchiveWriter, MongoCollection
@@ -31,7 +31,7 @@ CHUNK = 500
 
 def erase_personal_data(
     archive: MongoCollection,
-    selection: dict[str, Any],
+    selection: dict[str, object],
     erasure: Erasure,
     *,
     stop_event: threading.Event | None,
@@ -54,7 +54,7 @@ def erase_personal_data(
 
 def count_holding(
     archive: MongoCollection,
-    selection: dict[str, Any],
+    selection: dict[str, object],
     erasure: Erasure,
     stop_event: threading.Event | None,
 ) -> tuple[int, int]:
@@ -93,9 +93,9 @@ def upgrade_erasures(
     now = datetime.now(UTC)
     changed = 0
 
-    def erasure_of(document: dict[str, Any]) -> Erasure:
-        by = document.get("forgotten_by") or BY_REQUEST
-        return Erasure(True, by == BY_AGE, by, document.get("forgotten_at") or now, fields)
+    def erasure_of(document: dict[str, object]) -> Erasure:
+        by = text_or_none(document.get("forgotten_by")) or BY_REQUEST
+        return Erasure(True, by == BY_AGE, by, moment_or_none(document.get("forgotten_at")) or now, fields)
 
     erased = {"forgotten_by": {"$in": [BY_REQUEST, BY_AGE]}}
 
@@ -114,11 +114,11 @@ def upgrade_erasures(
     return changed
 
 
-def _record_clients(record: ForgottenPersons, documents: list[dict[str, Any]], now: datetime) -> None:
+def _record_clients(record: ForgottenPersons, documents: list[dict[str, object]], now: datetime) -> None:
     """The clients of these documents erased on request, in the record (idempotent)."""
     for document in documents:
         if document.get("forgotten_by") != BY_REQUEST:
             continue
         for client_id in person_ids(document, CLIENT):
             if isinstance(client_id, ObjectId):
-                record.record(CLIENT, client_id, document.get("forgotten_at") or now)
+                record.record(CLIENT, client_id, moment_or_none(document.get("forgotten_at")) or now)

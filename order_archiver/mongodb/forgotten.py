@@ -10,12 +10,13 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Protocol
 
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
+from order_archiver.documents import PersonId
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure, Forgotten, person_ids
 from order_archiver.orders.pii import (
     CONTRACT_FIELDS,
@@ -27,10 +28,23 @@ from order_archiver.orders.pii import (
 from order_archiver.retry import Retry, named_side, retrying
 
 CHUNK = 500  # ids per read of the record
-ErasureOf = Callable[[dict[str, Any]], Erasure | None]  # the erasure an archive document is owed
+ErasureOf = Callable[[dict[str, object]], Erasure | None]  # the erasure an archive document is owed
 
 
-def record_key(kind: str, person_id: Any) -> str | None:
+class HeldErasure(Protocol):
+    """What the archive's version of an order says of its erasure (``storage.Held``)."""
+
+    @property
+    def erased(self) -> bool: ...
+
+    @property
+    def forgotten_by(self) -> str | None: ...
+
+    @property
+    def courier_forgotten(self) -> bool: ...
+
+
+def record_key(kind: str, person_id: PersonId) -> str | None:
     """A person's key in the record: ``client:<24 hex digits>``, ``livreur:<...>``. Only an
     ObjectId (the contract's ids, what ``forget`` takes) or its 24-digit text (dirty data naming
     the same person) has one. A text key, not an embedded document: ``{kind, id}`` as ``_id``
@@ -47,7 +61,7 @@ class ForgottenPersons:
     """The record of forgotten persons: one document per person, ``{_id: "client:<id>", kind,
     id, forgotten_at}`` (``kind``: ``client`` or ``livreur``), in the archive's database."""
 
-    collection: Collection[dict[str, Any]]
+    collection: Collection[dict[str, object]]
     stop_event: threading.Event | None = None
     side: str = ""
 
@@ -83,10 +97,10 @@ class ForgottenPersons:
                 stop_event=self.stop_event,
             )
 
-    def among(self, documents: Iterable[dict[str, Any]]) -> Forgotten:
+    def among(self, documents: Iterable[dict[str, object]]) -> Forgotten:
         """The forgotten clients and couriers among those ``documents`` name: one read of the
         record per ``CHUNK`` keys."""
-        named: dict[str, list[tuple[str, Any]]] = {}
+        named: dict[str, list[tuple[str, PersonId]]] = {}
         for document in documents:
             for kind in (CLIENT, COURIER):
                 for person in person_ids(document, kind):
@@ -94,7 +108,7 @@ class ForgottenPersons:
                     if key is not None:
                         named.setdefault(key, []).append((kind, person))
         keys = list(named)
-        found: dict[str, set[Any]] = {CLIENT: set(), COURIER: set()}
+        found: dict[str, set[PersonId]] = {CLIENT: set(), COURIER: set()}
         for start in range(0, len(keys), CHUNK):
             wanted = {"_id": {"$in": keys[start : start + CHUNK]}}
             with named_side(self.side):
@@ -104,11 +118,11 @@ class ForgottenPersons:
                     stop_event=self.stop_event,
                 )
             for record in records:
-                for kind, person in named.get(record["_id"], []):
+                for kind, person in named.get(str(record["_id"]), []):
                     found[kind].add(person)
         return Forgotten(frozenset(found[CLIENT]), frozenset(found[COURIER]))
 
-    def persons(self, limit: int | None = None) -> list[tuple[str, Any]]:
+    def persons(self, limit: int | None = None) -> list[tuple[str, PersonId]]:
         """The recorded persons, ``(kind, id)``, the most recently recorded first (natural
         order, reversed: no index, and only ``limit`` documents read); at most ``limit`` of them
         (status looks at the latest requests only)."""
@@ -120,10 +134,12 @@ class ForgottenPersons:
                 purpose=Retry.READ,
                 stop_event=self.stop_event,
             )
-        return [(r["kind"], r["id"]) for r in records if r.get("kind") in (CLIENT, COURIER) and "id" in r]
+        return [
+            (str(r["kind"]), r["id"]) for r in records if r.get("kind") in (CLIENT, COURIER) and "id" in r
+        ]
 
 
-def orders_of(kind: str, person_id: Any) -> dict[str, Any]:
+def orders_of(kind: str, person_id: PersonId) -> dict[str, object]:
     """A person's archived orders, each branch on its index (``indexes.ARCHIVE_INDEXES``): a
     client's by the reference or (a dangling client) the source copy's; a courier's by the
     reference (a dangling courier's name is not in the archive)."""
@@ -132,7 +148,7 @@ def orders_of(kind: str, person_id: Any) -> dict[str, Any]:
     return {"$or": [{"client.id": person_id}, {"source.client_id": person_id}]}
 
 
-def still_holding(kind: str, person_id: Any) -> dict[str, Any]:
+def still_holding(kind: str, person_id: PersonId) -> dict[str, object]:
     """A person's archived orders that still hold what their erasure removes, as far as a query
     can tell (the fields the contract names; ``Erasure.holds`` also sees the source copy's
     others): what status counts, on the person's index."""
@@ -153,15 +169,15 @@ class RespectedErasures:
     record: ForgottenPersons | None = None
     fields: OrderFields = CONTRACT_FIELDS  # the order fields known not to be personal
 
-    def among(self, documents: list[dict[str, Any]]) -> Forgotten:
+    def among(self, documents: list[dict[str, object]]) -> Forgotten:
         return self.record.among(documents) if self.record is not None and documents else Forgotten()
 
-    def before_write(self, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Forgotten]:
+    def before_write(self, documents: list[dict[str, object]]) -> tuple[list[dict[str, object]], Forgotten]:
         """``documents`` with a forgotten person's erased, and the forgotten persons found."""
         known = self.among(documents)
         return known.applied(documents, datetime.now(UTC), self.fields), known
 
-    def as_held(self, document: dict[str, Any], held: Any) -> dict[str, Any]:
+    def as_held(self, document: dict[str, object], held: HeldErasure | None) -> dict[str, object]:
         """``document`` erased as the version the archive holds was (``storage.Held``): an
         erasure is a state of the order, not of the settings of the process that writes (a
         watcher without ARCHIVE_PII_RETENTION revising an order erased by age), nor only of
@@ -173,7 +189,7 @@ class RespectedErasures:
         courier = held.courier_forgotten or by == BY_AGE
         return Erasure(client, courier, by, datetime.now(UTC), self.fields)(document)
 
-    def since(self, written: list[dict[str, Any]], known: Forgotten) -> ErasureOf | None:
+    def since(self, written: list[dict[str, object]], known: Forgotten) -> ErasureOf | None:
         """After a write: the erasure each written document is owed for a person recorded since
         ``known`` was read (a ``forget`` that ran meanwhile, whose walk may have read the
         archive before this write); None when there is none."""
@@ -187,7 +203,7 @@ class RespectedErasures:
 NO_RECORD = RespectedErasures()
 
 
-def erasure_updates(documents: Iterable[dict[str, Any]], erasure_of: ErasureOf) -> list[UpdateOne]:
+def erasure_updates(documents: Iterable[dict[str, object]], erasure_of: ErasureOf) -> list[UpdateOne]:
     """The updates that erase archived ``documents`` as ``erasure_of`` says: each sets what its
     erasure changed, only if the archive still holds the version read (``source_hash`` in the
     filter: a document replaced meanwhile is neither overwritten with an old version nor marked)."""

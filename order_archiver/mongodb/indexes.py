@@ -37,6 +37,7 @@ import pymongo
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import OperationFailure
 
+from order_archiver.documents import mapping_or_empty
 from order_archiver.errors import ArchiverError, FatalError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import hello, index_build_options
@@ -51,13 +52,13 @@ IndexState = Literal["ready", "pending", "missing", "unknown"]  # unknown: its i
 NAMESPACE_NOT_FOUND = 26  # listIndexes of a collection that does not exist: no index at all
 POLL_S = 0.05  # how often the run looks at its builds while it waits (a stop ends the wait)
 
-SOURCE_INDEXES: list[tuple[Keys, dict[str, Any]]] = [
+SOURCE_INDEXES: list[tuple[Keys, dict[str, object]]] = [
     ([("status", ASCENDING), ("date_commande", ASCENDING)], {}),
     ([("status", ASCENDING), ("_id", ASCENDING)], {}),
     ([("status", ASCENDING), ("date_livraison", ASCENDING)], {}),  # incremental passes
     ([("numero_commande", ASCENDING)], {}),
 ]
-ARCHIVE_INDEXES: list[tuple[Keys, dict[str, Any]]] = [
+ARCHIVE_INDEXES: list[tuple[Keys, dict[str, object]]] = [
     ([("numero_commande", ASCENDING)], {"unique": True}),
     ([("date_commande", ASCENDING)], {}),
     ([("archived_at", ASCENDING)], {}),
@@ -105,7 +106,7 @@ class WantedIndex:
     collection: MongoCollection
     side: str  # "source" or "archive"
     keys: Keys
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, object] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -129,11 +130,11 @@ class WantedIndex:
             self.collection.name, self.name, state, self.cost, problem, self.collection.database.name
         )
 
-    def matches(self, spec: dict[str, Any]) -> bool:
+    def matches(self, spec: dict[str, object]) -> bool:
         """Whether a listed index is this one: its key, and as unique as this one (an index on
         ``numero_commande`` that is not unique is not the archive's unique index: its build is
         then refused, 85, and the run says so)."""
-        same_key = list(dict(spec.get("key") or {}).items()) == self.keys
+        same_key = list(dict(mapping_or_empty(spec.get("key"))).items()) == self.keys
         return same_key and bool(spec.get("unique")) == bool(self.options.get("unique"))
 
 
@@ -158,7 +159,7 @@ class IndexStatus:
         problem = f": {self.problem}" if self.problem else ""
         return f"index {self.index} on {self.collection}: {what}{problem}; until it is ready, {self.cost}"
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -173,7 +174,7 @@ def wanted_indexes(
     return wanted
 
 
-def listed_indexes(collection: MongoCollection) -> list[tuple[dict[str, Any], bool]]:
+def listed_indexes(collection: MongoCollection) -> list[tuple[dict[str, object], bool]]:
     """Each index of ``collection`` and whether it is ready (False: being built). A collection
     holds at most 64 indexes: the first batch (101) holds them all."""
     try:
@@ -190,7 +191,7 @@ def listed_indexes(collection: MongoCollection) -> list[tuple[dict[str, Any], bo
     return [(dict(e["spec"]), False) if "buildUUID" in e else (dict(e), True) for e in batch]
 
 
-def state_in(wanted: WantedIndex, listed: list[tuple[dict[str, Any], bool]]) -> IndexState:
+def state_in(wanted: WantedIndex, listed: list[tuple[dict[str, object], bool]]) -> IndexState:
     for spec, ready in listed:
         if wanted.matches(spec):
             return "ready" if ready else "pending"
@@ -201,7 +202,7 @@ def read_states(wanted: list[WantedIndex], stop_event: threading.Event | None) -
     """Each wanted index's state: one ``listIndexes`` per collection. A collection whose indexes
     cannot be listed (a user without ``listIndexes``) has them all "unknown"; a run builds them
     as if missing (a build of one in progress then only waits for it, which is safe)."""
-    listings: dict[str, list[tuple[dict[str, Any], bool]] | None] = {}
+    listings: dict[str, list[tuple[dict[str, object], bool]] | None] = {}
     states: list[IndexState] = []
     for one in wanted:
         key = one.collection.full_name
@@ -312,7 +313,7 @@ def build_indexes(
     *,
     wait_s: float,
     stop_event: threading.Event | None,
-    options_of: Callable[[MongoCollection], dict[str, Any]] | None = None,
+    options_of: Callable[[MongoCollection], dict[str, object]] | None = None,
 ) -> list[IndexStatus]:
     """The step: start one build per collection of the indexes that are neither ready nor being
     built, wait for them at most ``wait_s``; what is still running is left pending on the server."""
@@ -324,7 +325,7 @@ def build_indexes(
             to_build.setdefault(one.collection.full_name, []).append(one)
         else:
             ready[one.key] = one.status(state)
-    command_of: dict[int, dict[str, Any]] = {}  # one hello per deployment
+    command_of: dict[int, dict[str, object]] = {}  # one hello per deployment
     builds = []
     for group in to_build.values():
         client = id(group[0].collection.database.client)
@@ -336,7 +337,7 @@ def build_indexes(
     return [ready.get(one.key) or built[one.key] for one in wanted]
 
 
-def build_options(collection: MongoCollection, stop_event: threading.Event | None) -> dict[str, Any]:
+def build_options(collection: MongoCollection, stop_event: threading.Event | None) -> dict[str, object]:
     """What this collection's deployment lets an index build name (its ``hello``; an
     in-process simulation answers none: a standalone)."""
     try:

@@ -12,9 +12,10 @@ from typing import Any
 
 from pymongo import DeleteOne
 
+from order_archiver.documents import Document, moment_or_none
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import OrderSource
-from order_archiver.mongodb.storage import ArchiveWriter, Document, Held, MongoCollection
+from order_archiver.mongodb.storage import ArchiveWriter, Held, MongoCollection
 from order_archiver.orders.enrichment import as_utc, source_hash, status_match
 from order_archiver.orders.erasing import erased_source
 from order_archiver.orders.pii import PiiPolicy
@@ -166,16 +167,13 @@ class SourcePurge:
             )
         return counts
 
-    def old_enough(self, documents: list[dict[str, Any]]) -> int:
+    def old_enough(self, documents: list[dict[str, object]]) -> int:
         """How many of these archive documents a purge would move once archived."""
         cutoff = self.window.delivered_before
         if cutoff is None:
             return len(documents)
-        return sum(
-            1
-            for d in documents
-            if isinstance(d.get("date_livraison"), datetime) and as_utc(d["date_livraison"]) < cutoff
-        )
+        delivered = (moment_or_none(d.get("date_livraison")) for d in documents)
+        return sum(1 for moment in delivered if moment is not None and as_utc(moment) < cutoff)
 
     def count(self) -> int:
         """What a purge would delete now: the archived orders still in the version their

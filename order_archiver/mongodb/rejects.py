@@ -23,6 +23,7 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 
+from order_archiver.documents import int_or_none
 from order_archiver.logs import get_logger, plural
 from order_archiver.orders.rejection import Rejection
 from order_archiver.retry import Retry, named_side, retrying
@@ -105,7 +106,7 @@ class RejectStore:
             )
         return len(new)
 
-    def entries(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    def entries(self, limit: int | None = None) -> Iterator[dict[str, object]]:
         """The recorded rejections, newest first seen first."""
         cursor = self.collection.find({}).sort([("first_seen", -1), ("_id", ASCENDING)])
         if limit:
@@ -113,10 +114,10 @@ class RejectStore:
         with cursor:
             yield from cursor
 
-    def current(self, archive: Any) -> Iterator[dict[str, Any]]:
+    def current(self, archive: Any) -> Iterator[dict[str, object]]:
         """The entries that still hold, newest first: an order archived since (fixed at the
         source, then archived by watch or batch) is left out before the next run prunes it."""
-        chunk: list[dict[str, Any]] = []
+        chunk: list[dict[str, object]] = []
         for entry in self.entries():
             chunk.append(entry)
             if len(chunk) >= CHUNK:
@@ -124,7 +125,7 @@ class RejectStore:
                 chunk = []
         yield from self._not_archived(chunk, archive)
 
-    def _not_archived(self, entries: list[dict[str, Any]], archive: Any) -> list[dict[str, Any]]:
+    def _not_archived(self, entries: list[dict[str, object]], archive: Any) -> list[dict[str, object]]:
         if not entries:
             return []
         ids = [e["_id"] for e in entries]
@@ -171,7 +172,7 @@ class RejectStore:
             yield ids
 
 
-def describe_reject(entry: dict[str, Any]) -> dict[str, Any]:
+def describe_reject(entry: dict[str, object]) -> dict[str, object]:
     """One listed rejection, for reports: the order's id as text, the rest as stored."""
     return {
         "id": str(entry["_id"]),
@@ -190,9 +191,9 @@ class RejectsReport:
     """``main.py rejects``: the rejected orders that still hold, newest first."""
 
     total: int = 0
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, object]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"total": self.total, "shown": len(self.entries), "rejected": self.entries}
 
     def lines(self) -> list[str]:
@@ -204,7 +205,7 @@ class RejectsReport:
             out.append(
                 f"{entry['id']}  {entry.get('numero_commande') or '-'}  {entry['reason']}  "
                 f"(first seen {first} by {entry.get('first_source')}, last by {entry.get('source')}, "
-                f"seen {plural(entry.get('times_seen') or 0, 'time')})"
+                f"seen {plural(int_or_none(entry.get('times_seen')) or 0, 'time')})"
             )
         if self.total > len(self.entries):
             out.append(f"... and {self.total - len(self.entries)} more (--limit, or --json)")

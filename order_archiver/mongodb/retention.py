@@ -42,6 +42,7 @@ from typing import Any, Literal
 from pymongo import ASCENDING
 from pymongo.errors import OperationFailure
 
+from order_archiver.documents import int_or_none, mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.erasure import erase_personal_data, upgrade_erasures
@@ -78,7 +79,7 @@ class RetentionState:
     def index_age(self) -> str | None:
         return None if self.index_seconds is None else str(Duration(seconds=self.index_seconds))
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "index": RETENTION_INDEX, "index_age": self.index_age}
 
     def line(self) -> str:
@@ -128,20 +129,20 @@ def retention_state(
     building = {str(spec.get("name")) for spec, ready in listed if not ready}
     ours = next((ix for ix in indexes if ix.get("name") == RETENTION_INDEX), None)
     if ours is not None and (
-        dict(ours.get("key") or {}) != RETENTION_KEY or "expireAfterSeconds" not in ours
+        dict(mapping_or_empty(ours.get("key"))) != RETENTION_KEY or "expireAfterSeconds" not in ours
     ):
         raise ConfigError(
             f"the archive's index {RETENTION_INDEX!r} is not the TTL index on date_livraison this tool "
             f"manages ({dict(ours)}): drop or rename it"
         )
     if wanted is not None and ours is None:
-        other = next((ix for ix in indexes if dict(ix.get("key") or {}) == RETENTION_KEY), None)
+        other = next((ix for ix in indexes if dict(mapping_or_empty(ix.get("key"))) == RETENTION_KEY), None)
         if other is not None:
             raise ConfigError(
                 f"ARCHIVE_RETENTION needs a TTL index on the archive's date_livraison, and the index "
                 f"{other.get('name')!r} already holds that key (MongoDB allows one): drop it"
             )
-    seconds = None if ours is None else int(ours["expireAfterSeconds"])
+    seconds = None if ours is None else int_or_none(ours["expireAfterSeconds"])
     action = _action(wanted, seconds)
     if wanted is not None and RETENTION_INDEX in building:
         action = "pending"  # neither collMod nor a second build: the server finishes this one
@@ -297,13 +298,13 @@ def _drop(archive: MongoCollection) -> None:
 # --- ARCHIVE_PII_RETENTION -----------------------------------------------------------------
 
 
-def undated_before(cutoff: datetime) -> dict[str, Any]:
+def undated_before(cutoff: datetime) -> dict[str, object]:
     """Archived orders without a ``date_livraison`` (null or absent) ordered before ``cutoff``:
     past a retention by their order date (``enrichment.retention_date``)."""
     return {"date_livraison": None, "date_commande": {"$lt": cutoff}}
 
 
-def past_pii_retention(cutoff: datetime) -> dict[str, Any]:
+def past_pii_retention(cutoff: datetime) -> dict[str, object]:
     """Archived orders delivered (ordered, without a delivery date) before ``cutoff`` whose
     personal data is not erased by age yet (not erased, or only their client's on request): two
     ranges of the ``{forgotten_by, date_livraison}`` index, the second its ``date_livraison:
@@ -325,7 +326,7 @@ class UndatedRetention:
     server_clock: Callable[[], datetime]
     stop_event: threading.Event | None
 
-    def selection(self) -> dict[str, Any]:
+    def selection(self) -> dict[str, object]:
         return undated_before(retrying(self.server_clock, stop_event=self.stop_event) - self.length)
 
     def pending(self) -> int:
@@ -356,7 +357,7 @@ class PiiRetention:
     stop_event: threading.Event | None
     fields: OrderFields = CONTRACT_FIELDS  # the order fields known not to be personal
 
-    def selection(self) -> dict[str, Any]:
+    def selection(self) -> dict[str, object]:
         now = retrying(self.server_clock, stop_event=self.stop_event)
         return past_pii_retention(now - self.length)
 

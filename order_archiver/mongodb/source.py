@@ -25,6 +25,7 @@ from bson.timestamp import Timestamp
 from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import ChangeEvent, OrderId, mapping_or_empty
 from order_archiver.errors import is_transient
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.storage import MongoCollection
@@ -51,14 +52,14 @@ OVERSIZE_CODES = frozenset({4568, 10334})
 
 # What a source hands out: an enriched order or a rejection, and (paged reads) the last
 # ``_id`` of a page once everything up to it has been handed out.
-Item = tuple[dict[str, Any] | Rejection | None, Any]
+Item = tuple[dict[str, object] | Rejection | None, Any]
 
 
 def is_oversized(exc: BaseException) -> bool:
     return isinstance(exc, pymongo_errors.OperationFailure) and exc.code in OVERSIZE_CODES
 
 
-def order_id(item: dict[str, Any] | Rejection) -> Any:
+def order_id(item: dict[str, object] | Rejection) -> Any:
     return item.order_id if isinstance(item, Rejection) else item["_id"]
 
 
@@ -70,11 +71,11 @@ def order_id(item: dict[str, Any] | Rejection) -> Any:
 
 def enrich_each(
     orders: MongoCollection, ids: list[Any], delivered_status: str, names: CollectionNames
-) -> list[dict[str, Any] | Rejection]:
+) -> list[dict[str, object] | Rejection]:
     """The enriched delivered orders among ``ids``: one aggregation; if one order makes it fail
     over the server's limits, the same order by order, and that one is a ``Rejection``."""
 
-    def enrich(match: dict[str, Any]) -> list[dict[str, Any]]:
+    def enrich(match: dict[str, object]) -> list[dict[str, object]]:
         return list(orders.aggregate(build_enrichment_pipeline(match, names)))
 
     delivered = status_match(delivered_status)
@@ -84,7 +85,7 @@ def enrich_each(
         if not is_oversized(exc):
             raise
         log.warning("enriching %d orders failed (code %s): enriching them one by one", len(ids), exc.code)
-    found: list[dict[str, Any] | Rejection] = []
+    found: list[dict[str, object] | Rejection] = []
     for one_id in ids:
         try:
             found.extend(enrich({"_id": one_id, "status": delivered}))
@@ -121,7 +122,7 @@ class OrderSource:
     also_ids: IdList = field(default_factory=IdList)
     delivered_before: datetime | None = None  # the purge under PURGE_AFTER: old enough to move
 
-    def selection(self, after_id: Any = None, among_ids: Sequence[Any] | None = None) -> dict[str, Any]:
+    def selection(self, after_id: Any = None, among_ids: Sequence[Any] | None = None) -> dict[str, object]:
         return build_selection(
             self.delivered_status,
             self.date_from,
@@ -156,7 +157,7 @@ class OrderSource:
         )
         yield from itertools.islice(merged_by_id([walk, also], _item_id), limit)
 
-    def _aggregate(self, matches: list[dict[str, Any]], limit: int | None) -> Iterator[Item]:
+    def _aggregate(self, matches: list[dict[str, object]], limit: int | None) -> Iterator[Item]:
         pipeline = build_enrichment_pipeline(matches, self.names, sort_by_id=True, limit=limit)
         # allowDiskUse: with a date window the planner may sort in memory (index on the date,
         # then $sort on _id) and a large window would pass the 100 MB sort limit.
@@ -165,7 +166,7 @@ class OrderSource:
                 yield raw, None
 
     @staticmethod
-    def _narrow_first(selection: dict[str, Any], narrow: bool) -> list[dict[str, Any]]:
+    def _narrow_first(selection: dict[str, object], narrow: bool) -> list[dict[str, object]]:
         """A narrow filter (an incremental pass's delivery stamp, a chunk of ids) as two
         ``$match`` stages, the narrow one first: MongoDB coalesces them into one (same plan, on
         the ``{status, date_livraison}`` index or ``_id``); a server without that optimisation
@@ -329,7 +330,7 @@ class ChunkReader:
             return self.source.pages(after_id)
         return self.source.stream(after_id, None if remaining is None else remaining - chunk.size)
 
-    def _take(self, item: dict[str, Any] | Rejection, now: datetime, chunk: Chunk) -> None:
+    def _take(self, item: dict[str, object] | Rejection, now: datetime, chunk: Chunk) -> None:
         chunk.last_id = order_id(item)
         self.finisher.place(item, now, chunk, self.source.in_window)
 
@@ -410,7 +411,7 @@ def scan_by_id(
     *,
     stop_event: threading.Event | None = None,
     purpose: Purpose = Retry.READ,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[dict[str, object]]:
     """The documents of ``open_cursor(after_id)``, a query in ``_id`` order (``after_id`` is
     None at first), through cuts: a transient error (network, failover, a cursor the server
     lost) reopens the query after the last ``_id`` read, by the ``RetryPolicy`` (``purpose.attempts``
@@ -516,7 +517,7 @@ EVENT_FIELDS = (
 )
 
 
-def build_change_stream_pipeline(delivered_status: str) -> list[dict[str, Any]]:
+def build_change_stream_pipeline(delivered_status: str) -> list[dict[str, object]]:
     """Only what can mean "delivered now" reaches the client, projected down to what the
     handler reads: with ``updateLookup`` an event carries the whole order (and an update's
     changed fields), and an event over 16 MB is an error no resume gets past
@@ -538,7 +539,7 @@ def build_change_stream_pipeline(delivered_status: str) -> list[dict[str, Any]]:
     ]
 
 
-def event_time(event: Mapping[str, Any]) -> datetime | None:
+def event_time(event: Mapping[str, object]) -> datetime | None:
     """When the change happened: ``wallTime`` (MongoDB 6.0+), else ``clusterTime``."""
     wall = event.get("wallTime")
     if isinstance(wall, datetime):
@@ -551,13 +552,13 @@ def event_time(event: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-def orders_to_archive(events: list[Mapping[str, Any]], delivered_status: str) -> list[Any]:
+def orders_to_archive(events: list[ChangeEvent], delivered_status: str) -> list[OrderId]:
     """The ids of the orders that a micro-batch of events says are delivered now, in order,
     once each. An event whose looked-up document is gone (deleted since) or is no longer
     delivered is skipped: the archive reflects what the server holds now."""
-    ids: dict[Any, None] = {}
+    ids: dict[OrderId, None] = {}
     for event in events:
-        key = (event.get("documentKey") or {}).get("_id")
+        key = mapping_or_empty(event.get("documentKey")).get("_id")
         document = event.get("fullDocument")
         if key is None:
             continue

@@ -43,7 +43,7 @@ class ArchivingStep:
     fence: Callable[[], None] | None = None
     pace: Callable[[int], None] | None = None  # --max-rate: after the write, wait if ahead
 
-    def archive(self, documents: list[dict[str, Any]], rejections: list[Rejection]) -> ArchiveCounts:
+    def archive(self, documents: list[dict[str, object]], rejections: list[Rejection]) -> ArchiveCounts:
         counts = ArchiveCounts()
         met = list(rejections)
         if documents:

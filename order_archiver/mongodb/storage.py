@@ -17,6 +17,7 @@ from pymongo import errors as pymongo_errors
 from pymongo.collection import Collection
 from pymongo.read_concern import ReadConcern
 
+from order_archiver.documents import Document, int_or_none, moment_or_none, text_or_none
 from order_archiver.errors import (
     TRANSIENT_CODES,
     ArchiverError,
@@ -43,9 +44,8 @@ log = get_logger("storage")
 DUPLICATE_KEY = 11000
 
 
-# The pymongo types at the module boundaries (a simulation's mongomock objects stand in for
-# them: mongomock is untyped, so the checker lets them through).
-Document = dict[str, Any]
+# The pymongo type at the module boundaries (a simulation's mongomock objects stand in for
+# it: mongomock is untyped, so the checker lets them through).
 MongoCollection = Collection[Document]
 
 
@@ -110,8 +110,8 @@ class WriteOutcome:
     already_archived: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     revised: int = 0  # archive documents replaced by a corrected version of their order
-    existing: list[dict[str, Any]] = field(default_factory=list)  # found archived: compared next
-    missed: list[dict[str, Any]] = field(default_factory=list)  # revisions that matched nothing: again
+    existing: list[dict[str, object]] = field(default_factory=list)  # found archived: compared next
+    missed: list[dict[str, object]] = field(default_factory=list)  # revisions that matched nothing: again
 
     def plus(self, other: WriteOutcome) -> WriteOutcome:
         return WriteOutcome(
@@ -145,11 +145,11 @@ class Held(NamedTuple):
         courier = document.get("livreur")
         forgotten = isinstance(courier, dict) and courier.get("forgotten_at") is not None
         return cls(
-            document.get("source_hash"),
-            document.get("forgotten_by"),
-            document.get("restored_at"),
+            text_or_none(document.get("source_hash")),
+            text_or_none(document.get("forgotten_by")),
+            moment_or_none(document.get("restored_at")),
             forgotten,
-            document.get("pii_policy"),
+            text_or_none(document.get("pii_policy")),
         )
 
 
@@ -221,11 +221,11 @@ class ArchiveWriter:
 
     # -- erasures
 
-    def respecting_erasures(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def respecting_erasures(self, documents: list[dict[str, object]]) -> list[dict[str, object]]:
         """``documents``, a forgotten person's erased."""
         return self.erasures.before_write(documents)[0]
 
-    def erase(self, documents: list[dict[str, Any]], erasure_of: ErasureOf) -> int:
+    def erase(self, documents: list[dict[str, object]], erasure_of: ErasureOf) -> int:
         """Erase archived ``documents`` as ``erasure_of`` says, each only in the version read
         (``erasure_updates``); how many matched (a retry after a write-concern error: the same)."""
         requests = erasure_updates(documents, erasure_of)
@@ -235,7 +235,9 @@ class ArchiveWriter:
         """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
         return read_held(self.archive, ids, self.side, self.stop_event)
 
-    def not_archived_as_they_are(self, documents: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    def not_archived_as_they_are(
+        self, documents: list[dict[str, object]]
+    ) -> tuple[list[dict[str, object]], int]:
         """The documents the archive does not hold in this very version (by ``_id``, then
         ``source_hash``: one corrected since is written again, and revised), and how many it
         does."""
@@ -267,7 +269,7 @@ class ArchiveWriter:
         durable = self.archive.with_options(read_concern=ReadConcern("majority"))
         return read_held(durable, ids, self.side, self.stop_event)
 
-    def write(self, documents: list[dict[str, Any]], *, again: bool = True) -> WriteOutcome:
+    def write(self, documents: list[dict[str, object]], *, again: bool = True) -> WriteOutcome:
         """Archive ``documents``: new orders inserted (``upsert``), orders already archived
         compared by ``source_hash`` and, when their source changed since (a correction after
         delivery: a refund, a fixed address), their document replaced (``revise``). Idempotent:
@@ -288,7 +290,7 @@ class ArchiveWriter:
             outcome = outcome.plus(self.write(missed, again=False))
         return outcome
 
-    def revise(self, documents: list[dict[str, Any]]) -> WriteOutcome:
+    def revise(self, documents: list[dict[str, object]]) -> WriteOutcome:
         """Replace the archive documents whose order changed since they were written, each only
         if it still holds the version read here (``source_hash`` in the filter: two writers at
         once revise once), keeping ``archived_at`` and setting ``revised_at``. A document an
@@ -328,7 +330,7 @@ class ArchiveWriter:
         return outcome
 
     def _apply(
-        self, requests: list[UpdateOne], documents: list[dict[str, Any]], outcome: WriteOutcome
+        self, requests: list[UpdateOne], documents: list[dict[str, object]], outcome: WriteOutcome
     ) -> int:
         """Run revision statements; the number applied. A refused one rejects its order (a
         correction that gave it another order's numero: 11000)."""
@@ -347,7 +349,7 @@ class ArchiveWriter:
                 outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
             return int(details.get("nModified", 0))
 
-    def upsert(self, documents: list[dict[str, Any]]) -> WriteOutcome:
+    def upsert(self, documents: list[dict[str, object]]) -> WriteOutcome:
         """Write ``documents``. A write the server (10334 BSONObjectTooLarge: the command past
         16 MB + 16 KB, nothing applied) or pymongo (``DocumentTooLarge``, a ``bson`` error, past
         48 MB or one statement past the server's limit) refuses whole is split in halves, down
@@ -363,7 +365,7 @@ class ArchiveWriter:
             half = len(documents) // 2
             return self.upsert(documents[:half]).plus(self.upsert(documents[half:]))
 
-    def _upsert_once(self, documents: list[dict[str, Any]]) -> WriteOutcome:
+    def _upsert_once(self, documents: list[dict[str, object]]) -> WriteOutcome:
         requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
         try:
             result = self._bulk_write(requests)
@@ -399,7 +401,7 @@ class ArchiveWriter:
             self.on_retry(exc)
 
     def _settle_bulk_errors(
-        self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, Any]]
+        self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, object]]
     ) -> WriteOutcome:
         """Per-document refusals of a bulk whose write concern was met (``is_transient``
         retries any write-concern error first). A duplicate key is not a failure: when the
@@ -431,7 +433,7 @@ class ArchiveWriter:
 
 
 def refused_by_the_deployment(
-    errors: list[dict[str, Any]], documents: list[Any], archive: MongoCollection
+    errors: list[dict[str, object]], documents: list[Document], archive: MongoCollection
 ) -> None:
     """Every order of a write refused with the same code (a validator added to the
     archive: 121 for each) is the deployment, not the data: raise ``FatalError`` (exit 1,
@@ -443,8 +445,8 @@ def refused_by_the_deployment(
         return
     if sum(1 for e in errors if e.get("code") != DUPLICATE_KEY) < len(documents):
         return
-    code = int(refused.pop() or 0)
-    name = next((e["codeName"] for e in errors if e.get("codeName")), "") or _CODE_NAMES.get(code, "")
+    code = int_or_none(refused.pop()) or 0
+    name = next((str(e["codeName"]) for e in errors if e.get("codeName")), "") or _CODE_NAMES.get(code, "")
     raise FatalError(
         f"the archive {archive.full_name} refused every one of {len(documents)} orders with code {code} {name}".rstrip()
         + ": the deployment refuses them (a validator, a permission, a full disk), not their data; "
@@ -452,7 +454,9 @@ def refused_by_the_deployment(
     )
 
 
-def _say_why_revised(revised: int, changed: list[tuple[dict[str, Any], Any]], held: dict[Any, Held]) -> None:
+def _say_why_revised(
+    revised: int, changed: list[tuple[dict[str, object], Any]], held: dict[Any, Held]
+) -> None:
     """A revision follows a correction at the source, or a change of ARCHIVE_PII (its mode, key
     or declared fields), which changes what the archive keeps of the same order: said apart."""
     policy = sum(
@@ -478,12 +482,12 @@ def _pymongo_cause(error: BaseException) -> BaseException | None:
     return cause
 
 
-def _revision(document: dict[str, Any], *, revised: bool) -> dict[str, Any]:
+def _revision(document: dict[str, object], *, revised: bool) -> dict[str, object]:
     """A revision's update: the new version's fields, but when and by what it was archived; an
     erasure's mark the new version does not carry is removed."""
     fields = {k: v for k, v in document.items() if k not in _KEPT_BY_A_REVISION}
     fields["revised_at"] = document["archived_at"] if revised else None
-    update: dict[str, Any] = {"$set": fields}
+    update: dict[str, object] = {"$set": fields}
     unmarked = {mark: "" for mark in _MARKS if mark not in document}
     if unmarked:
         update["$unset"] = unmarked
@@ -511,10 +515,10 @@ _CODE_NAMES = {
 }
 
 
-def _refusal_reason(error: dict[str, Any]) -> str:
+def _refusal_reason(error: dict[str, object]) -> str:
     """Why the server refused one order's write (a ``writeErrors`` entry), as rejections list it."""
     code = error.get("code")
     if code == DUPLICATE_KEY:
         return "numero_commande already archived for another order"
-    name = error.get("codeName") or _CODE_NAMES.get(code or 0, "")
+    name = error.get("codeName") or _CODE_NAMES.get(int_or_none(code) or 0, "")
     return f"archive write refused: code {code} {name}".rstrip()

@@ -7,9 +7,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Protocol, cast
 
-Event = Mapping[str, Any]
+from order_archiver.documents import ChangeEvent
+
+Event = ChangeEvent
 
 MIN_EMPTY_POLL_S = 0.005  # see next_event
 
@@ -18,36 +21,38 @@ class ChangeStream(Protocol):
     """What watch uses of a change stream."""
 
     @property
-    def resume_token(self) -> Mapping[str, Any] | None: ...
+    def resume_token(self) -> Mapping[str, object] | None: ...
 
     @property
     def alive(self) -> bool: ...
 
-    def try_next(self) -> Any: ...
+    def try_next(self) -> Mapping[str, object] | None: ...
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Any: ...
+    def __enter__(self) -> ChangeStream: ...
 
-    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> Any: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None: ...
 
 
 class Prepended:
     """A change stream with one already-read event put back in front (opening from a token
     reads one event to learn whether the token is accepted)."""
 
-    def __init__(self, stream: ChangeStream, event: Event) -> None:
+    def __init__(self, stream: ChangeStream, event: Mapping[str, object]) -> None:
         self.stream = stream
-        self.pending: Event | None = event
+        self.pending: Mapping[str, object] | None = event
 
-    def try_next(self) -> Any:
+    def try_next(self) -> Mapping[str, object] | None:
         if self.pending is not None:
             event, self.pending = self.pending, None
             return event
         return self.stream.try_next()
 
     @property
-    def resume_token(self) -> Mapping[str, Any] | None:
+    def resume_token(self) -> Mapping[str, object] | None:
         return self.stream.resume_token
 
     @property
@@ -62,6 +67,11 @@ class Prepended:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def as_event(document: Mapping[str, object] | None) -> Event | None:
+    """A change stream's document as the change event MongoDB documents (its fields typed)."""
+    return cast(Event | None, document)
 
 
 def buffered(stream: ChangeStream) -> int:
@@ -85,7 +95,7 @@ def next_event(stream: ChangeStream, stop_event: threading.Event) -> Event | Non
     once would make the loop spin, so an answer faster than ``MIN_EMPTY_POLL_S`` is followed by
     a pause of that length (it costs nothing on MongoDB and bounds the poll rate elsewhere)."""
     started = time.monotonic()
-    event: Event | None = stream.try_next()
+    event = as_event(stream.try_next())
     if event is None:
         elapsed = time.monotonic() - started
         if elapsed < MIN_EMPTY_POLL_S:
@@ -99,7 +109,7 @@ def micro_batch(stream: ChangeStream, first: Event, limit: int) -> tuple[list[Ev
     getMore. Cut before an ``invalidate``, which is returned apart."""
     events = [first]
     while len(events) < limit and buffered(stream) > 0:
-        following = stream.try_next()
+        following = as_event(stream.try_next())
         if following is None:
             break
         events.append(following)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 from bson import json_util
 from pymongo import errors as pymongo_errors
@@ -96,7 +96,7 @@ def retire_file_watcher(path: str | Path, now: datetime | None = None) -> str:
     return f"watcher of {target} retired: the token file is gone; started again, it would catch up first"
 
 
-def _token_file_record(target: Path) -> dict[str, Any]:
+def _token_file_record(target: Path) -> dict[str, object]:
     try:
         record = json_util.loads(target.read_text("utf-8"))
     except FileNotFoundError:
@@ -108,7 +108,7 @@ def _token_file_record(target: Path) -> dict[str, Any]:
     return record
 
 
-def _refuse_recent_save(target: Path, record: Mapping[str, Any], now: datetime) -> None:
+def _refuse_recent_save(target: Path, record: Mapping[str, object], now: datetime) -> None:
     saved = record.get("saved_at")
     if (
         isinstance(saved, datetime)
@@ -120,6 +120,13 @@ def _refuse_recent_save(target: Path, record: Mapping[str, Any], now: datetime) 
         )
 
 
+class StreamStart(TypedDict, total=False):
+    """Where a change stream opens (``Collection.watch``'s keywords): none, or one of them."""
+
+    resume_after: Mapping[str, object]
+    start_after: Mapping[str, object]
+
+
 @dataclass(frozen=True)
 class ResumeState:
     """What a watcher resumes from, in one typed record (pymongo's ChangeStream keeps its own
@@ -128,7 +135,7 @@ class ResumeState:
     not (which decides how the stream is reopened)."""
 
     kind: Literal["none", "unusable", "token"]
-    token: Mapping[str, Any] | None = None
+    token: Mapping[str, object] | None = None
     invalidated: bool = False
 
     @property
@@ -139,12 +146,14 @@ class ResumeState:
     def usable(self) -> bool:
         return self.kind == "token"
 
-    def stream_options(self) -> dict[str, Any]:
+    def stream_options(self) -> StreamStart:
         """How to open the stream from here: after an invalidate (collection dropped or
         renamed) only ``startAfter`` may pass the token."""
         if self.token is None:
             return {}
-        return {"start_after" if self.invalidated else "resume_after": self.token}
+        if self.invalidated:
+            return {"start_after": self.token}
+        return {"resume_after": self.token}
 
 
 NO_TOKEN = ResumeState("none")
@@ -158,7 +167,7 @@ class TokenStore(Protocol):
 
     def save(
         self,
-        token: Mapping[str, Any],
+        token: Mapping[str, object],
         *,
         invalidated: bool = False,
         last_event_at: datetime | None = None,
@@ -191,8 +200,8 @@ def _checked_token(record: Any, namespace: str, origin: str) -> ResumeState:
 
 
 def _token_record(
-    namespace: str, token: Mapping[str, Any], invalidated: bool, last_event_at: datetime | None
-) -> dict[str, Any]:
+    namespace: str, token: Mapping[str, object], invalidated: bool, last_event_at: datetime | None
+) -> dict[str, object]:
     """What both stores keep: the token, its stream, and when (``status`` reads the times)."""
     return {
         "namespace": namespace,
@@ -225,7 +234,7 @@ class FileTokenStore:
 
     def save(
         self,
-        token: Mapping[str, Any],
+        token: Mapping[str, object],
         *,
         invalidated: bool = False,
         last_event_at: datetime | None = None,
@@ -246,7 +255,7 @@ class FileTokenStore:
         if isinstance(record, dict):
             self._write({**record, "stopped_at": datetime.now(UTC)})
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, object]) -> None:
         folder = self.path.parent if str(self.path.parent) else Path(".")
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -286,7 +295,7 @@ class MongoTokenStore:
 
     def save(
         self,
-        token: Mapping[str, Any],
+        token: Mapping[str, object],
         *,
         invalidated: bool = False,
         last_event_at: datetime | None = None,
@@ -300,7 +309,7 @@ class MongoTokenStore:
             **_token_record(self.namespace, token, invalidated, last_event_at),
             "term": term,
         }
-        condition: dict[str, Any] = {"_id": self.key}
+        condition: dict[str, object] = {"_id": self.key}
         if term is not None:
             condition["$or"] = [{"term": {"$lte": term}}, {"term": None}]
         try:
@@ -316,7 +325,7 @@ class MongoTokenStore:
 
     def mark_stopped(self, term: int | None = None) -> None:
         """Only under this watcher's own term: a stopping old leader never marks its successor."""
-        condition: dict[str, Any] = {"_id": self.key}
+        condition: dict[str, object] = {"_id": self.key}
         if term is not None:
             condition["term"] = term
         retrying(

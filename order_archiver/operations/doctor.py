@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import Document, list_or_empty, mapping_or_empty
 from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ArchiverError, ConfigError, is_authorisation_error
 from order_archiver.mongodb.deployment import (
     LOOKUP_SHARDED_FROM,
@@ -30,7 +31,6 @@ from order_archiver.mongodb.deployment import (
 from order_archiver.mongodb.indexes import index_states, wanted_indexes
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.retention import PiiRetention, retention_state
-from order_archiver.mongodb.storage import Document
 from order_archiver.retry import retrying
 from order_archiver.settings import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
 
@@ -56,7 +56,7 @@ class DoctorReport:
     def add(self, name: str, outcome: Outcome, detail: str) -> None:
         self.checks.append(Check(name, outcome, detail))
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"checks": [asdict(check) for check in self.checks], "healthy": self.healthy}
 
     def lines(self) -> list[str]:
@@ -113,27 +113,28 @@ def required_privileges(
     return needs
 
 
-def granted_actions(privileges: list[dict[str, Any]], database: str, collection: str) -> set[str]:
+def granted_actions(privileges: list[dict[str, object]], database: str, collection: str) -> set[str]:
     """The actions ``privileges`` (``connectionStatus``'s ``authenticatedUserPrivileges``)
     grant on one collection: exact, whole database, every database, any resource."""
     actions: set[str] = set()
     for privilege in privileges:
-        resource = privilege.get("resource") or {}
+        resource = mapping_or_empty(privilege.get("resource"))
+        granted = {str(action) for action in list_or_empty(privilege.get("actions"))}
         if resource.get("anyResource"):
-            actions |= set(privilege.get("actions") or [])
+            actions |= granted
             continue
         db, coll = resource.get("db"), resource.get("collection")
         if db is None or coll is None:
             continue  # a cluster resource
         if db in ("", database) and coll in ("", collection):
-            actions |= set(privilege.get("actions") or [])
+            actions |= granted
     return actions
 
 
 def privilege_checks(
     report: DoctorReport,
     settings: Settings,
-    status: dict[str, Any],
+    status: dict[str, object],
     side: Side = "both",
     ttl_index_to_drop: bool = False,
 ) -> None:
@@ -164,7 +165,7 @@ def privilege_checks(
         report.add("purge", "warn", f"no remove on {'.'.join(orders)}: batch --purge-source would fail")
 
 
-def topology_check(report: DoctorReport, hello: dict[str, Any]) -> str:
+def topology_check(report: DoctorReport, hello: dict[str, object]) -> str:
     if hello.get("msg") == "isdbgrid":
         report.add("topology", "pass", "sharded cluster (connected to mongos)")
         return "sharded"
@@ -348,7 +349,7 @@ def check_deployment_of(
 ) -> DoctorReport:
     report = DoctorReport()
 
-    def ask(command: str, **options: Any) -> dict[str, Any]:
+    def ask(command: str, **options: Any) -> dict[str, object]:
         return dict(retrying(lambda: client.admin.command(command, **options), stop_event=stop_event))
 
     reply = dict(retrying(lambda: hello(client), stop_event=stop_event))  # isMaster before 4.4.2

@@ -26,16 +26,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from bson import ObjectId
 from pymongo import MongoClient
 
+from order_archiver.documents import Document
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.erasure import count_holding, erase_personal_data
 from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
-from order_archiver.mongodb.storage import Collections, Document
+from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.erasing import BY_REQUEST, CLIENT, COURIER, Erasure
 from order_archiver.retry import named_side, retrying
 from order_archiver.settings import Settings
@@ -69,7 +69,7 @@ class Person:
     def name(self) -> str:
         return "courier" if self.kind == COURIER else "client"
 
-    def orders(self) -> dict[str, Any]:
+    def orders(self) -> dict[str, object]:
         """Their archived orders, by an indexed selection (``indexes.ARCHIVE_INDEXES``)."""
         return orders_of(self.kind, self.id)
 
@@ -96,7 +96,7 @@ class ForgetReport:
         """Exit 3 otherwise: an id found nowhere is a mistake (a courier's id given as a client's)."""
         return self.found
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             f"{self.person.name}_id": str(self.person.id),
             "run": self.run,

@@ -39,12 +39,13 @@ from bson import ObjectId
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import Document, WriteError, moment_or_none, write_errors
 from order_archiver.errors import TRANSIENT_CODES, ConfigError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import orders_of
 from order_archiver.mongodb.source import chunked, scan_by_id
-from order_archiver.mongodb.storage import Collections, Document, MongoCollection
+from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.retry import Retry, retrying
@@ -67,9 +68,9 @@ class RestoreSelection:
     date_from: datetime | None = None
     date_to: datetime | None = None
 
-    def archive_filter(self) -> dict[str, Any]:
+    def archive_filter(self) -> dict[str, object]:
         """The archive documents selected; ConfigError when nothing selects."""
-        clauses: list[dict[str, Any]] = []
+        clauses: list[dict[str, object]] = []
         if self.numeros:
             clauses.append({"numero_commande": {"$in": list(self.numeros)}})
         if self.order_id is not None:
@@ -122,10 +123,10 @@ class RestoreReport:
     def complete(self) -> bool:
         return not self.conflicts and not self.unrestorable and not self.refused and not self.not_found
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "complete": self.complete}
 
-    def conflict(self, copy: Mapping[str, Any]) -> None:
+    def conflict(self, copy: Mapping[str, object]) -> None:
         self.conflicts += 1
         if len(self.conflict_examples) < EXAMPLES:
             self.conflict_examples.append(_name(copy))
@@ -166,7 +167,7 @@ class RestoreReport:
         return out
 
 
-def _name(copy: Mapping[str, Any]) -> str:
+def _name(copy: Mapping[str, object]) -> str:
     return str(copy.get("numero_commande") or copy["_id"])
 
 
@@ -201,7 +202,9 @@ def restore(
         if run and missing:
             mark.hold([copy["_id"] for copy in missing])  # before the insert: a purge meanwhile holds it
             refused = _insert(collections.orders_primary, missing, report, stop_event)
-            mark.take_back({i: d.get("restored_at") for d in chunk if (i := d["_id"]) in refused})
+            mark.take_back(
+                {i: moment_or_none(d.get("restored_at")) for d in chunk if (i := d["_id"]) in refused}
+            )
         elif missing:
             report.restored += len(missing)
     report.not_found = _not_found(selection, seen, report.selected, collections.archive, stop_event)
@@ -252,11 +255,13 @@ def _other_case(numeros: list[str], archive: MongoCollection, stop: threading.Ev
             lambda c=chunk: list(archive.find({"numero_commande": {"$in": c}}, {"numero_commande": 1})),  # type: ignore[misc]
             stop_event=stop,
         )
-        found.update({wanted[d["numero_commande"]]: d["numero_commande"] for d in documents})
+        found.update(
+            {wanted[numero]: numero for d in documents if (numero := str(d["numero_commande"])) in wanted}
+        )
     return found
 
 
-def _confirm(archive: MongoCollection, wanted: dict[str, Any], stop: threading.Event | None) -> None:
+def _confirm(archive: MongoCollection, wanted: dict[str, object], stop: threading.Event | None) -> None:
     """ConfigError (exit 2, nothing written) when a ``--run`` selects more than CONFIRM_ABOVE
     archived orders without ``--yes``: a window or a client typed wrong puts thousands of orders
     back into the application's collection. Counted up to one past the bound, no further."""
@@ -269,7 +274,7 @@ def _confirm(archive: MongoCollection, wanted: dict[str, Any], stop: threading.E
 
 
 def _chunks(
-    archive: MongoCollection, wanted: dict[str, Any], stop: threading.Event | None
+    archive: MongoCollection, wanted: dict[str, object], stop: threading.Event | None
 ) -> Iterator[list[Document]]:
     """The selected archive documents in ``_id`` order, a chunk at a time, through cuts
     (``scan_by_id``), across ``_id`` types (``ids_after``: dirty data has string ids)."""
@@ -283,7 +288,7 @@ def _chunks(
     return chunked(scan_by_id(selected_after, stop_event=stop), CHUNK)
 
 
-def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, Any]]:
+def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, object]]:
     copies = []
     for document in chunk:
         source = document.get("source")
@@ -299,7 +304,7 @@ def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, Any]
 
 
 def _present(
-    orders: MongoCollection, copies: list[dict[str, Any]], stop: threading.Event | None
+    orders: MongoCollection, copies: list[dict[str, object]], stop: threading.Event | None
 ) -> dict[Any, Document]:
     ids = [copy["_id"] for copy in copies]
     if not ids:
@@ -307,13 +312,13 @@ def _present(
     return {d["_id"]: d for d in retrying(lambda: list(orders.find({"_id": {"$in": ids}})), stop_event=stop)}
 
 
-def same_bson(found: Mapping[str, Any], copy: Mapping[str, Any]) -> bool:
+def same_bson(found: Mapping[str, object], copy: Mapping[str, object]) -> bool:
     """The order in the source is the archived copy: every field, in order, the same BSON types
     (Python's ``==`` takes 1, 1.0 and True for one value, an Int64 for an int)."""
     return bson.encode(found) == bson.encode(copy)
 
 
-def _compare(copy: dict[str, Any], found: Document, report: RestoreReport) -> None:
+def _compare(copy: dict[str, object], found: Document, report: RestoreReport) -> None:
     if same_bson(found, copy):
         report.already_there += 1
     else:
@@ -322,7 +327,7 @@ def _compare(copy: dict[str, Any], found: Document, report: RestoreReport) -> No
 
 def _insert(
     orders: MongoCollection,
-    missing: list[dict[str, Any]],
+    missing: list[dict[str, object]],
     report: RestoreReport,
     stop: threading.Event | None,
 ) -> set[Any]:
@@ -344,19 +349,19 @@ def _insert(
         return InsertRefusals(orders, missing, stop).settle(errors, report)
 
 
-def _refusals(exc: BaseException) -> list[Mapping[str, Any]] | None:
+def _refusals(exc: BaseException) -> list[WriteError] | None:
     """The write errors of a bulk write error that refuses documents one by one, nothing else;
     None for anything else: a write-concern error (the inserts may be rolled back), a failover
     code (retried whole already): the run fails, and a re-run is idempotent."""
     if not isinstance(exc, pymongo_errors.BulkWriteError):
         return None
-    errors: list[Mapping[str, Any]] = exc.details.get("writeErrors") or []
+    errors = write_errors(exc.details)
     if not errors or exc.details.get("writeConcernErrors"):
         return None
     return None if any(e.get("code") in TRANSIENT_CODES for e in errors) else errors
 
 
-def _on_id(error: Mapping[str, Any]) -> bool:
+def _on_id(error: WriteError) -> bool:
     """A duplicate key on ``_id``: MongoDB names the index's key (``keyPattern``, 4.4+)."""
     return error.get("code") == DUPLICATE_KEY and list(error.get("keyPattern") or {}) == ["_id"]
 
@@ -369,10 +374,10 @@ class InsertRefusals:
     duplicate key on another unique index, a validator, a field name) refuses the order."""
 
     orders: MongoCollection
-    missing: list[dict[str, Any]]
+    missing: list[dict[str, object]]
     stop: threading.Event | None
 
-    def settle(self, errors: list[Mapping[str, Any]], report: RestoreReport) -> set[Any]:
+    def settle(self, errors: list[WriteError], report: RestoreReport) -> set[Any]:
         """Count each refused statement in ``report``; the ids not in the source as archived."""
         on_id = [self.missing[e["index"]] for e in errors if _on_id(e)]
         found = _present(self.orders, on_id, self.stop)
@@ -393,7 +398,7 @@ class InsertRefusals:
         return absent
 
     @staticmethod
-    def refusal(copy: Mapping[str, Any], error: Mapping[str, Any]) -> Refusal:
+    def refusal(copy: Mapping[str, object], error: WriteError) -> Refusal:
         reason = str(error.get("errmsg") or "refused").splitlines()[0][:300]
         if _on_id(error):  # refused on _id, yet not there when read back: deleted meanwhile
             reason += " (and no longer in the source when read back)"

@@ -17,6 +17,7 @@ from typing import Any
 from bson import json_util
 from pymongo import MongoClient
 
+from order_archiver.documents import Document
 from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
@@ -26,7 +27,7 @@ from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
 from order_archiver.mongodb.source import missing_source
-from order_archiver.mongodb.storage import Collections, Document
+from order_archiver.mongodb.storage import Collections
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
 from order_archiver.retry import retrying

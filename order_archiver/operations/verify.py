@@ -20,11 +20,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.documents import Document
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import check_deployments
@@ -37,7 +38,7 @@ from order_archiver.mongodb.source import (
     missing_source,
     scan_by_id,
 )
-from order_archiver.mongodb.storage import Collections, Document
+from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure, Forgotten
 from order_archiver.orders.selection import date_range, ids_after
@@ -48,6 +49,13 @@ from order_archiver.settings import Settings
 CHUNK = 1000
 T = TypeVar("T")
 EXAMPLES = 5
+
+
+class Disagreement(TypedDict):
+    """An archive document that disagrees with its source order, as the report names it."""
+
+    id: str
+    fields: list[str]
 
 
 @dataclass
@@ -61,7 +69,7 @@ class VerifyReport:
     repaired: int = 0
     missing_before_repair: int | None = None  # with --repair: the figures above are after it
     missing_examples: list[str] = field(default_factory=list)
-    mismatched_examples: list[dict[str, Any]] = field(default_factory=list)
+    mismatched_examples: list[Disagreement] = field(default_factory=list)
     orphan_examples: list[str] = field(default_factory=list)
     unerased: int = 0  # erased (marked, or of a forgotten person) yet holding personal data
     unerased_examples: list[str] = field(default_factory=list)
@@ -70,7 +78,7 @@ class VerifyReport:
     def consistent(self) -> bool:
         return not self.missing and not self.mismatched and not self.unerased
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "consistent": self.consistent}
 
     def lines(self) -> list[str]:
@@ -102,18 +110,18 @@ class VerifyReport:
         return out
 
 
-def _note(examples: list[Any], item: Any) -> None:
+def _note(examples: list[T], item: T) -> None:
     if len(examples) < EXAMPLES:
         examples.append(item)
 
 
-def _same_date(left: Any, right: Any) -> bool:
+def _same_date(left: object, right: object) -> bool:
     if not isinstance(left, datetime) or not isinstance(right, datetime):
         return bool(left == right)
     return bool(abs((as_utc(left) - as_utc(right)).total_seconds()) < 0.001)  # BSON dates keep milliseconds
 
 
-def differences(expected: dict[str, Any], archived: dict[str, Any]) -> list[str]:
+def differences(expected: dict[str, object], archived: dict[str, object]) -> list[str]:
     """The key fields where an archive document disagrees with what the source gives now."""
     fields = []
     if archived.get("numero_commande") != expected["numero_commande"]:
@@ -121,7 +129,12 @@ def differences(expected: dict[str, Any], archived: dict[str, Any]) -> list[str]
     if not _same_date(archived.get("date_commande"), expected["date_commande"]):
         fields.append("date_commande")
     total = archived.get("montant_total")
-    if not isinstance(total, (int, float)) or abs(total - expected["montant_total"]) > 0.005:
+    wanted = expected["montant_total"]
+    if (
+        not isinstance(total, (int, float))
+        or not isinstance(wanted, (int, float))
+        or abs(total - wanted) > 0.005
+    ):
         fields.append("montant_total")
     return fields
 
@@ -235,7 +248,7 @@ class _Check:
         if not reader.exhausted:  # stopped: a partial walk never reads as a complete one
             raise TransientError("verify was interrupted before it read every delivered order")
 
-    def _compare(self, documents: list[dict[str, Any]]) -> None:
+    def _compare(self, documents: list[dict[str, object]]) -> None:
         ids = [d["_id"] for d in documents]
         fields = {"numero_commande": 1, "date_commande": 1, "montant_total": 1}
         archived = {
@@ -258,7 +271,9 @@ class _Check:
             disagreeing = differences(expected, found)
             if disagreeing:
                 self.report.mismatched += 1
-                _note(self.report.mismatched_examples, {"id": str(expected["_id"]), "fields": disagreeing})
+                _note(
+                    self.report.mismatched_examples, Disagreement(id=str(expected["_id"]), fields=disagreeing)
+                )
 
     def _listed(self, ids: list[Any]) -> set[Any]:
         side = self.collections.archive_side
@@ -267,7 +282,7 @@ class _Check:
     def archive_documents(self, date_from: datetime | None, date_to: datetime | None) -> None:
         """Every archive document of the window: does its source order still exist?"""
         bounds = date_range(date_from, date_to)
-        archive_window = {"date_commande": bounds} if bounds else {}
+        archive_window: dict[str, object] = {"date_commande": bounds} if bounds else {}
 
         def archived_after(after_id: Any) -> Any:
             window = dict(archive_window)
@@ -310,7 +325,7 @@ class _Check:
                 frozenset(i for k, i in persons if k == CLIENT),
                 frozenset(i for k, i in persons if k == COURIER),
             )
-            theirs = {**window, "$or": [orders_of(k, i) for k, i in persons]}
+            theirs: dict[str, object] = {**window, "$or": [orders_of(k, i) for k, i in persons]}
             for document in self._each(theirs):
                 owed = forgotten.erasure(document, now, fields)
                 if owed is not None and owed.holds(document):
@@ -319,7 +334,7 @@ class _Check:
         for document_id in sorted(unerased, key=str)[:EXAMPLES]:
             _note(self.report.unerased_examples, str(document_id))
 
-    def _each(self, selection: dict[str, Any]) -> Iterator[Document]:
+    def _each(self, selection: dict[str, object]) -> Iterator[Document]:
         """The documents of ``selection``, streamed in ``_id`` order through cuts."""
 
         def selected_after(after_id: Any) -> Any:

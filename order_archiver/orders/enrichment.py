@@ -47,17 +47,17 @@ class CollectionNames:
         )
 
 
-def _lookup(source: str, local_field: str, as_field: str) -> dict[str, Any]:
+def _lookup(source: str, local_field: str, as_field: str) -> dict[str, object]:
     return {"$lookup": {"from": source, "localField": local_field, "foreignField": "_id", "as": as_field}}
 
 
 def build_enrichment_pipeline(
-    match: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    match: Mapping[str, object] | Sequence[Mapping[str, object]],
     names: CollectionNames,
     *,
     sort_by_id: bool = False,
     limit: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     """The aggregation that turns matching orders into pre-archive documents.
 
     ``match`` is one filter, or several ``$match`` stages in a row (MongoDB coalesces them);
@@ -71,7 +71,7 @@ def build_enrichment_pipeline(
     the order's own fields, so the joins project only the names the archive keeps.
     """
     matches = [match] if isinstance(match, Mapping) else list(match)
-    pipeline: list[dict[str, Any]] = [{"$match": dict(stage)} for stage in matches]
+    pipeline: list[dict[str, object]] = [{"$match": dict(stage)} for stage in matches]
     if sort_by_id:
         pipeline.append({"$sort": {"_id": 1}})
     if limit is not None:
@@ -118,7 +118,7 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def retention_date(document: dict[str, Any]) -> datetime | None:
+def retention_date(document: dict[str, object]) -> datetime | None:
     """The date ARCHIVE_RETENTION and ARCHIVE_PII_RETENTION count from: the delivery, or the
     order's date for an order archived without a ``date_livraison`` (dirty data: it is not
     kept for ever); None when neither is a date."""
@@ -178,20 +178,20 @@ def _as_quantity(value: Any) -> int | None:
     return None
 
 
-def _first(joined: Any) -> Mapping[str, Any] | None:
+def _first(joined: Any) -> Mapping[str, object] | None:
     if isinstance(joined, list) and joined and isinstance(joined[0], Mapping):
         return joined[0]
     return None
 
 
 def _reference(
-    order: Mapping[str, Any],
+    order: Mapping[str, object],
     id_field: str,
     joined: Any,
     fields: tuple[str, ...],
     name: str,
     anomalies: list[str],
-) -> dict[str, Any] | None:
+) -> dict[str, object] | None:
     ref_id = order.get(id_field)
     if ref_id is None:
         anomalies.append(f"{name}_id_missing")
@@ -227,7 +227,7 @@ def _match_key(value: Any) -> Any:
 CLIENT_FIELDS = ("nom", "prenom", "email", "telephone")
 
 
-def _business_key(raw: Mapping[str, Any]) -> str:
+def _business_key(raw: Mapping[str, object]) -> str:
     numero = raw.get("numero_commande")
     if numero is None or (isinstance(numero, str) and not numero.strip()):
         raise InvalidOrderError("numero_commande missing")
@@ -236,7 +236,7 @@ def _business_key(raw: Mapping[str, Any]) -> str:
     return numero
 
 
-def _order_date(raw: Mapping[str, Any]) -> datetime:
+def _order_date(raw: Mapping[str, object]) -> datetime:
     if raw.get("date_commande") is None:
         raise InvalidOrderError("date_commande missing")
     try:
@@ -245,7 +245,7 @@ def _order_date(raw: Mapping[str, Any]) -> datetime:
         raise InvalidOrderError(f"date_commande unreadable: {exc}") from None
 
 
-def _delivery_date(raw: Mapping[str, Any], anomalies: list[str]) -> datetime | None:
+def _delivery_date(raw: Mapping[str, object], anomalies: list[str]) -> datetime | None:
     value = raw.get("date_livraison")
     if value is None:
         anomalies.append("date_livraison_missing")
@@ -257,17 +257,20 @@ def _delivery_date(raw: Mapping[str, Any], anomalies: list[str]) -> datetime | N
         return None
 
 
-def _archive_items(raw: Mapping[str, Any], anomalies: list[str]) -> tuple[list[dict[str, Any]], float]:
+def _archive_items(raw: Mapping[str, object], anomalies: list[str]) -> tuple[list[dict[str, object]], float]:
     """The items with their dishes' names and prices, and the total of those that resolved."""
     raw_items = raw.get("items")
     if raw_items is None:
         raw_items = []
     if not isinstance(raw_items, list):
         raise InvalidOrderError(f"items is a {type(raw_items).__name__}, not a list")
+    joined_menus = raw.get(_MENUS)
     menus = {
-        _match_key(menu.get("_id")): menu for menu in (raw.get(_MENUS) or []) if isinstance(menu, Mapping)
+        _match_key(menu.get("_id")): menu
+        for menu in (joined_menus if isinstance(joined_menus, list) else [])
+        if isinstance(menu, Mapping)
     }
-    items: list[dict[str, Any]] = []
+    items: list[dict[str, object]] = []
     total = 0.0
     for index, item in enumerate(raw_items):
         if not isinstance(item, Mapping):
@@ -297,8 +300,8 @@ def _archive_items(raw: Mapping[str, Any], anomalies: list[str]) -> tuple[list[d
 
 
 def finish_archive_document(
-    raw: Mapping[str, Any], *, archived_by: str, archived_at: datetime, pii: PiiPolicy | None = None
-) -> dict[str, Any]:
+    raw: Mapping[str, object], *, archived_by: str, archived_at: datetime, pii: PiiPolicy | None = None
+) -> dict[str, object]:
     """The contract's archive document for one enriched order; ``InvalidOrderError`` if the
     order cannot be archived (no business key, no readable order date, malformed items)."""
     numero = _business_key(raw)
@@ -341,12 +344,12 @@ def finish_archive_document(
     return document
 
 
-def source_hash(source: Mapping[str, Any]) -> str:
+def source_hash(source: Mapping[str, object]) -> str:
     """A fingerprint of a source order as the archive keeps it (under ARCHIVE_PII: a dropped
     address is not in it, a hashed one only keyed): its BSON, field order and types included."""
     return hashlib.sha256(bson.encode(source)).hexdigest()[:32]
 
 
-def source_order(raw: Mapping[str, Any]) -> dict[str, Any]:
+def source_order(raw: Mapping[str, object]) -> dict[str, object]:
     """The source order of an enriched one: its own fields, in their order, without the joins."""
     return {key: value for key, value in raw.items() if not key.startswith(_JOINED)}

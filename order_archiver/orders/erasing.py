@@ -36,7 +36,7 @@ BY_AGE = "ARCHIVE_PII_RETENTION"  # forgotten_by of an erasure by age: the clien
 CLIENT, COURIER = "client", "livreur"  # the persons: their kind in the record, their reference's name
 
 
-def erased_source(source: Mapping[str, Any], fields: OrderFields) -> dict[str, Any]:
+def erased_source(source: Mapping[str, object], fields: OrderFields) -> dict[str, object]:
     """An order (the archive's copy, or the source's) without its personal data: every field
     not known to be non-personal is null."""
     return fields.personal_order(source, lambda _: None)
@@ -59,13 +59,14 @@ class Erasure:
     at: datetime
     fields: OrderFields = CONTRACT_FIELDS
 
-    def __call__(self, document: Mapping[str, Any]) -> dict[str, Any]:
+    def __call__(self, document: Mapping[str, object]) -> dict[str, object]:
         """``document`` erased. Idempotent; an earlier mark keeps its date."""
         done = dict(document)
-        if isinstance(done.get("source"), Mapping):
+        source = done.get("source")
+        if isinstance(source, Mapping):
             # An undeclared field may be anyone's (a courier's phone in a note): erased for each.
-            done["source"] = erased_source(done["source"], self.fields)
-            done["source_hash"] = source_hash(done["source"])
+            erased = erased_source(source, self.fields)
+            done["source"], done["source_hash"] = erased, source_hash(erased)
         if self.client:
             done["client"] = _cleared(done.get("client"), PII_FIELDS)
             done.update({name: None for name in ORDER_PII_FIELDS if name in done})
@@ -78,7 +79,7 @@ class Erasure:
             done[COURIER] = courier
         return done
 
-    def holds(self, document: Mapping[str, Any]) -> bool:
+    def holds(self, document: Mapping[str, object]) -> bool:
         """Whether ``document`` still holds some personal data this erasure would remove."""
         source = document.get("source")
         if isinstance(source, Mapping) and erased_source(source, self.fields) != dict(source):
@@ -97,7 +98,7 @@ class Erasure:
         )
 
 
-def person_ids(document: Mapping[str, Any], kind: str) -> list[Any]:
+def person_ids(document: Mapping[str, object], kind: str) -> list[Any]:
     """The ids an archive document names of its client or its courier: its reference's, and
     its source copy's (a dangling reference is null in the archive, named in the copy)."""
     reference = document.get(kind)
@@ -130,7 +131,7 @@ class Forgotten:
     def minus(self, other: Forgotten) -> Forgotten:
         return Forgotten(self.clients - other.clients, self.couriers - other.couriers)
 
-    def erasure(self, document: Mapping[str, Any], at: datetime, fields: OrderFields) -> Erasure | None:
+    def erasure(self, document: Mapping[str, object], at: datetime, fields: OrderFields) -> Erasure | None:
         """The erasure ``document`` is owed, if its client or its courier is forgotten."""
         client = any(i in self.clients for i in person_ids(document, CLIENT))
         courier = any(i in self.couriers for i in person_ids(document, COURIER))
@@ -139,8 +140,8 @@ class Forgotten:
         return Erasure(client, courier, BY_REQUEST, at, fields)
 
     def applied(
-        self, documents: list[dict[str, Any]], at: datetime, fields: OrderFields
-    ) -> list[dict[str, Any]]:
+        self, documents: list[dict[str, object]], at: datetime, fields: OrderFields
+    ) -> list[dict[str, object]]:
         """``documents``, those of a forgotten person erased."""
         if not self:
             return documents

@@ -19,12 +19,12 @@ from order_archiver.orders.rejection import Rejection
 
 
 def finish_one(
-    item: dict[str, Any] | Rejection,
+    item: dict[str, object] | Rejection,
     *,
     archived_by: str,
     archived_at: datetime,
     pii: PiiPolicy | None = None,
-) -> dict[str, Any] | Rejection:
+) -> dict[str, object] | Rejection:
     """The archive document of one enriched order, or why it cannot be archived."""
     if isinstance(item, Rejection):
         return item
@@ -36,7 +36,7 @@ def finish_one(
 
 @dataclass
 class Finished:
-    documents: list[dict[str, Any]] = field(default_factory=list)
+    documents: list[dict[str, object]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not archived
     outside_window: int = 0  # a string date_commande outside the window, read only now
@@ -62,19 +62,21 @@ class Finisher:
     expire_after: timedelta | None = None
     erase_after: timedelta | None = None
 
-    def one(self, item: dict[str, Any] | Rejection, archived_at: datetime) -> dict[str, Any] | Rejection:
+    def one(
+        self, item: dict[str, object] | Rejection, archived_at: datetime
+    ) -> dict[str, object] | Rejection:
         done = finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
         if isinstance(done, Rejection) or not self._older_than(done, self.erase_after, archived_at):
             return done
         fields = self.pii.fields if self.pii is not None else CONTRACT_FIELDS
         return Erasure(client=True, courier=True, by=BY_AGE, at=archived_at, fields=fields)(done)
 
-    def expired(self, document: dict[str, Any], now: datetime) -> bool:
+    def expired(self, document: dict[str, object], now: datetime) -> bool:
         """Delivered (ordered, without a ``date_livraison``) longer ago than ARCHIVE_RETENTION."""
         return self._older_than(document, self.expire_after, now)
 
     @staticmethod
-    def _older_than(document: dict[str, Any], length: timedelta | None, now: datetime) -> bool:
+    def _older_than(document: dict[str, object], length: timedelta | None, now: datetime) -> bool:
         counted_from = retention_date(document)
         if length is None or counted_from is None:
             return False
@@ -82,7 +84,7 @@ class Finisher:
 
     def place(
         self,
-        item: dict[str, Any] | Rejection,
+        item: dict[str, object] | Rejection,
         archived_at: datetime,
         finished: Finished,
         in_window: Callable[[Any], bool] | None = None,
@@ -100,7 +102,7 @@ class Finisher:
         else:
             finished.documents.append(result)
 
-    def all(self, items: Iterable[dict[str, Any] | Rejection], archived_at: datetime) -> Finished:
+    def all(self, items: Iterable[dict[str, object] | Rejection], archived_at: datetime) -> Finished:
         """Each order finished and sorted (``place``): the documents, the rejections, the counts."""
         finished = Finished()
         for item in items:

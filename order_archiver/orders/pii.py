@@ -83,10 +83,10 @@ class OrderFields:
     def item_field(self, name: str) -> bool:
         return name in NON_PERSONAL_ITEM_FIELDS or f"{ITEMS}.{name}" in self.declared
 
-    def personal_order(self, order: Mapping[str, Any], personal: Any) -> dict[str, Any]:
+    def personal_order(self, order: Mapping[str, object], personal: Any) -> dict[str, object]:
         """``order`` with ``personal(value)`` in place of each personal value (not ``None``:
         nothing to hide), in the order's field order; the items' personal fields too."""
-        shown: dict[str, Any] = {}
+        shown: dict[str, object] = {}
         for name, value in order.items():
             if name == ITEMS and isinstance(value, list):
                 shown[name] = [self._item(item, personal) for item in value]
@@ -129,13 +129,13 @@ class PiiPolicy:
         tag = f"hash:{self.key_id}" if self.mode == "hash" else self.mode
         return f"{tag};fields:{self.fields.digest}" if self.fields.declared else tag
 
-    def apply(self, person: dict[str, Any] | None) -> dict[str, Any] | None:
+    def apply(self, person: dict[str, object] | None) -> dict[str, object] | None:
         """A client or courier reference under the policy (its ``id`` is kept)."""
         if person is None or self.mode == "keep":
             return person
         return {k: (self._value(v) if k in PII_FIELDS else v) for k, v in person.items()}
 
-    def apply_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
+    def apply_order(self, order: Mapping[str, object]) -> dict[str, object]:
         """An order under the policy: each of its personal fields (the delivery address, and
         every field not known to be non-personal) kept, hashed or dropped."""
         if self.mode == "keep":
@@ -154,13 +154,13 @@ MASKED_PERSON_FIELDS = ("nom", "prenom", "email", "telephone", "adresse")
 MASKED = "***"
 
 
-def mask_pii(document: Mapping[str, Any], fields: OrderFields | None = None) -> dict[str, Any]:
+def mask_pii(document: Mapping[str, object], fields: OrderFields | None = None) -> dict[str, object]:
     """A copy of an archive document fit to print on a terminal, a JSON report or a samples
     file: the client's and the courier's names, e-mail and phone, the delivery address, and
     every field of its ``source`` copy not known to be non-personal become ``***``; the
     fields stay, so a reader sees that they exist."""
     known = fields or CONTRACT_FIELDS
-    shown: dict[str, Any] = {}
+    shown: dict[str, object] = {}
     for name, value in document.items():
         if name in ORDER_PII_FIELDS and value is not None:
             shown[name] = MASKED

@@ -17,7 +17,7 @@ class Rejection:
     numero_commande: str | None = None
 
     @classmethod
-    def of(cls, order: Mapping[str, Any], reason: str) -> Rejection:
+    def of(cls, order: Mapping[str, object], reason: str) -> Rejection:
         """The rejection of an order (raw or finished): its ``_id``, and its number when it has one."""
         numero = order.get("numero_commande")
         return cls(order.get("_id"), reason, numero if isinstance(numero, str) else None)

@@ -28,7 +28,7 @@ def build_selection(
     delivered_since: datetime | None = None,
     among_ids: Sequence[Any] | None = None,
     delivered_before: datetime | None = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The source filter: delivered orders in ``[date_from, date_to)``, after ``after_id``;
     with ``delivered_since`` (an incremental pass) only those whose ``date_livraison`` is at
     or after it; with ``among_ids`` only those (a bounded chunk: the caller cuts the list,
@@ -40,8 +40,8 @@ def build_selection(
     With ``delivered_before`` (the purge under PURGE_AFTER) only those delivered before it: one
     with no readable stamp is never old enough, and stays.
     """
-    selection: dict[str, Any] = {"status": status_match(delivered_status)}
-    clauses: list[dict[str, Any]] = []
+    selection: dict[str, object] = {"status": status_match(delivered_status)}
+    clauses: list[dict[str, object]] = []
     bounds = date_range(date_from, date_to)
     if bounds:
         clauses.append({"$or": [{"date_commande": bounds}, {"date_commande": {"$type": "string"}}]})
@@ -185,7 +185,7 @@ _ORDER_WITHIN_TYPE: dict[int, Callable[[Any], Any]] = {
 }
 
 
-def ids_after(last: Any) -> dict[str, Any]:
+def ids_after(last: Any) -> dict[str, object]:
     """``_id`` after ``last`` in ``_id`` order, *across* types. ``{$gt: last}`` alone compares
     within ``last``'s type only (type bracketing): a keyset walk that reached a string ``_id``
     (dirty data) would end there and never see the ObjectIds, which sort after strings."""
@@ -194,13 +194,13 @@ def ids_after(last: Any) -> dict[str, Any]:
         for group in _BSON_TYPE_ORDER[_bson_type_rank(last) + 1 :]
         for alias in group
     ]
-    after: dict[str, Any] = {"_id": {"$gt": last}}
+    after: dict[str, object] = {"_id": {"$gt": last}}
     return {"$or": [after, *later]} if later else after
 
 
-def date_range(date_from: datetime | None, date_to: datetime | None) -> dict[str, Any]:
+def date_range(date_from: datetime | None, date_to: datetime | None) -> dict[str, object]:
     """``{$gte: from, $lt: to}`` with the bounds that are given (empty: no window)."""
-    bounds: dict[str, Any] = {}
+    bounds: dict[str, object] = {}
     if date_from is not None:
         bounds["$gte"] = date_from
     if date_to is not None:

@@ -22,6 +22,7 @@ from bson import Regex, json_util
 from bson.timestamp import Timestamp
 from pymongo.errors import OperationFailure
 
+from order_archiver.documents import Document
 from order_archiver.errors import ConfigError
 from order_archiver.logs import get_logger
 from order_archiver.reporting.progress import Progress, ProgressMode
@@ -36,8 +37,6 @@ from order_archiver.simulation.generator import (
     generate_dataset,
     strip_markers,
 )
-
-Document = dict[str, Any]  # a document as pymongo hands it (mongodb.storage's alias)
 
 log = get_logger("simulation")
 
@@ -79,7 +78,7 @@ def _patch_mongomock_lookup() -> None:
         return
     original: Any = mongomock.aggregate._PIPELINE_HANDLERS["$lookup"]
 
-    def lookup(in_collection: list[dict[str, Any]], database: Any, options: dict[str, Any]) -> Any:
+    def lookup(in_collection: list[dict[str, object]], database: Any, options: dict[str, object]) -> Any:
         local_field = options.get("localField")
         if (
             options.get("foreignField") != "_id"
@@ -97,7 +96,7 @@ def _patch_mongomock_lookup() -> None:
                 if key in foreign and key not in seen:
                     seen.add(key)
                     joined.append(foreign[key])
-            document[options["as"]] = joined
+            document[str(options["as"])] = joined
         return in_collection
 
     mongomock.aggregate._PIPELINE_HANDLERS["$lookup"] = lookup
@@ -193,7 +192,7 @@ def write_samples(dataset: Dataset, path: str | Path, settings: Settings) -> int
     return sum(len(docs) for docs in payload.values())
 
 
-def read_samples(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+def read_samples(path: str | Path) -> dict[str, list[dict[str, object]]]:
     try:
         payload = json_util.loads(Path(path).read_text("utf-8"), json_options=_JSON_OPTIONS)
     except (OSError, ValueError) as exc:

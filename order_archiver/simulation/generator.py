@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from bson import ObjectId
 
@@ -160,13 +160,13 @@ _CATEGORIES = ("entrée", "plat", "plat", "plat", "dessert", "boisson")
 
 @dataclass
 class Dataset:
-    clients: list[dict[str, Any]] = field(default_factory=list)
-    couriers: list[dict[str, Any]] = field(default_factory=list)
-    restaurants: list[dict[str, Any]] = field(default_factory=list)
-    menus: list[dict[str, Any]] = field(default_factory=list)
-    orders: list[dict[str, Any]] = field(default_factory=list)
+    clients: list[dict[str, object]] = field(default_factory=list)
+    couriers: list[dict[str, object]] = field(default_factory=list)
+    restaurants: list[dict[str, object]] = field(default_factory=list)
+    menus: list[dict[str, object]] = field(default_factory=list)
+    orders: list[dict[str, object]] = field(default_factory=list)
 
-    def by_collection(self, settings: Any) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    def by_collection(self, settings: Any) -> Iterator[tuple[str, list[dict[str, object]]]]:
         """(collection name, documents) in insertion order: references before orders."""
         yield settings.clients_collection, self.clients
         yield settings.couriers_collection, self.couriers
@@ -238,7 +238,7 @@ def generate_dataset(
                 "vehicule": rng.choice(_VEHICLES),
             }
         )
-    menus_by_restaurant: dict[Any, list[dict[str, Any]]] = {}
+    menus_by_restaurant: dict[Any, list[dict[str, object]]] = {}
     cuisines = sorted(CUISINES)
     for _ in range(max(5, count // 200)):
         cuisine = rng.choice(cuisines)
@@ -278,7 +278,7 @@ def generate_dataset(
             {"menu_id": dish["_id"], "quantite": rng.choices((1, 2, 3, 4), (70, 20, 7, 3))[0]}
             for dish in rng.sample(menu, rng.randint(1, min(4, len(menu))))
         ]
-        order: dict[str, Any] = {
+        order: dict[str, object] = {
             "_id": _object_id(rng, ordered_at),
             "numero_commande": f"CMD-{first_number + offset:06d}",
             "status": status,
@@ -297,7 +297,7 @@ def generate_dataset(
     return data
 
 
-def _make_dirty(order: dict[str, Any], kind: str, rng: random.Random, when: datetime) -> None:
+def _make_dirty(order: dict[str, object], kind: str, rng: random.Random, when: datetime) -> None:
     """Turn one order into one of the dirty cases the contract says real data holds."""
     if kind == "client_missing":
         order["client_id"] = _object_id(rng, when)
@@ -308,7 +308,8 @@ def _make_dirty(order: dict[str, Any], kind: str, rng: random.Random, when: date
     elif kind == "restaurant_missing":
         order["restaurant_id"] = _object_id(rng, when)
     elif kind == "menu_missing":
-        order["items"][0]["menu_id"] = _object_id(rng, when)
+        first_item = cast(list[dict[str, object]], order["items"])[0]  # the generator's own order
+        first_item["menu_id"] = _object_id(rng, when)
     elif kind == "date_commande_string":
         order["date_commande"] = when.isoformat().replace("+00:00", "Z")
     elif kind == "no_items":
@@ -318,6 +319,6 @@ def _make_dirty(order: dict[str, Any], kind: str, rng: random.Random, when: date
     order["_dirty"] = kind
 
 
-def strip_markers(order: dict[str, Any]) -> dict[str, Any]:
+def strip_markers(order: dict[str, object]) -> dict[str, object]:
     """The order as stored: without the ``_dirty`` marker tests use to find dirty cases."""
     return {k: v for k, v in order.items() if k != "_dirty"}

@@ -6,18 +6,17 @@ lease's fencing check), and the rejections listed."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from pymongo import MongoClient
 
 from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.report import BatchOptions
+from order_archiver.documents import ChangeEvent, Document
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import enrich_each, event_time, orders_to_archive
 from order_archiver.mongodb.step import ArchivingStep
-from order_archiver.mongodb.storage import Document, MongoCollection
+from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.finishing import Finisher
 from order_archiver.reporting.metrics import WatchMetrics
@@ -40,7 +39,7 @@ class EventArchiver:
     metrics: WatchMetrics
     stop_event: threading.Event
 
-    def archive(self, events: list[Mapping[str, Any]]) -> None:
+    def archive(self, events: list[ChangeEvent]) -> None:
         self.stats.events += len(events)
         self.stats.batches += 1
         self.metrics.event_seen(len(events))

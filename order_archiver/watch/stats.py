@@ -6,7 +6,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from order_archiver.logs import STATS, get_logger, plural
 from order_archiver.mongodb.step import ArchiveCounts
@@ -54,7 +53,7 @@ class StatsLog:
     events_at_last_line: int = 0
 
     def archived(
-        self, documents: list[dict[str, Any]], times: list[datetime], acknowledged: datetime
+        self, documents: list[dict[str, object]], times: list[datetime], acknowledged: datetime
     ) -> None:
         """``-v``: one line per archived order (its latency is the batch's, from its oldest event)."""
         oldest = min(times) if times else None

@@ -31,11 +31,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import ChangeEvent, Document
 from order_archiver.errors import (
     EXIT_OK,
     ArchiverError,
@@ -52,7 +53,7 @@ from order_archiver.mongodb.source import (
     build_change_stream_pipeline,
 )
 from order_archiver.mongodb.step import ArchivingStep
-from order_archiver.mongodb.storage import ArchiveWriter, Collections, Document
+from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.mongodb.stream import ChangeStream, Prepended, micro_batch, next_event
 from order_archiver.mongodb.tokens import (
     NO_TOKEN,
@@ -322,10 +323,10 @@ class Watcher:
             policy.reset()
             self.lines.maybe()
 
-    def _archive(self, events: list[Mapping[str, Any]]) -> None:
+    def _archive(self, events: list[ChangeEvent]) -> None:
         self.events.archive(events)
 
-    def _save_token(self, token: Mapping[str, Any], invalidated: bool = False) -> None:
+    def _save_token(self, token: Mapping[str, object], invalidated: bool = False) -> None:
         term = self.lease.term if self.lease is not None else None
         self.store.save(token, invalidated=invalidated, last_event_at=self.stats.last_event_at, term=term)
         self.stats.last_saved_at = time.monotonic()
@@ -339,6 +340,6 @@ class Watcher:
                 self._save_token(token)
         self.lines.maybe()
 
-    def _on_invalidate(self, event: Mapping[str, Any]) -> None:
+    def _on_invalidate(self, event: ChangeEvent) -> None:
         log.warning("the orders collection was dropped or renamed (invalidate): waiting for it to come back")
         self._save_token(event["_id"], invalidated=True)

@@ -1,0 +1,68 @@
+"""What the product reads from MongoDB and writes to it, typed at the driver's edge.
+
+pymongo hands every document as ``dict[str, Any]``: what a field holds is only known once it is
+checked, so the product takes documents as ``dict[str, object]`` (``Document``) and narrows each
+value it uses (the helpers below), and names the shapes it relies on:
+``ChangeEvent`` (what a change stream yields), ``WriteError`` (a refused write). An order's
+``_id`` is any BSON value (``OrderId``): compared and hashed, never computed with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TypeAlias, TypedDict, cast
+
+Document: TypeAlias = dict[str, object]  # a document as read: each value checked before use
+OrderId: TypeAlias = object  # an order's _id: ObjectId, int, string... whatever the source uses
+PersonId: TypeAlias = object  # a client's or courier's id, as the orders reference it
+
+
+class ChangeEvent(TypedDict, total=False):
+    """A change stream's event, the fields the watcher reads (MongoDB's change events page)."""
+
+    _id: Mapping[str, object]  # the resume token
+    operationType: str
+    clusterTime: object  # a bson Timestamp
+    documentKey: Mapping[str, object]
+    fullDocument: Mapping[str, object] | None
+
+
+class WriteError(TypedDict, total=False):
+    """One ``writeErrors`` entry of a refused bulk write (the driver's CRUD specification)."""
+
+    index: int
+    code: int
+    codeName: str
+    errmsg: str
+    keyPattern: Mapping[str, object]  # of a duplicate key (MongoDB 4.4+)
+
+
+def write_errors(details: Mapping[str, object] | None) -> list[WriteError]:
+    """The ``writeErrors`` of a ``BulkWriteError``'s details, as the specification shapes them."""
+    return cast(list[WriteError], list_or_empty((details or {}).get("writeErrors")))
+
+
+def text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def int_or_none(value: object) -> int | None:
+    """A whole number (an int32, an int64, or a double that is one, as servers list some)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def moment_or_none(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def mapping_or_empty(value: object) -> Mapping[str, object]:
+    """A sub-document, or an empty one where the field is missing or holds something else."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def list_or_empty(value: object) -> list[object]:
+    """An array, or an empty one where the field is missing or holds something else."""
+    return value if isinstance(value, list) else []
