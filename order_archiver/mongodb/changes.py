@@ -13,6 +13,7 @@ from typing import Any
 from bson.timestamp import Timestamp
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import OrderId
 from order_archiver.errors import as_archiver_error, classify, without_documents
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
@@ -114,7 +115,7 @@ class ChangesSince:
     """What a read of the changes since a token found: the orders' ids (once each, in order),
     the events read, and why the read fell short, if it did."""
 
-    ids: list[Any] = field(default_factory=list)
+    ids: list[OrderId] = field(default_factory=list)
     read: int = 0
     unavailable: int | None = None  # the history is gone or there are no change streams: its code
     # Every change up to it has been read: the pass's position, or short of it where the stream
@@ -139,7 +140,7 @@ class ChangeReader:
 
     def since(self, token: dict[str, object], until_token: Any, until: datetime) -> ChangesSince:
         found = ChangesSince()
-        ids: dict[Any, None] = {}
+        ids: dict[OrderId, None] = {}
         try:
             with self.orders.watch(
                 build_change_stream_pipeline(self.delivered_status),
@@ -159,7 +160,7 @@ class ChangeReader:
         return found
 
     def _read(
-        self, stream: Any, ids: dict[Any, None], found: ChangesSince, until_token: Any, until: datetime
+        self, stream: Any, ids: dict[OrderId, None], found: ChangesSince, until_token: Any, until: datetime
     ) -> Any:
         """Read into ``ids`` up to this pass's position (``until_token``); return the position up
         to which every change has been read: ``until_token`` once the stream reaches it or meets

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from order_archiver.documents import OrderId
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import as_utc
@@ -49,7 +50,7 @@ class Pass:
 
     since: datetime | None  # deliveries stamped from here on; None: a full pass (all of them)
     started_at: datetime  # the server's time when the pass began
-    last_id: Any = None  # everything up to this _id is archived (None: nothing yet)
+    last_id: OrderId = None  # everything up to this _id is archived (None: nothing yet)
     # Where the orders' change stream stood when the pass began: the next incremental pass
     # reads every change since (late deliveries, corrections), whatever their stamps.
     stream_token: dict[str, object] | None = None
@@ -253,5 +254,5 @@ class BatchCheckpoint:
             self.save(state)
 
 
-def with_progress(state: BatchState, current: Pass, last_id: Any) -> BatchState:
+def with_progress(state: BatchState, current: Pass, last_id: OrderId) -> BatchState:
     return replace(state, current=replace(current, last_id=last_id))

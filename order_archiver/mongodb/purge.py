@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo import DeleteOne
 
-from order_archiver.documents import Document, moment_or_none
+from order_archiver.documents import Document, OrderId, moment_or_none
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import ArchiveWriter, Held, MongoCollection
@@ -223,5 +223,5 @@ class SourcePurge:
             kept = erased_source(kept, self.pii.fields)
         return held.source_hash == source_hash(kept)
 
-    def _orders_by_id(self, ids: list[Any]) -> list[Document]:
+    def _orders_by_id(self, ids: list[OrderId]) -> list[Document]:
         return list(self.orders_primary.find({"_id": {"$in": ids}}))

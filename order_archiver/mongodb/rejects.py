@@ -23,7 +23,7 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 
-from order_archiver.documents import int_or_none
+from order_archiver.documents import OrderId, int_or_none
 from order_archiver.logs import get_logger, plural
 from order_archiver.orders.rejection import Rejection
 from order_archiver.retry import Retry, named_side, retrying
@@ -49,14 +49,14 @@ class RejectStore:
         with named_side(self.side):
             return retrying(func, purpose=Retry.WRITE, stop_event=self.stop_event)
 
-    def known(self, ids: list[Any]) -> set[Any]:
+    def known(self, ids: list[OrderId]) -> set[OrderId]:
         """The ids among ``ids`` already recorded (by an earlier run, or this one)."""
         if not ids:
             return set()
         found = self._retrying(lambda: list(self.collection.find({"_id": {"$in": ids}}, {"_id": 1})))
         return {doc["_id"] for doc in found}
 
-    def listed_ids(self, limit: int = 10_000) -> list[Any]:
+    def listed_ids(self, limit: int = 10_000) -> list[OrderId]:
         """The ids on the list (at most ``limit``, newest first): an incremental batch reads
         them again whatever their delivery stamp, so that an order fixed at the source is
         archived by the next run. Cost: the list, not the history."""
@@ -161,7 +161,7 @@ class RejectStore:
         return removed
 
     def _id_chunks(self) -> Iterator[list[Any]]:
-        ids: list[Any] = []
+        ids: list[OrderId] = []
         with self.collection.find({}, {"_id": 1}, batch_size=CHUNK) as cursor:
             for doc in cursor:
                 ids.append(doc["_id"])

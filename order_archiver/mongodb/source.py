@@ -70,7 +70,7 @@ def order_id(item: dict[str, object] | Rejection) -> Any:
 
 
 def enrich_each(
-    orders: MongoCollection, ids: list[Any], delivered_status: str, names: CollectionNames
+    orders: MongoCollection, ids: list[OrderId], delivered_status: str, names: CollectionNames
 ) -> list[dict[str, object] | Rejection]:
     """The enriched delivered orders among ``ids``: one aggregation; if one order makes it fail
     over the server's limits, the same order by order, and that one is a ``Rejection``."""
@@ -114,7 +114,7 @@ class OrderSource:
     delivered_status: str
     date_from: datetime | None
     date_to: datetime | None
-    archived_ids: Callable[[list[Any]], set[Any]]
+    archived_ids: Callable[[list[Any]], set[OrderId]]
     exclude_archived_in: str | None = None
     delivered_since: datetime | None = None  # an incremental pass (see checkpoint.py)
     # Orders read besides the selection, whatever their delivery stamp and even when archived
@@ -122,7 +122,9 @@ class OrderSource:
     also_ids: IdList = field(default_factory=IdList)
     delivered_before: datetime | None = None  # the purge under PURGE_AFTER: old enough to move
 
-    def selection(self, after_id: Any = None, among_ids: Sequence[Any] | None = None) -> dict[str, object]:
+    def selection(
+        self, after_id: OrderId = None, among_ids: Sequence[OrderId] | None = None
+    ) -> dict[str, object]:
         return build_selection(
             self.delivered_status,
             self.date_from,
@@ -136,12 +138,12 @@ class OrderSource:
     def in_window(self, when: datetime) -> bool:
         return in_window(when, self.date_from, self.date_to)
 
-    def delivered_ids_after(self, after_id: Any, count: int) -> list[Any]:
+    def delivered_ids_after(self, after_id: OrderId, count: int) -> list[OrderId]:
         """The next ``count`` delivered orders' ``_id``s of the window (keyset on ``status, _id``)."""
         cursor = self.orders.find(self.selection(after_id), {"_id": 1}).sort("_id", ASCENDING).limit(count)
         return [doc["_id"] for doc in cursor]
 
-    def stream(self, after_id: Any, limit: int | None) -> Iterator[Item]:
+    def stream(self, after_id: OrderId, limit: int | None) -> Iterator[Item]:
         """The rest of the window in one aggregation, merged in ``_id`` order with the reads of
         ``also_ids`` (a chunk each). The fast path."""
         walk = self._aggregate(
@@ -176,7 +178,7 @@ class OrderSource:
         status = {"status": selection.pop("status")}
         return [selection, status]
 
-    def pages(self, after_id: Any) -> Iterator[Item]:
+    def pages(self, after_id: OrderId) -> Iterator[Item]:
         """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``).
         After each page, ``(None, the page's reach)``: everything up to it has been handed out.
         With ``exclude_archived_in``, the orders the archive holds are skipped before anything
@@ -201,7 +203,7 @@ class OrderSource:
             after_id = page.reach
             yield None, after_id
 
-    def _page(self, after_id: Any) -> Page:
+    def _page(self, after_id: OrderId) -> Page:
         """The next page: the window's next delivered ids merged with those of ``also_ids``,
         up to the nearer of the two reads' last ids when either read a full page."""
         walked = self.delivered_ids_after(after_id, PAGE_SIZE)
@@ -220,8 +222,8 @@ class OrderSource:
 
 @dataclass(frozen=True)
 class Page:
-    ids: list[Any]  # delivered orders to read, in _id order
-    also: set[Any]  # those of them from also_ids: read even when archived
+    ids: list[OrderId]  # delivered orders to read, in _id order
+    also: set[OrderId]  # those of them from also_ids: read even when archived
     reach: Any  # everything up to it is covered (None: nothing left)
 
 
@@ -249,7 +251,7 @@ class Chunk(Finished):
     """Finished orders in ``_id`` order, sorted by the one sort (``Finisher.place``);
     ``last_id`` covers everything read before it."""
 
-    last_id: Any = None
+    last_id: OrderId = None
 
     @property
     def size(self) -> int:
@@ -281,7 +283,7 @@ class ChunkReader:
     stop_event: threading.Event
     exhausted: bool = False  # the read got to the end of the window
 
-    def chunks(self, after_id: Any) -> Iterator[Chunk]:
+    def chunks(self, after_id: OrderId) -> Iterator[Chunk]:
         handed = 0  # orders handed out in full chunks, against the limit
         paged = False
         policy = self._policy(lambda: paged)
@@ -325,7 +327,7 @@ class ChunkReader:
     def _full(self, chunk: Chunk, remaining: int | None) -> bool:
         return chunk.size >= self.batch_size or self._reached(chunk, remaining)
 
-    def _items(self, after_id: Any, paged: bool, remaining: int | None, chunk: Chunk) -> Iterator[Item]:
+    def _items(self, after_id: OrderId, paged: bool, remaining: int | None, chunk: Chunk) -> Iterator[Item]:
         if paged or self.source.exclude_archived_in:
             return self.source.pages(after_id)
         return self.source.stream(after_id, None if remaining is None else remaining - chunk.size)
@@ -418,7 +420,7 @@ def scan_by_id(
     failures in a row without a document in between raise; a stop during a wait raises, so a
     walk that ended early never looks complete). For long read-only walks (``verify``)."""
     policy = RetryPolicy(purpose, on_stop="raise", stop_event=stop_event)
-    after_id: Any = None
+    after_id: OrderId = None
     while True:
         try:
             with open_cursor(after_id) as cursor:
@@ -471,7 +473,7 @@ class _Handoff:
                 continue
         return False
 
-    def produce(self, source: Iterable[Any]) -> None:
+    def produce(self, source: Iterable[OrderId]) -> None:
         try:
             for item in source:
                 if not self.put(item):

@@ -17,7 +17,7 @@ from pymongo import errors as pymongo_errors
 from pymongo.collection import Collection
 from pymongo.read_concern import ReadConcern
 
-from order_archiver.documents import Document, int_or_none, moment_or_none, text_or_none
+from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
 from order_archiver.errors import (
     TRANSIENT_CODES,
     ArchiverError,
@@ -163,8 +163,8 @@ HELD_FIELDS = {
 
 
 def read_held(
-    archive: MongoCollection, ids: list[Any], side: str, stop_event: threading.Event | None
-) -> dict[Any, Held]:
+    archive: MongoCollection, ids: list[OrderId], side: str, stop_event: threading.Event | None
+) -> dict[OrderId, Held]:
     """What the archive holds of each of ``ids`` it has (one read by ``_id``)."""
     with named_side(side):
         found = retrying(
@@ -231,7 +231,7 @@ class ArchiveWriter:
         requests = erasure_updates(documents, erasure_of)
         return int(self._bulk_write(requests).matched_count) if requests else 0
 
-    def archived_hashes(self, ids: list[Any]) -> dict[Any, Held]:
+    def archived_hashes(self, ids: list[OrderId]) -> dict[OrderId, Held]:
         """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
         return read_held(self.archive, ids, self.side, self.stop_event)
 
@@ -253,7 +253,7 @@ class ArchiveWriter:
         }
         return [d for d in documents if d["_id"] not in unchanged], len(unchanged)
 
-    def existing_ids(self, ids: list[Any]) -> set[Any]:
+    def existing_ids(self, ids: list[OrderId]) -> set[OrderId]:
         with named_side(self.side):
             found = retrying(
                 lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
@@ -262,7 +262,7 @@ class ArchiveWriter:
             )
         return {doc["_id"] for doc in found}
 
-    def confirmed_hashes(self, ids: list[Any]) -> dict[Any, Held]:
+    def confirmed_hashes(self, ids: list[OrderId]) -> dict[OrderId, Held]:
         """The ids among ``ids`` whose archive document a majority of the archive's replica set
         holds (read concern "majority"), each with what it holds: for the purge, which deletes
         only those, in that version. One a failover could still roll back is not archived yet."""
@@ -455,7 +455,7 @@ def refused_by_the_deployment(
 
 
 def _say_why_revised(
-    revised: int, changed: list[tuple[dict[str, object], Any]], held: dict[Any, Held]
+    revised: int, changed: list[tuple[dict[str, object], Any]], held: dict[OrderId, Held]
 ) -> None:
     """A revision follows a correction at the source, or a change of ARCHIVE_PII (its mode, key
     or declared fields), which changes what the archive keeps of the same order: said apart."""

@@ -39,7 +39,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
-from order_archiver.documents import Document, WriteError, moment_or_none, write_errors
+from order_archiver.documents import Document, OrderId, WriteError, moment_or_none, write_errors
 from order_archiver.errors import TRANSIENT_CODES, ConfigError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
@@ -63,7 +63,7 @@ DUPLICATE_KEY = 11000
 @dataclass(frozen=True)
 class RestoreSelection:
     numeros: tuple[str, ...] = ()
-    order_id: Any = None
+    order_id: OrderId = None
     client_id: ObjectId | None = None
     date_from: datetime | None = None
     date_to: datetime | None = None
@@ -188,7 +188,7 @@ def restore(
         _confirm(collections.archive, wanted, stop_event)
     report = RestoreReport(run)
     mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), stop_event)
-    seen: set[Any] = set()  # the numeros and ids selected, to name those asked for and not there
+    seen: set[OrderId] = set()  # the numeros and ids selected, to name those asked for and not there
     for chunk in _chunks(collections.archive, wanted, stop_event):
         report.selected += len(chunk)
         seen.update(document.get("numero_commande") for document in chunk)
@@ -222,7 +222,7 @@ def restore(
 
 def _not_found(
     selection: RestoreSelection,
-    seen: set[Any],
+    seen: set[OrderId],
     selected: int,
     archive: MongoCollection,
     stop: threading.Event | None,
@@ -280,7 +280,7 @@ def _chunks(
     (``scan_by_id``), across ``_id`` types (``ids_after``: dirty data has string ids)."""
     fields = {"source": 1, "numero_commande": 1, "pii_policy": 1, "forgotten_at": 1, "restored_at": 1}
 
-    def selected_after(after_id: Any) -> Any:
+    def selected_after(after_id: OrderId) -> Any:
         page = {"$and": [wanted, ids_after(after_id)]} if after_id is not None else wanted
         # A sort on _id after a filter on something else may be done in memory: allowed to spill.
         return archive.find(page, fields, batch_size=CHUNK, allow_disk_use=True).sort("_id", ASCENDING)
@@ -305,7 +305,7 @@ def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, obje
 
 def _present(
     orders: MongoCollection, copies: list[dict[str, object]], stop: threading.Event | None
-) -> dict[Any, Document]:
+) -> dict[OrderId, Document]:
     ids = [copy["_id"] for copy in copies]
     if not ids:
         return {}
@@ -330,7 +330,7 @@ def _insert(
     missing: list[dict[str, object]],
     report: RestoreReport,
     stop: threading.Event | None,
-) -> set[Any]:
+) -> set[OrderId]:
     """Insert the copies as they are, unordered: MongoDB inserts every document it does not
     refuse. The ids of those that are not in the source now as archived (``InsertRefusals``)."""
     try:
@@ -377,11 +377,11 @@ class InsertRefusals:
     missing: list[dict[str, object]]
     stop: threading.Event | None
 
-    def settle(self, errors: list[WriteError], report: RestoreReport) -> set[Any]:
+    def settle(self, errors: list[WriteError], report: RestoreReport) -> set[OrderId]:
         """Count each refused statement in ``report``; the ids not in the source as archived."""
         on_id = [self.missing[e["index"]] for e in errors if _on_id(e)]
         found = _present(self.orders, on_id, self.stop)
-        absent: set[Any] = set()
+        absent: set[OrderId] = set()
         for error in errors:
             copy = self.missing[error["index"]]
             there = found.get(copy["_id"]) if _on_id(error) else None
@@ -420,7 +420,7 @@ class RestoreMark:
     at: datetime
     stop: threading.Event | None
 
-    def hold(self, ids: list[Any]) -> None:
+    def hold(self, ids: list[OrderId]) -> None:
         retrying(
             functools.partial(
                 self.archive.update_many, {"_id": {"$in": ids}}, {"$set": {"restored_at": self.at}}
@@ -429,7 +429,7 @@ class RestoreMark:
             stop_event=self.stop,
         )
 
-    def take_back(self, previous: dict[Any, datetime | None]) -> None:
+    def take_back(self, previous: dict[OrderId, datetime | None]) -> None:
         if not previous:
             return
         requests = [

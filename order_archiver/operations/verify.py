@@ -25,7 +25,7 @@ from typing import Any, TypedDict, TypeVar
 from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
-from order_archiver.documents import Document
+from order_archiver.documents import Document, OrderId
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import check_deployments
@@ -275,7 +275,7 @@ class _Check:
                     self.report.mismatched_examples, Disagreement(id=str(expected["_id"]), fields=disagreeing)
                 )
 
-    def _listed(self, ids: list[Any]) -> set[Any]:
+    def _listed(self, ids: list[OrderId]) -> set[OrderId]:
         side = self.collections.archive_side
         return RejectStore(self.collections.rejects, self.stop_event, side=side).known(ids)
 
@@ -284,7 +284,7 @@ class _Check:
         bounds = date_range(date_from, date_to)
         archive_window: dict[str, object] = {"date_commande": bounds} if bounds else {}
 
-        def archived_after(after_id: Any) -> Any:
+        def archived_after(after_id: OrderId) -> Any:
             window = dict(archive_window)
             if after_id is not None:
                 window.update(ids_after(after_id))
@@ -313,7 +313,7 @@ class _Check:
         bounds = date_range(date_from, date_to)
         window = {"date_commande": bounds} if bounds else {}
         fields, now = self.settings.pii_policy.fields, datetime.now(UTC)
-        unerased: set[Any] = set()
+        unerased: set[OrderId] = set()
         marked = {**window, "forgotten_by": {"$in": [BY_REQUEST, BY_AGE]}}
         for document in self._each(marked):
             by_age = document.get("forgotten_by") == BY_AGE  # an erasure by age takes the courier's too
@@ -337,7 +337,7 @@ class _Check:
     def _each(self, selection: dict[str, object]) -> Iterator[Document]:
         """The documents of ``selection``, streamed in ``_id`` order through cuts."""
 
-        def selected_after(after_id: Any) -> Any:
+        def selected_after(after_id: OrderId) -> Any:
             page = {"$and": [selection, ids_after(after_id)]} if after_id is not None else selection
             # A sort on _id after a filter on something else may be done in memory: allowed to spill.
             archive = self.collections.archive

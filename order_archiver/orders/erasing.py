@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from order_archiver.documents import OrderId
 from order_archiver.orders.enrichment import source_hash
 from order_archiver.orders.pii import (
     CONTRACT_FIELDS,
@@ -98,7 +99,7 @@ class Erasure:
         )
 
 
-def person_ids(document: Mapping[str, object], kind: str) -> list[Any]:
+def person_ids(document: Mapping[str, object], kind: str) -> list[OrderId]:
     """The ids an archive document names of its client or its courier: its reference's, and
     its source copy's (a dangling reference is null in the archive, named in the copy)."""
     reference = document.get(kind)
@@ -122,8 +123,8 @@ def _hashable(value: Any) -> bool:
 class Forgotten:
     """The forgotten persons among some orders' (from the record: ``erasure.ForgottenPersons``)."""
 
-    clients: frozenset[Any] = frozenset()
-    couriers: frozenset[Any] = frozenset()
+    clients: frozenset[OrderId] = frozenset()
+    couriers: frozenset[OrderId] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.clients or self.couriers)

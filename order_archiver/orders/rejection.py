@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from order_archiver.documents import OrderId
 
 
 @dataclass(frozen=True)
 class Rejection:
     """One order that cannot be archived, and why."""
 
-    order_id: Any
+    order_id: OrderId
     reason: str
     numero_commande: str | None = None
 

@@ -15,6 +15,7 @@ from bson import Binary, ObjectId, Regex
 from bson.decimal128 import Decimal128
 from bson.timestamp import Timestamp
 
+from order_archiver.documents import OrderId
 from order_archiver.errors import ConfigError
 from order_archiver.orders.enrichment import as_utc, status_match
 
@@ -23,10 +24,10 @@ def build_selection(
     delivered_status: str,
     date_from: datetime | None = None,
     date_to: datetime | None = None,
-    after_id: Any = None,
+    after_id: OrderId = None,
     *,
     delivered_since: datetime | None = None,
-    among_ids: Sequence[Any] | None = None,
+    among_ids: Sequence[OrderId] | None = None,
     delivered_before: datetime | None = None,
 ) -> dict[str, object]:
     """The source filter: delivered orders in ``[date_from, date_to)``, after ``after_id``;
@@ -72,30 +73,31 @@ class IdList:
     sending). The list itself is held in memory: a million ObjectIds take ~50 MB (measured:
     docs/performance.md)."""
 
-    ids: tuple[Any, ...] = ()
+    ids: tuple[OrderId, ...] = ()
 
     @classmethod
-    def of(cls, ids: Iterable[Any]) -> IdList:
+    def of(cls, ids: Iterable[OrderId]) -> IdList:
         unique = list(dict.fromkeys(ids))
-        if all(type(one) is ObjectId for one in unique):
-            return cls(tuple(sorted(unique)))  # the common case, without a key per id
+        object_ids = [one for one in unique if type(one) is ObjectId]
+        if len(object_ids) == len(unique):
+            return cls(tuple(sorted(object_ids)))  # the common case, without a key per id
         return cls(tuple(sorted(unique, key=id_order_key)))
 
     def __bool__(self) -> bool:
         return bool(self.ids)
 
-    def start(self, after_id: Any) -> int:
+    def start(self, after_id: OrderId) -> int:
         """Where the ids after ``after_id`` begin (None: all of them)."""
         if after_id is None:
             return 0
         return bisect.bisect_right(self.ids, id_order_key(after_id), key=id_order_key)
 
-    def following(self, after_id: Any, count: int) -> tuple[Any, ...]:
+    def following(self, after_id: OrderId, count: int) -> tuple[OrderId, ...]:
         """The next ``count`` ids after ``after_id``."""
         first = self.start(after_id)
         return self.ids[first : first + count]
 
-    def chunks(self, after_id: Any, size: int | None = None) -> Iterator[tuple[Any, ...]]:
+    def chunks(self, after_id: OrderId, size: int | None = None) -> Iterator[tuple[OrderId, ...]]:
         """The ids after ``after_id``, ``size`` (``ID_CHUNK``) at a time."""
         size = size or ID_CHUNK
         for first in range(self.start(after_id), len(self.ids), size):

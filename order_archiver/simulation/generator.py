@@ -238,7 +238,7 @@ def generate_dataset(
                 "vehicule": rng.choice(_VEHICLES),
             }
         )
-    menus_by_restaurant: dict[Any, list[dict[str, object]]] = {}
+    menus_by_restaurant: dict[object, list[dict[str, object]]] = {}
     cuisines = sorted(CUISINES)
     for _ in range(max(5, count // 200)):
         cuisine = rng.choice(cuisines)
