@@ -13,9 +13,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TypeAlias, TypedDict, cast
 
+from pymongo import MongoClient
+from pymongo.collection import Collection
+
 Document: TypeAlias = dict[str, object]  # a document as read: each value checked before use
 OrderId: TypeAlias = object  # an order's _id: ObjectId, int, string... whatever the source uses
 PersonId: TypeAlias = object  # a client's or courier's id, as the orders reference it
+ResumeToken: TypeAlias = Mapping[str, object]  # a change stream's position ({_data: hex...})
+MongoCollection: TypeAlias = Collection[Document]  # a simulation's mongomock ones stand in (untyped)
+Client: TypeAlias = MongoClient[Document]
 
 
 class ChangeEvent(TypedDict, total=False):

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from order_archiver.batch.report import BatchOptions, BatchReport
+from order_archiver.documents import OrderId, ResumeToken
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.changes import CHANGES_QUIET_WAIT_S, ChangeReader, ChangesSince, stream_position
 from order_archiver.mongodb.checkpoint import BatchState, Pass, plan_pass
@@ -90,7 +90,7 @@ class PassPlanner:
         self._log(current, state, plan.reason)
         return PlannedPass(current, source)
 
-    def changed_since(self, token: dict[str, object] | None, current: Pass) -> tuple[list[Any], Pass]:
+    def changed_since(self, token: ResumeToken | None, current: Pass) -> tuple[list[OrderId], Pass]:
         """Every order that became delivered, or was corrected while delivered, since the last
         complete pass began, up to this pass's start (``changes.ChangeReader``), and the pass
         (whose token becomes where that read ended: short of its start on a quiet deployment,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -41,7 +42,7 @@ from order_archiver.simulation.generator import (
     DEFAULT_SEED,
 )
 
-Handler = Callable[[argparse.Namespace, Any], int]
+Handler = Callable[[argparse.Namespace, threading.Event], int]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -8,16 +8,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from bson.timestamp import Timestamp
 from pymongo import errors as pymongo_errors
 
-from order_archiver.documents import OrderId
+from order_archiver.documents import ChangeEvent, OrderId, ResumeToken
 from order_archiver.errors import as_archiver_error, classify, without_documents
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
 from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.mongodb.stream import ChangeStream, as_event
 
 log = get_logger("batch")
 
@@ -38,7 +38,7 @@ CHANGES_IDLE_BATCHES = 2
 CHANGES_QUIET_WAIT_S = 15.0
 
 
-def token_time(token: Any) -> Timestamp | None:
+def token_time(token: ResumeToken | None) -> Timestamp | None:
     """The cluster time a MongoDB resume token begins with: ``_data`` is hex, its first byte
     0x82 (a BSON timestamp's canonical type in the server's key string), then the timestamp's
     8 bytes big-endian, seconds then increment. None for a token of another form."""
@@ -52,7 +52,7 @@ def token_time(token: Any) -> Timestamp | None:
     return Timestamp(int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:], "big"))
 
 
-def quiet_end(position: Any, target: Any) -> bool:
+def quiet_end(position: ResumeToken | None, target: ResumeToken | None) -> bool:
     """Whether a stream standing still at ``position``, short of ``target`` (the pass's
     high-water mark), stands at the end of the history: its cluster time at the target's (a
     quiet replica set: the last write's entry; the mark is just past it, at its time). Behind
@@ -79,7 +79,7 @@ class Standstill:
         return now - self.since >= CHANGES_QUIET_WAIT_S
 
 
-def reached(position: Any, target: Any) -> bool:
+def reached(position: ResumeToken | None, target: ResumeToken | None) -> bool:
     """Whether a change stream's position is at or past ``target``: resume tokens' ``_data``
     strings sort in stream order (MongoDB 4.0+, documented). No target: the first empty batch
     ends the read."""
@@ -88,7 +88,7 @@ def reached(position: Any, target: Any) -> bool:
     return str(position.get("_data", "")) >= str(target.get("_data", ""))
 
 
-def past(event: Any, target: Any) -> bool:
+def past(event: ChangeEvent, target: ResumeToken | None) -> bool:
     """Whether a change event comes after the position ``target`` in the stream (its resume
     token, ``_id``, sorts after it): a change the next pass reads. Without either, False."""
     token = event.get("_id") if isinstance(event, dict) else None
@@ -120,10 +120,10 @@ class ChangesSince:
     unavailable: int | None = None  # the history is gone or there are no change streams: its code
     # Every change up to it has been read: the pass's position, or short of it where the stream
     # stands on a quiet deployment (None: the pass has no position; it read up to its time).
-    position: dict[str, object] | None = None
+    position: ResumeToken | None = None
     # The invalidate that ended the read (the collection dropped, renamed, restored with
     # --drop): the changes after it are not read from the stream; the pass's position is past it.
-    invalidate: dict[str, object] | None = None
+    invalidate: ChangeEvent | None = None
     # The stream stood still behind the pass's position for CHANGES_QUIET_WAIT_S: the read
     # ended where it stood (a safe lower bound), and the run says so.
     stalled: bool = False
@@ -138,7 +138,7 @@ class ChangeReader:
     delivered_status: str
     stop_event: threading.Event
 
-    def since(self, token: dict[str, object], until_token: Any, until: datetime) -> ChangesSince:
+    def since(self, token: ResumeToken, until_token: ResumeToken | None, until: datetime) -> ChangesSince:
         found = ChangesSince()
         ids: dict[OrderId, None] = {}
         try:
@@ -160,8 +160,13 @@ class ChangeReader:
         return found
 
     def _read(
-        self, stream: Any, ids: dict[OrderId, None], found: ChangesSince, until_token: Any, until: datetime
-    ) -> Any:
+        self,
+        stream: ChangeStream,
+        ids: dict[OrderId, None],
+        found: ChangesSince,
+        until_token: ResumeToken | None,
+        until: datetime,
+    ) -> ResumeToken | None:
         """Read into ``ids`` up to this pass's position (``until_token``); return the position up
         to which every change has been read: ``until_token`` once the stream reaches it or meets
         an invalidate (the position lies past it: the next run resumes after it), where the
@@ -171,7 +176,7 @@ class ChangeReader:
         empty batch or a change after ``until`` ends the read, and the position is None."""
         idle, position, standing = 0, None, Standstill()
         while not self.stop_event.is_set():
-            event = stream.try_next()
+            event = as_event(stream.try_next())
             if event is None:
                 idle = idle + 1 if stream.resume_token == position else 0
                 position = stream.resume_token
@@ -181,10 +186,10 @@ class ChangeReader:
                     standing.reset()
                     continue  # an empty batch that moved: the server is still scanning
                 if quiet_end(position, until_token):
-                    return dict(position)  # the end of the history, short of a high-water mark
+                    return position  # the end of the history, short of a high-water mark
                 if standing.waited_enough():
                     found.stalled = True
-                    return dict(position)
+                    return position
                 continue
             if self._after_pass_start(event, until_token, until):
                 return until_token  # the next run reads it
@@ -196,7 +201,7 @@ class ChangeReader:
         return dict(stream.resume_token) if until_token and stream.resume_token else None
 
     @staticmethod
-    def _after_pass_start(event: dict[str, object], until_token: Any, until: datetime) -> bool:
+    def _after_pass_start(event: ChangeEvent, until_token: ResumeToken | None, until: datetime) -> bool:
         """Whether ``event`` happened after this pass began. By its position (its resume token
         after ``until_token``): the event's time is not the pass's clock (a shard primary's
         clock ahead of ``mongos``; a change written between the server's time and the stream's

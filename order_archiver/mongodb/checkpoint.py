@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from order_archiver.documents import OrderId
+from order_archiver.documents import OrderId, ResumeToken
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import as_utc
@@ -53,7 +53,7 @@ class Pass:
     last_id: OrderId = None  # everything up to this _id is archived (None: nothing yet)
     # Where the orders' change stream stood when the pass began: the next incremental pass
     # reads every change since (late deliveries, corrections), whatever their stamps.
-    stream_token: dict[str, object] | None = None
+    stream_token: ResumeToken | None = None
 
     @property
     def full(self) -> bool:
@@ -65,7 +65,7 @@ class BatchState:
     high_water: datetime | None = None  # start of the last complete pass
     last_full_at: datetime | None = None  # start of the last complete full pass
     current: Pass | None = None  # a pass in progress: the next run resumes it
-    stream_token: dict[str, object] | None = None  # the last complete pass's (see Pass)
+    stream_token: ResumeToken | None = None  # the last complete pass's (see Pass)
 
     def after(self, done: Pass) -> BatchState:
         """The state once ``done`` is complete."""

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pymongo
 from pymongo import ASCENDING, IndexModel
@@ -97,6 +97,13 @@ COSTS: dict[tuple[str, ...], str] = {
 def default_name(keys: Keys) -> str:
     """The name MongoDB gives an index it is not told one for (``numero_commande_1``)."""
     return "_".join(f"{name}_{direction}" for name, direction in keys)
+
+
+class PlanReport(Protocol):
+    """Where a run reports the indexes not ready (``batch.report.BatchReport``)."""
+
+    indexes: list[dict[str, object]]
+    warnings: list[str]
 
 
 @dataclass(frozen=True)
@@ -380,7 +387,7 @@ class IndexStep:
     stop_event: threading.Event
     create: bool = True  # False: check only (``require``)
 
-    def build(self, report: Any, *, source_exists: bool) -> None:
+    def build(self, report: PlanReport, *, source_exists: bool) -> None:
         """Build; refuse to go on without the archive's unique index (``require_unique``)."""
         if not self.create:
             self.require(report, source_exists=source_exists)
@@ -395,7 +402,7 @@ class IndexStep:
         self._report(report, statuses)
         require_unique(statuses, self.archive)
 
-    def require(self, report: Any, *, source_exists: bool) -> None:
+    def require(self, report: PlanReport, *, source_exists: bool) -> None:
         """Check, build nothing (the watcher's catch-up: its role cannot create indexes). Each index
         not ready is said, naming batch --run, which builds it; a missing one costs speed only (an
         order is archived once by its _id); the archive's unique index being built stops the
@@ -408,13 +415,13 @@ class IndexStep:
         self._report(report, statuses)
         require_unique([s for s in statuses if s.state == "pending"], self.archive)
 
-    def plan(self, report: Any, *, source_exists: bool) -> None:
+    def plan(self, report: PlanReport, *, source_exists: bool) -> None:
         """Where each index stands, nothing built."""
         wanted = wanted_indexes(self.orders, self.archive, source_exists=source_exists)
         self._report(report, index_states(wanted, self.stop_event))
 
     @staticmethod
-    def _report(report: Any, statuses: list[IndexStatus]) -> None:
+    def _report(report: PlanReport, statuses: list[IndexStatus]) -> None:
         waiting = [s for s in statuses if s.state != "ready"]
         report.indexes = [s.as_dict() for s in waiting]
         report.warnings += [s.line() for s in waiting]

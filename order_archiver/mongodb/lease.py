@@ -25,11 +25,11 @@ import time
 import uuid
 import weakref
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import Client, MongoCollection, int_or_none
 from order_archiver.errors import ArchiverError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import hello
@@ -40,10 +40,10 @@ log = get_logger("lease")
 
 
 # The last offset measured between each deployment's clock and this host's (see server_time).
-_offsets: weakref.WeakKeyDictionary[Any, timedelta] = weakref.WeakKeyDictionary()
+_offsets: weakref.WeakKeyDictionary[Client, timedelta] = weakref.WeakKeyDictionary()
 
 
-def server_time(client: Any) -> datetime:
+def server_time(client: Client) -> datetime:
     """The deployment's current time (UTC), from ``hello``'s ``localTime`` (``isMaster`` before
     4.4.2): one clock for every watcher, whatever its host's. Half the round trip is added (the
     reply was made half-way). When ``hello`` fails (an election, a lost primary) after a first
@@ -81,7 +81,7 @@ class LeaseLost(ArchiverError):
 class Lease:
     def __init__(
         self,
-        collection: Any,
+        collection: MongoCollection,
         name: str,
         *,
         ttl_s: float = 15.0,
@@ -139,7 +139,7 @@ class Lease:
             raise
         if document is None or document.get("owner") != self.owner:
             return False
-        self.term = int(document["term"])
+        self.term = int_or_none(document["term"]) or 0
         self._valid_until = started + self.valid_for
         self._lost.clear()
         self._renewer = threading.Thread(target=self._keep_renewing, name="lease-renewer", daemon=True)

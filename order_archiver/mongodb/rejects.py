@@ -23,10 +23,11 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 
-from order_archiver.documents import OrderId, int_or_none
+from order_archiver.documents import Client, MongoCollection, OrderId, int_or_none
 from order_archiver.logs import get_logger, plural
 from order_archiver.orders.rejection import Rejection
 from order_archiver.retry import Retry, named_side, retrying
+from order_archiver.settings import Settings
 
 log = get_logger("rejects")
 
@@ -39,7 +40,9 @@ class RejectStore:
     new is read back from ``first_run`` (set once, on insert), not from the write's counts,
     which a retried upsert would get wrong."""
 
-    def __init__(self, collection: Any, stop_event: threading.Event | None = None, side: str = "") -> None:
+    def __init__(
+        self, collection: MongoCollection, stop_event: threading.Event | None = None, side: str = ""
+    ) -> None:
         self.collection = collection
         self.stop_event = stop_event or threading.Event()
         self.side = side  # errors.ARCHIVE_SIDE with ARCHIVE_MONGODB_URI (errors name it)
@@ -114,7 +117,7 @@ class RejectStore:
         with cursor:
             yield from cursor
 
-    def current(self, archive: Any) -> Iterator[dict[str, object]]:
+    def current(self, archive: MongoCollection) -> Iterator[dict[str, object]]:
         """The entries that still hold, newest first: an order archived since (fixed at the
         source, then archived by watch or batch) is left out before the next run prunes it."""
         chunk: list[dict[str, object]] = []
@@ -125,7 +128,9 @@ class RejectStore:
                 chunk = []
         yield from self._not_archived(chunk, archive)
 
-    def _not_archived(self, entries: list[dict[str, object]], archive: Any) -> list[dict[str, object]]:
+    def _not_archived(
+        self, entries: list[dict[str, object]], archive: MongoCollection
+    ) -> list[dict[str, object]]:
         if not entries:
             return []
         ids = [e["_id"] for e in entries]
@@ -134,7 +139,7 @@ class RejectStore:
         }
         return [e for e in entries if e["_id"] not in archived]
 
-    def prune(self, orders: Any, archive: Any, delivered: Any) -> int:
+    def prune(self, orders: MongoCollection, archive: MongoCollection, delivered: object) -> int:
         """Forget the rejections that no longer hold: the order is archived (fixed at the
         source, then archived), deleted, or no longer delivered. Cost: the rejects, not the
         history."""
@@ -160,7 +165,7 @@ class RejectStore:
             )
         return removed
 
-    def _id_chunks(self) -> Iterator[list[Any]]:
+    def _id_chunks(self) -> Iterator[list[OrderId]]:
         ids: list[OrderId] = []
         with self.collection.find({}, {"_id": 1}, batch_size=CHUNK) as cursor:
             for doc in cursor:
@@ -213,7 +218,7 @@ class RejectsReport:
 
 
 def list_rejects(
-    client: Any, settings: Any, limit: int | None, stop_event: threading.Event | None = None
+    client: Client, settings: Settings, limit: int | None, stop_event: threading.Event | None = None
 ) -> RejectsReport:
     database = client[settings.archive_db_name]
     archive = database[settings.archive_collection]

@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pymongo import ASCENDING
 from pymongo.errors import OperationFailure
@@ -63,6 +63,17 @@ INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 
 Action = Literal["none", "create", "change", "drop", "keep", "pending", "unknown"]
 DONE: dict[Action, str] = {"create": "created", "change": "changed", "drop": "dropped"}  # what a run did
+
+
+class RetentionReport(Protocol):
+    """Where a run reports the retention's state and work (``batch.report.BatchReport``)."""
+
+    retention: dict[str, object] | None
+    warnings: list[str]
+    undated_expired: int
+    pii_erased: int
+    would_erase_pii: int | None
+    would_expire_undated: int | None
 
 
 @dataclass
@@ -406,7 +417,7 @@ class ArchiveLifecycle:
         length = self.settings.archive_retention
         return UndatedRetention(self.archive, length, self.server_clock, self.stop_event) if length else None
 
-    def ensure_index(self, report: Any) -> None:
+    def ensure_index(self, report: RetentionReport) -> None:
         if not self.manage:
             return
         with named_side(self.side):
@@ -415,7 +426,7 @@ class ArchiveLifecycle:
         if state.problem:
             report.warnings.append(f"archive retention: {state.problem}")
 
-    def apply(self, report: Any) -> None:
+    def apply(self, report: RetentionReport) -> None:
         if not self.manage:
             return
         pii, undated = self._pii(), self._undated()
@@ -440,7 +451,7 @@ class ArchiveLifecycle:
         )
         return ForgottenPersons(collection, self.stop_event, self.side)
 
-    def plan(self, report: Any) -> None:
+    def plan(self, report: RetentionReport) -> None:
         with named_side(self.side):
             state = retention_state(self.archive, self.settings, self.stop_event)
             state.at_once = deleted_at_once(

@@ -52,7 +52,7 @@ OVERSIZE_CODES = frozenset({4568, 10334})
 
 # What a source hands out: an enriched order or a rejection, and (paged reads) the last
 # ``_id`` of a page once everything up to it has been handed out.
-Item = tuple[dict[str, object] | Rejection | None, Any]
+Item = tuple[dict[str, object] | Rejection | None, OrderId]
 
 
 def is_oversized(exc: BaseException) -> bool:

@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 from bson.errors import InvalidDocument
 from pymongo import MongoClient, ReadPreference, UpdateOne, WriteConcern
 from pymongo import errors as pymongo_errors
-from pymongo.collection import Collection
 from pymongo.read_concern import ReadConcern
 
 from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
+from order_archiver.documents import MongoCollection as MongoCollection
 from order_archiver.errors import (
     TRANSIENT_CODES,
     ArchiverError,
@@ -42,11 +42,6 @@ from order_archiver.settings import Settings
 log = get_logger("storage")
 
 DUPLICATE_KEY = 11000
-
-
-# The pymongo type at the module boundaries (a simulation's mongomock objects stand in for
-# it: mongomock is untyped, so the checker lets them through).
-MongoCollection = Collection[Document]
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Literal, Protocol, TypedDict
 
 from bson import json_util
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import Client, MongoCollection
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.lease import LeaseLost, lease_key, server_time
@@ -45,22 +46,24 @@ def watcher_name(key: str) -> str:
     return key.removeprefix(TOKEN_KEY_PREFIX)
 
 
-def retire_watcher(client: Any, settings: Settings, name: str | None, token_file: str | None) -> str:
+def retire_watcher(
+    client: Client | None, settings: Settings, name: str | None, token_file: str | None
+) -> str:
     """``main.py retire-watcher``: a watcher of the mongo store by name, or a token file."""
-    if token_file:
-        return retire_file_watcher(token_file)
+    if token_file or client is None:
+        return retire_file_watcher(token_file or "")
     checkpoints = client[settings.archive_db_name][settings.checkpoint_collection]
     return retire_mongo_watcher(checkpoints, name or "default", now=server_time(client))
 
 
-def retire_mongo_watcher(checkpoints: Any, name: str, now: datetime | None = None) -> str:
+def retire_mongo_watcher(checkpoints: MongoCollection, name: str, now: datetime | None = None) -> str:
     """Forget watcher ``name`` (mongo store): its token goes, its lease is ended with a new term
     so that a paused old leader can neither renew it nor write under it. Refused while the
     lease is live. If a watcher of that name starts again, it catches up: nothing is lost."""
     now = now or datetime.now(UTC)
     lease = checkpoints.find_one({"_id": lease_key(name)})
     expires = lease.get("expires_at") if lease else None
-    if isinstance(expires, datetime) and as_utc(expires) > now:
+    if lease is not None and isinstance(expires, datetime) and as_utc(expires) > now:
         raise ConfigError(
             f"watcher {name} is running (lease held by {lease.get('owner')} until {as_utc(expires).isoformat()}); "
             "stop it first"
@@ -178,7 +181,7 @@ class TokenStore(Protocol):
         """A clean stop: ``status`` shows the watcher stopped, not failing. The next save clears it."""
 
 
-def _checked_token(record: Any, namespace: str, origin: str) -> ResumeState:
+def _checked_token(record: object, namespace: str, origin: str) -> ResumeState:
     """The token of a stored record, or ``UNUSABLE`` (with a warning): never "no token",
     which would let ``--from-now`` skip the catch-up after a corrupt file."""
     if not isinstance(record, Mapping):
@@ -281,7 +284,9 @@ class FileTokenStore:
 class MongoTokenStore:
     """One checkpoint document per watcher name in the checkpoint collection."""
 
-    def __init__(self, collection: Any, name: str, namespace: str, stop_event: threading.Event) -> None:
+    def __init__(
+        self, collection: MongoCollection, name: str, namespace: str, stop_event: threading.Event
+    ) -> None:
         self.collection = collection
         self.key = token_key(name)
         self.namespace = namespace

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import math
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Protocol
 
 import bson
 from bson.datetime_ms import DatetimeMS
@@ -30,6 +30,22 @@ _CLIENT, _COURIER, _RESTAURANT, _MENUS = "_x_client", "_x_livreur", "_x_restaura
 _JOINED = "_x_"  # the prefix of every field the pipeline adds
 
 
+class NamedCollections(Protocol):
+    """The settings' names of the referenced collections (``settings.Settings``)."""
+
+    @property
+    def clients_collection(self) -> str: ...
+
+    @property
+    def couriers_collection(self) -> str: ...
+
+    @property
+    def restaurants_collection(self) -> str: ...
+
+    @property
+    def menu_collection(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class CollectionNames:
     clients: str = "Client"
@@ -38,7 +54,7 @@ class CollectionNames:
     menu: str = "Menu"
 
     @classmethod
-    def from_settings(cls, settings: Any) -> CollectionNames:
+    def from_settings(cls, settings: NamedCollections) -> CollectionNames:
         return cls(
             clients=settings.clients_collection,
             couriers=settings.couriers_collection,
@@ -97,13 +113,13 @@ def status_forms(status: str) -> list[str]:
     return list(dict.fromkeys(unicodedata.normalize(form, status) for form in ("NFC", "NFD")))
 
 
-def status_match(status: str) -> Any:
+def status_match(status: str) -> str | dict[str, list[str]]:
     """The query value for ``{"status": ...}`` that matches every stored form of ``status``."""
     forms = status_forms(status)
     return forms[0] if len(forms) == 1 else {"$in": forms}
 
 
-def is_status(value: Any, status: str) -> bool:
+def is_status(value: object, status: str) -> bool:
     return isinstance(value, str) and unicodedata.normalize("NFC", value) == unicodedata.normalize(
         "NFC", status
     )
@@ -129,7 +145,7 @@ def retention_date(document: dict[str, object]) -> datetime | None:
     return None
 
 
-def parse_datetime(value: Any) -> datetime:
+def parse_datetime(value: object) -> datetime:
     """A datetime in UTC from a BSON date or an ISO-8601 string; ``ValueError`` otherwise.
 
     Naive datetimes are UTC (pymongo decodes BSON dates that way); a string without an
@@ -154,7 +170,7 @@ def parse_datetime(value: Any) -> datetime:
     return as_utc(parsed).astimezone(UTC)
 
 
-def _as_price(value: Any) -> float | None:
+def _as_price(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, Decimal128):
@@ -168,7 +184,7 @@ def _as_price(value: Any) -> float | None:
     return None
 
 
-def _as_quantity(value: Any) -> int | None:
+def _as_quantity(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -178,7 +194,7 @@ def _as_quantity(value: Any) -> int | None:
     return None
 
 
-def _first(joined: Any) -> Mapping[str, object] | None:
+def _first(joined: object) -> Mapping[str, object] | None:
     if isinstance(joined, list) and joined and isinstance(joined[0], Mapping):
         return joined[0]
     return None
@@ -187,7 +203,7 @@ def _first(joined: Any) -> Mapping[str, object] | None:
 def _reference(
     order: Mapping[str, object],
     id_field: str,
-    joined: Any,
+    joined: object,
     fields: tuple[str, ...],
     name: str,
     anomalies: list[str],
@@ -203,7 +219,7 @@ def _reference(
     return {"id": ref_id, **{field: found.get(field) for field in fields}}
 
 
-def _match_key(value: Any) -> Any:
+def _match_key(value: object) -> Hashable:
     """A key under which two ids are equal as MongoDB compares them (``$lookup`` joined them
     so): numbers by value across int, Int64, double and Decimal128 (``Decimal128("5")`` is
     ``5``), booleans apart from numbers, anything unhashable by its representation."""

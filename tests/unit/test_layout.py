@@ -166,7 +166,7 @@ def test_no_class_over_250_lines():
 # #33 item 3 asks for half of 423 (the count the structure review found); the package's move
 # and this session's erasure work stand at 554. Lower it with each typed boundary (TypedDicts for
 # the source order, the archive document and the change event are the largest part left).
-ANY_CEILING = 229
+ANY_CEILING = 176
 
 
 def test_any_only_comes_down():
@@ -174,3 +174,19 @@ def test_any_only_comes_down():
 
     count = sum(len(re.findall(r"\bAny\b", path.read_text())) for path in product_files())
     assert count <= ANY_CEILING, f"{count} `Any` in the product, above its ceiling {ANY_CEILING}: type it"
+
+
+def test_no_type_alias_hides_an_any():
+    """An alias such as ``Doc = dict[str, Any]`` would hide each use of ``Any`` from the count
+    above: the product's aliases name typed things only (``documents.Document`` is
+    ``dict[str, object]``, its values narrowed before use)."""
+    import ast
+
+    hiding = []
+    for path in product_files():
+        for node in ast.parse(path.read_text()).body:
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            names = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)} if value is not None else set()
+            if "Any" in names:
+                hiding.append(f"{path.name}:{node.lineno}")
+    assert hiding == []
