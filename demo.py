@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.context import RunContext
 from order_archiver.logs import setup_logging
 from order_archiver.mongodb.connection import open_client
 from order_archiver.operations.status import collect_status
@@ -116,7 +117,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 print("rejected (invalid source data, logged with their _id):", report.rejections)
 
             demo.step("watch: start the watcher, then deliver orders one by one")
-            watcher = Watcher(client, settings, WatchOptions(), stop_event=stop)
+            watcher = Watcher(client, settings, WatchOptions(), context=RunContext(stop=stop))
             watcher_thread = threading.Thread(target=watcher.run, name="watcher", daemon=True)
             watcher_thread.start()
             deadline = time.monotonic() + 30

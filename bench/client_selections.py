@@ -25,7 +25,6 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from bson import ObjectId
 # folder that python -m bench.client_selections starts from: the product and teststand are imported from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from order_archiver.context import RunContext
 from order_archiver.mongodb.erasure import erase_personal_data
 from order_archiver.mongodb.forgotten import orders_of, still_holding
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
@@ -121,7 +121,7 @@ def previous_forget(client: Any, settings: Settings, client_id: ObjectId, run: b
     erased = archive.count_documents(still_holding(CLIENT, client_id))
     if run and erased:
         erasure = Person(CLIENT, client_id).erasure(settings)
-        erase_personal_data(archive, selection, erasure, stop_event=threading.Event())
+        erase_personal_data(archive, selection, erasure, context=RunContext())
     return orders, erased
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from bson import ObjectId
 # folder that python -m bench.pii_retention starts from: the product and teststand are imported from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from order_archiver.context import RunContext
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.mongodb.retention import PiiRetention
 from order_archiver.settings import Duration
@@ -76,7 +76,7 @@ def fill(archive: Any, history: int, new: int) -> None:
 
 
 def timed_erasure(archive: Any) -> tuple[float, int]:
-    retention = PiiRetention(archive, LENGTH, lambda: NOW, threading.Event())
+    retention = PiiRetention(archive, LENGTH, lambda: NOW, RunContext())
     started = time.perf_counter()
     erased = retention.erase()
     return time.perf_counter() - started, erased

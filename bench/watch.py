@@ -33,6 +33,7 @@ from bson import ObjectId
 # folder that python -m bench.watch starts from: the product and teststand are imported from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from order_archiver.context import RunContext
 from order_archiver.orders.enrichment import (
     CollectionNames,
     build_enrichment_pipeline,
@@ -234,9 +235,7 @@ def main() -> None:
                 archive_collection=settings.archive_collection,
                 resume_token_file=str(Path(folder) / "token.json"),
             )
-            watcher = Watcher(
-                client, watch_settings, WatchOptions(from_now=True), stop_event=threading.Event()
-            )
+            watcher = Watcher(client, watch_settings, WatchOptions(from_now=True), context=RunContext())
             original_upsert = watcher.writer.upsert
 
             def upsert_and_signal(documents):

@@ -14,10 +14,9 @@ document is confirmed present.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pymongo import MongoClient
@@ -28,6 +27,7 @@ from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.rejections import RejectionLog
 from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, RunLimits, peak_rss_mib
 from order_archiver.batch.samples import export_samples, keep_samples
+from order_archiver.context import RunContext
 from order_archiver.documents import Document
 from order_archiver.errors import (
     ArchiverError,
@@ -87,15 +87,15 @@ class BatchArchiver:
         settings: Settings,
         options: BatchOptions,
         *,
-        stop_event: threading.Event | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        context: RunContext | None = None,
         server_clock: Callable[[], datetime] | None = None,
         archive_client: MongoClient[Document] | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
-        self.stop_event = stop_event or threading.Event()
+        self.context = context = context or RunContext()
         collections = Collections.of(client, settings, archive_client)
+        on_archive = context.on(collections.archive_side)
         self.deployments = (client, archive_client)  # checked at start (deployment.check_deployments)
         self.orders = collections.orders
         self.orders_primary = collections.orders_primary
@@ -104,17 +104,15 @@ class BatchArchiver:
             collections.checkpoints,
             checkpoint_key(settings, options.archived_by, options.date_from, options.date_to),
             (options.date_from, options.date_to),
-            self.stop_event,
-            clock,
-            side=collections.archive_side,
+            on_archive,
         )
-        # The pass's bounds come from the server's clock: one clock for every run, whatever
+        # The pass's bounds come from the server's clock: one clock for every context, whatever
         # the host's (see checkpoint.py).
         self.server_clock = server_clock or (lambda: server_time(client))
         self.state = BatchState()
         self.current = Pass(None, EPOCH)
-        self.writer = ArchiveWriter.of(collections, settings, self.stop_event)
-        self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
+        self.writer = ArchiveWriter.of(collections, settings, context)
+        self.rejects = RejectStore(collections.rejects, on_archive)
         self.source_side = collections.source_side
         self.report = BatchReport(dry_run=not options.run, name=options.name)
         self.source = OrderSource(
@@ -129,20 +127,22 @@ class BatchArchiver:
         self.reader = ChunkReader(
             self.source,
             self.report,
-            settings.finisher(options.archived_by, clock),
+            settings.finisher(options.archived_by, context.clock),
             batch_size=options.batch_size,
             limit=options.limit,
-            stop_event=self.stop_event,
+            stop_event=context.stop,
         )
-        self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, clock)
+        self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, context.clock)
         self.limits = RunLimits(options.max_runtime, options.stop_file)
-        pace = paced(options.max_rate, self.stop_event, self.report)  # --max-rate
+        pace = paced(options.max_rate, context.stop, self.report)  # --max-rate
         self.step = ArchivingStep(self.writer, self.rejections.add, pace=pace)
-        self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, self.stop_event)
+        self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
-        side, maintain, stop = collections.archive_side, options.maintain, self.stop_event
-        self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, stop, side, maintain)
-        self.index_step = IndexStep(self.orders, self.archive, settings.index_build_wait_s, stop, maintain)
+        maintain = options.maintain
+        self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, on_archive, maintain)
+        self.index_step = IndexStep(
+            self.orders, self.archive, settings.index_build_wait_s, context.stop, maintain
+        )
         self.progress: Progress | None = None
         self._last_written_id: Any = None
         self._source_exists = True  # see _run
@@ -172,14 +172,14 @@ class BatchArchiver:
         self.report.add_purge(self._source_purge().run())
 
     def _source_purge(self) -> SourcePurge:
-        parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.stop_event)
+        parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.context.stop)
         return SourcePurge.of_run(self.source, self.orders_primary, *parts, self.step.pace)
 
     # -- orchestration
 
     def _not_yet_archived(self, documents: list[dict[str, object]]) -> list[dict[str, object]]:
         """When the read did not skip archived orders (another database, an incremental pass,
-        a first run), the archive is asked by ``_id``: an order archived in this very version is done."""
+        a first context), the archive is asked by ``_id``: an order archived in this very version is done."""
         if self.source.exclude_archived_in is not None:
             return documents
         todo, done = self.writer.not_archived_as_they_are(documents)
@@ -196,7 +196,7 @@ class BatchArchiver:
         started = time.monotonic()
         try:
             check_deployments(self.deployments[0], self.settings, self.deployments[1])
-            problem = retrying(lambda: missing_source(self.orders), stop_event=self.stop_event)
+            problem = retrying(lambda: missing_source(self.orders), stop_event=self.context.stop)
             self._source_exists = problem is None  # nothing is created where nothing was
             if problem and self.options.require_source:
                 raise ConfigError(problem)
@@ -215,7 +215,7 @@ class BatchArchiver:
             if self.report.delivered == 0 and self.report.scanned == 0:
                 hint = retrying(
                     lambda: unknown_status_hint(self.orders, self.settings.delivered_status),
-                    stop_event=self.stop_event,
+                    stop_event=self.context.stop,
                 )
                 if hint:
                     log.warning(hint)
@@ -237,7 +237,7 @@ class BatchArchiver:
             self.orders_primary,
             self.rejects,
             self.report,
-            self.stop_event,
+            self.context.stop,
             self.server_clock,
             archive=self.archive,
         )
@@ -300,7 +300,7 @@ class BatchArchiver:
                 raise
             raise as_archiver_error(exc) from without_documents(exc)
         self.rejections.flush()
-        if self.stop_event.is_set():
+        if self.context.stopped:
             raise ArchiverError(
                 "interrupted: the run stopped after its last complete chunk; run it again to finish"
             )
@@ -321,7 +321,7 @@ class BatchArchiver:
             # Cut short by --limit: the next run goes on with this pass after its last _id.
             self.checkpoint.save(with_progress(self.state, self.current, self._last_written_id))
         self.rejections.prune(
-            self.orders_primary, self.archive, status_match(self.settings.delivered_status), self.stop_event
+            self.orders_primary, self.archive, status_match(self.settings.delivered_status), self.context.stop
         )
         if self.options.purge_source:
             self.purge()

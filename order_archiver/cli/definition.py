@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from order_archiver.batch.report import DEFAULT_SAMPLES
+from order_archiver.context import RunContext
 from order_archiver.errors import ExitCode
 from order_archiver.mongodb.rejects import DEFAULT_LIST_LIMIT
 from order_archiver.operations.forget import parse_client_id, parse_courier_id
@@ -42,7 +42,7 @@ from order_archiver.simulation.generator import (
     DEFAULT_SEED,
 )
 
-Handler = Callable[[argparse.Namespace, threading.Event], int]
+Handler = Callable[[argparse.Namespace, RunContext], int]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from order_archiver import __version__
 from order_archiver.cli import definition
+from order_archiver.context import RunContext
 from order_archiver.errors import ArchiverError, ConfigError, ExitCode, TransientError
 from order_archiver.logs import FILE_ONLY, get_logger, printable, redact, setup_logging
 from order_archiver.retry import Retry
@@ -42,7 +43,7 @@ def build_simulate_parser() -> argparse.ArgumentParser:
 
 
 def _open_clients(
-    args: argparse.Namespace, settings: Settings, stop_event: threading.Event, **options: Any
+    args: argparse.Namespace, settings: Settings, context: RunContext, **options: Any
 ) -> Clients:
     """The source's client and, with ARCHIVE_MONGODB_URI, the archive's: every command opens
     them here (with --simulation, the embedded database its --count and --seed make)."""
@@ -50,14 +51,14 @@ def _open_clients(
 
     if getattr(args, "count", None) is not None:
         options.update(simulation_count=args.count, simulation_seed=args.seed)
-    return open_clients(settings, stop_event=stop_event, **options)
+    return open_clients(settings, stop_event=context.stop, **options)
 
 
 @contextmanager
 def _connected(
-    args: argparse.Namespace, settings: Settings, stop_event: threading.Event, **options: Any
+    args: argparse.Namespace, settings: Settings, context: RunContext, **options: Any
 ) -> Iterator[Clients]:
-    clients = _open_clients(args, settings, stop_event, **options)
+    clients = _open_clients(args, settings, context, **options)
     try:
         yield clients
     finally:
@@ -103,7 +104,7 @@ class Report(Protocol):
 
 def _reported(
     args: argparse.Namespace,
-    stop_event: threading.Event,
+    context: RunContext,
     operation: Callable[[Clients, Settings], R],
     *,
     ok: Callable[[R], bool] = lambda _: True,
@@ -113,7 +114,7 @@ def _reported(
     its report printed (text or JSON), its exit code (0, or ``otherwise`` when not ``ok``). A
     failure is an exception, mapped to its exit code by ``dispatch``."""
     settings = _settings(args)
-    with _connected(args, settings, stop_event) as clients:
+    with _connected(args, settings, context) as clients:
         report = operation(clients, settings)
     _print_report(report, args.json)
     return ExitCode.OK if ok(report) else otherwise
@@ -150,7 +151,7 @@ def _stop_file(path: str | None) -> str | None:
     return path
 
 
-def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.batch.job import BatchArchiver, BatchOptions, BatchReport
     from order_archiver.orders.selection import check_window
     from order_archiver.reporting.progress import progress_mode
@@ -182,9 +183,9 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     report = BatchReport(dry_run=not options.run)
     succeeded = False
     try:
-        with _connected(args, settings, stop_event) as clients:
+        with _connected(args, settings, context) as clients:
             archiver = BatchArchiver(
-                clients.source, settings, options, stop_event=stop_event, archive_client=clients.archive
+                clients.source, settings, options, context=context, archive_client=clients.archive
             )
             report = archiver.report
             archiver.run()
@@ -192,7 +193,7 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     except ConfigError:
         raise  # refused before the run: no counts to tell, only the one line
     except ArchiverError as error:
-        report.ended = "signal" if stop_event.is_set() else "error"
+        report.ended = "signal" if context.stopped else "error"
         # An interrupted or failed run still says what it did before the error line.
         _print_report(
             report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii
@@ -211,7 +212,7 @@ def cmd_batch(args: argparse.Namespace, stop_event: threading.Event) -> int:
     return ExitCode.NEW_REJECTED_ORDERS if report.rejected_new else ExitCode.OK
 
 
-def _stop_on_file(path: str | None, stop_event: threading.Event) -> None:
+def _stop_on_file(path: str | None, stop: threading.Event) -> None:
     """``watch --stop-file``: the file's appearance stops the watcher as SIGTERM does (the same
     handler: the micro-batch in hand finished, its token saved, exit 0; the same watchdog),
     looked for every second."""
@@ -220,7 +221,7 @@ def _stop_on_file(path: str | None, stop_event: threading.Event) -> None:
     stop_file = Path(path).expanduser()
 
     def look() -> None:
-        while not stop_event.wait(1.0):
+        while not stop.wait(1.0):
             if stop_file.exists():
                 get_logger().info("stop file %s found: stopping as on SIGTERM", stop_file)
                 signal.raise_signal(signal.SIGTERM)
@@ -229,35 +230,33 @@ def _stop_on_file(path: str | None, stop_event: threading.Event) -> None:
     threading.Thread(target=look, name="stop-file", daemon=True).start()
 
 
-def cmd_watch(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_watch(args: argparse.Namespace, context: RunContext) -> int:
     settings = _settings(args, resume_token_file=args.token_file)
-    _stop_on_file(_stop_file(args.stop_file), stop_event)
+    _stop_on_file(_stop_file(args.stop_file), context.stop)
     if args.token_store != "file":
-        return _watch(args, settings, stop_event)  # the mongo store's lease decides who writes
+        return _watch(args, settings, context)  # the mongo store's lease decides who writes
     from order_archiver.mongodb.token_lock import TokenFileLock
 
     check_output_paths(settings, {"RESUME_TOKEN_FILE": settings.resume_token_file}, args.env_file)
     # One watcher per token file, for this process's life (the wait for the server included):
     # a second one refuses at once, exit 2, naming the first one's pid.
     with TokenFileLock(settings.resume_token_file, "watch"):
-        return _watch(args, settings, stop_event)
+        return _watch(args, settings, context)
 
 
-def _watch(args: argparse.Namespace, settings: Settings, stop_event: threading.Event) -> int:
+def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) -> int:
     from order_archiver.watch.watcher import Watcher, WatchOptions
 
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:
-        clients = _open_clients(args, settings, stop_event, purpose=Retry.WAIT_FOR_SERVER)
+        clients = _open_clients(args, settings, context, purpose=Retry.WAIT_FOR_SERVER)
     except TransientError:
-        if stop_event.is_set():
+        if context.stopped:
             return ExitCode.OK  # stopped while waiting for the server: nothing in hand
         raise
     try:
-        watcher = Watcher(
-            clients.source, settings, options, stop_event=stop_event, archive_client=clients.archive
-        )
+        watcher = Watcher(clients.source, settings, options, context=context, archive_client=clients.archive)
         if args.metrics_port:
             try:
                 watcher.metrics.serve(args.metrics_port, args.metrics_address)
@@ -269,11 +268,11 @@ def _watch(args: argparse.Namespace, settings: Settings, stop_event: threading.E
         clients.close()
 
 
-def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_status(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.operations.status import collect_status
 
     settings = _settings(args)
-    with _connected(args, settings, stop_event) as clients:
+    with _connected(args, settings, context) as clients:
         report = collect_status(
             clients.source,
             settings,
@@ -281,7 +280,7 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
             lookback=args.lookback,
             max_backlog_age=args.max_backlog_age,
             max_heartbeat_age=args.max_heartbeat_age,
-            stop_event=stop_event,
+            context=context,
         )
     if args.quiet and not args.json:  # -q (a health check every minute): the problems only
         for problem in report.problems:
@@ -291,7 +290,7 @@ def cmd_status(args: argparse.Namespace, stop_event: threading.Event) -> int:
     return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
 
 
-def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_verify(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.operations.verify import VerifyReport, verify
     from order_archiver.orders.selection import check_window
     from order_archiver.reporting.progress import progress_mode
@@ -306,21 +305,21 @@ def cmd_verify(args: argparse.Namespace, stop_event: threading.Event) -> int:
             date_from=args.date_from,
             date_to=args.date_to,
             repair=args.repair,
-            stop_event=stop_event,
+            context=context,
             progress=progress_mode(args.quiet or args.json),
         )
 
-    return _reported(args, stop_event, run, ok=lambda r: r.consistent, otherwise=ExitCode.INCONSISTENT)
+    return _reported(args, context, run, ok=lambda r: r.consistent, otherwise=ExitCode.INCONSISTENT)
 
 
-def cmd_rejects(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_rejects(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.mongodb.rejects import list_rejects
 
     limit = None if args.all else args.limit
-    return _reported(args, stop_event, lambda c, s: list_rejects(c.archive_side, s, limit, stop_event))
+    return _reported(args, context, lambda c, s: list_rejects(c.archive_side, s, limit, context))
 
 
-def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_retire_watcher(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.mongodb.tokens import retire_watcher
 
     if bool(args.name) == bool(args.token_file):
@@ -329,38 +328,38 @@ def cmd_retire_watcher(args: argparse.Namespace, stop_event: threading.Event) ->
     if args.token_file:
         print(retire_watcher(None, settings, None, args.token_file))
         return ExitCode.OK
-    with _connected(args, settings, stop_event) as clients:
+    with _connected(args, settings, context) as clients:
         print(retire_watcher(clients.archive_side, settings, args.name, None))
     return ExitCode.OK
 
 
-def cmd_doctor(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_doctor(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.operations.doctor import run_doctor
 
     return _reported(
         args,
-        stop_event,
-        lambda c, s: run_doctor(c.source, s, stop_event, archive_client=c.archive),
+        context,
+        lambda c, s: run_doctor(c.source, s, context, archive_client=c.archive),
         ok=lambda r: r.healthy,
         otherwise=ExitCode.UNHEALTHY,
     )
 
 
-def cmd_forget(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_forget(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.operations.forget import Person, forget_person
 
     person = Person("client", args.client) if args.client is not None else Person("livreur", args.courier)
     return _reported(
         args,
-        stop_event,
+        context,
         lambda c, s: forget_person(
-            c.source, s, person, run=args.run, stop_event=stop_event, archive_client=c.archive
+            c.source, s, person, run=args.run, context=context, archive_client=c.archive
         ),
         ok=lambda r: r.complete,
     )
 
 
-def cmd_restore(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_restore(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.operations.restore import RestoreSelection, restore
     from order_archiver.orders.selection import check_window
 
@@ -371,13 +370,13 @@ def cmd_restore(args: argparse.Namespace, stop_event: threading.Event) -> int:
     selection.archive_filter()  # a missing selection is refused before any connection
     return _reported(
         args,
-        stop_event,
+        context,
         lambda c, s: restore(
             c.source,
             s,
             selection,
             run=args.run,
-            stop_event=stop_event,
+            context=context,
             archive_client=c.archive,
             confirmed=args.yes,
         ),
@@ -385,7 +384,7 @@ def cmd_restore(args: argparse.Namespace, stop_event: threading.Event) -> int:
     )
 
 
-def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
+def cmd_simulate(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.mongodb.connection import simulation_packages
     from order_archiver.reporting.progress import progress_mode
 
@@ -406,7 +405,7 @@ def cmd_simulate(args: argparse.Namespace, stop_event: threading.Event) -> int:
     if samples_file:
         print(simulate_samples(settings, options, samples_file))
         return ExitCode.OK
-    with _connected(args, settings, stop_event) as clients:
+    with _connected(args, settings, context) as clients:
         print(simulate_into(clients.source, settings, options))
     return ExitCode.OK
 
@@ -465,7 +464,7 @@ def dispatch(args: argparse.Namespace) -> int:
     _install_stop_handlers(stop_event, finished)
     log = get_logger()
     try:
-        return int(args.func(args, stop_event))
+        return int(args.func(args, RunContext(stop=stop_event)))  # one run: its stop, clock, side
     except ArchiverError as exc:
         log.debug("%s failed", args.command, exc_info=True, extra=FILE_ONLY)
         sys.stderr.write(f"error: {redact(str(exc))}\n")

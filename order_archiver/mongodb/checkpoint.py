@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from order_archiver.context import RunContext
 from order_archiver.documents import OrderId, ResumeToken
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import as_utc
-from order_archiver.retry import Retry, named_side, retrying
+from order_archiver.retry import Retry
 from order_archiver.settings import Settings
 
 log = get_logger("batch")
@@ -210,23 +209,16 @@ class BatchCheckpoint:
         collection: MongoCollection,
         key: str,
         window: tuple[datetime | None, datetime | None],
-        stop_event: threading.Event,
-        clock: Callable[[], datetime],
-        side: str = "",
+        context: RunContext,
     ) -> None:
         self.collection = collection
         self.key = key
         self.window = window
-        self.stop_event = stop_event
-        self.clock = clock
-        self.side = side  # errors.ARCHIVE_SIDE with ARCHIVE_MONGODB_URI (errors name it)
+        self.context = context  # on the archive's side: its errors name it; its clock stamps the saves
         self._saved_at = 0.0
 
     def load(self) -> BatchState:
-        with named_side(self.side):
-            document = retrying(
-                lambda: self.collection.find_one({"_id": self.key}), stop_event=self.stop_event
-            )
+        document = self.context.retrying(lambda: self.collection.find_one({"_id": self.key}))
         if document is None:
             return BatchState()
         try:
@@ -237,14 +229,12 @@ class BatchCheckpoint:
 
     def save(self, state: BatchState) -> None:
         record = state_document(
-            self.key, state, updated_at=self.clock(), date_from=self.window[0], date_to=self.window[1]
+            self.key, state, updated_at=self.context.clock(), date_from=self.window[0], date_to=self.window[1]
         )
-        with named_side(self.side):
-            retrying(
-                lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
-                purpose=Retry.WRITE,
-                stop_event=self.stop_event,
-            )
+        self.context.retrying(
+            lambda: self.collection.replace_one({"_id": self.key}, record, upsert=True),
+            purpose=Retry.WRITE,
+        )
         self._saved_at = time.monotonic()
 
     def save_now_and_then(self, state: BatchState) -> None:

@@ -13,18 +13,18 @@ An erasure is a state, not a one-off update: ``forget`` records the person first
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 
 from bson import ObjectId
 
+from order_archiver.context import RunContext
 from order_archiver.documents import moment_or_none, text_or_none
 from order_archiver.mongodb.forgotten import ForgottenPersons
 from order_archiver.mongodb.source import chunked
 from order_archiver.mongodb.storage import ArchiveWriter, MongoCollection
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, Erasure, person_ids
 from order_archiver.orders.pii import OrderFields
-from order_archiver.retry import Retry, retrying
+from order_archiver.retry import Retry
 
 CHUNK = 500
 
@@ -34,21 +34,21 @@ def erase_personal_data(
     selection: dict[str, object],
     erasure: Erasure,
     *,
-    stop_event: threading.Event | None,
+    context: RunContext,
 ) -> int:
     """Erase the documents of ``selection`` (``erasure``); how many were changed."""
     changed = 0
-    writer = ArchiveWriter(archive, stop_event)
+    writer = ArchiveWriter(archive, context)
 
     def walk() -> None:
         nonlocal changed
         with archive.find(selection, batch_size=CHUNK) as cursor:
             for chunk in chunked(cursor, CHUNK):
                 changed += writer.erase(chunk, lambda _: erasure)
-                if stop_event is not None and stop_event.is_set():
+                if context.stopped:
                     return
 
-    retrying(walk, purpose=Retry.WRITE, stop_event=stop_event)
+    context.retrying(walk, purpose=Retry.WRITE)
     return changed
 
 
@@ -56,7 +56,7 @@ def count_holding(
     archive: MongoCollection,
     selection: dict[str, object],
     erasure: Erasure,
-    stop_event: threading.Event | None,
+    context: RunContext,
 ) -> tuple[int, int]:
     """The selected orders, and those still holding personal data ``erasure`` would remove:
     one indexed read (the data tested here, never logged)."""
@@ -69,7 +69,7 @@ def count_holding(
                 holding += erasure.holds(document)
         return orders, holding
 
-    return retrying(count, stop_event=stop_event)
+    return context.retrying(count)
 
 
 UPGRADE_DONE = "upgrade:erasures-hold"  # the record's note that upgrade_erasures ran to its end
@@ -79,7 +79,7 @@ def upgrade_erasures(
     archive: MongoCollection,
     record: ForgottenPersons,
     fields: OrderFields,
-    stop_event: threading.Event | None,
+    context: RunContext,
 ) -> int:
     """Once per archive, what an erasure made by an earlier version lacks: its client recorded
     (``forget`` did not record them: a correction would write their data back) and the erasure
@@ -89,7 +89,7 @@ def upgrade_erasures(
     the record: later runs read one document. Idempotent: cut short, it starts again."""
     if record.noted(UPGRADE_DONE):
         return 0
-    writer = ArchiveWriter(archive, stop_event)
+    writer = ArchiveWriter(archive, context)
     now = datetime.now(UTC)
     changed = 0
 
@@ -105,11 +105,11 @@ def upgrade_erasures(
             for chunk in chunked(cursor, CHUNK):
                 _record_clients(record, chunk, now)
                 changed += writer.erase(chunk, erasure_of)
-                if stop_event is not None and stop_event.is_set():
+                if context.stopped:
                     return
 
-    retrying(walk, purpose=Retry.WRITE, stop_event=stop_event)
-    if stop_event is None or not stop_event.is_set():
+    context.retrying(walk, purpose=Retry.WRITE)
+    if not context.stopped:
         record.note(UPGRADE_DONE)
     return changed
 

@@ -6,9 +6,8 @@ racing the erasure is caught by one or the other."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -16,6 +15,7 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
+from order_archiver.context import RunContext
 from order_archiver.documents import PersonId
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure, Forgotten, person_ids
 from order_archiver.orders.pii import (
@@ -25,7 +25,7 @@ from order_archiver.orders.pii import (
     PII_FIELDS,
     OrderFields,
 )
-from order_archiver.retry import Retry, named_side, retrying
+from order_archiver.retry import Retry
 
 CHUNK = 500  # ids per read of the record
 ErasureOf = Callable[[dict[str, object]], Erasure | None]  # the erasure an archive document is owed
@@ -62,40 +62,33 @@ class ForgottenPersons:
     id, forgotten_at}`` (``kind``: ``client`` or ``livreur``), in the archive's database."""
 
     collection: Collection[dict[str, object]]
-    stop_event: threading.Event | None = None
-    side: str = ""
+    context: RunContext = field(default_factory=RunContext)
 
     def record(self, kind: str, person_id: ObjectId, at: datetime | None = None) -> None:
         """Remember that ``person_id`` was forgotten (idempotent: the first date stays)."""
         fields = {"kind": kind, "id": person_id, "forgotten_at": at or datetime.now(UTC)}
-        with named_side(self.side):
-            retrying(
-                lambda: self.collection.update_one(
-                    {"_id": record_key(kind, person_id)}, {"$setOnInsert": fields}, upsert=True
-                ),
-                purpose=Retry.WRITE,
-                stop_event=self.stop_event,
-            )
+        self.context.retrying(
+            lambda: self.collection.update_one(
+                {"_id": record_key(kind, person_id)}, {"$setOnInsert": fields}, upsert=True
+            ),
+            purpose=Retry.WRITE,
+        )
 
     def noted(self, note: str) -> bool:
         """Whether the record holds ``note`` (a one-time step done: ``erasure.upgrade_erasures``)."""
-        with named_side(self.side):
-            found = retrying(
-                lambda: self.collection.find_one({"_id": note}, {"_id": 1}),
-                purpose=Retry.READ,
-                stop_event=self.stop_event,
-            )
+        found = self.context.retrying(
+            lambda: self.collection.find_one({"_id": note}, {"_id": 1}),
+            purpose=Retry.READ,
+        )
         return found is not None
 
     def note(self, note: str) -> None:
-        with named_side(self.side):
-            retrying(
-                lambda: self.collection.update_one(
-                    {"_id": note}, {"$setOnInsert": {"done_at": datetime.now(UTC)}}, upsert=True
-                ),
-                purpose=Retry.WRITE,
-                stop_event=self.stop_event,
-            )
+        self.context.retrying(
+            lambda: self.collection.update_one(
+                {"_id": note}, {"$setOnInsert": {"done_at": datetime.now(UTC)}}, upsert=True
+            ),
+            purpose=Retry.WRITE,
+        )
 
     def among(self, documents: Iterable[dict[str, object]]) -> Forgotten:
         """The forgotten clients and couriers among those ``documents`` name: one read of the
@@ -111,12 +104,10 @@ class ForgottenPersons:
         found: dict[str, set[PersonId]] = {CLIENT: set(), COURIER: set()}
         for start in range(0, len(keys), CHUNK):
             wanted = {"_id": {"$in": keys[start : start + CHUNK]}}
-            with named_side(self.side):
-                records = retrying(
-                    lambda w=wanted: list(self.collection.find(w, {"_id": 1})),  # type: ignore[misc]
-                    purpose=Retry.READ,
-                    stop_event=self.stop_event,
-                )
+            records = self.context.retrying(
+                lambda w=wanted: list(self.collection.find(w, {"_id": 1})),  # type: ignore[misc]
+                purpose=Retry.READ,
+            )
             for record in records:
                 for kind, person in named.get(str(record["_id"]), []):
                     found[kind].add(person)
@@ -126,14 +117,12 @@ class ForgottenPersons:
         """The recorded persons, ``(kind, id)``, the most recently recorded first (natural
         order, reversed: no index, and only ``limit`` documents read); at most ``limit`` of them
         (status looks at the latest requests only)."""
-        with named_side(self.side):
-            records = retrying(
-                lambda: list(
-                    self.collection.find({}, {"kind": 1, "id": 1}, sort=[("$natural", -1)], limit=limit or 0)
-                ),
-                purpose=Retry.READ,
-                stop_event=self.stop_event,
-            )
+        records = self.context.retrying(
+            lambda: list(
+                self.collection.find({}, {"kind": 1, "id": 1}, sort=[("$natural", -1)], limit=limit or 0)
+            ),
+            purpose=Retry.READ,
+        )
         return [
             (str(r["kind"]), r["id"]) for r in records if r.get("kind") in (CLIENT, COURIER) and "id" in r
         ]

@@ -5,7 +5,7 @@ collection (``REJECTS_COLLECTION``, archive database).
 first_seen, last_seen, times_seen,
 first_run}``. A run records what it rejected after the archive write of the same chunk; an
 order seen for the first time is *new*, and only new rejections make a batch exit 3 (a
-rejected order does not fail every later run). An order fixed at the source is archived by
+rejected order does not fail every later context). An order fixed at the source is archived by
 the next run that reaches it, and the end of every completed batch run prunes the entries
 whose order is archived, deleted or no longer delivered; listings leave such entries out
 already. The store never holds the order itself: ``_id`` and the reason are enough to find it.
@@ -14,22 +14,23 @@ already. The store never holds the order itself: ``_id`` and the reason are enou
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypeVar
 
 from pymongo import ASCENDING, UpdateOne
 
+from order_archiver.context import RunContext
 from order_archiver.documents import Client, MongoCollection, OrderId, int_or_none
 from order_archiver.logs import get_logger, plural
 from order_archiver.orders.rejection import Rejection
-from order_archiver.retry import Retry, named_side, retrying
+from order_archiver.retry import Retry
 from order_archiver.settings import Settings
 
 log = get_logger("rejects")
+T = TypeVar("T")
 
 CHUNK = 1000
 DEFAULT_LIST_LIMIT = 50  # rejected orders `rejects` shows unless told (--limit, --all)
@@ -40,20 +41,16 @@ class RejectStore:
     new is read back from ``first_run`` (set once, on insert), not from the write's counts,
     which a retried upsert would get wrong."""
 
-    def __init__(
-        self, collection: MongoCollection, stop_event: threading.Event | None = None, side: str = ""
-    ) -> None:
+    def __init__(self, collection: MongoCollection, context: RunContext | None = None) -> None:
         self.collection = collection
-        self.stop_event = stop_event or threading.Event()
-        self.side = side  # errors.ARCHIVE_SIDE with ARCHIVE_MONGODB_URI (errors name it)
+        self.context = context or RunContext()  # on the archive's side: its errors name it
         self.run_id = uuid.uuid4().hex
 
-    def _retrying(self, func: Any) -> Any:
-        with named_side(self.side):
-            return retrying(func, purpose=Retry.WRITE, stop_event=self.stop_event)
+    def _retrying(self, func: Callable[[], T]) -> T:
+        return self.context.retrying(func, purpose=Retry.WRITE)
 
     def known(self, ids: list[OrderId]) -> set[OrderId]:
-        """The ids among ``ids`` already recorded (by an earlier run, or this one)."""
+        """The ids among ``ids`` already recorded (by an earlier context, or this one)."""
         if not ids:
             return set()
         found = self._retrying(lambda: list(self.collection.find({"_id": {"$in": ids}}, {"_id": 1})))
@@ -145,25 +142,22 @@ class RejectStore:
         history."""
         removed = 0
         for ids in self._id_chunks():
-            archived = {
-                d["_id"]
-                for d in self._retrying(lambda i=ids: list(archive.find({"_id": {"$in": i}}, {"_id": 1})))
-            }
-            still_delivered = {
-                d["_id"]
-                for d in self._retrying(
-                    lambda i=ids: list(orders.find({"_id": {"$in": i}, "status": delivered}, {"_id": 1}))
-                )
-            }
+            archived = self._ids_found(archive, {"_id": {"$in": ids}})
+            still_delivered = self._ids_found(orders, {"_id": {"$in": ids}, "status": delivered})
             gone = [i for i in ids if i in archived or i not in still_delivered]
             if gone:
-                result = self._retrying(lambda g=gone: self.collection.delete_many({"_id": {"$in": g}}))
-                removed += result.deleted_count
+                removed += self._delete(gone)
         if removed:
             log.info(
                 "%d rejected orders left the list (archived since, deleted or no longer delivered)", removed
             )
         return removed
+
+    def _ids_found(self, collection: MongoCollection, selection: dict[str, object]) -> set[OrderId]:
+        return {d["_id"] for d in self._retrying(lambda: list(collection.find(selection, {"_id": 1})))}
+
+    def _delete(self, ids: list[OrderId]) -> int:
+        return int(self._retrying(lambda: self.collection.delete_many({"_id": {"$in": ids}})).deleted_count)
 
     def _id_chunks(self) -> Iterator[list[OrderId]]:
         ids: list[OrderId] = []
@@ -218,12 +212,12 @@ class RejectsReport:
 
 
 def list_rejects(
-    client: Client, settings: Settings, limit: int | None, stop_event: threading.Event | None = None
+    client: Client, settings: Settings, limit: int | None, context: RunContext | None = None
 ) -> RejectsReport:
     database = client[settings.archive_db_name]
     archive = database[settings.archive_collection]
     report = RejectsReport()
-    for entry in RejectStore(database[settings.rejects_collection], stop_event).current(archive):
+    for entry in RejectStore(database[settings.rejects_collection], context).current(archive):
         report.total += 1
         if limit is None or len(report.entries) < limit:
             report.entries.append(describe_reject(entry))

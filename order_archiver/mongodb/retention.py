@@ -33,7 +33,6 @@ has its courier's name until the limit (``forgotten_by: "forget"`` is in the ran
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from typing import Any, Literal, Protocol
 from pymongo import ASCENDING
 from pymongo.errors import OperationFailure
 
+from order_archiver.context import RunContext
 from order_archiver.documents import int_or_none, mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
 from order_archiver.logs import get_logger, plural
@@ -51,7 +51,7 @@ from order_archiver.mongodb.indexes import IndexBuild, WantedIndex, build_option
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
 from order_archiver.orders.pii import CONTRACT_FIELDS, OrderFields
-from order_archiver.retry import Retry, named_side, retrying
+from order_archiver.retry import Retry
 from order_archiver.settings import Duration, Settings
 
 log = get_logger("batch")
@@ -119,16 +119,14 @@ class RetentionState:
         )
 
 
-def retention_state(
-    archive: MongoCollection, settings: Settings, stop_event: threading.Event | None
-) -> RetentionState:
+def retention_state(archive: MongoCollection, settings: Settings, context: RunContext) -> RetentionState:
     """Read the archive's indexes (a missing archive has none); refuse an index that stands
     where the TTL index must (ConfigError, before anything is written). Indexes the user may
     not list (no ``listIndexes``: deploy/mongodb-roles.js grants it) leave the retention
     ``unknown`` when it is set, a warning, and ``none`` when it is not: nothing to manage."""
     wanted = settings.archive_retention
     try:
-        listed = retrying(lambda: listed_indexes(archive), stop_event=stop_event)
+        listed = context.retrying(lambda: listed_indexes(archive))
     except FatalError as exc:
         problem = f"the archive's indexes cannot be read ({exc}); the next batch --run tries again"
         return (
@@ -171,19 +169,19 @@ def _action(wanted: Duration | None, seconds: int | None) -> Action:
 def apply_retention(
     archive: MongoCollection,
     settings: Settings,
-    stop_event: threading.Event | None,
+    context: RunContext,
     server_clock: Callable[[], datetime] | None = None,
 ) -> RetentionState:
     """Bring the TTL index to ARCHIVE_RETENTION: create, change (``collMod``) or drop it; first
     say how many archived orders a new or shorter age deletes at once (with ``server_clock``)."""
-    state = retention_state(archive, settings, stop_event)
+    state = retention_state(archive, settings, context)
     if state.action == "unknown":
         log.warning("archive retention: %s", state.problem)
         return state
     if state.action not in DONE:
         return state
     if server_clock is not None:
-        state.at_once = deleted_at_once(archive, state, settings, server_clock, stop_event)
+        state.at_once = deleted_at_once(archive, state, settings, server_clock, context)
         if state.at_once:
             verb = {"create": "creating", "change": "shortening"}[state.action]
             log.warning(
@@ -195,7 +193,7 @@ def apply_retention(
             )
     seconds = int(settings.archive_retention.total_seconds()) if settings.archive_retention else 0
     if state.action == "create":
-        return _create(archive, state, seconds, settings.index_build_wait_s, stop_event)
+        return _create(archive, state, seconds, settings.index_build_wait_s, context)
     steps: dict[Action, Callable[[], Any]] = {
         "change": lambda: archive.database.command(
             {"collMod": archive.name, "index": {"name": RETENTION_INDEX, "expireAfterSeconds": seconds}}
@@ -204,10 +202,8 @@ def apply_retention(
     }
     done = DONE[state.action]
     try:
-        retrying(
-            functools.partial(_conflicts_refused, steps[state.action], state.action),
-            purpose=Retry.COMMAND,
-            stop_event=stop_event,
+        context.retrying(
+            functools.partial(_conflicts_refused, steps[state.action], state.action), purpose=Retry.COMMAND
         )
     except ConfigError:
         raise
@@ -223,7 +219,7 @@ def _create(
     state: RetentionState,
     seconds: int,
     wait_s: float,
-    stop_event: threading.Event | None,
+    context: RunContext,
 ) -> RetentionState:
     """The TTL index built as every index is (no time limit; after ``wait_s`` it is pending)."""
     wanted = WantedIndex(
@@ -232,8 +228,8 @@ def _create(
         list(RETENTION_KEY.items()),
         {"name": RETENTION_INDEX, "expireAfterSeconds": seconds},
     )
-    build = IndexBuild([wanted], build_options(archive, stop_event), stop_event).start()
-    wait_for([build], wait_s, stop_event)
+    build = IndexBuild([wanted], build_options(archive, context.stop), context.stop).start()
+    wait_for([build], wait_s, context.stop)
     if not build.done.is_set():
         state.action = "pending"
         log.info("%s", state.line())
@@ -269,7 +265,7 @@ def deleted_at_once(
     state: RetentionState,
     settings: Settings,
     server_clock: Callable[[], datetime],
-    stop_event: threading.Event | None,
+    context: RunContext,
 ) -> int | None:
     """How many archived orders the TTL index deletes as soon as it is created or shortened
     (None: neither). One count, once per change of the setting (on a create, the archive has
@@ -280,9 +276,9 @@ def deleted_at_once(
     shorter = state.index_seconds is not None and wanted.total_seconds() < state.index_seconds
     if state.action != "create" and not (state.action == "change" and shorter):
         return None
-    cutoff = retrying(server_clock, stop_event=stop_event) - wanted
+    cutoff = context.retrying(server_clock) - wanted
     chosen = {"date_livraison": {"$lt": cutoff}}
-    return int(retrying(lambda: archive.count_documents(chosen), purpose=Retry.INFORM, stop_event=stop_event))
+    return int(context.retrying(lambda: archive.count_documents(chosen), purpose=Retry.INFORM))
 
 
 def _conflicts_refused(step: Callable[[], Any], action: str) -> Any:
@@ -335,20 +331,18 @@ class UndatedRetention:
     archive: MongoCollection
     length: Duration
     server_clock: Callable[[], datetime]
-    stop_event: threading.Event | None
+    context: RunContext
 
     def selection(self) -> dict[str, object]:
-        return undated_before(retrying(self.server_clock, stop_event=self.stop_event) - self.length)
+        return undated_before(self.context.retrying(self.server_clock) - self.length)
 
     def pending(self) -> int:
         chosen = self.selection()
-        return int(retrying(lambda: self.archive.count_documents(chosen), stop_event=self.stop_event))
+        return int(self.context.retrying(lambda: self.archive.count_documents(chosen)))
 
     def expire(self) -> int:
         chosen = self.selection()
-        result = retrying(
-            lambda: self.archive.delete_many(chosen), purpose=Retry.WRITE, stop_event=self.stop_event
-        )
+        result = self.context.retrying(lambda: self.archive.delete_many(chosen), purpose=Retry.WRITE)
         if result.deleted_count:
             log.info(
                 "ARCHIVE_RETENTION %s: deleted %s without a date_livraison, ordered longer ago",
@@ -365,22 +359,22 @@ class PiiRetention:
     archive: MongoCollection
     length: Duration
     server_clock: Callable[[], datetime]
-    stop_event: threading.Event | None
+    context: RunContext
     fields: OrderFields = CONTRACT_FIELDS  # the order fields known not to be personal
 
     def selection(self) -> dict[str, object]:
-        now = retrying(self.server_clock, stop_event=self.stop_event)
+        now = self.context.retrying(self.server_clock)
         return past_pii_retention(now - self.length)
 
     def pending(self) -> int:
         """How many archived orders are past it and still hold personal data."""
         chosen = self.selection()
-        return int(retrying(lambda: self.archive.count_documents(chosen), stop_event=self.stop_event))
+        return int(self.context.retrying(lambda: self.archive.count_documents(chosen)))
 
     def erase(self) -> int:
         selection = self.selection()
         erasure = Erasure(client=True, courier=True, by=BY_AGE, at=datetime.now(UTC), fields=self.fields)
-        erased = erase_personal_data(self.archive, selection, erasure, stop_event=self.stop_event)
+        erased = erase_personal_data(self.archive, selection, erasure, context=self.context)
         if erased:
             log.info(
                 "ARCHIVE_PII_RETENTION %s: personal data erased from %s",
@@ -400,8 +394,7 @@ class ArchiveLifecycle:
     archive: MongoCollection
     settings: Settings
     server_clock: Callable[[], datetime]
-    stop_event: threading.Event | None
-    side: str = ""
+    context: RunContext  # on the archive's side: its errors name it
     # False: the watcher's catch-up, whose role has neither createIndex, collMod, dropIndex nor
     # remove on the archive: the TTL index and both retentions are batch --run's.
     manage: bool = True
@@ -411,17 +404,17 @@ class ArchiveLifecycle:
         if not length:
             return None
         fields = self.settings.pii_policy.fields
-        return PiiRetention(self.archive, length, self.server_clock, self.stop_event, fields)
+        return PiiRetention(self.archive, length, self.server_clock, self.context, fields)
 
     def _undated(self) -> UndatedRetention | None:
         length = self.settings.archive_retention
-        return UndatedRetention(self.archive, length, self.server_clock, self.stop_event) if length else None
+        return UndatedRetention(self.archive, length, self.server_clock, self.context) if length else None
 
     def ensure_index(self, report: RetentionReport) -> None:
         if not self.manage:
             return
-        with named_side(self.side):
-            state = apply_retention(self.archive, self.settings, self.stop_event, self.server_clock)
+        with self.context.named():
+            state = apply_retention(self.archive, self.settings, self.context, self.server_clock)
         report.retention = state.as_dict()
         if state.problem:
             report.warnings.append(f"archive retention: {state.problem}")
@@ -430,9 +423,9 @@ class ArchiveLifecycle:
         if not self.manage:
             return
         pii, undated = self._pii(), self._undated()
-        with named_side(self.side):
+        with self.context.named():
             upgraded = upgrade_erasures(
-                self.archive, self._record(), self.settings.pii_policy.fields, self.stop_event
+                self.archive, self._record(), self.settings.pii_policy.fields, self.context
             )
             if upgraded:
                 log.info(
@@ -449,13 +442,13 @@ class ArchiveLifecycle:
         collection = self.archive.database[self.settings.forgotten_collection].with_options(
             write_concern=self.archive.write_concern, read_preference=self.archive.read_preference
         )
-        return ForgottenPersons(collection, self.stop_event, self.side)
+        return ForgottenPersons(collection, self.context)
 
     def plan(self, report: RetentionReport) -> None:
-        with named_side(self.side):
-            state = retention_state(self.archive, self.settings, self.stop_event)
+        with self.context.named():
+            state = retention_state(self.archive, self.settings, self.context)
             state.at_once = deleted_at_once(
-                self.archive, state, self.settings, self.server_clock, self.stop_event
+                self.archive, state, self.settings, self.server_clock, self.context
             )
             report.retention = state.as_dict()
             if state.problem:

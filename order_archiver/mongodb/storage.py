@@ -5,7 +5,6 @@ documents are written.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +15,7 @@ from pymongo import MongoClient, ReadPreference, UpdateOne, WriteConcern
 from pymongo import errors as pymongo_errors
 from pymongo.read_concern import ReadConcern
 
+from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
 from order_archiver.documents import MongoCollection as MongoCollection
 from order_archiver.errors import (
@@ -36,7 +36,7 @@ from order_archiver.mongodb.forgotten import (
 )
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.rejection import Rejection
-from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE, Retry, named_side, retrying
+from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE, Retry
 from order_archiver.settings import Settings
 
 log = get_logger("storage")
@@ -157,16 +157,12 @@ HELD_FIELDS = {
 }
 
 
-def read_held(
-    archive: MongoCollection, ids: list[OrderId], side: str, stop_event: threading.Event | None
-) -> dict[OrderId, Held]:
+def read_held(archive: MongoCollection, ids: list[OrderId], context: RunContext) -> dict[OrderId, Held]:
     """What the archive holds of each of ``ids`` it has (one read by ``_id``)."""
-    with named_side(side):
-        found = retrying(
-            lambda: list(archive.find({"_id": {"$in": ids}}, HELD_FIELDS)),
-            purpose=Retry.WRITE,
-            stop_event=stop_event,
-        )
+    found = context.retrying(
+        lambda: list(archive.find({"_id": {"$in": ids}}, HELD_FIELDS)),
+        purpose=Retry.WRITE,
+    )
     return {document["_id"]: Held.of(document) for document in found}
 
 
@@ -189,15 +185,13 @@ class ArchiveWriter:
     def __init__(
         self,
         archive: MongoCollection,
-        stop_event: threading.Event | None = None,
-        on_retry: Callable[[BaseException], Any] | None = None,
-        side: str = "",
+        context: RunContext | None = None,
+        on_retry: Callable[[BaseException], object] | None = None,
         erasures: RespectedErasures = NO_RECORD,
     ) -> None:
         self.archive = archive
-        self.stop_event = stop_event or threading.Event()
+        self.context = context or RunContext()  # on the archive's side: its errors name it
         self.on_retry = on_retry
-        self.side = side  # ARCHIVE_SIDE when it is not the source's: errors name it
         self.erasures = erasures  # the record of forgotten persons, respected
 
     @classmethod
@@ -205,14 +199,15 @@ class ArchiveWriter:
         cls,
         collections: Collections,
         settings: Settings,
-        stop_event: threading.Event | None = None,
-        on_retry: Callable[[BaseException], Any] | None = None,
+        context: RunContext | None = None,
+        on_retry: Callable[[BaseException], object] | None = None,
     ) -> ArchiveWriter:
-        """The writer of a run, respecting the record of forgotten persons."""
-        side = collections.archive_side
-        record = ForgottenPersons(collections.forgotten, stop_event, side)
-        erasures = RespectedErasures(record, settings.pii_policy.fields)
-        return cls(collections.archive, stop_event, on_retry, side, erasures)
+        """The writer of a context, respecting the record of forgotten persons."""
+        on_archive = (context or RunContext()).on(collections.archive_side)
+        erasures = RespectedErasures(
+            ForgottenPersons(collections.forgotten, on_archive), settings.pii_policy.fields
+        )
+        return cls(collections.archive, on_archive, on_retry, erasures)
 
     # -- erasures
 
@@ -228,7 +223,7 @@ class ArchiveWriter:
 
     def archived_hashes(self, ids: list[OrderId]) -> dict[OrderId, Held]:
         """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
-        return read_held(self.archive, ids, self.side, self.stop_event)
+        return read_held(self.archive, ids, self.context)
 
     def not_archived_as_they_are(
         self, documents: list[dict[str, object]]
@@ -249,12 +244,10 @@ class ArchiveWriter:
         return [d for d in documents if d["_id"] not in unchanged], len(unchanged)
 
     def existing_ids(self, ids: list[OrderId]) -> set[OrderId]:
-        with named_side(self.side):
-            found = retrying(
-                lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
-                purpose=Retry.WRITE,
-                stop_event=self.stop_event,
-            )
+        found = self.context.retrying(
+            lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
+            purpose=Retry.WRITE,
+        )
         return {doc["_id"] for doc in found}
 
     def confirmed_hashes(self, ids: list[OrderId]) -> dict[OrderId, Held]:
@@ -262,7 +255,7 @@ class ArchiveWriter:
         holds (read concern "majority"), each with what it holds: for the purge, which deletes
         only those, in that version. One a failover could still roll back is not archived yet."""
         durable = self.archive.with_options(read_concern=ReadConcern("majority"))
-        return read_held(durable, ids, self.side, self.stop_event)
+        return read_held(durable, ids, self.context)
 
     def write(self, documents: list[dict[str, object]], *, again: bool = True) -> WriteOutcome:
         """Archive ``documents``: new orders inserted (``upsert``), orders already archived
@@ -327,7 +320,7 @@ class ArchiveWriter:
     def _apply(
         self, requests: list[UpdateOne], documents: list[dict[str, object]], outcome: WriteOutcome
     ) -> int:
-        """Run revision statements; the number applied. A refused one rejects its order (a
+        """RunContext revision statements; the number applied. A refused one rejects its order (a
         correction that gave it another order's numero: 11000)."""
         if not requests:
             return 0
@@ -382,13 +375,11 @@ class ArchiveWriter:
 
     def _bulk_write(self, requests: list[UpdateOne]) -> Any:
         """One unordered bulk on the archive, retried on transient errors, its side named."""
-        with named_side(self.side):
-            return retrying(
-                lambda: self.archive.bulk_write(requests, ordered=False),
-                purpose=Retry.WRITE,
-                stop_event=self.stop_event,
-                on_retry=self._retrying,
-            )
+        return self.context.retrying(
+            lambda: self.archive.bulk_write(requests, ordered=False),
+            purpose=Retry.WRITE,
+            on_retry=self._retrying,
+        )
 
     def _retrying(self, exc: BaseException, delay: float) -> None:
         log.warning("archive write failed (%s); retrying in %.1fs", describe(exc), delay)
@@ -401,10 +392,10 @@ class ArchiveWriter:
         """Per-document refusals of a bulk whose write concern was met (``is_transient``
         retries any write-concern error first). A duplicate key is not a failure: when the
         order's ``_id`` is in the archive it was archived meanwhile (a watcher, a concurrent
-        run); otherwise another order holds its ``numero_commande``, and this one is rejected.
+        context); otherwise another order holds its ``numero_commande``, and this one is rejected.
         Any other refusal of one document (17420 larger than 16 MB once enriched, 121 a
         validator, 52 a ``$`` field name on 4.4...) rejects that order alone: one bad document
-        never stops a run, nor makes a watcher replay it forever."""
+        never stops a context, nor makes a watcher replay it forever."""
         details = exc.details or {}
         if details.get("writeConcernErrors"):
             raise FatalError(describe(exc)) from without_documents(exc)  # unsatisfiable: no write here counts

@@ -11,13 +11,13 @@ Each line passes, warns or fails; any failure makes exit 3. Nothing is written.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.context import RunContext
 from order_archiver.documents import Document, list_or_empty, mapping_or_empty
 from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ArchiverError, ConfigError, is_authorisation_error
 from order_archiver.mongodb.deployment import (
@@ -31,7 +31,6 @@ from order_archiver.mongodb.deployment import (
 from order_archiver.mongodb.indexes import index_states, wanted_indexes
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.retention import PiiRetention, retention_state
-from order_archiver.retry import retrying
 from order_archiver.settings import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
 
 MIN_VERSION = (4, 4)
@@ -263,12 +262,14 @@ def sharding_check(
         report.add("sharding", "pass", f"sharded: {listed}{note}")
 
 
-def retention_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> bool:
+def retention_check(
+    report: DoctorReport, client: MongoClient[Document], settings: Settings, context: RunContext
+) -> bool:
     """ARCHIVE_RETENTION against the archive's TTL index (``retention.py``); whether the next
     batch --run drops that index (the setting unset, the index still there)."""
     archive = client[settings.archive_db_name][settings.archive_collection]
     try:
-        state = retention_state(archive, settings, None)
+        state = retention_state(archive, settings, context)
     except ConfigError as exc:
         report.add("retention", "fail", str(exc))
         return False
@@ -277,7 +278,9 @@ def retention_check(report: DoctorReport, client: MongoClient[Document], setting
     return state.action == "drop"
 
 
-def personal_data_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> None:
+def personal_data_check(
+    report: DoctorReport, client: MongoClient[Document], settings: Settings, context: RunContext
+) -> None:
     """ARCHIVE_PII and ARCHIVE_PII_RETENTION: what the archive keeps of a person, for how long,
     and how many archived orders past the retention still hold personal data (one count on the
     ``{forgotten_by, date_livraison}`` range: the next batch --run erases them)."""
@@ -290,7 +293,7 @@ def personal_data_check(report: DoctorReport, client: MongoClient[Document], set
         return
     archive = client[settings.archive_db_name][settings.archive_collection]
     try:
-        pending = PiiRetention(archive, length, lambda: server_time(client), None).pending()
+        pending = PiiRetention(archive, length, lambda: server_time(client), context).pending()
     except pymongo_errors.OperationFailure as exc:
         report.add(
             "personal data", "warn", f"{policy}; ARCHIVE_PII_RETENTION {length}: not counted ({exc.code})"
@@ -329,15 +332,16 @@ def index_check(report: DoctorReport, client: MongoClient[Document], settings: S
 def run_doctor(
     client: MongoClient[Document],
     settings: Settings,
-    stop_event: threading.Event | None = None,
+    context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
 ) -> DoctorReport:
     """The source's checks; with ARCHIVE_MONGODB_URI, the archive deployment's version,
     topology and privileges after them, each line named "archive ..."."""
+    context = context or RunContext()
     if archive_client is None:
-        return check_deployment_of(client, settings, stop_event, "both")
-    report = check_deployment_of(client, settings, stop_event, "source")
-    archive = check_deployment_of(archive_client, settings, stop_event, "archive")
+        return check_deployment_of(client, settings, context, "both")
+    report = check_deployment_of(client, settings, context, "source")
+    archive = check_deployment_of(archive_client, settings, context, "archive")
     for check in archive.checks:
         check.name = f"archive {check.name}"
     report.checks += archive.checks
@@ -345,14 +349,14 @@ def run_doctor(
 
 
 def check_deployment_of(
-    client: MongoClient[Document], settings: Settings, stop_event: threading.Event | None, side: Side
+    client: MongoClient[Document], settings: Settings, context: RunContext, side: Side
 ) -> DoctorReport:
     report = DoctorReport()
 
     def ask(command: str, **options: Any) -> dict[str, object]:
-        return dict(retrying(lambda: client.admin.command(command, **options), stop_event=stop_event))
+        return dict(context.retrying(lambda: client.admin.command(command, **options)))
 
-    reply = dict(retrying(lambda: hello(client), stop_event=stop_event))  # isMaster before 4.4.2
+    reply = dict(context.retrying(lambda: hello(client)))  # isMaster before 4.4.2
     version = server_version(client)
     text = ".".join(map(str, version))
     if version >= MIN_VERSION:
@@ -371,9 +375,9 @@ def check_deployment_of(
         change_stream_check(report, client, settings)
     if topology == "sharded":
         sharding_check(report, client, settings, version)
-    ttl_index_to_drop = side != "source" and retention_check(report, client, settings)
+    ttl_index_to_drop = side != "source" and retention_check(report, client, settings, context)
     if side != "source":
-        personal_data_check(report, client, settings)
+        personal_data_check(report, client, settings, context)
     index_check(report, client, settings, side)
     tls_check(report, settings, side)
     report.add(

@@ -23,13 +23,13 @@ the person's id and the count, never the data.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bson import ObjectId
 from pymongo import MongoClient
 
+from order_archiver.context import RunContext
 from order_archiver.documents import Document
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import check_deployments
@@ -37,7 +37,6 @@ from order_archiver.mongodb.erasure import count_holding, erase_personal_data
 from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
 from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.erasing import BY_REQUEST, CLIENT, COURIER, Erasure
-from order_archiver.retry import named_side, retrying
 from order_archiver.settings import Settings
 
 log = get_logger("forget")
@@ -138,27 +137,26 @@ def forget_person(
     person: Person,
     *,
     run: bool = False,
-    stop_event: threading.Event | None = None,
+    context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
 ) -> ForgetReport:
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)
+    on_archive = (context or RunContext()).on(collections.archive_side)
     report = ForgetReport(person, run)
     erasure = person.erasure(settings)
-    with named_side(collections.archive_side):
+    with on_archive.named():
         report.orders, report.erased = count_holding(
-            collections.archive, person.orders(), erasure, stop_event
+            collections.archive, person.orders(), erasure, on_archive
         )
     if not report.orders:
-        report.found = _in_the_source(collections, settings, person, stop_event)
-    with named_side(collections.archive_side):
+        report.found = _in_the_source(collections, settings, person, on_archive.on(collections.source_side))
+    with on_archive.named():
         if run and report.found:
             # Recorded first: a write of the archive that starts after this respects it, and one
             # under way looks again after it writes (storage.ArchiveWriter).
-            ForgottenPersons(collections.forgotten, stop_event, collections.archive_side).record(
-                person.kind, person.id, erasure.at
-            )
-            erase_personal_data(collections.archive, person.orders(), erasure, stop_event=stop_event)
+            ForgottenPersons(collections.forgotten, on_archive).record(person.kind, person.id, erasure.at)
+            erase_personal_data(collections.archive, person.orders(), erasure, context=on_archive)
     log.info(
         "forget: %s %s: %s archived orders, %d %s",
         person.name,
@@ -170,12 +168,10 @@ def forget_person(
     return report
 
 
-def _in_the_source(
-    collections: Collections, settings: Settings, person: Person, stop_event: threading.Event | None
-) -> bool:
+def _in_the_source(collections: Collections, settings: Settings, person: Person, context: RunContext) -> bool:
     """Whether the source's Client (Livreur) collection holds the person: an id found neither
     there nor in the archive is a typo, or another kind of person's."""
     name = settings.couriers_collection if person.kind == COURIER else settings.clients_collection
     references = collections.orders_primary.database[name]
-    found = retrying(lambda: references.find_one({"_id": person.id}, {"_id": 1}), stop_event=stop_event)
+    found = context.retrying(lambda: references.find_one({"_id": person.id}, {"_id": 1}))
     return found is not None

@@ -28,7 +28,6 @@ holds), and the next restore marks it again before inserting it.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
+from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, WriteError, moment_or_none, write_errors
 from order_archiver.errors import TRANSIENT_CODES, ConfigError
 from order_archiver.logs import get_logger, plural
@@ -48,7 +48,7 @@ from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.selection import date_range, ids_after
-from order_archiver.retry import Retry, retrying
+from order_archiver.retry import Retry
 from order_archiver.settings import Settings
 
 log = get_logger("restore")
@@ -177,37 +177,38 @@ def restore(
     selection: RestoreSelection,
     *,
     run: bool = False,
-    stop_event: threading.Event | None = None,
+    context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
     confirmed: bool = False,
 ) -> RestoreReport:
     wanted = selection.archive_filter()  # refused before anything is read
+    context = context or RunContext()
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)
     if run and not confirmed:
-        _confirm(collections.archive, wanted, stop_event)
+        _confirm(collections.archive, wanted, context)
     report = RestoreReport(run)
-    mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), stop_event)
+    mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), context)
     seen: set[OrderId] = set()  # the numeros and ids selected, to name those asked for and not there
-    for chunk in _chunks(collections.archive, wanted, stop_event):
+    for chunk in _chunks(collections.archive, wanted, context):
         report.selected += len(chunk)
         seen.update(document.get("numero_commande") for document in chunk)
         seen.update(("_id", document["_id"]) for document in chunk)
         copies = _copies(chunk, report)
-        present = _present(collections.orders_primary, copies, stop_event)
+        present = _present(collections.orders_primary, copies, context)
         missing = [copy for copy in copies if copy["_id"] not in present]
         for copy in copies:
             if copy["_id"] in present:
                 _compare(copy, present[copy["_id"]], report)
         if run and missing:
             mark.hold([copy["_id"] for copy in missing])  # before the insert: a purge meanwhile holds it
-            refused = _insert(collections.orders_primary, missing, report, stop_event)
+            refused = _insert(collections.orders_primary, missing, report, context)
             mark.take_back(
                 {i: moment_or_none(d.get("restored_at")) for d in chunk if (i := d["_id"]) in refused}
             )
         elif missing:
             report.restored += len(missing)
-    report.not_found = _not_found(selection, seen, report.selected, collections.archive, stop_event)
+    report.not_found = _not_found(selection, seen, report.selected, collections.archive, context)
     log.info(
         "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused",
         report.selected,
@@ -225,13 +226,13 @@ def _not_found(
     seen: set[OrderId],
     selected: int,
     archive: MongoCollection,
-    stop: threading.Event | None,
+    context: RunContext,
 ) -> list[str]:
     """What the selection asked for and did not find: each ``--numero`` (with the archived
     number it differs from only by case, if any: numbers match exactly), the ``--id``, or the
     whole selection when it selects nothing."""
     numeros = [n for n in dict.fromkeys(selection.numeros) if n not in seen]
-    cased = _other_case(numeros, archive, stop)
+    cased = _other_case(numeros, archive, context)
     found = [
         f"--numero {n}" + (f" ({cased[n]} is archived: numbers match exactly)" if n in cased else "")
         for n in numeros
@@ -243,7 +244,7 @@ def _not_found(
     return found
 
 
-def _other_case(numeros: list[str], archive: MongoCollection, stop: threading.Event | None) -> dict[str, str]:
+def _other_case(numeros: list[str], archive: MongoCollection, context: RunContext) -> dict[str, str]:
     """The archived numbers among ``numeros`` written in upper case (``CMD-000373`` for
     ``cmd-000373``): one exact, indexed look-up per chunk."""
     wanted = {n.upper(): n for n in numeros if n.upper() != n}
@@ -251,9 +252,8 @@ def _other_case(numeros: list[str], archive: MongoCollection, stop: threading.Ev
     names = list(wanted)
     for start in range(0, len(names), CHUNK):
         chunk = names[start : start + CHUNK]
-        documents = retrying(
+        documents = context.retrying(
             lambda c=chunk: list(archive.find({"numero_commande": {"$in": c}}, {"numero_commande": 1})),  # type: ignore[misc]
-            stop_event=stop,
         )
         found.update(
             {wanted[numero]: numero for d in documents if (numero := str(d["numero_commande"])) in wanted}
@@ -261,11 +261,11 @@ def _other_case(numeros: list[str], archive: MongoCollection, stop: threading.Ev
     return found
 
 
-def _confirm(archive: MongoCollection, wanted: dict[str, object], stop: threading.Event | None) -> None:
+def _confirm(archive: MongoCollection, wanted: dict[str, object], context: RunContext) -> None:
     """ConfigError (exit 2, nothing written) when a ``--run`` selects more than CONFIRM_ABOVE
     archived orders without ``--yes``: a window or a client typed wrong puts thousands of orders
     back into the application's collection. Counted up to one past the bound, no further."""
-    count = retrying(lambda: archive.count_documents(wanted, limit=CONFIRM_ABOVE + 1), stop_event=stop)
+    count = context.retrying(lambda: archive.count_documents(wanted, limit=CONFIRM_ABOVE + 1))
     if count > CONFIRM_ABOVE:
         raise ConfigError(
             f"restore --run selects more than {CONFIRM_ABOVE} archived orders: check the selection with a "
@@ -274,7 +274,7 @@ def _confirm(archive: MongoCollection, wanted: dict[str, object], stop: threadin
 
 
 def _chunks(
-    archive: MongoCollection, wanted: dict[str, object], stop: threading.Event | None
+    archive: MongoCollection, wanted: dict[str, object], context: RunContext
 ) -> Iterator[list[Document]]:
     """The selected archive documents in ``_id`` order, a chunk at a time, through cuts
     (``scan_by_id``), across ``_id`` types (``ids_after``: dirty data has string ids)."""
@@ -285,7 +285,7 @@ def _chunks(
         # A sort on _id after a filter on something else may be done in memory: allowed to spill.
         return archive.find(page, fields, batch_size=CHUNK, allow_disk_use=True).sort("_id", ASCENDING)
 
-    return chunked(scan_by_id(selected_after, stop_event=stop), CHUNK)
+    return chunked(scan_by_id(selected_after, stop_event=context.stop), CHUNK)
 
 
 def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, object]]:
@@ -304,12 +304,12 @@ def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, obje
 
 
 def _present(
-    orders: MongoCollection, copies: list[dict[str, object]], stop: threading.Event | None
+    orders: MongoCollection, copies: list[dict[str, object]], context: RunContext
 ) -> dict[OrderId, Document]:
     ids = [copy["_id"] for copy in copies]
     if not ids:
         return {}
-    return {d["_id"]: d for d in retrying(lambda: list(orders.find({"_id": {"$in": ids}})), stop_event=stop)}
+    return {d["_id"]: d for d in context.retrying(lambda: list(orders.find({"_id": {"$in": ids}})))}
 
 
 def same_bson(found: Mapping[str, object], copy: Mapping[str, object]) -> bool:
@@ -329,15 +329,14 @@ def _insert(
     orders: MongoCollection,
     missing: list[dict[str, object]],
     report: RestoreReport,
-    stop: threading.Event | None,
+    context: RunContext,
 ) -> set[OrderId]:
     """Insert the copies as they are, unordered: MongoDB inserts every document it does not
     refuse. The ids of those that are not in the source now as archived (``InsertRefusals``)."""
     try:
-        retrying(
+        context.retrying(
             functools.partial(orders.insert_many, missing, ordered=False),
             purpose=Retry.WRITE,
-            stop_event=stop,
         )
         report.restored += len(missing)
         return set()
@@ -346,7 +345,7 @@ def _insert(
         if errors is None:
             raise
         report.restored += len(missing) - len(errors)
-        return InsertRefusals(orders, missing, stop).settle(errors, report)
+        return InsertRefusals(orders, missing, context).settle(errors, report)
 
 
 def _refusals(exc: BaseException) -> list[WriteError] | None:
@@ -375,12 +374,12 @@ class InsertRefusals:
 
     orders: MongoCollection
     missing: list[dict[str, object]]
-    stop: threading.Event | None
+    context: RunContext
 
     def settle(self, errors: list[WriteError], report: RestoreReport) -> set[OrderId]:
         """Count each refused statement in ``report``; the ids not in the source as archived."""
         on_id = [self.missing[e["index"]] for e in errors if _on_id(e)]
-        found = _present(self.orders, on_id, self.stop)
+        found = _present(self.orders, on_id, self.context)
         absent: set[OrderId] = set()
         for error in errors:
             copy = self.missing[error["index"]]
@@ -418,15 +417,14 @@ class RestoreMark:
 
     archive: MongoCollection
     at: datetime
-    stop: threading.Event | None
+    context: RunContext
 
     def hold(self, ids: list[OrderId]) -> None:
-        retrying(
+        self.context.retrying(
             functools.partial(
                 self.archive.update_many, {"_id": {"$in": ids}}, {"$set": {"restored_at": self.at}}
             ),
             purpose=Retry.WRITE,
-            stop_event=self.stop,
         )
 
     def take_back(self, previous: dict[OrderId, datetime | None]) -> None:
@@ -439,8 +437,7 @@ class RestoreMark:
             )
             for order_id, before in previous.items()
         ]
-        retrying(
+        self.context.retrying(
             functools.partial(self.archive.bulk_write, requests, ordered=False),
             purpose=Retry.WRITE,
-            stop_event=self.stop,
         )

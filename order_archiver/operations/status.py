@@ -8,16 +8,18 @@ among the orders of the lookback window only (index on ``status, date_commande``
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from bson import json_util
 from pymongo import MongoClient
 
-from order_archiver.documents import Document
+from order_archiver.context import RunContext
+from order_archiver.documents import Document, moment_or_none
 from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
@@ -27,15 +29,23 @@ from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
 from order_archiver.mongodb.source import missing_source
-from order_archiver.mongodb.storage import Collections
+from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
-from order_archiver.retry import retrying
 from order_archiver.settings import Duration, Settings
 
 CHUNK = 1000
 EXAMPLES = 5
 FORGOTTEN_CHECKED = 100  # the most recent forgotten persons whose orders status looks at
+
+
+T = TypeVar("T")
+
+
+class Reader(Protocol):
+    """One read, retried by the run's policy (``RunContext.retrying``)."""
+
+    def __call__(self, func: Callable[[], T]) -> T: ...
 
 
 @dataclass
@@ -157,7 +167,7 @@ def _batch_line(batch: dict[str, Any] | None) -> str:
     return text
 
 
-def batch_state(collections: Collections, settings: Settings, now: datetime, read: Any) -> dict[str, Any]:
+def batch_state(collections: Collections, settings: Settings, now: datetime, read: Reader) -> dict[str, Any]:
     """The state the next scheduled ``batch --run`` (no date window) starts from."""
     key = checkpoint_key(settings, "batch", None, None)
     document = read(lambda: collections.checkpoints.find_one({"_id": key}))
@@ -206,22 +216,23 @@ def collect_status(
     lookback: timedelta = DEFAULT_LOOKBACK,
     max_backlog_age: timedelta = DEFAULT_MAX_BACKLOG_AGE,
     max_heartbeat_age: timedelta = DEFAULT_MAX_HEARTBEAT_AGE,
-    stop_event: threading.Event | None = None,
+    context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
 ) -> StatusReport:
+    context = context or RunContext()
     now = now or datetime.now(UTC)
     collections = Collections.of(client, settings, archive_client)
     report = StatusReport(checked_at=now, lookback_hours=lookback.total_seconds() / 3600)
 
-    def read(func: Any) -> Any:
-        return retrying(func, stop_event=stop_event)
+    def read(func: Callable[[], T]) -> T:
+        return context.retrying(func)
 
     source_problem = read(lambda: missing_source(collections.orders))
     if source_problem:
         report.problems.append(source_problem)
     since = now - lookback
     report.orders_by_status = _orders_by_status(collections.orders, since, read)
-    rejects = RejectStore(collections.rejects, stop_event)
+    rejects = RejectStore(collections.rejects, context)
     report.backlog, oldest = _backlog(collections, settings, since, rejects, read)
     if oldest is not None:
         report.backlog_oldest_age_s = max((now - oldest).total_seconds(), 0.0)
@@ -244,7 +255,7 @@ def collect_status(
         missing = read(lambda: collections.archive.find_one({"pii_policy": None}, {"_id": 1})) is not None
         report.pii_policies = sorted({str(p) for p in found if p is not None}) + ([None] if missing else [])
     newest = read(lambda: collections.archive.find_one({}, {"archived_at": 1}, sort=[("archived_at", -1)]))
-    report.newest_archived_at = newest.get("archived_at") if newest else None
+    report.newest_archived_at = moment_or_none(newest.get("archived_at")) if newest else None
 
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
@@ -256,21 +267,21 @@ def collect_status(
         "date_livraison": {"$lt": now - settings.purge_after},
     }
     report.purge_movable = int(read(lambda: collections.orders.count_documents(old_enough)))
-    _retention(report, collections.archive, settings, now, stop_event)
-    _forgotten(report, collections, read, stop_event)
-    _indexes(report, collections, source_exists=not source_problem, stop_event=stop_event)
+    _retention(report, collections.archive, settings, now, context)
+    _forgotten(report, collections, read, context)
+    _indexes(report, collections, source_exists=not source_problem, context=context)
     report.problems += _heartbeat_problems(report.watchers, now, max_heartbeat_age)
     return report
 
 
 def _retention(
-    report: StatusReport, archive: Any, settings: Settings, now: datetime, stop_event: threading.Event | None
+    report: StatusReport, archive: MongoCollection, settings: Settings, now: datetime, context: RunContext
 ) -> None:
     """ARCHIVE_RETENTION against the archive's TTL index; the orders ARCHIVE_PII_RETENTION has
     yet to erase (one count on the ``{forgotten_by, date_livraison}`` range). An index that
     stands where the TTL index must is a problem here, not an error: status still reports."""
     try:
-        state = retention_state(archive, settings, stop_event)
+        state = retention_state(archive, settings, context)
     except ConfigError as exc:
         report.problems.append(str(exc))
     else:
@@ -278,20 +289,18 @@ def _retention(
     length = settings.archive_pii_retention
     if length is not None:
         report.pii_retention = str(length)
-        report.pii_retention_pending = PiiRetention(archive, length, lambda: now, stop_event).pending()
+        report.pii_retention_pending = PiiRetention(archive, length, lambda: now, context).pending()
 
 
-def _forgotten(
-    report: StatusReport, collections: Collections, read: Any, stop: threading.Event | None
-) -> None:
+def _forgotten(report: StatusReport, collections: Collections, read: Reader, context: RunContext) -> None:
     """The latest recorded erasures (``FORGOTTEN_CHECKED``) that do not hold: orders of a
     forgotten person still holding their data (a write that did not respect the record). One
     count per person on their index: bounded by the requests looked at, not by the archive."""
-    record = ForgottenPersons(collections.forgotten, stop, collections.archive_side)
+    record = ForgottenPersons(collections.forgotten, context.on(collections.archive_side))
     persons = record.persons(FORGOTTEN_CHECKED)
     report.forgotten_persons = len(persons)
     report.forgotten_holding = sum(
-        int(read(lambda k=kind, i=person: collections.archive.count_documents(still_holding(k, i))))
+        read(partial(collections.archive.count_documents, still_holding(kind, person)))
         for kind, person in persons
     )
     if report.forgotten_holding:
@@ -302,13 +311,13 @@ def _forgotten(
 
 
 def _indexes(
-    report: StatusReport, collections: Collections, *, source_exists: bool, stop_event: threading.Event | None
+    report: StatusReport, collections: Collections, *, source_exists: bool, context: RunContext
 ) -> None:
     """The indexes not ready and what they cost (one ``listIndexes`` per collection); the
     archive's unique index being built is a problem (no run archives until it is ready), missing
     it is not (the next batch --run builds it)."""
     wanted = wanted_indexes(collections.orders, collections.archive, source_exists=source_exists)
-    statuses = index_states(wanted, stop_event)
+    statuses = index_states(wanted, context.stop)
     report.indexes = [s.as_dict() for s in statuses if s.state != "ready"]
     try:  # being built: no run archives until it is ready; missing, the next batch --run builds it
         require_unique([s for s in statuses if s.state == "pending"], collections.archive)
@@ -316,21 +325,21 @@ def _indexes(
         report.problems.append(str(exc))
 
 
-def _orders_by_status(orders: Any, since: datetime, read: Any) -> dict[str, int]:
+def _orders_by_status(orders: MongoCollection, since: datetime, read: Reader) -> dict[str, int]:
     """Bounded: the statuses from the index ({status, date_commande}: a distinct scan), then
     one index count per status over the lookback only. A probe every few seconds must not
     cost a pass over the whole history."""
     statuses = read(lambda: orders.distinct("status"))
     return {
         str(status): read(
-            lambda s=status: orders.count_documents({"status": s, "date_commande": {"$gte": since}})
+            partial(orders.count_documents, {"status": status, "date_commande": {"$gte": since}})
         )
         for status in statuses
     }
 
 
 def _backlog(
-    collections: Collections, settings: Settings, since: datetime, rejects: RejectStore, read: Any
+    collections: Collections, settings: Settings, since: datetime, rejects: RejectStore, read: Reader
 ) -> tuple[int, datetime | None]:
     """Delivered orders of the lookback neither archived nor listed as rejected (those wait for
     a person, not for the archiver), and the oldest one's delivery time. The lookback is on the
@@ -396,7 +405,7 @@ def _heartbeat_problems(watchers: list[dict[str, Any]], now: datetime, max_age: 
     return problems
 
 
-def _watchers(collections: Collections, settings: Settings, read: Any) -> list[dict[str, Any]]:
+def _watchers(collections: Collections, settings: Settings, read: Reader) -> list[dict[str, Any]]:
     found = []
     records = read(lambda: list(collections.checkpoints.find({"kind": "watch"})))
     names = [watcher_name(str(record["_id"])) for record in records]

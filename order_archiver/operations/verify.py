@@ -16,8 +16,7 @@ missing orders through the batch path. Memory holds one chunk, whatever the arch
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict, TypeVar
@@ -25,6 +24,7 @@ from typing import Any, TypedDict, TypeVar
 from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.logs import plural
@@ -43,7 +43,6 @@ from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure, Forgotten
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.reporting.progress import Progress, ProgressMode
-from order_archiver.retry import retrying
 from order_archiver.settings import Settings
 
 CHUNK = 1000
@@ -146,17 +145,18 @@ def verify(
     date_from: datetime | None = None,
     date_to: datetime | None = None,
     repair: bool = False,
-    stop_event: threading.Event | None = None,
+    context: RunContext | None = None,
     progress: ProgressMode = "off",
     archive_client: MongoClient[Document] | None = None,
 ) -> VerifyReport:
     """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
     (and the exit code) is the state after the repair, with what the repair did."""
+    context = context or RunContext()
     check_deployments(client, settings, archive_client)
-    problem = retrying(lambda: missing_source(Collections.of(client, settings).orders), stop_event=stop_event)
+    problem = context.retrying(lambda: missing_source(Collections.of(client, settings).orders))
     if problem:
         raise ConfigError(problem)
-    report = _reconcile(client, archive_client, settings, date_from, date_to, stop_event, progress)
+    report = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
     if not repair or not report.missing:
         return report
     options = BatchOptions(
@@ -169,10 +169,8 @@ def verify(
         full_reason="verify --repair",
         name="repair",
     )
-    repaired = BatchArchiver(
-        client, settings, options, stop_event=stop_event, archive_client=archive_client
-    ).run()
-    after = _reconcile(client, archive_client, settings, date_from, date_to, stop_event, progress)
+    repaired = BatchArchiver(client, settings, options, context=context, archive_client=archive_client).run()
+    after = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
     after.repaired = repaired.archived
     after.missing_before_repair = report.missing
     return after
@@ -184,10 +182,10 @@ def _reconcile(
     settings: Settings,
     date_from: datetime | None,
     date_to: datetime | None,
-    stop_event: threading.Event | None,
+    context: RunContext,
     progress: ProgressMode,
 ) -> VerifyReport:
-    check = _Check(Collections.of(client, settings, archive_client), settings, VerifyReport(), stop_event)
+    check = _Check(Collections.of(client, settings, archive_client), settings, VerifyReport(), context)
     check.delivered_orders(date_from, date_to, Progress("verifying", mode=progress))
     check.archive_documents(date_from, date_to)
     check.erasures(date_from, date_to)
@@ -211,10 +209,10 @@ class _Check:
     collections: Collections
     settings: Settings
     report: VerifyReport
-    stop_event: threading.Event | None
+    context: RunContext
 
-    def read(self, func: Any) -> Any:
-        return retrying(func, stop_event=self.stop_event)
+    def read(self, func: Callable[[], T]) -> T:
+        return self.context.retrying(func)
 
     def delivered_orders(self, date_from: datetime | None, date_to: datetime | None, bar: Progress) -> None:
         """Every delivered order of the window: in the archive, and agreeing with it? Read and
@@ -228,7 +226,6 @@ class _Check:
             date_to,
             archived_ids=lambda ids: set(),  # every order is compared, archived or not
         )
-        stop_event = self.stop_event or threading.Event()
         counts = _ReadCounts()
         reader = ChunkReader(
             source,
@@ -236,7 +233,7 @@ class _Check:
             self.settings.finisher("batch"),
             batch_size=CHUNK,
             limit=None,
-            stop_event=stop_event,
+            stop_event=self.context.stop,
         )
         for chunk in reader.chunks(None):
             self.report.invalid += len(chunk.rejections)
@@ -276,8 +273,13 @@ class _Check:
                 )
 
     def _listed(self, ids: list[OrderId]) -> set[OrderId]:
-        side = self.collections.archive_side
-        return RejectStore(self.collections.rejects, self.stop_event, side=side).known(ids)
+        return RejectStore(self.collections.rejects, self.context.on(self.collections.archive_side)).known(
+            ids
+        )
+
+    def _in_the_source(self, ids: list[OrderId]) -> set[OrderId]:
+        orders = self.collections.orders
+        return {d["_id"] for d in self.read(lambda: list(orders.find({"_id": {"$in": ids}}, {"_id": 1})))}
 
     def archive_documents(self, date_from: datetime | None, date_to: datetime | None) -> None:
         """Every archive document of the window: does its source order still exist?"""
@@ -293,14 +295,9 @@ class _Check:
                 window, {"_id": 1}, batch_size=CHUNK, allow_disk_use=True
             ).sort("_id", ASCENDING)
 
-        documents = scan_by_id(archived_after, stop_event=self.stop_event)
+        documents = scan_by_id(archived_after, stop_event=self.context.stop)
         for ids in chunked((d["_id"] for d in documents), CHUNK):
-            present = {
-                d["_id"]
-                for d in self.read(
-                    lambda i=ids: list(self.collections.orders.find({"_id": {"$in": i}}, {"_id": 1}))
-                )
-            }
+            present = self._in_the_source(ids)
             for archived_id in ids:
                 if archived_id not in present:
                     self.report.orphans += 1
@@ -319,7 +316,7 @@ class _Check:
             by_age = document.get("forgotten_by") == BY_AGE  # an erasure by age takes the courier's too
             if Erasure(True, by_age, BY_REQUEST, now, fields).holds(document):
                 unerased.add(document["_id"])
-        record = ForgottenPersons(self.collections.forgotten, self.stop_event, self.collections.archive_side)
+        record = ForgottenPersons(self.collections.forgotten, self.context.on(self.collections.archive_side))
         for persons in chunked(record.persons(), CHUNK):
             forgotten = Forgotten(
                 frozenset(i for k, i in persons if k == CLIENT),
@@ -343,4 +340,4 @@ class _Check:
             archive = self.collections.archive
             return archive.find(page, batch_size=CHUNK, allow_disk_use=True).sort("_id", ASCENDING)
 
-        return scan_by_id(selected_after, stop_event=self.stop_event)
+        return scan_by_id(selected_after, stop_event=self.context.stop)

@@ -12,6 +12,7 @@ from pymongo import MongoClient
 
 from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.report import BatchOptions
+from order_archiver.context import RunContext
 from order_archiver.documents import ChangeEvent, Document
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import enrich_each, event_time, orders_to_archive
@@ -74,7 +75,7 @@ def catch_up(
     client: MongoClient[Document],
     archive_client: MongoClient[Document] | None,
     settings: Settings,
-    stop_event: threading.Event,
+    context: RunContext,
     events: EventArchiver,
 ) -> None:
     """Every delivered order not yet archived, by the batch path, counted as the watcher's:
@@ -102,9 +103,8 @@ def catch_up(
         client,
         settings,
         options,
-        stop_event=stop_event,
+        context=context,
         archive_client=archive_client,
-        clock=events.finisher.clock,
     ).run()
     events.stats.add(report.counts())
     events.metrics.add(report.counts(), mode="catch-up")

@@ -26,16 +26,15 @@ Delivery is at-least-once and writes are idempotent, so the archive is exactly-o
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.context import RunContext
 from order_archiver.documents import ChangeEvent, Document
 from order_archiver.errors import (
     EXIT_OK,
@@ -100,26 +99,25 @@ class Watcher:
         settings: Settings,
         options: WatchOptions,
         *,
-        stop_event: threading.Event | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        context: RunContext | None = None,
         archive_client: MongoClient[Document] | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.options = options
-        self.stop_event = stop_event or threading.Event()
-        self.clock = clock
+        self.context = context = context or RunContext()
+        self.stop_event, self.clock = context.stop, context.clock
         collections = Collections.of(client, settings, archive_client)
         self.archive_client = archive_client
         self.orders = collections.orders
         # The order as it is now, after its event: from the primary (see Collections.of).
         self.orders_primary = collections.orders_primary
-        self.rejects = RejectStore(collections.rejects, self.stop_event, side=collections.archive_side)
+        self.rejects = RejectStore(collections.rejects, context.on(collections.archive_side))
         self.metrics = WatchMetrics()
         self.writer = ArchiveWriter.of(
             collections,
             settings,
-            self.stop_event,
+            context,
             on_retry=lambda exc: self.metrics.retries.labels(kind=type(exc).__name__).inc(),
         )
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
@@ -145,7 +143,7 @@ class Watcher:
             self.orders_primary,
             collections.names,
             settings.delivered_status,
-            settings.finisher("watch", clock),
+            settings.finisher("watch", context.clock),
             ArchivingStep(self.writer, self._record_rejections, self.lease.check if self.lease else None),
             self.stats,
             self.lines,
@@ -298,7 +296,7 @@ class Watcher:
 
     def _catch_up(self) -> None:
         self.stats.catch_ups += 1
-        catch_up(self.client, self.archive_client, self.settings, self.stop_event, self.events)
+        catch_up(self.client, self.archive_client, self.settings, self.context, self.events)
 
     # -- consuming
 

@@ -7,6 +7,7 @@ import pytest
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.cli.main import main
+from order_archiver.context import RunContext
 from order_archiver.orders.enrichment import finish_archive_document
 from order_archiver.settings import parse_date_bound
 from order_archiver.simulation.generator import default_anchor, strip_markers
@@ -39,7 +40,7 @@ def seeded(nx_client, nx_settings):
 
 def test_archive_set_and_contents_are_exact_on_dirty_data(nx_client, nx_settings, seeded):
     report = BatchArchiver(
-        nx_client, nx_settings, BatchOptions(run=True, batch_size=50), clock=lambda: NOW
+        nx_client, nx_settings, BatchOptions(run=True, batch_size=50), context=RunContext(clock=lambda: NOW)
     ).run()
     archive = nx_client[nx_settings.mongodb_database][nx_settings.archive_collection]
     documents = {d["_id"]: d for d in archive.find()}

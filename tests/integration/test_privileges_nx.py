@@ -29,6 +29,7 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
+from order_archiver.context import RunContext
 from order_archiver.settings import ENV_VARS, Settings
 from tests import conftest
 from tests.command_shapes import sent_by_the_product
@@ -131,7 +132,9 @@ class Product:
         stop = threading.Event()
         with self.recording("watch", extra) as run:
             result: list[int] = []
-            thread = threading.Thread(target=lambda: result.append(args.func(args, stop)), daemon=True)
+            thread = threading.Thread(
+                target=lambda: result.append(args.func(args, RunContext(stop=stop))), daemon=True
+            )
             thread.start()
             try:
                 until()

@@ -6,6 +6,7 @@ import pymongo
 import pytest
 from bson import ObjectId
 
+from order_archiver.context import RunContext
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.mongodb.retention import PiiRetention
 from order_archiver.settings import Duration
@@ -52,7 +53,7 @@ def test_an_erasure_whose_mark_meets_a_write_concern_error_is_retried_and_counte
                 for n in range(40)
             ]
         )
-        erased = PiiRetention(archive, Duration(days=365), lambda: NOW, None).erase()
+        erased = PiiRetention(archive, Duration(days=365), lambda: NOW, RunContext()).erase()
         assert erased == 40
         assert archive.count_documents({"forgotten_by": "ARCHIVE_PII_RETENTION"}) == 40
         assert archive.count_documents({"client.email": {"$ne": None}}) == 0

@@ -9,6 +9,7 @@ from bson import ObjectId
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.context import RunContext
 from order_archiver.errors import FatalError, TransientError
 from order_archiver.mongodb.checkpoint import checkpoint_key
 from order_archiver.orders.selection import build_selection, in_window
@@ -32,7 +33,11 @@ def run(mongo, settings, **options):
     options.setdefault("run", True)
     options.setdefault("batch_size", 25)
     return BatchArchiver(
-        mongo, settings, BatchOptions(**options), clock=lambda: NOW, server_clock=lambda: NOW
+        mongo,
+        settings,
+        BatchOptions(**options),
+        context=RunContext(clock=lambda: NOW),
+        server_clock=lambda: NOW,
     ).run()
 
 
@@ -143,7 +148,9 @@ def test_archive_in_another_database(mongo, seeded):
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(mongo, settings, seeded):
-    archiver = BatchArchiver(mongo, settings, BatchOptions(run=True, batch_size=20), clock=lambda: NOW)
+    archiver = BatchArchiver(
+        mongo, settings, BatchOptions(run=True, batch_size=20), context=RunContext(clock=lambda: NOW)
+    )
     chunks = 0
     original = archiver.write_chunk
 
@@ -406,7 +413,11 @@ def test_a_correction_of_an_archived_order_replaces_its_document_once(mongo):
     )
     later = NOW + timedelta(days=1)
     report = BatchArchiver(
-        mongo, settings, BatchOptions(run=True, full=True), clock=lambda: later, server_clock=lambda: later
+        mongo,
+        settings,
+        BatchOptions(run=True, full=True),
+        context=RunContext(clock=lambda: later),
+        server_clock=lambda: later,
     ).run()
     after = archive.find_one({"_id": order["_id"]})
     assert (report.revised, report.archived, report.already_archived) == (1, 0, first.archived - 1)
@@ -416,7 +427,9 @@ def test_a_correction_of_an_archived_order_replaces_its_document_once(mongo):
     assert after["revised_at"] == later
     assert before["revised_at"] is None
     assert archive.count_documents({"_id": order["_id"]}) == 1
-    again = BatchArchiver(mongo, settings, BatchOptions(run=True, full=True), clock=lambda: later).run()
+    again = BatchArchiver(
+        mongo, settings, BatchOptions(run=True, full=True), context=RunContext(clock=lambda: later)
+    ).run()
     assert (again.revised, again.archived) == (0, 0)
 
 
@@ -425,7 +438,9 @@ def test_the_purge_leaves_an_order_corrected_after_its_pass_read_it(mongo, setti
     an order changed after the pass archived it (here: between the pass and the purge; the
     in-process database has no change stream to tell the pass) stays in the source."""
     dataset = seed_database(mongo[settings.mongodb_database], settings, 120, p_anomalies=0.0, seed=9)
-    archiver = BatchArchiver(mongo, settings, BatchOptions(run=True, purge_source=True), clock=lambda: NOW)
+    archiver = BatchArchiver(
+        mongo, settings, BatchOptions(run=True, purge_source=True), context=RunContext(clock=lambda: NOW)
+    )
     original_purge = archiver.purge
     order = next(o for o in dataset.orders if o["status"] == "livrée")
     orders = mongo[settings.mongodb_database]["Commande"]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from order_archiver.context import RunContext
 from order_archiver.errors import ConfigError
 from order_archiver.mongodb.forgotten import ForgottenPersons, RespectedErasures
 from order_archiver.mongodb.purge import SourcePurge
@@ -217,7 +218,7 @@ def test_a_correction_racing_a_forget_is_revised_not_lost(mongo):
             raced["done"] = True
             record.record("client", CLIENT_ID, NOW)
             erasure = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW)
-            erase_personal_data(archive, orders_of("client", CLIENT_ID), erasure, stop_event=None)
+            erase_personal_data(archive, orders_of("client", CLIENT_ID), erasure, context=RunContext())
         return held
 
     writer.archived_hashes = read_then_forget  # type: ignore[method-assign]
@@ -242,14 +243,14 @@ def test_an_earlier_versions_erasures_are_recorded_and_made_again_once(mongo):
     before_hash = old_style["source_hash"]
     archive.insert_one(old_style)
     record = ForgottenPersons(mongo["db"]["archiver_forgotten"])
-    assert upgrade_erasures(archive, record, CANAL, None) == 1
+    assert upgrade_erasures(archive, record, CANAL, RunContext()) == 1
     upgraded = archive.find_one({"_id": old_style["_id"]})
     assert upgraded["source_hash"] == source_hash(upgraded["source"]) != before_hash
     assert upgraded["source"]["instructions_livraison"] is None
     assert record.among([upgraded]).clients == {CLIENT_ID}  # recorded: a correction respects it
     assert record.noted(UPGRADE_DONE)
     archive.update_one({"_id": old_style["_id"]}, {"$set": {"source_hash": before_hash}})
-    assert upgrade_erasures(archive, record, CANAL, None) == 0  # once: later runs read the note only
+    assert upgrade_erasures(archive, record, CANAL, RunContext()) == 0  # once: later runs read the note only
 
 
 def test_an_order_past_archive_pii_retention_is_finished_erased():

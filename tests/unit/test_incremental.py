@@ -9,6 +9,7 @@ from bson import ObjectId
 from pymongo.errors import AutoReconnect
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.context import RunContext
 from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.checkpoint import (
     EPOCH,
@@ -52,7 +53,11 @@ def run(mongo, settings, clock, **options):
     options.setdefault("run", True)
     options.setdefault("batch_size", 25)
     archiver = BatchArchiver(
-        mongo, settings, BatchOptions(**options), clock=clock, server_clock=clock, stop_event=None
+        mongo,
+        settings,
+        BatchOptions(**options),
+        context=RunContext(clock=clock),
+        server_clock=clock,
     )
     return archiver.run()
 

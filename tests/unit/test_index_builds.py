@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.context import RunContext
 from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.indexes import build_indexes, index_states, wanted_indexes
 from order_archiver.operations.status import collect_status
@@ -28,7 +29,11 @@ BASE = Settings(simulation=True, log_dir="", index_build_wait_s=1)
 def batch(mongo: Any, settings: Settings, **options: Any) -> BatchArchiver:
     options.setdefault("run", True)
     return BatchArchiver(
-        mongo, settings, BatchOptions(**options), clock=lambda: NOW, server_clock=lambda: NOW
+        mongo,
+        settings,
+        BatchOptions(**options),
+        context=RunContext(clock=lambda: NOW),
+        server_clock=lambda: NOW,
     )
 
 

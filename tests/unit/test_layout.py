@@ -15,7 +15,13 @@ MODULES = {
 LAYERS = [
     (
         "bottom",
-        {"order_archiver", "order_archiver.errors", "order_archiver.retry", "order_archiver.documents"},
+        {
+            "order_archiver",
+            "order_archiver.errors",
+            "order_archiver.retry",
+            "order_archiver.documents",
+            "order_archiver.context",
+        },
     ),
     ("orders", {"order_archiver.orders"}),
     ("settings", {"order_archiver.settings", "order_archiver.logs"}),
@@ -166,7 +172,7 @@ def test_no_class_over_250_lines():
 # #33 item 3 asks for half of 423 (the count the structure review found); the package's move
 # and this session's erasure work stand at 554. Lower it with each typed boundary (TypedDicts for
 # the source order, the archive document and the change event are the largest part left).
-ANY_CEILING = 176
+ANY_CEILING = 160
 
 
 def test_any_only_comes_down():

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.context import RunContext
 from order_archiver.mongodb.erasure import erase_personal_data
 from order_archiver.mongodb.retention import past_pii_retention
 from order_archiver.operations.status import collect_status
@@ -24,7 +25,11 @@ BASE = Settings(simulation=True, log_dir="")
 def run(mongo: Any, settings: Settings, **options: Any) -> Any:
     options.setdefault("run", True)
     archiver = BatchArchiver(
-        mongo, settings, BatchOptions(**options), clock=lambda: NOW, server_clock=lambda: NOW
+        mongo,
+        settings,
+        BatchOptions(**options),
+        context=RunContext(clock=lambda: NOW),
+        server_clock=lambda: NOW,
     )
     return archiver.run()
 
@@ -135,11 +140,11 @@ def test_a_document_replaced_during_the_erasure_is_not_marked_and_is_erased_next
 
     selection = past_pii_retention(NOW - timedelta(days=30))
     erasure = Erasure(client=True, courier=True, by=BY_AGE, at=NOW)
-    erase_personal_data(Replacing(archive), selection, erasure, stop_event=None)
+    erase_personal_data(Replacing(archive), selection, erasure, context=RunContext())
     replaced = archive.find_one({"_id": victim["_id"]})
     assert replaced == corrected  # not overwritten with the erased old version, not marked
     assert archive.count_documents(selection) == 1
-    erase_personal_data(archive, selection, erasure, stop_event=None)
+    erase_personal_data(archive, selection, erasure, context=RunContext())
     erased = archive.find_one({"_id": victim["_id"]})
     assert erased["forgotten_by"] == BY_AGE
     assert erased["montant_total"] == 1.0

@@ -7,6 +7,7 @@ import pytest
 from bson import ObjectId
 from bson.timestamp import Timestamp
 
+from order_archiver.context import RunContext
 from order_archiver.errors import FatalError
 from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
 from order_archiver.mongodb.tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState
@@ -342,7 +343,7 @@ def test_a_catch_up_counts_what_it_found_archived_and_stamps_with_the_watchers_c
     first = {d["_id"] for d in archive.find({}, {"_id": 1})}
     assert len(first) == 10
     moment = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
-    watcher = Watcher(mongo, settings, WatchOptions(), clock=lambda: moment)
+    watcher = Watcher(mongo, settings, WatchOptions(), context=RunContext(clock=lambda: moment))
     watcher._catch_up()
     assert (watcher.stats.archived, watcher.stats.already_archived) == (len(expected) - 10, 10)
     stamped = {d["archived_at"] for d in archive.find({"_id": {"$nin": list(first)}}, {"archived_at": 1})}
