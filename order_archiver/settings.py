@@ -57,6 +57,14 @@ def parse_duration(text: str) -> Duration:
     return Duration(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
+def parse_positive_duration(text: str) -> Duration:
+    """A duration longer than 0 (a limit: unset for none)."""
+    length = parse_duration(text)
+    if not length:
+        raise ValueError("must be longer than 0 (leave it unset for no limit)")
+    return length
+
+
 TTL_MAX_SECONDS = 2**31 - 1  # MongoDB's largest expireAfterSeconds (a 32-bit integer)
 
 
@@ -101,6 +109,9 @@ class Settings:
     )
     batch_size: int = 100  # BATCH_SIZE: orders per bulk write (one chunk)
     batch_max_rate: int | None = None  # BATCH_MAX_RATE: at most this many orders a second (--max-rate)
+    batch_max_lag: Duration | None = (
+        None  # BATCH_MAX_LAG: wait while a secondary is this far behind (--max-lag)
+    )
     batch_overlap: Duration = OVERLAP_1H  # BATCH_OVERLAP: incremental runs re-read this much before the last
     batch_full_sweep_every: Duration = (
         SWEEP_7D  # BATCH_FULL_SWEEP_EVERY: walk every delivered order this often
@@ -348,6 +359,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FORGOTTEN_COLLECTION": ("forgotten_collection", parse_collection_name),
     "BATCH_SIZE": ("batch_size", parse_batch_size),
     "BATCH_MAX_RATE": ("batch_max_rate", parse_positive_int),
+    "BATCH_MAX_LAG": ("batch_max_lag", parse_positive_duration),
     "BATCH_OVERLAP": ("batch_overlap", parse_duration),
     "PURGE_AFTER": ("purge_after", parse_duration),
     "RESTORE_HOLD": ("restore_hold", parse_duration),

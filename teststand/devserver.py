@@ -32,7 +32,9 @@ can make history run out cheaply; ``NX_EVENT_CLOCK_AHEAD_S`` how far change even
 runs ahead of ``hello``'s (a shard primary's clock ahead of ``mongos``);
 ``NX_PERIODIC_NOOP_S`` how often an idle change history gets a no-op entry (MongoDB's
 ``periodicNoopIntervalSecs``, default 10: ``stream_positions.py``); ``NX_MAX_BSON_OBJECT_SIZE`` the ``maxBsonObjectSize`` ``hello`` answers (default 16 MB), so that
-a test makes the driver's command size limit bite with a few thousand ids; ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
+a test makes the driver's command size limit bite with a few thousand ids;
+``NX_SECONDARY_LAG_FILE=PATH`` (with ``NX_REPLICA_SET``) a secondary in ``replSetGetStatus`` as
+many seconds behind as the file says, read at every call (``replica_status.py``); ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
 accepts (tests only).
 """
 
@@ -72,7 +74,7 @@ from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
-from teststand import index_catalog, stream_positions
+from teststand import index_catalog, replica_status, stream_positions
 from teststand import mongodb_definitions as definitions
 
 _fallback = threading.local()
@@ -1115,6 +1117,7 @@ def apply_fixes() -> None:
     index_catalog.fix_duplicate_keys(_folded_body)  # before the catalog: it reads the server's own names
     index_catalog.fix_index_catalog(server_version(), _folded_body)
     _refuse_paths_into_arrays()
+    replica_status.fix_replica_set_status(server_version(), _folded_body)
     _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it
 
 

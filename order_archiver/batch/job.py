@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from pymongo import MongoClient
 
 from order_archiver.batch.counting import DeliveredCount
+from order_archiver.batch.lag_hold import held
 from order_archiver.batch.pacing import paced
 from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.rejections import RejectionLog
@@ -106,8 +107,7 @@ class BatchArchiver:
             (options.date_from, options.date_to),
             on_archive,
         )
-        # The pass's bounds come from the server's clock: one clock for every context, whatever
-        # the host's (see checkpoint.py).
+        # The pass's bounds: the server's clock, one for every run whatever the host's (checkpoint.py)
         self.server_clock = server_clock or (lambda: server_time(client))
         self.state = BatchState()
         self.current = Pass(None, EPOCH)
@@ -134,8 +134,9 @@ class BatchArchiver:
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, context.clock)
         self.limits = RunLimits(options.max_runtime, options.stop_file)
-        pace = paced(options.max_rate, context.stop, self.report)  # --max-rate
-        self.step = ArchivingStep(self.writer, self.rejections.add, pace=pace)
+        pace = paced(options.max_rate, context.stop, self.report)  # --max-rate: after each chunk
+        hold = held(options.max_lag, self.deployments, context.stop, self.report)  # --max-lag: before
+        self.step = ArchivingStep(self.writer, self.rejections.add, pace=pace, hold=hold)
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         maintain = options.maintain
@@ -173,7 +174,7 @@ class BatchArchiver:
 
     def _source_purge(self) -> SourcePurge:
         parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.context.stop)
-        return SourcePurge.of_run(self.source, self.orders_primary, *parts, self.step.pace)
+        return SourcePurge.of_run(self.source, self.orders_primary, *parts, self.step.pace, self.step.hold)
 
     # -- orchestration
 

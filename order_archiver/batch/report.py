@@ -42,6 +42,7 @@ class BatchOptions:
     max_runtime: timedelta | None = None  # --max-runtime: end cleanly at the next chunk after this long
     stop_file: str | None = None  # --stop-file: end cleanly at the next chunk once it exists
     max_rate: float | None = None  # --max-rate: at most this many orders a second
+    max_lag: timedelta | None = None  # --max-lag: wait before a chunk while a secondary is this far behind
     name: str = "batch"  # what the summary calls the run: the watcher's catch-up, verify's repair
     # Read the orders from the primary whatever the URI's readPreference: the watcher's
     # catch-up (a secondary behind the stream's start would hide deliveries no later event
@@ -93,6 +94,9 @@ class BatchReport:
     pass_seconds: float | None = None  # the pass alone (reading, finishing, writing): the rate's time
     max_rate: float | None = None  # --max-rate held (orders a second), if set
     paced_s: float = 0.0  # seconds waited to hold it
+    max_lag_s: float | None = None  # --max-lag (seconds), if set
+    lag_waited_s: float = 0.0  # seconds waited for lagging secondaries
+    lag_waited_for: dict[str, float] = field(default_factory=dict)  # member (host:port) -> seconds
     name: str = "batch"  # the run: batch, the watcher's catch-up, verify's repair
     would_archive: int = 0
     would_purge: int | None = None  # a dry run with --purge-source: what --run would delete
@@ -214,9 +218,18 @@ class BatchReport:
                 if self.max_rate
                 else ""
             )
+            + self._lag_text()
             + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
             + self._lifecycle_text()
         )
+
+    def _lag_text(self) -> str:
+        """--max-lag: how long the run waited, for whom (the member furthest behind at the time)."""
+        if self.max_lag_s is None:
+            return ""
+        members = ", ".join(f"{m} {s:.1f}s" for m, s in sorted(self.lag_waited_for.items()))
+        waited = f"waited {self.lag_waited_s:.1f}s for lagging secondaries ({members or 'none lagged'})"
+        return f", --max-lag {self.max_lag_s:g}s: {waited}"
 
     def lines(self, *, show_samples: bool = True, show_pii: bool = False) -> list[str]:
         """For a person: the summary first, the rejections by reason, then a dry run's sample

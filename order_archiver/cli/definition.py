@@ -201,6 +201,12 @@ OPTIONS: dict[str, Option] = {
         "at most N orders a second, read, written and purged (on average over a few seconds)",
         {"metavar": "N", "type": POSITIVE},
     ),
+    "max-lag": Option(
+        ("--max-lag",),
+        "before each chunk written or purged, wait while a secondary is more than D behind its "
+        "primary (e.g. 10s; needs replSetGetStatus, or a warning and no wait)",
+        {"metavar": "D", "type": RUN_TIME},
+    ),
     "stop-file": Option(
         ("--stop-file",),
         "end the run cleanly at the next chunk once this file exists (checked between chunks); "
@@ -312,6 +318,7 @@ COMMANDS: dict[str, Command] = {
             "max-runtime",
             "stop-file",
             "max-rate",
+            "max-lag",
             "json",
             "show-pii",
             "metrics-file",

@@ -179,6 +179,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         max_runtime=args.max_runtime,
         stop_file=_stop_file(args.stop_file),
         max_rate=args.max_rate or settings.batch_max_rate,
+        max_lag=args.max_lag or settings.batch_max_lag,
     )
     report = BatchReport(dry_run=not options.run)
     succeeded = False

@@ -78,6 +78,7 @@ class SourcePurge:
     held_since: datetime | None = None  # RESTORE_HOLD: orders restored since stay in the source
     restore_hold: str = ""  # RESTORE_HOLD as the settings say it, for the log
     pace: Callable[[int], None] | None = None  # --max-rate: after each chunk of deletes
+    hold: Callable[[], None] | None = None  # --max-lag: before each chunk of deletes
 
     @classmethod
     def of_window(
@@ -109,6 +110,7 @@ class SourcePurge:
         server_clock: Callable[[], datetime],
         stop_event: threading.Event,
         pace: Callable[[int], None] | None = None,
+        hold: Callable[[], None] | None = None,
     ) -> SourcePurge:
         """The purge a batch run makes after its pass, under the settings' limits."""
         return cls.of_window(
@@ -122,6 +124,7 @@ class SourcePurge:
             batch_size=batch_size,
             stop_event=stop_event,
             pace=pace,
+            hold=hold,
         )
 
     def run(self) -> PurgeCounts:
@@ -142,6 +145,8 @@ class SourcePurge:
             counts.kept += chunk.archived - len(requests)
             if not requests:
                 continue
+            if self.hold is not None:
+                self.hold()
             result = retrying(
                 functools.partial(self.orders_primary.bulk_write, requests, ordered=False),
                 purpose=Retry.WRITE,

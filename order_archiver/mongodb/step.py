@@ -42,11 +42,14 @@ class ArchivingStep:
     record: Callable[[list[Rejection]], Any]
     fence: Callable[[], None] | None = None
     pace: Callable[[int], None] | None = None  # --max-rate: after the write, wait if ahead
+    hold: Callable[[], None] | None = None  # --max-lag: before the write, wait while a secondary lags
 
     def archive(self, documents: list[dict[str, object]], rejections: list[Rejection]) -> ArchiveCounts:
         counts = ArchiveCounts()
         met = list(rejections)
         if documents:
+            if self.hold is not None:
+                self.hold()
             if self.fence is not None:
                 self.fence()  # fencing: a writer that lost its lease writes nothing more
             outcome = self.writer.write(documents)

@@ -1,0 +1,111 @@
+"""#34 item 2 at the wire: `batch --max-lag D` on the test server answering as a replica set whose
+secondary lags (``NX_SECONDARY_LAG_FILE``, ``teststand/replica_status.py``).
+
+The MongoDB behaviour it stands for (the manual's "replSetGetStatus"): on a replica set member,
+``replSetGetStatus`` lists each member's ``state`` and ``optimeDate`` (the last operation it
+applied); a secondary that cannot keep up (a slow disk, a long index build, a network
+partition) falls behind the primary by seconds to hours, and comes back when it catches up; a
+standalone answers 76 NoReplicationEnabled. The lag is scaled down to seconds; a run's wait
+is the same code whatever its length."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.settings import Settings
+from tests.conftest import NxServer
+from tests.helpers import expected_archive_ids, seed_database
+from teststand.nx_server import running_server
+from teststand.replica_status import SECONDARY_HOST
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.test_server_only(
+        "a replica set whose secondary lags: the test server's NX_SECONDARY_LAG_FILE"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def lag_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lag") / "secondary_lag_s"
+
+
+@pytest.fixture(scope="module")
+def lagging_set(lag_file: Path) -> Iterator[NxServer]:
+    """A one-primary, one-secondary replica set; the secondary as far behind as ``lag_file`` says."""
+    lag_file.write_text("0")
+    with running_server(
+        {"NX_REPLICA_SET": "rs0", "NX_SECONDARY_LAG_FILE": str(lag_file)}, prefix="nx-lag-"
+    ) as server:
+        yield server
+
+
+def test_a_run_waits_while_the_secondary_lags_and_goes_on_when_it_caught_up(lagging_set, lag_file, db_name):
+    settings = Settings(mongodb_uri=lagging_set.uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(lagging_set.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+        dataset = seed_database(client[db_name], settings, 200, seed=7, p_anomalies=0.0)
+        archive = client[db_name][settings.archive_collection]
+        lag_file.write_text("30")  # 30 s behind, --max-lag 5s: no chunk may be written
+        options = BatchOptions(run=True, batch_size=50, max_lag=timedelta(seconds=5))
+        run = BatchArchiver(client, settings, options)
+        worker = threading.Thread(target=run.run)
+        worker.start()
+        time.sleep(3.0)
+        written_while_lagging = archive.count_documents({})
+        lag_file.write_text("1")  # caught up (within the limit)
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+    report = run.report
+    assert written_while_lagging == 0
+    assert report.archived == len(expected_archive_ids(dataset))
+    assert list(report.lag_waited_for) == [SECONDARY_HOST]
+    assert report.lag_waited_s >= 2.0
+    assert f"for lagging secondaries ({SECONDARY_HOST} " in report.summary_line()
+    assert report.warnings == []
+
+
+def test_the_purge_waits_too(lagging_set, lag_file, db_name):
+    """The purge's deletes are held as the archive's writes are: a lag that appears after the
+    pass holds the deletes."""
+    settings = Settings(mongodb_uri=lagging_set.uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(lagging_set.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+        seed_database(client[db_name], settings, 100, seed=8, p_anomalies=0.0)
+        lag_file.write_text("0")
+        BatchArchiver(client, settings, BatchOptions(run=True, batch_size=50)).run()
+        lag_file.write_text("30")
+        options = BatchOptions(run=True, batch_size=50, max_lag=timedelta(seconds=5), purge_source=True)
+        run = BatchArchiver(client, settings, options)
+        worker = threading.Thread(target=run.run)
+        worker.start()
+        time.sleep(3.0)
+        orders = client[db_name][settings.orders_collection]
+        delivered_left = orders.count_documents({"status": settings.delivered_status})
+        lag_file.write_text("0")
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert delivered_left > 0  # nothing deleted while the secondary lagged
+        assert run.report.purged == delivered_left
+        assert orders.count_documents({"status": settings.delivered_status}) == 0
+    assert run.report.lag_waited_s >= 2.0
+
+
+def test_a_standalone_is_one_warning_at_the_wire(nx_server, db_name):
+    """A standalone answers replSetGetStatus 76 NoReplicationEnabled: one warning, the run goes on."""
+    settings = Settings(mongodb_uri=nx_server.uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+        seed_database(client[db_name], settings, 100, seed=9, p_anomalies=0.0)
+        options = BatchOptions(run=True, batch_size=20, max_lag=timedelta(seconds=5))
+        report = BatchArchiver(client, settings, options).run()
+    assert report.archived > 0
+    assert [w for w in report.warnings if "--max-lag" in w] == [
+        "--max-lag is not applied to the source deployment: a standalone server has no secondaries"
+    ]

@@ -1,0 +1,252 @@
+"""#34 item 2: `batch --max-lag D` waits, before each chunk written or purged, while a data-bearing
+secondary is more than D behind its primary; the report says how long and for whom. The
+measurement is MongoDB's ``replSetGetStatus`` (each member's ``state`` and ``optimeDate``, the
+manual's "replSetGetStatus"); where it cannot be had, the exact refusal pymongo raises degrades
+to one warning."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pymongo.errors import AutoReconnect, OperationFailure
+
+from order_archiver.batch.job import BatchArchiver
+from order_archiver.batch.lag_hold import LagHold
+from order_archiver.batch.report import BatchOptions, BatchReport
+from order_archiver.errors import ArchiverError
+from order_archiver.mongodb.replication_lag import LagProbe, MemberLag, secondaries_lag, worst_over
+from order_archiver.settings import Settings
+from tests.helpers import seed_database
+
+NOW = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+
+
+def member(name: str, state: int, behind_s: float | None) -> dict[str, Any]:
+    m: dict[str, Any] = {"name": name, "state": state}
+    if behind_s is not None:
+        m["optimeDate"] = NOW - timedelta(seconds=behind_s)
+    return m
+
+
+def status(*members: dict[str, Any]) -> dict[str, Any]:
+    return {"set": "rs0", "ok": 1.0, "members": list(members)}
+
+
+PRIMARY = member("a:27017", 1, 0)
+
+
+# --- the pure decision: who lags, by how much -------------------------------------------------
+
+
+def test_only_secondaries_count_each_behind_the_primary():
+    reply = status(
+        PRIMARY,
+        member("b:27017", 2, 30),
+        member("c:27017", 2, 2),
+        member("arbiter:27017", 7, None),  # an arbiter holds no data: no optimeDate
+        member("down:27017", 8, 9999),  # down: its last known optime, but it serves nothing
+        member("recovering:27017", 3, 500),
+    )
+    assert secondaries_lag(reply) == [MemberLag("b:27017", 30.0), MemberLag("c:27017", 2.0)]
+    assert worst_over(secondaries_lag(reply), 10) == MemberLag("b:27017", 30.0)
+    assert worst_over(secondaries_lag(reply), 1) == MemberLag("b:27017", 30.0)  # the furthest behind
+    assert worst_over(secondaries_lag(reply), 30) is None  # "more than D"
+
+
+def test_a_delayed_member_counts_its_lag_less_its_delay():
+    reply = status(PRIMARY, member("backup:27017", 2, 3610))
+    assert secondaries_lag(reply, {"backup:27017": 3600.0}) == [MemberLag("backup:27017", 10.0)]
+
+
+def test_without_a_primary_nothing_lags():
+    """During an election there is no primary to be behind (and nothing written)."""
+    assert secondaries_lag(status(member("b:27017", 2, 30), member("c:27017", 2, 0))) == []
+
+
+# --- the wait: bounded, interruptible, reported ------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Waiting(threading.Event):
+    """A stop event whose wait moves the clock: the hold measured without sleeping."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        self.clock.now += timeout or 0.0
+        return self.is_set()
+
+
+class Server:
+    """A client whose ``admin.command`` answers replSetGetStatus from a list of lags (seconds the
+    secondary is behind), the last one repeated; or raises what it is given."""
+
+    def __init__(self, *lags: float | BaseException) -> None:
+        self.lags = list(lags)
+        self.sent: list[str] = []
+        self.admin = SimpleNamespace(command=self.command)
+
+    def command(self, name: str) -> dict[str, Any]:
+        self.sent.append(name)
+        if name == "replSetGetConfig":
+            return {"ok": 1.0, "config": {"members": [{"host": "a:27017"}, {"host": "b:27017"}]}}
+        lag = self.lags.pop(0) if len(self.lags) > 1 else self.lags[0]
+        if isinstance(lag, BaseException):
+            raise lag
+        return status(PRIMARY, member("b:27017", 2, lag))
+
+
+def hold_over(server: Server, max_lag_s: float = 10.0, **kwargs: Any) -> tuple[LagHold, BatchReport, Waiting]:
+    clock = Clock()
+    stop = Waiting(clock)
+    report = BatchReport(dry_run=False)
+    warnings: list[str] = report.warnings
+    probe = LagProbe(server, "source deployment", stop, warnings.append, clock=clock)  # type: ignore[arg-type]
+    report.max_lag_s = max_lag_s
+    return LagHold(max_lag_s, [probe], stop, report, clock=clock, **kwargs), report, stop
+
+
+def test_a_hold_waits_while_a_secondary_lags_and_says_for_whom():
+    hold, report, stop = hold_over(Server(30, 25, 12, 3))
+    hold.hold()
+    assert stop.waits == [1.0, 1.0, 1.0]  # looked again every POLL_S until it was 3 s behind
+    assert (report.lag_waited_s, report.lag_waited_for) == (3.0, {"b:27017": 3.0})
+    assert ", --max-lag 10s: waited 3.0s for lagging secondaries (b:27017 3.0s)" in report.summary_line()
+
+
+def test_a_secondary_within_the_limit_costs_one_command_and_no_wait():
+    server = Server(5)
+    hold, report, stop = hold_over(server)
+    hold.hold()
+    hold.hold()  # the next chunk, within CACHE_S: the measurement kept
+    assert (stop.waits, report.lag_waited_s) == ([], 0.0)
+    assert server.sent == ["replSetGetStatus", "replSetGetConfig"]  # the configuration once
+
+
+def test_a_hold_is_bounded_and_names_the_member():
+    hold, report, _ = hold_over(Server(100), limit_s=5.0)
+    with pytest.raises(ArchiverError, match=r"b:27017 has been more than 10s behind its primary for 5s"):
+        hold.hold()
+    assert report.lag_waited_s == 5.0
+
+
+def test_a_stop_ends_the_hold_at_once_and_writes_nothing_more():
+    hold, _, stop = hold_over(Server(100))
+    stop.set()
+    with pytest.raises(ArchiverError, match="interrupted while waiting for the secondaries"):
+        hold.hold()
+    assert stop.waits == [1.0]
+
+
+def test_a_transient_failure_is_retried_not_taken_for_a_lag():
+    server = Server(AutoReconnect("connection reset"), 0)
+    hold, report, _ = hold_over(server)
+    hold.hold()
+    assert server.sent.count("replSetGetStatus") == 2
+    assert report.warnings == []
+
+
+# --- where it cannot measure: one warning, never an error ---------------------------------------
+
+MONGOS = OperationFailure(
+    "replSetGetStatus is not supported through mongos",
+    details={"ok": 0.0, "errmsg": "replSetGetStatus is not supported through mongos", "info": "mongos"},
+)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "said"),
+    [
+        (
+            OperationFailure(
+                "not authorized on admin to execute command { replSetGetStatus: 1 }",
+                code=13,
+                details={"ok": 0.0, "code": 13, "codeName": "Unauthorized"},
+            ),
+            "may not run replSetGetStatus",
+        ),
+        (
+            OperationFailure(
+                "not running with --replSet",
+                code=76,
+                details={"ok": 0.0, "code": 76, "codeName": "NoReplicationEnabled"},
+            ),
+            "a standalone server has no secondaries",
+        ),
+        (MONGOS, "a sharded cluster (mongos does not report its shards' secondaries)"),
+        (
+            NotImplementedError("command is a valid Database method but is not implemented in Mongomock yet"),
+            "the in-process simulation has no replication",
+        ),
+    ],
+)
+def test_what_cannot_be_measured_is_one_warning(refusal, said):
+    server = Server(refusal)
+    hold, report, stop = hold_over(server)
+    for _ in range(5):  # five chunks
+        hold.hold()
+    assert len(report.warnings) == 1
+    assert report.warnings[0].startswith("--max-lag is not applied to the source deployment: ")
+    assert said in report.warnings[0]
+    assert (server.sent, stop.waits) == (["replSetGetStatus"], [])  # asked once, never again
+
+
+def test_a_run_on_the_simulation_warns_once_and_archives(mongo):
+    settings = Settings(simulation=True, log_dir="")
+    seed_database(mongo[settings.mongodb_database], settings, 200, seed=5, p_anomalies=0.0)
+    options = BatchOptions(run=True, batch_size=20, max_lag=timedelta(seconds=5), purge_source=True)
+    report = BatchArchiver(mongo, settings, options).run()
+    assert report.archived > 0
+    assert report.purged > 0
+    assert [w for w in report.warnings if "--max-lag" in w] == [
+        "--max-lag is not applied to the source deployment: the in-process simulation has no replication"
+    ]
+    assert report.as_dict()["max_lag_s"] == 5.0
+
+
+# --- the command line and the setting ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0s", "0d", "-5s", "soon", "10"])
+def test_a_lag_of_zero_or_unreadable_is_refused_before_anything(value, capsys):
+    from order_archiver.cli.main import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["batch", "--simulation", "--run", "--max-lag", value])
+    assert refused.value.code == 2
+    assert "--max-lag" in capsys.readouterr().err
+
+
+def test_the_setting_is_refused_when_zero(monkeypatch, capsys):
+    from order_archiver.cli.main import main
+
+    monkeypatch.setenv("BATCH_MAX_LAG", "0s")
+    assert main(["batch", "--simulation", "--run", "--count", "20"]) == 2
+    assert "BATCH_MAX_LAG" in capsys.readouterr().err
+
+
+def test_the_setting_gives_every_run_its_lag_and_the_flag_overrides_it(monkeypatch, capsys):
+    from order_archiver.cli.main import main
+
+    monkeypatch.setenv("BATCH_MAX_LAG", "30s")
+    main(["batch", "--simulation", "--count", "50", "--json"])
+    assert json.loads(capsys.readouterr().out)["max_lag_s"] == 30.0
+    main(["batch", "--simulation", "--count", "50", "--json", "--max-lag", "2m"])
+    out = json.loads(capsys.readouterr().out)
+    assert (out["max_lag_s"], out["lag_waited_s"], out["lag_waited_for"]) == (120.0, 0.0, {})
