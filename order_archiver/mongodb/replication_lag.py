@@ -5,9 +5,9 @@ it applied, from the heartbeats, "several seconds out of date" at most).
 
 Why this command: it is the one that sees every member from one connection (``hello`` tells a
 member's own ``lastWrite`` only, so it would need a connection to each member). Its privilege
-is the ``replSetGetStatus`` action on the cluster resource (the manual's "Privilege Actions";
-the built-in ``clusterMonitor`` role holds it, ``deploy/mongodb-roles.js``'s ``orderArchiverLag``
-only it): ``doctor`` checks it when ``BATCH_MAX_LAG`` is set.
+is the ``replSetGetStatus`` action on the cluster resource, and ``replSetGetConfig`` for the
+delays (the manual's "Privilege Actions"; the built-in ``clusterMonitor`` role holds both, a
+custom role may hold only them): ``doctor`` checks them when ``BATCH_MAX_LAG`` is set.
 
 A secondary's lag is the primary's ``optimeDate`` minus its own, as ``rs.printSecondaryReplicationInfo()``
 computes it; only members in state SECONDARY count (an arbiter holds no data; a member that is
@@ -43,6 +43,20 @@ log = get_logger("replication_lag")
 PRIMARY, SECONDARY = 1, 2  # replSetGetStatus members[].state
 CACHE_S = 1.0  # heartbeats come every 2 s (heartbeatIntervalMillis): measuring more often tells nothing new
 NO_REPLICATION = 76  # NoReplicationEnabled: a standalone server
+
+
+LAG_ACTIONS = frozenset({"replSetGetStatus", "replSetGetConfig"})  # on the cluster resource
+
+
+def lag_actions_missing(privileges: list[dict[str, object]]) -> set[str]:
+    """Of ``LAG_ACTIONS``, those ``privileges`` (``connectionStatus``'s
+    ``authenticatedUserPrivileges``) do not grant on the cluster (or on any resource)."""
+    granted: set[str] = set()
+    for privilege in privileges:
+        resource, actions = privilege.get("resource"), privilege.get("actions")
+        if isinstance(resource, dict) and (resource.get("cluster") or resource.get("anyResource")):
+            granted |= set(actions) if isinstance(actions, list) else set()
+    return set(LAG_ACTIONS - granted)
 
 
 @dataclass(frozen=True)
@@ -104,7 +118,7 @@ def cannot_measure(exc: BaseException, deployment: str) -> str:
         why = "a standalone server has no secondaries"
     elif code == 13:
         why = (
-            "the user may not run replSetGetStatus (the clusterMonitor role, or orderArchiverLag, grants it)"
+            "the user may not run replSetGetStatus or replSetGetConfig (the clusterMonitor role grants both)"
         )
     elif isinstance(exc, NotImplementedError):
         why = "the in-process simulation has no replication"

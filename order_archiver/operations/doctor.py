@@ -30,6 +30,7 @@ from order_archiver.mongodb.deployment import (
 )
 from order_archiver.mongodb.indexes import index_states, wanted_indexes
 from order_archiver.mongodb.lease import server_time
+from order_archiver.mongodb.replication_lag import lag_actions_missing
 from order_archiver.mongodb.retention import PiiRetention, retention_state
 from order_archiver.settings import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
 
@@ -162,6 +163,13 @@ def privilege_checks(
     orders = (settings.mongodb_database, settings.orders_collection)
     if side != "archive" and "remove" not in granted_actions(privileges, *orders):
         report.add("purge", "warn", f"no remove on {'.'.join(orders)}: batch --purge-source would fail")
+    if settings.batch_max_lag is not None and (lacking := lag_actions_missing(privileges)):
+        report.add(
+            "max lag",
+            "warn",
+            f"no {', '.join(sorted(lacking))} on the cluster (the clusterMonitor role): BATCH_MAX_LAG "
+            "cannot measure the secondaries' lag, batch warns and does not wait",
+        )
 
 
 def topology_check(report: DoctorReport, hello: dict[str, object]) -> str:

@@ -343,3 +343,28 @@ def test_doctor_asks_for_drop_index_when_the_retention_would_drop_its_ttl_index(
             check.detail
             == "missing livraison.Commande_archive: dropIndex (deploy/mongodb-roles.js grants them)"
         )
+
+
+def test_with_batch_max_lag_doctor_names_the_cluster_actions_it_needs():
+    """#34 item 2: --max-lag reads replSetGetStatus (and replSetGetConfig once), the cluster
+    resource's actions (the manual's "Privilege Actions"; clusterMonitor holds both). Without
+    them batch warns and does not wait: a warning here, not a failure."""
+    from dataclasses import replace
+
+    from order_archiver.settings import Duration
+
+    with_lag = replace(SETTINGS, batch_max_lag=Duration(seconds=10))
+    report = run_doctor(FakeClient({"setName": "rs0"}, privileges=everything_needed()), with_lag)
+    check = next(c for c in report.checks if c.name == "max lag")
+    assert (check.outcome, report.healthy) == ("warn", True)
+    assert check.detail.startswith(
+        "no replSetGetConfig, replSetGetStatus on the cluster (the clusterMonitor role)"
+    )
+    monitor = {
+        "resource": {"cluster": True},
+        "actions": ["replSetGetConfig", "replSetGetStatus", "serverStatus"],
+    }
+    report = run_doctor(FakeClient({"setName": "rs0"}, privileges=[*everything_needed(), monitor]), with_lag)
+    assert "max lag" not in {c.name for c in report.checks}
+    report = run_doctor(FakeClient({"setName": "rs0"}, privileges=everything_needed()), SETTINGS)
+    assert "max lag" not in {c.name for c in report.checks}  # not asked for
