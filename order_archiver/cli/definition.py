@@ -332,8 +332,22 @@ COMMANDS: dict[str, Command] = {
   python main.py watch --token-store mongo --name eu-1 --metrics-port 9108
                                                  token in MongoDB; start a second one for a hot standby
   python main.py watch --from-now                a first start that skips the catch-up of the past""",
-        ("from-now", "token-store", "token-file", "name", "metrics-port", "metrics-address", "stop-file"),
+        (
+            "from-now",
+            "token-store",
+            "token-file",
+            "name",
+            "metrics-port",
+            "metrics-address",
+            "stop-file",
+            "max-rate",
+            "max-lag",
+        ),
         helps={
+            "max-rate": "the catch-up (a first start's backfill) at most N orders a second (BATCH_MAX_RATE); "
+            "the stream follows the deliveries",
+            "max-lag": "the catch-up waits before each chunk while a secondary is more than D behind "
+            "(BATCH_MAX_LAG); the stream follows the deliveries",
             "stop-file": "stop as on SIGTERM once this file exists (looked for every second): the "
             "micro-batch in hand archived, its token saved, exit 0",
         },

@@ -7,6 +7,7 @@ retries); 2 bad usage or configuration; 3 finished but some orders were rejected
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -249,6 +250,9 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
     from order_archiver.watch.watcher import Watcher, WatchOptions
 
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
+    # --max-rate, --max-lag: the catch-up's (a batch run: watch/archiving.py), over the settings'
+    lag, rate = args.max_lag or settings.batch_max_lag, args.max_rate or settings.batch_max_rate
+    settings = dataclasses.replace(settings, batch_max_lag=lag, batch_max_rate=rate)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:
         clients = _open_clients(args, settings, context, purpose=Retry.WAIT_FOR_SERVER)

@@ -98,6 +98,11 @@ def catch_up(
         name="catch-up",
         read_primary=True,
         maintain=False,  # indexes and retentions are batch --run's (the watcher's role: neither)
+        # A first start's catch-up can be a whole history's backfill: paced as batch is (watch
+        # --max-rate/--max-lag, or BATCH_MAX_RATE/BATCH_MAX_LAG). The stream itself is not: it
+        # follows the deliveries, and holding it back would only let the oplog run out under it.
+        max_rate=settings.batch_max_rate,
+        max_lag=settings.batch_max_lag,
     )
     report = BatchArchiver(
         client,

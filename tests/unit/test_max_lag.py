@@ -250,3 +250,37 @@ def test_the_setting_gives_every_run_its_lag_and_the_flag_overrides_it(monkeypat
     main(["batch", "--simulation", "--count", "50", "--json", "--max-lag", "2m"])
     out = json.loads(capsys.readouterr().out)
     assert (out["max_lag_s"], out["lag_waited_s"], out["lag_waited_for"]) == (120.0, 0.0, {})
+
+
+# --- watch: its catch-up (a first start's backfill) is paced and held as batch is ----------------
+
+
+def test_the_watchers_catch_up_holds_the_rate_and_the_lag(mongo, caplog):
+    """#34 "for watch where it applies": a first start's catch-up can be a whole history. It is
+    the batch path: BATCH_MAX_RATE / BATCH_MAX_LAG (watch --max-rate / --max-lag) apply to it."""
+    from order_archiver.settings import Duration
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+
+    settings = Settings(
+        simulation=True, log_dir="", batch_size=20, batch_max_rate=400, batch_max_lag=Duration(seconds=5)
+    )
+    seed_database(mongo["livraison"], settings, 300, seed=4, p_anomalies=0.0)
+    caplog.set_level("INFO")
+    watcher = Watcher(mongo, settings, WatchOptions())
+    watcher._catch_up()
+    assert watcher.stats.archived > 0
+    summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("catch-up done"))
+    assert "held to --max-rate 400 (waited " in summary
+    assert ", --max-lag 5s: waited 0.0s" in summary
+    lag_warnings = [r for r in caplog.records if "--max-lag is not applied" in r.getMessage()]
+    assert len(lag_warnings) == 1
+
+
+@pytest.mark.parametrize("flag", ["--max-rate", "--max-lag"])
+def test_watch_refuses_a_limit_of_zero(flag, capsys):
+    from order_archiver.cli.main import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["watch", flag, "0"])
+    assert refused.value.code == 2
+    assert f"argument {flag}: " in capsys.readouterr().err
