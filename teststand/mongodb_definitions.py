@@ -292,9 +292,9 @@ OTHER_COMMANDS: dict[str, dict[str, Version]] = {
     "authenticate": dict.fromkeys(("mechanism", "user"), AT_FLOOR),
     "renameCollection": dict.fromkeys(("to", "dropTarget"), AT_FLOOR),
     # --max-lag (replication_lag.py), on admin, no field of their own sent: the manual's
-    # "replSetGetStatus" ({replSetGetStatus: 1}; initialSync only for a member in initial sync)
-    # and "replSetGetConfig" ({replSetGetConfig: 1}; commitmentStatus from 4.4)
-    "replSetGetStatus": {"initialSync": AT_FLOOR},
+    # "replSetGetStatus" ({replSetGetStatus: 1}) and "replSetGetConfig" ({replSetGetConfig: 1};
+    # commitmentStatus from 4.4)
+    "replSetGetStatus": {},
     "replSetGetConfig": {"commitmentStatus": AT_FLOOR},
 }
 

@@ -20,6 +20,7 @@ import pymongo
 import pytest
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.errors import ArchiverError
 from order_archiver.settings import Settings
 from tests.conftest import NxServer
 from tests.helpers import expected_archive_ids, seed_database
@@ -109,3 +110,35 @@ def test_a_standalone_is_one_warning_at_the_wire(nx_server, db_name):
     assert [w for w in report.warnings if "--max-lag" in w] == [
         "--max-lag is not applied to the source deployment: a standalone server has no secondaries"
     ]
+
+
+@pytest.fixture(scope="module")
+def delayed_member(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NxServer]:
+    """A replica set whose secondary is a delayed member (``secondaryDelaySecs`` 3600: the
+    manual's "Delayed Replica Set Members", a rolling backup an hour behind by design), 3,610 s
+    behind its primary."""
+    lag = tmp_path_factory.mktemp("delayed") / "secondary_lag_s"
+    lag.write_text("3610")
+    env = {"NX_REPLICA_SET": "rs0", "NX_SECONDARY_LAG_FILE": str(lag), "NX_SECONDARY_DELAY_S": "3600"}
+    with running_server(env, prefix="nx-delayed-") as server:
+        yield server
+
+
+def test_a_delayed_member_counts_its_lag_less_its_delay(delayed_member, db_name):
+    """10 s behind its delay: under --max-lag 60s the run never waits (a delayed backup member
+    would otherwise hold every run for ever)."""
+    settings = Settings(mongodb_uri=delayed_member.uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(delayed_member.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+        seed_database(client[db_name], settings, 60, seed=10, p_anomalies=0.0)
+        report = BatchArchiver(
+            client, settings, BatchOptions(run=True, batch_size=20, max_lag=timedelta(seconds=60))
+        ).run()
+        held = BatchArchiver(
+            client, settings, BatchOptions(run=True, batch_size=20, max_lag=timedelta(seconds=5))
+        )
+        held.step.hold.__self__.limit_s = 2.0  # type: ignore[union-attr]  # 10 s over 5 s: bounded
+        seed_database(client[db_name], settings, 20, seed=12, p_anomalies=0.0)
+        with pytest.raises(ArchiverError, match=f"{SECONDARY_HOST} has been more than 5s behind"):
+            held.run()
+    assert report.archived > 0
+    assert (report.lag_waited_s, report.warnings) == (0.0, [])
