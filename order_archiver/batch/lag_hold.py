@@ -17,10 +17,10 @@ from typing import Protocol
 
 from pymongo import MongoClient
 
+from order_archiver.documents import Document
 from order_archiver.errors import ArchiverError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.replication_lag import LagProbe, MemberLag, worst_over
-from order_archiver.mongodb.storage import Document
 
 log = get_logger("batch")
 

@@ -33,9 +33,9 @@ from datetime import datetime
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.documents import Document
 from order_archiver.errors import is_transient
 from order_archiver.logs import get_logger
-from order_archiver.mongodb.storage import Document
 from order_archiver.retry import retrying
 
 log = get_logger("replication_lag")
