@@ -33,7 +33,7 @@ class RunContext:
     side: str = ""  # retry.SOURCE_SIDE or ARCHIVE_SIDE with two deployments; "" with one
 
     def on(self, side: str) -> RunContext:
-        """The same context, working on ``side`` (``""``: errors name no deployment)."""
+        """The same run context, working on ``side`` (``""``: errors name no deployment)."""
         return self if side == self.side else replace(self, side=side)
 
     @property

@@ -180,7 +180,7 @@ class BatchArchiver:
 
     def _not_yet_archived(self, documents: list[dict[str, object]]) -> list[dict[str, object]]:
         """When the read did not skip archived orders (another database, an incremental pass,
-        a first context), the archive is asked by ``_id``: an order archived in this very version is done."""
+        a first run), the archive is asked by ``_id``: an order archived in this very version is done."""
         if self.source.exclude_archived_in is not None:
             return documents
         todo, done = self.writer.not_archived_as_they_are(documents)

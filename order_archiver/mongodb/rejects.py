@@ -5,7 +5,7 @@ collection (``REJECTS_COLLECTION``, archive database).
 first_seen, last_seen, times_seen,
 first_run}``. A run records what it rejected after the archive write of the same chunk; an
 order seen for the first time is *new*, and only new rejections make a batch exit 3 (a
-rejected order does not fail every later context). An order fixed at the source is archived by
+rejected order does not fail every later run). An order fixed at the source is archived by
 the next run that reaches it, and the end of every completed batch run prunes the entries
 whose order is archived, deleted or no longer delivered; listings leave such entries out
 already. The store never holds the order itself: ``_id`` and the reason are enough to find it.
@@ -50,7 +50,7 @@ class RejectStore:
         return self.context.retrying(func, purpose=Retry.WRITE)
 
     def known(self, ids: list[OrderId]) -> set[OrderId]:
-        """The ids among ``ids`` already recorded (by an earlier context, or this one)."""
+        """The ids among ``ids`` already recorded (by an earlier run, or this one)."""
         if not ids:
             return set()
         found = self._retrying(lambda: list(self.collection.find({"_id": {"$in": ids}}, {"_id": 1})))

@@ -202,7 +202,7 @@ class ArchiveWriter:
         context: RunContext | None = None,
         on_retry: Callable[[BaseException], object] | None = None,
     ) -> ArchiveWriter:
-        """The writer of a context, respecting the record of forgotten persons."""
+        """The writer of a run, respecting the record of forgotten persons."""
         on_archive = (context or RunContext()).on(collections.archive_side)
         erasures = RespectedErasures(
             ForgottenPersons(collections.forgotten, on_archive), settings.pii_policy.fields
@@ -392,10 +392,10 @@ class ArchiveWriter:
         """Per-document refusals of a bulk whose write concern was met (``is_transient``
         retries any write-concern error first). A duplicate key is not a failure: when the
         order's ``_id`` is in the archive it was archived meanwhile (a watcher, a concurrent
-        context); otherwise another order holds its ``numero_commande``, and this one is rejected.
+        run); otherwise another order holds its ``numero_commande``, and this one is rejected.
         Any other refusal of one document (17420 larger than 16 MB once enriched, 121 a
         validator, 52 a ``$`` field name on 4.4...) rejects that order alone: one bad document
-        never stops a context, nor makes a watcher replay it forever."""
+        never stops a run, nor makes a watcher replay it forever."""
         details = exc.details or {}
         if details.get("writeConcernErrors"):
             raise FatalError(describe(exc)) from without_documents(exc)  # unsatisfiable: no write here counts
