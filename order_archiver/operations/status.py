@@ -8,18 +8,18 @@ among the orders of the lookback window only (index on ``status, date_commande``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypedDict, TypeVar
 
 from bson import json_util
 from pymongo import MongoClient
 
 from order_archiver.context import RunContext
-from order_archiver.documents import Document, moment_or_none
+from order_archiver.documents import Document, int_or_none, moment_or_none, text_or_none
 from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
@@ -48,6 +48,38 @@ class Reader(Protocol):
     def __call__(self, func: Callable[[], T]) -> T: ...
 
 
+class Leader(TypedDict):
+    """The watcher that holds a mongo store's lease: it alone writes (``lease.Lease``)."""
+
+    owner: str | None
+    term: int | None
+    expires_at: datetime | None
+
+
+class WatcherStatus(TypedDict, total=False):
+    """One watcher, from its saved token (a file, or the mongo store's record and lease)."""
+
+    name: str
+    store: str  # "file" or "mongo"
+    saved_at: datetime | None
+    last_event_at: datetime | None
+    stopped_at: datetime | None  # a clean stop (SIGTERM): no heartbeat expected after it
+    namespace: str | None
+    leader: Leader | None  # the mongo store only
+    heartbeat_age_s: float | None
+
+
+class BatchStatus(TypedDict):
+    """What the next scheduled ``batch --run`` (no date window) starts from."""
+
+    high_water: datetime | None
+    high_water_age_s: float | None
+    next_since: datetime | None
+    last_full_at: datetime | None
+    next_full_sweep_by: datetime | None
+    pass_in_progress: bool
+
+
 @dataclass
 class StatusReport:
     checked_at: datetime
@@ -56,23 +88,23 @@ class StatusReport:
     backlog: int = 0
     backlog_oldest_age_s: float | None = None
     rejected: int = 0  # listed rejected orders (invalid; never archived until fixed): not backlog
-    rejected_examples: list[dict[str, Any]] = field(default_factory=list)
+    rejected_examples: list[dict[str, object]] = field(default_factory=list)
     archive_size: int = 0
     newest_archived_at: datetime | None = None
     # The ARCHIVE_PII policies the archive's documents were written under ("keep", "drop",
     # "hash:<key id>"; None: before the policy was recorded), and the current one.
     pii_policies: list[str | None] = field(default_factory=list)
     pii_policy: str = "keep"
-    watchers: list[dict[str, Any]] = field(default_factory=list)
-    batch: dict[str, Any] | None = None  # what the next `batch --run` (no window) looks at
+    watchers: list[WatcherStatus] = field(default_factory=list)
+    batch: BatchStatus | None = None  # what the next `batch --run` (no window) looks at
     purge_after: str = "0d"  # PURGE_AFTER
     purge_movable: int | None = None  # delivered orders old enough for the next --purge-source
-    retention: dict[str, Any] | None = None  # ARCHIVE_RETENTION and its TTL index (retention.RetentionState)
+    retention: RetentionState | None = None  # ARCHIVE_RETENTION and its TTL index
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
     pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
     forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
     forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
-    indexes: list[dict[str, Any]] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
+    indexes: list[IndexStatus] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -83,7 +115,7 @@ class StatusReport:
     def other_pii_policies(self) -> list[str | None]:
         return [p for p in self.pii_policies if p != self.pii_policy]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["healthy"] = self.healthy
         return data
@@ -132,7 +164,7 @@ class StatusReport:
                 f"leave the source (PURGE_AFTER {self.purge_after}), once archived"
             )
         if self.retention is not None:
-            out.append(RetentionState(**self.retention).line())
+            out.append(self.retention.line())
         if self.pii_retention is not None:
             pending = self.pii_retention_pending or 0
             left = (
@@ -148,26 +180,27 @@ class StatusReport:
                 f"forgotten persons: {self.forgotten_persons} checked (the most recent), "
                 f"{plural(self.forgotten_holding, 'archived order')} of theirs still holding their personal data"
             )
-        out += [IndexStatus(**index).line() for index in self.indexes]
+        out += [index.line() for index in self.indexes]
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
 
 
-def _batch_line(batch: dict[str, Any] | None) -> str:
-    if batch is None or batch.get("high_water") is None:
+def _batch_line(batch: BatchStatus | None) -> str:
+    if batch is None or batch["high_water"] is None:
         return "batch: no complete run yet (the next run is a full one)"
+    since, sweep = batch["next_since"], batch["next_full_sweep_by"]
     text = (
-        f"batch: high-water mark {iso(batch['high_water'])} ({batch['high_water_age_s']:.0f}s ago); "
-        f"the next run reads deliveries since {iso(batch['next_since'])}"
+        f"batch: high-water mark {iso(batch['high_water'])} ({batch['high_water_age_s'] or 0:.0f}s ago); "
+        f"the next run reads deliveries since {iso(since) if since else '-'}"
     )
-    if batch.get("next_full_sweep_by") is not None:
-        text += f"; full sweep due by {iso(batch['next_full_sweep_by'])}"
-    if batch.get("pass_in_progress"):
+    if sweep is not None:
+        text += f"; full sweep due by {iso(sweep)}"
+    if batch["pass_in_progress"]:
         text += "; a pass is in progress (interrupted or --limit): the next run goes on with it"
     return text
 
 
-def batch_state(collections: Collections, settings: Settings, now: datetime, read: Reader) -> dict[str, Any]:
+def batch_state(collections: Collections, settings: Settings, now: datetime, read: Reader) -> BatchStatus:
     """The state the next scheduled ``batch --run`` (no date window) starts from."""
     key = checkpoint_key(settings, "batch", None, None)
     document = read(lambda: collections.checkpoints.find_one({"_id": key}))
@@ -193,7 +226,7 @@ def iso(moment: datetime) -> str:
     return as_utc(moment).isoformat()
 
 
-def _when(order: dict[str, Any]) -> datetime | None:
+def _when(order: dict[str, object]) -> datetime | None:
     for field_name in ("date_livraison", "date_commande"):
         value = order.get(field_name)
         if isinstance(value, datetime):
@@ -285,7 +318,7 @@ def _retention(
     except ConfigError as exc:
         report.problems.append(str(exc))
     else:
-        report.retention = asdict(state)  # what RetentionState(**...) rebuilds for the line
+        report.retention = state
     length = settings.archive_pii_retention
     if length is not None:
         report.pii_retention = str(length)
@@ -318,7 +351,7 @@ def _indexes(
     it is not (the next batch --run builds it)."""
     wanted = wanted_indexes(collections.orders, collections.archive, source_exists=source_exists)
     statuses = index_states(wanted, context.stop)
-    report.indexes = [s.as_dict() for s in statuses if s.state != "ready"]
+    report.indexes = [s for s in statuses if s.state != "ready"]
     try:  # being built: no run archives until it is ready; missing, the next batch --run builds it
         require_unique([s for s in statuses if s.state == "pending"], collections.archive)
     except ArchiverError as exc:
@@ -355,7 +388,7 @@ def _backlog(
         ]
     }
 
-    def settle(orders: list[dict[str, Any]]) -> None:
+    def settle(orders: list[dict[str, object]]) -> None:
         nonlocal count, oldest
         ids = [o["_id"] for o in orders]
         archived = {
@@ -370,7 +403,7 @@ def _backlog(
             if when is not None and (oldest is None or when < oldest):
                 oldest = when
 
-    chunk: list[dict[str, Any]] = []
+    chunk: list[dict[str, object]] = []
     cursor = read(
         lambda: collections.orders.find(recent, {"date_livraison": 1, "date_commande": 1}, batch_size=CHUNK)
     )
@@ -385,7 +418,7 @@ def _backlog(
     return count, oldest
 
 
-def _heartbeat_problems(watchers: list[dict[str, Any]], now: datetime, max_age: timedelta) -> list[str]:
+def _heartbeat_problems(watchers: list[WatcherStatus], now: datetime, max_age: timedelta) -> list[str]:
     """Sets each watcher's ``heartbeat_age_s``; a running watcher whose token is older than
     ``max_age`` is a problem. One that stopped cleanly (a signal, its lease released) is not;
     `main.py retire-watcher` removes one that will not come back."""
@@ -405,8 +438,8 @@ def _heartbeat_problems(watchers: list[dict[str, Any]], now: datetime, max_age: 
     return problems
 
 
-def _watchers(collections: Collections, settings: Settings, read: Reader) -> list[dict[str, Any]]:
-    found = []
+def _watchers(collections: Collections, settings: Settings, read: Reader) -> list[WatcherStatus]:
+    found: list[WatcherStatus] = []
     records = read(lambda: list(collections.checkpoints.find({"kind": "watch"})))
     names = [watcher_name(str(record["_id"])) for record in records]
     keys = [lease_key(name) for name in names]
@@ -415,31 +448,34 @@ def _watchers(collections: Collections, settings: Settings, read: Reader) -> lis
     }
     for record, name in zip(records, names, strict=True):
         lease = leases.get(lease_key(name))
-        found.append(
-            {
-                "name": name,
-                "store": "mongo",
-                "saved_at": record.get("saved_at"),
-                "last_event_at": record.get("last_event_at"),
-                "stopped_at": record.get("stopped_at"),
-                "namespace": record.get("namespace"),
-                "leader": {k: lease.get(k) for k in ("owner", "term", "expires_at")} if lease else None,
-            }
-        )
+        found.append(_watcher(name, "mongo", record, _leader(lease) if lease else None))
     path = Path(settings.resume_token_file)
     if path.is_file():
         try:
             record = json_util.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
             record = {}
-        found.append(
-            {
-                "name": str(path),
-                "store": "file",
-                "saved_at": record.get("saved_at") if isinstance(record, dict) else None,
-                "last_event_at": record.get("last_event_at") if isinstance(record, dict) else None,
-                "stopped_at": record.get("stopped_at") if isinstance(record, dict) else None,
-                "namespace": record.get("namespace") if isinstance(record, dict) else None,
-            }
-        )
+        found.append(_watcher(str(path), "file", record if isinstance(record, dict) else {}, None))
     return found
+
+
+def _watcher(name: str, store: str, record: Mapping[str, object], leader: Leader | None) -> WatcherStatus:
+    status = WatcherStatus(
+        name=name,
+        store=store,
+        saved_at=moment_or_none(record.get("saved_at")),
+        last_event_at=moment_or_none(record.get("last_event_at")),
+        stopped_at=moment_or_none(record.get("stopped_at")),
+        namespace=text_or_none(record.get("namespace")),
+    )
+    if store == "mongo":
+        status["leader"] = leader
+    return status
+
+
+def _leader(lease: Mapping[str, object]) -> Leader:
+    return Leader(
+        owner=text_or_none(lease.get("owner")),
+        term=int_or_none(lease.get("term")),
+        expires_at=moment_or_none(lease.get("expires_at")),
+    )

@@ -158,7 +158,7 @@ def test_status_shows_both_retentions(mongo, aged):
         archive_retention=Duration(days=3650), archive_pii_retention=Duration(days=30)
     )
     report = collect_status(mongo, settings, now=NOW)
-    assert report.retention == {
+    assert report.as_dict()["retention"] == {
         "setting": "3650d",
         "index_seconds": None,
         "action": "create",
@@ -173,7 +173,7 @@ def test_status_shows_both_retentions(mongo, aged):
     assert f"{len(old)} archived orders past it still hold it" in "\n".join(lines)
     run(mongo, settings)
     after = collect_status(mongo, settings, now=NOW)
-    assert (after.retention["action"], after.pii_retention_pending) == ("keep", 0)
+    assert (after.as_dict()["retention"]["action"], after.pii_retention_pending) == ("keep", 0)
     assert "archive retention: 3650d after delivery" in "\n".join(after.lines())
 
 
@@ -245,6 +245,6 @@ def test_status_says_why_the_retention_is_not_applied(mongo, aged, monkeypatch):
 
     monkeypatch.setattr(mongomock.collection.Collection, "list_indexes", refused)
     report = collect_status(mongo, BASE.with_overrides(archive_retention=Duration(days=30)), now=NOW)
-    assert report.retention["action"] == "unknown"
+    assert report.as_dict()["retention"]["action"] == "unknown"
     line = next(line for line in report.lines() if line.startswith("archive retention:"))
     assert "not applied: the archive's indexes cannot be read" in line
