@@ -20,7 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ("requirements.txt", "requirements-simulation.txt", "requirements-dev.txt")
 SIMULATION_ONLY = {"faker", "mongomock"}
 # What the simulation's and the tools' packages bring: none of it belongs in production.
-NOT_IN_PRODUCTION = SIMULATION_ONLY | {"pytest", "nx-27017", "neosqlite", "hypothesis", "mypy", "ruff"}
+NOT_IN_PRODUCTION = SIMULATION_ONLY | {
+    "pytest",
+    "nx-27017",
+    "neosqlite",
+    "hypothesis",
+    "mypy",
+    "ruff",
+    "duckdb",
+    "moto",
+}
 
 
 def pins(lock: str) -> dict[str, tuple[str, list[str]]]:
