@@ -124,6 +124,8 @@ class Settings:
     archive_pii_retention: Duration | None = (
         None  # ARCHIVE_PII_RETENTION: personal data erased after this long
     )
+    archive_cold_url: str | None = None  # ARCHIVE_COLD_URL: cold tier, file:///path or s3://bucket/prefix
+    archive_cold_after: Duration | None = None  # ARCHIVE_COLD_AFTER: orders delivered longer ago go there
     index_build_wait_s: int = (
         30  # INDEX_BUILD_WAIT_S: batch --run waits this long for index builds, then goes on
     )
@@ -340,6 +342,27 @@ def parse_order_fields(value: str) -> OrderFields:
     return OrderFields.parse(str(value).split(","))
 
 
+COLD_SCHEMES = ("file", "s3")
+
+
+def parse_cold_url(value: str) -> str:
+    """The cold tier's place: ``file:///absolute/path`` or ``s3://bucket/prefix``. Credentials
+    never ride in it (the AWS chain gives them: environment, profile, instance role)."""
+    url = str(value).strip()
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in COLD_SCHEMES:
+        raise ValueError(f"expected file:///path or s3://bucket/prefix; got the scheme {scheme[:20]!r}")
+    if scheme == "file" and not rest.startswith("/"):
+        raise ValueError("a file:// URL names an absolute folder: file:///var/lib/order-archiver/cold")
+    authority = rest.split("/", 1)[0]
+    if scheme == "s3" and (not authority or "@" in authority or "?" in url):
+        raise ValueError(
+            "an s3:// URL names a bucket and a prefix only (s3://bucket/prefix); credentials come "
+            "from the AWS settings (AWS_ACCESS_KEY_ID..., a profile or a role), never the URL"
+        )
+    return url.rstrip("/")
+
+
 # Environment variable -> (field, parser).
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MONGODB_URI": ("mongodb_uri", parse_uri),
@@ -365,6 +388,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RESTORE_HOLD": ("restore_hold", parse_duration),
     "ARCHIVE_RETENTION": ("archive_retention", parse_retention),
     "ARCHIVE_PII_RETENTION": ("archive_pii_retention", parse_retention),
+    "ARCHIVE_COLD_URL": ("archive_cold_url", parse_cold_url),
+    "ARCHIVE_COLD_AFTER": ("archive_cold_after", parse_retention),
     "BATCH_FULL_SWEEP_EVERY": ("batch_full_sweep_every", parse_duration),
     "INDEX_BUILD_WAIT_S": ("index_build_wait_s", parse_positive_int),
     "LOG_DIR": ("log_dir", parse_text),
@@ -535,12 +560,38 @@ def check_settings(settings: Settings) -> None:
             f"ARCHIVE_RETENTION ({retention}) is shorter than PURGE_AFTER ({settings.purge_after}): the archive "
             "would expire orders before the purge may move them; lengthen one or shorten the other"
         )
+    check_cold_tier(settings)
     if settings.archive_pii == "hash" and len(settings.archive_pii_key or "") < 16:
         raise ConfigError("ARCHIVE_PII=hash needs ARCHIVE_PII_KEY, a secret of at least 16 characters")
     if not settings.simulation and not settings.mongodb_uri:
         raise ConfigError(
             "MONGODB_URI is not set: put it in the environment or .env (see .env.example), "
             "or use --simulation"
+        )
+
+
+def check_cold_tier(settings: Settings) -> None:
+    """ARCHIVE_COLD_URL and ARCHIVE_COLD_AFTER go together, after PURGE_AFTER (an order leaves
+    the source before the archive) and before ARCHIVE_RETENTION (the TTL index would delete it
+    first)."""
+    url, after = settings.archive_cold_url, settings.archive_cold_after
+    if (url is None) != (after is None):
+        given, missing = (
+            ("ARCHIVE_COLD_URL", "ARCHIVE_COLD_AFTER") if url else ("ARCHIVE_COLD_AFTER", "ARCHIVE_COLD_URL")
+        )
+        raise ConfigError(f"{given} is set without {missing}: set both for a cold tier, or neither")
+    if after is None:
+        return
+    if after < settings.purge_after:
+        raise ConfigError(
+            f"ARCHIVE_COLD_AFTER ({after}) is shorter than PURGE_AFTER ({settings.purge_after}): orders "
+            "would leave the archive before the source; lengthen one or shorten the other"
+        )
+    retention = settings.archive_retention
+    if retention is not None and after >= retention:
+        raise ConfigError(
+            f"ARCHIVE_COLD_AFTER ({after}) is not shorter than ARCHIVE_RETENTION ({retention}): MongoDB "
+            "would delete the orders before they move to the cold tier; shorten it"
         )
 
 

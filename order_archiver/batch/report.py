@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from bson import json_util
 
+from order_archiver.cold.move import ColdMoveReport
 from order_archiver.logs import plural
 from order_archiver.mongodb.retention import DONE
 from order_archiver.mongodb.step import ArchiveCounts
@@ -106,6 +107,7 @@ class BatchReport:
     rejections: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     samples: list[dict[str, object]] = field(default_factory=list)
+    cold: ColdMoveReport | None = None  # ARCHIVE_COLD_URL: what moved to the cold tier
 
     @property
     def orders_per_second(self) -> float:
@@ -234,7 +236,7 @@ class BatchReport:
     def lines(self, *, show_samples: bool = True, show_pii: bool = False) -> list[str]:
         """For a person: the summary first, the rejections by reason, then a dry run's sample
         documents (masked when kept unless ``show_pii``), under a line that says what they are."""
-        lines = [self.summary_line()]
+        lines = [self.summary_line()] + ([self.cold.line()] if self.cold is not None else [])
         if self.rejections:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejections.items()))
             lines.append(f"rejected orders by reason: {reasons}")

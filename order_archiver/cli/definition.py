@@ -419,6 +419,21 @@ COMMANDS: dict[str, Command] = {
             "client": "the client's _id (24 hexadecimal digits): their archived orders",
         },
     ),
+    "find": Command(
+        "where an order is now: the source, the archive or a cold file, and the order (masked)",
+        "Look an order up everywhere it can be: the source collection, the archive, and each file "
+        "of the cold tier (ARCHIVE_COLD_URL). Says where it is and shows it, personal data masked "
+        "unless --show-pii. Reads only. Exit 3 when a --numero or --id is found nowhere.",
+        """  python main.py find --numero CMD-000123
+  python main.py find --client 6553f1c2a9e4b1d2c3f4a5b6 --json
+  python main.py find --id 6553f1c2a9e4b1d2c3f4a5b7 --show-pii""",
+        ("numero|id|client", "json", "show-pii"),
+        required=("numero|id|client",),
+        helps={
+            "show-pii": "show names, e-mail, phone and address (masked by default, text and JSON)",
+            "client": "the client's _id (24 hexadecimal digits): every order of theirs",
+        },
+    ),
     "simulate": Command(
         "fill a database with generated orders (also: python simulate.py)",
         "Fill the source database with realistic generated data (Faker, fr_FR); with --simulation, "

@@ -182,6 +182,10 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         max_rate=args.max_rate or settings.batch_max_rate,
         max_lag=args.max_lag or settings.batch_max_lag,
     )
+    if options.run:
+        from order_archiver.cold.tier import check_cold_tier
+
+        check_cold_tier(settings)  # the folder or bucket, before anything is written
     report = BatchReport(dry_run=not options.run)
     succeeded = False
     try:
@@ -191,6 +195,10 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
             )
             report = archiver.report
             archiver.run()
+            if options.run and report.completed:
+                from order_archiver.cold.tier import move_to_cold
+
+                report.cold = move_to_cold(clients.source, settings, context.stop, clients.archive)
             succeeded = True
     except ConfigError:
         raise  # refused before the run: no counts to tell, only the one line
@@ -389,6 +397,20 @@ def cmd_restore(args: argparse.Namespace, context: RunContext) -> int:
     )
 
 
+def cmd_find(args: argparse.Namespace, context: RunContext) -> int:
+    from order_archiver.operations.find import FindSelection, find_orders
+
+    selection = FindSelection(tuple(args.numero or ()), args.id, args.client)
+    return _reported(
+        args,
+        context,
+        lambda c, s: find_orders(
+            c.source, s, selection, show_pii=args.show_pii, stop_event=context.stop, archive_client=c.archive
+        ),
+        ok=lambda r: r.complete,
+    )
+
+
 def cmd_simulate(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.mongodb.connection import simulation_packages
     from order_archiver.reporting.progress import progress_mode
@@ -496,6 +518,7 @@ HANDLERS = {
     "retire-watcher": cmd_retire_watcher,
     "forget": cmd_forget,
     "restore": cmd_restore,
+    "find": cmd_find,
     "simulate": cmd_simulate,
 }
 

@@ -21,6 +21,13 @@ CONTRACT = Path("/work/shared/contract.md")
 # Upper-case names the pages use that are not the archiver's settings (the tests', the test
 # server's, the system's).
 NOT_SETTINGS = {
+    # The AWS SDK's own (the cold tier on S3 through pyarrow.fs): read by it, not by config.py.
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_PROFILE",
     "TEST_MONGODB_URI",
     "NX_MONGODB_VERSION",
     "NX_REPLICA_SET",

@@ -28,6 +28,7 @@ LAYERS = [
     ("reporting", {"order_archiver.reporting"}),
     ("simulation", {"order_archiver.simulation"}),
     ("mongodb", {"order_archiver.mongodb"}),
+    ("cold tier", {"order_archiver.cold"}),
     ("jobs", {"order_archiver.batch", "order_archiver.watch"}),
     ("operations", {"order_archiver.operations"}),
     ("command line", {"order_archiver.cli"}),

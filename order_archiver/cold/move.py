@@ -1,0 +1,227 @@
+"""The move to the cold tier, crash-safe: each order in exactly one readable place.
+
+For each delivery month with archived orders delivered before ``now - ARCHIVE_COLD_AFTER``:
+
+1. a journal entry (the checkpoints collection, majority) names the file about to be written;
+2. the month's archived orders are read in ``_id`` order, in pages (``scan_by_id``: cuts
+   resumed), and written a row group at a time to a partial file no reader takes;
+3. the file is read back and checked (count, ids, documents: SHA-256), else removed, and the
+   run fails with the archive untouched;
+4. it is published under its final name in one step, and the journal says so (majority);
+5. the archive documents it holds are deleted (majority), each only in the version the file
+   holds (``revised_at``): a correction written meanwhile stays in the archive, moved next time;
+6. the journal entry is removed.
+
+A crash anywhere leaves a journal entry, which the next run settles first: before step 4 the
+partial file is removed (the orders are still in the archive); after it, a complete file's
+orders are deleted from the archive (steps 5-6 again). A partial file is never read, a file is
+never published unchecked, and nothing is deleted that a checked file does not hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from pymongo import DeleteOne
+from pymongo.cursor import Cursor
+
+from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, is_complete
+from order_archiver.cold.schema import document_of
+from order_archiver.cold.store import ColdStore, Month
+from order_archiver.logs import get_logger, plural
+from order_archiver.mongodb.source import chunked, scan_by_id
+from order_archiver.mongodb.storage import Document, MongoCollection
+from order_archiver.retry import Retry, retrying
+
+log = get_logger("cold")
+T = TypeVar("T")
+
+JOURNAL_KIND = "cold-move"
+DELETE_CHUNK = 1_000  # deletes per bulk write (a bounded command)
+PAGE = 1_000  # archive documents per getMore of the month's walk
+
+
+@dataclass
+class ColdMoveReport:
+    files: int = 0  # files published by this run
+    moved: int = 0  # orders that left the archive for a cold file
+    bytes: int = 0
+    months: list[str] = field(default_factory=list)
+    kept_revised: int = 0  # corrected while being moved: kept in the archive, moved next time
+    recovered: int = 0  # journal entries an interrupted run left, settled
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "files": self.files,
+            "moved": self.moved,
+            "bytes": self.bytes,
+            "months": self.months,
+            "kept_revised": self.kept_revised,
+            "recovered": self.recovered,
+        }
+
+    def line(self) -> str:
+        months = f" ({', '.join(self.months)})" if self.months else ""
+        text = f"cold tier: {plural(self.moved, 'order')} moved into {plural(self.files, 'file')}{months}"
+        if self.kept_revised:
+            text += f"; {self.kept_revised} corrected meanwhile, kept in the archive"
+        if self.recovered:
+            text += f"; {plural(self.recovered, 'interrupted move')} settled"
+        return text
+
+
+def _no_fault() -> None:
+    """The default of ``ColdMove.after_publish``: nothing (a test kills the process there)."""
+
+
+class ColdMove:
+    """One run's move of the archive's old months to the cold tier."""
+
+    def __init__(
+        self,
+        store: ColdStore,
+        archive: MongoCollection,
+        journal: MongoCollection,
+        cutoff: datetime,
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.store, self.archive, self.journal, self.cutoff = store, archive, journal, cutoff
+        self.stop_event = stop_event
+        self.clock = clock or (lambda: cutoff)
+        self.after_publish: Callable[[], None] = _no_fault  # the crash test's point: file out, archive whole
+        self.report = ColdMoveReport()
+
+    def run(self) -> ColdMoveReport:
+        self.settle()
+        for month in self.months():
+            if self.stop_event is not None and self.stop_event.is_set():
+                break
+            self.move_month(month)
+        return self.report
+
+    # -- what is due
+
+    def months(self) -> Iterator[Month]:
+        """From the oldest archived delivery before the cutoff to the cutoff's month."""
+        oldest = self._read(
+            lambda: self.archive.find_one(
+                {"date_livraison": {"$lt": self.cutoff}}, {"date_livraison": 1}, sort=[("date_livraison", 1)]
+            )
+        )
+        if oldest is None or not isinstance(oldest.get("date_livraison"), datetime):
+            return
+        month, last = Month.of(oldest["date_livraison"]), Month.of(self.cutoff)
+        while (month.year, month.month) <= (last.year, last.month):
+            yield month
+            month = month.next()
+
+    def _window(self, month: Month) -> dict[str, datetime]:
+        return {"$gte": month.start, "$lt": min(month.next().start, self.cutoff)}
+
+    def _documents(self, month: Month) -> Iterator[Document]:
+        window = self._window(month)
+
+        def open_cursor(after_id: object) -> Cursor[Document]:
+            query: Document = {"date_livraison": window}
+            if after_id is not None:
+                query["_id"] = {"$gt": after_id}
+            return self.archive.find(query, sort=[("_id", 1)], batch_size=PAGE)
+
+        return scan_by_id(open_cursor, stop_event=self.stop_event)
+
+    # -- one month
+
+    def move_month(self, month: Month) -> None:
+        partial, final = self.store.new_file(month)
+        self.store.prepare(month)
+        key = f"{JOURNAL_KIND}:{final}"
+        self._write(lambda: self.journal.insert_one(self._entry(key, month, partial, final)))
+        writer = ColdFileWriter(self.store, partial)
+        try:
+            writer.add(self._documents(month))
+            summary = writer.close()
+            if summary.rows:
+                check_file(self.store, partial, summary)
+        except BaseException:
+            writer.abandon()
+            self._write(lambda: self.journal.delete_one({"_id": key}))
+            raise
+        if not summary.rows:
+            self.store.remove(partial)
+            self._write(lambda: self.journal.delete_one({"_id": key}))
+            return
+        self.store.publish(partial, final)
+        self._write(lambda: self.journal.update_one({"_id": key}, {"$set": self._published(summary)}))
+        self.after_publish()
+        self._delete_moved(final)
+        self._write(lambda: self.journal.delete_one({"_id": key}))
+        self.report.files += 1
+        self.report.bytes += self.store.fs.get_file_info(final).size or 0
+        self.report.months.append(str(month))
+        log.info(
+            "cold tier: %s of %s moved to %s", plural(summary.rows, "order"), month, self.store.url_of(final)
+        )
+
+    def _entry(self, key: str, month: Month, partial: str, final: str) -> Document:
+        return {
+            "_id": key,
+            "kind": JOURNAL_KIND,
+            "state": "writing",
+            "month": str(month),
+            "partial": partial,
+            "final": final,
+            "started_at": self.clock(),
+        }
+
+    @staticmethod
+    def _published(summary: FileSummary) -> Document:
+        return {
+            "state": "published",
+            "rows": summary.rows,
+            "ids_sha256": summary.ids_sha256,
+            "documents_sha256": summary.documents_sha256,
+        }
+
+    def _delete_moved(self, path: str) -> None:
+        """Delete from the archive each order the published file holds, in that version."""
+        for batch in batches(self.store, path, ["document"]):
+            for texts in chunked(batch["document"], DELETE_CHUNK):
+                held = [document_of(text) for text in texts if text is not None]
+                deletes = [DeleteOne({"_id": d["_id"], "revised_at": d.get("revised_at")}) for d in held]
+                result = self._write(functools.partial(self.archive.bulk_write, deletes, ordered=False))
+                self.report.moved += result.deleted_count
+                self.report.kept_revised += len(deletes) - result.deleted_count
+
+    # -- what an interrupted run left
+
+    def settle(self) -> None:
+        """Each journal entry a crash left: before its file was published, the partial file
+        removed (the orders are still in the archive); after, the archive documents the
+        complete file holds deleted. Counted as ``recovered``."""
+        entries = self._read(lambda: list(self.journal.find({"kind": JOURNAL_KIND}).limit(100)))
+        for entry in entries:
+            final, partial = str(entry["final"]), str(entry["partial"])
+            self.store.remove(partial)
+            if self.store.exists(final) and is_complete(self.store, final):
+                log.warning("cold tier: an interrupted move left %s: its orders leave the archive now", final)
+                self._delete_moved(final)
+            elif self.store.exists(final):
+                # Published, then found damaged: never read, never deleted from; kept for a person.
+                log.error("cold tier: %s does not read back whole; the archive keeps its orders", final)
+                self.store.fs.move(final, final.replace(".parquet", ".damaged"))
+            self._write(functools.partial(self.journal.delete_one, {"_id": entry["_id"]}))
+            self.report.recovered += 1
+
+    # -- the server, with retries
+
+    def _read(self, func: Callable[[], T]) -> T:
+        return retrying(func, purpose=Retry.READ, stop_event=self.stop_event)
+
+    def _write(self, func: Callable[[], T]) -> T:
+        return retrying(func, purpose=Retry.WRITE, stop_event=self.stop_event)

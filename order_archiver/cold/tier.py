@@ -1,0 +1,48 @@
+"""The cold tier as the commands use it: checked before a run writes anything, moved after a
+complete batch pass."""
+
+from __future__ import annotations
+
+import threading
+
+from pymongo import MongoClient
+
+from order_archiver.cold.move import ColdMove, ColdMoveReport
+from order_archiver.cold.store import ColdStore
+from order_archiver.mongodb.lease import server_time
+from order_archiver.mongodb.storage import Collections, Document
+from order_archiver.retry import named_side, retrying
+from order_archiver.settings import Settings
+
+
+def cold_store(settings: Settings) -> ColdStore | None:
+    """The cold tier's store, or None when ARCHIVE_COLD_URL is unset."""
+    return ColdStore(settings.archive_cold_url) if settings.archive_cold_url else None
+
+
+def check_cold_tier(settings: Settings) -> None:
+    """Before ``batch --run`` writes anything: the folder or bucket exists and takes a file
+    (``ConfigError``, exit 2, naming it)."""
+    store = cold_store(settings)
+    if store is not None:
+        store.check()
+
+
+def move_to_cold(
+    client: MongoClient[Document],
+    settings: Settings,
+    stop_event: threading.Event,
+    archive_client: MongoClient[Document] | None = None,
+) -> ColdMoveReport | None:
+    """The archived orders delivered before ``now - ARCHIVE_COLD_AFTER`` (the archive's
+    server clock) moved to the cold tier; None without one."""
+    store = cold_store(settings)
+    if store is None or settings.archive_cold_after is None:
+        return None
+    collections = Collections.of(client, settings, archive_client)
+    with named_side(collections.archive_side):
+        now = retrying(lambda: server_time(archive_client or client), stop_event=stop_event)
+        move = ColdMove(
+            store, collections.archive, collections.checkpoints, now - settings.archive_cold_after, stop_event
+        )
+        return move.run()

@@ -1,0 +1,323 @@
+"""The cold tier (#35) on mongomock and the local disk: the move, its checks, its crash safety,
+the files as an analyst reads them (DuckDB), the settings refused before anything is written."""
+
+from datetime import UTC, datetime
+
+import bson
+import duckdb
+import pytest
+
+from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.cold import files
+from order_archiver.cold.move import JOURNAL_KIND, ColdMove
+from order_archiver.cold.schema import document_of
+from order_archiver.cold.store import ColdStore, Month
+from order_archiver.errors import ConfigError
+from order_archiver.settings import load_settings
+from tests.helpers import seed_database
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+class Killed(BaseException):
+    """The process dies here: nothing after this point runs (no except Exception catches it)."""
+
+
+@pytest.fixture
+def archived(mongo, settings):
+    seed_database(mongo[settings.mongodb_database], settings, 400, p_anomalies=0.15)
+    BatchArchiver(
+        mongo, settings, BatchOptions(run=True, batch_size=50), clock=lambda: NOW, server_clock=lambda: NOW
+    ).run()
+    archive = mongo[settings.archive_db_name][settings.archive_collection]
+    before = {d["_id"]: d for d in archive.find()}
+    assert len(before) > 200
+    return archive, before
+
+
+def local_store(tmp_path):
+    (tmp_path / "cold").mkdir(exist_ok=True)
+    return ColdStore(f"file://{tmp_path}/cold")
+
+
+def collections(mongo, settings):
+    database = mongo[settings.archive_db_name]
+    return database[settings.archive_collection], database[settings.checkpoint_collection]
+
+
+def a_cutoff(before):
+    """A cutoff in the middle of the deliveries: some months cold, the rest in the archive."""
+    dates = sorted(d["date_livraison"] for d in before.values())
+    return dates[len(dates) // 2]
+
+
+def cold_documents(store):
+    """Every order of every published file: {_id: [(file, document)]}."""
+    found = {}
+    for cold_file in store.files():
+        for batch in files.batches(store, cold_file.path, ["document"]):
+            for text in batch["document"]:
+                document = document_of(text)
+                found.setdefault(document["_id"], []).append((cold_file, document))
+    return found
+
+
+def assert_one_place_each(archive, store, before):
+    in_archive = {d["_id"] for d in archive.find({}, {"_id": 1})}
+    in_cold = cold_documents(store)
+    assert not in_archive & set(in_cold), "an order both in the archive and a cold file"
+    assert all(len(places) == 1 for places in in_cold.values()), "an order in two cold files"
+    assert in_archive | set(in_cold) == set(before), "an order lost"
+    return in_cold
+
+
+def test_the_move_leaves_each_old_order_in_one_cold_file_of_its_month_as_the_archive_held_it(
+    mongo, settings, archived, tmp_path
+):
+    archive, before = archived
+    cutoff = a_cutoff(before)
+    store = local_store(tmp_path)
+    store.check()
+    report = ColdMove(store, *collections(mongo, settings), cutoff).run()
+    in_cold = assert_one_place_each(archive, store, before)
+    old = {i for i, d in before.items() if d["date_livraison"].replace(tzinfo=UTC) < cutoff}
+    assert set(in_cold) == old
+    assert report.moved == len(old) > 100
+    for order_id, [(cold_file, document)] in in_cold.items():
+        assert bson.encode(document) == bson.encode(before[order_id])  # every field, the same BSON types
+        assert cold_file.month == Month.of(document["date_livraison"])
+    assert report.files == len(store.files()) == len({Month.of(before[i]["date_livraison"]) for i in old})
+    assert report.bytes == sum(f.size for f in store.files())
+    assert not list(
+        mongo[settings.archive_db_name][settings.checkpoint_collection].find({"kind": JOURNAL_KIND})
+    )
+    # A second run finds nothing more to move and writes no empty file.
+    again = ColdMove(store, *collections(mongo, settings), cutoff).run()
+    assert (again.moved, again.files, len(store.files())) == (0, 0, report.files)
+
+
+def test_a_file_is_written_a_row_group_at_a_time_and_its_footer_holds_the_checksums(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    _archive, before = archived
+    monkeypatch.setattr(files, "ROW_GROUP_ROWS", 7)
+    store = local_store(tmp_path)
+    written = []
+    real_init = files.ColdFileWriter.__init__
+
+    def small_groups(self, store, path, row_group_rows=7):
+        real_init(self, store, path, row_group_rows)
+        written.append(self)
+
+    monkeypatch.setattr(files.ColdFileWriter, "__init__", small_groups)
+    ColdMove(store, *collections(mongo, settings), a_cutoff(before)).run()
+    import pyarrow.parquet as pq
+
+    for cold_file in store.files():
+        metadata = pq.ParquetFile(cold_file.path).metadata
+        assert max(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)) <= 7
+        said = files.footer(store, cold_file.path)
+        assert said == files.read_back(store, cold_file.path)
+        assert said.rows == metadata.num_rows
+
+
+def test_a_file_that_does_not_read_back_as_written_is_removed_and_nothing_leaves_the_archive(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    archive, before = archived
+    store = local_store(tmp_path)
+    real = files.read_back
+
+    def one_row_lost(store, path):
+        found = real(store, path)
+        return files.FileSummary(found.rows - 1, found.ids_sha256, found.documents_sha256)
+
+    import order_archiver.cold.files as module
+
+    monkeypatch.setattr(module, "read_back", one_row_lost)
+    with pytest.raises(Exception, match="does not hold what was written"):
+        ColdMove(store, *collections(mongo, settings), a_cutoff(before)).run()
+    assert archive.count_documents({}) == len(before)
+    assert store.files() == []
+    assert not [p for p in (tmp_path / "cold").rglob("*") if p.is_file()]  # no partial file left
+
+
+def test_a_crash_after_publishing_is_settled_by_the_next_run_each_order_in_one_place(
+    mongo, settings, archived, tmp_path
+):
+    archive, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    move = ColdMove(store, *collections(mongo, settings), cutoff)
+
+    def die():
+        raise Killed
+
+    move.after_publish = die
+    with pytest.raises(Killed):
+        move.run()
+    # Dead between the file and the delete: the file's orders are in both places, the journal says so.
+    assert len(store.files()) == 1
+    journal = list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
+    assert [entry["state"] for entry in journal] == ["published"]
+    report = ColdMove(store, *collections(mongo, settings), cutoff).run()
+    assert report.recovered == 1
+    assert_one_place_each(archive, store, before)
+    assert not list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
+
+
+def test_a_crash_while_writing_leaves_a_partial_file_that_is_never_read_and_is_removed(
+    mongo, settings, archived, tmp_path
+):
+    archive, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    month = Month.of(min(d["date_livraison"] for d in before.values()))
+    partial, final = store.new_file(month)
+    store.prepare(month)
+    with store.fs.open_output_stream(partial) as out:
+        out.write(b"PAR1 half a file")  # what a kill -9 mid-write leaves
+    _, journal = collections(mongo, settings)
+    journal.insert_one(
+        {
+            "_id": f"{JOURNAL_KIND}:{final}",
+            "kind": JOURNAL_KIND,
+            "state": "writing",
+            "partial": partial,
+            "final": final,
+        }
+    )
+    assert store.files() == []  # a partial file is no cold file
+    report = ColdMove(store, archive, journal, cutoff).run()
+    assert report.recovered == 1
+    assert not store.exists(partial)
+    assert_one_place_each(archive, store, before)
+
+
+def test_duckdb_reads_a_months_revenue_by_restaurant_as_the_archive_held_it(
+    mongo, settings, archived, tmp_path
+):
+    archive, before = archived
+    cutoff = a_cutoff(before)
+    month = Month.of(min(d["date_livraison"] for d in before.values()))
+    expected = {
+        row["_id"]: round(row["revenue"], 2)
+        for row in archive.aggregate(
+            [
+                {"$match": {"date_livraison": {"$gte": month.start, "$lt": min(month.next().start, cutoff)}}},
+                {"$group": {"_id": "$restaurant.nom", "revenue": {"$sum": "$montant_total"}}},
+            ]
+        )
+    }
+    store = local_store(tmp_path)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    rows = duckdb.sql(
+        f"""
+        SELECT restaurant.nom AS restaurant, round(sum(montant_total), 2) AS revenue
+        FROM read_parquet('{tmp_path}/cold/**/*.parquet', hive_partitioning = true)
+        WHERE year = {month.year} AND month = {month.month}
+        GROUP BY ALL
+        """
+    ).fetchall()
+    assert dict(rows) == expected
+    assert len(expected) > 1
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"ARCHIVE_COLD_URL": "ftp://host/cold", "ARCHIVE_COLD_AFTER": "730d"},
+            "expected file:///path or s3://",
+        ),
+        ({"ARCHIVE_COLD_URL": "file://relative/cold", "ARCHIVE_COLD_AFTER": "730d"}, "absolute folder"),
+        ({"ARCHIVE_COLD_URL": "s3://key:secret@bucket/x", "ARCHIVE_COLD_AFTER": "730d"}, "never the URL"),
+        ({"ARCHIVE_COLD_URL": "file:///tmp/cold"}, "without ARCHIVE_COLD_AFTER"),
+        ({"ARCHIVE_COLD_AFTER": "730d"}, "without ARCHIVE_COLD_URL"),
+        (
+            {"ARCHIVE_COLD_URL": "file:///tmp/cold", "ARCHIVE_COLD_AFTER": "30d", "PURGE_AFTER": "60d"},
+            r"ARCHIVE_COLD_AFTER \(30d\) is shorter than PURGE_AFTER \(60d\)",
+        ),
+        (
+            {
+                "ARCHIVE_COLD_URL": "file:///tmp/cold",
+                "ARCHIVE_COLD_AFTER": "730d",
+                "ARCHIVE_RETENTION": "365d",
+            },
+            r"ARCHIVE_COLD_AFTER \(730d\) is not shorter than ARCHIVE_RETENTION \(365d\)",
+        ),
+    ],
+)
+def test_cold_settings_that_cannot_work_are_refused(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={"MONGODB_URI": "mongodb://h", **environ})
+
+
+def test_good_cold_settings_are_read():
+    settings, _ = load_settings(
+        environ={
+            "MONGODB_URI": "mongodb://h",
+            "ARCHIVE_COLD_URL": "s3://bucket/orders/",
+            "ARCHIVE_COLD_AFTER": "730d",
+        }
+    )
+    assert (settings.archive_cold_url, str(settings.archive_cold_after)) == ("s3://bucket/orders", "730d")
+
+
+@pytest.mark.parametrize("problem", ["missing", "unwritable"])
+def test_batch_run_refuses_a_cold_folder_it_cannot_use_before_anything_is_written(
+    problem, tmp_path, monkeypatch, capsys
+):
+    from tests.helpers import run_in_process
+
+    folder = tmp_path / "cold"
+    if problem == "unwritable":
+        folder.mkdir()
+        folder.chmod(0o500)
+        import os
+
+        if os.access(folder, os.W_OK):  # root writes anywhere: a file where the folder should be
+            folder.chmod(0o700)
+            folder.rmdir()
+            folder.write_text("a file")
+    env = {
+        "MONGODB_URI": "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=200",  # nothing listens
+        "ARCHIVE_COLD_URL": f"file://{folder}",
+        "ARCHIVE_COLD_AFTER": "730d",
+        "LOG_DIR": "",
+    }
+    result = run_in_process("batch", "--run", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert result.returncode == 2, result.stderr
+    assert f"ARCHIVE_COLD_URL file://{folder}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_find_says_where_each_order_is_and_masks_it(mongo, settings, archived, tmp_path):
+    from order_archiver.operations.find import FindSelection, find_orders
+
+    _archive, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    old = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff and d["client"])
+    new = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) >= cutoff)
+    report = find_orders(mongo, with_cold, FindSelection((old["numero_commande"], new["numero_commande"])))
+    places = {order_id: [p.where for p in found] for order_id, found in report.orders.items()}
+    assert places[str(old["_id"])][-1] == "cold"
+    assert "archive" not in places[str(old["_id"])]
+    assert places[str(new["_id"])][-1] == "archive"
+    [cold_place] = [p for p in report.orders[str(old["_id"])] if p.where == "cold"]
+    assert cold_place.file.startswith(f"{store.url}/year=")
+    text = "\n".join(report.lines())
+    assert old["client"]["email"] not in text
+    assert "***" in text
+    assert report.complete
+    shown = find_orders(mongo, with_cold, FindSelection(order_id=old["_id"]), show_pii=True)
+    assert old["client"]["email"] in "\n".join(shown.lines())
+    by_client = find_orders(mongo, with_cold, FindSelection(client_id=old["client"]["id"]))
+    assert str(old["_id"]) in by_client.orders
+    missing = find_orders(mongo, with_cold, FindSelection(("CMD-NOPE",)))
+    assert not missing.complete
+    assert missing.not_found == ["CMD-NOPE"]
