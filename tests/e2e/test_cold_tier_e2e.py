@@ -1,0 +1,193 @@
+"""The cold tier (#35) as a user runs it, on the test server: `batch --run` moves the old
+deliveries to Parquet files on a local S3 (moto's server mode on loopback: real HTTP, real
+S3 API, no mock of our own calls) or a local folder; a kill -9 between publishing a file and
+deleting its orders from the archive, then a second run: each order in exactly one place."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from order_archiver.cold import files
+from order_archiver.cold.schema import document_of
+from order_archiver.cold.store import ColdStore
+from tests.conftest import ROOT, run_cli
+from tests.helpers import archived_ids, expected_archive_ids, seed_database
+
+pytestmark = pytest.mark.e2e
+
+S3_KEYS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A local S3 (moto's server) on loopback; the AWS settings that point at it, for the CLI
+    and for this process (the test reads the bucket with the product's own ColdStore)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto's S3 server did not start in 30 s"
+                time.sleep(0.2)
+        env = {**S3_KEYS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        from pyarrow.fs import S3FileSystem
+
+        S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], allow_bucket_creation=True).create_dir(
+            "orders"
+        )
+        yield env
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def seed_old_and_recent(database, settings):
+    """200 orders: half delivered 400 and 430 days ago (two months), half 20 hours ago."""
+    dataset = seed_database(database, settings, 200, seed=35, p_anomalies=0.0)
+    delivered = sorted(expected_archive_ids(dataset), key=str)
+    recent, old = delivered[::2], delivered[1::2]
+    now = datetime.now(UTC)
+    orders = database["Commande"]
+    orders.update_many({"_id": {"$in": recent}}, {"$set": {"date_livraison": now - timedelta(hours=20)}})
+    orders.update_many({"_id": {"$in": old[::2]}}, {"$set": {"date_livraison": now - timedelta(days=400)}})
+    orders.update_many({"_id": {"$in": old[1::2]}}, {"$set": {"date_livraison": now - timedelta(days=430)}})
+    return set(recent), set(old)
+
+
+def cold_ids(store: ColdStore) -> list:
+    """Every order of every published cold file (a list: a duplicate would show)."""
+    return [
+        document_of(text)["_id"]
+        for cold_file in store.files()
+        for batch in files.batches(store, cold_file.path, ["document"])
+        for text in batch["document"]
+    ]
+
+
+def test_batch_moves_the_old_deliveries_to_s3_and_find_shows_where_they_are(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, s3
+):
+    database = nx_client[db_name]
+    recent, old = seed_old_and_recent(database, nx_settings)
+    env = {**nx_env, **s3, "ARCHIVE_COLD_URL": "s3://orders/livraison", "ARCHIVE_COLD_AFTER": "365d"}
+
+    result = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["archived"] == len(recent | old)
+    assert report["cold"]["moved"] == len(old)
+    assert report["cold"]["files"] == 2
+    assert archived_ids(database) == recent
+    store = ColdStore("s3://orders/livraison")
+    moved = cold_ids(store)
+    assert sorted(moved, key=str) == sorted(old, key=str)
+    assert all("/year=" in f.path and "/month=" in f.path for f in store.files())
+
+    order = database["Commande_archive"].find_one() or {}
+    one_old = next(iter(old))
+    numero = database["Commande"].find_one({"_id": one_old})["numero_commande"]
+    found = run_cli("find", "--numero", numero, "--json", env=env, cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    [entry] = json.loads(found.stdout)["orders"]
+    assert [p["where"] for p in entry["places"]] == ["source", "cold"]
+    assert entry["places"][1]["file"].startswith("s3://orders/livraison/year=")
+    assert order  # the recent ones stay in the archive
+
+    again = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["cold"]["moved"] == 0
+    assert len(store.files()) == 2
+
+
+def test_a_bucket_that_does_not_exist_is_named_before_anything_is_written(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, s3
+):
+    database = nx_client[db_name]
+    seed_old_and_recent(database, nx_settings)
+    env = {**nx_env, **s3, "ARCHIVE_COLD_URL": "s3://no-such-bucket/x", "ARCHIVE_COLD_AFTER": "365d"}
+    result = run_cli("batch", "--run", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: ARCHIVE_COLD_URL s3://no-such-bucket/x: the bucket 'no-such-bucket' does not exist; create it first"
+    ]
+    assert archived_ids(database) == set()  # nothing written
+
+
+# The product's own move, killed with SIGKILL at the exact point between publishing a file and
+# deleting its orders from the archive (ColdMove.after_publish): no finally, no flush, no exit.
+KILLED_AFTER_PUBLISH = """
+import os, signal, sys
+sys.path.insert(0, sys.argv.pop(1))
+from order_archiver.cold import move
+opened = move.ColdMove.__init__
+def killed_after_publish(self, *args, **kwargs):
+    opened(self, *args, **kwargs)
+    self.after_publish = lambda: os.kill(os.getpid(), signal.SIGKILL)
+move.ColdMove.__init__ = killed_after_publish
+from order_archiver.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_between_publishing_and_deleting_then_a_rerun_leaves_each_order_in_one_place(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    database = nx_client[db_name]
+    recent, old = seed_old_and_recent(database, nx_settings)
+    folder = tmp_path / "cold"
+    folder.mkdir()
+    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "ARCHIVE_"))}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_PUBLISH, str(ROOT), "batch", "--run", "-q"],
+        env={**base, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    store = ColdStore(f"file://{folder}")
+    [published] = store.files()  # the first month's file is out ...
+    in_file = set(cold_ids(store))
+    assert in_file <= old
+    assert in_file <= archived_ids(database)  # ... and its orders are still in the archive too
+    assert database["archiver_checkpoints"].count_documents({"kind": "cold-move", "state": "published"}) == 1
+
+    rerun = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["cold"]["recovered"] == 1
+    moved = cold_ids(store)
+    assert len(moved) == len(set(moved)), "an order in two cold files"
+    assert set(moved) == old
+    assert archived_ids(database) == recent
+    assert not set(moved) & archived_ids(database)
+    assert database["archiver_checkpoints"].count_documents({"kind": "cold-move"}) == 0
+    assert published in store.files()
