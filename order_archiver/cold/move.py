@@ -90,10 +90,14 @@ class ColdMove:
         cutoff: datetime,
         stop_event: threading.Event | None = None,
         clock: Callable[[], datetime] | None = None,
+        respect: Callable[[list[Document]], list[Document]] | None = None,
     ) -> None:
         self.store, self.archive, self.journal, self.cutoff = store, archive, journal, cutoff
         self.stop_event = stop_event
         self.clock = clock or (lambda: cutoff)
+        # The record of forgotten persons (``storage.ArchiveWriter.respecting_erasures``): an order
+        # of a person forgotten since it was archived is written erased, never as it was.
+        self.respect = respect or (lambda documents: documents)
         self.after_publish: Callable[[], None] = _no_fault  # the crash test's point: file out, archive whole
         self.report = ColdMoveReport()
 
@@ -144,7 +148,7 @@ class ColdMove:
         self._write(lambda: self.journal.insert_one(self._entry(key, month, partial, final)))
         writer = ColdFileWriter(self.store, partial)
         try:
-            writer.add(self._documents(month))
+            writer.add(d for page in chunked(self._documents(month), PAGE) for d in self.respect(page))
             summary = writer.close()
             if summary.rows:
                 check_file(self.store, partial, summary)
@@ -209,14 +213,23 @@ class ColdMove:
             final, partial = str(entry["final"]), str(entry["partial"])
             self.store.remove(partial)
             if self.store.exists(final) and is_complete(self.store, final):
-                log.warning("cold tier: an interrupted move left %s: its orders leave the archive now", final)
-                self._delete_moved(final)
+                self._finish(entry, final)
             elif self.store.exists(final):
                 # Published, then found damaged: never read, never deleted from; kept for a person.
                 log.error("cold tier: %s does not read back whole; the archive keeps its orders", final)
                 self.store.fs.move(final, final.replace(".parquet", ".damaged"))
             self._write(functools.partial(self.journal.delete_one, {"_id": entry["_id"]}))
             self.report.recovered += 1
+
+    def _finish(self, entry: Document, final: str) -> None:
+        """What an interrupted entry's complete file still needs: a rewrite's old file removed
+        (``erasure.ColdRewrite``), or a move's orders deleted from the archive."""
+        if entry.get("replaces"):
+            log.warning("cold tier: an interrupted rewrite left %s: the file it replaces goes now", final)
+            self.store.remove(str(entry["replaces"]))
+        else:
+            log.warning("cold tier: an interrupted move left %s: its orders leave the archive now", final)
+            self._delete_moved(final)
 
     # -- the server, with retries
 

@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ColdQuery:
-    """One of: numbers (``numero_commande``), an ``_id``, a client's ``_id``."""
+    """One of: numbers (``numero_commande``), an ``_id``, a client's ``_id``, a courier's."""
 
     numeros: Sequence[str] = ()
     order_id: object = None
     client_id: ObjectId | None = None
+    courier_id: ObjectId | None = None
 
     def expression(self) -> Expression:
         import pyarrow.compute as pc
@@ -32,11 +33,14 @@ class ColdQuery:
             return ds.field("numero_commande").isin(list(self.numeros))
         if self.order_id is not None:
             return ds.field("_id") == str(self.order_id)
-        # A client's orders: by the reference, or (a dangling client, ``client`` null) by the
-        # source copy's ``client_id`` in the document.
-        client = str(self.client_id)
-        copy = f'"client_id": {{"$oid": "{client}"}}'
-        return (ds.field("client", "id") == client) | pc.match_substring(ds.field("document"), copy)
+        # A person's orders: by the reference, or (a dangling one, the struct null) by the
+        # source copy's id in the document (canonical Extended JSON writes it so).
+        reference, name = (
+            ("livreur", "livreur_id") if self.courier_id is not None else ("client", "client_id")
+        )
+        person = str(self.courier_id if self.courier_id is not None else self.client_id)
+        copy = f'"{name}": {{"$oid": "{person}"}}'
+        return (ds.field(reference, "id") == person) | pc.match_substring(ds.field("document"), copy)
 
 
 def find_in_cold(store: ColdStore, query: ColdQuery) -> Iterator[tuple[str, dict[str, object]]]:

@@ -10,7 +10,7 @@ from pymongo import MongoClient
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.store import ColdStore
 from order_archiver.mongodb.lease import server_time
-from order_archiver.mongodb.storage import Collections, Document
+from order_archiver.mongodb.storage import ArchiveWriter, Collections, Document
 from order_archiver.retry import named_side, retrying
 from order_archiver.settings import Settings
 
@@ -42,7 +42,9 @@ def move_to_cold(
     collections = Collections.of(client, settings, archive_client)
     with named_side(collections.archive_side):
         now = retrying(lambda: server_time(archive_client or client), stop_event=stop_event)
+        respect = ArchiveWriter.of(collections, settings, stop_event).respecting_erasures
+        cutoff = now - settings.archive_cold_after
         move = ColdMove(
-            store, collections.archive, collections.checkpoints, now - settings.archive_cold_after, stop_event
+            store, collections.archive, collections.checkpoints, cutoff, stop_event, respect=respect
         )
         return move.run()

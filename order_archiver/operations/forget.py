@@ -23,12 +23,15 @@ the person's id and the count, never the data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from bson import ObjectId
 from pymongo import MongoClient
 
+from order_archiver.cold.erasure import ColdErasure, erase_in_cold
+from order_archiver.cold.search import ColdQuery
+from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document
 from order_archiver.logs import get_logger
@@ -89,6 +92,7 @@ class ForgetReport:
     orders: int = 0  # the person's archived orders
     erased: int = 0  # those that held personal data (erased, or would be)
     found: bool = True  # archived orders, or a document in the source's Client/Livreur collection
+    cold: ColdErasure | None = None  # ARCHIVE_COLD_URL: their orders in the cold tier
 
     @property
     def complete(self) -> bool:
@@ -102,9 +106,21 @@ class ForgetReport:
             "orders": self.orders,
             "erased": self.erased,
             "found": self.found,
+            "cold": asdict(self.cold) if self.cold is not None else None,
         }
 
     def lines(self) -> list[str]:
+        cold = self.cold
+        if cold is None or not cold.orders:
+            return self._archive_lines()
+        verb = f"{cold.rewritten} rewritten" if self.run else "would rewrite (dry run)"
+        return [
+            *self._archive_lines(),
+            f"cold tier: {cold.orders} of their orders in {cold.files} files, {cold.erased} holding "
+            f"personal data; {verb}",
+        ]
+
+    def _archive_lines(self) -> list[str]:
         verb = "erased" if self.run else "would erase (dry run: --run to erase)"
         who = f"{self.person.name} {self.person.id}"
         what = (
@@ -150,13 +166,17 @@ def forget_person(
             collections.archive, person.orders(), erasure, on_archive
         )
     if not report.orders:
-        report.found = _in_the_source(collections, settings, person, on_archive.on(collections.source_side))
+        report.found = _in_the_source(collections, settings, person, on_archive.on(collections.source_side)) or bool(
+            (cold := _in_the_cold_tier(collections, settings, person, erasure, False, on_archive)) and cold.orders
+        )
     with on_archive.named():
         if run and report.found:
             # Recorded first: a write of the archive that starts after this respects it, and one
             # under way looks again after it writes (storage.ArchiveWriter).
             ForgottenPersons(collections.forgotten, on_archive).record(person.kind, person.id, erasure.at)
             erase_personal_data(collections.archive, person.orders(), erasure, context=on_archive)
+        # After the record: a move to the cold tier that starts now writes their orders erased.
+        report.cold = _in_the_cold_tier(collections, settings, person, erasure, run and report.found, on_archive)
     log.info(
         "forget: %s %s: %s archived orders, %d %s",
         person.name,
@@ -166,6 +186,23 @@ def forget_person(
         "erased" if run else "to erase (dry run)",
     )
     return report
+
+
+def _in_the_cold_tier(
+    collections: Collections,
+    settings: Settings,
+    person: Person,
+    erasure: Erasure,
+    run: bool,
+    context: RunContext,
+) -> ColdErasure | None:
+    """Their orders in the cold tier, counted, and with ``run`` erased (each file holding some
+    rewritten); None without a cold tier."""
+    store = cold_store(settings)
+    if store is None:
+        return None
+    query = ColdQuery(courier_id=person.id) if person.kind == COURIER else ColdQuery(client_id=person.id)
+    return erase_in_cold(store, collections.checkpoints, query, erasure, run=run, stop_event=context.stop)
 
 
 def _in_the_source(collections: Collections, settings: Settings, person: Person, context: RunContext) -> bool:

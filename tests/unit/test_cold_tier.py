@@ -1,6 +1,7 @@
 """The cold tier (#35) on mongomock and the local disk: the move, its checks, its crash safety,
 the files as an analyst reads them (DuckDB), the settings refused before anything is written."""
 
+import threading
 from datetime import UTC, datetime
 
 import bson
@@ -321,3 +322,124 @@ def test_find_says_where_each_order_is_and_masks_it(mongo, settings, archived, t
     missing = find_orders(mongo, with_cold, FindSelection(("CMD-NOPE",)))
     assert not missing.complete
     assert missing.not_found == ["CMD-NOPE"]
+
+
+def every_string_in_the_cold_tier(store):
+    """Every string of every column of every cold file (the typed view and the documents)."""
+    import pyarrow.parquet as pq
+
+    from tests.helpers import strings_in
+
+    found = []
+    for cold_file in store.files():
+        table = pq.read_table(store.fs.open_input_file(cold_file.path))
+        found += strings_in(table.to_pylist())
+    return found
+
+
+def a_client_in_the_cold_tier(before, cutoff):
+    old = [d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff and d["client"]]
+    return old[0]["client"]
+
+
+def test_forget_rewrites_every_cold_file_holding_the_clients_orders_without_their_personal_data(
+    mongo, settings, archived, tmp_path
+):
+    from order_archiver.operations.forget import Person, forget_person
+    from tests.helpers import strings_in
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    client = a_client_in_the_cold_tier(before, cutoff)
+    theirs = {i for i, d in before.items() if (d["client"] or {}).get("id") == client["id"]}
+    # Their e-mail and addresses are theirs alone (another client may share a first name: their
+    # own orders are checked for the name below).
+    secrets = [client["email"]]
+    secrets += [
+        d["adresse_livraison"] for i, d in before.items() if i in theirs and d.get("adresse_livraison")
+    ]
+    assert set(secrets) & set(every_string_in_the_cold_tier(store))
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    person = Person("client", client["id"])
+
+    dry = forget_person(mongo, with_cold, person, run=False)
+    assert dry.cold.orders > 0
+    assert dry.cold.erased == dry.cold.orders
+    assert dry.cold.rewritten == 0
+    files_before = store.files()
+
+    report = forget_person(mongo, with_cold, person, run=True)
+    assert report.cold.rewritten == report.cold.files > 0
+    assert "cold tier:" in "\n".join(report.lines())
+    assert not set(secrets) & set(every_string_in_the_cold_tier(store))
+    in_cold = cold_documents(store)
+    assert set(in_cold) | {d["_id"] for d in collections(mongo, settings)[0].find()} == set(before)
+    for order_id, [(_, document)] in in_cold.items():
+        if order_id in theirs:
+            assert document["forgotten_by"] == "forget"
+            assert not {client["nom"], client["prenom"]} & set(strings_in(document))
+            assert document["montant_total"] == before[order_id]["montant_total"]  # accounting kept
+        else:
+            assert bson.encode(document) == bson.encode(before[order_id])  # the others untouched
+    assert len(store.files()) == len(files_before)
+    again = forget_person(mongo, with_cold, person, run=True)
+    assert again.cold.erased == 0
+    assert again.cold.rewritten == 0
+
+
+def test_a_crash_between_a_rewrite_and_the_old_files_removal_is_settled(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    from order_archiver.operations.forget import Person, forget_person
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    client = a_client_in_the_cold_tier(before, cutoff)
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    old_files = {f.path for f in store.files()}
+    real_remove = ColdStore.remove
+
+    def die_removing_an_old_file(self, path):
+        if path in old_files:
+            raise Killed
+        real_remove(self, path)
+
+    monkeypatch.setattr(ColdStore, "remove", die_removing_an_old_file)
+    with pytest.raises(Killed):
+        forget_person(mongo, with_cold, Person("client", client["id"]), run=True)
+    monkeypatch.setattr(ColdStore, "remove", real_remove)
+    with pytest.raises(AssertionError, match="two cold files"):
+        assert_one_place_each(collections(mongo, settings)[0], store, before)
+    report = ColdMove(store, *collections(mongo, settings), cutoff).run()
+    assert report.recovered == 1
+    in_cold = assert_one_place_each(collections(mongo, settings)[0], store, before)
+    assert any(d.get("forgotten_by") == "forget" for [(_, d)] in in_cold.values())
+    # The interrupted forget, run again (idempotent), reaches the files it had not reached.
+    forget_person(mongo, with_cold, Person("client", client["id"]), run=True)
+    assert client["email"] not in every_string_in_the_cold_tier(store)
+    assert_one_place_each(collections(mongo, settings)[0], store, before)
+
+
+def test_a_move_writes_a_forgotten_clients_orders_erased(mongo, settings, archived, tmp_path):
+    """The erasure holds: a person forgotten before their orders move never reaches the cold tier."""
+    from order_archiver.cold.tier import move_to_cold
+    from order_archiver.mongodb.forgotten import ForgottenPersons
+
+    archive, before = archived
+    cutoff = a_cutoff(before)
+    client = a_client_in_the_cold_tier(before, cutoff)
+    store = local_store(tmp_path)
+    forgotten = mongo[settings.archive_db_name][settings.forgotten_collection]
+    ForgottenPersons(forgotten, None).record("client", client["id"], NOW)  # recorded, archive not yet erased
+    days = (datetime.now(UTC) - cutoff).days
+    from order_archiver.settings import Duration
+
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=Duration(days=days))
+    report = move_to_cold(mongo, with_cold, threading.Event())
+    assert report.moved > 0
+    assert client["email"] not in every_string_in_the_cold_tier(store)
+    assert_one_place_each(archive, store, before)
