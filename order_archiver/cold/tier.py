@@ -4,11 +4,15 @@ complete batch pass."""
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 from pymongo import MongoClient
 
+from order_archiver.cold.files import footer
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.store import ColdStore
+from order_archiver.errors import FatalError
+from order_archiver.logs import plural
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections, Document
 from order_archiver.retry import named_side, retrying
@@ -48,3 +52,40 @@ def move_to_cold(
             store, collections.archive, collections.checkpoints, cutoff, stop_event, respect=respect
         )
         return move.run()
+
+
+@dataclass
+class ColdSummary:
+    """What the cold tier holds, from its files' footers (one small read a file)."""
+
+    url: str
+    files: int = 0
+    orders: int = 0
+    bytes: int = 0
+    oldest_month: str | None = None
+    newest_month: str | None = None
+
+    def line(self) -> str:
+        months = f", delivery months {self.oldest_month} to {self.newest_month}" if self.files else ""
+        return f"cold tier {self.url}: {plural(self.orders, 'order')} in {plural(self.files, 'file')} ({self.bytes} bytes){months}"
+
+
+def summarise(settings: Settings) -> ColdSummary | None:
+    """The cold tier's files, orders, bytes and months; None without one. A store that cannot
+    be read raises ``FatalError`` naming it."""
+    store = cold_store(settings)
+    if store is None:
+        return None
+    summary = ColdSummary(store.url)
+    try:
+        found = store.files()
+        months = sorted(str(f.month) for f in found if f.month is not None)
+        for cold_file in found:
+            summary.orders += footer(store, cold_file.path).rows
+    except (OSError, ValueError) as exc:
+        raise FatalError(
+            f"ARCHIVE_COLD_URL {store.url}: cannot be read: {str(exc).splitlines()[0][:200]}"
+        ) from None
+    summary.files, summary.bytes = len(found), sum(f.size for f in found)
+    summary.oldest_month, summary.newest_month = (months[0], months[-1]) if months else (None, None)
+    return summary

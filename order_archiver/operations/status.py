@@ -18,6 +18,7 @@ from typing import Protocol, TypedDict, TypeVar
 from bson import json_util
 from pymongo import MongoClient
 
+from order_archiver.cold.tier import ColdSummary, summarise
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, int_or_none, moment_or_none, text_or_none
 from order_archiver.errors import ArchiverError, ConfigError
@@ -105,6 +106,7 @@ class StatusReport:
     forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
     forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
     indexes: list[IndexStatus] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
+    cold: ColdSummary | None = None  # ARCHIVE_COLD_URL: files, orders, bytes, months
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -135,6 +137,7 @@ class StatusReport:
             out.append(f"  {entry['id']} {entry.get('numero_commande') or '-'}: {entry['reason']}")
         newest = iso(self.newest_archived_at) if self.newest_archived_at else "never"
         out.append(f"archive: {self.archive_size} documents, newest archived_at {newest}")
+        out += [self.cold.line()] if self.cold is not None else []
         others = self.other_pii_policies
         if others:
             shown = ", ".join("an earlier version (no policy recorded)" if p is None else p for p in others)
@@ -290,6 +293,7 @@ def collect_status(
     newest = read(lambda: collections.archive.find_one({}, {"archived_at": 1}, sort=[("archived_at", -1)]))
     report.newest_archived_at = moment_or_none(newest.get("archived_at")) if newest else None
 
+    report.cold = summarise(settings)
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
     report.purge_after = str(settings.purge_after)

@@ -443,3 +443,25 @@ def test_a_move_writes_a_forgotten_clients_orders_erased(mongo, settings, archiv
     assert report.moved > 0
     assert client["email"] not in every_string_in_the_cold_tier(store)
     assert_one_place_each(archive, store, before)
+
+
+def test_status_shows_the_cold_tier(mongo, settings, archived, tmp_path):
+    from order_archiver.operations.status import collect_status
+
+    _, before = archived
+    store = local_store(tmp_path)
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    empty = collect_status(mongo, with_cold, now=NOW)
+    assert (empty.cold.files, empty.cold.orders, empty.cold.oldest_month) == (0, 0, None)
+    moved = ColdMove(store, *collections(mongo, settings), a_cutoff(before)).run()
+    report = collect_status(mongo, with_cold, now=NOW)
+    months = sorted(moved.months)
+    assert (report.cold.files, report.cold.orders, report.cold.bytes) == (
+        moved.files,
+        moved.moved,
+        moved.bytes,
+    )
+    assert (report.cold.oldest_month, report.cold.newest_month) == (months[0], months[-1])
+    assert f"{moved.moved} orders in {moved.files} files" in "\n".join(report.lines())
+    assert report.as_dict()["cold"]["orders"] == moved.moved
+    assert collect_status(mongo, settings, now=NOW).cold is None
