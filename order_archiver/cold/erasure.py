@@ -15,8 +15,8 @@ from order_archiver.cold.move import JOURNAL_KIND
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.store import ColdFile, ColdStore
+from order_archiver.documents import Document, MongoCollection
 from order_archiver.logs import get_logger, plural
-from order_archiver.mongodb.storage import Document, MongoCollection
 from order_archiver.orders.erasing import Erasure
 from order_archiver.retry import Retry, retrying
 

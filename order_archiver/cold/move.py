@@ -33,9 +33,9 @@ from pymongo.cursor import Cursor
 from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, is_complete
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore, Month
+from order_archiver.documents import Document, MongoCollection, moment_or_none
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.source import chunked, scan_by_id
-from order_archiver.mongodb.storage import Document, MongoCollection
 from order_archiver.retry import Retry, retrying
 
 log = get_logger("cold")
@@ -118,9 +118,10 @@ class ColdMove:
                 {"date_livraison": {"$lt": self.cutoff}}, {"date_livraison": 1}, sort=[("date_livraison", 1)]
             )
         )
-        if oldest is None or not isinstance(oldest.get("date_livraison"), datetime):
+        first = moment_or_none((oldest or {}).get("date_livraison"))
+        if first is None:
             return
-        month, last = Month.of(oldest["date_livraison"]), Month.of(self.cutoff)
+        month, last = Month.of(first), Month.of(self.cutoff)
         while (month.year, month.month) <= (last.year, last.month):
             yield month
             month = month.next()

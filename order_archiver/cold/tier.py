@@ -11,10 +11,11 @@ from pymongo import MongoClient
 from order_archiver.cold.files import footer
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.store import ColdStore
+from order_archiver.documents import Document
 from order_archiver.errors import FatalError
 from order_archiver.logs import plural
 from order_archiver.mongodb.lease import server_time
-from order_archiver.mongodb.storage import ArchiveWriter, Collections, Document
+from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.retry import named_side, retrying
 from order_archiver.settings import Settings
 

@@ -12,11 +12,12 @@ from pymongo import MongoClient
 
 from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.tier import cold_store
+from order_archiver.documents import Document, MongoCollection, mapping_or_empty
 from order_archiver.errors import ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import orders_of
-from order_archiver.mongodb.storage import Collections, Document, MongoCollection
+from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.pii import mask_pii
 from order_archiver.retry import Retry, retrying
@@ -77,7 +78,7 @@ class FindReport:
         if self.show_pii:
             return place.document
         if place.where == "source":  # a source order: every field not known to be non-personal
-            return dict(mask_pii({"source": place.document})["source"])
+            return dict(mapping_or_empty(mask_pii({"source": place.document})["source"]))
         return mask_pii(place.document)
 
     def as_dict(self) -> dict[str, object]:
