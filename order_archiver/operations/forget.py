@@ -106,7 +106,8 @@ class ForgetReport:
             "orders": self.orders,
             "erased": self.erased,
             "found": self.found,
-            "cold": asdict(self.cold) if self.cold is not None else None,
+            # With a cold tier only: the report of a deployment without one stays as it was.
+            **({"cold": asdict(self.cold)} if self.cold is not None else {}),
         }
 
     def lines(self) -> list[str]:
