@@ -465,3 +465,30 @@ def test_status_shows_the_cold_tier(mongo, settings, archived, tmp_path):
     assert f"{moved.moved} orders in {moved.files} files" in "\n".join(report.lines())
     assert report.as_dict()["cold"]["orders"] == moved.moved
     assert collect_status(mongo, settings, now=NOW).cold is None
+
+
+def test_a_moved_order_still_in_the_source_is_not_archived_again_by_a_full_pass(
+    mongo, settings, archived, tmp_path
+):
+    """Without --purge-source the source keeps every order: a full pass (or verify --repair, a
+    correction) must not bring a moved order back into the archive, a second place."""
+    from order_archiver.settings import Duration
+
+    archive, before = archived
+    cold_after = Duration(days=10)
+    cutoff = NOW - cold_after
+    old = {i for i, d in before.items() if d["date_livraison"].replace(tzinfo=UTC) < cutoff}
+    assert 0 < len(old) < len(before)
+    store = local_store(tmp_path)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    report = BatchArchiver(
+        mongo,
+        with_cold,
+        BatchOptions(run=True, full=True, batch_size=50),
+        clock=lambda: NOW,
+        server_clock=lambda: NOW,
+    ).run()
+    assert report.archived == 0
+    assert report.past_retention == len(old)
+    assert_one_place_each(archive, store, before)
