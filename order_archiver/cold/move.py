@@ -30,7 +30,7 @@ from typing import TypeVar
 from pymongo import DeleteOne
 from pymongo.cursor import Cursor
 
-from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, is_complete
+from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, footer, is_complete
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore, Month
 from order_archiver.documents import Document, MongoCollection, moment_or_none
@@ -54,6 +54,8 @@ class ColdMoveReport:
     months: list[str] = field(default_factory=list)
     kept_revised: int = 0  # corrected while being moved: kept in the archive, moved next time
     recovered: int = 0  # journal entries an interrupted run left, settled
+    expired_files: int = 0  # ARCHIVE_RETENTION: files of months wholly past it, removed
+    expired_orders: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -63,6 +65,8 @@ class ColdMoveReport:
             "months": self.months,
             "kept_revised": self.kept_revised,
             "recovered": self.recovered,
+            "expired_files": self.expired_files,
+            "expired_orders": self.expired_orders,
         }
 
     def line(self) -> str:
@@ -72,6 +76,8 @@ class ColdMoveReport:
             text += f"; {self.kept_revised} corrected meanwhile, kept in the archive"
         if self.recovered:
             text += f"; {plural(self.recovered, 'interrupted move')} settled"
+        if self.expired_files:
+            text += f"; {plural(self.expired_orders, 'order')} past ARCHIVE_RETENTION removed ({plural(self.expired_files, 'file')})"
         return text
 
 
@@ -91,6 +97,7 @@ class ColdMove:
         stop_event: threading.Event | None = None,
         clock: Callable[[], datetime] | None = None,
         respect: Callable[[list[Document]], list[Document]] | None = None,
+        expire_before: datetime | None = None,
     ) -> None:
         self.store, self.archive, self.journal, self.cutoff = store, archive, journal, cutoff
         self.stop_event = stop_event
@@ -99,6 +106,7 @@ class ColdMove:
         # of a person forgotten since it was archived is written erased, never as it was.
         self.respect = respect or (lambda documents: documents)
         self.after_publish: Callable[[], None] = _no_fault  # the crash test's point: file out, archive whole
+        self.expire_before = expire_before  # ARCHIVE_RETENTION's cutoff: whole months before it go
         self.report = ColdMoveReport()
 
     def run(self) -> ColdMoveReport:
@@ -107,7 +115,21 @@ class ColdMove:
             if self.stop_event is not None and self.stop_event.is_set():
                 break
             self.move_month(month)
+        self.expire()
         return self.report
+
+    def expire(self) -> None:
+        """ARCHIVE_RETENTION in the cold tier: the files of each month wholly delivered before
+        its cutoff are removed (a month partly inside it waits until it is wholly past)."""
+        if self.expire_before is None:
+            return
+        for cold_file in self.store.files():
+            month = cold_file.month
+            if month is not None and month.next().start <= self.expire_before:
+                self.report.expired_orders += footer(self.store, cold_file.path).rows
+                self.store.remove(cold_file.path)
+                self.report.expired_files += 1
+                log.info("cold tier: %s past ARCHIVE_RETENTION removed", self.store.url_of(cold_file.path))
 
     # -- what is due
 

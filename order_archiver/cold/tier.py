@@ -49,8 +49,16 @@ def move_to_cold(
         now = retrying(lambda: server_time(archive_client or client), stop_event=stop_event)
         respect = ArchiveWriter.of(collections, settings, stop_event).respecting_erasures
         cutoff = now - settings.archive_cold_after
+        retention = settings.archive_retention
+        expire_before = now - retention if retention is not None else None
         move = ColdMove(
-            store, collections.archive, collections.checkpoints, cutoff, stop_event, respect=respect
+            store,
+            collections.archive,
+            collections.checkpoints,
+            cutoff,
+            stop_event,
+            respect=respect,
+            expire_before=expire_before,
         )
         return move.run()
 

@@ -492,3 +492,20 @@ def test_a_moved_order_still_in_the_source_is_not_archived_again_by_a_full_pass(
     assert report.archived == 0
     assert report.past_retention == len(old)
     assert_one_place_each(archive, store, before)
+
+
+def test_archive_retention_removes_the_cold_months_wholly_past_it(mongo, settings, archived, tmp_path):
+    _archive, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    months = sorted({f.month for f in store.files()}, key=lambda m: (m.year, m.month))
+    assert len(months) >= 2
+    # A cutoff inside the second month: the first goes whole, the second stays (partly inside).
+    expire_before = months[1].start + (months[1].next().start - months[1].start) / 2
+    first_month_orders = sum(files.footer(store, f.path).rows for f in store.files(months[0]))
+    report = ColdMove(store, *collections(mongo, settings), cutoff, expire_before=expire_before).run()
+    assert report.expired_files == 1
+    assert report.expired_orders == first_month_orders > 0
+    assert {f.month for f in store.files()} == set(months[1:])
+    assert "past ARCHIVE_RETENTION removed" in report.line()
