@@ -24,6 +24,8 @@ from typing import Any, TypedDict, TypeVar
 from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.cold.check import ColdCheck, check_cold
+from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId
 from order_archiver.errors import ConfigError, TransientError
@@ -72,10 +74,12 @@ class VerifyReport:
     orphan_examples: list[str] = field(default_factory=list)
     unerased: int = 0  # erased (marked, or of a forgotten person) yet holding personal data
     unerased_examples: list[str] = field(default_factory=list)
+    cold: ColdCheck | None = None  # ARCHIVE_COLD_URL: its files whole, each order in one place
 
     @property
     def consistent(self) -> bool:
-        return not self.missing and not self.mismatched and not self.unerased
+        cold_ok = self.cold is None or self.cold.consistent
+        return not self.missing and not self.mismatched and not self.unerased and cold_ok
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "consistent": self.consistent}
@@ -99,6 +103,7 @@ class VerifyReport:
             "archive documents erased (forget, ARCHIVE_PII_RETENTION) yet holding personal data: "
             f"{self.unerased} {self.unerased_examples or ''}".rstrip()
         )
+        out += [self.cold.line()] if self.cold is not None else []
         if self.missing_before_repair is not None:
             out.insert(
                 0,
@@ -185,10 +190,14 @@ def _reconcile(
     context: RunContext,
     progress: ProgressMode,
 ) -> VerifyReport:
-    check = _Check(Collections.of(client, settings, archive_client), settings, VerifyReport(), context)
+    collections = Collections.of(client, settings, archive_client)
+    check = _Check(collections, settings, VerifyReport(), context)
     check.delivered_orders(date_from, date_to, Progress("verifying", mode=progress))
     check.archive_documents(date_from, date_to)
     check.erasures(date_from, date_to)
+    store = cold_store(settings)
+    if store is not None:  # the whole cold tier, whatever the window: each order in one place
+        check.report.cold = check_cold(store, collections.archive, context.stop)
     return check.report
 
 

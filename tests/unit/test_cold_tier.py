@@ -509,3 +509,31 @@ def test_archive_retention_removes_the_cold_months_wholly_past_it(mongo, setting
     assert report.expired_orders == first_month_orders > 0
     assert {f.month for f in store.files()} == set(months[1:])
     assert "past ARCHIVE_RETENTION removed" in report.line()
+
+
+def test_verify_counts_the_cold_tier_and_finds_an_order_in_two_places(mongo, settings, archived, tmp_path):
+    from order_archiver.operations.verify import verify
+    from order_archiver.settings import Duration
+
+    archive, before = archived
+    store = local_store(tmp_path)
+    cold_after = Duration(days=(datetime.now(UTC) - a_cutoff(before)).days)
+    cutoff = datetime.now(UTC) - cold_after
+    moved = ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    report = verify(mongo, with_cold)
+    assert report.consistent, report.lines()
+    assert (report.cold.files, report.cold.orders, report.cold.also_in_archive) == (
+        moved.files,
+        moved.moved,
+        0,
+    )
+    assert report.missing == 0  # a moved order is not missing from the archive
+    assert "cold tier:" in "\n".join(report.lines())
+
+    one = next(iter(cold_documents(store).values()))[0][1]
+    archive.insert_one(before[one["_id"]])  # an order back in the archive: two places
+    again = verify(mongo, with_cold)
+    assert not again.consistent
+    assert again.cold.also_in_archive == 1
+    assert again.as_dict()["cold"]["also_in_archive"] == 1

@@ -1,0 +1,94 @@
+"""``verify`` in the cold tier: every file reads back as its footer says, and each order is in
+one place only (not also in the archive, not in two cold files of its month). Memory stays flat
+with a month's size: ids are compared a month at a time, asked of the archive a chunk at a time."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from order_archiver.cold.files import batches, footer, is_complete
+from order_archiver.cold.schema import document_of
+from order_archiver.cold.store import ColdFile, ColdStore
+from order_archiver.documents import MongoCollection
+from order_archiver.mongodb.source import chunked
+from order_archiver.retry import Retry, retrying
+
+EXAMPLES = 5
+CHUNK = 1_000  # ids asked of the archive at a time
+
+
+@dataclass
+class ColdCheck:
+    files: int = 0
+    orders: int = 0
+    damaged: list[str] = field(default_factory=list)  # files that do not read back as their footer says
+    also_in_archive: int = 0  # orders in a cold file and in the archive: two places
+    in_two_files: int = 0  # orders in two cold files of their month
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        return not self.damaged and not self.also_in_archive and not self.in_two_files
+
+    def line(self) -> str:
+        text = (
+            f"cold tier: {self.orders} orders in {self.files} files; also in the archive: "
+            f"{self.also_in_archive}; in two cold files: {self.in_two_files}"
+        )
+        if self.damaged:
+            text += f"; files that do not read back whole: {', '.join(self.damaged)}"
+        return text + (f" {self.examples}" if self.examples else "")
+
+
+def check_cold(
+    store: ColdStore, archive: MongoCollection, stop_event: threading.Event | None = None
+) -> ColdCheck:
+    check = ColdCheck()
+    found = store.files()
+    check.files = len(found)
+    for _, month_files in groupby(found, key=lambda f: f.month):
+        seen: set[str] = set()  # one month's ids: an order lies in its delivery month
+        for cold_file in month_files:
+            _check_file(store, cold_file, archive, check, seen, stop_event)
+    return check
+
+
+def _check_file(
+    store: ColdStore,
+    cold_file: ColdFile,
+    archive: MongoCollection,
+    check: ColdCheck,
+    seen: set[str],
+    stop_event: threading.Event | None,
+) -> None:
+    if not is_complete(store, cold_file.path):
+        check.damaged.append(store.url_of(cold_file.path))
+        return
+    check.orders += footer(store, cold_file.path).rows
+    for batch in batches(store, cold_file.path, ["document"]):
+        for texts in chunked([t for t in batch["document"] if t is not None], CHUNK):
+            ids = [document_of(text)["_id"] for text in texts]
+            for order_id in ids:
+                key = repr(order_id)
+                if key in seen:
+                    check.in_two_files += 1
+                    _note(check, f"{order_id} (two files)")
+                seen.add(key)
+            both = retrying(
+                functools.partial(_in_archive, archive, ids), purpose=Retry.READ, stop_event=stop_event
+            )
+            check.also_in_archive += len(both)
+            for order_id in both:
+                _note(check, f"{order_id} (archive and {store.url_of(cold_file.path)})")
+
+
+def _in_archive(archive: MongoCollection, ids: list[object]) -> list[object]:
+    return [d["_id"] for d in archive.find({"_id": {"$in": ids}}, {"_id": 1})]
+
+
+def _note(check: ColdCheck, example: str) -> None:
+    if len(check.examples) < EXAMPLES:
+        check.examples.append(example)
