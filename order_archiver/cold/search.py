@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bson import ObjectId
@@ -18,29 +19,55 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ColdQuery:
-    """One of: numbers (``numero_commande``), an ``_id``, a client's ``_id``, a courier's."""
+    """Numbers (``numero_commande``), an ``_id``, a client's or a courier's ``_id``, a window on
+    ``date_commande`` (from inclusive, to exclusive): every clause given must hold."""
 
     numeros: Sequence[str] = ()
     order_id: object = None
     client_id: ObjectId | None = None
     courier_id: ObjectId | None = None
+    date_from: datetime | None = None
+    date_to: datetime | None = None
 
     def expression(self) -> Expression:
-        import pyarrow.compute as pc
+        clauses = self._clauses()
+        if not clauses:
+            raise ValueError("a cold query needs a clause")
+        combined = clauses[0]
+        for clause in clauses[1:]:
+            combined = combined & clause
+        return combined
+
+    def _clauses(self) -> list[Expression]:
+        import pyarrow as pa
         import pyarrow.dataset as ds
 
+        clauses = []
         if self.numeros:
-            return ds.field("numero_commande").isin(list(self.numeros))
+            clauses.append(ds.field("numero_commande").isin(list(self.numeros)))
         if self.order_id is not None:
-            return ds.field("_id") == str(self.order_id)
-        # A person's orders: by the reference, or (a dangling one, the struct null) by the
-        # source copy's id in the document (canonical Extended JSON writes it so).
-        reference, name = (
-            ("livreur", "livreur_id") if self.courier_id is not None else ("client", "client_id")
-        )
-        person = str(self.courier_id if self.courier_id is not None else self.client_id)
-        copy = f'"{name}": {{"$oid": "{person}"}}'
-        return (ds.field(reference, "id") == person) | pc.match_substring(ds.field("document"), copy)
+            clauses.append(ds.field("_id") == str(self.order_id))
+        if self.client_id is not None:
+            clauses.append(_person("client", "client_id", self.client_id))
+        if self.courier_id is not None:
+            clauses.append(_person("livreur", "livreur_id", self.courier_id))
+        moment = pa.timestamp("ms", tz="UTC")
+        if self.date_from is not None:
+            clauses.append(ds.field("date_commande") >= pa.scalar(self.date_from, type=moment))
+        if self.date_to is not None:
+            clauses.append(ds.field("date_commande") < pa.scalar(self.date_to, type=moment))
+        return clauses
+
+
+def _person(reference: str, name: str, person_id: ObjectId) -> Expression:
+    """A person's orders: by the reference, or (a dangling one, the struct null) by the source
+    copy's id in the document (canonical Extended JSON writes it so)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    person = str(person_id)
+    copy = f'"{name}": {{"$oid": "{person}"}}'
+    return (ds.field(reference, "id") == person) | pc.match_substring(ds.field("document"), copy)
 
 
 def find_in_cold(store: ColdStore, query: ColdQuery) -> Iterator[tuple[str, dict[str, object]]]:

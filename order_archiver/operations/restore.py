@@ -28,6 +28,7 @@ holds), and the next restore marks it again before inserting it.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,8 @@ from bson import ObjectId
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
+from order_archiver.cold.search import ColdQuery, find_in_cold
+from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, WriteError, moment_or_none, write_errors
 from order_archiver.errors import TRANSIENT_CODES, ConfigError
@@ -190,7 +193,8 @@ def restore(
     report = RestoreReport(run)
     mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), context)
     seen: set[OrderId] = set()  # the numeros and ids selected, to name those asked for and not there
-    for chunk in _chunks(collections.archive, wanted, context):
+    cold = _cold_chunks(settings, selection)  # a moved order is restored from its cold file
+    for chunk in itertools.chain(_chunks(collections.archive, wanted, context), cold):
         report.selected += len(chunk)
         seen.update(document.get("numero_commande") for document in chunk)
         seen.update(("_id", document["_id"]) for document in chunk)
@@ -286,6 +290,24 @@ def _chunks(
         return archive.find(page, fields, batch_size=CHUNK, allow_disk_use=True).sort("_id", ASCENDING)
 
     return chunked(scan_by_id(selected_after, stop_event=context.stop), CHUNK)
+
+
+def _cold_chunks(settings: Settings, selection: RestoreSelection) -> Iterator[list[Document]]:
+    """The selected orders of the cold tier (``ARCHIVE_COLD_URL``), a chunk at a time: restored
+    as an archived one is (the cold file keeps the whole archive document, its source copy
+    included); never removed from the cold tier, as restore never deletes from the archive."""
+    store = cold_store(settings)
+    if store is None:
+        return iter(())
+    query = ColdQuery(
+        selection.numeros,
+        selection.order_id,
+        selection.client_id,
+        None,
+        selection.date_from,
+        selection.date_to,
+    )
+    return chunked((document for _, document in find_in_cold(store, query)), CHUNK)
 
 
 def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, object]]:

@@ -2,7 +2,7 @@
 the files as an analyst reads them (DuckDB), the settings refused before anything is written."""
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import bson
 import duckdb
@@ -537,3 +537,37 @@ def test_verify_counts_the_cold_tier_and_finds_an_order_in_two_places(mongo, set
     assert not again.consistent
     assert again.cold.also_in_archive == 1
     assert again.as_dict()["cold"]["also_in_archive"] == 1
+
+
+def test_restore_puts_a_moved_order_back_into_the_source_from_its_cold_file(
+    mongo, settings, archived, tmp_path
+):
+    from order_archiver.operations.restore import RestoreSelection, restore
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    old = [d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff][:3]
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    originals = {d["_id"]: orders.find_one({"_id": d["_id"]}) for d in old}
+    orders.delete_many({"_id": {"$in": list(originals)}})  # purged long ago
+    numeros = tuple(d["numero_commande"] for d in old)
+
+    dry = restore(mongo, with_cold, RestoreSelection(numeros))
+    assert (dry.selected, dry.restored, dry.not_found) == (3, 3, [])
+    assert orders.count_documents({"_id": {"$in": list(originals)}}) == 0
+    report = restore(mongo, with_cold, RestoreSelection(numeros), run=True)
+    assert (report.restored, report.complete) == (3, True)
+    for order_id, original in originals.items():
+        assert bson.encode(orders.find_one({"_id": order_id})) == bson.encode(original)
+    assert len(cold_documents(store)) == sum(
+        1 for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff
+    )
+    moment = old[0]["date_commande"]  # a window of one second around one moved order
+    by_window = restore(
+        mongo, with_cold, RestoreSelection(date_from=moment, date_to=moment + timedelta(seconds=1))
+    )
+    assert by_window.selected >= 1
+    assert by_window.already_there >= 1
