@@ -84,7 +84,9 @@ class ColdRewrite:
                     document = document_of(text)
                     yield erasure(document) if str(document["_id"]) in ids else document
 
-    def rewrite(self, old: ColdFile, ids: set[str], erasure: Erasure) -> None:
+    def rewrite(
+        self, old: ColdFile, ids: set[str], erasure: Erasure, metadata: Mapping[bytes, bytes] | None = None
+    ) -> None:
         month = old.month
         if month is None:
             raise ValueError(f"{old.path} lies in no year=/month= folder")
@@ -96,7 +98,7 @@ class ColdRewrite:
         writer = ColdFileWriter(self.store, partial)
         try:
             writer.add(self._documents(old.path, ids, erasure))
-            summary = writer.close()
+            summary = writer.close(metadata)
             check_file(self.store, partial, summary)
         except BaseException:
             writer.abandon()

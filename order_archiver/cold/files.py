@@ -77,9 +77,10 @@ class ColdFileWriter:
         self._writer.write_table(table, row_group_size=len(self._rows))
         self._rows = []
 
-    def close(self) -> FileSummary:
+    def close(self, extra: Mapping[bytes, bytes] | None = None) -> FileSummary:
+        """The footer: the count and checksums, and ``extra`` (what a rewrite records)."""
         self._flush()
-        metadata = self.digest.metadata()
+        metadata = {**(extra or {}), **self.digest.metadata()}
         self._writer.add_key_value_metadata(metadata)
         self._writer.close()
         self._out.close()
@@ -117,8 +118,11 @@ def read_back(store: ColdStore, path: str) -> FileSummary:
 
 def footer(store: ColdStore, path: str) -> FileSummary:
     """What a file's footer says it holds."""
-    metadata = _open(store, path).metadata.metadata or {}
-    return FileSummary.of(metadata)
+    return FileSummary.of(footer_metadata(store, path))
+
+
+def footer_metadata(store: ColdStore, path: str) -> dict[bytes, bytes]:
+    return dict(_open(store, path).metadata.metadata or {})
 
 
 def check_file(store: ColdStore, path: str, expected: FileSummary) -> None:

@@ -56,6 +56,8 @@ class ColdMoveReport:
     recovered: int = 0  # journal entries an interrupted run left, settled
     expired_files: int = 0  # ARCHIVE_RETENTION: files of months wholly past it, removed
     expired_orders: int = 0
+    pii_erased: int = 0  # ARCHIVE_PII_RETENTION: cold orders whose personal data was erased
+    pii_rewritten: int = 0  # the files rewritten for it
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -67,6 +69,8 @@ class ColdMoveReport:
             "recovered": self.recovered,
             "expired_files": self.expired_files,
             "expired_orders": self.expired_orders,
+            "pii_erased": self.pii_erased,
+            "pii_rewritten": self.pii_rewritten,
         }
 
     def line(self) -> str:
@@ -76,6 +80,8 @@ class ColdMoveReport:
             text += f"; {self.kept_revised} corrected meanwhile, kept in the archive"
         if self.recovered:
             text += f"; {plural(self.recovered, 'interrupted move')} settled"
+        if self.pii_erased:
+            text += f"; personal data of {plural(self.pii_erased, 'order')} erased (ARCHIVE_PII_RETENTION)"
         if self.expired_files:
             text += f"; {plural(self.expired_orders, 'order')} past ARCHIVE_RETENTION removed ({plural(self.expired_files, 'file')})"
         return text

@@ -10,12 +10,14 @@ from pymongo import MongoClient
 
 from order_archiver.cold.files import footer
 from order_archiver.cold.move import ColdMove, ColdMoveReport
+from order_archiver.cold.retention import erase_by_age
 from order_archiver.cold.store import ColdStore
 from order_archiver.documents import Document
 from order_archiver.errors import FatalError
 from order_archiver.logs import plural
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
+from order_archiver.orders.erasing import BY_AGE, Erasure
 from order_archiver.retry import named_side, retrying
 from order_archiver.settings import Settings
 
@@ -60,7 +62,14 @@ def move_to_cold(
             respect=respect,
             expire_before=expire_before,
         )
-        return move.run()
+        report = move.run()
+        if settings.archive_pii_retention is not None:
+            fields = settings.pii_policy.fields
+            erasure = Erasure(client=True, courier=True, by=BY_AGE, at=now, fields=fields)
+            cutoff = now - settings.archive_pii_retention
+            aged = erase_by_age(store, collections.checkpoints, cutoff, erasure, stop_event)
+            report.pii_erased, report.pii_rewritten = aged.orders, aged.files
+        return report
 
 
 @dataclass

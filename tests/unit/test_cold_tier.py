@@ -571,3 +571,36 @@ def test_restore_puts_a_moved_order_back_into_the_source_from_its_cold_file(
     )
     assert by_window.selected >= 1
     assert by_window.already_there >= 1
+
+
+def test_archive_pii_retention_erases_the_cold_orders_past_it_and_stamps_the_months_done(
+    mongo, settings, archived, tmp_path
+):
+    from order_archiver.cold.retention import erase_by_age
+    from order_archiver.orders.erasing import BY_AGE, Erasure
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    months = sorted({f.month for f in store.files()}, key=lambda m: (m.year, m.month))
+    # The PII cutoff inside the last cold month: the months before it wholly past, that one partly.
+    cold_dates = sorted(
+        d["date_livraison"] for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff
+    )
+    pii_cutoff = max(
+        cold_dates[len(cold_dates) // 2].replace(tzinfo=UTC), months[-1].start + timedelta(hours=1)
+    )
+    erasure = Erasure(client=True, courier=True, by=BY_AGE, at=NOW)
+    _, journal = collections(mongo, settings)
+    report = erase_by_age(store, journal, pii_cutoff, erasure)
+    assert report.orders > 0
+    for order_id, [(_, document)] in cold_documents(store).items():
+        original = before[order_id]
+        if original["date_livraison"].replace(tzinfo=UTC) < pii_cutoff:
+            assert not erasure.holds(document), order_id
+            assert document["montant_total"] == original["montant_total"]
+        else:
+            assert bson.encode(document) == bson.encode(original)
+    again = erase_by_age(store, journal, pii_cutoff, erasure)
+    assert (again.files, again.orders) == (0, 0)  # stamped months are not read again
