@@ -34,6 +34,7 @@ from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, chec
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore, Month
 from order_archiver.documents import Document, MongoCollection, moment_or_none
+from order_archiver.errors import FatalError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.retry import Retry, retrying
@@ -85,6 +86,13 @@ class ColdMoveReport:
         if self.expired_files:
             text += f"; {plural(self.expired_orders, 'order')} past ARCHIVE_RETENTION removed ({plural(self.expired_files, 'file')})"
         return text
+
+
+MONTH_ATTEMPTS = 3  # a month written again when a person was forgotten meanwhile
+
+
+class _ForgottenMeanwhile(Exception):
+    """A person was forgotten while their orders were being written to a cold file."""
 
 
 def _no_fault() -> None:
@@ -171,20 +179,52 @@ class ColdMove:
     # -- one month
 
     def move_month(self, month: Month) -> None:
-        partial, final = self.store.new_file(month)
-        self.store.prepare(month)
-        key = f"{JOURNAL_KIND}:{final}"
-        self._write(lambda: self.journal.insert_one(self._entry(key, month, partial, final)))
+        for _ in range(MONTH_ATTEMPTS):
+            partial, final = self.store.new_file(month)
+            self.store.prepare(month)
+            key = f"{JOURNAL_KIND}:{final}"
+            self._write(functools.partial(self.journal.insert_one, self._entry(key, month, partial, final)))
+            forget_entry = functools.partial(self.journal.delete_one, {"_id": key})
+            try:
+                summary = self._written(month, partial)
+            except _ForgottenMeanwhile:
+                self._write(forget_entry)
+                continue  # the month again: its orders read now are written erased
+            except BaseException:
+                self._write(forget_entry)
+                raise
+            self._published_and_moved(month, key, partial, final, summary)
+            return
+        raise FatalError(
+            f"cold tier: a person was forgotten while {month} was being written, {MONTH_ATTEMPTS} times "
+            "in a row; the archive is untouched: run batch again"
+        )
+
+    def _written(self, month: Month, partial: str) -> FileSummary:
+        """The month's archived orders in the partial file, read back and checked; a person
+        forgotten meanwhile among them (``respect`` erases a document now) raises
+        ``_ForgottenMeanwhile``: a file is never published with data an erasure removed."""
         writer = ColdFileWriter(self.store, partial)
         try:
             writer.add(d for page in chunked(self._documents(month), PAGE) for d in self.respect(page))
             summary = writer.close()
             if summary.rows:
                 check_file(self.store, partial, summary)
+                self._check_erasures(partial)
         except BaseException:
             writer.abandon()
-            self._write(lambda: self.journal.delete_one({"_id": key}))
             raise
+        return summary
+
+    def _check_erasures(self, partial: str) -> None:
+        for batch in batches(self.store, partial, ["document"]):
+            documents = [document_of(text) for text in batch["document"] if text is not None]
+            if self.respect(documents) != documents:
+                raise _ForgottenMeanwhile
+
+    def _published_and_moved(
+        self, month: Month, key: str, partial: str, final: str, summary: FileSummary
+    ) -> None:
         if not summary.rows:
             self.store.remove(partial)
             self._write(lambda: self.journal.delete_one({"_id": key}))

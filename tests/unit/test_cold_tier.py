@@ -604,3 +604,34 @@ def test_archive_pii_retention_erases_the_cold_orders_past_it_and_stamps_the_mon
             assert bson.encode(document) == bson.encode(original)
     again = erase_by_age(store, journal, pii_cutoff, erasure)
     assert (again.files, again.orders) == (0, 0)  # stamped months are not read again
+
+
+def test_a_person_forgotten_while_their_month_is_written_never_reaches_a_published_file(
+    mongo, settings, archived, tmp_path
+):
+    """forget records the person, then erases the archive, then the cold files: one that runs
+    wholly while a month is being written finds no published file to rewrite. The move checks
+    the record again before publishing, and writes the month again."""
+    from order_archiver.orders.erasing import BY_REQUEST, Erasure
+
+    archive, before = archived
+    cutoff = a_cutoff(before)
+    client = a_client_in_the_cold_tier(before, cutoff)
+    erasure = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW)
+    forgotten: set = set()
+    calls = []
+
+    def respect(documents):
+        """The record of forgotten persons, as the writer reads it; the client is forgotten just
+        after their orders were first read (the record changes under the move)."""
+        calls.append(len(documents))
+        done = [erasure(d) if (d.get("client") or {}).get("id") in forgotten else d for d in documents]
+        forgotten.add(client["id"])
+        return done
+
+    store = local_store(tmp_path)
+    report = ColdMove(store, *collections(mongo, settings), cutoff, respect=respect).run()
+    assert report.moved > 0
+    assert client["email"] not in every_string_in_the_cold_tier(store)
+    assert_one_place_each(archive, store, before)
+    assert not [p for p in (tmp_path / "cold").rglob("*.partial")]
