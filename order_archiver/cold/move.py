@@ -166,15 +166,26 @@ class ColdMove:
         return {"$gte": month.start, "$lt": min(month.next().start, self.cutoff)}
 
     def _documents(self, month: Month) -> Iterator[Document]:
+        """The month's archived orders on the ``{date_livraison, _id}`` index, in its order:
+        a cut resumes after the last (date, id) read (``scan_by_id`` gives the id, this the date)."""
         window = self._window(month)
+        last: dict[str, object] = {}
 
         def open_cursor(after_id: object) -> Cursor[Document]:
             query: Document = {"date_livraison": window}
             if after_id is not None:
-                query["_id"] = {"$gt": after_id}
-            return self.archive.find(query, sort=[("_id", 1)], batch_size=PAGE)
+                after = {
+                    "$or": [
+                        {"date_livraison": {"$gt": last["date"]}},
+                        {"date_livraison": last["date"], "_id": {"$gt": after_id}},
+                    ]
+                }
+                query = {"$and": [query, after]}
+            return self.archive.find(query, sort=[("date_livraison", 1), ("_id", 1)], batch_size=PAGE)
 
-        return scan_by_id(open_cursor, stop_event=self.stop_event)
+        for document in scan_by_id(open_cursor, stop_event=self.stop_event):
+            last["date"] = document.get("date_livraison")
+            yield document
 
     # -- one month
 

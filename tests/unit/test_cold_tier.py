@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import bson
 import duckdb
 import pytest
+from pymongo.errors import AutoReconnect
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.cold import files
@@ -635,3 +636,65 @@ def test_a_person_forgotten_while_their_month_is_written_never_reaches_a_publish
     assert client["email"] not in every_string_in_the_cold_tier(store)
     assert_one_place_each(archive, store, before)
     assert not [p for p in (tmp_path / "cold").rglob("*.partial")]
+
+
+class CutAfter:
+    """The archive, its first read cut after ``n`` documents (a failover mid-month): the
+    product's own resume (``scan_by_id`` and the month's (date, _id) keyset) goes on."""
+
+    def __init__(self, archive, n):
+        self.archive, self.n, self.cuts = archive, n, 0
+
+    def __getattr__(self, name):
+        return getattr(self.archive, name)
+
+    def find(self, *args, **kwargs):
+        cursor = self.archive.find(*args, **kwargs)
+        if self.cuts:
+            return cursor
+        self.cuts += 1
+        return Cut(cursor, self.n)
+
+
+class Cut:
+    """A cursor that loses its connection after ``n`` documents."""
+
+    def __init__(self, cursor, n):
+        self.cursor, self.n = cursor, n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cursor.close()
+
+    def __iter__(self):
+        for index, document in enumerate(self.cursor):
+            if index == self.n:
+                raise AutoReconnect("connection closed")
+            yield document
+
+
+def test_a_cut_mid_month_resumes_after_the_last_order_read_none_lost_none_twice(
+    mongo, settings, archived, tmp_path
+):
+    archive, before = archived
+    cutoff = a_cutoff(before)
+    month = Month.of(min(d["date_livraison"] for d in before.values()))
+    in_month = sorted(
+        (d for d in before.values() if Month.of(d["date_livraison"]) == month),
+        key=lambda d: d["date_livraison"],
+    )
+    # The month's first half delivered last, all at once: ties on the date (the _id decides),
+    # and ids lower than those read before the cut (a resume on the _id alone would skip them).
+    assert len(in_month) >= 20
+    same = in_month[-1]["date_livraison"]
+    ids = [d["_id"] for d in in_month[: len(in_month) // 2]]
+    archive.update_many({"_id": {"$in": ids}}, {"$set": {"date_livraison": same}})
+    fresh = {d["_id"]: d for d in archive.find()}
+    store = local_store(tmp_path)
+    _, journal = collections(mongo, settings)
+    report = ColdMove(store, CutAfter(archive, len(in_month) // 4), journal, cutoff).run()
+    assert report.moved > len(in_month)
+    in_cold = assert_one_place_each(archive, store, fresh)
+    assert set(in_cold) == {i for i, d in fresh.items() if d["date_livraison"].replace(tzinfo=UTC) < cutoff}
