@@ -195,10 +195,12 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
             )
             report = archiver.report
             archiver.run()
-            if options.run and report.completed:
-                from order_archiver.cold.tier import move_to_cold
+            from order_archiver.cold.tier import move_to_cold, would_move
 
+            if options.run and report.completed:
                 report.cold = move_to_cold(clients.source, settings, context.stop, clients.archive)
+            elif not options.run:
+                report.cold = would_move(clients.source, settings, context.stop, clients.archive)
             succeeded = True
     except ConfigError:
         raise  # refused before the run: no counts to tell, only the one line

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from order_archiver.cold.store import ColdStore
 
-ROW_GROUP_ROWS = 10_000  # rows a writer holds before it writes them out (a row group)
+ROW_GROUP_ROWS = 2_000  # rows a writer holds before it writes them out (a row group): the memory bound
 READ_BATCH_ROWS = 2_000  # rows a reader holds at a time
 
 

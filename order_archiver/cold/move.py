@@ -59,6 +59,7 @@ class ColdMoveReport:
     expired_orders: int = 0
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: cold orders whose personal data was erased
     pii_rewritten: int = 0  # the files rewritten for it
+    would_move: int | None = None  # a dry run: the archived orders past ARCHIVE_COLD_AFTER
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -72,9 +73,12 @@ class ColdMoveReport:
             "expired_orders": self.expired_orders,
             "pii_erased": self.pii_erased,
             "pii_rewritten": self.pii_rewritten,
+            "would_move": self.would_move,
         }
 
     def line(self) -> str:
+        if self.would_move is not None:
+            return f"cold tier: would move {plural(self.would_move, 'archived order')} (dry run)"
         months = f" ({', '.join(self.months)})" if self.months else ""
         text = f"cold tier: {plural(self.moved, 'order')} moved into {plural(self.files, 'file')}{months}"
         if self.kept_revised:

@@ -35,6 +35,27 @@ def check_cold_tier(settings: Settings) -> None:
         store.check()
 
 
+def would_move(
+    client: MongoClient[Document],
+    settings: Settings,
+    stop_event: threading.Event,
+    archive_client: MongoClient[Document] | None = None,
+) -> ColdMoveReport | None:
+    """A dry run: how many archived orders ``batch --run`` would move now (one count on the
+    ``{date_livraison, _id}`` index); None without a cold tier."""
+    if cold_store(settings) is None or settings.archive_cold_after is None:
+        return None
+    collections = Collections.of(client, settings, archive_client)
+    with named_side(collections.archive_side):
+        now = retrying(lambda: server_time(archive_client or client), stop_event=stop_event)
+        cutoff = now - settings.archive_cold_after
+        count = retrying(
+            lambda: collections.archive.count_documents({"date_livraison": {"$lt": cutoff}}),
+            stop_event=stop_event,
+        )
+    return ColdMoveReport(would_move=count)
+
+
 def move_to_cold(
     client: MongoClient[Document],
     settings: Settings,
