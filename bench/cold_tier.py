@@ -36,6 +36,7 @@ from order_archiver.batch.report import peak_rss_mib
 from order_archiver.cold.move import ColdMove
 from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.store import ColdStore, Month
+from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from teststand.devserver import DevServer
 
 CUTOFF = datetime(2026, 1, 1, tzinfo=UTC)
@@ -84,7 +85,10 @@ def archived(n: int, delivered: datetime) -> dict[str, object]:
 
 
 def fill(archive: pymongo.collection.Collection, month: Month, count: int, first: int = 0) -> int:
-    """``count`` archived orders delivered in ``month``; their BSON bytes."""
+    """``count`` archived orders delivered in ``month``; their BSON bytes. The archive's
+    indexes are the ones ``batch --run`` builds (the move reads on ``{date_livraison, _id}``)."""
+    for keys, extra in ARCHIVE_INDEXES:
+        archive.create_index(keys, **extra)
     size = 0
     for start in range(0, count, 2000):
         batch = [
