@@ -198,9 +198,9 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
             from order_archiver.cold.tier import move_to_cold, would_move
 
             if options.run and report.completed:
-                report.cold = move_to_cold(clients.source, settings, context.stop, clients.archive)
+                report.cold = move_to_cold(clients.source, settings, context, clients.archive)
             elif not options.run:
-                report.cold = would_move(clients.source, settings, context.stop, clients.archive)
+                report.cold = would_move(clients.source, settings, context, clients.archive)
             succeeded = True
     except ConfigError:
         raise  # refused before the run: no counts to tell, only the one line
@@ -407,7 +407,7 @@ def cmd_find(args: argparse.Namespace, context: RunContext) -> int:
         args,
         context,
         lambda c, s: find_orders(
-            c.source, s, selection, show_pii=args.show_pii, stop_event=context.stop, archive_client=c.archive
+            c.source, s, selection, show_pii=args.show_pii, context=context, archive_client=c.archive
         ),
         ok=lambda r: r.complete,
     )

@@ -5,16 +5,16 @@ with a month's size: ids are compared a month at a time, asked of the archive a 
 from __future__ import annotations
 
 import functools
-import threading
 from dataclasses import dataclass, field
 from itertools import groupby
 
 from order_archiver.cold.files import batches, footer, is_complete
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
+from order_archiver.context import RunContext
 from order_archiver.documents import MongoCollection
 from order_archiver.mongodb.source import chunked
-from order_archiver.retry import Retry, retrying
+from order_archiver.retry import Retry
 
 EXAMPLES = 5
 CHUNK = 1_000  # ids asked of the archive at a time
@@ -43,16 +43,14 @@ class ColdCheck:
         return text + (f" {self.examples}" if self.examples else "")
 
 
-def check_cold(
-    store: ColdStore, archive: MongoCollection, stop_event: threading.Event | None = None
-) -> ColdCheck:
+def check_cold(store: ColdStore, archive: MongoCollection, context: RunContext) -> ColdCheck:
     check = ColdCheck()
     found = store.files()
     check.files = len(found)
     for _, month_files in groupby(found, key=lambda f: f.month):
         seen: set[str] = set()  # one month's ids: an order lies in its delivery month
         for cold_file in month_files:
-            _check_file(store, cold_file, archive, check, seen, stop_event)
+            _check_file(store, cold_file, archive, check, seen, context)
     return check
 
 
@@ -62,7 +60,7 @@ def _check_file(
     archive: MongoCollection,
     check: ColdCheck,
     seen: set[str],
-    stop_event: threading.Event | None,
+    context: RunContext,
 ) -> None:
     if not is_complete(store, cold_file.path):
         check.damaged.append(store.url_of(cold_file.path))
@@ -77,9 +75,7 @@ def _check_file(
                     check.in_two_files += 1
                     _note(check, f"{order_id} (two files)")
                 seen.add(key)
-            both = retrying(
-                functools.partial(_in_archive, archive, ids), purpose=Retry.READ, stop_event=stop_event
-            )
+            both = context.retrying(functools.partial(_in_archive, archive, ids), purpose=Retry.READ)
             check.also_in_archive += len(both)
             for order_id in both:
                 _note(check, f"{order_id} (archive and {store.url_of(cold_file.path)})")

@@ -6,7 +6,6 @@ whole, or the partial one otherwise."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -15,10 +14,11 @@ from order_archiver.cold.move import JOURNAL_KIND
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.store import ColdFile, ColdStore
+from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
 from order_archiver.logs import get_logger, plural
 from order_archiver.orders.erasing import Erasure
-from order_archiver.retry import Retry, retrying
+from order_archiver.retry import Retry
 
 log = get_logger("cold")
 
@@ -51,7 +51,7 @@ def erase_in_cold(
     erasure: Erasure,
     *,
     run: bool,
-    stop_event: threading.Event | None = None,
+    context: RunContext,
 ) -> ColdErasure:
     """Count (and with ``run`` erase) the person's personal data in every cold file."""
     report = ColdErasure()
@@ -61,7 +61,7 @@ def erase_in_cold(
         report.orders += orders
         report.erased += len(holding)
         if run and holding:
-            ColdRewrite(store, journal, stop_event).rewrite(cold_file, holding, erasure)
+            ColdRewrite(store, journal, context).rewrite(cold_file, holding, erasure)
             report.rewritten += 1
     return report
 
@@ -69,13 +69,11 @@ def erase_in_cold(
 class ColdRewrite:
     """One cold file replaced by a copy with some orders erased."""
 
-    def __init__(
-        self, store: ColdStore, journal: MongoCollection, stop_event: threading.Event | None
-    ) -> None:
-        self.store, self.journal, self.stop_event = store, journal, stop_event
+    def __init__(self, store: ColdStore, journal: MongoCollection, context: RunContext) -> None:
+        self.store, self.journal, self.context = store, journal, context
 
     def _write(self, func: Callable[[], object]) -> None:
-        retrying(func, purpose=Retry.WRITE, stop_event=self.stop_event)
+        self.context.retrying(func, purpose=Retry.WRITE)
 
     def _documents(self, path: str, ids: set[str], erasure: Erasure) -> Iterator[Mapping[str, object]]:
         for batch in batches(self.store, path, ["document"]):

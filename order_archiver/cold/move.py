@@ -21,7 +21,6 @@ never published unchecked, and nothing is deleted that a checked file does not h
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,11 +32,12 @@ from pymongo.cursor import Cursor
 from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, footer, is_complete
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore, Month
+from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, moment_or_none
 from order_archiver.errors import FatalError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.source import chunked, scan_by_id
-from order_archiver.retry import Retry, retrying
+from order_archiver.retry import Retry
 
 log = get_logger("cold")
 T = TypeVar("T")
@@ -112,13 +112,13 @@ class ColdMove:
         archive: MongoCollection,
         journal: MongoCollection,
         cutoff: datetime,
-        stop_event: threading.Event | None = None,
+        context: RunContext | None = None,
         clock: Callable[[], datetime] | None = None,
         respect: Callable[[list[Document]], list[Document]] | None = None,
         expire_before: datetime | None = None,
     ) -> None:
         self.store, self.archive, self.journal, self.cutoff = store, archive, journal, cutoff
-        self.stop_event = stop_event
+        self.context = context or RunContext()
         self.clock = clock or (lambda: cutoff)
         # The record of forgotten persons (``storage.ArchiveWriter.respecting_erasures``): an order
         # of a person forgotten since it was archived is written erased, never as it was.
@@ -130,7 +130,7 @@ class ColdMove:
     def run(self) -> ColdMoveReport:
         self.settle()
         for month in self.months():
-            if self.stop_event is not None and self.stop_event.is_set():
+            if self.context.stopped:
                 break
             self.move_month(month)
         self.expire()
@@ -187,7 +187,7 @@ class ColdMove:
                 query = {"$and": [query, after]}
             return self.archive.find(query, sort=[("date_livraison", 1), ("_id", 1)], batch_size=PAGE)
 
-        for document in scan_by_id(open_cursor, stop_event=self.stop_event):
+        for document in scan_by_id(open_cursor, stop_event=self.context.stop):
             last["date"] = document.get("date_livraison")
             yield document
 
@@ -318,7 +318,7 @@ class ColdMove:
     # -- the server, with retries
 
     def _read(self, func: Callable[[], T]) -> T:
-        return retrying(func, purpose=Retry.READ, stop_event=self.stop_event)
+        return self.context.retrying(func, purpose=Retry.READ)
 
     def _write(self, func: Callable[[], T]) -> T:
-        return retrying(func, purpose=Retry.WRITE, stop_event=self.stop_event)
+        return self.context.retrying(func, purpose=Retry.WRITE)

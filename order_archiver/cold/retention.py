@@ -10,7 +10,6 @@ files of the month or two the cutoff crosses, and a footer for each older file (
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +17,7 @@ from order_archiver.cold.erasure import ColdRewrite
 from order_archiver.cold.files import batches, footer_metadata
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
+from order_archiver.context import RunContext
 from order_archiver.documents import MongoCollection, moment_or_none
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.erasing import Erasure
@@ -53,7 +53,7 @@ def erase_by_age(
     journal: MongoCollection,
     cutoff: datetime,
     erasure: Erasure,
-    stop_event: threading.Event | None = None,
+    context: RunContext,
 ) -> ColdAgeErasure:
     """Each cold file with orders delivered before ``cutoff`` still holding personal data,
     rewritten without it; a file of a month wholly before the cutoff is stamped so, once."""
@@ -68,7 +68,7 @@ def erase_by_age(
         ids = _past_and_holding(store, cold_file, cutoff, erasure)
         if ids or month.next().start <= cutoff:  # a month wholly past: stamped, never read again
             stamp = {META_ERASED_BEFORE: cutoff.isoformat().encode()}
-            ColdRewrite(store, journal, stop_event).rewrite(cold_file, ids, erasure, stamp)
+            ColdRewrite(store, journal, context).rewrite(cold_file, ids, erasure, stamp)
             report.files += 1
             report.orders += len(ids)
     return report

@@ -3,7 +3,6 @@ complete batch pass."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from pymongo import MongoClient
@@ -12,13 +11,13 @@ from order_archiver.cold.files import footer
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.retention import erase_by_age
 from order_archiver.cold.store import ColdStore
+from order_archiver.context import RunContext
 from order_archiver.documents import Document
 from order_archiver.errors import FatalError
 from order_archiver.logs import plural
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.orders.erasing import BY_AGE, Erasure
-from order_archiver.retry import named_side, retrying
 from order_archiver.settings import Settings
 
 
@@ -38,7 +37,7 @@ def check_cold_tier(settings: Settings) -> None:
 def would_move(
     client: MongoClient[Document],
     settings: Settings,
-    stop_event: threading.Event,
+    context: RunContext,
     archive_client: MongoClient[Document] | None = None,
 ) -> ColdMoveReport | None:
     """A dry run: how many archived orders ``batch --run`` would move now (one count on the
@@ -46,49 +45,47 @@ def would_move(
     if cold_store(settings) is None or settings.archive_cold_after is None:
         return None
     collections = Collections.of(client, settings, archive_client)
-    with named_side(collections.archive_side):
-        now = retrying(lambda: server_time(archive_client or client), stop_event=stop_event)
-        cutoff = now - settings.archive_cold_after
-        count = retrying(
-            lambda: collections.archive.count_documents({"date_livraison": {"$lt": cutoff}}),
-            stop_event=stop_event,
-        )
+    on_archive = context.on(collections.archive_side)
+    now = on_archive.retrying(lambda: server_time(archive_client or client))
+    cutoff = now - settings.archive_cold_after
+    count = on_archive.retrying(
+        lambda: collections.archive.count_documents({"date_livraison": {"$lt": cutoff}})
+    )
     return ColdMoveReport(would_move=count)
 
 
 def move_to_cold(
     client: MongoClient[Document],
     settings: Settings,
-    stop_event: threading.Event,
+    context: RunContext,
     archive_client: MongoClient[Document] | None = None,
 ) -> ColdMoveReport | None:
     """The archived orders delivered before ``now - ARCHIVE_COLD_AFTER`` (the archive's
-    server clock) moved to the cold tier; None without one."""
+    server clock) moved to the cold tier; None without one. With ARCHIVE_RETENTION, the months
+    wholly past it removed; with ARCHIVE_PII_RETENTION, the orders past it erased."""
     store = cold_store(settings)
     if store is None or settings.archive_cold_after is None:
         return None
     collections = Collections.of(client, settings, archive_client)
-    with named_side(collections.archive_side):
-        now = retrying(lambda: server_time(archive_client or client), stop_event=stop_event)
-        respect = ArchiveWriter.of(collections, settings, stop_event).respecting_erasures
-        cutoff = now - settings.archive_cold_after
+    on_archive = context.on(collections.archive_side)
+    with on_archive.named():
+        now = on_archive.retrying(lambda: server_time(archive_client or client))
         retention = settings.archive_retention
-        expire_before = now - retention if retention is not None else None
         move = ColdMove(
             store,
             collections.archive,
             collections.checkpoints,
-            cutoff,
-            stop_event,
-            respect=respect,
-            expire_before=expire_before,
+            now - settings.archive_cold_after,
+            on_archive,
+            respect=ArchiveWriter.of(collections, settings, on_archive).respecting_erasures,
+            expire_before=now - retention if retention is not None else None,
         )
         report = move.run()
         if settings.archive_pii_retention is not None:
             fields = settings.pii_policy.fields
             erasure = Erasure(client=True, courier=True, by=BY_AGE, at=now, fields=fields)
             cutoff = now - settings.archive_pii_retention
-            aged = erase_by_age(store, collections.checkpoints, cutoff, erasure, stop_event)
+            aged = erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive)
             report.pii_erased, report.pii_rewritten = aged.orders, aged.files
         return report
 

@@ -3,7 +3,6 @@ the order itself, masked unless ``--show-pii``. Reads only."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -12,6 +11,7 @@ from pymongo import MongoClient
 
 from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.tier import cold_store
+from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, mapping_or_empty
 from order_archiver.errors import ConfigError
 from order_archiver.logs import plural
@@ -20,7 +20,7 @@ from order_archiver.mongodb.forgotten import orders_of
 from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.pii import mask_pii
-from order_archiver.retry import Retry, retrying
+from order_archiver.retry import Retry
 from order_archiver.settings import Settings
 
 MAX_SHOWN = 100  # orders a --client shows at most (the count says how many there are)
@@ -129,22 +129,23 @@ def find_orders(
     selection: FindSelection,
     *,
     show_pii: bool = False,
-    stop_event: threading.Event | None = None,
+    context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
 ) -> FindReport:
     selection.check()
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)
+    run = context or RunContext()
     report = FindReport(show_pii, asked=selection.numeros)
 
-    def read(collection: MongoCollection, query: Document) -> list[Document]:
-        return retrying(
-            lambda: list(collection.find(query).limit(MAX_SHOWN)), purpose=Retry.READ, stop_event=stop_event
+    def read(collection: MongoCollection, query: Document, side: str) -> list[Document]:
+        return run.on(side).retrying(
+            lambda: list(collection.find(query).limit(MAX_SHOWN)), purpose=Retry.READ
         )
 
-    for document in read(collections.orders_primary, selection.source_filter()):
+    for document in read(collections.orders_primary, selection.source_filter(), collections.source_side):
         report.add(Place("source", document))
-    for document in read(collections.archive, selection.archive_filter()):
+    for document in read(collections.archive, selection.archive_filter(), collections.archive_side):
         report.add(Place("archive", document))
     store = cold_store(settings)
     if store is not None:

@@ -167,8 +167,11 @@ def forget_person(
             collections.archive, person.orders(), erasure, on_archive
         )
     if not report.orders:
-        report.found = _in_the_source(collections, settings, person, on_archive.on(collections.source_side)) or bool(
-            (cold := _in_the_cold_tier(collections, settings, person, erasure, False, on_archive)) and cold.orders
+        report.found = _in_the_source(
+            collections, settings, person, on_archive.on(collections.source_side)
+        ) or bool(
+            (cold := _in_the_cold_tier(collections, settings, person, erasure, False, on_archive))
+            and cold.orders
         )
     with on_archive.named():
         if run and report.found:
@@ -177,7 +180,9 @@ def forget_person(
             ForgottenPersons(collections.forgotten, on_archive).record(person.kind, person.id, erasure.at)
             erase_personal_data(collections.archive, person.orders(), erasure, context=on_archive)
         # After the record: a move to the cold tier that starts now writes their orders erased.
-        report.cold = _in_the_cold_tier(collections, settings, person, erasure, run and report.found, on_archive)
+        report.cold = _in_the_cold_tier(
+            collections, settings, person, erasure, run and report.found, on_archive
+        )
     log.info(
         "forget: %s %s: %s archived orders, %d %s",
         person.name,
@@ -203,7 +208,7 @@ def _in_the_cold_tier(
     if store is None:
         return None
     query = ColdQuery(courier_id=person.id) if person.kind == COURIER else ColdQuery(client_id=person.id)
-    return erase_in_cold(store, collections.checkpoints, query, erasure, run=run, stop_event=context.stop)
+    return erase_in_cold(store, collections.checkpoints, query, erasure, run=run, context=context)
 
 
 def _in_the_source(collections: Collections, settings: Settings, person: Person, context: RunContext) -> bool:

@@ -197,7 +197,7 @@ def _reconcile(
     check.erasures(date_from, date_to)
     store = cold_store(settings)
     if store is not None:  # the whole cold tier, whatever the window: each order in one place
-        check.report.cold = check_cold(store, collections.archive, context.stop)
+        check.report.cold = check_cold(store, collections.archive, context.on(collections.archive_side))
     return check.report
 
 

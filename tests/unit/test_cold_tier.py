@@ -1,7 +1,6 @@
 """The cold tier (#35) on mongomock and the local disk: the move, its checks, its crash safety,
 the files as an analyst reads them (DuckDB), the settings refused before anything is written."""
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import bson
@@ -14,6 +13,7 @@ from order_archiver.cold import files
 from order_archiver.cold.move import JOURNAL_KIND, ColdMove
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore, Month
+from order_archiver.context import RunContext
 from order_archiver.errors import ConfigError
 from order_archiver.settings import load_settings
 from tests.helpers import seed_database
@@ -29,7 +29,11 @@ class Killed(BaseException):
 def archived(mongo, settings):
     seed_database(mongo[settings.mongodb_database], settings, 400, p_anomalies=0.15)
     BatchArchiver(
-        mongo, settings, BatchOptions(run=True, batch_size=50), clock=lambda: NOW, server_clock=lambda: NOW
+        mongo,
+        settings,
+        BatchOptions(run=True, batch_size=50),
+        context=RunContext(clock=lambda: NOW),
+        server_clock=lambda: NOW,
     ).run()
     archive = mongo[settings.archive_db_name][settings.archive_collection]
     before = {d["_id"]: d for d in archive.find()}
@@ -435,12 +439,14 @@ def test_a_move_writes_a_forgotten_clients_orders_erased(mongo, settings, archiv
     client = a_client_in_the_cold_tier(before, cutoff)
     store = local_store(tmp_path)
     forgotten = mongo[settings.archive_db_name][settings.forgotten_collection]
-    ForgottenPersons(forgotten, None).record("client", client["id"], NOW)  # recorded, archive not yet erased
+    ForgottenPersons(forgotten, RunContext()).record(
+        "client", client["id"], NOW
+    )  # recorded, archive not yet erased
     days = (datetime.now(UTC) - cutoff).days
     from order_archiver.settings import Duration
 
     with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=Duration(days=days))
-    report = move_to_cold(mongo, with_cold, threading.Event())
+    report = move_to_cold(mongo, with_cold, RunContext())
     assert report.moved > 0
     assert client["email"] not in every_string_in_the_cold_tier(store)
     assert_one_place_each(archive, store, before)
@@ -487,7 +493,7 @@ def test_a_moved_order_still_in_the_source_is_not_archived_again_by_a_full_pass(
         mongo,
         with_cold,
         BatchOptions(run=True, full=True, batch_size=50),
-        clock=lambda: NOW,
+        context=RunContext(clock=lambda: NOW),
         server_clock=lambda: NOW,
     ).run()
     assert report.archived == 0
@@ -594,7 +600,7 @@ def test_archive_pii_retention_erases_the_cold_orders_past_it_and_stamps_the_mon
     )
     erasure = Erasure(client=True, courier=True, by=BY_AGE, at=NOW)
     _, journal = collections(mongo, settings)
-    report = erase_by_age(store, journal, pii_cutoff, erasure)
+    report = erase_by_age(store, journal, pii_cutoff, erasure, RunContext())
     assert report.orders > 0
     for order_id, [(_, document)] in cold_documents(store).items():
         original = before[order_id]
@@ -603,7 +609,7 @@ def test_archive_pii_retention_erases_the_cold_orders_past_it_and_stamps_the_mon
             assert document["montant_total"] == original["montant_total"]
         else:
             assert bson.encode(document) == bson.encode(original)
-    again = erase_by_age(store, journal, pii_cutoff, erasure)
+    again = erase_by_age(store, journal, pii_cutoff, erasure, RunContext())
     assert (again.files, again.orders) == (0, 0)  # stamped months are not read again
 
 
