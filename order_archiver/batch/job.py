@@ -141,9 +141,7 @@ class BatchArchiver:
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         maintain = options.maintain
         self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, on_archive, maintain)
-        self.index_step = IndexStep(
-            self.orders, self.archive, settings.index_build_wait_s, context.stop, maintain
-        )
+        self.index_step = IndexStep.of(self.orders, self.archive, settings, context.stop, maintain)
         self.progress: Progress | None = None
         self._last_written_id: Any = None
         self._source_exists = True  # see _run

@@ -43,6 +43,7 @@ from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import hello, index_build_options
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.retry import Retry, retrying
+from order_archiver.settings import Settings
 
 log = get_logger("batch")
 
@@ -70,8 +71,11 @@ ARCHIVE_INDEXES: list[tuple[Keys, dict[str, object]]] = [
     ([("client.id", ASCENDING)], {}),
     ([("source.client_id", ASCENDING)], {}),
     ([("livreur.id", ASCENDING)], {}),  # a courier's orders (forget --courier)
-    # The cold tier's month (ARCHIVE_COLD_URL): one index range in its read order. Not
-    # {date_livraison} alone: ARCHIVE_RETENTION's TTL index has that key (85 on a second one).
+]
+# With a cold tier only (ARCHIVE_COLD_URL): a month of the archive as one index range, in the
+# move's read order. Not {date_livraison} alone: ARCHIVE_RETENTION's TTL index has that key (85
+# on a second one). An archive without a cold tier does not pay for it (disk, every write).
+COLD_TIER_INDEXES: list[tuple[Keys, dict[str, object]]] = [
     ([("date_livraison", ASCENDING), ("_id", ASCENDING)], {}),
 ]
 
@@ -175,11 +179,12 @@ class IndexStatus:
 
 
 def wanted_indexes(
-    orders: MongoCollection, archive: MongoCollection, *, source_exists: bool
+    orders: MongoCollection, archive: MongoCollection, *, source_exists: bool, cold_tier: bool = False
 ) -> list[WantedIndex]:
-    """The archive's indexes and, when the orders collection exists, the source's (a build would
-    create the collection a typo names)."""
-    wanted = [WantedIndex(archive, "archive", keys, extra) for keys, extra in ARCHIVE_INDEXES]
+    """The archive's indexes (with ``cold_tier``, the move's too) and, when the orders collection
+    exists, the source's (a build would create the collection a typo names)."""
+    archive_indexes = ARCHIVE_INDEXES + (COLD_TIER_INDEXES if cold_tier else [])
+    wanted = [WantedIndex(archive, "archive", keys, extra) for keys, extra in archive_indexes]
     if source_exists:
         wanted = [WantedIndex(orders, "source", keys, extra) for keys, extra in SOURCE_INDEXES] + wanted
     return wanted
@@ -390,6 +395,19 @@ class IndexStep:
     wait_s: float
     stop_event: threading.Event
     create: bool = True  # False: check only (``require``)
+    cold_tier: bool = False  # ARCHIVE_COLD_URL set: the move's index too
+
+    @classmethod
+    def of(
+        cls,
+        orders: MongoCollection,
+        archive: MongoCollection,
+        settings: Settings,
+        stop_event: threading.Event,
+        create: bool,
+    ) -> IndexStep:
+        cold_tier = settings.archive_cold_url is not None
+        return cls(orders, archive, settings.index_build_wait_s, stop_event, create, cold_tier)
 
     def build(self, report: PlanReport, *, source_exists: bool) -> None:
         """Build; refuse to go on without the archive's unique index (``require_unique``)."""
@@ -402,6 +420,7 @@ class IndexStep:
             stop_event=self.stop_event,
             source_exists=source_exists,
             wait_s=self.wait_s,
+            cold_tier=self.cold_tier,
         )
         self._report(report, statuses)
         require_unique(statuses, self.archive)
@@ -411,7 +430,9 @@ class IndexStep:
         not ready is said, naming batch --run, which builds it; a missing one costs speed only (an
         order is archived once by its _id); the archive's unique index being built stops the
         catch-up as it stops a batch run (``require_unique``)."""
-        wanted = wanted_indexes(self.orders, self.archive, source_exists=source_exists)
+        wanted = wanted_indexes(
+            self.orders, self.archive, source_exists=source_exists, cold_tier=self.cold_tier
+        )
         statuses = index_states(wanted, self.stop_event)
         for status in statuses:
             if status.state != "ready":
@@ -421,7 +442,9 @@ class IndexStep:
 
     def plan(self, report: PlanReport, *, source_exists: bool) -> None:
         """Where each index stands, nothing built."""
-        wanted = wanted_indexes(self.orders, self.archive, source_exists=source_exists)
+        wanted = wanted_indexes(
+            self.orders, self.archive, source_exists=source_exists, cold_tier=self.cold_tier
+        )
         self._report(report, index_states(wanted, self.stop_event))
 
     @staticmethod
@@ -438,11 +461,14 @@ def ensure_indexes(
     stop_event: threading.Event,
     source_exists: bool = True,
     wait_s: float,
+    cold_tier: bool = False,
 ) -> list[IndexStatus]:
     """The step for one batch run: build (``build_indexes``), log what is not ready and what
     it costs (the caller then refuses to write without the unique index: ``require_unique``)."""
     statuses = build_indexes(
-        wanted_indexes(orders, archive, source_exists=source_exists), wait_s=wait_s, stop_event=stop_event
+        wanted_indexes(orders, archive, source_exists=source_exists, cold_tier=cold_tier),
+        wait_s=wait_s,
+        stop_event=stop_event,
     )
     for status in statuses:
         if status.state != "ready":

@@ -320,7 +320,11 @@ def index_check(report: DoctorReport, client: MongoClient[Document], settings: S
     orders = client[settings.mongodb_database][settings.orders_collection]
     archive = client[settings.archive_db_name][settings.archive_collection]
     wanted = [
-        w for w in wanted_indexes(orders, archive, source_exists=True) if side == "both" or w.side == side
+        w
+        for w in wanted_indexes(
+            orders, archive, source_exists=True, cold_tier=settings.archive_cold_url is not None
+        )
+        if side == "both" or w.side == side
     ]
     try:
         waiting = [s for s in index_states(wanted, None) if s.state != "ready"]

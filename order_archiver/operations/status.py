@@ -306,7 +306,13 @@ def collect_status(
     report.purge_movable = int(read(lambda: collections.orders.count_documents(old_enough)))
     _retention(report, collections.archive, settings, now, context)
     _forgotten(report, collections, read, context)
-    _indexes(report, collections, source_exists=not source_problem, context=context)
+    _indexes(
+        report,
+        collections,
+        source_exists=not source_problem,
+        cold_tier=settings.archive_cold_url is not None,
+        context=context,
+    )
     report.problems += _heartbeat_problems(report.watchers, now, max_heartbeat_age)
     return report
 
@@ -348,12 +354,19 @@ def _forgotten(report: StatusReport, collections: Collections, read: Reader, con
 
 
 def _indexes(
-    report: StatusReport, collections: Collections, *, source_exists: bool, context: RunContext
+    report: StatusReport,
+    collections: Collections,
+    *,
+    source_exists: bool,
+    cold_tier: bool,
+    context: RunContext,
 ) -> None:
     """The indexes not ready and what they cost (one ``listIndexes`` per collection); the
     archive's unique index being built is a problem (no run archives until it is ready), missing
     it is not (the next batch --run builds it)."""
-    wanted = wanted_indexes(collections.orders, collections.archive, source_exists=source_exists)
+    wanted = wanted_indexes(
+        collections.orders, collections.archive, source_exists=source_exists, cold_tier=cold_tier
+    )
     statuses = index_states(wanted, context.stop)
     report.indexes = [s for s in statuses if s.state != "ready"]
     try:  # being built: no run archives until it is ready; missing, the next batch --run builds it

@@ -705,3 +705,15 @@ def test_a_cut_mid_month_resumes_after_the_last_order_read_none_lost_none_twice(
     assert report.moved > len(in_month)
     in_cold = assert_one_place_each(archive, store, fresh)
     assert set(in_cold) == {i for i, d in fresh.items() if d["date_livraison"].replace(tzinfo=UTC) < cutoff}
+
+
+def test_the_moves_index_is_built_only_with_a_cold_tier(mongo, settings, archived, tmp_path):
+    """{date_livraison, _id} serves the move's month reads; an archive without a cold tier does
+    not pay for it (its disk, and a key more on every write)."""
+    archive, _ = archived
+    assert "date_livraison_1__id_1" not in archive.index_information()
+    cold = settings.with_overrides(archive_cold_url=f"file://{tmp_path}", archive_cold_after=None)
+    BatchArchiver(
+        mongo, cold, BatchOptions(run=True), context=RunContext(clock=lambda: NOW), server_clock=lambda: NOW
+    ).run()
+    assert "date_livraison_1__id_1" in archive.index_information()
