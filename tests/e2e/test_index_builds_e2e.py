@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.test_server_only("the test server's i
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory: Any) -> Iterator[NxServer]:
-    env = {"NX_INDEX_BUILD_ABORT_OVER": "60", "NX_INDEX_BUILD_SECONDS": "4"}
+    # A build of 10 s: long beside INDEX_BUILD_WAIT_S (1 s), and beside the next command's start on
+    # a loaded machine (status must still find it building).
+    env = {"NX_INDEX_BUILD_ABORT_OVER": "60", "NX_INDEX_BUILD_SECONDS": "10"}
     server = NxServer(tmp_path_factory.mktemp("slow-builds"), env=env).start()
     yield server
     server.stop()
@@ -74,7 +76,7 @@ def test_a_run_on_a_large_archive_without_its_unique_index_waits_for_the_server_
     assert "index numero_commande_1 on Commande_archive: being built on the server" in status.stdout
     assert status.returncode == 3  # unhealthy: nothing is archived meanwhile
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 40
     while True:  # the build goes on, its process gone
         done = run_cli("batch", "--run", env=env, cwd=tmp_path)
         if done.returncode == 0 or time.monotonic() > deadline:
