@@ -66,6 +66,9 @@ def erase_in_cold(
     return report
 
 
+Change = Callable[[Mapping[str, object]], Mapping[str, object] | None]  # None: the order leaves
+
+
 class ColdRewrite:
     """One cold file replaced by a copy with some orders erased."""
 
@@ -75,16 +78,35 @@ class ColdRewrite:
     def _write(self, func: Callable[[], object]) -> None:
         self.context.retrying(func, purpose=Retry.WRITE)
 
-    def _documents(self, path: str, ids: set[str], erasure: Erasure) -> Iterator[Mapping[str, object]]:
+    def _documents(self, path: str, change: Change) -> Iterator[Mapping[str, object]]:
         for batch in batches(self.store, path, ["document"]):
             for text in batch["document"]:
                 if text is not None:
-                    document = document_of(text)
-                    yield erasure(document) if str(document["_id"]) in ids else document
+                    document = change(document_of(text))
+                    if document is not None:
+                        yield document
 
     def rewrite(
         self, old: ColdFile, ids: set[str], erasure: Erasure, metadata: Mapping[bytes, bytes] | None = None
     ) -> None:
+        """``old`` with the orders of ``ids`` erased."""
+        self._replace(old, lambda d: erasure(d) if str(d["_id"]) in ids else d, metadata)
+        log.info(
+            "cold tier: %s rewritten without %s's personal data",
+            self.store.url_of(old.path),
+            plural(len(ids), "order"),
+        )
+
+    def without(self, old: ColdFile, ids: set[str]) -> None:
+        """``old`` without the orders of ``ids`` (copies the archive holds newer versions of)."""
+        self._replace(old, lambda d: None if str(d["_id"]) in ids else d, None)
+        log.info(
+            "cold tier: %s rewritten without %s corrected meanwhile (the archive holds them)",
+            self.store.url_of(old.path),
+            plural(len(ids), "order"),
+        )
+
+    def _replace(self, old: ColdFile, change: Change, metadata: Mapping[bytes, bytes] | None) -> None:
         month = old.month
         if month is None:
             raise ValueError(f"{old.path} lies in no year=/month= folder")
@@ -95,19 +117,18 @@ class ColdRewrite:
         self._write(lambda: self.journal.insert_one(entry))
         writer = ColdFileWriter(self.store, partial)
         try:
-            writer.add(self._documents(old.path, ids, erasure))
+            writer.add(self._documents(old.path, change))
             summary = writer.close(metadata)
-            check_file(self.store, partial, summary)
+            if summary.rows:
+                check_file(self.store, partial, summary)
         except BaseException:
             writer.abandon()
             self._write(lambda: self.journal.delete_one({"_id": key}))
             raise
-        self.store.publish(partial, final)
+        if summary.rows:
+            self.store.publish(partial, final)
+        else:  # nothing left: no file
+            self.store.remove(partial)
         self._write(lambda: self.journal.update_one({"_id": key}, {"$set": {"state": "published"}}))
         self.store.remove(old.path)
         self._write(lambda: self.journal.delete_one({"_id": key}))
-        log.info(
-            "cold tier: %s rewritten without %s's personal data",
-            self.store.url_of(old.path),
-            plural(len(ids), "order"),
-        )

@@ -31,7 +31,7 @@ from pymongo.cursor import Cursor
 
 from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, footer, is_complete
 from order_archiver.cold.schema import document_of
-from order_archiver.cold.store import ColdStore, Month
+from order_archiver.cold.store import ColdFile, ColdStore, Month
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, moment_or_none
 from order_archiver.errors import FatalError
@@ -247,8 +247,9 @@ class ColdMove:
         self.store.publish(partial, final)
         self._write(lambda: self.journal.update_one({"_id": key}, {"$set": self._published(summary)}))
         self.after_publish()
-        self._delete_moved(final)
+        stale = self._delete_moved(final)
         self._write(lambda: self.journal.delete_one({"_id": key}))
+        self._drop_stale(final, stale)
         self.report.files += 1
         self.report.bytes += self.store.fs.get_file_info(final).size or 0
         self.report.months.append(str(month))
@@ -276,15 +277,36 @@ class ColdMove:
             "documents_sha256": summary.documents_sha256,
         }
 
-    def _delete_moved(self, path: str) -> None:
-        """Delete from the archive each order the published file holds, in that version."""
+    def _delete_moved(self, path: str) -> set[str]:
+        """Delete from the archive each order the published file holds, in that version; the
+        ids of those corrected meanwhile (still archived, newer than the file's copy)."""
+        stale: set[str] = set()
         for batch in batches(self.store, path, ["document"]):
             for texts in chunked(batch["document"], DELETE_CHUNK):
                 held = [document_of(text) for text in texts if text is not None]
                 deletes = [DeleteOne({"_id": d["_id"], "revised_at": d.get("revised_at")}) for d in held]
                 result = self._write(functools.partial(self.archive.bulk_write, deletes, ordered=False))
                 self.report.moved += result.deleted_count
-                self.report.kept_revised += len(deletes) - result.deleted_count
+                if result.deleted_count < len(deletes):
+                    stale |= self._still_archived([d["_id"] for d in held])
+        self.report.kept_revised += len(stale)
+        return stale
+
+    def _still_archived(self, ids: list[object]) -> set[str]:
+        found = self._read(lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})))
+        return {str(d["_id"]) for d in found}
+
+    def _drop_stale(self, path: str, stale: set[str]) -> None:
+        """An order corrected while its month was moved stays in the archive in its new version
+        (moved next time): the file's older copy goes, so that the order is in one place. The
+        file is rewritten without it (``ColdRewrite``: journaled, checked, then the old one
+        removed); a file of nothing else is removed."""
+        if not stale:
+            return
+        from order_archiver.cold.erasure import ColdRewrite  # it builds on this module
+
+        size = self.store.fs.get_file_info(path).size or 0
+        ColdRewrite(self.store, self.journal, self.context).without(ColdFile(path, size), stale)
 
     # -- what an interrupted run left
 
@@ -302,6 +324,8 @@ class ColdMove:
                 # Published, then found damaged: never read, never deleted from; kept for a person.
                 log.error("cold tier: %s does not read back whole; the archive keeps its orders", final)
                 self.store.fs.move(final, final.replace(".parquet", ".damaged"))
+            elif entry.get("replaces") and entry.get("state") == "published":
+                self.store.remove(str(entry["replaces"]))  # a rewrite that left nothing: no new file
             self._write(functools.partial(self.journal.delete_one, {"_id": entry["_id"]}))
             self.report.recovered += 1
 

@@ -717,3 +717,34 @@ def test_the_moves_index_is_built_only_with_a_cold_tier(mongo, settings, archive
         mongo, cold, BatchOptions(run=True), context=RunContext(clock=lambda: NOW), server_clock=lambda: NOW
     ).run()
     assert "date_livraison_1__id_1" in archive.index_information()
+
+
+def test_an_order_corrected_while_its_month_is_moved_stays_in_one_place_its_newest_version(
+    mongo, settings, archived, tmp_path
+):
+    """A correction archived between the file's writing and the archive's delete (watch revising
+    an order: a new ``revised_at``) is not deleted (the delete matches the file's version only),
+    and the file's older copy goes: the order is in one place, the archive, in its new version,
+    and is moved next time."""
+    archive, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    move = ColdMove(store, *collections(mongo, settings), cutoff)
+    corrected = []
+
+    def correct_one():
+        if corrected:
+            return
+        [(_, document)] = next(iter(cold_documents(store).values()))
+        archive.update_one({"_id": document["_id"]}, {"$set": {"revised_at": NOW, "montant_total": 1.0}})
+        corrected.append(document["_id"])
+
+    move.after_publish = correct_one
+    report = move.run()
+    assert report.kept_revised == 1
+    in_cold = cold_documents(store)
+    assert corrected[0] not in in_cold
+    assert archive.find_one({"_id": corrected[0]})["montant_total"] == 1.0
+    assert all(len(places) == 1 for places in in_cold.values())
+    assert set(in_cold) | {d["_id"] for d in archive.find({}, {"_id": 1})} == set(before)
+    assert not list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
