@@ -112,6 +112,7 @@ class Settings:
     batch_max_lag: Duration | None = (
         None  # BATCH_MAX_LAG: wait while a secondary is this far behind (--max-lag)
     )
+    batch_partition: tuple[int, int] | None = None  # BATCH_PARTITION: K/N, this run's share (--partition)
     batch_overlap: Duration = OVERLAP_1H  # BATCH_OVERLAP: incremental runs re-read this much before the last
     batch_full_sweep_every: Duration = (
         SWEEP_7D  # BATCH_FULL_SWEEP_EVERY: walk every delivered order this often
@@ -210,6 +211,22 @@ def parse_positive_int(value: str | int) -> int:
     if number < 1:
         raise ValueError(f"expected a number of at least 1, got {number}")
     return number
+
+
+def parse_partition(value: str) -> tuple[int, int]:
+    """``K/N``: share K of N, 0 <= K < N (``orders/partition.py``)."""
+    k, slash, n = str(value).strip().partition("/")
+    if not slash or not k.strip().isdigit() or not n.strip().isdigit():
+        hint = " (a Kubernetes Job: define JOB_COMPLETION_INDEX before it)" if "$(" in str(value) else ""
+        raise ValueError(f"expected K/N, share K of N processes (e.g. 0/4), got {value!r}{hint}")
+    index, count = int(k), int(n)
+    if count < 1:
+        raise ValueError(f"expected K/N with N at least 1 (the number of processes), got {value!r}")
+    if index >= count:
+        raise ValueError(
+            f"expected K/N with 0 <= K < N, got {value!r}: the shares of {count} are 0 to {count - 1}"
+        )
+    return index, count
 
 
 # One chunk's ids go to the server in one command (the archive's look-up by _id, the purge's
@@ -391,6 +408,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BATCH_SIZE": ("batch_size", parse_batch_size),
     "BATCH_MAX_RATE": ("batch_max_rate", parse_positive_int),
     "BATCH_MAX_LAG": ("batch_max_lag", parse_positive_duration),
+    "BATCH_PARTITION": ("batch_partition", parse_partition),
     "BATCH_OVERLAP": ("batch_overlap", parse_duration),
     "PURGE_AFTER": ("purge_after", parse_duration),
     "RESTORE_HOLD": ("restore_hold", parse_duration),

@@ -36,6 +36,8 @@ class DeliveredCount:
     def count(self, source: OrderSource) -> int | None:
         """The window's delivered orders (an index count on ``status, date_commande``); None if
         the count itself fails (never a reason to fail the run: the counts are then partial)."""
+        if source.partition is not None:
+            return None  # a share is the client's hash: no server count (docs/deployment.md)
         selection = source.selection()
         try:
             return int(

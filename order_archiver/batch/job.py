@@ -24,6 +24,7 @@ from pymongo import MongoClient
 from order_archiver.batch.counting import DeliveredCount
 from order_archiver.batch.lag_hold import held
 from order_archiver.batch.pacing import paced
+from order_archiver.batch.partition import ShareLease, batch_checkpoint_key
 from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.rejections import RejectionLog
 from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, RunLimits, peak_rss_mib
@@ -43,7 +44,6 @@ from order_archiver.mongodb.checkpoint import (
     BatchCheckpoint,
     BatchState,
     Pass,
-    checkpoint_key,
     with_progress,
 )
 from order_archiver.mongodb.deployment import check_deployments
@@ -98,12 +98,11 @@ class BatchArchiver:
         collections = Collections.of(client, settings, archive_client)
         on_archive = context.on(collections.archive_side)
         self.deployments = (client, archive_client)  # checked at start (deployment.check_deployments)
-        self.orders = collections.orders
-        self.orders_primary = collections.orders_primary
+        self.orders, self.orders_primary = collections.orders, collections.orders_primary
         self.archive = collections.archive
         self.checkpoint = BatchCheckpoint(
             collections.checkpoints,
-            checkpoint_key(settings, options.archived_by, options.date_from, options.date_to),
+            batch_checkpoint_key(settings, options),  # of its window, and of its share (--partition)
             (options.date_from, options.date_to),
             on_archive,
         )
@@ -136,7 +135,8 @@ class BatchArchiver:
         self.limits = RunLimits(options.max_runtime, options.stop_file)
         pace = paced(options.max_rate, context.stop, self.report)  # --max-rate: after each chunk
         hold = held(options.max_lag, self.deployments, context.stop, self.report)  # --max-lag: before
-        self.step = ArchivingStep(self.writer, self.rejections.add, pace=pace, hold=hold)
+        self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
+        self.step = ArchivingStep(self.writer, self.rejections.add, self.share.check, pace=pace, hold=hold)
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         maintain = options.maintain
@@ -188,7 +188,7 @@ class BatchArchiver:
     def run(self) -> BatchReport:
         """The run; on an error or a stop the report so far stays readable as ``self.report``.
         A lost connection names its side (the archive's operations say so; the rest: the source)."""
-        with named_side(self.source_side, (TransientError,)):
+        with named_side(self.source_side, (TransientError,)), self.share:  # --partition: its lease
             return self._run()
 
     def _run(self) -> BatchReport:

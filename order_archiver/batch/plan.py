@@ -67,6 +67,7 @@ class PassPlanner:
         self.report.mode = "full" if current.full else "incremental"
         self.report.since = current.since
         self.report.pass_reason = plan.reason
+        self.report.partition = str(self.options.partition) if self.options.partition else None
         # Every order delivered or corrected since the last pass began (the change stream): an
         # incremental pass reads them whatever their stamps, a full pass even when archived.
         changed, current = self.changed_since(state.stream_token, current)
@@ -86,6 +87,7 @@ class PassPlanner:
             # chunk of ids per read: a million changes make no command over 16 MB.
             also_ids=IdList.of(changed),
             exclude_archived_in=source.exclude_archived_in if self._skips_archived(current) else None,
+            partition=self.options.partition,  # --partition: this share only, each pass
         )
         self._log(current, state, plan.reason)
         return PlannedPass(current, source)

@@ -16,6 +16,7 @@ from order_archiver.cold.move import ColdMoveReport
 from order_archiver.logs import plural
 from order_archiver.mongodb.retention import DONE
 from order_archiver.mongodb.step import ArchiveCounts
+from order_archiver.orders.partition import Partition
 from order_archiver.reporting.progress import ProgressMode
 
 DEFAULT_SAMPLES = 1  # a dry run's sample documents, printed after its summary (--samples N)
@@ -44,6 +45,7 @@ class BatchOptions:
     stop_file: str | None = None  # --stop-file: end cleanly at the next chunk once it exists
     max_rate: float | None = None  # --max-rate: at most this many orders a second
     max_lag: timedelta | None = None  # --max-lag: wait before a chunk while a secondary is this far behind
+    partition: Partition | None = None  # --partition K/N: only share K of N (orders/partition.py)
     name: str = "batch"  # what the summary calls the run: the watcher's catch-up, verify's repair
     # Read the orders from the primary whatever the URI's readPreference: the watcher's
     # catch-up (a secondary behind the stream's start would hide deliveries no later event
@@ -99,6 +101,7 @@ class BatchReport:
     lag_waited_s: float = 0.0  # seconds waited for lagging secondaries
     lag_waited_for: dict[str, float] = field(default_factory=dict)  # member (host:port) -> seconds
     name: str = "batch"  # the run: batch, the watcher's catch-up, verify's repair
+    partition: str | None = None  # --partition K/N: the share this run archived ("1/4")
     would_archive: int = 0
     would_purge: int | None = None  # a dry run with --purge-source: what --run would delete
     resumed_from: str | None = None

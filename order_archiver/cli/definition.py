@@ -23,6 +23,7 @@ from order_archiver.operations.status import (
     DEFAULT_MAX_BACKLOG_AGE,
     DEFAULT_MAX_HEARTBEAT_AGE,
 )
+from order_archiver.orders.partition import Partition
 from order_archiver.settings import (
     Duration,
     parse_batch_size,
@@ -30,6 +31,7 @@ from order_archiver.settings import (
     parse_date_bound,
     parse_duration,
     parse_name,
+    parse_partition,
     parse_port,
     parse_positive_int,
     parse_probability,
@@ -74,6 +76,10 @@ def _parse_non_negative_int(text: str) -> int:
     if value is None or value < 0:
         raise ValueError(f"expected a whole number >= 0, got {text!r}")
     return value
+
+
+def _parse_partition(text: str) -> Partition:
+    return Partition(*parse_partition(text))
 
 
 def _parse_seed(text: str) -> int:
@@ -207,6 +213,12 @@ OPTIONS: dict[str, Option] = {
         "primary (e.g. 10s; needs replSetGetStatus, or a warning and no wait)",
         {"metavar": "D", "type": RUN_TIME},
     ),
+    "partition": Option(
+        ("--partition",),
+        "archive share K of N (0 <= K < N, by a hash of _id): N processes, each with its own K, "
+        "together make the archive one makes, each with its own checkpoint (setting: BATCH_PARTITION)",
+        {"metavar": "K/N", "type": _argument(_parse_partition)},
+    ),
     "stop-file": Option(
         ("--stop-file",),
         "end the run cleanly at the next chunk once this file exists (checked between chunks); "
@@ -319,6 +331,7 @@ COMMANDS: dict[str, Command] = {
             "stop-file",
             "max-rate",
             "max-lag",
+            "partition",
             "json",
             "show-pii",
             "metrics-file",

@@ -25,6 +25,7 @@ from order_archiver.cli import definition
 from order_archiver.context import RunContext
 from order_archiver.errors import ArchiverError, ConfigError, ExitCode, TransientError
 from order_archiver.logs import FILE_ONLY, get_logger, printable, redact, setup_logging
+from order_archiver.orders.partition import Partition
 from order_archiver.retry import Retry
 from order_archiver.settings import Settings, check_log_dir, check_output_paths, load_settings
 
@@ -152,6 +153,11 @@ def _stop_file(path: str | None) -> str | None:
     return path
 
 
+def _partition_setting(settings: Settings) -> Partition | None:
+    """BATCH_PARTITION (``--partition`` overrides it): a Job's pods each given their own K."""
+    return Partition(*settings.batch_partition) if settings.batch_partition else None
+
+
 def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.batch.job import BatchArchiver, BatchOptions, BatchReport
     from order_archiver.orders.selection import check_window
@@ -181,6 +187,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         stop_file=_stop_file(args.stop_file),
         max_rate=args.max_rate or settings.batch_max_rate,
         max_lag=args.max_lag or settings.batch_max_lag,
+        partition=args.partition or _partition_setting(settings),
     )
     if options.run:
         from order_archiver.cold.tier import check_cold_tier

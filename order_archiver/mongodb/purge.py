@@ -199,7 +199,7 @@ class SourcePurge:
             if not ids:
                 return
             after_id = ids[-1]
-            confirmed = self.writer.confirmed_hashes(ids)
+            confirmed = self.writer.confirmed_hashes(self.window.owned(ids))  # --partition: its share only
             archived = {i: held for i, held in confirmed.items() if not self._restored_lately(held)}
             if not archived:
                 if confirmed:

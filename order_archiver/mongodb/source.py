@@ -37,6 +37,7 @@ from order_archiver.orders.enrichment import (
     status_match,
 )
 from order_archiver.orders.finishing import Finished, Finisher
+from order_archiver.orders.partition import Partition
 from order_archiver.orders.rejection import Rejection
 from order_archiver.orders.selection import IdList, build_selection, id_order_key, in_window
 from order_archiver.retry import Purpose, Retry, RetryPolicy
@@ -121,6 +122,8 @@ class OrderSource:
     # (changed since the last pass, on the rejects list): each chunk of them its own read.
     also_ids: IdList = field(default_factory=IdList)
     delivered_before: datetime | None = None  # the purge under PURGE_AFTER: old enough to move
+    # --partition K/N: only the orders of share K (read in pages: the share is the client's hash)
+    partition: Partition | None = None
 
     def selection(
         self, after_id: OrderId = None, among_ids: Sequence[OrderId] | None = None
@@ -137,6 +140,10 @@ class OrderSource:
 
     def in_window(self, when: datetime) -> bool:
         return in_window(when, self.date_from, self.date_to)
+
+    def owned(self, ids: list[T]) -> list[T]:
+        """Those of ``ids`` this source reads: all, or its partition's share."""
+        return ids if self.partition is None else self.partition.owned(ids)
 
     def delivered_ids_after(self, after_id: OrderId, count: int) -> list[OrderId]:
         """The next ``count`` delivered orders' ``_id``s of the window (keyset on ``status, _id``)."""
@@ -188,12 +195,11 @@ class OrderSource:
             page = self._page(after_id)
             if page.reach is None:
                 return
+            ids = self.owned(page.ids)
             # Skipped (a full pass in the source's own database: ``exclude_archived_in``);
             # elsewhere each archived order is compared with its archive document.
-            archived = (
-                self.archived_ids(page.ids) - page.also if self.exclude_archived_in and page.ids else set()
-            )
-            wanted = [one_id for one_id in page.ids if one_id not in archived]
+            archived = self.archived_ids(ids) - page.also if self.exclude_archived_in and ids else set()
+            wanted = [one_id for one_id in ids if one_id not in archived]
             if wanted:
                 position = {one_id: index for index, one_id in enumerate(wanted)}
                 # The status again: an order corrected since the id query is not archived.
@@ -328,7 +334,7 @@ class ChunkReader:
         return chunk.size >= self.batch_size or self._reached(chunk, remaining)
 
     def _items(self, after_id: OrderId, paged: bool, remaining: int | None, chunk: Chunk) -> Iterator[Item]:
-        if paged or self.source.exclude_archived_in:
+        if paged or self.source.exclude_archived_in or self.source.partition is not None:
             return self.source.pages(after_id)
         return self.source.stream(after_id, None if remaining is None else remaining - chunk.size)
 

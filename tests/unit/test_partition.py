@@ -1,0 +1,167 @@
+"""`batch --partition K/N` (#34 item 5): the share function (pure), its parsing, and N runs on
+mongomock making the archive one run makes, each purge within its share. End to end (N CLI
+processes on one test server, one killed and restarted): tests/e2e/test_partition_e2e.py."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+from bson import Int64, ObjectId
+
+from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.batch.partition import batch_checkpoint_key
+from order_archiver.context import RunContext
+from order_archiver.mongodb.checkpoint import checkpoint_key
+from order_archiver.orders.partition import Partition, share_of
+from order_archiver.settings import load_settings, parse_partition
+from tests.helpers import expected_archive_ids, seed_database
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+
+# --- the share function ---------------------------------------------------------------------
+
+
+def test_the_share_of_an_id_is_pinned():
+    """The function may never change: a share's checkpoint and purge rely on each order staying
+    in its share from one version to the next (a changed hash would skip or repeat orders)."""
+    assert [share_of(ObjectId("65a1b2c3d4e5f60718293a4b"), n) for n in (2, 3, 4, 7)] == [1, 1, 1, 4]
+    assert [share_of("CMD-000123", 4), share_of(12345, 4), share_of(Int64(12345), 4)] == [1, 0, 3]
+
+
+def test_every_id_is_in_exactly_one_share_and_the_shares_are_even():
+    ids = [ObjectId() for _ in range(20_000)]  # one process, one second: counters in a row
+    for count in (1, 2, 3, 4, 8):
+        partitions = [Partition(k, count) for k in range(count)]
+        owners = [[p.owns(one) for p in partitions].count(True) for one in ids]
+        assert set(owners) == {1}
+        sizes = Counter(share_of(one, count) for one in ids)
+        assert sorted(sizes) == list(range(count))
+        assert max(sizes.values()) / min(sizes.values()) < 1.1, sizes
+    assert Partition(1, 4).owned(ids[:400]) == [one for one in ids[:400] if share_of(one, 4) == 1]
+
+
+def test_ids_of_every_type_an_order_may_have_get_a_share():
+    dirty = ["CMD-1", 7, Int64(7), 7.5, datetime(2026, 1, 1, tzinfo=UTC), {"a": 1}, None, b"\x01"]
+    assert all(0 <= share_of(one, 3) < 3 for one in dirty)
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("0/1", (0, 1)), ("3/4", (3, 4)), (" 1 / 2 ", (1, 2)), ("15/16", (15, 16))]
+)
+def test_a_partition_is_k_of_n(text, expected):
+    assert parse_partition(text) == expected
+    assert str(Partition(*parse_partition(text))) == "{}/{}".format(*expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("4/4", "0 to 3"),
+        ("-1/3", "expected K/N"),
+        ("a/b", "expected K/N"),
+        ("0/0", "N at least 1"),
+        ("1", "expected K/N"),
+        ("$(JOB_COMPLETION_INDEX)/4", "define JOB_COMPLETION_INDEX"),
+    ],
+)
+def test_a_partition_outside_its_range_is_refused_with_its_reason(text, says):
+    with pytest.raises(ValueError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        parse_partition(text)
+
+
+@pytest.mark.parametrize(
+    "value", ["--partition=4/4", "--partition=-1/3", "--partition=a/b", "--partition=0/0"]
+)
+def test_the_command_line_refuses_them_exit_2_naming_the_flag(value, capsys):
+    from order_archiver.cli.main import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["batch", "--simulation", "--run", value])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "--partition" in err
+    assert "Traceback" not in err
+
+
+def test_the_setting_refused_names_itself_and_the_flag_overrides_it(monkeypatch, capsys):
+    from order_archiver.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="BATCH_PARTITION"):
+        load_settings(environ={"BATCH_PARTITION": "4/4", "MONGODB_URI": "mongodb://h"})
+    settings, _ = load_settings(environ={"BATCH_PARTITION": "2/4", "MONGODB_URI": "mongodb://h"})
+    assert settings.batch_partition == (2, 4)
+
+    import json
+
+    from order_archiver.cli.main import main
+
+    monkeypatch.setenv("BATCH_PARTITION", "1/3")
+    main(["batch", "--simulation", "--count", "60", "--json"])
+    assert json.loads(capsys.readouterr().out)["partition"] == "1/3"
+    main(["batch", "--simulation", "--count", "60", "--json", "--partition", "0/2"])
+    assert json.loads(capsys.readouterr().out)["partition"] == "0/2"
+
+
+# --- N runs make one archive ------------------------------------------------------------------
+
+
+def run(mongo, settings, **options):
+    options.setdefault("run", True)
+    options.setdefault("batch_size", 25)
+    return BatchArchiver(
+        mongo,
+        settings,
+        BatchOptions(**options),
+        context=RunContext(clock=lambda: NOW),
+        server_clock=lambda: NOW,
+    ).run()
+
+
+def test_each_share_has_its_own_checkpoint_and_one_without_keeps_its_key(settings):
+    plain = batch_checkpoint_key(settings, BatchOptions())
+    assert plain == checkpoint_key(settings, "batch", None, None)  # existing checkpoints still resume
+    keys = {batch_checkpoint_key(settings, BatchOptions(partition=Partition(k, 4))) for k in range(4)}
+    assert len(keys) == 4
+    assert plain not in keys
+
+
+def test_n_shares_archive_what_one_run_does_each_exactly_its_own(mongo, settings):
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 400, p_anomalies=0.15)
+    archive = mongo[settings.archive_db_name][settings.archive_collection]
+    expected = expected_archive_ids(dataset)
+    for k in range(3):
+        before = {d["_id"] for d in archive.find({}, {"_id": 1})}
+        report = run(mongo, settings, partition=Partition(k, 3))
+        added = {d["_id"] for d in archive.find({}, {"_id": 1})} - before
+        assert added == {one for one in expected if share_of(one, 3) == k}
+        assert report.archived == len(added)
+        assert report.partition == f"{k}/3"
+    assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
+    checkpoints = mongo[settings.archive_db_name][settings.checkpoint_collection]
+    assert checkpoints.count_documents({"_id": {"$regex": "-of-3$"}, "kind": "batch"}) == 3
+    again = run(mongo, settings, partition=Partition(1, 3), full=True)  # --full: the share again
+    assert (again.archived, again.scanned) == (0, 0)  # the server skipped the archived ones
+
+
+def test_a_purge_by_one_share_deletes_only_that_shares_orders(mongo, settings):
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 300, p_anomalies=0.0)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    for k in range(2):
+        run(mongo, settings, partition=Partition(k, 2))
+    expected = expected_archive_ids(dataset)
+    report = run(mongo, settings, partition=Partition(0, 2), purge_source=True)
+    gone = expected - {d["_id"] for d in orders.find({}, {"_id": 1})}
+    assert gone == {one for one in expected if share_of(one, 2) == 0}
+    assert report.purged == len(gone) > 0
+
+
+def test_a_dry_run_of_a_share_counts_that_share(mongo, settings):
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 300, p_anomalies=0.0)
+    report = run(mongo, settings, run=False, partition=Partition(2, 4))
+    assert report.would_archive == sum(1 for one in expected_archive_ids(dataset) if share_of(one, 4) == 2)
