@@ -99,17 +99,17 @@ def manifests():
 def containers(document):
     spec = (
         document["spec"]["template"]["spec"]
-        if document["kind"] == "Deployment"
+        if document["kind"] in ("Deployment", "Job")
         else (document["spec"]["jobTemplate"]["spec"]["template"]["spec"])
     )
     return spec, spec["containers"]
 
 
 # #31 item 9: each workload its own MongoDB user (deploy/mongodb-roles.js), so its own key.
-URI_KEYS = {"Deployment": "mongodb-uri-watch", "CronJob": "mongodb-uri-batch"}
+URI_KEYS = {"Deployment": "mongodb-uri-watch", "CronJob": "mongodb-uri-batch", "Job": "mongodb-uri-batch"}
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "CronJob"])
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob", "Job"])
 def test_manifests_are_non_root_and_take_the_uri_from_a_secret(manifests, kind):
     spec, (container,) = containers(manifests[kind])
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -140,6 +140,39 @@ def test_cronjob_runs_batch_and_never_overlaps(manifests):
     _, (container,) = containers(manifests["CronJob"])
     assert container["args"][:2] == ["batch", "--run"]
     assert manifests["CronJob"]["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_the_backfill_job_gives_each_pod_its_own_share_of_one_partition(manifests):
+    """#34 item 5: an Indexed Job whose pod K runs `batch --run` on share K/N, N its completions
+    (and its parallelism: all shares at once), K from the pod's completion index defined before
+    BATCH_PARTITION (Kubernetes expands $(VAR) only from variables defined earlier in the list);
+    fenced by the batch NetworkPolicy; 2 fails the Job, 3 its index only."""
+    from order_archiver.settings import parse_partition
+
+    job = manifests["Job"]
+    spec, (container,) = containers(job)
+    assert job["spec"]["completionMode"] == "Indexed"
+    count = job["spec"]["completions"]
+    assert job["spec"]["parallelism"] == count > 1
+    names = [variable["name"] for variable in container["env"]]
+    index = container["env"][names.index("JOB_COMPLETION_INDEX")]
+    assert index["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    partition = container["env"][names.index("BATCH_PARTITION")]["value"]
+    assert names.index("JOB_COMPLETION_INDEX") < names.index("BATCH_PARTITION")
+    shares = [parse_partition(partition.replace("$(JOB_COMPLETION_INDEX)", str(k))) for k in range(count)]
+    assert shares == [(k, count) for k in range(count)]
+    args = build_parser().parse_args(container["args"])
+    assert (args.command, args.run, args.partition) == ("batch", True, None)  # the setting gives it
+    assert spec["restartPolicy"] == "Never"
+    rules = {
+        rule["action"]: rule["onExitCodes"]["values"] for rule in job["spec"]["podFailurePolicy"]["rules"]
+    }
+    assert rules == {"FailJob": [2], "FailIndex": [3]}
+    assert job["spec"]["backoffLimitPerIndex"] >= 1  # exit 1 is retried, index by index
+    batch_policy = manifests["NetworkPolicy:batch"]["spec"]["podSelector"]["matchLabels"]
+    assert batch_policy.items() <= job["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_secret_example_holds_no_real_password_and_one_user_per_workload(manifests):
@@ -278,7 +311,7 @@ def test_the_package_installs_and_one_version_everywhere(manifests):
     assert project["tool"]["mypy"]["strict"] is True  # the product's boundaries typed (#23)
     images = [
         container["image"]
-        for kind in ("CronJob", "Deployment")
+        for kind in ("CronJob", "Deployment", "Job")
         for container in _pod_spec(manifests[kind])["containers"]
     ]
     assert images
@@ -288,7 +321,7 @@ def test_the_package_installs_and_one_version_everywhere(manifests):
         assert re.fullmatch(r"registry\.example/order-archiver@sha256:(<digest>|[0-9a-f]{64})", image), image
     versions = {
         manifests[kind]["metadata"]["labels"]["app.kubernetes.io/version"]
-        for kind in ("CronJob", "Deployment")
+        for kind in ("CronJob", "Deployment", "Job")
     }
     assert versions == {__version__}
     releases = re.findall(r"^## \[(\d[^\]]*)\]", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
@@ -327,7 +360,7 @@ def test_grace_periods_outlast_the_stop_bound(manifests):
     from order_archiver.cli.main import STOP_GRACE_S
 
     bound = STOP_GRACE_S + 2
-    for kind in ("Deployment", "CronJob"):
+    for kind in ("Deployment", "CronJob", "Job"):
         spec, _ = containers(manifests[kind])
         assert spec.get("terminationGracePeriodSeconds", 30) > bound  # 30: Kubernetes' default
     for unit in ("order-archiver-watch.service", "order-archiver-batch.service"):
@@ -346,7 +379,7 @@ def test_metrics_listen_on_this_host_unless_told_and_the_pods_are_fenced(manifes
     assert "0.0.0.0" not in unit.split("ExecStart=", 1)[1].splitlines()[0]
     _, (container,) = containers(manifests["Deployment"])
     assert container["args"][container["args"].index("--metrics-address") + 1] == "0.0.0.0"
-    for kind in ("Deployment", "CronJob"):
+    for kind in ("Deployment", "CronJob", "Job"):
         assert containers(manifests[kind])[0]["automountServiceAccountToken"] is False
     policy = manifests["NetworkPolicy:watch"]["spec"]
     assert policy["podSelector"]["matchLabels"] == manifests["Deployment"]["spec"]["selector"]["matchLabels"]
