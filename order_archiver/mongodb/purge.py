@@ -192,7 +192,9 @@ class SourcePurge:
         after_id = None
         while not self.stop_event.is_set():
             ids = retrying(
-                functools.partial(self.window.delivered_ids_after, after_id, self.batch_size),
+                functools.partial(
+                    self.window.delivered_ids_after, after_id, self.window.widened(self.batch_size)
+                ),
                 purpose=Retry.WRITE,
                 stop_event=self.stop_event,
             )

@@ -145,6 +145,11 @@ class OrderSource:
         """Those of ``ids`` this source reads: all, or its partition's share."""
         return ids if self.partition is None else self.partition.owned(ids)
 
+    def widened(self, size: int) -> int:
+        """How many ``_id``s to read for about ``size`` of this source's (``size`` times N with a
+        partition): a share's enrichment and writes keep their batch, its round trips their count."""
+        return size if self.partition is None else size * self.partition.count
+
     def delivered_ids_after(self, after_id: OrderId, count: int) -> list[OrderId]:
         """The next ``count`` delivered orders' ``_id``s of the window (keyset on ``status, _id``)."""
         cursor = self.orders.find(self.selection(after_id), {"_id": 1}).sort("_id", ASCENDING).limit(count)
@@ -212,14 +217,15 @@ class OrderSource:
     def _page(self, after_id: OrderId) -> Page:
         """The next page: the window's next delivered ids merged with those of ``also_ids``,
         up to the nearer of the two reads' last ids when either read a full page."""
-        walked = self.delivered_ids_after(after_id, PAGE_SIZE)
-        candidates = self.also_ids.following(after_id, PAGE_SIZE)
+        size = self.widened(PAGE_SIZE)
+        walked = self.delivered_ids_after(after_id, size)
+        candidates = self.also_ids.following(after_id, size)
         also: list[Any] = []
         if candidates:
             cursor = self.orders.find(self.selection(among_ids=candidates), {"_id": 1})
             also = sorted((doc["_id"] for doc in cursor), key=id_order_key)
         ids = list(merged_by_id([walked, also], lambda one: one))
-        ends = [read[-1] for read in (walked, candidates) if len(read) == PAGE_SIZE]
+        ends = [read[-1] for read in (walked, candidates) if len(read) == size]
         if not ends:
             return Page(ids, set(also), ids[-1] if ids else None)
         reach = min(ends, key=id_order_key)
