@@ -49,6 +49,7 @@ NOT_SETTINGS = {
     "RESTORE_HOLD",
     "ARCHIVE_RETENTION",
     "ARCHIVE_PII_RETENTION",
+    "JOB_COMPLETION_INDEX",  # Kubernetes': an Indexed Job's pod index (deployment.md)
 }
 
 
