@@ -136,7 +136,7 @@ class BatchArchiver:
         pace = paced(options.max_rate, context.stop, self.report)  # --max-rate: after each chunk
         hold = held(options.max_lag, self.deployments, context.stop, self.report)  # --max-lag: before
         self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
-        self.step = ArchivingStep(self.writer, self.rejections.add, self.share.check, pace=pace, hold=hold)
+        self.step = ArchivingStep(self.writer, self.rejections.add, pace=pace, hold=hold)
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         maintain = options.maintain

@@ -6,8 +6,10 @@ the N processes resumes its own pass; a run without ``--partition`` keeps the ke
 had. The lease: one process per share at a time (``mongodb/lease.py``, the watcher's leader
 lease, named after the share's checkpoint): a second process given the same share (a
 Job's pod retried while the first still runs) waits up to the lease's life for it to expire
-(a killed process leaves it behind) and is refused if it does not; every chunk's write is
-fenced by it, so a process paused past its lease writes nothing more.
+(a killed process leaves it behind) and is refused if it does not. The lease guards the start,
+not each write: a batch's writes are idempotent and its checkpoint bears two runs at once
+(``checkpoint.py``), so a renewal that a stalled server holds up past the lease's life must not
+end a backfill hours in (measured on the test server: a renewal queued behind a long read).
 """
 
 from __future__ import annotations
@@ -49,11 +51,6 @@ class ShareLease:
                 renew_s=renew_s,
                 stop_event=self.stop_event,
             )
-
-    def check(self) -> None:
-        """Before each write: raises ``LeaseLost`` once another process holds the share."""
-        if self.lease is not None:
-            self.lease.check()
 
     def __enter__(self) -> ShareLease:
         lease = self.lease
