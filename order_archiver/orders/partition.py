@@ -27,10 +27,12 @@ from typing import TypeVar
 
 import bson
 
+from order_archiver.documents import OrderId
+
 T = TypeVar("T")
 
 
-def share_of(order_id: object, count: int) -> int:
+def share_of(order_id: OrderId, count: int) -> int:
     """The share (0 to ``count - 1``) the order with this ``_id`` belongs to."""
     encoded = bson.encode({"_id": order_id})
     digest = hashlib.blake2b(encoded, digest_size=8).digest()
@@ -51,7 +53,7 @@ class Partition:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def owns(self, order_id: object) -> bool:
+    def owns(self, order_id: OrderId) -> bool:
         return share_of(order_id, self.count) == self.index
 
     def owned(self, ids: Iterable[T]) -> list[T]:
