@@ -153,8 +153,11 @@ def _stop_file(path: str | None) -> str | None:
     return path
 
 
-def _partition_setting(settings: Settings) -> Partition | None:
-    """BATCH_PARTITION (``--partition`` overrides it): a Job's pods each given their own K."""
+def _partition(args: argparse.Namespace, settings: Settings) -> Partition | None:
+    """``--partition``, else BATCH_PARTITION (a Job's pods each given their own K)."""
+    given: Partition | None = args.partition
+    if given is not None:
+        return given
     return Partition(*settings.batch_partition) if settings.batch_partition else None
 
 
@@ -170,6 +173,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         batch_size=args.batch_size,
         simulation=args.simulation or None,
     )
+    partition = _partition(args, settings)
     options = BatchOptions(
         run=args.run,
         date_from=args.date_from,
@@ -187,7 +191,9 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         stop_file=_stop_file(args.stop_file),
         max_rate=args.max_rate or settings.batch_max_rate,
         max_lag=args.max_lag or settings.batch_max_lag,
-        partition=args.partition or _partition_setting(settings),
+        partition=partition,
+        # "batch 1/4 done": which of N lines in a shell's output
+        name=f"batch {partition}" if partition else "batch",
     )
     if options.run:
         from order_archiver.cold.tier import check_cold_tier

@@ -106,6 +106,8 @@ def test_the_setting_refused_names_itself_and_the_flag_overrides_it(monkeypatch,
     assert json.loads(capsys.readouterr().out)["partition"] == "1/3"
     main(["batch", "--simulation", "--count", "60", "--json", "--partition", "0/2"])
     assert json.loads(capsys.readouterr().out)["partition"] == "0/2"
+    main(["batch", "--simulation", "--count", "60", "--run", "--partition", "1/2"])
+    assert "batch 1/2 done: " in capsys.readouterr().out  # which of N the summary is
 
 
 # --- N runs make one archive ------------------------------------------------------------------
