@@ -65,22 +65,35 @@ def one_case(
     fill_database(client[database], dataset, Settings(mongodb_uri=uri, mongodb_database=database, log_dir=""))
     started = time.perf_counter()
     processes = [start(uri, database, batch_size, *flags) for flags in shares]
-    reports = []
+    reports, warnings = [], []
     for process in processes:
         stdout, stderr = process.communicate(timeout=7200)
         if process.returncode not in (0, 3):
             raise SystemExit(f"{label}: batch failed ({process.returncode}): {stderr[-2000:]}")
         reports.append(json.loads(stdout))
+        warnings += [line for line in stderr.splitlines() if "WARNING" in line]  # -q: warnings only
     wall = time.perf_counter() - started
     archived = sum(report["archived"] for report in reports)
+    # Found in the archive when written: a chunk written again after a write that failed
+    # midway and was retried (idempotent), counted "already archived" the second time.
+    again = sum(report["already_archived"] for report in reports)
     ids = {d["_id"] for d in client[database]["Commande_archive"].find({}, {"_id": 1})}
     slowest = max(report["seconds"] for report in reports)
     print(
-        f"  {label:<22} {len(processes)} process(es): {archived} archived, wall {wall:6.1f}s "
+        f"  {label:<22} {len(processes)} process(es): {archived} archived ({again} already), wall {wall:6.1f}s "
         f"({archived / wall:6.0f} orders/s in all), slowest process {slowest:6.1f}s",
         flush=True,
     )
-    return {"case": label, "processes": len(processes), "archived": archived, "wall_s": wall, "ids": ids}
+    for line in warnings[:5]:
+        print(f"    {line[:200]}", flush=True)
+    return {
+        "case": label,
+        "processes": len(processes),
+        "archived": archived,
+        "already_archived": again,
+        "wall_s": wall,
+        "ids": ids,
+    }
 
 
 def main() -> None:
