@@ -186,9 +186,11 @@ def test_a_second_process_given_a_share_already_running_is_refused(
 ):
     """Two pods of one Job index at once (a retry while the first still runs): the second waits
     out the lease's life, then is refused (exit 2) rather than archive the share twice."""
-    seed_database(nx_client[db_name], nx_settings, 1200, seed=35)  # ~180 orders in share 1
+    seed_database(nx_client[db_name], nx_settings, 2000, seed=35)  # ~300 orders in share 1
     env = {**nx_env, **LEASE}
-    first = Share(env, tmp_path, 1, "--batch-size", "10", "--max-rate", "10")  # ~18 s
+    first = Share(
+        env, tmp_path, 1, "--batch-size", "10", "--max-rate", "10"
+    )  # ~30 s: killed once the second is refused
     key = batch_checkpoint_key(nx_settings, BatchOptions(partition=Partition(1, N)))
     wait_for(
         lambda: nx_client[db_name]["archiver_checkpoints"].find_one({"_id": f"lease:{key}"}) is not None,
