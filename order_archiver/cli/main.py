@@ -210,7 +210,9 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
             archiver.run()
             from order_archiver.cold.tier import move_to_cold, would_move
 
-            if options.run and report.completed:
+            # The cold tier's move takes the whole archive's months: not a share's (N of them
+            # at once would write the same months); the run without --partition makes it.
+            if options.run and report.completed and options.partition is None:
                 report.cold = move_to_cold(clients.source, settings, context, clients.archive)
             elif not options.run:
                 report.cold = would_move(clients.source, settings, context, clients.archive)

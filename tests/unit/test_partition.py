@@ -169,3 +169,19 @@ def test_a_dry_run_of_a_share_counts_that_share(mongo, settings):
     dataset = seed_database(mongo[settings.mongodb_database], settings, 300, p_anomalies=0.0)
     report = run(mongo, settings, run=False, partition=Partition(2, 4))
     assert report.would_archive == sum(1 for one in expected_archive_ids(dataset) if share_of(one, 4) == 2)
+
+
+def test_a_share_leaves_the_cold_tiers_move_to_the_run_without_a_partition(monkeypatch, tmp_path):
+    """ARCHIVE_COLD_URL's move takes the whole archive's old months: N shares finishing at once
+    would each write the same months; the run without --partition makes it."""
+    from order_archiver.cli.main import main
+    from order_archiver.cold import tier
+
+    moves = []
+    monkeypatch.setattr(tier, "move_to_cold", lambda *args: moves.append(args))
+    monkeypatch.setenv("ARCHIVE_COLD_URL", f"file://{tmp_path}")
+    monkeypatch.setenv("ARCHIVE_COLD_AFTER", "730d")
+    main(["batch", "--simulation", "--count", "100", "--run", "-q", "--partition", "0/2"])
+    assert moves == []
+    main(["batch", "--simulation", "--count", "100", "--run", "-q"])
+    assert len(moves) == 1
