@@ -46,6 +46,7 @@ log = get_logger("batch")
 T = TypeVar("T")
 
 PAGE_SIZE = 500  # orders per getMore, and per page once reads fail (see ChunkReader)
+WIDEST = 20_000  # ids a --partition share reads per page at most: ~400 KB of ObjectIds in one $in
 
 # One order whose enrichment is over the server's limits: a joined document over 16 MB
 # (BSONObjectTooLarge), a $lookup result over its memory limit. Per order, not per run.
@@ -147,8 +148,9 @@ class OrderSource:
 
     def widened(self, size: int) -> int:
         """How many ``_id``s to read for about ``size`` of this source's (``size`` times N with a
-        partition): a share's enrichment and writes keep their batch, its round trips their count."""
-        return size if self.partition is None else size * self.partition.count
+        partition): a share's enrichment and writes keep their batch, its round trips their count.
+        At most ``WIDEST``: a page's ids also go to the server as one ``$in`` (``_page``)."""
+        return size if self.partition is None else min(size * self.partition.count, WIDEST)
 
     def delivered_ids_after(self, after_id: OrderId, count: int) -> list[OrderId]:
         """The next ``count`` delivered orders' ``_id``s of the window (keyset on ``status, _id``)."""

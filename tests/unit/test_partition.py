@@ -185,3 +185,16 @@ def test_a_share_leaves_the_cold_tiers_move_to_the_run_without_a_partition(monke
     assert moves == []
     main(["batch", "--simulation", "--count", "100", "--run", "-q"])
     assert len(moves) == 1
+
+
+def test_a_share_reads_n_pages_of_ids_at_once_within_a_bound():
+    """A share reads N times a page's _ids (its enrichment keeps its batch), but never more than
+    WIDEST: a page's ids also go to the server in one $in (--partition 0/1000 would be 500,000)."""
+    from order_archiver.mongodb.source import PAGE_SIZE, WIDEST, OrderSource
+
+    def source(partition):
+        return OrderSource(None, None, "livrée", None, None, set, partition=partition)
+
+    assert source(None).widened(PAGE_SIZE) == PAGE_SIZE
+    assert source(Partition(1, 4)).widened(PAGE_SIZE) == 4 * PAGE_SIZE
+    assert source(Partition(0, 1000)).widened(PAGE_SIZE) == WIDEST
