@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ def start_server(folder: Path) -> tuple[str, Any]:
     return server.uri, server
 
 
-def _archived(archive: Any, order: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
+def _archived(archive: Any, order: Mapping[str, object], timeout_s: float = 10.0) -> dict[str, Any]:
     """The order's archive document, as soon as the watcher has written it."""
     deadline = time.perf_counter() + timeout_s
     while (document := archive.find_one({"_id": order["_id"]})) is None:

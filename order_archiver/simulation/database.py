@@ -225,8 +225,8 @@ def simulation_client(
         )
         return client
     dataset = generate_dataset(count, seed=seed)
-    for name, documents in dataset.by_collection(settings):
-        database[name].insert_many([strip_markers(doc) for doc in documents])
+    for name, generated in dataset.by_collection(settings):
+        database[name].insert_many([strip_markers(doc) for doc in generated])
     log.info("simulation database filled with %d generated orders (seed %s)", count, seed)
     return client
 

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Protocol
 
 from bson import ObjectId
+
+from order_archiver.orders.enrichment import NamedCollections
+from order_archiver.orders.schema import (
+    ClientDocument,
+    CourierDocument,
+    DishDocument,
+    OrderItem,
+    RestaurantDocument,
+    SourceOrder,
+)
 
 # The generator's defaults; the command line takes its own from here.
 DEFAULT_COUNT = 1000  # orders
@@ -158,15 +168,22 @@ _VEHICLES = ("vélo", "vélo électrique", "scooter", "moto", "voiture")
 _CATEGORIES = ("entrée", "plat", "plat", "plat", "dessert", "boisson")
 
 
+class SourceNames(NamedCollections, Protocol):
+    """The settings' names of the five source collections (``settings.Settings``)."""
+
+    @property
+    def orders_collection(self) -> str: ...
+
+
 @dataclass
 class Dataset:
-    clients: list[dict[str, object]] = field(default_factory=list)
-    couriers: list[dict[str, object]] = field(default_factory=list)
-    restaurants: list[dict[str, object]] = field(default_factory=list)
-    menus: list[dict[str, object]] = field(default_factory=list)
-    orders: list[dict[str, object]] = field(default_factory=list)
+    clients: list[ClientDocument] = field(default_factory=list)
+    couriers: list[CourierDocument] = field(default_factory=list)
+    restaurants: list[RestaurantDocument] = field(default_factory=list)
+    menus: list[DishDocument] = field(default_factory=list)
+    orders: list[SourceOrder] = field(default_factory=list)
 
-    def by_collection(self, settings: Any) -> Iterator[tuple[str, list[dict[str, object]]]]:
+    def by_collection(self, settings: SourceNames) -> Iterator[tuple[str, Sequence[Mapping[str, object]]]]:
         """(collection name, documents) in insertion order: references before orders."""
         yield settings.clients_collection, self.clients
         yield settings.couriers_collection, self.couriers
@@ -238,11 +255,11 @@ def generate_dataset(
                 "vehicule": rng.choice(_VEHICLES),
             }
         )
-    menus_by_restaurant: dict[object, list[dict[str, object]]] = {}
+    menus_by_restaurant: dict[ObjectId, list[DishDocument]] = {}
     cuisines = sorted(CUISINES)
     for _ in range(max(5, count // 200)):
         cuisine = rng.choice(cuisines)
-        restaurant = {
+        restaurant: RestaurantDocument = {
             "_id": _object_id(rng, created(90)),
             "nom": rng.choice(_RESTAURANT_PATTERNS).format(fake.last_name()),
             "type_cuisine": cuisine,
@@ -251,7 +268,7 @@ def generate_dataset(
         }
         data.restaurants.append(restaurant)
         dishes, (low, high) = CUISINES[cuisine]
-        menu = [
+        menu: list[DishDocument] = [
             {
                 "_id": _object_id(rng, created(90)),
                 "restaurant_id": restaurant["_id"],
@@ -274,11 +291,11 @@ def generate_dataset(
         ordered_at = ordered_at.replace(microsecond=0)
         status = "livrée" if rng.random() < p_delivered else rng.choices(others, weights)[0]
         menu = menus_by_restaurant[restaurant["_id"]]
-        items = [
+        items: list[OrderItem] = [
             {"menu_id": dish["_id"], "quantite": rng.choices((1, 2, 3, 4), (70, 20, 7, 3))[0]}
             for dish in rng.sample(menu, rng.randint(1, min(4, len(menu))))
         ]
-        order: dict[str, object] = {
+        order: SourceOrder = {
             "_id": _object_id(rng, ordered_at),
             "numero_commande": f"CMD-{first_number + offset:06d}",
             "status": status,
@@ -297,7 +314,7 @@ def generate_dataset(
     return data
 
 
-def _make_dirty(order: dict[str, object], kind: str, rng: random.Random, when: datetime) -> None:
+def _make_dirty(order: SourceOrder, kind: str, rng: random.Random, when: datetime) -> None:
     """Turn one order into one of the dirty cases the contract says real data holds."""
     if kind == "client_missing":
         order["client_id"] = _object_id(rng, when)
@@ -308,8 +325,7 @@ def _make_dirty(order: dict[str, object], kind: str, rng: random.Random, when: d
     elif kind == "restaurant_missing":
         order["restaurant_id"] = _object_id(rng, when)
     elif kind == "menu_missing":
-        first_item = cast(list[dict[str, object]], order["items"])[0]  # the generator's own order
-        first_item["menu_id"] = _object_id(rng, when)
+        order["items"][0]["menu_id"] = _object_id(rng, when)
     elif kind == "date_commande_string":
         order["date_commande"] = when.isoformat().replace("+00:00", "Z")
     elif kind == "no_items":
@@ -319,6 +335,6 @@ def _make_dirty(order: dict[str, object], kind: str, rng: random.Random, when: d
     order["_dirty"] = kind
 
 
-def strip_markers(order: dict[str, object]) -> dict[str, object]:
+def strip_markers(order: Mapping[str, object]) -> dict[str, object]:
     """The order as stored: without the ``_dirty`` marker tests use to find dirty cases."""
     return {k: v for k, v in order.items() if k != "_dirty"}

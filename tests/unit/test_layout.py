@@ -173,7 +173,7 @@ def test_no_class_over_250_lines():
 # #33 item 3 asks for half of 423 (the count the structure review found); the package's move
 # and this session's erasure work stand at 554. Lower it with each typed boundary (TypedDicts for
 # the source order, the archive document and the change event are the largest part left).
-ANY_CEILING = 146
+ANY_CEILING = 143
 
 
 def test_any_only_comes_down():
