@@ -30,6 +30,7 @@ from pymongo import DeleteOne
 from pymongo.cursor import Cursor
 
 from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, footer, is_complete
+from order_archiver.cold.rewrite import JOURNAL_KIND, ColdRewrite
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore, Month
 from order_archiver.context import RunContext
@@ -42,7 +43,6 @@ from order_archiver.retry import Retry
 log = get_logger("cold")
 T = TypeVar("T")
 
-JOURNAL_KIND = "cold-move"
 DELETE_CHUNK = 1_000  # deletes per bulk write (a bounded command)
 PAGE = 1_000  # archive documents per getMore of the month's walk
 
@@ -303,8 +303,6 @@ class ColdMove:
         removed); a file of nothing else is removed."""
         if not stale:
             return
-        from order_archiver.cold.erasure import ColdRewrite  # it builds on this module
-
         size = self.store.fs.get_file_info(path).size or 0
         ColdRewrite(self.store, self.journal, self.context).without(ColdFile(path, size), stale)
 

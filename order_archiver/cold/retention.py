@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from order_archiver.cold.erasure import ColdRewrite
 from order_archiver.cold.files import batches, footer_metadata
+from order_archiver.cold.rewrite import ColdRewrite
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext

@@ -12,19 +12,9 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from bson import ObjectId
-
-from order_archiver.orders.enrichment import NamedCollections
-from order_archiver.orders.schema import (
-    ClientDocument,
-    CourierDocument,
-    DishDocument,
-    OrderItem,
-    RestaurantDocument,
-    SourceOrder,
-)
 
 # The generator's defaults; the command line takes its own from here.
 DEFAULT_COUNT = 1000  # orders
@@ -168,8 +158,80 @@ _VEHICLES = ("vélo", "vélo électrique", "scooter", "moto", "voiture")
 _CATEGORIES = ("entrée", "plat", "plat", "plat", "dessert", "boisson")
 
 
-class SourceNames(NamedCollections, Protocol):
+# The contract's source schema (section 1), as the generator writes it. What the product reads
+# from a real database is not trusted to match it (real data is dirty): reads stay
+# ``documents.Document``, checked by the finishing step.
+
+
+class ClientDocument(TypedDict):
+    _id: ObjectId
+    nom: str
+    prenom: str
+    email: str
+    telephone: str
+    adresse: str
+
+
+class CourierDocument(TypedDict):
+    _id: ObjectId
+    nom: str
+    prenom: str
+    telephone: str
+    vehicule: str
+
+
+class RestaurantDocument(TypedDict):
+    _id: ObjectId
+    nom: str
+    type_cuisine: str
+    adresse: str
+    note: float
+
+
+class DishDocument(TypedDict):
+    _id: ObjectId
+    restaurant_id: ObjectId
+    nom: str
+    prix: float  # euros
+    categorie: str
+
+
+class OrderItem(TypedDict):
+    menu_id: ObjectId  # -> Menu._id
+    quantite: int  # >= 1
+
+
+class SourceOrder(TypedDict, total=False):
+    """An order; ``total=False``: dirty data lacks ``numero_commande`` or ``livreur_id``, and
+    only a delivered order has ``date_livraison``."""
+
+    _id: ObjectId
+    numero_commande: str  # the business key
+    status: str  # "en_attente", "en_preparation", "en_livraison", "livrée", "annulée"
+    date_commande: datetime | str  # UTC; an ISO-8601 string in dirty data
+    date_livraison: datetime  # UTC, once delivered
+    client_id: ObjectId
+    livreur_id: ObjectId | None  # None until assigned
+    restaurant_id: ObjectId
+    items: list[OrderItem]
+    adresse_livraison: str
+    _dirty: str  # the generator's mark of a dirty case, for tests: never stored (strip_markers)
+
+
+class SourceNames(Protocol):
     """The settings' names of the five source collections (``settings.Settings``)."""
+
+    @property
+    def clients_collection(self) -> str: ...
+
+    @property
+    def couriers_collection(self) -> str: ...
+
+    @property
+    def restaurants_collection(self) -> str: ...
+
+    @property
+    def menu_collection(self) -> str: ...
 
     @property
     def orders_collection(self) -> str: ...
