@@ -9,6 +9,13 @@ Measures, on the same server and data, orders/second of:
   (e) the enrichment aggregation drained with no Python work;
   (u) unordered bulk upserts of as many archive documents, --batch-size per bulk;
   L = 1 / (1/e + 1/u): the floor of any enriched archive that reads then writes;
+  (e') the product's own read drained: the same aggregation sorted on _id (what a checkpoint
+      needs), as the run sends it (OrderSource.stream), with no Python work;
+  (u') the same upserts into a collection with the archive's indexes (indexes.ARCHIVE_INDEXES:
+      what forget, restore, status and retention need), not the unique one alone;
+  L' = 1 / (1/e' + 1/u'): the floor of the server work this archiver must have done;
+  with --archive-server, M = min(e', u'): the slower of the two sides, what a run whose
+      reads and writes overlap approaches, where L' is their sum;
   (c) this archiver: `main.py batch --run` as a subprocess (its peak RSS is reported).
 Figures from nx-27017 are not MongoDB's: read the ratios, measured side by side.
 """
@@ -33,6 +40,8 @@ from pymongo import InsertOne, UpdateOne
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
+from order_archiver.mongodb.source import OrderSource
 from order_archiver.orders.enrichment import (
     CollectionNames,
     build_enrichment_pipeline,
@@ -98,9 +107,28 @@ def drain_enrichment(database, settings: Settings, batch_size: int) -> tuple[lis
     return raw, time.perf_counter() - started
 
 
-def bulk_upserts(database, documents: list, batch_size: int) -> tuple[int, float]:
+def drain_product_read(database, settings: Settings) -> tuple[int, float]:
+    """(e'): the run's own aggregation (sorted on _id, OrderSource.stream), drained."""
+    source = OrderSource(
+        database[settings.orders_collection],
+        CollectionNames.from_settings(settings),
+        settings.delivered_status,
+        None,
+        None,
+        archived_ids=lambda ids: set(),
+    )
+    started = time.perf_counter()
+    count = sum(1 for _ in source.stream(None, None))
+    return count, time.perf_counter() - started
+
+
+def bulk_upserts(
+    database, documents: list, batch_size: int, *, all_indexes: bool = False
+) -> tuple[int, float]:
+    """(u), or (u') with ``all_indexes``: into a collection with the archive's indexes."""
     target = database["bench_upserts"]
-    target.create_index("numero_commande", unique=True)
+    for keys, extra in ARCHIVE_INDEXES if all_indexes else [("numero_commande", {"unique": True})]:
+        target.create_index(keys, **extra)
     started = time.perf_counter()
     for start in range(0, len(documents), batch_size):
         chunk = documents[start : start + batch_size]
@@ -272,12 +300,15 @@ def main() -> None:
             print(f"(b) raw copy     {b_n:>8} orders {b_s:8.2f}s {rate(b_n, b_s):9.0f}/s", flush=True)
             # (e) and (u) are measured before and after (c), and L uses their means: the
             # server slows as its files grow, and (c) should not profit nor suffer from order.
-            e_runs, u_runs = [], []
+            e_runs, u_runs, e2_runs, u2_runs = [], [], [], []
             for round_number in (1, 2):
                 raw, e_s = drain_enrichment(database, settings, args.batch_size)
                 e_n = len(raw)
                 e_runs.append(rate(e_n, e_s))
                 print(f"(e) aggregation  {e_n:>8} orders {e_s:8.2f}s {e_runs[-1]:9.0f}/s", flush=True)
+                e2_n, e2_s = drain_product_read(database, settings)
+                e2_runs.append(rate(e2_n, e2_s))
+                print(f"(e') run's read  {e2_n:>8} orders {e2_s:8.2f}s {e2_runs[-1]:9.0f}/s", flush=True)
                 now = _utc(time.time())
                 documents = []
                 for doc in raw:
@@ -290,6 +321,10 @@ def main() -> None:
                 target.drop_collection("bench_upserts")
                 u_runs.append(rate(u_n, u_s))
                 print(f"(u) bulk upserts {u_n:>8} orders {u_s:8.2f}s {u_runs[-1]:9.0f}/s", flush=True)
+                u2_n, u2_s = bulk_upserts(target, documents, args.batch_size, all_indexes=True)
+                target.drop_collection("bench_upserts")
+                u2_runs.append(rate(u2_n, u2_s))
+                print(f"(u') + indexes   {u2_n:>8} orders {u2_s:8.2f}s {u2_runs[-1]:9.0f}/s", flush=True)
                 del documents
                 if round_number == 1:
                     report, wall, peak_mib = archiver_subprocess(
@@ -308,11 +343,24 @@ def main() -> None:
                 f"    L = 1/(1/e + 1/u) with mean e {e_rate:.0f}/s, mean u {u_rate:.0f}/s: {floor:9.0f}/s",
                 flush=True,
             )
+            e2_rate, u2_rate = sum(e2_runs) / 2, sum(u2_runs) / 2
+            own_floor = 1 / (1 / e2_rate + 1 / u2_rate)
+            print(
+                f"    L' = 1/(1/e' + 1/u') with mean e' {e2_rate:.0f}/s, mean u' {u2_rate:.0f}/s: {own_floor:9.0f}/s",
+                flush=True,
+            )
             ratios = {
                 "c/a": c_rate / rate(a_n, a_s),
                 "c/L": c_rate / floor,
+                "c/L'": c_rate / own_floor,
                 "c/b": c_rate / rate(b_n, b_s),
             }
+            if args.archive_server:
+                # Reads on one server, writes on the other: a run that overlaps them approaches
+                # the slower side (M), one that takes turns their sum (L').
+                slower = min(e2_rate, u2_rate)
+                print(f"    M = min(e', u'), the slower side alone:        {slower:9.0f}/s", flush=True)
+                ratios["c/M"] = c_rate / slower
             print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
             assert report["archived"] + report["rejected"] == e_n, report
             figures = {
@@ -326,6 +374,9 @@ def main() -> None:
                 "e_per_s": e_runs,
                 "u_per_s": u_runs,
                 "L_per_s": floor,
+                "e2_per_s": e2_runs,
+                "u2_per_s": u2_runs,
+                "L2_per_s": own_floor,
                 "c_per_s": c_rate,
                 "c_seconds": report["seconds"],
                 "c_peak_rss_mib": peak_mib,

@@ -29,6 +29,7 @@ from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.rejections import RejectionLog
 from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, RunLimits, peak_rss_mib
 from order_archiver.batch.samples import export_samples, keep_samples
+from order_archiver.batch.writing import ChunkWriting
 from order_archiver.context import RunContext
 from order_archiver.documents import Document
 from order_archiver.errors import (
@@ -138,6 +139,9 @@ class BatchArchiver:
         self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
         self.step = ArchivingStep(self.writer, self.rejections.add, pace=pace, hold=hold)
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
+        self.writing = ChunkWriting(
+            self.writer, self.step, lambda: self.source.exclude_archived_in is not None
+        )
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         maintain = options.maintain
         self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, on_archive, maintain)
@@ -157,7 +161,7 @@ class BatchArchiver:
     # -- writing
 
     def write_chunk(self, chunk: Chunk) -> None:
-        self.report.add_written(self.step.archive(self._not_yet_archived(chunk.documents), chunk.rejections))
+        self.report.add_written(self.writing.write(chunk.documents, chunk.rejections))
         # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
         # one write every few seconds is enough; it always follows the chunks it covers.
         if chunk.last_id is not None:
@@ -177,11 +181,8 @@ class BatchArchiver:
     # -- orchestration
 
     def _not_yet_archived(self, documents: list[dict[str, object]]) -> list[dict[str, object]]:
-        """When the read did not skip archived orders (another database, an incremental pass,
-        a first run), the archive is asked by ``_id``: an order archived in this very version is done."""
-        if self.source.exclude_archived_in is not None:
-            return documents
-        todo, done = self.writer.not_archived_as_they_are(documents)
+        """What --run would write (``writing.ChunkWriting``): an order archived as it is is done."""
+        todo, done, _ = self.writing.unwritten(documents)
         self.report.already_archived += done
         return todo
 

@@ -161,9 +161,13 @@ class RespectedErasures:
     def among(self, documents: list[dict[str, object]]) -> Forgotten:
         return self.record.among(documents) if self.record is not None and documents else Forgotten()
 
-    def before_write(self, documents: list[dict[str, object]]) -> tuple[list[dict[str, object]], Forgotten]:
-        """``documents`` with a forgotten person's erased, and the forgotten persons found."""
-        known = self.among(documents)
+    def before_write(
+        self, documents: list[dict[str, object]], known: Forgotten | None = None
+    ) -> tuple[list[dict[str, object]], Forgotten]:
+        """``documents`` with a forgotten person's erased, and the forgotten persons found
+        (``known``: as the record was read for them a moment ago; ``since`` then looks after
+        the write for anyone recorded after that read)."""
+        known = self.among(documents) if known is None else known
         return known.applied(documents, datetime.now(UTC), self.fields), known
 
     def as_held(self, document: dict[str, object], held: HeldErasure | None) -> dict[str, object]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from order_archiver.mongodb.storage import ArchiveWriter
+from order_archiver.orders.erasing import Forgotten
 from order_archiver.orders.rejection import Rejection
 
 
@@ -44,7 +45,13 @@ class ArchivingStep:
     pace: Callable[[int], None] | None = None  # --max-rate: after the write, wait if ahead
     hold: Callable[[], None] | None = None  # --max-lag: before the write, wait while a secondary lags
 
-    def archive(self, documents: list[dict[str, object]], rejections: list[Rejection]) -> ArchiveCounts:
+    def archive(
+        self, documents: list[dict[str, object]], rejections: list[Rejection], known: Forgotten | None = None
+    ) -> ArchiveCounts:
+        """``known``: the record of forgotten persons as just read for ``documents``
+        (``ArchiveWriter.not_archived_as_they_are``), not read again before the write, unless
+        ``hold`` may have waited since (minutes: a person forgotten meanwhile is written erased,
+        not erased only by the read after the write)."""
         counts = ArchiveCounts()
         met = list(rejections)
         if documents:
@@ -52,7 +59,7 @@ class ArchivingStep:
                 self.hold()
             if self.fence is not None:
                 self.fence()  # fencing: a writer that lost its lease writes nothing more
-            outcome = self.writer.write(documents)
+            outcome = self.writer.write(documents, known=known if self.hold is None else None)
             counts = ArchiveCounts(outcome.archived, outcome.already_archived, outcome.revised)
             met += outcome.rejections
         if met:

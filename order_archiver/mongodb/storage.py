@@ -35,6 +35,7 @@ from order_archiver.mongodb.forgotten import (
     erasure_updates,
 )
 from order_archiver.orders.enrichment import CollectionNames
+from order_archiver.orders.erasing import Forgotten
 from order_archiver.orders.rejection import Rejection
 from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE, Retry
 from order_archiver.settings import Settings
@@ -117,6 +118,16 @@ class WriteOutcome:
             self.existing + other.existing,
             self.missed + other.missed,
         )
+
+
+class Unwritten(NamedTuple):
+    """What a write has left to do (``ArchiveWriter.not_archived_as_they_are``): the documents the
+    archive does not hold as they are, how many it does, and the record of forgotten persons
+    as read for them (``ArchiveWriter.write(known=...)``: one read of it before the write)."""
+
+    documents: list[Document]
+    already_archived: int
+    known: Forgotten | None  # None: not read (nothing asked)
 
 
 class Held(NamedTuple):
@@ -225,15 +236,13 @@ class ArchiveWriter:
         """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
         return read_held(self.archive, ids, self.context)
 
-    def not_archived_as_they_are(
-        self, documents: list[dict[str, object]]
-    ) -> tuple[list[dict[str, object]], int]:
+    def not_archived_as_they_are(self, documents: list[dict[str, object]]) -> Unwritten:
         """The documents the archive does not hold in this very version (by ``_id``, then
-        ``source_hash``: one corrected since is written again, and revised), and how many it
-        does."""
+        ``source_hash``: one corrected since is written again, and revised), a forgotten
+        person's erased, how many it does, and the record as read for them."""
         if not documents:
-            return documents, 0
-        documents = self.respecting_erasures(documents)
+            return Unwritten(documents, 0, Forgotten())
+        documents, known = self.erasures.before_write(documents)
         archived = self.archived_hashes([d["_id"] for d in documents])
         documents = [self.erasures.as_held(d, archived.get(d["_id"])) for d in documents]
         unchanged = {
@@ -241,7 +250,7 @@ class ArchiveWriter:
             for d in documents
             if d["_id"] in archived and archived[d["_id"]].source_hash == d["source_hash"]
         }
-        return [d for d in documents if d["_id"] not in unchanged], len(unchanged)
+        return Unwritten([d for d in documents if d["_id"] not in unchanged], len(unchanged), known)
 
     def existing_ids(self, ids: list[OrderId]) -> set[OrderId]:
         found = self.context.retrying(
@@ -257,12 +266,16 @@ class ArchiveWriter:
         durable = self.archive.with_options(read_concern=ReadConcern("majority"))
         return read_held(durable, ids, self.context)
 
-    def write(self, documents: list[dict[str, object]], *, again: bool = True) -> WriteOutcome:
+    def write(
+        self, documents: list[dict[str, object]], *, again: bool = True, known: Forgotten | None = None
+    ) -> WriteOutcome:
         """Archive ``documents``: new orders inserted (``upsert``), orders already archived
         compared by ``source_hash`` and, when their source changed since (a correction after
         delivery: a refund, a fixed address), their document replaced (``revise``). Idempotent:
-        written again, nothing changes. A forgotten person's orders are written erased."""
-        documents, known = self.erasures.before_write(documents)
+        written again, nothing changes. A forgotten person's orders are written erased: the
+        record is read before the write (``known``: read for them a moment ago, by
+        ``not_archived_as_they_are``, and not read again) and after it."""
+        documents, known = self.erasures.before_write(documents, known)
         outcome = self.upsert(documents)
         if outcome.existing:
             outcome = outcome.plus(self.revise(outcome.existing))

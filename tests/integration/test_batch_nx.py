@@ -280,3 +280,55 @@ def test_a_full_sweep_tests_archived_orders_by_id_only(nx_server, nx_settings, s
     assert by_id, reads.finds
     assert all(f.get("projection") == {"_id": 1} for f in by_id)
     assert max(len(f["filter"]["_id"]["$in"]) for f in by_id) <= 500  # one page of ids each
+
+
+class ArchiveSideCommands(pymongo.monitoring.CommandListener):
+    """A run's commands on a collection, as they went on the wire: ``(name, collection)``, and
+    ``(name + " by _id", collection)`` again for a read of ``_id``s (``{_id: {$in: [...]}}``),
+    ``("held", collection)`` for one of what the archive holds of them (``storage.read_held``)."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, str]] = []
+
+    def started(self, event: pymongo.monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        collection = event.command.get(name)
+        if isinstance(collection, str):
+            self.commands.append((name, collection))
+            if "$in" in ((event.command.get("filter") or {}).get("_id") or {}):
+                self.commands.append((f"{name} by _id", collection))
+            if "source_hash" in (event.command.get("projection") or {}):
+                self.commands.append(("held", collection))
+
+    def count(self, name: str, collection: str) -> int:
+        return self.commands.count((name, collection))
+
+    def succeeded(self, event: pymongo.monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: pymongo.monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_first_run_asks_the_record_once_before_and_once_after_each_write(nx_server, nx_settings, seeded):
+    """#34 item 6: each chunk of a first run reads the record of forgotten persons once before
+    its write and once after it (it read it twice before), and stops asking the archive by
+    ``_id`` which orders it holds once a chunk's asking found none (a first run: it holds none);
+    a re-run, whose archive holds them all, asks on every chunk and writes nothing."""
+    commands = ArchiveSideCommands()
+    archive, record = nx_settings.archive_collection, nx_settings.forgotten_collection
+    options = BatchOptions(run=True, full=True, batch_size=100)
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True, event_listeners=[commands]) as client:
+        # The archive in another database: the read cannot skip archived orders on the server.
+        settings = nx_settings.with_overrides(archive_database=f"{nx_settings.mongodb_database}_archive")
+        first = BatchArchiver(client, settings, options).run()
+        writes = commands.count("update", archive)
+        assert first.archived == len(expected_archive_ids(seeded))
+        assert writes >= 4
+        assert commands.count("find by _id", record) == 2 * writes
+        assert commands.count("held", archive) == 1  # the first chunk's asking
+        commands.commands.clear()
+        again = BatchArchiver(client, settings, options).run()
+    assert (again.archived, again.already_archived) == (0, first.archived)
+    assert commands.count("update", archive) == 0  # asked first: nothing sent again
+    assert commands.count("held", archive) == writes
