@@ -332,3 +332,20 @@ def test_a_first_run_asks_the_record_once_before_and_once_after_each_write(nx_se
     assert (again.archived, again.already_archived) == (0, first.archived)
     assert commands.count("update", archive) == 0  # asked first: nothing sent again
     assert commands.count("held", archive) == writes
+
+
+def test_after_the_lag_s_wait_the_record_is_read_again_before_the_write(nx_server, nx_settings, seeded):
+    """#34 item 6 with --max-lag: the wait before a write can last minutes, so the record of
+    forgotten persons read while asking the archive (the first chunk) is read again after it:
+    a person forgotten during the wait is written erased, not only erased after the write. (On
+    a standalone the lag cannot be measured: the hold warns and lets each chunk through.)"""
+    commands = ArchiveSideCommands()
+    record = nx_settings.forgotten_collection
+    settings = nx_settings.with_overrides(archive_database=f"{nx_settings.mongodb_database}_archive")
+    options = BatchOptions(run=True, full=True, batch_size=100, max_lag=timedelta(seconds=5))
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True, event_listeners=[commands]) as client:
+        report = BatchArchiver(client, settings, options).run()
+    writes = commands.count("update", nx_settings.archive_collection)
+    assert report.archived == len(expected_archive_ids(seeded))
+    assert commands.count("held", nx_settings.archive_collection) == 1
+    assert commands.count("find by _id", record) == 2 * writes + 1  # the asking chunk's read again
