@@ -60,6 +60,7 @@ class ColdMoveReport:
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: cold orders whose personal data was erased
     pii_rewritten: int = 0  # the files rewritten for it
     would_move: int | None = None  # a dry run: the archived orders past ARCHIVE_COLD_AFTER
+    skipped: bool = False  # another batch run held the move's lease: nothing moved by this one
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -74,9 +75,12 @@ class ColdMoveReport:
             "pii_erased": self.pii_erased,
             "pii_rewritten": self.pii_rewritten,
             "would_move": self.would_move,
+            "skipped": self.skipped,
         }
 
     def line(self) -> str:
+        if self.skipped:
+            return "cold tier: another batch run is moving orders to it: nothing moved by this one"
         if self.would_move is not None:
             return f"cold tier: would move {plural(self.would_move, 'archived order')} (dry run)"
         months = f" ({', '.join(self.months)})" if self.months else ""
@@ -124,6 +128,9 @@ class ColdMove:
         # of a person forgotten since it was archived is written erased, never as it was.
         self.respect = respect or (lambda documents: documents)
         self.after_publish: Callable[[], None] = _no_fault  # the crash test's point: file out, archive whole
+        # The move's lease (``tier.move_to_cold``): checked before a file is published, so that a
+        # run that lost it (stalled past its life) never publishes beside the run that took it.
+        self.fence: Callable[[], None] = _no_fault
         self.expire_before = expire_before  # ARCHIVE_RETENTION's cutoff: whole months before it go
         self.report = ColdMoveReport()
 
@@ -244,6 +251,12 @@ class ColdMove:
             self.store.remove(partial)
             self._write(lambda: self.journal.delete_one({"_id": key}))
             return
+        try:
+            self.fence()
+        except BaseException:
+            self.store.remove(partial)
+            self._write(lambda: self.journal.delete_one({"_id": key}))
+            raise
         self.store.publish(partial, final)
         self._write(lambda: self.journal.update_one({"_id": key}, {"$set": self._published(summary)}))
         self.after_publish()

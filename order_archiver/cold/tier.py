@@ -14,11 +14,14 @@ from order_archiver.cold.store import ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document
 from order_archiver.errors import FatalError
-from order_archiver.logs import plural
-from order_archiver.mongodb.lease import server_time
+from order_archiver.logs import get_logger, plural
+from order_archiver.mongodb.lease import Lease, server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.orders.erasing import BY_AGE, Erasure
-from order_archiver.settings import Settings
+from order_archiver.settings import Duration, Settings
+
+log = get_logger("cold")
+MOVE_LEASE = "cold-tier/move"  # one batch run moves at a time (no watcher name holds a "/")
 
 
 def cold_store(settings: Settings) -> ColdStore | None:
@@ -68,26 +71,57 @@ def move_to_cold(
         return None
     collections = Collections.of(client, settings, archive_client)
     on_archive = context.on(collections.archive_side)
+    # One move at a time (two batch runs on two machines would write the same months twice).
+    lease = Lease(
+        collections.checkpoints,
+        MOVE_LEASE,
+        ttl_s=settings.watch_lease_ttl_s,
+        renew_s=settings.watch_lease_renew_s,
+        stop_event=context.stop,
+    )
     with on_archive.named():
-        now = on_archive.retrying(lambda: server_time(archive_client or client))
-        retention = settings.archive_retention
-        move = ColdMove(
-            store,
-            collections.archive,
-            collections.checkpoints,
-            now - settings.archive_cold_after,
-            on_archive,
-            respect=ArchiveWriter.of(collections, settings, on_archive).respecting_erasures,
-            expire_before=now - retention if retention is not None else None,
-        )
-        report = move.run()
-        if settings.archive_pii_retention is not None:
-            fields = settings.pii_policy.fields
-            erasure = Erasure(client=True, courier=True, by=BY_AGE, at=now, fields=fields)
-            cutoff = now - settings.archive_pii_retention
-            aged = erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive)
-            report.pii_erased, report.pii_rewritten = aged.orders, aged.files
-        return report
+        if not lease.try_acquire():
+            log.warning(
+                "cold tier: another batch run is moving orders to it (lease %s): left to it", lease.key
+            )
+            return ColdMoveReport(skipped=True)
+        try:
+            cutoff_age = settings.archive_cold_after
+            return _moved(client, settings, collections, on_archive, store, lease, cutoff_age, archive_client)
+        finally:
+            lease.release()
+
+
+def _moved(
+    client: MongoClient[Document],
+    settings: Settings,
+    collections: Collections,
+    on_archive: RunContext,
+    store: ColdStore,
+    lease: Lease,
+    cutoff_age: Duration,
+    archive_client: MongoClient[Document] | None,
+) -> ColdMoveReport:
+    now = on_archive.retrying(lambda: server_time(archive_client or client))
+    retention = settings.archive_retention
+    move = ColdMove(
+        store,
+        collections.archive,
+        collections.checkpoints,
+        now - cutoff_age,
+        on_archive,
+        respect=ArchiveWriter.of(collections, settings, on_archive).respecting_erasures,
+        expire_before=now - retention if retention is not None else None,
+    )
+    move.fence = lease.check
+    report = move.run()
+    if settings.archive_pii_retention is not None:
+        fields = settings.pii_policy.fields
+        erasure = Erasure(client=True, courier=True, by=BY_AGE, at=now, fields=fields)
+        cutoff = now - settings.archive_pii_retention
+        aged = erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive)
+        report.pii_erased, report.pii_rewritten = aged.orders, aged.files
+    return report
 
 
 @dataclass

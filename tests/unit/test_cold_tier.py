@@ -748,3 +748,59 @@ def test_an_order_corrected_while_its_month_is_moved_stays_in_one_place_its_newe
     assert all(len(places) == 1 for places in in_cold.values())
     assert set(in_cold) | {d["_id"] for d in archive.find({}, {"_id": 1})} == set(before)
     assert not list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
+
+
+def test_one_batch_run_moves_at_a_time_the_other_leaves_the_move_to_it(mongo, settings, archived, tmp_path):
+    """Two `batch --run` on two machines (a CronJob overlapping a manual run) would both write a
+    month: the move takes a lease first (the watcher's, in the checkpoints collection); a run
+    that finds it held moves nothing and says so."""
+    from order_archiver.cold.tier import MOVE_LEASE, move_to_cold
+    from order_archiver.mongodb.lease import Lease
+    from order_archiver.settings import Duration
+
+    archive, before = archived
+    store = local_store(tmp_path)
+    days = (datetime.now(UTC) - a_cutoff(before)).days
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=Duration(days=days))
+    checkpoints = mongo[settings.archive_db_name][settings.checkpoint_collection]
+    other = Lease(checkpoints, MOVE_LEASE, ttl_s=60, renew_s=20, owner="another-machine")
+    assert other.try_acquire()
+    try:
+        report = move_to_cold(mongo, with_cold, RunContext())
+    finally:
+        other.release()
+    assert report is not None
+    assert (report.skipped, report.moved) == (True, 0)
+    assert store.files() == []
+    assert archive.count_documents({}) == len(before)
+    assert "another batch run" in report.line()
+    after = move_to_cold(mongo, with_cold, RunContext())  # released: this run moves
+    assert after is not None
+    assert after.moved > 0
+    assert_one_place_each(archive, store, before)
+
+
+def test_a_move_that_lost_its_lease_publishes_nothing_and_leaves_the_archive_whole(
+    mongo, settings, archived, tmp_path
+):
+    """A run stalled past its lease's life (another run took it) is fenced before it publishes:
+    its checked file is dropped, its journal entry removed, the archive untouched."""
+    from pyarrow.fs import FileSelector, FileType
+
+    from order_archiver.mongodb.lease import LeaseLost
+
+    archive, before = archived
+    store = local_store(tmp_path)
+    move = ColdMove(store, *collections(mongo, settings), a_cutoff(before))
+
+    def lost():
+        raise LeaseLost("lease lease:cold-tier/move lost (term 1)")
+
+    move.fence = lost
+    with pytest.raises(LeaseLost):
+        move.run()
+    assert store.files() == []
+    left = store.fs.get_file_info(FileSelector(store.root, recursive=True))
+    assert [info.path for info in left if info.type == FileType.File] == []  # no partial file either
+    assert archive.count_documents({}) == len(before)
+    assert not list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
