@@ -375,8 +375,10 @@ def parse_cold_url(value: str) -> str:
     never ride in it (the AWS chain gives them: environment, profile, instance role)."""
     url = str(value).strip()
     scheme, separator, rest = url.partition("://")
-    if not separator or scheme.lower() not in COLD_SCHEMES:
+    scheme = scheme.lower()  # a URL's scheme is case-insensitive (RFC 3986): S3:// is s3://
+    if not separator or scheme not in COLD_SCHEMES:
         raise ValueError(f"expected file:///path or s3://bucket/prefix; got the scheme {scheme[:20]!r}")
+    url = f"{scheme}://{rest}"
     if scheme == "file" and not rest.startswith("/"):
         raise ValueError("a file:// URL names an absolute folder: file:///var/lib/order-archiver/cold")
     authority = rest.split("/", 1)[0]
@@ -836,7 +838,8 @@ def check_output_paths(settings: Settings, outputs: Mapping[str, str | None], en
 # (``mongodb:/``, ``MONGODB://``, none at all): a masked word too many beats a password shown.
 _URI_PASSWORD = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*:/*)?)([^:/?#@\s'\"]*):([^\s'\"/]*)@")
 _PASSWORD_PARAM = re.compile(
-    r"((?:password|passwd|pwd|secret|tlsCertificateKeyFilePassword|ARCHIVE_PII_KEY"
+    # Not a file's name in a path (``/etc/passwd: not a folder`` names no password).
+    r"(?<!/)((?:password|passwd|pwd|secret|tlsCertificateKeyFilePassword|ARCHIVE_PII_KEY"
     # AWS credentials ride in authMechanismProperties (AWS_SESSION_TOKEN:...): all of it.
     r"|authMechanismProperties)\s*[=:]\s*)"
     r"(\"[^\"]*\"|'[^']*'|[^&\s;'\"]+)",

@@ -234,6 +234,8 @@ class BatchReport:
             return ""
         members = ", ".join(f"{m} {s:.1f}s" for m, s in sorted(self.lag_waited_for.items()))
         waited = f"waited {self.lag_waited_s:.1f}s for lagging secondaries ({members or 'none lagged'})"
+        if not members and any(w.startswith("--max-lag is not applied") for w in self.warnings):
+            waited = "not applied (see the warning)"  # nothing measured: "none lagged" would be a claim
         return f", --max-lag {self.max_lag_s:g}s: {waited}"
 
     def lines(self, *, show_samples: bool = True, show_pii: bool = False) -> list[str]:

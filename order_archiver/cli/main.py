@@ -147,9 +147,21 @@ def _samples_wanted(args: argparse.Namespace) -> int:
 
 
 def _stop_file(path: str | None) -> str | None:
-    """``--stop-file``: its folder must exist (a typo would never stop the run)."""
-    if path is not None and not Path(path).expanduser().parent.is_dir():
-        raise ConfigError(f"--stop-file {path}: the folder {Path(path).parent} does not exist")
+    """``--stop-file``: its folder must exist (a typo would never stop the run), and it names a
+    file, not a folder (which exists already: every run would stop at once). One left behind
+    by an earlier stop is said: this run stops at its first chunk boundary, and so will the next."""
+    if path is None:
+        return None
+    where = Path(path).expanduser()
+    if not where.parent.is_dir():
+        raise ConfigError(f"--stop-file {path}: the folder {where.parent} does not exist")
+    if where.is_dir():
+        raise ConfigError(f"--stop-file {path}: a folder; name a file in it (the run stops once it exists)")
+    if where.exists():
+        get_logger().warning(
+            "--stop-file %s exists already: this run stops after its first chunk; remove it to let runs finish",
+            path,
+        )
     return path
 
 

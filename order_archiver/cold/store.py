@@ -73,7 +73,10 @@ class ColdStore:
         if filesystem is None or root is None:
             from pyarrow.fs import FileSystem
 
-            filesystem, root = FileSystem.from_uri(url)
+            try:
+                filesystem, root = FileSystem.from_uri(url)
+            except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError: a bucket's region, a URI
+                raise ConfigError(f"ARCHIVE_COLD_URL {url}: cannot be reached: {_first_line(exc)}") from None
         self.fs: FileSystem = filesystem
         self.root: str = str(root).rstrip("/")
 

@@ -804,3 +804,21 @@ def test_a_move_that_lost_its_lease_publishes_nothing_and_leaves_the_archive_who
     assert [info.path for info in left if info.type == FileType.File] == []  # no partial file either
     assert archive.count_documents({}) == len(before)
     assert not list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
+
+
+@pytest.mark.parametrize("scheme", ["S3", "FILE", "File"])
+def test_a_schemes_case_does_not_matter(scheme, tmp_path):
+    """A URL's scheme is case-insensitive (RFC 3986): S3://b/p is s3://b/p (a new user's try
+    crashed on it with an unexpected ArrowInvalid)."""
+    where = f"{scheme}://{tmp_path}" if scheme != "S3" else "S3://bucket/orders"
+    settings, _ = load_settings(
+        environ={"MONGODB_URI": "mongodb://h", "ARCHIVE_COLD_URL": where, "ARCHIVE_COLD_AFTER": "730d"}
+    )
+    assert settings.archive_cold_url == where.replace(scheme, scheme.lower(), 1)
+    if scheme != "S3":
+        ColdStore(settings.archive_cold_url).check()
+
+
+def test_a_cold_url_the_store_cannot_open_is_a_configuration_error_not_a_crash():
+    with pytest.raises(ConfigError, match=r"ARCHIVE_COLD_URL gopher://x: cannot be reached"):
+        ColdStore("gopher://x")

@@ -371,3 +371,10 @@ def test_the_uri_can_come_from_a_mounted_file(tmp_path, capsys):
         load_settings(None, environ={"MONGODB_URI_FILE": str(secret)})
     assert str(refused.value).startswith(f"MONGODB_URI_FILE {secret}: must start with mongodb://")
     assert "Fi1e-S3cret" not in str(refused.value)
+
+
+def test_a_file_named_like_a_password_key_is_not_masked():
+    """``/etc/passwd: not a folder`` names a file, not a password: the message keeps its words
+    (a new user read 'file:///etc/passwd: *** a folder'); a key after anything else is masked."""
+    assert redact_uri("ARCHIVE_COLD_URL file:///etc/passwd: not a folder").endswith("passwd: not a folder")
+    assert redact_uri("MONGODB_PASSWORD=abc password: hunter2") == "MONGODB_PASSWORD=*** password: ***"

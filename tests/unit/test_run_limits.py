@@ -58,6 +58,10 @@ def test_a_completed_run_says_so(mongo):
     [
         (["--max-runtime", "0s"], "argument --max-runtime: must be longer than 0"),
         (["--stop-file", "/nowhere/stop"], "--stop-file /nowhere/stop: the folder /nowhere does not exist"),
+        (
+            ["--stop-file", "/tmp"],
+            "--stop-file /tmp: a folder; name a file in it",
+        ),  # it exists: every run would stop
     ],
 )
 def test_a_limit_that_cannot_work_is_refused_before_anything_runs(argument, said, capsys, tmp_path: Path):
@@ -69,3 +73,17 @@ def test_a_limit_that_cannot_work_is_refused_before_anything_runs(argument, said
         code = int(exc.code or 0)
     assert code == 2
     assert said in capsys.readouterr().err
+
+
+def test_a_stop_file_left_behind_is_said_on_every_run(capsys, tmp_path: Path):
+    """A new user's try: a stop file never removed cut every later `-q` run short, silently."""
+    from order_archiver.cli.main import main
+
+    stop = tmp_path / "stop"
+    stop.touch()
+    code = main(["batch", "--simulation", "--count", "10", "-q", "--stop-file", str(stop)])
+    assert code in (0, 3)
+    assert (
+        f"--stop-file {stop} exists already: this run stops after its first chunk; remove it"
+        in capsys.readouterr().err
+    )
