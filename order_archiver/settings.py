@@ -213,6 +213,9 @@ def parse_positive_int(value: str | int) -> int:
     return number
 
 
+MAX_PARTITIONS = 1_000  # processes sharing one backfill (see parse_partition)
+
+
 def parse_partition(value: str) -> tuple[int, int]:
     """``K/N``: share K of N, 0 <= K < N (``orders/partition.py``)."""
     k, slash, n = str(value).strip().partition("/")
@@ -222,6 +225,11 @@ def parse_partition(value: str) -> tuple[int, int]:
     index, count = int(k), int(n)
     if count < 1:
         raise ValueError(f"expected K/N with N at least 1 (the number of processes), got {value!r}")
+    if count > MAX_PARTITIONS:
+        raise ValueError(
+            f"expected K/N with N at most {MAX_PARTITIONS}, got {value!r}: each share reads every "
+            "delivered _id of the window (an index), so N shares read it N times"
+        )
     if index >= count:
         raise ValueError(
             f"expected K/N with 0 <= K < N, got {value!r}: the shares of {count} are 0 to {count - 1}"
