@@ -80,7 +80,7 @@ def move_to_cold(
         stop_event=context.stop,
     )
     with on_archive.named():
-        if not lease.try_acquire():
+        if not _acquired(lease, context):
             log.warning(
                 "cold tier: another batch run is moving orders to it (lease %s): left to it", lease.key
             )
@@ -90,6 +90,17 @@ def move_to_cold(
             return _moved(client, settings, collections, on_archive, store, lease, cutoff_age, archive_client)
         finally:
             lease.release()
+
+
+def _acquired(lease: Lease, context: RunContext) -> bool:
+    """The move's lease, waited for up to its life: one a killed run left behind expires by then,
+    so that the next run settles what it left (its journal); a live run's is renewed and stays."""
+    for _ in range(int(lease.ttl_s / lease.renew_s) + 2):
+        if lease.try_acquire():
+            return True
+        if context.stop.wait(lease.renew_s):
+            return False
+    return False
 
 
 def _moved(

@@ -761,7 +761,12 @@ def test_one_batch_run_moves_at_a_time_the_other_leaves_the_move_to_it(mongo, se
     archive, before = archived
     store = local_store(tmp_path)
     days = (datetime.now(UTC) - a_cutoff(before)).days
-    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=Duration(days=days))
+    with_cold = settings.with_overrides(
+        archive_cold_url=store.url,
+        archive_cold_after=Duration(days=days),
+        watch_lease_ttl_s=2,  # how long a run waits for a lease a killed run may have left
+        watch_lease_renew_s=1,
+    )
     checkpoints = mongo[settings.archive_db_name][settings.checkpoint_collection]
     other = Lease(checkpoints, MOVE_LEASE, ttl_s=60, renew_s=20, owner="another-machine")
     assert other.try_acquire()
