@@ -165,6 +165,8 @@ class Lease:
 
     def _keep_renewing(self) -> None:
         while not self._lost.is_set() and not self.stop_event.wait(self.renew_s):
+            if self._lost.is_set():
+                return  # released during the wait: its client may be closed already
             try:
                 # (A renewal in flight when the lease is released finds it gone: not a takeover.)
                 if not self._renew() and not self._lost.is_set():

@@ -412,3 +412,23 @@ def test_a_leader_whose_lease_ran_out_writes_nothing(mongo, tmp_path):
         assert mongo[settings.mongodb_database]["Commande_archive"].count_documents({}) == 0
     finally:
         watcher.lease.release()
+
+
+def test_a_released_lease_is_not_renewed_after_its_release(mongo, monkeypatch, caplog):
+    """A renewal the renewer was waiting to send when the lease was released is not sent: the
+    process's client may be closed by then ('lease ... not renewed (InvalidOperation)' after a
+    share's run ended, a new user saw), and the lease is no longer this process's."""
+    import order_archiver.mongodb.lease as lease_module
+    from order_archiver.mongodb.lease import Lease
+
+    monkeypatch.setattr(lease_module, "server_time", lambda client: datetime(2026, 11, 26, tzinfo=UTC))
+    checkpoints = mongo["livraison"]["archiver_checkpoints"]
+    lease = Lease(checkpoints, "eu-1", ttl_s=1.0, renew_s=0.2, owner="a")
+    assert lease.try_acquire()
+    renewals = []
+    monkeypatch.setattr(lease, "_renew", lambda: renewals.append(1) or True)
+    lease.release()
+    assert lease._renewer is not None
+    lease._renewer.join(2)
+    assert not lease._renewer.is_alive()
+    assert renewals == []
