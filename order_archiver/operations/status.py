@@ -8,6 +8,7 @@ among the orders of the lookback window only (index on ``status, date_commande``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from order_archiver.mongodb.source import missing_source
 from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
-from order_archiver.settings import Duration, Settings
+from order_archiver.settings import MAX_PARTITIONS, Duration, Settings
 
 CHUNK = 1000
 EXAMPLES = 5
@@ -79,6 +80,8 @@ class BatchStatus(TypedDict):
     last_full_at: datetime | None
     next_full_sweep_by: datetime | None
     pass_in_progress: bool
+    shares: int  # --partition K/N: the shares' checkpoints found (a backfill in N parts)
+    shares_complete: int  # of which a pass is complete
 
 
 @dataclass
@@ -189,8 +192,9 @@ class StatusReport:
 
 
 def _batch_line(batch: BatchStatus | None) -> str:
+    shares = _shares_text(batch)
     if batch is None or batch["high_water"] is None:
-        return "batch: no complete run yet (the next run is a full one)"
+        return f"batch: no complete run yet (the next run is a full one){shares}"
     since, sweep = batch["next_since"], batch["next_full_sweep_by"]
     text = (
         f"batch: high-water mark {iso(batch['high_water'])} ({batch['high_water_age_s'] or 0:.0f}s ago); "
@@ -200,19 +204,27 @@ def _batch_line(batch: BatchStatus | None) -> str:
         text += f"; full sweep due by {iso(sweep)}"
     if batch["pass_in_progress"]:
         text += "; a pass is in progress (interrupted or --limit): the next run goes on with it"
-    return text
+    return text + shares
+
+
+def _shares_text(batch: BatchStatus | None) -> str:
+    if batch is None or not batch["shares"]:
+        return ""
+    return f"; --partition: {batch['shares_complete']} of {batch['shares']} shares complete"
 
 
 def batch_state(collections: Collections, settings: Settings, now: datetime, read: Reader) -> BatchStatus:
     """The state the next scheduled ``batch --run`` (no date window) starts from."""
     key = checkpoint_key(settings, "batch", None, None)
     document = read(lambda: collections.checkpoints.find_one({"_id": key}))
-    try:
-        state = state_from_document(document) if document is not None else BatchState()
-    except ValueError:
-        state = BatchState()
+    state = _state_of(document)
+    # --partition K/N's checkpoints: the key, ":K-of-N" after it (an anchored prefix: the _id index)
+    of_shares = {"_id": {"$regex": f"^{re.escape(key)}:"}}
+    shares = read(lambda: list(collections.checkpoints.find(of_shares).limit(MAX_PARTITIONS)))
     high_water = state.high_water
     return {
+        "shares": len(shares),
+        "shares_complete": sum(_state_of(share).high_water is not None for share in shares),
         "high_water": high_water,
         "high_water_age_s": max((now - high_water).total_seconds(), 0.0) if high_water else None,
         "next_since": high_water - settings.batch_overlap if high_water else None,
@@ -222,6 +234,13 @@ def batch_state(collections: Collections, settings: Settings, now: datetime, rea
         else None,
         "pass_in_progress": state.current is not None,
     }
+
+
+def _state_of(document: Document | None) -> BatchState:
+    try:
+        return state_from_document(document) if document is not None else BatchState()
+    except ValueError:
+        return BatchState()
 
 
 def iso(moment: datetime) -> str:

@@ -199,3 +199,24 @@ def test_a_share_reads_n_pages_of_ids_at_once_within_a_bound():
     assert source(None).widened(PAGE_SIZE) == PAGE_SIZE
     assert source(Partition(1, 4)).widened(PAGE_SIZE) == 4 * PAGE_SIZE
     assert source(Partition(0, 1000)).widened(PAGE_SIZE) == WIDEST
+
+
+def test_status_counts_the_shares_of_a_backfill(mongo, settings):
+    """After a backfill in N parts the plain checkpoint holds no run yet: status says so, and
+    how many shares have a complete pass (a new user read only "no complete run yet")."""
+    from order_archiver.operations.status import collect_status
+
+    seed_database(mongo[settings.mongodb_database], settings, 200, p_anomalies=0.0)
+    run(mongo, settings, partition=Partition(0, 3))
+    line = next(
+        line for line in collect_status(mongo, settings, now=NOW).lines() if line.startswith("batch:")
+    )
+    assert line.endswith("; --partition: 1 of 1 shares complete")  # the others have not begun
+    for k in (1, 2):
+        run(mongo, settings, partition=Partition(k, 3))
+    report = collect_status(mongo, settings, now=NOW)
+    assert (report.batch["shares"], report.batch["shares_complete"]) == (3, 3)
+    assert (
+        "no complete run yet (the next run is a full one); --partition: 3 of 3 shares complete"
+        in "\n".join(report.lines())
+    )
