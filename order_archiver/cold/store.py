@@ -82,9 +82,10 @@ class ColdStore:
 
     # -- checked before anything is written (exit 2)
 
-    def check(self) -> None:
+    def check(self, *, writable: bool = True) -> None:
         """The folder exists and takes a file, the bucket exists and takes an object: a
-        ``ConfigError`` naming it otherwise (before the run writes anything)."""
+        ``ConfigError`` naming it otherwise (before the run writes anything). ``writable=False``
+        (``doctor``, which writes nothing): that it exists only."""
         from pyarrow.fs import FileType
 
         top = self.root.split("/", 1)[0] if self.url.startswith("s3://") else self.root
@@ -97,6 +98,8 @@ class ColdStore:
             raise ConfigError(f"ARCHIVE_COLD_URL {self.url}: {what}; create it first")
         if found != FileType.Directory:
             raise ConfigError(f"ARCHIVE_COLD_URL {self.url}: not a folder")
+        if not writable:
+            return
         probe = f"{self.root}/.order-archiver-probe-{uuid.uuid4().hex}"
         try:
             self.fs.create_dir(self.root, recursive=True)

@@ -152,12 +152,13 @@ class ColdSummary:
 
 
 def summarise(settings: Settings) -> ColdSummary | None:
-    """The cold tier's files, orders, bytes and months; None without one. A store that cannot
-    be read raises ``FatalError`` naming it."""
+    """The cold tier's files, orders, bytes and months; None without one. A place that is not
+    there raises ``ConfigError``, one that cannot be read ``FatalError``, each naming it."""
     store = cold_store(settings)
     if store is None:
         return None
     summary = ColdSummary(store.url)
+    store.check(writable=False)  # a place that is not there: ConfigError, not "0 files"
     try:
         found = store.files()
         months = sorted(str(f.month) for f in found if f.month is not None)

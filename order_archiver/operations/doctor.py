@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, list_or_empty, mapping_or_empty
 from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ArchiverError, ConfigError, is_authorisation_error
@@ -286,6 +287,21 @@ def retention_check(
     return state.action == "drop"
 
 
+def cold_tier_check(report: DoctorReport, settings: Settings) -> None:
+    """ARCHIVE_COLD_URL: the folder or bucket is there (not written to: doctor writes nothing;
+    ``batch --run`` also checks that it takes a file, before it writes anything)."""
+    store = None
+    try:
+        store = cold_store(settings)
+        if store is not None:
+            store.check(writable=False)
+    except ConfigError as exc:
+        report.add("cold tier", "fail", str(exc))
+        return
+    if store is not None:
+        report.add("cold tier", "pass", f"{store.url} is there; moved after {settings.archive_cold_after}")
+
+
 def personal_data_check(
     report: DoctorReport, client: MongoClient[Document], settings: Settings, context: RunContext
 ) -> None:
@@ -390,6 +406,7 @@ def check_deployment_of(
     ttl_index_to_drop = side != "source" and retention_check(report, client, settings, context)
     if side != "source":
         personal_data_check(report, client, settings, context)
+        cold_tier_check(report, settings)
     index_check(report, client, settings, side)
     tls_check(report, settings, side)
     report.add(

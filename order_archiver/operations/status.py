@@ -312,7 +312,10 @@ def collect_status(
     newest = read(lambda: collections.archive.find_one({}, {"archived_at": 1}, sort=[("archived_at", -1)]))
     report.newest_archived_at = moment_or_none(newest.get("archived_at")) if newest else None
 
-    report.cold = summarise(settings)
+    try:
+        report.cold = summarise(settings)
+    except ConfigError as exc:  # the cold tier's place is gone: unhealthy, said, the rest still reported
+        report.problems.append(str(exc))
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
     report.purge_after = str(settings.purge_after)

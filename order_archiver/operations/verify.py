@@ -197,6 +197,7 @@ def _reconcile(
     check.erasures(date_from, date_to)
     store = cold_store(settings)
     if store is not None:  # the whole cold tier, whatever the window: each order in one place
+        store.check(writable=False)  # a place that is not there: exit 2, named (not "0 files")
         check.report.cold = check_cold(store, collections.archive, context.on(collections.archive_side))
     return check.report
 

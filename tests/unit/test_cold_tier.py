@@ -827,3 +827,27 @@ def test_a_schemes_case_does_not_matter(scheme, tmp_path):
 def test_a_cold_url_the_store_cannot_open_is_a_configuration_error_not_a_crash():
     with pytest.raises(ConfigError, match=r"ARCHIVE_COLD_URL gopher://x: cannot be reached"):
         ColdStore("gopher://x")
+
+
+def test_status_is_unhealthy_when_the_cold_tiers_place_is_gone(mongo, settings, archived, tmp_path):
+    """A new user's try: with ARCHIVE_COLD_URL at a folder that is not there, status said
+    "healthy" and "0 files"."""
+    from order_archiver.operations.status import collect_status
+
+    gone = settings.with_overrides(
+        archive_cold_url=f"file://{tmp_path}/not-there", archive_cold_after=settings.purge_after
+    )
+    report = collect_status(mongo, gone, now=NOW)
+    assert not report.healthy
+    assert f"ARCHIVE_COLD_URL file://{tmp_path}/not-there: no such folder" in report.lines()[-1]
+
+
+def test_verify_refuses_a_cold_tier_whose_place_is_gone(mongo, settings, archived, tmp_path):
+    """A new user's try: verify said "cold tier: 0 orders in 0 files" and "consistent"."""
+    from order_archiver.operations.verify import verify
+
+    gone = settings.with_overrides(
+        archive_cold_url=f"file://{tmp_path}/not-there", archive_cold_after=settings.purge_after
+    )
+    with pytest.raises(ConfigError, match="no such folder"):
+        verify(mongo, gone)

@@ -368,3 +368,25 @@ def test_with_batch_max_lag_doctor_names_the_cluster_actions_it_needs():
     assert "max lag" not in {c.name for c in report.checks}
     report = run_doctor(FakeClient({"setName": "rs0"}, privileges=everything_needed()), SETTINGS)
     assert "max lag" not in {c.name for c in report.checks}  # not asked for
+
+
+def test_doctor_checks_the_cold_tiers_place_without_writing_to_it(tmp_path):
+    """A new user's try: a cold folder that does not exist passed doctor (it named no cold
+    tier at all) and was found only by the nightly batch --run."""
+    from order_archiver.settings import Duration
+
+    cold = tmp_path / "cold"
+    settings = SETTINGS.with_overrides(
+        archive_cold_url=f"file://{cold}", archive_cold_after=Duration(days=730)
+    )
+    client = FakeClient({"setName": "rs0"}, privileges=everything_needed())
+    missing = run_doctor(client, settings)
+    assert outcomes(missing)["cold tier"] == "fail"
+    assert not missing.healthy
+    assert f"ARCHIVE_COLD_URL file://{cold}: no such folder; create it first" in missing.lines()[
+        -1
+    ] + " ".join(c.detail for c in missing.checks)
+    cold.mkdir()
+    there = run_doctor(client, settings)
+    assert outcomes(there)["cold tier"] == "pass"
+    assert list(cold.iterdir()) == []  # doctor writes nothing, not even a probe
