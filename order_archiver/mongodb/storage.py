@@ -16,7 +16,7 @@ from pymongo import errors as pymongo_errors
 from pymongo.read_concern import ReadConcern
 
 from order_archiver.context import RunContext
-from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
+from order_archiver.documents import Document, OrderId, WriteError, moment_or_none, text_or_none, write_errors
 from order_archiver.documents import MongoCollection as MongoCollection
 from order_archiver.errors import (
     TRANSIENT_CODES,
@@ -346,7 +346,7 @@ class ArchiveWriter:
             details = cause.details or {}
             if details.get("writeConcernErrors"):
                 raise
-            for refusal in details.get("writeErrors", []):
+            for refusal in write_errors(details):
                 outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
             return int(details.get("nModified", 0))
 
@@ -412,7 +412,7 @@ class ArchiveWriter:
         details = exc.details or {}
         if details.get("writeConcernErrors"):
             raise FatalError(describe(exc)) from without_documents(exc)  # unsatisfiable: no write here counts
-        errors = details.get("writeErrors", [])
+        errors = write_errors(details)
         inserted = {u["index"] for u in details.get("upserted", [])}
         failed = {e["index"] for e in errors}
         existing = [d for i, d in enumerate(documents) if i not in inserted and i not in failed]
@@ -432,7 +432,7 @@ class ArchiveWriter:
 
 
 def refused_by_the_deployment(
-    errors: list[dict[str, object]], documents: list[Document], archive: MongoCollection
+    errors: list[WriteError], documents: list[Document], archive: MongoCollection
 ) -> None:
     """Every order of a write refused with the same code (a validator added to the
     archive: 121 for each) is the deployment, not the data: raise ``FatalError`` (exit 1,
@@ -444,8 +444,8 @@ def refused_by_the_deployment(
         return
     if sum(1 for e in errors if e.get("code") != DUPLICATE_KEY) < len(documents):
         return
-    code = int_or_none(refused.pop()) or 0
-    name = next((str(e["codeName"]) for e in errors if e.get("codeName")), "") or _CODE_NAMES.get(code, "")
+    code = refused.pop() or 0
+    name = next((e["codeName"] for e in errors if e.get("codeName")), "") or _CODE_NAMES.get(code, "")
     raise FatalError(
         f"the archive {archive.full_name} refused every one of {len(documents)} orders with code {code} {name}".rstrip()
         + ": the deployment refuses them (a validator, a permission, a full disk), not their data; "
@@ -514,10 +514,10 @@ _CODE_NAMES = {
 }
 
 
-def _refusal_reason(error: dict[str, object]) -> str:
+def _refusal_reason(error: WriteError) -> str:
     """Why the server refused one order's write (a ``writeErrors`` entry), as rejections list it."""
     code = error.get("code")
     if code == DUPLICATE_KEY:
         return "numero_commande already archived for another order"
-    name = error.get("codeName") or _CODE_NAMES.get(int_or_none(code) or 0, "")
+    name = error.get("codeName") or _CODE_NAMES.get(code or 0, "")
     return f"archive write refused: code {code} {name}".rstrip()
