@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -168,3 +169,27 @@ def strings_in(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for item in value for s in strings_in(item)]
     return [value] if isinstance(value, str) else []
+
+
+class ManualClock:
+    """A monotonic clock that only a wait moves (``WaitMovesClock``): waits measured without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class WaitMovesClock(threading.Event):
+    """A stop event whose wait moves ``clock`` on by its timeout, and records each wait."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        self.clock.now += timeout or 0.0
+        return self.is_set()

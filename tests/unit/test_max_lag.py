@@ -7,7 +7,6 @@ to one warning."""
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +20,7 @@ from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.replication_lag import LagProbe, MemberLag, secondaries_lag, worst_over
 from order_archiver.settings import Settings
-from tests.helpers import seed_database
+from tests.helpers import ManualClock, WaitMovesClock, seed_database
 
 NOW = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
 
@@ -71,28 +70,6 @@ def test_without_a_primary_nothing_lags():
 # --- the wait: bounded, interruptible, reported ------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Waiting(threading.Event):
-    """A stop event whose wait moves the clock: the hold measured without sleeping."""
-
-    def __init__(self, clock: Clock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.waits: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.waits.append(timeout or 0.0)
-        self.clock.now += timeout or 0.0
-        return self.is_set()
-
-
 class Server:
     """A client whose ``admin.command`` answers replSetGetStatus from a list of lags (seconds the
     secondary is behind), the last one repeated; or raises what it is given."""
@@ -112,9 +89,11 @@ class Server:
         return status(PRIMARY, member("b:27017", 2, lag))
 
 
-def hold_over(server: Server, max_lag_s: float = 10.0, **kwargs: Any) -> tuple[LagHold, BatchReport, Waiting]:
-    clock = Clock()
-    stop = Waiting(clock)
+def hold_over(
+    server: Server, max_lag_s: float = 10.0, **kwargs: Any
+) -> tuple[LagHold, BatchReport, WaitMovesClock]:
+    clock = ManualClock()
+    stop = WaitMovesClock(clock)
     report = BatchReport(dry_run=False)
     warnings: list[str] = report.warnings
     probe = LagProbe(server, "source deployment", stop, warnings.append, clock=clock)  # type: ignore[arg-type]

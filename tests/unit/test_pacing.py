@@ -11,34 +11,14 @@ from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.pacing import BURST_S, Pacer
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.settings import Settings
-from tests.helpers import expected_archive_ids, seed_database
-
-
-class Clock:
-    """A clock that a wait moves on: the pacing measured without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Waiting(threading.Event):
-    def __init__(self, clock: Clock) -> None:
-        super().__init__()
-        self.clock = clock
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.clock.now += timeout or 0.0
-        return False
+from tests.helpers import ManualClock, WaitMovesClock, expected_archive_ids, seed_database
 
 
 @pytest.mark.parametrize(("rate", "chunk"), [(200, 100), (1000, 100), (5000, 500), (50, 1000)])
 def test_the_rate_held_on_average_whatever_the_chunk(rate, chunk):
-    clock = Clock()
+    clock = ManualClock()
     report = BatchReport()
-    pacer = Pacer(rate, Waiting(clock), report, clock=clock)
+    pacer = Pacer(rate, WaitMovesClock(clock), report, clock=clock)
     started = clock.now
     for _ in range(200):
         clock.now += 0.001  # the chunk's own work
