@@ -311,18 +311,13 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
 
 
 def cmd_status(args: argparse.Namespace, context: RunContext) -> int:
-    from order_archiver.operations.status import collect_status
+    from order_archiver.operations.status import StatusThresholds, collect_status
 
+    thresholds = StatusThresholds(args.lookback, args.max_backlog_age, args.max_heartbeat_age)
     settings = _settings(args)
     with _connected(args, settings, context) as clients:
         report = collect_status(
-            clients.source,
-            settings,
-            archive_client=clients.archive,
-            lookback=args.lookback,
-            max_backlog_age=args.max_backlog_age,
-            max_heartbeat_age=args.max_heartbeat_age,
-            context=context,
+            clients.source, settings, thresholds, archive_client=clients.archive, context=context
         )
     if args.quiet and not args.json:  # -q (a health check every minute): the problems only
         for problem in report.problems:
@@ -333,23 +328,15 @@ def cmd_status(args: argparse.Namespace, context: RunContext) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, context: RunContext) -> int:
-    from order_archiver.operations.verify import VerifyReport, verify
+    from order_archiver.operations.verify import VerifyOptions, VerifyReport, verify
     from order_archiver.orders.selection import check_window
     from order_archiver.reporting.progress import progress_mode
 
     check_window(args.date_from, args.date_to)
+    options = VerifyOptions(args.date_from, args.date_to, args.repair, progress_mode(args.quiet or args.json))
 
     def run(clients: Clients, settings: Settings) -> VerifyReport:
-        return verify(
-            clients.source,
-            settings,
-            archive_client=clients.archive,
-            date_from=args.date_from,
-            date_to=args.date_to,
-            repair=args.repair,
-            context=context,
-            progress=progress_mode(args.quiet or args.json),
-        )
+        return verify(clients.source, settings, options, context=context, archive_client=clients.archive)
 
     return _reported(args, context, run, ok=lambda r: r.consistent, otherwise=ExitCode.INCONSISTENT)
 

@@ -263,20 +263,28 @@ DEFAULT_MAX_BACKLOG_AGE = Duration(minutes=15)
 DEFAULT_MAX_HEARTBEAT_AGE = Duration(minutes=2)
 
 
+@dataclass(frozen=True)
+class StatusThresholds:
+    """When ``status`` calls the deployment unhealthy, parsed once from its flags."""
+
+    lookback: timedelta = DEFAULT_LOOKBACK  # --lookback: the delivery window the backlog is read in
+    max_backlog_age: timedelta = DEFAULT_MAX_BACKLOG_AGE  # --max-backlog-age
+    max_heartbeat_age: timedelta = DEFAULT_MAX_HEARTBEAT_AGE  # --max-heartbeat-age
+
+
 def collect_status(
     client: MongoClient[Document],
     settings: Settings,
+    thresholds: StatusThresholds = StatusThresholds(),
     *,
     now: datetime | None = None,
-    lookback: timedelta = DEFAULT_LOOKBACK,
-    max_backlog_age: timedelta = DEFAULT_MAX_BACKLOG_AGE,
-    max_heartbeat_age: timedelta = DEFAULT_MAX_HEARTBEAT_AGE,
     context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
 ) -> StatusReport:
     context = context or RunContext()
     now = now or datetime.now(UTC)
     collections = Collections.of(client, settings, archive_client)
+    lookback, max_backlog_age = thresholds.lookback, thresholds.max_backlog_age
     report = StatusReport(checked_at=now, lookback_hours=lookback.total_seconds() / 3600)
 
     def read(func: Callable[[], T]) -> T:
@@ -335,7 +343,7 @@ def collect_status(
         cold_tier=settings.archive_cold_url is not None,
         context=context,
     )
-    report.problems += _heartbeat_problems(report.watchers, now, max_heartbeat_age)
+    report.problems += _heartbeat_problems(report.watchers, now, thresholds.max_heartbeat_age)
     return report
 
 

@@ -143,15 +143,22 @@ def differences(expected: dict[str, object], archived: dict[str, object]) -> lis
     return fields
 
 
+@dataclass(frozen=True)
+class VerifyOptions:
+    """What ``verify`` checks and does, parsed once from its flags."""
+
+    date_from: datetime | None = None  # the delivery window (--date-from/--date-to), both ends in
+    date_to: datetime | None = None
+    repair: bool = False  # --repair: archive the missing orders through the batch path
+    progress: ProgressMode = "off"
+
+
 def verify(
     client: MongoClient[Document],
     settings: Settings,
+    options: VerifyOptions = VerifyOptions(),
     *,
-    date_from: datetime | None = None,
-    date_to: datetime | None = None,
-    repair: bool = False,
     context: RunContext | None = None,
-    progress: ProgressMode = "off",
     archive_client: MongoClient[Document] | None = None,
 ) -> VerifyReport:
     """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
@@ -161,10 +168,11 @@ def verify(
     problem = context.retrying(lambda: missing_source(Collections.of(client, settings).orders))
     if problem:
         raise ConfigError(problem)
+    date_from, date_to, progress = options.date_from, options.date_to, options.progress
     report = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
-    if not repair or not report.missing:
+    if not options.repair or not report.missing:
         return report
-    options = BatchOptions(
+    repair = BatchOptions(
         run=True,
         date_from=date_from,
         date_to=date_to,
@@ -174,7 +182,7 @@ def verify(
         full_reason="verify --repair",
         name="repair",
     )
-    repaired = BatchArchiver(client, settings, options, context=context, archive_client=archive_client).run()
+    repaired = BatchArchiver(client, settings, repair, context=context, archive_client=archive_client).run()
     after = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
     after.repaired = repaired.archived
     after.missing_before_repair = report.missing
