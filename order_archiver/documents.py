@@ -3,7 +3,8 @@
 pymongo hands every document as ``dict[str, Any]``: what a field holds is only known once it is
 checked, so the product takes documents as ``dict[str, object]`` (``Document``) and narrows each
 value it uses (the helpers below), and names the shapes it relies on:
-``ChangeEvent`` (what a change stream yields), ``WriteError`` (a refused write). An order's
+``ChangeEvent`` (what a change stream yields), ``WriteError`` (a refused write),
+``ArchiveDocument`` (the contract's archive document, as the product builds and writes it). An order's
 ``_id`` is any BSON value (``OrderId``): compared and hashed, never computed with.
 """
 
@@ -32,6 +33,49 @@ class ChangeEvent(TypedDict, total=False):
     clusterTime: object  # a bson Timestamp
     documentKey: Mapping[str, object]
     fullDocument: Mapping[str, object] | None
+
+
+class ArchiveItem(TypedDict):
+    """One item of an archive document: the dish's name and price as they were (null: dangling)."""
+
+    menu_id: object
+    nom: object
+    prix: float | None
+    quantite: int
+    sous_total: float | None
+
+
+class ErasureMarks(TypedDict, total=False):
+    """An erasure's marks on an archive document (``forget``, ARCHIVE_PII_RETENTION): absent
+    until one erases it."""
+
+    forgotten_at: datetime
+    forgotten_by: str  # "forget" | "ARCHIVE_PII_RETENTION"
+
+
+class ArchiveDocument(ErasureMarks, total=True):
+    """The contract's archive document (``shared/contract.md`` section 2), as the product builds
+    it (``orders.enrichment.finish_archive_document``) and writes it. Read back from a server, a
+    document is a ``Document`` again: an older version of the archiver may have written it."""
+
+    _id: OrderId
+    numero_commande: str
+    status: str
+    date_commande: datetime
+    date_livraison: datetime | None
+    client: Document | None  # {id, nom, prenom, email}; null when the reference is dangling
+    livreur: Document | None  # {id, nom, prenom}
+    restaurant: Document | None  # {id, nom, type_cuisine}
+    items: list[ArchiveItem]
+    montant_total: float
+    adresse_livraison: object  # as the source held it (ARCHIVE_PII may drop or key it)
+    archived_at: datetime
+    revised_at: datetime | None  # when a correction last replaced it; null: never
+    archived_by: str  # "batch" | "watch"
+    anomalies: list[str]
+    source: Document  # the source order as it was, for restore; the purge compares it
+    source_hash: str
+    pii_policy: str  # what ARCHIVE_PII (and its key) it was written under
 
 
 class WriteError(TypedDict, total=False):

@@ -31,7 +31,7 @@ from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, Ru
 from order_archiver.batch.samples import export_samples, keep_samples
 from order_archiver.batch.writing import ChunkWriting
 from order_archiver.context import RunContext
-from order_archiver.documents import Document
+from order_archiver.documents import ArchiveDocument, Document
 from order_archiver.errors import (
     ArchiverError,
     ConfigError,
@@ -180,7 +180,7 @@ class BatchArchiver:
 
     # -- orchestration
 
-    def _not_yet_archived(self, documents: list[dict[str, object]]) -> list[dict[str, object]]:
+    def _not_yet_archived(self, documents: list[ArchiveDocument]) -> list[ArchiveDocument]:
         """What --run would write (``writing.ChunkWriting``): an order archived as it is is done."""
         todo, done, _ = self.writing.unwritten(documents)
         self.report.already_archived += done

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -109,7 +109,7 @@ class BatchReport:
     peak_rss_mib: float | None = None
     rejections: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    samples: list[dict[str, object]] = field(default_factory=list)
+    samples: list[Mapping[str, object]] = field(default_factory=list)
     cold: ColdMoveReport | None = None  # ARCHIVE_COLD_URL: what moved to the cold tier
 
     @property

@@ -4,6 +4,7 @@ cron mails and log collectors."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bson import json_util
@@ -18,7 +19,7 @@ log = get_logger("batch")
 
 
 def keep_samples(
-    report: BatchReport, options: BatchOptions, documents: list[dict[str, object]], fields: OrderFields
+    report: BatchReport, options: BatchOptions, documents: Sequence[Mapping[str, object]], fields: OrderFields
 ) -> None:
     """The first documents as samples, masked unless ``--show-pii`` (``fields``: the order fields
     known not to be personal, shown)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from order_archiver.documents import Document
+from order_archiver.documents import ArchiveDocument
 from order_archiver.mongodb.step import ArchiveCounts, ArchivingStep
 from order_archiver.mongodb.storage import ArchiveWriter, Unwritten
 from order_archiver.orders.rejection import Rejection
@@ -36,13 +36,13 @@ class ChunkWriting:
     skipped_on_read: Callable[[], bool]
     asks_first: bool = True  # a first chunk asks: on a re-run, the archive holds them all
 
-    def unwritten(self, documents: list[Document]) -> Unwritten:
+    def unwritten(self, documents: list[ArchiveDocument]) -> Unwritten:
         """What the archive does not hold of ``documents`` as they are (a dry run counts them)."""
         if self.skipped_on_read() or not documents:
             return Unwritten(documents, 0, None)
         return self.writer.not_archived_as_they_are(documents)
 
-    def write(self, documents: list[Document], rejections: list[Rejection]) -> ArchiveCounts:
+    def write(self, documents: list[ArchiveDocument], rejections: list[Rejection]) -> ArchiveCounts:
         """Archive ``documents`` (and record ``rejections``): what it did, the orders found
         archived as they are among ``already_archived``."""
         held, known = 0, None

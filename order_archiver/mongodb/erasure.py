@@ -13,6 +13,7 @@ An erasure is a state, not a one-off update: ``forget`` records the person first
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from bson import ObjectId
@@ -93,7 +94,7 @@ def upgrade_erasures(
     now = datetime.now(UTC)
     changed = 0
 
-    def erasure_of(document: dict[str, object]) -> Erasure:
+    def erasure_of(document: Mapping[str, object]) -> Erasure:
         by = text_or_none(document.get("forgotten_by")) or BY_REQUEST
         return Erasure(True, by == BY_AGE, by, moment_or_none(document.get("forgotten_at")) or now, fields)
 

@@ -6,7 +6,7 @@ racing the erasure is caught by one or the other."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -17,7 +17,16 @@ from pymongo.collection import Collection
 
 from order_archiver.context import RunContext
 from order_archiver.documents import PersonId
-from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure, Forgotten, person_ids
+from order_archiver.orders.erasing import (
+    BY_AGE,
+    BY_REQUEST,
+    CLIENT,
+    COURIER,
+    ErasedDocument,
+    Erasure,
+    Forgotten,
+    person_ids,
+)
 from order_archiver.orders.pii import (
     CONTRACT_FIELDS,
     COURIER_PII_FIELDS,
@@ -28,7 +37,7 @@ from order_archiver.orders.pii import (
 from order_archiver.retry import Retry
 
 CHUNK = 500  # ids per read of the record
-ErasureOf = Callable[[dict[str, object]], Erasure | None]  # the erasure an archive document is owed
+ErasureOf = Callable[[Mapping[str, object]], Erasure | None]  # the erasure an archive document is owed
 
 
 class HeldErasure(Protocol):
@@ -90,7 +99,7 @@ class ForgottenPersons:
             purpose=Retry.WRITE,
         )
 
-    def among(self, documents: Iterable[dict[str, object]]) -> Forgotten:
+    def among(self, documents: Iterable[Mapping[str, object]]) -> Forgotten:
         """The forgotten clients and couriers among those ``documents`` name: one read of the
         record per ``CHUNK`` keys."""
         named: dict[str, list[tuple[str, PersonId]]] = {}
@@ -158,19 +167,19 @@ class RespectedErasures:
     record: ForgottenPersons | None = None
     fields: OrderFields = CONTRACT_FIELDS  # the order fields known not to be personal
 
-    def among(self, documents: list[dict[str, object]]) -> Forgotten:
+    def among(self, documents: Sequence[Mapping[str, object]]) -> Forgotten:
         return self.record.among(documents) if self.record is not None and documents else Forgotten()
 
     def before_write(
-        self, documents: list[dict[str, object]], known: Forgotten | None = None
-    ) -> tuple[list[dict[str, object]], Forgotten]:
+        self, documents: list[ErasedDocument], known: Forgotten | None = None
+    ) -> tuple[list[ErasedDocument], Forgotten]:
         """``documents`` with a forgotten person's erased, and the forgotten persons found
         (``known``: as the record was read for them a moment ago; ``since`` then looks after
         the write for anyone recorded after that read)."""
         known = self.among(documents) if known is None else known
         return known.applied(documents, datetime.now(UTC), self.fields), known
 
-    def as_held(self, document: dict[str, object], held: HeldErasure | None) -> dict[str, object]:
+    def as_held(self, document: ErasedDocument, held: HeldErasure | None) -> ErasedDocument:
         """``document`` erased as the version the archive holds was (``storage.Held``): an
         erasure is a state of the order, not of the settings of the process that writes (a
         watcher without ARCHIVE_PII_RETENTION revising an order erased by age), nor only of
@@ -182,7 +191,7 @@ class RespectedErasures:
         courier = held.courier_forgotten or by == BY_AGE
         return Erasure(client, courier, by, datetime.now(UTC), self.fields)(document)
 
-    def since(self, written: list[dict[str, object]], known: Forgotten) -> ErasureOf | None:
+    def since(self, written: Sequence[Mapping[str, object]], known: Forgotten) -> ErasureOf | None:
         """After a write: the erasure each written document is owed for a person recorded since
         ``known`` was read (a ``forget`` that ran meanwhile, whose walk may have read the
         archive before this write); None when there is none."""
@@ -196,7 +205,7 @@ class RespectedErasures:
 NO_RECORD = RespectedErasures()
 
 
-def erasure_updates(documents: Iterable[dict[str, object]], erasure_of: ErasureOf) -> list[UpdateOne]:
+def erasure_updates(documents: Iterable[Mapping[str, object]], erasure_of: ErasureOf) -> list[UpdateOne]:
     """The updates that erase archived ``documents`` as ``erasure_of`` says: each sets what its
     erasure changed, only if the archive still holds the version read (``source_hash`` in the
     filter: a document replaced meanwhile is neither overwritten with an old version nor marked)."""

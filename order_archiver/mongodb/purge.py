@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -172,7 +172,7 @@ class SourcePurge:
             )
         return counts
 
-    def old_enough(self, documents: list[dict[str, object]]) -> int:
+    def old_enough(self, documents: Sequence[Mapping[str, object]]) -> int:
         """How many of these archive documents a purge would move once archived."""
         cutoff = self.window.delivered_before
         if cutoff is None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from order_archiver.documents import ArchiveDocument
 from order_archiver.mongodb.storage import ArchiveWriter
 from order_archiver.orders.erasing import Forgotten
 from order_archiver.orders.rejection import Rejection
@@ -46,7 +47,7 @@ class ArchivingStep:
     hold: Callable[[], None] | None = None  # --max-lag: before the write, wait while a secondary lags
 
     def archive(
-        self, documents: list[dict[str, object]], rejections: list[Rejection], known: Forgotten | None = None
+        self, documents: list[ArchiveDocument], rejections: list[Rejection], known: Forgotten | None = None
     ) -> ArchiveCounts:
         """``known``: the record of forgotten persons as just read for ``documents``
         (``ArchiveWriter.not_archived_as_they_are``), not read again before the write, unless

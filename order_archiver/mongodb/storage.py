@@ -5,7 +5,7 @@ documents are written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -16,7 +16,15 @@ from pymongo import errors as pymongo_errors
 from pymongo.read_concern import ReadConcern
 
 from order_archiver.context import RunContext
-from order_archiver.documents import Document, OrderId, WriteError, moment_or_none, text_or_none, write_errors
+from order_archiver.documents import (
+    ArchiveDocument,
+    Document,
+    OrderId,
+    WriteError,
+    moment_or_none,
+    text_or_none,
+    write_errors,
+)
 from order_archiver.documents import MongoCollection as MongoCollection
 from order_archiver.errors import (
     TRANSIENT_CODES,
@@ -35,7 +43,7 @@ from order_archiver.mongodb.forgotten import (
     erasure_updates,
 )
 from order_archiver.orders.enrichment import CollectionNames
-from order_archiver.orders.erasing import Forgotten
+from order_archiver.orders.erasing import ErasedDocument, Forgotten
 from order_archiver.orders.rejection import Rejection
 from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE, Retry
 from order_archiver.settings import Settings
@@ -106,8 +114,8 @@ class WriteOutcome:
     already_archived: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     revised: int = 0  # archive documents replaced by a corrected version of their order
-    existing: list[dict[str, object]] = field(default_factory=list)  # found archived: compared next
-    missed: list[dict[str, object]] = field(default_factory=list)  # revisions that matched nothing: again
+    existing: list[ArchiveDocument] = field(default_factory=list)  # found archived: compared next
+    missed: list[ArchiveDocument] = field(default_factory=list)  # revisions that matched nothing: again
 
     def plus(self, other: WriteOutcome) -> WriteOutcome:
         return WriteOutcome(
@@ -125,7 +133,7 @@ class Unwritten(NamedTuple):
     archive does not hold as they are, how many it does, and the record of forgotten persons
     as read for them (``ArchiveWriter.write(known=...)``: one read of it before the write)."""
 
-    documents: list[Document]
+    documents: list[ArchiveDocument]
     already_archived: int
     known: Forgotten | None  # None: not read (nothing asked)
 
@@ -222,11 +230,11 @@ class ArchiveWriter:
 
     # -- erasures
 
-    def respecting_erasures(self, documents: list[dict[str, object]]) -> list[dict[str, object]]:
+    def respecting_erasures(self, documents: list[ErasedDocument]) -> list[ErasedDocument]:
         """``documents``, a forgotten person's erased."""
         return self.erasures.before_write(documents)[0]
 
-    def erase(self, documents: list[dict[str, object]], erasure_of: ErasureOf) -> int:
+    def erase(self, documents: Sequence[Mapping[str, object]], erasure_of: ErasureOf) -> int:
         """Erase archived ``documents`` as ``erasure_of`` says, each only in the version read
         (``erasure_updates``); how many matched (a retry after a write-concern error: the same)."""
         requests = erasure_updates(documents, erasure_of)
@@ -236,7 +244,7 @@ class ArchiveWriter:
         """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
         return read_held(self.archive, ids, self.context)
 
-    def not_archived_as_they_are(self, documents: list[dict[str, object]]) -> Unwritten:
+    def not_archived_as_they_are(self, documents: list[ArchiveDocument]) -> Unwritten:
         """The documents the archive does not hold in this very version (by ``_id``, then
         ``source_hash``: one corrected since is written again, and revised), a forgotten
         person's erased, how many it does, and the record as read for them."""
@@ -267,7 +275,7 @@ class ArchiveWriter:
         return read_held(durable, ids, self.context)
 
     def write(
-        self, documents: list[dict[str, object]], *, again: bool = True, known: Forgotten | None = None
+        self, documents: list[ArchiveDocument], *, again: bool = True, known: Forgotten | None = None
     ) -> WriteOutcome:
         """Archive ``documents``: new orders inserted (``upsert``), orders already archived
         compared by ``source_hash`` and, when their source changed since (a correction after
@@ -291,7 +299,7 @@ class ArchiveWriter:
             outcome = outcome.plus(self.write(missed, again=False))
         return outcome
 
-    def revise(self, documents: list[dict[str, object]]) -> WriteOutcome:
+    def revise(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         """Replace the archive documents whose order changed since they were written, each only
         if it still holds the version read here (``source_hash`` in the filter: two writers at
         once revise once), keeping ``archived_at`` and setting ``revised_at``. A document an
@@ -331,7 +339,7 @@ class ArchiveWriter:
         return outcome
 
     def _apply(
-        self, requests: list[UpdateOne], documents: list[dict[str, object]], outcome: WriteOutcome
+        self, requests: list[UpdateOne], documents: list[ArchiveDocument], outcome: WriteOutcome
     ) -> int:
         """RunContext revision statements; the number applied. A refused one rejects its order (a
         correction that gave it another order's numero: 11000)."""
@@ -350,7 +358,7 @@ class ArchiveWriter:
                 outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
             return int(details.get("nModified", 0))
 
-    def upsert(self, documents: list[dict[str, object]]) -> WriteOutcome:
+    def upsert(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         """Write ``documents``. A write the server (10334 BSONObjectTooLarge: the command past
         16 MB + 16 KB, nothing applied) or pymongo (``DocumentTooLarge``, a ``bson`` error, past
         48 MB or one statement past the server's limit) refuses whole is split in halves, down
@@ -366,7 +374,7 @@ class ArchiveWriter:
             half = len(documents) // 2
             return self.upsert(documents[:half]).plus(self.upsert(documents[half:]))
 
-    def _upsert_once(self, documents: list[dict[str, object]]) -> WriteOutcome:
+    def _upsert_once(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
         try:
             result = self._bulk_write(requests)
@@ -400,7 +408,7 @@ class ArchiveWriter:
             self.on_retry(exc)
 
     def _settle_bulk_errors(
-        self, exc: pymongo_errors.BulkWriteError, documents: list[dict[str, object]]
+        self, exc: pymongo_errors.BulkWriteError, documents: list[ArchiveDocument]
     ) -> WriteOutcome:
         """Per-document refusals of a bulk whose write concern was met (``is_transient``
         retries any write-concern error first). A duplicate key is not a failure: when the
@@ -432,7 +440,7 @@ class ArchiveWriter:
 
 
 def refused_by_the_deployment(
-    errors: list[WriteError], documents: list[Document], archive: MongoCollection
+    errors: list[WriteError], documents: Sequence[Mapping[str, object]], archive: MongoCollection
 ) -> None:
     """Every order of a write refused with the same code (a validator added to the
     archive: 121 for each) is the deployment, not the data: raise ``FatalError`` (exit 1,
@@ -454,7 +462,7 @@ def refused_by_the_deployment(
 
 
 def _say_why_revised(
-    revised: int, changed: list[tuple[dict[str, object], Any]], held: dict[OrderId, Held]
+    revised: int, changed: list[tuple[ArchiveDocument, Any]], held: dict[OrderId, Held]
 ) -> None:
     """A revision follows a correction at the source, or a change of ARCHIVE_PII (its mode, key
     or declared fields), which changes what the archive keeps of the same order: said apart."""
@@ -481,7 +489,7 @@ def _pymongo_cause(error: BaseException) -> BaseException | None:
     return cause
 
 
-def _revision(document: dict[str, object], *, revised: bool) -> dict[str, object]:
+def _revision(document: ArchiveDocument, *, revised: bool) -> dict[str, object]:
     """A revision's update: the new version's fields, but when and by what it was archived; an
     erasure's mark the new version does not carry is removed."""
     fields = {k: v for k, v in document.items() if k not in _KEPT_BY_A_REVISION}

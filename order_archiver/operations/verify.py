@@ -16,7 +16,7 @@ missing orders through the batch path. Memory holds one chunk, whatever the arch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict, TypeVar
@@ -27,7 +27,7 @@ from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.cold.check import ColdCheck, check_cold
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
-from order_archiver.documents import Document, OrderId
+from order_archiver.documents import ArchiveDocument, Document, OrderId
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import check_deployments
@@ -125,7 +125,7 @@ def _same_date(left: object, right: object) -> bool:
     return bool(abs((as_utc(left) - as_utc(right)).total_seconds()) < 0.001)  # BSON dates keep milliseconds
 
 
-def differences(expected: dict[str, object], archived: dict[str, object]) -> list[str]:
+def differences(expected: Mapping[str, object], archived: Mapping[str, object]) -> list[str]:
     """The key fields where an archive document disagrees with what the source gives now."""
     fields = []
     if archived.get("numero_commande") != expected["numero_commande"]:
@@ -263,7 +263,7 @@ class _Check:
         if not reader.exhausted:  # stopped: a partial walk never reads as a complete one
             raise TransientError("verify was interrupted before it read every delivered order")
 
-    def _compare(self, documents: list[dict[str, object]]) -> None:
+    def _compare(self, documents: list[ArchiveDocument]) -> None:
         ids = [d["_id"] for d in documents]
         fields = {"numero_commande": 1, "date_commande": 1, "montant_total": 1}
         archived = {

@@ -22,6 +22,7 @@ import bson
 from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128
 
+from order_archiver.documents import ArchiveDocument, ArchiveItem
 from order_archiver.errors import InvalidOrderError
 from order_archiver.orders.pii import PiiPolicy
 
@@ -134,7 +135,7 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def retention_date(document: dict[str, object]) -> datetime | None:
+def retention_date(document: Mapping[str, object]) -> datetime | None:
     """The date ARCHIVE_RETENTION and ARCHIVE_PII_RETENTION count from: the delivery, or the
     order's date for an order archived without a ``date_livraison`` (dirty data: it is not
     kept for ever); None when neither is a date."""
@@ -273,7 +274,7 @@ def _delivery_date(raw: Mapping[str, object], anomalies: list[str]) -> datetime 
         return None
 
 
-def _archive_items(raw: Mapping[str, object], anomalies: list[str]) -> tuple[list[dict[str, object]], float]:
+def _archive_items(raw: Mapping[str, object], anomalies: list[str]) -> tuple[list[ArchiveItem], float]:
     """The items with their dishes' names and prices, and the total of those that resolved."""
     raw_items = raw.get("items")
     if raw_items is None:
@@ -286,7 +287,7 @@ def _archive_items(raw: Mapping[str, object], anomalies: list[str]) -> tuple[lis
         for menu in (joined_menus if isinstance(joined_menus, list) else [])
         if isinstance(menu, Mapping)
     }
-    items: list[dict[str, object]] = []
+    items: list[ArchiveItem] = []
     total = 0.0
     for index, item in enumerate(raw_items):
         if not isinstance(item, Mapping):
@@ -317,7 +318,7 @@ def _archive_items(raw: Mapping[str, object], anomalies: list[str]) -> tuple[lis
 
 def finish_archive_document(
     raw: Mapping[str, object], *, archived_by: str, archived_at: datetime, pii: PiiPolicy | None = None
-) -> dict[str, object]:
+) -> ArchiveDocument:
     """The contract's archive document for one enriched order; ``InvalidOrderError`` if the
     order cannot be archived (no business key, no readable order date, malformed items)."""
     numero = _business_key(raw)
@@ -329,7 +330,7 @@ def finish_archive_document(
     items, total = _archive_items(raw, anomalies)
 
     status = raw.get("status")
-    document = {
+    document: ArchiveDocument = {
         "_id": raw["_id"],
         "numero_commande": numero,
         "status": unicodedata.normalize("NFC", status if isinstance(status, str) else str(status)),

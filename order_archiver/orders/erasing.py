@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from order_archiver.documents import OrderId
 from order_archiver.orders.enrichment import source_hash
@@ -34,6 +34,8 @@ from order_archiver.orders.pii import (
 
 BY_REQUEST = "forget"  # forgotten_by of a client's erasure on request
 BY_AGE = "ARCHIVE_PII_RETENTION"  # forgotten_by of an erasure by age: the client and the courier
+# An archive document as built (``ArchiveDocument``) or as read back (``Document``): erased, the same.
+ErasedDocument = TypeVar("ErasedDocument", bound=Mapping[str, object])
 CLIENT, COURIER = "client", "livreur"  # the persons: their kind in the record, their reference's name
 
 
@@ -60,8 +62,9 @@ class Erasure:
     at: datetime
     fields: OrderFields = CONTRACT_FIELDS
 
-    def __call__(self, document: Mapping[str, object]) -> dict[str, object]:
-        """``document`` erased. Idempotent; an earlier mark keeps its date."""
+    def __call__(self, document: ErasedDocument) -> ErasedDocument:
+        """``document`` erased, of the same type (every field kept, a personal value cleared).
+        Idempotent; an earlier mark keeps its date."""
         done = dict(document)
         source = done.get("source")
         if isinstance(source, Mapping):
@@ -78,7 +81,7 @@ class Erasure:
             courier = _cleared(done[COURIER], COURIER_PII_FIELDS)
             courier["forgotten_at"] = courier.get("forgotten_at") or self.at
             done[COURIER] = courier
-        return done
+        return cast(ErasedDocument, done)  # the same fields, values cleared or marked: the same shape
 
     def holds(self, document: Mapping[str, object]) -> bool:
         """Whether ``document`` still holds some personal data this erasure would remove."""
@@ -141,8 +144,8 @@ class Forgotten:
         return Erasure(client, courier, BY_REQUEST, at, fields)
 
     def applied(
-        self, documents: list[dict[str, object]], at: datetime, fields: OrderFields
-    ) -> list[dict[str, object]]:
+        self, documents: list[ErasedDocument], at: datetime, fields: OrderFields
+    ) -> list[ErasedDocument]:
         """``documents``, those of a forgotten person erased."""
         if not self:
             return documents

@@ -6,11 +6,12 @@ ARCHIVE_RETENTION, outside the window, or to archive (``Finisher.place``). No se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from order_archiver.documents import ArchiveDocument
 from order_archiver.errors import InvalidOrderError
 from order_archiver.orders.enrichment import as_utc, finish_archive_document, retention_date
 from order_archiver.orders.erasing import BY_AGE, Erasure
@@ -24,7 +25,7 @@ def finish_one(
     archived_by: str,
     archived_at: datetime,
     pii: PiiPolicy | None = None,
-) -> dict[str, object] | Rejection:
+) -> ArchiveDocument | Rejection:
     """The archive document of one enriched order, or why it cannot be archived."""
     if isinstance(item, Rejection):
         return item
@@ -36,7 +37,7 @@ def finish_one(
 
 @dataclass
 class Finished:
-    documents: list[dict[str, object]] = field(default_factory=list)
+    documents: list[ArchiveDocument] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not archived
     outside_window: int = 0  # a string date_commande outside the window, read only now
@@ -62,21 +63,19 @@ class Finisher:
     expire_after: timedelta | None = None
     erase_after: timedelta | None = None
 
-    def one(
-        self, item: dict[str, object] | Rejection, archived_at: datetime
-    ) -> dict[str, object] | Rejection:
+    def one(self, item: dict[str, object] | Rejection, archived_at: datetime) -> ArchiveDocument | Rejection:
         done = finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
         if isinstance(done, Rejection) or not self._older_than(done, self.erase_after, archived_at):
             return done
         fields = self.pii.fields if self.pii is not None else CONTRACT_FIELDS
         return Erasure(client=True, courier=True, by=BY_AGE, at=archived_at, fields=fields)(done)
 
-    def expired(self, document: dict[str, object], now: datetime) -> bool:
+    def expired(self, document: Mapping[str, object], now: datetime) -> bool:
         """Delivered (ordered, without a ``date_livraison``) longer ago than ARCHIVE_RETENTION."""
         return self._older_than(document, self.expire_after, now)
 
     @staticmethod
-    def _older_than(document: dict[str, object], length: timedelta | None, now: datetime) -> bool:
+    def _older_than(document: Mapping[str, object], length: timedelta | None, now: datetime) -> bool:
         counted_from = retention_date(document)
         if length is None or counted_from is None:
             return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -53,7 +54,7 @@ class StatsLog:
     events_at_last_line: int = 0
 
     def archived(
-        self, documents: list[dict[str, object]], times: list[datetime], acknowledged: datetime
+        self, documents: Sequence[Mapping[str, object]], times: list[datetime], acknowledged: datetime
     ) -> None:
         """``-v``: one line per archived order (its latency is the batch's, from its oldest event)."""
         oldest = min(times) if times else None

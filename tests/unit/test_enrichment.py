@@ -1,4 +1,6 @@
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from bson import Decimal128, ObjectId
@@ -289,3 +291,24 @@ def test_pii_keep_hash_drop():
     assert hashed["client"]["email"] != pseudonymise("lea@example.fr", "x" * 32)  # keyed, and the id says so
     assert pseudonymise("lea@example.fr", "x" * 32).split(":")[1] != key_id
     assert PiiPolicy("hash", key).apply(None) is None
+
+
+CONTRACT = Path("/work/shared/contract.md")  # present on the team's machines, not in a clone
+
+
+def test_the_archive_document_type_is_what_is_built_and_holds_the_contract():
+    """``documents.ArchiveDocument`` is the one type of a built archive document: its required
+    fields are exactly those the one path builds, its erasure marks the only optional ones, and
+    every field of the contract's section 2 is among them (where the contract is at hand)."""
+    from order_archiver.documents import ArchiveDocument, ArchiveItem
+
+    doc = finish(raw_order())
+    assert set(doc) == ArchiveDocument.__required_keys__
+    assert ArchiveDocument.__optional_keys__ == {"forgotten_at", "forgotten_by"}
+    assert all(set(item) == ArchiveItem.__required_keys__ for item in doc["items"])
+    if CONTRACT.is_file():
+        section = CONTRACT.read_text().split("## 2. Archive", 1)[1].split("\n## ", 1)[0]
+        block = section.split("```", 2)[1]
+        named = set(re.findall(r"(?m)^\s+(\w+):", block))
+        assert named
+        assert named <= set(ArchiveDocument.__annotations__)
