@@ -34,6 +34,7 @@ from bson import ObjectId
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from order_archiver.context import RunContext
+from order_archiver.mongodb.source import build_change_stream_pipeline
 from order_archiver.orders.enrichment import (
     CollectionNames,
     build_enrichment_pipeline,
@@ -42,7 +43,7 @@ from order_archiver.orders.enrichment import (
 from order_archiver.settings import Settings
 from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import generate_dataset, strip_markers
-from order_archiver.watch.watcher import Watcher, WatchOptions, build_change_stream_pipeline
+from order_archiver.watch.watcher import Watcher, WatchOptions
 from teststand.devserver import DevServer
 
 ROOT = Path(__file__).resolve().parent.parent

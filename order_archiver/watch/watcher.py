@@ -42,31 +42,26 @@ from order_archiver.errors import (
     NotSupportedError,
     as_archiver_error,
     classify,
-    is_authorisation_error,
 )
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.lease import Lease, LeaseLost
+from order_archiver.mongodb.lease import LeaseLost
 from order_archiver.mongodb.rejects import RejectStore
-from order_archiver.mongodb.source import (
-    build_change_stream_pipeline,
-)
 from order_archiver.mongodb.step import ArchivingStep
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
-from order_archiver.mongodb.stream import ChangeStream, Prepended, micro_batch, next_event
+from order_archiver.mongodb.stream import ChangeStream, micro_batch, next_event
 from order_archiver.mongodb.tokens import (
     NO_TOKEN,
     UNUSABLE,
-    FileTokenStore,
-    MongoTokenStore,
     ResumeState,
-    TokenStore,
 )
 from order_archiver.orders.rejection import Rejection
 from order_archiver.reporting.metrics import WatchMetrics
 from order_archiver.retry import Retry, RetryPolicy
 from order_archiver.settings import Settings
 from order_archiver.watch.archiving import EventArchiver, catch_up
+from order_archiver.watch.leadership import Leadership, token_store_and_lease
+from order_archiver.watch.opening import TokenUnusable, open_stream
 from order_archiver.watch.stats import StatsLog, WatchStats
 
 log = get_logger("watch")
@@ -79,17 +74,6 @@ class WatchOptions:
     from_now: bool = False
     name: str = "default"
     token_store: Literal["file", "mongo"] = "file"
-
-
-def token_refused(exc: pymongo_errors.OperationFailure) -> bool:
-    """A refusal of the token itself, or any other refusal that is not transient, access or
-    support: the token is the suspect."""
-    kind = classify(exc)
-    return kind == "token_unusable" or (kind == "fatal" and not is_authorisation_error(exc))
-
-
-class _TokenUnusable(Exception):
-    """The saved resume token was refused by the server: catch up, then stream."""
 
 
 class Watcher:
@@ -121,22 +105,15 @@ class Watcher:
             on_retry=lambda exc: self.metrics.retries.labels(kind=type(exc).__name__).inc(),
         )
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
-        self.lease: Lease | None = None
-        if options.token_store == "mongo":
-            self.store: TokenStore = MongoTokenStore(
-                collections.checkpoints, options.name, self.namespace, self.stop_event
-            )
-            # A shared store is what lets a standby take over: leases come with it.
-            self.lease = Lease(
-                collections.checkpoints,
-                options.name,
-                ttl_s=settings.watch_lease_ttl_s,
-                renew_s=settings.watch_lease_renew_s,
-                stop_event=self.stop_event,
-            )
-        else:
-            self.store = FileTokenStore(settings.resume_token_file, self.namespace)
-        self.pipeline = build_change_stream_pipeline(settings.delivered_status)
+        self.store, self.lease = token_store_and_lease(
+            collections.checkpoints,
+            settings,
+            options.name,
+            self.namespace,
+            options.token_store == "mongo",
+            self.stop_event,
+        )
+        self.leadership = Leadership(self.lease, options.name, self.stop_event)
         self.stats = WatchStats()
         self.lines = StatsLog(self.stats, settings.watch_log_interval_s)
         self.events = EventArchiver(
@@ -151,7 +128,6 @@ class Watcher:
             self.stop_event,
         )
         self._distrust_saved_token = False
-        self._standby_announced = False
 
     def _record_rejections(self, met: list[Rejection]) -> None:
         self.rejects.record(met, source="watch", now=self.clock())
@@ -188,27 +164,10 @@ class Watcher:
         except ArchiverError as exc:
             log.warning("could not record the clean stop (%s)", exc)
 
-    def _lead(self) -> bool:
-        """With a lease: True once leader; False (after a pause) while another watcher leads."""
-        if self.lease is None or self.lease.held():
-            return True
-        if self.lease.try_acquire():
-            self._standby_announced = False
-            return True
-        if not self._standby_announced:
-            log.info(
-                "standby: another watcher named %s leads; taking over if its lease (%ss) runs out",
-                self.options.name,
-                self.settings.watch_lease_ttl_s,
-            )
-            self._standby_announced = True
-        self.stop_event.wait(self.lease.renew_s)
-        return False
-
     def _serve(self, policy: RetryPolicy) -> None:
         while not self.stop_event.is_set():
             try:
-                if not self._lead():
+                if not self.leadership.lead():
                     continue
                 self._stream_once(policy)
             except LeaseLost as exc:
@@ -247,7 +206,7 @@ class Watcher:
         if saved.usable:
             try:
                 stream = self._open(saved)
-            except _TokenUnusable as reason:
+            except TokenUnusable as reason:
                 log.warning("the saved resume token cannot be used (%s): catching up instead", reason)
             if stream is not None and saved.invalidated:
                 # The collection was dropped or replaced (a rename, $out, a restore with --drop):
@@ -270,29 +229,7 @@ class Watcher:
             self._consume(stream, policy)
 
     def _open(self, state: ResumeState) -> ChangeStream:
-        """Open the stream from ``state``; a refused token raises ``_TokenUnusable``."""
-        kwargs = state.stream_options()
-        token = state.token
-        try:
-            stream = self.orders.watch(
-                self.pipeline,
-                full_document="updateLookup",
-                max_await_time_ms=self.settings.watch_max_await_ms,
-                batch_size=self.settings.watch_max_batch,
-                **kwargs,
-            )
-            if token is not None:
-                # A refused token may only be reported by the first getMore.
-                first = stream.try_next()
-                if first is not None:
-                    return Prepended(stream, first)
-            return stream
-        except pymongo_errors.OperationFailure as exc:
-            if token is not None and token_refused(exc):
-                raise _TokenUnusable(
-                    f"{exc.details.get('codeName', '') if exc.details else ''} {exc.code}"
-                ) from exc
-            raise
+        return open_stream(self.orders, self.settings, state)
 
     def _catch_up(self) -> None:
         self.stats.catch_ups += 1

@@ -128,7 +128,7 @@ def test_no_change_streams_is_a_clear_fatal_error(mongo):
 def test_which_errors_mean_the_token_is_refused(code, refused):
     from pymongo.errors import OperationFailure
 
-    from order_archiver.watch.watcher import token_refused
+    from order_archiver.watch.opening import token_refused
 
     assert token_refused(OperationFailure("x", code=code)) is refused
 

@@ -1,0 +1,62 @@
+"""Which of the watchers sharing a name writes: the one holding the lease (``mongodb.lease``).
+A watcher with a file token store has no lease and always leads; with the mongo store, the
+others stand by, say so once, and take over when the leader's lease runs out."""
+
+from __future__ import annotations
+
+import threading
+
+from order_archiver.logs import get_logger
+from order_archiver.mongodb.lease import Lease
+from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.mongodb.tokens import FileTokenStore, MongoTokenStore, TokenStore
+from order_archiver.settings import Settings
+
+log = get_logger("watch")
+
+
+def token_store_and_lease(
+    checkpoints: MongoCollection,
+    settings: Settings,
+    name: str,
+    namespace: str,
+    shared: bool,
+    stop: threading.Event,
+) -> tuple[TokenStore, Lease | None]:
+    """A file store (one watcher), or the shared mongo store with the lease that lets a standby
+    take over (``shared``: ``--token-store mongo``)."""
+    if not shared:
+        return FileTokenStore(settings.resume_token_file, namespace), None
+    lease = Lease(
+        checkpoints,
+        name,
+        ttl_s=settings.watch_lease_ttl_s,
+        renew_s=settings.watch_lease_renew_s,
+        stop_event=stop,
+    )
+    return MongoTokenStore(checkpoints, name, namespace, stop), lease
+
+
+class Leadership:
+    """Whether this watcher leads now, waiting a renewal's length (interruptibly) when not."""
+
+    def __init__(self, lease: Lease | None, name: str, stop: threading.Event) -> None:
+        self.lease, self.name, self.stop = lease, name, stop
+        self._standby_announced = False
+
+    def lead(self) -> bool:
+        """True once leader; False (after a pause) while another watcher leads."""
+        if self.lease is None or self.lease.held():
+            return True
+        if self.lease.try_acquire():
+            self._standby_announced = False
+            return True
+        if not self._standby_announced:
+            log.info(
+                "standby: another watcher named %s leads; taking over if its lease (%gs) runs out",
+                self.name,
+                self.lease.ttl_s,
+            )
+            self._standby_announced = True
+        self.stop.wait(self.lease.renew_s)
+        return False
