@@ -61,13 +61,20 @@ class ColdQuery:
 
 def _person(reference: str, name: str, person_id: ObjectId) -> Expression:
     """A person's orders: by the reference, or (a dangling one, the struct null) by the source
-    copy's id in the document (canonical Extended JSON writes it so)."""
+    copy's id in the document (canonical Extended JSON writes it so), an ObjectId or its
+    24-digit text in either case (dirty data naming the same person: ``forgotten.id_forms``)."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     person = str(person_id)
-    copy = f'"{name}": {{"$oid": "{person}"}}'
-    return (ds.field(reference, "id") == person) | pc.match_substring(ds.field("document"), copy)
+    copies = [
+        f'"{name}": {{"$oid": "{person}"}}',
+        *(f'"{name}": "{text}"' for text in (person, person.upper())),
+    ]
+    found = ds.field(reference, "id") == person
+    for copy in copies:
+        found = found | pc.match_substring(ds.field("document"), copy)
+    return found
 
 
 def find_in_cold(store: ColdStore, query: ColdQuery) -> Iterator[tuple[str, dict[str, object]]]:

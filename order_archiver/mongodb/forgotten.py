@@ -137,13 +137,25 @@ class ForgottenPersons:
         ]
 
 
+def id_forms(person_id: PersonId) -> list[PersonId]:
+    """The values that name one person in dirty data: an ObjectId and its 24-digit text, in
+    lower and upper case (an import that lost the type), as ``record_key`` takes them; any
+    other id as it is. Three values at most: a bounded ``$in``."""
+    text = str(person_id)
+    if not (isinstance(person_id, ObjectId | str) and len(text) == 24 and ObjectId.is_valid(text)):
+        return [person_id]
+    return [ObjectId(text), *dict.fromkeys((text.lower(), text.upper()))]
+
+
 def orders_of(kind: str, person_id: PersonId) -> dict[str, object]:
     """A person's archived orders, each branch on its index (``indexes.ARCHIVE_INDEXES``): a
-    client's by the reference or (a dangling client) the source copy's; a courier's by the
-    reference (a dangling courier's name is not in the archive)."""
+    client's by the reference or (a dangling client: a text id joins nothing) the source
+    copy's; a courier's by the reference (a dangling courier's name is not in the archive).
+    Each by every form of the id (``id_forms``)."""
+    forms = {"$in": id_forms(person_id)}
     if kind == COURIER:
-        return {"livreur.id": person_id}
-    return {"$or": [{"client.id": person_id}, {"source.client_id": person_id}]}
+        return {"livreur.id": forms}
+    return {"$or": [{"client.id": forms}, {"source.client_id": forms}]}
 
 
 def still_holding(kind: str, person_id: PersonId) -> dict[str, object]:

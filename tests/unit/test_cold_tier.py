@@ -395,6 +395,39 @@ def test_forget_rewrites_every_cold_file_holding_the_clients_orders_without_thei
     assert again.cold.rewritten == 0
 
 
+def test_forget_reaches_a_cold_order_naming_its_client_by_the_text_of_their_id(
+    mongo, settings, archived, tmp_path
+):
+    """Dirty data: an order whose ``client_id`` is the 24-digit text of the client's ObjectId
+    joins no client (its reference is null); its source copy names them as text, which the
+    cold tier's search looked for as an ObjectId only."""
+    from order_archiver.operations.forget import Person, forget_person
+
+    archive, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    client = a_client_in_the_cold_tier(before, cutoff)
+    dirty = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff)
+    secret = "12 rue du Texte, Dijon"
+    archive.update_one(
+        {"_id": dirty["_id"]},
+        {
+            "$set": {
+                "client": None,
+                "source.client_id": str(client["id"]).upper(),
+                "source.adresse_livraison": secret,
+            }
+        },
+    )
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    assert secret in every_string_in_the_cold_tier(store)
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    forget_person(mongo, with_cold, Person("client", client["id"]), run=True)
+    assert secret not in every_string_in_the_cold_tier(store)
+    [(_, document)] = cold_documents(store)[dirty["_id"]]
+    assert document["forgotten_by"] == "forget"
+
+
 def test_a_crash_between_a_rewrite_and_the_old_files_removal_is_settled(
     mongo, settings, archived, tmp_path, monkeypatch
 ):

@@ -194,3 +194,21 @@ def test_verify_and_restore_say_their_counts_as_a_person_reads_them():
         "checked 1171 delivered orders: 1169 archivable, 2 invalid (never archived)"
     )
     assert RestoreReport(run=False, selected=1).lines()[0].startswith("1 archived order selected;")
+
+
+def test_forget_reaches_an_order_that_names_its_client_by_the_text_of_their_id(mongo):
+    """Real data is dirty: an order whose ``client_id`` is the 24-digit text of the client's
+    ObjectId (an import that lost the type) names the same person; the record of forgotten
+    persons already knew it (``record_key``), the forget's walk did not: the order kept the
+    delivery address and the source copy's id, erasure not done."""
+    database = mongo[BASE.mongodb_database]
+    seed_database(database, BASE, 40, p_anomalies=0.0)
+    client = database["Client"].find_one()["_id"]
+    order = database["Commande"].find_one({"status": BASE.delivered_status})
+    database["Commande"].update_one({"_id": order["_id"]}, {"$set": {"client_id": str(client).upper()}})
+    BatchArchiver(mongo, BASE, BatchOptions(run=True)).run()
+    report = forget_person(mongo, BASE, Person("client", client), run=True)
+    archived = database["Commande_archive"].find_one({"_id": order["_id"]})
+    assert archived["forgotten_by"] == "forget"
+    assert archived["source"]["adresse_livraison"] is None
+    assert report.orders == database["Commande_archive"].count_documents({"client.id": client}) + 1
