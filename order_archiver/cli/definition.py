@@ -239,6 +239,11 @@ OPTIONS: dict[str, Option] = {
         ("--token-store",), "where the resume token lives", {"choices": ("file", "mongo"), "default": "file"}
     ),
     "token-file": Option(("--token-file",), "the resume token file (RESUME_TOKEN_FILE)", {"metavar": "PATH"}),
+    "for": Option(
+        ("--for",),
+        "whose privileges: all the commands' (batch's user), or watch (the watcher's own user needs less)",
+        {"choices": ("all", "watch"), "default": "all", "dest": "process"},
+    ),
     "name": Option(
         ("--name",), "watcher name (its token in the mongo store)", {"default": "default", "type": NAME}
     ),
@@ -303,8 +308,9 @@ COMMANDS: dict[str, Command] = {
         "Version, topology, change streams, sharding, write concern, read preference and the "
         "user's privileges, one line each. Writes nothing. Exit 0 ready, 3 not.",
         """  python main.py doctor                          the first command on a new cluster
-  python main.py doctor --json                   the same, as one JSON object""",
-        ("json",),
+  python main.py doctor --json                   the same, as one JSON object
+  python main.py doctor --for watch              with the watcher's URI: the privileges it needs""",
+        ("json", "for"),
     ),
     "batch": Command(
         "archive delivered orders in bulk (dry run unless --run)",

@@ -368,7 +368,7 @@ def cmd_doctor(args: argparse.Namespace, context: RunContext) -> int:
     return _reported(
         args,
         context,
-        lambda c, s: run_doctor(c.source, s, context, archive_client=c.archive),
+        lambda c, s: run_doctor(c.source, s, context, archive_client=c.archive, process=args.process),
         ok=lambda r: r.healthy,
         otherwise=ExitCode.UNHEALTHY,
     )

@@ -71,13 +71,38 @@ class DoctorReport:
 Side = Literal["both", "source", "archive"]
 
 
+Process = Literal["all", "watch"]  # doctor --for: whose privileges are checked
+
+# What the watcher writes on the archive's side (deploy/mongodb-roles.js, orderArchiverWatch on
+# top of orderArchiverRead): never an index, a collMod, a delete of an archived order, nor the
+# record of forgotten persons (batch --run records an earlier version's erasures).
+WATCH_ARCHIVE_ACTIONS = {"find", "insert", "update", "listIndexes"}
+WATCH_LISTS_ACTIONS = {"find", "insert", "update"}  # its token and lease
+WATCH_REJECTS_ACTIONS = {"find", "insert", "update", "remove"}  # the catch-up prunes fixed ones
+
+
 def required_privileges(
-    settings: Settings, side: Side = "both", ttl_index_to_drop: bool = False
+    settings: Settings, side: Side = "both", ttl_index_to_drop: bool = False, process: Process = "all"
 ) -> dict[tuple[str, str], set[str]]:
     """(database, collection) -> the actions the archiver's commands need there, on one side
     when the archive has its own deployment. ``remove`` on the orders is only for
     ``--purge-source``; ``createIndex`` on them only speeds runs up. ``ttl_index_to_drop``:
-    ARCHIVE_RETENTION is unset and its TTL index is still there (the next batch --run drops it)."""
+    ARCHIVE_RETENTION is unset and its TTL index is still there (the next batch --run drops it).
+    ``process`` ``watch``: what the watcher's own user needs (its catch-up included), less than
+    batch's (``doctor --for watch``, run with the watcher's URI)."""
+    needs = _every_commands_privileges(settings, side, ttl_index_to_drop)
+    if process == "watch" and side != "source":
+        archive = settings.archive_db_name
+        needs[(archive, settings.archive_collection)] = set(WATCH_ARCHIVE_ACTIONS)
+        needs[(archive, settings.checkpoint_collection)] = set(WATCH_LISTS_ACTIONS)
+        needs[(archive, settings.rejects_collection)] = set(WATCH_REJECTS_ACTIONS)
+        needs[(archive, settings.forgotten_collection)] = {"find"}
+    return needs
+
+
+def _every_commands_privileges(
+    settings: Settings, side: Side, ttl_index_to_drop: bool
+) -> dict[tuple[str, str], set[str]]:
     source, archive = settings.mongodb_database, settings.archive_db_name
     needs: dict[tuple[str, str], set[str]] = {}
     if side != "archive":
@@ -138,6 +163,7 @@ def privilege_checks(
     status: dict[str, object],
     side: Side = "both",
     ttl_index_to_drop: bool = False,
+    process: Process = "all",
 ) -> None:
     info = status.get("authInfo")
     if not isinstance(info, dict):
@@ -148,7 +174,7 @@ def privilege_checks(
         return
     privileges = info.get("authenticatedUserPrivileges") or []
     missing = []
-    needs = required_privileges(settings, side, ttl_index_to_drop)
+    needs = required_privileges(settings, side, ttl_index_to_drop, process)
     for (database, collection), actions in sorted(needs.items()):
         lacking = actions - granted_actions(privileges, database, collection)
         if lacking:
@@ -159,10 +185,13 @@ def privilege_checks(
             "fail",
             "missing " + "; ".join(missing) + " (deploy/mongodb-roles.js grants them)",
         )
+    elif process == "watch":
+        report.add("privileges", "pass", "every action watch (and its catch-up) needs")
     else:
         report.add("privileges", "pass", "every action batch, watch, status and verify need")
     orders = (settings.mongodb_database, settings.orders_collection)
-    if side != "archive" and "remove" not in granted_actions(privileges, *orders):
+    purges = process != "watch"  # --purge-source is batch's
+    if purges and side != "archive" and "remove" not in granted_actions(privileges, *orders):
         report.add("purge", "warn", f"no remove on {'.'.join(orders)}: batch --purge-source would fail")
     if settings.batch_max_lag is not None and (lacking := lag_actions_missing(privileges)):
         report.add(
@@ -362,14 +391,16 @@ def run_doctor(
     settings: Settings,
     context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
+    process: Process = "all",
 ) -> DoctorReport:
     """The source's checks; with ARCHIVE_MONGODB_URI, the archive deployment's version,
-    topology and privileges after them, each line named "archive ..."."""
+    topology and privileges after them, each line named "archive ...". ``process``: whose
+    privileges (``--for watch``: the watcher's user, which needs less than batch's)."""
     context = context or RunContext()
     if archive_client is None:
-        return check_deployment_of(client, settings, context, "both")
-    report = check_deployment_of(client, settings, context, "source")
-    archive = check_deployment_of(archive_client, settings, context, "archive")
+        return check_deployment_of(client, settings, context, "both", process)
+    report = check_deployment_of(client, settings, context, "source", process)
+    archive = check_deployment_of(archive_client, settings, context, "archive", process)
     for check in archive.checks:
         check.name = f"archive {check.name}"
     report.checks += archive.checks
@@ -377,7 +408,11 @@ def run_doctor(
 
 
 def check_deployment_of(
-    client: MongoClient[Document], settings: Settings, context: RunContext, side: Side
+    client: MongoClient[Document],
+    settings: Settings,
+    context: RunContext,
+    side: Side,
+    process: Process = "all",
 ) -> DoctorReport:
     report = DoctorReport()
 
@@ -426,5 +461,5 @@ def check_deployment_of(
     except pymongo_errors.OperationFailure as exc:
         report.add("privileges", "warn", f"connectionStatus refused ({exc.code}): not checked")
     else:
-        privilege_checks(report, settings, status, side, ttl_index_to_drop)
+        privilege_checks(report, settings, status, side, ttl_index_to_drop, process)
     return report

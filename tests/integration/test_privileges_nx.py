@@ -337,3 +337,19 @@ def test_doctor_asks_for_every_privilege_the_commands_used(every_command):
             if need.action not in asked.get((need.db, need.collection), set()):
                 missing.append(f"{run.command}: {need.action} on {need.collection or '(database)'}")
     assert not missing, "doctor does not check:\n" + "\n".join(sorted(set(missing)))
+
+
+def test_doctor_for_watch_asks_for_every_privilege_the_watcher_used(every_command):
+    """``doctor --for watch`` checks less than batch's list: still every privilege watch (its
+    catch-up, its lease and token, the rejects it prunes) sent a command needing."""
+    from order_archiver.operations.doctor import required_privileges
+
+    asked = required_privileges(Settings(mongodb_database=ROLES_FILE_DATABASE), process="watch")
+    missing = [
+        f"{need.action} on {need.collection or '(database)'}"
+        for run in every_command
+        if run.command == "watch"
+        for need in set(run.needs) - DOCTOR_WARNS_ONLY
+        if need.action not in asked.get((need.db, need.collection), set())
+    ]
+    assert not missing, "doctor --for watch does not check:\n" + "\n".join(sorted(set(missing)))

@@ -390,3 +390,28 @@ def test_doctor_checks_the_cold_tiers_place_without_writing_to_it(tmp_path):
     there = run_doctor(client, settings)
     assert outcomes(there)["cold tier"] == "pass"
     assert list(cold.iterdir()) == []  # doctor writes nothing, not even a probe
+
+
+def test_doctor_for_watch_checks_the_watchers_own_user_which_batchs_checks_would_fail(capsys):
+    """The watcher's user (deploy/mongodb-roles.js: orderArchiverRead + orderArchiverWatch) holds
+    no createIndex nor remove on the archive, by design: `doctor` with its URI said "missing"
+    and exit 3, whatever was right. `--for watch` checks what the watcher needs."""
+    from pathlib import Path
+
+    from tests.privileges import shipped_roles
+
+    roles = shipped_roles(Path(__file__).parents[2] / "deploy" / "mongodb-roles.js")
+    watchers = [
+        {"resource": {"db": db, "collection": coll}, "actions": sorted(actions)}
+        for role in ("orderArchiverRead", "orderArchiverWatch")
+        for db, coll, actions in roles[role]
+    ]
+    client = FakeClient({"setName": "rs0"}, privileges=watchers)
+    assert outcomes(run_doctor(client, SETTINGS))["privileges"] == "fail"
+    report = run_doctor(client, SETTINGS, process="watch")
+    assert outcomes(report)["privileges"] == "pass"
+    assert "purge" not in outcomes(report)  # --purge-source is batch's
+    # And a watcher's user that lacks what it needs is still named.
+    less = [p for p in watchers if p["resource"]["collection"] != "archiver_rejects"]
+    lacking = run_doctor(FakeClient({"setName": "rs0"}, privileges=less), SETTINGS, process="watch")
+    assert outcomes(lacking)["privileges"] == "fail"
