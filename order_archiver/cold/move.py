@@ -261,10 +261,12 @@ class ColdMove:
         self._write(lambda: self.journal.update_one({"_id": key}, {"$set": self._published(summary)}))
         self.after_publish()
         stale = self._delete_moved(final)
+        # The move's entry stays until the older copies are dropped: a crash in that rewrite
+        # leaves it, and the next run (``_finish``) finds the same copies again and drops them.
+        final_now = self._drop_stale(final, stale)
         self._write(lambda: self.journal.delete_one({"_id": key}))
-        self._drop_stale(final, stale)
         self.report.files += 1
-        self.report.bytes += self.store.fs.get_file_info(final).size or 0
+        self.report.bytes += (self.store.fs.get_file_info(final_now).size or 0) if final_now else 0
         self.report.months.append(str(month))
         log.info(
             "cold tier: %s of %s moved to %s", plural(summary.rows, "order"), month, self.store.url_of(final)
@@ -309,15 +311,16 @@ class ColdMove:
         found = self._read(lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})))
         return {str(d["_id"]) for d in found}
 
-    def _drop_stale(self, path: str, stale: set[str]) -> None:
+    def _drop_stale(self, path: str, stale: set[str]) -> str | None:
         """An order corrected while its month was moved stays in the archive in its new version
         (moved next time): the file's older copy goes, so that the order is in one place. The
         file is rewritten without it (``ColdRewrite``: journaled, checked, then the old one
-        removed); a file of nothing else is removed."""
+        removed); a file of nothing else is removed. The file that holds the month's orders
+        now (None: none left)."""
         if not stale:
-            return
+            return path
         size = self.store.fs.get_file_info(path).size or 0
-        ColdRewrite(self.store, self.journal, self.context).without(ColdFile(path, size), stale)
+        return ColdRewrite(self.store, self.journal, self.context).without(ColdFile(path, size), stale)
 
     # -- what an interrupted run left
 
@@ -326,6 +329,9 @@ class ColdMove:
         removed (the orders are still in the archive); after, the archive documents the
         complete file holds deleted. Counted as ``recovered``."""
         entries = self._read(lambda: list(self.journal.find({"kind": JOURNAL_KIND}).limit(100)))
+        # A rewrite's entry first: one that published its file has removed (or now removes) the
+        # file it replaced, which a move's entry left beside it must then not rewrite again.
+        entries.sort(key=lambda entry: not entry.get("replaces"))
         for entry in entries:
             final, partial = str(entry["final"]), str(entry["partial"])
             self.store.remove(partial)
@@ -348,7 +354,9 @@ class ColdMove:
             self.store.remove(str(entry["replaces"]))
         else:
             log.warning("cold tier: an interrupted move left %s: its orders leave the archive now", final)
-            self._delete_moved(final)
+            # The copies of orders corrected meanwhile (still archived, newer): dropped from
+            # the file again, whether the killed run had begun that rewrite or not.
+            self._drop_stale(final, self._delete_moved(final))
 
     # -- the server, with retries
 

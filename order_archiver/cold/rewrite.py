@@ -52,16 +52,18 @@ class ColdRewrite:
             plural(len(ids), "order"),
         )
 
-    def without(self, old: ColdFile, ids: set[str]) -> None:
-        """``old`` without the orders of ``ids`` (copies the archive holds newer versions of)."""
-        self._replace(old, lambda d: None if str(d["_id"]) in ids else d, None)
+    def without(self, old: ColdFile, ids: set[str]) -> str | None:
+        """``old`` without the orders of ``ids`` (copies the archive holds newer versions of);
+        the new file (None: nothing left)."""
+        new = self._replace(old, lambda d: None if str(d["_id"]) in ids else d, None)
         log.info(
             "cold tier: %s rewritten without %s corrected meanwhile (the archive holds them)",
             self.store.url_of(old.path),
             plural(len(ids), "order"),
         )
+        return new
 
-    def _replace(self, old: ColdFile, change: Change, metadata: Mapping[bytes, bytes] | None) -> None:
+    def _replace(self, old: ColdFile, change: Change, metadata: Mapping[bytes, bytes] | None) -> str | None:
         month = old.month
         if month is None:
             raise ValueError(f"{old.path} lies in no year=/month= folder")
@@ -87,3 +89,4 @@ class ColdRewrite:
         self._write(lambda: self.journal.update_one({"_id": key}, {"$set": {"state": "published"}}))
         self.store.remove(old.path)
         self._write(lambda: self.journal.delete_one({"_id": key}))
+        return final if summary.rows else None

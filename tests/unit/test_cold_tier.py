@@ -783,6 +783,49 @@ def test_an_order_corrected_while_its_month_is_moved_stays_in_one_place_its_newe
     assert not list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
 
 
+def test_a_crash_while_dropping_a_corrected_orders_older_copy_is_settled_by_the_next_run(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    """The rewrite that drops a corrected order's older copy from the new file (the order stays
+    in the archive, newer) is killed before its file is published: the move's journal entry
+    outlives it, and the next run finds the copy again and drops it: one place, the archive's
+    newer version."""
+    archive, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    move = ColdMove(store, *collections(mongo, settings), cutoff)
+    corrected = []
+
+    def correct_one():
+        if not corrected:
+            [(_, document)] = next(iter(cold_documents(store).values()))
+            archive.update_one({"_id": document["_id"]}, {"$set": {"revised_at": NOW, "montant_total": 1.0}})
+            corrected.append(document["_id"])
+
+    real_publish = ColdStore.publish
+    published = []
+
+    def die_publishing_the_rewrite(self, partial, final):
+        if published:  # the move's file is out: the next publish is the rewrite's
+            raise Killed
+        published.append(final)
+        real_publish(self, partial, final)
+
+    move.after_publish = correct_one
+    monkeypatch.setattr(ColdStore, "publish", die_publishing_the_rewrite)
+    with pytest.raises(Killed):
+        move.run()
+    monkeypatch.setattr(ColdStore, "publish", real_publish)
+    assert corrected[0] in cold_documents(store)  # the older copy, beside the archive's newer one
+    report = ColdMove(store, *collections(mongo, settings), cutoff).run()
+    assert report.recovered >= 1
+    in_cold = assert_one_place_each(archive, store, before)
+    # In one place, in its newer version (this run moved it in turn: it is past the cutoff too).
+    [(_, kept)] = in_cold[corrected[0]]
+    assert kept["montant_total"] == 1.0
+    assert not list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
+
+
 def test_one_batch_run_moves_at_a_time_the_other_leaves_the_move_to_it(mongo, settings, archived, tmp_path):
     """Two `batch --run` on two machines (a CronJob overlapping a manual run) would both write a
     month: the move takes a lease first (the watcher's, in the checkpoints collection); a run
