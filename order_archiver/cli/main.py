@@ -207,10 +207,11 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         # "batch 1/4 done": which of N lines in a shell's output
         name=f"batch {partition}" if partition else "batch",
     )
-    if options.run:
-        from order_archiver.cold.tier import check_cold_tier
+    from order_archiver.cold.tier import check_cold_tier
 
-        check_cold_tier(settings)  # the folder or bucket, before anything is written
+    # The folder or bucket, before anything is written; a dry run too (what --run would do is
+    # stop here): it leaves nothing there either (the probe file is removed at once).
+    check_cold_tier(settings)
     report = BatchReport(dry_run=not options.run)
     succeeded = False
     try:

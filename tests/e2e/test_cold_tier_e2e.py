@@ -137,11 +137,12 @@ def test_a_bucket_that_does_not_exist_is_named_before_anything_is_written(
     database = nx_client[db_name]
     seed_old_and_recent(database, nx_settings)
     env = {**nx_env, **s3, "ARCHIVE_COLD_URL": "s3://no-such-bucket/x", "ARCHIVE_COLD_AFTER": "365d"}
-    result = run_cli("batch", "--run", env=env, cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: ARCHIVE_COLD_URL s3://no-such-bucket/x: the bucket 'no-such-bucket' does not exist; create it first"
-    ]
+    for mode in (["--run"], []):  # a dry run too: what --run would do is stop here
+        result = run_cli("batch", *mode, env=env, cwd=tmp_path)
+        assert result.returncode == 2, (mode, result.stderr)
+        assert result.stderr.strip().splitlines() == [
+            "error: ARCHIVE_COLD_URL s3://no-such-bucket/x: the bucket 'no-such-bucket' does not exist; create it first"
+        ]
     assert archived_ids(database) == set()  # nothing written
 
 

@@ -270,10 +270,13 @@ def test_good_cold_settings_are_read():
     assert (settings.archive_cold_url, str(settings.archive_cold_after)) == ("s3://bucket/orders", "730d")
 
 
+@pytest.mark.parametrize("mode", [["--run"], [], ["--dry-run"]], ids=["run", "dry run", "--dry-run"])
 @pytest.mark.parametrize("problem", ["missing", "unwritable"])
-def test_batch_run_refuses_a_cold_folder_it_cannot_use_before_anything_is_written(
-    problem, tmp_path, monkeypatch, capsys
+def test_batch_refuses_a_cold_folder_it_cannot_use_before_anything_is_written(
+    problem, mode, tmp_path, monkeypatch, capsys
 ):
+    """A dry run too: it tells what `--run` would do, and `--run` would stop there (exit 2,
+    the place named), before the server is even asked."""
     from tests.helpers import run_in_process
 
     folder = tmp_path / "cold"
@@ -292,7 +295,7 @@ def test_batch_run_refuses_a_cold_folder_it_cannot_use_before_anything_is_writte
         "ARCHIVE_COLD_AFTER": "730d",
         "LOG_DIR": "",
     }
-    result = run_in_process("batch", "--run", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    result = run_in_process("batch", *mode, env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert result.returncode == 2, result.stderr
     assert f"ARCHIVE_COLD_URL file://{folder}" in result.stderr
     assert "Traceback" not in result.stderr
