@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from order_archiver.cold.files import batches, footer, is_complete
+from order_archiver.cold.manifest import ColdManifest, Listed
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
@@ -27,26 +28,42 @@ class ColdCheck:
     damaged: list[str] = field(default_factory=list)  # files that do not read back as their footer says
     also_in_archive: int = 0  # orders in a cold file and in the archive: two places
     in_two_files: int = 0  # orders in two cold files of their month
+    missing: int = 0  # orders of the files published and gone (removed by hand, lost): in no place
+    missing_files: list[str] = field(default_factory=list)  # those files (their URLs)
     examples: list[str] = field(default_factory=list)
 
     @property
     def consistent(self) -> bool:
-        return not self.damaged and not self.also_in_archive and not self.in_two_files
+        return not self.damaged and not self.also_in_archive and not self.in_two_files and not self.missing
 
     def line(self) -> str:
         text = (
             f"cold tier: {self.orders} orders in {self.files} files; also in the archive: "
-            f"{self.also_in_archive}; in two cold files: {self.in_two_files}"
+            f"{self.also_in_archive}; in two cold files: {self.in_two_files}; "
+            f"missing (their file gone): {self.missing}"
         )
+        if self.missing_files:
+            shown = self.missing_files[:EXAMPLES]
+            more = (
+                f" and {len(self.missing_files) - EXAMPLES} more"
+                if len(self.missing_files) > EXAMPLES
+                else ""
+            )
+            text += f"; files published and gone: {', '.join(shown)}{more}"
         if self.damaged:
             text += f"; files that do not read back whole: {', '.join(self.damaged)}"
         return text + (f" {self.examples}" if self.examples else "")
 
 
-def check_cold(store: ColdStore, archive: MongoCollection, context: RunContext) -> ColdCheck:
+def check_cold(
+    store: ColdStore, archive: MongoCollection, context: RunContext, manifest: ColdManifest | None = None
+) -> ColdCheck:
     check = ColdCheck()
+    listed = list(manifest.entries()) if manifest is not None else []  # read before the files: see _lost
     found = store.files()
     check.files = len(found)
+    if manifest is not None:
+        _lost(store, manifest, listed, {f.path for f in found}, check)
     for _, month_files in groupby(found, key=lambda f: f.month):
         seen: set[str] = set()  # one month's ids: an order lies in its delivery month
         for cold_file in month_files:
@@ -79,6 +96,19 @@ def _check_file(
             check.also_in_archive += len(both)
             for order_id in both:
                 _note(check, f"{order_id} (archive and {store.url_of(cold_file.path)})")
+
+
+def _lost(
+    store: ColdStore, manifest: ColdManifest, listed: list[Listed], there: set[str], check: ColdCheck
+) -> None:
+    """The files published (listed) that are not there: their orders are in no place. A file
+    replaced meanwhile (a rewrite, a retention) is unlisted before it is removed: asked again,
+    it is no longer listed."""
+    for entry in listed:
+        if entry.path in there or store.exists(entry.path) or not manifest.still_listed(entry.path):
+            continue
+        check.missing += entry.rows
+        check.missing_files.append(entry.url)
 
 
 def _in_archive(archive: MongoCollection, ids: list[object]) -> list[object]:

@@ -29,7 +29,9 @@ from typing import TypeVar
 from pymongo import DeleteOne
 from pymongo.cursor import Cursor
 
-from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, footer, is_complete
+from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, is_complete
+from order_archiver.cold.manifest import ColdManifest
+from order_archiver.cold.retention import remove_expired
 from order_archiver.cold.rewrite import JOURNAL_KIND, ColdRewrite
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore, Month
@@ -107,6 +109,29 @@ def _no_fault() -> None:
     """The default of ``ColdMove.after_publish``: nothing (a test kills the process there)."""
 
 
+def journal_entry(key: str, month: Month, partial: str, final: str, started_at: datetime) -> Document:
+    """A move's journal entry, before its file is written."""
+    return {
+        "_id": key,
+        "kind": JOURNAL_KIND,
+        "state": "writing",
+        "month": str(month),
+        "partial": partial,
+        "final": final,
+        "started_at": started_at,
+    }
+
+
+def published_fields(summary: FileSummary) -> Document:
+    """What a move's journal entry says once its file is published."""
+    return {
+        "state": "published",
+        "rows": summary.rows,
+        "ids_sha256": summary.ids_sha256,
+        "documents_sha256": summary.documents_sha256,
+    }
+
+
 class ColdMove:
     """One run's move of the archive's old months to the cold tier."""
 
@@ -132,6 +157,7 @@ class ColdMove:
         # run that lost it (stalled past its life) never publishes beside the run that took it.
         self.fence: Callable[[], None] = _no_fault
         self.expire_before = expire_before  # ARCHIVE_RETENTION's cutoff: whole months before it go
+        self.manifest = ColdManifest(store, journal, self.context)  # the files published: verify's list
         self.report = ColdMoveReport()
 
     def run(self) -> ColdMoveReport:
@@ -144,17 +170,10 @@ class ColdMove:
         return self.report
 
     def expire(self) -> None:
-        """ARCHIVE_RETENTION in the cold tier: the files of each month wholly delivered before
-        its cutoff are removed (a month partly inside it waits until it is wholly past)."""
-        if self.expire_before is None:
-            return
-        for cold_file in self.store.files():
-            month = cold_file.month
-            if month is not None and month.next().start <= self.expire_before:
-                self.report.expired_orders += footer(self.store, cold_file.path).rows
-                self.store.remove(cold_file.path)
-                self.report.expired_files += 1
-                log.info("cold tier: %s past ARCHIVE_RETENTION removed", self.store.url_of(cold_file.path))
+        """ARCHIVE_RETENTION in the cold tier (``retention.remove_expired``)."""
+        if self.expire_before is not None:
+            files, orders = remove_expired(self.store, self.manifest, self.expire_before)
+            self.report.expired_files, self.report.expired_orders = files, orders
 
     # -- what is due
 
@@ -205,7 +224,11 @@ class ColdMove:
             partial, final = self.store.new_file(month)
             self.store.prepare(month)
             key = f"{JOURNAL_KIND}:{final}"
-            self._write(functools.partial(self.journal.insert_one, self._entry(key, month, partial, final)))
+            self._write(
+                functools.partial(
+                    self.journal.insert_one, journal_entry(key, month, partial, final, self.clock())
+                )
+            )
             forget_entry = functools.partial(self.journal.delete_one, {"_id": key})
             try:
                 summary = self._written(month, partial)
@@ -258,7 +281,8 @@ class ColdMove:
             self._write(lambda: self.journal.delete_one({"_id": key}))
             raise
         self.store.publish(partial, final)
-        self._write(lambda: self.journal.update_one({"_id": key}, {"$set": self._published(summary)}))
+        self.manifest.add(final, summary.rows)
+        self._write(lambda: self.journal.update_one({"_id": key}, {"$set": published_fields(summary)}))
         self.after_publish()
         stale = self._delete_moved(final)
         # The move's entry stays until the older copies are dropped: a crash in that rewrite
@@ -271,26 +295,6 @@ class ColdMove:
         log.info(
             "cold tier: %s of %s moved to %s", plural(summary.rows, "order"), month, self.store.url_of(final)
         )
-
-    def _entry(self, key: str, month: Month, partial: str, final: str) -> Document:
-        return {
-            "_id": key,
-            "kind": JOURNAL_KIND,
-            "state": "writing",
-            "month": str(month),
-            "partial": partial,
-            "final": final,
-            "started_at": self.clock(),
-        }
-
-    @staticmethod
-    def _published(summary: FileSummary) -> Document:
-        return {
-            "state": "published",
-            "rows": summary.rows,
-            "ids_sha256": summary.ids_sha256,
-            "documents_sha256": summary.documents_sha256,
-        }
 
     def _delete_moved(self, path: str) -> set[str]:
         """Delete from the archive each order the published file holds, in that version; the
@@ -340,8 +344,10 @@ class ColdMove:
             elif self.store.exists(final):
                 # Published, then found damaged: never read, never deleted from; kept for a person.
                 log.error("cold tier: %s does not read back whole; the archive keeps its orders", final)
+                self.manifest.remove(final)
                 self.store.fs.move(final, final.replace(".parquet", ".damaged"))
             elif entry.get("replaces") and entry.get("state") == "published":
+                self.manifest.remove(str(entry["replaces"]))
                 self.store.remove(str(entry["replaces"]))  # a rewrite that left nothing: no new file
             self._write(functools.partial(self.journal.delete_one, {"_id": entry["_id"]}))
             self.report.recovered += 1
@@ -349,8 +355,10 @@ class ColdMove:
     def _finish(self, entry: Document, final: str) -> None:
         """What an interrupted entry's complete file still needs: a rewrite's old file removed
         (``erasure.ColdRewrite``), or a move's orders deleted from the archive."""
+        self.manifest.add(final)  # killed between its publication and its listing, perhaps
         if entry.get("replaces"):
             log.warning("cold tier: an interrupted rewrite left %s: the file it replaces goes now", final)
+            self.manifest.remove(str(entry["replaces"]))
             self.store.remove(str(entry["replaces"]))
         else:
             log.warning("cold tier: an interrupted move left %s: its orders leave the archive now", final)

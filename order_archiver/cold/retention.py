@@ -1,4 +1,6 @@
-"""ARCHIVE_PII_RETENTION in the cold tier: the personal data of cold orders delivered longer ago
+"""ARCHIVE_RETENTION in the cold tier: the files of months wholly past it removed.
+
+ARCHIVE_PII_RETENTION in the cold tier: the personal data of cold orders delivered longer ago
 is erased, as ``batch --run`` erases it in the archive (``Erasure`` by age: the client and the
 courier), each file holding some rewritten (``erasure.ColdRewrite``: new file checked, then the
 old one removed).
@@ -13,16 +15,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from order_archiver.cold.files import batches, footer_metadata
+from order_archiver.cold.files import batches, footer, footer_metadata
+from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.rewrite import ColdRewrite
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import MongoCollection, moment_or_none
+from order_archiver.logs import get_logger
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.erasing import Erasure
 
 META_ERASED_BEFORE = b"order_archiver.pii_erased_before"
+log = get_logger("cold")
+
+
+def remove_expired(store: ColdStore, manifest: ColdManifest, before: datetime) -> tuple[int, int]:
+    """ARCHIVE_RETENTION: the files of each month wholly delivered before ``before`` removed (a
+    month partly inside it waits until it is wholly past), each unlisted first (a listed file
+    that is gone is a lost one); how many files and orders."""
+    files = orders = 0
+    for cold_file in store.files():
+        month = cold_file.month
+        if month is not None and month.next().start <= before:
+            orders += footer(store, cold_file.path).rows
+            manifest.remove(cold_file.path)
+            store.remove(cold_file.path)
+            files += 1
+            log.info("cold tier: %s past ARCHIVE_RETENTION removed", store.url_of(cold_file.path))
+    return files, orders
 
 
 @dataclass

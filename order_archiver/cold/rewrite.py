@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 from order_archiver.cold.files import ColdFileWriter, batches, check_file
+from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
@@ -29,6 +30,7 @@ class ColdRewrite:
 
     def __init__(self, store: ColdStore, journal: MongoCollection, context: RunContext) -> None:
         self.store, self.journal, self.context = store, journal, context
+        self.manifest = ColdManifest(store, journal, context)
 
     def _write(self, func: Callable[[], object]) -> None:
         self.context.retrying(func, purpose=Retry.WRITE)
@@ -84,9 +86,11 @@ class ColdRewrite:
             raise
         if summary.rows:
             self.store.publish(partial, final)
+            self.manifest.add(final, summary.rows)
         else:  # nothing left: no file
             self.store.remove(partial)
         self._write(lambda: self.journal.update_one({"_id": key}, {"$set": {"state": "published"}}))
+        self.manifest.remove(old.path)  # before the file: a listed file that is gone is lost
         self.store.remove(old.path)
         self._write(lambda: self.journal.delete_one({"_id": key}))
         return final if summary.rows else None

@@ -25,6 +25,7 @@ from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.cold.check import ColdCheck, check_cold
+from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import ArchiveDocument, Document, OrderId
@@ -206,7 +207,9 @@ def _reconcile(
     store = cold_store(settings)
     if store is not None:  # the whole cold tier, whatever the window: each order in one place
         store.check(writable=False)  # a place that is not there: exit 2, named (not "0 files")
-        check.report.cold = check_cold(store, collections.archive, context.on(collections.archive_side))
+        on_archive = context.on(collections.archive_side)
+        manifest = ColdManifest(store, collections.checkpoints, on_archive)  # files gone: orders missing
+        check.report.cold = check_cold(store, collections.archive, on_archive, manifest)
     return check.report
 
 

@@ -200,3 +200,15 @@ def test_kill_9_between_publishing_and_deleting_then_a_rerun_leaves_each_order_i
     assert not set(moved) & archived_ids(database)
     assert database["archiver_checkpoints"].count_documents({"kind": "cold-move"}) == 0
     assert published in store.files()
+
+    # verify: consistent; then a file removed by hand: its orders are in no place (exit 3).
+    checked = run_cli("verify", "--json", env=env, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["cold"]["missing"] == 0
+    gone = store.files()[-1]
+    rows = files.footer(store, gone.path).rows
+    os.remove(gone.path)
+    lost = run_cli("verify", "--json", env=env, cwd=tmp_path)
+    assert lost.returncode == 3, lost.stdout + lost.stderr
+    cold = json.loads(lost.stdout)["cold"]
+    assert (cold["missing"], cold["missing_files"]) == (rows, [store.url_of(gone.path)])

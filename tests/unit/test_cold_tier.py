@@ -1,6 +1,7 @@
 """The cold tier (#35) on mongomock and the local disk: the move, its checks, its crash safety,
 the files as an analyst reads them (DuckDB), the settings refused before anything is written."""
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import bson
@@ -68,12 +69,22 @@ def cold_documents(store):
     return found
 
 
+def listed_files(database):
+    """The files the list of published files names (verify's: a listed file gone is lost)."""
+    return sorted(
+        entry["path"]
+        for name in database.list_collection_names()
+        for entry in database[name].find({"kind": "cold-file"})
+    )
+
+
 def assert_one_place_each(archive, store, before):
     in_archive = {d["_id"] for d in archive.find({}, {"_id": 1})}
     in_cold = cold_documents(store)
     assert not in_archive & set(in_cold), "an order both in the archive and a cold file"
     assert all(len(places) == 1 for places in in_cold.values()), "an order in two cold files"
     assert in_archive | set(in_cold) == set(before), "an order lost"
+    assert listed_files(archive.database) == [f.path for f in store.files()], "the list of files is wrong"
     return in_cold
 
 
@@ -581,6 +592,39 @@ def test_verify_counts_the_cold_tier_and_finds_an_order_in_two_places(mongo, set
     assert not again.consistent
     assert again.cold.also_in_archive == 1
     assert again.as_dict()["cold"]["also_in_archive"] == 1
+
+
+def test_verify_finds_the_orders_of_a_cold_file_removed_by_hand_missing(mongo, settings, archived, tmp_path):
+    """A file published and then gone (removed by hand, a bucket's lifecycle rule): its orders
+    are in no place. verify reads the list of files published (one entry a file) and says so;
+    a file replaced by a rewrite (forget) is not taken for a lost one."""
+    from order_archiver.operations.forget import Person, forget_person
+    from order_archiver.operations.verify import verify
+    from order_archiver.settings import Duration
+
+    archive, before = archived
+    store = local_store(tmp_path)
+    cold_after = Duration(days=(datetime.now(UTC) - a_cutoff(before)).days)
+    cutoff = datetime.now(UTC) - cold_after
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    forget_person(
+        mongo, with_cold, Person("client", a_client_in_the_cold_tier(before, cutoff)["id"]), run=True
+    )
+    report = verify(mongo, with_cold)
+    assert report.consistent, report.lines()
+    assert report.cold.missing == 0
+    assert_one_place_each(archive, store, before)
+
+    gone = store.files()[0]
+    rows = files.footer(store, gone.path).rows
+    os.remove(gone.path)  # a local store: the path is the file's
+    again = verify(mongo, with_cold)
+    assert not again.consistent
+    assert again.cold.missing == rows > 0
+    assert again.cold.missing_files == [store.url_of(gone.path)]
+    assert again.as_dict()["cold"]["missing"] == rows
+    assert f"missing (their file gone): {rows}" in "\n".join(again.lines())
 
 
 def test_restore_puts_a_moved_order_back_into_the_source_from_its_cold_file(

@@ -1,0 +1,74 @@
+"""The list of the cold files published, one entry a file (in the checkpoints collection, beside
+the move's journal), so that ``verify`` notices a file that is gone (removed by hand, lost with
+a bucket's lifecycle rule): its orders are in no place at all.
+
+Kept in step with the files: an entry is added once a file is published and removed before the
+file is (a rewrite's old file, a month past ARCHIVE_RETENTION), so that a listed file that is not
+there is lost, never one about to be replaced; a crash between the two is settled with the
+journal (``move.ColdMove.settle``). Its cost grows with the number of files (a few a month),
+which ``verify`` lists anyway, not with the orders.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from order_archiver.cold.files import footer
+from order_archiver.cold.store import ColdFile, ColdStore
+from order_archiver.context import RunContext
+from order_archiver.documents import Document, MongoCollection
+from order_archiver.retry import Retry
+
+KIND = "cold-file"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A published file as the list has it."""
+
+    url: str  # the file's URL (under ARCHIVE_COLD_URL)
+    path: str  # in the store's file system
+    rows: int
+
+
+class ColdManifest:
+    """The cold files published at one ``ARCHIVE_COLD_URL``."""
+
+    def __init__(self, store: ColdStore, collection: MongoCollection, context: RunContext) -> None:
+        self.store, self.collection, self.context = store, collection, context
+
+    def _key(self, path: str) -> str:
+        return f"{KIND}:{self.store.url_of(path)}"
+
+    def _write(self, func: Callable[[], object]) -> None:
+        self.context.retrying(func, purpose=Retry.WRITE)
+
+    def add(self, path: str, rows: int | None = None) -> None:
+        """``path`` published (idempotent: a settled crash adds it again); ``rows`` read from its
+        footer when not given."""
+        count = footer(self.store, path).rows if rows is None else rows
+        month = ColdFile(path, 0).month
+        entry: Document = {"kind": KIND, "path": path, "rows": count, "month": str(month) if month else None}
+        key = self._key(path)
+        self._write(lambda: self.collection.update_one({"_id": key}, {"$set": entry}, upsert=True))
+
+    def remove(self, path: str) -> None:
+        """``path`` about to be removed (or renamed away): no longer expected there."""
+        key = self._key(path)
+        self._write(lambda: self.collection.delete_one({"_id": key}))
+
+    def entries(self) -> Iterator[Listed]:
+        """Every file listed at this URL (an anchored prefix of ``_id``: its index)."""
+        prefix = {"_id": {"$regex": f"^{re.escape(self._key(self.store.root))}/"}}
+        found = self.context.retrying(lambda: list(self.collection.find(prefix)), purpose=Retry.READ)
+        for entry in found:
+            path = str(entry.get("path"))
+            rows = entry.get("rows")
+            yield Listed(self.store.url_of(path), path, rows if isinstance(rows, int) else 0)
+
+    def still_listed(self, path: str) -> bool:
+        key = self._key(path)
+        found = self.context.retrying(lambda: self.collection.find_one({"_id": key}), purpose=Retry.READ)
+        return found is not None
