@@ -169,17 +169,10 @@ class Settings:
             archived_by,
             self.pii_policy,
             clock or utc_now,
-            self.not_archived_after,
+            self.archive_retention,
             self.archive_pii_retention,
+            self.archive_cold_after,
         )
-
-    @property
-    def not_archived_after(self) -> Duration | None:
-        """Orders delivered longer ago are not archived (again): past ARCHIVE_RETENTION MongoDB
-        would expire them; past ARCHIVE_COLD_AFTER they belong to the cold tier (a correction,
-        a full sweep or verify --repair must not bring a moved order back into the archive)."""
-        lengths = [d for d in (self.archive_retention, self.archive_cold_after) if d is not None]
-        return min(lengths) if lengths else None
 
     @property
     def pii_policy(self) -> PiiPolicy:

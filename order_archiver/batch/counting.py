@@ -1,6 +1,7 @@
 """How many delivered orders a batch pass had: counted on the server only when the run cannot
 see them all itself (the server skips archived orders unseen), so that a completed run's
-report adds up: ``archived + already_archived + rejected + past_retention == delivered``."""
+report adds up: ``archived + already_archived + rejected + past_retention + past_cold_after
+== delivered``."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ class DeliveredCount:
         report = self.report
         if self.options.limit is not None:
             return
-        seen = report.scanned + report.outside_window + report.past_retention
+        seen = report.scanned + report.outside_window + report.past_retention + report.past_cold_after
         if not self.needed:
             report.delivered = seen
             return

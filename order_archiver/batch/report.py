@@ -62,7 +62,7 @@ class BatchOptions:
 @dataclass
 class BatchReport:
     """What a run did. Without ``--limit``, a completed run's counts add up:
-    ``archived + already_archived + rejected + past_retention == delivered`` (the window's
+    ``archived + already_archived + rejected + past_retention + past_cold_after == delivered`` (the window's
     delivered orders at the start, give or take orders delivered while it ran)."""
 
     dry_run: bool = True
@@ -81,6 +81,7 @@ class BatchReport:
     rejected_new: int = 0  # rejected orders never listed before: these make exit 3
     outside_window: int = 0  # string dates that turned out to be outside the window
     past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not archived, left in the source
+    past_cold_after: int = 0  # delivered longer ago than ARCHIVE_COLD_AFTER (the cold tier's): not archived
     revised: int = 0  # archive documents replaced by a corrected version of their order
     changes_read: int | None = None  # an incremental pass: change events read since the last run
     purge_ran: bool = False  # --purge-source ran (after a complete pass)
@@ -159,6 +160,8 @@ class BatchReport:
         text = ""
         if self.past_retention:
             text += f", {self.past_retention} past ARCHIVE_RETENTION (not archived)"
+        if self.past_cold_after:
+            text += f", {self.past_cold_after} past ARCHIVE_COLD_AFTER (not archived: the cold tier's)"
         erased = self.would_erase_pii if self.dry_run else self.pii_erased
         if erased:
             verb = "would erase" if self.dry_run else "erased"

@@ -278,6 +278,7 @@ class ReadCounts(Protocol):
     scanned: int  # orders examined: archived, already archived or rejected
     outside_window: int  # string dates that turned out to be outside the window
     past_retention: int  # delivered longer ago than ARCHIVE_RETENTION: not archived
+    past_cold_after: int  # delivered longer ago than ARCHIVE_COLD_AFTER: not archived (the cold tier's)
     read_retries: int  # transient read failures gone on through
 
 
@@ -354,6 +355,7 @@ class ChunkReader:
         """A chunk handed out: what it read into the run's counts."""
         self.counts.scanned += chunk.size
         self.counts.past_retention += chunk.past_retention
+        self.counts.past_cold_after += chunk.past_cold_after
         self.counts.outside_window += chunk.outside_window
 
     def _policy(self, paged: Callable[[], bool]) -> RetryPolicy:

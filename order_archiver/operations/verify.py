@@ -68,6 +68,7 @@ class VerifyReport:
     orphans: int = 0
     invalid: int = 0
     past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not expected in the archive
+    past_cold_after: int = 0  # delivered longer ago than ARCHIVE_COLD_AFTER: not expected in the archive
     repaired: int = 0
     missing_before_repair: int | None = None  # with --repair: the figures above are after it
     missing_examples: list[str] = field(default_factory=list)
@@ -89,6 +90,8 @@ class VerifyReport:
         expired = (
             f"; {self.past_retention} past ARCHIVE_RETENTION, not expected" if self.past_retention else ""
         )
+        if self.past_cold_after:
+            expired += f"; {self.past_cold_after} past ARCHIVE_COLD_AFTER, not expected (the cold tier's)"
         delivered = self.checked + self.invalid
         out = [
             f"checked {plural(delivered, 'delivered order')}: {self.checked} archivable, "
@@ -220,6 +223,7 @@ class _ReadCounts:
     scanned: int = 0
     outside_window: int = 0
     past_retention: int = 0
+    past_cold_after: int = 0
     read_retries: int = 0
 
 
@@ -263,6 +267,7 @@ class _Check:
             bar.update(chunk.size)
         bar.close()
         self.report.past_retention = counts.past_retention
+        self.report.past_cold_after = counts.past_cold_after
         if not reader.exhausted:  # stopped: a partial walk never reads as a complete one
             raise TransientError("verify was interrupted before it read every delivered order")
 

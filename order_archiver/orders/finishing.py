@@ -40,6 +40,9 @@ class Finished:
     documents: list[ArchiveDocument] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not archived
+    past_cold_after: int = (
+        0  # delivered longer ago than ARCHIVE_COLD_AFTER (not ARCHIVE_RETENTION): not archived
+    )
     outside_window: int = 0  # a string date_commande outside the window, read only now
 
 
@@ -62,6 +65,9 @@ class Finisher:
     clock: Callable[[], datetime] = utc_now
     expire_after: timedelta | None = None
     erase_after: timedelta | None = None
+    # ARCHIVE_COLD_AFTER: an order delivered longer ago belongs to the cold tier, not archived
+    # (again): a correction, a full sweep or verify --repair never brings a moved order back.
+    cold_after: timedelta | None = None
 
     def one(self, item: dict[str, object] | Rejection, archived_at: datetime) -> ArchiveDocument | Rejection:
         done = finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
@@ -89,13 +95,15 @@ class Finisher:
         in_window: Callable[[Any], bool] | None = None,
     ) -> None:
         """The one sort of an order, into ``finished``: rejected (invalid), past
-        ARCHIVE_RETENTION (not archived), outside the window (a string ``date_commande`` read
+        ARCHIVE_RETENTION or else ARCHIVE_COLD_AFTER (not archived, each counted apart), outside the window (a string ``date_commande`` read
         only now: not selected after all), or an archive document to write."""
         result = self.one(item, archived_at)
         if isinstance(result, Rejection):
             finished.rejections.append(result)
         elif self.expired(result, archived_at):
             finished.past_retention += 1
+        elif self._older_than(result, self.cold_after, archived_at):
+            finished.past_cold_after += 1
         elif in_window is not None and not in_window(result["date_commande"]):
             finished.outside_window += 1
         else:

@@ -60,7 +60,8 @@ class EventArchiver:
         )
         now = self.finisher.clock()
         finished = self.finisher.all(found, now)
-        self.stats.skipped += finished.past_retention  # delivered before ARCHIVE_RETENTION: not archived
+        # delivered before ARCHIVE_RETENTION or ARCHIVE_COLD_AFTER: not archived
+        self.stats.skipped += finished.past_retention + finished.past_cold_after
         counts = self.step.archive(finished.documents, finished.rejections)
         self.stats.add(counts)
         self.metrics.add(counts, mode="watch")

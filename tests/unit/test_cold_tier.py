@@ -545,8 +545,50 @@ def test_a_moved_order_still_in_the_source_is_not_archived_again_by_a_full_pass(
         server_clock=lambda: NOW,
     ).run()
     assert report.archived == 0
-    assert report.past_retention == len(old)
+    assert (report.past_cold_after, report.past_retention) == (len(old), 0)  # the right reason
+    assert f"{len(old)} past ARCHIVE_COLD_AFTER" in report.summary_line()
+    assert "ARCHIVE_RETENTION" not in report.summary_line()
     assert_one_place_each(archive, store, before)
+
+
+def test_orders_held_back_by_archive_cold_after_and_by_archive_retention_are_counted_apart(
+    mongo, settings, archived, tmp_path
+):
+    """The batch summary and verify name the reason each order was not archived: past
+    ARCHIVE_RETENTION (MongoDB would expire it) or past ARCHIVE_COLD_AFTER only (the cold
+    tier's); an order past both is counted once, past ARCHIVE_RETENTION."""
+    from order_archiver.operations.verify import verify
+    from order_archiver.settings import Duration
+
+    archive, before = archived
+    dates = sorted(d["date_livraison"].replace(tzinfo=UTC) for d in before.values())
+    cold_after = Duration(days=(NOW - dates[len(dates) // 2]).days)
+    retention = Duration(days=(NOW - dates[len(dates) // 5]).days)
+    assert cold_after < retention
+    past_retention = sum(1 for d in dates if d < NOW - retention)
+    past_cold = sum(1 for d in dates if NOW - retention <= d < NOW - cold_after)
+    assert past_retention
+    assert past_cold
+    archive.delete_many({})  # archived again from nothing: every order meets the sort
+    with_both = settings.with_overrides(
+        archive_cold_url=local_store(tmp_path).url, archive_cold_after=cold_after, archive_retention=retention
+    )
+    report = BatchArchiver(
+        mongo,
+        with_both,
+        BatchOptions(run=False, full=True, batch_size=50),
+        context=RunContext(clock=lambda: NOW),
+        server_clock=lambda: NOW,
+    ).run()
+    assert (report.past_retention, report.past_cold_after) == (past_retention, past_cold)
+    line = report.summary_line()
+    assert f"{past_retention} past ARCHIVE_RETENTION" in line
+    assert f"{past_cold} past ARCHIVE_COLD_AFTER" in line
+    assert report.as_dict()["past_cold_after"] == past_cold
+    checked = verify(mongo, with_both)  # on today's clock: the counts differ, the reasons do not
+    assert checked.past_cold_after > 0
+    assert checked.past_retention > 0
+    assert "past ARCHIVE_COLD_AFTER, not expected" in checked.lines()[0]
 
 
 def test_archive_retention_removes_the_cold_months_wholly_past_it(mongo, settings, archived, tmp_path):
