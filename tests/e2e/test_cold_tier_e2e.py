@@ -131,6 +131,35 @@ def test_batch_moves_the_old_deliveries_to_s3_and_find_shows_where_they_are(
     assert len(store.files()) == 2
 
 
+def test_aws_endpoint_url_s3_alone_names_the_s3_store(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, s3, monkeypatch
+):
+    """AWS_ENDPOINT_URL_S3 (the AWS SDKs' endpoint for S3 alone, before AWS_ENDPOINT_URL) is
+    honoured: Arrow's S3 (the AWS SDK for C++ under ``FileSystem.from_uri``) reads it; without
+    it the run would ask AWS itself, which a test machine cannot reach (exit 2)."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the fixture's, inherited by the CLI otherwise
+    database = nx_client[db_name]
+    _recent, old = seed_old_and_recent(database, nx_settings)
+    env = {
+        **nx_env,
+        **S3_KEYS,
+        "AWS_ENDPOINT_URL_S3": s3["AWS_ENDPOINT_URL"],
+        "ARCHIVE_COLD_URL": "s3://orders/by-s3-endpoint",
+        "ARCHIVE_COLD_AFTER": "365d",
+    }
+    first = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    result = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["cold"]["moved"] == len(old)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3["AWS_ENDPOINT_URL"])  # this process reads it too
+    store = ColdStore("s3://orders/by-s3-endpoint")
+    assert sorted(cold_ids(store), key=str) == sorted(old, key=str)
+    missing = run_cli("batch", env={**env, "ARCHIVE_COLD_URL": "s3://no-such-bucket/x"}, cwd=tmp_path)
+    assert missing.returncode == 2, missing.stderr
+    assert "the bucket 'no-such-bucket' does not exist" in missing.stderr  # asked of that endpoint
+
+
 def test_a_bucket_that_does_not_exist_is_named_before_anything_is_written(
     nx_client, nx_settings, nx_env, db_name, tmp_path, s3
 ):
