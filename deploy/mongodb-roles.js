@@ -86,12 +86,14 @@ if (SIDE !== "source") {
   });
 
   // forget --run: a person's data erased from the archive (update), the person recorded as
-  // forgotten so that no later write brings the data back (insert, update).
+  // forgotten so that no later write brings the data back (insert, update); with a cold tier,
+  // each file rewritten under a journal entry and the list of files kept (the checkpoints).
   admin.createRole({
     role: "orderArchiverForget",
     privileges: [
       { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["update"] },
       { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["insert", "update"] },
+      { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["insert", "update", "remove"] },
     ],
     roles: [],
   });
@@ -116,7 +118,8 @@ if (SIDE !== "archive") {
 
 // restore --run (a support agent's occasional task): put archived orders back into the source
 // (insert, never update or remove: an order the source holds already is left alone), and mark
-// each restored order in the archive against the purge (update: restored_at, RESTORE_HOLD).
+// each restored order in the archive against the purge (update: restored_at, RESTORE_HOLD);
+// one restored from the cold tier is marked in the checkpoints instead (insert, update, remove).
 admin.createRole({
   role: "orderArchiverRestore",
   privileges: [
@@ -125,6 +128,7 @@ admin.createRole({
     ]),
     ...(SIDE === "source" ? [] : [
       { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["update"] },
+      { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["insert", "update", "remove"] },
     ]),
   ],
   roles: [],

@@ -30,6 +30,7 @@ from order_archiver.batch.rejections import RejectionLog
 from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, RunLimits, peak_rss_mib
 from order_archiver.batch.samples import export_samples, keep_samples
 from order_archiver.batch.writing import ChunkWriting
+from order_archiver.cold.tier import cold_holding
 from order_archiver.context import RunContext
 from order_archiver.documents import ArchiveDocument, Document
 from order_archiver.errors import (
@@ -176,7 +177,9 @@ class BatchArchiver:
 
     def _source_purge(self) -> SourcePurge:
         parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.context.stop)
-        return SourcePurge.of_run(self.source, self.orders_primary, *parts, self.step.pace, self.step.hold)
+        witness = (self.settings, self.orders_primary, self.checkpoint.collection, self.context)
+        pacing = (self.step.pace, self.step.hold, cold_holding(*witness, self.server_clock))
+        return SourcePurge.of_run(self.source, self.orders_primary, *parts, *pacing)
 
     # -- orchestration
 

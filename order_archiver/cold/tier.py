@@ -3,16 +3,19 @@ complete batch pass."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from pymongo import MongoClient
 
 from order_archiver.cold.files import footer
+from order_archiver.cold.holding import ColdHolding
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.retention import erase_by_age
 from order_archiver.cold.store import ColdStore
 from order_archiver.context import RunContext
-from order_archiver.documents import Document
+from order_archiver.documents import Document, MongoCollection
 from order_archiver.errors import FatalError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.lease import Lease, server_time
@@ -27,6 +30,21 @@ MOVE_LEASE = "cold-tier/move"  # one batch run moves at a time (no watcher name 
 def cold_store(settings: Settings) -> ColdStore | None:
     """The cold tier's store, or None when ARCHIVE_COLD_URL is unset."""
     return ColdStore(settings.archive_cold_url) if settings.archive_cold_url else None
+
+
+def cold_holding(
+    settings: Settings,
+    orders: MongoCollection,
+    checkpoints: MongoCollection,
+    context: RunContext,
+    server_clock: Callable[[], datetime],
+) -> ColdHolding | None:
+    """``--purge-source``'s witness in the cold tier (``holding.ColdHolding``); None without one."""
+    store = cold_store(settings)
+    if store is None or settings.archive_cold_after is None:
+        return None
+    cutoff = context.retrying(server_clock) - settings.archive_cold_after
+    return ColdHolding(store, orders, checkpoints, cutoff, context)
 
 
 def check_cold_tier(settings: Settings) -> None:

@@ -79,6 +79,9 @@ class SourcePurge:
     restore_hold: str = ""  # RESTORE_HOLD as the settings say it, for the log
     pace: Callable[[int], None] | None = None  # --max-rate: after each chunk of deletes
     hold: Callable[[], None] | None = None  # --max-lag: before each chunk of deletes
+    # The cold tier (``cold.holding.ColdHolding``): what it holds of orders the archive does not
+    # (moved there before the purge reached them), for the same checks as the archive's copy.
+    cold: Callable[[list[OrderId]], dict[OrderId, Held]] | None = None
 
     @classmethod
     def of_window(
@@ -111,6 +114,7 @@ class SourcePurge:
         stop_event: threading.Event,
         pace: Callable[[int], None] | None = None,
         hold: Callable[[], None] | None = None,
+        cold: Callable[[list[OrderId]], dict[OrderId, Held]] | None = None,
     ) -> SourcePurge:
         """The purge a batch run makes after its pass, under the settings' limits."""
         return cls.of_window(
@@ -125,6 +129,7 @@ class SourcePurge:
             stop_event=stop_event,
             pace=pace,
             hold=hold,
+            cold=cold,
         )
 
     def run(self) -> PurgeCounts:
@@ -201,7 +206,11 @@ class SourcePurge:
             if not ids:
                 return
             after_id = ids[-1]
-            confirmed = self.writer.confirmed_hashes(self.window.owned(ids))  # --partition: its share only
+            owned = self.window.owned(ids)  # --partition: its share only
+            confirmed = self.writer.confirmed_hashes(owned)
+            unheld = [i for i in owned if i not in confirmed] if self.cold is not None else []
+            if self.cold is not None and unheld:
+                confirmed.update(self.cold(unheld))  # in exactly one checked cold file
             archived = {i: held for i, held in confirmed.items() if not self._restored_lately(held)}
             if not archived:
                 if confirmed:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
+from order_archiver.cold.holding import ColdRestoreMarks
 from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
@@ -192,9 +193,14 @@ def restore(
         _confirm(collections.archive, wanted, context)
     report = RestoreReport(run)
     mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), context)
+    # A moved order is restored from its cold file, and its mark kept beside (the file is not rewritten).
+    cold_mark = replace(
+        mark, cold=ColdRestoreMarks(collections.checkpoints, context.on(collections.archive_side))
+    )
     seen: set[OrderId] = set()  # the numeros and ids selected, to name those asked for and not there
-    cold = _cold_chunks(settings, selection)  # a moved order is restored from its cold file
-    for chunk in itertools.chain(_chunks(collections.archive, wanted, context), cold):
+    archived = ((mark, chunk) for chunk in _chunks(collections.archive, wanted, context))
+    cold = ((cold_mark, chunk) for chunk in _cold_chunks(settings, selection))
+    for marker, chunk in itertools.chain(archived, cold):
         report.selected += len(chunk)
         seen.update(document.get("numero_commande") for document in chunk)
         seen.update(("_id", document["_id"]) for document in chunk)
@@ -205,9 +211,9 @@ def restore(
             if copy["_id"] in present:
                 _compare(copy, present[copy["_id"]], report)
         if run and missing:
-            mark.hold([copy["_id"] for copy in missing])  # before the insert: a purge meanwhile holds it
+            marker.hold([copy["_id"] for copy in missing])  # before the insert: a purge meanwhile holds it
             refused = _insert(collections.orders_primary, missing, report, context)
-            mark.take_back(
+            marker.take_back(
                 {i: moment_or_none(d.get("restored_at")) for d in chunk if (i := d["_id"]) in refused}
             )
         elif missing:
@@ -440,8 +446,12 @@ class RestoreMark:
     archive: MongoCollection
     at: datetime
     context: RunContext
+    cold: ColdRestoreMarks | None = None  # orders restored from the cold tier: marked there instead
 
     def hold(self, ids: list[OrderId]) -> None:
+        if self.cold is not None:
+            self.cold.hold(ids, self.at)
+            return
         self.context.retrying(
             functools.partial(
                 self.archive.update_many, {"_id": {"$in": ids}}, {"$set": {"restored_at": self.at}}
@@ -451,6 +461,9 @@ class RestoreMark:
 
     def take_back(self, previous: dict[OrderId, datetime | None]) -> None:
         if not previous:
+            return
+        if self.cold is not None:
+            self.cold.take_back(previous, self.at)
             return
         requests = [
             UpdateOne(

@@ -241,3 +241,35 @@ def test_kill_9_between_publishing_and_deleting_then_a_rerun_leaves_each_order_i
     assert lost.returncode == 3, lost.stdout + lost.stderr
     cold = json.loads(lost.stdout)["cold"]
     assert (cold["missing"], cold["missing_files"]) == (rows, [store.url_of(gone.path)])
+
+
+def test_purge_source_deletes_the_orders_moved_before_it_reached_them_and_restore_holds_one(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A cold tier set on a history never purged, on the test server: `--purge-source` deletes
+    the source copy of each order whose only place is a checked cold file; one restored from
+    the cold tier since stays (RESTORE_HOLD, 30 days by default); verify is consistent."""
+    database = nx_client[db_name]
+    recent, old = seed_old_and_recent(database, nx_settings)
+    folder = tmp_path / "cold"
+    folder.mkdir()
+    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
+    archived = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
+    assert archived.returncode == 0, archived.stderr
+    moved = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert json.loads(moved.stdout)["cold"]["moved"] == len(old), moved.stderr
+    orders = database["Commande"]
+    assert orders.count_documents({"_id": {"$in": list(old)}}) == len(old)  # never purged
+
+    one = sorted(old, key=str)[0]
+    numero = orders.find_one({"_id": one})["numero_commande"]
+    orders.delete_one({"_id": one})
+    restored = run_cli("restore", "--numero", numero, "--run", env=env, cwd=tmp_path)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    purged = run_cli("batch", "--run", "--purge-source", "--json", "-q", env=env, cwd=tmp_path)
+    assert purged.returncode == 0, purged.stderr
+    report = json.loads(purged.stdout)
+    assert report["purge_held"] == 1
+    assert {d["_id"] for d in orders.find({"_id": {"$in": list(old | recent)}}, {"_id": 1})} == {one}
+    checked = run_cli("verify", "--json", env=env, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -591,6 +591,64 @@ def test_orders_held_back_by_archive_cold_after_and_by_archive_retention_are_cou
     assert "past ARCHIVE_COLD_AFTER, not expected" in checked.lines()[0]
 
 
+def purge_run(mongo, settings, **options):
+    return BatchArchiver(
+        mongo,
+        settings,
+        BatchOptions(run=True, purge_source=True, batch_size=50, **options),
+        context=RunContext(clock=lambda: NOW),
+        server_clock=lambda: NOW,
+    ).run()
+
+
+def test_the_purge_deletes_a_source_order_once_its_only_place_is_a_checked_cold_file(
+    mongo, settings, archived, tmp_path
+):
+    """A cold tier set on a history never purged: the orders moved before the purge reached them
+    are no longer in the archive; the purge deletes their source copy once their cold file (listed:
+    published, read back and checked) holds them in that very version, in one file only. A copy
+    changed since, one restored lately (RESTORE_HOLD), one whose file is not listed: kept."""
+    from order_archiver.cold.manifest import ColdManifest
+    from order_archiver.operations.restore import RestoreSelection, restore
+    from order_archiver.settings import Duration
+
+    archive, before = archived
+    cold_after = Duration(days=10)
+    cutoff = NOW - cold_after
+    store = local_store(tmp_path)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    in_cold = cold_documents(store)
+    assert len(store.files()) >= 2
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    assert orders.count_documents({"_id": {"$in": list(in_cold)}}) == len(in_cold)  # never purged
+
+    unlisted_file = store.files()[-1]
+    unlisted = {i for i, [(f, _)] in in_cold.items() if f == unlisted_file}
+    manifest = ColdManifest(store, collections(mongo, settings)[1], RunContext())
+    manifest.remove(unlisted_file.path)  # as a file copied in by hand: it vouches for nothing
+    changed, restored = sorted(set(in_cold) - unlisted, key=str)[:2]
+    orders.update_one({"_id": changed}, {"$set": {"adresse_livraison": "1 rue corrigée"}})
+    orders.delete_one({"_id": restored})
+    numero = before[restored]["numero_commande"]
+    assert restore(mongo, with_cold, RestoreSelection((numero,)), run=True).restored == 1  # RESTORE_HOLD: 30d
+
+    dry = BatchArchiver(
+        mongo, with_cold, BatchOptions(run=False, purge_source=True, batch_size=50), server_clock=lambda: NOW
+    ).run()
+    report = purge_run(mongo, with_cold)
+    assert dry.would_purge == report.purged > 0
+    left = {d["_id"] for d in orders.find({"_id": {"$in": list(in_cold)}}, {"_id": 1})}
+    assert left == {changed, restored} | unlisted  # every other moved order left the source
+    assert (report.purge_kept, report.purge_held) == (1, 1)
+    assert in_cold == cold_documents(store)  # the purge touched no cold file
+    assert not set(in_cold) & {d["_id"] for d in archive.find({}, {"_id": 1})}
+
+    manifest.add(unlisted_file.path)  # listed again (what the move does once it is checked)
+    purge_run(mongo, with_cold)
+    assert {d["_id"] for d in orders.find({"_id": {"$in": list(in_cold)}}, {"_id": 1})} == {changed, restored}
+
+
 def test_archive_retention_removes_the_cold_months_wholly_past_it(mongo, settings, archived, tmp_path):
     _archive, before = archived
     store = local_store(tmp_path)

@@ -224,6 +224,11 @@ def test_the_roles_are_read_whole_and_restore_has_its_own():
     assert roles["orderArchiverRestore"] == [
         ("livraison", "Commande", frozenset({"insert"})),
         ("livraison", "Commande_archive", frozenset({"update"})),  # restored_at
+        (
+            "livraison",
+            "archiver_checkpoints",
+            frozenset({"insert", "update", "remove"}),
+        ),  # a cold order's mark
     ]
     assert ("livraison", "Menu", frozenset({"find"})) in roles["orderArchiverRead"]  # REFERENCES.map
     assert ("livraison", "", frozenset({"listCollections"})) in roles["orderArchiverRead"]
