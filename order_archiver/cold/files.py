@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from order_archiver.cold.store import ColdStore
 
 ROW_GROUP_ROWS = 2_000  # rows a writer holds before it writes them out (a row group): the memory bound
+# A move's file ends after the row group that takes it past this size, and the month goes on in
+# another file: far below S3's 5 GB ceiling of one CopyObject (the publication's copy, see
+# ``store.ColdStore.publish``), whatever a month holds; a file DuckDB or pandas reads whole.
+FILE_MAX_BYTES = 1 << 30
 READ_BATCH_ROWS = 2_000  # rows a reader holds at a time
 
 
@@ -51,10 +55,17 @@ class ColdFileWriter:
     """Rows into one Parquet file (zstd), a row group at a time; ``close`` writes the footer
     with the count and checksums and returns them."""
 
-    def __init__(self, store: ColdStore, path: str, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    def __init__(
+        self, store: ColdStore, path: str, row_group_rows: int | None = None, *, capped: bool = False
+    ) -> None:
         import pyarrow.parquet as pq
 
-        self.store, self.path, self.row_group_rows = store, path, row_group_rows
+        self.store, self.path = store, path
+        self.row_group_rows = row_group_rows or ROW_GROUP_ROWS
+        # ``capped`` (a move): ``add`` stops taking rows once the file is past FILE_MAX_BYTES
+        # (``full``); a rewrite takes every row of the file it replaces.
+        self.max_bytes = FILE_MAX_BYTES if capped else None
+        self.full = False
         self.schema = arrow_schema()
         self._out = store.fs.open_output_stream(path)
         self._writer = pq.ParquetWriter(self._out, self.schema, compression="zstd")
@@ -66,6 +77,9 @@ class ColdFileWriter:
             self._rows.append(row_of(document))
             if len(self._rows) >= self.row_group_rows:
                 self._flush()
+                if self.max_bytes is not None and self._out.tell() >= self.max_bytes:
+                    self.full = True
+                    return  # the rest in the next file
 
     def _flush(self) -> None:
         if not self._rows:

@@ -24,6 +24,7 @@ import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from threading import Event
 from typing import TypeVar
 
 from pymongo import DeleteOne
@@ -132,6 +133,32 @@ def published_fields(summary: FileSummary) -> Document:
     }
 
 
+def month_documents(
+    archive: MongoCollection, month: Month, cutoff: datetime, stop: Event
+) -> Iterator[Document]:
+    """The month's archived orders delivered before ``cutoff``, on the ``{date_livraison, _id}``
+    index, in its order: a cut resumes after the last (date, id) read (``scan_by_id`` gives the
+    id, this the date)."""
+    window = {"$gte": month.start, "$lt": min(month.next().start, cutoff)}
+    last: dict[str, object] = {}
+
+    def open_cursor(after_id: object) -> Cursor[Document]:
+        query: Document = {"date_livraison": window}
+        if after_id is not None:
+            after = {
+                "$or": [
+                    {"date_livraison": {"$gt": last["date"]}},
+                    {"date_livraison": last["date"], "_id": {"$gt": after_id}},
+                ]
+            }
+            query = {"$and": [query, after]}
+        return archive.find(query, sort=[("date_livraison", 1), ("_id", 1)], batch_size=PAGE)
+
+    for document in scan_by_id(open_cursor, stop_event=stop):
+        last["date"] = document.get("date_livraison")
+        yield document
+
+
 class ColdMove:
     """One run's move of the archive's old months to the cold tier."""
 
@@ -192,34 +219,17 @@ class ColdMove:
             yield month
             month = month.next()
 
-    def _window(self, month: Month) -> dict[str, datetime]:
-        return {"$gte": month.start, "$lt": min(month.next().start, self.cutoff)}
-
-    def _documents(self, month: Month) -> Iterator[Document]:
-        """The month's archived orders on the ``{date_livraison, _id}`` index, in its order:
-        a cut resumes after the last (date, id) read (``scan_by_id`` gives the id, this the date)."""
-        window = self._window(month)
-        last: dict[str, object] = {}
-
-        def open_cursor(after_id: object) -> Cursor[Document]:
-            query: Document = {"date_livraison": window}
-            if after_id is not None:
-                after = {
-                    "$or": [
-                        {"date_livraison": {"$gt": last["date"]}},
-                        {"date_livraison": last["date"], "_id": {"$gt": after_id}},
-                    ]
-                }
-                query = {"$and": [query, after]}
-            return self.archive.find(query, sort=[("date_livraison", 1), ("_id", 1)], batch_size=PAGE)
-
-        for document in scan_by_id(open_cursor, stop_event=self.context.stop):
-            last["date"] = document.get("date_livraison")
-            yield document
-
     # -- one month
 
     def move_month(self, month: Month) -> None:
+        """The month, a file at a time (``files.FILE_MAX_BYTES`` each at most, about): another
+        while the last was full and moved orders out of the archive."""
+        moved = self.report.moved
+        while self._move_part(month) and self.report.moved > moved and not self.context.stopped:
+            moved = self.report.moved
+
+    def _move_part(self, month: Month) -> bool:
+        """One file of the month moved; whether it was full (the month may hold more)."""
         for _ in range(MONTH_ATTEMPTS):
             partial, final = self.store.new_file(month)
             self.store.prepare(month)
@@ -231,7 +241,7 @@ class ColdMove:
             )
             forget_entry = functools.partial(self.journal.delete_one, {"_id": key})
             try:
-                summary = self._written(month, partial)
+                summary, full = self._written(month, partial)
             except _ForgottenMeanwhile:
                 self._write(forget_entry)
                 continue  # the month again: its orders read now are written erased
@@ -239,19 +249,20 @@ class ColdMove:
                 self._write(forget_entry)
                 raise
             self._published_and_moved(month, key, partial, final, summary)
-            return
+            return full
         raise FatalError(
             f"cold tier: a person was forgotten while {month} was being written, {MONTH_ATTEMPTS} times "
             "in a row; the archive is untouched: run batch again"
         )
 
-    def _written(self, month: Month, partial: str) -> FileSummary:
+    def _written(self, month: Month, partial: str) -> tuple[FileSummary, bool]:
         """The month's archived orders in the partial file, read back and checked; a person
         forgotten meanwhile among them (``respect`` erases a document now) raises
         ``_ForgottenMeanwhile``: a file is never published with data an erasure removed."""
-        writer = ColdFileWriter(self.store, partial)
+        writer = ColdFileWriter(self.store, partial, capped=True)
         try:
-            writer.add(d for page in chunked(self._documents(month), PAGE) for d in self.respect(page))
+            archived = month_documents(self.archive, month, self.cutoff, self.context.stop)
+            writer.add(d for page in chunked(archived, PAGE) for d in self.respect(page))
             summary = writer.close()
             if summary.rows:
                 check_file(self.store, partial, summary)
@@ -259,7 +270,7 @@ class ColdMove:
         except BaseException:
             writer.abandon()
             raise
-        return summary
+        return summary, writer.full
 
     def _check_erasures(self, partial: str) -> None:
         for batch in batches(self.store, partial, ["document"]):
@@ -291,7 +302,8 @@ class ColdMove:
         self._write(lambda: self.journal.delete_one({"_id": key}))
         self.report.files += 1
         self.report.bytes += (self.store.fs.get_file_info(final_now).size or 0) if final_now else 0
-        self.report.months.append(str(month))
+        if str(month) not in self.report.months:  # a month of several files: once
+            self.report.months.append(str(month))
         log.info(
             "cold tier: %s of %s moved to %s", plural(summary.rows, "order"), month, self.store.url_of(final)
         )

@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from order_archiver.errors import ConfigError
+from order_archiver.errors import ConfigError, FatalError
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
 
 PARTIAL_SUFFIX = ".parquet.partial"
+# S3 copies at most 5 GB in one CopyObject (AWS S3 API Reference, CopyObject: "You can store
+# individual objects of up to 5 TB in Amazon S3. You create a copy of your object up to 5 GB in
+# size in a single atomic action using this API"), and Arrow's S3 move is one CopyObject then a
+# DeleteObject (arrow/filesystem/s3fs.cc): a move's files stop near ``files.FILE_MAX_BYTES``.
+S3_COPY_MAX_BYTES = 5 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,15 @@ class ColdStore:
 
     def publish(self, partial: str, final: str) -> None:
         """The checked file under its final name, in one step (a rename; on S3 a copy, atomic
-        per object, then the partial object removed)."""
+        per object, then the partial object removed). On S3 a file over one copy's ceiling is
+        refused before the copy, named (``FatalError``): the copy would fail after the work."""
+        if self.url.startswith("s3://"):
+            size = self.fs.get_file_info(partial).size or 0
+            if size > S3_COPY_MAX_BYTES:
+                raise FatalError(
+                    f"cold file {self.url_of(partial)}: {size} bytes, over the 5 GB S3 copies in one "
+                    "step: not published; the archive keeps its orders (a move's files stop near 1 GiB)"
+                )
         self.fs.move(partial, final)
 
     def remove(self, path: str) -> None:

@@ -117,16 +117,8 @@ def test_a_file_is_written_a_row_group_at_a_time_and_its_footer_holds_the_checks
     mongo, settings, archived, tmp_path, monkeypatch
 ):
     _archive, before = archived
-    monkeypatch.setattr(files, "ROW_GROUP_ROWS", 7)
+    monkeypatch.setattr(files, "ROW_GROUP_ROWS", 7)  # read by each writer as it opens
     store = local_store(tmp_path)
-    written = []
-    real_init = files.ColdFileWriter.__init__
-
-    def small_groups(self, store, path, row_group_rows=7):
-        real_init(self, store, path, row_group_rows)
-        written.append(self)
-
-    monkeypatch.setattr(files.ColdFileWriter, "__init__", small_groups)
     ColdMove(store, *collections(mongo, settings), a_cutoff(before)).run()
     import pyarrow.parquet as pq
 
@@ -136,6 +128,50 @@ def test_a_file_is_written_a_row_group_at_a_time_and_its_footer_holds_the_checks
         said = files.footer(store, cold_file.path)
         assert said == files.read_back(store, cold_file.path)
         assert said.rows == metadata.num_rows
+
+
+def test_a_month_larger_than_a_file_goes_into_several_each_order_in_one(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    """A move's file stops after the row group that takes it past FILE_MAX_BYTES (1 GiB: far
+    below the 5 GB S3 copies in one CopyObject, the publication's step) and the month goes on
+    in another file. Scaled down: row groups of 10 rows, a ceiling of 1 byte: 10 orders a file."""
+    archive, before = archived
+    monkeypatch.setattr(files, "ROW_GROUP_ROWS", 10)
+    monkeypatch.setattr(files, "FILE_MAX_BYTES", 1)
+    store = local_store(tmp_path)
+    report = ColdMove(store, *collections(mongo, settings), a_cutoff(before)).run()
+    in_cold = assert_one_place_each(archive, store, before)
+    by_month = {}
+    for cold_file in store.files():
+        by_month.setdefault(str(cold_file.month), []).append(files.footer(store, cold_file.path).rows)
+    assert report.files == len(store.files()) > len(by_month)
+    assert sorted(report.months) == sorted(by_month)  # each month once
+    for rows in by_month.values():  # 10 a file, the month's last file the rest
+        assert sorted(rows)[1:] == [10] * (len(rows) - 1)
+        assert 0 < min(rows) <= 10
+    assert sum(sum(rows) for rows in by_month.values()) == len(in_cold) == report.moved
+
+
+def test_an_s3_file_over_one_copys_ceiling_is_refused_before_the_copy(tmp_path, monkeypatch):
+    """S3 copies at most 5 GB in one CopyObject, and Arrow's S3 move is one CopyObject: a file
+    over it is refused before the copy, named, not published. Scaled down: a ceiling of 10
+    bytes, on a local folder standing in for the bucket (the check reads the scheme and size)."""
+    from pyarrow.fs import LocalFileSystem
+
+    from order_archiver.cold import store as store_module
+    from order_archiver.errors import FatalError
+
+    monkeypatch.setattr(store_module, "S3_COPY_MAX_BYTES", 10)
+    store = ColdStore("s3://bucket/cold", filesystem=LocalFileSystem(), root=str(tmp_path))
+    partial, final = store.new_file(Month(2024, 3))
+    store.prepare(Month(2024, 3))
+    with store.fs.open_output_stream(partial) as out:
+        out.write(b"x" * 100)
+    with pytest.raises(FatalError, match=r"100 bytes, over the 5 GB S3 copies in one step"):
+        store.publish(partial, final)
+    assert not store.exists(final)
+    assert store.files() == []
 
 
 def test_a_file_that_does_not_read_back_as_written_is_removed_and_nothing_leaves_the_archive(
