@@ -7,7 +7,10 @@ On one nx-27017 (teststand/devserver.py) and a local folder:
   move: for each size N, a child process fills an archive with one month of N archived orders
         (enriched, with their source copy, as batch writes them) and moves it (``ColdMove``):
         orders/s, the Parquet bytes per order beside the archive documents' BSON bytes per
-        order, and the child's peak RSS (VmHWM). Flat memory: the RSS barely grows with N.
+        order and the archive collection's storage per order before the move (``$collStats``
+        ``storageStats``: ``storageSize``, ``totalIndexSize``, what the server says it keeps on
+        disk; nx-27017's is SQLite's pages, uncompressed, not WiredTiger's), and the child's
+        peak RSS (VmHWM). Flat memory: the RSS barely grows with N.
   find: 100 monthly files of M orders each; ``find_in_cold`` for one numero, timed (median of 5).
 Figures from nx-27017 and this machine's disk are not MongoDB's or S3's: read the ratios.
 """
@@ -100,12 +103,25 @@ def fill(archive: pymongo.collection.Collection, month: Month, count: int, first
     return size
 
 
+def storage_stats(archive: pymongo.collection.Collection) -> dict[str, int]:
+    """What the server keeps on disk for the collection: ``$collStats``' ``storageStats`` (4.4 to
+    8.0; the ``collStats`` command is deprecated since 6.2): ``storageSize`` (the data, as
+    stored: compressed by WiredTiger) and ``totalIndexSize``."""
+    [stats] = archive.aggregate([{"$collStats": {"storageStats": {}}}])
+    found = stats["storageStats"]
+    return {
+        "storageSize": int(found.get("storageSize") or 0),
+        "totalIndexSize": int(found.get("totalIndexSize") or 0),
+    }
+
+
 def one_month(uri: str, count: int, folder: Path) -> dict[str, float]:
     """The child: one month of ``count`` orders archived, then moved; its figures."""
     with pymongo.MongoClient(uri, tz_aware=True) as client:
         database = client[f"bench_cold_{count}"]
         archive, journal = database["Commande_archive"], database["archiver_checkpoints"]
         bson_bytes = fill(archive, Month(2025, 3), count)
+        storage = storage_stats(archive)
         store = ColdStore(f"file://{folder}")
         started = time.perf_counter()
         report = ColdMove(store, archive, journal, CUTOFF).run()
@@ -117,6 +133,8 @@ def one_month(uri: str, count: int, folder: Path) -> dict[str, float]:
         "orders_per_s": round(count / seconds),
         "parquet_bytes_per_order": round(report.bytes / count),
         "bson_bytes_per_order": round(bson_bytes / count),
+        "storage_size_bytes_per_order": round(storage["storageSize"] / count),
+        "index_bytes_per_order": round(storage["totalIndexSize"] / count),
         "peak_rss_mib": peak_rss_mib() or 0.0,
     }
 
