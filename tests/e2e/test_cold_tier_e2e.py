@@ -273,3 +273,78 @@ def test_purge_source_deletes_the_orders_moved_before_it_reached_them_and_restor
     assert {d["_id"] for d in orders.find({"_id": {"$in": list(old | recent)}}, {"_id": 1})} == {one}
     checked = run_cli("verify", "--json", env=env, cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# The product's own move, killed with SIGKILL while it drops a corrected order's older copy from
+# the file it just published: the order is corrected in the archive between the publication and
+# the delete (ColdMove.after_publish), and the rewrite's publication (the second) is the kill.
+KILLED_DROPPING_A_COPY = """
+import os, signal, sys
+from datetime import datetime, timezone
+sys.path.insert(0, sys.argv.pop(1))
+from order_archiver.cold import move, store
+opened = move.ColdMove.__init__
+def corrected_meanwhile(self, *args, **kwargs):
+    opened(self, *args, **kwargs)
+    def correct_the_oldest():
+        oldest = self.archive.find_one({}, sort=[("date_livraison", 1)])
+        stamp = datetime.now(timezone.utc)
+        self.archive.update_one({"_id": oldest["_id"]}, {"$set": {"revised_at": stamp, "montant_total": 1.0}})
+        print(oldest["_id"], flush=True)
+    self.after_publish = correct_the_oldest
+move.ColdMove.__init__ = corrected_meanwhile
+published = store.ColdStore.publish
+calls = []
+def killed_at_the_rewrite(self, partial, final):
+    calls.append(final)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    published(self, partial, final)
+store.ColdStore.publish = killed_at_the_rewrite
+from order_archiver.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_while_dropping_a_corrected_orders_older_copy_then_a_rerun_leaves_it_in_one_place(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    database = nx_client[db_name]
+    recent, old = seed_old_and_recent(database, nx_settings)
+    folder = tmp_path / "cold"
+    folder.mkdir()
+    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
+    archived = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
+    assert archived.returncode == 0, archived.stderr
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "ARCHIVE_"))}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_DROPPING_A_COPY, str(ROOT), "batch", "--run", "-q"],
+        env={**base, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    store = ColdStore(f"file://{folder}")
+    corrected = next(i for i in old if str(i) == killed.stdout.split()[0])
+    assert corrected in cold_ids(store)  # the older copy, beside the archive's newer one
+    assert corrected in archived_ids(database)
+
+    rerun = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    moved = cold_ids(store)
+    assert len(moved) == len(set(moved)), "an order in two cold files"
+    assert set(moved) == old
+    assert archived_ids(database) == recent
+    [copy] = [
+        document_of(text)
+        for cold_file in store.files()
+        for batch in files.batches(store, cold_file.path, ["document"])
+        for text in batch["document"]
+        if document_of(text)["_id"] == corrected
+    ]
+    assert copy["montant_total"] == 1.0  # its newer version
+    assert database["archiver_checkpoints"].count_documents({"kind": "cold-move"}) == 0
+    checked = run_cli("verify", "--json", env=env, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
