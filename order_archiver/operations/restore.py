@@ -190,7 +190,7 @@ def restore(
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)
     if run and not confirmed:
-        _confirm(collections.archive, wanted, context)
+        _confirm(collections.archive, wanted, context, _cold_chunks(settings, selection))
     report = RestoreReport(run)
     mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), context)
     # A moved order is restored from its cold file, and its mark kept beside (the file is not rewritten).
@@ -271,11 +271,18 @@ def _other_case(numeros: list[str], archive: MongoCollection, context: RunContex
     return found
 
 
-def _confirm(archive: MongoCollection, wanted: dict[str, object], context: RunContext) -> None:
+def _confirm(
+    archive: MongoCollection, wanted: dict[str, object], context: RunContext, cold: Iterator[list[Document]]
+) -> None:
     """ConfigError (exit 2, nothing written) when a ``--run`` selects more than CONFIRM_ABOVE
-    archived orders without ``--yes``: a window or a client typed wrong puts thousands of orders
-    back into the application's collection. Counted up to one past the bound, no further."""
+    archived orders, in the archive and the cold tier together (``cold``: its chunks), without
+    ``--yes``: a window or a client typed wrong puts thousands of orders back into the
+    application's collection. Counted up to one past the bound, no further."""
     count = context.retrying(lambda: archive.count_documents(wanted, limit=CONFIRM_ABOVE + 1))
+    for chunk in cold:
+        if count > CONFIRM_ABOVE:
+            break
+        count += len(chunk)
     if count > CONFIRM_ABOVE:
         raise ConfigError(
             f"restore --run selects more than {CONFIRM_ABOVE} archived orders: check the selection with a "

@@ -797,6 +797,31 @@ def test_restore_puts_a_moved_order_back_into_the_source_from_its_cold_file(
     assert by_window.already_there >= 1
 
 
+def test_restore_run_asks_for_yes_above_100_orders_counting_the_cold_tiers(
+    mongo, settings, archived, tmp_path
+):
+    """The archive alone held none of the window's orders: a --run of hundreds of moved ones
+    went ahead without --yes."""
+    from order_archiver.errors import ConfigError
+    from order_archiver.operations.restore import CONFIRM_ABOVE, RestoreSelection, restore
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    moved = [d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff]
+    first = min(d["date_commande"] for d in moved)
+    last = max(d["date_commande"] for d in moved)
+    window = RestoreSelection(date_from=first, date_to=last + timedelta(seconds=1))
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    count = orders.count_documents({})
+    with pytest.raises(ConfigError, match="add --yes"):
+        restore(mongo, with_cold, window, run=True)
+    assert orders.count_documents({}) == count  # nothing written
+    assert restore(mongo, with_cold, window).selected > CONFIRM_ABOVE  # the dry run counts them
+
+
 def test_archive_pii_retention_erases_the_cold_orders_past_it_and_stamps_the_months_done(
     mongo, settings, archived, tmp_path
 ):
