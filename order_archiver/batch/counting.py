@@ -63,9 +63,11 @@ class DeliveredCount:
         """``delivered`` and ``already_archived`` once the pass is complete. Orders the server
         skipped unseen (in the archive already) are the delivered orders the run did not
         examine; without such skipping the run saw them all. With ``--limit`` the orders
-        beyond the last one reached are unknown: ``delivered`` stays unset."""
+        beyond the last one reached are unknown: ``delivered`` stays unset; so with a pass ended
+        by its limits (``--max-runtime``, ``--stop-file``): the orders not reached are neither
+        seen nor known to be archived."""
         report = self.report
-        if self.options.limit is not None:
+        if self.options.limit is not None or report.ended is not None:
             return
         seen = report.scanned + report.outside_window + report.past_retention + report.past_cold_after
         if not self.needed:

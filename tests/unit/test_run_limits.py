@@ -87,3 +87,30 @@ def test_a_stop_file_left_behind_is_said_on_every_run(capsys, tmp_path: Path):
         f"--stop-file {stop} exists already: this run stops after its first chunk; remove it"
         in capsys.readouterr().err
     )
+
+
+def test_a_run_ended_by_a_limit_claims_no_total_it_did_not_see(mongo, tmp_path):
+    """A run stopped before the end of its pass saw part of it: it said "of 800 delivered in
+    the window" (of 4,730), and a resumed one counted every order it did not reach as already
+    archived (4,119 where 3,300 were). The pass's totals are known only when it completes."""
+    seed_database(mongo[BASE.mongodb_database], BASE, 400, seed=9, p_anomalies=0.0)
+    stop = tmp_path / "stop"
+    stopping = BatchArchiver(mongo, BASE, BatchOptions(run=True, batch_size=50, stop_file=str(stop)))
+    write_chunk = stopping.write_chunk
+
+    def write_then_stop(chunk):
+        write_chunk(chunk)
+        stop.touch()  # between chunks: the run ends after this one
+
+    stopping.write_chunk = write_then_stop
+    first = stopping.run()
+    assert first.ended == "stop_file"
+    assert first.delivered is None
+    assert " delivered " not in first.summary_line()
+    stop.unlink()
+    resumed = BatchArchiver(mongo, BASE, BatchOptions(run=True, batch_size=50, stop_file=str(stop)))
+    write_chunk = resumed.write_chunk
+    resumed.write_chunk = write_then_stop
+    second = resumed.run()
+    assert second.ended == "stop_file"
+    assert (second.delivered, second.already_archived) == (None, 0)
