@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import io
 import os
 import re
 import stat
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from order_archiver.errors import ConfigError
 from order_archiver.orders.finishing import Finisher, utc_now
@@ -502,10 +504,29 @@ def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:
             warnings.append(
                 f"{path} belongs to another user (uid {status.st_uid}): who else can change your settings?"
             )
-        values = dotenv_values(path, encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {type(exc).__name__}") from None
+        text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        raise ConfigError(f"cannot read {path}: permission denied (run as its owner, chmod 600)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    _check_env_lines(path, text)
+    values = dotenv_values(stream=io.StringIO(text))
     return {k: v for k, v in values.items() if v is not None}, warnings
+
+
+def _check_env_lines(path: Path, text: str) -> None:
+    """A line python-dotenv cannot read is refused, named by its number (never its text: it may
+    hold a password). Read past with a warning, a setting meant there silently did not apply."""
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise ConfigError(
+                f"{path} line {binding.original.line}: not NAME=value (quote a value with spaces or #; "
+                "a comment starts with #)"
+            )
 
 
 def load_settings(

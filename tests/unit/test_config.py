@@ -118,6 +118,37 @@ def test_missing_env_file_is_a_config_error():
         load_settings("nope.env", environ={})
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"MONGODB_URI=mongodb://u:s3cr3t@h/\nthis is s3cr3t junk\n", "line 2: not NAME=value"),
+        (b"MONGODB_URI=mongodb://h/\nARCHIVE_PII=\xff\n", r"not UTF-8 text \(byte 0xff at offset 37\)"),
+    ],
+)
+def test_an_env_file_it_cannot_read_whole_is_named_in_one_line(tmp_path, content, said):
+    """python-dotenv logged its own "could not parse statement starting at line 2" and the run
+    went on without what that line meant; an undecodable file said "UnicodeDecodeError"."""
+    path = tmp_path / "bad.env"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match=said) as caught:
+        load_settings(str(path), environ={})
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_an_env_file_without_read_permission_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "locked.env"
+    path.write_text("MONGODB_URI=mongodb://h/\n")
+    path.chmod(0o600)
+
+    def refused(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied")  # what open() raises for another user
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    with pytest.raises(ConfigError, match=r"locked\.env: permission denied"):
+        load_settings(str(path), environ={})
+
+
 def test_simulation_needs_no_uri():
     settings, _ = load_settings(overrides={"simulation": True}, environ={})
     assert settings.simulation
