@@ -77,8 +77,18 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+def _say(text: str) -> None:
+    """A report on stdout. A reader that closed it (`rejects --all | head -1`) had what it
+    wanted: the rest goes nowhere, quietly, and the command keeps its exit code (stdout is
+    pointed at /dev/null so that no later write, nor the flush at exit, fails)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, ensure_ascii=False, default=_json_value))
+    _say(json.dumps(data, ensure_ascii=False, default=_json_value))
 
 
 def _print_report(report: Any, as_json: bool, *, error: str | None = None, **line_options: bool) -> None:
@@ -90,7 +100,7 @@ def _print_report(report: Any, as_json: bool, *, error: str | None = None, **lin
             data["error"] = redact(error)
         _print_json(data)
     else:
-        print("\n".join(printable(line) for line in report.lines(**line_options)))
+        _say("\n".join(printable(line) for line in report.lines(**line_options)))
 
 
 # --- commands: each returns an exit code ---------------------------------------------------
@@ -322,7 +332,7 @@ def cmd_status(args: argparse.Namespace, context: RunContext) -> int:
         )
     if args.quiet and not args.json:  # -q (a health check every minute): the problems only
         for problem in report.problems:
-            print(printable(f"UNHEALTHY: {problem}"))
+            _say(printable(f"UNHEALTHY: {problem}"))
     else:
         _print_report(report, args.json)
     return ExitCode.OK if report.healthy else ExitCode.UNHEALTHY
@@ -356,10 +366,10 @@ def cmd_retire_watcher(args: argparse.Namespace, context: RunContext) -> int:
         raise ConfigError("retire-watcher: name a watcher (mongo store) or give --token-file, one of the two")
     settings = _settings(args)
     if args.token_file:
-        print(retire_watcher(None, settings, None, args.token_file))
+        _say(retire_watcher(None, settings, None, args.token_file))
         return ExitCode.OK
     with _connected(args, settings, context) as clients:
-        print(retire_watcher(clients.archive_side, settings, args.name, None))
+        _say(retire_watcher(clients.archive_side, settings, args.name, None))
     return ExitCode.OK
 
 
@@ -447,10 +457,10 @@ def cmd_simulate(args: argparse.Namespace, context: RunContext) -> int:
         progress=progress_mode(args.quiet),
     )
     if samples_file:
-        print(simulate_samples(settings, options, samples_file))
+        _say(simulate_samples(settings, options, samples_file))
         return ExitCode.OK
     with _connected(args, settings, context) as clients:
-        print(simulate_into(clients.source, settings, options))
+        _say(simulate_into(clients.source, settings, options))
     return ExitCode.OK
 
 
@@ -513,6 +523,9 @@ def dispatch(args: argparse.Namespace) -> int:
         log.debug("%s failed", args.command, exc_info=True, extra=FILE_ONLY)
         sys.stderr.write(f"error: {redact(str(exc))}\n")
         return exc.exit_code
+    except BrokenPipeError:  # a report written elsewhere than ``_say``: as quiet (see there)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
     except Exception as exc:  # the last line of defence: one line, never a traceback
         log.debug("%s crashed", args.command, exc_info=True, extra=FILE_ONLY)
         first_line = redact(str(exc)).splitlines()[0][:300] if str(exc) else ""

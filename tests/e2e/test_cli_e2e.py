@@ -136,3 +136,28 @@ def test_demo_auto_runs_end_to_end_on_its_own_server(tmp_path):
     assert "\nconsistent" in out
     assert "local server stopped" in out
     assert "Traceback" not in result.stderr
+
+
+def test_a_reader_that_closes_stdout_early_gets_no_error_and_the_run_keeps_its_exit_code(tmp_path):
+    """`main.py rejects --all | head -1` printed "error: unexpected BrokenPipeError" and exit 1.
+    The same dry run read whole, then read one line: the same exit code, nothing on stderr."""
+    command = [
+        sys.executable,
+        str(ROOT / "main.py"),
+        "batch",
+        "--simulation",
+        "--samples",
+        "300",
+        "--json",
+        "-q",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "ARCHIVE_"))}
+    whole = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert len(whole.stdout) > 1 << 17  # past a pipe's buffer: the writer meets the closed end
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.read(10) == whole.stdout[:10]
+    process.stdout.close()  # as `head -c 10` does
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == whole.returncode
+    assert b"BrokenPipe" not in stderr
+    assert b"error" not in stderr
