@@ -312,12 +312,33 @@ def parse_uri(value: str) -> str:
         # Imported here: the URI is checked without connecting (+srv would need DNS).
         from pymongo.uri_parser import parse_uri as pymongo_parse_uri
 
+        unknown = unknown_uri_options(uri)
+        if unknown:
+            raise ValueError(f"malformed: {unknown}")
         try:
             pymongo_parse_uri(uri)
         except Exception as exc:  # pymongo raises several types for a bad URI
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ValueError(f"malformed: {mask_secrets_of(uri, message)[:200]}") from None
     return uri
+
+
+def unknown_uri_options(uri: str) -> str | None:
+    """The URI's options pymongo does not know, named (its own error says "Unknown option. Did you
+    mean one of (...)?" without naming it), with the known one each resembles. Names only: a
+    value may be a secret."""
+    from pymongo.common import URI_OPTIONS_VALIDATOR_MAP
+
+    query = urllib.parse.urlsplit(uri).query
+    names = [name for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)]
+    unknown = [name for name in dict.fromkeys(names) if name.lower() not in URI_OPTIONS_VALIDATOR_MAP]
+    if not unknown:
+        return None
+    said = []
+    for name in unknown[:3]:
+        close = difflib.get_close_matches(name.lower(), list(URI_OPTIONS_VALIDATOR_MAP), n=1, cutoff=0.6)
+        said.append(f"{name[:40]!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return f"unknown option {', '.join(said)} (the connection string options: MongoDB's manual)"
 
 
 def mask_secrets_of(uri: str, text: str) -> str:

@@ -98,6 +98,11 @@ def test_a_group_readable_or_foreign_env_file_warns(tmp_path, monkeypatch):
             {"MONGODB_URI": "mongodb://h", "ARCHIVE_RETENTION": "30d", "PURGE_AFTER": "90d"},
             "ARCHIVE_RETENTION (30d) is shorter than PURGE_AFTER (90d)",
         ),
+        # pymongo's own message names no option ("Unknown option. Did you mean one of (...)?").
+        (
+            {"MONGODB_URI": "mongodb://u:pw@h/?retryWrite=true&tls=true"},
+            "MONGODB_URI: malformed: unknown option 'retryWrite' (did you mean retrywrites?)",
+        ),
     ],
 )
 def test_bad_configuration_is_one_line_config_error(environ, message):
