@@ -11,7 +11,7 @@ from datetime import datetime
 
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.documents import OrderId, ResumeToken
-from order_archiver.logs import get_logger
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.changes import CHANGES_QUIET_WAIT_S, ChangeReader, ChangesSince, stream_position
 from order_archiver.mongodb.checkpoint import BatchState, Pass, plan_pass
 from order_archiver.mongodb.rejects import RejectStore
@@ -112,7 +112,9 @@ class PassPlanner:
         current = replace(current, stream_token=changes.position)
         self.report.changes_read = changes.read
         log.info(
-            "%d changes since the last run: %d orders delivered or corrected", changes.read, len(changes.ids)
+            "%s since the last run: %s delivered or corrected",
+            plural(changes.read, "change"),
+            plural(len(changes.ids), "order"),
         )
         return changes.ids, current
 

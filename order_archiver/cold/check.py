@@ -14,6 +14,7 @@ from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import MongoCollection
+from order_archiver.logs import plural
 from order_archiver.mongodb.source import chunked
 from order_archiver.retry import Retry
 
@@ -38,7 +39,7 @@ class ColdCheck:
 
     def line(self) -> str:
         text = (
-            f"cold tier: {self.orders} orders in {self.files} files; also in the archive: "
+            f"cold tier: {plural(self.orders, 'order')} in {plural(self.files, 'file')}; also in the archive: "
             f"{self.also_in_archive}; in two cold files: {self.in_two_files}; "
             f"missing (their file gone): {self.missing}"
         )

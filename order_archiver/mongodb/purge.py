@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import DeleteOne
 
 from order_archiver.documents import Document, OrderId, moment_or_none
-from order_archiver.logs import get_logger
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import ArchiveWriter, Held, MongoCollection
 from order_archiver.orders.enrichment import as_utc, source_hash, status_match
@@ -163,16 +163,16 @@ class SourcePurge:
                 self.pace(len(requests))
         if counts.kept:
             log.warning(
-                "%d archived orders were left in the source: changed since they were archived (the "
-                "archive keeps the version before; a full pass or watch archives the new one), or "
-                "archived by an earlier version without a fingerprint of the source order",
-                counts.kept,
+                "%s left in the source: changed since archived (the archive keeps the version "
+                "before; a full pass or watch archives the new one), or archived by an earlier "
+                "version without a fingerprint of the source order",
+                plural(counts.kept, "archived order"),
             )
         if counts.held:
             log.info(
-                "%d archived orders were left in the source: restored within RESTORE_HOLD (%s); a purge "
-                "deletes them once that has passed",
-                counts.held,
+                "%s left in the source: restored within RESTORE_HOLD (%s); a purge deletes them once "
+                "that has passed",
+                plural(counts.held, "archived order"),
                 self.restore_hold,
             )
         return counts

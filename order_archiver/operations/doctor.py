@@ -21,6 +21,7 @@ from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, list_or_empty, mapping_or_empty
 from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ArchiverError, ConfigError, is_authorisation_error
+from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import (
     LOOKUP_SHARDED_FROM,
     features_off,
@@ -353,7 +354,7 @@ def personal_data_check(
         )
         return
     left = (
-        f"{pending} archived orders past it still hold personal data (the next batch --run erases it)"
+        f"{plural(pending, 'archived order')} past it still hold personal data (the next batch --run erases it)"
         if pending
         else "no archived order past it holds any"
     )

@@ -34,7 +34,7 @@ from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document
-from order_archiver.logs import get_logger
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.erasure import count_holding, erase_personal_data
 from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
@@ -117,7 +117,7 @@ class ForgetReport:
         verb = f"{cold.rewritten} rewritten" if self.run else "would rewrite (dry run)"
         return [
             *self._archive_lines(),
-            f"cold tier: {cold.orders} of their orders in {cold.files} files, {cold.erased} holding "
+            f"cold tier: {cold.orders} of their orders in {plural(cold.files, 'file')}, {cold.erased} holding "
             f"personal data; {verb}",
         ]
 
@@ -144,8 +144,14 @@ class ForgetReport:
         if not self.orders:
             return [f"{who}: no archived order", *remembered]
         if not self.erased:
-            return [f"{who}: {self.orders} archived orders, no personal data left to erase", *remembered]
-        return [f"{who}: {self.orders} archived orders; {verb} {what} of {self.erased}", *remembered]
+            return [
+                f"{who}: {plural(self.orders, 'archived order')}, no personal data left to erase",
+                *remembered,
+            ]
+        return [
+            f"{who}: {plural(self.orders, 'archived order')}; {verb} {what} of {self.erased}",
+            *remembered,
+        ]
 
 
 def forget_person(
