@@ -16,7 +16,9 @@ Measures, on the same server and data, orders/second of:
   L' = 1 / (1/e' + 1/u'): the floor of the server work this archiver must have done;
   with --archive-server, M = min(e', u'): the slower of the two sides, what a run whose
       reads and writes overlap approaches, where L' is their sum;
-  (c) this archiver: `main.py batch --run` as a subprocess (its peak RSS is reported).
+  (c) this archiver: `main.py batch --run` as a subprocess (its peak RSS is reported, and its
+      own CPU seconds per 1,000 orders: the client's work, which on a machine of 2 cores takes
+      CPU from the test server, and which the machine's other load hardly changes).
 Figures from nx-27017 are not MongoDB's: read the ratios, measured side by side.
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -200,6 +203,7 @@ def archiver_subprocess(
     if archive_uri:
         env["ARCHIVE_MONGODB_URI"] = archive_uri
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "batch", "--run", "--json", "-q"]
         + ([] if limit is None else ["--limit", str(limit)]),
@@ -209,9 +213,12 @@ def archiver_subprocess(
         cwd=tempfile.gettempdir(),
     )
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the archiver's (the servers are not reaped)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode not in (0, 3):
         raise SystemExit(f"archiver failed ({result.returncode}): {result.stderr[-2000:]}")
     report = json.loads(result.stdout)
+    report["client_cpu_s"] = cpu  # the whole process: start-up and imports included
     # The archiver reports its own peak (VmHWM): ru_maxrss of children would count this
     # process's memory, which a child maps between fork and exec.
     return report, wall, report["peak_rss_mib"]
@@ -379,9 +386,11 @@ def main() -> None:
                     )
                     target.drop_collection("bench_archive")
                     c_rate = rate(report["scanned"], report["seconds"])
+                    client_cpu = 1000 * report["client_cpu_s"] / max(report["scanned"], 1)
                     print(
                         f"(c) this archiver{report['scanned']:>8} orders {report['seconds']:8.2f}s "
-                        f"{c_rate:9.0f}/s (process wall {wall:.2f}s, peak RSS {peak_mib:.0f} MiB)",
+                        f"{c_rate:9.0f}/s (process wall {wall:.2f}s, peak RSS {peak_mib:.0f} MiB, "
+                        f"client CPU {report['client_cpu_s']:.2f}s: {client_cpu:.3f}s per 1,000 orders)",
                         flush=True,
                     )
             e_rate, u_rate = sum(e_runs) / 2, sum(u_runs) / 2
@@ -444,6 +453,8 @@ def main() -> None:
                 "c_per_s": c_rate,
                 "c_seconds": report["seconds"],
                 "c_peak_rss_mib": peak_mib,
+                "c_client_cpu_s": report["client_cpu_s"],
+                "c_client_cpu_s_per_1000": client_cpu,
                 **ratios,
             }
             if args.json:

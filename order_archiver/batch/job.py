@@ -161,8 +161,10 @@ class BatchArchiver:
 
     # -- writing
 
-    def write_chunk(self, chunk: Chunk) -> None:
-        self.report.add_written(self.writing.write(chunk.documents, chunk.rejections))
+    def write_chunk(self, chunk: Chunk, upcoming: Chunk | None = None) -> None:
+        """``upcoming``: the next chunk, when it is read already (``writing.ChunkWriting``)."""
+        ahead = upcoming.documents if upcoming is not None else None
+        self.report.add_written(self.writing.write(chunk.documents, chunk.rejections, ahead))
         # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
         # one write every few seconds is enough; it always follows the chunks it covers.
         if chunk.last_id is not None:
@@ -286,12 +288,13 @@ class BatchArchiver:
             self.report.resumed_from = str(after_id)
             log.info("resuming an interrupted run after _id %s", after_id)
         self._start_progress()
+        # Read ahead on a thread, write here, in the order read: each checkpoint covers every
+        # chunk before it.
+        chunks = read_ahead(self.reader.chunks(after_id), QUEUE_CHUNKS)
         try:
-            # Read ahead on a thread, write here, in the order read: each checkpoint covers
-            # every chunk before it.
-            for chunk in PassTimer(self.report).timed(read_ahead(self.reader.chunks(after_id), QUEUE_CHUNKS)):
+            for chunk in PassTimer(self.report).timed(chunks):
                 keep_samples(self.report, self.options, chunk.documents, self.settings.pii_policy.fields)
-                self.write_chunk(chunk)
+                self.write_chunk(chunk, chunks.ready())
                 if self.progress is not None:
                     self.progress.update(chunk.size)
                 if (limit := self.limits.reached()) is not None:  # a chunk boundary: end cleanly
@@ -302,6 +305,8 @@ class BatchArchiver:
             if isinstance(exc, (ArchiverError, KeyboardInterrupt)) or not isinstance(exc, Exception):
                 raise
             raise as_archiver_error(exc) from without_documents(exc)
+        finally:
+            chunks.close()
         self.rejections.flush()
         if self.context.stopped:
             raise ArchiverError(

@@ -203,15 +203,26 @@ class RespectedErasures:
         courier = held.courier_forgotten or by == BY_AGE
         return Erasure(client, courier, by, datetime.now(UTC), self.fields)(document)
 
-    def since(self, written: Sequence[Mapping[str, object]], known: Forgotten) -> ErasureOf | None:
+    def since(
+        self,
+        written: Sequence[Mapping[str, object]],
+        known: Forgotten,
+        upcoming: Sequence[Mapping[str, object]] | None = None,
+    ) -> tuple[ErasureOf | None, Forgotten | None]:
         """After a write: the erasure each written document is owed for a person recorded since
         ``known`` was read (a ``forget`` that ran meanwhile, whose walk may have read the
-        archive before this write); None when there is none."""
-        late = self.among(written).minus(known)
+        archive before this write), None when there is none; and, when ``upcoming`` (the next
+        write's documents) is given, the record as read for them by the same read: that
+        write's ``known``, read before it."""
+        found = self.among([*written, *(upcoming or [])])
+        late = found.named_by(written).minus(known)
         if not late:
-            return None
+            return None, found if upcoming is not None else None
         now = datetime.now(UTC)
-        return lambda document: late.erasure(document, now, self.fields)
+        return (
+            lambda document: late.erasure(document, now, self.fields),
+            found if upcoming is not None else None,
+        )
 
 
 NO_RECORD = RespectedErasures()

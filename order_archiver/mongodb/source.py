@@ -16,7 +16,7 @@ import heapq
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -466,6 +466,7 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 _END = object()
+_NOTHING = object()  # ReadAhead: no item taken ahead
 
 
 @dataclass(frozen=True)
@@ -500,24 +501,65 @@ class _Handoff:
         self.put(_END)
 
 
-def read_ahead(source: Iterable[T], size: int) -> Iterator[T]:
+class ReadAhead(Iterator[T]):
     """``source``'s items, produced on a thread up to ``size`` ahead of the consumer: the
     producer puts each item, then an end mark or its exception; the consumer iterates. A
-    consumer that stops early (an error, a stop) releases the producer at its next item."""
-    handoff = _Handoff(size)
-    producer = threading.Thread(target=handoff.produce, args=(source,), name="read-ahead", daemon=True)
-    producer.start()
-    try:
-        while True:
-            item = handoff.items.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        handoff.gone.set()
-        producer.join(timeout=30)
+    consumer that stops early (an error, a stop, ``close``) releases the producer at its next
+    item. ``ready()`` shows the next item when the producer has handed it over already, without
+    waiting: the batch's writer reads the record of forgotten persons for it after the write
+    before it (``batch.writing.ChunkWriting``)."""
+
+    def __init__(self, source: Iterable[T], size: int) -> None:
+        self._handoff = _Handoff(size)
+        self._producer = threading.Thread(
+            target=self._handoff.produce, args=(source,), name="read-ahead", daemon=True
+        )
+        self._producer.start()
+        self._taken: Any = _NOTHING  # taken from the queue by ready(), not handed out yet
+        self._items = self._consume()
+
+    def __next__(self) -> T:
+        return next(self._items)
+
+    def close(self) -> None:
+        self._items.close()
+        self._release()
+
+    def ready(self) -> T | None:
+        """The next item if the producer has handed it over already (None: not yet, or none)."""
+        if self._taken is _NOTHING:
+            try:
+                self._taken = self._handoff.items.get_nowait()
+            except queue.Empty:
+                return None
+        item = self._taken
+        return None if item is _END or isinstance(item, _Failed) else item
+
+    def _take(self) -> Any:
+        item, self._taken = self._taken, _NOTHING
+        return self._handoff.items.get() if item is _NOTHING else item
+
+    def _consume(self) -> Generator[T, None, None]:
+        try:
+            while True:
+                item = self._take()
+                if item is _END:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._handoff.gone.set()
+        if self._producer.is_alive() and self._producer is not threading.current_thread():
+            self._producer.join(timeout=30)
+
+
+def read_ahead(source: Iterable[T], size: int) -> ReadAhead[T]:
+    """``source``'s items read up to ``size`` ahead on a thread (``ReadAhead``)."""
+    return ReadAhead(source, size)
 
 
 # --- changes: what a change stream says about the orders (watch, and an incremental batch) ---

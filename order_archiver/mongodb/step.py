@@ -24,6 +24,9 @@ class ArchiveCounts:
     already_archived: int = 0  # found in the archive in this very version
     revised: int = 0  # replaced by a corrected version of their order
     rejected: int = 0  # invalid, or refused by the archive one by one
+    # Not a count: the record of forgotten persons as read after the write for the next
+    # write's documents (``ArchiveWriter.write(upcoming=...)``), handed to that write.
+    known_upcoming: Forgotten | None = None
 
     def plus(self, other: ArchiveCounts) -> ArchiveCounts:
         return ArchiveCounts(
@@ -47,12 +50,17 @@ class ArchivingStep:
     hold: Callable[[], None] | None = None  # --max-lag: before the write, wait while a secondary lags
 
     def archive(
-        self, documents: list[ArchiveDocument], rejections: list[Rejection], known: Forgotten | None = None
+        self,
+        documents: list[ArchiveDocument],
+        rejections: list[Rejection],
+        known: Forgotten | None = None,
+        upcoming: list[ArchiveDocument] | None = None,
     ) -> ArchiveCounts:
-        """``known``: the record of forgotten persons as just read for ``documents``
-        (``ArchiveWriter.not_archived_as_they_are``), not read again before the write, unless
+        """``known``: the record of forgotten persons as just read for ``documents`` (asking
+        the archive, or after the write before), not read again before the write, unless
         ``hold`` may have waited since (minutes: a person forgotten meanwhile is written erased,
-        not erased only by the read after the write)."""
+        not erased only by the read after the write). ``upcoming``: the next write's documents,
+        for which the read after this write reads the record too (``known_upcoming``)."""
         counts = ArchiveCounts()
         met = list(rejections)
         if documents:
@@ -60,8 +68,12 @@ class ArchivingStep:
                 self.hold()
             if self.fence is not None:
                 self.fence()  # fencing: a writer that lost its lease writes nothing more
-            outcome = self.writer.write(documents, known=known if self.hold is None else None)
+            held = self.hold is not None  # the next write waits again first: its own read then
+            outcome = self.writer.write(
+                documents, known=None if held else known, upcoming=None if held else upcoming
+            )
             counts = ArchiveCounts(outcome.archived, outcome.already_archived, outcome.revised)
+            counts.known_upcoming = outcome.known_upcoming
             met += outcome.rejections
         if met:
             self.record(met)

@@ -116,6 +116,9 @@ class WriteOutcome:
     revised: int = 0  # archive documents replaced by a corrected version of their order
     existing: list[ArchiveDocument] = field(default_factory=list)  # found archived: compared next
     missed: list[ArchiveDocument] = field(default_factory=list)  # revisions that matched nothing: again
+    # The record of forgotten persons as read after the write for the next write's documents
+    # (``ArchiveWriter.write(upcoming=...)``): that write's ``known``. None: not read for them.
+    known_upcoming: Forgotten | None = None
 
     def plus(self, other: WriteOutcome) -> WriteOutcome:
         return WriteOutcome(
@@ -244,13 +247,16 @@ class ArchiveWriter:
         """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
         return read_held(self.archive, ids, self.context)
 
-    def not_archived_as_they_are(self, documents: list[ArchiveDocument]) -> Unwritten:
+    def not_archived_as_they_are(
+        self, documents: list[ArchiveDocument], known: Forgotten | None = None
+    ) -> Unwritten:
         """The documents the archive does not hold in this very version (by ``_id``, then
         ``source_hash``: one corrected since is written again, and revised), a forgotten
-        person's erased, how many it does, and the record as read for them."""
+        person's erased, how many it does, and the record as read for them (``known``: read
+        for them a moment ago, after the write before, and not read again)."""
         if not documents:
             return Unwritten(documents, 0, Forgotten())
-        documents, known = self.erasures.before_write(documents)
+        documents, known = self.erasures.before_write(documents, known)
         archived = self.archived_hashes([d["_id"] for d in documents])
         documents = [self.erasures.as_held(d, archived.get(d["_id"])) for d in documents]
         unchanged = {
@@ -275,20 +281,27 @@ class ArchiveWriter:
         return read_held(durable, ids, self.context)
 
     def write(
-        self, documents: list[ArchiveDocument], *, again: bool = True, known: Forgotten | None = None
+        self,
+        documents: list[ArchiveDocument],
+        *,
+        again: bool = True,
+        known: Forgotten | None = None,
+        upcoming: list[ArchiveDocument] | None = None,
     ) -> WriteOutcome:
         """Archive ``documents``: new orders inserted (``upsert``), orders already archived
         compared by ``source_hash`` and, when their source changed since (a correction after
         delivery: a refund, a fixed address), their document replaced (``revise``). Idempotent:
         written again, nothing changes. A forgotten person's orders are written erased: the
-        record is read before the write (``known``: read for them a moment ago, by
-        ``not_archived_as_they_are``, and not read again) and after it."""
+        record is read before the write (``known``: read for them a moment ago, and not read
+        again) and after it. That read after it also reads the record for ``upcoming`` (the
+        next write's documents, when known already): ``known_upcoming``, the next write's
+        ``known``, so that one read a write serves as the read after it and before the next."""
         documents, known = self.erasures.before_write(documents, known)
         outcome = self.upsert(documents)
         if outcome.existing:
             outcome = outcome.plus(self.revise(outcome.existing))
         outcome.existing = []
-        late = self.erasures.since(documents, known)  # recorded while these were written
+        late, known_upcoming = self.erasures.since(documents, known, upcoming)  # recorded meanwhile
         if late is not None:
             self.erase(documents, late)
         missed, outcome.missed = outcome.missed, []
@@ -297,6 +310,7 @@ class ArchiveWriter:
             # update (an erasure's walk recomputed its fingerprint, another writer): once more,
             # against what it holds now, with the record read again.
             outcome = outcome.plus(self.write(missed, again=False))
+        outcome.known_upcoming = known_upcoming
         return outcome
 
     def revise(self, documents: list[ArchiveDocument]) -> WriteOutcome:

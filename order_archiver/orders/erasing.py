@@ -17,7 +17,7 @@ the same way (``erased_source``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -134,6 +134,12 @@ class Forgotten:
 
     def minus(self, other: Forgotten) -> Forgotten:
         return Forgotten(self.clients - other.clients, self.couriers - other.couriers)
+
+    def named_by(self, documents: Sequence[Mapping[str, object]]) -> Forgotten:
+        """Those of these persons that ``documents`` name (a read of the record for more)."""
+        clients = {i for document in documents for i in person_ids(document, CLIENT)}
+        couriers = {i for document in documents for i in person_ids(document, COURIER)}
+        return Forgotten(self.clients & clients, self.couriers & couriers)
 
     def erasure(self, document: Mapping[str, object], at: datetime, fields: OrderFields) -> Erasure | None:
         """The erasure ``document`` is owed, if its client or its courier is forgotten."""

@@ -310,11 +310,16 @@ class ArchiveSideCommands(pymongo.monitoring.CommandListener):
         pass
 
 
-def test_a_first_run_asks_the_record_once_before_and_once_after_each_write(nx_server, nx_settings, seeded):
-    """#34 item 6: each chunk of a first run reads the record of forgotten persons once before
-    its write and once after it (it read it twice before), and stops asking the archive by
-    ``_id`` which orders it holds once a chunk's asking found none (a first run: it holds none);
-    a re-run, whose archive holds them all, asks on every chunk and writes nothing."""
+def test_a_first_run_reads_the_record_once_a_chunk_when_the_next_is_read_already(
+    nx_server, nx_settings, seeded
+):
+    """#34 item 6: each chunk of a first run reads the record of forgotten persons after its
+    write, and that read serves as the read before the next chunk's write when the reader has
+    handed the next chunk over already (here, where the server answers 500 orders a batch:
+    every chunk but the last): about one read a chunk, where it read once before and once
+    after each write (and twice before, earlier). It stops asking the archive by ``_id`` which
+    orders it holds once a chunk's asking found none (a first run: it holds none); a re-run,
+    whose archive holds them all, asks on every chunk and writes nothing."""
     commands = ArchiveSideCommands()
     archive, record = nx_settings.archive_collection, nx_settings.forgotten_collection
     options = BatchOptions(run=True, full=True, batch_size=100)
@@ -325,7 +330,8 @@ def test_a_first_run_asks_the_record_once_before_and_once_after_each_write(nx_se
         writes = commands.count("update", archive)
         assert first.archived == len(expected_archive_ids(seeded))
         assert writes >= 4
-        assert commands.count("find by _id", record) == 2 * writes
+        reads = commands.count("find by _id", record)
+        assert writes + 1 <= reads < 2 * writes  # the first chunk's before its write, one after each
         assert commands.count("held", archive) == 1  # the first chunk's asking
         commands.commands.clear()
         again = BatchArchiver(client, settings, options).run()

@@ -154,9 +154,9 @@ def test_interrupted_run_resumes_from_its_checkpoint(mongo, settings, seeded):
     chunks = 0
     original = archiver.write_chunk
 
-    def write_then_crash(chunk):
+    def write_then_crash(chunk, upcoming=None):
         nonlocal chunks
-        original(chunk)
+        original(chunk, upcoming)
         chunks += 1
         if chunks == 3:
             raise RuntimeError("power cut")

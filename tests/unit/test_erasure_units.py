@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from order_archiver.batch.writing import ChunkWriting
 from order_archiver.context import RunContext
 from order_archiver.errors import ConfigError
 from order_archiver.mongodb.forgotten import ForgottenPersons, RespectedErasures
 from order_archiver.mongodb.purge import SourcePurge
+from order_archiver.mongodb.step import ArchivingStep
 from order_archiver.mongodb.storage import ArchiveWriter, Held
 from order_archiver.orders.enrichment import finish_archive_document, source_hash
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
@@ -297,3 +299,80 @@ def test_a_change_of_the_declared_fields_is_said_as_such_not_as_a_correction(mon
     said = [r.getMessage() for r in caplog.records]
     assert any("archived again under ARCHIVE_PII drop;fields:" in line for line in said), said
     assert not any("corrected at the source" in line for line in said)
+
+
+class CountedReads:
+    """The record's collection, its reads counted (``find``: one read of the record)."""
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+        self.reads = 0
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return self.collection.find(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.collection, name)
+
+
+def chunk_writing(mongo: Any) -> tuple[ChunkWriting, CountedReads, list[list[dict[str, Any]]]]:
+    """A batch's chunk writing (the pass's read skipped archived orders: nothing asked), its
+    record's reads counted, and the documents each upsert sent."""
+    counted = CountedReads(mongo["db"]["archiver_forgotten"])
+    writer = ArchiveWriter(mongo["db"]["archive"], erasures=RespectedErasures(ForgottenPersons(counted)))  # type: ignore[arg-type]
+    sent: list[list[dict[str, Any]]] = []
+    original_upsert = writer.upsert
+
+    def upsert(documents: Any) -> Any:
+        sent.append(documents)
+        return original_upsert(documents)
+
+    writer.upsert = upsert  # type: ignore[method-assign]
+    step = ArchivingStep(writer, record=lambda rejections: None)
+    return ChunkWriting(writer, step, skipped_on_read=lambda: True), counted, sent
+
+
+def test_the_read_after_a_chunks_write_serves_as_the_read_before_the_next_ones(mongo):
+    """#34 item 6: with the next chunk read already, the read of the record after a chunk's
+    write reads it for the next chunk's orders too, and the next write does not read it
+    before: one read a chunk, not two. A person recorded before that read is written erased
+    (the upsert sends the erased document: the data never reaches the archive)."""
+    writing, counted, sent = chunk_writing(mongo)
+    forgotten_client = ObjectId()
+    ForgottenPersons(mongo["db"]["archiver_forgotten"]).record("client", forgotten_client, NOW)
+    first = [archived(numero_commande="CMD-1")]
+    second = [archived(numero_commande="CMD-2", client_id=forgotten_client)]
+    writing.write(first, [], second)
+    writing.write(second, [])
+    assert counted.reads == 3  # before the first write; after it (and before the second); after the second
+    assert (sent[1][0]["client"]["email"], sent[1][0]["forgotten_by"]) == (None, BY_REQUEST)
+    written = mongo["db"]["archive"].find_one({"_id": second[0]["_id"]})
+    assert (written["client"]["email"], written["adresse_livraison"]) == (None, None)
+    assert mongo["db"]["archive"].find_one({"_id": first[0]["_id"]})["client"]["email"] == "a@m.fr"
+
+
+def test_a_person_recorded_between_that_read_and_the_next_write_is_erased_after_it(mongo):
+    """The erasure holds when a forget records a person after the read that served the next
+    chunk, before that chunk is written (its walk of the archive finds nothing of it yet): the
+    read after that write finds them and erases what it wrote. A chunk other than the one the
+    read was for (the same orders, another list) is read for again before its write."""
+    writing, counted, sent = chunk_writing(mongo)
+    record = ForgottenPersons(mongo["db"]["archiver_forgotten"])
+    late_client, other_client = ObjectId(), ObjectId()
+    first = [archived(numero_commande="CMD-1")]
+    second = [archived(numero_commande="CMD-2", client_id=late_client)]
+    writing.write(first, [], second)
+    record.record("client", late_client, NOW)  # a forget between the read and the next write
+    writing.write(second, [])
+    written = mongo["db"]["archive"].find_one({"_id": second[0]["_id"]})
+    assert (written["client"]["email"], written["forgotten_by"]) == (None, BY_REQUEST)
+    assert counted.reads == 3
+
+    third = [archived(numero_commande="CMD-3", client_id=other_client)]
+    writing.write([archived(numero_commande="CMD-4")], [], third)
+    record.record("client", other_client, NOW)
+    reads = counted.reads
+    writing.write(list(third), [])  # not the list read for: read again before the write
+    assert counted.reads == reads + 2
+    assert sent[-1][0]["client"]["email"] is None  # written erased, not erased after
