@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from pymongo import MongoClient
 
 from order_archiver.batch.counting import DeliveredCount
+from order_archiver.batch.dry_run import DryRun
 from order_archiver.batch.lag_hold import held
 from order_archiver.batch.pacing import paced
 from order_archiver.batch.partition import ShareLease, batch_checkpoint_key
@@ -32,7 +33,7 @@ from order_archiver.batch.samples import export_samples, keep_samples
 from order_archiver.batch.writing import ChunkWriting
 from order_archiver.cold.tier import cold_holding
 from order_archiver.context import RunContext
-from order_archiver.documents import ArchiveDocument, Document
+from order_archiver.documents import Document
 from order_archiver.errors import (
     ArchiverError,
     ConfigError,
@@ -149,7 +150,7 @@ class BatchArchiver:
         self.index_step = IndexStep.of(self.orders, self.archive, settings, context.stop, maintain)
         self.progress: Progress | None = None
         self._last_written_id: Any = None
-        self._source_exists = True  # see _run
+        self.source_exists = True  # see _run
 
     # -- setup
 
@@ -157,7 +158,7 @@ class BatchArchiver:
         """ARCHIVE_RETENTION's TTL index first (``retention.py``), then the indexes the run relies
         on (``indexes.py``: no time limit, INDEX_BUILD_WAIT_S waited; no write without the unique one)."""
         self.lifecycle.ensure_index(self.report)
-        self.index_step.build(self.report, source_exists=self._source_exists)
+        self.index_step.build(self.report, source_exists=self.source_exists)
 
     # -- writing
 
@@ -175,21 +176,15 @@ class BatchArchiver:
 
     def purge(self) -> None:
         """``--purge-source``, after a complete pass (``purge.SourcePurge``)."""
-        self.report.add_purge(self._source_purge().run())
+        self.report.add_purge(self.source_purge().run())
 
-    def _source_purge(self) -> SourcePurge:
+    def source_purge(self) -> SourcePurge:
         parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.context.stop)
         witness = (self.settings, self.orders_primary, self.checkpoint.collection, self.context)
         pacing = (self.step.pace, self.step.hold, cold_holding(*witness, self.server_clock))
         return SourcePurge.of_run(self.source, self.orders_primary, *parts, *pacing)
 
     # -- orchestration
-
-    def _not_yet_archived(self, documents: list[ArchiveDocument]) -> list[ArchiveDocument]:
-        """What --run would write (``writing.ChunkWriting``): an order archived as it is is done."""
-        todo, done, _ = self.writing.unwritten(documents)
-        self.report.already_archived += done
-        return todo
 
     def run(self) -> BatchReport:
         """The run; on an error or a stop the report so far stays readable as ``self.report``.
@@ -202,7 +197,7 @@ class BatchArchiver:
         try:
             check_deployments(self.deployments[0], self.settings, self.deployments[1])
             problem = retrying(lambda: missing_source(self.orders), stop_event=self.context.stop)
-            self._source_exists = problem is None  # nothing is created where nothing was
+            self.source_exists = problem is None  # nothing is created where nothing was
             if problem and self.options.require_source:
                 raise ConfigError(problem)
             if problem:
@@ -254,7 +249,7 @@ class BatchArchiver:
         self.current, self.source = planned.current, planned.source
         self.reader.source = self.source
 
-    def _start_progress(self) -> None:
+    def start_progress(self) -> None:
         """A bar, only when progress is shown (its total costs a count)."""
         if self.options.progress == "off":
             return
@@ -263,22 +258,14 @@ class BatchArchiver:
         self.progress = Progress(label, total=total, mode=self.options.progress)
 
     def _run_dry(self) -> None:
-        self._start_progress()
-        purge = self._source_purge() if self.options.purge_source else None
-        new_purgeable = 0  # what --run would archive, then delete
-        for chunk in PassTimer(self.report).timed(self.reader.chunks(after_id=self.current.last_id)):
-            if self.progress is not None:
-                self.progress.update(chunk.size)
-            documents = self._not_yet_archived(chunk.documents)
-            self.report.would_archive += len(documents)
-            new_purgeable += purge.old_enough(documents) if purge is not None else 0
-            self.rejections.count_dry(chunk.rejections)
-            keep_samples(self.report, self.options, documents, self.settings.pii_policy.fields)
-        if purge is not None:
-            # What --run would delete: the archived orders now, and what this run would archive.
-            self.report.would_purge = purge.count() + new_purgeable
+        self.start_progress()
+        purge = self.source_purge() if self.options.purge_source else None
+        dry = DryRun(
+            self.report, self.options, self.writing, self.rejections, self.settings.pii_policy.fields
+        )
+        dry.examine(self.reader.chunks(after_id=self.current.last_id), purge, self.progress)
         self.lifecycle.plan(self.report)
-        self.index_step.plan(self.report, source_exists=self._source_exists)
+        self.index_step.plan(self.report, source_exists=self.source_exists)
         export_samples(self.report, self.options)
 
     def _run_archive(self) -> None:
@@ -287,7 +274,7 @@ class BatchArchiver:
         if after_id is not None:
             self.report.resumed_from = str(after_id)
             log.info("resuming an interrupted run after _id %s", after_id)
-        self._start_progress()
+        self.start_progress()
         # Read ahead on a thread, write here, in the order read: each checkpoint covers every
         # chunk before it.
         chunks = read_ahead(self.reader.chunks(after_id), QUEUE_CHUNKS)

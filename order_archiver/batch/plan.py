@@ -74,7 +74,7 @@ class PassPlanner:
         if not current.full:  # (a full pass reads the rejected orders anyway: not archived)
             changed = [*self.rejects.listed_ids(), *changed]
         # An incremental pass reads few orders: the archive is asked by _id for each chunk
-        # (BatchArchiver._not_yet_archived) instead of joined on the server, and they need no
+        # (writing.ChunkWriting.unwritten) instead of joined on the server, and they need no
         # count. Reads that decide go to a member that has the data: an incremental pass (a
         # lagging secondary would hide deliveries its mark then moves past) and the watcher's
         # catch-up.

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from bson.timestamp import Timestamp
 from pymongo import ASCENDING
@@ -515,7 +515,7 @@ class ReadAhead(Iterator[T]):
             target=self._handoff.produce, args=(source,), name="read-ahead", daemon=True
         )
         self._producer.start()
-        self._taken: Any = _NOTHING  # taken from the queue by ready(), not handed out yet
+        self._taken: object = _NOTHING  # taken from the queue by ready(), not handed out yet
         self._items = self._consume()
 
     def __next__(self) -> T:
@@ -533,9 +533,9 @@ class ReadAhead(Iterator[T]):
             except queue.Empty:
                 return None
         item = self._taken
-        return None if item is _END or isinstance(item, _Failed) else item
+        return None if item is _END or isinstance(item, _Failed) else cast(T, item)
 
-    def _take(self) -> Any:
+    def _take(self) -> object:
         item, self._taken = self._taken, _NOTHING
         return self._handoff.items.get() if item is _NOTHING else item
 
@@ -547,7 +547,7 @@ class ReadAhead(Iterator[T]):
                     return
                 if isinstance(item, _Failed):
                     raise item.error
-                yield item
+                yield cast(T, item)  # what the producer put: the source's items
         finally:
             self._release()
 

@@ -241,7 +241,7 @@ class ArchiveWriter:
         """Erase archived ``documents`` as ``erasure_of`` says, each only in the version read
         (``erasure_updates``); how many matched (a retry after a write-concern error: the same)."""
         requests = erasure_updates(documents, erasure_of)
-        return int(self._bulk_write(requests).matched_count) if requests else 0
+        return int(self.bulk_write(requests).matched_count) if requests else 0
 
     def archived_hashes(self, ids: list[OrderId]) -> dict[OrderId, Held]:
         """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
@@ -314,63 +314,8 @@ class ArchiveWriter:
         return outcome
 
     def revise(self, documents: list[ArchiveDocument]) -> WriteOutcome:
-        """Replace the archive documents whose order changed since they were written, each only
-        if it still holds the version read here (``source_hash`` in the filter: two writers at
-        once revise once), keeping ``archived_at`` and setting ``revised_at``. A document an
-        earlier version wrote without the source is completed, not counted as revised."""
-        archived = self.archived_hashes([d["_id"] for d in documents])
-        outcome = WriteOutcome()
-        changed, completed = [], []
-        for document in (self.erasures.as_held(d, archived.get(d["_id"])) for d in documents):
-            held = archived.get(document["_id"])
-            if held is None or held.source_hash == document["source_hash"]:
-                outcome.already_archived += 1  # unchanged (or deleted from the archive meanwhile)
-            elif held.source_hash is None:
-                completed.append(document)
-            else:
-                changed.append((document, held.source_hash))
-        revisions = [
-            UpdateOne({"_id": d["_id"], "source_hash": old}, _revision(d, revised=True)) for d, old in changed
-        ]
-        completions = [
-            UpdateOne({"_id": d["_id"], "source_hash": {"$exists": False}}, _revision(d, revised=False))
-            for d in completed
-        ]
-        outcome.revised = self._apply(revisions, [d for d, _ in changed], outcome)
-        outcome.already_archived += self._apply(completions, completed, outcome)
-        if outcome.revised + len(outcome.rejections) < len(changed):
-            now = self.archived_hashes([d["_id"] for d, _ in changed])
-            refused = {r.order_id for r in outcome.rejections}
-            outcome.missed = [
-                d
-                for d, _ in changed
-                if d["_id"] in now
-                and now[d["_id"]].source_hash != d["source_hash"]
-                and d["_id"] not in refused
-            ]
-        if outcome.revised:
-            _say_why_revised(outcome.revised, changed, archived)
-        return outcome
-
-    def _apply(
-        self, requests: list[UpdateOne], documents: list[ArchiveDocument], outcome: WriteOutcome
-    ) -> int:
-        """RunContext revision statements; the number applied. A refused one rejects its order (a
-        correction that gave it another order's numero: 11000)."""
-        if not requests:
-            return 0
-        try:
-            return int(self._bulk_write(requests).modified_count)
-        except FatalError as error:
-            cause = _pymongo_cause(error)
-            if not isinstance(cause, pymongo_errors.BulkWriteError):
-                raise
-            details = cause.details or {}
-            if details.get("writeConcernErrors"):
-                raise
-            for refusal in write_errors(details):
-                outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
-            return int(details.get("nModified", 0))
+        """Replace the archive documents whose order changed since they were written (``Revisions``)."""
+        return Revisions(self).revise(documents)
 
     def upsert(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         """Write ``documents``. A write the server (10334 BSONObjectTooLarge: the command past
@@ -391,7 +336,7 @@ class ArchiveWriter:
     def _upsert_once(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
         try:
-            result = self._bulk_write(requests)
+            result = self.bulk_write(requests)
         except InvalidDocument as exc:  # pymongo's DocumentTooLarge, before anything is sent
             raise _WriteTooLarge(f"archive document too large: {type(exc).__name__}") from exc
         except FatalError as error:
@@ -408,7 +353,7 @@ class ArchiveWriter:
         existing = [d for i, d in enumerate(documents) if i not in inserted]
         return WriteOutcome(result.upserted_count, 0, existing=existing)
 
-    def _bulk_write(self, requests: list[UpdateOne]) -> Any:
+    def bulk_write(self, requests: list[UpdateOne]) -> Any:
         """One unordered bulk on the archive, retried on transient errors, its side named."""
         return self.context.retrying(
             lambda: self.archive.bulk_write(requests, ordered=False),
@@ -451,6 +396,74 @@ class ArchiveWriter:
                 continue
             outcome.rejections.append(Rejection.of(document, _refusal_reason(error)))
         return outcome
+
+
+class Revisions:
+    """The archive documents whose order changed since they were written (a correction after
+    delivery, a change of ARCHIVE_PII) replaced, each only in the version read: one job of the
+    writer's, apart."""
+
+    def __init__(self, writer: ArchiveWriter) -> None:
+        self.writer = writer
+
+    def revise(self, documents: list[ArchiveDocument]) -> WriteOutcome:
+        """Replace the archive documents whose order changed since they were written, each only
+        if it still holds the version read here (``source_hash`` in the filter: two writers at
+        once revise once), keeping ``archived_at`` and setting ``revised_at``. A document an
+        earlier version wrote without the source is completed, not counted as revised."""
+        archived = self.writer.archived_hashes([d["_id"] for d in documents])
+        outcome = WriteOutcome()
+        changed, completed = [], []
+        for document in (self.writer.erasures.as_held(d, archived.get(d["_id"])) for d in documents):
+            held = archived.get(document["_id"])
+            if held is None or held.source_hash == document["source_hash"]:
+                outcome.already_archived += 1  # unchanged (or deleted from the archive meanwhile)
+            elif held.source_hash is None:
+                completed.append(document)
+            else:
+                changed.append((document, held.source_hash))
+        revisions = [
+            UpdateOne({"_id": d["_id"], "source_hash": old}, _revision(d, revised=True)) for d, old in changed
+        ]
+        completions = [
+            UpdateOne({"_id": d["_id"], "source_hash": {"$exists": False}}, _revision(d, revised=False))
+            for d in completed
+        ]
+        outcome.revised = self._apply(revisions, [d for d, _ in changed], outcome)
+        outcome.already_archived += self._apply(completions, completed, outcome)
+        if outcome.revised + len(outcome.rejections) < len(changed):
+            now = self.writer.archived_hashes([d["_id"] for d, _ in changed])
+            refused = {r.order_id for r in outcome.rejections}
+            outcome.missed = [
+                d
+                for d, _ in changed
+                if d["_id"] in now
+                and now[d["_id"]].source_hash != d["source_hash"]
+                and d["_id"] not in refused
+            ]
+        if outcome.revised:
+            _say_why_revised(outcome.revised, changed, archived)
+        return outcome
+
+    def _apply(
+        self, requests: list[UpdateOne], documents: list[ArchiveDocument], outcome: WriteOutcome
+    ) -> int:
+        """The revision statements sent; the number applied. A refused one rejects its order (a
+        correction that gave it another order's numero: 11000)."""
+        if not requests:
+            return 0
+        try:
+            return int(self.writer.bulk_write(requests).modified_count)
+        except FatalError as error:
+            cause = _pymongo_cause(error)
+            if not isinstance(cause, pymongo_errors.BulkWriteError):
+                raise
+            details = cause.details or {}
+            if details.get("writeConcernErrors"):
+                raise
+            for refusal in write_errors(details):
+                outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
+            return int(details.get("nModified", 0))
 
 
 def refused_by_the_deployment(

@@ -98,8 +98,8 @@ def test_a_run_ended_by_a_limit_claims_no_total_it_did_not_see(mongo, tmp_path):
     stopping = BatchArchiver(mongo, BASE, BatchOptions(run=True, batch_size=50, stop_file=str(stop)))
     write_chunk = stopping.write_chunk
 
-    def write_then_stop(chunk):
-        write_chunk(chunk)
+    def write_then_stop(*chunks):
+        write_chunk(*chunks)
         stop.touch()  # between chunks: the run ends after this one
 
     stopping.write_chunk = write_then_stop

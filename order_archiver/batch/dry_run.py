@@ -1,0 +1,45 @@
+"""A dry run (``batch`` without ``--run``): the pass read as ``--run`` would read it, and what it
+would do counted (the orders it would archive, reject and, with ``--purge-source``, delete),
+with sample documents. Nothing is written. (The indexes and retentions it would apply: the
+job's ``lifecycle`` and ``index_step``, planned after it.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from order_archiver.batch.rejections import RejectionLog
+from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer
+from order_archiver.batch.samples import keep_samples
+from order_archiver.batch.writing import ChunkWriting
+from order_archiver.mongodb.purge import SourcePurge
+from order_archiver.mongodb.source import Chunk
+from order_archiver.orders.pii import OrderFields
+from order_archiver.reporting.progress import Progress
+
+
+@dataclass(frozen=True)
+class DryRun:
+    report: BatchReport
+    options: BatchOptions
+    writing: ChunkWriting  # asks the archive what it holds already, as --run would
+    rejections: RejectionLog
+    shown: OrderFields  # the samples' fields shown unmasked (known not to be personal)
+
+    def examine(self, chunks: Iterable[Chunk], purge: SourcePurge | None, progress: Progress | None) -> None:
+        """The pass's ``chunks``, counted into the report; ``purge``: --purge-source's."""
+        report = self.report
+        new_purgeable = 0  # what --run would archive, then delete
+        for chunk in PassTimer(report).timed(chunks):
+            if progress is not None:
+                progress.update(chunk.size)
+            # What --run would write (``writing.ChunkWriting``): an order archived as it is is done.
+            documents, done, _ = self.writing.unwritten(chunk.documents)
+            report.already_archived += done
+            report.would_archive += len(documents)
+            new_purgeable += purge.old_enough(documents) if purge is not None else 0
+            self.rejections.count_dry(chunk.rejections)
+            keep_samples(report, self.options, documents, self.shown)
+        if purge is not None:
+            # What --run would delete: the archived orders now, and what this run would archive.
+            report.would_purge = purge.count() + new_purgeable
