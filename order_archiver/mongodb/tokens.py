@@ -140,6 +140,7 @@ class ResumeState:
     kind: Literal["none", "unusable", "token"]
     token: Mapping[str, object] | None = None
     invalidated: bool = False
+    last_event_at: datetime | None = None  # the last event the saving watcher archived, kept on
 
     @property
     def first_start(self) -> bool:
@@ -199,7 +200,13 @@ def _checked_token(record: object, namespace: str, origin: str) -> ResumeState:
             namespace,
         )
         return UNUSABLE
-    return ResumeState("token", dict(token), bool(record.get("invalidated", False)))
+    last = record.get("last_event_at")
+    return ResumeState(
+        "token",
+        dict(token),
+        bool(record.get("invalidated", False)),
+        (last if last.tzinfo else last.replace(tzinfo=UTC)) if isinstance(last, datetime) else None,
+    )
 
 
 def _token_record(

@@ -502,7 +502,10 @@ def _watchers(collections: Collections, settings: Settings, read: Reader) -> lis
             record = json_util.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
             record = {}
-        found.append(_watcher(str(path), "file", record if isinstance(record, dict) else {}, None))
+        record = record if isinstance(record, dict) else {}
+        namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
+        if record.get("namespace") in (None, namespace):  # another database's watcher is not this one's
+            found.append(_watcher(str(path), "file", record, None))
     return found
 
 

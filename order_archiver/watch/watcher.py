@@ -202,6 +202,8 @@ class Watcher:
 
     def _stream_once(self, policy: RetryPolicy) -> None:
         saved = UNUSABLE if self._distrust_saved_token else self.store.load()
+        # A restart that sees no event keeps saying when the last one was (status reads it).
+        self.stats.last_event_at = self.stats.last_event_at or saved.last_event_at
         stream = None
         if saved.usable:
             try:

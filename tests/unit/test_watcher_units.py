@@ -432,3 +432,48 @@ def test_a_released_lease_is_not_renewed_after_its_release(mongo, monkeypatch, c
     lease._renewer.join(2)
     assert not lease._renewer.is_alive()
     assert renewals == []
+
+
+def test_a_restarted_watcher_that_sees_no_event_keeps_saying_when_the_last_one_was(mongo, tmp_path):
+    """Each save wrote the process's own last event time: a restart on a quiet night made
+    `status` say "last event none yet" of a watcher that had archived orders before."""
+    from datetime import UTC, datetime
+
+    from order_archiver.mongodb.tokens import FileTokenStore
+    from order_archiver.retry import Retry, RetryPolicy
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+
+    settings = Settings(simulation=True, log_dir="", resume_token_file=str(tmp_path / "token.json"))
+    before = datetime(2026, 12, 6, 21, 30, tzinfo=UTC)
+    namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
+    FileTokenStore(settings.resume_token_file, namespace).save(TOKEN, last_event_at=before)
+    watcher = Watcher(mongo, settings, WatchOptions())
+
+    class Quiet:
+        resume_token = TOKEN
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    watcher._open = lambda state: Quiet()
+    watcher._consume = lambda stream, backoff: watcher._save_token(TOKEN)  # a heartbeat, no event
+    watcher._stream_once(RetryPolicy(Retry.SERVICE, on_stop="end"))
+    assert FileTokenStore(settings.resume_token_file, namespace).load().last_event_at == before
+
+
+def test_status_lists_no_token_file_of_another_databases_watcher(mongo, tmp_path):
+    """`MONGODB_DATABASE=bulk4 status` listed the livraison.Commande file watcher as its own."""
+    from order_archiver.mongodb.tokens import FileTokenStore
+    from order_archiver.operations.status import collect_status
+    from order_archiver.settings import Settings
+
+    token_file = str(tmp_path / "token.json")
+    FileTokenStore(token_file, "livraison.Commande").save(TOKEN)
+    mine = Settings(simulation=True, log_dir="", resume_token_file=token_file)
+    other = mine.with_overrides(mongodb_database="bulk4")
+    assert [w["store"] for w in collect_status(mongo, mine).watchers] == ["file"]
+    assert collect_status(mongo, other).watchers == []
