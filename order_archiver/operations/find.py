@@ -104,8 +104,9 @@ class FindReport:
         ]
         for order_id, places in self.orders.items():
             where = ", ".join(p.where + (f" {p.file}" if p.file else "") for p in places)
-            out.append(f"{places[0].document.get('numero_commande')} (_id {order_id}): {where}")
             shown = places[-1] if len(places) == 1 else next(p for p in places if p.where != "source")
+            which = f" (the {shown.where}'s copy below; --json: each)" if len(places) > 1 else ""
+            out.append(f"{places[0].document.get('numero_commande')} (_id {order_id}): {where}{which}")
             out.append(
                 json_util.dumps(
                     self._shown(shown), ensure_ascii=False, json_options=json_util.RELAXED_JSON_OPTIONS
