@@ -235,3 +235,31 @@ def test_check_place_compares_the_place_not_the_spelling():
         check_place(recorded, "s3://bucket/other")
     with pytest.raises(ConfigError, match="ARCHIVE_COLD_URL is not set"):
         check_place(recorded, None)
+
+
+def test_verify_finds_a_forgotten_persons_personal_data_left_in_a_cold_file(user, capsys):
+    """(c)'s aftermath: a forget that never reached the cold files (run with another
+    ARCHIVE_COLD_URL, before it was refused) left the person's e-mail and name there, and verify
+    said consistent: its erasure check read the archive only. It reads the cold files' orders too."""
+    import json
+
+    from order_archiver.mongodb.forgotten import ForgottenPersons
+
+    moved(user, capsys)
+    database = user.archive.database
+    archived_clients = {(d.get("client") or {}).get("id") for d in user.archive.find()}
+    old = next(  # a client whose orders are all in the cold tier: the archive's check sees nothing
+        o
+        for o in database["Commande"].find({"_id": {"$in": user.bands[40]}})
+        if o.get("client_id") is not None and o["client_id"] not in archived_clients
+    )
+    ForgottenPersons(database["archiver_forgotten"]).record("client", old["client_id"])
+    assert cli.main(["verify", "--json"]) != 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["unerased"] == 0  # (the archive holds none of their orders)
+    assert report["cold"]["unerased"] >= 1
+    assert str(old["_id"]) in " ".join(report["cold"]["examples"])
+    assert cli.main(["forget", "--client", str(old["client_id"]), "--run", "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["verify", "--json"]) == 0, capsys.readouterr().out
+    assert json.loads(capsys.readouterr().out)["cold"]["unerased"] == 0
