@@ -263,3 +263,30 @@ def test_verify_finds_a_forgotten_persons_personal_data_left_in_a_cold_file(user
     capsys.readouterr()
     assert cli.main(["verify", "--json"]) == 0, capsys.readouterr().out
     assert json.loads(capsys.readouterr().out)["cold"]["unerased"] == 0
+
+
+def test_a_watcher_started_before_the_first_move_learns_it_and_archives_no_moved_order_again(user, capsys):
+    """(b), the watcher's events: one started from a shell without the cold settings before any
+    move (no record: nothing to refuse) reads the record again while it runs; a correction of
+    an order moved meanwhile is not archived again (within a minute: the window docs/operating.md
+    states)."""
+    from order_archiver.cold.record import REFRESH_S
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+
+    assert cli.main(["batch", "--run", "-q"]) == 0
+    watcher = Watcher(user.archive.database.client, BASE, WatchOptions())
+    user.cold("15d")
+    assert cli.main(["batch", "--run", "-q"]) == 0  # the first move
+    orders, old_id = user.archive.database["Commande"], user.bands[40][0]
+    orders.update_one({"_id": old_id}, {"$set": {"adresse_livraison": "1 rue Neuve"}})  # a correction
+    event = {
+        "operationType": "update",
+        "documentKey": {"_id": old_id},
+        "fullDocument": orders.find_one({"_id": old_id}),
+    }
+    boundary = watcher.events.finisher.cold_boundary
+    assert isinstance(boundary, RecordedBoundary)
+    boundary.read_at -= REFRESH_S  # a minute later
+    watcher.events.archive([event])  # type: ignore[list-item]
+    assert user.archive.count_documents({"_id": old_id}) == 0
+    assert watcher.stats.skipped == 1
