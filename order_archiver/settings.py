@@ -155,6 +155,9 @@ class Settings:
     non_personal_fields: OrderFields | None = None  # ARCHIVE_NON_PERSONAL_FIELDS: a,b,items.c: not personal
     mongodb_allow_insecure_tls: bool = False  # MONGODB_ALLOW_INSECURE_TLS: accept tlsInsecure & co. in a URI
     simulation: bool = False  # (flag only) in-process database filled with generated data
+    # (not a setting) the cold tier's recorded boundary, read from the archive at a command's
+    # start (cold/record.py): deliveries before it are never archived again
+    cold_moved_before: datetime | None = None
 
     @property
     def archive_db_name(self) -> str:
@@ -174,6 +177,7 @@ class Settings:
             self.archive_retention,
             self.archive_pii_retention,
             self.archive_cold_after,
+            lambda: self.cold_moved_before,
         )
 
     @property

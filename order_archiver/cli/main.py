@@ -67,6 +67,20 @@ def _connected(
         clients.close()
 
 
+def _recorded(clients: Clients, settings: Settings, context: RunContext) -> Settings:
+    """The cold tier's record (``cold/record.py``), read once before a command that reads or
+    writes the archive does anything: a process whose ARCHIVE_COLD_URL is unset or names another
+    place is refused (``ConfigError``, exit 2); the settings given the recorded boundary, below
+    which no order is archived again."""
+    from order_archiver.cold.record import recorded_cold_tier
+    from order_archiver.mongodb.storage import Collections
+
+    collections = Collections.of(clients.source, settings, clients.archive)
+    on_archive = context.on(collections.archive_side)
+    record = recorded_cold_tier(collections.checkpoints, settings.archive_cold_url, on_archive)
+    return settings.with_overrides(cold_moved_before=record.moved_before if record is not None else None)
+
+
 def _json_value(value: Any) -> Any:
     """JSON for what reports hold: ISO-8601 datetimes with their offset (naive ones are UTC,
     as every date here is), and str() for ObjectIds and the like."""
@@ -121,12 +135,16 @@ def _reported(
     *,
     ok: Callable[[R], bool] = lambda _: True,
     otherwise: int = ExitCode.INCOMPLETE,
+    recorded: bool = True,
 ) -> int:
     """The one way a command that reports runs: its settings, its connections, the operation,
     its report printed (text or JSON), its exit code (0, or ``otherwise`` when not ``ok``). A
-    failure is an exception, mapped to its exit code by ``dispatch``."""
+    failure is an exception, mapped to its exit code by ``dispatch``. ``recorded``: the cold
+    tier's record checked first (``_recorded``)."""
     settings = _settings(args)
     with _connected(args, settings, context) as clients:
+        if recorded:
+            settings = _recorded(clients, settings, context)
         report = operation(clients, settings)
     _print_report(report, args.json)
     return ExitCode.OK if ok(report) else otherwise
@@ -226,6 +244,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
     succeeded = False
     try:
         with _connected(args, settings, context) as clients:
+            settings = _recorded(clients, settings, context)
             archiver = BatchArchiver(
                 clients.source, settings, options, context=context, archive_client=clients.archive
             )
@@ -309,6 +328,7 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
             return ExitCode.OK  # stopped while waiting for the server: nothing in hand
         raise
     try:
+        settings = _recorded(clients, settings, context)
         watcher = Watcher(clients.source, settings, options, context=context, archive_client=clients.archive)
         if args.metrics_port:
             try:
@@ -327,6 +347,7 @@ def cmd_status(args: argparse.Namespace, context: RunContext) -> int:
     thresholds = StatusThresholds(args.lookback, args.max_backlog_age, args.max_heartbeat_age)
     settings = _settings(args)
     with _connected(args, settings, context) as clients:
+        settings = _recorded(clients, settings, context)
         report = collect_status(
             clients.source, settings, thresholds, archive_client=clients.archive, context=context
         )
@@ -356,7 +377,9 @@ def cmd_rejects(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.mongodb.rejects import list_rejects
 
     limit = None if args.all else args.limit
-    return _reported(args, context, lambda c, s: list_rejects(c.archive_side, s, limit, context))
+    return _reported(
+        args, context, lambda c, s: list_rejects(c.archive_side, s, limit, context), recorded=False
+    )
 
 
 def cmd_retire_watcher(args: argparse.Namespace, context: RunContext) -> int:
@@ -382,6 +405,7 @@ def cmd_doctor(args: argparse.Namespace, context: RunContext) -> int:
         lambda c, s: run_doctor(c.source, s, context, archive_client=c.archive, process=args.process),
         ok=lambda r: r.healthy,
         otherwise=ExitCode.UNHEALTHY,
+        recorded=False,  # doctor says it, a line of its own (doctor.cold_record_check)
     )
 
 

@@ -1,10 +1,13 @@
-"""``verify`` in the cold tier: every file reads back as its footer says, and each order is in
-one place only (not also in the archive, not in two cold files of its month). Memory stays flat
+"""``verify`` in the cold tier: every file reads back as its footer says, each order is in
+one place only (not also in the archive, not in two cold files of its month), and no order
+holds personal data an erasure removed (``unerased``: verify's test, on the documents this
+check reads anyway). Memory stays flat
 with a month's size: ids are compared a month at a time, asked of the archive a chunk at a time."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -13,7 +16,7 @@ from order_archiver.cold.manifest import ColdManifest, Listed
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
-from order_archiver.documents import MongoCollection
+from order_archiver.documents import Document, MongoCollection
 from order_archiver.logs import plural
 from order_archiver.mongodb.source import chunked
 from order_archiver.retry import Retry
@@ -31,11 +34,14 @@ class ColdCheck:
     in_two_files: int = 0  # orders in two cold files of their month
     missing: int = 0  # orders of the files published and gone (removed by hand, lost): in no place
     missing_files: list[str] = field(default_factory=list)  # those files (their URLs)
+    # orders marked erased, or of a recorded forgotten person, that still hold personal data
+    unerased: int = 0
     examples: list[str] = field(default_factory=list)
 
     @property
     def consistent(self) -> bool:
-        return not self.damaged and not self.also_in_archive and not self.in_two_files and not self.missing
+        two_places = self.also_in_archive or self.in_two_files
+        return not self.damaged and not two_places and not self.missing and not self.unerased
 
     def line(self) -> str:
         text = (
@@ -53,11 +59,21 @@ class ColdCheck:
             text += f"; files published and gone: {', '.join(shown)}{more}"
         if self.damaged:
             text += f"; files that do not read back whole: {', '.join(self.damaged)}"
+        if self.unerased:
+            text += f"; erased yet holding personal data: {self.unerased}"
         return text + (f" {self.examples}" if self.examples else "")
 
 
+# The ids of those documents that hold personal data an erasure removed (verify's test).
+Unerased = Callable[[list[Document]], list[object]]
+
+
 def check_cold(
-    store: ColdStore, archive: MongoCollection, context: RunContext, manifest: ColdManifest | None = None
+    store: ColdStore,
+    archive: MongoCollection,
+    context: RunContext,
+    manifest: ColdManifest | None = None,
+    unerased: Unerased | None = None,
 ) -> ColdCheck:
     check = ColdCheck()
     listed = list(manifest.entries()) if manifest is not None else []  # read before the files: see _lost
@@ -68,7 +84,7 @@ def check_cold(
     for _, month_files in groupby(found, key=lambda f: f.month):
         seen: set[str] = set()  # one month's ids: an order lies in its delivery month
         for cold_file in month_files:
-            _check_file(store, cold_file, archive, check, seen, context)
+            _check_file(store, cold_file, archive, check, seen, context, unerased)
     return check
 
 
@@ -79,6 +95,7 @@ def _check_file(
     check: ColdCheck,
     seen: set[str],
     context: RunContext,
+    unerased: Unerased | None = None,
 ) -> None:
     if not is_complete(store, cold_file.path):
         check.damaged.append(store.url_of(cold_file.path))
@@ -86,7 +103,10 @@ def _check_file(
     check.orders += footer(store, cold_file.path).rows
     for batch in batches(store, cold_file.path, ["document"]):
         for texts in chunked([t for t in batch["document"] if t is not None], CHUNK):
-            ids = [document_of(text)["_id"] for text in texts]
+            documents = [document_of(text) for text in texts]
+            ids = [d["_id"] for d in documents]
+            if unerased is not None:
+                _note_unerased(check, unerased(documents), store.url_of(cold_file.path))
             for order_id in ids:
                 key = repr(order_id)
                 if key in seen:
@@ -97,6 +117,12 @@ def _check_file(
             check.also_in_archive += len(both)
             for order_id in both:
                 _note(check, f"{order_id} (archive and {store.url_of(cold_file.path)})")
+
+
+def _note_unerased(check: ColdCheck, found: list[object], url: str) -> None:
+    check.unerased += len(found)
+    for order_id in found:
+        _note(check, f"{order_id} (personal data erased yet in {url})")
 
 
 def _lost(

@@ -12,6 +12,7 @@ from pymongo import MongoClient
 from order_archiver.cold.files import footer
 from order_archiver.cold.holding import ColdHolding
 from order_archiver.cold.move import ColdMove, ColdMoveReport
+from order_archiver.cold.record import raise_boundary
 from order_archiver.cold.retention import erase_by_age
 from order_archiver.cold.store import ColdStore
 from order_archiver.context import RunContext
@@ -132,6 +133,9 @@ def _moved(
     archive_client: MongoClient[Document] | None,
 ) -> ColdMoveReport:
     now = on_archive.retrying(lambda: server_time(archive_client or client))
+    # Recorded before any file is published or any order deleted: from here on, no path
+    # archives again an order delivered before the cutoff, whatever its settings (cold/record.py).
+    raise_boundary(collections.checkpoints, store.url, now - cutoff_age, now, on_archive)
     retention = settings.archive_retention
     move = ColdMove(
         store,

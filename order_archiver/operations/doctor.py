@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.cold.record import check_place, read_record
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, list_or_empty, mapping_or_empty
@@ -332,6 +333,27 @@ def cold_tier_check(report: DoctorReport, settings: Settings) -> None:
         report.add("cold tier", "pass", f"{store.url} is there; moved after {settings.archive_cold_after}")
 
 
+def cold_record_check(
+    report: DoctorReport, client: MongoClient[Document], settings: Settings, context: RunContext
+) -> None:
+    """The cold tier the archive records (``cold/record.py``) against ARCHIVE_COLD_URL: the
+    other commands refuse to run when it is unset or names another place."""
+    checkpoints = client[settings.archive_db_name][settings.checkpoint_collection]
+    record = read_record(checkpoints, context)
+    if record is None:
+        if settings.archive_cold_url is not None:
+            report.add(
+                "cold tier record", "pass", "none yet (the first batch --run that moves orders writes it)"
+            )
+        return
+    try:
+        check_place(record, settings.archive_cold_url)
+    except ConfigError as exc:
+        report.add("cold tier record", "fail", str(exc))
+        return
+    report.add("cold tier record", "pass", f"ARCHIVE_COLD_URL is the recorded place: {record.line()}")
+
+
 def personal_data_check(
     report: DoctorReport, client: MongoClient[Document], settings: Settings, context: RunContext
 ) -> None:
@@ -443,6 +465,7 @@ def check_deployment_of(
     if side != "source":
         personal_data_check(report, client, settings, context)
         cold_tier_check(report, settings)
+        cold_record_check(report, client, settings, context)
     index_check(report, client, settings, side)
     tls_check(report, settings, side)
     report.add(

@@ -212,7 +212,9 @@ def _reconcile(
         store.check(writable=False)  # a place that is not there: exit 2, named (not "0 files")
         on_archive = context.on(collections.archive_side)
         manifest = ColdManifest(store, collections.checkpoints, on_archive)  # files gone: orders missing
-        check.report.cold = check_cold(store, collections.archive, on_archive, manifest)
+        check.report.cold = check_cold(
+            store, collections.archive, on_archive, manifest, unerased=check.unerased_among
+        )
     return check.report
 
 
@@ -356,6 +358,23 @@ class _Check:
         self.report.unerased = len(unerased)
         for document_id in sorted(unerased, key=str)[:EXAMPLES]:
             _note(self.report.unerased_examples, str(document_id))
+
+    def unerased_among(self, documents: list[Document]) -> list[object]:
+        """Those of ``documents`` (a cold file's, a chunk at a time) that hold personal data an
+        erasure removed: marked erased, or of a recorded forgotten person (one read of the
+        record for the chunk's persons), tested by content as in the archive."""
+        fields, now = self.settings.pii_policy.fields, datetime.now(UTC)
+        record = ForgottenPersons(self.collections.forgotten, self.context.on(self.collections.archive_side))
+        forgotten = record.among(documents)
+        found: list[object] = []
+        for document in documents:
+            marked = document.get("forgotten_by")
+            owed = [forgotten.erasure(document, now, fields)]
+            if marked in (BY_REQUEST, BY_AGE):
+                owed.append(Erasure(True, marked == BY_AGE, BY_REQUEST, now, fields))
+            if any(erasure is not None and erasure.holds(document) for erasure in owed):
+                found.append(document["_id"])
+        return found
 
     def _each(self, selection: dict[str, object]) -> Iterator[Document]:
         """The documents of ``selection``, streamed in ``_id`` order through cuts."""

@@ -68,6 +68,10 @@ class Finisher:
     # ARCHIVE_COLD_AFTER: an order delivered longer ago belongs to the cold tier, not archived
     # (again): a correction, a full sweep or verify --repair never brings a moved order back.
     cold_after: timedelta | None = None
+    # The cold tier's recorded boundary (``cold.record``: the archive says which deliveries a
+    # move may have taken), whatever ARCHIVE_COLD_AFTER says now, or if it is unset: an order
+    # delivered before it is not archived again. A callable: a watcher's is read again while it runs.
+    cold_boundary: Callable[[], datetime | None] = lambda: None
 
     def one(self, item: dict[str, object] | Rejection, archived_at: datetime) -> ArchiveDocument | Rejection:
         done = finish_one(item, archived_by=self.archived_by, archived_at=archived_at, pii=self.pii)
@@ -87,6 +91,16 @@ class Finisher:
             return False
         return counted_from < as_utc(now) - length
 
+    def in_cold_tier(self, document: Mapping[str, object], now: datetime) -> bool:
+        """Delivered before the later of ``now - ARCHIVE_COLD_AFTER`` and the recorded boundary."""
+        if self._older_than(document, self.cold_after, now):
+            return True
+        # On date_livraison alone, as the move takes them (an order without one never moves).
+        boundary, delivered = self.cold_boundary(), document.get("date_livraison")
+        return (
+            boundary is not None and isinstance(delivered, datetime) and as_utc(delivered) < as_utc(boundary)
+        )
+
     def place(
         self,
         item: dict[str, object] | Rejection,
@@ -102,7 +116,7 @@ class Finisher:
             finished.rejections.append(result)
         elif self.expired(result, archived_at):
             finished.past_retention += 1
-        elif self._older_than(result, self.cold_after, archived_at):
+        elif self.in_cold_tier(result, archived_at):
             finished.past_cold_after += 1
         elif in_window is not None and not in_window(result["date_commande"]):
             finished.outside_window += 1

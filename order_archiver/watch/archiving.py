@@ -105,6 +105,9 @@ def catch_up(
         max_rate=settings.batch_max_rate,
         max_lag=settings.batch_max_lag,
     )
+    # The cold tier's boundary as the watcher knows it now (read again while it runs): a
+    # catch-up after an invalidate, days after the start, skips what moves took meanwhile.
+    settings = settings.with_overrides(cold_moved_before=events.finisher.cold_boundary())
     report = BatchArchiver(
         client,
         settings,

@@ -26,6 +26,7 @@ Delivery is at-least-once and writes are idempotent, so the archive is exactly-o
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import Literal
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
+from order_archiver.cold.record import RecordedBoundary, read_record
 from order_archiver.context import RunContext
 from order_archiver.documents import ChangeEvent, Document
 from order_archiver.errors import (
@@ -55,6 +57,7 @@ from order_archiver.mongodb.tokens import (
     UNUSABLE,
     ResumeState,
 )
+from order_archiver.orders.finishing import Finisher
 from order_archiver.orders.rejection import Rejection
 from order_archiver.reporting.metrics import WatchMetrics
 from order_archiver.retry import Retry, RetryPolicy
@@ -120,7 +123,7 @@ class Watcher:
             self.orders_primary,
             collections.names,
             settings.delivered_status,
-            settings.finisher("watch", context.clock),
+            self._finisher(collections),
             ArchivingStep(self.writer, self._record_rejections, self.lease.check if self.lease else None),
             self.stats,
             self.lines,
@@ -128,6 +131,17 @@ class Watcher:
             self.stop_event,
         )
         self._distrust_saved_token = False
+
+    def _finisher(self, collections: Collections) -> Finisher:
+        """The settings' finisher, with the cold tier's recorded boundary read again while the
+        watcher runs (``cold.record.RecordedBoundary``): a move made meanwhile reaches it."""
+        on_archive = self.context.on(collections.archive_side)
+        boundary = RecordedBoundary(
+            lambda: read_record(collections.checkpoints, on_archive), self.settings.cold_moved_before
+        )
+        return dataclasses.replace(
+            self.settings.finisher("watch", self.context.clock), cold_boundary=boundary
+        )
 
     def _record_rejections(self, met: list[Rejection]) -> None:
         self.rejects.record(met, source="watch", now=self.clock())

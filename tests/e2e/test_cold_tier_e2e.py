@@ -348,3 +348,39 @@ def test_kill_9_while_dropping_a_corrected_orders_older_copy_then_a_rerun_leaves
     assert database["archiver_checkpoints"].count_documents({"kind": "cold-move"}) == 0
     checked = run_cli("verify", "--json", env=env, cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_quickstarts_watcher_from_a_shell_without_the_cold_settings_is_refused_after_a_move(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A new user's try: after a move, QUICKSTART's `watch --token-store mongo` run from a shell
+    without the cold settings caught up on every delivered order, the moved ones included (a
+    full pass), and the next batch put them into a second cold file ("in two cold files: 181");
+    verify and status, without the settings too, said consistent and healthy. The archive now
+    records its cold tier: the watcher, verify and status are refused before they write."""
+    database = nx_client[db_name]
+    recent, old = seed_old_and_recent(database, nx_settings)
+    (tmp_path / "cold").mkdir()
+    cold = {"ARCHIVE_COLD_URL": f"file://{tmp_path}/cold", "ARCHIVE_COLD_AFTER": "365d"}
+    assert run_cli("batch", "--run", "-q", env=nx_env, cwd=tmp_path).returncode == 0  # before the cold tier
+    moved = run_cli("batch", "--run", "--json", "-q", env={**nx_env, **cold}, cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["cold"]["moved"] == len(old)
+    assert archived_ids(database) == recent
+
+    watch = run_cli("watch", "--token-store", "mongo", env=nx_env, cwd=tmp_path, timeout=60)
+    assert watch.returncode == 2, watch.stderr
+    [line] = watch.stderr.strip().splitlines()
+    assert "ARCHIVE_COLD_URL is not set" in line
+    assert f"file://{tmp_path}/cold" in line
+    assert archived_ids(database) == recent  # no catch-up ran
+    for command in (["verify"], ["status"], ["batch", "--run", "--full"]):
+        refused = run_cli(*command, env=nx_env, cwd=tmp_path)
+        assert refused.returncode == 2, (command, refused.stdout, refused.stderr)
+        assert "ARCHIVE_COLD_URL" in refused.stderr
+    assert archived_ids(database) == recent
+    again = run_cli("batch", "--run", "--json", "-q", env={**nx_env, **cold}, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sorted(cold_ids(ColdStore(cold["ARCHIVE_COLD_URL"])), key=str) == sorted(old, key=str)
+    checked = run_cli("verify", env={**nx_env, **cold}, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

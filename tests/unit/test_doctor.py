@@ -37,6 +37,9 @@ class FakeCollection:
     def list_indexes(self):
         return list(self.client.indexes)
 
+    def find_one(self, *_):
+        return None  # the checkpoints' cold-tier record (cold/record.py): none, no move ever ran
+
     def find(self, query, *_):
         return [
             {"_id": ns, "key": key} for ns, key in self.client.sharded.items() if ns in query["_id"]["$in"]
