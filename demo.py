@@ -114,7 +114,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             report = BatchArchiver(client, settings, options).run()
             print(report.summary_line())
             if report.rejections:
-                print("rejected (invalid source data, logged with their _id):", report.rejections)
+                reasons = ", ".join(f"{reason}: {count}" for reason, count in report.rejections.items())
+                print(f"rejected (invalid source data, logged with their _id): {reasons}")
 
             demo.step("watch: start the watcher, then deliver orders one by one")
             watcher = Watcher(client, settings, WatchOptions(), context=RunContext(stop=stop))

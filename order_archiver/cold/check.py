@@ -82,7 +82,7 @@ def check_cold(
     if manifest is not None:
         _lost(store, manifest, listed, {f.path for f in found}, check)
     for _, month_files in groupby(found, key=lambda f: f.month):
-        seen: set[str] = set()  # one month's ids: an order lies in its delivery month
+        seen: dict[str, int] = {}  # one month's ids, how many times: an order lies in its delivery month
         for cold_file in month_files:
             _check_file(store, cold_file, archive, check, seen, context, unerased)
     return check
@@ -93,7 +93,7 @@ def _check_file(
     cold_file: ColdFile,
     archive: MongoCollection,
     check: ColdCheck,
-    seen: set[str],
+    seen: dict[str, int],
     context: RunContext,
     unerased: Unerased | None = None,
 ) -> None:
@@ -111,8 +111,9 @@ def _check_file(
                 key = repr(order_id)
                 if key in seen:
                     check.in_two_files += 1
-                    _note(check, f"{order_id} (two files)")
-                seen.add(key)
+                    if seen[key] == 1:  # named once, however many more files hold it
+                        _note(check, f"{order_id} (two files or more)")
+                seen[key] = seen.get(key, 0) + 1
             both = context.retrying(functools.partial(_in_archive, archive, ids), purpose=Retry.READ)
             check.also_in_archive += len(both)
             for order_id in both:
