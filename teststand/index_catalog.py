@@ -246,14 +246,30 @@ class IndexCommands:
         batch = list(((reply.get("cursor") or {}).get("firstBatch")) or [])
         return listed(batch, self.catalog(db_name).specs(collection))
 
+    def exists(self, db_name: str, collection: str) -> bool:
+        # (nx-27017 ignores listCollections' filter: the names are compared here.)
+        reply = self.call({"listCollections": 1, "nameOnly": True, "$db": db_name})
+        return any(
+            entry.get("name") == collection for entry in (reply.get("cursor") or {}).get("firstBatch") or []
+        )
+
     def catalog(self, db_name: str) -> Catalog:
         return Catalog(self.handler.get_database(db_name))
 
     def list_indexes(self, body: dict[str, Any]) -> dict[str, Any]:
+        db_name, collection = body.get("$db", "test"), body.get("listIndexes") or body.get("listindexes")
+        if not self.exists(db_name, str(collection)):
+            # MongoDB: code 26, and nothing created (jstests/core/list_indexes2.js); nx-27017
+            # listed an _id index and created the collection, so a doctor "wrote nothing" there.
+            return {
+                "ok": 0.0,
+                "code": 26,
+                "codeName": "NamespaceNotFound",
+                "errmsg": f"ns does not exist: {db_name}.{collection}",
+            }
         reply = self.call({k: v for k, v in body.items() if k != "includeBuildUUIDs"})
         if not reply.get("ok"):
             return reply
-        db_name, collection = body.get("$db", "test"), body.get("listIndexes") or body.get("listindexes")
         shown = [entry for entry, _ in self.indexes(db_name, str(collection))]
         for spec, build in BUILDS.of(db_name, str(collection)):
             entry = {"v": 2, **spec}

@@ -44,7 +44,10 @@ class Recorder(monitoring.CommandListener):
         pass
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        self.refusals.append(event.failure)
+        # A missing collection's listIndexes is MongoDB's answer, not a refusal: code 26, which
+        # pymongo's list_indexes reads as "no index" (a first run asks before it creates).
+        if event.command_name != "listIndexes" or event.failure.get("code") != 26:
+            self.refusals.append(event.failure)
 
 
 def index_keys(collection: Any) -> dict[tuple[str, ...], dict[str, Any]]:
@@ -293,3 +296,17 @@ def test_a_restore_into_4_4_reports_the_order_whose_field_name_it_refuses(floor_
         marks = {d["_id"]: d.get("restored_at") for d in archive.find()}
         assert marks[odd["_id"]] is None
         assert marks[plain["_id"]] is not None
+
+
+def test_list_indexes_of_a_collection_that_does_not_exist_is_namespace_not_found_and_creates_nothing(
+    nx_client, db_name
+):
+    """MongoDB answers code 26 and creates nothing (jstests/core/list_indexes2.js); pymongo's
+    ``list_indexes`` reads that as no index. nx-27017 listed an ``_id`` index and created the
+    collection: a `doctor`, which writes nothing, left the archive collection behind."""
+    database = nx_client[db_name]
+    with pytest.raises(OperationFailure) as refused:
+        database.command("listIndexes", "never_created")
+    assert refused.value.code == 26
+    assert list(database["never_created"].list_indexes()) == []
+    assert "never_created" not in database.list_collection_names()
