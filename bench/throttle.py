@@ -8,8 +8,8 @@ Measures, on the same server and data (the archive dropped between runs):
   (u) batch --run with no limit (--compare orders; after a warm-up run, alternated twice with
       (l), the best of each): the server's own top rate here, and its time per chunk;
   (r) batch --run --max-rate R for each R, about --seconds long each: the rate held, over the
-      whole pass and past its first second (the pacing lets one second's worth through at
-      once: pacing.BURST_S), against R; a rate above (u) cannot be held here: said, not run;
+      whole pass (the summary's rate: at most R, the pacer starting empty) and past its first
+      second, against R; a rate above (u) cannot be held here: said, not run;
   (g) one replSetGetStatus round trip (the median of 200) against (u)'s time per chunk;
   (l) batch --run --max-lag 60s (the secondary 0 s behind: no wait) beside (u): its rate, and
       the lag commands sent per chunk (one a second at most: replication_lag.CACHE_S).

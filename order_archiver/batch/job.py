@@ -23,13 +23,12 @@ from pymongo import MongoClient
 
 from order_archiver.batch.counting import DeliveredCount
 from order_archiver.batch.dry_run import DryRun
-from order_archiver.batch.lag_hold import held
-from order_archiver.batch.pacing import paced
 from order_archiver.batch.partition import ShareLease, batch_checkpoint_key
 from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.rejections import RejectionLog
-from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, RunLimits, peak_rss_mib
+from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, peak_rss_mib
 from order_archiver.batch.samples import export_samples, keep_samples
+from order_archiver.batch.throttle import Throttle
 from order_archiver.batch.writing import ChunkWriting
 from order_archiver.cold.tier import cold_holding
 from order_archiver.context import RunContext
@@ -135,11 +134,10 @@ class BatchArchiver:
             stop_event=context.stop,
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, context.clock)
-        self.limits = RunLimits(options.max_runtime, options.stop_file)
-        pace = paced(options.max_rate, context.stop, self.report)  # --max-rate: after each chunk
-        hold = held(options.max_lag, self.deployments, context.stop, self.report)  # --max-lag: before
+        # --max-rate, --max-lag (before each write), --max-runtime, --stop-file
+        self.throttle = Throttle.of(options, self.deployments, context.stop, self.report)
         self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
-        self.step = ArchivingStep(self.writer, self.rejections.add, pace=pace, hold=hold)
+        self.step = ArchivingStep(self.writer, self.rejections.add, hold=self.throttle.hold)
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
         self.writing = ChunkWriting(
             self.writer, self.step, lambda: self.source.exclude_archived_in is not None
@@ -176,13 +174,16 @@ class BatchArchiver:
 
     def purge(self) -> None:
         """``--purge-source``, after a complete pass (``purge.SourcePurge``)."""
-        self.report.add_purge(self.source_purge().run())
+        with self.throttle.until_a_limit(self.report):  # the next run purges the rest
+            self.source_purge().run(self.report.add_purge)
 
     def source_purge(self) -> SourcePurge:
         parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.context.stop)
         witness = (self.settings, self.orders_primary, self.checkpoint.collection, self.context)
-        pacing = (self.step.pace, self.step.hold, cold_holding(*witness, self.server_clock))
-        return SourcePurge.of_run(self.source, self.orders_primary, *parts, *pacing)
+        throttle = (self.throttle.purge_pace, self.throttle.before_deletes)  # --max-rate, limits, --max-lag
+        return SourcePurge.of_run(
+            self.source, self.orders_primary, *parts, *throttle, cold_holding(*witness, self.server_clock)
+        )
 
     # -- orchestration
 
@@ -277,16 +278,15 @@ class BatchArchiver:
         self.start_progress()
         # Read ahead on a thread, write here, in the order read: each checkpoint covers every
         # chunk before it.
-        chunks = read_ahead(self.reader.chunks(after_id), QUEUE_CHUNKS)
+        chunks = read_ahead(self.throttle.reads(self.reader.chunks(after_id)), QUEUE_CHUNKS)
         try:
-            for chunk in PassTimer(self.report).timed(chunks):
-                keep_samples(self.report, self.options, chunk.documents, self.settings.pii_policy.fields)
-                self.write_chunk(chunk, chunks.ready())
-                if self.progress is not None:
-                    self.progress.update(chunk.size)
-                if (limit := self.limits.reached()) is not None:  # a chunk boundary: end cleanly
-                    self.report.ended = limit
-                    break
+            with self.throttle.until_a_limit(self.report):  # at a chunk boundary, or during a wait
+                for chunk in PassTimer(self.report).timed(chunks):
+                    keep_samples(self.report, self.options, chunk.documents, self.settings.pii_policy.fields)
+                    self.write_chunk(chunk, chunks.ready())
+                    if self.progress is not None:
+                        self.progress.update(chunk.size)
+                    self.throttle.limits.check()  # a chunk boundary: end cleanly
         except BaseException as exc:
             self.rejections.flush_quietly()
             if isinstance(exc, (ArchiverError, KeyboardInterrupt)) or not isinstance(exc, Exception):

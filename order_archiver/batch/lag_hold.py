@@ -4,7 +4,10 @@ is another one) is more than ``D`` behind its primary (``mongodb/replication_lag
 It looks again every ``POLL_S``; every wait is ``stop_event.wait`` (a stop ends it, and the run,
 at once: no chunk is written while a secondary lags), and one hold lasts ``HOLD_LIMIT_S`` at
 most: a secondary that never catches up ends the run (exit 1, named), it does not hang it. The
-report says how long the run waited, in all and for which member (the one furthest behind)."""
+run's own limits end a hold too (``limits.py``): at ``--max-runtime``'s deadline, or once the
+``--stop-file`` exists, the hold raises ``LimitReached`` and the run ends as at the chunk boundary
+before the chunk held (checkpoint saved, exit 0), not an hour later. The report says how long the
+run waited, in all and for which member (the one furthest behind)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import Protocol
 
 from pymongo import MongoClient
 
+from order_archiver.batch.limits import NO_LIMITS, RunLimits
 from order_archiver.documents import Document
 from order_archiver.errors import ArchiverError
 from order_archiver.logs import get_logger
@@ -44,6 +48,7 @@ class LagHold:
     poll_s: float = POLL_S
     limit_s: float = HOLD_LIMIT_S
     clock: Callable[[], float] = time.monotonic
+    limits: RunLimits = NO_LIMITS  # --max-runtime, --stop-file: they end a hold too
     _announced: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
@@ -53,9 +58,10 @@ class LagHold:
         deployments: tuple[MongoClient[Document], MongoClient[Document] | None],
         stop_event: threading.Event,
         report: LagReport,
+        limits: RunLimits = NO_LIMITS,
     ) -> LagHold | None:
         """The hold of ``--max-lag`` over the source's deployment and the archive's (if another
-        one); None without ``--max-lag``."""
+        one), ended by the run's ``limits`` too; None without ``--max-lag``."""
         if max_lag is None:
             return None
         report.max_lag_s = max_lag.total_seconds()
@@ -68,7 +74,7 @@ class LagHold:
         probes = [LagProbe(source, "source deployment", stop_event, warn)]
         if archive is not None and archive is not source:
             probes.append(LagProbe(archive, "archive deployment", stop_event, warn))
-        return cls(max_lag.total_seconds(), probes, stop_event, report)
+        return cls(max_lag.total_seconds(), probes, stop_event, report, limits=limits)
 
     def lagging(self) -> MemberLag | None:
         """The member furthest behind, of those more than ``max_lag_s`` behind (one measurement
@@ -76,7 +82,8 @@ class LagHold:
         return worst_over([lag for probe in self.probes for lag in probe.lags()], self.max_lag_s)
 
     def hold(self) -> None:
-        """Wait while a secondary lags more than ``max_lag_s``: bounded, and a stop ends it."""
+        """Wait while a secondary lags more than ``max_lag_s``: bounded; a stop ends it (an
+        error: interrupted), and so does a limit of the run (``LimitReached``: a clean end)."""
         started = self.clock()
         while (behind := self.lagging()) is not None:
             self._announce(behind)
@@ -88,13 +95,14 @@ class LagHold:
                     "run it again once the secondaries have caught up"
                 )
             before = self.clock()
-            stopped = self.stop_event.wait(min(self.poll_s, self.limit_s - waited))
+            self.limits.wait(self.stop_event, min(self.poll_s, self.limit_s - waited), clock=self.clock)
             self._count(behind.member, self.clock() - before)
-            if stopped:
+            if self.stop_event.is_set():
                 raise ArchiverError(
                     "interrupted while waiting for the secondaries to catch up: the run stopped after "
                     "its last complete chunk; run it again to finish"
                 )
+            self.limits.check()
 
     def _announce(self, behind: MemberLag) -> None:
         if behind.member not in self._announced:  # once per member, not once per poll
@@ -116,7 +124,8 @@ def held(
     deployments: tuple[MongoClient[Document], MongoClient[Document] | None],
     stop_event: threading.Event,
     report: LagReport,
+    limits: RunLimits = NO_LIMITS,
 ) -> Callable[[], None] | None:
-    """The wait of ``--max-lag`` before each chunk (None: no limit)."""
-    hold = LagHold.of(max_lag, deployments, stop_event, report)
+    """The wait of ``--max-lag`` before each chunk (None: no limit), ended by ``limits`` too."""
+    hold = LagHold.of(max_lag, deployments, stop_event, report, limits)
     return hold.hold if hold is not None else None

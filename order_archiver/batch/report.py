@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from bson import json_util
@@ -294,23 +293,3 @@ class PassTimer:
             yield from chunks
         finally:
             self.report.pass_seconds = time.monotonic() - started
-
-
-@dataclass
-class RunLimits:
-    """When a run ends before its pass does, checked between chunks: ``--max-runtime`` (this
-    process's clock) and ``--stop-file`` (a sentinel file, as pt-archiver's)."""
-
-    max_runtime: timedelta | None
-    stop_file: str | None
-    started: float = field(default_factory=time.monotonic)
-
-    def reached(self) -> Literal["max_runtime", "stop_file"] | None:
-        if self.stop_file and Path(self.stop_file).exists():
-            return "stop_file"
-        if (
-            self.max_runtime is not None
-            and time.monotonic() - self.started >= self.max_runtime.total_seconds()
-        ):
-            return "max_runtime"
-        return None

@@ -78,7 +78,7 @@ class SourcePurge:
     held_since: datetime | None = None  # RESTORE_HOLD: orders restored since stay in the source
     restore_hold: str = ""  # RESTORE_HOLD as the settings say it, for the log
     pace: Callable[[int], None] | None = None  # --max-rate: after each chunk of deletes
-    hold: Callable[[], None] | None = None  # --max-lag: before each chunk of deletes
+    hold: Callable[[], None] | None = None  # before each chunk of deletes: the run's limits, --max-lag
     # The cold tier (``cold.holding.ColdHolding``): what it holds of orders the archive does not
     # (moved there before the purge reached them), for the same checks as the archive's copy.
     cold: Callable[[list[OrderId]], dict[OrderId, Held]] | None = None
@@ -132,8 +132,17 @@ class SourcePurge:
             cold=cold,
         )
 
-    def run(self) -> PurgeCounts:
+    def run(self, report: Callable[[PurgeCounts], None] | None = None) -> PurgeCounts:
+        """Delete, a chunk at a time; what it did is handed to ``report`` even when it ends early
+        (a limit of the run before a chunk, an error, a stop), and returned."""
         counts = PurgeCounts()
+        try:
+            return self._run(counts)
+        finally:
+            if report is not None:
+                report(counts)
+
+    def _run(self, counts: PurgeCounts) -> PurgeCounts:
         delivered = status_match(self.delivered_status)
         for chunk in self.purgeable_chunks():
             counts.held += chunk.held

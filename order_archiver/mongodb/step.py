@@ -46,7 +46,6 @@ class ArchivingStep:
     writer: ArchiveWriter
     record: Callable[[list[Rejection]], Any]
     fence: Callable[[], None] | None = None
-    pace: Callable[[int], None] | None = None  # --max-rate: after the write, wait if ahead
     hold: Callable[[], None] | None = None  # --max-lag: before the write, wait while a secondary lags
 
     def archive(
@@ -78,6 +77,4 @@ class ArchivingStep:
         if met:
             self.record(met)
         counts.rejected = len(met)
-        if self.pace is not None:
-            self.pace(len(documents) + len(rejections))
         return counts

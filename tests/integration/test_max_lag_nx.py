@@ -10,6 +10,7 @@ is the same code whatever its length."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.errors import ArchiverError
 from order_archiver.settings import Settings
 from tests.conftest import NxServer
-from tests.helpers import expected_archive_ids, seed_database
+from tests.helpers import expected_archive_ids, seed_database, wait_for
 from teststand.nx_server import running_server
 from teststand.replica_status import SECONDARY_HOST
 
@@ -142,3 +143,76 @@ def test_a_delayed_member_counts_its_lag_less_its_delay(delayed_member, db_name)
             held.run()
     assert report.archived > 0
     assert (report.lag_waited_s, report.warnings) == (0.0, [])
+
+
+def test_the_time_limit_ends_a_wait_for_a_lagging_secondary(
+    lagging_set, lag_file, db_name, monkeypatch, capsys
+):
+    """#34: `--max-runtime` ends a run held by a lagging secondary at its deadline, as at a chunk
+    boundary (exit 0, `ended: max_runtime`, nothing written while it lagged); before, the hold
+    went on to its hour (HOLD_LIMIT_S) and ended the run with an error."""
+    from order_archiver.cli.main import main
+
+    settings = Settings(mongodb_uri=lagging_set.uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(lagging_set.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+        seed_database(client[db_name], settings, 200, seed=13, p_anomalies=0.0)
+        archive = client[db_name][settings.archive_collection]
+        lag_file.write_text("30")
+        for name, value in {
+            "MONGODB_URI": lagging_set.uri,
+            "MONGODB_DATABASE": db_name,
+            "LOG_DIR": "",
+        }.items():
+            monkeypatch.setenv(name, value)
+        outcome: list[int] = []
+        flags = ["--batch-size", "50", "--max-lag", "5s", "--max-runtime", "2s"]
+        run = threading.Thread(
+            target=lambda: outcome.append(main(["batch", "--run", "--json", *flags])), daemon=True
+        )
+        started = time.monotonic()
+        run.start()
+        run.join(timeout=30)
+        took = time.monotonic() - started
+        lag_file.write_text("0")
+        assert not run.is_alive(), "the run went on waiting past its --max-runtime"
+        assert archive.count_documents({}) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert outcome == [0]
+    assert (report["ended"], report["completed"], report["archived"]) == ("max_runtime", False, 0)
+    assert report["lag_waited_for"].keys() == {SECONDARY_HOST}
+    assert took < 15
+
+
+def test_a_stop_file_ends_a_wait_for_a_lagging_secondary_mid_run(lagging_set, lag_file, db_name, tmp_path):
+    """The secondary falls behind after the first chunks were written; an operator's stop file
+    then ends the held run as at the chunk boundary before the chunk held: its checkpoint saved
+    (the next run goes on from there), `ended: stop_file`, no error."""
+    settings = Settings(mongodb_uri=lagging_set.uri, mongodb_database=db_name, log_dir="")
+    stop_file = tmp_path / "stop"
+    with pymongo.MongoClient(lagging_set.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+        dataset = seed_database(client[db_name], settings, 400, seed=14, p_anomalies=0.0)
+        archive = client[db_name][settings.archive_collection]
+        lag_file.write_text("0")
+        # --max-rate 50 a second, chunks of 50: a chunk a second, time for the lag to come mid-run.
+        options = BatchOptions(
+            run=True, batch_size=50, max_lag=timedelta(seconds=5), max_rate=50, stop_file=str(stop_file)
+        )
+        run = BatchArchiver(client, settings, options)
+        worker = threading.Thread(target=run.run, daemon=True)
+        worker.start()
+        wait_for(lambda: archive.count_documents({}) > 0, what="a first chunk written")
+        lag_file.write_text("30")
+        wait_for(lambda: run.report.lag_waited_s > 0, what="the run held by the lag")
+        stop_file.touch()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "the run went on waiting after its stop file appeared"
+        written = archive.count_documents({})
+        lag_file.write_text("0")
+        stop_file.unlink()
+        expected = expected_archive_ids(dataset)
+        assert (run.report.ended, run.report.completed) == ("stop_file", False)
+        assert 0 < run.report.archived == written < len(expected)
+        after = BatchArchiver(client, settings, BatchOptions(run=True, batch_size=50)).run()
+        assert after.resumed_from is not None  # the checkpoint the stopped run saved
+        assert after.archived == len(expected) - written
+        assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected

@@ -16,6 +16,7 @@ from pymongo.errors import AutoReconnect, OperationFailure
 
 from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.lag_hold import LagHold
+from order_archiver.batch.limits import LimitReached, RunLimits
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.replication_lag import LagProbe, MemberLag, secondaries_lag, worst_over
@@ -131,6 +132,44 @@ def test_a_stop_ends_the_hold_at_once_and_writes_nothing_more():
     with pytest.raises(ArchiverError, match="interrupted while waiting for the secondaries"):
         hold.hold()
     assert stop.waits == [1.0]
+
+
+def test_the_deadline_ends_a_hold_at_the_deadline_not_at_the_holds_limit():
+    """#34: a run held by a lagging secondary under --max-runtime 5s ends at 5 s, cleanly
+    (``LimitReached``: the run ends as at the boundary before the chunk held), not after the
+    hold's hour and with an error."""
+    hold, report, stop = hold_over(Server(100))
+    hold.limits = RunLimits(timedelta(seconds=5.5), None, started=hold.clock(), clock=hold.clock)
+    with pytest.raises(LimitReached) as reached:
+        hold.hold()
+    assert reached.value.limit == "max_runtime"
+    assert sum(stop.waits) == pytest.approx(5.5)  # to the deadline itself, not one poll past it
+    assert report.lag_waited_s == pytest.approx(5.5)
+
+
+def test_a_stop_file_ends_a_hold(tmp_path):
+    stop_file = tmp_path / "stop"
+    hold, _, stop = hold_over(Server(100))
+    hold.limits = RunLimits(None, str(stop_file), clock=hold.clock)
+    hold.hold = _touch_after(hold.hold, stop, stop_file, waits=3)  # type: ignore[method-assign]
+    with pytest.raises(LimitReached) as reached:
+        hold.hold()
+    assert reached.value.limit == "stop_file"
+    assert len(stop.waits) == 3  # looked for at every poll: ended at the first one after it appeared
+
+
+def _touch_after(hold: Any, stop: WaitMovesClock, path: Any, waits: int) -> Any:
+    """``hold``, with ``path`` created once ``stop`` has waited ``waits`` times (an operator's
+    ``touch`` during the hold)."""
+    wait = stop.wait
+
+    def waiting(timeout: float | None = None) -> bool:
+        if len(stop.waits) + 1 >= waits:
+            path.touch()
+        return wait(timeout)
+
+    stop.wait = waiting  # type: ignore[method-assign]
+    return hold
 
 
 def test_a_transient_failure_is_retried_not_taken_for_a_lag():

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from order_archiver.batch.job import BatchArchiver
-from order_archiver.batch.report import BatchOptions, RunLimits
+from order_archiver.batch.limits import RunLimits
+from order_archiver.batch.report import BatchOptions
 from order_archiver.settings import Settings
 from tests.helpers import assert_no_duplicates, expected_archive_ids, seed_database
 
@@ -114,3 +115,22 @@ def test_a_run_ended_by_a_limit_claims_no_total_it_did_not_see(mongo, tmp_path):
     second = resumed.run()
     assert second.ended == "stop_file"
     assert (second.delivered, second.already_archived) == (None, 0)
+
+
+def test_the_purge_stops_at_a_chunk_boundary_too(mongo, tmp_path):
+    """The purge's chunks are chunk boundaries: a stop file (or the deadline) ends it before its
+    next deletes, exit 0, the counts so far kept; the next run's purge deletes the rest."""
+    settings = BASE
+    seed_database(mongo[settings.mongodb_database], settings, 300, seed=11, p_anomalies=0.0)
+    BatchArchiver(mongo, settings, BatchOptions(run=True, batch_size=50)).run()
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    delivered = orders.count_documents({"status": settings.delivered_status})
+    stop = tmp_path / "stop"
+    stop.touch()  # nothing new to archive: the pass has no chunk, the purge's first one meets it
+    options = BatchOptions(run=True, batch_size=50, purge_source=True, stop_file=str(stop))
+    stopped = BatchArchiver(mongo, settings, options).run()
+    assert (stopped.ended, stopped.purge_ran, stopped.purged) == ("stop_file", True, 0)
+    assert orders.count_documents({"status": settings.delivered_status}) == delivered
+    stop.unlink()
+    after = BatchArchiver(mongo, settings, options).run()
+    assert (after.ended, after.purged) == ("completed", delivered)

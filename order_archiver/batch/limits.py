@@ -1,0 +1,85 @@
+"""``--max-runtime D`` and ``--stop-file PATH``: when a run ends before its pass does. They are
+looked at between chunks (``job.py``: the run ends cleanly at a chunk boundary, its checkpoint
+saved, exit 0), and during every wait a chunk may make (``--max-lag``'s hold before its write,
+``--max-rate``'s pacing after it): a wait of minutes for a lagging secondary must not carry a
+run past its time, nor past a stop file put there to end it.
+
+A wait ends at the deadline itself, and looks for the stop file every ``LOOK_S`` (pt-archiver's
+sentinel is looked for between chunks; a held run has no chunk boundary for as long as it
+waits). A hold that meets a limit raises ``LimitReached`` before its chunk is written: the run
+ends as at the boundary before that chunk."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+LOOK_S = 1.0  # how often a wait looks for the stop file
+
+Limit = Literal["max_runtime", "stop_file"]
+
+
+class LimitReached(Exception):  # not an error: a clean end, exit 0
+    """A limit came while a chunk waited to be written (``--max-lag``'s hold): nothing of that
+    chunk was written; the run ends at the boundary before it."""
+
+    def __init__(self, limit: Limit) -> None:
+        super().__init__(limit)
+        self.limit: Limit = limit
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """When a run ends before its pass does: ``--max-runtime`` (this process's clock) and
+    ``--stop-file`` (a sentinel file, as pt-archiver's)."""
+
+    max_runtime: timedelta | None
+    stop_file: str | None
+    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+
+    def reached(self) -> Limit | None:
+        if self.stop_file and Path(self.stop_file).exists():
+            return "stop_file"
+        if self._left_s() <= 0:
+            return "max_runtime"
+        return None
+
+    def check(self) -> None:
+        """At a chunk boundary inside a step (the purge's, before its deletes): raise
+        ``LimitReached`` when a limit has come."""
+        if (limit := self.reached()) is not None:
+            raise LimitReached(limit)
+
+    def wait(
+        self,
+        stop: threading.Event,
+        seconds: float,
+        released: threading.Event | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """Wait up to ``seconds`` by ``clock`` (the waiter's; by default the limits'); a stop,
+        the deadline, the stop file or ``released`` (the waiter's consumer gone:
+        ``pacing.Pacer.release``) ends the wait sooner; the caller asks ``reached()`` what ended it."""
+        now = clock or self.clock
+        end = now() + seconds
+        look = LOOK_S if released is not None or self.stop_file else float("inf")
+        while (left := end - now()) > 0 and self.reached() is None:
+            if released is not None and released.is_set():
+                return
+            if stop.wait(min(left, self._left_s(), look)):
+                return
+
+    def _left_s(self) -> float:
+        """Seconds to the deadline (infinite without ``--max-runtime``)."""
+        if self.max_runtime is None:
+            return float("inf")
+        return self.max_runtime.total_seconds() - (self.clock() - self.started)
+
+
+NO_LIMITS = RunLimits(None, None)  # a run without --max-runtime nor --stop-file (the watcher's catch-up)
