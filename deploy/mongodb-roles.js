@@ -134,6 +134,17 @@ admin.createRole({
   roles: [],
 });
 
+// Only with --max-lag (BATCH_MAX_LAG), for the batch user (and the watcher's, whose catch-up it
+// holds too): how far each secondary is behind (replSetGetStatus) and each member's configured
+// delay (replSetGetConfig), actions on the cluster resource no collection role can hold. The
+// built-in clusterMonitor role has both and more (serverStatus, listDatabases...): this one has
+// only them. On each deployment (with ARCHIVE_MONGODB_URI both are watched).
+admin.createRole({
+  role: "orderArchiverReplicationLag",
+  privileges: [{ resource: { cluster: true }, actions: ["replSetGetStatus", "replSetGetConfig"] }],
+  roles: [],
+});
+
 // One user per process (each its own credentials: a Kubernetes Secret key, a systemd
 // credential); passwordPrompt() keeps the passwords out of shell history.
 // On a SIDE of its own, a role the other side holds does not exist there: leave it out.
@@ -153,6 +164,8 @@ admin.createUser({
 // it after unsetting the setting until a batch --run has dropped the TTL index (doctor says so):
 //   admin.grantRolesToUser("order-archiver-batch", ["orderArchiverRetention"]);
 // With batch --purge-source: admin.grantRolesToUser("order-archiver-batch", ["orderArchiverPurge"]);
+// With --max-lag (BATCH_MAX_LAG): admin.grantRolesToUser("order-archiver-batch", ["orderArchiverReplicationLag"]);
+// (and to "order-archiver-watch" when its catch-up is held too: watch --max-lag)
 // restore --run and forget --run, each its own user (a person's occasional task, not a service):
 // admin.createUser({ user: "order-archiver-restore", pwd: passwordPrompt(), roles: ["orderArchiverRead", "orderArchiverRestore"] });
 // admin.createUser({ user: "order-archiver-forget", pwd: passwordPrompt(), roles: ["orderArchiverRead", "orderArchiverForget"] });

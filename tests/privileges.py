@@ -27,6 +27,14 @@ class Privilege(NamedTuple):
     action: str
 
 
+# The cluster resource ({cluster: true} in a role): a Privilege whose db is CLUSTER (and
+# collection "") is an action on it; no database or collection resource grants it.
+CLUSTER = "{cluster: true}"
+# One action on the cluster resource, of the same name as the command (each command's
+# getAuthActionSet in src/mongo/db/repl/repl_set_commands.cpp and replset_get_status_cmd.cpp;
+# the manual's "Privilege Actions", Replication Actions: "apply this action to the cluster
+# resource"). The built-in clusterMonitor role holds both.
+CLUSTER_ACTION = {"replSetGetStatus": "replSetGetStatus", "replSetGetConfig": "replSetGetConfig"}
 # One action on the command's own collection.
 COLLECTION_ACTION = {
     "find": "find",
@@ -70,6 +78,8 @@ def required(database: str, body: Mapping[str, Any]) -> set[Privilege]:
     target = body[name]
     if name in NO_PRIVILEGE:
         return set()
+    if name in CLUSTER_ACTION:
+        return {Privilege(CLUSTER, "", CLUSTER_ACTION[name])}
     if name in COLLECTION_ACTION:
         return {Privilege(database, str(target), COLLECTION_ACTION[name])}
     if name == "update":
@@ -141,6 +151,7 @@ _PRIVILEGE = re.compile(
     r"(?:(\w+)\.map\(\((\w+)\) => \(\s*)?"  # REFERENCES.map((name) => ({ ... }))
     r"\{\s*resource:\s*\{\s*db:\s*(\w+),\s*collection:\s*(\"[^\"]*\"|\w+)\s*\},\s*actions:\s*(\[[^\]]*\])\s*\}"
 )
+_CLUSTER_PRIVILEGE = re.compile(r"\{\s*resource:\s*\{\s*cluster:\s*true\s*\},\s*actions:\s*(\[[^\]]*\])\s*\}")
 
 
 def shipped_roles(path: Path) -> dict[str, list[tuple[str, str, frozenset[str]]]]:
@@ -168,18 +179,22 @@ def shipped_roles(path: Path) -> dict[str, list[tuple[str, str, frozenset[str]]]
                 privileges.append(
                     (resolve(db, bound), resolve(collection, bound), frozenset(json.loads(actions)))
                 )
+        for actions in _CLUSTER_PRIVILEGE.findall(body):
+            privileges.append((CLUSTER, "", frozenset(json.loads(actions))))
         # Every privilege of the role was read: none in a form this parser does not know.
-        assert body.count("resource:") == len(_PRIVILEGE.findall(body)), (
-            f"unparsed privilege in {role.group(1)}"
-        )
+        parsed = len(_PRIVILEGE.findall(body)) + len(_CLUSTER_PRIVILEGE.findall(body))
+        assert body.count("resource:") == parsed, f"unparsed privilege in {role.group(1)}"
     return roles
 
 
 def grants(privileges: list[tuple[str, str, frozenset[str]]], need: Privilege) -> bool:
     """MongoDB's resource matching: a collection resource grants on that collection; a database
-    resource ({db, collection: ""}) on the database and each of its normal collections."""
+    resource ({db, collection: ""}) on the database and each of its normal collections; the
+    cluster resource only on the cluster, and only it there."""
     for db, collection, actions in privileges:
-        if need.action not in actions or db not in (need.db, ""):
+        if need.action not in actions or (db == CLUSTER) != (need.db == CLUSTER):
+            continue
+        if db not in (need.db, ""):
             continue
         if collection == need.collection or (collection == "" and not need.collection.startswith("system.")):
             return True

@@ -34,7 +34,15 @@ from order_archiver.settings import ENV_VARS, Settings
 from tests import conftest
 from tests.command_shapes import sent_by_the_product
 from tests.helpers import PROJECT, deliver, pending_ids, seed_database, wait_for
-from tests.privileges import Privilege, documented_roles, grants, required, shipped_roles
+from tests.privileges import (
+    CLUSTER,
+    CLUSTER_ACTION,
+    Privilege,
+    documented_roles,
+    grants,
+    required,
+    shipped_roles,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +154,19 @@ class Product:
         return run
 
 
+@contextlib.contextmanager
+def replica_set(server: Any) -> Iterator[str]:
+    """A server that answers as a replica set: TEST_MONGODB_URI's (CI's are), else a test server
+    with NX_REPLICA_SET (``teststand/replica_status.py``: replSetGetStatus, replSetGetConfig)."""
+    if conftest.TEST_MONGODB_URI:
+        yield server.uri
+        return
+    from teststand.nx_server import running_server
+
+    with running_server({"NX_REPLICA_SET": "rs0"}, prefix="nx-privileges-rs-") as started:
+        yield started.uri
+
+
 @pytest.fixture(scope="module")
 def every_command(nx_server, tmp_path_factory) -> list[Run]:
     """Each command of docs/deployment.md's table, on one database, in the order an operator
@@ -220,6 +241,14 @@ def every_command(nx_server, tmp_path_factory) -> list[Run]:
         product.run("batch --run (ARCHIVE_RETENTION)", "batch", "--run")
         indexes = database["Commande_archive"].index_information()
         assert "archive_retention" not in indexes, "the unset retention's TTL index was not dropped"
+        # --max-lag on a replica set: replSetGetStatus, then replSetGetConfig (the members' delays).
+        with replica_set(nx_server) as uri:
+            with pymongo.MongoClient(uri, tz_aware=True) as set_client:
+                seed_database(set_client[db_name], Settings(mongodb_database=db_name, log_dir=""), 40)
+            lagged = product.run(
+                "batch --run (BATCH_MAX_LAG)", "batch", "--run", MONGODB_URI=uri, BATCH_MAX_LAG="30s"
+            )
+        assert {need.action for need in lagged.needs if need.db == CLUSTER} == set(CLUSTER_ACTION)
         yield product.runs
         client.drop_database(db_name)
 
@@ -263,10 +292,14 @@ def test_every_command_sends_only_what_its_documented_roles_grant(every_command)
         for need, commands in sorted(run.needs.items()):
             if not grants(privileges, need):
                 missing.append(
-                    f"{run.command}: {need.action} on {need.collection or '(database)'} "
+                    f"{run.command}: {need.action} on {where(need)} "
                     f"for {', '.join(sorted(commands))}, not in {', '.join(named)}"
                 )
     assert not missing, "\n".join(missing)
+
+
+def where(need: Privilege) -> str:
+    return "the cluster" if need.db == CLUSTER else need.collection or "(database)"
 
 
 # What a TTL index made with them could do: delete the archive (createIndex with
@@ -317,15 +350,17 @@ def test_doctor_asks_for_every_privilege_the_commands_used(every_command):
     """doctor's list (``required_privileges``, for each run's settings) holds every privilege
     each command needed: ARCHIVE_RETENTION's collMod while set, and the dropIndex of the run
     after it was unset, with its TTL index still there."""
+    from order_archiver.mongodb.replication_lag import LAG_ACTIONS
     from order_archiver.operations.doctor import required_privileges
     from order_archiver.settings import parse_duration
 
     missing = []
     for run in every_command:
-        retention = run.settings.get("ARCHIVE_RETENTION")
+        retention, lag = run.settings.get("ARCHIVE_RETENTION"), run.settings.get("BATCH_MAX_LAG")
         settings = Settings(
             mongodb_database=ROLES_FILE_DATABASE,
             archive_retention=parse_duration(retention) if retention else None,
+            batch_max_lag=parse_duration(lag) if lag else None,
         )
         # The retention's last run is the one after it was unset, its TTL index still there.
         to_drop = run.command == "batch --run (ARCHIVE_RETENTION)" and retention is None
@@ -333,6 +368,8 @@ def test_doctor_asks_for_every_privilege_the_commands_used(every_command):
         # Without ARCHIVE_RETENTION, listIndexes on the archive only looks for a TTL index left
         # behind; refused, the retention is "none" and the run goes on (retention_state).
         asked.setdefault((ROLES_FILE_DATABASE, "Commande_archive"), set()).add("listIndexes")
+        if settings.batch_max_lag is not None:  # its "max lag" line: the cluster's actions
+            asked[(CLUSTER, "")] = set(LAG_ACTIONS)
         for need in set(run.needs) - DOCTOR_WARNS_ONLY:
             if need.action not in asked.get((need.db, need.collection), set()):
                 missing.append(f"{run.command}: {need.action} on {need.collection or '(database)'}")
