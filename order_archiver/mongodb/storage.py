@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from bson.errors import InvalidDocument
@@ -119,6 +119,7 @@ class WriteOutcome:
     # The record of forgotten persons as read after the write for the next write's documents
     # (``ArchiveWriter.write(upcoming=...)``): that write's ``known``. None: not read for them.
     known_upcoming: Forgotten | None = None
+    retried: bool = False  # the upsert was sent again after a transient failure (see ArchiveWriter.revise)
 
     def plus(self, other: WriteOutcome) -> WriteOutcome:
         return WriteOutcome(
@@ -128,6 +129,7 @@ class WriteOutcome:
             self.revised + other.revised,
             self.existing + other.existing,
             self.missed + other.missed,
+            retried=self.retried or other.retried,
         )
 
 
@@ -151,6 +153,7 @@ class Held(NamedTuple):
     restored_at: datetime | None = None
     courier_forgotten: bool = False
     pii_policy: str | None = None  # the ARCHIVE_PII tag it was written under
+    archived_at: datetime | None = None  # when it was first archived
 
     @property
     def erased(self) -> bool:
@@ -167,6 +170,7 @@ class Held(NamedTuple):
             moment_or_none(document.get("restored_at")),
             forgotten,
             text_or_none(document.get("pii_policy")),
+            moment_or_none(document.get("archived_at")),
         )
 
 
@@ -176,6 +180,7 @@ HELD_FIELDS = {
     "restored_at": 1,
     "livreur.forgotten_at": 1,
     "pii_policy": 1,
+    "archived_at": 1,
 }
 
 
@@ -215,6 +220,7 @@ class ArchiveWriter:
         self.context = context or RunContext()  # on the archive's side: its errors name it
         self.on_retry = on_retry
         self.erasures = erasures  # the record of forgotten persons, respected
+        self.retries = 0  # transient failures of this writer's bulks, each sent again
 
     @classmethod
     def of(
@@ -299,7 +305,7 @@ class ArchiveWriter:
         documents, known = self.erasures.before_write(documents, known)
         outcome = self.upsert(documents)
         if outcome.existing:
-            outcome = outcome.plus(self.revise(outcome.existing))
+            outcome = outcome.plus(self.revise(outcome.existing, retried=outcome.retried))
         outcome.existing = []
         late, known_upcoming = self.erasures.since(documents, known, upcoming)  # recorded meanwhile
         if late is not None:
@@ -313,9 +319,10 @@ class ArchiveWriter:
         outcome.known_upcoming = known_upcoming
         return outcome
 
-    def revise(self, documents: list[ArchiveDocument]) -> WriteOutcome:
-        """Replace the archive documents whose order changed since they were written (``Revisions``)."""
-        return Revisions(self).revise(documents)
+    def revise(self, documents: list[ArchiveDocument], *, retried: bool = False) -> WriteOutcome:
+        """Replace the archive documents whose order changed since they were written (``Revisions``);
+        ``retried``: the upsert was sent again (see ``_written_by``)."""
+        return Revisions(self).revise(documents, retried=retried)
 
     def upsert(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         """Write ``documents``. A write the server (10334 BSONObjectTooLarge: the command past
@@ -335,6 +342,7 @@ class ArchiveWriter:
 
     def _upsert_once(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
+        retries = self.retries
         try:
             result = self.bulk_write(requests)
         except InvalidDocument as exc:  # pymongo's DocumentTooLarge, before anything is sent
@@ -351,7 +359,7 @@ class ArchiveWriter:
             return self._settle_bulk_errors(cause, documents)
         inserted = set(result.upserted_ids)
         existing = [d for i, d in enumerate(documents) if i not in inserted]
-        return WriteOutcome(result.upserted_count, 0, existing=existing)
+        return WriteOutcome(result.upserted_count, 0, existing=existing, retried=self.retries > retries)
 
     def bulk_write(self, requests: list[UpdateOne]) -> Any:
         """One unordered bulk on the archive, retried on transient errors, its side named."""
@@ -362,6 +370,7 @@ class ArchiveWriter:
         )
 
     def _retrying(self, exc: BaseException, delay: float) -> None:
+        self.retries += 1
         log.warning("archive write failed (%s); retrying in %.1fs", describe(exc), delay)
         if self.on_retry is not None:
             self.on_retry(exc)
@@ -406,17 +415,20 @@ class Revisions:
     def __init__(self, writer: ArchiveWriter) -> None:
         self.writer = writer
 
-    def revise(self, documents: list[ArchiveDocument]) -> WriteOutcome:
+    def revise(self, documents: list[ArchiveDocument], *, retried: bool = False) -> WriteOutcome:
         """Replace the archive documents whose order changed since they were written, each only
         if it still holds the version read here (``source_hash`` in the filter: two writers at
         once revise once), keeping ``archived_at`` and setting ``revised_at``. A document an
-        earlier version wrote without the source is completed, not counted as revised."""
+        earlier version wrote without the source is completed, not counted as revised.
+        ``retried``: the upsert that found them was sent again (see ``_written_by``)."""
         archived = self.writer.archived_hashes([d["_id"] for d in documents])
         outcome = WriteOutcome()
         changed, completed = [], []
         for document in (self.writer.erasures.as_held(d, archived.get(d["_id"])) for d in documents):
             held = archived.get(document["_id"])
-            if held is None or held.source_hash == document["source_hash"]:
+            if retried and held is not None and _written_by(held, document):
+                outcome.archived += 1  # by this very write, in an attempt whose reply was lost
+            elif held is None or held.source_hash == document["source_hash"]:
                 outcome.already_archived += 1  # unchanged (or deleted from the archive meanwhile)
             elif held.source_hash is None:
                 completed.append(document)
@@ -464,6 +476,23 @@ class Revisions:
             for refusal in write_errors(details):
                 outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
             return int(details.get("nModified", 0))
+
+
+def _written_by(held: Held, document: ArchiveDocument) -> bool:
+    """The archive's document is ``document`` as written by this very write: its source version,
+    and its ``archived_at`` to the millisecond (BSON's precision; one per chunk, of this run).
+    Asked after an upsert sent again after a transient failure: its first attempt may have been
+    applied and its reply lost to a cut connection; what it wrote is then counted archived, not
+    already archived (a 4-share backfill's reports summed 1,000 short of its archive)."""
+    written = document.get("archived_at")
+    if held.archived_at is None or not isinstance(written, datetime):
+        return False
+    return held.source_hash == document.get("source_hash") and _to_ms(held.archived_at) == _to_ms(written)
+
+
+def _to_ms(moment: datetime) -> datetime:
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def refused_by_the_deployment(

@@ -202,6 +202,29 @@ def test_transient_write_errors_are_retried(mongo, settings, seeded, monkeypatch
     assert report.archived == len(expected_archive_ids(seeded))
 
 
+def test_a_write_whose_reply_was_lost_counts_what_it_wrote_as_archived(mongo, settings, seeded, monkeypatch):
+    """#34 item 4: a 4-share backfill's reports summed to 10,957 archived, its archive held 11,957.
+    A chunk's upsert applied by the server whose reply is lost (a connection cut between the
+    write and its answer: pymongo raises AutoReconnect) is sent again and finds its orders
+    archived, by its own first attempt: they are counted archived (this run wrote them), not
+    already archived (which says an earlier run or a watcher did)."""
+    original = mongomock.collection.Collection.bulk_write
+    cut: list[int] = []
+
+    def applied_then_cut(self, requests, *args, **kwargs):
+        result = original(self, requests, *args, **kwargs)
+        if self.name == settings.archive_collection and len(cut) < 2:
+            cut.append(len(requests))
+            raise AutoReconnect("connection reset by peer")
+        return result
+
+    monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", applied_then_cut)
+    monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
+    report = run(mongo, settings)
+    assert cut == [25, 25]  # the first chunk's reply lost, and its first retry's
+    assert (report.archived, report.already_archived) == (len(expected_archive_ids(seeded)), 0)
+
+
 def test_persistent_transient_errors_fail_as_transient(mongo, settings, seeded, monkeypatch):
     def down(self, *args, **kwargs):
         raise AutoReconnect("connection refused")
