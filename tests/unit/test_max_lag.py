@@ -7,6 +7,7 @@ to one warning."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -289,6 +290,9 @@ def test_the_watchers_catch_up_holds_the_rate_and_the_lag(mongo, caplog):
     assert watcher.stats.archived > 0
     summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("catch-up done"))
     assert "held to --max-rate 400 (waited " in summary
+    rate = re.search(r"s \(([\d.,]+) orders?/s\)", summary)
+    assert rate is not None
+    assert float(rate.group(1).replace(",", "")) <= 400  # over its pass: batch's pacer
     assert ", --max-lag 5s: not applied (see the warning)" in summary  # nothing measured: no claim
     lag_warnings = [r for r in caplog.records if "--max-lag is not applied" in r.getMessage()]
     assert len(lag_warnings) == 1
