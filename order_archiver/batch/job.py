@@ -134,8 +134,7 @@ class BatchArchiver:
             stop_event=context.stop,
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, context.clock)
-        # --max-rate, --max-lag (before each write), --max-runtime, --stop-file
-        self.throttle = Throttle.of(options, self.deployments, context.stop, self.report)
+        self.throttle = Throttle.of(options, self.deployments, context.stop, self.report)  # #34's limits
         self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
         self.step = ArchivingStep(self.writer, self.rejections.add, hold=self.throttle.hold)
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)

@@ -118,21 +118,24 @@ class Lease:
 
     def try_acquire(self) -> bool:
         """Take the lease if it is free or expired; True when this watcher is now the leader."""
-        now = self._now()
         started = time.monotonic()
-        try:
-            document = retrying(
-                lambda: self.collection.find_one_and_update(
-                    {"_id": self.key, "expires_at": {"$lt": now}},
-                    {
-                        "$set": {"owner": self.owner, "expires_at": now + timedelta(seconds=self.ttl_s)},
-                        "$inc": {"term": 1},
-                    },
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                ),
-                stop_event=self.stop_event,
+
+        def take() -> dict[str, object] | None:
+            # The server's time inside the retried step: with no measurement yet, hello's
+            # failure (a server too busy to answer) is retried and classified like the write's.
+            now = self._now()
+            return self.collection.find_one_and_update(
+                {"_id": self.key, "expires_at": {"$lt": now}},
+                {
+                    "$set": {"owner": self.owner, "expires_at": now + timedelta(seconds=self.ttl_s)},
+                    "$inc": {"term": 1},
+                },
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
             )
+
+        try:
+            document = retrying(take, stop_event=self.stop_event)
         except ArchiverError as exc:
             if isinstance(exc.__cause__, pymongo_errors.DuplicateKeyError):
                 return False  # it exists and has not expired: another watcher leads
