@@ -28,6 +28,7 @@ class Throttle:
     """The limits of one run (see the module)."""
 
     limits: RunLimits
+    chunk_size: int  # the batch size: what each read may bring, paid for before it
     read_pacer: Pacer | None  # the pass's reads (the writes follow them)
     purge_pacer: Pacer | None  # the purge's deletes
     hold: Callable[[], None] | None  # before each chunk written or deleted
@@ -45,6 +46,7 @@ class Throttle:
         lag: timedelta | None = options.max_lag
         return cls(
             limits,
+            options.batch_size,
             Pacer.of(rate, stop, report, limits),
             Pacer.of(rate, stop, report, limits),
             held(lag, deployments, stop, report, limits),
@@ -52,7 +54,7 @@ class Throttle:
 
     def reads(self, chunks: Iterator[T]) -> Iterator[T]:
         """The pass's chunks, read at ``--max-rate`` (``pacing.read_paced``)."""
-        return read_paced(chunks, self.read_pacer)
+        return read_paced(chunks, self.read_pacer, self.chunk_size)
 
     @property
     def purge_pace(self) -> Callable[[int], None] | None:

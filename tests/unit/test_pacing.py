@@ -96,3 +96,17 @@ def test_the_setting_gives_every_run_its_rate_and_the_flag_overrides_it(monkeypa
     assert json.loads(capsys.readouterr().out)["max_rate"] == 100000
     main(["batch", "--simulation", "--count", "50", "--json", "--max-rate", "50000"])
     assert json.loads(capsys.readouterr().out)["max_rate"] == 50000
+
+
+def test_a_run_cut_by_its_time_limit_never_read_faster_than_the_rate(mongo):
+    """The reader paid for a chunk after reading it: under --max-rate 100 with --batch-size
+    1000, a run cut at 5 s had read (and written) 1,000 orders, 200/s, and said "held to
+    --max-rate 100". A chunk's worth is now paid for before it is read."""
+    from datetime import timedelta
+
+    settings = Settings(simulation=True, log_dir="")
+    seed_database(mongo[settings.mongodb_database], settings, 900, seed=3, p_anomalies=0.0)
+    options = BatchOptions(run=True, batch_size=500, max_rate=200, max_runtime=timedelta(seconds=1))
+    report = BatchArchiver(mongo, settings, options).run()
+    assert report.ended == "max_runtime"
+    assert report.scanned <= 200 * report.seconds
