@@ -269,6 +269,11 @@ class BatchArchiver:
         export_samples(self.report, self.options)
 
     def _run_archive(self) -> None:
+        if (limit := self.throttle.limits.reached()) is not None:
+            # A stop file there already (pt-archiver's sentinel: it does not start either):
+            # nothing is written, not even an index; the run says why it ended, exit 0.
+            self.report.ended = limit
+            return
         self.ensure_indexes()
         after_id = self.current.last_id
         if after_id is not None:

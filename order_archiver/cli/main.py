@@ -177,7 +177,7 @@ def _samples_wanted(args: argparse.Namespace) -> int:
 def _stop_file(path: str | None) -> str | None:
     """``--stop-file``: its folder must exist (a typo would never stop the run), and it names a
     file, not a folder (which exists already: every run would stop at once). One left behind
-    by an earlier stop is said: this run stops at its first chunk boundary, and so will the next."""
+    by an earlier stop is said: this run stops before it writes anything, and so will the next."""
     if path is None:
         return None
     where = Path(path).expanduser()
@@ -187,7 +187,7 @@ def _stop_file(path: str | None) -> str | None:
         raise ConfigError(f"--stop-file {path}: a folder; name a file in it (the run stops once it exists)")
     if where.exists():
         get_logger().warning(
-            "--stop-file %s exists already: this run stops after its first chunk; remove it to let runs finish",
+            "--stop-file %s exists already: this run writes nothing; remove it to let runs go on",
             path,
         )
     return path

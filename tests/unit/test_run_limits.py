@@ -25,9 +25,16 @@ def test_a_stop_file_ends_the_run_at_a_chunk_boundary_and_the_next_run_goes_on(m
     dataset = seed_database(mongo[BASE.mongodb_database], BASE, 400, seed=9, p_anomalies=0.0)
     expected = expected_archive_ids(dataset)
     stop = tmp_path / "stop"
-    stop.touch()  # there from the start: the run ends after its first chunk
     options = BatchOptions(run=True, batch_size=50, stop_file=str(stop))
-    first = BatchArchiver(mongo, BASE, options).run()
+    stopping = BatchArchiver(mongo, BASE, options)
+    write_chunk = stopping.write_chunk
+
+    def write_then_stop(*chunks):
+        write_chunk(*chunks)
+        stop.touch()  # between chunks: the run ends after this one
+
+    stopping.write_chunk = write_then_stop
+    first = stopping.run()
     archive = mongo[BASE.mongodb_database][BASE.archive_collection]
     assert (first.ended, first.completed) == ("stop_file", False)
     assert 0 < archive.count_documents({}) < len(expected)
@@ -76,6 +83,18 @@ def test_a_limit_that_cannot_work_is_refused_before_anything_runs(argument, said
     assert said in capsys.readouterr().err
 
 
+def test_a_stop_file_there_at_the_start_stops_the_run_before_it_writes_anything(mongo, tmp_path):
+    """As pt-archiver's sentinel: a run does not start while it exists (it archived a first
+    chunk, 100 orders, before it looked)."""
+    seed_database(mongo[BASE.mongodb_database], BASE, 200, seed=9, p_anomalies=0.0)
+    stop = tmp_path / "stop"
+    stop.touch()
+    report = BatchArchiver(mongo, BASE, BatchOptions(run=True, batch_size=50, stop_file=str(stop))).run()
+    assert (report.ended, report.completed, report.archived) == ("stop_file", False, 0)
+    database = mongo[BASE.mongodb_database]
+    assert BASE.archive_collection not in database.list_collection_names()  # not even an index
+
+
 def test_a_stop_file_left_behind_is_said_on_every_run(capsys, tmp_path: Path):
     """A new user's try: a stop file never removed cut every later `-q` run short, silently."""
     from order_archiver.cli.main import main
@@ -84,10 +103,7 @@ def test_a_stop_file_left_behind_is_said_on_every_run(capsys, tmp_path: Path):
     stop.touch()
     code = main(["batch", "--simulation", "--count", "10", "-q", "--stop-file", str(stop)])
     assert code in (0, 3)
-    assert (
-        f"--stop-file {stop} exists already: this run stops after its first chunk; remove it"
-        in capsys.readouterr().err
-    )
+    assert f"--stop-file {stop} exists already: this run writes nothing; remove it" in capsys.readouterr().err
 
 
 def test_a_run_ended_by_a_limit_claims_no_total_it_did_not_see(mongo, tmp_path):
@@ -126,9 +142,16 @@ def test_the_purge_stops_at_a_chunk_boundary_too(mongo, tmp_path):
     orders = mongo[settings.mongodb_database][settings.orders_collection]
     delivered = orders.count_documents({"status": settings.delivered_status})
     stop = tmp_path / "stop"
-    stop.touch()  # nothing new to archive: the pass has no chunk, the purge's first one meets it
     options = BatchOptions(run=True, batch_size=50, purge_source=True, stop_file=str(stop))
-    stopped = BatchArchiver(mongo, settings, options).run()
+    stopping = BatchArchiver(mongo, settings, options)
+    source_purge = stopping.source_purge
+
+    def purge_then_stop():
+        stop.touch()  # the pass is done (nothing new): the purge's first chunk meets it
+        return source_purge()
+
+    stopping.source_purge = purge_then_stop
+    stopped = stopping.run()
     assert (stopped.ended, stopped.purge_ran, stopped.purged) == ("stop_file", True, 0)
     assert orders.count_documents({"status": settings.delivered_status}) == delivered
     stop.unlink()
