@@ -34,6 +34,7 @@ HOLD_LIMIT_S = 3600.0  # one hold's longest: past it the run ends, naming the me
 
 class LagReport(Protocol):
     max_lag_s: float | None
+    lag_checks: int
     lag_waited_s: float
     lag_waited_for: dict[str, float]
     warnings: list[str]
@@ -85,6 +86,7 @@ class LagHold:
         """Wait while a secondary lags more than ``max_lag_s``: bounded; a stop ends it (an
         error: interrupted), and so does a limit of the run (``LimitReached``: a clean end)."""
         started = self.clock()
+        self.report.lag_checks += 1
         while (behind := self.lagging()) is not None:
             self._announce(behind)
             waited = self.clock() - started

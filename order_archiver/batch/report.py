@@ -98,6 +98,7 @@ class BatchReport:
     max_rate: float | None = None  # --max-rate held (orders a second), if set
     paced_s: float = 0.0  # seconds waited to hold it
     max_lag_s: float | None = None  # --max-lag (seconds), if set
+    lag_checks: int = 0  # holds before a chunk written or deleted (none: nothing was measured)
     lag_waited_s: float = 0.0  # seconds waited for lagging secondaries
     lag_waited_for: dict[str, float] = field(default_factory=dict)  # member (host:port) -> seconds
     name: str = "batch"  # the run: batch, the watcher's catch-up, verify's repair
@@ -238,6 +239,8 @@ class BatchReport:
         waited = f"waited {self.lag_waited_s:.1f}s for lagging secondaries ({members or 'none lagged'})"
         if not members and any(w.startswith("--max-lag is not applied") for w in self.warnings):
             waited = "not applied (see the warning)"  # nothing measured: "none lagged" would be a claim
+        elif not self.lag_checks:
+            waited = "nothing written, nothing measured"
         return f", --max-lag {self.max_lag_s:g}s: {waited}"
 
     def lines(self, *, show_samples: bool = True, show_pii: bool = False) -> list[str]:

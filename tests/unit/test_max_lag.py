@@ -306,3 +306,15 @@ def test_watch_refuses_a_limit_of_zero(flag, capsys):
         main(["watch", flag, "0"])
     assert refused.value.code == 2
     assert f"argument {flag}: " in capsys.readouterr().err
+
+
+def test_a_run_that_wrote_nothing_claims_no_lag_it_did_not_measure():
+    """A new user's try: a run with nothing to write (nothing held, nothing measured, so no
+    warning either) said "waited 0.0s for lagging secondaries (none lagged)"."""
+    from order_archiver.batch.report import BatchReport
+
+    report = BatchReport(dry_run=False)
+    report.max_lag_s = 10.0
+    assert ", --max-lag 10s: nothing written, nothing measured" in report.summary_line()
+    report.lag_checks = 3
+    assert ", --max-lag 10s: waited 0.0s for lagging secondaries (none lagged)" in report.summary_line()
