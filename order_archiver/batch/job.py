@@ -25,6 +25,7 @@ from order_archiver.batch.counting import DeliveredCount
 from order_archiver.batch.dry_run import DryRun
 from order_archiver.batch.partition import ShareLease, batch_checkpoint_key
 from order_archiver.batch.plan import PassPlanner
+from order_archiver.batch.preflight import check_source, say_why_nothing_was_found
 from order_archiver.batch.rejections import RejectionLog
 from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, peak_rss_mib
 from order_archiver.batch.samples import export_samples, keep_samples
@@ -35,7 +36,6 @@ from order_archiver.context import RunContext
 from order_archiver.documents import Document
 from order_archiver.errors import (
     ArchiverError,
-    ConfigError,
     TransientError,
     as_archiver_error,
     without_documents,
@@ -58,15 +58,13 @@ from order_archiver.mongodb.source import (
     Chunk,
     ChunkReader,
     OrderSource,
-    missing_source,
     read_ahead,
-    unknown_status_hint,
 )
 from order_archiver.mongodb.step import ArchivingStep
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.orders.enrichment import status_match
 from order_archiver.reporting.progress import Progress
-from order_archiver.retry import named_side, retrying
+from order_archiver.retry import named_side
 from order_archiver.settings import Settings
 
 __all__ = ["BatchArchiver", "BatchOptions", "BatchReport"]  # the batch job's public names
@@ -196,13 +194,7 @@ class BatchArchiver:
         started = time.monotonic()
         try:
             check_deployments(self.deployments[0], self.settings, self.deployments[1])
-            problem = retrying(lambda: missing_source(self.orders), stop_event=self.context.stop)
-            self.source_exists = problem is None  # nothing is created where nothing was
-            if problem and self.options.require_source:
-                raise ConfigError(problem)
-            if problem:
-                log.warning("%s; nothing to catch up until it exists", problem)
-                self.report.warnings.append(problem)
+            self.source_exists = check_source(self.orders, self.options, self.report, self.context.stop)
             self._begin_pass()
             self.delivered.begin(self.source)
             if self.options.run:
@@ -212,14 +204,9 @@ class BatchArchiver:
             self.delivered.settle()
             self.report.completed = self.report.ended is None
             self.report.ended = self.report.ended or "completed"
-            if self.report.delivered == 0 and self.report.scanned == 0:
-                hint = retrying(
-                    lambda: unknown_status_hint(self.orders, self.settings.delivered_status),
-                    stop_event=self.context.stop,
-                )
-                if hint:
-                    log.warning(hint)
-                    self.report.warnings.append(hint)
+            say_why_nothing_was_found(
+                self.orders, self.settings.delivered_status, self.report, self.context.stop
+            )
         finally:
             self.report.seconds = time.monotonic() - started
             self.report.peak_rss_mib = peak_rss_mib()

@@ -156,7 +156,10 @@ def test_main_only_parses_and_dispatches():
     assert not {name.split(".")[0] for name in imports_of("main")} & {"pymongo", "bson", "mongomock"}
 
 
-def test_no_class_over_250_lines():
+CLASS_CEILING = 240  # lines; was 250, with four classes at 244-250 (#33): it only comes down
+
+
+def test_no_class_over_the_ceiling():
     """A class that does everything (pgsync's 2,000 lines are the warning) grows back one
     feature at a time: the jobs keep orchestration, their parts live in their own objects.
     (Function complexity is held at 10 by ruff, pyproject.toml.)"""
@@ -164,7 +167,7 @@ def test_no_class_over_250_lines():
         f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
         for module, path in MODULES.items()
         for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250
+        if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > CLASS_CEILING
     ]
     assert too_long == []
 

@@ -1,0 +1,43 @@
+"""What a batch run checks of the source before its pass, and says after a pass that found
+nothing: each a read or two, apart from the job's own work."""
+
+from __future__ import annotations
+
+import threading
+
+from order_archiver.batch.report import BatchOptions, BatchReport
+from order_archiver.errors import ConfigError
+from order_archiver.logs import get_logger
+from order_archiver.mongodb.source import missing_source, unknown_status_hint
+from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.retry import retrying
+
+log = get_logger("batch")
+
+
+def check_source(
+    orders: MongoCollection, options: BatchOptions, report: BatchReport, stop: threading.Event
+) -> bool:
+    """Whether the orders collection is there. Missing: a configuration error for a batch run
+    (a misspelt name), a warning for the watcher's catch-up (it may be created later), and then
+    nothing is created where nothing was."""
+    problem = retrying(lambda: missing_source(orders), stop_event=stop)
+    if problem and options.require_source:
+        raise ConfigError(problem)
+    if problem:
+        log.warning("%s; nothing to catch up until it exists", problem)
+        report.warnings.append(problem)
+    return problem is None
+
+
+def say_why_nothing_was_found(
+    orders: MongoCollection, delivered_status: str, report: BatchReport, stop: threading.Event
+) -> None:
+    """A pass that found no delivered order at all: the statuses the orders do hold, when the
+    delivered one looks misspelt (DELIVERED_STATUS)."""
+    if report.delivered != 0 or report.scanned != 0:
+        return
+    hint = retrying(lambda: unknown_status_hint(orders, delivered_status), stop_event=stop)
+    if hint:
+        log.warning(hint)
+        report.warnings.append(hint)
