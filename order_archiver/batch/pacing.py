@@ -68,6 +68,14 @@ class Pacer:
             self.limits.wait(self.stop_event, self._due - now, self._released, self.clock)
             self.report.paced_s += self.clock() - now
 
+    def settle(self, orders: int) -> None:
+        """Orders read beyond what was paid for (``pace``) before the read: paid now; fewer
+        (a short last chunk): the difference given back, so that no later wait pays for it."""
+        if orders > 0:
+            self.pace(orders)
+        elif orders < 0 and self._due is not None:
+            self._due += orders / self.rate
+
     def release(self) -> None:
         """The orders' consumer is gone (the pass ended early): end a wait now, and every later one."""
         self._released.set()
@@ -77,7 +85,8 @@ def read_paced(chunks: Iterator[T], pacer: Pacer | None, chunk_size: int) -> Ite
     """``--max-rate`` on a pass's reads (on its reader's thread): before each chunk is read, wait
     until a chunk's worth (``chunk_size``, the batch size) fits the rate, so that the orders read
     never run ahead of it, not even by a first chunk (a run cut at 5 s had read 1,000 orders
-    under --max-rate 100); a chunk larger than announced is paid for after it. A limit of the
+    under --max-rate 100); a chunk larger or smaller than paid for is settled after it, and
+    after a short chunk (the last) nothing more is paid for. A limit of the
     run that ended the wait ends the reading before the read (``LimitReached``, raised where
     the chunks are written)."""
     if pacer is None:
@@ -91,6 +100,8 @@ def read_paced(chunks: Iterator[T], pacer: Pacer | None, chunk_size: int) -> Ite
             chunk = next(iterator)
         except StopIteration:
             return
-        if chunk.size > chunk_size:
-            pacer.pace(chunk.size - chunk_size)
+        pacer.settle(chunk.size - chunk_size)
         yield chunk
+        if chunk.size < chunk_size:  # a short chunk is the pass's last (the reader yields full ones)
+            yield from iterator
+            return

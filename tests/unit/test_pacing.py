@@ -110,3 +110,25 @@ def test_a_run_cut_by_its_time_limit_never_read_faster_than_the_rate(mongo):
     report = BatchArchiver(mongo, settings, options).run()
     assert report.ended == "max_runtime"
     assert report.scanned <= 200 * report.seconds
+
+
+def test_the_last_short_chunk_is_not_paid_for_as_a_full_one_nor_followed_by_a_wait():
+    """A chunk's worth is paid for before each read (above); the pass's last chunk, short,
+    gave back what it did not bring, and nothing was paid for after it: under --max-rate 10
+    with --batch-size 100, 130 orders waited 20 s, then a third chunk's 10 s for nothing."""
+    from dataclasses import dataclass
+
+    from order_archiver.batch.pacing import read_paced
+
+    @dataclass
+    class Chunk:
+        size: int
+
+    clock = ManualClock()
+    pacer = Pacer(10, WaitMovesClock(clock), BatchReport(), clock=clock)
+    started = clock.now
+    read = list(read_paced(iter([Chunk(100), Chunk(30)]), pacer, 100))
+    assert [c.size for c in read] == [100, 30]
+    assert clock.now - started == pytest.approx(20.0)  # two chunks' worth paid before reading, none after
+    pacer.pace(0)  # the next one to ask (the purge) pays nothing for the 70 the last chunk lacked
+    assert clock.now - started == pytest.approx(20.0)
