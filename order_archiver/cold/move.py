@@ -21,7 +21,7 @@ never published unchecked, and nothing is deleted that a checked file does not h
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from threading import Event
@@ -309,13 +309,16 @@ class ColdMove:
         )
 
     def _delete_moved(self, path: str) -> set[str]:
-        """Delete from the archive each order the published file holds, in that version; the
-        ids of those corrected meanwhile (still archived, newer than the file's copy)."""
+        """Delete from the archive each order the published file holds, in that version (its
+        ``revised_at`` and ``source_hash``: a correction changes the one, an erasure the other);
+        the ids of those changed meanwhile (still archived, newer than the file's copy: a
+        correction, or a ``forget`` that erased the archive's copy while the file was written,
+        whose copy in the file would otherwise be the only one left, unerased)."""
         stale: set[str] = set()
         for batch in batches(self.store, path, ["document"]):
             for texts in chunked(batch["document"], DELETE_CHUNK):
                 held = [document_of(text) for text in texts if text is not None]
-                deletes = [DeleteOne({"_id": d["_id"], "revised_at": d.get("revised_at")}) for d in held]
+                deletes = [DeleteOne(_as_moved(d)) for d in held]
                 result = self._write(functools.partial(self.archive.bulk_write, deletes, ordered=False))
                 self.report.moved += result.deleted_count
                 if result.deleted_count < len(deletes):
@@ -385,3 +388,12 @@ class ColdMove:
 
     def _write(self, func: Callable[[], T]) -> T:
         return self.context.retrying(func, purpose=Retry.WRITE)
+
+
+def _as_moved(document: Mapping[str, object]) -> dict[str, object]:
+    """The archive document in the very version the file holds."""
+    return {
+        "_id": document["_id"],
+        "revised_at": document.get("revised_at"),
+        "source_hash": document.get("source_hash"),
+    }

@@ -49,6 +49,8 @@ class ColdRecord:
 def normalized_url(url: str) -> str:
     """The place a URL names, for comparison: the scheme's case and a trailing slash aside."""
     scheme, separator, rest = url.strip().partition("://")
+    if not separator:  # no scheme (settings refuse one; a record written by hand): a path, case kept
+        return scheme.rstrip("/")
     return f"{scheme.lower()}{separator}{rest.rstrip('/')}"
 
 

@@ -3,7 +3,8 @@ complete batch pass."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +26,8 @@ from order_archiver.orders.erasing import BY_AGE, Erasure
 from order_archiver.settings import Duration, Settings
 
 log = get_logger("cold")
-MOVE_LEASE = "cold-tier/move"  # one batch run moves at a time (no watcher name holds a "/")
+MOVE_LEASE = "cold-tier/move"  # one writer of the cold tier at a time (no watcher name holds a "/")
+FORGET_WAITS_S = 600.0  # how long a forget waits for a move in progress before it says "again"
 
 
 def cold_store(settings: Settings) -> ColdStore | None:
@@ -45,6 +47,9 @@ def cold_holding(
     if store is None or settings.archive_cold_after is None:
         return None
     cutoff = context.retrying(server_clock) - settings.archive_cold_after
+    # The recorded boundary: a longer ARCHIVE_COLD_AFTER since then moves nothing back.
+    if settings.cold_moved_before is not None:
+        cutoff = max(cutoff, settings.cold_moved_before)
     return ColdHolding(store, orders, checkpoints, cutoff, context)
 
 
@@ -111,10 +116,39 @@ def move_to_cold(
             lease.release()
 
 
-def _acquired(lease: Lease, context: RunContext) -> bool:
-    """The move's lease, waited for up to its life: one a killed run left behind expires by then,
-    so that the next run settles what it left (its journal); a live run's is renewed and stays."""
-    for _ in range(int(lease.ttl_s / lease.renew_s) + 2):
+@contextmanager
+def cold_tier_writer(
+    collections: Collections, settings: Settings, context: RunContext, wait_s: float | None = None
+) -> Iterator[None]:
+    """The cold tier's one writer (``MOVE_LEASE``) for ``forget``'s rewrites: two rewrites of one
+    file at once (a forget and a move's, or retention's) would each publish their own copy of
+    its orders, one of them with the person's data. Waited for up to ``wait_s`` (a move in
+    progress renews it); not had by then: FatalError, the person recorded, "run it again"."""
+    lease = Lease(
+        collections.checkpoints,
+        MOVE_LEASE,
+        ttl_s=settings.watch_lease_ttl_s,
+        renew_s=settings.watch_lease_renew_s,
+        stop_event=context.stop,
+    )
+    wait_s = FORGET_WAITS_S if wait_s is None else wait_s
+    if not _acquired(lease, context, wait_s):
+        raise FatalError(
+            f"the cold tier is being written by another process (lease {lease.key}, a batch run's move) "
+            f"for more than {wait_s:.0f}s: the person is recorded and the archive erased; run forget "
+            "again to erase their orders in the cold tier"
+        )
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+def _acquired(lease: Lease, context: RunContext, wait_s: float | None = None) -> bool:
+    """The move's lease, waited for up to its life (or ``wait_s``): one a killed run left behind
+    expires by then, so that the next run settles what it left (its journal); a live run's is
+    renewed and stays."""
+    for _ in range(int((wait_s or lease.ttl_s) / lease.renew_s) + 2):
         if lease.try_acquire():
             return True
         if context.stop.wait(lease.renew_s):

@@ -31,7 +31,7 @@ from pymongo import MongoClient
 
 from order_archiver.cold.erasure import ColdErasure, erase_in_cold
 from order_archiver.cold.search import ColdQuery
-from order_archiver.cold.tier import cold_store
+from order_archiver.cold.tier import cold_store, cold_tier_writer
 from order_archiver.context import RunContext
 from order_archiver.documents import Document
 from order_archiver.logs import get_logger, plural
@@ -214,7 +214,10 @@ def _in_the_cold_tier(
     if store is None:
         return None
     query = ColdQuery(courier_id=person.id) if person.kind == COURIER else ColdQuery(client_id=person.id)
-    return erase_in_cold(store, collections.checkpoints, query, erasure, run=run, context=context)
+    if not run:
+        return erase_in_cold(store, collections.checkpoints, query, erasure, run=False, context=context)
+    with cold_tier_writer(collections, settings, context):  # no move nor other rewrite meanwhile
+        return erase_in_cold(store, collections.checkpoints, query, erasure, run=True, context=context)
 
 
 def _in_the_source(collections: Collections, settings: Settings, person: Person, context: RunContext) -> bool:

@@ -235,6 +235,33 @@ def test_check_place_compares_the_place_not_the_spelling():
         check_place(recorded, "s3://bucket/other")
     with pytest.raises(ConfigError, match="ARCHIVE_COLD_URL is not set"):
         check_place(recorded, None)
+    # A path's case is the place on Linux (a record written by hand, without a scheme): kept.
+    with pytest.raises(ConfigError, match="is not"):
+        check_place(ColdRecord("/srv/archive/cold", now, now), "/SRV/ARCHIVE/COLD")
+
+
+def test_the_purges_cold_witness_looks_up_to_the_recorded_boundary(mongo, tmp_path):
+    """The review: with ARCHIVE_COLD_AFTER lengthened after a move, the purge looked for cold
+    copies only before now - ARCHIVE_COLD_AFTER, so the orders moved in between kept their
+    source copy forever (safe, but against "whatever ARCHIVE_COLD_AFTER says")."""
+    from order_archiver.cold.tier import cold_holding
+    from order_archiver.settings import Duration
+
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    (tmp_path / "cold").mkdir()
+    settings = Settings(
+        simulation=True,
+        log_dir="",
+        archive_cold_url=f"file://{tmp_path}/cold",
+        archive_cold_after=Duration(days=25),
+        cold_moved_before=now - timedelta(days=15),
+    )
+    database = mongo[settings.mongodb_database]
+    holding = cold_holding(
+        settings, database["Commande"], database["archiver_checkpoints"], RunContext(), lambda: now
+    )
+    assert holding is not None
+    assert holding.cutoff == now - timedelta(days=15)
 
 
 def test_verify_finds_a_forgotten_persons_personal_data_left_in_a_cold_file(user, capsys):

@@ -886,6 +886,75 @@ def test_a_person_forgotten_while_their_month_is_written_never_reaches_a_publish
     assert not [p for p in (tmp_path / "cold").rglob("*.partial")]
 
 
+def test_a_forget_between_the_moves_last_check_and_its_deletes_leaves_no_unerased_copy(
+    mongo, settings, archived, tmp_path
+):
+    """The review: forget records the person and erases the archive's copy after the move's
+    last look at the record, and finds no published file to rewrite; the move then deleted the
+    archive's (erased) copy by its revised_at alone, leaving the file's unerased one the only
+    one. The delete matches the file's version (source_hash too): the erased copy stays in the
+    archive, the file's goes."""
+    from order_archiver.orders.erasing import BY_REQUEST, Erasure
+
+    archive, before = archived
+    cutoff = a_cutoff(before)
+    client = a_client_in_the_cold_tier(before, cutoff)
+    erasure = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW)
+    store = local_store(tmp_path)
+    move = ColdMove(store, *collections(mongo, settings), cutoff)
+    delete_moved = move._delete_moved
+
+    def forget_then_delete(path):
+        for document in archive.find({"client.id": client["id"]}):
+            archive.replace_one({"_id": document["_id"]}, erasure(document))  # forget's archive part
+        return delete_moved(path)
+
+    move._delete_moved = forget_then_delete
+    move.run()
+    assert client["email"] not in every_string_in_the_cold_tier(store)
+    assert_one_place_each(archive, store, before)
+    theirs = list(archive.find({"client.id": client["id"]}))
+    assert theirs
+    assert all(d["forgotten_by"] == "forget" for d in theirs)
+
+
+def test_forget_rewrites_cold_files_only_as_the_cold_tiers_one_writer(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    """The review: a forget's rewrite of a file and a move's (or retention's) of the same file
+    at once each published their own copy of its orders, one of them with the person's data.
+    forget now takes the cold tier's lease (the move's): while a move holds it, forget waits,
+    then says to run it again, the person recorded."""
+    from order_archiver.cold import tier
+    from order_archiver.errors import FatalError
+    from order_archiver.mongodb.lease import Lease
+    from order_archiver.operations.forget import Person, forget_person
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    client = a_client_in_the_cold_tier(before, cutoff)
+    with_cold = settings.with_overrides(
+        archive_cold_url=store.url,
+        archive_cold_after=settings.purge_after,
+        watch_lease_ttl_s=2,
+        watch_lease_renew_s=1,
+    )
+    moving = Lease(collections(mongo, settings)[1], tier.MOVE_LEASE, ttl_s=60, renew_s=1)
+    assert moving.try_acquire()
+    monkeypatch.setattr(tier, "FORGET_WAITS_S", 2.0, raising=False)
+    try:
+        with pytest.raises(FatalError, match="run forget again"):
+            forget_person(mongo, with_cold, Person("client", client["id"]), run=True)
+        assert client["email"] in every_string_in_the_cold_tier(store)  # nothing rewritten meanwhile
+    finally:
+        moving.release()
+    report = forget_person(mongo, with_cold, Person("client", client["id"]), run=True)
+    assert report.cold.rewritten > 0
+    assert client["email"] not in every_string_in_the_cold_tier(store)
+
+
 class CutAfter:
     """The archive, its first read cut after ``n`` documents (a failover mid-month): the
     product's own resume (``scan_by_id`` and the month's (date, _id) keyset) goes on."""
