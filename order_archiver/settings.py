@@ -547,7 +547,7 @@ def _check_env_lines(path: Path, text: str) -> None:
     """A line python-dotenv cannot read is refused, named by its number (never its text: it may
     hold a password). Read past with a warning, a setting meant there silently did not apply."""
     for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
+        if binding.error or (binding.key is not None and binding.value is None):  # junk; a bare NAME
             raise ConfigError(
                 f"{path} line {binding.original.line}: not NAME=value (quote a value with spaces or #; "
                 "a comment starts with #)"

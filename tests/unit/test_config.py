@@ -128,6 +128,7 @@ def test_missing_env_file_is_a_config_error():
     [
         (b"MONGODB_URI=mongodb://u:s3cr3t@h/\nthis is s3cr3t junk\n", "line 2: not NAME=value"),
         (b"MONGODB_URI=mongodb://h/\nARCHIVE_PII=\xff\n", r"not UTF-8 text \(byte 0xff at offset 37\)"),
+        (b"MONGODB_URI=mongodb://h/\nARCHIVE_RETENTION\n", "line 2: not NAME=value"),  # dropped silently
     ],
 )
 def test_an_env_file_it_cannot_read_whole_is_named_in_one_line(tmp_path, content, said):
