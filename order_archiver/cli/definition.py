@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ from order_archiver.simulation.generator import (
 )
 
 Handler = Callable[[argparse.Namespace, RunContext], int]
+
+
+# ``-1/3`` is a value, as ``-1`` is (``--partition -1/3`` said "expected one argument" instead of
+# what is wrong with it): argparse keeps that test in an attribute of its own, unchanged since 3.2.
+NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+/\d+$")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -525,6 +531,7 @@ def build_parser(handlers: Mapping[str, Handler], version: str) -> argparse.Argu
             description=command.description,
             epilog=_epilog(command),
         )
+        sub._negative_number_matcher = NEGATIVE_VALUE  # see NEGATIVE_VALUE
         _fill(sub, name, command, handlers[name])
     return parser
 

@@ -92,6 +92,17 @@ def test_the_command_line_refuses_them_exit_2_naming_the_flag(value, capsys):
     assert "Traceback" not in err
 
 
+def test_a_negative_share_after_a_space_is_read_as_the_flags_value(capsys):
+    """`--partition -1/3` said argparse's "expected one argument" (it took -1/3 for a flag),
+    not what is wrong with the value."""
+    from order_archiver.cli.main import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["batch", "--simulation", "--run", "--partition", "-1/3"])
+    assert refused.value.code == 2
+    assert "argument --partition: expected K/N" in capsys.readouterr().err
+
+
 def test_the_setting_refused_names_itself_and_the_flag_overrides_it(monkeypatch, capsys):
     from order_archiver.errors import ConfigError
 
