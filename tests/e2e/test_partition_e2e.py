@@ -162,7 +162,7 @@ def check_four(processes, nx_client, nx_settings, env, db_name, tmp_path, datase
     [
         (["--partition", "4/4"], "argument --partition: expected K/N with 0 <= K < N, got '4/4'"),
         (["--partition=-1/3"], "argument --partition: expected K/N, share K of N"),
-        (["--partition", "-1/3"], "argument --partition: expected one argument"),  # argparse: a flag?
+        (["--partition", "-1/3"], "argument --partition: expected K/N, share K of N"),  # a value, not a flag
         (["--partition", "a/b"], "argument --partition: expected K/N, share K of N"),
         (["--partition", "0/0"], "argument --partition: expected K/N with N at least 1"),
         ({"BATCH_PARTITION": "4/4"}, "BATCH_PARTITION"),
