@@ -220,7 +220,7 @@ class BatchReport:
             )
             + f", rejected {self._rejected_text()}{window}"
             + self._purge_text()
-            + f"; {self.seconds:.2f}s ({plural(self.orders_per_second, 'order')}/s)"
+            + f"; {self.seconds:.2f}s ({self._rate_text()})"
             + (
                 f", held to --max-rate {self.max_rate:g} (waited {self.paced_s:.1f}s)"
                 if self.max_rate
@@ -230,6 +230,14 @@ class BatchReport:
             + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
             + self._lifecycle_text()
         )
+
+    def _rate_text(self) -> str:
+        """The rate, and over what time when it is not the run's (the pass alone: index builds,
+        counts and the purge aside), so that the figures printed divide as they say."""
+        rate = f"{plural(self.orders_per_second, 'order')}/s"
+        if self.pass_seconds is None or abs(self.pass_seconds - self.seconds) < 0.005:
+            return rate
+        return f"{rate} over its pass of {self.pass_seconds:.2f}s"
 
     def _lag_text(self) -> str:
         """--max-lag: how long the run waited, for whom (the member furthest behind at the time)."""

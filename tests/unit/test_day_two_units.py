@@ -98,7 +98,7 @@ def test_the_watchers_catch_up_says_it_is_one(mongo, tmp_path, caplog):
 def test_the_rate_is_the_passs_not_the_runs():
     """A run of 100 orders that waited 49 s for an index build read "(2 orders/s)"."""
     report = BatchReport(dry_run=False, completed=True, scanned=100, seconds=50.0, pass_seconds=1.0)
-    assert "; 50.00s (100 orders/s)" in report.summary_line()
+    assert "; 50.00s (100 orders/s over its pass of 1.00s)" in report.summary_line()
 
 
 @pytest.mark.parametrize(
