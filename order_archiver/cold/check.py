@@ -146,3 +146,11 @@ def _in_archive(archive: MongoCollection, ids: list[object]) -> list[object]:
 def _note(check: ColdCheck, example: str) -> None:
     if len(check.examples) < EXAMPLES:
         check.examples.append(example)
+
+
+def lost_files(store: ColdStore, manifest: ColdManifest) -> ColdCheck:
+    """Only the files published and gone (``missing``, ``missing_files``): what ``status`` asks
+    of the cold tier, one list read and one listing of the place, no file read."""
+    check = ColdCheck()
+    _lost(store, manifest, list(manifest.entries()), {f.path for f in store.files()}, check)
+    return check

@@ -19,7 +19,9 @@ from typing import Protocol, TypedDict, TypeVar
 from bson import json_util
 from pymongo import MongoClient
 
-from order_archiver.cold.tier import ColdSummary, summarise
+from order_archiver.cold.check import lost_files
+from order_archiver.cold.manifest import ColdManifest
+from order_archiver.cold.tier import ColdSummary, cold_store, summarise
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, int_or_none, moment_or_none, text_or_none
 from order_archiver.errors import ArchiverError, ConfigError
@@ -320,10 +322,7 @@ def collect_status(
     newest = read(lambda: collections.archive.find_one({}, {"archived_at": 1}, sort=[("archived_at", -1)]))
     report.newest_archived_at = moment_or_none(newest.get("archived_at")) if newest else None
 
-    try:
-        report.cold = summarise(settings)
-    except ConfigError as exc:  # the cold tier's place is gone: unhealthy, said, the rest still reported
-        report.problems.append(str(exc))
+    _cold_tier(report, settings, collections.checkpoints, context)
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
     report.purge_after = str(settings.purge_after)
@@ -403,6 +402,26 @@ def _indexes(
         require_unique([s for s in statuses if s.state == "pending"], collections.archive)
     except ArchiverError as exc:
         report.problems.append(str(exc))
+
+
+def _cold_tier(
+    report: StatusReport, settings: Settings, checkpoints: MongoCollection, context: RunContext
+) -> None:
+    """The cold tier's files, orders, bytes and months; unhealthy when its place is gone (the
+    rest still reported) or a file it published is gone (its orders in no place)."""
+    try:
+        report.cold = summarise(settings)
+    except ConfigError as exc:
+        report.problems.append(str(exc))
+    store = cold_store(settings)
+    if report.cold is None or store is None:
+        return
+    lost = lost_files(store, ColdManifest(store, checkpoints, context))
+    if lost.missing_files:  # removed by hand, or lost
+        report.problems.append(
+            f"cold tier: {plural(len(lost.missing_files), 'published file')} gone, "
+            f"{plural(lost.missing, 'order')} in no place (verify names them)"
+        )
 
 
 def _orders_by_status(orders: MongoCollection, since: datetime, read: Reader) -> dict[str, int]:

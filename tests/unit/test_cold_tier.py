@@ -761,6 +761,12 @@ def test_verify_finds_the_orders_of_a_cold_file_removed_by_hand_missing(mongo, s
     assert again.cold.missing_files == [store.url_of(gone.path)]
     assert again.as_dict()["cold"]["missing"] == rows
     assert f"missing (their file gone): {rows}" in "\n".join(again.lines())
+    # status, the probe run every minute, says so too (a new user's try: it said healthy).
+    from order_archiver.operations.status import collect_status
+
+    status = collect_status(mongo, with_cold)
+    assert not status.healthy
+    assert f"cold tier: 1 published file gone, {rows} orders in no place" in "\n".join(status.problems)
 
 
 def test_restore_puts_a_moved_order_back_into_the_source_from_its_cold_file(
