@@ -49,7 +49,7 @@ class ColdRewrite:
         """``old`` with the orders of ``ids`` erased."""
         self._replace(old, lambda d: erasure(d) if str(d["_id"]) in ids else d, metadata)
         log.info(
-            "cold tier: %s rewritten without %s's personal data",
+            "cold tier: %s rewritten, the personal data of %s erased",
             self.store.url_of(old.path),
             plural(len(ids), "order"),
         )

@@ -207,7 +207,7 @@ class RejectsReport:
                 f"seen {plural(int_or_none(entry.get('times_seen')) or 0, 'time')})"
             )
         if self.total > len(self.entries):
-            out.append(f"... and {self.total - len(self.entries)} more (--limit, or --json)")
+            out.append(f"... and {self.total - len(self.entries)} more (--all, --limit N, or --json)")
         return out
 
 

@@ -190,10 +190,10 @@ def forget_person(
             collections, settings, person, erasure, run and report.found, on_archive
         )
     log.info(
-        "forget: %s %s: %s archived orders, %d %s",
+        "forget: %s %s: %s, %d %s",
         person.name,
         person.id,
-        report.orders if report.found else "not found: no",
+        plural(report.orders, "archived order") if report.found else "not found: no archived order",
         report.erased,
         "erased" if run else "to erase (dry run)",
     )
