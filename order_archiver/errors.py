@@ -213,7 +213,8 @@ def describe(exc: BaseException) -> str:
         if is_authorisation_error(exc):
             return "not authorised: the MongoDB user lacks a required role (see deploy/mongodb-roles.js)"
         message = str(exc.details.get("errmsg", exc)) if exc.details else str(exc)
-        return f"MongoDB error {exc.code}: {message.splitlines()[0][:300]}"
+        code = f" {exc.code}" if exc.code is not None else ""  # a server that gave none
+        return f"MongoDB error{code}: {message.splitlines()[0][:300]}"
     if isinstance(exc, pymongo_errors.ConnectionFailure):
         return f"connection to MongoDB lost: {type(exc).__name__}"
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"

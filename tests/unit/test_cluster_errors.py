@@ -689,3 +689,13 @@ def test_verify_counts_an_order_the_archive_refused_as_rejected_not_missing(mong
     assert report.checked == len(expected_archive_ids(dataset)) - 1
     database["archiver_rejects"].delete_many({})  # not listed: missing, as before
     assert verify(mongo, settings).missing == 1
+
+
+def test_a_refusal_without_a_code_is_not_said_as_code_none():
+    """A new user's try read "MongoDB error None: UNIQUE constraint failed"."""
+    from pymongo.errors import OperationFailure
+
+    from order_archiver.errors import describe
+
+    assert describe(OperationFailure("UNIQUE constraint failed")) == "MongoDB error: UNIQUE constraint failed"
+    assert describe(OperationFailure("E11000 duplicate key", code=11000)).startswith("MongoDB error 11000: ")
