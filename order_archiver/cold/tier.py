@@ -96,13 +96,7 @@ def move_to_cold(
     collections = Collections.of(client, settings, archive_client)
     on_archive = context.on(collections.archive_side)
     # One move at a time (two batch runs on two machines would write the same months twice).
-    lease = Lease(
-        collections.checkpoints,
-        MOVE_LEASE,
-        ttl_s=settings.watch_lease_ttl_s,
-        renew_s=settings.watch_lease_renew_s,
-        stop_event=context.stop,
-    )
+    lease = _writer_lease(collections, settings, context)
     with on_archive.named():
         if not _acquired(lease, context):
             log.warning(
@@ -116,22 +110,25 @@ def move_to_cold(
             lease.release()
 
 
-@contextmanager
-def cold_tier_writer(
-    collections: Collections, settings: Settings, context: RunContext, wait_s: float | None = None
-) -> Iterator[None]:
-    """The cold tier's one writer (``MOVE_LEASE``) for ``forget``'s rewrites: two rewrites of one
-    file at once (a forget and a move's, or retention's) would each publish their own copy of
-    its orders, one of them with the person's data. Waited for up to ``wait_s`` (a move in
-    progress renews it); not had by then: FatalError, the person recorded, "run it again"."""
-    lease = Lease(
+def _writer_lease(collections: Collections, settings: Settings, context: RunContext) -> Lease:
+    """The cold tier's one writer: the move's lease, also taken by ``forget``'s rewrites."""
+    return Lease(
         collections.checkpoints,
         MOVE_LEASE,
         ttl_s=settings.watch_lease_ttl_s,
         renew_s=settings.watch_lease_renew_s,
         stop_event=context.stop,
     )
-    wait_s = FORGET_WAITS_S if wait_s is None else wait_s
+
+
+@contextmanager
+def cold_tier_writer(collections: Collections, settings: Settings, context: RunContext) -> Iterator[None]:
+    """The cold tier's one writer (``MOVE_LEASE``) for ``forget``'s rewrites: two rewrites of one
+    file at once (a forget and a move's, or retention's) would each publish their own copy of
+    its orders, one of them with the person's data. Waited for up to FORGET_WAITS_S (a move in
+    progress renews it); not had by then: FatalError, the person recorded, "run it again"."""
+    lease = _writer_lease(collections, settings, context)
+    wait_s = FORGET_WAITS_S  # read here: a test shortens it
     if not _acquired(lease, context, wait_s):
         raise FatalError(
             f"the cold tier is being written by another process (lease {lease.key}, a batch run's move) "
