@@ -98,7 +98,12 @@ def _say(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    """After the reader closed stdout: what is still written goes nowhere (the flush at exit too)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _print_json(data: Any) -> None:
@@ -548,7 +553,7 @@ def dispatch(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {redact(str(exc))}\n")
         return exc.exit_code
     except BrokenPipeError:  # a report written elsewhere than ``_say``: as quiet (see there)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_devnull()
         return ExitCode.OK
     except Exception as exc:  # the last line of defence: one line, never a traceback
         log.debug("%s crashed", args.command, exc_info=True, extra=FILE_ONLY)
