@@ -12,6 +12,7 @@ from bson import ObjectId
 
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore
+from order_archiver.mongodb.forgotten import id_forms
 
 if TYPE_CHECKING:
     from pyarrow.dataset import Expression
@@ -69,7 +70,7 @@ def _person(reference: str, name: str, person_id: ObjectId) -> Expression:
     person = str(person_id)
     copies = [
         f'"{name}": {{"$oid": "{person}"}}',
-        *(f'"{name}": "{text}"' for text in (person, person.upper())),
+        *(f'"{name}": "{text}"' for text in id_forms(person_id) if isinstance(text, str)),
     ]
     found = ds.field(reference, "id") == person
     for copy in copies:
