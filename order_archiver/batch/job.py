@@ -195,12 +195,12 @@ class BatchArchiver:
         try:
             check_deployments(self.deployments[0], self.settings, self.deployments[1])
             self.source_exists = check_source(self.orders, self.options, self.report, self.context.stop)
-            self._begin_pass()
-            self.delivered.begin(self.source)
-            if self.options.run:
-                self._run_archive()
+            if self.options.run and (limit := self.throttle.limits.reached()) is not None:
+                # A stop file there already (pt-archiver's sentinel: it does not start either):
+                # no pass planned, nothing written, not even an index; exit 0, ended said.
+                self.report.ended = limit
             else:
-                self._run_dry()
+                self._pass()
             self.delivered.settle()
             self.report.completed = self.report.ended is None
             self.report.ended = self.report.ended or "completed"
@@ -255,12 +255,15 @@ class BatchArchiver:
         self.index_step.plan(self.report, source_exists=self.source_exists)
         export_samples(self.report, self.options)
 
+    def _pass(self) -> None:
+        self._begin_pass()
+        self.delivered.begin(self.source)
+        if self.options.run:
+            self._run_archive()
+        else:
+            self._run_dry()
+
     def _run_archive(self) -> None:
-        if (limit := self.throttle.limits.reached()) is not None:
-            # A stop file there already (pt-archiver's sentinel: it does not start either):
-            # nothing is written, not even an index; the run says why it ended, exit 0.
-            self.report.ended = limit
-            return
         self.ensure_indexes()
         after_id = self.current.last_id
         if after_id is not None:
