@@ -21,20 +21,25 @@ from tests.helpers import assert_no_duplicates, expected_archive_ids, seed_datab
 BASE = Settings(simulation=True, log_dir="")
 
 
+def stopping_after_its_first_chunk(archiver: BatchArchiver, stop: Path) -> BatchArchiver:
+    """``archiver``, its stop file put there after its first chunk is written (between chunks:
+    the run ends after that one)."""
+    write_chunk = archiver.write_chunk
+
+    def write_then_stop(*chunks):
+        write_chunk(*chunks)
+        stop.touch()
+
+    archiver.write_chunk = write_then_stop  # type: ignore[method-assign]
+    return archiver
+
+
 def test_a_stop_file_ends_the_run_at_a_chunk_boundary_and_the_next_run_goes_on(mongo, tmp_path):
     dataset = seed_database(mongo[BASE.mongodb_database], BASE, 400, seed=9, p_anomalies=0.0)
     expected = expected_archive_ids(dataset)
     stop = tmp_path / "stop"
     options = BatchOptions(run=True, batch_size=50, stop_file=str(stop))
-    stopping = BatchArchiver(mongo, BASE, options)
-    write_chunk = stopping.write_chunk
-
-    def write_then_stop(*chunks):
-        write_chunk(*chunks)
-        stop.touch()  # between chunks: the run ends after this one
-
-    stopping.write_chunk = write_then_stop
-    first = stopping.run()
+    first = stopping_after_its_first_chunk(BatchArchiver(mongo, BASE, options), stop).run()
     archive = mongo[BASE.mongodb_database][BASE.archive_collection]
     assert (first.ended, first.completed) == ("stop_file", False)
     assert 0 < archive.count_documents({}) < len(expected)
@@ -112,23 +117,13 @@ def test_a_run_ended_by_a_limit_claims_no_total_it_did_not_see(mongo, tmp_path):
     archived (4,119 where 3,300 were). The pass's totals are known only when it completes."""
     seed_database(mongo[BASE.mongodb_database], BASE, 400, seed=9, p_anomalies=0.0)
     stop = tmp_path / "stop"
-    stopping = BatchArchiver(mongo, BASE, BatchOptions(run=True, batch_size=50, stop_file=str(stop)))
-    write_chunk = stopping.write_chunk
-
-    def write_then_stop(*chunks):
-        write_chunk(*chunks)
-        stop.touch()  # between chunks: the run ends after this one
-
-    stopping.write_chunk = write_then_stop
-    first = stopping.run()
+    options = BatchOptions(run=True, batch_size=50, stop_file=str(stop))
+    first = stopping_after_its_first_chunk(BatchArchiver(mongo, BASE, options), stop).run()
     assert first.ended == "stop_file"
     assert first.delivered is None
     assert " delivered " not in first.summary_line()
     stop.unlink()
-    resumed = BatchArchiver(mongo, BASE, BatchOptions(run=True, batch_size=50, stop_file=str(stop)))
-    write_chunk = resumed.write_chunk
-    resumed.write_chunk = write_then_stop
-    second = resumed.run()
+    second = stopping_after_its_first_chunk(BatchArchiver(mongo, BASE, options), stop).run()
     assert second.ended == "stop_file"
     assert (second.delivered, second.already_archived) == (None, 0)
 
