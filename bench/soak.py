@@ -85,6 +85,13 @@ def main() -> None:
                 "LOG_DIR": "",
                 "RESUME_TOKEN_FILE": str(Path(folder) / "token.json"),
             }
+            # A deployment's first batch --run builds the indexes the watcher waits for.
+            subprocess.run(
+                [sys.executable, str(ROOT / "main.py"), "batch", "--run", "-q"],
+                env=env,
+                cwd=folder,
+                check=True,
+            )
             watcher = subprocess.Popen(
                 [sys.executable, str(ROOT / "main.py"), "watch", "-q"], env=env, cwd=folder
             )

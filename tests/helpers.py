@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from order_archiver.settings import Settings
+from order_archiver.settings import Settings, load_settings
 from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import Dataset, generate_dataset, strip_markers
 
@@ -88,8 +88,34 @@ def wait_for(
     raise AssertionError(f"timed out waiting for {what}\n{details}")
 
 
+def build_unique_index(env: dict[str, str], cwd: Path, args: tuple[str, ...] = ()) -> None:
+    """The archive's unique index on ``numero_commande``, where ``env``'s settings put the
+    archive: what the deployment's first ``batch --run`` builds before the first ``watch``
+    (docs/deployment.md, start order). A watcher waits for it (``indexes.wait_for_unique_index``)."""
+    import pymongo
+
+    from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
+
+    env_file = args[args.index("--env-file") + 1] if "--env-file" in args else None
+    dotenv = cwd / (env_file or ".env")
+    settings, _ = load_settings(str(dotenv) if dotenv.is_file() else None, environ=env)
+    uri = settings.archive_mongodb_uri or settings.mongodb_uri
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=20000)
+    try:
+        keys, options = ARCHIVE_INDEXES[0]
+        client[settings.archive_db_name][settings.archive_collection].create_index(keys, **options)
+    finally:
+        client.close()
+
+
 class WatchProcess:
-    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+    """``main.py watch`` as a service, its output in a file. ``unique_index``: build the archive's
+    unique index first, as the deployment's first ``batch --run`` does (False: the watcher
+    started before any batch, which waits for it)."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str, unique_index: bool = True) -> None:
+        if unique_index:
+            build_unique_index(env, cwd, args)
         self.log = open(cwd / f"watch-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115 - closed in stop
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "main.py"), "watch", *args],

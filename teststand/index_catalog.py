@@ -332,7 +332,13 @@ class IndexCommands:
 
     def build(self, body: dict[str, Any], todo: list[dict[str, Any]]) -> dict[str, Any]:
         db_name, collection = body.get("$db", "test"), str(body["createIndexes"])
-        reply = self.call({**{k: v for k, v in body.items() if k != "maxTimeMS"}, "indexes": todo})
+        try:
+            reply = self.call({**{k: v for k, v in body.items() if k != "maxTimeMS"}, "indexes": todo})
+        except Exception as exc:  # neosqlite raises SQLite's refusal, the server answers its text
+            duplicate = self.duplicate(db_name, collection, todo) if "UNIQUE constraint" in str(exc) else None
+            if duplicate is None:
+                raise
+            return duplicate
         if reply.get("ok"):
             catalog = self.catalog(db_name)
             for spec in todo:
@@ -342,6 +348,34 @@ class IndexCommands:
                 if spec.get("expireAfterSeconds") is None and spec["name"] in own:
                     self.forget_ttl(db_name, collection, own[spec["name"]])
         return reply
+
+    def duplicate(self, db_name: str, collection: str, todo: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """MongoDB's answer to a unique index built over duplicates (index_build_interceptor /
+        duplicate_key_tracker: 11000 DuplicateKey, ``keyPattern``, ``keyValue``, "dup key"), where
+        SQLite's says only "UNIQUE constraint failed": the first duplicated key of a unique spec."""
+        for spec in (s for s in todo if s.get("unique") and len(s.get("key") or {}) == 1):
+            key = dict(spec.get("key") or {})
+            (field,) = key  # (nx-27017 groups by one field's path, not by a document of them)
+            group = {"_id": f"${field}", "n": {"$sum": 1}}
+            pipeline = [{"$group": group}, {"$match": {"n": {"$gt": 1}}}, {"$limit": 1}]
+            reply = self.call({"aggregate": collection, "pipeline": pipeline, "cursor": {}, "$db": db_name})
+            found = ((reply.get("cursor") or {}).get("firstBatch")) or []
+            if not found:
+                continue
+            value = {field: found[0]["_id"]}
+            shown = f"{field}: {_shown(found[0]['_id'])}"
+            return {
+                **_failure(
+                    11000,
+                    "DuplicateKey",
+                    f"Index build failed: {uuid.uuid4()}: Collection {db_name}.{collection} :: caused by "
+                    f":: E11000 duplicate key error collection: {db_name}.{collection} index: "
+                    f"{spec.get('name')} dup key: {{ {shown} }}",
+                ),
+                "keyPattern": key,
+                "keyValue": value,
+            }
+        return None
 
     def forget_ttl(self, db_name: str, collection: str, own: str) -> None:
         connection = self.handler.get_database(db_name)

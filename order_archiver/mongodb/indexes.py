@@ -51,6 +51,7 @@ Keys = list[tuple[str, int]]
 IndexState = Literal["ready", "pending", "missing", "unknown"]  # unknown: its indexes cannot be listed
 
 NAMESPACE_NOT_FOUND = 26  # listIndexes of a collection that does not exist: no index at all
+DUPLICATE_KEY = 11000  # a unique index refused over documents that share its key
 POLL_S = 0.05  # how often the run looks at its builds while it waits (a stop ends the wait)
 
 SOURCE_INDEXES: list[tuple[Keys, dict[str, object]]] = [
@@ -310,7 +311,7 @@ class IndexBuild:
         if error is None:
             return wanted.status("ready")
         problem = str(error) if isinstance(error, ArchiverError) else repr(error)
-        return wanted.status("missing", problem)
+        return wanted.status("missing", shared_key(error) or problem)
 
 
 def wait_for(builds: list[IndexBuild], seconds: float, stop_event: threading.Event | None) -> None:
@@ -363,26 +364,79 @@ def build_options(collection: MongoCollection, stop_event: threading.Event | Non
     return index_build_options(reply)
 
 
+def shared_key(error: BaseException) -> str | None:
+    """What to do about a unique index MongoDB refused to build over documents sharing a key
+    (11000, its ``keyValue``): which value, and the repair."""
+    cause = error.__cause__ if isinstance(error, ArchiverError) else error
+    if not isinstance(cause, OperationFailure) or cause.code != DUPLICATE_KEY:
+        return None
+    shared = mapping_or_empty((cause.details or {}).get("keyValue"))
+    if not shared:
+        return None
+    value = ", ".join(f"{field} {value!r}" for field, value in shared.items())
+    return (
+        f"two or more documents share {value} (archived without this index: by an earlier "
+        "version's watcher started before any batch --run); keep one, delete the others, then run "
+        "batch --run again"
+    )
+
+
+def unique_status(statuses: list[IndexStatus], archive: MongoCollection) -> IndexStatus | None:
+    """The archive's unique index among ``statuses`` (None: not among them)."""
+    name = default_name(ARCHIVE_INDEXES[0][0])
+    where = (archive.database.name, archive.name)
+    return next((s for s in statuses if (s.database, s.collection) == where and s.index == name), None)
+
+
 def require_unique(statuses: list[IndexStatus], archive: MongoCollection) -> None:
     """Raise unless the archive's unique index is ready: without it no write is safe."""
-    name = default_name(ARCHIVE_INDEXES[0][0])
-    unique = next(
-        (
-            s
-            for s in statuses
-            if (s.database, s.collection) == (archive.database.name, archive.name) and s.index == name
-        ),
-        None,
-    )
+    unique = unique_status(statuses, archive)
     if unique is None or unique.state in ("ready", "unknown"):
         return
     if unique.state == "pending":
         raise ArchiverError(
-            f"the archive's unique index {name} is being built on the server (a large archive takes "
-            "a while; the build goes on without this run): nothing is archived until it is ready, "
-            "run batch again later"
+            f"the archive's unique index {unique.index} is being built on the server (a large archive "
+            "takes a while; the build goes on without this run): nothing is archived until it is "
+            "ready, run batch again later"
         )
-    raise ArchiverError(f"cannot create the archive's unique index {name}: {unique.problem or 'not built'}")
+    raise ArchiverError(
+        f"cannot create the archive's unique index {unique.index}: {unique.problem or 'not built'}"
+    )
+
+
+UNIQUE_INDEX_POLL_S = 5.0  # how often a watcher waiting for the archive's unique index looks again
+UNIQUE_INDEX_REMINDER_S = 600.0  # and how often it says again that it is waiting
+
+
+def wait_for_unique_index(
+    archive: MongoCollection, stop_event: threading.Event, poll_s: float = UNIQUE_INDEX_POLL_S
+) -> bool:
+    """Until the archive's unique index is ready (True), or a stop (False): the watcher, whose
+    user cannot build it. Without it two orders sharing a ``numero_commande`` would both be
+    archived, and no ``batch --run`` after that could build it (a duplicate key, 11000). One
+    ``listIndexes`` every ``poll_s``; a user who may not list them goes on, as a batch run does
+    (``require_unique``: its state is "unknown")."""
+    wanted = WantedIndex(archive, "archive", *ARCHIVE_INDEXES[0])
+    said_at: float | None = None
+    while True:
+        state = read_states([wanted], stop_event)[0]
+        if state in ("ready", "unknown"):
+            if said_at is not None:
+                log.info("the archive's unique index %s is ready: archiving", wanted.name)
+            return True
+        now = time.monotonic()
+        if said_at is None or now - said_at >= UNIQUE_INDEX_REMINDER_S:
+            log.warning(
+                "nothing is archived until the archive's unique index %s on %s is ready (%s): "
+                "run batch --run with the batch user, it builds it; looking again every %gs",
+                wanted.name,
+                archive.full_name,
+                "being built" if state == "pending" else "missing",
+                poll_s,
+            )
+            said_at = now
+        if stop_event.wait(poll_s):
+            return False
 
 
 @dataclass(frozen=True)

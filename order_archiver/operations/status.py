@@ -28,7 +28,13 @@ from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.forgotten import ForgottenPersons, still_holding
-from order_archiver.mongodb.indexes import IndexStatus, index_states, require_unique, wanted_indexes
+from order_archiver.mongodb.indexes import (
+    IndexStatus,
+    index_states,
+    require_unique,
+    unique_status,
+    wanted_indexes,
+)
 from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
@@ -391,17 +397,25 @@ def _indexes(
     context: RunContext,
 ) -> None:
     """The indexes not ready and what they cost (one ``listIndexes`` per collection); the
-    archive's unique index being built is a problem (no run archives until it is ready), missing
-    it is not (the next batch --run builds it)."""
+    archive's unique index not ready is a problem: being built, no run archives until it is
+    ready; missing once the archive holds orders or a watcher ran, until batch --run builds it."""
     wanted = wanted_indexes(
         collections.orders, collections.archive, source_exists=source_exists, cold_tier=cold_tier
     )
     statuses = index_states(wanted, context.stop)
     report.indexes = [s for s in statuses if s.state != "ready"]
-    try:  # being built: no run archives until it is ready; missing, the next batch --run builds it
+    try:  # being built: no run archives until it is ready
         require_unique([s for s in statuses if s.state == "pending"], collections.archive)
     except ArchiverError as exc:
         report.problems.append(str(exc))
+    unique = unique_status(statuses, collections.archive)
+    # Before the first batch --run (an empty archive, no watcher yet) missing is the expected
+    # state, which the index's line says; after it, nothing is archived until it is rebuilt.
+    if unique is not None and unique.state == "missing" and (report.archive_size or report.watchers):
+        report.problems.append(
+            f"the archive's unique index {unique.index} is missing: nothing is archived until "
+            "batch --run builds it (a watcher waits for it)"
+        )
 
 
 def _cold_tier(

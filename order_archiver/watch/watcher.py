@@ -47,6 +47,7 @@ from order_archiver.errors import (
 )
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.indexes import wait_for_unique_index
 from order_archiver.mongodb.lease import LeaseLost
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.step import ArchivingStep
@@ -131,6 +132,7 @@ class Watcher:
             self.stop_event,
         )
         self._distrust_saved_token = False
+        self._unique_index_seen = False  # wait_for_unique_index: before the first write, after a failure
 
     def _finisher(self, collections: Collections) -> Finisher:
         """The settings' finisher, with the cold tier's recorded boundary read again while the
@@ -181,6 +183,12 @@ class Watcher:
     def _serve(self, policy: RetryPolicy) -> None:
         while not self.stop_event.is_set():
             try:
+                # Nothing is written without the archive's unique index (a watcher's user cannot
+                # build it: batch --run does); looked at again after each interruption.
+                if not self._unique_index_seen:
+                    if not wait_for_unique_index(self.writer.archive, self.stop_event):
+                        break
+                    self._unique_index_seen = True
                 if not self.leadership.lead():
                     continue
                 self._stream_once(policy)
@@ -194,6 +202,7 @@ class Watcher:
     def _after_failure(self, exc: BaseException, policy: RetryPolicy) -> None:
         """One decision per failure, by ``classify``: catch up, reconnect, or stop."""
         kind = classify(exc)
+        self._unique_index_seen = False
         if kind == "token_unusable":
             # The stream's own resume point is gone (e.g. a long cut, then pymongo's automatic
             # resume): the saved token is older still, so catch up.

@@ -46,8 +46,8 @@ def env(nx_env, tmp_path):
 def watchers():
     started: list[WatchProcess] = []
 
-    def start(env: dict[str, str], cwd: Path, *args: str) -> WatchProcess:
-        started.append(WatchProcess(env, cwd, *args))
+    def start(env: dict[str, str], cwd: Path, *args: str, unique_index: bool = True) -> WatchProcess:
+        started.append(WatchProcess(env, cwd, *args, unique_index=unique_index))
         return started[-1]
 
     yield start
@@ -99,6 +99,40 @@ def test_catch_up_then_live_with_exact_contents(nx_client, nx_settings, db_name,
     assert saved["namespace"] == f"{db_name}.Commande"
     assert saved["token"]["_data"]
     assert_no_duplicates(database["Commande_archive"])
+
+
+def test_a_watcher_started_before_any_batch_waits_for_the_unique_index(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers
+):
+    """compose.yaml starts the watcher before any batch --run, whose user alone may build the
+    archive's unique index on numero_commande. Archiving without it, two delivered orders sharing
+    a number were both archived, and no batch --run could build it after that (MongoDB refuses
+    a unique index over duplicates: 11000), while status said healthy. The watcher archives
+    nothing until the index is ready, and status says why; then one is archived, the other rejected."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 60, seed=43, p_anomalies=0)
+    orders = database["Commande"]
+    first = next(o for o in dataset.orders if o["status"] == "livrée")
+    twin = orders.insert_one({k: v for k, v in first.items() if k not in ("_id", "_dirty")}).inserted_id
+    watcher = watchers(env, tmp_path, unique_index=False)
+    waiting = "nothing is archived until the archive's unique index numero_commande_1"
+    wait_for(lambda: waiting in watcher.output(), what="the watcher's wait", on_timeout=watcher.output)
+    assert database["Commande_archive"].count_documents({}) == 0, "archived without the unique index"
+    status = run_cli("status", env=env, cwd=tmp_path)  # before the first batch --run: expected
+    assert "numero_commande_1 on Commande_archive: missing (the next batch --run builds it); until it is "
+    "ready, nothing is archived" in status.stdout, status.stdout + status.stderr
+
+    batch = run_cli("batch", "--run", env=env, cwd=tmp_path)
+    assert batch.returncode == 3, batch.stdout + batch.stderr  # the twin: another order's numero
+    wait_for(lambda: "is ready: archiving" in watcher.output(), timeout=60, what="the watcher's start")
+    sentinel = pending_ids(dataset, 1)
+    deliver(orders, sentinel)
+    wait_for(lambda: set(sentinel) <= archived_ids(database), what="a delivery after the wait")
+    archived = archived_ids(database)
+    assert first["_id"] in archived
+    assert twin not in archived
+    assert_no_duplicates(database["Commande_archive"])
+    assert watcher.stop() == 0
 
 
 def burst(orders, ids, chunk=50, hold_after: int | None = None, resume: threading.Event | None = None):
@@ -311,7 +345,7 @@ def test_unreachable_server_keeps_retrying_then_stops_cleanly(tmp_path, watchers
         "MONGODB_TIMEOUT_MS": "200",
         "LOG_DIR": "",
     }
-    watcher = watchers(env, tmp_path)
+    watcher = watchers(env, tmp_path, unique_index=False)  # no server to build it on
     wait_for(lambda: "retrying" in watcher.output(), what="a retry")
     assert watcher.stop() == 0
     output = watcher.output()

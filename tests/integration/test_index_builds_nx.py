@@ -221,3 +221,21 @@ def test_an_index_on_numero_commande_that_is_not_unique_is_not_the_archives_uniq
             archiver.run()
         assert archive.count_documents({"numero_commande": {"$regex": "^CMD-"}}) == 0
         assert "unique" not in index_keys(archive)[("numero_commande",)]
+
+
+def test_an_archive_holding_two_orders_of_one_number_names_the_duplicate(nx_server, db_name):
+    """An archive written without the unique index (an earlier version's watcher, started before
+    any batch --run) holding two orders of one numero_commande: MongoDB refuses the unique index
+    over them (11000, ``dup key``). The run archives nothing and its one line names the number,
+    which the operator needs to repair (docs/deployment.md, start order)."""
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True) as client:
+        settings = settings_for(nx_server.uri, db_name)
+        fill(client, settings, archived=2, delivered=3)
+        archive = client[db_name][settings.archive_collection]
+        archive.insert_one({"_id": ObjectId(), "numero_commande": "OLD-1", "date_commande": NOW})
+        archiver = BatchArchiver(client, settings, BatchOptions(run=True))
+        with pytest.raises(ArchiverError, match="numero_commande_1") as raised:
+            archiver.run()
+        assert "share numero_commande 'OLD-1'" in str(raised.value), raised.value
+        assert "delete the others, then run batch --run" in str(raised.value)
+        assert archive.count_documents({"numero_commande": {"$regex": "^CMD-"}}) == 0

@@ -305,3 +305,16 @@ def test_the_archives_unique_index_is_told_from_the_sources_when_they_share_a_co
         assert mongo["archive"][settings.archive_collection].count_documents({}) == 0
     finally:
         release.set()
+
+
+def test_status_is_unhealthy_when_the_archive_holds_orders_without_its_unique_index(mongo):
+    """After the first run, a missing unique index stops every write (a watcher waits for it,
+    batch --run rebuilds it or names the orders sharing a number): unhealthy, not a note."""
+    seed_database(mongo[BASE.mongodb_database], BASE, 50, p_anomalies=0.0)
+    assert batch(mongo, BASE).run().archived
+    mongo[BASE.mongodb_database][BASE.archive_collection].drop_index("numero_commande_1")
+    status = collect_status(mongo, BASE, now=NOW)
+    assert (
+        "the archive's unique index numero_commande_1 is missing: nothing is archived until batch --run builds it (a watcher waits for it)"
+        in status.problems
+    )
