@@ -1265,6 +1265,9 @@ def serve(argv: list[str]) -> int:
     line and exit 2, not a traceback."""
     from nx_27017.nx_27017 import main
 
+    if _asks_for_help(argv):  # the help and nothing else: no folder made, no port tried, no "starting"
+        sys.argv = [sys.argv[0], *argv]
+        return int(main() or 0)
     argv, known = _command_line(argv)
     _console_logging(known.verbose)
     address = f"{known.host}:{known.port}"
@@ -1286,6 +1289,12 @@ def serve(argv: list[str]) -> int:
             raise
         sys.stderr.write(f"error: {address} {reason}: choose another port, e.g. make dev-server PORT=27018\n")
         return EXIT_PORT_TAKEN
+
+
+def _asks_for_help(argv: list[str]) -> bool:
+    """``-h``, ``--help`` or an abbreviation argparse takes for it (``--he``; ``--h`` is also
+    ``--host``'s)."""
+    return any(arg == "-h" or (len(arg) > 3 and "--help".startswith(arg)) for arg in argv)
 
 
 def _cannot_start(known: argparse.Namespace, address: str) -> str | None:
