@@ -74,7 +74,7 @@ from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
-from teststand import index_catalog, replica_status, stream_positions
+from teststand import index_catalog, replica_status, stream_positions, watched_collections
 from teststand import mongodb_definitions as definitions
 
 _fallback = threading.local()
@@ -1113,6 +1113,7 @@ def apply_fixes() -> None:
     _fix_token_order()
     stream_positions.fix_stream_positions()
     stream_positions.fix_drops_in_history()
+    watched_collections.fix_watch_creates_collection()
     _fix_expr_root_equality()
     index_catalog.fix_duplicate_keys(_folded_body)  # before the catalog: it reads the server's own names
     index_catalog.fix_index_catalog(server_version(), _folded_body)
