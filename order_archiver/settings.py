@@ -341,8 +341,21 @@ def unknown_uri_options(uri: str) -> str | None:
     said = []
     for name in unknown[:3]:
         close = difflib.get_close_matches(name.lower(), list(URI_OPTIONS_VALIDATOR_MAP), n=1, cutoff=0.6)
-        said.append(f"{name[:40]!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        said.append(f"{name[:40]!r}" + (f" (did you mean {uri_option_spelt(close[0])}?)" if close else ""))
     return f"unknown option {', '.join(said)} (the connection string options: MongoDB's manual)"
+
+
+# The manual's spelling of the options pymongo's list (uri_parser.URI_OPTIONS) spells in lower
+# case or leaves out (its validators know them all in lower case only).
+_SPELT_AS_THE_MANUAL = ("appName", "timeoutMS", "uuidRepresentation", "tlsCRLFile", "waitQueueMultiple")
+
+
+def uri_option_spelt(name: str) -> str:
+    """A connection string option as MongoDB's manual spells it (``retrywrites``: ``retryWrites``)."""
+    from pymongo.uri_parser import URI_OPTIONS
+
+    spelt = {option.lower(): option for option in (*URI_OPTIONS, *_SPELT_AS_THE_MANUAL)}
+    return spelt.get(name.lower(), name)
 
 
 def mask_secrets_of(uri: str, text: str) -> str:
@@ -727,7 +740,7 @@ def tls_problems(name: str, uri: str, settings: Settings) -> list[str]:
     insecure = [o for o in INSECURE_TLS_OPTIONS if options.get(o, "").lower() in ("true", "1", "none")]
     if insecure and not settings.mongodb_allow_insecure_tls:
         raise ConfigError(
-            f"{name}: {insecure[0]} switches the server's certificate check off (anyone on the way "
+            f"{name}: {uri_option_spelt(insecure[0])} switches the server's certificate check off (anyone on the way "
             "could read the password and the orders); remove it, or set MONGODB_ALLOW_INSECURE_TLS=true "
             "for a test deployment"
         )

@@ -74,7 +74,7 @@ from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
-from teststand import index_catalog, replica_status, stream_positions
+from teststand import index_catalog, replica_status, stream_positions, watched_collections
 from teststand import mongodb_definitions as definitions
 
 _fallback = threading.local()
@@ -1113,6 +1113,7 @@ def apply_fixes() -> None:
     _fix_token_order()
     stream_positions.fix_stream_positions()
     stream_positions.fix_drops_in_history()
+    watched_collections.fix_watch_creates_collection()
     _fix_expr_root_equality()
     index_catalog.fix_duplicate_keys(_folded_body)  # before the catalog: it reads the server's own names
     index_catalog.fix_index_catalog(server_version(), _folded_body)
@@ -1265,6 +1266,9 @@ def serve(argv: list[str]) -> int:
     line and exit 2, not a traceback."""
     from nx_27017.nx_27017 import main
 
+    if _asks_for_help(argv):  # the help and nothing else: no folder made, no port tried, no "starting"
+        sys.argv = [sys.argv[0], *argv]
+        return int(main() or 0)
     argv, known = _command_line(argv)
     _console_logging(known.verbose)
     address = f"{known.host}:{known.port}"
@@ -1286,6 +1290,12 @@ def serve(argv: list[str]) -> int:
             raise
         sys.stderr.write(f"error: {address} {reason}: choose another port, e.g. make dev-server PORT=27018\n")
         return EXIT_PORT_TAKEN
+
+
+def _asks_for_help(argv: list[str]) -> bool:
+    """``-h``, ``--help`` or an abbreviation argparse takes for it (``--he``; ``--h`` is also
+    ``--host``'s)."""
+    return any(arg == "-h" or (len(arg) > 3 and "--help".startswith(arg)) for arg in argv)
 
 
 def _cannot_start(known: argparse.Namespace, address: str) -> str | None:

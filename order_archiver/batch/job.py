@@ -187,7 +187,7 @@ class BatchArchiver:
     def run(self) -> BatchReport:
         """The run; on an error or a stop the report so far stays readable as ``self.report``.
         A lost connection names its side (the archive's operations say so; the rest: the source)."""
-        with named_side(self.source_side, (TransientError,)), self.share:  # --partition: its lease
+        with named_side(self.source_side, (TransientError,)):
             return self._run()
 
     def _run(self) -> BatchReport:
@@ -200,7 +200,8 @@ class BatchArchiver:
                 # no pass planned, nothing written, not even an index; exit 0, ended said.
                 self.report.ended = limit
             else:
-                self._pass()
+                with self.share:  # --partition: its lease (a write), only for a run that goes on
+                    self._pass()
             self.delivered.settle()
             self.report.completed = self.report.ended is None
             self.report.ended = self.report.ended or "completed"

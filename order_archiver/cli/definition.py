@@ -17,7 +17,7 @@ from order_archiver.batch.report import DEFAULT_SAMPLES
 from order_archiver.context import RunContext
 from order_archiver.errors import ExitCode
 from order_archiver.mongodb.rejects import DEFAULT_LIST_LIMIT
-from order_archiver.operations.forget import parse_client_id, parse_courier_id
+from order_archiver.operations.forget import checked_client_id, checked_courier_id
 from order_archiver.operations.restore import parse_order_id
 from order_archiver.operations.status import (
     DEFAULT_LOOKBACK,
@@ -113,8 +113,8 @@ NAME = _argument(parse_name)
 PORT = _argument(parse_port)
 URI = _argument(parse_command_line_uri)
 SEED = _argument(_parse_seed)
-CLIENT_ID = _argument(parse_client_id)
-COURIER_ID = _argument(parse_courier_id)
+CLIENT_ID = _argument(checked_client_id)  # as typed (forget looks for that text too)
+COURIER_ID = _argument(checked_courier_id)
 ORDER_ID = _argument(parse_order_id)
 
 

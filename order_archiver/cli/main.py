@@ -30,6 +30,8 @@ from order_archiver.retry import Retry
 from order_archiver.settings import Settings, check_log_dir, check_output_paths, load_settings
 
 if TYPE_CHECKING:
+    from bson import ObjectId
+
     from order_archiver.mongodb.connection import Clients
 
 R = TypeVar("R", bound="Report")
@@ -414,10 +416,19 @@ def cmd_doctor(args: argparse.Namespace, context: RunContext) -> int:
     )
 
 
+def _object_id(checked: str | None) -> ObjectId | None:
+    """``--client``'s value (checked as typed: ``forget.checked_client_id``) as the ObjectId."""
+    from bson import ObjectId
+
+    return ObjectId(checked) if checked is not None else None
+
+
 def cmd_forget(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.operations.forget import Person, forget_person
 
-    person = Person("client", args.client) if args.client is not None else Person("livreur", args.courier)
+    person = (
+        Person.of("client", args.client) if args.client is not None else Person.of("livreur", args.courier)
+    )
     return _reported(
         args,
         context,
@@ -434,7 +445,11 @@ def cmd_restore(args: argparse.Namespace, context: RunContext) -> int:
 
     check_window(args.date_from, args.date_to)
     selection = RestoreSelection(
-        tuple(args.numero or ()), args.id, args.client, date_from=args.date_from, date_to=args.date_to
+        tuple(args.numero or ()),
+        args.id,
+        _object_id(args.client),
+        date_from=args.date_from,
+        date_to=args.date_to,
     )
     selection.archive_filter()  # a missing selection is refused before any connection
     return _reported(
@@ -456,7 +471,7 @@ def cmd_restore(args: argparse.Namespace, context: RunContext) -> int:
 def cmd_find(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.operations.find import FindSelection, find_orders
 
-    selection = FindSelection(tuple(args.numero or ()), args.id, args.client)
+    selection = FindSelection(tuple(args.numero or ()), args.id, _object_id(args.client))
     return _reported(
         args,
         context,

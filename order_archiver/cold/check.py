@@ -148,9 +148,12 @@ def _note(check: ColdCheck, example: str) -> None:
         check.examples.append(example)
 
 
-def lost_files(store: ColdStore, manifest: ColdManifest) -> ColdCheck:
+def lost_files(
+    store: ColdStore, manifest: ColdManifest, listed: list[Listed], found: list[ColdFile]
+) -> ColdCheck:
     """Only the files published and gone (``missing``, ``missing_files``): what ``status`` asks
-    of the cold tier, one list read and one listing of the place, no file read."""
+    of the cold tier, from the list it read (``listed``, read before the files: see ``_lost``)
+    and the listing of the place it made for its summary (``found``); no file read."""
     check = ColdCheck()
-    _lost(store, manifest, list(manifest.entries()), {f.path for f in store.files()}, check)
+    _lost(store, manifest, listed, {f.path for f in found}, check)
     return check

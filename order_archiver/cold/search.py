@@ -25,8 +25,10 @@ class ColdQuery:
 
     numeros: Sequence[str] = ()
     order_id: object = None
-    client_id: ObjectId | None = None
-    courier_id: ObjectId | None = None
+    # An ObjectId, or its 24-digit text as a command was given it (forget: that text is looked
+    # for too, ``forgotten.id_forms``).
+    client_id: ObjectId | str | None = None
+    courier_id: ObjectId | str | None = None
     date_from: datetime | None = None
     date_to: datetime | None = None
 
@@ -60,14 +62,15 @@ class ColdQuery:
         return clauses
 
 
-def _person(reference: str, name: str, person_id: ObjectId) -> Expression:
+def _person(reference: str, name: str, person_id: ObjectId | str) -> Expression:
     """A person's orders: by the reference, or (a dangling one, the struct null) by the source
     copy's id in the document (canonical Extended JSON writes it so), an ObjectId or its
-    24-digit text in either case (dirty data naming the same person: ``forgotten.id_forms``)."""
+    24-digit text as given, in lower or upper case (dirty data naming the same person:
+    ``forgotten.id_forms``)."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    person = str(person_id)
+    person = str(ObjectId(person_id))
     copies = [
         f'"{name}": {{"$oid": "{person}"}}',
         *(f'"{name}": "{text}"' for text in id_forms(person_id) if isinstance(text, str)),

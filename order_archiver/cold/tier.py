@@ -15,7 +15,7 @@ from order_archiver.cold.holding import ColdHolding
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.record import raise_boundary
 from order_archiver.cold.retention import erase_by_age
-from order_archiver.cold.store import ColdStore
+from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
 from order_archiver.errors import FatalError
@@ -204,23 +204,29 @@ class ColdSummary:
         return f"cold tier {self.url}: {plural(self.orders, 'order')} in {plural(self.files, 'file')} ({self.bytes} bytes){months}"
 
 
-def summarise(settings: Settings) -> ColdSummary | None:
-    """The cold tier's files, orders, bytes and months; None without one. A place that is not
-    there raises ``ConfigError``, one that cannot be read ``FatalError``, each naming it."""
-    store = cold_store(settings)
-    if store is None:
-        return None
-    summary = ColdSummary(store.url)
+def listing(store: ColdStore) -> list[ColdFile]:
+    """The place checked and listed, once (a listing is a request on S3: ``status`` asks for one
+    and reads both its summary and its lost files from it). A place that is not there raises
+    ``ConfigError``, one that cannot be read ``FatalError``, each naming it."""
     store.check(writable=False)  # a place that is not there: ConfigError, not "0 files"
     try:
-        found = store.files()
-        months = sorted(str(f.month) for f in found if f.month is not None)
-        for cold_file in found:
-            summary.orders += footer(store, cold_file.path).rows
+        return store.files()
     except (OSError, ValueError) as exc:
-        raise FatalError(
-            f"ARCHIVE_COLD_URL {store.url}: cannot be read: {str(exc).splitlines()[0][:200]}"
-        ) from None
+        raise _unreadable(store, exc) from None
+
+
+def summarise(store: ColdStore, found: list[ColdFile]) -> ColdSummary:
+    """The cold tier's files (``listing``), orders, bytes and months, from their footers."""
+    summary = ColdSummary(store.url)
+    months = sorted(str(f.month) for f in found if f.month is not None)
+    try:
+        summary.orders = sum(footer(store, cold_file.path).rows for cold_file in found)
+    except (OSError, ValueError) as exc:
+        raise _unreadable(store, exc) from None
     summary.files, summary.bytes = len(found), sum(f.size for f in found)
     summary.oldest_month, summary.newest_month = (months[0], months[-1]) if months else (None, None)
     return summary
+
+
+def _unreadable(store: ColdStore, exc: BaseException) -> FatalError:
+    return FatalError(f"ARCHIVE_COLD_URL {store.url}: cannot be read: {str(exc).splitlines()[0][:200]}")

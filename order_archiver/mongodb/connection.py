@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pymongo
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 from pymongo import errors as pymongo_errors
+from pymongo.server_type import SERVER_TYPE
 
 from order_archiver.documents import Document
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError
@@ -44,6 +45,53 @@ def simulation_packages() -> Iterator[None]:
         ) from None
 
 
+# The servers whose hello says for good which replica set they are in (a set name) or that they
+# are in none (a standalone, a mongos); not a member waiting for its configuration (RSGhost).
+SETTLED = frozenset(
+    {
+        SERVER_TYPE.Standalone,
+        SERVER_TYPE.Mongos,
+        SERVER_TYPE.RSPrimary,
+        SERVER_TYPE.RSSecondary,
+        SERVER_TYPE.RSArbiter,
+        SERVER_TYPE.RSOther,
+    }
+)
+
+
+class HelloReplies(monitoring.ServerHeartbeatListener):
+    """What each host said of itself in its last ``hello`` (the driver's heartbeats): its
+    replica set's name (None: not a member). A host whose set is not the URI's ``replicaSet=``
+    (or a standalone) is removed from the driver's topology with nothing said of why (SDAM,
+    ``topology_description.py``): kept here, ``diagnose_unreachable`` names the set it is in."""
+
+    def __init__(self) -> None:
+        self._said: dict[tuple[str, int | None], str | None] = {}
+        self._lock = threading.Lock()
+
+    def started(self, event: monitoring.ServerHeartbeatStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.ServerHeartbeatSucceededEvent) -> None:
+        with self._lock:
+            if event.reply.server_type in SETTLED:
+                self._said[event.connection_id] = event.reply.replica_set_name
+            else:  # a member not configured yet (RSGhost: before rs.initiate()) may still join
+                self._said.pop(event.connection_id, None)
+
+    def failed(self, event: monitoring.ServerHeartbeatFailedEvent) -> None:
+        pass
+
+    def set_names(self) -> dict[tuple[str, int | None], str | None]:
+        with self._lock:
+            return dict(self._said)
+
+    @classmethod
+    def of(cls, client: MongoClient[Document]) -> HelloReplies | None:
+        listeners = getattr(client.options, "event_listeners", None) or []
+        return next((listener for listener in listeners if isinstance(listener, cls)), None)
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
     """MongoClient options beyond the URI. TLS options in the URI itself pass through as
     they are; the two files of the environment add to them (and turn TLS on)."""
@@ -58,6 +106,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "connectTimeoutMS": timeout,
         "retryWrites": True,
         "retryReads": True,
+        "event_listeners": [HelloReplies()],  # what each host says it is, to name a wrong replicaSet=
     }
     if settings.mongodb_tls_ca_file:
         options.update(tls=True, tlsCAFile=settings.mongodb_tls_ca_file)
@@ -92,10 +141,7 @@ def open_client(
         try:
             client.admin.command("ping")
         except pymongo_errors.ServerSelectionTimeoutError as exc:
-            diagnosis = diagnose_unreachable(client, settings)
-            if diagnosis.lasting:
-                raise FatalError(f"cannot reach MongoDB: {diagnosis.message}") from exc
-            raise Unreachable(f"cannot reach MongoDB: {diagnosis.message}") from exc
+            raise _selection_failure(diagnose_unreachable(client, settings)) from exc
 
     try:
         retrying(
@@ -118,6 +164,16 @@ def open_client(
     return client
 
 
+def _selection_failure(diagnosis: Diagnosis) -> Exception:
+    """What a failed server selection raises: a setting to fix (exit 2), a lasting failure
+    (exit 1), or ``Unreachable``, which the ping retries."""
+    if diagnosis.configuration:
+        return ConfigError(diagnosis.message)
+    if diagnosis.lasting:
+        return FatalError(f"cannot reach MongoDB: {diagnosis.message}")
+    return Unreachable(f"cannot reach MongoDB: {diagnosis.message}")
+
+
 FIRST_CONTACT_S = 1.0  # how long a one-shot command waits before asking why no server answers
 
 
@@ -131,6 +187,9 @@ def _fail_fast_when_certain(client: MongoClient[Document], settings: Settings) -
             client.admin.command("ping")
     except pymongo_errors.ServerSelectionTimeoutError:
         diagnosis = diagnose_unreachable(client, settings)
+        if diagnosis.configuration:
+            client.close()
+            raise ConfigError(diagnosis.message) from None
         if diagnosis.certain:
             client.close()
             raise FatalError(f"cannot reach MongoDB: {diagnosis.message}") from None
@@ -209,6 +268,7 @@ class Diagnosis:
     message: str
     lasting: bool  # retrying the same settings will not help
     certain: bool = False  # the cause is known now (refused, DNS, TLS): a one-shot command stops
+    configuration: bool = False  # the settings are wrong (exit 2): replicaSet= names no set that answered
 
 
 def _network_reason(error: BaseException) -> tuple[str, bool]:
@@ -242,6 +302,9 @@ def diagnose_unreachable(client: MongoClient[Document], settings: Settings) -> D
     """Why server selection failed, from the driver's view of each host (SDAM): refused,
     DNS, TLS, or reachable but not a member of the replica set the URI names."""
     description = client.topology_description
+    wrong_set = _wrong_replica_set(client, description.replica_set_name)
+    if wrong_set is not None:
+        return wrong_set
     servers = description.server_descriptions()
     problems, lasting, certain = [], True, bool(servers)
     for (host, port), server in servers.items():
@@ -271,6 +334,41 @@ def diagnose_unreachable(client: MongoClient[Document], settings: Settings) -> D
             False,
         )
     return Diagnosis(f"no server answered within MONGODB_TIMEOUT_MS ({hosts})", False)
+
+
+def _wrong_replica_set(client: MongoClient[Document], wanted: str | None) -> Diagnosis | None:
+    """``replicaSet=`` names a set no host that answered is in (each is in another set, or in
+    none): a setting to fix, not a server to wait for. None when some host is of the set, or
+    none has answered yet."""
+    replies = HelloReplies.of(client)
+    said = replies.set_names() if replies is not None else {}
+    if wanted is None or not said or wanted in said.values():
+        return None
+    hosts = "; ".join(
+        f"{host}:{port} is {_membership(name)}"
+        for (host, port), name in sorted(said.items(), key=lambda item: str(item[0]))
+    )
+    return Diagnosis(
+        f"MONGODB_URI: replicaSet={wanted} matches no server that answered ({hosts}): "
+        + _set_name_fix(sorted({name for name in said.values() if name is not None})),
+        lasting=True,
+        certain=True,
+        configuration=True,
+    )
+
+
+def _membership(set_name: str | None) -> str:
+    if set_name is None:
+        return "in no replica set (a standalone or a mongos)"
+    return f"a member of replica set {set_name!r}"
+
+
+def _set_name_fix(reported: list[str]) -> str:
+    if not reported:
+        return "remove replicaSet= to reach a server that is not a replica set"
+    if len(reported) == 1:
+        return f"set replicaSet={reported[0]}"
+    return "set replicaSet= to your set's name (rs.status().set)"
 
 
 def _seeds(client: MongoClient[Document]) -> list[tuple[str, int | None]]:

@@ -138,13 +138,15 @@ class ForgottenPersons:
 
 
 def id_forms(person_id: PersonId) -> list[PersonId]:
-    """The values that name one person in dirty data: an ObjectId and its 24-digit text, in
-    lower and upper case (an import that lost the type), as ``record_key`` takes them; any
-    other id as it is. Three values at most: a bounded ``$in``."""
+    """The values that name one person in dirty data: an ObjectId and its 24-digit text (an
+    import that lost the type) as given, in lower and in upper case, as ``record_key`` takes
+    them; any other id as it is. Ids are compared as stored: a text id in another mix of cases
+    is matched only as given (the case a person copied from the data). Four values at most: a
+    bounded ``$in``."""
     text = str(person_id)
     if not (isinstance(person_id, ObjectId | str) and len(text) == 24 and ObjectId.is_valid(text)):
         return [person_id]
-    return [ObjectId(text), *dict.fromkeys((text.lower(), text.upper()))]
+    return [ObjectId(text), *dict.fromkeys((text, text.lower(), text.upper()))]
 
 
 def orders_of(kind: str, person_id: PersonId) -> dict[str, object]:

@@ -60,20 +60,44 @@ def parse_courier_id(text: str) -> ObjectId:
     return parse_person_id(text, "courier")
 
 
+def checked_client_id(text: str) -> str:
+    """``--client``'s value as typed, once checked (``parse_person_id``): forget also looks for
+    orders naming the person by that very text (``Person.given``)."""
+    parse_person_id(text, "client")
+    return text
+
+
+def checked_courier_id(text: str) -> str:
+    parse_person_id(text, "courier")
+    return text
+
+
 @dataclass(frozen=True)
 class Person:
     """Whom to forget: a client (``kind`` ``client``) or a courier (``livreur``), by ``_id``."""
 
     kind: str
     id: ObjectId
+    # The id as the command line gave it: an order naming the person by that very text (an
+    # import that lost the type, in mixed case) is theirs too; ids are compared as stored.
+    given: str | None = None
+
+    @classmethod
+    def of(cls, kind: str, text: str) -> Person:
+        return cls(kind, parse_person_id(text, "courier" if kind == COURIER else "client"), text)
 
     @property
     def name(self) -> str:
         return "courier" if self.kind == COURIER else "client"
 
+    @property
+    def forms(self) -> ObjectId | str:
+        """What names them in the orders' queries (``forgotten.id_forms`` of it)."""
+        return self.given if self.given is not None else self.id
+
     def orders(self) -> dict[str, object]:
         """Their archived orders, by an indexed selection (``indexes.ARCHIVE_INDEXES``)."""
-        return orders_of(self.kind, self.id)
+        return orders_of(self.kind, self.forms)
 
     def erasure(self, settings: Settings) -> Erasure:
         return Erasure(
@@ -213,7 +237,9 @@ def _in_the_cold_tier(
     store = cold_store(settings)
     if store is None:
         return None
-    query = ColdQuery(courier_id=person.id) if person.kind == COURIER else ColdQuery(client_id=person.id)
+    query = (
+        ColdQuery(courier_id=person.forms) if person.kind == COURIER else ColdQuery(client_id=person.forms)
+    )
     if not run:
         return erase_in_cold(store, collections.checkpoints, query, erasure, run=False, context=context)
     with cold_tier_writer(collections, settings, context):  # no move nor other rewrite meanwhile

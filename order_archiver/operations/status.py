@@ -21,7 +21,7 @@ from pymongo import MongoClient
 
 from order_archiver.cold.check import lost_files
 from order_archiver.cold.manifest import ColdManifest
-from order_archiver.cold.tier import ColdSummary, cold_store, summarise
+from order_archiver.cold.tier import ColdSummary, cold_store, listing, summarise
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, int_or_none, moment_or_none, text_or_none
 from order_archiver.errors import ArchiverError, ConfigError
@@ -422,15 +422,20 @@ def _cold_tier(
     report: StatusReport, settings: Settings, checkpoints: MongoCollection, context: RunContext
 ) -> None:
     """The cold tier's files, orders, bytes and months; unhealthy when its place is gone (the
-    rest still reported) or a file it published is gone (its orders in no place)."""
+    rest still reported) or a file it published is gone (its orders in no place). One list
+    read and one listing of the place, which the summary and the lost files both read."""
     try:
-        report.cold = summarise(settings)
+        store = cold_store(settings)
+        if store is None:
+            return
+        manifest = ColdManifest(store, checkpoints, context)
+        listed = list(manifest.entries())  # read before the files: see cold/check.py _lost
+        found = listing(store)
     except ConfigError as exc:
         report.problems.append(str(exc))
-    store = cold_store(settings)
-    if report.cold is None or store is None:
         return
-    lost = lost_files(store, ColdManifest(store, checkpoints, context))
+    report.cold = summarise(store, found)
+    lost = lost_files(store, manifest, listed, found)
     if lost.missing_files:  # removed by hand, or lost
         report.problems.append(
             f"cold tier: {plural(len(lost.missing_files), 'published file')} gone, "

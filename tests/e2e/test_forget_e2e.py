@@ -93,3 +93,33 @@ def test_forget_erases_a_clients_personal_data_from_the_archive(
     bad = run_cli("forget", "--client", "12345", "--run", env=nx_env, cwd=tmp_path)
     assert bad.returncode == 2
     assert "expected a client _id of 24 hexadecimal digits" in bad.stderr
+
+
+def test_forget_reaches_an_order_naming_the_client_by_their_id_as_typed_in_mixed_case(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, monkeypatch, capsys
+):
+    """Ids are compared as stored: an order whose client_id is the 24-digit text of the
+    client's id in mixed case (an import that lost the type) is matched by the id given in that
+    case (copied from the data). forget looked for the ObjectId, the lower and the upper case
+    text only: the order kept the delivery address."""
+    from tests.helpers import run_in_process
+
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 60, seed=29, p_anomalies=0.0)
+    client = database["Client"].find_one()["_id"]
+    typed = "".join(c.upper() if i % 2 else c for i, c in enumerate(str(client)))
+    assert typed not in (str(client), str(client).upper())  # letters in both cases
+    order = database["Commande"].find_one({"status": nx_settings.delivered_status})
+    database["Commande"].update_one({"_id": order["_id"]}, {"$set": {"client_id": typed}})
+    assert run_cli("batch", "--run", "-q", env=nx_env, cwd=tmp_path).returncode in (0, 3)
+    archive = database["Commande_archive"]
+    assert archive.find_one({"_id": order["_id"]})["source"]["client_id"] == typed  # stored as it was
+
+    done = run_in_process(
+        "forget", "--client", typed, "--run", env=nx_env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert done.returncode == 0, done.stderr
+    erased = archive.find_one({"_id": order["_id"]})
+    assert erased["forgotten_by"] == "forget"
+    assert erased["source"]["adresse_livraison"] is None
+    assert erased["adresse_livraison"] is None

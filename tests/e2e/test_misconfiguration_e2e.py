@@ -148,7 +148,6 @@ def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path, mo
             f"mongodb+srv://archiver:{SECRET}@no-such-cluster.invalid/",
             "the SRV record of MONGODB_URI's host cannot be resolved",
         ),
-        (f"{nx_server.uri}?replicaSet=rs0", f"{host} answered, but not as members of replica set 'rs0'"),
         (f"{nx_server.uri}?tls=true", f"{host}: TLS handshake failed"),
         (
             nx_server.uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:Wrong-{SECRET}@")
@@ -165,6 +164,58 @@ def test_connection_failures_name_the_host_and_the_cause(nx_server, tmp_path, mo
         assert "server selection timed out" not in line
         assert SECRET not in result.stdout + result.stderr
     assert PLAIN_PASSWORD  # the account exists: only the wrong password was refused
+
+
+@pytest.fixture(scope="module")
+def other_replica_set():
+    """A test server answering ``hello`` as the primary of replica set ``rsOther``."""
+    from teststand.nx_server import running_server
+
+    with running_server({"NX_REPLICA_SET": "rsOther"}, prefix="nx-rs-other-") as started:
+        yield started
+
+
+@pytest.mark.test_server_only("test servers answering as a standalone and as replica set rsOther")
+@pytest.mark.parametrize("command", [("batch", "--run"), ("watch",)])
+def test_a_replica_set_name_no_server_has_is_a_setting_to_fix(
+    nx_server, other_replica_set, command, tmp_path, monkeypatch, capsys
+):
+    """replicaSet= naming a set that no host is in: the driver drops each host from its topology
+    (SDAM: a member of another set, a standalone) and waits out the selection timeout; it was
+    exit 1, "answered, but not as members", as if a server were down and not naming the set the
+    server is in. A name that matches no member is configuration: exit 2, naming both names."""
+    standalone = nx_server.uri.removeprefix("mongodb://").rstrip("/")
+    member = other_replica_set.uri.removeprefix("mongodb://").rstrip("/")
+    cases = [
+        (
+            {"MONGODB_URI": f"{other_replica_set.uri}?replicaSet=rs0"},
+            f"MONGODB_URI: replicaSet=rs0 matches no server that answered ({member} is a member "
+            "of replica set 'rsOther'): set replicaSet=rsOther",
+        ),
+        (
+            {"MONGODB_URI": f"{nx_server.uri}?replicaSet=rs0"},
+            f"MONGODB_URI: replicaSet=rs0 matches no server that answered ({standalone} is in no "
+            "replica set (a standalone or a mongos)): remove replicaSet=",
+        ),
+        (
+            {
+                "MONGODB_URI": nx_server.uri,
+                "ARCHIVE_MONGODB_URI": other_replica_set.uri.replace(
+                    "mongodb://", f"mongodb://archiver:{SECRET}@"
+                )
+                + "?replicaSet=rs0",
+            },
+            "ARCHIVE_MONGODB_URI: replicaSet=rs0 matches no server that answered",
+        ),
+    ]
+    for env, expected in cases:
+        if "ARCHIVE_MONGODB_URI" in env and command == ("watch",):
+            continue  # the watcher's archive side is opened as batch's
+        env = {**env, "MONGODB_TIMEOUT_MS": "2000"}
+        result = run_in_process(*command, env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+        line = one_line_error(result, 2)
+        assert expected in line, line
+        assert SECRET not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("command", [("doctor",), ("batch", "--run"), ("status",)])

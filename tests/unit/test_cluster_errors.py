@@ -699,3 +699,41 @@ def test_a_refusal_without_a_code_is_not_said_as_code_none():
 
     assert describe(OperationFailure("UNIQUE constraint failed")) == "MongoDB error: UNIQUE constraint failed"
     assert describe(OperationFailure("E11000 duplicate key", code=11000)).startswith("MongoDB error 11000: ")
+
+
+def test_a_member_not_configured_yet_is_no_wrong_replica_set_name():
+    """A replica set member before rs.initiate() (RSGhost: `isreplicaset`, no set name: a
+    compose stack's first seconds) may still join the set replicaSet= names: the connection
+    waits for it (exit 1 at the timeout), it is not told to drop replicaSet= (exit 2). A
+    standalone's or another set's hello is a setting to fix."""
+    from pymongo import MongoClient
+    from pymongo.hello import Hello
+    from pymongo.monitoring import ServerHeartbeatSucceededEvent
+
+    from order_archiver.mongodb.connection import HelloReplies, _wrong_replica_set
+
+    replies = HelloReplies()
+    client: MongoClient = MongoClient(
+        "mongodb://h1:1/?replicaSet=rs0", connect=False, event_listeners=[replies]
+    )
+
+    def heard(host: str, reply: dict) -> None:
+        replies.succeeded(ServerHeartbeatSucceededEvent(0.001, Hello({"ok": 1, **reply}), (host, 1), False))
+
+    try:
+        heard("h1", {"isreplicaset": True})  # RSGhost
+        assert _wrong_replica_set(client, "rs0") is None
+        heard("h2", {"isWritablePrimary": True})  # a standalone
+        found = _wrong_replica_set(client, "rs0")
+        assert found is not None
+        assert found.configuration
+        assert "h2:1 is in no replica set" in found.message
+        assert "h1" not in found.message
+        heard("h1", {"isWritablePrimary": True, "setName": "rsX", "hosts": ["h1:1"]})
+        found = _wrong_replica_set(client, "rs0")
+        assert found is not None
+        assert "h1:1 is a member of replica set 'rsX'" in found.message
+        heard("h1", {"isWritablePrimary": True, "setName": "rs0", "hosts": ["h1:1"]})
+        assert _wrong_replica_set(client, "rs0") is None  # a member of it answered
+    finally:
+        client.close()

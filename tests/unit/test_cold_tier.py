@@ -769,6 +769,38 @@ def test_verify_finds_the_orders_of_a_cold_file_removed_by_hand_missing(mongo, s
     assert f"cold tier: 1 published file gone, {rows} orders in no place" in "\n".join(status.problems)
 
 
+def test_status_lists_the_cold_tier_s_place_once(mongo, settings, archived, tmp_path, monkeypatch):
+    """status runs every minute: its summary (files, orders, months) and its lost-files check
+    read the one listing of the place (on S3 a listing is a paid request, and a long one on a
+    bucket of years of months); it listed the place twice. What it says is unchanged."""
+    from order_archiver.cold.store import ColdStore
+    from order_archiver.operations.status import collect_status
+    from order_archiver.settings import Duration
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cold_after = Duration(days=(datetime.now(UTC) - a_cutoff(before)).days)
+    ColdMove(store, *collections(mongo, settings), datetime.now(UTC) - cold_after).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    gone = store.files()[0]
+    rows = files.footer(store, gone.path).rows
+    os.remove(gone.path)
+    listings = []
+    files_of = ColdStore.files  # the one listing of the place (get_file_info of a selector)
+
+    def counted(self, month=None):
+        listings.append(month)
+        return files_of(self, month)
+
+    monkeypatch.setattr(ColdStore, "files", counted)
+    status = collect_status(mongo, with_cold)
+    assert len(listings) == 1
+    assert status.cold.files == len(files_of(store)) > 0
+    assert status.as_dict()["cold"]["files"] == status.cold.files
+    assert f"cold tier: 1 published file gone, {rows} orders in no place" in "\n".join(status.problems)
+    assert sum(line.startswith("cold tier ") for line in status.lines()) == 1
+
+
 def test_restore_puts_a_moved_order_back_into_the_source_from_its_cold_file(
     mongo, settings, archived, tmp_path
 ):

@@ -101,7 +101,14 @@ def test_a_group_readable_or_foreign_env_file_warns(tmp_path, monkeypatch):
         # pymongo's own message names no option ("Unknown option. Did you mean one of (...)?").
         (
             {"MONGODB_URI": "mongodb://u:pw@h/?retryWrite=true&tls=true"},
-            "MONGODB_URI: malformed: unknown option 'retryWrite' (did you mean retrywrites?)",
+            "MONGODB_URI: malformed: unknown option 'retryWrite' (did you mean retryWrites?)",
+        ),
+        # The suggestion spelt as MongoDB's manual spells the option (pymongo keeps them in
+        # lower case): a user copies it.
+        (
+            {"MONGODB_URI": "mongodb://h/?appNam=x&readPreferenc=primary&timeoutM=5"},
+            "unknown option 'appNam' (did you mean appName?), 'readPreferenc' (did you mean "
+            "readPreference?), 'timeoutM' (did you mean timeoutMS?)",
         ),
     ],
 )
@@ -344,17 +351,23 @@ def test_an_aws_session_token_is_never_logged():
 
 
 @pytest.mark.parametrize(
-    "uri",
+    ("uri", "option"),
     [
-        "mongodb://db.example:27017/?tls=true&tlsInsecure=true",
-        "mongodb://db.example:27017/?tls=true&tlsAllowInvalidCertificates=true",
-        "mongodb+srv://cluster.example.net/?TLSALLOWINVALIDHOSTNAMES=true",
+        ("mongodb://db.example:27017/?tls=true&tlsInsecure=true", "tlsInsecure"),
+        (
+            "mongodb://db.example:27017/?tls=true&tlsAllowInvalidCertificates=true",
+            "tlsAllowInvalidCertificates",
+        ),
+        ("mongodb+srv://cluster.example.net/?TLSALLOWINVALIDHOSTNAMES=true", "tlsAllowInvalidHostnames"),
     ],
 )
-def test_a_uri_that_switches_the_certificate_check_off_is_refused_unless_allowed(uri):
+def test_a_uri_that_switches_the_certificate_check_off_is_refused_unless_allowed(uri, option):
+    """The option named as MongoDB's manual spells it (it said tlsinsecure)."""
     for name in ("MONGODB_URI", "ARCHIVE_MONGODB_URI"):
         environ = {"MONGODB_URI": "mongodb://localhost:27017", name: uri}
-        with pytest.raises(ConfigError, match=f"^{name}: .* switches the server's certificate check off"):
+        with pytest.raises(
+            ConfigError, match=f"^{name}: {option} switches the server's certificate check off"
+        ):
             load_settings(environ=environ)
     load_settings(environ={"MONGODB_URI": uri, "MONGODB_ALLOW_INSECURE_TLS": "true"})  # a test deployment
 

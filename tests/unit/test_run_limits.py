@@ -100,6 +100,22 @@ def test_a_stop_file_there_at_the_start_stops_the_run_before_it_writes_anything(
     assert BASE.archive_collection not in database.list_collection_names()  # not even an index
 
 
+def test_a_stop_file_there_at_the_start_stops_a_share_before_it_takes_its_lease(mongo, tmp_path):
+    """--partition K/N as without it: the share's lease (a write in the checkpoints) was taken
+    before the stop file was looked for."""
+    from order_archiver.orders.partition import Partition
+
+    seed_database(mongo[BASE.mongodb_database], BASE, 200, seed=9, p_anomalies=0.0)
+    database = mongo[BASE.mongodb_database]
+    before = set(database.list_collection_names())
+    stop = tmp_path / "stop"
+    stop.touch()
+    options = BatchOptions(run=True, batch_size=50, stop_file=str(stop), partition=Partition(1, 3))
+    report = BatchArchiver(mongo, BASE, options).run()
+    assert (report.ended, report.completed, report.archived) == ("stop_file", False, 0)
+    assert set(database.list_collection_names()) == before  # no lease, no checkpoint, no index
+
+
 def test_a_stop_file_left_behind_is_said_on_every_run(capsys, tmp_path: Path):
     """A new user's try: a stop file never removed cut every later `-q` run short, silently."""
     from order_archiver.cli.main import main

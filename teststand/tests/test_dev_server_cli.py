@@ -44,6 +44,21 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
     )
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h", "--he"])
+def test_its_help_is_the_help_and_nothing_else(tmp_path, flag):
+    """A new user's try: `--help` printed "starting the development server on ..." first (and
+    made the data folder, and tried the port) though nothing starts."""
+    data = tmp_path / "data"
+    result = subprocess.run(
+        [*dev_server(data, 27017), flag], cwd=PROJECT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: ")
+    assert "--data-dir" in result.stdout
+    assert result.stderr == ""
+    assert not data.exists()
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, on_timeout: Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -509,6 +509,35 @@ def test_positions_are_high_water_marks_last_scanned_entries_and_periodic_no_ops
         server.stop()
 
 
+def test_a_stream_on_a_collection_that_does_not_exist_does_not_create_it(db):
+    """MongoDB opens a change stream on a namespace before the collection exists and does not
+    create it (mongodb/mongo jstests/change_streams/does_not_implicitly_create_database.js:
+    "will not implicitly create either"); the stream reports the collection's first insert.
+    nx-27017 created the collection to put its triggers on it."""
+    with db.Commande.watch(max_await_time_ms=1) as stream:
+        assert stream.try_next() is None
+        assert db.list_collection_names() == []
+        db.Commande.insert_one({"x": 1})  # creates it: the stream sees this first insert
+        event = stream.try_next() or stream.try_next()
+        assert event is not None
+        assert (event["operationType"], event["fullDocument"]["x"]) == ("insert", 1)
+    assert db.list_collection_names() == ["Commande"]
+
+
+def test_a_stream_opened_after_a_drop_waits_for_the_collection_again(db):
+    """Dropped, then watched before it is re-created: the stream does not re-create it, and
+    neither meets the old collection's history (its drop) nor misses the new one's first insert."""
+    db.Commande.insert_one({"x": 1})
+    db.drop_collection("Commande")
+    with db.Commande.watch(max_await_time_ms=1) as stream:
+        assert stream.try_next() is None
+        assert "Commande" not in db.list_collection_names()
+        db.Commande.insert_one({"x": 2})
+        event = stream.try_next() or stream.try_next()
+        assert event is not None
+        assert (event["operationType"], event["fullDocument"]["x"]) == ("insert", 2)
+
+
 def test_a_stream_resumed_from_before_a_drop_meets_the_invalidate_again(db):
     """The drop is in the history: a stream resumed from before it ends at an ``invalidate``,
     even once the collection exists again; ``startAfter`` it reads the new collection."""
