@@ -21,7 +21,9 @@ Fault: an insert refused by a unique index answers 11000 with SQLite's message (
 constraint failed: index 'idx_orders_numero'") and no ``keyPattern``/``keyValue``; MongoDB
 (4.4+, ``DuplicateKeyErrorInfo``) names the index's key and the duplicate value, which is the
 only way a client tells a duplicate ``_id`` from a duplicate on another unique index. Fix: each
-such write error gets MongoDB's ``keyPattern``, ``keyValue`` and message.
+such write error gets MongoDB's ``keyPattern``, ``keyValue`` and message; a document that
+duplicates both its ``_id`` and another unique key is refused on ``_id``, as MongoDB, which
+inserts the ``_id`` index's key first, refuses it (SQLite named the other index).
 
 Index builds take no time on the development server; on MongoDB a build on a large collection
 takes minutes to hours, and a ``createIndexes`` carrying ``maxTimeMS`` that expires first is
@@ -465,11 +467,29 @@ class DuplicateKeys:
         )
         return None if entry is None else (str(entry.get("name")), dict(entry.get("key") or {}))
 
+    def id_taken(self, document: dict[str, Any]) -> bool:
+        """Whether a document with this one's ``_id`` is in the collection already."""
+        reply = self.commands.call(
+            {
+                "find": self.collection,
+                "filter": {"_id": document.get("_id")},
+                "projection": {"_id": 1},
+                "limit": 1,
+                "$db": self.db_name,
+            }
+        )
+        return bool((reply.get("cursor") or {}).get("firstBatch"))
+
     def error(self, error: dict[str, Any]) -> dict[str, Any]:
         documents = self.body.get("documents") or []
         known = self.key_of(str(error.get("errmsg", ""))) if error.get("code") == 11000 else None
         if known is None or not 0 <= int(error.get("index", -1)) < len(documents):
             return error
+        if known[0] != "_id_" and self.id_taken(documents[error["index"]]):
+            # SQLite may check another unique index first; MongoDB inserts the _id index's key
+            # first (it is the catalog's first index): a document whose _id is taken is refused
+            # on _id, whatever else it duplicates (the same order archived again, its number too).
+            known = ("_id_", {"_id": 1})
         name, key = known
         value = {field: documents[error["index"]].get(field) for field in key}
         shown = ", ".join(f"{field}: {_shown(v)}" for field, v in value.items())

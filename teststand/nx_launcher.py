@@ -7,16 +7,22 @@ Usage (what the ``nx_server`` fixture runs)::
 Fault knobs (off by default): conditions of a real cluster that no stand-in has, made at the
 wire so that the command line is shown to survive them end to end.
 
-- ``NX_FAULT_WRITE_CONCERN=COLLECTION:N``: every N-th ``update`` command on COLLECTION is
-  applied, then its inserts are undone, and the reply carries ``writeConcernError`` code 64
-  ``WriteConcernTimeout``: what a client sees when a primary acknowledges a write that a
-  failover then rolls back.
+- ``NX_FAULT_WRITE_CONCERN=COLLECTION:N``: every N-th ``update`` or ``insert`` command on
+  COLLECTION is applied, then the documents it inserted (upserted) are deleted, and the reply
+  carries ``writeConcernError`` code 64 ``WriteConcernTimeout``: what a client sees when a
+  primary acknowledges a write that a failover then rolls back.
 - ``NX_FAULT_REFUSE_NUMERO=NUMERO[:CODE]``: an upsert whose ``$setOnInsert`` holds that
-  ``numero_commande`` is refused alone with ``writeErrors`` code CODE (default 17420
-  ``DocumentTooLarge``: an archive document over 16 MB); the other statements are applied.
-- ``NX_FAULT_REFUSE_ALL=COLLECTION:CODE``: every statement of every ``update`` on COLLECTION
-  is refused with ``writeErrors`` code CODE (121 ``DocumentValidationFailure``: a validator
-  added to the archive, which refuses every order alike: the deployment, not the data).
+  ``numero_commande``, or a document of an ``insert`` on the archive (``NX_FAULT_ARCHIVE``,
+  default ``Commande_archive``: the source's own inserts are not the document this stands
+  for) that holds it, is refused alone; the other statements or documents are applied. CODE
+  given: ``writeErrors`` code CODE. By default the document is over 16 MB, and refused as
+  MongoDB refuses one: an upsert with 17420 ``DocumentTooLarge`` ("Resulting document after
+  update is larger than 16777216"), an insert with 2 ``BadValue`` "object to insert too large"
+  (``fixDocumentForInsert``, src/mongo/db/ops/insert.cpp, 4.4 to 8.0).
+- ``NX_FAULT_REFUSE_ALL=COLLECTION:CODE``: every statement of every ``update``, and every
+  document of every ``insert``, on COLLECTION is refused with ``writeErrors`` code CODE (121
+  ``DocumentValidationFailure``: a validator added to the archive, which refuses every order
+  alike, inserted or updated: the deployment, not the data).
 - ``NX_FAULT_REFUSE_INSERT=COLLECTION:NUMERO=CODE[/KEY],...``: an ``insert`` on COLLECTION
   refuses each document holding one of those ``numero_commande`` and inserts the others, as
   MongoDB answers an unordered insert refused in part (``writeErrors``, one per refused
@@ -24,9 +30,14 @@ wire so that the command line is shown to survive them end to end.
   ``errInfo`` MongoDB 5.0+ sends (``failingDocumentId``, ``details``: SERVER-20547; 4.4 sends
   none); CODE 11000 with ``keyPattern``/``keyValue`` of KEY (default ``numero_commande``: a
   reused number under a unique index); ``11000/_id``: the document is first inserted as it is
-  (another writer was first) and refused on ``_id``. Any other CODE: its code and a message.
+  (another writer was first) and refused on ``_id``; ``11000/_id/older``: the same, the copy
+  first inserted an older version of the order (another ``source_hash``: a watcher archived it
+  before a correction); a KEY written ``~KEY`` (``11000/~_id``): the same refusal without
+  ``keyPattern``/``keyValue``, as a server whose reply lacks ``DuplicateKeyErrorInfo`` sends
+  it. Any other CODE: its code and a message.
 - ``NX_FAULT_COMMAND_TOO_LARGE=NUMERO``: an ``update`` command holding a statement for that
-  ``numero_commande`` is refused whole, nothing applied, ``ok: 0`` code 10334
+  ``numero_commande``, or an ``insert`` on the archive (``NX_FAULT_ARCHIVE``) holding a
+  document with it, is refused whole, nothing applied, ``ok: 0`` code 10334
   ``BSONObjectTooLarge`` (what MongoDB answers a command past 16 MB + 16 KB).
 """
 
@@ -81,6 +92,13 @@ def _numero(statement: dict[str, Any]) -> Any:
     return ((statement.get("u") or {}).get("$setOnInsert") or {}).get("numero_commande")
 
 
+# MongoDB's write error for one document of an insert over 16 MB (``fixDocumentForInsert``;
+# mongod's write errors carry no ``codeName``).
+_INSERT_TOO_LARGE = {
+    "code": 2,
+    "errmsg": "object to insert too large. size in bytes: 16777300, max size: 16777216",
+}
+
 _TOO_LARGE = {
     "ok": 0.0,
     "code": 10334,
@@ -98,11 +116,12 @@ class _WriteFaults:
         self.concern_collection, _, every = concern.partition(":")
         self.concern_every = int(every or 0)
         numero, _, code = os.environ.get("NX_FAULT_REFUSE_NUMERO", "").partition(":")
-        self.refused_numero, self.refused_code = numero, int(code or 17420)
+        self.refused_numero, self.refused_code = numero, int(code) if code else None
         collection, _, code = os.environ.get("NX_FAULT_REFUSE_ALL", "").partition(":")
         self.refuse_all, self.all_code = collection, int(code or 0)
         self.too_large = os.environ.get("NX_FAULT_COMMAND_TOO_LARGE", "")
-        self.updates = 0
+        self.archive = os.environ.get("NX_FAULT_ARCHIVE", "Commande_archive")
+        self.updates = 0  # the write commands (update, insert) on the write concern's collection
         self.lock = threading.Lock()
 
     def any(self) -> bool:
@@ -113,8 +132,28 @@ class _WriteFaults:
         if self.refuse_all and body.get("update") == self.refuse_all:
             return self.all_code
         if self.refused_numero and _numero(statement) == self.refused_numero:
-            return self.refused_code
+            return self.refused_code or 17420  # DocumentTooLarge: the upserted document over 16 MB
         return None
+
+    def insert_refusal(self, body: dict[str, Any], document: Any) -> dict[str, Any] | None:
+        """The write error the knobs refuse this document of an insert with, or None."""
+        collection = body.get("insert")
+        if self.refuse_all and collection == self.refuse_all:
+            return {"code": self.all_code, "errmsg": f"refused: code {self.all_code} (nx fault knob)"}
+        if not (self.refused_numero and collection == self.archive and isinstance(document, dict)):
+            return None
+        if document.get("numero_commande") != self.refused_numero:
+            return None
+        if self.refused_code is None:
+            return dict(_INSERT_TOO_LARGE)
+        return {"code": self.refused_code, "errmsg": f"refused: code {self.refused_code} (nx fault knob)"}
+
+    def insert_too_large(self, body: dict[str, Any]) -> bool:
+        """An insert on the archive holding the ``NX_FAULT_COMMAND_TOO_LARGE`` order."""
+        if not self.too_large or body.get("insert") != self.archive:
+            return False
+        documents = body.get("documents") or []
+        return any(isinstance(d, dict) and d.get("numero_commande") == self.too_large for d in documents)
 
     def refuse(self, msg: dict[str, Any]) -> tuple[dict[str, Any], list[int], list[int], int]:
         """The message without the refused statements, the kept indexes, the refused ones, their code."""
@@ -141,7 +180,8 @@ class _WriteFaults:
         return any(_numero(st) == self.too_large for st in msg["sections"][index][1][key])
 
     def rolled_back(self, body: dict[str, Any], reply: dict[str, Any]) -> bool:
-        if not self.concern_every or body.get("update") != self.concern_collection or not reply.get("ok"):
+        collection = body.get("update", body.get("insert"))
+        if not self.concern_every or collection != self.concern_collection or not reply.get("ok"):
             return False
         with self.lock:
             self.updates += 1
@@ -154,10 +194,17 @@ class _InsertRefusals:
     def __init__(self, spec: str) -> None:
         self.collection, _, choices = spec.partition(":")
         self.codes: dict[str, tuple[int, str]] = {}
+        self.bare: set[str] = set()  # refused without keyPattern/keyValue
+        self.older: set[str] = set()  # first inserted as an older version
         for choice in filter(None, choices.split(",")):
             numero, _, refusal = choice.partition("=")
             code, _, key = refusal.partition("/")
-            self.codes[numero] = (int(code), key or "numero_commande")
+            key, _, variant = key.partition("/")
+            if key.startswith("~"):
+                self.bare.add(numero)
+            if variant == "older":
+                self.older.add(numero)
+            self.codes[numero] = (int(code), key.lstrip("~") or "numero_commande")
 
     def applies(self, body: dict[str, Any]) -> bool:
         return bool(self.codes) and body.get("insert") == self.collection
@@ -194,11 +241,15 @@ class _InsertRefusals:
                 if isinstance(value, ObjectId)
                 else value
             )
+            named = (
+                {}
+                if document["numero_commande"] in self.bare
+                else {"keyPattern": {key: 1}, "keyValue": {key: value}}
+            )
             return {
                 "index": index,
                 "code": 11000,
-                "keyPattern": {key: 1},
-                "keyValue": {key: value},
+                **named,
                 "errmsg": f"E11000 duplicate key error collection: {body.get('$db')}.{self.collection} "
                 f"index: {'_id_' if key == '_id' else key + '_1'} dup key: {{ {key}: {shown} }}",
             }
@@ -211,8 +262,12 @@ class _InsertRefusals:
         if chosen and body.get("ordered", True):  # an ordered insert stops at its first error
             chosen = chosen[:1]
         for i in chosen:  # 11000 on _id: another writer inserted it first
-            if self.codes[documents[i]["numero_commande"]] == (11000, "_id"):
-                first = {**body, "documents": [documents[i]], "ordered": True}
+            numero = documents[i]["numero_commande"]
+            if self.codes[numero] == (11000, "_id"):
+                copy = dict(documents[i])
+                if numero in self.older:  # archived before a correction: another source version
+                    copy["source_hash"] = f"older-{copy.get('source_hash')}"
+                first = {**body, "documents": [copy], "ordered": True}
                 inner(handler, {**msg, "sections": [("body", first)]})
         refusals = {i: self.write_error(i, documents[i], body) for i in chosen}
         return devserver.insert_refusing(handler, inner, msg, refusals)
@@ -265,17 +320,66 @@ def _add_write_fault_knobs() -> None:
                     "$db": body.get("$db", "test"),
                 }
                 inner(self, {**msg, "sections": [("body", undo)]})
-            reply = {
-                **reply,
-                "writeConcernError": {
-                    "code": 64,
-                    "codeName": "WriteConcernTimeout",
-                    "errmsg": "waiting for replication timed out (nx fault knob: the write was rolled back)",
-                },
-            }
+            reply = _write_concern_error(reply)
         return request_id, reply
 
     NeoSQLiteHandler.handle_command = handle_command
+    _add_insert_write_faults(faults)
+
+
+def _write_concern_error(reply: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **reply,
+        "writeConcernError": {
+            "code": 64,
+            "codeName": "WriteConcernTimeout",
+            "errmsg": "waiting for replication timed out (nx fault knob: the write was rolled back)",
+        },
+    }
+
+
+def _inserted_ids(body: dict[str, Any], reply: dict[str, Any]) -> list[Any]:
+    """The ``_id`` of each document an insert inserted (an ordered one stops at its first error)."""
+    documents = list(body.get("documents") or [])
+    refused = {int(e["index"]) for e in reply.get("writeErrors") or []}
+    if refused and body.get("ordered", True):
+        documents = documents[: min(refused)]
+    return [
+        d["_id"] for i, d in enumerate(documents) if i not in refused and isinstance(d, dict) and "_id" in d
+    ]
+
+
+def _add_insert_write_faults(faults: _WriteFaults) -> None:
+    """The same knobs on ``insert`` commands, which nx-27017 serves apart from the others:
+    MongoDB refuses a document over 16 MB, a validator's refusal, a command too large, and
+    rolls back an unreplicated write, inserted or updated alike."""
+    inner = NeoSQLiteHandler.handle_insert
+
+    @functools.wraps(inner)
+    def handle_insert(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = dict(devserver._folded_body(msg) or {})  # before the handler: it pops "$db"
+        if faults.insert_too_large(body):
+            return msg.get("request_id", 0), dict(_TOO_LARGE)
+        documents = list(body.get("documents") or [])
+        refusals = {
+            i: error
+            for i, document in enumerate(documents)
+            if (error := faults.insert_refusal(body, document)) is not None
+        }
+        request_id, reply = devserver.insert_refusing(self, inner, msg, refusals)
+        if faults.rolled_back(body, reply):
+            ids = _inserted_ids(body, reply)
+            if ids:  # undone: the rollback of a write that never reached a majority
+                undo = {
+                    "delete": faults.concern_collection,
+                    "deletes": [{"q": {"_id": {"$in": ids}}, "limit": 0}],
+                    "$db": body.get("$db", "test"),
+                }
+                NeoSQLiteHandler.handle_command(self, {**msg, "sections": [("body", undo)]})
+            reply = _write_concern_error(reply)
+        return request_id, reply
+
+    NeoSQLiteHandler.handle_insert = handle_insert
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect, CursorNotFound, OperationFailure
 
-from teststand.nx_server import NxServer
+from teststand.nx_server import NxServer, running_server
 
 # The stand-in's own behaviour, some of it its own departure (an update path into an array by
 # index is refused here, applied by MongoDB): not a test of another server (TEST_MONGODB_URI).
@@ -319,7 +319,8 @@ def faulty_server(tmp_path_factory):
         env={
             "NX_FAULT_WRITE_CONCERN": "archive:2",
             "NX_FAULT_REFUSE_NUMERO": "CMD-HUGE",
-            "NX_FAULT_REFUSE_INSERT": "orders:V=121,K=11000,I=11000/_id",
+            "NX_FAULT_ARCHIVE": "archive",
+            "NX_FAULT_REFUSE_INSERT": "orders:V=121,K=11000,I=11000/_id,O=11000/_id/older,N=11000/~_id",
         },
     ).start()
     yield server
@@ -354,17 +355,68 @@ def test_write_fault_knobs_answer_what_a_cluster_answers(faulty_server, db_name)
 
 
 @pytest.mark.test_server_only("the test server's fault knobs")
+def test_write_fault_knobs_answer_inserts_as_a_cluster_answers_them(tmp_path, db_name):
+    """The same knobs on ``insert`` commands (MongoDB refuses a document over 16 MB and rolls
+    back an unreplicated write inserted or updated alike): over 16 MB, an insert's document is
+    2 BadValue "object to insert too large" (``fixDocumentForInsert``), not an upsert's 17420.
+    Counted with the updates: every 2nd write command on the archive is rolled back."""
+    knobs = {
+        "NX_FAULT_WRITE_CONCERN": "archive:2",
+        "NX_FAULT_REFUSE_NUMERO": "CMD-HUGE",
+        "NX_FAULT_ARCHIVE": "archive",
+    }
+    with running_server(knobs) as server, pymongo.MongoClient(server.uri, tz_aware=True) as client:
+        archive = client[db_name]["archive"]
+
+        def inserts(*numeros):
+            return [pymongo.InsertOne({"_id": ObjectId(), "numero_commande": n}) for n in numeros]
+
+        assert archive.bulk_write(inserts("A", "B"), ordered=False).inserted_count == 2  # write 1 of 2
+        with pytest.raises(pymongo.errors.BulkWriteError) as caught:  # write 2: rolled back
+            archive.bulk_write(inserts("C", "D"), ordered=False)
+        assert caught.value.details["writeConcernErrors"][0]["code"] == 64
+        assert caught.value.details["nInserted"] == 2
+        assert sorted(d["numero_commande"] for d in archive.find()) == ["A", "B"]  # C, D undone
+
+        with pytest.raises(pymongo.errors.BulkWriteError) as caught:  # write 3: one refused
+            archive.bulk_write(inserts("E", "CMD-HUGE", "F"), ordered=False)
+        details = caught.value.details
+        assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 2)]
+        assert details["writeErrors"][0]["errmsg"].startswith("object to insert too large")
+        assert details["nInserted"] == 2
+        assert sorted(d["numero_commande"] for d in archive.find()) == ["A", "B", "E", "F"]
+        # The source's own inserts (another collection) are not the archive document it stands for.
+        client[db_name]["orders_huge"].insert_one({"numero_commande": "CMD-HUGE"})
+
+
+@pytest.mark.test_server_only("the test server's fault knobs")
 def test_the_insert_refusal_knob_answers_what_mongodb_answers(faulty_server, db_name):
     """An unordered insert refused in part: the rest inserted, one write error per refused
     document at its index, in MongoDB's shapes (121 with errInfo, 11000 with keyPattern and
     keyValue); an ordered one stops at its first error."""
     with pymongo.MongoClient(faulty_server.uri, tz_aware=True) as client:
         orders = client[db_name]["orders"]
-        documents = [{"_id": ObjectId(), "numero_commande": n} for n in ("A", "V", "K", "I", "B")]
+        documents = [
+            {"_id": ObjectId(), "numero_commande": n, "source_hash": "h"}
+            for n in ("A", "V", "K", "I", "B", "O", "N")
+        ]
         with pytest.raises(pymongo.errors.BulkWriteError) as caught:
             orders.insert_many(documents, ordered=False)
         errors = caught.value.details["writeErrors"]
-        assert [(e["index"], e["code"]) for e in errors] == [(1, 121), (2, 11000), (3, 11000)]
+        assert [(e["index"], e["code"]) for e in errors] == [
+            (1, 121),
+            (2, 11000),
+            (3, 11000),
+            (5, 11000),
+            (6, 11000),
+        ]
+        assert (errors[3]["keyPattern"], orders.find_one({"_id": documents[5]["_id"]})["source_hash"]) == (
+            {"_id": 1},
+            "older-h",  # another writer archived an older version of it first
+        )
+        assert "keyPattern" not in errors[4]  # without DuplicateKeyErrorInfo
+        assert "keyValue" not in errors[4]
+        assert errors[4]["errmsg"].startswith("E11000 duplicate key error")
         assert errors[0]["errInfo"]["failingDocumentId"] == documents[1]["_id"]
         assert errors[0]["errInfo"]["details"]["operatorName"] == "$jsonSchema"
         assert (errors[1]["keyPattern"], errors[1]["keyValue"]) == (
@@ -373,11 +425,17 @@ def test_the_insert_refusal_knob_answers_what_mongodb_answers(faulty_server, db_
         )
         assert (errors[2]["keyPattern"], errors[2]["keyValue"]) == ({"_id": 1}, {"_id": documents[3]["_id"]})
         assert caught.value.details["nInserted"] == 2
-        assert sorted(d["numero_commande"] for d in orders.find()) == ["A", "B", "I"]  # I: put there first
+        assert sorted(d["numero_commande"] for d in orders.find()) == [
+            "A",
+            "B",
+            "I",
+            "N",
+            "O",
+        ]  # put there first
         with pytest.raises(pymongo.errors.BulkWriteError) as caught:
             orders.insert_many([{"numero_commande": n} for n in ("C", "V", "D")], ordered=True)
         assert [(e["index"], e["code"]) for e in caught.value.details["writeErrors"]] == [(1, 121)]
-        assert sorted(d["numero_commande"] for d in orders.find()) == ["A", "B", "C", "I"]
+        assert sorted(d["numero_commande"] for d in orders.find()) == ["A", "B", "C", "I", "N", "O"]
 
 
 def test_a_delete_that_compares_the_whole_document_deletes_only_that_version(db):
@@ -747,6 +805,12 @@ def test_a_duplicate_key_names_its_index_key_and_value(db):
     assert "index: numero_commande_1 dup key" in on_numero["errmsg"]
     assert (on_id["index"], on_id["keyPattern"], on_id["keyValue"]) == (1, {"_id": 1}, {"_id": taken})
     assert "index: _id_ dup key" in on_id["errmsg"]
+    # The same order again (its _id and its number): MongoDB checks the _id index first.
+    with pytest.raises(pymongo.errors.BulkWriteError) as caught:
+        orders.insert_many([{"_id": taken, "numero_commande": "CMD-1"}], ordered=False)
+    (again,) = caught.value.details["writeErrors"]
+    assert (again["keyPattern"], again["keyValue"]) == ({"_id": 1}, {"_id": taken})
+    assert "index: _id_ dup key: { _id: ObjectId(" in again["errmsg"]
 
 
 def test_objectid_equalities_on_indexed_fields_are_read_from_the_indexes(db):
