@@ -4,9 +4,10 @@ The run walks the delivered orders of the window in ``_id`` order through one en
 aggregation (``source.OrderSource``). When the archive lives in the source database the
 aggregation itself skips orders already archived, before any join is paid for. A reader
 thread finishes documents into bounded chunks (``source.ChunkReader``) a few ahead of the
-writer (``source.read_ahead``), so reading and writing overlap. Each chunk is one unordered bulk of
-``$setOnInsert`` upserts keyed on ``_id``: a re-run, a crash mid-run or a watcher writing at
-the same time never creates a second document and never rewrites one. After a chunk is
+writer (``source.read_ahead``), so reading and writing overlap. Each chunk is one unordered
+insert (``storage.ArchiveWriter``: an order archived already is refused on its ``_id`` and
+compared): a re-run, a crash mid-run or a watcher writing at the same time never creates a
+second document and never rewrites one. After a chunk is
 acknowledged its last ``_id`` is saved as the run's checkpoint; an interrupted run resumes
 there. ``--purge-source`` deletes, after the archive pass, only orders whose archive
 document is confirmed present.

@@ -6,8 +6,8 @@ archive may hold already. Asking the archive first which of them it holds in thi
 version (``ArchiveWriter.not_archived_as_they_are``: one read by ``_id``) spares a re-run the
 sending of documents it holds; on orders it does not hold (a first run: every one) the
 question is one more round trip per chunk for nothing. Either way the result is the same:
-the write is an upsert that never rewrites a document, and one that meets an archived order
-compares it by ``source_hash`` (``ArchiveWriter.revise``). So the run asks while asking
+the write is an insert that never rewrites a document, and one refused on an archived
+order's ``_id`` compares it by ``source_hash`` (``ArchiveWriter.revise``). So the run asks while asking
 finds something, and asks again as soon as a write meets orders the archive held.
 
 Whether it asked or not, the record of forgotten persons is read before the write and after

@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from bson.errors import InvalidDocument
-from pymongo import MongoClient, ReadPreference, UpdateOne, WriteConcern
+from pymongo import InsertOne, MongoClient, ReadPreference, UpdateOne, WriteConcern
 from pymongo import errors as pymongo_errors
 from pymongo.read_concern import ReadConcern
+from pymongo.results import BulkWriteResult
 
 from order_archiver.context import RunContext
 from order_archiver.documents import (
@@ -202,9 +203,10 @@ _MARKS = ("forgotten_at", "forgotten_by")
 
 
 class ArchiveWriter:
-    """The one way archive documents are written, by batch and watch alike: an unordered bulk
-    of ``$setOnInsert`` upserts keyed on ``_id``, retried on transient errors. An order
-    already archived is never rewritten, and a retried write cannot duplicate one. With the
+    """The one way archive documents are written, by batch and watch alike: an unordered
+    insert, retried on transient errors, in which an order already archived is refused on its
+    ``_id`` (11000) and compared next, never rewritten, and a retried write cannot duplicate
+    one. With the
     record of forgotten persons (``forgotten``), a forgotten client's or courier's orders are
     written erased, whatever path archives them (a correction, a restored order archived again,
     a repair), and an erasure recorded while they were written is applied after it."""
@@ -294,7 +296,7 @@ class ArchiveWriter:
         known: Forgotten | None = None,
         upcoming: list[ArchiveDocument] | None = None,
     ) -> WriteOutcome:
-        """Archive ``documents``: new orders inserted (``upsert``), orders already archived
+        """Archive ``documents``: new orders inserted (``insert``), orders already archived
         compared by ``source_hash`` and, when their source changed since (a correction after
         delivery: a refund, a fixed address), their document replaced (``revise``). Idempotent:
         written again, nothing changes. A forgotten person's orders are written erased: the
@@ -303,7 +305,7 @@ class ArchiveWriter:
         next write's documents, when known already): ``known_upcoming``, the next write's
         ``known``, so that one read a write serves as the read after it and before the next."""
         documents, known = self.erasures.before_write(documents, known)
-        outcome = self.upsert(documents)
+        outcome = self.insert(documents)
         if outcome.existing:
             outcome = outcome.plus(self.revise(outcome.existing, retried=outcome.retried))
         outcome.existing = []
@@ -324,27 +326,67 @@ class ArchiveWriter:
         ``retried``: the upsert was sent again (see ``_written_by``)."""
         return Revisions(self).revise(documents, retried=retried)
 
+    def insert(self, documents: list[ArchiveDocument]) -> WriteOutcome:
+        """Write ``documents`` as new orders: one unordered ``insert`` (on MongoDB no query stage
+        per statement, unlike an upsert: the server's work of a first archive). An order the
+        archive holds already (archived meanwhile by a watcher or another batch, or a correction
+        of an archived order) is refused on its ``_id``, told by the write error's ``keyPattern``
+        (MongoDB's ``DuplicateKeyErrorInfo``, 4.4+, passed through by mongos), and compared next
+        (``existing``) as an upsert that matched; another order's ``numero_commande`` rejects it,
+        as the upsert did. Never a read after the error to decide: an archive document that the
+        cold move or the TTL index deleted meanwhile would read as another order's number. A
+        duplicate whose ``keyPattern`` the server did not send goes through ``upsert``, which
+        decides it as before. Refused whole for its size: in halves (``_in_halves``)."""
+        return self._in_halves(documents, self._insert_once)
+
     def upsert(self, documents: list[ArchiveDocument]) -> WriteOutcome:
-        """Write ``documents``. A write the server (10334 BSONObjectTooLarge: the command past
+        """Write ``documents`` by ``$setOnInsert`` upserts keyed on ``_id`` (an order the archive
+        holds is matched, never rewritten, and compared next): the way a duplicate key that the
+        server did not name (no ``keyPattern``) is settled. Refused whole for its size: in halves."""
+        return self._in_halves(documents, self._upsert_once)
+
+    def _in_halves(
+        self, documents: list[ArchiveDocument], once: Callable[[list[ArchiveDocument]], WriteOutcome]
+    ) -> WriteOutcome:
+        """``once(documents)``. A write the server (10334 BSONObjectTooLarge: the command past
         16 MB + 16 KB, nothing applied) or pymongo (``DocumentTooLarge``, a ``bson`` error, past
         48 MB or one statement past the server's limit) refuses whole is split in halves, down
         to the one order that makes it too large: that order is rejected, the rest archived.
         Without it, batch died at the same chunk on every run and watch replayed the same event
         forever."""
         try:
-            return self._upsert_once(documents)
+            return once(documents)
         except _WriteTooLarge as too_large:
             if len(documents) == 1:
                 return WriteOutcome(rejections=[Rejection.of(documents[0], too_large.reason)])
             log.warning("%s for %d orders: writing them in halves", too_large.reason, len(documents))
             half = len(documents) // 2
-            return self.upsert(documents[:half]).plus(self.upsert(documents[half:]))
+            return self._in_halves(documents[:half], once).plus(self._in_halves(documents[half:], once))
+
+    def _insert_once(self, documents: list[ArchiveDocument]) -> WriteOutcome:
+        retries = self.retries
+        try:
+            result = self._sent([InsertOne(cast(Document, d)) for d in documents])
+        except FatalError as error:
+            refused = _refused_in_part(error)
+            return Refusals(self).of_insert(refused, documents, retried=self.retries > retries)
+        return WriteOutcome(result.inserted_count, 0, retried=self.retries > retries)
 
     def _upsert_once(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         requests = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in documents]
         retries = self.retries
         try:
-            result = self.bulk_write(requests)
+            result = self._sent(requests)
+        except FatalError as error:
+            return Refusals(self).of_upsert(_refused_in_part(error), documents)
+        inserted = set(result.upserted_ids or {})
+        existing = [d for i, d in enumerate(documents) if i not in inserted]
+        return WriteOutcome(result.upserted_count, 0, existing=existing, retried=self.retries > retries)
+
+    def _sent(self, requests: Sequence[InsertOne[Document] | UpdateOne]) -> BulkWriteResult:
+        """``bulk_write(requests)``; a write refused whole for its size raises ``_WriteTooLarge``."""
+        try:
+            return self.bulk_write(requests)
         except InvalidDocument as exc:  # pymongo's DocumentTooLarge, before anything is sent
             raise _WriteTooLarge(f"archive document too large: {type(exc).__name__}") from exc
         except FatalError as error:
@@ -354,14 +396,9 @@ class ArchiveWriter:
                 raise _WriteTooLarge(
                     f"archive document too large: code {cause.code} {name}".rstrip()
                 ) from error
-            if not isinstance(cause, pymongo_errors.BulkWriteError):
-                raise
-            return self._settle_bulk_errors(cause, documents)
-        inserted = set(result.upserted_ids)
-        existing = [d for i, d in enumerate(documents) if i not in inserted]
-        return WriteOutcome(result.upserted_count, 0, existing=existing, retried=self.retries > retries)
+            raise
 
-    def bulk_write(self, requests: list[UpdateOne]) -> Any:
+    def bulk_write(self, requests: Sequence[InsertOne[Document] | UpdateOne]) -> BulkWriteResult:
         """One unordered bulk on the archive, retried on transient errors, its side named."""
         return self.context.retrying(
             lambda: self.archive.bulk_write(requests, ordered=False),
@@ -375,29 +412,66 @@ class ArchiveWriter:
         if self.on_retry is not None:
             self.on_retry(exc)
 
-    def _settle_bulk_errors(
+
+class Refusals:
+    """A bulk write the archive refused in part, settled order by order: one job of the
+    writer's, apart."""
+
+    def __init__(self, writer: ArchiveWriter) -> None:
+        self.writer = writer
+
+    def per_document(
         self, exc: pymongo_errors.BulkWriteError, documents: list[ArchiveDocument]
-    ) -> WriteOutcome:
+    ) -> list[WriteError]:
         """Per-document refusals of a bulk whose write concern was met (``is_transient``
-        retries any write-concern error first). A duplicate key is not a failure: when the
-        order's ``_id`` is in the archive it was archived meanwhile (a watcher, a concurrent
-        run); otherwise another order holds its ``numero_commande``, and this one is rejected.
-        Any other refusal of one document (17420 larger than 16 MB once enriched, 121 a
-        validator, 52 a ``$`` field name on 4.4...) rejects that order alone: one bad document
-        never stops a run, nor makes a watcher replay it forever."""
+        retries any write-concern error first); a bulk refused alike for every order is the
+        deployment (``refused_by_the_deployment``), one refused among others is that order."""
         details = exc.details or {}
         if details.get("writeConcernErrors"):
             raise FatalError(describe(exc)) from without_documents(exc)  # unsatisfiable: no write here counts
         errors = write_errors(details)
+        if any(e.get("code") in TRANSIENT_CODES for e in errors):
+            raise TransientError(f"archive write failed in part: {describe(exc)}") from without_documents(exc)
+        refused_by_the_deployment(errors, documents, self.writer.archive)
+        return errors
+
+    def of_insert(
+        self, exc: pymongo_errors.BulkWriteError, documents: list[ArchiveDocument], *, retried: bool
+    ) -> WriteOutcome:
+        """An insert refused in part (see ``ArchiveWriter.insert``): a duplicate ``_id`` is an order archived
+        already, compared next; a duplicate on another key (``numero_commande``: another order's
+        number) and any other refusal (2 BadValue "object to insert too large": over 16 MB, 121 a
+        validator, ...) reject that order alone; a duplicate the server did not name its key
+        for is written again by ``upsert``, never guessed."""
+        errors = self.per_document(exc, documents)
+        outcome = WriteOutcome(int((exc.details or {}).get("nInserted", 0)), 0, retried=retried)
+        unnamed: list[ArchiveDocument] = []
+        for error in errors:
+            document = documents[error["index"]]
+            key = duplicate_key(error)
+            if key is not None and list(key) == ["_id"]:
+                outcome.existing.append(document)  # archived already: compared like an upsert that matched
+            elif error.get("code") == DUPLICATE_KEY and key is None:
+                unnamed.append(document)
+            else:
+                outcome.rejections.append(Rejection.of(document, _refusal_reason(error)))
+        return outcome.plus(self.writer.upsert(unnamed)) if unnamed else outcome
+
+    def of_upsert(self, exc: pymongo_errors.BulkWriteError, documents: list[ArchiveDocument]) -> WriteOutcome:
+        """Per-document refusals of an upsert (see ``per_document``). A duplicate key is not a
+        failure: when the order's ``_id`` is in the archive it was archived meanwhile (a
+        watcher, a concurrent run); otherwise another order holds its ``numero_commande``, and
+        this one is rejected. Any other refusal of one document (17420 larger than 16 MB once
+        enriched, 121 a validator, 52 a ``$`` field name on 4.4...) rejects that order alone: one
+        bad document never stops a run, nor makes a watcher replay it forever."""
+        errors = self.per_document(exc, documents)
+        details = exc.details or {}
         inserted = {u["index"] for u in details.get("upserted", [])}
         failed = {e["index"] for e in errors}
         existing = [d for i, d in enumerate(documents) if i not in inserted and i not in failed]
         outcome = WriteOutcome(details.get("nUpserted", 0), 0, existing=existing)
-        if any(e.get("code") in TRANSIENT_CODES for e in errors):
-            raise TransientError(f"archive write failed in part: {describe(exc)}") from without_documents(exc)
-        refused_by_the_deployment(errors, documents, self.archive)
         duplicates = [documents[e["index"]] for e in errors if e.get("code") == DUPLICATE_KEY]
-        present = self.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
+        present = self.writer.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
         for error in errors:
             document = documents[error["index"]]
             if error.get("code") == DUPLICATE_KEY and document["_id"] in present:
@@ -537,6 +611,22 @@ def _say_why_revised(
         )
 
 
+def duplicate_key(error: WriteError) -> Mapping[str, object] | None:
+    """The key of the unique index a duplicate-key write error (11000) met, as the server names
+    it (``keyPattern``: ``{_id: 1}``, ``{numero_commande: 1}``); None when it is not one or the
+    server did not say (a reply without MongoDB's ``DuplicateKeyErrorInfo``)."""
+    key = error.get("keyPattern") if error.get("code") == DUPLICATE_KEY else None
+    return key if isinstance(key, Mapping) and key else None
+
+
+def _refused_in_part(error: FatalError) -> pymongo_errors.BulkWriteError:
+    """The bulk write error (per-statement refusals) under ``error``; any other failure goes on."""
+    cause = _pymongo_cause(error)
+    if isinstance(cause, pymongo_errors.BulkWriteError):
+        return cause
+    raise error
+
+
 def _pymongo_cause(error: BaseException) -> BaseException | None:
     """The driver's error under an archiver error (under its side's name, if any)."""
     cause = error.__cause__
@@ -567,6 +657,11 @@ class _WriteTooLarge(Exception):
 
 # What MongoDB answers a write command refused whole for its size (nothing applied).
 WHOLE_WRITE_TOO_LARGE = frozenset({10334})
+# What it answers one document of an insert past 16 MB (``fixDocumentForInsert``,
+# src/mongo/db/ops/insert.cpp, 4.4 to 8.0: 2 BadValue, "object to insert too large. size in
+# bytes: N, max size: 16777216"), where an upsert gets 17420 DocumentTooLarge.
+BAD_VALUE = 2
+INSERT_TOO_LARGE = "object to insert too large"
 
 # Per-document refusals worth naming (the server sends codeName with most, not all, replies).
 _CODE_NAMES = {
@@ -581,7 +676,13 @@ _CODE_NAMES = {
 def _refusal_reason(error: WriteError) -> str:
     """Why the server refused one order's write (a ``writeErrors`` entry), as rejections list it."""
     code = error.get("code")
-    if code == DUPLICATE_KEY:
+    key = duplicate_key(error)
+    if code == DUPLICATE_KEY and (key is None or "numero_commande" in key or list(key) == ["_id"]):
         return "numero_commande already archived for another order"
+    if code == DUPLICATE_KEY:  # a unique index of the deployment's own
+        return f"archive write refused: code 11000 duplicate key on {', '.join(map(str, key or {}))}"
     name = error.get("codeName") or _CODE_NAMES.get(code or 0, "")
-    return f"archive write refused: code {code} {name}".rstrip()
+    reason = f"archive write refused: code {code} {name}".rstrip()
+    if code == BAD_VALUE and str(error.get("errmsg", "")).startswith(INSERT_TOO_LARGE):
+        return f"{reason} ({INSERT_TOO_LARGE}: over 16 MB)"
+    return reason

@@ -7,7 +7,8 @@ Delivery is at-least-once and writes are idempotent, so the archive is exactly-o
   value, and ``invalidate``. ``full_document="updateLookup"`` gives the order as it is now.
 - Events are drained into micro-batches (what the stream has buffered, up to
   ``WATCH_MAX_BATCH``), enriched by one aggregation (the batch pipeline, on ``_id $in``),
-  written by one unordered bulk of ``$setOnInsert`` upserts, and only then is the resume
+  written by one unordered insert (``storage.ArchiveWriter``: an order archived already is
+  refused on its ``_id`` and compared, never rewritten), and only then is the resume
   token of the batch's last event saved. A crash between write and save replays events
   whose writes are no-ops.
 - A quiet stream saves its post-batch resume token every ``WATCH_HEARTBEAT_S``, so the saved

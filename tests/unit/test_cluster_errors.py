@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from bson import ObjectId
+from pymongo import UpdateOne
 from pymongo import errors as pymongo_errors
 from pymongo.errors import (
     AutoReconnect,
@@ -22,13 +23,13 @@ from order_archiver.errors import FatalError, TransientError, describe, is_autho
 from order_archiver.mongodb.storage import ArchiveWriter
 
 
-def bulk_error(write_errors=(), concern_errors=(), upserted=0) -> BulkWriteError:
+def bulk_error(write_errors=(), concern_errors=(), upserted=0, inserted=0) -> BulkWriteError:
     """What pymongo raises for an unordered bulk (pymongo/bulk_shared.py builds these details)."""
     return BulkWriteError(
         {
             "writeErrors": list(write_errors),
             "writeConcernErrors": list(concern_errors),
-            "nInserted": 0,
+            "nInserted": inserted,
             "nUpserted": upserted,
             "nMatched": 0,
             "nModified": 0,
@@ -105,39 +106,57 @@ class FakeArchive:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
-        return type(
-            "Result", (), {"upserted_count": len(requests), "upserted_ids": dict(enumerate(requests))}
-        )()
+        return written(requests)
 
     def find(self, *args, **kwargs):
         return []
+
+
+def written(requests) -> object:
+    """pymongo's BulkWriteResult of ``requests`` all applied (inserted, or upserted)."""
+    upserts = {i: _id_of(r) for i, r in enumerate(requests) if isinstance(r, UpdateOne)}
+    fields = {"inserted_count": len(requests) - len(upserts), "upserted_count": len(upserts)}
+    return type("Result", (), {**fields, "upserted_ids": upserts})()
+
+
+def _id_of(request) -> object:
+    """The ``_id`` an InsertOne or an upsert keyed on ``_id`` writes."""
+    return request._filter["_id"] if isinstance(request, UpdateOne) else request._doc["_id"]
+
+
+# The writer's two ways of writing new orders: ``insert`` (the write path's first) and
+# ``upsert`` (for a duplicate key the server did not name): the same edges for both.
+WAYS = ["insert", "upsert"]
 
 
 def documents(n: int) -> list[dict]:
     return [{"_id": ObjectId(), "numero_commande": f"CMD-{i}"} for i in range(n)]
 
 
-def test_a_write_concern_error_is_retried_never_counted(monkeypatch):
+@pytest.mark.parametrize("way", WAYS)
+def test_a_write_concern_error_is_retried_never_counted(monkeypatch, way):
     monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     archive = FakeArchive(bulk_error(concern_errors=[WTIMEOUT], upserted=3))
-    outcome = ArchiveWriter(archive).upsert(documents(3))
+    outcome = getattr(ArchiveWriter(archive), way)(documents(3))
     assert archive.calls == 2
     assert outcome.archived == 3
 
 
-def test_write_concern_errors_that_persist_fail_the_write_as_transient(monkeypatch):
+@pytest.mark.parametrize("way", WAYS)
+def test_write_concern_errors_that_persist_fail_the_write_as_transient(monkeypatch, way):
     monkeypatch.setattr("order_archiver.retry.Backoff.next_delay", lambda self: 0.0)
     archive = FakeArchive(*[bulk_error(concern_errors=[WTIMEOUT], upserted=3) for _ in range(10)])
     with pytest.raises(TransientError, match="write concern not satisfied"):
-        ArchiveWriter(archive).upsert(documents(3))
+        getattr(ArchiveWriter(archive), way)(documents(3))
 
 
-def test_an_unsatisfiable_write_concern_fails_at_once():
+@pytest.mark.parametrize("way", WAYS)
+def test_an_unsatisfiable_write_concern_fails_at_once(way):
     archive = FakeArchive(
         bulk_error(concern_errors=[{"code": 100, "errmsg": "Not enough nodes"}], upserted=3)
     )
     with pytest.raises(FatalError, match="write concern not satisfied"):
-        ArchiveWriter(archive).upsert(documents(3))
+        getattr(ArchiveWriter(archive), way)(documents(3))
     assert archive.calls == 1
 
 
@@ -533,7 +552,8 @@ def _orders(count: int) -> list[dict]:
     return [{"_id": ObjectId(), "numero_commande": f"CMD-{i:06d}"} for i in range(count)]
 
 
-def test_every_order_of_a_write_refused_alike_is_the_deployment_not_the_data():
+@pytest.mark.parametrize("way", WAYS)
+def test_every_order_of_a_write_refused_alike_is_the_deployment_not_the_data(way):
     """A validator added to the archive answers 121 for every upsert: not a thousand rejected
     orders but one failure naming the code and the collection (exit 1), nothing listed."""
     documents = _orders(3)
@@ -541,22 +561,28 @@ def test_every_order_of_a_write_refused_alike_is_the_deployment_not_the_data():
     archive = FakeArchive(bulk_error(refusals))
     archive.full_name = "livraison.Commande_archive"
     with pytest.raises(FatalError) as stopped:
-        ArchiveWriter(archive).upsert(documents)
+        getattr(ArchiveWriter(archive), way)(documents)
     assert (
         "livraison.Commande_archive refused every one of 3 orders with code 121 DocumentValidationFailure"
         in str(stopped.value)
     )
     # One refused among good ones, or a write of one order: that order is rejected.
     one = FakeArchive(bulk_error([{"index": 1, "code": 121}], upserted=2))
-    outcome = ArchiveWriter(one).upsert(_orders(3))
+    outcome = getattr(ArchiveWriter(one), way)(_orders(3))
     assert [r.reason for r in outcome.rejections] == [
         "archive write refused: code 121 DocumentValidationFailure"
     ]
-    alone = ArchiveWriter(FakeArchive(bulk_error([{"index": 0, "code": 121}]))).upsert(_orders(1))
+    alone = getattr(ArchiveWriter(FakeArchive(bulk_error([{"index": 0, "code": 121}]))), way)(_orders(1))
     assert len(alone.rejections) == 1
     # Duplicates among them are not refusals: already archived (or another order's numero).
-    mixed = FakeArchive(bulk_error([{"index": 0, "code": 11000}, {"index": 1, "code": 121}]))
-    assert len(ArchiveWriter(mixed).upsert(_orders(2)).rejections) == 2
+    numero = {
+        "index": 0,
+        "code": 11000,
+        "keyPattern": {"numero_commande": 1},
+        "keyValue": {"numero_commande": "x"},
+    }
+    mixed = FakeArchive(bulk_error([numero, {"index": 1, "code": 121}]))
+    assert len(getattr(ArchiveWriter(mixed), way)(_orders(2)).rejections) == 2
 
 
 class SizeLimitedArchive(FakeArchive):
@@ -568,13 +594,11 @@ class SizeLimitedArchive(FakeArchive):
 
     def bulk_write(self, requests, ordered):
         self.calls += 1
-        ids = [r._filter["_id"] for r in requests]
+        ids = [_id_of(r) for r in requests]
         if self.huge["_id"] in ids:
             raise self.error
         self.written += ids
-        return type(
-            "Result", (), {"upserted_count": len(requests), "upserted_ids": dict(enumerate(requests))}
-        )()
+        return written(requests)
 
 
 @pytest.mark.parametrize(
@@ -591,10 +615,11 @@ class SizeLimitedArchive(FakeArchive):
         ),
     ],
 )
-def test_a_write_refused_whole_for_its_size_is_split_down_to_the_one_order(error, reason):
+@pytest.mark.parametrize("way", WAYS)
+def test_a_write_refused_whole_for_its_size_is_split_down_to_the_one_order(error, reason, way):
     documents = _orders(8)
     archive = SizeLimitedArchive(documents[5], error)
-    outcome = ArchiveWriter(archive).upsert(documents)
+    outcome = getattr(ArchiveWriter(archive), way)(documents)
     assert [r.order_id for r in outcome.rejections] == [documents[5]["_id"]]
     assert outcome.rejections[0].reason == reason
     assert sorted(archive.written) == sorted(d["_id"] for d in documents if d is not documents[5])

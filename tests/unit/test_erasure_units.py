@@ -157,14 +157,14 @@ def test_a_forget_recorded_while_the_writer_writes_is_applied_after_the_write(mo
     writer = ArchiveWriter(mongo["db"]["archive"], erasures=RespectedErasures(record))
     document = archived()
 
-    original_upsert = writer.upsert
+    original_insert = writer.insert
 
-    def upsert(documents: Any) -> Any:
-        outcome = original_upsert(documents)
+    def insert(documents: Any) -> Any:
+        outcome = original_insert(documents)
         record.record("livreur", COURIER_ID, NOW)  # recorded after the look-up, during the write
         return outcome
 
-    writer.upsert = upsert  # type: ignore[method-assign]
+    writer.insert = insert  # type: ignore[method-assign]
     writer.write([document])
     written = mongo["db"]["archive"].find_one({"_id": document["_id"]})
     assert (written["livreur"]["nom"], written["livreur"]["prenom"]) == (None, None)
@@ -318,17 +318,17 @@ class CountedReads:
 
 def chunk_writing(mongo: Any) -> tuple[ChunkWriting, CountedReads, list[list[dict[str, Any]]]]:
     """A batch's chunk writing (the pass's read skipped archived orders: nothing asked), its
-    record's reads counted, and the documents each upsert sent."""
+    record's reads counted, and the documents each write (its insert) sent."""
     counted = CountedReads(mongo["db"]["archiver_forgotten"])
     writer = ArchiveWriter(mongo["db"]["archive"], erasures=RespectedErasures(ForgottenPersons(counted)))  # type: ignore[arg-type]
     sent: list[list[dict[str, Any]]] = []
-    original_upsert = writer.upsert
+    original_insert = writer.insert
 
-    def upsert(documents: Any) -> Any:
+    def insert(documents: Any) -> Any:
         sent.append(documents)
-        return original_upsert(documents)
+        return original_insert(documents)
 
-    writer.upsert = upsert  # type: ignore[method-assign]
+    writer.insert = insert  # type: ignore[method-assign]
     step = ArchivingStep(writer, record=lambda rejections: None)
     return ChunkWriting(writer, step, skipped_on_read=lambda: True), counted, sent
 
@@ -337,7 +337,7 @@ def test_the_read_after_a_chunks_write_serves_as_the_read_before_the_next_ones(m
     """#34 item 6: with the next chunk read already, the read of the record after a chunk's
     write reads it for the next chunk's orders too, and the next write does not read it
     before: one read a chunk, not two. A person recorded before that read is written erased
-    (the upsert sends the erased document: the data never reaches the archive)."""
+    (the insert sends the erased document: the data never reaches the archive)."""
     writing, counted, sent = chunk_writing(mongo)
     forgotten_client = ObjectId()
     ForgottenPersons(mongo["db"]["archiver_forgotten"]).record("client", forgotten_client, NOW)

@@ -176,7 +176,7 @@ def test_no_class_over_the_ceiling():
 # #33 item 3 asks for half of 423 (the count the structure review found); the package's move
 # and this session's erasure work stand at 554. Lower it with each typed boundary (TypedDicts for
 # the source order, the archive document and the change event are the largest part left).
-ANY_CEILING = 143
+ANY_CEILING = 142
 
 
 def test_any_only_comes_down():
