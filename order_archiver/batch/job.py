@@ -124,16 +124,16 @@ class BatchArchiver:
             archived_ids=self.writer.existing_ids,
             exclude_archived_in=self.archive.name if collections.same_database else None,
         )
+        self.throttle = Throttle.of(options, self.deployments, context.stop, self.report)  # #34's limits
         self.reader = ChunkReader(
             self.source,
             self.report,
             settings.finisher(options.archived_by, context.clock),
-            batch_size=options.batch_size,
+            batch_size=self.throttle.chunk_size,  # the batch size; paced, at most a second's worth
             limit=options.limit,
             stop_event=context.stop,
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, context.clock)
-        self.throttle = Throttle.of(options, self.deployments, context.stop, self.report)  # #34's limits
         self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
         self.step = ArchivingStep(self.writer, self.rejections.add, hold=self.throttle.hold)
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)

@@ -16,7 +16,7 @@ from pymongo import MongoClient
 
 from order_archiver.batch.lag_hold import held
 from order_archiver.batch.limits import LimitReached, RunLimits
-from order_archiver.batch.pacing import Pacer, Sized, read_paced
+from order_archiver.batch.pacing import Pacer, Sized, paced_chunk_size, read_paced
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.documents import Document
 
@@ -28,7 +28,7 @@ class Throttle:
     """The limits of one run (see the module)."""
 
     limits: RunLimits
-    chunk_size: int  # the batch size: what each read may bring, paid for before it
+    chunk_size: int  # what each read may bring, paid for before it (pacing.paced_chunk_size)
     read_pacer: Pacer | None  # the pass's reads (the writes follow them)
     purge_pacer: Pacer | None  # the purge's deletes
     hold: Callable[[], None] | None  # before each chunk written or deleted
@@ -46,7 +46,7 @@ class Throttle:
         lag: timedelta | None = options.max_lag
         return cls(
             limits,
-            options.batch_size,
+            paced_chunk_size(options.batch_size, rate),
             Pacer.of(rate, stop, report, limits),
             Pacer.of(rate, stop, report, limits),
             held(lag, deployments, stop, report, limits),

@@ -132,3 +132,16 @@ def test_the_last_short_chunk_is_not_paid_for_as_a_full_one_nor_followed_by_a_wa
     assert clock.now - started == pytest.approx(20.0)  # two chunks' worth paid before reading, none after
     pacer.pace(0)  # the next one to ask (the purge) pays nothing for the 70 the last chunk lacked
     assert clock.now - started == pytest.approx(20.0)
+
+
+def test_a_short_paced_run_waits_for_its_orders_not_for_a_whole_batch(mongo):
+    """A chunk's worth is paid for before it is read: under --max-rate 10 with the default batch
+    size of 100, an incremental run's few new orders waited 10 s, a hundred orders' worth. A
+    paced pass now reads at most a second's worth a chunk: it waits about what its orders take."""
+    settings = Settings(simulation=True, log_dir="")
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 12, seed=5, p_anomalies=0.0)
+    delivered = len(expected_archive_ids(dataset))
+    assert 0 < delivered < 10
+    report = BatchArchiver(mongo, settings, BatchOptions(run=True, batch_size=100, max_rate=10)).run()
+    assert report.archived == delivered
+    assert report.paced_s <= 1.5, report.paced_s  # one chunk of 10 paid for: 1 s, not 10
