@@ -486,13 +486,13 @@ EMPTY_IS_A_VALUE = frozenset({"LOG_DIR"})  # empty: no log file
 
 
 def unknown_settings(file_values: Mapping[str, str], where: str) -> list[str]:
-    """A warning for each key of the ``.env`` file that is no setting (a typo is silently
-    ignored otherwise), with the setting it resembles."""
+    """A warning for each key of the ``.env`` file that is no setting and resembles none (another
+    tool's). One that resembles a setting is a typo (``BATCH_MAX_RATEE``: a run at full speed
+    where a limit was meant): refused (``misspelt``)."""
     warnings = []
     for key in sorted(set(file_values) - set(ENV_VARS)):
-        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.75)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        warnings.append(f"{where}: {key} is not a setting, ignored{hint}")
+        misspelt(key, where, 0.75)
+        warnings.append(f"{where}: {key} is not a setting, ignored")
     return warnings
 
 
@@ -512,16 +512,28 @@ OWN_PREFIXES = (
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:
-    """A warning for each environment variable that looks meant for the archiver and is no
-    setting (``ARCHIVE_RETENTON`` from systemd's ``EnvironmentFile=`` or a ConfigMap), with the
-    setting it resembles."""
+    """Each environment variable that looks meant for the archiver and is no setting
+    (``ARCHIVE_RETENTON`` from systemd's ``EnvironmentFile=`` or a ConfigMap): one with the
+    archiver's prefixes that resembles a setting is refused (``misspelt``); one without them
+    that resembles one (``MONGODB_URL``: perhaps another program's) or resembles none is a warning."""
     warnings = []
     for key in sorted(set(environ) - set(ENV_VARS)):
+        ours = key.upper().startswith(OWN_PREFIXES)
+        if ours:
+            misspelt(key, "environment", 0.85)
         close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.85)
-        if close or key.upper().startswith(OWN_PREFIXES):
+        if close or ours:
             hint = f"; did you mean {close[0]}?" if close else ""
             warnings.append(f"environment: {key} is not a setting, ignored{hint}")
     return warnings
+
+
+def misspelt(key: str, where: str, cutoff: float) -> None:
+    """Refuse ``key`` when it resembles a setting's name: a typo would leave that setting (a
+    limit, a retention, a collection) silently at its default."""
+    close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=cutoff)
+    if close:
+        raise ConfigError(f"{where}: {key} is not a setting; did you mean {close[0]}? (fix its name)")
 
 
 def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:

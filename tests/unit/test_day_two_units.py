@@ -11,6 +11,7 @@ import pytest
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.batch.report import BatchReport
+from order_archiver.errors import ConfigError
 from order_archiver.operations.forget import Person, forget_person
 from order_archiver.settings import Duration, Settings, load_settings
 from tests.helpers import expected_archive_ids, seed_database
@@ -20,23 +21,39 @@ BASE = Settings(simulation=True, log_dir="")
 
 def test_a_misspelt_setting_in_the_environment_is_named():
     """systemd's EnvironmentFile= and a Kubernetes ConfigMap set the environment, not .env: a
-    typo there was ignored without a word."""
+    typo there was ignored without a word. A name close to a setting's without the archiver's
+    prefixes may be another program's: a warning."""
     _, warnings = load_settings(
         environ={
             "MONGODB_URI": "mongodb://localhost",
-            "ARCHIVE_RETENTON": "30d",
             "MONGODB_URL": "mongodb://other",
-            "WATCH_MAX_BATCHES": "10",
+            "ARCHIVE_SOMETHING_ELSE": "x",
             "HOME": "/root",
             "PATH": "/usr/bin",
             "MONGODB_VERSION": "7.0",  # another tool's: neither ours by prefix nor close to a setting
         }
     )
     assert warnings == [
-        "environment: ARCHIVE_RETENTON is not a setting, ignored; did you mean ARCHIVE_RETENTION?",
+        "environment: ARCHIVE_SOMETHING_ELSE is not a setting, ignored",
         "environment: MONGODB_URL is not a setting, ignored; did you mean MONGODB_URI?",
-        "environment: WATCH_MAX_BATCHES is not a setting, ignored; did you mean WATCH_MAX_BATCH?",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("ARCHIVE_RETENTON", "ARCHIVE_RETENTION"),
+        ("WATCH_MAX_BATCHES", "WATCH_MAX_BATCH"),
+        ("BATCH_MAX_RATEE", "BATCH_MAX_RATE"),
+    ],
+)
+def test_a_misspelt_setting_of_the_archivers_own_is_refused(name, meant):
+    """With the archiver's prefix and close to a setting's name, a typo: ignored with a warning,
+    the run went on without it (BATCH_MAX_RATEE: at full speed on the primary). Refused, exit 2."""
+    with pytest.raises(
+        ConfigError, match=rf"^environment: {name} is not a setting; did you mean {meant}\? \(fix its name\)$"
+    ):
+        load_settings(environ={"MONGODB_URI": "mongodb://localhost", name: "1"})
 
 
 def test_forget_of_an_id_found_nowhere_says_so_records_nothing_and_exits_3(mongo):
