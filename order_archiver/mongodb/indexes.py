@@ -38,7 +38,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.errors import OperationFailure
 
 from order_archiver.documents import mapping_or_empty
-from order_archiver.errors import ArchiverError, FatalError
+from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import hello, index_build_options
 from order_archiver.mongodb.storage import MongoCollection
@@ -375,9 +375,11 @@ def shared_key(error: BaseException) -> str | None:
         return None
     value = ", ".join(f"{field} {value!r}" for field, value in shared.items())
     return (
-        f"two or more documents share {value} (archived without this index: by an earlier "
-        "version's watcher started before any batch --run); keep one, delete the others, then run "
-        "batch --run again"
+        f"two or more archive documents share {value}: different orders (their _id differ), "
+        "archived while this index was missing; main.py find lists them by that number; for each "
+        "but the first archived, restore --id ID --run (it puts the order back in the source if a "
+        "purge took it), then delete its archive document: batch --run then builds the index and "
+        "lists that order as rejected (a reused number) instead of losing it"
     )
 
 
@@ -404,39 +406,88 @@ def require_unique(statuses: list[IndexStatus], archive: MongoCollection) -> Non
     )
 
 
-UNIQUE_INDEX_POLL_S = 5.0  # how often a watcher waiting for the archive's unique index looks again
-UNIQUE_INDEX_REMINDER_S = 600.0  # and how often it says again that it is waiting
+UNIQUE_INDEX_POLL_S = 5.0  # how often a watcher looks at the archive's unique index
+UNIQUE_INDEX_REMINDER_S = 600.0  # and how often, waiting for it, it says so again
 
 
-def wait_for_unique_index(
-    archive: MongoCollection, stop_event: threading.Event, poll_s: float = UNIQUE_INDEX_POLL_S
-) -> bool:
-    """Until the archive's unique index is ready (True), or a stop (False): the watcher, whose
-    user cannot build it. Without it two orders sharing a ``numero_commande`` would both be
-    archived, and no ``batch --run`` after that could build it (a duplicate key, 11000). One
-    ``listIndexes`` every ``poll_s``; a user who may not list them goes on, as a batch run does
-    (``require_unique``: its state is "unknown")."""
-    wanted = WantedIndex(archive, "archive", *ARCHIVE_INDEXES[0])
-    said_at: float | None = None
-    while True:
-        state = read_states([wanted], stop_event)[0]
-        if state in ("ready", "unknown"):
-            if said_at is not None:
-                log.info("the archive's unique index %s is ready: archiving", wanted.name)
-            return True
-        now = time.monotonic()
-        if said_at is None or now - said_at >= UNIQUE_INDEX_REMINDER_S:
-            log.warning(
-                "nothing is archived until the archive's unique index %s on %s is ready (%s): "
-                "run batch --run with the batch user, it builds it; looking again every %gs",
-                wanted.name,
-                archive.full_name,
-                "being built" if state == "pending" else "missing",
-                poll_s,
+class UniqueIndexMissing(ArchiverError):
+    """The archive's unique index went missing under a running watcher: back to waiting."""
+
+
+class UniqueIndexCheck:
+    """The watcher's hold on the archive's unique index, which its user cannot build: nothing is
+    written until it is ready (``wait``), and a running watcher looks again every ``every_s``
+    before a write (``still_there``). Without it two orders sharing a ``numero_commande`` would
+    both be archived, and no ``batch --run`` after that could build it (11000). A user who may
+    not list the archive's indexes cannot tell: refused (exit 2), where a batch run, which
+    builds the index, goes on."""
+
+    def __init__(
+        self,
+        archive: MongoCollection,
+        stop_event: threading.Event,
+        every_s: float = UNIQUE_INDEX_POLL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.wanted = WantedIndex(archive, "archive", *ARCHIVE_INDEXES[0])
+        self.stop_event, self.every_s, self.clock = stop_event, every_s, clock
+        self.seen_at: float | None = None  # when last seen ready; None: to wait for
+
+    def ready(self) -> bool:
+        """True once the index is ready (at once when seen and not lost since); False: stopped."""
+        said_at: float | None = None
+        while self.seen_at is None:
+            state = self._state()
+            if state == "ready":
+                self.seen_at = self.clock()
+                if said_at is not None:
+                    log.info("the archive's unique index %s is ready: archiving", self.wanted.name)
+                break
+            if said_at is None or self.clock() - said_at >= UNIQUE_INDEX_REMINDER_S:
+                self._say_waiting(state)
+                said_at = self.clock()
+            if self.stop_event.wait(self.every_s):
+                return False
+        return True
+
+    def still_there(self) -> None:
+        """Before a write: look again when the last look is ``every_s`` old; gone, raise
+        ``UniqueIndexMissing`` (the write not made, its events replayed once it is back)."""
+        if self.seen_at is not None and self.clock() - self.seen_at < self.every_s:
+            return
+        state = self._state()
+        if state != "ready":
+            self.seen_at = None
+            raise UniqueIndexMissing(
+                f"the archive's unique index {self.wanted.name} is {state}: nothing is archived until "
+                "it is ready again (batch --run builds it)"
             )
-            said_at = now
-        if stop_event.wait(poll_s):
-            return False
+        self.seen_at = self.clock()
+
+    def forget(self) -> None:
+        """After a failure: look again before the next write."""
+        self.seen_at = None
+
+    def _state(self) -> IndexState:
+        state = read_states([self.wanted], self.stop_event)[0]
+        if state == "unknown":
+            raise ConfigError(
+                f"watch: this user may not list the indexes of {self.wanted.collection.full_name} "
+                "(listIndexes): the watcher cannot see the archive's unique index on numero_commande, "
+                "without which two orders sharing a number would both be archived; grant it "
+                "(deploy/mongodb-roles.js: orderArchiverRead)"
+            )
+        return state
+
+    def _say_waiting(self, state: IndexState) -> None:
+        log.warning(
+            "nothing is archived until the archive's unique index %s on %s is ready (%s): run batch "
+            "--run with the batch user, it builds it; looking again every %gs",
+            self.wanted.name,
+            self.wanted.collection.full_name,
+            "being built" if state == "pending" else "missing",
+            self.every_s,
+        )
 
 
 @dataclass(frozen=True)

@@ -334,8 +334,9 @@ def collect_status(
     report.purge_after = str(settings.purge_after)
     # One count on the {status, date_livraison} index (an upper bound: the purge moves only what
     # the archive holds, in the version it holds).
+    delivered_match = {"status": status_match(settings.delivered_status)}
     old_enough = {
-        "status": status_match(settings.delivered_status),
+        **delivered_match,
         "date_livraison": {"$lt": now - settings.purge_after},
     }
     report.purge_movable = int(read(lambda: collections.orders.count_documents(old_enough)))
@@ -347,6 +348,8 @@ def collect_status(
         source_exists=not source_problem,
         cold_tier=settings.archive_cold_url is not None,
         context=context,
+        # One delivered order, on the {status, ...} indexes: something for the archive to take.
+        delivered=lambda: read(lambda: collections.orders.find_one(delivered_match, {"_id": 1})) is not None,
     )
     report.problems += _heartbeat_problems(report.watchers, now, thresholds.max_heartbeat_age)
     return report
@@ -395,10 +398,11 @@ def _indexes(
     source_exists: bool,
     cold_tier: bool,
     context: RunContext,
+    delivered: Callable[[], bool],
 ) -> None:
     """The indexes not ready and what they cost (one ``listIndexes`` per collection); the
     archive's unique index not ready is a problem: being built, no run archives until it is
-    ready; missing once the archive holds orders or a watcher ran, until batch --run builds it."""
+    ready; missing, once there is an order to archive, until batch --run builds it."""
     wanted = wanted_indexes(
         collections.orders, collections.archive, source_exists=source_exists, cold_tier=cold_tier
     )
@@ -409,9 +413,14 @@ def _indexes(
     except ArchiverError as exc:
         report.problems.append(str(exc))
     unique = unique_status(statuses, collections.archive)
-    # Before the first batch --run (an empty archive, no watcher yet) missing is the expected
-    # state, which the index's line says; after it, nothing is archived until it is rebuilt.
-    if unique is not None and unique.state == "missing" and (report.archive_size or report.watchers):
+    # Missing with nothing to archive yet (no delivered order, an empty archive, no watcher) is
+    # the state before the first batch --run, which the index's line says; otherwise nothing is
+    # archived until it is built (a watcher waits for it, and sends no heartbeat meanwhile).
+    if (
+        unique is not None
+        and unique.state == "missing"
+        and (report.archive_size or report.watchers or delivered())
+    ):
         report.problems.append(
             f"the archive's unique index {unique.index} is missing: nothing is archived until "
             "batch --run builds it (a watcher waits for it)"

@@ -48,7 +48,7 @@ from order_archiver.errors import (
 )
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.indexes import wait_for_unique_index
+from order_archiver.mongodb.indexes import UniqueIndexCheck, UniqueIndexMissing
 from order_archiver.mongodb.lease import LeaseLost
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.step import ArchivingStep
@@ -133,7 +133,7 @@ class Watcher:
             self.stop_event,
         )
         self._distrust_saved_token = False
-        self._unique_index_seen = False  # wait_for_unique_index: before the first write, after a failure
+        self.unique_index = UniqueIndexCheck(self.writer.archive, self.stop_event)
 
     def _finisher(self, collections: Collections) -> Finisher:
         """The settings' finisher, with the cold tier's recorded boundary read again while the
@@ -185,16 +185,16 @@ class Watcher:
         while not self.stop_event.is_set():
             try:
                 # Nothing is written without the archive's unique index (a watcher's user cannot
-                # build it: batch --run does); looked at again after each interruption.
-                if not self._unique_index_seen:
-                    if not wait_for_unique_index(self.writer.archive, self.stop_event):
-                        break
-                    self._unique_index_seen = True
+                # build it: batch --run does): waited for, and looked at again before writes.
+                if not self.unique_index.ready():
+                    break
                 if not self.leadership.lead():
                     continue
                 self._stream_once(policy)
             except LeaseLost as exc:
                 log.warning("%s: back to standby", exc)
+            except UniqueIndexMissing as exc:
+                log.warning("%s", exc)  # the micro-batch in hand is replayed from the saved token
             except (ArchiverError, pymongo_errors.PyMongoError) as exc:
                 if self.stop_event.is_set() and isinstance(exc, ArchiverError):
                     break  # a catch-up stopped by a signal: it resumes on the next start
@@ -203,7 +203,7 @@ class Watcher:
     def _after_failure(self, exc: BaseException, policy: RetryPolicy) -> None:
         """One decision per failure, by ``classify``: catch up, reconnect, or stop."""
         kind = classify(exc)
-        self._unique_index_seen = False
+        self.unique_index.forget()
         if kind == "token_unusable":
             # The stream's own resume point is gone (e.g. a long cut, then pymongo's automatic
             # resume): the saved token is older still, so catch up.
@@ -276,6 +276,7 @@ class Watcher:
                 continue
             events, invalidate = micro_batch(stream, event, self.settings.watch_max_batch)
             if events:
+                self.unique_index.still_there()
                 self._archive(events)
                 self._save_token(events[-1]["_id"])
             if invalidate is not None:

@@ -135,6 +135,43 @@ def test_a_watcher_started_before_any_batch_waits_for_the_unique_index(
     assert watcher.stop() == 0
 
 
+def test_a_unique_index_dropped_under_a_running_watcher_stops_its_writes(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers
+):
+    """A new user's try: numero_commande_1 dropped while the watcher ran, two delivered orders
+    sharing a number were both archived. The watcher looks at it again before a write once its
+    last look is UNIQUE_INDEX_POLL_S old: the write is not made, the watcher waits, and the
+    events are replayed from the saved token once batch --run has built it again."""
+    import time
+
+    from order_archiver.mongodb.indexes import UNIQUE_INDEX_POLL_S
+
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 60, seed=44, p_anomalies=0)
+    expected = expected_archive_ids(dataset)
+    watcher = watchers(env, tmp_path)
+    wait_for(lambda: archived_ids(database) == expected, what="catch-up")
+    database["Commande_archive"].drop_index("numero_commande_1")
+    time.sleep(UNIQUE_INDEX_POLL_S + 0.5)  # past the watcher's last look (a window, not a sentinel)
+    orders = database["Commande"]
+    first, second = pending_ids(dataset, 2)
+    numero = orders.find_one({"_id": first})["numero_commande"]
+    orders.update_one({"_id": second}, {"$set": {"numero_commande": numero}})
+    deliver(orders, [first, second])
+    missing = "numero_commande_1 is missing: nothing is archived until it is ready again"
+    wait_for(lambda: missing in watcher.output(), what="the watcher's look", on_timeout=watcher.output)
+    assert archived_ids(database) == expected, "archived without the unique index"
+
+    batch = run_cli("batch", "--run", env=env, cwd=tmp_path)
+    assert batch.returncode in (0, 3), batch.stdout + batch.stderr
+    sentinel = pending_ids(dataset, 3)[2:]
+    deliver(orders, sentinel)
+    wait_for(lambda: set(sentinel) <= archived_ids(database), timeout=60, what="a delivery after it")
+    assert len({first, second} & archived_ids(database)) == 1
+    assert_no_duplicates(database["Commande_archive"])
+    assert watcher.stop() == 0
+
+
 def burst(orders, ids, chunk=50, hold_after: int | None = None, resume: threading.Event | None = None):
     """Deliver ``ids`` from another thread and connection, ``chunk`` orders per update_many;
     with ``hold_after``, deliver that many, then wait for ``resume`` before the rest."""

@@ -227,7 +227,8 @@ def test_an_archive_holding_two_orders_of_one_number_names_the_duplicate(nx_serv
     """An archive written without the unique index (an earlier version's watcher, started before
     any batch --run) holding two orders of one numero_commande: MongoDB refuses the unique index
     over them (11000, ``dup key``). The run archives nothing and its one line names the number,
-    which the operator needs to repair (docs/deployment.md, start order)."""
+    which the operator needs to repair without losing either order (docs/deployment.md, start
+    order): each twin is a distinct order, perhaps purged from the source already."""
     with pymongo.MongoClient(nx_server.uri, tz_aware=True) as client:
         settings = settings_for(nx_server.uri, db_name)
         fill(client, settings, archived=2, delivered=3)
@@ -237,5 +238,5 @@ def test_an_archive_holding_two_orders_of_one_number_names_the_duplicate(nx_serv
         with pytest.raises(ArchiverError, match="numero_commande_1") as raised:
             archiver.run()
         assert "share numero_commande 'OLD-1'" in str(raised.value), raised.value
-        assert "delete the others, then run batch --run" in str(raised.value)
+        assert "restore --id ID --run" in str(raised.value)  # never a bare delete: the twin is an order
         assert archive.count_documents({"numero_commande": {"$regex": "^CMD-"}}) == 0

@@ -257,13 +257,17 @@ def _event(n, op="update", status="livrée"):
 
 
 def consuming_watcher(mongo, tmp_path, max_batch=500):
+    from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
     from order_archiver.settings import Settings
     from order_archiver.watch.watcher import Watcher, WatchOptions
 
     settings = Settings(
         simulation=True, log_dir="", watch_max_batch=max_batch, resume_token_file=str(tmp_path / "t.json")
     )
+    keys, options = ARCHIVE_INDEXES[0]
+    mongo[settings.mongodb_database][settings.archive_collection].create_index(keys, **options)
     watcher = Watcher(mongo, settings, WatchOptions())
+    assert watcher.unique_index.ready()  # the archive's unique index, as the first batch --run builds it
     calls = []
     watcher._archive = lambda events: calls.append(("archive", [e["documentKey"]["_id"] for e in events]))
     watcher._save_token = lambda token, invalidated=False: calls.append(("save", token["_data"]))
