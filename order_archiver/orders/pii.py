@@ -26,7 +26,12 @@ PII_FIELDS = ("email", "telephone", "nom", "prenom")
 COURIER_PII_FIELDS = ("nom", "prenom")
 ORDER_PII_FIELDS = ("adresse_livraison",)  # the contract's one personal order field
 
-# The order fields the contract names that say nothing of a person: what accounting needs.
+# On each document ``simulate`` writes (its refills and --reset touch only such collections):
+# says nothing of a person. Erased, a restored order lost it, and simulate then refused the
+# database as holding documents it did not generate.
+SIMULATE_MARK = "_generated_by_simulate"
+# The order fields the contract names that say nothing of a person: what accounting needs
+# (and simulate's mark).
 NON_PERSONAL_ORDER_FIELDS = frozenset(
     {
         "_id",
@@ -38,6 +43,7 @@ NON_PERSONAL_ORDER_FIELDS = frozenset(
         "livreur_id",
         "restaurant_id",
         "items",
+        SIMULATE_MARK,
     }
 )
 NON_PERSONAL_ITEM_FIELDS = frozenset({"menu_id", "quantite"})  # an item's, in ``items``

@@ -25,6 +25,7 @@ from pymongo.errors import OperationFailure
 from order_archiver.documents import Document
 from order_archiver.errors import ConfigError
 from order_archiver.logs import get_logger
+from order_archiver.orders.pii import SIMULATE_MARK
 from order_archiver.reporting.progress import Progress, ProgressMode
 from order_archiver.settings import Settings
 from order_archiver.simulation.generator import (
@@ -232,7 +233,7 @@ def simulation_client(
 
 
 # On every document ``simulate`` writes: ``--reset`` drops only collections made of these.
-GENERATED = "_generated_by_simulate"
+GENERATED = SIMULATE_MARK
 
 
 def _check_generated_only(database: Any, names: list[str], *, reset: bool) -> None:

@@ -376,3 +376,13 @@ def test_a_person_recorded_between_that_read_and_the_next_write_is_erased_after_
     writing.write(list(third), [])  # not the list read for: read again before the write
     assert counted.reads == reads + 2
     assert sent[-1][0]["client"]["email"] is None  # written erased, not erased after
+
+
+def test_simulates_mark_is_no_personal_data():
+    """A new user's try: forget, purge, then restore put a simulated order back with
+    `_generated_by_simulate: None` (erased as an undeclared field, masked "***" in samples), and
+    simulate then refused the database as holding documents it did not generate."""
+    document = archived(_generated_by_simulate=True)
+    erased = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW, fields=CANAL)(document)
+    assert erased["source"]["_generated_by_simulate"] is True
+    assert mask_pii(document)["source"]["_generated_by_simulate"] is True
