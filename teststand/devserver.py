@@ -1272,6 +1272,9 @@ def serve(argv: list[str]) -> int:
     argv, known = _command_line(argv)
     _console_logging(known.verbose)
     address = f"{known.host}:{known.port}"
+    # With NX_REPLICA_SET, hello's member list: the address it serves (a new user's server on
+    # another port advertised 127.0.0.1:27017, and every client then went there).
+    os.environ.setdefault("NX_HOST", address)
     refusal = _cannot_start(known, address)
     if refusal is not None:  # one line, before anything else is said
         sys.stderr.write(f"error: {refusal}\n")

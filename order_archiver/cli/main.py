@@ -270,10 +270,12 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         raise  # refused before the run: no counts to tell, only the one line
     except ArchiverError as error:
         report.ended = "signal" if context.stopped else "error"
-        # An interrupted or failed run still says what it did before the error line.
-        _print_report(
-            report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii
-        )
+        # An interrupted or failed run still says what it did before the error line; one that
+        # did nothing (unreachable, refused at its start) has only the error line to say.
+        if args.json or report.scanned or report.purged:
+            _print_report(
+                report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii
+            )
         raise
     finally:
         if args.metrics_file:

@@ -76,7 +76,7 @@ class StatsLog:
         if recent:
             latency = stats.last_latency_s
             after = f", last archived {latency:.2f}s after its change" if latency is not None else ""
-            state = f"{recent} new events{after}"
+            state = f"{plural(recent, 'new event')}{after}"
         else:
             last = stats.last_event_at.isoformat() if stats.last_event_at else "none yet"
             state = f"idle (last event {last})"

@@ -188,7 +188,7 @@ def test_output_a_person_can_read(seeded, nx_env, tmp_path):
         numero = database["Commande"].find_one({"_id": order_id})["numero_commande"]
         database["Commande"].update_one({"_id": order_id}, {"$set": {"status": "livrée"}})
         wait_for(lambda: f"archived order {numero} ({order_id})" in watcher.output(), what="a -v line")
-        wait_for(lambda: "1 new events, last archived" in watcher.output(), what="a progress line")
+        wait_for(lambda: "1 new event, last archived" in watcher.output(), what="a progress line")
     finally:
         code = watcher.stop()
         assert code == 0, watcher.output()[-3000:]  # a one-off exit 1 on SIGTERM under load

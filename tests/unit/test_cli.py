@@ -389,3 +389,23 @@ def test_export_samples_to_a_symbolic_link_is_refused_before_the_run(tmp_path, m
     assert len(captured.err.strip().splitlines()) == 1
     assert captured.out == ""  # no run: no report
     assert not (tmp_path / "elsewhere.json").exists()
+
+
+def test_a_run_that_failed_before_reading_anything_says_only_its_error(capsys, monkeypatch):
+    """A new user's try: "batch stopped before the end, counts so far: scanned 0, archived 0, ..."
+    came before the one error line of a run that could not start (a replica set advertising a
+    host that refused). A run that read nothing has only its error to say; with --json the
+    report still comes (a machine reads it), and a run that did read says its counts."""
+    from order_archiver.batch.job import BatchArchiver
+    from order_archiver.errors import TransientError
+
+    def fails(self):
+        raise TransientError("cannot reach MongoDB: 127.0.0.1:27017: connection refused")
+
+    monkeypatch.setattr(BatchArchiver, "run", fails)
+    assert main(["batch", "--simulation", "--run"]) == 1
+    out, err = capsys.readouterr()
+    assert "counts so far" not in out + err
+    assert err.strip().endswith("connection refused")
+    assert main(["batch", "--simulation", "--run", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["scanned"] == 0

@@ -140,3 +140,37 @@ def test_a_second_server_of_one_data_folder_is_one_line_and_exit_2(tmp_path):
         f"error: a development server already runs from this data folder (pid {os.getpid()}): stop it, "
         "or give another folder"
     ]
+
+
+def test_as_a_replica_set_it_names_the_address_it_serves(tmp_path):
+    """A new user's try: `NX_REPLICA_SET=rs0` on port 27392 advertised its member as
+    127.0.0.1:27017 (hello's hosts, primary, me), so `?replicaSet=rs0` went to 27017: refused.
+    A replica set's members are reached at the addresses its config names (the SDAM spec)."""
+    data, port = tmp_path / "data", free_port()
+    env = {k: v for k, v in os.environ.items() if k != "NX_HOST"} | {"NX_REPLICA_SET": "rs0"}
+    server = subprocess.Popen(
+        dev_server(data, port),
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            f"mongodb://127.0.0.1:{port}/?replicaSet=rs0", serverSelectionTimeoutMS=500
+        )
+
+        def answers() -> bool:
+            try:
+                client.admin.command("ping")
+            except pymongo.errors.PyMongoError:
+                return False
+            return True
+
+        wait_for(answers, timeout=60, what="the replica set's primary", on_timeout=lambda: "")
+        assert client.admin.command("hello")["me"] == f"127.0.0.1:{port}"
+        client.close()
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
