@@ -378,7 +378,8 @@ class ArchiveWriter:
         try:
             result = self._sent(requests)
         except FatalError as error:
-            return Refusals(self).of_upsert(_refused_in_part(error), documents)
+            refused = _refused_in_part(error)
+            return Refusals(self).of_upsert(refused, documents, retried=self.retries > retries)
         inserted = set(result.upserted_ids or {})
         existing = [d for i, d in enumerate(documents) if i not in inserted]
         return WriteOutcome(result.upserted_count, 0, existing=existing, retried=self.retries > retries)
@@ -457,7 +458,9 @@ class Refusals:
                 outcome.rejections.append(Rejection.of(document, _refusal_reason(error)))
         return outcome.plus(self.writer.upsert(unnamed)) if unnamed else outcome
 
-    def of_upsert(self, exc: pymongo_errors.BulkWriteError, documents: list[ArchiveDocument]) -> WriteOutcome:
+    def of_upsert(
+        self, exc: pymongo_errors.BulkWriteError, documents: list[ArchiveDocument], *, retried: bool
+    ) -> WriteOutcome:
         """Per-document refusals of an upsert (see ``per_document``). A duplicate key is not a
         failure: when the order's ``_id`` is in the archive it was archived meanwhile (a
         watcher, a concurrent run); otherwise another order holds its ``numero_commande``, and
@@ -469,7 +472,9 @@ class Refusals:
         inserted = {u["index"] for u in details.get("upserted", [])}
         failed = {e["index"] for e in errors}
         existing = [d for i, d in enumerate(documents) if i not in inserted and i not in failed]
-        outcome = WriteOutcome(details.get("nUpserted", 0), 0, existing=existing)
+        # retried: sent again after a lost reply, what its first attempt wrote is compared next
+        # and counted as this run's (``_written_by``), as after an upsert that succeeded.
+        outcome = WriteOutcome(details.get("nUpserted", 0), 0, existing=existing, retried=retried)
         duplicates = [documents[e["index"]] for e in errors if e.get("code") == DUPLICATE_KEY]
         present = self.writer.existing_ids([d["_id"] for d in duplicates]) if duplicates else set()
         for error in errors:
