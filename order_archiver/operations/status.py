@@ -134,7 +134,7 @@ class StatusReport:
         return data
 
     def lines(self) -> list[str]:
-        counts = ", ".join(f"{k}={v}" for k, v in sorted(self.orders_by_status.items()))
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(self.orders_by_status.items())) or "none"
         out = [f"orders by status (date_commande in the last {self.lookback_hours:g}h): {counts}"]
         oldest = f", oldest {self.backlog_oldest_age_s:.0f}s" if self.backlog_oldest_age_s is not None else ""
         out.append(

@@ -69,3 +69,9 @@ def test_status_shows_what_the_next_purge_would_move(mongo):
         in ("\n".join(report.lines()))
     )
     assert report.as_dict()["purge_after"] == "3d"
+
+
+def test_an_empty_database_says_none_where_it_counts_orders(mongo, settings):
+    """A new user's try: "orders by status (date_commande in the last 24h): " ended with nothing."""
+    lines = collect_status(mongo, settings).lines()
+    assert lines[0].endswith("in the last 24h): none"), lines[0]
