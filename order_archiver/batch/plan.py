@@ -137,7 +137,7 @@ class PassPlanner:
                 "stood, and the next run reads on from there"
             )
         elif changes.position is not None and changes.position != current.stream_token:
-            log.info(
+            log.debug(  # the usual case on a quiet source: nothing for the user to do (-v says it)
                 "the change stream's history ends short of this pass's position (no write since "
                 "its last change; the position is a high-water mark past it): the next run reads "
                 "on from where it ends"
