@@ -80,7 +80,8 @@ class HelloReplies(monitoring.ServerHeartbeatListener):
                 self._said.pop(event.connection_id, None)
 
     def failed(self, event: monitoring.ServerHeartbeatFailedEvent) -> None:
-        pass
+        with self._lock:  # what it said before no longer holds (restarted, in another set, gone)
+            self._said.pop(event.connection_id, None)
 
     def set_names(self) -> dict[tuple[str, int | None], str | None]:
         with self._lock:
@@ -302,10 +303,13 @@ def diagnose_unreachable(client: MongoClient[Document], settings: Settings) -> D
     """Why server selection failed, from the driver's view of each host (SDAM): refused,
     DNS, TLS, or reachable but not a member of the replica set the URI names."""
     description = client.topology_description
-    wrong_set = _wrong_replica_set(client, description.replica_set_name)
-    if wrong_set is not None:
-        return wrong_set
     servers = description.server_descriptions()
+    # A host of the URI's list not heard from (refused, silent) may be the set's member: the
+    # set may be down, not misnamed (a stale seed answering as a standalone says nothing of it).
+    if not any(server.server_type_name == "Unknown" for server in servers.values()):
+        wrong_set = _wrong_replica_set(client, description.replica_set_name)
+        if wrong_set is not None:
+            return wrong_set
     problems, lasting, certain = [], True, bool(servers)
     for (host, port), server in servers.items():
         if server.error is None:

@@ -218,6 +218,20 @@ def test_a_replica_set_name_no_server_has_is_a_setting_to_fix(
         assert SECRET not in result.stdout + result.stderr
 
 
+@pytest.mark.test_server_only("a test server answering as replica set rsOther")
+def test_a_seed_of_another_set_beside_one_that_refuses_is_a_server_down_not_a_wrong_name(
+    other_replica_set, tmp_path, monkeypatch, capsys
+):
+    """A review: with replicaSet=rs0 and two seeds, one refusing (the set's member, down) and one
+    answering as another set's member (a stale seed), the run said "replicaSet=rs0 matches no
+    server", exit 2: a CronJob stops on a configuration error, where the set is only down (1)."""
+    member = other_replica_set.uri.removeprefix("mongodb://").rstrip("/")
+    env = {"MONGODB_URI": f"mongodb://127.0.0.1:9,{member}/?replicaSet=rs0", "MONGODB_TIMEOUT_MS": "2000"}
+    result = run_in_process("batch", "--run", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    line = one_line_error(result, 1)
+    assert "127.0.0.1:9: connection refused" in line, line
+
+
 @pytest.mark.parametrize("command", [("doctor",), ("batch", "--run"), ("status",)])
 def test_a_refused_connection_fails_a_one_shot_command_within_seconds(tmp_path, monkeypatch, capsys, command):
     """With the default timeouts (5 s), three tries took 17 s though the first already knew
