@@ -486,13 +486,17 @@ EMPTY_IS_A_VALUE = frozenset({"LOG_DIR"})  # empty: no log file
 
 
 def unknown_settings(file_values: Mapping[str, str], where: str) -> list[str]:
-    """A warning for each key of the ``.env`` file that is no setting and resembles none (another
-    tool's). One that resembles a setting is a typo (``BATCH_MAX_RATEE``: a run at full speed
-    where a limit was meant): refused (``misspelt``)."""
+    """A warning for each key of the ``.env`` file that is no setting, with the setting it
+    resembles; one that is a typo of a setting's name is refused (``misspelt``). A ``.env`` may
+    be shared with other tools (``MONGODB_VERSION``, docker compose's own): their keys are theirs."""
     warnings = []
     for key in sorted(set(file_values) - set(ENV_VARS)):
-        misspelt(key, where, 0.75)
-        warnings.append(f"{where}: {key} is not a setting, ignored")
+        # Another tool's key may resemble a setting (MONGODB_URL, MONGO_URI): only one letter
+        # off a setting's name (ORDERS_COLECTION) is taken for a typo without our prefixes.
+        misspelt(key, where, 0.75 if _own(key) else NEAR_MISS)
+        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{where}: {key} is not a setting, ignored{hint}")
     return warnings
 
 
@@ -509,6 +513,14 @@ OWN_PREFIXES = (
     "FORGOTTEN_",
     "DELIVERED_",
 )
+# What Kubernetes sets in every pod for each Service of its namespace (a Service named
+# archive-mongodb: ARCHIVE_MONGODB_PORT, ARCHIVE_MONGODB_SERVICE_HOST, ...): never a typo.
+SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?)$")
+
+
+def _own(key: str) -> bool:
+    """A name of the archiver's own prefixes that is not one of Kubernetes' service links."""
+    return key.upper().startswith(OWN_PREFIXES) and SERVICE_LINK.search(key.upper()) is None
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:
@@ -518,14 +530,17 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
     that resembles one (``MONGODB_URL``: perhaps another program's) or resembles none is a warning."""
     warnings = []
     for key in sorted(set(environ) - set(ENV_VARS)):
-        ours = key.upper().startswith(OWN_PREFIXES)
+        ours = _own(key)
         if ours:
             misspelt(key, "environment", 0.85)
         close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.85)
-        if close or ours:
+        if (close and SERVICE_LINK.search(key.upper()) is None) or ours:
             hint = f"; did you mean {close[0]}?" if close else ""
             warnings.append(f"environment: {key} is not a setting, ignored{hint}")
     return warnings
+
+
+NEAR_MISS = 0.95  # difflib's ratio of a name one letter off a long setting name (ORDERS_COLECTION: 0.97)
 
 
 def misspelt(key: str, where: str, cutoff: float) -> None:

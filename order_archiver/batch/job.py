@@ -79,6 +79,20 @@ QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
 # --- the run -----------------------------------------------------------------------------
 
 
+def before_writes(options: BatchOptions, throttle: Throttle) -> Callable[[], None] | None:
+    """What runs before each chunk written: the watcher's look at the unique index (a catch-up),
+    then ``--max-lag``'s hold."""
+    holds = [hold for hold in (options.before_write, throttle.hold) if hold is not None]
+    if not holds:
+        return None
+
+    def hold() -> None:
+        for one in holds:
+            one()
+
+    return hold
+
+
 class BatchArchiver:
     """One batch run over one client. ``run()`` returns the report; errors are raised as
     ``ArchiverError`` (``main`` maps them to exit codes)."""
@@ -135,7 +149,9 @@ class BatchArchiver:
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, context.clock)
         self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
-        self.step = ArchivingStep(self.writer, self.rejections.add, hold=self.throttle.hold)
+        self.step = ArchivingStep(
+            self.writer, self.rejections.add, hold=before_writes(options, self.throttle)
+        )
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
         self.writing = ChunkWriting(
             self.writer, self.step, lambda: self.source.exclude_archived_in is not None

@@ -94,7 +94,7 @@ class Pacer:
 
 def read_paced(chunks: Iterator[T], pacer: Pacer | None, chunk_size: int) -> Iterator[T]:
     """``--max-rate`` on a pass's reads (on its reader's thread): before each chunk is read, wait
-    until a chunk's worth (``chunk_size``, the batch size) fits the rate, so that the orders read
+    until a chunk's worth (``chunk_size``: ``paced_chunk_size``) fits the rate, so that the orders read
     never run ahead of it, not even by a first chunk (a run cut at 5 s had read 1,000 orders
     under --max-rate 100); a chunk larger or smaller than paid for is settled after it, and
     after a short chunk (the last) nothing more is paid for. A limit of the

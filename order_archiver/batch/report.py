@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -56,6 +56,9 @@ class BatchOptions:
     # the archive (a TTL index made with its credentials could delete the archive); it only
     # checks that the archive's unique index is ready (docs/deployment.md, "Roles per command").
     maintain: bool = True
+    # The watcher's catch-up: its look at the archive's unique index before each chunk written
+    # (``indexes.UniqueIndexCheck.still_there``: a catch-up can last hours).
+    before_write: Callable[[], None] | None = None
 
 
 @dataclass

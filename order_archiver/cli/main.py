@@ -272,7 +272,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         report.ended = "signal" if context.stopped else "error"
         # An interrupted or failed run still says what it did before the error line; one that
         # did nothing (unreachable, refused at its start) has only the error line to say.
-        if args.json or report.scanned or report.purged:
+        if args.json or report.scanned or report.purged or report.undated_expired or report.pii_erased:
             _print_report(
                 report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii
             )

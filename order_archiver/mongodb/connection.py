@@ -320,6 +320,8 @@ def diagnose_unreachable(client: MongoClient[Document], settings: Settings) -> D
         lasting = lasting and permanent
         certain = certain and "timed out" not in str(server.error).lower()
     if problems:
+        # Beside them, a host of another set (a stale seed, or replicaSet= mistyped): said too.
+        problems += [f"{host}:{port} is {_membership(name)}" for (host, port), name in _outside(client)]
         return Diagnosis("; ".join(problems), lasting, certain or lasting)
     replica_set = description.replica_set_name
     hosts = ", ".join(f"{host}:{port}" for host, port in _seeds(client)) or "the hosts of MONGODB_URI"
@@ -358,6 +360,18 @@ def _wrong_replica_set(client: MongoClient[Document], wanted: str | None) -> Dia
         lasting=True,
         certain=True,
         configuration=True,
+    )
+
+
+def _outside(client: MongoClient[Document]) -> list[tuple[tuple[str, int | None], str | None]]:
+    """The hosts that answered as members of another set than ``replicaSet=`` (or of none)."""
+    wanted = client.topology_description.replica_set_name
+    replies = HelloReplies.of(client)
+    if wanted is None or replies is None:
+        return []
+    said = replies.set_names().items()
+    return sorted(
+        ((address, name) for address, name in said if name != wanted), key=lambda item: str(item[0])
     )
 
 

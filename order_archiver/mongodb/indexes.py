@@ -434,7 +434,10 @@ class UniqueIndexCheck:
         self.seen_at: float | None = None  # when last seen ready; None: to wait for
 
     def ready(self) -> bool:
-        """True once the index is ready (at once when seen and not lost since); False: stopped."""
+        """True once the index is ready (at once when seen less than ``every_s`` ago); False:
+        stopped. A standby taking over, a catch-up after a lost token: looked at again."""
+        if self.seen_at is not None and self.clock() - self.seen_at >= self.every_s:
+            self.seen_at = None
         said_at: float | None = None
         while self.seen_at is None:
             state = self._state()
@@ -459,7 +462,8 @@ class UniqueIndexCheck:
         if state != "ready":
             self.seen_at = None
             raise UniqueIndexMissing(
-                f"the archive's unique index {self.wanted.name} is {state}: nothing is archived until "
+                f"the archive's unique index {self.wanted.name} is "
+                f"{'being built' if state == 'pending' else 'missing'}: nothing is archived until "
                 "it is ready again (batch --run builds it)"
             )
         self.seen_at = self.clock()
@@ -533,8 +537,8 @@ class IndexStep:
     def require(self, report: PlanReport, *, source_exists: bool) -> None:
         """Check, build nothing (the watcher's catch-up: its role cannot create indexes). Each index
         not ready is said, naming batch --run, which builds it; a missing one costs speed only (an
-        order is archived once by its _id); the archive's unique index being built stops the
-        catch-up as it stops a batch run (``require_unique``)."""
+        order is archived once by its _id), but the archive's unique index missing or being
+        built stops the catch-up (``UniqueIndexMissing``: the watcher waits for it again)."""
         wanted = wanted_indexes(
             self.orders, self.archive, source_exists=source_exists, cold_tier=self.cold_tier
         )
@@ -543,7 +547,13 @@ class IndexStep:
             if status.state != "ready":
                 log.warning(status.line())
         self._report(report, statuses)
-        require_unique([s for s in statuses if s.state == "pending"], self.archive)
+        unique = unique_status(statuses, self.archive)
+        if unique is not None and unique.state in ("missing", "pending"):  # the watcher waits again
+            state = "being built" if unique.state == "pending" else "missing"
+            raise UniqueIndexMissing(
+                f"the archive's unique index {unique.index} is {state}: nothing is archived until "
+                "it is ready again (batch --run builds it)"
+            )
 
     def plan(self, report: PlanReport, *, source_exists: bool) -> None:
         """Where each index stands, nothing built."""

@@ -6,6 +6,7 @@ lease's fencing check), and the rejections listed."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pymongo import MongoClient
@@ -78,6 +79,7 @@ def catch_up(
     settings: Settings,
     context: RunContext,
     events: EventArchiver,
+    before_write: Callable[[], None] | None = None,
 ) -> None:
     """Every delivered order not yet archived, by the batch path, counted as the watcher's:
     at a first start, after a lost token, after an invalidate."""
@@ -104,6 +106,7 @@ def catch_up(
         # follows the deliveries, and holding it back would only let the oplog run out under it.
         max_rate=settings.batch_max_rate,
         max_lag=settings.batch_max_lag,
+        before_write=before_write,  # the watcher's look at the unique index, before each chunk
     )
     # The cold tier's boundary as the watcher knows it now (read again while it runs): a
     # catch-up after an invalidate, days after the start, skips what moves took meanwhile.

@@ -193,6 +193,7 @@ class Watcher:
                 self._stream_once(policy)
             except LeaseLost as exc:
                 log.warning("%s: back to standby", exc)
+                self.unique_index.forget()
             except UniqueIndexMissing as exc:
                 log.warning("%s", exc)  # the micro-batch in hand is replayed from the saved token
             except (ArchiverError, pymongo_errors.PyMongoError) as exc:
@@ -259,7 +260,14 @@ class Watcher:
 
     def _catch_up(self) -> None:
         self.stats.catch_ups += 1
-        catch_up(self.client, self.archive_client, self.settings, self.context, self.events)
+        catch_up(
+            self.client,
+            self.archive_client,
+            self.settings,
+            self.context,
+            self.events,
+            before_write=self.unique_index.still_there,
+        )
 
     # -- consuming
 

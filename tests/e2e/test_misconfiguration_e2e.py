@@ -230,6 +230,7 @@ def test_a_seed_of_another_set_beside_one_that_refuses_is_a_server_down_not_a_wr
     result = run_in_process("batch", "--run", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     line = one_line_error(result, 1)
     assert "127.0.0.1:9: connection refused" in line, line
+    assert f"{member} is a member of replica set 'rsOther'" in line, line  # the clue, if mistyped
 
 
 @pytest.mark.parametrize("command", [("doctor",), ("batch", "--run"), ("status",)])

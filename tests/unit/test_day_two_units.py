@@ -39,6 +39,28 @@ def test_a_misspelt_setting_in_the_environment_is_named():
     ]
 
 
+def test_another_programs_variables_are_never_refused(tmp_path):
+    """A review: Kubernetes sets ARCHIVE_MONGODB_PORT (and _SERVICE_HOST, _PORT_27017_TCP...) in
+    every pod of a namespace with a Service named archive-mongodb: refused, a crash loop. A
+    .env shared with other tools holds their keys (MONGODB_VERSION, MONGO_URI, LOGLEVEL)."""
+    links = {
+        "ARCHIVE_MONGODB_PORT": "tcp://10.0.0.7:27017",
+        "ARCHIVE_MONGODB_SERVICE_HOST": "10.0.0.7",
+        "ARCHIVE_MONGODB_SERVICE_PORT": "27017",
+        "ARCHIVE_MONGODB_PORT_27017_TCP": "tcp://10.0.0.7:27017",
+        "ARCHIVE_MONGODB_PORT_27017_TCP_ADDR": "10.0.0.7",
+    }
+    _, warnings = load_settings(environ={"MONGODB_URI": "mongodb://localhost", **links})
+    assert warnings == []
+    env_file = tmp_path / ".env"
+    env_file.write_text("MONGODB_URI=mongodb://localhost\nMONGODB_VERSION=7.0\nMONGO_URI=x\nLOGLEVEL=debug\n")
+    env_file.chmod(0o600)
+    _, warnings = load_settings(str(env_file), environ={})
+    assert [w.split(" is not")[0] for w in warnings] == [
+        f"{env_file}: {k}" for k in ("LOGLEVEL", "MONGODB_VERSION", "MONGO_URI")
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "meant"),
     [

@@ -70,3 +70,18 @@ def test_a_watcher_waiting_says_so_and_starts_once_the_index_is_built(mongo):
     stop.wait = wait  # type: ignore[method-assign]
     assert check.ready()
     assert stop.waits == [5.0] * built_after
+
+
+def test_a_look_older_than_every_s_is_taken_again_before_it_is_trusted(mongo):
+    """A review: ready() trusted a look however old: a standby that saw the index at its start
+    and took over hours later, after it was dropped, caught up without it."""
+    archive = mongo.livraison.Commande_archive
+    unique(archive)
+    clock = ManualClock()
+    stop = WaitMovesClock(clock)
+    check = UniqueIndexCheck(archive, stop, every_s=5.0, clock=clock)
+    assert check.ready()
+    archive.drop_index("numero_commande_1")
+    clock.now += 3600.0
+    stop.set()  # it waits for the index again: a stop ends that wait
+    assert not check.ready()

@@ -9,6 +9,7 @@ from bson.timestamp import Timestamp
 
 from order_archiver.context import RunContext
 from order_archiver.errors import FatalError
+from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
 from order_archiver.mongodb.tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState
 
@@ -377,16 +378,54 @@ def test_a_catch_up_builds_no_index_and_applies_no_retention(mongo, caplog):
     archive.insert_one(
         {"_id": earlier["_id"], "numero_commande": earlier["numero_commande"], "client": {"email": "x@y.fr"}}
     )
+    # The unique index alone, as a first batch --run builds it: without it the watcher archives
+    # nothing (test_a_catch_up_without_the_unique_index_archives_nothing).
+    archive.create_index(ARCHIVE_INDEXES[0][0], **ARCHIVE_INDEXES[0][1])
     watcher = Watcher(mongo, settings, WatchOptions())
     with caplog.at_level("WARNING"):
         watcher._catch_up()
     assert watcher.stats.archived == len(expected_archive_ids(dataset) - {earlier["_id"]}) > 0
-    assert set(archive.index_information()) == {"_id_"}  # neither the unique nor the TTL index
+    assert set(archive.index_information()) == {"_id_", "numero_commande_1"}  # nor the TTL index
     assert set(mongo["livraison"]["Commande"].index_information()) == {"_id_"}
     assert archive.find_one({"_id": earlier["_id"]})["client"]["email"] == "x@y.fr"  # no walk erased it
     # (What the catch-up itself writes past ARCHIVE_PII_RETENTION is written erased, as every
     # writer does: source.Finisher; not a retention applied.)
-    assert any("numero_commande_1" in r.message and "batch --run" in r.message for r in caplog.records)
+    assert any("date_commande_1" in r.message and "batch --run" in r.message for r in caplog.records)
+
+
+def test_a_catch_up_without_the_unique_index_archives_nothing(mongo):
+    """A review: the catch-up (the batch path inside the watcher) refused the unique index only
+    while it was being built; missing, it archived two orders sharing a number. It now stops
+    (the watcher waits for the index again), and looks again before each chunk it writes: a
+    catch-up can last hours, the index dropped meanwhile."""
+    from order_archiver.mongodb.indexes import UniqueIndexMissing
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+    from tests.helpers import seed_database
+
+    settings = Settings(simulation=True, log_dir="", batch_size=10)
+    seed_database(mongo["livraison"], settings, 80, seed=5, p_anomalies=0.0)
+    archive = mongo["livraison"]["Commande_archive"]
+    watcher = Watcher(mongo, settings, WatchOptions())
+    with pytest.raises(UniqueIndexMissing, match="numero_commande_1 is missing"):
+        watcher._catch_up()
+    assert archive.count_documents({}) == 0
+    archive.create_index(ARCHIVE_INDEXES[0][0], **ARCHIVE_INDEXES[0][1])
+    assert watcher.unique_index.ready()
+    looks = []
+    look = watcher.unique_index.still_there
+
+    def dropped_after_the_first_chunk() -> None:
+        looks.append(1)
+        if len(looks) == 2:
+            archive.drop_index("numero_commande_1")
+            watcher.unique_index.seen_at = -1e9  # its last look long ago: this one looks
+        look()
+
+    watcher.unique_index.still_there = dropped_after_the_first_chunk
+    with pytest.raises(UniqueIndexMissing):
+        watcher._catch_up()
+    assert archive.count_documents({}) == settings.batch_size  # the first chunk only
 
 
 def test_a_leader_whose_lease_ran_out_writes_nothing(mongo, tmp_path):
