@@ -83,8 +83,8 @@ def before_writes(options: BatchOptions, throttle: Throttle) -> Callable[[], Non
     """What runs before each chunk written: the watcher's look at the unique index (a catch-up),
     then ``--max-lag``'s hold."""
     holds = [hold for hold in (options.before_write, throttle.hold) if hold is not None]
-    if not holds:
-        return None
+    if len(holds) < 2:
+        return holds[0] if holds else None
 
     def hold() -> None:
         for one in holds:
