@@ -88,6 +88,15 @@ def wait_for(
     raise AssertionError(f"timed out waiting for {what}\n{details}")
 
 
+def unique_index(archive: Any) -> None:
+    """The archive's unique index on ``numero_commande``, as the first ``batch --run`` builds it:
+    a watcher (its catch-up included) archives nothing without it."""
+    from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
+
+    keys, options = ARCHIVE_INDEXES[0]
+    archive.create_index(keys, **options)
+
+
 def build_unique_index(env: dict[str, str], cwd: Path, args: tuple[str, ...] = ()) -> None:
     """The archive's unique index on ``numero_commande``, where ``env``'s settings put the
     archive: what the deployment's first ``batch --run`` builds before the first ``watch``

@@ -79,15 +79,15 @@ QUEUE_CHUNKS = 4  # chunks in flight between reader and writer: bounds memory
 # --- the run -----------------------------------------------------------------------------
 
 
-def before_writes(options: BatchOptions, throttle: Throttle) -> Callable[[], None] | None:
+def holds(options: BatchOptions, throttle: Throttle) -> Callable[[], None] | None:
     """What runs before each chunk written: the watcher's look at the unique index (a catch-up),
     then ``--max-lag``'s hold."""
-    holds = [hold for hold in (options.before_write, throttle.hold) if hold is not None]
-    if len(holds) < 2:
-        return holds[0] if holds else None
+    each = [hold for hold in (options.before_write, throttle.hold) if hold is not None]
+    if len(each) < 2:
+        return each[0] if each else None
 
     def hold() -> None:
-        for one in holds:
+        for one in each:
             one()
 
     return hold
@@ -149,9 +149,7 @@ class BatchArchiver:
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, context.clock)
         self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
-        self.step = ArchivingStep(
-            self.writer, self.rejections.add, hold=before_writes(options, self.throttle)
-        )
+        self.step = ArchivingStep(self.writer, self.rejections.add, hold=holds(options, self.throttle))
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
         self.writing = ChunkWriting(
             self.writer, self.step, lambda: self.source.exclude_archived_in is not None

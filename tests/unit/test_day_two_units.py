@@ -14,7 +14,7 @@ from order_archiver.batch.report import BatchReport
 from order_archiver.errors import ConfigError
 from order_archiver.operations.forget import Person, forget_person
 from order_archiver.settings import Duration, Settings, load_settings
-from tests.helpers import expected_archive_ids, seed_database
+from tests.helpers import expected_archive_ids, seed_database, unique_index
 
 BASE = Settings(simulation=True, log_dir="")
 
@@ -126,6 +126,7 @@ def test_the_watchers_catch_up_says_it_is_one(mongo, tmp_path, caplog):
 
     settings = BASE.with_overrides(resume_token_file=str(tmp_path / "token.json"))
     seed_database(mongo[settings.mongodb_database], settings, 60, p_anomalies=0.0)
+    unique_index(mongo[settings.mongodb_database][settings.archive_collection])
     with caplog.at_level(logging.INFO):
         Watcher(mongo, settings, WatchOptions())._catch_up()
     said = [r.getMessage() for r in caplog.records]

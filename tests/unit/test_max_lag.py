@@ -22,7 +22,7 @@ from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.errors import ArchiverError
 from order_archiver.mongodb.replication_lag import LagProbe, MemberLag, secondaries_lag, worst_over
 from order_archiver.settings import Settings
-from tests.helpers import ManualClock, WaitMovesClock, seed_database
+from tests.helpers import ManualClock, WaitMovesClock, seed_database, unique_index
 
 NOW = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
 
@@ -284,6 +284,7 @@ def test_the_watchers_catch_up_holds_the_rate_and_the_lag(mongo, caplog):
         simulation=True, log_dir="", batch_size=20, batch_max_rate=400, batch_max_lag=Duration(seconds=5)
     )
     seed_database(mongo["livraison"], settings, 300, seed=4, p_anomalies=0.0)
+    unique_index(mongo["livraison"][settings.archive_collection])
     caplog.set_level("INFO")
     watcher = Watcher(mongo, settings, WatchOptions())
     watcher._catch_up()
