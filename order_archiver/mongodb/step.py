@@ -27,6 +27,9 @@ class ArchiveCounts:
     # Not a count: the record of forgotten persons as read after the write for the next
     # write's documents (``ArchiveWriter.write(upcoming=...)``), handed to that write.
     known_upcoming: Forgotten | None = None
+    # Not a count either: the orders the archive refused in this write (the watcher's ``-v``
+    # lines name the others archived).
+    refused: frozenset[object] = frozenset()
 
     def plus(self, other: ArchiveCounts) -> ArchiveCounts:
         return ArchiveCounts(
@@ -73,6 +76,7 @@ class ArchivingStep:
             )
             counts = ArchiveCounts(outcome.archived, outcome.already_archived, outcome.revised)
             counts.known_upcoming = outcome.known_upcoming
+            counts.refused = frozenset(r.order_id for r in outcome.rejections)
             met += outcome.rejections
         if met:
             self.record(met)

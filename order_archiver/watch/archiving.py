@@ -70,7 +70,8 @@ class EventArchiver:
             acknowledged = self.finisher.clock()
             for moment in times:
                 self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
-            self.lines.archived(finished.documents, times, acknowledged)
+            written = [d for d in finished.documents if d["_id"] not in counts.refused]
+            self.lines.archived(written, times, acknowledged)
 
 
 def catch_up(

@@ -520,3 +520,35 @@ def test_status_lists_no_token_file_of_another_databases_watcher(mongo, tmp_path
     other = mine.with_overrides(mongodb_database="bulk4")
     assert [w["store"] for w in collect_status(mongo, mine).watchers] == ["file"]
     assert collect_status(mongo, other).watchers == []
+
+
+def test_the_verbose_line_names_only_the_orders_written(mongo, caplog):
+    """A new user's try: two delivered orders sharing a number; -v said "order rejected ...
+    numero_commande already archived for another order", then "archived order CMD-..." for the
+    same order (every order of the micro-batch got the line, refused ones included)."""
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+    from tests.helpers import expected_archive_ids, seed_database, unique_index
+
+    settings = Settings(simulation=True, log_dir="")
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 30, seed=6, p_anomalies=0.0)
+    database = mongo[settings.mongodb_database]
+    unique_index(database[settings.archive_collection])
+    first, second = sorted(expected_archive_ids(dataset), key=str)[:2]
+    numero = database["Commande"].find_one({"_id": first})["numero_commande"]
+    database["Commande"].update_one({"_id": second}, {"$set": {"numero_commande": numero}})
+    watcher = Watcher(mongo, settings, WatchOptions())
+
+    def event(order_id):
+        return {
+            **_event(1),
+            "documentKey": {"_id": order_id},
+            "fullDocument": {"_id": order_id, "status": "livrée"},
+        }
+
+    watcher._archive([event(first)])
+    with caplog.at_level("DEBUG", logger="order_archiver"):
+        watcher._archive([event(second)])
+    said = [r.getMessage() for r in caplog.records]
+    assert "order rejected" in said, said  # the reason is a field of the record
+    assert not any(line.startswith("archived order") for line in said), said
