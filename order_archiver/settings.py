@@ -494,7 +494,9 @@ def unknown_settings(file_values: Mapping[str, str], where: str) -> list[str]:
         # Another tool's key may resemble a setting (MONGODB_URL, MONGO_URI): only one letter
         # off a setting's name (ORDERS_COLECTION) is taken for a typo without our prefixes.
         misspelt(key, where, 0.75 if _own(key) else NEAR_MISS)
-        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.75)
+        # A guess for another tool's key only when it is close (MONGODB_VERSION: no "MONGODB_URI?").
+        cutoff = 0.75 if _own(key) else 0.85
+        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=cutoff)
         hint = f"; did you mean {close[0]}?" if close else ""
         warnings.append(f"{where}: {key} is not a setting, ignored{hint}")
     return warnings

@@ -117,6 +117,7 @@ class StatusReport:
     forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
     forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
     indexes: list[IndexStatus] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
+    unique_missing: bool = False  # the archive's unique index on numero_commande (a watcher waits)
     cold: ColdSummary | None = None  # ARCHIVE_COLD_URL: files, orders, bytes, months
     problems: list[str] = field(default_factory=list)
 
@@ -170,7 +171,9 @@ class StatusReport:
                 f"last event {last_text}{lead_text}{stop_text}"
             )
         if not self.watchers:
-            out.append("watchers: none found (no token file, no checkpoint)")
+            # A watcher waiting for the archive's unique index has saved nothing yet.
+            waiting = "; one waiting for the archive's unique index saves none" if self.unique_missing else ""
+            out.append(f"watchers: none found (no token file, no checkpoint{waiting})")
         out.append(_batch_line(self.batch))
         if self.purge_movable is not None:
             out.append(
@@ -413,6 +416,7 @@ def _indexes(
     except ArchiverError as exc:
         report.problems.append(str(exc))
     unique = unique_status(statuses, collections.archive)
+    report.unique_missing = unique is not None and unique.state == "missing"
     # Missing with nothing to archive yet (no delivered order, an empty archive, no watcher) is
     # the state before the first batch --run, which the index's line says; otherwise nothing is
     # archived until it is built (a watcher waits for it, and sends no heartbeat meanwhile).

@@ -59,6 +59,7 @@ def test_another_programs_variables_are_never_refused(tmp_path):
     assert [w.split(" is not")[0] for w in warnings] == [
         f"{env_file}: {k}" for k in ("LOGLEVEL", "MONGODB_VERSION", "MONGO_URI")
     ]
+    assert f"{env_file}: MONGODB_VERSION is not a setting, ignored" in warnings  # no far-fetched guess
 
 
 @pytest.mark.parametrize(

@@ -284,6 +284,8 @@ def test_status_before_the_first_run_says_the_next_run_builds_the_indexes(mongo)
         "numero_commande_1 on Commande_archive: missing (the next batch --run" in line
         for line in status.lines()
     )
+    watchers = "watchers: none found (no token file, no checkpoint; one waiting for the archive's unique index saves none)"
+    assert watchers in status.lines()
     database[BASE.orders_collection].delete_many({"status": {"$in": ["livrée", "livr\u00e9e"]}})
     assert collect_status(mongo, BASE, now=NOW).problems == []  # nothing to archive yet
 
