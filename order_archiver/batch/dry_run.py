@@ -14,7 +14,9 @@ from order_archiver.batch.samples import keep_samples
 from order_archiver.batch.writing import ChunkWriting
 from order_archiver.mongodb.purge import SourcePurge
 from order_archiver.mongodb.source import Chunk
+from order_archiver.mongodb.storage import TAKEN_NUMBER
 from order_archiver.orders.pii import OrderFields
+from order_archiver.orders.rejection import Rejection
 from order_archiver.reporting.progress import Progress
 
 
@@ -36,9 +38,13 @@ class DryRun:
             # What --run would write (``writing.ChunkWriting``): an order archived as it is is done.
             documents, done, _ = self.writing.unwritten(chunk.documents)
             report.already_archived += done
+            # Another order's numero_commande: the archive's unique index would refuse them.
+            taken = self.writing.writer.numbers_taken(documents) if documents else []
+            refused = [Rejection.of(d, TAKEN_NUMBER) for d in taken]
+            documents = [d for d in documents if all(d is not t for t in taken)]
             report.would_archive += len(documents)
             new_purgeable += purge.old_enough(documents) if purge is not None else 0
-            self.rejections.count_dry(chunk.rejections)
+            self.rejections.count_dry(chunk.rejections + refused)
             keep_samples(report, self.options, documents, self.shown)
         if purge is not None:
             # What --run would delete: the archived orders now, and what this run would archive.

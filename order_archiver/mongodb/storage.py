@@ -274,6 +274,23 @@ class ArchiveWriter:
         }
         return Unwritten([d for d in documents if d["_id"] not in unchanged], len(unchanged), known)
 
+    def numbers_taken(self, documents: list[ArchiveDocument]) -> list[ArchiveDocument]:
+        """The documents whose ``numero_commande`` another order holds, in the archive or earlier
+        among ``documents``: what the unique index would refuse (a dry run's prediction; one read
+        on that index)."""
+        numbers = list({str(d["numero_commande"]) for d in documents})
+        held = self.context.retrying(
+            lambda: list(self.archive.find({"numero_commande": {"$in": numbers}}, {"numero_commande": 1})),
+            purpose=Retry.READ,
+        )
+        owner: dict[object, object] = {h["numero_commande"]: h["_id"] for h in held}
+        taken = []
+        for document in documents:
+            number = document["numero_commande"]
+            if owner.setdefault(number, document["_id"]) != document["_id"]:
+                taken.append(document)
+        return taken
+
     def existing_ids(self, ids: list[OrderId]) -> set[OrderId]:
         found = self.context.retrying(
             lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})),
@@ -660,6 +677,7 @@ class _WriteTooLarge(Exception):
         self.reason = reason
 
 
+TAKEN_NUMBER = "numero_commande already archived for another order"  # the unique index's refusal
 # What MongoDB answers a write command refused whole for its size (nothing applied).
 WHOLE_WRITE_TOO_LARGE = frozenset({10334})
 # What it answers one document of an insert past 16 MB (``fixDocumentForInsert``,
@@ -683,7 +701,7 @@ def _refusal_reason(error: WriteError) -> str:
     code = error.get("code")
     key = duplicate_key(error)
     if code == DUPLICATE_KEY and (key is None or "numero_commande" in key or list(key) == ["_id"]):
-        return "numero_commande already archived for another order"
+        return TAKEN_NUMBER
     if code == DUPLICATE_KEY:  # a unique index of the deployment's own
         return f"archive write refused: code 11000 duplicate key on {', '.join(map(str, key or {}))}"
     name = error.get("codeName") or _CODE_NAMES.get(code or 0, "")

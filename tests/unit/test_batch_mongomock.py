@@ -524,3 +524,28 @@ def test_restore_walks_the_archive_across_id_types(mongo, settings, monkeypatch)
     assert report.selected == len(ids)
     orders = mongo[settings.mongodb_database][settings.orders_collection]
     assert {d["_id"] for d in orders.find()} == set(ids)
+
+
+def test_a_dry_run_counts_another_orders_number_as_a_rejection_as_the_run_does(mongo):
+    """A new user's try: after a twin's rejection, the dry run said "would archive 1" and showed
+    the twin as its sample; --run then rejected it (the archive's unique index). The dry run
+    now asks the archive which numbers other orders hold (one read on that index a chunk), and
+    two orders of one chunk sharing a number count the second."""
+    from order_archiver.batch.job import BatchArchiver
+    from order_archiver.batch.report import BatchOptions
+    from order_archiver.settings import Settings
+    from tests.helpers import expected_archive_ids, seed_database
+
+    settings = Settings(simulation=True, log_dir="")
+    database = mongo[settings.mongodb_database]
+    dataset = seed_database(database, settings, 40, seed=8, p_anomalies=0.0)
+    first, second, third = sorted(expected_archive_ids(dataset), key=str)[:3]
+    orders = database[settings.orders_collection]
+    numero = orders.find_one({"_id": first})["numero_commande"]
+    orders.update_one({"_id": second}, {"$set": {"numero_commande": numero}})  # in the same pass
+    database[settings.archive_collection].insert_one({"_id": "elsewhere", "numero_commande": "HELD-1"})
+    orders.update_one({"_id": third}, {"$set": {"numero_commande": "HELD-1"}})  # held in the archive
+    dry = BatchArchiver(mongo, settings, BatchOptions()).run()
+    run = BatchArchiver(mongo, settings, BatchOptions(run=True)).run()
+    assert (dry.would_archive, dry.rejected) == (run.archived, run.rejected)
+    assert run.rejected == 2
