@@ -30,8 +30,6 @@ from order_archiver.retry import Retry
 from order_archiver.settings import Settings, check_log_dir, check_output_paths, load_settings
 
 if TYPE_CHECKING:
-    from bson import ObjectId
-
     from order_archiver.mongodb.connection import Clients
 
 R = TypeVar("R", bound="Report")
@@ -418,13 +416,6 @@ def cmd_doctor(args: argparse.Namespace, context: RunContext) -> int:
     )
 
 
-def _object_id(checked: str | None) -> ObjectId | None:
-    """``--client``'s value (checked as typed: ``forget.checked_client_id``) as the ObjectId."""
-    from bson import ObjectId
-
-    return ObjectId(checked) if checked is not None else None
-
-
 def cmd_forget(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.operations.forget import Person, forget_person
 
@@ -449,7 +440,7 @@ def cmd_restore(args: argparse.Namespace, context: RunContext) -> int:
     selection = RestoreSelection(
         tuple(args.numero or ()),
         args.id,
-        _object_id(args.client),
+        args.client,  # as typed (checked: 24 hex digits): every form of it is looked for (id_forms)
         date_from=args.date_from,
         date_to=args.date_to,
     )
@@ -473,7 +464,7 @@ def cmd_restore(args: argparse.Namespace, context: RunContext) -> int:
 def cmd_find(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.operations.find import FindSelection, find_orders
 
-    selection = FindSelection(tuple(args.numero or ()), args.id, _object_id(args.client))
+    selection = FindSelection(tuple(args.numero or ()), args.id, args.client)
     return _reported(
         args,
         context,

@@ -16,7 +16,7 @@ from order_archiver.documents import Document, MongoCollection, mapping_or_empty
 from order_archiver.errors import ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.forgotten import orders_of
+from order_archiver.mongodb.forgotten import id_forms, orders_of
 from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.pii import mask_pii
@@ -30,7 +30,8 @@ MAX_SHOWN = 100  # orders a --client shows at most (the count says how many ther
 class FindSelection:
     numeros: tuple[str, ...] = ()
     order_id: object = None
-    client_id: ObjectId | None = None
+    # As typed (24 hex digits): the ObjectId and the text forms of it are looked for (id_forms).
+    client_id: ObjectId | str | None = None
 
     def check(self) -> None:
         if not self.numeros and self.order_id is None and self.client_id is None:
@@ -41,7 +42,7 @@ class FindSelection:
             return {"numero_commande": {"$in": list(self.numeros)}}
         if self.order_id is not None:
             return {"_id": self.order_id}
-        return {"client_id": self.client_id}
+        return {"client_id": {"$in": id_forms(self.client_id)}}
 
     def archive_filter(self) -> Document:
         if self.client_id is not None and not self.numeros and self.order_id is None:

@@ -68,7 +68,7 @@ DUPLICATE_KEY = 11000
 class RestoreSelection:
     numeros: tuple[str, ...] = ()
     order_id: OrderId = None
-    client_id: ObjectId | None = None
+    client_id: ObjectId | str | None = None  # as typed: every form of it (forgotten.id_forms)
     date_from: datetime | None = None
     date_to: datetime | None = None
 

@@ -114,6 +114,22 @@ def test_forget_reaches_an_order_naming_the_client_by_their_id_as_typed_in_mixed
     assert run_cli("batch", "--run", "-q", env=nx_env, cwd=tmp_path).returncode in (0, 3)
     archive = database["Commande_archive"]
     assert archive.find_one({"_id": order["_id"]})["source"]["client_id"] == typed  # stored as it was
+    # find and restore take the id as forget does (they looked for the ObjectId and two cases).
+    found = run_in_process(
+        "find", "--client", typed, "--json", env=nx_env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert str(order["_id"]) in found.stdout, found.stdout[-500:] + found.stderr
+    would = run_in_process(
+        "restore",
+        "--client",
+        typed,
+        "--json",
+        env=nx_env,
+        cwd=tmp_path,
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
+    assert json.loads(would.stdout)["selected"] >= 1, would.stdout + would.stderr
 
     done = run_in_process(
         "forget", "--client", typed, "--run", env=nx_env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
