@@ -111,6 +111,7 @@ class StatusReport:
     batch: BatchStatus | None = None  # what the next `batch --run` (no window) looks at
     purge_after: str = "0d"  # PURGE_AFTER
     purge_movable: int | None = None  # delivered orders old enough for the next --purge-source
+    restore_hold: str = ""  # RESTORE_HOLD: a restored order stays in the source that long
     retention: RetentionState | None = None  # ARCHIVE_RETENTION and its TTL index
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
     pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
@@ -178,7 +179,8 @@ class StatusReport:
         if self.purge_movable is not None:
             out.append(
                 f"next --purge-source: up to {plural(self.purge_movable, 'delivered order')} old enough to "
-                f"leave the source (PURGE_AFTER {self.purge_after}), once archived"
+                f"leave the source (PURGE_AFTER {self.purge_after}), once archived (not those restored "
+                f"within RESTORE_HOLD {self.restore_hold})"
             )
         if self.retention is not None:
             out.append(self.retention.line())
@@ -335,6 +337,7 @@ def collect_status(
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
     report.purge_after = str(settings.purge_after)
+    report.restore_hold = str(settings.restore_hold)
     # One count on the {status, date_livraison} index (an upper bound: the purge moves only what
     # the archive holds, in the version it holds).
     delivered_match = {"status": status_match(settings.delivered_status)}

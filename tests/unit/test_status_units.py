@@ -68,6 +68,8 @@ def test_status_shows_what_the_next_purge_would_move(mongo):
         "next --purge-source: up to 2 delivered orders old enough to leave the source (PURGE_AFTER 3d)"
         in ("\n".join(report.lines()))
     )
+    # A new user's try: the count included restored orders, which RESTORE_HOLD keeps in the source.
+    assert "once archived (not those restored within RESTORE_HOLD 30d)" in "\n".join(report.lines())
     assert report.as_dict()["purge_after"] == "3d"
 
 
