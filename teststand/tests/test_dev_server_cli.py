@@ -74,6 +74,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def answers(client: pymongo.MongoClient) -> Callable[[], bool]:
+    """Whether the server behind ``client`` answers a ping yet."""
+
+    def pinged() -> bool:
+        try:
+            client.admin.command("ping")
+        except pymongo.errors.PyMongoError:
+            return False
+        return True
+
+    return pinged
+
+
 def test_its_log_is_in_its_data_folder_and_the_fallbacks_stay_out_of_the_terminal(tmp_path):
     data, port = tmp_path / "data", free_port()
     terminal = tmp_path / "terminal.txt"
@@ -90,14 +103,7 @@ def test_its_log_is_in_its_data_folder_and_the_fallbacks_stay_out_of_the_termina
             f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=300
         )
 
-        def answers() -> bool:
-            try:
-                client.admin.command("ping")
-            except pymongo.errors.PyMongoError:
-                return False
-            return True
-
-        wait_for(answers, timeout=60, what="the development server", on_timeout=terminal.read_text)
+        wait_for(answers(client), timeout=60, what="the development server", on_timeout=terminal.read_text)
         assert (data / "nx.pid").exists()  # in its folder, not nx-27017's /tmp/nx_27017.pid
         database = client["t"]
         database.dishes.insert_one({"_id": 1, "nom": "Pizza"})
@@ -161,14 +167,7 @@ def test_as_a_replica_set_it_names_the_address_it_serves(tmp_path):
             f"mongodb://127.0.0.1:{port}/?replicaSet=rs0", serverSelectionTimeoutMS=500
         )
 
-        def answers() -> bool:
-            try:
-                client.admin.command("ping")
-            except pymongo.errors.PyMongoError:
-                return False
-            return True
-
-        wait_for(answers, timeout=60, what="the replica set's primary", on_timeout=lambda: "")
+        wait_for(answers(client), timeout=60, what="the replica set's primary", on_timeout=lambda: "")
         assert client.admin.command("hello")["me"] == f"127.0.0.1:{port}"
         client.close()
     finally:
