@@ -413,10 +413,21 @@ UNIQUE_INDEX_REMINDER_S = 600.0  # and how often, waiting for it, it says so aga
 class UniqueIndexMissing(ArchiverError):
     """The archive's unique index went missing under a running watcher: back to waiting."""
 
+    @classmethod
+    def of(cls, name: str, state: IndexState) -> UniqueIndexMissing:
+        return cls(
+            f"the archive's unique index {name} is {_not_ready(state)}: nothing is archived until "
+            "it is ready again (batch --run builds it)"
+        )
+
+
+def _not_ready(state: IndexState) -> str:
+    return "being built" if state == "pending" else "missing"
+
 
 class UniqueIndexCheck:
     """The watcher's hold on the archive's unique index, which its user cannot build: nothing is
-    written until it is ready (``wait``), and a running watcher looks again every ``every_s``
+    written until it is ready (``ready``), and a running watcher looks again every ``every_s``
     before a write (``still_there``). Without it two orders sharing a ``numero_commande`` would
     both be archived, and no ``batch --run`` after that could build it (11000). A user who may
     not list the archive's indexes cannot tell: refused (exit 2), where a batch run, which
@@ -436,7 +447,7 @@ class UniqueIndexCheck:
     def ready(self) -> bool:
         """True once the index is ready (at once when seen less than ``every_s`` ago); False:
         stopped. A standby taking over, a catch-up after a lost token: looked at again."""
-        if self.seen_at is not None and self.clock() - self.seen_at >= self.every_s:
+        if not self._fresh():
             self.seen_at = None
         said_at: float | None = None
         while self.seen_at is None:
@@ -456,21 +467,21 @@ class UniqueIndexCheck:
     def still_there(self) -> None:
         """Before a write: look again when the last look is ``every_s`` old; gone, raise
         ``UniqueIndexMissing`` (the write not made, its events replayed once it is back)."""
-        if self.seen_at is not None and self.clock() - self.seen_at < self.every_s:
+        if self._fresh():
             return
         state = self._state()
         if state != "ready":
             self.seen_at = None
-            raise UniqueIndexMissing(
-                f"the archive's unique index {self.wanted.name} is "
-                f"{'being built' if state == 'pending' else 'missing'}: nothing is archived until "
-                "it is ready again (batch --run builds it)"
-            )
+            raise UniqueIndexMissing.of(self.wanted.name, state)
         self.seen_at = self.clock()
 
     def forget(self) -> None:
         """After a failure: look again before the next write."""
         self.seen_at = None
+
+    def _fresh(self) -> bool:
+        """Seen ready less than ``every_s`` ago."""
+        return self.seen_at is not None and self.clock() - self.seen_at < self.every_s
 
     def _state(self) -> IndexState:
         state = read_states([self.wanted], self.stop_event)[0]
@@ -489,7 +500,7 @@ class UniqueIndexCheck:
             "--run with the batch user, it builds it; looking again every %gs",
             self.wanted.name,
             self.wanted.collection.full_name,
-            "being built" if state == "pending" else "missing",
+            _not_ready(state),
             self.every_s,
         )
 
@@ -549,11 +560,7 @@ class IndexStep:
         self._report(report, statuses)
         unique = unique_status(statuses, self.archive)
         if unique is not None and unique.state in ("missing", "pending"):  # the watcher waits again
-            state = "being built" if unique.state == "pending" else "missing"
-            raise UniqueIndexMissing(
-                f"the archive's unique index {unique.index} is {state}: nothing is archived until "
-                "it is ready again (batch --run builds it)"
-            )
+            raise UniqueIndexMissing.of(unique.index, unique.state)
 
     def plan(self, report: PlanReport, *, source_exists: bool) -> None:
         """Where each index stands, nothing built."""
