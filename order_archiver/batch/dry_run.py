@@ -41,7 +41,8 @@ class DryRun:
             # Another order's numero_commande: the archive's unique index would refuse them.
             taken = self.writing.writer.numbers_taken(documents) if documents else []
             refused = [Rejection.of(d, TAKEN_NUMBER) for d in taken]
-            documents = [d for d in documents if all(d is not t for t in taken)]
+            taken_ids = {d["_id"] for d in taken}
+            documents = [d for d in documents if d["_id"] not in taken_ids]
             report.would_archive += len(documents)
             new_purgeable += purge.old_enough(documents) if purge is not None else 0
             self.rejections.count_dry(chunk.rejections + refused)

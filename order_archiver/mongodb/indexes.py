@@ -41,7 +41,7 @@ from order_archiver.documents import mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.deployment import hello, index_build_options
-from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.mongodb.storage import DUPLICATE_KEY, MongoCollection
 from order_archiver.retry import Retry, retrying
 from order_archiver.settings import Settings
 
@@ -51,7 +51,6 @@ Keys = list[tuple[str, int]]
 IndexState = Literal["ready", "pending", "missing", "unknown"]  # unknown: its indexes cannot be listed
 
 NAMESPACE_NOT_FOUND = 26  # listIndexes of a collection that does not exist: no index at all
-DUPLICATE_KEY = 11000  # a unique index refused over documents that share its key
 POLL_S = 0.05  # how often the run looks at its builds while it waits (a stop ends the wait)
 
 SOURCE_INDEXES: list[tuple[Keys, dict[str, object]]] = [
