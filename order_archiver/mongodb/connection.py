@@ -321,7 +321,7 @@ def diagnose_unreachable(client: MongoClient[Document], settings: Settings) -> D
         certain = certain and "timed out" not in str(server.error).lower()
     if problems:
         # Beside them, a host of another set (a stale seed, or replicaSet= mistyped): said too.
-        problems += [f"{host}:{port} is {_membership(name)}" for (host, port), name in _outside(client)]
+        problems += _outside(client)
         return Diagnosis("; ".join(problems), lasting, certain or lasting)
     replica_set = description.replica_set_name
     hosts = ", ".join(f"{host}:{port}" for host, port in _seeds(client)) or "the hosts of MONGODB_URI"
@@ -350,10 +350,7 @@ def _wrong_replica_set(client: MongoClient[Document], wanted: str | None) -> Dia
     said = replies.set_names() if replies is not None else {}
     if wanted is None or not said or wanted in said.values():
         return None
-    hosts = "; ".join(
-        f"{host}:{port} is {_membership(name)}"
-        for (host, port), name in sorted(said.items(), key=lambda item: str(item[0]))
-    )
+    hosts = "; ".join(_outside(client))  # every host that answered
     return Diagnosis(
         f"MONGODB_URI: replicaSet={wanted} matches no server that answered ({hosts}): "
         + _set_name_fix(sorted({name for name in said.values() if name is not None})),
@@ -363,16 +360,15 @@ def _wrong_replica_set(client: MongoClient[Document], wanted: str | None) -> Dia
     )
 
 
-def _outside(client: MongoClient[Document]) -> list[tuple[tuple[str, int | None], str | None]]:
-    """The hosts that answered as members of another set than ``replicaSet=`` (or of none)."""
+def _outside(client: MongoClient[Document]) -> list[str]:
+    """The hosts that answered as members of another set than ``replicaSet=`` (or of none), each
+    with the set it is in: "db1:27017 is a member of replica set 'rs1'"."""
     wanted = client.topology_description.replica_set_name
     replies = HelloReplies.of(client)
     if wanted is None or replies is None:
         return []
-    said = replies.set_names().items()
-    return sorted(
-        ((address, name) for address, name in said if name != wanted), key=lambda item: str(item[0])
-    )
+    said = sorted(replies.set_names().items(), key=lambda item: str(item[0]))
+    return [f"{host}:{port} is {_membership(name)}" for (host, port), name in said if name != wanted]
 
 
 def _membership(set_name: str | None) -> str:
