@@ -872,3 +872,49 @@ def test_objectid_equalities_on_indexed_fields_are_read_from_the_indexes(db):
     assert union.count("USING INDEX") == 2, union
     assert "USING INDEX" in plan({"client.id": {"$in": [oid]}})
     assert "USING INDEX" not in plan({"$or": [{"client.id": {"$in": [oid]}}, {"n": 5}]})
+
+
+def test_objectid_ranges_on_id_are_read_in_sql_and_answer_as_mongodb(db):
+    """A keyset page (``{status: ..., _id: {$gt: oid}}`` sorted on ``_id``, a ``--partition``
+    share's and the page-by-page read's walk) is answered as MongoDB answers it: only ObjectId
+    ``_id``s compare with an ObjectId (a string of 24 hexadecimal digits, a number and an embedded
+    document are other types), every bound kept, the page in ``_id`` order. And, in the server's
+    SQL, without decoding the collection in Python: MongoDB reads such a page from an index range,
+    and a walk of the history page by page there costs each page, not the history."""
+    ids = sorted(ObjectId() for _ in range(6))
+    db.orders.insert_many(
+        [{"_id": one, "status": "livrée" if n % 3 else "en cours"} for n, one in enumerate(ids)]
+        + [
+            {"_id": "f" * 24, "status": "livrée"},  # 24 hexadecimal digits, a string: another type
+            {"_id": "zzz", "status": "livrée"},
+            {"_id": 7, "status": "livrée"},
+            {"_id": {"k": 1}, "status": "livrée"},
+        ]
+    )
+
+    def page(query: dict, limit: int = 0) -> list:
+        return [d["_id"] for d in db.orders.find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
+
+    delivered = {"status": {"$in": ["livrée", "livre\u0301e"]}}
+    assert page({**delivered, "_id": {"$gt": ids[0]}}) == [ids[1], ids[2], ids[4], ids[5]]
+    assert page({**delivered, "_id": {"$gt": ids[0]}}, limit=2) == [ids[1], ids[2]]
+    assert page({**delivered, "_id": {"$gte": ids[1], "$lt": ids[5]}}) == [ids[1], ids[2], ids[4]]
+    assert page({"_id": {"$lte": ids[2]}}) == ids[:3]
+    assert page({"status": "en cours", "_id": {"$gt": ids[0]}}) == [ids[3]]
+
+    import neosqlite
+    from neosqlite.objectid import ObjectId as NeoObjectId
+
+    from teststand import devserver
+
+    devserver._fix_objectid_range_selections()  # the same fix, in this process, to read its SQL
+    connection = neosqlite.Connection(":memory:")
+    orders = connection["orders"]
+    orders.insert_one({"status": "livrée"})
+    sent: list[str] = []
+    connection.db.set_trace_callback(sent.append)
+    list(orders.find({"status": "livrée", "_id": {"$gt": NeoObjectId()}}).sort([("_id", 1)]).limit(500))
+    (select,) = [s for s in sent if s.startswith("SELECT id")]
+    assert "._id > " in select, select  # the range, in SQL
+    assert "ORDER BY" in select, select
+    assert "LIMIT 500" in select, select
