@@ -902,19 +902,38 @@ def test_objectid_ranges_on_id_are_read_in_sql_and_answer_as_mongodb(db):
     assert page({"_id": {"$lte": ids[2]}}) == ids[:3]
     assert page({"status": "en cours", "_id": {"$gt": ids[0]}}) == [ids[3]]
 
+    # The product's walk across types (order_archiver.orders.selection.ids_after's filter): the
+    # ObjectIds after the bound in _id order, then the _ids MongoDB sorts after ObjectId (a
+    # bool), the limit counting both.
+    def ids_after(last: object) -> dict:
+        later_types = ["bool", "date", "timestamp", "regex"]
+        return {"$or": [{"_id": {"$gt": last}}, *({"_id": {"$type": name}} for name in later_types)]}
+
+    db.orders.insert_one({"_id": True, "status": "livrée"})  # (nx-27017's $type "date" misses a date _id)
+    walk = {**delivered, **ids_after(ids[1])}
+    assert page(walk) == [ids[2], ids[4], ids[5], True]
+    assert page(walk, limit=4) == [ids[2], ids[4], ids[5], True]
+    assert page(walk, limit=2) == [ids[2], ids[4]]
+    assert page({**delivered, **ids_after(ids[5])}) == [True]
+    unsorted = [d["_id"] for d in db.orders.find(walk, {"_id": 1})]
+    assert sorted(map(str, unsorted)) == sorted(map(str, [ids[2], ids[4], ids[5], True]))
+
     import neosqlite
     from neosqlite.objectid import ObjectId as NeoObjectId
 
     from teststand import devserver
 
-    devserver._fix_objectid_range_selections()  # the same fix, in this process, to read its SQL
+    devserver._fix_objectid_range_selections()  # the same fixes, in this process, to read their SQL
+    devserver._fix_id_walk_across_types()
     connection = neosqlite.Connection(":memory:")
     orders = connection["orders"]
-    orders.insert_one({"status": "livrée"})
+    orders.insert_many([{"status": "livrée"} for _ in range(3)])
     sent: list[str] = []
     connection.db.set_trace_callback(sent.append)
-    list(orders.find({"status": "livrée", "_id": {"$gt": NeoObjectId()}}).sort([("_id", 1)]).limit(500))
+    # A full page from the ObjectIds: one SQL read, nothing decoded beyond the page.
+    page_of_two = orders.find({"status": "livrée", **ids_after(NeoObjectId("0" * 24))}).sort([("_id", 1)])
+    assert len(list(page_of_two.limit(2))) == 2
     (select,) = [s for s in sent if s.startswith("SELECT id")]
     assert "._id > " in select, select  # the range, in SQL
     assert "ORDER BY" in select, select
-    assert "LIMIT 500" in select, select
+    assert "LIMIT 2" in select, select
