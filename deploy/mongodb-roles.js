@@ -85,6 +85,15 @@ if (SIDE !== "source") {
     roles: [],
   });
 
+  // Only with a cold tier (ARCHIVE_COLD_URL), for the batch user: the archived orders moved to
+  // the cold tier's files are then deleted from the archive (remove), once the file is listed
+  // and read back. The files themselves are the cold store's (its folder, or S3 credentials).
+  admin.createRole({
+    role: "orderArchiverColdTier",
+    privileges: [{ resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["remove"] }],
+    roles: [],
+  });
+
   // forget --run: a person's data erased from the archive (update), the person recorded as
   // forgotten so that no later write brings the data back (insert, update); with a cold tier,
   // each file rewritten under a journal entry and the list of files kept (the checkpoints).
@@ -164,6 +173,7 @@ admin.createUser({
 // it after unsetting the setting until a batch --run has dropped the TTL index (doctor says so):
 //   admin.grantRolesToUser("order-archiver-batch", ["orderArchiverRetention"]);
 // With batch --purge-source: admin.grantRolesToUser("order-archiver-batch", ["orderArchiverPurge"]);
+// With a cold tier (ARCHIVE_COLD_URL): admin.grantRolesToUser("order-archiver-batch", ["orderArchiverColdTier"]);
 // With --max-lag (BATCH_MAX_LAG): admin.grantRolesToUser("order-archiver-batch", ["orderArchiverReplicationLag"]);
 // (and to "order-archiver-watch" when its catch-up is held too: watch --max-lag)
 // restore --run and forget --run, each its own user (a person's occasional task, not a service):

@@ -133,6 +133,8 @@ def _every_commands_privileges(
             needs[(archive, settings.archive_collection)] |= {"collMod", "dropIndex", "remove"}
         elif ttl_index_to_drop:  # without dropIndex the index goes on expiring archived orders
             needs[(archive, settings.archive_collection)] |= {"dropIndex"}
+        if settings.archive_cold_url is not None:  # the orders moved to the cold tier, deleted
+            needs[(archive, settings.archive_collection)] |= {"remove"}
         needs[(archive, settings.checkpoint_collection)] = {"find", "insert", "update", "remove"}
         needs[(archive, settings.rejects_collection)] = {"find", "insert", "update", "remove"}
         # The record of forgotten persons, read before every archive write (forget --run writes it).

@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +245,22 @@ def every_command(nx_server, tmp_path_factory) -> list[Run]:
         product.run("batch --run (ARCHIVE_RETENTION)", "batch", "--run")
         indexes = database["Commande_archive"].index_information()
         assert "archive_retention" not in indexes, "the unset retention's TTL index was not dropped"
+        # A cold tier: the archived orders delivered over a year ago moved to Parquet files, then
+        # deleted from the archive (remove: orderArchiverColdTier).
+        cold = cwd / "cold"
+        cold.mkdir()
+        old = [document["_id"] for document in archive.find({}, {"_id": 1}).limit(3)]
+        long_ago = datetime.now(UTC) - timedelta(days=430)
+        archive.update_many({"_id": {"$in": old}}, {"$set": {"date_livraison": long_ago}})
+        before = archive.count_documents({})
+        product.run(
+            "batch --run (ARCHIVE_COLD_URL)",
+            "batch",
+            "--run",
+            ARCHIVE_COLD_URL=cold.as_uri(),
+            ARCHIVE_COLD_AFTER="365d",
+        )
+        assert archive.count_documents({}) < before, "the cold tier moved nothing"
         # --max-lag on a replica set: replSetGetStatus, then replSetGetConfig (the members' delays).
         with replica_set(nx_server) as uri:
             with pymongo.MongoClient(uri, tz_aware=True) as set_client:
@@ -361,10 +377,13 @@ def test_doctor_asks_for_every_privilege_the_commands_used(every_command):
     missing = []
     for run in every_command:
         retention, lag = run.settings.get("ARCHIVE_RETENTION"), run.settings.get("BATCH_MAX_LAG")
+        cold_after = run.settings.get("ARCHIVE_COLD_AFTER")
         settings = Settings(
             mongodb_database=ROLES_FILE_DATABASE,
             archive_retention=parse_duration(retention) if retention else None,
             batch_max_lag=parse_duration(lag) if lag else None,
+            archive_cold_url=run.settings.get("ARCHIVE_COLD_URL"),
+            archive_cold_after=parse_duration(cold_after) if cold_after else None,
         )
         # The retention's last run is the one after it was unset, its TTL index still there.
         to_drop = run.command == "batch --run (ARCHIVE_RETENTION)" and retention is None
