@@ -277,15 +277,19 @@ class ArchiveWriter:
     def numbers_taken(self, documents: list[ArchiveDocument]) -> list[ArchiveDocument]:
         """The documents whose ``numero_commande`` another order holds, in the archive or earlier
         among ``documents``: what the unique index would refuse (a dry run's prediction; one read
-        on that index)."""
+        on that index). As ``write`` does it: a number held by an order among ``documents`` is
+        that order's new one (a correction may free it), and the orders archived already keep or
+        take theirs before the new ones (``FreedNumbers``)."""
         numbers = list({str(d["numero_commande"]) for d in documents})
         held = self.context.retrying(
             lambda: list(self.archive.find({"numero_commande": {"$in": numbers}}, {"numero_commande": 1})),
             purpose=Retry.READ,
         )
-        owner: dict[object, object] = {h["numero_commande"]: h["_id"] for h in held}
+        ids = {d["_id"] for d in documents}
+        owner: dict[object, object] = {h["numero_commande"]: h["_id"] for h in held if h["_id"] not in ids}
+        archived = {h["_id"] for h in held} & ids
         taken = []
-        for document in documents:
+        for document in sorted(documents, key=lambda d: d["_id"] not in archived):  # stable
             number = document["numero_commande"]
             if owner.setdefault(number, document["_id"]) != document["_id"]:
                 taken.append(document)
@@ -322,10 +326,9 @@ class ArchiveWriter:
         next write's documents, when known already): ``known_upcoming``, the next write's
         ``known``, so that one read a write serves as the read after it and before the next."""
         documents, known = self.erasures.before_write(documents, known)
-        outcome = self.insert(documents)
-        if outcome.existing:
-            outcome = outcome.plus(self.revise(outcome.existing, retried=outcome.retried))
-        outcome.existing = []
+        outcome = self.inserted_then_revised(documents)
+        if outcome.revised:
+            outcome = FreedNumbers(self).written_again(documents, outcome)
         late, known_upcoming = self.erasures.since(documents, known, upcoming)  # recorded meanwhile
         if late is not None:
             self.erase(documents, late)
@@ -336,6 +339,14 @@ class ArchiveWriter:
             # against what it holds now, with the record read again.
             outcome = outcome.plus(self.write(missed, again=False))
         outcome.known_upcoming = known_upcoming
+        return outcome
+
+    def inserted_then_revised(self, documents: list[ArchiveDocument]) -> WriteOutcome:
+        """``documents`` inserted, those the archive held compared and revised (``write``)."""
+        outcome = self.insert(documents)
+        if outcome.existing:
+            outcome = outcome.plus(self.revise(outcome.existing, retried=outcome.retried))
+        outcome.existing = []
         return outcome
 
     def revise(self, documents: list[ArchiveDocument], *, retried: bool = False) -> WriteOutcome:
@@ -500,6 +511,35 @@ class Refusals:
                 outcome.existing.append(document)  # archived meanwhile: compared like the others
                 continue
             outcome.rejections.append(Rejection.of(document, _refusal_reason(error)))
+        return outcome
+
+
+class FreedNumbers:
+    """The orders of a write refused for a taken number, written once more after its revisions:
+    a revision may have freed that number (order A archived as N, corrected to M; new order B
+    numbered N, in the same chunk: B's insert, before A's revision, met A's N). One job of the
+    writer's, apart."""
+
+    def __init__(self, writer: ArchiveWriter) -> None:
+        self.writer = writer
+
+    def written_again(self, documents: list[ArchiveDocument], outcome: WriteOutcome) -> WriteOutcome:
+        """``outcome`` of writing ``documents``, its orders refused for a taken number written
+        again while a round revised something (a chain of corrections; each such round writes
+        one refused order at least, so at most one round an order). Idempotent as any write: the
+        insert never rewrites a document; a number still held (two live orders sharing it) is
+        refused again and its order stays rejected, never archived twice nor lost."""
+        by_id = {d["_id"]: d for d in documents}
+        revised = outcome.revised
+        while revised:
+            taken = [by_id[r.order_id] for r in outcome.rejections if r.reason == TAKEN_NUMBER]
+            if not taken:
+                break
+            log.debug("%s refused for a number this write freed: once more", plural(len(taken), "order"))
+            again = self.writer.inserted_then_revised(taken)
+            refused = {d["_id"] for d in taken}
+            outcome.rejections = [r for r in outcome.rejections if r.order_id not in refused]
+            outcome, revised = outcome.plus(again), again.revised
         return outcome
 
 

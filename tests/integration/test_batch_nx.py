@@ -282,6 +282,35 @@ def test_doctor_is_not_ready_when_archive_twins_stop_the_unique_index(
     assert not [c for c in sent.commands if c.get("aggregate") == nx_settings.archive_collection]
 
 
+def test_a_number_freed_by_a_correction_goes_to_the_new_order_of_the_same_chunk(nx_client, nx_settings):
+    """Order A archived as its number N, then corrected at the source to M (still delivered);
+    a new delivered order B numbered N. The next run reads both in one chunk: its insert met A's
+    N in the archive's unique index (the test server's 11000, keyPattern numero_commande) before
+    A's revision freed it, and B was rejected as "number taken". The dry run predicts, and the
+    run does: B archived, A revised, nothing rejected; a live clash still rejected."""
+    database = nx_client[nx_settings.mongodb_database]
+    dataset = seed_database(database, nx_settings, 40, seed=5, p_anomalies=0.0)
+    assert BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run().archived > 2
+    first, holder = sorted(expected_archive_ids(dataset))[:2]
+    number = database["Commande"].find_one({"_id": first})["numero_commande"]
+    held = database["Commande"].find_one({"_id": holder})["numero_commande"]
+    database["Commande"].update_one({"_id": first}, {"$set": {"numero_commande": "CMD-FIXED"}})
+    template = {k: v for k, v in database["Commande"].find_one({"_id": first}).items() if k != "_id"}
+    new = database["Commande"].insert_one({**template, "numero_commande": number}).inserted_id
+    clash = database["Commande"].insert_one({**template, "numero_commande": held}).inserted_id
+
+    dry = BatchArchiver(nx_client, nx_settings, BatchOptions()).run()
+    assert (dry.would_archive, dry.rejected) == (2, 1)  # A's revision and B; the clash refused
+    report = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    assert (report.archived, report.revised, report.rejected) == (1, 1, 1), report
+    archive = database[nx_settings.archive_collection]
+    assert archive.find_one({"numero_commande": number})["_id"] == new
+    assert archive.find_one({"numero_commande": "CMD-FIXED"})["_id"] == first
+    assert archive.find_one({"numero_commande": held})["_id"] == holder
+    assert archive.find_one({"_id": clash}) is None
+    assert_no_duplicates(archive)
+
+
 class ArchiveReads(pymongo.monitoring.CommandListener):
     """Every command that reads the archive collection, or joins it, as it went on the wire."""
 

@@ -228,3 +228,56 @@ def test_an_insert_sent_again_after_a_lost_reply_counts_what_it_wrote_as_archive
     outcome = ArchiveWriter(archive).write(documents)
     assert (outcome.archived, outcome.already_archived, outcome.rejections) == (2, 0, [])
     assert archive.sent == [["insert", "insert"], ["insert", "insert"]]
+
+
+def test_a_number_freed_by_a_correction_in_the_same_write_goes_to_the_new_order(archive):
+    """Order A archived as CMD-1, corrected at the source to CMD-9; new order B numbered CMD-1;
+    both in one chunk (or one watcher micro-batch). The insert comes first: B's met A's CMD-1
+    (11000 on numero_commande) and B was rejected, although A's revision in the same write
+    frees it. B is archived, A revised, nothing rejected, and a write of the same chunk again
+    changes nothing."""
+    first = archived("CMD-1")
+    archive.collection.insert_one({**first, "archived_at": NOW - timedelta(hours=1)})
+    corrected = archived("CMD-9", _id=first["_id"])  # its numero fixed after delivery
+    new = archived("CMD-1")
+    for chunk in ([new, corrected], [corrected, new]):  # whatever their order in the chunk
+        if archive.collection.find_one({"_id": new["_id"]}) is not None:
+            archive.collection.delete_one({"_id": new["_id"]})
+            archive.collection.update_one({"_id": first["_id"]}, {"$set": dict(first)})
+        outcome = ArchiveWriter(archive).write(chunk)
+        assert (outcome.archived, outcome.revised, outcome.rejections) == (1, 1, [])
+        assert archive.collection.find_one({"numero_commande": "CMD-1"})["_id"] == new["_id"]
+        assert archive.collection.find_one({"numero_commande": "CMD-9"})["_id"] == first["_id"]
+    again = ArchiveWriter(archive).write([new, corrected])
+    assert (again.archived, again.already_archived, again.revised, again.rejections) == (0, 2, 0, [])
+    assert archive.collection.count_documents({}) == 2
+
+
+def test_a_number_still_held_after_the_writes_revisions_stays_a_rejection(archive):
+    """A revision in the write frees another number (CMD-2 to CMD-8): the order refused for
+    CMD-1, which a live archived order holds, is written once more, refused again, rejected;
+    two new orders sharing a number: one archived, the other rejected."""
+    holder, moving = archived("CMD-1"), archived("CMD-2")
+    archive.collection.insert_many([dict(holder), {**moving, "archived_at": NOW - timedelta(hours=1)}])
+    clash, twin_a, twin_b = archived("CMD-1"), archived("CMD-5"), archived("CMD-5")
+    moved = archived("CMD-8", _id=moving["_id"])
+    outcome = ArchiveWriter(archive).write([clash, twin_a, twin_b, moved])
+    assert (outcome.archived, outcome.revised) == (1, 1)
+    assert sorted(r.order_id for r in outcome.rejections) == sorted([clash["_id"], twin_b["_id"]])
+    assert archive.collection.find_one({"numero_commande": "CMD-1"})["_id"] == holder["_id"]
+    assert archive.collection.find_one({"numero_commande": "CMD-5"})["_id"] == twin_a["_id"]
+    assert archive.sent == [["insert"] * 4, ["update"], ["insert", "insert"]]  # once more, the two refused
+
+
+def test_a_chain_of_corrections_in_one_write_frees_each_number_in_turn(archive):
+    """A archived as N1 corrected to N2, B archived as N2 corrected to N3, new C numbered N1, in
+    one write: C waits for A's revision, which waits for B's; all three written."""
+    a, b = archived("N1"), archived("N2")
+    archive.collection.insert_many(
+        [{**a, "archived_at": NOW - timedelta(hours=1)}, {**b, "archived_at": NOW - timedelta(hours=1)}]
+    )
+    c = archived("N1")
+    outcome = ArchiveWriter(archive).write([c, archived("N2", _id=a["_id"]), archived("N3", _id=b["_id"])])
+    assert (outcome.archived, outcome.revised, outcome.rejections) == (1, 2, [])
+    numbers = {d["numero_commande"]: d["_id"] for d in archive.collection.find()}
+    assert numbers == {"N1": c["_id"], "N2": a["_id"], "N3": b["_id"]}
