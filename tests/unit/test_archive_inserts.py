@@ -11,13 +11,14 @@ the wire: tests/e2e/test_archive_inserts_e2e.py."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from bson import ObjectId
 from pymongo import InsertOne
-from pymongo.errors import AutoReconnect, BulkWriteError
+from pymongo.errors import AutoReconnect, BulkWriteError, DocumentTooLarge
 
 from order_archiver.mongodb.storage import ArchiveWriter
 from order_archiver.orders.enrichment import finish_archive_document
@@ -281,3 +282,47 @@ def test_a_chain_of_corrections_in_one_write_frees_each_number_in_turn(archive):
     assert (outcome.archived, outcome.revised, outcome.rejections) == (1, 2, [])
     numbers = {d["numero_commande"]: d["_id"] for d in archive.collection.find()}
     assert numbers == {"N1": c["_id"], "N2": a["_id"], "N3": b["_id"]}
+
+
+OVER_48_MB = "CMD-OVER-48MB"  # its archive document is larger than a whole message (48 MB)
+
+
+class SentInBatches(MongoDBArchive):
+    """pymongo sends an unordered bulk in batches of at most ``maxMessageSizeBytes`` (48 MB): a
+    document too large for a message of its own ends the batch before it, which is sent and
+    applied; then, first of the next batch, it raises ``DocumentTooLarge`` (pymongo's
+    message.py, ``_batched_op_msg_impl``: "Does first document exceed max_message_size?";
+    ``_raise_document_too_large``), and the bulk stops there, the applied batch's result (its
+    ``nInserted``, its write errors) lost with it."""
+
+    def bulk_write(self, requests: list[Any], ordered: bool) -> Any:
+        huge = next((i for i, r in enumerate(requests) if r._doc.get("numero_commande") == OVER_48_MB), None)
+        if huge is None:
+            return super().bulk_write(requests, ordered)
+        if huge:
+            # The batch before it, applied; pymongo keeps its errors for the end, which never comes.
+            with contextlib.suppress(BulkWriteError):
+                super().bulk_write(requests[:huge], ordered)
+        raise DocumentTooLarge(
+            "BSON document too large (50331700 bytes) - the connected server supports BSON "
+            "document sizes up to 16777216 bytes."
+        )
+
+
+def test_orders_applied_before_a_write_refused_whole_for_its_size_count_as_archived(mongo):
+    """A chunk whose fourth document is larger than a message: pymongo applied the three before
+    it, then raised DocumentTooLarge; the writer splits the chunk in halves, whose inserts meet
+    those three on their _id. Written by this very write (its archived_at, its version), they
+    are archived by this run, not "already archived"; the huge one is rejected, the rest archived."""
+    collection = mongo["db"]["archive"]
+    collection.create_index("numero_commande", unique=True)
+    archive = SentInBatches(collection)
+    before = archived("CMD-0")
+    collection.insert_one({**before, "archived_at": NOW - timedelta(days=1)})  # an earlier run's
+    chunk = [archived(f"CMD-{n}") for n in (1, 2, 3)] + [archived(OVER_48_MB), archived("CMD-4"), before]
+    outcome = ArchiveWriter(archive).write(chunk)
+    assert (outcome.archived, outcome.already_archived, outcome.revised) == (4, 1, 0)
+    assert [(r.order_id, r.reason) for r in outcome.rejections] == [
+        (chunk[3]["_id"], "archive document too large: DocumentTooLarge")
+    ]
+    assert collection.count_documents({}) == 5
