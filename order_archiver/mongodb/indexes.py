@@ -372,14 +372,46 @@ def shared_key(error: BaseException) -> str | None:
     shared = mapping_or_empty((cause.details or {}).get("keyValue"))
     if not shared:
         return None
-    value = ", ".join(f"{field} {value!r}" for field, value in shared.items())
+    return twins_repair(", ".join(f"{field} {value!r}" for field, value in shared.items()))
+
+
+def twins_repair(shared: str) -> str:
+    """Which value archive documents share (``shared``: "numero_commande 'CMD-1'") and the
+    repair that keeps each of those orders: the same words for a refused build and ``doctor``."""
     return (
-        f"two or more archive documents share {value}: different orders (their _id differ), "
+        f"two or more archive documents share {shared}: different orders (their _id differ), "
         "archived while this index was missing; main.py find lists them by that number; for each "
         "but the first archived, restore --id ID --run (it puts the order back in the source if a "
         "purge took it), then delete its archive document: batch --run then builds the index and "
         "lists that order as rejected (a reused number) instead of losing it"
     )
+
+
+TWINS_SHOWN = 5  # doctor names the first few numbers shared, not every one
+TWINS_LOOK_MS = 60_000  # and looks for them one minute at most (the server stops there: 50)
+
+
+def shared_numbers(
+    archive: MongoCollection, stop_event: threading.Event | None = None, shown: int = TWINS_SHOWN
+) -> list[object]:
+    """The first ``shown`` (and one more: "more") numbers two or more archive documents share,
+    in order: what would make MongoDB refuse the unique index (11000). Asked only while that
+    index is missing (with it, none can be shared): one aggregation that reads the whole archive
+    once (it has no index on the number to read instead), stopped by the server after
+    ``TWINS_LOOK_MS`` (50 MaxTimeMSExpired), spilling to disk rather than failing past
+    ``$group``'s 100 MB (``allowDiskUse``, 4.4+), returning at most ``shown + 1`` numbers. It needs
+    ``find`` on the archive only, which every command's user holds (doctor checks it)."""
+    pipeline: list[dict[str, object]] = [
+        {"$group": {"_id": "$numero_commande", "documents": {"$sum": 1}}},
+        {"$match": {"documents": {"$gt": 1}}},
+        {"$sort": {"_id": 1}},
+        {"$limit": shown + 1},
+    ]
+    found = retrying(
+        lambda: list(archive.aggregate(pipeline, allowDiskUse=True, maxTimeMS=TWINS_LOOK_MS)),
+        stop_event=stop_event,
+    )
+    return [one["_id"] for one in found]
 
 
 def unique_status(statuses: list[IndexStatus], archive: MongoCollection) -> IndexStatus | None:

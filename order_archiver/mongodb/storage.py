@@ -194,6 +194,30 @@ def read_held(archive: MongoCollection, ids: list[OrderId], context: RunContext)
     return {document["_id"]: Held.of(document) for document in found}
 
 
+def numbers_taken(
+    archive: MongoCollection, context: RunContext, documents: list[ArchiveDocument]
+) -> list[ArchiveDocument]:
+    """The documents whose ``numero_commande`` another order holds, in the archive or earlier
+    among ``documents``: what the unique index would refuse (a dry run's prediction; one read
+    on that index). As ``ArchiveWriter.write`` does it: a number held by an order among
+    ``documents`` is that order's new one (a correction may free it), and the orders archived
+    already keep or take theirs before the new ones (``FreedNumbers``)."""
+    numbers = list({str(d["numero_commande"]) for d in documents})
+    held = context.retrying(
+        lambda: list(archive.find({"numero_commande": {"$in": numbers}}, {"numero_commande": 1})),
+        purpose=Retry.READ,
+    )
+    ids = {d["_id"] for d in documents}
+    owner: dict[object, object] = {h["numero_commande"]: h["_id"] for h in held if h["_id"] not in ids}
+    archived = {h["_id"] for h in held} & ids
+    taken = []
+    for document in sorted(documents, key=lambda d: d["_id"] not in archived):  # stable
+        number = document["numero_commande"]
+        if owner.setdefault(number, document["_id"]) != document["_id"]:
+            taken.append(document)
+    return taken
+
+
 # What a revision keeps of the document it replaces: when and by what the order was archived.
 _KEPT_BY_A_REVISION = ("_id", "archived_at", "archived_by")
 # What a revision removes unless the new version has it: an erasure's mark says what the
@@ -275,21 +299,8 @@ class ArchiveWriter:
         return Unwritten([d for d in documents if d["_id"] not in unchanged], len(unchanged), known)
 
     def numbers_taken(self, documents: list[ArchiveDocument]) -> list[ArchiveDocument]:
-        """The documents whose ``numero_commande`` another order holds, in the archive or earlier
-        among ``documents``: what the unique index would refuse (a dry run's prediction; one read
-        on that index)."""
-        numbers = list({str(d["numero_commande"]) for d in documents})
-        held = self.context.retrying(
-            lambda: list(self.archive.find({"numero_commande": {"$in": numbers}}, {"numero_commande": 1})),
-            purpose=Retry.READ,
-        )
-        owner: dict[object, object] = {h["numero_commande"]: h["_id"] for h in held}
-        taken = []
-        for document in documents:
-            number = document["numero_commande"]
-            if owner.setdefault(number, document["_id"]) != document["_id"]:
-                taken.append(document)
-        return taken
+        """What the unique index would refuse of ``documents`` (``numbers_taken``)."""
+        return numbers_taken(self.archive, self.context, documents)
 
     def existing_ids(self, ids: list[OrderId]) -> set[OrderId]:
         found = self.context.retrying(
@@ -322,10 +333,9 @@ class ArchiveWriter:
         next write's documents, when known already): ``known_upcoming``, the next write's
         ``known``, so that one read a write serves as the read after it and before the next."""
         documents, known = self.erasures.before_write(documents, known)
-        outcome = self.insert(documents)
-        if outcome.existing:
-            outcome = outcome.plus(self.revise(outcome.existing, retried=outcome.retried))
-        outcome.existing = []
+        outcome = self.inserted_then_revised(documents)
+        if outcome.revised:
+            outcome = FreedNumbers(self).written_again(documents, outcome)
         late, known_upcoming = self.erasures.since(documents, known, upcoming)  # recorded meanwhile
         if late is not None:
             self.erase(documents, late)
@@ -336,6 +346,14 @@ class ArchiveWriter:
             # against what it holds now, with the record read again.
             outcome = outcome.plus(self.write(missed, again=False))
         outcome.known_upcoming = known_upcoming
+        return outcome
+
+    def inserted_then_revised(self, documents: list[ArchiveDocument]) -> WriteOutcome:
+        """``documents`` inserted, those the archive held compared and revised (``write``)."""
+        outcome = self.insert(documents)
+        if outcome.existing:
+            outcome = outcome.plus(self.revise(outcome.existing, retried=outcome.retried))
+        outcome.existing = []
         return outcome
 
     def revise(self, documents: list[ArchiveDocument], *, retried: bool = False) -> WriteOutcome:
@@ -366,9 +384,10 @@ class ArchiveWriter:
         self, documents: list[ArchiveDocument], once: Callable[[list[ArchiveDocument]], WriteOutcome]
     ) -> WriteOutcome:
         """``once(documents)``. A write the server (10334 BSONObjectTooLarge: the command past
-        16 MB + 16 KB, nothing applied) or pymongo (``DocumentTooLarge``, a ``bson`` error, past
-        48 MB or one statement past the server's limit) refuses whole is split in halves, down
-        to the one order that makes it too large: that order is rejected, the rest archived.
+        16 MB + 16 KB) or pymongo (``DocumentTooLarge``, a ``bson`` error, past 48 MB or one
+        statement past the server's limit) refuses whole is split in halves, down to the one
+        order that makes it too large: that order is rejected, the rest archived (those that an
+        earlier batch of the refused bulk applied counted archived, not already archived).
         Without it, batch died at the same chunk on every run and watch replayed the same event
         forever."""
         try:
@@ -378,7 +397,13 @@ class ArchiveWriter:
                 return WriteOutcome(rejections=[Rejection.of(documents[0], too_large.reason)])
             log.warning("%s for %d orders: writing them in halves", too_large.reason, len(documents))
             half = len(documents) // 2
-            return self._in_halves(documents[:half], once).plus(self._in_halves(documents[half:], once))
+            outcome = self._in_halves(documents[:half], once).plus(self._in_halves(documents[half:], once))
+            # Refused whole, yet applied in part: pymongo sends a bulk in batches of 48 MB at
+            # most, and those before the one refused were applied, their result lost with the
+            # error. The halves meet their orders on the _id: written by this very write, told
+            # as after a write sent again (``_written_by``), not counted already archived.
+            outcome.retried = True
+            return outcome
 
     def _insert_once(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         retries = self.retries
@@ -500,6 +525,35 @@ class Refusals:
                 outcome.existing.append(document)  # archived meanwhile: compared like the others
                 continue
             outcome.rejections.append(Rejection.of(document, _refusal_reason(error)))
+        return outcome
+
+
+class FreedNumbers:
+    """The orders of a write refused for a taken number, written once more after its revisions:
+    a revision may have freed that number (order A archived as N, corrected to M; new order B
+    numbered N, in the same chunk: B's insert, before A's revision, met A's N). One job of the
+    writer's, apart."""
+
+    def __init__(self, writer: ArchiveWriter) -> None:
+        self.writer = writer
+
+    def written_again(self, documents: list[ArchiveDocument], outcome: WriteOutcome) -> WriteOutcome:
+        """``outcome`` of writing ``documents``, its orders refused for a taken number written
+        again while a round revised something (a chain of corrections; each such round writes
+        one refused order at least, so at most one round an order). Idempotent as any write: the
+        insert never rewrites a document; a number still held (two live orders sharing it) is
+        refused again and its order stays rejected, never archived twice nor lost."""
+        by_id = {d["_id"]: d for d in documents}
+        revised = outcome.revised
+        while revised:
+            taken = [by_id[r.order_id] for r in outcome.rejections if r.reason == TAKEN_NUMBER]
+            if not taken:
+                break
+            log.debug("%s refused for a number this write freed: once more", plural(len(taken), "order"))
+            again = self.writer.inserted_then_revised(taken)
+            refused = {d["_id"] for d in taken}
+            outcome.rejections = [r for r in outcome.rejections if r.order_id not in refused]
+            outcome, revised = outcome.plus(again), again.revised
         return outcome
 
 

@@ -20,7 +20,7 @@ from pymongo import errors as pymongo_errors
 from order_archiver.cold.record import check_place, read_record
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
-from order_archiver.documents import Document, list_or_empty, mapping_or_empty
+from order_archiver.documents import Document, MongoCollection, list_or_empty, mapping_or_empty
 from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ArchiverError, ConfigError, is_authorisation_error
 from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import (
@@ -31,7 +31,15 @@ from order_archiver.mongodb.deployment import (
     sharded_collections,
     sharding_problems,
 )
-from order_archiver.mongodb.indexes import index_states, wanted_indexes
+from order_archiver.mongodb.indexes import (
+    TWINS_SHOWN,
+    IndexStatus,
+    index_states,
+    shared_numbers,
+    twins_repair,
+    unique_status,
+    wanted_indexes,
+)
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.replication_lag import lag_actions_missing
 from order_archiver.mongodb.retention import PiiRetention, retention_state
@@ -385,8 +393,15 @@ def personal_data_check(
     report.add("personal data", "pass", f"{policy}; ARCHIVE_PII_RETENTION {length}: {left}")
 
 
-def index_check(report: DoctorReport, client: MongoClient[Document], settings: Settings, side: Side) -> None:
-    """The indexes batch relies on, on this deployment's side: ready, or what their absence costs."""
+def index_check(
+    report: DoctorReport,
+    client: MongoClient[Document],
+    settings: Settings,
+    side: Side,
+    context: RunContext | None = None,
+) -> None:
+    """The indexes batch relies on, on this deployment's side: ready, or what their absence costs;
+    the archive's unique index that no batch --run can build said apart (``twins_check``)."""
     orders = client[settings.mongodb_database][settings.orders_collection]
     archive = client[settings.archive_db_name][settings.archive_collection]
     wanted = [
@@ -397,18 +412,54 @@ def index_check(report: DoctorReport, client: MongoClient[Document], settings: S
         if side == "both" or w.side == side
     ]
     try:
-        waiting = [s for s in index_states(wanted, None) if s.state != "ready"]
+        statuses = index_states(wanted, None)
     except ArchiverError as exc:
         report.add("indexes", "warn", f"cannot be listed ({exc})")
         return
+    unbuildable = twins_check(report, archive, statuses, context or RunContext())
+    waiting = [s for s in statuses if s.state != "ready" and s is not unbuildable]
     missing = [f"{s.collection}.{s.index}" for s in waiting if s.state == "missing"]
     lines = [s.line() for s in waiting if s.state != "missing"]
     if missing:  # a new deployment's every index: named, not each with its cost
         lines.append(f"missing, the next batch --run builds them: {', '.join(missing)}")
     if lines:
         report.add("indexes", "warn", "; ".join(lines))
-    else:
+    elif unbuildable is None:
         report.add("indexes", "pass", "every index batch relies on is ready")
+
+
+def twins_check(
+    report: DoctorReport, archive: MongoCollection, statuses: list[IndexStatus], context: RunContext
+) -> IndexStatus | None:
+    """The archive's unique index missing over archive documents that share a number (an earlier
+    version's watcher archived them before any batch --run built it): MongoDB refuses its build
+    (11000), so batch --run archives nothing and watch waits for it for ever. Not ready, the
+    first numbers named with the repair; the index's status returned (no batch --run builds
+    it). Looked for only while it is missing (``shared_numbers``: one read of the archive)."""
+    unique = unique_status(statuses, archive)
+    if unique is None or unique.state != "missing":
+        return None
+    try:
+        numbers = shared_numbers(archive, context.stop)
+    except ArchiverError as exc:
+        report.add(
+            "unique index",
+            "warn",
+            f"{unique.index} on {unique.collection} missing; whether archive documents share a "
+            f"numero_commande (its build would then be refused) is not known: {exc}",
+        )
+        return None
+    if not numbers:
+        return None
+    shown = ", ".join(repr(n) for n in numbers[:TWINS_SHOWN])
+    more = " and more" if len(numbers) > TWINS_SHOWN else ""
+    report.add(
+        "unique index",
+        "fail",
+        f"{unique.index} on {unique.collection} is missing and batch --run cannot build it, so "
+        f"nothing is archived and watch waits for it: {twins_repair(f'numero_commande {shown}{more}')}",
+    )
+    return unique
 
 
 def run_doctor(
@@ -468,7 +519,7 @@ def check_deployment_of(
         personal_data_check(report, client, settings, context)
         cold_tier_check(report, settings)
         cold_record_check(report, client, settings, context)
-    index_check(report, client, settings, side)
+    index_check(report, client, settings, side, context)
     tls_check(report, settings, side)
     report.add(
         "write concern",

@@ -4,14 +4,17 @@ from datetime import UTC, datetime, timedelta
 
 import pymongo
 import pytest
+from bson import ObjectId
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.cli.main import main
 from order_archiver.context import RunContext
+from order_archiver.operations.doctor import run_doctor
 from order_archiver.orders.enrichment import finish_archive_document
 from order_archiver.settings import parse_date_bound
 from order_archiver.simulation.generator import default_anchor, strip_markers
 from tests.helpers import assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
+from tests.integration.test_mongodb_refusals import recording_client
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -237,6 +240,75 @@ def test_doctor_on_a_real_wire_protocol(nx_env, nx_client, nx_settings, db_name,
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is True
     assert {c["name"] for c in report["checks"]} >= {"version", "topology", "change streams", "privileges"}
+
+
+def test_doctor_is_not_ready_when_archive_twins_stop_the_unique_index(
+    nx_env, nx_client, nx_settings, db_name, capsys
+):
+    """Two archive documents sharing a numero_commande (an earlier version's watcher archived
+    them before any batch --run built the unique index): MongoDB refuses that index over them
+    (11000), so batch --run archives nothing and a watcher waits for the index for ever. doctor
+    said "ready"; it says NOT READY (exit 3), names the shared numbers and the repair, and reads
+    the archive for them only while the index is missing (once built, no such read)."""
+    import json
+
+    seed_database(nx_client[db_name], nx_settings, 30)  # the orders and references exist
+    archive = nx_client[db_name][nx_settings.archive_collection]
+    twins = [
+        {"_id": ObjectId(), "numero_commande": number, "date_commande": NOW}
+        for number in ("OLD-1", "OLD-1", "OLD-2", "OLD-2", "OLD-2", "OLD-3")
+    ]
+    archive.insert_many(twins)
+
+    assert main(["doctor"]) == 3
+    lines = capsys.readouterr().out.strip().splitlines()
+    unique = next(line for line in lines if line.startswith("FAIL unique index: "))
+    assert "numero_commande 'OLD-1', 'OLD-2':" in unique, unique  # OLD-3 is alone
+    assert "restore --id ID --run" in unique
+    assert "then delete its archive document" in unique
+    assert lines[-1].startswith("NOT READY: ")
+    assert "unique index" in lines[-1]
+    assert main(["doctor", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["healthy"] is False
+
+    # Repaired (each twin but one restored, then deleted) and the index built: ready, no scan.
+    archive.delete_many({"_id": {"$in": [twins[1]["_id"], twins[3]["_id"], twins[4]["_id"]]}})
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).ensure_indexes()
+    assert main(["doctor"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "ready"
+    client, sent = recording_client(nx_settings.mongodb_uri or "")
+    with client:
+        assert run_doctor(client, nx_settings).healthy
+    assert not [c for c in sent.commands if c.get("aggregate") == nx_settings.archive_collection]
+
+
+def test_a_number_freed_by_a_correction_goes_to_the_new_order_of_the_same_chunk(nx_client, nx_settings):
+    """Order A archived as its number N, then corrected at the source to M (still delivered);
+    a new delivered order B numbered N. The next run reads both in one chunk: its insert met A's
+    N in the archive's unique index (the test server's 11000, keyPattern numero_commande) before
+    A's revision freed it, and B was rejected as "number taken". The dry run predicts, and the
+    run does: B archived, A revised, nothing rejected; a live clash still rejected."""
+    database = nx_client[nx_settings.mongodb_database]
+    dataset = seed_database(database, nx_settings, 40, seed=5, p_anomalies=0.0)
+    assert BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run().archived > 2
+    first, holder = sorted(expected_archive_ids(dataset))[:2]
+    number = database["Commande"].find_one({"_id": first})["numero_commande"]
+    held = database["Commande"].find_one({"_id": holder})["numero_commande"]
+    database["Commande"].update_one({"_id": first}, {"$set": {"numero_commande": "CMD-FIXED"}})
+    template = {k: v for k, v in database["Commande"].find_one({"_id": first}).items() if k != "_id"}
+    new = database["Commande"].insert_one({**template, "numero_commande": number}).inserted_id
+    clash = database["Commande"].insert_one({**template, "numero_commande": held}).inserted_id
+
+    dry = BatchArchiver(nx_client, nx_settings, BatchOptions()).run()
+    assert (dry.would_archive, dry.rejected) == (2, 1)  # A's revision and B; the clash refused
+    report = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    assert (report.archived, report.revised, report.rejected) == (1, 1, 1), report
+    archive = database[nx_settings.archive_collection]
+    assert archive.find_one({"numero_commande": number})["_id"] == new
+    assert archive.find_one({"numero_commande": "CMD-FIXED"})["_id"] == first
+    assert archive.find_one({"numero_commande": held})["_id"] == holder
+    assert archive.find_one({"_id": clash}) is None
+    assert_no_duplicates(archive)
 
 
 class ArchiveReads(pymongo.monitoring.CommandListener):

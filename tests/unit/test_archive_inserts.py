@@ -11,13 +11,14 @@ the wire: tests/e2e/test_archive_inserts_e2e.py."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from bson import ObjectId
 from pymongo import InsertOne
-from pymongo.errors import AutoReconnect, BulkWriteError
+from pymongo.errors import AutoReconnect, BulkWriteError, DocumentTooLarge
 
 from order_archiver.mongodb.storage import ArchiveWriter
 from order_archiver.orders.enrichment import finish_archive_document
@@ -228,3 +229,100 @@ def test_an_insert_sent_again_after_a_lost_reply_counts_what_it_wrote_as_archive
     outcome = ArchiveWriter(archive).write(documents)
     assert (outcome.archived, outcome.already_archived, outcome.rejections) == (2, 0, [])
     assert archive.sent == [["insert", "insert"], ["insert", "insert"]]
+
+
+def test_a_number_freed_by_a_correction_in_the_same_write_goes_to_the_new_order(archive):
+    """Order A archived as CMD-1, corrected at the source to CMD-9; new order B numbered CMD-1;
+    both in one chunk (or one watcher micro-batch). The insert comes first: B's met A's CMD-1
+    (11000 on numero_commande) and B was rejected, although A's revision in the same write
+    frees it. B is archived, A revised, nothing rejected, and a write of the same chunk again
+    changes nothing."""
+    first = archived("CMD-1")
+    archive.collection.insert_one({**first, "archived_at": NOW - timedelta(hours=1)})
+    corrected = archived("CMD-9", _id=first["_id"])  # its numero fixed after delivery
+    new = archived("CMD-1")
+    for chunk in ([new, corrected], [corrected, new]):  # whatever their order in the chunk
+        if archive.collection.find_one({"_id": new["_id"]}) is not None:
+            archive.collection.delete_one({"_id": new["_id"]})
+            archive.collection.update_one({"_id": first["_id"]}, {"$set": dict(first)})
+        outcome = ArchiveWriter(archive).write(chunk)
+        assert (outcome.archived, outcome.revised, outcome.rejections) == (1, 1, [])
+        assert archive.collection.find_one({"numero_commande": "CMD-1"})["_id"] == new["_id"]
+        assert archive.collection.find_one({"numero_commande": "CMD-9"})["_id"] == first["_id"]
+    again = ArchiveWriter(archive).write([new, corrected])
+    assert (again.archived, again.already_archived, again.revised, again.rejections) == (0, 2, 0, [])
+    assert archive.collection.count_documents({}) == 2
+
+
+def test_a_number_still_held_after_the_writes_revisions_stays_a_rejection(archive):
+    """A revision in the write frees another number (CMD-2 to CMD-8): the order refused for
+    CMD-1, which a live archived order holds, is written once more, refused again, rejected;
+    two new orders sharing a number: one archived, the other rejected."""
+    holder, moving = archived("CMD-1"), archived("CMD-2")
+    archive.collection.insert_many([dict(holder), {**moving, "archived_at": NOW - timedelta(hours=1)}])
+    clash, twin_a, twin_b = archived("CMD-1"), archived("CMD-5"), archived("CMD-5")
+    moved = archived("CMD-8", _id=moving["_id"])
+    outcome = ArchiveWriter(archive).write([clash, twin_a, twin_b, moved])
+    assert (outcome.archived, outcome.revised) == (1, 1)
+    assert sorted(r.order_id for r in outcome.rejections) == sorted([clash["_id"], twin_b["_id"]])
+    assert archive.collection.find_one({"numero_commande": "CMD-1"})["_id"] == holder["_id"]
+    assert archive.collection.find_one({"numero_commande": "CMD-5"})["_id"] == twin_a["_id"]
+    assert archive.sent == [["insert"] * 4, ["update"], ["insert", "insert"]]  # once more, the two refused
+
+
+def test_a_chain_of_corrections_in_one_write_frees_each_number_in_turn(archive):
+    """A archived as N1 corrected to N2, B archived as N2 corrected to N3, new C numbered N1, in
+    one write: C waits for A's revision, which waits for B's; all three written."""
+    a, b = archived("N1"), archived("N2")
+    archive.collection.insert_many(
+        [{**a, "archived_at": NOW - timedelta(hours=1)}, {**b, "archived_at": NOW - timedelta(hours=1)}]
+    )
+    c = archived("N1")
+    outcome = ArchiveWriter(archive).write([c, archived("N2", _id=a["_id"]), archived("N3", _id=b["_id"])])
+    assert (outcome.archived, outcome.revised, outcome.rejections) == (1, 2, [])
+    numbers = {d["numero_commande"]: d["_id"] for d in archive.collection.find()}
+    assert numbers == {"N1": c["_id"], "N2": a["_id"], "N3": b["_id"]}
+
+
+OVER_48_MB = "CMD-OVER-48MB"  # its archive document is larger than a whole message (48 MB)
+
+
+class SentInBatches(MongoDBArchive):
+    """pymongo sends an unordered bulk in batches of at most ``maxMessageSizeBytes`` (48 MB): a
+    document too large for a message of its own ends the batch before it, which is sent and
+    applied; then, first of the next batch, it raises ``DocumentTooLarge`` (pymongo's
+    message.py, ``_batched_op_msg_impl``: "Does first document exceed max_message_size?";
+    ``_raise_document_too_large``), and the bulk stops there, the applied batch's result (its
+    ``nInserted``, its write errors) lost with it."""
+
+    def bulk_write(self, requests: list[Any], ordered: bool) -> Any:
+        huge = next((i for i, r in enumerate(requests) if r._doc.get("numero_commande") == OVER_48_MB), None)
+        if huge is None:
+            return super().bulk_write(requests, ordered)
+        if huge:
+            # The batch before it, applied; pymongo keeps its errors for the end, which never comes.
+            with contextlib.suppress(BulkWriteError):
+                super().bulk_write(requests[:huge], ordered)
+        raise DocumentTooLarge(
+            "BSON document too large (50331700 bytes) - the connected server supports BSON "
+            "document sizes up to 16777216 bytes."
+        )
+
+
+def test_orders_applied_before_a_write_refused_whole_for_its_size_count_as_archived(mongo):
+    """A chunk whose fourth document is larger than a message: pymongo applied the three before
+    it, then raised DocumentTooLarge; the writer splits the chunk in halves, whose inserts meet
+    those three on their _id. Written by this very write (its archived_at, its version), they
+    are archived by this run, not "already archived"; the huge one is rejected, the rest archived."""
+    collection = mongo["db"]["archive"]
+    collection.create_index("numero_commande", unique=True)
+    archive = SentInBatches(collection)
+    before = archived("CMD-0")
+    collection.insert_one({**before, "archived_at": NOW - timedelta(days=1)})  # an earlier run's
+    chunk = [archived(f"CMD-{n}") for n in (1, 2, 3)] + [archived(OVER_48_MB), archived("CMD-4"), before]
+    outcome = ArchiveWriter(archive).write(chunk)
+    assert (outcome.archived, outcome.already_archived, outcome.revised) == (4, 1, 0)
+    assert [(r.order_id, r.reason) for r in outcome.rejections] == [
+        (chunk[3]["_id"], "archive document too large: DocumentTooLarge")
+    ]
+    assert collection.count_documents({}) == 5

@@ -37,6 +37,13 @@ class FakeCollection:
     def list_indexes(self):
         return list(self.client.indexes)
 
+    def aggregate(self, pipeline, **options):
+        """The archive's numbers shared by two documents or more (indexes.shared_numbers)."""
+        self.client.aggregated.append((pipeline, options))
+        if isinstance(self.client.twins, Exception):
+            raise self.client.twins
+        return [{"_id": number, "documents": 2} for number in self.client.twins]
+
     def find_one(self, *_):
         return None  # the checkpoints' cold-tier record (cold/record.py): none, no move ever ran
 
@@ -84,6 +91,8 @@ class FakeClient:
         self.sharded = sharded or {}
         self.indexes: list[dict] = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]
         self.stream_error = stream_error
+        self.twins: list[str] | Exception = []  # what the archive's numbers shared read answers
+        self.aggregated: list[tuple] = []
         self.admin = FakeDatabase(self, "admin")
         self.write_concern = SimpleNamespace(document={"w": 1})
         self.read_preference = SimpleNamespace(name="secondaryPreferred")
@@ -418,3 +427,36 @@ def test_doctor_for_watch_checks_the_watchers_own_user_which_batchs_checks_would
     less = [p for p in watchers if p["resource"]["collection"] != "archiver_rejects"]
     lacking = run_doctor(FakeClient({"setName": "rs0"}, privileges=less), SETTINGS, process="watch")
     assert outcomes(lacking)["privileges"] == "fail"
+
+
+def test_the_shared_numbers_are_looked_for_boundedly_and_a_refused_look_only_warns():
+    """The unique index missing: doctor reads the archive for numbers two documents share, in
+    one aggregation the server stops after a minute (maxTimeMS) and that returns six numbers at
+    most (the first five named). A look that fails (50 MaxTimeMSExpired on a huge archive, a
+    user refused) says so and fails nothing: the index may still build."""
+    client = FakeClient({"setName": "rs0"}, privileges=everything_needed())
+    client.twins = [f"CMD-{n}" for n in range(6)]
+    report = run_doctor(client, SETTINGS)
+    assert outcomes(report)["unique index"] == "fail"
+    detail = next(c.detail for c in report.checks if c.name == "unique index")
+    assert "numero_commande 'CMD-0', 'CMD-1', 'CMD-2', 'CMD-3', 'CMD-4' and more:" in detail
+    ((pipeline, options),) = client.aggregated
+    assert options == {"allowDiskUse": True, "maxTimeMS": 60_000}
+    assert pipeline[-1] == {"$limit": 6}
+    assert "Commande_archive.numero_commande_1" not in next(
+        c.detail for c in report.checks if c.name == "indexes"
+    )
+
+    client.twins = OperationFailure("operation exceeded time limit", 50)
+    report = run_doctor(client, SETTINGS)
+    assert outcomes(report)["unique index"] == "warn"
+    assert report.healthy
+    assert "is not known" in next(c.detail for c in report.checks if c.name == "unique index")
+
+    client.indexes.append(
+        {"v": 2, "key": {"numero_commande": 1}, "name": "numero_commande_1", "unique": True}
+    )
+    client.aggregated.clear()
+    report = run_doctor(client, SETTINGS)
+    assert "unique index" not in outcomes(report)
+    assert not client.aggregated
