@@ -275,6 +275,45 @@ def test_purge_source_deletes_the_orders_moved_before_it_reached_them_and_restor
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_purge_source_removes_the_cold_restore_marks_past_restore_hold_at_the_wire(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """On the test server (the delete's filter, an anchored ``_id`` prefix and a date range, is the
+    server's to match): two orders restored from the cold tier, one of them 31 days ago (its mark
+    set back, as time passing would); `--purge-source` under RESTORE_HOLD 30d removes that mark and
+    purges its order, and keeps the other's mark and order (held)."""
+    from order_archiver.cold.holding import MARK, ColdRestoreMarks
+
+    database = nx_client[db_name]
+    _recent, old = seed_old_and_recent(database, nx_settings)
+    folder = tmp_path / "cold"
+    folder.mkdir()
+    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
+    archived = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
+    assert archived.returncode == 0, archived.stderr
+    moved = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert json.loads(moved.stdout)["cold"]["moved"] == len(old), moved.stderr
+    orders = database["Commande"]
+    long_ago, lately = sorted(old, key=str)[:2]
+    numeros = [orders.find_one({"_id": i})["numero_commande"] for i in (long_ago, lately)]
+    orders.delete_many({"_id": {"$in": [long_ago, lately]}})
+    selection = [arg for numero in numeros for arg in ("--numero", numero)]
+    restored = run_cli("restore", *selection, "--run", env=env, cwd=tmp_path)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    checkpoints = database[nx_settings.checkpoint_collection]
+    key = ColdRestoreMarks.key
+    assert {d["_id"] for d in checkpoints.find({"kind": MARK})} == {key(long_ago), key(lately)}
+    checkpoints.update_one(
+        {"_id": key(long_ago)}, {"$set": {"restored_at": datetime.now(UTC) - timedelta(days=31)}}
+    )
+
+    purged = run_cli("batch", "--run", "--purge-source", "--json", "-q", env=env, cwd=tmp_path)
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout)["purge_held"] == 1
+    assert {d["_id"] for d in checkpoints.find({"kind": MARK})} == {key(lately)}
+    assert {d["_id"] for d in orders.find({"_id": {"$in": [long_ago, lately]}}, {"_id": 1})} == {lately}
+
+
 # The product's own move, killed with SIGKILL while it drops a corrected order's older copy from
 # the file it just published: the order is corrected in the archive between the publication and
 # the delete (ColdMove.after_publish), and the rewrite's publication (the second) is the kill.
