@@ -60,7 +60,8 @@ if (SIDE !== "source") {
 
   // batch --run, verify --repair, retire-watcher: the watcher's writes, the archive's indexes
   // (createIndex: its unique index, which no write goes without), a retired watcher's token and
-  // lease removed, ARCHIVE_PII_RETENTION's erasure (update).
+  // lease removed, the marks of cold orders restored removed once RESTORE_HOLD has passed
+  // (--purge-source), ARCHIVE_PII_RETENTION's erasure (update).
   admin.createRole({
     role: "orderArchiverBatch",
     privileges: [

@@ -9,9 +9,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from order_archiver.settings import Settings, load_settings
@@ -228,3 +229,43 @@ class WaitMovesClock(threading.Event):
         self.waits.append(timeout or 0.0)
         self.clock.now += timeout or 0.0
         return self.is_set()
+
+
+class FakeChangeStream:
+    """A change stream from a script, as pymongo's behaves to the product
+    (``mongodb.stream.ChangeStream``): each batch is what one getMore brings; ``try_next`` hands
+    out its events one at a time (``_cursor._data`` holds those received and not yet handed out,
+    which ``stream.buffered`` reads), the resume token following each; an empty batch is a quiet
+    getMore (None); once the batches run out ``alive`` is False and ``try_next`` None. Without
+    batches: a stream on which nothing happens."""
+
+    def __init__(
+        self,
+        batches: Iterable[Iterable[Mapping[str, Any]]] = (),
+        resume_token: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.batches = [list(batch) for batch in batches]
+        self.alive = True
+        self._cursor = SimpleNamespace(_data=[])
+        self.resume_token = resume_token if resume_token is not None else {"_data": "start"}
+
+    def try_next(self) -> Mapping[str, Any] | None:
+        if not self._cursor._data:
+            if not self.batches:
+                self.alive = False
+                return None
+            self._cursor._data = self.batches.pop(0)
+            if not self._cursor._data:
+                return None
+        event = self._cursor._data.pop(0)
+        self.resume_token = event["_id"]
+        return event
+
+    def close(self) -> None:
+        self.alive = False
+
+    def __enter__(self) -> FakeChangeStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -11,6 +11,9 @@ date that is not a date) leaves the order in the source: the next run looks agai
 
 ``restore`` of a cold order records when (``ColdRestoreMarks``, in the checkpoints collection:
 the file is not rewritten for it), so that RESTORE_HOLD holds it as it holds an archived one.
+The purge that stops honouring a mark (its RESTORE_HOLD has passed) removes it
+(``ColdRestoreMarks.prune``): the marks kept are the restores of the last RESTORE_HOLD, not
+every cold restore ever made.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore, Month
 from order_archiver.context import RunContext
 from order_archiver.documents import MongoCollection, OrderId, moment_or_none
-from order_archiver.logs import get_logger
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.source import chunked
 from order_archiver.mongodb.storage import Held
 from order_archiver.orders.enrichment import as_utc
@@ -68,6 +71,22 @@ class ColdRestoreMarks:
         for part in chunked(keys, CHUNK):
             query = {"_id": {"$in": part}, "restored_at": at}
             self._write(functools.partial(self.collection.delete_many, query))
+
+    def prune(self, held_since: datetime | None) -> int:
+        """Remove the marks no purge under this RESTORE_HOLD honours: those restored before
+        ``held_since`` (``purge.SourcePurge._restored_lately`` is its complement: a mark restored
+        at or after it holds and stays), every one when ``held_since`` is None (RESTORE_HOLD 0d
+        or none: no mark holds). One delete on an index range: the marks' ``_id`` prefix (an
+        anchored regular expression is a range of the ``_id`` index), so it reads the marks
+        alone, which after a prune are the restores of the last RESTORE_HOLD; no index of its
+        own. How many were removed."""
+        query: dict[str, object] = {"_id": {"$regex": f"^{MARK}:"}, "kind": MARK}
+        if held_since is not None:
+            query["restored_at"] = {"$lt": held_since}
+        result = self.context.retrying(lambda: self.collection.delete_many(query), purpose=Retry.WRITE)
+        if result.deleted_count:
+            log.info("cold tier: %s past RESTORE_HOLD removed", plural(result.deleted_count, "restore mark"))
+        return int(result.deleted_count)
 
     def of(self, ids: list[OrderId]) -> dict[OrderId, datetime]:
         keys = {self.key(i): i for i in ids}
@@ -116,6 +135,10 @@ class ColdHolding:
         held = {i: places[0] for i, places in found.items() if len(places) == 1}
         restored = self.marks.of(list(held)) if held else {}
         return {i: h._replace(restored_at=restored.get(i, h.restored_at)) for i, h in held.items()}
+
+    def prune_restore_marks(self, held_since: datetime | None) -> int:
+        """After the purge: the restore marks its RESTORE_HOLD no longer honours, removed."""
+        return self.marks.prune(held_since)
 
     def _delivered_before_cutoff(self, ids: list[OrderId]) -> dict[OrderId, datetime]:
         """The source's delivery date of each of ``ids`` delivered before the cold tier's cutoff

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import DeleteOne
 
@@ -38,6 +38,17 @@ def purge_cutoffs(
         return dict.fromkeys(limits)
     now = retrying(server_clock, stop_event=stop_event)
     return {name: now - length if length else None for name, length in limits.items()}
+
+
+class ColdWitness(Protocol):
+    """The cold tier (``cold.holding.ColdHolding``): what it holds of orders the archive does not
+    (moved there before the purge reached them), for the same checks as the archive's copy; and
+    its marks of the orders restored from it, which the purge that no longer honours them
+    removes."""
+
+    def __call__(self, ids: list[OrderId]) -> dict[OrderId, Held]: ...
+
+    def prune_restore_marks(self, held_since: datetime | None) -> int: ...
 
 
 @dataclass
@@ -79,9 +90,7 @@ class SourcePurge:
     restore_hold: str = ""  # RESTORE_HOLD as the settings say it, for the log
     pace: Callable[[int], None] | None = None  # --max-rate: after each chunk of deletes
     hold: Callable[[], None] | None = None  # before each chunk of deletes: the run's limits, --max-lag
-    # The cold tier (``cold.holding.ColdHolding``): what it holds of orders the archive does not
-    # (moved there before the purge reached them), for the same checks as the archive's copy.
-    cold: Callable[[list[OrderId]], dict[OrderId, Held]] | None = None
+    cold: ColdWitness | None = None  # the cold tier's copies, and its restore marks
 
     @classmethod
     def of_window(
@@ -114,7 +123,7 @@ class SourcePurge:
         stop_event: threading.Event,
         pace: Callable[[int], None] | None = None,
         hold: Callable[[], None] | None = None,
-        cold: Callable[[list[OrderId]], dict[OrderId, Held]] | None = None,
+        cold: ColdWitness | None = None,
     ) -> SourcePurge:
         """The purge a batch run makes after its pass, under the settings' limits."""
         return cls.of_window(
@@ -170,6 +179,10 @@ class SourcePurge:
             counts.kept += len(requests) - result.deleted_count
             if self.pace is not None:
                 self.pace(len(requests))
+        if self.cold is not None and not self.stop_event.is_set():
+            # The walk is over: a mark it did not honour (restored before held_since) holds no
+            # order for any later purge under this RESTORE_HOLD either.
+            self.cold.prune_restore_marks(self.held_since)
         if counts.kept:
             log.warning(
                 "%s left in the source: changed since archived (the archive keeps the version "

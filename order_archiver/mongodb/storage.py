@@ -757,7 +757,7 @@ def _refusal_reason(error: WriteError) -> str:
     if code == DUPLICATE_KEY and (key is None or "numero_commande" in key or list(key) == ["_id"]):
         return TAKEN_NUMBER
     if code == DUPLICATE_KEY:  # a unique index of the deployment's own
-        return f"archive write refused: code 11000 duplicate key on {', '.join(map(str, key or {}))}"
+        return f"archive write refused: code {code} duplicate key on {', '.join(map(str, key or {}))}"
     name = error.get("codeName") or _CODE_NAMES.get(code or 0, "")
     reason = f"archive write refused: code {code} {name}".rstrip()
     if code == BAD_VALUE and str(error.get("errmsg", "")).startswith(INSERT_TOO_LARGE):

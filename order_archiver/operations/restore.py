@@ -49,7 +49,7 @@ from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import orders_of
 from order_archiver.mongodb.source import chunked, scan_by_id
-from order_archiver.mongodb.storage import Collections, MongoCollection
+from order_archiver.mongodb.storage import DUPLICATE_KEY, Collections, MongoCollection
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.retry import Retry
@@ -61,7 +61,6 @@ CHUNK = 500
 EXAMPLES = 5
 CONFIRM_ABOVE = 100  # a restore --run of more orders than this asks for --yes
 REFUSALS_LISTED = 100  # in the report; the log names every one
-DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)

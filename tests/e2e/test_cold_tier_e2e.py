@@ -81,6 +81,27 @@ def seed_old_and_recent(database, settings):
     return set(recent), set(old)
 
 
+def archived_beside_a_cold_folder(database, settings, nx_env, tmp_path):
+    """``seed_old_and_recent``'s orders archived, a cold folder set to take those delivered over
+    365 days ago and nothing moved yet (archived at 500d first: an order already past
+    ARCHIVE_COLD_AFTER is not archived, docs/operating.md): recent, old, the folder, the env."""
+    recent, old = seed_old_and_recent(database, settings)
+    folder = tmp_path / "cold"
+    folder.mkdir()
+    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
+    archived = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
+    assert archived.returncode == 0, archived.stderr
+    return recent, old, folder, env
+
+
+def archived_then_moved(database, settings, nx_env, tmp_path):
+    """The same, then the old orders moved to the cold folder by a `batch --run`: recent, old, the env."""
+    recent, old, _folder, env = archived_beside_a_cold_folder(database, settings, nx_env, tmp_path)
+    moved = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert json.loads(moved.stdout)["cold"]["moved"] == len(old), moved.stderr
+    return recent, old, env
+
+
 def cold_ids(store: ColdStore) -> list:
     """Every order of every published cold file (a list: a duplicate would show)."""
     return [
@@ -195,13 +216,7 @@ def test_kill_9_between_publishing_and_deleting_then_a_rerun_leaves_each_order_i
     nx_client, nx_settings, nx_env, db_name, tmp_path
 ):
     database = nx_client[db_name]
-    recent, old = seed_old_and_recent(database, nx_settings)
-    folder = tmp_path / "cold"
-    folder.mkdir()
-    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
-    # Archived first (an order already past ARCHIVE_COLD_AFTER is not archived: docs/operating.md).
-    archived = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
-    assert archived.returncode == 0, archived.stderr
+    recent, old, folder, env = archived_beside_a_cold_folder(database, nx_settings, nx_env, tmp_path)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "ARCHIVE_"))}
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_AFTER_PUBLISH, str(ROOT), "batch", "--run", "-q"],
@@ -250,14 +265,7 @@ def test_purge_source_deletes_the_orders_moved_before_it_reached_them_and_restor
     the source copy of each order whose only place is a checked cold file; one restored from
     the cold tier since stays (RESTORE_HOLD, 30 days by default); verify is consistent."""
     database = nx_client[db_name]
-    recent, old = seed_old_and_recent(database, nx_settings)
-    folder = tmp_path / "cold"
-    folder.mkdir()
-    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
-    archived = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
-    assert archived.returncode == 0, archived.stderr
-    moved = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
-    assert json.loads(moved.stdout)["cold"]["moved"] == len(old), moved.stderr
+    recent, old, env = archived_then_moved(database, nx_settings, nx_env, tmp_path)
     orders = database["Commande"]
     assert orders.count_documents({"_id": {"$in": list(old)}}) == len(old)  # never purged
 
@@ -273,6 +281,38 @@ def test_purge_source_deletes_the_orders_moved_before_it_reached_them_and_restor
     assert {d["_id"] for d in orders.find({"_id": {"$in": list(old | recent)}}, {"_id": 1})} == {one}
     checked = run_cli("verify", "--json", env=env, cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_purge_source_removes_the_cold_restore_marks_past_restore_hold_at_the_wire(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """On the test server (the delete's filter, an anchored ``_id`` prefix and a date range, is the
+    server's to match): two orders restored from the cold tier, one of them 31 days ago (its mark
+    set back, as time passing would); `--purge-source` under RESTORE_HOLD 30d removes that mark and
+    purges its order, and keeps the other's mark and order (held)."""
+    from order_archiver.cold.holding import MARK, ColdRestoreMarks
+
+    database = nx_client[db_name]
+    _recent, old, env = archived_then_moved(database, nx_settings, nx_env, tmp_path)
+    orders = database["Commande"]
+    long_ago, lately = sorted(old, key=str)[:2]
+    numeros = [orders.find_one({"_id": i})["numero_commande"] for i in (long_ago, lately)]
+    orders.delete_many({"_id": {"$in": [long_ago, lately]}})
+    selection = [arg for numero in numeros for arg in ("--numero", numero)]
+    restored = run_cli("restore", *selection, "--run", env=env, cwd=tmp_path)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    checkpoints = database[nx_settings.checkpoint_collection]
+    key = ColdRestoreMarks.key
+    assert {d["_id"] for d in checkpoints.find({"kind": MARK})} == {key(long_ago), key(lately)}
+    checkpoints.update_one(
+        {"_id": key(long_ago)}, {"$set": {"restored_at": datetime.now(UTC) - timedelta(days=31)}}
+    )
+
+    purged = run_cli("batch", "--run", "--purge-source", "--json", "-q", env=env, cwd=tmp_path)
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout)["purge_held"] == 1
+    assert {d["_id"] for d in checkpoints.find({"kind": MARK})} == {key(lately)}
+    assert {d["_id"] for d in orders.find({"_id": {"$in": [long_ago, lately]}}, {"_id": 1})} == {lately}
 
 
 # The product's own move, killed with SIGKILL while it drops a corrected order's older copy from
@@ -310,12 +350,7 @@ def test_kill_9_while_dropping_a_corrected_orders_older_copy_then_a_rerun_leaves
     nx_client, nx_settings, nx_env, db_name, tmp_path
 ):
     database = nx_client[db_name]
-    recent, old = seed_old_and_recent(database, nx_settings)
-    folder = tmp_path / "cold"
-    folder.mkdir()
-    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
-    archived = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
-    assert archived.returncode == 0, archived.stderr
+    recent, old, folder, env = archived_beside_a_cold_folder(database, nx_settings, nx_env, tmp_path)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "ARCHIVE_"))}
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_DROPPING_A_COPY, str(ROOT), "batch", "--run", "-q"],

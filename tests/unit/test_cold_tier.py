@@ -685,6 +685,58 @@ def test_the_purge_deletes_a_source_order_once_its_only_place_is_a_checked_cold_
     assert {d["_id"] for d in orders.find({"_id": {"$in": list(in_cold)}}, {"_id": 1})} == {changed, restored}
 
 
+def test_the_purge_removes_the_cold_restore_marks_past_restore_hold_and_keeps_those_that_hold(
+    mongo, settings, archived, tmp_path
+):
+    """Each order restored from the cold tier leaves a mark in the checkpoints collection, which
+    nothing removed: one entry per cold restore, forever. The purge removes the marks its
+    RESTORE_HOLD (30 days) no longer honours and only those: restored 31 and 60 days ago, gone
+    (that order purged); 1 day ago or exactly 30 days ago, held and kept (those orders stay in the
+    source); the collection's other entries untouched; a dry run removes nothing. Under
+    RESTORE_HOLD 0d no mark holds: every one goes, and those orders are purged."""
+    from order_archiver.cold.holding import MARK, ColdRestoreMarks
+    from order_archiver.settings import Duration
+
+    assert archived  # the history archived, then moved below
+    cold_after = Duration(days=10)
+    store = local_store(tmp_path)
+    checkpoints = collections(mongo, settings)[1]
+    ColdMove(store, *collections(mongo, settings), NOW - cold_after).run()
+    in_cold = sorted(cold_documents(store), key=str)
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    marks = ColdRestoreMarks(checkpoints, RunContext())
+    past, recent, at_the_edge = in_cold[:3]
+    marks.hold([past], NOW - timedelta(days=31))
+    marks.hold([recent], NOW - timedelta(days=1))
+    marks.hold([at_the_edge], NOW - timedelta(days=30))  # held since NOW - 30d: still held
+    gone_long_ago = [f"purged-{n}" for n in range(1_500)]  # orders the source no longer holds
+    marks.hold(gone_long_ago, NOW - timedelta(days=60))  # more than a chunk of them
+    others = {d["_id"] for d in checkpoints.find({"kind": {"$ne": MARK}}, {"_id": 1})}
+    assert others  # the move's list of files, at least
+
+    def marked():
+        return {d["_id"] for d in checkpoints.find({"kind": MARK}, {"_id": 1})}
+
+    BatchArchiver(
+        mongo, with_cold, BatchOptions(run=False, purge_source=True, batch_size=50), server_clock=lambda: NOW
+    ).run()
+    assert len(marked()) == 3 + len(gone_long_ago)  # a dry run removes nothing
+
+    report = purge_run(mongo, with_cold)
+    assert marked() == {marks.key(recent), marks.key(at_the_edge)}
+    assert report.purge_held == 2
+    in_source = {d["_id"] for d in orders.find({"_id": {"$in": [past, recent, at_the_edge]}}, {"_id": 1})}
+    assert in_source == {recent, at_the_edge}
+    assert others <= {d["_id"] for d in checkpoints.find({}, {"_id": 1})}
+
+    without_hold = with_cold.with_overrides(restore_hold=Duration(0))
+    assert purge_run(mongo, without_hold).purge_held == 0
+    assert marked() == set()
+    assert orders.count_documents({"_id": {"$in": [recent, at_the_edge]}}) == 0
+    assert others <= {d["_id"] for d in checkpoints.find({}, {"_id": 1})}
+
+
 def test_archive_retention_removes_the_cold_months_wholly_past_it(mongo, settings, archived, tmp_path):
     _archive, before = archived
     store = local_store(tmp_path)

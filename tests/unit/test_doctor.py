@@ -8,19 +8,9 @@ from pymongo.errors import OperationFailure
 
 from order_archiver.operations.doctor import granted_actions, required_privileges, run_doctor
 from order_archiver.settings import Settings, parse_duration
+from tests.helpers import FakeChangeStream
 
 SETTINGS = Settings(mongodb_uri="mongodb://x/", mongodb_database="livraison", log_dir="")
-
-
-class FakeStream:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def try_next(self):
-        return None
 
 
 class FakeCollection:
@@ -32,7 +22,7 @@ class FakeCollection:
     def watch(self, **_):
         if self.client.stream_error is not None:
             raise self.client.stream_error
-        return FakeStream()
+        return FakeChangeStream()  # change streams work: nothing happens on them
 
     def list_indexes(self):
         return list(self.client.indexes)

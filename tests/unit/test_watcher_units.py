@@ -12,6 +12,7 @@ from order_archiver.errors import FatalError
 from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
 from order_archiver.mongodb.tokens import NO_TOKEN, UNUSABLE, FileTokenStore, MongoTokenStore, ResumeState
+from tests.helpers import FakeChangeStream
 
 TOKEN = {"_data": "8263A1B2C3000000012B022C0100296E5A1004"}
 
@@ -170,18 +171,10 @@ def test_after_an_invalidate_the_watcher_catches_up_before_streaming(mongo, inva
 
     watcher = Watcher(mongo, Settings(simulation=True, log_dir=""), WatchOptions())
     calls: list[str] = []
-
-    class Stream:
-        resume_token = TOKEN
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return None
-
     watcher.store = type("Store", (), {"load": lambda self: ResumeState("token", TOKEN, invalidated)})()
-    watcher._open = lambda state: calls.append(f"open start_after={state.invalidated}") or Stream()
+    watcher._open = lambda state: (
+        calls.append(f"open start_after={state.invalidated}") or FakeChangeStream(resume_token=TOKEN)
+    )
     watcher._catch_up = lambda: calls.append("catch up")
     watcher._consume = lambda stream, backoff: calls.append("consume")
     from order_archiver.retry import Retry, RetryPolicy
@@ -225,29 +218,6 @@ def test_the_lease_runs_on_the_servers_clock(mongo, monkeypatch):
         leader.release()
 
 
-class FakeStream:
-    """A change stream from a list: ``try_next`` hands out the events received so far, then
-    None (a quiet getMore); ``_cursor._data`` holds what a getMore already brought."""
-
-    def __init__(self, batches):
-        self.batches = [list(b) for b in batches]
-        self.alive = True
-        self._cursor = type("Cursor", (), {"_data": []})()
-        self.resume_token = {"_data": "start"}
-
-    def try_next(self):
-        if not self._cursor._data:
-            if not self.batches:
-                self.alive = False
-                return None
-            self._cursor._data = self.batches.pop(0)
-            if not self._cursor._data:
-                return None
-        event = self._cursor._data.pop(0)
-        self.resume_token = event["_id"]
-        return event
-
-
 def _event(n, op="update", status="livrée"):
     return {
         "_id": {"_data": f"t{n}"},
@@ -283,7 +253,7 @@ def test_the_consume_loop_writes_a_burst_in_few_batches_and_saves_each_token_aft
     from order_archiver.retry import Retry, RetryPolicy
 
     watcher, calls = consuming_watcher(mongo, tmp_path, max_batch=3)
-    stream = FakeStream([[_event(1), _event(2), _event(3), _event(4)], [], [_event(5)]])
+    stream = FakeChangeStream([[_event(1), _event(2), _event(3), _event(4)], [], [_event(5)]])
     watcher._consume(stream, RetryPolicy(Retry.SERVICE, on_stop="end"))
     assert calls == [
         ("archive", [1, 2, 3]),
@@ -301,7 +271,7 @@ def test_an_invalidate_ends_the_loop_after_the_events_before_it(mongo, tmp_path)
     from order_archiver.retry import Retry, RetryPolicy
 
     watcher, calls = consuming_watcher(mongo, tmp_path)
-    stream = FakeStream([[_event(1), _event(2), _event(3, op="invalidate"), _event(4)]])
+    stream = FakeChangeStream([[_event(1), _event(2), _event(3, op="invalidate"), _event(4)]])
     watcher._consume(stream, RetryPolicy(Retry.SERVICE, on_stop="end"))
     assert calls == [("archive", [1, 2]), ("save", "t2"), ("invalidate", "t3")]
 
@@ -310,7 +280,7 @@ def test_a_prepended_event_comes_first_then_the_stream():
     from order_archiver.mongodb.stream import Prepended as _Prepended
     from order_archiver.mongodb.stream import buffered as _buffered
 
-    stream = FakeStream([[_event(2), _event(3)]])
+    stream = FakeChangeStream([[_event(2), _event(3)]])
     first = stream.try_next()
     prepended = _Prepended(stream, _event(1))
     assert _buffered(prepended) == 2  # the put-back event and the one the getMore holds
@@ -492,17 +462,7 @@ def test_a_restarted_watcher_that_sees_no_event_keeps_saying_when_the_last_one_w
     namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
     FileTokenStore(settings.resume_token_file, namespace).save(TOKEN, last_event_at=before)
     watcher = Watcher(mongo, settings, WatchOptions())
-
-    class Quiet:
-        resume_token = TOKEN
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return None
-
-    watcher._open = lambda state: Quiet()
+    watcher._open = lambda state: FakeChangeStream(resume_token=TOKEN)
     watcher._consume = lambda stream, backoff: watcher._save_token(TOKEN)  # a heartbeat, no event
     watcher._stream_once(RetryPolicy(Retry.SERVICE, on_stop="end"))
     assert FileTokenStore(settings.resume_token_file, namespace).load().last_event_at == before
