@@ -173,7 +173,8 @@ def main() -> None:
     needed = 3 * args.singles + 2 * args.burst + args.per_event_burst
 
     with tempfile.TemporaryDirectory(prefix="bench-watch-") as folder:
-        server = DevServer(Path(folder) / "nx").start()
+        # A replica set (the default, said here): a standalone refuses change streams (40573).
+        server = DevServer(Path(folder) / "nx", replica_set="rs0").start()
         try:
             client = pymongo.MongoClient(server.uri, tz_aware=True)
             database = client[DB]
