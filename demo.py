@@ -49,7 +49,9 @@ def start_server(folder: Path) -> tuple[str, Any]:
     """A development server of the demo's own (nx-27017 with its known faults fixed)."""
     from teststand.devserver import DevServer
 
-    server = DevServer(folder / "nx").start()
+    server = DevServer(
+        folder / "nx", replica_set="rs0"
+    ).start()  # the watcher needs change streams (a standalone: 40573)
     return server.uri, server
 
 

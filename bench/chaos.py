@@ -373,14 +373,16 @@ class Server:
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
         self.folder = folder
         self.env = env  # the server's fault knobs (teststand/nx_launcher.py), kept across restarts
-        self.current = NxServer(folder, env=env).start()
+        # A replica set (the default, said here): a standalone refuses change streams (40573);
+        # the proxy's URI connects directly, so the member's own address does not bypass it.
+        self.current = NxServer(folder, env=env, replica_set="rs0").start()
         self.port = self.current.port
         self.uri = self.current.uri
 
     def restart(self, down_s: float) -> None:
         self.current.stop()
         time.sleep(down_s)
-        self.current = NxServer(self.folder, port=self.port, env=self.env).start()
+        self.current = NxServer(self.folder, port=self.port, env=self.env, replica_set="rs0").start()
 
     @staticmethod
     def wait_for(client: Any) -> None:

@@ -59,7 +59,8 @@ def main() -> None:
     settings = Settings(mongodb_uri="mongodb://unused", mongodb_database=DB, log_dir="")
 
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as folder:
-        server = DevServer(Path(folder) / "nx").start()
+        # A replica set (the default, said here): a standalone refuses change streams (40573).
+        server = DevServer(Path(folder) / "nx", replica_set="rs0").start()
         watcher = None
         try:
             client = pymongo.MongoClient(server.uri, tz_aware=True)

@@ -173,7 +173,8 @@ def main() -> None:
     needed = 3 * args.singles + 2 * args.burst + args.per_event_burst
 
     with tempfile.TemporaryDirectory(prefix="bench-watch-") as folder:
-        server = DevServer(Path(folder) / "nx").start()
+        # A replica set (the default, said here): a standalone refuses change streams (40573).
+        server = DevServer(Path(folder) / "nx", replica_set="rs0").start()
         try:
             client = pymongo.MongoClient(server.uri, tz_aware=True)
             database = client[DB]
@@ -237,14 +238,14 @@ def main() -> None:
                 resume_token_file=str(Path(folder) / "token.json"),
             )
             watcher = Watcher(client, watch_settings, WatchOptions(from_now=True), context=RunContext())
-            original_upsert = watcher.writer.upsert
+            original_write = watcher.writer.write  # the step's one write (insert, then revise)
 
-            def upsert_and_signal(documents):
-                outcome = original_upsert(documents)
+            def write_and_signal(documents, **options):
+                outcome = original_write(documents, **options)
                 signals.done([doc["_id"] for doc in documents])
                 return outcome
 
-            watcher.writer.upsert = upsert_and_signal
+            watcher.writer.write = write_and_signal
             original_open = watcher._open
 
             def open_and_signal(*a, **k):

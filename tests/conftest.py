@@ -129,6 +129,16 @@ def nx_server() -> Iterator[NxServer | ExternalServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def standalone_server() -> Iterator[NxServer]:
+    """A test server answering as a standalone mongod (``nx_server`` is the primary of a
+    one-member replica set, as CI's real servers are): for what the product does where there is
+    no replication (no change streams, 40573; no ``commitQuorum``; no ``replSetGetStatus``).
+    Its tests are ``test_server_only``."""
+    with running_server(prefix="nx-standalone-", replica_set="") as server:
+        yield server
+
+
 @pytest.fixture
 def nx_client(nx_server: NxServer | ExternalServer) -> Iterator[pymongo.MongoClient]:
     client = pymongo.MongoClient(nx_server.uri, tz_aware=True, serverSelectionTimeoutMS=5000)

@@ -11,8 +11,12 @@ fault knobs of their own on top (``teststand/nx_launcher.py``).
 
 Usage::
 
-    python -m teststand.devserver --data-dir DIR -p PORT     (make dev-server [PORT=N]; log, pid in DIR)
+    python -m teststand.devserver --data-dir DIR -p PORT [--standalone]   (make dev-server [PORT=N]; log, pid in DIR)
     DevServer(folder).start() ... .stop()              (demo, tests, benchmarks)
+
+Both start the primary of a one-member replica set (``DEFAULT_REPLICA_SET``, rs0), the smallest
+deployment with change streams; ``--standalone`` (``DevServer(folder, replica_set="")``) a
+standalone, which refuses change streams as MongoDB does (40573).
 
 From the command line (``serve``): a port in use is one line and exit 2; the log and pid
 files default to the data folder; the engine's fallback warnings go to the log file only.
@@ -26,7 +30,8 @@ every test that sends it.
 Environment: ``NX_MONGODB_VERSION`` the MongoDB version it answers as and whose definitions it
 enforces (default 8.0; ``4.4`` for the version floor, ``4.4.1`` for a server without
 ``hello``); ``NX_REPLICA_SET=NAME`` answers ``hello`` as the primary of a one-member replica
-set of that name (default: a standalone server); ``NX_RESUME_RETENTION_ROWS`` sets how many
+set of that name (unset: a standalone server, which refuses ``$changeStream``; the command
+line and ``DevServer`` set it to rs0 unless asked for a standalone); ``NX_RESUME_RETENTION_ROWS`` sets how many
 change-log rows the server keeps past the slowest open stream (default 1000), so that a test
 can make history run out cheaply; ``NX_EVENT_CLOCK_AHEAD_S`` how far change events' clock
 runs ahead of ``hello``'s (a shard primary's clock ahead of ``mongos``);
@@ -1073,6 +1078,27 @@ def _build_info(version: definitions.Version) -> dict[str, Any]:
     }
 
 
+# What every server the tests, the benchmarks, the demo and ``make dev-server`` start answers as
+# unless told otherwise: the primary of a one-member replica set, the smallest deployment with
+# change streams (a standalone refuses them: 40573, ``mongodb_definitions.py``), as the compose
+# file and CI's real MongoDB run. ``--standalone`` (``DevServer(replica_set="")``) for a test
+# of what the product does on a standalone.
+DEFAULT_REPLICA_SET = "rs0"
+STANDALONE_OPTION = "--standalone"
+
+
+def choose_topology(argv: list[str]) -> list[str]:
+    """Before ``apply_fixes`` (the fixes read ``NX_REPLICA_SET``): a replica set named
+    ``NX_REPLICA_SET`` (``DEFAULT_REPLICA_SET`` when unset), or a standalone with
+    ``--standalone``. Returns the arguments for nx-27017 (whose parser knows no
+    ``--standalone``)."""
+    if STANDALONE_OPTION in argv:
+        os.environ.pop("NX_REPLICA_SET", None)
+        return [arg for arg in argv if arg != STANDALONE_OPTION]
+    os.environ["NX_REPLICA_SET"] = os.environ.get("NX_REPLICA_SET", "").strip() or DEFAULT_REPLICA_SET
+    return argv
+
+
 def _hello_fields(version: definitions.Version, replica_set: str) -> dict[str, Any]:
     """What ``hello`` says of the version and the topology (a standalone has no ``setName``)."""
     fields: dict[str, Any] = {
@@ -1089,8 +1115,10 @@ def _refuse_what_mongodb_refuses() -> None:
     """Fault: nx-27017 accepts whatever it does not understand: an index specification with a
     field MongoDB does not define (197 on MongoDB since 3.4: ``create_index(commitQuorum=...)``
     put it there and every real ``batch --run`` failed), ``commitQuorum`` on a standalone
-    (2 BadValue), a field a command's definition does not have (40415), a stage or an
-    operator newer than the server; and it answers ``buildinfo`` (pymongo's
+    (2 BadValue), a change stream on a standalone (40573: nx-27017 served it, so a watcher
+    tested here would have worked where every real standalone refuses it), a field a
+    command's definition does not have (40415), a stage or an operator newer than the
+    server; and it answers ``buildinfo`` (pymongo's
     ``server_info()``) without a version; and an insert's document with a top-level "$" field
     name, which MongoDB before 5.0 refuses alone. Fix: refuse each as a MongoDB of
     ``NX_MONGODB_VERSION`` does (``mongodb_definitions.refusal``, one document of an insert:
@@ -1250,16 +1278,31 @@ def _free_port() -> int:
 
 
 class DevServer:
-    """One nx-27017 process on a free port and its own temp data directory."""
+    """One nx-27017 process on a free port and its own temp data directory: the primary of a
+    one-member replica set (``replica_set``, default rs0), or a standalone with
+    ``replica_set=""`` (no change streams, as a standalone mongod); ``env``'s
+    ``NX_REPLICA_SET`` names the set instead."""
 
     launcher = "teststand.devserver"  # the module run with -m from the project's folder (see the end)
     stop_timeout = 5.0  # seconds between SIGTERM and SIGKILL
 
-    def __init__(self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        replica_set: str = DEFAULT_REPLICA_SET,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or _free_port()
         self.env = env or {}
+        self.replica_set = self.env.get("NX_REPLICA_SET", replica_set).strip()
         self.process: subprocess.Popen | None = None
+
+    def _environment(self) -> dict[str, str]:
+        env = {**os.environ, "NX_HOST": f"127.0.0.1:{self.port}", **self.env}
+        env.pop("NX_REPLICA_SET", None)  # a developer's own setting never changes what a test starts
+        return env | ({"NX_REPLICA_SET": self.replica_set} if self.replica_set else {})
 
     @property
     def uri(self) -> str:
@@ -1281,10 +1324,11 @@ class DevServer:
                 str(self.data_dir / "nx.pid"),
                 "--log-file",
                 str(self.data_dir / "nx.log"),
+                *([] if self.replica_set else [STANDALONE_OPTION]),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "NX_HOST": f"127.0.0.1:{self.port}", **self.env},
+            env=self._environment(),
             cwd=PROJECT,  # where -m finds teststand/ (and the product it serves)
             start_new_session=True,  # its own process group: stop() signals all of it
         )
@@ -1458,5 +1502,6 @@ def _unusable_address(exc: OSError) -> str | None:
 
 
 if __name__ == "__main__":
+    arguments = choose_topology(sys.argv[1:])
     apply_fixes()
-    sys.exit(serve(sys.argv[1:]))
+    sys.exit(serve(arguments))

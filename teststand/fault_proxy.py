@@ -44,7 +44,9 @@ class FaultProxy:
 
     @property
     def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/"
+        # directConnection: a replica set's member names its own address in hello's hosts, and a
+        # client that discovers the set would leave the proxy for it (no fault would reach it).
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     # -- controls (thread-safe) ------------------------------------------------------------
 

@@ -572,7 +572,9 @@ def insert_document_refusal(document: Mapping[str, Any], version: Version) -> di
 
 def refusal(body: Mapping[str, Any], version: Version, *, replica_set: bool) -> dict[str, Any] | None:
     """What a MongoDB of ``version`` answers ``body`` (the command with its document
-    sequences folded in) when it refuses it; None when it accepts it."""
+    sequences folded in) when it refuses it; None when it accepts it. ``replica_set``: the
+    server is a replica set's member; a standalone also refuses ``commitQuorum`` and change
+    streams."""
     name = command_name(body)
     if name == "hello" and version < HELLO_SINCE:
         return _error(59, "CommandNotFound", "no such command: 'hello'")
@@ -594,10 +596,33 @@ def refusal(body: Mapping[str, Any], version: Version, *, replica_set: bool) -> 
     if refused:
         return refused
     if name == "aggregate":
-        for stage in body.get("pipeline") or []:
-            refused = _stage_refusal(stage, version) if isinstance(stage, Mapping) else None
-            if refused:
-                return refused
+        return _pipeline_refusal(body.get("pipeline") or [], version, replica_set)
+    return None
+
+
+# A change stream reads the oplog: a standalone has none. MongoDB refuses ``$changeStream`` on a
+# standalone mongod when it parses the stage, after its own fields
+# (``DocumentSourceChangeStream::assertIsLegalSpecification``,
+# src/mongo/db/pipeline/document_source_change_stream.cpp; the same code and text from 4.4 to
+# 8.0; MongoDB's main branch later adds " or mongos" to the text). The answer at the wire:
+# ``{ok: 0, errmsg, code: 40573, codeName: "Location40573"}``.
+CHANGE_STREAM_ON_STANDALONE = (
+    40573,
+    "Location40573",
+    "The $changeStream stage is only supported on replica sets",
+)
+
+
+def _pipeline_refusal(pipeline: list[Any], version: Version, replica_set: bool) -> dict[str, Any] | None:
+    """The first stage MongoDB refuses, in the order it parses them."""
+    for stage in pipeline:
+        if not isinstance(stage, Mapping):
+            continue
+        refused = _stage_refusal(stage, version)
+        if refused:
+            return refused
+        if command_name(stage) == "$changeStream" and not replica_set:
+            return _error(*CHANGE_STREAM_ON_STANDALONE)
     return None
 
 

@@ -2,7 +2,7 @@
 
 Usage (what the ``nx_server`` fixture runs)::
 
-    python -m teststand.nx_launcher --data-dir DIR -p PORT --pid-file DIR/nx.pid
+    python -m teststand.nx_launcher --data-dir DIR -p PORT --pid-file DIR/nx.pid [--standalone]
 
 Fault knobs (off by default): conditions of a real cluster that no stand-in has, made at the
 wire so that the command line is shown to survive them end to end.
@@ -383,7 +383,8 @@ def _add_insert_write_faults(faults: _WriteFaults) -> None:
 
 
 if __name__ == "__main__":
+    arguments = devserver.choose_topology(sys.argv[1:])
     devserver.apply_fixes()
     _add_write_fault_knobs()
     _add_insert_refusals()
-    sys.exit(devserver.serve(sys.argv[1:]))
+    sys.exit(devserver.serve(arguments))

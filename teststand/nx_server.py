@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from teststand.devserver import DevServer
+from teststand.devserver import DEFAULT_REPLICA_SET, DevServer
 
 # The one account the test server accepts (SASL PLAIN, the launcher's NX_PLAIN_USERS), for
 # tests that need a password that works.
@@ -24,10 +24,13 @@ class NxServer(DevServer):
 
 
 @contextmanager
-def running_server(env: dict[str, str] | None = None, prefix: str = "nx27017-") -> Iterator[NxServer]:
-    """A test server in a temporary folder of its own, for as long as the block runs."""
+def running_server(
+    env: dict[str, str] | None = None, prefix: str = "nx27017-", replica_set: str = DEFAULT_REPLICA_SET
+) -> Iterator[NxServer]:
+    """A test server in a temporary folder of its own, for as long as the block runs: a
+    one-member replica set, or a standalone with ``replica_set=""``."""
     with tempfile.TemporaryDirectory(prefix=prefix) as folder:
-        server = NxServer(Path(folder), env=env)
+        server = NxServer(Path(folder), env=env, replica_set=replica_set)
         server.start()
         try:
             yield server

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.e2e
 
 
 def with_password(uri: str, password: str = PLAIN_PASSWORD) -> str:
-    return uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:{password}@") + "?authMechanism=PLAIN"
+    joined = "&" if "?" in uri else "?"  # a proxy's URI holds directConnection already
+    return uri.replace("mongodb://", f"mongodb://{PLAIN_USER}:{password}@") + f"{joined}authMechanism=PLAIN"
 
 
 @pytest.mark.test_server_only("the test server's PLAIN account and a TCP proxy in front of it")

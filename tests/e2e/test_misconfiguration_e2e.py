@@ -178,13 +178,13 @@ def other_replica_set():
 @pytest.mark.test_server_only("test servers answering as a standalone and as replica set rsOther")
 @pytest.mark.parametrize("command", [("batch", "--run"), ("watch",)])
 def test_a_replica_set_name_no_server_has_is_a_setting_to_fix(
-    nx_server, other_replica_set, command, tmp_path, monkeypatch, capsys
+    standalone_server, other_replica_set, command, tmp_path, monkeypatch, capsys
 ):
     """replicaSet= naming a set that no host is in: the driver drops each host from its topology
     (SDAM: a member of another set, a standalone) and waits out the selection timeout; it was
     exit 1, "answered, but not as members", as if a server were down and not naming the set the
     server is in. A name that matches no member is configuration: exit 2, naming both names."""
-    standalone = nx_server.uri.removeprefix("mongodb://").rstrip("/")
+    standalone = standalone_server.uri.removeprefix("mongodb://").rstrip("/")
     member = other_replica_set.uri.removeprefix("mongodb://").rstrip("/")
     cases = [
         (
@@ -193,13 +193,13 @@ def test_a_replica_set_name_no_server_has_is_a_setting_to_fix(
             "of replica set 'rsOther'): set replicaSet=rsOther",
         ),
         (
-            {"MONGODB_URI": f"{nx_server.uri}?replicaSet=rs0"},
+            {"MONGODB_URI": f"{standalone_server.uri}?replicaSet=rs0"},
             f"MONGODB_URI: replicaSet=rs0 matches no server that answered ({standalone} is in no "
             "replica set (a standalone or a mongos)): remove replicaSet=",
         ),
         (
             {
-                "MONGODB_URI": nx_server.uri,
+                "MONGODB_URI": standalone_server.uri,
                 "ARCHIVE_MONGODB_URI": other_replica_set.uri.replace(
                     "mongodb://", f"mongodb://archiver:{SECRET}@"
                 )

@@ -16,6 +16,7 @@ from tests.helpers import (
     WatchProcess,
     archived_ids,
     assert_no_duplicates,
+    build_unique_index,
     deliver,
     expected_archive_ids,
     pending_ids,
@@ -456,3 +457,33 @@ def test_a_stop_file_stops_the_watcher_as_sigterm_does(nx_client, nx_settings, n
     assert code == 0, output
     assert f"stop file {stop} found: stopping as on SIGTERM" in output
     assert "stopped_at" in (tmp_path / "token.json").read_text()  # a clean stop, as status shows it
+
+
+@pytest.mark.test_server_only("a standalone server of its own (the suite's servers are replica sets)")
+def test_on_a_standalone_watch_says_it_needs_change_streams_and_exits_1(tmp_path):
+    """A standalone mongod refuses every change stream (40573, "The $changeStream stage is only
+    supported on replica sets": src/mongo/db/pipeline/document_source_change_stream.cpp). The
+    test server served them as a standalone, so this watcher ran there as on a replica set;
+    docs/commands.md (watch): "a standalone server has no change streams, and watch says so
+    and exits 1". doctor --for watch says it too."""
+    server = NxServer(tmp_path / "standalone", replica_set="").start()
+    try:
+        env = {
+            "MONGODB_URI": server.uri,
+            "MONGODB_DATABASE": "standalone",
+            "LOG_DIR": "",
+            "RESUME_TOKEN_FILE": str(tmp_path / "token.json"),
+        }
+        build_unique_index(env, tmp_path)  # as the first batch --run: the watcher goes on to its stream
+        watch = run_cli("watch", env=env, cwd=tmp_path, timeout=30)
+        doctor = run_cli("doctor", "--for", "watch", env=env, cwd=tmp_path, timeout=30)
+    finally:
+        server.stop()
+    output = watch.stdout + watch.stderr
+    assert watch.returncode == 1, output
+    assert "Traceback" not in output
+    said = [line for line in output.splitlines() if "no change streams" in line]
+    assert len(said) == 1, output
+    assert "watch needs a replica set, a sharded cluster or Atlas" in said[0]
+    assert "FAIL change streams: not available (a standalone server): watch cannot run" in doctor.stdout
+    assert "Traceback" not in doctor.stdout + doctor.stderr

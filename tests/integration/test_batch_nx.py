@@ -417,8 +417,8 @@ def test_a_first_run_reads_the_record_once_a_chunk_when_the_next_is_read_already
 def test_after_the_lag_s_wait_the_record_is_read_again_before_the_write(nx_server, nx_settings, seeded):
     """#34 item 6 with --max-lag: the wait before a write can last minutes, so the record of
     forgotten persons read while asking the archive (the first chunk) is read again after it:
-    a person forgotten during the wait is written erased, not only erased after the write. (On
-    a standalone the lag cannot be measured: the hold warns and lets each chunk through.)"""
+    a person forgotten during the wait is written erased, not only erased after the write. (The
+    test server's replica set has no secondary: the hold lets each chunk through.)"""
     commands = ArchiveSideCommands()
     record = nx_settings.forgotten_collection
     settings = nx_settings.with_overrides(archive_database=f"{nx_settings.mongodb_database}_archive")

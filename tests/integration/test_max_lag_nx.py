@@ -100,10 +100,10 @@ def test_the_purge_waits_too(lagging_set, lag_file, db_name):
     assert run.report.lag_waited_s >= 2.0
 
 
-def test_a_standalone_is_one_warning_at_the_wire(nx_server, db_name):
+def test_a_standalone_is_one_warning_at_the_wire(standalone_server, db_name):
     """A standalone answers replSetGetStatus 76 NoReplicationEnabled: one warning, the run goes on."""
-    settings = Settings(mongodb_uri=nx_server.uri, mongodb_database=db_name, log_dir="")
-    with pymongo.MongoClient(nx_server.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+    settings = Settings(mongodb_uri=standalone_server.uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(standalone_server.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
         seed_database(client[db_name], settings, 100, seed=9, p_anomalies=0.0)
         options = BatchOptions(run=True, batch_size=20, max_lag=timedelta(seconds=5))
         report = BatchArchiver(client, settings, options).run()

@@ -69,7 +69,7 @@ def replica_set_44() -> Iterator[NxServer]:
 
 @pytest.fixture(scope="module")
 def floor_server() -> Iterator[NxServer]:
-    """A test server answering as MongoDB 4.4 (a standalone)."""
+    """A test server answering as MongoDB 4.4 (a one-member replica set, as every test server)."""
     with running_server({"NX_MONGODB_VERSION": "4.4"}, prefix="nx-44-") as server:
         yield server
 
@@ -86,14 +86,16 @@ def recording_client(uri: str) -> tuple[pymongo.MongoClient, Recorder]:
 
 
 @pytest.mark.test_server_only("a standalone server (a replica set accepts commitQuorum)")
-def test_a_batch_builds_its_indexes_on_a_standalone_that_refuses_what_mongodb_refuses(nx_server, db_name):
+def test_a_batch_builds_its_indexes_on_a_standalone_that_refuses_what_mongodb_refuses(
+    standalone_server, db_name
+):
     """The previous build put ``commitQuorum`` in the index specification (197 on every MongoDB
     since 3.4); in the command, a standalone refuses it too (2 BadValue). The run's indexes
     are built, each ``createIndexes`` carrying its specification alone (no ``maxTimeMS``: MongoDB
     aborts a build that outlasts it)."""
-    client, sent = recording_client(nx_server.uri)
+    client, sent = recording_client(standalone_server.uri)
     with client:
-        settings = Settings(mongodb_uri=nx_server.uri, mongodb_database=db_name, log_dir="")
+        settings = Settings(mongodb_uri=standalone_server.uri, mongodb_database=db_name, log_dir="")
         BatchArchiver(client, settings, BatchOptions(run=True)).ensure_indexes()
         builds = [c for c in sent.commands if "createIndexes" in c]
         # One build per collection, of all the indexes it lacks: one scan each, and two of the
@@ -157,9 +159,12 @@ def test_an_index_specification_field_mongodb_does_not_define_fails_the_whole_co
 
 
 @pytest.mark.test_server_only("a standalone server")
-def test_commit_quorum_on_a_standalone_is_bad_value(nx_client, db_name):
-    with pytest.raises(OperationFailure) as refused:
-        nx_client[db_name].refusals.create_indexes([IndexModel([("a", 1)])], commitQuorum="majority")
+def test_commit_quorum_on_a_standalone_is_bad_value(standalone_server, db_name):
+    with (
+        pymongo.MongoClient(standalone_server.uri) as client,
+        pytest.raises(OperationFailure) as refused,
+    ):
+        client[db_name].refusals.create_indexes([IndexModel([("a", 1)])], commitQuorum="majority")
     assert (refused.value.code, refused.value.details["errmsg"]) == (
         2,
         "Standalones can't specify commitQuorum",

@@ -12,6 +12,7 @@ TESTS = Path(__file__).resolve().parents[1]
 STANDS_OWN = TESTS.parent / "teststand" / "tests"  # the test server's own tests
 NEEDS_THE_TEST_SERVER = (
     "NxServer(",
+    "standalone_server",
     "FaultProxy(",
     "PLAIN_USER",
     "NX_FAULT_",

@@ -23,6 +23,23 @@ def nx_server() -> Iterator[NxServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def standalone() -> Iterator[NxServer]:
+    """A standalone test server (``nx_server`` is a one-member replica set): for what a
+    standalone mongod answers differently (no change streams, no replication commands)."""
+    with running_server(prefix="nx-standalone-", replica_set="") as server:
+        yield server
+
+
+@pytest.fixture
+def standalone_client(standalone: NxServer) -> Iterator[pymongo.MongoClient]:
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        standalone.uri, tz_aware=True, serverSelectionTimeoutMS=5000
+    )
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def nx_client(nx_server: NxServer) -> Iterator[pymongo.MongoClient]:
     client: pymongo.MongoClient = pymongo.MongoClient(

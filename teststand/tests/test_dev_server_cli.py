@@ -173,3 +173,37 @@ def test_as_a_replica_set_it_names_the_address_it_serves(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("flags", "set_name"), [([], "rs0"), (["--standalone"], None)])
+def test_it_is_a_replica_set_unless_asked_for_a_standalone(tmp_path, flags, set_name):
+    """`make dev-server` served change streams as a standalone, which every real standalone
+    refuses (40573): a developer's watcher worked there and not on their first real
+    standalone. It now starts the primary of a one-member replica set (QUICKSTART's `watch`
+    works on it); `--standalone` is a standalone, and refuses change streams as MongoDB does."""
+    data, port = tmp_path / "data", free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("NX_HOST", "NX_REPLICA_SET")}
+    server = subprocess.Popen(
+        [*dev_server(data, port), *flags],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=500
+        )
+        wait_for(answers(client), timeout=60, what="the development server", on_timeout=lambda: "")
+        assert client.admin.command("hello").get("setName") == set_name
+        if set_name:
+            client["quickstart"]["Commande"].watch().close()
+        else:
+            with pytest.raises(pymongo.errors.OperationFailure) as refused:
+                client["quickstart"]["Commande"].watch()
+            assert refused.value.code == 40573
+        client.close()
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)

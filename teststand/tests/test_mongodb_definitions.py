@@ -104,3 +104,22 @@ def test_a_shape_keeps_names_never_values():
     two = command_shape({"find": "B", "filter": {"_id": {"$in": [3]}, "status": "y"}, **LSID})
     assert one == two
     assert str(one) == "find {$db, filter, lsid} operators [$in]"
+
+
+@pytest.mark.parametrize("version", [(4, 4), (8, 0)])
+def test_a_standalone_refuses_a_change_stream_after_its_fields_a_replica_set_takes_it(version):
+    """``DocumentSourceChangeStream::assertIsLegalSpecification``
+    (src/mongo/db/pipeline/document_source_change_stream.cpp): 40573 on a standalone, the same
+    code and text from 4.4 to 8.0, checked once the stage's own fields are parsed."""
+    stream = {"aggregate": 1, "pipeline": [{"$changeStream": {}}, {"$match": {}}], "cursor": {}, **LSID}
+    assert refusal(stream, version, replica_set=True) is None
+    assert refusal(stream, version, replica_set=False) == {
+        "ok": 0.0,
+        "code": 40573,
+        "codeName": "Location40573",
+        "errmsg": "The $changeStream stage is only supported on replica sets",
+    }
+    newer = {**stream, "pipeline": [{"$changeStream": {"showExpandedEvents": True}}]}
+    assert refusal(newer, version, replica_set=False)["code"] == (40415 if version < (6, 0) else 40573)
+    plain = {"aggregate": "Commande", "pipeline": [{"$match": {}}], "cursor": {}, **LSID}
+    assert refusal(plain, version, replica_set=False) is None

@@ -208,6 +208,38 @@ def test_dropping_a_watched_collection_invalidates_the_stream(db):
         assert resumed.next()["fullDocument"]["x"] == 2
 
 
+STANDALONE_REFUSAL = {
+    "ok": 0.0,
+    "errmsg": "The $changeStream stage is only supported on replica sets",
+    "code": 40573,
+    "codeName": "Location40573",
+}
+
+
+def test_a_standalone_refuses_change_streams_and_the_replica_set_serves_them(
+    nx_client, standalone_client, db_name
+):
+    """nx-27017 served change streams as a standalone; a standalone mongod refuses every one
+    (collection, database, cluster) with 40573 (``DocumentSourceChangeStream::
+    assertIsLegalSpecification``, src/mongo/db/pipeline/document_source_change_stream.cpp,
+    4.4 to 8.0): a watcher tested on it worked where a real standalone refuses it. The test
+    servers are one-member replica sets by default, and serve them (on a collection: nx-27017
+    answers a database's or the cluster's stream with an error of its own)."""
+    on_standalone = standalone_client[db_name]
+    for watch in (on_standalone["Commande"].watch, on_standalone.watch, standalone_client.watch):
+        with pytest.raises(OperationFailure) as refused:
+            watch(full_document="updateLookup")
+        assert refused.value.details == STANDALONE_REFUSAL
+    assert "setName" not in standalone_client.admin.command("hello")
+
+    database = nx_client[db_name]
+    assert nx_client.admin.command("hello")["setName"] == "rs0"
+    with database["Commande"].watch() as stream:  # (nx-27017 has no database or cluster streams)
+        database["Commande"].insert_one({"x": 1})
+        event = next(stream)
+    assert (event["operationType"], event["fullDocument"]["x"]) == ("insert", 1)
+
+
 @pytest.mark.test_server_only("the test server's PLAIN account")
 def test_plain_authentication_for_the_test_account(nx_server):
     from teststand.nx_server import PLAIN_PASSWORD, PLAIN_USER

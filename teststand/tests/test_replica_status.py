@@ -34,10 +34,10 @@ def replica_set(lag_file: Path) -> Iterator[NxServer]:
         yield server
 
 
-def test_a_standalone_refuses_both_with_76(nx_client):
+def test_a_standalone_refuses_both_with_76(standalone_client):
     for name in ("replSetGetStatus", "replSetGetConfig"):
         with pytest.raises(OperationFailure) as refused:
-            nx_client.admin.command(name)
+            standalone_client.admin.command(name)
         assert (refused.value.code, refused.value.details["codeName"]) == (76, "NoReplicationEnabled")
 
 
