@@ -197,25 +197,54 @@ def read_held(archive: MongoCollection, ids: list[OrderId], context: RunContext)
 def numbers_taken(
     archive: MongoCollection, context: RunContext, documents: list[ArchiveDocument]
 ) -> list[ArchiveDocument]:
-    """The documents whose ``numero_commande`` another order holds, in the archive or earlier
-    among ``documents``: what the unique index would refuse (a dry run's prediction; one read
-    on that index). As ``ArchiveWriter.write`` does it: a number held by an order among
-    ``documents`` is that order's new one (a correction may free it), and the orders archived
-    already keep or take theirs before the new ones (``FreedNumbers``)."""
+    """The documents the archive's unique index on ``numero_commande`` would refuse if written
+    now (a dry run's prediction), met in ``ArchiveWriter.write``'s order: the new orders
+    inserted, in their order, each refused when another order holds its number (in the archive
+    or earlier in the write); then the orders the archive holds revised, each taking its new
+    number unless another holds it, and giving up its old one; then, while a revision went
+    through, the refused ones once more (``FreedNumbers``). Two reads: the numbers' holders, and
+    which of ``documents`` the archive holds."""
     numbers = list({str(d["numero_commande"]) for d in documents})
-    held = context.retrying(
-        lambda: list(archive.find({"numero_commande": {"$in": numbers}}, {"numero_commande": 1})),
+    ids = [d["_id"] for d in documents]
+    holders, present = context.retrying(
+        lambda: (
+            list(archive.find({"numero_commande": {"$in": numbers}}, {"numero_commande": 1})),
+            {d["_id"] for d in archive.find({"_id": {"$in": ids}}, {"_id": 1})},
+        ),
         purpose=Retry.READ,
     )
-    ids = {d["_id"] for d in documents}
-    owner: dict[object, object] = {h["numero_commande"]: h["_id"] for h in held if h["_id"] not in ids}
-    archived = {h["_id"] for h in held} & ids
-    taken = []
-    for document in sorted(documents, key=lambda d: d["_id"] not in archived):  # stable
-        number = document["numero_commande"]
-        if owner.setdefault(number, document["_id"]) != document["_id"]:
-            taken.append(document)
-    return taken
+    claims = NumberClaims({h["numero_commande"]: h["_id"] for h in holders})
+    inserts = claims.refused([d for d in documents if d["_id"] not in present])
+    revisions = [d for d in documents if d["_id"] in present]
+    refused_revisions = claims.refused(revisions)
+    revised = len(refused_revisions) < len(revisions)
+    while revised and (inserts or refused_revisions):
+        inserts, before = claims.refused(inserts), len(refused_revisions)
+        refused_revisions = claims.refused(refused_revisions)
+        revised = len(refused_revisions) < before
+    refused = {d["_id"] for d in inserts + refused_revisions}
+    return [d for d in documents if d["_id"] in refused]
+
+
+class NumberClaims:
+    """Which order holds each ``numero_commande`` while a write is replayed (``numbers_taken``)."""
+
+    def __init__(self, owners: dict[object, OrderId]) -> None:
+        self.owner = dict(owners)
+        self.number_of = {order: number for number, order in owners.items()}
+
+    def refused(self, documents: list[ArchiveDocument]) -> list[ArchiveDocument]:
+        """``documents`` written in turn: those refused, their number held by another order."""
+        return [d for d in documents if not self._take(d["numero_commande"], d["_id"])]
+
+    def _take(self, number: object, order: OrderId) -> bool:
+        if self.owner.get(number, order) != order:
+            return False
+        previous = self.number_of.get(order)
+        if previous is not None and previous != number:
+            del self.owner[previous]  # a revision gives up its old number
+        self.owner[number], self.number_of[order] = order, number
+        return True
 
 
 # What a revision keeps of the document it replaces: when and by what the order was archived.

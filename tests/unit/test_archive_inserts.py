@@ -284,6 +284,35 @@ def test_a_chain_of_corrections_in_one_write_frees_each_number_in_turn(archive):
     assert numbers == {"N1": c["_id"], "N2": a["_id"], "N3": b["_id"]}
 
 
+def test_the_dry_runs_prediction_is_what_the_write_rejects_whatever_the_order_of_the_chunk(mongo):
+    """``numbers_taken`` (what a dry run counts as rejected for a taken number) names exactly the
+    orders the write then rejects, for every order of each chunk: A archived as N and corrected
+    to M beside a new order numbered N (freed: archived) and a new one numbered M (inserted
+    before A's revision, which it refuses: A rejected, the one numbered N too); a chain of
+    corrections; a live clash; two new orders sharing a number."""
+    import itertools
+
+    from order_archiver.context import RunContext
+    from order_archiver.mongodb.storage import numbers_taken
+
+    def case(held: list[dict[str, Any]], chunk: list[dict[str, Any]]) -> None:
+        for order in itertools.permutations(chunk):
+            collection = mongo["db"][f"dry_{ObjectId()}"]
+            collection.create_index("numero_commande", unique=True)
+            collection.insert_many([{**d, "archived_at": NOW - timedelta(hours=1)} for d in held])
+            predicted = {d["_id"] for d in numbers_taken(collection, RunContext(), list(order))}
+            outcome = ArchiveWriter(MongoDBArchive(collection)).write(list(order))
+            assert predicted == {r.order_id for r in outcome.rejections}, [
+                d["numero_commande"] for d in order
+            ]
+
+    a, b = archived("N"), archived("N2")
+    case([a], [archived("M", _id=a["_id"]), archived("N"), archived("M")])
+    case([a], [archived("M", _id=a["_id"]), archived("N")])
+    case([a, b], [archived("N2", _id=a["_id"]), archived("N3", _id=b["_id"]), archived("N")])
+    case([a], [archived("N"), archived("X"), archived("X")])
+
+
 OVER_48_MB = "CMD-OVER-48MB"  # its archive document is larger than a whole message (48 MB)
 
 
