@@ -11,9 +11,8 @@ date that is not a date) leaves the order in the source: the next run looks agai
 
 ``restore`` of a cold order records when (``ColdRestoreMarks``, in the checkpoints collection:
 the file is not rewritten for it), so that RESTORE_HOLD holds it as it holds an archived one.
-The purge that stops honouring a mark (its RESTORE_HOLD has passed) removes it
-(``ColdRestoreMarks.prune``): the marks kept are the restores of the last RESTORE_HOLD, not
-every cold restore ever made.
+A purge removes the marks older than a year (or RESTORE_HOLD if longer; ``ColdRestoreMarks.prune``):
+the marks kept are the restores of the last year, not every cold restore ever made.
 """
 
 from __future__ import annotations
@@ -72,20 +71,20 @@ class ColdRestoreMarks:
             query = {"_id": {"$in": part}, "restored_at": at}
             self._write(functools.partial(self.collection.delete_many, query))
 
-    def prune(self, held_since: datetime | None) -> int:
-        """Remove the marks no purge under this RESTORE_HOLD honours: those restored before
-        ``held_since`` (``purge.SourcePurge._restored_lately`` is its complement: a mark restored
-        at or after it holds and stays), every one when ``held_since`` is None (RESTORE_HOLD 0d
-        or none: no mark holds). One delete on an index range: the marks' ``_id`` prefix (an
-        anchored regular expression is a range of the ``_id`` index), so it reads the marks
-        alone, which after a prune are the restores of the last RESTORE_HOLD; no index of its
-        own. How many were removed."""
-        query: dict[str, object] = {"_id": {"$regex": f"^{MARK}:"}, "kind": MARK}
-        if held_since is not None:
-            query["restored_at"] = {"$lt": held_since}
+    def prune(self, before: datetime) -> int:
+        """Remove the marks restored before ``before`` (``purge.MARKS_KEPT`` ago, or RESTORE_HOLD
+        if longer: no purge honours them, and one run with a shorter RESTORE_HOLD does not take
+        away what the usual one honours). One delete on an index range: the marks' ``_id``
+        prefix (an anchored regular expression is a range of the ``_id`` index), so it reads the
+        marks alone, which after a prune are the restores of the last year; no index of its own.
+        How many were removed."""
+        query = {"_id": {"$regex": f"^{MARK}:"}, "kind": MARK, "restored_at": {"$lt": before}}
         result = self.context.retrying(lambda: self.collection.delete_many(query), purpose=Retry.WRITE)
         if result.deleted_count:
-            log.info("cold tier: %s past RESTORE_HOLD removed", plural(result.deleted_count, "restore mark"))
+            log.info(
+                "cold tier: %s older than a year (and RESTORE_HOLD) removed",
+                plural(result.deleted_count, "restore mark"),
+            )
         return int(result.deleted_count)
 
     def of(self, ids: list[OrderId]) -> dict[OrderId, datetime]:
@@ -136,9 +135,9 @@ class ColdHolding:
         restored = self.marks.of(list(held)) if held else {}
         return {i: h._replace(restored_at=restored.get(i, h.restored_at)) for i, h in held.items()}
 
-    def prune_restore_marks(self, held_since: datetime | None) -> int:
-        """After the purge: the restore marks its RESTORE_HOLD no longer honours, removed."""
-        return self.marks.prune(held_since)
+    def prune_restore_marks(self, before: datetime) -> int:
+        """After the purge: the restore marks older than ``before``, removed."""
+        return self.marks.prune(before)
 
     def _delivered_before_cutoff(self, ids: list[OrderId]) -> dict[OrderId, datetime]:
         """The source's delivery date of each of ``ids`` delivered before the cold tier's cutoff

@@ -7,7 +7,7 @@ import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo import DeleteOne
@@ -34,10 +34,15 @@ def purge_cutoffs(
     every archived one), orders restored since ``held_since`` stay (RESTORE_HOLD; None, 0d:
     none held)."""
     limits = {"delivered_before": settings.purge_after, "held_since": settings.restore_hold}
-    if not any(limits.values()):
-        return dict.fromkeys(limits)
     now = retrying(server_clock, stop_event=stop_event)
-    return {name: now - length if length else None for name, length in limits.items()}
+    cutoffs = {name: now - length if length else None for name, length in limits.items()}
+    return {**cutoffs, "marks_before": now - max(settings.restore_hold or timedelta(0), MARKS_KEPT)}
+
+
+# A cold restore's mark is kept this long at least (or RESTORE_HOLD if longer), whatever one
+# purge's RESTORE_HOLD: a run with a shorter one (7d, 0d, once) does not remove the marks the
+# usual one still honours. A mark is one small entry per cold restore (a support agent's task).
+MARKS_KEPT = timedelta(days=365)
 
 
 class ColdWitness(Protocol):
@@ -48,7 +53,7 @@ class ColdWitness(Protocol):
 
     def __call__(self, ids: list[OrderId]) -> dict[OrderId, Held]: ...
 
-    def prune_restore_marks(self, held_since: datetime | None) -> int: ...
+    def prune_restore_marks(self, before: datetime) -> int: ...
 
 
 @dataclass
@@ -87,6 +92,7 @@ class SourcePurge:
     batch_size: int
     stop_event: threading.Event
     held_since: datetime | None = None  # RESTORE_HOLD: orders restored since stay in the source
+    marks_before: datetime | None = None  # the cold restore marks older than this are removed
     restore_hold: str = ""  # RESTORE_HOLD as the settings say it, for the log
     pace: Callable[[int], None] | None = None  # --max-rate: after each chunk of deletes
     hold: Callable[[], None] | None = None  # before each chunk of deletes: the run's limits, --max-lag
@@ -179,10 +185,9 @@ class SourcePurge:
             counts.kept += len(requests) - result.deleted_count
             if self.pace is not None:
                 self.pace(len(requests))
-        if self.cold is not None and not self.stop_event.is_set():
-            # The walk is over: a mark it did not honour (restored before held_since) holds no
-            # order for any later purge under this RESTORE_HOLD either.
-            self.cold.prune_restore_marks(self.held_since)
+        if self.cold is not None and self.marks_before is not None and not self.stop_event.is_set():
+            # The walk is over: a mark older than MARKS_KEPT (and RESTORE_HOLD) holds no order.
+            self.cold.prune_restore_marks(self.marks_before)
         if counts.kept:
             log.warning(
                 "%s left in the source: changed since archived (the archive keeps the version "

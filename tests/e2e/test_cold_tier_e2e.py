@@ -283,13 +283,14 @@ def test_purge_source_deletes_the_orders_moved_before_it_reached_them_and_restor
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_purge_source_removes_the_cold_restore_marks_past_restore_hold_at_the_wire(
+def test_purge_source_removes_the_cold_restore_marks_older_than_a_year_at_the_wire(
     nx_client, nx_settings, nx_env, db_name, tmp_path
 ):
     """On the test server (the delete's filter, an anchored ``_id`` prefix and a date range, is the
-    server's to match): two orders restored from the cold tier, one of them 31 days ago (its mark
-    set back, as time passing would); `--purge-source` under RESTORE_HOLD 30d removes that mark and
-    purges its order, and keeps the other's mark and order (held)."""
+    server's to match): two orders restored from the cold tier, one of them 400 days ago (its mark
+    set back, as time passing would); `--purge-source` under RESTORE_HOLD 30d removes that mark
+    (older than ``purge.MARKS_KEPT``) and purges its order, and keeps the other's mark and order
+    (held)."""
     from order_archiver.cold.holding import MARK, ColdRestoreMarks
 
     database = nx_client[db_name]
@@ -305,7 +306,7 @@ def test_purge_source_removes_the_cold_restore_marks_past_restore_hold_at_the_wi
     key = ColdRestoreMarks.key
     assert {d["_id"] for d in checkpoints.find({"kind": MARK})} == {key(long_ago), key(lately)}
     checkpoints.update_one(
-        {"_id": key(long_ago)}, {"$set": {"restored_at": datetime.now(UTC) - timedelta(days=31)}}
+        {"_id": key(long_ago)}, {"$set": {"restored_at": datetime.now(UTC) - timedelta(days=400)}}
     )
 
     purged = run_cli("batch", "--run", "--purge-source", "--json", "-q", env=env, cwd=tmp_path)

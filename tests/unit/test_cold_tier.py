@@ -689,11 +689,13 @@ def test_the_purge_removes_the_cold_restore_marks_past_restore_hold_and_keeps_th
     mongo, settings, archived, tmp_path
 ):
     """Each order restored from the cold tier leaves a mark in the checkpoints collection, which
-    nothing removed: one entry per cold restore, forever. The purge removes the marks its
-    RESTORE_HOLD (30 days) no longer honours and only those: restored 31 and 60 days ago, gone
-    (that order purged); 1 day ago or exactly 30 days ago, held and kept (those orders stay in the
-    source); the collection's other entries untouched; a dry run removes nothing. Under
-    RESTORE_HOLD 0d no mark holds: every one goes, and those orders are purged."""
+    nothing removed: one entry per cold restore, forever. The purge removes the marks older than
+    a year (``purge.MARKS_KEPT``; RESTORE_HOLD if longer) and only those: restored 400 and 500
+    days ago, gone (that order purged); 31 days ago, past RESTORE_HOLD (30 days: that order
+    purged) but kept, for a run with a longer RESTORE_HOLD; 1 day ago or exactly 30 days ago,
+    held and kept (those orders stay in the source); the collection's other entries untouched; a
+    dry run removes nothing. A run with RESTORE_HOLD 0d holds nothing and removes no mark of the
+    last year (a one-off shorter hold does not take away what the usual one honours)."""
     from order_archiver.cold.holding import MARK, ColdRestoreMarks
     from order_archiver.settings import Duration
 
@@ -706,12 +708,13 @@ def test_the_purge_removes_the_cold_restore_marks_past_restore_hold_and_keeps_th
     with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
     orders = mongo[settings.mongodb_database][settings.orders_collection]
     marks = ColdRestoreMarks(checkpoints, RunContext())
-    past, recent, at_the_edge = in_cold[:3]
-    marks.hold([past], NOW - timedelta(days=31))
+    past, month_ago, recent, at_the_edge = in_cold[:4]
+    marks.hold([past], NOW - timedelta(days=400))
+    marks.hold([month_ago], NOW - timedelta(days=31))
     marks.hold([recent], NOW - timedelta(days=1))
     marks.hold([at_the_edge], NOW - timedelta(days=30))  # held since NOW - 30d: still held
     gone_long_ago = [f"purged-{n}" for n in range(1_500)]  # orders the source no longer holds
-    marks.hold(gone_long_ago, NOW - timedelta(days=60))  # more than a chunk of them
+    marks.hold(gone_long_ago, NOW - timedelta(days=500))  # more than a chunk of them
     others = {d["_id"] for d in checkpoints.find({"kind": {"$ne": MARK}}, {"_id": 1})}
     assert others  # the move's list of files, at least
 
@@ -721,18 +724,19 @@ def test_the_purge_removes_the_cold_restore_marks_past_restore_hold_and_keeps_th
     BatchArchiver(
         mongo, with_cold, BatchOptions(run=False, purge_source=True, batch_size=50), server_clock=lambda: NOW
     ).run()
-    assert len(marked()) == 3 + len(gone_long_ago)  # a dry run removes nothing
+    assert len(marked()) == 4 + len(gone_long_ago)  # a dry run removes nothing
 
     report = purge_run(mongo, with_cold)
-    assert marked() == {marks.key(recent), marks.key(at_the_edge)}
+    kept = {marks.key(month_ago), marks.key(recent), marks.key(at_the_edge)}
+    assert marked() == kept
     assert report.purge_held == 2
-    in_source = {d["_id"] for d in orders.find({"_id": {"$in": [past, recent, at_the_edge]}}, {"_id": 1})}
+    in_source = {d["_id"] for d in orders.find({"_id": {"$in": in_cold[:4]}}, {"_id": 1})}
     assert in_source == {recent, at_the_edge}
     assert others <= {d["_id"] for d in checkpoints.find({}, {"_id": 1})}
 
     without_hold = with_cold.with_overrides(restore_hold=Duration(0))
     assert purge_run(mongo, without_hold).purge_held == 0
-    assert marked() == set()
+    assert marked() == kept
     assert orders.count_documents({"_id": {"$in": [recent, at_the_edge]}}) == 0
     assert others <= {d["_id"] for d in checkpoints.find({}, {"_id": 1})}
 
