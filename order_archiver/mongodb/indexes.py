@@ -407,8 +407,9 @@ def shared_numbers(
         {"$sort": {"_id": 1}},
         {"$limit": shown + 1},
     ]
-    found = retrying(
+    found = retrying(  # it only informs: tried twice at most (a connection cut reads it all again)
         lambda: list(archive.aggregate(pipeline, allowDiskUse=True, maxTimeMS=TWINS_LOOK_MS)),
+        purpose=Retry.INFORM,
         stop_event=stop_event,
     )
     return [one["_id"] for one in found]

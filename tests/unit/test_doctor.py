@@ -4,7 +4,7 @@ single server without authentication; tests/integration has it end to end)."""
 from types import SimpleNamespace
 
 import pytest
-from pymongo.errors import OperationFailure
+from pymongo.errors import AutoReconnect, OperationFailure
 
 from order_archiver.operations.doctor import granted_actions, required_privileges, run_doctor
 from order_archiver.settings import Settings, parse_duration
@@ -442,6 +442,13 @@ def test_the_shared_numbers_are_looked_for_boundedly_and_a_refused_look_only_war
     assert outcomes(report)["unique index"] == "warn"
     assert report.healthy
     assert "is not known" in next(c.detail for c in report.checks if c.name == "unique index")
+
+    # A connection cut mid-look: read again once (Retry.INFORM), not five times (each a whole
+    # read of the archive, up to a minute).
+    client.twins, client.aggregated = AutoReconnect("connection closed"), []
+    report = run_doctor(client, SETTINGS)
+    assert outcomes(report)["unique index"] == "warn"
+    assert len(client.aggregated) == 2
 
     client.indexes.append(
         {"v": 2, "key": {"numero_commande": 1}, "name": "numero_commande_1", "unique": True}
