@@ -355,6 +355,84 @@ def _fix_objectid_range_selections() -> None:
     QueryHelper._build_simple_where_clause = build_simple_where_clause
 
 
+# MongoDB's order of types (the manual's "Comparison/Sort Order"): null, numbers, strings,
+# objects, arrays, binary data, ObjectId, booleans, dates, then timestamps and regexes (which a
+# document here never holds: neosqlite stores neither). bool before int: a bool is an int.
+_BSON_RANKS: tuple[tuple[type | tuple[type, ...], int], ...] = (
+    (bool, 8),
+    ((int, float), 2),
+    (str, 3),
+    (dict, 4),
+    ((list, tuple), 5),
+    (bytes, 6),
+    ((ObjectId, NeoObjectId), 7),
+    (datetime, 9),
+)
+
+
+def _bson_order_key(value: Any) -> tuple[Any, ...]:
+    """A sort key in MongoDB's order of types (neosqlite's ``bson_sort_key`` puts an ObjectId
+    after booleans and dates, and a boolean before binary data)."""
+    if value is None:
+        return (1,)
+    rank = next((rank for types, rank in _BSON_RANKS if isinstance(value, types)), 13)
+    if rank == 4:  # field by field, in the document's order, as MongoDB compares them
+        return (rank, tuple((name, _bson_order_key(item)) for name, item in value.items()))
+    if rank == 5:
+        return (rank, tuple(_bson_order_key(item) for item in value))
+    if rank == 6:
+        return (rank, len(value), bytes(value))  # binary data: the length first
+    if rank == 7:
+        return (rank, str(value))  # the 24 hexadecimal digits, in the bytes' order
+    if rank == 9:
+        return (rank, value.timestamp() if value.tzinfo else value.replace(tzinfo=UTC).timestamp())
+    if rank == 13:
+        return (rank, type(value).__name__, repr(value))
+    return (rank, value)
+
+
+# ``$type`` names and numbers neosqlite does not know (it knows numbers, strings, objects, arrays,
+# booleans and null): an ObjectId, a date, binary data matched nothing.
+_MORE_TYPES: dict[str | int, type | tuple[type, ...]] = {
+    "objectId": (ObjectId, NeoObjectId),
+    7: (ObjectId, NeoObjectId),
+    "date": datetime,
+    9: datetime,
+    "binData": bytes,
+    5: bytes,
+}
+
+
+def _fix_bson_types_and_order() -> None:
+    """Fault: nx-27017 sorts values of different types in an order of its own (an ObjectId after
+    booleans and dates: a sort on ``_id`` across types, as a walk past dirty data makes, comes
+    back in another order than MongoDB's), and its ``$type`` matches no ObjectId, date nor
+    binary data (``{_id: {$type: "objectId"}}`` finds nothing, so a walk past a string ``_id``
+    never reached the ObjectIds after it). Fix: sorts take ``_bson_order_key`` (MongoDB's order
+    of types) wherever neosqlite sorts, and ``$type`` knows those three types, by name and
+    number, alone or in a list."""
+    import neosqlite.collection.cursor as neo_cursor
+    import neosqlite.collection.type_utils as neo_type_utils
+    import neosqlite.query_operators as neo_operators
+
+    for module in (neo_type_utils, neo_cursor, neo_python_engine):
+        module.bson_sort_key = _bson_order_key
+    original = neo_operators._type
+
+    @functools.wraps(original)
+    def type_of(field: str, value: Any, document: dict[str, Any]) -> bool:
+        names = value if isinstance(value, list) else [value]
+        if not any(name in _MORE_TYPES for name in names if isinstance(name, (str, int))):
+            return bool(original(field, value, document))
+        found = neo_operators._get_nested_field(field, document)
+        return any(
+            isinstance(found, _MORE_TYPES[name]) if name in _MORE_TYPES else original(field, name, document)
+            for name in names
+        )
+
+    neo_operators._type = type_of
+
+
 # The types MongoDB sorts after ObjectId (the manual's "Comparison/Sort Order"), as ``$type``
 # names them: an ``_id`` walk across types ends with these.
 _TYPES_AFTER_OBJECTID = frozenset({"bool", "date", "timestamp", "regex", "maxKey"})
@@ -1244,6 +1322,7 @@ def apply_fixes() -> None:
     _fix_indexed_objectid_selections()
     _fix_objectid_range_selections()
     _fix_id_walk_across_types()
+    _fix_bson_types_and_order()
     _wrap_handle_command()
     _fix_invalidate_on_drop()
     _fix_unknown_cursor_reads_as_exhausted()

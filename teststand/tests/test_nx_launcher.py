@@ -936,19 +936,20 @@ def test_objectid_ranges_on_id_are_read_in_sql_and_answer_as_mongodb(db):
 
     # The product's walk across types (order_archiver.orders.selection.ids_after's filter): the
     # ObjectIds after the bound in _id order, then the _ids MongoDB sorts after ObjectId (a
-    # bool), the limit counting both.
+    # bool, then a date), the limit counting both.
     def ids_after(last: object) -> dict:
         later_types = ["bool", "date", "timestamp", "regex"]
         return {"$or": [{"_id": {"$gt": last}}, *({"_id": {"$type": name}} for name in later_types)]}
 
-    db.orders.insert_one({"_id": True, "status": "livrée"})  # (nx-27017's $type "date" misses a date _id)
+    day = datetime(2024, 1, 1, tzinfo=UTC)
+    db.orders.insert_many([{"_id": day, "status": "livrée"}, {"_id": True, "status": "livrée"}])
     walk = {**delivered, **ids_after(ids[1])}
-    assert page(walk) == [ids[2], ids[4], ids[5], True]
+    assert page(walk) == [ids[2], ids[4], ids[5], True, day]
     assert page(walk, limit=4) == [ids[2], ids[4], ids[5], True]
     assert page(walk, limit=2) == [ids[2], ids[4]]
-    assert page({**delivered, **ids_after(ids[5])}) == [True]
+    assert page({**delivered, **ids_after(ids[5])}) == [True, day]
     unsorted = [d["_id"] for d in db.orders.find(walk, {"_id": 1})]
-    assert sorted(map(str, unsorted)) == sorted(map(str, [ids[2], ids[4], ids[5], True]))
+    assert sorted(map(str, unsorted)) == sorted(map(str, [ids[2], ids[4], ids[5], True, day]))
 
     import neosqlite
     from neosqlite.objectid import ObjectId as NeoObjectId
@@ -969,3 +970,21 @@ def test_objectid_ranges_on_id_are_read_in_sql_and_answer_as_mongodb(db):
     assert "._id > " in select, select  # the range, in SQL
     assert "ORDER BY" in select, select
     assert "LIMIT 2" in select, select
+
+
+def test_values_of_different_types_sort_and_match_type_as_in_mongodb(db):
+    """MongoDB's order of types (the manual's "Comparison/Sort Order": null, numbers, strings,
+    objects, arrays, binary data, ObjectId, booleans, dates) in an aggregation's ``$sort`` and a
+    find's sort made in Python, and ``$type`` matching an ObjectId, a date and binary data by name
+    and number: a walk past a string ``_id`` (``{$type: "objectId"}``) reaches the ObjectIds. (A
+    find's sort that the server makes in SQL still orders types as SQLite does: test-servers.md.)"""
+    oid, day = ObjectId(), datetime(2024, 1, 1, tzinfo=UTC)
+    values = [None, 3, "text", {"k": 1}, b"ab", oid, True, day]  # b"ab": binary data, subtype 0
+    db.kinds.insert_many([{"_id": n, "v": value} for n, value in enumerate(reversed(values))])
+    everything = {"$or": [{"v": {"$exists": True}}, {"w": 1}]}  # an $or: filtered and sorted in Python
+    assert [d["v"] for d in db.kinds.find(everything, {"v": 1}).sort("v", 1)] == values
+    assert [d["v"] for d in db.kinds.aggregate([{"$sort": {"v": -1}}])] == list(reversed(values))
+    for name, wanted in (("objectId", oid), (7, oid), ("date", day), (9, day), ("binData", b"ab")):
+        assert [d["v"] for d in db.kinds.find({"v": {"$type": name}})] == [wanted], name
+    assert sorted(d["_id"] for d in db.kinds.find({"v": {"$type": ["string", "date"]}})) == [0, 5]
+    assert [d["v"] for d in db.kinds.find({"v": {"$type": "string"}})] == ["text"]
