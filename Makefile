@@ -28,11 +28,14 @@ demo: $(STAMP)
 # A local development server (teststand/devserver.py: nx-27017 with its faults fixed) on port 27017, in the foreground: to try
 # the commands by hand (QUICKSTART step 3). Not for production data. Another port: make dev-server PORT=27018
 # (a port in use: one line, exit 2). Its data, pid and log (nx.log) in .dev-server/.
+# A one-member replica set (rs0: change streams, watch works); make dev-server STANDALONE=1: a
+# standalone, which refuses change streams as MongoDB does (batch runs there, watch does not).
 # PORT is set here, not with ?=: only the command line overrides it, not a PORT in the environment.
 PORT = 27017
+STANDALONE =
 dev-server: $(STAMP)
 	mkdir -p .dev-server
-	$(BIN)/python -m teststand.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log
+	$(BIN)/python -m teststand.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log $(if $(STANDALONE),--standalone)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -273,7 +273,12 @@ def collections_check(report: DoctorReport, client: MongoClient[Document], setti
     )
 
 
-def change_stream_check(report: DoctorReport, client: MongoClient[Document], settings: Settings) -> None:
+def change_stream_check(
+    report: DoctorReport, client: MongoClient[Document], settings: Settings, process: Process = "all"
+) -> None:
+    """Whether a change stream opens on the orders (what watch needs). A standalone server has
+    none: a warning for the whole product (batch, status, verify run there), a failure for
+    ``--for watch``."""
     orders = client[settings.mongodb_database][settings.orders_collection]
     try:
         with orders.watch(max_await_time_ms=1) as stream:
@@ -281,7 +286,9 @@ def change_stream_check(report: DoctorReport, client: MongoClient[Document], set
         report.add("change streams", "pass", f"a change stream opens on {orders.full_name} (watch can run)")
     except pymongo_errors.OperationFailure as exc:
         if exc.code in NO_CHANGE_STREAMS_CODES:
-            report.add("change streams", "fail", "not available (a standalone server): watch cannot run")
+            outcome: Outcome = "fail" if process == "watch" else "warn"
+            detail = "not available (a standalone server): watch cannot run"
+            report.add("change streams", outcome, detail if process == "watch" else f"{detail}; batch can")
         elif is_authorisation_error(exc):
             report.add(
                 "change streams", "fail", f"refused: the user lacks changeStream on {orders.full_name}"
@@ -511,7 +518,7 @@ def check_deployment_of(
     topology = topology_check(report, reply)
     if side != "archive":  # the source's collections, and change streams on its orders
         collections_check(report, client, settings)
-        change_stream_check(report, client, settings)
+        change_stream_check(report, client, settings, process)
     if topology == "sharded":
         sharding_check(report, client, settings, version)
     ttl_index_to_drop = side != "source" and retention_check(report, client, settings, context)

@@ -191,16 +191,25 @@ def test_no_remove_on_the_orders_only_warns_about_purge():
     assert report.healthy
 
 
-def test_a_standalone_server_cannot_watch():
+def test_a_standalone_server_cannot_watch_and_is_ready_for_batch():
+    """A standalone has no change streams (40573): watch cannot run there, batch, status and
+    verify can (docs/test-servers.md). doctor warns, and is ready; ``--for watch`` fails. A new
+    user's standalone got "NOT READY: change streams" before its first batch."""
     error = OperationFailure("The $changeStream stage is only supported on replica sets", code=40573)
     report = run_doctor(FakeClient({}, stream_error=error), SETTINGS)
     assert outcomes(report)["topology"] == "warn"
-    assert outcomes(report)["change streams"] == "fail"
+    assert outcomes(report)["change streams"] == "warn"
+    detail = next(c.detail for c in report.checks if c.name == "change streams")
+    assert detail == "not available (a standalone server): watch cannot run; batch can"
     # One line says whether watch can run (it opened a stream or not); the topology line
     # does not guess (it said "watch needs change streams" beside "a change stream opens").
     assert "watch" not in next(c.detail for c in report.checks if c.name == "topology")
     assert outcomes(report)["privileges"] == "pass"  # authentication off
-    assert not report.healthy
+    assert report.healthy
+
+    for_watch = run_doctor(FakeClient({}, stream_error=error), SETTINGS, process="watch")
+    assert outcomes(for_watch)["change streams"] == "fail"
+    assert not for_watch.healthy
 
 
 @pytest.mark.parametrize(
