@@ -31,11 +31,14 @@ demo: $(STAMP)
 # A one-member replica set (rs0: change streams, watch works); make dev-server STANDALONE=1: a
 # standalone, which refuses change streams as MongoDB does (batch runs there, watch does not).
 # PORT is set here, not with ?=: only the command line overrides it, not a PORT in the environment.
+# Its change history: the last HISTORY changes (nx-27017 keeps 1,000 by default, which one
+# simulate.py outruns; a real oplog keeps hours of writes).
 PORT = 27017
 STANDALONE =
+HISTORY = 200000
 dev-server: $(STAMP)
 	mkdir -p .dev-server
-	$(BIN)/python -m teststand.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log $(if $(STANDALONE),--standalone)
+	NX_RESUME_RETENTION_ROWS=$(HISTORY) $(BIN)/python -m teststand.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log $(if $(STANDALONE),--standalone)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
