@@ -47,9 +47,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import functools
 import inspect
+import io
 import json
 import logging
 import os
@@ -1506,7 +1508,14 @@ def serve(argv: list[str]) -> int:
 
     if _asks_for_help(argv):  # the help and nothing else: no folder made, no port tried, no "starting"
         sys.argv = [sys.argv[0], *argv]
-        return int(main() or 0)
+        try:
+            return int(main() or 0)
+        finally:  # argparse's help ends with SystemExit
+            print(f"\nthe development server adds:\n  {STANDALONE_OPTION:<22}{STANDALONE_HELP}")
+    refused = _refused_arguments(main, argv)
+    if refused is not None:  # a misspelt option: said first, before the folder, the port, "starting"
+        sys.stderr.write(f"error: {refused} (python -m teststand.devserver --help lists them)\n")
+        return EXIT_USAGE
     argv, known = _command_line(argv)
     _console_logging(known.verbose)
     address = f"{known.host}:{known.port}"
@@ -1531,6 +1540,41 @@ def serve(argv: list[str]) -> int:
             raise
         sys.stderr.write(f"error: {address} {reason}: choose another port, e.g. make dev-server PORT=27018\n")
         return EXIT_PORT_TAKEN
+
+
+EXIT_USAGE = 2
+STANDALONE_HELP = "a standalone server (no change streams, as a standalone mongod) instead of replica set rs0"
+
+
+class _Parsed(Exception):
+    """Raised from nx-27017's own parser once it has parsed: its arguments checked, not run."""
+
+
+def _refused_arguments(nx_main: Any, argv: list[str]) -> str | None:
+    """Why nx-27017's own parser refuses ``argv`` (its last words, one line), or None. Asked of
+    its parser before anything starts: a misspelt option was said after "starting the
+    development server", or as a port in use when the port was."""
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_only(parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        raise _Parsed(original(parser, *args, **kwargs))
+
+    said = io.StringIO()
+    saved = sys.argv
+    sys.argv = [saved[0], *[arg for arg in argv if arg != STANDALONE_OPTION]]
+    argparse.ArgumentParser.parse_args = parse_only  # type: ignore[method-assign,assignment]
+    try:
+        with contextlib.redirect_stderr(said):
+            nx_main()
+    except _Parsed:
+        return None
+    except SystemExit:
+        lines = [line for line in said.getvalue().splitlines() if line.strip()]
+        return lines[-1].split("error: ", 1)[-1] if lines else "unknown arguments"
+    finally:
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+        sys.argv = saved
+    return None
 
 
 def _asks_for_help(argv: list[str]) -> bool:

@@ -55,7 +55,27 @@ def test_its_help_is_the_help_and_nothing_else(tmp_path, flag):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: ")
     assert "--data-dir" in result.stdout
+    assert "--standalone" in result.stdout  # the development server's own option, beside nx-27017's
     assert result.stderr == ""
+    assert not data.exists()
+
+
+def test_a_misspelt_option_is_one_line_and_exit_2_before_anything_starts(tmp_path):
+    """A new user's try: `--bogus` printed "starting the development server on ..." and then
+    nx-27017's usage and error; on a port in use it said "in use" and not the misspelt option.
+    Now nx-27017's own parser is asked first: one line, exit 2, no folder made, the port untried."""
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*dev_server(data, port), "--standalon"], cwd=PROJECT, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unrecognized arguments: --standalon (python -m teststand.devserver --help lists them)"
+    ]
     assert not data.exists()
 
 
