@@ -41,6 +41,7 @@ class PassPlanner:
     stop_event: threading.Event
     server_clock: Callable[[], datetime]
     archive: MongoCollection | None = None  # a full pass skips what it holds (see _skips_archived)
+    no_position: str | None = None  # why this run has no change-stream position (a standalone...)
 
     def follows_changes(self) -> bool:
         """A scheduled batch reads the change stream between its runs; the watcher's catch-up
@@ -62,7 +63,7 @@ class PassPlanner:
         current = plan.pass_
         if current.last_id is None and self.follows_changes():
             # A new pass: where the change stream stands now, taken before anything is read.
-            position = stream_position(self.orders_primary, self.settings.delivered_status)
+            position, self.no_position = stream_position(self.orders_primary, self.settings.delivered_status)
             current = replace(current, stream_token=position)
         self.report.mode = "full" if current.full else "incremental"
         self.report.since = current.since
@@ -101,7 +102,10 @@ class PassPlanner:
         reads by delivery stamp alone, and says so."""
         if token is None:
             if self.follows_changes() and not current.full:  # (a full pass reads them all)
-                self._say("no change-stream position saved: this incremental run reads delivery stamps only")
+                why = f" ({self.no_position})" if self.no_position else ""
+                self._say(
+                    f"no change-stream position saved{why}: this incremental run reads delivery stamps only"
+                )
             return [], current
         reader = ChangeReader(self.orders_primary, self.settings.delivered_status, self.stop_event)
         changes = reader.since(token, current.stream_token, current.started_at)

@@ -13,7 +13,7 @@ from bson.timestamp import Timestamp
 from pymongo import errors as pymongo_errors
 
 from order_archiver.documents import ChangeEvent, OrderId, ResumeToken
-from order_archiver.errors import as_archiver_error, classify, without_documents
+from order_archiver.errors import as_archiver_error, classify, is_authorisation_error, without_documents
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
 from order_archiver.mongodb.storage import MongoCollection
@@ -97,17 +97,27 @@ def past(event: ChangeEvent, target: ResumeToken | None) -> bool:
     return str(token.get("_data", "")) > str(target.get("_data", ""))
 
 
-def stream_position(orders: MongoCollection, delivered_status: str) -> dict[str, object] | None:
-    """The orders' change stream's position now (a resume token), or None where there are
-    no change streams (a standalone server) or the user may not open one."""
+def stream_position(
+    orders: MongoCollection, delivered_status: str
+) -> tuple[dict[str, object] | None, str | None]:
+    """The orders' change stream's position now (a resume token), or None and why: there are no
+    change streams (a standalone server), the user may not open one, or another refusal."""
     try:
         with orders.watch(build_change_stream_pipeline(delivered_status), max_await_time_ms=1) as stream:
             stream.try_next()
             token = stream.resume_token
     except (pymongo_errors.PyMongoError, NotImplementedError, AttributeError) as exc:
         log.debug("no change stream position (%s): incremental runs read delivery stamps only", exc)
-        return None
-    return dict(token) if token else None
+        return None, _why_no_position(exc)
+    return (dict(token) if token else None), None
+
+
+def _why_no_position(exc: BaseException) -> str:
+    if isinstance(exc, pymongo_errors.OperationFailure) and classify(exc) == "no_change_streams":
+        return "a standalone server has no change streams"
+    if isinstance(exc, pymongo_errors.OperationFailure) and is_authorisation_error(exc):
+        return "the user may not open a change stream (changeStream on the orders)"
+    return f"a change stream could not be opened ({type(exc).__name__})"
 
 
 @dataclass

@@ -76,6 +76,12 @@ def replicated(reply: dict[str, object]) -> bool:
     return bool(reply.get("setName")) or reply.get("msg") == "isdbgrid"
 
 
+def is_standalone(reply: dict[str, object]) -> bool:
+    """A standalone server, which has no change streams: not a replica set member, not a
+    ``mongos``, not behind a load balancer (whose ``hello`` carries a ``serviceId``)."""
+    return not replicated(reply) and "serviceId" not in reply
+
+
 def index_build_options(reply: dict[str, object]) -> dict[str, object]:
     """The ``createIndexes`` command's own fields (never the index specification's, where every
     MongoDB since 3.4 refuses them: 197). On 4.4+ a replicated build waits for every voting

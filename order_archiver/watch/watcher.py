@@ -47,7 +47,7 @@ from order_archiver.errors import (
     classify,
 )
 from order_archiver.logs import get_logger
-from order_archiver.mongodb.deployment import check_deployments
+from order_archiver.mongodb.deployment import check_deployments, hello, is_standalone
 from order_archiver.mongodb.indexes import UniqueIndexCheck, UniqueIndexMissing
 from order_archiver.mongodb.lease import LeaseLost
 from order_archiver.mongodb.rejects import RejectStore
@@ -62,13 +62,17 @@ from order_archiver.mongodb.tokens import (
 from order_archiver.orders.finishing import Finisher
 from order_archiver.orders.rejection import Rejection
 from order_archiver.reporting.metrics import WatchMetrics
-from order_archiver.retry import Retry, RetryPolicy
+from order_archiver.retry import Retry, RetryPolicy, retrying
 from order_archiver.settings import Settings
 from order_archiver.watch.archiving import EventArchiver, catch_up
 from order_archiver.watch.leadership import Leadership, token_store_and_lease
 from order_archiver.watch.opening import TokenUnusable, open_stream
 from order_archiver.watch.stats import StatsLog, WatchStats
 
+NO_CHANGE_STREAMS = (
+    "this MongoDB deployment has no change streams: watch needs a replica set, a sharded cluster "
+    "or Atlas (a standalone server can only run batch)"
+)
 log = get_logger("watch")
 
 # --- the watcher -----------------------------------------------------------------------------
@@ -161,6 +165,10 @@ class Watcher:
         )
         log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
         check_deployments(self.client, self.settings, self.archive_client)
+        if is_standalone(retrying(lambda: hello(self.client), stop_event=self.stop_event)):
+            # Said now, not once the archive's unique index is there (a watcher waits for it,
+            # and said only that, every ten minutes, where it could never run).
+            raise NotSupportedError(NO_CHANGE_STREAMS)
         try:
             self._serve(policy)
             self._mark_stopped()
@@ -212,10 +220,7 @@ class Watcher:
             self._distrust_saved_token = True
             return
         if kind == "no_change_streams":
-            raise NotSupportedError(
-                "this MongoDB deployment has no change streams: watch needs a replica set, a sharded "
-                "cluster or Atlas (a standalone server can only run batch)"
-            ) from exc
+            raise NotSupportedError(NO_CHANGE_STREAMS) from exc
         if kind == "fatal":
             raise exc if isinstance(exc, ArchiverError) else as_archiver_error(exc) from exc
         cause = exc.__cause__ if isinstance(exc, ArchiverError) and exc.__cause__ else exc
