@@ -306,6 +306,35 @@ def test_cold_settings_that_cannot_work_are_refused(environ, message):
         load_settings(environ={"MONGODB_URI": "mongodb://h", **environ})
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("cold", "got 'cold' (no scheme: a folder is file:///absolute/path)"),
+        ("/var/lib/cold", "got '/var/lib/cold' (no scheme: a folder is file:///absolute/path)"),
+        ("key:secret@bucket/orders", "got a value with no scheme"),
+    ],
+)
+def test_a_cold_place_with_no_scheme_is_named_as_such_and_never_echoes_a_credential(
+    value, said, tmp_path, monkeypatch, capsys
+):
+    """A new user's try: ``ARCHIVE_COLD_URL=cold`` was refused with "got the scheme 'cold'"
+    (the value had no scheme at all). One line naming the setting, exit 2; a value that may
+    hold a credential (a ``:`` or an ``@``) is not shown."""
+    from tests.helpers import run_in_process
+
+    env = {"ARCHIVE_COLD_URL": value, "ARCHIVE_COLD_AFTER": "730d"}
+    result = run_in_process(
+        "batch", "--simulation", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ARCHIVE_COLD_URL: "), lines[0]
+    assert said in lines[0], lines[0]
+    assert "the scheme" not in lines[0]
+    assert "secret" not in result.stdout + result.stderr
+
+
 def test_good_cold_settings_are_read():
     settings, _ = load_settings(
         environ={
