@@ -920,6 +920,31 @@ def test_restore_puts_a_moved_order_back_into_the_source_from_its_cold_file(
     assert by_window.already_there >= 1
 
 
+def test_restore_names_a_moved_order_a_numero_differs_from_only_by_case(mongo, settings, archived, tmp_path):
+    """A new user's try: ``restore --numero cmd-000551`` for an order moved to the cold tier said
+    "not found among the archived orders: --numero cmd-000551" with no hint, where one in the
+    archive collection is named ("CMD-000373 is archived: numbers match exactly", commands.md).
+    The hint looks in the cold files too (their numbers' column only)."""
+    from order_archiver.operations.restore import RestoreSelection, restore
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    numero = next(
+        d["numero_commande"] for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff
+    )
+    assert numero != numero.lower()
+    report = restore(mongo, with_cold, RestoreSelection((numero.lower(), "cmd-999999")))
+    assert report.not_found == [
+        f"--numero {numero.lower()} ({numero} is archived, in the cold tier: numbers match exactly)",
+        "--numero cmd-999999",
+    ]
+    assert not report.complete  # exit 3
+    assert any(f"({numero} is archived, in the cold tier" in line for line in report.lines())
+
+
 def test_restore_run_asks_for_yes_above_100_orders_counting_the_cold_tiers(
     mongo, settings, archived, tmp_path
 ):
