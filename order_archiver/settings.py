@@ -417,7 +417,9 @@ def parse_cold_url(value: str) -> str:
     url = str(value).strip()
     scheme, separator, rest = url.partition("://")
     scheme = scheme.lower()  # a URL's scheme is case-insensitive (RFC 3986): S3:// is s3://
-    if not separator or scheme not in COLD_SCHEMES:
+    if not separator:
+        raise ValueError(f"expected file:///path or s3://bucket/prefix; got {_schemeless(url)}")
+    if scheme not in COLD_SCHEMES:
         raise ValueError(f"expected file:///path or s3://bucket/prefix; got the scheme {scheme[:20]!r}")
     url = f"{scheme}://{rest}"
     if scheme == "file" and not rest.startswith("/"):
@@ -429,6 +431,15 @@ def parse_cold_url(value: str) -> str:
             "from the AWS settings (AWS_ACCESS_KEY_ID..., a profile or a role), never the URL"
         )
     return url.rstrip("/")
+
+
+def _schemeless(url: str) -> str:
+    """A cold tier's place typed without ``scheme://`` (``cold``, ``/var/lib/cold``), as the
+    error names it: the value when it reads as a folder's name, never one that may hold a
+    credential (``key:secret@bucket``: a ``:`` or an ``@``)."""
+    if not url or ":" in url or "@" in url or len(url) > 60:
+        return "a value with no scheme"
+    return f"{url!r} (no scheme: a folder is file:///absolute/path)"
 
 
 # Environment variable -> (field, parser).

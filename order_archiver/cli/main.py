@@ -258,10 +258,12 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
             from order_archiver.cold.tier import move_to_cold, would_move
 
             # The cold tier's move takes the whole archive's months: not a share's (N of them
-            # at once would write the same months); the run without --partition makes it.
-            if options.run and report.completed and options.partition is None:
+            # at once would write the same months); the run without --partition makes it. A dry
+            # run says what --run does: a share's says nothing of a move.
+            moves = options.partition is None
+            if moves and options.run and report.completed:
                 report.cold = move_to_cold(clients.source, settings, context, clients.archive)
-            elif not options.run:
+            elif moves and not options.run:
                 report.cold = would_move(clients.source, settings, context, clients.archive)
             succeeded = True
     except ConfigError:

@@ -94,3 +94,17 @@ def find_in_cold(store: ColdStore, query: ColdQuery) -> Iterator[tuple[str, dict
         table = fragment.to_table(filter=expression, columns=["document"])
         for text in table.column("document").to_pylist():
             yield store.url_of(fragment.path), document_of(text)
+
+
+def numbers_in_cold(store: ColdStore, numeros: Sequence[str]) -> set[str]:
+    """Which of ``numeros`` the cold tier holds (exact): the ``numero_commande`` column only, a
+    row group skipped when its statistics rule the numbers out (no document read, no JSON)."""
+    import pyarrow.dataset as ds
+
+    files = [cold_file.path for cold_file in store.files()]
+    if not files or not numeros:
+        return set()
+    dataset = ds.dataset(files, filesystem=store.fs, format="parquet")
+    wanted = ds.field("numero_commande").isin(list(numeros))
+    table = dataset.to_table(filter=wanted, columns=["numero_commande"])
+    return {str(numero) for numero in table.column("numero_commande").to_pylist()}

@@ -40,7 +40,7 @@ from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
 from order_archiver.cold.holding import ColdRestoreMarks
-from order_archiver.cold.search import ColdQuery, find_in_cold
+from order_archiver.cold.search import ColdQuery, find_in_cold, numbers_in_cold
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, WriteError, moment_or_none, write_errors
@@ -217,7 +217,7 @@ def restore(
             )
         elif missing:
             report.restored += len(missing)
-    report.not_found = _not_found(selection, seen, report.selected, collections.archive, context)
+    report.not_found = _not_found(selection, seen, report.selected, collections.archive, context, settings)
     log.info(
         "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused",
         report.selected,
@@ -236,15 +236,16 @@ def _not_found(
     selected: int,
     archive: MongoCollection,
     context: RunContext,
+    settings: Settings,
 ) -> list[str]:
     """What the selection asked for and did not find: each ``--numero`` (with the archived
-    number it differs from only by case, if any: numbers match exactly), the ``--id``, or the
-    whole selection when it selects nothing."""
+    number it differs from only by case, if any, in the archive or the cold tier: numbers
+    match exactly), the ``--id``, or the whole selection when it selects nothing."""
     numeros = [n for n in dict.fromkeys(selection.numeros) if n not in seen]
     cased = _other_case(numeros, archive, context)
+    cased.update(_other_case_in_cold(settings, [n for n in numeros if n not in cased]))
     found = [
-        f"--numero {n}" + (f" ({cased[n]} is archived: numbers match exactly)" if n in cased else "")
-        for n in numeros
+        f"--numero {n}" + (f" ({cased[n]}: numbers match exactly)" if n in cased else "") for n in numeros
     ]
     if selection.order_id is not None and ("_id", selection.order_id) not in seen:
         found.append(f"--id {selection.order_id}")
@@ -255,7 +256,8 @@ def _not_found(
 
 def _other_case(numeros: list[str], archive: MongoCollection, context: RunContext) -> dict[str, str]:
     """The archived numbers among ``numeros`` written in upper case (``CMD-000373`` for
-    ``cmd-000373``): one exact, indexed look-up per chunk."""
+    ``cmd-000373``), each as the hint names it ("CMD-000373 is archived"): one exact, indexed
+    look-up per chunk."""
     wanted = {n.upper(): n for n in numeros if n.upper() != n}
     found: dict[str, str] = {}
     names = list(wanted)
@@ -265,9 +267,26 @@ def _other_case(numeros: list[str], archive: MongoCollection, context: RunContex
             lambda c=chunk: list(archive.find({"numero_commande": {"$in": c}}, {"numero_commande": 1})),  # type: ignore[misc]
         )
         found.update(
-            {wanted[numero]: numero for d in documents if (numero := str(d["numero_commande"])) in wanted}
+            {
+                wanted[numero]: f"{numero} is archived"
+                for d in documents
+                if (numero := str(d["numero_commande"])) in wanted
+            }
         )
     return found
+
+
+def _other_case_in_cold(settings: Settings, numeros: list[str]) -> dict[str, str]:
+    """As ``_other_case``, in the cold tier's files (ARCHIVE_COLD_URL): an order moved there is
+    archived too. Their ``numero_commande`` column only, and only for the numbers still unnamed."""
+    store = cold_store(settings)
+    wanted = {n.upper(): n for n in numeros if n.upper() != n}
+    if store is None or not wanted:
+        return {}
+    return {
+        wanted[numero]: f"{numero} is archived, in the cold tier"
+        for numero in numbers_in_cold(store, list(wanted))
+    }
 
 
 def _confirm(

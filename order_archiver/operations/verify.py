@@ -83,8 +83,15 @@ class VerifyReport:
         cold_ok = self.cold is None or self.cold.consistent
         return not self.missing and not self.mismatched and not self.unerased and cold_ok
 
+    @property
+    def delivered(self) -> int:
+        """The window's delivered orders read in the source: those ``checked`` against the
+        archive, and those counted apart (invalid, past ARCHIVE_RETENTION or ARCHIVE_COLD_AFTER:
+        not expected in the archive). The text's first line and ``--json`` say the same figures."""
+        return self.checked + self.invalid + self.past_retention + self.past_cold_after
+
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "consistent": self.consistent}
+        return {**asdict(self), "delivered": self.delivered, "consistent": self.consistent}
 
     def lines(self) -> list[str]:
         expired = (
@@ -92,9 +99,8 @@ class VerifyReport:
         )
         if self.past_cold_after:
             expired += f"; {self.past_cold_after} past ARCHIVE_COLD_AFTER, not expected (the cold tier's)"
-        delivered = self.checked + self.invalid
         out = [
-            f"checked {plural(delivered, 'delivered order')}: {self.checked} archivable, "
+            f"{plural(self.delivered, 'delivered order')}: {self.checked} checked against the archive, "
             f"{self.invalid} invalid (never archived){expired}"
         ]
         out.append(f"missing from the archive: {self.missing} {self.missing_examples or ''}".rstrip())

@@ -317,3 +317,32 @@ def test_a_watcher_started_before_the_first_move_learns_it_and_archives_no_moved
     watcher.events.archive([event])  # type: ignore[list-item]
     assert user.archive.count_documents({"_id": old_id}) == 0
     assert watcher.stats.skipped == 1
+
+
+def test_verify_says_the_same_figures_in_its_text_and_its_json(user, capsys):
+    """A new user's try: the text said "checked 3 delivered orders: 1 archivable, 2 invalid;
+    1 past ARCHIVE_COLD_AFTER", --json said ``"checked": 1``. ``checked`` is what was compared
+    with the archive (commands.md: invalid orders are counted apart, as are those past
+    ARCHIVE_COLD_AFTER, not expected there); the first line counts the delivered orders read
+    (``delivered`` in --json) and splits them by the JSON's own names, adding up."""
+    import json
+
+    in_cold = moved(user, capsys)
+    recent = user.bands[5]
+    invalid = recent[:2]  # no numero_commande: never archivable (the contract)
+    orders = user.archive.database["Commande"]
+    orders.update_many({"_id": {"$in": invalid}}, {"$unset": {"numero_commande": ""}})
+    checked = len(recent) - len(invalid)
+    delivered = checked + len(invalid) + in_cold
+
+    cli.main(["verify"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        f"{delivered} delivered orders: {checked} checked against the archive, 2 invalid (never "
+        f"archived); {in_cold} past ARCHIVE_COLD_AFTER, not expected (the cold tier's)"
+    )
+    cli.main(["verify", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    said = (report["delivered"], report["checked"], report["invalid"], report["past_cold_after"])
+    assert said == (delivered, checked, 2, in_cold)
+    assert report["past_retention"] == 0

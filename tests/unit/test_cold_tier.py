@@ -306,6 +306,35 @@ def test_cold_settings_that_cannot_work_are_refused(environ, message):
         load_settings(environ={"MONGODB_URI": "mongodb://h", **environ})
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("cold", "got 'cold' (no scheme: a folder is file:///absolute/path)"),
+        ("/var/lib/cold", "got '/var/lib/cold' (no scheme: a folder is file:///absolute/path)"),
+        ("key:secret@bucket/orders", "got a value with no scheme"),
+    ],
+)
+def test_a_cold_place_with_no_scheme_is_named_as_such_and_never_echoes_a_credential(
+    value, said, tmp_path, monkeypatch, capsys
+):
+    """A new user's try: ``ARCHIVE_COLD_URL=cold`` was refused with "got the scheme 'cold'"
+    (the value had no scheme at all). One line naming the setting, exit 2; a value that may
+    hold a credential (a ``:`` or an ``@``) is not shown."""
+    from tests.helpers import run_in_process
+
+    env = {"ARCHIVE_COLD_URL": value, "ARCHIVE_COLD_AFTER": "730d"}
+    result = run_in_process(
+        "batch", "--simulation", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ARCHIVE_COLD_URL: "), lines[0]
+    assert said in lines[0], lines[0]
+    assert "the scheme" not in lines[0]
+    assert "secret" not in result.stdout + result.stderr
+
+
 def test_good_cold_settings_are_read():
     settings, _ = load_settings(
         environ={
@@ -889,6 +918,31 @@ def test_restore_puts_a_moved_order_back_into_the_source_from_its_cold_file(
     )
     assert by_window.selected >= 1
     assert by_window.already_there >= 1
+
+
+def test_restore_names_a_moved_order_a_numero_differs_from_only_by_case(mongo, settings, archived, tmp_path):
+    """A new user's try: ``restore --numero cmd-000551`` for an order moved to the cold tier said
+    "not found among the archived orders: --numero cmd-000551" with no hint, where one in the
+    archive collection is named ("CMD-000373 is archived: numbers match exactly", commands.md).
+    The hint looks in the cold files too (their numbers' column only)."""
+    from order_archiver.operations.restore import RestoreSelection, restore
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    numero = next(
+        d["numero_commande"] for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff
+    )
+    assert numero != numero.lower()
+    report = restore(mongo, with_cold, RestoreSelection((numero.lower(), "cmd-999999")))
+    assert report.not_found == [
+        f"--numero {numero.lower()} ({numero} is archived, in the cold tier: numbers match exactly)",
+        "--numero cmd-999999",
+    ]
+    assert not report.complete  # exit 3
+    assert any(f"({numero} is archived, in the cold tier" in line for line in report.lines())
 
 
 def test_restore_run_asks_for_yes_above_100_orders_counting_the_cold_tiers(

@@ -232,7 +232,7 @@ def test_verify_and_restore_say_their_counts_as_a_person_reads_them():
     from order_archiver.operations.verify import VerifyReport
 
     assert VerifyReport(checked=1169, invalid=2).lines()[0] == (
-        "checked 1171 delivered orders: 1169 archivable, 2 invalid (never archived)"
+        "1171 delivered orders: 1169 checked against the archive, 2 invalid (never archived)"
     )
     assert RestoreReport(run=False, selected=1).lines()[0].startswith("1 archived order selected;")
 

@@ -199,6 +199,33 @@ def test_a_share_leaves_the_cold_tiers_move_to_the_run_without_a_partition(monke
     assert len(moves) == 1
 
 
+def test_a_dry_run_of_a_share_says_no_move_to_the_cold_tier_as_its_run_makes_none(
+    monkeypatch, tmp_path, capsys
+):
+    """A new user's try: ``batch --partition 0/2`` (dry run) with a cold tier printed "cold tier:
+    would move 0 archived orders (dry run)", and ``--run --partition`` no such line (a share
+    never moves: deployment.md, "A first archive in N parts"). The dry run says what --run
+    does; the run without --partition still says its move."""
+    import json
+
+    from order_archiver.cli.main import main
+
+    monkeypatch.setenv("ARCHIVE_COLD_URL", f"file://{tmp_path}")
+    monkeypatch.setenv("ARCHIVE_COLD_AFTER", "730d")
+    simulated = ["batch", "--simulation", "--count", "100"]
+
+    def said(*flags: str) -> str:
+        capsys.readouterr()
+        main([*simulated, *flags])
+        return capsys.readouterr().out
+
+    for flags in (["--partition", "0/2"], ["--run", "--partition", "0/2"]):
+        assert "cold tier" not in said(*flags), flags
+        assert json.loads(said(*flags, "--json"))["cold"] is None, flags
+    assert "cold tier: would move" in said()
+    assert json.loads(said("--json"))["cold"]["would_move"] is not None
+
+
 def test_a_share_reads_n_pages_of_ids_at_once_within_a_bound():
     """A share reads N times a page's _ids (its enrichment keeps its batch), but never more than
     WIDEST: a page's ids also go to the server in one $in (--partition 0/1000 would be 500,000)."""
