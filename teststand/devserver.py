@@ -38,7 +38,9 @@ runs ahead of ``hello``'s (a shard primary's clock ahead of ``mongos``);
 ``NX_PERIODIC_NOOP_S`` how often an idle change history gets a no-op entry (MongoDB's
 ``periodicNoopIntervalSecs``, default 10: ``stream_positions.py``); ``NX_MAX_BSON_OBJECT_SIZE`` the ``maxBsonObjectSize`` ``hello`` answers (default 16 MB), so that
 a test makes the driver's command size limit bite with a few thousand ids;
-``NX_SECONDARY_LAG_FILE=PATH`` (with ``NX_REPLICA_SET``) a secondary in ``replSetGetStatus`` as
+``NX_SCAN_TIME_LIMIT_OVER=N`` an ``aggregate`` carrying ``maxTimeMS`` that reads a whole
+collection of more than N documents answers 50 MaxTimeMSExpired (a large collection outlasting
+its time limit); ``NX_SECONDARY_LAG_FILE=PATH`` (with ``NX_REPLICA_SET``) a secondary in ``replSetGetStatus`` as
 many seconds behind as the file says, read at every call (``replica_status.py``); ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
 accepts (tests only).
 """
@@ -1315,6 +1317,46 @@ def _refuse_paths_into_arrays() -> None:
     NeoSQLiteHandler.handle_command = handle_command
 
 
+MAX_TIME_MS_EXPIRED = {
+    "ok": 0.0,
+    "code": 50,
+    "codeName": "MaxTimeMSExpired",
+    "errmsg": "operation exceeded time limit",
+}
+
+
+def _reads_the_whole_collection(body: dict[str, Any]) -> bool:
+    """An ``aggregate`` on a collection whose pipeline does not start by narrowing it (a
+    ``$group`` over everything, as doctor's look for shared numbers)."""
+    pipeline = body.get("pipeline")
+    if not isinstance(body.get("aggregate"), str) or not isinstance(pipeline, list) or not pipeline:
+        return False
+    first = pipeline[0]
+    return isinstance(first, dict) and not ({"$match", "$changeStream", "$limit"} & set(first))
+
+
+def _add_scan_time_limit_knob() -> None:
+    """Knob (off by default): ``NX_SCAN_TIME_LIMIT_OVER=N``. On a large collection a read of all
+    of it outlasts its ``maxTimeMS`` and MongoDB stops it: 50 MaxTimeMSExpired, "operation
+    exceeded time limit" (the manual's ``cursor.maxTimeMS()``; ``ErrorCodes::MaxTimeMSExpired``).
+    Scaled down: an ``aggregate`` carrying ``maxTimeMS`` that reads a whole collection of more
+    than N documents answers that, and reads nothing."""
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        over = os.environ.get("NX_SCAN_TIME_LIMIT_OVER", "").strip()
+        body = _folded_body(msg)
+        if over and body is not None and "maxTimeMS" in body and _reads_the_whole_collection(body):
+            count = {"count": body["aggregate"], "$db": body.get("$db", "test")}
+            _, reply = original(self, {"request_id": 0, "sections": [("body", count)]})
+            if int(reply.get("n") or 0) > int(over):
+                return msg.get("request_id", 0), dict(MAX_TIME_MS_EXPIRED)
+        return original(self, msg)
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
 def apply_fixes() -> None:
     _fix_dates_set_by_updates()
     _fix_force_fallback_per_thread()
@@ -1343,6 +1385,7 @@ def apply_fixes() -> None:
     index_catalog.fix_index_catalog(server_version(), _folded_body)
     _refuse_paths_into_arrays()
     replica_status.fix_replica_set_status(server_version(), _folded_body)
+    _add_scan_time_limit_knob()  # inside the refusals: MongoDB parses a command before it runs it
     _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it
 
 

@@ -11,7 +11,7 @@ from order_archiver.cli.main import main
 from order_archiver.context import RunContext
 from order_archiver.operations.doctor import run_doctor
 from order_archiver.orders.enrichment import finish_archive_document
-from order_archiver.settings import parse_date_bound
+from order_archiver.settings import Settings, parse_date_bound
 from order_archiver.simulation.generator import default_anchor, strip_markers
 from tests.helpers import assert_no_duplicates, delivered_rejects, expected_archive_ids, seed_database
 from tests.integration.test_mongodb_refusals import recording_client
@@ -280,6 +280,40 @@ def test_doctor_is_not_ready_when_archive_twins_stop_the_unique_index(
     with client:
         assert run_doctor(client, nx_settings).healthy
     assert not [c for c in sent.commands if c.get("aggregate") == nx_settings.archive_collection]
+
+
+@pytest.mark.test_server_only("a test server of its own, with its time-limit knob")
+def test_doctor_only_warns_when_its_look_for_shared_numbers_runs_out_of_time(tmp_path, monkeypatch, capsys):
+    """On a large archive the look for shared numbers (one $group over the whole archive,
+    maxTimeMS one minute) outlasts its time limit: MongoDB stops it, 50 MaxTimeMSExpired
+    ("operation exceeded time limit"). Scaled down by the test server's knob
+    (NX_SCAN_TIME_LIMIT_OVER: a whole-collection aggregate over N documents with maxTimeMS).
+    doctor says the answer is not known, as a warning: the index may still build. Read twice at
+    most (Retry.INFORM: a time limit is not retried)."""
+    from teststand.nx_server import running_server
+
+    with running_server({"NX_SCAN_TIME_LIMIT_OVER": "3"}, prefix="nx-time-limit-") as server:
+        for key, value in {"MONGODB_URI": server.uri, "MONGODB_DATABASE": "limit", "LOG_DIR": ""}.items():
+            monkeypatch.setenv(key, value)
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            seed_database(client["limit"], Settings(mongodb_database="limit", log_dir=""), 20)
+            archive = client["limit"]["Commande_archive"]
+            archive.insert_many(
+                [
+                    {"_id": ObjectId(), "numero_commande": n, "date_commande": NOW}
+                    for n in ("A", "A", "B", "C")
+                ]
+            )
+            with pytest.raises(pymongo.errors.OperationFailure) as stopped:
+                list(archive.aggregate([{"$group": {"_id": "$numero_commande"}}], maxTimeMS=60_000))
+            assert (stopped.value.code, stopped.value.details["codeName"]) == (50, "MaxTimeMSExpired")
+            assert list(archive.aggregate([{"$group": {"_id": "$numero_commande"}}]))  # no limit: read
+            assert main(["doctor"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    unique = next(line for line in lines if "unique index:" in line)
+    assert unique.startswith("warn unique index: "), unique
+    assert "is not known" in unique
+    assert "operation exceeded time limit" in unique
 
 
 def test_a_number_freed_by_a_correction_goes_to_the_new_order_of_the_same_chunk(nx_client, nx_settings):

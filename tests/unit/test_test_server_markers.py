@@ -20,6 +20,8 @@ NEEDS_THE_TEST_SERVER = (
     "NX_MONGODB_VERSION",
     "NX_REPLICA_SET",
     "NX_SECONDARY_LAG_FILE",
+    "NX_SCAN_TIME_LIMIT_OVER",
+    "running_server(",
 )
 
 
