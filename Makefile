@@ -46,21 +46,22 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	@echo "Any in the product: $$(cat *.py $$(find order_archiver -name '*.py') | grep -ow Any | wc -l) (ceiling: tests/unit/test_layout.py ANY_CEILING)"
 
-# Three workers, each with its own test server and databases: most end-to-end time is waiting
-# (for a watcher, a lease, a server), so three overlap well even on 2 cores (the whole suite on
-# this machine, 2026-12-06: 307 s with two workers, 232 s with three). --dist worksteal: an
-# idle worker takes the others' queued tests, so a few long fault tests do not leave one worker
-# alone at the end (318 s by default, 225 s so, with two).
+# Four workers, each with its own test server and databases: most end-to-end time is waiting
+# (for a watcher, a lease, a server), so they overlap well even on 2 cores (the whole suite on
+# this machine, 2026-12-06: 307 s with two workers, 232 s with three; 2026-12-07, 1,067 tests:
+# 245 s with three, 207 s with four). --dist worksteal: an idle worker takes the others' queued
+# tests, so a few long fault tests do not leave one worker alone at the end (318 s by default,
+# 225 s so, with two).
 # First the integration tests on test servers answering as MongoDB 4.4, the oldest supported
 # (12 s; make test-floor adds the end-to-end tests), then the whole suite on the newest.
 test: lint
-	$(BIN)/python -m pytest -n 3 --dist worksteal -q --mongodb-version 4.4 tests/integration teststand/tests
-	$(BIN)/python -m pytest -n 3 --dist worksteal
+	$(BIN)/python -m pytest -n 4 --dist worksteal -q --mongodb-version 4.4 tests/integration teststand/tests
+	$(BIN)/python -m pytest -n 4 --dist worksteal
 
 # The version floor: the integration and end-to-end tests again, every test server answering as
 # MongoDB 4.4 and refusing what 4.4 does not know (teststand/mongodb_definitions.py). CI runs it too.
 test-floor: lint
-	$(BIN)/python -m pytest -n 3 --dist worksteal --mongodb-version 4.4 tests/integration tests/e2e teststand/tests
+	$(BIN)/python -m pytest -n 4 --dist worksteal --mongodb-version 4.4 tests/integration tests/e2e teststand/tests
 
 # The edit loop: lint, then the unit tests only (mongomock and the in-process CLI, well under a minute).
 test-fast: lint
