@@ -420,7 +420,13 @@ def parse_cold_url(value: str) -> str:
     if not separator:
         raise ValueError(f"expected file:///path or s3://bucket/prefix; got {_schemeless(url)}")
     if scheme not in COLD_SCHEMES:
-        raise ValueError(f"expected file:///path or s3://bucket/prefix; got the scheme {scheme[:20]!r}")
+        # Named only when it looks like a scheme (RFC 3986): "key:secret@s3" is a credential.
+        shown = (
+            f"the scheme {scheme!r}"
+            if re.fullmatch(r"[a-z][a-z0-9+.-]{0,19}", scheme)
+            else "an unknown scheme"
+        )
+        raise ValueError(f"expected file:///path or s3://bucket/prefix; got {shown}")
     url = f"{scheme}://{rest}"
     if scheme == "file" and not rest.startswith("/"):
         raise ValueError("a file:// URL names an absolute folder: file:///var/lib/order-archiver/cold")
