@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
+from pymongo.server_type import SERVER_TYPE
 
 from order_archiver.documents import Document, mapping_or_empty
 from order_archiver.errors import ConfigError
@@ -76,10 +77,14 @@ def replicated(reply: dict[str, object]) -> bool:
     return bool(reply.get("setName")) or reply.get("msg") == "isdbgrid"
 
 
-def is_standalone(reply: dict[str, object]) -> bool:
-    """A standalone server, which has no change streams: not a replica set member, not a
-    ``mongos``, not behind a load balancer (whose ``hello`` carries a ``serviceId``)."""
-    return not replicated(reply) and "serviceId" not in reply
+def is_standalone(client: MongoClient[Document]) -> bool:
+    """Whether the deployment is one standalone server (which has no change streams), as the
+    driver classified the servers it has heard from, by its own rules (pymongo's ``hello.py``:
+    no set name, not a member before ``rs.initiate()`` (``isreplicaset``), not a ``mongos``, not
+    behind a load balancer); no command sent. Nothing heard yet: False."""
+    description = getattr(client, "topology_description", None)
+    servers = list(description.server_descriptions().values()) if description is not None else []
+    return bool(servers) and all(server.server_type == SERVER_TYPE.Standalone for server in servers)
 
 
 def index_build_options(reply: dict[str, object]) -> dict[str, object]:

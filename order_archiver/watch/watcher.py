@@ -47,7 +47,7 @@ from order_archiver.errors import (
     classify,
 )
 from order_archiver.logs import get_logger
-from order_archiver.mongodb.deployment import check_deployments, hello, is_standalone
+from order_archiver.mongodb.deployment import check_deployments, is_standalone
 from order_archiver.mongodb.indexes import UniqueIndexCheck, UniqueIndexMissing
 from order_archiver.mongodb.lease import LeaseLost
 from order_archiver.mongodb.rejects import RejectStore
@@ -62,7 +62,7 @@ from order_archiver.mongodb.tokens import (
 from order_archiver.orders.finishing import Finisher
 from order_archiver.orders.rejection import Rejection
 from order_archiver.reporting.metrics import WatchMetrics
-from order_archiver.retry import Retry, RetryPolicy, retrying
+from order_archiver.retry import Retry, RetryPolicy
 from order_archiver.settings import Settings
 from order_archiver.watch.archiving import EventArchiver, catch_up
 from order_archiver.watch.leadership import Leadership, token_store_and_lease
@@ -165,7 +165,7 @@ class Watcher:
         )
         log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
         check_deployments(self.client, self.settings, self.archive_client)
-        if is_standalone(retrying(lambda: hello(self.client), stop_event=self.stop_event)):
+        if is_standalone(self.client):
             # Said now, not once the archive's unique index is there (a watcher waits for it,
             # and said only that, every ten minutes, where it could never run).
             raise NotSupportedError(NO_CHANGE_STREAMS)

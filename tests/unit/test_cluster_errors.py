@@ -762,3 +762,38 @@ def test_a_member_not_configured_yet_is_no_wrong_replica_set_name():
         assert _wrong_replica_set(client, "rs0") is None  # a member of it answered
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "standalone"),
+    [
+        ({"ok": 1, "isWritablePrimary": True, "maxWireVersion": 21}, True),
+        ({"ok": 1, "isreplicaset": True, "maxWireVersion": 21}, False),  # before rs.initiate()
+        ({"ok": 1, "setName": "rs0", "isWritablePrimary": True, "maxWireVersion": 21}, False),
+        ({"ok": 1, "setName": "rs0", "arbiterOnly": True, "maxWireVersion": 21}, False),
+        ({"ok": 1, "msg": "isdbgrid", "maxWireVersion": 21}, False),  # mongos
+        ({"ok": 1, "serviceId": ObjectId(), "maxWireVersion": 21}, False),  # behind a load balancer
+        ({"ok": 0}, False),  # not heard: not known
+    ],
+)
+def test_watch_refuses_at_start_only_what_the_driver_calls_a_standalone(reply, standalone):
+    """watch says at start that a standalone has no change streams (deployment.is_standalone):
+    by pymongo's own classification of the servers it heard, never for a member not configured
+    yet (a compose stack's first seconds, RSGhost), a mongos, an arbiter or a load balancer."""
+    from pymongo.hello import Hello
+    from pymongo.server_description import ServerDescription
+
+    from order_archiver.mongodb.deployment import is_standalone
+
+    class Described:
+        def __init__(self, servers: list[ServerDescription]) -> None:
+            self.servers = servers
+
+        def server_descriptions(self) -> dict:
+            return {server.address: server for server in self.servers}
+
+    class Client:
+        topology_description = Described([ServerDescription(("h", 27017), Hello(reply))])
+
+    assert is_standalone(Client()) is standalone  # type: ignore[arg-type]
+    assert is_standalone(type("Nothing", (), {"topology_description": Described([])})()) is False  # type: ignore[arg-type]
