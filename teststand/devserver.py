@@ -73,7 +73,7 @@ import neosqlite.collection.query_engine as neo_query_engine
 import neosqlite.collection.query_engine.python_aggregation_engine as neo_python_engine
 import neosqlite.collection.query_helper.utils as neo_query_utils
 import pymongo
-from bson import ObjectId
+from bson import Decimal128, MaxKey, MinKey, ObjectId
 from neosqlite.collection.cursor import Cursor
 from neosqlite.collection.json_helpers import neosqlite_json_dumps, neosqlite_json_loads
 from neosqlite.collection.json_path_utils import parse_json_path
@@ -359,12 +359,16 @@ def _fix_objectid_range_selections() -> None:
     QueryHelper._build_simple_where_clause = build_simple_where_clause
 
 
-# MongoDB's order of types (the manual's "Comparison/Sort Order"): null, numbers, strings,
-# objects, arrays, binary data, ObjectId, booleans, dates, then timestamps and regexes (which a
-# document here never holds: neosqlite stores neither). bool before int: a bool is an int.
+# MongoDB's order of types (the manual's "Comparison/Sort Order"): MinKey, null, numbers,
+# strings, objects, arrays, binary data, ObjectId, booleans, dates, then timestamps and regexes
+# (which a document here never holds: neosqlite stores neither), MaxKey. bool before int: a bool
+# is an int. Not MongoDB's: an array sorts by its elements in turn (MongoDB: by its smallest
+# element ascending, its largest descending; an empty one before null).
 _BSON_RANKS: tuple[tuple[type | tuple[type, ...], int], ...] = (
+    (MinKey, 0),
+    (MaxKey, 14),
     (bool, 8),
-    ((int, float), 2),
+    ((int, float, Decimal128), 2),
     (str, 3),
     (dict, 4),
     ((list, tuple), 5),
@@ -380,8 +384,9 @@ def _bson_order_key(value: Any) -> tuple[Any, ...]:
     if value is None:
         return (1,)
     rank = next((rank for types, rank in _BSON_RANKS if isinstance(value, types)), 13)
-    if rank == 4:  # field by field, in the document's order, as MongoDB compares them
-        return (rank, tuple((name, _bson_order_key(item)) for name, item in value.items()))
+    if rank == 4:  # field by field in the document's order: each value's type, its name, its value
+        fields = ((name, _bson_order_key(item)) for name, item in value.items())
+        return (rank, tuple((key[0], name, key) for name, key in fields))
     if rank == 5:
         return (rank, tuple(_bson_order_key(item) for item in value))
     if rank == 6:
@@ -392,6 +397,10 @@ def _bson_order_key(value: Any) -> tuple[Any, ...]:
         return (rank, value.timestamp() if value.tzinfo else value.replace(tzinfo=UTC).timestamp())
     if rank == 13:
         return (rank, type(value).__name__, repr(value))
+    if isinstance(value, Decimal128):
+        return (rank, value.to_decimal())
+    if rank in (0, 14):
+        return (rank,)
     return (rank, value)
 
 
@@ -416,10 +425,12 @@ def _fix_bson_types_and_order() -> None:
     of types) wherever neosqlite sorts, and ``$type`` knows those three types, by name and
     number, alone or in a list."""
     import neosqlite.collection.cursor as neo_cursor
+    import neosqlite.collection.query_helper.fill_stage as neo_fill
+    import neosqlite.collection.query_helper.window_operators as neo_windows
     import neosqlite.collection.type_utils as neo_type_utils
     import neosqlite.query_operators as neo_operators
 
-    for module in (neo_type_utils, neo_cursor, neo_python_engine):
+    for module in (neo_type_utils, neo_cursor, neo_python_engine, neo_fill, neo_windows):
         module.bson_sort_key = _bson_order_key
     original = neo_operators._type
 

@@ -988,3 +988,8 @@ def test_values_of_different_types_sort_and_match_type_as_in_mongodb(db):
         assert [d["v"] for d in db.kinds.find({"v": {"$type": name}})] == [wanted], name
     assert sorted(d["_id"] for d in db.kinds.find({"v": {"$type": ["string", "date"]}})) == [0, 5]
     assert [d["v"] for d in db.kinds.find({"v": {"$type": "string"}})] == ["text"]
+    # Embedded documents, field by field: each value's type, then the name, then the value
+    # ({b: 1} before {a: "x"}: a number before a string); numbers of both kinds together.
+    inner = [{"b": 1}, {"b": 2.5}, {"a": "x"}, {"a": "x", "c": None}]
+    db.inner.insert_many([{"_id": n, "v": value} for n, value in enumerate(reversed(inner))])
+    assert [d["v"] for d in db.inner.aggregate([{"$sort": {"v": 1}}])] == inner
