@@ -38,7 +38,7 @@ STANDALONE =
 HISTORY = 200000
 dev-server: $(STAMP)
 	mkdir -p .dev-server
-	NX_RESUME_RETENTION_ROWS=$(HISTORY) $(BIN)/python -m teststand.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log $(if $(STANDALONE),--standalone)
+	NX_RESUME_RETENTION_ROWS=$(HISTORY) $(BIN)/python -m teststand.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log $(if $(filter 1 yes true,$(STANDALONE)),--standalone)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -279,9 +279,9 @@ def _other_case(numeros: list[str], archive: MongoCollection, context: RunContex
 def _other_case_in_cold(settings: Settings, numeros: list[str]) -> dict[str, str]:
     """As ``_other_case``, in the cold tier's files (ARCHIVE_COLD_URL): an order moved there is
     archived too. Their ``numero_commande`` column only, and only for the numbers still unnamed."""
-    store = cold_store(settings)
     wanted = {n.upper(): n for n in numeros if n.upper() != n}
-    if store is None or not wanted:
+    store = cold_store(settings) if wanted else None
+    if store is None:
         return {}
     return {
         wanted[numero]: f"{numero} is archived, in the cold tier"

@@ -288,8 +288,7 @@ def test_doctor_only_warns_when_its_look_for_shared_numbers_runs_out_of_time(tmp
     maxTimeMS one minute) outlasts its time limit: MongoDB stops it, 50 MaxTimeMSExpired
     ("operation exceeded time limit"). Scaled down by the test server's knob
     (NX_SCAN_TIME_LIMIT_OVER: a whole-collection aggregate over N documents with maxTimeMS).
-    doctor says the answer is not known, as a warning: the index may still build. Read twice at
-    most (Retry.INFORM: a time limit is not retried)."""
+    doctor says the answer is not known, as a warning: the index may still build."""
     from teststand.nx_server import running_server
 
     with running_server({"NX_SCAN_TIME_LIMIT_OVER": "3"}, prefix="nx-time-limit-") as server:

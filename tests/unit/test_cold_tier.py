@@ -771,6 +771,35 @@ def test_the_purge_removes_the_cold_restore_marks_past_restore_hold_and_keeps_th
     assert others <= {d["_id"] for d in checkpoints.find({}, {"_id": 1})}
 
 
+def test_a_restore_hold_longer_than_a_year_keeps_its_marks_and_their_orders(
+    mongo, settings, archived, tmp_path
+):
+    """RESTORE_HOLD 730d: a cold order restored 400 days ago is still held, so its mark, older
+    than ``purge.MARKS_KEPT`` (a year), stays, and the purge leaves the order in the source; one
+    restored 800 days ago is neither (review: the "or RESTORE_HOLD if longer" untested)."""
+    from order_archiver.cold.holding import MARK, ColdRestoreMarks
+    from order_archiver.settings import Duration
+
+    assert archived
+    cold_after = Duration(days=10)
+    store = local_store(tmp_path)
+    checkpoints = collections(mongo, settings)[1]
+    ColdMove(store, *collections(mongo, settings), NOW - cold_after).run()
+    in_cold = sorted(cold_documents(store), key=str)
+    held, gone = in_cold[:2]
+    marks = ColdRestoreMarks(checkpoints, RunContext())
+    marks.hold([held], NOW - timedelta(days=400))
+    marks.hold([gone], NOW - timedelta(days=800))
+    two_years = settings.with_overrides(
+        archive_cold_url=store.url, archive_cold_after=cold_after, restore_hold=Duration(days=730)
+    )
+    report = purge_run(mongo, two_years)
+    assert report.purge_held == 1
+    assert {d["_id"] for d in checkpoints.find({"kind": MARK}, {"_id": 1})} == {marks.key(held)}
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    assert {d["_id"] for d in orders.find({"_id": {"$in": [held, gone]}}, {"_id": 1})} == {held}
+
+
 def test_archive_retention_removes_the_cold_months_wholly_past_it(mongo, settings, archived, tmp_path):
     _archive, before = archived
     store = local_store(tmp_path)
