@@ -790,6 +790,22 @@ def _fix_unknown_cursor_reads_as_exhausted() -> None:
 # --- Change streams -------------------------------------------------------------------------
 
 
+_NO_ID = object()
+
+
+def _stored_id(document_data: Any) -> Any:
+    """The ``_id`` of a change log row's stored document, decoded to its type (``_NO_ID``: none)."""
+    if isinstance(document_data, bytes):
+        document_data = document_data.decode("utf-8", "replace")
+    if not isinstance(document_data, str) or not document_data:
+        return _NO_ID
+    try:
+        document = neosqlite_json_loads(document_data)
+    except ValueError:
+        return _NO_ID
+    return document["_id"] if isinstance(document, dict) and "_id" in document else _NO_ID
+
+
 def _fix_change_event_documents() -> None:
     """Faults: an event's ``clusterTime``/``wallTime`` is the time it is read, not written
     (a stream resumed later sees every old change as new: fixed from the change log's
@@ -798,7 +814,9 @@ def _fix_change_event_documents() -> None:
     document, and ``updateDescription`` is always null. Fix: decode the document to BSON
     types, drop it from deletes, and give updates an ``updateDescription`` listing every field
     of the post-image (nx keeps no pre-image: a superset of what changed, which an idempotent
-    consumer absorbs)."""
+    consumer absorbs). And ``documentKey._id`` was the text of the ``_id`` column (an integer
+    ``_id`` 7 came as ``"7"``, an embedded document as its ``repr``): it is the stored
+    document's ``_id``, in its type."""
     original = nx_changestream.ChangeStreamManager._translate_row
 
     @functools.wraps(original)
@@ -824,6 +842,9 @@ def _fix_change_event_documents() -> None:
             }
         else:
             event.pop("updateDescription", None)
+        stored_id = _stored_id(row[3] if len(row) > 3 else None)
+        if stored_id is not _NO_ID:  # as stored: an integer _id 7 is 7, not the column's text "7"
+            event["documentKey"] = {"_id": stored_id}
         event["documentKey"] = convert_neo_to_bson_objectids(event.get("documentKey"))
         written = _written_at(self, stream, rowid)
         event["clusterTime"] = event["wallTime"] = (written or event["wallTime"]) + event_clock_ahead()

@@ -131,6 +131,20 @@ def test_change_events_are_bson_with_update_description(db):
     assert "fullDocument" not in delete
 
 
+def test_change_events_name_each_document_by_its_id_in_its_type(db):
+    """``documentKey._id`` is the document's ``_id`` as stored: an integer, a string, an
+    ObjectId, an embedded document (MongoDB's change events; the watcher archives the orders
+    its events name by it). The test server gave the text of its ``_id`` column: ``"7"`` for 7."""
+    ids = [7, "s7", ObjectId(), {"a": 1}]
+    with db.Commande.watch(full_document="updateLookup") as stream:
+        for one in ids:
+            db.Commande.insert_one({"_id": one, "status": "livrée"})
+        db.Commande.update_one({"_id": 7}, {"$set": {"status": "en_attente"}})
+        db.Commande.delete_one({"_id": 7})
+        events = [stream.next() for _ in range(len(ids) + 2)]
+    assert [e["documentKey"]["_id"] for e in events] == [*ids, 7, 7]
+
+
 def test_stream_match_understands_or(db):
     with db.Commande.watch(DELIVERED_NOW, full_document="updateLookup") as stream:
         db.Commande.insert_one({"numero_commande": "A", "status": "en_attente"})
