@@ -529,7 +529,8 @@ class UniqueIndexCheck:
     def _say_waiting(self, state: IndexState) -> None:
         log.warning(
             "nothing is archived until the archive's unique index %s on %s is ready (%s): run batch "
-            "--run with the batch user, it builds it; looking again every %gs",
+            "--run with the batch user, it builds it (if it cannot, doctor names why: archived "
+            "orders sharing a number); looking again every %gs",
             self.wanted.name,
             self.wanted.collection.full_name,
             _not_ready(state),

@@ -54,7 +54,9 @@ def test_it_waits_for_the_index_then_looks_again_before_writes_every_few_seconds
     assert not check.ready()
 
 
-def test_a_watcher_waiting_says_so_and_starts_once_the_index_is_built(mongo):
+def test_a_watcher_waiting_says_so_and_starts_once_the_index_is_built(mongo, caplog):
+    """It says what builds the index, and where to look when that cannot (archived orders sharing
+    a number: doctor names them; it said "batch --run builds it" alone, which then never did)."""
     archive = mongo.livraison.Commande_archive
     clock = ManualClock()
     stop = WaitMovesClock(clock)
@@ -70,6 +72,9 @@ def test_a_watcher_waiting_says_so_and_starts_once_the_index_is_built(mongo):
     stop.wait = wait  # type: ignore[method-assign]
     assert check.ready()
     assert stop.waits == [5.0] * built_after
+    (said,) = [r.getMessage() for r in caplog.records if "nothing is archived until" in r.getMessage()]
+    assert "run batch --run with the batch user, it builds it" in said
+    assert "doctor names why" in said
 
 
 def test_a_look_older_than_every_s_is_taken_again_before_it_is_trusted(mongo):
