@@ -31,22 +31,22 @@ def standalone() -> Iterator[NxServer]:
         yield server
 
 
-@pytest.fixture
-def standalone_client(standalone: NxServer) -> Iterator[pymongo.MongoClient]:
+def client_of(server: NxServer) -> Iterator[pymongo.MongoClient]:
     client: pymongo.MongoClient = pymongo.MongoClient(
-        standalone.uri, tz_aware=True, serverSelectionTimeoutMS=5000
+        server.uri, tz_aware=True, serverSelectionTimeoutMS=5000
     )
     yield client
     client.close()
+
+
+@pytest.fixture
+def standalone_client(standalone: NxServer) -> Iterator[pymongo.MongoClient]:
+    yield from client_of(standalone)
 
 
 @pytest.fixture
 def nx_client(nx_server: NxServer) -> Iterator[pymongo.MongoClient]:
-    client: pymongo.MongoClient = pymongo.MongoClient(
-        nx_server.uri, tz_aware=True, serverSelectionTimeoutMS=5000
-    )
-    yield client
-    client.close()
+    yield from client_of(nx_server)
 
 
 @pytest.fixture

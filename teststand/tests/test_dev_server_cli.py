@@ -3,13 +3,14 @@ line and exit 2; its log lives in its data folder, not in nx-27017's default fil
 server on the machine shares; the engine's fallback warnings, and asyncio's tracebacks of
 connections cancelled by Ctrl+C, stay out of the terminal."""
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pymongo
@@ -172,10 +173,22 @@ def test_as_a_replica_set_it_names_the_address_it_serves(tmp_path):
     """A new user's try: `NX_REPLICA_SET=rs0` on port 27392 advertised its member as
     127.0.0.1:27017 (hello's hosts, primary, me), so `?replicaSet=rs0` went to 27017: refused.
     A replica set's members are reached at the addresses its config names (the SDAM spec)."""
-    data, port = tmp_path / "data", free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "NX_HOST"} | {"NX_REPLICA_SET": "rs0"}
+    with started(dev_server(tmp_path / "data", port), env):
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            f"mongodb://127.0.0.1:{port}/?replicaSet=rs0", serverSelectionTimeoutMS=500
+        )
+        wait_for(answers(client), timeout=60, what="the replica set's primary", on_timeout=lambda: "")
+        assert client.admin.command("hello")["me"] == f"127.0.0.1:{port}"
+        client.close()
+
+
+@contextlib.contextmanager
+def started(command: list[str], env: dict[str, str]) -> Iterator[None]:
+    """A development server of its own, its output discarded, killed with its group at the end."""
     server = subprocess.Popen(
-        dev_server(data, port),
+        command,
         cwd=PROJECT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -183,13 +196,7 @@ def test_as_a_replica_set_it_names_the_address_it_serves(tmp_path):
         start_new_session=True,
     )
     try:
-        client: pymongo.MongoClient = pymongo.MongoClient(
-            f"mongodb://127.0.0.1:{port}/?replicaSet=rs0", serverSelectionTimeoutMS=500
-        )
-
-        wait_for(answers(client), timeout=60, what="the replica set's primary", on_timeout=lambda: "")
-        assert client.admin.command("hello")["me"] == f"127.0.0.1:{port}"
-        client.close()
+        yield
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
@@ -201,17 +208,9 @@ def test_it_is_a_replica_set_unless_asked_for_a_standalone(tmp_path, flags, set_
     refuses (40573): a developer's watcher worked there and not on their first real
     standalone. It now starts the primary of a one-member replica set (QUICKSTART's `watch`
     works on it); `--standalone` is a standalone, and refuses change streams as MongoDB does."""
-    data, port = tmp_path / "data", free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("NX_HOST", "NX_REPLICA_SET")}
-    server = subprocess.Popen(
-        [*dev_server(data, port), *flags],
-        cwd=PROJECT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with started([*dev_server(tmp_path / "data", port), *flags], env):
         client: pymongo.MongoClient = pymongo.MongoClient(
             f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=500
         )
@@ -224,6 +223,3 @@ def test_it_is_a_replica_set_unless_asked_for_a_standalone(tmp_path, flags, set_
                 client["quickstart"]["Commande"].watch()
             assert refused.value.code == 40573
         client.close()
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
