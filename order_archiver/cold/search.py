@@ -82,9 +82,11 @@ def _person(reference: str, name: str, person_id: ObjectId | str) -> Expression:
 
 
 def find_in_cold(store: ColdStore, query: ColdQuery) -> Iterator[tuple[str, dict[str, object]]]:
-    """(the file's URL, the archive document as it holds it) for each matching row."""
+    """(the file's URL, the archive document as it holds it) for each matching row. A place that
+    is not there is refused (``ColdStore.check``: exit 2, named), not read as holding nothing."""
     import pyarrow.dataset as ds
 
+    store.check(writable=False)
     files = [cold_file.path for cold_file in store.files()]
     if not files:
         return
@@ -101,6 +103,7 @@ def numbers_in_cold(store: ColdStore, numeros: Sequence[str]) -> set[str]:
     row group skipped when its statistics rule the numbers out (no document read, no JSON)."""
     import pyarrow.dataset as ds
 
+    store.check(writable=False)
     files = [cold_file.path for cold_file in store.files()]
     if not files or not numeros:
         return set()

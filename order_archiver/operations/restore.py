@@ -185,6 +185,9 @@ def restore(
     confirmed: bool = False,
 ) -> RestoreReport:
     wanted = selection.archive_filter()  # refused before anything is read
+    cold_place = cold_store(settings)
+    if cold_place is not None:  # a lost cold folder: refused before anything is restored, not "not found"
+        cold_place.check(writable=False)
     context = context or RunContext()
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)

@@ -1382,3 +1382,29 @@ def test_verify_refuses_a_cold_tier_whose_place_is_gone(mongo, settings, archive
     )
     with pytest.raises(ConfigError, match="no such folder"):
         verify(mongo, gone)
+
+
+def test_find_and_restore_refuse_a_cold_tier_that_is_not_there(mongo, settings, archived, tmp_path):
+    """A new user's try: the cold folder renamed, `find --numero` said "not found anywhere" and
+    `restore` "not found among the archived orders" (exit 3) for a moved order, where doctor,
+    status and verify named the missing place. Now both refuse, exit 2, naming it, and restore
+    restores nothing (its check comes before any insert)."""
+    from order_archiver.errors import ConfigError
+    from order_archiver.operations.find import FindSelection, find_orders
+    from order_archiver.operations.restore import RestoreSelection, restore
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    moved = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff)
+    kept = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) >= cutoff)
+    (tmp_path / "cold").rename(tmp_path / "cold-lost")
+    with pytest.raises(ConfigError, match="no such folder"):
+        find_orders(mongo, with_cold, FindSelection((moved["numero_commande"],)))
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    orders.delete_one({"_id": kept["_id"]})  # archived, not in the source: restore would insert it
+    with pytest.raises(ConfigError, match="no such folder"):
+        restore(mongo, with_cold, RestoreSelection((kept["numero_commande"],)), run=True, confirmed=True)
+    assert orders.find_one({"_id": kept["_id"]}) is None
