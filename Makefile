@@ -27,18 +27,20 @@ demo: $(STAMP)
 
 # A local development server (teststand/devserver.py: nx-27017 with its faults fixed) on port 27017, in the foreground: to try
 # the commands by hand (QUICKSTART step 3). Not for production data. Another port: make dev-server PORT=27018
-# (a port in use: one line, exit 2). Its data, pid and log (nx.log) in .dev-server/.
+# (a port in use: one line, exit 2). Its data, pid and log (nx.log) in DATA (.dev-server/).
 # A one-member replica set (rs0: change streams, watch works); make dev-server STANDALONE=1: a
-# standalone, which refuses change streams as MongoDB does (batch runs there, watch does not).
+# standalone, which refuses change streams as MongoDB does (batch runs there, watch does not);
+# beside a running one, another port and folder: make dev-server PORT=27018 STANDALONE=1 DATA=.dev-server-2
 # PORT is set here, not with ?=: only the command line overrides it, not a PORT in the environment.
 # Its change history: the last HISTORY changes (nx-27017 keeps 1,000 by default, which one
 # simulate.py outruns; a real oplog keeps hours of writes).
 PORT = 27017
 STANDALONE =
 HISTORY = 200000
+DATA = .dev-server
 dev-server: $(STAMP)
-	mkdir -p .dev-server
-	NX_RESUME_RETENTION_ROWS=$(HISTORY) $(BIN)/python -m teststand.devserver --data-dir .dev-server -p $(PORT) --pid-file .dev-server/nx.pid --log-file .dev-server/nx.log $(if $(filter 1 yes true,$(STANDALONE)),--standalone)
+	mkdir -p $(DATA)
+	NX_RESUME_RETENTION_ROWS=$(HISTORY) $(BIN)/python -m teststand.devserver --data-dir $(DATA) -p $(PORT) --pid-file $(DATA)/nx.pid --log-file $(DATA)/nx.log $(if $(filter 1 yes true,$(STANDALONE)),--standalone)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -76,4 +78,4 @@ lock: $(STAMP)
 	$(LOCK) -o requirements-dev.txt requirements-dev.in
 
 clean:
-	rm -rf $(VENV) logs .pytest_cache .ruff_cache samples.json .dev-server
+	rm -rf $(VENV) logs .pytest_cache .ruff_cache samples.json .dev-server*

@@ -1038,9 +1038,16 @@ def _fix_token_order() -> None:
 def _fix_retention_knob() -> None:
     """Fault: retained history is fixed at 1000 rows past the slowest open stream, so a test
     cannot make it run out cheaply. Fix: read it from ``NX_RESUME_RETENTION_ROWS``."""
-    value = os.environ.get("NX_RESUME_RETENTION_ROWS")
-    if value:
-        nx_changestream._RESUME_RETENTION_ROWS = int(value)
+    value = os.environ.get("NX_RESUME_RETENTION_ROWS", "").strip()
+    if not value:
+        return
+    if not value.isdigit() or int(value) < 1:  # one line, exit 2: the dev server's other mistakes
+        sys.stderr.write(
+            f"error: NX_RESUME_RETENTION_ROWS={value[:20]}: a whole number of changes, 1 or more "
+            "(make dev-server HISTORY=200000)\n"
+        )
+        raise SystemExit(2)
+    nx_changestream._RESUME_RETENTION_ROWS = int(value)
 
 
 def _fix_dates_set_by_updates() -> None:

@@ -223,3 +223,20 @@ def test_it_is_a_replica_set_unless_asked_for_a_standalone(tmp_path, flags, set_
                 client["quickstart"]["Commande"].watch()
             assert refused.value.code == 40573
         client.close()
+
+
+@pytest.mark.parametrize("rows", ["abc", "0", "1e6"])
+def test_a_history_that_is_no_whole_number_is_one_line_and_exit_2(tmp_path, rows):
+    """A new user's try: `make dev-server HISTORY=abc` (NX_RESUME_RETENTION_ROWS) ended in a
+    traceback; 0 started silently. One line, exit 2, before anything starts."""
+    data = tmp_path / "data"
+    env = {**os.environ, "NX_RESUME_RETENTION_ROWS": rows}
+    result = subprocess.run(
+        dev_server(data, free_port()), cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: NX_RESUME_RETENTION_ROWS={rows}: a whole number of changes, 1 or more "
+        "(make dev-server HISTORY=200000)"
+    ]
+    assert not data.exists()
