@@ -12,7 +12,13 @@ from datetime import datetime
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.documents import OrderId, ResumeToken
 from order_archiver.logs import get_logger, plural
-from order_archiver.mongodb.changes import CHANGES_QUIET_WAIT_S, ChangeReader, ChangesSince, stream_position
+from order_archiver.mongodb.changes import (
+    CHANGES_QUIET_WAIT_S,
+    STANDALONE,
+    ChangeReader,
+    ChangesSince,
+    stream_position,
+)
 from order_archiver.mongodb.checkpoint import BatchState, Pass, plan_pass
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import OrderSource, event_time
@@ -103,9 +109,14 @@ class PassPlanner:
         if token is None:
             if self.follows_changes() and not current.full:  # (a full pass reads them all)
                 why = f" ({self.no_position})" if self.no_position else ""
-                self._say(
-                    f"no change-stream position saved{why}: this incremental run reads delivery stamps only"
+                said = (
+                    f"no change-stream position saved{why}: this incremental run reads delivery "
+                    "stamps only (batch --run --full reads the orders delivered with older stamps)"
                 )
+                if self.no_position == STANDALONE:
+                    log.info(said)  # every run of a standalone's: a property of it, no news for cron
+                else:
+                    self._say(said)
             return [], current
         reader = ChangeReader(self.orders_primary, self.settings.delivered_status, self.stop_event)
         changes = reader.since(token, current.stream_token, current.started_at)

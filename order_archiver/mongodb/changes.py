@@ -112,9 +112,12 @@ def stream_position(
     return (dict(token) if token else None), None
 
 
+STANDALONE = "a standalone server has no change streams"
+
+
 def _why_no_position(exc: BaseException) -> str:
     if isinstance(exc, pymongo_errors.OperationFailure) and classify(exc) == "no_change_streams":
-        return "a standalone server has no change streams" if exc.code == 40573 else "no change streams here"
+        return STANDALONE if exc.code == 40573 else "no change streams here"
     if isinstance(exc, pymongo_errors.OperationFailure) and is_authorisation_error(exc):
         return "the user may not open a change stream (changeStream on the orders)"
     return f"a change stream could not be opened ({type(exc).__name__})"
