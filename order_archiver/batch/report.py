@@ -156,7 +156,8 @@ class BatchReport:
     def _rejected_text(self) -> str:
         if not self.rejected:
             return "0"
-        return f"{self.rejected} ({self.rejected_new} new; list: main.py rejects)"
+        where = "listed by main.py rejects after a --run" if self.dry_run else "list: main.py rejects"
+        return f"{self.rejected} ({self.rejected_new} new; {where})"
 
     def _lifecycle_text(self) -> str:
         """What ARCHIVE_RETENTION and ARCHIVE_PII_RETENTION did (or would do), if anything."""

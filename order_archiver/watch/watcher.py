@@ -163,12 +163,12 @@ class Watcher:
             on_stop="end",  # a stop ends the wait, and the loop: exit 0
             retryable=lambda exc: classify(exc) == "transient",
         )
-        log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
         check_deployments(self.client, self.settings, self.archive_client)
         if is_standalone(self.client):
             # Said now, not once the archive's unique index is there (a watcher waits for it,
-            # and said only that, every ten minutes, where it could never run).
+            # and said only that, every ten minutes, where it could never run); its one line.
             raise NotSupportedError(NO_CHANGE_STREAMS)
+        log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
         try:
             self._serve(policy)
             self._mark_stopped()

@@ -200,6 +200,17 @@ def test_counts_read_as_words():
     )
 
 
+def test_a_dry_run_points_to_the_rejects_list_as_a_run_fills_it():
+    """A new user's try: a dry run said "would reject 2 (2 new; list: main.py rejects)", and
+    `rejects` then listed none (a dry run writes nothing). It says the list comes with a --run."""
+    from order_archiver.batch.job import BatchReport
+
+    dry = BatchReport(dry_run=True, completed=True, scanned=5, rejected=2, rejected_new=2, seconds=1.0)
+    assert "would reject 2 (2 new; listed by main.py rejects after a --run)" in dry.summary_line()
+    run = BatchReport(dry_run=False, completed=True, scanned=5, rejected=2, rejected_new=2, seconds=1.0)
+    assert "rejected 2 (2 new; list: main.py rejects)" in run.summary_line()
+
+
 def test_files_that_hold_orders_are_this_users_alone_and_never_follow_a_link(tmp_path):
     """The log folder was 0755 and its files 0644, --export-samples 0644 and written through a
     symbolic link (it overwrote a 0600 file)."""
