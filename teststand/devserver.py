@@ -1590,6 +1590,7 @@ def serve(argv: list[str]) -> int:
 
     if _asks_for_help(argv):  # the help and nothing else: no folder made, no port tried, no "starting"
         sys.argv = [sys.argv[0], *argv]
+        print(HELP_HEADER, flush=True)
         try:
             return int(main() or 0)
         finally:  # argparse's help ends with SystemExit
@@ -1609,8 +1610,11 @@ def serve(argv: list[str]) -> int:
         sys.stderr.write(f"error: {refusal}\n")
         return EXIT_PORT_TAKEN
     log_file = known.log_file or "nx-27017's default"
+    replica_set = os.environ.get("NX_REPLICA_SET", "")
+    topology = f"replica set {replica_set}" if replica_set else "a standalone: no change streams"
     print(
-        f"starting the development server on mongodb://{address}/ (log {log_file}); Ctrl+C stops it",
+        f"starting the development server on mongodb://{address}/ ({topology}; log {log_file}); "
+        "Ctrl+C stops it",
         file=sys.stderr,
     )
     sys.argv = [sys.argv[0], *argv]
@@ -1625,6 +1629,11 @@ def serve(argv: list[str]) -> int:
 
 
 EXIT_USAGE = 2
+HELP_HEADER = (
+    "python -m teststand.devserver: the development server, nx-27017 answering as MongoDB does "
+    "(teststand/README.md),\nthe primary of replica set rs0 unless --standalone; nx-27017's own "
+    "options follow.\n"
+)
 STANDALONE_HELP = "a standalone server (no change streams, as a standalone mongod) instead of replica set rs0"
 
 

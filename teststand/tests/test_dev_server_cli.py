@@ -54,7 +54,8 @@ def test_its_help_is_the_help_and_nothing_else(tmp_path, flag):
         [*dev_server(data, 27017), flag], cwd=PROJECT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: ")
+    assert result.stdout.startswith("python -m teststand.devserver: the development server")  # not nx's alone
+    assert "\nusage: " in result.stdout
     assert "--data-dir" in result.stdout
     assert "--standalone" in result.stdout  # the development server's own option, beside nx-27017's
     assert result.stderr == ""
@@ -144,7 +145,8 @@ def test_its_log_is_in_its_data_folder_and_the_fallbacks_stay_out_of_the_termina
     assert "Starting NX-27017" in log
     assert "aggregation fallback" in log  # logged there, each line as the engine wrote it
     shown = terminal.read_text()
-    assert f"starting the development server on mongodb://127.0.0.1:{port}/ (log {data / 'nx.log'})" in shown
+    started = f"starting the development server on mongodb://127.0.0.1:{port}/ (replica set rs0; log {data / 'nx.log'})"
+    assert started in shown  # what it is, said (a new user's try: neither rs0 nor standalone was)
     assert "aggregation fallback" not in shown
     # A new user's try: every command at INFO flooded the terminal; its INFO goes to the log.
     assert "Calling db.command" in log or "Starting NX-27017" in log
