@@ -18,6 +18,7 @@ from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import id_forms, orders_of
 from order_archiver.mongodb.storage import Collections
+from order_archiver.operations.numbers import case_hints
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.pii import mask_pii
 from order_archiver.retry import Retry
@@ -62,6 +63,7 @@ class FindReport:
     show_pii: bool
     orders: dict[str, list[Place]] = field(default_factory=dict)  # by _id, in the order found
     asked: tuple[str, ...] = ()  # the numbers asked for (those not found are named)
+    hints: dict[str, str] = field(default_factory=dict)  # a number not found: the one archived in upper case
 
     def add(self, place: Place) -> None:
         self.orders.setdefault(str(place.document.get("_id")), []).append(place)
@@ -114,7 +116,11 @@ class FindReport:
                 )
             )
         if self.not_found:
-            out.append("not found anywhere (exit 3): " + ", ".join(self.not_found))
+            named = [
+                n + (f" ({self.hints[n]}: numbers match exactly)" if n in self.hints else "")
+                for n in self.not_found
+            ]
+            out.append("not found anywhere (exit 3): " + ", ".join(named))
         return out
 
 
@@ -154,4 +160,8 @@ def find_orders(
         query = ColdQuery(selection.numeros, selection.order_id, selection.client_id)
         for url, document in find_in_cold(store, query):
             report.add(Place("cold", dict(document), url))
+    if report.not_found:
+        report.hints = case_hints(
+            report.not_found, collections.archive, run.on(collections.archive_side), settings
+        )
     return report

@@ -40,7 +40,7 @@ from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
 from order_archiver.cold.holding import ColdRestoreMarks
-from order_archiver.cold.search import ColdQuery, find_in_cold, numbers_in_cold
+from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, WriteError, moment_or_none, write_errors
@@ -50,6 +50,7 @@ from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import orders_of
 from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.mongodb.storage import DUPLICATE_KEY, Collections, MongoCollection
+from order_archiver.operations.numbers import case_hints
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.retry import Retry
@@ -245,8 +246,7 @@ def _not_found(
     number it differs from only by case, if any, in the archive or the cold tier: numbers
     match exactly), the ``--id``, or the whole selection when it selects nothing."""
     numeros = [n for n in dict.fromkeys(selection.numeros) if n not in seen]
-    cased = _other_case(numeros, archive, context)
-    cased.update(_other_case_in_cold(settings, [n for n in numeros if n not in cased]))
+    cased = case_hints(numeros, archive, context, settings)
     found = [
         f"--numero {n}" + (f" ({cased[n]}: numbers match exactly)" if n in cased else "") for n in numeros
     ]
@@ -255,41 +255,6 @@ def _not_found(
     if not selected and not found:
         found.append("the selection selects no archived order")
     return found
-
-
-def _other_case(numeros: list[str], archive: MongoCollection, context: RunContext) -> dict[str, str]:
-    """The archived numbers among ``numeros`` written in upper case (``CMD-000373`` for
-    ``cmd-000373``), each as the hint names it ("CMD-000373 is archived"): one exact, indexed
-    look-up per chunk."""
-    wanted = {n.upper(): n for n in numeros if n.upper() != n}
-    found: dict[str, str] = {}
-    names = list(wanted)
-    for start in range(0, len(names), CHUNK):
-        chunk = names[start : start + CHUNK]
-        documents = context.retrying(
-            lambda c=chunk: list(archive.find({"numero_commande": {"$in": c}}, {"numero_commande": 1})),  # type: ignore[misc]
-        )
-        found.update(
-            {
-                wanted[numero]: f"{numero} is archived"
-                for d in documents
-                if (numero := str(d["numero_commande"])) in wanted
-            }
-        )
-    return found
-
-
-def _other_case_in_cold(settings: Settings, numeros: list[str]) -> dict[str, str]:
-    """As ``_other_case``, in the cold tier's files (ARCHIVE_COLD_URL): an order moved there is
-    archived too. Their ``numero_commande`` column only, and only for the numbers still unnamed."""
-    wanted = {n.upper(): n for n in numeros if n.upper() != n}
-    store = cold_store(settings) if wanted else None
-    if store is None:
-        return {}
-    return {
-        wanted[numero]: f"{numero} is archived, in the cold tier"
-        for numero in numbers_in_cold(store, list(wanted))
-    }
 
 
 def _confirm(

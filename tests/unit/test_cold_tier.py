@@ -1408,3 +1408,26 @@ def test_find_and_restore_refuse_a_cold_tier_that_is_not_there(mongo, settings, 
     with pytest.raises(ConfigError, match="no such folder"):
         restore(mongo, with_cold, RestoreSelection((kept["numero_commande"],)), run=True, confirmed=True)
     assert orders.find_one({"_id": kept["_id"]}) is None
+
+
+def test_find_names_the_archived_number_a_lower_case_one_differs_from(mongo, settings, archived, tmp_path):
+    """A new user's try: `find --numero cmd-000551` said "not found anywhere" with no hint, where
+    `restore` names "CMD-000551 is archived, in the cold tier: numbers match exactly". find
+    says it too, for an order in the archive and for one moved to the cold tier."""
+    from order_archiver.operations.find import FindSelection, find_orders
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    moved = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff)
+    kept = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) >= cutoff)
+    asked = (moved["numero_commande"].lower(), kept["numero_commande"].lower(), "cmd-999999")
+    report = find_orders(mongo, with_cold, FindSelection(asked))
+    assert report.lines()[-1] == (
+        f"not found anywhere (exit 3): {asked[0]} ({moved['numero_commande']} is archived, in the cold "
+        f"tier: numbers match exactly), {asked[1]} ({kept['numero_commande']} is archived: numbers "
+        "match exactly), cmd-999999"
+    )
+    assert not report.complete
