@@ -36,10 +36,11 @@ class DryRun:
             if progress is not None:
                 progress.update(chunk.size)
             # What --run would write (``writing.ChunkWriting``): an order archived as it is is done.
-            documents, done, _ = self.writing.unwritten(chunk.documents)
-            report.already_archived += done
+            unwritten = self.writing.unwritten(chunk.documents)
+            documents = unwritten.documents
+            report.already_archived += unwritten.already_archived
             # Another order's numero_commande: the archive's unique index would refuse them.
-            taken = self.writing.writer.numbers_taken(documents) if documents else []
+            taken = self.writing.writer.numbers_taken(unwritten) if documents else []
             refused = [Rejection.of(d, TAKEN_NUMBER) for d in taken]
             taken_ids = {d["_id"] for d in taken}
             documents = [d for d in documents if d["_id"] not in taken_ids]

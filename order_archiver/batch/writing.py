@@ -61,7 +61,7 @@ class ChunkWriting:
         documents when it is read already (the record is read for them after this write)."""
         held, known = 0, self._known_for(documents)
         if self.asks_first:
-            documents, held, known = self.unwritten(documents, known)
+            documents, held, known, _ = self.unwritten(documents, known)
         counts = self.step.archive(documents, rejections, known, upcoming)
         counts.already_archived += held
         self.asks_first = counts.already_archived + counts.revised > 0

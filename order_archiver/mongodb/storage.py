@@ -142,6 +142,8 @@ class Unwritten(NamedTuple):
     documents: list[ArchiveDocument]
     already_archived: int
     known: Forgotten | None  # None: not read (nothing asked)
+    # Of ``documents``, those the archive holds in another version: a write revises them.
+    revised: frozenset[OrderId] = frozenset()
 
 
 class Held(NamedTuple):
@@ -195,22 +197,20 @@ def read_held(archive: MongoCollection, ids: list[OrderId], context: RunContext)
 
 
 def numbers_taken(
-    archive: MongoCollection, context: RunContext, documents: list[ArchiveDocument]
+    archive: MongoCollection, context: RunContext, unwritten: Unwritten
 ) -> list[ArchiveDocument]:
-    """The documents the archive's unique index on ``numero_commande`` would refuse if written
-    now (a dry run's prediction), met in ``ArchiveWriter.write``'s order: the new orders
-    inserted, in their order, each refused when another order holds its number (in the archive
-    or earlier in the write); then the orders the archive holds revised, each taking its new
-    number unless another holds it, and giving up its old one; then, while a revision went
-    through, the refused ones once more (``FreedNumbers``). Two reads: the numbers' holders, and
-    which of ``documents`` the archive holds."""
+    """The documents the archive's unique index on ``numero_commande`` would refuse if
+    ``unwritten`` were written now (a dry run's prediction), met in ``ArchiveWriter.write``'s
+    order: the new orders inserted, in their order, each refused when another order holds its
+    number (in the archive or earlier in the write); then the orders the archive holds
+    (``unwritten.revised``, as the read that set aside the unchanged ones found them) revised,
+    each taking its new number unless another holds it, and giving up its old one; then, while a
+    revision went through, the refused ones once more (``FreedNumbers``). One read: the numbers'
+    holders."""
+    documents, present = unwritten.documents, unwritten.revised
     numbers = list({str(d["numero_commande"]) for d in documents})
-    ids = [d["_id"] for d in documents]
-    holders, present = context.retrying(
-        lambda: (
-            list(archive.find({"numero_commande": {"$in": numbers}}, {"numero_commande": 1})),
-            {d["_id"] for d in archive.find({"_id": {"$in": ids}}, {"_id": 1})},
-        ),
+    holders = context.retrying(
+        lambda: list(archive.find({"numero_commande": {"$in": numbers}}, {"numero_commande": 1})),
         purpose=Retry.READ,
     )
     claims = NumberClaims({h["numero_commande"]: h["_id"] for h in holders})
@@ -325,11 +325,13 @@ class ArchiveWriter:
             for d in documents
             if d["_id"] in archived and archived[d["_id"]].source_hash == d["source_hash"]
         }
-        return Unwritten([d for d in documents if d["_id"] not in unchanged], len(unchanged), known)
+        left = [d for d in documents if d["_id"] not in unchanged]
+        revised = frozenset(d["_id"] for d in left if d["_id"] in archived)
+        return Unwritten(left, len(unchanged), known, revised)
 
-    def numbers_taken(self, documents: list[ArchiveDocument]) -> list[ArchiveDocument]:
-        """What the unique index would refuse of ``documents`` (``numbers_taken``)."""
-        return numbers_taken(self.archive, self.context, documents)
+    def numbers_taken(self, unwritten: Unwritten) -> list[ArchiveDocument]:
+        """What the unique index would refuse of ``unwritten`` (``numbers_taken``)."""
+        return numbers_taken(self.archive, self.context, unwritten)
 
     def existing_ids(self, ids: list[OrderId]) -> set[OrderId]:
         found = self.context.retrying(
