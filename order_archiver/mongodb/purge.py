@@ -32,11 +32,15 @@ def purge_cutoffs(
     """The purge's two limits on the server's clock (one clock for every host, read once):
     orders delivered before ``delivered_before`` may leave the source (PURGE_AFTER; None, 0d:
     every archived one), orders restored since ``held_since`` stay (RESTORE_HOLD; None, 0d:
-    none held)."""
+    none held); with a cold tier, its restore marks older than ``marks_before`` are removed."""
     limits = {"delivered_before": settings.purge_after, "held_since": settings.restore_hold}
+    cold = settings.archive_cold_url is not None
+    if not any(limits.values()) and not cold:
+        return {**dict.fromkeys(limits), "marks_before": None}
     now = retrying(server_clock, stop_event=stop_event)
     cutoffs = {name: now - length if length else None for name, length in limits.items()}
-    return {**cutoffs, "marks_before": now - max(settings.restore_hold or timedelta(0), MARKS_KEPT)}
+    kept = max(settings.restore_hold or timedelta(0), MARKS_KEPT)
+    return {**cutoffs, "marks_before": now - kept if cold else None}
 
 
 # A cold restore's mark is kept this long at least (or RESTORE_HOLD if longer), whatever one
