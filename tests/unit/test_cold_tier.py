@@ -957,14 +957,8 @@ def test_restore_names_a_moved_order_a_numero_differs_from_only_by_case(mongo, s
     The hint looks in the cold files too (their numbers' column only)."""
     from order_archiver.operations.restore import RestoreSelection, restore
 
-    _, before = archived
-    store = local_store(tmp_path)
-    cutoff = a_cutoff(before)
-    ColdMove(store, *collections(mongo, settings), cutoff).run()
-    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
-    numero = next(
-        d["numero_commande"] for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff
-    )
+    with_cold, moved, _ = moved_and_kept(mongo, settings, archived, tmp_path)
+    numero = moved["numero_commande"]
     assert numero != numero.lower()
     report = restore(mongo, with_cold, RestoreSelection((numero.lower(), "cmd-999999")))
     assert report.not_found == [
@@ -1384,6 +1378,19 @@ def test_verify_refuses_a_cold_tier_whose_place_is_gone(mongo, settings, archive
         verify(mongo, gone)
 
 
+def moved_and_kept(mongo, settings, archived, tmp_path):
+    """The archive's older months moved to a cold folder: the settings that name it, an order
+    moved there and one still in the archive."""
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    moved = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff)
+    kept = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) >= cutoff)
+    return with_cold, moved, kept
+
+
 def test_find_and_restore_refuse_a_cold_tier_that_is_not_there(mongo, settings, archived, tmp_path):
     """A new user's try: the cold folder renamed, `find --numero` said "not found anywhere" and
     `restore` "not found among the archived orders" (exit 3) for a moved order, where doctor,
@@ -1393,13 +1400,7 @@ def test_find_and_restore_refuse_a_cold_tier_that_is_not_there(mongo, settings, 
     from order_archiver.operations.find import FindSelection, find_orders
     from order_archiver.operations.restore import RestoreSelection, restore
 
-    _, before = archived
-    store = local_store(tmp_path)
-    cutoff = a_cutoff(before)
-    ColdMove(store, *collections(mongo, settings), cutoff).run()
-    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
-    moved = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff)
-    kept = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) >= cutoff)
+    with_cold, moved, kept = moved_and_kept(mongo, settings, archived, tmp_path)
     (tmp_path / "cold").rename(tmp_path / "cold-lost")
     with pytest.raises(ConfigError, match="no such folder"):
         find_orders(mongo, with_cold, FindSelection((moved["numero_commande"],)))
@@ -1416,13 +1417,7 @@ def test_find_names_the_archived_number_a_lower_case_one_differs_from(mongo, set
     says it too, for an order in the archive and for one moved to the cold tier."""
     from order_archiver.operations.find import FindSelection, find_orders
 
-    _, before = archived
-    store = local_store(tmp_path)
-    cutoff = a_cutoff(before)
-    ColdMove(store, *collections(mongo, settings), cutoff).run()
-    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
-    moved = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) < cutoff)
-    kept = next(d for d in before.values() if d["date_livraison"].replace(tzinfo=UTC) >= cutoff)
+    with_cold, moved, kept = moved_and_kept(mongo, settings, archived, tmp_path)
     asked = (moved["numero_commande"].lower(), kept["numero_commande"].lower(), "cmd-999999")
     report = find_orders(mongo, with_cold, FindSelection(asked))
     assert report.lines()[-1] == (
