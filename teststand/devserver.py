@@ -85,7 +85,7 @@ from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
-from teststand import index_catalog, replica_status, stream_positions, watched_collections
+from teststand import comparisons, index_catalog, replica_status, stream_positions, watched_collections
 from teststand import mongodb_definitions as definitions
 
 _fallback = threading.local()
@@ -1406,6 +1406,7 @@ def apply_fixes() -> None:
     _fix_objectid_range_selections()
     _fix_id_walk_across_types()
     _fix_bson_types_and_order()
+    comparisons.fix_comparisons_across_types()
     _wrap_handle_command()
     _fix_invalidate_on_drop()
     _fix_unknown_cursor_reads_as_exhausted()

@@ -1,0 +1,97 @@
+"""Comparisons across types, as MongoDB answers them (``teststand/comparisons.py``).
+
+The manual's "Comparison/Sort Order" (type bracketing): ``$gt``, ``$gte``, ``$lt``, ``$lte`` and
+``$eq`` match a field only where its value is of the operand's type, or is an array holding such
+a value (each operator by any element); dates compare to the millisecond. Each query is asked
+three ways (``find``, ``count_documents``, an aggregation's ``$match``): the stand-in builds each
+in a tier of its own. The answers expected are MongoDB's; the module is the stand-in's own
+test all the same (skipped with ``TEST_MONGODB_URI``), as every module of ``teststand/tests``."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.test_server_only("the test server's fix of comparisons across types"),
+]
+
+D = datetime(2026, 5, 1, 10, 0, 0, 300_000, tzinfo=UTC)  # milliseconds matter
+DOCUMENTS = [
+    {"_id": 1, "d": "2026-05-01"},  # a date written as text (dirty data)
+    {"_id": 2, "d": D},
+    {"_id": 3, "d": 5},
+    {"_id": 4, "d": None},
+    {"_id": 5},
+    {"_id": 6, "d": [3, 9]},
+    {"_id": 7, "d": [1, 20]},
+    {"_id": 8, "d": True},
+    {"_id": 9, "d": {"a": 1}},
+    {"_id": 10, "d": D + timedelta(milliseconds=400)},  # the same second as D, later
+    {"_id": 11, "d": [datetime(2027, 1, 1, tzinfo=UTC)]},
+]
+
+
+@pytest.fixture
+def collection(nx_client, db_name):
+    collection = nx_client[db_name]["compared"]
+    collection.insert_many(DOCUMENTS)
+    return collection
+
+
+def answers(collection, query: dict) -> tuple[list, list, int]:
+    """The ids ``find`` and ``$match`` return, and what ``count_documents`` counts."""
+    found = sorted(d["_id"] for d in collection.find(query))
+    matched = sorted(d["_id"] for d in collection.aggregate([{"$match": query}]))
+    return found, matched, collection.count_documents(query)
+
+
+CASES = [
+    # A date range matches dates only, a date-like string never; an array by its elements.
+    ("date from", {"d": {"$gte": datetime(2026, 1, 1, tzinfo=UTC)}}, [2, 10, 11]),
+    ("date before", {"d": {"$lt": datetime(2027, 1, 1, tzinfo=UTC)}}, [2, 10]),
+    # Milliseconds: 10 is 400 ms after D, in the same second (a keyset walk on a date).
+    ("after a date", {"d": {"$gt": D}}, [10, 11]),
+    ("at a date", {"d": D}, [2]),
+    ("at a date, $eq", {"d": {"$eq": D}}, [2]),
+    ("up to a date", {"d": {"$lte": D}}, [2]),
+    # A string operand compares strings, a date-like one too.
+    ("text from", {"d": {"$gte": "2026"}}, [1]),
+    ("date-like text from", {"d": {"$gte": "2026-01-01"}}, [1]),
+    # A number: numbers and arrays of them; no string, boolean, document nor date.
+    ("above a number", {"d": {"$gt": 4}}, [3, 6, 7]),
+    ("below a number", {"d": {"$lt": 10}}, [3, 6, 7]),
+    # Two bounds on an array: each may hold for another element.
+    ("between numbers", {"d": {"$gte": 2, "$lt": 4}}, [6, 7]),
+    ("a boolean", {"d": {"$gte": False}}, [8]),
+    (
+        "beside an _id range",
+        {"$and": [{"d": {"$gte": datetime(2026, 1, 1, tzinfo=UTC)}}, {"_id": {"$lt": 5}}]},
+        [2],
+    ),
+    ("in an $or", {"$or": [{"d": {"$gt": D}}, {"d": "2026-05-01"}]}, [1, 10, 11]),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_comparison_matches_its_operands_type_only(collection, query, expected):
+    assert answers(collection, query) == (expected, expected, len(expected))
+
+
+def test_an_index_on_the_field_changes_no_answer(collection):
+    collection.create_index("d")
+    for _, query, expected in CASES:
+        assert answers(collection, query) == (expected, expected, len(expected)), query
+
+
+def test_a_delete_by_date_removes_dates_only(collection):
+    assert collection.delete_many({"d": {"$lt": datetime(2027, 1, 1, tzinfo=UTC)}}).deleted_count == 2
+    assert collection.find_one({"_id": 1}) == {"_id": 1, "d": "2026-05-01"}
+
+
+def test_an_update_by_date_changes_dates_only(collection):
+    result = collection.update_many(
+        {"d": {"$gte": datetime(2026, 1, 1, tzinfo=UTC)}}, {"$set": {"seen": True}}
+    )
+    assert result.modified_count == 3
+    assert sorted(d["_id"] for d in collection.find({"seen": True})) == [2, 10, 11]
