@@ -21,8 +21,14 @@ Fixed here: each such comparison (a field's operator, or a field equal to a date
 as MongoDB's: the stored value of the operand's type (a date: neosqlite's ``{"$date": ISO}``,
 compared with ``julianday``, whose precision keeps milliseconds), or an array holding one
 (``json_each``). The rest of the filter is built as neosqlite builds it. Operands of other types
-(null, ObjectId, documents, arrays, Decimal128) are left as they were: the product compares
-dates, and ``_id`` ObjectIds (``devserver._fix_objectid_range_selections``)."""
+(ObjectId, documents, arrays, Decimal128) are left as they were: the product compares dates,
+and ``_id`` ObjectIds (``devserver._fix_objectid_range_selections``).
+
+Null and existence (the manual's "Query for Null or Missing Fields"): ``{f: null}`` (and
+``$in: [null, ...]``, the form the devserver sends it in) matches a null, a missing field and an
+array holding null, on every branch of a path through an array of documents; ``$ne: null`` is
+its negation (nx-27017 matched a missing field); ``$exists: false`` a field no branch reaches
+(nx-27017 matched a null one)."""
 
 from __future__ import annotations
 
@@ -97,23 +103,103 @@ def comparison(path: str, operator: str, value: Any) -> tuple[str, list[Any]] | 
     return f"({scalar} OR {in_array})", [_bound(value), _bound(value)]
 
 
+def _null_or_missing(json: str, parts: list[str], depth: int = 0) -> str:
+    """SQL for MongoDB's ``{path: null}`` on the JSON ``json``: the path reaches null, or nothing
+    on some branch (a missing field, a scalar or an empty array on the way), or an array
+    holding null. Arrays on the way are searched element by element."""
+    step, rest = f"'$.\"{parts[0]}\"'", parts[1:]
+    kind = f"json_type({json}, {step})"
+    element = f"e{depth}"
+    if not rest:
+        holds_null = (
+            f"EXISTS (SELECT 1 FROM json_each({json}, {step}) AS {element} WHERE {element}.type = 'null')"
+        )
+        return f"({kind} IS NULL OR {kind} = 'null' OR ({kind} = 'array' AND {holds_null}))"
+    inside = _null_or_missing(f"json_extract({json}, {step})", rest, depth + 1)
+    in_elements = _null_or_missing(f"{element}.value", rest, depth + 1)
+    each = (
+        f"EXISTS (SELECT 1 FROM json_each({json}, {step}) AS {element} WHERE "
+        f"{element}.type != 'object' OR {in_elements})"
+    )
+    return (
+        f"({kind} IS NULL OR {kind} NOT IN ('object', 'array') OR ({kind} = 'object' AND {inside}) "
+        f"OR ({kind} = 'array' AND (json_array_length({json}, {step}) = 0 OR {each})))"
+    )
+
+
+def _present(json: str, parts: list[str], depth: int = 0) -> str:
+    """SQL for MongoDB's ``{path: {$exists: true}}``: some branch of the path reaches a value
+    (null included); arrays on the way are searched element by element."""
+    step, rest = f"'$.\"{parts[0]}\"'", parts[1:]
+    kind = f"json_type({json}, {step})"
+    if not rest:
+        return f"({kind} IS NOT NULL)"
+    element = f"e{depth}"
+    inside = _present(f"json_extract({json}, {step})", rest, depth + 1)
+    in_elements = _present(f"{element}.value", rest, depth + 1)
+    each = (
+        f"EXISTS (SELECT 1 FROM json_each({json}, {step}) AS {element} WHERE "
+        f"{element}.type = 'object' AND {in_elements})"
+    )
+    return f"(({kind} = 'object' AND {inside}) OR ({kind} = 'array' AND {each}))"
+
+
+def null_or_existence(field: str, operator: str, value: Any) -> tuple[str, list[Any]] | None:
+    """``{field: {$ne: null}}`` and ``{field: {$exists: b}}`` as MongoDB answers them (None for
+    any other): nx-27017 matched a missing field with ``$ne: null`` and a null one with
+    ``$exists: false``."""
+    parts = field.split(".")
+    if _positional(field):
+        return None  # a position in an array (items.0): neosqlite's
+    if operator in ("$eq", "$ne") and value is None:
+        null = _null_or_missing("data", parts)
+        return (null if operator == "$eq" else f"NOT {null}"), []
+    if operator == "$exists" and isinstance(value, bool):
+        return (_present("data", parts) if value else f"NOT {_present('data', parts)}"), []
+    return None
+
+
 def _field_comparisons(field: str, value: Any) -> tuple[list[tuple[str, list[Any]]], Any] | None:
     """The comparisons of ``{field: value}`` built here, and what is left of ``value`` for
     neosqlite (None when nothing is left); None when none is built here."""
     if field.startswith("$") or field == "_id":
         return None
     path = parse_json_path(field)
+    if value is None:
+        built = null_or_existence(field, "$eq", None)
+        return ([built], None) if built is not None else None
     if isinstance(value, datetime):
         built = comparison(path, "$eq", value)
         return ([built], None) if built is not None else None
     if not isinstance(value, dict) or "$options" in value:
         return None
-    built_here = {op: comparison(path, op, operand) for op, operand in value.items()}
+    built_here = {
+        op: comparison(path, op, operand) or null_or_existence(field, op, operand)
+        for op, operand in value.items()
+    }
     done = [clause for clause in built_here.values() if clause is not None]
     if not done:
         return None
     rest = {op: operand for op, operand in value.items() if built_here[op] is None}
     return done, (rest or None)
+
+
+def _in_with_null(field: str, value: Any) -> tuple[str, list[Any]] | None:
+    """``{field: {$in: [null, ...]}}``: MongoDB's ``{field: null}`` (SQL) or one of the others
+    (the values but null); None for any other clause. The devserver sends ``{field: null}`` so
+    (``_rewrite_objectid_equality``), and nx-27017 matched a path through an array of documents
+    that all hold it."""
+    if not isinstance(value, dict) or list(value) != ["$in"] or not isinstance(value["$in"], list):
+        return None
+    if None not in value["$in"] or field.startswith("$") or field == "_id" or _positional(field):
+        return None
+    null = null_or_existence(field, "$eq", None)
+    return None if null is None else (null[0], [v for v in value["$in"] if v is not None])
+
+
+def _either(null: str, built: tuple[str, list[Any]]) -> tuple[str, list[Any]]:
+    sql, params = built
+    return (f"({null} OR ({sql}))" if sql else null), list(params)
 
 
 def _fix_find_clauses() -> None:
@@ -122,7 +208,14 @@ def _fix_find_clauses() -> None:
 
     @functools.wraps(original)
     def build_field_clause(self: Any, field: str, value: Any) -> Any:
-        split = _field_comparisons(field, value) if self.jsonb.json_function_prefix == "json" else None
+        if self.jsonb.json_function_prefix != "json":
+            return original(self, field, value)
+        null_or = _in_with_null(field, value)
+        if null_or is not None:
+            null, others = null_or
+            built = original(self, field, {"$in": others}) if others else ("", [])
+            return None if built is None else _either(null, built)
+        split = _field_comparisons(field, value)
         if split is None:
             return original(self, field, value)
         done, rest = split
@@ -152,7 +245,14 @@ def _fix_translated_operators() -> None:
     def translate_operator(self: Any, field_access: str, operator: str, value: Any) -> Any:
         # ``_id`` is the column of its text (an int 10 is "10", before "5"): the document's own
         path = "$._id" if field_access == "_id" else _path_of(field_access)
+        field = path[2:].replace('"', "") if path and path.startswith("$.") and "[" not in path else None
+        null_or = _in_with_null(field, {operator: value}) if field else None
+        if null_or is not None:
+            null, others = null_or
+            return _either(null, original(self, field_access, "$in", others) if others else ("", []))
         built = comparison(path, operator, value) if path else None
+        if built is None and field:
+            built = null_or_existence(field, operator, value)
         return built if built is not None else original(self, field_access, operator, value)
 
     SQLOperatorTranslator.translate_operator = translate_operator
@@ -188,8 +288,72 @@ def _python_comparison(operator: str, compare: Callable[[Any, Any], bool]) -> No
     setattr(neo_operators, operator, matches)
 
 
+def _reached(node: Any, parts: list[str]) -> tuple[list[Any], bool]:
+    """The values a dotted path reaches in ``node`` (through arrays, element by element), and
+    whether some branch reaches nothing (MongoDB's "missing": ``{path: null}`` matches it)."""
+    if not parts:
+        return [node], False
+    if isinstance(node, dict):
+        return _reached(node[parts[0]], parts[1:]) if parts[0] in node else ([], True)
+    if isinstance(node, list) and node:
+        values: list[Any] = []
+        missing = False
+        for element in node:
+            found, gone = _reached(element, parts) if isinstance(element, dict) else ([], True)
+            values += found
+            missing = missing or gone
+        return values, missing
+    return [], True
+
+
+def null_matches(field: str, document: dict[str, Any]) -> bool:
+    """MongoDB's ``{field: null}`` on a decoded document."""
+    values, missing = _reached(document, field.split("."))
+    return missing or any(v is None or (isinstance(v, list) and None in v) for v in values)
+
+
+def _fix_python_null_and_existence() -> None:
+    """The Python tier's ``$ne: null`` (neosqlite: a missing field matches it) and ``$exists``
+    (neosqlite: a field holding null does not exist; an array of documents is not searched)."""
+    equal, not_equal, exists = neo_operators._eq, neo_operators._ne, neo_operators._exists
+    among = neo_operators._in
+
+    @functools.wraps(among)
+    def in_(field: str, value: Any, document: dict[str, Any]) -> bool:
+        if not isinstance(value, list) or None not in value or _positional(field):
+            return bool(among(field, value, document))
+        others = [v for v in value if v is not None]
+        return null_matches(field, document) or (bool(others) and bool(among(field, others, document)))
+
+    @functools.wraps(equal)
+    def eq(field: str, value: Any, document: dict[str, Any]) -> bool:
+        if value is None and not _positional(field):
+            return null_matches(field, document)
+        return bool(equal(field, value, document))
+
+    @functools.wraps(not_equal)
+    def ne(field: str, value: Any, document: dict[str, Any]) -> bool:
+        if value is None and not _positional(field):
+            return not null_matches(field, document)
+        return bool(not_equal(field, value, document))
+
+    @functools.wraps(exists)
+    def exists_(field: str, value: Any, document: dict[str, Any]) -> bool:
+        if not isinstance(value, bool) or _positional(field):
+            return bool(exists(field, value, document))
+        return bool(_reached(document, field.split("."))[0]) == value
+
+    neo_operators._eq, neo_operators._ne, neo_operators._exists = eq, ne, exists_
+    neo_operators._in = in_
+
+
+def _positional(field: str) -> bool:
+    return any(part.isdigit() or not part for part in field.split("."))
+
+
 def fix_comparisons_across_types() -> None:
     _fix_find_clauses()
     _fix_translated_operators()
     for name, compare in {"_gt": gt, "_gte": ge, "_lt": lt, "_lte": le}.items():
         _python_comparison(name, compare)
+    _fix_python_null_and_existence()

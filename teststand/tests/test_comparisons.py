@@ -95,3 +95,42 @@ def test_an_update_by_date_changes_dates_only(collection):
     )
     assert result.modified_count == 3
     assert sorted(d["_id"] for d in collection.find({"seen": True})) == [2, 10, 11]
+
+
+# The manual's "Query for Null or Missing Fields": ``{f: null}`` matches a null, a missing field
+# and an array holding null, so ``{f: {$ne: null}}`` matches none of them (a missing field is
+# not "$ne: null"); ``{f: {$exists: false}}`` matches a missing field only (a null one exists).
+# A path through an array of documents is searched element by element.
+NULLS = [
+    {"_id": 1, "a": {"b": 1}},
+    {"_id": 2, "a": {"b": None}},
+    {"_id": 3, "a": {}},
+    {"_id": 4},
+    {"_id": 5, "a": {"b": [None, 2]}},
+    {"_id": 6, "a": [{"b": 1}, {"c": 2}]},  # one element without b: a.b is missing there
+    {"_id": 7, "a": [{"b": 1}, {"b": 2}]},
+]
+NULL_CASES = [
+    ("not null", {"a.b": {"$ne": None}}, [1, 7]),
+    ("not null, in an $or", {"$or": [{"a.b": {"$ne": None}}, {"x": {"$ne": None}}]}, [1, 7]),
+    ("not null, beside $in", {"_id": {"$in": [1, 2, 3, 4, 5, 6]}, "a.b": {"$ne": None}}, [1]),
+    ("a top-level field not null", {"a": {"$ne": None}}, [1, 2, 3, 5, 6, 7]),
+    ("null or missing", {"a.b": None}, [2, 3, 4, 5, 6]),
+    # (The stand-in's $in on a path through an array of documents is still not MongoDB's: it
+    # matches no element; 3 is nowhere.)
+    ("null, missing or 3", {"a.b": {"$in": [None, 3]}}, [2, 3, 4, 5, 6]),
+    ("missing", {"a.b": {"$exists": False}}, [3, 4]),
+    ("present", {"a.b": {"$exists": True}}, [1, 2, 5, 6, 7]),
+]
+
+
+@pytest.fixture
+def nulls(nx_client, db_name):
+    collection = nx_client[db_name]["nulls"]
+    collection.insert_many(NULLS)
+    return collection
+
+
+@pytest.mark.parametrize(("query", "expected"), [c[1:] for c in NULL_CASES], ids=[c[0] for c in NULL_CASES])
+def test_null_and_existence_are_mongodbs(nulls, query, expected):
+    assert answers(nulls, query) == (expected, expected, len(expected))
