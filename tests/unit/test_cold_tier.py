@@ -1252,8 +1252,14 @@ def test_a_forget_waiting_for_the_moves_lease_finds_the_order_the_move_published
 
     archive, before = archived
     month = Month.of(min(d["date_livraison"] for d in before.values()))
+    moved = month.next().start - timedelta(days=1)  # well before the move's cutoff: moved
     in_month = sorted(
-        (d for d in before.values() if Month.of(d["date_livraison"]) == month), key=lambda d: d["_id"]
+        (
+            d
+            for d in before.values()
+            if Month.of(d["date_livraison"]) == month and d["date_livraison"].replace(tzinfo=UTC) < moved
+        ),
+        key=lambda d: d["_id"],
     )
     client = next(d["client"] for d in in_month if d["client"])
     dirty = next(d for d in in_month if d["client"] != client)
