@@ -9,7 +9,9 @@ For each delivery month with archived orders delivered before ``now - ARCHIVE_CO
    run fails with the archive untouched;
 4. it is published under its final name in one step, and the journal says so (majority);
 5. the archive documents it holds are deleted (majority), each only in the version the file
-   holds (``revised_at``): a correction written meanwhile stays in the archive, moved next time;
+   holds (``revised_at``, ``source_hash``): a correction written meanwhile stays in the archive,
+   moved next time, its copy dropped from the file; the record of forgotten persons is read
+   again first (a person recorded since step 3: their orders stay in the file, erased);
 6. the journal entry is removed.
 
 A crash anywhere leaves a journal entry, which the next run settles first: before step 4 the
@@ -102,12 +104,33 @@ class ColdMoveReport:
 MONTH_ATTEMPTS = 3  # a month written again when a person was forgotten meanwhile
 
 
+@dataclass
+class _Leftovers:
+    """What a published file must lose once its orders are deleted from the archive
+    (``ColdMove._leftovers_removed``)."""
+
+    stale: set[str] = field(default_factory=set)  # ids still archived, newer: the file's copy goes
+    # Ids of persons forgotten since the move's last look: their erased copies (a few orders).
+    erased: dict[str, Document] = field(default_factory=dict)
+
+    def add_forgotten(self, held: list[Document], respected: list[Document]) -> None:
+        """The record read again once the file is out (``respected``: ``held`` as the record
+        says now), as the archive's writer reads it after each write
+        (``forgotten.RespectedErasures.since``): a forget recorded after the move's last look
+        (``_check_erasures``) may have looked at the cold files before this one was out, and
+        erased the archive's copy without changing its version (``source_hash`` stays when the
+        source copy held nothing more to erase), so that the delete takes it. Each order it
+        now owes an erasure is kept, erased."""
+        self.erased.update({str(d["_id"]): e for d, e in zip(held, respected, strict=True) if e != d})
+
+
 class _ForgottenMeanwhile(Exception):
     """A person was forgotten while their orders were being written to a cold file."""
 
 
 def _no_fault() -> None:
-    """The default of ``ColdMove.after_publish``: nothing (a test kills the process there)."""
+    """The default of ``ColdMove.before_publish``, ``after_publish``: nothing (a test kills the
+    process there, or runs a forget there)."""
 
 
 def journal_entry(key: str, month: Month, partial: str, final: str, started_at: datetime) -> Document:
@@ -180,6 +203,8 @@ class ColdMove:
         # of a person forgotten since it was archived is written erased, never as it was.
         self.respect = respect or (lambda documents: documents)
         self.after_publish: Callable[[], None] = _no_fault  # the crash test's point: file out, archive whole
+        # The race test's point: past the fence and the last look at the record, not yet published.
+        self.before_publish: Callable[[], None] = _no_fault
         # The move's lease (``tier.move_to_cold``): checked before a file is published, so that a
         # run that lost it (stalled past its life) never publishes beside the run that took it.
         self.fence: Callable[[], None] = _no_fault
@@ -291,14 +316,15 @@ class ColdMove:
             self.store.remove(partial)
             self._write(lambda: self.journal.delete_one({"_id": key}))
             raise
+        self.before_publish()
         self.store.publish(partial, final)
         self.manifest.add(final, summary.rows)
         self._write(lambda: self.journal.update_one({"_id": key}, {"$set": published_fields(summary)}))
         self.after_publish()
-        stale = self._delete_moved(final)
-        # The move's entry stays until the older copies are dropped: a crash in that rewrite
+        left = self._delete_moved(final)
+        # The move's entry stays until the file has lost what it must: a crash in that rewrite
         # leaves it, and the next run (``_finish``) finds the same copies again and drops them.
-        final_now = self._drop_stale(final, stale)
+        final_now = self._leftovers_removed(final, left)
         self._write(lambda: self.journal.delete_one({"_id": key}))
         self.report.files += 1
         self.report.bytes += (self.store.fs.get_file_info(final_now).size or 0) if final_now else 0
@@ -308,38 +334,41 @@ class ColdMove:
             "cold tier: %s of %s moved to %s", plural(summary.rows, "order"), month, self.store.url_of(final)
         )
 
-    def _delete_moved(self, path: str) -> set[str]:
+    def _delete_moved(self, path: str) -> _Leftovers:
         """Delete from the archive each order the published file holds, in that version (its
         ``revised_at`` and ``source_hash``: a correction changes the one, an erasure the other);
-        the ids of those changed meanwhile (still archived, newer than the file's copy: a
-        correction, or a ``forget`` that erased the archive's copy while the file was written,
-        whose copy in the file would otherwise be the only one left, unerased)."""
-        stale: set[str] = set()
+        what the file must lose after (``_Leftovers``): the copies of orders changed meanwhile
+        (still archived, newer: a correction, or a ``forget`` that erased the archive's copy
+        while the file was written, whose copy in the file would otherwise be the only one left,
+        unerased), and those of persons recorded as forgotten since the move's last look."""
+        left = _Leftovers()
         for batch in batches(self.store, path, ["document"]):
             for texts in chunked(batch["document"], DELETE_CHUNK):
                 held = [document_of(text) for text in texts if text is not None]
+                left.add_forgotten(held, self.respect(held))
                 deletes = [DeleteOne(_as_moved(d)) for d in held]
                 result = self._write(functools.partial(self.archive.bulk_write, deletes, ordered=False))
                 self.report.moved += result.deleted_count
                 if result.deleted_count < len(deletes):
-                    stale |= self._still_archived([d["_id"] for d in held])
-        self.report.kept_revised += len(stale)
-        return stale
+                    left.stale |= self._still_archived([d["_id"] for d in held])
+        self.report.kept_revised += len(left.stale)
+        return left
 
     def _still_archived(self, ids: list[object]) -> set[str]:
         found = self._read(lambda: list(self.archive.find({"_id": {"$in": ids}}, {"_id": 1})))
         return {str(d["_id"]) for d in found}
 
-    def _drop_stale(self, path: str, stale: set[str]) -> str | None:
-        """An order corrected while its month was moved stays in the archive in its new version
-        (moved next time): the file's older copy goes, so that the order is in one place. The
-        file is rewritten without it (``ColdRewrite``: journaled, checked, then the old one
-        removed); a file of nothing else is removed. The file that holds the month's orders
-        now (None: none left)."""
-        if not stale:
+    def _leftovers_removed(self, path: str, left: _Leftovers) -> str | None:
+        """The file without ``left.stale`` (corrected meanwhile, in the archive in their new
+        version, moved next time: one place) and with ``left.erased`` erased: rewritten
+        (``ColdRewrite``: journaled, checked, then the old one removed), or removed when nothing
+        is left. The file that holds the month's orders now (None: none left)."""
+        if not left.stale and not left.erased:
             return path
         size = self.store.fs.get_file_info(path).size or 0
-        return ColdRewrite(self.store, self.journal, self.context).without(ColdFile(path, size), stale)
+        return ColdRewrite(self.store, self.journal, self.context).without(
+            ColdFile(path, size), left.stale, left.erased
+        )
 
     # -- what an interrupted run left
 
@@ -378,8 +407,9 @@ class ColdMove:
         else:
             log.warning("cold tier: an interrupted move left %s: its orders leave the archive now", final)
             # The copies of orders corrected meanwhile (still archived, newer): dropped from
-            # the file again, whether the killed run had begun that rewrite or not.
-            self._drop_stale(final, self._delete_moved(final))
+            # the file again, whether the killed run had begun that rewrite or not; those of
+            # persons forgotten since its last look, erased.
+            self._leftovers_removed(final, self._delete_moved(final))
 
     # -- the server, with retries
 

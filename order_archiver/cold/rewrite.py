@@ -54,15 +54,27 @@ class ColdRewrite:
             plural(len(ids), "order"),
         )
 
-    def without(self, old: ColdFile, ids: set[str]) -> str | None:
-        """``old`` without the orders of ``ids`` (copies the archive holds newer versions of);
-        the new file (None: nothing left)."""
-        new = self._replace(old, lambda d: None if str(d["_id"]) in ids else d, None)
-        log.info(
-            "cold tier: %s rewritten without %s corrected meanwhile (the archive holds them)",
-            self.store.url_of(old.path),
-            plural(len(ids), "order"),
+    def without(
+        self, old: ColdFile, ids: set[str], erased: Mapping[str, Mapping[str, object]] | None = None
+    ) -> str | None:
+        """``old`` without the orders of ``ids`` (copies the archive holds newer versions of),
+        and those of ``erased`` replaced by their erased copies (a person forgotten while the
+        file was published); the new file (None: nothing left)."""
+        replaced = erased or {}
+
+        def change(document: Mapping[str, object]) -> Mapping[str, object] | None:
+            key = str(document["_id"])
+            return None if key in ids else replaced.get(key, document)
+
+        new = self._replace(old, change, None)
+        done = (
+            [f"without {plural(len(ids), 'order')} corrected meanwhile (the archive holds them)"]
+            if ids
+            else []
         )
+        if replaced:
+            done.append(f"the personal data of {plural(len(replaced), 'order')} forgotten meanwhile erased")
+        log.info("cold tier: %s rewritten %s", self.store.url_of(old.path), ", ".join(done))
         return new
 
     def _replace(self, old: ColdFile, change: Change, metadata: Mapping[bytes, bytes] | None) -> str | None:

@@ -1127,6 +1127,217 @@ def test_forget_rewrites_cold_files_only_as_the_cold_tiers_one_writer(
     assert client["email"] not in every_string_in_the_cold_tier(store)
 
 
+def a_move_racing_a_forget(mongo, settings, archived, tmp_path, monkeypatch, race):
+    """The archive's oldest month moved by ``tier.move_to_cold`` (its lease, the record of
+    forgotten persons), ``race(settings)`` run once at the move's point between its fence (and
+    its last look at the record) and its publication (``ColdMove.before_publish``). The
+    settings that name the cold tier, the store, the month's orders before the move."""
+    from order_archiver.cold import move as move_module
+    from order_archiver.cold.tier import move_to_cold
+    from order_archiver.settings import Duration
+
+    _, before = archived
+    store = local_store(tmp_path)
+    month = Month.of(min(d["date_livraison"] for d in before.values()))
+    # The move's cutoff half a day before the next month: one month, one file, one publication.
+    cold_after = datetime.now(UTC) - (month.next().start - timedelta(hours=12))
+    with_cold = settings.with_overrides(
+        archive_cold_url=store.url,
+        archive_cold_after=Duration(seconds=int(cold_after.total_seconds())),
+        watch_lease_ttl_s=2,
+        watch_lease_renew_s=1,
+    )
+    real_init, raced = move_module.ColdMove.__init__, []
+
+    def once():
+        if not raced:
+            raced.append(True)
+            race(with_cold)
+
+    def with_the_race(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.before_publish = once
+
+    monkeypatch.setattr(move_module.ColdMove, "__init__", with_the_race)
+    report = move_to_cold(mongo, with_cold, RunContext())
+    assert raced
+    assert report.moved > 0
+    return store, report
+
+
+def an_order_whose_client_was_forgotten(mongo, settings, before):
+    """An order of the archive's oldest month with a client and a courier, its client forgotten
+    (the archive's copy erased, its source copy too: a courier's erasure then leaves its
+    ``source_hash`` as it is); the order and its courier."""
+    from order_archiver.operations.forget import Person, forget_person
+    from order_archiver.orders.erasing import CLIENT
+
+    month = Month.of(min(d["date_livraison"] for d in before.values()))
+    order = next(
+        d
+        for d in sorted(before.values(), key=lambda d: d["date_livraison"])
+        if Month.of(d["date_livraison"]) == month and d["client"] and d["livreur"]
+    )
+    forget_person(mongo, settings, Person(CLIENT, order["client"]["id"]), run=True)
+    return order, order["livreur"]
+
+
+def assert_courier_erased_in_the_cold_tier(store, order, courier):
+    theirs = [
+        document
+        for places in cold_documents(store).values()
+        for _, document in places
+        if (document.get("livreur") or {}).get("id") == courier["id"]
+    ]
+    assert order["_id"] in {d["_id"] for d in theirs}  # the order itself is in the file now
+    assert all(d["livreur"]["nom"] is None and d["livreur"]["prenom"] is None for d in theirs), (
+        "a published cold file holds the forgotten courier's name"
+    )
+
+
+def test_a_forget_while_the_move_lost_its_lease_between_its_fence_and_its_rename_reaches_no_file(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    """The move checks its lease (the fence) then renames its file into place. A mover paused
+    (or cut off from MongoDB) past its lease's life right there lets a forget take the lease:
+    the forget records the courier, erases the archive's copies and rewrites the cold files,
+    all before the file is published. The move's versioned delete kept the archive's erased
+    copy only where the erasure changed ``source_hash``: an order whose client was forgotten
+    earlier (its source copy already erased) keeps its hash when its courier is, so the delete
+    took the archive's erased copy, and the file kept the courier's name, published after the
+    forget looked. The move reads the record again after its publication, before it deletes:
+    the file is rewritten with the courier's orders erased."""
+    from order_archiver.cold.tier import MOVE_LEASE
+    from order_archiver.mongodb.lease import lease_key
+    from order_archiver.operations.forget import Person, forget_person
+    from order_archiver.orders.erasing import COURIER
+
+    archive, before = archived
+    checkpoints = collections(mongo, settings)[1]
+    order, courier = an_order_whose_client_was_forgotten(mongo, settings, before)
+
+    def lease_lost_then_forget(with_cold):
+        # The mover paused past its lease's life: the lease expires (the owner changed too,
+        # as this process's renewer thread, which a real pause stops, would renew it).
+        checkpoints.update_one(
+            {"_id": lease_key(MOVE_LEASE)},
+            {"$set": {"owner": "(paused)", "expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+        )
+        forget_person(mongo, with_cold, Person(COURIER, courier["id"]), run=True)
+
+    store, _ = a_move_racing_a_forget(
+        mongo, settings, archived, tmp_path, monkeypatch, lease_lost_then_forget
+    )
+    assert_courier_erased_in_the_cold_tier(store, order, courier)
+    assert_one_place_each(archive, store, before)
+    assert not list(checkpoints.find({"kind": JOURNAL_KIND}))
+
+
+def test_a_forget_waiting_for_the_moves_lease_finds_the_order_the_move_published_erased(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    """The move holds the cold tier's lease from its first read to its last delete: a forget
+    recorded after the move's last look at the record, before its rename, erases the archive,
+    then waits for the lease and rewrites the files holding the person's orders. An order naming
+    its client by the text of their id in a mix of cases is found by neither of those (ids are
+    compared as stored: as given, in lower or in upper case), but it is theirs for the record
+    (its keys ignore case), which every later write respects: a move that looks after the
+    forget writes it erased. This move published it as it was and deleted the archive's copy:
+    nothing looked again. The move reads the record again once its file is out."""
+    import threading
+
+    from order_archiver.operations import forget as forget_module
+    from order_archiver.operations.forget import Person, forget_person
+    from order_archiver.orders.erasing import CLIENT
+
+    archive, before = archived
+    month = Month.of(min(d["date_livraison"] for d in before.values()))
+    moved = month.next().start - timedelta(days=1)  # well before the move's cutoff: moved
+    in_month = sorted(
+        (
+            d
+            for d in before.values()
+            if Month.of(d["date_livraison"]) == month and d["date_livraison"].replace(tzinfo=UTC) < moved
+        ),
+        key=lambda d: d["_id"],
+    )
+    client = next(d["client"] for d in in_month if d["client"])
+    dirty = next(d for d in in_month if d["client"] != client)
+    text = str(client["id"])
+    mixed = "".join(c.upper() if i % 2 else c.lower() for i, c in enumerate(text))
+    assert mixed not in (text.lower(), text.upper())
+    secret = "7 impasse de la Casse, Nevers"
+    archive.update_one(
+        {"_id": dirty["_id"]},
+        {"$set": {"client": None, "source.client_id": mixed, "source.adresse_livraison": secret}},
+    )
+    real_writer, waiting, outcome = forget_module.cold_tier_writer, threading.Event(), []
+
+    def lease_awaited(*args, **kwargs):
+        waiting.set()  # recorded, the archive erased: now the cold tier, once the move is done
+        return real_writer(*args, **kwargs)
+
+    monkeypatch.setattr(forget_module, "cold_tier_writer", lease_awaited)
+
+    def forget(with_cold):
+        try:
+            outcome.append(forget_person(mongo, with_cold, Person(CLIENT, client["id"]), run=True))
+        except BaseException as exc:  # said in the main thread
+            outcome.append(exc)
+            waiting.set()
+
+    forgetting = []
+
+    def forget_meanwhile(with_cold):
+        forgetting.append(threading.Thread(target=forget, args=(with_cold,), daemon=True))
+        forgetting[0].start()
+        assert waiting.wait(30)
+
+    store, _ = a_move_racing_a_forget(mongo, settings, archived, tmp_path, monkeypatch, forget_meanwhile)
+    forgetting[0].join(60)
+    [report] = outcome
+    assert not isinstance(report, BaseException), report
+    assert report.erased > 0  # their other orders: erased in the archive, whose copies the file lost
+    assert dirty["_id"] in cold_documents(store)
+    assert secret not in every_string_in_the_cold_tier(store), "a published cold file holds their address"
+    assert_one_place_each(archive, store, before)
+
+
+def test_a_crash_after_publishing_a_file_a_forget_reached_too_late_is_settled_erased(
+    mongo, settings, archived, tmp_path
+):
+    """The move is killed once its file is out, a forget recorded (and the archive erased)
+    after its last look at the record: the next run, settling the move's journal entry, reads
+    the record again before its deletes, as the run it settles would have; the courier's name
+    does not stay in the file the delete left their order in."""
+    from order_archiver.mongodb.storage import ArchiveWriter, Collections
+    from order_archiver.operations.forget import Person, forget_person
+    from order_archiver.orders.erasing import COURIER
+
+    archive, before = archived
+    order, courier = an_order_whose_client_was_forgotten(mongo, settings, before)
+    month = Month.of(order["date_livraison"])
+    cutoff = month.next().start - timedelta(hours=12)  # that month alone: one file
+    respect = ArchiveWriter.of(Collections.of(mongo, settings), settings).respecting_erasures
+    store = local_store(tmp_path)
+    move = ColdMove(store, *collections(mongo, settings), cutoff, respect=respect)
+
+    def forget_the_courier():  # its record and the archive (no cold settings: no lease to wait for)
+        forget_person(mongo, settings, Person(COURIER, courier["id"]), run=True)
+
+    def die():
+        raise Killed
+
+    move.before_publish, move.after_publish = forget_the_courier, die
+    with pytest.raises(Killed):
+        move.run()
+    report = ColdMove(store, *collections(mongo, settings), cutoff, respect=respect).run()
+    assert report.recovered == 1
+    assert_courier_erased_in_the_cold_tier(store, order, courier)
+    assert_one_place_each(archive, store, before)
+    assert not list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
+
+
 class CutAfter:
     """The archive, its first read cut after ``n`` documents (a failover mid-month): the
     product's own resume (``scan_by_id`` and the month's (date, _id) keyset) goes on."""
