@@ -40,7 +40,6 @@ from operator import ge, gt, le, lt
 from typing import Any
 
 import neosqlite.query_operators as neo_operators
-from neosqlite.collection.json_path_utils import parse_json_path
 from neosqlite.collection.query_helper import QueryHelper
 from neosqlite.collection.sql_translator_unified import SQLOperatorTranslator
 
@@ -81,26 +80,39 @@ def _one_value(kind: str, type_sql: str, value_sql: str, date_sql: str, operator
     return f"({type_sql} IN ({types}) AND {value_sql} {operator} ?)"
 
 
-def comparison(path: str, operator: str, value: Any) -> tuple[str, list[Any]] | None:
-    """``{field: {operator: value}}`` as SQL over ``data`` (``path``: ``$.a.b``), MongoDB's
-    answer; None for an operand or operator this module does not build."""
+def _some_value(json: str, parts: list[str], test: Callable[[str, str, str], str], depth: int = 0) -> str:
+    """SQL: some value the path reaches in the JSON ``json`` passes ``test`` (given its type, its
+    value and, for a date, its ``$date`` text): the path's value, an element of the array it
+    is, and on the way each element of an array of documents (MongoDB's dotted paths)."""
+    step, rest, element = f"'$.\"{parts[0]}\"'", parts[1:], f"e{depth}"
+    kind = f"json_type({json}, {step})"
+    if not rest:
+        date = f"'$.\"{parts[0]}\".{_DATE_KEY}'"
+        scalar = test(kind, f"json_extract({json}, {step})", f"json_extract({json}, {date})")
+        inner = test(f"{element}.type", f"{element}.value", f"json_extract({element}.value, '$.{_DATE_KEY}')")
+        each = f"EXISTS (SELECT 1 FROM json_each({json}, {step}) AS {element} WHERE {inner})"
+        return f"({scalar} OR ({kind} = 'array' AND {each}))"
+    inside = _some_value(f"json_extract({json}, {step})", rest, test, depth + 1)
+    in_elements = _some_value(f"{element}.value", rest, test, depth + 1)
+    each = (
+        f"EXISTS (SELECT 1 FROM json_each({json}, {step}) AS {element} WHERE "
+        f"{element}.type = 'object' AND {in_elements})"
+    )
+    return f"(({kind} = 'object' AND {inside}) OR ({kind} = 'array' AND {each}))"
+
+
+def comparison(field: str, operator: str, value: Any) -> tuple[str, list[Any]] | None:
+    """``{field: {operator: value}}`` as SQL over ``data``, MongoDB's answer; None for an operand
+    or operator this module does not build."""
     kind, sql_operator = _kind(value), _SQL_OPERATORS.get(operator)
-    if kind is None or sql_operator is None or (operator == "$eq" and kind != "date"):
+    if kind is None or sql_operator is None or (operator == "$eq" and kind != "date") or _positional(field):
         return None  # an equality with a string or a number: neosqlite's, on its index
-    date_path = f"{path}.{_DATE_KEY}"
-    scalar = _one_value(
-        kind,
-        f"json_type(data, '{path}')",
-        f"json_extract(data, '{path}')",
-        f"json_extract(data, '{date_path}')",
-        sql_operator,
-    )
-    element = _one_value(kind, "e.type", "e.value", f"json_extract(e.value, '$.{_DATE_KEY}')", sql_operator)
-    in_array = (
-        f"(json_type(data, '{path}') = 'array' AND EXISTS "
-        f"(SELECT 1 FROM json_each(data, '{path}') AS e WHERE {element}))"
-    )
-    return f"({scalar} OR {in_array})", [_bound(value), _bound(value)]
+
+    def test(type_sql: str, value_sql: str, date_sql: str) -> str:
+        return _one_value(kind, type_sql, value_sql, date_sql, sql_operator)
+
+    sql = _some_value("data", field.split("."), test)
+    return sql, [_bound(value)] * sql.count("?")  # the operand at each place a value is tested
 
 
 def _null_or_missing(json: str, parts: list[str], depth: int = 0) -> str:
@@ -164,17 +176,16 @@ def _field_comparisons(field: str, value: Any) -> tuple[list[tuple[str, list[Any
     neosqlite (None when nothing is left); None when none is built here."""
     if field.startswith("$") or field == "_id":
         return None
-    path = parse_json_path(field)
     if value is None:
         built = null_or_existence(field, "$eq", None)
         return ([built], None) if built is not None else None
     if isinstance(value, datetime):
-        built = comparison(path, "$eq", value)
+        built = comparison(field, "$eq", value)
         return ([built], None) if built is not None else None
     if not isinstance(value, dict) or "$options" in value:
         return None
     built_here = {
-        op: comparison(path, op, operand) or null_or_existence(field, op, operand)
+        op: comparison(field, op, operand) or null_or_existence(field, op, operand)
         for op, operand in value.items()
     }
     done = [clause for clause in built_here.values() if clause is not None]
@@ -250,7 +261,7 @@ def _fix_translated_operators() -> None:
         if null_or is not None:
             null, others = null_or
             return _either(null, original(self, field_access, "$in", others) if others else ("", []))
-        built = comparison(path, operator, value) if path else None
+        built = comparison(field, operator, value) if field else None
         if built is None and field:
             built = null_or_existence(field, operator, value)
         return built if built is not None else original(self, field_access, operator, value)
@@ -278,8 +289,10 @@ def _python_comparison(operator: str, compare: Callable[[Any, Any], bool]) -> No
         kind = _kind(value)
         if kind is None:
             return bool(original(field, value, document))
-        found = neo_operators._get_nested_field(field, document)
-        candidates = found if isinstance(found, list) else [found]
+        if _positional(field):
+            return bool(original(field, value, document))
+        reached, _ = _reached(document, field.split("."))
+        candidates = [one for found in reached for one in (found if isinstance(found, list) else [found])]
         bound = _utc(value) if kind == "date" else value
         return any(
             compare(_utc(one) if kind == "date" else one, bound) for one in candidates if _of_kind(one, kind)

@@ -121,6 +121,9 @@ NULL_CASES = [
     ("null, missing or 3", {"a.b": {"$in": [None, 3]}}, [2, 3, 4, 5, 6]),
     ("missing", {"a.b": {"$exists": False}}, [3, 4]),
     ("present", {"a.b": {"$exists": True}}, [1, 2, 5, 6, 7]),
+    # A range too reads each element of an array of documents on the way, and of the array at
+    # its end.
+    ("above a number, through arrays", {"a.b": {"$gt": 1}}, [5, 7]),
 ]
 
 
@@ -132,5 +135,5 @@ def nulls(nx_client, db_name):
 
 
 @pytest.mark.parametrize(("query", "expected"), [c[1:] for c in NULL_CASES], ids=[c[0] for c in NULL_CASES])
-def test_null_and_existence_are_mongodbs(nulls, query, expected):
+def test_null_existence_and_paths_through_arrays_are_mongodbs(nulls, query, expected):
     assert answers(nulls, query) == (expected, expected, len(expected))
