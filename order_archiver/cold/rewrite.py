@@ -87,7 +87,8 @@ class ColdRewrite:
         would write them again: each in two files). ``forget`` settles such a move first
         (``ColdMove.settle``, under the move's lease); only a move still running after losing
         its lease meets this."""
-        unfinished = {"kind": JOURNAL_KIND, "final": path, "replaces": None, "state": {"$ne": MOVE_DELETED}}
+        # The move's entry is keyed by its file (``_id`` lookup); a rewrite's has ``replaces``.
+        unfinished = {"_id": f"{JOURNAL_KIND}:{path}", "replaces": None, "state": {"$ne": MOVE_DELETED}}
         if self.context.retrying(lambda: self.journal.find_one(unfinished, {"_id": 1}), purpose=Retry.READ):
             raise FatalError(
                 f"cold tier: {self.store.url_of(path)} is a move's whose orders are not yet deleted "
