@@ -86,9 +86,11 @@ if (SIDE !== "source") {
     roles: [],
   });
 
-  // Only with a cold tier (ARCHIVE_COLD_URL), for the batch user: the archived orders moved to
-  // the cold tier's files are then deleted from the archive (remove), once the file is listed
-  // and read back. The files themselves are the cold store's (its folder, or S3 credentials).
+  // Only with a cold tier (ARCHIVE_COLD_URL), for the batch user and the forget user: the
+  // archived orders moved to the cold tier's files are then deleted from the archive (remove),
+  // once the file is listed and read back (forget --run settles first a move killed between its
+  // publication and its deletes). The files themselves are the cold store's (its folder, or S3
+  // credentials).
   admin.createRole({
     role: "orderArchiverColdTier",
     privileges: [{ resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["remove"] }],
@@ -175,6 +177,7 @@ admin.createUser({
 //   admin.grantRolesToUser("order-archiver-batch", ["orderArchiverRetention"]);
 // With batch --purge-source: admin.grantRolesToUser("order-archiver-batch", ["orderArchiverPurge"]);
 // With a cold tier (ARCHIVE_COLD_URL): admin.grantRolesToUser("order-archiver-batch", ["orderArchiverColdTier"]);
+//   and admin.grantRolesToUser("order-archiver-forget", ["orderArchiverColdTier"]);
 // With --max-lag (BATCH_MAX_LAG): admin.grantRolesToUser("order-archiver-batch", ["orderArchiverReplicationLag"]);
 // (and to "order-archiver-watch" when its catch-up is held too: watch --max-lag)
 // restore --run and forget --run, each its own user (a person's occasional task, not a service):

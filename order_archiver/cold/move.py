@@ -12,12 +12,18 @@ For each delivery month with archived orders delivered before ``now - ARCHIVE_CO
    holds (``revised_at``, ``source_hash``): a correction written meanwhile stays in the archive,
    moved next time, its copy dropped from the file; the record of forgotten persons is read
    again first (a person recorded since step 3: their orders stay in the file, erased);
+   the journal says so ("deleted"), then the file loses what it must (``ColdRewrite``);
 6. the journal entry is removed.
 
 A crash anywhere leaves a journal entry, which the next run settles first: before step 4 the
 partial file is removed (the orders are still in the archive); after it, a complete file's
 orders are deleted from the archive (steps 5-6 again). A partial file is never read, a file is
 never published unchecked, and nothing is deleted that a checked file does not hold.
+
+Whoever else takes the move's lease to write the cold tier (``forget``: ``tier.cold_tier_writer``)
+settles the same way first (``settle``), and no rewrite replaces a move's file before step 5 is
+done (``ColdRewrite`` refuses it): a move's file is never renamed from under its entry while the
+archive still holds its orders, which the next move would otherwise write again.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from pymongo.cursor import Cursor
 from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, is_complete
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.retention import remove_expired
-from order_archiver.cold.rewrite import JOURNAL_KIND, ColdRewrite
+from order_archiver.cold.rewrite import JOURNAL_KIND, MOVE_DELETED, ColdRewrite
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore, Month
 from order_archiver.context import RunContext
@@ -182,6 +188,78 @@ def month_documents(
         yield document
 
 
+class JournalSettlement:
+    """What interrupted runs left in the journal, settled (``ColdMove.settle``): before an
+    entry's file was published, the partial file removed (the orders are still in the archive);
+    after, a move's orders deleted from the archive (``moved_out``: the move's own steps 5-6),
+    a rewrite's old file removed. Counted as ``recovered``."""
+
+    def __init__(
+        self,
+        store: ColdStore,
+        journal: MongoCollection,
+        manifest: ColdManifest,
+        context: RunContext,
+        report: ColdMoveReport,
+    ) -> None:
+        self.store, self.journal, self.manifest, self.context = store, journal, manifest, context
+        self.report = report
+
+    def run(self, moved_out: Callable[[str, str], object], leave_unpublished: bool) -> None:
+        """Each entry (``moved_out(key, path)``: a published move's orders out of the archive);
+        with ``leave_unpublished``, not those whose file is not out."""
+        entries = self.context.retrying(
+            lambda: list(self.journal.find({"kind": JOURNAL_KIND}).limit(100)), purpose=Retry.READ
+        )
+        # A rewrite's entry first: one that published its file has removed (or now removes) the
+        # file it replaced, which a move's entry left beside it must then not rewrite again.
+        entries.sort(key=lambda entry: not entry.get("replaces"))
+        for entry in entries:
+            if leave_unpublished and not self._out(entry):
+                continue
+            self._settle_one(entry, moved_out)
+
+    def _out(self, entry: Document) -> bool:
+        """Whether an entry's file was published (killed between the rename and the journal's
+        "published", the file says it)."""
+        return entry.get("state") != "writing" or self.store.exists(str(entry["final"]))
+
+    def _settle_one(self, entry: Document, moved_out: Callable[[str, str], object]) -> None:
+        """One entry. A move's file that is gone was replaced by a rewrite after the move's
+        deletes (``MOVE_DELETED``: ``ColdRewrite`` refuses it before), or never published:
+        either way the entry goes, the archive holding every order no file holds."""
+        final, partial = str(entry["final"]), str(entry["partial"])
+        self.store.remove(partial)
+        if self.store.exists(final) and is_complete(self.store, final):
+            self._finish(entry, final, moved_out)
+        elif self.store.exists(final):
+            # Published, then found damaged: never read, never deleted from; kept for a person.
+            log.error("cold tier: %s does not read back whole; the archive keeps its orders", final)
+            self.manifest.remove(final)
+            self.store.fs.move(final, final.replace(".parquet", ".damaged"))
+        elif entry.get("replaces") and entry.get("state") == "published":
+            self.manifest.remove(str(entry["replaces"]))
+            self.store.remove(str(entry["replaces"]))  # a rewrite that left nothing: no new file
+        delete = functools.partial(self.journal.delete_one, {"_id": entry["_id"]})
+        self.context.retrying(delete, purpose=Retry.WRITE)
+        self.report.recovered += 1
+
+    def _finish(self, entry: Document, final: str, moved_out: Callable[[str, str], object]) -> None:
+        """What an interrupted entry's complete file still needs: a rewrite's old file removed
+        (``erasure.ColdRewrite``), or a move's orders deleted from the archive."""
+        self.manifest.add(final)  # killed between its publication and its listing, perhaps
+        if entry.get("replaces"):
+            log.warning("cold tier: an interrupted rewrite left %s: the file it replaces goes now", final)
+            self.manifest.remove(str(entry["replaces"]))
+            self.store.remove(str(entry["replaces"]))
+        else:
+            log.warning("cold tier: an interrupted move left %s: its orders leave the archive now", final)
+            # The copies of orders corrected meanwhile (still archived, newer): dropped from
+            # the file again, whether the killed run had begun that rewrite or not; those of
+            # persons forgotten since its last look, erased.
+            moved_out(str(entry["_id"]), final)
+
+
 class ColdMove:
     """One run's move of the archive's old months to the cold tier."""
 
@@ -321,10 +399,9 @@ class ColdMove:
         self.manifest.add(final, summary.rows)
         self._write(lambda: self.journal.update_one({"_id": key}, {"$set": published_fields(summary)}))
         self.after_publish()
-        left = self._delete_moved(final)
         # The move's entry stays until the file has lost what it must: a crash in that rewrite
-        # leaves it, and the next run (``_finish``) finds the same copies again and drops them.
-        final_now = self._leftovers_removed(final, left)
+        # leaves it, and the next run (``JournalSettlement``) finds the same copies again and drops them.
+        final_now = self._moved_out(key, final)
         self._write(lambda: self.journal.delete_one({"_id": key}))
         self.report.files += 1
         self.report.bytes += (self.store.fs.get_file_info(final_now).size or 0) if final_now else 0
@@ -333,6 +410,15 @@ class ColdMove:
         log.info(
             "cold tier: %s of %s moved to %s", plural(summary.rows, "order"), month, self.store.url_of(final)
         )
+
+    def _moved_out(self, key: str, path: str) -> str | None:
+        """The published file's orders deleted from the archive (``_delete_moved``), its entry
+        marked so (``MOVE_DELETED``: from here on a rewrite may replace the file, which
+        ``ColdRewrite`` refuses before), then the file without what it must lose
+        (``_leftovers_removed``); the file that holds the month's orders now (None: none left)."""
+        left = self._delete_moved(path)
+        self._write(lambda: self.journal.update_one({"_id": key}, {"$set": {"state": MOVE_DELETED}}))
+        return self._leftovers_removed(path, left)
 
     def _delete_moved(self, path: str) -> _Leftovers:
         """Delete from the archive each order the published file holds, in that version (its
@@ -372,44 +458,15 @@ class ColdMove:
 
     # -- what an interrupted run left
 
-    def settle(self) -> None:
-        """Each journal entry a crash left: before its file was published, the partial file
-        removed (the orders are still in the archive); after, the archive documents the
-        complete file holds deleted. Counted as ``recovered``."""
-        entries = self._read(lambda: list(self.journal.find({"kind": JOURNAL_KIND}).limit(100)))
-        # A rewrite's entry first: one that published its file has removed (or now removes) the
-        # file it replaced, which a move's entry left beside it must then not rewrite again.
-        entries.sort(key=lambda entry: not entry.get("replaces"))
-        for entry in entries:
-            final, partial = str(entry["final"]), str(entry["partial"])
-            self.store.remove(partial)
-            if self.store.exists(final) and is_complete(self.store, final):
-                self._finish(entry, final)
-            elif self.store.exists(final):
-                # Published, then found damaged: never read, never deleted from; kept for a person.
-                log.error("cold tier: %s does not read back whole; the archive keeps its orders", final)
-                self.manifest.remove(final)
-                self.store.fs.move(final, final.replace(".parquet", ".damaged"))
-            elif entry.get("replaces") and entry.get("state") == "published":
-                self.manifest.remove(str(entry["replaces"]))
-                self.store.remove(str(entry["replaces"]))  # a rewrite that left nothing: no new file
-            self._write(functools.partial(self.journal.delete_one, {"_id": entry["_id"]}))
-            self.report.recovered += 1
-
-    def _finish(self, entry: Document, final: str) -> None:
-        """What an interrupted entry's complete file still needs: a rewrite's old file removed
-        (``erasure.ColdRewrite``), or a move's orders deleted from the archive."""
-        self.manifest.add(final)  # killed between its publication and its listing, perhaps
-        if entry.get("replaces"):
-            log.warning("cold tier: an interrupted rewrite left %s: the file it replaces goes now", final)
-            self.manifest.remove(str(entry["replaces"]))
-            self.store.remove(str(entry["replaces"]))
-        else:
-            log.warning("cold tier: an interrupted move left %s: its orders leave the archive now", final)
-            # The copies of orders corrected meanwhile (still archived, newer): dropped from
-            # the file again, whether the killed run had begun that rewrite or not; those of
-            # persons forgotten since its last look, erased.
-            self._leftovers_removed(final, self._delete_moved(final))
+    def settle(self, leave_unpublished: bool = False) -> None:
+        """Each journal entry a crash left, settled (``JournalSettlement``): the move's first
+        step, and that of any other writer of the cold tier once it holds the move's lease
+        (``forget``: ``tier.cold_tier_writer``), which passes ``leave_unpublished``: an entry
+        whose file is not out names nothing it reads (a partial file), and a move that lost its
+        lease between its fence and its rename may still publish it (its own next run settles
+        it)."""
+        settlement = JournalSettlement(self.store, self.journal, self.manifest, self.context, self.report)
+        settlement.run(self._moved_out, leave_unpublished)
 
     # -- the server, with retries
 

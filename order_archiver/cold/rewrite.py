@@ -14,6 +14,7 @@ from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
+from order_archiver.errors import FatalError
 from order_archiver.logs import get_logger, plural
 from order_archiver.orders.erasing import Erasure
 from order_archiver.retry import Retry
@@ -21,6 +22,7 @@ from order_archiver.retry import Retry
 log = get_logger("cold")
 
 JOURNAL_KIND = "cold-move"  # the journal's entries (the checkpoints collection): a move's, a rewrite's
+MOVE_DELETED = "deleted"  # a move's entry once the archive's copies are gone: its file may be replaced
 
 Change = Callable[[Mapping[str, object]], Mapping[str, object] | None]  # None: the order leaves
 
@@ -77,10 +79,27 @@ class ColdRewrite:
         log.info("cold tier: %s rewritten %s", self.store.url_of(old.path), ", ".join(done))
         return new
 
+    def _moving(self, path: str) -> None:
+        """A move's file whose orders the archive still holds (its entry not yet
+        ``MOVE_DELETED``: a move killed, or paused, between its rename and its deletes) is
+        refused: a copy under another name would leave the move's entry naming a file gone,
+        and its settle could no longer delete those orders from the archive (the next move
+        would write them again: each in two files). ``forget`` settles such a move first
+        (``ColdMove.settle``, under the move's lease); only a move still running after losing
+        its lease meets this."""
+        # The move's entry is keyed by its file (``_id`` lookup); a rewrite's has ``replaces``.
+        unfinished = {"_id": f"{JOURNAL_KIND}:{path}", "replaces": None, "state": {"$ne": MOVE_DELETED}}
+        if self.context.retrying(lambda: self.journal.find_one(unfinished, {"_id": 1}), purpose=Retry.READ):
+            raise FatalError(
+                f"cold tier: {self.store.url_of(path)} is a move's whose orders are not yet deleted "
+                "from the archive: run batch --run (it finishes the move), then this command again"
+            )
+
     def _replace(self, old: ColdFile, change: Change, metadata: Mapping[bytes, bytes] | None) -> str | None:
         month = old.month
         if month is None:
             raise ValueError(f"{old.path} lies in no year=/month= folder")
+        self._moving(old.path)
         partial, final = self.store.new_file(month)
         key = f"{JOURNAL_KIND}:{final}"
         entry: Document = {"_id": key, "kind": JOURNAL_KIND, "state": "writing", "month": str(month)}

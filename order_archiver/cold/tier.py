@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pymongo import MongoClient
 
@@ -28,6 +28,7 @@ from order_archiver.settings import Duration, Settings
 log = get_logger("cold")
 MOVE_LEASE = "cold-tier/move"  # one writer of the cold tier at a time (no watcher name holds a "/")
 FORGET_WAITS_S = 600.0  # how long a forget waits for a move in progress before it says "again"
+NOTHING_DUE = datetime.min.replace(tzinfo=UTC)  # the cutoff of a move that only settles (forget's)
 
 
 def cold_store(settings: Settings) -> ColdStore | None:
@@ -126,7 +127,10 @@ def cold_tier_writer(collections: Collections, settings: Settings, context: RunC
     """The cold tier's one writer (``MOVE_LEASE``) for ``forget``'s rewrites: two rewrites of one
     file at once (a forget and a move's, or retention's) would each publish their own copy of
     its orders, one of them with the person's data. Waited for up to FORGET_WAITS_S (a move in
-    progress renews it); not had by then: FatalError, the person recorded, "run it again"."""
+    progress renews it); not had by then: FatalError, the person recorded, "run it again". Had:
+    what an interrupted move left is settled first, as the move's next run would (``ColdMove.settle``):
+    a file it published whose orders the archive still holds, rewritten under another name, would
+    leave its journal entry naming a file gone, and the next move would write those orders again."""
     lease = _writer_lease(collections, settings, context)
     wait_s = FORGET_WAITS_S  # read here: a test shortens it
     if not _acquired(lease, context, wait_s):
@@ -136,6 +140,9 @@ def cold_tier_writer(collections: Collections, settings: Settings, context: RunC
             "again to erase their orders in the cold tier"
         )
     try:
+        store = cold_store(settings)
+        if store is not None:
+            _cold_move(collections, settings, store, context, NOTHING_DUE).settle(leave_unpublished=True)
         yield
     finally:
         lease.release()
@@ -168,15 +175,8 @@ def _moved(
     # archives again an order delivered before the cutoff, whatever its settings (cold/record.py).
     raise_boundary(collections.checkpoints, store.url, now - cutoff_age, now, on_archive)
     retention = settings.archive_retention
-    move = ColdMove(
-        store,
-        collections.archive,
-        collections.checkpoints,
-        now - cutoff_age,
-        on_archive,
-        respect=ArchiveWriter.of(collections, settings, on_archive).respecting_erasures,
-        expire_before=now - retention if retention is not None else None,
-    )
+    move = _cold_move(collections, settings, store, on_archive, now - cutoff_age)
+    move.expire_before = now - retention if retention is not None else None
     move.fence = lease.check
     report = move.run()
     if settings.archive_pii_retention is not None:
@@ -186,6 +186,15 @@ def _moved(
         aged = erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive)
         report.pii_erased, report.pii_rewritten = aged.orders, aged.files
     return report
+
+
+def _cold_move(
+    collections: Collections, settings: Settings, store: ColdStore, context: RunContext, cutoff: datetime
+) -> ColdMove:
+    """The move as each holder of its lease builds it: the batch run's, and forget's that only
+    settles (``NOTHING_DUE``); each respects the record of forgotten persons."""
+    respect = ArchiveWriter.of(collections, settings, context).respecting_erasures
+    return ColdMove(store, collections.archive, collections.checkpoints, cutoff, context, respect=respect)
 
 
 @dataclass

@@ -261,6 +261,34 @@ def every_command(nx_server, tmp_path_factory) -> list[Run]:
             ARCHIVE_COLD_AFTER="365d",
         )
         assert archive.count_documents({}) < before, "the cold tier moved nothing"
+        # forget --run with a cold tier settles first a move killed after its publication, before
+        # its deletes: the entry such a move leaves (here for a file whose move did finish: the
+        # settle sends the same deletes) makes it delete the file's orders from the archive
+        # (remove: orderArchiverColdTier, as the batch's), then drop the entry.
+        published = str(next(cold.rglob("*.parquet")))
+        journal = database["archiver_checkpoints"]
+        journal.insert_one(
+            {
+                "_id": f"cold-move:{published}",
+                "kind": "cold-move",
+                "state": "published",
+                "partial": published + ".partial",
+                "final": published,
+            }
+        )
+        forgotten = product.run(
+            "forget --run (ARCHIVE_COLD_URL)",
+            "forget",
+            "--client",
+            client_id,
+            "--run",
+            ARCHIVE_COLD_URL=cold.as_uri(),
+            ARCHIVE_COLD_AFTER="365d",
+        )
+        assert journal.find_one({"kind": "cold-move"}) is None, "forget left the interrupted move"
+        assert any(
+            need.action == "remove" and need.collection == "Commande_archive" for need in forgotten.needs
+        )
         # --max-lag on a replica set: replSetGetStatus, then replSetGetConfig (the members' delays).
         with replica_set(nx_server) as uri:
             with pymongo.MongoClient(uri, tz_aware=True) as set_client:

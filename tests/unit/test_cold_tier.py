@@ -1637,3 +1637,97 @@ def test_find_names_the_archived_number_a_lower_case_one_differs_from(mongo, set
         "match exactly), cmd-999999"
     )
     assert not report.complete
+
+
+def killed_after_publishing_the_oldest_month(mongo, settings, archived, tmp_path):
+    """A move (the record respected, as ``tier.move_to_cold`` builds it) of the archive's oldest
+    month killed once its file is out (its journal entry says "published"), before its deletes:
+    the file's orders in the file and in the archive. The store, the cutoff, the published file,
+    the order-making ``respect``."""
+    from order_archiver.mongodb.storage import ArchiveWriter, Collections
+
+    _, before = archived
+    month = Month.of(min(d["date_livraison"] for d in before.values()))
+    cutoff = month.next().start - timedelta(hours=12)  # that month alone: one file
+    respect = ArchiveWriter.of(Collections.of(mongo, settings), settings).respecting_erasures
+    store = local_store(tmp_path)
+    move = ColdMove(store, *collections(mongo, settings), cutoff, respect=respect)
+
+    def die():
+        raise Killed
+
+    move.after_publish = die
+    with pytest.raises(Killed):
+        move.run()
+    [published] = store.files()
+    journal = list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
+    assert [(entry["state"], entry["final"]) for entry in journal] == [("published", published.path)]
+    return store, cutoff, published, respect
+
+
+def test_a_forget_after_a_move_killed_past_its_rename_settles_the_move_first_each_order_in_one_place(
+    mongo, settings, archived, tmp_path
+):
+    """The review: a move killed after its rename (file out, journal "published") and before its
+    deletes, then ``forget --run`` before the next batch. The forget rewrote that file under a
+    new name and removed the old one; the next run's settle found the move's file gone and
+    dropped its entry, the archive still held the orders, and the move wrote them again: each in
+    two cold files. forget now settles the interrupted move first, once it holds the cold tier's
+    lease (the move's own settle): the orders leave the archive, then the file is erased."""
+    from order_archiver.operations.forget import Person, forget_person
+    from order_archiver.orders.erasing import CLIENT
+
+    archive, before = archived
+    store, cutoff, published, respect = killed_after_publishing_the_oldest_month(
+        mongo, settings, archived, tmp_path
+    )
+    in_file = cold_documents(store)
+    client = next(document["client"] for [(_, document)] in in_file.values() if document["client"])
+    theirs = {i for i, d in before.items() if (d["client"] or {}).get("id") == client["id"]}
+    assert theirs & set(in_file)
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    forget_person(mongo, with_cold, Person(CLIENT, client["id"]), run=True)
+    assert not list(collections(mongo, settings)[1].find({"kind": JOURNAL_KIND}))
+    assert_one_place_each(archive, store, before)  # the move settled: its orders out of the archive
+    assert not store.exists(published.path)  # the file rewritten, erased
+    ColdMove(store, *collections(mongo, settings), cutoff, respect=respect).run()
+    in_cold = assert_one_place_each(archive, store, before)
+    assert set(in_file) - theirs <= set(in_cold)
+    assert client["email"] not in every_string_in_the_cold_tier(store)
+    assert not list(archive.find({"client.email": client["email"]}))
+    for order_id in theirs & set(in_cold):
+        [(_, document)] = in_cold[order_id]
+        assert document["forgotten_by"] == "forget"
+
+
+def test_no_rewrite_replaces_a_moves_file_before_its_deletes_the_settle_finds_it_where_it_left_it(
+    mongo, settings, archived, tmp_path
+):
+    """The other side of the settle: a rewrite of a move's file (``ColdRewrite``: forget's, or
+    retention's) by a writer that did not settle the move first, as a move still running after
+    it lost its lease meets it, left the move's entry naming a file gone, which the settle took
+    for "never published" with the orders still in the archive. A rewrite now refuses a move's
+    file until the move has deleted its orders from the archive (its entry says "deleted")."""
+    from order_archiver.cold.rewrite import ColdRewrite
+    from order_archiver.errors import FatalError
+    from order_archiver.orders.erasing import BY_REQUEST, Erasure
+
+    archive, before = archived
+    store, cutoff, published, respect = killed_after_publishing_the_oldest_month(
+        mongo, settings, archived, tmp_path
+    )
+    in_file = cold_documents(store)
+    erasure = Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW)
+    rewrite = ColdRewrite(store, collections(mongo, settings)[1], RunContext())
+    with pytest.raises(FatalError, match="run batch --run"):
+        rewrite.rewrite(published, {str(next(iter(in_file)))}, erasure)
+    assert [f.path for f in store.files()] == [published.path]
+    assert cold_documents(store) == in_file  # untouched
+    report = ColdMove(store, *collections(mongo, settings), cutoff, respect=respect).run()
+    assert report.recovered == 1
+    in_cold = assert_one_place_each(archive, store, before)
+    assert set(in_file) <= set(in_cold)
+    # Once the move is done, its files are anyone's to rewrite (under the lease).
+    [now] = [f for f in store.files() if f.month == published.month]
+    rewrite.rewrite(now, {str(next(iter(in_file)))}, erasure)
+    assert_one_place_each(archive, store, before)
