@@ -189,3 +189,37 @@ def test_a_numero_reused_under_a_unique_index_is_refused_not_counted_as_restored
     }
     assert archive[reused["_id"]].get("restored_at") is None
     assert archive[plain["_id"]].get("restored_at") is not None
+
+
+def test_a_restored_order_archived_again_under_hash_keeps_its_archived_pseudonyms(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """Under ``ARCHIVE_PII=hash`` restore puts back the archive's copy, its personal fields as
+    their keyed hashes; the next incremental batch reads the restore's inserts from the change
+    stream and writes those orders again. It hashed the hashes: every personal field of the
+    archived order became a hash of its hash, ``revised_at`` was stamped on an unchanged order,
+    and the purge then deleted the restored order as that version. The archive must be as it
+    was, but for ``restored_at``. (On mongomock: tests/unit/test_restore_pseudonyms.py.)"""
+    env = {**nx_env, "ARCHIVE_PII": "hash", "ARCHIVE_PII_KEY": "k" * 20}
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 200, seed=53, p_delivered=0.7, p_anomalies=0.35)
+    first = run_cli("batch", "--run", "--purge-source", "-q", "--json", env=env, cwd=tmp_path)
+    assert first.returncode in (0, 3), first.stderr
+    archive = database["Commande_archive"]
+    kept = {d["_id"]: d for d in archive.find()}
+    purged = json.loads(first.stdout)["purged"]
+    assert purged == len(kept) > 20
+
+    done = run_cli("restore", "--date-from", "2000-01-01", "--run", "--yes", "--json", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["restored"] == purged
+
+    again = run_cli("batch", "--run", "-q", "--json", env=env, cwd=tmp_path)
+    assert again.returncode in (0, 3), again.stderr
+    report = json.loads(again.stdout)
+    assert report["mode"] == "incremental"
+    assert report["revised"] == 0, report  # nothing changed at the source
+    for document in archive.find():
+        assert document.pop("restored_at") is not None  # restore's mark, and nothing else:
+        assert document == kept.pop(document["_id"])  # no hash of a hash, no revised_at
+    assert kept == {}
