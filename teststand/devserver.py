@@ -35,7 +35,8 @@ line and ``DevServer`` set it to rs0 unless asked for a standalone); ``NX_RESUME
 change-log rows the server keeps past the slowest open stream (default 1000), so that a test
 can make history run out cheaply; ``NX_EVENT_CLOCK_AHEAD_S`` how far change events' clock
 runs ahead of ``hello``'s (a shard primary's clock ahead of ``mongos``);
-``NX_PERIODIC_NOOP_S`` how often an idle change history gets a no-op entry (MongoDB's
+``NX_CLOCK_AHEAD_S`` how far the deployment's clock (``hello``'s ``localTime``) runs ahead of the
+host's, where a client's host clock is behind its server's; ``NX_PERIODIC_NOOP_S`` how often an idle change history gets a no-op entry (MongoDB's
 ``periodicNoopIntervalSecs``, default 10: ``stream_positions.py``); ``NX_MAX_BSON_OBJECT_SIZE`` the ``maxBsonObjectSize`` ``hello`` answers (default 16 MB), so that
 a test makes the driver's command size limit bite with a few thousand ids;
 ``NX_SCAN_TIME_LIMIT_OVER=N`` an ``aggregate`` carrying ``maxTimeMS`` that reads a whole
@@ -1229,6 +1230,9 @@ def _hello_fields(version: definitions.Version, replica_set: str) -> dict[str, A
     if replica_set:
         me = os.environ.get("NX_HOST", "127.0.0.1:27017")
         fields.update(setName=replica_set, setVersion=1, hosts=[me], primary=me, me=me, secondary=False)
+    ahead = os.environ.get("NX_CLOCK_AHEAD_S", "").strip()
+    if ahead:  # the deployment's clock ahead of this host's (negative: behind)
+        fields["localTime"] = datetime.now(UTC) + timedelta(seconds=float(ahead))
     return fields
 
 

@@ -31,7 +31,7 @@ import functools
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import bson
@@ -48,6 +48,7 @@ from order_archiver.errors import TRANSIENT_CODES, ConfigError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import orders_of
+from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.mongodb.storage import DUPLICATE_KEY, Collections, MongoCollection
 from order_archiver.operations.numbers import case_hints
@@ -195,7 +196,10 @@ def restore(
     if run and not confirmed:
         _confirm(collections.archive, wanted, context, _cold_chunks(settings, selection))
     report = RestoreReport(run)
-    mark = RestoreMark(collections.archive, _to_millis(datetime.now(UTC)), context)
+    # On the deployment's clock, as the purge measures RESTORE_HOLD: a host whose clock is behind
+    # would shorten the hold by as much (a day behind, a hold of one day: none).
+    restored_at = _to_millis(context.retrying(functools.partial(server_time, client)))
+    mark = RestoreMark(collections.archive, restored_at, context)
     # A moved order is restored from its cold file, and its mark kept beside (the file is not rewritten).
     cold_mark = replace(
         mark, cold=ColdRestoreMarks(collections.checkpoints, context.on(collections.archive_side))

@@ -14,7 +14,7 @@ from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import ANOMALY_KINDS, generate_dataset
 from tests.conftest import run_cli
 from tests.helpers import ANCHOR, seed_database
-from teststand.nx_server import NxServer
+from teststand.nx_server import NxServer, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -223,3 +223,26 @@ def test_a_restored_order_archived_again_under_hash_keeps_its_archived_pseudonym
         assert document.pop("restored_at") is not None  # restore's mark, and nothing else:
         assert document == kept.pop(document["_id"])  # no hash of a hash, no revised_at
     assert kept == {}
+
+
+@pytest.mark.test_server_only("the test server's knob NX_CLOCK_AHEAD_S")
+def test_a_restore_from_a_host_whose_clock_is_behind_is_held_for_the_whole_hold(tmp_path, db_name):
+    """The purge measures RESTORE_HOLD on the deployment's clock (``hello``'s ``localTime``: one
+    clock for every host); a restore run on a host whose clock is two days behind the server's
+    stamped its mark with the host's clock, so a hold of one day was already over: the next
+    purge took the order again. The mark is now stamped with the server's clock."""
+    data = generate_dataset(200, seed=44, anchor=ANCHOR, p_delivered=0.7, p_anomalies=0.0)
+    order = next(o for o in data.orders if o["status"] == "livrée")
+    with running_server({"NX_CLOCK_AHEAD_S": str(2 * 86400)}) as server:
+        env = {"MONGODB_URI": server.uri, "MONGODB_DATABASE": db_name, "LOG_DIR": "", "RESTORE_HOLD": "1d"}
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            fill_database(client[db_name], data, Settings(simulation=True))
+            orders = client[db_name]["Commande"]
+            purge = run_cli("batch", "--run", "--purge-source", "-q", env=env, cwd=tmp_path)
+            assert purge.returncode == 0, purge.stderr
+            assert orders.count_documents({"_id": order["_id"]}) == 0
+            done = run_cli("restore", "--numero", order["numero_commande"], "--run", env=env, cwd=tmp_path)
+            assert done.returncode == 0, done.stdout + done.stderr
+            held = run_cli("batch", "--run", "--purge-source", "-q", env=env, cwd=tmp_path)
+            assert held.returncode == 0, held.stderr
+            assert orders.count_documents({"_id": order["_id"]}) == 1  # held by RESTORE_HOLD
