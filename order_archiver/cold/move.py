@@ -478,9 +478,12 @@ class ColdMove:
 
 
 def _as_moved(document: Mapping[str, object]) -> dict[str, object]:
-    """The archive document in the very version the file holds."""
+    """The archive document in the very version the file holds, and as restore left it: one a
+    restore marked since (``restored_at``, RESTORE_HOLD's) stays, as a correction does, or the
+    purge would find the restored order in the file with no mark and delete it again at once."""
     return {
         "_id": document["_id"],
         "revised_at": document.get("revised_at"),
         "source_hash": document.get("source_hash"),
+        "restored_at": document.get("restored_at"),
     }

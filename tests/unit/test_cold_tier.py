@@ -16,6 +16,7 @@ from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore, Month
 from order_archiver.context import RunContext
 from order_archiver.errors import ConfigError
+from order_archiver.orders.enrichment import as_utc
 from order_archiver.settings import load_settings
 from tests.helpers import seed_database
 
@@ -1731,3 +1732,48 @@ def test_no_rewrite_replaces_a_moves_file_before_its_deletes_the_settle_finds_it
     [now] = [f for f in store.files() if f.month == published.month]
     rewrite.rewrite(now, {str(next(iter(in_file)))}, erasure)
     assert_one_place_each(archive, store, before)
+
+
+def test_an_order_restored_while_its_month_is_moved_stays_held_from_the_purge(
+    mongo, settings, archived, tmp_path
+):
+    """A restore between the move's read of a month and its deletes marks the archive document
+    (``restored_at``, RESTORE_HOLD) after the file took its copy: the move's delete, in the
+    file's version (``revised_at``, ``source_hash``), took that document all the same, mark and
+    all, and the next purge found the restored order in the cold file, in that very version,
+    with no mark: deleted from the source again at once. The delete now asks for the file's
+    ``restored_at`` too: the marked document stays in the archive (moved next time, its mark in
+    its copy) and the file's copy goes, as for a correction."""
+    from order_archiver.operations.restore import RestoreSelection, restore
+    from order_archiver.settings import Duration
+
+    archive, before = archived
+    cold_after = Duration(days=10)
+    cutoff = NOW - cold_after
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    chosen = next(
+        i
+        for i, d in sorted(before.items(), key=lambda item: str(item[0]))
+        if as_utc(d["date_livraison"]) < cutoff
+    )
+    orders.delete_one({"_id": chosen})  # purged earlier
+    numero = before[chosen]["numero_commande"]
+    restored = []
+
+    def restore_meanwhile():
+        if not restored:
+            restored.append(restore(mongo, settings, RestoreSelection((numero,)), run=True).restored)
+
+    store = local_store(tmp_path)
+    move = ColdMove(store, *collections(mongo, settings), cutoff)
+    move.before_publish = restore_meanwhile
+    move.run()
+    assert restored == [1]
+    kept = archive.find_one({"_id": chosen}, {"restored_at": 1})
+    assert kept is not None, "the move deleted the archive document a restore had just marked"
+    assert kept["restored_at"] is not None  # kept, marked
+    assert chosen not in cold_documents(store)  # one place: the archive
+
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    purge_run(mongo, with_cold)
+    assert orders.count_documents({"_id": chosen}) == 1  # held by RESTORE_HOLD (30d)
