@@ -150,14 +150,14 @@ def id_forms(person_id: PersonId) -> list[PersonId]:
 
 
 def orders_of(kind: str, person_id: PersonId) -> dict[str, object]:
-    """A person's archived orders, each branch on its index (``indexes.ARCHIVE_INDEXES``): a
-    client's by the reference or (a dangling client: a text id joins nothing) the source
-    copy's; a courier's by the reference (a dangling courier's name is not in the archive).
-    Each by every form of the id (``id_forms``)."""
+    """A person's archived orders, each branch on its index (``indexes.ARCHIVE_INDEXES``): by
+    the reference (``client.id``, ``livreur.id``) or, a dangling one (a text id joins nothing, a
+    record deleted), the source copy's (``source.client_id``, ``source.livreur_id``): its
+    undeclared fields are erased for either person, as every later write and the cold tier
+    do. Each by every form of the id (``id_forms``)."""
     forms = {"$in": id_forms(person_id)}
-    if kind == COURIER:
-        return {"livreur.id": forms}
-    return {"$or": [{"client.id": forms}, {"source.client_id": forms}]}
+    reference = "livreur" if kind == COURIER else "client"
+    return {"$or": [{f"{reference}.id": forms}, {f"source.{reference}_id": forms}]}
 
 
 def still_holding(kind: str, person_id: PersonId) -> dict[str, object]:

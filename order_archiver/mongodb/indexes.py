@@ -65,12 +65,13 @@ ARCHIVE_INDEXES: list[tuple[Keys, dict[str, object]]] = [
     ([("archived_at", ASCENDING)], {}),
     ([("pii_policy", ASCENDING)], {}),  # status: one distinct scan
     ([("forgotten_by", ASCENDING), ("date_livraison", ASCENDING)], {}),  # ARCHIVE_PII_RETENTION's range
-    # A client's orders (forget, restore --client): ``forgotten.orders_of`` is an $or of
-    # these two equalities, which MongoDB serves from both indexes (an index union) only when
-    # every branch has one; without them each request reads the whole archive.
+    # A person's orders (forget, restore --client): ``forgotten.orders_of`` is an $or of the
+    # reference's and the source copy's id, which MongoDB serves from both indexes (an index
+    # union) only when every branch has one; without them each request reads the whole archive.
     ([("client.id", ASCENDING)], {}),
     ([("source.client_id", ASCENDING)], {}),
     ([("livreur.id", ASCENDING)], {}),  # a courier's orders (forget --courier)
+    ([("source.livreur_id", ASCENDING)], {}),  # theirs with a dangling reference
 ]
 # With a cold tier only (ARCHIVE_COLD_URL): a month of the archive as one index range, in the
 # move's read order. Not {date_livraison} alone: ARCHIVE_RETENTION's TTL index has that key (85
@@ -98,6 +99,7 @@ COSTS: dict[tuple[str, ...], str] = {
     ("archive", "client.id"): "forget --client and restore --client scan the archive",
     ("archive", "source.client_id"): "forget --client and restore --client scan the archive",
     ("archive", "livreur.id"): "forget --courier scans the archive",
+    ("archive", "source.livreur_id"): "forget --courier scans the archive",
     ("archive", "date_livraison", "_id"): "a move to the cold tier scans the archive for each month",
 }
 

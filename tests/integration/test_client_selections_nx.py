@@ -53,11 +53,14 @@ def first_fields(collection: Any) -> set[str]:
     return {next(iter(index["key"])) for index in collection.list_indexes()}
 
 
+PERSON_FIELDS = {"client.id", "source.client_id", "livreur.id", "source.livreur_id"}
+
+
 def client_branches(filter_: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``$or`` that selects a client's orders, wherever the filter nests it."""
+    """The ``$or`` that selects a person's orders, wherever the filter nests it."""
     if "$or" in filter_ and all(len(branch) == 1 for branch in filter_["$or"]):
         fields = {next(iter(branch)) for branch in filter_["$or"]}
-        if fields & {"client.id", "source.client_id"}:
+        if fields & PERSON_FIELDS:
             return list(filter_["$or"])
     for clause in filter_.get("$and", []):
         found = client_branches(clause)
@@ -140,3 +143,33 @@ def test_restore_selects_a_clients_orders_on_indexes(nx_server, nx_settings, arc
         assert report.selected == orders
         assert reads.commands
         assert_on_indexes(reads, indexed)
+
+
+def test_forget_reads_a_couriers_orders_on_indexes_a_dangling_reference_too(nx_server, nx_settings):
+    """A courier's order naming them by the text of their id joins no ``Livreur`` document
+    (``livreur: null``): forget --courier read ``livreur.id`` only and left it, its source
+    copy's undeclared note included. Both branches on the indexes a batch run builds."""
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True) as setup:
+        database = setup[nx_settings.mongodb_database]
+        seed_database(database, nx_settings, 300, seed=32, p_anomalies=0.0)
+        orders = database[nx_settings.orders_collection]
+        order = orders.find_one({"status": nx_settings.delivered_status, "livreur_id": {"$ne": None}})
+        courier = order["livreur_id"]
+        note = "remis à Paul, 06 12 34 56 78"
+        orders.update_one(
+            {"_id": order["_id"]},
+            {"$set": {"livreur_id": str(courier).upper(), "instructions_livraison": note}},
+        )
+        BatchArchiver(setup, nx_settings, BatchOptions(run=True)).run()
+        archive = database[nx_settings.archive_collection]
+        by_reference = archive.count_documents({"livreur.id": courier})
+        assert archive.find_one({"_id": order["_id"]})["livreur"] is None
+    client, reads = recording(nx_server, nx_settings)
+    with client:
+        archive = client[nx_settings.mongodb_database][nx_settings.archive_collection]
+        indexed = first_fields(archive)
+        assert {"livreur.id", "source.livreur_id"} <= indexed
+        done = forget_person(client, nx_settings, Person("livreur", courier), run=True)
+        assert (done.orders, done.erased) == (by_reference + 1, by_reference + 1)
+        assert_on_indexes(reads, indexed)
+        assert archive.find_one({"_id": order["_id"]})["source"]["instructions_livraison"] is None

@@ -253,3 +253,37 @@ def test_forget_reaches_an_order_that_names_its_client_by_the_text_of_their_id(m
     assert archived["forgotten_by"] == "forget"
     assert archived["source"]["adresse_livraison"] is None
     assert report.orders == database["Commande_archive"].count_documents({"client.id": client}) + 1
+
+
+@pytest.mark.parametrize("dangling", ["text id", "record deleted"])
+def test_forget_reaches_an_order_whose_courier_reference_dangles(mongo, dangling):
+    """A courier's orders were read by ``livreur.id`` only. An order naming its courier by the
+    text of their id (``$lookup`` joins no text to an ObjectId ``_id``) or archived after the
+    ``Livreur`` record was deleted (a courier who left: who asks to be forgotten) has
+    ``livreur: null``: ``forget --courier`` missed it in the archive and left the source copy's
+    undeclared field (a note naming the courier) in it, while the cold tier and every later
+    write, which read the source copy's ``livreur_id``, erase it. A courier all of whose
+    orders dangled was even "not found", nothing recorded (exit 3)."""
+    database = mongo[BASE.mongodb_database]
+    seed_database(database, BASE, 40, p_anomalies=0.0)
+    order = database["Commande"].find_one({"status": BASE.delivered_status, "livreur_id": {"$ne": None}})
+    courier = order["livreur_id"]
+    note = {"instructions_livraison": "remis à Paul, 06 12 34 56 78"}
+    if dangling == "text id":
+        database["Commande"].update_one({"_id": order["_id"]}, {"$set": {"livreur_id": str(courier), **note}})
+    else:
+        database["Commande"].update_one({"_id": order["_id"]}, {"$set": note})
+        database["Commande"].update_many(
+            {"livreur_id": courier, "_id": {"$ne": order["_id"]}}, {"$set": {"livreur_id": None}}
+        )
+        database["Livreur"].delete_one({"_id": courier})
+    BatchArchiver(mongo, BASE, BatchOptions(run=True)).run()
+    archive = database["Commande_archive"]
+    assert archive.find_one({"_id": order["_id"]})["livreur"] is None  # the reference dangles
+    theirs = {"$or": [{"livreur.id": courier}, {"source.livreur_id": {"$in": [courier, str(courier)]}}]}
+    dry = forget_person(mongo, BASE, Person("livreur", courier))
+    assert (dry.found, dry.orders, dry.erased) == (True, archive.count_documents(theirs), dry.orders)
+    report = forget_person(mongo, BASE, Person("livreur", courier), run=True)
+    assert report.complete
+    assert archive.find_one({"_id": order["_id"]})["source"]["instructions_livraison"] is None
+    assert database["archiver_forgotten"].count_documents({"kind": "livreur", "id": courier}) == 1
