@@ -305,13 +305,14 @@ class ChunkReader:
         chunk, now = Chunk(), self.finisher.clock()
         while not self.stop_event.is_set():
             remaining = self._remaining(handed)
+            cap, read = self._cap(paged, remaining, chunk), 0
             try:
-                for raw, page_end in self._items(after_id, paged, remaining, chunk):
+                for raw, page_end in self._items(after_id, paged, cap):
                     if raw is not None:
                         if self._reached(chunk, remaining):
                             break
                         self._take(raw, now, chunk)
-                        after_id = chunk.last_id
+                        after_id, read = chunk.last_id, read + 1
                     if page_end is not None:
                         chunk.last_id = after_id = page_end
                     if self._full(chunk, remaining):
@@ -323,7 +324,10 @@ class ChunkReader:
                         chunk, now = Chunk(), self.finisher.clock()
                         if self.stop_event.is_set() or remaining == 0:
                             return
-                self.exhausted = True
+                # A read that ended at its own $limit ended at --limit's count of orders read, not
+                # at the end of the window: those it did not archive (past ARCHIVE_RETENTION, a
+                # string date outside the window) left its chunk short. The next run goes on.
+                self.exhausted = cap is None or read < cap
                 break
             except pymongo_errors.PyMongoError as exc:
                 self._wait_after_failure(exc, policy, paged)
@@ -342,10 +346,18 @@ class ChunkReader:
     def _full(self, chunk: Chunk, remaining: int | None) -> bool:
         return chunk.size >= self.batch_size or self._reached(chunk, remaining)
 
-    def _items(self, after_id: OrderId, paged: bool, remaining: int | None, chunk: Chunk) -> Iterator[Item]:
-        if paged or self.source.exclude_archived_in or self.source.partition is not None:
+    def _paged(self, paged: bool) -> bool:
+        return paged or bool(self.source.exclude_archived_in) or self.source.partition is not None
+
+    def _cap(self, paged: bool, remaining: int | None, chunk: Chunk) -> int | None:
+        """The ``$limit`` of the next read (``--limit``'s orders still wanted), or None: pages
+        (``_reached`` cuts them) or no limit."""
+        return None if remaining is None or self._paged(paged) else remaining - chunk.size
+
+    def _items(self, after_id: OrderId, paged: bool, cap: int | None) -> Iterator[Item]:
+        if self._paged(paged):
             return self.source.pages(after_id)
-        return self.source.stream(after_id, None if remaining is None else remaining - chunk.size)
+        return self.source.stream(after_id, cap)
 
     def _take(self, item: dict[str, object] | Rejection, now: datetime, chunk: Chunk) -> None:
         chunk.last_id = order_id(item)

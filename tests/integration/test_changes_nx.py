@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pymongo
 import pytest
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
-from order_archiver.settings import Settings
+from order_archiver.settings import Duration, Settings
 from tests.helpers import archived_ids, deliver, expected_archive_ids, pending_ids, seed_database
 from teststand.nx_server import NxServer
 
@@ -176,3 +177,33 @@ def test_an_invalidate_in_the_history_is_passed_once_and_the_stream_read_after_i
         after = batch(client, settings)
         assert (after.warnings, after.archived, after.changes_read) == ([], 3, 3)
         assert archived_ids(database) == expected_archive_ids(dataset) | set(pending[:8])
+
+
+def test_a_limit_run_that_reads_an_order_past_the_retention_leaves_no_correction_behind(tmp_path, db_name):
+    """``--limit N`` ends the pass's aggregation at N orders (``$limit``); an order read but not
+    archived (past ARCHIVE_RETENTION: here a refund on an order delivered 400 days ago) does not
+    count against N. The run took such a read, ended at its ``$limit`` with a chunk short of N,
+    for the end of the window: it completed the pass and saved its change-stream position, past
+    the changes beyond the cut. The correction of an archived order among them was then read by
+    no run, not even ``--full`` (it skips the orders the archive holds, but for the changes since
+    the last pass): the archive kept the version before the refund for good."""
+    with knobbed_server(tmp_path / "nx", db_name) as (client, settings):
+        settings = replace(settings, archive_retention=Duration(days=365))
+        orders = client[db_name]["Commande"]
+        dataset = seed_database(client[db_name], settings, 200, seed=63, p_anomalies=0.0)
+        delivered = sorted(expected_archive_ids(dataset))
+        old, corrected = delivered[0], delivered[-1]  # the first and the last in _id order
+        orders.update_one({"_id": old}, {"$set": {"date_livraison": datetime.now(UTC) - timedelta(days=400)}})
+        assert batch(client, settings).archived == len(delivered) - 1  # the old one is past the retention
+        late = [one for one in pending_ids(dataset) if one < corrected][:10]
+        deliver(orders, late)
+        for one in (old, corrected):
+            orders.update_one({"_id": one}, {"$set": {"remboursement": 3.0}})
+        cut = batch(client, settings, limit=10)  # the old one and 9 of the 10 late ones read
+        assert (cut.mode, cut.past_retention, cut.archived, cut.completed) == ("incremental", 1, 9, True)
+        batch(client, settings, limit=10)
+        batch(client, settings, full=True)
+        assert archived_ids(client[db_name]) == set(delivered[1:]) | set(late)
+        assert (
+            client[db_name]["Commande_archive"].find_one({"_id": corrected})["source"]["remboursement"] == 3.0
+        )

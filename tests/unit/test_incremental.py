@@ -21,6 +21,7 @@ from order_archiver.mongodb.checkpoint import (
     state_from_document,
 )
 from order_archiver.operations.status import collect_status
+from order_archiver.settings import Duration, Settings
 from tests.helpers import assert_no_duplicates, expected_archive_ids, pending_ids, seed_database
 
 # The generated orders were delivered up to ANCHOR (2026-11-26 00:00) + 75 min.
@@ -304,6 +305,52 @@ def test_a_limit_pass_goes_on_across_runs_then_becomes_the_mark(mongo, settings,
     assert state_of(mongo, settings).high_water == DAY1  # the pass's start, not the last run's
     assert first.archived > 0
     assert archived(mongo, settings) == expected_archive_ids(seeded)
+
+
+def _past_the_retention(mongo, settings, ids):
+    """The oldest orders of a history (the first in ``_id`` order): delivered 400 days ago,
+    past ARCHIVE_RETENTION (365d): read, counted, not archived."""
+    orders(mongo, settings).update_many(
+        {"_id": {"$in": ids}}, {"$set": {"date_livraison": DAY1 - timedelta(days=400)}}
+    )
+    return Settings(simulation=True, log_dir="", archive_retention=Duration(days=365)), None
+
+
+def _outside_the_window(mongo, settings, ids):
+    """Dirty data: ``date_commande`` stored as a string, selected whatever its text and found
+    outside the window only once read (``in_window``)."""
+    orders(mongo, settings).update_many(
+        {"_id": {"$in": ids}}, {"$set": {"date_commande": "2001-01-01T00:00:00"}}
+    )
+    return settings, datetime(2020, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("skipped_by", [_past_the_retention, _outside_the_window])
+def test_a_limit_run_that_reads_orders_it_does_not_archive_goes_on_across_runs(
+    mongo, settings, seeded, clock, skipped_by
+):
+    """``--limit N`` ends the pass's aggregation at N orders (``$limit``), and an order read but
+    not archived (past ARCHIVE_RETENTION, a string date outside the window) does not count
+    against N: such a read ended at its ``$limit`` with a chunk short of N, and the run took
+    the end of that read for the end of the window. It marked the pass complete, its start the
+    high-water mark: every later run was incremental from there and the rest of the history
+    (and, on a deployment with change streams, the corrections of archived orders beyond the
+    cut: the stream position moved past them) was never read by ``--limit`` runs."""
+    delivered = orders(mongo, settings).find({"status": "livrée"}, {"_id": 1}).sort("_id", 1).limit(3)
+    skipped = [doc["_id"] for doc in delivered]
+    settings, date_from = skipped_by(mongo, settings, skipped)
+    first = run(mongo, settings, clock, limit=40, date_from=date_from)
+    assert first.archived == 37  # 40 orders read, 3 of them not archivable
+    state = state_of(mongo, settings, date_from)
+    assert state.high_water is None  # the pass goes on
+    assert state.current is not None
+    clock.now = DAY1 + HOUR
+    for _ in range(20):
+        if state_of(mongo, settings, date_from).current is None:
+            break
+        assert run(mongo, settings, clock, limit=40, date_from=date_from).mode == "full"  # the same pass
+    assert state_of(mongo, settings, date_from).high_water == DAY1
+    assert archived(mongo, settings) == expected_archive_ids(seeded) - set(skipped)
 
 
 class _ScanningStream:
