@@ -43,7 +43,7 @@ from order_archiver.mongodb.source import (
 )
 from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.enrichment import as_utc
-from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure, Forgotten
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.reporting.progress import Progress, ProgressMode
 from order_archiver.settings import Settings
@@ -352,15 +352,15 @@ class _Check:
                 unerased.add(document["_id"])
         record = ForgottenPersons(self.collections.forgotten, self.context.on(self.collections.archive_side))
         for persons in chunked(record.persons(), CHUNK):
-            forgotten = Forgotten(
-                frozenset(i for k, i in persons if k == CLIENT),
-                frozenset(i for k, i in persons if k == COURIER),
-            )
             theirs: dict[str, object] = {**window, "$or": [orders_of(k, i) for k, i in persons]}
-            for document in self._each(theirs):
-                owed = forgotten.erasure(document, now, fields)
-                if owed is not None and owed.holds(document):
-                    unerased.add(document["_id"])
+            for documents in chunked(self._each(theirs), CHUNK):
+                # By the record's keys, as every write of the archive asks (``record.among``): an
+                # order naming the person by the text of their id, in any case, is theirs.
+                forgotten = record.among(documents)
+                for document in documents:
+                    owed = forgotten.erasure(document, now, fields)
+                    if owed is not None and owed.holds(document):
+                        unerased.add(document["_id"])
         self.report.unerased = len(unerased)
         for document_id in sorted(unerased, key=str)[:EXAMPLES]:
             _note(self.report.unerased_examples, str(document_id))

@@ -287,3 +287,30 @@ def test_forget_reaches_an_order_whose_courier_reference_dangles(mongo, dangling
     assert report.complete
     assert archive.find_one({"_id": order["_id"]})["source"]["instructions_livraison"] is None
     assert database["archiver_forgotten"].count_documents({"kind": "livreur", "id": courier}) == 1
+
+
+def test_verify_counts_unerased_data_of_a_forgotten_client_named_by_a_text_id(mongo):
+    """verify's check of the record compared the ids as stored: an order naming a forgotten
+    client by the text of their id (dirty data, in another case) was read (``orders_of`` asks
+    for every form) but never counted, while the record (``client:<lower case>``) and every
+    write of the archive treat it as that client's. Here such an order holds personal data
+    again, unmarked (as a path that did not respect the erasure would leave it): counted."""
+    from order_archiver.operations.verify import verify
+
+    database = mongo[BASE.mongodb_database]
+    seed_database(database, BASE, 40, p_anomalies=0.0)
+    order = database["Commande"].find_one({"status": BASE.delivered_status, "client_id": {"$ne": None}})
+    client = order["client_id"]
+    database["Commande"].update_one({"_id": order["_id"]}, {"$set": {"client_id": str(client).upper()}})
+    BatchArchiver(mongo, BASE, BatchOptions(run=True)).run()
+    assert forget_person(mongo, BASE, Person("client", client), run=True).complete
+    archive = database["Commande_archive"]
+    assert verify(mongo, BASE).unerased == 0
+    archive.update_one(
+        {"_id": order["_id"]},
+        {
+            "$set": {"source.adresse_livraison": "12 rue des Lilas"},
+            "$unset": {"forgotten_at": "", "forgotten_by": ""},
+        },
+    )
+    assert verify(mongo, BASE).unerased == 1
