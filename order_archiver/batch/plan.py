@@ -69,7 +69,9 @@ class PassPlanner:
         current = plan.pass_
         if current.last_id is None and self.follows_changes():
             # A new pass: where the change stream stands now, taken before anything is read.
-            position, self.no_position = stream_position(self.orders_primary, self.settings.delivered_status)
+            position, self.no_position = stream_position(
+                self.orders_primary, self.settings.delivered_status, self.stop_event
+            )
             current = replace(current, stream_token=position)
         self.report.mode = "full" if current.full else "incremental"
         self.report.since = current.since

@@ -18,6 +18,7 @@ from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import build_change_stream_pipeline, event_time, orders_to_archive
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.mongodb.stream import ChangeStream, as_event
+from order_archiver.retry import Retry, retrying
 
 log = get_logger("batch")
 
@@ -98,18 +99,37 @@ def past(event: ChangeEvent, target: ResumeToken | None) -> bool:
 
 
 def stream_position(
-    orders: MongoCollection, delivered_status: str
+    orders: MongoCollection, delivered_status: str, stop_event: threading.Event | None = None
 ) -> tuple[dict[str, object] | None, str | None]:
     """The orders' change stream's position now (a resume token), or None and why: there are no
-    change streams (a standalone server), the user may not open one, or another refusal."""
+    change streams (a standalone server), the user may not open one, or another refusal. A
+    failure that may pass (a cut, an election) is tried again as every read (``Retry.READ``),
+    and fails the run once the tries are spent: taken for "no position", it would leave the
+    next runs reading delivery stamps only, a correction in between stale until a --full."""
+    return retrying(
+        lambda: _position_or_why_not(orders, delivered_status), purpose=Retry.READ, stop_event=stop_event
+    )
+
+
+def _position_or_why_not(
+    orders: MongoCollection, delivered_status: str
+) -> tuple[dict[str, object] | None, str | None]:
     try:
         with orders.watch(build_change_stream_pipeline(delivered_status), max_await_time_ms=1) as stream:
             stream.try_next()
             token = stream.resume_token
-    except (pymongo_errors.PyMongoError, NotImplementedError, AttributeError) as exc:
-        log.debug("no change stream position (%s): incremental runs read delivery stamps only", exc)
-        return None, _why_no_position(exc)
+    except pymongo_errors.PyMongoError as exc:
+        if classify(exc) == "transient":
+            raise  # retrying() tries it again
+        return _no_position(exc)
+    except (NotImplementedError, AttributeError) as exc:  # the in-process simulation
+        return _no_position(exc)
     return (dict(token) if token else None), None
+
+
+def _no_position(exc: BaseException) -> tuple[None, str]:
+    log.debug("no change stream position (%s): incremental runs read delivery stamps only", exc)
+    return None, _why_no_position(exc)
 
 
 STANDALONE = "a standalone server has no change streams"

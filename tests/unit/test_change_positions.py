@@ -85,3 +85,54 @@ def test_a_position_that_stays_behind_ends_the_read_there_and_says_so(monkeypatc
     position, found = read(Stream([behind]), mark)
     assert position == behind  # a safe lower bound: the next run reads on from it
     assert found.stalled
+
+
+class _Stream:
+    def __init__(self):
+        self.resume_token = {"_data": "8266AA00000000000001"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def try_next(self):
+        return None
+
+
+class _Orders:
+    """A collection whose first ``watch`` meets ``failures`` (the driver's exceptions), in turn."""
+
+    def __init__(self, *failures):
+        self.failures, self.opened = list(failures), 0
+
+    def watch(self, *args, **kwargs):
+        self.opened += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return _Stream()
+
+
+def test_a_failover_while_the_pass_takes_its_position_is_tried_again_not_taken_for_no_change_streams(
+    monkeypatch,
+):
+    """A network cut or an election while a pass opens the change stream for its position
+    (AutoReconnect; NotWritablePrimary 10107 with the RetryableError label) was taken for "no
+    change streams here": the pass saved no position, and the next runs read delivery stamps only
+    (a correction in between stayed stale until a --full). It is tried again, as every read."""
+    from pymongo.errors import AutoReconnect, OperationFailure
+
+    from order_archiver import retry
+    from order_archiver.mongodb.changes import stream_position
+
+    monkeypatch.setattr(retry.Backoff, "next_delay", lambda self: 0.0)
+    election = OperationFailure("not primary", 10107, {"errorLabels": ["RetryableError"]})
+    orders = _Orders(AutoReconnect("connection reset"), election)
+    assert stream_position(orders, "livrée") == ({"_data": "8266AA00000000000001"}, None)
+    assert orders.opened == 3
+    standalone = OperationFailure("The $changeStream stage is only supported on replica sets", 40573)
+    assert stream_position(_Orders(standalone), "livrée") == (
+        None,
+        "a standalone server has no change streams",
+    )
