@@ -14,10 +14,11 @@ from pymongo import MongoClient
 from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.report import BatchOptions
 from order_archiver.context import RunContext
-from order_archiver.documents import ChangeEvent, Document
-from order_archiver.logs import get_logger
+from order_archiver.documents import ArchiveDocument, ChangeEvent, Document, OrderId
+from order_archiver.errors import TransientError
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.source import enrich_each, event_time, orders_to_archive
-from order_archiver.mongodb.step import ArchivingStep
+from order_archiver.mongodb.step import ArchiveCounts, ArchivingStep
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.finishing import Finisher
@@ -27,6 +28,10 @@ from order_archiver.settings import Settings
 from order_archiver.watch.stats import StatsLog, WatchStats
 
 log = get_logger("watch")
+
+# How many times a micro-batch's orders are read when the archive holds another version of them
+# each time (written meanwhile by another writer): then the micro-batch is replayed.
+READINGS = 5
 
 
 @dataclass
@@ -52,6 +57,33 @@ class EventArchiver:
         self.stats.skipped += len(events) - len(ids)
         if not ids:
             return
+        written: list[ArchiveDocument] = []
+        finished_any = False
+        for _ in range(READINGS):
+            finished, counts = self._archive_orders(ids)
+            finished_any = finished_any or bool(finished)
+            written += [d for d in finished if d["_id"] not in counts.refused | counts.conflicts]
+            if not counts.conflicts:
+                break
+            ids = list(counts.conflicts)
+        else:
+            raise TransientError(
+                f"{plural(len(ids), 'order')} changed in the archive at each of {READINGS} readings: "
+                "its micro-batch is read again from the saved token"
+            )
+        if finished_any:
+            acknowledged = self.finisher.clock()
+            for moment in times:
+                self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
+            self.lines.archived(written, times, acknowledged)
+
+    def _archive_orders(self, ids: list[OrderId]) -> tuple[list[ArchiveDocument], ArchiveCounts]:
+        """The orders ``ids`` read from the primary, finished and written; the documents and what
+        the step did. The archive's copies are read first: a copy written after that read may
+        hold a newer version than the one read next (a watcher that took over from this one
+        while it was paused past its lease archived a correction), and is never replaced by it
+        (``ArchiveWriter.write(expected=...)``): those orders (``conflicts``) are read again."""
+        expected = self.step.writer.archived_hashes(ids)
         # (enrich_each matches the delivered status again: an order changed since its event is
         # not among them, and its next event decides.)
         found = retrying(
@@ -63,15 +95,10 @@ class EventArchiver:
         finished = self.finisher.all(found, now)
         # delivered before ARCHIVE_RETENTION or ARCHIVE_COLD_AFTER: not archived
         self.stats.skipped += finished.past_retention + finished.past_cold_after
-        counts = self.step.archive(finished.documents, finished.rejections)
+        counts = self.step.archive(finished.documents, finished.rejections, expected=expected)
         self.stats.add(counts)
         self.metrics.add(counts, mode="watch")
-        if finished.documents:
-            acknowledged = self.finisher.clock()
-            for moment in times:
-                self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
-            written = [d for d in finished.documents if d["_id"] not in counts.refused]
-            self.lines.archived(written, times, acknowledged)
+        return finished.documents, counts
 
 
 def catch_up(
