@@ -372,12 +372,12 @@ class ArchiveWriter:
         again) and after it. That read after it also reads the record for ``upcoming`` (the
         next write's documents, when known already): ``known_upcoming``, the next write's
         ``known``, so that one read a write serves as the read after it and before the next.
-        ``expected``: the archive's copies as read *before* the orders (absent: none); a copy
-        held in another version since may be newer (a watcher that took over from this paused
+        ``expected``: the archive's copies as read *before* the orders (absent, or ``{}``: none);
+        a copy held in another version may be newer (a watcher that took over from this paused
         one) and is never replaced: its order is in ``conflicts``, to read again."""
         documents, known = self.erasures.before_write(documents, known)
         outcome = self.inserted_then_revised(documents, expected)
-        if outcome.revised:
+        if outcome.revised or outcome.conflicts:
             outcome = FreedNumbers(self, expected).written_again(documents, outcome)
         late, known_upcoming = self.erasures.since(documents, known, upcoming)  # recorded meanwhile
         if late is not None:
@@ -602,6 +602,12 @@ class FreedNumbers:
             refused = {d["_id"] for d in taken}
             outcome.rejections = [r for r in outcome.rejections if r.order_id not in refused]
             outcome, revised = outcome.plus(again), again.revised
+        if outcome.conflicts:
+            # Orders read again (``ArchiveWriter.write``'s ``expected``): their revision may free
+            # a number, so the orders refused for one are read again with them, not rejected.
+            deferred = {r.order_id for r in outcome.rejections if r.reason == TAKEN_NUMBER}
+            outcome.conflicts |= deferred
+            outcome.rejections = [r for r in outcome.rejections if r.order_id not in deferred]
         return outcome
 
 

@@ -6,7 +6,7 @@ lease's fencing check), and the rejections listed."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pymongo import MongoClient
@@ -19,7 +19,7 @@ from order_archiver.errors import TransientError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.source import enrich_each, event_time, orders_to_archive
 from order_archiver.mongodb.step import ArchiveCounts, ArchivingStep
-from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.mongodb.storage import Held, MongoCollection
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.finishing import Finisher
 from order_archiver.reporting.metrics import WatchMetrics
@@ -59,13 +59,18 @@ class EventArchiver:
             return
         written: list[ArchiveDocument] = []
         finished_any = False
+        # A first reading asks nothing of the archive before the orders (a delivery, the usual
+        # event, is inserted: one round trip less); an order it holds in another version, which
+        # may be newer than the one read (see _archive_orders), is read again after its copy.
+        expected: Mapping[OrderId, Held] = {}
         for _ in range(READINGS):
-            finished, counts = self._archive_orders(ids)
+            finished, counts = self._archive_orders(ids, expected)
             finished_any = finished_any or bool(finished)
             written += [d for d in finished if d["_id"] not in counts.refused | counts.conflicts]
             if not counts.conflicts:
                 break
             ids = list(counts.conflicts)
+            expected = self.step.writer.archived_hashes(ids)  # before the orders: see below
         else:
             raise TransientError(
                 f"{plural(len(ids), 'order')} changed in the archive at each of {READINGS} readings: "
@@ -77,13 +82,15 @@ class EventArchiver:
                 self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
             self.lines.archived(written, times, acknowledged)
 
-    def _archive_orders(self, ids: list[OrderId]) -> tuple[list[ArchiveDocument], ArchiveCounts]:
+    def _archive_orders(
+        self, ids: list[OrderId], expected: Mapping[OrderId, Held]
+    ) -> tuple[list[ArchiveDocument], ArchiveCounts]:
         """The orders ``ids`` read from the primary, finished and written; the documents and what
-        the step did. The archive's copies are read first: a copy written after that read may
-        hold a newer version than the one read next (a watcher that took over from this one
-        while it was paused past its lease archived a correction), and is never replaced by it
-        (``ArchiveWriter.write(expected=...)``): those orders (``conflicts``) are read again."""
-        expected = self.step.writer.archived_hashes(ids)
+        the step did. ``expected``: the archive's copies as read before this read of the orders.
+        A copy written since may hold a newer version than the one read here (a watcher that
+        took over from this one while it was paused past its lease archived a correction): it
+        is never replaced by it (``ArchiveWriter.write(expected=...)``), its order is read again
+        (``conflicts``)."""
         # (enrich_each matches the delivered status again: an order changed since its event is
         # not among them, and its next event decides.)
         found = retrying(

@@ -102,3 +102,30 @@ def test_a_leader_paused_after_its_fence_never_writes_back_an_older_version(mong
     settings = Settings(simulation=True, log_dir="")
     held = paused_leader_after_a_takeover(mongo, settings, archived_before=archived_before, purged=purged)
     assert held["source"]["adresse_livraison"] == CORRECTED
+
+
+def test_a_number_freed_by_a_correction_in_a_micro_batch_still_goes_to_the_new_order(mongo):
+    """A micro-batch first asks nothing of the archive before the orders, so a correction is
+    never revised by its first reading: it is read again after the archive's copy. Order A
+    archived as N and corrected to M, new order B numbered N, in one micro-batch: B's insert
+    met A's N in the first reading, and is read again with A instead of rejected, then archived
+    once A's revision freed N (as a batch chunk does: test_archive_inserts.py). Without the
+    orders refused for a taken number read again with the conflicts, B was rejected."""
+    settings = Settings(simulation=True, log_dir="")
+    database = mongo[settings.mongodb_database]
+    dataset = seed_database(database, settings, 30, seed=6, p_anomalies=0.0)
+    archive = database[settings.archive_collection]
+    keys, options = ARCHIVE_INDEXES[0]
+    archive.create_index(keys, **options)
+    a, b = sorted(expected_archive_ids(dataset), key=str)[:2]
+    orders = database[settings.orders_collection]
+    watcher = Watcher(mongo, settings, WatchOptions())
+    watcher._archive([_event(a, 0)])
+    number = orders.find_one({"_id": a})["numero_commande"]
+    orders.update_one({"_id": a}, {"$set": {"numero_commande": "CMD-CORRIGÉE"}})
+    orders.update_one({"_id": b}, {"$set": {"numero_commande": number}})
+    watcher._archive([_event(b, 1), _event(a, 2)])
+    assert archive.find_one({"_id": a})["numero_commande"] == "CMD-CORRIGÉE"
+    assert archive.find_one({"_id": b})["numero_commande"] == number
+    assert database[settings.rejects_collection].count_documents({}) == 0
+    assert (watcher.stats.archived, watcher.stats.revised, watcher.stats.rejected) == (2, 1, 0)
