@@ -6,12 +6,12 @@ report and the watcher's statistics both add up."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from order_archiver.documents import ArchiveDocument
-from order_archiver.mongodb.storage import ArchiveWriter
+from order_archiver.documents import ArchiveDocument, OrderId
+from order_archiver.mongodb.storage import ArchiveWriter, Held
 from order_archiver.orders.erasing import Forgotten
 from order_archiver.orders.rejection import Rejection
 
@@ -30,6 +30,9 @@ class ArchiveCounts:
     # Not a count either: the orders the archive refused in this write (the watcher's ``-v``
     # lines name the others archived).
     refused: frozenset[object] = frozenset()
+    # Nor this: with ``expected``, the orders not written because the archive holds another
+    # version than expected (``ArchiveWriter.write``): to be read again.
+    conflicts: frozenset[object] = frozenset()
 
     def plus(self, other: ArchiveCounts) -> ArchiveCounts:
         return ArchiveCounts(
@@ -57,12 +60,14 @@ class ArchivingStep:
         rejections: list[Rejection],
         known: Forgotten | None = None,
         upcoming: list[ArchiveDocument] | None = None,
+        expected: Mapping[OrderId, Held] | None = None,
     ) -> ArchiveCounts:
         """``known``: the record of forgotten persons as just read for ``documents`` (asking
         the archive, or after the write before), not read again before the write, unless
         ``hold`` may have waited since (minutes: a person forgotten meanwhile is written erased,
         not erased only by the read after the write). ``upcoming``: the next write's documents,
-        for which the read after this write reads the record too (``known_upcoming``)."""
+        for which the read after this write reads the record too (``known_upcoming``).
+        ``expected``: what the archive held of them before they were read (``ArchiveWriter.write``)."""
         counts = ArchiveCounts()
         met = list(rejections)
         if documents:
@@ -72,11 +77,15 @@ class ArchivingStep:
                 self.fence()  # fencing: a writer that lost its lease writes nothing more
             held = self.hold is not None  # the next write waits again first: its own read then
             outcome = self.writer.write(
-                documents, known=None if held else known, upcoming=None if held else upcoming
+                documents,
+                known=None if held else known,
+                upcoming=None if held else upcoming,
+                expected=expected,
             )
             counts = ArchiveCounts(outcome.archived, outcome.already_archived, outcome.revised)
             counts.known_upcoming = outcome.known_upcoming
             counts.refused = frozenset(r.order_id for r in outcome.rejections)
+            counts.conflicts = frozenset(outcome.conflicts)
             met += outcome.rejections
         if met:
             self.record(met)

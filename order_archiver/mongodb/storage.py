@@ -121,6 +121,9 @@ class WriteOutcome:
     # (``ArchiveWriter.write(upcoming=...)``): that write's ``known``. None: not read for them.
     known_upcoming: Forgotten | None = None
     retried: bool = False  # the upsert was sent again after a transient failure (see ArchiveWriter.revise)
+    # With ``ArchiveWriter.write(expected=...)``: the orders whose archive document is not the
+    # one expected: not written, to be read again.
+    conflicts: set[OrderId] = field(default_factory=set)
 
     def plus(self, other: WriteOutcome) -> WriteOutcome:
         return WriteOutcome(
@@ -131,6 +134,7 @@ class WriteOutcome:
             self.existing + other.existing,
             self.missed + other.missed,
             retried=self.retried or other.retried,
+            conflicts=self.conflicts | other.conflicts,
         )
 
 
@@ -176,6 +180,10 @@ class Held(NamedTuple):
             moment_or_none(document.get("archived_at")),
         )
 
+
+# What the archive held of some orders when read before them (``ArchiveWriter.write``); None:
+# not read before them.
+Expected = Mapping[OrderId, Held] | None
 
 HELD_FIELDS = {
     "source_hash": 1,
@@ -354,6 +362,7 @@ class ArchiveWriter:
         again: bool = True,
         known: Forgotten | None = None,
         upcoming: list[ArchiveDocument] | None = None,
+        expected: Expected = None,
     ) -> WriteOutcome:
         """Archive ``documents``: new orders inserted (``insert``), orders already archived
         compared by ``source_hash`` and, when their source changed since (a correction after
@@ -362,11 +371,14 @@ class ArchiveWriter:
         record is read before the write (``known``: read for them a moment ago, and not read
         again) and after it. That read after it also reads the record for ``upcoming`` (the
         next write's documents, when known already): ``known_upcoming``, the next write's
-        ``known``, so that one read a write serves as the read after it and before the next."""
+        ``known``, so that one read a write serves as the read after it and before the next.
+        ``expected``: the archive's copies as read *before* the orders (absent, or ``{}``: none);
+        a copy held in another version may be newer (a watcher that took over from this paused
+        one) and is never replaced: its order is in ``conflicts``, to read again."""
         documents, known = self.erasures.before_write(documents, known)
-        outcome = self.inserted_then_revised(documents)
-        if outcome.revised:
-            outcome = FreedNumbers(self).written_again(documents, outcome)
+        outcome = self.inserted_then_revised(documents, expected)
+        if outcome.revised or outcome.conflicts:
+            outcome = FreedNumbers(self, expected).written_again(documents, outcome)
         late, known_upcoming = self.erasures.since(documents, known, upcoming)  # recorded meanwhile
         if late is not None:
             self.erase(documents, late)
@@ -379,18 +391,22 @@ class ArchiveWriter:
         outcome.known_upcoming = known_upcoming
         return outcome
 
-    def inserted_then_revised(self, documents: list[ArchiveDocument]) -> WriteOutcome:
+    def inserted_then_revised(
+        self, documents: list[ArchiveDocument], expected: Expected = None
+    ) -> WriteOutcome:
         """``documents`` inserted, those the archive held compared and revised (``write``)."""
         outcome = self.insert(documents)
         if outcome.existing:
-            outcome = outcome.plus(self.revise(outcome.existing, retried=outcome.retried))
+            outcome = outcome.plus(self.revise(outcome.existing, retried=outcome.retried, expected=expected))
         outcome.existing = []
         return outcome
 
-    def revise(self, documents: list[ArchiveDocument], *, retried: bool = False) -> WriteOutcome:
+    def revise(
+        self, documents: list[ArchiveDocument], *, retried: bool = False, expected: Expected = None
+    ) -> WriteOutcome:
         """Replace the archive documents whose order changed since they were written (``Revisions``);
-        ``retried``: the upsert was sent again (see ``_written_by``)."""
-        return Revisions(self).revise(documents, retried=retried)
+        ``retried``: the upsert was sent again (see ``_written_by``); ``expected``: see ``write``."""
+        return Revisions(self).revise(documents, retried=retried, expected=expected)
 
     def insert(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         """Write ``documents`` as new orders: one unordered ``insert`` (on MongoDB no query stage
@@ -565,8 +581,9 @@ class FreedNumbers:
     numbered N, in the same chunk: B's insert, before A's revision, met A's N). One job of the
     writer's, apart."""
 
-    def __init__(self, writer: ArchiveWriter) -> None:
+    def __init__(self, writer: ArchiveWriter, expected: Expected = None) -> None:
         self.writer = writer
+        self.expected = expected
 
     def written_again(self, documents: list[ArchiveDocument], outcome: WriteOutcome) -> WriteOutcome:
         """``outcome`` of writing ``documents``, its orders refused for a taken number written
@@ -581,10 +598,16 @@ class FreedNumbers:
             if not taken:
                 break
             log.debug("%s refused for a number this write freed: once more", plural(len(taken), "order"))
-            again = self.writer.inserted_then_revised(taken)
+            again = self.writer.inserted_then_revised(taken, self.expected)
             refused = {d["_id"] for d in taken}
             outcome.rejections = [r for r in outcome.rejections if r.order_id not in refused]
             outcome, revised = outcome.plus(again), again.revised
+        if outcome.conflicts:
+            # Orders read again (``ArchiveWriter.write``'s ``expected``): their revision may free
+            # a number, so the orders refused for one are read again with them, not rejected.
+            deferred = {r.order_id for r in outcome.rejections if r.reason == TAKEN_NUMBER}
+            outcome.conflicts |= deferred
+            outcome.rejections = [r for r in outcome.rejections if r.order_id not in deferred]
         return outcome
 
 
@@ -596,12 +619,20 @@ class Revisions:
     def __init__(self, writer: ArchiveWriter) -> None:
         self.writer = writer
 
-    def revise(self, documents: list[ArchiveDocument], *, retried: bool = False) -> WriteOutcome:
+    def revise(
+        self,
+        documents: list[ArchiveDocument],
+        *,
+        retried: bool = False,
+        expected: Expected = None,
+    ) -> WriteOutcome:
         """Replace the archive documents whose order changed since they were written, each only
         if it still holds the version read here (``source_hash`` in the filter: two writers at
         once revise once), keeping ``archived_at`` and setting ``revised_at``. A document an
         earlier version wrote without the source is completed, not counted as revised.
-        ``retried``: the upsert that found them was sent again (see ``_written_by``)."""
+        ``retried``: the upsert that found them was sent again (see ``_written_by``).
+        ``expected`` (``ArchiveWriter.write``): a document held in another version than expected
+        is not replaced but returned in ``conflicts``, and so is one changed before its update."""
         archived = self.writer.archived_hashes([d["_id"] for d in documents])
         outcome = WriteOutcome()
         changed, completed = [], []
@@ -611,6 +642,9 @@ class Revisions:
                 outcome.archived += 1  # by this very write, in an attempt whose reply was lost
             elif held is None or held.source_hash == document["source_hash"]:
                 outcome.already_archived += 1  # unchanged (or deleted from the archive meanwhile)
+            elif expected is not None and not _as_expected(held, expected.get(document["_id"])):
+                # Written since this order was read, maybe in a newer version: read it again.
+                outcome.conflicts.add(document["_id"])
             elif held.source_hash is None:
                 completed.append(document)
             else:
@@ -634,6 +668,9 @@ class Revisions:
                 and now[d["_id"]].source_hash != d["source_hash"]
                 and d["_id"] not in refused
             ]
+            if expected is not None:  # changed after the order was read: read it again
+                outcome.conflicts.update(d["_id"] for d in outcome.missed)
+                outcome.missed = []
         if outcome.revised:
             _say_why_revised(outcome.revised, changed, archived)
         return outcome
@@ -657,6 +694,12 @@ class Revisions:
             for refusal in write_errors(details):
                 outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
             return int(details.get("nModified", 0))
+
+
+def _as_expected(held: Held, before: Held | None) -> bool:
+    """The archive holds the version read before the order was (``ArchiveWriter.write``'s
+    ``expected``): nobody wrote it since, so the order as read is at least as new as it."""
+    return before is not None and before.source_hash == held.source_hash
 
 
 def _written_by(held: Held, document: ArchiveDocument) -> bool:

@@ -6,7 +6,7 @@ lease's fencing check), and the rejections listed."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pymongo import MongoClient
@@ -14,11 +14,12 @@ from pymongo import MongoClient
 from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.report import BatchOptions
 from order_archiver.context import RunContext
-from order_archiver.documents import ChangeEvent, Document
-from order_archiver.logs import get_logger
+from order_archiver.documents import ArchiveDocument, ChangeEvent, Document, OrderId
+from order_archiver.errors import TransientError
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.source import enrich_each, event_time, orders_to_archive
-from order_archiver.mongodb.step import ArchivingStep
-from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.mongodb.step import ArchiveCounts, ArchivingStep
+from order_archiver.mongodb.storage import Held, MongoCollection
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.finishing import Finisher
 from order_archiver.reporting.metrics import WatchMetrics
@@ -27,6 +28,10 @@ from order_archiver.settings import Settings
 from order_archiver.watch.stats import StatsLog, WatchStats
 
 log = get_logger("watch")
+
+# How many times a micro-batch's orders are read when the archive holds another version of them
+# each time (written meanwhile by another writer): then the micro-batch is replayed.
+READINGS = 5
 
 
 @dataclass
@@ -52,6 +57,40 @@ class EventArchiver:
         self.stats.skipped += len(events) - len(ids)
         if not ids:
             return
+        written: list[ArchiveDocument] = []
+        finished_any = False
+        # A first reading asks nothing of the archive before the orders (a delivery, the usual
+        # event, is inserted: one round trip less); an order it holds in another version, which
+        # may be newer than the one read (see _archive_orders), is read again after its copy.
+        expected: Mapping[OrderId, Held] = {}
+        for _ in range(READINGS):
+            finished, counts = self._archive_orders(ids, expected)
+            finished_any = finished_any or bool(finished)
+            written += [d for d in finished if d["_id"] not in counts.refused | counts.conflicts]
+            if not counts.conflicts:
+                break
+            ids = list(counts.conflicts)
+            expected = self.step.writer.archived_hashes(ids)  # before the orders: see below
+        else:
+            raise TransientError(
+                f"{plural(len(ids), 'order')} changed in the archive at each of {READINGS} readings: "
+                "its micro-batch is read again from the saved token"
+            )
+        if finished_any:
+            acknowledged = self.finisher.clock()
+            for moment in times:
+                self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
+            self.lines.archived(written, times, acknowledged)
+
+    def _archive_orders(
+        self, ids: list[OrderId], expected: Mapping[OrderId, Held]
+    ) -> tuple[list[ArchiveDocument], ArchiveCounts]:
+        """The orders ``ids`` read from the primary, finished and written; the documents and what
+        the step did. ``expected``: the archive's copies as read before this read of the orders.
+        A copy written since may hold a newer version than the one read here (a watcher that
+        took over from this one while it was paused past its lease archived a correction): it
+        is never replaced by it (``ArchiveWriter.write(expected=...)``), its order is read again
+        (``conflicts``)."""
         # (enrich_each matches the delivered status again: an order changed since its event is
         # not among them, and its next event decides.)
         found = retrying(
@@ -63,15 +102,10 @@ class EventArchiver:
         finished = self.finisher.all(found, now)
         # delivered before ARCHIVE_RETENTION or ARCHIVE_COLD_AFTER: not archived
         self.stats.skipped += finished.past_retention + finished.past_cold_after
-        counts = self.step.archive(finished.documents, finished.rejections)
+        counts = self.step.archive(finished.documents, finished.rejections, expected=expected)
         self.stats.add(counts)
         self.metrics.add(counts, mode="watch")
-        if finished.documents:
-            acknowledged = self.finisher.clock()
-            for moment in times:
-                self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
-            written = [d for d in finished.documents if d["_id"] not in counts.refused]
-            self.lines.archived(written, times, acknowledged)
+        return finished.documents, counts
 
 
 def catch_up(
