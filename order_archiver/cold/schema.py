@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bson import json_util
+from bson.codec_options import DatetimeConversion
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ META_ROWS = b"order_archiver.rows"
 META_DOCUMENTS_SHA256 = b"order_archiver.documents_sha256"
 META_IDS_SHA256 = b"order_archiver.ids_sha256"
 META_FORMAT = b"order_archiver.format"
+# The ``document`` column read back as the client decodes BSON (``connection.client_options``:
+# DATETIME_AUTO): a date before year 1 or after 9999 (dirty data, archived as it is) comes back
+# as the ``DatetimeMS`` it was, where pymongo's default (DATETIME) raises InvalidBSON.
+READ_JSON_OPTIONS = CANONICAL_JSON_OPTIONS.with_options(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
 Row = dict[str, object]
 
@@ -116,8 +121,9 @@ def document_text(document: Mapping[str, object]) -> str:
 
 
 def document_of(text: str) -> dict[str, object]:
-    """The archive document back from its ``document`` column, BSON-exact."""
-    loaded: dict[str, object] = json_util.loads(text, json_options=CANONICAL_JSON_OPTIONS)
+    """The archive document back from its ``document`` column, BSON-exact (a date out of
+    Python's range included: ``READ_JSON_OPTIONS``)."""
+    loaded: dict[str, object] = json_util.loads(text, json_options=READ_JSON_OPTIONS)
     return loaded
 
 

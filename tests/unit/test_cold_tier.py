@@ -1777,3 +1777,59 @@ def test_an_order_restored_while_its_month_is_moved_stays_held_from_the_purge(
     with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
     purge_run(mongo, with_cold)
     assert orders.count_documents({"_id": chosen}) == 1  # held by RESTORE_HOLD (30d)
+
+
+def test_an_order_holding_a_date_out_of_pythons_range_moves_and_comes_back_byte_for_byte(
+    mongo, settings, tmp_path
+):
+    """Dirty data: a date before year 1 or after 9999 in a field beyond the contract (the client
+    decodes it as ``DatetimeMS``, guarantees.md) is archived as it is. Its cold file's document,
+    canonical Extended JSON, read back with pymongo's default ``DATETIME`` conversion raised
+    InvalidBSON: the move's own read-back failed on that month at every run (nothing moved past
+    it), and a file holding one could be neither found, restored nor verified. Read back as the
+    client decodes BSON (``DATETIME_AUTO``), it moves, is found, and is restored exactly."""
+    from bson.datetime_ms import DatetimeMS
+
+    from order_archiver.operations.find import FindSelection, find_orders
+    from order_archiver.operations.restore import RestoreSelection, restore
+    from order_archiver.operations.verify import verify
+    from order_archiver.settings import Duration
+
+    seed_database(mongo[settings.mongodb_database], settings, 120, p_anomalies=0.0)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    delivered = sorted(orders.find({"status": settings.delivered_status}), key=lambda d: d["date_livraison"])
+    dirty = {delivered[0]["_id"]: -62135596800001, delivered[1]["_id"]: 253402300800000}  # year 0, year 10000
+    for order_id, millis in dirty.items():
+        orders.update_one({"_id": order_id}, {"$set": {"garantie": {"fin": DatetimeMS(millis)}}})
+    originals = {order_id: orders.find_one({"_id": order_id}) for order_id in dirty}
+    assert all(isinstance(d["garantie"]["fin"], DatetimeMS) for d in originals.values())
+    BatchArchiver(
+        mongo,
+        settings,
+        BatchOptions(run=True, batch_size=50),
+        context=RunContext(clock=lambda: NOW),
+        server_clock=lambda: NOW,
+    ).run()
+    archive, checkpoints = collections(mongo, settings)
+    before = {d["_id"]: d for d in archive.find()}
+    assert set(dirty) <= set(before)
+    store = local_store(tmp_path)
+    cold_after = Duration(days=(datetime.now(UTC) - a_cutoff(before)).days)
+    report = ColdMove(store, archive, checkpoints, datetime.now(UTC) - cold_after).run()
+    in_cold = assert_one_place_each(archive, store, before)
+    assert set(dirty) <= set(in_cold)
+    assert report.moved == len(in_cold)
+    for order_id in dirty:
+        [(_, document)] = in_cold[order_id]
+        assert bson.encode(document) == bson.encode(before[order_id])
+
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    numeros = tuple(d["numero_commande"] for d in originals.values())
+    found = find_orders(mongo, with_cold, FindSelection(numeros))
+    assert {str(order_id) for order_id in dirty} <= set(found.orders)
+    assert verify(mongo, with_cold).consistent
+    orders.delete_many({"_id": {"$in": list(dirty)}})  # purged long ago
+    restored = restore(mongo, with_cold, RestoreSelection(numeros), run=True)
+    assert (restored.restored, restored.complete) == (2, True)
+    for order_id, original in originals.items():
+        assert bson.encode(orders.find_one({"_id": order_id})) == bson.encode(original)
