@@ -29,7 +29,7 @@ archive still holds its orders, which the next move would otherwise write again.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from threading import Event
@@ -42,7 +42,7 @@ from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, chec
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.retention import remove_expired
 from order_archiver.cold.rewrite import JOURNAL_KIND, MOVE_DELETED, ColdRewrite
-from order_archiver.cold.schema import document_of
+from order_archiver.cold.schema import document_of, round_trips
 from order_archiver.cold.store import ColdFile, ColdStore, Month
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, moment_or_none
@@ -65,6 +65,7 @@ class ColdMoveReport:
     bytes: int = 0
     months: list[str] = field(default_factory=list)
     kept_revised: int = 0  # corrected while being moved: kept in the archive, moved next time
+    kept_not_representable: int = 0  # not given back BSON-exact by a file (schema.round_trips): kept
     recovered: int = 0  # journal entries an interrupted run left, settled
     expired_files: int = 0  # ARCHIVE_RETENTION: files of months wholly past it, removed
     expired_orders: int = 0
@@ -80,6 +81,7 @@ class ColdMoveReport:
             "bytes": self.bytes,
             "months": self.months,
             "kept_revised": self.kept_revised,
+            "kept_not_representable": self.kept_not_representable,
             "recovered": self.recovered,
             "expired_files": self.expired_files,
             "expired_orders": self.expired_orders,
@@ -98,6 +100,8 @@ class ColdMoveReport:
         text = f"cold tier: {plural(self.moved, 'order')} moved into {plural(self.files, 'file')}{months}"
         if self.kept_revised:
             text += f"; {self.kept_revised} corrected meanwhile, kept in the archive"
+        if self.kept_not_representable:
+            text += f"; {self.kept_not_representable} kept in the archive (not representable in a cold file)"
         if self.recovered:
             text += f"; {plural(self.recovered, 'interrupted move')} settled"
         if self.pii_erased:
@@ -365,7 +369,11 @@ class ColdMove:
         writer = ColdFileWriter(self.store, partial, capped=True)
         try:
             archived = month_documents(self.archive, month, self.cutoff, self.context.stop)
-            writer.add(d for page in chunked(archived, PAGE) for d in self.respect(page))
+            writer.add(
+                _representable(
+                    (d for page in chunked(archived, PAGE) for d in self.respect(page)), self.report
+                )
+            )
             summary = writer.close()
             if summary.rows:
                 check_file(self.store, partial, summary)
@@ -475,6 +483,21 @@ class ColdMove:
 
     def _write(self, func: Callable[[], T]) -> T:
         return self.context.retrying(func, purpose=Retry.WRITE)
+
+
+def _representable(documents: Iterable[Document], report: ColdMoveReport) -> Iterator[Document]:
+    """``documents`` but those a file would not give back as they are (``round_trips``): they stay
+    in the archive (the move deletes only what its file holds), each said once a run."""
+    for document in documents:
+        if round_trips(document):
+            yield document
+            continue
+        report.kept_not_representable += 1
+        log.warning(
+            "cold tier: order %s kept in the archive: a cold file would not give it back as it is "
+            '(a subdocument whose keys are Extended JSON\'s own, such as {"$date": ...})',
+            document.get("_id"),
+        )
 
 
 def _as_moved(document: Mapping[str, object]) -> dict[str, object]:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import bson
 from bson import json_util
 from bson.codec_options import DatetimeConversion
 from bson.json_util import CANONICAL_JSON_OPTIONS
@@ -125,6 +126,17 @@ def document_of(text: str) -> dict[str, object]:
     Python's range included: ``READ_JSON_OPTIONS``)."""
     loaded: dict[str, object] = json_util.loads(text, json_options=READ_JSON_OPTIONS)
     return loaded
+
+
+def round_trips(document: Mapping[str, object]) -> bool:
+    """Whether ``document`` comes back from its column's text BSON-exact. Not when it holds a
+    subdocument whose keys are Extended JSON's own (``{"$date": ...}``, ``{"$oid": ...}``: field
+    names MongoDB 5.0+ stores, which an import of Extended JSON written as it was leaves): read
+    back, it is a date, an ObjectId, or no document at all."""
+    try:
+        return bson.encode(document_of(document_text(document))) == bson.encode(document)
+    except Exception:  # any failure to read it back (an invalid ObjectId, a bad wrapper) is a no
+        return False
 
 
 def row_of(document: Mapping[str, object]) -> Row:

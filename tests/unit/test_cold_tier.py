@@ -1833,3 +1833,46 @@ def test_an_order_holding_a_date_out_of_pythons_range_moves_and_comes_back_byte_
     assert (restored.restored, restored.complete) == (2, True)
     for order_id, original in originals.items():
         assert bson.encode(orders.find_one({"_id": order_id})) == bson.encode(original)
+
+
+def test_an_order_a_cold_file_cannot_give_back_as_it_is_stays_in_the_archive(mongo, settings, tmp_path):
+    """MongoDB 5.0+ stores field names that begin with "$" at any depth, and an import that
+    wrote Extended JSON as it was leaves ``{"paye_le": {"$date": "..."}}`` as a document. A cold
+    file's document column is canonical Extended JSON, which reads that back as a date (and
+    ``{"$oid": ...}`` as an ObjectId): the move's check compared the text, deleted the archive's
+    copy, and restore would have put back another type; ``{"$oid": "pas hexa"}`` failed the
+    move's read-back at every run. An order whose document does not come back from the text
+    BSON-exact is not moved: it stays in the archive (one place), said in the report."""
+    from order_archiver.settings import Duration
+
+    seed_database(mongo[settings.mongodb_database], settings, 120, p_anomalies=0.0)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    delivered = sorted(orders.find({"status": settings.delivered_status}), key=lambda d: d["date_livraison"])
+    literal = {
+        delivered[0]["_id"]: {"$date": "2024-01-01T00:00:00Z"},
+        delivered[1]["_id"]: {"$oid": "pas hexa"},
+    }
+    for order_id, value in literal.items():
+        orders.update_one({"_id": order_id}, {"$set": {"import": {"paye_le": value}}})
+    BatchArchiver(
+        mongo,
+        settings,
+        BatchOptions(run=True, batch_size=50),
+        context=RunContext(clock=lambda: NOW),
+        server_clock=lambda: NOW,
+    ).run()
+    archive, checkpoints = collections(mongo, settings)
+    before = {d["_id"]: d for d in archive.find()}
+    assert set(literal) <= set(before)
+    store = local_store(tmp_path)
+    cold_after = Duration(days=(datetime.now(UTC) - a_cutoff(before)).days)
+    report = ColdMove(store, archive, checkpoints, datetime.now(UTC) - cold_after).run()
+    in_cold = assert_one_place_each(archive, store, before)
+    assert in_cold
+    assert not set(literal) & set(in_cold)
+    for order_id in literal:
+        assert bson.encode(archive.find_one({"_id": order_id})) == bson.encode(before[order_id])
+    assert report.kept_not_representable == len(literal)
+    assert "2 kept in the archive (not representable in a cold file)" in report.line()
+    for _, [(_, document)] in in_cold.items():
+        assert bson.encode(document) == bson.encode(before[document["_id"]])
