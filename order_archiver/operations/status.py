@@ -47,6 +47,10 @@ from order_archiver.settings import MAX_PARTITIONS, Duration, Settings
 CHUNK = 1000
 EXAMPLES = 5
 FORGOTTEN_CHECKED = 100  # the most recent forgotten persons whose orders status looks at
+# The next purge's orders are counted up to this many, no further: a deployment that never
+# purges keeps its whole delivered history in the source, and a probe every few seconds must
+# not count tens of millions of index keys (a count with a limit stops there).
+PURGE_COUNTED_AT_MOST = 100_000
 
 
 T = TypeVar("T")
@@ -111,6 +115,7 @@ class StatusReport:
     batch: BatchStatus | None = None  # what the next `batch --run` (no window) looks at
     purge_after: str = "0d"  # PURGE_AFTER
     purge_movable: int | None = None  # delivered orders old enough for the next --purge-source
+    purge_movable_more: bool = False  # more than purge_movable (PURGE_COUNTED_AT_MOST): not counted
     restore_hold: str = ""  # RESTORE_HOLD: a restored order stays in the source that long
     retention: RetentionState | None = None  # ARCHIVE_RETENTION and its TTL index
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
@@ -178,7 +183,8 @@ class StatusReport:
         out.append(_batch_line(self.batch))
         if self.purge_movable is not None:
             out.append(
-                f"next --purge-source: up to {plural(self.purge_movable, 'delivered order')} old enough to "
+                f"next --purge-source: {'more than' if self.purge_movable_more else 'up to'} "
+                f"{plural(self.purge_movable, 'delivered order')} old enough to "
                 f"leave the source (PURGE_AFTER {self.purge_after}), once archived (not those restored "
                 f"within RESTORE_HOLD {self.restore_hold})"
             )
@@ -339,13 +345,17 @@ def collect_status(
     report.purge_after = str(settings.purge_after)
     report.restore_hold = str(settings.restore_hold)
     # One count on the {status, date_livraison} index (an upper bound: the purge moves only what
-    # the archive holds, in the version it holds).
+    # the archive holds, in the version it holds), stopped one past PURGE_COUNTED_AT_MOST.
     delivered_match = {"status": status_match(settings.delivered_status)}
     old_enough = {
         **delivered_match,
         "date_livraison": {"$lt": now - settings.purge_after},
     }
-    report.purge_movable = int(read(lambda: collections.orders.count_documents(old_enough)))
+    movable = int(
+        read(lambda: collections.orders.count_documents(old_enough, limit=PURGE_COUNTED_AT_MOST + 1))
+    )
+    report.purge_movable = min(movable, PURGE_COUNTED_AT_MOST)
+    report.purge_movable_more = movable > PURGE_COUNTED_AT_MOST
     _retention(report, collections.archive, settings, now, context)
     _forgotten(report, collections, read, context)
     _indexes(
