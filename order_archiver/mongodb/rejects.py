@@ -107,8 +107,11 @@ class RejectStore:
         return len(new)
 
     def entries(self, limit: int | None = None) -> Iterator[dict[str, object]]:
-        """The recorded rejections, newest first seen first."""
-        cursor = self.collection.find({}).sort([("first_seen", -1), ("_id", ASCENDING)])
+        """The recorded rejections, newest first seen first. No index gives that order: the list
+        is sorted in memory, and may spill to disk (before 6.0 a sort past 100 MB that did not
+        ask fails, 292; the invalid orders are never archived nor purged: their list grows with
+        the history)."""
+        cursor = self.collection.find({}, allow_disk_use=True).sort([("first_seen", -1), ("_id", ASCENDING)])
         if limit:
             cursor = cursor.limit(limit)
         with cursor:

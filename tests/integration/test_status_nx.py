@@ -3,6 +3,7 @@ the history (a probe runs every few seconds, on a source of tens of millions of 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,3 +41,36 @@ def test_the_next_purge_is_counted_up_to_a_bound(nx_client, nx_settings, monkeyp
     orders.delete_many({"_id": {"$in": [o["_id"] for o in old[:4]]}})
     exact = collect_status(nx_client, settings, now=now)
     assert (exact.purge_movable, exact.purge_movable_more) == (4, False)
+
+
+# Before 6.0 a find sorted on no index's order is sorted in memory, and past 100 MB without
+# allowDiskUse it fails: 292 QueryExceededMemoryLimitNoDiskUseAllowed (the manual's
+# cursor.allowDiskUse(), "Blocking sort operations"; 6.0 made spilling the default). Invalid
+# orders are never archived, so never purged: their list grows with the history, and some
+# 300,000 entries pass 100 MB. Scaled down by the test server's knob to 3 entries.
+SMALL_SORTS = {"NX_SORT_MEMORY_OVER": "3", "NX_MONGODB_VERSION": "4.4"}
+
+
+@pytest.mark.test_server_only("a test server of its own, with its blocking-sort memory knob")
+def test_a_long_rejects_list_is_listed_and_counted_on_mongodb_4_4(monkeypatch, capsys):
+    """``rejects`` and ``status`` read the whole list newest first (no index on ``first_seen``):
+    on 4.4 and 5.0 a list past the sort's memory failed both, at every probe."""
+    import pymongo
+
+    from order_archiver.cli.main import main
+    from order_archiver.mongodb.rejects import RejectStore
+    from order_archiver.orders.rejection import Rejection
+    from teststand.nx_server import running_server
+
+    with running_server(SMALL_SORTS, prefix="nx-sorts-") as server:
+        for key, value in {"MONGODB_URI": server.uri, "MONGODB_DATABASE": "sorts", "LOG_DIR": ""}.items():
+            monkeypatch.setenv(key, value)
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            store = RejectStore(client["sorts"]["archiver_rejects"])
+            invalid = [Rejection(ObjectId(), "numero_commande missing") for _ in range(5)]
+            assert store.record(invalid, "batch") == 5
+        assert main(["rejects", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert (listed["total"], listed["shown"]) == (5, 5)
+        assert main(["status", "--json"]) in (0, 3)  # 3: unhealthy (no archive yet), not failed
+        assert json.loads(capsys.readouterr().out)["rejected"] == 5
