@@ -1,5 +1,6 @@
-"""``status`` at the wire: what a probe asks of the server stays bounded by the new work, not
-the history (a probe runs every few seconds, on a source of tens of millions of orders)."""
+"""At the wire, what grows with the history (a source of tens of millions of orders, years
+old) and what the archiver asks of the server about it: a ``status`` probe's counts, the lists
+read in an order no index gives. Each limit scaled down by a knob of the test server."""
 
 from __future__ import annotations
 
@@ -74,3 +75,39 @@ def test_a_long_rejects_list_is_listed_and_counted_on_mongodb_4_4(monkeypatch, c
         assert (listed["total"], listed["shown"]) == (5, 5)
         assert main(["status", "--json"]) in (0, 3)  # 3: unhealthy (no archive yet), not failed
         assert json.loads(capsys.readouterr().out)["rejected"] == 5
+
+
+@pytest.mark.test_server_only("a test server of its own, with its blocking-sort memory knob")
+def test_a_month_moves_to_the_cold_tier_before_its_index_is_ready_on_mongodb_4_4(tmp_path, monkeypatch):
+    """The move reads a month in ``{date_livraison, _id}`` order, an index built with the cold
+    tier: until it is ready (a large archive's build outlasts INDEX_BUILD_WAIT_S and is left
+    pending), the server sorts the month in memory, a month of a platform's orders being
+    gigabytes. On 4.4 and 5.0 that failed the run (292) until the build was done."""
+    import pymongo
+
+    from order_archiver.cli.main import main
+    from order_archiver.cold.tier import move_to_cold
+    from order_archiver.context import RunContext
+    from order_archiver.settings import Settings
+    from tests.helpers import seed_database
+    from teststand.nx_server import running_server
+
+    with running_server(SMALL_SORTS, prefix="nx-sorts-") as server:
+        for key, value in {"MONGODB_URI": server.uri, "MONGODB_DATABASE": "sorts", "LOG_DIR": ""}.items():
+            monkeypatch.setenv(key, value)
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            settings = Settings(mongodb_uri=server.uri, mongodb_database="sorts", log_dir="")
+            seed_database(client["sorts"], settings, 40, seed=36, p_anomalies=0.0, p_delivered=1.0)
+            orders = client["sorts"][settings.orders_collection]
+            orders.update_many({}, {"$set": {"date_livraison": datetime.now(UTC) - timedelta(days=400)}})
+            assert main(["batch", "--run", "-q"]) == 0  # no cold tier yet: its index is not built
+            archive = client["sorts"][settings.archive_collection]
+            held = archive.count_documents({})
+            assert held > 3
+            cold = settings.with_overrides(
+                archive_cold_url=(tmp_path / "cold").as_uri(), archive_cold_after=Duration(days=365)
+            )
+            (tmp_path / "cold").mkdir()
+            report = move_to_cold(client, cold, RunContext())
+            assert report is not None
+            assert (report.moved, archive.count_documents({})) == (held, 0)
