@@ -460,7 +460,7 @@ def _cold_tier(
     except ConfigError as exc:
         report.problems.append(str(exc))
         return
-    report.cold = summarise(store, found)
+    report.cold = summarise(store, found, listed)
     lost = lost_files(store, manifest, listed, found)
     if lost.missing_files:  # removed by hand, or lost
         report.problems.append(
