@@ -117,11 +117,12 @@ class RejectStore:
         with cursor:
             yield from cursor
 
-    def current(self, archive: MongoCollection) -> Iterator[dict[str, object]]:
-        """The entries that still hold, newest first: an order archived since (fixed at the
-        source, then archived by watch or batch) is left out before the next run prunes it."""
+    def current(self, archive: MongoCollection, limit: int | None = None) -> Iterator[dict[str, object]]:
+        """The entries that still hold, newest first (among the newest ``limit``): an order
+        archived since (fixed at the source, then archived by watch or batch) is left out before
+        the next run prunes it."""
         chunk: list[dict[str, object]] = []
-        for entry in self.entries():
+        for entry in self.entries(limit):
             chunk.append(entry)
             if len(chunk) >= CHUNK:
                 yield from self._not_archived(chunk, archive)

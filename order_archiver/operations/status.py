@@ -51,6 +51,9 @@ FORGOTTEN_CHECKED = 100  # the most recent forgotten persons whose orders status
 # purges keeps its whole delivered history in the source, and a probe every few seconds must
 # not count tens of millions of index keys (a count with a limit stops there).
 PURGE_COUNTED_AT_MOST = 100_000
+# The rejects list read up to this many entries, the newest: invalid orders are never archived
+# nor purged, so the list grows with the history, and each entry read is looked up in the archive.
+REJECTS_READ_AT_MOST = 10_000
 
 
 T = TypeVar("T")
@@ -105,6 +108,7 @@ class StatusReport:
     backlog_oldest_age_s: float | None = None
     rejected: int = 0  # listed rejected orders (invalid; never archived until fixed): not backlog
     rejected_examples: list[dict[str, object]] = field(default_factory=list)
+    rejected_more: bool = False  # the list holds more than the newest REJECTS_READ_AT_MOST, not read
     archive_size: int = 0
     newest_archived_at: datetime | None = None
     # The ARCHIVE_PII policies the archive's documents were written under ("keep", "drop",
@@ -148,7 +152,12 @@ class StatusReport:
             f"backlog (delivered, not archived, last {self.lookback_hours:g}h): {self.backlog}{oldest}"
         )
         out.append(
-            f"rejected orders (invalid, not archived until fixed at the source): {self.rejected}"
+            "rejected orders (invalid, not archived until fixed at the source): "
+            + (
+                f"{self.rejected} among the newest {REJECTS_READ_AT_MOST} listed (more are listed)"
+                if self.rejected_more
+                else str(self.rejected)
+            )
             + (" (list: main.py rejects)" if self.rejected else "")
         )
         for entry in self.rejected_examples:
@@ -324,7 +333,9 @@ def collect_status(
                 f"{report.backlog_oldest_age_s:.0f}s (limit {max_backlog_age.total_seconds():.0f}s)"
             )
 
-    for entry in rejects.current(collections.archive):
+    # The newest only (a top-k sort on the server), and whether there are more: one estimate.
+    report.rejected_more = read(lambda: collections.rejects.estimated_document_count()) > REJECTS_READ_AT_MOST
+    for entry in rejects.current(collections.archive, limit=REJECTS_READ_AT_MOST):
         report.rejected += 1
         if len(report.rejected_examples) < EXAMPLES:
             report.rejected_examples.append(describe_reject(entry))

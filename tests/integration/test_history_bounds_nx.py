@@ -44,6 +44,27 @@ def test_the_next_purge_is_counted_up_to_a_bound(nx_client, nx_settings, monkeyp
     assert (exact.purge_movable, exact.purge_movable_more) == (4, False)
 
 
+def test_status_reads_the_newest_rejects_only(nx_client, nx_settings, monkeypatch):
+    """Each listed rejection ``status`` reads is looked up in the archive, at every probe (the
+    watcher's liveness probe among them: 30 s): the whole list, which grows with the history,
+    was read. The newest ``REJECTS_READ_AT_MOST`` only (scaled down here to 3 of 5), and the
+    report says more are listed."""
+    from order_archiver.mongodb.rejects import RejectStore
+    from order_archiver.orders.rejection import Rejection
+
+    monkeypatch.setattr(status, "REJECTS_READ_AT_MOST", 3)
+    store = RejectStore(nx_client[nx_settings.mongodb_database][nx_settings.rejects_collection])
+    for _ in range(5):
+        store.record([Rejection(ObjectId(), "numero_commande missing")], "batch")
+    report = collect_status(nx_client, nx_settings)
+    assert report.rejected == 3  # before: all 5
+    assert report.rejected_more
+    assert any(
+        line.endswith(": 3 among the newest 3 listed (more are listed) (list: main.py rejects)")
+        for line in report.lines()
+    )
+
+
 # Before 6.0 a find sorted on no index's order is sorted in memory, and past 100 MB without
 # allowDiskUse it fails: 292 QueryExceededMemoryLimitNoDiskUseAllowed (the manual's
 # cursor.allowDiskUse(), "Blocking sort operations"; 6.0 made spilling the default). Invalid
