@@ -250,6 +250,21 @@ def parse_batch_size(value: str | int) -> int:
     return number
 
 
+# A quiet getMore is held on the server this long, and a stop waits for it (the watcher's
+# micro-batch in hand finishes first): under cli.main.STOP_GRACE_S (8 s), past which a stopped
+# watcher exits 1 as if the server hung: half of it, the other half left for the write in hand.
+MAX_WATCH_AWAIT_MS = 4_000
+
+
+def parse_watch_await_ms(value: str | int) -> int:
+    number = parse_positive_int(value)
+    if number > MAX_WATCH_AWAIT_MS:
+        raise ValueError(
+            f"expected at most {MAX_WATCH_AWAIT_MS} (a stop waits for a quiet getMore to return), got {number}"
+        )
+    return number
+
+
 def parse_probability(value: str | float) -> float:
     try:
         number = float(str(value).strip())
@@ -486,8 +501,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MONGODB_WRITE_TIMEOUT_MS": ("mongodb_write_timeout_ms", parse_positive_int),
     "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_readable_file),
     "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_readable_file),
-    "WATCH_MAX_BATCH": ("watch_max_batch", parse_positive_int),
-    "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_positive_int),
+    "WATCH_MAX_BATCH": ("watch_max_batch", parse_batch_size),  # one micro-batch's ids: one command
+    "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_watch_await_ms),
     "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_positive_int),
     "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_positive_int),
     "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_positive_int),

@@ -41,7 +41,9 @@ host's, where a client's host clock is behind its server's; ``NX_PERIODIC_NOOP_S
 a test makes the driver's command size limit bite with a few thousand ids;
 ``NX_SCAN_TIME_LIMIT_OVER=N`` an ``aggregate`` carrying ``maxTimeMS`` that reads a whole
 collection of more than N documents answers 50 MaxTimeMSExpired (a large collection outlasting
-its time limit); ``NX_SECONDARY_LAG_FILE=PATH`` (with ``NX_REPLICA_SET``) a secondary in ``replSetGetStatus`` as
+its time limit); ``NX_SORT_MEMORY_OVER=N``, answering as a version before 6.0, a ``find`` sorted
+on no index's order, without ``allowDiskUse``, over more than N documents answers 292 (a blocking
+sort past its 100 MB); ``NX_SECONDARY_LAG_FILE=PATH`` (with ``NX_REPLICA_SET``) a secondary in ``replSetGetStatus`` as
 many seconds behind as the file says, read at every call (``replica_status.py``); ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
 accepts (tests only).
 """
@@ -1400,6 +1402,71 @@ def _add_scan_time_limit_knob() -> None:
     NeoSQLiteHandler.handle_command = handle_command
 
 
+SORT_MEMORY_EXCEEDED = {
+    "ok": 0.0,
+    "code": 292,
+    "codeName": "QueryExceededMemoryLimitNoDiskUseAllowed",
+    "errmsg": "Executor error during find command :: caused by :: Sort exceeded memory limit of "
+    "104857600 bytes, but did not opt in to external sorting.",
+}
+
+
+def _sort_served_by_an_index(sort: dict[str, Any], keys: list[list[tuple[str, Any]]]) -> bool:
+    """Whether an index gives ``sort``'s order (its fields a prefix of the index's, every
+    direction the same or every one reversed): then MongoDB sorts nothing in memory."""
+    if "$natural" in sort:  # the collection's own order: nothing sorted
+        return True
+    wanted = [(field, 1 if direction > 0 else -1) for field, direction in sort.items()]
+    for key in [[("_id", 1)], *keys]:
+        prefix = [(field, 1 if direction > 0 else -1) for field, direction in key[: len(wanted)]]
+        if len(prefix) == len(wanted) and (
+            prefix == wanted or prefix == [(field, -direction) for field, direction in wanted]
+        ):
+            return True
+    return False
+
+
+def _add_sort_memory_knob() -> None:
+    """Knob (off by default): ``NX_SORT_MEMORY_OVER=N``. A ``find`` whose sort no index gives is
+    sorted in memory, and before 6.0 (``allowDiskUseByDefault`` came with it) a blocking sort over
+    100 MB that did not ask for ``allowDiskUse`` (a find may since 4.4) fails: 292
+    QueryExceededMemoryLimitNoDiskUseAllowed (the manual's ``cursor.allowDiskUse()``, "Blocking
+    sort operations"; ``internalQueryMaxBlockingSortMemoryUsageBytes``). A top-k sort (a
+    ``limit``) holds k documents only. Scaled down, on a server answering as a version before
+    6.0: such a find over more than N documents (the collection's, or its limit if fewer)."""
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        over = os.environ.get("NX_SORT_MEMORY_OVER", "").strip()
+        body = _folded_body(msg)
+        if over and body is not None and _blocking_sort_over(self, original, body, int(over)):
+            return msg.get("request_id", 0), dict(SORT_MEMORY_EXCEEDED)
+        return original(self, msg)
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
+def _blocking_sort_over(handler: Any, command: Any, body: dict[str, Any], over: int) -> bool:
+    collection, sort = body.get("find"), body.get("sort")
+    if not isinstance(collection, str) or not isinstance(sort, dict) or not sort:
+        return False
+    if body.get("allowDiskUse") is True or server_version()[:2] >= (6, 0):
+        return False
+    db_name = body.get("$db", "test")
+
+    def call(inner: dict[str, Any]) -> dict[str, Any]:
+        return dict(command(handler, {"request_id": 0, "sections": [("body", {**inner, "$db": db_name})]})[1])
+
+    listed = ((call({"listIndexes": collection}).get("cursor") or {}).get("firstBatch")) or []
+    keys = [list(dict(spec.get("key") or {}).items()) for spec in listed]
+    if _sort_served_by_an_index(sort, keys):
+        return False
+    held = int(call({"count": collection}).get("n") or 0)
+    limit = abs(int(body.get("limit") or 0))
+    return (min(held, limit) if limit else held) > over
+
+
 def apply_fixes() -> None:
     _fix_dates_set_by_updates()
     _fix_force_fallback_per_thread()
@@ -1430,6 +1497,7 @@ def apply_fixes() -> None:
     _refuse_paths_into_arrays()
     replica_status.fix_replica_set_status(server_version(), _folded_body)
     _add_scan_time_limit_knob()  # inside the refusals: MongoDB parses a command before it runs it
+    _add_sort_memory_knob()  # inside the refusals too
     _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it
 
 

@@ -185,7 +185,11 @@ def month_documents(
                 ]
             }
             query = {"$and": [query, after]}
-        return archive.find(query, sort=[("date_livraison", 1), ("_id", 1)], batch_size=PAGE)
+        # Until the index is ready (a large archive's build is left pending) the server sorts the
+        # month in memory: allowed to spill (before 6.0 a sort past 100 MB that did not ask fails).
+        return archive.find(
+            query, sort=[("date_livraison", 1), ("_id", 1)], batch_size=PAGE, allow_disk_use=True
+        )
 
     for document in scan_by_id(open_cursor, stop_event=stop):
         last["date"] = document.get("date_livraison")

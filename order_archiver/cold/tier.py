@@ -3,7 +3,7 @@ complete batch pass."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,6 +12,7 @@ from pymongo import MongoClient
 
 from order_archiver.cold.files import footer
 from order_archiver.cold.holding import ColdHolding
+from order_archiver.cold.manifest import Listed
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.record import raise_boundary
 from order_archiver.cold.retention import erase_by_age
@@ -224,12 +225,16 @@ def listing(store: ColdStore) -> list[ColdFile]:
         raise _unreadable(store, exc) from None
 
 
-def summarise(store: ColdStore, found: list[ColdFile]) -> ColdSummary:
-    """The cold tier's files (``listing``), orders, bytes and months, from their footers."""
+def summarise(store: ColdStore, found: list[ColdFile], listed: Iterable[Listed] = ()) -> ColdSummary:
+    """The cold tier's files (``listing``), orders, bytes and months. Each file's orders as the
+    list of files published has them (``listed``: its rows, written at publishing), a footer
+    read only for a file it does not list: a probe every minute opens no file, however many
+    months the tier holds (one request each on S3)."""
     summary = ColdSummary(store.url)
     months = sorted(str(f.month) for f in found if f.month is not None)
+    rows = {entry.path: entry.rows for entry in listed}
     try:
-        summary.orders = sum(footer(store, cold_file.path).rows for cold_file in found)
+        summary.orders = sum(rows[f.path] if f.path in rows else footer(store, f.path).rows for f in found)
     except (OSError, ValueError) as exc:
         raise _unreadable(store, exc) from None
     summary.files, summary.bytes = len(found), sum(f.size for f in found)

@@ -107,18 +107,22 @@ class RejectStore:
         return len(new)
 
     def entries(self, limit: int | None = None) -> Iterator[dict[str, object]]:
-        """The recorded rejections, newest first seen first."""
-        cursor = self.collection.find({}).sort([("first_seen", -1), ("_id", ASCENDING)])
+        """The recorded rejections, newest first seen first. No index gives that order: the list
+        is sorted in memory, and may spill to disk (before 6.0 a sort past 100 MB that did not
+        ask fails, 292; the invalid orders are never archived nor purged: their list grows with
+        the history)."""
+        cursor = self.collection.find({}, allow_disk_use=True).sort([("first_seen", -1), ("_id", ASCENDING)])
         if limit:
             cursor = cursor.limit(limit)
         with cursor:
             yield from cursor
 
-    def current(self, archive: MongoCollection) -> Iterator[dict[str, object]]:
-        """The entries that still hold, newest first: an order archived since (fixed at the
-        source, then archived by watch or batch) is left out before the next run prunes it."""
+    def current(self, archive: MongoCollection, limit: int | None = None) -> Iterator[dict[str, object]]:
+        """The entries that still hold, newest first (among the newest ``limit``): an order
+        archived since (fixed at the source, then archived by watch or batch) is left out before
+        the next run prunes it."""
         chunk: list[dict[str, object]] = []
-        for entry in self.entries():
+        for entry in self.entries(limit):
             chunk.append(entry)
             if len(chunk) >= CHUNK:
                 yield from self._not_archived(chunk, archive)

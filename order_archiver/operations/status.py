@@ -47,6 +47,13 @@ from order_archiver.settings import MAX_PARTITIONS, Duration, Settings
 CHUNK = 1000
 EXAMPLES = 5
 FORGOTTEN_CHECKED = 100  # the most recent forgotten persons whose orders status looks at
+# The next purge's orders are counted up to this many, no further: a deployment that never
+# purges keeps its whole delivered history in the source, and a probe every few seconds must
+# not count tens of millions of index keys (a count with a limit stops there).
+PURGE_COUNTED_AT_MOST = 100_000
+# The rejects list read up to this many entries, the newest: invalid orders are never archived
+# nor purged, so the list grows with the history, and each entry read is looked up in the archive.
+REJECTS_READ_AT_MOST = 10_000
 
 
 T = TypeVar("T")
@@ -101,6 +108,7 @@ class StatusReport:
     backlog_oldest_age_s: float | None = None
     rejected: int = 0  # listed rejected orders (invalid; never archived until fixed): not backlog
     rejected_examples: list[dict[str, object]] = field(default_factory=list)
+    rejected_more: bool = False  # the list holds more than the newest REJECTS_READ_AT_MOST, not read
     archive_size: int = 0
     newest_archived_at: datetime | None = None
     # The ARCHIVE_PII policies the archive's documents were written under ("keep", "drop",
@@ -111,6 +119,7 @@ class StatusReport:
     batch: BatchStatus | None = None  # what the next `batch --run` (no window) looks at
     purge_after: str = "0d"  # PURGE_AFTER
     purge_movable: int | None = None  # delivered orders old enough for the next --purge-source
+    purge_movable_more: bool = False  # more than purge_movable (PURGE_COUNTED_AT_MOST): not counted
     restore_hold: str = ""  # RESTORE_HOLD: a restored order stays in the source that long
     retention: RetentionState | None = None  # ARCHIVE_RETENTION and its TTL index
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
@@ -143,7 +152,12 @@ class StatusReport:
             f"backlog (delivered, not archived, last {self.lookback_hours:g}h): {self.backlog}{oldest}"
         )
         out.append(
-            f"rejected orders (invalid, not archived until fixed at the source): {self.rejected}"
+            "rejected orders (invalid, not archived until fixed at the source): "
+            + (
+                f"{self.rejected} among the newest {REJECTS_READ_AT_MOST} listed (more are listed)"
+                if self.rejected_more
+                else str(self.rejected)
+            )
             + (" (list: main.py rejects)" if self.rejected else "")
         )
         for entry in self.rejected_examples:
@@ -178,7 +192,8 @@ class StatusReport:
         out.append(_batch_line(self.batch))
         if self.purge_movable is not None:
             out.append(
-                f"next --purge-source: up to {plural(self.purge_movable, 'delivered order')} old enough to "
+                f"next --purge-source: {'more than' if self.purge_movable_more else 'up to'} "
+                f"{plural(self.purge_movable, 'delivered order')} old enough to "
                 f"leave the source (PURGE_AFTER {self.purge_after}), once archived (not those restored "
                 f"within RESTORE_HOLD {self.restore_hold})"
             )
@@ -318,7 +333,9 @@ def collect_status(
                 f"{report.backlog_oldest_age_s:.0f}s (limit {max_backlog_age.total_seconds():.0f}s)"
             )
 
-    for entry in rejects.current(collections.archive):
+    # The newest only (a top-k sort on the server), and whether there are more: one estimate.
+    report.rejected_more = read(lambda: collections.rejects.estimated_document_count()) > REJECTS_READ_AT_MOST
+    for entry in rejects.current(collections.archive, limit=REJECTS_READ_AT_MOST):
         report.rejected += 1
         if len(report.rejected_examples) < EXAMPLES:
             report.rejected_examples.append(describe_reject(entry))
@@ -339,13 +356,17 @@ def collect_status(
     report.purge_after = str(settings.purge_after)
     report.restore_hold = str(settings.restore_hold)
     # One count on the {status, date_livraison} index (an upper bound: the purge moves only what
-    # the archive holds, in the version it holds).
+    # the archive holds, in the version it holds), stopped one past PURGE_COUNTED_AT_MOST.
     delivered_match = {"status": status_match(settings.delivered_status)}
     old_enough = {
         **delivered_match,
         "date_livraison": {"$lt": now - settings.purge_after},
     }
-    report.purge_movable = int(read(lambda: collections.orders.count_documents(old_enough)))
+    movable = int(
+        read(lambda: collections.orders.count_documents(old_enough, limit=PURGE_COUNTED_AT_MOST + 1))
+    )
+    report.purge_movable = min(movable, PURGE_COUNTED_AT_MOST)
+    report.purge_movable_more = movable > PURGE_COUNTED_AT_MOST
     _retention(report, collections.archive, settings, now, context)
     _forgotten(report, collections, read, context)
     _indexes(
@@ -450,7 +471,7 @@ def _cold_tier(
     except ConfigError as exc:
         report.problems.append(str(exc))
         return
-    report.cold = summarise(store, found)
+    report.cold = summarise(store, found, listed)
     lost = lost_files(store, manifest, listed, found)
     if lost.missing_files:  # removed by hand, or lost
         report.problems.append(

@@ -61,6 +61,21 @@ def test_usage_errors_are_one_line_exit_2(capsys, argv, fragment):
             ["batch"],
             "BATCH_SIZE: expected at most 10000",
         ),
+        # A micro-batch's ids go to the server in one $in (its enrichment, the archive's look-up),
+        # as a batch chunk's do: past ~850,000 ObjectIds the driver refuses the command
+        # (DocumentTooLarge), and every restart of the watcher meets the same burst again.
+        (
+            {"MONGODB_URI": "mongodb://h", "WATCH_MAX_BATCH": "1000000"},
+            ["watch"],
+            "WATCH_MAX_BATCH: expected at most 10000",
+        ),
+        # A stop waits for the quiet getMore in hand: held longer than the stop's grace (8 s),
+        # every stop of a quiet watcher would end in exit 1, "the server does not answer".
+        (
+            {"MONGODB_URI": "mongodb://h", "WATCH_MAX_AWAIT_MS": "60000"},
+            ["watch"],
+            "WATCH_MAX_AWAIT_MS: expected at most 4000",
+        ),
         ({}, ["batch", "--simulation", "--env-file", "missing.env"], "--env-file: no such file"),
         ({}, ["batch", "--simulation", "--date-from", "today", "--date-to", "yesterday"], "must be before"),
     ],
@@ -409,3 +424,12 @@ def test_a_run_that_failed_before_reading_anything_says_only_its_error(capsys, m
     assert err.strip().endswith("connection refused")
     assert main(["batch", "--simulation", "--run", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["scanned"] == 0
+
+
+def test_a_quiet_getmore_returns_within_the_stop_grace():
+    """The longest WATCH_MAX_AWAIT_MS accepted leaves a stop on time: a getMore held that long,
+    then the micro-batch in hand, within the watchdog's grace (``STOP_GRACE_S``)."""
+    from order_archiver.cli.main import STOP_GRACE_S
+    from order_archiver.settings import MAX_WATCH_AWAIT_MS
+
+    assert MAX_WATCH_AWAIT_MS / 1000 <= STOP_GRACE_S / 2

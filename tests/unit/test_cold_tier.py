@@ -917,6 +917,38 @@ def test_status_lists_the_cold_tier_s_place_once(mongo, settings, archived, tmp_
     assert sum(line.startswith("cold tier ") for line in status.lines()) == 1
 
 
+def test_status_opens_no_cold_file(mongo, settings, archived, tmp_path, monkeypatch):
+    """status runs every minute, and the cold tier gains a file or more a month for years: each
+    file's orders are read from the list of files published (its rows), not from the file's
+    footer (a request each on S3, read again at every probe). A file the list does not have
+    (published before the list existed) is still read."""
+    from order_archiver.cold import tier
+    from order_archiver.operations.status import collect_status
+    from order_archiver.settings import Duration
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cold_after = Duration(days=(datetime.now(UTC) - a_cutoff(before)).days)
+    moved = ColdMove(store, *collections(mongo, settings), datetime.now(UTC) - cold_after).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    opened: list[str] = []
+    read_footer = files.footer
+
+    def counted(place, path):
+        opened.append(path)
+        return read_footer(place, path)
+
+    monkeypatch.setattr(tier, "footer", counted)
+    status = collect_status(mongo, with_cold)
+    assert (status.cold.files, status.cold.orders) == (moved.files, moved.moved)
+    assert opened == []
+    unlisted = store.files()[0]
+    collections(mongo, settings)[-1].delete_one({"path": unlisted.path})  # an entry of the list gone
+    status = collect_status(mongo, with_cold)
+    assert status.cold.orders == moved.moved
+    assert opened == [unlisted.path]
+
+
 def test_restore_puts_a_moved_order_back_into_the_source_from_its_cold_file(
     mongo, settings, archived, tmp_path
 ):

@@ -377,6 +377,27 @@ def test_grace_periods_outlast_the_stop_bound(manifests):
         assert (int(found.group(1)) if found else 90) > bound  # 90: systemd's default
 
 
+def test_a_batch_held_by_a_server_that_never_answers_is_ended_before_the_next_night(manifests):
+    """No command carries a time limit (an index build must not: indexes.py), and a server that
+    accepts the connection and answers nothing holds a read for ever: the schedulers, which
+    start no run while one is running (Forbid, a oneshot unit), must end it. A working run ends
+    first, cleanly, at its --max-runtime; the deadline (SIGTERM: exit 1 within STOP_GRACE_S)
+    comes after it and before the next night."""
+    from order_archiver.settings import parse_duration
+
+    day = 24 * 3600
+    _, (container,) = containers(manifests["CronJob"])
+    args = container["args"]
+    runtime = parse_duration(args[args.index("--max-runtime") + 1]).total_seconds()
+    deadline = manifests["CronJob"]["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"]
+    assert runtime < deadline < day
+    text = (DEPLOY / "systemd" / "order-archiver-batch.service").read_text()
+    command = re.search(r"^ExecStart=(.*)$", text, re.MULTILINE).group(1).split()
+    runtime = parse_duration(command[command.index("--max-runtime") + 1]).total_seconds()
+    timeout = parse_duration(re.search(r"^TimeoutStartSec=(\S+)$", text, re.MULTILINE).group(1))
+    assert runtime < timeout.total_seconds() < day
+
+
 def test_metrics_listen_on_this_host_unless_told_and_the_pods_are_fenced(manifests):
     """The metrics endpoint answered any path on every interface by default: it listens on
     127.0.0.1 unless --metrics-address says otherwise; the pod that must open it to Prometheus

@@ -21,6 +21,7 @@ NEEDS_THE_TEST_SERVER = (
     "NX_REPLICA_SET",
     "NX_SECONDARY_LAG_FILE",
     "NX_SCAN_TIME_LIMIT_OVER",
+    "NX_SORT_MEMORY_OVER",
     "running_server(",
 )
 

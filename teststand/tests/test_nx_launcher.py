@@ -581,6 +581,43 @@ def test_a_lowered_max_bson_object_size_makes_the_driver_refuse_a_large_command(
         server.stop()
 
 
+@pytest.mark.test_server_only("the test server's blocking-sort memory knob")
+def test_a_blocking_sort_over_the_knob_fails_before_6_0_unless_it_may_spill(tmp_path):
+    """``NX_SORT_MEMORY_OVER``: answering as 4.4, a find sorted on no index's order over more
+    than N documents fails with 292 unless it asks for ``allowDiskUse``; one an index gives (the
+    ``_id``, an index's prefix, reversed) or a top-k within N does not. As 6.0 (its
+    ``allowDiskUseByDefault``): no failure."""
+    env = {"NX_SORT_MEMORY_OVER": "3", "NX_MONGODB_VERSION": "4.4"}
+    server = NxServer(tmp_path / "nx", env=env).start()
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            rejects = client.h.rejects
+            rejects.insert_many([{"seen": i, "at": i} for i in range(5)])
+            rejects.create_index([("at", 1), ("seen", 1)])
+            with pytest.raises(pymongo.errors.OperationFailure) as refused:
+                list(rejects.find({}).sort("seen", -1))
+            assert (refused.value.code, refused.value.details["codeName"]) == (
+                292,
+                "QueryExceededMemoryLimitNoDiskUseAllowed",
+            )
+            assert len(list(rejects.find({}, allow_disk_use=True).sort("seen", -1))) == 5
+            assert len(list(rejects.find({}).sort("seen", -1).limit(3))) == 3
+            assert len(list(rejects.find({}).sort("_id", -1))) == 5
+            assert len(list(rejects.find({}).sort("$natural", -1))) == 5
+            assert len(list(rejects.find({}).sort([("at", -1), ("seen", -1)]))) == 5
+            with pytest.raises(pymongo.errors.OperationFailure):
+                list(rejects.find({}).sort([("at", 1), ("seen", -1)]))
+    finally:
+        server.stop()
+    server = NxServer(tmp_path / "nx6", env={**env, "NX_MONGODB_VERSION": "6.0"}).start()
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            client.h.rejects.insert_many([{"seen": i} for i in range(5)])
+            assert len(list(client.h.rejects.find({}).sort("seen", -1))) == 5
+    finally:
+        server.stop()
+
+
 @pytest.mark.test_server_only("the test server's periodic no-op interval")
 def test_positions_are_high_water_marks_last_scanned_entries_and_periodic_no_ops(tmp_path):
     """As MongoDB gives them (teststand/stream_positions.py): a new stream stands just past the last

@@ -1,0 +1,134 @@
+"""At the wire, what grows with the history (a source of tens of millions of orders, years
+old) and what the archiver asks of the server about it: a ``status`` probe's counts, the lists
+read in an order no index gives. Each limit scaled down by a knob of the test server."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bson import ObjectId
+
+from order_archiver.operations import status
+from order_archiver.operations.status import collect_status
+from order_archiver.settings import Duration
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_next_purge_is_counted_up_to_a_bound(nx_client, nx_settings, monkeypatch):
+    """A deployment that never purges keeps every delivered order in the source: "what the
+    next --purge-source would move" counted them all at every probe (tens of millions of index
+    keys). The count stops one past ``PURGE_COUNTED_AT_MOST`` (MongoDB's count with a limit:
+    the ``count_documents`` aggregation's ``$limit`` stops the index scan there), scaled down
+    here to 5 of 8 orders; the report says "more than"."""
+    monkeypatch.setattr(status, "PURGE_COUNTED_AT_MOST", 5)
+    settings = nx_settings.with_overrides(purge_after=Duration(days=1))
+    now = datetime.now(UTC)
+    orders = nx_client[settings.mongodb_database][settings.orders_collection]
+    old = [
+        {"_id": ObjectId(), "status": "livrée", "date_livraison": now - timedelta(days=3 + i)}
+        for i in range(8)
+    ]
+    recent = {"_id": ObjectId(), "status": "livrée", "date_livraison": now - timedelta(hours=1)}
+    orders.insert_many([*old, recent])
+    report = collect_status(nx_client, settings, now=now)
+    assert report.purge_movable == 5  # counted no further (before: all 8)
+    assert report.purge_movable_more
+    assert any(
+        line.startswith("next --purge-source: more than 5 delivered orders") for line in report.lines()
+    )
+    orders.delete_many({"_id": {"$in": [o["_id"] for o in old[:4]]}})
+    exact = collect_status(nx_client, settings, now=now)
+    assert (exact.purge_movable, exact.purge_movable_more) == (4, False)
+
+
+def test_status_reads_the_newest_rejects_only(nx_client, nx_settings, monkeypatch):
+    """Each listed rejection ``status`` reads is looked up in the archive, at every probe (the
+    watcher's liveness probe among them: 30 s): the whole list, which grows with the history,
+    was read. The newest ``REJECTS_READ_AT_MOST`` only (scaled down here to 3 of 5), and the
+    report says more are listed."""
+    from order_archiver.mongodb.rejects import RejectStore
+    from order_archiver.orders.rejection import Rejection
+
+    monkeypatch.setattr(status, "REJECTS_READ_AT_MOST", 3)
+    store = RejectStore(nx_client[nx_settings.mongodb_database][nx_settings.rejects_collection])
+    for _ in range(5):
+        store.record([Rejection(ObjectId(), "numero_commande missing")], "batch")
+    report = collect_status(nx_client, nx_settings)
+    assert report.rejected == 3  # before: all 5
+    assert report.rejected_more
+    assert any(
+        line.endswith(": 3 among the newest 3 listed (more are listed) (list: main.py rejects)")
+        for line in report.lines()
+    )
+
+
+# Before 6.0 a find sorted on no index's order is sorted in memory, and past 100 MB without
+# allowDiskUse it fails: 292 QueryExceededMemoryLimitNoDiskUseAllowed (the manual's
+# cursor.allowDiskUse(), "Blocking sort operations"; 6.0 made spilling the default). Invalid
+# orders are never archived, so never purged: their list grows with the history, and some
+# 300,000 entries pass 100 MB. Scaled down by the test server's knob to 3 entries.
+SMALL_SORTS = {"NX_SORT_MEMORY_OVER": "3", "NX_MONGODB_VERSION": "4.4"}
+
+
+@pytest.mark.test_server_only("a test server of its own, with its blocking-sort memory knob")
+def test_a_long_rejects_list_is_listed_and_counted_on_mongodb_4_4(monkeypatch, capsys):
+    """``rejects`` and ``status`` read the whole list newest first (no index on ``first_seen``):
+    on 4.4 and 5.0 a list past the sort's memory failed both, at every probe."""
+    import pymongo
+
+    from order_archiver.cli.main import main
+    from order_archiver.mongodb.rejects import RejectStore
+    from order_archiver.orders.rejection import Rejection
+    from teststand.nx_server import running_server
+
+    with running_server(SMALL_SORTS, prefix="nx-sorts-") as server:
+        for key, value in {"MONGODB_URI": server.uri, "MONGODB_DATABASE": "sorts", "LOG_DIR": ""}.items():
+            monkeypatch.setenv(key, value)
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            store = RejectStore(client["sorts"]["archiver_rejects"])
+            invalid = [Rejection(ObjectId(), "numero_commande missing") for _ in range(5)]
+            assert store.record(invalid, "batch") == 5
+        assert main(["rejects", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert (listed["total"], listed["shown"]) == (5, 5)
+        assert main(["status", "--json"]) in (0, 3)  # 3: unhealthy (no archive yet), not failed
+        assert json.loads(capsys.readouterr().out)["rejected"] == 5
+
+
+@pytest.mark.test_server_only("a test server of its own, with its blocking-sort memory knob")
+def test_a_month_moves_to_the_cold_tier_before_its_index_is_ready_on_mongodb_4_4(tmp_path, monkeypatch):
+    """The move reads a month in ``{date_livraison, _id}`` order, an index built with the cold
+    tier: until it is ready (a large archive's build outlasts INDEX_BUILD_WAIT_S and is left
+    pending), the server sorts the month in memory, a month of a platform's orders being
+    gigabytes. On 4.4 and 5.0 that failed the run (292) until the build was done."""
+    import pymongo
+
+    from order_archiver.cli.main import main
+    from order_archiver.cold.tier import move_to_cold
+    from order_archiver.context import RunContext
+    from order_archiver.settings import Settings
+    from tests.helpers import seed_database
+    from teststand.nx_server import running_server
+
+    with running_server(SMALL_SORTS, prefix="nx-sorts-") as server:
+        for key, value in {"MONGODB_URI": server.uri, "MONGODB_DATABASE": "sorts", "LOG_DIR": ""}.items():
+            monkeypatch.setenv(key, value)
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            settings = Settings(mongodb_uri=server.uri, mongodb_database="sorts", log_dir="")
+            seed_database(client["sorts"], settings, 40, seed=36, p_anomalies=0.0, p_delivered=1.0)
+            orders = client["sorts"][settings.orders_collection]
+            orders.update_many({}, {"$set": {"date_livraison": datetime.now(UTC) - timedelta(days=400)}})
+            assert main(["batch", "--run", "-q"]) == 0  # no cold tier yet: its index is not built
+            archive = client["sorts"][settings.archive_collection]
+            held = archive.count_documents({})
+            assert held > 3
+            cold = settings.with_overrides(
+                archive_cold_url=(tmp_path / "cold").as_uri(), archive_cold_after=Duration(days=365)
+            )
+            (tmp_path / "cold").mkdir()
+            report = move_to_cold(client, cold, RunContext())
+            assert report is not None
+            assert (report.moved, archive.count_documents({})) == (held, 0)
