@@ -51,12 +51,20 @@ class Duration(timedelta):
         return f"{seconds}s"
 
 
+# The longest duration: a date this far back or ahead stays a date (9999999d before now is
+# before year 1: "date value out of range" in the middle of a run, after its writes).
+MAX_DURATION_DAYS = 36_500  # a hundred years
+
+
 def parse_duration(text: str) -> Duration:
-    """``90s``, ``15m``, ``24h``, ``7d``."""
+    """``90s``, ``15m``, ``24h``, ``7d``; at most a hundred years."""
     match = _DURATION.match(str(text).strip().lower())
     if not match:
         raise ValueError(f"expected a duration like 90s, 15m, 24h or 7d; got {text!r}")
-    return Duration(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    length = Duration(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    if length > timedelta(days=MAX_DURATION_DAYS):
+        raise ValueError(f"must be at most {MAX_DURATION_DAYS}d (a hundred years), got {text.strip()!r}")
+    return length
 
 
 def parse_positive_duration(text: str) -> Duration:
