@@ -1060,7 +1060,10 @@ def parse_date_bound(text: str, now: datetime | None = None) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise ValueError(f"out of range once in UTC (years 1 to 9999); got {text!r}") from None
 
 
 def parse_port(text: str) -> int:

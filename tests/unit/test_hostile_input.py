@@ -38,3 +38,21 @@ def test_a_flag_duration_past_a_hundred_years_is_a_usage_error(flag, capsys):
         main(["batch", "--simulation", flag, "9999999d"])
     assert caught.value.code == 2
     _one_line_refusal(capsys.readouterr().err, "must be at most 36500d")
+
+
+# An offset that moves the bound past datetime's range (year 1 or 9999 in UTC): a traceback
+# (OverflowError in argparse's type conversion), exit 1.
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["batch", "--simulation", "--date-from", "0001-01-01T00:00:00+01:00"],
+        ["batch", "--simulation", "--date-to", "9999-12-31T23:00:00-05:00"],
+        ["restore", "--date-from", "0001-01-01T00:00:00+01:00"],
+        ["verify", "--date-to", "9999-12-31T23:00:00-05:00"],
+    ],
+)
+def test_a_date_bound_out_of_range_in_utc_is_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    _one_line_refusal(capsys.readouterr().err, "out of range")
