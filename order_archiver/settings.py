@@ -426,6 +426,14 @@ def parse_text(value: str) -> str:
     return str(value).strip()
 
 
+def parse_given(value: str) -> str:
+    """A flag's value as typed, but not blank: ``--numero "$N"`` with ``N`` unset would be
+    looked for, and reported as no such order."""
+    if not str(value).strip():
+        raise ValueError("must not be empty (an unset shell variable?)")
+    return str(value)
+
+
 def parse_order_fields(value: str) -> OrderFields:
     """Comma-separated order fields that hold nothing personal (see ``pii.OrderFields``)."""
     return OrderFields.parse(str(value).split(","))

@@ -31,6 +31,7 @@ from order_archiver.settings import (
     parse_command_line_uri,
     parse_date_bound,
     parse_duration,
+    parse_given,
     parse_name,
     parse_partition,
     parse_port,
@@ -95,6 +96,10 @@ def _parse_seed(text: str) -> int:
         raise ValueError(f"expected a whole number, got {text!r}") from None
 
 
+def _parse_order_id(text: str) -> object:
+    return parse_order_id(parse_given(text))
+
+
 def _parse_run_time(text: str) -> Duration:
     length = parse_duration(text)
     if not length:
@@ -115,7 +120,8 @@ URI = _argument(parse_command_line_uri)
 SEED = _argument(_parse_seed)
 CLIENT_ID = _argument(checked_client_id)  # as typed (forget looks for that text too)
 COURIER_ID = _argument(checked_courier_id)
-ORDER_ID = _argument(parse_order_id)
+ORDER_ID = _argument(_parse_order_id)
+ORDER_NUMBER = _argument(parse_given)
 
 
 # --- the options, each once ----------------------------------------------------------------------
@@ -286,7 +292,9 @@ OPTIONS: dict[str, Option] = {
         ("--courier",), "the courier's _id (24 hexadecimal digits)", {"metavar": "ID", "type": COURIER_ID}
     ),
     "numero": Option(
-        ("--numero",), "an order's numero_commande (repeatable)", {"metavar": "N", "action": "append"}
+        ("--numero",),
+        "an order's numero_commande (repeatable)",
+        {"metavar": "N", "action": "append", "type": ORDER_NUMBER},
     ),
     "id": Option(("--id",), "an order's _id", {"metavar": "ID", "type": ORDER_ID}),
     "all": _flag("every rejected order, not only the newest"),

@@ -56,3 +56,23 @@ def test_a_date_bound_out_of_range_in_utc_is_a_usage_error(argv, capsys):
         main(argv)
     assert caught.value.code == 2
     _one_line_refusal(capsys.readouterr().err, "out of range")
+
+
+# An empty number or id (`--numero "$N"` with N unset) was looked for: "not found anywhere",
+# exit 3 (find), or "0 selected" (restore), as if the order did not exist.
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["find", "--numero", ""], "argument --numero: must not be empty"),
+        (["find", "--numero", "  "], "argument --numero: must not be empty"),
+        (["restore", "--numero", "CMD-000001", "--numero", ""], "argument --numero: must not be empty"),
+        (["find", "--id", ""], "argument --id: must not be empty"),
+        (["restore", "--id", " "], "argument --id: must not be empty"),
+    ],
+)
+def test_an_empty_order_number_or_id_is_a_usage_error(argv, fragment, monkeypatch, capsys):
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:9/")
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    _one_line_refusal(capsys.readouterr().err, fragment)
