@@ -122,6 +122,7 @@ CLIENT_ID = _argument(checked_client_id)  # as typed (forget looks for that text
 COURIER_ID = _argument(checked_courier_id)
 ORDER_ID = _argument(_parse_order_id)
 ORDER_NUMBER = _argument(parse_given)
+FILE_PATH = _argument(parse_given)  # a blank path: a shell variable unset, never meant as "."
 
 
 # --- the options, each once ----------------------------------------------------------------------
@@ -142,7 +143,9 @@ OPTIONS: dict[str, Option] = {
     # every command
     "verbose": Option(("-v", "--verbose"), "debug logging", {"action": "store_true"}),
     "quiet": Option(("-q", "--quiet"), "warnings and errors only", {"action": "store_true"}),
-    "env-file": Option(("--env-file",), "read settings from F instead of ./.env", {"metavar": "F"}),
+    "env-file": Option(
+        ("--env-file",), "read settings from F instead of ./.env", {"metavar": "F", "type": FILE_PATH}
+    ),
     "archive-uri": Option(
         ("--archive-uri",),
         "the archive's own deployment (ARCHIVE_MONGODB_URI); default: the source's",
@@ -182,7 +185,7 @@ OPTIONS: dict[str, Option] = {
     "samples-file": Option(
         ("--samples-file",),
         "the embedded database's file (samples.json)",
-        {"metavar": "PATH", "default": "samples.json"},
+        {"metavar": "PATH", "default": "samples.json", "type": FILE_PATH},
     ),
     # selection and output
     "date-from": Option(("--date-from",), "date_commande >= D", {"metavar": "D", "type": DATE}),
@@ -198,7 +201,9 @@ OPTIONS: dict[str, Option] = {
         {"metavar": "N", "type": BATCH_SIZE},
     ),
     "export-samples": Option(
-        ("--export-samples",), "write sample archive documents as Extended JSON", {"metavar": "FILE"}
+        ("--export-samples",),
+        "write sample archive documents as Extended JSON",
+        {"metavar": "FILE", "type": FILE_PATH},
     ),
     "samples": Option(
         ("--samples",),
@@ -235,7 +240,7 @@ OPTIONS: dict[str, Option] = {
         ("--stop-file",),
         "end the run cleanly at the next chunk once this file exists (checked between chunks); "
         "the next run goes on from there (exit 0)",
-        {"metavar": "PATH"},
+        {"metavar": "PATH", "type": FILE_PATH},
     ),
     "show-pii": _flag(
         "show the samples' names, e-mail, phone and address (masked by default, text and JSON)"
@@ -243,14 +248,16 @@ OPTIONS: dict[str, Option] = {
     "metrics-file": Option(
         ("--metrics-file",),
         "write the run's figures for the Prometheus textfile collector",
-        {"metavar": "PATH"},
+        {"metavar": "PATH", "type": FILE_PATH},
     ),
     # watch
     "from-now": _flag("skip the catch-up of missed deliveries"),
     "token-store": Option(
         ("--token-store",), "where the resume token lives", {"choices": ("file", "mongo"), "default": "file"}
     ),
-    "token-file": Option(("--token-file",), "the resume token file (RESUME_TOKEN_FILE)", {"metavar": "PATH"}),
+    "token-file": Option(
+        ("--token-file",), "the resume token file (RESUME_TOKEN_FILE)", {"metavar": "PATH", "type": FILE_PATH}
+    ),
     "for": Option(
         ("--for",),
         "whose privileges: all the commands' (batch's user), or watch (the watcher's own user needs less)",

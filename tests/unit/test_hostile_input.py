@@ -76,3 +76,27 @@ def test_an_empty_order_number_or_id_is_a_usage_error(argv, fragment, monkeypatc
         main(argv)
     assert caught.value.code == 2
     _one_line_refusal(capsys.readouterr().err, fragment)
+
+
+# A blank file flag: --export-samples "" wrote no samples and said nothing, --env-file "" read
+# ./.env instead, --token-file "" ended in "unexpected ValueError: PosixPath('.') has an empty
+# name", exit 1, --stop-file "" was "a folder".
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["batch", "--simulation", "--export-samples", ""],
+        ["batch", "--simulation", "--metrics-file", " "],
+        ["batch", "--simulation", "--stop-file", ""],
+        ["batch", "--simulation", "--env-file", ""],
+        ["watch", "--token-file", ""],
+        ["retire-watcher", "--token-file", ""],
+        ["simulate", "--simulation", "--samples-file", ""],
+    ],
+)
+def test_a_blank_file_flag_is_a_usage_error(argv, monkeypatch, capsys):
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:9/")
+    flag = next(word for word in argv if word.startswith("--") and word != "--simulation")
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    _one_line_refusal(capsys.readouterr().err, f"argument {flag}: must not be empty")
