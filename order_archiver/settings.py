@@ -220,6 +220,14 @@ def parse_positive_int(value: str | int) -> int:
     return number
 
 
+def parse_days(value: str | int) -> int:
+    """A number of days a date can go back (``simulate --days``): at most a hundred years."""
+    number = parse_positive_int(value)
+    if number > MAX_DURATION_DAYS:
+        raise ValueError(f"expected at most {MAX_DURATION_DAYS} (a hundred years), got {number}")
+    return number
+
+
 MAX_PARTITIONS = 1_000  # processes sharing one backfill (see parse_partition)
 
 

@@ -30,6 +30,7 @@ from order_archiver.settings import (
     parse_batch_size,
     parse_command_line_uri,
     parse_date_bound,
+    parse_days,
     parse_duration,
     parse_given,
     parse_name,
@@ -108,6 +109,7 @@ def _parse_run_time(text: str) -> Duration:
 
 
 POSITIVE = _argument(parse_positive_int)
+DAYS = _argument(parse_days)
 RUN_TIME = _argument(_parse_run_time)
 BATCH_SIZE = _argument(parse_batch_size)
 NON_NEGATIVE = _argument(_parse_non_negative_int)
@@ -178,7 +180,7 @@ OPTIONS: dict[str, Option] = {
     "days": Option(
         ("--days",),
         f"days the orders span ({DEFAULT_DAYS})",
-        {"metavar": "N", "type": POSITIVE, "default": DEFAULT_DAYS},
+        {"metavar": "N", "type": DAYS, "default": DEFAULT_DAYS},
     ),
     "reset": _flag("drop the five collections first (only if simulate made them)"),
     "yes": _flag("confirm a restore --run of more than 100 orders"),

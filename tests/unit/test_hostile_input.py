@@ -100,3 +100,12 @@ def test_a_blank_file_flag_is_a_usage_error(argv, monkeypatch, capsys):
         main(argv)
     assert caught.value.code == 2
     _one_line_refusal(capsys.readouterr().err, f"argument {flag}: must not be empty")
+
+
+# Orders spread over more days than a date holds: "unexpected OverflowError", exit 1.
+@pytest.mark.parametrize("days", ["800000", "99999999999999999999"])
+def test_simulate_days_past_a_hundred_years_is_a_usage_error(days, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["simulate", "--simulation", "--days", days])
+    assert caught.value.code == 2
+    _one_line_refusal(capsys.readouterr().err, "argument --days: expected at most 36500")
