@@ -927,8 +927,12 @@ def check_log_dir(log_dir: str) -> list[str]:
     returned warnings): the logs name orders and clients' ids."""
     if not log_dir:
         return []
-    folder = Path(log_dir).expanduser()
-    if folder.is_symlink():
+    try:
+        folder = Path(log_dir).expanduser()
+        is_link = folder.is_symlink()
+    except (RuntimeError, OSError, ValueError):  # "~nouser/logs", a name too long
+        raise ConfigError(f"LOG_DIR {log_dir}: not a usable folder path") from None
+    if is_link:
         raise ConfigError(f"LOG_DIR {log_dir}: a symbolic link; give the folder itself")
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -109,3 +109,11 @@ def test_simulate_days_past_a_hundred_years_is_a_usage_error(days, capsys):
         main(["simulate", "--simulation", "--days", days])
     assert caught.value.code == 2
     _one_line_refusal(capsys.readouterr().err, "argument --days: expected at most 36500")
+
+
+# "~nouser/logs": expanduser raised outside the check, "unexpected RuntimeError: Could not
+# determine home directory.", exit 1.
+def test_a_log_dir_in_an_unknown_home_is_refused(monkeypatch, capsys):
+    monkeypatch.setenv("LOG_DIR", "~no_such_user_here/logs")
+    assert main(["batch", "--simulation"]) == 2
+    _one_line_refusal(capsys.readouterr().err, "LOG_DIR ~no_such_user_here/logs: not a usable folder path")
