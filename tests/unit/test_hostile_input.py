@@ -117,3 +117,17 @@ def test_a_log_dir_in_an_unknown_home_is_refused(monkeypatch, capsys):
     monkeypatch.setenv("LOG_DIR", "~no_such_user_here/logs")
     assert main(["batch", "--simulation"]) == 2
     _one_line_refusal(capsys.readouterr().err, "LOG_DIR ~no_such_user_here/logs: not a usable folder path")
+
+
+# A cold tier's folder with a space or an accent in its name: pyarrow's from_uri refused the
+# URL ("Cannot parse URI ... syntax error at character ' '"), exit 2, a folder there unusable.
+@pytest.mark.parametrize("name", ["cold tier", "archivé"])
+def test_a_cold_folder_named_with_a_space_or_an_accent_takes_the_files(name, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / name
+    folder.mkdir()
+    monkeypatch.setenv("ARCHIVE_COLD_URL", f"file://{folder}")
+    monkeypatch.setenv("ARCHIVE_COLD_AFTER", "1d")
+    assert main(["batch", "--simulation", "--run"]) == 3  # the simulation's order without a number
+    captured = capsys.readouterr()
+    assert "error" not in captured.err
+    assert "cold tier: 0 orders moved" in captured.out  # checked, written to (the probe), moved to
