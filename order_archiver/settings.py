@@ -670,6 +670,7 @@ def load_settings(
     values.update(uri_from_file(values))
     settings = Settings(**values)
     check_settings(settings)
+    check_aws_endpoints(settings, environment)
     warnings += retention_warnings(settings)
     for name, uri in (
         ("MONGODB_URI", settings.mongodb_uri),
@@ -678,6 +679,25 @@ def load_settings(
         if uri and not settings.simulation:
             warnings += tls_problems(name, uri, settings)
     return settings, warnings
+
+
+# The S3-compatible store's address, read by the AWS SDK itself (pyarrow) from the environment.
+AWS_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+def check_aws_endpoints(settings: Settings, environ: Mapping[str, str]) -> None:
+    """An S3 cold tier's endpoint with ``key:secret@`` in it is refused, the value unshown: the
+    SDK takes the key for a host name, and its error prints it; credentials come from their
+    own variables, as for ARCHIVE_COLD_URL."""
+    if not (settings.archive_cold_url or "").startswith("s3://"):
+        return
+    for name in AWS_ENDPOINT_VARIABLES:
+        authority = re.split(r"[/?#]", environ.get(name, "").strip().partition("://")[2], maxsplit=1)[0]
+        if "@" in authority:
+            raise ConfigError(
+                f"{name}: holds credentials (the value is not shown); give the store's address only, "
+                "and the keys as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile, a role)"
+            )
 
 
 def uri_from_file(values: Mapping[str, Any]) -> dict[str, Any]:

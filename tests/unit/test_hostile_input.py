@@ -131,3 +131,17 @@ def test_a_cold_folder_named_with_a_space_or_an_accent_takes_the_files(name, tmp
     captured = capsys.readouterr()
     assert "error" not in captured.err
     assert "cold tier: 0 orders moved" in captured.out  # checked, written to (the probe), moved to
+
+
+# An S3-compatible store's endpoint given with its credentials in it: the AWS SDK took the
+# access key for the host, and the error printed it ("Could not resolve host: AKIA...").
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
+def test_credentials_in_an_aws_endpoint_url_are_refused_unshown(variable, monkeypatch, capsys):
+    monkeypatch.setenv(variable, "http://AKIAEXAMPLEKEY:wJalrEXAMPLESECRET@127.0.0.1:9")
+    monkeypatch.setenv("ARCHIVE_COLD_URL", "s3://bucket/prefix")
+    monkeypatch.setenv("ARCHIVE_COLD_AFTER", "730d")
+    assert main(["batch", "--simulation", "--run"]) == 2
+    captured = capsys.readouterr()
+    _one_line_refusal(captured.err, f"{variable}: holds credentials")
+    for secret in ("AKIAEXAMPLEKEY", "wJalrEXAMPLESECRET"):
+        assert secret not in captured.out + captured.err
