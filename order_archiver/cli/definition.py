@@ -50,9 +50,10 @@ from order_archiver.simulation.generator import (
 Handler = Callable[[argparse.Namespace, RunContext], int]
 
 
-# ``-1/3`` is a value, as ``-1`` is (``--partition -1/3`` said "expected one argument" instead of
-# what is wrong with it): argparse keeps that test in an attribute of its own, unchanged since 3.2.
-NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+/\d+$")
+# ``-1/3`` and ``-1d`` are values, as ``-1`` is (``--partition -1/3`` said "expected one argument"
+# instead of what is wrong with it): argparse keeps that test in an attribute of its own,
+# unchanged since 3.2.
+NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+/\d+$|^-\d+[smhd]$")
 
 
 class OneLineParser(argparse.ArgumentParser):

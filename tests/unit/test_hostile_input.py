@@ -145,3 +145,20 @@ def test_credentials_in_an_aws_endpoint_url_are_refused_unshown(variable, monkey
     _one_line_refusal(captured.err, f"{variable}: holds credentials")
     for secret in ("AKIAEXAMPLEKEY", "wJalrEXAMPLESECRET"):
         assert secret not in captured.out + captured.err
+
+
+# A negative duration ("-1d") was taken for an unknown option: "expected one argument", not
+# what is wrong with the value.
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["status", "--max-heartbeat-age", "-1d"], "argument --max-heartbeat-age: expected a duration"),
+        (["batch", "--simulation", "--max-runtime", "-2h"], "argument --max-runtime: expected a duration"),
+        (["batch", "--simulation", "--date-from", "-7d"], "argument --date-from: expected YYYY-MM-DD"),
+    ],
+)
+def test_a_negative_duration_is_said_wrong_as_a_value(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    _one_line_refusal(capsys.readouterr().err, fragment)
