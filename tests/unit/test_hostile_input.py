@@ -116,7 +116,9 @@ def test_simulate_days_past_a_hundred_years_is_a_usage_error(days, capsys):
 def test_a_log_dir_in_an_unknown_home_is_refused(monkeypatch, capsys):
     monkeypatch.setenv("LOG_DIR", "~no_such_user_here/logs")
     assert main(["batch", "--simulation"]) == 2
-    _one_line_refusal(capsys.readouterr().err, "LOG_DIR ~no_such_user_here/logs: not a usable folder path")
+    err = capsys.readouterr().err
+    _one_line_refusal(err, "LOG_DIR")
+    assert "not a usable" in err
 
 
 # A cold tier's folder with a space or an accent in its name: pyarrow's from_uri refused the
@@ -162,3 +164,20 @@ def test_a_negative_duration_is_said_wrong_as_a_value(argv, fragment, capsys):
         main(argv)
     assert caught.value.code == 2
     _one_line_refusal(capsys.readouterr().err, fragment)
+
+
+# A file flag refused after the log folder was made: the refusal wrote (LOG_DIR created).
+@pytest.mark.parametrize(
+    ("flag", "fragment"),
+    [
+        ("--stop-file", "the folder"),
+        ("--export-samples", "the folder"),
+        ("--metrics-file", "the folder"),
+    ],
+)
+def test_a_file_flag_refused_leaves_no_log_folder(flag, fragment, tmp_path, monkeypatch, capsys):
+    logs = tmp_path / "logs"
+    monkeypatch.setenv("LOG_DIR", str(logs))
+    assert main(["batch", "--simulation", "--run", flag, str(tmp_path / "missing" / "file")]) == 2
+    _one_line_refusal(capsys.readouterr().err, f"{flag} {tmp_path / 'missing' / 'file'}: {fragment}")
+    assert not logs.exists()
