@@ -220,6 +220,29 @@ def parse_positive_int(value: str | int) -> int:
     return number
 
 
+def at_most(maximum: int, why: str) -> Callable[[str], int]:
+    """A parser of a whole number from 1 to ``maximum`` (``why``: whose limit that is)."""
+
+    def parse(value: str) -> int:
+        number = parse_positive_int(value)
+        if number > maximum:
+            raise ValueError(f"expected at most {maximum} ({why}), got {number}")
+        return number
+
+    return parse
+
+
+# A time in ms that MongoDB takes (maxTimeMS, wtimeout): a 32-bit integer, ~24.8 days
+# (src/mongo/db/query/max_time_ms_parser.cpp); pymongo's timeouts: under a billion ms.
+MONGODB_MAX_MS = 2**31 - 1
+DRIVER_MAX_MS = 999_999_999
+# A wait in seconds (threading's, a lease's date): a hundred years, as a duration.
+MAX_SECONDS = MAX_DURATION_DAYS * 86_400
+parse_server_ms = at_most(MONGODB_MAX_MS, "MongoDB's limit for a time in ms, ~24.8 days")
+parse_driver_ms = at_most(DRIVER_MAX_MS, "the driver's limit: under a billion ms, ~11.5 days")
+parse_seconds = at_most(MAX_SECONDS, "a hundred years")
+
+
 def parse_days(value: str | int) -> int:
     """A number of days a date can go back (``simulate --days``): at most a hundred years."""
     number = parse_positive_int(value)
@@ -516,21 +539,21 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ARCHIVE_COLD_URL": ("archive_cold_url", parse_cold_url),
     "ARCHIVE_COLD_AFTER": ("archive_cold_after", parse_retention),
     "BATCH_FULL_SWEEP_EVERY": ("batch_full_sweep_every", parse_duration),
-    "INDEX_BUILD_WAIT_S": ("index_build_wait_s", parse_positive_int),
+    "INDEX_BUILD_WAIT_S": ("index_build_wait_s", parse_seconds),
     "LOG_DIR": ("log_dir", parse_text),
     "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),
     "LOG_FORMAT": ("log_format", parse_choice(LOG_FORMATS)),
     "RESUME_TOKEN_FILE": ("resume_token_file", parse_text),
-    "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_positive_int),
-    "MONGODB_WRITE_TIMEOUT_MS": ("mongodb_write_timeout_ms", parse_positive_int),
+    "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_driver_ms),
+    "MONGODB_WRITE_TIMEOUT_MS": ("mongodb_write_timeout_ms", parse_server_ms),
     "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_readable_file),
     "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_readable_file),
     "WATCH_MAX_BATCH": ("watch_max_batch", parse_batch_size),  # one micro-batch's ids: one command
     "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_watch_await_ms),
-    "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_positive_int),
-    "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_positive_int),
-    "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_positive_int),
-    "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_positive_int),
+    "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_seconds),
+    "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_seconds),
+    "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_seconds),
+    "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_seconds),
     "ARCHIVE_PII": ("archive_pii", parse_choice(PII_MODES)),
     "ARCHIVE_PII_KEY": ("archive_pii_key", parse_text),
     "ARCHIVE_NON_PERSONAL_FIELDS": ("non_personal_fields", parse_order_fields),

@@ -181,3 +181,29 @@ def test_a_file_flag_refused_leaves_no_log_folder(flag, fragment, tmp_path, monk
     assert main(["batch", "--simulation", "--run", flag, str(tmp_path / "missing" / "file")]) == 2
     _one_line_refusal(capsys.readouterr().err, f"{flag} {tmp_path / 'missing' / 'file'}: {fragment}")
     assert not logs.exists()
+
+
+# Numbers past what the driver, MongoDB or a wait can take were accepted, and the command that
+# used them ended in "error: unexpected ...", exit 1 (against nx-27017: watch with
+# WATCH_MAX_AWAIT_MS, WATCH_MAX_BATCH or MONGODB_WRITE_TIMEOUT_MS at 99999999999999999999,
+# "OverflowError: MongoDB can only handle up to 8-byte ints"; MONGODB_TIMEOUT_MS=9999999999,
+# "ValueError: serverSelectionTimeoutMS must be greater than 0 and less than one billion";
+# WATCH_LEASE_TTL_S, "Python int too large to convert to C int"). MongoDB takes a time in ms
+# up to INT_MAX (src/mongo/db/query/max_time_ms_parser.cpp: "... is out of range").
+@pytest.mark.parametrize(
+    ("setting", "value", "fragment"),
+    [
+        ("MONGODB_TIMEOUT_MS", "1000000000", "expected at most 999999999"),
+        ("MONGODB_WRITE_TIMEOUT_MS", "2147483648", "expected at most 2147483647"),
+        ("WATCH_MAX_AWAIT_MS", "99999999999999999999", "expected at most 4000"),
+        ("WATCH_MAX_BATCH", "99999999999999999999", "expected at most 10000"),
+        ("WATCH_HEARTBEAT_S", "99999999999999999999", "expected at most 3153600000"),
+        ("WATCH_LOG_INTERVAL_S", "99999999999999999999", "expected at most 3153600000"),
+        ("WATCH_LEASE_TTL_S", "99999999999999999999", "expected at most 3153600000"),
+        ("INDEX_BUILD_WAIT_S", "99999999999999999999", "expected at most 3153600000"),
+    ],
+)
+def test_a_number_past_its_limit_is_refused_before_the_run(setting, value, fragment, monkeypatch, capsys):
+    monkeypatch.setenv(setting, value)
+    assert main(["batch", "--simulation"]) == 2
+    _one_line_refusal(capsys.readouterr().err, f"{setting}: {fragment}")
