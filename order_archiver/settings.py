@@ -1129,6 +1129,27 @@ def parse_date_bound(text: str, now: datetime | None = None) -> datetime:
         raise ValueError(f"out of range once in UTC (years 1 to 9999); got {text!r}") from None
 
 
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def parse_bind_address(text: str) -> str:
+    """An address to listen on: an IP address (``0.0.0.0``, ``::1``) or a host name (RFC 1123,
+    its last label not all digits: ``999.1.1.1`` is a mistyped address, not a name)."""
+    import ipaddress
+
+    value = str(text).strip()
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if _HOST_NAME.match(value.lower()) and not value.rsplit(".", 1)[-1].isdigit():
+        return value
+    raise ValueError(f"expected an IP address or a host name, got {text!r}")
+
+
 def parse_port(text: str) -> int:
     port = parse_positive_int(text)
     if port > 65535:

@@ -28,6 +28,7 @@ from order_archiver.orders.partition import Partition
 from order_archiver.settings import (
     Duration,
     parse_batch_size,
+    parse_bind_address,
     parse_command_line_uri,
     parse_date_bound,
     parse_days,
@@ -119,6 +120,7 @@ DURATION = _argument(parse_duration)
 PROBABILITY = _argument(parse_probability)
 NAME = _argument(parse_name)
 PORT = _argument(parse_port)
+BIND_ADDRESS = _argument(parse_bind_address)
 URI = _argument(parse_command_line_uri)
 SEED = _argument(_parse_seed)
 CLIENT_ID = _argument(checked_client_id)  # as typed (forget looks for that text too)
@@ -275,7 +277,7 @@ OPTIONS: dict[str, Option] = {
     "metrics-address": Option(
         ("--metrics-address",),
         "metrics bind address (127.0.0.1: this host only; 0.0.0.0 in a container Prometheus scrapes)",
-        {"metavar": "ADDR", "default": "127.0.0.1"},
+        {"metavar": "ADDR", "default": "127.0.0.1", "type": BIND_ADDRESS},
     ),
     # status
     "max-backlog-age": Option(

@@ -343,7 +343,8 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
             try:
                 watcher.metrics.serve(args.metrics_port, args.metrics_address)
             except OSError as exc:
-                raise ConfigError(f"--metrics-port {args.metrics_port}: {exc.strerror}") from None
+                where = f"--metrics-address {args.metrics_address} --metrics-port {args.metrics_port}"
+                raise ConfigError(f"{where}: {exc.strerror or exc}") from None
             get_logger().info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
         return watcher.run()
     finally:

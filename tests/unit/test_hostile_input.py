@@ -207,3 +207,25 @@ def test_a_number_past_its_limit_is_refused_before_the_run(setting, value, fragm
     monkeypatch.setenv(setting, value)
     assert main(["batch", "--simulation"]) == 2
     _one_line_refusal(capsys.readouterr().err, f"{setting}: {fragment}")
+
+
+# A bind address that is neither an IP address nor a host name was found out after the
+# connection, the token file's lock and the log folder, and named as the port's fault:
+# "--metrics-port 9555: Name or service not known".
+@pytest.mark.parametrize("address", ["not an address", "999.1.1.1", "", "127.0.0.1:9100"])
+def test_a_metrics_address_that_names_no_host_is_a_usage_error(address, monkeypatch, capsys):
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:9/")
+    with pytest.raises(SystemExit) as caught:
+        main(["watch", "--metrics-port", "9555", "--metrics-address", address])
+    assert caught.value.code == 2
+    _one_line_refusal(
+        capsys.readouterr().err, "argument --metrics-address: expected an IP address or a host name"
+    )
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "metrics.internal"])
+def test_a_metrics_address_that_names_a_host_is_taken(address):
+    from order_archiver.cli.main import build_parser
+
+    args = build_parser().parse_args(["watch", "--metrics-port", "9555", "--metrics-address", address])
+    assert args.metrics_address == address
