@@ -229,3 +229,45 @@ def test_a_metrics_address_that_names_a_host_is_taken(address):
 
     args = build_parser().parse_args(["watch", "--metrics-port", "9555", "--metrics-address", address])
     assert args.metrics_address == address
+
+
+# demo.py: its own argparse took --orders 0 or -5 (a demo of nothing, "consistent"), a usage
+# error was two lines, and a bad setting or an unreachable server was a traceback, exit 1.
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--orders", "0"], "argument --orders: expected a number of at least 1"),
+        (["--orders", "-5"], "argument --orders: expected a number of at least 1"),
+        (["--deliveries", "-1"], "argument --deliveries: expected a whole number >= 0"),
+        (["--orders", "many"], "argument --orders: expected a whole number"),
+    ],
+)
+def test_demo_usage_errors_are_one_line_exit_2(argv, fragment, capsys):
+    import demo
+
+    with pytest.raises(SystemExit) as caught:
+        demo.run(argv)
+    assert caught.value.code == 2
+    _one_line_refusal(capsys.readouterr().err, fragment)
+
+
+def test_demo_with_a_bad_setting_says_it_in_one_line(monkeypatch, capsys):
+    import demo
+
+    monkeypatch.setenv("MONGODB_URI", "postgres://u:s3cr3tpw@db")
+    assert demo.main([]) == 2
+    captured = capsys.readouterr()
+    _one_line_refusal(captured.err, "MONGODB_URI: must start with mongodb://")
+    assert "s3cr3tpw" not in captured.out + captured.err
+
+
+def test_demo_with_a_server_that_refuses_says_it_in_one_line(monkeypatch, capsys):
+    import demo
+
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:9/")
+    monkeypatch.setenv("MONGODB_TIMEOUT_MS", "300")
+    assert demo.main(["--auto"]) == 1
+    err = capsys.readouterr().err
+    assert "connection refused" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
