@@ -210,7 +210,11 @@ class Settings:
 # --- parsers: each raises ValueError with the reason -------------------------------------
 
 
-def parse_positive_int(value: str | int) -> int:
+INT64_MAX = 2**63 - 1  # the largest whole number BSON holds (and a Python slice takes)
+
+
+def _at_least_one(value: str | int) -> int:
+    """A whole number of at least 1, however large (each limit says its own maximum)."""
     try:
         number = int(str(value).strip())
     except ValueError:
@@ -220,11 +224,18 @@ def parse_positive_int(value: str | int) -> int:
     return number
 
 
+def parse_positive_int(value: str | int) -> int:
+    number = _at_least_one(value)
+    if number > INT64_MAX:
+        raise ValueError(f"expected at most {INT64_MAX} (a 64-bit integer, as MongoDB takes), got {number}")
+    return number
+
+
 def at_most(maximum: int, why: str) -> Callable[[str], int]:
     """A parser of a whole number from 1 to ``maximum`` (``why``: whose limit that is)."""
 
     def parse(value: str) -> int:
-        number = parse_positive_int(value)
+        number = _at_least_one(value)
         if number > maximum:
             raise ValueError(f"expected at most {maximum} ({why}), got {number}")
         return number
@@ -245,7 +256,7 @@ parse_seconds = at_most(MAX_SECONDS, "a hundred years")
 
 def parse_days(value: str | int) -> int:
     """A number of days a date can go back (``simulate --days``): at most a hundred years."""
-    number = parse_positive_int(value)
+    number = _at_least_one(value)
     if number > MAX_DURATION_DAYS:
         raise ValueError(f"expected at most {MAX_DURATION_DAYS} (a hundred years), got {number}")
     return number
@@ -281,7 +292,7 @@ MAX_BATCH_SIZE = 10_000
 
 
 def parse_batch_size(value: str | int) -> int:
-    number = parse_positive_int(value)
+    number = _at_least_one(value)
     if number > MAX_BATCH_SIZE:
         raise ValueError(
             f"expected at most {MAX_BATCH_SIZE} (a chunk's ids go to the server in one command), got {number}"

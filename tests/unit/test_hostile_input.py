@@ -271,3 +271,20 @@ def test_demo_with_a_server_that_refuses_says_it_in_one_line(monkeypatch, capsys
     assert "connection refused" in err
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
+
+
+# A number past a 64-bit integer: --limit 9223372036854775808 ended in "unexpected ValueError:
+# Stop argument for islice() must be None or an integer", exit 1.
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["batch", "--simulation", "--limit", "9223372036854775808"],
+        ["rejects", "--limit", "99999999999999999999"],
+        ["batch", "--simulation", "--max-rate", "99999999999999999999"],
+    ],
+)
+def test_a_number_past_64_bits_is_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    _one_line_refusal(capsys.readouterr().err, "expected at most 9223372036854775807")
