@@ -345,6 +345,8 @@ def parse_collection_name(value: str) -> str:
     name = parse_name(value)
     if name.startswith("system."):
         raise ValueError(f"{value!r} is a system collection; name one of your own")
+    if name.startswith(".") or name.endswith(".") or ".." in name:  # MongoDB's InvalidName
+        raise ValueError(f"not a valid MongoDB collection name (a '.' at an end, or '..'): {value!r}")
     return name
 
 

@@ -288,3 +288,12 @@ def test_a_number_past_64_bits_is_a_usage_error(argv, capsys):
         main(argv)
     assert caught.value.code == 2
     _one_line_refusal(capsys.readouterr().err, "expected at most 9223372036854775807")
+
+
+# A collection name MongoDB refuses ("collection names must not start or end with '.'"): taken,
+# and the run ended in "error: unexpected InvalidName", exit 1.
+@pytest.mark.parametrize("name", [".x", "x.", "a..b"])
+def test_a_collection_name_mongodb_refuses_is_refused_first(name, monkeypatch, capsys):
+    monkeypatch.setenv("ORDERS_COLLECTION", name)
+    assert main(["batch", "--simulation"]) == 2
+    _one_line_refusal(capsys.readouterr().err, "ORDERS_COLLECTION: not a valid MongoDB collection name")
