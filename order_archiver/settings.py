@@ -453,6 +453,23 @@ def parse_readable_file(value: str) -> str | None:
     return str(path)
 
 
+def parse_ca_file(value: str) -> str | None:
+    """A CA bundle: a readable file with at least one certificate in it (PEM), as the TLS
+    context loads it (the driver's SSLError came after the client was made, exit 1)."""
+    import ssl
+
+    path = parse_readable_file(value)
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError):
+        raise ValueError(
+            f"{path}: no certificate in it (a CA bundle is PEM: -----BEGIN CERTIFICATE-----)"
+        ) from None
+    return path
+
+
 def parse_optional_database_name(value: str) -> str | None:
     return parse_database_name(value) if str(value).strip() else None
 
@@ -559,7 +576,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RESUME_TOKEN_FILE": ("resume_token_file", parse_text),
     "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_driver_ms),
     "MONGODB_WRITE_TIMEOUT_MS": ("mongodb_write_timeout_ms", parse_server_ms),
-    "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_readable_file),
+    "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_ca_file),
     "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_readable_file),
     "WATCH_MAX_BATCH": ("watch_max_batch", parse_batch_size),  # one micro-batch's ids: one command
     "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_watch_await_ms),

@@ -226,10 +226,12 @@ def test_parse_date_bound_rejects(text):
 
 
 def test_tls_files_pass_through_to_the_client(tmp_path):
+    import certifi
+
     from order_archiver.mongodb.connection import client_options
 
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.write_text(Path(certifi.where()).read_text())  # a CA bundle holds a certificate (checked)
     cert = tmp_path / "client.pem"
     cert.write_text("-----BEGIN PRIVATE KEY-----\n")
     settings, _ = load_settings(

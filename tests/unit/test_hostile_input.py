@@ -273,6 +273,15 @@ def test_demo_with_a_server_that_refuses_says_it_in_one_line(monkeypatch, capsys
     assert "Traceback" not in err
 
 
+# A collection name MongoDB refuses ("collection names must not start or end with '.'"): taken,
+# and the run ended in "error: unexpected InvalidName", exit 1.
+@pytest.mark.parametrize("name", [".x", "x.", "a..b"])
+def test_a_collection_name_mongodb_refuses_is_refused_first(name, monkeypatch, capsys):
+    monkeypatch.setenv("ORDERS_COLLECTION", name)
+    assert main(["batch", "--simulation"]) == 2
+    _one_line_refusal(capsys.readouterr().err, "ORDERS_COLLECTION: not a valid MongoDB collection name")
+
+
 # A number past a 64-bit integer: --limit 9223372036854775808 ended in "unexpected ValueError:
 # Stop argument for islice() must be None or an integer", exit 1.
 @pytest.mark.parametrize(
@@ -290,10 +299,12 @@ def test_a_number_past_64_bits_is_a_usage_error(argv, capsys):
     _one_line_refusal(capsys.readouterr().err, "expected at most 9223372036854775807")
 
 
-# A collection name MongoDB refuses ("collection names must not start or end with '.'"): taken,
-# and the run ended in "error: unexpected InvalidName", exit 1.
-@pytest.mark.parametrize("name", [".x", "x.", "a..b"])
-def test_a_collection_name_mongodb_refuses_is_refused_first(name, monkeypatch, capsys):
-    monkeypatch.setenv("ORDERS_COLLECTION", name)
-    assert main(["batch", "--simulation"]) == 2
-    _one_line_refusal(capsys.readouterr().err, "ORDERS_COLLECTION: not a valid MongoDB collection name")
+# A CA file that holds no certificate: "error: unexpected SSLError: [X509:
+# NO_CERTIFICATE_OR_CRL_FOUND]", exit 1, once the client was made.
+def test_a_ca_file_without_a_certificate_is_refused_first(tmp_path, monkeypatch, capsys):
+    not_a_bundle = tmp_path / "ca.pem"
+    not_a_bundle.write_text("db1.example.net\n")
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:9/")
+    monkeypatch.setenv("MONGODB_TLS_CA_FILE", str(not_a_bundle))
+    assert main(["status"]) == 2
+    _one_line_refusal(capsys.readouterr().err, f"MONGODB_TLS_CA_FILE: {not_a_bundle}: no certificate in it")
