@@ -332,11 +332,21 @@ def parse_name(value: str) -> str:
     return name
 
 
+# The server's own: `local` is not replicated (no majority write, lost with its node), `admin`
+# and `config` hold the deployment's users and state.
+MONGODB_OWN_DATABASES = frozenset({"admin", "config", "local"})
+
+
 def parse_database_name(value: str) -> str:
     """A database name as MongoDB accepts it: no ``/\\. "$*<>:|?``, under 64 bytes."""
     name = parse_name(value)
     if any(c in name for c in ".*<>:|?") or len(name.encode()) >= 64:
         raise ValueError(f"not a valid MongoDB database name: {value!r}")
+    if name.casefold() in MONGODB_OWN_DATABASES:
+        raise ValueError(
+            f"{value!r} is one of MongoDB's own databases (admin, config, local: local is not even "
+            "replicated); name one of yours"
+        )
     return name
 
 

@@ -308,3 +308,14 @@ def test_a_ca_file_without_a_certificate_is_refused_first(tmp_path, monkeypatch,
     monkeypatch.setenv("MONGODB_TLS_CA_FILE", str(not_a_bundle))
     assert main(["status"]) == 2
     _one_line_refusal(capsys.readouterr().err, f"MONGODB_TLS_CA_FILE: {not_a_bundle}: no certificate in it")
+
+
+# MongoDB's own databases: `local` is not replicated (an archive there is lost with its node,
+# and a majority write cannot be acknowledged), `admin` and `config` hold the server's state.
+# They were taken (`ARCHIVE_DATABASE=local batch --run` wrote the archive there).
+@pytest.mark.parametrize("setting", ["MONGODB_DATABASE", "ARCHIVE_DATABASE"])
+@pytest.mark.parametrize("name", ["local", "admin", "config", "Local"])
+def test_mongodb_own_databases_are_refused(setting, name, monkeypatch, capsys):
+    monkeypatch.setenv(setting, name)
+    assert main(["batch", "--simulation"]) == 2
+    _one_line_refusal(capsys.readouterr().err, f"{setting}: {name!r} is one of MongoDB's own databases")
