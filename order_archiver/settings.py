@@ -480,6 +480,31 @@ def parse_ca_file(value: str) -> str | None:
     return path
 
 
+def parse_cert_key_file(value: str) -> str | None:
+    """A client certificate and its private key, one PEM file, as the TLS context loads it. A
+    key under a password (the URI's tlsCertificateKeyFilePassword) cannot be opened here: the
+    driver checks that one."""
+    import ssl
+
+    path = parse_readable_file(value)
+    if path is None:
+        return None
+    asked: list[bool] = []
+
+    def password() -> bytes:
+        asked.append(True)
+        return b""
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(path, password=password)
+    except (ssl.SSLError, ValueError):
+        if not asked:
+            raise ValueError(
+                f"{path}: not a certificate and its private key (one PEM file holds both)"
+            ) from None
+    return path
+
+
 def parse_optional_database_name(value: str) -> str | None:
     return parse_database_name(value) if str(value).strip() else None
 
@@ -587,7 +612,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_driver_ms),
     "MONGODB_WRITE_TIMEOUT_MS": ("mongodb_write_timeout_ms", parse_server_ms),
     "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_ca_file),
-    "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_readable_file),
+    "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_cert_key_file),
     "WATCH_MAX_BATCH": ("watch_max_batch", parse_batch_size),  # one micro-batch's ids: one command
     "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_watch_await_ms),
     "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_seconds),

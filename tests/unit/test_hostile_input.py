@@ -319,3 +319,30 @@ def test_mongodb_own_databases_are_refused(setting, name, monkeypatch, capsys):
     monkeypatch.setenv(setting, name)
     assert main(["batch", "--simulation"]) == 2
     _one_line_refusal(capsys.readouterr().err, f"{setting}: {name!r} is one of MongoDB's own databases")
+
+
+# A client certificate file that holds no certificate and key: refused as "MONGODB_URI: Private
+# key doesn't match certificate" once the client was made: the wrong setting named.
+def test_a_cert_key_file_without_a_certificate_is_refused_by_its_name(tmp_path, monkeypatch, capsys):
+    not_a_pem = tmp_path / "client.pem"
+    not_a_pem.write_text("db1.example.net\n")
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:9/")
+    monkeypatch.setenv("MONGODB_TLS_CERT_KEY_FILE", str(not_a_pem))
+    assert main(["status"]) == 2
+    _one_line_refusal(
+        capsys.readouterr().err,
+        f"MONGODB_TLS_CERT_KEY_FILE: {not_a_pem}: not a certificate and its private key",
+    )
+
+
+@pytest.mark.parametrize("password", [None, b"a key's own password"])
+def test_a_cert_key_file_is_taken_with_its_key_under_a_password_or_not(password, tmp_path):
+    from order_archiver.settings import load_settings
+    from tests.helpers import self_signed_pem
+
+    pem = tmp_path / "client.pem"
+    pem.write_bytes(self_signed_pem(password))  # under a password: the URI's, for the driver
+    settings, _ = load_settings(
+        environ={"MONGODB_URI": "mongodb://127.0.0.1:9/", "MONGODB_TLS_CERT_KEY_FILE": str(pem)}
+    )
+    assert settings.mongodb_tls_cert_key_file == str(pem)
