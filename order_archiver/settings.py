@@ -307,7 +307,7 @@ MAX_WATCH_AWAIT_MS = 4_000
 
 
 def parse_watch_await_ms(value: str | int) -> int:
-    number = parse_positive_int(value)
+    number = _at_least_one(value)
     if number > MAX_WATCH_AWAIT_MS:
         raise ValueError(
             f"expected at most {MAX_WATCH_AWAIT_MS} (a stop waits for a quiet getMore to return), got {number}"
