@@ -701,6 +701,8 @@ def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:
     """The ``.env`` values, and warnings about the file (world-readable secrets)."""
     path = Path(env_file) if env_file else Path(".env")
     if not path.is_file():
+        if env_file and path.is_dir():
+            raise ConfigError(f"--env-file {env_file}: a folder; name the settings file")
         if env_file:
             raise ConfigError(f"--env-file: no such file: {env_file}")
         return {}, []

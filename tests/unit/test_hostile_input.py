@@ -346,3 +346,10 @@ def test_a_cert_key_file_is_taken_with_its_key_under_a_password_or_not(password,
         environ={"MONGODB_URI": "mongodb://127.0.0.1:9/", "MONGODB_TLS_CERT_KEY_FILE": str(pem)}
     )
     assert settings.mongodb_tls_cert_key_file == str(pem)
+
+
+# --env-file naming a folder was "no such file": it exists.
+def test_an_env_file_that_is_a_folder_is_said_so(tmp_path, capsys):
+    assert main(["batch", "--simulation", "--env-file", str(tmp_path)]) == 2
+    _one_line_refusal(capsys.readouterr().err, f"--env-file {tmp_path}: a folder; name the settings file")
+
