@@ -393,7 +393,7 @@ def parse_uri(value: str) -> str:
         # Imported here: the URI is checked without connecting (+srv would need DNS).
         from pymongo.uri_parser import parse_uri as pymongo_parse_uri
 
-        unknown = unknown_uri_options(uri)
+        unknown = unknown_uri_options(uri) or twice_given_uri_option(uri)
         if unknown:
             raise ValueError(f"malformed: {unknown}")
         try:
@@ -420,6 +420,20 @@ def unknown_uri_options(uri: str) -> str | None:
         close = difflib.get_close_matches(name.lower(), list(URI_OPTIONS_VALIDATOR_MAP), n=1, cutoff=0.6)
         said.append(f"{name[:40]!r}" + (f" (did you mean {uri_option_spelt(close[0])}?)" if close else ""))
     return f"unknown option {', '.join(said)} (the connection string options: MongoDB's manual)"
+
+
+def twice_given_uri_option(uri: str) -> str | None:
+    """An option the URI gives twice, named (pymongo keeps the last, and says so in a Python
+    warning of two lines: ``w=majority&...&w=0`` would be unacknowledged writes). Only
+    readPreferenceTags may repeat (each a tag set, in order of preference)."""
+    query = urllib.parse.urlsplit(uri).query
+    seen: set[str] = set()
+    for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        key = name.lower()
+        if key in seen and key != "readpreferencetags":
+            return f"the option {uri_option_spelt(key)!r} is given twice (keep one)"
+        seen.add(key)
+    return None
 
 
 # The manual's spelling of the options pymongo's list (uri_parser.URI_OPTIONS) spells in lower

@@ -353,3 +353,12 @@ def test_an_env_file_that_is_a_folder_is_said_so(tmp_path, capsys):
     assert main(["batch", "--simulation", "--env-file", str(tmp_path)]) == 2
     _one_line_refusal(capsys.readouterr().err, f"--env-file {tmp_path}: a folder; name the settings file")
 
+
+# An option given twice in the URI (w=majority&...&w=0): pymongo kept the last and said so in a
+# Python warning, two lines with its source path, on stderr.
+def test_a_uri_option_given_twice_is_refused_by_its_name(monkeypatch, capsys):
+    monkeypatch.setenv("MONGODB_URI", "mongodb://u:s3cr3tpw@127.0.0.1:9/?w=majority&journal=false&W=0")
+    assert main(["status"]) == 2
+    captured = capsys.readouterr()
+    _one_line_refusal(captured.err, "MONGODB_URI: malformed: the option 'w' is given twice (keep one)")
+    assert "s3cr3tpw" not in captured.err
