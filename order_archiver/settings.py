@@ -818,6 +818,11 @@ def uri_from_file(values: Mapping[str, Any]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise ConfigError(f"MONGODB_URI_FILE {path}: cannot be read: {reason}") from None
+    lines = text.splitlines()
+    if len(lines) > 1:  # two URIs pasted, a comment: what pymongo said named neither
+        raise ConfigError(
+            f"MONGODB_URI_FILE {path}: {len(lines)} lines; the connection string alone, on one line"
+        )
     try:
         return {"mongodb_uri": parse_uri(text)}
     except ValueError as exc:

@@ -362,3 +362,15 @@ def test_a_uri_option_given_twice_is_refused_by_its_name(monkeypatch, capsys):
     captured = capsys.readouterr()
     _one_line_refusal(captured.err, "MONGODB_URI: malformed: the option 'w' is given twice (keep one)")
     assert "s3cr3tpw" not in captured.err
+
+
+# A URI file of two lines (a second URI pasted under the first): "malformed: MongoDB URI options
+# are key=value pairs", the reason nowhere near.
+def test_a_uri_file_of_two_lines_is_said_so(tmp_path, monkeypatch, capsys):
+    uri_file = tmp_path / "uri"
+    uri_file.write_text("mongodb://u:s3cr3tpw@127.0.0.1:9/?replicaSet=rs0\nmongodb://other:9/\n")
+    monkeypatch.setenv("MONGODB_URI_FILE", str(uri_file))
+    assert main(["status"]) == 2
+    captured = capsys.readouterr()
+    _one_line_refusal(captured.err, f"MONGODB_URI_FILE {uri_file}: 2 lines; the connection string alone")
+    assert "s3cr3tpw" not in captured.err
