@@ -156,13 +156,21 @@ def _reported(
 
 
 def _settings(
-    args: argparse.Namespace, outputs: dict[str, str | None] | None = None, **overrides: Any
+    args: argparse.Namespace,
+    outputs: dict[str, str | None] | None = None,
+    *,
+    token_file: bool = False,
+    **overrides: Any,
 ) -> Settings:
-    """The settings, with every file the command will write checked before any work."""
+    """The settings, with every file the command will write checked before any work
+    (``token_file``: RESUME_TOKEN_FILE too, watch's file store)."""
     overrides.setdefault("archive_mongodb_uri", getattr(args, "archive_uri", None))
     settings, warnings = load_settings(args.env_file, overrides)
+    outputs = dict(outputs or {})
+    if token_file:
+        outputs["RESUME_TOKEN_FILE"] = settings.resume_token_file
     # Each refused before the log folder is made: a refusal writes nothing.
-    check_output_paths(settings, outputs or {}, args.env_file)
+    check_output_paths(settings, outputs, args.env_file)
     warnings += _stop_file_warnings(getattr(args, "stop_file", None))
     warnings += check_log_dir(settings.log_dir)
     setup_logging(settings, verbosity=1 if args.verbose else -1 if args.quiet else 0)
@@ -309,13 +317,13 @@ def _stop_on_file(path: str | None, stop: threading.Event) -> None:
 
 
 def cmd_watch(args: argparse.Namespace, context: RunContext) -> int:
-    settings = _settings(args, resume_token_file=args.token_file)
+    file_store = args.token_store == "file"
+    settings = _settings(args, token_file=file_store, resume_token_file=args.token_file)
     _stop_on_file(args.stop_file, context.stop)  # checked with the settings
-    if args.token_store != "file":
+    if not file_store:
         return _watch(args, settings, context)  # the mongo store's lease decides who writes
     from order_archiver.mongodb.token_lock import TokenFileLock
 
-    check_output_paths(settings, {"RESUME_TOKEN_FILE": settings.resume_token_file}, args.env_file)
     # One watcher per token file, for this process's life (the wait for the server included):
     # a second one refuses at once, exit 2, naming the first one's pid.
     with TokenFileLock(settings.resume_token_file, "watch"):

@@ -374,3 +374,13 @@ def test_a_uri_file_of_two_lines_is_said_so(tmp_path, monkeypatch, capsys):
     captured = capsys.readouterr()
     _one_line_refusal(captured.err, f"MONGODB_URI_FILE {uri_file}: 2 lines; the connection string alone")
     assert "s3cr3tpw" not in captured.err
+
+
+# watch's token file refused after the log folder was made: the refusal wrote (LOG_DIR created).
+def test_a_token_file_refused_leaves_no_log_folder(tmp_path, monkeypatch, capsys):
+    logs = tmp_path / "logs"
+    monkeypatch.setenv("LOG_DIR", str(logs))
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:9/")
+    assert main(["watch", "--token-file", str(tmp_path)]) == 2
+    _one_line_refusal(capsys.readouterr().err, f"RESUME_TOKEN_FILE {tmp_path}: is a folder")
+    assert not logs.exists()
