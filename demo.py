@@ -10,6 +10,7 @@ archived with its latency, shows `status` and `verify`, and stops everything it 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import threading
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.cli.definition import NON_NEGATIVE, POSITIVE, OneLineParser
 from order_archiver.context import RunContext
-from order_archiver.logs import setup_logging
+from order_archiver.errors import ArchiverError
+from order_archiver.logs import redact, setup_logging
 from order_archiver.mongodb.connection import open_client
 from order_archiver.operations.status import collect_status
 from order_archiver.operations.verify import verify
@@ -66,12 +69,11 @@ def _archived(archive: Any, order: Mapping[str, object], timeout_s: float = 10.0
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    # The product's parser and types: a usage error is one line, exit 2.
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--auto", action="store_true", help="no pauses between steps")
-    parser.add_argument("--orders", type=int, default=2000, help="orders to generate (2000)")
-    parser.add_argument("--deliveries", type=int, default=5, help="orders delivered live (5)")
+    parser.add_argument("--orders", type=POSITIVE, default=2000, help="orders to generate (2000)")
+    parser.add_argument("--deliveries", type=NON_NEGATIVE, default=5, help="orders delivered live (5)")
     args = parser.parse_args(argv)
     demo = Demo(args.auto)
     user_settings, _ = load_settings(overrides={"simulation": True})
@@ -153,5 +155,19 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``run``, its failures as the product's commands say theirs: one line, the exit code
+    (a setting to fix: 2; a server that cannot be reached: 1). SIGTERM stops it as Ctrl+C does:
+    the server it started is stopped on the way out."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return run(argv)
+    except ArchiverError as exc:
+        sys.stderr.write(f"error: {redact(str(exc))}\n")
+        return exc.exit_code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(main())

@@ -51,12 +51,20 @@ class Duration(timedelta):
         return f"{seconds}s"
 
 
+# The longest duration: a date this far back or ahead stays a date (9999999d before now is
+# before year 1: "date value out of range" in the middle of a run, after its writes).
+MAX_DURATION_DAYS = 36_500  # a hundred years
+
+
 def parse_duration(text: str) -> Duration:
-    """``90s``, ``15m``, ``24h``, ``7d``."""
+    """``90s``, ``15m``, ``24h``, ``7d``; at most a hundred years."""
     match = _DURATION.match(str(text).strip().lower())
     if not match:
         raise ValueError(f"expected a duration like 90s, 15m, 24h or 7d; got {text!r}")
-    return Duration(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    length = Duration(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    if length > timedelta(days=MAX_DURATION_DAYS):
+        raise ValueError(f"must be at most {MAX_DURATION_DAYS}d (a hundred years), got {text.strip()!r}")
+    return length
 
 
 def parse_positive_duration(text: str) -> Duration:
@@ -202,13 +210,55 @@ class Settings:
 # --- parsers: each raises ValueError with the reason -------------------------------------
 
 
-def parse_positive_int(value: str | int) -> int:
+INT64_MAX = 2**63 - 1  # the largest whole number BSON holds (and a Python slice takes)
+
+
+def _at_least_one(value: str | int) -> int:
+    """A whole number of at least 1, however large (each limit says its own maximum)."""
     try:
         number = int(str(value).strip())
     except ValueError:
         raise ValueError(f"expected a whole number, got {value!r}") from None
     if number < 1:
         raise ValueError(f"expected a number of at least 1, got {number}")
+    return number
+
+
+def parse_positive_int(value: str | int) -> int:
+    number = _at_least_one(value)
+    if number > INT64_MAX:
+        raise ValueError(f"expected at most {INT64_MAX} (a 64-bit integer, as MongoDB takes), got {number}")
+    return number
+
+
+def at_most(maximum: int, why: str) -> Callable[[str], int]:
+    """A parser of a whole number from 1 to ``maximum`` (``why``: whose limit that is)."""
+
+    def parse(value: str) -> int:
+        number = _at_least_one(value)
+        if number > maximum:
+            raise ValueError(f"expected at most {maximum} ({why}), got {number}")
+        return number
+
+    return parse
+
+
+# A time in ms that MongoDB takes (maxTimeMS, wtimeout): a 32-bit integer, ~24.8 days
+# (src/mongo/db/query/max_time_ms_parser.cpp); pymongo's timeouts: under a billion ms.
+MONGODB_MAX_MS = 2**31 - 1
+DRIVER_MAX_MS = 999_999_999
+# A wait in seconds (threading's, a lease's date): a hundred years, as a duration.
+MAX_SECONDS = MAX_DURATION_DAYS * 86_400
+parse_server_ms = at_most(MONGODB_MAX_MS, "MongoDB's limit for a time in ms, ~24.8 days")
+parse_driver_ms = at_most(DRIVER_MAX_MS, "the driver's limit: under a billion ms, ~11.5 days")
+parse_seconds = at_most(MAX_SECONDS, "a hundred years")
+
+
+def parse_days(value: str | int) -> int:
+    """A number of days a date can go back (``simulate --days``): at most a hundred years."""
+    number = _at_least_one(value)
+    if number > MAX_DURATION_DAYS:
+        raise ValueError(f"expected at most {MAX_DURATION_DAYS} (a hundred years), got {number}")
     return number
 
 
@@ -242,7 +292,7 @@ MAX_BATCH_SIZE = 10_000
 
 
 def parse_batch_size(value: str | int) -> int:
-    number = parse_positive_int(value)
+    number = _at_least_one(value)
     if number > MAX_BATCH_SIZE:
         raise ValueError(
             f"expected at most {MAX_BATCH_SIZE} (a chunk's ids go to the server in one command), got {number}"
@@ -257,7 +307,7 @@ MAX_WATCH_AWAIT_MS = 4_000
 
 
 def parse_watch_await_ms(value: str | int) -> int:
-    number = parse_positive_int(value)
+    number = _at_least_one(value)
     if number > MAX_WATCH_AWAIT_MS:
         raise ValueError(
             f"expected at most {MAX_WATCH_AWAIT_MS} (a stop waits for a quiet getMore to return), got {number}"
@@ -282,11 +332,21 @@ def parse_name(value: str) -> str:
     return name
 
 
+# The server's own: `local` is not replicated (no majority write, lost with its node), `admin`
+# and `config` hold the deployment's users and state.
+MONGODB_OWN_DATABASES = frozenset({"admin", "config", "local"})
+
+
 def parse_database_name(value: str) -> str:
     """A database name as MongoDB accepts it: no ``/\\. "$*<>:|?``, under 64 bytes."""
     name = parse_name(value)
     if any(c in name for c in ".*<>:|?") or len(name.encode()) >= 64:
         raise ValueError(f"not a valid MongoDB database name: {value!r}")
+    if name.casefold() in MONGODB_OWN_DATABASES:
+        raise ValueError(
+            f"{value!r} is one of MongoDB's own databases (admin, config, local: local is not even "
+            "replicated); name one of yours"
+        )
     return name
 
 
@@ -295,6 +355,8 @@ def parse_collection_name(value: str) -> str:
     name = parse_name(value)
     if name.startswith("system."):
         raise ValueError(f"{value!r} is a system collection; name one of your own")
+    if name.startswith(".") or name.endswith(".") or ".." in name:  # MongoDB's InvalidName
+        raise ValueError(f"not a valid MongoDB collection name (a '.' at an end, or '..'): {value!r}")
     return name
 
 
@@ -331,7 +393,7 @@ def parse_uri(value: str) -> str:
         # Imported here: the URI is checked without connecting (+srv would need DNS).
         from pymongo.uri_parser import parse_uri as pymongo_parse_uri
 
-        unknown = unknown_uri_options(uri)
+        unknown = unknown_uri_options(uri) or twice_given_uri_option(uri)
         if unknown:
             raise ValueError(f"malformed: {unknown}")
         try:
@@ -358,6 +420,20 @@ def unknown_uri_options(uri: str) -> str | None:
         close = difflib.get_close_matches(name.lower(), list(URI_OPTIONS_VALIDATOR_MAP), n=1, cutoff=0.6)
         said.append(f"{name[:40]!r}" + (f" (did you mean {uri_option_spelt(close[0])}?)" if close else ""))
     return f"unknown option {', '.join(said)} (the connection string options: MongoDB's manual)"
+
+
+def twice_given_uri_option(uri: str) -> str | None:
+    """An option the URI gives twice, named (pymongo keeps the last, and says so in a Python
+    warning of two lines: ``w=majority&...&w=0`` would be unacknowledged writes). Only
+    readPreferenceTags may repeat (each a tag set, in order of preference)."""
+    query = urllib.parse.urlsplit(uri).query
+    seen: set[str] = set()
+    for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        key = name.lower()
+        if key in seen and key != "readpreferencetags":
+            return f"the option {uri_option_spelt(key)!r} is given twice (keep one)"
+        seen.add(key)
+    return None
 
 
 # The manual's spelling of the options pymongo's list (uri_parser.URI_OPTIONS) spells in lower
@@ -401,6 +477,48 @@ def parse_readable_file(value: str) -> str | None:
     return str(path)
 
 
+def parse_ca_file(value: str) -> str | None:
+    """A CA bundle: a readable file with at least one certificate in it (PEM), as the TLS
+    context loads it (the driver's SSLError came after the client was made, exit 1)."""
+    import ssl
+
+    path = parse_readable_file(value)
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError):
+        raise ValueError(
+            f"{path}: no certificate in it (a CA bundle is PEM: -----BEGIN CERTIFICATE-----)"
+        ) from None
+    return path
+
+
+def parse_cert_key_file(value: str) -> str | None:
+    """A client certificate and its private key, one PEM file, as the TLS context loads it. A
+    key under a password (the URI's tlsCertificateKeyFilePassword) cannot be opened here: the
+    driver checks that one."""
+    import ssl
+
+    path = parse_readable_file(value)
+    if path is None:
+        return None
+    asked: list[bool] = []
+
+    def password() -> bytes:
+        asked.append(True)
+        return b""
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(path, password=password)
+    except (ssl.SSLError, ValueError):
+        if not asked:
+            raise ValueError(
+                f"{path}: not a certificate and its private key (one PEM file holds both)"
+            ) from None
+    return path
+
+
 def parse_optional_database_name(value: str) -> str | None:
     return parse_database_name(value) if str(value).strip() else None
 
@@ -416,6 +534,14 @@ def parse_bool(value: str) -> bool:
 
 def parse_text(value: str) -> str:
     return str(value).strip()
+
+
+def parse_given(value: str) -> str:
+    """A flag's value as typed, but not blank: ``--numero "$N"`` with ``N`` unset would be
+    looked for, and reported as no such order."""
+    if not str(value).strip():
+        raise ValueError("must not be empty (an unset shell variable?)")
+    return str(value)
 
 
 def parse_order_fields(value: str) -> OrderFields:
@@ -492,21 +618,21 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ARCHIVE_COLD_URL": ("archive_cold_url", parse_cold_url),
     "ARCHIVE_COLD_AFTER": ("archive_cold_after", parse_retention),
     "BATCH_FULL_SWEEP_EVERY": ("batch_full_sweep_every", parse_duration),
-    "INDEX_BUILD_WAIT_S": ("index_build_wait_s", parse_positive_int),
+    "INDEX_BUILD_WAIT_S": ("index_build_wait_s", parse_seconds),
     "LOG_DIR": ("log_dir", parse_text),
     "LOG_LEVEL": ("log_level", parse_choice(LOG_LEVELS, upper=True)),
     "LOG_FORMAT": ("log_format", parse_choice(LOG_FORMATS)),
     "RESUME_TOKEN_FILE": ("resume_token_file", parse_text),
-    "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_positive_int),
-    "MONGODB_WRITE_TIMEOUT_MS": ("mongodb_write_timeout_ms", parse_positive_int),
-    "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_readable_file),
-    "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_readable_file),
+    "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", parse_driver_ms),
+    "MONGODB_WRITE_TIMEOUT_MS": ("mongodb_write_timeout_ms", parse_server_ms),
+    "MONGODB_TLS_CA_FILE": ("mongodb_tls_ca_file", parse_ca_file),
+    "MONGODB_TLS_CERT_KEY_FILE": ("mongodb_tls_cert_key_file", parse_cert_key_file),
     "WATCH_MAX_BATCH": ("watch_max_batch", parse_batch_size),  # one micro-batch's ids: one command
     "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_watch_await_ms),
-    "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_positive_int),
-    "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_positive_int),
-    "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_positive_int),
-    "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_positive_int),
+    "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_seconds),
+    "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_seconds),
+    "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_seconds),
+    "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_seconds),
     "ARCHIVE_PII": ("archive_pii", parse_choice(PII_MODES)),
     "ARCHIVE_PII_KEY": ("archive_pii_key", parse_text),
     "ARCHIVE_NON_PERSONAL_FIELDS": ("non_personal_fields", parse_order_fields),
@@ -589,6 +715,8 @@ def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:
     """The ``.env`` values, and warnings about the file (world-readable secrets)."""
     path = Path(env_file) if env_file else Path(".env")
     if not path.is_file():
+        if env_file and path.is_dir():
+            raise ConfigError(f"--env-file {env_file}: a folder; name the settings file")
         if env_file:
             raise ConfigError(f"--env-file: no such file: {env_file}")
         return {}, []
@@ -646,6 +774,7 @@ def load_settings(
     values.update(uri_from_file(values))
     settings = Settings(**values)
     check_settings(settings)
+    check_aws_endpoints(settings, environment)
     warnings += retention_warnings(settings)
     for name, uri in (
         ("MONGODB_URI", settings.mongodb_uri),
@@ -654,6 +783,25 @@ def load_settings(
         if uri and not settings.simulation:
             warnings += tls_problems(name, uri, settings)
     return settings, warnings
+
+
+# The S3-compatible store's address, read by the AWS SDK itself (pyarrow) from the environment.
+AWS_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+def check_aws_endpoints(settings: Settings, environ: Mapping[str, str]) -> None:
+    """An S3 cold tier's endpoint with ``key:secret@`` in it is refused, the value unshown: the
+    SDK takes the key for a host name, and its error prints it; credentials come from their
+    own variables, as for ARCHIVE_COLD_URL."""
+    if not (settings.archive_cold_url or "").startswith("s3://"):
+        return
+    for name in AWS_ENDPOINT_VARIABLES:
+        authority = re.split(r"[/?#]", environ.get(name, "").strip().partition("://")[2], maxsplit=1)[0]
+        if "@" in authority:
+            raise ConfigError(
+                f"{name}: holds credentials (the value is not shown); give the store's address only, "
+                "and the keys as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile, a role)"
+            )
 
 
 def uri_from_file(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -670,6 +818,11 @@ def uri_from_file(values: Mapping[str, Any]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise ConfigError(f"MONGODB_URI_FILE {path}: cannot be read: {reason}") from None
+    lines = text.splitlines()
+    if len(lines) > 1:  # two URIs pasted, a comment: what pymongo said named neither
+        raise ConfigError(
+            f"MONGODB_URI_FILE {path}: {len(lines)} lines; the connection string alone, on one line"
+        )
     try:
         return {"mongodb_uri": parse_uri(text)}
     except ValueError as exc:
@@ -903,8 +1056,12 @@ def check_log_dir(log_dir: str) -> list[str]:
     returned warnings): the logs name orders and clients' ids."""
     if not log_dir:
         return []
-    folder = Path(log_dir).expanduser()
-    if folder.is_symlink():
+    try:
+        folder = Path(log_dir).expanduser()
+        is_link = folder.is_symlink()
+    except (RuntimeError, OSError, ValueError):  # "~nouser/logs", a name too long
+        raise ConfigError(f"LOG_DIR {log_dir}: not a usable folder path") from None
+    if is_link:
         raise ConfigError(f"LOG_DIR {log_dir}: a symbolic link; give the folder itself")
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -1052,7 +1209,31 @@ def parse_date_bound(text: str, now: datetime | None = None) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise ValueError(f"out of range once in UTC (years 1 to 9999); got {text!r}") from None
+
+
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def parse_bind_address(text: str) -> str:
+    """An address to listen on: an IP address (``0.0.0.0``, ``::1``) or a host name (RFC 1123,
+    its last label not all digits: ``999.1.1.1`` is a mistyped address, not a name)."""
+    import ipaddress
+
+    value = str(text).strip()
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if _HOST_NAME.match(value.lower()) and not value.rsplit(".", 1)[-1].isdigit():
+        return value
+    raise ValueError(f"expected an IP address or a host name, got {text!r}")
 
 
 def parse_port(text: str) -> int:

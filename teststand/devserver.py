@@ -1635,6 +1635,10 @@ def _console_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+class _Refused(Exception):
+    """What the development server cannot start with, said in one line (exit 2)."""
+
+
 def _command_line(argv: list[str]) -> tuple[list[str], argparse.Namespace]:
     """nx-27017's arguments, with its log and pid files in the data folder unless given: its
     defaults (``/tmp/nx_27017.log``, ``/tmp/nx_27017.pid``) are shared by every server on the
@@ -1647,8 +1651,13 @@ def _command_line(argv: list[str]) -> tuple[list[str], argparse.Namespace]:
     parser.add_argument("--pid-file")
     parser.add_argument("-v", "--verbose", action="store_true")
     known, _ = parser.parse_known_args(argv)
+    if not str(known.port).isdigit() or not 1 <= int(known.port) <= 65535:
+        raise _Refused(f"-p {known.port}: expected a port from 1 to 65535")
     if known.data_dir and known.data_dir != "memory":
-        Path(known.data_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(known.data_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _Refused(f"--data-dir {known.data_dir}: cannot make the folder: {exc.strerror}") from None
         for option, name in (("log_file", "nx.log"), ("pid_file", "nx.pid")):
             if getattr(known, option) is None:
                 setattr(known, option, str(Path(known.data_dir) / name))
@@ -1672,7 +1681,11 @@ def serve(argv: list[str]) -> int:
     if refused is not None:  # a misspelt option: said first, before the folder, the port, "starting"
         sys.stderr.write(f"error: {refused} (python -m teststand.devserver --help lists them)\n")
         return EXIT_USAGE
-    argv, known = _command_line(argv)
+    try:
+        argv, known = _command_line(argv)
+    except _Refused as refused:  # a port or a data folder it cannot use: one line, not a traceback
+        sys.stderr.write(f"error: {refused}\n")
+        return EXIT_USAGE
     _console_logging(known.verbose)
     address = f"{known.host}:{known.port}"
     # With NX_REPLICA_SET, hello's member list: the address it serves (a new user's server on

@@ -28,9 +28,12 @@ from order_archiver.orders.partition import Partition
 from order_archiver.settings import (
     Duration,
     parse_batch_size,
+    parse_bind_address,
     parse_command_line_uri,
     parse_date_bound,
+    parse_days,
     parse_duration,
+    parse_given,
     parse_name,
     parse_partition,
     parse_port,
@@ -48,9 +51,10 @@ from order_archiver.simulation.generator import (
 Handler = Callable[[argparse.Namespace, RunContext], int]
 
 
-# ``-1/3`` is a value, as ``-1`` is (``--partition -1/3`` said "expected one argument" instead of
-# what is wrong with it): argparse keeps that test in an attribute of its own, unchanged since 3.2.
-NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+/\d+$")
+# ``-1/3`` and ``-1d`` are values, as ``-1`` is (``--partition -1/3`` said "expected one argument"
+# instead of what is wrong with it): argparse keeps that test in an attribute of its own,
+# unchanged since 3.2.
+NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+/\d+$|^-\d+[smhd]$")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -95,6 +99,10 @@ def _parse_seed(text: str) -> int:
         raise ValueError(f"expected a whole number, got {text!r}") from None
 
 
+def _parse_order_id(text: str) -> object:
+    return parse_order_id(parse_given(text))
+
+
 def _parse_run_time(text: str) -> Duration:
     length = parse_duration(text)
     if not length:
@@ -103,6 +111,7 @@ def _parse_run_time(text: str) -> Duration:
 
 
 POSITIVE = _argument(parse_positive_int)
+DAYS = _argument(parse_days)
 RUN_TIME = _argument(_parse_run_time)
 BATCH_SIZE = _argument(parse_batch_size)
 NON_NEGATIVE = _argument(_parse_non_negative_int)
@@ -111,11 +120,14 @@ DURATION = _argument(parse_duration)
 PROBABILITY = _argument(parse_probability)
 NAME = _argument(parse_name)
 PORT = _argument(parse_port)
+BIND_ADDRESS = _argument(parse_bind_address)
 URI = _argument(parse_command_line_uri)
 SEED = _argument(_parse_seed)
 CLIENT_ID = _argument(checked_client_id)  # as typed (forget looks for that text too)
 COURIER_ID = _argument(checked_courier_id)
-ORDER_ID = _argument(parse_order_id)
+ORDER_ID = _argument(_parse_order_id)
+ORDER_NUMBER = _argument(parse_given)
+FILE_PATH = _argument(parse_given)  # a blank path: a shell variable unset, never meant as "."
 
 
 # --- the options, each once ----------------------------------------------------------------------
@@ -136,7 +148,9 @@ OPTIONS: dict[str, Option] = {
     # every command
     "verbose": Option(("-v", "--verbose"), "debug logging", {"action": "store_true"}),
     "quiet": Option(("-q", "--quiet"), "warnings and errors only", {"action": "store_true"}),
-    "env-file": Option(("--env-file",), "read settings from F instead of ./.env", {"metavar": "F"}),
+    "env-file": Option(
+        ("--env-file",), "read settings from F instead of ./.env", {"metavar": "F", "type": FILE_PATH}
+    ),
     "archive-uri": Option(
         ("--archive-uri",),
         "the archive's own deployment (ARCHIVE_MONGODB_URI); default: the source's",
@@ -169,14 +183,14 @@ OPTIONS: dict[str, Option] = {
     "days": Option(
         ("--days",),
         f"days the orders span ({DEFAULT_DAYS})",
-        {"metavar": "N", "type": POSITIVE, "default": DEFAULT_DAYS},
+        {"metavar": "N", "type": DAYS, "default": DEFAULT_DAYS},
     ),
     "reset": _flag("drop the five collections first (only if simulate made them)"),
     "yes": _flag("confirm a restore --run of more than 100 orders"),
     "samples-file": Option(
         ("--samples-file",),
         "the embedded database's file (samples.json)",
-        {"metavar": "PATH", "default": "samples.json"},
+        {"metavar": "PATH", "default": "samples.json", "type": FILE_PATH},
     ),
     # selection and output
     "date-from": Option(("--date-from",), "date_commande >= D", {"metavar": "D", "type": DATE}),
@@ -192,7 +206,9 @@ OPTIONS: dict[str, Option] = {
         {"metavar": "N", "type": BATCH_SIZE},
     ),
     "export-samples": Option(
-        ("--export-samples",), "write sample archive documents as Extended JSON", {"metavar": "FILE"}
+        ("--export-samples",),
+        "write sample archive documents as Extended JSON",
+        {"metavar": "FILE", "type": FILE_PATH},
     ),
     "samples": Option(
         ("--samples",),
@@ -229,7 +245,7 @@ OPTIONS: dict[str, Option] = {
         ("--stop-file",),
         "end the run cleanly at the next chunk once this file exists (checked between chunks); "
         "the next run goes on from there (exit 0)",
-        {"metavar": "PATH"},
+        {"metavar": "PATH", "type": FILE_PATH},
     ),
     "show-pii": _flag(
         "show the samples' names, e-mail, phone and address (masked by default, text and JSON)"
@@ -237,14 +253,16 @@ OPTIONS: dict[str, Option] = {
     "metrics-file": Option(
         ("--metrics-file",),
         "write the run's figures for the Prometheus textfile collector",
-        {"metavar": "PATH"},
+        {"metavar": "PATH", "type": FILE_PATH},
     ),
     # watch
     "from-now": _flag("skip the catch-up of missed deliveries"),
     "token-store": Option(
         ("--token-store",), "where the resume token lives", {"choices": ("file", "mongo"), "default": "file"}
     ),
-    "token-file": Option(("--token-file",), "the resume token file (RESUME_TOKEN_FILE)", {"metavar": "PATH"}),
+    "token-file": Option(
+        ("--token-file",), "the resume token file (RESUME_TOKEN_FILE)", {"metavar": "PATH", "type": FILE_PATH}
+    ),
     "for": Option(
         ("--for",),
         "whose privileges: all the commands' (batch's user), or watch (the watcher's own user needs less)",
@@ -259,7 +277,7 @@ OPTIONS: dict[str, Option] = {
     "metrics-address": Option(
         ("--metrics-address",),
         "metrics bind address (127.0.0.1: this host only; 0.0.0.0 in a container Prometheus scrapes)",
-        {"metavar": "ADDR", "default": "127.0.0.1"},
+        {"metavar": "ADDR", "default": "127.0.0.1", "type": BIND_ADDRESS},
     ),
     # status
     "max-backlog-age": Option(
@@ -286,7 +304,9 @@ OPTIONS: dict[str, Option] = {
         ("--courier",), "the courier's _id (24 hexadecimal digits)", {"metavar": "ID", "type": COURIER_ID}
     ),
     "numero": Option(
-        ("--numero",), "an order's numero_commande (repeatable)", {"metavar": "N", "action": "append"}
+        ("--numero",),
+        "an order's numero_commande (repeatable)",
+        {"metavar": "N", "action": "append", "type": ORDER_NUMBER},
     ),
     "id": Option(("--id",), "an order's _id", {"metavar": "ID", "type": ORDER_ID}),
     "all": _flag("every rejected order, not only the newest"),

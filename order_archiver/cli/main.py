@@ -156,13 +156,23 @@ def _reported(
 
 
 def _settings(
-    args: argparse.Namespace, outputs: dict[str, str | None] | None = None, **overrides: Any
+    args: argparse.Namespace,
+    outputs: dict[str, str | None] | None = None,
+    *,
+    token_file: bool = False,
+    **overrides: Any,
 ) -> Settings:
-    """The settings, with every file the command will write checked before any work."""
+    """The settings, with every file the command will write checked before any work
+    (``token_file``: RESUME_TOKEN_FILE too, watch's file store)."""
     overrides.setdefault("archive_mongodb_uri", getattr(args, "archive_uri", None))
     settings, warnings = load_settings(args.env_file, overrides)
+    outputs = dict(outputs or {})
+    if token_file:
+        outputs["RESUME_TOKEN_FILE"] = settings.resume_token_file
+    # Each refused before the log folder is made: a refusal writes nothing.
+    check_output_paths(settings, outputs, args.env_file)
+    warnings += _stop_file_warnings(getattr(args, "stop_file", None))
     warnings += check_log_dir(settings.log_dir)
-    check_output_paths(settings, outputs or {}, args.env_file)
     setup_logging(settings, verbosity=1 if args.verbose else -1 if args.quiet else 0)
     for warning in warnings:
         get_logger().warning(warning)
@@ -179,23 +189,21 @@ def _samples_wanted(args: argparse.Namespace) -> int:
     return DEFAULT_SAMPLES if not args.run or args.export_samples else 0
 
 
-def _stop_file(path: str | None) -> str | None:
-    """``--stop-file``: its folder must exist (a typo would never stop the run), and it names a
-    file, not a folder (which exists already: every run would stop at once). One left behind
-    by an earlier stop is said: this run stops before it writes anything, and so will the next."""
+def _stop_file_warnings(path: str | None) -> list[str]:
+    """``--stop-file``, checked with the settings: its folder must exist (a typo would never
+    stop the run), and it names a file, not a folder (which exists already: every run would
+    stop at once). One left behind by an earlier stop is said (the warning returned): this run
+    stops before it writes anything, and so will the next."""
     if path is None:
-        return None
+        return []
     where = Path(path).expanduser()
     if not where.parent.is_dir():
         raise ConfigError(f"--stop-file {path}: the folder {where.parent} does not exist")
     if where.is_dir():
         raise ConfigError(f"--stop-file {path}: a folder; name a file in it (the run stops once it exists)")
     if where.exists():
-        get_logger().warning(
-            "--stop-file %s exists already: this run writes nothing; remove it to let runs go on",
-            path,
-        )
-    return path
+        return [f"--stop-file {path} exists already: this run writes nothing; remove it to let runs go on"]
+    return []
 
 
 def _partition(args: argparse.Namespace, settings: Settings) -> Partition | None:
@@ -233,7 +241,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         progress=progress_mode(args.quiet or args.json),
         full=args.full,
         max_runtime=args.max_runtime,
-        stop_file=_stop_file(args.stop_file),
+        stop_file=args.stop_file,  # checked with the settings (_stop_file_warnings)
         max_rate=args.max_rate or settings.batch_max_rate,
         max_lag=args.max_lag or settings.batch_max_lag,
         partition=partition,
@@ -309,13 +317,13 @@ def _stop_on_file(path: str | None, stop: threading.Event) -> None:
 
 
 def cmd_watch(args: argparse.Namespace, context: RunContext) -> int:
-    settings = _settings(args, resume_token_file=args.token_file)
-    _stop_on_file(_stop_file(args.stop_file), context.stop)
-    if args.token_store != "file":
+    file_store = args.token_store == "file"
+    settings = _settings(args, token_file=file_store, resume_token_file=args.token_file)
+    _stop_on_file(args.stop_file, context.stop)  # checked with the settings
+    if not file_store:
         return _watch(args, settings, context)  # the mongo store's lease decides who writes
     from order_archiver.mongodb.token_lock import TokenFileLock
 
-    check_output_paths(settings, {"RESUME_TOKEN_FILE": settings.resume_token_file}, args.env_file)
     # One watcher per token file, for this process's life (the wait for the server included):
     # a second one refuses at once, exit 2, naming the first one's pid.
     with TokenFileLock(settings.resume_token_file, "watch"):
@@ -343,7 +351,8 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
             try:
                 watcher.metrics.serve(args.metrics_port, args.metrics_address)
             except OSError as exc:
-                raise ConfigError(f"--metrics-port {args.metrics_port}: {exc.strerror}") from None
+                where = f"--metrics-address {args.metrics_address} --metrics-port {args.metrics_port}"
+                raise ConfigError(f"{where}: {exc.strerror or exc}") from None
             get_logger().info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
         return watcher.run()
     finally:

@@ -11,6 +11,7 @@ all), then the partial one removed.
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,7 +80,7 @@ class ColdStore:
             from pyarrow.fs import FileSystem
 
             try:
-                filesystem, root = FileSystem.from_uri(url)
+                filesystem, root = FileSystem.from_uri(_as_uri(url))
             except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError: a bucket's region, a URI
                 raise ConfigError(f"ARCHIVE_COLD_URL {url}: cannot be reached: {_first_line(exc)}") from None
         self.fs: FileSystem = filesystem
@@ -171,6 +172,13 @@ class ColdStore:
         """Remove a file if it is there (a partial one a crash left, a file replaced)."""
         if self.exists(path):
             self.fs.delete_file(path)
+
+
+def _as_uri(url: str) -> str:
+    """``url`` as pyarrow parses it: a space or a non-ASCII letter in a folder's name
+    (``file:///srv/cold tier``, ``archivé``) percent-encoded (pyarrow decodes it back); what
+    is encoded already, and the URL's own syntax, as given."""
+    return urllib.parse.quote(url, safe=":/?#[]@!$&'()*+,;=%~")
 
 
 def _first_line(exc: BaseException) -> str:

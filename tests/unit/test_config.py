@@ -226,12 +226,16 @@ def test_parse_date_bound_rejects(text):
 
 
 def test_tls_files_pass_through_to_the_client(tmp_path):
+    import certifi
+
     from order_archiver.mongodb.connection import client_options
 
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.write_text(Path(certifi.where()).read_text())  # a CA bundle holds a certificate (checked)
+    from tests.helpers import self_signed_pem
+
     cert = tmp_path / "client.pem"
-    cert.write_text("-----BEGIN PRIVATE KEY-----\n")
+    cert.write_bytes(self_signed_pem())  # a certificate and its key (checked)
     settings, _ = load_settings(
         environ={
             "MONGODB_URI": "mongodb://h:27017/?tls=true&tlsAllowInvalidHostnames=false",

@@ -242,3 +242,31 @@ def test_a_history_that_is_no_whole_number_is_one_line_and_exit_2(tmp_path, rows
         "(make dev-server HISTORY=200000)"
     ]
     assert not data.exists()
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "0"])
+def test_a_port_out_of_range_is_one_line_and_exit_2(tmp_path, port):
+    """`-p 70000` was "OverflowError: bind(): port must be 0-65535", a traceback."""
+    result = subprocess.run(
+        [*dev_server(tmp_path / "data", 27017)[:-2], "-p", port],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: -p {port}: expected a port from 1 to 65535"]
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file"])
+def test_a_data_folder_that_cannot_be_made_is_one_line_and_exit_2(tmp_path, kind):
+    """`--data-dir /etc/passwd` was "FileExistsError: [Errno 17] File exists", a traceback."""
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    folder = taken if kind == "a file" else taken / "data"
+    result = subprocess.run(
+        dev_server(folder, 27017), cwd=PROJECT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --data-dir {folder}: cannot make the folder: ")
