@@ -291,13 +291,16 @@ def parse_partition(value: str) -> tuple[int, int]:
 MAX_BATCH_SIZE = 10_000
 
 
-def parse_batch_size(value: str | int) -> int:
+def _one_to(value: str | int, most: int, why: str) -> int:
+    """A whole number from 1 to ``most``; past it, ``why`` says what the bound protects."""
     number = _at_least_one(value)
-    if number > MAX_BATCH_SIZE:
-        raise ValueError(
-            f"expected at most {MAX_BATCH_SIZE} (a chunk's ids go to the server in one command), got {number}"
-        )
+    if number > most:
+        raise ValueError(f"expected at most {most} ({why}), got {number}")
     return number
+
+
+def parse_batch_size(value: str | int) -> int:
+    return _one_to(value, MAX_BATCH_SIZE, "a chunk's ids go to the server in one command")
 
 
 # A quiet getMore is held on the server this long, and a stop waits for it (the watcher's
@@ -307,12 +310,7 @@ MAX_WATCH_AWAIT_MS = 4_000
 
 
 def parse_watch_await_ms(value: str | int) -> int:
-    number = _at_least_one(value)
-    if number > MAX_WATCH_AWAIT_MS:
-        raise ValueError(
-            f"expected at most {MAX_WATCH_AWAIT_MS} (a stop waits for a quiet getMore to return), got {number}"
-        )
-    return number
+    return _one_to(value, MAX_WATCH_AWAIT_MS, "a stop waits for a quiet getMore to return")
 
 
 def parse_probability(value: str | float) -> float:

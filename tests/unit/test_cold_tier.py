@@ -27,9 +27,8 @@ class Killed(BaseException):
     """The process dies here: nothing after this point runs (no except Exception catches it)."""
 
 
-@pytest.fixture
-def archived(mongo, settings):
-    seed_database(mongo[settings.mongodb_database], settings, 400, p_anomalies=0.15)
+def archive_all(mongo, settings):
+    """One batch run, chunks of 50, its clocks at NOW."""
     BatchArchiver(
         mongo,
         settings,
@@ -37,6 +36,12 @@ def archived(mongo, settings):
         context=RunContext(clock=lambda: NOW),
         server_clock=lambda: NOW,
     ).run()
+
+
+@pytest.fixture
+def archived(mongo, settings):
+    seed_database(mongo[settings.mongodb_database], settings, 400, p_anomalies=0.15)
+    archive_all(mongo, settings)
     archive = mongo[settings.archive_db_name][settings.archive_collection]
     before = {d["_id"]: d for d in archive.find()}
     assert len(before) > 200
@@ -1811,6 +1816,29 @@ def test_an_order_restored_while_its_month_is_moved_stays_held_from_the_purge(
     assert orders.count_documents({"_id": chosen}) == 1  # held by RESTORE_HOLD (30d)
 
 
+def dirty_orders_moved(mongo, settings, tmp_path, values):
+    """120 orders seeded, the two first delivered given ``values[0]`` and ``values[1]`` (``{field:
+    value}``, fields beyond the contract), archived, then the archive's older months moved to a
+    local cold folder. The two orders' original source documents by id, the archive before the
+    move by id, the store, ARCHIVE_COLD_AFTER and the move's report."""
+    from order_archiver.settings import Duration
+
+    seed_database(mongo[settings.mongodb_database], settings, 120, p_anomalies=0.0)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    delivered = sorted(orders.find({"status": settings.delivered_status}), key=lambda d: d["date_livraison"])
+    for order, fields in zip(delivered[:2], values, strict=True):
+        orders.update_one({"_id": order["_id"]}, {"$set": fields})
+    originals = {order["_id"]: orders.find_one({"_id": order["_id"]}) for order in delivered[:2]}
+    archive_all(mongo, settings)
+    archive, checkpoints = collections(mongo, settings)
+    before = {d["_id"]: d for d in archive.find()}
+    assert set(originals) <= set(before)
+    store = local_store(tmp_path)
+    cold_after = Duration(days=(datetime.now(UTC) - a_cutoff(before)).days)
+    report = ColdMove(store, archive, checkpoints, datetime.now(UTC) - cold_after).run()
+    return originals, before, store, cold_after, report
+
+
 def test_an_order_holding_a_date_out_of_pythons_range_moves_and_comes_back_byte_for_byte(
     mongo, settings, tmp_path
 ):
@@ -1825,29 +1853,15 @@ def test_an_order_holding_a_date_out_of_pythons_range_moves_and_comes_back_byte_
     from order_archiver.operations.find import FindSelection, find_orders
     from order_archiver.operations.restore import RestoreSelection, restore
     from order_archiver.operations.verify import verify
-    from order_archiver.settings import Duration
 
-    seed_database(mongo[settings.mongodb_database], settings, 120, p_anomalies=0.0)
-    orders = mongo[settings.mongodb_database][settings.orders_collection]
-    delivered = sorted(orders.find({"status": settings.delivered_status}), key=lambda d: d["date_livraison"])
-    dirty = {delivered[0]["_id"]: -62135596800001, delivered[1]["_id"]: 253402300800000}  # year 0, year 10000
-    for order_id, millis in dirty.items():
-        orders.update_one({"_id": order_id}, {"$set": {"garantie": {"fin": DatetimeMS(millis)}}})
-    originals = {order_id: orders.find_one({"_id": order_id}) for order_id in dirty}
+    years = (DatetimeMS(-62135596800001), DatetimeMS(253402300800000))  # year 0, year 10000
+    originals, before, store, cold_after, report = dirty_orders_moved(
+        mongo, settings, tmp_path, [{"garantie": {"fin": year}} for year in years]
+    )
+    dirty = list(originals)
     assert all(isinstance(d["garantie"]["fin"], DatetimeMS) for d in originals.values())
-    BatchArchiver(
-        mongo,
-        settings,
-        BatchOptions(run=True, batch_size=50),
-        context=RunContext(clock=lambda: NOW),
-        server_clock=lambda: NOW,
-    ).run()
-    archive, checkpoints = collections(mongo, settings)
-    before = {d["_id"]: d for d in archive.find()}
-    assert set(dirty) <= set(before)
-    store = local_store(tmp_path)
-    cold_after = Duration(days=(datetime.now(UTC) - a_cutoff(before)).days)
-    report = ColdMove(store, archive, checkpoints, datetime.now(UTC) - cold_after).run()
+    archive, _ = collections(mongo, settings)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
     in_cold = assert_one_place_each(archive, store, before)
     assert set(dirty) <= set(in_cold)
     assert report.moved == len(in_cold)
@@ -1875,30 +1889,12 @@ def test_an_order_a_cold_file_cannot_give_back_as_it_is_stays_in_the_archive(mon
     copy, and restore would have put back another type; ``{"$oid": "pas hexa"}`` failed the
     move's read-back at every run. An order whose document does not come back from the text
     BSON-exact is not moved: it stays in the archive (one place), said in the report."""
-    from order_archiver.settings import Duration
-
-    seed_database(mongo[settings.mongodb_database], settings, 120, p_anomalies=0.0)
-    orders = mongo[settings.mongodb_database][settings.orders_collection]
-    delivered = sorted(orders.find({"status": settings.delivered_status}), key=lambda d: d["date_livraison"])
-    literal = {
-        delivered[0]["_id"]: {"$date": "2024-01-01T00:00:00Z"},
-        delivered[1]["_id"]: {"$oid": "pas hexa"},
-    }
-    for order_id, value in literal.items():
-        orders.update_one({"_id": order_id}, {"$set": {"import": {"paye_le": value}}})
-    BatchArchiver(
-        mongo,
-        settings,
-        BatchOptions(run=True, batch_size=50),
-        context=RunContext(clock=lambda: NOW),
-        server_clock=lambda: NOW,
-    ).run()
-    archive, checkpoints = collections(mongo, settings)
-    before = {d["_id"]: d for d in archive.find()}
-    assert set(literal) <= set(before)
-    store = local_store(tmp_path)
-    cold_after = Duration(days=(datetime.now(UTC) - a_cutoff(before)).days)
-    report = ColdMove(store, archive, checkpoints, datetime.now(UTC) - cold_after).run()
+    literal = ({"$date": "2024-01-01T00:00:00Z"}, {"$oid": "pas hexa"})
+    originals, before, store, _, report = dirty_orders_moved(
+        mongo, settings, tmp_path, [{"import": {"paye_le": value}} for value in literal]
+    )
+    literal = dict.fromkeys(originals)
+    archive, _ = collections(mongo, settings)
     in_cold = assert_one_place_each(archive, store, before)
     assert in_cold
     assert not set(literal) & set(in_cold)
