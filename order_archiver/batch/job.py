@@ -123,6 +123,9 @@ class BatchArchiver:
         )
         # The pass's bounds: the server's clock, one for every run whatever the host's (checkpoint.py)
         self.server_clock = server_clock or (lambda: server_time(client))
+        # The archive's retentions on the archive's clock (ARCHIVE_MONGODB_URI: another deployment),
+        # the one its TTL monitor and the cold tier's move measure ages on.
+        archive_clock = server_clock or (lambda: server_time(archive_client or client))
         self.state = BatchState()
         self.current = Pass(None, EPOCH)
         self.writer = ArchiveWriter.of(collections, settings, context)
@@ -156,7 +159,7 @@ class BatchArchiver:
         )
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         maintain = options.maintain
-        self.lifecycle = ArchiveLifecycle(self.archive, settings, self.server_clock, on_archive, maintain)
+        self.lifecycle = ArchiveLifecycle(self.archive, settings, archive_clock, on_archive, maintain)
         self.index_step = IndexStep.of(self.orders, self.archive, settings, context.stop, maintain)
         self.progress: Progress | None = None
         self._last_written_id: Any = None

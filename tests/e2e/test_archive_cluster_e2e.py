@@ -5,10 +5,12 @@ the source untouched unless purged, nothing of the archive side left on the sour
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pymongo
 import pytest
 
+from order_archiver.settings import Settings
 from tests.conftest import run_cli
 from tests.helpers import (
     WatchProcess,
@@ -21,7 +23,7 @@ from tests.helpers import (
     token_saved,
     wait_for,
 )
-from teststand.nx_server import NxServer
+from teststand.nx_server import NxServer, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.test_server_only("a second server of its own (the archive's)")]
 
@@ -276,3 +278,58 @@ def test_watch_goes_on_through_an_archive_deployment_outage(
         assert code == 0
         assert "Traceback" not in watcher.output()
         assert_no_duplicates(archive_db["Commande_archive"])
+
+
+def test_the_archive_retentions_run_on_the_archive_deployments_clock(archive_server, db_name, tmp_path):
+    """ARCHIVE_RETENTION's undated orders and ARCHIVE_PII_RETENTION are decisions about the
+    archive: MongoDB's TTL monitor expires the dated ones on the archive deployment's clock, and
+    the cold tier's move measures its ages there too. With the source's clock two days ahead
+    (NX_CLOCK_AHEAD_S: a deployment whose clock is ahead of another's), batch --run measured the
+    other two on the source's clock: an undated order ordered 59 days ago was deleted under a
+    60-day retention, and the personal data of an order delivered 29 days ago was erased under
+    a 30-day one. Both are now measured on the archive's clock; the orders past the limits on
+    it still go (the mechanism works)."""
+    now = datetime.now(UTC)
+    with (
+        running_server({"NX_CLOCK_AHEAD_S": str(2 * 86400)}) as source_server,
+        pymongo.MongoClient(source_server.uri, tz_aware=True) as source_client,
+        pymongo.MongoClient(archive_server.uri, tz_aware=True) as archive_client,
+    ):
+        source = source_client[db_name]
+        settings = Settings(mongodb_uri=source_server.uri, mongodb_database=db_name, log_dir="")
+        dataset = seed_database(source, settings, 60, seed=32, p_anomalies=0.0)
+        delivered = sorted(expected_archive_ids(dataset), key=str)
+        undated_kept, undated_gone, pii_kept, pii_gone = delivered[:4]
+        orders = source["Commande"]
+        orders.update_many({"_id": {"$in": delivered}}, {"$set": {"date_livraison": now - timedelta(days=2)}})
+        for order_id, ordered in ((undated_kept, 59), (undated_gone, 62)):
+            orders.update_one(
+                {"_id": order_id},
+                {
+                    "$set": {"date_commande": now - timedelta(days=ordered)},
+                    "$unset": {"date_livraison": ""},
+                },
+            )
+        for order_id, days in ((pii_kept, 29), (pii_gone, 32)):
+            orders.update_one({"_id": order_id}, {"$set": {"date_livraison": now - timedelta(days=days)}})
+        env = {
+            "MONGODB_URI": source_server.uri,
+            "MONGODB_DATABASE": db_name,
+            "ARCHIVE_MONGODB_URI": archive_server.uri,
+            "LOG_DIR": "",
+        }
+        first = run_cli("batch", "--run", "-q", env=env, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        archive = archive_client[db_name]["Commande_archive"]
+        assert archive.count_documents({"_id": {"$in": [undated_kept, undated_gone]}}) == 2
+
+        retained = {**env, "ARCHIVE_RETENTION": "60d", "ARCHIVE_PII_RETENTION": "30d"}
+        report = json.loads(run_cli("batch", "--run", "--json", env=retained, cwd=tmp_path).stdout)
+        # Erased: the order delivered 32 days ago, and the undated one kept (ordered 59 days ago)
+        assert (report["undated_expired"], report["pii_erased"]) == (1, 2), report
+        assert archive.count_documents({"_id": undated_kept}) == 1  # 59 days on the archive's clock
+        assert archive.count_documents({"_id": undated_gone}) == 0
+        erased = {
+            d["_id"]: d.get("forgotten_by") for d in archive.find({"_id": {"$in": [pii_kept, pii_gone]}})
+        }
+        assert erased == {pii_kept: None, pii_gone: "ARCHIVE_PII_RETENTION"}
