@@ -123,8 +123,7 @@ class BatchArchiver:
         )
         # The pass's bounds: the server's clock, one for every run whatever the host's (checkpoint.py)
         self.server_clock = server_clock or (lambda: server_time(client))
-        # The archive's retentions on the archive's clock (ARCHIVE_MONGODB_URI: another deployment),
-        # the one its TTL monitor and the cold tier's move measure ages on.
+        # The archive's retentions on its own deployment's clock, as its TTL monitor and the move's
         archive_clock = server_clock or (lambda: server_time(archive_client or client))
         self.state = BatchState()
         self.current = Pass(None, EPOCH)
