@@ -121,9 +121,8 @@ class BatchArchiver:
             (options.date_from, options.date_to),
             on_archive,
         )
-        # The pass's bounds: the server's clock, one for every run whatever the host's (checkpoint.py)
+        # Whatever the host's clock: the pass's bounds on the source's, the archive's retentions on its own
         self.server_clock = server_clock or (lambda: server_time(client))
-        # The archive's retentions on its own deployment's clock, as its TTL monitor and the move's
         archive_clock = server_clock or (lambda: server_time(archive_client or client))
         self.state = BatchState()
         self.current = Pass(None, EPOCH)
