@@ -72,12 +72,22 @@ class RejectionLog:
         """Rejected orders that were fixed (and archived), deleted or corrected leave the list;
         a failure here only leaves the list longer: the archive is done. An orders collection
         that holds no order at all (a typo in ORDERS_COLLECTION, a collection created by
-        mistake) would make every listed order look deleted: the list is left as it is."""
+        mistake) would make every listed order look deleted, and one where no order has the
+        delivered status (a typo in DELIVERED_STATUS) no longer delivered: the list is left as
+        it is."""
         try:
             if retrying(lambda: orders_primary.find_one({}, {"_id": 1}), stop_event=stop) is None:
                 log.warning(
                     "%s holds no order: the list of rejected orders is left as it is",
                     orders_primary.full_name,
+                )
+                return
+            if (
+                retrying(lambda: orders_primary.find_one({"status": delivered}, {"_id": 1}), stop_event=stop)
+                is None
+            ):
+                log.warning(
+                    "no order is delivered (DELIVERED_STATUS): the list of rejected orders is left as it is"
                 )
                 return
             self.store.prune(orders_primary, archive, delivered)

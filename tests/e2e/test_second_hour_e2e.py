@@ -219,3 +219,27 @@ def test_reset_never_drops_documents_simulate_did_not_write(
     database["Client"].update_one({}, {"$set": {"_generated_by_simulate": False}})
     assert run("--count", "50", "--seed", "5", "--reset").returncode == 2
     assert database["Commande"].count_documents({}) == 50
+
+
+def test_a_delivered_status_no_order_has_never_empties_the_rejects_list(
+    nx_env, nx_client, db_name, tmp_path, monkeypatch, capsys
+):
+    """DELIVERED_STATUS=delivered (the French data says "livrée"): no order is delivered, so every
+    listed rejection looked "no longer delivered" and left the list; back on the right status,
+    only a --full found them again, as new (a new user's try). Nothing is pruned when no order
+    has the delivered status: the run's warning names DELIVERED_STATUS."""
+
+    def run(*args: str, **extra: str):
+        env = {**nx_env, **extra}
+        return run_in_process(*args, env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+
+    run("simulate", "--count", "300", "--seed", "5", "--p-anomalies", "0.3")
+    assert run("batch", "--run").returncode == 3
+    rejects = nx_client[db_name]["archiver_rejects"]
+    listed = sorted(d["_id"] for d in rejects.find({}, {"_id": 1}))
+    assert listed
+    wrong = run("batch", "--run", DELIVERED_STATUS="delivered")
+    assert wrong.returncode == 0, wrong.stderr
+    assert "check DELIVERED_STATUS" in wrong.stderr
+    assert sorted(d["_id"] for d in rejects.find({}, {"_id": 1})) == listed
+    assert run("batch", "--run").returncode == 0  # back on the right status: known, not new
