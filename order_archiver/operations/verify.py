@@ -103,7 +103,10 @@ class VerifyReport:
             f"{plural(self.delivered, 'delivered order')}: {self.checked} checked against the archive, "
             f"{self.invalid} invalid (never archived){expired}"
         ]
-        out.append(f"missing from the archive: {self.missing} {self.missing_examples or ''}".rstrip())
+        repair = "; main.py verify --repair archives them" if self.missing else ""
+        out.append(
+            f"missing from the archive: {self.missing} {self.missing_examples or ''}".rstrip() + repair
+        )
         examples = [f"{e['id']} ({', '.join(e['fields'])})" for e in self.mismatched_examples]
         out.append(
             f"archive documents that disagree with the source: {self.mismatched} {examples or ''}".rstrip()

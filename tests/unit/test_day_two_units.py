@@ -314,3 +314,14 @@ def test_verify_counts_unerased_data_of_a_forgotten_client_named_by_a_text_id(mo
         },
     )
     assert verify(mongo, BASE).unerased == 1
+
+
+def test_verify_names_the_repair_when_orders_are_missing():
+    """A new user's try: "missing from the archive: 65 [...] NOT consistent", and nothing said
+    what to do. The line names ``verify --repair`` (it archives them through the batch path)."""
+    from order_archiver.operations.verify import VerifyReport
+
+    report = VerifyReport(checked=70, missing=65)
+    missing_line = next(line for line in report.lines() if line.startswith("missing from the archive"))
+    assert "main.py verify --repair archives them" in missing_line
+    assert "--repair" not in "\n".join(VerifyReport(checked=70).lines())
