@@ -161,7 +161,8 @@ class StatusReport:
             + (" (list: main.py rejects)" if self.rejected else "")
         )
         for entry in self.rejected_examples:
-            out.append(f"  {entry['id']} {entry.get('numero_commande') or '-'}: {entry['reason']}")
+            numero = f" {entry['numero_commande']}" if entry.get("numero_commande") else ""
+            out.append(f"  {entry['id']}{numero}: {entry['reason']}")
         newest = iso(self.newest_archived_at) if self.newest_archived_at else "never"
         out.append(f"archive: {self.archive_size} documents, newest archived_at {newest}")
         out += [self.cold.line()] if self.cold is not None else []

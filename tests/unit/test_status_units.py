@@ -77,3 +77,20 @@ def test_an_empty_database_says_none_where_it_counts_orders(mongo, settings):
     """A new user's try: "orders by status (date_commande in the last 24h): " ended with nothing."""
     lines = collect_status(mongo, settings).lines()
     assert lines[0].endswith("in the last 24h): none"), lines[0]
+
+
+def test_a_rejected_order_without_a_number_is_shown_without_a_dash():
+    """A new user's try: ``6b01… -: numero_commande missing`` (the dash stood for the number)."""
+    from datetime import UTC, datetime
+
+    from order_archiver.operations.status import StatusReport
+
+    report = StatusReport(checked_at=datetime.now(UTC), lookback_hours=24.0)
+    report.rejected = 2
+    report.rejected_examples = [
+        {"id": "6b01aa", "numero_commande": None, "reason": "numero_commande missing"},
+        {"id": "6b01bb", "numero_commande": "CMD-7", "reason": "client_id missing"},
+    ]
+    lines = report.lines()
+    assert "  6b01aa: numero_commande missing" in lines
+    assert "  6b01bb CMD-7: client_id missing" in lines
