@@ -119,9 +119,11 @@ class RecordedBoundary:
         first: datetime | None,
         refresh_s: float = REFRESH_S,
         monotonic: Callable[[], float] = time.monotonic,
+        cold_url: str | None = None,  # ARCHIVE_COLD_URL as this process has it
     ) -> None:
         self.read, self.moved_before, self.refresh_s, self.monotonic = read, first, refresh_s, monotonic
         self.read_at = monotonic()
+        self.cold_url = cold_url
 
     def __call__(self) -> datetime | None:
         if self.monotonic() - self.read_at >= self.refresh_s:
@@ -129,6 +131,18 @@ class RecordedBoundary:
             found = self.read()
             if found is not None and found.moved_before != self.moved_before:
                 if self.moved_before is None:
-                    log.info("cold tier recorded at %s: those orders are not archived again", found.line())
+                    self._say_recorded(found)
                 self.moved_before = found.moved_before
         return self.moved_before
+
+    def _say_recorded(self, found: ColdRecord) -> None:
+        if self.cold_url is not None:
+            log.info("cold tier recorded at %s: those orders are not archived again", found.line())
+            return
+        # Its next start is refused (check_place: the settings must name the tier): under a
+        # service manager, a restart loop. Said now, while it still runs.
+        log.warning(
+            "cold tier recorded at %s: those orders are not archived again; this process runs without "
+            "ARCHIVE_COLD_URL, and its next start will be refused until it is set (as the batch's)",
+            found.line(),
+        )

@@ -144,7 +144,9 @@ class Watcher:
         watcher runs (``cold.record.RecordedBoundary``): a move made meanwhile reaches it."""
         on_archive = self.context.on(collections.archive_side)
         boundary = RecordedBoundary(
-            lambda: read_record(collections.checkpoints, on_archive), self.settings.cold_moved_before
+            lambda: read_record(collections.checkpoints, on_archive),
+            self.settings.cold_moved_before,
+            cold_url=self.settings.archive_cold_url,
         )
         return dataclasses.replace(
             self.settings.finisher("watch", self.context.clock), cold_boundary=boundary

@@ -346,3 +346,32 @@ def test_verify_says_the_same_figures_in_its_text_and_its_json(user, capsys):
     said = (report["delivered"], report["checked"], report["invalid"], report["past_cold_after"])
     assert said == (delivered, checked, 2, in_cold)
     assert report["past_retention"] == 0
+
+
+def test_a_watcher_without_the_cold_settings_is_warned_when_a_move_records_the_cold_tier(mongo, caplog):
+    """A new user's try: a watcher started before the first move, without ARCHIVE_COLD_URL,
+    learned of the cold tier at INFO only; its next start was refused (exit 2: the settings
+    must name the tier), which under systemd is a restart loop. It is now a warning naming
+    ARCHIVE_COLD_URL; a watcher that has the setting is told at INFO, as before."""
+    import logging
+
+    checkpoints = mongo["db"]["checkpoints"]
+    context = RunContext()
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    ticks = [0.0]
+    unset = RecordedBoundary(lambda: read_record(checkpoints, context), None, 60, lambda: ticks[0])
+    configured = RecordedBoundary(
+        lambda: read_record(checkpoints, context), None, 60, lambda: ticks[0], cold_url="file:///cold"
+    )
+    raise_boundary(checkpoints, "file:///cold", now - timedelta(days=15), now, context)
+    ticks[0] = 61
+    with caplog.at_level(logging.INFO):
+        assert unset() == now - timedelta(days=15)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1
+    assert "ARCHIVE_COLD_URL" in warned[0].getMessage()
+    assert "refused" in warned[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert configured() == now - timedelta(days=15)
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
