@@ -76,19 +76,16 @@ class RejectionLog:
         delivered status (a typo in DELIVERED_STATUS) no longer delivered: the list is left as
         it is."""
         try:
-            if retrying(lambda: orders_primary.find_one({}, {"_id": 1}), stop_event=stop) is None:
-                log.warning(
-                    "%s holds no order: the list of rejected orders is left as it is",
-                    orders_primary.full_name,
-                )
-                return
+            # One read in the usual case (a delivered order exists); the second only to say why not.
             if (
                 retrying(lambda: orders_primary.find_one({"status": delivered}, {"_id": 1}), stop_event=stop)
                 is None
             ):
-                log.warning(
-                    "no order is delivered (DELIVERED_STATUS): the list of rejected orders is left as it is"
-                )
+                if retrying(lambda: orders_primary.find_one({}, {"_id": 1}), stop_event=stop) is None:
+                    why = f"{orders_primary.full_name} holds no order"
+                else:
+                    why = "no order is delivered (DELIVERED_STATUS)"
+                log.warning("%s: the list of rejected orders is left as it is", why)
                 return
             self.store.prune(orders_primary, archive, delivered)
         except ArchiverError as exc:

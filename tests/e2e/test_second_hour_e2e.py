@@ -132,12 +132,26 @@ def test_simulate_after_a_purge_numbers_past_the_archived_orders(
     assert run("verify").returncode == 0
 
 
-def test_an_orders_collection_holding_nothing_never_empties_the_rejects_list(
-    nx_env, nx_client, db_name, tmp_path, monkeypatch, capsys
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        # ORDERS_COLLECTION=Commandes, a collection that exists but holds no order: every listed
+        # rejection would look deleted and leave the list; back on the right name they came back
+        # as new, their history reset. Nothing is pruned from an empty source.
+        ({"ORDERS_COLLECTION": "Commandes"}, "holds no order: the list of rejected orders is left as it is"),
+        # DELIVERED_STATUS=delivered (the French data says "livrée"): no order is delivered, so
+        # every listed rejection looked "no longer delivered" and left the list; back on the right
+        # status, only a --full found them again, as new (a new user's try).
+        ({"DELIVERED_STATUS": "delivered"}, "check DELIVERED_STATUS"),
+    ],
+    ids=["an empty orders collection", "a status no order has"],
+)
+def test_a_source_with_nothing_delivered_never_empties_the_rejects_list(
+    setting, said, nx_env, nx_client, db_name, tmp_path, monkeypatch, capsys
 ):
-    """ORDERS_COLLECTION=Commandes, a collection that exists but holds no order: every listed
-    rejection would look deleted and leave the list; back on the right name they came back as
-    new, their history reset. Nothing is pruned from an empty source."""
+    """A wrong setting that makes every listed rejected order look deleted or no longer
+    delivered leaves the list as it is (the run's warning says why), so that back on the right
+    setting they are known, not new."""
 
     def run(*args: str, **extra: str):
         env = {**nx_env, **extra}
@@ -149,11 +163,11 @@ def test_an_orders_collection_holding_nothing_never_empties_the_rejects_list(
     listed = sorted(d["_id"] for d in rejects.find({}, {"_id": 1}))
     assert listed
     nx_client[db_name].create_collection("Commandes")
-    wrong = run("batch", "--run", "--full", ORDERS_COLLECTION="Commandes")
+    wrong = run("batch", "--run", "--full", **setting)
     assert wrong.returncode == 0, wrong.stderr
-    assert "holds no order: the list of rejected orders is left as it is" in wrong.stderr
+    assert said in wrong.stderr
     assert sorted(d["_id"] for d in rejects.find({}, {"_id": 1})) == listed
-    assert run("batch", "--run").returncode == 0  # back on the right name: known, not new
+    assert run("batch", "--run").returncode == 0  # back on the right setting: known, not new
 
 
 def test_the_purge_is_said_in_a_dry_run_and_moves_every_archived_order_in_an_incremental_run(
@@ -219,27 +233,3 @@ def test_reset_never_drops_documents_simulate_did_not_write(
     database["Client"].update_one({}, {"$set": {"_generated_by_simulate": False}})
     assert run("--count", "50", "--seed", "5", "--reset").returncode == 2
     assert database["Commande"].count_documents({}) == 50
-
-
-def test_a_delivered_status_no_order_has_never_empties_the_rejects_list(
-    nx_env, nx_client, db_name, tmp_path, monkeypatch, capsys
-):
-    """DELIVERED_STATUS=delivered (the French data says "livrée"): no order is delivered, so every
-    listed rejection looked "no longer delivered" and left the list; back on the right status,
-    only a --full found them again, as new (a new user's try). Nothing is pruned when no order
-    has the delivered status: the run's warning names DELIVERED_STATUS."""
-
-    def run(*args: str, **extra: str):
-        env = {**nx_env, **extra}
-        return run_in_process(*args, env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
-
-    run("simulate", "--count", "300", "--seed", "5", "--p-anomalies", "0.3")
-    assert run("batch", "--run").returncode == 3
-    rejects = nx_client[db_name]["archiver_rejects"]
-    listed = sorted(d["_id"] for d in rejects.find({}, {"_id": 1}))
-    assert listed
-    wrong = run("batch", "--run", DELIVERED_STATUS="delivered")
-    assert wrong.returncode == 0, wrong.stderr
-    assert "check DELIVERED_STATUS" in wrong.stderr
-    assert sorted(d["_id"] for d in rejects.find({}, {"_id": 1})) == listed
-    assert run("batch", "--run").returncode == 0  # back on the right status: known, not new
