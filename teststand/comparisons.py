@@ -65,8 +65,7 @@ def _bound(value: Any) -> Any:
     """The operand as SQLite binds it: a date as its UTC text (a naive one is UTC, as pymongo
     sends it), a boolean as JSON's 0 or 1."""
     if isinstance(value, datetime):
-        utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-        return utc.isoformat()
+        return _utc(value).replace(tzinfo=None).isoformat()
     if isinstance(value, bool):
         return int(value)
     return value
@@ -171,23 +170,22 @@ def null_or_existence(field: str, operator: str, value: Any) -> tuple[str, list[
     return None
 
 
+def _built_here(field: str, operator: str, value: Any) -> tuple[str, list[Any]] | None:
+    """``{field: {operator: value}}`` as this module builds it, in either SQL tier (None: not one
+    it builds: neosqlite's)."""
+    return comparison(field, operator, value) or null_or_existence(field, operator, value)
+
+
 def _field_comparisons(field: str, value: Any) -> tuple[list[tuple[str, list[Any]]], Any] | None:
     """The comparisons of ``{field: value}`` built here, and what is left of ``value`` for
     neosqlite (None when nothing is left); None when none is built here."""
     if field.startswith("$") or field == "_id":
         return None
-    if value is None:
-        built = null_or_existence(field, "$eq", None)
-        return ([built], None) if built is not None else None
-    if isinstance(value, datetime):
-        built = comparison(field, "$eq", value)
-        return ([built], None) if built is not None else None
+    if value is None or isinstance(value, datetime):
+        value = {"$eq": value}  # the same query in MongoDB
     if not isinstance(value, dict) or "$options" in value:
         return None
-    built_here = {
-        op: comparison(field, op, operand) or null_or_existence(field, op, operand)
-        for op, operand in value.items()
-    }
+    built_here = {op: _built_here(field, op, operand) for op, operand in value.items()}
     done = [clause for clause in built_here.values() if clause is not None]
     if not done:
         return None
@@ -261,9 +259,7 @@ def _fix_translated_operators() -> None:
         if null_or is not None:
             null, others = null_or
             return _either(null, original(self, field_access, "$in", others) if others else ("", []))
-        built = comparison(field, operator, value) if field else None
-        if built is None and field:
-            built = null_or_existence(field, operator, value)
+        built = _built_here(field, operator, value) if field else None
         return built if built is not None else original(self, field_access, operator, value)
 
     SQLOperatorTranslator.translate_operator = translate_operator
@@ -287,9 +283,7 @@ def _python_comparison(operator: str, compare: Callable[[Any, Any], bool]) -> No
     @functools.wraps(original)
     def matches(field: str, value: Any, document: dict[str, Any]) -> bool:
         kind = _kind(value)
-        if kind is None:
-            return bool(original(field, value, document))
-        if _positional(field):
+        if kind is None or _positional(field):
             return bool(original(field, value, document))
         reached, _ = _reached(document, field.split("."))
         candidates = [one for found in reached for one in (found if isinstance(found, list) else [found])]
