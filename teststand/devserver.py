@@ -1380,6 +1380,19 @@ def _reads_the_whole_collection(body: dict[str, Any]) -> bool:
     return isinstance(first, dict) and not ({"$match", "$changeStream", "$limit"} & set(first))
 
 
+def _inner(handler: Any, command: Any, body: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any]:
+    """``inner`` run by the server's own handler (under the knobs), in the database of ``body``:
+    what a knob asks of a collection before it answers for it."""
+    request = {"request_id": 0, "sections": [("body", {**inner, "$db": body.get("$db", "test")})]}
+    return dict(command(handler, request)[1])
+
+
+def _timed_whole_read_over(handler: Any, command: Any, body: dict[str, Any], over: int) -> bool:
+    if "maxTimeMS" not in body or not _reads_the_whole_collection(body):
+        return False
+    return int(_inner(handler, command, body, {"count": body["aggregate"]}).get("n") or 0) > over
+
+
 def _add_scan_time_limit_knob() -> None:
     """Knob (off by default): ``NX_SCAN_TIME_LIMIT_OVER=N``. On a large collection a read of all
     of it outlasts its ``maxTimeMS`` and MongoDB stops it: 50 MaxTimeMSExpired, "operation
@@ -1392,11 +1405,8 @@ def _add_scan_time_limit_knob() -> None:
     def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         over = os.environ.get("NX_SCAN_TIME_LIMIT_OVER", "").strip()
         body = _folded_body(msg)
-        if over and body is not None and "maxTimeMS" in body and _reads_the_whole_collection(body):
-            count = {"count": body["aggregate"], "$db": body.get("$db", "test")}
-            _, reply = original(self, {"request_id": 0, "sections": [("body", count)]})
-            if int(reply.get("n") or 0) > int(over):
-                return msg.get("request_id", 0), dict(MAX_TIME_MS_EXPIRED)
+        if over and body is not None and _timed_whole_read_over(self, original, body, int(over)):
+            return msg.get("request_id", 0), dict(MAX_TIME_MS_EXPIRED)
         return original(self, msg)
 
     NeoSQLiteHandler.handle_command = handle_command
@@ -1453,16 +1463,13 @@ def _blocking_sort_over(handler: Any, command: Any, body: dict[str, Any], over: 
         return False
     if body.get("allowDiskUse") is True or server_version()[:2] >= (6, 0):
         return False
-    db_name = body.get("$db", "test")
-
-    def call(inner: dict[str, Any]) -> dict[str, Any]:
-        return dict(command(handler, {"request_id": 0, "sections": [("body", {**inner, "$db": db_name})]})[1])
-
-    listed = ((call({"listIndexes": collection}).get("cursor") or {}).get("firstBatch")) or []
+    listed = (
+        (_inner(handler, command, body, {"listIndexes": collection}).get("cursor") or {}).get("firstBatch")
+    ) or []
     keys = [list(dict(spec.get("key") or {}).items()) for spec in listed]
     if _sort_served_by_an_index(sort, keys):
         return False
-    held = int(call({"count": collection}).get("n") or 0)
+    held = int(_inner(handler, command, body, {"count": collection}).get("n") or 0)
     limit = abs(int(body.get("limit") or 0))
     return (min(held, limit) if limit else held) > over
 
