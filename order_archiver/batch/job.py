@@ -26,7 +26,7 @@ from order_archiver.batch.counting import DeliveredCount
 from order_archiver.batch.dry_run import DryRun
 from order_archiver.batch.partition import ShareLease, batch_checkpoint_key
 from order_archiver.batch.plan import PassPlanner
-from order_archiver.batch.preflight import check_source, say_why_nothing_was_found
+from order_archiver.batch.preflight import check_source, say_what_no_run_archives
 from order_archiver.batch.rejections import RejectionLog
 from order_archiver.batch.report import BatchOptions, BatchReport, PassTimer, peak_rss_mib
 from order_archiver.batch.samples import export_samples, keep_samples
@@ -221,9 +221,7 @@ class BatchArchiver:
             self.delivered.settle()
             self.report.completed = self.report.ended is None
             self.report.ended = self.report.ended or "completed"
-            say_why_nothing_was_found(
-                self.orders, self.settings.delivered_status, self.report, self.context.stop
-            )
+            say_what_no_run_archives(self.orders, self.settings.delivered_status, self.report, self.context)
         finally:
             self.report.seconds = time.monotonic() - started
             self.report.peak_rss_mib = peak_rss_mib()

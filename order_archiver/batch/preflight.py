@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 
 from order_archiver.batch.report import BatchOptions, BatchReport
-from order_archiver.errors import ConfigError
+from order_archiver.context import RunContext
+from order_archiver.errors import ConfigError, FatalError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import missing_source, unknown_status_hint
+from order_archiver.mongodb.statuses import read_near_misses
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.retry import retrying
 
@@ -41,3 +43,32 @@ def say_why_nothing_was_found(
     if hint:
         log.warning(hint)
         report.warnings.append(hint)
+
+
+def say_near_misses(
+    orders: MongoCollection, delivered_status: str, report: BatchReport, context: RunContext
+) -> None:
+    """The status values that read as DELIVERED_STATUS but are not it (``Livrée`` for ``livrée``):
+    their orders are never archived, and no run reads them. Said on every run, as a warning: one
+    distinct scan of the status index (a seek per value, whatever the history) and, only when
+    there is one, a count per near miss stopped at a bound (mongodb/statuses.py)."""
+    try:
+        line = read_near_misses(orders, delivered_status, context).line()
+    except FatalError as exc:  # a user without the read, a server that refuses it: said, not fatal
+        log.info(
+            "the orders' status values were not read (%s): near misses of DELIVERED_STATUS not looked for",
+            exc,
+        )
+        return
+    if line is not None:
+        log.warning(line)
+        report.warnings.append(line)
+
+
+def say_what_no_run_archives(
+    orders: MongoCollection, delivered_status: str, report: BatchReport, context: RunContext
+) -> None:
+    """After a pass: why it found nothing at all (a misspelt DELIVERED_STATUS), and the orders
+    whose status only nearly is it."""
+    say_why_nothing_was_found(orders, delivered_status, report, context.stop)
+    say_near_misses(orders, delivered_status, report, context)

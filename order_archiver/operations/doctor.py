@@ -21,7 +21,13 @@ from order_archiver.cold.record import check_place, read_record
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, list_or_empty, mapping_or_empty
-from order_archiver.errors import NO_CHANGE_STREAMS_CODES, ArchiverError, ConfigError, is_authorisation_error
+from order_archiver.errors import (
+    NO_CHANGE_STREAMS_CODES,
+    ArchiverError,
+    ConfigError,
+    FatalError,
+    is_authorisation_error,
+)
 from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import (
     LOOKUP_SHARDED_FROM,
@@ -43,6 +49,7 @@ from order_archiver.mongodb.indexes import (
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.replication_lag import lag_actions_missing
 from order_archiver.mongodb.retention import PiiRetention, retention_state
+from order_archiver.mongodb.statuses import STATUS_VALUES_LOOKED_AT, read_near_misses
 from order_archiver.settings import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
 
 MIN_VERSION = (4, 4)
@@ -270,6 +277,33 @@ def collections_check(report: DoctorReport, client: MongoClient[Document], setti
         "fail",
         f"not found in {database.name}: {', '.join(missing)} (collections there: {shown}); "
         "check the names, or MONGODB_DATABASE",
+    )
+
+
+def delivered_status_check(
+    report: DoctorReport, client: MongoClient[Document], settings: Settings, context: RunContext
+) -> None:
+    """The source's status values that read as DELIVERED_STATUS but are not it (``Livrée`` for
+    ``livrée``): their orders are never archived, a warning naming each and its orders. One
+    distinct scan of the status index, a bounded count per near miss (mongodb/statuses.py)."""
+    orders = client[settings.mongodb_database][settings.orders_collection]
+    try:
+        found = read_near_misses(orders, settings.delivered_status, context)
+    except FatalError as exc:
+        report.add(
+            "delivered status", "warn", f"the orders' status values cannot be read ({exc}): not checked"
+        )
+        return
+    line = found.line()
+    if line is not None:
+        report.add("delivered status", "warn", line)
+        return
+    among = f" (among the first {STATUS_VALUES_LOOKED_AT})" if found.values_more else ""
+    report.add(
+        "delivered status",
+        "pass",
+        f"no status value{among} differs from DELIVERED_STATUS {settings.delivered_status!r} "
+        "only by case, accents or spaces",
     )
 
 
@@ -520,6 +554,7 @@ def check_deployment_of(
     topology = topology_check(report, reply)
     if side != "archive":  # the source's collections, and change streams on its orders
         collections_check(report, client, settings)
+        delivered_status_check(report, client, settings, context)
         change_stream_check(report, client, settings, process)
     if topology == "sharded":
         sharding_check(report, client, settings, version)

@@ -39,6 +39,7 @@ from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
 from order_archiver.mongodb.source import missing_source
+from order_archiver.mongodb.statuses import NearMisses, near_misses
 from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
@@ -109,6 +110,8 @@ class StatusReport:
     rejected: int = 0  # listed rejected orders (invalid; never archived until fixed): not backlog
     rejected_examples: list[dict[str, object]] = field(default_factory=list)
     rejected_more: bool = False  # the list holds more than the newest REJECTS_READ_AT_MOST, not read
+    # Status values that read as DELIVERED_STATUS but are not it: their orders are never archived.
+    near_misses: NearMisses | None = None
     archive_size: int = 0
     newest_archived_at: datetime | None = None
     # The ARCHIVE_PII policies the archive's documents were written under ("keep", "drop",
@@ -151,6 +154,8 @@ class StatusReport:
         out.append(
             f"backlog (delivered, not archived, last {self.lookback_hours:g}h): {self.backlog}{oldest}"
         )
+        near_miss_line = self.near_misses.line() if self.near_misses is not None else None
+        out += [near_miss_line] if near_miss_line else []
         out.append(
             "rejected orders (invalid, not archived until fixed at the source): "
             + (
@@ -323,7 +328,13 @@ def collect_status(
     if source_problem:
         report.problems.append(source_problem)
     since = now - lookback
-    report.orders_by_status = _orders_by_status(collections.orders, since, read)
+    # One distinct scan of the {status, date_commande} index serves both: the counts by status
+    # and the values that read as DELIVERED_STATUS but are not it (mongodb/statuses.py).
+    statuses = read(lambda: collections.orders.distinct("status"))
+    report.orders_by_status = _orders_by_status(collections.orders, statuses, since, read)
+    report.near_misses = near_misses(
+        collections.orders, settings.delivered_status, statuses, context.on(collections.source_side)
+    )
     rejects = RejectStore(collections.rejects, context)
     report.backlog, oldest = _backlog(collections, settings, since, rejects, read)
     if oldest is not None:
@@ -481,11 +492,12 @@ def _cold_tier(
         )
 
 
-def _orders_by_status(orders: MongoCollection, since: datetime, read: Reader) -> dict[str, int]:
+def _orders_by_status(
+    orders: MongoCollection, statuses: list[object], since: datetime, read: Reader
+) -> dict[str, int]:
     """Bounded: the statuses from the index ({status, date_commande}: a distinct scan), then
     one index count per status over the lookback only. A probe every few seconds must not
     cost a pass over the whole history."""
-    statuses = read(lambda: orders.distinct("status"))
     return {
         str(status): read(
             partial(orders.count_documents, {"status": status, "date_commande": {"$gte": since}})

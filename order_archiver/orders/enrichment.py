@@ -126,6 +126,24 @@ def is_status(value: object, status: str) -> bool:
     )
 
 
+def folded_status(status: str) -> str:
+    """``status`` as a person reads it: no case (casefold), no accents (NFKD without its
+    combining marks), no spaces around it. ``Livrée``, ``livree`` and `` LIVRÉE `` fold alike."""
+    decomposed = unicodedata.normalize("NFKD", status.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).strip()
+
+
+def is_near_miss(value: object, status: str) -> bool:
+    """``value`` reads as ``status`` (``folded_status``) but is none of the forms that match it
+    (``status_forms``): an order holding it is never archived. DELIVERED_STATUS stays exact (the
+    operator decides what is delivered); a near miss is only said. Not a string: never one."""
+    return (
+        isinstance(value, str)
+        and value not in status_forms(status)
+        and folded_status(value) == folded_status(status)
+    )
+
+
 # --- normalisation -----------------------------------------------------------------------
 
 

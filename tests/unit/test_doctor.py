@@ -37,6 +37,10 @@ class FakeCollection:
     def find_one(self, *_):
         return None  # the checkpoints' cold-tier record (cold/record.py): none, no move ever ran
 
+    def distinct(self, key):
+        """The orders' status values (mongodb/statuses.py): the delivered one only."""
+        return ["livrée"] if key == "status" else []
+
     def find(self, query, *_):
         return [
             {"_id": ns, "key": key} for ns, key in self.client.sharded.items() if ns in query["_id"]["$in"]
@@ -110,6 +114,7 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
         "features": "pass",
         "topology": "pass",
         "collections": "pass",
+        "delivered status": "pass",  # no status value reads as DELIVERED_STATUS without being it
         "change streams": "pass",
         "retention": "pass",
         "personal data": "pass",
@@ -121,7 +126,7 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
     }
     assert report.healthy
     assert report.lines()[-1] == "ready"
-    assert "secondaryPreferred" in report.lines()[10]
+    assert "secondaryPreferred" in report.lines()[11]
     assert "everything the archiver uses is on" in report.lines()[1]
     indexes = next(c.detail for c in report.checks if c.name == "indexes")
     assert indexes.startswith(

@@ -1,0 +1,69 @@
+"""Orders whose status only nearly is DELIVERED_STATUS ('Livrée', 'livree', ' livrée ' for
+'livrée'), at the wire: never archived (DELIVERED_STATUS is matched exactly), and said by
+batch, status and doctor, each value with its orders. The values come from one ``distinct`` on
+``status`` (MongoDB: a DISTINCT_SCAN of the ``{status, date_commande}`` index the run builds),
+each near miss counted with a limit; the suite's command-shape check sees both commands."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from datetime import UTC, datetime
+
+import pytest
+from bson import ObjectId
+
+from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.cli.main import main
+from tests.helpers import seed_database
+
+pytestmark = pytest.mark.integration
+
+NEAR_MISSES = {"Livrée": 2, "livree": 1, " livrée ": 1, unicodedata.normalize("NFD", "LIVRÉE"): 1}
+
+
+def test_near_misses_are_never_archived_and_batch_status_and_doctor_say_each(
+    nx_env, nx_client, nx_settings, db_name, capsys
+):
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 30)  # the orders and references exist
+    orders = database[nx_settings.orders_collection]
+    missed = [
+        {
+            "_id": ObjectId(),
+            "numero_commande": f"NEAR-{n}-{i}",
+            "status": status,
+            "date_commande": datetime.now(UTC),
+        }
+        for n, (status, count) in enumerate(NEAR_MISSES.items())
+        for i in range(count)
+    ]
+    odd = [{"_id": ObjectId(), "numero_commande": f"ODD-{i}", "status": s} for i, s in enumerate((4, None))]
+    orders.insert_many(missed + odd)  # a status that is not a string crashes nothing
+
+    report = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    archive = database[nx_settings.archive_collection]
+    assert report.archived > 0
+    assert archive.count_documents({"_id": {"$in": [o["_id"] for o in missed]}}) == 0
+    warning = next(w for w in report.warnings if w.startswith("never archived: "))
+    assert "'Livrée' (2 orders)" in warning
+    assert "set DELIVERED_STATUS" in warning
+
+    assert main(["status", "--json"]) in (0, 3)
+    found = json.loads(capsys.readouterr().out)["near_misses"]
+    assert {m["status"]: m["orders"] for m in found["found"]} == NEAR_MISSES
+
+    assert main(["doctor"]) == 0  # a warning: the operator decides what is delivered
+    lines = capsys.readouterr().out.splitlines()
+    line = next(line for line in lines if line.startswith("warn delivered status: "))
+    assert "DELIVERED_STATUS 'livrée' only by case, accents or spaces" in line
+    assert "' livrée ' (1 order)" in line
+    assert "decomposed (NFD)" in line
+    assert lines[-1] == "ready"
+
+    orders.update_many({"_id": {"$in": [o["_id"] for o in missed]}}, {"$set": {"status": "livrée"}})
+    assert main(["doctor"]) == 0  # fixed at the source: passes, and the next run archives them
+    assert any(line.startswith("ok   delivered status: ") for line in capsys.readouterr().out.splitlines())
+    again = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, full=True)).run()
+    assert again.archived == len(missed)
+    assert not [w for w in again.warnings if w.startswith("never archived: ")]
