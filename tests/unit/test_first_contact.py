@@ -1,0 +1,52 @@
+"""A new user's first contact, from README and QUICKSTART alone: the first dry run's report,
+a mistyped command or flag, the entry points outside the virtual environment."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from order_archiver.cli.main import main
+
+# What README and QUICKSTART have a new user run first: the default generated data (seed 42).
+FIRST_DRY_RUN = ["batch", "--simulation", "--samples", "0"]
+
+
+def test_a_first_dry_run_counts_the_missing_indexes_and_says_why_it_exits_3(capsys):
+    assert main([*FIRST_DRY_RUN, "--json", "-q"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    names = [f"{i['collection']}.{i['index']}" for i in report["indexes"]]  # --json: every field kept
+    assert len(names) > 3
+    assert {i["state"] for i in report["indexes"]} == {"missing"}
+    assert report["rejected_new"] > 0  # the generated data holds invalid orders on purpose
+
+    assert main(FIRST_DRY_RUN) == 3
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = lines[0]
+    # One count, not the names (they made a 900-character line).
+    assert f"; {len(names)} indexes missing, which batch --run builds (-v lists them)" in summary
+    assert not any(name in summary for name in names)
+    assert len(summary) < 320
+    # The last line says why the exit code is 3, how many, and where to see them.
+    assert re.fullmatch(
+        rf"exit 3: {report['rejected_new']} orders? would be rejected as invalid .*"
+        r"`python main.py rejects` lists them once a --run has met them",
+        lines[-1],
+    )
+
+    assert main([*FIRST_DRY_RUN, "-v"]) == 3
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if line.startswith("index not ready: ")]
+    assert [line.split()[3] for line in listed] == names  # one a line, each with its cost
+    assert all("; until it is, " in line for line in listed)
+
+
+def test_a_run_that_rejects_new_orders_says_why_it_exits_3_and_a_second_one_exits_0(capsys):
+    run = ["batch", "--run", "--simulation"]
+    assert main(run) == 3
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"exit 3: \d+ orders? newly rejected as invalid .*`python main.py rejects` lists them; .*", last
+    )
+    assert main([*run, "--json", "-q"]) == 3  # the simulation starts afresh each time
+    assert "exit 3" not in capsys.readouterr().out  # --json: one JSON object, nothing after it
