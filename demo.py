@@ -19,19 +19,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from order_archiver.batch.job import BatchArchiver, BatchOptions
-from order_archiver.cli.definition import NON_NEGATIVE, POSITIVE, OneLineParser
-from order_archiver.context import RunContext
-from order_archiver.errors import ArchiverError
-from order_archiver.logs import redact, setup_logging
-from order_archiver.mongodb.connection import open_client
-from order_archiver.operations.status import collect_status
-from order_archiver.operations.verify import verify
-from order_archiver.reporting.progress import progress_mode
-from order_archiver.settings import Settings, load_settings
-from order_archiver.simulation.database import fill_database
-from order_archiver.simulation.generator import generate_dataset
-from order_archiver.watch.watcher import Watcher, WatchOptions
+from order_archiver.cli.installed import dependencies_installed
+
+with dependencies_installed(__name__):  # outside .venv: one line naming the fix, not a traceback
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.cli.definition import NON_NEGATIVE, POSITIVE, OneLineParser
+    from order_archiver.context import RunContext
+    from order_archiver.errors import ArchiverError
+    from order_archiver.logs import redact, setup_logging
+    from order_archiver.mongodb.connection import open_client
+    from order_archiver.operations.status import collect_status
+    from order_archiver.operations.verify import verify
+    from order_archiver.reporting.progress import progress_mode
+    from order_archiver.settings import Settings, load_settings
+    from order_archiver.simulation.database import fill_database
+    from order_archiver.simulation.generator import generate_dataset
+    from order_archiver.watch.watcher import Watcher, WatchOptions
 
 DEMO_DATABASE = "order_archiver_demo"
 

@@ -4,9 +4,15 @@ a mistyped command or flag, the entry points outside the virtual environment."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+
+import pytest
 
 from order_archiver.cli.main import main
+from tests.conftest import ROOT
 
 # What README and QUICKSTART have a new user run first: the default generated data (seed 42).
 FIRST_DRY_RUN = ["batch", "--simulation", "--samples", "0"]
@@ -50,3 +56,27 @@ def test_a_run_that_rejects_new_orders_says_why_it_exits_3_and_a_second_one_exit
     )
     assert main([*run, "--json", "-q"]) == 3  # the simulation starts afresh each time
     assert "exit 3" not in capsys.readouterr().out  # --json: one JSON object, nothing after it
+
+
+@pytest.mark.parametrize("script", ["main.py", "simulate.py", "demo.py"])
+def test_a_script_run_without_the_dependencies_names_the_fix_in_one_line(script):
+    """``python3 main.py`` outside .venv: ``-S`` (no site-packages) stands for a Python without
+    the requirements; the script must say what to run, exit 2, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    result = subprocess.run(
+        [sys.executable, "-S", script, "batch", "--simulation"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert re.fullmatch(
+        rf"{script}: order-archiver's dependencies are not installed for \S+ \(no module named "
+        rf"'\w+', from [\w-]+\): run `make venv` once .*, then `\.venv/bin/python {script} \.\.\.`.*\n",
+        result.stderr,
+    )
