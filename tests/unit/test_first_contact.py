@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from order_archiver.cli.main import main
+from order_archiver.cli.main import main, simulate_main
 from tests.conftest import ROOT
 
 # What README and QUICKSTART have a new user run first: the default generated data (seed 42).
@@ -79,4 +79,48 @@ def test_a_script_run_without_the_dependencies_names_the_fix_in_one_line(script)
         rf"{script}: order-archiver's dependencies are not installed for \S+ \(no module named "
         rf"'\w+', from [\w-]+\): run `make venv` once .*, then `\.venv/bin/python {script} \.\.\.`.*\n",
         result.stderr,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["bacth"], "main.py: error: argument COMMAND: invalid choice: 'bacth'; did you mean 'batch'?"),
+        (
+            ["frget", "--client", "x"],
+            "main.py: error: argument COMMAND: invalid choice: 'frget'; did you mean 'forget'?",
+        ),
+        (
+            ["batch", "--dry-rnu"],
+            "main.py batch: error: unrecognized arguments: --dry-rnu; did you mean --dry-run?",
+        ),
+        (
+            ["batch", "--simulation", "--date-frm", "7d"],
+            "main.py batch: error: unrecognized arguments: --date-frm 7d; did you mean --date-from?",
+        ),
+        (
+            ["watch", "--token-store", "mongoo"],
+            "main.py watch: error: argument --token-store: invalid choice: 'mongoo'; did you mean 'mongo'?",
+        ),
+        (
+            ["--verbose", "status"],
+            "main.py status: error: unrecognized arguments: --verbose; put --verbose after the command "
+            "(main.py status --verbose ...)",
+        ),
+        (["status", "--run"], "main.py status: error: unrecognized arguments: --run"),  # nothing close
+    ],
+)
+def test_a_mistyped_command_or_flag_gets_the_closest_name_in_one_line_from_its_command(capsys, argv, line):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == f"{line} (see --help)\n"
+
+
+def test_simulate_py_suggests_its_own_flags(capsys):
+    with pytest.raises(SystemExit) as caught:
+        simulate_main(["--cont", "3"])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == (
+        "simulate.py: error: unrecognized arguments: --cont 3; did you mean --count? (see --help)\n"
     )
