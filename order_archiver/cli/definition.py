@@ -31,6 +31,7 @@ from order_archiver.settings import (
     parse_batch_size,
     parse_bind_address,
     parse_command_line_uri,
+    parse_database_name,
     parse_date_bound,
     parse_days,
     parse_duration,
@@ -158,6 +159,7 @@ DATE = _argument(parse_date_bound)
 DURATION = _argument(parse_duration)
 PROBABILITY = _argument(parse_probability)
 NAME = _argument(parse_name)
+DATABASE = _argument(parse_database_name)
 PORT = _argument(parse_port)
 BIND_ADDRESS = _argument(parse_bind_address)
 URI = _argument(parse_command_line_uri)

@@ -124,3 +124,32 @@ def test_simulate_py_suggests_its_own_flags(capsys):
     assert capsys.readouterr().err == (
         "simulate.py: error: unrecognized arguments: --cont 3; did you mean --count? (see --help)\n"
     )
+
+
+def test_demo_help_is_plain_text_and_says_what_it_drops(capsys):
+    import demo
+
+    with pytest.raises(SystemExit) as caught:
+        demo.run(["--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert "`" not in out  # the docstring's backticks (``MONGODB_URI``, `status`) rendered plain
+    assert "with one, it works in a database of\nits own that it creates, order_archiver_demo" in out
+    assert "It never drops a database it did not create" in out
+
+
+def test_the_demo_takes_a_database_an_earlier_demo_left_and_refuses_any_other(mongo):
+    import demo
+    from order_archiver.errors import ConfigError
+
+    left = mongo["left_by_a_demo_killed_with_9"]
+    left[demo.DEMO_MARK].insert_one({"_id": "demo"})
+    left["Commande"].insert_one({"numero_commande": "CMD-1"})
+    demo.claim(left)  # the demo's: taken
+    demo.claim(mongo["new"])  # made now: its mark first
+    assert mongo["new"].list_collection_names() == [demo.DEMO_MARK]
+    theirs = mongo["theirs"]
+    theirs["Commande"].insert_one({"numero_commande": "CMD-1"})
+    with pytest.raises(ConfigError, match="was not made by the demo"):
+        demo.claim(theirs)
+    assert theirs.list_collection_names() == ["Commande"]  # nothing written
