@@ -38,9 +38,13 @@ PORT = 27017
 STANDALONE =
 HISTORY = 200000
 DATA = .dev-server
+# A failure is the server's one line (it makes DATA itself, and says in one line when it cannot),
+# with no recipe echoed before it ("@"; it says what it serves). GNU make still ends a failed
+# recipe with its own "make: *** [Makefile:NN: dev-server] Error 2": it prints that for every
+# failed recipe but an ignored one under -s (job.c, child_error), and an ignored one makes make
+# exit 0; the exit code is kept (2, make's for any failure).
 dev-server: $(STAMP)
-	mkdir -p $(DATA)
-	NX_RESUME_RETENTION_ROWS=$(HISTORY) $(BIN)/python -m teststand.devserver --data-dir $(DATA) -p $(PORT) --pid-file $(DATA)/nx.pid --log-file $(DATA)/nx.log $(if $(filter 1 yes true,$(STANDALONE)),--standalone)
+	@NX_RESUME_RETENTION_ROWS=$(HISTORY) $(BIN)/python -m teststand.devserver --data-dir $(DATA) -p $(PORT) --pid-file $(DATA)/nx.pid --log-file $(DATA)/nx.log $(if $(filter 1 yes true,$(STANDALONE)),--standalone)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

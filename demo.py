@@ -2,9 +2,12 @@
 
 With no ``MONGODB_URI`` it starts its own nx-27017 (a MongoDB wire-protocol server, from the
 dev requirements) on a free port in a temporary folder; with one, it works in a database of
-its own, ``order_archiver_demo``, and never touches yours. It fills it with generated data,
-archives it with batch, starts the watcher, delivers orders live and shows each one
-archived with its latency, shows `status` and `verify`, and stops everything it started.
+its own that it creates, ``order_archiver_demo`` (``--database``), and never touches yours. It
+fills it with generated data, archives it with batch, starts the watcher, delivers orders live
+and shows each one archived with its latency, shows `status` and `verify`, and removes
+everything it made: the database it created (dropped at the end, Ctrl+C and SIGTERM included),
+the server it started. It never drops a database it did not create: one of that name that
+exists already, not made by the demo, is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -19,21 +22,31 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from order_archiver.batch.job import BatchArchiver, BatchOptions
-from order_archiver.cli.definition import NON_NEGATIVE, POSITIVE, OneLineParser
-from order_archiver.context import RunContext
-from order_archiver.errors import ArchiverError
-from order_archiver.logs import redact, setup_logging
-from order_archiver.mongodb.connection import open_client
-from order_archiver.operations.status import collect_status
-from order_archiver.operations.verify import verify
-from order_archiver.reporting.progress import progress_mode
-from order_archiver.settings import Settings, load_settings
-from order_archiver.simulation.database import fill_database
-from order_archiver.simulation.generator import generate_dataset
-from order_archiver.watch.watcher import Watcher, WatchOptions
+from order_archiver.cli.installed import dependencies_installed
+
+with dependencies_installed(__name__):  # outside .venv: one line naming the fix, not a traceback
+    from pymongo.database import Database
+
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.cli.definition import DATABASE, NON_NEGATIVE, POSITIVE, OneLineParser
+    from order_archiver.context import RunContext
+    from order_archiver.documents import Client, Document
+    from order_archiver.errors import ArchiverError, ConfigError
+    from order_archiver.logs import redact, setup_logging
+    from order_archiver.mongodb.connection import open_client
+    from order_archiver.operations.status import collect_status
+    from order_archiver.operations.verify import verify
+    from order_archiver.reporting.progress import progress_mode
+    from order_archiver.settings import Settings, load_settings
+    from order_archiver.simulation.database import fill_database
+    from order_archiver.simulation.generator import generate_dataset
+    from order_archiver.watch.watcher import Watcher, WatchOptions
 
 DEMO_DATABASE = "order_archiver_demo"
+# The collection that says a database is the demo's: written first, before anything else; a
+# database without it is someone else's, never written to nor dropped (an earlier demo killed
+# with -9 leaves its database with it: the next demo takes it and drops it).
+DEMO_MARK = "order_archiver_demo_made_this"
 
 
 class Demo:
@@ -68,12 +81,55 @@ def _archived(archive: Any, order: Mapping[str, object], timeout_s: float = 10.0
     return dict(document)
 
 
+def claim(database: Database[Document]) -> None:
+    """The database is the demo's from here on: made now (its mark written first), or made by
+    an earlier demo (the mark there). One that holds anything else is refused, exit 2."""
+    found = database.list_collection_names()
+    if found and DEMO_MARK not in found:
+        raise ConfigError(
+            f"database {database.name} exists on this server and was not made by the demo, which never "
+            "writes to nor drops a database it did not create: name another with --database (one left by "
+            "an earlier demo.py without its mark: drop it yourself)"
+        )
+    database[DEMO_MARK].replace_one({"_id": "demo"}, {"_id": "demo", "by": "demo.py"}, upsert=True)
+
+
+def drop(client: Client, name: str) -> None:
+    """The demo's database, dropped: ``dropDatabase`` (dbAdmin), or with only readWrite, each of
+    its collections (``dropCollection``): MongoDB lists no database without a collection."""
+    from pymongo.errors import OperationFailure, PyMongoError
+
+    try:
+        try:
+            client.drop_database(name)
+        except OperationFailure as exc:
+            if exc.code != 13:  # Unauthorized
+                raise
+            for collection in client[name].list_collection_names():
+                client[name].drop_collection(collection)
+    except PyMongoError as exc:  # on the way out (the server gone): said, the rest still stopped
+        sys.stderr.write(f"error: database {name} not dropped ({redact(str(exc))}): drop it yourself\n")
+        return
+    print(f"\ndatabase {name} dropped: the demo made it.", flush=True)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
-    # The product's parser and types: a usage error is one line, exit 2.
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # The product's parser and types: a usage error is one line, exit 2. The help as plain text:
+    # the docstring's backticks are for a reader of the source.
+    parser = OneLineParser(
+        description=(__doc__ or "").replace("`", ""), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--auto", action="store_true", help="no pauses between steps")
     parser.add_argument("--orders", type=POSITIVE, default=2000, help="orders to generate (2000)")
     parser.add_argument("--deliveries", type=NON_NEGATIVE, default=5, help="orders delivered live (5)")
+    parser.add_argument(
+        "--database",
+        type=DATABASE,
+        metavar="NAME",
+        default=DEMO_DATABASE,
+        help=f"the database the demo creates, works in and drops at its end ({DEMO_DATABASE}); "
+        "refused if it exists and the demo did not make it",
+    )
     args = parser.parse_args(argv)
     demo = Demo(args.auto)
     user_settings, _ = load_settings(overrides={"simulation": True})
@@ -87,7 +143,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             uri, server = start_server(folder)
         settings = Settings(
             mongodb_uri=uri,
-            mongodb_database=DEMO_DATABASE,
+            mongodb_database=args.database,
             log_dir="",
             log_level="WARNING",
             resume_token_file=str(folder / "token.json"),
@@ -97,12 +153,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         client = open_client(settings)
         stop = threading.Event()
         watcher_thread = None
+        claimed = False
         try:
-            database = client[DEMO_DATABASE]
+            database = client[args.database]
+            claim(database)  # before anything is written
+            claimed = True
             orders = database[settings.orders_collection]
             archive = database[settings.archive_collection]
 
-            demo.step(f"Fill {DEMO_DATABASE} with {args.orders} generated orders (Faker, fr_FR, 2% dirty)")
+            demo.step(f"Fill {args.database} with {args.orders} generated orders (Faker, fr_FR, 2% dirty)")
             dataset = generate_dataset(args.orders, seed=2026, p_delivered=0.5)
             for name, _ in dataset.by_collection(settings):
                 database.drop_collection(name)
@@ -148,6 +207,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             stop.set()
             if watcher_thread is not None:
                 watcher_thread.join(timeout=15)
+            if claimed:
+                drop(client, args.database)
             client.close()
             if server is not None:
                 server.stop()

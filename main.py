@@ -10,7 +10,10 @@ finished with something to look at). Installed (``pip install .``), the same pro
 import sys
 
 from order_archiver import __version__
-from order_archiver.cli.main import main, simulate_main
+from order_archiver.cli.installed import dependencies_installed
+
+with dependencies_installed(__name__):  # outside .venv: one line naming the fix, not a traceback
+    from order_archiver.cli.main import main, simulate_main
 
 __all__ = ["__version__", "main", "simulate_main"]
 

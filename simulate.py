@@ -5,7 +5,10 @@ The same as ``python main.py simulate``; kept as its own script for the design c
 
 import sys
 
-from order_archiver.cli.main import simulate_main
+from order_archiver.cli.installed import dependencies_installed
+
+with dependencies_installed(__name__):  # outside .venv: one line naming the fix, not a traceback
+    from order_archiver.cli.main import simulate_main
 
 if __name__ == "__main__":
     sys.exit(simulate_main(sys.argv[1:]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -183,10 +184,7 @@ class BatchReport:
                 text += f", which deletes {retention['at_once']} archived orders at once"
         if action == "pending":
             text += "; the archive's TTL index is being built (ARCHIVE_RETENTION)"
-        if self.indexes:
-            names = ", ".join(f"{i['collection']}.{i['index']} ({i['state']})" for i in self.indexes)
-            text += f"; indexes not ready: {names}"
-        return text
+        return text + indexes_text(self.indexes, dry_run=self.dry_run)
 
     def summary_line(self) -> str:
         window = ""
@@ -255,10 +253,14 @@ class BatchReport:
             waited = "nothing written, nothing measured"
         return f", --max-lag {self.max_lag_s:g}s: {waited}"
 
-    def lines(self, *, show_samples: bool = True, show_pii: bool = False) -> list[str]:
-        """For a person: the summary first, the rejections by reason, then a dry run's sample
-        documents (masked when kept unless ``show_pii``), under a line that says what they are."""
+    def lines(
+        self, *, show_samples: bool = True, show_pii: bool = False, list_indexes: bool = False
+    ) -> list[str]:
+        """For a person: the summary first, the indexes not ready one per line (``list_indexes``),
+        the rejections by reason, then a dry run's sample documents (masked when kept unless
+        ``show_pii``), under a line that says what they are."""
         lines = [self.summary_line()] + ([self.cold.line()] if self.cold is not None else [])
+        lines += index_lines(self.indexes) if list_indexes else []
         if self.rejections:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejections.items()))
             lines.append(f"rejected orders by reason: {reasons}")
@@ -280,6 +282,42 @@ class BatchReport:
         data["seconds"] = round(self.seconds, 3)
         data["samples"] = json.loads(json_util.dumps(self.samples))
         return data
+
+
+def indexes_text(indexes: list[dict[str, object]], *, dry_run: bool) -> str:
+    """The summary's part on the indexes not ready, counted (a first run lacks them all: their
+    names made one 900-character line); ``index_lines`` (-v) and ``--json`` name each."""
+    if not indexes:
+        return ""
+    what = f"{len(indexes)} {'index' if len(indexes) == 1 else 'indexes'}"
+    states = Counter(str(index["state"]) for index in indexes)
+    if set(states) == {"missing"}:
+        return f"; {what} missing{', which batch --run builds' if dry_run else ''} (-v lists them)"
+    how = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    return f"; {what} not ready: {how} (-v lists them)"
+
+
+def index_lines(indexes: list[dict[str, object]]) -> list[str]:
+    """One line per index not ready: which, where it stands, what its absence costs."""
+    return [
+        f"index not ready: {i['collection']}.{i['index']} ({i['state']}); until it is, {i['cost']}"
+        for i in indexes
+    ]
+
+
+def rejected_exit_line(report: BatchReport, program: str) -> str:
+    """Why a run exits 3 (the contract's "finished, but some orders were rejected as invalid"),
+    and where to see them: a first dry run's 3 came with no word of why."""
+    orders = plural(report.rejected_new, "order")
+    if report.dry_run:
+        return (
+            f"exit 3: {orders} would be rejected as invalid (never listed before; reasons above); "
+            f"`{program} rejects` lists them once a --run has met them"
+        )
+    return (
+        f"exit 3: {orders} newly rejected as invalid (reasons above), not archived: "
+        f"`{program} rejects` lists them; fixed in the source, the next run archives them"
+    )
 
 
 def peak_rss_mib() -> float | None:

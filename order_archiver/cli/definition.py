@@ -6,10 +6,11 @@ its parsers from this and maps each command to its handler."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -30,6 +31,7 @@ from order_archiver.settings import (
     parse_batch_size,
     parse_bind_address,
     parse_command_line_uri,
+    parse_database_name,
     parse_date_bound,
     parse_days,
     parse_duration,
@@ -58,11 +60,49 @@ NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+/\d+$|^-\d+[smhd]$")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit 2."""
+    """argparse, but a usage error is one line on stderr and exit 2, naming the command it is
+    about (``main.py batch``), with the closest name when a command, a flag or a choice is
+    mistyped ("did you mean --dry-run?")."""
+
+    commands: Mapping[str, OneLineParser] = {}  # the subcommands' parsers, by name (build_parser)
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         raise SystemExit(ExitCode.USAGE)
+
+    def parse_args(  # type: ignore[override]  # no namespace of the caller's: only argv
+        self, args: Sequence[str] | None = None
+    ) -> argparse.Namespace:
+        """argparse's, but an unrecognized argument is said by the command it was given to (the
+        top parser said "main.py: error: unrecognized arguments: --dry-rnu" for ``batch``)."""
+        parsed, extras = self.parse_known_args(args)
+        if extras:
+            parser = self.commands.get(getattr(parsed, "command", ""), self)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{parser.closest_flags(extras)}")
+        return parsed
+
+    def closest_flags(self, extras: Sequence[str]) -> str:
+        """What to add to "unrecognized arguments": the closest of this command's flags to the
+        first mistyped one ("did you mean --dry-run?"); or, for a flag of its own, that it goes
+        after the command (given before it, the top parser did not know it)."""
+        flags = [flag for action in self._actions for flag in action.option_strings]
+        for given in (extra.split("=", 1)[0] for extra in extras if extra.startswith("-")):
+            if given in flags:
+                return f"; put {given} after the command ({self.prog} {given} ...)"
+            close = difflib.get_close_matches(given, flags, n=1)
+            if close:
+                return f"; did you mean {close[0]}?"
+        return ""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        """An invalid choice (a command, --token-store...): the closest one, when one is close,
+        instead of the whole list."""
+        choices = [str(choice) for choice in action.choices or ()]
+        if choices and value not in (action.choices or ()):
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            if close:
+                raise argparse.ArgumentError(action, f"invalid choice: {value!r}; did you mean {close[0]!r}?")
+        super()._check_value(action, value)
 
 
 # --- argument types: each a parser that says what it expected ----------------------------------
@@ -119,6 +159,7 @@ DATE = _argument(parse_date_bound)
 DURATION = _argument(parse_duration)
 PROBABILITY = _argument(parse_probability)
 NAME = _argument(parse_name)
+DATABASE = _argument(parse_database_name)
 PORT = _argument(parse_port)
 BIND_ADDRESS = _argument(parse_bind_address)
 URI = _argument(parse_command_line_uri)
@@ -553,6 +594,7 @@ def build_parser(handlers: Mapping[str, Handler], version: str) -> argparse.Argu
         )
         sub._negative_number_matcher = NEGATIVE_VALUE  # see NEGATIVE_VALUE
         _fill(sub, name, command, handlers[name])
+    parser.commands = commands.choices  # an unrecognized argument is said by its command's parser
     return parser
 
 

@@ -216,6 +216,7 @@ def _partition(args: argparse.Namespace, settings: Settings) -> Partition | None
 
 def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.batch.job import BatchArchiver, BatchOptions, BatchReport
+    from order_archiver.batch.report import rejected_exit_line
     from order_archiver.orders.selection import check_window
     from order_archiver.reporting.progress import progress_mode
 
@@ -293,8 +294,17 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
     # -q (cron mails whatever a job prints): nothing unless there is news, a new rejected order
     # (an error was printed above, with the counts so far).
     if not args.quiet or args.json or report.rejected_new:
-        _print_report(report, args.json, show_samples=not args.quiet, show_pii=args.show_pii)
-    # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`).
+        _print_report(
+            report,
+            args.json,
+            show_samples=not args.quiet,
+            show_pii=args.show_pii,
+            list_indexes=args.verbose,
+        )
+    # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`);
+    # the last line says so, where the shell's prompt shows the exit code.
+    if report.rejected_new and not args.json:
+        _say(rejected_exit_line(report, definition.program_name(command=True)))
     return ExitCode.NEW_REJECTED_ORDERS if report.rejected_new else ExitCode.OK
 
 

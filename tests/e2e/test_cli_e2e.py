@@ -138,6 +138,43 @@ def test_demo_auto_runs_end_to_end_on_its_own_server(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_demo_on_the_users_server_drops_the_database_it_made_and_nothing_else(nx_server, nx_client, db_name):
+    """With MONGODB_URI (a user's server) the demo left its database behind. It drops it at its
+    end now: the database it made, and nothing else on the server."""
+    theirs = f"{db_name}_theirs"
+    nx_client[theirs]["Commande"].insert_one({"numero_commande": "CMD-1"})  # the user's own data
+    result = run_cli(
+        *("--auto", "--orders", "200", "--deliveries", "1", "--database", db_name),
+        env={"MONGODB_URI": nx_server.uri},
+        script="demo.py",
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "\nconsistent" in result.stdout
+    assert f"database {db_name} dropped: the demo made it." in result.stdout
+    assert "local server" not in result.stdout  # it used the user's server
+    names = nx_client.list_database_names()
+    assert db_name not in names
+    assert theirs in names
+    assert nx_client[theirs]["Commande"].count_documents({}) == 1
+    nx_client.drop_database(theirs)
+
+
+def test_demo_refuses_a_database_it_did_not_make_and_drops_nothing(nx_server, nx_client, db_name):
+    nx_client[db_name]["Commande"].insert_one({"numero_commande": "CMD-1"})  # someone's database
+    result = run_cli(
+        "--auto", "--database", db_name, env={"MONGODB_URI": nx_server.uri}, script="demo.py", timeout=60
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: database {db_name} exists on this server and was not made by the demo, which never "
+        "writes to nor drops a database it did not create: name another with --database (one left by "
+        "an earlier demo.py without its mark: drop it yourself)"
+    ]
+    assert nx_client[db_name].list_collection_names() == ["Commande"]
+    assert nx_client[db_name]["Commande"].count_documents({}) == 1
+
+
 def test_a_reader_that_closes_stdout_early_gets_no_error_and_the_run_keeps_its_exit_code(tmp_path):
     """`main.py rejects --all | head -1` printed "error: unexpected BrokenPipeError" and exit 1.
     The same dry run read whole, then read one line: the same exit code, nothing on stderr."""

@@ -164,9 +164,14 @@ def test_a_run_archives_nothing_while_the_archives_unique_index_is_pending(mongo
         pending = [(i["collection"], i["index"], i["state"]) for i in archiver.report.indexes]
         assert ("Commande_archive", "numero_commande_1", "pending") in pending
         assert {collection for collection, _, _ in pending} == {"Commande_archive"}  # the source's: built
-        assert (
-            "indexes not ready: Commande_archive.numero_commande_1 (pending)"
-            in archiver.report.summary_line()
+        assert f"; {len(pending)} indexes not ready: {len(pending)} pending (-v lists them)" in (
+            archiver.report.summary_line()
+        )
+        assert any(
+            line.startswith(
+                "index not ready: Commande_archive.numero_commande_1 (pending); until it is, nothing"
+            )
+            for line in archiver.report.lines(list_indexes=True)
         )
     finally:
         release.set()

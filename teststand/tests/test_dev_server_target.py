@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -34,3 +35,35 @@ def test_port_on_the_command_line_chooses_the_port_and_the_files_stay_in_dev_ser
     assert "--pid-file .dev-server/nx.pid" in command
     # A PORT in the environment (set for some other program) does not move the server.
     assert " -p 27017 " in dev_server_command(env={"PORT": "3000"})
+
+
+@pytest.mark.parametrize("cause", ["port in use", "data folder it cannot make"])
+def test_a_failure_is_the_servers_one_line_with_no_recipe_echoed(tmp_path, cause):
+    """A new user's try: a failed `make dev-server` showed the recipe's commands (`mkdir -p`, the
+    whole server command) around the server's one line, or mkdir's own error. Now the server's
+    line, then only GNU make's own closing line, which make prints for every failed recipe but an
+    ignored one under -s (job.c, child_error; an ignored one would make it exit 0): exit 2 kept."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = tmp_path / "data" if cause == "port in use" else tmp_path / "a-file" / "data"
+        (tmp_path / "a-file").write_text("not a folder")
+        result = subprocess.run(
+            ["make", "dev-server", f"PORT={port}", f"DATA={data}"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert result.stdout == ""  # no recipe echoed
+    first, *rest = result.stderr.splitlines()
+    assert first == (
+        f"error: 127.0.0.1:{port} is in use (another MongoDB or development server?): "
+        "choose another port, e.g. make dev-server PORT=27018"
+        if cause == "port in use"
+        else f"error: --data-dir {data}: cannot make the folder: Not a directory"
+    )
+    assert all(line.startswith("make: ") for line in rest)  # GNU make's own, and nothing else
