@@ -274,6 +274,7 @@ class Watcher:
             self.context,
             self.events,
             before_write=self.unique_index.still_there,
+            fence=self.events.step.fence,  # the lease's check, as before each micro-batch
         )
 
     # -- consuming
