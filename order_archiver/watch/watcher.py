@@ -14,10 +14,11 @@ Delivery is at-least-once and writes are idempotent, so the archive is exactly-o
 - A quiet stream saves its post-batch resume token every ``WATCH_HEARTBEAT_S``, so the saved
   token never ages out of the oplog on a quiet night.
 - Without a usable token (first start, or a token the server rejects: history lost,
-  invalid, fatal), the stream is opened first, its starting point kept, every delivered
-  order not yet archived is archived (the batch path), then the stream is consumed from
-  that starting point: nothing delivered during the catch-up is missed, and nothing is ever
-  silently restarted from "now". ``--from-now`` skips the catch-up on a first start.
+  invalid, fatal), the stream is opened first, its starting point saved (marked
+  ``catching_up``: whoever resumes from it catches up again), every delivered order not yet
+  archived is archived (the batch path), then the stream is consumed from that starting point:
+  nothing delivered or corrected during the catch-up is missed, even by a watcher that takes
+  over from this one mid-catch-up, and nothing is ever silently restarted from "now". ``--from-now`` skips the catch-up on a first start.
 - Transient errors (network, failover; pymongo resumes once by itself) reconnect with capped
   exponential backoff and full jitter, forever, from the last saved token. Fatal ones
   (authentication, authorisation, no change streams on this server) end the process, exit 1.
@@ -114,13 +115,9 @@ class Watcher:
             on_retry=lambda exc: self.metrics.retries.labels(kind=type(exc).__name__).inc(),
         )
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
+        shared = options.token_store == "mongo"
         self.store, self.lease = token_store_and_lease(
-            collections.checkpoints,
-            settings,
-            options.name,
-            self.namespace,
-            options.token_store == "mongo",
-            self.stop_event,
+            collections.checkpoints, settings, options.name, self.namespace, shared, self.stop_event
         )
         self.leadership = Leadership(self.lease, options.name, self.stop_event)
         self.stats = WatchStats()
@@ -242,10 +239,9 @@ class Watcher:
                 stream = self._open(saved)
             except TokenUnusable as reason:
                 log.warning("the saved resume token cannot be used (%s): catching up instead", reason)
-            if stream is not None and saved.invalidated:
-                # The collection was dropped or replaced (a rename, $out, a restore with --drop):
-                # what came with the new one made no insert event. The stream is open, so
-                # nothing delivered during the catch-up is missed.
+            if stream is not None and (saved.invalidated or saved.catching_up):
+                # Dropped or replaced (a rename, $out, a restore with --drop: no insert events), or
+                # a catch-up from here not done (below): the stream is open, nothing is missed.
                 self._catch_up()
         if stream is None:
             stream = self._open(NO_TOKEN)
@@ -254,6 +250,10 @@ class Watcher:
             if self.options.from_now and saved.first_start and self.stats.catch_ups == 0:
                 log.info("starting from now (--from-now): deliveries before this moment are not archived")
             else:
+                if start_token is not None:
+                    # Saved first, not caught up: one that takes over mid-catch-up resumes here and
+                    # catches up again, so sees a correction made meanwhile (guarantees.md).
+                    self._save_token(start_token, catching_up=True)
                 self._catch_up()
             if start_token is not None:
                 self._save_token(start_token)
@@ -304,9 +304,13 @@ class Watcher:
     def _archive(self, events: list[ChangeEvent]) -> None:
         self.events.archive(events)
 
-    def _save_token(self, token: Mapping[str, object], invalidated: bool = False) -> None:
-        term = self.lease.term if self.lease is not None else None
-        self.store.save(token, invalidated=invalidated, last_event_at=self.stats.last_event_at, term=term)
+    def _save_token(
+        self, token: Mapping[str, object], invalidated: bool = False, catching_up: bool = False
+    ) -> None:
+        term, last = (self.lease.term if self.lease is not None else None), self.stats.last_event_at
+        self.store.save(
+            token, invalidated=invalidated, last_event_at=last, term=term, catching_up=catching_up
+        )
         self.stats.last_saved_at = time.monotonic()
         self.metrics.token_saved()
 
