@@ -156,12 +156,8 @@ class Watcher:
 
     def run(self) -> int:
         """Until stopped: stream, and on a transient failure reconnect with backoff."""
-        # Forever (a service), for what classify() calls transient; a stop ends the wait.
-        policy = RetryPolicy(
-            Retry.SERVICE,
-            on_stop="end",  # a stop ends the wait, and the loop: exit 0
-            retryable=lambda exc: classify(exc) == "transient",
-        )
+        # Forever (a service), for what classify() calls transient; a stop ends the wait and the loop (exit 0).
+        policy = RetryPolicy(Retry.SERVICE, on_stop="end", retryable=lambda exc: classify(exc) == "transient")
         check_deployments(self.client, self.settings, self.archive_client)
         if is_standalone(self.client):
             # Said now, not once the archive's unique index is there (a watcher waits for it,
@@ -180,7 +176,7 @@ class Watcher:
     def _mark_stopped(self) -> None:
         """After a clean stop (a signal), say so where ``status`` looks (a crash says nothing)."""
         if self.stats.last_saved_at == 0.0:
-            return  # never saved a token (a standby, or stopped during the catch-up)
+            return  # never saved a token (a standby)
         if self.lease is not None and not self.lease.held():
             return
         try:
@@ -242,7 +238,7 @@ class Watcher:
             if stream is not None and (saved.invalidated or saved.catching_up):
                 # Dropped or replaced (a rename, $out, a restore with --drop: no insert events), or
                 # a catch-up from here not done (below): the stream is open, nothing is missed.
-                self._catch_up()
+                self._catch_up(saved)
         if stream is None:
             stream = self._open(NO_TOKEN)
             start_token = stream.resume_token
@@ -250,11 +246,7 @@ class Watcher:
             if self.options.from_now and saved.first_start and self.stats.catch_ups == 0:
                 log.info("starting from now (--from-now): deliveries before this moment are not archived")
             else:
-                if start_token is not None:
-                    # Saved first, not caught up: one that takes over mid-catch-up resumes here and
-                    # catches up again, so sees a correction made meanwhile (guarantees.md).
-                    self._save_token(start_token, catching_up=True)
-                self._catch_up()
+                self._catch_up(ResumeState("token", start_token))
             if start_token is not None:
                 self._save_token(start_token)
             self._distrust_saved_token = False
@@ -265,17 +257,25 @@ class Watcher:
     def _open(self, state: ResumeState) -> ChangeStream:
         return open_stream(self.orders, self.settings, state)
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, start: ResumeState = NO_TOKEN) -> None:
+        """``start``: where the stream starts, saved first as not caught up (whoever resumes from
+        it catches up again: a watcher taking over mid-catch-up sees a correction made meanwhile,
+        guarantees.md), and again before the chunks' writes (``_heartbeat``)."""
         self.stats.catch_ups += 1
-        catch_up(
-            self.client,
-            self.archive_client,
-            self.settings,
-            self.context,
-            self.events,
-            before_write=self.unique_index.still_there,
-            fence=self.events.step.fence,  # the lease's check, as before each micro-batch
-        )
+        self._heartbeat(start, first=True)
+        parts = (self.client, self.archive_client, self.settings, self.context, self.events)
+        # fence: the lease's check before each chunk's write, as before each micro-batch's
+        catch_up(*parts, before_write=lambda: self._heartbeat(start), fence=self.events.step.fence)
+
+    def _heartbeat(self, start: ResumeState, first: bool = False) -> None:
+        """Before a catch-up reads (``first``), and before each of its chunks' writes (the unique
+        index looked at again): the stream's start saved as not caught up, then again once
+        WATCH_HEARTBEAT_S has passed (status's heartbeat: a catch-up can last hours)."""
+        if not first:
+            self.unique_index.still_there()
+        due = first or time.monotonic() - self.stats.last_saved_at >= self.settings.watch_heartbeat_s
+        if due and start.token is not None:
+            self._save_token(start.token, invalidated=start.invalidated, catching_up=True)
 
     # -- consuming
 

@@ -100,13 +100,13 @@ def test_a_successor_replays_the_stream_from_before_a_paused_catch_up(nx_client,
         opened.set()
         return stream
 
-    def catching_up_after_the_old_leader() -> None:
+    def catching_up_after_the_old_leader(*start) -> None:
         assert old_done.wait(30)
-        new_catch_up()
+        new_catch_up(*start)
         new_caught_up.set()
 
-    def old_catch_up_then_lost() -> None:
-        old_catch_up()
+    def old_catch_up_then_lost(*start) -> None:
+        old_catch_up(*start)
         old.lease._valid_until = 0.0  # its renewal has found the lease taken
         old_done.set()
 

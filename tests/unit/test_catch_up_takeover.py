@@ -106,3 +106,50 @@ def test_a_catch_up_paused_past_its_lease_never_writes_back_an_older_version(mon
     held = catch_up_paused_after_a_takeover(mongo, settings, purged=purged, noticed=noticed)
     assert held["source"]["adresse_livraison"] == CORRECTED
     assert held["revised_at"] is None  # archived once, by the new leader, never replaced
+
+
+def test_a_long_catch_up_keeps_its_starting_point_saved_fresh(mongo, monkeypatch):
+    """A catch-up saves where its stream starts before it begins (marked ``catching_up``), then
+    reads and writes for as long as the history takes (hours on a first start): ``status`` (the
+    shipped health timer: ``--max-heartbeat-age 2m``) took the watcher for dead once its token
+    was older than that. Its starting point is saved again, still marked, before a chunk's write
+    once WATCH_HEARTBEAT_S has passed, as a quiet stream's token is. The clock is a counter: a
+    minute passes between each two looks at it."""
+    from order_archiver.retry import Retry, RetryPolicy
+    from order_archiver.watch import watcher as watcher_module
+    from tests.helpers import FakeChangeStream
+    from tests.unit.test_watcher_units import TOKEN
+
+    settings = Settings(simulation=True, log_dir="", batch_size=5)
+    database = mongo[settings.mongodb_database]
+    seed_database(database, settings, 60, seed=6, p_anomalies=0.0)
+    keys, options = ARCHIVE_INDEXES[0]
+    database[settings.archive_collection].create_index(keys, **options)
+    ticks = iter(range(0, 10**6, 60))
+    monkeypatch.setattr(watcher_module, "time", type("Clock", (), {"monotonic": lambda: next(ticks)}))
+    watcher = Watcher(mongo, settings, WatchOptions(token_store="mongo", name="eu-1"))
+    saves: list[tuple[object, bool, int]] = []
+    store_save = watcher.store.save
+
+    def save(token, **fields):
+        written = database[settings.archive_collection].count_documents({})
+        saves.append((token, fields.get("catching_up", False), written))
+        store_save(token, **fields)
+
+    watcher.store.save = save  # type: ignore[method-assign]
+    watcher._open = lambda state: FakeChangeStream(resume_token=TOKEN)  # type: ignore[method-assign]
+    watcher._consume = lambda stream, policy: None  # type: ignore[method-assign]
+    assert watcher.lease is not None
+    assert watcher.lease.try_acquire()
+    try:
+        watcher._stream_once(RetryPolicy(Retry.SERVICE, on_stop="end"))
+    finally:
+        watcher.lease.release()
+    assert saves[0] == (TOKEN, True, 0)  # before the catch-up wrote anything
+    assert saves[-1][:2] == (TOKEN, False)  # caught up
+    during = saves[1:-1]
+    assert during, "no heartbeat while the catch-up ran"
+    assert all(token == TOKEN and flagged for token, flagged, _ in during)
+    written = [count for *_, count in during]
+    assert written == sorted(written)  # before each chunk's write, chunk after chunk
+    assert written[-1] > 0
