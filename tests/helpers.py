@@ -15,6 +15,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from bson import json_util
+
 from order_archiver.settings import Settings, load_settings
 from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import Dataset, generate_dataset, strip_markers
@@ -150,9 +152,14 @@ class WatchProcess:
 
 
 def token_saved(database, tmp_path: Path, store: str, name: str = "default") -> bool:
+    """A token saved past the watcher's catch-up: the stream's starting point is saved before
+    it too, marked ``catching_up`` (whoever resumes from it catches up again)."""
     if store == "file":
-        return (tmp_path / "token.json").exists()
-    return database["archiver_checkpoints"].find_one({"_id": f"watch:{name}"}) is not None
+        path = tmp_path / "token.json"
+        record = json_util.loads(path.read_text("utf-8")) if path.exists() else None
+    else:
+        record = database["archiver_checkpoints"].find_one({"_id": f"watch:{name}"})
+    return record is not None and not record.get("catching_up", False)
 
 
 def archived_ids(database) -> set:

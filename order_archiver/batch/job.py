@@ -53,6 +53,7 @@ from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.indexes import IndexStep
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.purge import SourcePurge
+from order_archiver.mongodb.readings import Readings
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.retention import ArchiveLifecycle
 from order_archiver.mongodb.source import (
@@ -91,6 +92,21 @@ def holds(options: BatchOptions, throttle: Throttle) -> Callable[[], None] | Non
             one()
 
     return hold
+
+
+def chunk_writing(archiver: BatchArchiver, collections: Collections) -> ChunkWriting:
+    """The chunks' writing; with ``as_read`` (the watcher's catch-up) an archived copy is replaced
+    only as read before its order (``ChunkWriting.readings``), the stream's way."""
+    readings = None
+    if archiver.options.as_read:
+        names, delivered = collections.names, archiver.settings.delivered_status
+        finisher, stop = archiver.reader.finisher, archiver.context.stop
+        readings = Readings(archiver.orders_primary, names, delivered, finisher, archiver.step, stop)
+
+    def skipped_on_read() -> bool:  # the pass's read left out what the archive holds
+        return archiver.source.exclude_archived_in is not None
+
+    return ChunkWriting(archiver.writer, archiver.step, skipped_on_read, readings=readings)
 
 
 class BatchArchiver:
@@ -150,11 +166,11 @@ class BatchArchiver:
         )
         self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, context.clock)
         self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
-        self.step = ArchivingStep(self.writer, self.rejections.add, hold=holds(options, self.throttle))
-        self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
-        self.writing = ChunkWriting(
-            self.writer, self.step, lambda: self.source.exclude_archived_in is not None
+        self.step = ArchivingStep(
+            self.writer, self.rejections.add, options.fence, holds(options, self.throttle)
         )
+        self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
+        self.writing = chunk_writing(self, collections)  # the watcher's catch-up: replacing as read
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         maintain = options.maintain
         self.lifecycle = ArchiveLifecycle(self.archive, settings, archive_clock, on_archive, maintain)

@@ -60,6 +60,13 @@ class BatchOptions:
     # The watcher's catch-up: its look at the archive's unique index before each chunk written
     # (``indexes.UniqueIndexCheck.still_there``: a catch-up can last hours).
     before_write: Callable[[], None] | None = None
+    # The watcher's catch-up, written as its stream writes: ``fence`` (its lease's check) before
+    # each chunk written (a watcher that lost its lease writes nothing more), and with
+    # ``as_read`` no archived copy replaced unless read before its order: one the chunk's write
+    # meets in another version (maybe newer: a correction its successor archived while it was
+    # paused past its lease) is read again after it (``readings.Readings``).
+    fence: Callable[[], None] | None = None
+    as_read: bool = False
 
 
 @dataclass

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from order_archiver.documents import ArchiveDocument
+from order_archiver.mongodb.readings import Readings
 from order_archiver.mongodb.step import ArchiveCounts, ArchivingStep
-from order_archiver.mongodb.storage import ArchiveWriter, Unwritten
+from order_archiver.mongodb.storage import ArchiveWriter, Expected, Unwritten
 from order_archiver.orders.erasing import Forgotten
 from order_archiver.orders.rejection import Rejection
 
@@ -43,6 +44,10 @@ class ChunkWriting:
     # The record as read after the last write for the chunk that was ready then (its documents
     # as handed over: the same objects), for that chunk's write.
     known_next: tuple[list[ArchiveDocument], Forgotten] | None = None
+    # With readings (the watcher's catch-up, ``BatchOptions.as_read``): a chunk replaces no
+    # archived copy (its write read none before its orders); an order held in another version,
+    # maybe newer, is read again after its copy (``Readings.archive``).
+    readings: Readings | None = None
 
     def unwritten(self, documents: list[ArchiveDocument], known: Forgotten | None = None) -> Unwritten:
         """What the archive does not hold of ``documents`` as they are (a dry run counts them)."""
@@ -62,11 +67,14 @@ class ChunkWriting:
         held, known = 0, self._known_for(documents)
         if self.asks_first:
             documents, held, known, _ = self.unwritten(documents, known)
-        counts = self.step.archive(documents, rejections, known, upcoming)
+        as_read: Expected = None if self.readings is None else {}
+        counts = self.step.archive(documents, rejections, known, upcoming, expected=as_read)
         counts.already_archived += held
-        self.asks_first = counts.already_archived + counts.revised > 0
+        self.asks_first = counts.already_archived + counts.revised + len(counts.conflicts) > 0
         read = counts.known_upcoming
         self.known_next = (upcoming, read) if upcoming is not None and read is not None else None
+        if counts.conflicts and self.readings is not None:
+            counts = counts.plus(self.readings.archive(list(counts.conflicts), None).counts)
         return counts
 
     def _known_for(self, documents: list[ArchiveDocument]) -> Forgotten | None:

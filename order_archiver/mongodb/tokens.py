@@ -135,12 +135,14 @@ class ResumeState:
     """What a watcher resumes from, in one typed record (pymongo's ChangeStream keeps its own
     that way): no token at all (a first start: ``--from-now`` may skip the catch-up), a token
     that cannot be used (catch up, never "now"), or a token, saved after an ``invalidate`` or
-    not (which decides how the stream is reopened)."""
+    not (which decides how the stream is reopened), or where a stream started whose catch-up is
+    not done (``catching_up``: whoever resumes from it catches up again)."""
 
     kind: Literal["none", "unusable", "token"]
     token: Mapping[str, object] | None = None
     invalidated: bool = False
     last_event_at: datetime | None = None  # the last event the saving watcher archived, kept on
+    catching_up: bool = False
 
     @property
     def first_start(self) -> bool:
@@ -176,6 +178,7 @@ class TokenStore(Protocol):
         invalidated: bool = False,
         last_event_at: datetime | None = None,
         term: int | None = None,
+        catching_up: bool = False,
     ) -> None: ...
 
     def mark_stopped(self, term: int | None = None) -> None:
@@ -206,17 +209,23 @@ def _checked_token(record: object, namespace: str, origin: str) -> ResumeState:
         dict(token),
         bool(record.get("invalidated", False)),
         (last if last.tzinfo else last.replace(tzinfo=UTC)) if isinstance(last, datetime) else None,
+        bool(record.get("catching_up", False)),
     )
 
 
 def _token_record(
-    namespace: str, token: Mapping[str, object], invalidated: bool, last_event_at: datetime | None
+    namespace: str,
+    token: Mapping[str, object],
+    invalidated: bool,
+    last_event_at: datetime | None,
+    catching_up: bool = False,
 ) -> dict[str, object]:
     """What both stores keep: the token, its stream, and when (``status`` reads the times)."""
     return {
         "namespace": namespace,
         "token": dict(token),
         "invalidated": invalidated,
+        "catching_up": catching_up,
         "saved_at": datetime.now(UTC),
         "last_event_at": last_event_at,
     }
@@ -249,11 +258,12 @@ class FileTokenStore:
         invalidated: bool = False,
         last_event_at: datetime | None = None,
         term: int | None = None,
+        catching_up: bool = False,
     ) -> None:
         self._write(
             {
                 "version": TOKEN_FILE_VERSION,
-                **_token_record(self.namespace, token, invalidated, last_event_at),
+                **_token_record(self.namespace, token, invalidated, last_event_at, catching_up),
             }
         )
 
@@ -312,13 +322,14 @@ class MongoTokenStore:
         invalidated: bool = False,
         last_event_at: datetime | None = None,
         term: int | None = None,
+        catching_up: bool = False,
     ) -> None:
         """With a lease ``term``, the write is conditional on it (fencing): a checkpoint saved
         under a newer term is never overwritten, the save raises ``LeaseLost`` instead."""
         record = {
             "_id": self.key,
             "kind": "watch",
-            **_token_record(self.namespace, token, invalidated, last_event_at),
+            **_token_record(self.namespace, token, invalidated, last_event_at, catching_up),
             "term": term,
         }
         condition: dict[str, object] = {"_id": self.key}

@@ -6,7 +6,7 @@ lease's fencing check), and the rejections listed."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pymongo import MongoClient
@@ -14,24 +14,19 @@ from pymongo import MongoClient
 from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.report import BatchOptions
 from order_archiver.context import RunContext
-from order_archiver.documents import ArchiveDocument, ChangeEvent, Document, OrderId
-from order_archiver.errors import TransientError
-from order_archiver.logs import get_logger, plural
-from order_archiver.mongodb.source import enrich_each, event_time, orders_to_archive
-from order_archiver.mongodb.step import ArchiveCounts, ArchivingStep
-from order_archiver.mongodb.storage import Held, MongoCollection
+from order_archiver.documents import ChangeEvent, Document
+from order_archiver.logs import get_logger
+from order_archiver.mongodb.readings import Readings
+from order_archiver.mongodb.source import event_time, orders_to_archive
+from order_archiver.mongodb.step import ArchivingStep
+from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.finishing import Finisher
 from order_archiver.reporting.metrics import WatchMetrics
-from order_archiver.retry import Retry, retrying
 from order_archiver.settings import Settings
 from order_archiver.watch.stats import StatsLog, WatchStats
 
 log = get_logger("watch")
-
-# How many times a micro-batch's orders are read when the archive holds another version of them
-# each time (written meanwhile by another writer): then the micro-batch is replayed.
-READINGS = 5
 
 
 @dataclass
@@ -46,6 +41,13 @@ class EventArchiver:
     metrics: WatchMetrics
     stop_event: threading.Event
 
+    @property
+    def readings(self) -> Readings:
+        """The orders read and archived, each archived copy replaced only as read before them."""
+        return Readings(
+            self.orders_primary, self.names, self.delivered_status, self.finisher, self.step, self.stop_event
+        )
+
     def archive(self, events: list[ChangeEvent]) -> None:
         self.stats.events += len(events)
         self.stats.batches += 1
@@ -57,55 +59,18 @@ class EventArchiver:
         self.stats.skipped += len(events) - len(ids)
         if not ids:
             return
-        written: list[ArchiveDocument] = []
-        finished_any = False
         # A first reading asks nothing of the archive before the orders (a delivery, the usual
         # event, is inserted: one round trip less); an order it holds in another version, which
-        # may be newer than the one read (see _archive_orders), is read again after its copy.
-        expected: Mapping[OrderId, Held] = {}
-        for _ in range(READINGS):
-            finished, counts = self._archive_orders(ids, expected)
-            finished_any = finished_any or bool(finished)
-            written += [d for d in finished if d["_id"] not in counts.refused | counts.conflicts]
-            if not counts.conflicts:
-                break
-            ids = list(counts.conflicts)
-            expected = self.step.writer.archived_hashes(ids)  # before the orders: see below
-        else:
-            raise TransientError(
-                f"{plural(len(ids), 'order')} changed in the archive at each of {READINGS} readings: "
-                "its micro-batch is read again from the saved token"
-            )
-        if finished_any:
+        # may be newer than the one read (``readings``), is read again after its copy.
+        done = self.readings.archive(ids, {})
+        self.stats.skipped += done.skipped
+        self.stats.add(done.counts)
+        self.metrics.add(done.counts, mode="watch")
+        if done.finished:
             acknowledged = self.finisher.clock()
             for moment in times:
                 self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
-            self.lines.archived(written, times, acknowledged)
-
-    def _archive_orders(
-        self, ids: list[OrderId], expected: Mapping[OrderId, Held]
-    ) -> tuple[list[ArchiveDocument], ArchiveCounts]:
-        """The orders ``ids`` read from the primary, finished and written; the documents and what
-        the step did. ``expected``: the archive's copies as read before this read of the orders.
-        A copy written since may hold a newer version than the one read here (a watcher that
-        took over from this one while it was paused past its lease archived a correction): it
-        is never replaced by it (``ArchiveWriter.write(expected=...)``), its order is read again
-        (``conflicts``)."""
-        # (enrich_each matches the delivered status again: an order changed since its event is
-        # not among them, and its next event decides.)
-        found = retrying(
-            lambda: enrich_each(self.orders_primary, ids, self.delivered_status, self.names),
-            purpose=Retry.READ,
-            stop_event=self.stop_event,
-        )
-        now = self.finisher.clock()
-        finished = self.finisher.all(found, now)
-        # delivered before ARCHIVE_RETENTION or ARCHIVE_COLD_AFTER: not archived
-        self.stats.skipped += finished.past_retention + finished.past_cold_after
-        counts = self.step.archive(finished.documents, finished.rejections, expected=expected)
-        self.stats.add(counts)
-        self.metrics.add(counts, mode="watch")
-        return finished.documents, counts
+            self.lines.archived(done.written, times, acknowledged)
 
 
 def catch_up(
@@ -115,9 +80,11 @@ def catch_up(
     context: RunContext,
     events: EventArchiver,
     before_write: Callable[[], None] | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> None:
     """Every delivered order not yet archived, by the batch path, counted as the watcher's:
-    at a first start, after a lost token, after an invalidate."""
+    at a first start, after a lost token, after an invalidate. ``fence``: the watcher's lease
+    check, before each chunk written, as before each micro-batch (``BatchOptions.fence``)."""
     log.info("catching up: archiving delivered orders not yet archived")
     # resume=False: a checkpoint left by an interrupted catch-up predates this stream's
     # starting point, and orders delivered since with smaller _ids would be skipped for
@@ -142,6 +109,11 @@ def catch_up(
         max_rate=settings.batch_max_rate,
         max_lag=settings.batch_max_lag,
         before_write=before_write,  # the watcher's look at the unique index, before each chunk
+        # Written as the stream writes: fenced by the lease, and no archived copy replaced
+        # unless read before its order (a catch-up paused past its lease wakes after its
+        # successor archived a correction of an order it read): read again, the stream's way.
+        fence=fence,
+        as_read=True,
     )
     # The cold tier's boundary as the watcher knows it now (read again while it runs): a
     # catch-up after an invalidate, days after the start, skips what moves took meanwhile.

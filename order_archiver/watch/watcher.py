@@ -14,10 +14,11 @@ Delivery is at-least-once and writes are idempotent, so the archive is exactly-o
 - A quiet stream saves its post-batch resume token every ``WATCH_HEARTBEAT_S``, so the saved
   token never ages out of the oplog on a quiet night.
 - Without a usable token (first start, or a token the server rejects: history lost,
-  invalid, fatal), the stream is opened first, its starting point kept, every delivered
-  order not yet archived is archived (the batch path), then the stream is consumed from
-  that starting point: nothing delivered during the catch-up is missed, and nothing is ever
-  silently restarted from "now". ``--from-now`` skips the catch-up on a first start.
+  invalid, fatal), the stream is opened first, its starting point saved (marked
+  ``catching_up``: whoever resumes from it catches up again), every delivered order not yet
+  archived is archived (the batch path), then the stream is consumed from that starting point:
+  nothing delivered or corrected during the catch-up is missed, even by a watcher that takes
+  over from this one mid-catch-up, and nothing is ever silently restarted from "now". ``--from-now`` skips the catch-up on a first start.
 - Transient errors (network, failover; pymongo resumes once by itself) reconnect with capped
   exponential backoff and full jitter, forever, from the last saved token. Fatal ones
   (authentication, authorisation, no change streams on this server) end the process, exit 1.
@@ -114,13 +115,9 @@ class Watcher:
             on_retry=lambda exc: self.metrics.retries.labels(kind=type(exc).__name__).inc(),
         )
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
+        shared = options.token_store == "mongo"
         self.store, self.lease = token_store_and_lease(
-            collections.checkpoints,
-            settings,
-            options.name,
-            self.namespace,
-            options.token_store == "mongo",
-            self.stop_event,
+            collections.checkpoints, settings, options.name, self.namespace, shared, self.stop_event
         )
         self.leadership = Leadership(self.lease, options.name, self.stop_event)
         self.stats = WatchStats()
@@ -159,12 +156,8 @@ class Watcher:
 
     def run(self) -> int:
         """Until stopped: stream, and on a transient failure reconnect with backoff."""
-        # Forever (a service), for what classify() calls transient; a stop ends the wait.
-        policy = RetryPolicy(
-            Retry.SERVICE,
-            on_stop="end",  # a stop ends the wait, and the loop: exit 0
-            retryable=lambda exc: classify(exc) == "transient",
-        )
+        # Forever (a service), for what classify() calls transient; a stop ends the wait and the loop (exit 0).
+        policy = RetryPolicy(Retry.SERVICE, on_stop="end", retryable=lambda exc: classify(exc) == "transient")
         check_deployments(self.client, self.settings, self.archive_client)
         if is_standalone(self.client):
             # Said now, not once the archive's unique index is there (a watcher waits for it,
@@ -183,7 +176,7 @@ class Watcher:
     def _mark_stopped(self) -> None:
         """After a clean stop (a signal), say so where ``status`` looks (a crash says nothing)."""
         if self.stats.last_saved_at == 0.0:
-            return  # never saved a token (a standby, or stopped during the catch-up)
+            return  # never saved a token (a standby)
         if self.lease is not None and not self.lease.held():
             return
         try:
@@ -242,11 +235,10 @@ class Watcher:
                 stream = self._open(saved)
             except TokenUnusable as reason:
                 log.warning("the saved resume token cannot be used (%s): catching up instead", reason)
-            if stream is not None and saved.invalidated:
-                # The collection was dropped or replaced (a rename, $out, a restore with --drop):
-                # what came with the new one made no insert event. The stream is open, so
-                # nothing delivered during the catch-up is missed.
-                self._catch_up()
+            if stream is not None and (saved.invalidated or saved.catching_up):
+                # Dropped or replaced (a rename, $out, a restore with --drop: no insert events), or
+                # a catch-up from here not done (below): the stream is open, nothing is missed.
+                self._catch_up(saved)
         if stream is None:
             stream = self._open(NO_TOKEN)
             start_token = stream.resume_token
@@ -254,7 +246,7 @@ class Watcher:
             if self.options.from_now and saved.first_start and self.stats.catch_ups == 0:
                 log.info("starting from now (--from-now): deliveries before this moment are not archived")
             else:
-                self._catch_up()
+                self._catch_up(ResumeState("token", start_token))
             if start_token is not None:
                 self._save_token(start_token)
             self._distrust_saved_token = False
@@ -265,16 +257,25 @@ class Watcher:
     def _open(self, state: ResumeState) -> ChangeStream:
         return open_stream(self.orders, self.settings, state)
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, start: ResumeState = NO_TOKEN) -> None:
+        """``start``: where the stream starts, saved first as not caught up (whoever resumes from
+        it catches up again: a watcher taking over mid-catch-up sees a correction made meanwhile,
+        guarantees.md), and again before the chunks' writes (``_heartbeat``)."""
         self.stats.catch_ups += 1
-        catch_up(
-            self.client,
-            self.archive_client,
-            self.settings,
-            self.context,
-            self.events,
-            before_write=self.unique_index.still_there,
-        )
+        self._heartbeat(start, first=True)
+        parts = (self.client, self.archive_client, self.settings, self.context, self.events)
+        # fence: the lease's check before each chunk's write, as before each micro-batch's
+        catch_up(*parts, before_write=lambda: self._heartbeat(start), fence=self.events.step.fence)
+
+    def _heartbeat(self, start: ResumeState, first: bool = False) -> None:
+        """Before a catch-up reads (``first``), and before each of its chunks' writes (the unique
+        index looked at again): the stream's start saved as not caught up, then again once
+        WATCH_HEARTBEAT_S has passed (status's heartbeat: a catch-up can last hours)."""
+        if not first:
+            self.unique_index.still_there()
+        due = first or time.monotonic() - self.stats.last_saved_at >= self.settings.watch_heartbeat_s
+        if due and start.token is not None:
+            self._save_token(start.token, invalidated=start.invalidated, catching_up=True)
 
     # -- consuming
 
@@ -303,9 +304,13 @@ class Watcher:
     def _archive(self, events: list[ChangeEvent]) -> None:
         self.events.archive(events)
 
-    def _save_token(self, token: Mapping[str, object], invalidated: bool = False) -> None:
-        term = self.lease.term if self.lease is not None else None
-        self.store.save(token, invalidated=invalidated, last_event_at=self.stats.last_event_at, term=term)
+    def _save_token(
+        self, token: Mapping[str, object], invalidated: bool = False, catching_up: bool = False
+    ) -> None:
+        term, last = (self.lease.term if self.lease is not None else None), self.stats.last_event_at
+        self.store.save(
+            token, invalidated=invalidated, last_event_at=last, term=term, catching_up=catching_up
+        )
         self.stats.last_saved_at = time.monotonic()
         self.metrics.token_saved()
 

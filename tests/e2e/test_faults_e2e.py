@@ -164,7 +164,7 @@ def test_server_restarted_during_watch(nx_settings, db_name, tmp_path):
         try:
             with pymongo.MongoClient(server.uri, tz_aware=True) as client:
                 wait_for(lambda: archived_ids(client[db_name]) == expected, what="catch-up")
-            wait_for(lambda: Path(tmp_path / "token.json").exists(), what="the start token")
+            wait_for(lambda: token_saved(client[db_name], tmp_path, "file"), what="the start token")
             server.stop()
             time.sleep(1.5)  # down past the 1 s selection timeout: the watcher must reconnect
             server = NxServer(tmp_path / "nx", port=server.port).start()

@@ -63,7 +63,7 @@ def test_catch_up_then_live_with_exact_contents(nx_client, nx_settings, db_name,
     expected = expected_archive_ids(dataset)
     watcher = watchers(env, tmp_path)
     wait_for(lambda: archived_ids(database) == expected, what="catch-up")
-    wait_for(lambda: (tmp_path / "token.json").exists(), what="the start token")
+    wait_for(lambda: token_saved(database, tmp_path, "file"), what="the start token")
 
     orders = database["Commande"]
     to_deliver = pending_ids(dataset, 20)
@@ -331,7 +331,7 @@ def test_from_now_skips_the_catch_up(nx_client, nx_settings, db_name, env, tmp_p
     database = nx_client[db_name]
     dataset = seed_database(database, nx_settings, 200, seed=45)
     watcher = watchers(env, tmp_path, "--from-now")
-    wait_for(lambda: (tmp_path / "token.json").exists(), what="the start token")
+    wait_for(lambda: token_saved(database, tmp_path, "file"), what="the start token")
     later = pending_ids(dataset, 3)
     deliver(database["Commande"], later)
     wait_for(lambda: archived_ids(database) == set(later), what="live deliveries")
@@ -360,7 +360,7 @@ def test_invalidate_then_collection_comes_back(nx_client, nx_settings, db_name, 
     database = nx_client[db_name]
     seed_database(database, nx_settings, 100, seed=47)
     watcher = watchers(env, tmp_path)
-    wait_for(lambda: (tmp_path / "token.json").exists(), what="the start token")
+    wait_for(lambda: token_saved(database, tmp_path, "file"), what="the start token")
     database.drop_collection("Commande")
     wait_for(lambda: "dropped or renamed" in watcher.output(), what="the invalidate seen")
     new_id = ObjectId()

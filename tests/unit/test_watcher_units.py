@@ -175,7 +175,7 @@ def test_after_an_invalidate_the_watcher_catches_up_before_streaming(mongo, inva
     watcher._open = lambda state: (
         calls.append(f"open start_after={state.invalidated}") or FakeChangeStream(resume_token=TOKEN)
     )
-    watcher._catch_up = lambda: calls.append("catch up")
+    watcher._catch_up = lambda *start: calls.append("catch up")
     watcher._consume = lambda stream, backoff: calls.append("consume")
     from order_archiver.retry import Retry, RetryPolicy
 
