@@ -12,7 +12,14 @@ import pytest
 from bson import ObjectId
 
 from tests.conftest import run_cli
-from tests.helpers import WatchProcess, expected_archive_ids, pending_ids, seed_database, wait_for
+from tests.helpers import (
+    WatchProcess,
+    expected_archive_ids,
+    pending_ids,
+    seed_database,
+    token_saved,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -125,7 +132,7 @@ def test_watch_metrics_endpoint_moves_with_deliveries(nx_client, nx_settings, db
     env = {**nx_env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json")}
     watcher = WatchProcess(env, tmp_path, "--metrics-port", str(port), "--metrics-address", "127.0.0.1")
     try:
-        wait_for(lambda: (tmp_path / "token.json").exists(), what="the watcher to start")
+        wait_for(lambda: token_saved(database, tmp_path, "file"), what="the watcher past its catch-up")
         before = scrape(port)
         assert before['order_archiver_orders_archived_total{mode="catch-up"}'] == len(
             expected_archive_ids(dataset)

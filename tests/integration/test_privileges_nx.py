@@ -34,7 +34,7 @@ from order_archiver.mongodb.indexes import ARCHIVE_INDEXES
 from order_archiver.settings import ENV_VARS, Settings
 from tests import conftest
 from tests.command_shapes import sent_by_the_product
-from tests.helpers import PROJECT, deliver, pending_ids, seed_database, wait_for
+from tests.helpers import PROJECT, deliver, pending_ids, seed_database, token_saved, wait_for
 from tests.privileges import (
     CLUSTER,
     CLUSTER_ACTION,
@@ -190,10 +190,9 @@ def every_command(nx_server, tmp_path_factory) -> list[Run]:
         # watcher waits for it: tests/e2e/test_watch_e2e.py), built as the batch user would.
         archive = database["Commande_archive"]
         archive.create_index(ARCHIVE_INDEXES[0][0], **ARCHIVE_INDEXES[0][1])
-        started = database["archiver_checkpoints"]
 
         def caught_up_first() -> None:
-            wait_for(lambda: started.find_one({"_id": "watch:eu-0"}) is not None, what="the first catch-up")
+            wait_for(lambda: token_saved(database, cwd, "mongo", "eu-0"), what="the first catch-up")
 
         product.watch(
             until=caught_up_first, name="eu-0", ARCHIVE_RETENTION="20000d", ARCHIVE_PII_RETENTION="20000d"

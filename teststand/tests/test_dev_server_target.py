@@ -37,6 +37,12 @@ def test_port_on_the_command_line_chooses_the_port_and_the_files_stay_in_dev_ser
     assert " -p 27017 " in dev_server_command(env={"PORT": "3000"})
 
 
+def as_typed_in_a_shell() -> dict[str, str]:
+    """The environment without the variables a make running this suite (``make test``) passes
+    down: a nested make says "make[1]: Entering directory", which a user's make does not."""
+    return {k: v for k, v in os.environ.items() if k not in {"MAKELEVEL", "MAKEFLAGS", "MFLAGS"}}
+
+
 @pytest.mark.parametrize("cause", ["port in use", "data folder it cannot make"])
 def test_a_failure_is_the_servers_one_line_with_no_recipe_echoed(tmp_path, cause):
     """A new user's try: a failed `make dev-server` showed the recipe's commands (`mkdir -p`, the
@@ -52,6 +58,7 @@ def test_a_failure_is_the_servers_one_line_with_no_recipe_echoed(tmp_path, cause
         result = subprocess.run(
             ["make", "dev-server", f"PORT={port}", f"DATA={data}"],
             cwd=PROJECT,
+            env=as_typed_in_a_shell(),
             capture_output=True,
             text=True,
             timeout=60,
