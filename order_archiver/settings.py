@@ -51,6 +51,21 @@ class Duration(timedelta):
         return f"{seconds}s"
 
 
+def about(seconds: float) -> str:
+    """A length of time as a person reads it, in the settings' way of writing durations,
+    rounded to its largest unit that fits twice (82147 s: ``23h``; 5400 s: ``90m``; 42 s:
+    ``42s``) unless it is a whole one (3600 s: ``1h``): the product's ages and waits, said;
+    ``--json`` keeps the exact seconds."""
+    exact = str(Duration(seconds=round(seconds)))
+    if seconds >= 60 and not exact.endswith("s"):
+        return exact
+    for unit in ("d", "h", "m"):
+        size = _DURATION_UNITS[unit]
+        if seconds >= 2 * size:
+            return str(Duration(seconds=round(seconds / size) * size))
+    return f"{max(round(seconds), 0)}s"
+
+
 # The longest duration: a date this far back or ahead stays a date (9999999d before now is
 # before year 1: "date value out of range" in the middle of a run, after its writes).
 MAX_DURATION_DAYS = 36_500  # a hundred years

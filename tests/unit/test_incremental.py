@@ -288,9 +288,40 @@ def test_status_shows_the_mark_and_the_next_sweep(mongo, settings, seeded, clock
     assert batch["next_full_sweep_by"] == DAY1 + WEEK
     assert batch["pass_in_progress"] is False
     lines = collect_status(mongo, settings, now=DAY1 + HOUR).lines()
-    assert any(
-        line.startswith("batch: high-water mark 2026-11-26T12:00:00+00:00 (3600s ago)") for line in lines
+    assert any(line.startswith("batch: high-water mark 2026-11-26T12:00:00+00:00 (1h ago)") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("delivered", "catching_up"),
+    [
+        # Delivered before the next incremental run's start (the mark less BATCH_OVERLAP) and
+        # added since, with no change-stream position saved: only a full pass reads it.
+        (DAY1 - 3 * HOUR, "python main.py batch --run --full archives them now"),
+        (DAY1 - HOUR / 2, "the next python main.py batch --run archives them"),
+    ],
+)
+def test_status_names_the_command_that_archives_its_backlog(
+    mongo, settings, seeded, clock, delivered, catching_up
+):
+    """A new user's try on a standalone: `batch --run`, a later `simulate.py` adding orders
+    delivered hours before, and status said 'not archived, the oldest for 14400s (limit 900s)',
+    no command; the next incremental run's '0 delivered' then looked like a bug. Status says
+    the ages as durations are written, and which command archives the backlog."""
+    run(mongo, settings, clock)
+    assert state_of(mongo, settings).stream_token is None  # as on a standalone: no change streams
+    order = dict(orders(mongo, settings).find_one({"status": "livrée"}), _id=ObjectId())
+    order.update(numero_commande="CMD-LATE-1", date_commande=delivered - HOUR, date_livraison=delivered)
+    orders(mongo, settings).insert_one(order)
+    report = collect_status(mongo, settings, now=DAY1 + HOUR)
+    age = DAY1 + HOUR - delivered
+    [problem] = report.problems
+    assert problem.startswith(
+        f"1 delivered order not archived, the oldest delivered {Duration(seconds=age.total_seconds())} "
+        "ago (limit 15m): "
     )
+    assert catching_up in problem
+    assert report.batch is not None
+    assert report.batch["reads_changes"] is False
 
 
 def test_a_limit_pass_goes_on_across_runs_then_becomes_the_mark(mongo, settings, seeded, clock):
