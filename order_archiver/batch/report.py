@@ -74,8 +74,8 @@ class BatchOptions:
 @dataclass
 class BatchReport:
     """What a run did. Without ``--limit``, a completed run's counts add up:
-    ``archived + already_archived + rejected + past_retention + past_cold_after == delivered`` (the window's
-    delivered orders at the start, give or take orders delivered while it ran)."""
+    ``scanned + past_retention + past_cold_after + outside_window == delivered`` (the orders
+    its pass went through)."""
 
     dry_run: bool = True
     mode: Literal["incremental", "full"] = "full"  # the pass: new deliveries only, or all
@@ -91,7 +91,9 @@ class BatchReport:
     # next run goes on from there), signal, error.
     ended: Literal["completed", "max_runtime", "stop_file", "signal", "error"] | None = None
     delivered: int | None = None  # delivered orders the pass selected when the run started
-    scanned: int = 0  # orders the run read and examined (the server skips archived ones)
+    # The orders of the pass this run went through: archived + already_archived (examined, or
+    # skipped by the read as archived) + revised + rejected, in every kind of pass.
+    scanned: int = 0
     archived: int = 0
     already_archived: int = 0
     rejected: int = 0

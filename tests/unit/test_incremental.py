@@ -501,3 +501,50 @@ def test_an_id_list_sorts_and_cuts_ids_as_mongodb_sorts_them():
     assert ids.following("a", 2) == ("b", oid)
     assert list(ids.chunks(2, size=2)) == [("a", "b"), (oid, DAY1)]
     assert list(ids.chunks(None, size=4)) == [(1.5, 2, "a", "b"), (oid, DAY1)]
+
+
+# Each kind of pass after a first run archived the window: the runs made before it, then its
+# own options. "scanned" means one thing in each: the orders of the pass gone through.
+PASS_KINDS = {
+    "full": ([], {"full": True}),
+    "incremental": ([], {}),
+    "limit": ([], {"full": True, "limit": 2}),
+    "partition": ([], {"full": True, "partition": (1, 3)}),
+    "resume": ([{"full": True, "limit": 2}], {}),  # goes on with the full pass the limit left
+}
+
+
+@pytest.mark.parametrize("kind", PASS_KINDS)
+def test_scanned_counts_the_orders_gone_through_in_every_kind_of_pass(mongo, settings, seeded, clock, kind):
+    """A new user's try: a `--full` run said "scanned 0, ... already archived 294" (the server
+    skipped the archived orders by _id), an incremental one "scanned 2, already archived 2" (it
+    read them): scanned counted the archived orders in some passes and not in others. Now, in
+    every kind of pass, scanned = archived + already archived + revised + rejected."""
+    from order_archiver.orders.partition import Partition
+
+    run(mongo, settings, clock)
+    archive = mongo[settings.archive_db_name][settings.archive_collection]
+    lost = [d["_id"] for d in archive.find({}, {"_id": 1}).sort("_id", 1)][::30]  # to archive again
+    archive.delete_many({"_id": {"$in": lost}})
+    clock.now += HOUR
+    before, options = PASS_KINDS[kind]
+    for earlier in before:
+        run(mongo, settings, clock, **earlier)
+    if "partition" in options:
+        options = {**options, "partition": Partition(*options["partition"])}
+    report = run(mongo, settings, clock, **options)
+    if kind == "resume":
+        assert report.pass_reason == "resuming an interrupted pass"
+    assert report.mode == ("incremental" if kind == "incremental" else "full")
+    parts = report.archived + report.already_archived + report.revised + report.rejected
+    assert report.scanned == parts, (
+        report.scanned,
+        report.archived,
+        report.already_archived,
+        report.rejected,
+    )
+    if kind != "incremental":  # the window's orders went through: the archived ones counted
+        assert report.already_archived > 0
+    if report.delivered is not None:  # a complete pass without --limit: each delivered order once
+        gone_through = report.scanned + report.outside_window + report.past_retention + report.past_cold_after
+        assert gone_through == report.delivered
