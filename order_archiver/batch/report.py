@@ -278,7 +278,8 @@ class BatchReport:
         ``show_pii``), under a line that says what they are."""
         stamps_only = stamps_only_line(self)
         lines = [self.summary_line()] + ([stamps_only] if stamps_only else [])
-        lines += [self.cold.line()] if self.cold is not None else []
+        cold = self.cold.line() if self.cold is not None else None
+        lines += [cold] if cold else []  # nothing due: nothing said (the log says it at INFO)
         lines += index_lines(self.indexes) if list_indexes else []
         if self.rejections:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejections.items()))

@@ -1904,3 +1904,41 @@ def test_an_order_a_cold_file_cannot_give_back_as_it_is_stays_in_the_archive(mon
     assert "2 kept in the archive (not representable in a cold file)" in report.line()
     for _, [(_, document)] in in_cold.items():
         assert bson.encode(document) == bson.encode(before[document["_id"]])
+
+
+@pytest.mark.parametrize("run", [["--run"], []], ids=["run", "dry run"])
+def test_a_run_with_nothing_due_in_the_cold_tier_says_nothing_of_it(run, tmp_path, monkeypatch, capsys):
+    """A new user's try: "cold tier: 0 orders moved into 0 files" on every run, nothing being
+    due (and "would move 0 archived orders" in a dry run). Nothing due: no line in the summary,
+    one at INFO in the log; --json keeps every field (the contract never drops a named one).
+    Something due: the line, as before."""
+    import json
+
+    from order_archiver.cli.main import main
+
+    monkeypatch.setenv("ARCHIVE_COLD_URL", f"file://{tmp_path}")
+    monkeypatch.setenv("ARCHIVE_COLD_AFTER", "20000d")  # 55 years: nothing is due
+    simulated = ["batch", "--simulation", "--count", "100", *run]
+    main(simulated)
+    out, log = capsys.readouterr()
+    assert "cold tier" not in out
+    [said] = [line for line in log.splitlines() if "cold tier" in line]
+    assert said.split()[1:4] == ["INFO", "cold", "tier:"]
+    assert "nothing due (no archived order delivered more than ARCHIVE_COLD_AFTER 20000d ago)" in said
+    main([*simulated, "--json"])
+    fields = json.loads(capsys.readouterr().out)["cold"]
+    assert set(fields) >= {"files", "moved", "bytes", "months", "would_move", "skipped"}
+    assert (fields["moved"], fields["files"]) == (0, 0) if run else fields["would_move"] == 0
+    # Something done, or due: said, as before.
+    from order_archiver.cold.move import ColdMoveReport
+
+    assert ColdMoveReport(moved=3, files=1, months=["2025-01"]).line() == (
+        "cold tier: 3 orders moved into 1 file (2025-01)"
+    )
+    assert ColdMoveReport(would_move=2).line() == "cold tier: would move 2 archived orders (dry run)"
+    assert (
+        ColdMoveReport(recovered=1).line()
+        == "cold tier: 0 orders moved into 0 files; 1 interrupted move settled"
+    )
+    assert ColdMoveReport(skipped=True).line() is not None
+    assert ColdMoveReport().line() is ColdMoveReport(would_move=0).line() is None
