@@ -35,6 +35,7 @@ LOG_FILE_NAME = "order-archiver.log"
 
 _DURATION = re.compile(r"^(\d{1,7})(s|m|h|d)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_ZERO = re.compile(r"^0{1,7}$")
 
 
 class Duration(timedelta):
@@ -72,7 +73,12 @@ MAX_DURATION_DAYS = 36_500  # a hundred years
 
 
 def parse_duration(text: str) -> Duration:
-    """``90s``, ``15m``, ``24h``, ``7d``; at most a hundred years."""
+    """``90s``, ``15m``, ``24h``, ``7d``; at most a hundred years. Zero needs no unit: ``0`` is
+    ``0s``, accepted where a zero is (``PURGE_AFTER``), refused in the same words as ``0s``
+    where it is not (``--max-runtime 0`` said "expected a duration like 90s", ``0s`` "must be
+    longer than 0": a new user's try)."""
+    if _ZERO.match(str(text).strip()):
+        return Duration(0)
     match = _DURATION.match(str(text).strip().lower())
     if not match:
         raise ValueError(f"expected a duration like 90s, 15m, 24h or 7d; got {text!r}")
