@@ -903,17 +903,25 @@ def check_cold_tier(settings: Settings) -> None:
         raise ConfigError(f"{given} is set without {missing}: set both for a cold tier, or neither")
     if after is None:
         return
-    if after < settings.purge_after:
+    purge_after = settings.purge_after
+    if after < purge_after:
         raise ConfigError(
-            f"ARCHIVE_COLD_AFTER ({after}) is shorter than PURGE_AFTER ({settings.purge_after}): orders "
-            "would leave the archive before the source; lengthen one or shorten the other"
+            f"ARCHIVE_COLD_AFTER ({after}) is shorter than PURGE_AFTER ({purge_after}): orders would leave "
+            f"the archive before the source; set ARCHIVE_COLD_AFTER to at least {purge_after} or PURGE_AFTER "
+            f"to at most {after} ({_COLD_RULE})"
         )
     retention = settings.archive_retention
     if retention is not None and after >= retention:
         raise ConfigError(
-            f"ARCHIVE_COLD_AFTER ({after}) is not shorter than ARCHIVE_RETENTION ({retention}): MongoDB "
-            "would delete the orders before they move to the cold tier; shorten it"
+            f"ARCHIVE_COLD_AFTER ({after}) is not shorter than ARCHIVE_RETENTION ({retention}): MongoDB's "
+            "TTL index would delete archived orders before they move to the cold tier; set "
+            f"ARCHIVE_COLD_AFTER under {retention} or ARCHIVE_RETENTION over {after} ({_COLD_RULE})"
         )
+
+
+# The cold tier's settings in order: an order leaves the source, then the archive for a cold
+# file, before MongoDB's TTL index (ARCHIVE_RETENTION) would delete it.
+_COLD_RULE = "the rule: PURGE_AFTER <= ARCHIVE_COLD_AFTER < ARCHIVE_RETENTION"
 
 
 def retention_warnings(settings: Settings) -> list[str]:

@@ -313,6 +313,41 @@ def test_cold_settings_that_cannot_work_are_refused(environ, message):
 
 
 @pytest.mark.parametrize(
+    ("environ", "line"),
+    [
+        (
+            {"ARCHIVE_COLD_AFTER": "800d", "ARCHIVE_RETENTION": "730d"},
+            "error: ARCHIVE_COLD_AFTER (800d) is not shorter than ARCHIVE_RETENTION (730d): MongoDB's TTL "
+            "index would delete archived orders before they move to the cold tier; set ARCHIVE_COLD_AFTER "
+            "under 730d or ARCHIVE_RETENTION over 800d (the rule: PURGE_AFTER <= ARCHIVE_COLD_AFTER < "
+            "ARCHIVE_RETENTION)",
+        ),
+        (
+            {"ARCHIVE_COLD_AFTER": "30d", "PURGE_AFTER": "60d"},
+            "error: ARCHIVE_COLD_AFTER (30d) is shorter than PURGE_AFTER (60d): orders would leave the "
+            "archive before the source; set ARCHIVE_COLD_AFTER to at least 60d or PURGE_AFTER to at most "
+            "30d (the rule: PURGE_AFTER <= ARCHIVE_COLD_AFTER < ARCHIVE_RETENTION)",
+        ),
+    ],
+)
+def test_cold_settings_out_of_order_name_both_their_values_and_the_rule(
+    environ, line, tmp_path, monkeypatch, capsys
+):
+    """A new user's try: "ARCHIVE_COLD_AFTER (800d) is not shorter than ARCHIVE_RETENTION
+    (730d): ... shorten it": which one, to what? The line names both settings, the bound each
+    must cross, and the rule; one line, exit 2, nothing written."""
+    from order_archiver.cli.main import main
+
+    monkeypatch.setenv("ARCHIVE_COLD_URL", f"file://{tmp_path}")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(["batch", "--simulation", "--run"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err.strip().splitlines()) == ("", [line])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     ("value", "said"),
     [
         ("cold", "got 'cold' (no scheme: a folder is file:///absolute/path)"),
