@@ -1977,3 +1977,40 @@ def test_a_run_with_nothing_due_in_the_cold_tier_says_nothing_of_it(run, tmp_pat
     )
     assert ColdMoveReport(skipped=True).line() is not None
     assert ColdMoveReport().line() is ColdMoveReport(would_move=0).line() is None
+
+
+def test_forget_first_line_counts_the_cold_tiers_orders(mongo, settings, archived, tmp_path):
+    """A new user's try: `forget --client X` (dry run) opened with "client X: no archived order"
+    while the cold tier held 12 of theirs (said on the next line). The first line says the
+    archive collection has none and the cold tier has N; with orders in both, it counts both."""
+    from order_archiver.operations.forget import Person, forget_person
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    by_client: dict[object, list[bool]] = {}
+    for d in before.values():
+        if d["client"]:
+            by_client.setdefault(d["client"]["id"], []).append(
+                d["date_livraison"].replace(tzinfo=UTC) < cutoff
+            )
+    only_cold = next(c for c, cold in by_client.items() if all(cold))
+    both = next(c for c, cold in by_client.items() if any(cold) and not all(cold))
+
+    report = forget_person(mongo, with_cold, Person("client", only_cold), run=False)
+    n = sum(by_client[only_cold])
+    assert (report.orders, report.cold.orders) == (0, n)
+    first, cold_line = report.lines()
+    assert first == f"client {only_cold}: no order in the archive collection, {n} in the cold tier"
+    assert cold_line.startswith(f"cold tier: {n} of their orders in ")
+
+    report = forget_person(mongo, with_cold, Person("client", both), run=False)
+    in_cold = sum(by_client[both])
+    in_archive = len(by_client[both]) - in_cold
+    assert report.lines()[0].startswith(
+        f"client {both}: {in_archive} archived order{'s' if in_archive > 1 else ''} in the archive "
+        f"collection and {in_cold} in the cold tier; would erase (dry run: --run to erase) the name"
+    )
+    assert report.lines()[0].endswith(f"of {report.erased} there")
