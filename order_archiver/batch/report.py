@@ -271,12 +271,18 @@ class BatchReport:
         return f", --max-lag {self.max_lag_s:g}s: {waited}"
 
     def lines(
-        self, *, show_samples: bool = True, show_pii: bool = False, list_indexes: bool = False
+        self,
+        *,
+        show_samples: bool = True,
+        show_pii: bool = False,
+        list_indexes: bool = False,
+        program: str = "python main.py",
     ) -> list[str]:
         """For a person: the summary first, the indexes not ready one per line (``list_indexes``),
         the rejections by reason, then a dry run's sample documents (masked when kept unless
-        ``show_pii``), under a line that says what they are."""
-        stamps_only = stamps_only_line(self)
+        ``show_pii``), under a line that says what they are. ``program``: the command a line
+        names, as the user typed it (``definition.program_name``)."""
+        stamps_only = stamps_only_line(self, program)
         lines = [self.summary_line()] + ([stamps_only] if stamps_only else [])
         cold = self.cold.line() if self.cold is not None else None
         lines += [cold] if cold else []  # nothing due: nothing said (the log says it at INFO)
@@ -340,7 +346,7 @@ def rejected_exit_line(report: BatchReport, program: str) -> str:
     )
 
 
-def stamps_only_line(report: BatchReport) -> str | None:
+def stamps_only_line(report: BatchReport, program: str) -> str | None:
     """An incremental pass by delivery stamp alone: what it cannot see, until when, and the
     command that catches up now (a new user took its '0 delivered' for a bug)."""
     if report.stamps_only is None or report.since is None:
@@ -352,7 +358,7 @@ def stamps_only_line(report: BatchReport) -> str | None:
     return (
         f"{report.stamps_only}: an order delivered before {report.since.isoformat()} but added "
         f"since (a backfill, a later simulate.py) waits for the full sweep{due}; "
-        "python main.py batch --run --full archives it now"
+        f"{program} batch --run --full archives it now"
     )
 
 

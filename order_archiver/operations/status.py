@@ -245,7 +245,7 @@ def _batch_line(batch: BatchStatus | None) -> str:
     return text + shares
 
 
-def _catching_up(batch: BatchStatus, oldest: datetime, now: datetime) -> str:
+def _catching_up(batch: BatchStatus, oldest: datetime, now: datetime, program: str) -> str:
     """The command that archives a backlog whose oldest order was delivered at ``oldest``. An
     incremental run reads by delivery stamp from its ``next_since`` on, and the orders the change
     stream names since its last pass: without a position saved (a standalone server has no change
@@ -254,14 +254,14 @@ def _catching_up(batch: BatchStatus, oldest: datetime, now: datetime) -> str:
     since, sweep = batch["next_since"], batch["next_full_sweep_by"]
     full_next = since is None or (sweep is not None and sweep <= now)
     if since is None or full_next or batch["reads_changes"] or oldest >= since:
-        return "the next python main.py batch --run archives them (or a running watch)"
+        return f"the next {program} batch --run archives them (or a running watch)"
     due = (
         f"; the full sweep is due by {iso(sweep)}, in {about((sweep - now).total_seconds())}" if sweep else ""
     )
     return (
         f"delivered before {iso(since)}, where the next incremental batch --run starts reading by "
         "delivery stamp, and no change-stream position saved to name them (a standalone server has "
-        f"no change streams): python main.py batch --run --full archives them now{due}"
+        f"no change streams): {program} batch --run --full archives them now{due}"
     )
 
 
@@ -339,6 +339,7 @@ def collect_status(
     now: datetime | None = None,
     context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
+    program: str = "python main.py",  # the command a problem names, as the user typed it
 ) -> StatusReport:
     context = context or RunContext()
     now = now or datetime.now(UTC)
@@ -389,7 +390,7 @@ def collect_status(
         report.problems.append(
             f"{plural(report.backlog, 'delivered order')} not archived, the oldest delivered "
             f"{about(report.backlog_oldest_age_s or 0)} ago (limit {about(max_backlog_age.total_seconds())}): "
-            + _catching_up(report.batch, oldest, now)
+            + _catching_up(report.batch, oldest, now, program)
         )
     report.purge_after = str(settings.purge_after)
     report.restore_hold = str(settings.restore_hold)

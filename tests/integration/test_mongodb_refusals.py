@@ -381,6 +381,8 @@ def test_a_standalone_incremental_run_says_what_it_cannot_see_and_the_command_th
     assert "waits for the full sweep due by" in said
     assert "(in 7d; BATCH_FULL_SWEEP_EVERY)" in said
     assert said.endswith("python main.py batch --run --full archives it now")
+    installed = second.lines(program="order-archiver")[1]  # the command as the user typed it
+    assert installed.endswith("; order-archiver batch --run --full archives it now")
     assert "(incremental, by delivery stamp only)" in second.summary_line()
     assert any("python main.py batch --run --full archives them now" in p for p in status.problems)
     assert full.archived == 1

@@ -320,6 +320,8 @@ def test_status_names_the_command_that_archives_its_backlog(
         "ago (limit 15m): "
     )
     assert catching_up in problem
+    installed = collect_status(mongo, settings, now=DAY1 + HOUR, program="order-archiver").problems[0]
+    assert catching_up.replace("python main.py", "order-archiver") in installed  # as the user typed it
     assert report.batch is not None
     assert report.batch["reads_changes"] is False
 
