@@ -35,6 +35,7 @@ LOG_FILE_NAME = "order-archiver.log"
 
 _DURATION = re.compile(r"^(\d{1,7})(s|m|h|d)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_ZERO = re.compile(r"^0{1,7}$")
 
 
 class Duration(timedelta):
@@ -51,13 +52,33 @@ class Duration(timedelta):
         return f"{seconds}s"
 
 
+def about(seconds: float) -> str:
+    """A length of time as a person reads it, in the settings' way of writing durations,
+    rounded to its largest unit that fits twice (82147 s: ``23h``; 5400 s: ``90m``; 42 s:
+    ``42s``) unless it is a whole one (3600 s: ``1h``): the product's ages and waits, said;
+    ``--json`` keeps the exact seconds."""
+    exact = str(Duration(seconds=round(seconds)))
+    if seconds >= 60 and not exact.endswith("s"):
+        return exact
+    for unit in ("d", "h", "m"):
+        size = _DURATION_UNITS[unit]
+        if seconds >= 2 * size:
+            return str(Duration(seconds=round(seconds / size) * size))
+    return f"{max(round(seconds), 0)}s"
+
+
 # The longest duration: a date this far back or ahead stays a date (9999999d before now is
 # before year 1: "date value out of range" in the middle of a run, after its writes).
 MAX_DURATION_DAYS = 36_500  # a hundred years
 
 
 def parse_duration(text: str) -> Duration:
-    """``90s``, ``15m``, ``24h``, ``7d``; at most a hundred years."""
+    """``90s``, ``15m``, ``24h``, ``7d``; at most a hundred years. Zero needs no unit: ``0`` is
+    ``0s``, accepted where a zero is (``PURGE_AFTER``), refused in the same words as ``0s``
+    where it is not (``--max-runtime 0`` said "expected a duration like 90s", ``0s`` "must be
+    longer than 0": a new user's try)."""
+    if _ZERO.match(str(text).strip()):
+        return Duration(0)
     match = _DURATION.match(str(text).strip().lower())
     if not match:
         raise ValueError(f"expected a duration like 90s, 15m, 24h or 7d; got {text!r}")
@@ -882,17 +903,25 @@ def check_cold_tier(settings: Settings) -> None:
         raise ConfigError(f"{given} is set without {missing}: set both for a cold tier, or neither")
     if after is None:
         return
-    if after < settings.purge_after:
+    purge_after = settings.purge_after
+    if after < purge_after:
         raise ConfigError(
-            f"ARCHIVE_COLD_AFTER ({after}) is shorter than PURGE_AFTER ({settings.purge_after}): orders "
-            "would leave the archive before the source; lengthen one or shorten the other"
+            f"ARCHIVE_COLD_AFTER ({after}) is shorter than PURGE_AFTER ({purge_after}): orders would leave "
+            f"the archive before the source; set ARCHIVE_COLD_AFTER to at least {purge_after} or PURGE_AFTER "
+            f"to at most {after} ({_COLD_RULE})"
         )
     retention = settings.archive_retention
     if retention is not None and after >= retention:
         raise ConfigError(
-            f"ARCHIVE_COLD_AFTER ({after}) is not shorter than ARCHIVE_RETENTION ({retention}): MongoDB "
-            "would delete the orders before they move to the cold tier; shorten it"
+            f"ARCHIVE_COLD_AFTER ({after}) is not shorter than ARCHIVE_RETENTION ({retention}): MongoDB's "
+            "TTL index would delete archived orders before they move to the cold tier; set "
+            f"ARCHIVE_COLD_AFTER under {retention} or ARCHIVE_RETENTION over {after} ({_COLD_RULE})"
         )
+
+
+# The cold tier's settings in order: an order leaves the source, then the archive for a cold
+# file, before MongoDB's TTL index (ARCHIVE_RETENTION) would delete it.
+_COLD_RULE = "the rule: PURGE_AFTER <= ARCHIVE_COLD_AFTER < ARCHIVE_RETENTION"
 
 
 def retention_warnings(settings: Settings) -> list[str]:

@@ -1,7 +1,8 @@
-"""How many delivered orders a batch pass had: counted on the server only when the run cannot
-see them all itself (the server skips archived orders unseen), so that a completed run's
-report adds up: ``archived + already_archived + rejected + past_retention + past_cold_after
-== delivered``."""
+"""How many delivered orders a batch pass had: the orders it went through, those the read
+skipped as archived included (``ChunkReader``: scanned and already archived), so that a
+completed run's report adds up: ``archived + already_archived + revised + rejected +
+past_retention + past_cold_after + outside_window == delivered``; and the progress bar's total
+(one index count)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,6 @@ class DeliveredCount:
     options: BatchOptions
     report: BatchReport
     stop_event: threading.Event
-    needed: bool = False  # see must_count
-    at_start: int | None = None
-
-    def begin(self, source: OrderSource) -> None:
-        self.needed = self.must_count(source)
-        if self.needed:
-            self.at_start = self.count(source)
 
     def count(self, source: OrderSource) -> int | None:
         """The window's delivered orders (an index count on ``status, date_commande``); None if
@@ -52,36 +46,23 @@ class DeliveredCount:
             log.warning("could not count the delivered orders (%s); counts will be partial", exc)
             return None
 
-    def must_count(self, source: OrderSource) -> bool:
-        """Whether the window's delivered orders must be counted for the report: only when
-        the read skips archived orders unseen (a full pass, the archive in the source database
-        and not empty: ``PassPlanner._skips_archived``). Otherwise the run sees every delivered
-        order itself, and a count would repeat its work."""
-        return source.exclude_archived_in is not None and self.options.limit is None
-
     def settle(self) -> None:
-        """``delivered`` and ``already_archived`` once the pass is complete. Orders the server
-        skipped unseen (in the archive already) are the delivered orders the run did not
-        examine; without such skipping the run saw them all. With ``--limit`` the orders
-        beyond the last one reached are unknown: ``delivered`` stays unset; so with a pass ended
-        by its limits (``--max-runtime``, ``--stop-file``): the orders not reached are neither
-        seen nor known to be archived."""
+        """``delivered`` once the pass is complete: every order it went through (the run's
+        own, after where a resumed pass was). With ``--limit`` the orders beyond the last one
+        reached are unknown: ``delivered`` stays unset; so with a pass ended by its limits
+        (``--max-runtime``, ``--stop-file``): the orders not reached are neither seen nor known
+        to be archived."""
         report = self.report
         if self.options.limit is not None or report.ended is not None:
             return
-        seen = report.scanned + report.outside_window + report.past_retention + report.past_cold_after
-        if not self.needed:
-            report.delivered = seen
-            return
-        if self.at_start is None:
-            return  # the count failed: the report says so by leaving it unset
-        report.delivered = max(self.at_start, seen)
-        report.already_archived += report.delivered - seen
+        report.delivered = (
+            report.scanned + report.outside_window + report.past_retention + report.past_cold_after
+        )
 
     def progress_total(self, source: OrderSource) -> int | None:
         """The progress bar's total, an estimate (delivered in the window, less already
         archived): one index count, made only when progress is shown."""
-        total = self.at_start if self.needed else self.count(source)
+        total = self.count(source)
         if total is not None and source.exclude_archived_in is not None:
             total = max(total - self._archived_in_window(), 0)
         if total is not None and self.options.limit is not None:

@@ -288,7 +288,6 @@ class BatchArchiver:
 
     def _pass(self) -> None:
         self._begin_pass()
-        self.delivered.begin(self.source)
         if self.options.run:
             self._run_archive()
         else:

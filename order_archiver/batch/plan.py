@@ -75,6 +75,8 @@ class PassPlanner:
             current = replace(current, stream_token=position)
         self.report.mode = "full" if current.full else "incremental"
         self.report.since = current.since
+        if not current.full and state.last_full_at is not None:
+            self.report.full_sweep_due = state.last_full_at + self.settings.batch_full_sweep_every
         self.report.pass_reason = plan.reason
         self.report.partition = str(self.options.partition) if self.options.partition else None
         # Every order delivered or corrected since the last pass began (the change stream): an
@@ -119,6 +121,8 @@ class PassPlanner:
                     log.info(said)  # every run of a standalone's: a property of it, no news for cron
                 else:
                     self._say(said)
+                # The summary says what such a pass cannot see, and the command that does.
+                self.report.stamps_only = self.no_position or "no change-stream position saved"
             return [], current
         reader = ChangeReader(self.orders_primary, self.settings.delivered_status, self.stop_event)
         changes = reader.since(token, current.stream_token, current.started_at)

@@ -16,8 +16,10 @@ from order_archiver.cold.move import ColdMoveReport
 from order_archiver.logs import plural
 from order_archiver.mongodb.retention import DONE
 from order_archiver.mongodb.step import ArchiveCounts
+from order_archiver.orders.finishing import utc_now
 from order_archiver.orders.partition import Partition
 from order_archiver.reporting.progress import ProgressMode
+from order_archiver.settings import about
 
 DEFAULT_SAMPLES = 1  # a dry run's sample documents, printed after its summary (--samples N)
 T = TypeVar("T")
@@ -72,19 +74,26 @@ class BatchOptions:
 @dataclass
 class BatchReport:
     """What a run did. Without ``--limit``, a completed run's counts add up:
-    ``archived + already_archived + rejected + past_retention + past_cold_after == delivered`` (the window's
-    delivered orders at the start, give or take orders delivered while it ran)."""
+    ``scanned + past_retention + past_cold_after + outside_window == delivered`` (the orders
+    its pass went through)."""
 
     dry_run: bool = True
     mode: Literal["incremental", "full"] = "full"  # the pass: new deliveries only, or all
     since: datetime | None = None  # incremental: deliveries stamped from here on
     pass_reason: str = ""  # why this kind of pass (first run, full sweep due, --full...)
+    # An incremental pass that read by delivery stamp alone, without the change stream: why (a
+    # standalone server...). An order delivered before ``since`` but added or delivered since
+    # (a backfill, a later simulate.py) then waits for the full sweep, due by ``full_sweep_due``.
+    stamps_only: str | None = None
+    full_sweep_due: datetime | None = None  # an incremental pass: when the next full one is due
     completed: bool = False
     # Why the run ended: completed, max_runtime, stop_file (a clean end at a chunk boundary: the
     # next run goes on from there), signal, error.
     ended: Literal["completed", "max_runtime", "stop_file", "signal", "error"] | None = None
     delivered: int | None = None  # delivered orders the pass selected when the run started
-    scanned: int = 0  # orders the run read and examined (the server skips archived ones)
+    # The orders of the pass this run went through: archived + already_archived (examined, or
+    # skipped by the read as archived) + revised + rejected, in every kind of pass.
+    scanned: int = 0
     archived: int = 0
     already_archived: int = 0
     rejected: int = 0
@@ -198,7 +207,8 @@ class BatchReport:
         if self.delivered is not None:
             scope = "in the window"
             if self.since is not None:
-                scope = f"since {self.since.isoformat()} (incremental; --full reads them all)"
+                read = "; --full reads them all" if self.stamps_only is None else ", by delivery stamp only"
+                scope = f"since {self.since.isoformat()} (incremental{read})"
             window = f" of {self.delivered} delivered {scope}"
             if self.outside_window:  # why the counts fall short of the delivered ones
                 window += (
@@ -261,12 +271,21 @@ class BatchReport:
         return f", --max-lag {self.max_lag_s:g}s: {waited}"
 
     def lines(
-        self, *, show_samples: bool = True, show_pii: bool = False, list_indexes: bool = False
+        self,
+        *,
+        show_samples: bool = True,
+        show_pii: bool = False,
+        list_indexes: bool = False,
+        program: str = "python main.py",
     ) -> list[str]:
         """For a person: the summary first, the indexes not ready one per line (``list_indexes``),
         the rejections by reason, then a dry run's sample documents (masked when kept unless
-        ``show_pii``), under a line that says what they are."""
-        lines = [self.summary_line()] + ([self.cold.line()] if self.cold is not None else [])
+        ``show_pii``), under a line that says what they are. ``program``: the command a line
+        names, as the user typed it (``definition.program_name``)."""
+        stamps_only = stamps_only_line(self, program)
+        lines = [self.summary_line()] + ([stamps_only] if stamps_only else [])
+        cold = self.cold.line() if self.cold is not None else None
+        lines += [cold] if cold else []  # nothing due: nothing said (the log says it at INFO)
         lines += index_lines(self.indexes) if list_indexes else []
         if self.rejections:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejections.items()))
@@ -324,6 +343,22 @@ def rejected_exit_line(report: BatchReport, program: str) -> str:
     return (
         f"exit 3: {orders} newly rejected as invalid (reasons above), not archived: "
         f"`{program} rejects` lists them; fixed in the source, the next run archives them"
+    )
+
+
+def stamps_only_line(report: BatchReport, program: str) -> str | None:
+    """An incremental pass by delivery stamp alone: what it cannot see, until when, and the
+    command that catches up now (a new user took its '0 delivered' for a bug)."""
+    if report.stamps_only is None or report.since is None:
+        return None
+    due = ""
+    if report.full_sweep_due is not None:
+        wait = about(max((report.full_sweep_due - utc_now()).total_seconds(), 0.0))
+        due = f" due by {report.full_sweep_due.isoformat()} (in {wait}; BATCH_FULL_SWEEP_EVERY)"
+    return (
+        f"{report.stamps_only}: an order delivered before {report.since.isoformat()} but added "
+        f"since (a backfill, a later simulate.py) waits for the full sweep{due}; "
+        f"{program} batch --run --full archives it now"
     )
 
 

@@ -110,7 +110,9 @@ def _print_json(data: Any) -> None:
     _say(json.dumps(data, ensure_ascii=False, default=_json_value))
 
 
-def _print_report(report: Any, as_json: bool, *, error: str | None = None, **line_options: bool) -> None:
+def _print_report(
+    report: Any, as_json: bool, *, error: str | None = None, **line_options: bool | str
+) -> None:
     """Every command's report: one JSON object (with the error, if the command failed after
     doing something), or its lines for a person."""
     if as_json:
@@ -283,7 +285,12 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         # did nothing (unreachable, refused at its start) has only the error line to say.
         if args.json or report.scanned or report.purged or report.undated_expired or report.pii_erased:
             _print_report(
-                report, args.json, error=str(error), show_samples=not args.quiet, show_pii=args.show_pii
+                report,
+                args.json,
+                error=str(error),
+                show_samples=not args.quiet,
+                show_pii=args.show_pii,
+                program=definition.program_name(command=True),
             )
         raise
     finally:
@@ -300,6 +307,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
             show_samples=not args.quiet,
             show_pii=args.show_pii,
             list_indexes=args.verbose,
+            program=definition.program_name(command=True),
         )
     # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`);
     # the last line says so, where the shell's prompt shows the exit code.
@@ -377,7 +385,12 @@ def cmd_status(args: argparse.Namespace, context: RunContext) -> int:
     with _connected(args, settings, context) as clients:
         settings = _recorded(clients, settings, context)
         report = collect_status(
-            clients.source, settings, thresholds, archive_client=clients.archive, context=context
+            clients.source,
+            settings,
+            thresholds,
+            archive_client=clients.archive,
+            context=context,
+            program=definition.program_name(command=True),
         )
     if args.quiet and not args.json:  # -q (a health check every minute): the problems only
         for problem in report.problems:

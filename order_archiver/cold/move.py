@@ -91,7 +91,19 @@ class ColdMoveReport:
             "skipped": self.skipped,
         }
 
-    def line(self) -> str:
+    @property
+    def anything(self) -> bool:
+        """Whether the run did (or a dry run would do) anything in the cold tier worth a line:
+        a run with nothing due says nothing (its --json keeps every field)."""
+        if self.would_move is not None:
+            return self.would_move > 0
+        done = (self.moved, self.files, self.kept_revised, self.kept_not_representable, self.recovered)
+        return self.skipped or any(done) or any((self.pii_erased, self.expired_files))
+
+    def line(self) -> str | None:
+        """For a person: what moved, or None when nothing did (see ``anything``)."""
+        if not self.anything:
+            return None
         if self.skipped:
             return "cold tier: another batch run is moving orders to it: nothing moved by this one"
         if self.would_move is not None:

@@ -63,6 +63,10 @@ def check_cold_tier(settings: Settings) -> None:
         store.check()
 
 
+# A run with nothing due in the cold tier: one line in the log, none in the summary.
+_NOTHING_DUE = "cold tier: nothing due (no archived order delivered more than ARCHIVE_COLD_AFTER %s ago)"
+
+
 def would_move(
     client: MongoClient[Document],
     settings: Settings,
@@ -80,6 +84,8 @@ def would_move(
     count = on_archive.retrying(
         lambda: collections.archive.count_documents({"date_livraison": {"$lt": cutoff}})
     )
+    if not count:
+        log.info(_NOTHING_DUE, settings.archive_cold_after)
     return ColdMoveReport(would_move=count)
 
 
@@ -107,7 +113,12 @@ def move_to_cold(
             return ColdMoveReport(skipped=True)
         try:
             cutoff_age = settings.archive_cold_after
-            return _moved(client, settings, collections, on_archive, store, lease, cutoff_age, archive_client)
+            moved = _moved(
+                client, settings, collections, on_archive, store, lease, cutoff_age, archive_client
+            )
+            if not moved.anything:  # every run: the summary says nothing of it
+                log.info(_NOTHING_DUE, cutoff_age)
+            return moved
         finally:
             lease.release()
 

@@ -192,12 +192,13 @@ class OrderSource:
         status = {"status": selection.pop("status")}
         return [selection, status]
 
-    def pages(self, after_id: OrderId) -> Iterator[Item]:
+    def pages(self, after_id: OrderId, skipped: Callable[[int], None] = lambda count: None) -> Iterator[Item]:
         """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``).
         After each page, ``(None, the page's reach)``: everything up to it has been handed out.
         With ``exclude_archived_in``, the orders the archive holds are skipped before anything
         is joined: one ``archived_ids`` query per page, ``_id`` only (a covered read of the
-        archive's ``_id`` index), not a join that would fetch each archive document whole."""
+        archive's ``_id`` index), not a join that would fetch each archive document whole;
+        ``skipped`` is told how many, before the page's reach is handed out."""
         while True:
             page = self._page(after_id)
             if page.reach is None:
@@ -207,12 +208,9 @@ class OrderSource:
             # elsewhere each archived order is compared with its archive document.
             archived = self.archived_ids(ids) - page.also if self.exclude_archived_in and ids else set()
             wanted = [one_id for one_id in ids if one_id not in archived]
-            if wanted:
-                position = {one_id: index for index, one_id in enumerate(wanted)}
-                # The status again: an order corrected since the id query is not archived.
-                found = enrich_each(self.orders, wanted, self.delivered_status, self.names)
-                for item in sorted(found, key=lambda item: position[order_id(item)]):
-                    yield item, None
+            # The status again: an order corrected since the id query is not archived.
+            found = enrich_each(self.orders, wanted, self.delivered_status, self.names) if wanted else []
+            yield from _in_id_order(ids, archived, found, skipped)
             after_id = page.reach
             yield None, after_id
 
@@ -232,6 +230,29 @@ class OrderSource:
             return Page(ids, set(also), ids[-1] if ids else None)
         reach = min(ends, key=id_order_key)
         return Page([one for one in ids if id_order_key(one) <= id_order_key(reach)], set(also), reach)
+
+
+def _in_id_order(
+    ids: list[OrderId],
+    archived: set[OrderId],
+    found: list[dict[str, object] | Rejection],
+    skipped: Callable[[int], None],
+) -> Iterator[Item]:
+    """A page's orders found, in ``_id`` order; ``skipped`` told of the archived ones skipped
+    before each (and of the rest at the end): a reader stopped at an order (``--limit``) has
+    counted exactly those before it."""
+    by_id = {order_id(item): item for item in found}
+    pending = 0
+    for one_id in ids:
+        if one_id in archived:
+            pending += 1
+        elif one_id in by_id:
+            if pending:
+                skipped(pending)
+                pending = 0
+            yield by_id[one_id], None
+    if pending:
+        skipped(pending)
 
 
 @dataclass(frozen=True)
@@ -266,16 +287,23 @@ class Chunk(Finished):
     ``last_id`` covers everything read before it."""
 
     last_id: OrderId = None
+    # Orders up to ``last_id`` the read skipped as archived already (``OrderSource.pages``): not
+    # examined, but gone through: scanned, and already archived.
+    skipped: int = 0
 
     @property
     def size(self) -> int:
+        """The orders examined (``--limit`` counts them)."""
         return len(self.documents) + len(self.rejections)
 
 
 class ReadCounts(Protocol):
     """Where a reader counts what it did (a ``BatchReport``)."""
 
-    scanned: int  # orders examined: archived, already archived or rejected
+    # Orders of the pass gone through: archived, already archived (examined, or skipped by the
+    # read as the archive holds them), revised or rejected; in every kind of pass.
+    scanned: int
+    already_archived: int
     outside_window: int  # string dates that turned out to be outside the window
     past_retention: int  # delivered longer ago than ARCHIVE_RETENTION: not archived
     past_cold_after: int  # delivered longer ago than ARCHIVE_COLD_AFTER: not archived (the cold tier's)
@@ -297,6 +325,7 @@ class ChunkReader:
     limit: int | None
     stop_event: threading.Event
     exhausted: bool = False  # the read got to the end of the window
+    skipped: int = 0  # orders the read skipped as archived, not in a chunk yet (``Chunk.skipped``)
 
     def chunks(self, after_id: OrderId) -> Iterator[Chunk]:
         handed = 0  # orders handed out in full chunks, against the limit
@@ -310,11 +339,12 @@ class ChunkReader:
                 for raw, page_end in self._items(after_id, paged, cap):
                     if raw is not None:
                         if self._reached(chunk, remaining):
-                            break
+                            break  # (the orders skipped before ``raw`` are the next run's)
                         self._take(raw, now, chunk)
                         after_id, read = chunk.last_id, read + 1
                     if page_end is not None:
                         chunk.last_id = after_id = page_end
+                        chunk.skipped, self.skipped = chunk.skipped + self.skipped, 0
                     if self._full(chunk, remaining):
                         handed += chunk.size
                         remaining = self._remaining(handed)
@@ -356,16 +386,21 @@ class ChunkReader:
 
     def _items(self, after_id: OrderId, paged: bool, cap: int | None) -> Iterator[Item]:
         if self._paged(paged):
-            return self.source.pages(after_id)
+            return self.source.pages(after_id, self._skip)
         return self.source.stream(after_id, cap)
+
+    def _skip(self, count: int) -> None:
+        self.skipped += count
 
     def _take(self, item: dict[str, object] | Rejection, now: datetime, chunk: Chunk) -> None:
         chunk.last_id = order_id(item)
+        chunk.skipped, self.skipped = chunk.skipped + self.skipped, 0  # those before it
         self.finisher.place(item, now, chunk, self.source.in_window)
 
     def _count(self, chunk: Chunk) -> None:
         """A chunk handed out: what it read into the run's counts."""
-        self.counts.scanned += chunk.size
+        self.counts.scanned += chunk.size + chunk.skipped
+        self.counts.already_archived += chunk.skipped
         self.counts.past_retention += chunk.past_retention
         self.counts.past_cold_after += chunk.past_cold_after
         self.counts.outside_window += chunk.outside_window

@@ -165,17 +165,23 @@ class ForgetReport:
                 f"{who}: not found: no archived order and no {collection} document with this _id (a {other}); "
                 "nothing recorded (exit 3)"
             ]
+        # The first line counts the cold tier's orders too (it said "no archived order" of a
+        # client whose 12 orders were all in the cold tier: a new user's try); its line follows.
+        in_cold = self.cold.orders if self.cold is not None else 0
         if not self.orders:
-            return [f"{who}: no archived order", *remembered]
+            none = (
+                f"no order in the archive collection, {in_cold} in the cold tier"
+                if in_cold
+                else "no archived order"
+            )
+            return [f"{who}: {none}", *remembered]
+        archived = plural(self.orders, "archived order")
+        there = ""  # the counts that follow are the archive collection's: said so beside the cold tier's
+        if in_cold:
+            archived, there = f"{archived} in the archive collection and {in_cold} in the cold tier", " there"
         if not self.erased:
-            return [
-                f"{who}: {plural(self.orders, 'archived order')}, no personal data left to erase",
-                *remembered,
-            ]
-        return [
-            f"{who}: {plural(self.orders, 'archived order')}; {verb} {what} of {self.erased}",
-            *remembered,
-        ]
+            return [f"{who}: {archived}, no personal data left to erase{there}", *remembered]
+        return [f"{who}: {archived}; {verb} {what} of {self.erased}{there}", *remembered]
 
 
 def forget_person(

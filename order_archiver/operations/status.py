@@ -43,7 +43,7 @@ from order_archiver.mongodb.statuses import NearMisses, near_misses
 from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
-from order_archiver.settings import MAX_PARTITIONS, Duration, Settings
+from order_archiver.settings import MAX_PARTITIONS, Duration, Settings, about
 
 CHUNK = 1000
 EXAMPLES = 5
@@ -98,6 +98,9 @@ class BatchStatus(TypedDict):
     pass_in_progress: bool
     shares: int  # --partition K/N: the shares' checkpoints found (a backfill in N parts)
     shares_complete: int  # of which a pass is complete
+    # The last complete pass saved a change-stream position: the next run reads the orders
+    # delivered since whatever their stamps (without one, a standalone's, by stamp alone).
+    reads_changes: bool
 
 
 @dataclass
@@ -150,7 +153,8 @@ class StatusReport:
     def lines(self) -> list[str]:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(self.orders_by_status.items())) or "none"
         out = [f"orders by status (date_commande in the last {self.lookback_hours:g}h): {counts}"]
-        oldest = f", oldest {self.backlog_oldest_age_s:.0f}s" if self.backlog_oldest_age_s is not None else ""
+        age = self.backlog_oldest_age_s
+        oldest = f", the oldest delivered {about(age)} ago" if age is not None else ""
         out.append(
             f"backlog (delivered, not archived, last {self.lookback_hours:g}h): {self.backlog}{oldest}"
         )
@@ -180,7 +184,7 @@ class StatusReport:
             )
         for watcher in self.watchers:
             age = watcher.get("heartbeat_age_s")
-            saved_text = f"{age:.0f}s ago" if age is not None else "never"
+            saved_text = f"{about(age)} ago" if age is not None else "never"
             last = watcher.get("last_event_at")
             last_text = iso(last) if isinstance(last, datetime) else "none yet"
             leader = watcher.get("leader")
@@ -231,7 +235,7 @@ def _batch_line(batch: BatchStatus | None) -> str:
         return f"batch: no complete run yet (the next run is a full one){shares}"
     since, sweep = batch["next_since"], batch["next_full_sweep_by"]
     text = (
-        f"batch: high-water mark {iso(batch['high_water'])} ({batch['high_water_age_s'] or 0:.0f}s ago); "
+        f"batch: high-water mark {iso(batch['high_water'])} ({about(batch['high_water_age_s'] or 0)} ago); "
         f"the next run reads deliveries since {iso(since) if since else '-'}"
     )
     if sweep is not None:
@@ -239,6 +243,26 @@ def _batch_line(batch: BatchStatus | None) -> str:
     if batch["pass_in_progress"]:
         text += "; a pass is in progress (interrupted or --limit): the next run goes on with it"
     return text + shares
+
+
+def _catching_up(batch: BatchStatus, oldest: datetime, now: datetime, program: str) -> str:
+    """The command that archives a backlog whose oldest order was delivered at ``oldest``. An
+    incremental run reads by delivery stamp from its ``next_since`` on, and the orders the change
+    stream names since its last pass: without a position saved (a standalone server has no change
+    streams) an order delivered before then but added later (a backfill, a later simulate.py) is
+    read by a full pass only (a new user took the incremental run's '0 delivered' for a bug)."""
+    since, sweep = batch["next_since"], batch["next_full_sweep_by"]
+    full_next = since is None or (sweep is not None and sweep <= now)
+    if since is None or full_next or batch["reads_changes"] or oldest >= since:
+        return f"the next {program} batch --run archives them (or a running watch)"
+    due = (
+        f"; the full sweep is due by {iso(sweep)}, in {about((sweep - now).total_seconds())}" if sweep else ""
+    )
+    return (
+        f"delivered before {iso(since)}, where the next incremental batch --run starts reading by "
+        "delivery stamp, and no change-stream position saved to name them (a standalone server has "
+        f"no change streams): {program} batch --run --full archives them now{due}"
+    )
 
 
 def _shares_text(batch: BatchStatus | None) -> str:
@@ -267,6 +291,7 @@ def batch_state(collections: Collections, settings: Settings, now: datetime, rea
         if state.last_full_at
         else None,
         "pass_in_progress": state.current is not None,
+        "reads_changes": state.stream_token is not None,
     }
 
 
@@ -314,6 +339,7 @@ def collect_status(
     now: datetime | None = None,
     context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
+    program: str = "python main.py",  # the command a problem names, as the user typed it
 ) -> StatusReport:
     context = context or RunContext()
     now = now or datetime.now(UTC)
@@ -339,11 +365,6 @@ def collect_status(
     report.backlog, oldest = _backlog(collections, settings, since, rejects, read)
     if oldest is not None:
         report.backlog_oldest_age_s = max((now - oldest).total_seconds(), 0.0)
-        if now - oldest > max_backlog_age:
-            report.problems.append(
-                f"{plural(report.backlog, 'delivered order')} not archived, the oldest for "
-                f"{report.backlog_oldest_age_s:.0f}s (limit {max_backlog_age.total_seconds():.0f}s)"
-            )
 
     # The newest only (a top-k sort on the server), and whether there are more: one estimate.
     report.rejected_more = read(lambda: collections.rejects.estimated_document_count()) > REJECTS_READ_AT_MOST
@@ -365,6 +386,12 @@ def collect_status(
     _cold_tier(report, settings, collections.checkpoints, context)
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
+    if oldest is not None and now - oldest > max_backlog_age:
+        report.problems.append(
+            f"{plural(report.backlog, 'delivered order')} not archived, the oldest delivered "
+            f"{about(report.backlog_oldest_age_s or 0)} ago (limit {about(max_backlog_age.total_seconds())}): "
+            + _catching_up(report.batch, oldest, now, program)
+        )
     report.purge_after = str(settings.purge_after)
     report.restore_hold = str(settings.restore_hold)
     # One count on the {status, date_livraison} index (an upper bound: the purge moves only what
@@ -567,8 +594,8 @@ def _heartbeat_problems(watchers: list[WatcherStatus], now: datetime, max_age: t
         watcher["heartbeat_age_s"] = max(age.total_seconds(), 0.0)
         if age > max_age and not isinstance(watcher.get("stopped_at"), datetime):
             problems.append(
-                f"watcher {watcher['name']}: token saved {watcher['heartbeat_age_s']:.0f}s ago "
-                f"(limit {max_age.total_seconds():.0f}s): is it running?"
+                f"watcher {watcher['name']}: token saved {about(age.total_seconds())} ago "
+                f"(limit {about(max_age.total_seconds())}): is it running?"
             )
     return problems
 

@@ -232,6 +232,7 @@ class _ReadCounts:
     """What the reader counts; verify reports its own figures."""
 
     scanned: int = 0
+    already_archived: int = 0
     outside_window: int = 0
     past_retention: int = 0
     past_cold_after: int = 0

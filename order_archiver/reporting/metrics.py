@@ -108,7 +108,7 @@ def write_batch_metrics(
     """The run's figures for node_exporter's textfile collector (written atomically)."""
     registry = CollectorRegistry()
     figures = {
-        "scanned": "Orders examined by the last batch run",
+        "scanned": "Orders the last batch run went through (archived, already archived, revised or rejected)",
         "archived": "Orders archived by the last batch run",
         "already_archived": "Orders found already archived by the last batch run",
         "rejected": "Orders rejected as invalid by the last batch run",

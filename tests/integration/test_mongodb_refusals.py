@@ -344,3 +344,45 @@ def test_incremental_runs_on_a_standalone_say_why_they_read_delivery_stamps_only
             "delivered with older stamps)",
         )
     ]
+
+
+@pytest.mark.test_server_only("a standalone of its own: the suite's servers are replica sets")
+def test_a_standalone_incremental_run_says_what_it_cannot_see_and_the_command_that_does(
+    standalone_server, db_name
+):
+    """A new user's try: `batch --run`, then `simulate.py` adding orders delivered hours before,
+    then `batch --run` said "0 delivered since ..." and the user took it for a bug (on a
+    standalone, which has no change streams, an incremental run reads by delivery stamp alone;
+    only the full sweep finds them). The run's report says so, and names the command that
+    archives them now; that command does; status names it too."""
+    from bson import ObjectId
+
+    from order_archiver.mongodb.changes import STANDALONE
+    from order_archiver.operations.status import collect_status
+    from tests.helpers import seed_database
+
+    settings = Settings(mongodb_uri=standalone_server.uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(standalone_server.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+        seed_database(client[db_name], settings, 40, seed=12, p_anomalies=0.0)
+        BatchArchiver(client, settings, BatchOptions(run=True)).run()
+        orders = client[db_name][settings.orders_collection]
+        late = dict(orders.find_one({"status": "livrée"}), _id=ObjectId(), numero_commande="CMD-LATE-1")
+        now = server_time(client)
+        late.update(date_commande=now - timedelta(hours=4), date_livraison=now - timedelta(hours=3))
+        orders.insert_one(late)  # delivered 3 hours ago, added now: before the next run's stamps
+        second = BatchArchiver(client, settings, BatchOptions(run=True)).run()
+        status = collect_status(client, settings)
+        full = BatchArchiver(client, settings, BatchOptions(run=True, full=True)).run()
+    assert (second.mode, second.archived, second.stamps_only) == ("incremental", 0, STANDALONE)
+    said = second.lines()[1]
+    assert said.startswith(
+        f"{STANDALONE}: an order delivered before {second.since.isoformat()} but added since"
+    )
+    assert "waits for the full sweep due by" in said
+    assert "(in 7d; BATCH_FULL_SWEEP_EVERY)" in said
+    assert said.endswith("python main.py batch --run --full archives it now")
+    installed = second.lines(program="order-archiver")[1]  # the command as the user typed it
+    assert installed.endswith("; order-archiver batch --run --full archives it now")
+    assert "(incremental, by delivery stamp only)" in second.summary_line()
+    assert any("python main.py batch --run --full archives them now" in p for p in status.problems)
+    assert full.archived == 1

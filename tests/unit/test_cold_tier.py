@@ -313,6 +313,41 @@ def test_cold_settings_that_cannot_work_are_refused(environ, message):
 
 
 @pytest.mark.parametrize(
+    ("environ", "line"),
+    [
+        (
+            {"ARCHIVE_COLD_AFTER": "800d", "ARCHIVE_RETENTION": "730d"},
+            "error: ARCHIVE_COLD_AFTER (800d) is not shorter than ARCHIVE_RETENTION (730d): MongoDB's TTL "
+            "index would delete archived orders before they move to the cold tier; set ARCHIVE_COLD_AFTER "
+            "under 730d or ARCHIVE_RETENTION over 800d (the rule: PURGE_AFTER <= ARCHIVE_COLD_AFTER < "
+            "ARCHIVE_RETENTION)",
+        ),
+        (
+            {"ARCHIVE_COLD_AFTER": "30d", "PURGE_AFTER": "60d"},
+            "error: ARCHIVE_COLD_AFTER (30d) is shorter than PURGE_AFTER (60d): orders would leave the "
+            "archive before the source; set ARCHIVE_COLD_AFTER to at least 60d or PURGE_AFTER to at most "
+            "30d (the rule: PURGE_AFTER <= ARCHIVE_COLD_AFTER < ARCHIVE_RETENTION)",
+        ),
+    ],
+)
+def test_cold_settings_out_of_order_name_both_their_values_and_the_rule(
+    environ, line, tmp_path, monkeypatch, capsys
+):
+    """A new user's try: "ARCHIVE_COLD_AFTER (800d) is not shorter than ARCHIVE_RETENTION
+    (730d): ... shorten it": which one, to what? The line names both settings, the bound each
+    must cross, and the rule; one line, exit 2, nothing written."""
+    from order_archiver.cli.main import main
+
+    monkeypatch.setenv("ARCHIVE_COLD_URL", f"file://{tmp_path}")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(["batch", "--simulation", "--run"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err.strip().splitlines()) == ("", [line])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     ("value", "said"),
     [
         ("cold", "got 'cold' (no scheme: a folder is file:///absolute/path)"),
@@ -1904,3 +1939,78 @@ def test_an_order_a_cold_file_cannot_give_back_as_it_is_stays_in_the_archive(mon
     assert "2 kept in the archive (not representable in a cold file)" in report.line()
     for _, [(_, document)] in in_cold.items():
         assert bson.encode(document) == bson.encode(before[document["_id"]])
+
+
+@pytest.mark.parametrize("run", [["--run"], []], ids=["run", "dry run"])
+def test_a_run_with_nothing_due_in_the_cold_tier_says_nothing_of_it(run, tmp_path, monkeypatch, capsys):
+    """A new user's try: "cold tier: 0 orders moved into 0 files" on every run, nothing being
+    due (and "would move 0 archived orders" in a dry run). Nothing due: no line in the summary,
+    one at INFO in the log; --json keeps every field (the contract never drops a named one).
+    Something due: the line, as before."""
+    import json
+
+    from order_archiver.cli.main import main
+
+    monkeypatch.setenv("ARCHIVE_COLD_URL", f"file://{tmp_path}")
+    monkeypatch.setenv("ARCHIVE_COLD_AFTER", "20000d")  # 55 years: nothing is due
+    simulated = ["batch", "--simulation", "--count", "100", *run]
+    main(simulated)
+    out, log = capsys.readouterr()
+    assert "cold tier" not in out
+    [said] = [line for line in log.splitlines() if "cold tier" in line]
+    assert said.split()[1:4] == ["INFO", "cold", "tier:"]
+    assert "nothing due (no archived order delivered more than ARCHIVE_COLD_AFTER 20000d ago)" in said
+    main([*simulated, "--json"])
+    fields = json.loads(capsys.readouterr().out)["cold"]
+    assert set(fields) >= {"files", "moved", "bytes", "months", "would_move", "skipped"}
+    assert (fields["moved"], fields["files"]) == (0, 0) if run else fields["would_move"] == 0
+    # Something done, or due: said, as before.
+    from order_archiver.cold.move import ColdMoveReport
+
+    assert ColdMoveReport(moved=3, files=1, months=["2025-01"]).line() == (
+        "cold tier: 3 orders moved into 1 file (2025-01)"
+    )
+    assert ColdMoveReport(would_move=2).line() == "cold tier: would move 2 archived orders (dry run)"
+    assert (
+        ColdMoveReport(recovered=1).line()
+        == "cold tier: 0 orders moved into 0 files; 1 interrupted move settled"
+    )
+    assert ColdMoveReport(skipped=True).line() is not None
+    assert ColdMoveReport().line() is ColdMoveReport(would_move=0).line() is None
+
+
+def test_forget_first_line_counts_the_cold_tiers_orders(mongo, settings, archived, tmp_path):
+    """A new user's try: `forget --client X` (dry run) opened with "client X: no archived order"
+    while the cold tier held 12 of theirs (said on the next line). The first line says the
+    archive collection has none and the cold tier has N; with orders in both, it counts both."""
+    from order_archiver.operations.forget import Person, forget_person
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    by_client: dict[object, list[bool]] = {}
+    for d in before.values():
+        if d["client"]:
+            by_client.setdefault(d["client"]["id"], []).append(
+                d["date_livraison"].replace(tzinfo=UTC) < cutoff
+            )
+    only_cold = next(c for c, cold in by_client.items() if all(cold))
+    both = next(c for c, cold in by_client.items() if any(cold) and not all(cold))
+
+    report = forget_person(mongo, with_cold, Person("client", only_cold), run=False)
+    n = sum(by_client[only_cold])
+    assert (report.orders, report.cold.orders) == (0, n)
+    first, cold_line = report.lines()
+    assert first == f"client {only_cold}: no order in the archive collection, {n} in the cold tier"
+    assert cold_line.startswith(f"cold tier: {n} of their orders in ")
+
+    report = forget_person(mongo, with_cold, Person("client", both), run=False)
+    in_cold = sum(by_client[both])
+    in_archive = len(by_client[both]) - in_cold
+    assert report.lines()[0].startswith(
+        f"client {both}: {in_archive} archived order{'s' if in_archive > 1 else ''} in the archive "
+        f"collection and {in_cold} in the cold tier; would erase (dry run: --run to erase) the name"
+    )
+    assert report.lines()[0].endswith(f"of {report.erased} there")

@@ -1,6 +1,8 @@
 """Bad input from a hostile new user: each refused with one line naming what to fix, exit 2,
 before anything is written; never a traceback, never the catch-all ("error: unexpected")."""
 
+import json
+
 import pytest
 
 from order_archiver.cli.main import main
@@ -129,10 +131,10 @@ def test_a_cold_folder_named_with_a_space_or_an_accent_takes_the_files(name, tmp
     folder.mkdir()
     monkeypatch.setenv("ARCHIVE_COLD_URL", f"file://{folder}")
     monkeypatch.setenv("ARCHIVE_COLD_AFTER", "1d")
-    assert main(["batch", "--simulation", "--run"]) == 3  # the simulation's order without a number
+    assert main(["batch", "--simulation", "--run", "--json"]) == 3  # the simulation's order without a number
     captured = capsys.readouterr()
     assert "error" not in captured.err
-    assert "cold tier: 0 orders moved" in captured.out  # checked, written to (the probe), moved to
+    assert json.loads(captured.out)["cold"]["moved"] == 0  # checked, written to (the probe), moved to
 
 
 # An S3-compatible store's endpoint given with its credentials in it: the AWS SDK took the

@@ -288,9 +288,42 @@ def test_status_shows_the_mark_and_the_next_sweep(mongo, settings, seeded, clock
     assert batch["next_full_sweep_by"] == DAY1 + WEEK
     assert batch["pass_in_progress"] is False
     lines = collect_status(mongo, settings, now=DAY1 + HOUR).lines()
-    assert any(
-        line.startswith("batch: high-water mark 2026-11-26T12:00:00+00:00 (3600s ago)") for line in lines
+    assert any(line.startswith("batch: high-water mark 2026-11-26T12:00:00+00:00 (1h ago)") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("delivered", "catching_up"),
+    [
+        # Delivered before the next incremental run's start (the mark less BATCH_OVERLAP) and
+        # added since, with no change-stream position saved: only a full pass reads it.
+        (DAY1 - 3 * HOUR, "python main.py batch --run --full archives them now"),
+        (DAY1 - HOUR / 2, "the next python main.py batch --run archives them"),
+    ],
+)
+def test_status_names_the_command_that_archives_its_backlog(
+    mongo, settings, seeded, clock, delivered, catching_up
+):
+    """A new user's try on a standalone: `batch --run`, a later `simulate.py` adding orders
+    delivered hours before, and status said 'not archived, the oldest for 14400s (limit 900s)',
+    no command; the next incremental run's '0 delivered' then looked like a bug. Status says
+    the ages as durations are written, and which command archives the backlog."""
+    run(mongo, settings, clock)
+    assert state_of(mongo, settings).stream_token is None  # as on a standalone: no change streams
+    order = dict(orders(mongo, settings).find_one({"status": "livrée"}), _id=ObjectId())
+    order.update(numero_commande="CMD-LATE-1", date_commande=delivered - HOUR, date_livraison=delivered)
+    orders(mongo, settings).insert_one(order)
+    report = collect_status(mongo, settings, now=DAY1 + HOUR)
+    age = DAY1 + HOUR - delivered
+    [problem] = report.problems
+    assert problem.startswith(
+        f"1 delivered order not archived, the oldest delivered {Duration(seconds=age.total_seconds())} "
+        "ago (limit 15m): "
     )
+    assert catching_up in problem
+    installed = collect_status(mongo, settings, now=DAY1 + HOUR, program="order-archiver").problems[0]
+    assert catching_up.replace("python main.py", "order-archiver") in installed  # as the user typed it
+    assert report.batch is not None
+    assert report.batch["reads_changes"] is False
 
 
 def test_a_limit_pass_goes_on_across_runs_then_becomes_the_mark(mongo, settings, seeded, clock):
@@ -470,3 +503,50 @@ def test_an_id_list_sorts_and_cuts_ids_as_mongodb_sorts_them():
     assert ids.following("a", 2) == ("b", oid)
     assert list(ids.chunks(2, size=2)) == [("a", "b"), (oid, DAY1)]
     assert list(ids.chunks(None, size=4)) == [(1.5, 2, "a", "b"), (oid, DAY1)]
+
+
+# Each kind of pass after a first run archived the window: the runs made before it, then its
+# own options. "scanned" means one thing in each: the orders of the pass gone through.
+PASS_KINDS = {
+    "full": ([], {"full": True}),
+    "incremental": ([], {}),
+    "limit": ([], {"full": True, "limit": 2}),
+    "partition": ([], {"full": True, "partition": (1, 3)}),
+    "resume": ([{"full": True, "limit": 2}], {}),  # goes on with the full pass the limit left
+}
+
+
+@pytest.mark.parametrize("kind", PASS_KINDS)
+def test_scanned_counts_the_orders_gone_through_in_every_kind_of_pass(mongo, settings, seeded, clock, kind):
+    """A new user's try: a `--full` run said "scanned 0, ... already archived 294" (the server
+    skipped the archived orders by _id), an incremental one "scanned 2, already archived 2" (it
+    read them): scanned counted the archived orders in some passes and not in others. Now, in
+    every kind of pass, scanned = archived + already archived + revised + rejected."""
+    from order_archiver.orders.partition import Partition
+
+    run(mongo, settings, clock)
+    archive = mongo[settings.archive_db_name][settings.archive_collection]
+    lost = [d["_id"] for d in archive.find({}, {"_id": 1}).sort("_id", 1)][::30]  # to archive again
+    archive.delete_many({"_id": {"$in": lost}})
+    clock.now += HOUR
+    before, options = PASS_KINDS[kind]
+    for earlier in before:
+        run(mongo, settings, clock, **earlier)
+    if "partition" in options:
+        options = {**options, "partition": Partition(*options["partition"])}
+    report = run(mongo, settings, clock, **options)
+    if kind == "resume":
+        assert report.pass_reason == "resuming an interrupted pass"
+    assert report.mode == ("incremental" if kind == "incremental" else "full")
+    parts = report.archived + report.already_archived + report.revised + report.rejected
+    assert report.scanned == parts, (
+        report.scanned,
+        report.archived,
+        report.already_archived,
+        report.rejected,
+    )
+    if kind != "incremental":  # the window's orders went through: the archived ones counted
+        assert report.already_archived > 0
+    if report.delivered is not None:  # a complete pass without --limit: each delivered order once
+        gone_through = report.scanned + report.outside_window + report.past_retention + report.past_cold_after
+        assert gone_through == report.delivered

@@ -88,6 +88,43 @@ def test_a_limit_that_cannot_work_is_refused_before_anything_runs(argument, said
     assert said in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--max-runtime", "--max-lag"])
+def test_a_zero_limit_is_refused_in_the_same_words_with_or_without_a_unit(flag, capsys):
+    """A new user's try: `--max-runtime 0` said "expected a duration like 90s, 15m, 24h or 7d;
+    got '0'", `--max-runtime 0s` "must be longer than 0 (leave it out for no limit)". Zero is
+    refused (docs/commands.md: "`0` ... refused (exit 2)"), in one line, the same for each."""
+    from order_archiver.cli.main import main
+
+    said = {}
+    for value in ("0", "0s", "0m", "0d"):
+        with pytest.raises(SystemExit) as refused:
+            main(["batch", "--simulation", "--count", "10", flag, value])
+        assert refused.value.code == 2
+        said[value] = capsys.readouterr().err.strip().splitlines()
+    assert said["0"] == said["0s"] == said["0m"] == said["0d"]
+    [line] = said["0"]
+    assert line.endswith(f"argument {flag}: must be longer than 0 (leave it out for no limit) (see --help)")
+
+
+def test_a_zero_setting_reads_as_zero_with_or_without_a_unit(tmp_path):
+    """The settings alike: BATCH_MAX_LAG=0 refused as 0s is; PURGE_AFTER=0 is 0d."""
+    from order_archiver.errors import ConfigError
+    from order_archiver.settings import load_settings
+
+    no_file = tmp_path / "empty.env"
+    no_file.write_text("")
+    no_file.chmod(0o600)
+    uri = {"MONGODB_URI": "mongodb://localhost/"}
+    said = []
+    for value in ("0", "0s"):
+        with pytest.raises(ConfigError) as refused:
+            load_settings(str(no_file), environ={**uri, "BATCH_MAX_LAG": value})
+        said.append(str(refused.value))
+    assert said[0] == said[1]
+    settings, _ = load_settings(str(no_file), environ={**uri, "PURGE_AFTER": "0"})
+    assert str(settings.purge_after) == "0d"
+
+
 def test_a_stop_file_there_at_the_start_stops_the_run_before_it_writes_anything(mongo, tmp_path):
     """As pt-archiver's sentinel: a run does not start while it exists (it archived a first
     chunk, 100 orders, before it looked)."""
