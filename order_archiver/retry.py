@@ -44,8 +44,8 @@ class Retry:
     INFORM = Purpose(2)  # a count or an estimate that only informs a report or a progress bar
     SERVICE = Purpose(0)  # watch's reconnects: forever, a stop ends the wait
     WAIT_FOR_SERVER = Purpose(0, longest_wait_s=5.0)  # watch's first connection: forever, every 5 s at most
-    # A cold-tier request (list, look, read a whole file, remove) that the AWS SDK already tried 3
-    # times in about 2 s: S3's 503 SlowDown asks for a slower pace ("reduce your request rate",
+    # A cold-tier request (list, look, read a whole file, remove) that the AWS SDK already retried
+    # for a few seconds (3 tries of a HEAD, about 30 of a listing or a read, with pyarrow 26): S3's 503 SlowDown asks for a slower pace ("reduce your request rate",
     # AWS S3 API Reference, Error responses), so the waits here are longer (about a minute in all).
     STORAGE = Purpose(4, first_wait_s=2.0, longest_wait_s=30.0)
 

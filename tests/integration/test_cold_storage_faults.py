@@ -4,8 +4,8 @@ requests as S3 does when it fails (AWS S3 API Reference, "Error responses":
 https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html): 503 SlowDown (S3 sheds
 load: "reduce your request rate"), 403 AccessDenied (wrong credentials, a bucket policy that
 denies the action), 404 NoSuchBucket (a wrong bucket name, endpoint or region). The AWS SDK
-under pyarrow tries each request 3 times before it gives up, and a Parquet read makes several:
-a fault meant to reach the product is answered more often than that. MongoDB is mongomock here (its side is not under test)."""
+under pyarrow retries before it gives up (measured: 3 tries of a HEAD, about 30 of a listing
+or a read): a fault meant to reach the product is answered more often than that. MongoDB is mongomock here (its side is not under test)."""
 
 import pytest
 
@@ -22,12 +22,12 @@ from tests.unit.test_cold_tier import (
     assert_one_place_each,
     collections,
 )
-from teststand.s3_faults import LocalS3, S3Faults
+from teststand.s3_faults import RESET, LocalS3, S3Faults
 
 BUCKET, PREFIX = "orders", "livraison"
 SECRET = "s3cr3t-never-printed"
-# pyarrow's own tries before a read gives up: the AWS SDK's 3 of each request, and the Parquet
-# reader's requests; a whole file's check met 31 503 answers before it failed (pyarrow 26).
+# pyarrow's own tries before a read or a listing gives up: a whole file's check, and a listing,
+# each met 31 503 answers before it failed (pyarrow 26).
 READ_FAULTS = 40
 
 
@@ -91,7 +91,7 @@ def test_a_settlement_that_meets_503_slowdown_reading_the_file_retries_and_never
     mongo, settings, archived, s3
 ):
     """Was: the settlement's check of the published file (``is_complete``) took any error for a
-    damaged file: 503 SlowDown past the SDK's 3 tries renamed a whole file ``.damaged`` and
+    damaged file: 503 SlowDown past the SDK's own retries renamed a whole file ``.damaged`` and
     dropped its journal entry (a move killed after its deletes: its orders in no readable place;
     before them, a copy with personal data no ``forget`` reaches). Now the read is retried."""
     archive, before = archived
@@ -168,7 +168,7 @@ def test_verify_that_meets_503_on_every_read_of_a_file_fails_instead_of_calling_
     [first, *_] = store.files()
     with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
     s3.fail("GET", f"/{first.path}", 503, "SlowDown")
-    # Two tries of the product's (each the SDK's 3 of every request a Parquet read makes): ~10 s.
+    # Two tries of the product's (each the SDK's own ~30 of a read): ~10 s.
     monkeypatch.setattr(Retry, "STORAGE", Purpose(2, 0.05, 0.2), raising=False)
     with pytest.raises(TransientError, match="did not answer after retries"):
         verify(mongo, with_cold)
@@ -223,7 +223,7 @@ def test_a_storage_fault_never_reads_as_a_file_absent(s3):
 
 def test_the_start_check_retries_a_503_and_says_a_lasting_one_is_no_configuration_error(s3, monkeypatch):
     """Was: ``batch --run``'s check of the bucket before it writes (``ColdStore.check``) took any
-    error for a place that cannot be used: a 503 SlowDown past the SDK's 3 tries exited 2 ("bad
+    error for a place that cannot be used: a 503 SlowDown past the SDK's 3 tries of a HEAD exited 2 ("bad
     configuration", which the Kubernetes CronJob does not retry). Now it is retried; one that
     lasts is a ``TransientError`` (exit 1, "run the command again"); a 403 stays exit 2, named."""
     store = ColdStore(f"s3://{BUCKET}/{PREFIX}")
@@ -257,3 +257,18 @@ def test_doctor_says_a_bucket_that_does_not_answer_in_its_cold_tier_line(s3, set
     [check] = report.checks
     assert (check.name, check.outcome) == ("cold tier", "fail")
     assert "did not answer after retries" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(503, "SlowDown"), (500, "InternalError"), (RESET, "")],
+    ids=["503-slowdown", "500-internal-error", "connection-reset"],
+)
+def test_a_listing_that_meets_a_transient_fault_past_the_sdks_tries_is_retried(s3, status, code):
+    """S3's transient answers (and a reset connection: a network fault) past the AWS SDK's own
+    retries: the listing (``find``, ``forget``, ``verify``, ``status``, the retention) is tried
+    again, with waits a stop ends, instead of failing the command at once."""
+    store = ColdStore(f"s3://{BUCKET}/{PREFIX}")
+    s3.fail("GET", f"/{BUCKET}", status, code, times=READ_FAULTS)
+    assert store.files() == []
+    assert [answered for _, _, answered in s3.answered] == [status] * READ_FAULTS
