@@ -8,6 +8,7 @@ everything else fails fast with a clear message.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 from typing import Literal
 
@@ -155,6 +156,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     if is_authorisation_error(exc):
         return False
+    if isinstance(exc, OSError):
+        return storage_fault(exc) == "transient"
     if isinstance(exc, pymongo_errors.PyMongoError) and any(
         exc.has_error_label(label) for label in TRANSIENT_LABELS
     ):
@@ -170,6 +173,86 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, pymongo_errors.OperationFailure):
         return exc.code in TRANSIENT_CODES
     return False
+
+
+# The cold tier's storage (``pyarrow.fs``: a local folder, or S3 through the AWS SDK) fails with
+# an ``OSError``. On S3 Arrow writes the SDK's error type into the message ("AWS Error SLOW_DOWN
+# during ListObjectsV2 operation: ...", arrow/filesystem/s3_internal.h ``ErrorToStatus``; an
+# error type the SDK does not name is "UNKNOWN (HTTP status 503)"), once the SDK's own retries
+# are spent (measured with pyarrow 26 as the store opens it: 3 tries of a HEAD, about 30 of a
+# listing or a read, a few seconds); a local folder's errors carry an ``errno``. A file's damaged
+# bytes are neither: ``ArrowInvalid`` (a ``ValueError``) or an ``OSError`` of the Parquet reader.
+StorageFault = Literal["transient", "denied", "no_bucket", "failed"]
+# AWS S3 API Reference, "Error responses": 503 SlowDown, 500 InternalError, 503
+# ServiceUnavailable ("reduce your request rate", "retry"); a timeout or a connection reset.
+S3_TRANSIENT = (
+    "SLOW_DOWN",
+    "SERVICE_UNAVAILABLE",
+    "INTERNAL_FAILURE",
+    "THROTTLING",
+    "REQUEST_TIMEOUT",
+    "NETWORK_CONNECTION",
+    "HTTP status 5",
+)
+# 403 AccessDenied (credentials, a bucket policy), a key or a signature refused, a token expired.
+S3_DENIED = (
+    "ACCESS_DENIED",
+    "INVALID_ACCESS_KEY_ID",
+    "SIGNATURE_DOES_NOT_MATCH",
+    "INVALID_CLIENT_TOKEN_ID",
+    "MISSING_AUTHENTICATION_TOKEN",
+    "UNRECOGNIZED_CLIENT",
+    "REQUEST_EXPIRED",
+    "EXPIRED_TOKEN",
+    "HTTP status 401",
+    "HTTP status 403",
+)
+LOCAL_TRANSIENT = frozenset({errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ESTALE})
+LOCAL_DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def storage_fault(exc: BaseException) -> StorageFault | None:
+    """What a cold-tier error says of the storage, or None when it is no storage fault (a file's
+    bytes that do not read as Parquet): ``transient`` (retry), ``denied`` (credentials, a bucket
+    policy, a folder's permissions), ``no_bucket`` (404 NoSuchBucket: a wrong bucket, endpoint
+    or region), ``failed`` (any other answer of the storage). Never "not found" nor "damaged"."""
+    if not isinstance(exc, OSError):
+        return None
+    text = str(exc)
+    if "AWS Error" in text:
+        if "NO_SUCH_BUCKET" in text:
+            return "no_bucket"
+        if any(name in text for name in S3_DENIED):
+            return "denied"
+        return "transient" if any(name in text for name in S3_TRANSIENT) else "failed"
+    if exc.errno is None:
+        return None  # the Parquet reader's own: the bytes, not the storage
+    if exc.errno in LOCAL_DENIED:
+        return "denied"
+    return "transient" if exc.errno in LOCAL_TRANSIENT else "failed"
+
+
+STORAGE_FIXES = {
+    "transient": "the storage did not answer after retries (S3 SlowDown/500/503, a timeout or a "
+    "reset connection); nothing is lost, run the command again",
+    "denied": "access denied: check the storage's credentials (AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role) and the bucket's policy, or the "
+    "folder's permissions",
+    "no_bucket": "the bucket does not exist at this endpoint: check ARCHIVE_COLD_URL, "
+    "AWS_ENDPOINT_URL and AWS_DEFAULT_REGION",
+    "failed": "the storage refused the request",
+}
+
+
+def storage_error(exc: BaseException) -> ArchiverError | None:
+    """A cold-tier storage fault in the hierarchy, one line naming what to fix (the storage's
+    own words after it, which name a bucket and a key, never a credential); None otherwise."""
+    kind = storage_fault(exc)
+    if kind is None:
+        return None
+    cls = {"transient": TransientError, "no_bucket": ConfigError}.get(kind, FatalError)
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return cls(f"cold tier (ARCHIVE_COLD_URL): {STORAGE_FIXES[kind]} ({detail})")
 
 
 FailureKind = Literal["transient", "token_unusable", "no_change_streams", "fatal"]
@@ -225,6 +308,10 @@ def as_archiver_error(exc: BaseException) -> ArchiverError:
     documents a bulk write's error carries: see ``without_documents``)."""
     if isinstance(exc, ArchiverError):
         return exc
+    stored = storage_error(exc)
+    if stored is not None:
+        stored.__cause__ = exc
+        return stored
     cls = TransientError if is_transient(exc) else FatalError
     error = cls(describe(exc))
     error.__cause__ = without_documents(exc)

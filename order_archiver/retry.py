@@ -44,6 +44,10 @@ class Retry:
     INFORM = Purpose(2)  # a count or an estimate that only informs a report or a progress bar
     SERVICE = Purpose(0)  # watch's reconnects: forever, a stop ends the wait
     WAIT_FOR_SERVER = Purpose(0, longest_wait_s=5.0)  # watch's first connection: forever, every 5 s at most
+    # A cold-tier request (list, look, read a whole file, remove) that the AWS SDK already retried
+    # for a few seconds (3 tries of a HEAD, about 30 of a listing or a read, with pyarrow 26): S3's 503 SlowDown asks for a slower pace ("reduce your request rate",
+    # AWS S3 API Reference, Error responses), so the waits here are longer (about a minute in all).
+    STORAGE = Purpose(4, first_wait_s=2.0, longest_wait_s=30.0)
 
 
 class Backoff:
@@ -126,14 +130,15 @@ def retrying(
 ) -> T:
     """Call ``func`` until it succeeds, by the ``RetryPolicy`` of ``purpose``: transient
     errors only, ``purpose.attempts`` failures at most (0: forever), a stop during a wait
-    raises (one command either did its work or failed)."""
+    raises (one command either did its work or failed). A cold-tier storage error (an
+    ``OSError``) is sorted by the same classification (``errors.storage_fault``)."""
     policy = RetryPolicy(purpose, on_stop="raise", stop_event=stop_event)
     while True:
         try:
             return func()
         except ArchiverError:
             raise
-        except pymongo_errors.PyMongoError as exc:
+        except (pymongo_errors.PyMongoError, OSError) as exc:
             delay = policy.increment(exc)
             if on_retry is not None:
                 on_retry(exc, delay)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from order_archiver import __version__
 from order_archiver.cli import definition
 from order_archiver.context import RunContext
-from order_archiver.errors import ArchiverError, ConfigError, ExitCode, TransientError
+from order_archiver.errors import ArchiverError, ConfigError, ExitCode, TransientError, storage_error
 from order_archiver.logs import FILE_ONLY, get_logger, printable, redact, setup_logging
 from order_archiver.orders.partition import Partition
 from order_archiver.retry import Retry
@@ -598,6 +598,11 @@ def dispatch(args: argparse.Namespace) -> int:
         _stdout_to_devnull()
         return ExitCode.OK
     except Exception as exc:  # the last line of defence: one line, never a traceback
+        stored = storage_error(exc)  # the cold tier's storage: what to fix, its exit code
+        if stored is not None:
+            log.debug("%s failed", args.command, exc_info=True, extra=FILE_ONLY)
+            sys.stderr.write(f"error: {redact(str(stored))}\n")
+            return stored.exit_code
         log.debug("%s crashed", args.command, exc_info=True, extra=FILE_ONLY)
         first_line = redact(str(exc)).splitlines()[0][:300] if str(exc) else ""
         sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first_line}\n")

@@ -19,7 +19,7 @@ from order_archiver.cold.schema import (
     arrow_schema,
     row_of,
 )
-from order_archiver.errors import FatalError
+from order_archiver.errors import FatalError, storage_fault
 
 if TYPE_CHECKING:
     from pyarrow.parquet import ParquetFile
@@ -145,6 +145,8 @@ def check_file(store: ColdStore, path: str, expected: FileSummary) -> None:
     try:
         found, said = read_back(store, path), footer(store, path)
     except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid is a ValueError
+        if storage_fault(exc):
+            raise  # the storage's, not the file's: sorted as such (errors.storage_error)
         raise FatalError(f"cold file {store.url_of(path)} cannot be read back: {exc}") from None
     if found != expected or said != expected:
         raise FatalError(
@@ -154,9 +156,18 @@ def check_file(store: ColdStore, path: str, expected: FileSummary) -> None:
 
 
 def is_complete(store: ColdStore, path: str) -> bool:
-    """A published file that reads back as its footer says (a crash's leftovers are checked so)."""
-    try:
-        said = footer(store, path)
-        return said.rows >= 0 and read_back(store, path) == said
-    except (OSError, ValueError):
-        return False
+    """A published file that reads back as its footer says (a crash's leftovers are checked so).
+    Only its bytes can say "no": a fault of the storage (403, 503, a reset, a file gone) is
+    retried, then raised (``errors.storage_fault``), never taken for a damaged file, which a
+    settlement would put aside (``.damaged``) with the only copy of its orders."""
+
+    def reads_back() -> bool:
+        try:
+            said = footer(store, path)
+            return said.rows >= 0 and read_back(store, path) == said
+        except (OSError, ValueError) as exc:
+            if storage_fault(exc):
+                raise
+            return False
+
+    return store.retrying(reads_back)

@@ -7,17 +7,27 @@ A file is written under a name no reader takes (``.NAME.parquet.partial``: DuckD
 ``*.parquet`` glob and pyarrow's datasets skip it), checked, then published under its final
 name in one step: a rename on a local disk, a copy on S3 (an object appears whole or not at
 all), then the partial one removed.
+
+A fault of the storage is never an answer about the files: a listing or a look that finds
+nothing is believed only once the place itself (the bucket, the folder) is seen there (a 404
+NoSuchBucket, a wrong endpoint or an unmounted folder read as "no file" would make a settlement
+forget a published file, or ``forget`` skip the files that hold a person); any other error
+(403, 503, a reset) is raised, sorted by ``errors.storage_fault``, and the idempotent requests
+here (list, look, remove) are retried first (``Retry.STORAGE``, interruptible by ``stop``).
 """
 
 from __future__ import annotations
 
+import threading
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from order_archiver.errors import ConfigError, FatalError
+from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError
+from order_archiver.retry import Retry, retrying
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
@@ -28,6 +38,7 @@ PARTIAL_SUFFIX = ".parquet.partial"
 # size in a single atomic action using this API"), and Arrow's S3 move is one CopyObject then a
 # DeleteObject (arrow/filesystem/s3fs.cc): a move's files stop near ``files.FILE_MAX_BYTES``.
 S3_COPY_MAX_BYTES = 5 * 1024**3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,8 +85,15 @@ class ColdFile:
 class ColdStore:
     """The cold tier's files at ``ARCHIVE_COLD_URL``."""
 
-    def __init__(self, url: str, filesystem: FileSystem | None = None, root: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        filesystem: FileSystem | None = None,
+        root: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.url = url
+        self.stop = stop or threading.Event()  # the run's: ends a retry's wait
         if filesystem is None or root is None:
             from pyarrow.fs import FileSystem
 
@@ -91,31 +109,60 @@ class ColdStore:
     def check(self, *, writable: bool = True) -> None:
         """The folder exists and takes a file, the bucket exists and takes an object: a
         ``ConfigError`` naming it otherwise (before the run writes anything). ``writable=False``
-        (``doctor``, which writes nothing): that it exists only."""
+        (``doctor``, which writes nothing): that it exists only. A transient fault (S3's 503, a
+        reset) is retried, then a ``TransientError`` (exit 1: a re-run may pass), never taken
+        for a place that cannot be used."""
         from pyarrow.fs import FileType
 
-        top = self.root.split("/", 1)[0] if self.url.startswith("s3://") else self.root
-        try:
-            found = self.fs.get_file_info(top).type
-        except OSError as exc:
-            raise ConfigError(f"ARCHIVE_COLD_URL {self.url}: cannot be reached: {_first_line(exc)}") from None
+        found = self._checked("cannot be reached", lambda: self.fs.get_file_info(self._top).type)
         if found == FileType.NotFound:
-            what = f"the bucket {top!r} does not exist" if self.url.startswith("s3://") else "no such folder"
-            raise ConfigError(f"ARCHIVE_COLD_URL {self.url}: {what}; create it first")
+            raise self._not_there()
         if found != FileType.Directory:
             raise ConfigError(f"ARCHIVE_COLD_URL {self.url}: not a folder")
-        if not writable:
-            return
+        if writable:
+            self._checked("cannot write there", self._probe)
+
+    def _probe(self) -> None:
         probe = f"{self.root}/.order-archiver-probe-{uuid.uuid4().hex}"
+        self.fs.create_dir(self.root, recursive=True)
+        with self.fs.open_output_stream(probe) as out:
+            out.write(b"probe")
+        self.fs.delete_file(probe)
+
+    def _checked(self, what: str, func: Callable[[], T]) -> T:
+        """``check``'s request, retried while transient; any other refusal is the settings'."""
         try:
-            self.fs.create_dir(self.root, recursive=True)
-            with self.fs.open_output_stream(probe) as out:
-                out.write(b"probe")
-            self.fs.delete_file(probe)
-        except OSError as exc:
-            raise ConfigError(
-                f"ARCHIVE_COLD_URL {self.url}: cannot write there: {_first_line(exc)}"
-            ) from None
+            return self.retrying(func)
+        except TransientError:
+            raise
+        except ArchiverError as exc:
+            cause = exc.__cause__ or exc
+            raise ConfigError(f"ARCHIVE_COLD_URL {self.url}: {what}: {_first_line(cause)}") from None
+
+    @property
+    def _top(self) -> str:
+        """The place itself: the bucket (S3), the folder (a local disk)."""
+        return self.root.split("/", 1)[0] if self._on_s3 else self.root
+
+    @property
+    def _on_s3(self) -> bool:
+        return bool(self.fs.type_name == "s3")
+
+    def _not_there(self) -> ConfigError:
+        what = f"the bucket {self._top!r} does not exist" if self._on_s3 else "no such folder"
+        return ConfigError(f"ARCHIVE_COLD_URL {self.url}: {what}; create it first")
+
+    def _confirm_place(self) -> None:
+        """The place is there (a request that found nothing is believed only then): a
+        ``ConfigError`` naming it otherwise, the storage's other errors raised as they are."""
+        from pyarrow.fs import FileType
+
+        if self.fs.get_file_info(self._top).type == FileType.NotFound:
+            raise self._not_there()
+
+    def retrying(self, func: Callable[[], T]) -> T:
+        """``func`` (an idempotent request) retried on a transient storage fault (``Retry.STORAGE``)."""
+        return retrying(func, purpose=Retry.STORAGE, stop_event=self.stop)
 
     # -- names
 
@@ -133,14 +180,23 @@ class ColdStore:
     # -- files
 
     def files(self, month: Month | None = None) -> list[ColdFile]:
-        """The published files (partial ones never), of one month or all, in path order."""
+        """The published files (partial ones never), of one month or all, in path order. None
+        found: only once the place is seen there (``_confirm_place``)."""
+        return self.retrying(lambda: self._listed(month))
+
+    def _listed(self, month: Month | None) -> list[ColdFile]:
         from pyarrow.fs import FileSelector, FileType
 
         base = f"{self.root}/{month.folder}" if month else self.root
-        selector = FileSelector(base, recursive=True, allow_not_found=True)
+        # Not ``allow_not_found``: with it Arrow answers a 404 NoSuchBucket with an empty list.
+        try:
+            infos = self.fs.get_file_info(FileSelector(base, recursive=True))
+        except FileNotFoundError:  # no such prefix, or no such folder: is the place there?
+            self._confirm_place()
+            infos = []
         found = [
             ColdFile(info.path, int(info.size or 0))
-            for info in self.fs.get_file_info(selector)
+            for info in infos
             if info.type == FileType.File
             and info.base_name.endswith(".parquet")
             and not info.base_name.startswith(".")
@@ -148,9 +204,17 @@ class ColdStore:
         return sorted(found, key=lambda f: f.path)
 
     def exists(self, path: str) -> bool:
+        """Whether the file is there; "no" only once the place is seen there (on S3 a key in a
+        bucket that does not exist reads as not found)."""
+        return self.retrying(lambda: self._exists(path))
+
+    def _exists(self, path: str) -> bool:
         from pyarrow.fs import FileType
 
-        return bool(self.fs.get_file_info(path).type == FileType.File)
+        found = self.fs.get_file_info(path).type
+        if found == FileType.NotFound:
+            self._confirm_place()
+        return bool(found == FileType.File)
 
     def prepare(self, month: Month) -> None:
         self.fs.create_dir(f"{self.root}/{month.folder}", recursive=True)
@@ -170,8 +234,12 @@ class ColdStore:
 
     def remove(self, path: str) -> None:
         """Remove a file if it is there (a partial one a crash left, a file replaced)."""
-        if self.exists(path):
-            self.fs.delete_file(path)
+
+        def remove_if_there() -> None:
+            if self._exists(path):
+                self.fs.delete_file(path)
+
+        self.retrying(remove_if_there)
 
 
 def _as_uri(url: str) -> str:

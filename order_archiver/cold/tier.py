@@ -32,9 +32,12 @@ FORGET_WAITS_S = 600.0  # how long a forget waits for a move in progress before 
 NOTHING_DUE = datetime.min.replace(tzinfo=UTC)  # the cutoff of a move that only settles (forget's)
 
 
-def cold_store(settings: Settings) -> ColdStore | None:
-    """The cold tier's store, or None when ARCHIVE_COLD_URL is unset."""
-    return ColdStore(settings.archive_cold_url) if settings.archive_cold_url else None
+def cold_store(settings: Settings, context: RunContext | None = None) -> ColdStore | None:
+    """The cold tier's store, or None when ARCHIVE_COLD_URL is unset; ``context``: the run whose
+    stop ends a storage retry's wait."""
+    if not settings.archive_cold_url:
+        return None
+    return ColdStore(settings.archive_cold_url, stop=context.stop if context is not None else None)
 
 
 def cold_holding(
@@ -45,7 +48,7 @@ def cold_holding(
     server_clock: Callable[[], datetime],
 ) -> ColdHolding | None:
     """``--purge-source``'s witness in the cold tier (``holding.ColdHolding``); None without one."""
-    store = cold_store(settings)
+    store = cold_store(settings, context)
     if store is None or settings.archive_cold_after is None:
         return None
     cutoff = context.retrying(server_clock) - settings.archive_cold_after
@@ -98,7 +101,7 @@ def move_to_cold(
     """The archived orders delivered before ``now - ARCHIVE_COLD_AFTER`` (the archive's
     server clock) moved to the cold tier; None without one. With ARCHIVE_RETENTION, the months
     wholly past it removed; with ARCHIVE_PII_RETENTION, the orders past it erased."""
-    store = cold_store(settings)
+    store = cold_store(settings, context)
     if store is None or settings.archive_cold_after is None:
         return None
     collections = Collections.of(client, settings, archive_client)
@@ -152,7 +155,7 @@ def cold_tier_writer(collections: Collections, settings: Settings, context: RunC
             "again to erase their orders in the cold tier"
         )
     try:
-        store = cold_store(settings)
+        store = cold_store(settings, context)
         if store is not None:
             _cold_move(collections, settings, store, context, NOTHING_DUE).settle(leave_unpublished=True)
         yield

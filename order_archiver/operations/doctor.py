@@ -26,6 +26,7 @@ from order_archiver.errors import (
     ArchiverError,
     ConfigError,
     FatalError,
+    TransientError,
     is_authorisation_error,
 )
 from order_archiver.logs import plural
@@ -379,7 +380,7 @@ def cold_tier_check(report: DoctorReport, settings: Settings) -> None:
         store = cold_store(settings)
         if store is not None:
             store.check(writable=False)
-    except ConfigError as exc:
+    except (ConfigError, TransientError) as exc:  # a storage that did not answer: a fail line too
         report.add("cold tier", "fail", str(exc))
         return
     if store is not None:

@@ -155,7 +155,7 @@ def find_orders(
         report.add(Place("source", document))
     for document in read(collections.archive, selection.archive_filter(), collections.archive_side):
         report.add(Place("archive", document))
-    store = cold_store(settings)
+    store = cold_store(settings, run)
     if store is not None:
         query = ColdQuery(selection.numeros, selection.order_id, selection.client_id)
         for url, document in find_in_cold(store, query):

@@ -240,7 +240,7 @@ def _in_the_cold_tier(
 ) -> ColdErasure | None:
     """Their orders in the cold tier, counted, and with ``run`` erased (each file holding some
     rewritten); None without a cold tier."""
-    store = cold_store(settings)
+    store = cold_store(settings, context)
     if store is None:
         return None
     query = (

@@ -501,7 +501,7 @@ def _cold_tier(
     rest still reported) or a file it published is gone (its orders in no place). One list
     read and one listing of the place, which the summary and the lost files both read."""
     try:
-        store = cold_store(settings)
+        store = cold_store(settings, context)
         if store is None:
             return
         manifest = ColdManifest(store, checkpoints, context)

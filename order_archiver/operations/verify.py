@@ -216,7 +216,7 @@ def _reconcile(
     check.delivered_orders(date_from, date_to, Progress("verifying", mode=progress))
     check.archive_documents(date_from, date_to)
     check.erasures(date_from, date_to)
-    store = cold_store(settings)
+    store = cold_store(settings, context)
     if store is not None:  # the whole cold tier, whatever the window: each order in one place
         store.check(writable=False)  # a place that is not there: exit 2, named (not "0 files")
         on_archive = context.on(collections.archive_side)
