@@ -9,6 +9,7 @@ everything else fails fast with a clear message.
 from __future__ import annotations
 
 import errno
+import traceback
 from enum import IntEnum
 from typing import Literal
 
@@ -215,8 +216,10 @@ def storage_fault(exc: BaseException) -> StorageFault | None:
     """What a cold-tier error says of the storage, or None when it is no storage fault (a file's
     bytes that do not read as Parquet): ``transient`` (retry), ``denied`` (credentials, a bucket
     policy, a folder's permissions), ``no_bucket`` (404 NoSuchBucket: a wrong bucket, endpoint
-    or region), ``failed`` (any other answer of the storage). Never "not found" nor "damaged"."""
-    if not isinstance(exc, OSError):
+    or region), ``failed`` (any other answer of the storage). Never "not found" nor "damaged".
+    An ``OSError`` raised elsewhere (a full disk under ``--metrics-file``, the token file) is no
+    fault of the cold tier's storage: None, and it is said as it is."""
+    if not isinstance(exc, OSError) or not _raised_in_cold_tier(exc):
         return None
     text = str(exc)
     if "AWS Error" in text:
@@ -232,6 +235,15 @@ def storage_fault(exc: BaseException) -> StorageFault | None:
     return "transient" if exc.errno in LOCAL_TRANSIENT else "failed"
 
 
+def _raised_in_cold_tier(exc: BaseException) -> bool:
+    """An S3 error (only the cold tier speaks to S3), or one raised in the cold tier's code."""
+    if "AWS Error" in str(exc):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
+    return any(COLD_TIER_CODE in frame.filename.replace("\\", "/") for frame in frames)
+
+
+COLD_TIER_CODE = "order_archiver/cold/"  # where the cold tier's storage is called from
 STORAGE_FIXES = {
     "transient": "the storage did not answer after retries (S3 SlowDown/500/503, a timeout or a "
     "reset connection); nothing is lost, run the command again",

@@ -433,3 +433,24 @@ def test_a_quiet_getmore_returns_within_the_stop_grace():
     from order_archiver.settings import MAX_WATCH_AWAIT_MS
 
     assert MAX_WATCH_AWAIT_MS / 1000 <= STOP_GRACE_S / 2
+
+
+def test_a_local_file_error_is_not_said_to_be_the_cold_tiers(tmp_path, monkeypatch, capsys):
+    """The cold tier's storage errors (an ``OSError`` of pyarrow's) are named as the cold tier's
+    with what to fix (errors.storage_fault). An ``OSError`` of anything else, here the disk full
+    while ``--metrics-file`` is written after the run, is not the cold tier's: saying "cold tier
+    (ARCHIVE_COLD_URL): the storage refused the request" sent the user to the wrong setting."""
+    import errno
+
+    from order_archiver.reporting import metrics
+
+    def disk_full(path, content):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(metrics, "write_textfile", disk_full)
+    code = main(["batch", "--simulation", "--run", "--metrics-file", str(tmp_path / "m.prom")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "cold tier" not in err
+    assert "ARCHIVE_COLD_URL" not in err
+    assert "No space left on device" in err
