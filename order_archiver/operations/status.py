@@ -85,6 +85,9 @@ class WatcherStatus(TypedDict, total=False):
     namespace: str | None
     leader: Leader | None  # the mongo store only
     heartbeat_age_s: float | None
+    # In its catch-up (its token is where its stream starts: saved before the catch-up, and
+    # again while it lasts): the orders delivered before it started are still being archived.
+    catching_up: bool
 
 
 class BatchStatus(TypedDict):
@@ -191,9 +194,11 @@ class StatusReport:
             lead_text = f", leader {leader['owner']} (term {leader['term']})" if leader else ""
             stopped = watcher.get("stopped_at")
             stop_text = f", stopped cleanly at {iso(stopped)}" if isinstance(stopped, datetime) else ""
+            busy = ", catching up (archiving the orders delivered before it started)"
+            busy_text = busy if watcher.get("catching_up") else ""
             out.append(
                 f"watcher {watcher['name']} ({watcher['store']}): token saved {saved_text}, "
-                f"last event {last_text}{lead_text}{stop_text}"
+                f"last event {last_text}{busy_text}{lead_text}{stop_text}"
             )
         if not self.watchers:
             # A watcher waiting for the archive's unique index has saved nothing yet.
@@ -632,6 +637,7 @@ def _watcher(name: str, store: str, record: Mapping[str, object], leader: Leader
         last_event_at=moment_or_none(record.get("last_event_at")),
         stopped_at=moment_or_none(record.get("stopped_at")),
         namespace=text_or_none(record.get("namespace")),
+        catching_up=record.get("catching_up") is True,
     )
     if store == "mongo":
         status["leader"] = leader

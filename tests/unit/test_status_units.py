@@ -21,6 +21,25 @@ def test_each_watcher_shows_its_own_lease_leader(mongo, settings, tmp_path):
     assert any(line.endswith("leader host:42:ab (term 3)") for line in report.lines())
 
 
+def test_a_watcher_in_its_catch_up_is_said_to_be_catching_up(mongo, settings, tmp_path):
+    """A watcher saves where its stream starts before its catch-up, marked ``catching_up`` (a
+    successor resumes from it and catches up again), and again while it lasts (its heartbeat):
+    ``status`` said "token saved 1m ago, last event none yet", as for a quiet stream, though
+    hours of catch-up may remain."""
+    settings = settings.with_overrides(resume_token_file=str(tmp_path / "none.json"))
+    checkpoints = Collections.of(mongo, settings).checkpoints
+    for name, catching_up in (("busy", True), ("live", False)):
+        checkpoints.insert_one(
+            {"_id": f"watch:{name}", "kind": "watch", "saved_at": NOW, "catching_up": catching_up}
+        )
+    report = collect_status(mongo, settings, now=NOW)
+    assert {w["name"]: w.get("catching_up") for w in report.watchers} == {"busy": True, "live": False}
+    lines = [line for line in report.lines() if line.startswith("watcher ")]
+    assert [line for line in lines if "catching up" in line] == [
+        next(line for line in lines if line.startswith("watcher busy "))
+    ]
+
+
 def test_an_order_placed_days_ago_and_delivered_late_is_backlog(mongo, settings):
     """Its order date is out of the lookback; its delivery stamp (synced late) is in it: two
     hours unarchived is not healthy."""
