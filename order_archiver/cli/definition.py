@@ -463,7 +463,8 @@ COMMANDS: dict[str, Command] = {
         "source, archive documents without a source. Exit 0 consistent, 3 not.",
         """  python main.py verify --date-from 7d
   python main.py verify --repair                 then archive what is missing""",
-        ("date-from", "date-to", "repair", "json"),
+        ("date-from", "date-to", "repair", "max-runtime", "stop-file", "max-rate", "max-lag", "json"),
+        helps={name: f"--repair: {text}" for name, text in LIMITS_HELPS.items()},
     ),
     "rejects": Command(
         "list the rejected orders (invalid: never archived until fixed at the source)",
@@ -493,11 +494,12 @@ COMMANDS: dict[str, Command] = {
         """  python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6          what would be erased
   python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6 --run    erase it
   python main.py forget --courier 6553f1c2a9e4b1d2c3f4a5c7 --run   a courier's name""",
-        ("client|courier", "run|dry-run", "json"),
+        ("client|courier", "run|dry-run", "max-runtime", "stop-file", "max-rate", "max-lag", "json"),
         required=("client|courier",),
         helps={
             "run": "erase the person's data and remember them (default: dry run)",
             "dry-run": "report what would be erased; write nothing",
+            **LIMITS_HELPS,
         },
     ),
     "restore": Command(

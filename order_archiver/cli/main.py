@@ -413,9 +413,11 @@ def cmd_verify(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.reporting.progress import progress_mode
 
     check_window(args.date_from, args.date_to)
-    options = VerifyOptions(args.date_from, args.date_to, args.repair, progress_mode(args.quiet or args.json))
+    progress = progress_mode(args.quiet or args.json)
 
     def run(clients: Clients, settings: Settings) -> VerifyReport:
+        limits = _command_limits(args, settings)  # the repair's
+        options = VerifyOptions(args.date_from, args.date_to, args.repair, progress, limits)
         return verify(clients.source, settings, options, context=context, archive_client=clients.archive)
 
     return _reported(args, context, run, ok=lambda r: r.consistent, otherwise=ExitCode.INCONSISTENT)
@@ -467,7 +469,13 @@ def cmd_forget(args: argparse.Namespace, context: RunContext) -> int:
         args,
         context,
         lambda c, s: forget_person(
-            c.source, s, person, run=args.run, context=context, archive_client=c.archive
+            c.source,
+            s,
+            person,
+            run=args.run,
+            context=context,
+            archive_client=c.archive,
+            limits=_command_limits(args, s),
         ),
         ok=lambda r: r.complete,
     )

@@ -248,13 +248,93 @@ def test_a_restore_ends_at_a_chunk_boundary_on_its_stop_file_and_the_next_one_go
     assert orders.count_documents({"_id": {"$in": old_archive}}) == len(old_archive)
 
 
-def test_restore_takes_the_four_limits_and_refuses_what_cannot_work(capsys, tmp_path, monkeypatch):
-    """The same flags as batch, checked the same way before anything is read."""
+def test_verify_repair_is_a_batch_run_under_the_four_limits(mongo, old_archive, monkeypatch, tmp_path):
+    """verify --repair archives what is missing through the batch path: a whole backfill when the
+    archive was restored from an old backup. Before: it took none of the limits (not even
+    BATCH_MAX_RATE/BATCH_MAX_LAG, which the watcher's catch-up honours). Now a stop file ends the
+    repair at a chunk boundary; the report says why and what it archived, and is not checked
+    again (the figures from before it); verify --repair again goes on."""
+    from order_archiver.batch.throttle import CommandLimits
+    from order_archiver.operations.verify import VerifyOptions, verify
+
+    archive = archive_of(mongo)
+    archive.delete_many({"_id": {"$in": old_archive}})  # lost (an archive restored from an old backup)
+    stop = tmp_path / "stop"
+    calls = touched_after_first(monkeypatch, BatchArchiver, "write_chunk", stop)
+    options = VerifyOptions(repair=True, limits=CommandLimits(stop_file=str(stop)))
+    monkeypatch.setattr(BatchOptions, "__init__", _small_chunks(BatchOptions.__init__))
+    stopped = verify(mongo, BASE, options)
+    assert len(calls) == 1
+    assert stopped.ended == "stop_file"
+    assert 0 < stopped.repaired < stopped.missing_before_repair
+    assert "the repair ended on its stop file (--stop-file): not checked again" in stopped.lines()[0]
+    assert json.loads(json.dumps(stopped.as_dict(), default=str))["ended"] == "stop_file"
+    stop.unlink()
+    monkeypatch.undo()
+    after = verify(mongo, BASE, VerifyOptions(repair=True))
+    assert (after.ended, after.missing, after.consistent) == ("completed", 0, True)
+
+
+def _small_chunks(init: Any) -> Any:
+    """BatchOptions with chunks of 20 (the repair's run takes BATCH_SIZE's default, 100)."""
+
+    def with_small_chunks(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["batch_size"] = 20
+        init(self, *args, **kwargs)
+
+    return with_small_chunks
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["restore", "--numero", "CMD-1"],
+        ["verify", "--repair"],
+        ["forget", "--client", "6553f1c2a9e4b1d2c3f4a5b6"],
+    ],
+)
+def test_the_limits_that_cannot_work_are_refused_on_each_command(command, capsys, tmp_path, monkeypatch):
+    """restore and verify --repair take batch's four flags, refused the same way before anything is read."""
     monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:9/")  # never reached: refused before
-    code = main(["restore", "--numero", "CMD-1", "--stop-file", str(tmp_path / "nowhere" / "stop")])
-    assert code == 2
+    assert main([*command, "--stop-file", str(tmp_path / "nowhere" / "stop")]) == 2
     assert "the folder" in capsys.readouterr().err
     for flag, value in (("--max-rate", "0"), ("--max-lag", "0s"), ("--max-runtime", "0s")):
         with pytest.raises(SystemExit) as refused:
-            main(["restore", "--numero", "CMD-1", flag, value])
+            main([*command, flag, value])
         assert refused.value.code == 2
+
+
+def test_forget_ends_at_a_chunk_boundary_the_person_recorded_and_the_next_forget_erases_the_rest(
+    mongo, old_archive, monkeypatch, tmp_path
+):
+    """A courier of years holds tens of thousands of archived orders: forget's updates of the
+    archive meet the limits a chunk at a time. A stop file ends it before the next chunk (exit 0,
+    ended said); the person is recorded already (no later write brings their data back) and
+    forget again erases the rest."""
+    from order_archiver.batch.throttle import CommandLimits
+    from order_archiver.operations.forget import Person, forget_person
+
+    archive = archive_of(mongo)
+    couriers = archive.aggregate([{"$group": {"_id": "$livreur.id", "n": {"$sum": 1}}}, {"$sort": {"n": -1}}])
+    busiest = next(c for c in couriers if c["_id"] is not None)
+    assert busiest["n"] > 5
+    monkeypatch.setattr(erasure, "CHUNK", 5)
+    stop = tmp_path / "stop"
+    calls = touched_after_first(monkeypatch, ArchiveWriter, "erase", stop)
+    person = Person.of("livreur", str(busiest["_id"]))
+    limits = CommandLimits(stop_file=str(stop))
+    forgotten = mongo[BASE.archive_db_name][BASE.forgotten_collection]
+    recorded = forgotten.count_documents({})
+    first = forget_person(mongo, BASE, person, run=True, limits=limits)
+    assert len(calls) == 1
+    assert first.limits.ended == "stop_file"
+    assert first.complete  # exit 0
+    assert any("forget ended on its stop file (--stop-file)" in line for line in first.lines())
+    named = {"livreur.id": busiest["_id"], "livreur.nom": {"$ne": None}}
+    assert archive.count_documents(named) == busiest["n"] - 5
+    assert forgotten.count_documents({}) == recorded + 1  # recorded before the erasure began
+    stop.unlink()
+    monkeypatch.undo()
+    second = forget_person(mongo, BASE, person, run=True, limits=limits)
+    assert second.limits.ended == "completed"
+    assert archive.count_documents(named) == 0
