@@ -228,7 +228,8 @@ def forget_person(
         # After the record: a move to the cold tier that starts now writes their orders erased.
         # Not after a limit ended the erasure: the cold tier's is the next forget's.
         cold_run = run and report.found and report.limits.ended is None
-        report.cold = _in_the_cold_tier(collections, settings, person, erasure, cold_run, on_archive)
+        with throttle.until_a_limit(report.limits):  # a move's deletes it settles first meet them
+            report.cold = _in_the_cold_tier(collections, settings, person, erasure, cold_run, on_archive)
     report.limits.settle(on_archive.stopped)
     log.info(
         "forget: %s %s: %s, %d %s",
