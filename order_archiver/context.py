@@ -1,7 +1,8 @@
 """One run's context: what every part of a command's run shares, handed down as one object
 instead of one argument at a time: the stop (set by SIGTERM, SIGINT or ``--stop-file``: every
 wait is ``context.stop.wait(t)``, every retry ends on it), the clock (UTC; a test hands a fixed
-one), and the deployment a part works on (with ARCHIVE_MONGODB_URI, its errors name it).
+one), the deployment a part works on (with ARCHIVE_MONGODB_URI, its errors name it), and the
+run's limits at each chunk boundary of its bulk writes (``gate``).
 
 The command line makes one (``cli/main.py``); a job hands each part the run ``on`` its side.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from order_archiver.retry import Purpose, Retry, named_side, retrying
 
@@ -24,6 +25,44 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class ChunkGate(Protocol):
+    """#34's limits at the chunk boundaries of a bulk write or delete that is not the pass's
+    (``batch/throttle.py``'s ``Throttle`` is the one): ``before`` each chunk, the run's limits
+    (``--max-runtime``, ``--stop-file``: it raises the run's clean end, ``LimitReached``) then
+    ``--max-lag``'s hold; ``after`` it, ``--max-rate``'s pacing of its ``orders``."""
+
+    def before(self) -> None: ...
+
+    def after(self, orders: int) -> None: ...
+
+    def ended(self) -> bool:
+        """A limit of the run has come (a wait that is no chunk's, an index build's, ends there)."""
+        ...
+
+    def check(self) -> None:
+        """The run's limits alone, no hold: raise the run's clean end when one has come."""
+        ...
+
+
+class NoLimits:
+    """A run without limits: every chunk goes at once."""
+
+    def before(self) -> None:
+        return None
+
+    def after(self, orders: int) -> None:
+        return None
+
+    def ended(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        return None
+
+
+UNLIMITED = NoLimits()
+
+
 @dataclass(frozen=True)
 class RunContext:
     """The stop, the clock and the side of one command's run (see the module)."""
@@ -31,6 +70,10 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], datetime] = utc_now
     side: str = ""  # retry.SOURCE_SIDE or ARCHIVE_SIDE with two deployments; "" with one
+    # Every bulk write or delete outside a batch pass (the purge's, the retentions', the cold
+    # tier's move, the rejects list's prune, restore's, forget's, verify --repair's) goes
+    # through it a chunk at a time: the run's limits (#34), or none.
+    gate: ChunkGate = UNLIMITED
 
     def on(self, side: str) -> RunContext:
         """The same run context, working on ``side`` (``""``: errors name no deployment)."""

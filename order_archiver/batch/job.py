@@ -15,6 +15,7 @@ document is confirmed present.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -24,6 +25,7 @@ from pymongo import MongoClient
 
 from order_archiver.batch.counting import DeliveredCount
 from order_archiver.batch.dry_run import DryRun
+from order_archiver.batch.limits import LimitReached
 from order_archiver.batch.partition import ShareLease, batch_checkpoint_key
 from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.preflight import check_source, say_what_no_run_archives
@@ -125,10 +127,14 @@ class BatchArchiver:
     ) -> None:
         self.settings = settings
         self.options = options
-        self.context = context = context or RunContext()
+        self.report = BatchReport(dry_run=not options.run, name=options.name)
+        self.deployments = (client, archive_client)  # checked at start (deployment.check_deployments)
+        context = context or RunContext()
+        self.throttle = Throttle.of(options, self.deployments, context.stop, self.report)  # #34's limits
+        # Every bulk write or delete of the run outside its pass meets them a chunk at a time
+        self.context = context = dataclasses.replace(context, gate=self.throttle)
         collections = Collections.of(client, settings, archive_client)
         on_archive = context.on(collections.archive_side)
-        self.deployments = (client, archive_client)  # checked at start (deployment.check_deployments)
         self.orders, self.orders_primary = collections.orders, collections.orders_primary
         self.archive = collections.archive
         self.checkpoint = BatchCheckpoint(
@@ -145,7 +151,6 @@ class BatchArchiver:
         self.writer = ArchiveWriter.of(collections, settings, context)
         self.rejects = RejectStore(collections.rejects, on_archive)
         self.source_side = collections.source_side
-        self.report = BatchReport(dry_run=not options.run, name=options.name)
         self.source = OrderSource(
             self.orders,
             collections.names,
@@ -155,7 +160,6 @@ class BatchArchiver:
             archived_ids=self.writer.existing_ids,
             exclude_archived_in=self.archive.name if collections.same_database else None,
         )
-        self.throttle = Throttle.of(options, self.deployments, context.stop, self.report)  # #34's limits
         self.reader = ChunkReader(
             self.source,
             self.report,
@@ -174,7 +178,7 @@ class BatchArchiver:
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         maintain = options.maintain
         self.lifecycle = ArchiveLifecycle(self.archive, settings, archive_clock, on_archive, maintain)
-        self.index_step = IndexStep.of(self.orders, self.archive, settings, context.stop, maintain)
+        self.index_step = IndexStep.of(self.orders, self.archive, settings, context, maintain)
         self.progress: Progress | None = None
         self._last_written_id: Any = None
         self.source_exists = True  # see _run
@@ -201,15 +205,10 @@ class BatchArchiver:
 
     # -- purge
 
-    def purge(self) -> None:
-        """``--purge-source``, after a complete pass (``purge.SourcePurge``)."""
-        with self.throttle.until_a_limit(self.report):  # the next run purges the rest
-            self.source_purge().run(self.report.add_purge)
-
     def source_purge(self) -> SourcePurge:
         parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.context.stop)
         witness = (self.settings, self.orders_primary, self.checkpoint.collection, self.context)
-        throttle = (self.throttle.purge_pace, self.throttle.before_deletes)  # --max-rate, limits, --max-lag
+        throttle = (self.throttle.purge_pace, self.throttle.before)  # --max-rate, limits, --max-lag
         return SourcePurge.of_run(
             self.source, self.orders_primary, *parts, *throttle, cold_holding(*witness, self.server_clock)
         )
@@ -294,7 +293,11 @@ class BatchArchiver:
             self._run_dry()
 
     def _run_archive(self) -> None:
-        self.ensure_indexes()
+        try:
+            self.ensure_indexes()
+        except LimitReached as reached:  # during the wait for the builds (#34): a clean end
+            self.report.ended = reached.limit
+            return  # the builds left running on the server (said pending); nothing written
         after_id = self.current.last_id
         if after_id is not None:
             self.report.resumed_from = str(after_id)
@@ -339,10 +342,16 @@ class BatchArchiver:
         elif self._last_written_id is not None:
             # Cut short by --limit: the next run goes on with this pass after its last _id.
             self.checkpoint.save(with_progress(self.state, self.current, self._last_written_id))
-        self.rejections.prune(
-            self.orders_primary, self.archive, status_match(self.settings.delivered_status), self.context.stop
-        )
-        if self.options.purge_source:
-            self.purge()
-        self.lifecycle.apply(self.report)  # ARCHIVE_PII_RETENTION
+        # What follows the pass writes and deletes in chunks too, each meeting the run's limits
+        # (``context.gate``); one that ends it ends what follows as well: the next run does the rest.
+        with self.throttle.until_a_limit(self.report):
+            self.rejections.prune(
+                self.orders_primary,
+                self.archive,
+                status_match(self.settings.delivered_status),
+                self.context.stop,
+            )
+            if self.options.purge_source:
+                self.source_purge().run(self.report.add_purge)  # purge.SourcePurge
+            self.lifecycle.apply(self.report)  # ARCHIVE_RETENTION's undated orders, ARCHIVE_PII_RETENTION
         export_samples(self.report, self.options)

@@ -22,6 +22,7 @@ from typing import Literal
 LOOK_S = 1.0  # how often a wait looks for the stop file
 
 Limit = Literal["max_runtime", "stop_file"]
+Ended = Literal["completed", "max_runtime", "stop_file", "signal", "error"]  # why a run ended (#34)
 
 
 class LimitReached(Exception):  # not an error: a clean end, exit 0

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from bson import json_util
 
+from order_archiver.batch.limits import Ended
 from order_archiver.cold.move import ColdMoveReport
 from order_archiver.logs import plural
 from order_archiver.mongodb.retention import DONE
@@ -89,7 +90,7 @@ class BatchReport:
     completed: bool = False
     # Why the run ended: completed, max_runtime, stop_file (a clean end at a chunk boundary: the
     # next run goes on from there), signal, error.
-    ended: Literal["completed", "max_runtime", "stop_file", "signal", "error"] | None = None
+    ended: Ended | None = None
     delivered: int | None = None  # delivered orders the pass selected when the run started
     # The orders of the pass this run went through: archived + already_archived (examined, or
     # skipped by the read as archived) + revised + rejected, in every kind of pass.

@@ -369,6 +369,18 @@ class Command:
     helps: Mapping[str, str] = field(default_factory=dict)  # a flag's help where its meaning here differs
 
 
+# The four limits of #34 on a command that writes in bulk besides batch (restore, forget, verify
+# --repair): the same flags, the same meaning, over the same settings.
+LIMITS_HELPS = {
+    "max-rate": "at most N orders a second written (BATCH_MAX_RATE), on average over a few seconds",
+    "max-lag": "before each chunk written, wait while a secondary of the source or the archive is "
+    "more than D behind its primary (BATCH_MAX_LAG; needs replSetGetStatus, or a warning and no wait)",
+    "max-runtime": "end cleanly at the next chunk once it has run this long (e.g. 2h); run it again "
+    "to do the rest (exit 0)",
+    "stop-file": "end cleanly at the next chunk once this file exists (checked between chunks); run "
+    "it again to do the rest (exit 0)",
+}
+
 COMMANDS: dict[str, Command] = {
     "doctor": Command(
         "check the server and the user before anything runs (exit 3 when not ready)",
@@ -451,7 +463,8 @@ COMMANDS: dict[str, Command] = {
         "source, archive documents without a source. Exit 0 consistent, 3 not.",
         """  python main.py verify --date-from 7d
   python main.py verify --repair                 then archive what is missing""",
-        ("date-from", "date-to", "repair", "json"),
+        ("date-from", "date-to", "repair", "max-runtime", "stop-file", "max-rate", "max-lag", "json"),
+        helps={name: f"--repair: {text}" for name, text in LIMITS_HELPS.items()},
     ),
     "rejects": Command(
         "list the rejected orders (invalid: never archived until fixed at the source)",
@@ -481,11 +494,12 @@ COMMANDS: dict[str, Command] = {
         """  python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6          what would be erased
   python main.py forget --client 6553f1c2a9e4b1d2c3f4a5b6 --run    erase it
   python main.py forget --courier 6553f1c2a9e4b1d2c3f4a5c7 --run   a courier's name""",
-        ("client|courier", "run|dry-run", "json"),
+        ("client|courier", "run|dry-run", "max-runtime", "stop-file", "max-rate", "max-lag", "json"),
         required=("client|courier",),
         helps={
             "run": "erase the person's data and remember them (default: dry run)",
             "dry-run": "report what would be erased; write nothing",
+            **LIMITS_HELPS,
         },
     ),
     "restore": Command(
@@ -498,11 +512,25 @@ COMMANDS: dict[str, Command] = {
         """  python main.py restore --numero CMD-000042                 what would be restored
   python main.py restore --numero CMD-000042 --numero CMD-000043 --run
   python main.py restore --client 6553f1c2a9e4b1d2c3f4a5b6 --date-from 2026-11-01 --run""",
-        ("numero", "id", "client", "date-from", "date-to", "run|dry-run", "yes", "json"),
+        (
+            "numero",
+            "id",
+            "client",
+            "date-from",
+            "date-to",
+            "run|dry-run",
+            "yes",
+            "max-runtime",
+            "stop-file",
+            "max-rate",
+            "max-lag",
+            "json",
+        ),
         helps={
             "run": "write the orders back into the source collection (default: dry run)",
             "dry-run": "report what would be restored; write nothing",
             "client": "the client's _id (24 hexadecimal digits): their archived orders",
+            **LIMITS_HELPS,
         },
     ),
     "find": Command(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from order_archiver.retry import Retry
 from order_archiver.settings import Settings, check_log_dir, check_output_paths, load_settings
 
 if TYPE_CHECKING:
+    from order_archiver.batch.throttle import CommandLimits
     from order_archiver.mongodb.connection import Clients
 
 R = TypeVar("R", bound="Report")
@@ -273,7 +275,12 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
             # run says what --run does: a share's says nothing of a move.
             moves = options.partition is None
             if moves and options.run and report.completed:
-                report.cold = move_to_cold(clients.source, settings, context, clients.archive)
+                # Its writes and deletes meet the run's limits too (archiver.context.gate): one
+                # that ends the move ends the run there, cleanly; the next run goes on with it.
+                with archiver.throttle.until_a_limit(report):
+                    moving = functools.partial(setattr, report, "cold")
+                    move_to_cold(clients.source, settings, archiver.context, clients.archive, moving)
+                report.completed = report.ended == "completed"
             elif moves and not options.run:
                 report.cold = would_move(clients.source, settings, context, clients.archive)
             succeeded = True
@@ -406,9 +413,11 @@ def cmd_verify(args: argparse.Namespace, context: RunContext) -> int:
     from order_archiver.reporting.progress import progress_mode
 
     check_window(args.date_from, args.date_to)
-    options = VerifyOptions(args.date_from, args.date_to, args.repair, progress_mode(args.quiet or args.json))
+    progress = progress_mode(args.quiet or args.json)
 
     def run(clients: Clients, settings: Settings) -> VerifyReport:
+        limits = _command_limits(args, settings)  # the repair's
+        options = VerifyOptions(args.date_from, args.date_to, args.repair, progress, limits)
         return verify(clients.source, settings, options, context=context, archive_client=clients.archive)
 
     return _reported(args, context, run, ok=lambda r: r.consistent, otherwise=ExitCode.INCONSISTENT)
@@ -460,7 +469,13 @@ def cmd_forget(args: argparse.Namespace, context: RunContext) -> int:
         args,
         context,
         lambda c, s: forget_person(
-            c.source, s, person, run=args.run, context=context, archive_client=c.archive
+            c.source,
+            s,
+            person,
+            run=args.run,
+            context=context,
+            archive_client=c.archive,
+            limits=_command_limits(args, s),
         ),
         ok=lambda r: r.complete,
     )
@@ -490,8 +505,22 @@ def cmd_restore(args: argparse.Namespace, context: RunContext) -> int:
             context=context,
             archive_client=c.archive,
             confirmed=args.yes,
+            limits=_command_limits(args, s),
         ),
         ok=lambda r: r.complete,
+    )
+
+
+def _command_limits(args: argparse.Namespace, settings: Settings) -> CommandLimits:
+    """#34's four limits of a command that writes in bulk besides batch: its flags, over the
+    settings BATCH_MAX_RATE and BATCH_MAX_LAG (a deployment's limits hold for every writer)."""
+    from order_archiver.batch.throttle import CommandLimits
+
+    return CommandLimits(
+        max_runtime=args.max_runtime,
+        stop_file=args.stop_file,  # checked with the settings (_stop_file_warnings)
+        max_rate=args.max_rate or settings.batch_max_rate,
+        max_lag=args.max_lag or settings.batch_max_lag,
     )
 
 

@@ -15,6 +15,10 @@ For each delivery month with archived orders delivered before ``now - ARCHIVE_CO
    the journal says so ("deleted"), then the file loses what it must (``ColdRewrite``);
 6. the journal entry is removed.
 
+Each file and each chunk of deletes meets the run's limits (``context.gate``, #34): a limit ends
+the move before a file, or between two chunks of deletes as a crash would, its journal entry left
+for the next run; ``--max-lag`` holds each chunk, ``--max-rate`` paces it.
+
 A crash anywhere leaves a journal entry, which the next run settles first: before step 4 the
 partial file is removed (the orders are still in the archive); after it, a complete file's
 orders are deleted from the archive (steps 5-6 again). A partial file is never read, a file is
@@ -354,6 +358,9 @@ class ColdMove:
     def _move_part(self, month: Month) -> bool:
         """One file of the month moved; whether it was full (the month may hold more)."""
         for _ in range(MONTH_ATTEMPTS):
+            # A chunk boundary (#34): nothing in flight; the run's limits end the move here
+            # (the next run goes on with this month), and --max-lag holds the next file's deletes.
+            self.context.gate.before()
             partial, final = self.store.new_file(month)
             self.store.prepare(month)
             key = f"{JOURNAL_KIND}:{final}"
@@ -455,9 +462,13 @@ class ColdMove:
         for batch in batches(self.store, path, ["document"]):
             for texts in chunked(batch["document"], DELETE_CHUNK):
                 held = [document_of(text) for text in texts if text is not None]
+                # The run's limits (#34) before each chunk of deletes: one that ends the run
+                # here leaves the journal entry (published), which the next run settles first.
+                self.context.gate.before()
                 left.add_forgotten(held, self.respect(held))
                 deletes = [DeleteOne(_as_moved(d)) for d in held]
                 result = self._write(functools.partial(self.archive.bulk_write, deletes, ordered=False))
+                self.context.gate.after(len(deletes))  # --max-rate
                 self.report.moved += result.deleted_count
                 if result.deleted_count < len(deletes):
                     left.stale |= self._still_archived([d["_id"] for d in held])

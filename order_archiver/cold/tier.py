@@ -97,10 +97,13 @@ def move_to_cold(
     settings: Settings,
     context: RunContext,
     archive_client: MongoClient[Document] | None = None,
+    moving: Callable[[ColdMoveReport], object] = lambda _: None,
 ) -> ColdMoveReport | None:
     """The archived orders delivered before ``now - ARCHIVE_COLD_AFTER`` (the archive's
     server clock) moved to the cold tier; None without one. With ARCHIVE_RETENTION, the months
-    wholly past it removed; with ARCHIVE_PII_RETENTION, the orders past it erased."""
+    wholly past it removed; with ARCHIVE_PII_RETENTION, the orders past it erased. ``moving``
+    is handed the move's report before it starts: a move a limit of the run ends (#34:
+    ``context.gate`` raises) has said what it did."""
     store = cold_store(settings, context)
     if store is None or settings.archive_cold_after is None:
         return None
@@ -116,9 +119,8 @@ def move_to_cold(
             return ColdMoveReport(skipped=True)
         try:
             cutoff_age = settings.archive_cold_after
-            moved = _moved(
-                client, settings, collections, on_archive, store, lease, cutoff_age, archive_client
-            )
+            parts = (store, lease, cutoff_age, archive_client, moving)
+            moved = _moved(client, settings, collections, on_archive, *parts)
             if not moved.anything:  # every run: the summary says nothing of it
                 log.info(_NOTHING_DUE, cutoff_age)
             return moved
@@ -184,6 +186,7 @@ def _moved(
     lease: Lease,
     cutoff_age: Duration,
     archive_client: MongoClient[Document] | None,
+    moving: Callable[[ColdMoveReport], object],
 ) -> ColdMoveReport:
     now = on_archive.retrying(lambda: server_time(archive_client or client))
     # Recorded before any file is published or any order deleted: from here on, no path
@@ -193,6 +196,7 @@ def _moved(
     move = _cold_move(collections, settings, store, on_archive, now - cutoff_age)
     move.expire_before = now - retention if retention is not None else None
     move.fence = lease.check
+    moving(move.report)
     report = move.run()
     if settings.archive_pii_retention is not None:
         fields = settings.pii_policy.fields

@@ -6,14 +6,15 @@
 read (its ``source_hash`` in the filter): a document replaced meanwhile (a correction archived
 again) is left to the writer, which erases a forgotten person's orders itself. Every update is
 idempotent and may be retried whole; a walk cut by a transient error starts again; a stop ends
-it between chunks.
+it between chunks, and each chunk meets the run's limits (``context.gate``: #34's rate, lag,
+time and stop file; a limit ends the walk before a chunk, the next run erases the rest).
 
 An erasure is a state, not a one-off update: ``forget`` records the person first
 (``forgotten.ForgottenPersons``), and every write of the archive respects the record."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from bson import ObjectId
@@ -36,8 +37,10 @@ def erase_personal_data(
     erasure: Erasure,
     *,
     context: RunContext,
+    counted: Callable[[int], None] = lambda _: None,
 ) -> int:
-    """Erase the documents of ``selection`` (``erasure``); how many were changed."""
+    """Erase the documents of ``selection`` (``erasure``); how many were changed (and each
+    chunk's to ``counted``, as it is erased: a walk a limit ends has said what it did)."""
     changed = 0
     writer = ArchiveWriter(archive, context)
 
@@ -45,7 +48,11 @@ def erase_personal_data(
         nonlocal changed
         with archive.find(selection, batch_size=CHUNK) as cursor:
             for chunk in chunked(cursor, CHUNK):
-                changed += writer.erase(chunk, lambda _: erasure)
+                context.gate.before()  # the run's limits (#34): a chunk boundary, --max-lag's hold
+                erased = writer.erase(chunk, lambda _: erasure)
+                changed += erased
+                counted(erased)
+                context.gate.after(len(chunk))  # --max-rate
                 if context.stopped:
                     return
 
@@ -104,8 +111,10 @@ def upgrade_erasures(
         nonlocal changed
         with archive.find(erased, batch_size=CHUNK) as cursor:
             for chunk in chunked(cursor, CHUNK):
+                context.gate.before()  # the run's limits (#34): a chunk boundary, --max-lag's hold
                 _record_clients(record, chunk, now)
                 changed += writer.erase(chunk, erasure_of)
+                context.gate.after(len(chunk))  # --max-rate
                 if context.stopped:
                     return
 

@@ -37,6 +37,7 @@ import pymongo
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import OperationFailure
 
+from order_archiver.context import UNLIMITED, ChunkGate, RunContext
 from order_archiver.documents import mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.logs import get_logger
@@ -315,11 +316,18 @@ class IndexBuild:
         return wanted.status("missing", shared_key(error) or problem)
 
 
-def wait_for(builds: list[IndexBuild], seconds: float, stop_event: threading.Event | None) -> None:
-    """Until every build is done, ``seconds`` have passed or the run is stopped."""
+def wait_for(
+    builds: list[IndexBuild],
+    seconds: float,
+    stop_event: threading.Event | None,
+    ended: Callable[[], bool] = lambda: False,
+) -> None:
+    """Until every build is done, ``seconds`` have passed, the run is stopped or a limit of the
+    run has come (``ended``: --max-runtime, --stop-file, #34; INDEX_BUILD_WAIT_S may be longer
+    than the run's time); a build not done is left running on the server, pending."""
     deadline = time.monotonic() + seconds
     stop = stop_event or threading.Event()
-    while not all(b.done.is_set() for b in builds) and not stop.is_set():
+    while not all(b.done.is_set() for b in builds) and not stop.is_set() and not ended():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
@@ -332,6 +340,7 @@ def build_indexes(
     wait_s: float,
     stop_event: threading.Event | None,
     options_of: Callable[[MongoCollection], dict[str, object]] | None = None,
+    ended: Callable[[], bool] = lambda: False,
 ) -> list[IndexStatus]:
     """The step: start one build per collection of the indexes that are neither ready nor being
     built, wait for them at most ``wait_s``; what is still running is left pending on the server."""
@@ -350,7 +359,7 @@ def build_indexes(
         if client not in command_of:
             command_of[client] = options_of(group[0].collection)
         builds.append(IndexBuild(group, command_of[client], stop_event).start())
-    wait_for(builds, wait_s, stop_event)
+    wait_for(builds, wait_s, stop_event, ended)
     built = {one.key: status for b in builds for one, status in zip(b.wanted, b.statuses(), strict=True)}
     return [ready.get(one.key) or built[one.key] for one in wanted]
 
@@ -551,6 +560,7 @@ class IndexStep:
     stop_event: threading.Event
     create: bool = True  # False: check only (``require``)
     cold_tier: bool = False  # ARCHIVE_COLD_URL set: the move's index too
+    gate: ChunkGate = UNLIMITED  # the run's limits (#34): they end the wait for the builds too
 
     @classmethod
     def of(
@@ -558,14 +568,17 @@ class IndexStep:
         orders: MongoCollection,
         archive: MongoCollection,
         settings: Settings,
-        stop_event: threading.Event,
+        context: RunContext,
         create: bool,
     ) -> IndexStep:
         cold_tier = settings.archive_cold_url is not None
-        return cls(orders, archive, settings.index_build_wait_s, stop_event, create, cold_tier)
+        wait_s = settings.index_build_wait_s
+        return cls(orders, archive, wait_s, context.stop, create, cold_tier, context.gate)
 
     def build(self, report: PlanReport, *, source_exists: bool) -> None:
-        """Build; refuse to go on without the archive's unique index (``require_unique``)."""
+        """Build; refuse to go on without the archive's unique index (``require_unique``). A
+        limit of the run (#34) ends the wait for the builds: those not done are left running on
+        the server, said pending, and the run ends there, cleanly (``gate.check``)."""
         if not self.create:
             self.require(report, source_exists=source_exists)
             return
@@ -576,8 +589,14 @@ class IndexStep:
             source_exists=source_exists,
             wait_s=self.wait_s,
             cold_tier=self.cold_tier,
+            ended=self.gate.ended,
         )
         self._report(report, statuses)
+        if self.gate.ended() and any(s.state == "pending" for s in statuses):
+            log.info(
+                "index builds left running on the server (the run ended at its limit): %s", _pending(statuses)
+            )
+        self.gate.check()
         require_unique(statuses, self.archive)
 
     def require(self, report: PlanReport, *, source_exists: bool) -> None:
@@ -611,6 +630,10 @@ class IndexStep:
         report.warnings += [s.line() for s in waiting]
 
 
+def _pending(statuses: list[IndexStatus]) -> str:
+    return ", ".join(s.index for s in statuses if s.state == "pending")
+
+
 def ensure_indexes(
     orders: MongoCollection,
     archive: MongoCollection,
@@ -619,6 +642,7 @@ def ensure_indexes(
     source_exists: bool = True,
     wait_s: float,
     cold_tier: bool = False,
+    ended: Callable[[], bool] = lambda: False,
 ) -> list[IndexStatus]:
     """The step for one batch run: build (``build_indexes``), log what is not ready and what
     it costs (the caller then refuses to write without the unique index: ``require_unique``)."""
@@ -626,6 +650,7 @@ def ensure_indexes(
         wanted_indexes(orders, archive, source_exists=source_exists, cold_tier=cold_tier),
         wait_s=wait_s,
         stop_event=stop_event,
+        ended=ended,
     )
     for status in statuses:
         if status.state != "ready":

@@ -143,14 +143,16 @@ class RejectStore:
     def prune(self, orders: MongoCollection, archive: MongoCollection, delivered: object) -> int:
         """Forget the rejections that no longer hold: the order is archived (fixed at the
         source, then archived), deleted, or no longer delivered. Cost: the rejects, not the
-        history."""
+        history. Each chunk of deletes meets the run's limits (``context.gate``)."""
         removed = 0
         for ids in self._id_chunks():
             archived = self._ids_found(archive, {"_id": {"$in": ids}})
             still_delivered = self._ids_found(orders, {"_id": {"$in": ids}, "status": delivered})
             gone = [i for i in ids if i in archived or i not in still_delivered]
             if gone:
+                self.context.gate.before()  # the run's limits (#34), --max-lag's hold
                 removed += self._delete(gone)
+                self.context.gate.after(len(gone))  # --max-rate
         if removed:
             log.info(
                 "%d rejected orders left the list (archived since, deleted or no longer delivered)", removed

@@ -45,6 +45,7 @@ from order_archiver.context import RunContext
 from order_archiver.documents import int_or_none, mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
 from order_archiver.logs import get_logger, plural
+from order_archiver.mongodb.erasure import CHUNK as ERASURE_CHUNK
 from order_archiver.mongodb.erasure import erase_personal_data, upgrade_erasures
 from order_archiver.mongodb.forgotten import ForgottenPersons
 from order_archiver.mongodb.indexes import IndexBuild, WantedIndex, build_options, listed_indexes, wait_for
@@ -229,7 +230,7 @@ def _create(
         {"name": RETENTION_INDEX, "expireAfterSeconds": seconds},
     )
     build = IndexBuild([wanted], build_options(archive, context.stop), context.stop).start()
-    wait_for([build], wait_s, context.stop)
+    wait_for([build], wait_s, context.stop, context.gate.ended)  # a limit of the run ends it (#34)
     if not build.done.is_set():
         state.action = "pending"
         log.info("%s", state.line())
@@ -340,16 +341,35 @@ class UndatedRetention:
         chosen = self.selection()
         return int(self.context.retrying(lambda: self.archive.count_documents(chosen)))
 
-    def expire(self) -> int:
+    def expire(self, counted: Callable[[int], None] = lambda _: None) -> int:
+        """Delete them ``CHUNK`` at a time (their ids read, then deleted under the same selection),
+        each chunk meeting the run's limits (``context.gate``: #34's rate, lag, time and stop
+        file): one ``delete_many`` over the whole range was one delete no limit could pace, hold
+        or stop. No cursor stays open across a wait (a lag hold outlasts a cursor's 10 minutes)."""
         chosen = self.selection()
-        result = self.context.retrying(lambda: self.archive.delete_many(chosen), purpose=Retry.WRITE)
-        if result.deleted_count:
+        deleted = 0
+        while ids := self._next_ids(chosen):
+            self.context.gate.before()
+            one = functools.partial(self.archive.delete_many, {"_id": {"$in": ids}, **chosen})
+            result = self.context.retrying(one, purpose=Retry.WRITE)
+            deleted += result.deleted_count
+            counted(result.deleted_count)  # a run a limit ends says what it deleted before
+            self.context.gate.after(len(ids))
+            if not result.deleted_count or self.context.stopped:  # none left that this run can delete
+                break
+        if deleted:
             log.info(
                 "ARCHIVE_RETENTION %s: deleted %s without a date_livraison, ordered longer ago",
                 self.length,
-                plural(result.deleted_count, "archived order"),
+                plural(deleted, "archived order"),
             )
-        return int(result.deleted_count)
+        return deleted
+
+    def _next_ids(self, chosen: dict[str, object]) -> list[object]:
+        found = self.context.retrying(
+            lambda: list(self.archive.find(chosen, {"_id": 1}).limit(ERASURE_CHUNK)), purpose=Retry.READ
+        )
+        return [document["_id"] for document in found]
 
 
 @dataclass(frozen=True)
@@ -371,10 +391,10 @@ class PiiRetention:
         chosen = self.selection()
         return int(self.context.retrying(lambda: self.archive.count_documents(chosen)))
 
-    def erase(self) -> int:
+    def erase(self, counted: Callable[[int], None] = lambda _: None) -> int:
         selection = self.selection()
         erasure = Erasure(client=True, courier=True, by=BY_AGE, at=datetime.now(UTC), fields=self.fields)
-        erased = erase_personal_data(self.archive, selection, erasure, context=self.context)
+        erased = erase_personal_data(self.archive, selection, erasure, context=self.context, counted=counted)
         if erased:
             log.info(
                 "ARCHIVE_PII_RETENTION %s: personal data erased from %s",
@@ -382,6 +402,10 @@ class PiiRetention:
                 plural(erased, "archived order"),
             )
         return erased
+
+
+def _add(report: RetentionReport, name: str, count: int) -> None:
+    setattr(report, name, getattr(report, name) + count)
 
 
 @dataclass(frozen=True)
@@ -432,10 +456,11 @@ class ArchiveLifecycle:
                     "erasures of an earlier version made again as they are now: %s",
                     plural(upgraded, "archived order"),
                 )
+            # Counted a chunk at a time: a run that a limit ends (#34) says what it did before.
             if undated is not None:
-                report.undated_expired = undated.expire()
+                undated.expire(lambda deleted: _add(report, "undated_expired", deleted))
             if pii is not None:
-                report.pii_erased = pii.erase()
+                pii.erase(lambda erased: _add(report, "pii_erased", erased))
 
     def _record(self) -> ForgottenPersons:
         """The record of forgotten persons beside the archive, written as the archive is."""

@@ -23,12 +23,13 @@ the person's id and the count, never the data.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 from bson import ObjectId
 from pymongo import MongoClient
 
+from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits, Throttle
 from order_archiver.cold.erasure import ColdErasure, erase_in_cold
 from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.tier import cold_store, cold_tier_writer
@@ -117,6 +118,7 @@ class ForgetReport:
     erased: int = 0  # those that held personal data (erased, or would be)
     found: bool = True  # archived orders, or a document in the source's Client/Livreur collection
     cold: ColdErasure | None = None  # ARCHIVE_COLD_URL: their orders in the cold tier
+    limits: HeldLimits = field(default_factory=HeldLimits)  # #34's: what they held, why it ended
 
     @property
     def complete(self) -> bool:
@@ -130,11 +132,16 @@ class ForgetReport:
             "orders": self.orders,
             "erased": self.erased,
             "found": self.found,
+            "ended": self.limits.ended,
             # With a cold tier only: the report of a deployment without one stays as it was.
             **({"cold": asdict(self.cold)} if self.cold is not None else {}),
         }
 
     def lines(self) -> list[str]:
+        held = self.limits.line("forget")
+        return self._lines() + ([held] if held else [])
+
+    def _lines(self) -> list[str]:
         cold = self.cold
         if cold is None or not cold.orders:
             return self._archive_lines()
@@ -192,11 +199,17 @@ def forget_person(
     run: bool = False,
     context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
+    limits: CommandLimits = NO_COMMAND_LIMITS,
 ) -> ForgetReport:
+    """``limits`` (#34): each chunk of the archive's erasure meets them (``context.gate``); a
+    limit ends it before a chunk (exit 0, ``ended`` said), the person recorded already: every
+    later write respects the record, and forget again erases the rest (and the cold tier's)."""
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)
-    on_archive = (context or RunContext()).on(collections.archive_side)
     report = ForgetReport(person, run)
+    stop = (context or RunContext()).stop
+    throttle = limits.throttle((client, archive_client), stop, report.limits)
+    on_archive = replace(context or RunContext(), gate=throttle).on(collections.archive_side)
     erasure = person.erasure(settings)
     with on_archive.named():
         report.orders, report.erased = count_holding(
@@ -211,14 +224,13 @@ def forget_person(
         )
     with on_archive.named():
         if run and report.found:
-            # Recorded first: a write of the archive that starts after this respects it, and one
-            # under way looks again after it writes (storage.ArchiveWriter).
-            ForgottenPersons(collections.forgotten, on_archive).record(person.kind, person.id, erasure.at)
-            erase_personal_data(collections.archive, person.orders(), erasure, context=on_archive)
+            _erased(collections, person, erasure, on_archive, throttle, report)
         # After the record: a move to the cold tier that starts now writes their orders erased.
-        report.cold = _in_the_cold_tier(
-            collections, settings, person, erasure, run and report.found, on_archive
-        )
+        # Not after a limit ended the erasure: the cold tier's is the next forget's.
+        cold_run = run and report.found and report.limits.ended is None
+        with throttle.until_a_limit(report.limits):  # a move's deletes it settles first meet them
+            report.cold = _in_the_cold_tier(collections, settings, person, erasure, cold_run, on_archive)
+    report.limits.settle(on_archive.stopped)
     log.info(
         "forget: %s %s: %s, %d %s",
         person.name,
@@ -228,6 +240,26 @@ def forget_person(
         "erased" if run else "to erase (dry run)",
     )
     return report
+
+
+def _erased(
+    collections: Collections,
+    person: Person,
+    erasure: Erasure,
+    context: RunContext,
+    throttle: Throttle,
+    report: ForgetReport,
+) -> None:
+    """The person recorded, then their archived orders erased, a chunk at a time under the
+    limits (a stop file there already: nothing written, as batch)."""
+    if (limit := throttle.limits.reached()) is not None:
+        report.limits.ended = limit
+        return
+    # Recorded first: a write of the archive that starts after this respects it, and one
+    # under way looks again after it writes (storage.ArchiveWriter).
+    ForgottenPersons(collections.forgotten, context).record(person.kind, person.id, erasure.at)
+    with throttle.until_a_limit(report.limits):
+        erase_personal_data(collections.archive, person.orders(), erasure, context=context)
 
 
 def _in_the_cold_tier(

@@ -39,6 +39,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
+from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits
 from order_archiver.cold.holding import ColdRestoreMarks
 from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.tier import cold_store
@@ -123,13 +124,17 @@ class RestoreReport:
     refused_orders: list[Refusal] = field(default_factory=list)  # the first REFUSALS_LISTED
     # A --numero, an --id or a selection that selects no archived order (a typo, the wrong case).
     not_found: list[str] = field(default_factory=list)
+    limits: HeldLimits = field(default_factory=HeldLimits)  # #34's: what they held, why it ended
+    # The numeros and ids selected, to name those asked for and not there
+    seen: set[object] = field(default_factory=set, repr=False)
 
     @property
     def complete(self) -> bool:
         return not self.conflicts and not self.unrestorable and not self.refused and not self.not_found
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "complete": self.complete}
+        said = {name: value for name, value in asdict(self).items() if name != "seen"}
+        return {**said, "complete": self.complete, "ended": self.limits.ended}
 
     def conflict(self, copy: Mapping[str, object]) -> None:
         self.conflicts += 1
@@ -169,7 +174,8 @@ class RestoreReport:
                 + "; ".join(r.line() for r in self.refused_orders)
                 + (f"; and {more} more (each in the log)" if more else "")
             )
-        return out
+        held = self.limits.line("restore")
+        return out + ([held] if held else [])
 
 
 def _name(copy: Mapping[str, object]) -> str:
@@ -185,7 +191,12 @@ def restore(
     context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
     confirmed: bool = False,
+    limits: CommandLimits = NO_COMMAND_LIMITS,
 ) -> RestoreReport:
+    """``limits`` (#34): each chunk inserted into the source meets them (``context.gate``): paced,
+    held while a secondary of the source (or the archive) lags, and a limit ends the restore
+    before a chunk (exit 0, ``ended`` says why; the next restore of the same selection inserts
+    the rest: what is in the source already is counted, not written again)."""
     wanted = selection.archive_filter()  # refused before anything is read
     cold_place = cold_store(settings)
     if cold_place is not None:  # a lost cold folder: refused before anything is restored, not "not found"
@@ -196,6 +207,40 @@ def restore(
     if run and not confirmed:
         _confirm(collections.archive, wanted, context, _cold_chunks(settings, selection))
     report = RestoreReport(run)
+    throttle = limits.throttle((client, archive_client), context.stop, report.limits)
+    context = replace(context, gate=throttle)
+    if run and (limit := throttle.limits.reached()) is not None:
+        report.limits.ended = limit  # a stop file there already: nothing written, as batch
+        return report
+    with throttle.until_a_limit(report.limits):
+        _restored(client, settings, selection, collections, report, context)
+    report.limits.settle(context.stopped)
+    if report.limits.ended == "completed":  # a restore ended early has not looked for them all
+        report.not_found = _not_found(
+            selection, report.seen, report.selected, collections.archive, context, settings
+        )
+    log.info(
+        "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused",
+        report.selected,
+        report.restored,
+        "restored" if run else "to restore (dry run)",
+        report.already_there,
+        report.conflicts,
+        report.refused,
+    )
+    return report
+
+
+def _restored(
+    client: MongoClient[Document],
+    settings: Settings,
+    selection: RestoreSelection,
+    collections: Collections,
+    report: RestoreReport,
+    context: RunContext,
+) -> None:
+    """The selected orders inserted into the source a chunk at a time (a dry run: counted)."""
+    run, wanted, seen = report.run, selection.archive_filter(), report.seen
     # On the deployment's clock, as the purge measures RESTORE_HOLD: a host whose clock is behind
     # would shorten the hold by as much (a day behind, a hold of one day: none).
     restored_at = _to_millis(context.retrying(functools.partial(server_time, client)))
@@ -204,7 +249,6 @@ def restore(
     cold_mark = replace(
         mark, cold=ColdRestoreMarks(collections.checkpoints, context.on(collections.archive_side))
     )
-    seen: set[OrderId] = set()  # the numeros and ids selected, to name those asked for and not there
     archived = ((mark, chunk) for chunk in _chunks(collections.archive, wanted, context))
     cold = ((cold_mark, chunk) for chunk in _cold_chunks(settings, selection))
     for marker, chunk in itertools.chain(archived, cold):
@@ -218,24 +262,17 @@ def restore(
             if copy["_id"] in present:
                 _compare(copy, present[copy["_id"]], report)
         if run and missing:
+            context.gate.before()  # #34: the run's limits, --max-lag's hold (the source's secondaries)
             marker.hold([copy["_id"] for copy in missing])  # before the insert: a purge meanwhile holds it
             refused = _insert(collections.orders_primary, missing, report, context)
             marker.take_back(
                 {i: moment_or_none(d.get("restored_at")) for d in chunk if (i := d["_id"]) in refused}
             )
+            context.gate.after(len(missing))  # --max-rate
         elif missing:
             report.restored += len(missing)
-    report.not_found = _not_found(selection, seen, report.selected, collections.archive, context, settings)
-    log.info(
-        "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused",
-        report.selected,
-        report.restored,
-        "restored" if run else "to restore (dry run)",
-        report.already_there,
-        report.conflicts,
-        report.refused,
-    )
-    return report
+        if context.stopped:
+            return
 
 
 def _not_found(

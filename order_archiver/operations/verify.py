@@ -24,6 +24,9 @@ from typing import Any, TypedDict, TypeVar
 from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
+from order_archiver.batch.limits import Ended
+from order_archiver.batch.report import PAUSES
+from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits
 from order_archiver.cold.check import ColdCheck, check_cold
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.tier import cold_store
@@ -77,6 +80,7 @@ class VerifyReport:
     unerased: int = 0  # erased (marked, or of a forgotten person) yet holding personal data
     unerased_examples: list[str] = field(default_factory=list)
     cold: ColdCheck | None = None  # ARCHIVE_COLD_URL: its files whole, each order in one place
+    ended: Ended = "completed"  # why it ended: the repair's (#34: max_runtime, stop_file...)
 
     @property
     def consistent(self) -> bool:
@@ -117,7 +121,14 @@ class VerifyReport:
             f"{self.unerased} {self.unerased_examples or ''}".rstrip()
         )
         out += [self.cold.line()] if self.cold is not None else []
-        if self.missing_before_repair is not None:
+        if self.missing_before_repair is not None and self.ended in PAUSES:
+            out.insert(
+                0,
+                f"repair: {self.missing_before_repair} missing orders found, {self.repaired} archived; "
+                f"the repair ended {PAUSES[self.ended]}: not checked again, verify --repair again "
+                "goes on (the figures below are from before it):",
+            )
+        elif self.missing_before_repair is not None:
             out.insert(
                 0,
                 f"repair: {self.missing_before_repair} missing orders found, {self.repaired} archived; "
@@ -164,6 +175,7 @@ class VerifyOptions:
     date_to: datetime | None = None
     repair: bool = False  # --repair: archive the missing orders through the batch path
     progress: ProgressMode = "off"
+    limits: CommandLimits = NO_COMMAND_LIMITS  # the repair's (#34): a batch run's, its writes meet them
 
 
 def verify(
@@ -185,6 +197,7 @@ def verify(
     report = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
     if not options.repair or not report.missing:
         return report
+    limits = options.limits
     repair = BatchOptions(
         run=True,
         date_from=date_from,
@@ -194,11 +207,22 @@ def verify(
         full=True,
         full_reason="verify --repair",
         name="repair",
+        # A repair can be a whole backfill (an archive restored from an old backup): a batch run's
+        # limits, its writes (and what follows them: the retentions, the prune) meeting them.
+        max_runtime=limits.max_runtime,
+        stop_file=limits.stop_file,
+        max_rate=limits.max_rate,
+        max_lag=limits.max_lag,
     )
     repaired = BatchArchiver(client, settings, repair, context=context, archive_client=archive_client).run()
-    after = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
+    # Ended by a limit, it is not checked again (a walk of the window): the figures are those
+    # found before it, and what it archived; verify --repair again goes on.
+    after = report
+    if repaired.ended == "completed":
+        after = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
     after.repaired = repaired.archived
     after.missing_before_repair = report.missing
+    after.ended = repaired.ended or "completed"
     return after
 
 

@@ -240,3 +240,37 @@ def test_an_archive_holding_two_orders_of_one_number_names_the_duplicate(nx_serv
         assert "share numero_commande 'OLD-1'" in str(raised.value), raised.value
         assert "restore --id ID --run" in str(raised.value)  # never a bare delete: the twin is an order
         assert archive.count_documents({"numero_commande": {"$regex": "^CMD-"}}) == 0
+
+
+def test_the_time_limit_ends_the_wait_for_a_build_which_is_left_running_and_said(slow, db_name):
+    """#34: a build on a large archive is the heaviest write of all, and INDEX_BUILD_WAIT_S may be
+    longer than the run's time. Before: --max-runtime 1s waited the whole build (4 s here; hours
+    on a large archive), then archived past its time. Now the limit ends the wait: the run ends
+    cleanly (exit 0, ``ended`` max_runtime), nothing written, each build left running on the
+    server (MongoDB goes on with a build its client stops waiting for: SERVER-101507) and said
+    pending; the next run finds it in progress and starts none."""
+    client, sent = recording_client(slow.uri)
+    with client:
+        settings = settings_for(slow.uri, db_name, index_build_wait_s=60)
+        fill(client, settings, archived=LARGE * 2, delivered=5)
+        archive = client[db_name][settings.archive_collection]
+        started = time.monotonic()
+        options = BatchOptions(run=True, max_runtime=timedelta(seconds=1))
+        report = BatchArchiver(client, settings, options).run()
+        took = time.monotonic() - started
+        assert (report.ended, report.completed) == ("max_runtime", False)
+        assert took < 3.0  # not the build's 4 s
+        pending = {i["index"]: i["state"] for i in report.indexes}
+        assert pending["numero_commande_1"] == "pending"
+        assert "ended at its time limit (--max-runtime)" in report.summary_line()
+        assert archive.count_documents({"numero_commande": {"$regex": "^CMD-"}}) == 0
+        assert "numero_commande_1" in in_progress(archive)  # left running, not aborted
+        builds = len([c for c in sent.commands if c.get("createIndexes") == settings.archive_collection])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and in_progress(archive):
+            time.sleep(0.2)
+        after = BatchArchiver(client, settings, BatchOptions(run=True)).run()
+        assert (after.ended, after.archived) == ("completed", 5)
+        assert (
+            len([c for c in sent.commands if c.get("createIndexes") == settings.archive_collection]) == builds
+        )

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pytest
@@ -216,3 +217,73 @@ def test_a_stop_file_ends_a_wait_for_a_lagging_secondary_mid_run(lagging_set, la
         assert after.resumed_from is not None  # the checkpoint the stopped run saved
         assert after.archived == len(expected) - written
         assert {d["_id"] for d in archive.find({}, {"_id": 1})} == expected
+
+
+def held_while_lagging(lag_file: Path, work: Callable[[], object], written: Callable[[], int]) -> int:
+    """``work`` on a thread while the secondary is 30 s behind (``--max-lag 5s``): what
+    ``written`` counts after 3 s; then the secondary caught up and ``work`` done."""
+    lag_file.write_text("30")
+    worker = threading.Thread(target=work)
+    worker.start()
+    time.sleep(3.0)
+    while_lagging = written()
+    lag_file.write_text("0")
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    return while_lagging
+
+
+def test_a_restore_into_the_source_waits_while_its_secondary_lags(lagging_set, lag_file, db_name):
+    """restore writes into the source, whose secondaries serve the application's reads: millions
+    of orders put back while they lag is the harm #34 is about. Before: restore had no --max-lag
+    and inserted every chunk at once, however far behind the secondary was."""
+    from order_archiver.batch.throttle import CommandLimits
+    from order_archiver.operations.restore import RestoreSelection, restore
+
+    settings = Settings(mongodb_uri=lagging_set.uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(lagging_set.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+        lag_file.write_text("0")
+        seed_database(client[db_name], settings, 100, seed=12, p_anomalies=0.0)
+        BatchArchiver(client, settings, BatchOptions(run=True, batch_size=50)).run()
+        orders = client[db_name][settings.orders_collection]
+        delivered = {"status": settings.delivered_status}
+        archived = orders.count_documents(delivered)
+        orders.delete_many(delivered)  # purged: restore puts them back
+        limits = CommandLimits(max_lag=timedelta(seconds=5))
+        selection = RestoreSelection(date_from=datetime(2000, 1, 1, tzinfo=UTC))
+        done: list[Any] = []
+
+        def work() -> None:
+            done.append(restore(client, settings, selection, run=True, confirmed=True, limits=limits))
+
+        restored_while_lagging = held_while_lagging(lag_file, work, lambda: orders.count_documents(delivered))
+        assert restored_while_lagging == 0
+        assert orders.count_documents(delivered) == archived
+    report = done[0]
+    assert (report.restored, report.limits.ended) == (archived, "completed")
+    assert list(report.limits.lag_waited_for) == [SECONDARY_HOST]
+    assert report.limits.lag_waited_s >= 2.0
+    assert any(f"for lagging secondaries ({SECONDARY_HOST} " in line for line in report.lines())
+
+
+def test_archive_pii_retentions_erasure_waits_too(lagging_set, lag_file, db_name):
+    """ARCHIVE_PII_RETENTION's updates (a year of deliveries on the first run with the setting)
+    are held as the archive's writes are. Before: erased at once, whatever the lag."""
+    from order_archiver.orders.erasing import BY_AGE
+    from order_archiver.settings import Duration
+
+    settings = Settings(mongodb_uri=lagging_set.uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(lagging_set.uri, tz_aware=True, serverSelectionTimeoutMS=5000) as client:
+        lag_file.write_text("0")
+        seed_database(client[db_name], settings, 100, seed=13, p_anomalies=0.0)
+        BatchArchiver(client, settings, BatchOptions(run=True, batch_size=50)).run()
+        archive = client[db_name][settings.archive_collection]
+        aged = settings.with_overrides(archive_pii_retention=Duration(seconds=1))
+        options = BatchOptions(run=True, batch_size=50, max_lag=timedelta(seconds=5))
+        run = BatchArchiver(client, aged, options)
+        erased = {"forgotten_by": BY_AGE}
+        erased_while_lagging = held_while_lagging(lag_file, run.run, lambda: archive.count_documents(erased))
+        assert erased_while_lagging == 0
+        assert archive.count_documents(erased) == archive.count_documents({}) > 0
+    assert run.report.pii_erased > 0
+    assert run.report.lag_waited_s >= 2.0
