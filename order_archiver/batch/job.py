@@ -111,6 +111,17 @@ def chunk_writing(archiver: BatchArchiver, collections: Collections) -> ChunkWri
     return ChunkWriting(archiver.writer, archiver.step, skipped_on_read, readings=readings)
 
 
+def after_the_pass(archiver: BatchArchiver) -> None:
+    """What follows a pass: the rejects list pruned, the purge, the archive's retentions. Each
+    writes and deletes in chunks, each chunk meeting the run's limits (``context.gate``); one
+    that ends the run ends what follows as well: the next run does the rest."""
+    delivered = status_match(archiver.settings.delivered_status)
+    archiver.rejections.prune(archiver.orders_primary, archiver.archive, delivered, archiver.context.stop)
+    if archiver.options.purge_source:
+        archiver.purge()
+    archiver.lifecycle.apply(archiver.report)  # ARCHIVE_RETENTION's undated orders, ARCHIVE_PII_RETENTION
+
+
 class BatchArchiver:
     """One batch run over one client. ``run()`` returns the report; errors are raised as
     ``ArchiverError`` (``main`` maps them to exit codes)."""
@@ -204,6 +215,10 @@ class BatchArchiver:
             self.checkpoint.save_now_and_then(with_progress(self.state, self.current, chunk.last_id))
 
     # -- purge
+
+    def purge(self) -> None:
+        """``--purge-source``, after a complete pass (``purge.SourcePurge``)."""
+        self.source_purge().run(self.report.add_purge)
 
     def source_purge(self) -> SourcePurge:
         parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.context.stop)
@@ -342,16 +357,6 @@ class BatchArchiver:
         elif self._last_written_id is not None:
             # Cut short by --limit: the next run goes on with this pass after its last _id.
             self.checkpoint.save(with_progress(self.state, self.current, self._last_written_id))
-        # What follows the pass writes and deletes in chunks too, each meeting the run's limits
-        # (``context.gate``); one that ends it ends what follows as well: the next run does the rest.
-        with self.throttle.until_a_limit(self.report):
-            self.rejections.prune(
-                self.orders_primary,
-                self.archive,
-                status_match(self.settings.delivered_status),
-                self.context.stop,
-            )
-            if self.options.purge_source:
-                self.source_purge().run(self.report.add_purge)  # purge.SourcePurge
-            self.lifecycle.apply(self.report)  # ARCHIVE_RETENTION's undated orders, ARCHIVE_PII_RETENTION
+        with self.throttle.until_a_limit(self.report):  # a limit ends what follows too
+            after_the_pass(self)
         export_samples(self.report, self.options)
