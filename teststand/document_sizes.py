@@ -18,8 +18,13 @@ devserver refuses, at that size, what MongoDB refuses at 16 MB:
   16 KiB: the command fails, 10334 as above (the server builds each result as a ``BSONObj``; the
   manual: "the change stream fails" for an event over 16 MB, unless projected or split).
 
-Not modelled: an update whose resulting document is over the limit (17419, 10334 since 7.0,
-``update_stage.cpp``; an upsert's insert 17420); the tests keep their updates small.
+- an update statement whose resulting document is over the limit: that statement refused, 17419
+  "Resulting document after update is larger than 16777216" (``update_stage.cpp``, 4.4 to 8.0;
+  10334 in later versions), an upsert that inserts 17420 "Document to upsert is larger than
+  16777216" (``upsert_stage.cpp``); the others applied (an ordered command stops there). The
+  result is computed here for the operators the archiver sends (``$set``, ``$unset``,
+  ``$setOnInsert``, ``$inc``, ``$max``, ``$min``, a replacement); a multi-document statement
+  refused is refused whole, where MongoDB has updated the documents before the one too large.
 
 Unset (the default), nothing is measured: no test document comes near 16 MB.
 """
@@ -130,6 +135,126 @@ def refused_reply(reply: Any, limit: int) -> dict[str, Any] | None:
 
 
 Handler = Callable[[Any, dict[str, Any]], tuple[int, dict[str, Any]]]
+_SET_LIKE = ("$set", "$inc", "$max", "$min")  # the value written (near enough in size for a number)
+
+
+def _put(document: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        child = document.get(part)
+        document[part] = child = dict(child) if isinstance(child, dict) else {}
+        document = child
+    document[last] = value
+
+
+def _drop(document: dict[str, Any], path: str) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        child = document.get(part)
+        if not isinstance(child, dict):
+            return
+        document[part] = document = dict(child)
+    document.pop(last, None)
+
+
+def updated(document: dict[str, Any], update: dict[str, Any], *, inserting: bool) -> dict[str, Any] | None:
+    """``document`` after ``update`` (a replacement, or the operators above), or None for an
+    operator not modelled here (nothing refused then)."""
+    if not any(str(key).startswith("$") for key in update):
+        return {"_id": document.get("_id"), **update}
+    result = dict(document)
+    for operator, fields in update.items():
+        if not isinstance(fields, dict):
+            return None
+        if operator in _SET_LIKE or (operator == "$setOnInsert" and inserting):
+            for path, value in fields.items():
+                _put(result, str(path), value)
+        elif operator == "$unset":
+            for path in fields:
+                _drop(result, str(path))
+        elif operator != "$setOnInsert":
+            return None
+    return result
+
+
+def _upserted_base(query: Any) -> dict[str, Any]:
+    """The fields an upsert's insert takes from its query: its plain equalities."""
+    if not isinstance(query, dict):
+        return {}
+    return {
+        k: v
+        for k, v in query.items()
+        if not str(k).startswith("$") and not (isinstance(v, dict) and any(str(o).startswith("$") for o in v))
+    }
+
+
+def _location(code: int, message: str) -> dict[str, Any]:
+    return {"code": code, "codeName": f"Location{code}", "errmsg": message}
+
+
+def statement_refusal(
+    matched: list[dict[str, Any]], statement: dict[str, Any], limit: int
+) -> dict[str, Any] | None:
+    """The write error of an update statement whose result is over ``limit`` (``matched``: the
+    documents its query selects), or None."""
+    update = statement.get("u")
+    if not isinstance(update, dict):
+        return None  # a pipeline update: not modelled
+    if not matched and statement.get("upsert"):
+        inserted = updated(_upserted_base(statement.get("q")), update, inserting=True)
+        if inserted is not None and _size(inserted) > limit:
+            return _location(17420, f"Document to upsert is larger than {limit}")
+        return None
+    for document in matched:
+        result = updated(document, update, inserting=False)
+        if result is not None and _size(result) > limit:
+            return _location(17419, f"Resulting document after update is larger than {limit}")
+    return None
+
+
+def _matched(
+    handler: Any, run: Handler, body: dict[str, Any], statement: dict[str, Any]
+) -> list[dict[str, Any]]:
+    one = not statement.get("multi")
+    find = {
+        "find": body.get("update"),
+        "filter": statement.get("q") or {},
+        "batchSize": 100_000,
+        "$db": body.get("$db", "test"),
+    }
+    reply = run(handler, {"request_id": 0, "sections": [("body", find | ({"limit": 1} if one else {}))]})[1]
+    return list(((reply.get("cursor") or {}).get("firstBatch")) or [])
+
+
+def update_refusing(
+    handler: Any, run: Handler, msg: dict[str, Any], body: dict[str, Any], limit: int
+) -> tuple[int, dict[str, Any]]:
+    """An update whose statements with a result over ``limit`` are refused with their write
+    errors, the others applied by ``run`` (the server's command handler, which reads what each
+    selects first); an ordered update stops at its first refusal."""
+    statements = [s for s in body.get("updates") or [] if isinstance(s, dict)]
+    refusals = {
+        i: error
+        for i, statement in enumerate(statements)
+        if (error := statement_refusal(_matched(handler, run, body, statement), statement, limit)) is not None
+    }
+    if not refusals:
+        return run(handler, msg)
+    refused = sorted(refusals)
+    if body.get("ordered", True):
+        statements, refused = statements[: refused[0] + 1], refused[:1]
+    kept = [i for i in range(len(statements)) if i not in refusals]
+    request_id, reply = msg.get("request_id", 0), dict[str, Any]()
+    if kept:
+        command = {**body, "updates": [statements[i] for i in kept]}
+        request_id, reply = run(handler, {**msg, "sections": [("body", command)]})
+    reply = {"ok": 1.0, "n": 0, "nModified": 0, **reply}
+    if reply.get("upserted"):
+        reply["upserted"] = [{**u, "index": kept[u["index"]]} for u in reply["upserted"]]
+    errors = [{**e, "index": kept[e["index"]]} for e in reply.get("writeErrors") or []]
+    errors += [{"index": i, **refusals[i]} for i in refused]
+    reply["writeErrors"] = sorted(errors, key=lambda e: int(e["index"]))
+    return request_id, reply
 
 
 def fix_document_size_limit(
@@ -153,6 +278,9 @@ def fix_document_size_limit(
         answer = refused_whole(msg, limit)
         if answer is not None:
             return msg.get("request_id", 0), answer
+        body = folded_body(msg) or {}
+        if "update" in body:
+            return update_refusing(self, command, msg, body, limit)
         request_id, reply = command(self, msg)
         return request_id, refused_reply(reply, limit) or reply
 
@@ -165,7 +293,7 @@ def fix_document_size_limit(
         if answer is not None:
             return msg.get("request_id", 0), answer
         body = folded_body(msg) or {}
-        if "insert" not in body:  # an update or a delete sent as a document sequence
+        if "insert" not in body:  # a delete sent as a document sequence
             request_id, reply = insert(self, msg)
             return request_id, refused_reply(reply, limit) or reply
         return insert_refusing(self, insert, msg, insert_refusals(list(body.get("documents") or []), limit))

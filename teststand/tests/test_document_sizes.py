@@ -88,3 +88,30 @@ def test_a_change_event_over_the_limit_fails_the_stream_unless_projected_down(sm
         with pytest.raises(OperationFailure) as refused:
             stream.next()
     assert refused.value.code == 10334
+
+
+def test_an_update_whose_result_is_over_the_limit_is_refused_and_the_others_applied(small):
+    """``update_stage.cpp`` (4.4 to 8.0): 17419 "Resulting document after update is larger
+    than"; an upsert that inserts, 17420 (``upsert_stage.cpp``). Unordered: the others applied;
+    a single update: pymongo's ``WriteError``, nothing changed."""
+    near, small_one, new = ObjectId(), ObjectId(), ObjectId()
+    small.updates.insert_many([{"_id": near, "pad": "x" * (LIMIT - 40)}, {"_id": small_one}])
+    requests = [
+        pymongo.UpdateOne({"_id": near}, {"$set": {"restored_at": "a moment, as a long string"}}),
+        pymongo.UpdateOne({"_id": small_one}, {"$set": {"seen": True}}),
+        pymongo.UpdateOne({"_id": new}, {"$setOnInsert": {"pad": "y" * LIMIT}}, upsert=True),
+    ]
+    with pytest.raises(BulkWriteError) as refused:
+        small.updates.bulk_write(requests, ordered=False)
+    details = refused.value.details
+    assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(0, 17419), (2, 17420)]
+    assert details["writeErrors"][0]["errmsg"] == f"Resulting document after update is larger than {LIMIT}"
+    assert details["nModified"] == 1
+    assert small.updates.find_one({"_id": small_one}) == {"_id": small_one, "seen": True}
+    assert "restored_at" not in small.updates.find_one({"_id": near})
+    assert small.updates.find_one({"_id": new}) is None
+    with pytest.raises(pymongo.errors.WriteError) as alone:
+        small.updates.update_many({"_id": {"$in": [near]}}, {"$set": {"restored_at": "b" * 100}})
+    assert alone.value.code == 17419
+    small.updates.update_one({"_id": near}, {"$unset": {"pad": ""}, "$set": {"restored_at": "c"}})
+    assert small.updates.find_one({"_id": near}) == {"_id": near, "restored_at": "c"}
