@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 
+import bson
 import pymongo
 import pytest
 from bson import ObjectId
@@ -195,3 +196,50 @@ def test_watch_and_its_catch_up_reject_them_and_go_on(small_server, tmp_path, db
             assert watcher.stop() == 0
         assert "Traceback" not in watcher.output()
         assert_no_duplicates(database["Commande_archive"])
+
+
+def test_restore_refuses_alone_an_order_whose_archive_document_cannot_take_its_mark(
+    small_server, tmp_path, db_name
+):
+    """``restore`` marks each archive document ``restored_at`` before it puts the order back (the
+    purge holds it for RESTORE_HOLD). An archive document within a few bytes of the limit
+    cannot take the mark: MongoDB refuses the update (17419, "Resulting document after update is
+    larger than 16777216"). That order is refused, named, the others restored: it was a failed
+    run (exit 1) for the whole chunk, on every try."""
+    data, chosen = large_dataset()
+    env = environment(small_server, db_name, tmp_path)
+    with pymongo.MongoClient(small_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        fill_database(database, data, _settings())
+        archive, fits = database["Commande_archive"], chosen["fits"]
+        assert run_cli("batch", "--run", env=env, cwd=tmp_path).returncode == 3
+        # A correction that brings its archive document within bytes of the limit (the order
+        # twice: half the gap on its address), archived as a revision.
+        gap = LIMIT - 16 - len(bson.encode(archive.find_one({"_id": fits["_id"]})))
+        near = "x" * (SIZES["fits"] + gap // 2)
+        database["Commande"].update_one({"_id": fits["_id"]}, {"$set": {"adresse_livraison": near}})
+        assert run_cli("batch", "--run", "--full", env=env, cwd=tmp_path).returncode == 0
+        held = archive.find_one({"_id": fits["_id"]})
+        assert held["adresse_livraison"] == near
+        assert LIMIT - 21 < len(bson.encode(held)) <= LIMIT  # too near to take a date field
+        purged = run_cli("batch", "--run", "--purge-source", "--json", env=env, cwd=tmp_path)
+        assert purged.returncode == 0, purged.stdout + purged.stderr
+        other = next(o for o in data.orders if o["status"] == "livrée" and o["_id"] in archived_ids(database))
+        assert database["Commande"].find_one({"_id": other["_id"]}) is None
+        restored = run_cli(
+            "restore",
+            "--numero",
+            fits["numero_commande"],
+            "--numero",
+            other["numero_commande"],
+            "--run",
+            env=env,
+            cwd=tmp_path,
+        )
+        assert restored.returncode == 3, restored.stdout + restored.stderr
+        assert "Traceback" not in restored.stderr
+        assert fits["numero_commande"] in restored.stdout + restored.stderr
+        assert "17419" in restored.stdout + restored.stderr
+        assert database["Commande"].find_one({"_id": other["_id"]}) is not None
+        assert database["Commande"].find_one({"_id": fits["_id"]}) is None  # not back without its mark
+        assert "restored_at" not in archive.find_one({"_id": fits["_id"]})
