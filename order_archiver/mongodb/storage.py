@@ -28,11 +28,13 @@ from order_archiver.documents import (
 )
 from order_archiver.documents import MongoCollection as MongoCollection
 from order_archiver.errors import (
+    INSERT_TOO_LARGE,
     TRANSIENT_CODES,
     ArchiverError,
     FatalError,
     TransientError,
     describe,
+    is_document_too_large,
     without_documents,
 )
 from order_archiver.logs import get_logger, plural
@@ -726,7 +728,10 @@ def refused_by_the_deployment(
     archive: 121 for each) is the deployment, not the data: raise ``FatalError`` (exit 1,
     the code and the collection named), so that nothing is listed as rejected and no mark
     or token moves. One refused order among good ones stays a rejection; so does a write
-    of one order refused (nothing tells its data from its deployment)."""
+    of one order refused (nothing tells its data from its deployment), and so does a document
+    refused for its size (``is_document_too_large``): its data, whatever the orders beside it."""
+    if any(is_document_too_large(e.get("code"), e.get("errmsg")) for e in errors):
+        return
     refused = {e.get("code") for e in errors if e.get("code") != DUPLICATE_KEY}
     if len(documents) < 2 or len(refused) != 1:
         return
@@ -812,7 +817,6 @@ WHOLE_WRITE_TOO_LARGE = frozenset({10334})
 # src/mongo/db/ops/insert.cpp, 4.4 to 8.0: 2 BadValue, "object to insert too large. size in
 # bytes: N, max size: 16777216"), where an upsert gets 17420 DocumentTooLarge.
 BAD_VALUE = 2
-INSERT_TOO_LARGE = "object to insert too large"
 
 # Per-document refusals worth naming (the server sends codeName with most, not all, replies).
 _CODE_NAMES = {

@@ -243,3 +243,26 @@ def test_restore_refuses_alone_an_order_whose_archive_document_cannot_take_its_m
         assert database["Commande"].find_one({"_id": other["_id"]}) is not None
         assert database["Commande"].find_one({"_id": fits["_id"]}) is None  # not back without its mark
         assert "restored_at" not in archive.find_one({"_id": fits["_id"]})
+
+
+def test_two_orders_too_large_alone_in_a_write_are_each_rejected_not_the_deployment(
+    small_server, tmp_path, db_name
+):
+    """A write whose every order is refused for its size (here a chunk of two, both refused
+    alone: 2 BadValue) is the data: each rejected with its reason. It was taken for the
+    deployment refusing every order ("fix the archive collection"): exit 1 on every run, at the
+    same chunk, nothing after it archived."""
+    data = generate_dataset(400, seed=31, anchor=ANCHOR, p_anomalies=0.0)
+    delivered = sorted((o for o in data.orders if o["status"] == "livrée"), key=lambda o: o["_id"])
+    pair = delivered[4:6]  # the third chunk of two
+    for order in pair:
+        order["adresse_livraison"] = "x" * SIZES["mid"]
+    env = environment(small_server, db_name, tmp_path)
+    with pymongo.MongoClient(small_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        fill_database(database, data, _settings())
+        run = run_cli("batch", "--run", "--json", "--batch-size", "2", env=env, cwd=tmp_path)
+        assert run.returncode == 3, run.stdout + run.stderr
+        assert "the deployment refuses them" not in run.stderr
+        assert set(_rejected(database)) == {o["_id"] for o in pair}
+        assert archived_ids(database) == expected_archive_ids(data) - {o["_id"] for o in pair}
