@@ -19,6 +19,7 @@ orders here are tens of kilobytes:
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import bson
 import pymongo
@@ -266,3 +267,64 @@ def test_two_orders_too_large_alone_in_a_write_are_each_rejected_not_the_deploym
         assert "the deployment refuses them" not in run.stderr
         assert set(_rejected(database)) == {o["_id"] for o in pair}
         assert archived_ids(database) == expected_archive_ids(data) - {o["_id"] for o in pair}
+
+
+def _near_limit(database, env, tmp_path, order) -> None:
+    """``order`` archived, then corrected at the source (its ``note``, declared not personal: kept
+    once, in the source copy) so that its archive document is within bytes of the limit."""
+    archive = database["Commande_archive"]
+    assert run_cli("batch", "--run", env=env, cwd=tmp_path).returncode in (0, 3)
+    gap = LIMIT - 10 - len(bson.encode(archive.find_one({"_id": order["_id"]})))
+    note = order["note"] + "n" * gap
+    database["Commande"].update_one({"_id": order["_id"]}, {"$set": {"note": note}})
+    assert run_cli("batch", "--run", "--full", env=env, cwd=tmp_path).returncode == 0
+    assert LIMIT - 16 < len(bson.encode(archive.find_one({"_id": order["_id"]}))) <= LIMIT
+
+
+def _bare(order, client_id=None) -> None:
+    """Almost nothing personal to clear (an empty address, no courier; a client without names,
+    or none): its erasure adds more (``forgotten_at``, ``forgotten_by``) than it clears."""
+    order.update(adresse_livraison="", note="n" * 25_000, livreur_id=None)
+    order["client_id"] = client_id or ObjectId()  # none: dangling
+
+
+def test_an_erasure_an_archive_document_cannot_take_leaves_it_named_and_erases_the_others(
+    small_server, tmp_path, db_name
+):
+    """ARCHIVE_PII_RETENTION and ``forget``: an archive document within bytes of the limit whose
+    erasure adds more than it clears is refused the update (17419). It was exit 1 on every run
+    of batch (the retention's walk stopped at it, nothing archived after) and of forget; now it
+    is left as it is, named (forget: exit 3), and every other document is erased."""
+    data, chosen = large_dataset()
+    old, person = chosen["fits"], {**data.clients[1], "_id": ObjectId(), "nom": "", "prenom": "", "email": ""}
+    data.clients.append(person)
+    _bare(old)
+    when = datetime(2026, 1, 5, tzinfo=UTC)
+    old.update(date_commande=when - timedelta(hours=1), date_livraison=when)
+    mine = next(
+        o
+        for o in data.orders
+        if o["status"] == "livrée" and o["_id"] not in {c["_id"] for c in chosen.values()}
+    )
+    _bare(mine, person["_id"])
+    recent = datetime.now(UTC) - timedelta(days=1)  # within ARCHIVE_PII_RETENTION: forget's to erase
+    mine.update(date_commande=recent - timedelta(hours=1), date_livraison=recent)
+    env = environment(small_server, db_name, tmp_path) | {"ARCHIVE_NON_PERSONAL_FIELDS": "note"}
+    with pymongo.MongoClient(small_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        fill_database(database, data, _settings())
+        _near_limit(database, env, tmp_path, old)
+        _near_limit(database, env, tmp_path, mine)
+        archive = database["Commande_archive"]
+        aged = env | {"ARCHIVE_PII_RETENTION": "30d"}
+        for _ in range(2):  # the next run meets it again: said again, never a stop
+            run = run_cli("batch", "--run", "--json", env=aged, cwd=tmp_path)
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert f"order {old['numero_commande']}: its archive document is too large" in run.stderr
+        assert "forgotten_at" not in archive.find_one({"_id": old["_id"]})
+        assert archive.count_documents({"forgotten_by": {"$exists": True}}) > 0  # the others erased
+        forget = run_cli("forget", "--client", str(person["_id"]), "--run", env=env, cwd=tmp_path)
+        assert forget.returncode == 3, forget.stdout + forget.stderr
+        assert "NOT erased" in forget.stdout + forget.stderr
+        assert mine["numero_commande"] in forget.stdout + forget.stderr
+        assert "Traceback" not in forget.stderr
