@@ -128,6 +128,21 @@ TOKEN_UNUSABLE_CODES = frozenset(
 NO_CHANGE_STREAMS_CODES = frozenset({40573, 40324})
 
 
+# A document refused for its size: the data, never the deployment. 10334 BSONObjectTooLarge (a
+# command, a result or a change event past 16 MB + 16 KiB; an update's result since 8.x), 17419
+# an update's result past 16 MB (``update_stage.cpp``, 4.4 to 8.0), 17420 an upsert's insert
+# (``upsert_stage.cpp``); an insert's document: 2 BadValue "object to insert too large"
+# (``fixDocumentForInsert``); 4568 a ``$lookup``'s joined array past 16 MB.
+DOCUMENT_TOO_LARGE_CODES = frozenset({4568, 10334, 17419, 17420})
+INSERT_TOO_LARGE = "object to insert too large"
+
+
+def is_document_too_large(code: object, message: object = "") -> bool:
+    """A refusal (a command's code, or a write error's code and message) of a document for its
+    size: that order is rejected (or refused) with the reason, never the run failed."""
+    return code in DOCUMENT_TOO_LARGE_CODES or (code == 2 and str(message).startswith(INSERT_TOO_LARGE))
+
+
 def is_authorisation_error(exc: BaseException) -> bool:
     """Authentication or authorisation refused, Atlas's wording included: fail at once."""
     if not isinstance(exc, pymongo_errors.OperationFailure):

@@ -38,7 +38,9 @@ runs ahead of ``hello``'s (a shard primary's clock ahead of ``mongos``);
 ``NX_CLOCK_AHEAD_S`` how far the deployment's clock (``hello``'s ``localTime``) runs ahead of the
 host's, where a client's host clock is behind its server's; ``NX_PERIODIC_NOOP_S`` how often an idle change history gets a no-op entry (MongoDB's
 ``periodicNoopIntervalSecs``, default 10: ``stream_positions.py``); ``NX_MAX_BSON_OBJECT_SIZE`` the ``maxBsonObjectSize`` ``hello`` answers (default 16 MB), so that
-a test makes the driver's command size limit bite with a few thousand ids;
+a test makes the driver's command size limit bite with a few thousand ids, and the size the
+server then enforces as MongoDB does its 16 MB (documents inserted, commands, results and change
+events: ``document_sizes.py``);
 ``NX_SCAN_TIME_LIMIT_OVER=N`` an ``aggregate`` carrying ``maxTimeMS`` that reads a whole
 collection of more than N documents answers 50 MaxTimeMSExpired (a large collection outlasting
 its time limit); ``NX_SORT_MEMORY_OVER=N``, answering as a version before 6.0, a ``find`` sorted
@@ -88,7 +90,14 @@ from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 from nx_27017.utils import convert_bson_to_neo_objectids, convert_neo_to_bson_objectids
 
-from teststand import comparisons, index_catalog, replica_status, stream_positions, watched_collections
+from teststand import (
+    comparisons,
+    document_sizes,
+    index_catalog,
+    replica_status,
+    stream_positions,
+    watched_collections,
+)
 from teststand import mongodb_definitions as definitions
 
 _fallback = threading.local()
@@ -936,6 +945,35 @@ _pruned_through: dict[tuple[str, str], int] = {}
 _pruned_lock = threading.Lock()
 
 
+def _projected(event: dict[str, Any], pipeline: list[dict[str, Any]]) -> dict[str, Any]:
+    """``event`` through the pipeline's plain inclusion ``$project`` stages (the resume token,
+    ``_id``, kept: MongoDB refuses a stream whose events lose it)."""
+    for stage in pipeline:
+        spec = stage.get("$project") if isinstance(stage, dict) and set(stage) == {"$project"} else None
+        if isinstance(spec, dict) and spec and all(v in (1, True) for v in spec.values()):
+            paths = [["_id"], *(str(key).split(".") for key in spec)]
+            event = _include_paths(event, paths)
+    return event
+
+
+def _fix_change_stream_project() -> None:
+    """Fault: a change stream's ``$project`` is ignored: every event carries the whole looked-up
+    order and, from the fix above, an update's every field, where MongoDB sends what the
+    projection keeps (the manual, "Change Events": an event over 16 MB fails the stream unless
+    projected down or split). With the size limit enforced (``document_sizes.py``), a stream that
+    projects would fail here and not on MongoDB. Fix: apply plain inclusion projections to the
+    events of a pull, as the dotted ``find`` projection is applied (``_include_paths``)."""
+    pull = nx_changestream.ChangeStreamManager.pull_stream
+
+    @functools.wraps(pull)
+    def pull_stream(self: Any, stream: Any, batch_size: int = 101) -> tuple[list[dict[str, Any]], dict]:
+        batch, token = pull(self, stream, batch_size)
+        pipeline = getattr(stream, "pipeline", None) or []
+        return [_projected(event, pipeline) for event in batch], token
+
+    nx_changestream.ChangeStreamManager.pull_stream = pull_stream
+
+
 def _fix_history_loss_detection() -> None:
     """Fault: a resume token whose history was pruned is resumed from silently, losing every
     change in between. Fix: remember the newest pruned row per collection; a token older than
@@ -1496,6 +1534,7 @@ def apply_fixes() -> None:
     _fix_retention_knob()
     _fix_token_order()
     stream_positions.fix_stream_positions()
+    _fix_change_stream_project()  # on the events the positions' fix hands out
     stream_positions.fix_drops_in_history()
     watched_collections.fix_watch_creates_collection()
     _fix_expr_root_equality()
@@ -1505,7 +1544,9 @@ def apply_fixes() -> None:
     replica_status.fix_replica_set_status(server_version(), _folded_body)
     _add_scan_time_limit_knob()  # inside the refusals: MongoDB parses a command before it runs it
     _add_sort_memory_knob()  # inside the refusals too
-    _refuse_what_mongodb_refuses()  # last: it sees each command as the client sent it
+    _refuse_what_mongodb_refuses()  # it sees each command as the client sent it
+    # Outermost: a command holding an object MongoDB cannot read is refused before it is parsed.
+    document_sizes.fix_document_size_limit(_folded_body, insert_refusing)
 
 
 # --- starting and stopping one -------------------------------------------------------------

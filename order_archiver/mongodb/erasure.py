@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from bson import ObjectId
 
@@ -31,6 +32,11 @@ from order_archiver.retry import Retry
 CHUNK = 500
 
 
+class Erased(NamedTuple):
+    changed: int  # documents erased
+    unerased: list[str]  # the orders (numbers) too large to take their erasure: left as they are
+
+
 def erase_personal_data(
     archive: MongoCollection,
     selection: dict[str, object],
@@ -38,9 +44,10 @@ def erase_personal_data(
     *,
     context: RunContext,
     counted: Callable[[int], None] = lambda _: None,
-) -> int:
-    """Erase the documents of ``selection`` (``erasure``); how many were changed (and each
-    chunk's to ``counted``, as it is erased: a walk a limit ends has said what it did)."""
+) -> Erased:
+    """Erase the documents of ``selection`` (``erasure``): how many were changed (and each
+    chunk's to ``counted``, as it is erased: a walk a limit ends has said what it did), and the
+    orders whose document was too large to take it (``ArchiveWriter.erase``)."""
     changed = 0
     writer = ArchiveWriter(archive, context)
 
@@ -57,7 +64,7 @@ def erase_personal_data(
                     return
 
     context.retrying(walk, purpose=Retry.WRITE)
-    return changed
+    return Erased(changed, list(dict.fromkeys(writer.unerased)))
 
 
 def count_holding(

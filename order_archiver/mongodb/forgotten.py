@@ -230,10 +230,13 @@ class RespectedErasures:
 NO_RECORD = RespectedErasures()
 
 
-def erasure_updates(documents: Iterable[Mapping[str, object]], erasure_of: ErasureOf) -> list[UpdateOne]:
-    """The updates that erase archived ``documents`` as ``erasure_of`` says: each sets what its
-    erasure changed, only if the archive still holds the version read (``source_hash`` in the
-    filter: a document replaced meanwhile is neither overwritten with an old version nor marked)."""
+def erasure_updates(
+    documents: Iterable[Mapping[str, object]], erasure_of: ErasureOf
+) -> list[tuple[Mapping[str, object], UpdateOne]]:
+    """The updates that erase archived ``documents`` as ``erasure_of`` says, each beside its
+    document: each sets what its erasure changed, only if the archive still holds the version
+    read (``source_hash`` in the filter: a document replaced meanwhile is neither overwritten
+    with an old version nor marked)."""
     requests = []
     for document in documents:
         erasure = erasure_of(document)
@@ -241,5 +244,5 @@ def erasure_updates(documents: Iterable[Mapping[str, object]], erasure_of: Erasu
         changed = {k: v for k, v in done.items() if k not in document or document[k] != v}
         if changed:
             version = {"_id": document["_id"], "source_hash": document.get("source_hash")}
-            requests.append(UpdateOne(version, {"$set": changed}))
+            requests.append((document, UpdateOne(version, {"$set": changed})))
     return requests

@@ -394,7 +394,15 @@ class PiiRetention:
     def erase(self, counted: Callable[[int], None] = lambda _: None) -> int:
         selection = self.selection()
         erasure = Erasure(client=True, courier=True, by=BY_AGE, at=datetime.now(UTC), fields=self.fields)
-        erased = erase_personal_data(self.archive, selection, erasure, context=self.context, counted=counted)
+        erased, unerased = erase_personal_data(
+            self.archive, selection, erasure, context=self.context, counted=counted
+        )
+        if unerased:  # each named by the writer; the run goes on, and the next one tries again
+            log.warning(
+                "ARCHIVE_PII_RETENTION %s: %s too large to take the erasure kept their personal data",
+                self.length,
+                plural(len(unerased), "archived order"),
+            )
         if erased:
             log.info(
                 "ARCHIVE_PII_RETENTION %s: personal data erased from %s",

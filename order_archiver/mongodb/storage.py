@@ -28,11 +28,13 @@ from order_archiver.documents import (
 )
 from order_archiver.documents import MongoCollection as MongoCollection
 from order_archiver.errors import (
+    INSERT_TOO_LARGE,
     TRANSIENT_CODES,
     ArchiverError,
     FatalError,
     TransientError,
     describe,
+    is_document_too_large,
     without_documents,
 )
 from order_archiver.logs import get_logger, plural
@@ -284,6 +286,7 @@ class ArchiveWriter:
         self.on_retry = on_retry
         self.erasures = erasures  # the record of forgotten persons, respected
         self.retries = 0  # transient failures of this writer's bulks, each sent again
+        self.unerased: list[str] = []  # orders too large to take an erasure (``erase``): their numbers
 
     @classmethod
     def of(
@@ -308,9 +311,31 @@ class ArchiveWriter:
 
     def erase(self, documents: Sequence[Mapping[str, object]], erasure_of: ErasureOf) -> int:
         """Erase archived ``documents`` as ``erasure_of`` says, each only in the version read
-        (``erasure_updates``); how many matched (a retry after a write-concern error: the same)."""
-        requests = erasure_updates(documents, erasure_of)
-        return int(self.bulk_write(requests).matched_count) if requests else 0
+        (``erasure_updates``); how many matched (a retry after a write-concern error: the same).
+        A document too large to take its erasure (within bytes of 16 MB, the marks added: 17419)
+        is left as it is, said and kept in ``unerased``: the others are erased, the run goes on."""
+        pairs = erasure_updates(documents, erasure_of)
+        if not pairs:
+            return 0
+        try:
+            return int(self.bulk_write([update for _, update in pairs]).matched_count)
+        except FatalError as error:
+            refused = _too_large_only(error)
+            if refused is None:
+                raise
+            for refusal in refused:
+                document = pairs[refusal["index"]][0]
+                name = text_or_none(document.get("numero_commande")) or str(document["_id"])
+                self.unerased.append(name)
+                log.warning(
+                    "order %s: its archive document is too large to take its erasure (code %s: %s): "
+                    "its personal data is NOT erased",
+                    name,
+                    refusal.get("code"),
+                    str(refusal.get("errmsg", ""))[:200],
+                )
+            details = cast(pymongo_errors.BulkWriteError, _pymongo_cause(error)).details or {}
+            return int(details.get("nMatched", 0))
 
     def archived_hashes(self, ids: list[OrderId]) -> dict[OrderId, Held]:
         """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
@@ -726,7 +751,10 @@ def refused_by_the_deployment(
     archive: 121 for each) is the deployment, not the data: raise ``FatalError`` (exit 1,
     the code and the collection named), so that nothing is listed as rejected and no mark
     or token moves. One refused order among good ones stays a rejection; so does a write
-    of one order refused (nothing tells its data from its deployment)."""
+    of one order refused (nothing tells its data from its deployment), and so does a document
+    refused for its size (``is_document_too_large``): its data, whatever the orders beside it."""
+    if any(is_document_too_large(e.get("code"), e.get("errmsg")) for e in errors):
+        return
     refused = {e.get("code") for e in errors if e.get("code") != DUPLICATE_KEY}
     if len(documents) < 2 or len(refused) != 1:
         return
@@ -767,6 +795,19 @@ def duplicate_key(error: WriteError) -> Mapping[str, object] | None:
     server did not say (a reply without MongoDB's ``DuplicateKeyErrorInfo``)."""
     key = error.get("keyPattern") if error.get("code") == DUPLICATE_KEY else None
     return key if isinstance(key, Mapping) and key else None
+
+
+def _too_large_only(error: FatalError) -> list[WriteError] | None:
+    """The write errors of a bulk whose every refusal is a document's size, or None."""
+    cause = _pymongo_cause(error)
+    if not isinstance(cause, pymongo_errors.BulkWriteError) or (cause.details or {}).get(
+        "writeConcernErrors"
+    ):
+        return None
+    refused = write_errors(cause.details or {})
+    if not refused or not all(is_document_too_large(e.get("code"), e.get("errmsg")) for e in refused):
+        return None
+    return refused
 
 
 def _refused_in_part(error: FatalError) -> pymongo_errors.BulkWriteError:
@@ -812,7 +853,6 @@ WHOLE_WRITE_TOO_LARGE = frozenset({10334})
 # src/mongo/db/ops/insert.cpp, 4.4 to 8.0: 2 BadValue, "object to insert too large. size in
 # bytes: N, max size: 16777216"), where an upsert gets 17420 DocumentTooLarge.
 BAD_VALUE = 2
-INSERT_TOO_LARGE = "object to insert too large"
 
 # Per-document refusals worth naming (the server sends codeName with most, not all, replies).
 _CODE_NAMES = {

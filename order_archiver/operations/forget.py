@@ -119,11 +119,15 @@ class ForgetReport:
     found: bool = True  # archived orders, or a document in the source's Client/Livreur collection
     cold: ColdErasure | None = None  # ARCHIVE_COLD_URL: their orders in the cold tier
     limits: HeldLimits = field(default_factory=HeldLimits)  # #34's: what they held, why it ended
+    # Orders whose archive document was too large to take the erasure (within bytes of 16 MB):
+    # their personal data kept, each named.
+    unerased: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        """Exit 3 otherwise: an id found nowhere is a mistake (a courier's id given as a client's)."""
-        return self.found
+        """Exit 3 otherwise: an id found nowhere is a mistake (a courier's id given as a client's);
+        an order too large to take the erasure still holds their data."""
+        return self.found and not self.unerased
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -133,6 +137,7 @@ class ForgetReport:
             "erased": self.erased,
             "found": self.found,
             "ended": self.limits.ended,
+            **({"unerased": self.unerased} if self.unerased else {}),
             # With a cold tier only: the report of a deployment without one stays as it was.
             **({"cold": asdict(self.cold)} if self.cold is not None else {}),
         }
@@ -144,12 +149,22 @@ class ForgetReport:
     def _lines(self) -> list[str]:
         cold = self.cold
         if cold is None or not cold.orders:
-            return self._archive_lines()
+            return [*self._archive_lines(), *self._unerased_lines()]
         verb = f"{cold.rewritten} rewritten" if self.run else "would rewrite (dry run)"
         return [
             *self._archive_lines(),
+            *self._unerased_lines(),
             f"cold tier: {cold.orders} of their orders in {plural(cold.files, 'file')}, {cold.erased} holding "
             f"personal data; {verb}",
+        ]
+
+    def _unerased_lines(self) -> list[str]:
+        if not self.unerased:
+            return []
+        shown = ", ".join(self.unerased[:5]) + (", ..." if len(self.unerased) > 5 else "")
+        return [
+            f"{self.person.name} {self.person.id}: {plural(len(self.unerased), 'archived order')} NOT erased: "
+            f"the archive document is too large to take the erasure (within bytes of 16 MB): {shown} (exit 3)"
         ]
 
     def _archive_lines(self) -> list[str]:
@@ -259,7 +274,9 @@ def _erased(
     # under way looks again after it writes (storage.ArchiveWriter).
     ForgottenPersons(collections.forgotten, context).record(person.kind, person.id, erasure.at)
     with throttle.until_a_limit(report.limits):
-        erase_personal_data(collections.archive, person.orders(), erasure, context=context)
+        report.unerased = erase_personal_data(
+            collections.archive, person.orders(), erasure, context=context
+        ).unerased
 
 
 def _in_the_cold_tier(

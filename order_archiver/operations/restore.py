@@ -45,7 +45,7 @@ from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, WriteError, moment_or_none, write_errors
-from order_archiver.errors import TRANSIENT_CODES, ConfigError
+from order_archiver.errors import TRANSIENT_CODES, ArchiverError, ConfigError, is_document_too_large
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import orders_of
@@ -263,7 +263,7 @@ def _restored(
                 _compare(copy, present[copy["_id"]], report)
         if run and missing:
             context.gate.before()  # #34: the run's limits, --max-lag's hold (the source's secondaries)
-            marker.hold([copy["_id"] for copy in missing])  # before the insert: a purge meanwhile holds it
+            missing = _marked(marker, missing, report)  # before the insert: a purge meanwhile holds it
             refused = _insert(collections.orders_primary, missing, report, context)
             marker.take_back(
                 {i: moment_or_none(d.get("restored_at")) for d in chunk if (i := d["_id"]) in refused}
@@ -395,6 +395,8 @@ def _insert(
 ) -> set[OrderId]:
     """Insert the copies as they are, unordered: MongoDB inserts every document it does not
     refuse. The ids of those that are not in the source now as archived (``InsertRefusals``)."""
+    if not missing:
+        return set()
     try:
         context.retrying(
             functools.partial(orders.insert_many, missing, ordered=False),
@@ -408,6 +410,36 @@ def _insert(
             raise
         report.restored += len(missing) - len(errors)
         return InsertRefusals(orders, missing, context).settle(errors, report)
+
+
+def _marked(
+    marker: RestoreMark, missing: list[dict[str, object]], report: RestoreReport
+) -> list[dict[str, object]]:
+    """The copies whose order ``marker`` held; each refused the mark (its archive document too
+    large to take it) is refused, said and counted, and not restored: without the mark the next
+    purge would delete it again."""
+    unmarked = marker.hold([copy["_id"] for copy in missing])
+    for copy in missing:
+        error = unmarked.get(copy["_id"])
+        if error is not None:
+            reason = str(error.get("errmsg") or "refused").splitlines()[0][:300]
+            refusal = Refusal(
+                _name(copy), error.get("code"), f"its archive document cannot take the restore mark: {reason}"
+            )
+            log.warning("restore: the archive refused the restore mark of order %s", refusal.line())
+            report.refuse(refusal)
+    return [copy for copy in missing if copy["_id"] not in unmarked]
+
+
+def _too_large_to_mark(error: BaseException) -> list[WriteError] | None:
+    """The write errors of marks refused for their documents' size only, or None."""
+    cause: BaseException | None = error
+    while isinstance(cause, ArchiverError):
+        cause = cause.__cause__
+    errors = _refusals(cause) if cause is not None else None
+    if not errors or not all(is_document_too_large(e.get("code"), e.get("errmsg")) for e in errors):
+        return None
+    return errors
 
 
 def _refusals(exc: BaseException) -> list[WriteError] | None:
@@ -482,16 +514,24 @@ class RestoreMark:
     context: RunContext
     cold: ColdRestoreMarks | None = None  # orders restored from the cold tier: marked there instead
 
-    def hold(self, ids: list[OrderId]) -> None:
+    def hold(self, ids: list[OrderId]) -> dict[OrderId, WriteError]:
+        """Mark ``ids``; the orders whose archive document refused the mark for its size (one
+        within bytes of 16 MB: 17419), each with its write error. One statement an order, so
+        that such a document refuses its own mark alone."""
         if self.cold is not None:
             self.cold.hold(ids, self.at)
-            return
-        self.context.retrying(
-            functools.partial(
-                self.archive.update_many, {"_id": {"$in": ids}}, {"$set": {"restored_at": self.at}}
-            ),
-            purpose=Retry.WRITE,
-        )
+            return {}
+        marks = [UpdateOne({"_id": i}, {"$set": {"restored_at": self.at}}) for i in ids]
+        try:
+            self.context.retrying(
+                functools.partial(self.archive.bulk_write, marks, ordered=False), purpose=Retry.WRITE
+            )
+        except ArchiverError as error:
+            refused = _too_large_to_mark(error)
+            if refused is None:
+                raise
+            return {ids[e["index"]]: e for e in refused}
+        return {}
 
     def take_back(self, previous: dict[OrderId, datetime | None]) -> None:
         if not previous:

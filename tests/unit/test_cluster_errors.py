@@ -585,6 +585,29 @@ def test_every_order_of_a_write_refused_alike_is_the_deployment_not_the_data(way
     assert len(getattr(ArchiveWriter(mixed), way)(_orders(2)).rejections) == 2
 
 
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        {
+            "code": 2,
+            "codeName": "BadValue",
+            "errmsg": "object to insert too large. size in bytes: 16777300, max size: 16777216",
+        },
+        {"code": 17420, "errmsg": "Document to upsert is larger than 16777216"},
+    ],
+)
+def test_every_order_of_a_write_refused_for_its_size_is_the_data_each_rejected(way, refusal):
+    """Two large orders alone in a write (a watcher's micro-batch, the last chunk, a half of a
+    write split for its size) both refused for their size: each order is rejected with its
+    reason, never "the deployment refuses them" (exit 1 on every run, the same orders again)."""
+    documents = _orders(2)
+    archive = FakeArchive(bulk_error([{"index": i, **refusal} for i in range(2)]))
+    archive.full_name = "livraison.Commande_archive"
+    outcome = getattr(ArchiveWriter(archive), way)(documents)
+    assert sorted(r.order_id for r in outcome.rejections) == sorted(d["_id"] for d in documents)
+
+
 class SizeLimitedArchive(FakeArchive):
     """Refuses any write holding ``huge`` whole, as the server (10334) or pymongo does."""
 
