@@ -444,38 +444,13 @@ class ArchiveWriter:
         cold move or the TTL index deleted meanwhile would read as another order's number. A
         duplicate whose ``keyPattern`` the server did not send goes through ``upsert``, which
         decides it as before. Refused whole for its size: in halves (``_in_halves``)."""
-        return self._in_halves(documents, self._insert_once)
+        return written_in_halves(documents, self._insert_once)
 
     def upsert(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         """Write ``documents`` by ``$setOnInsert`` upserts keyed on ``_id`` (an order the archive
         holds is matched, never rewritten, and compared next): the way a duplicate key that the
         server did not name (no ``keyPattern``) is settled. Refused whole for its size: in halves."""
-        return self._in_halves(documents, self._upsert_once)
-
-    def _in_halves(
-        self, documents: list[ArchiveDocument], once: Callable[[list[ArchiveDocument]], WriteOutcome]
-    ) -> WriteOutcome:
-        """``once(documents)``. A write the server (10334 BSONObjectTooLarge: the command past
-        16 MB + 16 KB) or pymongo (``DocumentTooLarge``, a ``bson`` error, past 48 MB or one
-        statement past the server's limit) refuses whole is split in halves, down to the one
-        order that makes it too large: that order is rejected, the rest archived (those that an
-        earlier batch of the refused bulk applied counted archived, not already archived).
-        Without it, batch died at the same chunk on every run and watch replayed the same event
-        forever."""
-        try:
-            return once(documents)
-        except _WriteTooLarge as too_large:
-            if len(documents) == 1:
-                return WriteOutcome(rejections=[Rejection.of(documents[0], too_large.reason)])
-            log.warning("%s for %d orders: writing them in halves", too_large.reason, len(documents))
-            half = len(documents) // 2
-            outcome = self._in_halves(documents[:half], once).plus(self._in_halves(documents[half:], once))
-            # Refused whole, yet applied in part: pymongo sends a bulk in batches of 48 MB at
-            # most, and those before the one refused were applied, their result lost with the
-            # error. The halves meet their orders on the _id: written by this very write, told
-            # as after a write sent again (``_written_by``), not counted already archived.
-            outcome.retried = True
-            return outcome
+        return written_in_halves(documents, self._upsert_once)
 
     def _insert_once(self, documents: list[ArchiveDocument]) -> WriteOutcome:
         retries = self.retries
@@ -526,6 +501,32 @@ class ArchiveWriter:
         log.warning("archive write failed (%s); retrying in %.1fs", describe(exc), delay)
         if self.on_retry is not None:
             self.on_retry(exc)
+
+
+def written_in_halves(
+    documents: list[ArchiveDocument], once: Callable[[list[ArchiveDocument]], WriteOutcome]
+) -> WriteOutcome:
+    """``once(documents)``. A write the server (10334 BSONObjectTooLarge: the command past
+    16 MB + 16 KB) or pymongo (``DocumentTooLarge``, a ``bson`` error, past 48 MB or one
+    statement past the server's limit) refuses whole is split in halves, down to the one
+    order that makes it too large: that order is rejected, the rest archived (those that an
+    earlier batch of the refused bulk applied counted archived, not already archived).
+    Without it, batch died at the same chunk on every run and watch replayed the same event
+    forever."""
+    try:
+        return once(documents)
+    except _WriteTooLarge as too_large:
+        if len(documents) == 1:
+            return WriteOutcome(rejections=[Rejection.of(documents[0], too_large.reason)])
+        log.warning("%s for %d orders: writing them in halves", too_large.reason, len(documents))
+        half = len(documents) // 2
+        outcome = written_in_halves(documents[:half], once).plus(written_in_halves(documents[half:], once))
+        # Refused whole, yet applied in part: pymongo sends a bulk in batches of 48 MB at
+        # most, and those before the one refused were applied, their result lost with the
+        # error. The halves meet their orders on the _id: written by this very write, told
+        # as after a write sent again (``_written_by``), not counted already archived.
+        outcome.retried = True
+        return outcome
 
 
 class Refusals:
