@@ -7,12 +7,12 @@ import threading
 
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.context import RunContext
-from order_archiver.errors import ConfigError, FatalError
+from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import missing_source, unknown_status_hint
 from order_archiver.mongodb.statuses import read_near_misses
 from order_archiver.mongodb.storage import MongoCollection
-from order_archiver.retry import retrying
+from order_archiver.retry import Retry, retrying
 
 log = get_logger("batch")
 
@@ -39,7 +39,13 @@ def say_why_nothing_was_found(
     delivered one looks misspelt (DELIVERED_STATUS)."""
     if report.delivered != 0 or report.scanned != 0:
         return
-    hint = retrying(lambda: unknown_status_hint(orders, delivered_status), stop_event=stop)
+    try:  # it only informs, after the pass's writes: a fault here is said, not the run's failure
+        hint = retrying(
+            lambda: unknown_status_hint(orders, delivered_status), purpose=Retry.INFORM, stop_event=stop
+        )
+    except ArchiverError as exc:
+        log.info("why nothing was found was not looked for (%s)", exc)
+        return
     if hint:
         log.warning(hint)
         report.warnings.append(hint)
@@ -54,7 +60,7 @@ def say_near_misses(
     there is one, a count per near miss stopped at a bound (mongodb/statuses.py)."""
     try:
         line = read_near_misses(orders, delivered_status, context).line()
-    except FatalError as exc:  # a user without the read, a server that refuses it: said, not fatal
+    except ArchiverError as exc:  # it only informs: a refusal, a fault, no status index: said, not fatal
         log.info(
             "the orders' status values were not read (%s): near misses of DELIVERED_STATUS not looked for",
             exc,

@@ -13,13 +13,16 @@ on the same index, each count stopped at ``ORDERS_COUNTED_AT_MOST`` (a count wit
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from order_archiver.context import RunContext
-from order_archiver.documents import MongoCollection
+from order_archiver.documents import MongoCollection, mapping_or_empty
+from order_archiver.errors import FatalError
 from order_archiver.logs import plural
+from order_archiver.mongodb.indexes import listed_indexes
 from order_archiver.orders.enrichment import is_near_miss
+from order_archiver.retry import Retry
 
 STATUS_VALUES_LOOKED_AT = 1000  # distinct status values looked at (a status is a short list)
 NEAR_MISSES_COUNTED = 10  # near-miss values counted and named; the others only numbered
@@ -78,16 +81,36 @@ def near_misses(
     )
 
 
+class StatusIndexMissing(FatalError):
+    """No ready index on the source is led by ``status``: the values are not read (a distinct
+    would then read every order, on a collection of millions: the caller says "not checked")."""
+
+
 def read_near_misses(orders: MongoCollection, delivered_status: str, context: RunContext) -> NearMisses:
-    """The source's status values read (one distinct scan), then ``near_misses``. A server that
-    refuses the read raises ``FatalError``: the caller says "not checked"."""
-    values = context.retrying(lambda: orders.distinct("status"))
+    """The source's status values read (one distinct scan of an index led by ``status``), then
+    ``near_misses``. Informative reads (``Retry.INFORM``): a server that refuses them, a fault
+    that outlasts their retries, or no such index (``StatusIndexMissing``) raise an
+    ``ArchiverError``: the caller says "not checked" and goes on, whatever else it did."""
+    listed = context.retrying(lambda: listed_indexes(orders), purpose=Retry.INFORM)
+    if not any(ready and _led_by_status(spec) for spec, ready in listed):
+        raise StatusIndexMissing(
+            "no index on the orders is led by status yet (batch --run builds {status, date_commande}): "
+            "reading their status values would read every order"
+        )
+    values = context.retrying(lambda: orders.distinct("status"), purpose=Retry.INFORM)
     return near_misses(orders, delivered_status, values, context)
+
+
+def _led_by_status(spec: Mapping[str, object]) -> bool:
+    return next(iter(mapping_or_empty(spec.get("key"))), None) == "status"
 
 
 def _counted(orders: MongoCollection, status: str, context: RunContext) -> NearMiss:
     # An equality on the index's first field: a count of index keys, stopped one past the bound.
     counted = int(
-        context.retrying(lambda: orders.count_documents({"status": status}, limit=ORDERS_COUNTED_AT_MOST + 1))
+        context.retrying(
+            lambda: orders.count_documents({"status": status}, limit=ORDERS_COUNTED_AT_MOST + 1),
+            purpose=Retry.INFORM,
+        )
     )
     return NearMiss(status, min(counted, ORDERS_COUNTED_AT_MOST), more=counted > ORDERS_COUNTED_AT_MOST)

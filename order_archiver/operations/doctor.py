@@ -25,7 +25,6 @@ from order_archiver.errors import (
     NO_CHANGE_STREAMS_CODES,
     ArchiverError,
     ConfigError,
-    FatalError,
     TransientError,
     is_authorisation_error,
 )
@@ -290,7 +289,7 @@ def delivered_status_check(
     orders = client[settings.mongodb_database][settings.orders_collection]
     try:
         found = read_near_misses(orders, settings.delivered_status, context)
-    except FatalError as exc:
+    except ArchiverError as exc:
         report.add(
             "delivered status", "warn", f"the orders' status values cannot be read ({exc}): not checked"
         )

@@ -114,7 +114,9 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
         "features": "pass",
         "topology": "pass",
         "collections": "pass",
-        "delivered status": "pass",  # no status value reads as DELIVERED_STATUS without being it
+        # Not checked: no index on the orders is led by status yet (batch --run builds it), and a
+        # distinct without one would read every order (mongodb/statuses.py).
+        "delivered status": "warn",
         "change streams": "pass",
         "retention": "pass",
         "personal data": "pass",

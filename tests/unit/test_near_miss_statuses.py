@@ -72,6 +72,7 @@ def source(mongo, monkeypatch):
     on_the_command_line(mongo, monkeypatch)
     orders = mongo[SETTINGS.mongodb_database][SETTINGS.orders_collection]
     fill(orders)
+    orders.create_index([("status", 1), ("date_commande", 1)])  # as batch --run builds it
     return orders
 
 
@@ -208,3 +209,40 @@ def test_doctor_only_warns_when_the_status_values_cannot_be_read(source, monkeyp
     assert check.outcome == "warn"
     assert "not checked" in check.detail
     assert "17217" in check.detail
+
+
+def test_a_fault_of_the_near_miss_read_fails_no_run(source, monkeypatch):
+    """The read only informs, after the pass's writes (and, in a watcher, after a catch-up whose
+    token still says catching_up: a failure there made it catch up again from the start). An
+    AutoReconnect that outlasts its retries failed the run, exit 1, after it had archived
+    everything (a review of the change)."""
+    from pymongo.errors import AutoReconnect
+
+    from order_archiver import retry
+
+    monkeypatch.setattr(retry.Backoff, "next_delay", lambda self: 0.0)
+
+    def lost(self, key, *_args, **_kwargs):
+        raise AutoReconnect("connection reset")
+
+    monkeypatch.setattr(type(source), "distinct", lost)
+    report = BatchArchiver(source.database.client, SETTINGS, BatchOptions(run=True)).run()
+    assert report.archived == 3
+    assert not [w for w in report.warnings if w.startswith("never archived: ")]
+
+
+def test_without_an_index_led_by_status_the_values_are_not_read(source, monkeypatch):
+    """A distinct on ``status`` is an index walk only with an index led by it; without one (a
+    first doctor, before batch --run built it) it reads every order: not read, "not checked"."""
+    from order_archiver.operations.doctor import DoctorReport, delivered_status_check
+
+    source.drop_indexes()
+    read: list[str] = []
+    monkeypatch.setattr(type(source), "distinct", lambda self, key, *a, **k: read.append(key) or [])
+    report = DoctorReport()
+    delivered_status_check(report, source.database.client, SETTINGS, RunContext())
+    (check,) = report.checks
+    assert check.outcome == "warn"
+    assert "not checked" in check.detail
+    assert "no index on the orders is led by status" in check.detail
+    assert read == []
