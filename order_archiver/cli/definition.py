@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from order_archiver.batch.report import DEFAULT_SAMPLES
 from order_archiver.context import RunContext
 from order_archiver.errors import ExitCode
+from order_archiver.logs import redact
 from order_archiver.mongodb.rejects import DEFAULT_LIST_LIMIT
 from order_archiver.operations.forget import checked_client_id, checked_courier_id
 from order_archiver.operations.restore import parse_order_id
@@ -78,7 +79,9 @@ class OneLineParser(argparse.ArgumentParser):
         parsed, extras = self.parse_known_args(args)
         if extras:
             parser = self.commands.get(getattr(parsed, "command", ""), self)
-            parser.error(f"unrecognized arguments: {' '.join(extras)}{parser.closest_flags(extras)}")
+            # Redacted: what was not taken is echoed (a mistyped --archive-urii and its URI).
+            given = redact(" ".join(extras))
+            parser.error(f"unrecognized arguments: {given}{parser.closest_flags(extras)}")
         return parsed
 
     def closest_flags(self, extras: Sequence[str]) -> str:
@@ -96,12 +99,14 @@ class OneLineParser(argparse.ArgumentParser):
 
     def _check_value(self, action: argparse.Action, value: object) -> None:
         """An invalid choice (a command, --token-store...): the closest one, when one is close,
-        instead of the whole list."""
+        instead of the whole list; never a password it holds (a URI given where a choice goes)."""
         choices = [str(choice) for choice in action.choices or ()]
         if choices and value not in (action.choices or ()):
-            close = difflib.get_close_matches(str(value), choices, n=1)
+            shown, close = redact(str(value)), difflib.get_close_matches(str(value), choices, n=1)
             if close:
-                raise argparse.ArgumentError(action, f"invalid choice: {value!r}; did you mean {close[0]!r}?")
+                raise argparse.ArgumentError(action, f"invalid choice: {shown!r}; did you mean {close[0]!r}?")
+            if shown != str(value):
+                raise argparse.ArgumentError(action, f"invalid choice: {shown!r}")
         super()._check_value(action, value)
 
 

@@ -454,3 +454,22 @@ def test_a_local_file_error_is_not_said_to_be_the_cold_tiers(tmp_path, monkeypat
     assert "cold tier" not in err
     assert "ARCHIVE_COLD_URL" not in err
     assert "No space left on device" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["batch", "--archive-urii", "mongodb://user:s3cret@h/db"],  # a mistyped flag, its value echoed
+        ["batch", "--token-store", "mongodb://user:s3cret@h/db"],  # an invalid choice, echoed
+        ["mongodb://user:s3cret@h/db"],  # a URI given as the command
+    ],
+)
+def test_a_usage_error_never_prints_a_password_it_was_given(argv, capsys):
+    """argparse echoes what it did not take; ``--archive-uri`` itself refuses a password on the
+    command line so that none is printed: a mistyped flag printed it whole (a review)."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "s3cret" not in err
+    assert "user:***@" in err
