@@ -239,6 +239,8 @@ class Watcher:
                 # Dropped or replaced (a rename, $out, a restore with --drop: no insert events), or
                 # a catch-up from here not done (below): the stream is open, nothing is missed.
                 self._catch_up(saved)
+                if saved.catching_up and saved.token is not None:  # done: a reconnect need not redo it
+                    self._save_token(saved.token, invalidated=saved.invalidated)
         if stream is None:
             stream = self._open(NO_TOKEN)
             start_token = stream.resume_token

@@ -512,3 +512,32 @@ def test_the_verbose_line_names_only_the_orders_written(mongo, caplog):
     said = [r.getMessage() for r in caplog.records]
     assert "order rejected" in said, said  # the reason is a field of the record
     assert not any(line.startswith("archived order") for line in said), said
+
+
+def test_a_finished_catch_up_from_a_resumed_token_is_saved_as_done(mongo):
+    """A watcher that resumes from a predecessor's unfinished catch-up (``catching_up``) catches
+    up, then saves the token as done: a reconnect before its first event or heartbeat read the
+    whole history again (a review; the path of a newly opened stream saved it already)."""
+    from order_archiver.retry import Retry, RetryPolicy
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+    from tests.helpers import seed_database
+
+    settings = Settings(simulation=True, log_dir="")
+    database = mongo[settings.mongodb_database]
+    seed_database(database, settings, 20, seed=6, p_anomalies=0.0)
+    keys, options = ARCHIVE_INDEXES[0]
+    database[settings.archive_collection].create_index(keys, **options)
+    watcher = Watcher(mongo, settings, WatchOptions(token_store="mongo", name="eu-1"))
+    watcher._open = lambda state: FakeChangeStream(resume_token=TOKEN)  # type: ignore[method-assign]
+    watcher._consume = lambda stream, policy: None  # type: ignore[method-assign]
+    assert watcher.lease is not None
+    assert watcher.lease.try_acquire()
+    try:
+        watcher._save_token(TOKEN, catching_up=True)  # a predecessor paused in its catch-up
+        watcher._stream_once(RetryPolicy(Retry.SERVICE, on_stop="end"))  # resumes, catches up
+        assert watcher.stats.catch_ups == 1
+        watcher._stream_once(RetryPolicy(Retry.SERVICE, on_stop="end"))  # a reconnect, no event yet
+    finally:
+        watcher.lease.release()
+    assert watcher.stats.catch_ups == 1, "the whole catch-up ran again after a reconnect"
