@@ -257,7 +257,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
 
     # The folder or bucket, before anything is written; a dry run too (what --run would do is
     # stop here): it leaves nothing there either (the probe file is removed at once).
-    check_cold_tier(settings)
+    check_cold_tier(settings, context)
     report = BatchReport(dry_run=not options.run)
     succeeded = False
     try:

@@ -32,12 +32,13 @@ FORGET_WAITS_S = 600.0  # how long a forget waits for a move in progress before 
 NOTHING_DUE = datetime.min.replace(tzinfo=UTC)  # the cutoff of a move that only settles (forget's)
 
 
-def cold_store(settings: Settings, context: RunContext | None = None) -> ColdStore | None:
+def cold_store(settings: Settings, context: RunContext) -> ColdStore | None:
     """The cold tier's store, or None when ARCHIVE_COLD_URL is unset; ``context``: the run whose
-    stop ends a storage retry's wait."""
+    stop (SIGINT, SIGTERM, the stop file) ends a storage retry's wait. Required: a store made
+    without it retried for a minute after a Ctrl-C."""
     if not settings.archive_cold_url:
         return None
-    return ColdStore(settings.archive_cold_url, stop=context.stop if context is not None else None)
+    return ColdStore(settings.archive_cold_url, stop=context.stop)
 
 
 def cold_holding(
@@ -58,10 +59,10 @@ def cold_holding(
     return ColdHolding(store, orders, checkpoints, cutoff, context)
 
 
-def check_cold_tier(settings: Settings) -> None:
+def check_cold_tier(settings: Settings, context: RunContext) -> None:
     """Before ``batch --run`` writes anything: the folder or bucket exists and takes a file
     (``ConfigError``, exit 2, naming it)."""
-    store = cold_store(settings)
+    store = cold_store(settings, context)
     if store is not None:
         store.check()
 
@@ -78,7 +79,7 @@ def would_move(
 ) -> ColdMoveReport | None:
     """A dry run: how many archived orders ``batch --run`` would move now (one count on the
     ``{date_livraison, _id}`` index); None without a cold tier."""
-    if cold_store(settings) is None or settings.archive_cold_after is None:
+    if cold_store(settings, context) is None or settings.archive_cold_after is None:
         return None
     collections = Collections.of(client, settings, archive_client)
     on_archive = context.on(collections.archive_side)

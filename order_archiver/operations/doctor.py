@@ -371,12 +371,12 @@ def retention_check(
     return state.action == "drop"
 
 
-def cold_tier_check(report: DoctorReport, settings: Settings) -> None:
+def cold_tier_check(report: DoctorReport, settings: Settings, context: RunContext) -> None:
     """ARCHIVE_COLD_URL: the folder or bucket is there (not written to: doctor writes nothing;
     ``batch --run`` also checks that it takes a file, before it writes anything)."""
     store = None
     try:
-        store = cold_store(settings)
+        store = cold_store(settings, context)
         if store is not None:
             store.check(writable=False)
     except (ConfigError, TransientError) as exc:  # a storage that did not answer: a fail line too
@@ -561,7 +561,7 @@ def check_deployment_of(
     ttl_index_to_drop = side != "source" and retention_check(report, client, settings, context)
     if side != "source":
         personal_data_check(report, client, settings, context)
-        cold_tier_check(report, settings)
+        cold_tier_check(report, settings, context)
         cold_record_check(report, client, settings, context)
     index_check(report, client, settings, side, context)
     tls_check(report, settings, side)

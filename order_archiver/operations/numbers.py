@@ -19,7 +19,7 @@ def case_hints(
     """For each of ``numeros`` archived in upper case, the hint ("CMD-000373 is archived", "...,
     in the cold tier"): the archive first, then the cold tier for those still unnamed."""
     hints = _in_archive(numeros, archive, context)
-    hints.update(_in_cold(settings, [n for n in numeros if n not in hints]))
+    hints.update(_in_cold(settings, [n for n in numeros if n not in hints], context))
     return hints
 
 
@@ -45,11 +45,11 @@ def _in_archive(numeros: list[str], archive: MongoCollection, context: RunContex
     return found
 
 
-def _in_cold(settings: Settings, numeros: list[str]) -> dict[str, str]:
+def _in_cold(settings: Settings, numeros: list[str], context: RunContext) -> dict[str, str]:
     """As ``_in_archive``, in the cold tier's files (ARCHIVE_COLD_URL): an order moved there is
     archived too. Their ``numero_commande`` column only, and only for the numbers still unnamed."""
     wanted = {n.upper(): n for n in numeros if n.upper() != n}
-    store = cold_store(settings) if wanted else None
+    store = cold_store(settings, context) if wanted else None
     if store is None:
         return {}
     return {

@@ -198,14 +198,14 @@ def restore(
     before a chunk (exit 0, ``ended`` says why; the next restore of the same selection inserts
     the rest: what is in the source already is counted, not written again)."""
     wanted = selection.archive_filter()  # refused before anything is read
-    cold_place = cold_store(settings)
+    context = context or RunContext()
+    cold_place = cold_store(settings, context)
     if cold_place is not None:  # a lost cold folder: refused before anything is restored, not "not found"
         cold_place.check(writable=False)
-    context = context or RunContext()
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)
     if run and not confirmed:
-        _confirm(collections.archive, wanted, context, _cold_chunks(settings, selection))
+        _confirm(collections.archive, wanted, context, _cold_chunks(settings, selection, context))
     report = RestoreReport(run)
     throttle = limits.throttle((client, archive_client), context.stop, report.limits)
     context = replace(context, gate=throttle)
@@ -250,7 +250,7 @@ def _restored(
         mark, cold=ColdRestoreMarks(collections.checkpoints, context.on(collections.archive_side))
     )
     archived = ((mark, chunk) for chunk in _chunks(collections.archive, wanted, context))
-    cold = ((cold_mark, chunk) for chunk in _cold_chunks(settings, selection))
+    cold = ((cold_mark, chunk) for chunk in _cold_chunks(settings, selection, context))
     for marker, chunk in itertools.chain(archived, cold):
         report.selected += len(chunk)
         seen.update(document.get("numero_commande") for document in chunk)
@@ -332,11 +332,13 @@ def _chunks(
     return chunked(scan_by_id(selected_after, stop_event=context.stop), CHUNK)
 
 
-def _cold_chunks(settings: Settings, selection: RestoreSelection) -> Iterator[list[Document]]:
+def _cold_chunks(
+    settings: Settings, selection: RestoreSelection, context: RunContext
+) -> Iterator[list[Document]]:
     """The selected orders of the cold tier (``ARCHIVE_COLD_URL``), a chunk at a time: restored
     as an archived one is (the cold file keeps the whole archive document, its source copy
     included); never removed from the cold tier, as restore never deletes from the archive."""
-    store = cold_store(settings)
+    store = cold_store(settings, context)
     if store is None:
         return iter(())
     query = ColdQuery(
