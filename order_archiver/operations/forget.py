@@ -150,7 +150,12 @@ class ForgetReport:
         cold = self.cold
         if cold is None or not cold.orders:
             return [*self._archive_lines(), *self._unerased_lines()]
-        verb = f"{cold.rewritten} rewritten" if self.run else "would rewrite (dry run)"
+        if self.run:
+            verb = f"{plural(cold.rewritten, 'file')} rewritten"
+        elif cold.erased:  # the files holding them, rewritten without their personal data
+            verb = f"would rewrite the {plural(cold.files, 'file')} holding them (dry run: nothing written)"
+        else:
+            verb = "nothing to rewrite"
         return [
             *self._archive_lines(),
             *self._unerased_lines(),

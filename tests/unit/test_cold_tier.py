@@ -16,6 +16,7 @@ from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore, Month
 from order_archiver.context import RunContext
 from order_archiver.errors import ConfigError
+from order_archiver.logs import plural
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.settings import load_settings
 from tests.helpers import seed_database
@@ -495,6 +496,10 @@ def test_forget_rewrites_every_cold_file_holding_the_clients_orders_without_thei
     assert dry.cold.orders > 0
     assert dry.cold.erased == dry.cold.orders
     assert dry.cold.rewritten == 0
+    # What a dry run would do, said (a new user read "would rewrite (dry run)": rewrite what?).
+    assert dry.lines()[-1].endswith(
+        f"would rewrite the {plural(dry.cold.files, 'file')} holding them (dry run: nothing written)"
+    )
     files_before = store.files()
 
     report = forget_person(mongo, with_cold, person, run=True)
@@ -511,9 +516,15 @@ def test_forget_rewrites_every_cold_file_holding_the_clients_orders_without_thei
         else:
             assert bson.encode(document) == bson.encode(before[order_id])  # the others untouched
     assert len(store.files()) == len(files_before)
+    assert report.lines()[-1].endswith(f"{plural(report.cold.rewritten, 'file')} rewritten")
     again = forget_person(mongo, with_cold, person, run=True)
     assert again.cold.erased == 0
     assert again.cold.rewritten == 0
+    assert (
+        forget_person(mongo, with_cold, person, run=False)
+        .lines()[-1]
+        .endswith("0 holding personal data; nothing to rewrite")
+    )
 
 
 def test_forget_reaches_a_cold_order_naming_its_client_by_the_text_of_their_id(
