@@ -206,11 +206,15 @@ class BatchReport:
     def summary_line(self) -> str:
         window = ""
         if self.delivered is not None:
-            scope = "in the window"
-            if self.since is not None:
-                read = "; --full reads them all" if self.stamps_only is None else ", by delivery stamp only"
-                scope = f"since {self.since.isoformat()} (incremental{read})"
-            window = f" of {self.delivered} delivered {scope}"
+            scope = " in the window"
+            if self.since is not None and self.stamps_only is None:  # stamps and the change history
+                scope = (
+                    f": stamped since {self.since.isoformat()} or changed since the last run "
+                    "(incremental, from the change history; --full reads them all)"
+                )
+            elif self.since is not None:
+                scope = f" since {self.since.isoformat()} (incremental, by delivery stamp only)"
+            window = f" of {self.delivered} delivered{scope}"
             if self.outside_window:  # why the counts fall short of the delivered ones
                 window += (
                     f" ({self.outside_window} outside the window once their string date_commande was read)"

@@ -550,3 +550,20 @@ def test_scanned_counts_the_orders_gone_through_in_every_kind_of_pass(mongo, set
     if report.delivered is not None:  # a complete pass without --limit: each delivered order once
         gone_through = report.scanned + report.outside_window + report.past_retention + report.past_cold_after
         assert gone_through == report.delivered
+
+
+def test_an_incremental_summary_says_its_orders_come_from_the_change_history_too():
+    """With the change history (not a standalone), an incremental pass reads the orders stamped
+    since its start and those changed since the last run, whatever their stamps: "of 311
+    delivered since 12:49" made a new user think they were delivered then (a second simulate.py
+    spreads deliveries over 30 days)."""
+    from order_archiver.batch.report import BatchReport
+
+    since = datetime(2026, 12, 7, 12, 49, 8, tzinfo=UTC)
+    line = BatchReport(delivered=311, since=since).summary_line()
+    assert (
+        f"of 311 delivered: stamped since {since.isoformat()} or changed since the last run "
+        "(incremental, from the change history; --full reads them all)"
+    ) in line
+    by_stamp = BatchReport(delivered=3, since=since, stamps_only="standalone").summary_line()
+    assert f"of 3 delivered since {since.isoformat()} (incremental, by delivery stamp only)" in by_stamp
