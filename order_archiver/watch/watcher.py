@@ -260,13 +260,12 @@ class Watcher:
         return open_stream(self.orders, self.settings, state)
 
     def _catch_up(self, start: ResumeState = NO_TOKEN) -> None:
-        """``start``: where the stream starts, saved first as not caught up (whoever resumes from
-        it catches up again: a watcher taking over mid-catch-up sees a correction made meanwhile,
-        guarantees.md), and again before the chunks' writes (``_heartbeat``)."""
+        """``start``: where the stream starts, saved first as not caught up (a watcher taking over
+        mid-catch-up catches up again: guarantees.md), again before each chunk's write
+        (``_heartbeat``), where the lease is checked too (``fence``, as before a micro-batch's)."""
         self.stats.catch_ups += 1
         self._heartbeat(start, first=True)
         parts = (self.client, self.archive_client, self.settings, self.context, self.events)
-        # fence: the lease's check before each chunk's write, as before each micro-batch's
         catch_up(*parts, before_write=lambda: self._heartbeat(start), fence=self.events.step.fence)
 
     def _heartbeat(self, start: ResumeState, first: bool = False) -> None:
