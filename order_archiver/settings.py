@@ -775,6 +775,44 @@ def _check_env_lines(path: Path, text: str) -> None:
             )
 
 
+# The settings that name a deployment's servers and storage. A settings file (.env, --env-file)
+# is a deployment's: --simulation takes none of these from it, lest its generated orders reach
+# the real cold tier, its lines the real log folder, its reports the real server's name. The
+# environment's are this command's own choice (ARCHIVE_COLD_URL=file:///tmp/try ... --simulation).
+REAL_PLACES = (
+    "MONGODB_URI",
+    "MONGODB_URI_FILE",
+    "ARCHIVE_MONGODB_URI",
+    "ARCHIVE_COLD_URL",
+    "ARCHIVE_COLD_AFTER",
+    "LOG_DIR",
+    "RESUME_TOKEN_FILE",
+)
+
+
+def outside_simulation(
+    file_values: Mapping[str, str], environ: Mapping[str, str], where: str
+) -> tuple[dict[str, str], list[str]]:
+    """The settings file's values a simulation keeps, and the one line naming those it drops.
+    An empty value points nowhere (LOG_DIR=: no log file) and is kept; ARCHIVE_COLD_AFTER goes
+    with the file's ARCHIVE_COLD_URL, unless the environment gives a cold tier of its own."""
+    dropped = [
+        name
+        for name in REAL_PLACES
+        if str(file_values.get(name) or "").strip()
+        and name not in environ
+        and not (name == "ARCHIVE_COLD_AFTER" and environ.get("ARCHIVE_COLD_URL"))
+    ]
+    if not dropped:
+        return dict(file_values), []
+    kept = {name: value for name, value in file_values.items() if name not in dropped}
+    return kept, [
+        f"--simulation: ignored {', '.join(dropped)} from {where}: a simulation never touches a "
+        "deployment's servers or storage (to try them on generated data, set them in the "
+        "environment of this one command)"
+    ]
+
+
 def load_settings(
     env_file: str | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -788,6 +826,9 @@ def load_settings(
     warnings += unknown_settings(file_values, env_file or ".env")
     environment = os.environ if environ is None else environ
     warnings += unknown_environment(environment)
+    if (overrides or {}).get("simulation"):
+        file_values, ignored = outside_simulation(file_values, environment, env_file or ".env")
+        warnings += ignored
     values = _parsed_values(environment, file_values)
     values.update({field: value for field, value in (overrides or {}).items() if value is not None})
     values.update(uri_from_file(values))

@@ -432,3 +432,46 @@ def test_a_file_named_like_a_password_key_is_not_masked():
     (a new user read 'file:///etc/passwd: *** a folder'); a key after anything else is masked."""
     assert redact_uri("ARCHIVE_COLD_URL file:///etc/passwd: not a folder").endswith("passwd: not a folder")
     assert redact_uri("MONGODB_PASSWORD=abc password: hunter2") == "MONGODB_PASSWORD=*** password: ***"
+
+
+def test_a_simulation_takes_no_real_place_from_the_env_file(tmp_path, monkeypatch, capsys):
+    """A new user's try: with their real server's cold tier in .env, ``make run`` (batch --run
+    --simulation) said "not archived: the cold tier's" and wrote its probe file in the real cold
+    folder: generated orders could have been published there. A settings file is a
+    deployment's: a simulation takes none of its places (servers, cold tier, log folder), says
+    which in one line, and archives every generated delivered order."""
+    from tests.helpers import run_in_process
+
+    cold, logs, project = tmp_path / "real_cold", tmp_path / "real_logs", tmp_path / "project"
+    cold.mkdir()
+    project.mkdir()
+    (project / ".env").write_text(
+        "MONGODB_URI=mongodb://prod.example:27017/\n"
+        f"ARCHIVE_COLD_URL=file://{cold}\nARCHIVE_COLD_AFTER=30d\nLOG_DIR={logs}\nBATCH_SIZE=50\n"
+    )
+    (project / ".env").chmod(0o600)
+    simulated = ("batch", "--run", "--simulation", "--count", "300")
+    result = run_in_process(*simulated, env={}, cwd=project, monkeypatch=monkeypatch, capsys=capsys)
+    assert result.returncode in (0, 3), result.stderr
+    assert "ARCHIVE_COLD_AFTER" not in result.stdout  # "not archived: the cold tier's"
+    assert list(cold.iterdir()) == []  # not even the probe file
+    assert not logs.exists()
+    [said] = [line for line in result.stderr.splitlines() if "--simulation: ignored" in line]
+    assert "ignored MONGODB_URI, ARCHIVE_COLD_URL, ARCHIVE_COLD_AFTER, LOG_DIR from .env" in said
+    assert "WARNING" in said
+    assert "cold tier" not in result.stdout
+    assert "prod.example" not in result.stdout + result.stderr
+
+
+def test_a_simulation_keeps_a_cold_tier_the_environment_gives(tmp_path):
+    """``ARCHIVE_COLD_URL=file:///tmp/try ... batch --simulation``: the command's own choice is
+    kept (with the file's ARCHIVE_COLD_AFTER); the file's log folder is still a deployment's."""
+    (tmp_path / ".env").write_text(f"ARCHIVE_COLD_AFTER=30d\nLOG_DIR={tmp_path / 'real_logs'}\n")
+    (tmp_path / ".env").chmod(0o600)
+    environ = {"ARCHIVE_COLD_URL": f"file://{tmp_path}/try"}
+    settings, warnings = load_settings(overrides={"simulation": True}, environ=environ)
+    assert (settings.archive_cold_url, str(settings.archive_cold_after)) == (f"file://{tmp_path}/try", "30d")
+    assert settings.log_dir == "logs"
+    assert [w for w in warnings if "ignored LOG_DIR from .env" in w]
+    without, _ = load_settings(environ={"MONGODB_URI": "mongodb://h/", **environ})  # not simulated: as before
+    assert without.log_dir == str(tmp_path / "real_logs")
