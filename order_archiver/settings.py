@@ -768,11 +768,24 @@ def _check_env_lines(path: Path, text: str) -> None:
     """A line python-dotenv cannot read is refused, named by its number (never its text: it may
     hold a password). Read past with a warning, a setting meant there silently did not apply."""
     for binding in parse_stream(io.StringIO(text)):
+        where = f"{path} line {binding.original.line}"
         if binding.error or (binding.key is not None and binding.value is None):  # junk; a bare NAME
             raise ConfigError(
-                f"{path} line {binding.original.line}: not NAME=value (quote a value with spaces or #; "
-                "a comment starts with #)"
+                f"{where}: not NAME=value (quote a value with spaces or #; a comment starts with #)"
             )
+        if binding.key is not None and _unquoted_with_a_space(binding.original.string):
+            raise ConfigError(
+                f'{where}: a value with a space in it, unquoted: quote it (NAME="my value"); a '
+                "comment goes on a line of its own"
+            )
+
+
+def _unquoted_with_a_space(line: str) -> bool:
+    """``LOG_DIR=my logs # comment``: python-dotenv reads ``my logs`` (the comment cut at a
+    space and #) and a folder named so is made; ``KEY=abc #def`` silently loses ``#def``. An
+    unquoted value holds no space or tab: quoted, it means what it says."""
+    value = line.split("=", 1)[1].strip()
+    return not value.startswith(("'", '"')) and re.search(r"\s", value) is not None
 
 
 # The settings that name a deployment's servers and storage. A settings file (.env, --env-file)

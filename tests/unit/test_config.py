@@ -475,3 +475,44 @@ def test_a_simulation_keeps_a_cold_tier_the_environment_gives(tmp_path):
     assert [w for w in warnings if "ignored LOG_DIR from .env" in w]
     without, _ = load_settings(environ={"MONGODB_URI": "mongodb://h/", **environ})  # not simulated: as before
     assert without.log_dir == str(tmp_path / "real_logs")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "LOG_DIR=my logs # comment",
+        "RESUME_TOKEN_FILE=tok en.json",
+        "BATCH_SIZE=50 # more",
+        "ARCHIVE_PII_KEY=s3cr3t\tkey",
+    ],
+)
+def test_an_unquoted_value_with_a_space_is_refused_by_its_line_before_anything_is_written(
+    line, tmp_path, monkeypatch, capsys
+):
+    """A new user's try: ``LOG_DIR=my logs # comment`` exited 0 and made a folder named "my
+    logs" (python-dotenv cuts the comment at " #", keeps the rest); the docs said such a line is
+    refused by its number, exit 2. One line naming the line and the fix, never its text; a quoted
+    value with spaces means what it says."""
+    from tests.helpers import run_in_process
+
+    (tmp_path / ".env").write_text(f"# settings\nMONGODB_URI=mongodb://h/\n{line}\n")
+    (tmp_path / ".env").chmod(0o600)
+    result = run_in_process(
+        "batch", "--simulation", env={}, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        'error: .env line 3: a value with a space in it, unquoted: quote it (NAME="my value"); a comment '
+        "goes on a line of its own"
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".env"]  # no "my logs", no logs
+
+
+def test_a_quoted_value_with_spaces_is_read_as_written(tmp_path):
+    (tmp_path / ".env").write_text(
+        'MONGODB_URI=mongodb://h/\nLOG_DIR="my logs" # a comment after a quoted value\n'
+        "RESUME_TOKEN_FILE='tok en.json'\n  BATCH_SIZE=  50  \nexport LOG_LEVEL=DEBUG\n# BATCH_SIZE=1 2\n"
+    )
+    settings, _ = load_settings(environ={})
+    assert (settings.log_dir, settings.resume_token_file) == ("my logs", "tok en.json")
+    assert (settings.batch_size, settings.log_level) == (50, "DEBUG")
