@@ -788,6 +788,20 @@ def _unquoted_with_a_space(line: str) -> bool:
     return not value.startswith(("'", '"')) and re.search(r"\s", value) is not None
 
 
+def _where_looked(env_file: str | None) -> str:
+    """Where MONGODB_URI was looked for, the settings file by its absolute path: run from
+    another folder, ".env" alone did not say which .env was meant, nor that there was none."""
+    if env_file:
+        return f"not in the environment nor in --env-file {Path(env_file).absolute()} (add it there; see .env.example)"
+    here = Path(".env").absolute()
+    if here.is_file():
+        return f"not in the environment nor in {here} (add it there; see .env.example)"
+    return (
+        f"not in the environment, and no .env in {here.parent} (run from the project's folder, "
+        "or name the settings file: --env-file PATH; see .env.example)"
+    )
+
+
 # The settings that name a deployment's servers and storage. A settings file (.env, --env-file)
 # is a deployment's: --simulation takes none of these from it, lest its generated orders reach
 # the real cold tier, its lines the real log folder, its reports the real server's name. The
@@ -847,6 +861,8 @@ def load_settings(
     values.update(uri_from_file(values))
     settings = Settings(**values)
     check_settings(settings)
+    if not settings.simulation and not settings.mongodb_uri:
+        raise ConfigError(f"MONGODB_URI is not set: {_where_looked(env_file)}, or use --simulation")
     check_aws_endpoints(settings, environment)
     warnings += retention_warnings(settings)
     for name, uri in (
@@ -938,11 +954,6 @@ def check_settings(settings: Settings) -> None:
     check_cold_tier(settings)
     if settings.archive_pii == "hash" and len(settings.archive_pii_key or "") < 16:
         raise ConfigError("ARCHIVE_PII=hash needs ARCHIVE_PII_KEY, a secret of at least 16 characters")
-    if not settings.simulation and not settings.mongodb_uri:
-        raise ConfigError(
-            "MONGODB_URI is not set: put it in the environment or .env (see .env.example), "
-            "or use --simulation"
-        )
 
 
 def check_cold_tier(settings: Settings) -> None:

@@ -516,3 +516,32 @@ def test_a_quoted_value_with_spaces_is_read_as_written(tmp_path):
     settings, _ = load_settings(environ={})
     assert (settings.log_dir, settings.resume_token_file) == ("my logs", "tok en.json")
     assert (settings.batch_size, settings.log_level) == (50, "DEBUG")
+
+
+def test_a_missing_uri_names_the_env_file_it_looked_for_and_whether_it_exists(tmp_path, monkeypatch, capsys):
+    """A new user's try, run from the wrong folder: "MONGODB_URI is not set: put it in the
+    environment or .env" (which .env? there was none there). The line names the folder where
+    no .env was, or the file without the setting, by absolute path, and the way to name one."""
+    from tests.helpers import run_in_process
+
+    wrong = tmp_path / "wrongdir"
+    wrong.mkdir()
+    result = run_in_process("batch", env={}, cwd=wrong, monkeypatch=monkeypatch, capsys=capsys)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (
+        2,
+        [
+            f"error: MONGODB_URI is not set: not in the environment, and no .env in {wrong} (run from the "
+            "project's folder, or name the settings file: --env-file PATH; see .env.example), or use --simulation"
+        ],
+    )
+    (wrong / ".env").write_text("BATCH_SIZE=50\n")
+    (wrong / ".env").chmod(0o600)
+    result = run_in_process("batch", env={}, cwd=wrong, monkeypatch=monkeypatch, capsys=capsys)
+    assert (
+        f"MONGODB_URI is not set: not in the environment nor in {wrong / '.env'} (add it there"
+        in result.stderr
+    )
+    result = run_in_process(
+        "batch", "--env-file", ".env", env={}, cwd=wrong, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert f"nor in --env-file {wrong / '.env'} (add it there; see .env.example)" in result.stderr
