@@ -578,7 +578,7 @@ def parse_cold_url(value: str) -> str:
     scheme, separator, rest = url.partition("://")
     scheme = scheme.lower()  # a URL's scheme is case-insensitive (RFC 3986): S3:// is s3://
     if not separator:
-        raise ValueError(f"expected file:///path or s3://bucket/prefix; got {_schemeless(url)}")
+        raise ValueError(_without_slashes(url))
     if scheme not in COLD_SCHEMES:
         # Named only when it looks like a scheme (RFC 3986): "key:secret@s3" is a credential.
         shown = (
@@ -597,6 +597,17 @@ def parse_cold_url(value: str) -> str:
             "from the AWS settings (AWS_ACCESS_KEY_ID..., a profile or a role), never the URL"
         )
     return url.rstrip("/")
+
+
+def _without_slashes(url: str) -> str:
+    """Why a place with no ``://`` is refused: ``file:u2_cold`` has its scheme, and lacks the
+    ``//`` and an absolute path (said so, the value unshown); the rest has no scheme at all."""
+    scheme = url.partition(":")[0].lower()
+    if ":" in url and scheme == "file":
+        return "file: URLs take // and an absolute path: file:///absolute/path (file:///var/lib/order-archiver/cold)"
+    if ":" in url and scheme == "s3":
+        return "s3: URLs take // and a bucket: s3://bucket/prefix"
+    return f"expected file:///path or s3://bucket/prefix; got {_schemeless(url)}"
 
 
 def _schemeless(url: str) -> str:
