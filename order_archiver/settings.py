@@ -813,31 +813,26 @@ def _where_looked(env_file: str | None) -> str:
     )
 
 
-# The settings that name a deployment's servers and storage. A settings file (.env, --env-file)
-# is a deployment's: --simulation takes none of these from it, lest its generated orders reach
-# the real cold tier, its lines the real log folder, its reports the real server's name. The
-# environment's are this command's own choice (ARCHIVE_COLD_URL=file:///tmp/try ... --simulation).
-REAL_PLACES = (
-    "MONGODB_URI",
-    "MONGODB_URI_FILE",
-    "ARCHIVE_MONGODB_URI",
-    "ARCHIVE_COLD_URL",
-    "ARCHIVE_COLD_AFTER",
-    "LOG_DIR",
-    "RESUME_TOKEN_FILE",
-)
+# The settings that name a deployment's storage. A settings file (.env, --env-file) is a
+# deployment's: --simulation takes none of these from it, lest its generated orders reach the
+# real cold tier, its lines the real log folder. (Its servers, MONGODB_URI and
+# ARCHIVE_MONGODB_URI, a simulation never contacts.) The environment's are this command's own
+# choice (ARCHIVE_COLD_URL=file:///tmp/try ... --simulation).
+REAL_PLACES = ("ARCHIVE_COLD_URL", "ARCHIVE_COLD_AFTER", "LOG_DIR", "RESUME_TOKEN_FILE")
 
 
 def outside_simulation(
     file_values: Mapping[str, str], environ: Mapping[str, str], where: str
 ) -> tuple[dict[str, str], list[str]]:
     """The settings file's values a simulation keeps, and the one line naming those it drops.
-    An empty value points nowhere (LOG_DIR=: no log file) and is kept; ARCHIVE_COLD_AFTER goes
+    An empty value points nowhere (LOG_DIR=: no log file) and the default's place is the
+    simulation's too (.env.example's LOG_DIR=logs): both kept, unsaid. ARCHIVE_COLD_AFTER goes
     with the file's ARCHIVE_COLD_URL, unless the environment gives a cold tier of its own."""
+    defaults = {field.name: field.default for field in dataclasses.fields(Settings)}
     dropped = [
         name
         for name in REAL_PLACES
-        if str(file_values.get(name) or "").strip()
+        if str(file_values.get(name) or "").strip() not in ("", str(defaults[ENV_VARS[name][0]]))
         and name not in environ
         and not (name == "ARCHIVE_COLD_AFTER" and environ.get("ARCHIVE_COLD_URL"))
     ]
@@ -845,9 +840,9 @@ def outside_simulation(
         return dict(file_values), []
     kept = {name: value for name, value in file_values.items() if name not in dropped}
     return kept, [
-        f"--simulation: ignored {', '.join(dropped)} from {where}: a simulation never touches a "
-        "deployment's servers or storage (to try them on generated data, set them in the "
-        "environment of this one command)"
+        f"--simulation: ignored {', '.join(dropped)} from {where}: a simulation never writes into a "
+        "deployment's storage (to try them on generated data, set them in the environment of this "
+        "one command)"
     ]
 
 
