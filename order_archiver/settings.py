@@ -578,7 +578,7 @@ def parse_cold_url(value: str) -> str:
     scheme, separator, rest = url.partition("://")
     scheme = scheme.lower()  # a URL's scheme is case-insensitive (RFC 3986): S3:// is s3://
     if not separator:
-        raise ValueError(f"expected file:///path or s3://bucket/prefix; got {_schemeless(url)}")
+        raise ValueError(_without_slashes(url))
     if scheme not in COLD_SCHEMES:
         # Named only when it looks like a scheme (RFC 3986): "key:secret@s3" is a credential.
         shown = (
@@ -597,6 +597,17 @@ def parse_cold_url(value: str) -> str:
             "from the AWS settings (AWS_ACCESS_KEY_ID..., a profile or a role), never the URL"
         )
     return url.rstrip("/")
+
+
+def _without_slashes(url: str) -> str:
+    """Why a place with no ``://`` is refused: ``file:u2_cold`` has its scheme, and lacks the
+    ``//`` and an absolute path (said so, the value unshown); the rest has no scheme at all."""
+    scheme = url.partition(":")[0].lower()
+    if ":" in url and scheme == "file":
+        return "file: URLs take // and an absolute path: file:///absolute/path (file:///var/lib/order-archiver/cold)"
+    if ":" in url and scheme == "s3":
+        return "s3: URLs take // and a bucket: s3://bucket/prefix"
+    return f"expected file:///path or s3://bucket/prefix; got {_schemeless(url)}"
 
 
 def _schemeless(url: str) -> str:
@@ -768,11 +779,71 @@ def _check_env_lines(path: Path, text: str) -> None:
     """A line python-dotenv cannot read is refused, named by its number (never its text: it may
     hold a password). Read past with a warning, a setting meant there silently did not apply."""
     for binding in parse_stream(io.StringIO(text)):
+        where = f"{path} line {binding.original.line}"
         if binding.error or (binding.key is not None and binding.value is None):  # junk; a bare NAME
             raise ConfigError(
-                f"{path} line {binding.original.line}: not NAME=value (quote a value with spaces or #; "
-                "a comment starts with #)"
+                f"{where}: not NAME=value (quote a value with spaces or #; a comment starts with #)"
             )
+        if binding.key is not None and _unquoted_with_a_space(binding.original.string):
+            raise ConfigError(
+                f'{where}: a value with a space in it, unquoted: quote it (NAME="my value"); a '
+                "comment goes on a line of its own"
+            )
+
+
+def _unquoted_with_a_space(line: str) -> bool:
+    """``LOG_DIR=my logs # comment``: python-dotenv reads ``my logs`` (the comment cut at a
+    space and #) and a folder named so is made; ``KEY=abc #def`` silently loses ``#def``. An
+    unquoted value holds no space or tab: quoted, it means what it says."""
+    value = line.split("=", 1)[1].strip()
+    return not value.startswith(("'", '"')) and re.search(r"\s", value) is not None
+
+
+def _where_looked(env_file: str | None) -> str:
+    """Where MONGODB_URI was looked for, the settings file by its absolute path: run from
+    another folder, ".env" alone did not say which .env was meant, nor that there was none."""
+    if env_file:
+        return f"not in the environment nor in --env-file {Path(env_file).absolute()} (add it there; see .env.example)"
+    here = Path(".env").absolute()
+    if here.is_file():
+        return f"not in the environment nor in {here} (add it there; see .env.example)"
+    return (
+        f"not in the environment, and no .env in {here.parent} (run from the project's folder, "
+        "or name the settings file: --env-file PATH; see .env.example)"
+    )
+
+
+# The settings that name a deployment's storage. A settings file (.env, --env-file) is a
+# deployment's: --simulation takes none of these from it, lest its generated orders reach the
+# real cold tier, its lines the real log folder. (Its servers, MONGODB_URI and
+# ARCHIVE_MONGODB_URI, a simulation never contacts.) The environment's are this command's own
+# choice (ARCHIVE_COLD_URL=file:///tmp/try ... --simulation).
+REAL_PLACES = ("ARCHIVE_COLD_URL", "ARCHIVE_COLD_AFTER", "LOG_DIR", "RESUME_TOKEN_FILE")
+
+
+def outside_simulation(
+    file_values: Mapping[str, str], environ: Mapping[str, str], where: str
+) -> tuple[dict[str, str], list[str]]:
+    """The settings file's values a simulation keeps, and the one line naming those it drops.
+    An empty value points nowhere (LOG_DIR=: no log file) and the default's place is the
+    simulation's too (.env.example's LOG_DIR=logs): both kept, unsaid. ARCHIVE_COLD_AFTER goes
+    with the file's ARCHIVE_COLD_URL, unless the environment gives a cold tier of its own."""
+    defaults = {field.name: field.default for field in dataclasses.fields(Settings)}
+    dropped = [
+        name
+        for name in REAL_PLACES
+        if str(file_values.get(name) or "").strip() not in ("", str(defaults[ENV_VARS[name][0]]))
+        and name not in environ
+        and not (name == "ARCHIVE_COLD_AFTER" and environ.get("ARCHIVE_COLD_URL"))
+    ]
+    if not dropped:
+        return dict(file_values), []
+    kept = {name: value for name, value in file_values.items() if name not in dropped}
+    return kept, [
+        f"--simulation: ignored {', '.join(dropped)} from {where}: a simulation never writes into a "
+        "deployment's storage (to try them on generated data, set them in the environment of this "
+        "one command)"
+    ]
 
 
 def load_settings(
@@ -788,11 +859,16 @@ def load_settings(
     warnings += unknown_settings(file_values, env_file or ".env")
     environment = os.environ if environ is None else environ
     warnings += unknown_environment(environment)
+    if (overrides or {}).get("simulation"):
+        file_values, ignored = outside_simulation(file_values, environment, env_file or ".env")
+        warnings += ignored
     values = _parsed_values(environment, file_values)
     values.update({field: value for field, value in (overrides or {}).items() if value is not None})
     values.update(uri_from_file(values))
     settings = Settings(**values)
     check_settings(settings)
+    if not settings.simulation and not settings.mongodb_uri:
+        raise ConfigError(f"MONGODB_URI is not set: {_where_looked(env_file)}, or use --simulation")
     check_aws_endpoints(settings, environment)
     warnings += retention_warnings(settings)
     for name, uri in (
@@ -884,11 +960,6 @@ def check_settings(settings: Settings) -> None:
     check_cold_tier(settings)
     if settings.archive_pii == "hash" and len(settings.archive_pii_key or "") < 16:
         raise ConfigError("ARCHIVE_PII=hash needs ARCHIVE_PII_KEY, a secret of at least 16 characters")
-    if not settings.simulation and not settings.mongodb_uri:
-        raise ConfigError(
-            "MONGODB_URI is not set: put it in the environment or .env (see .env.example), "
-            "or use --simulation"
-        )
 
 
 def check_cold_tier(settings: Settings) -> None:

@@ -378,6 +378,36 @@ def test_a_cold_place_with_no_scheme_is_named_as_such_and_never_echoes_a_credent
     assert "secret" not in (result.stdout + result.stderr).lower()
 
 
+FILE_TAKES = (
+    "file: URLs take // and an absolute path: file:///absolute/path (file:///var/lib/order-archiver/cold)"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("file:u2_cold", FILE_TAKES),
+        ("FILE:/var/lib/cold", FILE_TAKES),
+        ("s3:bucket/orders", "s3: URLs take // and a bucket: s3://bucket/prefix"),
+    ],
+)
+def test_a_cold_place_with_its_scheme_but_no_slashes_says_what_it_lacks(
+    value, said, tmp_path, monkeypatch, capsys
+):
+    """A new user's try: ``ARCHIVE_COLD_URL=file:u2_cold`` was refused with "got a value with no
+    scheme"; it has the file: scheme, and lacks the // and an absolute path. One line saying so,
+    exit 2, the value unshown (it may be anything after the scheme), nothing written."""
+    from tests.helpers import run_in_process
+
+    env = {"ARCHIVE_COLD_URL": value, "ARCHIVE_COLD_AFTER": "730d"}
+    result = run_in_process(
+        "batch", "--simulation", "--run", env=env, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: ARCHIVE_COLD_URL: {said}"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_good_cold_settings_are_read():
     settings, _ = load_settings(
         environ={

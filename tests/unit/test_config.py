@@ -432,3 +432,118 @@ def test_a_file_named_like_a_password_key_is_not_masked():
     (a new user read 'file:///etc/passwd: *** a folder'); a key after anything else is masked."""
     assert redact_uri("ARCHIVE_COLD_URL file:///etc/passwd: not a folder").endswith("passwd: not a folder")
     assert redact_uri("MONGODB_PASSWORD=abc password: hunter2") == "MONGODB_PASSWORD=*** password: ***"
+
+
+def test_a_simulation_takes_no_real_place_from_the_env_file(tmp_path, monkeypatch, capsys):
+    """A new user's try: with their real server's cold tier in .env, ``make run`` (batch --run
+    --simulation) said "not archived: the cold tier's" and wrote its probe file in the real cold
+    folder: generated orders could have been published there. A settings file is a
+    deployment's: a simulation takes none of its places (servers, cold tier, log folder), says
+    which in one line, and archives every generated delivered order."""
+    from tests.helpers import run_in_process
+
+    cold, logs, project = tmp_path / "real_cold", tmp_path / "real_logs", tmp_path / "project"
+    cold.mkdir()
+    project.mkdir()
+    (project / ".env").write_text(
+        "MONGODB_URI=mongodb://prod.example:27017/\n"
+        f"ARCHIVE_COLD_URL=file://{cold}\nARCHIVE_COLD_AFTER=30d\nLOG_DIR={logs}\nBATCH_SIZE=50\n"
+    )
+    (project / ".env").chmod(0o600)
+    simulated = ("batch", "--run", "--simulation", "--count", "300")
+    result = run_in_process(*simulated, env={}, cwd=project, monkeypatch=monkeypatch, capsys=capsys)
+    assert result.returncode in (0, 3), result.stderr
+    assert "ARCHIVE_COLD_AFTER" not in result.stdout  # "not archived: the cold tier's"
+    assert list(cold.iterdir()) == []  # not even the probe file
+    assert not logs.exists()
+    [said] = [line for line in result.stderr.splitlines() if "--simulation: ignored" in line]
+    assert "ignored ARCHIVE_COLD_URL, ARCHIVE_COLD_AFTER, LOG_DIR from .env" in said
+    assert "WARNING" in said
+    assert "cold tier" not in result.stdout
+    assert "prod.example" not in result.stdout + result.stderr
+
+
+def test_a_simulation_keeps_a_cold_tier_the_environment_gives(tmp_path):
+    """``ARCHIVE_COLD_URL=file:///tmp/try ... batch --simulation``: the command's own choice is
+    kept (with the file's ARCHIVE_COLD_AFTER); the file's log folder is still a deployment's."""
+    (tmp_path / ".env").write_text(f"ARCHIVE_COLD_AFTER=30d\nLOG_DIR={tmp_path / 'real_logs'}\n")
+    (tmp_path / ".env").chmod(0o600)
+    environ = {"ARCHIVE_COLD_URL": f"file://{tmp_path}/try"}
+    settings, warnings = load_settings(overrides={"simulation": True}, environ=environ)
+    assert (settings.archive_cold_url, str(settings.archive_cold_after)) == (f"file://{tmp_path}/try", "30d")
+    assert settings.log_dir == "logs"
+    assert [w for w in warnings if "ignored LOG_DIR from .env" in w]
+    without, _ = load_settings(environ={"MONGODB_URI": "mongodb://h/", **environ})  # not simulated: as before
+    assert without.log_dir == str(tmp_path / "real_logs")
+    # The shipped .env.example copied as is: its places are the defaults, nothing to say.
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    _, warnings = load_settings(overrides={"simulation": True}, environ={})
+    assert not [w for w in warnings if "--simulation" in w]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "LOG_DIR=my logs # comment",
+        "RESUME_TOKEN_FILE=tok en.json",
+        "BATCH_SIZE=50 # more",
+        "ARCHIVE_PII_KEY=s3cr3t\tkey",
+    ],
+)
+def test_an_unquoted_value_with_a_space_is_refused_by_its_line_before_anything_is_written(
+    line, tmp_path, monkeypatch, capsys
+):
+    """A new user's try: ``LOG_DIR=my logs # comment`` exited 0 and made a folder named "my
+    logs" (python-dotenv cuts the comment at " #", keeps the rest); the docs said such a line is
+    refused by its number, exit 2. One line naming the line and the fix, never its text; a quoted
+    value with spaces means what it says."""
+    from tests.helpers import run_in_process
+
+    (tmp_path / ".env").write_text(f"# settings\nMONGODB_URI=mongodb://h/\n{line}\n")
+    (tmp_path / ".env").chmod(0o600)
+    result = run_in_process(
+        "batch", "--simulation", env={}, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        'error: .env line 3: a value with a space in it, unquoted: quote it (NAME="my value"); a comment '
+        "goes on a line of its own"
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".env"]  # no "my logs", no logs
+    # Quoted, a value with spaces means what it says; a comment after the closing quote is one.
+    (tmp_path / ".env").write_text(
+        'MONGODB_URI=mongodb://h/\nLOG_DIR="my logs" # a comment after a quoted value\n'
+        "RESUME_TOKEN_FILE='tok en.json'\n  BATCH_SIZE=  50  \nexport LOG_LEVEL=DEBUG\n# BATCH_SIZE=1 2\n"
+    )
+    settings, _ = load_settings(environ={})
+    assert (settings.log_dir, settings.resume_token_file) == ("my logs", "tok en.json")
+    assert (settings.batch_size, settings.log_level) == (50, "DEBUG")
+
+
+def test_a_missing_uri_names_the_env_file_it_looked_for_and_whether_it_exists(tmp_path, monkeypatch, capsys):
+    """A new user's try, run from the wrong folder: "MONGODB_URI is not set: put it in the
+    environment or .env" (which .env? there was none there). The line names the folder where
+    no .env was, or the file without the setting, by absolute path, and the way to name one."""
+    from tests.helpers import run_in_process
+
+    wrong = tmp_path / "wrongdir"
+    wrong.mkdir()
+    result = run_in_process("batch", env={}, cwd=wrong, monkeypatch=monkeypatch, capsys=capsys)
+    assert (result.returncode, result.stderr.strip().splitlines()) == (
+        2,
+        [
+            f"error: MONGODB_URI is not set: not in the environment, and no .env in {wrong} (run from the "
+            "project's folder, or name the settings file: --env-file PATH; see .env.example), or use --simulation"
+        ],
+    )
+    (wrong / ".env").write_text("BATCH_SIZE=50\n")
+    (wrong / ".env").chmod(0o600)
+    result = run_in_process("batch", env={}, cwd=wrong, monkeypatch=monkeypatch, capsys=capsys)
+    assert (
+        f"MONGODB_URI is not set: not in the environment nor in {wrong / '.env'} (add it there"
+        in result.stderr
+    )
+    result = run_in_process(
+        "batch", "--env-file", ".env", env={}, cwd=wrong, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert f"nor in --env-file {wrong / '.env'} (add it there; see .env.example)" in result.stderr
