@@ -100,9 +100,9 @@ class StatsLog:
             last = stats.last_event_at.isoformat() if stats.last_event_at else "none yet"
             state = f"idle (last event {last})"
         log.info(
-            "watch: %s; in all %d events, %d archived, %d already archived, %d rejected",
+            "watch: %s; in all %s, %d archived, %d already archived, %d rejected",
             state,
-            stats.events,
+            plural(stats.events, "event"),
             stats.archived,
             stats.already_archived,
             stats.rejected,
