@@ -549,18 +549,24 @@ def test_the_verbose_line_and_the_latency_say_what_happened_to_each_order(mongo,
     archived", and "last archived 259.25s after its change" (and the latency histogram) took
     those replays' age. Each order's line now says what happened to it (archived, revised,
     already archived), and the latency counts only the orders this watcher wrote."""
+    from order_archiver.settings import Settings
+
+    each_order_said(mongo, Settings(simulation=True, log_dir=""), caplog)
+
+
+def each_order_said(client, settings, caplog):
+    """One order archived, replayed, corrected: the -v line of each, the latency of the writes
+    only (also at the wire: tests/integration/test_watch_lines_nx.py)."""
     from datetime import timedelta
 
-    from order_archiver.settings import Settings
     from order_archiver.watch.watcher import Watcher, WatchOptions
     from tests.helpers import expected_archive_ids, seed_database
 
-    settings = Settings(simulation=True, log_dir="")
-    dataset = seed_database(mongo[settings.mongodb_database], settings, 10, seed=7, p_anomalies=0.0)
-    orders = mongo[settings.mongodb_database]["Commande"]
+    dataset = seed_database(client[settings.mongodb_database], settings, 10, seed=7, p_anomalies=0.0)
+    orders = client[settings.mongodb_database][settings.orders_collection]
     order = sorted(expected_archive_ids(dataset), key=str)[0]
     numero = orders.find_one({"_id": order})["numero_commande"]
-    watcher = Watcher(mongo, settings, WatchOptions())
+    watcher = Watcher(client, settings, WatchOptions())
     latency = watcher.metrics.registry.get_sample_value
 
     def delivered(seconds_ago):
