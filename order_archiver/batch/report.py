@@ -197,8 +197,7 @@ class BatchReport:
         if action in DONE:
             verb = f"would {action}" if self.dry_run else DONE[action]
             text += f"; {verb} the archive's TTL index (ARCHIVE_RETENTION)"
-            at_once = retention.get("at_once")
-            if isinstance(at_once, int) and at_once:
+            if isinstance(at_once := retention.get("at_once"), int) and at_once:
                 text += f", which deletes {plural(at_once, 'archived order')} at once"
         if action == "pending":
             text += "; the archive's TTL index is being built (ARCHIVE_RETENTION)"
