@@ -33,9 +33,10 @@ FILE_ONLY = {"file_only": True}
 _secrets: set[str] = set()
 
 
-def plural(count: float, word: str) -> str:
-    """``1 order``, ``2 orders``, ``0 orders`` (a rate is rounded as it is printed)."""
-    return f"{count:.0f} {word}" + ("" if round(count) == 1 else "s")
+def plural(count: float, word: str, many: str | None = None) -> str:
+    """``1 order``, ``2 orders``, ``0 orders`` (a rate is rounded as it is printed); ``many``:
+    the plural when it is not the word and an s (``plural(n, "dish", "dishes")``)."""
+    return f"{count:.0f} " + (word if round(count) == 1 else many or f"{word}s")
 
 
 def get_logger(name: str | None = None) -> logging.Logger:

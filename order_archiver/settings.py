@@ -1044,6 +1044,12 @@ def remote_hosts(uri: str) -> list[str]:
     return [h for h in _host_names(uri) if not _LOOPBACK.match(h)]
 
 
+def in_clear(uri: str) -> str:
+    """What a connection without TLS (or without its certificate checked) lays open: the orders,
+    and the password when the URI holds one (none: X.509 or no authentication, nothing else)."""
+    return "the password and the orders" if uri_password(uri) else "the orders"
+
+
 def tls_problems(name: str, uri: str, settings: Settings) -> list[str]:
     """A URI that switches the certificate check off is refused (``ConfigError``) unless
     MONGODB_ALLOW_INSECURE_TLS says so: anyone on the path could then read the password and
@@ -1053,14 +1059,14 @@ def tls_problems(name: str, uri: str, settings: Settings) -> list[str]:
     if insecure and not settings.mongodb_allow_insecure_tls:
         raise ConfigError(
             f"{name}: {uri_option_spelt(insecure[0])} switches the server's certificate check off (anyone on the way "
-            "could read the password and the orders); remove it, or set MONGODB_ALLOW_INSECURE_TLS=true "
+            f"could read {in_clear(uri)}); remove it, or set MONGODB_ALLOW_INSECURE_TLS=true "
             "for a test deployment"
         )
     remote = remote_hosts(uri)
     if remote and not uses_tls(uri, settings):
         return [
-            f"{name}: {remote[0]} is reached without TLS: the password and the orders cross the "
-            "network in clear (add tls=true)"
+            f"{name}: {remote[0]} is reached without TLS: {in_clear(uri)} cross the network in clear "
+            "(add tls=true)"
         ]
     return []
 

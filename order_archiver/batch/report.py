@@ -197,8 +197,8 @@ class BatchReport:
         if action in DONE:
             verb = f"would {action}" if self.dry_run else DONE[action]
             text += f"; {verb} the archive's TTL index (ARCHIVE_RETENTION)"
-            if retention.get("at_once"):
-                text += f", which deletes {retention['at_once']} archived orders at once"
+            if isinstance(at_once := retention.get("at_once"), int) and at_once:
+                text += f", which deletes {plural(at_once, 'archived order')} at once"
         if action == "pending":
             text += "; the archive's TTL index is being built (ARCHIVE_RETENTION)"
         return text + indexes_text(self.indexes, dry_run=self.dry_run)
@@ -251,7 +251,7 @@ class BatchReport:
                 else ""
             )
             + self._lag_text()
-            + (f"; went on through {self.read_retries} read failures" if self.read_retries else "")
+            + (f"; went on through {plural(self.read_retries, 'read failure')}" if self.read_retries else "")
             + self._lifecycle_text()
         )
 

@@ -11,7 +11,7 @@ from bson import json_util
 
 from order_archiver.batch.report import BatchOptions, BatchReport
 from order_archiver.errors import ArchiverError
-from order_archiver.logs import get_logger
+from order_archiver.logs import get_logger, plural
 from order_archiver.orders.pii import OrderFields, mask_pii
 from order_archiver.settings import write_private
 
@@ -43,4 +43,4 @@ def export_samples(report: BatchReport, options: BatchOptions) -> None:
         )
     except OSError as exc:
         raise ArchiverError(f"--export-samples: cannot write {path}: {exc.strerror}") from None
-    log.info("%d sample documents written to %s", len(report.samples), path)
+    log.info("%s written to %s", plural(len(report.samples), "sample document"), path)

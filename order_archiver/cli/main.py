@@ -288,9 +288,12 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         raise  # refused before the run: no counts to tell, only the one line
     except ArchiverError as error:
         report.ended = "signal" if context.stopped else "error"
-        # An interrupted or failed run still says what it did before the error line; one that
-        # did nothing (unreachable, refused at its start) has only the error line to say.
-        if args.json or report.scanned or report.purged or report.undated_expired or report.pii_erased:
+        # An interrupted run says what it did before the error line, zeros included (a Ctrl-C
+        # before the first chunk: "scanned 0, archived 0" is its answer). A failed one says it
+        # when it did something; one that failed before (unreachable, refused at its start) has
+        # only the error line to say.
+        did_something = report.scanned or report.purged or report.undated_expired or report.pii_erased
+        if args.json or context.stopped or did_something:
             _print_report(
                 report,
                 args.json,

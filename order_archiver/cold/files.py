@@ -20,6 +20,7 @@ from order_archiver.cold.schema import (
     row_of,
 )
 from order_archiver.errors import FatalError, storage_fault
+from order_archiver.logs import plural
 
 if TYPE_CHECKING:
     from pyarrow.parquet import ParquetFile
@@ -151,7 +152,7 @@ def check_file(store: ColdStore, path: str, expected: FileSummary) -> None:
     if found != expected or said != expected:
         raise FatalError(
             f"cold file {store.url_of(path)} read back does not hold what was written "
-            f"({found.rows} rows read, {expected.rows} written): nothing was deleted from the archive"
+            f"({plural(found.rows, 'row')} read, {expected.rows} written): nothing was deleted from the archive"
         )
 
 

@@ -40,7 +40,7 @@ from pymongo.errors import OperationFailure
 from order_archiver.context import UNLIMITED, ChunkGate, RunContext
 from order_archiver.documents import mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
-from order_archiver.logs import get_logger
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import hello, index_build_options
 from order_archiver.mongodb.storage import DUPLICATE_KEY, MongoCollection
 from order_archiver.retry import Retry, retrying
@@ -277,7 +277,11 @@ class IndexBuild:
             except ArchiverError as exc:
                 if len(self.wanted) == 1:
                     raise
-                log.debug("building %d indexes at once failed (%s): one at a time", len(self.wanted), exc)
+                log.debug(
+                    "building %s at once failed (%s): one at a time",
+                    plural(len(self.wanted), "index", "indexes"),
+                    exc,
+                )
                 self._one_by_one()
         except BaseException as exc:  # handed to the run, which says it
             self.errors = {w.name: exc for w in self.wanted if w.name not in self.errors} | self.errors

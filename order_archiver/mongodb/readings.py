@@ -33,9 +33,26 @@ class Archived:
     """What reading and archiving some orders did."""
 
     counts: ArchiveCounts = field(default_factory=ArchiveCounts)
-    written: list[ArchiveDocument] = field(default_factory=list)  # the documents the archive took
+    # The documents this write put in the archive (archived, or revised: ``revised`` names
+    # those), and those it found there as they are (already archived: nothing written).
+    written: list[ArchiveDocument] = field(default_factory=list)
+    found: list[ArchiveDocument] = field(default_factory=list)
+    revised: set[OrderId] = field(default_factory=set)
     finished: bool = False  # some order was finished (read delivered, not past a retention)
     skipped: int = 0  # delivered before ARCHIVE_RETENTION or ARCHIVE_COLD_AFTER: not archived
+
+    def take(self, finished: list[ArchiveDocument], counts: ArchiveCounts) -> None:
+        """What one reading's write did to each of ``finished``: written (archived or revised),
+        found archived as it is, or neither (refused, or to be read again)."""
+        unwritten = counts.refused | counts.conflicts
+        for document in finished:
+            order = document["_id"]
+            if order in counts.found:
+                self.found.append(document)
+            elif order not in unwritten:
+                self.written.append(document)
+                if order in counts.replaced:
+                    self.revised.add(order)
 
 
 @dataclass(frozen=True)
@@ -58,7 +75,7 @@ class Readings:
                 expected = self.step.writer.archived_hashes(ids)  # before the orders: see above
             finished, counts = self._once(ids, expected, done)
             done.counts = done.counts.plus(counts)
-            done.written += [d for d in finished if d["_id"] not in counts.refused | counts.conflicts]
+            done.take(finished, counts)
             if not counts.conflicts:
                 return done
             ids, expected = list(counts.conflicts), None

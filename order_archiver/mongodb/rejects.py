@@ -155,7 +155,8 @@ class RejectStore:
                 self.context.gate.after(len(gone))  # --max-rate
         if removed:
             log.info(
-                "%d rejected orders left the list (archived since, deleted or no longer delivered)", removed
+                "%s left the list (archived since, deleted or no longer delivered)",
+                plural(removed, "rejected order"),
             )
         return removed
 
@@ -204,7 +205,9 @@ class RejectsReport:
     def lines(self) -> list[str]:
         if not self.total:
             return ["no rejected orders"]
-        out = [f"{self.total} rejected orders (not archived until fixed at the source; newest first):"]
+        out = [
+            f"{plural(self.total, 'rejected order')} (not archived until fixed at the source; newest first):"
+        ]
         for entry in self.entries:
             first = entry["first_seen"].isoformat() if isinstance(entry["first_seen"], datetime) else "?"
             out.append(

@@ -27,7 +27,7 @@ from pymongo import errors as pymongo_errors
 
 from order_archiver.documents import ChangeEvent, OrderId, mapping_or_empty
 from order_archiver.errors import is_transient
-from order_archiver.logs import get_logger
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import (
     CollectionNames,
@@ -86,7 +86,9 @@ def enrich_each(
     except pymongo_errors.OperationFailure as exc:
         if not is_oversized(exc):
             raise
-        log.warning("enriching %d orders failed (code %s): enriching them one by one", len(ids), exc.code)
+        log.warning(
+            "enriching %s failed (code %s): enriching them one by one", plural(len(ids), "order"), exc.code
+        )
     found: list[dict[str, object] | Rejection] = []
     for one_id in ids:
         try:

@@ -33,6 +33,10 @@ class ArchiveCounts:
     # Nor this: with ``expected``, the orders not written because the archive holds another
     # version than expected (``ArchiveWriter.write``): to be read again.
     conflicts: frozenset[object] = frozenset()
+    # Nor these: the orders found archived as they are (not written), and those revised; the
+    # others written were archived (the watcher's ``-v`` line for each, its latency).
+    found: frozenset[object] = frozenset()
+    replaced: frozenset[object] = frozenset()
 
     def plus(self, other: ArchiveCounts) -> ArchiveCounts:
         return ArchiveCounts(
@@ -86,6 +90,7 @@ class ArchivingStep:
             counts.known_upcoming = outcome.known_upcoming
             counts.refused = frozenset(r.order_id for r in outcome.rejections)
             counts.conflicts = frozenset(outcome.conflicts)
+            counts.found, counts.replaced = frozenset(outcome.found), frozenset(outcome.replaced)
             met += outcome.rejections
         if met:
             self.record(met)

@@ -126,6 +126,11 @@ class WriteOutcome:
     # With ``ArchiveWriter.write(expected=...)``: the orders whose archive document is not the
     # one expected: not written, to be read again.
     conflicts: set[OrderId] = field(default_factory=set)
+    # Which orders, not only how many (the watcher's ``-v`` line says what happened to each):
+    # those found archived as they are (not written), and those revised. The others written
+    # (neither these, nor rejected, nor in ``conflicts``) were archived by this write.
+    found: set[OrderId] = field(default_factory=set)
+    replaced: set[OrderId] = field(default_factory=set)
 
     def plus(self, other: WriteOutcome) -> WriteOutcome:
         return WriteOutcome(
@@ -137,6 +142,8 @@ class WriteOutcome:
             self.missed + other.missed,
             retried=self.retried or other.retried,
             conflicts=self.conflicts | other.conflicts,
+            found=self.found | other.found,
+            replaced=self.replaced | other.replaced,
         )
 
 
@@ -668,6 +675,7 @@ class Revisions:
                 outcome.archived += 1  # by this very write, in an attempt whose reply was lost
             elif held is None or held.source_hash == document["source_hash"]:
                 outcome.already_archived += 1  # unchanged (or deleted from the archive meanwhile)
+                outcome.found.add(document["_id"])
             elif expected is not None and not _as_expected(held, expected.get(document["_id"])):
                 # Written since this order was read, maybe in a newer version: read it again.
                 outcome.conflicts.add(document["_id"])
@@ -697,6 +705,7 @@ class Revisions:
             if expected is not None:  # changed after the order was read: read it again
                 outcome.conflicts.update(d["_id"] for d in outcome.missed)
                 outcome.missed = []
+        _name_the_orders(outcome, [d for d, _ in changed], completed)
         if outcome.revised:
             _say_why_revised(outcome.revised, changed, archived)
         return outcome
@@ -720,6 +729,19 @@ class Revisions:
             for refusal in write_errors(details):
                 outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
             return int(details.get("nModified", 0))
+
+
+def _name_the_orders(
+    outcome: WriteOutcome, changed: list[ArchiveDocument], completed: list[ArchiveDocument]
+) -> None:
+    """``outcome.replaced`` and ``outcome.found`` of a revision (``Revisions.revise``): the changed
+    orders applied (neither refused nor to be written or read again) revised, the completed ones
+    found (counted already archived). A bulk's reply counts what it applied, without naming it:
+    a changed order that another writer revised to the same version at the same moment is
+    named revised here, where the counts say it was not (only ever one of two writers at once)."""
+    left = {r.order_id for r in outcome.rejections} | outcome.conflicts | {d["_id"] for d in outcome.missed}
+    outcome.replaced |= {d["_id"] for d in changed if d["_id"] not in left}
+    outcome.found |= {d["_id"] for d in completed if d["_id"] not in left}
 
 
 def _as_expected(held: Held, before: Held | None) -> bool:

@@ -50,7 +50,14 @@ from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.replication_lag import lag_actions_missing
 from order_archiver.mongodb.retention import PiiRetention, retention_state
 from order_archiver.mongodb.statuses import STATUS_VALUES_LOOKED_AT, read_near_misses
-from order_archiver.settings import ARCHIVE_SIDE_ROLES, Settings, collection_roles, remote_hosts, uses_tls
+from order_archiver.settings import (
+    ARCHIVE_SIDE_ROLES,
+    Settings,
+    collection_roles,
+    in_clear,
+    remote_hosts,
+    uses_tls,
+)
 
 MIN_VERSION = (4, 4)
 Outcome = Literal["pass", "warn", "fail"]
@@ -236,7 +243,8 @@ def topology_check(report: DoctorReport, hello: dict[str, object]) -> str:
 def tls_check(report: DoctorReport, settings: Settings, side: Side) -> None:
     """Whether the connection is encrypted: TLS (certificates checked: a URI that switches the
     check off is refused at start unless MONGODB_ALLOW_INSECURE_TLS), none on this machine, or
-    none towards a remote host (a warning: the password crosses the network in clear)."""
+    none towards a remote host (a warning: the orders, and the URI's password if it holds one,
+    cross the network in clear)."""
     uri = (settings.archive_mongodb_uri if side == "archive" else settings.mongodb_uri) or ""
     remote = remote_hosts(uri)
     if uses_tls(uri, settings):
@@ -248,7 +256,7 @@ def tls_check(report: DoctorReport, settings: Settings, side: Side) -> None:
         report.add(
             "tls",
             "warn",
-            f"no TLS towards {remote[0]}: the password and the orders cross the network in clear",
+            f"no TLS towards {remote[0]}: {in_clear(uri)} cross the network in clear",
         )
     else:
         report.add("tls", "pass", "no TLS, on this machine only")

@@ -176,7 +176,7 @@ class StatusReport:
             numero = f" {entry['numero_commande']}" if entry.get("numero_commande") else ""
             out.append(f"  {entry['id']}{numero}: {entry['reason']}")
         newest = iso(self.newest_archived_at) if self.newest_archived_at else "never"
-        out.append(f"archive: {self.archive_size} documents, newest archived_at {newest}")
+        out.append(f"archive: {plural(self.archive_size, 'document')}, newest archived_at {newest}")
         out += [self.cold.line()] if self.cold is not None else []
         others = self.other_pii_policies
         if others:
@@ -273,7 +273,7 @@ def _catching_up(batch: BatchStatus, oldest: datetime, now: datetime, program: s
 def _shares_text(batch: BatchStatus | None) -> str:
     if batch is None or not batch["shares"]:
         return ""
-    return f"; --partition: {batch['shares_complete']} of {batch['shares']} shares complete"
+    return f"; --partition: {batch['shares_complete']} of {plural(batch['shares'], 'share')} complete"
 
 
 def batch_state(collections: Collections, settings: Settings, now: datetime, read: Reader) -> BatchStatus:

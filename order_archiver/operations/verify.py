@@ -124,14 +124,14 @@ class VerifyReport:
         if self.missing_before_repair is not None and self.ended in PAUSES:
             out.insert(
                 0,
-                f"repair: {self.missing_before_repair} missing orders found, {self.repaired} archived; "
+                f"repair: {plural(self.missing_before_repair, 'missing order')} found, {self.repaired} archived; "
                 f"the repair ended {PAUSES[self.ended]}: not checked again, verify --repair again "
                 "goes on (the figures below are from before it):",
             )
         elif self.missing_before_repair is not None:
             out.insert(
                 0,
-                f"repair: {self.missing_before_repair} missing orders found, {self.repaired} archived; "
+                f"repair: {plural(self.missing_before_repair, 'missing order')} found, {self.repaired} archived; "
                 "checked again after the repair:",
             )
         out.append("consistent" if self.consistent else "NOT consistent")

@@ -24,7 +24,7 @@ from pymongo.errors import OperationFailure
 
 from order_archiver.documents import Document
 from order_archiver.errors import ConfigError
-from order_archiver.logs import get_logger
+from order_archiver.logs import get_logger, plural
 from order_archiver.orders.pii import SIMULATE_MARK
 from order_archiver.reporting.progress import Progress, ProgressMode
 from order_archiver.settings import Settings
@@ -220,15 +220,15 @@ def simulation_client(
             if documents:
                 database[name].insert_many(documents)
         log.info(
-            "simulation database filled from %s (%d orders)",
+            "simulation database filled from %s (%s)",
             samples,
-            len(payload.get(settings.orders_collection, [])),
+            plural(len(payload.get(settings.orders_collection, [])), "order"),
         )
         return client
     dataset = generate_dataset(count, seed=seed)
     for name, generated in dataset.by_collection(settings):
         database[name].insert_many([strip_markers(doc) for doc in generated])
-    log.info("simulation database filled with %d generated orders (seed %s)", count, seed)
+    log.info("simulation database filled with %s (seed %s)", plural(count, "generated order"), seed)
     return client
 
 
@@ -327,7 +327,9 @@ def simulate_samples(settings: Settings, options: SimulateOptions, path: str) ->
     """Generate the data into an Extended JSON file; returns the summary line."""
     dataset = _generate(options)
     written = write_samples(dataset, path, settings)
-    return f"simulate: {len(dataset.orders)} orders ({written} documents) written to {path}"
+    return (
+        f"simulate: {plural(len(dataset.orders), 'order')} ({plural(written, 'document')}) written to {path}"
+    )
 
 
 def simulate_into(client: Any, settings: Settings, options: SimulateOptions) -> str:
@@ -345,7 +347,8 @@ def simulate_into(client: Any, settings: Settings, options: SimulateOptions) -> 
     fill_database(database, dataset, settings, reset=options.reset, progress=options.progress, mark=True)
     delivered = sum(1 for order in dataset.orders if order["status"] == settings.delivered_status)
     return (
-        f"simulate: {len(dataset.orders)} orders ({delivered} delivered), {len(dataset.clients)} clients, "
-        f"{len(dataset.couriers)} couriers, {len(dataset.restaurants)} restaurants, "
-        f"{len(dataset.menus)} dishes into {settings.mongodb_database} in {time.monotonic() - started:.1f}s"
+        f"simulate: {plural(len(dataset.orders), 'order')} ({delivered} delivered), "
+        f"{plural(len(dataset.clients), 'client')}, {plural(len(dataset.couriers), 'courier')}, "
+        f"{plural(len(dataset.restaurants), 'restaurant')}, "
+        f"{plural(len(dataset.menus), 'dish', 'dishes')} into {settings.mongodb_database} in {time.monotonic() - started:.1f}s"
     )

@@ -8,13 +8,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from pymongo import MongoClient
 
 from order_archiver.batch.job import BatchArchiver
 from order_archiver.batch.report import BatchOptions
 from order_archiver.context import RunContext
-from order_archiver.documents import ChangeEvent, Document
+from order_archiver.documents import ChangeEvent, Document, OrderId, mapping_or_empty
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.readings import Readings
 from order_archiver.mongodb.source import event_time, orders_to_archive
@@ -67,10 +68,21 @@ class EventArchiver:
         self.stats.add(done.counts)
         self.metrics.add(done.counts, mode="watch")
         if done.finished:
-            acknowledged = self.finisher.clock()
-            for moment in times:
-                self.metrics.latency.observe(max((acknowledged - moment).total_seconds(), 0.0))
-            self.lines.archived(done.written, times, acknowledged)
+            # The latency is the orders written's only (archived or revised): one found archived
+            # already (a replay after a restart, batch running too) waited for nothing of ours.
+            latencies = self.lines.archived(done, changed_at(events), self.finisher.clock())
+            for seconds in latencies:
+                self.metrics.latency.observe(seconds)
+
+
+def changed_at(events: list[ChangeEvent]) -> dict[OrderId, datetime]:
+    """Each order's oldest change among ``events``: the moment from which its archiving waited."""
+    oldest: dict[OrderId, datetime] = {}
+    for event in events:
+        order, moment = mapping_or_empty(event.get("documentKey")).get("_id"), event_time(event)
+        if order is not None and moment is not None:
+            oldest[order] = min(moment, oldest.get(order, moment))
+    return oldest
 
 
 def catch_up(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from order_archiver.documents import OrderId
 from order_archiver.logs import STATS, get_logger, plural
+from order_archiver.mongodb.readings import Archived
 from order_archiver.mongodb.step import ArchiveCounts
 
 log = get_logger("watch")
@@ -27,7 +29,9 @@ class WatchStats:
     last_saved_at: float = 0.0
     reconnects: int = 0
     catch_ups: int = 0
-    last_latency_s: float | None = None  # change to archive write acknowledged, last batch
+    # Change to archive write acknowledged: the greatest of the last micro-batch that wrote an
+    # order (archived or revised; one found archived already is not counted).
+    last_latency_s: float | None = None
 
     def add(self, counts: ArchiveCounts) -> None:
         """What the archiving step did (a micro-batch, or the catch-up)."""
@@ -54,17 +58,32 @@ class StatsLog:
     events_at_last_line: int = 0
 
     def archived(
-        self, documents: Sequence[Mapping[str, object]], times: list[datetime], acknowledged: datetime
-    ) -> None:
-        """``-v``: one line per archived order (its latency is the batch's, from its oldest event)."""
-        oldest = min(times) if times else None
-        latency = (acknowledged - oldest).total_seconds() if oldest is not None else None
-        self.stats.last_latency_s = latency
-        if not log.isEnabledFor(logging.DEBUG):
-            return
-        took = f", {latency * 1000:.0f} ms after the change" if latency is not None else ""
-        for document in documents:
-            log.debug("archived order %s (%s)%s", document["numero_commande"], document["_id"], took)
+        self, done: Archived, changed_at: Mapping[OrderId, datetime], acknowledged: datetime
+    ) -> list[float]:
+        """What a micro-batch's write did to each order, its latencies returned: one a written
+        order (archived or revised), from its oldest change in the micro-batch to the write
+        acknowledged; none for an order found archived already. ``last_latency_s``: the
+        greatest of them, kept from an earlier micro-batch when this one wrote nothing."""
+        latencies = {
+            d["_id"]: max((acknowledged - changed_at[d["_id"]]).total_seconds(), 0.0)
+            for d in done.written
+            if d["_id"] in changed_at
+        }
+        if latencies:
+            self.stats.last_latency_s = max(latencies.values())
+        if log.isEnabledFor(logging.DEBUG):
+            for document in done.written:
+                latency = latencies.get(document["_id"])
+                took = f", {latency * 1000:.0f} ms after its change" if latency is not None else ""
+                what = "revised" if document["_id"] in done.revised else "archived"
+                log.debug("%s order %s (%s)%s", what, document["numero_commande"], document["_id"], took)
+            for document in done.found:
+                log.debug(
+                    "order %s (%s) already archived: nothing written",
+                    document["numero_commande"],
+                    document["_id"],
+                )
+        return list(latencies.values())
 
     def maybe(self) -> None:
         if time.monotonic() - self.logged_at < self.interval_s:
@@ -81,9 +100,9 @@ class StatsLog:
             last = stats.last_event_at.isoformat() if stats.last_event_at else "none yet"
             state = f"idle (last event {last})"
         log.info(
-            "watch: %s; in all %d events, %d archived, %d already archived, %d rejected",
+            "watch: %s; in all %s, %d archived, %d already archived, %d rejected",
             state,
-            stats.events,
+            plural(stats.events, "event"),
             stats.archived,
             stats.already_archived,
             stats.rejected,

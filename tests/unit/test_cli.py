@@ -473,3 +473,31 @@ def test_a_usage_error_never_prints_a_password_it_was_given(argv, capsys):
     assert exited.value.code == 2
     assert "s3cret" not in err
     assert "user:***@" in err
+
+
+@pytest.mark.parametrize("stopped_at", [1, 2])
+def test_an_interrupted_run_prints_its_counts_so_far_even_zeros(capsys, monkeypatch, stopped_at):
+    """A new user's Ctrl-C 4 s into `batch --run --max-rate 200` printed only "error:
+    interrupted: the run stopped after its last complete chunk; run it again to finish": the
+    report came only once something was scanned, where commands.md promises an interrupted run
+    its counts so far before the error line (a SIGTERM a bit later, after a chunk, did print
+    them). The stop event is set as the signal handler sets it, at a chunk boundary: before the
+    first chunk is read (nothing scanned yet), or before the second."""
+    from order_archiver.batch import pacing
+
+    pace, boundaries = pacing.Pacer.pace, []
+
+    def stopped_at_a_boundary(self, orders):
+        boundaries.append(orders)
+        if len(boundaries) == stopped_at:
+            self.stop_event.set()  # what SIGINT's handler does (cli.main._install_stop_handlers)
+        pace(self, 0)  # the pacing itself, without its wait: no sleep in a unit test
+
+    monkeypatch.setattr(pacing.Pacer, "pace", stopped_at_a_boundary)
+    code = main(["batch", "--simulation", "--run", "--max-rate", "200"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "batch stopped before the end, counts so far: scanned " in out, out + err
+    scanned = 0 if stopped_at == 1 else 100  # the simulation's batch size
+    assert f"counts so far: scanned {scanned}, archived {scanned}," in out, out
+    assert err.strip().splitlines()[-1].startswith("error: interrupted: the run stopped"), err

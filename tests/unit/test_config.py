@@ -382,6 +382,12 @@ def test_a_remote_host_without_tls_is_warned_about():
         "MONGODB_URI: db.example is reached without TLS: the password and the orders cross the network "
         "in clear (add tls=true)"
     ]
+    # A new user's URI held no password, and the warning said that the password crossed the
+    # network: it says what does.
+    _, warnings = load_settings(environ={"MONGODB_URI": "mongodb://db.example:27017/"})
+    assert warnings == [
+        "MONGODB_URI: db.example is reached without TLS: the orders cross the network in clear (add tls=true)"
+    ]
     for quiet in (
         "mongodb://localhost:27017/",
         "mongodb://127.0.0.1:27017,[::1]:27018/",

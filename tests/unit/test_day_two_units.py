@@ -237,6 +237,28 @@ def test_verify_and_restore_say_their_counts_as_a_person_reads_them():
     assert RestoreReport(run=False, selected=1).lines()[0].startswith("1 archived order selected;")
 
 
+def test_one_of_a_kind_is_said_in_the_singular():
+    """A new user's try: `rejects` said "1 rejected orders (...)", `verify --repair` "repair: 1
+    missing orders found"; and so did the other counts printed with an f-string's plural
+    (product's ``plural()`` now). ``--json`` keeps its fields as they were."""
+    from order_archiver.mongodb.rejects import RejectsReport
+    from order_archiver.operations.verify import VerifyReport
+
+    assert RejectsReport(total=1).lines()[0].startswith("1 rejected order (not archived until fixed")
+    assert RejectsReport(total=2).lines()[0].startswith("2 rejected orders (")
+    assert RejectsReport(total=1).as_dict() == {"total": 1, "shown": 0, "rejected": []}
+    repaired = VerifyReport(checked=5, missing_before_repair=1, repaired=1).lines()[0]
+    assert repaired == "repair: 1 missing order found, 1 archived; checked again after the repair:"
+    assert (
+        BatchReport(dry_run=False, read_retries=1).summary_line().endswith("; went on through 1 read failure")
+    )
+    retention = {"action": "create", "at_once": 1}
+    assert (
+        ", which deletes 1 archived order at once"
+        in BatchReport(dry_run=False, retention=retention).summary_line()
+    )
+
+
 def test_forget_reaches_an_order_that_names_its_client_by_the_text_of_their_id(mongo):
     """Real data is dirty: an order whose ``client_id`` is the 24-digit text of the client's
     ObjectId (an import that lost the type) names the same person; the record of forgotten

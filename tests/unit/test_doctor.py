@@ -266,7 +266,12 @@ def test_a_misspelt_orders_or_reference_collection_is_not_ready():
 @pytest.mark.parametrize(
     ("uri", "extra", "outcome", "detail"),
     [
-        ("mongodb://db.example/", {}, "warn", "no TLS towards db.example: the password and the orders cross"),
+        (
+            "mongodb://db.example/",
+            {},
+            "warn",
+            "no TLS towards db.example: the orders cross the network in clear",
+        ),
         ("mongodb://db.example/?tls=true", {}, "pass", "TLS on, the server's certificate checked"),
         ("mongodb+srv://c.example.net/", {}, "pass", "TLS on, the server's certificate checked"),
         (
@@ -473,3 +478,16 @@ def test_the_shared_numbers_are_looked_for_boundedly_and_a_refused_look_only_war
     report = run_doctor(client, SETTINGS)
     assert "unique index" not in outcomes(report)
     assert not client.aggregated
+
+
+def test_the_tls_warning_says_what_crosses_the_network():
+    """A URI with no password: doctor said "the password and the orders cross the network in
+    clear" all the same. It names the password only when the URI holds one."""
+    client = FakeClient({"setName": "rs0"}, privileges=everything_needed())
+    for uri, crossing in (
+        ("mongodb://x/", "the orders"),
+        ("mongodb://u:p@x/", "the password and the orders"),
+    ):
+        report = run_doctor(client, SETTINGS.with_overrides(mongodb_uri=uri))
+        tls = next(c.detail for c in report.checks if c.name == "tls")
+        assert tls == f"no TLS towards x: {crossing} cross the network in clear", uri

@@ -252,7 +252,7 @@ def test_status_counts_the_shares_of_a_backfill(mongo, settings):
     line = next(
         line for line in collect_status(mongo, settings, now=NOW).lines() if line.startswith("batch:")
     )
-    assert line.endswith("; --partition: 1 of 1 shares complete")  # the others have not begun
+    assert line.endswith("; --partition: 1 of 1 share complete")  # the others have not begun
     for k in (1, 2):
         run(mongo, settings, partition=Partition(k, 3))
     report = collect_status(mongo, settings, now=NOW)

@@ -541,3 +541,68 @@ def test_a_finished_catch_up_from_a_resumed_token_is_saved_as_done(mongo):
     finally:
         watcher.lease.release()
     assert watcher.stats.catch_ups == 1, "the whole catch-up ran again after a reconnect"
+
+
+def test_the_verbose_line_and_the_latency_say_what_happened_to_each_order(mongo, caplog):
+    """A new user's restart replayed 7 minutes of history: `watch -v` logged 4,694 "archived
+    order CMD-..., 259253 ms after the change" for orders its own minute line counted "already
+    archived", and "last archived 259.25s after its change" (and the latency histogram) took
+    those replays' age. Each order's line now says what happened to it (archived, revised,
+    already archived), and the latency counts only the orders this watcher wrote."""
+    from order_archiver.settings import Settings
+
+    each_order_said(mongo, Settings(simulation=True, log_dir=""), caplog)
+
+
+def each_order_said(client, settings, caplog):
+    """One order archived, replayed, corrected: the -v line of each, the latency of the writes
+    only (also at the wire: tests/integration/test_watch_lines_nx.py)."""
+    from datetime import timedelta
+
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+    from tests.helpers import expected_archive_ids, seed_database
+
+    dataset = seed_database(client[settings.mongodb_database], settings, 10, seed=7, p_anomalies=0.0)
+    orders = client[settings.mongodb_database][settings.orders_collection]
+    order = sorted(expected_archive_ids(dataset), key=str)[0]
+    numero = orders.find_one({"_id": order})["numero_commande"]
+    watcher = Watcher(client, settings, WatchOptions())
+    latency = watcher.metrics.registry.get_sample_value
+
+    def delivered(seconds_ago):
+        changed = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+        return {
+            **_event(1),
+            "documentKey": {"_id": order},
+            "fullDocument": {"_id": order, "status": "livrée"},
+            "wallTime": changed,
+        }
+
+    def lines(events):
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="order_archiver"):
+            watcher._archive(events)
+        return [r.getMessage() for r in caplog.records if str(order) in r.getMessage()]
+
+    first = lines([delivered(0.2)])
+    assert len(first) == 1, first
+    assert first[0].startswith(f"archived order {numero} ({order}), "), first
+    assert first[0].endswith("ms after its change"), first
+    assert latency("order_archiver_archive_latency_seconds_count") == 1
+    written_after = watcher.stats.last_latency_s
+    assert written_after is not None
+    assert written_after < 60
+
+    replayed = lines([delivered(259)])  # the replay after a restart: found archived as it is
+    assert replayed == [f"order {numero} ({order}) already archived: nothing written"], replayed
+    assert latency("order_archiver_archive_latency_seconds_count") == 1  # not a latency of ours
+    assert latency("order_archiver_archive_latency_seconds_sum") < 60
+    assert watcher.stats.last_latency_s == written_after
+    assert watcher.stats.already_archived == 1
+
+    orders.update_one({"_id": order}, {"$set": {"adresse_livraison": "1 rue corrigée"}})
+    corrected = lines([delivered(0.1)])
+    assert len(corrected) == 1, corrected
+    assert corrected[0].startswith(f"revised order {numero} ({order}), "), corrected
+    assert latency("order_archiver_archive_latency_seconds_count") == 2
+    assert watcher.stats.revised == 1
