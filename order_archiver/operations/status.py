@@ -39,7 +39,7 @@ from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
 from order_archiver.mongodb.source import missing_source
-from order_archiver.mongodb.statuses import NearMisses, near_misses
+from order_archiver.mongodb.statuses import DeliveredAbsent, NearMisses, delivered_absent, near_misses
 from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
@@ -118,6 +118,8 @@ class StatusReport:
     rejected_more: bool = False  # the list holds more than the newest REJECTS_READ_AT_MOST, not read
     # Status values that read as DELIVERED_STATUS but are not it: their orders are never archived.
     near_misses: NearMisses | None = None
+    # No order holds DELIVERED_STATUS while orders are there (a problem once one is delivered).
+    delivered_absent: DeliveredAbsent | None = None
     archive_size: int = 0
     newest_archived_at: datetime | None = None
     # The ARCHIVE_PII policies the archive's documents were written under ("keep", "drop",
@@ -363,9 +365,15 @@ def collect_status(
     # and the values that read as DELIVERED_STATUS but are not it (mongodb/statuses.py).
     statuses = read(lambda: collections.orders.distinct("status"))
     report.orders_by_status = _orders_by_status(collections.orders, statuses, since, read)
-    report.near_misses = near_misses(
-        collections.orders, settings.delivered_status, statuses, context.on(collections.source_side)
+    source_context = context.on(collections.source_side)
+    report.near_misses = near_misses(collections.orders, settings.delivered_status, statuses, source_context)
+    # No order with DELIVERED_STATUS while delivered orders hold another value: nothing is ever
+    # archived (a first day, nothing delivered yet, is not a problem: mongodb/statuses.py).
+    report.delivered_absent = delivered_absent(
+        collections.orders, settings.delivered_status, statuses, source_context
     )
+    if report.delivered_absent is not None and report.delivered_absent.alarm:
+        report.problems.append(report.delivered_absent.line())
     rejects = RejectStore(collections.rejects, context)
     report.backlog, oldest = _backlog(collections, settings, since, rejects, read)
     if oldest is not None:
