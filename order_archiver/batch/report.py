@@ -72,6 +72,26 @@ class BatchOptions:
     as_read: bool = False
 
 
+def pii_erasure_text(dry_run: bool, erased: int, would_erase: int | None, expiring: int | None) -> str:
+    """ARCHIVE_PII_RETENTION's erasure in a run's summary. A dry run's figure holds the orders
+    ARCHIVE_RETENTION removes too (``expiring``): the run deletes the undated ones before it
+    erases, MongoDB's TTL monitor the others in the background (every 60 s, ``ttlMonitorSleepSecs``),
+    so the run's erasure meets them or not: "up to", and how many of them, not a figure the
+    server decides."""
+    if not dry_run:
+        return f", erased the personal data of {erased} archived (ARCHIVE_PII_RETENTION)" if erased else ""
+    if not would_erase:
+        return ""
+    if not expiring:
+        return f", would erase the personal data of {would_erase} archived (ARCHIVE_PII_RETENTION)"
+    return (
+        f", would erase the personal data of up to {would_erase} archived (ARCHIVE_PII_RETENTION), "
+        f"{expiring} of which are past ARCHIVE_RETENTION too: deleted before the erasure (by the run, "
+        "those without date_livraison; by MongoDB's TTL monitor, in the background every 60 s, the "
+        "others) or erased if not yet"
+    )
+
+
 @dataclass
 class BatchReport:
     """What a run did. Without ``--limit``, a completed run's counts add up:
@@ -112,6 +132,7 @@ class BatchReport:
     indexes: list[dict[str, object]] = field(default_factory=list)  # those not ready (indexes.IndexStatus)
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: archived orders whose personal data this run erased
     would_erase_pii: int | None = None  # a dry run with ARCHIVE_PII_RETENTION: what --run would erase
+    would_erase_pii_expiring: int | None = None  # of those, past ARCHIVE_RETENTION too (pii_erasure_text)
     undated_expired: int = 0  # ARCHIVE_RETENTION: archived orders without date_livraison deleted by age
     would_expire_undated: int | None = None  # a dry run with ARCHIVE_RETENTION: what --run would delete so
     seconds: float = 0.0
@@ -184,10 +205,9 @@ class BatchReport:
             text += f", {self.past_retention} past ARCHIVE_RETENTION (not archived)"
         if self.past_cold_after:
             text += f", {self.past_cold_after} past ARCHIVE_COLD_AFTER (not archived: the cold tier's)"
-        erased = self.would_erase_pii if self.dry_run else self.pii_erased
-        if erased:
-            verb = "would erase" if self.dry_run else "erased"
-            text += f", {verb} the personal data of {erased} archived (ARCHIVE_PII_RETENTION)"
+        text += pii_erasure_text(
+            self.dry_run, self.pii_erased, self.would_erase_pii, self.would_erase_pii_expiring
+        )
         undated = self.would_expire_undated if self.dry_run else self.undated_expired
         if undated:
             verb = "would delete" if self.dry_run else "deleted"

@@ -73,6 +73,9 @@ ARCHIVE_INDEXES: list[tuple[Keys, dict[str, object]]] = [
     ([("source.client_id", ASCENDING)], {}),
     ([("livreur.id", ASCENDING)], {}),  # a courier's orders (forget --courier)
     ([("source.livreur_id", ASCENDING)], {}),  # theirs with a dangling reference
+    # The orders restore put back lately (status's next purge leaves those within RESTORE_HOLD):
+    # sparse, it holds the restored documents alone, a few, however large the archive.
+    ([("restored_at", ASCENDING)], {"sparse": True}),
 ]
 # With a cold tier only (ARCHIVE_COLD_URL): a month of the archive as one index range, in the
 # move's read order. Not {date_livraison} alone: ARCHIVE_RETENTION's TTL index has that key (85
@@ -101,6 +104,7 @@ COSTS: dict[tuple[str, ...], str] = {
     ("archive", "source.client_id"): "forget --client and restore --client scan the archive",
     ("archive", "livreur.id"): "forget --courier scans the archive",
     ("archive", "source.livreur_id"): "forget --courier scans the archive",
+    ("archive", "restored_at"): "status's next purge figure scans the archive for restored orders",
     ("archive", "date_livraison", "_id"): "a move to the cold tier scans the archive for each month",
 }
 

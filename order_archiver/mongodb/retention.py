@@ -74,6 +74,7 @@ class RetentionReport(Protocol):
     undated_expired: int
     pii_erased: int
     would_erase_pii: int | None
+    would_erase_pii_expiring: int | None
     would_expire_undated: int | None
 
 
@@ -420,7 +421,8 @@ def _add(report: RetentionReport, name: str, count: int) -> None:
 class ArchiveLifecycle:
     """Both settings for one batch run: ``ensure_index`` before its writes, ``apply`` after
     its pass, ``plan`` for a dry run; each fills the run's report (``retention``,
-    ``pii_erased``, ``would_erase_pii``, ``undated_expired``, ``would_expire_undated``). The
+    ``pii_erased``, ``would_erase_pii`` and ``would_erase_pii_expiring``, ``undated_expired``,
+    ``would_expire_undated``). The
     archive's errors name its deployment."""
 
     archive: MongoCollection
@@ -437,6 +439,19 @@ class ArchiveLifecycle:
             return None
         fields = self.settings.pii_policy.fields
         return PiiRetention(self.archive, length, self.server_clock, self.context, fields)
+
+    def _pii_past_retention(self) -> int | None:
+        """Of the orders ARCHIVE_PII_RETENTION would erase, those ARCHIVE_RETENTION removes too:
+        past both (one count on the same ``{forgotten_by, date_livraison}`` ranges, at the longer
+        age). A run deletes the undated ones itself before it erases; the dated ones are the TTL
+        index's, which MongoDB's TTL monitor deletes in the background (every 60 s,
+        ``ttlMonitorSleepSecs``): the run's erasure meets them or not. None without ARCHIVE_RETENTION."""
+        retention, length = self.settings.archive_retention, self.settings.archive_pii_retention
+        if not retention or not length:
+            return None
+        longer = max(retention, length)
+        fields = self.settings.pii_policy.fields
+        return PiiRetention(self.archive, longer, self.server_clock, self.context, fields).pending()
 
     def _undated(self) -> UndatedRetention | None:
         length = self.settings.archive_retention
@@ -488,4 +503,5 @@ class ArchiveLifecycle:
                 report.warnings.append(f"archive retention: {state.problem}")
             pii, undated = self._pii(), self._undated()
             report.would_erase_pii = pii.pending() if pii is not None else None
+            report.would_erase_pii_expiring = self._pii_past_retention() if pii is not None else None
             report.would_expire_undated = undated.pending() if undated is not None else None

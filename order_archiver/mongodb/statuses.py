@@ -8,6 +8,12 @@ serves from the ``{status, date_commande}`` index with a DISTINCT_SCAN (one inde
 value, not one key per order: the "fast distinct" of jstests/core/distinct_index1.js); the first
 ``STATUS_VALUES_LOOKED_AT`` are looked at, the first ``NEAR_MISSES_COUNTED`` near misses counted
 on the same index, each count stopped at ``ORDERS_COUNTED_AT_MOST`` (a count with a limit).
+
+No order at all with DELIVERED_STATUS (``delivered`` set, ``livrée`` stored) reads the same
+``distinct``: the value is none of them. That is a first day too (nothing delivered yet), so it
+is a fault only when the statuses present hold a delivered order: one with a ``date_livraison``
+(the contract's "present once delivered"), or a near miss. Asked of the first
+``STATUSES_NAMED`` values only, one ``find_one`` each on the ``{status, date_livraison}`` index.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from order_archiver.documents import MongoCollection, mapping_or_empty
 from order_archiver.errors import FatalError
 from order_archiver.logs import plural
 from order_archiver.mongodb.indexes import listed_indexes
-from order_archiver.orders.enrichment import is_near_miss
+from order_archiver.orders.enrichment import is_near_miss, status_forms
 from order_archiver.retry import Retry
 
 STATUS_VALUES_LOOKED_AT = 1000  # distinct status values looked at (a status is a short list)
 NEAR_MISSES_COUNTED = 10  # near-miss values counted and named; the others only numbered
 ORDERS_COUNTED_AT_MOST = 10_000  # a near miss's orders counted up to this many: "at least"
+STATUSES_NAMED = 12  # no order with DELIVERED_STATUS: the values named, each asked for a delivery
 
 
 @dataclass(frozen=True)
@@ -87,18 +94,22 @@ class StatusIndexMissing(FatalError):
 
 
 def read_near_misses(orders: MongoCollection, delivered_status: str, context: RunContext) -> NearMisses:
-    """The source's status values read (one distinct scan of an index led by ``status``), then
-    ``near_misses``. Informative reads (``Retry.INFORM``): a server that refuses them, a fault
-    that outlasts their retries, or no such index (``StatusIndexMissing``) raise an
-    ``ArchiverError``: the caller says "not checked" and goes on, whatever else it did."""
+    """The source's status values read (``read_status_values``), then ``near_misses``."""
+    return near_misses(orders, delivered_status, read_status_values(orders, context), context)
+
+
+def read_status_values(orders: MongoCollection, context: RunContext) -> list[object]:
+    """The source's status values (one distinct scan of an index led by ``status``). Informative
+    reads (``Retry.INFORM``): a server that refuses them, a fault that outlasts their retries, or
+    no such index (``StatusIndexMissing``) raise an ``ArchiverError``: the caller says "not
+    checked" and goes on, whatever else it did."""
     listed = context.retrying(lambda: listed_indexes(orders), purpose=Retry.INFORM)
     if not any(ready and _led_by_status(spec) for spec, ready in listed):
         raise StatusIndexMissing(
             "no index on the orders is led by status yet (batch --run builds {status, date_commande}): "
             "reading their status values would read every order"
         )
-    values = context.retrying(lambda: orders.distinct("status"), purpose=Retry.INFORM)
-    return near_misses(orders, delivered_status, values, context)
+    return list(context.retrying(lambda: orders.distinct("status"), purpose=Retry.INFORM))
 
 
 def _led_by_status(spec: Mapping[str, object]) -> bool:
@@ -114,3 +125,63 @@ def _counted(orders: MongoCollection, status: str, context: RunContext) -> NearM
         )
     )
     return NearMiss(status, min(counted, ORDERS_COUNTED_AT_MOST), more=counted > ORDERS_COUNTED_AT_MOST)
+
+
+@dataclass(frozen=True)
+class DeliveredAbsent:
+    """No order holds DELIVERED_STATUS, in any stored form, while the source holds orders."""
+
+    delivered_status: str
+    present: tuple[str, ...]  # the source's status values, the first STATUSES_NAMED
+    # Of those, the values an order delivered holds (a date_livraison), or that read as it.
+    delivered_under: tuple[str, ...] = ()
+    more: bool = False  # more values than STATUSES_NAMED: not named, not asked
+
+    @property
+    def alarm(self) -> bool:
+        """Nothing can ever be archived: delivered orders are there, under another status. Without
+        one (no delivery date anywhere) it is the source's first day, not a fault."""
+        return bool(self.delivered_under)
+
+    def line(self) -> str:
+        shown = ", ".join(repr(value) for value in self.present) + (" and more" if self.more else "")
+        if not self.alarm:
+            return (
+                f"no order has DELIVERED_STATUS {self.delivered_status!r} yet, nor any a date_livraison: "
+                f"nothing is delivered yet (the statuses present: {shown})"
+            )
+        held = ", ".join(repr(value) for value in self.delivered_under)
+        return (
+            f"no order has DELIVERED_STATUS {self.delivered_status!r}, so nothing is ever archived, "
+            f"while delivered orders (a date_livraison, or a near miss) hold {held}: set "
+            f"DELIVERED_STATUS to the value that means delivered (the statuses present: {shown})"
+        )
+
+
+def delivered_absent(
+    orders: MongoCollection, delivered_status: str, values: Sequence[object], context: RunContext
+) -> DeliveredAbsent | None:
+    """Whether no order holds DELIVERED_STATUS while ``values`` (the source's ``distinct("status")``)
+    are there, and which of them delivered orders hold; None when one holds it, or when there is
+    no value at all (an empty source)."""
+    forms = status_forms(delivered_status)
+    if not values or any(value in forms for value in values):
+        return None
+    named = values[:STATUSES_NAMED]
+    under = tuple(
+        str(value)
+        for value in named
+        if is_near_miss(value, delivered_status) or _holds_a_delivery(orders, value, context)
+    )
+    return DeliveredAbsent(
+        delivered_status, tuple(str(value) for value in named), under, more=len(values) > STATUSES_NAMED
+    )
+
+
+def _holds_a_delivery(orders: MongoCollection, status: object, context: RunContext) -> bool:
+    # An equality and a range of the {status, date_livraison} index: one seek, the first key.
+    found = context.retrying(
+        lambda: orders.find_one({"status": status, "date_livraison": {"$ne": None}}, {"_id": 1}),
+        purpose=Retry.INFORM,
+    )
+    return found is not None

@@ -49,7 +49,12 @@ from order_archiver.mongodb.indexes import (
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.replication_lag import lag_actions_missing
 from order_archiver.mongodb.retention import PiiRetention, retention_state
-from order_archiver.mongodb.statuses import STATUS_VALUES_LOOKED_AT, read_near_misses
+from order_archiver.mongodb.statuses import (
+    STATUS_VALUES_LOOKED_AT,
+    delivered_absent,
+    near_misses,
+    read_status_values,
+)
 from order_archiver.settings import (
     ARCHIVE_SIDE_ROLES,
     Settings,
@@ -291,28 +296,36 @@ def collections_check(report: DoctorReport, client: MongoClient[Document], setti
 def delivered_status_check(
     report: DoctorReport, client: MongoClient[Document], settings: Settings, context: RunContext
 ) -> None:
-    """The source's status values that read as DELIVERED_STATUS but are not it (``Livrée`` for
-    ``livrée``): their orders are never archived, a warning naming each and its orders. One
-    distinct scan of the status index, a bounded count per near miss (mongodb/statuses.py)."""
+    """DELIVERED_STATUS against the source's status values (one distinct scan of the status
+    index, mongodb/statuses.py). No order holding it while delivered orders hold another value
+    (a date_livraison, or a near miss): a failure, as nothing is ever archived; none and nothing
+    delivered yet (a first day) passes, said. Values that read as it but are not it (``Livrée``
+    for ``livrée``): a warning naming each and its orders, a bounded count per near miss."""
     orders = client[settings.mongodb_database][settings.orders_collection]
     try:
-        found = read_near_misses(orders, settings.delivered_status, context)
+        values = read_status_values(orders, context)
+        found = near_misses(orders, settings.delivered_status, values, context)
+        absent = delivered_absent(orders, settings.delivered_status, values, context)
     except ArchiverError as exc:
         report.add(
             "delivered status", "warn", f"the orders' status values cannot be read ({exc}): not checked"
         )
         return
     line = found.line()
-    if line is not None:
+    if absent is not None and absent.alarm:
+        report.add("delivered status", "fail", absent.line())
+    elif line is not None:
         report.add("delivered status", "warn", line)
-        return
-    among = f" (among the first {STATUS_VALUES_LOOKED_AT})" if found.values_more else ""
-    report.add(
-        "delivered status",
-        "pass",
-        f"no status value{among} differs from DELIVERED_STATUS {settings.delivered_status!r} "
-        "only by case, accents or spaces",
-    )
+    elif absent is not None:
+        report.add("delivered status", "pass", absent.line())
+    else:
+        among = f" (among the first {STATUS_VALUES_LOOKED_AT})" if found.values_more else ""
+        report.add(
+            "delivered status",
+            "pass",
+            f"no status value{among} differs from DELIVERED_STATUS {settings.delivered_status!r} "
+            "only by case, accents or spaces",
+        )
 
 
 def change_stream_check(

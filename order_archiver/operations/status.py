@@ -23,7 +23,7 @@ from order_archiver.cold.check import lost_files
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.tier import ColdSummary, cold_store, listing, summarise
 from order_archiver.context import RunContext
-from order_archiver.documents import Document, int_or_none, moment_or_none, text_or_none
+from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
 from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
@@ -38,8 +38,8 @@ from order_archiver.mongodb.indexes import (
 from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
-from order_archiver.mongodb.source import missing_source
-from order_archiver.mongodb.statuses import NearMisses, near_misses
+from order_archiver.mongodb.source import chunked, missing_source
+from order_archiver.mongodb.statuses import DeliveredAbsent, NearMisses, delivered_absent, near_misses
 from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
@@ -55,6 +55,9 @@ PURGE_COUNTED_AT_MOST = 100_000
 # The rejects list read up to this many entries, the newest: invalid orders are never archived
 # nor purged, so the list grows with the history, and each entry read is looked up in the archive.
 REJECTS_READ_AT_MOST = 10_000
+# Archive documents restored within RESTORE_HOLD read for the next purge's figure: restores are
+# a support agent's task, a few a day; past this many the figure stays an upper bound.
+HELD_READ_AT_MOST = 10_000
 
 
 T = TypeVar("T")
@@ -118,6 +121,8 @@ class StatusReport:
     rejected_more: bool = False  # the list holds more than the newest REJECTS_READ_AT_MOST, not read
     # Status values that read as DELIVERED_STATUS but are not it: their orders are never archived.
     near_misses: NearMisses | None = None
+    # No order holds DELIVERED_STATUS while orders are there (a problem once one is delivered).
+    delivered_absent: DeliveredAbsent | None = None
     archive_size: int = 0
     newest_archived_at: datetime | None = None
     # The ARCHIVE_PII policies the archive's documents were written under ("keep", "drop",
@@ -130,6 +135,10 @@ class StatusReport:
     purge_movable: int | None = None  # delivered orders old enough for the next --purge-source
     purge_movable_more: bool = False  # more than purge_movable (PURGE_COUNTED_AT_MOST): not counted
     restore_hold: str = ""  # RESTORE_HOLD: a restored order stays in the source that long
+    # Of the delivered orders old enough, left out of purge_movable: restored within RESTORE_HOLD,
+    # and listed rejected (never archived). Not counted (0) when purge_movable_more.
+    purge_held: int = 0
+    purge_rejected: int = 0
     retention: RetentionState | None = None  # ARCHIVE_RETENTION and its TTL index
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
     pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
@@ -206,12 +215,7 @@ class StatusReport:
             out.append(f"watchers: none found (no token file, no checkpoint{waiting})")
         out.append(_batch_line(self.batch))
         if self.purge_movable is not None:
-            out.append(
-                f"next --purge-source: {'more than' if self.purge_movable_more else 'up to'} "
-                f"{plural(self.purge_movable, 'delivered order')} old enough to "
-                f"leave the source (PURGE_AFTER {self.purge_after}), once archived (not those restored "
-                f"within RESTORE_HOLD {self.restore_hold})"
-            )
+            out.append(self._purge_line())
         if self.retention is not None:
             out.append(self.retention.line())
         if self.pii_retention is not None:
@@ -232,6 +236,26 @@ class StatusReport:
         out += [index.line() for index in self.indexes]
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
+
+    def _purge_line(self) -> str:
+        head = (
+            f"next --purge-source: {'more than' if self.purge_movable_more else 'up to'} "
+            f"{plural(self.purge_movable or 0, 'delivered order')} old enough to leave the source "
+            f"(PURGE_AFTER {self.purge_after}), once archived"
+        )
+        if self.purge_movable_more:
+            return (
+                f"{head}, counted before those restored within RESTORE_HOLD {self.restore_hold} "
+                "and the rejected ones are left out"
+            )
+        left = [
+            f"{self.purge_held} restored within it" if self.purge_held else "",
+            f"{plural(self.purge_rejected, 'rejected order')}" if self.purge_rejected else "",
+        ]
+        shown = " and ".join(part for part in left if part)
+        return f"{head} (not those restored within RESTORE_HOLD {self.restore_hold})" + (
+            f"; left out: {shown}" if shown else ""
+        )
 
 
 def _batch_line(batch: BatchStatus | None) -> str:
@@ -363,9 +387,15 @@ def collect_status(
     # and the values that read as DELIVERED_STATUS but are not it (mongodb/statuses.py).
     statuses = read(lambda: collections.orders.distinct("status"))
     report.orders_by_status = _orders_by_status(collections.orders, statuses, since, read)
-    report.near_misses = near_misses(
-        collections.orders, settings.delivered_status, statuses, context.on(collections.source_side)
+    source_context = context.on(collections.source_side)
+    report.near_misses = near_misses(collections.orders, settings.delivered_status, statuses, source_context)
+    # No order with DELIVERED_STATUS while delivered orders hold another value: nothing is ever
+    # archived (a first day, nothing delivered yet, is not a problem: mongodb/statuses.py).
+    report.delivered_absent = delivered_absent(
+        collections.orders, settings.delivered_status, statuses, source_context
     )
+    if report.delivered_absent is not None and report.delivered_absent.alarm:
+        report.problems.append(report.delivered_absent.line())
     rejects = RejectStore(collections.rejects, context)
     report.backlog, oldest = _backlog(collections, settings, since, rejects, read)
     if oldest is not None:
@@ -373,8 +403,10 @@ def collect_status(
 
     # The newest only (a top-k sort on the server), and whether there are more: one estimate.
     report.rejected_more = read(lambda: collections.rejects.estimated_document_count()) > REJECTS_READ_AT_MOST
+    rejected_ids: list[OrderId] = []
     for entry in rejects.current(collections.archive, limit=REJECTS_READ_AT_MOST):
         report.rejected += 1
+        rejected_ids.append(entry["_id"])
         if len(report.rejected_examples) < EXAMPLES:
             report.rejected_examples.append(describe_reject(entry))
 
@@ -399,18 +431,8 @@ def collect_status(
         )
     report.purge_after = str(settings.purge_after)
     report.restore_hold = str(settings.restore_hold)
-    # One count on the {status, date_livraison} index (an upper bound: the purge moves only what
-    # the archive holds, in the version it holds), stopped one past PURGE_COUNTED_AT_MOST.
     delivered_match = {"status": status_match(settings.delivered_status)}
-    old_enough = {
-        **delivered_match,
-        "date_livraison": {"$lt": now - settings.purge_after},
-    }
-    movable = int(
-        read(lambda: collections.orders.count_documents(old_enough, limit=PURGE_COUNTED_AT_MOST + 1))
-    )
-    report.purge_movable = min(movable, PURGE_COUNTED_AT_MOST)
-    report.purge_movable_more = movable > PURGE_COUNTED_AT_MOST
+    _next_purge(report, collections, settings, now, rejected_ids, read)
     _retention(report, collections.archive, settings, now, context)
     _forgotten(report, collections, read, context)
     _indexes(
@@ -424,6 +446,58 @@ def collect_status(
     )
     report.problems += _heartbeat_problems(report.watchers, now, thresholds.max_heartbeat_age)
     return report
+
+
+def _next_purge(
+    report: StatusReport,
+    collections: Collections,
+    settings: Settings,
+    now: datetime,
+    rejected_ids: list[OrderId],
+    read: Reader,
+) -> None:
+    """What the next --purge-source would move: the delivered orders old enough (PURGE_AFTER;
+    one count on the ``{status, date_livraison}`` index, stopped one past PURGE_COUNTED_AT_MOST),
+    less the two kinds the purge leaves (``purge.SourcePurge``) that status can count boundedly:
+    those restored within RESTORE_HOLD (their archive documents' ``restored_at``, on its sparse
+    index, the first HELD_READ_AT_MOST) and the listed rejected ones (never archived), each
+    counted among the old enough by ``_id``, a chunk at a time. Still an upper bound: the purge
+    also leaves an order not archived yet, or changed since it was."""
+    old_enough: dict[str, object] = {
+        "status": status_match(settings.delivered_status),
+        "date_livraison": {"$lt": now - settings.purge_after},
+    }
+    movable = int(
+        read(lambda: collections.orders.count_documents(old_enough, limit=PURGE_COUNTED_AT_MOST + 1))
+    )
+    report.purge_movable_more = movable > PURGE_COUNTED_AT_MOST
+    if report.purge_movable_more:  # the left-out ones are not counted against an unknown total
+        report.purge_movable = PURGE_COUNTED_AT_MOST
+        return
+    held = _restored_within_hold(collections.archive, settings, now, read)
+    report.purge_held = _counted_among(collections.orders, old_enough, held, read)
+    report.purge_rejected = _counted_among(collections.orders, old_enough, rejected_ids, read)
+    report.purge_movable = movable - report.purge_held - report.purge_rejected
+
+
+def _restored_within_hold(
+    archive: MongoCollection, settings: Settings, now: datetime, read: Reader
+) -> list[OrderId]:
+    """The archived orders ``restore`` put back within RESTORE_HOLD (the purge holds them)."""
+    if not settings.restore_hold:
+        return []
+    query = {"restored_at": {"$gte": now - settings.restore_hold}}
+    found = read(lambda: list(archive.find(query, {"_id": 1}).limit(HELD_READ_AT_MOST)))
+    return [document["_id"] for document in found]
+
+
+def _counted_among(
+    orders: MongoCollection, query: dict[str, object], ids: list[OrderId], read: Reader
+) -> int:
+    return sum(
+        int(read(partial(orders.count_documents, {**query, "_id": {"$in": part}})))
+        for part in chunked(ids, CHUNK)
+    )
 
 
 def _retention(

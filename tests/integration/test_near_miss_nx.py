@@ -67,3 +67,61 @@ def test_near_misses_are_never_archived_and_batch_status_and_doctor_say_each(
     again = BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, full=True)).run()
     assert again.archived == len(missed)
     assert not [w for w in again.warnings if w.startswith("never archived: ")]
+
+
+def test_a_delivered_status_no_order_holds_fails_doctor_and_status(
+    nx_env, nx_client, nx_settings, db_name, capsys, monkeypatch
+):
+    """A new user's try: DELIVERED_STATUS=delivered on a source whose delivered orders are
+    'livrée'. doctor said "ok" and status "healthy" (exit 0) while nothing could ever be
+    archived. The rule: no order holds the value while an order with a date_livraison (the
+    contract's "present once delivered") holds another: doctor FAIL (exit 3), status a problem
+    (exit 3), each naming the setting and the statuses present (the same distinct scan)."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 30)
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()  # indexes built: healthy
+    assert main(["status"]) == 0
+    capsys.readouterr()
+
+    monkeypatch.setenv("DELIVERED_STATUS", "delivered")
+    assert main(["doctor"]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    line = next(line for line in lines if line.startswith("FAIL delivered status: "))
+    assert "no order has DELIVERED_STATUS 'delivered', so nothing is ever archived" in line
+    assert "hold 'livrée'" in line
+    assert "'en_attente'" in line  # the statuses present
+    assert lines[-1].startswith("NOT READY: ")
+    assert "delivered status" in lines[-1]
+
+    assert main(["status", "--json"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert [p for p in report["problems"] if "DELIVERED_STATUS 'delivered'" in p]
+    assert report["delivered_absent"]["delivered_under"] == ["livrée"]
+
+
+def test_a_first_day_with_nothing_delivered_yet_is_no_alarm(nx_env, nx_client, nx_settings, db_name, capsys):
+    """The rule must not ring on a source's first day: orders placed, in preparation, on their
+    way, none delivered (no DELIVERED_STATUS, no date_livraison anywhere): doctor passes and says
+    so; status has no such problem. An empty orders collection: nothing said either."""
+    orders = nx_client[db_name][nx_settings.orders_collection]
+    orders.create_index([("status", 1), ("date_commande", 1)])  # as batch --run builds it: read
+    seed_database(nx_client[db_name], nx_settings, 0)  # the references exist
+    assert main(["doctor"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("ok   delivered status: no status value") for line in lines)
+
+    now = datetime.now(UTC)
+    orders.insert_many(
+        [
+            {"_id": ObjectId(), "numero_commande": f"DAY1-{i}", "status": status, "date_commande": now}
+            for i, status in enumerate(("en_attente", "en_preparation", "en_livraison"))
+        ]
+    )
+    assert main(["doctor"]) == 0
+    line = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("ok   delivered status: ")
+    )
+    assert "no order has DELIVERED_STATUS 'livrée' yet, nor any a date_livraison" in line
+    main(["status", "--json"])
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert not [p for p in problems if "DELIVERED_STATUS" in p]

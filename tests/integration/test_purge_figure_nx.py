@@ -1,0 +1,60 @@
+"""``status``'s "next --purge-source" figure against what the purge moves, at the wire: the purge
+leaves in the source an order restored within RESTORE_HOLD (its archive document's
+``restored_at``) and a rejected order (never archived); status said "up to 2 ... (not those
+restored within RESTORE_HOLD 30d)" and ``purge_movable: 2`` while ``batch --purge-source`` (dry
+run) said ``would purge 0`` (a new user's try). The left-out orders are read boundedly: the
+archive's sparse ``restored_at`` index, the rejects list status already reads, then counts by
+``_id`` among the source's old-enough deliveries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bson import ObjectId
+
+from order_archiver.cli.main import main
+from tests.helpers import seed_database
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_leaves_out_of_the_next_purge_what_the_purge_leaves(
+    nx_env, nx_client, nx_settings, db_name, capsys
+):
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 30, p_anomalies=0.0)
+    orders = database[nx_settings.orders_collection]
+    assert main(["batch", "--run", "--purge-source", "-q"]) == 0
+    archive = database[nx_settings.archive_collection]
+    restored = archive.find_one({}, {"numero_commande": 1})
+    assert restored is not None
+    assert main(["restore", "--numero", str(restored["numero_commande"]), "--run"]) == 0
+    now = datetime.now(UTC)
+    orders.insert_one(  # delivered, without numero_commande: rejected, never archived
+        {
+            "_id": ObjectId(),
+            "status": "livrée",
+            "date_commande": now - timedelta(days=2),
+            "date_livraison": now - timedelta(days=1),
+        }
+    )
+    assert main(["batch", "--run", "-q"]) == 3  # the rejection listed
+    capsys.readouterr()
+
+    assert main(["batch", "--purge-source", "--json", "-q"]) == 0  # a dry run
+    would_purge = json.loads(capsys.readouterr().out)["would_purge"]
+    assert would_purge == 0
+
+    main(["status", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["purge_movable"] == would_purge  # before: 2
+    assert (report["purge_held"], report["purge_rejected"]) == (1, 1)
+    main(["status"])
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("next --purge"))
+    assert line == (
+        "next --purge-source: up to 0 delivered orders old enough to leave the source (PURGE_AFTER 0d), "
+        "once archived (not those restored within RESTORE_HOLD 30d); left out: 1 restored within it "
+        "and 1 rejected order"
+    )
