@@ -785,18 +785,22 @@ def _check_env_lines(path: Path, text: str) -> None:
                 f"{where}: not NAME=value (quote a value with spaces or #; a comment starts with #)"
             )
         if binding.key is not None and _unquoted_with_a_space(binding.original.string):
+            key = binding.key
             raise ConfigError(
-                f'{where}: a value with a space in it, unquoted: quote it (NAME="my value"); a '
-                "comment goes on a line of its own"
+                f'{where}: {key} has a space in its value, unquoted: put it in quotes ("my value"); '
+                'a comment after a value starts at " #"'
             )
 
 
 def _unquoted_with_a_space(line: str) -> bool:
     """``LOG_DIR=my logs # comment``: python-dotenv reads ``my logs`` (the comment cut at a
-    space and #) and a folder named so is made; ``KEY=abc #def`` silently loses ``#def``. An
-    unquoted value holds no space or tab: quoted, it means what it says."""
+    space and #) and a folder named so is made. An unquoted value holds no space or tab: quoted,
+    it means what it says. A comment after one (``ARCHIVE_COLD_AFTER=730d    # on delivery``,
+    as the docs showed), or alone (``KEY= # none``: empty), reads as written: not refused."""
     value = line.split("=", 1)[1].strip()
-    return not value.startswith(("'", '"')) and re.search(r"\s", value) is not None
+    if not value or value.startswith(("'", '"', "#")):
+        return False
+    return re.fullmatch(r"\S+(\s+#.*)?", value) is None
 
 
 def _where_looked(env_file: str | None) -> str:
