@@ -136,15 +136,26 @@ class DeliveredAbsent:
     # Of those, the values an order delivered holds (a date_livraison), or that read as it.
     delivered_under: tuple[str, ...] = ()
     more: bool = False  # more values than STATUSES_NAMED: not named, not asked
+    # The newest archived order holds DELIVERED_STATUS: the delivered orders have left the
+    # source (--purge-source), the setting is the one they were archived under.
+    archived_under_it: bool = False
 
     @property
     def alarm(self) -> bool:
         """Nothing can ever be archived: delivered orders are there, under another status. Without
-        one (no delivery date anywhere) it is the source's first day, not a fault."""
-        return bool(self.delivered_under)
+        one (no delivery date anywhere) it is the source's first day, not a fault; with the newest
+        archived order under DELIVERED_STATUS, a purged source (an order cancelled after its
+        delivery keeps its date), not a fault either."""
+        return bool(self.delivered_under) and not self.archived_under_it
 
     def line(self) -> str:
         shown = ", ".join(repr(value) for value in self.present) + (" and more" if self.more else "")
+        if self.archived_under_it:
+            return (
+                f"no order in the source has DELIVERED_STATUS {self.delivered_status!r}, the newest "
+                f"archived order has it: the delivered orders have left the source (the statuses "
+                f"present: {shown})"
+            )
         if not self.alarm:
             return (
                 f"no order has DELIVERED_STATUS {self.delivered_status!r} yet, nor any a date_livraison: "
@@ -159,11 +170,17 @@ class DeliveredAbsent:
 
 
 def delivered_absent(
-    orders: MongoCollection, delivered_status: str, values: Sequence[object], context: RunContext
+    orders: MongoCollection,
+    delivered_status: str,
+    values: Sequence[object],
+    context: RunContext,
+    archive: MongoCollection | None = None,
 ) -> DeliveredAbsent | None:
     """Whether no order holds DELIVERED_STATUS while ``values`` (the source's ``distinct("status")``)
     are there, and which of them delivered orders hold; None when one holds it, or when there is
-    no value at all (an empty source)."""
+    no value at all (an empty source). With the ``archive`` (on the same deployment or not), its
+    newest order under DELIVERED_STATUS says a purged source, not a wrong setting: a setting
+    changed to a wrong value since is still caught (the newest then holds the old one)."""
     forms = status_forms(delivered_status)
     if not values or any(value in forms for value in values):
         return None
@@ -173,9 +190,17 @@ def delivered_absent(
         for value in named
         if is_near_miss(value, delivered_status) or _holds_a_delivery(orders, value, context)
     )
-    return DeliveredAbsent(
-        delivered_status, tuple(str(value) for value in named), under, more=len(values) > STATUSES_NAMED
+    archived = bool(under) and archive is not None and _newest_archived_holds(archive, forms, context)
+    present = tuple(str(value) for value in named)
+    return DeliveredAbsent(delivered_status, present, under, len(values) > STATUSES_NAMED, archived)
+
+
+def _newest_archived_holds(archive: MongoCollection, forms: list[str], context: RunContext) -> bool:
+    # The {archived_at} index's last key: one seek (status reads the same for its newest).
+    newest = context.retrying(
+        lambda: archive.find_one({}, {"status": 1}, sort=[("archived_at", -1)]), purpose=Retry.INFORM
     )
+    return newest is not None and newest.get("status") in forms
 
 
 def _holds_a_delivery(orders: MongoCollection, status: object, context: RunContext) -> bool:

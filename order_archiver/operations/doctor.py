@@ -305,7 +305,13 @@ def delivered_status_check(
     try:
         values = read_status_values(orders, context)
         found = near_misses(orders, settings.delivered_status, values, context)
-        absent = delivered_absent(orders, settings.delivered_status, values, context)
+        # The archive when it is on this deployment: its newest order tells a purged source.
+        archive = (
+            None
+            if settings.archive_mongodb_uri
+            else client[settings.archive_db_name][settings.archive_collection]
+        )
+        absent = delivered_absent(orders, settings.delivered_status, values, context, archive)
     except ArchiverError as exc:
         report.add(
             "delivered status", "warn", f"the orders' status values cannot be read ({exc}): not checked"

@@ -392,7 +392,11 @@ def collect_status(
     # No order with DELIVERED_STATUS while delivered orders hold another value: nothing is ever
     # archived (a first day, nothing delivered yet, is not a problem: mongodb/statuses.py).
     report.delivered_absent = delivered_absent(
-        collections.orders, settings.delivered_status, statuses, source_context
+        collections.orders,
+        settings.delivered_status,
+        statuses,
+        source_context,
+        collections.archive,
     )
     if report.delivered_absent is not None and report.delivered_absent.alarm:
         report.problems.append(report.delivered_absent.line())
