@@ -58,3 +58,39 @@ def test_status_leaves_out_of_the_next_purge_what_the_purge_leaves(
         "once archived (not those restored within RESTORE_HOLD 30d); left out: 1 restored within it "
         "and 1 rejected order"
     )
+
+
+def test_status_reads_no_restored_order_without_the_restored_at_index(
+    nx_env, nx_client, nx_settings, db_name, capsys
+):
+    """The restored orders are read on the archive's ``{restored_at}`` index only: an archive an
+    earlier version built (or a watch-only deployment, whose watcher builds no index) lacks it,
+    and every status (the health timer's, every minute) read the whole archive for them (on
+    MongoDB a COLLSCAN: a review). Without it the figure says they are not left out yet."""
+    from pymongo import monitoring
+
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 30)
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    database[nx_settings.archive_collection].drop_index("restored_at_1")  # as an earlier version built it
+    finds: list[dict] = []
+
+    class Seen(monitoring.CommandListener):
+        def started(self, event):
+            if event.command_name == "find" and "restored_at" in str(event.command.get("filter", {})):
+                finds.append(dict(event.command["filter"]))
+
+        def succeeded(self, event): ...
+
+        def failed(self, event): ...
+
+    monitoring.register(Seen())
+    capsys.readouterr()
+    main(["status"])
+    line = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("next --purge-source")
+    )
+    assert finds == []
+    assert "not left out yet (restored_at_1 not built: batch --run builds it)" in line
