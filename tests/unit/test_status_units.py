@@ -84,6 +84,8 @@ def test_status_shows_what_the_next_purge_would_move(mongo):
             {"_id": 4, "status": "en_livraison"},
         ]
     )
+    # The archive's restored_at index, as batch --run builds it (without it, they are not read).
+    mongo[settings.archive_db_name][settings.archive_collection].create_index("restored_at", sparse=True)
     report = collect_status(mongo, settings, now=now)
     assert report.purge_movable == 2
     assert (
