@@ -67,7 +67,14 @@ class OneLineParser(argparse.ArgumentParser):
 
     commands: Mapping[str, OneLineParser] = {}  # the subcommands' parsers, by name (build_parser)
 
+    given: Sequence[str] = ()  # the command line parse_args was handed (error redacts it)
+
     def error(self, message: str) -> NoReturn:
+        # Each echo path argparse has (a type's message, an ignored explicit argument, an
+        # ambiguous abbreviation, ``-vVALUE``) shows a word of the command line or its end.
+        for word in OneLineParser.given:
+            shown = next((word[i:] for i in range(len(word)) if word[i:] in message), "")
+            message = message.replace(shown, redact(shown)) if shown else message
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         raise SystemExit(ExitCode.USAGE)
 
@@ -76,6 +83,7 @@ class OneLineParser(argparse.ArgumentParser):
     ) -> argparse.Namespace:
         """argparse's, but an unrecognized argument is said by the command it was given to (the
         top parser said "main.py: error: unrecognized arguments: --dry-rnu" for ``batch``)."""
+        OneLineParser.given = list(sys.argv[1:] if args is None else args)
         parsed, extras = self.parse_known_args(args)
         if extras:
             parser = self.commands.get(getattr(parsed, "command", ""), self)

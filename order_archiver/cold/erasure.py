@@ -26,6 +26,7 @@ class ColdErasure:
     orders: int = 0  # their orders in the cold tier
     erased: int = 0  # of which held personal data (erased, or would be)
     rewritten: int = 0  # files rewritten by this run
+    to_rewrite: int = 0  # files holding personal data of theirs (those a run rewrites)
 
 
 def _holding(
@@ -57,6 +58,7 @@ def erase_in_cold(
         report.files += bool(orders)
         report.orders += orders
         report.erased += len(holding)
+        report.to_rewrite += bool(holding)
         if run and holding:
             ColdRewrite(store, journal, context).rewrite(cold_file, holding, erasure)
             report.rewritten += 1

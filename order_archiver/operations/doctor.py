@@ -294,7 +294,11 @@ def collections_check(report: DoctorReport, client: MongoClient[Document], setti
 
 
 def delivered_status_check(
-    report: DoctorReport, client: MongoClient[Document], settings: Settings, context: RunContext
+    report: DoctorReport,
+    client: MongoClient[Document],
+    settings: Settings,
+    context: RunContext,
+    archive_client: MongoClient[Document] | None = None,
 ) -> None:
     """DELIVERED_STATUS against the source's status values (one distinct scan of the status
     index, mongodb/statuses.py). No order holding it while delivered orders hold another value
@@ -305,12 +309,8 @@ def delivered_status_check(
     try:
         values = read_status_values(orders, context)
         found = near_misses(orders, settings.delivered_status, values, context)
-        # The archive when it is on this deployment: its newest order tells a purged source.
-        archive = (
-            None
-            if settings.archive_mongodb_uri
-            else client[settings.archive_db_name][settings.archive_collection]
-        )
+        # The archive, on this deployment or its own: its newest order tells a purged source.
+        archive = (archive_client or client)[settings.archive_db_name][settings.archive_collection]
         absent = delivered_absent(orders, settings.delivered_status, values, context, archive)
     except ArchiverError as exc:
         report.add(
@@ -545,7 +545,7 @@ def run_doctor(
     context = context or RunContext()
     if archive_client is None:
         return check_deployment_of(client, settings, context, "both", process)
-    report = check_deployment_of(client, settings, context, "source", process)
+    report = check_deployment_of(client, settings, context, "source", process, archive_client)
     archive = check_deployment_of(archive_client, settings, context, "archive", process)
     for check in archive.checks:
         check.name = f"archive {check.name}"
@@ -559,6 +559,7 @@ def check_deployment_of(
     context: RunContext,
     side: Side,
     process: Process = "all",
+    archive_client: MongoClient[Document] | None = None,
 ) -> DoctorReport:
     report = DoctorReport()
 
@@ -581,7 +582,7 @@ def check_deployment_of(
     topology = topology_check(report, reply)
     if side != "archive":  # the source's collections, and change streams on its orders
         collections_check(report, client, settings)
-        delivered_status_check(report, client, settings, context)
+        delivered_status_check(report, client, settings, context, archive_client)
         change_stream_check(report, client, settings, process)
     if topology == "sharded":
         sharding_check(report, client, settings, version)

@@ -153,7 +153,9 @@ class ForgetReport:
         if self.run:
             verb = f"{plural(cold.rewritten, 'file')} rewritten"
         elif cold.erased:  # the files holding them, rewritten without their personal data
-            verb = f"would rewrite the {plural(cold.files, 'file')} holding them (dry run: nothing written)"
+            verb = (
+                f"would rewrite the {plural(cold.to_rewrite, 'file')} holding them (dry run: nothing written)"
+            )
         else:
             verb = "nothing to rewrite"
         return [

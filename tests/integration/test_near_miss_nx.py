@@ -156,3 +156,27 @@ def test_a_purged_source_whose_archive_holds_the_delivered_status_is_no_alarm(
     monkeypatch.setenv("DELIVERED_STATUS", "delivered")  # wrong, since the purge
     assert main(["doctor"]) == 3
     assert main(["status", "--json"]) == 3
+
+
+def test_a_purged_source_with_the_archive_on_its_own_deployment_is_no_alarm(
+    nx_env, nx_client, nx_settings, db_name, monkeypatch, capsys
+):
+    """The same purged source, the archive named by ARCHIVE_MONGODB_URI: doctor on the source
+    looked at no archive and failed (exit 3) after every purge (a review); it asks the
+    archive's deployment."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 30)
+    orders = database[nx_settings.orders_collection]
+    delivered = orders.find_one({"status": "livrée"})
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, purge_source=True)).run()
+    cancelled = orders.find_one({"status": {"$ne": "livrée"}})
+    orders.update_one(
+        {"_id": cancelled["_id"]},
+        {"$set": {"status": "annulée", "date_livraison": delivered["date_livraison"]}},
+    )
+    monkeypatch.setenv("ARCHIVE_MONGODB_URI", nx_env["MONGODB_URI"])  # the archive's deployment
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert code == 0, [line for line in out.splitlines() if "delivered status" in line]

@@ -501,3 +501,28 @@ def test_an_interrupted_run_prints_its_counts_so_far_even_zeros(capsys, monkeypa
     scanned = 0 if stopped_at == 1 else 100  # the simulation's batch size
     assert f"counts so far: scanned {scanned}, archived {scanned}," in out, out
     assert err.strip().splitlines()[-1].startswith("error: interrupted: the run stopped"), err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["batch", "--limit", "mongodb://user:s3cret@h/db"],  # a type function's message echoes it
+        ["batch", "--dry-run=mongodb://user:s3cret@h/db"],  # ignored explicit argument
+        ["batch", "--max=mongodb://user:s3cret@h/db"],  # an ambiguous abbreviation
+    ],
+)
+def test_every_usage_error_path_redacts(argv, capsys):
+    """Every echo path argparse has goes through ``error()``: a type's message, an ignored
+    explicit argument, an ambiguous abbreviation each printed the password (a review)."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "s3cret" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", ["-vmongodb://user:s3cret@h/db", "-qvmongodb://user:s3cret@h/db"])
+def test_a_short_flag_glued_to_a_uri_is_redacted(flags, capsys):
+    """``-vVALUE``: argparse echoes the glued value as an ignored explicit argument."""
+    with pytest.raises(SystemExit):
+        main(["batch", flags])
+    assert "s3cret" not in capsys.readouterr().err

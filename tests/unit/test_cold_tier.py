@@ -2055,3 +2055,40 @@ def test_forget_first_line_counts_the_cold_tiers_orders(mongo, settings, archive
         f"collection and {in_cold} in the cold tier; would erase (dry run: --run to erase) the name"
     )
     assert report.lines()[0].endswith(f"of {report.erased} there")
+
+
+def test_a_forget_dry_run_counts_only_the_files_it_would_rewrite(mongo, settings, archived, tmp_path):
+    from order_archiver.cold.erasure import erase_in_cold
+    from order_archiver.cold.search import ColdQuery
+    from order_archiver.operations.forget import Person, forget_person
+
+    _, before = archived
+    store = local_store(tmp_path)
+    cutoff = a_cutoff(before)
+    ColdMove(store, *collections(mongo, settings), cutoff).run()
+    client = a_client_in_the_cold_tier(before, cutoff)
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    person = Person("client", client["id"])
+    dry = forget_person(mongo, with_cold, person, run=False)
+    if dry.cold.files < 2:
+        pytest.skip("the client's cold orders are in one file")
+
+    class FirstFileOnly(ColdStore):  # the same store, one of its files already rewritten
+        def files(self, *args, **kwargs):
+            return [f for f in super().files(*args, **kwargs) if erase_in_cold is not None][:1]
+
+    first = FirstFileOnly(store.url)
+    query = ColdQuery(client_id=person.forms)
+    erase_in_cold(
+        first,
+        collections(mongo, settings)[1],
+        query,
+        person.erasure(with_cold),
+        run=True,
+        context=RunContext(),
+    )
+    dry = forget_person(mongo, with_cold, person, run=False)
+    done = forget_person(mongo, with_cold, person, run=True)
+    assert dry.lines()[-1].endswith(
+        f"would rewrite the {plural(done.cold.rewritten, 'file')} holding them (dry run: nothing written)"
+    ), (dry.lines()[-1], done.cold.rewritten)
