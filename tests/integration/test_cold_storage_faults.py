@@ -273,31 +273,3 @@ def test_a_listing_that_meets_a_transient_fault_past_the_sdks_tries_is_retried(s
     s3.fail("GET", f"/{BUCKET}", status, code, times=READ_FAULTS)
     assert store.files() == []
     assert [answered for _, _, answered in s3.answered] == [status] * READ_FAULTS
-
-
-def test_a_stop_ends_the_cold_tiers_start_check_at_once(s3, settings, monkeypatch):
-    """A lasting 503 SlowDown on the bucket (AWS S3 API Reference, Error responses) is retried,
-    a minute in all (``Retry.STORAGE``); a Ctrl-C or SIGTERM ends that wait at once, as every
-    wait of a run. The start check of ``batch`` (and doctor's, restore's, the numbers' hints)
-    made its store without the run's stop: a Ctrl-C left it retrying, and the watchdog said
-    "the server does not answer" 8 s later (a review). Here the run is stopped before it: one
-    attempt (the SDK's own tries of a HEAD) and no second."""
-    import threading
-
-    from order_archiver.cold.tier import check_cold_tier
-
-    with_cold = settings.with_overrides(
-        archive_cold_url=f"s3://{BUCKET}/{PREFIX}", archive_cold_after=settings.purge_after
-    )
-    s3.fail("HEAD", f"/{BUCKET}", 503, "SlowDown")
-    monkeypatch.setattr(Retry, "STORAGE", Purpose(3, 0.05, 0.2), raising=False)
-    stop = threading.Event()
-    stop.set()
-    with pytest.raises(TransientError):
-        check_cold_tier(with_cold, RunContext(stop=stop))
-    one_attempt = len(s3.answered)
-    s3.answered.clear()
-    with pytest.raises(TransientError):
-        check_cold_tier(with_cold, RunContext())  # not stopped: the policy's three attempts
-    assert one_attempt > 0
-    assert len(s3.answered) == 3 * one_attempt

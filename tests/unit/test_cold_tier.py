@@ -2092,3 +2092,44 @@ def test_a_forget_dry_run_counts_only_the_files_it_would_rewrite(mongo, settings
     assert dry.lines()[-1].endswith(
         f"would rewrite the {plural(done.cold.rewritten, 'file')} holding them (dry run: nothing written)"
     ), (dry.lines()[-1], done.cold.rewritten)
+
+
+def test_a_stop_ends_the_cold_tiers_start_check_at_once(tmp_path, monkeypatch):
+    """A storage fault that lasts (S3's 503 SlowDown, a local EIO) is retried a minute in all
+    (``Retry.STORAGE``); a Ctrl-C or SIGTERM ends that wait at once, as every wait of a run. The
+    start check of ``batch`` (and doctor's, restore's, the numbers' hints) made its store without
+    the run's stop: a Ctrl-C left it retrying, and the watchdog said "the server does not answer"
+    8 s later (a review). The run stopped before it: one request, not the policy's three."""
+    import errno
+    import threading
+
+    from order_archiver import retry
+    from order_archiver.cold import tier
+    from order_archiver.context import RunContext
+    from order_archiver.errors import TransientError
+    from order_archiver.settings import Settings
+
+    asked: list[str] = []
+
+    class Unanswering:  # a storage whose every request fails as a transient fault does
+        type_name = "local"
+
+        def get_file_info(self, path):
+            asked.append(path)
+            raise OSError(errno.EIO, "Input/output error", path)
+
+    class Store(tier.ColdStore):
+        def __init__(self, url, stop=None):
+            super().__init__(url, Unanswering(), str(tmp_path), stop)
+
+    monkeypatch.setattr(tier, "ColdStore", Store)
+    monkeypatch.setattr(retry.Retry, "STORAGE", retry.Purpose(3, 0.01, 0.01))
+    settings = Settings(simulation=True, log_dir="", archive_cold_url=f"file://{tmp_path}")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(TransientError):
+        tier.check_cold_tier(settings, RunContext(stop=stop))
+    assert len(asked) == 1
+    with pytest.raises(TransientError):
+        tier.check_cold_tier(settings, RunContext())  # not stopped: the policy's three
+    assert len(asked) == 4
