@@ -106,8 +106,8 @@ def read_status_values(orders: MongoCollection, context: RunContext) -> list[obj
     listed = context.retrying(lambda: listed_indexes(orders), purpose=Retry.INFORM)
     if not any(ready and _led_by_status(spec) for spec, ready in listed):
         raise StatusIndexMissing(
-            "no index on the orders is led by status yet (batch --run builds {status, date_commande}): "
-            "reading their status values would read every order"
+            "not checked yet: no index on the orders is led by status (batch --run builds "
+            "{status, date_commande}; without it, reading the status values would read every order)"
         )
     return list(context.retrying(lambda: orders.distinct("status"), purpose=Retry.INFORM))
 

@@ -51,6 +51,7 @@ from order_archiver.mongodb.replication_lag import lag_actions_missing
 from order_archiver.mongodb.retention import PiiRetention, retention_state
 from order_archiver.mongodb.statuses import (
     STATUS_VALUES_LOOKED_AT,
+    StatusIndexMissing,
     delivered_absent,
     near_misses,
     read_status_values,
@@ -312,6 +313,9 @@ def delivered_status_check(
         # The archive, on this deployment or its own: its newest order tells a purged source.
         archive = (archive_client or client)[settings.archive_db_name][settings.archive_collection]
         absent = delivered_absent(orders, settings.delivered_status, values, context, archive)
+    except StatusIndexMissing as exc:  # a first doctor, before batch --run: said as it is
+        report.add("delivered status", "warn", str(exc))
+        return
     except ArchiverError as exc:
         report.add(
             "delivered status", "warn", f"the orders' status values cannot be read ({exc}): not checked"
