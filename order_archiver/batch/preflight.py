@@ -10,7 +10,7 @@ from order_archiver.context import RunContext
 from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import missing_source, unknown_status_hint
-from order_archiver.mongodb.statuses import read_near_misses
+from order_archiver.mongodb.statuses import StatusIndexMissing, read_near_misses
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.retry import Retry, retrying
 
@@ -60,7 +60,10 @@ def say_near_misses(
     there is one, a count per near miss stopped at a bound (mongodb/statuses.py)."""
     try:
         line = read_near_misses(orders, delivered_status, context).line()
-    except ArchiverError as exc:  # it only informs: a refusal, a fault, no status index: said, not fatal
+    except StatusIndexMissing:  # a dry run before the first --run (which builds it): nothing to say
+        log.debug("near misses of DELIVERED_STATUS not looked for: no index led by status yet")
+        return
+    except ArchiverError as exc:  # it only informs: a refusal, a fault: said, not fatal
         log.info(
             "the orders' status values were not read (%s): near misses of DELIVERED_STATUS not looked for",
             exc,

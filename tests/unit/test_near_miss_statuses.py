@@ -248,3 +248,15 @@ def test_without_an_index_led_by_status_the_values_are_not_read(source, monkeypa
         "{status, date_commande}; without it, reading the status values would read every order)"
     )  # one reason, said once (it was nested in "cannot be read (...): not checked")
     assert read == []
+
+
+def test_a_dry_run_before_the_status_index_says_nothing_of_near_misses(source, caplog):
+    """A first dry run (no index yet: the first --run builds it) logged at INFO "the orders'
+    status values were not read (not checked yet: ...)": noise on a new user's first command."""
+    import logging
+
+    source.drop_indexes()
+    with caplog.at_level(logging.INFO, logger="order_archiver"):
+        report = BatchArchiver(source.database.client, SETTINGS, BatchOptions()).run()
+    assert report.dry_run
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and "status values" in r.getMessage()]
