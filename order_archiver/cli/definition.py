@@ -87,9 +87,8 @@ class OneLineParser(argparse.ArgumentParser):
         parsed, extras = self.parse_known_args(args)
         if extras:
             parser = self.commands.get(getattr(parsed, "command", ""), self)
-            # Redacted: what was not taken is echoed (a mistyped --archive-urii and its URI).
-            given = redact(" ".join(extras))
-            parser.error(f"unrecognized arguments: {given}{parser.closest_flags(extras)}")
+            # (What was not taken is echoed: ``error`` redacts it, a mistyped --archive-urii's URI.)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{parser.closest_flags(extras)}")
         return parsed
 
     def closest_flags(self, extras: Sequence[str]) -> str:
@@ -107,14 +106,12 @@ class OneLineParser(argparse.ArgumentParser):
 
     def _check_value(self, action: argparse.Action, value: object) -> None:
         """An invalid choice (a command, --token-store...): the closest one, when one is close,
-        instead of the whole list; never a password it holds (a URI given where a choice goes)."""
+        instead of the whole list (a URI given where a choice goes: ``error`` redacts it)."""
         choices = [str(choice) for choice in action.choices or ()]
         if choices and value not in (action.choices or ()):
-            shown, close = redact(str(value)), difflib.get_close_matches(str(value), choices, n=1)
+            close = difflib.get_close_matches(str(value), choices, n=1)
             if close:
-                raise argparse.ArgumentError(action, f"invalid choice: {shown!r}; did you mean {close[0]!r}?")
-            if shown != str(value):
-                raise argparse.ArgumentError(action, f"invalid choice: {shown!r}")
+                raise argparse.ArgumentError(action, f"invalid choice: {value!r}; did you mean {close[0]!r}?")
         super()._check_value(action, value)
 
 
