@@ -24,6 +24,7 @@ from order_archiver.settings import ENV_VARS, Settings
 from order_archiver.simulation.database import new_client
 from tests import command_shapes
 from teststand.nx_server import PLAIN_PASSWORD, PLAIN_USER, NxServer, running_server
+from teststand.s3_faults import LocalS3
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,6 +128,21 @@ def nx_server() -> Iterator[NxServer | ExternalServer]:
         return
     with running_server({"NX_PLAIN_USERS": f"{PLAIN_USER}:{PLAIN_PASSWORD}"}) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def local_s3() -> Iterator[LocalS3]:
+    """moto's S3 server (the real S3 API over HTTP, on loopback), one per worker: it takes
+    seconds to start. Emptied for each test that takes it (``empty_s3``)."""
+    with LocalS3() as server:
+        yield server
+
+
+@pytest.fixture
+def empty_s3(local_s3: LocalS3) -> LocalS3:
+    """The worker's S3, with no bucket and no object left by an earlier test."""
+    local_s3.reset()
+    return local_s3
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,13 @@ PARTIAL_SUFFIX = ".parquet.partial"
 # size in a single atomic action using this API"), and Arrow's S3 move is one CopyObject then a
 # DeleteObject (arrow/filesystem/s3fs.cc): a move's files stop near ``files.FILE_MAX_BYTES``.
 S3_COPY_MAX_BYTES = 5 * 1024**3
+# The AWS SDK's own tries of one S3 request: its standard mode's (exponential backoff with
+# jitter, AWS SDKs and Tools Reference Guide, "Retry behavior": max_attempts 3), under the
+# product's own (``Retry.STORAGE``). ``FileSystem.from_uri`` leaves Arrow's C++ default instead
+# (arrow/filesystem/s3fs.cc ``ConnectRetryStrategy``): a retryable answer tried again every
+# 200 ms for 6 s, 31 requests, fixed interval, where S3 answers 503 SlowDown "reduce your request
+# rate"; four tries of the product's each made 31 (measured, pyarrow 26).
+S3_SDK_ATTEMPTS = 3
 T = TypeVar("T")
 
 
@@ -82,6 +89,19 @@ class ColdFile:
             return None
 
 
+def _with_standard_retries(filesystem: FileSystem) -> FileSystem:
+    """An S3 file system made by ``from_uri``, with the SDK's standard retries
+    (``S3_SDK_ATTEMPTS``); its other options (the URL's region, endpoint, scheme, the resolved
+    region) as they were: ``__reduce__`` gives them as the constructor takes them."""
+    from pyarrow.fs import AwsStandardS3RetryStrategy, S3FileSystem
+
+    if not isinstance(filesystem, S3FileSystem):
+        return filesystem
+    _rebuild, (options,) = filesystem.__reduce__()
+    strategy = AwsStandardS3RetryStrategy(max_attempts=S3_SDK_ATTEMPTS)
+    return S3FileSystem(**options, retry_strategy=strategy)
+
+
 class ColdStore:
     """The cold tier's files at ``ARCHIVE_COLD_URL``."""
 
@@ -99,6 +119,7 @@ class ColdStore:
 
             try:
                 filesystem, root = FileSystem.from_uri(_as_uri(url))
+                filesystem = _with_standard_retries(filesystem)
             except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError: a bucket's region, a URI
                 raise ConfigError(f"ARCHIVE_COLD_URL {url}: cannot be reached: {_first_line(exc)}") from None
         self.fs: FileSystem = filesystem

@@ -6,10 +6,8 @@ deleting its orders from the archive, then a second run: each order in exactly o
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,43 +27,17 @@ S3_KEYS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
-def s3(monkeypatch):
+def s3(monkeypatch, empty_s3):
     """A local S3 (moto's server) on loopback; the AWS settings that point at it, for the CLI
     and for this process (the test reads the bucket with the product's own ColdStore)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto's S3 server did not start in 30 s"
-                time.sleep(0.2)
-        env = {**S3_KEYS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        from pyarrow.fs import S3FileSystem
+    env = {**S3_KEYS, "AWS_ENDPOINT_URL": empty_s3.endpoint}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from pyarrow.fs import S3FileSystem
 
-        S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], allow_bucket_creation=True).create_dir(
-            "orders"
-        )
-        yield env
-    finally:
-        server.kill()
-        server.wait(10)
+    S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], allow_bucket_creation=True).create_dir("orders")
+    return env
 
 
 def seed_old_and_recent(database, settings):

@@ -4,14 +4,15 @@ requests as S3 does when it fails (AWS S3 API Reference, "Error responses":
 https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html): 503 SlowDown (S3 sheds
 load: "reduce your request rate"), 403 AccessDenied (wrong credentials, a bucket policy that
 denies the action), 404 NoSuchBucket (a wrong bucket name, endpoint or region). The AWS SDK
-under pyarrow retries before it gives up (measured: 3 tries of a HEAD, about 30 of a listing
-or a read): a fault meant to reach the product is answered more often than that. MongoDB is mongomock here (its side is not under test)."""
+under pyarrow tries each request ``S3_SDK_ATTEMPTS`` times before it gives up: a fault meant
+to reach the product is answered more often than that. MongoDB is mongomock here (its side is
+not under test)."""
 
 import pytest
 
 from order_archiver.cli.main import main
 from order_archiver.cold.move import JOURNAL_KIND, ColdMove
-from order_archiver.cold.store import ColdStore
+from order_archiver.cold.store import S3_SDK_ATTEMPTS, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.errors import ConfigError, FatalError, TransientError
 from order_archiver.retry import Purpose, Retry
@@ -23,19 +24,20 @@ from tests.unit.test_cold_tier import (
     assert_one_place_each,
     collections,
 )
-from teststand.s3_faults import RESET, LocalS3, S3Faults
+from teststand.s3_faults import RESET, S3Faults
 
 BUCKET, PREFIX = "orders", "livraison"
 SECRET = "s3cr3t-never-printed"
-# pyarrow's own tries before a read or a listing gives up: a whole file's check, and a listing,
-# each met 31 503 answers before it failed (pyarrow 26).
-READ_FAULTS = 40
+# Answered to more than the SDK's own tries of a read or a listing: the product's first try
+# meets the fault, its second gets through.
+READ_FAULTS = S3_SDK_ATTEMPTS + 2
 
 
 @pytest.fixture
-def s3(monkeypatch):
+def s3(monkeypatch, empty_s3):
     """moto's S3 with the bucket, and the proxy the product talks to (AWS_ENDPOINT_URL)."""
-    with LocalS3() as server, S3Faults(server.port) as proxy:
+    server = empty_s3
+    with S3Faults(server.port) as proxy:
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": SECRET,
@@ -169,7 +171,7 @@ def test_verify_that_meets_503_on_every_read_of_a_file_fails_instead_of_calling_
     [first, *_] = store.files()
     with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
     s3.fail("GET", f"/{first.path}", 503, "SlowDown")
-    # Two tries of the product's (each the SDK's own ~30 of a read): ~10 s.
+    # Two tries of the product's, each the SDK's own three.
     monkeypatch.setattr(Retry, "STORAGE", Purpose(2, 0.05, 0.2), raising=False)
     with pytest.raises(TransientError, match="did not answer after retries"):
         verify(mongo, with_cold)
@@ -273,3 +275,16 @@ def test_a_listing_that_meets_a_transient_fault_past_the_sdks_tries_is_retried(s
     s3.fail("GET", f"/{BUCKET}", status, code, times=READ_FAULTS)
     assert store.files() == []
     assert [answered for _, _, answered in s3.answered] == [status] * READ_FAULTS
+
+
+def test_each_try_of_the_products_is_at_most_three_requests_where_s3_asks_to_slow_down(s3):
+    """Was: the store's S3 (``FileSystem.from_uri``: Arrow's C++ default retries) tried a 503
+    SlowDown again every 200 ms for 6 s, 31 requests per try of the product's and 124 for one
+    listing, at a fixed interval, where S3 asks the client to "reduce your request rate". Now
+    the SDK's standard mode (3 tries, exponential backoff with jitter) under the product's own
+    ``Retry.STORAGE``: 12 requests in all before the command fails, exit 1."""
+    store = ColdStore(f"s3://{BUCKET}/{PREFIX}")
+    s3.fail("GET", f"/{BUCKET}", 503, "SlowDown")
+    with pytest.raises(TransientError, match="did not answer after retries"):
+        store.files()
+    assert len(s3.answered) == S3_SDK_ATTEMPTS * Retry.STORAGE.attempts == 12
