@@ -328,3 +328,36 @@ def test_an_erasure_an_archive_document_cannot_take_leaves_it_named_and_erases_t
         assert "NOT erased" in forget.stdout + forget.stderr
         assert mine["numero_commande"] in forget.stdout + forget.stderr
         assert "Traceback" not in forget.stderr
+
+
+def test_an_order_whose_number_is_near_the_limit_is_rejected_and_listed_not_a_failed_run(
+    small_server, tmp_path, db_name
+):
+    """An order that is little more than a ``numero_commande`` near 16 MB (the limit scaled down
+    to 64 KiB): the rejects list's entry holds the number and some 300 bytes more (reason, run,
+    dates), so an entry that held the whole number was over the limit (17420 on its upsert),
+    and every run failed at that order. One bad document is a rejected order: the list keeps
+    the number's first characters and says how long it was."""
+    data, _chosen = large_dataset()
+    env = environment(small_server, db_name, tmp_path)
+    with pymongo.MongoClient(small_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        fill_database(database, data, _settings())
+        odd = {
+            "_id": ObjectId(),
+            "numero_commande": "N" * (LIMIT - 120),
+            "status": "livrée",
+            "date_livraison": datetime.now(UTC) - timedelta(days=1),
+        }
+        database["Commande"].insert_one(odd)
+        run = run_cli("batch", "--run", "--json", env=env, cwd=tmp_path)
+        assert run.returncode == 3, run.stdout + run.stderr
+        assert "Traceback" not in run.stderr
+        entry = database["archiver_rejects"].find_one({"_id": odd["_id"]})
+        assert entry is not None
+        assert entry["numero_commande"].startswith("NNNN")
+        assert len(entry["numero_commande"]) < 1_000
+        listed = run_cli("rejects", env=env, cwd=tmp_path)
+        assert listed.returncode in (0, 3), listed.stdout + listed.stderr
+        assert str(odd["_id"]) in listed.stdout
+        assert len(max(listed.stdout.splitlines(), key=len)) < 2_000
