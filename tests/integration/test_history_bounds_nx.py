@@ -132,3 +132,63 @@ def test_a_month_moves_to_the_cold_tier_before_its_index_is_ready_on_mongodb_4_4
             report = move_to_cold(client, cold, RunContext())
             assert report is not None
             assert (report.moved, archive.count_documents({})) == (held, 0)
+
+
+def _verify_peak(client, settings, unerased: int = 0) -> int:
+    """The bytes ``verify`` held at its peak, in this process (tracemalloc)."""
+    import tracemalloc
+
+    from order_archiver.operations.verify import verify
+
+    tracemalloc.start()
+    try:
+        report = verify(client, settings)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.unerased == unerased
+    return peak
+
+
+def test_verify_holds_a_chunk_of_the_forgotten_persons_not_the_record(nx_client, nx_settings, monkeypatch):
+    """The record of forgotten persons grows with every ``forget --run``, over the years (a
+    platform erases thousands a month on request): verify read it whole into one list before
+    its first chunk. It walks it in key order now, a chunk at a time: its memory is the same
+    for N and 4N persons (the chunk scaled down to 50, the record to 400 and 1,600). Each
+    order not erased is counted once: one of two persons of different chunks, one marked."""
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.operations import verify as verify_module
+    from tests.helpers import seed_database
+
+    monkeypatch.setattr(verify_module, "CHUNK", 50)
+    seed_database(nx_client[nx_settings.mongodb_database], nx_settings, 20)
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    record = nx_client[nx_settings.mongodb_database][nx_settings.forgotten_collection]
+    now = datetime.now(UTC)
+
+    def forget(count: int, kind: str = "client", people: list | None = None) -> None:
+        people = people or [ObjectId() for _ in range(count)]
+        record.insert_many(
+            [{"_id": f"{kind}:{p}", "kind": kind, "id": p, "forgotten_at": now} for p in people]
+        )
+
+    forget(400)
+    _verify_peak(nx_client, nx_settings)  # once first: what a first call allocates (imports, pools)
+    small = _verify_peak(nx_client, nx_settings)
+    forget(1200)
+    large = _verify_peak(nx_client, nx_settings)
+    # 1,200 more persons held whole are some 500 kB more (a list of their records); a chunk is
+    # the same at both sizes.
+    assert large - small < 100_000, (small, large)
+    archive = nx_client[nx_settings.mongodb_database][nx_settings.archive_collection]
+    both, marked = archive.find({"client": {"$ne": None}, "livreur": {"$ne": None}}).limit(2)
+    assert both["client"]["id"] != marked["client"]["id"]
+    # Its client's key among the first chunk's ("client:" < "livreur:"), its courier's the last.
+    forget(1, people=[both["client"]["id"], marked["client"]["id"]])
+    forget(1, "livreur", [both["livreur"]["id"]])
+    archive.update_one({"_id": marked["_id"]}, {"$set": {"forgotten_by": "forget"}})
+    named = {both["client"]["id"], marked["client"]["id"], both["livreur"]["id"]}
+    ids = {d["_id"]: {(d.get(p) or {}).get("id") for p in ("client", "livreur")} for d in archive.find()}
+    theirs = [i for i, persons in ids.items() if named & persons]
+    assert len(theirs) < sum(len(named & ids[i]) for i in theirs)  # some named twice
+    _verify_peak(nx_client, nx_settings, unerased=len(theirs))  # each once
