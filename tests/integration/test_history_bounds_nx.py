@@ -192,3 +192,46 @@ def test_verify_holds_a_chunk_of_the_forgotten_persons_not_the_record(nx_client,
     theirs = [i for i, persons in ids.items() if named & persons]
     assert len(theirs) < sum(len(named & ids[i]) for i in theirs)  # some named twice
     _verify_peak(nx_client, nx_settings, unerased=len(theirs))  # each once
+
+
+def test_status_reads_the_newest_archived_order_once(nx_server, nx_client, nx_settings):
+    """The archive's newest document (sorted on ``archived_at``: its index's last key, or a
+    scan of the whole archive while that index is being built on a large one) was read twice
+    by one ``status`` of a purged source: for the newest archived_at, and to tell a purged
+    source from a wrong DELIVERED_STATUS. Once now, at the wire."""
+    import pymongo
+    from pymongo import monitoring
+
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from tests.helpers import seed_database
+
+    database = nx_client[nx_settings.mongodb_database]
+    seed_database(database, nx_settings, 30)
+    orders = database[nx_settings.orders_collection]
+    delivered = orders.find_one({"status": "livrée"})
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, purge_source=True)).run()
+    cancelled = orders.find_one({"status": {"$ne": "livrée"}})
+    orders.update_one(
+        {"_id": cancelled["_id"]},
+        {"$set": {"status": "annulée", "date_livraison": delivered["date_livraison"]}},
+    )
+    newest: list[dict] = []
+
+    class Newest(monitoring.CommandListener):
+        def started(self, event):
+            command = event.command
+            if command.get("find") == nx_settings.archive_collection and "archived_at" in command.get(
+                "sort", {}
+            ):
+                newest.append(dict(command))
+
+        def succeeded(self, event): ...
+
+        def failed(self, event): ...
+
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True, event_listeners=[Newest()]) as client:
+        report = collect_status(client, nx_settings)
+    assert report.delivered_absent is not None
+    assert report.delivered_absent.archived_under_it
+    assert report.newest_archived_at is not None
+    assert len(newest) == 1, newest  # before: 2
