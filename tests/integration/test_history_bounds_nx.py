@@ -235,3 +235,45 @@ def test_status_reads_the_newest_archived_order_once(nx_server, nx_client, nx_se
     assert report.delivered_absent.archived_under_it
     assert report.newest_archived_at is not None
     assert len(newest) == 1, newest  # before: 2
+
+
+def test_a_full_pass_counts_the_archive_up_to_its_own_orders(nx_server, nx_client, nx_settings):
+    """A full pass shown with progress (a terminal's bar, or log lines: any batch without -q)
+    estimates what it will skip as the archive's documents of its window, counted whole: after
+    years of --purge-source the archive holds tens of millions of orders the source no longer
+    has, all counted (an index or collection scan) for a pass of a few. It counts no further
+    than the pass's own delivered orders now (a count with a limit: the ``$limit`` stage stops
+    the scan there), whatever the archive's size."""
+    import pymongo
+    from pymongo import monitoring
+
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from tests.helpers import seed_database
+
+    database = nx_client[nx_settings.mongodb_database]
+    seed_database(database, nx_settings, 40)
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, purge_source=True)).run()
+    orders = database[nx_settings.orders_collection]
+    assert orders.count_documents({"status": "livrée"}) == 0
+    now = datetime.now(UTC)
+    later = [o["_id"] for o in orders.find({}, {"_id": 1}).limit(3)]
+    orders.update_many({"_id": {"$in": later}}, {"$set": {"status": "livrée", "date_livraison": now}})
+    counts: list[list] = []
+
+    class Counts(monitoring.CommandListener):
+        def started(self, event):
+            command = event.command
+            group = [s for s in command.get("pipeline", []) if "$group" in s]
+            if command.get("aggregate") == nx_settings.archive_collection and group:
+                counts.append(list(command["pipeline"]))
+
+        def succeeded(self, event): ...
+
+        def failed(self, event): ...
+
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True, event_listeners=[Counts()]) as client:
+        report = BatchArchiver(client, nx_settings, BatchOptions(run=True, full=True, progress="log")).run()
+    assert report.archived == 3
+    assert database[nx_settings.archive_collection].estimated_document_count() > 3
+    assert counts, "no count of the archive"
+    assert all({"$limit": 3} in pipeline for pipeline in counts), counts  # before: counted whole
