@@ -131,13 +131,14 @@ class ForgottenPersons:
                     found[kind].add(person)
         return Forgotten(frozenset(found[CLIENT]), frozenset(found[COURIER]))
 
-    def persons(self, limit: int | None = None) -> list[tuple[str, PersonId]]:
+    def persons(self, limit: int) -> list[tuple[str, PersonId]]:
         """The recorded persons, ``(kind, id)``, the most recently recorded first (natural
         order, reversed: no index, and only ``limit`` documents read); at most ``limit`` of them
-        (status looks at the latest requests only)."""
+        (status looks at the latest requests only). A limit always: the record grows with every
+        forget --run, and a walk of all of it is ``after``'s, a batch at a time."""
         records = self.context.retrying(
             lambda: list(
-                self.collection.find({}, {"kind": 1, "id": 1}, sort=[("$natural", -1)], limit=limit or 0)
+                self.collection.find({}, {"kind": 1, "id": 1}, sort=[("$natural", -1)], limit=limit)
             ),
             purpose=Retry.READ,
         )
