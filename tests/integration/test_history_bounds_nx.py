@@ -181,7 +181,7 @@ def test_verify_holds_a_chunk_of_the_forgotten_persons_not_the_record(nx_client,
     # the same at both sizes.
     assert large - small < 100_000, (small, large)
     archive = nx_client[nx_settings.mongodb_database][nx_settings.archive_collection]
-    both, marked = archive.find({"client": {"$ne": None}, "livreur": {"$ne": None}}).limit(2)
+    both, marked = archive.find({"client": {"$ne": None}, "livreur": {"$ne": None}}).sort("_id", 1).limit(2)
     assert both["client"]["id"] != marked["client"]["id"]
     # Its client's key among the first chunk's ("client:" < "livreur:"), its courier's the last.
     forget(1, people=[both["client"]["id"], marked["client"]["id"]])
@@ -256,7 +256,8 @@ def test_a_full_pass_counts_the_archive_up_to_its_own_orders(nx_server, nx_clien
     orders = database[nx_settings.orders_collection]
     assert orders.count_documents({"status": "livrée"}) == 0
     now = datetime.now(UTC)
-    later = [o["_id"] for o in orders.find({}, {"_id": 1}).limit(3)]
+    valid = {"numero_commande": {"$type": "string"}}  # not rejected: archived
+    later = [o["_id"] for o in orders.find(valid, {"_id": 1}).sort("_id", 1).limit(3)]
     orders.update_many({"_id": {"$in": later}}, {"$set": {"status": "livrée", "date_livraison": now}})
     counts: list[list] = []
 
