@@ -63,21 +63,24 @@ class DeliveredCount:
         """The progress bar's total, an estimate (delivered in the window, less already
         archived): one index count, made only when progress is shown."""
         total = self.count(source)
-        if total is not None and source.exclude_archived_in is not None:
-            total = max(total - self._archived_in_window(), 0)
+        if total and source.exclude_archived_in is not None:  # ($limit: 0 is refused: none to count)
+            total = max(total - self._archived_in_window(total), 0)
         if total is not None and self.options.limit is not None:
             total = min(total, self.options.limit)
         return total
 
-    def _archived_in_window(self) -> int:
-        """Archive documents of the window: an estimate of what the server will skip, for the
-        progress bar only (after a purge the archive holds orders the source no longer has)."""
+    def _archived_in_window(self, at_most: int) -> int:
+        """Archive documents of the window, counted up to ``at_most`` (the pass's delivered
+        orders: more would be subtracted from nothing): an estimate of what the server will
+        skip, for the progress bar only. After years of purges the archive holds tens of
+        millions of orders the source no longer has: counted whole, a full pass with a small
+        source counted every one of them (a count with a limit stops there)."""
         bounds = date_range(self.options.date_from, self.options.date_to)
         archive_filter = {"date_commande": bounds} if bounds else {}
         try:
             return int(
                 retrying(
-                    lambda: self.archive.count_documents(archive_filter),
+                    lambda: self.archive.count_documents(archive_filter, limit=at_most),
                     purpose=Retry.INFORM,
                     stop_event=self.stop_event,
                 )

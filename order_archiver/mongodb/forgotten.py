@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bson import ObjectId
-from pymongo import UpdateOne
+from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
+from pymongo.cursor import Cursor
 
 from order_archiver.context import RunContext
 from order_archiver.documents import PersonId
@@ -63,6 +64,14 @@ def record_key(kind: str, person_id: PersonId) -> str | None:
     if isinstance(person_id, str) and len(person_id) == 24 and ObjectId.is_valid(person_id):
         return f"{kind}:{person_id.lower()}"
     return None
+
+
+class Recorded(NamedTuple):
+    """One person of the record: its key (``record_key``, the record's ``_id``), kind and id."""
+
+    key: str
+    kind: str
+    id: PersonId
 
 
 @dataclass(frozen=True)
@@ -122,19 +131,60 @@ class ForgottenPersons:
                     found[kind].add(person)
         return Forgotten(frozenset(found[CLIENT]), frozenset(found[COURIER]))
 
-    def persons(self, limit: int | None = None) -> list[tuple[str, PersonId]]:
+    def persons(self, limit: int) -> list[tuple[str, PersonId]]:
         """The recorded persons, ``(kind, id)``, the most recently recorded first (natural
         order, reversed: no index, and only ``limit`` documents read); at most ``limit`` of them
-        (status looks at the latest requests only)."""
+        (status looks at the latest requests only). A limit always: the record grows with every
+        forget --run, and a walk of all of it is ``after``'s, a batch at a time."""
         records = self.context.retrying(
             lambda: list(
-                self.collection.find({}, {"kind": 1, "id": 1}, sort=[("$natural", -1)], limit=limit or 0)
+                self.collection.find({}, {"kind": 1, "id": 1}, sort=[("$natural", -1)], limit=limit)
             ),
             purpose=Retry.READ,
         )
         return [
             (str(r["kind"]), r["id"]) for r in records if r.get("kind") in (CLIENT, COURIER) and "id" in r
         ]
+
+    def after(self, key: str | None, batch_size: int = CHUNK) -> Cursor[dict[str, object]]:
+        """The recorded persons after ``key`` (None: from the first) in the order of their keys,
+        on the ``_id`` index: a walk of the whole record (``verify``; resumed
+        after a cut by ``source.scan_by_id``) holds one batch, however many persons were
+        forgotten over the years (``persons`` reads them all in one list): a batch of ``batch_size``."""
+        wanted: dict[str, object] = {"kind": {"$in": [CLIENT, COURIER]}}
+        if key is not None:
+            wanted["_id"] = {"$gt": key}  # every key is a string: no other type to bracket
+        return self.collection.find(wanted, {"kind": 1, "id": 1}, batch_size=batch_size).sort(
+            "_id", ASCENDING
+        )
+
+
+def recorded(document: Mapping[str, object]) -> Recorded | None:
+    """A record document as a ``Recorded`` person (None: a note, or not a person's)."""
+    if document.get("kind") not in (CLIENT, COURIER) or "id" not in document:
+        return None
+    return Recorded(str(document["_id"]), str(document["kind"]), document["id"])
+
+
+def first_key(document: Mapping[str, object], forgotten: Forgotten) -> str | None:
+    """The smallest record key among the forgotten persons ``document`` names in a form
+    ``orders_of`` finds it by (an ObjectId, its text in lower or upper case): the first person,
+    in a walk of the record in key order, whose orders hold it. A walk a chunk of persons at a
+    time counts a document once, with that person's chunk, without a set of every id seen."""
+    keys = [
+        record_key(kind, person)
+        for kind, among in ((CLIENT, forgotten.clients), (COURIER, forgotten.couriers))
+        for person in person_ids(document, kind)
+        if person in among and _found_by_orders_of(person)
+    ]
+    return min((key for key in keys if key is not None), default=None)
+
+
+def _found_by_orders_of(person: PersonId) -> bool:
+    # ``orders_of`` of a recorded ObjectId asks its ObjectId and its text in lower and upper case.
+    return isinstance(person, ObjectId) or (
+        isinstance(person, str) and person in (person.lower(), person.upper())
+    )
 
 
 def id_forms(person_id: PersonId) -> list[PersonId]:

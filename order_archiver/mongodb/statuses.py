@@ -19,8 +19,8 @@ is a fault only when the statuses present hold a delivered order: one with a ``d
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from order_archiver.context import RunContext
 from order_archiver.documents import MongoCollection, mapping_or_empty
@@ -28,7 +28,7 @@ from order_archiver.errors import FatalError
 from order_archiver.logs import plural
 from order_archiver.mongodb.indexes import listed_indexes
 from order_archiver.orders.enrichment import is_near_miss, status_forms
-from order_archiver.retry import Retry
+from order_archiver.retry import Purpose, Retry
 
 STATUS_VALUES_LOOKED_AT = 1000  # distinct status values looked at (a status is a short list)
 NEAR_MISSES_COUNTED = 10  # near-miss values counted and named; the others only numbered
@@ -169,18 +169,47 @@ class DeliveredAbsent:
         )
 
 
+NewestRead = Callable[[], Mapping[str, object] | None]  # the archive's newest document, or None
+
+
+@dataclass
+class NewestArchived:
+    """The archive's newest document by ``archived_at`` (its status and its ``archived_at``): the
+    ``{archived_at}`` index's last key, one seek, or a scan of the archive while that index is
+    not built. Read once, however many ask (status: its newest archived_at, and a purged
+    source's delivered status)."""
+
+    archive: MongoCollection
+    context: RunContext
+    purpose: Purpose = Retry.INFORM  # status reads it as a command of its own: its newest archived_at
+    _found: list[Mapping[str, object] | None] = field(default_factory=list)  # [] until read
+
+    def __call__(self) -> Mapping[str, object] | None:
+        if not self._found:
+            self._found.append(
+                self.context.retrying(
+                    lambda: self.archive.find_one(
+                        {}, {"status": 1, "archived_at": 1}, sort=[("archived_at", -1)]
+                    ),
+                    purpose=self.purpose,
+                )
+            )
+        return self._found[0]
+
+
 def delivered_absent(
     orders: MongoCollection,
     delivered_status: str,
     values: Sequence[object],
     context: RunContext,
-    archive: MongoCollection | None = None,
+    newest: NewestRead | None = None,
 ) -> DeliveredAbsent | None:
     """Whether no order holds DELIVERED_STATUS while ``values`` (the source's ``distinct("status")``)
     are there, and which of them delivered orders hold; None when one holds it, or when there is
-    no value at all (an empty source). With the ``archive`` (on the same deployment or not), its
-    newest order under DELIVERED_STATUS says a purged source, not a wrong setting: a setting
-    changed to a wrong value since is still caught (the newest then holds the old one)."""
+    no value at all (an empty source). With the archive's ``newest`` document (``NewestArchived``,
+    on the same deployment or not), under DELIVERED_STATUS it says a purged source, not a wrong
+    setting: a setting changed to a wrong value since is still caught (the newest then holds
+    the old one)."""
     forms = status_forms(delivered_status)
     if not values or any(value in forms for value in values):
         return None
@@ -190,17 +219,14 @@ def delivered_absent(
         for value in named
         if is_near_miss(value, delivered_status) or _holds_a_delivery(orders, value, context)
     )
-    archived = bool(under) and archive is not None and _newest_archived_holds(archive, forms, context)
+    archived = bool(under) and newest is not None and _newest_holds(newest, forms)
     present = tuple(str(value) for value in named)
     return DeliveredAbsent(delivered_status, present, under, len(values) > STATUSES_NAMED, archived)
 
 
-def _newest_archived_holds(archive: MongoCollection, forms: list[str], context: RunContext) -> bool:
-    # The {archived_at} index's last key: one seek (status reads the same for its newest).
-    newest = context.retrying(
-        lambda: archive.find_one({}, {"status": 1}, sort=[("archived_at", -1)]), purpose=Retry.INFORM
-    )
-    return newest is not None and newest.get("status") in forms
+def _newest_holds(newest: NewestRead, forms: list[str]) -> bool:
+    found = newest()
+    return found is not None and found.get("status") in forms
 
 
 def _holds_a_delivery(orders: MongoCollection, status: object, context: RunContext) -> bool:

@@ -51,6 +51,7 @@ from order_archiver.mongodb.replication_lag import lag_actions_missing
 from order_archiver.mongodb.retention import PiiRetention, retention_state
 from order_archiver.mongodb.statuses import (
     STATUS_VALUES_LOOKED_AT,
+    NewestArchived,
     StatusIndexMissing,
     delivered_absent,
     near_misses,
@@ -313,7 +314,8 @@ def delivered_status_check(
         found = near_misses(orders, settings.delivered_status, values, context)
         # The archive, on this deployment or its own: its newest order tells a purged source.
         archive = (archive_client or client)[settings.archive_db_name][settings.archive_collection]
-        absent = delivered_absent(orders, settings.delivered_status, values, context, archive)
+        newest = NewestArchived(archive, context)
+        absent = delivered_absent(orders, settings.delivered_status, values, context, newest)
     except StatusIndexMissing as exc:  # a first doctor, before batch --run: said as it is
         report.add("delivered status", "warn", str(exc))
         return

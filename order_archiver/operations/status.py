@@ -39,10 +39,17 @@ from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
 from order_archiver.mongodb.source import chunked, missing_source
-from order_archiver.mongodb.statuses import DeliveredAbsent, NearMisses, delivered_absent, near_misses
+from order_archiver.mongodb.statuses import (
+    DeliveredAbsent,
+    NearMisses,
+    NewestArchived,
+    delivered_absent,
+    near_misses,
+)
 from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
+from order_archiver.retry import Retry
 from order_archiver.settings import MAX_PARTITIONS, Duration, Settings, about
 
 CHUNK = 1000
@@ -396,13 +403,11 @@ def collect_status(
     source_context = context.on(collections.source_side)
     report.near_misses = near_misses(collections.orders, settings.delivered_status, statuses, source_context)
     # No order with DELIVERED_STATUS while delivered orders hold another value: nothing is ever
-    # archived (a first day, nothing delivered yet, is not a problem: mongodb/statuses.py).
+    # archived (a first day, nothing delivered yet, is not a problem: mongodb/statuses.py). The
+    # archive's newest document read once for it and for the newest archived_at below.
+    newest = NewestArchived(collections.archive, context.on(collections.archive_side), Retry.COMMAND)
     report.delivered_absent = delivered_absent(
-        collections.orders,
-        settings.delivered_status,
-        statuses,
-        source_context,
-        collections.archive,
+        collections.orders, settings.delivered_status, statuses, source_context, newest
     )
     if report.delivered_absent is not None and report.delivered_absent.alarm:
         report.problems.append(report.delivered_absent.line())
@@ -427,8 +432,10 @@ def collect_status(
         found = read(lambda: collections.archive.distinct("pii_policy"))
         missing = read(lambda: collections.archive.find_one({"pii_policy": None}, {"_id": 1})) is not None
         report.pii_policies = sorted({str(p) for p in found if p is not None}) + ([None] if missing else [])
-    newest = read(lambda: collections.archive.find_one({}, {"archived_at": 1}, sort=[("archived_at", -1)]))
-    report.newest_archived_at = moment_or_none(newest.get("archived_at")) if newest else None
+    newest_archived = newest()
+    report.newest_archived_at = (
+        moment_or_none(newest_archived.get("archived_at")) if newest_archived else None
+    )
 
     _cold_tier(report, settings, collections.checkpoints, context)
     report.watchers = _watchers(collections, settings, read)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypedDict, TypeVar
 
 from pymongo import ASCENDING, MongoClient
@@ -35,7 +36,7 @@ from order_archiver.documents import ArchiveDocument, Document, OrderId
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
+from order_archiver.mongodb.forgotten import ForgottenPersons, first_key, orders_of, recorded
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.source import (
     ChunkReader,
@@ -264,6 +265,19 @@ class _ReadCounts:
 
 
 @dataclass
+class _Unerased:
+    """The documents found unerased: a count and the first ``EXAMPLES`` ids by their text, not
+    every id (an archive whose erasures all failed is as many as it holds)."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, document_id: OrderId) -> None:
+        self.count += 1
+        self.examples = sorted([*self.examples, str(document_id)])[:EXAMPLES]
+
+
+@dataclass
 class _Check:
     """One reconciliation: two walks, each in chunks, counting into ``report``."""
 
@@ -271,6 +285,7 @@ class _Check:
     settings: Settings
     report: VerifyReport
     context: RunContext
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # the erasures' moment
 
     def read(self, func: Callable[[], T]) -> T:
         return self.context.retrying(func)
@@ -367,31 +382,53 @@ class _Check:
 
     def erasures(self, date_from: datetime | None, date_to: datetime | None) -> None:
         """Every erasure of the window that should hold: the documents marked erased, and the
-        orders of each recorded forgotten person (a chunk of persons per read, each branch on
-        its index), tested by content."""
+        orders of each recorded forgotten person (the record walked in key order, a chunk of
+        persons per read, each branch on its index), tested by content. Counted as found: a
+        document is counted once (with the marked ones, or with the chunk of its first person:
+        ``first_key``), no set of ids kept, nor the record held whole (it grows with every
+        forget --run, over the years)."""
         bounds = date_range(date_from, date_to)
         window = {"date_commande": bounds} if bounds else {}
-        fields, now = self.settings.pii_policy.fields, datetime.now(UTC)
-        unerased: set[OrderId] = set()
-        marked = {**window, "forgotten_by": {"$in": [BY_REQUEST, BY_AGE]}}
-        for document in self._each(marked):
-            by_age = document.get("forgotten_by") == BY_AGE  # an erasure by age takes the courier's too
-            if Erasure(True, by_age, BY_REQUEST, now, fields).holds(document):
-                unerased.add(document["_id"])
+        found = _Unerased()
+        for document in self._each({**window, "forgotten_by": {"$in": [BY_REQUEST, BY_AGE]}}):
+            if self._marked_unerased(document):
+                found.add(document["_id"])
         record = ForgottenPersons(self.collections.forgotten, self.context.on(self.collections.archive_side))
-        for persons in chunked(record.persons(), CHUNK):
-            theirs: dict[str, object] = {**window, "$or": [orders_of(k, i) for k, i in persons]}
+        walk = scan_by_id(partial(record.after, batch_size=CHUNK), stop_event=self.context.stop)
+        persons = (person for person in map(recorded, walk) if person is not None)
+        for chunk in chunked(persons, CHUNK):
+            theirs: dict[str, object] = {**window, "$or": [orders_of(p.kind, p.id) for p in chunk]}
             for documents in chunked(self._each(theirs), CHUNK):
-                # By the record's keys, as every write of the archive asks (``record.among``): an
-                # order naming the person by the text of their id, in any case, is theirs.
-                forgotten = record.among(documents)
-                for document in documents:
-                    owed = forgotten.erasure(document, now, fields)
-                    if owed is not None and owed.holds(document):
-                        unerased.add(document["_id"])
-        self.report.unerased = len(unerased)
-        for document_id in sorted(unerased, key=str)[:EXAMPLES]:
-            _note(self.report.unerased_examples, str(document_id))
+                self._theirs_unerased(record, documents, chunk[0].key, found)
+        self.report.unerased = found.count
+        for document_id in found.examples:
+            _note(self.report.unerased_examples, document_id)
+
+    def _marked_unerased(self, document: Document) -> bool:
+        """A document marked erased that still holds what its erasure removes."""
+        marked = document.get("forgotten_by")
+        if marked not in (BY_REQUEST, BY_AGE):
+            return False
+        # An erasure by age takes the courier's too.
+        by_age = marked == BY_AGE
+        return Erasure(True, by_age, BY_REQUEST, self.now, self.settings.pii_policy.fields).holds(document)
+
+    def _theirs_unerased(
+        self, record: ForgottenPersons, documents: list[Document], first: str, found: _Unerased
+    ) -> None:
+        """Those of ``documents`` (a chunk of persons' orders, ``first`` its first key) owed an
+        erasure that does not hold, each counted once: not if marked and counted so, nor if a
+        person of an earlier chunk names it (counted there)."""
+        # By the record's keys, as every write of the archive asks (``record.among``): an
+        # order naming the person by the text of their id, in any case, is theirs.
+        forgotten = record.among(documents)
+        for document in documents:
+            earlier = first_key(document, forgotten)
+            if (earlier is not None and earlier < first) or self._marked_unerased(document):
+                continue
+            owed = forgotten.erasure(document, self.now, self.settings.pii_policy.fields)
+            if owed is not None and owed.holds(document):
+                found.add(document["_id"])
 
     def unerased_among(self, documents: list[Document]) -> list[object]:
         """Those of ``documents`` (a cold file's, a chunk at a time) that hold personal data an

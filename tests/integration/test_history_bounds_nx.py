@@ -132,3 +132,149 @@ def test_a_month_moves_to_the_cold_tier_before_its_index_is_ready_on_mongodb_4_4
             report = move_to_cold(client, cold, RunContext())
             assert report is not None
             assert (report.moved, archive.count_documents({})) == (held, 0)
+
+
+def _verify_peak(client, settings, unerased: int = 0) -> int:
+    """The bytes ``verify`` held at its peak, in this process (tracemalloc)."""
+    import tracemalloc
+
+    from order_archiver.operations.verify import verify
+
+    tracemalloc.start()
+    try:
+        report = verify(client, settings)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.unerased == unerased
+    return peak
+
+
+def test_verify_holds_a_chunk_of_the_forgotten_persons_not_the_record(nx_client, nx_settings, monkeypatch):
+    """The record of forgotten persons grows with every ``forget --run``, over the years (a
+    platform erases thousands a month on request): verify read it whole into one list before
+    its first chunk. It walks it in key order now, a chunk at a time: its memory is the same
+    for N and 4N persons (the chunk scaled down to 50, the record to 400 and 1,600). Each
+    order not erased is counted once: one of two persons of different chunks, one marked."""
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.operations import verify as verify_module
+    from tests.helpers import seed_database
+
+    monkeypatch.setattr(verify_module, "CHUNK", 50)
+    seed_database(nx_client[nx_settings.mongodb_database], nx_settings, 20)
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True)).run()
+    record = nx_client[nx_settings.mongodb_database][nx_settings.forgotten_collection]
+    now = datetime.now(UTC)
+
+    def forget(count: int, kind: str = "client", people: list | None = None) -> None:
+        people = people or [ObjectId() for _ in range(count)]
+        record.insert_many(
+            [{"_id": f"{kind}:{p}", "kind": kind, "id": p, "forgotten_at": now} for p in people]
+        )
+
+    forget(400)
+    _verify_peak(nx_client, nx_settings)  # once first: what a first call allocates (imports, pools)
+    small = _verify_peak(nx_client, nx_settings)
+    forget(1200)
+    large = _verify_peak(nx_client, nx_settings)
+    # 1,200 more persons held whole are some 500 kB more (a list of their records); a chunk is
+    # the same at both sizes.
+    assert large - small < 100_000, (small, large)
+    archive = nx_client[nx_settings.mongodb_database][nx_settings.archive_collection]
+    both, marked = archive.find({"client": {"$ne": None}, "livreur": {"$ne": None}}).sort("_id", 1).limit(2)
+    assert both["client"]["id"] != marked["client"]["id"]
+    # Its client's key among the first chunk's ("client:" < "livreur:"), its courier's the last.
+    forget(1, people=[both["client"]["id"], marked["client"]["id"]])
+    forget(1, "livreur", [both["livreur"]["id"]])
+    archive.update_one({"_id": marked["_id"]}, {"$set": {"forgotten_by": "forget"}})
+    named = {both["client"]["id"], marked["client"]["id"], both["livreur"]["id"]}
+    ids = {d["_id"]: {(d.get(p) or {}).get("id") for p in ("client", "livreur")} for d in archive.find()}
+    theirs = [i for i, persons in ids.items() if named & persons]
+    assert len(theirs) < sum(len(named & ids[i]) for i in theirs)  # some named twice
+    _verify_peak(nx_client, nx_settings, unerased=len(theirs))  # each once
+
+
+def test_status_reads_the_newest_archived_order_once(nx_server, nx_client, nx_settings):
+    """The archive's newest document (sorted on ``archived_at``: its index's last key, or a
+    scan of the whole archive while that index is being built on a large one) was read twice
+    by one ``status`` of a purged source: for the newest archived_at, and to tell a purged
+    source from a wrong DELIVERED_STATUS. Once now, at the wire."""
+    import pymongo
+    from pymongo import monitoring
+
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from tests.helpers import seed_database
+
+    database = nx_client[nx_settings.mongodb_database]
+    seed_database(database, nx_settings, 30)
+    orders = database[nx_settings.orders_collection]
+    delivered = orders.find_one({"status": "livrée"})
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, purge_source=True)).run()
+    cancelled = orders.find_one({"status": {"$ne": "livrée"}})
+    orders.update_one(
+        {"_id": cancelled["_id"]},
+        {"$set": {"status": "annulée", "date_livraison": delivered["date_livraison"]}},
+    )
+    newest: list[dict] = []
+
+    class Newest(monitoring.CommandListener):
+        def started(self, event):
+            command = event.command
+            if command.get("find") == nx_settings.archive_collection and "archived_at" in command.get(
+                "sort", {}
+            ):
+                newest.append(dict(command))
+
+        def succeeded(self, event): ...
+
+        def failed(self, event): ...
+
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True, event_listeners=[Newest()]) as client:
+        report = collect_status(client, nx_settings)
+    assert report.delivered_absent is not None
+    assert report.delivered_absent.archived_under_it
+    assert report.newest_archived_at is not None
+    assert len(newest) == 1, newest  # before: 2
+
+
+def test_a_full_pass_counts_the_archive_up_to_its_own_orders(nx_server, nx_client, nx_settings):
+    """A full pass shown with progress (a terminal's bar, or log lines: any batch without -q)
+    estimates what it will skip as the archive's documents of its window, counted whole: after
+    years of --purge-source the archive holds tens of millions of orders the source no longer
+    has, all counted (an index or collection scan) for a pass of a few. It counts no further
+    than the pass's own delivered orders now (a count with a limit: the ``$limit`` stage stops
+    the scan there), whatever the archive's size."""
+    import pymongo
+    from pymongo import monitoring
+
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from tests.helpers import seed_database
+
+    database = nx_client[nx_settings.mongodb_database]
+    seed_database(database, nx_settings, 40)
+    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, purge_source=True)).run()
+    orders = database[nx_settings.orders_collection]
+    assert orders.count_documents({"status": "livrée"}) == 0
+    now = datetime.now(UTC)
+    valid = {"numero_commande": {"$type": "string"}}  # not rejected: archived
+    later = [o["_id"] for o in orders.find(valid, {"_id": 1}).sort("_id", 1).limit(3)]
+    orders.update_many({"_id": {"$in": later}}, {"$set": {"status": "livrée", "date_livraison": now}})
+    counts: list[list] = []
+
+    class Counts(monitoring.CommandListener):
+        def started(self, event):
+            command = event.command
+            group = [s for s in command.get("pipeline", []) if "$group" in s]
+            if command.get("aggregate") == nx_settings.archive_collection and group:
+                counts.append(list(command["pipeline"]))
+
+        def succeeded(self, event): ...
+
+        def failed(self, event): ...
+
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True, event_listeners=[Counts()]) as client:
+        report = BatchArchiver(client, nx_settings, BatchOptions(run=True, full=True, progress="log")).run()
+    assert report.archived == 3
+    assert database[nx_settings.archive_collection].estimated_document_count() > 3
+    assert counts, "no count of the archive"
+    assert all({"$limit": 3} in pipeline for pipeline in counts), counts  # before: counted whole
