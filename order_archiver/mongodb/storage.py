@@ -690,8 +690,8 @@ class Revisions:
             UpdateOne({"_id": d["_id"], "source_hash": {"$exists": False}}, _revision(d, revised=False))
             for d in completed
         ]
-        outcome.revised = self._apply(revisions, [d for d, _ in changed], outcome)
-        outcome.already_archived += self._apply(completions, completed, outcome)
+        outcome.revised = self.apply(revisions, [d for d, _ in changed], outcome)
+        outcome.already_archived += self.apply(completions, completed, outcome)
         if outcome.revised + len(outcome.rejections) < len(changed):
             now = self.writer.archived_hashes([d["_id"] for d, _ in changed])
             refused = {r.order_id for r in outcome.rejections}
@@ -710,7 +710,7 @@ class Revisions:
             _say_why_revised(outcome.revised, changed, archived)
         return outcome
 
-    def _apply(
+    def apply(
         self, requests: list[UpdateOne], documents: list[ArchiveDocument], outcome: WriteOutcome
     ) -> int:
         """The revision statements sent; the number applied. A refused one rejects its order (a
@@ -729,6 +729,41 @@ class Revisions:
             for refusal in write_errors(details):
                 outcome.rejections.append(Rejection.of(documents[refusal["index"]], _refusal_reason(refusal)))
             return int(details.get("nModified", 0))
+
+
+class Rewrites:
+    """Archive documents that disagree with their source order (a hand edit, a corruption,
+    found by ``verify``) replaced by the order as the source holds it now, finished as every
+    write finishes it: ``verify --repair``'s one write. One job of the writer's, apart."""
+
+    def __init__(self, writer: ArchiveWriter) -> None:
+        self.writer = writer
+
+    def rewrite(self, documents: list[ArchiveDocument]) -> WriteOutcome:
+        """Replace the archive document of each of ``documents`` (orders finished from the source
+        now) whatever its ``source_hash`` (a damaged document of the same version: a revision
+        would leave it), each only in the version read here (``source_hash`` in the filter: a
+        correction written meanwhile is not overwritten by this read), ``archived_at`` kept,
+        ``revised_at`` set (``revised`` in the outcome: how many were replaced). An order the
+        archive no longer holds is not written (archiving is batch's). Erasures hold as in every
+        write: a forgotten person's orders are written erased (the record read before the write
+        and after it), an erased document stays erased (``as_held``: by request or by age)."""
+        writer = self.writer
+        documents, known = writer.erasures.before_write(documents)
+        held = writer.archived_hashes([d["_id"] for d in documents])
+        present = [writer.erasures.as_held(d, held[d["_id"]]) for d in documents if d["_id"] in held]
+        requests = [
+            UpdateOne(
+                {"_id": d["_id"], "source_hash": held[d["_id"]].source_hash}, _revision(d, revised=True)
+            )
+            for d in present
+        ]
+        outcome = WriteOutcome()
+        outcome.revised = Revisions(writer).apply(requests, present, outcome)
+        late, _ = writer.erasures.since(present, known)  # a forget that ran meanwhile
+        if late is not None:
+            writer.erase(present, late)
+        return outcome
 
 
 def _name_the_orders(

@@ -2,22 +2,28 @@
 
 - delivered orders of the window missing from the archive (orders rejected as invalid are
   counted apart: they are never archived);
-- archive documents whose key fields disagree with the source: ``numero_commande``,
-  ``date_commande``, and ``montant_total`` recomputed from the dishes as they are now (so a
-  dish whose price changed since archiving shows here too);
+- archive documents that disagree with their source order: its own fields (``numero_commande``,
+  ``date_commande``, each item's ``menu_id`` and ``quantite``), or with themselves (each item's
+  ``sous_total`` against its ``prix`` times ``quantite``, ``montant_total`` against the sum of
+  the ``sous_total``). The names and prices are the archive's record of what the order pointed to
+  when it was archived (the contract's ``montant_total`` is the sum over the archived items), so
+  they are not compared with the references as they are now: a dish whose price changed since,
+  a restaurant renamed since, is no disagreement;
 - archive documents with no source order: normal after ``--purge-source``, reported only;
 - erasures that do not hold: archive documents marked erased (``forget``,
   ARCHIVE_PII_RETENTION) or of a recorded forgotten person that still hold the personal data
   their erasure removes (by content, the source copy's undeclared fields included).
 
 Exit 0 when nothing is missing, mismatched or unerased, 3 otherwise. ``--repair`` archives the
-missing orders through the batch path. Memory holds one chunk, whatever the archive's size.
+missing orders through the batch path, and rewrites each document that disagrees from its source
+order through the archive's writer (``storage.Rewrites``: erasures hold), a chunk at a time as the
+check reads them. Memory holds one chunk, whatever the archive's size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypedDict, TypeVar
@@ -25,13 +31,13 @@ from typing import Any, TypedDict, TypeVar
 from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
-from order_archiver.batch.limits import Ended
+from order_archiver.batch.limits import Ended, LimitReached
 from order_archiver.batch.report import PAUSES
-from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits
+from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits
 from order_archiver.cold.check import ColdCheck, check_cold
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.tier import cold_store
-from order_archiver.context import RunContext
+from order_archiver.context import ChunkGate, RunContext
 from order_archiver.documents import ArchiveDocument, Document, OrderId
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.logs import plural
@@ -45,7 +51,7 @@ from order_archiver.mongodb.source import (
     missing_source,
     scan_by_id,
 )
-from order_archiver.mongodb.storage import Collections
+from order_archiver.mongodb.storage import ArchiveWriter, Collections, Rewrites
 from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
 from order_archiver.orders.selection import date_range, ids_after
@@ -55,6 +61,7 @@ from order_archiver.settings import Settings
 CHUNK = 1000
 T = TypeVar("T")
 EXAMPLES = 5
+TOLERANCE = 0.005  # euros: a total is rounded to the cent, as the archive writes it
 
 
 class Disagreement(TypedDict):
@@ -75,6 +82,8 @@ class VerifyReport:
     past_cold_after: int = 0  # delivered longer ago than ARCHIVE_COLD_AFTER: not expected in the archive
     repaired: int = 0
     missing_before_repair: int | None = None  # with --repair: the figures above are after it
+    rewritten: int = 0  # with --repair: documents that disagreed, rewritten from their source order
+    mismatched_before_repair: int | None = None
     missing_examples: list[str] = field(default_factory=list)
     mismatched_examples: list[Disagreement] = field(default_factory=list)
     orphan_examples: list[str] = field(default_factory=list)
@@ -87,6 +96,21 @@ class VerifyReport:
     def consistent(self) -> bool:
         cold_ok = self.cold is None or self.cold.consistent
         return not self.missing and not self.mismatched and not self.unerased and cold_ok
+
+    def _repair_line(self) -> str:
+        """What ``--repair`` did, and whether the figures below are from after it."""
+        did = f"repair: {plural(self.missing_before_repair or 0, 'missing order')} found, {self.repaired} archived"
+        if self.mismatched_before_repair:
+            did += (
+                f"; {plural(self.mismatched_before_repair, 'disagreeing document')} found, "
+                f"{self.rewritten} rewritten from the source"
+            )
+        if self.ended in PAUSES:
+            return (
+                f"{did}; the repair ended {PAUSES[self.ended]}: not checked again, verify --repair again "
+                "goes on (the figures below are from before it):"
+            )
+        return f"{did}; checked again after the repair:"
 
     @property
     def delivered(self) -> int:
@@ -113,8 +137,12 @@ class VerifyReport:
             f"missing from the archive: {self.missing} {self.missing_examples or ''}".rstrip() + repair
         )
         examples = [f"{e['id']} ({', '.join(e['fields'])})" for e in self.mismatched_examples]
+        rewrite = (
+            "; main.py verify --repair rewrites them from their source orders" if self.mismatched else ""
+        )
         out.append(
             f"archive documents that disagree with the source: {self.mismatched} {examples or ''}".rstrip()
+            + rewrite
         )
         out.append(f"archive documents with no source order (normal after a purge): {self.orphans}")
         out.append(
@@ -122,19 +150,8 @@ class VerifyReport:
             f"{self.unerased} {self.unerased_examples or ''}".rstrip()
         )
         out += [self.cold.line()] if self.cold is not None else []
-        if self.missing_before_repair is not None and self.ended in PAUSES:
-            out.insert(
-                0,
-                f"repair: {plural(self.missing_before_repair, 'missing order')} found, {self.repaired} archived; "
-                f"the repair ended {PAUSES[self.ended]}: not checked again, verify --repair again "
-                "goes on (the figures below are from before it):",
-            )
-        elif self.missing_before_repair is not None:
-            out.insert(
-                0,
-                f"repair: {plural(self.missing_before_repair, 'missing order')} found, {self.repaired} archived; "
-                "checked again after the repair:",
-            )
+        if self.missing_before_repair is not None:
+            out.insert(0, self._repair_line())
         out.append("consistent" if self.consistent else "NOT consistent")
         return out
 
@@ -151,21 +168,60 @@ def _same_date(left: object, right: object) -> bool:
 
 
 def differences(expected: Mapping[str, object], archived: Mapping[str, object]) -> list[str]:
-    """The key fields where an archive document disagrees with what the source gives now."""
+    """The fields where an archive document disagrees with its source order as it is now
+    (``expected``: the order's own fields), or with itself (its lines and its total). Never its
+    names and prices against the references as they are now: the archive keeps what the order
+    pointed to when it was archived (docs/commands.md, ``verify``)."""
     fields = []
     if archived.get("numero_commande") != expected["numero_commande"]:
         fields.append("numero_commande")
     if not _same_date(archived.get("date_commande"), expected["date_commande"]):
         fields.append("date_commande")
-    total = archived.get("montant_total")
-    wanted = expected["montant_total"]
-    if (
-        not isinstance(total, (int, float))
-        or not isinstance(wanted, (int, float))
-        or abs(total - wanted) > 0.005
-    ):
+    lines = archived.get("items")
+    if not isinstance(lines, list) or not _same_lines(expected.get("items"), lines):
+        fields.append("items")
+    elif not _adds_up(archived.get("montant_total"), lines):
         fields.append("montant_total")
     return fields
+
+
+def _number(value: object) -> float | None:
+    """A number as the archiver writes them (an int or a float), else None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _same_lines(ordered: object, lines: list[object]) -> bool:
+    """The archived lines are the order's (each ``menu_id`` and ``quantite``, in its order), and
+    each adds up (``_line_adds_up``)."""
+    expected = ordered if isinstance(ordered, list) else []
+    if len(lines) != len(expected):
+        return False
+    for line, item in zip(lines, expected, strict=True):
+        if not isinstance(line, Mapping) or not isinstance(item, Mapping):
+            return False
+        if (line.get("menu_id"), line.get("quantite")) != (item.get("menu_id"), item.get("quantite")):
+            return False
+        if not _line_adds_up(line):
+            return False
+    return True
+
+
+def _line_adds_up(line: Mapping[str, object]) -> bool:
+    """A line's ``sous_total`` is its ``prix`` times ``quantite`` (null with a null price)."""
+    if line.get("prix") is None:
+        return line.get("sous_total") is None
+    price, quantity, subtotal = (_number(line.get(k)) for k in ("prix", "quantite", "sous_total"))
+    if price is None or quantity is None or subtotal is None:
+        return False
+    return abs(subtotal - round(price * quantity, 2)) <= TOLERANCE
+
+
+def _adds_up(total: object, lines: list[object]) -> bool:
+    """``montant_total`` is the sum of the lines' ``sous_total`` (those whose dish resolved)."""
+    amount = _number(total)
+    subtotals = (_number(line.get("sous_total")) for line in lines if isinstance(line, Mapping))
+    lines_total = round(sum(v for v in subtotals if v is not None), 2)
+    return amount is not None and abs(amount - lines_total) <= TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -187,22 +243,58 @@ def verify(
     context: RunContext | None = None,
     archive_client: MongoClient[Document] | None = None,
 ) -> VerifyReport:
-    """Reconcile; with ``repair``, archive what is missing, then reconcile again: the report
-    (and the exit code) is the state after the repair, with what the repair did."""
+    """Reconcile; with ``repair``, rewrite the documents that disagree as they are met, archive
+    what is missing, then reconcile again: the report (and the exit code) is the state after the
+    repair, with what the repair did."""
     context = context or RunContext()
     check_deployments(client, settings, archive_client)
     problem = context.retrying(lambda: missing_source(Collections.of(client, settings).orders))
     if problem:
         raise ConfigError(problem)
     date_from, date_to, progress = options.date_from, options.date_to, options.progress
-    report = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
-    if not options.repair or not report.missing:
+    rewriter = _rewriter(client, archive_client, settings, options, context) if options.repair else None
+    report = _reconcile(client, archive_client, settings, date_from, date_to, context, progress, rewriter)
+    if rewriter is None or not (report.missing or report.mismatched):
         return report
+    ended: Ended = rewriter.ended or "completed"
+    archived = 0
+    if report.missing and ended == "completed":
+        repaired = BatchArchiver(
+            client, settings, _repair_options(options), context=context, archive_client=archive_client
+        ).run()
+        archived, ended = repaired.archived, repaired.ended or "completed"
+    # Ended by a limit, it is not checked again (a walk of the window): the figures are those
+    # found before it, and what it archived and rewrote; verify --repair again goes on.
+    after = report
+    if ended == "completed":
+        after = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
+    after.repaired, after.rewritten = archived, rewriter.rewritten
+    after.missing_before_repair, after.mismatched_before_repair = report.missing, report.mismatched
+    after.ended = ended
+    return after
+
+
+def _rewriter(
+    client: MongoClient[Document],
+    archive_client: MongoClient[Document] | None,
+    settings: Settings,
+    options: VerifyOptions,
+    context: RunContext,
+) -> _Rewriter:
+    """``--repair``'s rewrites: the one archive writer, under the repair's limits (#34)."""
+    throttle = options.limits.throttle((client, archive_client), context.stop, HeldLimits())
+    on_archive = replace(context, gate=throttle)
+    writer = ArchiveWriter.of(Collections.of(client, settings, archive_client), settings, on_archive)
+    return _Rewriter(writer, throttle)
+
+
+def _repair_options(options: VerifyOptions) -> BatchOptions:
+    """The batch run that archives the missing orders of ``options``' window."""
     limits = options.limits
-    repair = BatchOptions(
+    return BatchOptions(
         run=True,
-        date_from=date_from,
-        date_to=date_to,
+        date_from=options.date_from,
+        date_to=options.date_to,
         resume=False,
         samples=0,
         full=True,
@@ -215,16 +307,6 @@ def verify(
         max_rate=limits.max_rate,
         max_lag=limits.max_lag,
     )
-    repaired = BatchArchiver(client, settings, repair, context=context, archive_client=archive_client).run()
-    # Ended by a limit, it is not checked again (a walk of the window): the figures are those
-    # found before it, and what it archived; verify --repair again goes on.
-    after = report
-    if repaired.ended == "completed":
-        after = _reconcile(client, archive_client, settings, date_from, date_to, context, progress)
-    after.repaired = repaired.archived
-    after.missing_before_repair = report.missing
-    after.ended = repaired.ended or "completed"
-    return after
 
 
 def _reconcile(
@@ -235,9 +317,10 @@ def _reconcile(
     date_to: datetime | None,
     context: RunContext,
     progress: ProgressMode,
+    rewriter: _Rewriter | None = None,
 ) -> VerifyReport:
     collections = Collections.of(client, settings, archive_client)
-    check = _Check(collections, settings, VerifyReport(), context)
+    check = _Check(collections, settings, VerifyReport(), context, rewriter=rewriter)
     check.delivered_orders(date_from, date_to, Progress("verifying", mode=progress))
     check.archive_documents(date_from, date_to)
     check.erasures(date_from, date_to)
@@ -250,6 +333,29 @@ def _reconcile(
             store, collections.archive, on_archive, manifest, unerased=check.unerased_among
         )
     return check.report
+
+
+@dataclass
+class _Rewriter:
+    """``--repair``'s rewrites of the documents that disagree with their source order, a chunk
+    at a time as the check meets them (``storage.Rewrites``: the one archive writer, erasures
+    held), each chunk meeting the repair's limits (#34: ``gate``); a limit that comes ends the
+    rewrites (``ended``), the check reads on."""
+
+    writer: ArchiveWriter
+    gate: ChunkGate
+    rewritten: int = 0
+    ended: Ended | None = None
+
+    def rewrite(self, documents: list[ArchiveDocument]) -> None:
+        if not documents or self.ended is not None:
+            return
+        try:
+            self.gate.before()  # --max-runtime, --stop-file, --max-lag's hold
+            self.rewritten += Rewrites(self.writer).rewrite(documents).revised
+            self.gate.after(len(documents))  # --max-rate
+        except LimitReached as reached:
+            self.ended = reached.limit
 
 
 @dataclass
@@ -285,6 +391,7 @@ class _Check:
     settings: Settings
     report: VerifyReport
     context: RunContext
+    rewriter: _Rewriter | None = None  # --repair: the documents that disagree rewritten as met
     now: datetime = field(default_factory=lambda: datetime.now(UTC))  # the erasures' moment
 
     def read(self, func: Callable[[], T]) -> T:
@@ -324,7 +431,7 @@ class _Check:
 
     def _compare(self, documents: list[ArchiveDocument]) -> None:
         ids = [d["_id"] for d in documents]
-        fields = {"numero_commande": 1, "date_commande": 1, "montant_total": 1}
+        fields = {"numero_commande": 1, "date_commande": 1, "montant_total": 1, "items": 1}
         archived = {
             d["_id"]: d
             for d in self.read(lambda: list(self.collections.archive.find({"_id": {"$in": ids}}, fields)))
@@ -332,6 +439,7 @@ class _Check:
         # An order the archive refused (an archive document over 16 MB...) is on the rejects
         # list, as an invalid one is: rejected, not missing (no run can archive it).
         listed = self._listed([d["_id"] for d in documents if d["_id"] not in archived])
+        damaged: list[ArchiveDocument] = []  # the orders whose archive document disagrees
         for expected in documents:
             found = archived.get(expected["_id"])
             if found is None and expected["_id"] in listed:
@@ -348,6 +456,9 @@ class _Check:
                 _note(
                     self.report.mismatched_examples, Disagreement(id=str(expected["_id"]), fields=disagreeing)
                 )
+                damaged.append(expected)
+        if self.rewriter is not None:
+            self.rewriter.rewrite(damaged)
 
     def _listed(self, ids: list[OrderId]) -> set[OrderId]:
         return RejectStore(self.collections.rejects, self.context.on(self.collections.archive_side)).known(

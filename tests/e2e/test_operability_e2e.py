@@ -92,6 +92,16 @@ def test_verify_consistent_then_finds_missing_and_corrupt_then_repairs(archived,
     assert "consistent" in result.stdout
 
     archive = database["Commande_archive"]
+    # A dish's price raised after archiving: the archive keeps what the order was archived with
+    # (docs/commands.md, verify), so this is no disagreement (it was exit 3, "montant_total").
+    priced = next(
+        d for d in archive.find({}, {"items": 1}) if d["items"] and d["items"][0]["prix"] is not None
+    )
+    dish = priced["items"][0]
+    database["Menu"].update_one({"_id": dish["menu_id"]}, {"$set": {"prix": dish["prix"] + 1}})
+    result = run_cli("verify", env=nx_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
     deleted, corrupted = sorted(expected_archive_ids(dataset))[:2]
     archive.delete_one({"_id": deleted})
     archive.update_one({"_id": corrupted}, {"$set": {"montant_total": 9999.0}})
@@ -106,12 +116,16 @@ def test_verify_consistent_then_finds_missing_and_corrupt_then_repairs(archived,
     database["Commande"].delete_one({"_id": sorted(expected_archive_ids(dataset))[5]})  # as a purge would
     repaired = run_cli("verify", "--repair", "--json", env=nx_env, cwd=tmp_path)
     report = json.loads(repaired.stdout)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert report["repaired"] == 1
+    assert (report["rewritten"], report["mismatched"]) == (1, 0)  # from its source order
     assert report["orphans"] == 1
     assert archive.find_one({"_id": deleted}) is not None
-    after = json.loads(run_cli("verify", "--json", env=nx_env, cwd=tmp_path).stdout)
-    assert after["missing"] == 0
-    assert after["mismatched"] == 1
+    fixed = archive.find_one({"_id": corrupted})
+    assert fixed["montant_total"] == round(sum(i["sous_total"] or 0 for i in fixed["items"]), 2)
+    after = run_cli("verify", "--json", env=nx_env, cwd=tmp_path)
+    assert after.returncode == 0, after.stdout
+    assert (json.loads(after.stdout)["missing"], json.loads(after.stdout)["mismatched"]) == (0, 0)
 
 
 def scrape(port: int) -> dict[str, float]:
