@@ -157,3 +157,19 @@ def test_the_check_compares_the_orders_own_fields_and_the_documents_sums_never_i
     dangling = {"menu_id": 1, "quantite": 2, "prix": None, "sous_total": None}
     assert differences(expected, {**archived, "items": [dangling], "montant_total": 0.0}) == []
     assert differences(expected, {**archived, "items": [{**dangling, "sous_total": 3.0}]}) == ["items"]
+
+
+def test_the_rewrites_meet_the_repairs_limits(archived, capsys, tmp_path):
+    """#34: a stop file there already ends the rewrites before the first (nothing written, said,
+    exit 3: the document still disagrees); without it, verify --repair again rewrites it."""
+    archive = archived[BASE.archive_collection]
+    order = priced_order(archived)
+    archive.update_one({"_id": order["_id"]}, {"$set": {"montant_total": 999}})
+    stop = tmp_path / "stop"
+    stop.touch()
+    code, report = verify(capsys, "--repair", "--stop-file", str(stop))
+    assert (code, report["ended"], report["rewritten"], report["mismatched"]) == (3, "stop_file", 0, 1)
+    assert archive.find_one({"_id": order["_id"]})["montant_total"] == 999
+    stop.unlink()
+    code, report = verify(capsys, "--repair", "--stop-file", str(stop))
+    assert (code, report["ended"], report["rewritten"], report["mismatched"]) == (0, "completed", 1, 0)
