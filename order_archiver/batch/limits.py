@@ -76,6 +76,11 @@ class RunLimits:
             if stop.wait(min(left, self._left_s(), look)):
                 return
 
+    def left(self) -> timedelta | None:
+        """The time left to the deadline (None without ``--max-runtime``): a later step of the same
+        command given it as its own ``--max-runtime`` ends at the same moment."""
+        return None if self.max_runtime is None else timedelta(seconds=max(self._left_s(), 0.0))
+
     def _left_s(self) -> float:
         """Seconds to the deadline (infinite without ``--max-runtime``)."""
         if self.max_runtime is None:

@@ -31,7 +31,7 @@ from typing import Any, TypedDict, TypeVar
 from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
-from order_archiver.batch.limits import Ended, LimitReached
+from order_archiver.batch.limits import Ended, LimitReached, RunLimits
 from order_archiver.batch.report import PAUSES
 from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits
 from order_archiver.cold.check import ColdCheck, check_cold
@@ -259,8 +259,12 @@ def verify(
     ended: Ended = rewriter.ended or "completed"
     archived = 0
     if report.missing and ended == "completed":
+        # One --max-runtime for the whole repair: the run that archives the missing orders gets
+        # what the rewrites left of it (it had the whole of it again: twice the limit in all).
+        left = replace(options.limits, max_runtime=rewriter.limits.left())
+        repair = _repair_options(replace(options, limits=left))
         repaired = BatchArchiver(
-            client, settings, _repair_options(options), context=context, archive_client=archive_client
+            client, settings, repair, context=context, archive_client=archive_client
         ).run()
         archived, ended = repaired.archived, repaired.ended or "completed"
     # Ended by a limit, it is not checked again (a walk of the window): the figures are those
@@ -285,7 +289,7 @@ def _rewriter(
     throttle = options.limits.throttle((client, archive_client), context.stop, HeldLimits())
     on_archive = replace(context, gate=throttle)
     writer = ArchiveWriter.of(Collections.of(client, settings, archive_client), settings, on_archive)
-    return _Rewriter(writer, throttle)
+    return _Rewriter(writer, throttle, throttle.limits)
 
 
 def _repair_options(options: VerifyOptions) -> BatchOptions:
@@ -344,6 +348,7 @@ class _Rewriter:
 
     writer: ArchiveWriter
     gate: ChunkGate
+    limits: RunLimits  # the repair's --max-runtime and --stop-file, from the rewrites' start
     rewritten: int = 0
     ended: Ended | None = None
 

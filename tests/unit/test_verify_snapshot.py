@@ -7,6 +7,7 @@ A new user's try: a dish's `prix` raised by 1 after archiving made `verify` say 
 in-process, on mongomock (docs/commands.md, `verify`)."""
 
 import json
+import threading
 
 import pytest
 
@@ -173,3 +174,29 @@ def test_the_rewrites_meet_the_repairs_limits(archived, capsys, tmp_path):
     stop.unlink()
     code, report = verify(capsys, "--repair", "--stop-file", str(stop))
     assert (code, report["ended"], report["rewritten"], report["mismatched"]) == (0, "completed", 1, 0)
+
+
+def test_the_rewrites_and_the_archiving_of_the_missing_share_one_max_runtime(archived, capsys, monkeypatch):
+    """#34's --max-runtime is the command's: a repair whose rewrites took longer than it ends
+    there, before it archives the missing orders (verify --repair again does them). Was: the
+    run that archives them started its own clock, given the whole limit again (up to twice the
+    limit in all). The rewrite made slow: 1.2 s against a limit of 1 s."""
+    from order_archiver.mongodb import storage
+
+    archive = archived[BASE.archive_collection]
+    order = priced_order(archived)
+    archive.update_one({"_id": order["_id"]}, {"$set": {"montant_total": 999}})
+    missing = archive.find_one({"_id": {"$ne": order["_id"]}}, sort=[("_id", -1)])
+    archive.delete_one({"_id": missing["_id"]})
+    rewrite = storage.Rewrites.rewrite
+    finished = threading.Event()
+
+    def slow(self, documents):
+        finished.wait(1.2)  # nothing sets it: a rewrite that takes 1.2 s
+        return rewrite(self, documents)
+
+    monkeypatch.setattr(storage.Rewrites, "rewrite", slow)
+    code, report = verify(capsys, "--repair", "--max-runtime", "1s")
+    assert (report["ended"], report["rewritten"], report["repaired"]) == ("max_runtime", 1, 0)
+    assert archive.find_one({"_id": missing["_id"]}) is None
+    assert code == 3  # the missing order still missing, said (as a stop file's end is)
