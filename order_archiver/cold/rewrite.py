@@ -2,7 +2,13 @@
 published, then the old one removed. A journal entry (``replaces``) makes a crash in between
 harmless: the next run (``move.ColdMove.settle``) removes the old file once the new one reads
 back whole, or the partial one otherwise. Used by ``forget`` and ARCHIVE_PII_RETENTION (orders
-erased) and by the move (an order's older copy dropped)."""
+erased) and by the move (an order's older copy dropped).
+
+Every step of the cold tier goes a file at a time, and each file boundary (``file_boundary``)
+meets the run (#34): a signal ends the step there (``Interrupted``), so does a limit of the run
+(``context.gate``: ``--max-runtime``, ``--stop-file``), ``--max-lag`` holds the next file and
+``--max-rate`` paces each file's orders after it. A file begun is finished (written, checked,
+published, the old one removed): it is the old one or the new one, never half of each."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
-from order_archiver.errors import FatalError
+from order_archiver.errors import FatalError, Interrupted
 from order_archiver.logs import get_logger, plural
 from order_archiver.orders.erasing import Erasure
 from order_archiver.retry import Retry
@@ -25,6 +31,18 @@ JOURNAL_KIND = "cold-move"  # the journal's entries (the checkpoints collection)
 MOVE_DELETED = "deleted"  # a move's entry once the archive's copies are gone: its file may be replaced
 
 Change = Callable[[Mapping[str, object]], Mapping[str, object] | None]  # None: the order leaves
+
+
+def file_boundary(context: RunContext) -> None:
+    """Between two files of a step of the cold tier (see the module): nothing of the next file
+    is written yet. A signal raises ``Interrupted``, a limit of the run ``LimitReached``
+    (``context.gate.before``, which holds the file first while a secondary lags)."""
+    if context.stopped:
+        raise Interrupted(
+            "interrupted: the cold tier stopped between two files (each file whole, the old one or "
+            "the new one); run the command again to finish"
+        )
+    context.gate.before()
 
 
 class ColdRewrite:
@@ -99,6 +117,7 @@ class ColdRewrite:
         month = old.month
         if month is None:
             raise ValueError(f"{old.path} lies in no year=/month= folder")
+        file_boundary(self.context)
         self._moving(old.path)
         partial, final = self.store.new_file(month)
         key = f"{JOURNAL_KIND}:{final}"
@@ -124,4 +143,5 @@ class ColdRewrite:
         self.manifest.remove(old.path)  # before the file: a listed file that is gone is lost
         self.store.remove(old.path)
         self._write(lambda: self.journal.delete_one({"_id": key}))
+        self.context.gate.after(summary.rows)  # --max-rate: the orders rewritten
         return final if summary.rows else None
