@@ -47,7 +47,13 @@ from pymongo.cursor import Cursor
 from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, is_complete
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.retention import remove_expired
-from order_archiver.cold.rewrite import JOURNAL_KIND, MOVE_DELETED, ColdRewrite, file_boundary
+from order_archiver.cold.rewrite import (
+    JOURNAL_KIND,
+    MOVE_DELETED,
+    ColdRewrite,
+    file_boundary,
+    until_stopped,
+)
 from order_archiver.cold.schema import document_of, round_trips
 from order_archiver.cold.store import ColdFile, ColdStore, Month
 from order_archiver.context import RunContext
@@ -396,11 +402,9 @@ class ColdMove:
         writer = ColdFileWriter(self.store, partial, capped=True)
         try:
             archived = month_documents(self.archive, month, self.cutoff, self.context.stop)
-            writer.add(
-                _representable(
-                    (d for page in chunked(archived, PAGE) for d in self.respect(page)), self.report
-                )
-            )
+            respected = (d for page in chunked(archived, PAGE) for d in self.respect(page))
+            # A signal abandons the file in hand (rewrite.until_stopped): the archive keeps its orders.
+            writer.add(until_stopped(_representable(respected, self.report), self.context))
             summary = writer.close()
             if summary.rows:
                 check_file(self.store, partial, summary)

@@ -323,3 +323,40 @@ def test_max_rate_paces_forgets_cold_rewrites_by_the_orders_each_file_holds(move
     held = re.search(r"held to --max-rate 40 \(waited ([0-9.]+)s\)", out)
     assert held is not None, out
     assert float(held.group(1)) >= 0.5 * rows / 40, out
+
+
+def a_signal_at_the_first_row_group(monkeypatch: Any) -> None:
+    """Row groups of 5 rows (a month's file holds some 26), SIGTERM once the first is written:
+    a signal in the middle of a file."""
+    monkeypatch.setattr(files, "ROW_GROUP_ROWS", 5)
+    after_first(monkeypatch, files.ColdFileWriter, "_flush", sigterm)
+
+
+def test_a_signal_in_the_middle_of_a_moves_file_abandons_it_the_archive_keeping_its_orders(
+    shell, monkeypatch, capsys
+):
+    """A month's file is up to a gigabyte, longer to write than the few seconds the command line
+    gives a stop: a signal abandons the file in hand (its partial removed, its journal entry
+    gone), the archive keeping every order, ended ``signal``. Before: the file was written to its
+    end, published and its orders deleted, and the run said "completed", exit 0."""
+    database, store, _recent = shell
+    archived = database[BASE.archive_collection].count_documents({})
+    a_signal_at_the_first_row_group(monkeypatch)
+    code, first = batch(capsys)
+    assert (code, first["ended"], first["cold"]["files"], first["cold"]["moved"]) == (1, "signal", 0, 0)
+    assert store.files() == []
+    assert database[BASE.archive_collection].count_documents({}) == archived
+    assert_each_file_whole(database, store)
+
+
+def test_a_signal_in_the_middle_of_a_rewrite_abandons_it_the_old_file_kept(moved, monkeypatch, capsys):
+    """ARCHIVE_PII_RETENTION's rewrite of a file, SIGTERM in the middle of it: the new file is
+    abandoned, the old one stays as it was (the next run rewrites it), ended ``signal``."""
+    database, store = moved
+    before = [f.path for f in store.files()]
+    monkeypatch.setenv("ARCHIVE_PII_RETENTION", "30d")
+    a_signal_at_the_first_row_group(monkeypatch)
+    code, first = batch(capsys)
+    assert (code, first["ended"], first["cold"]["pii_rewritten"]) == (1, "signal", 0)
+    assert [f.path for f in store.files()] == before
+    assert_each_file_whole(database, store)
