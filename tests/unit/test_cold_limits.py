@@ -360,3 +360,17 @@ def test_a_signal_in_the_middle_of_a_rewrite_abandons_it_the_old_file_kept(moved
     assert (code, first["ended"], first["cold"]["pii_rewritten"]) == (1, "signal", 0)
     assert [f.path for f in store.files()] == before
     assert_each_file_whole(database, store)
+
+
+def test_a_signal_during_the_move_is_no_run_done(shell, monkeypatch, capsys):
+    """The text of a run a signal ended in the cold tier's move: "stopped before the end", not
+    "batch done" above the error line (``completed`` false in ``--json``, as ``ended`` says)."""
+    from order_archiver.cold.move import ColdMove
+
+    after_first(monkeypatch, ColdMove, "_moved_out", sigterm)
+    capsys.readouterr()
+    assert cli.main(["batch", "--run"]) == 1
+    said = capsys.readouterr()
+    assert "batch stopped before the end, counts so far" in said.out, said.out
+    assert "batch done" not in said.out
+    assert "interrupted: the cold tier stopped between two files" in said.err
