@@ -255,7 +255,9 @@ def forget_person(
         # A move's deletes it settles first meet them, and each file it rewrites: a signal or a
         # limit ends it between two files, the counts so far said (``report.cold``).
         with throttle.until_a_limit(report.limits), suppress(Interrupted):
-            _in_the_cold_tier(collections, settings, person, erasure, cold_run, on_archive, report)
+            report.cold = _in_the_cold_tier(
+                collections, settings, person, erasure, cold_run, on_archive, report
+            )
     report.limits.settle(on_archive.stopped)
     log.info(
         "forget: %s %s: %s, %d %s",
@@ -308,13 +310,13 @@ def _in_the_cold_tier(
         ColdQuery(courier_id=person.forms) if person.kind == COURIER else ColdQuery(client_id=person.forms)
     )
     counts = ColdErasure()
-    if report is not None:
-        report.cold = counts
     if not run:
         return erase_in_cold(
             store, collections.checkpoints, query, erasure, run=False, context=context, report=counts
         )
     with cold_tier_writer(collections, settings, context):  # no move nor other rewrite meanwhile
+        if report is not None:  # from here on: a wait for the lease a limit ended counted nothing
+            report.cold = counts
         return erase_in_cold(
             store, collections.checkpoints, query, erasure, run=True, context=context, report=counts
         )
