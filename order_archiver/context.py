@@ -43,6 +43,12 @@ class ChunkGate(Protocol):
         """The run's limits alone, no hold: raise the run's clean end when one has come."""
         ...
 
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        """A wait of the run that is no chunk's (the cold tier's lease, held by another run): up
+        to ``seconds``, ended sooner by ``stop`` and by a limit of the run (its deadline at once,
+        the stop file looked for every second); the caller asks ``ended``/``check`` which."""
+        ...
+
 
 class NoLimits:
     """A run without limits: every chunk goes at once."""
@@ -58,6 +64,9 @@ class NoLimits:
 
     def check(self) -> None:
         return None
+
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        stop.wait(seconds)
 
 
 UNLIMITED = NoLimits()

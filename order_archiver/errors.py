@@ -64,6 +64,14 @@ class TransientError(ArchiverError):
     exit_code = EXIT_FAILED
 
 
+class Interrupted(ArchiverError):
+    """A signal (SIGINT, SIGTERM) ended a step at a boundary where nothing is in flight (the
+    cold tier's: between two files): what it did stays, the next run does the rest. batch says
+    it as an interrupted run (ended ``signal``, exit 1); forget as its own signal (exit 0)."""
+
+    exit_code = EXIT_FAILED
+
+
 class InvalidOrderError(Exception):
     """One source order cannot be archived; never fatal, the order is counted as rejected."""
 

@@ -171,6 +171,10 @@ class Throttle:
     def check(self) -> None:
         self.limits.check()
 
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        """A wait that is no chunk's (``context.ChunkGate.wait``): ``limits.RunLimits.wait``."""
+        self.limits.wait(stop, seconds)
+
     @contextmanager
     def until_a_limit(self, report: EndedReport) -> Iterator[None]:
         """A pass or a purge, ended cleanly by a limit (at a chunk boundary, or during a wait:

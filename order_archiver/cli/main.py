@@ -288,6 +288,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
         raise  # refused before the run: no counts to tell, only the one line
     except ArchiverError as error:
         report.ended = "signal" if context.stopped else "error"
+        report.completed = False  # the pass may have (the cold tier's move then failed or was stopped)
         # An interrupted run says what it did before the error line, zeros included (a Ctrl-C
         # before the first chunk: "scanned 0, archived 0" is its answer). A failed one says it
         # when it did something; one that failed before (unreachable, refused at its start) has

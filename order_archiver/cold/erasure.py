@@ -50,9 +50,12 @@ def erase_in_cold(
     *,
     run: bool,
     context: RunContext,
+    report: ColdErasure | None = None,
 ) -> ColdErasure:
-    """Count (and with ``run`` erase) the person's personal data in every cold file."""
-    report = ColdErasure()
+    """Count (and with ``run`` erase) the person's personal data in every cold file, into
+    ``report`` as it goes: each rewrite is a file boundary (``rewrite.file_boundary``), where a
+    signal or a limit of the run ends the erasure; forget again rewrites the files left."""
+    report = report if report is not None else ColdErasure()
     for cold_file in store.files():
         orders, holding = _holding(store, cold_file, query, erasure)
         report.files += bool(orders)

@@ -15,9 +15,11 @@ For each delivery month with archived orders delivered before ``now - ARCHIVE_CO
    the journal says so ("deleted"), then the file loses what it must (``ColdRewrite``);
 6. the journal entry is removed.
 
-Each file and each chunk of deletes meets the run's limits (``context.gate``, #34): a limit ends
-the move before a file, or between two chunks of deletes as a crash would, its journal entry left
-for the next run; ``--max-lag`` holds each chunk, ``--max-rate`` paces it.
+Each file, each chunk of deletes and each journal entry settled is a boundary
+(``rewrite.file_boundary``, #34): a signal or a limit of the run (``context.gate``) ends the move
+there, before a file, or between two chunks of deletes as a crash would, its journal entry left
+for the next run; ``--max-lag`` holds each, ``--max-rate`` paces each chunk of deletes (and each
+rewrite, its file's orders).
 
 A crash anywhere leaves a journal entry, which the next run settles first: before step 4 the
 partial file is removed (the orders are still in the archive); after it, a complete file's
@@ -45,7 +47,13 @@ from pymongo.cursor import Cursor
 from order_archiver.cold.files import ColdFileWriter, FileSummary, batches, check_file, is_complete
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.retention import remove_expired
-from order_archiver.cold.rewrite import JOURNAL_KIND, MOVE_DELETED, ColdRewrite
+from order_archiver.cold.rewrite import (
+    JOURNAL_KIND,
+    MOVE_DELETED,
+    ColdRewrite,
+    file_boundary,
+    until_stopped,
+)
 from order_archiver.cold.schema import document_of, round_trips
 from order_archiver.cold.store import ColdFile, ColdStore, Month
 from order_archiver.context import RunContext
@@ -241,6 +249,7 @@ class JournalSettlement:
         for entry in entries:
             if leave_unpublished and not self._out(entry):
                 continue
+            file_boundary(self.context)  # #34: the entries left stay for the next run
             self._settle_one(entry, moved_out)
 
     def _out(self, entry: Document) -> bool:
@@ -317,17 +326,18 @@ class ColdMove:
     def run(self) -> ColdMoveReport:
         self.settle()
         for month in self.months():
-            if self.context.stopped:
-                break
             self.move_month(month)
         self.expire()
         return self.report
 
     def expire(self) -> None:
-        """ARCHIVE_RETENTION in the cold tier (``retention.remove_expired``)."""
+        """ARCHIVE_RETENTION in the cold tier (``retention.remove_expired``), counted file by file."""
         if self.expire_before is not None:
-            files, orders = remove_expired(self.store, self.manifest, self.expire_before)
-            self.report.expired_files, self.report.expired_orders = files, orders
+            remove_expired(self.store, self.manifest, self.expire_before, self.context, self._expired)
+
+    def _expired(self, orders: int) -> None:
+        self.report.expired_files += 1
+        self.report.expired_orders += orders
 
     # -- what is due
 
@@ -352,15 +362,15 @@ class ColdMove:
         """The month, a file at a time (``files.FILE_MAX_BYTES`` each at most, about): another
         while the last was full and moved orders out of the archive."""
         moved = self.report.moved
-        while self._move_part(month) and self.report.moved > moved and not self.context.stopped:
+        while self._move_part(month) and self.report.moved > moved:
             moved = self.report.moved
 
     def _move_part(self, month: Month) -> bool:
         """One file of the month moved; whether it was full (the month may hold more)."""
         for _ in range(MONTH_ATTEMPTS):
-            # A chunk boundary (#34): nothing in flight; the run's limits end the move here
-            # (the next run goes on with this month), and --max-lag holds the next file's deletes.
-            self.context.gate.before()
+            # A file boundary (#34): nothing in flight; a signal or the run's limits end the move
+            # here (the next run goes on with this month), and --max-lag holds the next file.
+            file_boundary(self.context)
             partial, final = self.store.new_file(month)
             self.store.prepare(month)
             key = f"{JOURNAL_KIND}:{final}"
@@ -392,11 +402,9 @@ class ColdMove:
         writer = ColdFileWriter(self.store, partial, capped=True)
         try:
             archived = month_documents(self.archive, month, self.cutoff, self.context.stop)
-            writer.add(
-                _representable(
-                    (d for page in chunked(archived, PAGE) for d in self.respect(page)), self.report
-                )
-            )
+            respected = (d for page in chunked(archived, PAGE) for d in self.respect(page))
+            # A signal abandons the file in hand (rewrite.until_stopped): the archive keeps its orders.
+            writer.add(until_stopped(_representable(respected, self.report), self.context))
             summary = writer.close()
             if summary.rows:
                 check_file(self.store, partial, summary)
@@ -462,9 +470,9 @@ class ColdMove:
         for batch in batches(self.store, path, ["document"]):
             for texts in chunked(batch["document"], DELETE_CHUNK):
                 held = [document_of(text) for text in texts if text is not None]
-                # The run's limits (#34) before each chunk of deletes: one that ends the run
-                # here leaves the journal entry (published), which the next run settles first.
-                self.context.gate.before()
+                # A signal or the run's limits (#34) before each chunk of deletes: one that ends
+                # the run here leaves the journal entry (published), which the next run settles first.
+                file_boundary(self.context)
                 left.add_forgotten(held, self.respect(held))
                 deletes = [DeleteOne(_as_moved(d)) for d in held]
                 result = self._write(functools.partial(self.archive.bulk_write, deletes, ordered=False))

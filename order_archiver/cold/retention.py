@@ -12,12 +12,13 @@ files of the month or two the cutoff crosses, and a footer for each older file (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from order_archiver.cold.files import batches, footer, footer_metadata
 from order_archiver.cold.manifest import ColdManifest
-from order_archiver.cold.rewrite import ColdRewrite
+from order_archiver.cold.rewrite import ColdRewrite, file_boundary
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
@@ -30,20 +31,27 @@ META_ERASED_BEFORE = b"order_archiver.pii_erased_before"
 log = get_logger("cold")
 
 
-def remove_expired(store: ColdStore, manifest: ColdManifest, before: datetime) -> tuple[int, int]:
+def remove_expired(
+    store: ColdStore,
+    manifest: ColdManifest,
+    before: datetime,
+    context: RunContext,
+    removed: Callable[[int], object],
+) -> None:
     """ARCHIVE_RETENTION: the files of each month wholly delivered before ``before`` removed (a
     month partly inside it waits until it is wholly past), each unlisted first (a listed file
-    that is gone is a lost one); how many files and orders."""
-    files = orders = 0
+    that is gone is a lost one), each said to ``removed`` with its orders as it goes: a signal
+    or a limit of the run ends the removals between two files (``file_boundary``, #34)."""
     for cold_file in store.files():
         month = cold_file.month
         if month is not None and month.next().start <= before:
-            orders += footer(store, cold_file.path).rows
+            file_boundary(context)
+            orders = footer(store, cold_file.path).rows
             manifest.remove(cold_file.path)
             store.remove(cold_file.path)
-            files += 1
+            removed(orders)
+            context.gate.after(orders)  # --max-rate
             log.info("cold tier: %s past ARCHIVE_RETENTION removed", store.url_of(cold_file.path))
-    return files, orders
 
 
 @dataclass
@@ -75,10 +83,14 @@ def erase_by_age(
     cutoff: datetime,
     erasure: Erasure,
     context: RunContext,
+    report: ColdAgeErasure | None = None,
 ) -> ColdAgeErasure:
     """Each cold file with orders delivered before ``cutoff`` still holding personal data,
-    rewritten without it; a file of a month wholly before the cutoff is stamped so, once."""
-    report = ColdAgeErasure()
+    rewritten without it; a file of a month wholly before the cutoff is stamped so, once.
+    ``report`` counts each file as it is rewritten: a rewrite is a file boundary
+    (``rewrite.file_boundary``), where a signal or a limit of the run ends the erasure; the next
+    run reads the files not yet stamped again."""
+    report = report if report is not None else ColdAgeErasure()
     for cold_file in store.files():
         month = cold_file.month
         if month is None or month.start >= cutoff:

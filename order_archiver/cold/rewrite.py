@@ -2,11 +2,21 @@
 published, then the old one removed. A journal entry (``replaces``) makes a crash in between
 harmless: the next run (``move.ColdMove.settle``) removes the old file once the new one reads
 back whole, or the partial one otherwise. Used by ``forget`` and ARCHIVE_PII_RETENTION (orders
-erased) and by the move (an order's older copy dropped)."""
+erased) and by the move (an order's older copy dropped).
+
+Every step of the cold tier goes a file at a time, and each file boundary (``file_boundary``)
+meets the run (#34): a signal ends the step there (``Interrupted``), so does a limit of the run
+(``context.gate``: ``--max-runtime``, ``--stop-file``), ``--max-lag`` holds the next file and
+``--max-rate`` paces each file's orders after it. A file begun under a limit is finished
+(written, checked, published, the old one removed): it is the old one or the new one, never half
+of each. A signal does not wait for a file of up to a gigabyte (the command line gives a stop a
+few seconds, ``cli.main.STOP_GRACE_S``): the file in hand is abandoned (``until_stopped``: its
+partial removed, its journal entry gone), as at the boundary before it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TypeVar
 
 from order_archiver.cold.files import ColdFileWriter, batches, check_file
 from order_archiver.cold.manifest import ColdManifest
@@ -14,17 +24,42 @@ from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
-from order_archiver.errors import FatalError
+from order_archiver.errors import FatalError, Interrupted
 from order_archiver.logs import get_logger, plural
 from order_archiver.orders.erasing import Erasure
 from order_archiver.retry import Retry
 
 log = get_logger("cold")
+T = TypeVar("T")
 
 JOURNAL_KIND = "cold-move"  # the journal's entries (the checkpoints collection): a move's, a rewrite's
 MOVE_DELETED = "deleted"  # a move's entry once the archive's copies are gone: its file may be replaced
 
 Change = Callable[[Mapping[str, object]], Mapping[str, object] | None]  # None: the order leaves
+
+
+def file_boundary(context: RunContext) -> None:
+    """Between two files of a step of the cold tier (see the module): nothing of the next file
+    is written yet. A signal raises ``Interrupted``, a limit of the run ``LimitReached``
+    (``context.gate.before``, which holds the file first while a secondary lags)."""
+    if context.stopped:
+        raise Interrupted(
+            "interrupted: the cold tier stopped between two files (each file whole, the old one or "
+            "the new one); run the command again to finish"
+        )
+    context.gate.before()
+
+
+def until_stopped(documents: Iterable[T], context: RunContext) -> Iterator[T]:
+    """``documents``, ended by a signal (``Interrupted``): the file being written from them is
+    abandoned by its writer's caller (see the module), the old file (or the archive) keeping them."""
+    for document in documents:
+        if context.stopped:
+            raise Interrupted(
+                "interrupted: the cold tier's file in hand abandoned (its orders where they were); "
+                "run the command again to finish"
+            )
+        yield document
 
 
 class ColdRewrite:
@@ -99,6 +134,7 @@ class ColdRewrite:
         month = old.month
         if month is None:
             raise ValueError(f"{old.path} lies in no year=/month= folder")
+        file_boundary(self.context)
         self._moving(old.path)
         partial, final = self.store.new_file(month)
         key = f"{JOURNAL_KIND}:{final}"
@@ -107,7 +143,7 @@ class ColdRewrite:
         self._write(lambda: self.journal.insert_one(entry))
         writer = ColdFileWriter(self.store, partial)
         try:
-            writer.add(self._documents(old.path, change))
+            writer.add(until_stopped(self._documents(old.path, change), self.context))
             summary = writer.close(metadata)
             if summary.rows:
                 check_file(self.store, partial, summary)
@@ -124,4 +160,5 @@ class ColdRewrite:
         self.manifest.remove(old.path)  # before the file: a listed file that is gone is lost
         self.store.remove(old.path)
         self._write(lambda: self.journal.delete_one({"_id": key}))
+        self.context.gate.after(summary.rows)  # --max-rate: the orders rewritten
         return final if summary.rows else None

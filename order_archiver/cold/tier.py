@@ -15,11 +15,11 @@ from order_archiver.cold.holding import ColdHolding
 from order_archiver.cold.manifest import Listed
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.record import raise_boundary
-from order_archiver.cold.retention import erase_by_age
+from order_archiver.cold.retention import ColdAgeErasure, erase_by_age
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
-from order_archiver.errors import FatalError
+from order_archiver.errors import FatalError, Interrupted
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.lease import Lease, server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
@@ -113,7 +113,7 @@ def move_to_cold(
     # One move at a time (two batch runs on two machines would write the same months twice).
     lease = _writer_lease(collections, settings, context)
     with on_archive.named():
-        if not _acquired(lease, context):
+        if not _acquired(lease, context, "move"):
             log.warning(
                 "cold tier: another batch run is moving orders to it (lease %s): left to it", lease.key
             )
@@ -151,7 +151,7 @@ def cold_tier_writer(collections: Collections, settings: Settings, context: RunC
     leave its journal entry naming a file gone, and the next move would write those orders again."""
     lease = _writer_lease(collections, settings, context)
     wait_s = FORGET_WAITS_S  # read here: a test shortens it
-    if not _acquired(lease, context, wait_s):
+    if not _acquired(lease, context, "erasure", wait_s):
         raise FatalError(
             f"the cold tier is being written by another process (lease {lease.key}, a batch run's move) "
             f"for more than {wait_s:.0f}s: the person is recorded and the archive erased; run forget "
@@ -166,15 +166,22 @@ def cold_tier_writer(collections: Collections, settings: Settings, context: RunC
         lease.release()
 
 
-def _acquired(lease: Lease, context: RunContext, wait_s: float | None = None) -> bool:
+def _acquired(lease: Lease, context: RunContext, step: str, wait_s: float | None = None) -> bool:
     """The move's lease, waited for up to its life (or ``wait_s``): one a killed run left behind
     expires by then, so that the next run settles what it left (its journal); a live run's is
-    renewed and stays."""
+    renewed and stays. The wait is the run's (``context.gate.wait``, #34): a limit of the run
+    ends it (``LimitReached``: ``--max-runtime``'s deadline at once, the stop file within a
+    second), a signal too (``Interrupted``); nothing of the ``step`` is done."""
     for _ in range(int((wait_s or lease.ttl_s) / lease.renew_s) + 2):
         if lease.try_acquire():
             return True
-        if context.stop.wait(lease.renew_s):
-            return False
+        context.gate.wait(context.stop, lease.renew_s)
+        context.gate.check()
+        if context.stopped:
+            raise Interrupted(
+                f"interrupted while waiting for the cold tier's lease ({lease.key}, held by another "
+                f"run): the cold tier's {step} not begun; run the command again to do it"
+            )
     return False
 
 
@@ -203,8 +210,11 @@ def _moved(
         fields = settings.pii_policy.fields
         erasure = Erasure(client=True, courier=True, by=BY_AGE, at=now, fields=fields)
         cutoff = now - settings.archive_pii_retention
-        aged = erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive)
-        report.pii_erased, report.pii_rewritten = aged.orders, aged.files
+        aged = ColdAgeErasure()
+        try:  # a signal or a limit ends it between two files: what it did is said
+            erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive, aged)
+        finally:
+            report.pii_erased, report.pii_rewritten = aged.orders, aged.files
     return report
 
 

@@ -23,6 +23,7 @@ the person's id and the count, never the data.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -35,6 +36,7 @@ from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.tier import cold_store, cold_tier_writer
 from order_archiver.context import RunContext
 from order_archiver.documents import Document
+from order_archiver.errors import Interrupted
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.erasure import count_holding, erase_personal_data
@@ -249,9 +251,13 @@ def forget_person(
             _erased(collections, person, erasure, on_archive, throttle, report)
         # After the record: a move to the cold tier that starts now writes their orders erased.
         # Not after a limit ended the erasure: the cold tier's is the next forget's.
-        cold_run = run and report.found and report.limits.ended is None
-        with throttle.until_a_limit(report.limits):  # a move's deletes it settles first meet them
-            report.cold = _in_the_cold_tier(collections, settings, person, erasure, cold_run, on_archive)
+        cold_run = run and report.found and report.limits.ended is None and not on_archive.stopped
+        # A move's deletes it settles first meet them, and each file it rewrites: a signal or a
+        # limit ends it between two files, the counts so far said (``report.cold``).
+        with throttle.until_a_limit(report.limits), suppress(Interrupted):
+            report.cold = _in_the_cold_tier(
+                collections, settings, person, erasure, cold_run, on_archive, report
+            )
     report.limits.settle(on_archive.stopped)
     log.info(
         "forget: %s %s: %s, %d %s",
@@ -293,19 +299,27 @@ def _in_the_cold_tier(
     erasure: Erasure,
     run: bool,
     context: RunContext,
+    report: ForgetReport | None = None,
 ) -> ColdErasure | None:
     """Their orders in the cold tier, counted, and with ``run`` erased (each file holding some
-    rewritten); None without a cold tier."""
+    rewritten), into ``report.cold`` as it goes; None without a cold tier."""
     store = cold_store(settings, context)
     if store is None:
         return None
     query = (
         ColdQuery(courier_id=person.forms) if person.kind == COURIER else ColdQuery(client_id=person.forms)
     )
+    counts = ColdErasure()
     if not run:
-        return erase_in_cold(store, collections.checkpoints, query, erasure, run=False, context=context)
+        return erase_in_cold(
+            store, collections.checkpoints, query, erasure, run=False, context=context, report=counts
+        )
     with cold_tier_writer(collections, settings, context):  # no move nor other rewrite meanwhile
-        return erase_in_cold(store, collections.checkpoints, query, erasure, run=True, context=context)
+        if report is not None:  # from here on: a wait for the lease a limit ended counted nothing
+            report.cold = counts
+        return erase_in_cold(
+            store, collections.checkpoints, query, erasure, run=True, context=context, report=counts
+        )
 
 
 def _in_the_source(collections: Collections, settings: Settings, person: Person, context: RunContext) -> bool:

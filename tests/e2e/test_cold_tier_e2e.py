@@ -392,3 +392,86 @@ def test_quickstarts_watcher_from_a_shell_without_the_cold_settings_is_refused_a
     assert sorted(cold_ids(ColdStore(cold["ARCHIVE_COLD_URL"])), key=str) == sorted(old, key=str)
     checked = run_cli("verify", env={**nx_env, **cold}, cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# The product's own CLI, with a real SIGTERM to itself (or the stop file put there) once its first
+# rewrite of a cold file has returned (``ColdRewrite._replace``: the new file published, the old
+# one removed): the CLI's handler sets the run's stop, as `kill` or Kubernetes does.
+ENDED_AFTER_THE_FIRST_REWRITE = """
+import os, pathlib, signal, sys
+sys.path.insert(0, sys.argv.pop(1))
+how = sys.argv.pop(1)
+from order_archiver.cold import rewrite
+replace = rewrite.ColdRewrite._replace
+done = []
+def then_ended(self, *args, **kwargs):
+    result = replace(self, *args, **kwargs)
+    done.append(1)
+    if len(done) == 1:
+        if how == "signal":
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            pathlib.Path(how).touch()
+    return result
+rewrite.ColdRewrite._replace = then_ended
+from order_archiver.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("end", ["signal", "stop_file"])
+def test_archive_pii_retentions_rewrites_on_s3_end_between_two_files_and_the_next_run_finishes(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, s3, end
+):
+    """#34 at the wire (moto's S3, the test server): ARCHIVE_PII_RETENTION rewrites the two cold
+    files, a SIGTERM (or the stop file) after the first: the run ends before the second, says
+    why (``ended``; a signal exits 1 as an interrupted pass, the stop file 0), every object in
+    the bucket reads back whole (no partial one, no journal entry open), each order in one place;
+    the next run rewrites the other. Before: both were rewritten and the run said "completed"."""
+    database = nx_client[db_name]
+    recent, old = seed_old_and_recent(database, nx_settings)
+    env = {**nx_env, **s3, "ARCHIVE_COLD_URL": "s3://orders/limits", "ARCHIVE_COLD_AFTER": "365d"}
+    archived = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
+    assert archived.returncode == 0, archived.stderr
+    moved = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert json.loads(moved.stdout)["cold"]["files"] == 2, moved.stderr
+    store = ColdStore("s3://orders/limits")
+
+    stop = tmp_path / "stop"
+    how = "signal" if end == "signal" else str(stop)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "ARCHIVE_"))}
+    erasing = {**env, "ARCHIVE_PII_RETENTION": "380d"}  # both months (400 and 430 days ago)
+    command = ["batch", "--run", "--json", "-q", "--stop-file", str(stop)]
+    ended = subprocess.run(
+        [sys.executable, "-c", ENDED_AFTER_THE_FIRST_REWRITE, str(ROOT), how, *command],
+        env={**base, **erasing},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ended.returncode == (1 if end == "signal" else 0), ended.stderr
+    report = json.loads(ended.stdout)
+    assert (report["ended"], report["cold"]["pii_rewritten"]) == (end, 1)
+    assert len(store.files()) == 2
+    assert all(files.is_complete(store, f.path) for f in store.files())
+    assert not [i for i in store.fs.get_file_info(_everything(store)) if i.path.endswith(".partial")]
+    assert database["archiver_checkpoints"].count_documents({"kind": "cold-move"}) == 0
+    moved_ids = cold_ids(store)
+    assert sorted(moved_ids, key=str) == sorted(old, key=str)  # each in one place
+    assert archived_ids(database) == recent
+
+    stop.unlink(missing_ok=True)
+    rerun = run_cli("batch", "--run", "--json", "-q", env=erasing, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    again = json.loads(rerun.stdout)
+    assert (again["ended"], again["cold"]["pii_rewritten"]) == ("completed", 1)
+    checked = run_cli("verify", "--json", env=erasing, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _everything(store: ColdStore):
+    """Every object under the cold tier's prefix, partial ones included."""
+    from pyarrow.fs import FileSelector
+
+    return FileSelector(store.root, recursive=True)
