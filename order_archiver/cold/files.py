@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from order_archiver.cold.schema import (
     META_DOCUMENTS_SHA256,
@@ -23,7 +23,7 @@ from order_archiver.errors import FatalError, storage_fault
 from order_archiver.logs import plural
 
 if TYPE_CHECKING:
-    from pyarrow.parquet import ParquetFile
+    from pyarrow.parquet import ParquetFile, RowGroupMetaData
 
     from order_archiver.cold.store import ColdStore
 
@@ -116,10 +116,22 @@ def _open(store: ColdStore, path: str) -> ParquetFile:
     return pq.ParquetFile(store.fs.open_input_file(path))
 
 
-def batches(store: ColdStore, path: str, columns: list[str]) -> Iterator[dict[str, list[str | None]]]:
-    """The file's text ``columns``, ``READ_BATCH_ROWS`` rows at a time."""
-    for batch in _open(store, path).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+def batches(
+    store: ColdStore, path: str, columns: list[str], groups: list[int] | None = None
+) -> Iterator[dict[str, list[Any]]]:
+    """The file's ``columns``, ``READ_BATCH_ROWS`` rows at a time; of its row groups ``groups``
+    only, when given (none: nothing read)."""
+    if groups is not None and not groups:
+        return
+    parquet = _open(store, path)
+    for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns, row_groups=groups):
         yield {name: batch.column(name).to_pylist() for name in columns}
+
+
+def row_groups(store: ColdStore, path: str) -> list[RowGroupMetaData]:
+    """The file's row groups as its footer describes them (rows, each column's statistics)."""
+    metadata = _open(store, path).metadata
+    return [metadata.row_group(index) for index in range(metadata.num_row_groups)]
 
 
 def read_back(store: ColdStore, path: str) -> FileSummary:
