@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from order_archiver.cold.schema import (
     META_DOCUMENTS_SHA256,
@@ -116,16 +117,23 @@ def _open(store: ColdStore, path: str) -> ParquetFile:
     return pq.ParquetFile(store.fs.open_input_file(path))
 
 
-def batches(
-    store: ColdStore, path: str, columns: list[str], groups: list[int] | None = None
-) -> Iterator[dict[str, list[Any]]]:
-    """The file's ``columns``, ``READ_BATCH_ROWS`` rows at a time; of its row groups ``groups``
-    only, when given (none: nothing read)."""
-    if groups is not None and not groups:
+def batches(store: ColdStore, path: str, columns: list[str]) -> Iterator[dict[str, list[str | None]]]:
+    """The file's text ``columns``, ``READ_BATCH_ROWS`` rows at a time."""
+    for batch in _open(store, path).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+        yield {name: batch.column(name).to_pylist() for name in columns}
+
+
+def dated_documents(
+    store: ColdStore, path: str, groups: list[int]
+) -> Iterator[tuple[datetime | None, str | None]]:
+    """Each row's typed ``date_livraison`` (null when the document's is not a date) and its
+    ``document``, of the row groups ``groups`` only, ``READ_BATCH_ROWS`` rows at a time."""
+    if not groups:
         return
+    columns = ["date_livraison", "document"]
     parquet = _open(store, path)
     for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns, row_groups=groups):
-        yield {name: batch.column(name).to_pylist() for name in columns}
+        yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
 
 
 def row_groups(store: ColdStore, path: str) -> list[RowGroupMetaData]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from order_archiver.cold.files import batches, footer, footer_metadata, row_groups
+from order_archiver.cold.files import dated_documents, footer, footer_metadata, row_groups
 from order_archiver.cold.manifest import NOT_RECORDED, ColdManifest
 from order_archiver.cold.rewrite import ColdRewrite
 from order_archiver.cold.schema import META_ERASED_BEFORE, document_of, erased_before_of
@@ -149,15 +149,14 @@ def _past_and_holding(
     hold personal data: a document is decoded only when its typed date is in that range."""
     found = set()
     since = due.since
-    for batch in batches(store, due.cold_file.path, [DELIVERED, "document"], groups):
-        for delivered, text in zip(batch[DELIVERED], batch["document"], strict=True):
-            if not isinstance(delivered, datetime) or text is None or delivered >= cutoff:
-                continue
-            if since is not None and delivered < since:
-                continue  # erased when its file was stamped
-            document = document_of(text)
-            if erasure.holds(document):
-                found.add(str(document["_id"]))
+    for delivered, text in dated_documents(store, due.cold_file.path, groups):
+        if delivered is None or text is None or delivered >= cutoff:
+            continue
+        if since is not None and delivered < since:
+            continue  # erased when its file was stamped
+        document = document_of(text)
+        if erasure.holds(document):
+            found.add(str(document["_id"]))
     return found
 
 
