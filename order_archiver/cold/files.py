@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from order_archiver.cold.schema import (
@@ -23,7 +24,7 @@ from order_archiver.errors import FatalError, storage_fault
 from order_archiver.logs import plural
 
 if TYPE_CHECKING:
-    from pyarrow.parquet import ParquetFile
+    from pyarrow.parquet import ParquetFile, RowGroupMetaData
 
     from order_archiver.cold.store import ColdStore
 
@@ -120,6 +121,25 @@ def batches(store: ColdStore, path: str, columns: list[str]) -> Iterator[dict[st
     """The file's text ``columns``, ``READ_BATCH_ROWS`` rows at a time."""
     for batch in _open(store, path).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
         yield {name: batch.column(name).to_pylist() for name in columns}
+
+
+def dated_documents(
+    store: ColdStore, path: str, groups: list[int]
+) -> Iterator[tuple[datetime | None, str | None]]:
+    """Each row's typed ``date_livraison`` (null when the document's is not a date) and its
+    ``document``, of the row groups ``groups`` only, ``READ_BATCH_ROWS`` rows at a time."""
+    if not groups:
+        return
+    columns = ["date_livraison", "document"]
+    parquet = _open(store, path)
+    for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns, row_groups=groups):
+        yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
+
+
+def row_groups(store: ColdStore, path: str) -> list[RowGroupMetaData]:
+    """The file's row groups as its footer describes them (rows, each column's statistics)."""
+    metadata = _open(store, path).metadata
+    return [metadata.row_group(index) for index in range(metadata.num_row_groups)]
 
 
 def read_back(store: ColdStore, path: str) -> FileSummary:

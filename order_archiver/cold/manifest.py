@@ -7,6 +7,11 @@ file is (a rewrite's old file, a month past ARCHIVE_RETENTION), so that a listed
 there is lost, never one about to be replaced; a crash between the two is settled with the
 journal (``move.ColdMove.settle``). Its cost grows with the number of files (a few a month),
 which ``verify`` lists anyway, not with the orders.
+
+An entry also holds the cutoff its file was erased to for ARCHIVE_PII_RETENTION (the footer's
+``META_ERASED_BEFORE``; null: none), so that ``status`` and ``doctor`` count the cold orders past
+it without opening the files done (``retention.count_by_age``). An entry written before it was
+recorded has no such field: its footer says.
 """
 
 from __future__ import annotations
@@ -14,14 +19,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
-from order_archiver.cold.files import footer
+from order_archiver.cold.files import FileSummary, footer_metadata
+from order_archiver.cold.schema import erased_before_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
+from order_archiver.orders.enrichment import as_utc
 from order_archiver.retry import Retry
 
 KIND = "cold-file"
+NOT_RECORDED = "unrecorded"  # an entry of an earlier version: its erasure's cutoff is in the footer only
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,8 @@ class Listed:
     url: str  # the file's URL (under ARCHIVE_COLD_URL)
     path: str  # in the store's file system
     rows: int
+    # ARCHIVE_PII_RETENTION's cutoff the file was erased to (None: never); NOT_RECORDED: its footer says
+    erased_before: datetime | str | None = NOT_RECORDED
 
 
 class ColdManifest:
@@ -45,12 +56,15 @@ class ColdManifest:
     def _write(self, func: Callable[[], object]) -> None:
         self.context.retrying(func, purpose=Retry.WRITE)
 
-    def add(self, path: str, rows: int | None = None) -> None:
+    def add(self, path: str, rows: int | None = None, erased_before: datetime | None = None) -> None:
         """``path`` published (idempotent: a settled crash adds it again); ``rows`` read from its
-        footer when not given."""
-        count = footer(self.store, path).rows if rows is None else rows
+        footer when not given; ``erased_before``: the cutoff its footer records (a rewrite's)."""
+        if rows is None:  # a settled crash's file: its footer says both
+            metadata = footer_metadata(self.store, path)
+            rows, erased_before = FileSummary.of(metadata).rows, erased_before_of(metadata)
         month = ColdFile(path, 0).month
-        entry: Document = {"kind": KIND, "path": path, "rows": count, "month": str(month) if month else None}
+        entry: Document = {"kind": KIND, "path": path, "rows": rows, "month": str(month) if month else None}
+        entry["pii_erased_before"] = erased_before
         key = self._key(path)
         self._write(lambda: self.collection.update_one({"_id": key}, {"$set": entry}, upsert=True))
 
@@ -66,7 +80,11 @@ class ColdManifest:
         for entry in found:
             path = str(entry.get("path"))
             rows = entry.get("rows")
-            yield Listed(self.store.url_of(path), path, rows if isinstance(rows, int) else 0)
+            stamp = entry.get("pii_erased_before", NOT_RECORDED)
+            erased_before = (
+                as_utc(stamp) if isinstance(stamp, datetime) else None if stamp is None else NOT_RECORDED
+            )
+            yield Listed(self.store.url_of(path), path, rows if isinstance(rows, int) else 0, erased_before)
 
     def still_listed(self, path: str) -> bool:
         key = self._key(path)

@@ -84,6 +84,9 @@ class ColdMoveReport:
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: cold orders whose personal data was erased
     pii_rewritten: int = 0  # the files rewritten for it
     would_move: int | None = None  # a dry run: the archived orders past ARCHIVE_COLD_AFTER
+    # A dry run with ARCHIVE_PII_RETENTION: the cold orders past it still holding personal data
+    # (what the run's pii_erased would be: retention.count_by_age)
+    would_erase_pii: int | None = None
     skipped: bool = False  # another batch run held the move's lease: nothing moved by this one
 
     def as_dict(self) -> dict[str, object]:
@@ -100,6 +103,7 @@ class ColdMoveReport:
             "pii_erased": self.pii_erased,
             "pii_rewritten": self.pii_rewritten,
             "would_move": self.would_move,
+            "would_erase_pii": self.would_erase_pii,
             "skipped": self.skipped,
         }
 
@@ -108,7 +112,7 @@ class ColdMoveReport:
         """Whether the run did (or a dry run would do) anything in the cold tier worth a line:
         a run with nothing due says nothing (its --json keeps every field)."""
         if self.would_move is not None:
-            return self.would_move > 0
+            return self.would_move > 0 or bool(self.would_erase_pii)
         done = (self.moved, self.files, self.kept_revised, self.kept_not_representable, self.recovered)
         return self.skipped or any(done) or any((self.pii_erased, self.expired_files))
 
@@ -119,7 +123,11 @@ class ColdMoveReport:
         if self.skipped:
             return "cold tier: another batch run is moving orders to it: nothing moved by this one"
         if self.would_move is not None:
-            return f"cold tier: would move {plural(self.would_move, 'archived order')} (dry run)"
+            text = f"cold tier: would move {plural(self.would_move, 'archived order')} (dry run)"
+            if self.would_erase_pii:
+                erased = plural(self.would_erase_pii, "cold order")
+                text += f"; would erase the personal data of {erased} (ARCHIVE_PII_RETENTION)"
+            return text
         months = f" ({', '.join(self.months)})" if self.months else ""
         text = f"cold tier: {plural(self.moved, 'order')} moved into {plural(self.files, 'file')}{months}"
         if self.kept_revised:

@@ -5,29 +5,46 @@ is erased, as ``batch --run`` erases it in the archive (``Erasure`` by age: the 
 courier), each file holding some rewritten (``erasure.ColdRewrite``: new file checked, then the
 old one removed).
 
-A rewritten file's footer records the cutoff it was erased to (``order_archiver.pii_erased_before``):
-a file of a month wholly before that date is never read again for this, so a run reads the
-files of the month or two the cutoff crosses, and a footer for each older file (one small read).
+A rewritten file's footer records the cutoff it was erased to (``order_archiver.pii_erased_before``),
+and so does its entry in the list of files (``manifest``): a file of a month wholly before that
+date is never read again for this, and of the month or two the cutoff crosses only the rows
+delivered since (the row groups whose ``date_livraison`` statistics, in the footer, reach that
+range: a move writes a month in delivery order). A footer is read for a file the list has no
+cutoff of (listed by an earlier version: the run records it then, once).
+
+``count_by_age`` counts, by the same reads, what ``erase_by_age`` would erase: the dry run's
+figure is the run's. ``status`` and ``doctor`` bound the documents they read (a probe every
+minute): past the bound, the rows left are counted as an upper bound, said as such.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from order_archiver.cold.files import batches, footer, footer_metadata
-from order_archiver.cold.manifest import ColdManifest
+from order_archiver.cold.files import dated_documents, footer, footer_metadata, row_groups
+from order_archiver.cold.manifest import NOT_RECORDED, ColdManifest
 from order_archiver.cold.rewrite import ColdRewrite, file_boundary
-from order_archiver.cold.schema import document_of
+from order_archiver.cold.schema import META_ERASED_BEFORE, document_of, erased_before_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
-from order_archiver.documents import MongoCollection, moment_or_none
+from order_archiver.documents import MongoCollection
 from order_archiver.logs import get_logger
-from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.erasing import Erasure
 
-META_ERASED_BEFORE = b"order_archiver.pii_erased_before"
+__all__ = [
+    "META_ERASED_BEFORE",
+    "ColdAgeErasure",
+    "ColdPiiCount",
+    "count_by_age",
+    "erase_by_age",
+    "remove_expired",
+]
+DELIVERED = "date_livraison"  # the typed column: the document's delivery date, null when not a date
+Stamps = Mapping[
+    str, "datetime | str | None"
+]  # a file's path: its cutoff as the list has it (manifest.Listed)
 log = get_logger("cold")
 
 
@@ -60,21 +77,98 @@ class ColdAgeErasure:
     orders: int = 0  # orders whose personal data was erased
 
 
+@dataclass
+class ColdPiiCount:
+    """The cold orders past ARCHIVE_PII_RETENTION still holding personal data."""
+
+    orders: int = 0  # counted, their documents read
+    unread: int = 0  # rows that may be past it, left unread (the bound reached): at most as many more
+    files: int = 0  # files holding some (the run rewrites those)
+
+    @property
+    def at_most(self) -> int:
+        return self.orders + self.unread
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A file the erasure must read: its rows delivered from ``since`` (None: the first) to the cutoff."""
+
+    cold_file: ColdFile
+    since: datetime | None
+
+
 def _erased_before(store: ColdStore, cold_file: ColdFile) -> datetime | None:
-    value = footer_metadata(store, cold_file.path).get(META_ERASED_BEFORE)
-    return datetime.fromisoformat(value.decode()) if value else None
+    return erased_before_of(footer_metadata(store, cold_file.path))
 
 
-def _past_and_holding(store: ColdStore, cold_file: ColdFile, cutoff: datetime, erasure: Erasure) -> set[str]:
-    """The ids of the file's orders delivered before ``cutoff`` that still hold personal data."""
+def _due(
+    store: ColdStore,
+    found: Iterable[ColdFile],
+    stamps: Stamps,
+    cutoff: datetime,
+    recorded: Callable[[ColdFile, datetime | None], object] = lambda *_: None,
+) -> Iterator[_Due]:
+    """The files with orders delivered before ``cutoff`` not yet erased to it; ``recorded``
+    handed the cutoff of a file whose footer alone had it (``stamps``: the list's)."""
+    for cold_file in found:
+        month = cold_file.month
+        if month is None or month.start >= cutoff:
+            continue  # nothing in it is past the cutoff yet
+        done = stamps.get(cold_file.path, NOT_RECORDED)
+        if isinstance(done, str):  # not listed, or listed by an earlier version: its footer says
+            done = _erased_before(store, cold_file)
+            if cold_file.path in stamps:
+                recorded(cold_file, done)
+        if done is not None and done >= min(cutoff, month.next().start):
+            continue  # erased up to there already
+        yield _Due(cold_file, done)
+
+
+def _groups(store: ColdStore, due: _Due, cutoff: datetime) -> list[tuple[int, int]]:
+    """The row groups (index, rows) that may hold rows delivered from ``due.since`` to ``cutoff``,
+    from their ``date_livraison`` statistics (the footer: no row read); a group whose statistics
+    say nothing is kept."""
+    kept = []
+    for index, group in enumerate(row_groups(store, due.cold_file.path)):
+        column = next(
+            (
+                group.column(i)
+                for i in range(group.num_columns)
+                if group.column(i).path_in_schema == DELIVERED
+            ),
+            None,
+        )
+        stats = column.statistics if column is not None else None
+        if stats is not None and stats.has_min_max:
+            if stats.min >= cutoff or (due.since is not None and stats.max < due.since):
+                continue
+        elif stats is not None and stats.null_count == group.num_rows:
+            continue  # no delivery date in it: never past a retention
+        kept.append((index, group.num_rows))
+    return kept
+
+
+def _past_and_holding(
+    store: ColdStore, due: _Due, groups: list[int], cutoff: datetime, erasure: Erasure
+) -> set[str]:
+    """The ids of the orders of ``groups`` delivered from ``due.since`` to ``cutoff`` that still
+    hold personal data: a document is decoded only when its typed date is in that range."""
     found = set()
-    for batch in batches(store, cold_file.path, ["document"]):
-        for text in batch["document"]:
-            document = document_of(text) if text is not None else {}
-            delivered = moment_or_none(document.get("date_livraison"))
-            if delivered is not None and as_utc(delivered) < cutoff and erasure.holds(document):
-                found.add(str(document["_id"]))
+    since = due.since
+    for delivered, text in dated_documents(store, due.cold_file.path, groups):
+        if delivered is None or text is None or delivered >= cutoff:
+            continue
+        if since is not None and delivered < since:
+            continue  # erased when its file was stamped
+        document = document_of(text)
+        if erasure.holds(document):
+            found.add(str(document["_id"]))
     return found
+
+
+def _stamps(manifest: ColdManifest) -> dict[str, datetime | str | None]:
+    return {entry.path: entry.erased_before for entry in manifest.entries()}
 
 
 def erase_by_age(
@@ -91,17 +185,47 @@ def erase_by_age(
     (``rewrite.file_boundary``), where a signal or a limit of the run ends the erasure; the next
     run reads the files not yet stamped again."""
     report = report if report is not None else ColdAgeErasure()
-    for cold_file in store.files():
-        month = cold_file.month
-        if month is None or month.start >= cutoff:
-            continue  # nothing in it is past the cutoff yet
-        done = _erased_before(store, cold_file)
-        if done is not None and done >= min(cutoff, month.next().start):
-            continue  # erased up to there already
-        ids = _past_and_holding(store, cold_file, cutoff, erasure)
-        if ids or month.next().start <= cutoff:  # a month wholly past: stamped, never read again
+    manifest = ColdManifest(store, journal, context)
+    listed = {entry.path: entry for entry in manifest.entries()}
+
+    def record(cold_file: ColdFile, done: datetime | None) -> None:  # an earlier version's entry
+        manifest.add(cold_file.path, listed[cold_file.path].rows, done)
+
+    stamps = {path: entry.erased_before for path, entry in listed.items()}
+    for due in list(_due(store, store.files(), stamps, cutoff, record)):
+        groups = [index for index, _ in _groups(store, due, cutoff)]
+        ids = _past_and_holding(store, due, groups, cutoff, erasure)
+        month = due.cold_file.month
+        if ids or (month is not None and month.next().start <= cutoff):  # a month wholly past: stamped
             stamp = {META_ERASED_BEFORE: cutoff.isoformat().encode()}
-            ColdRewrite(store, journal, context).rewrite(cold_file, ids, erasure, stamp)
+            ColdRewrite(store, journal, context).rewrite(due.cold_file, ids, erasure, stamp)
             report.files += 1
             report.orders += len(ids)
     return report
+
+
+def count_by_age(
+    store: ColdStore,
+    found: Iterable[ColdFile],
+    stamps: Stamps,
+    cutoff: datetime,
+    erasure: Erasure,
+    rows_at_most: int | None = None,
+) -> ColdPiiCount:
+    """What ``erase_by_age`` would erase now, by its reads (nothing written); with
+    ``rows_at_most``, the rows read bounded: those left are counted in ``unread``."""
+    count = ColdPiiCount()
+    budget = rows_at_most
+    for due in _due(store, found, stamps, cutoff):
+        read: list[int] = []
+        for index, rows in _groups(store, due, cutoff):
+            if budget is not None and rows > budget:
+                count.unread += rows
+                budget = 0
+                continue
+            read.append(index)
+            budget = None if budget is None else budget - rows
+        holding = len(_past_and_holding(store, due, read, cutoff, erasure)) if read else 0
+        count.orders += holding
+        count.files += bool(holding)
+    return count

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from order_archiver.cold.files import ColdFileWriter, batches, check_file
 from order_archiver.cold.manifest import ColdManifest
-from order_archiver.cold.schema import document_of
+from order_archiver.cold.schema import document_of, erased_before_of
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
@@ -153,7 +153,7 @@ class ColdRewrite:
             raise
         if summary.rows:
             self.store.publish(partial, final)
-            self.manifest.add(final, summary.rows)
+            self.manifest.add(final, summary.rows, erased_before_of(metadata))
         else:  # nothing left: no file
             self.store.remove(partial)
         self._write(lambda: self.journal.update_one({"_id": key}, {"$set": {"state": "published"}}))

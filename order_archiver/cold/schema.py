@@ -33,12 +33,20 @@ META_ROWS = b"order_archiver.rows"
 META_DOCUMENTS_SHA256 = b"order_archiver.documents_sha256"
 META_IDS_SHA256 = b"order_archiver.ids_sha256"
 META_FORMAT = b"order_archiver.format"
+# A rewrite for ARCHIVE_PII_RETENTION records the cutoff its file was erased to (cold/retention.py).
+META_ERASED_BEFORE = b"order_archiver.pii_erased_before"
 # The ``document`` column read back as the client decodes BSON (``connection.client_options``:
 # DATETIME_AUTO): a date before year 1 or after 9999 (dirty data, archived as it is) comes back
 # as the ``DatetimeMS`` it was, where pymongo's default (DATETIME) raises InvalidBSON.
 READ_JSON_OPTIONS = CANONICAL_JSON_OPTIONS.with_options(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
 Row = dict[str, object]
+
+
+def erased_before_of(metadata: Mapping[bytes, bytes] | None) -> datetime | None:
+    """The ARCHIVE_PII_RETENTION cutoff a footer's metadata records (None: never erased by age)."""
+    value = (metadata or {}).get(META_ERASED_BEFORE)
+    return datetime.fromisoformat(value.decode()) if value else None
 
 
 def arrow_schema() -> pa.Schema:

@@ -12,10 +12,10 @@ from pymongo import MongoClient
 
 from order_archiver.cold.files import footer
 from order_archiver.cold.holding import ColdHolding
-from order_archiver.cold.manifest import Listed
+from order_archiver.cold.manifest import ColdManifest, Listed
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.record import raise_boundary
-from order_archiver.cold.retention import ColdAgeErasure, erase_by_age
+from order_archiver.cold.retention import ColdAgeErasure, ColdPiiCount, count_by_age, erase_by_age
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
@@ -79,7 +79,8 @@ def would_move(
 ) -> ColdMoveReport | None:
     """A dry run: how many archived orders ``batch --run`` would move now (one count on the
     ``{date_livraison, _id}`` index); None without a cold tier."""
-    if cold_store(settings, context) is None or settings.archive_cold_after is None:
+    store = cold_store(settings, context)
+    if store is None or settings.archive_cold_after is None:
         return None
     collections = Collections.of(client, settings, archive_client)
     on_archive = context.on(collections.archive_side)
@@ -90,7 +91,56 @@ def would_move(
     )
     if not count:
         log.info(_NOTHING_DUE, settings.archive_cold_after)
-    return ColdMoveReport(would_move=count)
+    report = ColdMoveReport(would_move=count)
+    if settings.archive_pii_retention is not None:
+        # What the run's erasure reads, read now (its cost, not more): the run's figure. The
+        # months the run removes first (ARCHIVE_RETENTION: ``remove_expired``) are not erased.
+        expire = now - settings.archive_retention if settings.archive_retention is not None else None
+        found = [f for f in store.files() if expire is None or not _expired(f, expire)]
+        stamps = _stamps(ColdManifest(store, collections.checkpoints, on_archive).entries())
+        erasure = _age_erasure(settings, settings.archive_pii_retention, now)
+        counted = count_by_age(store, found, stamps, *erasure)
+        report.would_erase_pii = counted.orders
+    return report
+
+
+def _expired(cold_file: ColdFile, before: datetime) -> bool:
+    """A file of a month wholly delivered before ``before`` (``retention.remove_expired``'s)."""
+    month = cold_file.month
+    return month is not None and month.next().start <= before
+
+
+def _stamps(listed: Iterable[Listed]) -> dict[str, datetime | str | None]:
+    return {entry.path: entry.erased_before for entry in listed}
+
+
+def _age_erasure(settings: Settings, length: Duration, now: datetime) -> tuple[datetime, Erasure]:
+    """ARCHIVE_PII_RETENTION (``length``) at ``now``: its cutoff and its erasure (the client and
+    the courier), the run's and its counts' alike."""
+    fields = settings.pii_policy.fields
+    erasure = Erasure(client=True, courier=True, by=BY_AGE, at=now, fields=fields)
+    return now - length, erasure
+
+
+# A probe's bound on the cold documents it reads to count those past ARCHIVE_PII_RETENTION
+# (status, doctor: every minute perhaps): ten row groups. A run reads what it erases.
+PII_COUNTED_ROWS_AT_MOST = 20_000
+
+
+def pii_pending(
+    store: ColdStore, found: list[ColdFile], listed: Iterable[Listed], settings: Settings, now: datetime
+) -> ColdPiiCount | None:
+    """For ``status`` and ``doctor``: the cold orders past ARCHIVE_PII_RETENTION still holding
+    personal data (``found``: the place's listing; ``listed``: the list of files, their
+    cutoffs), the documents read bounded (``PII_COUNTED_ROWS_AT_MOST``); None without it."""
+    length = settings.archive_pii_retention
+    if length is None:
+        return None
+    cutoff, erasure = _age_erasure(settings, length, now)
+    try:
+        return count_by_age(store, found, _stamps(listed), cutoff, erasure, PII_COUNTED_ROWS_AT_MOST)
+    except (OSError, ValueError) as exc:
+        raise _unreadable(store, exc) from None
 
 
 def move_to_cold(
@@ -207,9 +257,7 @@ def _moved(
     moving(move.report)
     report = move.run()
     if settings.archive_pii_retention is not None:
-        fields = settings.pii_policy.fields
-        erasure = Erasure(client=True, courier=True, by=BY_AGE, at=now, fields=fields)
-        cutoff = now - settings.archive_pii_retention
+        cutoff, erasure = _age_erasure(settings, settings.archive_pii_retention, now)
         aged = ColdAgeErasure()
         try:  # a signal or a limit ends it between two files: what it did is said
             erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive, aged)
@@ -269,6 +317,18 @@ def summarise(store: ColdStore, found: list[ColdFile], listed: Iterable[Listed] 
     summary.files, summary.bytes = len(found), sum(f.size for f in found)
     summary.oldest_month, summary.newest_month = (months[0], months[-1]) if months else (None, None)
     return summary
+
+
+def pii_pending_in(
+    settings: Settings, checkpoints: MongoCollection, now: datetime, context: RunContext
+) -> ColdPiiCount | None:
+    """``pii_pending`` for a command that has not read the place yet (``doctor``): the list of
+    files read, the place listed. None without a cold tier or ARCHIVE_PII_RETENTION."""
+    store = cold_store(settings, context)
+    if store is None or settings.archive_pii_retention is None:
+        return None
+    listed = list(ColdManifest(store, checkpoints, context).entries())
+    return pii_pending(store, listing(store), listed, settings, now)
 
 
 def _unreadable(store: ColdStore, exc: BaseException) -> FatalError:

@@ -21,7 +21,14 @@ from pymongo import MongoClient
 
 from order_archiver.cold.check import lost_files
 from order_archiver.cold.manifest import ColdManifest
-from order_archiver.cold.tier import ColdSummary, cold_store, listing, summarise
+from order_archiver.cold.tier import (
+    PII_COUNTED_ROWS_AT_MOST,
+    ColdSummary,
+    cold_store,
+    listing,
+    pii_pending,
+    summarise,
+)
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
 from order_archiver.errors import ArchiverError, ConfigError
@@ -152,6 +159,10 @@ class StatusReport:
     retention: RetentionState | None = None  # ARCHIVE_RETENTION and its TTL index
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
     pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
+    # With a cold tier: its orders past ARCHIVE_PII_RETENTION that still hold personal data (None:
+    # no cold tier), and the rows left unread past the probe's bound (each may hold some)
+    cold_pii_retention_pending: int | None = None
+    cold_pii_retention_unread: int = 0
     forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
     forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
     indexes: list[IndexStatus] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
@@ -237,6 +248,7 @@ class StatusReport:
             )
             out.append(
                 f"personal data: erased {self.pii_retention} after delivery (ARCHIVE_PII_RETENTION); {left}"
+                + self._cold_pii_text()
             )
         if self.forgotten_persons:
             out.append(
@@ -246,6 +258,21 @@ class StatusReport:
         out += [index.line() for index in self.indexes]
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
+
+    def _cold_pii_text(self) -> str:
+        """The cold tier's figure, beside the archive's (none without a cold tier)."""
+        pending, unread = self.cold_pii_retention_pending, self.cold_pii_retention_unread
+        if pending is None:
+            return ""
+        if unread:
+            return (
+                f"; cold tier: at least {pending}, at most {plural(pending + unread, 'order')} past it "
+                f"still hold it ({unread} not read: status reads {PII_COUNTED_ROWS_AT_MOST} at most; "
+                "batch without --run counts them all)"
+            )
+        if pending:
+            return f"; cold tier: {plural(pending, 'order')} past it still hold it (the next batch --run erases it)"
+        return "; cold tier: none past it holds any"
 
     def _purge_line(self) -> str:
         head = (
@@ -437,7 +464,7 @@ def collect_status(
         moment_or_none(newest_archived.get("archived_at")) if newest_archived else None
     )
 
-    _cold_tier(report, settings, collections.checkpoints, context)
+    _cold_tier(report, settings, collections.checkpoints, context, now)
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
     if oldest is not None and now - oldest > max_backlog_age:
@@ -602,11 +629,13 @@ def _indexes(
 
 
 def _cold_tier(
-    report: StatusReport, settings: Settings, checkpoints: MongoCollection, context: RunContext
+    report: StatusReport, settings: Settings, checkpoints: MongoCollection, context: RunContext, now: datetime
 ) -> None:
     """The cold tier's files, orders, bytes and months; unhealthy when its place is gone (the
     rest still reported) or a file it published is gone (its orders in no place). One list
-    read and one listing of the place, which the summary and the lost files both read."""
+    read and one listing of the place, which the summary and the lost files both read; with
+    ARCHIVE_PII_RETENTION, its orders past it still holding personal data (``tier.pii_pending``:
+    the files it has not erased to the cutoff read, a bounded number of rows)."""
     try:
         store = cold_store(settings, context)
         if store is None:
@@ -618,6 +647,9 @@ def _cold_tier(
         report.problems.append(str(exc))
         return
     report.cold = summarise(store, found, listed)
+    pending = pii_pending(store, found, listed, settings, now)
+    if pending is not None:
+        report.cold_pii_retention_pending, report.cold_pii_retention_unread = pending.orders, pending.unread
     lost = lost_files(store, manifest, listed, found)
     if lost.missing_files:  # removed by hand, or lost
         report.problems.append(

@@ -475,3 +475,45 @@ def _everything(store: ColdStore):
     from pyarrow.fs import FileSelector
 
     return FileSelector(store.root, recursive=True)
+
+
+def test_the_cold_orders_past_archive_pii_retention_are_counted_before_the_run_erases_them(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A user's try: with ARCHIVE_PII_RETENTION set over a cold tier, status, doctor and the dry
+    run said no archived order past it held personal data; batch --run then erased that of every
+    cold order (docs/commands.md: "A dry run counts what the run would erase"). Each now counts
+    the cold orders past it beside the archive's, and the dry run's figure is the run's."""
+    _recent, old, env = archived_then_moved(nx_client[db_name], nx_settings, nx_env, tmp_path)
+    env = {**env, "ARCHIVE_PII_RETENTION": "15d"}
+
+    status = run_cli("status", "--json", env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    said = json.loads(status.stdout)
+    assert said["pii_retention_pending"] == 0  # the archive's figure, as it was
+    assert said["cold_pii_retention_pending"] == len(old)
+    text = run_cli("status", env=env, cwd=tmp_path).stdout
+    assert f"cold tier: {len(old)} orders past it still hold it" in text, text
+
+    doctor = run_cli("doctor", env=env, cwd=tmp_path)
+    line = next(line for line in doctor.stdout.splitlines() if "ARCHIVE_PII_RETENTION" in line)
+    assert f"{len(old)} cold orders past it still hold personal data" in line, doctor.stdout
+
+    dry = run_cli("batch", "--json", "-q", env=env, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert planned["would_erase_pii"] == 0  # the archive's
+    assert planned["cold"]["would_erase_pii"] == len(old)
+    assert (
+        f"would erase the personal data of {len(old)} cold orders"
+        in run_cli("batch", env=env, cwd=tmp_path).stdout
+    )
+
+    ran = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["cold"]["pii_erased"] == planned["cold"]["would_erase_pii"]
+
+    after = json.loads(run_cli("status", "--json", env=env, cwd=tmp_path).stdout)
+    assert after["cold_pii_retention_pending"] == 0
+    again = json.loads(run_cli("batch", "--json", "-q", env=env, cwd=tmp_path).stdout)
+    assert again["cold"]["would_erase_pii"] == 0

@@ -2133,3 +2133,117 @@ def test_a_stop_ends_the_cold_tiers_start_check_at_once(tmp_path, monkeypatch):
     with pytest.raises(TransientError):
         tier.check_cold_tier(settings, RunContext())  # not stopped: the policy's three
     assert len(asked) == 4
+
+
+def cold_past_and_holding(before, moved_before, since, until, erasure):
+    """The ids of the moved orders delivered from ``since`` (None: the first) to ``until`` that
+    hold personal data the erasure removes, from the archive's documents as they were."""
+    return {
+        str(order_id)
+        for order_id, document in before.items()
+        if as_utc(document["date_livraison"]) < moved_before
+        and (since is None or as_utc(document["date_livraison"]) >= since)
+        and as_utc(document["date_livraison"]) < until
+        and erasure.holds(document)
+    }
+
+
+def test_the_count_of_cold_orders_past_archive_pii_retention_is_what_the_run_erases_and_reads_only_whats_due(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    """status, doctor and the dry run said no order past ARCHIVE_PII_RETENTION held personal
+    data while the cold files held some, which batch --run then erased. ``count_by_age`` counts
+    what ``erase_by_age`` erases, by its reads: a file erased to a cutoff (its footer and its entry
+    in the list of files say so) is not opened again, and of the month the cutoff crosses only the
+    rows delivered since the last cutoff are decoded (row groups chosen by their statistics)."""
+    from order_archiver.cold import retention
+    from order_archiver.cold.manifest import ColdManifest
+    from order_archiver.cold.retention import count_by_age, erase_by_age
+    from order_archiver.orders.erasing import BY_AGE, Erasure
+
+    _, before = archived
+    monkeypatch.setattr(files, "ROW_GROUP_ROWS", 7)  # many row groups a month
+    store = local_store(tmp_path)
+    moved_before = a_cutoff(before).replace(tzinfo=UTC)
+    archive, journal = collections(mongo, settings)
+    ColdMove(store, archive, journal, moved_before).run()
+    last_month = max((f.month for f in store.files()), key=lambda m: (m.year, m.month))
+    first_cutoff = last_month.start + (moved_before - last_month.start) / 3
+    second_cutoff = last_month.start + 2 * (moved_before - last_month.start) / 3
+    erasure = Erasure(client=True, courier=True, by=BY_AGE, at=NOW)
+
+    def stamps():
+        return {
+            entry.path: entry.erased_before for entry in ColdManifest(store, journal, RunContext()).entries()
+        }
+
+    first = cold_past_and_holding(before, moved_before, None, first_cutoff, erasure)
+    counted = count_by_age(store, store.files(), stamps(), first_cutoff, erasure)
+    assert (counted.orders, counted.unread) == (len(first), 0)
+    assert first
+    assert erase_by_age(store, journal, first_cutoff, erasure, RunContext()).orders == len(first)
+    assert count_by_age(store, store.files(), stamps(), first_cutoff, erasure).orders == 0
+
+    # A list of files written by an earlier version (no cutoffs in it): the run records them, once.
+    journal.update_many({"kind": "cold-file"}, {"$unset": {"pii_erased_before": ""}})
+    assert erase_by_age(store, journal, first_cutoff, erasure, RunContext()).orders == 0
+    assert all("pii_erased_before" in entry for entry in journal.find({"kind": "cold-file"}))
+
+    opened, decoded = [], []
+    real_open, real_document_of = files._open, retention.document_of
+    monkeypatch.setattr(files, "_open", lambda s, path: opened.append(path) or real_open(s, path))
+    monkeypatch.setattr(retention, "document_of", lambda text: decoded.append(1) or real_document_of(text))
+    second = cold_past_and_holding(before, moved_before, first_cutoff, second_cutoff, erasure)
+    counted = count_by_age(store, store.files(), stamps(), second_cutoff, erasure)
+    assert counted.orders == len(second)
+    assert second
+    crossing = {f.path for f in store.files() if f.month == last_month}
+    assert set(opened) <= crossing  # the months erased to the first cutoff: not a footer read
+    between = [
+        d
+        for d in before.values()
+        if first_cutoff <= as_utc(d["date_livraison"]) < second_cutoff
+        and as_utc(d["date_livraison"]) < moved_before
+    ]
+    assert len(decoded) == len(between)  # only the rows delivered since the last cutoff
+    assert erase_by_age(store, journal, second_cutoff, erasure, RunContext()).orders == counted.orders
+
+
+def test_status_counts_the_cold_orders_past_archive_pii_retention_beside_the_archives_and_bounds_its_reads(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    """status said "none past it holds any" while cold files held personal data past
+    ARCHIVE_PII_RETENTION. It counts them beside the archive's figure; a probe reads a bounded
+    number of rows (``PII_COUNTED_ROWS_AT_MOST``), and past it says "at most", with the rest."""
+    from order_archiver.cold import tier
+    from order_archiver.operations.status import collect_status
+    from order_archiver.orders.erasing import BY_AGE, Erasure
+    from order_archiver.settings import Duration
+
+    _, before = archived
+    monkeypatch.setattr(files, "ROW_GROUP_ROWS", 7)
+    store = local_store(tmp_path)
+    moved_before = a_cutoff(before).replace(tzinfo=UTC)
+    ColdMove(store, *collections(mongo, settings), moved_before).run()
+    retention = Duration(seconds=round((NOW - moved_before).total_seconds()) + 86_400 * 10)
+    with_cold = settings.with_overrides(
+        archive_cold_url=store.url, archive_cold_after=settings.purge_after, archive_pii_retention=retention
+    )
+    erasure = Erasure(client=True, courier=True, by=BY_AGE, at=NOW, fields=with_cold.pii_policy.fields)
+    held = cold_past_and_holding(before, moved_before, None, NOW - retention, erasure)
+    assert held
+
+    report = collect_status(mongo, with_cold, now=NOW)
+    assert (report.cold_pii_retention_pending, report.cold_pii_retention_unread) == (len(held), 0)
+    assert report.as_dict()["cold_pii_retention_pending"] == len(held)
+    line = next(line for line in report.lines() if "ARCHIVE_PII_RETENTION" in line)
+    assert f"cold tier: {len(held)} orders past it still hold it" in line
+
+    monkeypatch.setattr(tier, "PII_COUNTED_ROWS_AT_MOST", 7)  # one row group read
+    bounded = collect_status(mongo, with_cold, now=NOW)
+    pending, unread = bounded.cold_pii_retention_pending, bounded.cold_pii_retention_unread
+    assert unread
+    assert pending <= len(held) <= pending + unread
+    line = next(line for line in bounded.lines() if "ARCHIVE_PII_RETENTION" in line)
+    assert f"at least {pending}, at most {pending + unread} orders" in line
+    assert collect_status(mongo, settings, now=NOW).cold_pii_retention_pending is None
