@@ -64,9 +64,24 @@ class ColdManifest:
         prefix = {"_id": {"$regex": f"^{re.escape(self._key(self.store.root))}/"}}
         found = self.context.retrying(lambda: list(self.collection.find(prefix)), purpose=Retry.READ)
         for entry in found:
-            path = str(entry.get("path"))
-            rows = entry.get("rows")
-            yield Listed(self.store.url_of(path), path, rows if isinstance(rows, int) else 0)
+            yield self._listed(entry)
+
+    def page(self, after: str | None, limit: int) -> list[tuple[str, Listed]]:
+        """Up to ``limit`` files listed at this URL after the entry ``after`` (an ``_id``), in
+        ``_id`` order on its index, each with its ``_id``: a bounded part of the list."""
+        bounds: dict[str, object] = {"$regex": f"^{re.escape(self._key(self.store.root))}/"}
+        if after is not None:
+            bounds["$gt"] = after
+        found = self.context.retrying(
+            lambda: list(self.collection.find({"_id": bounds}).sort("_id", 1).limit(limit)),
+            purpose=Retry.READ,
+        )
+        return [(str(entry["_id"]), self._listed(entry)) for entry in found]
+
+    def _listed(self, entry: Document) -> Listed:
+        path = str(entry.get("path"))
+        rows = entry.get("rows")
+        return Listed(self.store.url_of(path), path, rows if isinstance(rows, int) else 0)
 
     def still_listed(self, path: str) -> bool:
         key = self._key(path)

@@ -85,6 +85,9 @@ class ColdMoveReport:
     pii_rewritten: int = 0  # the files rewritten for it
     would_move: int | None = None  # a dry run: the archived orders past ARCHIVE_COLD_AFTER
     skipped: bool = False  # another batch run held the move's lease: nothing moved by this one
+    # Published files found gone (spot_check: a few a run, in turn), and their orders
+    gone_files: list[str] = field(default_factory=list)
+    gone_orders: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -101,6 +104,8 @@ class ColdMoveReport:
             "pii_rewritten": self.pii_rewritten,
             "would_move": self.would_move,
             "skipped": self.skipped,
+            "gone_files": self.gone_files,
+            "gone_orders": self.gone_orders,
         }
 
     @property
@@ -110,7 +115,7 @@ class ColdMoveReport:
         if self.would_move is not None:
             return self.would_move > 0
         done = (self.moved, self.files, self.kept_revised, self.kept_not_representable, self.recovered)
-        return self.skipped or any(done) or any((self.pii_erased, self.expired_files))
+        return self.skipped or any(done) or any((self.pii_erased, self.expired_files, self.gone_files))
 
     def line(self) -> str | None:
         """For a person: what moved, or None when nothing did (see ``anything``)."""
@@ -132,6 +137,11 @@ class ColdMoveReport:
             text += f"; personal data of {plural(self.pii_erased, 'order')} erased (ARCHIVE_PII_RETENTION)"
         if self.expired_files:
             text += f"; {plural(self.expired_orders, 'order')} past ARCHIVE_RETENTION removed ({plural(self.expired_files, 'file')})"
+        if self.gone_files:
+            text += (
+                f"; {plural(len(self.gone_files), 'published file')} gone, {plural(self.gone_orders, 'order')} "
+                f"in no place (verify names them): {', '.join(self.gone_files)}"
+            )
         return text
 
 
