@@ -355,3 +355,18 @@ def test_a_number_another_writer_gives_between_the_check_and_the_insert_is_repor
         f"hold it now; the next batch rejects the other): CMD-2 (order {raced['_id']}; held by order "
         f"{newcomer['_id']})"
     ) in report.lines()
+
+
+def test_two_selected_orders_sharing_a_number_put_back_one_the_other_left_alone(mongo, db, settings):
+    """Two archived orders under one number (the cold tier's files may hold a number given
+    twice, in different months; here two archive documents, mongomock holding no unique index):
+    one chunk, one read of the source finding neither. The first goes back; the second is left
+    alone as held by it (exit 3): the source never gets two orders under the number."""
+    first, second = order("CMD-7"), order("CMD-7", adresse_livraison="another order")
+    archive(db, settings, first, second)
+    report = restore(mongo, settings, RestoreSelection(("CMD-7",)), run=True)
+    assert (report.restored, report.numero_held, report.numero_shared) == (1, 1, 0)
+    assert not report.complete
+    assert db[settings.orders_collection].count_documents({"numero_commande": "CMD-7"}) == 1
+    [held] = report.numero_held_orders
+    assert (held.id, held.held_by, held.restored) == (str(second["_id"]), str(first["_id"]), False)
