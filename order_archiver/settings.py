@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
-from dotenv.parser import parse_stream
+from dotenv.parser import Binding, parse_stream
 
 from order_archiver.errors import ConfigError
 from order_archiver.orders.finishing import Finisher, utc_now
@@ -785,11 +785,27 @@ def _check_env_lines(path: Path, text: str) -> None:
                 f"{where}: not NAME=value (quote a value with spaces or #; a comment starts with #)"
             )
         if binding.key is not None and _unquoted_with_a_space(binding.original.string):
-            key = binding.key
             raise ConfigError(
-                f'{where}: {key} has a space in its value, unquoted: put it in quotes ("my value"); '
-                'a comment after a value starts at " #"'
+                f"{where}: {binding.key} has a space in its value, unquoted: {_space_advice(binding)}"
             )
+
+
+DURATION_PARSERS = (parse_duration, parse_positive_duration, parse_retention)
+_SPELT_DURATION = re.compile(r"(\d+)\s*([smhd])[a-z]*\s*(#.*)?$")  # "30 days", "2 hours # why"
+
+
+def _space_advice(binding: Binding) -> str:
+    """How to write the value: quoted, for a setting whose value may hold a space; a duration
+    holds none (quoted, ``RESTORE_HOLD="30 days"`` was then refused as no duration: a new user
+    followed the first advice into the second refusal), so its format is named instead, with
+    the value as a duration is written when it reads as one (``30 days``: ``30d``)."""
+    parser = ENV_VARS.get(binding.key or "", ("", None))[1]
+    if parser not in DURATION_PARSERS:
+        return 'put it in quotes ("my value"); a comment after a value starts at " #"'
+    value = binding.original.string.split("=", 1)[1].strip().lower()
+    spelt = _SPELT_DURATION.match(value)
+    example = f"{spelt.group(1)}{spelt.group(2)}" if spelt else "30d"
+    return f"a duration is written without spaces, e.g. {example} (s, m, h or d after a whole number)"
 
 
 def _unquoted_with_a_space(line: str) -> bool:

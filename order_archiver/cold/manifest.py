@@ -78,13 +78,28 @@ class ColdManifest:
         prefix = {"_id": {"$regex": f"^{re.escape(self._key(self.store.root))}/"}}
         found = self.context.retrying(lambda: list(self.collection.find(prefix)), purpose=Retry.READ)
         for entry in found:
-            path = str(entry.get("path"))
-            rows = entry.get("rows")
-            stamp = entry.get("pii_erased_before", NOT_RECORDED)
-            erased_before = (
-                as_utc(stamp) if isinstance(stamp, datetime) else None if stamp is None else NOT_RECORDED
-            )
-            yield Listed(self.store.url_of(path), path, rows if isinstance(rows, int) else 0, erased_before)
+            yield self._listed(entry)
+
+    def page(self, after: str | None, limit: int) -> list[tuple[str, Listed]]:
+        """Up to ``limit`` files listed at this URL after the entry ``after`` (an ``_id``), in
+        ``_id`` order on its index, each with its ``_id``: a bounded part of the list."""
+        bounds: dict[str, object] = {"$regex": f"^{re.escape(self._key(self.store.root))}/"}
+        if after is not None:
+            bounds["$gt"] = after
+        found = self.context.retrying(
+            lambda: list(self.collection.find({"_id": bounds}).sort("_id", 1).limit(limit)),
+            purpose=Retry.READ,
+        )
+        return [(str(entry["_id"]), self._listed(entry)) for entry in found]
+
+    def _listed(self, entry: Document) -> Listed:
+        path = str(entry.get("path"))
+        rows = entry.get("rows")
+        stamp = entry.get("pii_erased_before", NOT_RECORDED)
+        erased_before = (
+            as_utc(stamp) if isinstance(stamp, datetime) else None if stamp is None else NOT_RECORDED
+        )
+        return Listed(self.store.url_of(path), path, rows if isinstance(rows, int) else 0, erased_before)
 
     def still_listed(self, path: str) -> bool:
         key = self._key(path)

@@ -88,6 +88,9 @@ class ColdMoveReport:
     # (what the run's pii_erased would be: retention.count_by_age)
     would_erase_pii: int | None = None
     skipped: bool = False  # another batch run held the move's lease: nothing moved by this one
+    # Published files found gone (spot_check: a few a run, in turn), and their orders
+    gone_files: list[str] = field(default_factory=list)
+    gone_orders: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -105,6 +108,8 @@ class ColdMoveReport:
             "would_move": self.would_move,
             "would_erase_pii": self.would_erase_pii,
             "skipped": self.skipped,
+            "gone_files": self.gone_files,
+            "gone_orders": self.gone_orders,
         }
 
     @property
@@ -114,7 +119,7 @@ class ColdMoveReport:
         if self.would_move is not None:
             return self.would_move > 0 or bool(self.would_erase_pii)
         done = (self.moved, self.files, self.kept_revised, self.kept_not_representable, self.recovered)
-        return self.skipped or any(done) or any((self.pii_erased, self.expired_files))
+        return self.skipped or any(done) or any((self.pii_erased, self.expired_files, self.gone_files))
 
     def line(self) -> str | None:
         """For a person: what moved, or None when nothing did (see ``anything``)."""
@@ -130,17 +135,25 @@ class ColdMoveReport:
             return text
         months = f" ({', '.join(self.months)})" if self.months else ""
         text = f"cold tier: {plural(self.moved, 'order')} moved into {plural(self.files, 'file')}{months}"
+        return text + "".join(self._clauses())
+
+    def _clauses(self) -> Iterator[str]:
+        """The line's parts after what moved: each said only when there is something to say."""
         if self.kept_revised:
-            text += f"; {self.kept_revised} corrected meanwhile, kept in the archive"
+            yield f"; {self.kept_revised} corrected meanwhile, kept in the archive"
         if self.kept_not_representable:
-            text += f"; {self.kept_not_representable} kept in the archive (not representable in a cold file)"
+            yield f"; {self.kept_not_representable} kept in the archive (not representable in a cold file)"
         if self.recovered:
-            text += f"; {plural(self.recovered, 'interrupted move')} settled"
+            yield f"; {plural(self.recovered, 'interrupted move')} settled"
         if self.pii_erased:
-            text += f"; personal data of {plural(self.pii_erased, 'order')} erased (ARCHIVE_PII_RETENTION)"
+            yield f"; personal data of {plural(self.pii_erased, 'order')} erased (ARCHIVE_PII_RETENTION)"
         if self.expired_files:
-            text += f"; {plural(self.expired_orders, 'order')} past ARCHIVE_RETENTION removed ({plural(self.expired_files, 'file')})"
-        return text
+            yield f"; {plural(self.expired_orders, 'order')} past ARCHIVE_RETENTION removed ({plural(self.expired_files, 'file')})"
+        if self.gone_files:
+            yield (
+                f"; {plural(len(self.gone_files), 'published file')} gone, {plural(self.gone_orders, 'order')} "
+                f"in no place (verify names them): {', '.join(self.gone_files)}"
+            )
 
 
 MONTH_ATTEMPTS = 3  # a month written again when a person was forgotten meanwhile

@@ -16,6 +16,7 @@ from order_archiver.cold.manifest import ColdManifest, Listed
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.record import raise_boundary
 from order_archiver.cold.retention import ColdAgeErasure, ColdPiiCount, count_by_age, erase_by_age
+from order_archiver.cold.spot_check import spot_check
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
@@ -256,6 +257,9 @@ def _moved(
     move.fence = lease.check
     moving(move.report)
     report = move.run()
+    if not on_archive.stopped:
+        gone = spot_check(store, move.manifest, collections.checkpoints, on_archive)
+        report.gone_files, report.gone_orders = gone.files, gone.orders
     if settings.archive_pii_retention is not None:
         cutoff, erasure = _age_erasure(settings, settings.archive_pii_retention, now)
         aged = ColdAgeErasure()

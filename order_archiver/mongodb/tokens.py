@@ -59,7 +59,9 @@ def retire_watcher(
 def retire_mongo_watcher(checkpoints: MongoCollection, name: str, now: datetime | None = None) -> str:
     """Forget watcher ``name`` (mongo store): its token goes, its lease is ended with a new term
     so that a paused old leader can neither renew it nor write under it. Refused while the
-    lease is live. If a watcher of that name starts again, it catches up: nothing is lost."""
+    lease is live. If a watcher of that name starts again, it catches up: nothing is lost.
+    Retired already: said so, nothing written (exit 0: the watcher is retired, as asked; a
+    name no watcher ever had is a typo, exit 2)."""
     now = now or datetime.now(UTC)
     lease = checkpoints.find_one({"_id": lease_key(name)})
     expires = lease.get("expires_at") if lease else None
@@ -69,12 +71,16 @@ def retire_mongo_watcher(checkpoints: MongoCollection, name: str, now: datetime 
             "stop it first"
         )
     removed = checkpoints.delete_one({"_id": token_key(name)}).deleted_count
+    if not removed and lease is None:
+        raise ConfigError(f"no watcher named {name} in {checkpoints.name} (see `main.py status`)")
+    if not removed and lease is not None and lease.get("owner") is None:
+        # No token, a lease no watcher owns: only a retire leaves that (a watcher's lease always
+        # names its owner). Done already, as asked: exit 0, and no new term (nothing to fence).
+        return f"watcher {name} was already retired (no resume token, its lease ended): nothing to do"
     if lease is not None:
         checkpoints.update_one(
             {"_id": lease_key(name)}, {"$set": {"owner": None, "expires_at": now}, "$inc": {"term": 1}}
         )
-    if not removed and lease is None:
-        raise ConfigError(f"no watcher named {name} in {checkpoints.name} (see `main.py status`)")
     return f"watcher {name} retired: its resume token is gone; started again, it would catch up first"
 
 

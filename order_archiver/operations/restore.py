@@ -17,6 +17,9 @@ holds), and the next restore marks it again before inserting it.
 - idempotent: an order already in the source as the archive keeps it is left alone, counted;
 - an order in the source with other content is left alone and reported (exit 3), be it found
   before the insert or met by it (a duplicate key on ``_id``: read back, compared BSON-exact);
+- an order whose ``numero_commande`` another order of the source holds is left alone and reported
+  (exit 3): the source's ``{numero_commande}`` index is not unique, the insert would not refuse
+  it (``held_numbers.py``: checked before the insert and again after it, and why no more);
 - an order the insert refuses (a validator: 121; a unique index on another field, e.g. a reused
   ``numero_commande``: 11000; a field name the server refuses) is reported with its code and
   MongoDB's reason (exit 3); the rest of its chunk is inserted all the same (unordered);
@@ -52,6 +55,7 @@ from order_archiver.mongodb.forgotten import orders_of
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.mongodb.storage import DUPLICATE_KEY, Collections, MongoCollection
+from order_archiver.operations.held_numbers import HeldNumber, NumberHolders
 from order_archiver.operations.numbers import case_hints
 from order_archiver.orders.erasing import CLIENT
 from order_archiver.orders.selection import date_range, ids_after
@@ -122,6 +126,11 @@ class RestoreReport:
     conflict_examples: list[str] = field(default_factory=list)
     unrestorable_examples: list[str] = field(default_factory=list)
     refused_orders: list[Refusal] = field(default_factory=list)  # the first REFUSALS_LISTED
+    # Its numero_commande held by another source order: left alone (found before the insert),
+    # or restored and shared (another writer gave the number meanwhile: found after the insert)
+    numero_held: int = 0
+    numero_shared: int = 0
+    numero_held_orders: list[HeldNumber] = field(default_factory=list)  # the first REFUSALS_LISTED
     # A --numero, an --id or a selection that selects no archived order (a typo, the wrong case).
     not_found: list[str] = field(default_factory=list)
     limits: HeldLimits = field(default_factory=HeldLimits)  # #34's: what they held, why it ended
@@ -130,7 +139,14 @@ class RestoreReport:
 
     @property
     def complete(self) -> bool:
-        return not self.conflicts and not self.unrestorable and not self.refused and not self.not_found
+        return not (
+            self.conflicts
+            or self.unrestorable
+            or self.refused
+            or self.not_found
+            or self.numero_held
+            or self.numero_shared
+        )
 
     def as_dict(self) -> dict[str, object]:
         said = {name: value for name, value in asdict(self).items() if name != "seen"}
@@ -145,6 +161,41 @@ class RestoreReport:
         self.refused += 1
         if len(self.refused_orders) < REFUSALS_LISTED:
             self.refused_orders.append(refusal)
+
+    def hold_number(self, held: HeldNumber) -> None:
+        if held.restored:
+            self.numero_shared += 1
+            log.warning("restore: order %s restored while another order took its number", held.line())
+        else:
+            self.numero_held += 1
+            log.warning("restore: order %s left alone, its number held in the source", held.line())
+        if len(self.numero_held_orders) < REFUSALS_LISTED:
+            self.numero_held_orders.append(held)
+
+    def held_lines(self) -> list[str]:
+        out = []
+        for restored, count, said in (
+            (
+                False,
+                self.numero_held,
+                "left alone, their numero_commande held by another order in the source",
+            ),
+            (
+                True,
+                self.numero_shared,
+                "restored while another writer gave their numero_commande to another "
+                "order (two orders hold it now; the next batch rejects the other)",
+            ),
+        ):
+            if count:
+                named = [h.line() for h in self.numero_held_orders if h.restored == restored]
+                more = count - len(named)
+                out.append(
+                    f"{count} {said}: "
+                    + "; ".join(named)
+                    + (f"; and {more} more (each in the log)" if more else "")
+                )
+        return out
 
     def lines(self) -> list[str]:
         verb = "restored" if self.run else "would restore (dry run: --run to restore)"
@@ -165,6 +216,7 @@ class RestoreReport:
                 f"{self.unrestorable} archived without a copy of the source order (an early version): "
                 f"{', '.join(self.unrestorable_examples)}"
             )
+        out += self.held_lines()
         if self.not_found:
             out.append("not found among the archived orders (exit 3): " + "; ".join(self.not_found))
         if self.refused:
@@ -257,14 +309,16 @@ def _restored(
         seen.update(("_id", document["_id"]) for document in chunk)
         copies = _copies(chunk, report)
         present = _present(collections.orders_primary, copies, context)
-        missing = [copy for copy in copies if copy["_id"] not in present]
         for copy in copies:
             if copy["_id"] in present:
                 _compare(copy, present[copy["_id"]], report)
+        holders = NumberHolders(collections.orders_primary, context)
+        missing = _numbers_free(holders, [c for c in copies if c["_id"] not in present], report)
         if run and missing:
             context.gate.before()  # #34: the run's limits, --max-lag's hold (the source's secondaries)
             missing = _marked(marker, missing, report)  # before the insert: a purge meanwhile holds it
             refused = _insert(collections.orders_primary, missing, report, context)
+            _shared_meanwhile(holders, [c for c in missing if c["_id"] not in refused], report)
             marker.take_back(
                 {i: moment_or_none(d.get("restored_at")) for d in chunk if (i := d["_id"]) in refused}
             )
@@ -273,6 +327,28 @@ def _restored(
             report.restored += len(missing)
         if context.stopped:
             return
+
+
+def _numbers_free(
+    holders: NumberHolders, missing: list[dict[str, object]], report: RestoreReport
+) -> list[dict[str, object]]:
+    """The copies whose number no other order of the source holds; each other is left alone,
+    said and counted (``held_numbers.py``)."""
+    held = holders.before_insert(missing)
+    for copy in missing:
+        if copy["_id"] in held:
+            report.hold_number(HeldNumber(_name(copy), str(copy["_id"]), str(held[copy["_id"]]), False))
+    return [copy for copy in missing if copy["_id"] not in held]
+
+
+def _shared_meanwhile(
+    holders: NumberHolders, inserted: list[dict[str, object]], report: RestoreReport
+) -> None:
+    """The orders just inserted whose number another writer gave meanwhile: said, counted."""
+    shared = holders.holding(inserted)
+    for copy in inserted:
+        if copy["_id"] in shared:
+            report.hold_number(HeldNumber(_name(copy), str(copy["_id"]), str(shared[copy["_id"]]), True))
 
 
 def _not_found(

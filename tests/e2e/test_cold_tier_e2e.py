@@ -517,3 +517,33 @@ def test_the_cold_orders_past_archive_pii_retention_are_counted_before_the_run_e
     assert after["cold_pii_retention_pending"] == 0
     again = json.loads(run_cli("batch", "--json", "-q", env=env, cwd=tmp_path).stdout)
     assert again["cold"]["would_erase_pii"] == 0
+
+
+def test_batch_run_says_a_published_cold_file_is_gone(nx_client, nx_settings, nx_env, db_name, tmp_path):
+    """A new user's try: a published cold file removed by hand (its orders in no place), and
+    `batch --run` said nothing, while `status` and `verify` did. Each run now checks a few files
+    of the list of published files in turn (cold/spot_check.py: at most SPOT_FILES, whatever
+    the tier holds); this tier's two files are checked at every run. Said in the cold tier's
+    line, in --json (`cold.gone_files`, `cold.gone_orders`) and in the log under -q."""
+    database = nx_client[db_name]
+    _recent, _old, env = archived_then_moved(database, nx_settings, nx_env, tmp_path)
+    store = ColdStore(env["ARCHIVE_COLD_URL"])
+    published = store.files()
+    assert len(published) == 2
+    calm = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert calm.returncode == 0, calm.stderr
+    assert json.loads(calm.stdout)["cold"]["gone_files"] == []
+    gone = published[0]
+    rows = files.footer(store, gone.path).rows
+    os.remove(gone.path)
+
+    said = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert said.returncode == 0, said.stdout + said.stderr  # archived as asked: the tier's loss is news
+    cold = json.loads(said.stdout)["cold"]
+    assert (cold["gone_files"], cold["gone_orders"]) == ([store.url_of(gone.path)], rows)
+    assert f"1 published file gone, {rows} orders in no place (verify names them)" in said.stderr
+    text = run_cli("batch", "--run", env=env, cwd=tmp_path)
+    assert (
+        f"cold tier: 0 orders moved into 0 files; 1 published file gone, {rows} orders in no place "
+        f"(verify names them): {store.url_of(gone.path)}"
+    ) in text.stdout

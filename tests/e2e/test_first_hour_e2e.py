@@ -156,6 +156,12 @@ def test_a_cleanly_stopped_watcher_is_not_a_failure_and_a_dead_one_can_be_retire
     retired = run_cli("retire-watcher", "dead", env=env, cwd=tmp_path)
     assert retired.returncode == 0, retired.stderr
     assert "watcher dead retired" in retired.stdout
+    twice = run_cli("retire-watcher", "dead", env=env, cwd=tmp_path)  # said "retired" again
+    assert twice.returncode == 0, twice.stderr
+    assert (
+        twice.stdout.strip()
+        == "watcher dead was already retired (no resume token, its lease ended): nothing to do"
+    )
     healthy = run_cli(*probe, env=env, cwd=tmp_path)
     assert healthy.returncode == 0, healthy.stdout
     assert database["archiver_checkpoints"].find_one({"_id": "watch:dead"}) is None

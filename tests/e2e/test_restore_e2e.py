@@ -147,13 +147,14 @@ def test_a_restore_refused_in_part_holds_what_it_inserted_and_reports_the_rest(t
         server.stop()
 
 
-def test_a_numero_reused_under_a_unique_index_is_refused_not_counted_as_restored(
+def test_a_numero_reused_under_a_unique_index_is_left_alone_not_counted_as_restored(
     nx_client, nx_settings, nx_env, db_name, tmp_path
 ):
     """The orders collection has a unique index on ``numero_commande`` and the application gave
-    a purged order's number to a new order: MongoDB refuses the restored order with 11000 on
-    ``numero_commande_1`` (not on ``_id``: the order is not in the source). It is reported with
-    that reason (exit 3) and carries no mark; the other order is restored and held."""
+    a purged order's number to a new order: the read before the insert finds it (MongoDB would
+    refuse the insert with 11000 on ``numero_commande_1``: a race past that read still is, see
+    the test above), so the order is left alone and reported (exit 3) and carries no mark; the
+    other order is restored and held."""
     database = nx_client[db_name]
     dataset = seed_database(database, nx_settings, 200, seed=47, p_delivered=0.7, p_anomalies=0.0)
     purge = run_cli("batch", "--run", "--purge-source", "-q", env=nx_env, cwd=tmp_path)
@@ -177,10 +178,9 @@ def test_a_numero_reused_under_a_unique_index_is_refused_not_counted_as_restored
     )
     assert done.returncode == 3, done.stdout + done.stderr
     report = json.loads(done.stdout)
-    assert (report["restored"], report["already_there"], report["refused"]) == (1, 0, 1)
-    (refusal,) = report["refused_orders"]
-    assert (refusal["numero"], refusal["code"]) == (reused["numero_commande"], 11000)
-    assert "dup key: { numero_commande: " in refusal["reason"]
+    assert (report["restored"], report["already_there"], report["refused"]) == (1, 0, 0)
+    (held,) = report["numero_held_orders"]
+    assert (held["numero"], held["held_by"]) == (reused["numero_commande"], str(newcomer["_id"]))
     assert orders.find_one({"numero_commande": reused["numero_commande"]}) == newcomer  # left alone
     assert orders.find_one({"_id": reused["_id"]}) is None
     archive = {
@@ -246,3 +246,49 @@ def test_a_restore_from_a_host_whose_clock_is_behind_is_held_for_the_whole_hold(
             held = run_cli("batch", "--run", "--purge-source", "-q", env=env, cwd=tmp_path)
             assert held.returncode == 0, held.stderr
             assert orders.count_documents({"_id": order["_id"]}) == 1  # held by RESTORE_HOLD
+
+
+def test_an_order_whose_number_another_source_order_holds_is_left_alone_and_reported(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A new user's try: batch archived order Y as CMD-N and rejected order X, another order
+    under the same number ("numero_commande already archived for another order"); the purge
+    took Y. ``restore --numero CMD-N --run`` put Y back beside X ("restored 1", exit 0): the
+    source's ``{numero_commande}`` index is not unique (batch builds it so), nothing refused it.
+    Once ARCHIVE_RETENTION deleted Y's archived copy, the next batch archived X under CMD-N.
+    Now Y is left alone and reported (exit 3), in the dry run as in the run, text and --json."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 200, seed=59, p_delivered=0.7, p_anomalies=0.0)
+    orders = database["Commande"]
+    first, plain = [o for o in dataset.orders if o["status"] == "livrée"][:2]
+    numero = first["numero_commande"]
+    other = {**first, "_id": ObjectId(), "adresse_livraison": "another order, the same number"}
+    orders.insert_one(other)
+    purge = run_cli("batch", "--run", "--purge-source", "-q", env=nx_env, cwd=tmp_path)
+    assert purge.returncode == 3, purge.stdout + purge.stderr  # the other order: rejected
+    assert [o["_id"] for o in orders.find({"numero_commande": numero})] == [other["_id"]]
+    selection = ["--numero", numero, "--numero", plain["numero_commande"]]
+
+    dry = run_cli("restore", *selection, "--json", env=nx_env, cwd=tmp_path)
+    assert dry.returncode == 3, dry.stdout + dry.stderr
+    said = json.loads(dry.stdout)
+    assert (said["restored"], said["numero_held"], said["numero_shared"]) == (1, 1, 0)
+
+    done = run_cli("restore", *selection, "--run", "--json", env=nx_env, cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert (report["restored"], report["numero_held"], report["complete"]) == (1, 1, False)
+    assert report["numero_held_orders"] == [
+        {"numero": numero, "id": str(first["_id"]), "held_by": str(other["_id"]), "restored": False}
+    ]
+    assert [o["_id"] for o in orders.find({"numero_commande": numero})] == [other["_id"]]  # left alone
+    assert orders.count_documents({"_id": plain["_id"]}) == 1
+    assert database["Commande_archive"].find_one({"_id": first["_id"]}).get("restored_at") is None
+
+    text = run_cli("restore", "--numero", numero, "--run", env=nx_env, cwd=tmp_path)
+    assert text.returncode == 3, text.stdout + text.stderr
+    assert (
+        f"1 left alone, their numero_commande held by another order in the source: {numero} "
+        f"(order {first['_id']}; held by order {other['_id']})"
+    ) in text.stdout
+    assert orders.count_documents({"numero_commande": numero}) == 1

@@ -2247,3 +2247,35 @@ def test_status_counts_the_cold_orders_past_archive_pii_retention_beside_the_arc
     line = next(line for line in bounded.lines() if "ARCHIVE_PII_RETENTION" in line)
     assert f"at least {pending}, at most {pending + unread} orders" in line
     assert collect_status(mongo, settings, now=NOW).cold_pii_retention_pending is None
+
+
+def test_batchs_look_for_gone_cold_files_is_bounded_and_goes_round_the_whole_list(
+    tmp_path, mongo, monkeypatch
+):
+    """`batch --run` checks at most SPOT_FILES published files a run (cold/spot_check.py), after
+    the one where the last run stopped, and wraps round: 45 files gone are named 20, 20, 5 in
+    three runs, and the fourth starts again at the first; each file is checked (``exists``) once
+    a run, never the whole list. (At the wire: tests/e2e/test_cold_tier_e2e.py.)"""
+    from order_archiver.cold.manifest import ColdManifest
+    from order_archiver.cold.spot_check import SPOT_FILES, spot_check
+
+    (tmp_path / "cold").mkdir()
+    store = ColdStore(f"file://{tmp_path / 'cold'}")
+    checkpoints = mongo["livraison"]["archiver_checkpoints"]
+    manifest = ColdManifest(store, checkpoints, RunContext())
+    paths = [f"{store.root}/year=2024/month=01/part-{n:03d}.parquet" for n in range(45)]
+    for path in paths:
+        manifest.add(path, rows=2)
+    asked: list[str] = []
+    original = ColdStore.exists
+
+    def exists(self, path):
+        asked.append(path)
+        return original(self, path)
+
+    monkeypatch.setattr(ColdStore, "exists", exists)
+    runs = [spot_check(store, manifest, checkpoints, RunContext()) for _ in range(4)]
+    assert [len(run.files) for run in runs] == [SPOT_FILES, SPOT_FILES, 5, SPOT_FILES] == [20, 20, 5, 20]
+    assert [f for run in runs[:3] for f in run.files] == [store.url_of(p) for p in paths]
+    assert runs[3].files == runs[0].files
+    assert (runs[2].orders, len(asked)) == (10, 65)

@@ -534,6 +534,39 @@ def test_an_unquoted_value_with_a_space_is_refused_by_its_line_before_anything_i
     assert (settings.batch_size, settings.archive_pii_key) == (500, None)  # empty: unset
 
 
+@pytest.mark.parametrize(
+    ("line", "example"),
+    [
+        ("RESTORE_HOLD=30 days", "30d"),
+        ("PURGE_AFTER=2 hours   # after delivery", "2h"),
+        ("ARCHIVE_RETENTION=ten years", "30d"),
+        ("BATCH_MAX_LAG=90 s", "90s"),
+    ],
+)
+def test_a_duration_with_a_space_is_told_the_duration_format_not_to_quote_it(
+    line, example, tmp_path, monkeypatch, capsys
+):
+    """A new user's try: ``RESTORE_HOLD=30 days`` was told "put it in quotes"; quoted, it was
+    refused as no duration. A duration setting's line names the format (with the value as a
+    duration is written, when it reads as one), and that value is then accepted."""
+    from tests.helpers import run_in_process
+
+    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{line}\n")
+    (tmp_path / ".env").chmod(0o600)
+    result = run_in_process(
+        "batch", "--simulation", env={}, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert result.returncode == 2
+    key = line.split("=", 1)[0]
+    assert result.stderr.strip().splitlines() == [
+        f"error: .env line 2: {key} has a space in its value, unquoted: a duration is written "
+        f"without spaces, e.g. {example} (s, m, h or d after a whole number)"
+    ]
+    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{key}={example}\n")
+    settings, _ = load_settings(environ={})
+    assert getattr(settings, ENV_VARS[key][0]).total_seconds() > 0
+
+
 def test_a_missing_uri_names_the_env_file_it_looked_for_and_whether_it_exists(tmp_path, monkeypatch, capsys):
     """A new user's try, run from the wrong folder: "MONGODB_URI is not set: put it in the
     environment or .env" (which .env? there was none there). The line names the folder where

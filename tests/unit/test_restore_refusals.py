@@ -328,3 +328,45 @@ def test_a_restore_of_more_than_a_hundred_orders_asks_for_yes(db, mongo, setting
     assert confirmed.restored == CONFIRM_ABOVE + 1
     small = RestoreSelection(("CMD-000001",))
     assert restore(mongo, settings, small, run=True).already_there == 1  # at most 100: no --yes needed
+
+
+def test_a_number_another_writer_gives_between_the_check_and_the_insert_is_reported_not_silent(
+    mongo, db, settings, monkeypatch
+):
+    """The check before the insert (held_numbers.py) reads the source's numbers; a writer that
+    gives CMD-2 to another order after that read and before the insert is not stopped (no
+    unique index: MongoDB inserts both). The read after the insert finds it: the restore says
+    the number is shared now (exit 3), names both orders, and counts the order as restored."""
+    first, raced = order("CMD-1"), order("CMD-2")
+    archive(db, settings, first, raced)
+    newcomer = order("CMD-2", status="en_attente")
+
+    def another_writer(collection, documents):
+        collection.database[settings.orders_collection].insert_one(dict(newcomer))
+
+    server_refusing(monkeypatch, settings, {}, before=another_writer)
+    report = run_restore(mongo, settings, first, raced)
+    assert (report.restored, report.numero_held, report.numero_shared) == (2, 0, 1)
+    assert not report.complete  # exit 3
+    assert in_source(db, settings, raced) is not None  # inserted: never deleted by restore
+    assert isinstance(restored_at(db, settings, raced), datetime)  # in the source: held
+    assert (
+        f"1 restored while another writer gave their numero_commande to another order (two orders "
+        f"hold it now; the next batch rejects the other): CMD-2 (order {raced['_id']}; held by order "
+        f"{newcomer['_id']})"
+    ) in report.lines()
+
+
+def test_two_selected_orders_sharing_a_number_put_back_one_the_other_left_alone(mongo, db, settings):
+    """Two archived orders under one number (the cold tier's files may hold a number given
+    twice, in different months; here two archive documents, mongomock holding no unique index):
+    one chunk, one read of the source finding neither. The first goes back; the second is left
+    alone as held by it (exit 3): the source never gets two orders under the number."""
+    first, second = order("CMD-7"), order("CMD-7", adresse_livraison="another order")
+    archive(db, settings, first, second)
+    report = restore(mongo, settings, RestoreSelection(("CMD-7",)), run=True)
+    assert (report.restored, report.numero_held, report.numero_shared) == (1, 1, 0)
+    assert not report.complete
+    assert db[settings.orders_collection].count_documents({"numero_commande": "CMD-7"}) == 1
+    [held] = report.numero_held_orders
+    assert (held.id, held.held_by, held.restored) == (str(second["_id"]), str(first["_id"]), False)
