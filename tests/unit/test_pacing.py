@@ -221,3 +221,26 @@ def test_the_purge_is_held_to_the_rate_of_the_orders_it_walks_not_only_those_it_
     elapsed = clock.now - started
     assert (counts.purged, counts.kept) == (0, delivered)
     assert 0.9 * rate * elapsed <= delivered <= 1.1 * rate * elapsed, (delivered, elapsed)
+
+
+def test_the_watchers_catch_up_over_an_archived_history_is_held_to_the_rate(mongo, caplog):
+    """The watcher's catch-up (a first start, or a lost token) is a full pass: over a history
+    batch archived already it reads every delivered order and skips them, at BATCH_MAX_RATE
+    (watch --max-rate) as batch's full sweep does, not only its writes (before: one chunk of
+    every skipped order, read at once)."""
+    import re
+
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+
+    settings, delivered = archived_once(mongo, 600)
+    settings = dataclasses.replace(settings, batch_max_rate=200)
+    caplog.set_level("INFO")
+    watcher = Watcher(mongo, settings, WatchOptions())
+    watcher._catch_up()
+    summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("catch-up done"))
+    assert f"scanned {delivered}, archived 0, already archived {delivered}" in summary
+    rate = re.search(r"s \(([\d.,]+) orders?/s", summary)
+    assert rate is not None
+    assert float(rate.group(1).replace(",", "")) <= 200 * 1.1, (
+        summary
+    )  # the orders read, skipped ones included
