@@ -12,7 +12,11 @@ Measures, on the same server and data (the archive dropped between runs):
       second, against R; a rate above (u) cannot be held here: said, not run;
   (g) one replSetGetStatus round trip (the median of 200) against (u)'s time per chunk;
   (l) batch --run --max-lag 60s (the secondary 0 s behind: no wait) beside (u): its rate, and
-      the lag commands sent per chunk (one a second at most: replication_lag.CACHE_S).
+      the lag commands sent per chunk (one a second at most: replication_lag.CACHE_S);
+  (s) batch --run --full --max-rate R for each R over an archive that holds every order (a
+      full sweep that reads and skips them all: #34's "only new writes were held"), ended by
+      --max-runtime after --seconds: the rate of the orders read, at the wire (the _ids the
+      read asks the archive about, a page at a time) past its first second, and the summary's.
 Figures from nx-27017 are not MongoDB's: read the ratios, measured side by side.
 """
 
@@ -46,17 +50,28 @@ WITHIN = 0.10  # the issue's tolerance: the rate held within 10 % of --max-rate
 
 
 class Writes(monitoring.CommandListener):
-    """When each archive write was acknowledged, and how many orders it carried."""
+    """When each archive write was acknowledged, and how many orders it carried; with ``reads``,
+    when each page's question to the archive (which of these _ids it holds) was answered, and
+    how many orders it asked about: the orders a sweep reads, archived or not."""
 
     def __init__(self, collection: str) -> None:
         self.collection = collection
         self.pending: dict[int, int] = {}
         self.acknowledged: list[tuple[float, int]] = []
         self.lag_checks = 0
+        self.reads = False
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "update" and event.command.get("update") == self.collection:
-            self.pending[event.request_id] = len(event.command.get("updates") or [])
+        name = event.command_name
+        if name in ("insert", "update") and event.command.get(name) == self.collection:
+            # The archive's writes are inserts (``storage.ArchiveWriter``; a revision an update)
+            self.pending[event.request_id] = len(
+                event.command.get("documents" if name == "insert" else "updates") or []
+            )
+        elif self.reads and event.command_name == "find" and event.command.get("find") == self.collection:
+            ids = ((event.command.get("filter") or {}).get("_id") or {}).get("$in")
+            if isinstance(ids, list):
+                self.pending[event.request_id] = len(ids)
         elif event.command_name == "replSetGetStatus":
             self.lag_checks += 1
 
@@ -91,6 +106,48 @@ def archive_run(client: pymongo.MongoClient, settings: Settings, **options: Any)
     run = BatchArchiver(client, settings, BatchOptions(run=True, samples=0, **options))
     report = run.run()
     return report, run
+
+
+def sweeps(
+    client: pymongo.MongoClient, writes: Writes, settings: Settings, args: argparse.Namespace
+) -> list[Any]:
+    """(s): the archive made whole (no limit), then for each R a --full sweep of it at R, ended
+    by --max-runtime (the checkpoint ignored: each starts at the first order)."""
+    archive_run(client, settings, batch_size=args.batch_size)
+    figures = []
+    writes.reads = True
+    try:
+        for rate in args.rates:
+            writes.reset()
+            options = BatchOptions(
+                run=True,
+                samples=0,
+                full=True,
+                resume=False,
+                batch_size=args.batch_size,
+                max_rate=rate,
+                max_runtime=timedelta(seconds=args.seconds),
+            )
+            report = BatchArchiver(client, settings, options).run()
+            steady = writes.rate_after(1.0)
+            held = {
+                "max_rate": rate,
+                "orders_read": report.scanned,
+                "already_archived": report.already_archived,
+                "whole_pass": round(report.orders_per_second / rate, 3),
+                "past_first_second": round(steady / rate, 3),
+                "within_10pc": abs(steady / rate - 1) <= WITHIN,
+            }
+            figures.append(held)
+            print(
+                f"(s) --full --max-rate {rate:,} over an archived history: {report.scanned:,} orders read "
+                f"({report.already_archived:,} already archived), {report.orders_per_second:,.0f}/s over "
+                f"the pass ({held['whole_pass']:.2f} of R), {steady:,.0f}/s at the wire past its first "
+                f"second ({held['past_first_second']:.2f} of R)"
+            )
+    finally:
+        writes.reads = False
+    return figures
 
 
 def lag_round_trip(client: pymongo.MongoClient, times: int = 200) -> float:
@@ -182,6 +239,7 @@ def measure(client: pymongo.MongoClient, writes: Writes, args: argparse.Namespac
             f"({held['whole_pass']:.2f} of R), {steady:,.0f}/s past its first second "
             f"({held['past_first_second']:.2f} of R)"
         )
+    figures["sweeps"] = sweeps(client, writes, settings, args)
     return figures
 
 

@@ -5,7 +5,7 @@ job's ``lifecycle`` and ``index_step``, planned after it.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from order_archiver.batch.rejections import RejectionLog
@@ -27,6 +27,8 @@ class DryRun:
     writing: ChunkWriting  # asks the archive what it holds already, as --run would
     rejections: RejectionLog
     shown: OrderFields  # the samples' fields shown unmasked (known not to be personal)
+    # After each chunk: the run's limits, as --run meets them (``Throttle.check``: a clean end)
+    boundary: Callable[[], None] = lambda: None
 
     def examine(self, chunks: Iterable[Chunk], purge: SourcePurge | None, progress: Progress | None) -> None:
         """The pass's ``chunks``, counted into the report; ``purge``: --purge-source's."""
@@ -48,6 +50,7 @@ class DryRun:
             new_purgeable += purge.old_enough(documents) if purge is not None else 0
             self.rejections.count_dry(chunk.rejections + refused)
             keep_samples(report, self.options, documents, self.shown)
+            self.boundary()
         if purge is not None:
             # What --run would delete: the archived orders now, and what this run would archive.
             report.would_purge = purge.count() + new_purgeable

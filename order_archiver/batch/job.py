@@ -26,6 +26,7 @@ from pymongo import MongoClient
 from order_archiver.batch.counting import DeliveredCount
 from order_archiver.batch.dry_run import DryRun
 from order_archiver.batch.limits import LimitReached
+from order_archiver.batch.pacing import paced_chunk_size
 from order_archiver.batch.partition import ShareLease, batch_checkpoint_key
 from order_archiver.batch.plan import PassPlanner
 from order_archiver.batch.preflight import check_source, say_what_no_run_archives
@@ -59,6 +60,7 @@ from order_archiver.mongodb.readings import Readings
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.retention import ArchiveLifecycle
 from order_archiver.mongodb.source import (
+    PAGE_SIZE,
     Chunk,
     ChunkReader,
     OrderSource,
@@ -170,6 +172,7 @@ class BatchArchiver:
             options.date_to,
             archived_ids=self.writer.existing_ids,
             exclude_archived_in=self.archive.name if collections.same_database else None,
+            page_size=paced_chunk_size(PAGE_SIZE, options.max_rate) if options.max_rate else None,
         )
         self.reader = ChunkReader(
             self.source,
@@ -221,7 +224,8 @@ class BatchArchiver:
         self.source_purge().run(self.report.add_purge)
 
     def source_purge(self) -> SourcePurge:
-        parts = (self.writer, self.settings, self.options.batch_size, self.server_clock, self.context.stop)
+        # A chunk of the walk: the batch size, at most a second's worth under --max-rate (paced after it)
+        parts = (self.writer, self.settings, self.throttle.chunk_size, self.server_clock, self.context.stop)
         witness = (self.settings, self.orders_primary, self.checkpoint.collection, self.context)
         throttle = (self.throttle.purge_pace, self.throttle.before)  # --max-rate, limits, --max-lag
         return SourcePurge.of_run(
@@ -290,12 +294,14 @@ class BatchArchiver:
         self.progress = Progress(label, total=total, mode=self.options.progress)
 
     def _run_dry(self) -> None:
+        """A dry run reads the primary as --run does: paced the same (``--max-rate``), and ended
+        the same by ``--max-runtime``/``--stop-file`` (its counts so far, said)."""
         self.start_progress()
         purge = self.source_purge() if self.options.purge_source else None
-        dry = DryRun(
-            self.report, self.options, self.writing, self.rejections, self.settings.pii_policy.fields
-        )
-        dry.examine(self.reader.chunks(after_id=self.current.last_id), purge, self.progress)
+        shown = self.settings.pii_policy.fields
+        dry = DryRun(self.report, self.options, self.writing, self.rejections, shown, self.throttle.check)
+        with self.throttle.until_a_limit(self.report):
+            dry.examine(self.throttle.reads(self.reader.chunks(self.current.last_id)), purge, self.progress)
         self.lifecycle.plan(self.report)
         self.index_step.plan(self.report, source_exists=self.source_exists)
         export_samples(self.report, self.options)

@@ -1,7 +1,10 @@
 """``--max-rate N``: at most N orders a second, read and written (and deleted by the purge), over
 the whole run and over any few seconds of it, whatever the batch size. The pass is paced where
 it reads (``job.py``: before each chunk is read, the reader waits until a chunk's worth fits
-the rate; the writes follow the reads), the purge after each chunk of deletes.
+the rate; the writes follow the reads), the purge after each chunk it walked. What is paid for
+is every order gone through (``Scanned``): examined, or skipped by the read as archived
+already (a full sweep or a re-run over an archived history reads mostly those: paying for the
+examined ones alone let such a run read the primary at 927 orders/s under --max-rate 200).
 
 The pacer starts empty: the first chunk is paid for like the others (a token bucket that
 started full let a second's worth through at once, and a short run reported 134.6 orders/s
@@ -24,12 +27,12 @@ from order_archiver.batch.limits import NO_LIMITS, RunLimits
 CATCH_UP_S = 1.0  # lost time a run that fell behind may make up (never at its start)
 
 
-class Sized(Protocol):
+class Scanned(Protocol):
     @property
-    def size(self) -> int: ...  # orders (a chunk's)
+    def scanned(self) -> int: ...  # orders a chunk went through: examined, or skipped as archived
 
 
-T = TypeVar("T", bound=Sized)
+T = TypeVar("T", bound=Scanned)
 
 
 class PacedReport(Protocol):
@@ -38,7 +41,9 @@ class PacedReport(Protocol):
 
 
 def paced_chunk_size(batch_size: int, rate: float | None) -> int:
-    """What a paced pass reads at a time: the batch size, at most one second's worth of the rate.
+    """What a paced pass reads at a time: the batch size, at most one second's worth of the rate
+    (the same for a page of ``_id``s, ``source.OrderSource.page_size``: a page of orders archived
+    already is a chunk's read, paid for after it, never more than a second ahead).
     A chunk's worth is paid for before it is read (``read_paced``), so a pass's short last chunk
     (an incremental run's ten new orders) waited a whole chunk's worth: 10 s under --max-rate 10
     with the default batch size of 100, for a tenth of a second's orders."""
@@ -96,8 +101,9 @@ def read_paced(chunks: Iterator[T], pacer: Pacer | None, chunk_size: int) -> Ite
     """``--max-rate`` on a pass's reads (on its reader's thread): before each chunk is read, wait
     until a chunk's worth (``chunk_size``: ``paced_chunk_size``) fits the rate, so that the orders read
     never run ahead of it, not even by a first chunk (a run cut at 5 s had read 1,000 orders
-    under --max-rate 100); a chunk larger or smaller than paid for is settled after it, and
-    after a short chunk (the last) nothing more is paid for. A limit of the
+    under --max-rate 100); a chunk that went through more or fewer orders than paid for (its
+    ``scanned``: the archived ones its read skipped count) is settled after it, and after a
+    short chunk (the last) nothing more is paid for. A limit of the
     run that ended the wait ends the reading before the read (``LimitReached``, raised where
     the chunks are written)."""
     if pacer is None:
@@ -111,8 +117,8 @@ def read_paced(chunks: Iterator[T], pacer: Pacer | None, chunk_size: int) -> Ite
             chunk = next(iterator)
         except StopIteration:
             return
-        pacer.settle(chunk.size - chunk_size)
+        pacer.settle(chunk.scanned - chunk_size)
         yield chunk
-        if chunk.size < chunk_size:  # a short chunk is the pass's last (the reader yields full ones)
+        if chunk.scanned < chunk_size:  # a short chunk is the pass's last (the reader yields full ones)
             yield from iterator
             return

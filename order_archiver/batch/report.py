@@ -240,8 +240,11 @@ class BatchReport:
                     f" ({self.outside_window} outside the window once their string date_commande was read)"
                 )
         if self.dry_run:
+            head = "dry run"
+            if self.ended in PAUSES:
+                head = f"dry run ended {PAUSES[self.ended]}, counts so far"
             return (
-                f"dry run: {self.scanned} to examine, would archive {self.would_archive}, "
+                f"{head}: {self.scanned} to examine, would archive {self.would_archive}, "
                 f"already archived {self.already_archived}, would reject {self._rejected_text()}{window}"
                 + (
                     f", would purge {self.would_purge} from the source"
@@ -249,7 +252,7 @@ class BatchReport:
                     else ""
                 )
                 + self._lifecycle_text()
-                + f" ({self.seconds:.2f}s); nothing was written, add --run to archive"
+                + f" ({self.seconds:.2f}s{self._held_text()}); nothing was written, add --run to archive"
             )
         head = f"{self.name} done" if self.completed else f"{self.name} stopped before the end, counts so far"
         if self.ended in PAUSES:
@@ -265,11 +268,7 @@ class BatchReport:
             + f", rejected {self._rejected_text()}{window}"
             + self._purge_text()
             + f"; {self.seconds:.2f}s ({self._rate_text()})"
-            + (
-                f", held to --max-rate {self.max_rate:g} (waited {self.paced_s:.1f}s)"
-                if self.max_rate
-                else ""
-            )
+            + self._held_text()
             + self._lag_text()
             + (f"; went on through {plural(self.read_retries, 'read failure')}" if self.read_retries else "")
             + self._lifecycle_text()
@@ -282,6 +281,16 @@ class BatchReport:
         if self.pass_seconds is None or abs(self.pass_seconds - self.seconds) < 0.005:
             return rate
         return f"{rate} over its pass of {self.pass_seconds:.2f}s"
+
+    def _held_text(self) -> str:
+        """--max-rate, and what it counts: every order read (the rate above counts the same), the
+        archived ones skipped included; a full sweep reads mostly those."""
+        if not self.max_rate:
+            return ""
+        return (
+            f", held to --max-rate {self.max_rate:g} orders read a second, already archived "
+            f"ones included (waited {self.paced_s:.1f}s)"
+        )
 
     def _lag_text(self) -> str:
         """--max-lag: how long the run waited, for whom (the member furthest behind at the time)."""

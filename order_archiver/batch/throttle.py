@@ -21,11 +21,11 @@ from pymongo import MongoClient
 
 from order_archiver.batch.lag_hold import LagReport, held
 from order_archiver.batch.limits import Ended, LimitReached, RunLimits
-from order_archiver.batch.pacing import PacedReport, Pacer, Sized, paced_chunk_size, read_paced
+from order_archiver.batch.pacing import PacedReport, Pacer, Scanned, paced_chunk_size, read_paced
 from order_archiver.batch.report import PAUSES, BatchOptions, BatchReport
 from order_archiver.documents import Document
 
-T = TypeVar("T", bound=Sized)
+T = TypeVar("T", bound=Scanned)
 DEFAULT_CHUNK = 100  # a pass's chunk outside a batch run (BATCH_SIZE's default)
 
 

@@ -160,9 +160,19 @@ def _parse_run_time(text: str) -> Duration:
     return length
 
 
+def _parse_lookback(text: str) -> Duration:
+    length = parse_duration(text)
+    if not length:  # an empty window holds no backlog: a probe set so would always say healthy
+        raise ValueError(
+            "must be longer than 0: the backlog is looked for among the orders of this last period"
+        )
+    return length
+
+
 POSITIVE = _argument(parse_positive_int)
 DAYS = _argument(parse_days)
 RUN_TIME = _argument(_parse_run_time)
+LOOKBACK = _argument(_parse_lookback)
 BATCH_SIZE = _argument(parse_batch_size)
 NON_NEGATIVE = _argument(_parse_non_negative_int)
 DATE = _argument(parse_date_bound)
@@ -344,7 +354,7 @@ OPTIONS: dict[str, Option] = {
     "lookback": Option(
         ("--lookback",),
         f"look for the backlog among the orders of this last period ({DEFAULT_LOOKBACK})",
-        {"metavar": "DURATION", "type": DURATION, "default": DEFAULT_LOOKBACK},
+        {"metavar": "DURATION", "type": LOOKBACK, "default": DEFAULT_LOOKBACK},
     ),
     # verify, rejects, retire-watcher
     "repair": _flag("archive the missing orders (the batch path)"),

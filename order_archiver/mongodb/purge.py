@@ -98,7 +98,8 @@ class SourcePurge:
     held_since: datetime | None = None  # RESTORE_HOLD: orders restored since stay in the source
     marks_before: datetime | None = None  # the cold restore marks older than this are removed
     restore_hold: str = ""  # RESTORE_HOLD as the settings say it, for the log
-    pace: Callable[[int], None] | None = None  # --max-rate: after each chunk of deletes
+    # --max-rate: after each chunk walked, its orders (deleted or not: each was read)
+    pace: Callable[[int], None] | None = None
     hold: Callable[[], None] | None = None  # before each chunk of deletes: the run's limits, --max-lag
     cold: ColdWitness | None = None  # the cold tier's copies, and its restore marks
 
@@ -187,8 +188,6 @@ class SourcePurge:
             )
             counts.purged += result.deleted_count
             counts.kept += len(requests) - result.deleted_count
-            if self.pace is not None:
-                self.pace(len(requests))
         if self.cold is not None and self.marks_before is not None and not self.stop_event.is_set():
             # The walk is over: a mark older than MARKS_KEPT (and RESTORE_HOLD) holds no order.
             self.cold.prune_restore_marks(self.marks_before)
@@ -224,7 +223,9 @@ class SourcePurge:
     def purgeable_chunks(self) -> Iterator[PurgeChunk]:
         """The window's delivered orders whose archive document a majority holds, a chunk at a
         time: how many, how many of them restored lately, and the orders (read now) still in
-        the version archived."""
+        the version archived. Each chunk walked is paced once its consumer is done with it
+        (after its deletes; a dry run's count too), on every order of it read, deleted or not:
+        a walk over orders left in the source reads the primary as much as one that deletes."""
         after_id = None
         while not self.stop_event.is_set():
             ids = retrying(
@@ -243,15 +244,16 @@ class SourcePurge:
             if self.cold is not None and unheld:
                 confirmed.update(self.cold(unheld))  # in exactly one checked cold file
             archived = {i: held for i, held in confirmed.items() if not self._restored_lately(held)}
-            if not archived:
-                if confirmed:
-                    yield PurgeChunk(0, len(confirmed), [])
-                continue
-            current = retrying(
-                functools.partial(self._orders_by_id, list(archived)), stop_event=self.stop_event
-            )
-            same = [o for o in current if self._held_as_it_is(archived[o["_id"]], o)]
-            yield PurgeChunk(len(archived), len(confirmed) - len(archived), same)
+            if archived:
+                current = retrying(
+                    functools.partial(self._orders_by_id, list(archived)), stop_event=self.stop_event
+                )
+                same = [o for o in current if self._held_as_it_is(archived[o["_id"]], o)]
+                yield PurgeChunk(len(archived), len(confirmed) - len(archived), same)
+            elif confirmed:
+                yield PurgeChunk(0, len(confirmed), [])
+            if self.pace is not None:
+                self.pace(len(owned))
 
     def _restored_lately(self, held: Held) -> bool:
         """Put back by ``restore`` within RESTORE_HOLD: the order stays in the source."""

@@ -127,6 +127,9 @@ class OrderSource:
     delivered_before: datetime | None = None  # the purge under PURGE_AFTER: old enough to move
     # --partition K/N: only the orders of share K (read in pages: the share is the client's hash)
     partition: Partition | None = None
+    # _ids a page reads (of this source's share; None: PAGE_SIZE): under --max-rate, at most a
+    # second's worth (``pacing.paced_chunk_size``): a page of archived orders skipped is paid for after it
+    page_size: int | None = None
 
     def selection(
         self, after_id: OrderId = None, among_ids: Sequence[OrderId] | None = None
@@ -195,7 +198,7 @@ class OrderSource:
         return [selection, status]
 
     def pages(self, after_id: OrderId, skipped: Callable[[int], None] = lambda count: None) -> Iterator[Item]:
-        """The same orders in pages of ``PAGE_SIZE`` (keyset pagination on ``status, _id``).
+        """The same orders in pages of ``page_size`` (keyset pagination on ``status, _id``).
         After each page, ``(None, the page's reach)``: everything up to it has been handed out.
         With ``exclude_archived_in``, the orders the archive holds are skipped before anything
         is joined: one ``archived_ids`` query per page, ``_id`` only (a covered read of the
@@ -219,7 +222,7 @@ class OrderSource:
     def _page(self, after_id: OrderId) -> Page:
         """The next page: the window's next delivered ids merged with those of ``also_ids``,
         up to the nearer of the two reads' last ids when either read a full page."""
-        size = self.widened(PAGE_SIZE)
+        size = self.widened(self.page_size or PAGE_SIZE)
         walked = self.delivered_ids_after(after_id, size)
         candidates = self.also_ids.following(after_id, size)
         also: list[Any] = []
@@ -297,6 +300,11 @@ class Chunk(Finished):
     def size(self) -> int:
         """The orders examined (``--limit`` counts them)."""
         return len(self.documents) + len(self.rejections)
+
+    @property
+    def scanned(self) -> int:
+        """The orders gone through: examined, or skipped as archived (``--max-rate`` pays for them)."""
+        return self.size + self.skipped
 
 
 class ReadCounts(Protocol):
@@ -376,7 +384,10 @@ class ChunkReader:
         return remaining is not None and chunk.size >= remaining
 
     def _full(self, chunk: Chunk, remaining: int | None) -> bool:
-        return chunk.size >= self.batch_size or self._reached(chunk, remaining)
+        """A batch of orders gone through, those skipped as archived included: a full sweep over
+        an archived history hands out chunks as it goes (each paced, its reach checkpointed), not
+        one at its end."""
+        return chunk.scanned >= self.batch_size or self._reached(chunk, remaining)
 
     def _paged(self, paged: bool) -> bool:
         return paged or bool(self.source.exclude_archived_in) or self.source.partition is not None
@@ -401,7 +412,7 @@ class ChunkReader:
 
     def _count(self, chunk: Chunk) -> None:
         """A chunk handed out: what it read into the run's counts."""
-        self.counts.scanned += chunk.size + chunk.skipped
+        self.counts.scanned += chunk.scanned
         self.counts.already_archived += chunk.skipped
         self.counts.past_retention += chunk.past_retention
         self.counts.past_cold_after += chunk.past_cold_after

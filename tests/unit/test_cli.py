@@ -526,3 +526,18 @@ def test_a_short_flag_glued_to_a_uri_is_redacted(flags, capsys):
     with pytest.raises(SystemExit):
         main(["batch", flags])
     assert "s3cret" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lookback", ["0", "0h", "-1h", "-5"])
+def test_status_lookback_of_zero_or_below_is_refused_before_anything_is_read(monkeypatch, capsys, lookback):
+    """A new user's try: `status --lookback 0` printed "last 0h" and "healthy": a probe set so
+    never sees a backlog (an empty window holds none). Refused as `--max-runtime 0` and `--limit
+    0` are: exit 2, one line naming the flag, before the server (unreachable here) is asked."""
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200")
+    with pytest.raises(SystemExit) as caught:
+        main(["status", f"--lookback={lookback}"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "argument --lookback: " in err
+    assert "must be longer than 0" in err or "expected a duration like" in err

@@ -290,7 +290,7 @@ def test_the_watchers_catch_up_holds_the_rate_and_the_lag(mongo, caplog):
     watcher._catch_up()
     assert watcher.stats.archived > 0
     summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("catch-up done"))
-    assert "held to --max-rate 400 (waited " in summary
+    assert "held to --max-rate 400 orders read a second, already archived ones included (waited " in summary
     rate = re.search(r"s \(([\d.,]+) orders?/s", summary)
     assert rate is not None
     assert float(rate.group(1).replace(",", "")) <= 400  # over its pass: batch's pacer
