@@ -162,8 +162,7 @@ class BatchArchiver:
         self.state = BatchState()
         self.current = Pass(None, EPOCH)
         self.writer = ArchiveWriter.of(collections, settings, context)
-        self.rejects = RejectStore(collections.rejects, on_archive)
-        self.source_side = collections.source_side
+        self.rejects, self.source_side = RejectStore(collections.rejects, on_archive), collections.source_side
         self.source = OrderSource(
             self.orders,
             collections.names,
@@ -190,9 +189,8 @@ class BatchArchiver:
         self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
         self.writing = chunk_writing(self, collections)  # the watcher's catch-up: replacing as read
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
-        maintain = options.maintain
-        self.lifecycle = ArchiveLifecycle(self.archive, settings, archive_clock, on_archive, maintain)
-        self.index_step = IndexStep.of(self.orders, self.archive, settings, context, maintain)
+        self.lifecycle = ArchiveLifecycle(self.archive, settings, archive_clock, on_archive, options.maintain)
+        self.index_step = IndexStep.of(self.orders, self.archive, settings, context, options.maintain)
         self.progress: Progress | None = None
         self._last_written_id: Any = None
         self.source_exists = True  # see _run
@@ -294,8 +292,7 @@ class BatchArchiver:
         self.progress = Progress(label, total=total, mode=self.options.progress)
 
     def _run_dry(self) -> None:
-        """A dry run reads the primary as --run does: paced the same (``--max-rate``), and ended
-        the same by ``--max-runtime``/``--stop-file`` (its counts so far, said)."""
+        """A dry run reads the primary as --run does: paced, and ended by the limits, the same."""
         self.start_progress()
         purge = self.source_purge() if self.options.purge_source else None
         shown = self.settings.pii_policy.fields

@@ -198,31 +198,6 @@ class BatchReport:
         where = "listed by main.py rejects after a --run" if self.dry_run else "list: main.py rejects"
         return f"{self.rejected} ({self.rejected_new} new; {where})"
 
-    def _lifecycle_text(self) -> str:
-        """What ARCHIVE_RETENTION and ARCHIVE_PII_RETENTION did (or would do), if anything."""
-        text = ""
-        if self.past_retention:
-            text += f", {self.past_retention} past ARCHIVE_RETENTION (not archived)"
-        if self.past_cold_after:
-            text += f", {self.past_cold_after} past ARCHIVE_COLD_AFTER (not archived: the cold tier's)"
-        text += pii_erasure_text(
-            self.dry_run, self.pii_erased, self.would_erase_pii, self.would_erase_pii_expiring
-        )
-        undated = self.would_expire_undated if self.dry_run else self.undated_expired
-        if undated:
-            verb = "would delete" if self.dry_run else "deleted"
-            text += f", {verb} {undated} archived without date_livraison (ARCHIVE_RETENTION, by order date)"
-        retention = self.retention or {}
-        action = retention.get("action")
-        if action in DONE:
-            verb = f"would {action}" if self.dry_run else DONE[action]
-            text += f"; {verb} the archive's TTL index (ARCHIVE_RETENTION)"
-            if isinstance(at_once := retention.get("at_once"), int) and at_once:
-                text += f", which deletes {plural(at_once, 'archived order')} at once"
-        if action == "pending":
-            text += "; the archive's TTL index is being built (ARCHIVE_RETENTION)"
-        return text + indexes_text(self.indexes, dry_run=self.dry_run)
-
     def summary_line(self) -> str:
         window = ""
         if self.delivered is not None:
@@ -251,7 +226,7 @@ class BatchReport:
                     if self.would_purge is not None
                     else ""
                 )
-                + self._lifecycle_text()
+                + lifecycle_text(self)
                 + f" ({self.seconds:.2f}s{self._held_text()}); nothing was written, add --run to archive"
             )
         head = f"{self.name} done" if self.completed else f"{self.name} stopped before the end, counts so far"
@@ -271,7 +246,7 @@ class BatchReport:
             + self._held_text()
             + self._lag_text()
             + (f"; went on through {plural(self.read_retries, 'read failure')}" if self.read_retries else "")
-            + self._lifecycle_text()
+            + lifecycle_text(self)
         )
 
     def _rate_text(self) -> str:
@@ -342,6 +317,32 @@ class BatchReport:
         data["seconds"] = round(self.seconds, 3)
         data["samples"] = json.loads(json_util.dumps(self.samples))
         return data
+
+
+def lifecycle_text(report: BatchReport) -> str:
+    """What ARCHIVE_RETENTION and ARCHIVE_PII_RETENTION did (or would do), if anything."""
+    text = ""
+    if report.past_retention:
+        text += f", {report.past_retention} past ARCHIVE_RETENTION (not archived)"
+    if report.past_cold_after:
+        text += f", {report.past_cold_after} past ARCHIVE_COLD_AFTER (not archived: the cold tier's)"
+    text += pii_erasure_text(
+        report.dry_run, report.pii_erased, report.would_erase_pii, report.would_erase_pii_expiring
+    )
+    undated = report.would_expire_undated if report.dry_run else report.undated_expired
+    if undated:
+        verb = "would delete" if report.dry_run else "deleted"
+        text += f", {verb} {undated} archived without date_livraison (ARCHIVE_RETENTION, by order date)"
+    retention = report.retention or {}
+    action = retention.get("action")
+    if action in DONE:
+        verb = f"would {action}" if report.dry_run else DONE[action]
+        text += f"; {verb} the archive's TTL index (ARCHIVE_RETENTION)"
+        if isinstance(at_once := retention.get("at_once"), int) and at_once:
+            text += f", which deletes {plural(at_once, 'archived order')} at once"
+    if action == "pending":
+        text += "; the archive's TTL index is being built (ARCHIVE_RETENTION)"
+    return text + indexes_text(report.indexes, dry_run=report.dry_run)
 
 
 def indexes_text(indexes: list[dict[str, object]], *, dry_run: bool) -> str:
