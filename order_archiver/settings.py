@@ -683,9 +683,8 @@ def unknown_settings(file_values: Mapping[str, str], where: str) -> list[str]:
         # off a setting's name (ORDERS_COLECTION) is taken for a typo without our prefixes.
         misspelt(key, where, 0.75 if _own(key) else NEAR_MISS)
         # A guess for another tool's key only when it is close (MONGODB_VERSION: no "MONGODB_URI?").
-        cutoff = 0.75 if _own(key) else 0.85
-        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=cutoff)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        meant = resembled(key, 0.75 if _own(key) else 0.85)
+        hint = f"; did you mean {meant}?" if meant else ""
         warnings.append(f"{where}: {key} is not a setting, ignored{hint}")
     return warnings
 
@@ -723,9 +722,9 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
         ours = _own(key)
         if ours:
             misspelt(key, "environment", 0.85)
-        close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=0.85)
-        if (close and SERVICE_LINK.search(key.upper()) is None) or ours:
-            hint = f"; did you mean {close[0]}?" if close else ""
+        meant = resembled(key, 0.85)
+        if (meant and SERVICE_LINK.search(key.upper()) is None) or ours:
+            hint = f"; did you mean {meant}?" if meant else ""
             warnings.append(f"environment: {key} is not a setting, ignored{hint}")
     return warnings
 
@@ -733,12 +732,39 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
 NEAR_MISS = 0.95  # difflib's ratio of a name one letter off a long setting name (ORDERS_COLECTION: 0.97)
 
 
+# The prefixes a setting's name is written with or without by mistake (PII_RETENTION for
+# ARCHIVE_PII_RETENTION, TLS_CA_FILE for MONGODB_TLS_CA_FILE, ARCHIVE_PURGE_AFTER for PURGE_AFTER).
+NAME_PREFIXES = (*OWN_PREFIXES, "MONGODB_")
+
+
+def prefix_near_miss(key: str) -> str | None:
+    """The setting ``key`` is but for one of its prefixes missing or one extra, or None. A key
+    of one word (DATABASE, SIZE) is any program's: only a name of two words or more is taken
+    (and never one of the variables Kubernetes sets for a Service)."""
+    upper = key.upper()
+    if "_" not in upper.strip("_") or SERVICE_LINK.search(upper):
+        return None
+    for prefix in NAME_PREFIXES:
+        if prefix + upper in ENV_VARS:
+            return prefix + upper
+        if upper.startswith(prefix) and upper[len(prefix) :] in ENV_VARS:
+            return upper[len(prefix) :]
+    return None
+
+
+def resembled(key: str, cutoff: float) -> str | None:
+    """The setting ``key`` looks meant for: its name but for a prefix, or one ``difflib`` finds
+    at least ``cutoff`` alike; None if none."""
+    close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=cutoff)
+    return prefix_near_miss(key) or (close[0] if close else None)
+
+
 def misspelt(key: str, where: str, cutoff: float) -> None:
     """Refuse ``key`` when it resembles a setting's name: a typo would leave that setting (a
     limit, a retention, a collection) silently at its default."""
-    close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=cutoff)
-    if close:
-        raise ConfigError(f"{where}: {key} is not a setting; did you mean {close[0]}? (fix its name)")
+    meant = resembled(key, cutoff)
+    if meant:
+        raise ConfigError(f"{where}: {key} is not a setting; did you mean {meant}? (fix its name)")
 
 
 def _read_env_file(env_file: str | None) -> tuple[dict[str, str], list[str]]:

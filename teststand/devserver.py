@@ -94,6 +94,7 @@ from teststand import (
     comparisons,
     document_sizes,
     index_catalog,
+    missing_collections,
     replica_status,
     stream_positions,
     watched_collections,
@@ -1538,6 +1539,7 @@ def apply_fixes() -> None:
     stream_positions.fix_drops_in_history()
     watched_collections.fix_watch_creates_collection()
     _fix_expr_root_equality()
+    missing_collections.fix_reads_create_collections(_folded_body)  # outside what reads a collection
     index_catalog.fix_duplicate_keys(_folded_body)  # before the catalog: it reads the server's own names
     index_catalog.fix_index_catalog(server_version(), _folded_body)
     _refuse_paths_into_arrays()

@@ -32,7 +32,7 @@ _waiting: dict[tuple[int, str], tuple[Any, Any, str]] = {}
 _waiting_lock = threading.Lock()
 
 
-def _table_exists(connection: Any, name: str) -> bool:
+def table_exists(connection: Any, name: str) -> bool:
     row = connection.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
     ).fetchone()
@@ -76,7 +76,7 @@ def fix_watch_creates_collection() -> None:
         db_name: str = "test",
         owner: Any = None,
     ) -> tuple[int, dict[str, Any]]:
-        if "." not in coll_name and not _table_exists(db.db, coll_name):
+        if "." not in coll_name and not table_exists(db.db, coll_name):
             _wait_for(self._change_stream_manager, db.db, db_name, coll_name)
         return handle(self, request_id, coll_name, pipeline, db, db_name, owner)
 
@@ -88,7 +88,7 @@ def fix_watch_creates_collection() -> None:
         if not tracker.get("waiting"):
             return bool(live(tracker))
         collection = tracker["collection"]
-        if not _table_exists(collection.db, collection.name):
+        if not table_exists(collection.db, collection.name):
             return True
         with _waiting_lock:
             _waiting.pop((id(collection.db), collection.name), None)

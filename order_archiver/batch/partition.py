@@ -5,8 +5,9 @@ The checkpoint: one per share (the key of the run's window with ``K/N`` added), 
 the N processes resumes its own pass; a run without ``--partition`` keeps the key it always
 had. The lease: one process per share at a time (``mongodb/lease.py``, the watcher's leader
 lease, named after the share's checkpoint): a second process given the same share (a
-Job's pod retried while the first still runs) waits up to the lease's life for it to expire
-(a killed process leaves it behind) and is refused if it does not. The lease guards the start,
+Job's pod retried while the first still runs) waits up to the lease's life (``WATCH_LEASE_TTL_S``,
+no longer) for it to expire (a killed process leaves it behind) or be released (the first
+process ended), takes it if so, and is refused if not. The lease guards the start,
 not each write: a batch's writes are idempotent and its checkpoint bears two runs at once
 (``checkpoint.py``), so a renewal that a stalled server holds up past the lease's life must not
 end a backfill hours in (measured on the test server: a renewal queued behind a long read).
@@ -14,6 +15,7 @@ end a backfill hours in (measured on the test server: a renewal queued behind a 
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 from order_archiver.batch.report import BatchOptions
@@ -54,19 +56,18 @@ class ShareLease:
 
     def __enter__(self) -> ShareLease:
         lease = self.lease
-        if lease is None:
+        if lease is None or lease.try_acquire():
             return self
-        # A lease left by a killed process expires within its life: wait that long, not more.
-        waits = int(lease.ttl_s / lease.renew_s) + 2
-        for attempt in range(waits):
+        # Whoever holds it renewed it at the latest now, so it expires within its life (a killed
+        # process's) or is released (a process that ends): one life waited, tried every renewal
+        # and once more at its end, not more (the message says how long).
+        deadline = time.monotonic() + lease.ttl_s
+        log.info("share %s is leased by another process: waiting up to %gs", self.partition, lease.ttl_s)
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop_event.wait(min(lease.renew_s, left)):
+                break
             if lease.try_acquire():
                 return self
-            if attempt == 0:
-                log.info(
-                    "share %s is leased by another process: waiting up to %gs", self.partition, lease.ttl_s
-                )
-            if self.stop_event.wait(lease.renew_s):
-                break
         raise ConfigError(
             f"--partition {self.partition}: another process is archiving this share (its lease, "
             f"{lease.key}, was renewed within the last {lease.ttl_s:g}s); give each process its own K"

@@ -69,7 +69,7 @@ class ColdFileWriter:
         self.max_bytes = FILE_MAX_BYTES if capped else None
         self.full = False
         self.schema = arrow_schema()
-        self._out = store.fs.open_output_stream(path)
+        self._out = store.create_file(path)  # owner-only on a local disk
         self._writer = pq.ParquetWriter(self._out, self.schema, compression="zstd")
         self._rows: list[Row] = []
         self.digest = Digest()

@@ -8,6 +8,12 @@ A file is written under a name no reader takes (``.NAME.parquet.partial``: DuckD
 name in one step: a rename on a local disk, a copy on S3 (an object appears whole or not at
 all), then the partial one removed.
 
+On a local disk (``file://``) what the archiver creates is its user's alone, as its log folder:
+each file created owner-only (0600) before a byte is written, each folder (``year=YYYY``,
+``month=MM``) 0700; the files hold names, e-mails and addresses. The folder of
+``ARCHIVE_COLD_URL`` is the user's own (created first, its mode left as it is); a rename keeps a
+file's mode. S3 has no modes: its bucket policy decides.
+
 A fault of the storage is never an answer about the files: a listing or a look that finds
 nothing is believed only once the place itself (the bucket, the folder) is seen there (a 404
 NoSuchBucket, a wrong endpoint or an unmounted folder read as "no file" would make a settlement
@@ -18,6 +24,7 @@ here (list, look, remove) are retried first (``Retry.STORAGE``, interruptible by
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.parse
 import uuid
@@ -30,6 +37,7 @@ from order_archiver.errors import ArchiverError, ConfigError, FatalError, Transi
 from order_archiver.retry import Retry, retrying
 
 if TYPE_CHECKING:
+    from pyarrow import NativeFile
     from pyarrow.fs import FileSystem
 
 PARTIAL_SUFFIX = ".parquet.partial"
@@ -45,6 +53,8 @@ S3_COPY_MAX_BYTES = 5 * 1024**3
 # 200 ms for 6 s, 31 requests, fixed interval, where S3 answers 503 SlowDown "reduce your request
 # rate"; four tries of the product's each made 31 (measured, pyarrow 26).
 S3_SDK_ATTEMPTS = 3
+OWNER_ONLY_FILE = 0o600  # on a local disk: the archiver's user alone (see the module docstring)
+OWNER_ONLY_FOLDER = 0o700
 T = TypeVar("T")
 
 
@@ -146,7 +156,7 @@ class ColdStore:
     def _probe(self) -> None:
         probe = f"{self.root}/.order-archiver-probe-{uuid.uuid4().hex}"
         self.fs.create_dir(self.root, recursive=True)
-        with self.fs.open_output_stream(probe) as out:
+        with self.create_file(probe) as out:
             out.write(b"probe")
         self.fs.delete_file(probe)
 
@@ -168,6 +178,10 @@ class ColdStore:
     @property
     def _on_s3(self) -> bool:
         return bool(self.fs.type_name == "s3")
+
+    @property
+    def _on_local_disk(self) -> bool:
+        return bool(self.fs.type_name == "local")
 
     def _not_there(self) -> ConfigError:
         what = f"the bucket {self._top!r} does not exist" if self._on_s3 else "no such folder"
@@ -238,7 +252,25 @@ class ColdStore:
         return bool(found == FileType.File)
 
     def prepare(self, month: Month) -> None:
-        self.fs.create_dir(f"{self.root}/{month.folder}", recursive=True)
+        """The month's folders; on a local disk each one created is 0700."""
+        if not self._on_local_disk:
+            self.fs.create_dir(f"{self.root}/{month.folder}", recursive=True)
+            return
+        folder = self.root
+        for part in month.folder.split("/"):
+            folder = f"{folder}/{part}"
+            try:
+                os.mkdir(folder, OWNER_ONLY_FOLDER)  # less the umask: never wider
+            except FileExistsError:
+                continue  # made by an earlier move (or by the user): its mode is left as it is
+
+    def create_file(self, path: str) -> NativeFile:
+        """A new file opened for writing. On a local disk it is created owner-only before Arrow
+        opens it (Arrow creates 0666 less the umask: 0644, world-readable, by default), so no
+        byte written is ever readable by another user; ``O_EXCL``: a new name, never a link."""
+        if self._on_local_disk:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY_FILE))
+        return self.fs.open_output_stream(path)
 
     def publish(self, partial: str, final: str) -> None:
         """The checked file under its final name, in one step (a rename; on S3 a copy, atomic

@@ -67,6 +67,39 @@ def test_the_same_name_in_another_database_is_fine_and_a_case_variant_of_the_dat
     assert "ARCHIVE_COLLECTION and ORDERS_COLLECTION" in line
 
 
+def _status(env: dict[str, str], cwd) -> str:
+    result = run_cli("status", "-q", env=env, cwd=cwd)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    return result.stdout + result.stderr
+
+
+def test_a_mistyped_database_is_unhealthy_at_every_status_and_no_command_creates_a_collection(
+    nx_client, nx_env, db_name, tmp_path
+):
+    """MongoDB creates a collection only by a write into it: a count, distinct or aggregate on
+    a collection that does not exist reads nothing and creates nothing (mongodb/mongo
+    jstests/core/query/count/count11.js), nor does an update or delete that is no upsert
+    (write_ops_exec.cpp). status and doctor only read; batch --run and verify refuse the
+    missing orders collection (exit 2) before any write. The test server created the
+    collections its reads named: status's second run found an empty Commande, healthy."""
+    database = nx_client[db_name]  # a database name nothing holds: a typo
+    for _ in range(3):
+        assert "check MONGODB_DATABASE" in _status(nx_env, tmp_path)
+        assert database.list_collection_names() == []
+    assert run_cli("doctor", env=nx_env, cwd=tmp_path).returncode == 3
+    assert database.list_collection_names() == []
+    database.Client.insert_one({"nom": "Martin"})  # a database that holds others, not the orders
+    for args in (("batch", "--run", "--purge-source"), ("verify", "--repair")):
+        line = one_line_error(run_cli(*args, env=nx_env, cwd=tmp_path), 2)
+        assert f"collection {db_name}.Commande does not exist" in line
+        assert database.list_collection_names() == ["Client"]
+    for _ in range(2):
+        assert f"{db_name}.Commande does not exist" in _status(nx_env, tmp_path)
+    assert run_cli("doctor", env=nx_env, cwd=tmp_path).returncode == 3
+    assert database.list_collection_names() == ["Client"]
+
+
 @pytest.mark.parametrize(
     "uri",
     [

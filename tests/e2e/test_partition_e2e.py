@@ -185,7 +185,7 @@ def test_a_second_process_given_a_share_already_running_is_refused(
     nx_client, nx_settings, nx_env, db_name, tmp_path
 ):
     """Two pods of one Job index at once (a retry while the first still runs): the second waits
-    out the lease's life, then is refused (exit 2) rather than archive the share twice."""
+    one lease life (WATCH_LEASE_TTL_S), then is refused (exit 2) rather than archive the share twice."""
     seed_database(nx_client[db_name], nx_settings, 2000, seed=35)  # ~300 orders in share 1
     env = {**nx_env, **LEASE}
     first = Share(

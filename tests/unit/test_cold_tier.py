@@ -120,6 +120,50 @@ def test_the_move_leaves_each_old_order_in_one_cold_file_of_its_month_as_the_arc
     assert (again.moved, again.files, len(store.files())) == (0, 0, report.files)
 
 
+def test_on_a_local_disk_the_files_and_folders_a_move_creates_are_the_archivers_user_s_alone(
+    mongo, settings, archived, tmp_path
+):
+    """Cold files were written 0644 (Arrow creates 0666 less the umask): names, e-mails and
+    addresses readable by every user of the machine, where the log folder is forced to 0700.
+    Under the usual umask (022) each file is 0600 from its creation (its partial name), each
+    month's folder 0700; the folder of ARCHIVE_COLD_URL, the user's, keeps its mode."""
+    import os
+    import stat
+
+    _archive, before = archived
+    previous = os.umask(0o022)
+    try:
+        store = local_store(tmp_path)
+        opened: list[int] = []
+
+        class Watched:  # the store's file system, noting each new file's mode as it is opened
+            def __init__(self, fs):
+                self.fs = fs
+
+            def __getattr__(self, name):
+                return getattr(self.fs, name)
+
+            def open_output_stream(self, path, *args, **kwargs):
+                out = self.fs.open_output_stream(path, *args, **kwargs)
+                opened.append(stat.S_IMODE(os.stat(path).st_mode))  # before a byte is written
+                return out
+
+        store.fs = Watched(store.fs)  # type: ignore[assignment]
+        report = ColdMove(store, *collections(mongo, settings), a_cutoff(before)).run()
+    finally:
+        os.umask(previous)
+    cold = tmp_path / "cold"
+    made = sorted(cold.rglob("*"))
+    assert report.files > 1
+    assert [p for p in made if p.is_file()]
+    assert [p for p in made if p.is_dir()]
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in made if p.is_file()} == {oct(0o600)}
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in made if p.is_dir()} == {oct(0o700)}
+    assert opened
+    assert set(opened) == {0o600}
+    assert stat.S_IMODE(cold.stat().st_mode) == 0o755  # the user's own folder: left as it is
+
+
 def test_a_file_is_written_a_row_group_at_a_time_and_its_footer_holds_the_checksums(
     mongo, settings, archived, tmp_path, monkeypatch
 ):

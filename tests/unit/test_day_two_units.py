@@ -79,6 +79,47 @@ def test_a_misspelt_setting_of_the_archivers_own_is_refused(name, meant):
         load_settings(environ={"MONGODB_URI": "mongodb://localhost", name: "1"})
 
 
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("PII_RETENTION", "ARCHIVE_PII_RETENTION"),  # a prefix missing
+        ("COLD_URL", "ARCHIVE_COLD_URL"),
+        ("cold_after", "ARCHIVE_COLD_AFTER"),
+        ("TLS_CA_FILE", "MONGODB_TLS_CA_FILE"),
+        ("MAX_RATE", "BATCH_MAX_RATE"),
+        ("ARCHIVE_PURGE_AFTER", "PURGE_AFTER"),  # one extra
+        ("MONGODB_ORDERS_COLLECTION", "ORDERS_COLLECTION"),
+    ],
+)
+def test_a_setting_with_its_prefix_missing_or_extra_in_the_env_file_is_refused(tmp_path, name, meant):
+    """A new user's .env: PII_RETENTION=25d was "not a setting, ignored", exit 0, and nothing
+    erased, where ARCHIVE_PII_RETENTON was refused: too far from its setting for difflib (0.76)."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"MONGODB_URI=mongodb://localhost\n{name}=25d\n")
+    env_file.chmod(0o600)
+    with pytest.raises(
+        ConfigError, match=rf"^{env_file}: {name} is not a setting; did you mean {meant}\? \(fix its name\)$"
+    ):
+        load_settings(str(env_file), environ={})
+
+
+def test_in_the_environment_a_prefix_near_miss_is_refused_with_the_archivers_prefix_only(tmp_path):
+    """The environment holds every program's variables: with one of the archiver's prefixes a
+    near miss is refused; without (perhaps another program's) a warning names the setting. A
+    name of one word (DATABASE, in a shared .env) is any program's: a warning, no guess."""
+    with pytest.raises(ConfigError, match=r"did you mean PURGE_AFTER\?"):
+        load_settings(environ={"MONGODB_URI": "mongodb://localhost", "ARCHIVE_PURGE_AFTER": "30d"})
+    _, warnings = load_settings(environ={"MONGODB_URI": "mongodb://localhost", "PII_RETENTION": "25d"})
+    assert warnings == [
+        "environment: PII_RETENTION is not a setting, ignored; did you mean ARCHIVE_PII_RETENTION?"
+    ]
+    env_file = tmp_path / ".env"
+    env_file.write_text("MONGODB_URI=mongodb://localhost\nDATABASE=x\n")
+    env_file.chmod(0o600)
+    _, warnings = load_settings(str(env_file), environ={})
+    assert warnings == [f"{env_file}: DATABASE is not a setting, ignored"]
+
+
 def test_forget_of_an_id_found_nowhere_says_so_records_nothing_and_exits_3(mongo):
     """`forget --client <a courier's id>` said "no archived order", exit 0."""
     database = mongo[BASE.mongodb_database]

@@ -293,3 +293,48 @@ def test_a_lease_taken_while_the_server_does_not_answer_yet_is_retried(mongo, mo
     )
     assert lease.try_acquire()
     lease.release()
+
+
+def test_a_second_process_waits_one_lease_life_as_it_says_and_takes_a_lease_released_meanwhile(mongo, caplog):
+    """A second process given a running share said "waiting up to 15s" and waited 21 to 23 s:
+    it tried ttl / renew + 2 times, a renewal apart. A live holder's lease is refused after one
+    life (the holder renewed it at the latest when the wait began), tried at its end; a lease
+    released meanwhile (the first process ended) is taken, and the run goes on."""
+    import threading
+    import time
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from order_archiver.batch.partition import ShareLease
+    from order_archiver.errors import ConfigError
+    from order_archiver.settings import Settings
+
+    settings = Settings(simulation=True, log_dir="", watch_lease_ttl_s=2, watch_lease_renew_s=1)
+    collection = mongo["livraison"]["archiver_checkpoints"]
+    key = "batch:window:1-of-2"
+    checkpoint = SimpleNamespace(
+        collection=collection, key=key, context=SimpleNamespace(stop=threading.Event())
+    )
+    held = {"_id": f"lease:{key}", "owner": "the first process", "term": 1}
+    collection.insert_one({**held, "expires_at": datetime.now(UTC) + timedelta(hours=1)})  # renewed, alive
+    options = BatchOptions(run=True, partition=Partition(1, 2))
+    started = time.monotonic()
+    with caplog.at_level("INFO"), pytest.raises(ConfigError, match="another process is archiving this share"):
+        ShareLease(checkpoint, options, settings).__enter__()
+    waited = time.monotonic() - started
+    assert "waiting up to 2s" in caplog.text
+    assert 2.0 <= waited < 2.3, waited
+
+    def first_process_ends() -> None:
+        time.sleep(0.5)
+        collection.update_one(held, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}})
+
+    ending = threading.Thread(target=first_process_ends)
+    ending.start()
+    started = time.monotonic()
+    share = ShareLease(checkpoint, options, settings).__enter__()
+    ending.join()
+    assert share.lease is not None
+    assert share.lease.held()
+    assert time.monotonic() - started < 1.5
+    share.__exit__(None, None, None)
