@@ -54,6 +54,11 @@ NOT_SETTINGS = {
     "ARCHIVE_RETENTION",
     "ARCHIVE_PII_RETENTION",
     "JOB_COMPLETION_INDEX",  # Kubernetes': an Indexed Job's pod index (deployment.md)
+    # Misspelt on purpose: configuration.md's examples of names refused as near misses.
+    "PII_RETENTION",
+    "COLD_URL",
+    "TLS_CA_FILE",
+    "ARCHIVE_PURGE_AFTER",
 }
 
 
