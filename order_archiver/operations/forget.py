@@ -36,11 +36,12 @@ from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.tier import cold_store, cold_tier_writer
 from order_archiver.context import RunContext
 from order_archiver.documents import Document
-from order_archiver.errors import Interrupted
+from order_archiver.errors import ConfigError, Interrupted
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.erasure import count_holding, erase_personal_data
 from order_archiver.mongodb.forgotten import ForgottenPersons, orders_of
+from order_archiver.mongodb.source import missing_source
 from order_archiver.mongodb.storage import Collections
 from order_archiver.orders.erasing import BY_REQUEST, CLIENT, COURIER, Erasure
 from order_archiver.settings import Settings
@@ -230,6 +231,9 @@ def forget_person(
     later write respects the record, and forget again erases the rest (and the cold tier's)."""
     check_deployments(client, settings, archive_client)
     collections = Collections.of(client, settings, archive_client)
+    # A typo in MONGODB_DATABASE: the person recorded forgotten there holds nowhere it is needed.
+    if problem := (context or RunContext()).retrying(lambda: missing_source(collections.orders)):
+        raise ConfigError(problem)
     report = ForgetReport(person, run)
     stop = (context or RunContext()).stop
     throttle = limits.throttle((client, archive_client), stop, report.limits)

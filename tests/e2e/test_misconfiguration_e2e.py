@@ -81,7 +81,8 @@ def test_a_mistyped_database_is_unhealthy_at_every_status_and_no_command_creates
     a collection that does not exist reads nothing and creates nothing (mongodb/mongo
     jstests/core/query/count/count11.js), nor does an update or delete that is no upsert
     (write_ops_exec.cpp). status and doctor only read; batch --run and verify refuse the
-    missing orders collection (exit 2) before any write. The test server created the
+    missing orders collection (exit 2) before any write, and so does forget (its record of the
+    person in the typo's database would hold nowhere it is needed). The test server created the
     collections its reads named: status's second run found an empty Commande, healthy."""
     database = nx_client[db_name]  # a database name nothing holds: a typo
     for _ in range(3):
@@ -89,8 +90,13 @@ def test_a_mistyped_database_is_unhealthy_at_every_status_and_no_command_creates
         assert database.list_collection_names() == []
     assert run_cli("doctor", env=nx_env, cwd=tmp_path).returncode == 3
     assert database.list_collection_names() == []
-    database.Client.insert_one({"nom": "Martin"})  # a database that holds others, not the orders
-    for args in (("batch", "--run", "--purge-source"), ("verify", "--repair")):
+    client_id = database.Client.insert_one({"nom": "Martin"}).inserted_id  # others, not the orders
+    # forget: the person recorded forgotten in the typo's database held nowhere it is needed.
+    for args in (
+        ("batch", "--run", "--purge-source"),
+        ("verify", "--repair"),
+        ("forget", "--client", str(client_id), "--run"),
+    ):
         line = one_line_error(run_cli(*args, env=nx_env, cwd=tmp_path), 2)
         assert f"collection {db_name}.Commande does not exist" in line
         assert database.list_collection_names() == ["Client"]
