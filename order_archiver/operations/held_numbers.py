@@ -76,15 +76,20 @@ class NumberHolders:
         return held
 
     def holding(self, copies: Iterable[Mapping[str, object]]) -> dict[OrderId, OrderId]:
-        """Each copy whose number an order of another ``_id`` holds now, with that ``_id``."""
-        by_numero = {numero_of(c): c["_id"] for c in copies if numero_of(c) is not None}
+        """Each copy whose number an order of another ``_id`` holds now, with that ``_id``. Every
+        copy under a number is named (copies of one chunk may share one: each is held by the
+        source's order, not only the last of them)."""
+        by_numero: dict[object, list[OrderId]] = {}
+        for copy in copies:
+            if numero_of(copy) is not None:
+                by_numero.setdefault(numero_of(copy), []).append(copy["_id"])
         if not by_numero:
             return {}
         wanted = {"numero_commande": {"$in": list(by_numero)}}
         found = self.context.retrying(lambda: list(self.orders.find(wanted, {"numero_commande": 1})))
         held: dict[OrderId, OrderId] = {}
         for order in found:
-            mine = by_numero.get(order.get("numero_commande"))
-            if mine is not None and order["_id"] != mine:
-                held.setdefault(mine, order["_id"])
+            for mine in by_numero.get(order.get("numero_commande"), []):
+                if order["_id"] != mine:
+                    held.setdefault(mine, order["_id"])
         return held

@@ -370,3 +370,20 @@ def test_two_selected_orders_sharing_a_number_put_back_one_the_other_left_alone(
     assert db[settings.orders_collection].count_documents({"numero_commande": "CMD-7"}) == 1
     [held] = report.numero_held_orders
     assert (held.id, held.held_by, held.restored) == (str(second["_id"]), str(first["_id"]), False)
+
+
+def test_two_selected_orders_sharing_a_number_another_source_order_holds_are_both_left_alone(
+    mongo, db, settings
+):
+    """Two archived orders under CMD-8 in one chunk, and a third order of the source holding
+    CMD-8 already: neither goes back (held by the source's order), the source keeps one order
+    under the number. The read before the insert mapped the number to one copy only (the
+    last): the first was put back beside the source's order, then reported as 'raced'."""
+    first, second = order("CMD-8"), order("CMD-8", adresse_livraison="another order")
+    archive(db, settings, first, second)
+    holder = order("CMD-8", status="en_attente")
+    db[settings.orders_collection].insert_one(dict(holder))
+    report = restore(mongo, settings, RestoreSelection(("CMD-8",)), run=True)
+    assert (report.restored, report.numero_held, report.numero_shared) == (0, 2, 0)
+    assert db[settings.orders_collection].count_documents({"numero_commande": "CMD-8"}) == 1
+    assert {h.held_by for h in report.numero_held_orders} == {str(holder["_id"])}
