@@ -213,10 +213,33 @@ def count_by_age(
     rows_at_most: int | None = None,
 ) -> ColdPiiCount:
     """What ``erase_by_age`` would erase now, by its reads (nothing written); with
-    ``rows_at_most``, the rows read bounded: those left are counted in ``unread``."""
+    ``rows_at_most``, the rows read bounded: those left are counted in ``unread``. Read beside a
+    run at work (``status``, ``doctor``, a dry run: no lease), a file of ``found`` may be gone
+    since it was listed, replaced by a rewrite (the very files not yet erased are those the run
+    rewrites): it is not counted, its replacement is the next look's."""
     count = ColdPiiCount()
     budget = rows_at_most
-    for due in _due(store, found, stamps, cutoff):
+    for cold_file in found:
+        try:
+            budget = _count_file(store, cold_file, stamps, cutoff, erasure, budget, count)
+        except OSError:
+            if store.exists(cold_file.path):
+                raise
+            log.info("cold tier: %s replaced since it was listed: not counted", cold_file.path)
+    return count
+
+
+def _count_file(
+    store: ColdStore,
+    cold_file: ColdFile,
+    stamps: Stamps,
+    cutoff: datetime,
+    erasure: Erasure,
+    budget: int | None,
+    count: ColdPiiCount,
+) -> int | None:
+    """``count_by_age`` of one file, into ``count``; the rows left to read (``budget``) after it."""
+    for due in _due(store, [cold_file], stamps, cutoff):
         read: list[int] = []
         for index, rows in _groups(store, due, cutoff):
             if budget is not None and rows > budget:
@@ -228,4 +251,4 @@ def count_by_age(
         holding = len(_past_and_holding(store, due, read, cutoff, erasure)) if read else 0
         count.orders += holding
         count.files += bool(holding)
-    return count
+    return budget

@@ -2323,3 +2323,43 @@ def test_batchs_look_for_gone_cold_files_is_bounded_and_goes_round_the_whole_lis
     assert [f for run in runs[:3] for f in run.files] == [store.url_of(p) for p in paths]
     assert runs[3].files == runs[0].files
     assert (runs[2].orders, len(asked)) == (10, 65)
+
+
+def test_status_counting_cold_personal_data_meets_files_a_concurrent_rewrite_replaced(
+    mongo, settings, archived, tmp_path, monkeypatch
+):
+    """status lists the place, then opens the files not yet erased to ARCHIVE_PII_RETENTION's
+    cutoff: the very files a batch --run at work erases, each replaced by a rewrite (new file
+    published, old one removed). A file gone between the listing and its read failed the whole
+    probe ("ARCHIVE_COLD_URL ...: cannot be read: ... Failed to open local file", exit 1) at
+    each such race. A file replaced since the listing is not counted (its replacement is the
+    next probe's); the rest of status stands."""
+    from order_archiver.cold import tier
+    from order_archiver.cold.retention import erase_by_age
+    from order_archiver.operations.status import collect_status
+    from order_archiver.orders.erasing import BY_AGE, Erasure
+    from order_archiver.settings import Duration
+
+    _, before = archived
+    store = local_store(tmp_path)
+    moved_before = a_cutoff(before).replace(tzinfo=UTC)
+    archive, journal = collections(mongo, settings)
+    ColdMove(store, archive, journal, moved_before).run()
+    retention = Duration(seconds=round((NOW - moved_before).total_seconds()) + 86_400 * 10)
+    with_cold = settings.with_overrides(
+        archive_cold_url=store.url, archive_cold_after=settings.purge_after, archive_pii_retention=retention
+    )
+    erasure = Erasure(client=True, courier=True, by=BY_AGE, at=NOW, fields=with_cold.pii_policy.fields)
+    assert cold_past_and_holding(before, moved_before, None, NOW - retention, erasure)
+    real_listing = tier.listing
+
+    def listed_then_rewritten(place):
+        found = real_listing(place)  # status's listing; then a batch run's erasure replaces files
+        erase_by_age(store, journal, NOW - retention, erasure, RunContext())
+        return found
+
+    monkeypatch.setattr(tier, "listing", listed_then_rewritten)
+    monkeypatch.setattr("order_archiver.operations.status.listing", listed_then_rewritten)
+    report = collect_status(mongo, with_cold, now=NOW)
+    assert report.cold_pii_retention_pending == 0
+    assert not any("cannot be read" in problem for problem in report.problems)
