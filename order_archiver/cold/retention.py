@@ -167,10 +167,6 @@ def _past_and_holding(
     return found
 
 
-def _stamps(manifest: ColdManifest) -> dict[str, datetime | str | None]:
-    return {entry.path: entry.erased_before for entry in manifest.entries()}
-
-
 def erase_by_age(
     store: ColdStore,
     journal: MongoCollection,
