@@ -281,8 +281,11 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
                     moving = functools.partial(setattr, report, "cold")
                     move_to_cold(clients.source, settings, archiver.context, clients.archive, moving)
                 report.completed = report.ended == "completed"
-            elif moves and not options.run:
-                report.cold = would_move(clients.source, settings, context, clients.archive)
+            elif moves and not options.run and report.ended in (None, "completed"):
+                # As --run: a dry run a limit ended counts nothing of the cold tier, and its
+                # count of the cold files meets the limits (and a signal) a file at a time.
+                with archiver.throttle.until_a_limit(report):
+                    report.cold = would_move(clients.source, settings, archiver.context, clients.archive)
             succeeded = True
     except ConfigError:
         raise  # refused before the run: no counts to tell, only the one line

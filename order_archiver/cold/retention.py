@@ -207,15 +207,18 @@ def count_by_age(
     cutoff: datetime,
     erasure: Erasure,
     rows_at_most: int | None = None,
+    boundary: Callable[[], object] = lambda: None,
 ) -> ColdPiiCount:
     """What ``erase_by_age`` would erase now, by its reads (nothing written); with
     ``rows_at_most``, the rows read bounded: those left are counted in ``unread``. Read beside a
     run at work (``status``, ``doctor``, a dry run: no lease), a file of ``found`` may be gone
     since it was listed, replaced by a rewrite (the very files not yet erased are those the run
-    rewrites): it is not counted, its replacement is the next look's."""
+    rewrites): it is not counted, its replacement is the next look's. ``boundary`` is called
+    before each file (a dry run's: the run's limits and a signal end the count there)."""
     count = ColdPiiCount()
     budget = rows_at_most
     for cold_file in found:
+        boundary()
         try:
             budget = _count_file(store, cold_file, stamps, cutoff, erasure, budget, count)
         except OSError:

@@ -100,9 +100,19 @@ def would_move(
         found = [f for f in store.files() if expire is None or not _expired(f, expire)]
         stamps = _stamps(ColdManifest(store, collections.checkpoints, on_archive).entries())
         erasure = _age_erasure(settings, settings.archive_pii_retention, now)
-        counted = count_by_age(store, found, stamps, *erasure)
+        # Its reads meet the run's limits and a signal, a file at a time, as the run's steps do.
+        counted = count_by_age(store, found, stamps, *erasure, boundary=lambda: _counting_boundary(context))
         report.would_erase_pii = counted.orders
     return report
+
+
+def _counting_boundary(context: RunContext) -> None:
+    """Between two cold files a dry run counts: a signal (``Interrupted``) or a limit of the run
+    (``LimitReached``: the dry run's ``--max-runtime``, ``--stop-file``) ends the count, as it
+    ends the run's steps (``rewrite.file_boundary``); no ``--max-lag`` hold: nothing is written."""
+    if context.stopped:
+        raise Interrupted("interrupted: the cold tier's count stopped between two files")
+    context.gate.check()
 
 
 def _expired(cold_file: ColdFile, before: datetime) -> bool:

@@ -375,3 +375,28 @@ def test_a_signal_during_the_move_is_no_run_done(shell, monkeypatch, capsys):
     assert "batch stopped before the end, counts so far" in said.out, said.out
     assert "batch done" not in said.out
     assert "interrupted: the cold tier stopped between two files" in said.err
+
+
+def test_a_dry_run_ended_by_a_limit_reads_no_cold_file_as_the_run_moves_nothing(
+    moved, monkeypatch, capsys, tmp_path
+):
+    """A dry run ends at --max-runtime or --stop-file as --run does; --run then leaves the cold
+    tier alone (no move, no ARCHIVE_PII_RETENTION rewrite). The dry run still counted the cold
+    orders past ARCHIVE_PII_RETENTION: every due row of every cold file read (years of files
+    when the retention is first set), past the limit it said it had ended at."""
+    _, store = moved
+    stop = tmp_path / "stop"
+    stop.touch()
+    monkeypatch.setenv("ARCHIVE_PII_RETENTION", "30d")
+    opened: list[str] = []
+    real_open = files._open
+    monkeypatch.setattr(files, "_open", lambda s, path: opened.append(path) or real_open(s, path))
+    capsys.readouterr()
+    code = cli.main(["batch", "--json", "-q", "--stop-file", str(stop)])
+    report = json.loads(capsys.readouterr().out)
+    assert (code, report["ended"]) == (0, "stop_file")
+    assert opened == []
+    assert report["cold"] is None  # as --run's: the cold tier's step not reached
+    stop.unlink()
+    code = cli.main(["batch", "--json", "-q"])
+    assert json.loads(capsys.readouterr().out)["cold"]["would_erase_pii"] == holding_pii(store, 30)
