@@ -6,6 +6,7 @@ whole, or the partial one otherwise."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from order_archiver.cold.rewrite import ColdRewrite
@@ -51,12 +52,16 @@ def erase_in_cold(
     run: bool,
     context: RunContext,
     report: ColdErasure | None = None,
+    boundary: Callable[[], object] = lambda: None,
 ) -> ColdErasure:
     """Count (and with ``run`` erase) the person's personal data in every cold file, into
     ``report`` as it goes: each rewrite is a file boundary (``rewrite.file_boundary``), where a
-    signal or a limit of the run ends the erasure; forget again rewrites the files left."""
+    signal or a limit of the run ends the erasure; forget again rewrites the files left.
+    ``boundary`` is called before each file is read (``rewrite.read_boundary``: the reads end
+    there too)."""
     report = report if report is not None else ColdErasure()
     for cold_file in store.files():
+        boundary()
         orders, holding = _holding(store, cold_file, query, erasure)
         report.files += bool(orders)
         report.orders += orders

@@ -50,6 +50,15 @@ def file_boundary(context: RunContext) -> None:
     context.gate.before()
 
 
+def read_boundary(context: RunContext) -> None:
+    """Between two files a step only reads (a count: a dry run's, forget's after its end): a
+    signal (``Interrupted``) or a limit of the run (``LimitReached``) ends it there, as
+    ``file_boundary`` ends a step that writes; no ``--max-lag`` hold: nothing is written."""
+    if context.stopped:
+        raise Interrupted("interrupted: the cold tier's count stopped between two files")
+    context.gate.check()
+
+
 def until_stopped(documents: Iterable[T], context: RunContext) -> Iterator[T]:
     """``documents``, ended by a signal (``Interrupted``): the file being written from them is
     abandoned by its writer's caller (see the module), the old file (or the archive) keeping them."""

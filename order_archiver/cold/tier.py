@@ -16,6 +16,7 @@ from order_archiver.cold.manifest import ColdManifest, Listed
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.record import raise_boundary
 from order_archiver.cold.retention import ColdAgeErasure, ColdPiiCount, count_by_age, erase_by_age
+from order_archiver.cold.rewrite import read_boundary
 from order_archiver.cold.spot_check import spot_check
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
@@ -101,18 +102,9 @@ def would_move(
         stamps = _stamps(ColdManifest(store, collections.checkpoints, on_archive).entries())
         erasure = _age_erasure(settings, settings.archive_pii_retention, now)
         # Its reads meet the run's limits and a signal, a file at a time, as the run's steps do.
-        counted = count_by_age(store, found, stamps, *erasure, boundary=lambda: _counting_boundary(context))
+        counted = count_by_age(store, found, stamps, *erasure, boundary=lambda: read_boundary(context))
         report.would_erase_pii = counted.orders
     return report
-
-
-def _counting_boundary(context: RunContext) -> None:
-    """Between two cold files a dry run counts: a signal (``Interrupted``) or a limit of the run
-    (``LimitReached``: the dry run's ``--max-runtime``, ``--stop-file``) ends the count, as it
-    ends the run's steps (``rewrite.file_boundary``); no ``--max-lag`` hold: nothing is written."""
-    if context.stopped:
-        raise Interrupted("interrupted: the cold tier's count stopped between two files")
-    context.gate.check()
 
 
 def _expired(cold_file: ColdFile, before: datetime) -> bool:

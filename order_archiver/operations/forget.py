@@ -32,6 +32,7 @@ from pymongo import MongoClient
 
 from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits, Throttle
 from order_archiver.cold.erasure import ColdErasure, erase_in_cold
+from order_archiver.cold.rewrite import read_boundary
 from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.tier import cold_store, cold_tier_writer
 from order_archiver.context import RunContext
@@ -306,7 +307,9 @@ def _in_the_cold_tier(
     report: ForgetReport | None = None,
 ) -> ColdErasure | None:
     """Their orders in the cold tier, counted, and with ``run`` erased (each file holding some
-    rewritten), into ``report.cold`` as it goes; None without a cold tier."""
+    rewritten), into ``report.cold`` as it goes; None without a cold tier. With ``report`` (after
+    the archive's erasure) the reads of a count meet the run's limits and a signal a file at a
+    time (``rewrite.read_boundary``): one that ended the erasure leaves the cold tier unread."""
     store = cold_store(settings, context)
     if store is None:
         return None
@@ -315,8 +318,16 @@ def _in_the_cold_tier(
     )
     counts = ColdErasure()
     if not run:
+        bounded = (lambda: read_boundary(context)) if report is not None else (lambda: None)
         return erase_in_cold(
-            store, collections.checkpoints, query, erasure, run=False, context=context, report=counts
+            store,
+            collections.checkpoints,
+            query,
+            erasure,
+            run=False,
+            context=context,
+            report=counts,
+            boundary=bounded,
         )
     with cold_tier_writer(collections, settings, context):  # no move nor other rewrite meanwhile
         if report is not None:  # from here on: a wait for the lease a limit ended counted nothing

@@ -400,3 +400,39 @@ def test_a_dry_run_ended_by_a_limit_reads_no_cold_file_as_the_run_moves_nothing(
     stop.unlink()
     code = cli.main(["batch", "--json", "-q"])
     assert json.loads(capsys.readouterr().out)["cold"]["would_erase_pii"] == holding_pii(store, 30)
+
+
+@pytest.mark.parametrize("end", ["stop_file", "signal"])
+def test_forget_ended_in_the_archive_reads_no_cold_file_after_its_end(
+    moved, monkeypatch, capsys, tmp_path, end
+):
+    """A stop file (or SIGTERM) while forget erases the archive: the cold tier's erasure is the
+    next forget's. forget still counted the person's cold orders, a read of every cold file after
+    the end it said (after a signal, past the command line's few seconds of grace on a large
+    tier: "stopped 8 s after the signal", exit 1). The count meets the end, file by file."""
+    from order_archiver.cold import erasure as cold_erasure
+    from order_archiver.operations import forget as forget_module
+
+    _, store = moved
+    courier = a_courier_in_several_files(store)
+    stop = tmp_path / "stop"
+    ended = {"at": False}
+    real_erased, real_holding = forget_module._erased, cold_erasure._holding
+
+    def erased_then_ended(*args: Any, **kwargs: Any) -> Any:
+        stop.touch() if end == "stop_file" else sigterm()
+        ended["at"] = True
+        return real_erased(*args, **kwargs)
+
+    read_after: list[str] = []
+
+    def holding(store_: Any, cold_file: Any, *args: Any) -> Any:
+        if ended["at"]:
+            read_after.append(cold_file.path)
+        return real_holding(store_, cold_file, *args)
+
+    monkeypatch.setattr(forget_module, "_erased", erased_then_ended)
+    monkeypatch.setattr(cold_erasure, "_holding", holding)
+    code, report = forget(capsys, courier, "--stop-file", str(stop))
+    assert (code, report["ended"]) == (0, end)
+    assert read_after == []
