@@ -20,7 +20,8 @@ from bson import json_util
 from pymongo import MongoClient
 
 from order_archiver.cold.check import lost_files
-from order_archiver.cold.manifest import ColdManifest
+from order_archiver.cold.manifest import ColdManifest, Listed
+from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.cold.tier import (
     PII_COUNTED_ROWS_AT_MOST,
     ColdSummary,
@@ -647,15 +648,33 @@ def _cold_tier(
         report.problems.append(str(exc))
         return
     report.cold = summarise(store, found, listed)
-    pending = pii_pending(store, found, listed, settings, now)
-    if pending is not None:
-        report.cold_pii_retention_pending, report.cold_pii_retention_unread = pending.orders, pending.unread
+    _cold_pii(report, store, found, listed, settings, now)
     lost = lost_files(store, manifest, listed, found)
     if lost.missing_files:  # removed by hand, or lost
         report.problems.append(
             f"cold tier: {plural(len(lost.missing_files), 'published file')} gone, "
             f"{plural(lost.missing, 'order')} in no place (verify names them)"
         )
+
+
+def _cold_pii(
+    report: StatusReport,
+    store: ColdStore,
+    found: list[ColdFile],
+    listed: list[Listed],
+    settings: Settings,
+    now: datetime,
+) -> None:
+    """The cold orders past ARCHIVE_PII_RETENTION still holding personal data (``pii_pending``).
+    It opens cold files (no other part of a probe does): one that cannot be read (damaged) is a
+    problem said, not the end of the probe, whose other figures stand."""
+    try:
+        pending = pii_pending(store, found, listed, settings, now)
+    except ArchiverError as exc:
+        report.problems.append(f"cold tier: personal data past ARCHIVE_PII_RETENTION not counted ({exc})")
+        return
+    if pending is not None:
+        report.cold_pii_retention_pending, report.cold_pii_retention_unread = pending.orders, pending.unread
 
 
 def _orders_by_status(

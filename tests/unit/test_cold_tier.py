@@ -2363,3 +2363,32 @@ def test_status_counting_cold_personal_data_meets_files_a_concurrent_rewrite_rep
     report = collect_status(mongo, with_cold, now=NOW)
     assert report.cold_pii_retention_pending == 0
     assert not any("cannot be read" in problem for problem in report.problems)
+
+
+def test_status_with_a_damaged_cold_file_still_reports_everything_and_names_the_file(
+    mongo, settings, archived, tmp_path
+):
+    """A probe reads the cold files not yet erased to ARCHIVE_PII_RETENTION's cutoff to count
+    their orders; one of them damaged (a bad copy, a truncated upload) made the whole status fail
+    ("ARCHIVE_COLD_URL ...: cannot be read", exit 1: no backlog, no watchers said), where before
+    that count a probe opened no cold file. The count is given up and said as a problem
+    (unhealthy, exit 3); the rest of status stands."""
+    from order_archiver.operations.status import collect_status
+    from order_archiver.settings import Duration
+
+    _, before = archived
+    store = local_store(tmp_path)
+    moved_before = a_cutoff(before).replace(tzinfo=UTC)
+    ColdMove(store, *collections(mongo, settings), moved_before).run()
+    retention = Duration(seconds=round((NOW - moved_before).total_seconds()) + 86_400 * 10)
+    with_cold = settings.with_overrides(
+        archive_cold_url=store.url, archive_cold_after=settings.purge_after, archive_pii_retention=retention
+    )
+    damaged = store.files()[0].path
+    with open(damaged, "wb") as out:
+        out.write(b"not a parquet file")
+    report = collect_status(mongo, with_cold, now=NOW)
+    assert report.cold is not None
+    assert report.newest_archived_at is not None
+    assert report.cold_pii_retention_pending is None
+    assert any("personal data past ARCHIVE_PII_RETENTION not counted" in p for p in report.problems)
