@@ -817,7 +817,16 @@ def _check_env_lines(path: Path, text: str) -> None:
 
 
 DURATION_PARSERS = (parse_duration, parse_positive_duration, parse_retention)
+NUMBER_PARSERS = (
+    parse_batch_size,
+    parse_positive_int,
+    parse_seconds,
+    parse_driver_ms,
+    parse_server_ms,
+    parse_watch_await_ms,
+)
 _SPELT_DURATION = re.compile(r"(\d+)\s*([smhd])[a-z]*\s*(#.*)?$")  # "30 days", "2 hours # why"
+_LEADING_NUMBER = re.compile(r"(\d+)")
 
 
 def _space_advice(binding: Binding) -> str:
@@ -826,9 +835,12 @@ def _space_advice(binding: Binding) -> str:
     followed the first advice into the second refusal), so its format is named instead, with
     the value as a duration is written when it reads as one (``30 days``: ``30d``)."""
     parser = ENV_VARS.get(binding.key or "", ("", None))[1]
+    value = binding.original.string.split("=", 1)[1].strip().lower()
+    if parser in NUMBER_PARSERS:  # ``BATCH_SIZE=50 more``: quoted, no number either
+        number = _LEADING_NUMBER.match(value)
+        return f"a number is written alone, without spaces, e.g. {number.group(1) if number else 500}"
     if parser not in DURATION_PARSERS:
         return 'put it in quotes ("my value"); a comment after a value starts at " #"'
-    value = binding.original.string.split("=", 1)[1].strip().lower()
     spelt = _SPELT_DURATION.match(value)
     example = f"{spelt.group(1)}{spelt.group(2)}" if spelt else "30d"
     return f"a duration is written without spaces, e.g. {example} (s, m, h or d after a whole number)"

@@ -118,7 +118,7 @@ class BatchReport:
     archived: int = 0
     already_archived: int = 0
     rejected: int = 0
-    rejected_new: int = 0  # rejected orders never listed before: these make exit 3
+    rejected_new: int = 0  # never listed before, or for another reason: these make exit 3
     outside_window: int = 0  # string dates that turned out to be outside the window
     past_retention: int = 0  # delivered longer ago than ARCHIVE_RETENTION: not archived, left in the source
     past_cold_after: int = 0  # delivered longer ago than ARCHIVE_COLD_AFTER (the cold tier's): not archived

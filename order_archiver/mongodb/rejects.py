@@ -3,9 +3,11 @@ collection (``REJECTS_COLLECTION``, archive database).
 
 ``{_id: the order's _id, numero_commande, reason, source (the last job to meet it), first_source,
 first_seen, last_seen, times_seen,
-first_run}``. A run records what it rejected after the archive write of the same chunk; an
-order seen for the first time is *new*, and only new rejections make a batch exit 3 (a
-rejected order does not fail every later run). An order fixed at the source is archived by
+first_run, reason_run}``. A run records what it rejected after the archive write of the same
+chunk; an order seen for the first time, or rejected for another reason than the list gave (its
+number fixed at the source, now taken: ``reason_run``, the run that met the new reason), is
+*new*, and only new rejections make a batch exit 3 (a rejected order does not fail every later
+run; one fixed at the source into another refusal is news to whoever fixed it). An order fixed at the source is archived by
 the next run that reaches it, and the end of every completed batch run prunes the entries
 whose order is archived, deleted or no longer delivered; listings leave such entries out
 already. The store never holds the order itself: ``_id`` and the reason are enough to find it.
@@ -64,11 +66,18 @@ class RejectStore:
         return [doc["_id"] for doc in self._retrying(lambda: list(cursor.clone()))]
 
     def record(self, rejections: list[Rejection], source: str, now: datetime | None = None) -> int:
-        """Record ``rejections``; return how many are new (never recorded before), and log
+        """Record ``rejections``; return how many are new (never recorded before, or recorded
+        for another reason), and log
         those at WARNING (known ones at DEBUG: a nightly run does not repeat itself)."""
         if not rejections:
             return 0
         now = now or datetime.now(UTC)
+        # First, a listed order met for another reason: marked by this run (kept if retried).
+        changed = [
+            UpdateOne({"_id": r.order_id, "reason": {"$ne": r.reason}}, {"$set": {"reason_run": self.run_id}})
+            for r in rejections
+        ]
+        self._retrying(lambda: self.collection.bulk_write(changed, ordered=False))
         requests = [
             UpdateOne(
                 {"_id": r.order_id},
@@ -92,7 +101,13 @@ class RejectStore:
             doc["_id"]
             for doc in self._retrying(
                 lambda: list(
-                    self.collection.find({"_id": {"$in": ids}, "first_run": self.run_id}, {"_id": 1})
+                    self.collection.find(
+                        {
+                            "_id": {"$in": ids},
+                            "$or": [{"first_run": self.run_id}, {"reason_run": self.run_id}],
+                        },
+                        {"_id": 1},
+                    )
                 )
             )
         }

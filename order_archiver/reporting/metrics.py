@@ -112,7 +112,7 @@ def write_batch_metrics(
         "archived": "Orders archived by the last batch run",
         "already_archived": "Orders found already archived by the last batch run",
         "rejected": "Orders rejected as invalid by the last batch run",
-        "rejected_new": "Rejected orders the last batch run found for the first time (exit 3)",
+        "rejected_new": "Rejected orders the last batch run found for the first time or for a new reason (exit 3)",
         "purged": "Source orders purged by the last batch run",
         "seconds": "Duration of the last batch run",
     }

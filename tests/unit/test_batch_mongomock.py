@@ -549,3 +549,23 @@ def test_a_dry_run_counts_another_orders_number_as_a_rejection_as_the_run_does(m
     run = BatchArchiver(mongo, settings, BatchOptions(run=True)).run()
     assert (dry.would_archive, dry.rejected) == (run.archived, run.rejected)
     assert run.rejected == 2
+
+
+def test_an_order_fixed_at_the_source_into_another_refusal_is_news(mongo, settings, seeded):
+    """A new user's try: an order listed for its missing number, given at the source a number
+    another archived order holds, was met again for the new reason and counted as known (exit
+    0; ``-q`` printed nothing): whoever fixed it was told nothing. A new reason is news (exit
+    3), once: the next run meets it again for the same reason, known."""
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    archived, broken = [o for o in seeded.orders if o["status"] == "livrée" and "_dirty" not in o][:2]
+    orders.update_one({"_id": broken["_id"]}, {"$unset": {"numero_commande": ""}})
+    first = run(mongo, settings)
+    assert first.rejections.get("numero_commande missing", 0) >= 1  # it, and the seed's own
+    assert first.rejected_new == first.rejected
+    again = run(mongo, settings, full=True)
+    assert again.rejected_new == 0  # the same reasons: known
+    orders.update_one({"_id": broken["_id"]}, {"$set": {"numero_commande": archived["numero_commande"]}})
+    fixed = run(mongo, settings, full=True)
+    assert fixed.rejections.get("numero_commande already archived for another order") == 1
+    assert fixed.rejected_new == 1
+    assert run(mongo, settings, full=True).rejected_new == 0

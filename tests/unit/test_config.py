@@ -567,6 +567,33 @@ def test_a_duration_with_a_space_is_told_the_duration_format_not_to_quote_it(
     assert getattr(settings, ENV_VARS[key][0]).total_seconds() > 0
 
 
+@pytest.mark.parametrize(
+    ("line", "example"),
+    [("BATCH_SIZE=50 more", "50"), ("WATCH_HEARTBEAT_S=30 s", "30"), ("BATCH_MAX_RATE=a lot", "500")],
+)
+def test_a_number_with_a_space_is_told_to_be_written_alone_not_to_quote_it(
+    line, example, tmp_path, monkeypatch, capsys
+):
+    """As a duration's: ``BATCH_SIZE=50 more`` was told "put it in quotes", and quoted it was
+    refused as no number (a new user's try). A number setting's line says how it is written."""
+    from tests.helpers import run_in_process
+
+    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{line}\n")
+    (tmp_path / ".env").chmod(0o600)
+    result = run_in_process(
+        "batch", "--simulation", env={}, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert result.returncode == 2
+    key = line.split("=", 1)[0]
+    assert result.stderr.strip().splitlines() == [
+        f"error: .env line 2: {key} has a space in its value, unquoted: a number is written alone, "
+        f"without spaces, e.g. {example}"
+    ]
+    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{key}={example}\n")
+    settings, _ = load_settings(environ={})
+    assert getattr(settings, ENV_VARS[key][0]) == int(example)
+
+
 def test_a_missing_uri_names_the_env_file_it_looked_for_and_whether_it_exists(tmp_path, monkeypatch, capsys):
     """A new user's try, run from the wrong folder: "MONGODB_URI is not set: put it in the
     environment or .env" (which .env? there was none there). The line names the folder where
