@@ -15,15 +15,16 @@ primary should not typically exceed 12 seconds"; replSetStepDown, "Behavior"):
   ``ok: 0``, code 11602 ``InterruptedDueToReplStateChange``, "operation was interrupted". An
   interrupted write command fails whole, the statements applied before the interruption stay
   applied (``write_ops_exec.cpp`` ``handleError``: "These have always failed the whole batch").
-  A retryable write (a ``txnNumber``, not in a transaction: what pymongo sends for insert,
-  update_one, replace_one, delete_one, find_one_and_*, and a bulk_write without a multi
-  statement) carries the ``RetryableWriteError`` label (the server adds it since 4.4,
-  ``getErrorLabels``) and is applied here not at all: MongoDB would answer its retry's already
-  applied statements from its transactions table, which this server does not keep; none
-  applied is one of the outcomes MongoDB may give. A write that is not retryable (no
-  ``txnNumber``: update_many, delete_many, a bulk_write with one of them) is applied in part:
-  the first half of its statements, and a lone multi statement (``multi: true``, ``limit: 0``)
-  on one document only; no label, so pymongo raises ``NotPrimaryError`` and never retries it.
+  Applied in part: the first half of its statements (each statement commits alone), and a
+  lone multi statement (``multi: true``, ``limit: 0``) on one document only. A retryable write
+  (a ``txnNumber``, not in a transaction: what pymongo sends for insert, update_one,
+  replace_one, delete_one, find_one_and_*, and a bulk_write without a multi statement) carries
+  the ``RetryableWriteError`` label (the server adds it since 4.4, ``getErrorLabels``), and
+  its retry (same session, same ``txnNumber``) is answered as MongoDB's transactions table
+  answers it: the statements applied before the kill are reported, not applied again; a new
+  write (another ``txnNumber``: the application's own retry) applies everything again. A write
+  that is not retryable (no ``txnNumber``: update_many, delete_many, a bulk_write with one of
+  them) has no label: pymongo raises ``NotPrimaryError`` and never retries it.
 - Until the election ends, every write command (and each index or collection change) is
   refused ``ok: 0``, code 10107 (``NotWritablePrimary``; ``NotMaster``, "not master" on 4.4),
   labelled as above; a read that asks for the primary (no ``$readPreference``, or mode
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -72,6 +74,7 @@ _COUNTED = frozenset({*_STATEMENTS, "findAndModify", "findandmodify"})
 # Reads a secondary refuses when they ask for the primary (getMore continues an open cursor).
 READ_COMMANDS = frozenset({"find", "aggregate", "count", "distinct", "listIndexes", "listCollections"})
 _HELLO = ("hello", "Hello", "isMaster", "ismaster")
+STEPPED_DOWN = "NX_FAULT_ELECTION: the primary stepped down"
 
 
 def _error(code: int, version: definitions.Version, body: dict[str, Any]) -> dict[str, Any]:
@@ -97,20 +100,49 @@ def _asks_for_primary(body: dict[str, Any]) -> bool:
     return not isinstance(preference, dict) or preference.get("mode", "primary") == "primary"
 
 
-def _applied_part(body: dict[str, Any]) -> dict[str, Any] | None:
-    """What of a write that is not retryable was applied before it was killed: the first half
-    of its statements; a lone multi statement on one document. None: nothing."""
+def _statements(body: dict[str, Any]) -> tuple[str, list[Any]]:
     key = _STATEMENTS.get(definitions.command_name(body), "")
-    statements = list(body.get(key) or []) if key else []
+    return key, list(body.get(key) or []) if key else []
+
+
+def _applied_part(body: dict[str, Any], retryable: bool) -> dict[str, Any] | None:
+    """What of a write was applied before it was killed: the first half of its statements (each
+    statement of a retryable write commits alone); of a lone multi statement (not retryable),
+    one document. None: nothing."""
+    key, statements = _statements(body)
     if len(statements) > 1:
         return {**body, key: statements[: len(statements) // 2]}
-    if len(statements) == 1 and isinstance(statements[0], dict):
-        one = statements[0]
-        if key == "updates" and one.get("multi"):
-            return {**body, key: [{**one, "multi": False}]}
-        if key == "deletes" and one.get("limit") == 0:
-            return {**body, key: [{**one, "limit": 1}]}
+    if retryable or len(statements) != 1 or not isinstance(statements[0], dict):
+        return None
+    one = statements[0]
+    if key == "updates" and one.get("multi"):
+        return {**body, key: [{**one, "multi": False}]}
+    if key == "deletes" and one.get("limit") == 0:
+        return {**body, key: [{**one, "limit": 1}]}
     return None
+
+
+def _transaction(body: dict[str, Any]) -> tuple[bytes, int] | None:
+    """A retryable write's key in MongoDB's transactions table: its session and ``txnNumber``."""
+    lsid = body.get("lsid")
+    if "txnNumber" not in body or "autocommit" in body or not isinstance(lsid, dict):
+        return None
+    return bytes(lsid.get("id", b"")), int(body["txnNumber"])
+
+
+def _merged(first: dict[str, Any], rest: dict[str, Any], offset: int) -> dict[str, Any]:
+    """One reply for a retried write: the statements applied before the kill (``first``, as the
+    transactions table remembers them) and the ``rest`` applied by the retry, indexes shifted."""
+    reply = {**rest, "n": int(first.get("n", 0)) + int(rest.get("n", 0))}
+    if "nModified" in first or "nModified" in rest:
+        reply["nModified"] = int(first.get("nModified", 0)) + int(rest.get("nModified", 0))
+    for field in ("upserted", "writeErrors"):
+        entries = list(first.get(field) or []) + [
+            {**e, "index": int(e["index"]) + offset} for e in rest.get(field) or []
+        ]
+        if entries:
+            reply[field] = entries
+    return reply
 
 
 class Election:
@@ -124,6 +156,9 @@ class Election:
         self.version = version
         self.writes = 0
         self.until: float | None = None  # the election's end (monotonic), once it began
+        # The retryable write killed in flight: its (session, txnNumber), the statements it
+        # applied and their reply (MongoDB's transactions table answers them to its retry).
+        self.killed: tuple[tuple[bytes, int], int, dict[str, Any]] | None = None
         self.lock = threading.Lock()
 
     def electing(self) -> bool:
@@ -141,7 +176,13 @@ class Election:
             if self.writes <= self.after:
                 return False
             self.until = time.monotonic() + self.seconds
-            return True
+        # Said on the server's output (server.log): a test checks that its election took place.
+        print(
+            f"{STEPPED_DOWN} during {name} on {self.collection}: no primary for {self.seconds:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
 
     def refusal(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """A secondary's answer to a command during the election, or None (served as usual)."""
@@ -172,15 +213,38 @@ class Election:
         if refused is not None:
             return request_id, refused
         if self.steps_down_on(body):
-            retryable = "txnNumber" in body and "autocommit" not in body
-            part = None if retryable else _applied_part(body)
-            if part is not None:  # applied before the kill; its reply is lost with the command
-                inner(handler, {**msg, "sections": [("body", part)]})
-            return request_id, _error(11602, self.version, body)
+            return request_id, self.kill(handler, inner, msg, body)
+        if self.killed is not None and _transaction(body) == self.killed[0]:
+            return request_id, self.retried(handler, inner, msg, body)
         request_id, reply = inner(handler, msg)
         if definitions.command_name(body) in _HELLO and isinstance(reply, dict):
             reply = self.hello(reply)
         return request_id, reply
+
+    def kill(self, handler: Any, inner: Any, msg: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """The write in flight at the stepdown: its applied part, then 11602."""
+        transaction = _transaction(body)
+        part = _applied_part(body, retryable=transaction is not None)
+        reply: dict[str, Any] = {"n": 0}
+        if part is not None:  # applied before the kill; its reply is lost with the command
+            _, reply = inner(handler, {**msg, "sections": [("body", part)]})
+        if transaction is not None:
+            self.killed = (transaction, len(_statements(part or {})[1]), reply)
+        return _error(11602, self.version, body)
+
+    def retried(self, handler: Any, inner: Any, msg: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """The driver's retry of the killed write (same session, same ``txnNumber``): the
+        statements applied before the kill are answered as applied, not applied again."""
+        assert self.killed is not None
+        _, applied, first = self.killed
+        self.killed = None
+        key, statements = _statements(body)
+        if not applied:
+            return inner(handler, msg)[1]
+        if applied >= len(statements):
+            return {**first, "ok": 1.0}
+        _, rest = inner(handler, {**msg, "sections": [("body", {**body, key: statements[applied:]})]})
+        return _merged(first, rest, applied)
 
 
 def add_election_knob() -> None:

@@ -34,9 +34,10 @@ class Failures(monitoring.CommandListener):
 
 
 def test_a_retryable_write_in_flight_is_interrupted_then_retried_on_the_new_primary(db_name):
-    """The 3rd insert is in flight at the stepdown: 11602 with the RetryableWriteError label,
-    nothing applied; pymongo retries it once, after the election (its server selection waits for
-    a primary): one document each, none lost, none doubled."""
+    """The 3rd insert (4 documents) is in flight at the stepdown: its first 2 applied, then 11602
+    with the RetryableWriteError label; pymongo retries it once, after the election (its server
+    selection waits for a primary), with the same txnNumber: the 2 applied are answered from the
+    transactions table, not inserted again (no 11000). Each document once."""
     listener = Failures()
     with (
         running_server({"NX_FAULT_ELECTION": "orders:2:2"}) as server,
@@ -46,15 +47,37 @@ def test_a_retryable_write_in_flight_is_interrupted_then_retried_on_the_new_prim
         orders.insert_one({"_id": 1})
         orders.insert_one({"_id": 2})
         started = time.monotonic()
-        orders.insert_one({"_id": 3})  # interrupted, retried once the server is primary again
+        result = orders.insert_many([{"_id": i} for i in range(3, 7)])  # interrupted, then retried
         assert time.monotonic() - started >= 1.5  # it waited for the election
-        assert sorted(d["_id"] for d in orders.find()) == [1, 2, 3]
+        assert result.inserted_ids == [3, 4, 5, 6]
+        assert sorted(d["_id"] for d in orders.find()) == [1, 2, 3, 4, 5, 6]
         [(name, failure)] = listener.failures
         assert name == "insert"
         assert (failure["code"], failure["codeName"]) == (11602, "InterruptedDueToReplStateChange")
         assert failure["errorLabels"] == ["RetryableWriteError"]
-        orders.insert_one({"_id": 4})  # one election per server
+        updated = orders.bulk_write([pymongo.UpdateOne({"_id": i}, {"$set": {"x": 1}}) for i in (1, 2)])
+        assert updated.modified_count == 2  # one election per server
         assert len(listener.failures) == 1
+
+
+def test_a_retryable_write_whose_retry_fails_applies_again_when_the_application_retries(db_name):
+    """An election longer than the client's server selection: pymongo's one retry finds no
+    primary and raises the original error; the application's own retry is a new write (a new
+    txnNumber) and applies every statement again, as MongoDB does: upserts match what the killed
+    write upserted (reported as matched, not upserted)."""
+    with (
+        running_server({"NX_FAULT_ELECTION": "orders:0:3"}) as server,
+        pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=1000) as client,
+    ):
+        orders = client[db_name]["orders"]
+        upserts = [pymongo.UpdateOne({"_id": i}, {"$set": {"x": i}}, upsert=True) for i in range(4)]
+        with pytest.raises(NotPrimaryError) as caught:
+            orders.bulk_write(upserts, ordered=False)
+        assert caught.value.has_error_label("RetryableWriteError")
+        time.sleep(3)
+        again = orders.bulk_write(upserts, ordered=False)
+        assert (again.upserted_count, again.matched_count) == (2, 2)  # the first half was applied
+        assert sorted(d["_id"] for d in orders.find()) == [0, 1, 2, 3]
 
 
 def test_a_multi_write_in_flight_is_applied_in_part_and_not_retried(db_name):
