@@ -1,0 +1,200 @@
+"""An election in the middle of each command that writes (``NX_FAULT_ELECTION``,
+teststand/election.py): nothing lost, nothing doubled, and the command either finishes or
+fails with one line (exit 1) that a re-run completes.
+
+What the knob stands for (MongoDB's manual, "Replica Set Elections" and "Retryable Writes";
+replSetStepDown, "Behavior"): the primary steps down while a write is in flight, kills it
+(11602 ``InterruptedDueToReplStateChange``, ``RetryableWriteError`` when the write was
+retryable), refuses writes (10107 ``NotWritablePrimary``) and says in ``hello`` that it is no
+writable primary until a primary is elected, typically within 12 seconds; pymongo retries a
+retryable write once, after its server selection finds the new primary (within
+``MONGODB_TIMEOUT_MS``, 5 s by default: a 12 s election outlasts it), and never retries an
+update_many or delete_many (``NotPrimaryError``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo import monitoring
+
+from order_archiver.settings import Settings
+from tests.conftest import run_cli
+from tests.helpers import (
+    WatchProcess,
+    assert_no_duplicates,
+    deliver,
+    expected_archive_ids,
+    pending_ids,
+    seed_database,
+    token_saved,
+    wait_for,
+)
+from teststand.election import STEPPED_DOWN
+from teststand.nx_server import NxServer, running_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.test_server_only("the test server's election knob")]
+
+ELECTION_S = 12  # "should not typically exceed 12 seconds" (manual, Replica Set Elections)
+WRITES = ("insert", "update", "delete", "findAndModify")
+# The fields a run stamps with its own clock: the rest of an archive document is the order's.
+STAMPS = ("archived_at", "revised_at")
+
+
+class WriteCounter(monitoring.CommandListener):
+    """The write commands a client sent, per collection: where a knob's N falls."""
+
+    def __init__(self) -> None:
+        self.writes: dict[str, int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in WRITES:
+            collection = str(event.command[event.command_name])
+            self.writes[collection] = self.writes.get(collection, 0) + 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def seed(uri: str, db_name: str, count: int, seed_value: int) -> tuple[Any, dict[str, int]]:
+    """The dataset in ``db_name`` at ``uri``; the write commands that seeding sent per collection."""
+    counter = WriteCounter()
+    settings = Settings(mongodb_uri=uri, mongodb_database=db_name, log_dir="")
+    with pymongo.MongoClient(uri, tz_aware=True, event_listeners=[counter]) as client:
+        dataset = seed_database(client[db_name], settings, count, seed=seed_value, p_anomalies=0.05)
+    return dataset, counter.writes
+
+
+def archive_of(uri: str, db_name: str) -> dict[Any, dict[str, Any]]:
+    """The archive by ``_id``, without the run's own time stamps."""
+    with pymongo.MongoClient(uri, tz_aware=True) as client:
+        archive = client[db_name]["Commande_archive"]
+        assert_no_duplicates(archive)
+        return {d["_id"]: {k: v for k, v in d.items() if k not in STAMPS} for d in archive.find()}
+
+
+def source_ids(uri: str, db_name: str) -> set[Any]:
+    with pymongo.MongoClient(uri, tz_aware=True) as client:
+        return {d["_id"] for d in client[db_name]["Commande"].find({}, {"_id": 1})}
+
+
+@contextmanager
+def electing(collection: str, after: int, seconds: float = ELECTION_S) -> Iterator[NxServer]:
+    with running_server(
+        {"NX_FAULT_ELECTION": f"{collection}:{after}:{seconds}"}, prefix="nx-election-"
+    ) as server:
+        yield server
+
+
+def stepped_down(server: NxServer) -> bool:
+    """The server's election took place (its output says so: ``election.STEPPED_DOWN``)."""
+    return STEPPED_DOWN in (server.data_dir / "server.log").read_text()
+
+
+def env_for(server: NxServer, db_name: str) -> dict[str, str]:
+    return {"MONGODB_URI": server.uri, "MONGODB_DATABASE": db_name, "LOG_DIR": "logs"}
+
+
+def one_line_or_done(result: Any) -> bool:
+    """Done (0 or 3: rejected orders), or failed with one named line (exit 1), never a traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    if result.returncode in (0, 3):
+        return True
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: "), result.stderr
+    return False
+
+
+def run_until_done(env: dict[str, str], cwd: Any, *args: str) -> list[Any]:
+    """The command, then (if it failed with its one line) the re-run its line asks for."""
+    first = run_cli(*args, env=env, cwd=cwd, timeout=240)
+    results = [first]
+    if not one_line_or_done(first):
+        again = run_cli(*args, env=env, cwd=cwd, timeout=240)
+        assert one_line_or_done(again), again.stderr
+        results.append(again)
+    return results
+
+
+@pytest.mark.parametrize(
+    ("collection", "after"),
+    [
+        ("Commande_archive", 3),  # the 4th chunk's archive upserts in flight
+        ("Commande", 2),  # the 3rd chunk's purge deletes in flight (counted past the seeding)
+    ],
+)
+def test_batch_run_with_purge_across_an_election(nx_server, db_name, tmp_path, collection, after):
+    """batch --run --purge-source with an election in the middle of its archive writes, then of
+    its purge's deletes: the archive is the one a run without the election makes, no order the
+    archive lacks is purged, the report counts each order once."""
+    args = ("batch", "--run", "--purge-source", "--batch-size", "50", "--json")
+    baseline, seeded = seed(nx_server.uri, db_name, 600, 41)
+    calm = run_cli(*args, env=env_for(nx_server, db_name), cwd=tmp_path)
+    assert calm.returncode in (0, 3), calm.stderr
+    expected = archive_of(nx_server.uri, db_name)
+    assert set(expected) == expected_archive_ids(baseline)
+
+    with electing(collection, seeded.get(collection, 0) + after) as server:
+        seed(server.uri, db_name, 600, 41)
+        results = run_until_done(env_for(server, db_name), tmp_path, *args)
+        archive = archive_of(server.uri, db_name)
+        remaining = source_ids(server.uri, db_name)
+        assert stepped_down(server)
+    assert set(archive) == set(expected)
+    assert archive == expected  # each order's document as a calm run makes it
+    purged = {o["_id"] for o in baseline.orders} - remaining
+    assert purged == set(expected)  # every archived order purged, none the archive lacks
+    reports = [json.loads(r.stdout) for r in results if r.stdout.strip()]
+    assert sum(r["archived"] for r in reports) == len(expected)
+    assert sum(r["purged"] for r in reports) == len(expected)
+    # No order said kept in the source as changed since archived: none was (the purge's count
+    # after a retried delete read back, not the last try's answer alone).
+    assert not any("left in the source: changed since archived" in r.stderr for r in results)
+
+
+@pytest.mark.parametrize("collection", ["Commande_archive", "archiver_checkpoints"])
+def test_watch_across_an_election(db_name, tmp_path, collection):
+    """watch (token in mongo) while deliveries arrive, an election in the middle of its archive
+    writes, then of its token saves: every delivered order archived once, the watcher still
+    running, a SIGTERM ends it with 0 and a saved token."""
+    with electing(collection, 4) as server:
+        dataset, _ = seed(server.uri, db_name, 300, 43)
+        env = {**env_for(server, db_name), "WATCH_HEARTBEAT_S": "1"}
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            database = client[db_name]
+            watcher = WatchProcess(env, tmp_path, "--token-store", "mongo")
+            try:
+                wait_for(
+                    lambda: token_saved(database, tmp_path, "mongo"),
+                    timeout=60,
+                    what="the catch-up",
+                    on_timeout=watcher.output,
+                )
+                later = pending_ids(dataset, 40)
+                for start in range(0, len(later), 5):  # bursts: several micro-batches, several writes
+                    deliver(database["Commande"], later[start : start + 5])
+                    time.sleep(0.3)
+                expected = expected_archive_ids(dataset) | set(later)
+                wait_for(
+                    lambda: set(archive_of(server.uri, db_name)) == expected,
+                    timeout=ELECTION_S * 6,
+                    what="every delivered order archived",
+                    on_timeout=watcher.output,
+                )
+                assert watcher.process.poll() is None, watcher.output()
+            finally:
+                code = watcher.stop()
+            assert code == 0, watcher.output()
+            assert "Traceback" not in watcher.output()
+            assert token_saved(database, tmp_path, "mongo")
+            assert stepped_down(server)
+        archive = archive_of(server.uri, db_name)
+    assert set(archive) == expected
