@@ -3,7 +3,7 @@ collection (``REJECTS_COLLECTION``, archive database).
 
 ``{_id: the order's _id, numero_commande, reason, source (the last job to meet it), first_source,
 first_seen, last_seen, times_seen,
-first_run}``. A run records what it rejected after the archive write of the same chunk; an
+first_run, counted_by}``. A run records what it rejected after the archive write of the same chunk; an
 order seen for the first time is *new*, and only new rejections make a batch exit 3 (a
 rejected order does not fail every later run). An order fixed at the source is archived by
 the next run that reaches it, and the end of every completed batch run prunes the entries
@@ -13,6 +13,7 @@ already. The store never holds the order itself: ``_id`` and the reason are enou
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,7 +40,8 @@ DEFAULT_LIST_LIMIT = 50  # rejected orders `rejects` shows unless told (--limit,
 class RejectStore:
     """The rejects collection. ``record`` is idempotent under retries: whether a rejection is
     new is read back from ``first_run`` (set once, on insert), not from the write's counts,
-    which a retried upsert would get wrong."""
+    which a retried upsert would get wrong; ``times_seen`` grows once per record, by a
+    statement that holds only where that record's tag (``counted_by``) is not yet."""
 
     def __init__(self, collection: MongoCollection, context: RunContext | None = None) -> None:
         self.collection = collection
@@ -69,7 +71,7 @@ class RejectStore:
         if not rejections:
             return 0
         now = now or datetime.now(UTC)
-        requests = [
+        entries = [
             UpdateOne(
                 {"_id": r.order_id},
                 {
@@ -80,14 +82,25 @@ class RejectStore:
                         "last_seen": now,
                     },
                     "$setOnInsert": {"first_seen": now, "first_run": self.run_id, "first_source": source},
-                    "$inc": {"times_seen": 1},
                 },
                 upsert=True,
             )
             for r in rejections
         ]
-        self._retrying(lambda: self.collection.bulk_write(requests, ordered=False))
+        self._retrying(lambda: self.collection.bulk_write(entries, ordered=False))
         ids = [r.order_id for r in rejections]
+        # Counted once per record, whatever the retries: a retry of a write an election killed
+        # after some of its statements (MongoDB keeps those) would count them again; each
+        # statement counts only where this record's tag is not there yet.
+        tag = uuid.uuid4().hex
+        counted = [
+            UpdateOne(
+                {"_id": i, "counted_by": {"$ne": tag}},
+                {"$inc": {"times_seen": 1}, "$set": {"counted_by": tag}},
+            )
+            for i in ids
+        ]
+        self._retrying(lambda: self.collection.bulk_write(counted, ordered=False))
         new = {
             doc["_id"]
             for doc in self._retrying(
@@ -164,7 +177,11 @@ class RejectStore:
         return {d["_id"] for d in self._retrying(lambda: list(collection.find(selection, {"_id": 1})))}
 
     def _delete(self, ids: list[OrderId]) -> int:
-        return int(self._retrying(lambda: self.collection.delete_many({"_id": {"$in": ids}})).deleted_count)
+        chosen = {"_id": {"$in": ids}}
+        delete = functools.partial(self.collection.delete_many, chosen)
+        return self.context.deleted(
+            delete, len(ids), functools.partial(self.collection.count_documents, chosen)
+        )
 
     def _id_chunks(self) -> Iterator[list[OrderId]]:
         ids: list[OrderId] = []

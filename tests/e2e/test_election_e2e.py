@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pymongo
@@ -44,6 +45,8 @@ ELECTION_S = 12  # "should not typically exceed 12 seconds" (manual, Replica Set
 WRITES = ("insert", "update", "delete", "findAndModify")
 # The fields a run stamps with its own clock: the rest of an archive document is the order's.
 STAMPS = ("archived_at", "revised_at")
+# A run's own random id, and a change stream's position on one server (each server its own log).
+RUN_IDS = ("first_run", "counted_by", "stream_token")
 
 
 class WriteCounter(monitoring.CommandListener):
@@ -198,3 +201,175 @@ def test_watch_across_an_election(db_name, tmp_path, collection):
             assert stepped_down(server)
         archive = archive_of(server.uri, db_name)
     assert set(archive) == expected
+
+
+# --- the other commands that write: the same state, then the command with and without an election
+
+
+def snapshot(uri: str, db_name: str) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Every collection of the database: its documents and its indexes (but ``_id_``)."""
+    with pymongo.MongoClient(uri, tz_aware=True) as client:
+        database = client[db_name]
+        return {
+            name: (
+                list(database[name].find()),
+                [dict(ix) for ix in database[name].list_indexes() if ix["name"] != "_id_"],
+            )
+            for name in database.list_collection_names()
+        }
+
+
+def load(uri: str, db_name: str, state: dict[str, Any]) -> dict[str, int]:
+    """``state`` into the database; the write commands that loading sent per collection."""
+    counter = WriteCounter()
+    with pymongo.MongoClient(uri, tz_aware=True, event_listeners=[counter]) as client:
+        database = client[db_name]
+        for name, (documents, indexes) in state.items():
+            for index in indexes:
+                options = {k: v for k, v in index.items() if k not in ("key", "v", "ns")}
+                database[name].create_index(list(index["key"].items()), **options)
+            if documents:
+                database[name].insert_many(documents)
+    return counter.writes
+
+
+def without_clock(value: Any) -> Any:
+    """``value`` without the dates in it (the archiver's own records: when it ran, up to when)."""
+    if isinstance(value, dict):
+        return {
+            k: without_clock(v) for k, v in value.items() if not isinstance(v, datetime) and k not in RUN_IDS
+        }
+    if isinstance(value, list):
+        return [without_clock(v) for v in value if not isinstance(v, datetime)]
+    return value
+
+
+def without_stamps(name: str, documents: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """Documents by ``_id``, without the fields a run stamps with its clock: ``*_at`` fields of
+    orders and archive documents; every date of the archiver's own records (``archiver_*``)."""
+    if name.startswith("archiver_"):
+        return {d["_id"]: without_clock(d) for d in documents}
+    return {d["_id"]: {k: v for k, v in d.items() if not k.endswith("_at")} for d in documents}
+
+
+def compared(
+    nx_server: NxServer,
+    db_name: str,
+    tmp_path: Any,
+    args: tuple[str, ...],
+    elect: tuple[str, int],
+    extra_env: dict[str, str] | None = None,
+) -> tuple[list[Any], Any]:
+    """The database as it is now in ``db_name`` on ``nx_server``, copied to a server whose
+    ``elect`` collection's (k+1)-th write after the copy is in flight at a stepdown; ``args`` run
+    on both (on the electing one until done, as its one line asks). The collections compared
+    (documents without their time stamps), and the JSON reports: (the electing runs', the calm one's)."""
+    state = snapshot(nx_server.uri, db_name)
+    calm = run_cli(*args, env={**env_for(nx_server, db_name), **(extra_env or {})}, cwd=tmp_path, timeout=240)
+    assert calm.returncode in (0, 3), calm.stdout + calm.stderr
+    expected = {
+        name: without_stamps(name, docs) for name, (docs, _) in snapshot(nx_server.uri, db_name).items()
+    }
+    collection, after = elect
+    with running_server(prefix="nx-count-") as counting:  # how many writes loading takes
+        loaded = load(counting.uri, db_name, state)
+    with electing(collection, loaded.get(collection, 0) + after) as server:
+        load(server.uri, db_name, state)
+        results = run_until_done({**env_for(server, db_name), **(extra_env or {})}, tmp_path, *args)
+        found = {
+            name: without_stamps(name, docs) for name, (docs, _) in snapshot(server.uri, db_name).items()
+        }
+        assert stepped_down(server), [r.stderr for r in results]
+    for name in sorted(set(found) | set(expected)):  # one collection at a time: a readable diff
+        assert found.get(name) == expected.get(name), (name, differences(found.get(name), expected.get(name)))
+    return results, calm
+
+
+def differences(found: dict[Any, Any] | None, expected: dict[Any, Any] | None) -> list[Any]:
+    """What differs: the ids on one side only, and per document the fields that differ."""
+    found, expected = found or {}, expected or {}
+    lines: list[Any] = [("only found", i) for i in set(found) - set(expected)]
+    lines += [("only expected", i) for i in set(expected) - set(found)]
+    for i in set(found) & set(expected):
+        fields = set(found[i]) | set(expected[i])
+        lines += [
+            (i, k, found[i].get(k), expected[i].get(k))
+            for k in fields
+            if found[i].get(k) != expected[i].get(k)
+        ]
+    return lines[:10]
+
+
+def reports(results: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(r.stdout) for r in results if r.stdout.strip()]
+
+
+def prepared(
+    nx_server: NxServer, db_name: str, tmp_path: Any, count: int, seed_value: int, *args: str
+) -> Any:
+    """A seeded database, and ``args`` (a first run) run on it."""
+    dataset, _ = seed(nx_server.uri, db_name, count, seed_value)
+    if args:
+        first = run_cli(*args, env=env_for(nx_server, db_name), cwd=tmp_path, timeout=240)
+        assert first.returncode in (0, 3), first.stderr
+    return dataset
+
+
+@pytest.mark.parametrize(
+    ("collection", "after", "chunk"),
+    [
+        ("archiver_checkpoints", 1, "50"),
+        ("archiver_rejects", 0, "1000"),
+    ],  # one chunk: every reject in one write
+)
+def test_the_checkpoint_saves_and_the_rejects_list_across_an_election(
+    nx_server, db_name, tmp_path, collection, after, chunk
+):
+    """batch --run: the election in the middle of a checkpoint save, or of the rejected orders'
+    list being written (an upsert that counts how often each was seen: ``$inc``)."""
+    prepared(nx_server, db_name, tmp_path, 400, 45, "batch", "--run")
+    seen_again = {"_id": {"$exists": True}}
+    with pymongo.MongoClient(nx_server.uri) as client:  # every order back to the pass (not archived)
+        client[db_name]["Commande_archive"].delete_many(seen_again)
+        client[db_name]["archiver_checkpoints"].delete_many(seen_again)
+    args = ("batch", "--run", "--batch-size", chunk, "--json")
+    results, calm = compared(nx_server, db_name, tmp_path, args, (collection, after))
+    assert sum(r["archived"] for r in reports(results)) == json.loads(calm.stdout)["archived"]
+
+
+def test_undated_retention_deletes_across_an_election(nx_server, db_name, tmp_path):
+    """ARCHIVE_RETENTION's deletes of archived orders without date_livraison (delete_many: pymongo
+    never retries it) in the middle of an election: the same archive, the same count."""
+    prepared(nx_server, db_name, tmp_path, 300, 47, "batch", "--run")
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True) as client:
+        archive = client[db_name]["Commande_archive"]
+        old = [d["_id"] for d in archive.find({}, {"_id": 1}).limit(120)]
+        ordered = datetime.now(UTC) - timedelta(days=400)
+        archive.update_many(
+            {"_id": {"$in": old}}, {"$set": {"date_commande": ordered}, "$unset": {"date_livraison": ""}}
+        )
+    args = ("batch", "--run", "--json")
+    results, calm = compared(
+        nx_server, db_name, tmp_path, args, ("Commande_archive", 0), {"ARCHIVE_RETENTION": "60d"}
+    )
+    assert json.loads(calm.stdout)["undated_expired"] == 120
+    assert sum(r["undated_expired"] for r in reports(results)) == 120
+
+
+def test_the_rejects_lists_prune_across_an_election(nx_server, db_name, tmp_path):
+    """The rejected orders fixed at the source, archived by the next run, leave the list (a
+    delete_many, which pymongo never retries) in the middle of an election: the same list, and
+    the log says how many left it, each once."""
+    prepared(nx_server, db_name, tmp_path, 400, 45, "batch", "--run")
+    with pymongo.MongoClient(nx_server.uri) as client:
+        database = client[db_name]
+        rejected = [d["_id"] for d in database["archiver_rejects"].find()]
+        assert len(rejected) >= 2
+        for number, order_id in enumerate(rejected):  # fixed at the source
+            database["Commande"].update_one({"_id": order_id}, {"$set": {"numero_commande": f"FIX-{number}"}})
+    results, calm = compared(
+        nx_server, db_name, tmp_path, ("batch", "--run", "--json"), ("archiver_rejects", 0)
+    )
+    said = f"{len(rejected)} rejected orders left the list"
+    assert said in calm.stderr
+    assert said in results[-1].stderr, results[-1].stderr
