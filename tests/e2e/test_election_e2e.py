@@ -373,3 +373,38 @@ def test_the_rejects_lists_prune_across_an_election(nx_server, db_name, tmp_path
     said = f"{len(rejected)} rejected orders left the list"
     assert said in calm.stderr
     assert said in results[-1].stderr, results[-1].stderr
+
+
+@pytest.mark.parametrize(
+    ("collection", "after"),
+    [("Commande", 0), ("Commande_archive", 0)],  # the orders put back; the archive's restore marks
+)
+def test_restore_run_across_an_election(nx_server, db_name, tmp_path, collection, after):
+    """restore --run of every purged order (inserts into the source, then marks on the archive)
+    with an election in the middle of its first write there: the source and the archive as a
+    calm restore leaves them (each order back once, as it was), the same counts."""
+    prepared(nx_server, db_name, tmp_path, 300, 49, "batch", "--run", "--purge-source")
+    args = ("restore", "--date-from", "2000-01-01", "--run", "--yes", "--json")
+    results, calm = compared(nx_server, db_name, tmp_path, args, (collection, after))
+    expected = json.loads(calm.stdout)
+    assert [json.loads(r.stdout).get("restored") for r in results][-1] is not None
+    restored = sum(int(json.loads(r.stdout).get("restored") or 0) for r in results)
+    assert restored == expected["restored"], [r.stdout for r in results]
+
+
+@pytest.mark.parametrize("collection", ["Commande_archive", "archiver_forgotten"])
+def test_forget_run_across_an_election(nx_server, db_name, tmp_path, collection):
+    """forget --client --run (the client's archived orders erased, the person recorded) with an
+    election in the middle of its first write: the archive and the record as a calm run leaves
+    them, the same count erased."""
+    dataset = prepared(nx_server, db_name, tmp_path, 400, 51, "batch", "--run")
+    counts: dict[Any, int] = {}
+    for order in dataset.orders:
+        if order["_id"] in expected_archive_ids(dataset) and order.get("client_id"):
+            counts[order["client_id"]] = counts.get(order["client_id"], 0) + 1
+    client_id = max(counts, key=lambda k: counts[k])
+    args = ("forget", "--client", str(client_id), "--run", "--json")
+    results, calm = compared(nx_server, db_name, tmp_path, args, (collection, 0))
+    erased = json.loads(calm.stdout)["erased"]
+    assert erased == counts[client_id]
+    assert sum(json.loads(r.stdout)["erased"] for r in results if r.stdout.strip()) == erased
