@@ -408,3 +408,37 @@ def test_forget_run_across_an_election(nx_server, db_name, tmp_path, collection)
     erased = json.loads(calm.stdout)["erased"]
     assert erased == counts[client_id]
     assert sum(json.loads(r.stdout)["erased"] for r in results if r.stdout.strip()) == erased
+
+
+def test_an_election_longer_than_the_retries_fails_with_one_line_and_a_rerun_completes(
+    nx_server, db_name, tmp_path
+):
+    """An election that outlasts every retry (40 s here, with a 1 s server selection: the retries
+    give up after about 20 s): batch --run --purge-source exits 1 with one line, no traceback;
+    once a primary is elected, the same command completes, and the archive and the source are
+    what one calm run makes."""
+    args = ("batch", "--run", "--purge-source", "--batch-size", "50", "--json")
+    baseline, _ = seed(nx_server.uri, db_name, 400, 53)
+    calm = run_cli(*args, env=env_for(nx_server, db_name), cwd=tmp_path)
+    assert calm.returncode in (0, 3), calm.stderr
+    expected = archive_of(nx_server.uri, db_name)
+    env_timeout = {"MONGODB_TIMEOUT_MS": "1000"}
+    with electing("Commande_archive", 2, seconds=40) as server:
+        seed(server.uri, db_name, 400, 53)
+        env = {**env_for(server, db_name), **env_timeout}
+        failed = run_cli(*args, env=env, cwd=tmp_path, timeout=240)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "Traceback" not in failed.stderr
+        line = failed.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: "), failed.stderr
+        # named: no primary (not "unreachable": the server answers, as a secondary)
+        assert line.startswith("error: no primary: the replica set is electing one"), line
+        assert "run the command again" in line
+        with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=60000) as client:
+            client[db_name]["probe"].insert_one({})  # a primary again (server selection waits for it)
+        again = run_cli(*args, env=env, cwd=tmp_path, timeout=240)
+        assert again.returncode in (0, 3), again.stderr
+        archive = archive_of(server.uri, db_name)
+        remaining = source_ids(server.uri, db_name)
+    assert archive == expected
+    assert {o["_id"] for o in baseline.orders} - remaining == set(expected)

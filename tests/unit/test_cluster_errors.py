@@ -851,3 +851,40 @@ def test_a_delete_retried_after_an_election_counts_what_every_try_deleted(mongo)
     assert (deleted, len(tries)) == (4, 2)
     untouched = deleted_across_retries(lambda: orders.delete_many({"_id": 4}), 1, lambda: 99)
     assert untouched == 1  # no retry: the delete's own answer, nothing read back
+
+
+def test_a_replica_set_without_a_primary_is_said_as_such_not_unreachable():
+    """pymongo's ServerSelectionTimeoutError during an election: its message describes the
+    topology (members answering as secondaries, none primary). The line names the election;
+    a server that does not answer at all stays "unreachable"."""
+    from pymongo.hello import Hello
+    from pymongo.server_description import ServerDescription
+    from pymongo.synchronous.settings import TopologySettings
+    from pymongo.topology_description import TOPOLOGY_TYPE, TopologyDescription
+
+    from order_archiver.errors import NO_PRIMARY
+
+    def timed_out(description: ServerDescription) -> pymongo_errors.ServerSelectionTimeoutError:
+        topology = TopologyDescription(
+            TOPOLOGY_TYPE.ReplicaSetNoPrimary,
+            {description.address: description},
+            "rs0",
+            None,
+            None,
+            TopologySettings(),
+        )
+        return pymongo_errors.ServerSelectionTimeoutError(
+            f'No replica set members match selector "Primary()", Timeout: 5.0s, Topology Description: {topology!r}'
+        )
+
+    secondary = ServerDescription(
+        ("db1", 27017),
+        Hello(
+            {"ok": 1, "isWritablePrimary": False, "secondary": True, "setName": "rs0", "hosts": ["db1:27017"]}
+        ),
+    )
+    assert describe(timed_out(secondary)) == NO_PRIMARY
+    assert describe(timed_out(ServerDescription(("db1", 27017)))) == (
+        "MongoDB server unreachable (server selection timed out)"
+    )
+    assert is_transient(timed_out(secondary))
