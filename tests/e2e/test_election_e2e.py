@@ -246,10 +246,19 @@ def without_clock(value: Any) -> Any:
 
 def without_stamps(name: str, documents: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
     """Documents by ``_id``, without the fields a run stamps with its clock: ``*_at`` fields of
-    orders and archive documents; every date of the archiver's own records (``archiver_*``)."""
+    orders and archive documents (at any depth); every date of the archiver's own records."""
     if name.startswith("archiver_"):
         return {d["_id"]: without_clock(d) for d in documents}
-    return {d["_id"]: {k: v for k, v in d.items() if not k.endswith("_at")} for d in documents}
+    return {d["_id"]: without_at(d) for d in documents}
+
+
+def without_at(value: Any) -> Any:
+    """``value`` without its ``*_at`` fields, at any depth (an erasure stamps ``forgotten_at``)."""
+    if isinstance(value, dict):
+        return {k: without_at(v) for k, v in value.items() if not k.endswith("_at")}
+    if isinstance(value, list):
+        return [without_at(v) for v in value]
+    return value
 
 
 def compared(
@@ -442,3 +451,22 @@ def test_an_election_longer_than_the_retries_fails_with_one_line_and_a_rerun_com
         remaining = source_ids(server.uri, db_name)
     assert archive == expected
     assert {o["_id"] for o in baseline.orders} - remaining == set(expected)
+
+
+def test_pii_retention_erasure_across_an_election(nx_server, db_name, tmp_path):
+    """ARCHIVE_PII_RETENTION's erasure of old deliveries' personal data (updates on the archive)
+    in the middle of an election: the same archive, the same count erased."""
+    prepared(nx_server, db_name, tmp_path, 300, 55, "batch", "--run")
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True) as client:
+        archive = client[db_name]["Commande_archive"]
+        old = [d["_id"] for d in archive.find({}, {"_id": 1}).limit(150)]
+        archive.update_many(
+            {"_id": {"$in": old}}, {"$set": {"date_livraison": datetime.now(UTC) - timedelta(days=90)}}
+        )
+    args = ("batch", "--run", "--json")
+    results, calm = compared(
+        nx_server, db_name, tmp_path, args, ("Commande_archive", 0), {"ARCHIVE_PII_RETENTION": "30d"}
+    )
+    erased = json.loads(calm.stdout)["pii_erased"]
+    assert erased == 150
+    assert sum(r["pii_erased"] for r in reports(results)) == erased
