@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from order_archiver.retry import Purpose, Retry, named_side, retrying
+from order_archiver.retry import Deleted, Purpose, Retry, deleted_across_retries, named_side, retrying
 
 T = TypeVar("T")
 
@@ -106,3 +106,9 @@ class RunContext:
         """``func`` by ``purpose``'s retry policy, ended by the stop; its errors name the side."""
         with named_side(self.side):
             return retrying(func, purpose=purpose, stop_event=self.stop, on_retry=on_retry)
+
+    def deleted(self, delete: Callable[[], Deleted], asked: int, remaining: Callable[[], int]) -> int:
+        """How many of ``asked`` documents ``delete`` removed, true across retries
+        (``retry.deleted_across_retries``), ended by the stop; its errors name the side."""
+        with named_side(self.side):
+            return deleted_across_retries(delete, asked, remaining, stop_event=self.stop)

@@ -307,9 +307,29 @@ def classify(exc: BaseException) -> FailureKind:
     return "fatal"
 
 
+# Members of the replica set answer, none is primary: an election (MongoDB's manual, "Replica Set
+# Elections": typically within 12 seconds), or a set that lost the majority to elect one. Not
+# "unreachable": the operator would look for a network fault.
+NO_PRIMARY = (
+    "no primary: the replica set is electing one, or has lost the majority to elect one (server "
+    "selection timed out); nothing is lost: run the command again once it has a primary"
+)
+_ANSWERING_MEMBERS = ("server_type: RSSecondary", "server_type: RSArbiter", "server_type: RSOther")
+
+
+def members_answer_without_a_primary(exc: BaseException) -> bool:
+    """A server selection that timed out while members answered and none was primary. pymongo
+    says so only in its message (``Topology Description: <TopologyDescription ... servers:
+    [<ServerDescription (host, port) server_type: RSSecondary, ...>]>``, topology.py)."""
+    text = str(exc)
+    return "server_type: RSPrimary" not in text and any(member in text for member in _ANSWERING_MEMBERS)
+
+
 def describe(exc: BaseException) -> str:
     """A one-line description of a pymongo error, safe to print (no URI, no document)."""
     if isinstance(exc, pymongo_errors.ServerSelectionTimeoutError):
+        if members_answer_without_a_primary(exc):
+            return NO_PRIMARY
         return "MongoDB server unreachable (server selection timed out)"
     concern = _write_concern_errors(exc)
     if concern:

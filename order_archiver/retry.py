@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pymongo import errors as pymongo_errors
 
@@ -143,6 +143,39 @@ def retrying(
             if on_retry is not None:
                 on_retry(exc, delay)
             policy.wait(delay, exc)
+
+
+class Deleted(Protocol):
+    """What a delete answers (``DeleteResult``, ``BulkWriteResult``): how many it deleted."""
+
+    @property
+    def deleted_count(self) -> int: ...
+
+
+def deleted_across_retries(
+    delete: Callable[[], Deleted],
+    asked: int,
+    remaining: Callable[[], int],
+    *,
+    purpose: Purpose = Retry.WRITE,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """How many of ``asked`` documents ``delete`` removed, retried like ``retrying``, and true
+    across retries: a retried delete answers only for what its last try deleted, and an earlier
+    try may have deleted some before it failed (an election kills a ``delete_many`` mid-way and
+    the driver does not retry it; a retryable bulk whose one retry by the driver found no primary
+    in time fails after its first statements committed: MongoDB's manual, "Retryable Writes").
+    After a retry, the count is ``asked`` less ``remaining()``: those still there, read back."""
+    retried = False
+
+    def note(_: BaseException, __: float) -> None:
+        nonlocal retried
+        retried = True
+
+    result = retrying(delete, purpose=purpose, stop_event=stop_event, on_retry=note)
+    if not retried:
+        return int(result.deleted_count)
+    return asked - int(retrying(remaining, purpose=Retry.READ, stop_event=stop_event))
 
 
 # With ARCHIVE_MONGODB_URI, an error says which deployment it came from (named_side).

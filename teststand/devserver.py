@@ -585,9 +585,32 @@ def _id_beside_or(statement: dict[str, Any]) -> dict[str, Any]:
     return {**statement, "q": {"$and": [{"_id": query["_id"]}, rest]}}
 
 
+def _ne_matches_missing(statement: dict[str, Any]) -> dict[str, Any]:
+    """Fault: in an update's filter, ``{field: {$ne: v}}`` matches only the documents that hold
+    ``field`` (an update tagged so that a retry does not apply it twice, ``{_id: x, counted_by:
+    {$ne: tag}}``, never applied to a document without the tag; ``find`` with the same filter is
+    right); MongoDB's ``$ne`` also matches the documents without the field. Fix: ``{$or:
+    [{field: {$exists: false}}, {field: {$ne: v}}]}``, the same query in MongoDB, which the update
+    path reads right (one such field, and no ``$or`` of its own beside it)."""
+    query = statement.get("q")
+    if not isinstance(query, dict) or "$or" in query:
+        return statement
+    fields = [
+        k
+        for k, v in query.items()
+        if not k.startswith("$") and k != "_id" and isinstance(v, dict) and set(v) == {"$ne"}
+    ]
+    if len(fields) != 1:
+        return statement
+    field = fields[0]
+    rest = {k: v for k, v in query.items() if k != field}
+    either = [{field: {"$exists": False}}, {field: query[field]}]
+    return {**statement, "q": {**rest, "$or": either}}
+
+
 def _fix_statement(statement: dict[str, Any]) -> dict[str, Any]:
     fixed = _upsert_keeps_id({**statement, "q": _rewrite_objectid_equality(statement["q"])})
-    return _id_beside_or(fixed)
+    return _id_beside_or(_ne_matches_missing(fixed))
 
 
 def _rewrite_pipeline(pipeline: list[Any]) -> list[Any]:

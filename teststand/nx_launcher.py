@@ -39,6 +39,10 @@ wire so that the command line is shown to survive them end to end.
   ``numero_commande``, or an ``insert`` on the archive (``NX_FAULT_ARCHIVE``) holding a
   document with it, is refused whole, nothing applied, ``ok: 0`` code 10334
   ``BSONObjectTooLarge`` (what MongoDB answers a command past 16 MB + 16 KB).
+- ``NX_FAULT_ELECTION=COLLECTION:N:SECONDS``: after N write commands on COLLECTION, the next one
+  is the write in flight when the primary steps down (11602, applied in part unless retryable),
+  then SECONDS without a primary (writes 10107, primary reads 13435, ``hello`` a secondary's),
+  then primary again: ``teststand/election.py``.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from typing import Any
 from bson import ObjectId
 from nx_27017.handler import NeoSQLiteHandler
 
-from teststand import devserver
+from teststand import devserver, election
 
 
 def _statements_section(sections: list[Any]) -> tuple[int, str] | None:
@@ -387,4 +391,5 @@ if __name__ == "__main__":
     devserver.apply_fixes()
     _add_write_fault_knobs()
     _add_insert_refusals()
+    election.add_election_knob()  # outermost: a secondary refuses a write before anything parses it
     sys.exit(devserver.serve(arguments))

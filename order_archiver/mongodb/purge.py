@@ -20,7 +20,7 @@ from order_archiver.orders.enrichment import as_utc, source_hash, status_match
 from order_archiver.orders.erasing import erased_source
 from order_archiver.orders.pii import PiiPolicy
 from order_archiver.orders.selection import IdList
-from order_archiver.retry import Retry, retrying
+from order_archiver.retry import Retry, deleted_across_retries, retrying
 from order_archiver.settings import Settings
 
 log = get_logger("batch")
@@ -181,13 +181,15 @@ class SourcePurge:
                 continue
             if self.hold is not None:
                 self.hold()
-            result = retrying(
+            still_there = {"_id": {"$in": [order["_id"] for order in chunk.same]}}
+            deleted = deleted_across_retries(
                 functools.partial(self.orders_primary.bulk_write, requests, ordered=False),
-                purpose=Retry.WRITE,
+                len(requests),
+                functools.partial(self.orders_primary.count_documents, still_there),
                 stop_event=self.stop_event,
             )
-            counts.purged += result.deleted_count
-            counts.kept += len(requests) - result.deleted_count
+            counts.purged += deleted
+            counts.kept += len(requests) - deleted
         if self.cold is not None and self.marks_before is not None and not self.stop_event.is_set():
             # The walk is over: a mark older than MARKS_KEPT (and RESTORE_HOLD) holds no order.
             self.cold.prune_restore_marks(self.marks_before)

@@ -3,11 +3,12 @@ collection (``REJECTS_COLLECTION``, archive database).
 
 ``{_id: the order's _id, numero_commande, reason, source (the last job to meet it), first_source,
 first_seen, last_seen, times_seen,
-first_run, reason_run}``. A run records what it rejected after the archive write of the same
-chunk; an order seen for the first time, or rejected for another reason than the list gave (its
-number fixed at the source, now taken: ``reason_run``, the run that met the new reason), is
-*new*, and only new rejections make a batch exit 3 (a rejected order does not fail every later
-run; one fixed at the source into another refusal is news to whoever fixed it). An order fixed at the source is archived by
+first_run, reason_run, counted_by}``. A run records what it rejected after the archive write of
+the same chunk; an order seen for the first time, or rejected for another reason than the list
+gave (its number fixed at the source, now taken: ``reason_run``, the run that met the new
+reason), is *new*, and only new rejections make a batch exit 3 (a rejected order does not fail
+every later run; one fixed at the source into another refusal is news to whoever fixed it).
+An order fixed at the source is archived by
 the next run that reaches it, and the end of every completed batch run prunes the entries
 whose order is archived, deleted or no longer delivered; listings leave such entries out
 already. The store never holds the order itself: ``_id`` and the reason are enough to find it.
@@ -15,6 +16,7 @@ already. The store never holds the order itself: ``_id`` and the reason are enou
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,7 +43,8 @@ DEFAULT_LIST_LIMIT = 50  # rejected orders `rejects` shows unless told (--limit,
 class RejectStore:
     """The rejects collection. ``record`` is idempotent under retries: whether a rejection is
     new is read back from ``first_run`` (set once, on insert), not from the write's counts,
-    which a retried upsert would get wrong."""
+    which a retried upsert would get wrong; ``times_seen`` grows once per record, by a
+    statement that holds only where that record's tag (``counted_by``) is not yet."""
 
     def __init__(self, collection: MongoCollection, context: RunContext | None = None) -> None:
         self.collection = collection
@@ -78,7 +81,7 @@ class RejectStore:
             for r in rejections
         ]
         self._retrying(lambda: self.collection.bulk_write(changed, ordered=False))
-        requests = [
+        entries = [
             UpdateOne(
                 {"_id": r.order_id},
                 {
@@ -89,14 +92,25 @@ class RejectStore:
                         "last_seen": now,
                     },
                     "$setOnInsert": {"first_seen": now, "first_run": self.run_id, "first_source": source},
-                    "$inc": {"times_seen": 1},
                 },
                 upsert=True,
             )
             for r in rejections
         ]
-        self._retrying(lambda: self.collection.bulk_write(requests, ordered=False))
+        self._retrying(lambda: self.collection.bulk_write(entries, ordered=False))
         ids = [r.order_id for r in rejections]
+        # Counted once per record, whatever the retries: a retry of a write an election killed
+        # after some of its statements (MongoDB keeps those) would count them again; each
+        # statement counts only where this record's tag is not there yet.
+        tag = uuid.uuid4().hex
+        counted = [
+            UpdateOne(
+                {"_id": i, "counted_by": {"$ne": tag}},
+                {"$inc": {"times_seen": 1}, "$set": {"counted_by": tag}},
+            )
+            for i in ids
+        ]
+        self._retrying(lambda: self.collection.bulk_write(counted, ordered=False))
         new = {
             doc["_id"]
             for doc in self._retrying(
@@ -179,7 +193,11 @@ class RejectStore:
         return {d["_id"] for d in self._retrying(lambda: list(collection.find(selection, {"_id": 1})))}
 
     def _delete(self, ids: list[OrderId]) -> int:
-        return int(self._retrying(lambda: self.collection.delete_many({"_id": {"$in": ids}})).deleted_count)
+        chosen = {"_id": {"$in": ids}}
+        delete = functools.partial(self.collection.delete_many, chosen)
+        return self.context.deleted(
+            delete, len(ids), functools.partial(self.collection.count_documents, chosen)
+        )
 
     def _id_chunks(self) -> Iterator[list[OrderId]]:
         ids: list[OrderId] = []

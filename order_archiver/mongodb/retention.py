@@ -352,11 +352,12 @@ class UndatedRetention:
         while ids := self._next_ids(chosen):
             self.context.gate.before()
             one = functools.partial(self.archive.delete_many, {"_id": {"$in": ids}, **chosen})
-            result = self.context.retrying(one, purpose=Retry.WRITE)
-            deleted += result.deleted_count
-            counted(result.deleted_count)  # a run a limit ends says what it deleted before
+            left = functools.partial(self.archive.count_documents, {"_id": {"$in": ids}, **chosen})
+            done = self.context.deleted(one, len(ids), left)  # an election may kill it mid-way
+            deleted += done
+            counted(done)  # a run a limit ends says what it deleted before
             self.context.gate.after(len(ids))
-            if not result.deleted_count or self.context.stopped:  # none left that this run can delete
+            if not done or self.context.stopped:  # none left that this run can delete
                 break
         if deleted:
             log.info(

@@ -318,14 +318,16 @@ class ArchiveWriter:
 
     def erase(self, documents: Sequence[Mapping[str, object]], erasure_of: ErasureOf) -> int:
         """Erase archived ``documents`` as ``erasure_of`` says, each only in the version read
-        (``erasure_updates``); how many matched (a retry after a write-concern error: the same).
+        (``erasure_updates``); how many matched, or after a retry, erased (``erased_now``).
         A document too large to take its erasure (within bytes of 16 MB, the marks added: 17419)
         is left as it is, said and kept in ``unerased``: the others are erased, the run goes on."""
         pairs = erasure_updates(documents, erasure_of)
         if not pairs:
             return 0
+        retries = self.retries
         try:
-            return int(self.bulk_write([update for _, update in pairs]).matched_count)
+            matched = int(self.bulk_write([update for _, update in pairs]).matched_count)
+            return matched if self.retries == retries else erased_now(pairs, erasure_of, self.archived_hashes)
         except FatalError as error:
             refused = _too_large_only(error)
             if refused is None:
@@ -508,6 +510,26 @@ class ArchiveWriter:
         log.warning("archive write failed (%s); retrying in %.1fs", describe(exc), delay)
         if self.on_retry is not None:
             self.on_retry(exc)
+
+
+def erased_now(
+    pairs: list[tuple[Mapping[str, object], UpdateOne]],
+    erasure_of: ErasureOf,
+    archived_hashes: Callable[[list[OrderId]], dict[OrderId, Held]],
+) -> int:
+    """After a retried erasure, how many of its documents the archive holds erased, whichever
+    try erased them: a try an election killed after some statements (MongoDB keeps those) left
+    them in a version the retry's filter (the version read) no longer matches. Read back: the
+    fingerprint each holds now is its erased copy's."""
+    wanted: dict[OrderId, object] = {}
+    for document, _ in pairs:
+        erasure = erasure_of(document)
+        done = erasure(document) if erasure is not None else document
+        wanted[document["_id"]] = done.get("source_hash")
+    held = archived_hashes(list(wanted))
+    return sum(
+        1 for key, now in held.items() if now.source_hash is not None and now.source_hash == wanted[key]
+    )
 
 
 def written_in_halves(

@@ -475,10 +475,12 @@ def _insert(
     refuse. The ids of those that are not in the source now as archived (``InsertRefusals``)."""
     if not missing:
         return set()
+    retries: list[BaseException] = []
     try:
         context.retrying(
             functools.partial(orders.insert_many, missing, ordered=False),
             purpose=Retry.WRITE,
+            on_retry=lambda exc, _: retries.append(exc),
         )
         report.restored += len(missing)
         return set()
@@ -487,7 +489,7 @@ def _insert(
         if errors is None:
             raise
         report.restored += len(missing) - len(errors)
-        return InsertRefusals(orders, missing, context).settle(errors, report)
+        return InsertRefusals(orders, missing, context, retried=bool(retries)).settle(errors, report)
 
 
 def _marked(
@@ -547,6 +549,11 @@ class InsertRefusals:
     orders: MongoCollection
     missing: list[dict[str, object]]
     context: RunContext
+    # The insert was retried: a try that failed (an election killed it after some documents,
+    # and pymongo's own retry found no primary in time) may have inserted what the last try
+    # is refused on ``_id``: those orders, absent when this run read the source just before,
+    # are there as archived because this run restored them.
+    retried: bool = False
 
     def settle(self, errors: list[WriteError], report: RestoreReport) -> set[OrderId]:
         """Count each refused statement in ``report``; the ids not in the source as archived."""
@@ -557,7 +564,10 @@ class InsertRefusals:
             copy = self.missing[error["index"]]
             there = found.get(copy["_id"]) if _on_id(error) else None
             if there is not None and same_bson(there, copy):
-                report.already_there += 1
+                if self.retried:
+                    report.restored += 1
+                else:
+                    report.already_there += 1
                 continue
             absent.add(copy["_id"])
             if there is not None:

@@ -820,3 +820,71 @@ def test_watch_refuses_at_start_only_what_the_driver_calls_a_standalone(reply, s
 
     assert is_standalone(Client()) is standalone  # type: ignore[arg-type]
     assert is_standalone(type("Nothing", (), {"topology_description": Described([])})()) is False  # type: ignore[arg-type]
+
+
+def test_a_delete_retried_after_an_election_counts_what_every_try_deleted(mongo):
+    """An election kills a delete_many after its first documents (11602, no label: pymongo does
+    not retry it, it raises NotPrimaryError); the retry deletes the rest and answers for those
+    only. The count is what is gone, read back: every try's deletions, none twice."""
+    from order_archiver.retry import Purpose, deleted_across_retries
+
+    orders = mongo["db"]["orders"]
+    orders.insert_many([{"_id": i} for i in range(6)])
+    tries = []
+
+    def delete():
+        tries.append(1)
+        if len(tries) == 1:  # killed in flight: 2 deleted, then the stepdown's error
+            orders.delete_many({"_id": {"$in": [0, 1]}})
+            raise pymongo_errors.NotPrimaryError(
+                "operation was interrupted",
+                {"ok": 0.0, "code": 11602, "codeName": "InterruptedDueToReplStateChange"},
+            )
+        return orders.delete_many({"_id": {"$in": [0, 1, 2, 3]}})
+
+    deleted = deleted_across_retries(
+        delete,
+        4,
+        lambda: orders.count_documents({"_id": {"$in": [0, 1, 2, 3]}}),
+        purpose=Purpose(3, 0.0, 0.0),
+    )
+    assert (deleted, len(tries)) == (4, 2)
+    untouched = deleted_across_retries(lambda: orders.delete_many({"_id": 4}), 1, lambda: 99)
+    assert untouched == 1  # no retry: the delete's own answer, nothing read back
+
+
+def test_a_replica_set_without_a_primary_is_said_as_such_not_unreachable():
+    """pymongo's ServerSelectionTimeoutError during an election: its message describes the
+    topology (members answering as secondaries, none primary). The line names the election;
+    a server that does not answer at all stays "unreachable"."""
+    from pymongo.hello import Hello
+    from pymongo.server_description import ServerDescription
+    from pymongo.synchronous.settings import TopologySettings
+    from pymongo.topology_description import TOPOLOGY_TYPE, TopologyDescription
+
+    from order_archiver.errors import NO_PRIMARY
+
+    def timed_out(description: ServerDescription) -> pymongo_errors.ServerSelectionTimeoutError:
+        topology = TopologyDescription(
+            TOPOLOGY_TYPE.ReplicaSetNoPrimary,
+            {description.address: description},
+            "rs0",
+            None,
+            None,
+            TopologySettings(),
+        )
+        return pymongo_errors.ServerSelectionTimeoutError(
+            f'No replica set members match selector "Primary()", Timeout: 5.0s, Topology Description: {topology!r}'
+        )
+
+    secondary = ServerDescription(
+        ("db1", 27017),
+        Hello(
+            {"ok": 1, "isWritablePrimary": False, "secondary": True, "setName": "rs0", "hosts": ["db1:27017"]}
+        ),
+    )
+    assert describe(timed_out(secondary)) == NO_PRIMARY
+    assert describe(timed_out(ServerDescription(("db1", 27017)))) == (
+        "MongoDB server unreachable (server selection timed out)"
+    )
+    assert is_transient(timed_out(secondary))

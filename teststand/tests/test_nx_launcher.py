@@ -1044,3 +1044,16 @@ def test_values_of_different_types_sort_and_match_type_as_in_mongodb(db):
     inner = [{"b": 1}, {"b": 2.5}, {"a": "x"}, {"a": "x", "c": None}]
     db.inner.insert_many([{"_id": n, "v": value} for n, value in enumerate(reversed(inner))])
     assert [d["v"] for d in db.inner.aggregate([{"$sort": {"v": 1}}])] == inner
+
+
+def test_an_update_filtered_on_ne_also_matches_a_document_without_the_field(db):
+    """MongoDB's ``$ne`` matches the documents without the field; nx's update path matched only
+    those holding it (a tagged update, ``{_id: x, counted_by: {$ne: tag}}``, never applied)."""
+    db.tagged.insert_many([{"_id": 1}, {"_id": 2, "counted_by": "T"}, {"_id": 3, "counted_by": "U"}])
+    for key in (1, 2, 3):
+        db.tagged.update_one(
+            {"_id": key, "counted_by": {"$ne": "T"}}, {"$inc": {"n": 1}, "$set": {"counted_by": "T"}}
+        )
+    assert {d["_id"]: d.get("n") for d in db.tagged.find()} == {1: 1, 2: None, 3: 1}
+    assert db.tagged.update_many({"counted_by": {"$ne": "T"}}, {"$set": {"x": 1}}).modified_count == 0
+    assert db.tagged.delete_many({"_id": 1, "other": {"$ne": 5}}).deleted_count == 1
