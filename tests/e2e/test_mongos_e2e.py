@@ -244,6 +244,23 @@ def test_watch_with_a_sharded_reference_collection_before_5_1_is_refused_by_name
     assert not (tmp_path / "t.json").exists()
 
 
+def test_status_names_a_layout_every_other_command_refuses(router_5_0, db_name, tmp_path):
+    """status reads (it can work there) but must not call healthy, or blame a missing index "the
+    next batch --run builds", a cluster where batch, watch and the rest refuse to start."""
+    client, _ = _seeded(router_5_0, db_name, 30)
+    with client:
+        result = run_cli("status", env=_env(router_5_0, db_name), cwd=tmp_path)
+        as_json = run_cli("status", "--json", env=_env(router_5_0, db_name), cwd=tmp_path)
+    assert result.returncode == 3, result.stdout
+    assert "Traceback" not in result.stderr
+    verdict = result.stdout.strip().splitlines()[-1]
+    assert verdict.startswith(
+        f"UNHEALTHY: sharded cluster: {db_name}.Menu is sharded: $lookup reads a sharded"
+    )
+    assert "(batch, watch, verify, restore, forget and find refuse to start)" in verdict
+    assert json.loads(as_json.stdout)["problems"][0].startswith(f"sharded cluster: {db_name}.Menu is sharded")
+
+
 def test_doctor_fails_the_sharding_check_before_5_1(router_5_0, db_name, tmp_path):
     client, _ = _seeded(router_5_0, db_name, 30)
     with client:
