@@ -132,6 +132,15 @@ def test_operations_work_behind_mongos(router, db_name, tmp_path):
         _ok(run_cli("forget", "--client", client_id, "--run", env=env, cwd=tmp_path))
 
 
+def test_a_replica_set_uri_at_a_router_is_named(router, db_name, tmp_path):
+    """``replicaSet=`` in a URI that reaches a mongos: the driver drops it from the set's
+    topology (SDAM); one line naming the fix, exit 2, not a selection timeout."""
+    uri = router.uri + "?replicaSet=rs0&serverSelectionTimeoutMS=2000"
+    result = run_cli("batch", env={**_env(router, db_name), "MONGODB_URI": uri}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "is in no replica set (a standalone or a mongos)): remove replicaSet=" in result.stderr
+
+
 def test_doctor_says_sharded_cluster(router, db_name, tmp_path):
     client, _ = _seeded(router, db_name, 20)
     with client:
@@ -158,9 +167,9 @@ def test_doctor_says_max_lag_cannot_be_watched_through_mongos(router, db_name, t
 
 def test_watch_works_behind_mongos(router, db_name, tmp_path):
     """A change stream through mongos (it merges the shards' streams): each delivery archived."""
-    client, dataset = _seeded(router, db_name)
-    env = _env(router, db_name)
-    _ok(run_cli("batch", "--run", "-q", env=env, cwd=tmp_path))  # the archive's indexes
+    client, dataset = _seeded(router, db_name, 300)
+    env = _env(router, db_name, BATCH_MAX_LAG="5s")  # its catch-up is held by the lag: not here
+    _ok(run_cli("batch", "--run", "-q", "--limit", "10", env=env, cwd=tmp_path))  # the archive's indexes
     base = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), "watch", "--token-file", str(tmp_path / "token.json")],
@@ -178,9 +187,13 @@ def test_watch_works_behind_mongos(router, db_name, tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
-        client.close()
+    with client:
+        assert archived_ids(client[db_name]) >= expected_archive_ids(dataset)  # the catch-up too
     assert process.returncode == 0, err[-3000:]
     assert "Traceback" not in err
+    warned = [line for line in err.splitlines() if "--max-lag is not applied" in line]
+    assert len(warned) == 1
+    assert "a sharded cluster (mongos does not report its shards' secondaries)" in warned[0]
 
 
 # -- before 5.1, a sharded reference collection: refused in one named line, nothing written
