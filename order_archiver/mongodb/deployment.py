@@ -180,7 +180,9 @@ def check_deployment(client: MongoClient[Document], settings: Settings, side: st
         version = server_version(client)
     except pymongo_errors.OperationFailure as exc:
         log.warning(
-            "cannot read config.collections (%s): which collections are sharded is not checked", exc.code
+            "cannot read config.collections (%s): which collections are sharded is not checked (grant "
+            "find on config.collections: orderArchiverRead in deploy/mongodb-roles.js holds it)",
+            exc.code,
         )
         return
     problems = sharding_problems(settings, version, sharded)

@@ -395,8 +395,14 @@ def sharding_check(
     namespaces = sorted({f"{db}.{coll}" for db, coll in required_privileges(settings)})
     try:
         sharded = sharded_collections(client, namespaces)
-    except pymongo_errors.OperationFailure:
-        report.add("sharding", "warn", "config.collections cannot be read: the layout is not checked")
+    except pymongo_errors.OperationFailure as exc:
+        report.add(
+            "sharding",
+            "warn",
+            f"config.collections cannot be read ({exc.code}): the layout is not checked at start-up, and "
+            "one that cannot work fails mid-run; grant find on config.collections (orderArchiverRead "
+            "in deploy/mongodb-roles.js holds it)",
+        )
         return
     problems = sharding_problems(settings, version, sharded)
     listed = ", ".join(f"{ns} {key}" for ns, key in sorted(sharded.items())) or "none of the archiver's"

@@ -516,3 +516,22 @@ def test_with_batch_max_lag_where_nothing_can_be_measured_doctor_says_so_once(he
     assert [c.outcome for c in lags] == ["warn"]
     assert lags[0].detail.startswith(f"BATCH_MAX_LAG 10s cannot be watched here: {why}")
     assert "clusterMonitor" not in lags[0].detail
+
+
+def test_through_mongos_an_unreadable_config_collections_names_the_grant():
+    """A user without find on config.collections (mongos: 13 Unauthorized): the layout is not
+    checked at start-up; doctor names the privilege and the shipped role that holds it."""
+    client = FakeClient({"msg": "isdbgrid"}, privileges=everything_needed())
+    client.sharded = Unreadable()
+    check = next(c for c in run_doctor(client, SETTINGS).checks if c.name == "sharding")
+    assert check.outcome == "warn"
+    assert check.detail == (
+        "config.collections cannot be read (13): the layout is not checked at start-up, and one that "
+        "cannot work fails mid-run; grant find on config.collections (orderArchiverRead in "
+        "deploy/mongodb-roles.js holds it)"
+    )
+
+
+class Unreadable(dict):
+    def items(self):
+        raise OperationFailure("not authorized on config to execute command", code=13)
