@@ -26,7 +26,15 @@ import pytest
 
 from order_archiver.settings import ENV_VARS, Settings
 from tests.conftest import ROOT, run_cli
-from tests.helpers import archived_ids, deliver, expected_archive_ids, pending_ids, seed_database, wait_for
+from tests.helpers import (
+    archived_ids,
+    deliver,
+    expected_archive_ids,
+    pending_ids,
+    run_in_process,
+    seed_database,
+    wait_for,
+)
 from teststand.nx_server import NxServer, running_server
 
 pytestmark = [
@@ -313,3 +321,33 @@ def test_a_forgotten_record_sharded_on_another_key_is_refused_by_name(
     assert "Traceback" not in result.stderr
     assert "archiver_forgotten (FORGOTTEN_COLLECTION) is sharded on {'kind': 1}" in result.stderr
     assert after == before  # nothing written
+
+
+@pytest.mark.parametrize("args", [("batch",), ("batch", "--run"), ("verify",)], ids=lambda a: "-".join(a))
+def test_a_lookup_refused_past_an_unread_layout_is_named_exit_2(
+    router_5_0, db_name, tmp_path, monkeypatch, capsys, args
+):
+    """A user who may not read config.collections (mongos: 13; the shipped roles grant it now, an
+    older role does not): the start-up check is skipped with a warning, and the first enrichment
+    meets 28769 "<ns> cannot be sharded" at the wire. One line naming the fix, exit 2, not "MongoDB
+    error 28769" and exit 1. (The refusal of config.collections is made in process: the test server
+    has no access control.)"""
+    from pymongo.errors import OperationFailure
+
+    from order_archiver.mongodb import deployment
+
+    def refused(*_: object) -> dict:
+        raise OperationFailure("not authorized on config to execute command", code=13)
+
+    monkeypatch.setattr(deployment, "sharded_collections", refused)
+    client, _ = _seeded(router_5_0, db_name, 30)
+    with client:
+        result = run_in_process(
+            *args, env=_env(router_5_0, db_name), cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+        )
+        assert client[db_name]["Commande_archive"].count_documents({}) == 0
+    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
+    assert (
+        f"error: sharded cluster: {db_name}.Menu cannot be sharded: $lookup reads a sharded collection"
+        in result.stderr
+    )
