@@ -20,6 +20,7 @@ const CHECKPOINTS = "archiver_checkpoints";
 const REJECTS = "archiver_rejects"; // REJECTS_COLLECTION
 const FORGOTTEN = "archiver_forgotten"; // FORGOTTEN_COLLECTION: read before every archive write
 const SIDE = "both"; // "source" or "archive" when ARCHIVE_MONGODB_URI puts the archive elsewhere
+const CLUSTER_METADATA = "config"; // MongoDB's own: through mongos, the list of sharded collections
 
 const admin = db.getSiblingDB("admin");
 
@@ -41,6 +42,11 @@ admin.createRole({
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find"] },
       { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["find"] },
     ]),
+    // Through mongos, which collections are sharded (config.collections), checked by every
+    // command at start-up: a layout that cannot work is refused before anything is written.
+    // Without it the check is skipped (a warning) and such a layout fails mid-run. Empty or
+    // absent on a replica set: harmless there.
+    { resource: { db: CLUSTER_METADATA, collection: "collections" }, actions: ["find"] },
   ],
   roles: [],
 });

@@ -358,12 +358,29 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
 
 
+# Through mongos before 5.1, an aggregate whose $lookup reads a sharded collection: "<ns> cannot
+# be sharded" (lite_parsed_pipeline.cpp). The start-up check (deployment.py) refuses that layout
+# before anything is written; met anyway (config.collections unreadable, or sharded since), it is
+# the deployment's layout, not a failure to retry: exit 2, what to fix named.
+LOOKUP_FROM_SHARDED = 28769
+
+
+def layout_error(exc: BaseException) -> ConfigError | None:
+    if not (isinstance(exc, pymongo_errors.OperationFailure) and exc.code == LOOKUP_FROM_SHARDED):
+        return None
+    message = str((exc.details or {}).get("errmsg", exc)).splitlines()[0][:200]
+    return ConfigError(
+        f"sharded cluster: {message}: $lookup reads a sharded collection from MongoDB 5.1 on; unshard it "
+        "or upgrade (doctor checks the layout; it reads config.collections)"
+    )
+
+
 def as_archiver_error(exc: BaseException) -> ArchiverError:
     """Wrap a pymongo error in the hierarchy, keeping the cause for the logs (without the
     documents a bulk write's error carries: see ``without_documents``)."""
     if isinstance(exc, ArchiverError):
         return exc
-    stored = storage_error(exc)
+    stored = storage_error(exc) or layout_error(exc)
     if stored is not None:
         stored.__cause__ = exc
         return stored

@@ -46,7 +46,11 @@ collection of more than N documents answers 50 MaxTimeMSExpired (a large collect
 its time limit); ``NX_SORT_MEMORY_OVER=N``, answering as a version before 6.0, a ``find`` sorted
 on no index's order, without ``allowDiskUse``, over more than N documents answers 292 (a blocking
 sort past its 100 MB); ``NX_SECONDARY_LAG_FILE=PATH`` (with ``NX_REPLICA_SET``) a secondary in ``replSetGetStatus`` as
-many seconds behind as the file says, read at every call (``replica_status.py``); ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
+many seconds behind as the file says, read at every call (``replica_status.py``); ``NX_MONGOS=1``
+answers as a sharded cluster's ``mongos`` (``hello``, ``replSetGetStatus``), with
+``NX_SHARDED_COLLECTIONS=NAME[:FIELD],...`` the collections it says are sharded
+(``config.collections``, untargeted upserts 61, ``$lookup`` from them before 5.1: 28769;
+``mongos.py``); ``NX_PLAIN_USERS=user:password,...`` the accounts SASL PLAIN
 accepts (tests only).
 """
 
@@ -95,6 +99,7 @@ from teststand import (
     document_sizes,
     index_catalog,
     missing_collections,
+    mongos,
     replica_status,
     stream_positions,
     watched_collections,
@@ -1291,7 +1296,9 @@ def _hello_fields(version: definitions.Version, replica_set: str) -> dict[str, A
         "maxWireVersion": definitions.WIRE_VERSIONS[version[:2]],
         "maxBsonObjectSize": max_bson_object_size(),
     }
-    if replica_set:
+    if mongos.enabled():  # a router: no replica-set field (its shards' are not its own)
+        fields.update(mongos.hello_fields())
+    elif replica_set:
         me = os.environ.get("NX_HOST", "127.0.0.1:27017")
         fields.update(setName=replica_set, setVersion=1, hosts=[me], primary=me, me=me, secondary=False)
     ahead = os.environ.get("NX_CLOCK_AHEAD_S", "").strip()
@@ -1335,6 +1342,8 @@ def _refuse_what_mongodb_refuses() -> None:
         body = _folded_body(msg) or {}
         if definitions.command_name(body) in _HELLO_COMMANDS and isinstance(reply, dict) and reply.get("ok"):
             reply = {**reply, **_hello_fields(version, replica_set)}
+            if mongos.enabled():
+                reply = {k: v for k, v in reply.items() if k not in mongos.REPLICA_SET_FIELDS}
         return request_id, reply
 
     @functools.wraps(insert)
@@ -1567,6 +1576,7 @@ def apply_fixes() -> None:
     index_catalog.fix_index_catalog(server_version(), _folded_body)
     _refuse_paths_into_arrays()
     replica_status.fix_replica_set_status(server_version(), _folded_body)
+    mongos.fix_mongos(server_version(), _folded_body)  # answers before the replica set's status
     _add_scan_time_limit_knob()  # inside the refusals: MongoDB parses a command before it runs it
     _add_sort_memory_knob()  # inside the refusals too
     _refuse_what_mongodb_refuses()  # it sees each command as the client sent it

@@ -13,8 +13,9 @@ unsharded collections moved by ``moveCollection`` too, ``unsplittable``: not sha
 - the archive cannot be sharded as the archiver writes it, on any version: its unique index
   on ``numero_commande`` needs the shard key as its prefix, and its upserts select by ``_id``
   alone (which needs ``_id`` as the shard key before 7.0);
-- the checkpoint and rejects collections are written by ``_id``: unsharded, or sharded on
-  ``_id``.
+- the checkpoint, rejects and forgotten-persons collections are upserted by ``_id`` alone:
+  unsharded, or sharded on ``_id`` (mongos cannot target an upsert whose filter lacks the shard
+  key: 61 ShardKeyNotFound, "Failed to target upsert by query").
 
 A replica set or a standalone server has nothing to check. A user who may not read
 ``config.collections`` gets a warning and no check.
@@ -144,6 +145,7 @@ def sharding_problems(
     for setting, name in (
         ("CHECKPOINT_COLLECTION", settings.checkpoint_collection),
         ("REJECTS_COLLECTION", settings.rejects_collection),
+        ("FORGOTTEN_COLLECTION", settings.forgotten_collection),
     ):
         namespace = f"{archive_db}.{name}"
         key = sharded.get(namespace)
@@ -178,7 +180,9 @@ def check_deployment(client: MongoClient[Document], settings: Settings, side: st
         version = server_version(client)
     except pymongo_errors.OperationFailure as exc:
         log.warning(
-            "cannot read config.collections (%s): which collections are sharded is not checked", exc.code
+            "cannot read config.collections (%s): which collections are sharded is not checked (grant "
+            "find on config.collections: orderArchiverRead in deploy/mongodb-roles.js holds it)",
+            exc.code,
         )
         return
     problems = sharding_problems(settings, version, sharded)

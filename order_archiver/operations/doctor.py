@@ -198,6 +198,7 @@ def privilege_checks(
     side: Side = "both",
     ttl_index_to_drop: bool = False,
     process: Process = "all",
+    lag_measurable: bool = True,
 ) -> None:
     info = status.get("authInfo")
     if not isinstance(info, dict):
@@ -227,13 +228,34 @@ def privilege_checks(
     purges = process != "watch"  # --purge-source is batch's
     if purges and side != "archive" and "remove" not in granted_actions(privileges, *orders):
         report.add("purge", "warn", f"no remove on {'.'.join(orders)}: batch --purge-source would fail")
-    if settings.batch_max_lag is not None and (lacking := lag_actions_missing(privileges)):
+    if settings.batch_max_lag is not None and lag_measurable and (lacking := lag_actions_missing(privileges)):
         report.add(
             "max lag",
             "warn",
             f"no {', '.join(sorted(lacking))} on the cluster (the clusterMonitor role): BATCH_MAX_LAG "
             "cannot measure the secondaries' lag, batch warns and does not wait",
         )
+
+
+# Where --max-lag has nothing to measure (replication_lag.py): said by doctor before a run finds out.
+LAG_UNMEASURABLE = {
+    "sharded": "mongos does not report its shards' members (replSetGetStatus is not supported through mongos)",
+    "standalone": "a standalone server has no secondaries",
+}
+
+
+def max_lag_check(report: DoctorReport, settings: Settings, topology: str) -> bool:
+    """Whether BATCH_MAX_LAG can be measured on ``topology``; where it cannot, one warning (a
+    run is never refused for a limit it cannot watch, and no privilege would change that)."""
+    why = LAG_UNMEASURABLE.get(topology)
+    if settings.batch_max_lag is None or why is None:
+        return True
+    report.add(
+        "max lag",
+        "warn",
+        f"BATCH_MAX_LAG {settings.batch_max_lag} cannot be watched here: {why}; batch warns once and does not wait",
+    )
+    return False
 
 
 def topology_check(report: DoctorReport, hello: dict[str, object]) -> str:
@@ -373,8 +395,14 @@ def sharding_check(
     namespaces = sorted({f"{db}.{coll}" for db, coll in required_privileges(settings)})
     try:
         sharded = sharded_collections(client, namespaces)
-    except pymongo_errors.OperationFailure:
-        report.add("sharding", "warn", "config.collections cannot be read: the layout is not checked")
+    except pymongo_errors.OperationFailure as exc:
+        report.add(
+            "sharding",
+            "warn",
+            f"config.collections cannot be read ({exc.code}): the layout is not checked at start-up, and "
+            "one that cannot work fails mid-run; grant find on config.collections (orderArchiverRead "
+            "in deploy/mongodb-roles.js holds it)",
+        )
         return
     problems = sharding_problems(settings, version, sharded)
     listed = ", ".join(f"{ns} {key}" for ns, key in sorted(sharded.items())) or "none of the archiver's"
@@ -617,6 +645,7 @@ def check_deployment_of(
         "off on this version: " + "; ".join(off) if off else "everything the archiver uses is on",
     )
     topology = topology_check(report, reply)
+    lag_measurable = max_lag_check(report, settings, topology)
     if side != "archive":  # the source's collections, and change streams on its orders
         collections_check(report, client, settings)
         delivered_status_check(report, client, settings, context, archive_client)
@@ -647,5 +676,5 @@ def check_deployment_of(
     except pymongo_errors.OperationFailure as exc:
         report.add("privileges", "warn", f"connectionStatus refused ({exc.code}): not checked")
     else:
-        privilege_checks(report, settings, status, side, ttl_index_to_drop, process)
+        privilege_checks(report, settings, status, side, ttl_index_to_drop, process, lag_measurable)
     return report

@@ -35,6 +35,7 @@ from order_archiver.documents import Document, OrderId, int_or_none, moment_or_n
 from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
+from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import ForgottenPersons, still_holding
 from order_archiver.mongodb.indexes import (
     IndexStatus,
@@ -420,6 +421,7 @@ def collect_status(
     def read(func: Callable[[], T]) -> T:
         return context.retrying(func)
 
+    _cluster_layout(report, client, settings, archive_client)
     source_problem = read(lambda: missing_source(collections.orders))
     if source_problem:
         report.problems.append(source_problem)
@@ -491,6 +493,24 @@ def collect_status(
     _forgotten(report, collections, read, context)
     report.problems += _heartbeat_problems(report.watchers, now, thresholds.max_heartbeat_age)
     return report
+
+
+# The commands that check the cluster's layout at start-up and refuse one that cannot work.
+REFUSING_COMMANDS = "batch, watch, verify, restore, forget and find refuse to start"
+
+
+def _cluster_layout(
+    report: StatusReport,
+    client: MongoClient[Document],
+    settings: Settings,
+    archive_client: MongoClient[Document] | None,
+) -> None:
+    """A sharded cluster's layout that cannot work (``deployment.check_deployments``: every
+    other command refuses it, exit 2): unhealthy, named first, as the cause of the rest."""
+    try:
+        check_deployments(client, settings, archive_client)
+    except ConfigError as exc:
+        report.problems.append(f"{exc} ({REFUSING_COMMANDS})")
 
 
 RESTORED_AT_INDEX = "restored_at_1"  # the archive's, which status's purge figure reads

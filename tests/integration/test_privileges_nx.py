@@ -168,6 +168,19 @@ def replica_set(server: Any) -> Iterator[str]:
         yield started.uri
 
 
+@contextlib.contextmanager
+def router() -> Iterator[str | None]:
+    """A server that answers as a sharded cluster's mongos (``teststand/mongos.py``: the
+    commands read ``config.collections`` there), or None against TEST_MONGODB_URI (a replica set)."""
+    if conftest.TEST_MONGODB_URI:
+        yield None
+        return
+    from teststand.nx_server import running_server
+
+    with running_server({"NX_MONGOS": "1"}, prefix="nx-privileges-mongos-") as started:
+        yield started.uri
+
+
 @pytest.fixture(scope="module")
 def every_command(nx_server, tmp_path_factory) -> list[Run]:
     """Each command of docs/deployment.md's table, on one database, in the order an operator
@@ -296,6 +309,23 @@ def every_command(nx_server, tmp_path_factory) -> list[Run]:
                 "batch --run (BATCH_MAX_LAG)", "batch", "--run", MONGODB_URI=uri, BATCH_MAX_LAG="30s"
             )
         assert {need.action for need in lagged.needs if need.db == CLUSTER} == set(CLUSTER_ACTION)
+        # Through mongos every command first reads which collections are sharded
+        # (config.collections: deployment.check_deployments), with the same roles.
+        with router() as uri:
+            if uri is not None:
+                with pymongo.MongoClient(uri, tz_aware=True) as routed:
+                    seed_database(routed[db_name], Settings(mongodb_database=db_name, log_dir=""), 40)
+                for command, argv in (
+                    ("doctor", ["doctor"]),
+                    ("batch", ["batch"]),
+                    ("batch --run", ["batch", "--run"]),
+                    ("status", ["status"]),
+                    ("verify", ["verify"]),
+                    ("restore --run", ["restore", "--numero", numero, "--run"]),
+                    ("forget --run", ["forget", "--client", client_id, "--run"]),
+                ):
+                    routed_run = product.run(command, *argv, MONGODB_URI=uri)
+                    assert "cannot read config.collections" not in routed_run.output
         yield product.runs
         client.drop_database(db_name)
 
@@ -390,6 +420,9 @@ DOCTOR_WARNS_ONLY = {
     Privilege(ROLES_FILE_DATABASE, "", "listCollections"),
     Privilege(ROLES_FILE_DATABASE, "Commande", "remove"),
     Privilege(ROLES_FILE_DATABASE, "Commande", "insert"),
+    # Through mongos: refused, the layout is not checked; doctor's "sharding" line warns, naming
+    # the privilege and the role that grants it (on a replica set nothing reads it).
+    Privilege("config", "collections", "find"),
 }
 
 

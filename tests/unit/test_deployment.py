@@ -110,6 +110,15 @@ def test_checkpoints_and_rejects_may_be_sharded_on_id_only():
     ]
 
 
+def test_the_forgotten_record_may_be_sharded_on_id_only():
+    """Its upserts select by ``_id`` alone (``forgotten.record``): through mongos, an upsert whose
+    filter lacks the shard key cannot be targeted (61 ShardKeyNotFound, "Failed to target upsert
+    by query"), as the checkpoints' and the rejects'."""
+    check_deployment(Mongos("7.0.2", {"livraison.archiver_forgotten": {"_id": "hashed"}}), SETTINGS)
+    with pytest.raises(ConfigError, match=r"archiver_forgotten \(FORGOTTEN_COLLECTION\) is sharded on"):
+        check_deployment(Mongos("8.0.4", {"livraison.archiver_forgotten": {"kind": 1}}), SETTINGS)
+
+
 ELSEWHERE = Settings(mongodb_uri="mongodb://source:27017", archive_mongodb_uri="mongodb://archive:27017")
 REPLICA_SET = Mongos("7.0.2", {}, hello_msg="")
 

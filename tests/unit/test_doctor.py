@@ -492,3 +492,46 @@ def test_the_tls_warning_says_what_crosses_the_network():
         report = run_doctor(client, SETTINGS.with_overrides(mongodb_uri=uri))
         tls = next(c.detail for c in report.checks if c.name == "tls")
         assert tls == f"no TLS towards x: {crossing} cross the network in clear", uri
+
+
+@pytest.mark.parametrize(
+    ("hello", "why"),
+    [
+        ({"msg": "isdbgrid"}, "mongos does not report its shards' members"),
+        ({}, "a standalone server has no secondaries"),
+    ],
+    ids=["mongos", "standalone"],
+)
+def test_with_batch_max_lag_where_nothing_can_be_measured_doctor_says_so_once(hello, why):
+    """Through mongos (``replSetGetStatus is not supported through mongos``, info "mongos") or on a
+    standalone (76) a run warns and never waits: doctor says it before, and does not advise a
+    clusterMonitor grant that would change nothing."""
+    from dataclasses import replace
+
+    from order_archiver.settings import Duration
+
+    with_lag = replace(SETTINGS, batch_max_lag=Duration(seconds=10))
+    report = run_doctor(FakeClient(hello, privileges=everything_needed()), with_lag)
+    lags = [c for c in report.checks if c.name == "max lag"]
+    assert [c.outcome for c in lags] == ["warn"]
+    assert lags[0].detail.startswith(f"BATCH_MAX_LAG 10s cannot be watched here: {why}")
+    assert "clusterMonitor" not in lags[0].detail
+
+
+def test_through_mongos_an_unreadable_config_collections_names_the_grant():
+    """A user without find on config.collections (mongos: 13 Unauthorized): the layout is not
+    checked at start-up; doctor names the privilege and the shipped role that holds it."""
+    client = FakeClient({"msg": "isdbgrid"}, privileges=everything_needed())
+    client.sharded = Unreadable()
+    check = next(c for c in run_doctor(client, SETTINGS).checks if c.name == "sharding")
+    assert check.outcome == "warn"
+    assert check.detail == (
+        "config.collections cannot be read (13): the layout is not checked at start-up, and one that "
+        "cannot work fails mid-run; grant find on config.collections (orderArchiverRead in "
+        "deploy/mongodb-roles.js holds it)"
+    )
+
+
+class Unreadable(dict):
+    def items(self):
+        raise OperationFailure("not authorized on config to execute command", code=13)
