@@ -52,7 +52,7 @@ from order_archiver.mongodb.source import (
     scan_by_id,
 )
 from order_archiver.mongodb.storage import ArchiveWriter, Collections, Rewrites
-from order_archiver.orders.enrichment import as_utc
+from order_archiver.orders.enrichment import as_utc, source_hash, source_order
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.reporting.progress import Progress, ProgressMode
@@ -462,8 +462,21 @@ class _Check:
                     self.report.mismatched_examples, Disagreement(id=str(expected["_id"]), fields=disagreeing)
                 )
                 damaged.append(expected)
-        if self.rewriter is not None:
-            self.rewriter.rewrite(damaged)
+        if self.rewriter is not None and damaged:
+            self.rewriter.rewrite(self._still_current(damaged))
+
+    def _still_current(self, documents: list[ArchiveDocument]) -> list[ArchiveDocument]:
+        """Those of ``documents`` finished from the version of their order the source holds now
+        (its fingerprint, ``source_hash``, as every write computes it). An order corrected since
+        the check read it, and archived meanwhile by the watcher or a batch run, disagreed with
+        the older version read here: rewriting that one put the older over the newer (and no
+        writer would come back to it). Left for the next verify, which reads the new one."""
+        ids = [d["_id"] for d in documents]
+        orders = self.collections.orders_primary
+        held = self.read(lambda: list(orders.find({"_id": {"$in": ids}})))
+        policy = self.settings.pii_policy
+        now = {order["_id"]: source_hash(policy.apply_order(source_order(order))) for order in held}
+        return [d for d in documents if now.get(d["_id"]) == d.get("source_hash")]
 
     def _listed(self, ids: list[OrderId]) -> set[OrderId]:
         return RejectStore(self.collections.rejects, self.context.on(self.collections.archive_side)).known(
