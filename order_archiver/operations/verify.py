@@ -40,7 +40,7 @@ from order_archiver.cold.tier import cold_store
 from order_archiver.context import ChunkGate, RunContext
 from order_archiver.documents import ArchiveDocument, Document, OrderId
 from order_archiver.errors import ConfigError, TransientError
-from order_archiver.logs import plural
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import ForgottenPersons, first_key, orders_of, recorded
 from order_archiver.mongodb.rejects import RejectStore
@@ -58,6 +58,7 @@ from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.reporting.progress import Progress, ProgressMode
 from order_archiver.settings import Settings
 
+log = get_logger("verify")
 CHUNK = 1000
 T = TypeVar("T")
 EXAMPLES = 5
@@ -357,7 +358,10 @@ class _Rewriter:
             return
         try:
             self.gate.before()  # --max-runtime, --stop-file, --max-lag's hold
-            self.rewritten += Rewrites(self.writer).rewrite(documents).revised
+            outcome = Rewrites(self.writer).rewrite(documents)
+            self.rewritten += outcome.revised
+            for refused in outcome.rejections:  # still disagreeing after: counted by the check again
+                log.warning("order %s not rewritten: %s", refused.order_id, refused.reason)
             self.gate.after(len(documents))  # --max-rate
         except LimitReached as reached:
             self.ended = reached.limit

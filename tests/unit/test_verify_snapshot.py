@@ -239,3 +239,18 @@ def test_a_repair_never_writes_the_version_it_read_over_a_newer_one_archived_mea
     assert report["rewritten"] == 0, report
     kept = archive.find_one({"_id": order["_id"]})
     assert kept["items"][0]["quantite"] == quantity  # C, not B written over it
+
+
+def test_a_rewrite_the_archive_refuses_is_said_with_its_reason(archived, capsys, caplog):
+    """A review: a rewrite the archive refused (the order's number, changed at the source, held
+    by another archived order: 11000 on the unique index) was dropped without a word; the
+    document went on disagreeing (exit 3) and nothing said why. Now a WARNING names the order
+    and the reason."""
+    orders, archive = archived[BASE.orders_collection], archived[BASE.archive_collection]
+    first, second = list(archive.find({}, sort=[("_id", 1)]).limit(2))
+    orders.update_one({"_id": first["_id"]}, {"$set": {"numero_commande": second["numero_commande"]}})
+    with caplog.at_level("WARNING"):
+        code, report = verify(capsys, "--repair")
+    assert (code, report["rewritten"], report["mismatched"]) == (3, 0, 1), report
+    said = [r.getMessage() for r in caplog.records if "not rewritten" in r.getMessage()]
+    assert said == [f"order {first['_id']} not rewritten: numero_commande already archived for another order"]
