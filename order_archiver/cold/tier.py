@@ -259,9 +259,6 @@ def _moved(
     move.fence = lease.check
     moving(move.report)
     report = move.run()
-    if not on_archive.stopped:
-        gone = spot_check(store, move.manifest, collections.checkpoints, on_archive)
-        report.gone_files, report.gone_orders = gone.files, gone.orders
     if settings.archive_pii_retention is not None:
         cutoff, erasure = _age_erasure(settings, settings.archive_pii_retention, now)
         aged = ColdAgeErasure()
@@ -269,6 +266,10 @@ def _moved(
             erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive, aged)
         finally:
             report.pii_erased, report.pii_rewritten = aged.orders, aged.files
+    # After the erasure, which a storage fault in this look would otherwise keep from running.
+    if not on_archive.stopped:
+        gone = spot_check(store, move.manifest, collections.checkpoints, on_archive)
+        report.gone_files, report.gone_orders = gone.files, gone.orders
     return report
 
 

@@ -10,8 +10,10 @@ used to, and nothing said so.
 What is guaranteed, and why no more: *check, insert, check again*, a chunk at a time.
 
 - Before a chunk's insert, one read on the primary, on the ``{numero_commande}`` index, of the
-  chunk's numbers (at most 500, ``$in``) names every other order holding one: that order is left
-  alone and reported (exit 3), as one the source holds with other content. Two copies of one
+  chunk's numbers (at most 500, ``$in``; per number its lowest and highest ``_id``: a reply of
+  one document per number, however many orders dirty data put under it) names another order
+  holding one: that copy is left alone and reported (exit 3), as one the source holds with other
+  content. Two copies of one
   chunk sharing a number (the cold tier's files may hold a number given twice): the first goes.
 - A writer that gives one of those numbers to another order between that read and the insert
   (a window of one round trip) is not stopped: MongoDB checks a value across documents only with
@@ -85,11 +87,17 @@ class NumberHolders:
                 by_numero.setdefault(numero_of(copy), []).append(copy["_id"])
         if not by_numero:
             return {}
-        wanted = {"numero_commande": {"$in": list(by_numero)}}
-        found = self.context.retrying(lambda: list(self.orders.find(wanted, {"numero_commande": 1})))
+        # Per number, its lowest and highest _id: two holders at most, however many orders a
+        # dirty number has ("N/A" on thousands): a reply of one document per number asked.
+        pipeline: list[dict[str, object]] = [
+            {"$match": {"numero_commande": {"$in": list(by_numero)}}},
+            {"$group": {"_id": "$numero_commande", "low": {"$min": "$_id"}, "high": {"$max": "$_id"}}},
+        ]
+        found = self.context.retrying(lambda: list(self.orders.aggregate(pipeline)))
         held: dict[OrderId, OrderId] = {}
-        for order in found:
-            for mine in by_numero.get(order.get("numero_commande"), []):
-                if order["_id"] != mine:
-                    held.setdefault(mine, order["_id"])
+        for number in found:
+            for mine in by_numero.get(number["_id"], []):
+                other = number["low"] if number["low"] != mine else number["high"]
+                if other != mine:
+                    held.setdefault(mine, other)
         return held

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pymongo
 import pytest
 from bson import ObjectId
 
@@ -278,3 +279,45 @@ def test_a_full_pass_counts_the_archive_up_to_its_own_orders(nx_server, nx_clien
     assert database[nx_settings.archive_collection].estimated_document_count() > 3
     assert counts, "no count of the archive"
     assert all({"$limit": 3} in pipeline for pipeline in counts), counts  # before: counted whole
+
+
+def test_restores_look_for_a_numbers_holders_reads_two_per_number_however_many_hold_it(
+    nx_server, nx_settings
+):
+    """``restore`` asks the source which other orders hold each restored copy's number: one was
+    enough to leave the copy alone, but the read brought back every order under the number,
+    and dirty data gives one number to thousands ("N/A", an import's placeholder). Per number,
+    the lowest and the highest ``_id`` now: a reply of one document per number asked."""
+    from pymongo import monitoring
+
+    from order_archiver.context import RunContext
+    from order_archiver.operations.held_numbers import NumberHolders
+
+    class Replies(monitoring.CommandListener):
+        documents = 0
+
+        def started(self, event):
+            pass
+
+        def succeeded(self, event):
+            cursor = event.reply.get("cursor") or {}
+            self.documents += len(cursor.get("firstBatch", cursor.get("nextBatch", [])))
+
+        def failed(self, event):
+            pass
+
+    orders_name = nx_settings.orders_collection
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True) as writer:
+        writer[nx_settings.mongodb_database][orders_name].insert_many(
+            [{"_id": ObjectId(), "numero_commande": "N/A"} for _ in range(1_200)]
+        )
+    replies = Replies()
+    with pymongo.MongoClient(nx_server.uri, tz_aware=True, event_listeners=[replies]) as client:
+        orders = client[nx_settings.mongodb_database][orders_name]
+        mine, alone = ObjectId(), ObjectId()
+        held = NumberHolders(orders, RunContext()).holding(
+            [{"_id": mine, "numero_commande": "N/A"}, {"_id": alone, "numero_commande": "CMD-UNIQUE"}]
+        )
+    assert set(held) == {mine}  # held by another order, the other copy's number by none
+    assert held[mine] != mine
+    assert replies.documents <= 1  # before: 1,200

@@ -436,3 +436,28 @@ def test_forget_ended_in_the_archive_reads_no_cold_file_after_its_end(
     code, report = forget(capsys, courier, "--stop-file", str(stop))
     assert (code, report["ended"]) == (0, end)
     assert read_after == []
+
+
+def test_a_storage_fault_in_the_look_for_gone_files_does_not_keep_the_erasure_from_running(
+    moved, monkeypatch, capsys
+):
+    """The look for published files that are gone (a few existence checks a run) ran before
+    ARCHIVE_PII_RETENTION's erasure: S3 failing those checks (503s past every retry) ended the
+    run before the erasure, night after night while it lasted. The erasure comes first now;
+    the look's fault still fails the run (exit 1), named."""
+    from order_archiver.cold import spot_check
+    from order_archiver.errors import TransientError
+
+    _database, store = moved
+    monkeypatch.setenv("ARCHIVE_PII_RETENTION", "30d")
+    assert holding_pii(store, 30) > 0
+
+    def unanswered(*_args: Any, **_kwargs: Any) -> Any:
+        raise TransientError("cold tier (ARCHIVE_COLD_URL): the storage did not answer after retries")
+
+    monkeypatch.setattr(spot_check, "spot_check", unanswered)
+    monkeypatch.setattr("order_archiver.cold.tier.spot_check", unanswered)
+    capsys.readouterr()
+    code = cli.main(["batch", "--run", "-q"])
+    assert code == 1, capsys.readouterr()
+    assert holding_pii(store, 30) == 0

@@ -200,3 +200,57 @@ def test_the_rewrites_and_the_archiving_of_the_missing_share_one_max_runtime(arc
     assert (report["ended"], report["rewritten"], report["repaired"]) == ("max_runtime", 1, 0)
     assert archive.find_one({"_id": missing["_id"]}) is None
     assert code == 3  # the missing order still missing, said (as a stop file's end is)
+
+
+def test_a_repair_never_writes_the_version_it_read_over_a_newer_one_archived_meanwhile(
+    archived, capsys, monkeypatch
+):
+    """A review: the check reads an order (version B), then a correction C is made and archived
+    (the watcher) before the check compares: the archive's C disagrees with B, and ``--repair``
+    wrote B over C (the older over the newer; no writer comes back to an order not changed
+    again). The repair now writes only a version the source still holds; the next verify
+    compares C."""
+    from order_archiver.operations import verify as verify_module
+    from order_archiver.orders.enrichment import source_hash, source_order
+
+    orders, archive = archived[BASE.orders_collection], archived[BASE.archive_collection]
+    order = priced_order(archived)
+    quantity = order["items"][0]["quantite"] + 1
+    compare = verify_module._Check._compare
+
+    def a_correction_archived_meanwhile(self, documents):
+        if any(d["_id"] == order["_id"] for d in documents):
+            orders.update_one({"_id": order["_id"]}, {"$set": {"items.0.quantite": quantity}})
+            newer = orders.find_one({"_id": order["_id"]})
+            archive.update_one(
+                {"_id": order["_id"]},
+                {
+                    "$set": {
+                        "items.0.quantite": quantity,
+                        "source.items.0.quantite": quantity,
+                        "source_hash": source_hash(source_order(newer)),
+                    }
+                },
+            )
+        return compare(self, documents)
+
+    monkeypatch.setattr(verify_module._Check, "_compare", a_correction_archived_meanwhile)
+    _code, report = verify(capsys, "--repair")
+    assert report["rewritten"] == 0, report
+    kept = archive.find_one({"_id": order["_id"]})
+    assert kept["items"][0]["quantite"] == quantity  # C, not B written over it
+
+
+def test_a_rewrite_the_archive_refuses_is_said_with_its_reason(archived, capsys, caplog):
+    """A review: a rewrite the archive refused (the order's number, changed at the source, held
+    by another archived order: 11000 on the unique index) was dropped without a word; the
+    document went on disagreeing (exit 3) and nothing said why. Now a WARNING names the order
+    and the reason."""
+    orders, archive = archived[BASE.orders_collection], archived[BASE.archive_collection]
+    first, second = list(archive.find({}, sort=[("_id", 1)]).limit(2))
+    orders.update_one({"_id": first["_id"]}, {"$set": {"numero_commande": second["numero_commande"]}})
+    with caplog.at_level("WARNING"):
+        code, report = verify(capsys, "--repair")
+    assert (code, report["rewritten"], report["mismatched"]) == (3, 0, 1), report
+    said = [r.getMessage() for r in caplog.records if "not rewritten" in r.getMessage()]
+    assert said == [f"order {first['_id']} not rewritten: numero_commande already archived for another order"]
