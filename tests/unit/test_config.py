@@ -492,7 +492,7 @@ def test_a_simulation_keeps_a_cold_tier_the_environment_gives(tmp_path):
     [
         "LOG_DIR=my logs # comment",
         "RESUME_TOKEN_FILE=tok en.json",
-        "BATCH_SIZE=50 more",
+        "ORDERS_COLLECTION=my orders",  # a number: told how it is written (below)
         "ARCHIVE_PII_KEY=s3cr3t\tkey",
     ],
 )
