@@ -52,8 +52,19 @@ class WatchMetrics:
             ["mode"],
             registry=self.registry,
         )
+        # Every rejection met (an order met again, a restart's catch-up meeting the listed ones
+        # again, counts again), and those newly listed: the news, what to alert on.
         self.rejected = Counter(
-            f"{PREFIX}_orders_rejected", "Orders rejected as invalid", ["mode"], registry=self.registry
+            f"{PREFIX}_orders_rejected",
+            "Rejections met (an order met again counts again), not archived",
+            ["mode"],
+            registry=self.registry,
+        )
+        self.rejected_new = Counter(
+            f"{PREFIX}_orders_rejected_new",
+            "Rejected orders this watcher listed first, or for a new reason (the news)",
+            ["mode"],
+            registry=self.registry,
         )
         self.errors = Counter(
             f"{PREFIX}_errors",
@@ -109,6 +120,10 @@ class WatchMetrics:
         self.archived.labels(mode=mode).inc(counts.archived)
         self.already_archived.labels(mode=mode).inc(counts.already_archived)
         self.rejected.labels(mode=mode).inc(counts.rejected)
+
+    def rejections_listed(self, new: int, mode: str) -> None:
+        """``new``: the rejected orders that were news to the list (``RejectStore.record``)."""
+        self.rejected_new.labels(mode=mode).inc(new)
 
     def event_seen(self, count: int) -> None:
         self.events.inc(count)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -155,7 +156,9 @@ class Watcher:
         return self.lease is None or self.lease.held()
 
     def _record_rejections(self, met: list[Rejection]) -> None:
-        self.rejects.record(met, source="watch", now=self.clock())
+        # Each micro-batch's record a run of its own: an order met again is known (uuid: its mark).
+        new = self.rejects.record(met, source="watch", now=self.clock(), run=uuid.uuid4().hex)
+        self.metrics.rejections_listed(new, mode="watch")
 
     # -- service loop
 

@@ -682,3 +682,33 @@ def test_an_old_leader_leading_again_keeps_its_successors_last_event(mongo):
         assert watcher.store.load().last_event_at == successors
     finally:
         watcher.lease.release()
+
+
+def test_the_rejected_orders_counters_say_what_was_met_and_what_was_news(mongo):
+    """An SRE's watcher restart: its catch-up met 2 rejected orders already listed (`rejected 2
+    (0 new)`), and `order_archiver_orders_rejected_total` took 2, which MONITORING.md's "new
+    rejected orders" rule read as news. ``orders_rejected_total`` counts the rejections met;
+    ``orders_rejected_new_total`` those newly listed, by the stream and by the catch-up."""
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+    from tests.helpers import expected_archive_ids, seed_database
+
+    settings = Settings(simulation=True, log_dir="")
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 40, seed=3, p_anomalies=0.0)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    broken = sorted(expected_archive_ids(dataset), key=str)[:2]
+    orders.update_many({"_id": {"$in": broken}}, {"$unset": {"numero_commande": ""}})
+    BatchArchiver(mongo, settings, BatchOptions(run=True)).run()  # lists both
+    watcher = Watcher(mongo, settings, WatchOptions())
+    figure = watcher.metrics.registry.get_sample_value
+    watcher._catch_up()  # a restart's: meets both again, listed
+    assert figure("order_archiver_orders_rejected_total", {"mode": "catch-up"}) == 2
+    assert figure("order_archiver_orders_rejected_new_total", {"mode": "catch-up"}) == 0
+    fresh = sorted(expected_archive_ids(dataset), key=str)[2]
+    orders.update_one({"_id": fresh}, {"$unset": {"numero_commande": ""}})
+    event = {**_event(1), "documentKey": {"_id": fresh}, "fullDocument": {"_id": fresh, "status": "livrée"}}
+    watcher._archive([event])  # news
+    watcher._archive([event])  # met again
+    assert figure("order_archiver_orders_rejected_total", {"mode": "watch"}) == 2
+    assert figure("order_archiver_orders_rejected_new_total", {"mode": "watch"}) == 1
