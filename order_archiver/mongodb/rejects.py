@@ -11,7 +11,8 @@ A batch beside a watcher: the watcher meets a rejection first (at its delivery),
 would only ever find it listed; the watcher's record marks it ``batch_news`` (on insert, or
 with a new reason), and the next batch run to meet it takes the mark (``news_run``) and counts
 it new: batch's *new* is "first listed, or for a new reason, since a batch run last met it, by
-any process" (its exit 3, ``-q``'s output and ``order_archiver_batch_last_rejected_new`` agree).
+any process" (its exit 3, ``-q``'s output and ``order_archiver_batch_last_rejected_new`` agree;
+``verify --repair``'s pass lists as ``verify``, as another job, and leaves the news to batch).
 An order fixed at the source is archived by
 the next run that reaches it, and the end of every completed batch run prunes the entries
 whose order is archived, deleted or no longer delivered; listings leave such entries out

@@ -595,3 +595,28 @@ def test_a_rejection_the_watcher_listed_first_is_news_to_the_next_batch_run(mong
     again = run(mongo, settings, full=True)
     assert again.rejected == first.rejected
     assert again.rejected_new == 0  # told once
+
+
+def test_verify_repair_leaves_the_watchers_news_to_the_next_batch_run(mongo, settings, seeded):
+    """verify --repair archives the missing orders by a batch pass: it met the watcher's news
+    first, took it as a batch run would, and said nothing of it (its report has no word for
+    rejected orders): the nightly batch then found it told. It lists as verify, and leaves it."""
+    from order_archiver.mongodb.rejects import RejectStore
+    from order_archiver.operations.verify import VerifyOptions, verify
+    from order_archiver.orders.rejection import Rejection
+
+    run(mongo, settings)
+    archive = archive_of(mongo, settings)
+    archive.delete_one({"_id": archive.find_one({}, {"_id": 1})["_id"]})  # missing: the repair runs
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    pending = next(o for o in seeded.orders if o["status"] != "livrée")
+    orders.update_one(
+        {"_id": pending["_id"]},
+        {"$set": {"status": "livrée", "date_livraison": NOW}, "$unset": {"numero_commande": ""}},
+    )
+    rejects = mongo[settings.archive_db_name][settings.rejects_collection]
+    listed = [Rejection(pending["_id"], "numero_commande missing")]
+    assert RejectStore(rejects).record(listed, source="watch", run="micro-batch") == 1
+    repaired = verify(mongo, settings, VerifyOptions(repair=True))
+    assert repaired.repaired == 1
+    assert run(mongo, settings, full=True).rejected_new == 1
