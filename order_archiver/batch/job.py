@@ -181,7 +181,8 @@ class BatchArchiver:
             limit=options.limit,
             stop_event=context.stop,
         )
-        self.rejections = RejectionLog(self.rejects, self.report, options.archived_by, context.clock)
+        source = options.rejects_source or options.archived_by
+        self.rejections = RejectionLog(self.rejects, self.report, source, context.clock)
         self.share = ShareLease(self.checkpoint, options, settings)  # --partition: one process a share
         self.step = ArchivingStep(
             self.writer, self.rejections.add, options.fence, holds(options, self.throttle)

@@ -40,6 +40,9 @@ class BatchOptions:
     purge_source: bool = False
     resume: bool = True
     archived_by: str = "batch"  # the watcher's catch-up archives as "watch"
+    # Who the rejects list says met them (``RejectStore.record``'s source), when not
+    # ``archived_by``: verify --repair's pass, which leaves the news to the next batch run.
+    rejects_source: str | None = None
     require_source: bool = True  # a missing orders collection is an error (watch: a warning)
     progress: ProgressMode = "off"
     full: bool = False  # walk every delivered order of the window (--full), not only the new ones

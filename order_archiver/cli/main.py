@@ -31,6 +31,7 @@ from order_archiver.retry import Retry
 from order_archiver.settings import Settings, check_log_dir, check_output_paths, load_settings
 
 if TYPE_CHECKING:
+    from order_archiver.batch.report import BatchReport
     from order_archiver.batch.throttle import CommandLimits
     from order_archiver.mongodb.connection import Clients
 
@@ -218,8 +219,45 @@ def _partition(args: argparse.Namespace, settings: Settings) -> Partition | None
     return Partition(*settings.batch_partition) if settings.batch_partition else None
 
 
+@dataclasses.dataclass
+class BatchOutcome:
+    """What ``--metrics-file`` says of a run: its report so far, and whether it succeeded."""
+
+    report: BatchReport
+    succeeded: bool = False
+
+
 def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
-    from order_archiver.batch.job import BatchArchiver, BatchOptions, BatchReport
+    """The run, and ``--metrics-file`` written whatever its end: a run refused before it began
+    (a bad setting, exit 2) or failed (exit 1) says ``success 0`` there too; the previous run's
+    ``success 1`` stood for up to 26 h (OrderArchiverBatchFailed's window) otherwise."""
+    from order_archiver.batch.report import BatchReport
+
+    outcome = BatchOutcome(BatchReport(dry_run=not args.run))
+    try:
+        return _run_batch(args, context, outcome)
+    finally:
+        if args.metrics_file:
+            _write_batch_metrics(args.metrics_file, outcome)
+
+
+def _write_batch_metrics(path: str, outcome: BatchOutcome) -> None:
+    """After a success, a failure to write the file is the run's (exit 1); after a failure,
+    the run's own error is the one line to say (the file may be what was refused:
+    ``--metrics-file`` in a folder that does not exist), the file's only in the log file (DEBUG)."""
+    from order_archiver.reporting.metrics import write_batch_metrics
+
+    if outcome.succeeded:
+        write_batch_metrics(path, outcome.report, True)
+        return
+    try:
+        write_batch_metrics(path, outcome.report, False)
+    except OSError as exc:
+        get_logger().debug("--metrics-file %s not written (%s)", path, exc.strerror or exc, extra=FILE_ONLY)
+
+
+def _run_batch(args: argparse.Namespace, context: RunContext, outcome: BatchOutcome) -> int:
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
     from order_archiver.batch.report import rejected_exit_line
     from order_archiver.orders.selection import check_window
     from order_archiver.reporting.progress import progress_mode
@@ -258,15 +296,14 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
     # The folder or bucket, before anything is written; a dry run too (what --run would do is
     # stop here): it leaves nothing there either (the probe file is removed at once).
     check_cold_tier(settings, context)
-    report = BatchReport(dry_run=not options.run)
-    succeeded = False
+    report = outcome.report
     try:
         with _connected(args, settings, context) as clients:
             settings = _recorded(clients, settings, context)
             archiver = BatchArchiver(
                 clients.source, settings, options, context=context, archive_client=clients.archive
             )
-            report = archiver.report
+            report = outcome.report = archiver.report
             archiver.run()
             from order_archiver.cold.tier import move_to_cold, would_move
 
@@ -286,7 +323,7 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
                 # count of the cold files meets the limits (and a signal) a file at a time.
                 with archiver.throttle.until_a_limit(report):
                     report.cold = would_move(clients.source, settings, archiver.context, clients.archive)
-            succeeded = True
+            outcome.succeeded = True
     except ConfigError:
         raise  # refused before the run: no counts to tell, only the one line
     except ArchiverError as error:
@@ -307,11 +344,6 @@ def cmd_batch(args: argparse.Namespace, context: RunContext) -> int:
                 program=definition.program_name(command=True),
             )
         raise
-    finally:
-        if args.metrics_file:
-            from order_archiver.reporting.metrics import write_batch_metrics
-
-            write_batch_metrics(args.metrics_file, report, succeeded)
     # -q (cron mails whatever a job prints): nothing unless there is news, a new rejected order
     # (an error was printed above, with the counts so far).
     if not args.quiet or args.json or report.rejected_new:

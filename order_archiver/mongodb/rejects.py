@@ -2,12 +2,17 @@
 collection (``REJECTS_COLLECTION``, archive database).
 
 ``{_id: the order's _id, numero_commande, reason, source (the last job to meet it), first_source,
-first_seen, last_seen, times_seen,
-first_run, reason_run, counted_by}``. A run records what it rejected after the archive write of
-the same chunk; an order seen for the first time, or rejected for another reason than the list
+first_seen, last_seen, times_seen, first_run, reason_run, news_run, counted_by, batch_news}``.
+A run records what it rejected after the archive write of the same chunk; an order seen for the first time, or rejected for another reason than the list
 gave (its number fixed at the source, now taken: ``reason_run``, the run that met the new
 reason), is *new*, and only new rejections make a batch exit 3 (a rejected order does not fail
 every later run; one fixed at the source into another refusal is news to whoever fixed it).
+A batch beside a watcher: the watcher meets a rejection first (at its delivery), and batch
+would only ever find it listed; the watcher's record marks it ``batch_news`` (on insert, or
+with a new reason), and the next batch run to meet it takes the mark (``news_run``) and counts
+it new: batch's *new* is "first listed, or for a new reason, since a batch run last met it, by
+any process" (its exit 3, ``-q``'s output and ``order_archiver_batch_last_rejected_new`` agree;
+``verify --repair``'s pass lists as ``verify``, as another job, and leaves the news to batch).
 An order fixed at the source is archived by
 the next run that reaches it, and the end of every completed batch run prunes the entries
 whose order is archived, deleted or no longer delivered; listings leave such entries out
@@ -54,11 +59,15 @@ class RejectStore:
     def _retrying(self, func: Callable[[], T]) -> T:
         return self.context.retrying(func, purpose=Retry.WRITE)
 
-    def known(self, ids: list[OrderId]) -> set[OrderId]:
-        """The ids among ``ids`` already recorded (by an earlier run, or this one)."""
+    def known(self, ids: list[OrderId], to_batch: bool = False) -> set[OrderId]:
+        """The ids among ``ids`` already recorded (by an earlier run, or this one); ``to_batch``:
+        and not news to a batch (``batch_news``: a watcher listed it since a batch last met it)."""
         if not ids:
             return set()
-        found = self._retrying(lambda: list(self.collection.find({"_id": {"$in": ids}}, {"_id": 1})))
+        query: dict[str, object] = {"_id": {"$in": ids}}
+        if to_batch:
+            query["batch_news"] = {"$ne": True}
+        found = self._retrying(lambda: list(self.collection.find(query, {"_id": 1})))
         return {doc["_id"] for doc in found}
 
     def listed_ids(self, limit: int = 10_000) -> list[OrderId]:
@@ -68,16 +77,26 @@ class RejectStore:
         cursor = self.collection.find({}, {"_id": 1}).sort("last_seen", -1).limit(limit)
         return [doc["_id"] for doc in self._retrying(lambda: list(cursor.clone()))]
 
-    def record(self, rejections: list[Rejection], source: str, now: datetime | None = None) -> int:
+    def record(
+        self, rejections: list[Rejection], source: str, now: datetime | None = None, run: str | None = None
+    ) -> int:
         """Record ``rejections``; return how many are new (never recorded before, or recorded
         for another reason), and log
         those at WARNING (known ones at DEBUG: a nightly run does not repeat itself)."""
         if not rejections:
             return 0
         now = now or datetime.now(UTC)
+        # The run's mark, kept by its retries. A watcher runs for months: each of its records
+        # is a run of its own (``run``), or an order it met again would be new each time.
+        mark = run or self.run_id
+        # News for the next batch run when another job (the watcher) lists it (module docstring).
+        news = {} if source == "batch" else {"batch_news": True}
         # First, a listed order met for another reason: marked by this run (kept if retried).
         changed = [
-            UpdateOne({"_id": r.order_id, "reason": {"$ne": r.reason}}, {"$set": {"reason_run": self.run_id}})
+            UpdateOne(
+                {"_id": r.order_id, "reason": {"$ne": r.reason}},
+                {"$set": {"reason_run": mark, **news}},
+            )
             for r in rejections
         ]
         self._retrying(lambda: self.collection.bulk_write(changed, ordered=False))
@@ -91,7 +110,12 @@ class RejectStore:
                         "source": source,
                         "last_seen": now,
                     },
-                    "$setOnInsert": {"first_seen": now, "first_run": self.run_id, "first_source": source},
+                    "$setOnInsert": {
+                        "first_seen": now,
+                        "first_run": mark,
+                        "first_source": source,
+                        **news,
+                    },
                 },
                 upsert=True,
             )
@@ -99,6 +123,8 @@ class RejectStore:
         ]
         self._retrying(lambda: self.collection.bulk_write(entries, ordered=False))
         ids = [r.order_id for r in rejections]
+        if source == "batch":
+            self._take_news(ids, mark)
         # Counted once per record, whatever the retries: a retry of a write an election killed
         # after some of its statements (MongoDB keeps those) would count them again; each
         # statement counts only where this record's tag is not there yet.
@@ -118,7 +144,11 @@ class RejectStore:
                     self.collection.find(
                         {
                             "_id": {"$in": ids},
-                            "$or": [{"first_run": self.run_id}, {"reason_run": self.run_id}],
+                            "$or": [
+                                {"first_run": mark},
+                                {"reason_run": mark},
+                                {"news_run": mark},
+                            ],
                         },
                         {"_id": 1},
                     )
@@ -134,6 +164,18 @@ class RejectStore:
                 extra={"order_id": str(rejection.order_id), "reason": rejection.reason},
             )
         return len(new)
+
+    def _take_news(self, ids: list[OrderId], mark: str) -> None:
+        """A batch run takes the watcher's marks among ``ids``: new to this run (``news_run``,
+        ``mark``, kept if retried), to no later one."""
+        taken = [
+            UpdateOne(
+                {"_id": i, "batch_news": True},
+                {"$unset": {"batch_news": ""}, "$set": {"news_run": mark}},
+            )
+            for i in ids
+        ]
+        self._retrying(lambda: self.collection.bulk_write(taken, ordered=False))
 
     def entries(self, limit: int | None = None) -> Iterator[dict[str, object]]:
         """The recorded rejections, newest first seen first. No index gives that order: the list

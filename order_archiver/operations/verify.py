@@ -305,6 +305,9 @@ def _repair_options(options: VerifyOptions) -> BatchOptions:
         full=True,
         full_reason="verify --repair",
         name="repair",
+        # A rejection it lists first is news to the next batch run, which says it (exit 3): the
+        # repair's report has no word for it, and taking it as batch would leave it unsaid.
+        rejects_source="verify",
         # A repair can be a whole backfill (an archive restored from an old backup): a batch run's
         # limits, its writes (and what follows them: the retentions, the prune) meeting them.
         max_runtime=limits.max_runtime,

@@ -31,10 +31,17 @@ class Counts(Protocol):
 
 
 class WatchMetrics:
-    """The watcher's live figures. One instance per process, in its own registry."""
+    """The watcher's live figures. One instance per process, in its own registry.
 
-    def __init__(self) -> None:
+    ``leading``: whether this watcher leads now (``Lease.held``; a file store's always does),
+    read at each scrape. The ages of the token and of the last event are the leader's figures:
+    a standby's are NaN, an old leader's included (fenced out after a pause, its own last save
+    would only grow older while its successor saves: the stale-token alert paged on a healthy
+    pair). ``order_archiver_watch_leader`` says which process leads."""
+
+    def __init__(self, leading: Callable[[], bool] = lambda: True) -> None:
         self.registry = CollectorRegistry()
+        self._leading = leading
         self.events = Counter(f"{PREFIX}_events", "Change events received", registry=self.registry)
         self.archived = Counter(
             f"{PREFIX}_orders_archived", "Orders written to the archive", ["mode"], registry=self.registry
@@ -45,8 +52,19 @@ class WatchMetrics:
             ["mode"],
             registry=self.registry,
         )
+        # Every rejection met (an order met again, a restart's catch-up meeting the listed ones
+        # again, counts again), and those newly listed: the news, what to alert on.
         self.rejected = Counter(
-            f"{PREFIX}_orders_rejected", "Orders rejected as invalid", ["mode"], registry=self.registry
+            f"{PREFIX}_orders_rejected",
+            "Rejections met (an order met again counts again), not archived",
+            ["mode"],
+            registry=self.registry,
+        )
+        self.rejected_new = Counter(
+            f"{PREFIX}_orders_rejected_new",
+            "Rejected orders this watcher listed first, or for a new reason (the news)",
+            ["mode"],
+            registry=self.registry,
         )
         self.errors = Counter(
             f"{PREFIX}_errors",
@@ -76,20 +94,36 @@ class WatchMetrics:
             "Seconds since the resume token was last saved",
             registry=self.registry,
         )
+        self.leader = Gauge(
+            f"{PREFIX}_watch_leader",
+            "1 while this watcher leads (writes, saves the token), 0 while it stands by",
+            registry=self.registry,
+        )
         self._last_event_at: float | None = None
         self._token_saved_at: float | None = None
         self.last_event.set_function(lambda: self._age(self._last_event_at))
         self.token_age.set_function(lambda: self._age(self._token_saved_at))
+        self.leader.set_function(lambda: 1.0 if self._leading() else 0.0)
 
-    @staticmethod
-    def _age(moment: float | None) -> float:
-        return time.time() - moment if moment is not None else float("nan")
+    def _age(self, moment: float | None) -> float:
+        """Since ``moment``, while leading; NaN before it, or while standing by."""
+        if moment is None or not self._leading():
+            return float("nan")
+        return time.time() - moment
+
+    def stood_down(self) -> None:
+        """Leadership lost: the old term's moments are not the next term's (NaN until its first)."""
+        self._last_event_at = self._token_saved_at = None
 
     def add(self, counts: Counts, mode: str) -> None:
         """What an archiving step did (``mode``: ``watch``, or ``catch-up``)."""
         self.archived.labels(mode=mode).inc(counts.archived)
         self.already_archived.labels(mode=mode).inc(counts.already_archived)
         self.rejected.labels(mode=mode).inc(counts.rejected)
+
+    def rejections_listed(self, new: int, mode: str) -> None:
+        """``new``: the rejected orders that were news to the list (``RejectStore.record``)."""
+        self.rejected_new.labels(mode=mode).inc(new)
 
     def event_seen(self, count: int) -> None:
         self.events.inc(count)

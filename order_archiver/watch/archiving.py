@@ -139,4 +139,5 @@ def catch_up(
     ).run()
     events.stats.add(report.counts())
     events.metrics.add(report.counts(), mode="catch-up")
+    events.metrics.rejections_listed(report.rejected_new, mode="catch-up")
     log.info("%s", report.summary_line())  # "catch-up done: ..."

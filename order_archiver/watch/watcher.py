@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from pymongo import MongoClient
@@ -107,7 +109,7 @@ class Watcher:
         # The order as it is now, after its event: from the primary (see Collections.of).
         self.orders_primary = collections.orders_primary
         self.rejects = RejectStore(collections.rejects, context.on(collections.archive_side))
-        self.metrics = WatchMetrics()
+        self.metrics = WatchMetrics(leading=self._leading)
         self.writer = ArchiveWriter.of(
             collections,
             settings,
@@ -149,8 +151,14 @@ class Watcher:
             self.settings.finisher("watch", self.context.clock), cold_boundary=boundary
         )
 
+    def _leading(self) -> bool:
+        """Leads now (the metrics' ``order_archiver_watch_leader``): a file store's always."""
+        return self.lease is None or self.lease.held()
+
     def _record_rejections(self, met: list[Rejection]) -> None:
-        self.rejects.record(met, source="watch", now=self.clock())
+        # Each micro-batch's record a run of its own: an order met again is known (uuid: its mark).
+        new = self.rejects.record(met, source="watch", now=self.clock(), run=uuid.uuid4().hex)
+        self.metrics.rejections_listed(new, mode="watch")
 
     # -- service loop
 
@@ -196,6 +204,7 @@ class Watcher:
                 self._stream_once(policy)
             except LeaseLost as exc:
                 log.warning("%s: back to standby", exc)
+                self.metrics.stood_down()
                 self.unique_index.forget()
             except UniqueIndexMissing as exc:
                 log.warning("%s", exc)  # the micro-batch in hand is replayed from the saved token
@@ -227,8 +236,9 @@ class Watcher:
 
     def _stream_once(self, policy: RetryPolicy) -> None:
         saved = UNUSABLE if self._distrust_saved_token else self.store.load()
-        # A restart that sees no event keeps saying when the last one was (status reads it).
-        self.stats.last_event_at = self.stats.last_event_at or saved.last_event_at
+        # A restart that sees no event keeps saying when the last one was (status reads it);
+        # an old leader leading again has its own, older than its successor's: the later one.
+        self.stats.last_event_at = latest(self.stats.last_event_at, saved.last_event_at)
         stream = None
         if saved.usable:
             try:
@@ -326,3 +336,9 @@ class Watcher:
     def _on_invalidate(self, event: ChangeEvent) -> None:
         log.warning("the orders collection was dropped or renamed (invalidate): waiting for it to come back")
         self._save_token(event["_id"], invalidated=True)
+
+
+def latest(*moments: datetime | None) -> datetime | None:
+    """The latest of ``moments`` known (None when none is)."""
+    known = [moment for moment in moments if moment is not None]
+    return max(known) if known else None

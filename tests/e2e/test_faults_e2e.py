@@ -3,6 +3,7 @@ server restarted. The CLI runs as a subprocess, through teststand/fault_proxy.py
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -255,17 +256,26 @@ def test_standby_takes_over_when_the_leader_is_killed_mid_burst(
 def test_a_paused_old_leader_cannot_overwrite_the_new_leaders_checkpoint(
     nx_client, nx_settings, db_name, nx_env, tmp_path
 ):
+    """And its metrics say it stands by: an SRE's old leader, fenced out, kept exporting the age
+    of its own last token save (31 s, 111 s, 353 s), and OrderArchiverTokenStale paged on a
+    healthy pair; no metric said which process led (``order_archiver_watch_leader``)."""
+    from tests.e2e.test_operability_e2e import free_port, scrape
+
     database = nx_client[db_name]
     dataset = seed_database(database, nx_settings, 800, seed=75, p_anomalies=0.0)
     expected = expected_archive_ids(dataset)
     env = ha_env(nx_env, tmp_path)
-    old = WatchProcess(env, tmp_path, *HA_ARGS)
+    old_port, new_port = free_port(), free_port()
+    old = WatchProcess(env, tmp_path, *HA_ARGS, "--metrics-port", str(old_port))
     new = None
     try:
         wait_for(lambda: archived_ids(database) == expected, what="catch-up")
         wait_for(lambda: token_saved(database, tmp_path, "mongo", "ha"), what="the leader's token")
-        new = WatchProcess(env, tmp_path, *HA_ARGS)
+        new = WatchProcess(env, tmp_path, *HA_ARGS, "--metrics-port", str(new_port))
         wait_for(lambda: "standby" in new.output(), what="the standby to wait")
+        assert scrape(old_port)["order_archiver_watch_leader"] == 1
+        assert scrape(new_port)["order_archiver_watch_leader"] == 0
+        assert math.isnan(scrape(new_port)["order_archiver_token_age_seconds"])
         old.process.send_signal(signal.SIGSTOP)  # a GC pause, a frozen VM
         wait_for(lambda: "leader of lease:ha (term 2" in new.output(), timeout=30, what="the takeover")
         first = pending_ids(dataset, 30)
@@ -300,6 +310,11 @@ def test_a_paused_old_leader_cannot_overwrite_the_new_leaders_checkpoint(
         )
         checkpoint = database["archiver_checkpoints"].find_one({"_id": "watch:ha"})
         assert checkpoint["term"] == 2
+        stood_down, leading = scrape(old_port), scrape(new_port)
+        assert stood_down["order_archiver_watch_leader"] == 0
+        assert math.isnan(stood_down["order_archiver_token_age_seconds"])  # no stale-token page
+        assert leading["order_archiver_watch_leader"] == 1
+        assert leading["order_archiver_token_age_seconds"] < 60
         lease = database["archiver_checkpoints"].find_one({"_id": "lease:ha"})
         assert lease["term"] == 2
         assert lease["owner"] in new.output()

@@ -569,3 +569,54 @@ def test_an_order_fixed_at_the_source_into_another_refusal_is_news(mongo, settin
     assert fixed.rejections.get("numero_commande already archived for another order") == 1
     assert fixed.rejected_new == 1
     assert run(mongo, settings, full=True).rejected_new == 0
+
+
+def test_a_rejection_the_watcher_listed_first_is_news_to_the_next_batch_run(mongo, settings, seeded):
+    """An SRE's batch beside a watcher never reported a new rejected order (README: "-q prints
+    nothing unless there is news (a new rejected order...)"): the watcher listed it first, at its
+    delivery, and batch only ever found it listed (rejected_new 0, exit 0, cron mailed nothing).
+    Batch's news is now what was listed, by any process, since a batch run last met it: the
+    dry run and the run say it once; the next run, and the watcher meeting it again, do not."""
+    from order_archiver.mongodb.rejects import RejectStore
+    from order_archiver.orders.rejection import Rejection
+
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    broken = next(o for o in seeded.orders if o["status"] == "livrée" and "_dirty" not in o)
+    orders.update_one({"_id": broken["_id"]}, {"$unset": {"numero_commande": ""}})
+    rejects = mongo[settings.archive_db_name][settings.rejects_collection]
+    watcher = RejectStore(rejects)
+    watched = [Rejection(broken["_id"], "numero_commande missing")]
+    assert watcher.record(watched, source="watch", run="micro-batch 1") == 1  # at the delivery
+    dry = run(mongo, settings, run=False)
+    assert dry.rejected_new == dry.rejected >= 2  # it, and the seed's own: all news to batch
+    first = run(mongo, settings)
+    assert first.rejected_new == first.rejected == dry.rejected  # exit 3, -q prints them
+    assert watcher.record(watched, source="watch", run="micro-batch 2") == 0  # met again: known
+    again = run(mongo, settings, full=True)
+    assert again.rejected == first.rejected
+    assert again.rejected_new == 0  # told once
+
+
+def test_verify_repair_leaves_the_watchers_news_to_the_next_batch_run(mongo, settings, seeded):
+    """verify --repair archives the missing orders by a batch pass: it met the watcher's news
+    first, took it as a batch run would, and said nothing of it (its report has no word for
+    rejected orders): the nightly batch then found it told. It lists as verify, and leaves it."""
+    from order_archiver.mongodb.rejects import RejectStore
+    from order_archiver.operations.verify import VerifyOptions, verify
+    from order_archiver.orders.rejection import Rejection
+
+    run(mongo, settings)
+    archive = archive_of(mongo, settings)
+    archive.delete_one({"_id": archive.find_one({}, {"_id": 1})["_id"]})  # missing: the repair runs
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    pending = next(o for o in seeded.orders if o["status"] != "livrée")
+    orders.update_one(
+        {"_id": pending["_id"]},
+        {"$set": {"status": "livrée", "date_livraison": NOW}, "$unset": {"numero_commande": ""}},
+    )
+    rejects = mongo[settings.archive_db_name][settings.rejects_collection]
+    listed = [Rejection(pending["_id"], "numero_commande missing")]
+    assert RejectStore(rejects).record(listed, source="watch", run="micro-batch") == 1
+    repaired = verify(mongo, settings, VerifyOptions(repair=True))
+    assert repaired.repaired == 1
+    assert run(mongo, settings, full=True).rejected_new == 1

@@ -541,3 +541,31 @@ def test_status_lookback_of_zero_or_below_is_refused_before_anything_is_read(mon
     assert len(err.strip().splitlines()) == 1
     assert "argument --lookback: " in err
     assert "must be longer than 0" in err or "expected a duration like" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "extra", "code"),
+    [
+        ({"BATCH_SIZE": "50000"}, [], 2),  # a bad setting, refused before the run
+        ({}, ["--date-from", "today", "--date-to", "yesterday"], 2),  # a bad window, before the settings
+    ],
+)
+def test_a_refused_or_failed_batch_says_success_0_in_its_metrics_file(
+    tmp_path, monkeypatch, env, extra, code
+):
+    """An SRE's cron batch with a bad setting exited 2 and left the textfile as it was: the
+    previous run's `order_archiver_batch_last_success 1` stood for up to 26 h. A run refused
+    after its flags are read writes `success 0`, now, as a failed run (exit 1) already did
+    (argparse's own refusals come before ``--metrics-file`` is known: commands.md)."""
+    from order_archiver.reporting.metrics import write_batch_metrics
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    path = tmp_path / "batch.prom"
+    write_batch_metrics(path, object(), True, now=lambda: 1000.0)  # yesterday's good run
+    assert main(["batch", "--run", "--simulation", "--metrics-file", str(path), *extra]) == code
+    figures = dict(
+        line.split(" ", 1) for line in path.read_text().splitlines() if line and not line.startswith("#")
+    )
+    assert float(figures["order_archiver_batch_last_success"]) == 0
+    assert float(figures["order_archiver_batch_last_run_timestamp_seconds"]) > 1000

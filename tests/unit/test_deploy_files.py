@@ -481,3 +481,30 @@ def test_the_systemd_units_are_hardened(unit, tmp_path):
     assert found, result.stdout + result.stderr
     assert float(found.group(1)) <= 3.0, result.stdout
     assert "UMask=0077" in (DEPLOY / "systemd" / unit).read_text()
+
+
+def test_the_watch_deployment_runs_a_hot_standby(manifests):
+    """An SRE's read of the manifest: "one replica (a second one would archive the same
+    deliveries again ... until leases land)": leases had landed, and Kubernetes ran no standby.
+    Two replicas of one --name on the mongo store (the lease needs it), replaced one at a time."""
+    deployment = manifests["Deployment"]
+    _, (container,) = containers(deployment)
+    args = container["args"]
+    assert args[args.index("--token-store") + 1] == "mongo"
+    assert "--name" in args
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "until leases land" not in (DEPLOY / "kubernetes" / "watch-deployment.yaml").read_text()
+
+
+def test_the_prometheus_selector_is_a_placeholder_said_so(manifests):
+    """The watch pods let in only pods labelled ``app.kubernetes.io/name: prometheus`` in a
+    namespace named ``monitoring``, unmarked: anywhere else nothing scraped them, and every
+    watcher alert had no data. Each of its lines says EDIT-ME, as the other placeholders do."""
+    text = (DEPLOY / "kubernetes" / "watch-deployment.yaml").read_text().splitlines()
+    (rule,) = manifests["NetworkPolicy:watch"]["spec"]["ingress"]
+    (peer,) = rule["from"]
+    for selector in ("namespaceSelector", "podSelector"):
+        for key, value in peer[selector]["matchLabels"].items():
+            line = next(line for line in text if f"{key}: {value}" in line and "matchLabels" in line)
+            assert "EDIT-ME" in line, line

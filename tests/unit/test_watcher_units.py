@@ -606,3 +606,109 @@ def each_order_said(client, settings, caplog):
     assert corrected[0].startswith(f"revised order {numero} ({order}), "), corrected
     assert latency("order_archiver_archive_latency_seconds_count") == 2
     assert watcher.stats.revised == 1
+
+
+def test_a_fenced_out_leader_exports_no_token_age_and_says_it_stands_by(mongo):
+    """An SRE's failover (SIGSTOP the leader, the standby takes over, SIGCONT): the old leader,
+    back to standby, kept exporting the age of its own last save (31 s, 111 s, 353 s), and
+    OrderArchiverTokenStale paged about 7 minutes after every failover on a healthy pair; no
+    metric said which process led. A standby's token age is NaN (a never-leader's was already),
+    and ``order_archiver_watch_leader`` says who leads."""
+    import math
+
+    from order_archiver.mongodb.lease import LeaseLost
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+
+    settings = Settings(simulation=True, log_dir="")
+    leader = Watcher(mongo, settings, WatchOptions(token_store="mongo", name="eu-1"))
+    standby = Watcher(mongo, settings, WatchOptions(token_store="mongo", name="eu-1"))
+    assert leader.lease is not None
+    assert leader.lease.try_acquire()
+    try:
+        leader._save_token(TOKEN)
+        leader.metrics.event_seen(1)
+        figure = leader.metrics.registry.get_sample_value
+        assert figure("order_archiver_watch_leader") == 1
+        assert 0 <= figure("order_archiver_token_age_seconds") < 60
+        assert 0 <= figure("order_archiver_seconds_since_last_event") < 60
+        assert standby.metrics.registry.get_sample_value("order_archiver_watch_leader") == 0
+        assert math.isnan(standby.metrics.registry.get_sample_value("order_archiver_token_age_seconds"))
+
+        leader.lease._valid_until = 0.0  # paused past its lease: fenced out, by its own clock
+        assert figure("order_archiver_watch_leader") == 0
+        assert math.isnan(figure("order_archiver_token_age_seconds"))
+        assert math.isnan(figure("order_archiver_seconds_since_last_event"))
+        # Its loop then meets the fence and goes back to standby: its old term's moments are gone.
+        leader.leadership.lead = lambda: (_ for _ in ()).throw(LeaseLost("lease lost (term 1)"))  # type: ignore[method-assign]
+        leader.unique_index.ready = lambda: not leader.stop_event.is_set()  # type: ignore[method-assign]
+        leader.metrics.stood_down = _then_stop(leader.metrics.stood_down, leader.stop_event)  # type: ignore[method-assign]
+        leader._serve(None)  # type: ignore[arg-type]
+        leader.lease._valid_until = float("inf")  # leads again: NaN until its first save
+        assert figure("order_archiver_watch_leader") == 1
+        assert math.isnan(figure("order_archiver_token_age_seconds"))
+    finally:
+        leader.lease.release()
+
+
+def _then_stop(func, stop):
+    def wrapped():
+        func()
+        stop.set()
+
+    return wrapped
+
+
+def test_an_old_leader_leading_again_keeps_its_successors_last_event(mongo):
+    """After a takeover `status` said "last event 16:38:36" where the last event was 16:45:35:
+    a watcher that had led before kept its own last event time over the one its successor
+    saved (``own or saved``), and wrote it back: the value went backwards. The later one wins."""
+    from order_archiver.retry import Retry, RetryPolicy
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+
+    settings = Settings(simulation=True, log_dir="")
+    watcher = Watcher(mongo, settings, WatchOptions(token_store="mongo", name="eu-1"))
+    mine = datetime(2026, 12, 7, 16, 38, 36, tzinfo=UTC)
+    successors = datetime(2026, 12, 7, 16, 45, 35, tzinfo=UTC)
+    watcher.stats.last_event_at = mine  # its own, from when it led before
+    assert watcher.lease is not None
+    assert watcher.lease.try_acquire()
+    try:
+        watcher.store.save(TOKEN, last_event_at=successors, term=watcher.lease.term)  # the successor's
+        watcher._open = lambda state: FakeChangeStream(resume_token=TOKEN)  # type: ignore[method-assign]
+        watcher._consume = lambda stream, policy: watcher._save_token(TOKEN)  # type: ignore[method-assign]
+        watcher._stream_once(RetryPolicy(Retry.SERVICE, on_stop="end"))
+        assert watcher.store.load().last_event_at == successors
+    finally:
+        watcher.lease.release()
+
+
+def test_the_rejected_orders_counters_say_what_was_met_and_what_was_news(mongo):
+    """An SRE's watcher restart: its catch-up met 2 rejected orders already listed (`rejected 2
+    (0 new)`), and `order_archiver_orders_rejected_total` took 2, which MONITORING.md's "new
+    rejected orders" rule read as news. ``orders_rejected_total`` counts the rejections met;
+    ``orders_rejected_new_total`` those newly listed, by the stream and by the catch-up."""
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.settings import Settings
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+    from tests.helpers import expected_archive_ids, seed_database
+
+    settings = Settings(simulation=True, log_dir="")
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 40, seed=3, p_anomalies=0.0)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    broken = sorted(expected_archive_ids(dataset), key=str)[:2]
+    orders.update_many({"_id": {"$in": broken}}, {"$unset": {"numero_commande": ""}})
+    BatchArchiver(mongo, settings, BatchOptions(run=True)).run()  # lists both
+    watcher = Watcher(mongo, settings, WatchOptions())
+    figure = watcher.metrics.registry.get_sample_value
+    watcher._catch_up()  # a restart's: meets both again, listed
+    assert figure("order_archiver_orders_rejected_total", {"mode": "catch-up"}) == 2
+    assert figure("order_archiver_orders_rejected_new_total", {"mode": "catch-up"}) == 0
+    fresh = sorted(expected_archive_ids(dataset), key=str)[2]
+    orders.update_one({"_id": fresh}, {"$unset": {"numero_commande": ""}})
+    event = {**_event(1), "documentKey": {"_id": fresh}, "fullDocument": {"_id": fresh, "status": "livrée"}}
+    watcher._archive([event])  # news
+    watcher._archive([event])  # met again
+    assert figure("order_archiver_orders_rejected_total", {"mode": "watch"}) == 2
+    assert figure("order_archiver_orders_rejected_new_total", {"mode": "watch"}) == 1

@@ -1,0 +1,34 @@
+"""At the wire, the rejected orders' list as a batch beside a watcher reads it: what the watcher
+listed first is news to the next batch run, once (``RejectStore.record``'s ``batch_news``)."""
+
+from __future__ import annotations
+
+import pytest
+from bson import ObjectId
+
+from order_archiver.mongodb.rejects import RejectStore
+from order_archiver.orders.rejection import Rejection
+
+pytestmark = pytest.mark.integration
+
+
+def test_what_the_watcher_listed_first_is_news_to_the_next_batch_run_once(nx_client, nx_settings):
+    """An SRE's batch beside a watcher never said a new rejected order (exit 0, -q silent):
+    the watcher had listed it at its delivery. The next batch run to meet it says it (exit 3),
+    the one after does not; the watcher meeting it again makes it no news; a new reason the
+    watcher lists is news to batch again."""
+    rejects = nx_client[nx_settings.archive_db_name][nx_settings.rejects_collection]
+    order = ObjectId()
+    missing, taken = Rejection(order, "numero_commande missing"), Rejection(order, "numero taken")
+    watcher = RejectStore(rejects)
+    assert watcher.record([missing], "watch", run="micro-batch 1") == 1
+    assert RejectStore(rejects).known([order], to_batch=True) == set()  # a dry run: news
+    assert RejectStore(rejects).record([missing], "batch") == 1  # the night's run: exit 3
+    assert watcher.record([missing], "watch", run="micro-batch 2") == 0
+    assert RejectStore(rejects).record([missing], "batch") == 0  # told once
+    assert watcher.record([taken], "watch", run="micro-batch 3") == 1  # fixed into another refusal
+    assert RejectStore(rejects).record([taken], "batch") == 1
+    entry = rejects.find_one({"_id": order})
+    assert entry is not None
+    assert "batch_news" not in entry
+    assert entry["times_seen"] == 6
