@@ -128,7 +128,7 @@ class Watcher:
             self.orders_primary,
             collections.names,
             settings.delivered_status,
-            self._finisher(collections),
+            watch_finisher(settings, context, collections),
             ArchivingStep(self.writer, self._record_rejections, self.lease.check if self.lease else None),
             self.stats,
             self.lines,
@@ -137,19 +137,6 @@ class Watcher:
         )
         self._distrust_saved_token = False
         self.unique_index = UniqueIndexCheck(self.writer.archive, self.stop_event)
-
-    def _finisher(self, collections: Collections) -> Finisher:
-        """The settings' finisher, with the cold tier's recorded boundary read again while the
-        watcher runs (``cold.record.RecordedBoundary``): a move made meanwhile reaches it."""
-        on_archive = self.context.on(collections.archive_side)
-        boundary = RecordedBoundary(
-            lambda: read_record(collections.checkpoints, on_archive),
-            self.settings.cold_moved_before,
-            cold_url=self.settings.archive_cold_url,
-        )
-        return dataclasses.replace(
-            self.settings.finisher("watch", self.context.clock), cold_boundary=boundary
-        )
 
     def _leading(self) -> bool:
         """Leads now (the metrics' ``order_archiver_watch_leader``): a file store's always."""
@@ -336,6 +323,18 @@ class Watcher:
     def _on_invalidate(self, event: ChangeEvent) -> None:
         log.warning("the orders collection was dropped or renamed (invalidate): waiting for it to come back")
         self._save_token(event["_id"], invalidated=True)
+
+
+def watch_finisher(settings: Settings, context: RunContext, collections: Collections) -> Finisher:
+    """The settings' finisher, with the cold tier's recorded boundary read again while the
+    watcher runs (``cold.record.RecordedBoundary``): a move made meanwhile reaches it."""
+    on_archive = context.on(collections.archive_side)
+    boundary = RecordedBoundary(
+        lambda: read_record(collections.checkpoints, on_archive),
+        settings.cold_moved_before,
+        cold_url=settings.archive_cold_url,
+    )
+    return dataclasses.replace(settings.finisher("watch", context.clock), cold_boundary=boundary)
 
 
 def latest(*moments: datetime | None) -> datetime | None:

@@ -222,6 +222,9 @@ def test_a_watchers_catch_up_skips_what_a_move_took_after_it_started(user, capsy
         def add(self, *_args: object, **_kwargs: object) -> None:
             pass
 
+        def rejections_listed(self, *_args: object, **_kwargs: object) -> None:
+            pass
+
     catch_up(user.archive.database.client, None, BASE, RunContext(), Events())  # type: ignore[arg-type]
     assert user.archive.count_documents({}) == len(user.bands[5])
 
