@@ -177,6 +177,7 @@ class Settings:
     watch_max_batch: int = 500  # WATCH_MAX_BATCH: deliveries per micro-batch (one bulk write)
     watch_max_await_ms: int = 1000  # WATCH_MAX_AWAIT_MS: how long a quiet getMore waits on the server
     watch_heartbeat_s: int = 5  # WATCH_HEARTBEAT_S: save the token of a quiet stream this often
+    watch_liveness_s: int = 60  # WATCH_LIVENESS_S: /healthz fails when the loop is this late
     watch_log_interval_s: int = 60  # WATCH_LOG_INTERVAL_S: progress line (events, archived, lag)
     watch_lease_ttl_s: int = 15  # WATCH_LEASE_TTL_S: a standby takes over this long after the leader dies
     watch_lease_renew_s: int = 3  # WATCH_LEASE_RENEW_S: the leader renews its lease this often
@@ -662,6 +663,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WATCH_MAX_BATCH": ("watch_max_batch", parse_batch_size),  # one micro-batch's ids: one command
     "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_watch_await_ms),
     "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_seconds),
+    "WATCH_LIVENESS_S": ("watch_liveness_s", parse_seconds),
     "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_seconds),
     "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_seconds),
     "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_seconds),

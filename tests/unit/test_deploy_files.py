@@ -127,13 +127,20 @@ def test_manifests_are_non_root_and_take_the_uri_from_a_secret(manifests, kind):
     parses(container["args"])
 
 
-def test_watch_deployment_probes_run_status(manifests):
+def test_watch_deployment_probes_readiness_by_status_liveness_by_this_process(manifests):
+    """Readiness is the deployment's health (status); liveness this process's loop (/healthz on
+    the metrics port): a restart fixes neither another watcher nor a MongoDB outage."""
     _, (container,) = containers(manifests["Deployment"])
     assert container["args"][0] == "watch"
-    for probe in ("readinessProbe", "livenessProbe"):
-        command = container[probe]["exec"]["command"]
-        assert main_args(command)[0] == "status"
-        parses(main_args(command))
+    command = container["readinessProbe"]["exec"]["command"]
+    assert main_args(command)[0] == "status"
+    parses(main_args(command))
+    liveness = container["livenessProbe"]
+    assert "exec" not in liveness
+    assert liveness["httpGet"]["path"] == "/healthz"
+    (port,) = [p for p in container["ports"] if p["name"] == liveness["httpGet"]["port"]]
+    args = container["args"]
+    assert str(port["containerPort"]) == args[args.index("--metrics-port") + 1]
 
 
 def test_cronjob_runs_batch_and_never_overlaps(manifests):
