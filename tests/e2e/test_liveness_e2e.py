@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import run_cli
-from tests.helpers import WatchProcess, seed_database, wait_for
+from tests.helpers import WatchProcess, seed_database, token_saved, wait_for
 from teststand.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,10 @@ def test_liveness_is_this_watcher_not_the_deployment(nx_server, nx_client, nx_se
         other = WatchProcess(env, tmp_path, *mongo, "--name", "tmp", unique_index=False)
         try:
             wait_for(lambda: healthz(port) == 200, what="eu-1's /healthz")
-            wait_for(lambda: "watching" in other.output(), what="the second watcher streaming")
+            database = nx_client[db_name]
+            wait_for(
+                lambda: token_saved(database, tmp_path, "mongo", "tmp"), what="the second watcher's token"
+            )
             other.stop(signal.SIGKILL)
             time.sleep(4)
             status = run_cli("status", "-q", "--max-heartbeat-age", "3s", env=env, cwd=tmp_path)
