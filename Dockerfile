@@ -24,10 +24,11 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --require-hashes --no-deps -r requirements.txt
 
-# The product: the top-level modules and the order_archiver package, as they are in the
-# checkout. .dockerignore keeps out what is not the product (teststand/, demo.py, tests/, bench/,
-# the .env files): no list of modules to keep up to date here.
-COPY *.py ./
+# The product: the top-level modules, each named (a stray script in the checkout stays out;
+# tests/unit/test_deploy_files.py fails when a product module is missing here), and the
+# order_archiver package. .dockerignore keeps out what is not the product (teststand/, demo.py,
+# tests/, bench/, the .env files).
+COPY main.py simulate.py archiver.py watcher.py config.py logger.py generator.py ./
 COPY order_archiver/ ./order_archiver/
 
 # An unprivileged user; /data holds the file token store when that store is used.

@@ -12,11 +12,18 @@ import logging.handlers
 import os
 import sys
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
+
+try:
+    import fcntl
+except ImportError:  # Windows: one process at a time writes the file (NSSM's service)
+    fcntl = None  # type: ignore[assignment]
 
 from order_archiver.settings import LOG_FILE_NAME, Settings, redact_uri, uri_password
 
@@ -130,9 +137,10 @@ class _IsoJsonFormatter(JsonFormatter):
 
 def _json_formatter() -> logging.Formatter:
     return _IsoJsonFormatter(
-        "{asctime}{levelname}{name}{message}",
+        "{asctime}{levelname}{name}{process}{message}",
         style="{",
-        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        # pid: the units share one log folder (the text lines say [pid] too).
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
     )
 
 
@@ -144,6 +152,57 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         os.fchmod(descriptor, 0o600)
         return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
+
+
+class SharedRotatingFileHandler(PrivateRotatingFileHandler):
+    """One log file shared by every process that logs into LOG_DIR (watch, batch, status...).
+
+    RotatingFileHandler alone is not safe across processes (its documentation says so): a
+    process that another one rotated under it keeps writing into the renamed file, and rotates
+    it again by its size, leaving a few lines in a backup slot. So each record is written under
+    an advisory lock on ``<file>.lock`` (POSIX ``flock``; none on Windows), after reopening the
+    file if it is no longer the one at the path: the size looked at is the current file's, one
+    process rotates it once, the others write into the new one."""
+
+    def __init__(self, filename: Path, max_bytes: int, backups: int) -> None:
+        super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        lock = os.open(f"{self.baseFilename}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        self.lock_file = os.fdopen(lock, "w")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with _exclusive(self.lock_file.fileno()):
+            self._follow_rotation()
+            super().emit(record)
+
+    def _follow_rotation(self) -> None:
+        """Reopen when the open file is no longer the one at the path (another process rotated)."""
+        if self.stream is None:
+            return
+        try:
+            current = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(self.stream.fileno())
+        if current is None or (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+            self.stream.close()
+            self.stream = self._open()
+
+    def close(self) -> None:
+        self.lock_file.close()
+        super().close()
+
+
+@contextmanager
+def _exclusive(descriptor: int) -> Iterator[None]:
+    """The lock file held for one write (by the other processes' emits only: short)."""
+    if fcntl is None:
+        yield
+        return
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
 
 
 def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
@@ -177,11 +236,8 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
     if settings.log_dir:
         try:
             Path(settings.log_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-            file_handler = PrivateRotatingFileHandler(
-                Path(settings.log_dir) / LOG_FILE_NAME,
-                maxBytes=LOG_FILE_MAX_BYTES,
-                backupCount=LOG_FILE_BACKUPS,
-                encoding="utf-8",
+            file_handler = SharedRotatingFileHandler(
+                Path(settings.log_dir) / LOG_FILE_NAME, LOG_FILE_MAX_BYTES, LOG_FILE_BACKUPS
             )
         except OSError as exc:
             file_handler = None

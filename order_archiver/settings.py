@@ -124,6 +124,7 @@ class Settings:
     archive_mongodb_uri: str | None = (
         None  # ARCHIVE_MONGODB_URI: the archive's own deployment; unset: the source's
     )
+    archive_mongodb_uri_file: str | None = None  # ARCHIVE_MONGODB_URI_FILE: a file holding it
     mongodb_database: str = "livraison"  # MONGODB_DATABASE: source database
     orders_collection: str = "Commande"  # ORDERS_COLLECTION: the orders
     clients_collection: str = "Client"  # CLIENTS_COLLECTION: clients, joined as `client`
@@ -176,6 +177,7 @@ class Settings:
     watch_max_batch: int = 500  # WATCH_MAX_BATCH: deliveries per micro-batch (one bulk write)
     watch_max_await_ms: int = 1000  # WATCH_MAX_AWAIT_MS: how long a quiet getMore waits on the server
     watch_heartbeat_s: int = 5  # WATCH_HEARTBEAT_S: save the token of a quiet stream this often
+    watch_liveness_s: int = 60  # WATCH_LIVENESS_S: /healthz fails when the loop is this late
     watch_log_interval_s: int = 60  # WATCH_LOG_INTERVAL_S: progress line (events, archived, lag)
     watch_lease_ttl_s: int = 15  # WATCH_LEASE_TTL_S: a standby takes over this long after the leader dies
     watch_lease_renew_s: int = 3  # WATCH_LEASE_RENEW_S: the leader renews its lease this often
@@ -624,6 +626,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MONGODB_URI": ("mongodb_uri", parse_uri),
     "MONGODB_URI_FILE": ("mongodb_uri_file", parse_readable_file),
     "ARCHIVE_MONGODB_URI": ("archive_mongodb_uri", parse_uri),
+    "ARCHIVE_MONGODB_URI_FILE": ("archive_mongodb_uri_file", parse_readable_file),
     "MONGODB_DATABASE": ("mongodb_database", parse_database_name),
     "ORDERS_COLLECTION": ("orders_collection", parse_collection_name),
     "CLIENTS_COLLECTION": ("clients_collection", parse_collection_name),
@@ -660,6 +663,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WATCH_MAX_BATCH": ("watch_max_batch", parse_batch_size),  # one micro-batch's ids: one command
     "WATCH_MAX_AWAIT_MS": ("watch_max_await_ms", parse_watch_await_ms),
     "WATCH_HEARTBEAT_S": ("watch_heartbeat_s", parse_seconds),
+    "WATCH_LIVENESS_S": ("watch_liveness_s", parse_seconds),
     "WATCH_LOG_INTERVAL_S": ("watch_log_interval_s", parse_seconds),
     "WATCH_LEASE_TTL_S": ("watch_lease_ttl_s", parse_seconds),
     "WATCH_LEASE_RENEW_S": ("watch_lease_renew_s", parse_seconds),
@@ -921,8 +925,8 @@ def load_settings(
         file_values, ignored = outside_simulation(file_values, environment, env_file or ".env")
         warnings += ignored
     values = _parsed_values(environment, file_values)
+    values.update(uri_from_file(values))  # before the flags: --archive-uri overrides the file too
     values.update({field: value for field, value in (overrides or {}).items() if value is not None})
-    values.update(uri_from_file(values))
     settings = Settings(**values)
     check_settings(settings)
     if not settings.simulation and not settings.mongodb_uri:
@@ -957,29 +961,44 @@ def check_aws_endpoints(settings: Settings, environ: Mapping[str, str]) -> None:
             )
 
 
-def uri_from_file(values: Mapping[str, Any]) -> dict[str, Any]:
-    """MONGODB_URI read from MONGODB_URI_FILE (a secret mounted as a file: no environment
-    variable that ``/proc/<pid>/environ``, a crash dump or a child process could show). One of
-    the two, not both; an error names the file, never what it holds."""
-    path = values.get("mongodb_uri_file")
-    if not path:
-        return {}
-    if values.get("mongodb_uri"):
-        raise ConfigError("MONGODB_URI and MONGODB_URI_FILE are both set: keep one")
+# Each connection string that a file may give instead (a secret mounted as a file), and the
+# setting naming that file: the source's and, on its own deployment, the archive's.
+URI_FILES = (
+    ("MONGODB_URI", "mongodb_uri", "mongodb_uri_file"),
+    ("ARCHIVE_MONGODB_URI", "archive_mongodb_uri", "archive_mongodb_uri_file"),
+)
+
+
+def uri_from_file(values: Mapping[str, Any]) -> dict[str, str]:
+    """MONGODB_URI read from MONGODB_URI_FILE, ARCHIVE_MONGODB_URI from ARCHIVE_MONGODB_URI_FILE
+    (a secret mounted as a file: no environment variable that ``/proc/<pid>/environ``, a crash
+    dump or a child process could show). One of each pair, not both; an error names the file,
+    never what it holds."""
+    found: dict[str, str] = {}
+    for name, field, file_field in URI_FILES:
+        path = values.get(file_field)
+        if not path:
+            continue
+        if values.get(field):
+            raise ConfigError(f"{name} and {name}_FILE are both set: keep one")
+        found[field] = _uri_in_file(f"{name}_FILE", path)
+    return found
+
+
+def _uri_in_file(setting: str, path: str) -> str:
+    """The one connection string the file at ``path`` holds (``setting`` names it in errors)."""
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ConfigError(f"MONGODB_URI_FILE {path}: cannot be read: {reason}") from None
+        raise ConfigError(f"{setting} {path}: cannot be read: {reason}") from None
     lines = text.splitlines()
     if len(lines) > 1:  # two URIs pasted, a comment: what pymongo said named neither
-        raise ConfigError(
-            f"MONGODB_URI_FILE {path}: {len(lines)} lines; the connection string alone, on one line"
-        )
+        raise ConfigError(f"{setting} {path}: {len(lines)} lines; the connection string alone, on one line")
     try:
-        return {"mongodb_uri": parse_uri(text)}
+        return parse_uri(text)
     except ValueError as exc:
-        raise ConfigError(f"MONGODB_URI_FILE {path}: {exc}") from None
+        raise ConfigError(f"{setting} {path}: {exc}") from None
 
 
 def _parsed_values(environ: Mapping[str, str], file_values: Mapping[str, str]) -> dict[str, Any]:
@@ -1302,7 +1321,8 @@ def parse_command_line_uri(value: str) -> str:
     if secrets:
         raise ValueError(
             f"holds {' and '.join(secrets)}, and every user of this host can read a command line "
-            "(ps): put the URI in ARCHIVE_MONGODB_URI, in the environment or the .env file (chmod 600)"
+            "(ps): put the URI in ARCHIVE_MONGODB_URI (the .env file, chmod 600) or in a file named by "
+            "ARCHIVE_MONGODB_URI_FILE"
         )
     return parse_uri(value)
 

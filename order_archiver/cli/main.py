@@ -27,6 +27,7 @@ from order_archiver.context import RunContext
 from order_archiver.errors import ArchiverError, ConfigError, ExitCode, TransientError, storage_error
 from order_archiver.logs import FILE_ONLY, get_logger, printable, redact, setup_logging
 from order_archiver.orders.partition import Partition
+from order_archiver.reporting.liveness import BeatingStop, Liveness
 from order_archiver.retry import Retry
 from order_archiver.settings import Settings, check_log_dir, check_output_paths, load_settings
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from order_archiver.batch.report import BatchReport
     from order_archiver.batch.throttle import CommandLimits
     from order_archiver.mongodb.connection import Clients
+    from order_archiver.reporting.metrics import WatchMetrics
 
 R = TypeVar("R", bound="Report")
 
@@ -395,12 +397,19 @@ def cmd_watch(args: argparse.Namespace, context: RunContext) -> int:
 
 
 def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) -> int:
+    from order_archiver.reporting.metrics import WatchMetrics
     from order_archiver.watch.watcher import Watcher, WatchOptions
 
     options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
     # --max-rate, --max-lag: the catch-up's (a batch run: watch/archiving.py), over the settings'
     lag, rate = args.max_lag or settings.batch_max_lag, args.max_rate or settings.batch_max_rate
     settings = dataclasses.replace(settings, batch_max_lag=lag, batch_max_rate=rate)
+    # /healthz (liveness) from the start: every wait of this run, the first connection's too, beats.
+    liveness = Liveness(settings.watch_liveness_s)
+    context = dataclasses.replace(context, stop=BeatingStop(context.stop, liveness))
+    metrics = WatchMetrics()
+    if args.metrics_port:
+        _serve_metrics(args, metrics, liveness)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:
         clients = _open_clients(args, settings, context, purpose=Retry.WAIT_FOR_SERVER)
@@ -410,17 +419,27 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
         raise
     try:
         settings = _recorded(clients, settings, context)
-        watcher = Watcher(clients.source, settings, options, context=context, archive_client=clients.archive)
-        if args.metrics_port:
-            try:
-                watcher.metrics.serve(args.metrics_port, args.metrics_address)
-            except OSError as exc:
-                where = f"--metrics-address {args.metrics_address} --metrics-port {args.metrics_port}"
-                raise ConfigError(f"{where}: {exc.strerror or exc}") from None
-            get_logger().info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
+        watcher = Watcher(
+            clients.source,
+            settings,
+            options,
+            context=context,
+            archive_client=clients.archive,
+            metrics=metrics,
+        )
         return watcher.run()
     finally:
         clients.close()
+
+
+def _serve_metrics(args: argparse.Namespace, metrics: WatchMetrics, liveness: Liveness) -> None:
+    """``/metrics`` and ``/healthz`` on --metrics-address:--metrics-port, or exit 2."""
+    try:
+        metrics.serve(args.metrics_port, args.metrics_address, liveness)
+    except OSError as exc:
+        where = f"--metrics-address {args.metrics_address} --metrics-port {args.metrics_port}"
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+    get_logger().info("metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
 
 
 def cmd_status(args: argparse.Namespace, context: RunContext) -> int:

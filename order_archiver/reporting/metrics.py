@@ -19,6 +19,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from order_archiver.reporting.liveness import Liveness, with_health
+
 PREFIX = "order_archiver"
 
 
@@ -132,8 +134,18 @@ class WatchMetrics:
     def token_saved(self) -> None:
         self._token_saved_at = time.time()
 
-    def serve(self, port: int, address: str = "127.0.0.1") -> Any:
-        return start_http_server(port, addr=address, registry=self.registry)
+    def led_by(self, leading: Callable[[], bool]) -> WatchMetrics:
+        """Whether this watcher leads, once it exists (the metrics are served before: cli)."""
+        self._leading = leading
+        return self
+
+    def serve(self, port: int, address: str = "127.0.0.1", liveness: Liveness | None = None) -> Any:
+        """``/metrics``, and ``/healthz`` (``liveness``: this process's loop alive or not)."""
+        server, thread = start_http_server(port, addr=address, registry=self.registry)
+        metrics_app = server.get_app()
+        if liveness is not None and metrics_app is not None:
+            server.set_app(with_health(metrics_app, liveness))
+        return server, thread
 
 
 def write_batch_metrics(

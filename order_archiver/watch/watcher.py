@@ -97,10 +97,9 @@ class Watcher:
         *,
         context: RunContext | None = None,
         archive_client: MongoClient[Document] | None = None,
+        metrics: WatchMetrics | None = None,
     ) -> None:
-        self.client = client
-        self.settings = settings
-        self.options = options
+        self.client, self.settings, self.options = client, settings, options
         self.context = context = context or RunContext()
         self.stop_event, self.clock = context.stop, context.clock
         collections = Collections.of(client, settings, archive_client)
@@ -109,7 +108,7 @@ class Watcher:
         # The order as it is now, after its event: from the primary (see Collections.of).
         self.orders_primary = collections.orders_primary
         self.rejects = RejectStore(collections.rejects, context.on(collections.archive_side))
-        self.metrics = WatchMetrics(leading=self._leading)
+        self.metrics = (metrics or WatchMetrics()).led_by(self._leading)  # served early: cli
         self.writer = ArchiveWriter.of(
             collections,
             settings,

@@ -621,3 +621,39 @@ def test_a_missing_uri_names_the_env_file_it_looked_for_and_whether_it_exists(tm
         "batch", "--env-file", ".env", env={}, cwd=wrong, monkeypatch=monkeypatch, capsys=capsys
     )
     assert f"nor in --env-file {wrong / '.env'} (add it there; see .env.example)" in result.stderr
+
+
+def test_the_archive_uri_can_come_from_a_mounted_file(tmp_path):
+    """The archive's own deployment (ARCHIVE_MONGODB_URI) from a file too, as MONGODB_URI_FILE:
+    a separate archive's password need not sit in the shared settings file nor in the pod's
+    environment. The same checks: one of the two, errors name the file only; --archive-uri
+    (a flag) overrides it as it overrides the variable."""
+    secret = tmp_path / "archive-uri"
+    secret.write_text("mongodb://archive:Arch1ve-S3cret@archive.example:27017/?authSource=admin\n")
+    base = {"MONGODB_URI": "mongodb://h/"}
+    settings, warnings = load_settings(None, environ={**base, "ARCHIVE_MONGODB_URI_FILE": str(secret)})
+    assert (
+        settings.archive_mongodb_uri
+        == "mongodb://archive:Arch1ve-S3cret@archive.example:27017/?authSource=admin"
+    )
+    assert not [w for w in warnings if "ARCHIVE_MONGODB_URI_FILE" in w]
+    with pytest.raises(ConfigError, match="ARCHIVE_MONGODB_URI and ARCHIVE_MONGODB_URI_FILE are both set"):
+        load_settings(
+            None,
+            environ={**base, "ARCHIVE_MONGODB_URI_FILE": str(secret), "ARCHIVE_MONGODB_URI": "mongodb://a/"},
+        )
+    with pytest.raises(ConfigError, match="ARCHIVE_MONGODB_URI_FILE: no such file"):
+        load_settings(None, environ={**base, "ARCHIVE_MONGODB_URI_FILE": str(tmp_path / "missing")})
+    flagged, _ = load_settings(
+        None,
+        {"archive_mongodb_uri": "mongodb://flag.example/"},
+        environ={**base, "ARCHIVE_MONGODB_URI_FILE": str(secret)},
+    )
+    assert flagged.archive_mongodb_uri == "mongodb://flag.example/"
+    secret.write_text("mongodb://archive:Arch1ve-S3cret@a.example/\nmongodb://other/\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(None, environ={**base, "ARCHIVE_MONGODB_URI_FILE": str(secret)})
+    assert str(refused.value) == (
+        f"ARCHIVE_MONGODB_URI_FILE {secret}: 2 lines; the connection string alone, on one line"
+    )
+    assert "Arch1ve-S3cret" not in str(refused.value)

@@ -127,13 +127,20 @@ def test_manifests_are_non_root_and_take_the_uri_from_a_secret(manifests, kind):
     parses(container["args"])
 
 
-def test_watch_deployment_probes_run_status(manifests):
+def test_watch_deployment_probes_readiness_by_status_liveness_by_this_process(manifests):
+    """Readiness is the deployment's health (status); liveness this process's loop (/healthz on
+    the metrics port): a restart fixes neither another watcher nor a MongoDB outage."""
     _, (container,) = containers(manifests["Deployment"])
     assert container["args"][0] == "watch"
-    for probe in ("readinessProbe", "livenessProbe"):
-        command = container[probe]["exec"]["command"]
-        assert main_args(command)[0] == "status"
-        parses(main_args(command))
+    command = container["readinessProbe"]["exec"]["command"]
+    assert main_args(command)[0] == "status"
+    parses(main_args(command))
+    liveness = container["livenessProbe"]
+    assert "exec" not in liveness
+    assert liveness["httpGet"]["path"] == "/healthz"
+    (port,) = [p for p in container["ports"] if p["name"] == liveness["httpGet"]["port"]]
+    args = container["args"]
+    assert str(port["containerPort"]) == args[args.index("--metrics-port") + 1]
 
 
 def test_cronjob_runs_batch_and_never_overlaps(manifests):
@@ -508,3 +515,21 @@ def test_the_prometheus_selector_is_a_placeholder_said_so(manifests):
         for key, value in peer[selector]["matchLabels"].items():
             line = next(line for line in text if f"{key}: {value}" in line and "matchLabels" in line)
             assert "EDIT-ME" in line, line
+
+
+def test_install_lines_schedule_zone_and_image_copy_say_exactly_what_they_mean(manifests):
+    """The settings file root's (the service reads it, never rewrites its own settings), the
+    service user without a shell wherever it is created, the CronJob's schedule in a named zone
+    (else the controller manager's local time), and no glob in the image's COPY (a stray
+    top-level script in the checkout would ship)."""
+    for path in (DEPLOY / "systemd" / "env.example", DEPLOY / "systemd" / "order-archiver-watch.service"):
+        text = path.read_text()
+        assert "install -m 640 -o root -g order-archiver deploy/systemd/env.example" in text, path
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    assert "install -m 640 -o root -g order-archiver deploy/systemd/env.example" in docs
+    for text in (docs, (DEPLOY / "systemd" / "order-archiver-watch.service").read_text()):
+        for line in re.findall(r"useradd .*", text):
+            assert "--shell /usr/sbin/nologin" in line, line
+    assert manifests["CronJob"]["spec"]["timeZone"] == "Etc/UTC"
+    copies = re.findall(r"^COPY\s+(?:--\S+\s+)*(.+?)\s+\S+$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert not [source for source in copies if "*" in source]

@@ -1,9 +1,12 @@
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
-from order_archiver.logs import LOG_FILE_NAME, get_logger, setup_logging
+from order_archiver.logs import LOG_FILE_MAX_BYTES, LOG_FILE_NAME, get_logger, setup_logging
 from order_archiver.settings import Settings
 
 SECRET = "Sup3r-Secret_pw"
@@ -57,6 +60,7 @@ def test_json_lines_have_the_standard_fields_and_extras(configure, capsys, tmp_p
     assert record["logger"] == "order_archiver.batch"
     assert record["orders"] == 100
     assert "time" in record
+    assert record["pid"] == os.getpid()  # the units share one log folder (text lines: [pid])
 
 
 def test_log_file_rotates_by_size(configure, tmp_path):
@@ -113,3 +117,40 @@ def test_a_report_line_holding_control_characters_is_printed_escaped(capsys):
     _print_report(Report(), as_json=False)
     out = capsys.readouterr().out
     assert out == "CMD-\\x1b[2J\\x1b[31m000042\\u202e: numero_commande missing\n"
+
+
+# Another process logging into the same LOG_DIR (a batch, a status, beside the watcher).
+OTHER_PROCESS = """
+import sys
+from order_archiver.logs import get_logger, setup_logging
+from order_archiver.settings import Settings
+setup_logging(Settings(log_dir=sys.argv[1]))
+get_logger("batch").info(sys.argv[2])
+"""
+
+
+def test_processes_sharing_the_log_file_rotate_it_once_and_follow_the_rotation(configure, tmp_path):
+    """RotatingFileHandler is not safe across processes: a watcher (this process) that a batch
+    rotated under it wrote into the renamed file and rotated it again, leaving the batch's
+    lines in a tiny backup. One rotation, and every process's next line in the current file."""
+    configure()
+    folder = tmp_path / "logs"
+    current = folder / LOG_FILE_NAME
+    get_logger("watch").info("watcher started")
+    with current.open("a") as padding:  # the file at its size limit
+        padding.write(("x" * 99 + "\n") * (LOG_FILE_MAX_BYTES // 100))
+    for line in ("batch ran", "status ran"):
+        other = subprocess.run(
+            [sys.executable, "-c", OTHER_PROCESS, str(folder), line],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert other.returncode == 0, other.stderr
+    get_logger("watch").info("delivery archived")
+    assert not (folder / f"{LOG_FILE_NAME}.2").exists()  # one rotation
+    assert (folder / f"{LOG_FILE_NAME}.1").stat().st_size > LOG_FILE_MAX_BYTES - 1000
+    text = current.read_text()
+    assert "batch ran" in text
+    assert "status ran" in text
+    assert "delivery archived" in text
