@@ -204,8 +204,11 @@ def kubernetes(redirect: Redirect, uri: str) -> Deployment:
     secret = Path(env["MONGODB_URI_FILE"])  # the Secret, mounted as a file
     secret.parent.mkdir(parents=True, exist_ok=True)
     secret.write_text(uri)
-    probes = [main_args(container[p]["exec"]["command"]) for p in ("readinessProbe", "livenessProbe")]
-    return Deployment(  # the probes run in the watcher's container: the same environment
+    # Readiness is `status` (the deployment's health); liveness is this process's own /healthz
+    # on its metrics port (tests/e2e/test_liveness_e2e.py): not a status command.
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    probes = [main_args(container["readinessProbe"]["exec"]["command"])]
+    return Deployment(  # the probe runs in the watcher's container: the same environment
         watch_args=local_metrics(container["args"]),
         watch_env=env,
         status_commands=probes,
