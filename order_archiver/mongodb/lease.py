@@ -109,6 +109,26 @@ class Lease:
         """Leader now: taken, not lost, and renewed recently enough by this process's clock."""
         return self.term is not None and not self._lost.is_set() and time.monotonic() < self._valid_until
 
+    def resumed(self) -> bool:
+        """Leader again without a takeover: past this process's validity (its renewals failed:
+        MongoDB away for longer than the lease) but its owner and term still the lease's in the
+        collection, renewed now. One renewal, fenced by the term as every renewal: a standby
+        that took the lease meanwhile made a new term, and this one is then lost."""
+        if self.term is None or self._lost.is_set():
+            return False
+        try:
+            renewed = self._renew()
+        except pymongo_errors.PyMongoError:
+            return False
+        if not renewed:
+            self._lost.set()
+        return renewed
+
+    def held_by_this_process(self) -> bool:
+        """The lease's owner in the collection is this process (a lease it could not renew)."""
+        found = self.collection.find_one({"_id": self.key}, {"owner": 1})
+        return found is not None and found.get("owner") == self.owner
+
     def check(self) -> None:
         """Raise ``LeaseLost`` unless leader; called before every write."""
         if not self.held():

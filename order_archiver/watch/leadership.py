@@ -46,17 +46,29 @@ class Leadership:
 
     def lead(self) -> bool:
         """True once leader; False (after a pause) while another watcher leads."""
-        if self.lease is None or self.lease.held():
+        if self.lease is None or self.lease.held() or self.lease.resumed():
             return True
         if self.lease.try_acquire():
             self._standby_announced = False
             return True
         if not self._standby_announced:
-            log.info(
-                "standby: another watcher named %s leads; taking over if its lease (%gs) runs out",
-                self.name,
-                self.lease.ttl_s,
-            )
+            self._announce_standby(self.lease)
             self._standby_announced = True
         self.stop.wait(self.lease.renew_s)
         return False
+
+    def _announce_standby(self, lease: Lease) -> None:
+        """Why this watcher waits: another leads, or its own lease, lapsed (MongoDB away longer
+        than it) and not renewable any more, runs out first (it said "another leads": wrong)."""
+        if lease.held_by_this_process():
+            log.info(
+                "lease of %s lapsed: this watcher takes it again once it runs out (%gs)",
+                self.name,
+                lease.ttl_s,
+            )
+            return
+        log.info(
+            "standby: another watcher named %s leads; taking over if its lease (%gs) runs out",
+            self.name,
+            lease.ttl_s,
+        )

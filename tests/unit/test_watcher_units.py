@@ -218,6 +218,40 @@ def test_the_lease_runs_on_the_servers_clock(mongo, monkeypatch):
         leader.release()
 
 
+def test_a_leader_whose_lease_lapsed_while_mongodb_was_away_leads_on_and_says_nothing_wrong(mongo, caplog):
+    """A new user's try: MongoDB away 20 s (longer than the lease's life by this process's
+    clock, its renewals failing), then back: the leader logged "standby: another watcher named
+    eu-1 leads" (itself: the lease still its owner's and term's) and never "leader of" again,
+    while it went on archiving as term 2. Now it renews its own lease and leads on; a lease
+    of its own it can no longer renew (its renewer ended) is said to be its own."""
+    import threading
+
+    from order_archiver.mongodb.lease import Lease
+    from order_archiver.watch.leadership import Leadership
+
+    checkpoints = mongo["livraison"]["archiver_checkpoints"]
+    lease = Lease(checkpoints, "eu-1", ttl_s=10, renew_s=2, owner="a")
+    assert lease.try_acquire()
+    term = lease.term
+    try:
+        lease._valid_until = 0.0  # its renewals failed past its validity: MongoDB was away
+        assert not lease.held()
+        with caplog.at_level("INFO"):
+            assert Leadership(lease, "eu-1", threading.Event()).lead()
+        assert (lease.held(), lease.term) == (True, term)  # the same term: no takeover
+        assert not [r for r in caplog.records if "another watcher" in r.getMessage()]
+        lease._lost.set()  # its renewer gave up: the lease, still its own, runs out first
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            leadership = Leadership(lease, "eu-1", threading.Event())
+            leadership.stop.set()  # no wait for the renewal period
+            assert not leadership.lead()
+        said = [r.getMessage() for r in caplog.records]
+        assert said == ["lease of eu-1 lapsed: this watcher takes it again once it runs out (10s)"]
+    finally:
+        lease.release()
+
+
 def _event(n, op="update", status="livrée"):
     return {
         "_id": {"_data": f"t{n}"},
