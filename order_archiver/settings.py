@@ -946,6 +946,20 @@ def load_settings(
 AWS_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
+def check_watch_liveness(settings: Settings) -> None:
+    """``/healthz``'s grace against the waits no stop sees: a driver call waits up to
+    MONGODB_TIMEOUT_MS to select a server (or connect), a write up to MONGODB_WRITE_TIMEOUT_MS
+    for a majority. A grace not longer than those would call a watcher waiting for a MongoDB
+    away stuck, and have it restarted (docs/commands.md: "MongoDB away never fails it")."""
+    longest_ms = max(settings.mongodb_timeout_ms, settings.mongodb_write_timeout_ms)
+    if settings.watch_liveness_s * 1000 <= longest_ms:
+        raise ConfigError(
+            f"WATCH_LIVENESS_S ({settings.watch_liveness_s}) must be longer than one call to MongoDB "
+            f"may wait ({longest_ms / 1000:g} s: MONGODB_TIMEOUT_MS, MONGODB_WRITE_TIMEOUT_MS): "
+            "/healthz would call a watcher waiting for its server stuck"
+        )
+
+
 def check_aws_endpoints(settings: Settings, environ: Mapping[str, str]) -> None:
     """An S3 cold tier's endpoint with ``key:secret@`` in it is refused, the value unshown: the
     SDK takes the key for a host name, and its error prints it; credentials come from their
