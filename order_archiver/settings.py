@@ -1234,12 +1234,21 @@ def check_output_file(path: str, what: str, create_folder: bool = False) -> Path
     return target
 
 
+def open_private(path: str | Path, flags: int) -> int:
+    """``os.open`` of a file only this user may read (0600), never through a symbolic link
+    (``O_NOFOLLOW``: a link planted where the file goes would have it write another file).
+    Windows has neither ``O_NOFOLLOW`` nor (before Python 3.13) ``os.fchmod``: there the file
+    is opened as it is, its folder's access rights its only guard (deploy/windows/NSSM.md)."""
+    descriptor = os.open(path, flags | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    if hasattr(os, "fchmod"):
+        os.fchmod(descriptor, 0o600)
+    return descriptor
+
+
 def write_private(path: str | Path, text: str) -> None:
     """Write a file only this user may read (0600: samples hold orders, and may hold people
-    with --show-pii), never through a symbolic link (``O_NOFOLLOW``: a link planted where the
-    file goes would have it overwrite another file)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    os.fchmod(descriptor, 0o600)
+    with --show-pii), never through a symbolic link (``open_private``)."""
+    descriptor = open_private(path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(descriptor, "w", encoding="utf-8") as out:
         out.write(text)
 
