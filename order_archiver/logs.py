@@ -25,7 +25,7 @@ try:
 except ImportError:  # Windows: one process at a time writes the file (NSSM's service)
     fcntl = None  # type: ignore[assignment]
 
-from order_archiver.settings import LOG_FILE_NAME, Settings, redact_uri, uri_password
+from order_archiver.settings import LOG_FILE_NAME, Settings, open_private, redact_uri, uri_password
 
 LOGGER_NAME = "order_archiver"
 LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
@@ -149,8 +149,7 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     and may name people), never written through a symbolic link (``O_NOFOLLOW``)."""
 
     def _open(self) -> Any:
-        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-        os.fchmod(descriptor, 0o600)
+        descriptor = open_private(self.baseFilename, os.O_WRONLY | os.O_APPEND)
         return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
 
 
@@ -166,7 +165,7 @@ class SharedRotatingFileHandler(PrivateRotatingFileHandler):
 
     def __init__(self, filename: Path, max_bytes: int, backups: int) -> None:
         super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        lock = os.open(f"{self.baseFilename}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        lock = open_private(f"{self.baseFilename}.lock", os.O_WRONLY)
         self.lock_file = os.fdopen(lock, "w")
 
     def emit(self, record: logging.LogRecord) -> None:

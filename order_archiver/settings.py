@@ -946,6 +946,20 @@ def load_settings(
 AWS_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
+def check_watch_liveness(settings: Settings) -> None:
+    """``/healthz``'s grace against the waits no stop sees: a driver call waits up to
+    MONGODB_TIMEOUT_MS to select a server (or connect), a write up to MONGODB_WRITE_TIMEOUT_MS
+    for a majority. A grace not longer than those would call a watcher waiting for a MongoDB
+    away stuck, and have it restarted (docs/commands.md: "MongoDB away never fails it")."""
+    longest_ms = max(settings.mongodb_timeout_ms, settings.mongodb_write_timeout_ms)
+    if settings.watch_liveness_s * 1000 <= longest_ms:
+        raise ConfigError(
+            f"WATCH_LIVENESS_S ({settings.watch_liveness_s}) must be longer than one call to MongoDB "
+            f"may wait ({longest_ms / 1000:g} s: MONGODB_TIMEOUT_MS, MONGODB_WRITE_TIMEOUT_MS): "
+            "/healthz would call a watcher waiting for its server stuck"
+        )
+
+
 def check_aws_endpoints(settings: Settings, environ: Mapping[str, str]) -> None:
     """An S3 cold tier's endpoint with ``key:secret@`` in it is refused, the value unshown: the
     SDK takes the key for a host name, and its error prints it; credentials come from their
@@ -1220,12 +1234,21 @@ def check_output_file(path: str, what: str, create_folder: bool = False) -> Path
     return target
 
 
+def open_private(path: str | Path, flags: int) -> int:
+    """``os.open`` of a file only this user may read (0600), never through a symbolic link
+    (``O_NOFOLLOW``: a link planted where the file goes would have it write another file).
+    Windows has neither ``O_NOFOLLOW`` nor (before Python 3.13) ``os.fchmod``: there the file
+    is opened as it is, its folder's access rights its only guard (deploy/windows/NSSM.md)."""
+    descriptor = os.open(path, flags | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    if hasattr(os, "fchmod"):
+        os.fchmod(descriptor, 0o600)
+    return descriptor
+
+
 def write_private(path: str | Path, text: str) -> None:
     """Write a file only this user may read (0600: samples hold orders, and may hold people
-    with --show-pii), never through a symbolic link (``O_NOFOLLOW``: a link planted where the
-    file goes would have it overwrite another file)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    os.fchmod(descriptor, 0o600)
+    with --show-pii), never through a symbolic link (``open_private``)."""
+    descriptor = open_private(path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(descriptor, "w", encoding="utf-8") as out:
         out.write(text)
 

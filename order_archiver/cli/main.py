@@ -29,7 +29,13 @@ from order_archiver.logs import FILE_ONLY, get_logger, printable, redact, setup_
 from order_archiver.orders.partition import Partition
 from order_archiver.reporting.liveness import BeatingStop, Liveness
 from order_archiver.retry import Retry
-from order_archiver.settings import Settings, check_log_dir, check_output_paths, load_settings
+from order_archiver.settings import (
+    Settings,
+    check_log_dir,
+    check_output_paths,
+    check_watch_liveness,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from order_archiver.batch.report import BatchReport
@@ -167,10 +173,12 @@ def _settings(
     outputs: dict[str, str | None] | None = None,
     *,
     token_file: bool = False,
+    healthz: bool = False,
     **overrides: Any,
 ) -> Settings:
     """The settings, with every file the command will write checked before any work
-    (``token_file``: RESUME_TOKEN_FILE too, watch's file store)."""
+    (``token_file``: RESUME_TOKEN_FILE too, watch's file store; ``healthz``: watch's
+    WATCH_LIVENESS_S against MongoDB's timeouts)."""
     overrides.setdefault("archive_mongodb_uri", getattr(args, "archive_uri", None))
     settings, warnings = load_settings(args.env_file, overrides)
     outputs = dict(outputs or {})
@@ -178,6 +186,8 @@ def _settings(
         outputs["RESUME_TOKEN_FILE"] = settings.resume_token_file
     # Each refused before the log folder is made: a refusal writes nothing.
     check_output_paths(settings, outputs, args.env_file)
+    if healthz:
+        check_watch_liveness(settings)
     warnings += _stop_file_warnings(getattr(args, "stop_file", None))
     warnings += check_log_dir(settings.log_dir)
     setup_logging(settings, verbosity=1 if args.verbose else -1 if args.quiet else 0)
@@ -384,7 +394,9 @@ def _stop_on_file(path: str | None, stop: threading.Event) -> None:
 
 def cmd_watch(args: argparse.Namespace, context: RunContext) -> int:
     file_store = args.token_store == "file"
-    settings = _settings(args, token_file=file_store, resume_token_file=args.token_file)
+    settings = _settings(
+        args, token_file=file_store, healthz=bool(args.metrics_port), resume_token_file=args.token_file
+    )
     _stop_on_file(args.stop_file, context.stop)  # checked with the settings
     if not file_store:
         return _watch(args, settings, context)  # the mongo store's lease decides who writes

@@ -184,7 +184,8 @@ def write_textfile(path: Path, content: bytes) -> None:
         with os.fdopen(handle, "wb") as out:
             out.write(content)
             # node_exporter, another user, reads it (the units' UMask=0077 would make it 0600).
-            os.fchmod(out.fileno(), 0o644)
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13 (settings.open_private)
+                os.fchmod(out.fileno(), 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

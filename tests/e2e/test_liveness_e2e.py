@@ -58,6 +58,7 @@ def test_liveness_is_this_watcher_not_the_deployment(nx_server, nx_client, nx_se
             "MONGODB_DATABASE": db_name,
             "LOG_DIR": "",
             "MONGODB_TIMEOUT_MS": "2000",
+            "MONGODB_WRITE_TIMEOUT_MS": "2000",  # WATCH_LIVENESS_S is longer than each call's wait
             "WATCH_HEARTBEAT_S": "1",
             "WATCH_LIVENESS_S": "3",
         }

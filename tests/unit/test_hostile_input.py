@@ -386,3 +386,28 @@ def test_a_token_file_refused_leaves_no_log_folder(tmp_path, monkeypatch, capsys
     assert main(["watch", "--token-file", str(tmp_path)]) == 2
     _one_line_refusal(capsys.readouterr().err, f"RESUME_TOKEN_FILE {tmp_path}: is a folder")
     assert not logs.exists()
+
+
+# /healthz's grace (WATCH_LIVENESS_S) shorter than a driver call may wait (server selection or
+# connection: MONGODB_TIMEOUT_MS; a majority write: MONGODB_WRITE_TIMEOUT_MS): a
+# watcher waiting for a MongoDB that is away answered 503 and Kubernetes restarted it, against
+# the docs ("MongoDB away never fails it"). Refused with the settings, before anything is made.
+@pytest.mark.timeout(20)  # before the check, this watch waited 90 s for a server at each try
+def test_a_liveness_grace_shorter_than_a_call_to_mongodb_is_refused(tmp_path, monkeypatch, capsys):
+    logs = tmp_path / "logs"
+    monkeypatch.setenv("LOG_DIR", str(logs))
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:9/")
+    monkeypatch.setenv("MONGODB_TIMEOUT_MS", "90000")
+    monkeypatch.setenv("WATCH_LIVENESS_S", "60")
+    assert main(["watch", "--token-store", "mongo", "--metrics-port", "9556"]) == 2
+    _one_line_refusal(capsys.readouterr().err, "WATCH_LIVENESS_S (60) must be longer than one call")
+    assert not logs.exists()
+    # The default timeouts (5 s, 10 s) leave the default grace (60 s) alone; without /healthz
+    # (no --metrics-port) a long MONGODB_TIMEOUT_MS is the user's to choose.
+    from order_archiver.cli.main import _settings, build_parser
+
+    monkeypatch.delenv("LOG_DIR")
+    args = build_parser().parse_args(["watch", "--token-store", "mongo"])
+    assert _settings(args, healthz=False).watch_liveness_s == 60
+    monkeypatch.setenv("WATCH_LIVENESS_S", "91")
+    assert _settings(args, healthz=True).watch_liveness_s == 91

@@ -154,3 +154,26 @@ def test_processes_sharing_the_log_file_rotate_it_once_and_follow_the_rotation(c
     assert "batch ran" in text
     assert "status ran" in text
     assert "delivery archived" in text
+
+
+def test_the_log_file_is_written_where_the_os_has_no_nofollow_nor_fchmod(configure, tmp_path, monkeypatch):
+    """Windows (deploy/windows/NSSM.md sets LOG_DIR): no ``os.O_NOFOLLOW``, no ``os.fchmod``
+    before Python 3.13, no ``fcntl``. Every command with a LOG_DIR failed there on the
+    AttributeError, before its first line; the log file, the samples and --metrics-file are
+    written as they are (the folder's rights their guard)."""
+    import order_archiver.logs as logs
+    from order_archiver.reporting.metrics import write_batch_metrics
+    from order_archiver.settings import write_private
+
+    monkeypatch.delattr(os, "O_NOFOLLOW")
+    monkeypatch.delattr(os, "fchmod")
+    monkeypatch.setattr(logs, "fcntl", None)
+    configure()
+    get_logger("test").warning("written on Windows")
+    assert "written on Windows" in (tmp_path / "logs" / LOG_FILE_NAME).read_text()
+    write_private(tmp_path / "samples.json", "[]")
+    assert (tmp_path / "samples.json").read_text() == "[]"
+    from order_archiver.batch.report import BatchReport
+
+    write_batch_metrics(str(tmp_path / "batch.prom"), BatchReport(dry_run=False), True)
+    assert "order_archiver_batch_last_success 1.0" in (tmp_path / "batch.prom").read_text()
