@@ -272,13 +272,16 @@ def restore(
             selection, report.seen, report.selected, collections.archive, context, settings
         )
     log.info(
-        "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused",
+        "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused, "
+        "%d left alone (their number held by another order), %d whose number another took meanwhile",
         report.selected,
         report.restored,
         "restored" if run else "to restore (dry run)",
         report.already_there,
         report.conflicts,
         report.refused,
+        report.numero_held,
+        report.numero_shared,
     )
     return report
 

@@ -387,3 +387,16 @@ def test_two_selected_orders_sharing_a_number_another_source_order_holds_are_bot
     assert (report.restored, report.numero_held, report.numero_shared) == (0, 2, 0)
     assert db[settings.orders_collection].count_documents({"numero_commande": "CMD-8"}) == 1
     assert {h.held_by for h in report.numero_held_orders} == {str(holder["_id"])}
+
+
+def test_the_restores_log_line_counts_what_it_left_alone(mongo, db, settings, caplog):
+    """A new user's try: a restore that left an order alone (its number held by another source
+    order) logged "0 restored, 0 already in the source, 0 conflicts, 0 refused" while its
+    output said "1 left alone": a check of the log saw nothing."""
+    archive(db, settings, order("CMD-9"))
+    db[settings.orders_collection].insert_one(dict(order("CMD-9", status="en_attente")))
+    with caplog.at_level("INFO"):
+        report = restore(mongo, settings, RestoreSelection(("CMD-9",)), run=True)
+    assert report.numero_held == 1
+    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("restore: ")][-1]
+    assert "1 left alone (their number held by another order)" in line, line
