@@ -31,13 +31,13 @@ from typing import Any, TypedDict, TypeVar
 from pymongo import ASCENDING, MongoClient
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
-from order_archiver.batch.limits import Ended, LimitReached, RunLimits
+from order_archiver.batch.limits import Ended, LimitReached
 from order_archiver.batch.report import PAUSES
-from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits
+from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits, Throttle
 from order_archiver.cold.check import ColdCheck, check_cold
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.tier import cold_store
-from order_archiver.context import ChunkGate, RunContext
+from order_archiver.context import RunContext
 from order_archiver.documents import ArchiveDocument, Document, OrderId
 from order_archiver.errors import ConfigError, TransientError
 from order_archiver.logs import get_logger, plural
@@ -262,7 +262,7 @@ def verify(
     if report.missing and ended == "completed":
         # One --max-runtime for the whole repair: the run that archives the missing orders gets
         # what the rewrites left of it (it had the whole of it again: twice the limit in all).
-        left = replace(options.limits, max_runtime=rewriter.limits.left())
+        left = replace(options.limits, max_runtime=rewriter.gate.limits.left())
         repair = _repair_options(replace(options, limits=left))
         repaired = BatchArchiver(
             client, settings, repair, context=context, archive_client=archive_client
@@ -290,7 +290,7 @@ def _rewriter(
     throttle = options.limits.throttle((client, archive_client), context.stop, HeldLimits())
     on_archive = replace(context, gate=throttle)
     writer = ArchiveWriter.of(Collections.of(client, settings, archive_client), settings, on_archive)
-    return _Rewriter(writer, throttle, throttle.limits)
+    return _Rewriter(writer, throttle)
 
 
 def _repair_options(options: VerifyOptions) -> BatchOptions:
@@ -351,8 +351,7 @@ class _Rewriter:
     rewrites (``ended``), the check reads on."""
 
     writer: ArchiveWriter
-    gate: ChunkGate
-    limits: RunLimits  # the repair's --max-runtime and --stop-file, from the rewrites' start
+    gate: Throttle  # the repair's limits; its --max-runtime counted from the rewrites' start
     rewritten: int = 0
     ended: Ended | None = None
 
