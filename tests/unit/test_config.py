@@ -534,6 +534,23 @@ def test_an_unquoted_value_with_a_space_is_refused_by_its_line_before_anything_i
     assert (settings.batch_size, settings.archive_pii_key) == (500, None)  # empty: unset
 
 
+def space_refused_then_written_so(line, written, tmp_path, monkeypatch, capsys):
+    """``line`` in a .env: batch's error lines (exit 2 asserted); then the setting ``written``
+    as the error advised, loaded: (the setting's name, the error lines, the settings)."""
+    from tests.helpers import run_in_process
+
+    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{line}\n")
+    (tmp_path / ".env").chmod(0o600)
+    result = run_in_process(
+        "batch", "--simulation", env={}, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert result.returncode == 2
+    key = line.split("=", 1)[0]
+    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{key}={written}\n")
+    settings, _ = load_settings(environ={})
+    return key, result.stderr.strip().splitlines(), settings
+
+
 @pytest.mark.parametrize(
     ("line", "example"),
     [
@@ -549,21 +566,11 @@ def test_a_duration_with_a_space_is_told_the_duration_format_not_to_quote_it(
     """A new user's try: ``RESTORE_HOLD=30 days`` was told "put it in quotes"; quoted, it was
     refused as no duration. A duration setting's line names the format (with the value as a
     duration is written, when it reads as one), and that value is then accepted."""
-    from tests.helpers import run_in_process
-
-    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{line}\n")
-    (tmp_path / ".env").chmod(0o600)
-    result = run_in_process(
-        "batch", "--simulation", env={}, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
-    )
-    assert result.returncode == 2
-    key = line.split("=", 1)[0]
-    assert result.stderr.strip().splitlines() == [
+    key, said, settings = space_refused_then_written_so(line, example, tmp_path, monkeypatch, capsys)
+    assert said == [
         f"error: .env line 2: {key} has a space in its value, unquoted: a duration is written "
         f"without spaces, e.g. {example} (s, m, h or d after a whole number)"
     ]
-    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{key}={example}\n")
-    settings, _ = load_settings(environ={})
     assert getattr(settings, ENV_VARS[key][0]).total_seconds() > 0
 
 
@@ -576,21 +583,11 @@ def test_a_number_with_a_space_is_told_to_be_written_alone_not_to_quote_it(
 ):
     """As a duration's: ``BATCH_SIZE=50 more`` was told "put it in quotes", and quoted it was
     refused as no number (a new user's try). A number setting's line says how it is written."""
-    from tests.helpers import run_in_process
-
-    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{line}\n")
-    (tmp_path / ".env").chmod(0o600)
-    result = run_in_process(
-        "batch", "--simulation", env={}, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
-    )
-    assert result.returncode == 2
-    key = line.split("=", 1)[0]
-    assert result.stderr.strip().splitlines() == [
+    key, said, settings = space_refused_then_written_so(line, example, tmp_path, monkeypatch, capsys)
+    assert said == [
         f"error: .env line 2: {key} has a space in its value, unquoted: a number is written alone, "
         f"without spaces, e.g. {example}"
     ]
-    (tmp_path / ".env").write_text(f"MONGODB_URI=mongodb://h/\n{key}={example}\n")
-    settings, _ = load_settings(environ={})
     assert getattr(settings, ENV_VARS[key][0]) == int(example)
 
 
