@@ -305,3 +305,21 @@ def self_signed_pem(password: bytes | None = None) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
+
+
+def purged_but_one_cancelled_after_delivery(client, database, settings):
+    """30 orders, every delivered one archived and purged (PURGE_AFTER 0d, the default); then one
+    left in the source cancelled after its delivery, keeping a date_livraison: no source order
+    holds DELIVERED_STATUS while a "delivered" one holds another value. The orders collection."""
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+
+    seed_database(database, settings, 30)
+    orders = database[settings.orders_collection]
+    delivered = orders.find_one({"status": "livrée"})
+    BatchArchiver(client, settings, BatchOptions(run=True, purge_source=True)).run()
+    cancelled = orders.find_one({"status": {"$ne": "livrée"}})
+    orders.update_one(
+        {"_id": cancelled["_id"]},
+        {"$set": {"status": "annulée", "date_livraison": delivered["date_livraison"]}},
+    )
+    return orders

@@ -203,19 +203,10 @@ def test_status_reads_the_newest_archived_order_once(nx_server, nx_client, nx_se
     import pymongo
     from pymongo import monitoring
 
-    from order_archiver.batch.job import BatchArchiver, BatchOptions
-    from tests.helpers import seed_database
+    from tests.helpers import purged_but_one_cancelled_after_delivery
 
     database = nx_client[nx_settings.mongodb_database]
-    seed_database(database, nx_settings, 30)
-    orders = database[nx_settings.orders_collection]
-    delivered = orders.find_one({"status": "livrée"})
-    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, purge_source=True)).run()
-    cancelled = orders.find_one({"status": {"$ne": "livrée"}})
-    orders.update_one(
-        {"_id": cancelled["_id"]},
-        {"$set": {"status": "annulée", "date_livraison": delivered["date_livraison"]}},
-    )
+    purged_but_one_cancelled_after_delivery(nx_client, database, nx_settings)
     newest: list[dict] = []
 
     class Newest(monitoring.CommandListener):

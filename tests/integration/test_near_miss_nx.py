@@ -15,7 +15,7 @@ from bson import ObjectId
 
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.cli.main import main
-from tests.helpers import seed_database
+from tests.helpers import purged_but_one_cancelled_after_delivery, seed_database
 
 pytestmark = pytest.mark.integration
 
@@ -136,17 +136,8 @@ def test_a_purged_source_whose_archive_holds_the_delivered_status_is_no_alarm(
     setting is right: the newest archived order holds it. doctor failed and status was
     unhealthy (exit 3: the health timer pages at night) after each nightly purge (a review).
     A setting changed to a wrong value since is still caught: the newest archived holds the old."""
-    database = nx_client[db_name]
-    seed_database(database, nx_settings, 30)
-    orders = database[nx_settings.orders_collection]
-    delivered = orders.find_one({"status": "livrée"})
-    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, purge_source=True)).run()
+    orders = purged_but_one_cancelled_after_delivery(nx_client, nx_client[db_name], nx_settings)
     assert orders.count_documents({"status": "livrée"}) == 0
-    cancelled = orders.find_one({"status": {"$ne": "livrée"}})
-    orders.update_one(
-        {"_id": cancelled["_id"]},
-        {"$set": {"status": "annulée", "date_livraison": delivered["date_livraison"]}},
-    )
     capsys.readouterr()
     assert main(["status", "--json"]) == 0
     assert not json.loads(capsys.readouterr().out)["problems"]
@@ -164,16 +155,7 @@ def test_a_purged_source_with_the_archive_on_its_own_deployment_is_no_alarm(
     """The same purged source, the archive named by ARCHIVE_MONGODB_URI: doctor on the source
     looked at no archive and failed (exit 3) after every purge (a review); it asks the
     archive's deployment."""
-    database = nx_client[db_name]
-    seed_database(database, nx_settings, 30)
-    orders = database[nx_settings.orders_collection]
-    delivered = orders.find_one({"status": "livrée"})
-    BatchArchiver(nx_client, nx_settings, BatchOptions(run=True, purge_source=True)).run()
-    cancelled = orders.find_one({"status": {"$ne": "livrée"}})
-    orders.update_one(
-        {"_id": cancelled["_id"]},
-        {"$set": {"status": "annulée", "date_livraison": delivered["date_livraison"]}},
-    )
+    purged_but_one_cancelled_after_delivery(nx_client, nx_client[db_name], nx_settings)
     monkeypatch.setenv("ARCHIVE_MONGODB_URI", nx_env["MONGODB_URI"])  # the archive's deployment
     capsys.readouterr()
     assert main(["status", "--json"]) == 0
