@@ -8,7 +8,8 @@ chunk (BATCH_SIZE orders) takes several such batches. Scaled down: the test serv
 batch of the orders' reads ``SLOW_S`` late (``NX_SLOW_READS_FILE``), WATCH_LIVENESS_S is a few
 seconds, and one chunk takes several batches: longer than WATCH_LIVENESS_S, each batch well
 within it. A read that is alive (batches keep coming) keeps /healthz green and the catch-up
-finishes; a read hung (no batch for longer than WATCH_LIVENESS_S) still fails it."""
+finishes; a read hung (no batch for longer than WATCH_LIVENESS_S) still fails it; a reader
+waiting for a MongoDB away (its retries, each wait saying how long) is alive."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from order_archiver.settings import Settings
 from tests.conftest import run_cli
 from tests.e2e.test_liveness_e2e import free_port, healthz
 from tests.helpers import WatchProcess, expected_archive_ids, seed_database, wait_for
+from teststand.fault_proxy import FaultProxy
 from teststand.nx_server import NxServer, running_server
 
 pytestmark = [
@@ -59,6 +61,7 @@ def start(
     archived_before: int = 0,
     orders: int = ORDERS,
     batch_size: int = BATCH_SIZE,
+    uri: str | None = None,
 ) -> tuple[WatchProcess, int, set]:
     """A watcher's first start on ``orders`` orders (``archived_before`` of them archived by a
     batch first: the catch-up then reads in pages, skipping them, as after a lost token)."""
@@ -68,7 +71,7 @@ def start(
     expected = expected_archive_ids(dataset)
     assert len(expected) - archived_before > batch_size  # the first chunk is whole: several batches
     env = {
-        "MONGODB_URI": server.uri,
+        "MONGODB_URI": uri or server.uri,
         "MONGODB_DATABASE": db_name,
         "LOG_DIR": "",
         "MONGODB_TIMEOUT_MS": "2000",
@@ -143,3 +146,36 @@ def test_a_catch_up_read_that_hangs_still_fails_healthz(slow_server, slow_file, 
     done = CATCH_UP_DONE.search(watcher.output())
     assert done is not None
     assert int(done.group(1)) == len(expected)
+
+
+def test_a_catch_up_reader_waiting_for_mongodb_away_keeps_healthz_green(
+    slow_server, slow_file, db_name, tmp_path
+):
+    """MongoDB away in the middle of a catch-up's read (every connection cut, new ones refused for
+    longer than WATCH_LIVENESS_S): the reader waits and reads again, each wait saying by when it is
+    back (its backoff, bounded by MONGODB_TIMEOUT_MS a try). /healthz is this process's, never
+    MongoDB's (docs/commands.md): it stays green, and the catch-up finishes once MongoDB is back."""
+    with FaultProxy(slow_server.port) as proxy:
+        watcher, port, _ = start(slow_server, db_name, tmp_path, slow_file, uri=proxy.uri)
+        statuses: list[int] = []
+        try:
+            wait_for(lambda: healthz(port) == 200, what="/healthz")
+            # Its pass planned: its reader is reading (each batch SLOW_S late).
+            wait_for(lambda: "full pass (" in watcher.output(), timeout=60, what="the catch-up's read")
+            proxy.refuse_for(3 * LIVENESS_S)
+            proxy.cut_all()  # the read in flight fails: the reader waits for MongoDB
+            wait_for(lambda: "reading orders failed" in watcher.output(), what="the reader's first wait")
+            slow_file.write_text("")  # the rest of the read at full speed: the outage is the point
+            started = time.monotonic()
+            while not CATCH_UP_DONE.search(watcher.output()):
+                assert watcher.process.poll() is None, watcher.output()
+                assert time.monotonic() - started < 180, watcher.output()
+                statuses.append(healthz(port))
+                time.sleep(0.1)
+        finally:
+            slow_file.write_text("")
+            watcher.stop()
+    late = [s for s in statuses if s != 200]
+    assert late == [], (
+        f"/healthz answered {late[:3]} while the catch-up waited for MongoDB ({len(statuses)} looks)"
+    )
