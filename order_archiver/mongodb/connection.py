@@ -111,10 +111,8 @@ def client_options(
         "connectTimeoutMS": timeout,
         "retryWrites": True,
         "retryReads": True,
-        "event_listeners": [
-            HelloReplies(),
-            *listeners,
-        ],  # what each host says it is, to name a wrong replicaSet=
+        # What each host says it is, to name a wrong replicaSet=; watch's replies beating /healthz
+        "event_listeners": [HelloReplies(), *listeners],
     }
     if settings.mongodb_tls_ca_file:
         options.update(tls=True, tlsCAFile=settings.mongodb_tls_ca_file)
