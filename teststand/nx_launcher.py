@@ -43,6 +43,13 @@ wire so that the command line is shown to survive them end to end.
   is the write in flight when the primary steps down (11602, applied in part unless retryable),
   then SECONDS without a primary (writes 10107, primary reads 13435, ``hello`` a secondary's),
   then primary again: ``teststand/election.py``.
+- ``NX_SLOW_READS_FILE=PATH``: the file holds ``COLLECTION=SECONDS`` lines; a read of
+  COLLECTION (``find``, an ``aggregate`` that is no change stream, ``count``, ``distinct``) and
+  each ``getMore`` of a cursor it opened is answered SECONDS late: a server that takes that long
+  to fill each batch (a scan without the index it needs, a large collection on a slow disk).
+  The file is read at every such command and again while a reply waits: written lower (``0``),
+  a reply held by a large value is sent at once (a read hung, then released). No file, or no
+  line for a collection: no delay.
 """
 
 from __future__ import annotations
@@ -51,9 +58,12 @@ import functools
 import os
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
+from nx_27017 import changestream as nx_changestream
 from nx_27017.handler import NeoSQLiteHandler
 
 from teststand import devserver, election
@@ -386,10 +396,78 @@ def _add_insert_write_faults(faults: _WriteFaults) -> None:
     NeoSQLiteHandler.handle_insert = handle_insert
 
 
+class _SlowReads:
+    """``NX_SLOW_READS_FILE``: the reads of a collection, and the cursors they opened, answered late."""
+
+    READS = ("find", "aggregate", "count", "distinct")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.cursors: dict[int, str] = {}  # cursor id -> the collection read
+        self.lock = threading.Lock()
+
+    def delay_s(self, collection: str) -> float:
+        try:
+            text = Path(self.path).read_text(encoding="utf-8")
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            name, _, seconds = line.partition("=")
+            if name.strip() == collection and seconds.strip():
+                return float(seconds)
+        return 0.0
+
+    def collection_of(self, body: dict[str, Any]) -> str | None:
+        """The collection this command reads slowly, or None."""
+        if "getMore" in body:
+            with self.lock:
+                return self.cursors.get(int(body["getMore"]))
+        name = next((body[k] for k in self.READS if k in body), None)
+        if not isinstance(name, str):
+            return None
+        if "aggregate" in body and nx_changestream.is_change_stream_pipeline(body.get("pipeline") or []):
+            return None  # the change stream is not the read this stands for
+        return name if self.delay_s(name) > 0 else None
+
+    def wait(self, collection: str) -> None:
+        """Until the file's delay for ``collection`` has passed (read again as it waits)."""
+        started = time.monotonic()
+        while time.monotonic() - started < self.delay_s(collection):
+            time.sleep(0.05)
+
+    def opened(self, collection: str, reply: dict[str, Any]) -> None:
+        cursor = reply.get("cursor") if isinstance(reply, dict) else None
+        cursor_id = int(cursor.get("id") or 0) if isinstance(cursor, dict) else 0
+        if cursor_id:
+            with self.lock:
+                self.cursors[cursor_id] = collection
+
+
+def _add_slow_reads() -> None:
+    path = os.environ.get("NX_SLOW_READS_FILE", "")
+    if not path:
+        return
+    slow = _SlowReads(path)
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = devserver._folded_body(msg)
+        collection = slow.collection_of(body) if body is not None else None
+        request_id, reply = original(self, msg)
+        if collection is not None:
+            slow.opened(collection, reply)
+            slow.wait(collection)  # the batch is ready; it reaches the client that much later
+        return request_id, reply
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
 if __name__ == "__main__":
     arguments = devserver.choose_topology(sys.argv[1:])
     devserver.apply_fixes()
     _add_write_fault_knobs()
     _add_insert_refusals()
+    _add_slow_reads()
     election.add_election_knob()  # outermost: a secondary refuses a write before anything parses it
     sys.exit(devserver.serve(arguments))

@@ -64,6 +64,7 @@ from order_archiver.mongodb.source import (
     Chunk,
     ChunkReader,
     OrderSource,
+    ReadAhead,
     read_ahead,
 )
 from order_archiver.mongodb.step import ArchivingStep
@@ -122,6 +123,14 @@ def after_the_pass(archiver: BatchArchiver) -> None:
     if archiver.options.purge_source:
         archiver.purge()
     archiver.lifecycle.apply(archiver.report)  # ARCHIVE_RETENTION's undated orders, ARCHIVE_PII_RETENTION
+
+
+def chunks_ahead(archiver: BatchArchiver, after_id: Any) -> ReadAhead[Chunk]:
+    """The pass's chunks read ahead on a thread, written by the caller in the order read: each
+    checkpoint covers every chunk before it. With watch's stop, the catch-up waiting for a chunk
+    is as alive as its reader, each batch from the server a beat of /healthz (``liveness.waiting_on``)."""
+    reads = archiver.throttle.reads(archiver.reader.chunks(after_id))
+    return read_ahead(reads, QUEUE_CHUNKS, archiver.context.stop)
 
 
 class BatchArchiver:
@@ -322,9 +331,7 @@ class BatchArchiver:
             self.report.resumed_from = str(after_id)
             log.info("resuming an interrupted run after _id %s", after_id)
         self.start_progress()
-        # Read ahead on a thread, write here, in the order read: each checkpoint covers every
-        # chunk before it.
-        chunks = read_ahead(self.throttle.reads(self.reader.chunks(after_id)), QUEUE_CHUNKS)
+        chunks = chunks_ahead(self, after_id)
         try:
             with self.throttle.until_a_limit(self.report):  # at a chunk boundary, or during a wait
                 for chunk in PassTimer(self.report).timed(chunks):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ from pymongo.server_type import SERVER_TYPE
 from order_archiver.documents import Document
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError
 from order_archiver.logs import get_logger
+from order_archiver.reporting.liveness import reply_beats
 from order_archiver.retry import ARCHIVE_SIDE, Purpose, Retry, retrying
 from order_archiver.settings import Settings, mask_secrets_of, uri_options
 from order_archiver.simulation.generator import DEFAULT_COUNT, DEFAULT_SEED
@@ -93,9 +94,12 @@ class HelloReplies(monitoring.ServerHeartbeatListener):
         return next((listener for listener in listeners if isinstance(listener, cls)), None)
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(
+    settings: Settings, listeners: Sequence[monitoring.CommandListener] = ()
+) -> dict[str, Any]:
     """MongoClient options beyond the URI. TLS options in the URI itself pass through as
-    they are; the two files of the environment add to them (and turn TLS on)."""
+    they are; the two files of the environment add to them (and turn TLS on). ``listeners``:
+    watch's replies beating its liveness (``reporting.liveness.ReplyBeats``)."""
     timeout = settings.mongodb_timeout_ms
     options: dict[str, Any] = {
         "appname": APP_NAME,
@@ -107,7 +111,8 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "connectTimeoutMS": timeout,
         "retryWrites": True,
         "retryReads": True,
-        "event_listeners": [HelloReplies()],  # what each host says it is, to name a wrong replicaSet=
+        # What each host says it is, to name a wrong replicaSet=; watch's replies beating /healthz
+        "event_listeners": [HelloReplies(), *listeners],
     }
     if settings.mongodb_tls_ca_file:
         options.update(tls=True, tlsCAFile=settings.mongodb_tls_ca_file)
@@ -133,7 +138,7 @@ def open_client(
             from order_archiver.simulation.database import simulation_client
 
         return simulation_client(settings, count=simulation_count, seed=simulation_seed)
-    client = _new_client(settings)
+    client = _new_client(settings, reply_beats(stop_event))  # watch: each reply a beat of /healthz
     log.debug("connecting to %s", settings.uri_hosts)
     if purpose.attempts:  # a one-shot command: a certain cause is said in a second, not after 3 x 5 s
         _fail_fast_when_certain(client, settings)
@@ -241,11 +246,13 @@ class Unreachable(pymongo_errors.AutoReconnect):
     """No server answered, with the reason in words; a network error, so ``retrying`` retries it."""
 
 
-def _new_client(settings: Settings) -> MongoClient[Document]:
+def _new_client(
+    settings: Settings, listeners: Sequence[monitoring.CommandListener] = ()
+) -> MongoClient[Document]:
     """The client; a ``mongodb+srv`` host whose SRV record cannot be read is a connection
     failure naming the host, any other refusal of the URI a configuration error."""
     try:
-        return MongoClient(settings.mongodb_uri, **client_options(settings))
+        return MongoClient(settings.mongodb_uri, **client_options(settings, listeners))
     except pymongo_errors.ConfigurationError as exc:
         message = mask_secrets_of(settings.mongodb_uri or "", str(exc).splitlines()[0] if str(exc) else "")
         if _is_dns_failure(exc):

@@ -40,6 +40,7 @@ from order_archiver.orders.finishing import Finished, Finisher
 from order_archiver.orders.partition import Partition
 from order_archiver.orders.rejection import Rejection
 from order_archiver.orders.selection import IdList, build_selection, id_order_key, in_window
+from order_archiver.reporting.liveness import waiting_on
 from order_archiver.retry import Purpose, Retry, RetryPolicy
 
 log = get_logger("batch")
@@ -567,9 +568,12 @@ class ReadAhead(Iterator[T]):
     consumer that stops early (an error, a stop, ``close``) releases the producer at its next
     item. ``ready()`` shows the next item when the producer has handed it over already, without
     waiting: the batch's writer reads the record of forgotten persons for it after the write
-    before it (``batch.writing.ChunkWriting``)."""
+    before it (``batch.writing.ChunkWriting``). With watch's ``stop``, a consumer waiting for the
+    next item is as alive as the producer (``liveness.waiting_on``): a catch-up's chunk read in
+    many batches, longer than WATCH_LIVENESS_S, is not taken for a hung watcher."""
 
-    def __init__(self, source: Iterable[T], size: int) -> None:
+    def __init__(self, source: Iterable[T], size: int, stop: threading.Event | None = None) -> None:
+        self._stop = stop
         self._handoff = _Handoff(size)
         self._producer = threading.Thread(
             target=self._handoff.produce, args=(source,), name="read-ahead", daemon=True
@@ -597,7 +601,12 @@ class ReadAhead(Iterator[T]):
 
     def _take(self) -> object:
         item, self._taken = self._taken, _NOTHING
-        return self._handoff.items.get() if item is _NOTHING else item
+        if item is not _NOTHING:
+            return item
+        if self._stop is None:
+            return self._handoff.items.get()
+        with waiting_on(self._stop, self._producer):
+            return self._handoff.items.get()
 
     def _consume(self) -> Generator[T, None, None]:
         try:
@@ -617,9 +626,9 @@ class ReadAhead(Iterator[T]):
             self._producer.join(timeout=30)
 
 
-def read_ahead(source: Iterable[T], size: int) -> ReadAhead[T]:
+def read_ahead(source: Iterable[T], size: int, stop: threading.Event | None = None) -> ReadAhead[T]:
     """``source``'s items read up to ``size`` ahead on a thread (``ReadAhead``)."""
-    return ReadAhead(source, size)
+    return ReadAhead(source, size, stop)
 
 
 # --- changes: what a change stream says about the orders (watch, and an incremental batch) ---

@@ -7,30 +7,56 @@ wait goes through (``stop.wait(t)``: a reconnect's backoff, a wait for the serve
 archive's unique index, for a lagging secondary, for the lease): each says by when the loop
 will be back. A loop waiting for a server that is
 away is alive; one stuck beyond its wait plus ``grace_s`` (WATCH_LIVENESS_S) is not.
+
+A reply from MongoDB to the loop is a beat too (``ReplyBeats``): a query's results come in
+batches, each ``getMore`` answered once the server has filled one, so a long read whose batches
+keep coming is alive however long the whole read takes; a read with no batch for longer than the
+grace (a hung server, a connection that answers nothing) is not. And a loop that waits for a
+thread working for it (the catch-up's reader, ``source.ReadAhead``) is as alive as that thread
+(``waiting_on``): its replies and waits count while, and only while, the loop waits for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from pymongo import monitoring
 
 
 class Liveness:
-    """When the loop is next due back (monotonic), set by the loop's own thread only: the lease's
-    renewal thread also waits on the stop, and would keep a hung loop looking alive."""
+    """When the loop is next due back (monotonic), set by the loop's own thread only (or by the
+    thread it waits for, ``waiting_on``): the lease's renewal thread also waits on the stop, and
+    would keep a hung loop looking alive."""
 
     def __init__(self, grace_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.grace_s, self.clock = grace_s, clock
         self.owner = threading.get_ident()
         self._due = clock() + grace_s
+        self._stand_in: int | None = None  # the thread the loop waits for, while it does
 
     def beat(self, waiting_s: float | None = 0.0) -> None:
         """The loop is here, and back within ``waiting_s`` (None: a wait with no end) + grace."""
-        if threading.get_ident() != self.owner:
+        if threading.get_ident() not in (self.owner, self._stand_in):
             return
         self._due = self.clock() + (float("inf") if waiting_s is None else waiting_s) + self.grace_s
+
+    @contextlib.contextmanager
+    def waiting_on(self, thread: threading.Thread) -> Iterator[None]:
+        """The loop waits for ``thread`` (its reader): until the block ends, that thread's beats are
+        the loop's. Only the loop's own thread hands them over; anyone else's call changes nothing."""
+        if threading.get_ident() != self.owner or thread.ident is None:
+            yield
+            return
+        self.beat()  # the loop is here, at its wait
+        self._stand_in = thread.ident
+        try:
+            yield
+        finally:
+            self._stand_in = None
 
     def overdue_s(self) -> float:
         """How long the loop is late (0: alive)."""
@@ -58,6 +84,36 @@ class BeatingStop(threading.Event):
     def wait(self, timeout: float | None = None) -> bool:
         self.liveness.beat(timeout)
         return self.stop.wait(timeout)
+
+
+def waiting_on(stop: threading.Event, thread: threading.Thread) -> contextlib.AbstractContextManager[None]:
+    """``Liveness.waiting_on`` when ``stop`` is watch's (a ``BeatingStop``); otherwise nothing."""
+    if isinstance(stop, BeatingStop):
+        return stop.liveness.waiting_on(thread)
+    return contextlib.nullcontext()
+
+
+class ReplyBeats(monitoring.CommandListener):
+    """Each reply from MongoDB (a command's, each ``getMore``'s batch, an error's) is a beat of the
+    thread that asked, when that thread is the loop's (``Liveness.beat`` decides): a reply is the
+    server answering, the loop not hung. The driver calls it on the thread that ran the command."""
+
+    def __init__(self, liveness: Liveness) -> None:
+        self.liveness = liveness
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass  # asked is not answered: a command sent to a server that never replies is a hang
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self.liveness.beat()
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self.liveness.beat()
+
+
+def reply_beats(stop: threading.Event | None) -> list[monitoring.CommandListener]:
+    """The listener to give a client whose replies beat watch's liveness (none outside watch)."""
+    return [ReplyBeats(stop.liveness)] if isinstance(stop, BeatingStop) else []
 
 
 HEALTH_PATH = "/healthz"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from order_archiver.reporting.liveness import BeatingStop, Liveness
+from order_archiver.mongodb.connection import client_options
+from order_archiver.reporting.liveness import BeatingStop, Liveness, ReplyBeats, reply_beats
+from order_archiver.settings import Settings
+from tests.helpers import wait_for
 
 
 class Clock:
@@ -34,3 +37,84 @@ def test_a_wait_is_alive_for_its_length_and_another_threads_waits_do_not_count()
     stop.stop.set()  # the signal handler sets the run's own stop
     assert stop.is_set()
     assert stop.wait(5)
+
+
+def in_thread(work) -> None:
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+
+
+def test_the_thread_the_loop_waits_for_beats_for_it_only_while_it_waits():
+    """The catch-up's loop waits for its reader's next chunk (``source.ReadAhead``): the reader's
+    beats are the loop's then, and only then (a reader running ahead of a hung loop is no beat)."""
+    clock = Clock()
+    liveness = Liveness(grace_s=10, clock=clock)
+    stop = BeatingStop(threading.Event(), liveness)
+    beating = threading.Event()
+    go_on = threading.Event()
+
+    def reader() -> None:  # a batch from the server, each time the test says
+        while not go_on.wait(0.01):
+            if beating.is_set():
+                stop.is_set()
+                beating.clear()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        clock.now += 15
+        assert liveness.overdue_s() > 4
+        beating.set()  # the reader beats while the loop does not wait for it: nothing
+        wait_for(lambda: not beating.is_set(), what="the reader's beat")
+        assert liveness.overdue_s() > 4
+        with liveness.waiting_on(thread):  # the loop, here, waits for its reader
+            assert liveness.overdue_s() == 0
+            clock.now += 15
+            assert liveness.overdue_s() > 4
+            beating.set()
+            wait_for(lambda: not beating.is_set(), what="the reader's beat")
+            assert liveness.overdue_s() == 0  # the reader's batch: alive
+            clock.now += 15
+            assert liveness.overdue_s() > 4  # no batch for longer than the grace: stuck
+        beating.set()
+        wait_for(lambda: not beating.is_set(), what="the reader's beat")
+        assert liveness.overdue_s() > 4  # the wait is over: the reader's beats no longer count
+
+        def not_the_loop() -> None:  # only the loop hands its beats over
+            with liveness.waiting_on(thread):
+                beating.set()
+                wait_for(lambda: not beating.is_set(), what="the reader's beat")
+
+        in_thread(not_the_loop)
+        assert liveness.overdue_s() > 4
+    finally:
+        go_on.set()
+        thread.join()
+
+
+def test_each_reply_from_mongodb_is_a_beat_of_the_loop_that_asked_only():
+    """``ReplyBeats`` on the client: a reply (a ``getMore``'s batch, an error) on the loop's thread
+    is a beat; a reply on another thread (the lease's renewal) is not."""
+    clock = Clock()
+    liveness = Liveness(grace_s=10, clock=clock)
+    listener = ReplyBeats(liveness)
+    clock.now += 15
+    in_thread(lambda: listener.succeeded(None))  # type: ignore[arg-type]
+    assert liveness.overdue_s() > 4
+    listener.started(None)  # type: ignore[arg-type]  # asked is not answered
+    assert liveness.overdue_s() > 4
+    listener.succeeded(None)  # type: ignore[arg-type]
+    assert liveness.overdue_s() == 0
+    clock.now += 15
+    listener.failed(None)  # type: ignore[arg-type]
+    assert liveness.overdue_s() == 0
+
+
+def test_only_watchs_clients_carry_the_reply_beats():
+    liveness = Liveness(grace_s=10)
+    assert reply_beats(threading.Event()) == []
+    assert reply_beats(None) == []
+    (listener,) = reply_beats(BeatingStop(threading.Event(), liveness))
+    assert isinstance(listener, ReplyBeats)
+    assert listener in client_options(Settings(mongodb_uri="mongodb://h"), [listener])["event_listeners"]

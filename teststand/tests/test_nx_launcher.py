@@ -1057,3 +1057,45 @@ def test_an_update_filtered_on_ne_also_matches_a_document_without_the_field(db):
     assert {d["_id"]: d.get("n") for d in db.tagged.find()} == {1: 1, 2: None, 3: 1}
     assert db.tagged.update_many({"counted_by": {"$ne": "T"}}, {"$set": {"x": 1}}).modified_count == 0
     assert db.tagged.delete_many({"_id": 1, "other": {"$ne": 5}}).deleted_count == 1
+
+
+@pytest.mark.test_server_only("the test server's fault knobs")
+def test_the_slow_reads_knob_answers_each_batch_late_and_a_release_lets_a_held_one_go(tmp_path, db_name):
+    """``NX_SLOW_READS_FILE``: each batch of a read of the named collection (the find's, each
+    getMore's) answered that many seconds late, nothing else (another collection, a change
+    stream, a write); written lower, a reply held goes at once."""
+    import threading
+    import time
+
+    slow = tmp_path / "slow"
+    slow.write_text("")
+    with (
+        running_server({"NX_SLOW_READS_FILE": str(slow)}) as server,
+        pymongo.MongoClient(server.uri) as client,
+    ):
+        db = client[db_name]
+        db.orders.insert_many([{"_id": n} for n in range(6)])
+        db.other.insert_one({"_id": 1})
+        slow.write_text("orders=0.4\n")
+        with db.orders.watch() as stream:  # a change stream on the slow collection: not slowed
+            started = time.monotonic()
+            db.other.find_one()
+            db.orders.insert_one({"_id": 6})  # a write: not slowed
+            assert stream.try_next() is not None
+            assert time.monotonic() - started < 0.4
+        started, stamps = time.monotonic(), []
+        for _ in db.orders.find().batch_size(3):  # three batches: the find's, two getMores'
+            stamps.append(time.monotonic() - started)
+        assert len(stamps) == 7
+        assert stamps[0] >= 0.4  # the find's batch
+        assert stamps[3] - stamps[2] >= 0.4  # each getMore's
+        assert stamps[6] - stamps[5] >= 0.4
+        slow.write_text("orders=600\n")  # a read hung
+        read: list[object] = []
+        held = threading.Thread(target=lambda: read.append(db.orders.find_one({"_id": 2})))
+        held.start()
+        held.join(1.0)
+        assert held.is_alive()  # still held
+        slow.write_text("")  # released
+        held.join(5.0)
+        assert read == [{"_id": 2}]
