@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-floor lint lock venv clean demo dev-server bytecode
+.PHONY: run test test-fast test-floor lint lock venv clean demo dev-server
 
 # requirements-dev.txt holds everything (runtime, simulation, tools, pip itself), each file
 # with its hashes: pip installs those files or nothing.
@@ -53,12 +53,13 @@ lint: $(STAMP)
 	@echo "Any in the product: $$(cat *.py $$(find order_archiver -name '*.py') | grep -ow Any | wc -l) (ceiling: tests/unit/test_layout.py ANY_CEILING)"
 
 # The suite starts hundreds of Python processes (505 CLIs and 63 test servers in the end-to-end
-# tests alone): where PYTHONDONTWRITEBYTECODE is set (as on the machines CI runs on), each
-# compiled the project from source, a third of the CPU the end-to-end tests' CLIs spent
-# (py-spy, 2026-12-07). Compiled once here; Python still checks each .pyc against its source's
-# mtime and size, so an edited module is never run stale.
-bytecode: $(STAMP)
-	@$(BIN)/python -m compileall -q -j 0 order_archiver teststand tests bench *.py >/dev/null
+# tests alone, four pytest workers twice): where PYTHONDONTWRITEBYTECODE is set (as on the
+# machines CI runs on), each compiled the project from source, a third of the CPU the
+# end-to-end tests' CLIs spent (py-spy, 2026-12-07), and pytest rewrote every test module's
+# asserts again in each worker (collection 4.3 s of CPU a worker, 1.1 s with its cache). The
+# test targets let Python keep its bytecode (__pycache__/, ignored by git); it checks each .pyc
+# against its source, so an edited module is never run stale.
+test test-floor test-fast: export PYTHONDONTWRITEBYTECODE :=
 
 # Four workers, each with its own test server and databases: most end-to-end time is waiting
 # (for a watcher, a lease, a server), so they overlap well even on 2 cores (the whole suite on
@@ -68,17 +69,17 @@ bytecode: $(STAMP)
 # 225 s so, with two).
 # First the integration tests on test servers answering as MongoDB 4.4, the oldest supported
 # (12 s; make test-floor adds the end-to-end tests), then the whole suite on the newest.
-test: lint bytecode
+test: lint
 	$(BIN)/python -m pytest -n 4 --dist worksteal -q --mongodb-version 4.4 tests/integration teststand/tests
 	$(BIN)/python -m pytest -n 4 --dist worksteal
 
 # The version floor: the integration and end-to-end tests again, every test server answering as
 # MongoDB 4.4 and refusing what 4.4 does not know (teststand/mongodb_definitions.py). CI runs it too.
-test-floor: lint bytecode
+test-floor: lint
 	$(BIN)/python -m pytest -n 4 --dist worksteal --mongodb-version 4.4 tests/integration tests/e2e teststand/tests
 
 # The edit loop: lint, then the unit tests only (mongomock and the in-process CLI, well under a minute).
-test-fast: lint bytecode
+test-fast: lint
 	$(BIN)/python -m pytest tests/unit -q
 
 # Recompile the three hashed requirement files from their .in files (after a pin changes
