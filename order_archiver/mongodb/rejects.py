@@ -2,17 +2,26 @@
 collection (``REJECTS_COLLECTION``, archive database).
 
 ``{_id: the order's _id, numero_commande, reason, source (the last job to meet it), first_source,
-first_seen, last_seen, times_seen, first_run, reason_run, news_run, counted_by, batch_news}``.
+first_seen, last_seen, times_seen, counted_by, batch_news, watch_news, verify_news}``.
 A run records what it rejected after the archive write of the same chunk; an order seen for the first time, or rejected for another reason than the list
-gave (its number fixed at the source, now taken: ``reason_run``, the run that met the new
-reason), is *new*, and only new rejections make a batch exit 3 (a rejected order does not fail
-every later run; one fixed at the source into another refusal is news to whoever fixed it).
-A batch beside a watcher: the watcher meets a rejection first (at its delivery), and batch
-would only ever find it listed; the watcher's record marks it ``batch_news`` (on insert, or
-with a new reason), and the next batch run to meet it takes the mark (``news_run``) and counts
-it new: batch's *new* is "first listed, or for a new reason, since a batch run last met it, by
-any process" (its exit 3, ``-q``'s output and ``order_archiver_batch_last_rejected_new`` agree;
-``verify --repair``'s pass lists as ``verify``, as another job, and leaves the news to batch).
+gave (its number fixed at the source, now taken), is *new*, and only new rejections make a
+batch exit 3 (a rejected order does not fail every later run; one fixed at the source into
+another refusal is news to whoever fixed it).
+Each such event raises flags on the entry (``<source>_news``, the recording job's, and
+``batch_news``); a record counts as new the entries among its orders whose own flag is up, then
+puts it down: a record that fails before (an election outlasting its retries) leaves it up, and
+the record made again (the watcher's micro-batch replayed, the next batch run) tells it; an
+order met again, in the same run or a later one, is known. Entries written before the flags
+(none up) are known. A batch beside a watcher: the watcher meets a rejection first (at its
+delivery), and batch would only ever find it listed; the watcher's record raises
+``batch_news`` too, and the next batch run to meet it counts it new: batch's *new* is "first
+listed, or for a new reason, since a batch run last met it, by any process" (its exit 3,
+``-q``'s output and ``order_archiver_batch_last_rejected_new`` agree; ``verify --repair``'s
+pass lists as ``verify``, as another job, and leaves the news to batch). Each job puts down
+only its own flag, so batch and the watcher meeting the same order at once each tell it once;
+a flag is put down only where it still holds the news read (each record's flags carry its tag),
+so news raised meanwhile stays up. Two runs of the same job at once may both tell it; a flag
+that cannot be put down is told again by the next record: news is told at least once.
 An order fixed at the source is archived by
 the next run that reaches it, and the end of every completed batch run prunes the entries
 whose order is archived, deleted or no longer delivered; listings leave such entries out
@@ -33,6 +42,7 @@ from pymongo import ASCENDING, UpdateOne
 
 from order_archiver.context import RunContext
 from order_archiver.documents import Client, MongoCollection, OrderId, int_or_none
+from order_archiver.errors import ArchiverError
 from order_archiver.logs import get_logger, plural
 from order_archiver.orders.rejection import Rejection
 from order_archiver.retry import Retry
@@ -43,30 +53,37 @@ T = TypeVar("T")
 
 CHUNK = 1000
 DEFAULT_LIST_LIMIT = 50  # rejected orders `rejects` shows unless told (--limit, --all)
+BATCH_NEWS = "batch_news"  # news to the next batch run (the module docstring)
+
+
+def news_flag(source: str) -> str:
+    """The entry's flag for news to ``source`` not told yet: ``batch_news``, ``watch_news``..."""
+    return f"{source}_news"
 
 
 class RejectStore:
     """The rejects collection. ``record`` is idempotent under retries: whether a rejection is
-    new is read back from ``first_run`` (set once, on insert), not from the write's counts,
-    which a retried upsert would get wrong; ``times_seen`` grows once per record, by a
-    statement that holds only where that record's tag (``counted_by``) is not yet."""
+    new is read back from the entry's news flags (raised by the write, set once by its
+    retries), not from the write's counts, which a retried upsert would get wrong;
+    ``times_seen`` grows once per record, by a statement that holds only where that record's
+    tag (``counted_by``) is not yet."""
 
     def __init__(self, collection: MongoCollection, context: RunContext | None = None) -> None:
         self.collection = collection
         self.context = context or RunContext()  # on the archive's side: its errors name it
-        self.run_id = uuid.uuid4().hex
 
     def _retrying(self, func: Callable[[], T]) -> T:
         return self.context.retrying(func, purpose=Retry.WRITE)
 
     def known(self, ids: list[OrderId], to_batch: bool = False) -> set[OrderId]:
         """The ids among ``ids`` already recorded (by an earlier run, or this one); ``to_batch``:
-        and not news to a batch (``batch_news``: a watcher listed it since a batch last met it)."""
+        and not news to a batch (``batch_news``: listed, or for a new reason, by any job since a
+        batch run last told it)."""
         if not ids:
             return set()
         query: dict[str, object] = {"_id": {"$in": ids}}
         if to_batch:
-            query["batch_news"] = {"$ne": True}
+            query[BATCH_NEWS] = {"$exists": False}
         found = self._retrying(lambda: list(self.collection.find(query, {"_id": 1})))
         return {doc["_id"] for doc in found}
 
@@ -77,29 +94,23 @@ class RejectStore:
         cursor = self.collection.find({}, {"_id": 1}).sort("last_seen", -1).limit(limit)
         return [doc["_id"] for doc in self._retrying(lambda: list(cursor.clone()))]
 
-    def record(
-        self, rejections: list[Rejection], source: str, now: datetime | None = None, run: str | None = None
-    ) -> int:
-        """Record ``rejections``; return how many are new (never recorded before, or recorded
-        for another reason), and log
-        those at WARNING (known ones at DEBUG: a nightly run does not repeat itself)."""
+    def record(self, rejections: list[Rejection], source: str, now: datetime | None = None) -> int:
+        """Record ``rejections``; return how many are news to ``source`` (the module docstring),
+        and log those at WARNING (known ones at DEBUG: a nightly run does not repeat itself).
+        One write, one read, and one more write only when some were news."""
         if not rejections:
             return 0
         now = now or datetime.now(UTC)
-        # The run's mark, kept by its retries. A watcher runs for months: each of its records
-        # is a run of its own (``run``), or an order it met again would be new each time.
-        mark = run or self.run_id
-        # News for the next batch run when another job (the watcher) lists it (module docstring).
-        news = {} if source == "batch" else {"batch_news": True}
-        # First, a listed order met for another reason: marked by this run (kept if retried).
+        tag = uuid.uuid4().hex  # this record's: its retries set and count nothing twice
+        own = news_flag(source)
+        raised = {own: tag, BATCH_NEWS: tag}  # news to its source, and to the next batch run
+        # First, a listed order met for another reason: flagged before its upsert rewrites the
+        # reason. Then the entries. Then ``times_seen``, once per record whatever the retries (a
+        # retry of a write an election killed after some of its statements, which MongoDB keeps,
+        # would count them again): each holds only where this record's tag is not there yet.
         changed = [
-            UpdateOne(
-                {"_id": r.order_id, "reason": {"$ne": r.reason}},
-                {"$set": {"reason_run": mark, **news}},
-            )
-            for r in rejections
+            UpdateOne({"_id": r.order_id, "reason": {"$ne": r.reason}}, {"$set": raised}) for r in rejections
         ]
-        self._retrying(lambda: self.collection.bulk_write(changed, ordered=False))
         entries = [
             UpdateOne(
                 {"_id": r.order_id},
@@ -110,51 +121,24 @@ class RejectStore:
                         "source": source,
                         "last_seen": now,
                     },
-                    "$setOnInsert": {
-                        "first_seen": now,
-                        "first_run": mark,
-                        "first_source": source,
-                        **news,
-                    },
+                    "$setOnInsert": {"first_seen": now, "first_source": source, **raised},
                 },
                 upsert=True,
             )
             for r in rejections
         ]
-        self._retrying(lambda: self.collection.bulk_write(entries, ordered=False))
-        ids = [r.order_id for r in rejections]
-        if source == "batch":
-            self._take_news(ids, mark)
-        # Counted once per record, whatever the retries: a retry of a write an election killed
-        # after some of its statements (MongoDB keeps those) would count them again; each
-        # statement counts only where this record's tag is not there yet.
-        tag = uuid.uuid4().hex
         counted = [
             UpdateOne(
-                {"_id": i, "counted_by": {"$ne": tag}},
+                {"_id": r.order_id, "counted_by": {"$ne": tag}},
                 {"$inc": {"times_seen": 1}, "$set": {"counted_by": tag}},
             )
-            for i in ids
+            for r in rejections
         ]
-        self._retrying(lambda: self.collection.bulk_write(counted, ordered=False))
-        new = {
-            doc["_id"]
-            for doc in self._retrying(
-                lambda: list(
-                    self.collection.find(
-                        {
-                            "_id": {"$in": ids},
-                            "$or": [
-                                {"first_run": mark},
-                                {"reason_run": mark},
-                                {"news_run": mark},
-                            ],
-                        },
-                        {"_id": 1},
-                    )
-                )
-            )
-        }
+        # One ``update`` command (each statement one document: a retryable write), applied in
+        # order; every statement can be applied again.
+        statements = [*changed, *entries, *counted]
+        self._retrying(lambda: self.collection.bulk_write(statements, ordered=True))
+        new = self._take_news([r.order_id for r in rejections], own)
         for rejection in rejections:
             is_new = rejection.order_id in new
             log.log(
@@ -165,17 +149,26 @@ class RejectStore:
             )
         return len(new)
 
-    def _take_news(self, ids: list[OrderId], mark: str) -> None:
-        """A batch run takes the watcher's marks among ``ids``: new to this run (``news_run``,
-        ``mark``, kept if retried), to no later one."""
-        taken = [
-            UpdateOne(
-                {"_id": i, "batch_news": True},
-                {"$unset": {"batch_news": ""}, "$set": {"news_run": mark}},
-            )
-            for i in ids
-        ]
-        self._retrying(lambda: self.collection.bulk_write(taken, ordered=False))
+    def _take_news(self, ids: list[OrderId], flag: str) -> set[OrderId]:
+        """The entries among ``ids`` whose ``flag`` is up, read, then put down where it still
+        holds the news read: a record that fails before that leaves it up for the next one (a
+        replayed micro-batch, the next batch run); news raised since stays up (another tag). A
+        flag that cannot be put down (retries exhausted: some of the statements may be applied)
+        stays up: told now, and again by the next record, rather than lost."""
+        flagged = self._retrying(
+            lambda: list(self.collection.find({"_id": {"$in": ids}, flag: {"$exists": True}}, {flag: 1}))
+        )
+        if flagged:
+            down = [UpdateOne({"_id": d["_id"], flag: d[flag]}, {"$unset": {flag: ""}}) for d in flagged]
+            try:
+                self._retrying(lambda: self.collection.bulk_write(down, ordered=False))
+            except ArchiverError as exc:  # told now, and again by the next record: never lost
+                log.warning(
+                    "%s said new but not marked told (%s): the next record to meet them says them again",
+                    plural(len(flagged), "rejected order"),
+                    exc,
+                )
+        return {d["_id"] for d in flagged}
 
     def entries(self, limit: int | None = None) -> Iterator[dict[str, object]]:
         """The recorded rejections, newest first seen first. No index gives that order: the list

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -142,8 +141,8 @@ class Watcher:
         return self.lease is None or self.lease.held()
 
     def _record_rejections(self, met: list[Rejection]) -> None:
-        # Each micro-batch's record a run of its own: an order met again is known (uuid: its mark).
-        new = self.rejects.record(met, source="watch", now=self.clock(), run=uuid.uuid4().hex)
+        # News once: an order met again is known; a record that failed is told by its replay.
+        new = self.rejects.record(met, source="watch", now=self.clock())
         self.metrics.rejections_listed(new, mode="watch")
 
     # -- service loop

@@ -21,12 +21,12 @@ def test_what_the_watcher_listed_first_is_news_to_the_next_batch_run_once(nx_cli
     order = ObjectId()
     missing, taken = Rejection(order, "numero_commande missing"), Rejection(order, "numero taken")
     watcher = RejectStore(rejects)
-    assert watcher.record([missing], "watch", run="micro-batch 1") == 1
+    assert watcher.record([missing], "watch") == 1
     assert RejectStore(rejects).known([order], to_batch=True) == set()  # a dry run: news
     assert RejectStore(rejects).record([missing], "batch") == 1  # the night's run: exit 3
-    assert watcher.record([missing], "watch", run="micro-batch 2") == 0
+    assert watcher.record([missing], "watch") == 0
     assert RejectStore(rejects).record([missing], "batch") == 0  # told once
-    assert watcher.record([taken], "watch", run="micro-batch 3") == 1  # fixed into another refusal
+    assert watcher.record([taken], "watch") == 1  # fixed into another refusal
     assert RejectStore(rejects).record([taken], "batch") == 1
     entry = rejects.find_one({"_id": order})
     assert entry is not None

@@ -586,12 +586,12 @@ def test_a_rejection_the_watcher_listed_first_is_news_to_the_next_batch_run(mong
     rejects = mongo[settings.archive_db_name][settings.rejects_collection]
     watcher = RejectStore(rejects)
     watched = [Rejection(broken["_id"], "numero_commande missing")]
-    assert watcher.record(watched, source="watch", run="micro-batch 1") == 1  # at the delivery
+    assert watcher.record(watched, source="watch") == 1  # at the delivery
     dry = run(mongo, settings, run=False)
     assert dry.rejected_new == dry.rejected >= 2  # it, and the seed's own: all news to batch
     first = run(mongo, settings)
     assert first.rejected_new == first.rejected == dry.rejected  # exit 3, -q prints them
-    assert watcher.record(watched, source="watch", run="micro-batch 2") == 0  # met again: known
+    assert watcher.record(watched, source="watch") == 0  # met again: known
     again = run(mongo, settings, full=True)
     assert again.rejected == first.rejected
     assert again.rejected_new == 0  # told once
@@ -616,7 +616,7 @@ def test_verify_repair_leaves_the_watchers_news_to_the_next_batch_run(mongo, set
     )
     rejects = mongo[settings.archive_db_name][settings.rejects_collection]
     listed = [Rejection(pending["_id"], "numero_commande missing")]
-    assert RejectStore(rejects).record(listed, source="watch", run="micro-batch") == 1
+    assert RejectStore(rejects).record(listed, source="watch") == 1
     repaired = verify(mongo, settings, VerifyOptions(repair=True))
     assert repaired.repaired == 1
     assert run(mongo, settings, full=True).rejected_new == 1

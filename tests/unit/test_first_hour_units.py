@@ -139,7 +139,7 @@ def test_rejects_are_new_once_then_known_and_pruned(mongo):
     )
     rejections = [Rejection(kept, "numero_commande missing"), Rejection(fixed, "x"), Rejection(deleted, "y")]
     assert store.record(rejections, "batch") == 3
-    assert store.record(rejections, "batch") == 3  # a retried write within the same run: still new
+    assert store.record(rejections, "batch") == 0  # met again in the same run: told once
     later = RejectStore(database["archiver_rejects"])
     assert later.record(rejections[:1], "watch") == 0  # another run: known
     entry = database["archiver_rejects"].find_one({"_id": kept})
