@@ -186,7 +186,11 @@ class SharedRotatingFileHandler(PrivateRotatingFileHandler):
 
     def __init__(self, filename: Path, max_bytes: int, backups: int) -> None:
         super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        lock = open_private(f"{self.baseFilename}.lock", os.O_WRONLY)
+        try:
+            lock = open_private(f"{self.baseFilename}.lock", os.O_WRONLY)
+        except OSError:  # no handler comes of it: the log file opened above is closed
+            super().close()
+            raise
         self.lock_file = os.fdopen(lock, "w")
 
     def emit(self, record: logging.LogRecord) -> None:
