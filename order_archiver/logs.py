@@ -7,6 +7,8 @@ secret registered with ``register_secret`` (the configured password) disappears 
 
 from __future__ import annotations
 
+import errno
+import importlib
 import logging
 import logging.handlers
 import os
@@ -16,16 +18,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from pythonjsonlogger.json import JsonFormatter
 
 try:
     import fcntl
-except ImportError:  # Windows: one process at a time writes the file (NSSM's service)
+except ImportError:  # Windows: msvcrt's byte-range lock instead (``_exclusive``)
     fcntl = None  # type: ignore[assignment]
 
 from order_archiver.settings import LOG_FILE_NAME, Settings, open_private, redact_uri, uri_password
+
+
+class _ByteLocking(Protocol):
+    """What the rotation's lock uses of Windows' ``msvcrt`` (absent elsewhere)."""
+
+    LK_LOCK: int
+    LK_UNLCK: int
+
+    def locking(self, fd: int, mode: int, nbytes: int, /) -> None: ...
+
+
+def _windows_locking() -> _ByteLocking | None:
+    try:
+        return cast(_ByteLocking, importlib.import_module("msvcrt"))
+    except ImportError:  # not Windows
+        return None
+
+
+msvcrt = _windows_locking()
 
 LOGGER_NAME = "order_archiver"
 LOG_FILE_MAX_BYTES = 10 * 1024 * 1024
@@ -159,13 +180,17 @@ class SharedRotatingFileHandler(PrivateRotatingFileHandler):
     RotatingFileHandler alone is not safe across processes (its documentation says so): a
     process that another one rotated under it keeps writing into the renamed file, and rotates
     it again by its size, leaving a few lines in a backup slot. So each record is written under
-    an advisory lock on ``<file>.lock`` (POSIX ``flock``; none on Windows), after reopening the
+    a lock on ``<file>.lock`` (POSIX ``flock``; ``msvcrt.locking`` on Windows), after reopening the
     file if it is no longer the one at the path: the size looked at is the current file's, one
     process rotates it once, the others write into the new one."""
 
     def __init__(self, filename: Path, max_bytes: int, backups: int) -> None:
         super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        lock = open_private(f"{self.baseFilename}.lock", os.O_WRONLY)
+        try:
+            lock = open_private(f"{self.baseFilename}.lock", os.O_WRONLY)
+        except OSError:  # no handler comes of it: the log file opened above is closed
+            super().close()
+            raise
         self.lock_file = os.fdopen(lock, "w")
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -193,15 +218,39 @@ class SharedRotatingFileHandler(PrivateRotatingFileHandler):
 
 @contextmanager
 def _exclusive(descriptor: int) -> Iterator[None]:
-    """The lock file held for one write (by the other processes' emits only: short)."""
-    if fcntl is None:
+    """The lock file held for one write (by the other processes' emits only: short). POSIX:
+    ``flock``. Windows: ``msvcrt.locking`` on the file's first byte (the file holds nothing;
+    a byte range is locked from the file's position, set before the lock and the unlock alike),
+    as the token file's lock (``mongodb/token_lock.py``)."""
+    if fcntl is not None:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    elif msvcrt is not None:
+        _lock_windows(msvcrt, descriptor)
+        try:
+            yield
+        finally:
+            os.lseek(descriptor, 0, os.SEEK_SET)
+            msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1)
+    else:
         yield
+
+
+def _lock_windows(locking: _ByteLocking, descriptor: int) -> None:
+    """``LK_LOCK`` waits: it tries 10 times, a second apart, then fails with EDEADLK; tried
+    again then, as ``flock`` waits (another process's hold is one write)."""
+    while True:
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        try:
+            locking.locking(descriptor, locking.LK_LOCK, 1)
+        except OSError as exc:
+            if exc.errno != errno.EDEADLK:
+                raise
+            continue
         return
-    fcntl.flock(descriptor, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
 
 
 def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:

@@ -14,7 +14,6 @@ from order_archiver.errors import ArchiverError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import OrderSource
 from order_archiver.mongodb.storage import MongoCollection
-from order_archiver.orders.selection import date_range
 from order_archiver.retry import Retry, retrying
 
 log = get_logger("batch")
@@ -23,7 +22,6 @@ log = get_logger("batch")
 @dataclass
 class DeliveredCount:
     orders: MongoCollection
-    archive: MongoCollection
     options: BatchOptions
     report: BatchReport
     stop_event: threading.Event
@@ -60,30 +58,12 @@ class DeliveredCount:
         )
 
     def progress_total(self, source: OrderSource) -> int | None:
-        """The progress bar's total, an estimate (delivered in the window, less already
-        archived): one index count, made only when progress is shown."""
+        """The progress's total: the orders the pass goes through (its count is the summary's
+        scanned, those the read skips as archived included), the window's delivered orders
+        (one index count, made only when progress is shown; those past ARCHIVE_RETENTION or
+        ARCHIVE_COLD_AFTER are not scanned: an estimate). ``--limit`` caps the orders examined:
+        the total, only where the read skips none."""
         total = self.count(source)
-        if total and source.exclude_archived_in is not None:  # ($limit: 0 is refused: none to count)
-            total = max(total - self._archived_in_window(total), 0)
-        if total is not None and self.options.limit is not None:
+        if total is not None and self.options.limit is not None and source.exclude_archived_in is None:
             total = min(total, self.options.limit)
         return total
-
-    def _archived_in_window(self, at_most: int) -> int:
-        """Archive documents of the window, counted up to ``at_most`` (the pass's delivered
-        orders: more would be subtracted from nothing): an estimate of what the server will
-        skip, for the progress bar only. After years of purges the archive holds tens of
-        millions of orders the source no longer has: counted whole, a full pass with a small
-        source counted every one of them (a count with a limit stops there)."""
-        bounds = date_range(self.options.date_from, self.options.date_to)
-        archive_filter = {"date_commande": bounds} if bounds else {}
-        try:
-            return int(
-                retrying(
-                    lambda: self.archive.count_documents(archive_filter, limit=at_most),
-                    purpose=Retry.INFORM,
-                    stop_event=self.stop_event,
-                )
-            )
-        except ArchiverError:
-            return 0

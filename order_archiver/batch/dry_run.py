@@ -35,8 +35,6 @@ class DryRun:
         report = self.report
         new_purgeable = 0  # what --run would archive, then delete
         for chunk in PassTimer(report).timed(chunks):
-            if progress is not None:
-                progress.update(chunk.size)
             # What --run would write (``writing.ChunkWriting``): an order archived as it is is done.
             unwritten = self.writing.unwritten(chunk.documents)
             documents = unwritten.documents
@@ -49,6 +47,13 @@ class DryRun:
             report.would_archive += len(documents)
             new_purgeable += purge.old_enough(documents) if purge is not None else 0
             self.rejections.count_dry(chunk.rejections + refused)
+            if progress is not None:  # the orders gone through, as the summary counts them
+                progress.update(
+                    chunk.scanned,
+                    would_archive=len(documents),
+                    already_archived=unwritten.already_archived + chunk.skipped,
+                    would_reject=len(chunk.rejections) + len(refused),
+                )
             keep_samples(report, self.options, documents, self.shown)
             self.boundary()
         if purge is not None:

@@ -67,7 +67,7 @@ from order_archiver.mongodb.source import (
     ReadAhead,
     read_ahead,
 )
-from order_archiver.mongodb.step import ArchivingStep
+from order_archiver.mongodb.step import ArchiveCounts, ArchivingStep
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.orders.enrichment import status_match
 from order_archiver.reporting.progress import Progress
@@ -133,6 +133,19 @@ def chunks_ahead(archiver: BatchArchiver, after_id: Any) -> ReadAhead[Chunk]:
     return read_ahead(reads, QUEUE_CHUNKS, archiver.context.stop)
 
 
+def shown(progress: Progress | None, chunk: Chunk, counts: ArchiveCounts) -> None:
+    """A chunk written, in the progress: the orders it went through (the summary's scanned, those
+    the read skipped as archived included) and what they were, in the summary's words."""
+    if progress is not None:
+        progress.update(
+            chunk.scanned,
+            archived=counts.archived,
+            already_archived=counts.already_archived + chunk.skipped,
+            revised=counts.revised,
+            rejected=counts.rejected,
+        )
+
+
 class BatchArchiver:
     """One batch run over one client. ``run()`` returns the report; errors are raised as
     ``ArchiverError`` (``main`` maps them to exit codes)."""
@@ -196,7 +209,7 @@ class BatchArchiver:
         self.step = ArchivingStep(
             self.writer, self.rejections.add, options.fence, holds(options, self.throttle)
         )
-        self.delivered = DeliveredCount(self.orders, self.archive, options, self.report, context.stop)
+        self.delivered = DeliveredCount(self.orders, options, self.report, context.stop)
         self.writing = chunk_writing(self, collections)  # the watcher's catch-up: replacing as read
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         self.lifecycle = ArchiveLifecycle(self.archive, settings, archive_clock, on_archive, options.maintain)
@@ -215,15 +228,17 @@ class BatchArchiver:
 
     # -- writing
 
-    def write_chunk(self, chunk: Chunk, upcoming: Chunk | None = None) -> None:
+    def write_chunk(self, chunk: Chunk, upcoming: Chunk | None = None) -> ArchiveCounts:
         """``upcoming``: the next chunk, when it is read already (``writing.ChunkWriting``)."""
         ahead = upcoming.documents if upcoming is not None else None
-        self.report.add_written(self.writing.write(chunk.documents, chunk.rejections, ahead))
+        counts = self.writing.write(chunk.documents, chunk.rejections, ahead)
+        self.report.add_written(counts)
         # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
         # one write every few seconds is enough; it always follows the chunks it covers.
         if chunk.last_id is not None:
             self._last_written_id = chunk.last_id
             self.checkpoint.save_now_and_then(with_progress(self.state, self.current, chunk.last_id))
+        return counts
 
     # -- purge
 
@@ -336,9 +351,7 @@ class BatchArchiver:
             with self.throttle.until_a_limit(self.report):  # at a chunk boundary, or during a wait
                 for chunk in PassTimer(self.report).timed(chunks):
                     keep_samples(self.report, self.options, chunk.documents, self.settings.pii_policy.fields)
-                    self.write_chunk(chunk, chunks.ready())
-                    if self.progress is not None:
-                        self.progress.update(chunk.size)
+                    shown(self.progress, chunk, self.write_chunk(chunk, chunks.ready()))
                     self.throttle.limits.check()  # a chunk boundary: end cleanly
         except BaseException as exc:
             self.rejections.flush_quietly()

@@ -77,15 +77,22 @@ class ColdRestoreMarks:
         away what the usual one honours). One delete on an index range: the marks' ``_id``
         prefix (an anchored regular expression is a range of the ``_id`` index), so it reads the
         marks alone, which after a prune are the restores of the last year; no index of its own.
-        How many were removed."""
+        How many were removed: counted on the same range first, and after a retried delete (an
+        election kills it mid-way, what it deleted stays deleted) less those read back still
+        there (``RunContext.deleted``): no mark older than ``before`` is written meanwhile
+        (``hold`` stamps the restore's own time)."""
         query = {"_id": {"$regex": f"^{MARK}:"}, "kind": MARK, "restored_at": {"$lt": before}}
-        result = self.context.retrying(lambda: self.collection.delete_many(query), purpose=Retry.WRITE)
-        if result.deleted_count:
+        count = functools.partial(self.collection.count_documents, query)
+        asked = int(self.context.retrying(count, purpose=Retry.READ))
+        if not asked:
+            return 0
+        removed = self.context.deleted(functools.partial(self.collection.delete_many, query), asked, count)
+        if removed:
             log.info(
                 "cold tier: %s older than a year (and RESTORE_HOLD) removed",
-                plural(result.deleted_count, "restore mark"),
+                plural(removed, "restore mark"),
             )
-        return int(result.deleted_count)
+        return removed
 
     def of(self, ids: list[OrderId]) -> dict[OrderId, datetime]:
         keys = {self.key(i): i for i in ids}

@@ -1,5 +1,6 @@
 """Progress of a long job: a tqdm bar on a terminal, a log line every few seconds otherwise
-(systemd, Kubernetes, cron mail), nothing with ``-q``."""
+(systemd, Kubernetes, cron mail), nothing with ``-q``. A job may say what its count is made of
+(``update``'s figures: ``archived 0, already archived 135``), in the words of its summary."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class Progress:
         self.mode = mode
         self.unit = unit
         self.done = 0
+        self.figures: dict[str, int] = {}  # what ``done`` is made of, summed (``update``)
         self.started = time.monotonic()
         self._logged_at = self.started
         self._bar: Any = None
@@ -49,9 +51,15 @@ class Progress:
                 total=total, desc=description, unit=f" {unit}", file=sys.stderr, dynamic_ncols=True
             )
 
-    def update(self, count: int) -> None:
+    def update(self, count: int, **figures: int) -> None:
+        """``count`` more done; ``figures`` (``already_archived=135``): what they were, each
+        summed and shown after the rate in its summary's words (``already archived 135``)."""
         self.done += count
+        for name, value in figures.items():
+            self.figures[name] = self.figures.get(name, 0) + value
         if self._bar is not None:
+            if self.figures:
+                self._bar.set_postfix_str(self._figures_text(), refresh=False)
             self._bar.update(count)
         elif self.mode == "log" and time.monotonic() - self._logged_at >= self.log_every_s:
             self._logged_at = time.monotonic()
@@ -60,21 +68,26 @@ class Progress:
     def _log_line(self) -> None:
         elapsed = time.monotonic() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
+        figures = f": {self._figures_text()}" if self.figures else ""
         if self.total:
             remaining = max(self.total - self.done, 0)
             eta = f", ETA {remaining / rate:.0f}s" if rate > 0 else ""
             log.info(
-                "%s: %d/%d %s (%.0f/s%s)",
+                "%s: %d/%d %s (%.0f/s%s)%s",
                 self.description,
                 self.done,
                 self.total,
                 self.unit,
                 rate,
                 eta,
+                figures,
                 extra={"done": self.done, "total": self.total, "rate": round(rate, 1)},
             )
         else:
-            log.info("%s: %d %s (%.0f/s)", self.description, self.done, self.unit, rate)
+            log.info("%s: %d %s (%.0f/s)%s", self.description, self.done, self.unit, rate, figures)
+
+    def _figures_text(self) -> str:
+        return ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in self.figures.items())
 
     def close(self) -> None:
         if self._bar is not None:

@@ -4,6 +4,7 @@ processes on one test server, one killed and restarted): tests/e2e/test_partitio
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -338,3 +339,51 @@ def test_a_second_process_waits_one_lease_life_as_it_says_and_takes_a_lease_rele
     assert share.lease.held()
     assert time.monotonic() - started < 1.5
     share.__exit__(None, None, None)
+
+
+PROGRESS_LINE = re.compile(r"^(?:archiving|examining): (\d+) orders \([^)]*\): (.+)$")
+
+
+@pytest.mark.parametrize("run", [True, False])
+def test_the_progress_lines_of_a_share_count_what_its_summary_counts(
+    mongo, settings, monkeypatch, caplog, run
+):
+    """A user's `batch --partition 1/2 --max-rate 15`: its progress lines said "archiving: 1
+    orders (0/s)" and its summary "archived 0, already archived 362": the lines counted the
+    orders examined, not those the read skipped as archived (a share reads in pages, skipping
+    what the archive holds), which are most of a share's history and what --max-rate paces.
+    The lines count the orders gone through (the summary's scanned, or "to examine") and say
+    what they were in the summary's words; the last one agrees with the summary. A line each
+    chunk here (the interval, 10 s, set to 0); the rate kept high (the pacing is not the point)."""
+    import functools
+
+    import order_archiver.batch.job as job
+    from order_archiver.reporting.progress import Progress
+    from tests.helpers import deliver, pending_ids
+
+    monkeypatch.setattr(job, "Progress", functools.partial(Progress, log_every_s=0))
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 400, seed=3, p_anomalies=0.2)
+    BatchArchiver(mongo, settings, BatchOptions(run=True, batch_size=50)).run()
+    deliver(mongo[settings.mongodb_database][settings.orders_collection], pending_ids(dataset, 30))
+    caplog.set_level("INFO", logger="order_archiver.progress")
+    options = BatchOptions(run=run, batch_size=50, partition=Partition(1, 2), max_rate=2000.0, progress="log")
+    report = BatchArchiver(mongo, settings, options).run()
+    lines = [r.getMessage() for r in caplog.records if r.name == "order_archiver.progress"]
+    assert len(lines) >= 2, lines  # one a chunk
+    last = PROGRESS_LINE.match(lines[-1])
+    assert last is not None, lines[-1]
+    assert int(last.group(1)) == report.scanned
+    if run:
+        expected = (
+            f"archived {report.archived}, already archived {report.already_archived}, "
+            f"revised {report.revised}, rejected {report.rejected}"
+        )
+    else:
+        expected = (
+            f"would archive {report.would_archive}, already archived {report.already_archived}, "
+            f"would reject {report.rejected}"
+        )
+    assert last.group(2) == expected
+    assert report.already_archived > 0  # every kind met: skipped, written, rejected
+    assert report.rejected > 0
+    assert max(report.archived, report.would_archive) > 0

@@ -1,4 +1,5 @@
 import io
+import re
 
 from order_archiver.reporting.progress import Progress, progress_mode
 
@@ -67,3 +68,20 @@ def test_the_metrics_textfile_follows_no_planted_link(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["order_archiver.prom", "victim", planted.name]
     )
+
+
+def test_what_the_count_is_made_of_is_summed_and_shown_in_words(caplog, monkeypatch):
+    """``update``'s figures (batch: archived, already archived...) after the rate, summed over
+    the updates, in a log line and on the bar."""
+    caplog.set_level("INFO")
+    progress = Progress("archiving", mode="log", log_every_s=0)
+    progress.update(50, archived=5, already_archived=45)
+    progress.update(50, archived=0, already_archived=50)
+    line = caplog.records[-1].getMessage()
+    assert re.fullmatch(r"archiving: 100 orders \(\d+/s\): archived 5, already archived 95", line), line
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    bar = Progress("archiving", total=100, mode="bar")
+    bar.update(100, archived=5, already_archived=95)
+    bar.close()
+    assert "archived 5, already archived 95" in err.getvalue()
