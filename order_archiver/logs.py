@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TextIO, cast
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -191,12 +191,39 @@ class SharedRotatingFileHandler(PrivateRotatingFileHandler):
         except OSError:  # no handler comes of it: the log file opened above is closed
             super().close()
             raise
-        self.lock_file = os.fdopen(lock, "w")
+        self.lock_file: TextIO | None = os.fdopen(lock, "w")
+        self.unlocked_because = ""  # why the file is written without the lock (said once)
+        try:
+            with _exclusive(lock):  # a folder that takes no lock (NFS without its lock service) said now
+                pass
+        except LockUnavailable as exc:
+            self._write_unlocked(exc)
 
     def emit(self, record: logging.LogRecord) -> None:
-        with _exclusive(self.lock_file.fileno()):
-            self._follow_rotation()
-            super().emit(record)
+        if self.lock_file is not None:
+            try:
+                with _exclusive(self.lock_file.fileno()):
+                    self._follow_rotation()
+                    super().emit(record)
+                return
+            except LockUnavailable as exc:  # lost since (an NFS server's lock daemon gone)
+                self._write_unlocked(exc)
+                sys.stderr.write(f"warning: {self.unlocked_line()}\n")
+        super().emit(record)
+
+    def _write_unlocked(self, exc: LockUnavailable) -> None:
+        """No lock to be had: the records are still written (a run never fails on its log file);
+        only the rotation is no longer agreed between processes sharing the folder."""
+        if self.lock_file is not None:
+            self.lock_file.close()
+        self.lock_file, self.unlocked_because = None, exc.strerror or type(exc).__name__
+
+    def unlocked_line(self) -> str:
+        return (
+            f"the log file {self.baseFilename} is written without its lock ({self.unlocked_because}): "
+            "processes sharing its folder may each rotate it; give each its own LOG_DIR, or a "
+            "folder on a file system that takes locks"
+        )
 
     def _follow_rotation(self) -> None:
         """Reopen when the open file is no longer the one at the path (another process rotated)."""
@@ -212,8 +239,13 @@ class SharedRotatingFileHandler(PrivateRotatingFileHandler):
             self.stream = self._open()
 
     def close(self) -> None:
-        self.lock_file.close()
+        if self.lock_file is not None:
+            self.lock_file.close()
         super().close()
+
+
+class LockUnavailable(OSError):
+    """The lock file's lock could not be taken (ENOLCK: an NFS folder whose lock service, lockd/statd, is not running)."""
 
 
 @contextmanager
@@ -221,15 +253,22 @@ def _exclusive(descriptor: int) -> Iterator[None]:
     """The lock file held for one write (by the other processes' emits only: short). POSIX:
     ``flock``. Windows: ``msvcrt.locking`` on the file's first byte (the file holds nothing;
     a byte range is locked from the file's position, set before the lock and the unlock alike),
-    as the token file's lock (``mongodb/token_lock.py``)."""
+    as the token file's lock (``mongodb/token_lock.py``). A lock that cannot be taken is a
+    ``LockUnavailable``, told from what the write inside raises."""
     if fcntl is not None:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise LockUnavailable(exc.errno, exc.strerror) from exc
         try:
             yield
         finally:
             fcntl.flock(descriptor, fcntl.LOCK_UN)
     elif msvcrt is not None:
-        _lock_windows(msvcrt, descriptor)
+        try:
+            _lock_windows(msvcrt, descriptor)
+        except OSError as exc:
+            raise LockUnavailable(exc.errno, exc.strerror) from exc
         try:
             yield
         finally:
@@ -290,6 +329,8 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> logging.Logger:
         except OSError as exc:
             file_handler = None
             sys.stderr.write(f"warning: no log file in {settings.log_dir}: {exc.strerror}\n")
+        if file_handler is not None and file_handler.unlocked_because:
+            sys.stderr.write(f"warning: {file_handler.unlocked_line()}\n")
         if file_handler is not None:
             file_handler.setLevel(level)
             if settings.log_format == "json":

@@ -214,10 +214,12 @@ def test_the_rotation_lock_on_windows_locks_and_unlocks_the_same_byte_around_eac
     test_processes_sharing_the_log_file_rotate_it_once_and_follow_the_rotation."""
     import order_archiver.logs as logs
 
-    stand_in = StandInMsvcrt(tmp_path / "logs" / LOG_FILE_NAME, busy=1)
+    stand_in = StandInMsvcrt(tmp_path / "logs" / LOG_FILE_NAME)
     monkeypatch.setattr(logs, "fcntl", None)
     monkeypatch.setattr(logs, "msvcrt", stand_in, raising=False)
     configure()
+    stand_in.calls.clear()  # the set-up's own try of the lock (a folder that takes none is said then)
+    stand_in.busy = 1
     get_logger("test").warning("written on Windows")
     lock, unlock = StandInMsvcrt.LK_LOCK, StandInMsvcrt.LK_UNLCK
     assert stand_in.calls == [(lock, 0, 1, False), (lock, 0, 1, False), (unlock, 0, 1, True)]
@@ -238,3 +240,46 @@ def test_a_lock_file_that_cannot_be_opened_leaves_no_log_file_open(configure, tm
     assert unclosed == []
     assert f"warning: no log file in {tmp_path / 'logs'}: Is a directory" in capsys.readouterr().err
     assert not any(hasattr(h, "maxBytes") for h in logging.getLogger().handlers)
+
+
+class NoLocksFcntl:
+    """``fcntl`` on a folder that takes no lock (NFS whose lock service, lockd/statd, is not
+    running: flock fails with ENOLCK, "No locks available"), from the ``fail_after``-th
+    ``LOCK_EX`` on (0: from the first)."""
+
+    LOCK_EX, LOCK_UN = 2, 8
+
+    def __init__(self, fail_after=0):
+        self.fail_after = fail_after
+
+    def flock(self, fd, operation):
+        if operation == self.LOCK_EX:
+            if self.fail_after <= 0:
+                raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+            self.fail_after -= 1
+
+
+@pytest.mark.parametrize("fail_after", [0, 3], ids=["from-the-start", "lost-midway"])
+def test_a_log_folder_that_takes_no_lock_is_written_without_it_and_said_once(
+    configure, tmp_path, monkeypatch, capsys, fail_after
+):
+    """Review: the rotation's lock raised out of the handler's emit (no ``handleError`` around
+    it): on a LOG_DIR that takes no lock (an NFS volume whose lock service is not running),
+    every log call of every command raised ENOLCK into the code that logged, from the first. The records are written (a run never fails on its log file), the
+    rotation no longer agreed between processes, said once on stderr in one line."""
+    import order_archiver.logs as logs
+
+    monkeypatch.setattr(logs, "fcntl", NoLocksFcntl(fail_after))
+    configure()
+    for n in range(5):
+        get_logger("test").warning("line %d on NFS", n)
+    text = (tmp_path / "logs" / LOG_FILE_NAME).read_text()
+    assert all(f"line {n} on NFS" in text for n in range(5))
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "written without its lock" in line]
+    assert said == [
+        f"warning: the log file {tmp_path / 'logs' / LOG_FILE_NAME} is written without its lock "
+        "(No locks available): processes sharing its folder may each rotate it; give each its own "
+        "LOG_DIR, or a folder on a file system that takes locks"
+    ]
+    assert "Traceback" not in err
