@@ -103,6 +103,13 @@ def waiting_on(stop: threading.Event, thread: threading.Thread) -> contextlib.Ab
     return contextlib.nullcontext()
 
 
+def waiting_at_most(stop: threading.Event, seconds: float) -> None:
+    """The loop is about to wait up to ``seconds`` for something its stop does not end (a
+    thread's ``join``): a beat saying so when ``stop`` is watch's (a ``BeatingStop``)."""
+    if isinstance(stop, BeatingStop):
+        stop.liveness.beat(seconds)
+
+
 class ReplyBeats(monitoring.CommandListener):
     """Each reply from MongoDB (a command's, each ``getMore``'s batch, an error's) is a beat of the
     thread that asked, when that thread is the loop's (``Liveness.beat`` decides): a reply is the

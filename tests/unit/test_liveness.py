@@ -176,3 +176,41 @@ def test_a_wait_the_reader_began_before_the_loop_waits_for_it_keeps_its_length()
         gate.set()
         thread.join()
     assert results[1] == "chunk"
+
+
+def test_the_loop_closing_its_reader_mid_read_is_back_within_the_join():
+    """A catch-up that ends mid-read (a write failed: the watcher reconnects) closes its reader
+    (``ReadAhead.close``), which waits up to 30 s for the reader's current read to end: a wait
+    with an end, longer than an allowed WATCH_LIVENESS_S (15 s). It said nothing of it: 503 a
+    grace into the join, and a probe restarting a watcher on its way to reconnect."""
+    from order_archiver.mongodb.source import read_ahead
+
+    clock = Clock()
+    release = threading.Event()
+    closing = threading.Event()
+    holder: list[Liveness] = []
+
+    def loop() -> None:
+        liveness = Liveness(grace_s=15, clock=clock)
+        holder.append(liveness)
+        stop = BeatingStop(threading.Event(), liveness)
+
+        def chunks():
+            yield "chunk"
+            release.wait()  # the next chunk's read: long, and no reply yet
+            yield "next"
+
+        ahead = read_ahead(chunks(), 1, stop)
+        assert next(ahead) == "chunk"
+        closing.set()
+        ahead.close()  # the write failed: the reader is let go
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        wait_for(closing.is_set, what="the loop closing its reader")
+        clock.now += 25  # into the join's 30 s
+        wait_for(lambda: holder[0].overdue_s() == 0, timeout=5, what="the loop's 30 s join said")
+    finally:
+        release.set()
+        thread.join()
