@@ -7,12 +7,12 @@ secret registered with ``register_secret`` (the configured password) disappears 
 
 from __future__ import annotations
 
-import errno
 import importlib
 import logging
 import logging.handlers
 import os
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +33,7 @@ from order_archiver.settings import LOG_FILE_NAME, Settings, open_private, redac
 class _ByteLocking(Protocol):
     """What the rotation's lock uses of Windows' ``msvcrt`` (absent elsewhere)."""
 
-    LK_LOCK: int
+    LK_NBLCK: int
     LK_UNLCK: int
 
     def locking(self, fd: int, mode: int, nbytes: int, /) -> None: ...
@@ -278,16 +278,22 @@ def _exclusive(descriptor: int) -> Iterator[None]:
         yield
 
 
+# Another process's hold of the rotation's lock is one write: looked at again this soon.
+WINDOWS_LOCK_RETRY_S = 0.01
+
+
 def _lock_windows(locking: _ByteLocking, descriptor: int) -> None:
-    """``LK_LOCK`` waits: it tries 10 times, a second apart, then fails with EDEADLK; tried
-    again then, as ``flock`` waits (another process's hold is one write)."""
+    """``LK_NBLCK`` tried until it holds, as ``flock`` waits: a byte another process holds fails
+    with EACCES (ERROR_LOCK_VIOLATION), tried again 10 ms later; any other error (a share that
+    takes no lock) is raised. Not ``LK_LOCK``: it sleeps a whole second between its 10 tries, and
+    after them says EDEADLOCK whatever the OS said (ucrt's ``locking.cpp``), so a folder taking no
+    lock could not be told from a busy one."""
     while True:
         os.lseek(descriptor, 0, os.SEEK_SET)
         try:
-            locking.locking(descriptor, locking.LK_LOCK, 1)
-        except OSError as exc:
-            if exc.errno != errno.EDEADLK:
-                raise
+            locking.locking(descriptor, locking.LK_NBLCK, 1)
+        except PermissionError:  # EACCES: another process holds the byte
+            time.sleep(WINDOWS_LOCK_RETRY_S)
             continue
         return
 

@@ -40,7 +40,7 @@ from order_archiver.orders.finishing import Finished, Finisher
 from order_archiver.orders.partition import Partition
 from order_archiver.orders.rejection import Rejection
 from order_archiver.orders.selection import IdList, build_selection, id_order_key, in_window
-from order_archiver.reporting.liveness import waiting_on
+from order_archiver.reporting.liveness import waiting_at_most, waiting_on
 from order_archiver.retry import Purpose, Retry, RetryPolicy
 
 log = get_logger("batch")
@@ -562,6 +562,10 @@ class _Handoff:
         self.put(_END)
 
 
+# A consumer that stops early waits this long at most for the producer's current item (a read).
+RELEASE_WAIT_S = 30.0
+
+
 class ReadAhead(Iterator[T]):
     """``source``'s items, produced on a thread up to ``size`` ahead of the consumer: the
     producer puts each item, then an end mark or its exception; the consumer iterates. A
@@ -623,7 +627,9 @@ class ReadAhead(Iterator[T]):
     def _release(self) -> None:
         self._handoff.gone.set()
         if self._producer.is_alive() and self._producer is not threading.current_thread():
-            self._producer.join(timeout=30)
+            if self._stop is not None:  # watch's loop: back within the join (/healthz)
+                waiting_at_most(self._stop, RELEASE_WAIT_S)
+            self._producer.join(timeout=RELEASE_WAIT_S)
 
 
 def read_ahead(source: Iterable[T], size: int, stop: threading.Event | None = None) -> ReadAhead[T]:

@@ -13,7 +13,8 @@ batches, each ``getMore`` answered once the server has filled one, so a long rea
 keep coming is alive however long the whole read takes; a read with no batch for longer than the
 grace (a hung server, a connection that answers nothing) is not. And a loop that waits for a
 thread working for it (the catch-up's reader, ``source.ReadAhead``) is as alive as that thread
-(``waiting_on``): its replies and waits count while, and only while, the loop waits for it.
+(``waiting_on``): its replies and waits count while, and only while, the loop waits for it; a
+wait it began before (a retry's backoff while the loop was writing) counts for its length then.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -37,12 +39,18 @@ class Liveness:
         self.owner = threading.get_ident()
         self._due = clock() + grace_s
         self._stand_in: int | None = None  # the thread the loop waits for, while it does
+        # What each other live thread said last of its own return: a wait it began before the loop
+        # came to wait for it still holds then (weak: a thread gone takes its entry with it).
+        self._promised: weakref.WeakKeyDictionary[threading.Thread, float] = weakref.WeakKeyDictionary()
 
     def beat(self, waiting_s: float | None = 0.0) -> None:
         """The loop is here, and back within ``waiting_s`` (None: a wait with no end) + grace."""
-        if threading.get_ident() not in (self.owner, self._stand_in):
-            return
-        self._due = self.clock() + (float("inf") if waiting_s is None else waiting_s) + self.grace_s
+        due = self.clock() + (float("inf") if waiting_s is None else waiting_s) + self.grace_s
+        ident = threading.get_ident()
+        if ident != self.owner:
+            self._promised[threading.current_thread()] = due
+        if ident in (self.owner, self._stand_in):
+            self._due = due
 
     @contextlib.contextmanager
     def waiting_on(self, thread: threading.Thread) -> Iterator[None]:
@@ -51,8 +59,10 @@ class Liveness:
         if threading.get_ident() != self.owner or thread.ident is None:
             yield
             return
-        self.beat()  # the loop is here, at its wait
         self._stand_in = thread.ident
+        # The loop is here, at its wait; and back when that thread said it would be, if later (a
+        # retry's backoff it began while the loop was writing: its beat did not count then).
+        self._due = max(self.clock() + self.grace_s, self._promised.get(thread, float("-inf")))
         try:
             yield
         finally:
@@ -91,6 +101,13 @@ def waiting_on(stop: threading.Event, thread: threading.Thread) -> contextlib.Ab
     if isinstance(stop, BeatingStop):
         return stop.liveness.waiting_on(thread)
     return contextlib.nullcontext()
+
+
+def waiting_at_most(stop: threading.Event, seconds: float) -> None:
+    """The loop is about to wait up to ``seconds`` for something its stop does not end (a
+    thread's ``join``): a beat saying so when ``stop`` is watch's (a ``BeatingStop``)."""
+    if isinstance(stop, BeatingStop):
+        stop.liveness.beat(seconds)
 
 
 class ReplyBeats(monitoring.CommandListener):

@@ -118,3 +118,99 @@ def test_only_watchs_clients_carry_the_reply_beats():
     (listener,) = reply_beats(BeatingStop(threading.Event(), liveness))
     assert isinstance(listener, ReplyBeats)
     assert listener in client_options(Settings(mongodb_uri="mongodb://h"), [listener])["event_listeners"]
+
+
+class Gate(threading.Event):
+    """The run's stop as the reader's wait sees it: ``inside`` once the reader waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.inside.set()
+        return super().wait(timeout)
+
+
+def test_a_wait_the_reader_began_before_the_loop_waits_for_it_keeps_its_length():
+    """The catch-up's reader (``source.ReadAhead``) reads ahead while the loop writes; a retry's
+    backoff it begins then (``retry.Backoff``: up to 30 s, longer than an allowed WATCH_LIVENESS_S
+    of 15 s) says "back within 30 s" while its beats do not count yet. The loop that comes to wait
+    for it meanwhile is alive until that wait ends (plus the grace): MongoDB away never fails
+    /healthz (docs/configuration.md). It was 503 a grace after the loop began to wait."""
+    from order_archiver.mongodb.source import read_ahead
+
+    clock = Clock()
+    gate = Gate()
+    results: list[object] = []
+    waiting = threading.Event()
+
+    def loop() -> None:  # the watch loop's thread: the liveness's owner
+        liveness = Liveness(grace_s=15, clock=clock)
+        stop = BeatingStop(gate, liveness)
+        results.append(liveness)
+
+        def chunks():
+            stop.wait(30)  # a retry's backoff on the reader's thread, begun before the loop waits
+            yield "chunk"
+
+        ahead = read_ahead(chunks(), 1, stop)
+        gate.inside.wait()  # the reader is in its 30 s wait (its beat came first)
+        clock.now += 5  # the loop writes its chunk meanwhile, then waits for the next one
+        waiting.set()
+        results.append(next(ahead))
+        ahead.close()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        wait_for(lambda: waiting.is_set() and len(results) == 1, what="the loop at its wait")
+        liveness = results[0]
+        assert isinstance(liveness, Liveness)
+        wait_for(lambda: liveness._stand_in is not None, what="the loop waiting for its reader")
+        clock.now += 20  # 25 s into the reader's 30 s wait; 20 s into the loop's own
+        assert liveness.overdue_s() == 0
+        clock.now += 25  # the wait plus its grace are over: stuck
+        assert liveness.overdue_s() > 0
+    finally:
+        gate.set()
+        thread.join()
+    assert results[1] == "chunk"
+
+
+def test_the_loop_closing_its_reader_mid_read_is_back_within_the_join():
+    """A catch-up that ends mid-read (a write failed: the watcher reconnects) closes its reader
+    (``ReadAhead.close``), which waits up to 30 s for the reader's current read to end: a wait
+    with an end, longer than an allowed WATCH_LIVENESS_S (15 s). It said nothing of it: 503 a
+    grace into the join, and a probe restarting a watcher on its way to reconnect."""
+    from order_archiver.mongodb.source import read_ahead
+
+    clock = Clock()
+    release = threading.Event()
+    closing = threading.Event()
+    holder: list[Liveness] = []
+
+    def loop() -> None:
+        liveness = Liveness(grace_s=15, clock=clock)
+        holder.append(liveness)
+        stop = BeatingStop(threading.Event(), liveness)
+
+        def chunks():
+            yield "chunk"
+            release.wait()  # the next chunk's read: long, and no reply yet
+            yield "next"
+
+        ahead = read_ahead(chunks(), 1, stop)
+        assert next(ahead) == "chunk"
+        closing.set()
+        ahead.close()  # the write failed: the reader is let go
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        wait_for(closing.is_set, what="the loop closing its reader")
+        clock.now += 25  # into the join's 30 s
+        wait_for(lambda: holder[0].overdue_s() == 0, timeout=5, what="the loop's 30 s join said")
+    finally:
+        release.set()
+        thread.join()

@@ -184,22 +184,46 @@ def test_the_log_file_is_written_where_the_os_has_no_nofollow_nor_fchmod(configu
 
 
 class StandInMsvcrt:
-    """Windows' ``msvcrt`` as far as the rotation's lock uses it (``LK_LOCK``, ``LK_UNLCK``,
-    ``locking``): each call recorded with the lock file's position (the byte range's start) and
-    whether the record was in the log file yet. ``busy``: the first ``LK_LOCK`` calls fail as
-    Windows' does after its 10 tries a second apart (EDEADLK), another process holding the lock."""
+    """Windows' ``msvcrt`` as far as the rotation's lock uses it, as the UCRT's ``_locking`` does
+    (ucrt/lowio/locking.cpp): ``LockFileEx`` on ``nbytes`` from the file's position, once for
+    ``LK_NBLCK`` (a lock violation, ERROR_LOCK_VIOLATION, is EACCES), up to 10 times a second
+    apart for ``LK_LOCK``, which then says EDEADLOCK whatever the OS said. Each call recorded with
+    the lock file's position and whether the record was in the log file yet. ``busy``: the next
+    ``LockFileEx`` calls find another process holding the byte; ``refuses``: the folder takes no
+    lock (a share whose server refuses them: ERROR_NOT_SUPPORTED, EINVAL). ``slept_s``: the
+    seconds ``LK_LOCK`` slept between its tries. ``calls_at_most``: a loop that never ends is
+    stopped there (``Looping``)."""
 
-    LK_UNLCK, LK_LOCK = 0, 1
+    LK_UNLCK, LK_LOCK, LK_NBLCK = 0, 1, 2
 
-    def __init__(self, log_file, busy=0):
-        self.log_file, self.busy, self.calls = log_file, busy, []
+    def __init__(self, log_file, busy=0, refuses=False, calls_at_most=1000):
+        self.log_file, self.busy, self.refuses, self.calls = log_file, busy, refuses, []
+        self.slept_s, self.calls_at_most = 0, calls_at_most
 
     def locking(self, fd, mode, nbytes):
         written = self.log_file.exists() and "written on Windows" in self.log_file.read_text()
         self.calls.append((mode, os.lseek(fd, 0, os.SEEK_CUR), nbytes, written))
-        if mode == self.LK_LOCK and self.busy:
-            self.busy -= 1
-            raise OSError(errno.EDEADLK, "Resource deadlock avoided")
+        if len(self.calls) > self.calls_at_most:
+            raise Looping(f"{len(self.calls)} calls to msvcrt.locking for one record")
+        if mode == self.LK_UNLCK:
+            return
+        for attempt in range(10 if mode == self.LK_LOCK else 1):
+            if attempt:
+                self.slept_s += 1
+            if self.refuses:
+                error = errno.EINVAL
+            elif self.busy:
+                self.busy -= 1
+                error = errno.EACCES
+            else:
+                return
+        if mode == self.LK_LOCK:
+            error = errno.EDEADLK
+        raise OSError(error, os.strerror(error))
+
+
+class Looping(Exception):
+    """The stand-in's way out of a lock tried forever."""
 
 
 def test_the_rotation_lock_on_windows_locks_and_unlocks_the_same_byte_around_each_write(
@@ -209,9 +233,10 @@ def test_the_rotation_lock_on_windows_locks_and_unlocks_the_same_byte_around_eac
     Windows (no ``fcntl``), where the token file's lock uses ``msvcrt.locking``. Windows is not
     tested here: a stand-in ``msvcrt`` (the branch Windows takes: no ``fcntl``, an ``msvcrt``)
     shows the byte locked before the record is written and unlocked after, the same byte (a
-    range starts at the file's position), and a lock still busy after LK_LOCK's 10 s tried again
-    rather than written unlocked. Two processes on Linux rotating once:
-    test_processes_sharing_the_log_file_rotate_it_once_and_follow_the_rotation."""
+    range starts at the file's position), and a byte another process holds tried again rather
+    than written unlocked, without LK_LOCK's whole second between tries (a watcher's loop logging
+    beside a batch run would stop a second at each collision). Two processes on Linux rotating
+    once: test_processes_sharing_the_log_file_rotate_it_once_and_follow_the_rotation."""
     import order_archiver.logs as logs
 
     stand_in = StandInMsvcrt(tmp_path / "logs" / LOG_FILE_NAME)
@@ -219,10 +244,38 @@ def test_the_rotation_lock_on_windows_locks_and_unlocks_the_same_byte_around_eac
     monkeypatch.setattr(logs, "msvcrt", stand_in, raising=False)
     configure()
     stand_in.calls.clear()  # the set-up's own try of the lock (a folder that takes none is said then)
-    stand_in.busy = 1
+    stand_in.busy = 3
     get_logger("test").warning("written on Windows")
-    lock, unlock = StandInMsvcrt.LK_LOCK, StandInMsvcrt.LK_UNLCK
-    assert stand_in.calls == [(lock, 0, 1, False), (lock, 0, 1, False), (unlock, 0, 1, True)]
+    *tries, last = stand_in.calls
+    assert last == (StandInMsvcrt.LK_UNLCK, 0, 1, True)
+    assert tries
+    assert all(call[1:] == (0, 1, False) for call in tries)
+    assert stand_in.busy == 0
+    assert stand_in.slept_s == 0
+    assert "written on Windows" in (tmp_path / "logs" / LOG_FILE_NAME).read_text()
+
+
+def test_a_log_folder_on_windows_that_takes_no_lock_is_written_without_it(
+    configure, tmp_path, monkeypatch, capsys
+):
+    """Review: ``LK_LOCK`` says EDEADLOCK after its 10 tries whatever the OS said (ucrt's
+    locking.cpp), and the rotation's lock took EDEADLOCK for "another process holds it" and
+    tried again, forever: a LOG_DIR on a share that takes no lock (ERROR_NOT_SUPPORTED) hung
+    every command at its first log line, 10 s a try (here: stopped after 1,000 calls). Said once
+    and written without the lock, as on Linux (ENOLCK)."""
+    import order_archiver.logs as logs
+
+    stand_in = StandInMsvcrt(tmp_path / "logs" / LOG_FILE_NAME, refuses=True)
+    monkeypatch.setattr(logs, "fcntl", None)
+    monkeypatch.setattr(logs, "msvcrt", stand_in, raising=False)
+    configure()
+    get_logger("test").warning("written on Windows")
+    assert "written on Windows" in (tmp_path / "logs" / LOG_FILE_NAME).read_text()
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "written without its lock" in line]
+    assert len(said) == 1
+    assert "(Invalid argument)" in said[0]
+    assert len(stand_in.calls) == 1  # tried once, at the set-up
 
 
 def test_a_lock_file_that_cannot_be_opened_leaves_no_log_file_open(configure, tmp_path, capsys):
