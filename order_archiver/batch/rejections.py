@@ -57,7 +57,7 @@ class RejectionLog:
 
     def count_dry(self, rejections: list[Rejection]) -> None:
         """A dry run lists nothing: it says which rejections would be new."""
-        known = self.store.known([r.order_id for r in rejections], to_batch=self.archived_by == "batch")
+        known = self.store.not_news(rejections, to_batch=self.archived_by == "batch")
         new = [r for r in rejections if r.order_id not in known]
         for rejection in new:
             log.warning(

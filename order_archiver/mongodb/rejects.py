@@ -75,17 +75,24 @@ class RejectStore:
     def _retrying(self, func: Callable[[], T]) -> T:
         return self.context.retrying(func, purpose=Retry.WRITE)
 
-    def known(self, ids: list[OrderId], to_batch: bool = False) -> set[OrderId]:
-        """The ids among ``ids`` already recorded (by an earlier run, or this one); ``to_batch``:
-        and not news to a batch (``batch_news``: listed, or for a new reason, by any job since a
-        batch run last told it)."""
+    def known(self, ids: list[OrderId]) -> set[OrderId]:
+        """The ids among ``ids`` on the list (recorded by an earlier run, or this one)."""
         if not ids:
             return set()
-        query: dict[str, object] = {"_id": {"$in": ids}}
+        found = self._retrying(lambda: list(self.collection.find({"_id": {"$in": ids}}, {"_id": 1})))
+        return {doc["_id"] for doc in found}
+
+    def not_news(self, rejections: list[Rejection], to_batch: bool = False) -> set[OrderId]:
+        """The orders among ``rejections`` that ``record`` would not count new (a dry run's
+        figure is the run's): listed for the same reason; ``to_batch``: and no news up for batch."""
+        if not rejections:
+            return set()
+        query: dict[str, object] = {"_id": {"$in": [r.order_id for r in rejections]}}
         if to_batch:
             query[BATCH_NEWS] = {"$exists": False}
-        found = self._retrying(lambda: list(self.collection.find(query, {"_id": 1})))
-        return {doc["_id"] for doc in found}
+        found = self._retrying(lambda: list(self.collection.find(query, {"reason": 1})))
+        listed = {doc["_id"]: doc.get("reason") for doc in found}
+        return {r.order_id for r in rejections if r.order_id in listed and listed[r.order_id] == r.reason}
 
     def listed_ids(self, limit: int = 10_000) -> list[OrderId]:
         """The ids on the list (at most ``limit``, newest first): an incremental batch reads

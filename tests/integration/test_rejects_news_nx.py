@@ -22,7 +22,7 @@ def test_what_the_watcher_listed_first_is_news_to_the_next_batch_run_once(nx_cli
     missing, taken = Rejection(order, "numero_commande missing"), Rejection(order, "numero taken")
     watcher = RejectStore(rejects)
     assert watcher.record([missing], "watch") == 1
-    assert RejectStore(rejects).known([order], to_batch=True) == set()  # a dry run: news
+    assert RejectStore(rejects).not_news([missing], to_batch=True) == set()  # a dry run: news
     assert RejectStore(rejects).record([missing], "batch") == 1  # the night's run: exit 3
     assert watcher.record([missing], "watch") == 0
     assert RejectStore(rejects).record([missing], "batch") == 0  # told once
@@ -32,3 +32,28 @@ def test_what_the_watcher_listed_first_is_news_to_the_next_batch_run_once(nx_cli
     assert entry is not None
     assert "batch_news" not in entry
     assert entry["times_seen"] == 6
+
+
+def test_a_dry_run_says_new_what_the_run_counts_new_a_changed_reason_included(nx_client, nx_settings):
+    """Review: a dry run's "would be new" read the list by id alone, so an order fixed at the
+    source into another refusal (its number now taken) was "already listed" to the dry run and
+    new to the run (exit 3): the dry run's figure is the run's, for each kind of news."""
+    rejects = nx_client[nx_settings.archive_db_name][nx_settings.rejects_collection]
+    store = RejectStore(rejects)
+    same, changed, unlisted = ObjectId(), ObjectId(), ObjectId()
+    store.record(
+        [Rejection(same, "numero_commande missing"), Rejection(changed, "numero_commande missing")], "batch"
+    )
+    met = [
+        Rejection(same, "numero_commande missing"),
+        Rejection(changed, "numero taken"),
+        Rejection(unlisted, "numero_commande missing"),
+    ]
+    would_be_new = {r.order_id for r in met} - store.not_news(met, to_batch=True)
+    assert would_be_new == {changed, unlisted}
+    rejects.update_one(
+        {"_id": same}, {"$set": {"batch_news": "a watcher's tag"}}
+    )  # listed again by a watcher
+    assert store.not_news(met, to_batch=True) == set()
+    assert store.not_news(met) == {same}  # to another job than batch, the watcher's news is none
+    assert store.record(met, "batch") == 3

@@ -620,3 +620,22 @@ def test_verify_repair_leaves_the_watchers_news_to_the_next_batch_run(mongo, set
     repaired = verify(mongo, settings, VerifyOptions(repair=True))
     assert repaired.repaired == 1
     assert run(mongo, settings, full=True).rejected_new == 1
+
+
+def test_a_dry_run_says_new_an_order_rejected_for_another_reason_as_the_run_does(mongo, settings, seeded):
+    """Review: a dry run's "would be new" read the rejects list by id alone: an order fixed at
+    the source into another refusal (given a number another order's archive holds) was "already
+    listed" to the dry run and new to the run (exit 3). The dry run's figure is the run's."""
+    first = run(mongo, settings)
+    assert first.rejected_new > 0
+    rejects = mongo[settings.archive_db_name][settings.rejects_collection]
+    entry = rejects.find_one({"reason": {"$regex": "numero_commande"}})
+    assert entry is not None, [e["reason"] for e in rejects.find()]
+    taken = archive_of(mongo, settings).find_one({}, {"numero_commande": 1})["numero_commande"]
+    mongo[settings.mongodb_database]["Commande"].update_one(
+        {"_id": entry["_id"]}, {"$set": {"numero_commande": taken}}
+    )
+    dry = run(mongo, settings, run=False)
+    real = run(mongo, settings)
+    assert real.rejections.get("numero_commande already archived for another order") == 1
+    assert (dry.rejected_new, real.rejected_new) == (1, 1)
