@@ -1,6 +1,5 @@
 """What a reviewer checks in the deployment files, checked by a test."""
 
-import fnmatch
 import re
 import shlex
 import shutil
@@ -29,28 +28,60 @@ def main_args(command: list[str]) -> list[str]:
     return command[index + 1 :]
 
 
+def docker_pattern(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker matches it (Go's ``filepath.Match`` on the path from the
+    context's root, plus ``**``): ``*`` and ``?`` never cross a ``/``, ``**`` crosses any number
+    of folders. Not ``fnmatch``, whose ``*`` crosses them: with it ``*.pyc`` seemed to leave out
+    every compiled file, where Docker leaves out only those at the root."""
+    parts = re.split(r"(\*\*/?|\*|\?)", pattern.strip("/"))
+    wild = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(wild.get(part, re.escape(part)) for part in parts) + "$")
+
+
+def docker_ignored(relative: str) -> bool:
+    """Whether .dockerignore leaves ``relative`` out of the build context: the last pattern that
+    matches it or a folder above it decides (``!`` takes it back in)."""
+    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    parts = relative.split("/")
+    paths = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    ignored = False
+    for rule in rules:
+        if not rule or rule.startswith("#"):
+            continue
+        keep = rule.startswith("!")
+        pattern = docker_pattern(rule.lstrip("!"))
+        if any(pattern.match(path) for path in paths):
+            ignored = not keep
+    return ignored
+
+
 def image_files() -> set[str]:
     """The files the Dockerfile's COPY lines take from the build context (the checkout less
     what .dockerignore leaves out)."""
     text = (ROOT / "Dockerfile").read_text()
-    ignored = [line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()]
-    ignored = [pattern for pattern in ignored if pattern and not pattern.startswith(("#", "!"))]
-
-    def in_context(path: Path) -> bool:
-        relative = path.relative_to(ROOT)
-        return not any(
-            fnmatch.fnmatch(str(relative), pattern) or fnmatch.fnmatch(relative.parts[0], pattern)
-            for pattern in ignored
-        )
-
     copied: set[str] = set()
     for source in re.findall(r"^COPY\s+(?:--\S+\s+)*(.+?)\s+\S+$", text, re.MULTILINE):
         for pattern in source.split():
             matched = [ROOT / pattern] if (ROOT / pattern).is_dir() else list(ROOT.glob(pattern))
             for path in matched:
                 files = path.rglob("*") if path.is_dir() else [path]
-                copied |= {str(f.relative_to(ROOT)) for f in files if f.is_file() and in_context(f)}
+                copied |= {
+                    str(f.relative_to(ROOT))
+                    for f in files
+                    if f.is_file() and not docker_ignored(str(f.relative_to(ROOT)))
+                }
     return copied
+
+
+def test_the_build_context_leaves_out_compiled_files_in_every_folder():
+    """``make test`` writes bytecode next to the sources (``__pycache__/``, as any Python run
+    without PYTHONDONTWRITEBYTECODE): .dockerignore's ``__pycache__/`` and ``*.pyc`` matched at
+    the context's root alone (Docker's patterns do not cross folders), so the image took every
+    package's compiled files, built by another Python, from the developer's checkout."""
+    for path in ("order_archiver/__pycache__/errors.cpython-311.pyc", "order_archiver/batch/job.cpython-311.pyc"):
+        assert docker_ignored(path), path
+    assert docker_ignored(".env") and not docker_ignored(".env.example")
+    assert not docker_ignored("order_archiver/batch/job.py")
 
 
 def product_modules() -> set[str]:
