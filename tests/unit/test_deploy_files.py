@@ -78,9 +78,13 @@ def test_the_build_context_leaves_out_compiled_files_in_every_folder():
     without PYTHONDONTWRITEBYTECODE): .dockerignore's ``__pycache__/`` and ``*.pyc`` matched at
     the context's root alone (Docker's patterns do not cross folders), so the image took every
     package's compiled files, built by another Python, from the developer's checkout."""
-    for path in ("order_archiver/__pycache__/errors.cpython-311.pyc", "order_archiver/batch/job.cpython-311.pyc"):
+    for path in (
+        "order_archiver/__pycache__/errors.cpython-311.pyc",
+        "order_archiver/batch/job.cpython-311.pyc",
+    ):
         assert docker_ignored(path), path
-    assert docker_ignored(".env") and not docker_ignored(".env.example")
+    assert docker_ignored(".env")
+    assert not docker_ignored(".env.example")
     assert not docker_ignored("order_archiver/batch/job.py")
 
 
