@@ -68,7 +68,7 @@ test test-floor test-fast: export PYTHONDONTWRITEBYTECODE :=
 # tests, so a few long fault tests do not leave one worker alone at the end (318 s by default,
 # 225 s so, with two).
 # First the integration tests on test servers answering as MongoDB 4.4, the oldest supported
-# (12 s; make test-floor adds the end-to-end tests), then the whole suite on the newest.
+# (264 tests, about a minute; make test-floor adds the end-to-end tests), then the whole suite on the newest.
 test: lint
 	$(BIN)/python -m pytest -n 4 --dist worksteal -q --mongodb-version 4.4 tests/integration teststand/tests
 	$(BIN)/python -m pytest -n 4 --dist worksteal
