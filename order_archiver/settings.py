@@ -189,6 +189,9 @@ class Settings:
     # (not a setting) the cold tier's recorded boundary, read from the archive at a command's
     # start (cold/record.py): deliveries before it are never archived again
     cold_moved_before: datetime | None = None
+    # (not a setting) the AWS SDK's own variables a settings file gives and the environment does
+    # not (``AWS_SDK_VARIABLES``): handed to the SDK before the cold tier's S3 is opened
+    aws_sdk_from_file: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def archive_db_name(self) -> str:
@@ -682,7 +685,7 @@ def unknown_settings(file_values: Mapping[str, str], where: str) -> list[str]:
     resembles; one that is a typo of a setting's name is refused (``misspelt``). A ``.env`` may
     be shared with other tools (``MONGODB_VERSION``, docker compose's own): their keys are theirs."""
     warnings = []
-    for key in sorted(set(file_values) - set(ENV_VARS)):
+    for key in sorted(set(file_values) - set(ENV_VARS) - set(AWS_SDK_VARIABLES)):
         # Another tool's key may resemble a setting (MONGODB_URL, MONGO_URI): only one letter
         # off a setting's name (ORDERS_COLECTION) is taken for a typo without our prefixes.
         misspelt(key, where, 0.75 if _own(key) else NEAR_MISS)
@@ -927,11 +930,13 @@ def load_settings(
     values = _parsed_values(environment, file_values)
     values.update(uri_from_file(values))  # before the flags: --archive-uri overrides the file too
     values.update({field: value for field, value in (overrides or {}).items() if value is not None})
+    if not (overrides or {}).get("simulation"):  # a simulation takes no deployment's storage from a file
+        values["aws_sdk_from_file"] = aws_sdk_from_file(file_values, environment)
     settings = Settings(**values)
     check_settings(settings)
     if not settings.simulation and not settings.mongodb_uri:
         raise ConfigError(f"MONGODB_URI is not set: {_where_looked(env_file)}, or use --simulation")
-    check_aws_endpoints(settings, environment)
+    check_aws_endpoints(settings, {**dict(settings.aws_sdk_from_file), **environment})
     warnings += retention_warnings(settings)
     for name, uri in (
         ("MONGODB_URI", settings.mongodb_uri),
@@ -944,6 +949,41 @@ def load_settings(
 
 # The S3-compatible store's address, read by the AWS SDK itself (pyarrow) from the environment.
 AWS_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+# The AWS SDK's settings for the cold tier's S3, which it reads from the process environment
+# (docs/operating.md). A settings file may give them as it gives the archiver's own: each is the
+# SDK's where the environment lacks it (the environment wins, as for every setting).
+AWS_SDK_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_CA_BUNDLE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+)
+
+
+def aws_sdk_from_file(
+    file_values: Mapping[str, str], environ: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """The AWS SDK's variables the settings file gives and the environment does not."""
+    return tuple(
+        (name, value)
+        for name, value in sorted(file_values.items())
+        if name in AWS_SDK_VARIABLES and value and name not in environ
+    )
+
+
+def hand_aws_settings_to_the_sdk(settings: Settings) -> None:
+    """The settings file's AWS variables into this process's environment, where the SDK reads
+    them (pyarrow's S3 has no other way for a profile or an endpoint variable); never over the
+    environment's own. Before the cold tier's S3 is opened."""
+    for name, value in settings.aws_sdk_from_file:
+        os.environ.setdefault(name, value)
 
 
 def check_watch_liveness(settings: Settings) -> None:

@@ -26,7 +26,7 @@ from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.lease import Lease, server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.orders.erasing import BY_AGE, Erasure
-from order_archiver.settings import Duration, Settings
+from order_archiver.settings import Duration, Settings, hand_aws_settings_to_the_sdk
 
 log = get_logger("cold")
 MOVE_LEASE = "cold-tier/move"  # one writer of the cold tier at a time (no watcher name holds a "/")
@@ -40,6 +40,7 @@ def cold_store(settings: Settings, context: RunContext) -> ColdStore | None:
     without it retried for a minute after a Ctrl-C."""
     if not settings.archive_cold_url:
         return None
+    hand_aws_settings_to_the_sdk(settings)  # a settings file's AWS_*: the SDK reads the environment
     return ColdStore(settings.archive_cold_url, stop=context.stop)
 
 

@@ -547,3 +547,43 @@ def test_batch_run_says_a_published_cold_file_is_gone(nx_client, nx_settings, nx
         f"cold tier: 0 orders moved into 0 files; 1 published file gone, {rows} orders in no place "
         f"(verify names them): {store.url_of(gone.path)}"
     ) in text.stdout
+
+
+def test_the_aws_settings_of_a_settings_file_reach_the_cold_tiers_s3(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, empty_s3, monkeypatch
+):
+    """A new user's try: AWS_ENDPOINT_URL and the keys in .env, beside the archiver's own
+    settings, were "not a setting, ignored": the SDK reads its settings from the environment
+    alone, and the run went to AWS itself. A settings file's AWS variables are the SDK's where
+    the environment lacks them (the environment wins); a simulation takes none of them."""
+    from pyarrow.fs import S3FileSystem
+
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    S3FileSystem(
+        endpoint_override=empty_s3.endpoint,
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+        allow_bucket_creation=True,
+    ).create_dir("orders")
+    database = nx_client[db_name]
+    _recent, old = seed_old_and_recent(database, nx_settings)
+    aws = {**S3_KEYS, "AWS_ENDPOINT_URL": empty_s3.endpoint}
+    (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in aws.items()))
+    env = {**nx_env, "ARCHIVE_COLD_URL": "s3://orders/livraison", "ARCHIVE_COLD_AFTER": "365d"}
+    first = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    moved = run_cli("batch", "--run", "--json", env=env, cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["cold"]["moved"] == len(old)
+    assert "is not a setting" not in moved.stderr
+    assert "testing" not in moved.stderr  # no key said

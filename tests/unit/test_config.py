@@ -1,3 +1,4 @@
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -654,3 +655,33 @@ def test_the_archive_uri_can_come_from_a_mounted_file(tmp_path):
         f"ARCHIVE_MONGODB_URI_FILE {secret}: 2 lines; the connection string alone, on one line"
     )
     assert "Arch1ve-S3cret" not in str(refused.value)
+
+
+def test_a_settings_files_aws_variables_are_the_sdks_where_the_environment_lacks_them(tmp_path, monkeypatch):
+    """The cold tier's S3 settings in a settings file (AWS_ENDPOINT_URL and the keys beside
+    MONGODB_URI) were "not a setting, ignored". Each is handed to the SDK, which reads the
+    process environment, unless the environment has it (the environment wins); a simulation
+    takes none (a settings file names a deployment's storage); its values are never shown."""
+    from order_archiver.settings import hand_aws_settings_to_the_sdk
+
+    env_file = tmp_path / "custom.env"
+    env_file.write_text(
+        "MONGODB_URI=mongodb://localhost:27017\nAWS_ENDPOINT_URL=http://127.0.0.1:9000\n"
+        "AWS_SECRET_ACCESS_KEY=from-the-file\nAWS_REGION=eu-west-3\n"
+    )
+    env_file.chmod(0o600)
+    settings, warnings = load_settings(str(env_file), environ={"AWS_REGION": "us-east-1"})
+    assert warnings == []
+    assert dict(settings.aws_sdk_from_file) == {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_SECRET_ACCESS_KEY": "from-the-file",
+    }
+    assert "from-the-file" not in repr(settings)
+    for name in ("AWS_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-environments")
+    hand_aws_settings_to_the_sdk(settings)
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "the-environments"
+    simulated, _ = load_settings(str(env_file), overrides={"simulation": True}, environ={})
+    assert simulated.aws_sdk_from_file == ()
