@@ -496,11 +496,19 @@ class ColdMove:
                 file_boundary(self.context)
                 left.add_forgotten(held, self.respect(held))
                 deletes = [DeleteOne(_as_moved(d)) for d in held]
-                result = self._write(functools.partial(self.archive.bulk_write, deletes, ordered=False))
+                ids = [d["_id"] for d in held]
+                # An election may kill the bulk after some of its deletes (those stay done), and
+                # a retry answers for its own only: after one, ``ids`` less those still archived
+                # (read back: ``RunContext.deleted``, as the purge counts its own).
+                deleted = self.context.deleted(
+                    functools.partial(self.archive.bulk_write, deletes, ordered=False),
+                    len(deletes),
+                    functools.partial(self.archive.count_documents, {"_id": {"$in": ids}}),
+                )
                 self.context.gate.after(len(deletes))  # --max-rate
-                self.report.moved += result.deleted_count
-                if result.deleted_count < len(deletes):
-                    left.stale |= self._still_archived([d["_id"] for d in held])
+                self.report.moved += deleted
+                if deleted < len(deletes):
+                    left.stale |= self._still_archived(ids)
         self.report.kept_revised += len(left.stale)
         return left
 
