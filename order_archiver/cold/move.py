@@ -290,7 +290,7 @@ class JournalSettlement:
             # Published, then found damaged: never read, never deleted from; kept for a person.
             log.error("cold tier: %s does not read back whole; the archive keeps its orders", final)
             self.manifest.remove(final)
-            self.store.fs.move(final, final.replace(".parquet", ".damaged"))
+            self.store.set_aside(final, "damaged")
         elif entry.get("replaces") and entry.get("state") == "published":
             self.manifest.remove(str(entry["replaces"]))
             self.store.remove(str(entry["replaces"]))  # a rewrite that left nothing: no new file
@@ -464,7 +464,7 @@ class ColdMove:
         final_now = self._moved_out(key, final)
         self._write(lambda: self.journal.delete_one({"_id": key}))
         self.report.files += 1
-        self.report.bytes += (self.store.fs.get_file_info(final_now).size or 0) if final_now else 0
+        self.report.bytes += self.store.size(final_now) if final_now else 0
         if str(month) not in self.report.months:  # a month of several files: once
             self.report.months.append(str(month))
         log.info(
@@ -523,7 +523,7 @@ class ColdMove:
         is left. The file that holds the month's orders now (None: none left)."""
         if not left.stale and not left.erased:
             return path
-        size = self.store.fs.get_file_info(path).size or 0
+        size = self.store.size(path)
         return ColdRewrite(self.store, self.journal, self.context).without(
             ColdFile(path, size), left.stale, left.erased
         )
