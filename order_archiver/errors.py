@@ -9,7 +9,6 @@ everything else fails fast with a clear message.
 from __future__ import annotations
 
 import errno
-import traceback
 from enum import IntEnum
 from typing import Literal
 
@@ -206,6 +205,7 @@ def is_transient(exc: BaseException) -> bool:
 # are spent (measured with pyarrow 26 as the store opens it: 3 tries of a HEAD, about 30 of a
 # listing or a read, a few seconds); a local folder's errors carry an ``errno``. A file's damaged
 # bytes are neither: ``ArrowInvalid`` (a ``ValueError``) or an ``OSError`` of the Parquet reader.
+# Sorted where they are raised, at the cold tier's edge with its storage (``ColdStorageError``).
 StorageFault = Literal["transient", "denied", "no_bucket", "failed"]
 # AWS S3 API Reference, "Error responses": 503 SlowDown, 500 InternalError, 503
 # ServiceUnavailable ("reduce your request rate", "retry"); a timeout or a connection reset.
@@ -235,15 +235,33 @@ LOCAL_TRANSIENT = frozenset({errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ECO
 LOCAL_DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
-def storage_fault(exc: BaseException) -> StorageFault | None:
-    """What a cold-tier error says of the storage, or None when it is no storage fault (a file's
-    bytes that do not read as Parquet): ``transient`` (retry), ``denied`` (credentials, a bucket
-    policy, a folder's permissions), ``no_bucket`` (404 NoSuchBucket: a wrong bucket, endpoint
-    or region), ``failed`` (any other answer of the storage). Never "not found" nor "damaged".
-    An ``OSError`` raised elsewhere (a full disk under ``--metrics-file``, the token file) is no
-    fault of the cold tier's storage: None, and it is said as it is."""
-    if not isinstance(exc, OSError) or not _raised_in_cold_tier(exc):
-        return None
+class ColdStorageError(OSError):
+    """An error of the cold tier's storage, typed where it was raised: at the storage's edge
+    (``cold/store.py``, ``cold/files.py``, through which every request of the cold tier to its
+    folder or bucket goes: ``store.storage_edge``), with what it says of the storage (``kind``).
+    Its text, ``errno`` and file name are the storage's own. Told by its type, never by where it
+    passed: an ``OSError`` of anything else raised while the cold tier runs (a full disk under
+    ``--metrics-file``, the ``--stop-file`` on a stale mount) is not one."""
+
+    kind: StorageFault = "failed"
+
+    @classmethod
+    def of(cls, exc: OSError) -> ColdStorageError | None:
+        """``exc`` (an ``OSError`` the storage raised) typed with its kind; None when it says
+        nothing of the storage (the Parquet reader's own: a file's bytes)."""
+        kind = _storage_kind(exc)
+        if kind is None:
+            return None
+        if exc.filename is not None:
+            typed = cls(exc.errno, exc.strerror, exc.filename, None, exc.filename2)
+        else:
+            typed = cls(*exc.args)
+        typed.kind = kind
+        return typed
+
+
+def _storage_kind(exc: OSError) -> StorageFault | None:
+    """What an ``OSError`` of the storage says of it (see ``storage_fault``)."""
     text = str(exc)
     if "AWS Error" in text:
         if "NO_SUCH_BUCKET" in text:
@@ -258,15 +276,17 @@ def storage_fault(exc: BaseException) -> StorageFault | None:
     return "transient" if exc.errno in LOCAL_TRANSIENT else "failed"
 
 
-def _raised_in_cold_tier(exc: BaseException) -> bool:
-    """An S3 error (only the cold tier speaks to S3), or one raised in the cold tier's code."""
-    if "AWS Error" in str(exc):
-        return True
-    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
-    return any(COLD_TIER_CODE in frame.filename.replace("\\", "/") for frame in frames)
+def storage_fault(exc: BaseException) -> StorageFault | None:
+    """What a cold-tier storage error says of the storage, or None when it is none: the kind a
+    ``ColdStorageError`` was raised with at the storage's edge. ``transient`` (retry),
+    ``denied`` (credentials, a bucket policy, a folder's permissions), ``no_bucket`` (404
+    NoSuchBucket: a wrong bucket, endpoint or region), ``failed`` (any other answer of the
+    storage). Never "not found" nor "damaged". A file's bytes that do not read as Parquet are
+    no storage fault (None), and neither is any other ``OSError`` (a full disk under
+    ``--metrics-file``, the token file): it is said as it is."""
+    return exc.kind if isinstance(exc, ColdStorageError) else None
 
 
-COLD_TIER_CODE = "order_archiver/cold/"  # where the cold tier's storage is called from
 STORAGE_FIXES = {
     "transient": "the storage did not answer after retries (S3 SlowDown/500/503, a timeout or a "
     "reset connection); nothing is lost, run the command again",

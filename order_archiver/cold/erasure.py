@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from order_archiver.cold.files import matching
 from order_archiver.cold.rewrite import ColdRewrite
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.search import ColdQuery
@@ -34,12 +35,11 @@ def _holding(
     store: ColdStore, cold_file: ColdFile, query: ColdQuery, erasure: Erasure
 ) -> tuple[int, set[str]]:
     """The person's orders in one file, and the ids of those still holding personal data."""
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(cold_file.path, filesystem=store.fs, format="parquet").to_table(
-        filter=query.expression(), columns=["document"]
-    )
-    documents = [document_of(text) for text in table.column("document").to_pylist()]
+    documents = [
+        document_of(text)
+        for _path, table in matching(store, [cold_file.path], query.expression(), ["document"])
+        for text in table.column("document").to_pylist()
+    ]
     return len(documents), {str(d["_id"]) for d in documents if erasure.holds(d)}
 
 

@@ -2,11 +2,16 @@
 
 Memory stays flat with a month's size: the writer holds one row group (``ROW_GROUP_ROWS``
 rows) at a time; the checks and the readers go through a file a batch at a time.
+
+With ``store``, the cold tier's edge with its storage: every read or write of a file's bytes
+goes through here (no other module opens one), inside ``store.storage_edge`` (a fault of the
+storage leaves as an ``errors.ColdStorageError``), and only the requests do: never the rows a
+writer is handed, nor the code that reads what a reader yields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -20,10 +25,13 @@ from order_archiver.cold.schema import (
     arrow_schema,
     row_of,
 )
-from order_archiver.errors import FatalError, storage_fault
+from order_archiver.cold.store import storage_edge
+from order_archiver.errors import ColdStorageError, FatalError
 from order_archiver.logs import plural
 
 if TYPE_CHECKING:
+    from pyarrow import Table
+    from pyarrow.dataset import Expression
     from pyarrow.parquet import ParquetFile, RowGroupMetaData
 
     from order_archiver.cold.store import ColdStore
@@ -70,7 +78,8 @@ class ColdFileWriter:
         self.full = False
         self.schema = arrow_schema()
         self._out = store.create_file(path)  # owner-only on a local disk
-        self._writer = pq.ParquetWriter(self._out, self.schema, compression="zstd")
+        with storage_edge():
+            self._writer = pq.ParquetWriter(self._out, self.schema, compression="zstd")
         self._rows: list[Row] = []
         self.digest = Digest()
 
@@ -79,9 +88,13 @@ class ColdFileWriter:
             self._rows.append(row_of(document))
             if len(self._rows) >= self.row_group_rows:
                 self._flush()
-                if self.max_bytes is not None and self._out.tell() >= self.max_bytes:
+                if self.max_bytes is not None and self._written() >= self.max_bytes:
                     self.full = True
                     return  # the rest in the next file
+
+    def _written(self) -> int:
+        with storage_edge():
+            return int(self._out.tell())
 
     def _flush(self) -> None:
         if not self._rows:
@@ -90,7 +103,8 @@ class ColdFileWriter:
 
         table = pa.Table.from_pylist(self._rows, schema=self.schema)
         self.digest.add(table.column("_id").to_pylist(), table.column("document").to_pylist())
-        self._writer.write_table(table, row_group_size=len(self._rows))
+        with storage_edge():
+            self._writer.write_table(table, row_group_size=len(self._rows))
         self._rows = []
 
     def close(self, extra: Mapping[bytes, bytes] | None = None) -> FileSummary:
@@ -98,15 +112,17 @@ class ColdFileWriter:
         self._flush()
         metadata = {**(extra or {}), **self.digest.metadata()}
         self._writer.add_key_value_metadata(metadata)
-        self._writer.close()
-        self._out.close()
+        with storage_edge():
+            self._writer.close()
+            self._out.close()
         return FileSummary.of(metadata)
 
     def abandon(self) -> None:
         """Close without publishing: the partial file is removed."""
         try:
-            self._writer.close()
-            self._out.close()
+            with storage_edge():
+                self._writer.close()
+                self._out.close()
         finally:
             self.store.remove(self.path)
 
@@ -114,13 +130,31 @@ class ColdFileWriter:
 def _open(store: ColdStore, path: str) -> ParquetFile:
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(store.fs.open_input_file(path))
+    with storage_edge():
+        return pq.ParquetFile(store.fs.open_input_file(path))
 
 
 def batches(store: ColdStore, path: str, columns: list[str]) -> Iterator[dict[str, list[str | None]]]:
     """The file's text ``columns``, ``READ_BATCH_ROWS`` rows at a time."""
-    for batch in _open(store, path).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
-        yield {name: batch.column(name).to_pylist() for name in columns}
+    parquet = _open(store, path)
+    with storage_edge():  # the reads only: the caller's code between two batches runs outside
+        for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+            yield {name: batch.column(name).to_pylist() for name in columns}
+
+
+def matching(
+    store: ColdStore, paths: Sequence[str], where: Expression, columns: list[str]
+) -> Iterator[tuple[str, Table]]:
+    """(a file's path, its rows that match ``where``, ``columns`` only) for each of ``paths``,
+    through pyarrow's dataset: a row group whose statistics rule ``where`` out is not read."""
+    import pyarrow.dataset as ds
+
+    if not paths:
+        return
+    with storage_edge():  # the reads only, as ``batches``
+        dataset = ds.dataset(list(paths), filesystem=store.fs, format="parquet")
+        for fragment in dataset.get_fragments():
+            yield fragment.path, fragment.to_table(filter=where, columns=columns)
 
 
 def dated_documents(
@@ -132,8 +166,9 @@ def dated_documents(
         return
     columns = ["date_livraison", "document"]
     parquet = _open(store, path)
-    for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns, row_groups=groups):
-        yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
+    with storage_edge():  # the reads only, as ``batches``
+        for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns, row_groups=groups):
+            yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
 
 
 def row_groups(store: ColdStore, path: str) -> list[RowGroupMetaData]:
@@ -165,9 +200,9 @@ def check_file(store: ColdStore, path: str, expected: FileSummary) -> None:
     footer says so: a ``FatalError`` otherwise (the caller removes it, nothing is deleted)."""
     try:
         found, said = read_back(store, path), footer(store, path)
+    except ColdStorageError:
+        raise  # the storage's, not the file's: sorted as such (errors.storage_error)
     except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid is a ValueError
-        if storage_fault(exc):
-            raise  # the storage's, not the file's: sorted as such (errors.storage_error)
         raise FatalError(f"cold file {store.url_of(path)} cannot be read back: {exc}") from None
     if found != expected or said != expected:
         raise FatalError(
@@ -179,16 +214,16 @@ def check_file(store: ColdStore, path: str, expected: FileSummary) -> None:
 def is_complete(store: ColdStore, path: str) -> bool:
     """A published file that reads back as its footer says (a crash's leftovers are checked so).
     Only its bytes can say "no": a fault of the storage (403, 503, a reset, a file gone) is
-    retried, then raised (``errors.storage_fault``), never taken for a damaged file, which a
+    retried, then raised (``errors.ColdStorageError``), never taken for a damaged file, which a
     settlement would put aside (``.damaged``) with the only copy of its orders."""
 
     def reads_back() -> bool:
         try:
             said = footer(store, path)
             return said.rows >= 0 and read_back(store, path) == said
-        except (OSError, ValueError) as exc:
-            if storage_fault(exc):
-                raise
+        except ColdStorageError:
+            raise
+        except (OSError, ValueError):
             return False
 
     return store.retrying(reads_back)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from pymongo import UpdateOne
 
+from order_archiver.cold.files import matching
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore, Month
@@ -165,16 +166,13 @@ class ColdHolding:
     def _look_in(
         self, month: Month, deliveries: dict[OrderId, datetime], found: dict[OrderId, list[Held]]
     ) -> None:
-        import pyarrow.dataset as ds
-
         listed = self._listed_paths()
         paths = [f.path for f in self.store.files(month) if f.path in listed]
         if not paths:
             return
         by_text = {str(i): i for i in deliveries}
-        dataset = ds.dataset(paths, filesystem=self.store.fs, format="parquet")
-        for fragment in dataset.get_fragments():
-            table = fragment.to_table(filter=_rows_of(by_text, deliveries.values()), columns=["document"])
+        where = _rows_of(by_text, deliveries.values())
+        for _path, table in matching(self.store, paths, where, ["document"]):
             for text in table.column("document").to_pylist():
                 document = document_of(text)
                 order_id = by_text.get(str(document["_id"]))

@@ -290,7 +290,7 @@ class JournalSettlement:
             # Published, then found damaged: never read, never deleted from; kept for a person.
             log.error("cold tier: %s does not read back whole; the archive keeps its orders", final)
             self.manifest.remove(final)
-            self.store.fs.move(final, final.replace(".parquet", ".damaged"))
+            self.store.set_aside(final, "damaged")
         elif entry.get("replaces") and entry.get("state") == "published":
             self.manifest.remove(str(entry["replaces"]))
             self.store.remove(str(entry["replaces"]))  # a rewrite that left nothing: no new file
@@ -464,7 +464,7 @@ class ColdMove:
         final_now = self._moved_out(key, final)
         self._write(lambda: self.journal.delete_one({"_id": key}))
         self.report.files += 1
-        self.report.bytes += (self.store.fs.get_file_info(final_now).size or 0) if final_now else 0
+        self.report.bytes += self.store.size(final_now) if final_now else 0
         if str(month) not in self.report.months:  # a month of several files: once
             self.report.months.append(str(month))
         log.info(
@@ -496,11 +496,19 @@ class ColdMove:
                 file_boundary(self.context)
                 left.add_forgotten(held, self.respect(held))
                 deletes = [DeleteOne(_as_moved(d)) for d in held]
-                result = self._write(functools.partial(self.archive.bulk_write, deletes, ordered=False))
+                ids = [d["_id"] for d in held]
+                # An election may kill the bulk after some of its deletes (those stay done), and
+                # a retry answers for its own only: after one, ``ids`` less those still archived
+                # (read back: ``RunContext.deleted``, as the purge counts its own).
+                deleted = self.context.deleted(
+                    functools.partial(self.archive.bulk_write, deletes, ordered=False),
+                    len(deletes),
+                    functools.partial(self.archive.count_documents, {"_id": {"$in": ids}}),
+                )
                 self.context.gate.after(len(deletes))  # --max-rate
-                self.report.moved += result.deleted_count
-                if result.deleted_count < len(deletes):
-                    left.stale |= self._still_archived([d["_id"] for d in held])
+                self.report.moved += deleted
+                if deleted < len(deletes):
+                    left.stale |= self._still_archived(ids)
         self.report.kept_revised += len(left.stale)
         return left
 
@@ -515,7 +523,7 @@ class ColdMove:
         is left. The file that holds the month's orders now (None: none left)."""
         if not left.stale and not left.erased:
             return path
-        size = self.store.fs.get_file_info(path).size or 0
+        size = self.store.size(path)
         return ColdRewrite(self.store, self.journal, self.context).without(
             ColdFile(path, size), left.stale, left.erased
         )

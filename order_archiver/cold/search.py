@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from bson import ObjectId
 
+from order_archiver.cold.files import matching
 from order_archiver.cold.schema import document_of
 from order_archiver.cold.store import ColdStore
 from order_archiver.mongodb.forgotten import id_forms
@@ -84,18 +85,13 @@ def _person(reference: str, name: str, person_id: ObjectId | str) -> Expression:
 def find_in_cold(store: ColdStore, query: ColdQuery) -> Iterator[tuple[str, dict[str, object]]]:
     """(the file's URL, the archive document as it holds it) for each matching row. A place that
     is not there is refused (``ColdStore.check``: exit 2, named), not read as holding nothing."""
-    import pyarrow.dataset as ds
-
     store.check(writable=False)
     files = [cold_file.path for cold_file in store.files()]
     if not files:
         return
-    dataset = ds.dataset(files, filesystem=store.fs, format="parquet")
-    expression = query.expression()
-    for fragment in dataset.get_fragments():
-        table = fragment.to_table(filter=expression, columns=["document"])
+    for path, table in matching(store, files, query.expression(), ["document"]):
         for text in table.column("document").to_pylist():
-            yield store.url_of(fragment.path), document_of(text)
+            yield store.url_of(path), document_of(text)
 
 
 def numbers_in_cold(store: ColdStore, numeros: Sequence[str]) -> set[str]:
@@ -107,7 +103,9 @@ def numbers_in_cold(store: ColdStore, numeros: Sequence[str]) -> set[str]:
     files = [cold_file.path for cold_file in store.files()]
     if not files or not numeros:
         return set()
-    dataset = ds.dataset(files, filesystem=store.fs, format="parquet")
     wanted = ds.field("numero_commande").isin(list(numeros))
-    table = dataset.to_table(filter=wanted, columns=["numero_commande"])
-    return {str(numero) for numero in table.column("numero_commande").to_pylist()}
+    return {
+        str(numero)
+        for _path, table in matching(store, files, wanted, ["numero_commande"])
+        for numero in table.column("numero_commande").to_pylist()
+    }

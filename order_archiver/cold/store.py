@@ -18,8 +18,14 @@ A fault of the storage is never an answer about the files: a listing or a look t
 nothing is believed only once the place itself (the bucket, the folder) is seen there (a 404
 NoSuchBucket, a wrong endpoint or an unmounted folder read as "no file" would make a settlement
 forget a published file, or ``forget`` skip the files that hold a person); any other error
-(403, 503, a reset) is raised, sorted by ``errors.storage_fault``, and the idempotent requests
-here (list, look, remove) are retried first (``Retry.STORAGE``, interruptible by ``stop``).
+(403, 503, a reset) is raised, and the idempotent requests here (list, look, remove) are
+retried first (``Retry.STORAGE``, interruptible by ``stop``).
+
+This module and ``files`` are the cold tier's edge with its storage: every request to the folder
+or the bucket goes through them (``ColdStore``'s methods, ``files``' readers and writer; no other
+module touches ``ColdStore.fs``), and an ``OSError`` the storage raises leaves them typed
+(``storage_edge``: ``errors.ColdStorageError``, with what it says of the storage), so that the one
+classification (``errors.storage_fault``) knows it by its type, never by where it passed.
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ import os
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError
+from order_archiver.errors import ArchiverError, ColdStorageError, ConfigError, FatalError, TransientError
 from order_archiver.retry import Retry, retrying
 
 if TYPE_CHECKING:
@@ -97,6 +104,24 @@ class ColdFile:
             return Month(int(parts["year"]), int(parts["month"]))
         except (KeyError, ValueError):
             return None
+
+
+@contextmanager
+def storage_edge() -> Iterator[None]:
+    """Around requests to the storage (``pyarrow.fs``, ``os`` on a local folder, a Parquet
+    file's reads and writes): an ``OSError`` raised inside that says something of the storage
+    leaves as a ``ColdStorageError`` of its kind (the original as its cause); the Parquet
+    reader's own (a file's bytes) and every other error as they are. Only requests go inside:
+    never a caller's code (an iterator handed in, a callback), whose errors are not the storage's."""
+    try:
+        yield
+    except ColdStorageError:
+        raise
+    except OSError as exc:
+        typed = ColdStorageError.of(exc)
+        if typed is None:
+            raise
+        raise typed from exc
 
 
 def _with_standard_retries(filesystem: FileSystem) -> FileSystem:
@@ -196,8 +221,14 @@ class ColdStore:
             raise self._not_there()
 
     def retrying(self, func: Callable[[], T]) -> T:
-        """``func`` (an idempotent request) retried on a transient storage fault (``Retry.STORAGE``)."""
-        return retrying(func, purpose=Retry.STORAGE, stop_event=self.stop)
+        """``func`` (an idempotent request, at the storage's edge) retried on a transient
+        storage fault (``Retry.STORAGE``)."""
+
+        def at_edge() -> T:
+            with storage_edge():
+                return func()
+
+        return retrying(at_edge, purpose=Retry.STORAGE, stop_event=self.stop)
 
     # -- names
 
@@ -253,6 +284,10 @@ class ColdStore:
 
     def prepare(self, month: Month) -> None:
         """The month's folders; on a local disk each one created is 0700."""
+        with storage_edge():
+            self._prepare(month)
+
+    def _prepare(self, month: Month) -> None:
         if not self._on_local_disk:
             self.fs.create_dir(f"{self.root}/{month.folder}", recursive=True)
             return
@@ -268,22 +303,35 @@ class ColdStore:
         """A new file opened for writing. On a local disk it is created owner-only before Arrow
         opens it (Arrow creates 0666 less the umask: 0644, world-readable, by default), so no
         byte written is ever readable by another user; ``O_EXCL``: a new name, never a link."""
-        if self._on_local_disk:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY_FILE))
-        return self.fs.open_output_stream(path)
+        with storage_edge():
+            if self._on_local_disk:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY_FILE))
+            return self.fs.open_output_stream(path)
 
     def publish(self, partial: str, final: str) -> None:
         """The checked file under its final name, in one step (a rename; on S3 a copy, atomic
         per object, then the partial object removed). On S3 a file over one copy's ceiling is
         refused before the copy, named (``FatalError``): the copy would fail after the work."""
         if self.url.startswith("s3://"):
-            size = self.fs.get_file_info(partial).size or 0
+            size = self.size(partial)
             if size > S3_COPY_MAX_BYTES:
                 raise FatalError(
                     f"cold file {self.url_of(partial)}: {size} bytes, over the 5 GB S3 copies in one "
                     "step: not published; the archive keeps its orders (a move's files stop near 1 GiB)"
                 )
-        self.fs.move(partial, final)
+        with storage_edge():
+            self.fs.move(partial, final)
+
+    def size(self, path: str) -> int:
+        """A file's size in bytes (0: the storage gives none)."""
+        with storage_edge():
+            return int(self.fs.get_file_info(path).size or 0)
+
+    def set_aside(self, path: str, suffix: str) -> None:
+        """A published file renamed ``NAME.SUFFIX`` (``.damaged``): out of every reader's way
+        (``*.parquet``), kept for a person to look at."""
+        with storage_edge():
+            self.fs.move(path, path.replace(".parquet", f".{suffix}"))
 
     def remove(self, path: str) -> None:
         """Remove a file if it is there (a partial one a crash left, a file replaced)."""

@@ -43,6 +43,10 @@ class Kept(Clients):
 
 @pytest.fixture
 def shell(mongo, monkeypatch, tmp_path):
+    return a_shell(mongo, monkeypatch, tmp_path)
+
+
+def a_shell(mongo: Any, monkeypatch: Any, tmp_path: Any) -> tuple[Any, ColdStore, list[Any]]:
     """A user's shell on one (mongomock) deployment: 160 orders delivered 5, 45, 90 and 135 days
     ago, archived; the cold folder set, ARCHIVE_COLD_AFTER=15d (nothing moved yet): the
     database (``checkpoints`` beside it), the store, the ids of the 5-day-old band."""
