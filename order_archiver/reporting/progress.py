@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 from typing import Any, Literal
@@ -19,10 +21,20 @@ ProgressMode = Literal["bar", "log", "off"]  # a bar on a terminal, log lines ot
 
 
 def progress_mode(quiet: bool) -> ProgressMode:
-    """``bar`` when stderr is a terminal, ``log`` when it is not, ``off`` with ``-q``."""
+    """``bar`` when stderr is a terminal that says its width, ``log`` otherwise, ``off`` with ``-q``."""
     if quiet:
         return "off"
-    return "bar" if sys.stderr.isatty() else "log"
+    return "bar" if sys.stderr.isatty() and terminal_columns() > 0 else "log"
+
+
+def terminal_columns() -> int:
+    """stderr's terminal's width; 0 where it says none: a pseudo-terminal made without a size
+    (``script``, ``docker exec -t`` or ``kubectl exec -t`` before a resize), where tqdm draws
+    nothing at all, and a long run would be silent until its summary."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return 0
 
 
 class Progress:

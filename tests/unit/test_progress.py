@@ -1,4 +1,5 @@
 import io
+import os
 import re
 
 from order_archiver.reporting.progress import Progress, progress_mode
@@ -13,8 +14,29 @@ def test_mode_follows_the_terminal(monkeypatch):
         def isatty(self):
             return True
 
+        def fileno(self):
+            return 2
+
     monkeypatch.setattr("sys.stderr", Terminal())
+    monkeypatch.setattr("os.get_terminal_size", lambda fd: os.terminal_size((80, 24)))
     assert progress_mode(quiet=False) == "bar"
+
+
+def test_a_terminal_that_says_no_width_gets_the_log_lines(monkeypatch):
+    """A new user's try: `batch --full --max-rate 250` in a pseudo-terminal made without a size
+    (columns 0: `script`, `docker exec -t`, `kubectl exec -t` before a resize) was silent for
+    25 s: tqdm draws nothing at width 0. Such a terminal gets the progress lines."""
+
+    class SizelessTerminal(io.StringIO):
+        def isatty(self):
+            return True
+
+        def fileno(self):
+            return 2
+
+    monkeypatch.setattr("sys.stderr", SizelessTerminal())
+    monkeypatch.setattr("os.get_terminal_size", lambda fd: os.terminal_size((0, 0)))
+    assert progress_mode(quiet=False) == "log"
 
 
 def test_log_mode_writes_count_rate_and_eta(caplog):
