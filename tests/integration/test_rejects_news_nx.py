@@ -57,3 +57,29 @@ def test_a_dry_run_says_new_what_the_run_counts_new_a_changed_reason_included(nx
     assert store.not_news(met, to_batch=True) == set()
     assert store.not_news(met) == {same}  # to another job than batch, the watcher's news is none
     assert store.record(met, "batch") == 3
+
+
+def test_an_earlier_versions_watcher_listing_is_news_to_batch_not_to_the_new_watcher(nx_client, nx_settings):
+    """An entry 844068a's watcher wrote (``git show 844068a:order_archiver/mongodb/rejects.py``:
+    ``first_run``, ``first_source``, ``times_seen``; no ``counted_by`` nor flags) was told by that
+    watcher, never by its batch: the upgraded watcher meeting it again keeps it no news to
+    itself and leaves it news to the next batch run, told once."""
+    rejects = nx_client[nx_settings.archive_db_name][nx_settings.rejects_collection]
+    order = ObjectId()
+    rejects.insert_one(
+        {
+            "_id": order,
+            "reason": "numero_commande missing",
+            "numero_commande": None,
+            "source": "watch",
+            "first_source": "watch",
+            "first_run": "45697a357dd54680a0509285eec7e28f",
+            "times_seen": 1,
+        }
+    )
+    missing = Rejection(order, "numero_commande missing")
+    assert RejectStore(rejects).record([missing], "watch") == 0
+    assert RejectStore(rejects).not_news([missing], to_batch=True) == set()
+    assert RejectStore(rejects).record([missing], "batch") == 1
+    assert RejectStore(rejects).record([missing], "batch") == 0
+    assert rejects.find_one({"_id": order})["times_seen"] == 4
