@@ -73,3 +73,53 @@ def test_a_rejection_an_old_watcher_listed_first_is_news_to_the_first_batch_run_
     assert json.loads(again.stdout)["rejected_new"] == 0
     listed = json.loads(run_cli("rejects", "--json", "--all", env=nx_env, cwd=tmp_path).stdout)
     assert {e["id"] for e in listed["rejected"]} == {str(o["_id"]) for o in invalid}
+
+
+def erased_by_age_as_a70eb61_did(archive, ids: list, at: datetime) -> None:
+    """ARCHIVE_PII_RETENTION's erasure as a70eb61 (the end of 2026-11-30's work) made it:
+    ``git show a70eb61:order_archiver/mongodb/erasure.py``, ``erase_personal_data``: the client's
+    name, e-mail and phone, the delivery address and its source copy set to null, marked
+    ``forgotten_at``/``forgotten_by``; the courier's name kept (erased by age since d585069), the
+    fingerprint left the order's before the erasure; no record of forgotten persons (the
+    collection came with d585069, and with it the note that its upgrade ran)."""
+    cleared = {f"client.{name}": None for name in ("nom", "prenom", "email", "telephone")}
+    cleared |= {"adresse_livraison": None, "source.adresse_livraison": None}
+    archive.update_many(
+        {"_id": {"$in": ids}},
+        {"$set": {**cleared, "forgotten_at": at, "forgotten_by": "ARCHIVE_PII_RETENTION"}},
+    )
+
+
+def test_status_and_doctor_count_an_earlier_versions_erasures_the_next_run_completes(
+    nx_client, nx_env, nx_settings, db_name, tmp_path
+):
+    """Upgraded from a70eb61, status and doctor said ARCHIVE_PII_RETENTION's "none past it
+    holds any" while verify said the old erasures still hold personal data (their couriers'
+    names: exit 3) and the next batch --run erased them (its one-time upgrade of earlier
+    erasures): the three now agree, and all say none once that run is done."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 120, seed=3, p_anomalies=0)
+    assert run_cli("batch", "--run", "-q", env=nx_env, cwd=tmp_path).returncode == 0
+    archive = database[nx_settings.archive_collection]
+    database.drop_collection(nx_settings.forgotten_collection)  # a70eb61 had none
+    ids = [d["_id"] for d in archive.find({"livreur.nom": {"$type": "string"}}, {"_id": 1}).limit(7)]
+    assert len(ids) == 7
+    erased_by_age_as_a70eb61_did(archive, ids, datetime.now(UTC) - timedelta(days=1))
+    env = {**nx_env, "ARCHIVE_PII_RETENTION": "3650d"}  # the seeded orders are younger: none due
+
+    verify = run_cli("verify", "--json", env=env, cwd=tmp_path)
+    assert verify.returncode == 3, verify.stdout
+    status = run_cli("status", "--json", "--lookback", "3650d", env=env, cwd=tmp_path)
+    assert json.loads(status.stdout)["pii_retention_pending"] == len(ids), status.stdout
+    text = run_cli("status", "--lookback", "3650d", env=env, cwd=tmp_path).stdout
+    assert "none past it holds any" not in text
+    assert "7 archived orders erased by an earlier version" in text
+    doctor = run_cli("doctor", env=env, cwd=tmp_path).stdout
+    assert "no archived order past it holds any" not in doctor
+    assert "7 archived orders erased by an earlier version" in doctor
+
+    assert run_cli("batch", "--run", "-q", env=env, cwd=tmp_path).returncode == 0
+    assert run_cli("verify", env=env, cwd=tmp_path).returncode == 0
+    status = run_cli("status", "--json", "--lookback", "3650d", env=env, cwd=tmp_path)
+    assert json.loads(status.stdout)["pii_retention_pending"] == 0
+    assert "no archived order past it holds any" in run_cli("doctor", env=env, cwd=tmp_path).stdout
