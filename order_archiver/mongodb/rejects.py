@@ -12,7 +12,10 @@ Each such event raises flags on the entry (``<source>_news``, the recording job'
 puts it down: a record that fails before (an election outlasting its retries) leaves it up, and
 the record made again (the watcher's micro-batch replayed, the next batch run) tells it; an
 order met again, in the same run or a later one, is known. Entries written before the flags
-(none up) are known. A batch beside a watcher: the watcher meets a rejection first (at its
+(none up) are known, but one an earlier version's watcher listed first (``first_source`` watch,
+or before it a watcher's only meeting; no ``counted_by``: every record since writes it), which that version's batch never told, is
+news to the next batch run (``OLD_WATCHER_NEWS``: the documented upgrade replaces batch while the
+old watcher runs on). A batch beside a watcher: the watcher meets a rejection first (at its
 delivery), and batch would only ever find it listed; the watcher's record raises
 ``batch_news`` too, and the next batch run to meet it counts it new: batch's *new* is "first
 listed, or for a new reason, since a batch run last met it, by any process" (its exit 3,
@@ -54,6 +57,18 @@ T = TypeVar("T")
 CHUNK = 1000
 DEFAULT_LIST_LIMIT = 50  # rejected orders `rejects` shows unless told (--limit, --all)
 BATCH_NEWS = "batch_news"  # news to the next batch run (the module docstring)
+# An entry an earlier version's watcher listed first, never recorded since (``counted_by`` is
+# written by every record since 5362585): that version's batch never told it, as this one's
+# tells a watcher's listing (module docstring). Its news to batch. Before ``first_source``
+# (fc56d10, 2026-12-07), one met once (``times_seen`` 1), by a watcher: none other met it since.
+LISTED_BY_AN_OLD_WATCHER: dict[str, object] = {
+    "counted_by": {"$exists": False},
+    "$or": [
+        {"first_source": "watch"},
+        {"first_source": {"$exists": False}, "source": "watch", "times_seen": 1},
+    ],
+}
+OLD_WATCHER_NEWS: dict[str, object] = {**LISTED_BY_AN_OLD_WATCHER, BATCH_NEWS: {"$exists": False}}
 
 
 def news_flag(source: str) -> str:
@@ -90,6 +105,7 @@ class RejectStore:
         query: dict[str, object] = {"_id": {"$in": [r.order_id for r in rejections]}}
         if to_batch:
             query[BATCH_NEWS] = {"$exists": False}
+            query["$nor"] = [LISTED_BY_AN_OLD_WATCHER]
         found = self._retrying(lambda: list(self.collection.find(query, {"reason": 1})))
         listed = {doc["_id"]: doc.get("reason") for doc in found}
         return {r.order_id for r in rejections if r.order_id in listed and listed[r.order_id] == r.reason}
@@ -118,6 +134,11 @@ class RejectStore:
         changed = [
             UpdateOne({"_id": r.order_id, "reason": {"$ne": r.reason}}, {"$set": raised}) for r in rejections
         ]
+        # An earlier version's watcher's listing, before ``counted`` writes ``counted_by``.
+        earlier = [
+            UpdateOne({"_id": r.order_id, **OLD_WATCHER_NEWS}, {"$set": {BATCH_NEWS: tag}})
+            for r in rejections
+        ]
         entries = [
             UpdateOne(
                 {"_id": r.order_id},
@@ -143,7 +164,7 @@ class RejectStore:
         ]
         # One ``update`` command (each statement one document: a retryable write), applied in
         # order; every statement can be applied again.
-        statements = [*changed, *entries, *counted]
+        statements = [*changed, *earlier, *entries, *counted]
         self._retrying(lambda: self.collection.bulk_write(statements, ordered=True))
         new = self._take_news([r.order_id for r in rejections], own)
         for rejection in rejections:

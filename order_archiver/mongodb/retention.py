@@ -46,7 +46,7 @@ from order_archiver.documents import int_or_none, mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.erasure import CHUNK as ERASURE_CHUNK
-from order_archiver.mongodb.erasure import erase_personal_data, upgrade_erasures
+from order_archiver.mongodb.erasure import UPGRADE_DONE, erase_personal_data, upgrade_erasures
 from order_archiver.mongodb.forgotten import ForgottenPersons
 from order_archiver.mongodb.indexes import IndexBuild, WantedIndex, build_options, listed_indexes, wait_for
 from order_archiver.mongodb.storage import MongoCollection
@@ -412,6 +412,18 @@ class PiiRetention:
                 plural(erased, "archived order"),
             )
         return erased
+
+
+def earlier_erasures(archive: MongoCollection, forgotten: MongoCollection, context: RunContext) -> int:
+    """The archived orders an earlier version erased by ARCHIVE_PII_RETENTION, not yet made again
+    as this version erases (``upgrade_erasures``: the first batch --run, then its note in the
+    record): before d585069 that erasure kept the courier's name and the source copy's undeclared
+    fields, which this version's erases. ``status`` and ``doctor`` count them with the orders
+    past ARCHIVE_PII_RETENTION (``verify`` says they hold personal data; the next run erases it).
+    One look at the record, then one count on the ``{forgotten_by, date_livraison}`` index."""
+    if ForgottenPersons(forgotten, context).noted(UPGRADE_DONE):
+        return 0
+    return int(context.retrying(lambda: archive.count_documents({"forgotten_by": BY_AGE})))
 
 
 def _add(report: RetentionReport, name: str, count: int) -> None:

@@ -48,7 +48,7 @@ from order_archiver.mongodb.indexes import (
 )
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.replication_lag import lag_actions_missing
-from order_archiver.mongodb.retention import PiiRetention, retention_state
+from order_archiver.mongodb.retention import PiiRetention, earlier_erasures, retention_state
 from order_archiver.mongodb.statuses import (
     STATUS_VALUES_LOOKED_AT,
     NewestArchived,
@@ -485,14 +485,18 @@ def personal_data_check(
     archive = client[settings.archive_db_name][settings.archive_collection]
     try:
         pending = PiiRetention(archive, length, lambda: server_time(client), context).pending()
+        forgotten = client[settings.archive_db_name][settings.forgotten_collection]
+        earlier = earlier_erasures(archive, forgotten, context)
     except pymongo_errors.OperationFailure as exc:
         report.add(
             "personal data", "warn", f"{policy}; ARCHIVE_PII_RETENTION {length}: not counted ({exc.code})"
         )
         return
+    among = f"; {plural(earlier, 'archived order')} erased by an earlier version among them (couriers' names kept)"
     left = (
-        f"{plural(pending, 'archived order')} past it still hold personal data (the next batch --run erases it)"
-        if pending
+        f"{plural(pending + earlier, 'archived order')} past it still hold personal data (the next batch --run erases it)"
+        + (among if earlier else "")
+        if pending + earlier
         else "no archived order past it holds any"
     )
     outcome, cold = _cold_pii(client, settings, context)

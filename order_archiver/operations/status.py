@@ -46,7 +46,7 @@ from order_archiver.mongodb.indexes import (
 )
 from order_archiver.mongodb.lease import lease_key
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
-from order_archiver.mongodb.retention import PiiRetention, RetentionState, retention_state
+from order_archiver.mongodb.retention import PiiRetention, RetentionState, earlier_erasures, retention_state
 from order_archiver.mongodb.source import chunked, missing_source
 from order_archiver.mongodb.statuses import (
     DeliveredAbsent,
@@ -161,6 +161,7 @@ class StatusReport:
     retention: RetentionState | None = None  # ARCHIVE_RETENTION and its TTL index
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
     pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
+    pii_earlier_erasures: int = 0  # among them, erased by an earlier version (retention.earlier_erasures)
     # With a cold tier: its orders past ARCHIVE_PII_RETENTION that still hold personal data (None:
     # no cold tier), and the rows left unread past the probe's bound (each may hold some)
     cold_pii_retention_pending: int | None = None
@@ -245,6 +246,7 @@ class StatusReport:
             pending = self.pii_retention_pending or 0
             left = (
                 f"{plural(pending, 'archived order')} past it still hold it (the next batch --run erases it)"
+                + self._earlier_text()
                 if pending
                 else "none past it holds any"
             )
@@ -260,6 +262,12 @@ class StatusReport:
         out += [index.line() for index in self.indexes]
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
+
+    def _earlier_text(self) -> str:
+        earlier = self.pii_earlier_erasures
+        if not earlier:
+            return ""
+        return f"; {plural(earlier, 'archived order')} erased by an earlier version among them (couriers' names kept)"
 
     def _cold_pii_text(self) -> str:
         """The cold tier's figure, beside the archive's (none without a cold tier)."""
@@ -591,7 +599,10 @@ def _retention(
     length = settings.archive_pii_retention
     if length is not None:
         report.pii_retention = str(length)
-        report.pii_retention_pending = PiiRetention(archive, length, lambda: now, context).pending()
+        forgotten = archive.database[settings.forgotten_collection]
+        report.pii_earlier_erasures = earlier_erasures(archive, forgotten, context)
+        pending = PiiRetention(archive, length, lambda: now, context).pending()
+        report.pii_retention_pending = pending + report.pii_earlier_erasures
 
 
 def _forgotten(report: StatusReport, collections: Collections, read: Reader, context: RunContext) -> None:

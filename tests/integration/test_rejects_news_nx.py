@@ -57,3 +57,48 @@ def test_a_dry_run_says_new_what_the_run_counts_new_a_changed_reason_included(nx
     assert store.not_news(met, to_batch=True) == set()
     assert store.not_news(met) == {same}  # to another job than batch, the watcher's news is none
     assert store.record(met, "batch") == 3
+
+
+def test_an_earlier_versions_watcher_listing_is_news_to_batch_not_to_the_new_watcher(nx_client, nx_settings):
+    """An entry 844068a's watcher wrote (``git show 844068a:order_archiver/mongodb/rejects.py``:
+    ``first_run``, ``first_source``, ``times_seen``; no ``counted_by`` nor flags) was told by that
+    watcher, never by its batch: the upgraded watcher meeting it again keeps it no news to
+    itself and leaves it news to the next batch run, told once."""
+    rejects = nx_client[nx_settings.archive_db_name][nx_settings.rejects_collection]
+    order = ObjectId()
+    rejects.insert_one(
+        {
+            "_id": order,
+            "reason": "numero_commande missing",
+            "numero_commande": None,
+            "source": "watch",
+            "first_source": "watch",
+            "first_run": "45697a357dd54680a0509285eec7e28f",
+            "times_seen": 1,
+        }
+    )
+    missing = Rejection(order, "numero_commande missing")
+    assert RejectStore(rejects).record([missing], "watch") == 0
+    assert RejectStore(rejects).not_news([missing], to_batch=True) == set()
+    assert RejectStore(rejects).record([missing], "batch") == 1
+    assert RejectStore(rejects).record([missing], "batch") == 0
+    assert rejects.find_one({"_id": order})["times_seen"] == 4
+
+
+def test_an_entry_from_before_first_source_is_news_to_batch_only_when_a_watcher_alone_met_it(
+    nx_client, nx_settings
+):
+    """a70eb61 (2026-11-30: ``git show a70eb61:order_archiver/mongodb/rejects.py``) wrote no
+    ``first_source``: ``source`` (the last job), ``first_run`` and ``times_seen``. Met once, by its
+    watcher: listed by the watcher, never told by batch, news to the next batch run. Met by its
+    batch, then by its watcher's catch-up (``source`` watch, seen twice): told then, known."""
+    rejects = nx_client[nx_settings.archive_db_name][nx_settings.rejects_collection]
+    by_watcher, by_batch = ObjectId(), ObjectId()
+    old = {"reason": "numero_commande missing", "numero_commande": None, "source": "watch", "first_run": "r1"}
+    rejects.insert_many(
+        [{"_id": by_watcher, **old, "times_seen": 1}, {"_id": by_batch, **old, "times_seen": 2}]
+    )
+    met = [Rejection(by_watcher, "numero_commande missing"), Rejection(by_batch, "numero_commande missing")]
+    assert RejectStore(rejects).not_news(met, to_batch=True) == {by_batch}
+    assert RejectStore(rejects).record(met, "batch") == 1
+    assert RejectStore(rejects).record(met, "batch") == 0
