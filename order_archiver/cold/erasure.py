@@ -29,6 +29,11 @@ class ColdErasure:
     erased: int = 0  # of which held personal data (erased, or would be)
     rewritten: int = 0  # files rewritten by this run
     to_rewrite: int = 0  # files holding personal data of theirs (those a run rewrites)
+    # Whether every file was read (and, in a run, rewritten): False when a signal or a limit of
+    # the run ended it between two files, the counts above then those of the files read so far
+    complete: bool = False
+    files_listed: int = 0  # the cold tier's files when it began
+    files_read: int = 0  # of which read (the rest may hold more of their orders)
 
 
 def _holding(
@@ -60,9 +65,12 @@ def erase_in_cold(
     ``boundary`` is called before each file is read (``rewrite.read_boundary``: the reads end
     there too)."""
     report = report if report is not None else ColdErasure()
-    for cold_file in store.files():
+    found = store.files()
+    report.files_listed = len(found)
+    for cold_file in found:
         boundary()
         orders, holding = _holding(store, cold_file, query, erasure)
+        report.files_read += 1
         report.files += bool(orders)
         report.orders += orders
         report.erased += len(holding)
@@ -70,4 +78,5 @@ def erase_in_cold(
         if run and holding:
             ColdRewrite(store, journal, context).rewrite(cold_file, holding, erasure)
             report.rewritten += 1
+    report.complete = True
     return report

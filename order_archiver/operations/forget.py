@@ -253,7 +253,8 @@ def forget_person(
         )
     with on_archive.named():
         if run and report.found:
-            _erased(collections, person, erasure, on_archive, throttle, report)
+            cold_tier = settings.archive_cold_url is not None
+            _erased(collections, person, erasure, on_archive, throttle, report, cold_tier)
         # After the record: a move to the cold tier that starts now writes their orders erased.
         # Not after a limit ended the erasure: the cold tier's is the next forget's.
         cold_run = run and report.found and report.limits.ended is None and not on_archive.stopped
@@ -263,6 +264,9 @@ def forget_person(
             report.cold = _in_the_cold_tier(
                 collections, settings, person, erasure, cold_run, on_archive, report
             )
+        if cold_run and report.cold is not None and report.cold.complete:
+            # Every cold file rewritten: the record no longer says the erasure is unfinished.
+            ForgottenPersons(collections.forgotten, on_archive).finished(person.kind, person.id)
     report.limits.settle(on_archive.stopped)
     log.info(
         "forget: %s %s: %s, %d %s",
@@ -282,15 +286,20 @@ def _erased(
     context: RunContext,
     throttle: Throttle,
     report: ForgetReport,
+    cold_tier: bool = False,
 ) -> None:
     """The person recorded, then their archived orders erased, a chunk at a time under the
-    limits (a stop file there already: nothing written, as batch)."""
+    limits (a stop file there already: nothing written, as batch). With a ``cold_tier``, the
+    record says the erasure unfinished until every cold file is rewritten (``finished``): a
+    forget ended before then leaves ``status`` a problem to name, and forget again finishes it."""
     if (limit := throttle.limits.reached()) is not None:
         report.limits.ended = limit
         return
     # Recorded first: a write of the archive that starts after this respects it, and one
     # under way looks again after it writes (storage.ArchiveWriter).
-    ForgottenPersons(collections.forgotten, context).record(person.kind, person.id, erasure.at)
+    ForgottenPersons(collections.forgotten, context).record(
+        person.kind, person.id, erasure.at, cold_pending=cold_tier
+    )
     with throttle.until_a_limit(report.limits):
         report.unerased = erase_personal_data(
             collections.archive, person.orders(), erasure, context=context

@@ -465,3 +465,44 @@ def test_a_storage_fault_in_the_look_for_gone_files_does_not_keep_the_erasure_fr
     code = cli.main(["batch", "--run", "-q"])
     assert code == 1, capsys.readouterr()
     assert holding_pii(store, 30) == 0
+
+
+def status(capsys: Any) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    code = cli.main(["status", "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("end", ["stop_file", "signal"])
+def test_a_forget_ended_before_its_last_cold_file_is_status_problem_until_forget_again_finishes(
+    moved, monkeypatch, capsys, tmp_path, end
+):
+    """A new user's try: SIGINT to forget --courier --run after its first cold file; status then
+    said "0 archived orders of theirs still holding their personal data", healthy (exit 0), while
+    cold files still held 58 of their orders. The record now says the erasure is unfinished until
+    the last file is rewritten: status names the person (exit 3) without opening a cold file, and
+    forget again finishes it and clears the mark."""
+    from order_archiver.cold import erasure as cold_erasure
+
+    _, store = moved
+    courier = a_courier_in_several_files(store)
+    stop = tmp_path / "stop"
+    assert status(capsys)[0] == 0
+    after_first(monkeypatch, ColdRewrite, "_replace", stop.touch if end == "stop_file" else sigterm)
+    code, first = forget(capsys, courier, "--stop-file", str(stop))
+    assert (code, first["ended"], first["cold"]["rewritten"]) == (0, end, 1)
+    opened: list[str] = []
+    real_holding = cold_erasure._holding
+    monkeypatch.setattr(
+        cold_erasure, "_holding", lambda s, f, *a: opened.append(f.path) or real_holding(s, f, *a)
+    )
+    code, unfinished = status(capsys)
+    assert code == 3
+    assert unfinished["forgotten_unfinished"] == [f"livreur:{courier}"]
+    assert any(f"forget --courier {courier} --run" in p for p in unfinished["problems"])
+    assert opened == []
+    stop.unlink(missing_ok=True)
+    code, second = forget(capsys, courier)
+    assert (code, second["ended"], second["cold"]["complete"]) == (0, "completed", True)
+    code, done = status(capsys)
+    assert (code, done["forgotten_unfinished"], done["problems"]) == (0, [], [])
