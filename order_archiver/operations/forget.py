@@ -150,8 +150,16 @@ class ForgetReport:
         held = self.limits.line("forget")
         return self._lines() + ([held] if held else [])
 
+    @property
+    def cold_partial(self) -> bool:
+        """The cold tier's counts are those of the files read before a signal or a limit ended
+        the erasure: at least as many, the files left unread not counted."""
+        return self.cold is not None and not self.cold.complete
+
     def _lines(self) -> list[str]:
         cold = self.cold
+        if cold is not None and self.cold_partial:
+            return [*self._archive_lines(), *self._unerased_lines(), self._partial_cold_line(cold)]
         if cold is None or not cold.orders:
             return [*self._archive_lines(), *self._unerased_lines()]
         if self.run:
@@ -168,6 +176,18 @@ class ForgetReport:
             f"cold tier: {cold.orders} of their orders in {plural(cold.files, 'file')}, {cold.erased} holding "
             f"personal data; {verb}",
         ]
+
+    def _partial_cold_line(self, cold: ColdErasure) -> str:
+        """A cold tier's erasure ended between two files: what it found and did so far, what is left."""
+        if not cold.files_listed:
+            return "cold tier: stopped before its first file: forget again erases their orders there"
+        left = cold.files_listed - cold.files_read
+        return (
+            f"cold tier: stopped after {cold.files_read} of {plural(cold.files_listed, 'file')} read: "
+            f"at least {cold.orders} of their orders in {plural(cold.files, 'file')}, {cold.erased} holding "
+            f"personal data; {plural(cold.rewritten, 'file')} rewritten, {cold.to_rewrite - cold.rewritten} "
+            f"more found holding it not yet; {plural(left, 'file')} not read: forget again erases the rest"
+        )
 
     def _unerased_lines(self) -> list[str]:
         if not self.unerased:
@@ -201,17 +221,22 @@ class ForgetReport:
         # The first line counts the cold tier's orders too (it said "no archived order" of a
         # client whose 12 orders were all in the cold tier: a new user's try); its line follows.
         in_cold = self.cold.orders if self.cold is not None else 0
+        # A count a stop ended (the files left unread not counted): at least that many.
+        cold_count = f"at least {in_cold}" if self.cold_partial else str(in_cold)
         if not self.orders:
             none = (
-                f"no order in the archive collection, {in_cold} in the cold tier"
-                if in_cold
+                f"no order in the archive collection, {cold_count} in the cold tier"
+                if in_cold or self.cold_partial
                 else "no archived order"
             )
             return [f"{who}: {none}", *remembered]
         archived = plural(self.orders, "archived order")
         there = ""  # the counts that follow are the archive collection's: said so beside the cold tier's
-        if in_cold:
-            archived, there = f"{archived} in the archive collection and {in_cold} in the cold tier", " there"
+        if in_cold or self.cold_partial:
+            archived, there = (
+                f"{archived} in the archive collection and {cold_count} in the cold tier",
+                " there",
+            )
         if not self.erased:
             return [f"{who}: {archived}, no personal data left to erase{there}", *remembered]
         return [f"{who}: {archived}; {verb} {what} of {self.erased}{there}", *remembered]

@@ -506,3 +506,43 @@ def test_a_forget_ended_before_its_last_cold_file_is_status_problem_until_forget
     assert (code, second["ended"], second["cold"]["complete"]) == (0, "completed", True)
     code, done = status(capsys)
     assert (code, done["forgotten_unfinished"], done["problems"]) == (0, [], [])
+
+
+def test_a_stopped_forget_says_its_cold_counts_are_partial_and_what_is_left(
+    moved, monkeypatch, capsys, tmp_path
+):
+    """A new user's try: the dry run said "135 in the cold tier", the run --max-runtime 1s said
+    "103 in the cold tier" and "103 of their orders in 23 files", as totals. A run a stop file
+    ends after its first cold file says "at least", the files read of those listed and those left
+    (text), ``complete`` false and the files listed and read (``--json``)."""
+    _, store = moved
+    courier = a_courier_in_several_files(store)
+    stop = tmp_path / "stop"
+    capsys.readouterr()
+    assert cli.main(["forget", "--courier", courier, "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)["cold"]
+    assert (dry["complete"], dry["files_listed"], dry["files_read"]) == (True, 3, 3)
+    after_first(monkeypatch, ColdRewrite, "_replace", stop.touch)
+    code = cli.main(["forget", "--courier", courier, "--run", "--stop-file", str(stop)])
+    text = capsys.readouterr().out
+    assert code == 0
+    first, cold = (
+        text.splitlines()[0],
+        next(line for line in text.splitlines() if line.startswith("cold tier")),
+    )
+    read = int(cold.split("stopped after ")[1].split(" ")[0])
+    assert read < 3, cold
+    assert "of 3 files read" in cold
+    assert f"{3 - read} file" in cold
+    assert "not read: forget again erases the rest" in cold
+    assert "at least" in first
+    assert "in the cold tier" in first
+    stop.unlink()
+    # The same stop again, in --json: the figures say they are partial.
+    calls = after_first(monkeypatch, ColdRewrite, "_replace", stop.touch)
+    code, report = forget(capsys, courier, "--stop-file", str(stop))
+    assert len(calls) == 1
+    assert report["ended"] == "stop_file"
+    assert report["cold"]["complete"] is False
+    assert report["cold"]["files_listed"] == 3
+    assert report["cold"]["rewritten"] < report["cold"]["to_rewrite"]  # the file in hand is the next run's
