@@ -18,7 +18,7 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from order_archiver.cold.record import check_place, read_record
-from order_archiver.cold.tier import PII_COUNTED_ROWS_AT_MOST, cold_store, pii_pending_in
+from order_archiver.cold.tier import PII_COUNTED_ROWS_AT_MOST, cold_store, past_retention_in, pii_pending_in
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, list_or_empty, mapping_or_empty
 from order_archiver.errors import (
@@ -433,9 +433,15 @@ def retention_check(
     return state.action == "drop"
 
 
-def cold_tier_check(report: DoctorReport, settings: Settings, context: RunContext) -> None:
+def cold_tier_check(
+    report: DoctorReport,
+    settings: Settings,
+    context: RunContext,
+    client: MongoClient[Document] | None = None,
+) -> None:
     """ARCHIVE_COLD_URL: the folder or bucket is there (not written to: doctor writes nothing;
-    ``batch --run`` also checks that it takes a file, before it writes anything)."""
+    ``batch --run`` also checks that it takes a file, before it writes anything); with
+    ARCHIVE_RETENTION and ``client`` (the archive's), the cold files the next batch --run removes."""
     store = None
     try:
         store = cold_store(settings, context)
@@ -445,7 +451,30 @@ def cold_tier_check(report: DoctorReport, settings: Settings, context: RunContex
         report.add("cold tier", "fail", str(exc))
         return
     if store is not None:
-        report.add("cold tier", "pass", f"{store.url} is there; moved after {settings.archive_cold_after}")
+        going = _cold_past_retention(client, settings, context) if client is not None else ""
+        report.add(
+            "cold tier", "pass", f"{store.url} is there; moved after {settings.archive_cold_after}{going}"
+        )
+
+
+def _cold_past_retention(client: MongoClient[Document], settings: Settings, context: RunContext) -> str:
+    """ARCHIVE_RETENTION in the cold tier: the files of months wholly past it (removed for good
+    by the next batch --run), from the list of files: no file opened."""
+    checkpoints = client[settings.archive_db_name][settings.checkpoint_collection]
+    try:
+        now = context.retrying(lambda: server_time(client))
+        summary = past_retention_in(settings, checkpoints, now, context)
+    except (ArchiverError, pymongo_errors.PyMongoError) as exc:
+        return f"; ARCHIVE_RETENTION: not counted ({str(exc).splitlines()[0][:200]})"
+    if summary is None or summary.expired is None:
+        return ""
+    expired = summary.expired
+    if not expired.files:
+        return f"; no cold file past ARCHIVE_RETENTION {summary.retention}"
+    return (
+        f"; {plural(expired.orders, 'cold order')} in {plural(expired.files, 'file')} past ARCHIVE_RETENTION "
+        f"{summary.retention} ({', '.join(expired.months)}): the next batch --run removes them for good"
+    )
 
 
 def cold_record_check(
@@ -659,7 +688,7 @@ def check_deployment_of(
     ttl_index_to_drop = side != "source" and retention_check(report, client, settings, context)
     if side != "source":
         personal_data_check(report, client, settings, context)
-        cold_tier_check(report, settings, context)
+        cold_tier_check(report, settings, context, client)
         cold_record_check(report, client, settings, context)
     index_check(report, client, settings, side, context)
     tls_check(report, settings, side)

@@ -704,6 +704,7 @@ def _cold_tier(
         report.problems.append(str(exc))
         return
     report.cold = summarise(store, found, listed)
+    report.cold.past_retention(store, found, listed, settings, now)
     _cold_pii(report, store, found, listed, settings, now)
     lost = lost_files(store, manifest, listed, found)
     if lost.missing_files:  # removed by hand, or lost

@@ -546,3 +546,47 @@ def test_a_stopped_forget_says_its_cold_counts_are_partial_and_what_is_left(
     assert report["cold"]["complete"] is False
     assert report["cold"]["files_listed"] == 3
     assert report["cold"]["rewritten"] < report["cold"]["to_rewrite"]  # the file in hand is the next run's
+
+
+def doctor_cold_line(database: Any, store: ColdStore) -> str:
+    """doctor's ``cold tier`` line (its other checks need a server: mongomock answers none)."""
+    from order_archiver.context import RunContext
+    from order_archiver.operations.doctor import DoctorReport, cold_tier_check
+    from order_archiver.settings import Duration
+
+    settings = BASE.with_overrides(
+        archive_cold_url=store.url, archive_cold_after=Duration(days=15), archive_retention=Duration(days=60)
+    )
+    report = DoctorReport()
+    cold_tier_check(report, settings, RunContext(), database.client)
+    return next(check.detail for check in report.checks if check.name == "cold tier")
+
+
+def test_archive_retentions_cold_removals_are_previewed_by_the_dry_run_status_and_doctor(
+    moved, monkeypatch, capsys
+):
+    """A new user's try: the dry run, status and doctor said nothing of the cold orders past
+    ARCHIVE_RETENTION; then --run printed "51 orders past ARCHIVE_RETENTION removed (2 files)".
+    ARCHIVE_RETENTION=60d: the months of 90 and 135 days ago are wholly past it (two files). Each
+    says so beforehand, the dry run's figure being the run's."""
+    database, store = moved
+    monkeypatch.setenv("ARCHIVE_RETENTION", "60d")
+    capsys.readouterr()
+    assert cli.main(["batch", "--json", "-q"]) == 0
+    dry = json.loads(capsys.readouterr().out)["cold"]
+    assert dry.get("would_expire_files") == 2
+    assert cli.main(["batch"]) == 0
+    dry_text = capsys.readouterr().out
+    probe = status(capsys)[1]
+    assert cli.main(["status"]) in (0, 3)
+    status_text = capsys.readouterr().out
+    doctor_text = doctor_cold_line(database, store)
+    files_before = len(store.files())
+    run = batch(capsys)[1]
+    removed = run["cold"]["expired_orders"]
+    assert (run["cold"]["expired_files"], files_before - len(store.files())) == (2, 2)
+    assert (dry["would_expire_files"], dry["would_expire_orders"]) == (2, removed)
+    assert f"would remove {removed} cold orders past ARCHIVE_RETENTION (2 files" in dry_text
+    assert (probe["cold"]["expired"]["files"], probe["cold"]["expired"]["orders"]) == (2, removed)
+    assert f"{removed} orders in 2 files past ARCHIVE_RETENTION 60d" in status_text
+    assert f"{removed} cold orders in 2 files past ARCHIVE_RETENTION 60d" in doctor_text
