@@ -34,6 +34,10 @@ class ColdErasure:
     complete: bool = False
     files_listed: int = 0  # the cold tier's files when it began
     files_read: int = 0  # of which read (the rest may hold more of their orders)
+    # On S3, once a file is rewritten: whether the bucket keeps versions (the new file has a
+    # version id, ``ColdStore.keeps_versions``): the replaced files then stay readable as
+    # noncurrent versions until a lifecycle rule expires them. None: not known (no rewrite, not S3)
+    versions_kept: bool | None = None
 
 
 def _holding(
@@ -76,7 +80,9 @@ def erase_in_cold(
         report.erased += len(holding)
         report.to_rewrite += bool(holding)
         if run and holding:
-            ColdRewrite(store, journal, context).rewrite(cold_file, holding, erasure)
+            new = ColdRewrite(store, journal, context).rewrite(cold_file, holding, erasure)
             report.rewritten += 1
+            if report.versions_kept is None and new is not None:
+                report.versions_kept = store.keeps_versions(new)
     report.complete = True
     return report

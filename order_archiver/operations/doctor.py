@@ -18,6 +18,7 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from order_archiver.cold.record import check_place, read_record
+from order_archiver.cold.store import ColdStore
 from order_archiver.cold.tier import PII_COUNTED_ROWS_AT_MOST, cold_store, past_retention_in, pii_pending_in
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, list_or_empty, mapping_or_empty
@@ -454,6 +455,54 @@ def cold_tier_check(
         going = _cold_past_retention(client, settings, context) if client is not None else ""
         report.add(
             "cold tier", "pass", f"{store.url} is there; moved after {settings.archive_cold_after}{going}"
+        )
+        cold_versions_check(report, store)
+
+
+# What a versioned bucket does to an erasure (doctor's, forget's and the docs' words alike).
+VERSIONS_KEEP = (
+    "what forget and ARCHIVE_PII_RETENTION erase, and the files ARCHIVE_RETENTION removes, stay "
+    "readable as noncurrent versions until a lifecycle rule expires them (NoncurrentVersionExpiration)"
+)
+
+
+def cold_versions_check(report: DoctorReport, store: ColdStore) -> None:
+    """On S3: whether the bucket keeps object versions, from the newest cold file's version id
+    (``ColdStore.keeps_versions``: Arrow cannot ask GetBucketVersioning, nor read lifecycle
+    rules). One listing and one HeadObject; nothing said of a local folder."""
+    if not store.url.startswith("s3://"):
+        return
+    try:
+        found = store.files()
+        newest = max(
+            found, key=lambda f: f.path.rsplit("/", 1)[-1], default=None
+        )  # names start with their time
+        keeps = store.keeps_versions(newest.path) if newest is not None else None
+    except (ArchiverError, OSError) as exc:
+        report.add("cold tier versions", "warn", f"not checked ({str(exc).splitlines()[0][:200]})")
+        return
+    bucket = store.url.removeprefix("s3://").split("/", 1)[0]
+    ask = f"aws s3api get-bucket-versioning --bucket {bucket}"
+    if keeps is None:
+        report.add(
+            "cold tier versions",
+            "pass",
+            f"no cold file yet: cannot tell whether the bucket keeps versions ({ask}); if it does, {VERSIONS_KEEP}",
+        )
+    elif keeps:
+        report.add(
+            "cold tier versions",
+            "warn",
+            f"the bucket keeps object versions (the newest cold file has a version id): {VERSIONS_KEEP}; "
+            f"doctor cannot read the rules ({ask}, get-bucket-lifecycle-configuration): expire noncurrent "
+            "versions of the prefix within your erasure deadline, or turn versioning off",
+        )
+    else:
+        report.add(
+            "cold tier versions",
+            "pass",
+            "the newest cold file has no version id: the bucket kept no versions when it was written "
+            f"(versioning turned on since keeps the files written after: doctor looks again each time; {ask})",
         )
 
 

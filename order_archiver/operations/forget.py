@@ -148,7 +148,17 @@ class ForgetReport:
 
     def lines(self) -> list[str]:
         held = self.limits.line("forget")
-        return self._lines() + ([held] if held else [])
+        return self._lines() + self._versions_lines() + ([held] if held else [])
+
+    def _versions_lines(self) -> list[str]:
+        """A versioned bucket keeps what the rewrites replaced: said, as nothing here erases it."""
+        if self.cold is None or not self.cold.versions_kept:
+            return []
+        return [
+            f"cold tier: the bucket keeps object versions: the {plural(self.cold.rewritten, 'file')} "
+            "replaced, with their personal data, stay readable as noncurrent versions until a "
+            "lifecycle rule expires them (NoncurrentVersionExpiration; doctor's cold tier versions)"
+        ]
 
     @property
     def cold_partial(self) -> bool:
