@@ -83,6 +83,10 @@ class ColdMoveReport:
     expired_orders: int = 0
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: cold orders whose personal data was erased
     pii_rewritten: int = 0  # the files rewritten for it
+    # Forgotten persons whose erasure in the cold tier a forget left unfinished, finished by this
+    # run (tier.finish_forgotten), and the files it rewrote for them
+    forgotten_finished: int = 0
+    forgotten_rewritten: int = 0
     would_move: int | None = None  # a dry run: the archived orders past ARCHIVE_COLD_AFTER
     # A dry run with ARCHIVE_PII_RETENTION: the cold orders past it still holding personal data
     # (what the run's pii_erased would be: retention.count_by_age)
@@ -109,6 +113,8 @@ class ColdMoveReport:
             "expired_orders": self.expired_orders,
             "pii_erased": self.pii_erased,
             "pii_rewritten": self.pii_rewritten,
+            "forgotten_finished": self.forgotten_finished,
+            "forgotten_rewritten": self.forgotten_rewritten,
             "would_move": self.would_move,
             "would_erase_pii": self.would_erase_pii,
             "would_expire_files": self.would_expire_files,
@@ -125,7 +131,8 @@ class ColdMoveReport:
         if self.would_move is not None:
             return self.would_move > 0 or bool(self.would_erase_pii) or bool(self.would_expire_files)
         done = (self.moved, self.files, self.kept_revised, self.kept_not_representable, self.recovered)
-        return self.skipped or any(done) or any((self.pii_erased, self.expired_files, self.gone_files))
+        said = (self.pii_erased, self.expired_files, self.gone_files, self.forgotten_finished)
+        return self.skipped or any(done) or any(said)
 
     def line(self) -> str | None:
         """For a person: what moved, or None when nothing did (see ``anything``)."""
@@ -158,6 +165,11 @@ class ColdMoveReport:
             yield f"; {plural(self.recovered, 'interrupted move')} settled"
         if self.pii_erased:
             yield f"; personal data of {plural(self.pii_erased, 'order')} erased (ARCHIVE_PII_RETENTION)"
+        if self.forgotten_finished:
+            yield (
+                f"; the erasure of {plural(self.forgotten_finished, 'forgotten person')} a forget left "
+                f"unfinished finished ({plural(self.forgotten_rewritten, 'file')} rewritten)"
+            )
         if self.expired_files:
             yield f"; {plural(self.expired_orders, 'order')} past ARCHIVE_RETENTION removed ({plural(self.expired_files, 'file')})"
         if self.gone_files:

@@ -8,8 +8,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bson import ObjectId
 from pymongo import MongoClient
 
+from order_archiver.cold.erasure import erase_in_cold
 from order_archiver.cold.files import footer
 from order_archiver.cold.holding import ColdHolding
 from order_archiver.cold.manifest import ColdManifest, Listed
@@ -25,15 +27,17 @@ from order_archiver.cold.retention import (
     past_retention,
 )
 from order_archiver.cold.rewrite import read_boundary
+from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.spot_check import spot_check
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
 from order_archiver.errors import FatalError, Interrupted
 from order_archiver.logs import get_logger, plural
+from order_archiver.mongodb.forgotten import LATEST_CHECKED, ForgottenPersons
 from order_archiver.mongodb.lease import Lease, server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
-from order_archiver.orders.erasing import BY_AGE, Erasure
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure
 from order_archiver.settings import Duration, Settings, hand_aws_settings_to_the_sdk
 
 log = get_logger("cold")
@@ -274,11 +278,44 @@ def _moved(
             erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive, aged)
         finally:
             report.pii_erased, report.pii_rewritten = aged.orders, aged.files
+    finish_forgotten(collections, settings, store, on_archive, report)
     # After the erasure, which a storage fault in this look would otherwise keep from running.
     if not on_archive.stopped:
         gone = spot_check(store, move.manifest, collections.checkpoints, on_archive)
         report.gone_files, report.gone_orders = gone.files, gone.orders
     return report
+
+
+def finish_forgotten(
+    collections: Collections,
+    settings: Settings,
+    store: ColdStore,
+    context: RunContext,
+    report: ColdMoveReport,
+) -> None:
+    """Under the move's lease: the erasure of each of the latest forgotten persons
+    (``LATEST_CHECKED``, the ones ``status`` names) whose record says it unfinished
+    (``COLD_PENDING``: a forget a signal, a limit or the lease ended before its last cold file),
+    finished as ``forget`` again would (every file holding their data rewritten), the mark then
+    cleared. One read of the record; the cold files read only for such a person. A signal or a
+    limit ends it between two files (``file_boundary``), the mark kept for the next run."""
+    record = ForgottenPersons(collections.forgotten, context)
+    for kind, person in record.unfinished(LATEST_CHECKED):
+        if not isinstance(person, ObjectId):
+            continue  # forget records an ObjectId
+        query = ColdQuery(courier_id=person) if kind == COURIER else ColdQuery(client_id=person)
+        fields = settings.pii_policy.fields
+        erasure = Erasure(
+            client=kind == CLIENT, courier=kind == COURIER, by=BY_REQUEST, at=datetime.now(UTC), fields=fields
+        )
+        done = erase_in_cold(store, collections.checkpoints, query, erasure, run=True, context=context)
+        report.forgotten_rewritten += done.rewritten
+        if done.complete:
+            record.finished(kind, person)
+            report.forgotten_finished += 1
+            log.info(
+                "cold tier: the erasure of %s %s finished (%d files rewritten)", kind, person, done.rewritten
+            )
 
 
 def _cold_move(

@@ -41,6 +41,7 @@ CHUNK = 500  # ids per read of the record
 # A person's record while their erasure is unfinished: cold files still hold their data (a forget
 # ended between two files, or that could not have the cold tier's lease); cleared once all are done.
 COLD_PENDING = "cold_pending"
+LATEST_CHECKED = 100  # the most recent forgotten persons status looks at, and batch --run finishes
 ErasureOf = Callable[[Mapping[str, object]], Erasure | None]  # the erasure an archive document is owed
 
 
@@ -148,6 +149,10 @@ class ForgottenPersons:
                 for kind, person in named.get(str(record["_id"]), []):
                     found[kind].add(person)
         return Forgotten(frozenset(found[CLIENT]), frozenset(found[COURIER]))
+
+    def unfinished(self, limit: int) -> list[tuple[str, PersonId]]:
+        """Of the ``limit`` most recent (``latest``), those whose erasure is unfinished."""
+        return [(kind, person) for kind, person, pending in self.latest(limit) if pending]
 
     def persons(self, limit: int) -> list[tuple[str, PersonId]]:
         """The recorded persons, ``(kind, id)``, the most recently recorded first (natural

@@ -36,7 +36,7 @@ from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.forgotten import ForgottenPersons, still_holding
+from order_archiver.mongodb.forgotten import LATEST_CHECKED, ForgottenPersons, still_holding
 from order_archiver.mongodb.indexes import (
     IndexStatus,
     index_states,
@@ -64,7 +64,7 @@ from order_archiver.settings import MAX_PARTITIONS, Duration, Settings, about
 
 CHUNK = 1000
 EXAMPLES = 5
-FORGOTTEN_CHECKED = 100  # the most recent forgotten persons whose orders status looks at
+FORGOTTEN_CHECKED = LATEST_CHECKED  # the most recent forgotten persons whose orders status looks at
 # The next purge's orders are counted up to this many, no further: a deployment that never
 # purges keeps its whole delivered history in the source, and a probe every few seconds must
 # not count tens of millions of index keys (a count with a limit stops there).
@@ -644,7 +644,8 @@ def _forgotten(report: StatusReport, collections: Collections, read: Reader, con
         more = f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else ""
         report.problems.append(
             f"{plural(len(unfinished), 'forgotten person')} whose erasure in the cold tier is not finished "
-            f"(forget ended before it rewrote every cold file holding their orders): run {shown}{more}"
+            f"(forget ended before it rewrote every cold file holding their orders): run {shown}{more}, "
+            "or the next batch --run finishes it"
         )
 
 

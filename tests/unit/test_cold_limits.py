@@ -590,3 +590,29 @@ def test_archive_retentions_cold_removals_are_previewed_by_the_dry_run_status_an
     assert (probe["cold"]["expired"]["files"], probe["cold"]["expired"]["orders"]) == (2, removed)
     assert f"{removed} orders in 2 files past ARCHIVE_RETENTION 60d" in status_text
     assert f"{removed} cold orders in 2 files past ARCHIVE_RETENTION 60d" in doctor_text
+
+
+def test_the_next_batch_run_finishes_an_erasure_a_forget_left_unfinished_in_the_cold_tier(
+    moved, monkeypatch, capsys, tmp_path
+):
+    """A forget a stop file ended after its first cold file: the courier's data stays in the
+    other files until someone runs forget again. The next batch --run (the cold tier's writer,
+    scheduled) finishes it from the record's mark: every file rewritten, the mark cleared,
+    status healthy, a dry run of forget finds nothing left to erase."""
+    _, store = moved
+    courier = a_courier_in_several_files(store)
+    stop = tmp_path / "stop"
+    rewrites = after_first(monkeypatch, ColdRewrite, "_replace", stop.touch)
+    code, first = forget(capsys, courier, "--stop-file", str(stop))
+    assert (code, first["ended"], first["cold"]["complete"]) == (0, "stop_file", False)
+    stop.unlink()
+    assert status(capsys)[0] == 3
+    rewrites.clear()
+    code, run = batch(capsys)
+    assert (code, run["ended"], run["cold"]["forgotten_finished"]) == (0, "completed", 1)
+    assert run["cold"]["forgotten_rewritten"] == len(rewrites) >= 1
+    code, after = status(capsys)
+    assert (code, after["forgotten_unfinished"]) == (0, [])
+    capsys.readouterr()
+    assert cli.main(["forget", "--courier", courier, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cold"]["erased"] == 0
