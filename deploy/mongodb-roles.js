@@ -74,7 +74,8 @@ if (SIDE !== "source") {
       { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["insert", "update", "createIndex"] },
       { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["insert", "update", "remove"] },
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["insert", "update", "remove"] },
-      // Once: the persons an earlier version's forget erased, recorded (upgrade_erasures).
+      // Once: the persons an earlier version's forget erased, recorded (upgrade_erasures); the
+      // mark of an erasure a forget left unfinished in the cold tier, cleared once finished.
       { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["insert", "update"] },
     ],
     roles: [],

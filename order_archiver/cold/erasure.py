@@ -29,6 +29,15 @@ class ColdErasure:
     erased: int = 0  # of which held personal data (erased, or would be)
     rewritten: int = 0  # files rewritten by this run
     to_rewrite: int = 0  # files holding personal data of theirs (those a run rewrites)
+    # Whether every file was read (and, in a run, rewritten): False when a signal or a limit of
+    # the run ended it between two files, the counts above then those of the files read so far
+    complete: bool = False
+    files_listed: int = 0  # the cold tier's files when it began
+    files_read: int = 0  # of which read (the rest may hold more of their orders)
+    # On S3, once a file is rewritten: whether the bucket keeps versions (the new file has a
+    # version id, ``ColdStore.keeps_versions``): the replaced files then stay readable as
+    # noncurrent versions until a lifecycle rule expires them. None: not known (no rewrite, not S3)
+    versions_kept: bool | None = None
 
 
 def _holding(
@@ -60,14 +69,20 @@ def erase_in_cold(
     ``boundary`` is called before each file is read (``rewrite.read_boundary``: the reads end
     there too)."""
     report = report if report is not None else ColdErasure()
-    for cold_file in store.files():
+    found = store.files()
+    report.files_listed = len(found)
+    for cold_file in found:
         boundary()
         orders, holding = _holding(store, cold_file, query, erasure)
+        report.files_read += 1
         report.files += bool(orders)
         report.orders += orders
         report.erased += len(holding)
         report.to_rewrite += bool(holding)
         if run and holding:
-            ColdRewrite(store, journal, context).rewrite(cold_file, holding, erasure)
+            new = ColdRewrite(store, journal, context).rewrite(cold_file, holding, erasure)
             report.rewritten += 1
+            if report.versions_kept is None and new is not None:
+                report.versions_kept = store.keeps_versions(new)
+    report.complete = True
     return report

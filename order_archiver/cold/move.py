@@ -83,10 +83,18 @@ class ColdMoveReport:
     expired_orders: int = 0
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: cold orders whose personal data was erased
     pii_rewritten: int = 0  # the files rewritten for it
+    # Forgotten persons whose erasure in the cold tier a forget left unfinished, finished by this
+    # run (tier.finish_forgotten), and the files it rewrote for them
+    forgotten_finished: int = 0
+    forgotten_rewritten: int = 0
     would_move: int | None = None  # a dry run: the archived orders past ARCHIVE_COLD_AFTER
     # A dry run with ARCHIVE_PII_RETENTION: the cold orders past it still holding personal data
     # (what the run's pii_erased would be: retention.count_by_age)
     would_erase_pii: int | None = None
+    # A dry run with ARCHIVE_RETENTION: the cold files of months wholly past it, and their orders
+    # (what the run's expired_files, expired_orders would be: retention.count_expired)
+    would_expire_files: int | None = None
+    would_expire_orders: int | None = None
     skipped: bool = False  # another batch run held the move's lease: nothing moved by this one
     # Published files found gone (spot_check: a few a run, in turn), and their orders
     gone_files: list[str] = field(default_factory=list)
@@ -105,8 +113,12 @@ class ColdMoveReport:
             "expired_orders": self.expired_orders,
             "pii_erased": self.pii_erased,
             "pii_rewritten": self.pii_rewritten,
+            "forgotten_finished": self.forgotten_finished,
+            "forgotten_rewritten": self.forgotten_rewritten,
             "would_move": self.would_move,
             "would_erase_pii": self.would_erase_pii,
+            "would_expire_files": self.would_expire_files,
+            "would_expire_orders": self.would_expire_orders,
             "skipped": self.skipped,
             "gone_files": self.gone_files,
             "gone_orders": self.gone_orders,
@@ -117,9 +129,10 @@ class ColdMoveReport:
         """Whether the run did (or a dry run would do) anything in the cold tier worth a line:
         a run with nothing due says nothing (its --json keeps every field)."""
         if self.would_move is not None:
-            return self.would_move > 0 or bool(self.would_erase_pii)
+            return self.would_move > 0 or bool(self.would_erase_pii) or bool(self.would_expire_files)
         done = (self.moved, self.files, self.kept_revised, self.kept_not_representable, self.recovered)
-        return self.skipped or any(done) or any((self.pii_erased, self.expired_files, self.gone_files))
+        said = (self.pii_erased, self.expired_files, self.gone_files, self.forgotten_finished)
+        return self.skipped or any(done) or any(said)
 
     def line(self) -> str | None:
         """For a person: what moved, or None when nothing did (see ``anything``)."""
@@ -132,6 +145,11 @@ class ColdMoveReport:
             if self.would_erase_pii:
                 erased = plural(self.would_erase_pii, "cold order")
                 text += f"; would erase the personal data of {erased} (ARCHIVE_PII_RETENTION)"
+            if self.would_expire_files:
+                text += (
+                    f"; would remove {plural(self.would_expire_orders or 0, 'cold order')} past "
+                    f"ARCHIVE_RETENTION ({plural(self.would_expire_files, 'file')}, deleted for good)"
+                )
             return text
         months = f" ({', '.join(self.months)})" if self.months else ""
         text = f"cold tier: {plural(self.moved, 'order')} moved into {plural(self.files, 'file')}{months}"
@@ -147,6 +165,11 @@ class ColdMoveReport:
             yield f"; {plural(self.recovered, 'interrupted move')} settled"
         if self.pii_erased:
             yield f"; personal data of {plural(self.pii_erased, 'order')} erased (ARCHIVE_PII_RETENTION)"
+        if self.forgotten_finished:
+            yield (
+                f"; the erasure of {plural(self.forgotten_finished, 'forgotten person')} a forget left "
+                f"unfinished finished ({plural(self.forgotten_rewritten, 'file')} rewritten)"
+            )
         if self.expired_files:
             yield f"; {plural(self.expired_orders, 'order')} past ARCHIVE_RETENTION removed ({plural(self.expired_files, 'file')})"
         if self.gone_files:

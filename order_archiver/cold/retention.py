@@ -20,7 +20,7 @@ minute): past the bound, the rows left are counted as an upper bound, said as su
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from order_archiver.cold.files import dated_documents, footer, footer_metadata, row_groups
@@ -36,9 +36,12 @@ from order_archiver.orders.erasing import Erasure
 __all__ = [
     "META_ERASED_BEFORE",
     "ColdAgeErasure",
+    "ColdExpired",
     "ColdPiiCount",
     "count_by_age",
+    "count_expired",
     "erase_by_age",
+    "past_retention",
     "remove_expired",
 ]
 DELIVERED = "date_livraison"  # the typed column: the document's delivery date, null when not a date
@@ -46,6 +49,39 @@ Stamps = Mapping[
     str, "datetime | str | None"
 ]  # a file's path: its cutoff as the list has it (manifest.Listed)
 log = get_logger("cold")
+
+
+def past_retention(cold_file: ColdFile, before: datetime) -> bool:
+    """A file of a month wholly delivered before ``before``: ARCHIVE_RETENTION removes it."""
+    month = cold_file.month
+    return month is not None and month.next().start <= before
+
+
+@dataclass
+class ColdExpired:
+    """The cold files ARCHIVE_RETENTION removes now (``remove_expired``'s), and their orders."""
+
+    files: int = 0
+    orders: int = 0
+    months: list[str] = field(default_factory=list)
+
+
+def count_expired(
+    store: ColdStore, found: Iterable[ColdFile], before: datetime, rows: Mapping[str, int] | None = None
+) -> ColdExpired:
+    """What ``remove_expired`` removes of ``found`` (the place's listing) now: the same files, their
+    orders as the run counts them (each file's footer), or from ``rows`` (the list of files: a
+    probe opens no file; a file it does not list, its footer)."""
+    counted = ColdExpired()
+    for cold_file in found:
+        if past_retention(cold_file, before):
+            listed = (rows or {}).get(cold_file.path)
+            counted.files += 1
+            counted.orders += listed if listed is not None else footer(store, cold_file.path).rows
+            if str(cold_file.month) not in counted.months:
+                counted.months.append(str(cold_file.month))
+    counted.months.sort()
+    return counted
 
 
 def remove_expired(
@@ -58,10 +94,10 @@ def remove_expired(
     """ARCHIVE_RETENTION: the files of each month wholly delivered before ``before`` removed (a
     month partly inside it waits until it is wholly past), each unlisted first (a listed file
     that is gone is a lost one), each said to ``removed`` with its orders as it goes: a signal
-    or a limit of the run ends the removals between two files (``file_boundary``, #34)."""
+    or a limit of the run ends the removals between two files (``file_boundary``, #34).
+    ``count_expired`` counts the same files beforehand (a dry run, status, doctor)."""
     for cold_file in store.files():
-        month = cold_file.month
-        if month is not None and month.next().start <= before:
+        if past_retention(cold_file, before):
             file_boundary(context)
             orders = footer(store, cold_file.path).rows
             manifest.remove(cold_file.path)

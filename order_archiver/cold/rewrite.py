@@ -91,14 +91,15 @@ class ColdRewrite:
 
     def rewrite(
         self, old: ColdFile, ids: set[str], erasure: Erasure, metadata: Mapping[bytes, bytes] | None = None
-    ) -> None:
-        """``old`` with the orders of ``ids`` erased."""
-        self._replace(old, lambda d: erasure(d) if str(d["_id"]) in ids else d, metadata)
+    ) -> str | None:
+        """``old`` with the orders of ``ids`` erased; the new file (None: nothing left)."""
+        new = self._replace(old, lambda d: erasure(d) if str(d["_id"]) in ids else d, metadata)
         log.info(
             "cold tier: %s rewritten, the personal data of %s erased",
             self.store.url_of(old.path),
             plural(len(ids), "order"),
         )
+        return new
 
     def without(
         self, old: ColdFile, ids: set[str], erased: Mapping[str, Mapping[str, object]] | None = None

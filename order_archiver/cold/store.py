@@ -333,6 +333,23 @@ class ColdStore:
         with storage_edge():
             self.fs.move(path, path.replace(".parquet", f".{suffix}"))
 
+    def keeps_versions(self, path: str) -> bool | None:
+        """On S3, whether the bucket kept a version of the object ``path`` when it was written:
+        its ``VersionId`` (HeadObject's, which Arrow hands back in the file's metadata; a bucket
+        never versioned gives none, one suspended "null"). Arrow cannot ask GetBucketVersioning:
+        an object's version id is what it can read. A versioned bucket keeps every file a rewrite
+        replaced, and every file removed, as a noncurrent version until a lifecycle rule expires
+        it. None off S3 (a local disk keeps no versions; its snapshots are the deployment's)."""
+        if not self._on_s3:
+            return None
+
+        def head() -> dict[str, bytes]:
+            with self.fs.open_input_file(path) as stream:  # one HeadObject, nothing read
+                return {str(k): bytes(v) for k, v in (stream.metadata() or {}).items()}
+
+        version = self.retrying(head).get("VersionId")
+        return version is not None and version not in (b"", b"null")
+
     def remove(self, path: str) -> None:
         """Remove a file if it is there (a partial one a crash left, a file replaced)."""
 

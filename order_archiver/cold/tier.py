@@ -8,24 +8,36 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bson import ObjectId
 from pymongo import MongoClient
 
+from order_archiver.cold.erasure import erase_in_cold
 from order_archiver.cold.files import footer
 from order_archiver.cold.holding import ColdHolding
 from order_archiver.cold.manifest import ColdManifest, Listed
 from order_archiver.cold.move import ColdMove, ColdMoveReport
 from order_archiver.cold.record import raise_boundary
-from order_archiver.cold.retention import ColdAgeErasure, ColdPiiCount, count_by_age, erase_by_age
+from order_archiver.cold.retention import (
+    ColdAgeErasure,
+    ColdExpired,
+    ColdPiiCount,
+    count_by_age,
+    count_expired,
+    erase_by_age,
+    past_retention,
+)
 from order_archiver.cold.rewrite import read_boundary
+from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.spot_check import spot_check
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection
 from order_archiver.errors import FatalError, Interrupted
 from order_archiver.logs import get_logger, plural
+from order_archiver.mongodb.forgotten import LATEST_CHECKED, ForgottenPersons
 from order_archiver.mongodb.lease import Lease, server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
-from order_archiver.orders.erasing import BY_AGE, Erasure
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure
 from order_archiver.settings import Duration, Settings, hand_aws_settings_to_the_sdk
 
 log = get_logger("cold")
@@ -95,23 +107,22 @@ def would_move(
     if not count:
         log.info(_NOTHING_DUE, settings.archive_cold_after)
     report = ColdMoveReport(would_move=count)
+    expire = now - settings.archive_retention if settings.archive_retention is not None else None
+    listed = store.files() if expire is not None or settings.archive_pii_retention is not None else []
+    if expire is not None:
+        # The files the run removes (``remove_expired``), their orders as it counts them.
+        expired = count_expired(store, listed, expire)
+        report.would_expire_files, report.would_expire_orders = expired.files, expired.orders
     if settings.archive_pii_retention is not None:
         # What the run's erasure reads, read now (its cost, not more): the run's figure. The
         # months the run removes first (ARCHIVE_RETENTION: ``remove_expired``) are not erased.
-        expire = now - settings.archive_retention if settings.archive_retention is not None else None
-        found = [f for f in store.files() if expire is None or not _expired(f, expire)]
+        found = [f for f in listed if expire is None or not past_retention(f, expire)]
         stamps = _stamps(ColdManifest(store, collections.checkpoints, on_archive).entries())
         erasure = _age_erasure(settings, settings.archive_pii_retention, now)
         # Its reads meet the run's limits and a signal, a file at a time, as the run's steps do.
         counted = count_by_age(store, found, stamps, *erasure, boundary=lambda: read_boundary(context))
         report.would_erase_pii = counted.orders
     return report
-
-
-def _expired(cold_file: ColdFile, before: datetime) -> bool:
-    """A file of a month wholly delivered before ``before`` (``retention.remove_expired``'s)."""
-    month = cold_file.month
-    return month is not None and month.next().start <= before
 
 
 def _stamps(listed: Iterable[Listed]) -> dict[str, datetime | str | None]:
@@ -267,11 +278,44 @@ def _moved(
             erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive, aged)
         finally:
             report.pii_erased, report.pii_rewritten = aged.orders, aged.files
+    finish_forgotten(collections, settings, store, on_archive, report)
     # After the erasure, which a storage fault in this look would otherwise keep from running.
     if not on_archive.stopped:
         gone = spot_check(store, move.manifest, collections.checkpoints, on_archive)
         report.gone_files, report.gone_orders = gone.files, gone.orders
     return report
+
+
+def finish_forgotten(
+    collections: Collections,
+    settings: Settings,
+    store: ColdStore,
+    context: RunContext,
+    report: ColdMoveReport,
+) -> None:
+    """Under the move's lease: the erasure of each of the latest forgotten persons
+    (``LATEST_CHECKED``, the ones ``status`` names) whose record says it unfinished
+    (``COLD_PENDING``: a forget a signal, a limit or the lease ended before its last cold file),
+    finished as ``forget`` again would (every file holding their data rewritten), the mark then
+    cleared. One read of the record; the cold files read only for such a person. A signal or a
+    limit ends it between two files (``file_boundary``), the mark kept for the next run."""
+    record = ForgottenPersons(collections.forgotten, context)
+    for kind, person in record.unfinished(LATEST_CHECKED):
+        if not isinstance(person, ObjectId):
+            continue  # forget records an ObjectId
+        query = ColdQuery(courier_id=person) if kind == COURIER else ColdQuery(client_id=person)
+        fields = settings.pii_policy.fields
+        erasure = Erasure(
+            client=kind == CLIENT, courier=kind == COURIER, by=BY_REQUEST, at=datetime.now(UTC), fields=fields
+        )
+        done = erase_in_cold(store, collections.checkpoints, query, erasure, run=True, context=context)
+        report.forgotten_rewritten += done.rewritten
+        if done.complete:
+            record.finished(kind, person)
+            report.forgotten_finished += 1
+            log.info(
+                "cold tier: the erasure of %s %s finished (%d files rewritten)", kind, person, done.rewritten
+            )
 
 
 def _cold_move(
@@ -293,10 +337,42 @@ class ColdSummary:
     bytes: int = 0
     oldest_month: str | None = None
     newest_month: str | None = None
+    retention: str | None = None  # ARCHIVE_RETENTION
+    # With it: the files of months wholly past it, which the next batch --run removes (``past_retention``)
+    expired: ColdExpired | None = None
 
     def line(self) -> str:
         months = f", delivery months {self.oldest_month} to {self.newest_month}" if self.files else ""
-        return f"cold tier {self.url}: {plural(self.orders, 'order')} in {plural(self.files, 'file')} ({self.bytes} bytes){months}"
+        expired = self.expired
+        going = (
+            f"; {plural(expired.orders, 'order')} in {plural(expired.files, 'file')} past ARCHIVE_RETENTION "
+            f"{self.retention} ({', '.join(expired.months)}): the next batch --run removes them"
+            if expired is not None and expired.files
+            else ""
+        )
+        return (
+            f"cold tier {self.url}: {plural(self.orders, 'order')} in {plural(self.files, 'file')} "
+            f"({self.bytes} bytes){months}{going}"
+        )
+
+    def past_retention(
+        self,
+        store: ColdStore,
+        found: list[ColdFile],
+        listed: Iterable[Listed],
+        settings: Settings,
+        now: datetime,
+    ) -> None:
+        """ARCHIVE_RETENTION's files (``count_expired``), their orders as the list of files has
+        them: no file opened but one it does not list."""
+        if settings.archive_retention is None:
+            return
+        self.retention = str(settings.archive_retention)
+        rows = {entry.path: entry.rows for entry in listed}
+        try:
+            self.expired = count_expired(store, found, now - settings.archive_retention, rows)
+        except (OSError, ValueError) as exc:
+            raise _unreadable(store, exc) from None
 
 
 def listing(store: ColdStore) -> list[ColdFile]:
@@ -337,6 +413,21 @@ def pii_pending_in(
         return None
     listed = list(ColdManifest(store, checkpoints, context).entries())
     return pii_pending(store, listing(store), listed, settings, now)
+
+
+def past_retention_in(
+    settings: Settings, checkpoints: MongoCollection, now: datetime, context: RunContext
+) -> ColdSummary | None:
+    """For ``doctor``: the cold files ARCHIVE_RETENTION's next run removes, from the list of
+    files and a listing of the place (``ColdSummary.past_retention``). None without a cold tier
+    or ARCHIVE_RETENTION."""
+    store = cold_store(settings, context)
+    if store is None or settings.archive_retention is None:
+        return None
+    listed = list(ColdManifest(store, checkpoints, context).entries())
+    summary = ColdSummary(store.url)
+    summary.past_retention(store, listing(store), listed, settings, now)
+    return summary
 
 
 def _unreadable(store: ColdStore, exc: BaseException) -> FatalError:

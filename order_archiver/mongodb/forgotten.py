@@ -38,6 +38,10 @@ from order_archiver.orders.pii import (
 from order_archiver.retry import Retry
 
 CHUNK = 500  # ids per read of the record
+# A person's record while their erasure is unfinished: cold files still hold their data (a forget
+# ended between two files, or that could not have the cold tier's lease); cleared once all are done.
+COLD_PENDING = "cold_pending"
+LATEST_CHECKED = 100  # the most recent forgotten persons status looks at, and batch --run finishes
 ErasureOf = Callable[[Mapping[str, object]], Erasure | None]  # the erasure an archive document is owed
 
 
@@ -82,12 +86,27 @@ class ForgottenPersons:
     collection: Collection[dict[str, object]]
     context: RunContext = field(default_factory=RunContext)
 
-    def record(self, kind: str, person_id: ObjectId, at: datetime | None = None) -> None:
-        """Remember that ``person_id`` was forgotten (idempotent: the first date stays)."""
+    def record(
+        self, kind: str, person_id: ObjectId, at: datetime | None = None, *, cold_pending: bool = False
+    ) -> None:
+        """Remember that ``person_id`` was forgotten (idempotent: the first date stays). With
+        ``cold_pending`` (a cold tier: its files are rewritten after the archive is erased), the
+        record says the erasure is unfinished (``COLD_PENDING``) until ``finished`` clears it:
+        a forget a signal or a limit ended between two files leaves it, and ``status`` counts it."""
         fields = {"kind": kind, "id": person_id, "forgotten_at": at or datetime.now(UTC)}
+        update: dict[str, object] = {"$setOnInsert": fields}
+        if cold_pending:
+            update["$set"] = {COLD_PENDING: True}
+        self.context.retrying(
+            lambda: self.collection.update_one({"_id": record_key(kind, person_id)}, update, upsert=True),
+            purpose=Retry.WRITE,
+        )
+
+    def finished(self, kind: str, person_id: ObjectId) -> None:
+        """The person's erasure done in every place (the cold tier's files all rewritten)."""
         self.context.retrying(
             lambda: self.collection.update_one(
-                {"_id": record_key(kind, person_id)}, {"$setOnInsert": fields}, upsert=True
+                {"_id": record_key(kind, person_id)}, {"$unset": {COLD_PENDING: ""}}
             ),
             purpose=Retry.WRITE,
         )
@@ -131,19 +150,32 @@ class ForgottenPersons:
                     found[kind].add(person)
         return Forgotten(frozenset(found[CLIENT]), frozenset(found[COURIER]))
 
+    def unfinished(self, limit: int) -> list[tuple[str, PersonId]]:
+        """Of the ``limit`` most recent (``latest``), those whose erasure is unfinished."""
+        return [(kind, person) for kind, person, pending in self.latest(limit) if pending]
+
     def persons(self, limit: int) -> list[tuple[str, PersonId]]:
         """The recorded persons, ``(kind, id)``, the most recently recorded first (natural
         order, reversed: no index, and only ``limit`` documents read); at most ``limit`` of them
         (status looks at the latest requests only). A limit always: the record grows with every
         forget --run, and a walk of all of it is ``after``'s, a batch at a time."""
+        return [(kind, person) for kind, person, _ in self.latest(limit)]
+
+    def latest(self, limit: int) -> list[tuple[str, PersonId, bool]]:
+        """``persons``, each with whether its erasure is unfinished (``COLD_PENDING``: cold files
+        still to rewrite), by the same read."""
         records = self.context.retrying(
             lambda: list(
-                self.collection.find({}, {"kind": 1, "id": 1}, sort=[("$natural", -1)], limit=limit)
+                self.collection.find(
+                    {}, {"kind": 1, "id": 1, COLD_PENDING: 1}, sort=[("$natural", -1)], limit=limit
+                )
             ),
             purpose=Retry.READ,
         )
         return [
-            (str(r["kind"]), r["id"]) for r in records if r.get("kind") in (CLIENT, COURIER) and "id" in r
+            (str(r["kind"]), r["id"], r.get(COLD_PENDING) is True)
+            for r in records
+            if r.get("kind") in (CLIENT, COURIER) and "id" in r
         ]
 
     def after(self, key: str | None, batch_size: int = CHUNK) -> Cursor[dict[str, object]]:

@@ -18,7 +18,8 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from order_archiver.cold.record import check_place, read_record
-from order_archiver.cold.tier import PII_COUNTED_ROWS_AT_MOST, cold_store, pii_pending_in
+from order_archiver.cold.store import ColdStore
+from order_archiver.cold.tier import PII_COUNTED_ROWS_AT_MOST, cold_store, past_retention_in, pii_pending_in
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, list_or_empty, mapping_or_empty
 from order_archiver.errors import (
@@ -433,9 +434,15 @@ def retention_check(
     return state.action == "drop"
 
 
-def cold_tier_check(report: DoctorReport, settings: Settings, context: RunContext) -> None:
+def cold_tier_check(
+    report: DoctorReport,
+    settings: Settings,
+    context: RunContext,
+    client: MongoClient[Document] | None = None,
+) -> None:
     """ARCHIVE_COLD_URL: the folder or bucket is there (not written to: doctor writes nothing;
-    ``batch --run`` also checks that it takes a file, before it writes anything)."""
+    ``batch --run`` also checks that it takes a file, before it writes anything); with
+    ARCHIVE_RETENTION and ``client`` (the archive's), the cold files the next batch --run removes."""
     store = None
     try:
         store = cold_store(settings, context)
@@ -445,7 +452,78 @@ def cold_tier_check(report: DoctorReport, settings: Settings, context: RunContex
         report.add("cold tier", "fail", str(exc))
         return
     if store is not None:
-        report.add("cold tier", "pass", f"{store.url} is there; moved after {settings.archive_cold_after}")
+        going = _cold_past_retention(client, settings, context) if client is not None else ""
+        report.add(
+            "cold tier", "pass", f"{store.url} is there; moved after {settings.archive_cold_after}{going}"
+        )
+        cold_versions_check(report, store)
+
+
+# What a versioned bucket does to an erasure (doctor's, forget's and the docs' words alike).
+VERSIONS_KEEP = (
+    "what forget and ARCHIVE_PII_RETENTION erase, and the files ARCHIVE_RETENTION removes, stay "
+    "readable as noncurrent versions until a lifecycle rule expires them (NoncurrentVersionExpiration)"
+)
+
+
+def cold_versions_check(report: DoctorReport, store: ColdStore) -> None:
+    """On S3: whether the bucket keeps object versions, from the newest cold file's version id
+    (``ColdStore.keeps_versions``: Arrow cannot ask GetBucketVersioning, nor read lifecycle
+    rules). One listing and one HeadObject; nothing said of a local folder."""
+    if not store.url.startswith("s3://"):
+        return
+    try:
+        found = store.files()
+        newest = max(
+            found, key=lambda f: f.path.rsplit("/", 1)[-1], default=None
+        )  # names start with their time
+        keeps = store.keeps_versions(newest.path) if newest is not None else None
+    except (ArchiverError, OSError) as exc:
+        report.add("cold tier versions", "warn", f"not checked ({str(exc).splitlines()[0][:200]})")
+        return
+    bucket = store.url.removeprefix("s3://").split("/", 1)[0]
+    ask = f"aws s3api get-bucket-versioning --bucket {bucket}"
+    if keeps is None:
+        report.add(
+            "cold tier versions",
+            "pass",
+            f"no cold file yet: cannot tell whether the bucket keeps versions ({ask}); if it does, {VERSIONS_KEEP}",
+        )
+    elif keeps:
+        report.add(
+            "cold tier versions",
+            "warn",
+            f"the bucket keeps object versions (the newest cold file has a version id): {VERSIONS_KEEP}; "
+            f"doctor cannot read the rules ({ask}, get-bucket-lifecycle-configuration): expire noncurrent "
+            "versions of the prefix within your erasure deadline, or turn versioning off",
+        )
+    else:
+        report.add(
+            "cold tier versions",
+            "pass",
+            "the newest cold file has no version id: the bucket kept no versions when it was written "
+            f"(versioning turned on since keeps the files written after: doctor looks again each time; {ask})",
+        )
+
+
+def _cold_past_retention(client: MongoClient[Document], settings: Settings, context: RunContext) -> str:
+    """ARCHIVE_RETENTION in the cold tier: the files of months wholly past it (removed for good
+    by the next batch --run), from the list of files: no file opened."""
+    checkpoints = client[settings.archive_db_name][settings.checkpoint_collection]
+    try:
+        now = context.retrying(lambda: server_time(client))
+        summary = past_retention_in(settings, checkpoints, now, context)
+    except (ArchiverError, pymongo_errors.PyMongoError) as exc:
+        return f"; ARCHIVE_RETENTION: not counted ({str(exc).splitlines()[0][:200]})"
+    if summary is None or summary.expired is None:
+        return ""
+    expired = summary.expired
+    if not expired.files:
+        return f"; no cold file past ARCHIVE_RETENTION {summary.retention}"
+    return (
+        f"; {plural(expired.orders, 'cold order')} in {plural(expired.files, 'file')} past ARCHIVE_RETENTION "
+        f"{summary.retention} ({', '.join(expired.months)}): the next batch --run removes them for good"
+    )
 
 
 def cold_record_check(
@@ -659,7 +737,7 @@ def check_deployment_of(
     ttl_index_to_drop = side != "source" and retention_check(report, client, settings, context)
     if side != "source":
         personal_data_check(report, client, settings, context)
-        cold_tier_check(report, settings, context)
+        cold_tier_check(report, settings, context, client)
         cold_record_check(report, client, settings, context)
     index_check(report, client, settings, side, context)
     tls_check(report, settings, side)

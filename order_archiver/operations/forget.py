@@ -148,10 +148,28 @@ class ForgetReport:
 
     def lines(self) -> list[str]:
         held = self.limits.line("forget")
-        return self._lines() + ([held] if held else [])
+        return self._lines() + self._versions_lines() + ([held] if held else [])
+
+    def _versions_lines(self) -> list[str]:
+        """A versioned bucket keeps what the rewrites replaced: said, as nothing here erases it."""
+        if self.cold is None or not self.cold.versions_kept:
+            return []
+        return [
+            f"cold tier: the bucket keeps object versions: the {plural(self.cold.rewritten, 'file')} "
+            "replaced, with their personal data, stay readable as noncurrent versions until a "
+            "lifecycle rule expires them (NoncurrentVersionExpiration; doctor's cold tier versions)"
+        ]
+
+    @property
+    def cold_partial(self) -> bool:
+        """The cold tier's counts are those of the files read before a signal or a limit ended
+        the erasure: at least as many, the files left unread not counted."""
+        return self.cold is not None and not self.cold.complete
 
     def _lines(self) -> list[str]:
         cold = self.cold
+        if cold is not None and self.cold_partial:
+            return [*self._archive_lines(), *self._unerased_lines(), self._partial_cold_line(cold)]
         if cold is None or not cold.orders:
             return [*self._archive_lines(), *self._unerased_lines()]
         if self.run:
@@ -168,6 +186,18 @@ class ForgetReport:
             f"cold tier: {cold.orders} of their orders in {plural(cold.files, 'file')}, {cold.erased} holding "
             f"personal data; {verb}",
         ]
+
+    def _partial_cold_line(self, cold: ColdErasure) -> str:
+        """A cold tier's erasure ended between two files: what it found and did so far, what is left."""
+        if not cold.files_listed:
+            return "cold tier: stopped before its first file: forget again erases their orders there"
+        left = cold.files_listed - cold.files_read
+        return (
+            f"cold tier: stopped after {cold.files_read} of {plural(cold.files_listed, 'file')} read: "
+            f"at least {cold.orders} of their orders in {plural(cold.files, 'file')}, {cold.erased} holding "
+            f"personal data; {plural(cold.rewritten, 'file')} rewritten, {cold.to_rewrite - cold.rewritten} "
+            f"more found holding it not yet; {plural(left, 'file')} not read: forget again erases the rest"
+        )
 
     def _unerased_lines(self) -> list[str]:
         if not self.unerased:
@@ -201,17 +231,22 @@ class ForgetReport:
         # The first line counts the cold tier's orders too (it said "no archived order" of a
         # client whose 12 orders were all in the cold tier: a new user's try); its line follows.
         in_cold = self.cold.orders if self.cold is not None else 0
+        # A count a stop ended (the files left unread not counted): at least that many.
+        cold_count = f"at least {in_cold}" if self.cold_partial else str(in_cold)
         if not self.orders:
             none = (
-                f"no order in the archive collection, {in_cold} in the cold tier"
-                if in_cold
+                f"no order in the archive collection, {cold_count} in the cold tier"
+                if in_cold or self.cold_partial
                 else "no archived order"
             )
             return [f"{who}: {none}", *remembered]
         archived = plural(self.orders, "archived order")
         there = ""  # the counts that follow are the archive collection's: said so beside the cold tier's
-        if in_cold:
-            archived, there = f"{archived} in the archive collection and {in_cold} in the cold tier", " there"
+        if in_cold or self.cold_partial:
+            archived, there = (
+                f"{archived} in the archive collection and {cold_count} in the cold tier",
+                " there",
+            )
         if not self.erased:
             return [f"{who}: {archived}, no personal data left to erase{there}", *remembered]
         return [f"{who}: {archived}; {verb} {what} of {self.erased}{there}", *remembered]
@@ -253,7 +288,8 @@ def forget_person(
         )
     with on_archive.named():
         if run and report.found:
-            _erased(collections, person, erasure, on_archive, throttle, report)
+            cold_tier = settings.archive_cold_url is not None
+            _erased(collections, person, erasure, on_archive, throttle, report, cold_tier)
         # After the record: a move to the cold tier that starts now writes their orders erased.
         # Not after a limit ended the erasure: the cold tier's is the next forget's.
         cold_run = run and report.found and report.limits.ended is None and not on_archive.stopped
@@ -263,6 +299,9 @@ def forget_person(
             report.cold = _in_the_cold_tier(
                 collections, settings, person, erasure, cold_run, on_archive, report
             )
+        if cold_run and report.cold is not None and report.cold.complete:
+            # Every cold file rewritten: the record no longer says the erasure is unfinished.
+            ForgottenPersons(collections.forgotten, on_archive).finished(person.kind, person.id)
     report.limits.settle(on_archive.stopped)
     log.info(
         "forget: %s %s: %s, %d %s",
@@ -282,15 +321,20 @@ def _erased(
     context: RunContext,
     throttle: Throttle,
     report: ForgetReport,
+    cold_tier: bool = False,
 ) -> None:
     """The person recorded, then their archived orders erased, a chunk at a time under the
-    limits (a stop file there already: nothing written, as batch)."""
+    limits (a stop file there already: nothing written, as batch). With a ``cold_tier``, the
+    record says the erasure unfinished until every cold file is rewritten (``finished``): a
+    forget ended before then leaves ``status`` a problem to name, and forget again finishes it."""
     if (limit := throttle.limits.reached()) is not None:
         report.limits.ended = limit
         return
     # Recorded first: a write of the archive that starts after this respects it, and one
     # under way looks again after it writes (storage.ArchiveWriter).
-    ForgottenPersons(collections.forgotten, context).record(person.kind, person.id, erasure.at)
+    ForgottenPersons(collections.forgotten, context).record(
+        person.kind, person.id, erasure.at, cold_pending=cold_tier
+    )
     with throttle.until_a_limit(report.limits):
         report.unerased = erase_personal_data(
             collections.archive, person.orders(), erasure, context=context

@@ -36,7 +36,7 @@ from order_archiver.errors import ArchiverError, ConfigError
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.forgotten import ForgottenPersons, still_holding
+from order_archiver.mongodb.forgotten import LATEST_CHECKED, ForgottenPersons, still_holding
 from order_archiver.mongodb.indexes import (
     IndexStatus,
     index_states,
@@ -58,12 +58,13 @@ from order_archiver.mongodb.statuses import (
 from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
+from order_archiver.orders.erasing import COURIER
 from order_archiver.retry import Retry
 from order_archiver.settings import MAX_PARTITIONS, Duration, Settings, about
 
 CHUNK = 1000
 EXAMPLES = 5
-FORGOTTEN_CHECKED = 100  # the most recent forgotten persons whose orders status looks at
+FORGOTTEN_CHECKED = LATEST_CHECKED  # the most recent forgotten persons whose orders status looks at
 # The next purge's orders are counted up to this many, no further: a deployment that never
 # purges keeps its whole delivered history in the source, and a probe every few seconds must
 # not count tens of millions of index keys (a count with a limit stops there).
@@ -168,6 +169,9 @@ class StatusReport:
     cold_pii_retention_unread: int = 0
     forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
     forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
+    # Of them, those whose erasure is unfinished: cold files still to rewrite (forget ended before
+    # it rewrote them all), "client:<id>" / "livreur:<id>"
+    forgotten_unfinished: list[str] = field(default_factory=list)
     indexes: list[IndexStatus] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
     unique_missing: bool = False  # the archive's unique index on numero_commande (a watcher waits)
     cold: ColdSummary | None = None  # ARCHIVE_COLD_URL: files, orders, bytes, months
@@ -258,6 +262,11 @@ class StatusReport:
             out.append(
                 f"forgotten persons: {self.forgotten_persons} checked (the most recent), "
                 f"{plural(self.forgotten_holding, 'archived order')} of theirs still holding their personal data"
+                + (
+                    f"; {len(self.forgotten_unfinished)} whose erasure in the cold tier is not finished"
+                    if self.forgotten_unfinished
+                    else ""
+                )
             )
         out += [index.line() for index in self.indexes]
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
@@ -607,19 +616,36 @@ def _retention(
 
 def _forgotten(report: StatusReport, collections: Collections, read: Reader, context: RunContext) -> None:
     """The latest recorded erasures (``FORGOTTEN_CHECKED``) that do not hold: orders of a
-    forgotten person still holding their data (a write that did not respect the record). One
-    count per person on their index: bounded by the requests looked at, not by the archive."""
+    forgotten person still holding their data (a write that did not respect the record, an
+    erasure a limit ended), and those the record says unfinished in the cold tier. One read of
+    the record and one count per person on their index: bounded by the requests looked at, not
+    by the archive nor the cold tier."""
     record = ForgottenPersons(collections.forgotten, context.on(collections.archive_side))
-    persons = record.persons(FORGOTTEN_CHECKED)
-    report.forgotten_persons = len(persons)
+    latest = record.latest(FORGOTTEN_CHECKED)
+    report.forgotten_persons = len(latest)
     report.forgotten_holding = sum(
         read(partial(collections.archive.count_documents, still_holding(kind, person)))
-        for kind, person in persons
+        for kind, person, _ in latest
     )
     if report.forgotten_holding:
         report.problems.append(
             f"{plural(report.forgotten_holding, 'archived order')} of forgotten persons still hold their "
             "personal data: run forget again for them (main.py verify names them)"
+        )
+    # The record's mark, by the same read: no cold file is opened (a forget that ended between
+    # two of them left it, cleared once it rewrote the last).
+    unfinished = [(kind, person) for kind, person, pending in latest if pending]
+    report.forgotten_unfinished = [f"{kind}:{person}" for kind, person in unfinished]
+    if unfinished:
+        shown = ", ".join(
+            f"forget --{'courier' if kind == COURIER else 'client'} {person} --run"
+            for kind, person in unfinished[:3]
+        )
+        more = f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else ""
+        report.problems.append(
+            f"{plural(len(unfinished), 'forgotten person')} whose erasure in the cold tier is not finished "
+            f"(forget ended before it rewrote every cold file holding their orders): run {shown}{more}, "
+            "or the next batch --run finishes it"
         )
 
 
@@ -679,6 +705,7 @@ def _cold_tier(
         report.problems.append(str(exc))
         return
     report.cold = summarise(store, found, listed)
+    report.cold.past_retention(store, found, listed, settings, now)
     _cold_pii(report, store, found, listed, settings, now)
     lost = lost_files(store, manifest, listed, found)
     if lost.missing_files:  # removed by hand, or lost

@@ -587,3 +587,63 @@ def test_the_aws_settings_of_a_settings_file_reach_the_cold_tiers_s3(
     assert json.loads(moved.stdout)["cold"]["moved"] == len(old)
     assert "is not a setting" not in moved.stderr
     assert "testing" not in moved.stderr  # no key said
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+def test_doctor_and_forget_say_a_versioned_bucket_keeps_what_the_erasure_replaced(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, s3, versioned
+):
+    """A new user's try: with versioning on, after forget --client X --run, 13 rows of that
+    client's data were still readable in noncurrent object versions; doctor ("ok cold tier"),
+    forget and verify said nothing. S3 keeps a version of every object overwritten or deleted in
+    a versioned bucket (put-bucket-versioning Enabled) until a lifecycle rule expires it; pyarrow
+    cannot ask GetBucketVersioning, but HeadObject's VersionId says what the bucket did with a
+    file. doctor and forget now say it; an unversioned bucket is said to keep none."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"])
+    if versioned:
+        client.put_bucket_versioning(Bucket="orders", VersioningConfiguration={"Status": "Enabled"})
+    database = nx_client[db_name]
+    _recent, old = seed_old_and_recent(database, nx_settings)
+    env = {**nx_env, **s3, "ARCHIVE_COLD_URL": "s3://orders/livraison", "ARCHIVE_COLD_AFTER": "365d"}
+    first = run_cli("batch", "--run", "-q", env={**env, "ARCHIVE_COLD_AFTER": "500d"}, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    moved = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert json.loads(moved.stdout)["cold"]["moved"] == len(old), moved.stderr
+
+    doctor = run_cli("doctor", env=env, cwd=tmp_path)
+    line = next(x for x in doctor.stdout.splitlines() if "cold tier versions" in x)
+    if versioned:
+        assert line.startswith("warn"), line
+        assert "the bucket keeps object versions" in line
+        assert "noncurrent versions until a lifecycle rule expires them" in line
+    else:
+        assert line.startswith("ok"), line
+        assert "no version id" in line
+
+    store = ColdStore("s3://orders/livraison")
+    person, other = sorted(
+        {
+            str(d["client"]["id"])
+            for cold_file in store.files()
+            for batch in files.batches(store, cold_file.path, ["document"])
+            for d in map(document_of, batch["document"])
+            if d.get("client") and d["client"].get("email")
+        }
+    )[:2]
+    forget = run_cli("forget", "--client", person, "--run", env=env, cwd=tmp_path)
+    assert forget.returncode == 0, forget.stderr
+    as_json = run_cli("forget", "--client", other, "--run", "--json", env=env, cwd=tmp_path)
+    # What S3 kept: the replaced files' versions, the client's data in them.
+    noncurrent = [
+        v for v in client.list_object_versions(Bucket="orders").get("Versions", []) if not v["IsLatest"]
+    ]
+    if versioned:
+        assert noncurrent  # the physics the lines below stand for
+        assert "the bucket keeps object versions" in forget.stdout
+        assert json.loads(as_json.stdout)["cold"]["versions_kept"] is True
+    else:
+        assert noncurrent == []
+        assert "object versions" not in forget.stdout
+        assert json.loads(as_json.stdout)["cold"]["versions_kept"] is False

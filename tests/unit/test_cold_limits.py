@@ -465,3 +465,154 @@ def test_a_storage_fault_in_the_look_for_gone_files_does_not_keep_the_erasure_fr
     code = cli.main(["batch", "--run", "-q"])
     assert code == 1, capsys.readouterr()
     assert holding_pii(store, 30) == 0
+
+
+def status(capsys: Any) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    code = cli.main(["status", "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("end", ["stop_file", "signal"])
+def test_a_forget_ended_before_its_last_cold_file_is_status_problem_until_forget_again_finishes(
+    moved, monkeypatch, capsys, tmp_path, end
+):
+    """A new user's try: SIGINT to forget --courier --run after its first cold file; status then
+    said "0 archived orders of theirs still holding their personal data", healthy (exit 0), while
+    cold files still held 58 of their orders. The record now says the erasure is unfinished until
+    the last file is rewritten: status names the person (exit 3) without opening a cold file, and
+    forget again finishes it and clears the mark."""
+    from order_archiver.cold import erasure as cold_erasure
+
+    _, store = moved
+    courier = a_courier_in_several_files(store)
+    stop = tmp_path / "stop"
+    assert status(capsys)[0] == 0
+    after_first(monkeypatch, ColdRewrite, "_replace", stop.touch if end == "stop_file" else sigterm)
+    code, first = forget(capsys, courier, "--stop-file", str(stop))
+    assert (code, first["ended"], first["cold"]["rewritten"]) == (0, end, 1)
+    opened: list[str] = []
+    real_holding = cold_erasure._holding
+    monkeypatch.setattr(
+        cold_erasure, "_holding", lambda s, f, *a: opened.append(f.path) or real_holding(s, f, *a)
+    )
+    code, unfinished = status(capsys)
+    assert code == 3
+    assert unfinished["forgotten_unfinished"] == [f"livreur:{courier}"]
+    assert any(f"forget --courier {courier} --run" in p for p in unfinished["problems"])
+    assert opened == []
+    stop.unlink(missing_ok=True)
+    code, second = forget(capsys, courier)
+    assert (code, second["ended"], second["cold"]["complete"]) == (0, "completed", True)
+    code, done = status(capsys)
+    assert (code, done["forgotten_unfinished"], done["problems"]) == (0, [], [])
+
+
+def test_a_stopped_forget_says_its_cold_counts_are_partial_and_what_is_left(
+    moved, monkeypatch, capsys, tmp_path
+):
+    """A new user's try: the dry run said "135 in the cold tier", the run --max-runtime 1s said
+    "103 in the cold tier" and "103 of their orders in 23 files", as totals. A run a stop file
+    ends after its first cold file says "at least", the files read of those listed and those left
+    (text), ``complete`` false and the files listed and read (``--json``)."""
+    _, store = moved
+    courier = a_courier_in_several_files(store)
+    stop = tmp_path / "stop"
+    capsys.readouterr()
+    assert cli.main(["forget", "--courier", courier, "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)["cold"]
+    assert (dry["complete"], dry["files_listed"], dry["files_read"]) == (True, 3, 3)
+    after_first(monkeypatch, ColdRewrite, "_replace", stop.touch)
+    code = cli.main(["forget", "--courier", courier, "--run", "--stop-file", str(stop)])
+    text = capsys.readouterr().out
+    assert code == 0
+    first, cold = (
+        text.splitlines()[0],
+        next(line for line in text.splitlines() if line.startswith("cold tier")),
+    )
+    read = int(cold.split("stopped after ")[1].split(" ")[0])
+    assert read < 3, cold
+    assert "of 3 files read" in cold
+    assert f"{3 - read} file" in cold
+    assert "not read: forget again erases the rest" in cold
+    assert "at least" in first
+    assert "in the cold tier" in first
+    stop.unlink()
+    # The same stop again, in --json: the figures say they are partial.
+    calls = after_first(monkeypatch, ColdRewrite, "_replace", stop.touch)
+    code, report = forget(capsys, courier, "--stop-file", str(stop))
+    assert len(calls) == 1
+    assert report["ended"] == "stop_file"
+    assert report["cold"]["complete"] is False
+    assert report["cold"]["files_listed"] == 3
+    assert report["cold"]["rewritten"] < report["cold"]["to_rewrite"]  # the file in hand is the next run's
+
+
+def doctor_cold_line(database: Any, store: ColdStore) -> str:
+    """doctor's ``cold tier`` line (its other checks need a server: mongomock answers none)."""
+    from order_archiver.context import RunContext
+    from order_archiver.operations.doctor import DoctorReport, cold_tier_check
+    from order_archiver.settings import Duration
+
+    settings = BASE.with_overrides(
+        archive_cold_url=store.url, archive_cold_after=Duration(days=15), archive_retention=Duration(days=60)
+    )
+    report = DoctorReport()
+    cold_tier_check(report, settings, RunContext(), database.client)
+    return next(check.detail for check in report.checks if check.name == "cold tier")
+
+
+def test_archive_retentions_cold_removals_are_previewed_by_the_dry_run_status_and_doctor(
+    moved, monkeypatch, capsys
+):
+    """A new user's try: the dry run, status and doctor said nothing of the cold orders past
+    ARCHIVE_RETENTION; then --run printed "51 orders past ARCHIVE_RETENTION removed (2 files)".
+    ARCHIVE_RETENTION=60d: the months of 90 and 135 days ago are wholly past it (two files). Each
+    says so beforehand, the dry run's figure being the run's."""
+    database, store = moved
+    monkeypatch.setenv("ARCHIVE_RETENTION", "60d")
+    capsys.readouterr()
+    assert cli.main(["batch", "--json", "-q"]) == 0
+    dry = json.loads(capsys.readouterr().out)["cold"]
+    assert dry.get("would_expire_files") == 2
+    assert cli.main(["batch"]) == 0
+    dry_text = capsys.readouterr().out
+    probe = status(capsys)[1]
+    assert cli.main(["status"]) in (0, 3)
+    status_text = capsys.readouterr().out
+    doctor_text = doctor_cold_line(database, store)
+    files_before = len(store.files())
+    run = batch(capsys)[1]
+    removed = run["cold"]["expired_orders"]
+    assert (run["cold"]["expired_files"], files_before - len(store.files())) == (2, 2)
+    assert (dry["would_expire_files"], dry["would_expire_orders"]) == (2, removed)
+    assert f"would remove {removed} cold orders past ARCHIVE_RETENTION (2 files" in dry_text
+    assert (probe["cold"]["expired"]["files"], probe["cold"]["expired"]["orders"]) == (2, removed)
+    assert f"{removed} orders in 2 files past ARCHIVE_RETENTION 60d" in status_text
+    assert f"{removed} cold orders in 2 files past ARCHIVE_RETENTION 60d" in doctor_text
+
+
+def test_the_next_batch_run_finishes_an_erasure_a_forget_left_unfinished_in_the_cold_tier(
+    moved, monkeypatch, capsys, tmp_path
+):
+    """A forget a stop file ended after its first cold file: the courier's data stays in the
+    other files until someone runs forget again. The next batch --run (the cold tier's writer,
+    scheduled) finishes it from the record's mark: every file rewritten, the mark cleared,
+    status healthy, a dry run of forget finds nothing left to erase."""
+    _, store = moved
+    courier = a_courier_in_several_files(store)
+    stop = tmp_path / "stop"
+    rewrites = after_first(monkeypatch, ColdRewrite, "_replace", stop.touch)
+    code, first = forget(capsys, courier, "--stop-file", str(stop))
+    assert (code, first["ended"], first["cold"]["complete"]) == (0, "stop_file", False)
+    stop.unlink()
+    assert status(capsys)[0] == 3
+    rewrites.clear()
+    code, run = batch(capsys)
+    assert (code, run["ended"], run["cold"]["forgotten_finished"]) == (0, "completed", 1)
+    assert run["cold"]["forgotten_rewritten"] == len(rewrites) >= 1
+    code, after = status(capsys)
+    assert (code, after["forgotten_unfinished"]) == (0, [])
+    capsys.readouterr()
+    assert cli.main(["forget", "--courier", courier, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cold"]["erased"] == 0
