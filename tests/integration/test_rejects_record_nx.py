@@ -220,7 +220,8 @@ def test_a_record_killed_midway_and_retried_by_the_driver_counts_each_order_once
         assert RejectStore(rejects).record(MET, "watch") == 3
         assert stepped_down(server)
         sent = commands.taken()
-        assert sent[:2] == [("update", STATEMENTS * len(MET)), ("update", STATEMENTS * len(MET))], sent  # killed, retried
+        one_write = ("update", STATEMENTS * len(MET))
+        assert sent[:2] == [one_write, one_write], sent  # killed, retried
         entries = {e["_id"]: e for e in rejects.find()}
     assert {i: e["times_seen"] for i, e in entries.items()} == {KNOWN: 2, FIXED: 2, NEW[0]: 1, NEW[1]: 1}
     assert entries[FIXED]["reason"] == "numero taken"
