@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -79,3 +80,38 @@ def test_a_first_run_names_what_gives_it_a_checkpoint_of_its_own():
         "this window and share (--date-from 2026-11-07 --date-to 2026-12-01T08:30:00+00:00 --partition 1/4)"
     )
     assert own_checkpoint(BatchOptions(partition=Partition(0, 2))) == "this share (--partition 0/2)"
+
+
+def summary_of(capsys, start: str) -> str:
+    out = capsys.readouterr().out
+    return next((line for line in out.splitlines() if line.startswith(start)), out)
+
+
+def test_a_run_says_the_indexes_it_built(deployment, capsys):
+    """Item 8: the dry run said "14 indexes missing, which batch --run builds"; the --run's
+    summary then said nothing of building them (doctor confirmed them ready)."""
+    assert cli.main(["batch"]) == 0
+    dry = summary_of(capsys, "dry run: ")
+    missing = int(re.search(r"; (\d+) indexes missing, which batch --run builds", dry).group(1))  # type: ignore[union-attr]
+    assert missing > 1, dry
+    assert cli.main(["batch", "--run", "-v"]) == 0
+    out = capsys.readouterr().out
+    summary = next(line for line in out.splitlines() if line.startswith("batch done: "))
+    assert f"; built {missing} missing indexes (-v lists them)" in summary, summary
+    listed = [line for line in out.splitlines() if line.startswith("index built: ")]
+    assert len(listed) == missing, out
+    assert f"index built: {SETTINGS.archive_collection}.numero_commande_1" in listed
+    assert cli.main(["batch", "--run", "-v", "--json"]) == 0  # all there now: nothing built, nothing said
+    report = json.loads(capsys.readouterr().out)
+    assert (report["indexes_built"], report["indexes"]) == ([], [])
+    indexes = deployment[SETTINGS.mongodb_database][SETTINGS.archive_collection]
+    indexes.drop_index("numero_commande_1")
+    assert cli.main(["batch", "--run", "-q", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["indexes_built"] == [
+        {
+            "database": SETTINGS.mongodb_database,
+            "collection": SETTINGS.archive_collection,
+            "index": "numero_commande_1",
+        }
+    ]
