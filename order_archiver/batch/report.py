@@ -381,10 +381,22 @@ def index_lines(indexes: list[dict[str, object]], built: Sequence[dict[str, obje
     ]
 
 
-def rejected_exit_line(report: BatchReport, program: str) -> str:
+# --simulation's database is in memory, made anew by each run: no list is kept for `rejects`
+# (which takes no --simulation) to show, and the same rejections are news each time.
+AFRESH = (
+    "--simulation starts afresh each run (its database is in memory): its rejections are new "
+    "every time, and none is kept for `rejects` to list"
+)
+
+
+def rejected_exit_line(report: BatchReport, program: str, *, simulation: bool = False) -> str:
     """Why a run exits 3 (the contract's "finished, but some orders were rejected as invalid"),
-    and where to see them: a first dry run's 3 came with no word of why."""
+    and where to see them: a first dry run's 3 came with no word of why. ``simulation``: the
+    run's database was made for it alone (``AFRESH``), no list outlives it."""
     orders = plural(report.rejected_new, "order")
+    if simulation:
+        done = "would be rejected" if report.dry_run else "rejected"
+        return f"exit 3: {orders} {done} as invalid (reasons above); {AFRESH}"
     if report.dry_run:
         return (
             f"exit 3: {orders} would be rejected as invalid (never listed before; reasons above); "
