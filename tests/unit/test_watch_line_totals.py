@@ -17,13 +17,13 @@ def _event(n, order_id, status="livrée", document=True):
     }
 
 
-def a_watcher_that_caught_up_then_streamed(mongo):
+def a_watcher_that_caught_up_then_streamed(mongo, settings=None):
     """A first start's catch-up over 40 orders, then one micro-batch of 6 events: a replay, a
     correction and its order's event again, an order given another's number, one deleted, one
     no longer delivered."""
     from order_archiver.watch.watcher import Watcher, WatchOptions
 
-    settings = Settings(simulation=True, log_dir="")
+    settings = settings or Settings(simulation=True, log_dir="")
     database = mongo[settings.mongodb_database]
     dataset = seed_database(database, settings, 40, seed=11, p_anomalies=0.0)
     unique_index(database[settings.archive_collection])
