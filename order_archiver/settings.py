@@ -864,6 +864,18 @@ def _unquoted_with_a_space(line: str) -> bool:
     return re.fullmatch(r"\S+(\s+#.*)?", value) is None
 
 
+class MongoUriMissing(ConfigError):
+    """MONGODB_URI set nowhere: where it was looked for, and ``--simulation`` named as the other
+    way only where the command takes it (``batch``, ``simulate``; ``rejects`` refused it)."""
+
+    def __init__(self, where: str, simulation: bool = True) -> None:
+        super().__init__(f"MONGODB_URI is not set: {where}" + (", or use --simulation" if simulation else ""))
+        self.where = where
+
+    def without_simulation(self) -> MongoUriMissing:
+        return MongoUriMissing(self.where, simulation=False)
+
+
 def _where_looked(env_file: str | None) -> str:
     """Where MONGODB_URI was looked for, the settings file by its absolute path: run from
     another folder, ".env" alone did not say which .env was meant, nor that there was none."""
@@ -935,7 +947,7 @@ def load_settings(
     settings = Settings(**values)
     check_settings(settings)
     if not settings.simulation and not settings.mongodb_uri:
-        raise ConfigError(f"MONGODB_URI is not set: {_where_looked(env_file)}, or use --simulation")
+        raise MongoUriMissing(_where_looked(env_file))
     check_aws_endpoints(settings, {**dict(settings.aws_sdk_from_file), **environment})
     warnings += retention_warnings(settings)
     for name, uri in (

@@ -1718,6 +1718,11 @@ def _console_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+# The data folder as each user gives it: make dev-server's DATA=, the module's --data-dir
+# (a make user read "--data-dir /proc/nope" and "give another folder", and had typed DATA=).
+DATA_DIR = "DATA= (--data-dir)"
+
+
 class _Refused(Exception):
     """What the development server cannot start with, said in one line (exit 2)."""
 
@@ -1740,7 +1745,7 @@ def _command_line(argv: list[str]) -> tuple[list[str], argparse.Namespace]:
         try:
             Path(known.data_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _Refused(f"--data-dir {known.data_dir}: cannot make the folder: {exc.strerror}") from None
+            raise _Refused(f"{DATA_DIR} {known.data_dir}: cannot make the folder: {exc.strerror}") from None
         for option, name in (("log_file", "nx.log"), ("pid_file", "nx.pid")):
             if getattr(known, option) is None:
                 setattr(known, option, str(Path(known.data_dir) / name))
@@ -1852,7 +1857,7 @@ def _cannot_start(known: argparse.Namespace, address: str) -> str | None:
         if text.isdigit() and _alive(int(text)):
             return (
                 f"a development server already runs from this data folder (pid {text}): stop it, "
-                "or give another folder"
+                f"or give another folder ({DATA_DIR}) and port, e.g. make dev-server DATA=.dev-server-2 PORT=27018"
             )
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a listener refuses

@@ -65,6 +65,7 @@ class PassPlanner:
             force_full=self.options.full,
             resume=self.options.resume,
             full_reason=self.options.full_reason,
+            own=own_checkpoint(self.options),
         )
         current = plan.pass_
         if current.last_id is None and self.follows_changes():
@@ -190,6 +191,28 @@ class PassPlanner:
             state.high_water.isoformat() if state.high_water else "",
             self.settings.batch_overlap,
         )
+
+
+def own_checkpoint(options: BatchOptions) -> str:
+    """What gives a run a checkpoint of its own, as its first run says it: ``this window
+    (--date-from 2026-11-07)``, ``this share (--partition 1/4)``; "" for the runs without."""
+    flags = [
+        f"{flag} {day(bound)}"
+        for flag, bound in (("--date-from", options.date_from), ("--date-to", options.date_to))
+        if bound is not None
+    ]
+    what = ["window"] if flags else []
+    if options.partition is not None:
+        flags.append(f"--partition {options.partition}")
+        what.append("share")
+    return f"this {' and '.join(what)} ({' '.join(flags)})" if flags else ""
+
+
+def day(moment: datetime) -> str:
+    """A window's bound as given: a day (``7d``, ``today``: 00:00 UTC) by its date alone."""
+    if (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0):
+        return moment.date().isoformat()
+    return moment.isoformat()
 
 
 def unavailable_history(code: int, full: bool) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -133,6 +133,9 @@ class BatchReport:
     purge_held: int = 0  # archived, but left in the source: restored within RESTORE_HOLD
     retention: dict[str, object] | None = None  # ARCHIVE_RETENTION's TTL index (retention.RetentionState)
     indexes: list[dict[str, object]] = field(default_factory=list)  # those not ready (indexes.IndexStatus)
+    indexes_built: list[dict[str, object]] = field(
+        default_factory=list
+    )  # built by this run (IndexStatus.named)
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: archived orders whose personal data this run erased
     would_erase_pii: int | None = None  # a dry run with ARCHIVE_PII_RETENTION: what --run would erase
     would_erase_pii_expiring: int | None = None  # of those, past ARCHIVE_RETENTION too (pii_erasure_text)
@@ -298,7 +301,7 @@ class BatchReport:
         lines = [self.summary_line()] + ([stamps_only] if stamps_only else [])
         cold = self.cold.line() if self.cold is not None else None
         lines += [cold] if cold else []  # nothing due: nothing said (the log says it at INFO)
-        lines += index_lines(self.indexes) if list_indexes else []
+        lines += index_lines(self.indexes, self.indexes_built) if list_indexes else []
         if self.rejections:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejections.items()))
             lines.append(f"rejected orders by reason: {reasons}")
@@ -345,7 +348,15 @@ def lifecycle_text(report: BatchReport) -> str:
             text += f", which deletes {plural(at_once, 'archived order')} at once"
     if action == "pending":
         text += "; the archive's TTL index is being built (ARCHIVE_RETENTION)"
-    return text + indexes_text(report.indexes, dry_run=report.dry_run)
+    return text + built_text(report.indexes_built) + indexes_text(report.indexes, dry_run=report.dry_run)
+
+
+def built_text(built: list[dict[str, object]]) -> str:
+    """The summary's part on the indexes this run built, in the dry run's words ("14 indexes
+    missing, which batch --run builds"), counted; ``index_lines`` (-v) and ``--json`` name each."""
+    if not built:
+        return ""
+    return f"; built {plural(len(built), 'missing index', 'missing indexes')} (-v lists {'them' if len(built) > 1 else 'it'})"
 
 
 def indexes_text(indexes: list[dict[str, object]], *, dry_run: bool) -> str:
@@ -361,18 +372,31 @@ def indexes_text(indexes: list[dict[str, object]], *, dry_run: bool) -> str:
     return f"; {what} not ready: {how} (-v lists them)"
 
 
-def index_lines(indexes: list[dict[str, object]]) -> list[str]:
-    """One line per index not ready: which, where it stands, what its absence costs."""
-    return [
+def index_lines(indexes: list[dict[str, object]], built: Sequence[dict[str, object]] = ()) -> list[str]:
+    """One line per index built, then per index not ready: which, where it stands, what its
+    absence costs."""
+    return [f"index built: {i['collection']}.{i['index']}" for i in built] + [
         f"index not ready: {i['collection']}.{i['index']} ({i['state']}); until it is, {i['cost']}"
         for i in indexes
     ]
 
 
-def rejected_exit_line(report: BatchReport, program: str) -> str:
+# --simulation's database is in memory, made anew by each run: no list is kept for `rejects`
+# (which takes no --simulation) to show, and the same rejections are news each time.
+AFRESH = (
+    "--simulation starts afresh each run (its database is in memory): its rejections are new "
+    "every time, and none is kept for `rejects` to list"
+)
+
+
+def rejected_exit_line(report: BatchReport, program: str, *, simulation: bool = False) -> str:
     """Why a run exits 3 (the contract's "finished, but some orders were rejected as invalid"),
-    and where to see them: a first dry run's 3 came with no word of why."""
+    and where to see them: a first dry run's 3 came with no word of why. ``simulation``: the
+    run's database was made for it alone (``AFRESH``), no list outlives it."""
     orders = plural(report.rejected_new, "order")
+    if simulation:
+        done = "would be rejected" if report.dry_run else "rejected"
+        return f"exit 3: {orders} {done} as invalid (reasons above); {AFRESH}"
     if report.dry_run:
         return (
             f"exit 3: {orders} would be rejected as invalid (never listed before; reasons above); "

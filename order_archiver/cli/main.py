@@ -30,6 +30,7 @@ from order_archiver.orders.partition import Partition
 from order_archiver.reporting.liveness import BeatingStop, Liveness
 from order_archiver.retry import Retry
 from order_archiver.settings import (
+    MongoUriMissing,
     Settings,
     check_log_dir,
     check_output_paths,
@@ -180,7 +181,12 @@ def _settings(
     (``token_file``: RESUME_TOKEN_FILE too, watch's file store; ``healthz``: watch's
     WATCH_LIVENESS_S against MongoDB's timeouts)."""
     overrides.setdefault("archive_mongodb_uri", getattr(args, "archive_uri", None))
-    settings, warnings = load_settings(args.env_file, overrides)
+    try:
+        settings, warnings = load_settings(args.env_file, overrides)
+    except MongoUriMissing as missing:
+        if hasattr(args, "simulation"):  # the command takes --simulation: the other way
+            raise
+        raise missing.without_simulation() from None
     outputs = dict(outputs or {})
     if token_file:
         outputs["RESUME_TOKEN_FILE"] = settings.resume_token_file
@@ -370,7 +376,8 @@ def _run_batch(args: argparse.Namespace, context: RunContext, outcome: BatchOutc
     # 3: this run found invalid orders nobody had been told about (listed: `main.py rejects`);
     # the last line says so, where the shell's prompt shows the exit code.
     if report.rejected_new and not args.json:
-        _say(rejected_exit_line(report, definition.program_name(command=True)))
+        program = definition.program_name(command=True)
+        _say(rejected_exit_line(report, program, simulation=settings.simulation))
     return ExitCode.NEW_REJECTED_ORDERS if report.rejected_new else ExitCode.OK
 
 

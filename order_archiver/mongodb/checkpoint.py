@@ -91,14 +91,24 @@ def plan_pass(
     force_full: bool = False,
     resume: bool = True,
     full_reason: str = "--full",
+    own: str = "",
 ) -> PassPlan:
-    """The pass a run makes. Pure: the state, the server's time and the settings decide."""
+    """The pass a run makes. Pure: the state, the server's time and the settings decide.
+    ``own``: what gives this run a checkpoint of its own (``this window (--date-from D)``:
+    ``checkpoint_key``, ``partition.batch_checkpoint_key``), said of its first run: the runs
+    without it may have a mark (``status`` shows theirs)."""
     current = state.current
     if resume and current is not None and (current.full or not force_full):
         return PassPlan(current, "resuming an interrupted pass")
     if force_full:
         return PassPlan(Pass(None, now), full_reason)
     if state.high_water is None:
+        if own:
+            return PassPlan(
+                Pass(None, now),
+                f"first run of {own}: it keeps its own high-water mark, none yet "
+                "(the runs without it keep theirs)",
+            )
         return PassPlan(Pass(None, now), "first run: no high-water mark yet")
     if state.high_water > now:
         # The server's clock went back, or the document was edited: trust neither.

@@ -30,7 +30,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import pymongo
@@ -118,6 +118,7 @@ class PlanReport(Protocol):
     """Where a run reports the indexes not ready (``batch.report.BatchReport``)."""
 
     indexes: list[dict[str, object]]
+    indexes_built: list[dict[str, object]]
     warnings: list[str]
 
 
@@ -170,6 +171,7 @@ class IndexStatus:
     cost: str
     problem: str | None = None  # why a build the run started did not complete
     database: str | None = None  # the collection's (source and archive may share a name)
+    built: bool = False  # ready because this run built it (the summary says so: not in ``as_dict``)
 
     def line(self) -> str:
         what = {
@@ -182,7 +184,11 @@ class IndexStatus:
         return f"index {self.index} on {self.collection}: {what}{problem}; until it is ready, {self.cost}"
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {name: value for name, value in asdict(self).items() if name != "built"}
+
+    def named(self) -> dict[str, object]:
+        """Which index (``--json``'s ``indexes_built``)."""
+        return {"database": self.database, "collection": self.collection, "index": self.index}
 
 
 def wanted_indexes(
@@ -319,7 +325,7 @@ class IndexBuild:
             return wanted.status("pending")
         error = self.errors.get(wanted.name)
         if error is None:
-            return wanted.status("ready")
+            return replace(wanted.status("ready"), built=True)
         problem = str(error) if isinstance(error, ArchiverError) else repr(error)
         return wanted.status("missing", shared_key(error) or problem)
 
@@ -635,6 +641,7 @@ class IndexStep:
     def _report(report: PlanReport, statuses: list[IndexStatus]) -> None:
         waiting = [s for s in statuses if s.state != "ready"]
         report.indexes = [s.as_dict() for s in waiting]
+        report.indexes_built = [s.named() for s in statuses if s.built]
         report.warnings += [s.line() for s in waiting]
 
 

@@ -103,7 +103,10 @@ class WatcherStatus(TypedDict, total=False):
     last_event_at: datetime | None
     stopped_at: datetime | None  # a clean stop (SIGTERM): no heartbeat expected after it
     namespace: str | None
-    leader: Leader | None  # the mongo store only
+    leader: Leader | None  # the mongo store only; None too once the watcher released it (below)
+    # A clean stop released the lease of this term (``Watcher.run``): the lease's document
+    # still names its last owner and term, but nobody leads until a standby takes it.
+    released_term: int | None
     heartbeat_age_s: float | None
     # In its catch-up (its token is where its stream starts: saved before the catch-up, and
     # again while it lasts): the orders delivered before it started are still being archived.
@@ -231,6 +234,9 @@ class StatusReport:
             lead_text = f", leader {leader['owner']} (term {leader['term']})" if leader else ""
             stopped = watcher.get("stopped_at")
             stop_text = f", stopped cleanly at {iso(stopped)}" if isinstance(stopped, datetime) else ""
+            released = watcher.get("released_term")
+            if released is not None:
+                stop_text += f": it released its lease (term {released}), no watcher leads"
             busy = ", catching up (archiving the orders delivered before it started)"
             busy_text = busy if watcher.get("catching_up") else ""
             out.append(
@@ -852,6 +858,16 @@ def _watcher(name: str, store: str, record: Mapping[str, object], leader: Leader
     )
     if store == "mongo":
         status["leader"] = leader
+        # Stopped cleanly under the lease's own term: marked, then released (``Watcher.run``).
+        # A standby that took the lease since holds a later term: it leads.
+        term = int_or_none(record.get("term"))
+        if (
+            leader is not None
+            and status["stopped_at"] is not None
+            and term is not None
+            and term == leader["term"]
+        ):
+            status["leader"], status["released_term"] = None, term
     return status
 
 

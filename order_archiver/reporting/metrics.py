@@ -29,6 +29,7 @@ class Counts(Protocol):
 
     archived: int
     already_archived: int
+    revised: int
     rejected: int
 
 
@@ -51,6 +52,12 @@ class WatchMetrics:
         self.already_archived = Counter(
             f"{PREFIX}_orders_already_archived",
             "Orders found already archived",
+            ["mode"],
+            registry=self.registry,
+        )
+        self.revised = Counter(
+            f"{PREFIX}_orders_revised",
+            "Archived orders replaced by a corrected version of their order",
             ["mode"],
             registry=self.registry,
         )
@@ -121,6 +128,7 @@ class WatchMetrics:
         """What an archiving step did (``mode``: ``watch``, or ``catch-up``)."""
         self.archived.labels(mode=mode).inc(counts.archived)
         self.already_archived.labels(mode=mode).inc(counts.already_archived)
+        self.revised.labels(mode=mode).inc(counts.revised)
         self.rejected.labels(mode=mode).inc(counts.rejected)
 
     def rejections_listed(self, new: int, mode: str) -> None:

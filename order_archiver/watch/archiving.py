@@ -19,7 +19,7 @@ from order_archiver.documents import ChangeEvent, Document, OrderId, mapping_or_
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.readings import Readings
 from order_archiver.mongodb.source import event_time, orders_to_archive
-from order_archiver.mongodb.step import ArchivingStep
+from order_archiver.mongodb.step import ArchiveCounts, ArchivingStep
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.finishing import Finisher
@@ -50,22 +50,20 @@ class EventArchiver:
         )
 
     def archive(self, events: list[ChangeEvent]) -> None:
-        self.stats.events += len(events)
         self.stats.batches += 1
         self.metrics.event_seen(len(events))
         times = [t for t in (event_time(e) for e in events) if t is not None]
         if times:
             self.stats.last_event_at = max(times)
         ids = orders_to_archive(events, self.delivered_status)
-        self.stats.skipped += len(events) - len(ids)
         if not ids:
+            self.stats.add(len(events), ArchiveCounts())  # each skipped
             return
         # A first reading asks nothing of the archive before the orders (a delivery, the usual
         # event, is inserted: one round trip less); an order it holds in another version, which
         # may be newer than the one read (``readings``), is read again after its copy.
         done = self.readings.archive(ids, {})
-        self.stats.skipped += done.skipped
-        self.stats.add(done.counts)
+        self.stats.add(len(events), done.counts)
         self.metrics.add(done.counts, mode="watch")
         if done.finished:
             # The latency is the orders written's only (archived or revised): one found archived
@@ -137,7 +135,7 @@ def catch_up(
         context=context,
         archive_client=archive_client,
     ).run()
-    events.stats.add(report.counts())
+    events.stats.caught_up.add(report.counts())
     events.metrics.add(report.counts(), mode="catch-up")
     events.metrics.rejections_listed(report.rejected_new, mode="catch-up")
     log.info("%s", report.summary_line())  # "catch-up done: ..."

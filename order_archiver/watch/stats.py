@@ -17,7 +17,39 @@ log = get_logger("watch")
 
 
 @dataclass
+class CaughtUp:
+    """What the watcher's catch-ups did, in orders (the batch path's), kept apart from the
+    stream's events: "in all N events" adds up to its events alone."""
+
+    archived: int = 0
+    already_archived: int = 0
+    revised: int = 0
+    rejected: int = 0
+
+    def add(self, counts: ArchiveCounts) -> None:
+        self.archived += counts.archived
+        self.already_archived += counts.already_archived
+        self.revised += counts.revised
+        self.rejected += counts.rejected
+
+    @property
+    def orders(self) -> int:
+        return self.archived + self.already_archived + self.revised + self.rejected
+
+    def said(self) -> str:
+        return (
+            f"catch-up: {plural(self.orders, 'order')}: {self.archived} archived, "
+            f"{self.already_archived} already archived, {self.revised} revised, {self.rejected} rejected"
+        )
+
+
+@dataclass
 class WatchStats:
+    """The stream's events, each counted once as what it ended as: archived, already archived,
+    revised, rejected, or skipped (its order deleted or no longer delivered, at its event or
+    when read again; past ARCHIVE_RETENTION or ARCHIVE_COLD_AFTER; or the same order's event
+    again in one micro-batch, its order archived once). The catch-ups' orders: ``caught_up``."""
+
     events: int = 0
     archived: int = 0
     already_archived: int = 0
@@ -29,22 +61,31 @@ class WatchStats:
     last_saved_at: float = 0.0
     reconnects: int = 0
     catch_ups: int = 0
+    caught_up: CaughtUp = field(default_factory=CaughtUp)
     # Change to archive write acknowledged: the greatest of the last micro-batch that wrote an
     # order (archived or revised; one found archived already is not counted).
     last_latency_s: float | None = None
 
-    def add(self, counts: ArchiveCounts) -> None:
-        """What the archiving step did (a micro-batch, or the catch-up)."""
+    def add(self, events: int, counts: ArchiveCounts) -> None:
+        """What a micro-batch of ``events`` did: each event not among ``counts``' orders skipped."""
+        self.events += events
         self.archived += counts.archived
         self.already_archived += counts.already_archived
         self.revised += counts.revised
         self.rejected += counts.rejected
+        orders = counts.archived + counts.already_archived + counts.revised + counts.rejected
+        self.skipped += events - orders
+
+    def totals(self) -> str:
+        """``N events: … archived, … skipped``, then the catch-ups' orders, if any: each adds up."""
+        stream = (
+            f"{plural(self.events, 'event')}: {self.archived} archived, {self.already_archived} already "
+            f"archived, {self.revised} revised, {self.rejected} rejected, {self.skipped} skipped"
+        )
+        return f"{stream}; {self.caught_up.said()}" if self.catch_ups else stream
 
     def stopped_line(self) -> str:
-        return (
-            f"stopped: {plural(self.events, 'event')}, {plural(self.archived, 'order')} archived, "
-            f"{self.already_archived} already archived, {self.revised} revised, {self.rejected} rejected"
-        )
+        return f"stopped: {self.totals()}"
 
 
 @dataclass
@@ -99,20 +140,25 @@ class StatsLog:
         else:
             last = stats.last_event_at.isoformat() if stats.last_event_at else "none yet"
             state = f"idle (last event {last})"
+        caught_up = stats.caught_up
         log.info(
-            "watch: %s; in all %s, %d archived, %d already archived, %d rejected",
+            "watch: %s; in all %s",
             state,
-            plural(stats.events, "event"),
-            stats.archived,
-            stats.already_archived,
-            stats.rejected,
+            stats.totals(),
             extra={
                 STATS: {
                     "events": stats.events,
                     "new_events": recent,
                     "archived": stats.archived,
                     "already_archived": stats.already_archived,
+                    "revised": stats.revised,
                     "rejected": stats.rejected,
+                    "skipped": stats.skipped,
+                    "catch_up_orders": caught_up.orders,
+                    "catch_up_archived": caught_up.archived,
+                    "catch_up_already_archived": caught_up.already_archived,
+                    "catch_up_revised": caught_up.revised,
+                    "catch_up_rejected": caught_up.rejected,
                     "last_latency_s": stats.last_latency_s,
                     "idle": not recent,
                 }

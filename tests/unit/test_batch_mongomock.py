@@ -328,7 +328,7 @@ def test_a_failed_read_goes_on_in_pages(mongo, settings, seeded, monkeypatch, ca
     report = run(mongo, settings)
     assert "going on in pages of 40" in caplog.text
     assert report.read_retries == 1
-    assert report.summary_line().endswith("; went on through 1 read failure")
+    assert "; went on through 1 read failure" in report.summary_line()  # (then the indexes it built)
     assert {d["_id"] for d in archive_of(mongo, settings).find({}, {"_id": 1})} == expected_archive_ids(
         seeded
     )

@@ -203,6 +203,7 @@ def test_a_watchers_catch_up_skips_what_a_move_took_after_it_started(user, capsy
     to refuse then) learns the record while it runs; its catch-up (a full pass, after an
     invalidate) archives no moved order again."""
     from order_archiver.watch.archiving import catch_up
+    from order_archiver.watch.stats import WatchStats
 
     moved(user, capsys)
     ticks = [0.0]
@@ -215,7 +216,7 @@ def test_a_watchers_catch_up_skips_what_a_move_took_after_it_started(user, capsy
     class Events:
         def __init__(self) -> None:
             self.finisher = Finisher(finisher.archived_by, finisher.pii, cold_boundary=boundary)
-            self.stats = Counts()
+            self.stats = WatchStats()
             self.metrics = Counts()
 
     class Counts:

@@ -33,10 +33,11 @@ def test_a_first_dry_run_counts_the_missing_indexes_and_says_why_it_exits_3(caps
     assert f"; {len(names)} indexes missing, which batch --run builds (-v lists them)" in summary
     assert not any(name in summary for name in names)
     assert len(summary) < 320
-    # The last line says why the exit code is 3, how many, and where to see them.
+    # The last line says why the exit code is 3, how many, and (a simulation's: kept nowhere)
+    # why `rejects` cannot list them (test_day1_simulation_lines.py).
     assert re.fullmatch(
         rf"exit 3: {report['rejected_new']} orders? would be rejected as invalid .*"
-        r"`python main.py rejects` lists them once a --run has met them",
+        r"--simulation starts afresh each run .*none is kept for `rejects` to list",
         lines[-1],
     )
 
@@ -52,7 +53,7 @@ def test_a_run_that_rejects_new_orders_says_why_it_exits_3_and_a_second_one_exit
     assert main(run) == 3
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(
-        r"exit 3: \d+ orders? newly rejected as invalid .*`python main.py rejects` lists them; .*", last
+        r"exit 3: \d+ orders? rejected as invalid .*--simulation starts afresh each run.*", last
     )
     assert main([*run, "--json", "-q"]) == 3  # the simulation starts afresh each time
     assert "exit 3" not in capsys.readouterr().out  # --json: one JSON object, nothing after it
@@ -153,3 +154,18 @@ def test_the_demo_takes_a_database_an_earlier_demo_left_and_refuses_any_other(mo
     with pytest.raises(ConfigError, match="was not made by the demo"):
         demo.claim(theirs)
     assert theirs.list_collection_names() == ["Commande"]  # nothing written
+
+
+def test_a_deployments_exit_3_line_says_where_the_rejected_orders_are_listed():
+    """Against a deployment (not --simulation), the list outlives the run: `rejects` shows it."""
+    from order_archiver.batch.report import BatchReport, rejected_exit_line
+
+    dry, run = BatchReport(dry_run=True, rejected_new=2), BatchReport(dry_run=False, rejected_new=1)
+    assert rejected_exit_line(dry, "python main.py") == (
+        "exit 3: 2 orders would be rejected as invalid (never listed before; reasons above); "
+        "`python main.py rejects` lists them once a --run has met them"
+    )
+    assert rejected_exit_line(run, "python main.py") == (
+        "exit 3: 1 order newly rejected as invalid (reasons above), not archived: "
+        "`python main.py rejects` lists them; fixed in the source, the next run archives them"
+    )

@@ -288,7 +288,7 @@ def test_the_watchers_catch_up_holds_the_rate_and_the_lag(mongo, caplog):
     caplog.set_level("INFO")
     watcher = Watcher(mongo, settings, WatchOptions())
     watcher._catch_up()
-    assert watcher.stats.archived > 0
+    assert watcher.stats.caught_up.archived > 0
     summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("catch-up done"))
     assert "held to --max-rate 400 orders read a second, already archived ones included (waited " in summary
     rate = re.search(r"s \(([\d.,]+) orders?/s", summary)

@@ -118,3 +118,36 @@ def test_a_rejected_order_without_a_number_is_shown_without_a_dash():
     lines = report.lines()
     assert "  6b01aa: numero_commande missing" in lines
     assert "  6b01bb CMD-7: client_id missing" in lines
+
+
+def test_a_watcher_that_stopped_cleanly_is_not_shown_leading(mongo, settings, tmp_path):
+    """A new user's first day (item 12): `status` showed a stopped watcher as "leader ...
+    (term 1), stopped cleanly": a clean stop releases the lease (``Watcher.run``: the stop
+    marked under its term, then ``Lease.release``), and the watcher leads nothing. A standby
+    that takes the lease over leads, and is said so."""
+    from order_archiver.watch.watcher import Watcher, WatchOptions
+
+    settings = settings.with_overrides(resume_token_file=str(tmp_path / "none.json"))
+    watcher = Watcher(mongo, settings, WatchOptions(token_store="mongo", name="calm"))
+    assert watcher.lease is not None
+    assert watcher.lease.try_acquire()
+    owner, term = watcher.lease.owner, watcher.lease.term
+    watcher._save_token({"_data": "t1"})
+    watcher._mark_stopped()  # as Watcher.run ends after a signal
+    watcher.lease.release()
+    report = collect_status(mongo, settings)
+    (calm,) = report.watchers
+    assert calm["leader"] is None
+    assert calm["released_term"] == term
+    (line,) = [line for line in report.lines() if line.startswith("watcher calm ")]
+    assert "leader" not in line, line
+    assert ", stopped cleanly at " in line, line
+    assert line.endswith(f": it released its lease (term {term}), no watcher leads"), line
+    assert owner not in line
+
+    standby = Watcher(mongo, settings, WatchOptions(token_store="mongo", name="calm"))
+    assert standby.lease is not None
+    assert standby.lease.try_acquire()
+    (line,) = [line for line in collect_status(mongo, settings).lines() if line.startswith("watcher calm ")]
+    assert f"leader {standby.lease.owner} (term {term + 1})" in line, line
+    standby.lease.release()

@@ -354,7 +354,10 @@ def test_a_catch_up_counts_what_it_found_archived_and_stamps_with_the_watchers_c
     moment = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
     watcher = Watcher(mongo, settings, WatchOptions(), context=RunContext(clock=lambda: moment))
     watcher._catch_up()
-    assert (watcher.stats.archived, watcher.stats.already_archived) == (len(expected) - 10, 10)
+    assert (watcher.stats.caught_up.archived, watcher.stats.caught_up.already_archived) == (
+        len(expected) - 10,
+        10,
+    )
     stamped = {d["archived_at"] for d in archive.find({"_id": {"$nin": list(first)}}, {"archived_at": 1})}
     assert stamped == {moment}
 
@@ -388,7 +391,7 @@ def test_a_catch_up_builds_no_index_and_applies_no_retention(mongo, caplog):
     watcher = Watcher(mongo, settings, WatchOptions())
     with caplog.at_level("WARNING"):
         watcher._catch_up()
-    assert watcher.stats.archived == len(expected_archive_ids(dataset) - {earlier["_id"]}) > 0
+    assert watcher.stats.caught_up.archived == len(expected_archive_ids(dataset) - {earlier["_id"]}) > 0
     assert set(archive.index_information()) == {"_id_", "numero_commande_1"}  # nor the TTL index
     assert set(mongo["livraison"]["Commande"].index_information()) == {"_id_"}
     assert archive.find_one({"_id": earlier["_id"]})["client"]["email"] == "x@y.fr"  # no walk erased it

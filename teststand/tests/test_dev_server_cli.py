@@ -167,7 +167,7 @@ def test_a_second_server_of_one_data_folder_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: a development server already runs from this data folder (pid {os.getpid()}): stop it, "
-        "or give another folder"
+        "or give another folder (DATA= (--data-dir)) and port, e.g. make dev-server DATA=.dev-server-2 PORT=27018"
     ]
 
 
@@ -269,4 +269,4 @@ def test_a_data_folder_that_cannot_be_made_is_one_line_and_exit_2(tmp_path, kind
     )
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: --data-dir {folder}: cannot make the folder: ")
+    assert line.startswith(f"error: DATA= (--data-dir) {folder}: cannot make the folder: ")

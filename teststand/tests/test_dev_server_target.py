@@ -71,6 +71,31 @@ def test_a_failure_is_the_servers_one_line_with_no_recipe_echoed(tmp_path, cause
         f"error: 127.0.0.1:{port} is in use (another MongoDB or development server?): "
         "choose another port, e.g. make dev-server PORT=27018"
         if cause == "port in use"
-        else f"error: --data-dir {data}: cannot make the folder: Not a directory"
+        else f"error: DATA= (--data-dir) {data}: cannot make the folder: Not a directory"
     )
     assert all(line.startswith("make: ") for line in rest)  # GNU make's own, and nothing else
+
+
+def test_a_data_folder_another_server_runs_from_is_named_as_make_takes_it(tmp_path):
+    """A new user's first day (item 9): `make dev-server` beside a running one said "give
+    another folder", and a folder it could not make "--data-dir /proc/nope": a make user sets
+    DATA=. Both names are said."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nx.pid").write_text(str(os.getpid()))  # a live process holds the folder
+    result = subprocess.run(
+        ["make", "dev-server", f"DATA={data}"],
+        cwd=PROJECT,
+        env=as_typed_in_a_shell(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    first, *rest = result.stderr.splitlines()
+    assert first == (
+        f"error: a development server already runs from this data folder (pid {os.getpid()}): stop it, "
+        "or give another folder (DATA= (--data-dir)) and port, e.g. make dev-server DATA=.dev-server-2 PORT=27018"
+    )
+    assert all(line.startswith("make: ") for line in rest)
