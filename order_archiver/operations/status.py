@@ -29,6 +29,7 @@ from order_archiver.cold.tier import (
     listing,
     pii_pending,
     summarise,
+    unsettled_moves,
 )
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
@@ -175,6 +176,10 @@ class StatusReport:
     indexes: list[IndexStatus] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
     unique_missing: bool = False  # the archive's unique index on numero_commande (a watcher waits)
     cold: ColdSummary | None = None  # ARCHIVE_COLD_URL: files, orders, bytes, months
+    # Files a move published whose orders the archive may still hold (its journal entry left)
+    cold_unsettled: list[str] = field(default_factory=list)
+    cold_move_running: bool = False  # the move's lease held: a move in progress (WATCH_LEASE_TTL_S)
+    cold_moving: str | None = None  # what the running move has published and not finished
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -215,6 +220,7 @@ class StatusReport:
         newest = iso(self.newest_archived_at) if self.newest_archived_at else "never"
         out.append(f"archive: {plural(self.archive_size, 'document')}, newest archived_at {newest}")
         out += [self.cold.line()] if self.cold is not None else []
+        out += [self.cold_moving] if self.cold_moving else []
         others = self.other_pii_policies
         if others:
             shown = ", ".join("an earlier version (no policy recorded)" if p is None else p for p in others)
@@ -713,6 +719,11 @@ def _cold_tier(
             f"cold tier: {plural(len(lost.missing_files), 'published file')} gone, "
             f"{plural(lost.missing, 'order')} in no place (verify names them)"
         )
+    unsettled = unsettled_moves(store, checkpoints, context, now)
+    report.cold_unsettled, report.cold_move_running = unsettled.files, unsettled.running
+    report.cold_moving = unsettled.line()
+    if (problem := unsettled.problem()) is not None:  # orders in two places, no move on it
+        report.problems.append(problem)
 
 
 def _cold_pii(
