@@ -65,6 +65,8 @@ class EventArchiver:
         # may be newer than the one read (``readings``), is read again after its copy.
         done = self.readings.archive(ids, {})
         self.stats.skipped += done.skipped
+        for document, setting in done.held_back:
+            self.stats.held_back(document, setting)
         self.stats.add(done.counts)
         self.metrics.add(done.counts, mode="watch")
         if done.finished:

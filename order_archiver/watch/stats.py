@@ -24,6 +24,8 @@ class WatchStats:
     revised: int = 0
     rejected: int = 0
     skipped: int = 0
+    past_cold_after: int = 0  # deliveries not archived: before the cold tier's cutoff
+    past_retention: int = 0  # deliveries not archived: past ARCHIVE_RETENTION
     batches: int = 0
     last_event_at: datetime | None = None
     last_saved_at: float = 0.0
@@ -40,10 +42,38 @@ class WatchStats:
         self.revised += counts.revised
         self.rejected += counts.rejected
 
+    def held_back(self, document: Mapping[str, object], setting: str) -> None:
+        """A delivery not archived: past ARCHIVE_COLD_AFTER (the cold tier's cutoff, or the
+        boundary a move recorded) or ARCHIVE_RETENTION; said (one line each, a warning: the
+        order's change reaches no archive) and counted for the stopped line."""
+        if setting == "ARCHIVE_COLD_AFTER":
+            self.past_cold_after += 1
+            why = (
+                "before the cold tier's cutoff (ARCHIVE_COLD_AFTER, or the boundary a move recorded): "
+                "the archive takes no order that old, and a cold file is never changed by a later "
+                "delivery or correction"
+            )
+        else:
+            self.past_retention += 1
+            why = "longer ago than ARCHIVE_RETENTION: the archive would expire it at once"
+        log.warning(
+            "order %s (%s) delivered %s, %s: not archived, it stays in the source",
+            document.get("numero_commande"),
+            document.get("_id"),
+            document.get("date_livraison"),
+            why,
+        )
+
     def stopped_line(self) -> str:
+        held = [
+            f"{self.past_cold_after} past ARCHIVE_COLD_AFTER" if self.past_cold_after else "",
+            f"{self.past_retention} past ARCHIVE_RETENTION" if self.past_retention else "",
+        ]
+        not_archived = " and ".join(h for h in held if h)
         return (
             f"stopped: {plural(self.events, 'event')}, {plural(self.archived, 'order')} archived, "
             f"{self.already_archived} already archived, {self.revised} revised, {self.rejected} rejected"
+            + (f", {not_archived} (not archived, left in the source)" if not_archived else "")
         )
 
 
