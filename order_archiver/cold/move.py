@@ -105,6 +105,9 @@ class ColdMoveReport:
     # Published files found gone (spot_check: a few a run, in turn), and their orders
     gone_files: list[str] = field(default_factory=list)
     gone_orders: int = 0
+    # The cold tier held no file after the run (its list of files and its place: ``tier.holds_none``):
+    # the orders past ARCHIVE_COLD_AFTER that the pass did not archive are in the source alone.
+    holds_none: bool = False
 
     def kept_by(self, dropped: Mapping[str, int]) -> None:
         """``kept_revised`` counted every copy kept (``ColdMove._delete_moved``): those a forget
@@ -138,6 +141,7 @@ class ColdMoveReport:
             "skipped": self.skipped,
             "gone_files": self.gone_files,
             "gone_orders": self.gone_orders,
+            "holds_none": self.holds_none,
         }
 
     @property

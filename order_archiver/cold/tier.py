@@ -116,6 +116,7 @@ def would_move(
         # The files the run removes (``remove_expired``), their orders as it counts them.
         expired = count_expired(store, listed, expire)
         report.would_expire_files, report.would_expire_orders = expired.files, expired.orders
+    report.holds_none = holds_none(store, collections.checkpoints, on_archive)
     if settings.archive_pii_retention is not None:
         # What the run's erasure reads, read now (its cost, not more): the run's figure. The
         # months the run removes first (ARCHIVE_RETENTION: ``remove_expired``) are not erased.
@@ -286,6 +287,7 @@ def _moved(
     if not on_archive.stopped:
         gone = spot_check(store, move.manifest, collections.checkpoints, on_archive)
         report.gone_files, report.gone_orders = gone.files, gone.orders
+        report.holds_none = holds_none(store, collections.checkpoints, on_archive)
     return report
 
 
@@ -319,6 +321,19 @@ def finish_forgotten(
             log.info(
                 "cold tier: the erasure of %s %s finished (%d files rewritten)", kind, person, done.rewritten
             )
+
+
+def holds_none(store: ColdStore, checkpoints: MongoCollection, context: RunContext) -> bool:
+    """Whether the cold tier holds no file: none listed (one bounded read of the list), and
+    then none in its place (one listing of an empty prefix; a tier moved before the list
+    existed lists none). Then an order past ARCHIVE_COLD_AFTER that is not archived is in the
+    source alone (batch's summary, ``status``)."""
+    if ColdManifest(store, checkpoints, context).page(None, 1):
+        return False
+    try:
+        return not store.files()
+    except (OSError, ValueError) as exc:
+        raise _unreadable(store, exc) from None
 
 
 def _cold_move(

@@ -178,6 +178,9 @@ class StatusReport:
     cold: ColdSummary | None = None  # ARCHIVE_COLD_URL: files, orders, bytes, months
     # Files a move published whose orders the archive may still hold (its journal entry left)
     cold_unsettled: list[str] = field(default_factory=list)
+    # With a cold tier holding no file: delivered orders past its cutoff, never archived (source alone)
+    cold_source_alone: int = 0
+    cold_source_alone_more: bool = False  # more than cold_source_alone (PURGE_COUNTED_AT_MOST)
     cold_move_running: bool = False  # the move's lease held: a move in progress (WATCH_LEASE_TTL_S)
     cold_moving: str | None = None  # what the running move has published and not finished
     problems: list[str] = field(default_factory=list)
@@ -221,6 +224,13 @@ class StatusReport:
         out.append(f"archive: {plural(self.archive_size, 'document')}, newest archived_at {newest}")
         out += [self.cold.line()] if self.cold is not None else []
         out += [self.cold_moving] if self.cold_moving else []
+        if self.cold_source_alone:
+            more = "more than " if self.cold_source_alone_more else ""
+            out.append(
+                f"cold tier: {more}{plural(self.cold_source_alone, 'delivered order')} past ARCHIVE_COLD_AFTER "
+                "in the source alone (never archived: older than the archive takes, and the cold tier "
+                "holds no file): docs/operating.md, orders older than ARCHIVE_COLD_AFTER never archived"
+            )
         others = self.other_pii_policies
         if others:
             shown = ", ".join("an earlier version (no policy recorded)" if p is None else p for p in others)
@@ -491,6 +501,7 @@ def collect_status(
     )
 
     _cold_tier(report, settings, collections.checkpoints, context, now)
+    _source_alone(report, collections, settings, read)
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
     if oldest is not None and now - oldest > max_backlog_age:
@@ -724,6 +735,23 @@ def _cold_tier(
     report.cold_moving = unsettled.line()
     if (problem := unsettled.problem()) is not None:  # orders in two places, no move on it
         report.problems.append(problem)
+
+
+def _source_alone(report: StatusReport, collections: Collections, settings: Settings, read: Reader) -> None:
+    """With a cold tier that holds no file though a move ran (its record): the delivered orders
+    before the recorded boundary, which no run archives, are in the source alone (the cold
+    settings set before the first archive: docs/operating.md); the move that recorded it left
+    the archive none of them, and no cold file holds one. One count on the ``{status,
+    date_livraison}`` index, stopped one past PURGE_COUNTED_AT_MOST. Not said with files (a
+    source order past it may be in one: not cheap to tell), nor before the first move (the
+    archive may hold them, to be moved)."""
+    boundary = settings.cold_moved_before
+    if report.cold is None or report.cold.files or boundary is None:
+        return
+    old = {"status": status_match(settings.delivered_status), "date_livraison": {"$lt": as_utc(boundary)}}
+    found = read(lambda: collections.orders.count_documents(old, limit=PURGE_COUNTED_AT_MOST + 1))
+    report.cold_source_alone = min(found, PURGE_COUNTED_AT_MOST)
+    report.cold_source_alone_more = found > PURGE_COUNTED_AT_MOST
 
 
 def _cold_pii(

@@ -128,7 +128,7 @@ class VerifyReport:
             f"; {self.past_retention} past ARCHIVE_RETENTION, not expected" if self.past_retention else ""
         )
         if self.past_cold_after:
-            expired += f"; {self.past_cold_after} past ARCHIVE_COLD_AFTER, not expected (the cold tier's)"
+            expired += f"; {self.past_cold_after} past ARCHIVE_COLD_AFTER, not expected (older than the archive takes: in the cold tier or the source)"
         out = [
             f"{plural(self.delivered, 'delivered order')}: {self.checked} checked against the archive, "
             f"{self.invalid} invalid (never archived){expired}"

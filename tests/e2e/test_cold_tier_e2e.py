@@ -788,3 +788,48 @@ def test_a_signal_once_a_moves_file_is_published_is_said_by_status_until_the_nex
     assert sorted(cold_ids(store), key=str) == sorted(old, key=str)
     assert archived_ids(database) == recent
     assert run_cli("status", env=env, cwd=tmp_path).returncode == 0
+
+
+def test_cold_settings_set_before_the_first_archive_say_where_the_old_orders_are_and_the_way_out(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A new user's try (the test server, the CLI): the cold settings set before the first
+    archive, `batch --run` said "N past ARCHIVE_COLD_AFTER (not archived: the cold tier's)"
+    though the cold tier held none of them: they are in the source alone, and no later run
+    archives them (docs/operating.md). The summary now says so, `status` counts them, and
+    docs/operating.md's way out (the record deleted while the tier holds no file, one full run
+    without the cold settings, then the usual run) puts each in one cold file."""
+    database = nx_client[db_name]
+    recent, old = seed_old_and_recent(database, nx_settings)
+    folder = tmp_path / "cold"
+    folder.mkdir()
+    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
+    first = run_cli("batch", "--run", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (
+        f"{len(old)} past ARCHIVE_COLD_AFTER (not archived: older than the archive takes; the cold "
+        "tier holds no file, so they are in the source alone"
+    ) in first.stdout, first.stdout
+    assert "the cold tier's)" not in first.stdout
+    assert archived_ids(database) == recent
+
+    status = run_cli("status", "--json", env=env, cwd=tmp_path)
+    said = json.loads(status.stdout)
+    assert said["cold_source_alone"] == len(old), status.stdout + status.stderr
+    assert f"{len(old)} delivered orders past ARCHIVE_COLD_AFTER in the source alone" in (
+        run_cli("status", env=env, cwd=tmp_path).stdout
+    )
+
+    # docs/operating.md's way out, as a user types it.
+    assert database["archiver_checkpoints"].delete_one({"_id": "cold-tier"}).deleted_count == 1
+    plain = {k: v for k, v in env.items() if not k.startswith("ARCHIVE_COLD_")}
+    archived = run_cli("batch", "--run", "--full", "--json", "-q", env=plain, cwd=tmp_path)
+    assert archived.returncode == 0, archived.stderr
+    assert archived_ids(database) == recent | old
+    moved = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert json.loads(moved.stdout)["cold"]["moved"] == len(old), moved.stderr
+    assert sorted(cold_ids(ColdStore(env["ARCHIVE_COLD_URL"])), key=str) == sorted(old, key=str)
+    assert archived_ids(database) == recent
+    assert json.loads(run_cli("status", "--json", env=env, cwd=tmp_path).stdout)["cold_source_alone"] == 0
+    checked = run_cli("verify", env=env, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
