@@ -15,11 +15,14 @@ For each delivery month with archived orders delivered before ``now - ARCHIVE_CO
    the journal says so ("deleted"), then the file loses what it must (``ColdRewrite``);
 6. the journal entry is removed.
 
-Each file, each chunk of deletes and each journal entry settled is a boundary
-(``rewrite.file_boundary``, #34): a signal or a limit of the run (``context.gate``) ends the move
-there, before a file, or between two chunks of deletes as a crash would, its journal entry left
-for the next run; ``--max-lag`` holds each, ``--max-rate`` paces each chunk of deletes (and each
-rewrite, its file's orders).
+Each file and each journal entry settled is a boundary (``rewrite.file_boundary``, #34): a
+signal or a limit of the run (``context.gate``) ends the move there. A file once published is
+finished before a limit ends the run (steps 5-6 under ``rewrite.FileInHand``: never its orders in
+the archive and the file at once as a clean end); a signal does not wait for its deletes (a file
+of up to a gigabyte) and ends the move between two chunks of them, as a crash would, its journal
+entry left for the next run (``status`` names it meanwhile: ``tier.unsettled_moves``).
+``--max-lag`` holds each chunk of deletes (until a limit has come), ``--max-rate`` paces each
+(and each rewrite, its file's orders).
 
 A crash anywhere leaves a journal entry, which the next run settles first: before step 4 the
 partial file is removed (the orders are still in the archive); after it, a complete file's

@@ -9,7 +9,7 @@ meets the run (#34): a signal ends the step there (``Interrupted``), so does a l
 (``context.gate``: ``--max-runtime``, ``--stop-file``), ``--max-lag`` holds the next file and
 ``--max-rate`` paces each file's orders after it. A file begun under a limit is finished
 (written, checked, published, the old one removed): it is the old one or the new one, never half
-of each. A signal does not wait for a file of up to a gigabyte (the command line gives a stop a
+of each; so is a move's file once published (its orders deleted from the archive: ``FileInHand``). A signal does not wait for a file of up to a gigabyte (the command line gives a stop a
 few seconds, ``cli.main.STOP_GRACE_S``): the file in hand is abandoned (``until_stopped``: its
 partial removed, its journal entry gone), as at the boundary before it."""
 
