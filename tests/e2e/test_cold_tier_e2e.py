@@ -779,6 +779,10 @@ def test_a_signal_once_a_moves_file_is_published_is_said_by_status_until_the_nex
     [problem] = [p for p in said["problems"] if "interrupted" in p]
     assert store.url_of(published.path) in problem, problem
     assert "batch --run" in problem, problem
+    checked = run_cli("verify", "--json", env=env, cwd=tmp_path)  # not consistent, and why
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    cold = json.loads(checked.stdout)["cold"]
+    assert (cold["also_in_archive"], cold["unsettled"]) == (len(in_file), [store.url_of(published.path)])
 
     rerun = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
