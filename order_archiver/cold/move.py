@@ -541,9 +541,7 @@ class ColdMove:
         ``ColdRewrite`` refuses before), then the file without what it must lose
         (``_leftovers_removed``); the file that holds the month's orders now (None: none left)."""
         context, deleted = self.context, False
-        # The file in hand is finished before a limit of the run ends it (``rewrite.FileInHand``):
-        # never its orders in the archive and in the file at once, as a clean end.
-        self.context = finishing(context)
+        self.context = finishing(context)  # a limit ends the run after the file in hand, not before
         try:
             left = self._delete_moved(path)
             self._write(lambda: self.journal.update_one({"_id": key}, {"$set": {"state": MOVE_DELETED}}))
@@ -597,12 +595,8 @@ class ColdMove:
         is left. The file that holds the month's orders now (None: none left)."""
         if not left.stale and not left.erased:
             return path
-        size = self.store.size(path)
         rewrite = ColdRewrite(self.store, self.journal, self.context)
-        why = _why_changed(self.archive, left.stale, self.context)
-        new = rewrite.without(ColdFile(path, size), left.stale, left.erased, why)
-        self.report.kept_by(rewrite.dropped)
-        return new
+        return _without(rewrite, ColdFile(path, self.store.size(path)), left, self.archive, self.report)
 
     # -- what an interrupted run left
 
@@ -650,6 +644,17 @@ def _as_moved(document: Mapping[str, object]) -> dict[str, object]:
         "source_hash": document.get("source_hash"),
         "restored_at": document.get("restored_at"),
     }
+
+
+def _without(
+    rewrite: ColdRewrite, old: ColdFile, left: _Leftovers, archive: MongoCollection, report: ColdMoveReport
+) -> str | None:
+    """``ColdMove._leftovers_removed``'s rewrite, each copy dropped counted by what changed the
+    archive's (``_why_changed``: a correction, a restore, a forget's erasure)."""
+    why = _why_changed(archive, left.stale, rewrite.context)
+    new = rewrite.without(old, left.stale, left.erased, why)
+    report.kept_by(rewrite.dropped)
+    return new
 
 
 def _interrupted_once_published(url: str, deleted: bool) -> Interrupted:
