@@ -325,13 +325,26 @@ class BatchReport:
         return data
 
 
+def _past_cold_after_text(report: BatchReport) -> str:
+    """Why the orders past ARCHIVE_COLD_AFTER were not archived, and where they are: the archive
+    takes no order that old (docs/operating.md); a move may have taken them into the cold tier
+    earlier, but with a cold tier holding no file they are in the source alone."""
+    why = "not archived: older than the archive takes"
+    if report.cold is not None and report.cold.holds_none:
+        return (
+            f"{why}; the cold tier holds no file, so they are in the source alone: docs/operating.md, "
+            "orders older than ARCHIVE_COLD_AFTER never archived"
+        )
+    return f"{why}; in the cold tier if a move took them, else in the source alone"
+
+
 def lifecycle_text(report: BatchReport) -> str:
     """What ARCHIVE_RETENTION and ARCHIVE_PII_RETENTION did (or would do), if anything."""
     text = ""
     if report.past_retention:
         text += f", {report.past_retention} past ARCHIVE_RETENTION (not archived)"
     if report.past_cold_after:
-        text += f", {report.past_cold_after} past ARCHIVE_COLD_AFTER (not archived: the cold tier's)"
+        text += f", {report.past_cold_after} past ARCHIVE_COLD_AFTER ({_past_cold_after_text(report)})"
     text += pii_erasure_text(
         report.dry_run, report.pii_erased, report.would_erase_pii, report.would_erase_pii_expiring
     )

@@ -15,11 +15,14 @@ For each delivery month with archived orders delivered before ``now - ARCHIVE_CO
    the journal says so ("deleted"), then the file loses what it must (``ColdRewrite``);
 6. the journal entry is removed.
 
-Each file, each chunk of deletes and each journal entry settled is a boundary
-(``rewrite.file_boundary``, #34): a signal or a limit of the run (``context.gate``) ends the move
-there, before a file, or between two chunks of deletes as a crash would, its journal entry left
-for the next run; ``--max-lag`` holds each, ``--max-rate`` paces each chunk of deletes (and each
-rewrite, its file's orders).
+Each file and each journal entry settled is a boundary (``rewrite.file_boundary``, #34): a
+signal or a limit of the run (``context.gate``) ends the move there. A file once published is
+finished before a limit ends the run (steps 5-6 under ``rewrite.FileInHand``: never its orders in
+the archive and the file at once as a clean end); a signal does not wait for its deletes (a file
+of up to a gigabyte) and ends the move between two chunks of them, as a crash would, its journal
+entry left for the next run (``status`` names it meanwhile: ``tier.unsettled_moves``).
+``--max-lag`` holds each chunk of deletes (until a limit has come), ``--max-rate`` paces each
+(and each rewrite, its file's orders).
 
 A crash anywhere leaves a journal entry, which the next run settles first: before step 4 the
 partial file is removed (the orders are still in the archive); after it, a complete file's
@@ -41,6 +44,7 @@ from datetime import datetime
 from threading import Event
 from typing import TypeVar
 
+from bson import ObjectId
 from pymongo import DeleteOne
 from pymongo.cursor import Cursor
 
@@ -52,15 +56,17 @@ from order_archiver.cold.rewrite import (
     MOVE_DELETED,
     ColdRewrite,
     file_boundary,
+    finishing,
     until_stopped,
 )
 from order_archiver.cold.schema import document_of, round_trips
 from order_archiver.cold.store import ColdFile, ColdStore, Month
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, moment_or_none
-from order_archiver.errors import FatalError
+from order_archiver.errors import FatalError, Interrupted
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.source import chunked, scan_by_id
+from order_archiver.orders.enrichment import as_utc
 from order_archiver.retry import Retry
 
 log = get_logger("cold")
@@ -78,7 +84,10 @@ class ColdMoveReport:
     months: list[str] = field(default_factory=list)
     kept_revised: int = 0  # corrected while being moved: kept in the archive, moved next time
     kept_not_representable: int = 0  # not given back BSON-exact by a file (schema.round_trips): kept
+    kept_erased: int = 0  # erased in the archive while being moved (a forget): kept there, erased
+    kept_restored: int = 0  # restored while being moved (RESTORE_HOLD's mark): kept in the archive
     recovered: int = 0  # journal entries an interrupted run left, settled
+    settled: int = 0  # of ``moved``: orders of a file an interrupted run published, out of the archive now
     expired_files: int = 0  # ARCHIVE_RETENTION: files of months wholly past it, removed
     expired_orders: int = 0
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: cold orders whose personal data was erased
@@ -99,6 +108,16 @@ class ColdMoveReport:
     # Published files found gone (spot_check: a few a run, in turn), and their orders
     gone_files: list[str] = field(default_factory=list)
     gone_orders: int = 0
+    # The cold tier held no file after the run (its list of files and its place: ``tier.holds_none``):
+    # the orders past ARCHIVE_COLD_AFTER that the pass did not archive are in the source alone.
+    holds_none: bool = False
+
+    def kept_by(self, dropped: Mapping[str, int]) -> None:
+        """``kept_revised`` counted every copy kept (``ColdMove._delete_moved``): those a forget
+        or a restore changed (``ColdRewrite.without``'s ``dropped``), not a correction, apart."""
+        self.kept_erased += dropped.get("erased", 0)
+        self.kept_restored += dropped.get("restored", 0)
+        self.kept_revised -= dropped.get("erased", 0) + dropped.get("restored", 0)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -108,7 +127,10 @@ class ColdMoveReport:
             "months": self.months,
             "kept_revised": self.kept_revised,
             "kept_not_representable": self.kept_not_representable,
+            "kept_erased": self.kept_erased,
+            "kept_restored": self.kept_restored,
             "recovered": self.recovered,
+            "settled": self.settled,
             "expired_files": self.expired_files,
             "expired_orders": self.expired_orders,
             "pii_erased": self.pii_erased,
@@ -122,6 +144,7 @@ class ColdMoveReport:
             "skipped": self.skipped,
             "gone_files": self.gone_files,
             "gone_orders": self.gone_orders,
+            "holds_none": self.holds_none,
         }
 
     @property
@@ -130,7 +153,8 @@ class ColdMoveReport:
         a run with nothing due says nothing (its --json keeps every field)."""
         if self.would_move is not None:
             return self.would_move > 0 or bool(self.would_erase_pii) or bool(self.would_expire_files)
-        done = (self.moved, self.files, self.kept_revised, self.kept_not_representable, self.recovered)
+        kept = (self.kept_revised, self.kept_erased, self.kept_restored, self.kept_not_representable)
+        done = (self.moved, self.files, self.recovered, *kept)
         said = (self.pii_erased, self.expired_files, self.gone_files, self.forgotten_finished)
         return self.skipped or any(done) or any(said)
 
@@ -152,17 +176,19 @@ class ColdMoveReport:
                 )
             return text
         months = f" ({', '.join(self.months)})" if self.months else ""
-        text = f"cold tier: {plural(self.moved, 'order')} moved into {plural(self.files, 'file')}{months}"
-        return text + "".join(self._clauses())
+        fresh = self.moved - self.settled  # out of the archive into this run's files
+        clauses = "".join(self._clauses())
+        if self.recovered and not self.files and not fresh:  # only what an interrupted run left
+            return "cold tier: " + clauses.removeprefix("; ")
+        return f"cold tier: {plural(fresh, 'order')} moved into {plural(self.files, 'file')}{months}{clauses}"
 
     def _clauses(self) -> Iterator[str]:
         """The line's parts after what moved: each said only when there is something to say."""
-        if self.kept_revised:
-            yield f"; {self.kept_revised} corrected meanwhile, kept in the archive"
-        if self.kept_not_representable:
-            yield f"; {self.kept_not_representable} kept in the archive (not representable in a cold file)"
         if self.recovered:
             yield f"; {plural(self.recovered, 'interrupted move')} settled"
+            if self.settled:
+                yield f": {plural(self.settled, 'order')} left the archive, their file published by an earlier run"
+        yield from self._kept_clauses()
         if self.pii_erased:
             yield f"; personal data of {plural(self.pii_erased, 'order')} erased (ARCHIVE_PII_RETENTION)"
         if self.forgotten_finished:
@@ -177,6 +203,17 @@ class ColdMoveReport:
                 f"; {plural(len(self.gone_files), 'published file')} gone, {plural(self.gone_orders, 'order')} "
                 f"in no place (verify names them): {', '.join(self.gone_files)}"
             )
+
+    def _kept_clauses(self) -> Iterator[str]:
+        """The orders kept in the archive, each reason apart (the corrected, the erased...)."""
+        if self.kept_revised:
+            yield f"; {self.kept_revised} corrected meanwhile, kept in the archive"
+        if self.kept_erased:
+            yield f"; {self.kept_erased} erased by a forget meanwhile, kept in the archive (erased)"
+        if self.kept_restored:
+            yield f"; {self.kept_restored} restored meanwhile, kept in the archive"
+        if self.kept_not_representable:
+            yield f"; {self.kept_not_representable} kept in the archive (not representable in a cold file)"
 
 
 MONTH_ATTEMPTS = 3  # a month written again when a person was forgotten meanwhile
@@ -334,7 +371,11 @@ class JournalSettlement:
             # The copies of orders corrected meanwhile (still archived, newer): dropped from
             # the file again, whether the killed run had begun that rewrite or not; those of
             # persons forgotten since its last look, erased.
-            moved_out(str(entry["_id"]), final)
+            before = self.report.moved
+            try:
+                moved_out(str(entry["_id"]), final)
+            finally:
+                self.report.settled += self.report.moved - before
 
 
 class ColdMove:
@@ -499,9 +540,17 @@ class ColdMove:
         marked so (``MOVE_DELETED``: from here on a rewrite may replace the file, which
         ``ColdRewrite`` refuses before), then the file without what it must lose
         (``_leftovers_removed``); the file that holds the month's orders now (None: none left)."""
-        left = self._delete_moved(path)
-        self._write(lambda: self.journal.update_one({"_id": key}, {"$set": {"state": MOVE_DELETED}}))
-        return self._leftovers_removed(path, left)
+        context, deleted = self.context, False
+        self.context = finishing(context)  # a limit ends the run after the file in hand, not before
+        try:
+            left = self._delete_moved(path)
+            self._write(lambda: self.journal.update_one({"_id": key}, {"$set": {"state": MOVE_DELETED}}))
+            deleted = True
+            return self._leftovers_removed(path, left)
+        except Interrupted:  # a signal does not wait for the deletes of a file of up to a gigabyte
+            raise _interrupted_once_published(self.store.url_of(path), deleted) from None
+        finally:
+            self.context = context
 
     def _delete_moved(self, path: str) -> _Leftovers:
         """Delete from the archive each order the published file holds, in that version (its
@@ -546,10 +595,8 @@ class ColdMove:
         is left. The file that holds the month's orders now (None: none left)."""
         if not left.stale and not left.erased:
             return path
-        size = self.store.size(path)
-        return ColdRewrite(self.store, self.journal, self.context).without(
-            ColdFile(path, size), left.stale, left.erased
-        )
+        rewrite = ColdRewrite(self.store, self.journal, self.context)
+        return _without(rewrite, ColdFile(path, self.store.size(path)), left, self.archive, self.report)
 
     # -- what an interrupted run left
 
@@ -597,3 +644,67 @@ def _as_moved(document: Mapping[str, object]) -> dict[str, object]:
         "source_hash": document.get("source_hash"),
         "restored_at": document.get("restored_at"),
     }
+
+
+def _without(
+    rewrite: ColdRewrite, old: ColdFile, left: _Leftovers, archive: MongoCollection, report: ColdMoveReport
+) -> str | None:
+    """``ColdMove._leftovers_removed``'s rewrite, each copy dropped counted by what changed the
+    archive's (``_why_changed``: a correction, a restore, a forget's erasure)."""
+    why = _why_changed(archive, left.stale, rewrite.context)
+    new = rewrite.without(old, left.stale, left.erased, why)
+    report.kept_by(rewrite.dropped)
+    return new
+
+
+def _interrupted_once_published(url: str, deleted: bool) -> Interrupted:
+    """A signal once a move's file is published: its journal entry stays (what is left said)."""
+    left_over = (
+        "the file still holds older copies of orders changed in the archive meanwhile"
+        if deleted
+        else "some of its orders still in the archive too"
+    )
+    return Interrupted(
+        f"interrupted once {url} was published: {left_over}, until the next batch --run (or "
+        "forget) settles it first (status says so meanwhile)"
+    )
+
+
+def _why_changed(
+    archive: MongoCollection, stale: set[str], context: RunContext
+) -> Callable[[Mapping[str, object]], str]:
+    """What changed the archive's copy of each order of ``stale`` since the file's copy was
+    read (``rewrite.DROPPED``'s keys): a correction (``revised_at``), a restore
+    (``restored_at``), else an erasure (``source_hash`` alone: forget's, which erased the
+    archive's copy while an interrupted move's file held the order too). One read of their
+    versions a thousand ids at a time."""
+    versions: Document = {"revised_at": 1, "restored_at": 1}
+    archived: dict[str, Document] = {}
+    for keys in chunked(sorted(stale), DELETE_CHUNK):
+        find = functools.partial(_found, archive, {"_id": {"$in": _ids(keys)}}, versions)
+        archived.update((str(d["_id"]), d) for d in context.retrying(find, purpose=Retry.READ))
+
+    def why(document: Mapping[str, object]) -> str:
+        now = archived.get(str(document["_id"]))
+        if now is None or _moment(now.get("revised_at")) != _moment(document.get("revised_at")):
+            return "corrected"
+        if _moment(now.get("restored_at")) != _moment(document.get("restored_at")):
+            return "restored"
+        return "erased"
+
+    return why
+
+
+def _found(archive: MongoCollection, query: Document, fields: Document) -> list[Document]:
+    return list(archive.find(query, fields))
+
+
+def _moment(value: object) -> datetime | None:
+    """A version's date as a file and the archive each give it back (naive or aware: UTC)."""
+    moment = moment_or_none(value)
+    return as_utc(moment) if moment is not None else None
+
+
+def _ids(keys: Iterable[str]) -> list[object]:
+    """The archive's ``_id`` values that ``keys`` (their text) may be: an ObjectId's, and the text."""
+    return [i for k in keys for i in ((ObjectId(k), k) if ObjectId.is_valid(k) and len(k) == 24 else (k,))]

@@ -9,20 +9,23 @@ meets the run (#34): a signal ends the step there (``Interrupted``), so does a l
 (``context.gate``: ``--max-runtime``, ``--stop-file``), ``--max-lag`` holds the next file and
 ``--max-rate`` paces each file's orders after it. A file begun under a limit is finished
 (written, checked, published, the old one removed): it is the old one or the new one, never half
-of each. A signal does not wait for a file of up to a gigabyte (the command line gives a stop a
+of each; so is a move's file once published (its orders deleted from the archive: ``FileInHand``). A signal does not wait for a file of up to a gigabyte (the command line gives a stop a
 few seconds, ``cli.main.STOP_GRACE_S``): the file in hand is abandoned (``until_stopped``: its
 partial removed, its journal entry gone), as at the boundary before it."""
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import TypeVar
 
 from order_archiver.cold.files import ColdFileWriter, batches, check_file
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.schema import document_of, erased_before_of
 from order_archiver.cold.store import ColdFile, ColdStore
-from order_archiver.context import RunContext
+from order_archiver.context import ChunkGate, RunContext
 from order_archiver.documents import Document, MongoCollection
 from order_archiver.errors import FatalError, Interrupted
 from order_archiver.logs import get_logger, plural
@@ -34,6 +37,13 @@ T = TypeVar("T")
 
 JOURNAL_KIND = "cold-move"  # the journal's entries (the checkpoints collection): a move's, a rewrite's
 MOVE_DELETED = "deleted"  # a move's entry once the archive's copies are gone: its file may be replaced
+
+# Why a move's file lost a copy (``ColdRewrite.without``): what changed the archive's copy meanwhile.
+DROPPED = {
+    "corrected": "corrected meanwhile (the archive holds them, moved next time)",
+    "restored": "restored meanwhile (the archive holds them, held by RESTORE_HOLD)",
+    "erased": "erased in the archive meanwhile by a forget (the archive holds them erased, moved next time)",
+}
 
 Change = Callable[[Mapping[str, object]], Mapping[str, object] | None]  # None: the order leaves
 
@@ -57,6 +67,46 @@ def read_boundary(context: RunContext) -> None:
     if context.stopped:
         raise Interrupted("interrupted: the cold tier's count stopped between two files")
     context.gate.check()
+
+
+class FileInHand:
+    """The run's gate (``context.ChunkGate``) while a file already published is finished (a
+    move's orders deleted from the archive, its file without what it must lose): a limit of the
+    run (``--max-runtime``, ``--stop-file``) does not end it there, half done, but after it
+    (docs/operating.md: "the file in hand finished"). ``--max-lag`` holds each chunk until a
+    limit has come, ``--max-rate`` paces it; a signal still ends it (``file_boundary``: the
+    journal entry left, which the next run settles first and ``status`` names meanwhile)."""
+
+    def __init__(self, gate: ChunkGate) -> None:
+        self.gate = gate
+
+    def before(self) -> None:
+        if self.gate.ended():
+            return  # the limit ends the run after this file, not before its next chunk
+        try:
+            self.gate.before()  # --max-lag's hold, which a limit coming meanwhile ends
+        except Exception:
+            if not self.gate.ended():
+                raise
+
+    def after(self, orders: int) -> None:
+        self.gate.after(orders)  # its wait ends at once once a limit has come
+
+    def ended(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        return None
+
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        self.gate.wait(stop, seconds)
+
+
+def finishing(context: RunContext) -> RunContext:
+    """``context`` with its limits held off until the file in hand is finished (``FileInHand``)."""
+    return (
+        context if isinstance(context.gate, FileInHand) else replace(context, gate=FileInHand(context.gate))
+    )
 
 
 def until_stopped(documents: Iterable[T], context: RunContext) -> Iterator[T]:
@@ -102,23 +152,31 @@ class ColdRewrite:
         return new
 
     def without(
-        self, old: ColdFile, ids: set[str], erased: Mapping[str, Mapping[str, object]] | None = None
+        self,
+        old: ColdFile,
+        ids: set[str],
+        erased: Mapping[str, Mapping[str, object]] | None = None,
+        why: Callable[[Mapping[str, object]], str] | None = None,
     ) -> str | None:
-        """``old`` without the orders of ``ids`` (copies the archive holds newer versions of),
+        """``old`` without the orders of ``ids`` (copies the archive holds other versions of),
         and those of ``erased`` replaced by their erased copies (a person forgotten while the
-        file was published); the new file (None: nothing left)."""
-        replaced = erased or {}
+        file was published); the new file (None: nothing left). ``why`` says of each copy
+        dropped what changed the archive's (``DROPPED``'s keys: "corrected" by default),
+        counted in ``dropped`` and said in the log line."""
+        replaced = {k: v for k, v in (erased or {}).items() if k not in ids}  # a dropped one: gone
+        self.dropped: Counter[str] = Counter()
 
         def change(document: Mapping[str, object]) -> Mapping[str, object] | None:
             key = str(document["_id"])
-            return None if key in ids else replaced.get(key, document)
+            if key in ids:
+                self.dropped[why(document) if why is not None else "corrected"] += 1
+                return None
+            return replaced.get(key, document)
 
         new = self._replace(old, change, None)
-        done = (
-            [f"without {plural(len(ids), 'order')} corrected meanwhile (the archive holds them)"]
-            if ids
-            else []
-        )
+        done = [
+            f"without {plural(n, 'order')} {DROPPED[reason]}" for reason, n in sorted(self.dropped.items())
+        ]
         if replaced:
             done.append(f"the personal data of {plural(len(replaced), 'order')} forgotten meanwhile erased")
         log.info("cold tier: %s rewritten %s", self.store.url_of(old.path), ", ".join(done))

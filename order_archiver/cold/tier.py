@@ -3,6 +3,7 @@ complete batch pass."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,18 +27,20 @@ from order_archiver.cold.retention import (
     erase_by_age,
     past_retention,
 )
-from order_archiver.cold.rewrite import read_boundary
+from order_archiver.cold.rewrite import JOURNAL_KIND, MOVE_DELETED, read_boundary
 from order_archiver.cold.search import ColdQuery
 from order_archiver.cold.spot_check import spot_check
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
-from order_archiver.documents import Document, MongoCollection
+from order_archiver.documents import Document, MongoCollection, int_or_none, moment_or_none
 from order_archiver.errors import FatalError, Interrupted
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.forgotten import LATEST_CHECKED, ForgottenPersons
-from order_archiver.mongodb.lease import Lease, server_time
+from order_archiver.mongodb.lease import Lease, lease_key, server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
+from order_archiver.orders.enrichment import as_utc
 from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure
+from order_archiver.retry import Retry
 from order_archiver.settings import Duration, Settings, hand_aws_settings_to_the_sdk
 
 log = get_logger("cold")
@@ -113,6 +116,7 @@ def would_move(
         # The files the run removes (``remove_expired``), their orders as it counts them.
         expired = count_expired(store, listed, expire)
         report.would_expire_files, report.would_expire_orders = expired.files, expired.orders
+    report.holds_none = holds_none(store, collections.checkpoints, on_archive)
     if settings.archive_pii_retention is not None:
         # What the run's erasure reads, read now (its cost, not more): the run's figure. The
         # months the run removes first (ARCHIVE_RETENTION: ``remove_expired``) are not erased.
@@ -283,6 +287,7 @@ def _moved(
     if not on_archive.stopped:
         gone = spot_check(store, move.manifest, collections.checkpoints, on_archive)
         report.gone_files, report.gone_orders = gone.files, gone.orders
+        report.holds_none = holds_none(store, collections.checkpoints, on_archive)
     return report
 
 
@@ -316,6 +321,19 @@ def finish_forgotten(
             log.info(
                 "cold tier: the erasure of %s %s finished (%d files rewritten)", kind, person, done.rewritten
             )
+
+
+def holds_none(store: ColdStore, checkpoints: MongoCollection, context: RunContext) -> bool:
+    """Whether the cold tier holds no file: none listed (one bounded read of the list), and
+    then none in its place (one listing of an empty prefix; a tier moved before the list
+    existed lists none). Then an order past ARCHIVE_COLD_AFTER that is not archived is in the
+    source alone (batch's summary, ``status``)."""
+    if ColdManifest(store, checkpoints, context).page(None, 1):
+        return False
+    try:
+        return not store.files()
+    except (OSError, ValueError) as exc:
+        raise _unreadable(store, exc) from None
 
 
 def _cold_move(
@@ -432,3 +450,56 @@ def past_retention_in(
 
 def _unreadable(store: ColdStore, exc: BaseException) -> FatalError:
     return FatalError(f"ARCHIVE_COLD_URL {store.url}: cannot be read: {str(exc).splitlines()[0][:200]}")
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """The files a move published whose orders the archive may still hold too (a move ended
+    there by a signal, a kill -9, a crash: its journal entry left, which the next ``batch
+    --run`` or ``forget --run`` settles first), and whether a move holds the lease now (one in
+    progress passes there for a moment)."""
+
+    files: list[str]
+    orders: int  # their rows, as the journal has them: at most this many in two places
+    running: bool
+
+    def line(self) -> str | None:
+        """For ``status``, while a move holds the lease: what it has published and not finished."""
+        if not self.files or not self.running:
+            return None
+        return (
+            f"cold tier: a move in progress (or killed less than the lease's life ago) published "
+            f"{', '.join(self.files)}: up to {plural(self.orders, 'order')} still in the archive too"
+        )
+
+    def problem(self) -> str | None:
+        """For ``status``: the state no clean end leaves, unless a move is on it now."""
+        if not self.files or self.running:
+            return None
+        return (
+            f"cold tier: a move interrupted after publishing {', '.join(self.files)}: up to "
+            f"{plural(self.orders, 'order')} in the archive and that file at once, until the next "
+            "batch --run (or forget --run) settles it first"
+        )
+
+
+def unsettled_moves(
+    store: ColdStore, checkpoints: MongoCollection, context: RunContext, now: datetime
+) -> Unsettled:
+    """The moves' journal entries past their publication (one bounded read of the journal, one
+    existence check a file for an entry still "writing": killed between its rename and its
+    record), and the move's lease (one read by ``_id``)."""
+    read = functools.partial(context.retrying, purpose=Retry.READ)
+    moves = {"kind": JOURNAL_KIND, "replaces": None}
+    entries = read(lambda: list(checkpoints.find(moves).limit(100)))
+    out = [
+        e
+        for e in entries
+        if e.get("state") in ("published", MOVE_DELETED)
+        or (e.get("state") == "writing" and store.exists(str(e.get("final"))))
+    ]
+    lease = read(lambda: checkpoints.find_one({"_id": lease_key(MOVE_LEASE)}, {"expires_at": 1}))
+    expires = moment_or_none((lease or {}).get("expires_at"))
+    running = expires is not None and as_utc(expires) > now
+    rows = sum(int_or_none(e.get("rows")) or 0 for e in out)
+    return Unsettled([store.url_of(str(e["final"])) for e in out], rows, running)

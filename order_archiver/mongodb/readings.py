@@ -40,6 +40,7 @@ class Archived:
     revised: set[OrderId] = field(default_factory=set)
     finished: bool = False  # some order was finished (read delivered, not past a retention)
     skipped: int = 0  # delivered before ARCHIVE_RETENTION or ARCHIVE_COLD_AFTER: not archived
+    held_back: list[tuple[ArchiveDocument, str]] = field(default_factory=list)  # those, and which setting
 
     def take(self, finished: list[ArchiveDocument], counts: ArchiveCounts) -> None:
         """What one reading's write did to each of ``finished``: written (archived or revised),
@@ -98,5 +99,6 @@ class Readings:
         finished = self.finisher.all(found, self.finisher.clock())
         done.finished = done.finished or bool(finished.documents)
         done.skipped += finished.past_retention + finished.past_cold_after
+        done.held_back += finished.held_back
         counts = self.step.archive(finished.documents, finished.rejections, expected=expected)
         return finished.documents, counts

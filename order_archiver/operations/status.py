@@ -29,6 +29,7 @@ from order_archiver.cold.tier import (
     listing,
     pii_pending,
     summarise,
+    unsettled_moves,
 )
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
@@ -178,6 +179,13 @@ class StatusReport:
     indexes: list[IndexStatus] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
     unique_missing: bool = False  # the archive's unique index on numero_commande (a watcher waits)
     cold: ColdSummary | None = None  # ARCHIVE_COLD_URL: files, orders, bytes, months
+    # Files a move published whose orders the archive may still hold (its journal entry left)
+    cold_unsettled: list[str] = field(default_factory=list)
+    # With a cold tier holding no file: delivered orders past its cutoff, never archived (source alone)
+    cold_source_alone: int = 0
+    cold_source_alone_more: bool = False  # more than cold_source_alone (PURGE_COUNTED_AT_MOST)
+    cold_move_running: bool = False  # the move's lease held: a move in progress (WATCH_LEASE_TTL_S)
+    cold_moving: str | None = None  # what the running move has published and not finished
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -218,6 +226,14 @@ class StatusReport:
         newest = iso(self.newest_archived_at) if self.newest_archived_at else "never"
         out.append(f"archive: {plural(self.archive_size, 'document')}, newest archived_at {newest}")
         out += [self.cold.line()] if self.cold is not None else []
+        out += [self.cold_moving] if self.cold_moving else []
+        if self.cold_source_alone:
+            more = "more than " if self.cold_source_alone_more else ""
+            out.append(
+                f"cold tier: {more}{plural(self.cold_source_alone, 'delivered order')} past ARCHIVE_COLD_AFTER "
+                "in the source alone (never archived: older than the archive takes, and the cold tier "
+                "holds no file): docs/operating.md, orders older than ARCHIVE_COLD_AFTER never archived"
+            )
         others = self.other_pii_policies
         if others:
             shown = ", ".join("an earlier version (no policy recorded)" if p is None else p for p in others)
@@ -225,28 +241,7 @@ class StatusReport:
                 f"personal data: documents written under {shown}, not ARCHIVE_PII's {self.pii_policy} "
                 "(a change of mode or key leaves existing documents as they were)"
             )
-        for watcher in self.watchers:
-            age = watcher.get("heartbeat_age_s")
-            saved_text = f"{about(age)} ago" if age is not None else "never"
-            last = watcher.get("last_event_at")
-            last_text = iso(last) if isinstance(last, datetime) else "none yet"
-            leader = watcher.get("leader")
-            lead_text = f", leader {leader['owner']} (term {leader['term']})" if leader else ""
-            stopped = watcher.get("stopped_at")
-            stop_text = f", stopped cleanly at {iso(stopped)}" if isinstance(stopped, datetime) else ""
-            released = watcher.get("released_term")
-            if released is not None:
-                stop_text += f": it released its lease (term {released}), no watcher leads"
-            busy = ", catching up (archiving the orders delivered before it started)"
-            busy_text = busy if watcher.get("catching_up") else ""
-            out.append(
-                f"watcher {watcher['name']} ({watcher['store']}): token saved {saved_text}, "
-                f"last event {last_text}{busy_text}{lead_text}{stop_text}"
-            )
-        if not self.watchers:
-            # A watcher waiting for the archive's unique index has saved nothing yet.
-            waiting = "; one waiting for the archive's unique index saves none" if self.unique_missing else ""
-            out.append(f"watchers: none found (no token file, no checkpoint{waiting})")
+        out += self._watcher_lines()
         out.append(_batch_line(self.batch))
         if self.purge_movable is not None:
             out.append(self._purge_line())
@@ -277,6 +272,33 @@ class StatusReport:
         out += [index.line() for index in self.indexes]
         out.append("healthy" if self.healthy else "UNHEALTHY: " + "; ".join(self.problems))
         return out
+
+    def _watcher_lines(self) -> list[str]:
+        """Each watcher's line, or that none was found."""
+        lines: list[str] = []
+        for watcher in self.watchers:
+            age = watcher.get("heartbeat_age_s")
+            saved_text = f"{about(age)} ago" if age is not None else "never"
+            last = watcher.get("last_event_at")
+            last_text = iso(last) if isinstance(last, datetime) else "none yet"
+            leader = watcher.get("leader")
+            lead_text = f", leader {leader['owner']} (term {leader['term']})" if leader else ""
+            stopped = watcher.get("stopped_at")
+            stop_text = f", stopped cleanly at {iso(stopped)}" if isinstance(stopped, datetime) else ""
+            released = watcher.get("released_term")
+            if released is not None:
+                stop_text += f": it released its lease (term {released}), no watcher leads"
+            busy = ", catching up (archiving the orders delivered before it started)"
+            busy_text = busy if watcher.get("catching_up") else ""
+            lines.append(
+                f"watcher {watcher['name']} ({watcher['store']}): token saved {saved_text}, "
+                f"last event {last_text}{busy_text}{lead_text}{stop_text}"
+            )
+        if not self.watchers:
+            # A watcher waiting for the archive's unique index has saved nothing yet.
+            waiting = "; one waiting for the archive's unique index saves none" if self.unique_missing else ""
+            lines.append(f"watchers: none found (no token file, no checkpoint{waiting})")
+        return lines
 
     def _earlier_text(self) -> str:
         earlier = self.pii_earlier_erasures
@@ -491,6 +513,7 @@ def collect_status(
     )
 
     _cold_tier(report, settings, collections.checkpoints, context, now)
+    _source_alone(report, collections, settings, read)
     report.watchers = _watchers(collections, settings, read)
     report.batch = batch_state(collections, settings, now, read)
     if oldest is not None and now - oldest > max_backlog_age:
@@ -719,6 +742,28 @@ def _cold_tier(
             f"cold tier: {plural(len(lost.missing_files), 'published file')} gone, "
             f"{plural(lost.missing, 'order')} in no place (verify names them)"
         )
+    unsettled = unsettled_moves(store, checkpoints, context, now)
+    report.cold_unsettled, report.cold_move_running = unsettled.files, unsettled.running
+    report.cold_moving = unsettled.line()
+    if (problem := unsettled.problem()) is not None:  # orders in two places, no move on it
+        report.problems.append(problem)
+
+
+def _source_alone(report: StatusReport, collections: Collections, settings: Settings, read: Reader) -> None:
+    """With a cold tier that holds no file though a move ran (its record): the delivered orders
+    before the recorded boundary, which no run archives, are in the source alone (the cold
+    settings set before the first archive: docs/operating.md); the move that recorded it left
+    the archive none of them, and no cold file holds one. One count on the ``{status,
+    date_livraison}`` index, stopped one past PURGE_COUNTED_AT_MOST. Not said with files (a
+    source order past it may be in one: not cheap to tell), nor before the first move (the
+    archive may hold them, to be moved)."""
+    boundary = settings.cold_moved_before
+    if report.cold is None or report.cold.files or boundary is None:
+        return
+    old = {"status": status_match(settings.delivered_status), "date_livraison": {"$lt": as_utc(boundary)}}
+    found = read(lambda: collections.orders.count_documents(old, limit=PURGE_COUNTED_AT_MOST + 1))
+    report.cold_source_alone = min(found, PURGE_COUNTED_AT_MOST)
+    report.cold_source_alone_more = found > PURGE_COUNTED_AT_MOST
 
 
 def _cold_pii(

@@ -36,7 +36,7 @@ from order_archiver.batch.report import PAUSES
 from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits, Throttle
 from order_archiver.cold.check import ColdCheck, check_cold
 from order_archiver.cold.manifest import ColdManifest
-from order_archiver.cold.tier import cold_store
+from order_archiver.cold.tier import cold_store, unsettled_moves
 from order_archiver.context import RunContext
 from order_archiver.documents import ArchiveDocument, Document, OrderId
 from order_archiver.errors import ConfigError, TransientError
@@ -128,7 +128,7 @@ class VerifyReport:
             f"; {self.past_retention} past ARCHIVE_RETENTION, not expected" if self.past_retention else ""
         )
         if self.past_cold_after:
-            expired += f"; {self.past_cold_after} past ARCHIVE_COLD_AFTER, not expected (the cold tier's)"
+            expired += f"; {self.past_cold_after} past ARCHIVE_COLD_AFTER, not expected (older than the archive takes: in the cold tier or the source)"
         out = [
             f"{plural(self.delivered, 'delivered order')}: {self.checked} checked against the archive, "
             f"{self.invalid} invalid (never archived){expired}"
@@ -337,9 +337,13 @@ def _reconcile(
         store.check(writable=False)  # a place that is not there: exit 2, named (not "0 files")
         on_archive = context.on(collections.archive_side)
         manifest = ColdManifest(store, collections.checkpoints, on_archive)  # files gone: orders missing
-        check.report.cold = check_cold(
+        cold = check.report.cold = check_cold(
             store, collections.archive, on_archive, manifest, unerased=check.unerased_among
         )
+        if cold.also_in_archive:  # an interrupted move's, perhaps: named, and what settles it
+            cold.unsettled = unsettled_moves(
+                store, collections.checkpoints, on_archive, datetime.now(UTC)
+            ).files
     return check.report
 
 

@@ -44,6 +44,9 @@ class Finished:
         0  # delivered longer ago than ARCHIVE_COLD_AFTER (not ARCHIVE_RETENTION): not archived
     )
     outside_window: int = 0  # a string date_commande outside the window, read only now
+    # Those past ARCHIVE_RETENTION or ARCHIVE_COLD_AFTER, each with the setting that held it
+    # back: a watcher says each (a chunk's at most: the batch counts them only).
+    held_back: list[tuple[ArchiveDocument, str]] = field(default_factory=list)
 
 
 def utc_now() -> datetime:
@@ -116,8 +119,10 @@ class Finisher:
             finished.rejections.append(result)
         elif self.expired(result, archived_at):
             finished.past_retention += 1
+            finished.held_back.append((result, "ARCHIVE_RETENTION"))
         elif self.in_cold_tier(result, archived_at):
             finished.past_cold_after += 1
+            finished.held_back.append((result, "ARCHIVE_COLD_AFTER"))
         elif in_window is not None and not in_window(result["date_commande"]):
             finished.outside_window += 1
         else:

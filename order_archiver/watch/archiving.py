@@ -63,6 +63,8 @@ class EventArchiver:
         # event, is inserted: one round trip less); an order it holds in another version, which
         # may be newer than the one read (``readings``), is read again after its copy.
         done = self.readings.archive(ids, {})
+        for document, setting in done.held_back:  # among the skipped: said, one line each
+            self.stats.held_back(document, setting)
         self.stats.add(len(events), done.counts)
         self.metrics.add(done.counts, mode="watch")
         if done.finished:

@@ -56,6 +56,8 @@ class WatchStats:
     revised: int = 0
     rejected: int = 0
     skipped: int = 0
+    past_cold_after: int = 0  # deliveries not archived: before the cold tier's cutoff
+    past_retention: int = 0  # deliveries not archived: past ARCHIVE_RETENTION
     batches: int = 0
     last_event_at: datetime | None = None
     last_saved_at: float = 0.0
@@ -84,8 +86,38 @@ class WatchStats:
         )
         return f"{stream}; {self.caught_up.said()}" if self.catch_ups else stream
 
+    def held_back(self, document: Mapping[str, object], setting: str) -> None:
+        """A delivery not archived: past ARCHIVE_COLD_AFTER (the cold tier's cutoff, or the
+        boundary a move recorded) or ARCHIVE_RETENTION; said (one line each, a warning: the
+        order's change reaches no archive) and counted for the stopped line."""
+        if setting == "ARCHIVE_COLD_AFTER":
+            self.past_cold_after += 1
+            why = (
+                "before the cold tier's cutoff (ARCHIVE_COLD_AFTER, or the boundary a move recorded): "
+                "the archive takes no order that old, and a cold file is never changed by a later "
+                "delivery or correction"
+            )
+        else:
+            self.past_retention += 1
+            why = "longer ago than ARCHIVE_RETENTION: the archive would expire it at once"
+        log.warning(
+            "order %s (%s) delivered %s, %s: not archived, it stays in the source",
+            document.get("numero_commande"),
+            document.get("_id"),
+            document.get("date_livraison"),
+            why,
+        )
+
     def stopped_line(self) -> str:
-        return f"stopped: {self.totals()}"
+        held = [
+            f"{self.past_cold_after} past ARCHIVE_COLD_AFTER" if self.past_cold_after else "",
+            f"{self.past_retention} past ARCHIVE_RETENTION" if self.past_retention else "",
+        ]
+        not_archived = " and ".join(h for h in held if h)
+        # Those held back are among the skipped events (``held_back``): said apart, with why.
+        return f"stopped: {self.totals()}" + (
+            f"; skipped: {not_archived} (not archived, left in the source)" if not_archived else ""
+        )
 
 
 @dataclass

@@ -190,9 +190,10 @@ def test_kill_9_between_publishing_and_deleting_then_a_rerun_leaves_each_order_i
     database = nx_client[db_name]
     recent, old, folder, env = archived_beside_a_cold_folder(database, nx_settings, nx_env, tmp_path)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "ARCHIVE_"))}
+    lease = {"WATCH_LEASE_TTL_S": "2", "WATCH_LEASE_RENEW_S": "1"}  # the move's lease outlives it 2 s
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_AFTER_PUBLISH, str(ROOT), "batch", "--run", "-q"],
-        env={**base, **env},
+        env={**base, **env, **lease},
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -205,10 +206,25 @@ def test_kill_9_between_publishing_and_deleting_then_a_rerun_leaves_each_order_i
     assert in_file <= old
     assert in_file <= archived_ids(database)  # ... and its orders are still in the archive too
     assert database["archiver_checkpoints"].count_documents({"kind": "cold-move", "state": "published"}) == 1
+    # status said "healthy" meanwhile (a new user's try): it names the file, as a move in
+    # progress while the killed run's lease lives, then as a problem (exit 3).
+    url = store.url_of(published.path)
+    for _ in range(30):  # each status takes about a second; the lease expires 2 s after the kill
+        status = run_cli("status", "--json", env=env, cwd=tmp_path)
+        said = json.loads(status.stdout)
+        assert said["cold_unsettled"] == [url], status.stdout + status.stderr
+        if not said["cold_move_running"]:
+            break
+        assert status.returncode == 0
+        assert url in said["cold_moving"]
+    assert status.returncode == 3, status.stdout + status.stderr
+    assert any(url in p and "batch --run" in p for p in said["problems"]), said["problems"]
 
     rerun = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["cold"]["recovered"] == 1
+    assert json.loads(rerun.stdout)["cold"]["settled"] == len(in_file)
+    assert run_cli("status", env=env, cwd=tmp_path).returncode == 0
     moved = cold_ids(store)
     assert len(moved) == len(set(moved)), "an order in two cold files"
     assert set(moved) == old
@@ -647,3 +663,177 @@ def test_doctor_and_forget_say_a_versioned_bucket_keeps_what_the_erasure_replace
         assert noncurrent == []
         assert "object versions" not in forget.stdout
         assert json.loads(as_json.stdout)["cold"]["versions_kept"] is False
+
+
+# The product's own CLI, its move ended once its first file is published (``ColdMove.after_publish``:
+# the file out, not one of its orders deleted from the archive yet): the stop file put there, the
+# --max-runtime deadline passed there (``RunLimits._left_s``: none left from then on), or a real
+# SIGTERM to itself (the CLI's handler sets the run's stop, as `kill` or Kubernetes does).
+ENDED_ONCE_PUBLISHED = """
+import os, pathlib, signal, sys
+sys.path.insert(0, sys.argv.pop(1))
+how = sys.argv.pop(1)
+from order_archiver.batch import limits
+from order_archiver.cold import move
+opened = move.ColdMove.__init__
+def end_the_run():
+    if how == "signal":
+        os.kill(os.getpid(), signal.SIGTERM)
+    elif how == "max_runtime":
+        limits.RunLimits._left_s = lambda self: 0.0
+    else:
+        pathlib.Path(how).touch()
+def ended_once_published(self, *args, **kwargs):
+    opened(self, *args, **kwargs)
+    self.after_publish = end_the_run
+move.ColdMove.__init__ = ended_once_published
+from order_archiver.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _ended_once_published(env, tmp_path, end):
+    stop = tmp_path / "stop"
+    how = str(stop) if end == "stop_file" else end
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "ARCHIVE_"))}
+    command = ["batch", "--run", "--json", "-q", "--stop-file", str(stop), "--max-runtime", "1h"]
+    ended = subprocess.run(
+        [sys.executable, "-c", ENDED_ONCE_PUBLISHED, str(ROOT), how, *command],
+        env={**base, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    stop.unlink(missing_ok=True)
+    return ended
+
+
+@pytest.mark.parametrize("end", ["stop_file", "max_runtime"])
+def test_a_move_ended_by_its_limits_finishes_the_file_in_hand_at_the_wire(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, end
+):
+    """A new user's try (the test server, the CLI): `batch --run` with --stop-file or
+    --max-runtime ending its move once a file was published left that file's orders in the
+    archive too (verify: "also in the archive: N ... NOT consistent", status "healthy") and its
+    summary left the file out. docs/operating.md: those limits end a step "the file in hand
+    finished: published and checked, the old one removed; exit 0", each order in one place. Now
+    the file in hand is finished (its orders deleted from the archive, counted) before the run
+    ends; verify and status agree; the next run moves the other month. (The stop tests before
+    asserted the journal entry left: docs/operating.md said so too, against its own promise.)"""
+    database = nx_client[db_name]
+    recent, old, folder, env = archived_beside_a_cold_folder(database, nx_settings, nx_env, tmp_path)
+    ended = _ended_once_published(env, tmp_path, end)
+    assert ended.returncode == 0, ended.stderr
+    report = json.loads(ended.stdout)
+    store = ColdStore(f"file://{folder}")
+    [published] = store.files()  # the run ended after its first file ...
+    in_file = set(cold_ids(store))
+    assert in_file < old
+    assert report["ended"] == end
+    assert (report["cold"]["files"], report["cold"]["moved"]) == (1, len(in_file))  # ... counted
+    assert not in_file & archived_ids(database)  # ... finished: its orders left the archive
+    assert archived_ids(database) == recent | (old - in_file)
+    assert database["archiver_checkpoints"].count_documents({"kind": "cold-move"}) == 0
+
+    checked = run_cli("verify", "--json", env=env, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    status = run_cli("status", env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stdout + status.stderr
+
+    rerun = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    cold = json.loads(rerun.stdout)["cold"]
+    assert (cold["files"], cold["moved"], cold["recovered"]) == (1, len(old - in_file), 0)
+    moved = cold_ids(store)
+    assert sorted(moved, key=str) == sorted(old, key=str)
+    assert published in store.files()
+
+
+def test_a_signal_once_a_moves_file_is_published_is_said_by_status_until_the_next_run_at_the_wire(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A SIGTERM once a move's file is published (the test server, the CLI): the deletes of a
+    file of up to a gigabyte do not wait (the command line gives a stop 8 s), so the run ends
+    before them (exit 1, as an interrupted pass), its journal entry left, the file's orders in
+    the archive and that file. Before, `status` said "healthy" meanwhile and the error said
+    "each file whole": status now says it (unhealthy, exit 3, naming the file and the next
+    run), the error says what is left, and the next run settles it, saying so truly ("N orders
+    of an interrupted move left the archive", not "moved into 0 files")."""
+    database = nx_client[db_name]
+    recent, old, folder, env = archived_beside_a_cold_folder(database, nx_settings, nx_env, tmp_path)
+    ended = _ended_once_published(env, tmp_path, "signal")
+    assert ended.returncode == 1, ended.stderr
+    assert json.loads(ended.stdout)["ended"] == "signal"
+    store = ColdStore(f"file://{folder}")
+    [published] = store.files()
+    in_file = set(cold_ids(store))
+    assert in_file <= archived_ids(database)  # in both places, for now
+    assert "still in the archive too" in ended.stderr, ended.stderr
+    assert "each file whole" not in ended.stderr
+
+    status = run_cli("status", "--json", env=env, cwd=tmp_path)
+    assert status.returncode == 3, status.stdout + status.stderr
+    said = json.loads(status.stdout)
+    assert said["healthy"] is False
+    [problem] = [p for p in said["problems"] if "interrupted" in p]
+    assert store.url_of(published.path) in problem, problem
+    assert "batch --run" in problem, problem
+    checked = run_cli("verify", "--json", env=env, cwd=tmp_path)  # not consistent, and why
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    cold = json.loads(checked.stdout)["cold"]
+    assert (cold["also_in_archive"], cold["unsettled"]) == (len(in_file), [store.url_of(published.path)])
+
+    rerun = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    cold = json.loads(rerun.stdout)["cold"]
+    assert (cold["recovered"], cold["settled"], cold["files"]) == (1, len(in_file), 1)
+    assert cold["moved"] == len(old)
+    assert sorted(cold_ids(store), key=str) == sorted(old, key=str)
+    assert archived_ids(database) == recent
+    assert run_cli("status", env=env, cwd=tmp_path).returncode == 0
+
+
+def test_cold_settings_set_before_the_first_archive_say_where_the_old_orders_are_and_the_way_out(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A new user's try (the test server, the CLI): the cold settings set before the first
+    archive, `batch --run` said "N past ARCHIVE_COLD_AFTER (not archived: the cold tier's)"
+    though the cold tier held none of them: they are in the source alone, and no later run
+    archives them (docs/operating.md). The summary now says so, `status` counts them, and
+    docs/operating.md's way out (the record deleted while the tier holds no file, one full run
+    without the cold settings, then the usual run) puts each in one cold file."""
+    database = nx_client[db_name]
+    recent, old = seed_old_and_recent(database, nx_settings)
+    folder = tmp_path / "cold"
+    folder.mkdir()
+    env = {**nx_env, "ARCHIVE_COLD_URL": f"file://{folder}", "ARCHIVE_COLD_AFTER": "365d"}
+    first = run_cli("batch", "--run", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (
+        f"{len(old)} past ARCHIVE_COLD_AFTER (not archived: older than the archive takes; the cold "
+        "tier holds no file, so they are in the source alone"
+    ) in first.stdout, first.stdout
+    assert "the cold tier's)" not in first.stdout
+    assert archived_ids(database) == recent
+
+    status = run_cli("status", "--json", env=env, cwd=tmp_path)
+    said = json.loads(status.stdout)
+    assert said["cold_source_alone"] == len(old), status.stdout + status.stderr
+    assert f"{len(old)} delivered orders past ARCHIVE_COLD_AFTER in the source alone" in (
+        run_cli("status", env=env, cwd=tmp_path).stdout
+    )
+
+    # docs/operating.md's way out, as a user types it.
+    assert database["archiver_checkpoints"].delete_one({"_id": "cold-tier"}).deleted_count == 1
+    plain = {k: v for k, v in env.items() if not k.startswith("ARCHIVE_COLD_")}
+    archived = run_cli("batch", "--run", "--full", "--json", "-q", env=plain, cwd=tmp_path)
+    assert archived.returncode == 0, archived.stderr
+    assert archived_ids(database) == recent | old
+    moved = run_cli("batch", "--run", "--json", "-q", env=env, cwd=tmp_path)
+    assert json.loads(moved.stdout)["cold"]["moved"] == len(old), moved.stderr
+    assert sorted(cold_ids(ColdStore(env["ARCHIVE_COLD_URL"])), key=str) == sorted(old, key=str)
+    assert archived_ids(database) == recent
+    assert json.loads(run_cli("status", "--json", env=env, cwd=tmp_path).stdout)["cold_source_alone"] == 0
+    checked = run_cli("verify", env=env, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

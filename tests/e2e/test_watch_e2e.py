@@ -491,3 +491,34 @@ def test_on_a_standalone_watch_says_it_needs_change_streams_and_exits_1(tmp_path
         assert "watch needs a replica set, a sharded cluster or Atlas" in said[0]
     assert "FAIL change streams: not available (a standalone server): watch cannot run" in doctor.stdout
     assert "Traceback" not in doctor.stdout + doctor.stderr
+
+
+def test_a_delivery_past_archive_cold_after_is_said_and_counted_not_dropped_silently(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers
+):
+    """A new user's try: `watch -v` with a cold tier set took a delivery stamped before
+    ARCHIVE_COLD_AFTER (the archive takes no order that old: docs/operating.md) and said nothing
+    ("stopped: 2 events, 1 order archived"). Each such delivery is now a warning line naming the
+    order and why, and counted in the stopped line. A sentinel delivered after it: once it is
+    archived, the stream has handled the old one (no sleep-then-assert)."""
+    from datetime import UTC, datetime, timedelta
+
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 200, seed=47)
+    (tmp_path / "cold").mkdir()
+    cold = {"ARCHIVE_COLD_URL": f"file://{tmp_path / 'cold'}", "ARCHIVE_COLD_AFTER": "365d"}
+    watcher = watchers({**env, **cold}, tmp_path, "--from-now", "-v")
+    wait_for(lambda: token_saved(database, tmp_path, "file"), what="the start token")
+    old, sentinel = pending_ids(dataset, 2)
+    orders = database["Commande"]
+    deliver(orders, [old], when=datetime.now(UTC) - timedelta(days=400))
+    deliver(orders, [sentinel])
+    wait_for(lambda: sentinel in archived_ids(database), what="the sentinel")
+    assert watcher.stop() == 0
+    assert old not in archived_ids(database)
+    output = watcher.output()
+    numero = orders.find_one({"_id": old})["numero_commande"]
+    [line] = [line for line in output.splitlines() if numero in line and "not archived" in line]
+    assert "WARNING" in line, line
+    assert "ARCHIVE_COLD_AFTER" in line, line
+    assert "1 past ARCHIVE_COLD_AFTER (not archived, left in the source)" in output, output

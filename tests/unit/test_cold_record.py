@@ -343,7 +343,8 @@ def test_verify_says_the_same_figures_in_its_text_and_its_json(user, capsys):
     first = capsys.readouterr().out.splitlines()[0]
     assert first == (
         f"{delivered} delivered orders: {checked} checked against the archive, 2 invalid (never "
-        f"archived); {in_cold} past ARCHIVE_COLD_AFTER, not expected (the cold tier's)"
+        f"archived); {in_cold} past ARCHIVE_COLD_AFTER, not expected (older than the archive takes: "
+        "in the cold tier or the source)"
     )
     cli.main(["verify", "--json"])
     report = json.loads(capsys.readouterr().out)

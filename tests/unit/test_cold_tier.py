@@ -1858,6 +1858,52 @@ def test_a_forget_after_a_move_killed_past_its_rename_settles_the_move_first_eac
         assert document["forgotten_by"] == "forget"
 
 
+def test_a_forget_settling_an_interrupted_move_says_it_kept_its_own_erasure_not_a_correction(
+    mongo, settings, archived, tmp_path, caplog
+):
+    """A new user's try: a forget run while a stopped move was unsettled said "rewritten without 1
+    order corrected meanwhile": nothing had been corrected. What happened: the forget erased
+    the archive's copy of the client's order (its ``source_hash`` changed), so its settle of the
+    move could not delete that copy in the file's version, kept it in the archive (erased) and
+    dropped the file's unerased copy (one place, no personal data left; the next move takes it).
+    The data's fate was right, the words were not: the line now says the order was erased by a
+    forget meanwhile, and the move's report counts it apart (``kept_erased``), not as corrected."""
+    import logging
+
+    from order_archiver.cold.move import ColdMoveReport
+    from order_archiver.operations.forget import Person, forget_person
+    from order_archiver.orders.erasing import CLIENT
+
+    archive, before = archived
+    store, _cutoff, _published, _respect = killed_after_publishing_the_oldest_month(
+        mongo, settings, archived, tmp_path
+    )
+    in_file = cold_documents(store)
+    client = next(document["client"] for [(_, document)] in in_file.values() if document["client"])
+    theirs = {i for i, d in before.items() if (d["client"] or {}).get("id") == client["id"]} & set(in_file)
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=settings.purge_after)
+    caplog.set_level(logging.INFO, logger="order_archiver")
+    forget_person(mongo, with_cold, Person(CLIENT, client["id"]), run=True)
+    said = [r.getMessage() for r in caplog.records if "rewritten without" in r.getMessage()]
+    assert said
+    assert all("corrected" not in line for line in said), said
+    assert any(
+        f"{plural(len(theirs), 'order')} erased in the archive meanwhile by a forget" in line for line in said
+    )
+    # The data: the client's orders of that file in the archive alone, erased; no cold copy of theirs.
+    kept = list(archive.find({"_id": {"$in": list(theirs)}}))
+    assert len(kept) == len(theirs)
+    assert all(d["forgotten_by"] == "forget" for d in kept)
+    assert not theirs & set(cold_documents(store))
+    assert client["email"] not in every_string_in_the_cold_tier(store)
+    assert_one_place_each(archive, store, before)
+    # A batch settling the same way counts them apart from the corrections.
+    report = ColdMoveReport(kept_revised=3)
+    report.kept_by({"erased": 2, "corrected": 1})
+    assert (report.kept_revised, report.kept_erased) == (1, 2)
+    assert "2 erased by a forget meanwhile, kept in the archive (erased)" in (report.line() or "")
+
+
 def test_no_rewrite_replaces_a_moves_file_before_its_deletes_the_settle_finds_it_where_it_left_it(
     mongo, settings, archived, tmp_path
 ):
@@ -2056,9 +2102,16 @@ def test_a_run_with_nothing_due_in_the_cold_tier_says_nothing_of_it(run, tmp_pat
         "cold tier: 3 orders moved into 1 file (2025-01)"
     )
     assert ColdMoveReport(would_move=2).line() == "cold tier: would move 2 archived orders (dry run)"
-    assert (
-        ColdMoveReport(recovered=1).line()
-        == "cold tier: 0 orders moved into 0 files; 1 interrupted move settled"
+    # An interrupted move settled says what happened (a new user read "724 orders moved into 0
+    # files; 1 interrupted move settled"): its orders left the archive, their file published earlier.
+    assert ColdMoveReport(recovered=1).line() == "cold tier: 1 interrupted move settled"
+    assert ColdMoveReport(recovered=1, moved=724, settled=724).line() == (
+        "cold tier: 1 interrupted move settled: 724 orders left the archive, their file published "
+        "by an earlier run"
+    )
+    assert ColdMoveReport(recovered=1, moved=730, settled=724, files=1, months=["2025-02"]).line() == (
+        "cold tier: 6 orders moved into 1 file (2025-02); 1 interrupted move settled: 724 orders "
+        "left the archive, their file published by an earlier run"
     )
     assert ColdMoveReport(skipped=True).line() is not None
     assert ColdMoveReport().line() is ColdMoveReport(would_move=0).line() is None

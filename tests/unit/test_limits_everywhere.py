@@ -181,13 +181,14 @@ def test_a_stop_file_ends_the_rejects_lists_prune_at_a_chunk_boundary(
     assert listed.count_documents({}) == 0
 
 
-def test_a_stop_file_ends_the_cold_tiers_move_between_chunks_of_deletes_the_next_run_settles(
+def test_a_stop_file_ends_the_cold_tiers_move_after_the_file_in_hand_the_next_run_goes_on(
     mongo, old_archive, monkeypatch, tmp_path
 ):
-    """The move's deletes from the archive (a month of orders a file) meet the run's limits
-    before each chunk: a stop file that comes once a file is published ends the run before its
-    deletes (exit 0, ended said), the journal entry left; the next run settles it first, each
-    order in one place."""
+    """A stop file that comes once a move's file is published ends the run after that file is
+    finished (docs/operating.md: "the file in hand finished"): its orders deleted from the
+    archive (exit 0, ended said), no journal entry left, the file counted; the next run moves
+    the rest, each order in one place. Before, the run ended before the deletes, the file's
+    orders in the archive and the file at once, the summary leaving it out (a new user's try)."""
     from order_archiver.cold import move as moving
     from order_archiver.cold.tier import move_to_cold
     from tests.unit.test_cold_tier import assert_one_place_each, local_store
@@ -209,15 +210,20 @@ def test_a_stop_file_ends_the_cold_tiers_move_between_chunks_of_deletes_the_next
     assert report.completed
     # As cmd_batch moves: the run's context (its limits), a limit ending the run there.
     with archiver.throttle.until_a_limit(report):
-        report.cold = move_to_cold(mongo, settings, archiver.context)
-    assert report.ended == "stop_file"  # published, nothing deleted yet
-    assert archive.count_documents({}) == len(before)
+        move_to_cold(mongo, settings, archiver.context, moving=lambda cold: setattr(report, "cold", cold))
+    assert report.ended == "stop_file"
+    [published] = store.files()
+    assert report.cold is not None
+    assert report.cold.files == 1
+    assert archive.count_documents({}) == len(before) - report.cold.moved  # the file in hand finished
+    assert not mongo[BASE.archive_db_name][BASE.checkpoint_collection].count_documents({"kind": "cold-move"})
     stop.unlink()
     monkeypatch.setattr(moving.ColdMove, "__init__", init)
     after = move_to_cold(mongo, settings, RunContext())
     assert after is not None
-    assert after.recovered == 1
+    assert (after.recovered, after.settled) == (0, 0)
     assert_one_place_each(archive, store, before)
+    assert published in store.files()
 
 
 def test_a_restore_ends_at_a_chunk_boundary_on_its_stop_file_and_the_next_one_goes_on(
