@@ -9,6 +9,7 @@ everything else fails fast with a clear message.
 from __future__ import annotations
 
 import errno
+import re
 from enum import IntEnum
 from typing import Literal
 
@@ -306,8 +307,57 @@ def storage_error(exc: BaseException) -> ArchiverError | None:
     if kind is None:
         return None
     cls = {"transient": TransientError, "no_bucket": ConfigError}.get(kind, FatalError)
-    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-    return cls(f"cold tier (ARCHIVE_COLD_URL): {STORAGE_FIXES[kind]} ({detail})")
+    return cls(f"{STORAGE_PREFIX}{STORAGE_FIXES[kind]} ({storage_words(exc)})")
+
+
+STORAGE_PREFIX = "cold tier (ARCHIVE_COLD_URL): "  # storage_error's; see cold_fault_line
+WORDS_AT_MOST = 200  # the storage's words quoted in one line at most (Arrow's S3 ones run to 300)
+# Arrow's S3 message: "<what>: AWS Error <TYPE> during <Op> operation: <SDK words>; Details:
+# <curl's words>" (arrow/filesystem/s3_internal.h ``ErrorToStatus``): the last clause names the
+# cause ("Could not resolve host: ...", "Failed to connect to 127.0.0.1:9000 after 0 ms: ...").
+_DETAILS = "; Details: "
+_CLAUSE_ENDS = (": ", "; ", ", ")
+_CURL_CODE = re.compile(r"curlCode: \d+, ")  # curl's error number, before its words: nothing to a reader
+
+
+def cold_fault_line(url: str, exc: BaseException) -> str:
+    """A cold-tier error in one line that names the place once, for a line already named "cold
+    tier" (``status``, ``doctor``): ``storage_error``'s ``STORAGE_PREFIX`` replaced by
+    ``ARCHIVE_COLD_URL <url>: ``; any other (which names the place already) as it is."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    if line.startswith(STORAGE_PREFIX):
+        return f"ARCHIVE_COLD_URL {url}: {line.removeprefix(STORAGE_PREFIX)}"
+    return line
+
+
+def storage_words(exc: BaseException, at_most: int = WORDS_AT_MOST) -> str:
+    """The first line of what the storage said, for one line of ours: whole when short enough;
+    else cut at a clause or word boundary with "…" (never inside a word, never an unclosed
+    parenthesis), Arrow's last clause (``Details``, the cause) kept whole after the cut."""
+    text = _CURL_CODE.sub("", str(exc)).strip()
+    return clipped(text.splitlines()[0], at_most) if text else type(exc).__name__
+
+
+def clipped(text: str, at_most: int = WORDS_AT_MOST) -> str:
+    """``text`` in about ``at_most`` characters (see ``storage_words``)."""
+    if len(text) <= at_most:
+        return text
+    head, found, cause = text.rpartition(_DETAILS)
+    if found and len(cause) <= at_most // 2:
+        return _cut(head, at_most - len(cause) - len(_DETAILS) - 3, f" …{_DETAILS}{cause}")
+    return _cut(text, at_most - 2, "…")
+
+
+def _cut(text: str, room: int, then: str) -> str:
+    """``text`` cut to about ``room`` characters at its last clause boundary (or space) that keeps
+    at least half of it, its punctuation trimmed, ``then`` after it, and a parenthesis the cut
+    left open closed after that. A single word longer than ``room`` is the one cut inside a word."""
+    kept = text[:room]
+    ends = [kept.rfind(end) for end in _CLAUSE_ENDS]
+    at = max(ends) if max(ends) >= room // 2 else kept.rfind(" ")
+    kept = (kept[:at] if at > 0 else kept).rstrip(" ,;:(")
+    return kept + then + ")" * max(kept.count("(") - kept.count(")"), 0)
 
 
 FailureKind = Literal["transient", "token_unusable", "no_change_streams", "fatal"]

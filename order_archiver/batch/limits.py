@@ -19,6 +19,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from order_archiver.errors import ConfigError, FatalError
+
 LOOK_S = 1.0  # how often a wait looks for the stop file
 
 Limit = Literal["max_runtime", "stop_file"]
@@ -45,7 +47,11 @@ class RunLimits:
     clock: Callable[[], float] = time.monotonic
 
     def reached(self) -> Limit | None:
-        if self.stop_file and Path(self.stop_file).exists():
+        """The limit that has come, if any. A stop file that cannot be looked for (its folder on a
+        stale NFS mount: ESTALE; gone unreadable) stops the run too, as an error (``FatalError``,
+        exit 1, one line naming it): whoever set it may have put it there, and a run that goes
+        on past it cannot be stopped by it."""
+        if self.stop_file and stop_file_there(self.stop_file, FatalError, STOPPED_HERE):
             return "stop_file"
         if self._left_s() <= 0:
             return "max_runtime"
@@ -86,6 +92,24 @@ class RunLimits:
         if self.max_runtime is None:
             return float("inf")
         return self.max_runtime.total_seconds() - (self.clock() - self.started)
+
+
+STOPPED_HERE = "the run stops here, as if it were there"
+REFUSED_HERE = "refused before anything is written"
+
+
+def stop_file_there(path: str, error: type[FatalError] | type[ConfigError], said: str) -> bool:
+    """Whether the stop file ``path`` exists; one that cannot be looked for (``OSError``: a stale
+    NFS handle, an I/O error, a folder no longer readable) raises ``error``: one line naming it,
+    what happened (``said``) and what to fix."""
+    try:
+        return Path(path).expanduser().exists()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise error(
+            f"--stop-file {path}: cannot be looked for ({reason}): {said}; fix its folder (a stale NFS "
+            "mount: remount it) or give a --stop-file on a local disk, then run again"
+        ) from None
 
 
 NO_LIMITS = RunLimits(None, None)  # a run without --max-runtime nor --stop-file (the watcher's catch-up)

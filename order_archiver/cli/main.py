@@ -219,12 +219,15 @@ def _stop_file_warnings(path: str | None) -> list[str]:
     stops before it writes anything, and so will the next."""
     if path is None:
         return []
+    from order_archiver.batch.limits import REFUSED_HERE, stop_file_there
+
+    there = stop_file_there(path, ConfigError, REFUSED_HERE)  # on a stale mount: exit 2, said
     where = Path(path).expanduser()
     if not where.parent.is_dir():
         raise ConfigError(f"--stop-file {path}: the folder {where.parent} does not exist")
     if where.is_dir():
         raise ConfigError(f"--stop-file {path}: a folder; name a file in it (the run stops once it exists)")
-    if where.exists():
+    if there:
         return [f"--stop-file {path} exists already: this run writes nothing; remove it to let runs go on"]
     return []
 

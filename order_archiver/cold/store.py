@@ -40,7 +40,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from order_archiver.errors import ArchiverError, ColdStorageError, ConfigError, FatalError, TransientError
+from order_archiver.errors import (
+    ArchiverError,
+    ColdStorageError,
+    ConfigError,
+    FatalError,
+    TransientError,
+    storage_words,
+)
 from order_archiver.retry import Retry, retrying
 
 if TYPE_CHECKING:
@@ -368,5 +375,4 @@ def _as_uri(url: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return storage_words(exc)

@@ -33,7 +33,7 @@ from order_archiver.cold.spot_check import spot_check
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, int_or_none, moment_or_none
-from order_archiver.errors import FatalError, Interrupted
+from order_archiver.errors import FatalError, Interrupted, storage_words
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.forgotten import LATEST_CHECKED, ForgottenPersons
 from order_archiver.mongodb.lease import Lease, lease_key, server_time
@@ -449,7 +449,7 @@ def past_retention_in(
 
 
 def _unreadable(store: ColdStore, exc: BaseException) -> FatalError:
-    return FatalError(f"ARCHIVE_COLD_URL {store.url}: cannot be read: {str(exc).splitlines()[0][:200]}")
+    return FatalError(f"ARCHIVE_COLD_URL {store.url}: cannot be read: {storage_words(exc)}")
 
 
 @dataclass(frozen=True)

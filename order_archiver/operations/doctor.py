@@ -26,7 +26,7 @@ from order_archiver.errors import (
     NO_CHANGE_STREAMS_CODES,
     ArchiverError,
     ConfigError,
-    TransientError,
+    cold_fault_line,
     is_authorisation_error,
 )
 from order_archiver.logs import plural
@@ -448,8 +448,10 @@ def cold_tier_check(
         store = cold_store(settings, context)
         if store is not None:
             store.check(writable=False)
-    except (ConfigError, TransientError) as exc:  # a storage that did not answer: a fail line too
-        report.add("cold tier", "fail", str(exc))
+    except ArchiverError as exc:  # a storage that did not answer, or refused: a fail line, the rest goes on
+        if context.stopped:
+            raise
+        report.add("cold tier", "fail", cold_fault_line(settings.archive_cold_url or "", exc))
         return
     if store is not None:
         going = _cold_past_retention(client, settings, context) if client is not None else ""
@@ -590,7 +592,7 @@ def _cold_pii(client: MongoClient[Document], settings: Settings, context: RunCon
         now = context.retrying(lambda: server_time(client))
         counted = pii_pending_in(settings, checkpoints, now, context)
     except (ArchiverError, pymongo_errors.PyMongoError) as exc:
-        return "warn", f"; cold tier: not counted ({str(exc).splitlines()[0][:200]})"
+        return "warn", f"; cold tier: not counted ({cold_fault_line(settings.archive_cold_url or '', exc)})"
     if counted is None:
         return "pass", ""
     if counted.unread:

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from bson import ObjectId, json_util
 from pymongo import MongoClient
 
+from order_archiver.cold.check import lost_files
+from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.search import ColdQuery, find_in_cold
+from order_archiver.cold.store import ColdStore
 from order_archiver.cold.tier import cold_store
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, mapping_or_empty
@@ -25,6 +28,7 @@ from order_archiver.retry import Retry
 from order_archiver.settings import Settings
 
 MAX_SHOWN = 100  # orders a --client shows at most (the count says how many there are)
+LOST_NAMED = 3  # published cold files gone, named in find's hint at most (verify names them all)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class FindReport:
     orders: dict[str, list[Place]] = field(default_factory=dict)  # by _id, in the order found
     asked: tuple[str, ...] = ()  # the numbers asked for (those not found are named)
     hints: dict[str, str] = field(default_factory=dict)  # a number not found: the one archived in upper case
+    # Something asked for not found while the cold tier's list of files names published files
+    # gone (removed by hand, lost): their URLs and how many orders they held (status, verify say it)
+    cold_lost_files: list[str] = field(default_factory=list)
+    cold_lost_orders: int = 0
 
     def add(self, place: Place) -> None:
         self.orders.setdefault(str(place.document.get("_id")), []).append(place)
@@ -97,6 +105,8 @@ class FindReport:
                 for order_id, places in self.orders.items()
             ],
             "not_found": self.not_found,
+            "cold_lost_files": self.cold_lost_files,
+            "cold_lost_orders": self.cold_lost_orders,
             "complete": self.complete,
         }
 
@@ -121,6 +131,17 @@ class FindReport:
                 for n in self.not_found
             ]
             out.append("not found anywhere (exit 3): " + ", ".join(named))
+        if self.cold_lost_files:
+            lost = self.cold_lost_files[:LOST_NAMED]
+            more = len(self.cold_lost_files) - len(lost)
+            where = "it" if len(self.cold_lost_files) == 1 else "one of them"
+            out.append(
+                f"cold tier: {plural(len(self.cold_lost_files), 'published file')} gone "
+                f"({plural(self.cold_lost_orders, 'order')} in no place): what was not found may have "
+                f"been in {where} (status and verify say it too): "
+                + ", ".join(lost)
+                + (f" and {more} more" if more else "")
+            )
         return out
 
 
@@ -164,4 +185,16 @@ def find_orders(
         report.hints = case_hints(
             report.not_found, collections.archive, run.on(collections.archive_side), settings
         )
+    if store is not None and not report.complete:
+        _lost_cold_files(report, store, collections, run)
     return report
+
+
+def _lost_cold_files(report: FindReport, store: ColdStore, collections: Collections, run: RunContext) -> None:
+    """What ``status`` reads of the cold tier's lost files (``check.lost_files``: the list of
+    files published, in the archive, against one listing of the place; no file opened), for a
+    find that did not find all it was asked: an order in a file gone is in no place."""
+    manifest = ColdManifest(store, collections.checkpoints, run.on(collections.archive_side))
+    listed = list(manifest.entries())  # read before the files: see cold/check.py _lost
+    lost = lost_files(store, manifest, listed, store.files())
+    report.cold_lost_files, report.cold_lost_orders = lost.missing_files, lost.missing

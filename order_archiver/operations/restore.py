@@ -117,6 +117,7 @@ class Refusal:
 class RestoreReport:
     run: bool
     selected: int = 0
+    from_cold: int = 0  # of the selected, those read from the cold tier's files (ARCHIVE_COLD_URL)
     restored: int = 0  # inserted into the source (dry run: would be)
     already_there: int = 0  # in the source as the archive keeps it
     conflicts: int = 0  # in the source with other content: left alone
@@ -197,10 +198,19 @@ class RestoreReport:
                 )
         return out
 
+    def _cold_text(self) -> str:
+        if not self.from_cold:
+            return ""
+        return (
+            " (all from the cold tier)"
+            if self.from_cold == self.selected
+            else f" ({self.from_cold} from the cold tier)"
+        )
+
     def lines(self) -> list[str]:
         verb = "restored" if self.run else "would restore (dry run: --run to restore)"
         out = [
-            f"{plural(self.selected, 'archived order')} selected; {verb} {self.restored}; "
+            f"{plural(self.selected, 'archived order')} selected{self._cold_text()}; {verb} {self.restored}; "
             f"{self.already_there} already in the source as archived"
         ]
         if self.without_personal_data:
@@ -308,6 +318,7 @@ def _restored(
     cold = ((cold_mark, chunk) for chunk in _cold_chunks(settings, selection, context))
     for marker, chunk in itertools.chain(archived, cold):
         report.selected += len(chunk)
+        report.from_cold += len(chunk) if marker is cold_mark else 0
         seen.update(document.get("numero_commande") for document in chunk)
         seen.update(("_id", document["_id"]) for document in chunk)
         copies = _copies(chunk, report)

@@ -18,6 +18,7 @@ from typing import Protocol, TypedDict, TypeVar
 
 from bson import json_util
 from pymongo import MongoClient
+from pymongo import errors as pymongo_errors
 
 from order_archiver.cold.check import lost_files
 from order_archiver.cold.manifest import ColdManifest, Listed
@@ -33,7 +34,7 @@ from order_archiver.cold.tier import (
 )
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
-from order_archiver.errors import ArchiverError, ConfigError
+from order_archiver.errors import ArchiverError, ConfigError, cold_fault_line
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.deployment import check_deployments
@@ -171,6 +172,7 @@ class StatusReport:
     # no cold tier), and the rows left unread past the probe's bound (each may hold some)
     cold_pii_retention_pending: int | None = None
     cold_pii_retention_unread: int = 0
+    cold_unread: str | None = None  # why the cold tier could not be read (its storage did not answer)
     forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
     forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
     # Of them, those whose erasure is unfinished: cold files still to rewrite (forget ended before
@@ -225,6 +227,8 @@ class StatusReport:
             out.append(f"  {entry['id']}{numero}: {entry['reason']}")
         newest = iso(self.newest_archived_at) if self.newest_archived_at else "never"
         out.append(f"archive: {plural(self.archive_size, 'document')}, newest archived_at {newest}")
+        if self.cold is None and self.cold_unread is not None:
+            out.append(f"cold tier: could not be read, its files and orders not counted: {self.cold_unread}")
         out += [self.cold.line()] if self.cold is not None else []
         out += [self.cold_moving] if self.cold_moving else []
         if self.cold_source_alone:
@@ -715,6 +719,37 @@ def _indexes(
         )
 
 
+ColdRead = Callable[[StatusReport, Settings, MongoCollection, RunContext, datetime], None]
+
+
+def _said_when_unread(read: ColdRead) -> ColdRead:
+    """``read`` (``_cold_tier``), whose failure to read the cold tier (its storage did not answer
+    after retries, or refused; a footer that does not read) is said, not the end of status: its
+    line says why, a problem (exit 3), and the report goes on (the rest stands on the archive). A
+    signal, and a failure of MongoDB's (the rest of status would fail too), end it as before."""
+
+    def said(
+        report: StatusReport,
+        settings: Settings,
+        checkpoints: MongoCollection,
+        context: RunContext,
+        now: datetime,
+    ) -> None:
+        try:
+            read(report, settings, checkpoints, context, now)
+        except ArchiverError as exc:
+            if context.stopped or isinstance(exc.__cause__, pymongo_errors.PyMongoError):
+                raise
+            report.cold_unread = cold_fault_line(settings.archive_cold_url or "", exc)
+            # Its line says why: -q, which prints the problems only, names the place.
+            report.problems.append(
+                f"cold tier {settings.archive_cold_url} could not be read (its line says why; -q: status without it)"
+            )
+
+    return said
+
+
+@_said_when_unread
 def _cold_tier(
     report: StatusReport, settings: Settings, checkpoints: MongoCollection, context: RunContext, now: datetime
 ) -> None:

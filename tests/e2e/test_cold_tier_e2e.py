@@ -535,6 +535,55 @@ def test_the_cold_orders_past_archive_pii_retention_are_counted_before_the_run_e
     assert again["cold"]["would_erase_pii"] == 0
 
 
+def test_status_and_doctor_with_the_cold_tiers_s3_down_report_everything_else(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, s3
+):
+    """A new user's try: with the cold tier's S3 unreachable, `status` exited 1 with one line
+    ("error: cold tier (ARCHIVE_COLD_URL): ... did not answer after retries (... aft)"): no
+    backlog, no watchers. Now both health reports go on: status says every line it can, the cold
+    tier's says it could not be read and why, exit 3; doctor fails its "cold tier" check, naming
+    the place once, and goes on with the others (exit 3). S3 down: AWS_ENDPOINT_URL at a
+    loopback port nothing listens on (the SDK's "could not connect", after its retries)."""
+    from tests.unit.test_cold_messages import balanced, closed_port
+
+    database = nx_client[db_name]
+    seed_old_and_recent(database, nx_settings)
+    env = {**nx_env, **s3, "ARCHIVE_COLD_URL": "s3://orders/livraison", "ARCHIVE_COLD_AFTER": "365d"}
+    moved = run_cli("batch", "--run", "-q", env=env, cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    port = closed_port()
+    down = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+
+    status = run_cli("status", env=down, cwd=tmp_path)
+    assert status.returncode == 3, status.stdout + status.stderr
+    lines = status.stdout.splitlines()
+    for head in ("backlog (delivered, not archived", "archive: ", "batch: "):
+        assert any(line.startswith(head) for line in lines), status.stdout
+    [cold] = [line for line in lines if line.startswith("cold tier")]
+    assert cold.startswith(
+        "cold tier: could not be read, its files and orders not counted: ARCHIVE_COLD_URL "
+        "s3://orders/livraison: the storage did not answer after retries"
+    ), cold
+    assert f"Failed to connect to 127.0.0.1:{port} after" in cold
+    assert balanced(cold)
+    assert lines[-1].startswith("UNHEALTHY: cold tier s3://orders/livraison could not be read")
+
+    doctor = run_cli("doctor", env=down, cwd=tmp_path)
+    assert doctor.returncode == 3, doctor.stdout + doctor.stderr
+    checks = doctor.stdout.splitlines()
+    [cold] = [line for line in checks if line.startswith("FAIL cold tier:")]
+    assert cold.startswith(
+        "FAIL cold tier: ARCHIVE_COLD_URL s3://orders/livraison: the storage did not answer after retries"
+    ), cold
+    assert cold.count("cold tier") == 1
+    assert balanced(cold)
+    after = checks[checks.index(cold) + 1 :]
+    assert any(line.startswith("ok   write concern") for line in after), doctor.stdout  # it went on
+    assert checks[-1].startswith("NOT READY: ")
+    assert "cold tier" in checks[-1]
+    assert "error:" not in doctor.stderr
+
+
 def test_batch_run_says_a_published_cold_file_is_gone(nx_client, nx_settings, nx_env, db_name, tmp_path):
     """A new user's try: a published cold file removed by hand (its orders in no place), and
     `batch --run` said nothing, while `status` and `verify` did. Each run now checks a few files

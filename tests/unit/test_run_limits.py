@@ -205,3 +205,67 @@ def test_the_purge_stops_at_a_chunk_boundary_too(mongo, tmp_path):
     stop.unlink()
     after = BatchArchiver(mongo, settings, options).run()
     assert (after.ended, after.purged) == ("completed", delivered)
+
+
+def stale_after_first_chunk(monkeypatch, stop: Path, from_the_start: bool = False) -> None:
+    """The stop file's folder on an NFS mount whose server restarted: every look at ``stop``
+    answered ESTALE (errno 116, "Stale file handle": what stat(2) returns on such a mount), from
+    the first chunk written on (or from the start)."""
+    import errno
+    import os
+
+    stale = [from_the_start]
+    real_stat = Path.stat
+
+    def stat(self, *args, **kwargs):
+        if stale[0] and str(self) == str(stop):
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    write_chunk = BatchArchiver.write_chunk
+
+    def written_then_stale(self, *chunks):
+        written = write_chunk(self, *chunks)
+        stale[0] = True
+        return written
+
+    monkeypatch.setattr(BatchArchiver, "write_chunk", written_then_stale)
+
+
+def test_a_stop_file_that_cannot_be_looked_for_stops_the_run_in_one_line(monkeypatch, capsys, tmp_path):
+    """Was: "error: unexpected OSError: [Errno 116] Stale file handle: '.../stop'" (exit 1). A
+    stop file that cannot be looked for stops the run (whoever set it may have put it there):
+    one line naming it and what to fix, exit 1; what was archived stays, the next run goes on."""
+    from order_archiver.cli.main import main
+
+    stop = tmp_path / "stop"
+    stale_after_first_chunk(monkeypatch, stop)
+    code = main(
+        ["batch", "--simulation", "--count", "400", "--batch-size", "50", "--run", "--stop-file", str(stop)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1] == (
+        f"error: --stop-file {stop}: cannot be looked for (Stale file handle): the run stops here, as if "
+        "it were there; fix its folder (a stale NFS mount: remount it) or give a --stop-file on a local "
+        "disk, then run again"
+    )
+    assert not [line for line in err if "unexpected" in line or "Traceback" in line]
+
+
+def test_a_stop_file_that_cannot_be_looked_for_at_the_start_is_refused_before_anything(
+    monkeypatch, capsys, tmp_path
+):
+    from order_archiver.cli.main import main
+
+    stop = tmp_path / "stop"
+    stale_after_first_chunk(monkeypatch, stop, from_the_start=True)
+    code = main(["batch", "--simulation", "--count", "50", "--run", "--stop-file", str(stop)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        f"error: --stop-file {stop}: cannot be looked for (Stale file handle): refused before anything "
+        "is written; fix its folder (a stale NFS mount: remount it) or give a --stop-file on a local "
+        "disk, then run again"
+    ]
