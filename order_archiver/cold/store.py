@@ -163,7 +163,9 @@ class ColdStore:
                 filesystem, root = FileSystem.from_uri(_as_uri(url))
                 filesystem = _with_standard_retries(filesystem)
             except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError: a bucket's region, a URI
-                raise ConfigError(f"ARCHIVE_COLD_URL {url}: cannot be reached: {_first_line(exc)}") from None
+                raise ConfigError(
+                    f"ARCHIVE_COLD_URL {url}: cannot be reached: {storage_words(exc)}"
+                ) from None
         self.fs: FileSystem = filesystem
         self.root: str = str(root).rstrip("/")
 
@@ -200,7 +202,7 @@ class ColdStore:
             raise
         except ArchiverError as exc:
             cause = exc.__cause__ or exc
-            raise ConfigError(f"ARCHIVE_COLD_URL {self.url}: {what}: {_first_line(cause)}") from None
+            raise ConfigError(f"ARCHIVE_COLD_URL {self.url}: {what}: {storage_words(cause)}") from None
 
     @property
     def _top(self) -> str:
@@ -372,7 +374,3 @@ def _as_uri(url: str) -> str:
     (``file:///srv/cold tier``, ``archivé``) percent-encoded (pyarrow decodes it back); what
     is encoded already, and the URL's own syntax, as given."""
     return urllib.parse.quote(url, safe=":/?#[]@!$&'()*+,;=%~")
-
-
-def _first_line(exc: BaseException) -> str:
-    return storage_words(exc)

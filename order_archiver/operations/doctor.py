@@ -28,6 +28,7 @@ from order_archiver.errors import (
     ConfigError,
     cold_fault_line,
     is_authorisation_error,
+    storage_words,
 )
 from order_archiver.logs import plural
 from order_archiver.mongodb.deployment import (
@@ -481,7 +482,7 @@ def cold_versions_check(report: DoctorReport, store: ColdStore) -> None:
         )  # names start with their time
         keeps = store.keeps_versions(newest.path) if newest is not None else None
     except (ArchiverError, OSError) as exc:
-        report.add("cold tier versions", "warn", f"not checked ({str(exc).splitlines()[0][:200]})")
+        report.add("cold tier versions", "warn", f"not checked ({storage_words(exc)})")
         return
     bucket = store.url.removeprefix("s3://").split("/", 1)[0]
     ask = f"aws s3api get-bucket-versioning --bucket {bucket}"
@@ -516,7 +517,7 @@ def _cold_past_retention(client: MongoClient[Document], settings: Settings, cont
         now = context.retrying(lambda: server_time(client))
         summary = past_retention_in(settings, checkpoints, now, context)
     except (ArchiverError, pymongo_errors.PyMongoError) as exc:
-        return f"; ARCHIVE_RETENTION: not counted ({str(exc).splitlines()[0][:200]})"
+        return f"; ARCHIVE_RETENTION: not counted ({storage_words(exc)})"
     if summary is None or summary.expired is None:
         return ""
     expired = summary.expired
