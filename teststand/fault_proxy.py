@@ -34,6 +34,7 @@ class FaultProxy:
         self.cuts = 0
         self.connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        self._closings = 0  # _close_all's runs: a connection accepted before one is cut by it
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._ready = threading.Event()
@@ -73,6 +74,7 @@ class FaultProxy:
         done.wait(5)
 
     def _close_all(self) -> None:
+        self._closings += 1
         for writer in list(self._writers):
             with contextlib.suppress(Exception):
                 writer.transport.abort()
@@ -129,10 +131,15 @@ class FaultProxy:
         if time.monotonic() < self.refuse_until:
             client_writer.transport.abort()
             return
+        closings = self._closings
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
             client_writer.transport.abort()
+            return
+        if self._closings != closings:  # cut while it was opening: a cut closes every connection
+            client_writer.transport.abort()
+            upstream_writer.transport.abort()
             return
         self.connections += 1
         self._writers.update((client_writer, upstream_writer))

@@ -1,5 +1,7 @@
 """Each fix of devserver.py, shown on the running server (see shared/nx-27017.md)."""
 
+import socket
+import threading
 from datetime import UTC, datetime
 
 import pymongo
@@ -295,6 +297,37 @@ def test_a_cursor_lost_to_a_network_cut_is_an_error_not_an_early_end(nx_server, 
         with pytest.raises(CursorNotFound):
             list(cursor)  # nx-27017 alone would end it quietly after 100 of 1000
         assert len(read) == 100
+
+
+def test_a_connection_opening_when_the_proxy_cuts_is_cut_too(monkeypatch):
+    """A client's connection accepted by the proxy, its upstream one still opening, when the test
+    cuts every connection: it is cut too (it was left open, and a test cutting "every" connection
+    in the middle of a read saw that read go on: the reader had just opened its connection)."""
+    import asyncio
+
+    from teststand import fault_proxy
+
+    opening, release = threading.Event(), threading.Event()
+    open_connection = asyncio.open_connection
+
+    async def slow_open(*args: object, **kwargs: object) -> object:
+        opening.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        return await open_connection(*args, **kwargs)
+
+    monkeypatch.setattr(fault_proxy.asyncio, "open_connection", slow_open)
+    upstream = socket.create_server(("127.0.0.1", 0))
+    proxy = fault_proxy.FaultProxy(upstream.getsockname()[1])
+    with upstream, proxy, socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as client:
+        assert opening.wait(5)
+        proxy.cut_all()
+        release.set()
+        try:
+            closed = client.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed  # before: recv timed out, the connection alive through the cut
 
 
 def test_an_upsert_takes_its_id_from_the_filter_as_it_is(db):
