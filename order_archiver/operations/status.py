@@ -61,6 +61,7 @@ from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
 from order_archiver.orders.erasing import COURIER
+from order_archiver.orders.selection import build_selection
 from order_archiver.retry import Retry
 from order_archiver.settings import MAX_PARTITIONS, Duration, Settings, about
 
@@ -574,17 +575,19 @@ def _next_purge(
     rejected_ids: list[OrderId],
     read: Reader,
 ) -> None:
-    """What the next --purge-source would move: the delivered orders old enough (PURGE_AFTER;
-    one count on the ``{status, date_livraison}`` index, stopped one past PURGE_COUNTED_AT_MOST),
-    less the two kinds the purge leaves (``purge.SourcePurge``) that status can count boundedly:
-    those restored within RESTORE_HOLD (their archive documents' ``restored_at``, on its sparse
+    """What the next --purge-source would move: the delivered orders old enough (PURGE_AFTER, as
+    the purge selects them: under 0d, undated ones too; one count on the ``{status,
+    date_livraison}`` index, stopped one past PURGE_COUNTED_AT_MOST), less the two kinds the
+    purge leaves (``purge.SourcePurge``) that status can count boundedly: those restored within RESTORE_HOLD (their archive documents' ``restored_at``, on its sparse
     index, the first HELD_READ_AT_MOST) and the listed rejected ones (never archived), each
     counted among the old enough by ``_id``, a chunk at a time. Still an upper bound: the purge
     also leaves an order not archived yet, or changed since it was."""
-    old_enough: dict[str, object] = {
-        "status": status_match(settings.delivered_status),
-        "date_livraison": {"$lt": now - settings.purge_after},
-    }
+    # The purge's own selection (``purge_cutoffs``): under PURGE_AFTER 0d every delivered order,
+    # one without a ``date_livraison`` (an application that stamps nothing) included.
+    old_enough = build_selection(
+        settings.delivered_status,
+        delivered_before=now - settings.purge_after if settings.purge_after else None,
+    )
     movable = int(
         read(lambda: collections.orders.count_documents(old_enough, limit=PURGE_COUNTED_AT_MOST + 1))
     )
