@@ -165,6 +165,9 @@ class StatusReport:
     # ready, so not read: the figure then counts them)
     purge_held_counted: bool = True
     purge_rejected: int = 0
+    # Under a PURGE_AFTER over 0d: delivered orders without a date_livraison (missing or null),
+    # which no purge ages: they stay in the source (counted up to one past PURGE_COUNTED_AT_MOST)
+    purge_undated: int = 0
     retention: RetentionState | None = None  # ARCHIVE_RETENTION and its TTL index
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
     pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
@@ -332,6 +335,21 @@ class StatusReport:
             f"{plural(self.purge_movable or 0, 'delivered order')} old enough to leave the source "
             f"(PURGE_AFTER {self.purge_after}), once archived"
         )
+        return self._purge_counted(head) + self._purge_never()
+
+    def _purge_never(self) -> str:
+        """The delivered orders no purge under this PURGE_AFTER moves (none under 0d)."""
+        undated = self.purge_undated
+        if not undated:
+            return ""
+        more = "more than " if undated > PURGE_COUNTED_AT_MOST else ""
+        shown = plural(min(undated, PURGE_COUNTED_AT_MOST), "delivered order")
+        return (
+            f"; never: {more}{shown} without a date_livraison, which PURGE_AFTER {self.purge_after} "
+            "cannot age (they stay in the source)"
+        )
+
+    def _purge_counted(self, head: str) -> str:
         if self.purge_movable_more:
             return (
                 f"{head}, counted before those restored within RESTORE_HOLD {self.restore_hold} "
@@ -591,6 +609,11 @@ def _next_purge(
     movable = int(
         read(lambda: collections.orders.count_documents(old_enough, limit=PURGE_COUNTED_AT_MOST + 1))
     )
+    if settings.purge_after:  # never old enough: no date to age (null matches a missing field too)
+        undated = {"status": status_match(settings.delivered_status), "date_livraison": None}
+        report.purge_undated = int(
+            read(lambda: collections.orders.count_documents(undated, limit=PURGE_COUNTED_AT_MOST + 1))
+        )
     report.purge_movable_more = movable > PURGE_COUNTED_AT_MOST
     if report.purge_movable_more:  # the left-out ones are not counted against an unknown total
         report.purge_movable = PURGE_COUNTED_AT_MOST

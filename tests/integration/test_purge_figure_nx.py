@@ -148,3 +148,35 @@ def test_status_counts_in_the_next_purge_what_a_watcher_archived_without_a_deliv
     purged = json.loads(capsys.readouterr().out)["purged"]
     assert orders.count_documents({"_id": {"$in": unstamped + stamped}}) == 0  # the purge moved them
     assert (movable, would_purge, purged) == (len(by_batch) + 7,) * 3  # before: movable 5 short
+
+
+def test_status_says_the_archived_orders_without_a_delivery_date_that_a_purge_after_never_moves(
+    nx_env, nx_client, nx_settings, db_name, capsys, monkeypatch
+):
+    """Under a PURGE_AFTER longer than 0d the purge moves only orders delivered before it: one
+    without a ``date_livraison`` is never old enough and stays in the source for good
+    (``selection.build_selection``), archived all the same. Status counted the others and said
+    nothing of them: an archive of 33 beside "up to 30" that never reaches 33. It now says how
+    many stay and why (one count of ``date_livraison: null`` on the ``{status, date_livraison}``
+    index: MongoDB's equality to null matches a missing field too)."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 60, seed=12, p_anomalies=0.0)
+    orders = database[nx_settings.orders_collection]
+    undated = [order["_id"] for order in orders.find({"status": {"$ne": "livrée"}}, {"_id": 1}).limit(3)]
+    orders.update_many({"_id": {"$in": undated}}, {"$set": {"status": "livrée"}})  # the status alone
+    monkeypatch.setenv("PURGE_AFTER", "1h")
+    assert main(["batch", "--run", "-q"]) == 0
+    capsys.readouterr()
+
+    main(["status", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert main(["batch", "--run", "--purge-source", "--json", "-q"]) == 0
+    purged = json.loads(capsys.readouterr().out)["purged"]
+    assert orders.count_documents({"_id": {"$in": undated}}) == 3  # stayed
+    assert (report["purge_movable"], report["purge_undated"]) == (purged, 3)
+    main(["status"])
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("next --purge"))
+    assert line.endswith(
+        "; never: 3 delivered orders without a date_livraison, which PURGE_AFTER 1h cannot age "
+        "(they stay in the source)"
+    )
