@@ -61,6 +61,7 @@ from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
 from order_archiver.orders.erasing import COURIER
+from order_archiver.orders.selection import build_selection
 from order_archiver.retry import Retry
 from order_archiver.settings import MAX_PARTITIONS, Duration, Settings, about
 
@@ -164,6 +165,9 @@ class StatusReport:
     # ready, so not read: the figure then counts them)
     purge_held_counted: bool = True
     purge_rejected: int = 0
+    # Under a PURGE_AFTER over 0d: delivered orders without a date_livraison (missing or null),
+    # which no purge ages: they stay in the source (counted up to one past PURGE_COUNTED_AT_MOST)
+    purge_undated: int = 0
     retention: RetentionState | None = None  # ARCHIVE_RETENTION and its TTL index
     pii_retention: str | None = None  # ARCHIVE_PII_RETENTION
     pii_retention_pending: int | None = None  # archived orders past it that still hold personal data
@@ -331,6 +335,21 @@ class StatusReport:
             f"{plural(self.purge_movable or 0, 'delivered order')} old enough to leave the source "
             f"(PURGE_AFTER {self.purge_after}), once archived"
         )
+        return self._purge_counted(head) + self._purge_never()
+
+    def _purge_never(self) -> str:
+        """The delivered orders no purge under this PURGE_AFTER moves (none under 0d)."""
+        undated = self.purge_undated
+        if not undated:
+            return ""
+        more = "more than " if undated > PURGE_COUNTED_AT_MOST else ""
+        shown = plural(min(undated, PURGE_COUNTED_AT_MOST), "delivered order")
+        return (
+            f"; never: {more}{shown} without a date_livraison, which PURGE_AFTER {self.purge_after} "
+            "cannot age (they stay in the source)"
+        )
+
+    def _purge_counted(self, head: str) -> str:
         if self.purge_movable_more:
             return (
                 f"{head}, counted before those restored within RESTORE_HOLD {self.restore_hold} "
@@ -574,20 +593,27 @@ def _next_purge(
     rejected_ids: list[OrderId],
     read: Reader,
 ) -> None:
-    """What the next --purge-source would move: the delivered orders old enough (PURGE_AFTER;
-    one count on the ``{status, date_livraison}`` index, stopped one past PURGE_COUNTED_AT_MOST),
-    less the two kinds the purge leaves (``purge.SourcePurge``) that status can count boundedly:
-    those restored within RESTORE_HOLD (their archive documents' ``restored_at``, on its sparse
+    """What the next --purge-source would move: the delivered orders old enough (PURGE_AFTER, as
+    the purge selects them: under 0d, undated ones too; one count on the ``{status,
+    date_livraison}`` index, stopped one past PURGE_COUNTED_AT_MOST), less the two kinds the
+    purge leaves (``purge.SourcePurge``) that status can count boundedly: those restored within RESTORE_HOLD (their archive documents' ``restored_at``, on its sparse
     index, the first HELD_READ_AT_MOST) and the listed rejected ones (never archived), each
     counted among the old enough by ``_id``, a chunk at a time. Still an upper bound: the purge
     also leaves an order not archived yet, or changed since it was."""
-    old_enough: dict[str, object] = {
-        "status": status_match(settings.delivered_status),
-        "date_livraison": {"$lt": now - settings.purge_after},
-    }
+    # The purge's own selection (``purge_cutoffs``): under PURGE_AFTER 0d every delivered order,
+    # one without a ``date_livraison`` (an application that stamps nothing) included.
+    old_enough = build_selection(
+        settings.delivered_status,
+        delivered_before=now - settings.purge_after if settings.purge_after else None,
+    )
     movable = int(
         read(lambda: collections.orders.count_documents(old_enough, limit=PURGE_COUNTED_AT_MOST + 1))
     )
+    if settings.purge_after:  # never old enough: no date to age (null matches a missing field too)
+        undated = {"status": status_match(settings.delivered_status), "date_livraison": None}
+        report.purge_undated = int(
+            read(lambda: collections.orders.count_documents(undated, limit=PURGE_COUNTED_AT_MOST + 1))
+        )
     report.purge_movable_more = movable > PURGE_COUNTED_AT_MOST
     if report.purge_movable_more:  # the left-out ones are not counted against an unknown total
         report.purge_movable = PURGE_COUNTED_AT_MOST
