@@ -38,6 +38,11 @@ class ArchiveCounts:
     found: frozenset[object] = frozenset()
     replaced: frozenset[object] = frozenset()
 
+    @property
+    def orders(self) -> int:
+        """The orders these counts are of: each counted once, as what it ended as."""
+        return self.archived + self.already_archived + self.revised + self.rejected
+
     def plus(self, other: ArchiveCounts) -> ArchiveCounts:
         return ArchiveCounts(
             self.archived + other.archived,

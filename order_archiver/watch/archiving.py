@@ -137,7 +137,7 @@ def catch_up(
         context=context,
         archive_client=archive_client,
     ).run()
-    events.stats.caught_up.add(report.counts())
+    events.stats.caught_up = events.stats.caught_up.plus(report.counts())
     events.metrics.add(report.counts(), mode="catch-up")
     events.metrics.rejections_listed(report.rejected_new, mode="catch-up")
     log.info("%s", report.summary_line())  # "catch-up done: ..."

@@ -16,31 +16,13 @@ from order_archiver.mongodb.step import ArchiveCounts
 log = get_logger("watch")
 
 
-@dataclass
-class CaughtUp:
-    """What the watcher's catch-ups did, in orders (the batch path's), kept apart from the
+def caught_up_said(counts: ArchiveCounts) -> str:
+    """What the watcher's catch-ups did, in orders (the batch path's), said apart from the
     stream's events: "in all N events" adds up to its events alone."""
-
-    archived: int = 0
-    already_archived: int = 0
-    revised: int = 0
-    rejected: int = 0
-
-    def add(self, counts: ArchiveCounts) -> None:
-        self.archived += counts.archived
-        self.already_archived += counts.already_archived
-        self.revised += counts.revised
-        self.rejected += counts.rejected
-
-    @property
-    def orders(self) -> int:
-        return self.archived + self.already_archived + self.revised + self.rejected
-
-    def said(self) -> str:
-        return (
-            f"catch-up: {plural(self.orders, 'order')}: {self.archived} archived, "
-            f"{self.already_archived} already archived, {self.revised} revised, {self.rejected} rejected"
-        )
+    return (
+        f"catch-up: {plural(counts.orders, 'order')}: {counts.archived} archived, "
+        f"{counts.already_archived} already archived, {counts.revised} revised, {counts.rejected} rejected"
+    )
 
 
 @dataclass
@@ -63,7 +45,7 @@ class WatchStats:
     last_saved_at: float = 0.0
     reconnects: int = 0
     catch_ups: int = 0
-    caught_up: CaughtUp = field(default_factory=CaughtUp)
+    caught_up: ArchiveCounts = field(default_factory=ArchiveCounts)  # the catch-ups' orders, apart
     # Change to archive write acknowledged: the greatest of the last micro-batch that wrote an
     # order (archived or revised; one found archived already is not counted).
     last_latency_s: float | None = None
@@ -75,8 +57,7 @@ class WatchStats:
         self.already_archived += counts.already_archived
         self.revised += counts.revised
         self.rejected += counts.rejected
-        orders = counts.archived + counts.already_archived + counts.revised + counts.rejected
-        self.skipped += events - orders
+        self.skipped += events - counts.orders
 
     def totals(self) -> str:
         """``N events: … archived, … skipped``, then the catch-ups' orders, if any: each adds up."""
@@ -84,7 +65,7 @@ class WatchStats:
             f"{plural(self.events, 'event')}: {self.archived} archived, {self.already_archived} already "
             f"archived, {self.revised} revised, {self.rejected} rejected, {self.skipped} skipped"
         )
-        return f"{stream}; {self.caught_up.said()}" if self.catch_ups else stream
+        return f"{stream}; {caught_up_said(self.caught_up)}" if self.catch_ups else stream
 
     def held_back(self, document: Mapping[str, object], setting: str) -> None:
         """A delivery not archived: past ARCHIVE_COLD_AFTER (the cold tier's cutoff, or the
