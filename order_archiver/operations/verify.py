@@ -44,6 +44,7 @@ from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import ForgottenPersons, first_key, orders_of, recorded
 from order_archiver.mongodb.rejects import RejectStore
+from order_archiver.mongodb.retention import earlier_erasures
 from order_archiver.mongodb.source import (
     ChunkReader,
     OrderSource,
@@ -90,6 +91,9 @@ class VerifyReport:
     orphan_examples: list[str] = field(default_factory=list)
     unerased: int = 0  # erased (marked, or of a forgotten person) yet holding personal data
     unerased_examples: list[str] = field(default_factory=list)
+    # Among the archive's erasures, those an earlier version made (its ARCHIVE_PII_RETENTION
+    # kept couriers' names): the next batch --run makes them again, once (asked when unerased)
+    unerased_earlier: int = 0
     cold: ColdCheck | None = None  # ARCHIVE_COLD_URL: its files whole, each order in one place
     ended: Ended = "completed"  # why it ended: the repair's (#34: max_runtime, stop_file...)
 
@@ -149,12 +153,21 @@ class VerifyReport:
         out.append(
             "archive documents erased (forget, ARCHIVE_PII_RETENTION) yet holding personal data: "
             f"{self.unerased} {self.unerased_examples or ''}".rstrip()
+            + self._earlier_text()
         )
         out += [self.cold.line()] if self.cold is not None else []
         if self.missing_before_repair is not None:
             out.insert(0, self._repair_line())
         out.append("consistent" if self.consistent else "NOT consistent")
         return out
+
+    def _earlier_text(self) -> str:
+        if not self.unerased or not self.unerased_earlier:
+            return ""
+        return (
+            f"; {plural(self.unerased_earlier, 'archived order')} erased by an earlier version "
+            "(couriers' names kept) in the archive: the next batch --run erases them again"
+        )
 
 
 def _note(examples: list[T], item: T) -> None:
@@ -542,6 +555,10 @@ class _Check:
         self.report.unerased = found.count
         for document_id in found.examples:
             _note(self.report.unerased_examples, document_id)
+        if found.count:  # an upgrade's: one look at the record, then one count on an index
+            archive = self.collections.archive
+            context = self.context.on(self.collections.archive_side)
+            self.report.unerased_earlier = earlier_erasures(archive, self.collections.forgotten, context)
 
     def _marked_unerased(self, document: Document) -> bool:
         """A document marked erased that still holds what its erasure removes."""

@@ -109,6 +109,10 @@ def test_status_and_doctor_count_an_earlier_versions_erasures_the_next_run_compl
 
     verify = run_cli("verify", "--json", env=env, cwd=tmp_path)
     assert verify.returncode == 3, verify.stdout
+    assert json.loads(verify.stdout)["unerased_earlier"] == len(ids), verify.stdout
+    said = run_cli("verify", env=env, cwd=tmp_path).stdout  # and the way out
+    assert "7 archived orders erased by an earlier version (couriers' names kept) in the archive: " in said
+    assert "the next batch --run erases them again" in said
     status = run_cli("status", "--json", "--lookback", "3650d", env=env, cwd=tmp_path)
     assert json.loads(status.stdout)["pii_retention_pending"] == len(ids), status.stdout
     text = run_cli("status", "--lookback", "3650d", env=env, cwd=tmp_path).stdout
