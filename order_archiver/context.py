@@ -2,7 +2,8 @@
 instead of one argument at a time: the stop (set by SIGTERM, SIGINT or ``--stop-file``: every
 wait is ``context.stop.wait(t)``, every retry ends on it), the clock (UTC; a test hands a fixed
 one), the deployment a part works on (with ARCHIVE_MONGODB_URI, its errors name it), and the
-run's limits at each chunk boundary of its bulk writes (``gate``).
+run's limits at each chunk boundary of its bulk writes (``gate``), and the faults of the threads
+working for it (``faults``: a thread that cannot go on stops the run, which then fails in one line).
 
 The command line makes one (``cli/main.py``); a job hands each part the run ``on`` its side.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+from order_archiver.errors import ArchiverError, FatalError
 from order_archiver.retry import Deleted, Purpose, Retry, deleted_across_retries, named_side, retrying
 
 T = TypeVar("T")
@@ -72,6 +74,46 @@ class NoLimits:
 UNLIMITED = NoLimits()
 
 
+class ThreadFaults:
+    """What a thread working for the run (watch's stop-file look, its lease's renewal) met that it
+    cannot go on past. A thread that died of it would leave the run half alive (a watcher that no
+    stop file can stop any more; a lease no longer renewed, taken again and lost, forever) and a
+    traceback on the run's output. Instead it hands the fault here: the first one is kept, and
+    the run is stopped as by SIGTERM (``stopping``: the command line's, the stop's watchdog
+    included; else the stop set): the unit in hand finished, its token saved. The run's own
+    thread, back from its loop, raises it (``raise_first``): one line, exit 1 by the one runner
+    (``cli.main.dispatch``)."""
+
+    def __init__(self, stopping: Callable[[], None] | None = None) -> None:
+        self.stopping = stopping
+        self._first: ArchiverError | None = None
+        self._lock = threading.Lock()
+
+    def fail(self, what: str, error: BaseException, stop: threading.Event) -> None:
+        """``what`` (the thread's work, "the lease's renewal") met ``error``: kept if first, the run
+        stopped. An ``ArchiverError`` is its own line; anything else is said as unexpected, its
+        traceback kept as the cause (the log file's DEBUG line has it)."""
+        if not isinstance(error, ArchiverError):
+            first_line = next(iter(str(error).splitlines()), "")[:300]
+            said = f"{what} failed: unexpected {type(error).__name__}"
+            wrapped = FatalError(f"{said}: {first_line}" if first_line else said)
+            wrapped.__cause__ = error
+            error = wrapped
+        with self._lock:
+            if self._first is None:
+                self._first = error
+        (self.stopping or stop.set)()
+
+    @property
+    def first(self) -> ArchiverError | None:
+        return self._first
+
+    def raise_first(self) -> None:
+        """Raise the first fault, if any (the run's own thread, once back from its loop)."""
+        if self._first is not None:
+            raise self._first
+
+
 @dataclass(frozen=True)
 class RunContext:
     """The stop, the clock and the side of one command's run (see the module)."""
@@ -83,6 +125,7 @@ class RunContext:
     # tier's move, the rejects list's prune, restore's, forget's, verify --repair's) goes
     # through it a chunk at a time: the run's limits (#34), or none.
     gate: ChunkGate = UNLIMITED
+    faults: ThreadFaults = field(default_factory=ThreadFaults)  # the run's threads' (see there)
 
     def on(self, side: str) -> RunContext:
         """The same run context, working on ``side`` (``""``: errors name no deployment)."""
@@ -91,6 +134,11 @@ class RunContext:
     @property
     def stopped(self) -> bool:
         return self.stop.is_set()
+
+    def fail(self, what: str, error: BaseException) -> None:
+        """A thread working for the run met ``error`` doing ``what``: the run stops, then fails
+        with it (``ThreadFaults``)."""
+        self.faults.fail(what, error, self.stop)
 
     def named(self) -> AbstractContextManager[None]:
         """Errors raised inside name this run's side (once), as ``retrying`` does its own."""

@@ -95,21 +95,27 @@ class RunLimits:
 
 
 STOPPED_HERE = "the run stops here, as if it were there"
+WATCHER_STOPS_HERE = "the watcher stops, as if it were there (its token saved after its last write)"
 REFUSED_HERE = "refused before anything is written"
 
 
 def stop_file_there(path: str, error: type[FatalError] | type[ConfigError], said: str) -> bool:
-    """Whether the stop file ``path`` exists; one that cannot be looked for (``OSError``: a stale
-    NFS handle, an I/O error, a folder no longer readable) raises ``error``: one line naming it,
-    what happened (``said``) and what to fix."""
+    """Whether the stop file ``path`` exists (not found: no); one that cannot be looked for
+    (``OSError``: a stale NFS handle, an I/O error, a folder no longer readable, a folder
+    replaced by a file or by a symbolic link loop: no file can appear there any more) raises
+    ``error``: one line naming it, what happened (``said``) and what to fix. Not ``Path.exists``,
+    which answers False for a folder replaced by a file (ENOTDIR) or by a loop (ELOOP)."""
     try:
-        return Path(path).expanduser().exists()
+        Path(path).expanduser().stat()
+    except FileNotFoundError:
+        return False
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise error(
             f"--stop-file {path}: cannot be looked for ({reason}): {said}; fix its folder (a stale NFS "
             "mount: remount it) or give a --stop-file on a local disk, then run again"
         ) from None
+    return True
 
 
 NO_LIMITS = RunLimits(None, None)  # a run without --max-runtime nor --stop-file (the watcher's catch-up)

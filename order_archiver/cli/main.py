@@ -23,8 +23,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from order_archiver import __version__
 from order_archiver.cli import definition
-from order_archiver.context import RunContext
-from order_archiver.errors import ArchiverError, ConfigError, ExitCode, TransientError, storage_error
+from order_archiver.context import RunContext, ThreadFaults
+from order_archiver.errors import (
+    ArchiverError,
+    ConfigError,
+    ExitCode,
+    FatalError,
+    TransientError,
+    storage_error,
+)
 from order_archiver.logs import FILE_ONLY, get_logger, printable, redact, setup_logging
 from order_archiver.orders.partition import Partition
 from order_archiver.reporting.liveness import BeatingStop, Liveness
@@ -384,20 +391,27 @@ def _run_batch(args: argparse.Namespace, context: RunContext, outcome: BatchOutc
     return ExitCode.NEW_REJECTED_ORDERS if report.rejected_new else ExitCode.OK
 
 
-def _stop_on_file(path: str | None, stop: threading.Event) -> None:
+def _stop_on_file(path: str | None, context: RunContext) -> None:
     """``watch --stop-file``: the file's appearance stops the watcher as SIGTERM does (the same
     handler: the micro-batch in hand finished, its token saved, exit 0; the same watchdog),
-    looked for every second."""
+    looked for every second. One that cannot be looked for any more (its folder's NFS mount gone
+    stale, its folder replaced by a file or a symbolic link loop, or unreadable) stops it too,
+    as batch's run (``limits.stop_file_there``): whoever set it may have put it there, and a
+    watcher that went on could not be stopped by it. That stop is an error: the micro-batch in
+    hand finished and its token saved, then one line naming the file, exit 1."""
     if path is None:
         return
-    stop_file = Path(path).expanduser()
+    from order_archiver.batch.limits import WATCHER_STOPS_HERE, stop_file_there
 
     def look() -> None:
-        while not stop.wait(1.0):
-            if stop_file.exists():
-                get_logger().info("stop file %s found: stopping as on SIGTERM", stop_file)
-                signal.raise_signal(signal.SIGTERM)
-                return
+        try:
+            while not context.stop.wait(1.0):
+                if stop_file_there(path, FatalError, WATCHER_STOPS_HERE):
+                    get_logger().info("stop file %s found: stopping as on SIGTERM", Path(path).expanduser())
+                    signal.raise_signal(signal.SIGTERM)
+                    return
+        except Exception as exc:  # a thread that died here would leave the watcher unstoppable by it
+            context.fail(f"--stop-file {path}: the look for it", exc)
 
     threading.Thread(target=look, name="stop-file", daemon=True).start()
 
@@ -407,7 +421,7 @@ def cmd_watch(args: argparse.Namespace, context: RunContext) -> int:
     settings = _settings(
         args, token_file=file_store, healthz=bool(args.metrics_port), resume_token_file=args.token_file
     )
-    _stop_on_file(args.stop_file, context.stop)  # checked with the settings
+    _stop_on_file(args.stop_file, context)  # checked with the settings
     if not file_store:
         return _watch(args, settings, context)  # the mongo store's lease decides who writes
     from order_archiver.mongodb.token_lock import TokenFileLock
@@ -437,6 +451,7 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
         clients = _open_clients(args, settings, context, purpose=Retry.WAIT_FOR_SERVER)
     except TransientError:
         if context.stopped:
+            context.faults.raise_first()  # stopped by a thread's fault (the stop file's look): exit 1
             return ExitCode.OK  # stopped while waiting for the server: nothing in hand
         raise
     try:
@@ -653,18 +668,22 @@ def cmd_simulate(args: argparse.Namespace, context: RunContext) -> int:
 STOP_GRACE_S = 8.0
 
 
-def _install_stop_handlers(stop_event: threading.Event, finished: threading.Event) -> None:
+def _install_stop_handlers(stop_event: threading.Event, finished: threading.Event) -> Callable[[], None]:
     """SIGINT/SIGTERM only set the event: loops finish the unit of work in hand, then stop.
     A watchdog bounds that: ``STOP_GRACE_S`` after the signal, a command still running (a
     server that accepts the connection and answers nothing holds a read or a write, and a
     signal handler runs only between Python's steps) is ended with exit 1. Nothing is lost:
     tokens, checkpoints and marks are saved only after the writes they cover, and writes are
-    idempotent; the next run or start takes up the work in hand."""
+    idempotent; the next run or start takes up the work in hand. Returned: the same stop, for
+    a thread of the run that cannot go on (``context.ThreadFaults``)."""
 
-    def handle(signum: int, _frame: Any) -> None:
+    def stopping() -> None:
         if not stop_event.is_set():
             threading.Thread(target=watchdog, name="stop-watchdog", daemon=True).start()
         stop_event.set()
+
+    def handle(signum: int, _frame: Any) -> None:
+        stopping()
 
     def watchdog() -> None:
         if finished.wait(STOP_GRACE_S):
@@ -681,6 +700,7 @@ def _install_stop_handlers(stop_event: threading.Event, finished: threading.Even
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+    return stopping
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -695,10 +715,11 @@ def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command; the one place where errors become exit codes."""
     stop_event, finished = threading.Event(), threading.Event()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _install_stop_handlers(stop_event, finished)
+    stopping = _install_stop_handlers(stop_event, finished)
     log = get_logger()
     try:
-        return int(args.func(args, RunContext(stop=stop_event)))  # one run: its stop, clock, side
+        # One run: its stop, clock, side, and its threads' faults (raised here once it stopped).
+        return int(args.func(args, RunContext(stop=stop_event, faults=ThreadFaults(stopping))))
     except ArchiverError as exc:
         log.debug("%s failed", args.command, exc_info=True, extra=FILE_ONLY)
         sys.stderr.write(f"error: {redact(str(exc))}\n")

@@ -159,11 +159,16 @@ class Watcher:
         log.info("watching %s (token store: %s)", self.namespace, self.options.token_store)
         try:
             self._serve(policy)
-            self._mark_stopped()
+            if self.context.faults.first is None:
+                self._mark_stopped()
         finally:
             if self.lease is not None:
                 self.lease.release()
         log.info(self.stats.stopped_line())
+        # Stopped by a fault of a thread working for it (its stop file no longer looked for, its
+        # lease's renewal): its token saved after its last write, its counts said, then the fault
+        # in one line, exit 1 (context.ThreadFaults); not a clean stop (status says none).
+        self.context.faults.raise_first()
         return EXIT_OK
 
     def _mark_stopped(self) -> None:

@@ -459,6 +459,87 @@ def test_a_stop_file_stops_the_watcher_as_sigterm_does(nx_client, nx_settings, n
     assert "stopped_at" in (tmp_path / "token.json").read_text()  # a clean stop, as status shows it
 
 
+def unreachable(folder: Path, how: str) -> str:
+    """``folder`` made a place no stop file can be looked for in any more, as ``stat(2)`` answers
+    there (the tests may run as root, whom a folder's ``chmod 000`` does not stop): replaced by a
+    file (ENOTDIR, "Not a directory") or by a symbolic link to itself (ELOOP, "Too many levels of
+    symbolic links"). The reason the watcher names."""
+    if folder.exists():
+        folder.rename(folder.with_name(folder.name + ".moved"))
+    if how == "file":
+        folder.write_text("not a folder")
+        return "Not a directory"
+    folder.symlink_to(folder.name)
+    return "Too many levels of symbolic links"
+
+
+@pytest.mark.parametrize("how", ["file", "loop"])
+def test_a_stop_file_that_cannot_be_looked_for_any_more_stops_the_watcher_in_one_line(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, how
+):
+    """`watch --stop-file` looked for its file on a thread of its own, with ``Path.exists``: a
+    folder replaced by a file or a loop answered "not there" for ever after (a watcher no stop
+    file could stop any more), and any other error (ESTALE on NFS, EACCES) ended the thread with a
+    traceback on the output while the watcher went on without its stop file. As batch's run
+    (docs/commands.md): it stops, the micro-batch in hand finished and its token saved after its
+    last write, then one line naming the file and the error, exit 1; not a clean stop (status
+    says none)."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 60, seed=13, p_anomalies=0.0)
+    env = {**nx_env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json"), "WATCH_HEARTBEAT_S": "1"}
+    stops = tmp_path / "stops"
+    stops.mkdir()
+    stop = stops / "stop"
+    watcher = WatchProcess(env, tmp_path, "--stop-file", str(stop))
+    wait_for(
+        lambda: archived_ids(database) == expected_archive_ids(dataset),
+        timeout=60,
+        what="catch-up",
+        on_timeout=watcher.output,
+    )
+    wait_for(
+        lambda: token_saved(database, tmp_path, "file"), what="the start token", on_timeout=watcher.output
+    )
+    reason = unreachable(stops, how)
+    try:
+        code = watcher.process.wait(timeout=30)  # the sentinel: the process ends by itself
+    except Exception:
+        watcher.stop(signal.SIGKILL)
+        raise AssertionError(f"the watcher went on without its stop file\n{watcher.output()}") from None
+    output = watcher.output()
+    watcher.stop()
+    assert code == 1, output
+    assert "Traceback" not in output
+    said = [line for line in output.splitlines() if str(stop) in line]
+    assert said == [
+        f"error: --stop-file {stop}: cannot be looked for ({reason}): the watcher stops, as if it were there "
+        "(its token saved after its last write); fix its folder (a stale NFS mount: remount it) or give a "
+        "--stop-file on a local disk, then run again"
+    ], output
+    assert output.strip().splitlines()[-1] == said[0]
+    saved = json.loads((tmp_path / "token.json").read_text())
+    assert saved["token"]["_data"]
+    assert not saved.get("catching_up")
+    assert "stopped_at" not in saved  # a failure, not a clean stop: status flags its heartbeat
+
+
+@pytest.mark.parametrize("how", ["file", "loop"])
+def test_a_stop_file_that_cannot_be_looked_for_at_the_start_is_refused_before_anything(nx_env, tmp_path, how):
+    """At the start, exit 2 in one line before anything is written (no token file, no stream).
+    It said "the folder .../stops does not exist" of a folder replaced by a file or a loop."""
+    stops = tmp_path / "stops"
+    reason = unreachable(stops, how)
+    stop = stops / "stop"
+    env = {**nx_env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json")}
+    run = run_cli("watch", "--stop-file", str(stop), env=env, cwd=tmp_path, timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"error: --stop-file {stop}: cannot be looked for ({reason}): refused before anything is written; "
+        "fix its folder (a stale NFS mount: remount it) or give a --stop-file on a local disk, then run again"
+    ]
+    assert not (tmp_path / "token.json").exists()
+
+
 @pytest.mark.test_server_only("a standalone server of its own (the suite's servers are replica sets)")
 def test_on_a_standalone_watch_says_it_needs_change_streams_and_exits_1(tmp_path):
     """A standalone mongod refuses every change stream (40573, "The $changeStream stage is only
