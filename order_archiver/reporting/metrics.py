@@ -4,11 +4,15 @@ collector's format by `batch --metrics-file` (cron jobs have no port to scrape).
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,10 +20,14 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
+from order_archiver.logs import FILE_ONLY, get_logger
 from order_archiver.reporting.liveness import Liveness, with_health
+
+log = get_logger("metrics")
 
 PREFIX = "order_archiver"
 
@@ -149,11 +157,54 @@ class WatchMetrics:
 
     def serve(self, port: int, address: str = "127.0.0.1", liveness: Liveness | None = None) -> Any:
         """``/metrics``, and ``/healthz`` (``liveness``: this process's loop alive or not)."""
-        server, thread = start_http_server(port, addr=address, registry=self.registry)
-        metrics_app = server.get_app()
-        if liveness is not None and metrics_app is not None:
-            server.set_app(with_health(metrics_app, liveness))
+        app = make_wsgi_app(self.registry)
+        family, host = _best_family(address, port)
+
+        class Server(MetricsServer):
+            address_family = family
+
+        server = make_server(
+            host, port, with_health(app, liveness) if liveness is not None else app, Server, _QuietHandler
+        )
+        thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+        thread.start()
         return server, thread
+
+
+class MetricsServer(ThreadingWSGIServer):
+    """prometheus_client's server (a thread per request, as ``start_http_server``'s), whose
+    request that fails is one line in the log, not socketserver's traceback on the watcher's
+    output: a client that resets its connection (a TCP probe, a load balancer's check, a scraper
+    cut off: ECONNRESET before its request is read) printed "Exception occurred during processing
+    of request" and a traceback on each. A client's hang-up is the client's (DEBUG); anything
+    else a warning, its traceback in the log file. The server goes on either way."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        who = client_address[0] if isinstance(client_address, tuple) and client_address else client_address
+        if isinstance(error, ConnectionError):
+            log.debug(
+                "a request from %s to the metrics server ended early (%s)", who, error.strerror or error
+            )
+            return
+        log.warning(
+            "a request from %s to the metrics server failed (%s: %s)", who, type(error).__name__, error
+        )
+        log.debug("the metrics server's failed request", exc_info=True, extra=FILE_ONLY)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on the watcher's output (prometheus_client's handler logs nothing either)."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def _best_family(address: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """The address family of ``address`` (an IPv6 one: AF_INET6), as prometheus_client's."""
+    infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = next(iter(infos))
+    return family, str(sockaddr[0])
 
 
 def write_batch_metrics(

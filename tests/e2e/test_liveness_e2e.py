@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import struct
 import time
 import urllib.error
 import urllib.request
@@ -94,3 +95,45 @@ def test_liveness_is_this_watcher_not_the_deployment(nx_server, nx_client, nx_se
             proxy.holding = False
             other.stop(signal.SIGKILL)
             ours.stop()
+
+
+def reset_connection(port: int, request: bytes = b"") -> None:
+    """A client that connects, sends ``request`` (maybe none) and resets the connection (RST:
+    SO_LINGER 0, as a TCP health check or a load balancer's probe may): the server's read of the
+    request fails ECONNRESET."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if request:
+        sock.sendall(request)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_client_that_resets_its_connection_is_no_traceback_on_the_watchers_output(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """The metrics server (/metrics, /healthz) runs on threads of its own: a client that reset its
+    connection before its request was read (ECONNRESET) printed socketserver's "Exception occurred
+    during processing of request from ..." and a traceback on the watcher's output, at each
+    probe. It is one DEBUG line now (with -v on the output; else the log file), the server goes
+    on answering and the watcher on running (exit 0 at its SIGTERM)."""
+    seed_database(nx_client[db_name], nx_settings, 20, seed=92, p_anomalies=0.0)
+    env = {**nx_env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json"), "LOG_DIR": ""}
+    port = free_port()
+    watcher = WatchProcess(env, tmp_path, "-v", "--metrics-port", str(port))
+    try:
+        wait_for(lambda: healthz(port) == 200, what="the watcher's /healthz", on_timeout=watcher.output)
+        reset_connection(port)
+        reset_connection(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # cut mid-headers
+        said = "to the metrics server ended early (Connection reset by peer)"
+        wait_for(
+            lambda: watcher.output().count(said) == 2,
+            what="the two resets said (the sentinel)",
+            on_timeout=watcher.output,
+        )
+        assert healthz(port) == 200
+    finally:
+        code = watcher.stop()
+    output = watcher.output()
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert "Exception occurred" not in output
