@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from pymongo import ReturnDocument
@@ -88,6 +89,7 @@ class Lease:
         renew_s: float = 3.0,
         stop_event: threading.Event | None = None,
         owner: str | None = None,
+        on_fault: Callable[[BaseException], None] | None = None,
     ) -> None:
         if renew_s * 2 > ttl_s:
             raise ValueError("the lease must be renewed at least twice per ttl")
@@ -102,6 +104,8 @@ class Lease:
         self._valid_until = 0.0
         self._lost = threading.Event()
         self._renewer: threading.Thread | None = None
+        # What the renewal thread does with a fault that is no server's answer (see _keep_renewing).
+        self.on_fault = on_fault
 
     # -- state
 
@@ -200,6 +204,17 @@ class Lease:
                 log.warning("lease %s not renewed (%s)", self.key, type(exc).__name__)
                 if time.monotonic() >= self._valid_until:
                     self._lost.set()
+            except Exception as exc:
+                # No server's answer (a reply the driver cannot decode, a bug): this thread cannot
+                # go on, and dying here left a traceback and a watcher whose lease lapsed, taken
+                # again by the same process without a renewer, lapsing again, for ever. Handed to
+                # the run (watch: it stops, then fails in one line); the lease runs out by this
+                # process's clock meanwhile, as when unreachable. (A lease without ``on_fault``,
+                # batch's: as before, the thread ends on it, and the lapse fences the run's writes.)
+                if self.on_fault is None:
+                    raise
+                self.on_fault(exc)
+                return
 
     def release(self) -> None:
         """On a clean stop: let a standby take over at once instead of after ``ttl_s``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+from order_archiver.context import RunContext
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.lease import Lease
 from order_archiver.mongodb.storage import MongoCollection
@@ -21,10 +22,11 @@ def token_store_and_lease(
     name: str,
     namespace: str,
     shared: bool,
-    stop: threading.Event,
+    context: RunContext,
 ) -> tuple[TokenStore, Lease | None]:
     """A file store (one watcher), or the shared mongo store with the lease that lets a standby
-    take over (``shared``: ``--token-store mongo``)."""
+    take over (``shared``: ``--token-store mongo``), waiting on the run's stop. A fault its
+    renewal thread cannot go on past stops the run, which fails with it (``RunContext.fail``)."""
     if not shared:
         return FileTokenStore(settings.resume_token_file, namespace), None
     lease = Lease(
@@ -32,9 +34,10 @@ def token_store_and_lease(
         name,
         ttl_s=settings.watch_lease_ttl_s,
         renew_s=settings.watch_lease_renew_s,
-        stop_event=stop,
+        stop_event=context.stop,
+        on_fault=lambda fault: context.fail(f"watch --name {name}: the renewal of its lease", fault),
     )
-    return MongoTokenStore(checkpoints, name, namespace, stop), lease
+    return MongoTokenStore(checkpoints, name, namespace, context.stop), lease
 
 
 class Leadership:

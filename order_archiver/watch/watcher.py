@@ -117,7 +117,7 @@ class Watcher:
         self.namespace = f"{settings.mongodb_database}.{settings.orders_collection}"
         shared = options.token_store == "mongo"
         self.store, self.lease = token_store_and_lease(
-            collections.checkpoints, settings, options.name, self.namespace, shared, self.stop_event
+            collections.checkpoints, settings, options.name, self.namespace, shared, context
         )
         self.leadership = Leadership(self.lease, options.name, self.stop_event)
         self.stats = WatchStats()
