@@ -421,6 +421,14 @@ def cmd_watch(args: argparse.Namespace, context: RunContext) -> int:
     settings = _settings(
         args, token_file=file_store, healthz=bool(args.metrics_port), resume_token_file=args.token_file
     )
+    from order_archiver.batch.limits import REFUSED_HERE, stop_file_there
+
+    if args.stop_file and stop_file_there(args.stop_file, ConfigError, REFUSED_HERE):
+        # There at the start (said with the settings: "this run writes nothing"): the watcher
+        # does not start, as batch does not (pt-archiver's sentinel). Its thread first looks a
+        # second from now: the watcher had connected, saved a token and caught up by then.
+        get_logger().info("stop file %s found: not starting", Path(args.stop_file).expanduser())
+        return ExitCode.OK
     _stop_on_file(args.stop_file, context)  # checked with the settings
     if not file_store:
         return _watch(args, settings, context)  # the mongo store's lease decides who writes

@@ -68,3 +68,29 @@ def test_a_lease_renewal_that_meets_no_servers_answer_stops_the_watcher_in_one_l
     token = checkpoints.find_one({"_id": "watch:eu-1"})
     assert token["token"]["_data"]
     assert "stopped_at" not in token  # a failure, not a clean stop: status flags its heartbeat
+
+
+def test_a_stop_file_there_at_the_start_stops_the_watcher_before_it_writes_anything(
+    nx_client, nx_settings, nx_env, db_name, tmp_path, monkeypatch, capsys
+):
+    """The warning said "--stop-file PATH exists already: this run writes nothing", and the
+    watcher's thread first looked a second later: by then it had connected, saved its start
+    token and archived its catch-up (24 orders here). As batch (pt-archiver's sentinel): a
+    watcher whose stop file is there does not start; exit 0, nothing written, no token."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 40, seed=94, p_anomalies=0.0)
+    env = {**nx_env, "RESUME_TOKEN_FILE": str(tmp_path / "token.json")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    build_unique_index(env, tmp_path)
+    stop = tmp_path / "stop"
+    stop.touch()
+    capsys.readouterr()
+    code = main(["watch", "--stop-file", str(stop)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert f"--stop-file {stop} exists already: this run writes nothing" in err
+    assert database["Commande_archive"].count_documents({}) == 0
+    assert not (tmp_path / "token.json").exists()
+    assert "watching" not in err  # it never started
