@@ -46,12 +46,17 @@ class ShareLease:
         self.lease: Lease | None = None
         if options.partition is not None and options.run:
             ttl_s, renew_s = settings.watch_lease_ttl_s, settings.watch_lease_renew_s
+            context, share = checkpoint.context, options.partition
             self.lease = Lease(
                 checkpoint.collection,
                 checkpoint.key,
                 ttl_s=ttl_s,
                 renew_s=renew_s,
                 stop_event=self.stop_event,
+                # A fault its renewal thread cannot go on past stops the run, which fails with it.
+                on_fault=lambda fault: context.fail(
+                    f"batch --partition {share}: the renewal of its share's lease", fault
+                ),
             )
 
     def __enter__(self) -> ShareLease:

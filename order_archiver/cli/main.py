@@ -333,6 +333,7 @@ def _run_batch(args: argparse.Namespace, context: RunContext, outcome: BatchOutc
             )
             report = outcome.report = archiver.report
             archiver.run()
+            context.faults.raise_first()  # stopped by a thread's fault (its share's lease): exit 1
             from order_archiver.cold.tier import move_to_cold, would_move
 
             # The cold tier's move takes the whole archive's months: not a share's (N of them
@@ -345,6 +346,7 @@ def _run_batch(args: argparse.Namespace, context: RunContext, outcome: BatchOutc
                 with archiver.throttle.until_a_limit(report):
                     moving = functools.partial(setattr, report, "cold")
                     move_to_cold(clients.source, settings, archiver.context, clients.archive, moving)
+                context.faults.raise_first()  # the cold tier's lease's
                 report.completed = report.ended == "completed"
             elif moves and not options.run and report.ended in (None, "completed"):
                 # As --run: a dry run a limit ended counts nothing of the cold tier, and its
@@ -354,8 +356,10 @@ def _run_batch(args: argparse.Namespace, context: RunContext, outcome: BatchOutc
             outcome.succeeded = True
     except ConfigError:
         raise  # refused before the run: no counts to tell, only the one line
-    except ArchiverError as error:
-        report.ended = "signal" if context.stopped else "error"
+    except ArchiverError as raised:
+        # A thread's fault stops the run as a signal does (its "interrupted"), but it is the error.
+        error = context.faults.first or raised
+        report.ended = "signal" if context.stopped and context.faults.first is None else "error"
         report.completed = False  # the pass may have (the cold tier's move then failed or was stopped)
         # An interrupted run says what it did before the error line, zeros included (a Ctrl-C
         # before the first chunk: "scanned 0, archived 0" is its answer). A failed one says it
@@ -371,6 +375,7 @@ def _run_batch(args: argparse.Namespace, context: RunContext, outcome: BatchOutc
                 show_pii=args.show_pii,
                 program=definition.program_name(command=True),
             )
+        context.faults.raise_first()  # the thread's fault, not the "interrupted" it caused
         raise
     # -q (cron mails whatever a job prints): nothing unless there is news, a new rejected order
     # (an error was printed above, with the counts so far).
@@ -727,7 +732,10 @@ def dispatch(args: argparse.Namespace) -> int:
     log = get_logger()
     try:
         # One run: its stop, clock, side, and its threads' faults (raised here once it stopped).
-        return int(args.func(args, RunContext(stop=stop_event, faults=ThreadFaults(stopping))))
+        context = RunContext(stop=stop_event, faults=ThreadFaults(stopping))
+        code = int(args.func(args, context))
+        context.faults.raise_first()  # a command stopped by a thread's fault (a lease's renewal) fails
+        return code
     except ArchiverError as exc:
         log.debug("%s failed", args.command, exc_info=True, extra=FILE_ONLY)
         sys.stderr.write(f"error: {redact(str(exc))}\n")

@@ -206,6 +206,8 @@ def _writer_lease(collections: Collections, settings: Settings, context: RunCont
         ttl_s=settings.watch_lease_ttl_s,
         renew_s=settings.watch_lease_renew_s,
         stop_event=context.stop,
+        # A fault its renewal thread cannot go on past stops the run, which fails with it.
+        on_fault=lambda fault: context.fail(f"the renewal of the cold tier's lease ({MOVE_LEASE})", fault),
     )
 
 
