@@ -386,3 +386,46 @@ def test_an_order_whose_number_is_near_the_limit_is_rejected_and_listed_not_a_fa
         assert str(odd["_id"]) in listed.stdout
         assert len(max(listed.stdout.splitlines(), key=len)) < 2_000
 
+
+def test_an_order_whose_id_is_near_the_limit_is_rejected_and_listed_not_a_stopped_run(
+    small_server, tmp_path, db_name
+):
+    """An order whose ``_id`` (a string: MongoDB takes any type but an array, and since 4.2 no
+    index key limit holds it back) is near 16 MB, the limit scaled down to 64 KiB. The archive's
+    read of its chunk by ``_id`` (``{_id: {$in: [...]}}``) was a command over
+    ``maxBsonObjectSize``, which pymongo refuses before sending it (``DocumentTooLarge``: the
+    size ``hello`` announces): every run failed at that chunk, nothing after it archived, and
+    the rejects entry keyed by that ``_id`` was over the limit too (17420 on its upsert). One bad
+    document is a rejected order: listed under a stand-in key (its size, a digest, its first
+    characters), known on the next run, kept while the order is there, gone once it is not."""
+    data = generate_dataset(400, seed=31, anchor=ANCHOR, p_anomalies=0.0)
+    base = next(o for o in data.orders if o["status"] == "livrée" and "_dirty" not in o)
+    odd = {**base, "_id": "I" * (LIMIT - 700), "numero_commande": "CMD-HUGE-ID"}
+    env = environment(small_server, db_name, tmp_path)
+    with pymongo.MongoClient(small_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        fill_database(database, data, _settings())
+        database["Commande"].insert_one(odd)
+        run = run_cli("batch", "--run", "--json", env=env, cwd=tmp_path)
+        assert run.returncode == 3, run.stdout + run.stderr
+        assert "Traceback" not in run.stderr
+        assert (json.loads(run.stdout)["rejected"], json.loads(run.stdout)["rejected_new"]) == (1, 1)
+        assert archived_ids(database) == expected_archive_ids(data)  # every other order archived
+        (entry,) = database["archiver_rejects"].find({})
+        assert entry["_id"].startswith("_id too large to list (64,851 bytes, sha256 ")
+        assert entry["numero_commande"] == "CMD-HUGE-ID"
+        assert entry["reason"] == "_id too large: 64,851 bytes as BSON (at most 1,024)"
+        again = run_cli("batch", "--run", "--full", "--json", env=env, cwd=tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr  # known: no news, no loop
+        assert json.loads(again.stdout)["rejected"] == 1
+        listed = run_cli("rejects", env=env, cwd=tmp_path)
+        assert listed.returncode in (0, 3), listed.stdout + listed.stderr
+        assert "_id too large to list" in listed.stdout
+        assert "CMD-HUGE-ID" in listed.stdout
+        assert len(max(listed.stdout.splitlines(), key=len)) < 2_000
+        status = run_cli("status", env=env, cwd=tmp_path)
+        assert "rejected orders (invalid, not archived until fixed at the source): 1" in status.stdout
+        database["Commande"].delete_one({"numero_commande": "CMD-HUGE-ID"})  # fixed: deleted at the source
+        tidy = run_cli("batch", "--run", env=env, cwd=tmp_path)
+        assert tidy.returncode == 0, tidy.stdout + tidy.stderr
+        assert database["archiver_rejects"].count_documents({}) == 0
