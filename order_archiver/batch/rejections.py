@@ -62,7 +62,7 @@ class RejectionLog:
         for rejection in new:
             log.warning(
                 "order would be rejected",
-                extra={"order_id": str(rejection.order_id), "reason": rejection.reason},
+                extra={"order_id": str(rejection.key), "reason": rejection.reason},
             )
         self.count(rejections, len(new))
 

@@ -35,6 +35,8 @@ CHUNK = 500
 class Erased(NamedTuple):
     changed: int  # documents erased
     unerased: list[str]  # the orders (numbers) too large to take their erasure: left as they are
+    # The orders (numbers) too large to take the erasure's marks: their personal data erased, unmarked.
+    unmarked: list[str]
 
 
 def erase_personal_data(
@@ -47,7 +49,7 @@ def erase_personal_data(
 ) -> Erased:
     """Erase the documents of ``selection`` (``erasure``): how many were changed (and each
     chunk's to ``counted``, as it is erased: a walk a limit ends has said what it did), and the
-    orders whose document was too large to take it (``ArchiveWriter.erase``)."""
+    orders whose document was too large to take it, or only its marks (``ArchiveWriter.erase``)."""
     changed = 0
     writer = ArchiveWriter(archive, context)
 
@@ -64,7 +66,7 @@ def erase_personal_data(
                     return
 
     context.retrying(walk, purpose=Retry.WRITE)
-    return Erased(changed, list(dict.fromkeys(writer.unerased)))
+    return Erased(changed, list(dict.fromkeys(writer.unerased)), list(dict.fromkeys(writer.unmarked)))
 
 
 def count_holding(

@@ -313,16 +313,16 @@ NO_RECORD = RespectedErasures()
 
 
 def erasure_updates(
-    documents: Iterable[Mapping[str, object]], erasure_of: ErasureOf
+    documents: Iterable[Mapping[str, object]], erasure_of: ErasureOf, *, marked: bool = True
 ) -> list[tuple[Mapping[str, object], UpdateOne]]:
     """The updates that erase archived ``documents`` as ``erasure_of`` says, each beside its
     document: each sets what its erasure changed, only if the archive still holds the version
     read (``source_hash`` in the filter: a document replaced meanwhile is neither overwritten
-    with an old version nor marked)."""
+    with an old version nor marked). Not ``marked``: the personal values alone (``Erasure``)."""
     requests = []
     for document in documents:
         erasure = erasure_of(document)
-        done = erasure(document) if erasure is not None else document
+        done = erasure(document, marked=marked) if erasure is not None else document
         changed = {k: v for k, v in done.items() if k not in document or document[k] != v}
         if changed:
             version = {"_id": document["_id"], "source_hash": document.get("source_hash")}

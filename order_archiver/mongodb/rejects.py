@@ -29,6 +29,8 @@ An order fixed at the source is archived by
 the next run that reaches it, and the end of every completed batch run prunes the entries
 whose order is archived, deleted or no longer delivered; listings leave such entries out
 already. The store never holds the order itself: ``_id`` and the reason are enough to find it.
+An ``_id`` over ``rejection.ID_KEPT_BYTES`` keys no entry: a stand-in does (``listed_id``: its
+size, a digest, its first characters), the prune finding its order by its number.
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import bson
 from pymongo import ASCENDING, UpdateOne
 
 from order_archiver.context import RunContext
 from order_archiver.documents import Client, MongoCollection, OrderId, int_or_none
 from order_archiver.errors import ArchiverError
 from order_archiver.logs import get_logger, plural
-from order_archiver.orders.rejection import Rejection
+from order_archiver.orders.rejection import NUMERO_KEPT_CHARS, Rejection, is_stand_in, listed_id
 from order_archiver.retry import Retry
 from order_archiver.settings import Settings
 
@@ -94,21 +97,23 @@ class RejectStore:
         """The ids among ``ids`` on the list (recorded by an earlier run, or this one)."""
         if not ids:
             return set()
-        found = self._retrying(lambda: list(self.collection.find({"_id": {"$in": ids}}, {"_id": 1})))
-        return {doc["_id"] for doc in found}
+        keys = {_as_bytes(listed_id(i)): i for i in ids}  # an entry's key, by its BSON
+        chosen = [listed_id(i) for i in ids]
+        found = self._retrying(lambda: list(self.collection.find({"_id": {"$in": chosen}}, {"_id": 1})))
+        return {keys[k] for k in (_as_bytes(doc["_id"]) for doc in found) if k in keys}
 
     def not_news(self, rejections: list[Rejection], to_batch: bool = False) -> set[OrderId]:
         """The orders among ``rejections`` that ``record`` would not count new (a dry run's
         figure is the run's): listed for the same reason; ``to_batch``: and no news up for batch."""
         if not rejections:
             return set()
-        query: dict[str, object] = {"_id": {"$in": [r.order_id for r in rejections]}}
+        query: dict[str, object] = {"_id": {"$in": [r.key for r in rejections]}}
         if to_batch:
             query[BATCH_NEWS] = {"$exists": False}
             query["$nor"] = [LISTED_BY_AN_OLD_WATCHER]
         found = self._retrying(lambda: list(self.collection.find(query, {"reason": 1})))
         listed = {doc["_id"]: doc.get("reason") for doc in found}
-        return {r.order_id for r in rejections if r.order_id in listed and listed[r.order_id] == r.reason}
+        return {r.order_id for r in rejections if r.key in listed and listed[r.key] == r.reason}
 
     def listed_ids(self, limit: int = 10_000) -> list[OrderId]:
         """The ids on the list (at most ``limit``, newest first): an incremental batch reads
@@ -132,16 +137,15 @@ class RejectStore:
         # retry of a write an election killed after some of its statements, which MongoDB keeps,
         # would count them again): each holds only where this record's tag is not there yet.
         changed = [
-            UpdateOne({"_id": r.order_id, "reason": {"$ne": r.reason}}, {"$set": raised}) for r in rejections
+            UpdateOne({"_id": r.key, "reason": {"$ne": r.reason}}, {"$set": raised}) for r in rejections
         ]
         # An earlier version's watcher's listing, before ``counted`` writes ``counted_by``.
         earlier = [
-            UpdateOne({"_id": r.order_id, **OLD_WATCHER_NEWS}, {"$set": {BATCH_NEWS: tag}})
-            for r in rejections
+            UpdateOne({"_id": r.key, **OLD_WATCHER_NEWS}, {"$set": {BATCH_NEWS: tag}}) for r in rejections
         ]
         entries = [
             UpdateOne(
-                {"_id": r.order_id},
+                {"_id": r.key},
                 {
                     "$set": {
                         "reason": r.reason,
@@ -157,7 +161,7 @@ class RejectStore:
         ]
         counted = [
             UpdateOne(
-                {"_id": r.order_id, "counted_by": {"$ne": tag}},
+                {"_id": r.key, "counted_by": {"$ne": tag}},
                 {"$inc": {"times_seen": 1}, "$set": {"counted_by": tag}},
             )
             for r in rejections
@@ -166,14 +170,14 @@ class RejectStore:
         # order; every statement can be applied again.
         statements = [*changed, *earlier, *entries, *counted]
         self._retrying(lambda: self.collection.bulk_write(statements, ordered=True))
-        new = self._take_news([r.order_id for r in rejections], own)
+        new = self._take_news([r.key for r in rejections], own)
         for rejection in rejections:
-            is_new = rejection.order_id in new
+            is_new = rejection.key in new
             log.log(
                 logging.WARNING if is_new else logging.DEBUG,
                 "order rejected%s",
                 "" if is_new else " (already listed)",
-                extra={"order_id": str(rejection.order_id), "reason": rejection.reason},
+                extra={"order_id": str(rejection.key), "reason": rejection.reason},
             )
         return len(new)
 
@@ -238,9 +242,14 @@ class RejectStore:
         history. Each chunk of deletes meets the run's limits (``context.gate``)."""
         removed = 0
         for ids in self._id_chunks():
-            archived = self._ids_found(archive, {"_id": {"$in": ids}})
-            still_delivered = self._ids_found(orders, {"_id": {"$in": ids}, "status": delivered})
+            stand_ins = [i for i in ids if is_stand_in(i)]
+            ids = [i for i in ids if not is_stand_in(i)]
+            archived = self._ids_found(archive, {"_id": {"$in": ids}}) if ids else set()
+            still_delivered = (
+                self._ids_found(orders, {"_id": {"$in": ids}, "status": delivered}) if ids else set()
+            )
             gone = [i for i in ids if i in archived or i not in still_delivered]
+            gone += [key for key in stand_ins if not self._stand_in_holds(key, orders, archive, delivered)]
             if gone:
                 self.context.gate.before()  # the run's limits (#34), --max-lag's hold
                 removed += self._delete(gone)
@@ -251,6 +260,26 @@ class RejectStore:
                 plural(removed, "rejected order"),
             )
         return removed
+
+    def _stand_in_holds(
+        self, key: object, orders: MongoCollection, archive: MongoCollection, delivered: object
+    ) -> bool:
+        """Whether the order a stand-in key names (``listed_id``: its ``_id`` too large to key the
+        entry) is still delivered and not archived: found by the entry's number (the orders'
+        ``numero_commande`` indexes), then by its key. A number the entry holds shortened finds
+        nothing: kept (a person removes it)."""
+        entry = self._retrying(lambda: self.collection.find_one({"_id": key}, {"numero_commande": 1}))
+        number = entry.get("numero_commande") if entry is not None else None
+        if entry is None or (isinstance(number, str) and len(number) > NUMERO_KEPT_CHARS):
+            return entry is not None
+
+        def named(collection: MongoCollection, selection: dict[str, object]) -> bool:
+            found = self._retrying(lambda: list(collection.find(selection, {"_id": 1})))
+            return any(listed_id(d["_id"]) == key for d in found)
+
+        return named(orders, {"numero_commande": number, "status": delivered}) and not named(
+            archive, {"numero_commande": number}
+        )
 
     def _ids_found(self, collection: MongoCollection, selection: dict[str, object]) -> set[OrderId]:
         return {d["_id"] for d in self._retrying(lambda: list(collection.find(selection, {"_id": 1})))}
@@ -272,6 +301,10 @@ class RejectStore:
                     ids = []
         if ids:
             yield ids
+
+
+def _as_bytes(key: object) -> bytes:
+    return bson.encode({"_id": key})
 
 
 def describe_reject(entry: dict[str, object]) -> dict[str, object]:

@@ -38,7 +38,7 @@ from order_archiver.orders.enrichment import (
 )
 from order_archiver.orders.finishing import Finished, Finisher
 from order_archiver.orders.partition import Partition
-from order_archiver.orders.rejection import Rejection
+from order_archiver.orders.rejection import Rejection, too_large_id
 from order_archiver.orders.selection import IdList, build_selection, id_order_key, in_window
 from order_archiver.reporting.liveness import waiting_at_most, waiting_on
 from order_archiver.retry import Purpose, Retry, RetryPolicy
@@ -210,15 +210,28 @@ class OrderSource:
             if page.reach is None:
                 return
             ids = self.owned(page.ids)
+            # An _id too large to be read with others (``too_large_id``): rejected as it is.
+            large = {i: reason for i in ids if (reason := too_large_id(i)) is not None}
+            readable = [i for i in ids if i not in large] if large else ids
             # Skipped (a full pass in the source's own database: ``exclude_archived_in``);
             # elsewhere each archived order is compared with its archive document.
-            archived = self.archived_ids(ids) - page.also if self.exclude_archived_in and ids else set()
-            wanted = [one_id for one_id in ids if one_id not in archived]
+            archived = (
+                self.archived_ids(readable) - page.also if self.exclude_archived_in and readable else set()
+            )
+            wanted = [one_id for one_id in readable if one_id not in archived]
             # The status again: an order corrected since the id query is not archived.
             found = enrich_each(self.orders, wanted, self.delivered_status, self.names) if wanted else []
+            found += [self._rejected_alone(i, reason) for i, reason in large.items()]
             yield from _in_id_order(ids, archived, found, skipped)
             after_id = page.reach
             yield None, after_id
+
+    def _rejected_alone(self, one_id: OrderId, reason: str) -> Rejection:
+        """The rejection of an order whose ``_id`` is too large to be read with others: read
+        alone, its number only (the rejects list names it by that too)."""
+        found = self.orders.find_one({"_id": one_id}, {"numero_commande": 1})
+        numero = found.get("numero_commande") if found is not None else None
+        return Rejection(one_id, reason, numero if isinstance(numero, str) else None)
 
     def _page(self, after_id: OrderId) -> Page:
         """The next page: the window's next delivered ids merged with those of ``also_ids``,

@@ -5,6 +5,7 @@ documents are written.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -294,6 +295,7 @@ class ArchiveWriter:
         self.erasures = erasures  # the record of forgotten persons, respected
         self.retries = 0  # transient failures of this writer's bulks, each sent again
         self.unerased: list[str] = []  # orders too large to take an erasure (``erase``): their numbers
+        self.unmarked: list[str] = []  # orders erased without the erasure's marks (``erase``): their numbers
 
     @classmethod
     def of(
@@ -320,7 +322,7 @@ class ArchiveWriter:
         """Erase archived ``documents`` as ``erasure_of`` says, each only in the version read
         (``erasure_updates``); how many matched, or after a retry, erased (``erased_now``).
         A document too large to take its erasure (within bytes of 16 MB, the marks added: 17419)
-        is left as it is, said and kept in ``unerased``: the others are erased, the run goes on."""
+        is erased without the marks (``erased_unmarked``): the others erased, the run goes on."""
         pairs = erasure_updates(documents, erasure_of)
         if not pairs:
             return 0
@@ -332,19 +334,9 @@ class ArchiveWriter:
             refused = _too_large_only(error)
             if refused is None:
                 raise
-            for refusal in refused:
-                document = pairs[refusal["index"]][0]
-                name = text_or_none(document.get("numero_commande")) or str(document["_id"])
-                self.unerased.append(name)
-                log.warning(
-                    "order %s: its archive document is too large to take its erasure (code %s: %s): "
-                    "its personal data is NOT erased",
-                    name,
-                    refusal.get("code"),
-                    str(refusal.get("errmsg", ""))[:200],
-                )
             details = cast(pymongo_errors.BulkWriteError, _pymongo_cause(error)).details or {}
-            return int(details.get("nMatched", 0))
+            too_large = [pairs[refusal["index"]][0] for refusal in refused]
+            return int(details.get("nMatched", 0)) + erased_unmarked(self, too_large, erasure_of)
 
     def archived_hashes(self, ids: list[OrderId]) -> dict[OrderId, Held]:
         """The ids among ``ids`` in the archive, each with what it holds (``Held``)."""
@@ -530,6 +522,53 @@ def erased_now(
     return sum(
         1 for key, now in held.items() if now.source_hash is not None and now.source_hash == wanted[key]
     )
+
+
+def erased_unmarked(
+    writer: ArchiveWriter, documents: list[Mapping[str, object]], erasure_of: ErasureOf
+) -> int:
+    """``documents``, refused their erasure for their size (17419: within bytes of 16 MB, the
+    erasure's marks would take them past it), erased without the marks: each personal value
+    made null and the fingerprint replaced by one of the same length, which cannot make a
+    document larger. Each named in ``writer.unmarked`` (its personal data gone, the marks
+    missing); one refused even that (a document an early version wrote without a fingerprint:
+    the erased copy's adds one) in ``writer.unerased``, left as it is. How many were changed."""
+    pairs = erasure_updates(documents, erasure_of, marked=False)
+    refused: dict[int, WriteError] = {}
+    matched = 0
+    if pairs:
+        try:
+            matched = int(writer.bulk_write([update for _, update in pairs]).matched_count)
+        except FatalError as error:
+            again = _too_large_only(error)
+            if again is None:
+                raise
+            refused = {id(pairs[r["index"]][0]): r for r in again}
+            matched = int(
+                (cast(pymongo_errors.BulkWriteError, _pymongo_cause(error)).details or {}).get("nMatched", 0)
+            )
+    cleared = {id(document) for document, _ in pairs}
+    for document in documents:
+        name = text_or_none(document.get("numero_commande")) or str(document["_id"])[:200]
+        refusal = refused.get(id(document))
+        if refusal is not None:
+            writer.unerased.append(name)
+            log.warning(
+                "order %s: its archive document is too large to take its erasure, even without its marks "
+                "(code %s: %s): its personal data is NOT erased",
+                name,
+                refusal.get("code"),
+                str(refusal.get("errmsg", ""))[:200],
+            )
+            continue
+        writer.unmarked.append(name)
+        log.log(
+            logging.WARNING if id(document) in cleared else logging.DEBUG,
+            "order %s: its archive document is too large to take the erasure's marks (forgotten_at, "
+            "forgotten_by): its personal data is erased, the marks left out",
+            name,
+        )
+    return matched
 
 
 def written_in_halves(

@@ -126,6 +126,8 @@ class ForgetReport:
     # Orders whose archive document was too large to take the erasure (within bytes of 16 MB):
     # their personal data kept, each named.
     unerased: list[str] = field(default_factory=list)
+    # Orders whose archive document was too large to take the erasure's marks: erased, unmarked.
+    unmarked: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -142,6 +144,7 @@ class ForgetReport:
             "found": self.found,
             "ended": self.limits.ended,
             **({"unerased": self.unerased} if self.unerased else {}),
+            **({"unmarked": self.unmarked} if self.unmarked else {}),
             # With a cold tier only: the report of a deployment without one stays as it was.
             **({"cold": asdict(self.cold)} if self.cold is not None else {}),
         }
@@ -200,13 +203,20 @@ class ForgetReport:
         )
 
     def _unerased_lines(self) -> list[str]:
-        if not self.unerased:
-            return []
-        shown = ", ".join(self.unerased[:5]) + (", ..." if len(self.unerased) > 5 else "")
-        return [
-            f"{self.person.name} {self.person.id}: {plural(len(self.unerased), 'archived order')} NOT erased: "
-            f"the archive document is too large to take the erasure (within bytes of 16 MB): {shown} (exit 3)"
-        ]
+        lines = []
+        if self.unmarked:
+            lines.append(
+                f"{self.person.name} {self.person.id}: {plural(len(self.unmarked), 'archived order')} erased "
+                "without the erasure's marks (forgotten_at, forgotten_by): the archive document, within "
+                f"bytes of 16 MB, has no room for them; their personal data is gone: {_shown(self.unmarked)}"
+            )
+        if self.unerased:
+            lines.append(
+                f"{self.person.name} {self.person.id}: {plural(len(self.unerased), 'archived order')} NOT erased: "
+                "the archive document is too large to take the erasure (within bytes of 16 MB): "
+                f"{_shown(self.unerased)} (exit 3)"
+            )
+        return lines
 
     def _archive_lines(self) -> list[str]:
         verb = "erased" if self.run else "would erase (dry run: --run to erase)"
@@ -250,6 +260,10 @@ class ForgetReport:
         if not self.erased:
             return [f"{who}: {archived}, no personal data left to erase{there}", *remembered]
         return [f"{who}: {archived}; {verb} {what} of {self.erased}{there}", *remembered]
+
+
+def _shown(numbers: list[str]) -> str:
+    return ", ".join(numbers[:5]) + (", ..." if len(numbers) > 5 else "")
 
 
 def forget_person(
@@ -336,9 +350,8 @@ def _erased(
         person.kind, person.id, erasure.at, cold_pending=cold_tier
     )
     with throttle.until_a_limit(report.limits):
-        report.unerased = erase_personal_data(
-            collections.archive, person.orders(), erasure, context=context
-        ).unerased
+        erased = erase_personal_data(collections.archive, person.orders(), erasure, context=context)
+        report.unerased, report.unmarked = erased.unerased, erased.unmarked
 
 
 def _in_the_cold_tier(

@@ -25,6 +25,7 @@ from bson.decimal128 import Decimal128
 from order_archiver.documents import ArchiveDocument, ArchiveItem
 from order_archiver.errors import InvalidOrderError
 from order_archiver.orders.pii import PiiPolicy
+from order_archiver.orders.rejection import too_large_id
 
 # Joined arrays get names no order field can clash with; the finishing step removes them.
 _CLIENT, _COURIER, _RESTAURANT, _MENUS = "_x_client", "_x_livreur", "_x_restaurant", "_x_menus"
@@ -262,6 +263,13 @@ def _match_key(value: object) -> Hashable:
 CLIENT_FIELDS = ("nom", "prenom", "email", "telephone")
 
 
+def _kept_id(raw: Mapping[str, object]) -> None:
+    """An order whose ``_id`` is too large to be read by it with others is not archived."""
+    reason = too_large_id(raw.get("_id"))
+    if reason is not None:
+        raise InvalidOrderError(reason)
+
+
 def _business_key(raw: Mapping[str, object]) -> str:
     numero = raw.get("numero_commande")
     if numero is None or (isinstance(numero, str) and not numero.strip()):
@@ -338,7 +346,9 @@ def finish_archive_document(
     raw: Mapping[str, object], *, archived_by: str, archived_at: datetime, pii: PiiPolicy | None = None
 ) -> ArchiveDocument:
     """The contract's archive document for one enriched order; ``InvalidOrderError`` if the
-    order cannot be archived (no business key, no readable order date, malformed items)."""
+    order cannot be archived (an ``_id`` too large, no business key, no readable order date,
+    malformed items)."""
+    _kept_id(raw)
     numero = _business_key(raw)
     policy = pii or PiiPolicy()
     source = policy.apply_order(source_order(raw))  # the copy keeps no more than the policy allows

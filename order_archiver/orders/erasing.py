@@ -62,9 +62,12 @@ class Erasure:
     at: datetime
     fields: OrderFields = CONTRACT_FIELDS
 
-    def __call__(self, document: ErasedDocument) -> ErasedDocument:
+    def __call__(self, document: ErasedDocument, *, marked: bool = True) -> ErasedDocument:
         """``document`` erased, of the same type (every field kept, a personal value cleared).
-        Idempotent; an earlier mark keeps its date."""
+        Idempotent; an earlier mark keeps its date. Not ``marked``: the personal values cleared
+        alone, no mark added (``forgotten_at``, ``forgotten_by``, ``livreur.forgotten_at``): a
+        document that cannot grow (each value made null, the fingerprint one of the same length),
+        for one within bytes of 16 MB that cannot take the marks (``storage.ArchiveWriter.erase``)."""
         done = dict(document)
         source = done.get("source")
         if isinstance(source, Mapping):
@@ -74,12 +77,14 @@ class Erasure:
         if self.client:
             done["client"] = _cleared(done.get("client"), PII_FIELDS)
             done.update({name: None for name in ORDER_PII_FIELDS if name in done})
-            if done.get("forgotten_by") != BY_AGE:  # the widest erasure names itself
+            if marked and done.get("forgotten_by") != BY_AGE:  # the widest erasure names itself
                 done["forgotten_by"] = self.by
-            done["forgotten_at"] = done.get("forgotten_at") or self.at
+            if marked:
+                done["forgotten_at"] = done.get("forgotten_at") or self.at
         if self.courier and isinstance(done.get(COURIER), Mapping):
             courier = _cleared(done[COURIER], COURIER_PII_FIELDS)
-            courier["forgotten_at"] = courier.get("forgotten_at") or self.at
+            if marked:
+                courier["forgotten_at"] = courier.get("forgotten_at") or self.at
             done[COURIER] = courier
         return cast(ErasedDocument, done)  # the same fields, values cleared or marked: the same shape
 

@@ -26,6 +26,8 @@ import pymongo
 import pytest
 from bson import ObjectId
 
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, Erasure
+from order_archiver.orders.pii import OrderFields
 from order_archiver.simulation.database import fill_database
 from order_archiver.simulation.generator import generate_dataset
 from tests.conftest import run_cli
@@ -288,13 +290,16 @@ def _bare(order, client_id=None) -> None:
     order["client_id"] = client_id or ObjectId()  # none: dangling
 
 
-def test_an_erasure_an_archive_document_cannot_take_leaves_it_named_and_erases_the_others(
+def test_an_erasure_an_archive_document_cannot_take_with_its_marks_holds_without_them(
     small_server, tmp_path, db_name
 ):
     """ARCHIVE_PII_RETENTION and ``forget``: an archive document within bytes of the limit whose
-    erasure adds more than it clears is refused the update (17419). It was exit 1 on every run
-    of batch (the retention's walk stopped at it, nothing archived after) and of forget; now it
-    is left as it is, named (forget: exit 3), and every other document is erased."""
+    erasure adds more than it clears (the marks ``forgotten_at``, ``forgotten_by``) is refused
+    the update: MongoDB's 17419 "Resulting document after update is larger than 16777216". It
+    was left as it was, its personal data kept (here the client's phone), on every run: forget
+    exit 3 each time, status "run forget again", which failed again. Now its personal values
+    are cleared without the marks (each made null: an update that cannot make it larger), the
+    order named; the erasure holds (verify, status), and every other document is erased."""
     data, chosen = large_dataset()
     old, person = chosen["fits"], {**data.clients[1], "_id": ObjectId(), "nom": "", "prenom": "", "email": ""}
     data.clients.append(person)
@@ -310,24 +315,43 @@ def test_an_erasure_an_archive_document_cannot_take_leaves_it_named_and_erases_t
     recent = datetime.now(UTC) - timedelta(days=1)  # within ARCHIVE_PII_RETENTION: forget's to erase
     mine.update(date_commande=recent - timedelta(hours=1), date_livraison=recent)
     env = environment(small_server, db_name, tmp_path) | {"ARCHIVE_NON_PERSONAL_FIELDS": "note"}
+    by_age = Erasure(client=True, courier=True, by=BY_AGE, at=when, fields=OrderFields.parse(["note"]))
+    by_request = Erasure(
+        client=True, courier=False, by=BY_REQUEST, at=when, fields=OrderFields.parse(["note"])
+    )
     with pymongo.MongoClient(small_server.uri, tz_aware=True) as client:
         database = client[db_name]
         fill_database(database, data, _settings())
         _near_limit(database, env, tmp_path, old)
         _near_limit(database, env, tmp_path, mine)
         archive = database["Commande_archive"]
+        assert by_age.holds(archive.find_one({"_id": old["_id"]}))
         aged = env | {"ARCHIVE_PII_RETENTION": "30d"}
-        for _ in range(2):  # the next run meets it again: said again, never a stop
-            run = run_cli("batch", "--run", "--json", env=aged, cwd=tmp_path)
-            assert run.returncode == 0, run.stdout + run.stderr
-            assert f"order {old['numero_commande']}: its archive document is too large" in run.stderr
-        assert "forgotten_at" not in archive.find_one({"_id": old["_id"]})
+        runs = [run_cli("batch", "--run", "--json", env=aged, cwd=tmp_path) for _ in range(2)]
+        assert [r.returncode for r in runs] == [0, 0], runs  # the next run meets it again: never a stop
+        held = archive.find_one({"_id": old["_id"]})
+        assert not by_age.holds(held), held  # its personal data gone
+        named = (
+            f"order {old['numero_commande']}: its archive document is too large to take the erasure's marks"
+        )
+        assert named in runs[0].stderr
+        assert "forgotten_at" not in held  # the marks left out
         assert archive.count_documents({"forgotten_by": {"$exists": True}}) > 0  # the others erased
+        assert by_request.holds(archive.find_one({"_id": mine["_id"]}))  # the client's phone
         forget = run_cli("forget", "--client", str(person["_id"]), "--run", env=env, cwd=tmp_path)
-        assert forget.returncode == 3, forget.stdout + forget.stderr
-        assert "NOT erased" in forget.stdout + forget.stderr
-        assert mine["numero_commande"] in forget.stdout + forget.stderr
+        assert forget.returncode == 0, forget.stdout + forget.stderr
+        assert "erased without the erasure's marks" in forget.stdout
+        assert mine["numero_commande"] in forget.stdout
         assert "Traceback" not in forget.stderr
+        theirs = archive.find_one({"_id": mine["_id"]})
+        assert not by_request.holds(theirs), theirs
+        assert theirs["client"]["telephone"] is None
+        verify = run_cli("verify", "--json", env=env, cwd=tmp_path)
+        assert json.loads(verify.stdout)["unerased"] == 0, verify.stdout + verify.stderr
+        status = run_cli("status", env=env, cwd=tmp_path)
+        assert "still hold their personal data" not in status.stdout + status.stderr
+        again = run_cli("forget", "--client", str(person["_id"]), env=env, cwd=tmp_path)
+        assert "no personal data left to erase" in again.stdout, again.stdout
 
 
 def test_an_order_whose_number_is_near_the_limit_is_rejected_and_listed_not_a_failed_run(
@@ -361,3 +385,47 @@ def test_an_order_whose_number_is_near_the_limit_is_rejected_and_listed_not_a_fa
         assert listed.returncode in (0, 3), listed.stdout + listed.stderr
         assert str(odd["_id"]) in listed.stdout
         assert len(max(listed.stdout.splitlines(), key=len)) < 2_000
+
+
+def test_an_order_whose_id_is_near_the_limit_is_rejected_and_listed_not_a_stopped_run(
+    small_server, tmp_path, db_name
+):
+    """An order whose ``_id`` (a string: MongoDB takes any type but an array, and since 4.2 no
+    index key limit holds it back) is near 16 MB, the limit scaled down to 64 KiB. The archive's
+    read of its chunk by ``_id`` (``{_id: {$in: [...]}}``) was a command over
+    ``maxBsonObjectSize``, which pymongo refuses before sending it (``DocumentTooLarge``: the
+    size ``hello`` announces): every run failed at that chunk, nothing after it archived, and
+    the rejects entry keyed by that ``_id`` was over the limit too (17420 on its upsert). One bad
+    document is a rejected order: listed under a stand-in key (its size, a digest, its first
+    characters), known on the next run, kept while the order is there, gone once it is not."""
+    data = generate_dataset(400, seed=31, anchor=ANCHOR, p_anomalies=0.0)
+    base = next(o for o in data.orders if o["status"] == "livrée" and "_dirty" not in o)
+    odd = {**base, "_id": "I" * (LIMIT - 700), "numero_commande": "CMD-HUGE-ID"}
+    env = environment(small_server, db_name, tmp_path)
+    with pymongo.MongoClient(small_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        fill_database(database, data, _settings())
+        database["Commande"].insert_one(odd)
+        run = run_cli("batch", "--run", "--json", env=env, cwd=tmp_path)
+        assert run.returncode == 3, run.stdout + run.stderr
+        assert "Traceback" not in run.stderr
+        assert (json.loads(run.stdout)["rejected"], json.loads(run.stdout)["rejected_new"]) == (1, 1)
+        assert archived_ids(database) == expected_archive_ids(data)  # every other order archived
+        (entry,) = database["archiver_rejects"].find({})
+        assert entry["_id"].startswith("_id too large to list (64,851 bytes, sha256 ")
+        assert entry["numero_commande"] == "CMD-HUGE-ID"
+        assert entry["reason"] == "_id too large: 64,851 bytes as BSON (at most 1,024)"
+        again = run_cli("batch", "--run", "--full", "--json", env=env, cwd=tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr  # known: no news, no loop
+        assert json.loads(again.stdout)["rejected"] == 1
+        listed = run_cli("rejects", env=env, cwd=tmp_path)
+        assert listed.returncode in (0, 3), listed.stdout + listed.stderr
+        assert "_id too large to list" in listed.stdout
+        assert "CMD-HUGE-ID" in listed.stdout
+        assert len(max(listed.stdout.splitlines(), key=len)) < 2_000
+        status = run_cli("status", env=env, cwd=tmp_path)
+        assert "rejected orders (invalid, not archived until fixed at the source): 1" in status.stdout
+        database["Commande"].delete_one({"numero_commande": "CMD-HUGE-ID"})  # fixed: deleted at the source
+        tidy = run_cli("batch", "--run", env=env, cwd=tmp_path)
+        assert tidy.returncode == 0, tidy.stdout + tidy.stderr
+        assert database["archiver_rejects"].count_documents({}) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bson
 import pytest
 from bson import ObjectId
 
@@ -96,6 +97,41 @@ def test_a_couriers_erasure_and_one_by_age():
     assert (by_age["livreur"]["nom"], by_age["client"]["email"]) == (None, None)
     # An erasure by age over one on request: it names itself (the range no longer holds it).
     assert Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW)(by_age)["forgotten_by"] == BY_AGE
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},  # the personal values as generated
+        {
+            "adresse_livraison": "",
+            "instructions_livraison": "",
+            "canal": True,
+            "items": [{"menu_id": 1, "quantite": 2}],
+        },
+    ],
+)
+def test_an_erasure_without_its_marks_never_makes_a_document_larger(values):
+    """What ``ArchiveWriter.erase`` sends a document within bytes of 16 MB that cannot take the
+    marks (MongoDB's 17419): each personal value made null, the fingerprint one of the same
+    length: never larger, whoever is erased, and no personal data left; with short or empty
+    personal values, the marked erasure is larger than the document (why MongoDB refused it)."""
+    document = archived(**values)
+    document["client"] = {"id": CLIENT_ID, "nom": "", "prenom": "", "email": "", "telephone": ""}
+    document["livreur"] = {"id": COURIER_ID, "nom": "Li", "prenom": ""}
+    size = len(bson.encode(document))
+    for erasure in (
+        Erasure(client=True, courier=False, by=BY_REQUEST, at=NOW),
+        Erasure(client=False, courier=True, by=BY_REQUEST, at=NOW),
+        Erasure(client=True, courier=True, by=BY_AGE, at=NOW),
+    ):
+        unmarked = erasure(document, marked=False)
+        assert len(bson.encode(unmarked)) <= size
+        assert not erasure.holds(unmarked)
+        assert "forgotten_at" not in unmarked
+        assert unmarked["source_hash"] == source_hash(unmarked["source"])
+    if values:  # short or empty values: the marks make the erasure larger (what MongoDB refuses near 16 MB)
+        assert len(bson.encode(Erasure(client=True, courier=True, by=BY_AGE, at=NOW)(document))) > size
 
 
 @pytest.mark.parametrize("mode", ["hash", "drop"])
