@@ -40,7 +40,8 @@ admin.createRole({
       { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "listIndexes"] },
       { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find"] },
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find"] },
-      { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["find"] },
+      // listIndexes: with a cold tier, its partial index of the erasures a forget left unfinished.
+      { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["find", "listIndexes"] },
     ]),
     // Through mongos, which collections are sharded (config.collections), checked by every
     // command at start-up: a layout that cannot work is refused before anything is written.
@@ -75,8 +76,9 @@ if (SIDE !== "source") {
       { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["insert", "update", "remove"] },
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["insert", "update", "remove"] },
       // Once: the persons an earlier version's forget erased, recorded (upgrade_erasures); the
-      // mark of an erasure a forget left unfinished in the cold tier, cleared once finished.
-      { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["insert", "update"] },
+      // mark of an erasure a forget left unfinished in the cold tier, cleared once finished, and
+      // (createIndex, with a cold tier) the partial index that finds those marks.
+      { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["insert", "update", "createIndex"] },
     ],
     roles: [],
   });

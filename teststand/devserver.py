@@ -1105,6 +1105,45 @@ def _fix_token_order() -> None:
     nx_changestream._wire_token = _ordered_token
 
 
+NATURAL = "$natural"  # a sort on the collection's own order (the manual's "$natural")
+
+
+def _fix_natural_order() -> None:
+    """Fault: nx-27017 reads a sort on ``$natural`` as a sort on a field of that name, which no
+    document has: ``sort({$natural: -1})`` came back in insertion order, the oldest first.
+    MongoDB documents ``{$natural: -1}`` as the reverse of the order documents are stored in
+    (the manual's ``cursor.sort()``, "Return in Natural Order"; in insertion order on a
+    collection documents are only added to): a read of the most recent documents read the
+    oldest instead, and a test of one could not fail. Fix: ``$natural`` sorts on the row id of
+    neosqlite's table (the order of the inserts), in SQL and where neosqlite sorts in Python
+    (its rows come in row-id order: the ``$natural: -1`` read reverses them)."""
+    from neosqlite.collection.query_helper._sql_query_builder import SqlQueryBuilderMixin
+    from neosqlite.sql_utils import quote_table_name
+
+    built = SqlQueryBuilderMixin._build_sort_clause
+
+    @functools.wraps(built)
+    def sort_clause(self: Any, sort: Any, collation: Any = None) -> str:
+        if not sort or NATURAL not in sort:
+            return str(built(self, sort, collation))
+        rest = {field: direction for field, direction in sort.items() if field != NATURAL}
+        row = f"{quote_table_name(self.collection.name)}.id {'DESC' if sort[NATURAL] == -1 else 'ASC'}"
+        clause = str(built(self, rest, collation)) if rest else ""
+        return f"{clause}, {row}" if clause else f" ORDER BY {row}"
+
+    SqlQueryBuilderMixin._build_sort_clause = sort_clause
+    sorting = Cursor._apply_sorting
+
+    @functools.wraps(sorting)
+    def apply_sorting(self: Any, docs: Any) -> list[dict[str, Any]]:
+        if not self._sort or list(self._sort) != [NATURAL]:
+            return list(sorting(self, docs))
+        ordered = list(docs)
+        return ordered[::-1] if self._sort[NATURAL] == -1 else ordered
+
+    Cursor._apply_sorting = apply_sorting
+
+
 def _fix_retention_knob() -> None:
     """Fault: retained history is fixed at 1000 rows past the slowest open stream, so a test
     cannot make it run out cheaply. Fix: read it from ``NX_RESUME_RETENTION_ROWS``."""
@@ -1566,6 +1605,7 @@ def apply_fixes() -> None:
     _fix_resume_token_validation()
     _fix_retention_knob()
     _fix_token_order()
+    _fix_natural_order()
     stream_positions.fix_stream_positions()
     _fix_change_stream_project()  # on the events the positions' fix hands out
     stream_positions.fix_drops_in_history()

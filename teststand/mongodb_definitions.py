@@ -493,8 +493,60 @@ def _index_refusal(body: Mapping[str, Any], version: Version, replica_set: bool)
                     "InvalidIndexSpecificationOption",
                     f"The field '{field}' is not valid for an index specification. Specification: {dict(spec)}",
                 )
+    for spec in body.get("indexes") or []:
+        refused = _partial_index_refusal(spec, version)
+        if refused:
+            return refused
     if "commitQuorum" in body and not replica_set:
         return _error(2, "BadValue", "Standalones can't specify commitQuorum")
+    return None
+
+
+# A partial index's filter (``partialFilterExpression``), as MongoDB checks it before it builds
+# the index (4.4: ``IndexCatalogImpl::_isSpecOk`` and ``_checkValidFilterExpressions``; 6.0 on,
+# ``index_key_validate``): a document, not beside ``sparse``, of equality, ``$exists: true``,
+# ``$gt``/``$gte``/``$lt``/``$lte``, ``$type`` and a top-level ``$and`` only; from 6.0 also
+# ``$or``, ``$in`` and ``$and`` at any depth. Anything else (``$ne``, ``$exists: false``, ``$nin``,
+# ``$regex``...: a negation or another expression) is 67 CannotCreateIndex for the whole command.
+PARTIAL_FILTER_OPERATORS = frozenset({"$eq", "$gt", "$gte", "$lt", "$lte", "$type", "$exists"})
+PARTIAL_FILTER_WIDER_SINCE: Version = (6, 0)  # $or, $in, a nested $and
+
+
+def _cannot_create(message: str) -> dict[str, Any]:
+    return _error(67, "CannotCreateIndex", message)
+
+
+def _partial_index_refusal(spec: Any, version: Version) -> dict[str, Any] | None:
+    if not isinstance(spec, Mapping) or "partialFilterExpression" not in spec:
+        return None
+    if spec.get("sparse"):
+        return _cannot_create('cannot mix "partialFilterExpression" and "sparse" options')
+    expression = spec["partialFilterExpression"]
+    if not isinstance(expression, Mapping):
+        return _cannot_create('"partialFilterExpression" for an index must be a document')
+    unsupported = _unsupported_in_partial(expression, version, 0)
+    if unsupported is None:
+        return None
+    words = "Expression not supported" if version >= PARTIAL_FILTER_WIDER_SINCE else "unsupported expression"
+    return _cannot_create(f"{words} in partial index: {unsupported}")
+
+
+def _unsupported_in_partial(expression: Mapping[str, Any], version: Version, level: int) -> str | None:
+    """The first part of a partial index's filter MongoDB ``version`` does not take (None: all)."""
+    wider = version >= PARTIAL_FILTER_WIDER_SINCE
+    for name, value in expression.items():
+        if (name == "$and" and (level == 0 or wider)) or (name == "$or" and wider):
+            for branch in value if isinstance(value, list) else []:
+                found = _unsupported_in_partial(branch, version, level + 1)
+                if found:
+                    return found
+        elif name.startswith("$"):
+            return f"{name} {value!r}"
+        elif isinstance(value, Mapping) and any(str(k).startswith("$") for k in value):
+            for operator, operand in value.items():
+                allowed = operator in PARTIAL_FILTER_OPERATORS or (operator == "$in" and wider)
+                if not allowed or (operator == "$exists" and not operand):  # $exists: false is a $not
+                    return f"{name} {operator} {operand!r}"
     return None
 
 

@@ -213,7 +213,9 @@ class BatchArchiver:
         self.writing = chunk_writing(self, collections)  # the watcher's catch-up: replacing as read
         # maintain False (the watcher's catch-up): no index built, no retention applied (its role)
         self.lifecycle = ArchiveLifecycle(self.archive, settings, archive_clock, on_archive, options.maintain)
-        self.index_step = IndexStep.of(self.orders, self.archive, settings, context, options.maintain)
+        self.index_step = IndexStep.of(
+            self.orders, self.archive, settings, context, options.maintain, collections.forgotten
+        )
         self.progress: Progress | None = None
         self._last_written_id: Any = None
         self.source_exists = True  # see _run

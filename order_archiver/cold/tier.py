@@ -35,7 +35,7 @@ from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, int_or_none, moment_or_none
 from order_archiver.errors import FatalError, Interrupted, storage_words
 from order_archiver.logs import get_logger, plural
-from order_archiver.mongodb.forgotten import LATEST_CHECKED, ForgottenPersons
+from order_archiver.mongodb.forgotten import UNFINISHED_READ_AT_MOST, ForgottenPersons
 from order_archiver.mongodb.lease import Lease, lease_key, server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.orders.enrichment import as_utc
@@ -300,14 +300,22 @@ def finish_forgotten(
     context: RunContext,
     report: ColdMoveReport,
 ) -> None:
-    """Under the move's lease: the erasure of each of the latest forgotten persons
-    (``LATEST_CHECKED``, the ones ``status`` names) whose record says it unfinished
-    (``COLD_PENDING``: a forget a signal, a limit or the lease ended before its last cold file),
+    """Under the move's lease: the erasure of each forgotten person whose record says it
+    unfinished (``COLD_PENDING``: a forget a signal, a limit or the lease ended before its last
+    cold file), however many persons were forgotten after them (the ones ``status`` names),
     finished as ``forget`` again would (every file holding their data rewritten), the mark then
-    cleared. One read of the record; the cold files read only for such a person. A signal or a
-    limit ends it between two files (``file_boundary``), the mark kept for the next run."""
+    cleared. One read of the record, on its partial index, of ``UNFINISHED_READ_AT_MOST`` at
+    most (more: the next run's); the cold files read only for such a person. A signal or a limit
+    ends it between two files (``file_boundary``), the mark kept for the next run."""
     record = ForgottenPersons(collections.forgotten, context)
-    for kind, person in record.unfinished(LATEST_CHECKED):
+    unfinished = record.unfinished(UNFINISHED_READ_AT_MOST)
+    if len(unfinished) == UNFINISHED_READ_AT_MOST:
+        log.info(
+            "cold tier: %d unfinished erasures read (the most one run takes): the next batch --run "
+            "finishes those left",
+            UNFINISHED_READ_AT_MOST,
+        )
+    for kind, person in unfinished:
         if not isinstance(person, ObjectId):
             continue  # forget records an ObjectId
         query = ColdQuery(courier_id=person) if kind == COURIER else ColdQuery(client_id=person)

@@ -41,7 +41,11 @@ CHUNK = 500  # ids per read of the record
 # A person's record while their erasure is unfinished: cold files still hold their data (a forget
 # ended between two files, or that could not have the cold tier's lease); cleared once all are done.
 COLD_PENDING = "cold_pending"
-LATEST_CHECKED = 100  # the most recent forgotten persons status looks at, and batch --run finishes
+LATEST_CHECKED = 100  # the most recent forgotten persons whose archived orders status counts
+# The unfinished erasures one read names at most (status, and each batch --run finishes): read
+# on the record's partial index (``indexes.FORGOTTEN_INDEXES``), however long ago each person
+# was forgotten; status says "at least" past it, and a batch --run leaves the rest to the next.
+UNFINISHED_READ_AT_MOST = 1000
 ErasureOf = Callable[[Mapping[str, object]], Erasure | None]  # the erasure an archive document is owed
 
 
@@ -151,31 +155,33 @@ class ForgottenPersons:
         return Forgotten(frozenset(found[CLIENT]), frozenset(found[COURIER]))
 
     def unfinished(self, limit: int) -> list[tuple[str, PersonId]]:
-        """Of the ``limit`` most recent (``latest``), those whose erasure is unfinished."""
-        return [(kind, person) for kind, person, pending in self.latest(limit) if pending]
+        """The persons whose erasure is unfinished (``COLD_PENDING``: cold files still to
+        rewrite), however many were forgotten after them: at most ``limit`` (ask one more to
+        tell "at least"). One read of ``{cold_pending: true}``, which the record's partial index
+        serves (it holds those persons alone: the cost grows with the unfinished erasures, not
+        with the record); without it (a record an earlier version wrote, until the next batch
+        --run builds it) the same read scans the record, and ``status`` names the index."""
+        records = self.context.retrying(
+            lambda: list(self.collection.find({COLD_PENDING: True}, {"kind": 1, "id": 1}, limit=limit)),
+            purpose=Retry.READ,
+        )
+        return [
+            (str(r["kind"]), r["id"]) for r in records if r.get("kind") in (CLIENT, COURIER) and "id" in r
+        ]
 
     def persons(self, limit: int) -> list[tuple[str, PersonId]]:
-        """The recorded persons, ``(kind, id)``, the most recently recorded first (natural
-        order, reversed: no index, and only ``limit`` documents read); at most ``limit`` of them
-        (status looks at the latest requests only). A limit always: the record grows with every
-        forget --run, and a walk of all of it is ``after``'s, a batch at a time."""
-        return [(kind, person) for kind, person, _ in self.latest(limit)]
-
-    def latest(self, limit: int) -> list[tuple[str, PersonId, bool]]:
-        """``persons``, each with whether its erasure is unfinished (``COLD_PENDING``: cold files
-        still to rewrite), by the same read."""
+        """The ``limit`` most recently recorded persons, ``(kind, id)``, the most recent first
+        (natural order, reversed: no index, and only ``limit`` documents read): the spot check of
+        status's count of archived orders still holding personal data. Not for what must be found
+        whatever its age: an unfinished erasure is ``unfinished``'s, a walk of all is ``after``'s."""
         records = self.context.retrying(
             lambda: list(
-                self.collection.find(
-                    {}, {"kind": 1, "id": 1, COLD_PENDING: 1}, sort=[("$natural", -1)], limit=limit
-                )
+                self.collection.find({}, {"kind": 1, "id": 1}, sort=[("$natural", -1)], limit=limit)
             ),
             purpose=Retry.READ,
         )
         return [
-            (str(r["kind"]), r["id"], r.get(COLD_PENDING) is True)
-            for r in records
-            if r.get("kind") in (CLIENT, COURIER) and "id" in r
+            (str(r["kind"]), r["id"]) for r in records if r.get("kind") in (CLIENT, COURIER) and "id" in r
         ]
 
     def after(self, key: str | None, batch_size: int = CHUNK) -> Cursor[dict[str, object]]:

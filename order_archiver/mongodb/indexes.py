@@ -42,6 +42,7 @@ from order_archiver.documents import mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import hello, index_build_options
+from order_archiver.mongodb.forgotten import COLD_PENDING
 from order_archiver.mongodb.storage import DUPLICATE_KEY, MongoCollection
 from order_archiver.retry import Retry, retrying
 from order_archiver.settings import Settings
@@ -83,6 +84,13 @@ ARCHIVE_INDEXES: list[tuple[Keys, dict[str, object]]] = [
 COLD_TIER_INDEXES: list[tuple[Keys, dict[str, object]]] = [
     ([("date_livraison", ASCENDING), ("_id", ASCENDING)], {}),
 ]
+# With a cold tier, on the record of forgotten persons (FORGOTTEN_COLLECTION): the erasures a
+# forget left unfinished (``forgotten.COLD_PENDING``), found by status and batch --run however
+# many persons were forgotten after them. Partial: it holds the marked persons alone (an
+# equality filter, which MongoDB takes from 3.2 on), a few, however long the record.
+FORGOTTEN_INDEXES: list[tuple[Keys, dict[str, object]]] = [
+    ([(COLD_PENDING, ASCENDING)], {"partialFilterExpression": {COLD_PENDING: True}}),
+]
 
 # What runs pay while an index is not ready, by (side, its fields).
 COSTS: dict[tuple[str, ...], str] = {
@@ -106,6 +114,8 @@ COSTS: dict[tuple[str, ...], str] = {
     ("archive", "source.livreur_id"): "forget --courier scans the archive",
     ("archive", "restored_at"): "status's next purge figure scans the archive for restored orders",
     ("archive", "date_livraison", "_id"): "a move to the cold tier scans the archive for each month",
+    ("archive", COLD_PENDING): "status and batch --run read the whole record of forgotten persons for "
+    "the erasures a forget left unfinished in the cold tier (each is still found)",
 }
 
 
@@ -192,12 +202,20 @@ class IndexStatus:
 
 
 def wanted_indexes(
-    orders: MongoCollection, archive: MongoCollection, *, source_exists: bool, cold_tier: bool = False
+    orders: MongoCollection,
+    archive: MongoCollection,
+    *,
+    source_exists: bool,
+    cold_tier: bool = False,
+    forgotten: MongoCollection | None = None,
 ) -> list[WantedIndex]:
-    """The archive's indexes (with ``cold_tier``, the move's too) and, when the orders collection
-    exists, the source's (a build would create the collection a typo names)."""
+    """The archive's indexes (with ``cold_tier``, the move's too, and the record of
+    ``forgotten`` persons' when given) and, when the orders collection exists, the source's (a
+    build would create the collection a typo names)."""
     archive_indexes = ARCHIVE_INDEXES + (COLD_TIER_INDEXES if cold_tier else [])
     wanted = [WantedIndex(archive, "archive", keys, extra) for keys, extra in archive_indexes]
+    if cold_tier and forgotten is not None:
+        wanted += [WantedIndex(forgotten, "archive", keys, extra) for keys, extra in FORGOTTEN_INDEXES]
     if source_exists:
         wanted = [WantedIndex(orders, "source", keys, extra) for keys, extra in SOURCE_INDEXES] + wanted
     return wanted
@@ -575,6 +593,7 @@ class IndexStep:
     create: bool = True  # False: check only (``require``)
     cold_tier: bool = False  # ARCHIVE_COLD_URL set: the move's index too
     gate: ChunkGate = UNLIMITED  # the run's limits (#34): they end the wait for the builds too
+    forgotten: MongoCollection | None = None  # the record of forgotten persons (with a cold tier)
 
     @classmethod
     def of(
@@ -584,10 +603,11 @@ class IndexStep:
         settings: Settings,
         context: RunContext,
         create: bool,
+        forgotten: MongoCollection | None = None,
     ) -> IndexStep:
         cold_tier = settings.archive_cold_url is not None
         wait_s = settings.index_build_wait_s
-        return cls(orders, archive, wait_s, context.stop, create, cold_tier, context.gate)
+        return cls(orders, archive, wait_s, context.stop, create, cold_tier, context.gate, forgotten)
 
     def build(self, report: PlanReport, *, source_exists: bool) -> None:
         """Build; refuse to go on without the archive's unique index (``require_unique``). A
@@ -604,6 +624,7 @@ class IndexStep:
             wait_s=self.wait_s,
             cold_tier=self.cold_tier,
             ended=self.gate.ended,
+            forgotten=self.forgotten,
         )
         self._report(report, statuses)
         if self.gate.ended() and any(s.state == "pending" for s in statuses):
@@ -619,7 +640,11 @@ class IndexStep:
         order is archived once by its _id), but the archive's unique index missing or being
         built stops the catch-up (``UniqueIndexMissing``: the watcher waits for it again)."""
         wanted = wanted_indexes(
-            self.orders, self.archive, source_exists=source_exists, cold_tier=self.cold_tier
+            self.orders,
+            self.archive,
+            source_exists=source_exists,
+            cold_tier=self.cold_tier,
+            forgotten=self.forgotten,
         )
         statuses = index_states(wanted, self.stop_event)
         for status in statuses:
@@ -633,7 +658,11 @@ class IndexStep:
     def plan(self, report: PlanReport, *, source_exists: bool) -> None:
         """Where each index stands, nothing built."""
         wanted = wanted_indexes(
-            self.orders, self.archive, source_exists=source_exists, cold_tier=self.cold_tier
+            self.orders,
+            self.archive,
+            source_exists=source_exists,
+            cold_tier=self.cold_tier,
+            forgotten=self.forgotten,
         )
         self._report(report, index_states(wanted, self.stop_event))
 
@@ -658,11 +687,14 @@ def ensure_indexes(
     wait_s: float,
     cold_tier: bool = False,
     ended: Callable[[], bool] = lambda: False,
+    forgotten: MongoCollection | None = None,
 ) -> list[IndexStatus]:
     """The step for one batch run: build (``build_indexes``), log what is not ready and what
     it costs (the caller then refuses to write without the unique index: ``require_unique``)."""
     statuses = build_indexes(
-        wanted_indexes(orders, archive, source_exists=source_exists, cold_tier=cold_tier),
+        wanted_indexes(
+            orders, archive, source_exists=source_exists, cold_tier=cold_tier, forgotten=forgotten
+        ),
         wait_s=wait_s,
         stop_event=stop_event,
         ended=ended,

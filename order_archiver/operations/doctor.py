@@ -131,6 +131,8 @@ def required_privileges(
         needs[(archive, settings.checkpoint_collection)] = set(WATCH_LISTS_ACTIONS)
         needs[(archive, settings.rejects_collection)] = set(WATCH_REJECTS_ACTIONS)
         needs[(archive, settings.forgotten_collection)] = {"find"}
+        if settings.archive_cold_url is not None:  # its catch-up checks the record's index too
+            needs[(archive, settings.forgotten_collection)] |= {"listIndexes"}
     return needs
 
 
@@ -172,6 +174,10 @@ def _every_commands_privileges(
         # The record of forgotten persons, read before every archive write (forget --run writes it).
         # (insert, update: batch --run records once the persons an earlier version's forget erased)
         needs[(archive, settings.forgotten_collection)] = {"find", "insert", "update"}
+        if settings.archive_cold_url is not None:
+            # Its partial index of the erasures a forget left unfinished in the cold tier: listed
+            # (batch, status, doctor), built by batch --run (indexes.FORGOTTEN_INDEXES).
+            needs[(archive, settings.forgotten_collection)] |= {"listIndexes", "createIndex"}
     return needs
 
 
@@ -622,7 +628,11 @@ def index_check(
     wanted = [
         w
         for w in wanted_indexes(
-            orders, archive, source_exists=True, cold_tier=settings.archive_cold_url is not None
+            orders,
+            archive,
+            source_exists=True,
+            cold_tier=settings.archive_cold_url is not None,
+            forgotten=client[settings.archive_db_name][settings.forgotten_collection],
         )
         if side == "both" or w.side == side
     ]

@@ -38,7 +38,12 @@ from order_archiver.errors import ArchiverError, ConfigError, cold_fault_line
 from order_archiver.logs import plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.deployment import check_deployments
-from order_archiver.mongodb.forgotten import LATEST_CHECKED, ForgottenPersons, still_holding
+from order_archiver.mongodb.forgotten import (
+    LATEST_CHECKED,
+    UNFINISHED_READ_AT_MOST,
+    ForgottenPersons,
+    still_holding,
+)
 from order_archiver.mongodb.indexes import (
     IndexStatus,
     index_states,
@@ -179,9 +184,11 @@ class StatusReport:
     cold_unread: str | None = None  # why the cold tier could not be read (its storage did not answer)
     forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
     forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
-    # Of them, those whose erasure is unfinished: cold files still to rewrite (forget ended before
-    # it rewrote them all), "client:<id>" / "livreur:<id>"
+    # With a cold tier, the forgotten persons (of any age) whose erasure is unfinished: cold files
+    # still to rewrite (forget ended before it rewrote them all), "client:<id>" / "livreur:<id>",
+    # at most UNFINISHED_READ_AT_MOST; forgotten_unfinished_more: there are more (at least that many)
     forgotten_unfinished: list[str] = field(default_factory=list)
+    forgotten_unfinished_more: bool = False
     indexes: list[IndexStatus] = field(default_factory=list)  # not ready: pending or missing (indexes.py)
     unique_missing: bool = False  # the archive's unique index on numero_commande (a watcher waits)
     cold: ColdSummary | None = None  # ARCHIVE_COLD_URL: files, orders, bytes, months
@@ -268,11 +275,13 @@ class StatusReport:
                 + self._cold_pii_text()
             )
         if self.forgotten_persons:
+            at_least = "at least " if self.forgotten_unfinished_more else ""
             out.append(
                 f"forgotten persons: {self.forgotten_persons} checked (the most recent), "
                 f"{plural(self.forgotten_holding, 'archived order')} of theirs still holding their personal data"
                 + (
-                    f"; {len(self.forgotten_unfinished)} whose erasure in the cold tier is not finished"
+                    f"; {at_least}{len(self.forgotten_unfinished)} forgotten at any time whose erasure "
+                    "in the cold tier is not finished"
                     if self.forgotten_unfinished
                     else ""
                 )
@@ -559,7 +568,7 @@ def collect_status(
     )
     _next_purge(report, collections, settings, now, rejected_ids, read)
     _retention(report, collections.archive, settings, now, context)
-    _forgotten(report, collections, read, context)
+    _forgotten(report, collections, read, context, cold_tier=settings.archive_cold_url is not None)
     report.problems += _heartbeat_problems(report.watchers, now, thresholds.max_heartbeat_age)
     return report
 
@@ -673,37 +682,46 @@ def _retention(
         report.pii_retention_pending = pending + report.pii_earlier_erasures
 
 
-def _forgotten(report: StatusReport, collections: Collections, read: Reader, context: RunContext) -> None:
-    """The latest recorded erasures (``FORGOTTEN_CHECKED``) that do not hold: orders of a
-    forgotten person still holding their data (a write that did not respect the record, an
-    erasure a limit ended), and those the record says unfinished in the cold tier. One read of
-    the record and one count per person on their index: bounded by the requests looked at, not
-    by the archive nor the cold tier."""
+def _forgotten(
+    report: StatusReport, collections: Collections, read: Reader, context: RunContext, cold_tier: bool
+) -> None:
+    """The recorded erasures that do not hold: orders of the latest forgotten persons
+    (``FORGOTTEN_CHECKED``) still holding their data (a write that did not respect the record, an
+    erasure a limit ended: one count per person on their index, a spot check), and, with a cold
+    tier, every erasure the record says unfinished there, however many persons were forgotten
+    after it (``unfinished``: one read on the record's partial index, at most
+    ``UNFINISHED_READ_AT_MOST``, "at least" past it). Bounded by the requests looked at and the
+    unfinished erasures, not by the record, the archive nor the cold tier."""
     record = ForgottenPersons(collections.forgotten, context.on(collections.archive_side))
-    latest = record.latest(FORGOTTEN_CHECKED)
+    latest = record.persons(FORGOTTEN_CHECKED)
     report.forgotten_persons = len(latest)
     report.forgotten_holding = sum(
         read(partial(collections.archive.count_documents, still_holding(kind, person)))
-        for kind, person, _ in latest
+        for kind, person in latest
     )
     if report.forgotten_holding:
         report.problems.append(
             f"{plural(report.forgotten_holding, 'archived order')} of forgotten persons still hold their "
             "personal data: run forget again for them (main.py verify names them)"
         )
-    # The record's mark, by the same read: no cold file is opened (a forget that ended between
-    # two of them left it, cleared once it rewrote the last).
-    unfinished = [(kind, person) for kind, person, pending in latest if pending]
+    if not cold_tier:  # only a forget with a cold tier marks an erasure unfinished
+        return
+    # The record's mark: no cold file is opened (a forget that ended between two of them left
+    # it, cleared once it rewrote the last).
+    unfinished = record.unfinished(UNFINISHED_READ_AT_MOST + 1)
+    report.forgotten_unfinished_more = len(unfinished) > UNFINISHED_READ_AT_MOST
+    unfinished = unfinished[:UNFINISHED_READ_AT_MOST]
     report.forgotten_unfinished = [f"{kind}:{person}" for kind, person in unfinished]
     if unfinished:
         shown = ", ".join(
             f"forget --{'courier' if kind == COURIER else 'client'} {person} --run"
             for kind, person in unfinished[:3]
         )
-        more = f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else ""
+        at_least = "at least " if report.forgotten_unfinished_more else ""
+        more = f" and {at_least}{len(unfinished) - 3} more" if len(unfinished) > 3 else ""
         report.problems.append(
-            f"{plural(len(unfinished), 'forgotten person')} whose erasure in the cold tier is not finished "
-            f"(forget ended before it rewrote every cold file holding their orders): run {shown}{more}, "
+            f"{at_least}{plural(len(unfinished), 'forgotten person')} whose erasure in the cold tier is not "
+            f"finished (forget ended before it rewrote every cold file holding their orders): run {shown}{more}, "
             "or the next batch --run finishes it"
         )
 
@@ -721,7 +739,11 @@ def _indexes(
     archive's unique index not ready is a problem: being built, no run archives until it is
     ready; missing, once there is an order to archive, until batch --run builds it."""
     wanted = wanted_indexes(
-        collections.orders, collections.archive, source_exists=source_exists, cold_tier=cold_tier
+        collections.orders,
+        collections.archive,
+        source_exists=source_exists,
+        cold_tier=cold_tier,
+        forgotten=collections.forgotten,
     )
     statuses = index_states(wanted, context.stop)
     report.indexes = [s for s in statuses if s.state != "ready"]

@@ -123,3 +123,37 @@ def test_a_standalone_refuses_a_change_stream_after_its_fields_a_replica_set_tak
     assert refusal(newer, version, replica_set=False)["code"] == (40415 if version < (6, 0) else 40573)
     plain = {"aggregate": "Commande", "pipeline": [{"$match": {}}], "cursor": {}, **LSID}
     assert refusal(plain, version, replica_set=False) is None
+
+
+def partial(expression: object, **options: object) -> dict[str, object]:
+    index = {"key": {"cold_pending": 1}, "name": "cold_pending_1", "partialFilterExpression": expression}
+    return {"createIndexes": "archiver_forgotten", "indexes": [{**index, **options}], **LSID}
+
+
+def test_a_partial_index_mongodb_refuses_is_refused_as_it_refuses_it_version_by_version():
+    """MongoDB's checks of a partial index's filter before it builds it (4.4:
+    ``_checkValidFilterExpressions``; 6.0 took ``$or``, ``$in`` and a nested ``$and``): 67
+    CannotCreateIndex for a negation (``$ne``, ``$exists: false``), for ``sparse`` beside it, for
+    a filter that is not a document. The archiver's own (``{cold_pending: true}``, an equality)
+    is taken by every version."""
+    for version in ((4, 4), (5, 0), (6, 0), (8, 0)):
+        assert refusal(partial({"cold_pending": True}), version, replica_set=True) is None
+        for refused in (
+            partial({"cold_pending": {"$ne": None}}),
+            partial({"cold_pending": {"$exists": False}}),
+            partial({"cold_pending": True}, sparse=True),
+            partial(5),
+        ):
+            answer = refusal(refused, version, replica_set=True) or {}
+            assert (answer.get("code"), answer.get("codeName")) == (67, "CannotCreateIndex"), refused
+    wider = partial({"$or": [{"a": 1}, {"b": {"$in": [1, 2]}}]})
+    assert (refusal(wider, (4, 4), replica_set=True) or {}).get("code") == 67
+    assert (refusal(wider, (5, 0), replica_set=True) or {}).get("code") == 67
+    assert refusal(wider, (6, 0), replica_set=True) is None
+    nested = partial({"$and": [{"$and": [{"a": 1}]}]})
+    assert (refusal(nested, (4, 4), replica_set=True) or {}).get("code") == 67
+    assert refusal(nested, (6, 0), replica_set=True) is None
+    taken = partial(
+        {"$and": [{"a": {"$gt": 1, "$lte": 5}}, {"b": {"$type": "string"}}, {"c": {"$exists": True}}]}
+    )
+    assert refusal(taken, (4, 4), replica_set=True) is None

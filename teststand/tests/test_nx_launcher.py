@@ -1132,3 +1132,30 @@ def test_the_slow_reads_knob_answers_each_batch_late_and_a_release_lets_a_held_o
         slow.write_text("")  # released
         held.join(5.0)
         assert read == [{"_id": 2}]
+
+
+def test_a_natural_sort_reads_the_inserts_in_their_order_or_its_reverse(db):
+    """``sort({$natural: -1})``: the most recent inserts first, as MongoDB documents it (the
+    manual's ``cursor.sort()``, natural order); nx-27017 gave the oldest first, as for ``1``."""
+    db.record.insert_many([{"_id": f"k{n:02d}", "n": n} for n in (3, 1, 4, 0, 2)])
+    newest = [d["n"] for d in db.record.find({}, sort=[("$natural", -1)], limit=3)]
+    oldest = [d["n"] for d in db.record.find({}, sort=[("$natural", 1)], limit=3)]
+    assert (newest, oldest) == ([2, 0, 4], [3, 1, 4])
+    filtered = [d["n"] for d in db.record.find({"n": {"$gte": 1}}, sort=[("$natural", -1)])]
+    assert filtered == [2, 4, 1, 3]
+
+
+def test_a_partial_index_mongodb_refuses_is_refused_at_the_wire(db):
+    """A partial index's filter MongoDB does not take (a negation, ``sparse`` beside it): 67
+    CannotCreateIndex, nothing built; nx-27017 built both. The one it takes is built and listed
+    with its filter."""
+    for options in (
+        {"partialFilterExpression": {"p": {"$ne": None}}},
+        {"partialFilterExpression": {"p": True}, "sparse": True},
+    ):
+        with pytest.raises(OperationFailure) as refused:
+            db.record.create_index([("p", 1)], **options)
+        assert refused.value.code == 67, options
+    db.record.create_index([("p", 1)], partialFilterExpression={"p": True})
+    [built] = [i for i in db.record.list_indexes() if i["name"] == "p_1"]
+    assert built["partialFilterExpression"] == {"p": True}
