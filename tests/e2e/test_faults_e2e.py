@@ -93,9 +93,11 @@ def test_batch_with_connections_cut_mid_reply(nx_server, nx_client, nx_settings,
     assert "Traceback" not in result.stderr
     assert result.returncode == 3, result.stderr  # done; the seed's invalid orders are new: exit 3
     # How the cuts fall on the pool's connections varies a little from run to run: at
-    # least two, each mid-reply, and the run says it went on through them.
+    # least two, each mid-reply, and the run says it went on through them: one read failure or
+    # more (a cut meeting a command pymongo retries itself, a read's first batch or a write, is
+    # not the run's to count; it failed 2 of 6 runs on "1 read failure").
     assert cuts >= 2, "the faults were not injected"
-    assert re.search(r"went on through [1-9]\d* read failures", result.stdout), result.stdout
+    assert re.search(r"went on through [1-9]\d* read failures?", result.stdout), result.stdout
     archive = database["Commande_archive"]
     archived = {d["_id"] for d in archive.find({}, {"_id": 1})}
     assert archived == expected
