@@ -235,11 +235,11 @@ class BatchArchiver:
         ahead = upcoming.documents if upcoming is not None else None
         counts = self.writing.write(chunk.documents, chunk.rejections, ahead)
         self.report.add_written(counts)
-        # The checkpoint only spares an interrupted run a re-scan (writes are idempotent), so
-        # one write every few seconds is enough; it always follows the chunks it covers.
+        # Saved now and then (see there), always after the chunks it covers and their rejections.
         if chunk.last_id is not None:
             self._last_written_id = chunk.last_id
-            self.checkpoint.save_now_and_then(with_progress(self.state, self.current, chunk.last_id))
+            progress = with_progress(self.state, self.current, chunk.last_id)
+            self.checkpoint.save_now_and_then(progress, first=self.rejections.flush)
         return counts
 
     # -- purge

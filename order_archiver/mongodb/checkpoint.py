@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -247,10 +248,13 @@ class BatchCheckpoint:
         )
         self._saved_at = time.monotonic()
 
-    def save_now_and_then(self, state: BatchState) -> None:
+    def save_now_and_then(self, state: BatchState, first: Callable[[], object]) -> None:
         """Progress within a pass only spares an interrupted run a re-read (writes are
-        idempotent), so one write every ``CHECKPOINT_EVERY_S`` is enough."""
+        idempotent), so one write every ``CHECKPOINT_EVERY_S`` is enough. ``first``: what the
+        save must follow, the rejections it passes listed (held to be listed together): a run
+        killed after the save resumes past their orders, and would never meet them again."""
         if time.monotonic() - self._saved_at >= CHECKPOINT_EVERY_S:
+            first()
             self.save(state)
 
 
