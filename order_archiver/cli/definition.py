@@ -88,21 +88,36 @@ class OneLineParser(argparse.ArgumentParser):
         if extras:
             parser = self.commands.get(getattr(parsed, "command", ""), self)
             # (What was not taken is echoed: ``error`` redacts it, a mistyped --archive-urii's URI.)
-            parser.error(f"unrecognized arguments: {' '.join(extras)}{parser.closest_flags(extras)}")
+            said = parser.closest_flags(extras, self.commands)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{said}")
         return parsed
 
-    def closest_flags(self, extras: Sequence[str]) -> str:
+    def closest_flags(self, extras: Sequence[str], commands: Mapping[str, OneLineParser]) -> str:
         """What to add to "unrecognized arguments": the closest of this command's flags to the
         first mistyped one ("did you mean --dry-run?"); or, for a flag of its own, that it goes
-        after the command (given before it, the top parser did not know it)."""
-        flags = [flag for action in self._actions for flag in action.option_strings]
+        after the command (given before it, the top parser did not know it); or the ``commands``
+        that take it, when this one does not ("--run is batch's, forget's and restore's")."""
+        flags = self.flags()
         for given in (extra.split("=", 1)[0] for extra in extras if extra.startswith("-")):
             if given in flags:
                 return f"; put {given} after the command ({self.prog} {given} ...)"
-            close = difflib.get_close_matches(given, flags, n=1)
+            # Without the dashes: "--" alike made "--partition" close to "--date-to" (0.6).
+            words = {flag.lstrip("-"): flag for flag in flags}
+            close = difflib.get_close_matches(given.lstrip("-"), list(words), n=1)
             if close:
-                return f"; did you mean {close[0]}?"
+                return f"; did you mean {words[close[0]]}?"
+            if others := [name for name, parser in commands.items() if given in parser.flags()]:
+                return f"; {given} is {self._named(others)}, not {self.prog.split()[-1]}'s"
         return ""
+
+    def flags(self) -> list[str]:
+        return [flag for action in self._actions for flag in action.option_strings]
+
+    @staticmethod
+    def _named(commands: list[str]) -> str:
+        """``batch's``, ``batch's and forget's``, ``batch's, forget's and restore's``."""
+        owned = [f"{name}'s" for name in sorted(commands)]
+        return owned[0] if len(owned) == 1 else f"{', '.join(owned[:-1])} and {owned[-1]}"
 
     def _check_value(self, action: argparse.Action, value: object) -> None:
         """An invalid choice (a command, --token-store...): the closest one, when one is close,

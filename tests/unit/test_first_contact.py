@@ -108,7 +108,19 @@ def test_a_script_run_without_the_dependencies_names_the_fix_in_one_line(script)
             "main.py status: error: unrecognized arguments: --verbose; put --verbose after the command "
             "(main.py status --verbose ...)",
         ),
-        (["status", "--run"], "main.py status: error: unrecognized arguments: --run"),  # nothing close
+        # Nothing close among its own: the commands that take it (a new user typed verify
+        # --partition and was told "did you mean --date-to?": "--" alike made them close).
+        (
+            ["status", "--run"],
+            "main.py status: error: unrecognized arguments: --run; --run is batch's, forget's and "
+            "restore's, not status's",
+        ),
+        (
+            ["verify", "--partition", "0/3"],
+            "main.py verify: error: unrecognized arguments: --partition 0/3; --partition is batch's, "
+            "not verify's",
+        ),
+        (["status", "--frobnicate"], "main.py status: error: unrecognized arguments: --frobnicate"),
     ],
 )
 def test_a_mistyped_command_or_flag_gets_the_closest_name_in_one_line_from_its_command(capsys, argv, line):
