@@ -686,6 +686,7 @@ def unknown_settings(file_values: Mapping[str, str], where: str) -> list[str]:
     be shared with other tools (``MONGODB_VERSION``, docker compose's own): their keys are theirs."""
     warnings = []
     for key in sorted(set(file_values) - set(ENV_VARS) - set(AWS_SDK_VARIABLES)):
+        flag_only(key, where)
         # Another tool's key may resemble a setting (MONGODB_URL, MONGO_URI): only one letter
         # off a setting's name (ORDERS_COLECTION) is taken for a typo without our prefixes.
         misspelt(key, where, 0.75 if _own(key) else NEAR_MISS)
@@ -728,6 +729,7 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
     for key in sorted(set(environ) - set(ENV_VARS)):
         ours = _own(key)
         if ours:
+            flag_only(key, "environment")
             misspelt(key, "environment", 0.85)
         meant = resembled(key, 0.85)
         if (meant and SERVICE_LINK.search(key.upper()) is None) or ours:
@@ -764,6 +766,31 @@ def resembled(key: str, cutoff: float) -> str | None:
     at least ``cutoff`` alike; None if none."""
     close = difflib.get_close_matches(key.upper(), list(ENV_VARS), n=1, cutoff=cutoff)
     return prefix_near_miss(key) or (close[0] if close else None)
+
+
+# batch's flags that have no setting, by the name a setting of theirs would have. Written beside
+# BATCH_MAX_RATE in a Kubernetes Job's env, BATCH_MAX_RUNTIME=4h was a warning and a run without
+# a bound (in .env: refused as "did you mean BATCH_MAX_RATE?", another limit altogether). They
+# stay flags: a flag is seen in the command, and --max-runtime ends a run with exit 0, which an
+# Indexed Job takes for its share done (docs/deployment.md).
+FLAG_ONLY = {
+    "BATCH_MAX_RUNTIME": "--max-runtime",
+    "BATCH_STOP_FILE": "--stop-file",
+    "BATCH_LIMIT": "--limit",
+    "BATCH_DATE_FROM": "--date-from",
+    "BATCH_DATE_TO": "--date-to",
+    "BATCH_PURGE_SOURCE": "--purge-source",
+}
+
+
+def flag_only(key: str, where: str) -> None:
+    """Refuse ``key`` when it names one of batch's flags as a setting: the run would go on
+    without the bound or the window it was meant to have."""
+    flag = FLAG_ONLY.get(key.upper())
+    if flag:
+        raise ConfigError(
+            f"{where}: {key} is not a setting; {flag} is a flag of batch (give it on the command line)"
+        )
 
 
 def misspelt(key: str, where: str, cutoff: float) -> None:

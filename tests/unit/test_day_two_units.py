@@ -5,6 +5,7 @@ describes. Doctor's personal-data line (item 5): tests/e2e/test_retention_e2e.py
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +15,7 @@ from order_archiver.batch.report import BatchReport
 from order_archiver.errors import ConfigError
 from order_archiver.operations.forget import Person, forget_person
 from order_archiver.settings import Duration, Settings, load_settings
-from tests.helpers import expected_archive_ids, seed_database, unique_index
+from tests.helpers import expected_archive_ids, run_in_process, seed_database, unique_index
 
 BASE = Settings(simulation=True, log_dir="")
 
@@ -118,6 +119,42 @@ def test_in_the_environment_a_prefix_near_miss_is_refused_with_the_archivers_pre
     env_file.chmod(0o600)
     _, warnings = load_settings(str(env_file), environ={})
     assert warnings == [f"{env_file}: DATABASE is not a setting, ignored"]
+
+
+@pytest.mark.parametrize(
+    ("name", "flag"), [("BATCH_MAX_RUNTIME", "--max-runtime"), ("batch_stop_file", "--stop-file")]
+)
+def test_a_flag_of_batch_written_as_a_setting_is_refused_naming_the_flag(
+    tmp_path, monkeypatch, capsys, name, flag
+):
+    """An operator's line in the backfill Job's env, `- {name: BATCH_MAX_RUNTIME, value: 4h}`
+    beside BATCH_MAX_RATE: "not a setting, ignored" (0.84 alike to BATCH_MAX_RATE, under the
+    environment's 0.85) and a run without a bound; the same line in .env was refused with "did
+    you mean BATCH_MAX_RATE?", another limit. Both refused now, exit 2, naming the flag, before
+    anything is read or written (no MONGODB_URI reachable: 192.0.2.1, RFC 5737, is never tried)."""
+    said = rf"is not a setting; {flag} is a flag of batch \(give it on the command line\)$"
+    with pytest.raises(ConfigError, match=rf"^environment: {name} {said}"):
+        load_settings(environ={"MONGODB_URI": "mongodb://localhost", name: "4h"})
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"MONGODB_URI=mongodb://localhost\n{name}=4h\n")
+    env_file.chmod(0o600)
+    with pytest.raises(ConfigError, match=rf"^{env_file}: {name} {said}"):
+        load_settings(str(env_file), environ={})
+    empty = tmp_path / "empty"  # no .env
+    empty.mkdir()
+    result = run_in_process(
+        "batch",
+        "--run",
+        "--partition",
+        "0/4",
+        env={"MONGODB_URI": "mongodb://192.0.2.1:27017/?serverSelectionTimeoutMS=100", name: "4h"},
+        cwd=empty,
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
+    assert result.returncode == 2
+    assert re.fullmatch(rf"error: environment: {name} {said}\n", result.stderr)  # one line
+    assert not any(empty.iterdir())  # no log file, nothing
 
 
 def test_forget_of_an_id_found_nowhere_says_so_records_nothing_and_exits_3(mongo):
