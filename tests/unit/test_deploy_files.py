@@ -4,6 +4,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -191,7 +192,7 @@ def test_the_backfill_job_gives_each_pod_its_own_share_of_one_partition(manifest
     """#34 item 5: an Indexed Job whose pod K runs `batch --run` on share K/N, N its completions
     (and its parallelism: all shares at once), K from the pod's completion index defined before
     BATCH_PARTITION (Kubernetes expands $(VAR) only from variables defined earlier in the list);
-    fenced by the batch NetworkPolicy; 2 fails the Job, 3 its index only."""
+    fenced by the batch NetworkPolicy; 2 fails the Job, 3 runs its index again (the test below)."""
     from order_archiver.settings import parse_partition
 
     job = manifests["Job"]
@@ -212,12 +213,70 @@ def test_the_backfill_job_gives_each_pod_its_own_share_of_one_partition(manifest
     assert (args.command, args.run, args.partition) == ("batch", True, None)  # the setting gives it
     assert spec["restartPolicy"] == "Never"
     rules = {
-        rule["action"]: rule["onExitCodes"]["values"] for rule in job["spec"]["podFailurePolicy"]["rules"]
+        rule["action"]: rule["onExitCodes"]["values"]
+        for rule in job["spec"]["podFailurePolicy"]["rules"]
+        if "onExitCodes" in rule
     }
-    assert rules == {"FailJob": [2], "FailIndex": [3]}
+    assert rules == {"FailJob": [2], "Count": [3]}
     assert job["spec"]["backoffLimitPerIndex"] >= 1  # exit 1 is retried, index by index
     batch_policy = manifests["NetworkPolicy:batch"]["spec"]["podSelector"]["matchLabels"]
     assert batch_policy.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+
+
+def pod_failure_action(rules, container, exit_code, conditions=()):
+    """What a Job does with a failed pod, as Kubernetes decides it (the Pod failure policy: the
+    rules in order, the first whose onExitCodes or onPodConditions matches applies; none: Count,
+    the failure counted against the backoff limit, the index retried within it)."""
+    for rule in rules:
+        codes = rule.get("onExitCodes")
+        mine = codes and codes.get("containerName", container) == container
+        if mine and (exit_code in codes["values"]) == (codes["operator"] == "In"):
+            return rule["action"]
+        patterns = rule.get("onPodConditions", [])
+        if any(p["type"] in conditions and p.get("status", "True") == "True" for p in patterns):
+            return rule["action"]
+    return "Count"
+
+
+def test_the_backfill_job_is_bounded_and_complete_once_every_share_is_done(manifests, mongo, settings):
+    """A new operator's read of the backfill Job: nothing bounded it (BATCH_MAX_RATE only: a
+    server that answers nothing held its pods for ever; "ended at 6 h by the scheduler" was the
+    CronJob's); exit 3, a share done with new invalid orders, was FailIndex, so a complete
+    backfill ended Failed; a node drain (DisruptionTarget: the pod exits 1 on the SIGTERM)
+    counted against backoffLimitPerIndex. Now: the Job's activeDeadlineSeconds (not
+    --max-runtime, whose exit 0 Kubernetes would take for a share done), 3 counted and its index
+    run again, which exits 0 (only new rejections make 3), drains ignored."""
+    from order_archiver.batch.job import BatchArchiver, BatchOptions
+    from order_archiver.context import RunContext
+    from order_archiver.orders.partition import Partition
+    from order_archiver.settings import FLAG_ONLY
+    from tests.helpers import seed_database
+
+    job = manifests["Job"]["spec"]
+    _, (container,) = containers(manifests["Job"])
+    assert 0 < job["activeDeadlineSeconds"] <= 7 * 24 * 3600
+    assert not {"--max-runtime", "--stop-file", "--limit"} & set(container["args"])
+    assert not set(FLAG_ONLY) & {variable["name"] for variable in container["env"]}
+    rules = job["podFailurePolicy"]["rules"]
+    assert pod_failure_action(rules, "batch", 2) == "FailJob"  # bad configuration: every index alike
+    assert pod_failure_action(rules, "batch", 1, {"DisruptionTarget"}) == "Ignore"  # a drain
+    assert pod_failure_action(rules, "batch", 1) == "Count"  # failed: retried
+    assert pod_failure_action(rules, "batch", 3) == "Count"  # done, news: run again
+    assert job["backoffLimitPerIndex"] >= 1
+    # What that second run of a share does (a mongomock stand-in for the share's next pod, its
+    # checkpoint and rejects list in the database): exit 3 once, then 0.
+    seed_database(mongo[settings.mongodb_database], settings, 400, p_anomalies=0.15)
+    now = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+    def share(k):
+        options = BatchOptions(run=True, batch_size=25, partition=Partition(k, 4))
+        context = RunContext(clock=lambda: now)
+        return BatchArchiver(mongo, settings, options, context=context, server_clock=lambda: now).run()
+
+    first = share(0)
+    assert first.rejected_new > 0  # exit 3
+    again = share(0)
+    assert again.rejected_new == 0  # exit 0: the index completes
 
 
 def test_secret_example_holds_no_real_password_and_one_user_per_workload(manifests):
