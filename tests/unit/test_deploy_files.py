@@ -455,6 +455,8 @@ def test_schedulers_treat_the_exit_codes_as_the_readme_documents(manifests):
     assert fail_at_once[0]["onExitCodes"]["operator"] == "In"
     assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
     assert job["backoffLimit"] >= 1  # exit 1 is retried
+    assert pod_failure_action(rules, "batch", 1) == "Count"
+    assert pod_failure_action(rules, "batch", 1, {"DisruptionTarget"}) == "Ignore"  # a node drain
     unit = (DEPLOY / "systemd" / "order-archiver-batch.service").read_text()
     assert not re.search(r"^SuccessExitStatus=.*\b3\b", unit, re.MULTILINE)  # 3 is worth a person's look
     operating = (ROOT / "docs" / "operating.md").read_text()
