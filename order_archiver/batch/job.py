@@ -133,6 +133,20 @@ def chunks_ahead(archiver: BatchArchiver, after_id: Any) -> ReadAhead[Chunk]:
     return read_ahead(reads, QUEUE_CHUNKS, archiver.context.stop)
 
 
+def reached(archiver: BatchArchiver, last_id: object) -> None:
+    """A chunk's writes acknowledged, every chunk before it too: the pass has got to ``last_id``.
+    The checkpoint is saved now and then (``BatchCheckpoint.save_now_and_then``), always after
+    the chunks it covers and their rejections. The watcher's catch-up is told as well
+    (``BatchOptions.written``: its own mark, tied to its stream's start, saved on its own beat)."""
+    archiver._last_written_id = last_id
+    progress = with_progress(archiver.state, archiver.current, last_id)
+    archiver.checkpoint.save_now_and_then(progress, first=archiver.rejections.flush)  # listed first
+    if archiver.options.written is not None:
+        # Its rejections listed first: a catch-up gone on after its mark does not meet them again.
+        archiver.rejections.flush()
+        archiver.options.written(last_id)
+
+
 def shown(progress: Progress | None, chunk: Chunk, counts: ArchiveCounts) -> None:
     """A chunk written, in the progress: the orders it went through (the summary's scanned, those
     the read skipped as archived included) and what they were, in the summary's words."""
@@ -235,11 +249,8 @@ class BatchArchiver:
         ahead = upcoming.documents if upcoming is not None else None
         counts = self.writing.write(chunk.documents, chunk.rejections, ahead)
         self.report.add_written(counts)
-        # Saved now and then (see there), always after the chunks it covers and their rejections.
         if chunk.last_id is not None:
-            self._last_written_id = chunk.last_id
-            progress = with_progress(self.state, self.current, chunk.last_id)
-            self.checkpoint.save_now_and_then(progress, first=self.rejections.flush)
+            reached(self, chunk.last_id)
         return counts
 
     # -- purge

@@ -68,6 +68,8 @@ class PassPlanner:
             own=own_checkpoint(self.options),
         )
         current = plan.pass_
+        if current.last_id is None and self.options.after_id is not None:  # the watcher's catch-up, resumed
+            current = replace(current, last_id=self.options.after_id)
         if current.last_id is None and self.follows_changes():
             # A new pass: where the change stream stands now, taken before anything is read.
             position, self.no_position = stream_position(

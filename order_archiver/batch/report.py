@@ -73,6 +73,11 @@ class BatchOptions:
     # paused past its lease) is read again after it (``readings.Readings``).
     fence: Callable[[], None] | None = None
     as_read: bool = False
+    # The watcher's catch-up, gone on from where it had got to (``tokens.CatchUpMark``, tied to
+    # its stream's start): the pass starts after ``after_id`` (None: the first ``_id``), and
+    # ``written`` is told each chunk's last ``_id`` once its writes, and those before, are acknowledged.
+    after_id: object = None
+    written: Callable[[object], None] | None = None
 
 
 def pii_erasure_text(dry_run: bool, erased: int, would_erase: int | None, expiring: int | None) -> str:

@@ -20,7 +20,7 @@ from typing import Literal, Protocol, TypedDict
 from bson import json_util
 from pymongo import errors as pymongo_errors
 
-from order_archiver.documents import Client, MongoCollection
+from order_archiver.documents import Client, MongoCollection, OrderId
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.lease import LeaseLost, lease_key, server_time
@@ -32,6 +32,7 @@ from order_archiver.settings import Settings
 log = get_logger("tokens")
 
 TOKEN_FILE_VERSION = 1
+CATCH_UP_MARK_VERSION = 1
 
 TOKEN_KEY_PREFIX = "watch:"
 RECENT_SAVE = timedelta(minutes=2)  # without file locks: a token saved this recently may be a live watcher's
@@ -137,6 +138,50 @@ class StreamStart(TypedDict, total=False):
 
 
 @dataclass(frozen=True)
+class CatchUpMark:
+    """How far the catch-up from a stream's start has got: every delivered order up to
+    ``through_id`` (in ``_id`` order) is archived, its writes acknowledged before the mark was
+    saved. Kept in the token's own record, beside the ``catching_up`` token it belongs to (the
+    stream's start, whose ``_data`` it names), for the catch-up of ``identity`` only
+    (``watch.archiving.catch_up_identity``: the watcher's name, its source, archive and settings)."""
+
+    through_id: OrderId
+    identity: str
+
+    def as_record(self, token: Mapping[str, object]) -> dict[str, object]:
+        return {
+            "version": CATCH_UP_MARK_VERSION,
+            "token": token.get("_data"),
+            "identity": self.identity,
+            "through_id": self.through_id,
+        }
+
+
+def _checked_mark(
+    record: Mapping[str, object], token: Mapping[str, object], origin: str
+) -> CatchUpMark | None:
+    """The catch-up's mark of a ``catching_up`` record, or None (from the beginning, as before
+    marks existed: an older watcher's record has none). One that is not this token's is
+    ignored with a warning: a mark only stands for a catch-up from the very token it is saved with."""
+    mark = record.get("catch_up")
+    if mark is None or record.get("catching_up") is not True:
+        return None
+    if (
+        not isinstance(mark, Mapping)
+        or mark.get("version") != CATCH_UP_MARK_VERSION
+        or not isinstance(mark.get("identity"), str)
+        or "through_id" not in mark
+        or mark.get("token") != token.get("_data")
+    ):
+        log.warning(
+            "the catch-up's progress in %s is not this token's; the catch-up starts from the beginning",
+            origin,
+        )
+        return None
+    return CatchUpMark(mark["through_id"], str(mark["identity"]))
+
+
+@dataclass(frozen=True)
 class ResumeState:
     """What a watcher resumes from, in one typed record (pymongo's ChangeStream keeps its own
     that way): no token at all (a first start: ``--from-now`` may skip the catch-up), a token
@@ -149,6 +194,22 @@ class ResumeState:
     invalidated: bool = False
     last_event_at: datetime | None = None  # the last event the saving watcher archived, kept on
     catching_up: bool = False
+    catch_up: CatchUpMark | None = None  # how far that catch-up got (``catching_up`` only)
+
+    def reach(self, identity: str) -> OrderId:
+        """The ``_id`` the catch-up from this token goes on after: its mark's, if the mark is
+        this catch-up's (``identity``: the same watcher, source, archive and settings), else
+        None (from the first ``_id``)."""
+        mark = self.catch_up
+        if mark is None or not self.catching_up:
+            return None
+        if mark.identity != identity:
+            log.warning(
+                "the saved catch-up progress is another catch-up's (another watcher name, "
+                "source, archive or settings); the catch-up starts from the beginning"
+            )
+            return None
+        return mark.through_id
 
     @property
     def first_start(self) -> bool:
@@ -185,6 +246,7 @@ class TokenStore(Protocol):
         last_event_at: datetime | None = None,
         term: int | None = None,
         catching_up: bool = False,
+        catch_up: CatchUpMark | None = None,
     ) -> None: ...
 
     def mark_stopped(self, term: int | None = None) -> None:
@@ -216,6 +278,7 @@ def _checked_token(record: object, namespace: str, origin: str) -> ResumeState:
         bool(record.get("invalidated", False)),
         (last if last.tzinfo else last.replace(tzinfo=UTC)) if isinstance(last, datetime) else None,
         bool(record.get("catching_up", False)),
+        _checked_mark(record, token, origin),
     )
 
 
@@ -225,9 +288,13 @@ def _token_record(
     invalidated: bool,
     last_event_at: datetime | None,
     catching_up: bool = False,
+    catch_up: CatchUpMark | None = None,
 ) -> dict[str, object]:
-    """What both stores keep: the token, its stream, and when (``status`` reads the times)."""
-    return {
+    """What both stores keep: the token, its stream, and when (``status`` reads the times);
+    while catching up, how far the catch-up got (``CatchUpMark``). An older version ignores
+    the field it does not know (``_checked_token`` reads the fields it names), and its next
+    save, a record replaced whole, drops it: that catch-up then starts again from the beginning."""
+    record: dict[str, object] = {
         "namespace": namespace,
         "token": dict(token),
         "invalidated": invalidated,
@@ -235,6 +302,9 @@ def _token_record(
         "saved_at": datetime.now(UTC),
         "last_event_at": last_event_at,
     }
+    if catching_up and catch_up is not None:
+        record["catch_up"] = catch_up.as_record(token)
+    return record
 
 
 class FileTokenStore:
@@ -265,11 +335,12 @@ class FileTokenStore:
         last_event_at: datetime | None = None,
         term: int | None = None,
         catching_up: bool = False,
+        catch_up: CatchUpMark | None = None,
     ) -> None:
         self._write(
             {
                 "version": TOKEN_FILE_VERSION,
-                **_token_record(self.namespace, token, invalidated, last_event_at, catching_up),
+                **_token_record(self.namespace, token, invalidated, last_event_at, catching_up, catch_up),
             }
         )
 
@@ -329,13 +400,14 @@ class MongoTokenStore:
         last_event_at: datetime | None = None,
         term: int | None = None,
         catching_up: bool = False,
+        catch_up: CatchUpMark | None = None,
     ) -> None:
         """With a lease ``term``, the write is conditional on it (fencing): a checkpoint saved
         under a newer term is never overwritten, the save raises ``LeaseLost`` instead."""
         record = {
             "_id": self.key,
             "kind": "watch",
-            **_token_record(self.namespace, token, invalidated, last_event_at, catching_up),
+            **_token_record(self.namespace, token, invalidated, last_event_at, catching_up, catch_up),
             "term": term,
         }
         condition: dict[str, object] = {"_id": self.key}

@@ -119,6 +119,9 @@ class WatcherStatus(TypedDict, total=False):
     # In its catch-up (its token is where its stream starts: saved before the catch-up, and
     # again while it lasts): the orders delivered before it started are still being archived.
     catching_up: bool
+    # How far that catch-up got (its saved mark: ``tokens.CatchUpMark``): the last _id archived
+    # through, in _id order; None before its first chunk, or once caught up.
+    catch_up_through: str | None
 
 
 class BatchStatus(TypedDict):
@@ -305,7 +308,9 @@ class StatusReport:
             released = watcher.get("released_term")
             if released is not None:
                 stop_text += f": it released its lease (term {released}), no watcher leads"
-            busy = ", catching up (archiving the orders delivered before it started)"
+            through = watcher.get("catch_up_through")
+            reach = f", through _id {through} so far" if through is not None else ""
+            busy = f", catching up (archiving the orders delivered before it started{reach})"
             busy_text = busy if watcher.get("catching_up") else ""
             lines.append(
                 f"watcher {watcher['name']} ({watcher['store']}): token saved {saved_text}, "
@@ -974,6 +979,14 @@ def _watchers(collections: Collections, settings: Settings, read: Reader) -> lis
     return found
 
 
+def catch_up_through(record: Mapping[str, object]) -> str | None:
+    """The _id a catching-up watcher's saved mark says its catch-up archived through."""
+    mark = record.get("catch_up")
+    if record.get("catching_up") is not True or not isinstance(mark, Mapping) or "through_id" not in mark:
+        return None
+    return None if mark["through_id"] is None else str(mark["through_id"])
+
+
 def _watcher(name: str, store: str, record: Mapping[str, object], leader: Leader | None) -> WatcherStatus:
     status = WatcherStatus(
         name=name,
@@ -983,6 +996,7 @@ def _watcher(name: str, store: str, record: Mapping[str, object], leader: Leader
         stopped_at=moment_or_none(record.get("stopped_at")),
         namespace=text_or_none(record.get("namespace")),
         catching_up=record.get("catching_up") is True,
+        catch_up_through=catch_up_through(record),
     )
     if store == "mongo":
         status["leader"] = leader

@@ -5,6 +5,8 @@ lease's fencing check), and the rejections listed."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +19,12 @@ from order_archiver.batch.report import BatchOptions
 from order_archiver.context import RunContext
 from order_archiver.documents import ChangeEvent, Document, OrderId, mapping_or_empty
 from order_archiver.logs import get_logger
+from order_archiver.mongodb.checkpoint import checkpoint_key
 from order_archiver.mongodb.readings import Readings
 from order_archiver.mongodb.source import event_time, orders_to_archive
 from order_archiver.mongodb.step import ArchiveCounts, ArchivingStep
 from order_archiver.mongodb.storage import MongoCollection
+from order_archiver.mongodb.tokens import CatchUpMark
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.finishing import Finisher
 from order_archiver.reporting.metrics import WatchMetrics
@@ -85,6 +89,47 @@ def changed_at(events: list[ChangeEvent]) -> dict[OrderId, datetime]:
     return oldest
 
 
+def catch_up_identity(settings: Settings, name: str) -> str:
+    """What a catch-up's mark is valid for besides its stream's start: this watcher (its name),
+    the orders it walks (source, delivered status), the archive it writes, and what the archived
+    copies keep (ARCHIVE_PII and its fields: another policy revises what a walk went through).
+    A mark saved under anything else is ignored (``ResumeState.reach``): the walk starts again."""
+    identity = json.dumps(
+        [
+            checkpoint_key(settings, "watch", None, None),  # source, archive, delivered status
+            name,
+            settings.archive_pii,
+            sorted(settings.pii_policy.fields.declared),  # ARCHIVE_NON_PERSONAL_FIELDS
+        ],
+        default=str,
+    )
+    return "catch-up:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CatchUpProgress:
+    """How far one catch-up from a stream's start has got, for the watcher to save with that
+    start's token (``tokens.CatchUpMark``). Why a catch-up may go on after ``through_id`` once
+    restarted: it walks the delivered orders in ``_id`` order, and began after its stream was
+    opened at the start token T. An order at or below the mark that was delivered before T was
+    gone through then (archived, or found archived, read from the primary after T); anything
+    that changed it after T, a delivery included, is an event after T, which the stream, consumed
+    from T once the catch-up is done, replays. So only the orders past the mark remain; a mark
+    tied to another start (``ResumeState.reach``: another token is another catch-up) could
+    leave out orders delivered between the two starts, and is never used."""
+
+    identity: str
+    through_id: object = None  # the catch-up's reach: None, nothing yet
+    saved: bool = True  # ``through_id`` is the one saved with the token
+
+    def written(self, last_id: object) -> None:
+        """A chunk's writes acknowledged (``BatchOptions.written``): the reach, to be saved."""
+        self.through_id, self.saved = last_id, False
+
+    def mark(self) -> CatchUpMark | None:
+        return None if self.through_id is None else CatchUpMark(self.through_id, self.identity)
+
+
 def catch_up(
     client: MongoClient[Document],
     archive_client: MongoClient[Document] | None,
@@ -93,14 +138,21 @@ def catch_up(
     events: EventArchiver,
     before_write: Callable[[], None] | None = None,
     fence: Callable[[], None] | None = None,
+    progress: CatchUpProgress | None = None,
 ) -> None:
     """Every delivered order not yet archived, by the batch path, counted as the watcher's:
     at a first start, after a lost token, after an invalidate. ``fence``: the watcher's lease
-    check, before each chunk written, as before each micro-batch (``BatchOptions.fence``)."""
-    log.info("catching up: archiving delivered orders not yet archived")
-    # resume=False: a checkpoint left by an interrupted catch-up predates this stream's
-    # starting point, and orders delivered since with smaller _ids would be skipped for
-    # good. The scan restarts; the orders already archived are skipped on the server.
+    check, before each chunk written, as before each micro-batch (``BatchOptions.fence``).
+    ``progress``: where this catch-up goes on from, and where it is told how far it got."""
+    after_id = progress.through_id if progress is not None else None
+    if after_id is None:
+        log.info("catching up: archiving delivered orders not yet archived")
+    else:
+        log.info("catching up: going on after _id %s, where this catch-up had got to", after_id)
+    # resume=False: batch's checkpoint of an interrupted catch-up may be another stream's (a
+    # token lost since), whose start is earlier than this stream's: orders delivered between
+    # the two with smaller _ids than its mark would be skipped for good. This catch-up's own
+    # mark (``after_id``) is its stream's start's only (``CatchUpProgress``).
     options = BatchOptions(
         run=True,
         batch_size=settings.batch_size,
@@ -126,6 +178,8 @@ def catch_up(
         # successor archived a correction of an order it read): read again, the stream's way.
         fence=fence,
         as_read=True,
+        after_id=after_id,
+        written=progress.written if progress is not None else None,
     )
     # The cold tier's boundary as the watcher knows it now (read again while it runs): a
     # catch-up after an invalidate, days after the start, skips what moves took meanwhile.

@@ -59,6 +59,7 @@ from order_archiver.mongodb.stream import ChangeStream, micro_batch, next_event
 from order_archiver.mongodb.tokens import (
     NO_TOKEN,
     UNUSABLE,
+    CatchUpMark,
     ResumeState,
 )
 from order_archiver.orders.finishing import Finisher
@@ -66,7 +67,7 @@ from order_archiver.orders.rejection import Rejection
 from order_archiver.reporting.metrics import WatchMetrics
 from order_archiver.retry import Retry, RetryPolicy
 from order_archiver.settings import Settings
-from order_archiver.watch.archiving import EventArchiver, catch_up
+from order_archiver.watch.archiving import CatchUpProgress, EventArchiver, catch_up, catch_up_identity
 from order_archiver.watch.leadership import Leadership, token_store_and_lease
 from order_archiver.watch.opening import TokenUnusable, open_stream
 from order_archiver.watch.stats import StatsLog, WatchStats
@@ -262,21 +263,12 @@ class Watcher:
     def _catch_up(self, start: ResumeState = NO_TOKEN) -> None:
         """``start``: where the stream starts, saved first as not caught up (a watcher taking over
         mid-catch-up catches up again: guarantees.md), again before each chunk's write
-        (``_heartbeat``), where the lease is checked too (``fence``, as before a micro-batch's)."""
+        (``CatchUpSaves``), where the lease is checked too (``fence``, as before a micro-batch's),
+        with how far the catch-up got: restarted, it goes on from there (``CatchUpProgress``)."""
         self.stats.catch_ups += 1
-        self._heartbeat(start, first=True)
-        parts = (self.client, self.archive_client, self.settings, self.context, self.events)
-        catch_up(*parts, before_write=lambda: self._heartbeat(start), fence=self.events.step.fence)
-
-    def _heartbeat(self, start: ResumeState, first: bool = False) -> None:
-        """Before a catch-up reads (``first``), and before each of its chunks' writes (the unique
-        index looked at again): the stream's start saved as not caught up, then again once
-        WATCH_HEARTBEAT_S has passed (status's heartbeat: a catch-up can last hours)."""
-        if not first:
-            self.unique_index.still_there()
-        due = first or time.monotonic() - self.stats.last_saved_at >= self.settings.watch_heartbeat_s
-        if due and start.token is not None:
-            self._save_token(start.token, invalidated=start.invalidated, catching_up=True)
+        with CatchUpSaves.of(self, start) as saves:  # stopped: how far it got, saved
+            parts = (self.client, self.archive_client, self.settings, self.context, self.events)
+            catch_up(*parts, saves.heartbeat, self.events.step.fence, saves.progress)
 
     # -- consuming
 
@@ -306,11 +298,20 @@ class Watcher:
         self.events.archive(events)
 
     def _save_token(
-        self, token: Mapping[str, object], invalidated: bool = False, catching_up: bool = False
+        self,
+        token: Mapping[str, object],
+        invalidated: bool = False,
+        catching_up: bool = False,
+        catch_up: CatchUpMark | None = None,
     ) -> None:
         term, last = (self.lease.term if self.lease is not None else None), self.stats.last_event_at
         self.store.save(
-            token, invalidated=invalidated, last_event_at=last, term=term, catching_up=catching_up
+            token,
+            invalidated=invalidated,
+            last_event_at=last,
+            term=term,
+            catching_up=catching_up,
+            catch_up=catch_up,
         )
         self.stats.last_saved_at = time.monotonic()
         self.metrics.token_saved()
@@ -326,6 +327,52 @@ class Watcher:
     def _on_invalidate(self, event: ChangeEvent) -> None:
         log.warning("the orders collection was dropped or renamed (invalidate): waiting for it to come back")
         self._save_token(event["_id"], invalidated=True)
+
+
+@dataclass
+class CatchUpSaves:
+    """A catch-up's saves of its stream's start (``start``), marked not caught up."""
+
+    watcher: Watcher
+    start: ResumeState
+    progress: CatchUpProgress
+
+    @classmethod
+    def of(cls, watcher: Watcher, start: ResumeState) -> CatchUpSaves:
+        """The catch-up from ``start``, going on from its mark if it is this catch-up's."""
+        identity = catch_up_identity(watcher.settings, watcher.options.name)
+        return cls(watcher, start, CatchUpProgress(identity, start.reach(identity)))
+
+    def __enter__(self) -> CatchUpSaves:
+        self.heartbeat(first=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.after()
+
+    def heartbeat(self, first: bool = False) -> None:
+        """Before a catch-up reads (``first``), and before each of its chunks' writes (the unique
+        index looked at again): the stream's start saved as not caught up, with the catch-up's
+        reach (the chunks written before: ``CatchUpProgress``), then again once WATCH_HEARTBEAT_S
+        has passed (status's heartbeat: a catch-up can last hours)."""
+        watcher = self.watcher
+        if not first:
+            watcher.unique_index.still_there()
+        due = first or time.monotonic() - watcher.stats.last_saved_at >= watcher.settings.watch_heartbeat_s
+        if due and self.start.token is not None:
+            mark = self.progress.mark()
+            watcher._save_token(self.start.token, self.start.invalidated, catching_up=True, catch_up=mark)
+            self.progress.saved = True
+
+    def after(self) -> None:
+        """Stopped (SIGTERM, a stop file) with a reach not saved yet: saved, for the next start
+        to go on from, if this watcher still leads (a save under a lost term is refused anyway)."""
+        if not self.watcher.stop_event.is_set() or self.progress.saved or not self.watcher._leading():
+            return
+        try:
+            self.heartbeat(first=True)
+        except ArchiverError as exc:  # the stop is what matters; the next start redoes a little more
+            log.warning("could not save how far the catch-up got (%s)", exc)
 
 
 def watch_finisher(settings: Settings, context: RunContext, collections: Collections) -> Finisher:

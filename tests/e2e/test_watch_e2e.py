@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 from pathlib import Path
 
 import pymongo
 import pytest
-from bson import ObjectId
+from bson import ObjectId, json_util
 
 from tests.conftest import run_cli
 from tests.helpers import (
@@ -410,6 +411,86 @@ def test_catch_up_stopped_midway_then_restart_misses_nothing(
         lambda: archived_ids(database) == expected | set(early), timeout=60, what="the restarted catch-up"
     )
     assert restarted.stop() == 0
+
+
+def saved_record(database, tmp_path: Path, store: str) -> dict | None:
+    """The watcher's saved token record, as its store keeps it."""
+    if store == "file":
+        path = tmp_path / "token.json"
+        return json_util.loads(path.read_text("utf-8")) if path.exists() else None
+    return database["archiver_checkpoints"].find_one({"_id": "watch:default"})
+
+
+def catch_up_summary(output: str) -> re.Match[str]:
+    found = re.search(r"catch-up done: scanned (\d+), archived (\d+), already archived (\d+)", output)
+    assert found is not None, output
+    return found
+
+
+@pytest.mark.parametrize(
+    ("store", "sig"),
+    [
+        ("file", signal.SIGTERM),
+        ("file", signal.SIGKILL),
+        ("mongo", signal.SIGKILL),
+        ("mongo", signal.SIGTERM),
+    ],
+)
+def test_a_catch_up_stopped_midway_goes_on_from_where_it_had_got_to(
+    nx_client, nx_settings, db_name, env, tmp_path, watchers, store, sig
+):
+    """A first start on a long history that is restarted mid-catch-up (a Kubernetes pod
+    rescheduled: SIGTERM, or killed outright) costs one pass, not one per restart: the second
+    catch-up goes on after the last _id the first had archived through (its mark, saved with
+    its stream's start token, after the writes it covers) and reads only the orders past it.
+    Nothing is lost for it: orders below the mark delivered after the stream's start (here,
+    before the restart) are the stream's, which replays every change since that start
+    (MongoDB's resumeAfter: the events after the token, in order)."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 3000, seed=51, p_anomalies=0.0)
+    expected = expected_archive_ids(dataset)
+    args = ("--token-store", store)
+    watcher = watchers({**env, "BATCH_SIZE": "20"}, tmp_path, *args)
+
+    def marked() -> dict | None:  # the sentinel: a reach saved with the catching_up token
+        record = saved_record(database, tmp_path, store)
+        if record is None or not record.get("catching_up") or "catch_up" not in record:
+            return None
+        return record if record["catch_up"]["through_id"] is not None else None
+
+    wait_for(lambda: len(archived_ids(database)) >= len(expected) // 3, what="a third of the catch-up")
+    wait_for(marked, what="the catch-up's reach saved", on_timeout=watcher.output)
+    code = watcher.stop(sig)
+    assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), watcher.output()
+    assert "Traceback" not in watcher.output()
+    record = marked()
+    assert record is not None
+    through = record["catch_up"]["through_id"]
+    assert len(archived_ids(database)) < len(expected), "the catch-up finished before the stop"
+    early = sorted(pending_ids(dataset))[:30]  # below the mark: the stream's to replay
+    assert all(order_id < through for order_id in early)
+    deliver(database["Commande"], early)
+    past_the_mark = database["Commande"].count_documents({"status": "livrée", "_id": {"$gt": through}})
+    delivered = database["Commande"].count_documents({"status": "livrée"})
+
+    restarted = watchers(env, tmp_path, *args)
+    wait_for(
+        lambda: archived_ids(database) == expected | set(early),
+        timeout=90,
+        what="the restarted catch-up",
+        on_timeout=restarted.output,
+    )
+    wait_for(lambda: "catch-up done" in restarted.output(), what="the catch-up's summary")
+    assert restarted.stop() == 0
+    output = restarted.output()
+    assert f"going on after _id {through}" in output, output
+    summary = catch_up_summary(output)
+    # Only the orders past the mark were read again, not the whole history.
+    assert int(summary.group(1)) == past_the_mark < delivered, output
+    if sig == signal.SIGTERM:  # a clean stop saves its reach after its last chunk: nothing redone
+        assert int(summary.group(3)) == 0, output
+    assert_no_duplicates(database["Commande_archive"])
+    assert "Traceback" not in output
 
 
 def test_from_now_still_catches_up_after_a_corrupt_token(

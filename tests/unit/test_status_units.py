@@ -40,6 +40,30 @@ def test_a_watcher_in_its_catch_up_is_said_to_be_catching_up(mongo, settings, tm
     ]
 
 
+def test_a_watcher_in_its_catch_up_says_how_far_it_got(mongo, settings, tmp_path):
+    """A catch-up saves how far it got with its starting point (``catch_up``: the last _id it
+    archived through; a restart goes on from there): ``status`` says it, in its line and in
+    ``--json`` (``catch_up_through``); nothing for a watcher past its catch-up, nor for one
+    whose catch-up has written nothing yet."""
+    settings = settings.with_overrides(resume_token_file=str(tmp_path / "none.json"))
+    checkpoints = Collections.of(mongo, settings).checkpoints
+    mark = {"version": 1, "token": "82AB", "identity": "catch-up:x", "through_id": 1234}
+    for name, catching_up, saved_mark in (("busy", True, mark), ("early", True, None), ("live", False, mark)):
+        record = {"_id": f"watch:{name}", "kind": "watch", "saved_at": NOW, "catching_up": catching_up}
+        checkpoints.insert_one({**record, **({"catch_up": saved_mark} if saved_mark else {})})
+    report = collect_status(mongo, settings, now=NOW)
+    assert {w["name"]: w.get("catch_up_through") for w in report.watchers} == {
+        "busy": "1234",
+        "early": None,
+        "live": None,
+    }
+    busy = next(line for line in report.lines() if line.startswith("watcher busy "))
+    assert "catching up (archiving the orders delivered before it started, through _id 1234 so far)" in busy
+    assert not [
+        line for line in report.lines() if "through _id" in line and not line.startswith("watcher busy ")
+    ]
+
+
 def test_an_order_placed_days_ago_and_delivered_late_is_backlog(mongo, settings):
     """Its order date is out of the lookback; its delivery stamp (synced late) is in it: two
     hours unarchived is not healthy."""
