@@ -66,6 +66,7 @@ from order_archiver.mongodb.storage import Collections, MongoCollection
 from order_archiver.mongodb.tokens import watcher_name
 from order_archiver.orders.enrichment import as_utc, status_match
 from order_archiver.orders.erasing import COURIER
+from order_archiver.orders.rejection import SHOWN_ID_CHARS, bounded
 from order_archiver.orders.selection import build_selection
 from order_archiver.retry import Retry
 from order_archiver.settings import MAX_PARTITIONS, Duration, Settings, about
@@ -984,7 +985,7 @@ def catch_up_through(record: Mapping[str, object]) -> str | None:
     mark = record.get("catch_up")
     if record.get("catching_up") is not True or not isinstance(mark, Mapping) or "through_id" not in mark:
         return None
-    return None if mark["through_id"] is None else str(mark["through_id"])
+    return None if mark["through_id"] is None else bounded(str(mark["through_id"]), SHOWN_ID_CHARS)
 
 
 def _watcher(name: str, store: str, record: Mapping[str, object], leader: Leader | None) -> WatcherStatus:

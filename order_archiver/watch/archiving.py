@@ -27,6 +27,7 @@ from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.mongodb.tokens import CatchUpMark
 from order_archiver.orders.enrichment import CollectionNames
 from order_archiver.orders.finishing import Finisher
+from order_archiver.orders.rejection import too_large_id
 from order_archiver.reporting.metrics import WatchMetrics
 from order_archiver.settings import Settings
 from order_archiver.watch.stats import StatsLog, WatchStats
@@ -123,8 +124,12 @@ class CatchUpProgress:
     saved: bool = True  # ``through_id`` is the one saved with the token
 
     def written(self, last_id: object) -> None:
-        """A chunk's writes acknowledged (``BatchOptions.written``): the reach, to be saved."""
-        self.through_id, self.saved = last_id, False
+        """A chunk's writes acknowledged (``BatchOptions.written``): the reach, to be saved. Not
+        an ``_id`` too large to keep (a rejected order's: ``rejection.too_large_id``): one near
+        16 MB made the token's record over it (17419 on every save, the watcher failing at each
+        start); the reach stays the chunk's before, and the next chunk's moves it on."""
+        if too_large_id(last_id) is None:
+            self.through_id, self.saved = last_id, False
 
     def mark(self) -> CatchUpMark | None:
         return None if self.through_id is None else CatchUpMark(self.through_id, self.identity)

@@ -429,3 +429,36 @@ def test_an_order_whose_id_is_near_the_limit_is_rejected_and_listed_not_a_stoppe
         tidy = run_cli("batch", "--run", env=env, cwd=tmp_path)
         assert tidy.returncode == 0, tidy.stdout + tidy.stderr
         assert database["archiver_rejects"].count_documents({}) == 0
+
+
+def test_a_watchers_catch_up_over_orders_whose_ids_are_too_large_goes_on(small_server, tmp_path, db_name):
+    """The catch-up's mark (how far it got, saved with the watcher's token) held the last order's
+    _id of a chunk: an order whose _id is near the limit (a rejected order, its _id too large)
+    made the token record over it (17419 on its save): the watcher exited 1 at its first
+    heartbeat, and again at every start, from the mark before (a review, at this scale). A mark
+    never holds such an _id: the watcher catches up, the orders rejected, the others archived.
+    (Stands for MongoDB's 16 MB limit on a document, the token's checkpoint document here.)"""
+    data = generate_dataset(60, seed=31, anchor=ANCHOR, p_anomalies=0.0)
+    env = environment(small_server, db_name, tmp_path) | {"BATCH_SIZE": "1"}
+    with pymongo.MongoClient(small_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        fill_database(database, data, _settings())
+        huge = [
+            {"_id": "I" * (LIMIT - 300) + f"{k:03}", "status": "livrée", "numero_commande": f"HUGE{k}"}
+            for k in range(40)  # strings sort before every ObjectId: the catch-up's first chunks
+        ]
+        for order in huge:
+            database["Commande"].insert_one(order)
+        # --max-rate: the catch-up's reach is on those ids for several heartbeats (each saves it).
+        watcher = WatchProcess(env, tmp_path, "--token-store", "mongo", "--max-rate", "20")
+        try:
+            wait_for(
+                lambda: "catch-up done" in watcher.output() or watcher.process.poll() is not None,
+                timeout=120,
+                what="the catch-up's end",
+            )
+            assert watcher.process.poll() is None, watcher.output()
+        finally:
+            watcher.stop()
+        assert archived_ids(database) == expected_archive_ids(data)
+        assert database["archiver_rejects"].count_documents({}) == len(huge)

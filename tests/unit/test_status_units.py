@@ -64,6 +64,20 @@ def test_a_watcher_in_its_catch_up_says_how_far_it_got(mongo, settings, tmp_path
     ]
 
 
+def test_a_catch_up_mark_with_a_long_id_is_shown_cut(mongo, settings, tmp_path):
+    """A string _id of a kilobyte (the most a mark keeps: ``rejection.ID_KEPT_BYTES``) is shown
+    cut, with its length, not as a line of its size (a review: 65,506 characters at test scale)."""
+    settings = settings.with_overrides(resume_token_file=str(tmp_path / "none.json"))
+    long_id = "I" * 1_000
+    mark = {"version": 1, "token": "82AB", "identity": "catch-up:x", "through_id": long_id}
+    record = {"_id": "watch:busy", "kind": "watch", "saved_at": NOW, "catching_up": True, "catch_up": mark}
+    Collections.of(mongo, settings).checkpoints.insert_one(record)
+    report = collect_status(mongo, settings, now=NOW)
+    (shown,) = [w.get("catch_up_through") for w in report.watchers]
+    assert shown is not None and shown.startswith("I" * 60) and "(1,000 characters)" in shown
+    assert max(len(line) for line in report.lines()) < 500
+
+
 def test_an_order_placed_days_ago_and_delivered_late_is_backlog(mongo, settings):
     """Its order date is out of the lookback; its delivery stamp (synced late) is in it: two
     hours unarchived is not healthy."""
