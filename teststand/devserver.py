@@ -577,6 +577,27 @@ def _upsert_keeps_id(statement: dict[str, Any]) -> dict[str, Any]:
     return {**statement, "u": {**update, "$setOnInsert": {**on_insert, "_id": key}}}
 
 
+def _filter_id(query: Any) -> Any:
+    """The ``_id`` a filter names by equality (``{_id: v}`` or ``{_id: {$eq: v}}``), or _MISSING."""
+    key = query.get("_id", _MISSING) if isinstance(query, dict) else _MISSING
+    if isinstance(key, dict) and any(k.startswith("$") for k in key):
+        return key["$eq"] if set(key) == {"$eq"} else _MISSING
+    return key
+
+
+def _replacement_keeps_id(query: Any, replacement: Any, upsert: Any) -> Any:
+    """Fault: an upsert with a replacement document (``replace_one({_id: 3}, {e: 1},
+    upsert=True)``, ``find_one_and_replace`` likewise) inserts it under a new ObjectId. MongoDB
+    (manual, ``db.collection.replaceOne()``, upsert): a replacement without ``_id`` takes the
+    filter's ``_id`` equality, and only that field of the filter. Fix: copy it in first."""
+    if not upsert or not isinstance(replacement, dict) or any(k.startswith("$") for k in replacement):
+        return replacement
+    key = _filter_id(query)
+    if key is _MISSING or "_id" in replacement:
+        return replacement
+    return {"_id": key, **replacement}
+
+
 def _id_beside_or(statement: dict[str, Any]) -> dict[str, Any]:
     """Fault: an update whose filter has an ``_id`` equality beside a top-level ``$or``
     (``{_id: "watch:a", $or: [{term: {$lte: 1}}, {term: null}]}``, a fenced save) ignores the
@@ -615,6 +636,7 @@ def _ne_matches_missing(statement: dict[str, Any]) -> dict[str, Any]:
 
 def _fix_statement(statement: dict[str, Any]) -> dict[str, Any]:
     fixed = _upsert_keeps_id({**statement, "q": _rewrite_objectid_equality(statement["q"])})
+    fixed["u"] = _replacement_keeps_id(statement["q"], fixed.get("u"), fixed.get("upsert"))
     return _id_beside_or(_ne_matches_missing(fixed))
 
 
@@ -686,6 +708,8 @@ def _rewrite_section(section_type: str, doc: dict[str, Any]) -> tuple[dict[str, 
     for key in ("updates", "deletes"):
         if key in doc:
             doc[key] = _rewrite_statements(doc[key])
+    if "findAndModify" in doc and "update" in doc:
+        doc["update"] = _replacement_keeps_id(doc.get("query"), doc["update"], doc.get("upsert"))
     pipeline = doc.get("pipeline")
     if (
         section_type == "body"
@@ -1181,6 +1205,45 @@ def _fix_dates_set_by_updates() -> None:
     SqlUpdatesMixin._can_use_sql_updates = can_use_sql_updates
 
 
+# Operators whose dotted paths neosqlite's Python tier applies through subdocuments; the others
+# it applies to a top-level field named "a.b".
+_PYTHON_TIER_DOTTED = ("$set", "$setOnInsert", "$currentDate", "$pull")
+
+
+def _binds_a_bool(update_spec: dict[str, Any]) -> bool:
+    """Whether an update operator's value is a bool (or a ``$each`` list holds one)."""
+    for fields in update_spec.values():
+        for value in fields.values() if isinstance(fields, dict) else ():
+            each = value.get("$each") if isinstance(value, dict) else None
+            if isinstance(value, bool) or (isinstance(each, list) and any(isinstance(v, bool) for v in each)):
+                return True
+    return False
+
+
+def _fix_bools_set_by_updates() -> None:
+    """Fault: a bool that an update writes into an existing document (``$set: {flag: true}``,
+    ``update_many``, ``findAndModify``, a dotted path, ``$push``) goes through neosqlite's SQL
+    tier, where sqlite3 binds it as the integer 1 or 0: read back, ``{flag: 1}``. MongoDB stores
+    the BSON boolean it was sent (a subdocument or array holding bools was already right: the
+    SQL tier passes those as JSON). Fix: such an update takes neosqlite's Python tier, unless
+    another operator of it has a dotted path that tier would misapply (then the bool stays an
+    integer, the lesser harm)."""
+    original = SqlUpdatesMixin._can_use_sql_updates
+
+    @functools.wraps(original)
+    def can_use_sql_updates(self: Any, update_spec: dict[str, Any], *args: Any, **kwargs: Any) -> bool:
+        python_tier_reads_it = all(
+            op in _PYTHON_TIER_DOTTED or not any("." in path for path in fields)
+            for op, fields in update_spec.items()
+            if isinstance(fields, dict)
+        )
+        if python_tier_reads_it and _binds_a_bool(update_spec):
+            return False
+        return original(self, update_spec, *args, **kwargs)
+
+    SqlUpdatesMixin._can_use_sql_updates = can_use_sql_updates
+
+
 def _root_equals(statement: Any) -> Any:
     """The document a ``$expr: {$eq: ["$$ROOT", {$literal: D}]}`` in a statement's filter
     compares the whole stored document with (D), or None."""
@@ -1586,6 +1649,7 @@ def _blocking_sort_over(handler: Any, command: Any, body: dict[str, Any], over: 
 
 def apply_fixes() -> None:
     _fix_dates_set_by_updates()
+    _fix_bools_set_by_updates()
     _fix_force_fallback_per_thread()
     _fix_lookup_drops_foreign_id()
     _fix_dotted_inclusion_projection()

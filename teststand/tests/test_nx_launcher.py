@@ -357,7 +357,7 @@ def test_an_update_with_id_beside_or_touches_that_id_only(db):
     db.ck.update_one(fenced, {"$set": {"saved": True}})
     assert sorted(d["_id"] for d in db.ck.find()) == ["batch:x", "lease:a", "watch:a"]
     assert db.ck.find_one({"_id": "batch:x"}) == {"_id": "batch:x", "kind": "batch"}
-    assert db.ck.find_one({"_id": "watch:a"})["saved"]  # (nx returns a bool set this way as 1)
+    assert db.ck.find_one({"_id": "watch:a"})["saved"] is True
 
 
 def test_status_in_both_unicode_forms_matches_in_queries_and_streams(db):
@@ -388,6 +388,61 @@ def test_a_date_set_by_an_update_reads_back_as_a_date(db):
     assert upserted["first"] == when
     assert db.leases.count_documents({"at": {"$gte": when}}) == 1
     assert len(list(db.leases.aggregate([{"$match": {"expires": {"$lt": datetime.now(UTC)}}}]))) == 1
+
+
+def test_a_bool_set_by_an_update_reads_back_as_a_bool(db):
+    """MongoDB stores the BSON boolean an update sends (type 8, ``$type: "bool"``), never the
+    integer 1 or 0 (nx's SQL tier bound a bool set into an existing document as an integer).
+    ``is``, not ``==``: in Python ``1 == True``."""
+    db.flags.insert_many(
+        [{"_id": 1, "a": True, "n": {"k": 1}, "l": []}, {"_id": 2, "q": 1}, {"_id": 3, "q": 1}]
+    )
+    db.flags.update_one({"_id": 1}, {"$set": {"b": True, "c": False, "n.x": True}, "$inc": {"k": 1}})
+    db.flags.update_one({"_id": 1}, {"$max": {"k": 5}, "$push": {"l": False}, "$setOnInsert": {"i": True}})
+    db.flags.find_one_and_update({"_id": 1}, {"$set": {"f": True}})
+    db.flags.bulk_write([pymongo.UpdateOne({"_id": 1}, {"$set": {"w": False, "arr": [True, False]}})])
+    db.flags.update_many({"q": 1}, {"$set": {"m": True}})
+    db.flags.update_one({"_id": 4}, {"$set": {"u": True}, "$setOnInsert": {"i": False}}, upsert=True)
+    document = db.flags.find_one({"_id": 1})
+    assert "i" not in document
+    assert document["k"] == 5
+    written = [document[f] for f in ("a", "b", "c", "f", "w")] + [document["n"]["x"], document["l"][0]]
+    written += [document["arr"][0]] + [d["m"] for d in db.flags.find({"q": 1})]
+    upserted = db.flags.find_one({"_id": 4})
+    written += [upserted["u"], upserted["i"]]
+    assert [(type(v).__name__, v) for v in written] == [
+        ("bool", v) for v in (True, True, False, True, False, True, False, True, True, True, True, False)
+    ]
+    assert db.flags.count_documents({"b": {"$type": "bool"}, "m": {"$exists": False}}) == 1
+
+
+def test_an_upserted_replacement_takes_its_id_from_the_filter(db):
+    """MongoDB's manual, ``db.collection.replaceOne()``, upsert: "MongoDB will add the _id field
+    to the replacement document if it is not specified in either the filter or replacement
+    documents" (a replacement without ``_id`` takes the filter's ``_id`` equality, and no other
+    field of the filter); the drivers' CRUD specification tests say the same (replaceOne.yml,
+    findOneAndReplace-upsert.yml: filter ``{_id: 4}``, replacement ``{x: 1}``, upsertedId 4).
+    nx inserted the replacement under a new ObjectId."""
+    key = ObjectId()
+    assert db.rp.replace_one({"_id": 3}, {"e": True}, upsert=True).upserted_id == 3
+    assert db.rp.replace_one({"_id": key, "x": 2}, {"e": 1}, upsert=True).upserted_id == key
+    assert db.rp.replace_one({"_id": {"$eq": "s"}}, {"e": 2}, upsert=True).upserted_id == "s"
+    bulk = db.rp.bulk_write([pymongo.ReplaceOne({"_id": 7}, {"e": 7}, upsert=True)])
+    assert bulk.upserted_ids == {0: 7}
+    after = pymongo.ReturnDocument.AFTER
+    assert db.rp.find_one_and_replace({"_id": 5}, {"e": 5}, upsert=True, return_document=after) == {
+        "_id": 5,
+        "e": 5,
+    }
+    assert db.rp.update_one({"_id": 6}, {"$set": {"e": 6}}, upsert=True).upserted_id == 6
+    assert db.rp.find_one_and_update({"_id": 8}, {"$set": {"e": 8}}, upsert=True, return_document=after) == {
+        "_id": 8,
+        "e": 8,
+    }
+    assert db.rp.replace_one({"_id": 3}, {"e": "again"}, upsert=True).matched_count == 1
+    assert sorted(str(d["_id"]) for d in db.rp.find()) == sorted(map(str, [3, key, "s", 7, 5, 6, 8]))
+    assert db.rp.find_one({"_id": 3}) == {"_id": 3, "e": "again"}
+    assert db.rp.find_one({"_id": key}) == {"_id": key, "e": 1}  # the filter's x is not taken
 
 
 @pytest.fixture(scope="module")
