@@ -40,7 +40,7 @@ admin.createRole({
       { resource: { db: ARCHIVE_DB, collection: ARCHIVE }, actions: ["find", "listIndexes"] },
       { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["find"] },
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["find"] },
-      // listIndexes: with a cold tier, its partial index of the erasures a forget left unfinished.
+      // listIndexes: its partial indexes of the erasures a forget left unfinished.
       { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["find", "listIndexes"] },
     ]),
     // Through mongos, which collections are sharded (config.collections), checked by every
@@ -76,8 +76,8 @@ if (SIDE !== "source") {
       { resource: { db: ARCHIVE_DB, collection: CHECKPOINTS }, actions: ["insert", "update", "remove"] },
       { resource: { db: ARCHIVE_DB, collection: REJECTS }, actions: ["insert", "update", "remove"] },
       // Once: the persons an earlier version's forget erased, recorded (upgrade_erasures); the
-      // mark of an erasure a forget left unfinished in the cold tier, cleared once finished, and
-      // (createIndex, with a cold tier) the partial index that finds those marks.
+      // marks of an erasure a forget left unfinished (in the archive; in the cold tier), cleared
+      // once finished, and (createIndex) the partial indexes that find those marks.
       { resource: { db: ARCHIVE_DB, collection: FORGOTTEN }, actions: ["insert", "update", "createIndex"] },
     ],
     roles: [],

@@ -142,6 +142,8 @@ class BatchReport:
         default_factory=list
     )  # built by this run (IndexStatus.named)
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: archived orders whose personal data this run erased
+    # Forgotten persons whose erasure in the archive a forget left unfinished, finished by this run
+    forgotten_finished: int = 0
     would_erase_pii: int | None = None  # a dry run with ARCHIVE_PII_RETENTION: what --run would erase
     would_erase_pii_expiring: int | None = None  # of those, past ARCHIVE_RETENTION too (pii_erasure_text)
     undated_expired: int = 0  # ARCHIVE_RETENTION: archived orders without date_livraison deleted by age
@@ -353,6 +355,11 @@ def lifecycle_text(report: BatchReport) -> str:
     text += pii_erasure_text(
         report.dry_run, report.pii_erased, report.would_erase_pii, report.would_erase_pii_expiring
     )
+    if report.forgotten_finished:
+        text += (
+            f", finished the archive's erasure of {plural(report.forgotten_finished, 'forgotten person')} "
+            "a forget left unfinished"
+        )
     undated = report.would_expire_undated if report.dry_run else report.undated_expired
     if undated:
         verb = "would delete" if report.dry_run else "deleted"

@@ -35,7 +35,8 @@ from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, int_or_none, moment_or_none
 from order_archiver.errors import FatalError, Interrupted, storage_words
 from order_archiver.logs import get_logger, plural
-from order_archiver.mongodb.forgotten import UNFINISHED_READ_AT_MOST, ForgottenPersons
+from order_archiver.mongodb.erasure import finish_in_archive
+from order_archiver.mongodb.forgotten import COLD_PENDING, UNFINISHED_READ_AT_MOST, ForgottenPersons
 from order_archiver.mongodb.lease import Lease, lease_key, server_time
 from order_archiver.mongodb.storage import ArchiveWriter, Collections
 from order_archiver.orders.enrichment import as_utc
@@ -301,25 +302,32 @@ def finish_forgotten(
     report: ColdMoveReport,
 ) -> None:
     """Under the move's lease: the erasure of each forgotten person whose record says it
-    unfinished (``COLD_PENDING``: a forget a signal, a limit or the lease ended before its last
-    cold file), however many persons were forgotten after them (the ones ``status`` names),
-    finished as ``forget`` again would (every file holding their data rewritten), the mark then
-    cleared. One read of the record, on its partial index, of ``UNFINISHED_READ_AT_MOST`` at
-    most (more: the next run's); the cold files read only for such a person. A signal or a limit
-    ends it between two files (``file_boundary``), the mark kept for the next run."""
+    unfinished in the cold tier (``COLD_PENDING``: a forget a signal, a limit or the lease ended
+    before its last cold file), however many persons were forgotten after them (the ones
+    ``status`` names), finished as ``forget`` again would: the archive's orders first (the same
+    walk, ``erasure.finish_in_archive``: a forget ended midway through the archive left them, and
+    a record an earlier version wrote has no ``ARCHIVE_PENDING`` to say so), then every file
+    holding their data rewritten, each mark cleared only after the writes it covers. One read of
+    the record, on its partial index, of ``UNFINISHED_READ_AT_MOST`` at most (more: the next
+    run's); the cold files read only for such a person. A signal or a limit ends it between two
+    chunks or files (``file_boundary``), the marks kept for the next run."""
     record = ForgottenPersons(collections.forgotten, context)
-    unfinished = record.unfinished(UNFINISHED_READ_AT_MOST)
+    unfinished = record.unfinished(UNFINISHED_READ_AT_MOST, [COLD_PENDING])
     if len(unfinished) == UNFINISHED_READ_AT_MOST:
         log.info(
             "cold tier: %d unfinished erasures read (the most one run takes): the next batch --run "
             "finishes those left",
             UNFINISHED_READ_AT_MOST,
         )
+    fields = settings.pii_policy.fields
     for kind, person in unfinished:
         if not isinstance(person, ObjectId):
             continue  # forget records an ObjectId
+        if not finish_in_archive(collections.archive, record, kind, person, fields, context):
+            if context.stopped:
+                return
+            continue  # an order too large to take it: the marks kept (status names the person)
         query = ColdQuery(courier_id=person) if kind == COURIER else ColdQuery(client_id=person)
-        fields = settings.pii_policy.fields
         erasure = Erasure(
             client=kind == CLIENT, courier=kind == COURIER, by=BY_REQUEST, at=datetime.now(UTC), fields=fields
         )

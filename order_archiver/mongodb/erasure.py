@@ -22,10 +22,15 @@ from bson import ObjectId
 
 from order_archiver.context import RunContext
 from order_archiver.documents import moment_or_none, text_or_none
-from order_archiver.mongodb.forgotten import ForgottenPersons
+from order_archiver.mongodb.forgotten import (
+    ARCHIVE_PENDING,
+    UNFINISHED_READ_AT_MOST,
+    ForgottenPersons,
+    orders_of,
+)
 from order_archiver.mongodb.source import chunked
 from order_archiver.mongodb.storage import ArchiveWriter, MongoCollection
-from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, Erasure, person_ids
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT, COURIER, Erasure, person_ids
 from order_archiver.orders.pii import OrderFields
 from order_archiver.retry import Retry
 
@@ -67,6 +72,44 @@ def erase_personal_data(
 
     context.retrying(walk, purpose=Retry.WRITE)
     return Erased(changed, list(dict.fromkeys(writer.unerased)), list(dict.fromkeys(writer.unmarked)))
+
+
+def finish_in_archive(
+    archive: MongoCollection,
+    record: ForgottenPersons,
+    kind: str,
+    person: ObjectId,
+    fields: OrderFields,
+    context: RunContext,
+) -> bool:
+    """A forgotten person's erasure in the archive made to its end, as ``forget`` makes it (the
+    same walk of their orders, ``erase_personal_data``, under the run's limits: a limit raises
+    at a chunk boundary), then the record's ``ARCHIVE_PENDING`` cleared: only after that walk
+    ran to its end and every order took its erasure (False: the mark kept, the next run's)."""
+    erasure = Erasure(kind == CLIENT, kind == COURIER, BY_REQUEST, datetime.now(UTC), fields)
+    erased = erase_personal_data(archive, orders_of(kind, person), erasure, context=context)
+    if context.stopped or erased.unerased:
+        return False
+    record.archive_finished(kind, person)
+    return True
+
+
+def finish_unfinished_in_archive(
+    archive: MongoCollection, record: ForgottenPersons, fields: OrderFields, context: RunContext
+) -> int:
+    """batch --run: the archive's erasure of each person whose record says it unfinished
+    (``ARCHIVE_PENDING``: a forget a limit or a signal ended midway), however many persons were
+    forgotten after them, finished (``finish_in_archive``); how many. One read of the record
+    on its partial index, ``UNFINISHED_READ_AT_MOST`` at most (more: the next run's)."""
+    finished = 0
+    for kind, person in record.unfinished(UNFINISHED_READ_AT_MOST, [ARCHIVE_PENDING]):
+        if not isinstance(person, ObjectId):
+            continue  # forget records an ObjectId
+        if context.stopped:
+            break
+        if finish_in_archive(archive, record, kind, person, fields, context):
+            finished += 1
+    return finished
 
 
 def count_holding(

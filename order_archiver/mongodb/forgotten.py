@@ -38,9 +38,20 @@ from order_archiver.orders.pii import (
 from order_archiver.retry import Retry
 
 CHUNK = 500  # ids per read of the record
-# A person's record while their erasure is unfinished: cold files still hold their data (a forget
-# ended between two files, or that could not have the cold tier's lease); cleared once all are done.
+# A person's record while their erasure is unfinished, one mark per place, each set when the
+# person is recorded and cleared only after the writes it covers (as a checkpoint is):
+# ARCHIVE_PENDING while archived orders may still hold their data (a forget a limit or a signal
+# ended midway through the archive's erasure), COLD_PENDING while cold files may (a forget ended
+# between two files, or that could not have the cold tier's lease). Two fields, not one mark of
+# a wider meaning: a version before ARCHIVE_PENDING reads COLD_PENDING as "cold files only" and,
+# finishing it, would clear it with the archive's documents unerased; it leaves a field it does
+# not know alone, so ARCHIVE_PENDING outlives a rolling upgrade's older runs. And MongoDB 4.4's
+# partial indexes take no $or: one index each, an equality filter (``indexes.FORGOTTEN_INDEXES``).
+# A record an earlier version wrote carries neither for the archive: its COLD_PENDING persons
+# have the archive's erasure made again before that mark is cleared (``tier.finish_forgotten``).
+ARCHIVE_PENDING = "archive_pending"
 COLD_PENDING = "cold_pending"
+PENDING_MARKS = (ARCHIVE_PENDING, COLD_PENDING)
 LATEST_CHECKED = 100  # the most recent forgotten persons whose archived orders status counts
 # The unfinished erasures one read names at most (status, and each batch --run finishes): read
 # on the record's partial index (``indexes.FORGOTTEN_INDEXES``), however long ago each person
@@ -93,25 +104,32 @@ class ForgottenPersons:
     def record(
         self, kind: str, person_id: ObjectId, at: datetime | None = None, *, cold_pending: bool = False
     ) -> None:
-        """Remember that ``person_id`` was forgotten (idempotent: the first date stays). With
-        ``cold_pending`` (a cold tier: its files are rewritten after the archive is erased), the
-        record says the erasure is unfinished (``COLD_PENDING``) until ``finished`` clears it:
-        a forget a signal or a limit ended between two files leaves it, and ``status`` counts it."""
+        """Remember that ``person_id`` was forgotten (idempotent: the first date stays), its
+        erasure unfinished in the archive (``ARCHIVE_PENDING``) until ``archive_finished`` clears
+        it and, with ``cold_pending`` (a cold tier: its files are rewritten after the archive is
+        erased), in the cold tier (``COLD_PENDING``) until ``finished`` clears it: a forget a
+        signal or a limit ended leaves them, ``status`` names the person and batch --run finishes."""
         fields = {"kind": kind, "id": person_id, "forgotten_at": at or datetime.now(UTC)}
-        update: dict[str, object] = {"$setOnInsert": fields}
+        marks: dict[str, object] = {ARCHIVE_PENDING: True}
         if cold_pending:
-            update["$set"] = {COLD_PENDING: True}
+            marks[COLD_PENDING] = True
+        update: dict[str, object] = {"$setOnInsert": fields, "$set": marks}
         self.context.retrying(
             lambda: self.collection.update_one({"_id": record_key(kind, person_id)}, update, upsert=True),
             purpose=Retry.WRITE,
         )
 
     def finished(self, kind: str, person_id: ObjectId) -> None:
-        """The person's erasure done in every place (the cold tier's files all rewritten)."""
+        """The person's erasure done in the cold tier (its files all rewritten, after the archive's)."""
+        self._cleared(kind, person_id, COLD_PENDING)
+
+    def archive_finished(self, kind: str, person_id: ObjectId) -> None:
+        """The person's erasure done in the archive (a walk of all their orders to its end)."""
+        self._cleared(kind, person_id, ARCHIVE_PENDING)
+
+    def _cleared(self, kind: str, person_id: ObjectId, mark: str) -> None:
         self.context.retrying(
-            lambda: self.collection.update_one(
-                {"_id": record_key(kind, person_id)}, {"$unset": {COLD_PENDING: ""}}
-            ),
+            lambda: self.collection.update_one({"_id": record_key(kind, person_id)}, {"$unset": {mark: ""}}),
             purpose=Retry.WRITE,
         )
 
@@ -154,20 +172,29 @@ class ForgottenPersons:
                     found[kind].add(person)
         return Forgotten(frozenset(found[CLIENT]), frozenset(found[COURIER]))
 
-    def unfinished(self, limit: int) -> list[tuple[str, PersonId]]:
-        """The persons whose erasure is unfinished (``COLD_PENDING``: cold files still to
-        rewrite), however many were forgotten after them: at most ``limit`` (ask one more to
-        tell "at least"). One read of ``{cold_pending: true}``, which the record's partial index
-        serves (it holds those persons alone: the cost grows with the unfinished erasures, not
-        with the record); without it (a record an earlier version wrote, until the next batch
-        --run builds it) the same read scans the record, and ``status`` names the index."""
-        records = self.context.retrying(
-            lambda: list(self.collection.find({COLD_PENDING: True}, {"kind": 1, "id": 1}, limit=limit)),
-            purpose=Retry.READ,
-        )
-        return [
-            (str(r["kind"]), r["id"]) for r in records if r.get("kind") in (CLIENT, COURIER) and "id" in r
-        ]
+    def unfinished(self, limit: int, marks: Sequence[str] = PENDING_MARKS) -> list[tuple[str, PersonId]]:
+        """The persons whose erasure is unfinished (``ARCHIVE_PENDING``: archived orders still
+        to erase; ``COLD_PENDING``: cold files still to rewrite; those of ``marks``), however many
+        were forgotten after them: at most ``limit`` (ask one more to tell "at least"), each once.
+        One read per mark, ``{<mark>: true}``, which the record's partial index on it serves (it
+        holds those persons alone: the cost grows with the unfinished erasures, not with the
+        record); without it (a record an earlier version wrote, until the next batch --run
+        builds it) the same read scans the record, and ``status`` names the index."""
+        found: dict[str, tuple[str, PersonId]] = {}
+        for mark in marks:
+            left = limit - len(found)
+            if left <= 0:
+                break
+            records = self.context.retrying(
+                lambda m=mark, n=left: list(  # type: ignore[misc]
+                    self.collection.find({m: True}, {"kind": 1, "id": 1}, limit=n + len(found))
+                ),
+                purpose=Retry.READ,
+            )
+            for r in records:
+                if r.get("kind") in (CLIENT, COURIER) and "id" in r and len(found) < limit:
+                    found.setdefault(str(r["_id"]), (str(r["kind"]), r["id"]))
+        return list(found.values())
 
     def persons(self, limit: int) -> list[tuple[str, PersonId]]:
         """The ``limit`` most recently recorded persons, ``(kind, id)``, the most recent first

@@ -42,7 +42,7 @@ from order_archiver.documents import mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import hello, index_build_options
-from order_archiver.mongodb.forgotten import COLD_PENDING
+from order_archiver.mongodb.forgotten import ARCHIVE_PENDING, COLD_PENDING
 from order_archiver.mongodb.storage import DUPLICATE_KEY, MongoCollection
 from order_archiver.retry import Retry, retrying
 from order_archiver.settings import Settings
@@ -84,11 +84,16 @@ ARCHIVE_INDEXES: list[tuple[Keys, dict[str, object]]] = [
 COLD_TIER_INDEXES: list[tuple[Keys, dict[str, object]]] = [
     ([("date_livraison", ASCENDING), ("_id", ASCENDING)], {}),
 ]
-# With a cold tier, on the record of forgotten persons (FORGOTTEN_COLLECTION): the erasures a
-# forget left unfinished (``forgotten.COLD_PENDING``), found by status and batch --run however
-# many persons were forgotten after them. Partial: it holds the marked persons alone (an
-# equality filter, which MongoDB takes from 3.2 on), a few, however long the record.
+# On the record of forgotten persons (FORGOTTEN_COLLECTION): the erasures a forget left
+# unfinished, found by status and batch --run however many persons were forgotten after them, one
+# partial index per mark (``forgotten.ARCHIVE_PENDING``, always; ``COLD_PENDING``, with a cold
+# tier): each holds the marked persons alone (an equality filter, which MongoDB takes from 3.2
+# on; one index over either mark would need $or, which a partialFilterExpression takes from 6.0
+# only), a few, however long the record.
 FORGOTTEN_INDEXES: list[tuple[Keys, dict[str, object]]] = [
+    ([(ARCHIVE_PENDING, ASCENDING)], {"partialFilterExpression": {ARCHIVE_PENDING: True}}),
+]
+COLD_FORGOTTEN_INDEXES: list[tuple[Keys, dict[str, object]]] = [
     ([(COLD_PENDING, ASCENDING)], {"partialFilterExpression": {COLD_PENDING: True}}),
 ]
 
@@ -114,6 +119,8 @@ COSTS: dict[tuple[str, ...], str] = {
     ("archive", "source.livreur_id"): "forget --courier scans the archive",
     ("archive", "restored_at"): "status's next purge figure scans the archive for restored orders",
     ("archive", "date_livraison", "_id"): "a move to the cold tier scans the archive for each month",
+    ("archive", ARCHIVE_PENDING): "status and batch --run read the whole record of forgotten persons "
+    "for the erasures a forget left unfinished in the archive (each is still found)",
     ("archive", COLD_PENDING): "status and batch --run read the whole record of forgotten persons for "
     "the erasures a forget left unfinished in the cold tier (each is still found)",
 }
@@ -214,8 +221,9 @@ def wanted_indexes(
     build would create the collection a typo names)."""
     archive_indexes = ARCHIVE_INDEXES + (COLD_TIER_INDEXES if cold_tier else [])
     wanted = [WantedIndex(archive, "archive", keys, extra) for keys, extra in archive_indexes]
-    if cold_tier and forgotten is not None:
-        wanted += [WantedIndex(forgotten, "archive", keys, extra) for keys, extra in FORGOTTEN_INDEXES]
+    if forgotten is not None:
+        on_record = FORGOTTEN_INDEXES + (COLD_FORGOTTEN_INDEXES if cold_tier else [])
+        wanted += [WantedIndex(forgotten, "archive", keys, extra) for keys, extra in on_record]
     if source_exists:
         wanted = [WantedIndex(orders, "source", keys, extra) for keys, extra in SOURCE_INDEXES] + wanted
     return wanted

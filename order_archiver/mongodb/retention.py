@@ -46,7 +46,12 @@ from order_archiver.documents import int_or_none, mapping_or_empty
 from order_archiver.errors import ArchiverError, ConfigError, FatalError, describe
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.erasure import CHUNK as ERASURE_CHUNK
-from order_archiver.mongodb.erasure import UPGRADE_DONE, erase_personal_data, upgrade_erasures
+from order_archiver.mongodb.erasure import (
+    UPGRADE_DONE,
+    erase_personal_data,
+    finish_unfinished_in_archive,
+    upgrade_erasures,
+)
 from order_archiver.mongodb.forgotten import ForgottenPersons
 from order_archiver.mongodb.indexes import IndexBuild, WantedIndex, build_options, listed_indexes, wait_for
 from order_archiver.mongodb.storage import MongoCollection
@@ -73,6 +78,7 @@ class RetentionReport(Protocol):
     warnings: list[str]
     undated_expired: int
     pii_erased: int
+    forgotten_finished: int
     would_erase_pii: int | None
     would_erase_pii_expiring: int | None
     would_expire_undated: int | None
@@ -498,6 +504,15 @@ class ArchiveLifecycle:
                 log.info(
                     "erasures of an earlier version made again as they are now: %s",
                     plural(upgraded, "archived order"),
+                )
+            # The erasures a forget left unfinished in the archive (a limit, a signal): finished.
+            report.forgotten_finished = finish_unfinished_in_archive(
+                self.archive, self._record(), self.settings.pii_policy.fields, self.context
+            )
+            if report.forgotten_finished:
+                log.info(
+                    "the archive's erasure of %s a forget left unfinished finished",
+                    plural(report.forgotten_finished, "forgotten person"),
                 )
             # Counted a chunk at a time: a run that a limit ends (#34) says what it did before.
             if undated is not None:

@@ -130,9 +130,8 @@ def required_privileges(
         needs[(archive, settings.archive_collection)] = set(WATCH_ARCHIVE_ACTIONS)
         needs[(archive, settings.checkpoint_collection)] = set(WATCH_LISTS_ACTIONS)
         needs[(archive, settings.rejects_collection)] = set(WATCH_REJECTS_ACTIONS)
-        needs[(archive, settings.forgotten_collection)] = {"find"}
-        if settings.archive_cold_url is not None:  # its catch-up checks the record's index too
-            needs[(archive, settings.forgotten_collection)] |= {"listIndexes"}
+        # Its catch-up checks the record's partial indexes too (indexes.FORGOTTEN_INDEXES).
+        needs[(archive, settings.forgotten_collection)] = {"find", "listIndexes"}
     return needs
 
 
@@ -173,11 +172,10 @@ def _every_commands_privileges(
         needs[(archive, settings.rejects_collection)] = {"find", "insert", "update", "remove"}
         # The record of forgotten persons, read before every archive write (forget --run writes it).
         # (insert, update: batch --run records once the persons an earlier version's forget erased)
+        # Its partial indexes of the erasures a forget left unfinished (in the archive, in the cold
+        # tier): listed (batch, status, doctor), built by batch --run (indexes.FORGOTTEN_INDEXES).
         needs[(archive, settings.forgotten_collection)] = {"find", "insert", "update"}
-        if settings.archive_cold_url is not None:
-            # Its partial index of the erasures a forget left unfinished in the cold tier: listed
-            # (batch, status, doctor), built by batch --run (indexes.FORGOTTEN_INDEXES).
-            needs[(archive, settings.forgotten_collection)] |= {"listIndexes", "createIndex"}
+        needs[(archive, settings.forgotten_collection)] |= {"listIndexes", "createIndex"}
     return needs
 
 

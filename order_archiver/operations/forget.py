@@ -338,9 +338,11 @@ def _erased(
     cold_tier: bool = False,
 ) -> None:
     """The person recorded, then their archived orders erased, a chunk at a time under the
-    limits (a stop file there already: nothing written, as batch). With a ``cold_tier``, the
-    record says the erasure unfinished until every cold file is rewritten (``finished``): a
-    forget ended before then leaves ``status`` a problem to name, and forget again finishes it."""
+    limits (a stop file there already: nothing written, as batch). The record says the erasure
+    unfinished in the archive until that walk ran to its end (``archive_finished``) and, with a
+    ``cold_tier``, in the cold tier until every cold file is rewritten (``finished``): a forget
+    ended before then leaves ``status`` a problem to name, and batch --run or forget again
+    finishes it."""
     if (limit := throttle.limits.reached()) is not None:
         report.limits.ended = limit
         return
@@ -352,6 +354,10 @@ def _erased(
     with throttle.until_a_limit(report.limits):
         erased = erase_personal_data(collections.archive, person.orders(), erasure, context=context)
         report.unerased, report.unmarked = erased.unerased, erased.unmarked
+    # Cleared after the walk's last chunk only: not after a limit or a signal ended it midway, nor
+    # with an order too large to take the erasure (its data still there).
+    if report.limits.ended is None and not context.stopped and not report.unerased:
+        ForgottenPersons(collections.forgotten, context).archive_finished(person.kind, person.id)
 
 
 def _in_the_cold_tier(

@@ -188,8 +188,8 @@ class StatusReport:
     cold_unread: str | None = None  # why the cold tier could not be read (its storage did not answer)
     forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
     forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
-    # With a cold tier, the forgotten persons (of any age) whose erasure is unfinished: cold files
-    # still to rewrite (forget ended before it rewrote them all), "client:<id>" / "livreur:<id>",
+    # The forgotten persons (of any age) whose erasure is unfinished: archived orders or, with a
+    # cold tier, cold files still to erase (a forget ended midway), "client:<id>" / "livreur:<id>",
     # at most UNFINISHED_READ_AT_MOST; forgotten_unfinished_more: there are more (at least that many)
     forgotten_unfinished: list[str] = field(default_factory=list)
     forgotten_unfinished_more: bool = False
@@ -285,7 +285,7 @@ class StatusReport:
                 f"{plural(self.forgotten_holding, 'archived order')} of theirs still holding their personal data"
                 + (
                     f"; {at_least}{len(self.forgotten_unfinished)} forgotten at any time whose erasure "
-                    "in the cold tier is not finished"
+                    "is not finished"
                     if self.forgotten_unfinished
                     else ""
                 )
@@ -693,9 +693,9 @@ def _forgotten(
 ) -> None:
     """The recorded erasures that do not hold: orders of the latest forgotten persons
     (``FORGOTTEN_CHECKED``) still holding their data (a write that did not respect the record, an
-    erasure a limit ended: one count per person on their index, a spot check), and, with a cold
-    tier, every erasure the record says unfinished there, however many persons were forgotten
-    after it (``unfinished``: one read on the record's partial index, at most
+    erasure a limit ended: one count per person on their index, a spot check), and every erasure
+    the record says unfinished, in the archive or the cold tier, however many persons were
+    forgotten after it (``unfinished``: one read per mark on the record's partial index, at most
     ``UNFINISHED_READ_AT_MOST``, "at least" past it). Bounded by the requests looked at and the
     unfinished erasures, not by the record, the archive nor the cold tier."""
     record = ForgottenPersons(collections.forgotten, context.on(collections.archive_side))
@@ -710,10 +710,9 @@ def _forgotten(
             f"{plural(report.forgotten_holding, 'archived order')} of forgotten persons still hold their "
             "personal data: run forget again for them (main.py verify names them)"
         )
-    if not cold_tier:  # only a forget with a cold tier marks an erasure unfinished
-        return
-    # The record's mark: no cold file is opened (a forget that ended between two of them left
-    # it, cleared once it rewrote the last).
+    # The record's marks (``ARCHIVE_PENDING``, ``COLD_PENDING``), with or without a cold tier:
+    # no archived order nor cold file is read (a forget a limit or a signal ended midway left
+    # them, cleared once it, batch --run or forget again wrote the last).
     unfinished = record.unfinished(UNFINISHED_READ_AT_MOST + 1)
     report.forgotten_unfinished_more = len(unfinished) > UNFINISHED_READ_AT_MOST
     unfinished = unfinished[:UNFINISHED_READ_AT_MOST]
@@ -726,9 +725,10 @@ def _forgotten(
         at_least = "at least " if report.forgotten_unfinished_more else ""
         more = f" and {at_least}{len(unfinished) - 3} more" if len(unfinished) > 3 else ""
         report.problems.append(
-            f"{at_least}{plural(len(unfinished), 'forgotten person')} whose erasure in the cold tier is not "
-            f"finished (forget ended before it rewrote every cold file holding their orders): run {shown}{more}, "
-            "or the next batch --run finishes it"
+            f"{at_least}{plural(len(unfinished), 'forgotten person')} whose erasure is not finished (forget "
+            "ended before it erased every archived order"
+            + (" or rewrote every cold file" if cold_tier else "")
+            + f" holding their data): run {shown}{more}, or the next batch --run finishes it"
         )
 
 

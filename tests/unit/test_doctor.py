@@ -131,10 +131,11 @@ def test_a_replica_set_with_a_least_privilege_user_is_ready():
     assert "secondaryPreferred" in report.lines()[11]
     assert "everything the archiver uses is on" in report.lines()[1]
     indexes = next(c.detail for c in report.checks if c.name == "indexes")
-    # A new deployment's every index (14): counted, not named in a 900-character line (a new
-    # user's try: doctor is the first command); status names each with what its absence costs.
+    # A new deployment's every index (15, archive_pending_1 on the record of forgotten persons
+    # among them): counted, not named in a 900-character line (a new user's try: doctor is the
+    # first command); status names each with what its absence costs.
     assert indexes == (
-        "14 missing, the next batch --run builds them (status names each, with what its absence costs)"
+        "15 missing, the next batch --run builds them (status names each, with what its absence costs)"
     )
 
 
