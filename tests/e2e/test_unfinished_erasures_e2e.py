@@ -247,3 +247,32 @@ def test_batch_run_erases_the_archives_orders_before_it_clears_a_cold_tiers_unfi
     dry = run_cli("forget", "--courier", str(courier_id), "--json", env=env, cwd=tmp_path)
     report = json.loads(dry.stdout)
     assert (report["erased"], report["cold"]["erased"]) == (0, 0), dry.stdout + dry.stderr
+
+
+def test_forget_again_finishes_an_erasure_it_left_unfinished_in_the_archive_and_clears_the_mark(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A forget ended midway through the client's archived orders leaves the record saying so
+    (``archive_pending``) whatever else happens; forget --run again erases the rest and only
+    then clears it: status healthy. Before: the record said nothing of the unfinished walk."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 300, seed=23, p_anomalies=0.0)
+    assert run_cli("batch", "--run", "-q", env=nx_env, cwd=tmp_path).returncode in (0, 3)
+    archive = database["Commande_archive"]
+    counts: dict[ObjectId, int] = {}
+    for document in archive.find({"client": {"$type": "object"}}, {"client.id": 1}):
+        counts[document["client"]["id"]] = counts.get(document["client"]["id"], 0) + 1
+    client_id = max(counts, key=lambda c: counts[c])
+    assert counts[client_id] >= 3  # more than one chunk of 2
+
+    assert forget_ended_midway("client", str(client_id), nx_env, tmp_path)["ended"] == "stop_file"
+    key = {"_id": f"client:{client_id}"}
+    assert database[FORGOTTEN].find_one(key, {"archive_pending": 1}) == {**key, "archive_pending": True}
+
+    again = run_cli("forget", "--client", str(client_id), "--run", "--json", env=nx_env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["ended"] == "completed"
+    assert archive.count_documents(still_holding(CLIENT, client_id)) == 0
+    assert database[FORGOTTEN].find_one(key, {"archive_pending": 1}) == key
+    code, said = status(nx_env, tmp_path)
+    assert (code, said["forgotten_unfinished"]) == (0, []), said
