@@ -129,7 +129,9 @@ def chunks_ahead(archiver: BatchArchiver, after_id: Any) -> ReadAhead[Chunk]:
     """The pass's chunks read ahead on a thread, written by the caller in the order read: each
     checkpoint covers every chunk before it. With watch's stop, the catch-up waiting for a chunk
     is as alive as its reader, each batch from the server a beat of /healthz (``liveness.waiting_on``)."""
-    reads = archiver.throttle.reads(archiver.reader.chunks(after_id))
+    # Counted as written (``BatchArchiver.write_chunk``), not as read: a chunk read ahead and not
+    # written (the run ended at the boundary before it) is the next run's scanned, not this one's.
+    reads = archiver.throttle.reads(archiver.reader.chunks(after_id, counted=False))
     return read_ahead(reads, QUEUE_CHUNKS, archiver.context.stop)
 
 
@@ -249,6 +251,7 @@ class BatchArchiver:
         ahead = upcoming.documents if upcoming is not None else None
         counts = self.writing.write(chunk.documents, chunk.rejections, ahead)
         self.report.add_written(counts)
+        self.reader.count(chunk)  # scanned with what became of its orders, never before
         if chunk.last_id is not None:
             reached(self, chunk.last_id)
         return counts
