@@ -162,6 +162,16 @@ def shown(progress: Progress | None, chunk: Chunk, counts: ArchiveCounts) -> Non
         )
 
 
+def pass_progress(archiver: BatchArchiver) -> Progress | None:
+    """The pass's bar or lines, only when progress is shown (its total costs a count); a resumed
+    pass's total is what is left after the checkpoint's last _id, not the whole window."""
+    options = archiver.options
+    if options.progress == "off":
+        return None
+    total = archiver.delivered.progress_total(archiver.source, archiver.current.last_id)
+    return Progress("archiving" if options.run else "examining", total=total, mode=options.progress)
+
+
 class BatchArchiver:
     """One batch run over one client. ``run()`` returns the report; errors are raised as
     ``ArchiverError`` (``main`` maps them to exit codes)."""
@@ -324,17 +334,9 @@ class BatchArchiver:
         self.current, self.source = planned.current, planned.source
         self.reader.source = self.source
 
-    def start_progress(self) -> None:
-        """A bar, only when progress is shown (its total costs a count)."""
-        if self.options.progress == "off":
-            return
-        label = "archiving" if self.options.run else "examining"
-        total = self.delivered.progress_total(self.source)
-        self.progress = Progress(label, total=total, mode=self.options.progress)
-
     def _run_dry(self) -> None:
         """A dry run reads the primary as --run does: paced, and ended by the limits, the same."""
-        self.start_progress()
+        self.progress = pass_progress(self)
         purge = self.source_purge() if self.options.purge_source else None
         shown = self.settings.pii_policy.fields
         dry = DryRun(self.report, self.options, self.writing, self.rejections, shown, self.throttle.check)
@@ -361,7 +363,7 @@ class BatchArchiver:
         if after_id is not None:
             self.report.resumed_from = str(after_id)
             log.info("resuming an interrupted run after _id %s", after_id)
-        self.start_progress()
+        self.progress = pass_progress(self)
         chunks = chunks_ahead(self, after_id)
         try:
             with self.throttle.until_a_limit(self.report):  # at a chunk boundary, or during a wait
