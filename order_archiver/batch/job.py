@@ -55,7 +55,7 @@ from order_archiver.mongodb.checkpoint import (
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.indexes import IndexStep
 from order_archiver.mongodb.lease import server_time
-from order_archiver.mongodb.purge import SourcePurge
+from order_archiver.mongodb.purge import PurgeProgress, SourcePurge
 from order_archiver.mongodb.readings import Readings
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.retention import ArchiveLifecycle
@@ -172,6 +172,24 @@ def pass_progress(archiver: BatchArchiver) -> Progress | None:
     return Progress("archiving" if options.run else "examining", total=total, mode=options.progress)
 
 
+def purge_timed(archiver: BatchArchiver, purge: SourcePurge) -> None:
+    """The purge, with its own progress line as the pass has (``purge.PurgeProgress``: the orders
+    walked, what ``--max-rate`` paces, over the purge's delivered orders, one index count, none
+    for a share) and its own time (``BatchReport.purge_seconds``): the pass's rate leaves it out."""
+    report, progress = archiver.report, None
+    if archiver.options.progress != "off":
+        total = archiver.delivered.count(purge.window)
+        progress = Progress("purging", total=total, mode=archiver.options.progress)
+        purge = dataclasses.replace(purge, shown=PurgeProgress(progress))
+    started = time.monotonic()
+    try:
+        purge.run(report.add_purge)
+    finally:
+        report.purge_seconds = time.monotonic() - started
+        if progress is not None:
+            progress.close()
+
+
 class BatchArchiver:
     """One batch run over one client. ``run()`` returns the report; errors are raised as
     ``ArchiverError`` (``main`` maps them to exit codes)."""
@@ -269,8 +287,8 @@ class BatchArchiver:
     # -- purge
 
     def purge(self) -> None:
-        """``--purge-source``, after a complete pass (``purge.SourcePurge``)."""
-        self.source_purge().run(self.report.add_purge)
+        """``--purge-source``, after a complete pass (``purge.SourcePurge``): timed, shown."""
+        purge_timed(self, self.source_purge())
 
     def source_purge(self) -> SourcePurge:
         # A chunk of the walk: the batch size, at most a second's worth under --max-rate (paced after it)
