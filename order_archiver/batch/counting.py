@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 
 from order_archiver.batch.report import BatchOptions, BatchReport
+from order_archiver.documents import OrderId
 from order_archiver.errors import ArchiverError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import OrderSource
@@ -26,12 +27,17 @@ class DeliveredCount:
     report: BatchReport
     stop_event: threading.Event
 
-    def count(self, source: OrderSource) -> int | None:
-        """The window's delivered orders (an index count on ``status, date_commande``); None if
-        the count itself fails (never a reason to fail the run: the counts are then partial)."""
+    def count(self, source: OrderSource, after_id: OrderId = None) -> int | None:
+        """The window's delivered orders (an index count on ``status, date_commande``), those after
+        ``after_id`` only when given (a resumed pass: a range of the ``status, _id`` index the pass
+        reads, bounded by what is left); None if the count itself fails (never a reason to fail
+        the run: the counts are then partial)."""
         if source.partition is not None:
-            return None  # a share is the client's hash: no server count (docs/deployment.md)
-        selection = source.selection()
+            # A share is the client's hash of each _id (orders/partition.py): no index holds it,
+            # so the server cannot count a share without reading every delivered order of the
+            # window whole (docs/deployment.md); the progress then shows no total, and no ETA.
+            return None
+        selection = source.selection(after_id)
         try:
             return int(
                 retrying(
@@ -57,13 +63,16 @@ class DeliveredCount:
             report.scanned + report.outside_window + report.past_retention + report.past_cold_after
         )
 
-    def progress_total(self, source: OrderSource) -> int | None:
+    def progress_total(self, source: OrderSource, after_id: OrderId = None) -> int | None:
         """The progress's total: the orders the pass goes through (its count is the summary's
         scanned, those the read skips as archived included), the window's delivered orders
         (one index count, made only when progress is shown; those past ARCHIVE_RETENTION or
-        ARCHIVE_COLD_AFTER are not scanned: an estimate). ``--limit`` caps the orders examined:
-        the total, only where the read skips none."""
-        total = self.count(source)
+        ARCHIVE_COLD_AFTER are not scanned: an estimate); a resumed pass's, those after where it
+        resumes (``after_id``, the checkpoint's): what this run has left, which its rate and ETA
+        are measured against (the whole window's count made a run with 1,200 left say "ETA
+        398s" and end 5 s later). ``--limit`` caps the orders examined: the total, only where
+        the read skips none."""
+        total = self.count(source, after_id)
         if total is not None and self.options.limit is not None and source.exclude_archived_in is None:
             total = min(total, self.options.limit)
         return total

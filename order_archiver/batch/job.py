@@ -55,7 +55,7 @@ from order_archiver.mongodb.checkpoint import (
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.indexes import IndexStep
 from order_archiver.mongodb.lease import server_time
-from order_archiver.mongodb.purge import SourcePurge
+from order_archiver.mongodb.purge import PurgeProgress, SourcePurge
 from order_archiver.mongodb.readings import Readings
 from order_archiver.mongodb.rejects import RejectStore
 from order_archiver.mongodb.retention import ArchiveLifecycle
@@ -129,7 +129,9 @@ def chunks_ahead(archiver: BatchArchiver, after_id: Any) -> ReadAhead[Chunk]:
     """The pass's chunks read ahead on a thread, written by the caller in the order read: each
     checkpoint covers every chunk before it. With watch's stop, the catch-up waiting for a chunk
     is as alive as its reader, each batch from the server a beat of /healthz (``liveness.waiting_on``)."""
-    reads = archiver.throttle.reads(archiver.reader.chunks(after_id))
+    # Counted as written (``BatchArchiver.write_chunk``), not as read: a chunk read ahead and not
+    # written (the run ended at the boundary before it) is the next run's scanned, not this one's.
+    reads = archiver.throttle.reads(archiver.reader.chunks(after_id, counted=False))
     return read_ahead(reads, QUEUE_CHUNKS, archiver.context.stop)
 
 
@@ -158,6 +160,34 @@ def shown(progress: Progress | None, chunk: Chunk, counts: ArchiveCounts) -> Non
             revised=counts.revised,
             rejected=counts.rejected,
         )
+
+
+def pass_progress(archiver: BatchArchiver) -> Progress | None:
+    """The pass's bar or lines, only when progress is shown (its total costs a count); a resumed
+    pass's total is what is left after the checkpoint's last _id, not the whole window."""
+    options = archiver.options
+    if options.progress == "off":
+        return None
+    total = archiver.delivered.progress_total(archiver.source, archiver.current.last_id)
+    return Progress("archiving" if options.run else "examining", total=total, mode=options.progress)
+
+
+def purge_timed(archiver: BatchArchiver, purge: SourcePurge) -> None:
+    """The purge, with its own progress line as the pass has (``purge.PurgeProgress``: the orders
+    walked, what ``--max-rate`` paces, over the purge's delivered orders, one index count, none
+    for a share) and its own time (``BatchReport.purge_seconds``): the pass's rate leaves it out."""
+    report, progress = archiver.report, None
+    if archiver.options.progress != "off":
+        total = archiver.delivered.count(purge.window)
+        progress = Progress("purging", total=total, mode=archiver.options.progress)
+        purge = dataclasses.replace(purge, shown=PurgeProgress(progress))
+    started = time.monotonic()
+    try:
+        purge.run(report.add_purge)
+    finally:
+        report.purge_seconds = time.monotonic() - started
+        if progress is not None:
+            progress.close()
 
 
 class BatchArchiver:
@@ -249,6 +279,7 @@ class BatchArchiver:
         ahead = upcoming.documents if upcoming is not None else None
         counts = self.writing.write(chunk.documents, chunk.rejections, ahead)
         self.report.add_written(counts)
+        self.reader.count(chunk)  # scanned with what became of its orders, never before
         if chunk.last_id is not None:
             reached(self, chunk.last_id)
         return counts
@@ -256,8 +287,8 @@ class BatchArchiver:
     # -- purge
 
     def purge(self) -> None:
-        """``--purge-source``, after a complete pass (``purge.SourcePurge``)."""
-        self.source_purge().run(self.report.add_purge)
+        """``--purge-source``, after a complete pass (``purge.SourcePurge``): timed, shown."""
+        purge_timed(self, self.source_purge())
 
     def source_purge(self) -> SourcePurge:
         # A chunk of the walk: the batch size, at most a second's worth under --max-rate (paced after it)
@@ -321,17 +352,9 @@ class BatchArchiver:
         self.current, self.source = planned.current, planned.source
         self.reader.source = self.source
 
-    def start_progress(self) -> None:
-        """A bar, only when progress is shown (its total costs a count)."""
-        if self.options.progress == "off":
-            return
-        label = "archiving" if self.options.run else "examining"
-        total = self.delivered.progress_total(self.source)
-        self.progress = Progress(label, total=total, mode=self.options.progress)
-
     def _run_dry(self) -> None:
         """A dry run reads the primary as --run does: paced, and ended by the limits, the same."""
-        self.start_progress()
+        self.progress = pass_progress(self)
         purge = self.source_purge() if self.options.purge_source else None
         shown = self.settings.pii_policy.fields
         dry = DryRun(self.report, self.options, self.writing, self.rejections, shown, self.throttle.check)
@@ -358,7 +381,7 @@ class BatchArchiver:
         if after_id is not None:
             self.report.resumed_from = str(after_id)
             log.info("resuming an interrupted run after _id %s", after_id)
-        self.start_progress()
+        self.progress = pass_progress(self)
         chunks = chunks_ahead(self, after_id)
         try:
             with self.throttle.until_a_limit(self.report):  # at a chunk boundary, or during a wait

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -63,8 +63,33 @@ class ColdWitness(Protocol):
 @dataclass
 class PurgeCounts:
     purged: int = 0
+    walked: int = 0  # the window's delivered orders gone through (what --max-rate paces)
     kept: int = 0  # archived, but left in the source: changed since it was archived
     held: int = 0  # archived, but left in the source: restored within RESTORE_HOLD
+
+
+class Shown(Protocol):
+    """A progress (``reporting.progress.Progress``): a count, and what it was made of."""
+
+    def update(self, count: int, **figures: int) -> None: ...
+
+
+@dataclass
+class PurgeProgress:
+    """The purge's progress line (``SourcePurge.shown``): the orders walked, as ``--max-rate``
+    pays for them, and what became of them in the summary's words (purged, kept, held)."""
+
+    progress: Shown
+    said: PurgeCounts = field(default_factory=PurgeCounts)
+
+    def __call__(self, walked: int, counts: PurgeCounts) -> None:
+        said, self.said = self.said, replace(counts)
+        self.progress.update(
+            walked,
+            purged=counts.purged - said.purged,
+            kept=counts.kept - said.kept,
+            held=counts.held - said.held,
+        )
 
 
 @dataclass
@@ -102,6 +127,9 @@ class SourcePurge:
     pace: Callable[[int], None] | None = None
     hold: Callable[[], None] | None = None  # before each chunk of deletes: the run's limits, --max-lag
     cold: ColdWitness | None = None  # the cold tier's copies, and its restore marks
+    # After each chunk walked (its deletes done, before its pacing): its orders and the counts so
+    # far (``PurgeProgress``: the purge's progress line, as the pass has its own)
+    shown: Callable[[int, PurgeCounts], None] | None = None
 
     @classmethod
     def of_window(
@@ -164,7 +192,13 @@ class SourcePurge:
 
     def _run(self, counts: PurgeCounts) -> PurgeCounts:
         delivered = status_match(self.delivered_status)
-        for chunk in self.purgeable_chunks():
+
+        def walked(orders: int) -> None:
+            counts.walked += orders
+            if self.shown is not None:
+                self.shown(orders, counts)
+
+        for chunk in self.purgeable_chunks(walked):
             counts.held += chunk.held
             requests = [
                 DeleteOne(
@@ -222,12 +256,13 @@ class SourcePurge:
         archive document keeps."""
         return sum(len(chunk.same) for chunk in self.purgeable_chunks())
 
-    def purgeable_chunks(self) -> Iterator[PurgeChunk]:
+    def purgeable_chunks(self, walked: Callable[[int], None] | None = None) -> Iterator[PurgeChunk]:
         """The window's delivered orders whose archive document a majority holds, a chunk at a
         time: how many, how many of them restored lately, and the orders (read now) still in
         the version archived. Each chunk walked is paced once its consumer is done with it
         (after its deletes; a dry run's count too), on every order of it read, deleted or not:
-        a walk over orders left in the source reads the primary as much as one that deletes."""
+        a walk over orders left in the source reads the primary as much as one that deletes.
+        ``walked`` is told each chunk's orders then too, before the pacing's wait."""
         after_id = None
         while not self.stop_event.is_set():
             ids = retrying(
@@ -254,6 +289,8 @@ class SourcePurge:
                 yield PurgeChunk(len(archived), len(confirmed) - len(archived), same)
             elif confirmed:
                 yield PurgeChunk(0, len(confirmed), [])
+            if walked is not None:
+                walked(len(owned))
             if self.pace is not None:
                 self.pace(len(owned))
 

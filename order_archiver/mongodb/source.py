@@ -351,7 +351,17 @@ class ChunkReader:
     exhausted: bool = False  # the read got to the end of the window
     skipped: int = 0  # orders the read skipped as archived, not in a chunk yet (``Chunk.skipped``)
 
-    def chunks(self, after_id: OrderId) -> Iterator[Chunk]:
+    def chunks(self, after_id: OrderId, *, counted: bool = True) -> Iterator[Chunk]:
+        """The chunks after ``after_id``, each counted into ``counts`` as it is handed out; with
+        ``counted`` False the consumer counts each one it is done with (``count``): a reader
+        ahead on a thread (``read_ahead``) reads chunks the run may never write (a stop, a limit
+        at the chunk boundary before them): those are the next run's, not this one's scanned."""
+        for chunk in self._read(after_id):
+            if counted:
+                self.count(chunk)
+            yield chunk
+
+    def _read(self, after_id: OrderId) -> Iterator[Chunk]:
         handed = 0  # orders handed out in full chunks, against the limit
         paged = False
         policy = self._policy(lambda: paged)
@@ -372,7 +382,6 @@ class ChunkReader:
                     if self._full(chunk, remaining):
                         handed += chunk.size
                         remaining = self._remaining(handed)
-                        self._count(chunk)
                         yield chunk
                         policy.reset()
                         chunk, now = Chunk(), self.finisher.clock()
@@ -387,7 +396,6 @@ class ChunkReader:
                 self._wait_after_failure(exc, policy, paged)
                 paged = True
         if chunk.last_id is not None:
-            self._count(chunk)
             yield chunk
 
     def _remaining(self, handed: int) -> int | None:
@@ -424,8 +432,8 @@ class ChunkReader:
         chunk.skipped, self.skipped = chunk.skipped + self.skipped, 0  # those before it
         self.finisher.place(item, now, chunk, self.source.in_window)
 
-    def _count(self, chunk: Chunk) -> None:
-        """A chunk handed out: what it read into the run's counts."""
+    def count(self, chunk: Chunk) -> None:
+        """A chunk handed out (or written: ``chunks(counted=False)``): what it read into the run's counts."""
         self.counts.scanned += chunk.scanned
         self.counts.already_archived += chunk.skipped
         self.counts.past_retention += chunk.past_retention

@@ -8,6 +8,7 @@ import io
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from order_archiver.logs import get_logger
@@ -15,6 +16,12 @@ from order_archiver.logs import get_logger
 log = get_logger("progress")
 
 LOG_EVERY_S = 10.0
+# The rate (and the ETA from it) is measured from the end of the first update on: the first one
+# carries the start-up (the indexes looked at, the count, the first read, the pacer's first
+# wait), and a first line's "8/s, ETA 2834s" came from a 40 s dry run. Nothing is said of
+# either until this long and this many updates after the first are measured.
+MEASURE_S = 5.0
+MEASURE_UPDATES = 2
 
 
 ProgressMode = Literal["bar", "log", "off"]  # a bar on a terminal, log lines otherwise, or nothing
@@ -45,6 +52,7 @@ class Progress:
         mode: ProgressMode = "off",
         unit: str = "orders",
         log_every_s: float = LOG_EVERY_S,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.description = description
         self.log_every_s = log_every_s
@@ -53,8 +61,11 @@ class Progress:
         self.unit = unit
         self.done = 0
         self.figures: dict[str, int] = {}  # what ``done`` is made of, summed (``update``)
-        self.started = time.monotonic()
+        self.clock = clock or time.monotonic
+        self.started = self.clock()
         self._logged_at = self.started
+        self._first: tuple[float, int] | None = None  # when the first update ended, and its count
+        self._updates = 0
         self._bar: Any = None
         if mode == "bar":
             from tqdm import tqdm
@@ -67,36 +78,41 @@ class Progress:
         """``count`` more done; ``figures`` (``already_archived=135``): what they were, each
         summed and shown after the rate in its summary's words (``already archived 135``)."""
         self.done += count
+        self._updates += 1
+        if self._first is None:
+            self._first = (self.clock(), self.done)
         for name, value in figures.items():
             self.figures[name] = self.figures.get(name, 0) + value
         if self._bar is not None:
             if self.figures:
                 self._bar.set_postfix_str(self._figures_text(), refresh=False)
             self._bar.update(count)
-        elif self.mode == "log" and time.monotonic() - self._logged_at >= self.log_every_s:
-            self._logged_at = time.monotonic()
+        elif self.mode == "log" and self.clock() - self._logged_at >= self.log_every_s:
+            self._logged_at = self.clock()
             self._log_line()
 
+    def rate(self) -> float | None:
+        """Per second since the first update ended (its count, which carries the start-up, left
+        out), once ``MEASURE_S`` and ``MEASURE_UPDATES`` updates after it are measured; None before."""
+        if self._first is None or self._updates <= MEASURE_UPDATES:
+            return None
+        at, done = self._first
+        elapsed = self.clock() - at
+        return (self.done - done) / elapsed if elapsed >= MEASURE_S else None
+
     def _log_line(self) -> None:
-        elapsed = time.monotonic() - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = self.rate()
         figures = f": {self._figures_text()}" if self.figures else ""
-        if self.total:
+        count = f"{self.done}/{self.total}" if self.total else str(self.done)
+        if rate is None:
+            said = "rate and ETA after a few chunks" if self.total else "rate after a few chunks"
+        elif self.total:
             remaining = max(self.total - self.done, 0)
-            eta = f", ETA {remaining / rate:.0f}s" if rate > 0 else ""
-            log.info(
-                "%s: %d/%d %s (%.0f/s%s)%s",
-                self.description,
-                self.done,
-                self.total,
-                self.unit,
-                rate,
-                eta,
-                figures,
-                extra={"done": self.done, "total": self.total, "rate": round(rate, 1)},
-            )
+            said = f"{rate:.0f}/s" + (f", ETA {remaining / rate:.0f}s" if rate > 0 else "")
         else:
-            log.info("%s: %d %s (%.0f/s)%s", self.description, self.done, self.unit, rate, figures)
+            said = f"{rate:.0f}/s"
+        extra = {"done": self.done, "total": self.total, "rate": None if rate is None else round(rate, 1)}
+        log.info("%s: %s %s (%s)%s", self.description, count, self.unit, said, figures, extra=extra)
 
     def _figures_text(self) -> str:
         return ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in self.figures.items())

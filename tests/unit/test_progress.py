@@ -39,14 +39,47 @@ def test_a_terminal_that_says_no_width_gets_the_log_lines(monkeypatch):
     assert progress_mode(quiet=False) == "log"
 
 
-def test_log_mode_writes_count_rate_and_eta(caplog):
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_log_mode_writes_count_rate_and_eta(caplog, monkeypatch):
     caplog.set_level("INFO")
+    clock = FakeClock()
+    monkeypatch.setattr("order_archiver.reporting.progress.time", clock)
     progress = Progress("archiving", total=100, mode="log", log_every_s=0)
-    progress.update(40)
+    for _ in range(4):
+        clock.now += 2
+        progress.update(10)
     progress.close()
     line = caplog.records[-1].getMessage()
-    assert line.startswith("archiving: 40/100 orders")
-    assert "ETA" in line
+    assert line == "archiving: 40/100 orders (5/s, ETA 12s)"
+
+
+def test_the_rate_and_eta_leave_the_start_up_out_and_wait_to_be_measured(caplog, monkeypatch):
+    """A first dry run's first line said "8/s, ETA 2834s" for a run of 40 s: the rate over the
+    first chunk, which carried the start-up (the indexes looked at, the count, the first read).
+    The rate is measured from the end of the first update on, and said (with the ETA) only once
+    a few updates and seconds are measured; before, the line says when they come."""
+    caplog.set_level("INFO")
+    clock = FakeClock()
+    monkeypatch.setattr("order_archiver.reporting.progress.time", clock)
+    progress = Progress("examining", total=4000, mode="log", log_every_s=0)
+    clock.now = 30.0  # the start-up: the first chunk of 100 is handed out 30 s in
+    progress.update(100)
+    clock.now = 31.0
+    progress.update(100)
+    assert caplog.records[-1].getMessage() == "examining: 200/4000 orders (rate and ETA after a few chunks)"
+    for _ in range(9):  # then 100 a second
+        clock.now += 1
+        progress.update(100)
+    assert caplog.records[-1].getMessage() == "examining: 1100/4000 orders (100/s, ETA 29s)"
+    assert caplog.records[-1].rate == 100.0
+    progress.close()
 
 
 def test_bar_mode_draws_on_stderr(monkeypatch):
@@ -100,7 +133,9 @@ def test_what_the_count_is_made_of_is_summed_and_shown_in_words(caplog, monkeypa
     progress.update(50, archived=5, already_archived=45)
     progress.update(50, archived=0, already_archived=50)
     line = caplog.records[-1].getMessage()
-    assert re.fullmatch(r"archiving: 100 orders \(\d+/s\): archived 5, already archived 95", line), line
+    assert re.fullmatch(
+        r"archiving: 100 orders \(rate after a few chunks\): archived 5, already archived 95", line
+    ), line
     err = io.StringIO()
     monkeypatch.setattr("sys.stderr", err)
     bar = Progress("archiving", total=100, mode="bar")
