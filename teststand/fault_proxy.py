@@ -29,6 +29,10 @@ class FaultProxy:
         self.cut_after_bytes: int | None = None
         self.cut_after_reply_bytes: int | None = None
         self.refuse_until = 0.0
+        # With a byte budget: the connection that spends it takes MongoDB away for this long, at
+        # that very reply (every connection cut, new ones refused): an outage that meets the one
+        # read large enough to cross the budget, whatever the small commands around it do.
+        self.away_after_cut_s = 0.0
         self.holding = False
         self.held = 0  # messages held right now (holding): a sentinel that a client is waiting
         self.cuts = 0
@@ -152,6 +156,14 @@ class FaultProxy:
             return_exceptions=True,
         )
 
+    def _budget_spent(self) -> None:
+        """A connection cut at its byte budget; with ``away_after_cut_s``, MongoDB away then."""
+        self.cuts += 1
+        if self.away_after_cut_s:
+            self.refuse_until = time.monotonic() + self.away_after_cut_s
+            self.cut_after_bytes = self.cut_after_reply_bytes = None
+            self._close_all()
+
     async def _pipe(
         self,
         reader: asyncio.StreamReader,
@@ -176,7 +188,7 @@ class FaultProxy:
                 if budget[0] is not None:
                     if len(data) >= budget[0]:
                         writer.write(data[: budget[0]])
-                        self.cuts += 1
+                        self._budget_spent()
                         break
                     budget[0] -= len(data)
                 writer.write(data)

@@ -156,15 +156,22 @@ def test_a_catch_up_reader_waiting_for_mongodb_away_keeps_healthz_green(
     back (its backoff, bounded by MONGODB_TIMEOUT_MS a try). /healthz is this process's, never
     MongoDB's (docs/commands.md): it stays green, and the catch-up finishes once MongoDB is back."""
     with FaultProxy(slow_server.port) as proxy:
+        # MongoDB away at the first reply over 100 kB, the reader's first batch (500 enriched
+        # orders; every other reply is small): a cut once its pass was planned met the
+        # commands before the read (each Commande read SLOW_S late too), retried through the
+        # outage, and the read then never failed (a flake: three failures seen under load).
+        proxy.away_after_cut_s = 3 * LIVENESS_S
+        proxy.cut_after_reply_bytes = 100_000
         watcher, port, _ = start(slow_server, db_name, tmp_path, slow_file, uri=proxy.uri)
         statuses: list[int] = []
         try:
             wait_for(lambda: healthz(port) == 200, what="/healthz")
-            # Its pass planned: its reader is reading (each batch SLOW_S late).
-            wait_for(lambda: "full pass (" in watcher.output(), timeout=60, what="the catch-up's read")
-            proxy.refuse_for(3 * LIVENESS_S)
-            proxy.cut_all()  # the read in flight fails: the reader waits for MongoDB
-            wait_for(lambda: "reading orders failed" in watcher.output(), what="the reader's first wait")
+            wait_for(lambda: proxy.cuts > 0, timeout=60, what="the cut of the catch-up's read")
+            wait_for(
+                lambda: "reading orders failed" in watcher.output(),
+                what="the reader's first wait",
+                on_timeout=watcher.output,
+            )
             slow_file.write_text("")  # the rest of the read at full speed: the outage is the point
             started = time.monotonic()
             while not CATCH_UP_DONE.search(watcher.output()):
