@@ -107,6 +107,7 @@ class BatchReport:
     its pass went through)."""
 
     dry_run: bool = True
+    listed: bool = True  # False: --simulation, whose rejects list dies with it (not in --json)
     mode: Literal["incremental", "full"] = "full"  # the pass: new deliveries only, or all
     since: datetime | None = None  # incremental: deliveries stamped from here on
     pass_reason: str = ""  # why this kind of pass (first run, full sweep due, --full...)
@@ -211,6 +212,8 @@ class BatchReport:
     def _rejected_text(self) -> str:
         if not self.rejected:
             return "0"
+        if not self.listed:  # --simulation: its exit line says why nothing is kept
+            return f"{self.rejected} ({self.rejected_new} new)"
         where = "listed by main.py rejects after a --run" if self.dry_run else "list: main.py rejects"
         return f"{self.rejected} ({self.rejected_new} new; {where})"
 
@@ -321,6 +324,7 @@ class BatchReport:
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
+        del data["listed"]  # how the text words it, not a figure
         data["orders_per_second"] = round(self.orders_per_second, 1)
         purge_rate = purge_orders_per_second(self)
         data["purge_orders_per_second"] = None if purge_rate is None else round(purge_rate, 1)

@@ -332,6 +332,7 @@ def _run_batch(args: argparse.Namespace, context: RunContext, outcome: BatchOutc
                 clients.source, settings, options, context=context, archive_client=clients.archive
             )
             report = outcome.report = archiver.report
+            report.listed = not settings.simulation  # its list dies with its in-memory database
             archiver.run()
             context.faults.raise_first()  # stopped by a thread's fault (its share's lease): exit 1
             from order_archiver.cold.tier import move_to_cold, would_move

@@ -13,11 +13,14 @@ from tests.helpers import run_in_process
 @pytest.mark.parametrize(("argv", "done"), [(["--run"], "rejected"), ([], "would be rejected")])
 def test_the_simulations_exit_3_line_points_at_no_list_it_cannot_show(argv, done, capsys):
     assert main(["batch", "--simulation", "--samples", "0", *argv]) == 3
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
     assert last.startswith("exit 3: "), last
     assert f" {done} as invalid (reasons above); --simulation starts afresh each run" in last, last
     assert last.endswith("its rejections are new every time, and none is kept for `rejects` to list"), last
     assert "lists them" not in last, last
+    # Nor does the summary line above it ("(1 new; list: main.py rejects)" said make run's).
+    assert "main.py rejects" not in out, out
     with pytest.raises(SystemExit) as refused:  # why: `rejects` has no such flag
         main(["rejects", "--simulation"])
     assert refused.value.code == 2
