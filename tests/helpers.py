@@ -323,3 +323,22 @@ def purged_but_one_cancelled_after_delivery(client, database, settings):
         {"$set": {"status": "annulée", "date_livraison": delivered["date_livraison"]}},
     )
     return orders
+
+
+def renewals_fail_in_their_thread(monkeypatch: Any, error: BaseException) -> threading.Event:
+    """A lease's renewals made by its renewal thread raise ``error`` (a fault the wire cannot
+    make: one out of that thread's body, no PyMongoError) while the returned event is set (it
+    is); renewals made elsewhere, and all once it is cleared, renew as usual."""
+    from order_archiver.mongodb.lease import Lease
+
+    renew = Lease._renew
+    failing = threading.Event()
+    failing.set()
+
+    def renew_in_its_thread_fails(self: Lease) -> bool:
+        if failing.is_set() and threading.current_thread().name == "lease-renewer":
+            raise error
+        return renew(self)
+
+    monkeypatch.setattr(Lease, "_renew", renew_in_its_thread_fails)
+    return failing

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pymongo
@@ -26,7 +25,7 @@ from tests.conftest import run_cli
 from tests.e2e.test_liveness_e2e import free_port, healthz
 from tests.helpers import WatchProcess, expected_archive_ids, seed_database, wait_for
 from teststand.fault_proxy import FaultProxy
-from teststand.nx_server import NxServer, running_server
+from teststand.nx_server import NxServer
 
 pytestmark = [
     pytest.mark.e2e,
@@ -39,18 +38,6 @@ BATCH_SIZE = 2000  # one chunk: 4 batches of the catch-up's read (500 orders eac
 ORDERS = 3600
 
 CATCH_UP_DONE = re.compile(r"catch-up done: scanned \d+, archived (\d+)")
-
-
-@pytest.fixture(scope="module")
-def slow_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("slow") / "slow_reads"
-
-
-@pytest.fixture(scope="module")
-def slow_server(slow_file: Path) -> Iterator[NxServer]:
-    slow_file.write_text("")
-    with running_server({"NX_SLOW_READS_FILE": str(slow_file)}, prefix="nx-slow-") as server:
-        yield server
 
 
 def start(

@@ -18,8 +18,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pymongo
 import pytest
@@ -28,7 +26,6 @@ from order_archiver.orders.partition import share_of
 from order_archiver.settings import Settings
 from tests.conftest import ROOT, run_cli
 from tests.helpers import expected_archive_ids, seed_database, wait_for
-from teststand.nx_server import NxServer, running_server
 
 pytestmark = [
     pytest.mark.e2e,
@@ -38,18 +35,6 @@ pytestmark = [
 SLOW_S = 1.5  # each read of the forgotten record: longer than a chunk's second at --max-rate
 RATE = 40  # --max-rate, and the batch size: a chunk a second
 ORDERS = 700  # ~300 delivered in share 0 of 2: several chunks
-
-
-@pytest.fixture(scope="module")
-def slow_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("slow") / "slow_reads"
-
-
-@pytest.fixture(scope="module")
-def slow_server(slow_file: Path) -> Iterator[NxServer]:
-    slow_file.write_text("")
-    with running_server({"NX_SLOW_READS_FILE": str(slow_file)}, prefix="nx-slowwrite-") as server:
-        yield server
 
 
 def report_of(output: str) -> dict:

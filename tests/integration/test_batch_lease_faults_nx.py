@@ -6,14 +6,11 @@ test_watch_threads_nx.py does for watch's: the evidence is what a user sees."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from bson.errors import InvalidBSON
 
 from order_archiver.cli.main import main
-from order_archiver.mongodb.lease import Lease
-from tests.helpers import seed_database
+from tests.helpers import renewals_fail_in_their_thread, seed_database
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +30,7 @@ def test_a_share_lease_renewal_that_meets_no_servers_answer_fails_the_run_in_one
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
-    renew = Lease._renew
-    failing = threading.Event()
-    failing.set()
-
-    def renew_in_its_thread_fails(self: Lease) -> bool:
-        if failing.is_set() and threading.current_thread().name == "lease-renewer":
-            raise InvalidBSON("year 10000 is out of range")
-        return renew(self)
-
-    monkeypatch.setattr(Lease, "_renew", renew_in_its_thread_fails)
+    failing = renewals_fail_in_their_thread(monkeypatch, InvalidBSON("year 10000 is out of range"))
     capsys.readouterr()
     # --max-rate: the share takes several renewals' time (its first renewal a second in).
     code = main(["batch", "--run", "--partition", "0/2", "--max-rate", "8"])

@@ -12,8 +12,7 @@ import pytest
 from bson.errors import InvalidBSON
 
 from order_archiver.cli.main import main
-from order_archiver.mongodb.lease import Lease
-from tests.helpers import build_unique_index, seed_database
+from tests.helpers import build_unique_index, renewals_fail_in_their_thread, seed_database
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +33,7 @@ def test_a_lease_renewal_that_meets_no_servers_answer_stops_the_watcher_in_one_l
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     build_unique_index(env, tmp_path)
-    renew = Lease._renew
-
-    def renew_in_its_thread_fails(self: Lease) -> bool:
-        if threading.current_thread().name == "lease-renewer":
-            raise InvalidBSON("year 10000 is out of range")
-        return renew(self)
-
-    monkeypatch.setattr(Lease, "_renew", renew_in_its_thread_fails)
+    renewals_fail_in_their_thread(monkeypatch, InvalidBSON("year 10000 is out of range"))
     # The safety net of the test, not the product's: a watcher that went on is stopped by its
     # stop file (exit 0) once the fault, a second after its lease was taken, is long past.
     stop = tmp_path / "stop"
