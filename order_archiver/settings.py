@@ -294,7 +294,7 @@ MAX_PARTITIONS = 1_000  # processes sharing one backfill (see parse_partition)
 def parse_partition(value: str) -> tuple[int, int]:
     """``K/N``: share K of N, 0 <= K < N (``orders/partition.py``)."""
     k, slash, n = str(value).strip().partition("/")
-    if not slash or not k.strip().isdigit() or not n.strip().isdigit():
+    if not slash or not k.strip().isdecimal() or not n.strip().isdecimal():  # not "²": int() refuses it
         hint = " (a Kubernetes Job: define JOB_COMPLETION_INDEX before it)" if "$(" in str(value) else ""
         raise ValueError(f"expected K/N, share K of N processes (e.g. 0/4), got {value!r}{hint}")
     index, count = int(k), int(n)

@@ -71,6 +71,7 @@ def test_a_partition_is_k_of_n(text, expected):
         ("0/0", "N at least 1"),
         ("2/10001", "N at most 1000"),  # a new user's try: accepted, each share reading every _id
         ("1", "expected K/N"),
+        ("\u00b2/3", "expected K/N"),  # a digit to str.isdigit, not to int(): one line, not int()'s
         ("$(JOB_COMPLETION_INDEX)/4", "define JOB_COMPLETION_INDEX"),
     ],
 )
