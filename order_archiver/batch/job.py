@@ -168,18 +168,19 @@ def pass_progress(archiver: BatchArchiver) -> Progress | None:
     options = archiver.options
     if options.progress == "off":
         return None
-    total = archiver.delivered.progress_total(archiver.source, archiver.current.last_id)
-    return Progress("archiving" if options.run else "examining", total=total, mode=options.progress)
+    total, estimated = archiver.delivered.progress_total(archiver.source, archiver.current.last_id)
+    description = "archiving" if options.run else "examining"
+    return Progress(description, total=total, mode=options.progress, estimated=estimated)
 
 
 def purge_timed(archiver: BatchArchiver, purge: SourcePurge) -> None:
     """The purge, with its own progress line as the pass has (``purge.PurgeProgress``: the orders
-    walked, what ``--max-rate`` paces, over the purge's delivered orders, one index count, none
-    for a share) and its own time (``BatchReport.purge_seconds``): the pass's rate leaves it out."""
+    walked, what ``--max-rate`` paces, over the purge's delivered orders, one index count, a
+    share's an estimate) and its own time (``BatchReport.purge_seconds``): the pass's rate leaves it out."""
     report, progress = archiver.report, None
     if archiver.options.progress != "off":
-        total = archiver.delivered.count(purge.window)
-        progress = Progress("purging", total=total, mode=archiver.options.progress)
+        total, estimated = archiver.delivered.estimate(purge.window)
+        progress = Progress("purging", total=total, mode=archiver.options.progress, estimated=estimated)
         purge = dataclasses.replace(purge, shown=PurgeProgress(progress))
     started = time.monotonic()
     try:

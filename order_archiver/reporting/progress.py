@@ -53,10 +53,13 @@ class Progress:
         unit: str = "orders",
         log_every_s: float = LOG_EVERY_S,
         clock: Callable[[], float] | None = None,
+        estimated: bool = False,
     ) -> None:
         self.description = description
         self.log_every_s = log_every_s
         self.total = total
+        # The total is an estimate (a --partition share's): said "~", as the ETA from it.
+        self.estimated = estimated
         self.mode = mode
         self.unit = unit
         self.done = 0
@@ -103,15 +106,18 @@ class Progress:
     def _log_line(self) -> None:
         rate = self.rate()
         figures = f": {self._figures_text()}" if self.figures else ""
-        count = f"{self.done}/{self.total}" if self.total else str(self.done)
+        about = "~" if self.estimated else ""
+        count = f"{self.done}/{about}{self.total}" if self.total else str(self.done)
         if rate is None:
             said = "rate and ETA after a few chunks" if self.total else "rate after a few chunks"
         elif self.total:
             remaining = max(self.total - self.done, 0)
-            said = f"{rate:.0f}/s" + (f", ETA {remaining / rate:.0f}s" if rate > 0 else "")
+            said = f"{rate:.0f}/s" + (f", ETA {about}{remaining / rate:.0f}s" if rate > 0 else "")
         else:
             said = f"{rate:.0f}/s"
         extra = {"done": self.done, "total": self.total, "rate": None if rate is None else round(rate, 1)}
+        if self.estimated:
+            extra["total_estimated"] = True
         log.info("%s: %s %s (%s)%s", self.description, count, self.unit, said, figures, extra=extra)
 
     def _figures_text(self) -> str:

@@ -142,3 +142,18 @@ def test_what_the_count_is_made_of_is_summed_and_shown_in_words(caplog, monkeypa
     bar.update(100, archived=5, already_archived=95)
     bar.close()
     assert "archived 5, already archived 95" in err.getvalue()
+
+
+def test_an_estimated_total_is_said_so_as_its_eta(caplog, monkeypatch):
+    """A --partition share's total is the window's count divided by N: "~" before it and its ETA."""
+    caplog.set_level("INFO")
+    clock = FakeClock()
+    monkeypatch.setattr("order_archiver.reporting.progress.time", clock)
+    progress = Progress("archiving", total=100, mode="log", log_every_s=0, estimated=True)
+    for _ in range(4):
+        clock.now += 2
+        progress.update(10)
+    progress.close()
+    record = caplog.records[-1]
+    assert record.getMessage() == "archiving: 40/~100 orders (5/s, ETA ~12s)"
+    assert record.total_estimated is True

@@ -11,6 +11,7 @@ import pytest
 import order_archiver.batch.job as job
 from order_archiver.batch.job import BatchArchiver, BatchOptions
 from order_archiver.logs import plural
+from order_archiver.orders.partition import Partition
 from order_archiver.reporting.progress import Progress
 from tests.helpers import expected_archive_ids, seed_database
 
@@ -82,3 +83,26 @@ def test_the_purge_has_its_progress_line_and_its_own_rate(mongo, settings, recor
     said = f"the purge {plural(purge_rate, 'order')}/s over its {report.purge_seconds:.2f}s, {delivered} orders walked"
     assert said in line, line
     assert report.as_dict()["purge_orders_per_second"] == round(purge_rate, 1)
+
+
+def test_a_share_of_a_backfill_says_about_how_much_it_has_left(mongo, settings, recorded, caplog):
+    """A backfill's shares (--partition), the longest runs there are, showed no total and no ETA
+    (a new operator's try: "archiving: 3120 orders (31/s)" for 256 s): no index holds a share
+    (the client's hash of each _id), but the hash splits the window evenly, so a share's total
+    is the window's count (after the share's own checkpoint) divided by N, said as an estimate
+    ("~"), for its pass and its purge alike."""
+    dataset = seed_database(mongo[settings.mongodb_database], settings, 600, seed=10, p_anomalies=0.0)
+    delivered = len(expected_archive_ids(dataset))
+    caplog.set_level("INFO", logger="order_archiver.progress")
+    share = Partition(1, 3)
+    options = BatchOptions(run=True, batch_size=50, partition=share, purge_source=True, progress="log")
+    report = BatchArchiver(mongo, settings, options).run()
+    passed, purging = recorded
+    assert passed.total == purging.total == round(delivered / 3)
+    assert passed.estimated
+    assert purging.estimated
+    assert passed.done == report.scanned
+    assert abs(report.scanned - delivered / 3) < delivered / 3 * 0.25
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(re.match(rf"^archiving: \d+/~{passed.total} orders ", line) for line in lines), lines
+    assert any(re.match(rf"^purging: \d+/~{purging.total} orders ", line) for line in lines), lines
