@@ -1,6 +1,8 @@
 // Least-privilege roles for order-archiver, one per purpose, and one user per process. Run as a
 // user administrator:
 //   mongosh "mongodb://admin@host/admin" --file deploy/mongodb-roles.js
+// On Atlas, not this script: Atlas rolls back roles made with db.createRole; make the same roles
+// in the Atlas UI or with `atlas customDbRoles create` (docs/deployment.md, "On Atlas").
 // Edit the names below to match your settings (MONGODB_DATABASE, *_COLLECTION, ARCHIVE_*).
 // With ARCHIVE_MONGODB_URI (the archive on another deployment), run it on each deployment
 // with SIDE set: "source" grants only the source's privileges (find, changeStream,
