@@ -4,7 +4,8 @@ once. The package is the product; the top-level modules (``main``, ``archiver``,
 only hand on to it. Its layers, each importing only those before it in this list
 (tests/unit/test_layout.py holds the rule):
 
-- ``errors``, ``retry``: exit codes, the one error classification, the one retry policy;
+- ``errors``, ``retry``, ``durable``: exit codes, the one error classification, the one retry
+  policy, fsync before a file is trusted;
 - ``orders``: what an order becomes, without a server: PII policy, enrichment, finishing,
   erasure, selection;
 - ``settings``, ``logs``: every setting (the one reader of the environment), the logs;

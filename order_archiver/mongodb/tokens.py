@@ -21,6 +21,7 @@ from bson import json_util
 from pymongo import errors as pymongo_errors
 
 from order_archiver.documents import Client, MongoCollection, OrderId
+from order_archiver.durable import sync_folder
 from order_archiver.errors import ArchiverError, ConfigError, FatalError
 from order_archiver.logs import get_logger
 from order_archiver.mongodb.lease import LeaseLost, lease_key, server_time
@@ -366,11 +367,7 @@ class FileTokenStore:
             except BaseException:
                 Path(temp).unlink(missing_ok=True)
                 raise
-            directory = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(directory)  # the rename itself survives a power cut
-            finally:
-                os.close(directory)
+            sync_folder(folder)  # the rename itself survives a power cut
         except OSError as exc:
             raise FatalError(f"cannot write resume token file {self.path}: {exc.strerror}") from None
 

@@ -21,6 +21,7 @@ LAYERS = [
             "order_archiver.retry",
             "order_archiver.documents",
             "order_archiver.context",
+            "order_archiver.durable",
         },
     ),
     ("orders", {"order_archiver.orders"}),
