@@ -8,6 +8,15 @@ A file is written under a name no reader takes (``.NAME.parquet.partial``: DuckD
 name in one step: a rename on a local disk, a copy on S3 (an object appears whole or not at
 all), then the partial one removed.
 
+What a move then deletes from the archive (and the purge from the source) on the strength of a
+file is on the disk first: on a local disk (``file://``, an NFS mount) the file's data is synced
+before the rename and its folder after it (``durable``: a power cut or a kernel panic within the
+writeback delay would otherwise leave the name on an empty or cut-short file, the orders
+nowhere), a folder created on the way is synced in its parent, and a removal (a rewrite's old
+file: a person's data ``forget`` erased) and a file set aside are synced in their folder too. On
+S3 nothing is: an object is stored durably once its PUT or copy is acknowledged, there is no
+page cache of ours in between.
+
 On a local disk (``file://``) what the archiver creates is its user's alone, as its log folder:
 each file created owner-only (0600) before a byte is written, each folder (``year=YYYY``,
 ``month=MM``) 0700; the files hold names, e-mails and addresses. The folder of
@@ -40,6 +49,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
+from order_archiver.durable import sync_file, sync_folder
 from order_archiver.errors import (
     ArchiverError,
     ColdStorageError,
@@ -302,11 +312,12 @@ class ColdStore:
             return
         folder = self.root
         for part in month.folder.split("/"):
-            folder = f"{folder}/{part}"
+            parent, folder = folder, f"{folder}/{part}"
             try:
                 os.mkdir(folder, OWNER_ONLY_FOLDER)  # less the umask: never wider
             except FileExistsError:
                 continue  # made by an earlier move (or by the user): its mode is left as it is
+            sync_folder(parent)  # the new folder's name on the disk, as a published file's
 
     def create_file(self, path: str) -> NativeFile:
         """A new file opened for writing. On a local disk it is created owner-only before Arrow
@@ -329,7 +340,17 @@ class ColdStore:
                     "step: not published; the archive keeps its orders (a move's files stop near 1 GiB)"
                 )
         with storage_edge():
+            if self._on_local_disk:
+                sync_file(partial)  # its bytes on the disk before its name is
             self.fs.move(partial, final)
+            self._synced_folder_of(final)  # the rename itself: before anything trusts the file
+
+    def _synced_folder_of(self, path: str) -> None:
+        """On a local disk, the folder holding ``path`` synced: a rename or a removal in it
+        survives a power cut. Not on S3 (the module's docstring: an acknowledged request is
+        stored), nor on another of Arrow's file systems, which has no folder to open here."""
+        if self._on_local_disk:
+            sync_folder(os.path.dirname(path))
 
     def size(self, path: str) -> int:
         """A file's size in bytes (0: the storage gives none)."""
@@ -341,6 +362,7 @@ class ColdStore:
         (``*.parquet``), kept for a person to look at."""
         with storage_edge():
             self.fs.move(path, path.replace(".parquet", f".{suffix}"))
+            self._synced_folder_of(path)
 
     def keeps_versions(self, path: str) -> bool | None:
         """On S3, whether the bucket kept a version of the object ``path`` when it was written:
@@ -365,6 +387,7 @@ class ColdStore:
         def remove_if_there() -> None:
             if self._exists(path):
                 self.fs.delete_file(path)
+                self._synced_folder_of(path)  # a replaced file's data (an erasure's) gone for good
 
         self.retrying(remove_if_there)
 
