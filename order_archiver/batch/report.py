@@ -214,7 +214,9 @@ class BatchReport:
             return "0"
         if not self.listed:  # --simulation: its exit line says why nothing is kept
             return f"{self.rejected} ({self.rejected_new} new)"
-        where = "listed by main.py rejects after a --run" if self.dry_run else "list: main.py rejects"
+        # A dry run lists nothing: the new ones are listed by a --run, the others are already.
+        listed_later = self.dry_run and self.rejected_new
+        where = "listed by main.py rejects after a --run" if listed_later else "list: main.py rejects"
         return f"{self.rejected} ({self.rejected_new} new; {where})"
 
     def summary_line(self) -> str:

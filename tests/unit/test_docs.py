@@ -160,3 +160,23 @@ def test_the_deployment_page_lists_every_exit_code_the_contract_defines():
     table = page.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     listed = {int(code) for code in re.findall(r"(?m)^\| (\d+) \|", table)}
     assert listed == defined
+
+
+def test_the_readmes_sample_of_make_run_is_what_make_run_prints(capsys, monkeypatch, tmp_path):
+    """README shows `make run`'s summary: it said "(1 new; list: main.py rejects)" for months
+    after the run said "(1 new)" (a simulation keeps no list) and left out the indexes it built.
+    The sample is the run's own lines with its figures (counts, seconds, rates) as they come."""
+    from order_archiver.cli.main import main
+
+    readme = (ROOT / "README.md").read_text()
+    sample = readme.split("`make run` ends with the run's summary, for example:\n\n```\n", 1)[1].split("```")[
+        0
+    ]
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout's
+    assert main(["batch", "--run", "--simulation"]) == 3  # what the Makefile's run target accepts
+    printed = capsys.readouterr().out.splitlines()
+
+    def shape(line: str) -> str:
+        return re.sub(r"\d+(\.\d+)?", "N", line)
+
+    assert [shape(line) for line in sample.strip().splitlines()] == [shape(line) for line in printed[:2]]

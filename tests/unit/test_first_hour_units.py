@@ -209,6 +209,10 @@ def test_a_dry_run_points_to_the_rejects_list_as_a_run_fills_it():
     assert "would reject 2 (2 new; listed by main.py rejects after a --run)" in dry.summary_line()
     run = BatchReport(dry_run=False, completed=True, scanned=5, rejected=2, rejected_new=2, seconds=1.0)
     assert "rejected 2 (2 new; list: main.py rejects)" in run.summary_line()
+    # A new user's try: every dry run said "would reject 2 (0 new; listed by main.py rejects after
+    # a --run)" of two orders a run had listed long before: those are on the list now.
+    listed = BatchReport(dry_run=True, completed=True, scanned=5, rejected=2, rejected_new=0, seconds=1.0)
+    assert "would reject 2 (0 new; list: main.py rejects)" in listed.summary_line()
 
 
 def test_files_that_hold_orders_are_this_users_alone_and_never_follow_a_link(tmp_path):
