@@ -101,6 +101,7 @@ from teststand import (
     missing_collections,
     mongos,
     replica_status,
+    resume_events,
     stream_positions,
     watched_collections,
 )
@@ -1673,6 +1674,7 @@ def apply_fixes() -> None:
     stream_positions.fix_stream_positions()
     _fix_change_stream_project()  # on the events the positions' fix hands out
     stream_positions.fix_drops_in_history()
+    resume_events.fix_resume_event_checks(server_version())  # on the positions' streams
     watched_collections.fix_watch_creates_collection()
     _fix_expr_root_equality()
     missing_collections.fix_reads_create_collections(_folded_body)  # outside what reads a collection
