@@ -8,11 +8,17 @@ Delivery is at-least-once and writes are idempotent, so the archive is exactly-o
 - Events are drained into micro-batches (what the stream has buffered, up to
   ``WATCH_MAX_BATCH``), enriched by one aggregation (the batch pipeline, on ``_id $in``),
   written by one unordered insert (``storage.ArchiveWriter``: an order archived already is
-  refused on its ``_id`` and compared, never rewritten), and only then is the resume
-  token of the batch's last event saved. A crash between write and save replays events
+  refused on its ``_id`` and compared, never rewritten), and only then is the stream's
+  position saved (``position_after``). A crash between write and save replays events
   whose writes are no-ops.
 - A quiet stream saves its post-batch resume token every ``WATCH_HEARTBEAT_S``, so the saved
-  token never ages out of the oplog on a quiet night.
+  token never ages out of the oplog on a quiet night; a clean stop saves it too.
+- The position is the driver's (``ChangeStream.resume_token``): once a micro-batch has drained
+  the server's batch, its ``postBatchResumeToken``, a high-water mark past every entry the
+  server scanned, where one was scanned past the last event. Resuming after an *event* needs
+  that event again: MongoDB 6.0+ applies the stream's ``$match`` to it first, its order looked
+  up as it is now, and fails the resume (280) when the order was purged or is no longer
+  delivered (docs/guarantees.md): a catch-up.
 - Without a usable token (first start, or a token the server rejects: history lost,
   invalid, fatal), the stream is opened first, its starting point saved (marked
   ``catching_up``: whoever resumes from it catches up again), every delivered order not yet
@@ -273,7 +279,7 @@ class Watcher:
     # -- consuming
 
     def _consume(self, stream: ChangeStream, policy: RetryPolicy) -> None:
-        """Micro-batches until stopped: each archived, then its last event's token saved."""
+        """Micro-batches until stopped: each archived, then the stream's position saved."""
         while not self.stop_event.is_set():
             if self.lease is not None:
                 self.lease.check()
@@ -287,12 +293,13 @@ class Watcher:
             if events:
                 self.unique_index.still_there()
                 self._archive(events)
-                self._save_token(events[-1]["_id"])
+                self._save_token(position_after(stream, events, invalidate))
             if invalidate is not None:
                 self._on_invalidate(invalidate)
                 return
             policy.reset()
             self.lines.maybe()
+        self._on_quiet(stream, stopping=True)
 
     def _archive(self, events: list[ChangeEvent]) -> None:
         self.events.archive(events)
@@ -316,12 +323,12 @@ class Watcher:
         self.stats.last_saved_at = time.monotonic()
         self.metrics.token_saved()
 
-    def _on_quiet(self, stream: ChangeStream) -> None:
-        """Heartbeat: a quiet stream's post-batch token moves on; keep the saved one fresh."""
-        if time.monotonic() - self.stats.last_saved_at >= self.settings.watch_heartbeat_s:
-            token = stream.resume_token
-            if token is not None:
-                self._save_token(token)
+    def _on_quiet(self, stream: ChangeStream, stopping: bool = False) -> None:
+        """Heartbeat: a quiet stream's post-batch token moves on; keep it fresh (and at a clean stop, if leading)."""
+        due = time.monotonic() - self.stats.last_saved_at >= self.settings.watch_heartbeat_s
+        token = stream.resume_token if due or (stopping and self._leading()) else None
+        if token is not None:
+            self._save_token(token)
         self.lines.maybe()
 
     def _on_invalidate(self, event: ChangeEvent) -> None:
@@ -373,6 +380,20 @@ class CatchUpSaves:
             self.heartbeat(first=True)
         except ArchiverError as exc:  # the stop is what matters; the next start redoes a little more
             log.warning("could not save how far the catch-up got (%s)", exc)
+
+
+def position_after(
+    stream: ChangeStream, events: list[ChangeEvent], invalidate: ChangeEvent | None
+) -> Mapping[str, object]:
+    """Where the stream resumes once ``events`` are archived: the driver's position, which is
+    the last event's token while the server's batch holds more, and once it is drained the
+    batch's ``postBatchResumeToken`` (pymongo's ``ChangeStream.try_next``; the driver
+    specification's "resumeToken"): past the entries the server scanned after the last event,
+    a high-water mark, which MongoDB resumes from without needing that event (MongoDB 6.0+ would
+    refuse one its ``$match`` now drops). The last event's own when an ``invalidate`` was read
+    after it (the invalidate is saved apart, marked)."""
+    token = stream.resume_token
+    return events[-1]["_id"] if invalidate is not None or token is None else token
 
 
 def watch_finisher(settings: Settings, context: RunContext, collections: Collections) -> Finisher:
