@@ -138,6 +138,7 @@ class BatchReport:
     purge_walked: int = 0  # --purge-source: the delivered orders it went through (what --max-rate paces)
     purge_seconds: float | None = None  # the purge alone: its rate's time (the pass's rate leaves it out)
     purge_kept: int = 0  # archived, but left in the source: changed since (see purge)
+    purge_kept_cold: int = 0  # of purge_kept, a cold file's alone: the change held in the source alone
     purge_held: int = 0  # archived, but left in the source: restored within RESTORE_HOLD
     retention: dict[str, object] | None = None  # ARCHIVE_RETENTION's TTL index (retention.RetentionState)
     indexes: list[dict[str, object]] = field(default_factory=list)  # those not ready (indexes.IndexStatus)
@@ -195,6 +196,7 @@ class BatchReport:
         self.purged += counts.purged
         self.purge_walked += counts.walked
         self.purge_kept += counts.kept
+        self.purge_kept_cold += len(counts.kept_cold)
         self.purge_held += counts.held
 
     def _purge_text(self) -> str:
@@ -203,7 +205,7 @@ class BatchReport:
             return ""
         text = f"; purged {self.purged} from the source"
         kept = [
-            f"{self.purge_kept} changed since archived" if self.purge_kept else "",
+            f"{self.purge_kept} changed since archived{_kept_cold_text(self)}" if self.purge_kept else "",
             f"{self.purge_held} restored within RESTORE_HOLD" if self.purge_held else "",
         ]
         kept = [k for k in kept if k]
@@ -357,6 +359,16 @@ def rates_text(report: BatchReport) -> str:
         f"{rate}; the purge {plural(purge_rate, 'order')}/s over its {report.purge_seconds:.2f}s, "
         f"{plural(report.purge_walked, 'order')} walked"
     )
+
+
+def _kept_cold_text(report: BatchReport) -> str:
+    """Of the orders the purge kept for a change, those whose only place is a cold file: nothing
+    archives the change (``purge.PurgeCounts.kept_cold``)."""
+    cold = report.purge_kept_cold
+    if not cold:
+        return ""
+    every = "all" if cold == report.purge_kept else str(cold)
+    return f" ({every} of the cold tier: the change held in the source alone, never archived)"
 
 
 def _past_cold_after_text(report: BatchReport) -> str:

@@ -12,17 +12,24 @@ date that is not a date) leaves the order in the source: the next run looks agai
 ``restore`` of a cold order records when (``ColdRestoreMarks``, in the checkpoints collection:
 the file is not rewritten for it), so that RESTORE_HOLD holds it as it holds an archived one.
 A purge removes the marks older than a year (or RESTORE_HOLD if longer; ``ColdRestoreMarks.prune``):
-the marks kept are the restores of the last year, not every cold restore ever made.
+the marks kept are the restores of the last year, not every cold restore ever made. A mark keeps
+the restored copy's fingerprint (the archive document's ``source_hash``, as the purge compares
+it): an order corrected in the source since its restore is one no pass archives again (it is older
+than ARCHIVE_COLD_AFTER), its correction held in the source alone (``ColdRestoreMarks.corrected``:
+status and verify count it, the purge says it; its mark is never pruned while that lasts).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from itertools import groupby
 from typing import TYPE_CHECKING
 
+from bson import ObjectId
 from pymongo import UpdateOne
 
 from order_archiver.cold.files import matching
@@ -32,9 +39,11 @@ from order_archiver.cold.store import ColdStore, Month
 from order_archiver.context import RunContext
 from order_archiver.documents import MongoCollection, OrderId, moment_or_none
 from order_archiver.logs import get_logger, plural
+from order_archiver.mongodb.purge import held_as_it_is
 from order_archiver.mongodb.source import chunked
 from order_archiver.mongodb.storage import Held
 from order_archiver.orders.enrichment import as_utc
+from order_archiver.orders.pii import PiiPolicy
 from order_archiver.retry import Retry
 
 if TYPE_CHECKING:
@@ -56,11 +65,19 @@ class ColdRestoreMarks:
     def key(order_id: OrderId) -> str:
         return f"{MARK}:{order_id!r}"  # the id's type too: "1" and 1 are two orders
 
-    def hold(self, ids: list[OrderId], at: datetime) -> None:
-        """Recorded before the insert (a purge meanwhile holds them)."""
+    @staticmethod
+    def _query(restored_at: dict[str, object]) -> dict[str, object]:
+        """The marks restored in this range, on the marks' ``_id`` prefix (an anchored regular
+        expression is a range of the ``_id`` index): the marks alone are read, no index of their own."""
+        return {"_id": {"$regex": f"^{MARK}:"}, "kind": MARK, "restored_at": restored_at}
+
+    def hold(self, ids: list[OrderId], at: datetime, copies: Mapping[OrderId, Held] | None = None) -> None:
+        """Recorded before the insert (a purge meanwhile holds them); with what the cold file holds
+        of each (``copies``: its fingerprint, its erasure), to tell a correction made since."""
+        held = copies or {}
         for part in chunked(ids, CHUNK):
             requests = [
-                UpdateOne({"_id": self.key(i)}, {"$set": {"kind": MARK, "restored_at": at}}, upsert=True)
+                UpdateOne({"_id": self.key(i)}, {"$set": _mark(i, at, held.get(i))}, upsert=True)
                 for i in part
             ]
             self._write(functools.partial(self.collection.bulk_write, requests, ordered=False))
@@ -72,7 +89,7 @@ class ColdRestoreMarks:
             query = {"_id": {"$in": part}, "restored_at": at}
             self._write(functools.partial(self.collection.delete_many, query))
 
-    def prune(self, before: datetime) -> int:
+    def prune(self, before: datetime, keep: Iterable[OrderId] = ()) -> int:
         """Remove the marks restored before ``before`` (``purge.MARKS_KEPT`` ago, or RESTORE_HOLD
         if longer: no purge honours them, and one run with a shorter RESTORE_HOLD does not take
         away what the usual one honours). One delete on an index range: the marks' ``_id``
@@ -81,8 +98,12 @@ class ColdRestoreMarks:
         How many were removed: counted on the same range first, and after a retried delete (an
         election kills it mid-way, what it deleted stays deleted) less those read back still
         there (``RunContext.deleted``): no mark older than ``before`` is written meanwhile
-        (``hold`` stamps the restore's own time)."""
-        query = {"_id": {"$regex": f"^{MARK}:"}, "kind": MARK, "restored_at": {"$lt": before}}
+        (``hold`` stamps the restore's own time). The marks of ``keep`` stay (the orders corrected
+        since their restore: the source holds the only copy of the correction)."""
+        keep = list(keep)
+        query = self._query({"$lt": before})
+        if keep:  # the corrections the purge found held in the source alone: their marks stay
+            query["_id"] = {"$regex": f"^{MARK}:", "$nin": [self.key(i) for i in keep]}
         count = functools.partial(self.collection.count_documents, query)
         asked = int(self.context.retrying(count, purpose=Retry.READ))
         if not asked:
@@ -95,6 +116,46 @@ class ColdRestoreMarks:
             )
         return removed
 
+    def restored_since(self, since: datetime, at_most: int) -> list[OrderId]:
+        """The orders restored from the cold tier since ``since`` (RESTORE_HOLD: the purge holds
+        them, ``purge.restored_lately``), at most ``at_most``: one read of the marks' range."""
+        query = self._query({"$gte": since})
+        found = self.context.retrying(
+            lambda: list(self.collection.find(query, {"order_id": 1}).limit(at_most)), purpose=Retry.READ
+        )
+        return [i for entry in found if (i := _order_id(entry)) is not None]
+
+    def corrected(
+        self, orders: MongoCollection, pii: PiiPolicy, at_most: int | None = None
+    ) -> tuple[list[OrderId], bool]:
+        """The orders restored from the cold tier (a mark kept: the last year's, and every one
+        corrected since) that the source holds changed since their restore, as the purge compares
+        them (``purge.held_as_it_is``): no pass archives them again, the source holds the only
+        copy of the correction. The first ``at_most`` marks read (None: every one), then their orders by ``_id``, a
+        chunk at a time: bounded by the restores kept, not by the history; whether there were
+        more marks than that (not read). A mark written before it kept the fingerprint is not
+        counted (its order is said by the purge, that reads the cold file)."""
+        query = self._query({"$type": "date"})
+        fields = {"order_id": 1, "source_hash": 1, "forgotten_by": 1, "courier_forgotten": 1}
+        found = self.context.retrying(
+            lambda: list(self.collection.find(query, fields).limit(0 if at_most is None else at_most + 1)),
+            purpose=Retry.READ,
+        )
+        more = at_most is not None and len(found) > at_most
+        copies = {
+            i: held
+            for entry in found[:at_most]
+            if (i := _order_id(entry)) is not None and (held := _restored_copy(entry)) is not None
+        }
+        changed: list[OrderId] = []
+        for part in chunked(list(copies), CHUNK):
+            current = self.context.retrying(
+                functools.partial(lambda ids: list(orders.find({"_id": {"$in": ids}})), part),
+                purpose=Retry.READ,
+            )
+            changed += [o["_id"] for o in current if not held_as_it_is(pii, copies[o["_id"]], o)]
+        return changed, more
+
     def of(self, ids: list[OrderId]) -> dict[OrderId, datetime]:
         keys = {self.key(i): i for i in ids}
         found = self.context.retrying(
@@ -105,6 +166,42 @@ class ColdRestoreMarks:
 
     def _write(self, func: Callable[[], object]) -> None:
         self.context.retrying(func, purpose=Retry.WRITE)
+
+
+def _mark(order_id: OrderId, at: datetime, held: Held | None) -> dict[str, object]:
+    mark: dict[str, object] = {"kind": MARK, "restored_at": at, "order_id": order_id}
+    if held is not None and held.source_hash is not None:
+        mark.update(
+            source_hash=held.source_hash,
+            forgotten_by=held.forgotten_by,
+            courier_forgotten=held.courier_forgotten,
+        )
+    return mark
+
+
+def _restored_copy(entry: Mapping[str, object]) -> Held | None:
+    """What the cold file held of the order a mark is for, as ``_mark`` kept it (None: not kept)."""
+    fingerprint, forgotten_by = entry.get("source_hash"), entry.get("forgotten_by")
+    if not isinstance(fingerprint, str):
+        return None
+    by = forgotten_by if isinstance(forgotten_by, str) else None
+    return Held(fingerprint, by, courier_forgotten=entry.get("courier_forgotten") is True)
+
+
+def _order_id(entry: Mapping[str, object]) -> OrderId | None:
+    """The order a mark is for: its ``order_id`` (a mark written before it was kept: its key's
+    ``repr``, read back for the types an order's ``_id`` takes here: a string, an integer, an ObjectId)."""
+    if "order_id" in entry:
+        return entry["order_id"]
+    text = str(entry.get("_id", "")).removeprefix(f"{MARK}:")
+    found = re.fullmatch(r"ObjectId\('([0-9a-f]{24})'\)", text)
+    if found:
+        return ObjectId(found.group(1))
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
 
 
 class ColdHolding:
@@ -143,9 +240,9 @@ class ColdHolding:
         restored = self.marks.of(list(held)) if held else {}
         return {i: h._replace(restored_at=restored.get(i, h.restored_at)) for i, h in held.items()}
 
-    def prune_restore_marks(self, before: datetime) -> int:
-        """After the purge: the restore marks older than ``before``, removed."""
-        return self.marks.prune(before)
+    def prune_restore_marks(self, before: datetime, keep: Iterable[OrderId] = ()) -> int:
+        """After the purge: the restore marks older than ``before``, removed (not those of ``keep``)."""
+        return self.marks.prune(before, keep)
 
     def _delivered_before_cutoff(self, ids: list[OrderId]) -> dict[OrderId, datetime]:
         """The source's delivery date of each of ``ids`` delivered before the cold tier's cutoff

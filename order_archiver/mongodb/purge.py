@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -39,8 +39,31 @@ def purge_cutoffs(
         return {**dict.fromkeys(limits), "marks_before": None}
     now = retrying(server_clock, stop_event=stop_event)
     cutoffs = {name: now - length if length else None for name, length in limits.items()}
+    cutoffs["held_since"] = held_since(settings, now)
     kept = max(settings.restore_hold or timedelta(0), MARKS_KEPT)
     return {**cutoffs, "marks_before": now - kept if cold else None}
+
+
+def held_since(settings: Settings, now: datetime) -> datetime | None:
+    """RESTORE_HOLD on ``now`` (the server's clock): an order restored since stays in the source
+    (``restored_lately``); None (0d): none held. The purge's and status's one definition."""
+    return now - settings.restore_hold if settings.restore_hold else None
+
+
+def restored_lately(held: Held, since: datetime | None) -> bool:
+    """Put back by ``restore`` since ``since`` (``held_since``): the order stays in the source.
+    ``held.restored_at`` is the archive document's, or the cold tier's mark (``ColdHolding``)."""
+    restored = held.restored_at
+    return since is not None and isinstance(restored, datetime) and as_utc(restored) >= since
+
+
+def held_as_it_is(pii: PiiPolicy, held: Held, order: Mapping[str, object]) -> bool:
+    """The archive (or a cold file) holds ``order`` in this very version: its fingerprint under
+    ARCHIVE_PII, erased as the held copy was if it was (``erasing.erased_source``)."""
+    kept = pii.apply_order(order)
+    if held.erased:
+        kept = erased_source(kept, pii.fields)
+    return held.source_hash == source_hash(kept)
 
 
 # A cold restore's mark is kept this long at least (or RESTORE_HOLD if longer), whatever one
@@ -57,7 +80,7 @@ class ColdWitness(Protocol):
 
     def __call__(self, ids: list[OrderId]) -> dict[OrderId, Held]: ...
 
-    def prune_restore_marks(self, before: datetime) -> int: ...
+    def prune_restore_marks(self, before: datetime, keep: Iterable[OrderId] = ()) -> int: ...
 
 
 @dataclass
@@ -65,6 +88,9 @@ class PurgeCounts:
     purged: int = 0
     walked: int = 0  # the window's delivered orders gone through (what --max-rate paces)
     kept: int = 0  # archived, but left in the source: changed since it was archived
+    # Of ``kept``, those whose only place is a cold file (older than ARCHIVE_COLD_AFTER): no pass
+    # archives them again, the source holds the only copy of the change (a correction after a restore)
+    kept_cold: list[OrderId] = field(default_factory=list)
     held: int = 0  # archived, but left in the source: restored within RESTORE_HOLD
 
 
@@ -99,6 +125,8 @@ class PurgeChunk:
     archived: int  # a majority of the archive holds them, not restored lately
     held: int  # restored within RESTORE_HOLD: they stay
     same: list[Document]  # of the archived, those the source still holds in the archived version
+    # of the archived, those held by a cold file alone that the source holds changed since
+    changed_cold: list[OrderId] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -200,6 +228,7 @@ class SourcePurge:
 
         for chunk in self.purgeable_chunks(walked):
             counts.held += chunk.held
+            counts.kept_cold += chunk.changed_cold
             requests = [
                 DeleteOne(
                     {
@@ -225,15 +254,10 @@ class SourcePurge:
             counts.purged += deleted
             counts.kept += len(requests) - deleted
         if self.cold is not None and self.marks_before is not None and not self.stop_event.is_set():
-            # The walk is over: a mark older than MARKS_KEPT (and RESTORE_HOLD) holds no order.
-            self.cold.prune_restore_marks(self.marks_before)
-        if counts.kept:
-            log.warning(
-                "%s left in the source: changed since archived (the archive keeps the version "
-                "before; a full pass or watch archives the new one), or archived by an earlier "
-                "version without a fingerprint of the source order",
-                plural(counts.kept, "archived order"),
-            )
+            # The walk is over: a mark older than MARKS_KEPT (and RESTORE_HOLD) holds no order,
+            # but for a correction held in the source alone (its mark says so to status and verify).
+            self.cold.prune_restore_marks(self.marks_before, counts.kept_cold)
+        self._say_kept(counts)
         if counts.held:
             log.info(
                 "%s left in the source: restored within RESTORE_HOLD (%s); a purge deletes them once "
@@ -242,6 +266,25 @@ class SourcePurge:
                 self.restore_hold,
             )
         return counts
+
+    @staticmethod
+    def _say_kept(counts: PurgeCounts) -> None:
+        cold, archived = len(counts.kept_cold), counts.kept - len(counts.kept_cold)
+        if archived:
+            log.warning(
+                "%s left in the source: changed since archived (the archive keeps the version "
+                "before; a full pass or watch archives the new one), or archived by an earlier "
+                "version without a fingerprint of the source order",
+                plural(archived, "archived order"),
+            )
+        if cold:
+            log.warning(
+                "%s of the cold tier left in the source: changed since its cold file's copy (a "
+                "correction after a restore from the cold tier), which no pass archives again (older "
+                "than ARCHIVE_COLD_AFTER): the source holds the only copy of the change, for good; "
+                "status and verify count them (docs/operating.md, the purge and the cold tier)",
+                plural(cold, "order"),
+            )
 
     def old_enough(self, documents: Sequence[Mapping[str, object]]) -> int:
         """How many of these archive documents a purge would move once archived."""
@@ -278,38 +321,27 @@ class SourcePurge:
             owned = self.window.owned(ids)  # --partition: its share only
             confirmed = self.writer.confirmed_hashes(owned)
             unheld = [i for i in owned if i not in confirmed] if self.cold is not None else []
-            if self.cold is not None and unheld:
-                confirmed.update(self.cold(unheld))  # in exactly one checked cold file
-            archived = {i: held for i, held in confirmed.items() if not self._restored_lately(held)}
+            in_cold = self.cold(unheld) if self.cold is not None and unheld else {}
+            confirmed.update(in_cold)  # in exactly one checked cold file
+            archived = {
+                i: held for i, held in confirmed.items() if not restored_lately(held, self.held_since)
+            }
             if archived:
                 current = retrying(
                     functools.partial(self._orders_by_id, list(archived)), stop_event=self.stop_event
                 )
-                same = [o for o in current if self._held_as_it_is(archived[o["_id"]], o)]
-                yield PurgeChunk(len(archived), len(confirmed) - len(archived), same)
+                same = [o for o in current if held_as_it_is(self.pii, archived[o["_id"]], o)]
+                unchanged = {o["_id"] for o in same}
+                changed_cold = [
+                    o["_id"] for o in current if o["_id"] in in_cold and o["_id"] not in unchanged
+                ]
+                yield PurgeChunk(len(archived), len(confirmed) - len(archived), same, changed_cold)
             elif confirmed:
                 yield PurgeChunk(0, len(confirmed), [])
             if walked is not None:
                 walked(len(owned))
             if self.pace is not None:
                 self.pace(len(owned))
-
-    def _restored_lately(self, held: Held) -> bool:
-        """Put back by ``restore`` within RESTORE_HOLD: the order stays in the source."""
-        restored = held.restored_at
-        return (
-            self.held_since is not None
-            and isinstance(restored, datetime)
-            and as_utc(restored) >= self.held_since
-        )
-
-    def _held_as_it_is(self, held: Held, order: Document) -> bool:
-        """The archive holds ``order`` in this very version: its fingerprint under ARCHIVE_PII,
-        erased as the archive's copy was if it was (``erasing.erased_source``)."""
-        kept = self.pii.apply_order(order)
-        if held.erased:
-            kept = erased_source(kept, self.pii.fields)
-        return held.source_hash == source_hash(kept)
 
     def _orders_by_id(self, ids: list[OrderId]) -> list[Document]:
         return list(self.orders_primary.find({"_id": {"$in": ids}}))

@@ -54,7 +54,7 @@ from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import orders_of
 from order_archiver.mongodb.lease import server_time
 from order_archiver.mongodb.source import chunked, scan_by_id
-from order_archiver.mongodb.storage import DUPLICATE_KEY, Collections, MongoCollection
+from order_archiver.mongodb.storage import DUPLICATE_KEY, Collections, Held, MongoCollection
 from order_archiver.operations.held_numbers import HeldNumber, NumberHolders
 from order_archiver.operations.numbers import case_hints
 from order_archiver.orders.erasing import CLIENT
@@ -330,7 +330,8 @@ def _restored(
         missing = _numbers_free(holders, [c for c in copies if c["_id"] not in present], report)
         if run and missing:
             context.gate.before()  # #34: the run's limits, --max-lag's hold (the source's secondaries)
-            missing = _marked(marker, missing, report)  # before the insert: a purge meanwhile holds it
+            # before the insert: a purge meanwhile holds it (a cold mark keeps the file's fingerprint)
+            missing = _marked(marker, missing, report, {d["_id"]: Held.of(d) for d in chunk})
             refused = _insert(collections.orders_primary, missing, report, context)
             _shared_meanwhile(holders, [c for c in missing if c["_id"] not in refused], report)
             marker.take_back(
@@ -507,12 +508,15 @@ def _insert(
 
 
 def _marked(
-    marker: RestoreMark, missing: list[dict[str, object]], report: RestoreReport
+    marker: RestoreMark,
+    missing: list[dict[str, object]],
+    report: RestoreReport,
+    copies: Mapping[OrderId, Held],
 ) -> list[dict[str, object]]:
     """The copies whose order ``marker`` held; each refused the mark (its archive document too
     large to take it) is refused, said and counted, and not restored: without the mark the next
     purge would delete it again."""
-    unmarked = marker.hold([copy["_id"] for copy in missing])
+    unmarked = marker.hold([copy["_id"] for copy in missing], copies)
     for copy in missing:
         error = unmarked.get(copy["_id"])
         if error is not None:
@@ -616,12 +620,13 @@ class RestoreMark:
     context: RunContext
     cold: ColdRestoreMarks | None = None  # orders restored from the cold tier: marked there instead
 
-    def hold(self, ids: list[OrderId]) -> dict[OrderId, WriteError]:
+    def hold(self, ids: list[OrderId], copies: Mapping[OrderId, Held]) -> dict[OrderId, WriteError]:
         """Mark ``ids``; the orders whose archive document refused the mark for its size (one
         within bytes of 16 MB: 17419), each with its write error. One statement an order, so
-        that such a document refuses its own mark alone."""
+        that such a document refuses its own mark alone. A cold mark keeps what the file holds of
+        each (``copies``: its fingerprint), to tell a correction made in the source since."""
         if self.cold is not None:
-            self.cold.hold(ids, self.at)
+            self.cold.hold(ids, self.at, copies)
             return {}
         marks = [UpdateOne({"_id": i}, {"$set": {"restored_at": self.at}}) for i in ids]
         try:

@@ -21,6 +21,7 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from order_archiver.cold.check import lost_files
+from order_archiver.cold.holding import ColdRestoreMarks
 from order_archiver.cold.manifest import ColdManifest, Listed
 from order_archiver.cold.store import ColdFile, ColdStore
 from order_archiver.cold.tier import (
@@ -52,6 +53,7 @@ from order_archiver.mongodb.indexes import (
     wanted_indexes,
 )
 from order_archiver.mongodb.lease import lease_key
+from order_archiver.mongodb.purge import held_since
 from order_archiver.mongodb.rejects import RejectStore, describe_reject
 from order_archiver.mongodb.retention import PiiRetention, RetentionState, earlier_erasures, retention_state
 from order_archiver.mongodb.source import chunked, missing_source
@@ -203,6 +205,7 @@ class StatusReport:
     cold_source_alone_more: bool = False  # more than cold_source_alone (PURGE_COUNTED_AT_MOST)
     cold_move_running: bool = False  # the move's lease held: a move in progress (WATCH_LEASE_TTL_S)
     cold_moving: str | None = None  # what the running move has published and not finished
+    cold_corrected: int = 0  # restored from the cold tier, changed in the source since (_cold_corrected)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -572,7 +575,14 @@ def collect_status(
         # One delivered order, on the {status, ...} indexes: something for the archive to take.
         delivered=lambda: read(lambda: collections.orders.find_one(delivered_match, {"_id": 1})) is not None,
     )
-    _next_purge(report, collections, settings, now, rejected_ids, read)
+    marks = (
+        ColdRestoreMarks(collections.checkpoints, context.on(collections.archive_side))
+        if settings.archive_cold_url is not None
+        else None
+    )
+    _next_purge(report, collections, settings, now, rejected_ids, read, marks)
+    if marks is not None:
+        _cold_corrected(report, collections, settings, marks)
     _retention(report, collections.archive, settings, now, context)
     _forgotten(report, collections, read, context, cold_tier=settings.archive_cold_url is not None)
     report.problems += _heartbeat_problems(report.watchers, now, thresholds.max_heartbeat_age)
@@ -607,12 +617,14 @@ def _next_purge(
     now: datetime,
     rejected_ids: list[OrderId],
     read: Reader,
+    marks: ColdRestoreMarks | None = None,
 ) -> None:
     """What the next --purge-source would move: the delivered orders old enough (PURGE_AFTER, as
     the purge selects them: under 0d, undated ones too; one count on the ``{status,
     date_livraison}`` index, stopped one past PURGE_COUNTED_AT_MOST), less the two kinds the
-    purge leaves (``purge.SourcePurge``) that status can count boundedly: those restored within RESTORE_HOLD (their archive documents' ``restored_at``, on its sparse
-    index, the first HELD_READ_AT_MOST) and the listed rejected ones (never archived), each
+    purge leaves (``purge.SourcePurge``) that status can count boundedly: those restored within
+    RESTORE_HOLD (their archive documents' ``restored_at``, on its sparse index, and with a cold
+    tier its restore marks, ``marks``: the first HELD_READ_AT_MOST of each) and the listed rejected ones (never archived), each
     counted among the old enough by ``_id``, a chunk at a time. Still an upper bound: the purge
     also leaves an order not archived yet, or changed since it was."""
     # The purge's own selection (``purge_cutoffs``): under PURGE_AFTER 0d every delivered order,
@@ -641,21 +653,44 @@ def _next_purge(
         for index in report.indexes
     )
     if report.purge_held_counted:
-        held = _restored_within_hold(collections.archive, settings, now, read)
+        held = _restored_within_hold(collections.archive, marks, held_since(settings, now), read)
         report.purge_held = _counted_among(collections.orders, old_enough, held, read)
     report.purge_rejected = _counted_among(collections.orders, old_enough, rejected_ids, read)
     report.purge_movable = movable - report.purge_held - report.purge_rejected
 
 
 def _restored_within_hold(
-    archive: MongoCollection, settings: Settings, now: datetime, read: Reader
+    archive: MongoCollection, marks: ColdRestoreMarks | None, since: datetime | None, read: Reader
 ) -> list[OrderId]:
-    """The archived orders ``restore`` put back within RESTORE_HOLD (the purge holds them)."""
-    if not settings.restore_hold:
+    """The orders ``restore`` put back within RESTORE_HOLD (``since``: the purge holds them,
+    ``purge.restored_lately``), from the archive and, with a cold tier, from its files (their
+    marks: ``ColdHolding`` hands the purge the same moment)."""
+    if since is None:
         return []
-    query = {"restored_at": {"$gte": now - settings.restore_hold}}
+    query = {"restored_at": {"$gte": since}}
     found = read(lambda: list(archive.find(query, {"_id": 1}).limit(HELD_READ_AT_MOST)))
-    return [document["_id"] for document in found]
+    archived = [document["_id"] for document in found]
+    cold = marks.restored_since(since, HELD_READ_AT_MOST) if marks is not None else []
+    seen = set(archived)  # an order restored from both: counted once
+    return archived + [i for i in cold if i not in seen]
+
+
+def _cold_corrected(
+    report: StatusReport, collections: Collections, settings: Settings, marks: ColdRestoreMarks
+) -> None:
+    """The orders restored from the cold tier and changed in the source since: no pass archives
+    them again (older than ARCHIVE_COLD_AFTER), the source holds the only copy of the change, and
+    the purge keeps it for good: a problem (``ColdRestoreMarks.corrected``: the marks, then their
+    orders by ``_id``)."""
+    changed, more = marks.corrected(collections.orders, settings.pii_policy, HELD_READ_AT_MOST)
+    report.cold_corrected = len(changed)  # of the first HELD_READ_AT_MOST marks (more: "at least")
+    if changed:
+        report.problems.append(
+            f"cold tier: {'at least ' if more else ''}{plural(len(changed), 'order')} restored from it and changed in the source "
+            "since: no pass archives them again (older than ARCHIVE_COLD_AFTER), the source holds the "
+            "only copy of the change and the purge keeps it (verify names them; docs/operating.md, "
+            "the purge and the cold tier)"
+        )
 
 
 def _counted_among(

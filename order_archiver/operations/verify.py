@@ -35,6 +35,7 @@ from order_archiver.batch.limits import Ended, LimitReached
 from order_archiver.batch.report import PAUSES
 from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits, Throttle
 from order_archiver.cold.check import ColdCheck, check_cold
+from order_archiver.cold.holding import ColdRestoreMarks
 from order_archiver.cold.manifest import ColdManifest
 from order_archiver.cold.tier import cold_store, unsettled_moves
 from order_archiver.context import RunContext
@@ -95,11 +96,15 @@ class VerifyReport:
     # kept couriers' names): the next batch --run makes them again, once (asked when unerased)
     unerased_earlier: int = 0
     cold: ColdCheck | None = None  # ARCHIVE_COLD_URL: its files whole, each order in one place
+    # Orders restored from the cold tier and changed in the source since: the change is held there
+    # alone (no pass archives an order older than ARCHIVE_COLD_AFTER again)
+    cold_corrected: int = 0
+    cold_corrected_examples: list[str] = field(default_factory=list)
     ended: Ended = "completed"  # why it ended: the repair's (#34: max_runtime, stop_file...)
 
     @property
     def consistent(self) -> bool:
-        cold_ok = self.cold is None or self.cold.consistent
+        cold_ok = (self.cold is None or self.cold.consistent) and not self.cold_corrected
         return not self.missing and not self.mismatched and not self.unerased and cold_ok
 
     def _repair_line(self) -> str:
@@ -156,6 +161,13 @@ class VerifyReport:
             + self._earlier_text()
         )
         out += [self.cold.line()] if self.cold is not None else []
+        if self.cold_corrected:
+            out.append(
+                f"orders restored from the cold tier and changed in the source since: {self.cold_corrected} "
+                f"{self.cold_corrected_examples}; no pass archives them again (older than "
+                "ARCHIVE_COLD_AFTER): the source holds the only copy of the change (docs/operating.md, "
+                "the purge and the cold tier)"
+            )
         if self.missing_before_repair is not None:
             out.insert(0, self._repair_line())
         out.append("consistent" if self.consistent else "NOT consistent")
@@ -357,6 +369,10 @@ def _reconcile(
             cold.unsettled = unsettled_moves(
                 store, collections.checkpoints, on_archive, datetime.now(UTC)
             ).files
+        marks = ColdRestoreMarks(collections.checkpoints, on_archive)
+        changed, _ = marks.corrected(collections.orders, settings.pii_policy)
+        check.report.cold_corrected = len(changed)
+        check.report.cold_corrected_examples = [str(i) for i in changed[:EXAMPLES]]
     return check.report
 
 

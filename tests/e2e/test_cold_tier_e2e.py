@@ -304,6 +304,54 @@ def test_purge_source_removes_the_cold_restore_marks_older_than_a_year_at_the_wi
     assert {d["_id"] for d in orders.find({"_id": {"$in": [long_ago, lately]}}, {"_id": 1})} == {lately}
 
 
+def test_status_and_the_purge_agree_on_restored_cold_orders_and_a_correction_held_in_the_source_alone(
+    nx_client, nx_settings, nx_env, db_name, tmp_path
+):
+    """A new user's try, at the wire: restored 2 archived and 2 cold orders, `status` left out the
+    archived ones only ("up to N ... left out: 2 restored within it") where the purge kept 4 (its
+    marks, in the checkpoints collection, were never read by status); then two cold orders
+    corrected in the source and purged with RESTORE_HOLD=0d: kept, but said "a full pass or watch
+    archives the new one", which no pass does for an order older than ARCHIVE_COLD_AFTER, while
+    verify said consistent and status healthy. Now status's figures are the purge's, the purge
+    says the change is held in the source alone (`purge_kept_cold`), status (exit 3) and verify
+    (exit 3) count it."""
+    database = nx_client[db_name]
+    recent, old, env = archived_then_moved(database, nx_settings, nx_env, tmp_path)
+    orders = database["Commande"]
+    from_cold, from_archive = sorted(old, key=str)[:2], sorted(recent, key=str)[:2]
+    picked = from_cold + from_archive
+    numeros = [orders.find_one({"_id": i})["numero_commande"] for i in picked]
+    orders.delete_many({"_id": {"$in": picked}})
+    selection = [arg for numero in numeros for arg in ("--numero", numero)]
+    restored = run_cli("restore", *selection, "--run", "--json", env=env, cwd=tmp_path)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert json.loads(restored.stdout)["from_cold"] == 2
+
+    status = run_cli("status", "--json", env=env, cwd=tmp_path)
+    dry = run_cli("batch", "--purge-source", "--json", "-q", env=env, cwd=tmp_path)
+    purged = run_cli("batch", "--run", "--purge-source", "--json", "-q", env=env, cwd=tmp_path)
+    assert purged.returncode == 0, purged.stderr
+    said, report = json.loads(status.stdout), json.loads(purged.stdout)
+    assert said["purge_held"] == report["purge_held"] == 4
+    assert said["purge_movable"] == json.loads(dry.stdout)["would_purge"] == report["purged"]
+
+    orders.update_many({"_id": {"$in": from_cold}}, {"$set": {"adresse_livraison": "2 rue corrigée"}})
+    no_hold = {**env, "RESTORE_HOLD": "0d"}
+    purged = run_cli("batch", "--run", "--purge-source", "--json", env=no_hold, cwd=tmp_path)
+    assert purged.returncode == 0, purged.stderr
+    report = json.loads(purged.stdout)
+    assert (report["purge_kept"], report["purge_kept_cold"], report["purge_held"]) == (2, 2, 0)
+    assert "no pass archives again" in purged.stderr
+    assert "a full pass or watch" not in purged.stderr
+    assert {d["_id"] for d in orders.find({"_id": {"$in": picked}}, {"_id": 1})} == set(from_cold)
+    status = run_cli("status", "--json", env=no_hold, cwd=tmp_path)
+    assert status.returncode == 3, status.stdout + status.stderr
+    assert json.loads(status.stdout)["cold_corrected"] == 2
+    checked = run_cli("verify", "--json", env=no_hold, cwd=tmp_path)
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["cold_corrected"] == 2
+
+
 # The product's own move, killed with SIGKILL while it drops a corrected order's older copy from
 # the file it just published: the order is corrected in the archive between the publication and
 # the delete (ColdMove.after_publish), and the rewrite's publication (the second) is the kill.

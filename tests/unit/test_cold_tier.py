@@ -2445,3 +2445,110 @@ def test_status_with_a_damaged_cold_file_still_reports_everything_and_names_the_
     assert report.newest_archived_at is not None
     assert report.cold_pii_retention_pending is None
     assert any("personal data past ARCHIVE_PII_RETENTION not counted" in p for p in report.problems)
+
+
+def restored_from_both(mongo, settings, archived, tmp_path, cold=3, warm=2):
+    """The older half moved to the cold tier; ``cold`` of its orders and ``warm`` archived ones
+    deleted from the source, then put back by one ``restore --run`` (RESTORE_HOLD 30d: held).
+    The settings with the cold tier, the cold ones, the archived ones."""
+    from order_archiver.operations.restore import RestoreSelection, restore
+    from order_archiver.settings import Duration
+
+    archive, before = archived
+    cold_after = Duration(days=10)
+    store = local_store(tmp_path)
+    ColdMove(store, *collections(mongo, settings), NOW - cold_after).run()
+    with_cold = settings.with_overrides(archive_cold_url=store.url, archive_cold_after=cold_after)
+    in_cold = sorted(cold_documents(store), key=str)[:cold]
+    in_archive = sorted((d["_id"] for d in archive.find({}, {"_id": 1})), key=str)[:warm]
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    orders.delete_many({"_id": {"$in": in_cold + in_archive}})
+    numeros = tuple(before[i]["numero_commande"] for i in in_cold + in_archive)
+    report = restore(mongo, with_cold, RestoreSelection(numeros), run=True, confirmed=True)
+    assert (report.restored, report.from_cold) == (cold + warm, cold)
+    return with_cold, in_cold, in_archive
+
+
+def test_status_leaves_out_the_cold_orders_restored_within_restore_hold_as_the_purge_keeps_them(
+    mongo, settings, archived, tmp_path
+):
+    """A new user's try: after restoring 24 archived and 48 cold orders, status said "up to 48
+    delivered orders ... left out: 24 restored within it" where the purge "kept 72 restored within
+    RESTORE_HOLD": status read the archive's ``restored_at`` alone, never the cold tier's marks.
+    Now the next purge's figures are what the purge (and its dry run) does."""
+    from order_archiver.operations.status import collect_status
+
+    with_cold, _, _ = restored_from_both(mongo, settings, archived, tmp_path)
+    status = collect_status(mongo, with_cold, now=NOW)
+    dry = BatchArchiver(
+        mongo, with_cold, BatchOptions(run=False, purge_source=True, batch_size=50), server_clock=lambda: NOW
+    ).run()
+    report = purge_run(mongo, with_cold)
+    assert status.purge_held_counted
+    assert status.purge_held == report.purge_held == 5
+    assert status.purge_movable == dry.would_purge == report.purged
+    assert "left out: 5 restored within it" in "\n".join(status.lines())
+
+
+def test_a_cold_order_corrected_after_its_restore_is_said_held_in_the_source_alone(
+    mongo, settings, archived, tmp_path, caplog
+):
+    """A new user's try: two orders restored from the cold tier, one corrected in the source; the
+    purge (RESTORE_HOLD 0d) kept it, rightly, but said "a full pass or watch archives the new one",
+    which no pass does (older than ARCHIVE_COLD_AFTER), while verify said consistent and status
+    healthy. Now the purge says the source holds the only copy of the change (``purge_kept_cold``),
+    status makes it a problem and verify counts it (not consistent); its mark, a year old, is not
+    pruned with the others (status and verify read it), the unchanged order's is."""
+    import logging
+
+    from order_archiver.cold.holding import MARK, ColdRestoreMarks
+    from order_archiver.operations.status import collect_status
+    from order_archiver.operations.verify import verify
+    from order_archiver.settings import Duration
+
+    with_cold, (corrected, unchanged), _ = restored_from_both(mongo, settings, archived, tmp_path, 2, 0)
+    orders = mongo[settings.mongodb_database][settings.orders_collection]
+    orders.update_one({"_id": corrected}, {"$set": {"adresse_livraison": "2 rue corrigée"}})
+    checkpoints = collections(mongo, settings)[1]
+    a_year_ago = NOW - timedelta(days=400)
+    checkpoints.update_many({"kind": MARK}, {"$set": {"restored_at": a_year_ago}})
+    before_purge = collect_status(mongo, with_cold, now=NOW)
+    assert before_purge.cold_corrected == 1
+    assert not before_purge.healthy
+    assert any("changed in the source since" in p for p in before_purge.problems)
+
+    caplog.set_level(logging.WARNING, logger="order_archiver")
+    report = purge_run(mongo, with_cold.with_overrides(restore_hold=Duration(0)))
+    assert (report.purge_kept, report.purge_kept_cold) == (1, 1)
+    assert "(all of the cold tier: the change held in the source alone" in report.summary_line()
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "no pass archives again" in said
+    assert "a full pass or watch archives" not in said
+    assert {d["_id"] for d in orders.find({"_id": {"$in": [corrected, unchanged]}})} == {corrected}
+    marks = {d["_id"] for d in checkpoints.find({"kind": MARK})}
+    assert marks == {ColdRestoreMarks.key(corrected)}
+
+    status = collect_status(mongo, with_cold, now=NOW)
+    assert (status.cold_corrected, status.healthy) == (1, False)
+    checked = verify(mongo, with_cold)
+    assert (checked.cold_corrected, checked.consistent) == (1, False)
+    assert checked.cold_corrected_examples == [str(corrected)]
+    assert "changed in the source since: 1" in "\n".join(checked.lines())
+
+
+@pytest.mark.parametrize(
+    ("key", "order_id"),
+    [
+        ("cold-restored:'CMD-1'", "CMD-1"),
+        ("cold-restored:12", 12),
+        ("cold-restored:ObjectId('65a1b2c3d4e5f60718293a4b')", bson.ObjectId("65a1b2c3d4e5f60718293a4b")),
+        ("cold-restored:{'a': 1}", None),
+        ("cold-restored:True", None),
+    ],
+)
+def test_a_mark_written_before_it_kept_its_order_id_is_read_from_its_key(key, order_id):
+    """Marks written by the version before this one hold their order only in their key (its
+    ``repr``): status reads them too, for the ``_id`` types an order takes; another is not read."""
+    from order_archiver.cold.holding import _order_id
+
+    assert _order_id({"_id": key}) == order_id
