@@ -57,7 +57,7 @@ from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.mongodb.storage import DUPLICATE_KEY, Collections, MongoCollection
 from order_archiver.operations.held_numbers import HeldNumber, NumberHolders
 from order_archiver.operations.numbers import case_hints
-from order_archiver.orders.erasing import CLIENT
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.retry import Retry
 from order_archiver.settings import Settings
@@ -68,6 +68,12 @@ CHUNK = 500
 EXAMPLES = 5
 CONFIRM_ABOVE = 100  # a restore --run of more orders than this asks for --yes
 REFUSALS_LISTED = 100  # in the report; the log names every one
+# ``RestoreReport.without_personal_data_by``'s reasons, as a line says them
+REASON_WORDS = {
+    BY_REQUEST: "forgotten (forget)",
+    BY_AGE: "erased by ARCHIVE_PII_RETENTION",
+    "ARCHIVE_PII": "written under ARCHIVE_PII hash or drop",
+}
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,9 @@ class RestoreReport:
     conflicts: int = 0  # in the source with other content: left alone
     unrestorable: int = 0  # no source copy in the archive document
     without_personal_data: int = 0  # restored as kept: forgotten, or written under hash/drop
+    # ``without_personal_data`` by what erased it (``erasure_reason``): forget,
+    # ARCHIVE_PII_RETENTION (the document's forgotten_by), ARCHIVE_PII (hash or drop)
+    without_personal_data_by: dict[str, int] = field(default_factory=dict)
     refused: int = 0  # the insert was refused (a validator, a unique index, a field name)
     conflict_examples: list[str] = field(default_factory=list)
     unrestorable_examples: list[str] = field(default_factory=list)
@@ -207,6 +216,12 @@ class RestoreReport:
             else f" ({self.from_cold} from the cold tier)"
         )
 
+    def _erased_by(self) -> str:
+        """What erased it, each reason with its count: "2 forgotten, 1 by ARCHIVE_PII_RETENTION"."""
+        return ", ".join(
+            f"{count} {REASON_WORDS[reason]}" for reason, count in self.without_personal_data_by.items()
+        )
+
     def lines(self) -> list[str]:
         verb = "restored" if self.run else "would restore (dry run: --run to restore)"
         out = [
@@ -214,9 +229,7 @@ class RestoreReport:
             f"{self.already_there} already in the source as archived"
         ]
         if self.without_personal_data:
-            out.append(
-                f"{self.without_personal_data} without their personal data (forgotten, or ARCHIVE_PII)"
-            )
+            out.append(f"{self.without_personal_data} without their personal data ({self._erased_by()})")
         if self.conflicts:
             out.append(
                 f"{self.conflicts} in the source with other content, left alone: {', '.join(self.conflict_examples)}"
@@ -412,7 +425,14 @@ def _chunks(
 ) -> Iterator[list[Document]]:
     """The selected archive documents in ``_id`` order, a chunk at a time, through cuts
     (``scan_by_id``), across ``_id`` types (``ids_after``: dirty data has string ids)."""
-    fields = {"source": 1, "numero_commande": 1, "pii_policy": 1, "forgotten_at": 1, "restored_at": 1}
+    fields = {
+        "source": 1,
+        "numero_commande": 1,
+        "pii_policy": 1,
+        "forgotten_at": 1,
+        "forgotten_by": 1,
+        "restored_at": 1,
+    }
 
     def selected_after(after_id: OrderId) -> Any:
         page = {"$and": [wanted, ids_after(after_id)]} if after_id is not None else wanted
@@ -442,6 +462,15 @@ def _cold_chunks(
     return chunked((document for _, document in find_in_cold(store, query)), CHUNK)
 
 
+def erasure_reason(document: Mapping[str, object]) -> str | None:
+    """What took an archive document's personal data (None: nothing did): ``forget``, or
+    ``ARCHIVE_PII_RETENTION`` (its ``forgotten_by``: the widest erasure names itself), or the
+    ``ARCHIVE_PII`` mode it was written under (hash or drop)."""
+    if document.get("forgotten_at") is not None:
+        return BY_AGE if document.get("forgotten_by") == BY_AGE else BY_REQUEST
+    return "ARCHIVE_PII" if document.get("pii_policy", "keep") != "keep" else None
+
+
 def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, object]]:
     copies = []
     for document in chunk:
@@ -451,8 +480,11 @@ def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, obje
             if len(report.unrestorable_examples) < EXAMPLES:
                 report.unrestorable_examples.append(str(document.get("numero_commande") or document["_id"]))
             continue
-        if document.get("forgotten_at") is not None or document.get("pii_policy", "keep") != "keep":
+        reason = erasure_reason(document)
+        if reason is not None:
             report.without_personal_data += 1
+            by = report.without_personal_data_by
+            by[reason] = by.get(reason, 0) + 1
         copies.append(source)
     return copies
 

@@ -221,3 +221,28 @@ def test_restore_says_how_many_of_the_orders_selected_came_from_the_cold_tier(us
     assert capsys.readouterr().out.startswith("2 archived orders selected (1 from the cold tier);")
     assert cli.main(["restore", "--numero", numeros[1], "--json"]) == 0
     assert '"from_cold": 0' in capsys.readouterr().out
+
+
+def test_restore_names_archive_pii_retention_when_it_did_the_erasing(user, capsys, monkeypatch):  # noqa: F811
+    """Was: "1 without their personal data (forgotten, or ARCHIVE_PII)" for orders whose data
+    ARCHIVE_PII_RETENTION erased (``forgotten_by`` on the document says which erasure did it),
+    in the archive and in a cold file alike; a forgotten client's order still says forget."""
+    monkeypatch.setenv("ARCHIVE_PII_RETENTION", "10d")
+    moved(user, capsys)  # the 20- and 40-day-old orders erased by age, then moved
+    orders = user.archive.database["Commande"]
+    cold_one = orders.find_one({"_id": user.bands[40][0]})["numero_commande"]
+    orders.delete_many(
+        {"_id": {"$in": [user.bands[40][0], user.bands[5][0]]}}
+    )  # purged, as --purge-source does
+    assert cli.main(["restore", "--numero", cold_one]) == 0
+    out = capsys.readouterr().out
+    assert "1 without their personal data (1 erased by ARCHIVE_PII_RETENTION)" in out, out
+    assert "forgotten" not in out
+    assert cli.main(["restore", "--numero", cold_one, "--json"]) == 0
+    assert '"without_personal_data_by": {"ARCHIVE_PII_RETENTION": 1}' in capsys.readouterr().out
+
+    recent = user.archive.find_one({"_id": user.bands[5][0]})
+    assert cli.main(["forget", "--client", str(recent["client"]["id"]), "--run", "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["restore", "--numero", recent["numero_commande"]]) == 0
+    assert "1 without their personal data (1 forgotten (forget))" in capsys.readouterr().out
