@@ -43,6 +43,7 @@ from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
 from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits
+from order_archiver.cold.check import lost_line, lost_now
 from order_archiver.cold.holding import ColdRestoreMarks
 from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.tier import cold_store
@@ -83,6 +84,12 @@ class RestoreSelection:
     client_id: ObjectId | str | None = None  # as typed: every form of it (forgotten.id_forms)
     date_from: datetime | None = None
     date_to: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        """A selection by a client or a window: how many orders it should find is not known (a
+        published cold file gone may have held some of them)."""
+        return self.client_id is not None or self.date_from is not None or self.date_to is not None
 
     def archive_filter(self) -> dict[str, object]:
         """The archive documents selected; ConfigError when nothing selects."""
@@ -143,6 +150,10 @@ class RestoreReport:
     numero_held_orders: list[HeldNumber] = field(default_factory=list)  # the first REFUSALS_LISTED
     # A --numero, an --id or a selection that selects no archived order (a typo, the wrong case).
     not_found: list[str] = field(default_factory=list)
+    # Published cold files gone (removed by hand, lost), read when something asked was not found or
+    # the selection is open (--client, a window): their URLs and the orders they held, in no place
+    cold_lost_files: list[str] = field(default_factory=list)
+    cold_lost_orders: int = 0
     limits: HeldLimits = field(default_factory=HeldLimits)  # #34's: what they held, why it ended
     # The numeros and ids selected, to name those asked for and not there
     seen: set[object] = field(default_factory=set, repr=False)
@@ -156,6 +167,7 @@ class RestoreReport:
             or self.not_found
             or self.numero_held
             or self.numero_shared
+            or self.cold_lost_files
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -242,6 +254,8 @@ class RestoreReport:
         out += self.held_lines()
         if self.not_found:
             out.append("not found among the archived orders (exit 3): " + "; ".join(self.not_found))
+        if self.cold_lost_files:
+            out.append(lost_line(self.cold_lost_files, self.cold_lost_orders) + " (exit 3)")
         if self.refused:
             more = self.refused - len(self.refused_orders)
             out.append(
@@ -294,6 +308,9 @@ def restore(
         report.not_found = _not_found(
             selection, report.seen, report.selected, collections.archive, context, settings
         )
+        if cold_place is not None and (report.not_found or selection.open):
+            lost = lost_now(cold_place, collections.checkpoints, context.on(collections.archive_side))
+            report.cold_lost_files, report.cold_lost_orders = lost.missing_files, lost.missing
     log.info(
         "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused, "
         "%d left alone (their number held by another order), %d whose number another took meanwhile",

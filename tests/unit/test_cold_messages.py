@@ -8,6 +8,7 @@ at a closed port (nothing listens: the AWS SDK's own "could not connect", as wit
 import os
 import re
 import socket
+from datetime import timedelta
 
 import pytest
 
@@ -203,7 +204,7 @@ def test_find_that_finds_everything_reads_no_list_of_files(user, capsys, monkeyp
     from order_archiver.operations import find
 
     moved(user, capsys)
-    monkeypatch.setattr(find, "lost_files", lambda *_: pytest.fail("read the list of files"))
+    monkeypatch.setattr(find, "lost_now", lambda *_: pytest.fail("read the list of files"))
     assert cli.main(["find", "--id", str(user.bands[40][0])]) == 0
 
 
@@ -246,3 +247,41 @@ def test_restore_names_archive_pii_retention_when_it_did_the_erasing(user, capsy
     capsys.readouterr()
     assert cli.main(["restore", "--numero", recent["numero_commande"]]) == 0
     assert "1 without their personal data (1 forgotten (forget))" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("by", ["numero", "window"])
+def test_restore_of_orders_in_a_published_file_gone_says_the_file_is_gone(user, capsys, by):  # noqa: F811
+    """Was: after a cold file was deleted by hand (its orders purged from the source: the file
+    their one place), `restore --numero N` and `restore --date-from/--date-to` said only "not
+    found among the archived orders" (exit 3), while status, verify and find named the file.
+    Now restore says which file, how many orders it held, that they are in no place and what to
+    do (``cold_lost_files``, ``cold_lost_orders`` in --json); from what status reads (no file opened)."""
+    moved(user, capsys)
+    store = ColdStore(user.url)
+    gone = store.files()[0]
+    in_gone = _ids_in(store, gone.path)
+    orders = user.archive.database["Commande"]
+    lost = [
+        o for o in orders.find({"_id": {"$in": user.bands[20] + user.bands[40]}}) if str(o["_id"]) in in_gone
+    ]
+    orders.delete_many({"_id": {"$in": [o["_id"] for o in lost]}})  # purged: the file was their one place
+    os.remove(gone.path)
+    if by == "numero":
+        asked = ["--numero", lost[0]["numero_commande"]]
+    else:  # a window (on date_commande) around one lost order's: it selects no archived order
+        ordered = lost[0]["date_commande"]
+        until = ordered + timedelta(milliseconds=1)
+        asked = ["--date-from", ordered.isoformat(), "--date-to", until.isoformat()]
+    code = cli.main(["restore", *asked])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "not found among the archived orders" in out
+    line = out.splitlines()[-1]
+    assert line.startswith(f"cold tier: 1 published file gone ({len(in_gone)} orders in no place)"), out
+    assert "status and verify name it too" in line
+    assert "backup of the bucket or folder" in line
+    assert line.endswith(f"{store.url_of(gone.path)} (exit 3)"), line
+    assert cli.main(["restore", *asked, "--json"]) == 3
+    said = capsys.readouterr().out
+    assert f'"cold_lost_files": ["{store.url_of(gone.path)}"]' in said
+    assert f'"cold_lost_orders": {len(in_gone)}' in said
