@@ -56,9 +56,10 @@ from order_archiver.errors import (
     ConfigError,
     FatalError,
     TransientError,
+    storage_fault,
     storage_words,
 )
-from order_archiver.retry import Retry, retrying
+from order_archiver.retry import Purpose, Retry, retrying
 
 if TYPE_CHECKING:
     from pyarrow import NativeFile
@@ -241,13 +242,17 @@ class ColdStore:
 
     def retrying(self, func: Callable[[], T]) -> T:
         """``func`` (an idempotent request, at the storage's edge) retried on a transient
-        storage fault (``Retry.STORAGE``)."""
+        storage fault (``Retry.STORAGE``), briefly when nothing answers at the endpoint
+        (``Retry.STORAGE_UNREACHABLE``: a wrong address is not cured by waiting)."""
 
         def at_edge() -> T:
             with storage_edge():
                 return func()
 
-        return retrying(at_edge, purpose=Retry.STORAGE, stop_event=self.stop)
+        def purpose_of(exc: BaseException) -> Purpose | None:
+            return Retry.STORAGE_UNREACHABLE if storage_fault(exc) == "unreachable" else None
+
+        return retrying(at_edge, purpose=Retry.STORAGE, stop_event=self.stop, purpose_of=purpose_of)
 
     # -- names
 

@@ -127,7 +127,7 @@ def test_status_with_the_cold_tiers_s3_unreachable_reports_everything_else_and_e
     [cold] = [line for line in lines if line.startswith("cold tier")]
     assert cold.startswith(
         f"cold tier: could not be read, its files and orders not counted: ARCHIVE_COLD_URL {BUCKET_URL}: "
-        "the storage did not answer after retries"
+        f"nothing answers at 127.0.0.1:{s3_down} (the connection was refused)"
     ), cold
     assert f"Failed to connect to 127.0.0.1:{s3_down} after" in cold
     assert "cold tier (ARCHIVE_COLD_URL)" not in out
@@ -146,7 +146,7 @@ def test_status_q_says_the_cold_tier_could_not_be_read(user, capsys, s3_down):  
 
 def test_doctors_cold_tier_line_names_the_place_once(s3_down):
     """Was: "FAIL cold tier: cold tier (ARCHIVE_COLD_URL): the storage did not answer ...". Now
-    "FAIL cold tier: ARCHIVE_COLD_URL s3://...: the storage did not answer ...", the cause kept."""
+    "FAIL cold tier: ARCHIVE_COLD_URL s3://...: nothing answers at HOST:PORT ...", the cause kept."""
     from order_archiver.operations.doctor import DoctorReport, cold_tier_check
     from order_archiver.settings import Settings
 
@@ -157,7 +157,8 @@ def test_doctors_cold_tier_line_names_the_place_once(s3_down):
     cold_tier_check(report, settings, RunContext())
     [line, _verdict] = report.lines()
     assert line.startswith(
-        f"FAIL cold tier: ARCHIVE_COLD_URL {BUCKET_URL}: the storage did not answer after retries"
+        f"FAIL cold tier: ARCHIVE_COLD_URL {BUCKET_URL}: nothing answers at 127.0.0.1:{s3_down} "
+        "(the connection was refused)"
     ), line
     assert line.count("cold tier") == 1, line
     assert f"Failed to connect to 127.0.0.1:{s3_down} after" in line
@@ -285,3 +286,45 @@ def test_restore_of_orders_in_a_published_file_gone_says_the_file_is_gone(user, 
     said = capsys.readouterr().out
     assert f'"cold_lost_files": ["{store.url_of(gone.path)}"]' in said
     assert f'"cold_lost_orders": {len(in_gone)}' in said
+
+
+@pytest.mark.parametrize("command", [["verify"], ["find", "--numero", "CMD-000551"]])
+def test_an_endpoint_that_refuses_the_connection_is_named_and_not_retried_for_long(
+    user,  # noqa: F811
+    capsys,
+    monkeypatch,
+    command,
+):
+    """A new user's try: with AWS_ENDPOINT_URL at a port nothing listens on, verify and find
+    exited 1 after 15 to 32 s saying "the storage did not answer after retries (S3
+    SlowDown/500/503, a timeout or a reset connection); nothing is lost, run the command again",
+    while the cause was a refused connection (curl's "Could not connect to server"), which a
+    re-run does not cure. Now the line names the endpoint that refused and what to check, after
+    a short retry (a storage restarting refuses for a moment), and exits 1 (the contract's
+    "server unreachable"); a transient fault keeps its words (test_cold_storage_faults)."""
+    import time
+
+    assert cli.main(["batch", "--run", "-q"]) == 0
+    port = closed_port()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }.items():
+        monkeypatch.setenv(key, value)
+    user.cold("15d", url=BUCKET_URL)
+    capsys.readouterr()
+    began = time.monotonic()
+    code = cli.main(command)
+    took = time.monotonic() - began
+    err = capsys.readouterr().err
+    [line] = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert code == 1, err
+    assert line.startswith(
+        f"error: cold tier (ARCHIVE_COLD_URL): nothing answers at 127.0.0.1:{port} (the connection "
+        "was refused): check AWS_ENDPOINT_URL / the bucket's address"
+    ), line
+    assert "SlowDown" not in line
+    assert "nothing is lost, run the command again" not in line
+    assert took < 10, took  # was 15 to 32 s: the transient fault's retries (Retry.STORAGE)
