@@ -285,6 +285,7 @@ def _moved(
             erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive, aged)
         finally:
             report.pii_erased, report.pii_rewritten = aged.orders, aged.files
+            report.versions_kept = aged.versions_kept
     finish_forgotten(collections, settings, store, on_archive, report)
     # After the erasure, which a storage fault in this look would otherwise keep from running.
     if not on_archive.stopped:
@@ -333,6 +334,8 @@ def finish_forgotten(
         )
         done = erase_in_cold(store, collections.checkpoints, query, erasure, run=True, context=context)
         report.forgotten_rewritten += done.rewritten
+        if report.versions_kept is None:
+            report.versions_kept = done.versions_kept
         if done.complete:
             record.finished(kind, person)
             report.forgotten_finished += 1

@@ -35,6 +35,7 @@ from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, Held
 from order_archiver.cold.erasure import ColdErasure, erase_in_cold
 from order_archiver.cold.rewrite import read_boundary
 from order_archiver.cold.search import ColdQuery
+from order_archiver.cold.store import versions_kept_words
 from order_archiver.cold.tier import cold_store, cold_tier_writer
 from order_archiver.context import RunContext
 from order_archiver.documents import Document
@@ -166,11 +167,7 @@ class ForgetReport:
         """A versioned bucket keeps what the rewrites replaced: said, as nothing here erases it."""
         if self.cold is None or not self.cold.versions_kept:
             return []
-        return [
-            f"cold tier: the bucket keeps object versions: the {plural(self.cold.rewritten, 'file')} "
-            "replaced, with their personal data, stay readable as noncurrent versions until a "
-            "lifecycle rule expires them (NoncurrentVersionExpiration; doctor's cold tier versions)"
-        ]
+        return [f"cold tier: {versions_kept_words(self.cold.rewritten)}"]
 
     @property
     def cold_partial(self) -> bool:
