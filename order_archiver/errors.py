@@ -181,7 +181,7 @@ def is_transient(exc: BaseException) -> bool:
     if is_authorisation_error(exc):
         return False
     if isinstance(exc, OSError):
-        return storage_fault(exc) == "transient"
+        return storage_fault(exc) in ("transient", "unreachable")
     if isinstance(exc, pymongo_errors.PyMongoError) and any(
         exc.has_error_label(label) for label in TRANSIENT_LABELS
     ):
@@ -207,7 +207,7 @@ def is_transient(exc: BaseException) -> bool:
 # listing or a read, a few seconds); a local folder's errors carry an ``errno``. A file's damaged
 # bytes are neither: ``ArrowInvalid`` (a ``ValueError``) or an ``OSError`` of the Parquet reader.
 # Sorted where they are raised, at the cold tier's edge with its storage (``ColdStorageError``).
-StorageFault = Literal["transient", "denied", "no_bucket", "failed"]
+StorageFault = Literal["transient", "unreachable", "denied", "no_bucket", "failed"]
 # AWS S3 API Reference, "Error responses": 503 SlowDown, 500 InternalError, 503
 # ServiceUnavailable ("reduce your request rate", "retry"); a timeout or a connection reset.
 S3_TRANSIENT = (
@@ -219,6 +219,12 @@ S3_TRANSIENT = (
     "NETWORK_CONNECTION",
     "HTTP status 5",
 )
+# Nothing answers at the endpoint (curl's words in Arrow's ``Details``, after NETWORK_CONNECTION):
+# the connection refused (a wrong AWS_ENDPOINT_URL or port, the storage down or restarting) or its
+# host not found. A re-run does not cure a wrong address: said as such, retried briefly only
+# (``Retry.STORAGE_UNREACHABLE``: a storage restarting refuses for a moment).
+S3_REFUSED = ("Could not connect to server", "Couldn't connect to server", "Connection refused")
+S3_UNRESOLVED = ("Could not resolve host", "Couldn't resolve host")
 # 403 AccessDenied (credentials, a bucket policy), a key or a signature refused, a token expired.
 S3_DENIED = (
     "ACCESS_DENIED",
@@ -269,6 +275,8 @@ def _storage_kind(exc: OSError) -> StorageFault | None:
             return "no_bucket"
         if any(name in text for name in S3_DENIED):
             return "denied"
+        if any(cause in text for cause in S3_REFUSED + S3_UNRESOLVED):
+            return "unreachable"
         return "transient" if any(name in text for name in S3_TRANSIENT) else "failed"
     if exc.errno is None:
         return None  # the Parquet reader's own: the bytes, not the storage
@@ -280,6 +288,8 @@ def _storage_kind(exc: OSError) -> StorageFault | None:
 def storage_fault(exc: BaseException) -> StorageFault | None:
     """What a cold-tier storage error says of the storage, or None when it is none: the kind a
     ``ColdStorageError`` was raised with at the storage's edge. ``transient`` (retry),
+    ``unreachable`` (nothing answers at the endpoint: refused, or its host not found; retried
+    briefly),
     ``denied`` (credentials, a bucket policy, a folder's permissions), ``no_bucket`` (404
     NoSuchBucket: a wrong bucket, endpoint or region), ``failed`` (any other answer of the
     storage). Never "not found" nor "damaged". A file's bytes that do not read as Parquet are
@@ -298,6 +308,25 @@ STORAGE_FIXES = {
     "AWS_ENDPOINT_URL and AWS_DEFAULT_REGION",
     "failed": "the storage refused the request",
 }
+_CONNECT_TO = re.compile(r"Failed to connect to (\S+?)(?: port (\d+))? after")
+_RESOLVE = re.compile(r"(?:Could not|Couldn't) resolve host: (\S+)")
+UNREACHABLE_FIX = (
+    "check AWS_ENDPOINT_URL / the bucket's address (ARCHIVE_COLD_URL, AWS_DEFAULT_REGION); "
+    "tried again for a few seconds only (a storage restarting refuses for a moment)"
+)
+
+
+def unreachable_words(exc: BaseException) -> str:
+    """An ``unreachable`` fault's line: the endpoint that refused (or the host not found), from
+    curl's words, and what to check."""
+    text = str(exc)
+    if resolve := _RESOLVE.search(text):
+        return f"{resolve.group(1)} cannot be found (its name does not resolve): {UNREACHABLE_FIX}"
+    if connect := _CONNECT_TO.search(text):
+        host, port = connect.groups()
+        where = f"{host}:{port}" if port else host
+        return f"nothing answers at {where} (the connection was refused): {UNREACHABLE_FIX}"
+    return f"nothing answers at the storage's endpoint (the connection was refused): {UNREACHABLE_FIX}"
 
 
 def storage_error(exc: BaseException) -> ArchiverError | None:
@@ -306,8 +335,12 @@ def storage_error(exc: BaseException) -> ArchiverError | None:
     kind = storage_fault(exc)
     if kind is None:
         return None
-    cls = {"transient": TransientError, "no_bucket": ConfigError}.get(kind, FatalError)
-    return cls(f"{STORAGE_PREFIX}{STORAGE_FIXES[kind]} ({storage_words(exc)})")
+    # Unreachable: exit 1, the contract's "server unreachable" (a storage down answers so too).
+    cls = {"transient": TransientError, "unreachable": TransientError, "no_bucket": ConfigError}.get(
+        kind, FatalError
+    )
+    fix = unreachable_words(exc) if kind == "unreachable" else STORAGE_FIXES[kind]
+    return cls(f"{STORAGE_PREFIX}{fix} ({storage_words(exc)})")
 
 
 STORAGE_PREFIX = "cold tier (ARCHIVE_COLD_URL): "  # storage_error's; see cold_fault_line

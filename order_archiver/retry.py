@@ -48,6 +48,10 @@ class Retry:
     # for a few seconds (3 tries of a HEAD, about 30 of a listing or a read, with pyarrow 26): S3's 503 SlowDown asks for a slower pace ("reduce your request rate",
     # AWS S3 API Reference, Error responses), so the waits here are longer (about a minute in all).
     STORAGE = Purpose(4, first_wait_s=2.0, longest_wait_s=30.0)
+    # A cold-tier request that nothing answered at its endpoint (the connection refused, its host
+    # not found: ``errors.storage_fault`` "unreachable"): a wrong address, which no wait cures, or
+    # a storage restarting; tried again twice within about a second and a half.
+    STORAGE_UNREACHABLE = Purpose(3, first_wait_s=0.5, longest_wait_s=1.0)
 
 
 class Backoff:
@@ -127,18 +131,23 @@ def retrying(
     purpose: Purpose = Retry.COMMAND,
     stop_event: threading.Event | None = None,
     on_retry: Callable[[BaseException, float], Any] | None = None,
+    purpose_of: Callable[[BaseException], Purpose | None] | None = None,
 ) -> T:
     """Call ``func`` until it succeeds, by the ``RetryPolicy`` of ``purpose``: transient
     errors only, ``purpose.attempts`` failures at most (0: forever), a stop during a wait
     raises (one command either did its work or failed). A cold-tier storage error (an
-    ``OSError``) is sorted by the same classification (``errors.storage_fault``)."""
-    policy = RetryPolicy(purpose, on_stop="raise", stop_event=stop_event)
+    ``OSError``) is sorted by the same classification (``errors.storage_fault``).
+    ``purpose_of``: another purpose for some failures (None: ``purpose``), each counted and
+    waited for by its own policy."""
+    policies: dict[Purpose, RetryPolicy] = {}
     while True:
         try:
             return func()
         except ArchiverError:
             raise
         except (pymongo_errors.PyMongoError, OSError) as exc:
+            chosen = (purpose_of(exc) if purpose_of is not None else None) or purpose
+            policy = policies.setdefault(chosen, RetryPolicy(chosen, on_stop="raise", stop_event=stop_event))
             delay = policy.increment(exc)
             if on_retry is not None:
                 on_retry(exc, delay)

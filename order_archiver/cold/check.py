@@ -165,3 +165,33 @@ def lost_files(
     check = ColdCheck()
     _lost(store, manifest, listed, {f.path for f in found}, check)
     return check
+
+
+LOST_NAMED = (
+    3  # published cold files gone, named in find's and restore's line at most (verify names them all)
+)
+
+
+def lost_now(store: ColdStore, checkpoints: MongoCollection, context: RunContext) -> ColdCheck:
+    """What ``status`` reads of the cold tier's lost files (``lost_files``: the list of files
+    published, in the archive, against one listing of the place; no file opened), for a command
+    that did not find all it was asked (``find``, ``restore``): an order in a file gone is in no
+    place. ``context`` is the archive's (the list is kept there)."""
+    manifest = ColdManifest(store, checkpoints, context)
+    listed = list(manifest.entries())  # read before the files: see ``_lost``
+    return lost_files(store, manifest, listed, store.files())
+
+
+def lost_line(files: list[str], orders: int) -> str:
+    """The one line ``find`` and ``restore`` say of published files gone: which (the first
+    ``LOST_NAMED``), how many orders they held, that those are in no place, and what to do."""
+    named = files[:LOST_NAMED]
+    more = len(files) - len(named)
+    where = "it" if len(files) == 1 else "one of them"
+    return (
+        f"cold tier: {plural(len(files), 'published file')} gone ({plural(orders, 'order')} in no place): "
+        f"what was not found may have been in {where} (status and verify name it too); nothing else "
+        "holds those orders: put the file back from a backup of the bucket or folder, then run again: "
+        + ", ".join(named)
+        + (f" and {more} more" if more else "")
+    )

@@ -60,7 +60,7 @@ from order_archiver.cold.rewrite import (
     until_stopped,
 )
 from order_archiver.cold.schema import document_of, round_trips
-from order_archiver.cold.store import ColdFile, ColdStore, Month
+from order_archiver.cold.store import ColdFile, ColdStore, Month, versions_kept_words
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, moment_or_none
 from order_archiver.errors import FatalError, Interrupted
@@ -92,6 +92,10 @@ class ColdMoveReport:
     expired_orders: int = 0
     pii_erased: int = 0  # ARCHIVE_PII_RETENTION: cold orders whose personal data was erased
     pii_rewritten: int = 0  # the files rewritten for it
+    # On S3, once this run rewrote a file for an erasure (ARCHIVE_PII_RETENTION, a forget's
+    # finished): whether the bucket keeps versions (``ColdStore.keeps_versions``): the files
+    # replaced, with their personal data, then stay readable. None: not known (no rewrite, not S3)
+    versions_kept: bool | None = None
     # Forgotten persons whose erasure in the cold tier a forget left unfinished, finished by this
     # run (tier.finish_forgotten), and the files it rewrote for them
     forgotten_finished: int = 0
@@ -137,6 +141,7 @@ class ColdMoveReport:
             "pii_rewritten": self.pii_rewritten,
             "forgotten_finished": self.forgotten_finished,
             "forgotten_rewritten": self.forgotten_rewritten,
+            "versions_kept": self.versions_kept,
             "would_move": self.would_move,
             "would_erase_pii": self.would_erase_pii,
             "would_expire_files": self.would_expire_files,
@@ -196,6 +201,8 @@ class ColdMoveReport:
                 f"; the erasure of {plural(self.forgotten_finished, 'forgotten person')} a forget left "
                 f"unfinished finished ({plural(self.forgotten_rewritten, 'file')} rewritten)"
             )
+        if self.versions_kept and (self.pii_erased or self.forgotten_finished):
+            yield f"; {versions_kept_words(self.pii_rewritten + self.forgotten_rewritten)}"
         if self.expired_files:
             yield f"; {plural(self.expired_orders, 'order')} past ARCHIVE_RETENTION removed ({plural(self.expired_files, 'file')})"
         if self.gone_files:

@@ -111,6 +111,9 @@ def remove_expired(
 class ColdAgeErasure:
     files: int = 0  # files rewritten
     orders: int = 0  # orders whose personal data was erased
+    # On S3, once a file is rewritten: whether the bucket keeps versions (as ``ColdErasure``'s:
+    # the replaced files, with their personal data, then stay readable). None: not known
+    versions_kept: bool | None = None
 
 
 @dataclass
@@ -230,9 +233,11 @@ def erase_by_age(
         month = due.cold_file.month
         if ids or (month is not None and month.next().start <= cutoff):  # a month wholly past: stamped
             stamp = {META_ERASED_BEFORE: cutoff.isoformat().encode()}
-            ColdRewrite(store, journal, context).rewrite(due.cold_file, ids, erasure, stamp)
+            new = ColdRewrite(store, journal, context).rewrite(due.cold_file, ids, erasure, stamp)
             report.files += 1
             report.orders += len(ids)
+            if report.versions_kept is None and new is not None:
+                report.versions_kept = store.keeps_versions(new)
     return report
 
 

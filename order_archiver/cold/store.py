@@ -56,9 +56,11 @@ from order_archiver.errors import (
     ConfigError,
     FatalError,
     TransientError,
+    storage_fault,
     storage_words,
 )
-from order_archiver.retry import Retry, retrying
+from order_archiver.logs import plural
+from order_archiver.retry import Purpose, Retry, retrying
 
 if TYPE_CHECKING:
     from pyarrow import NativeFile
@@ -77,6 +79,9 @@ S3_COPY_MAX_BYTES = 5 * 1024**3
 # 200 ms for 6 s, 31 requests, fixed interval, where S3 answers 503 SlowDown "reduce your request
 # rate"; four tries of the product's each made 31 (measured, pyarrow 26).
 S3_SDK_ATTEMPTS = 3
+# What a versioned bucket does to what an erasure replaced or a retention removed: one wording,
+# doctor's, forget's, batch's (ARCHIVE_PII_RETENTION) and status's (``versions_kept_words``).
+STAY_READABLE = "stay readable as noncurrent versions until a lifecycle rule expires them"
 OWNER_ONLY_FILE = 0o600  # on a local disk: the archiver's user alone (see the module docstring)
 OWNER_ONLY_FOLDER = 0o700
 T = TypeVar("T")
@@ -240,14 +245,17 @@ class ColdStore:
             raise self._not_there()
 
     def retrying(self, func: Callable[[], T]) -> T:
-        """``func`` (an idempotent request, at the storage's edge) retried on a transient
-        storage fault (``Retry.STORAGE``)."""
+        """``func`` (an idempotent request, at the storage's edge) retried on a transient storage
+        fault (``Retry.STORAGE``), briefly when nothing answers at the endpoint (``STORAGE_UNREACHABLE``)."""
 
         def at_edge() -> T:
             with storage_edge():
                 return func()
 
-        return retrying(at_edge, purpose=Retry.STORAGE, stop_event=self.stop)
+        def purpose_of(exc: BaseException) -> Purpose | None:
+            return Retry.STORAGE_UNREACHABLE if storage_fault(exc) == "unreachable" else None
+
+        return retrying(at_edge, purpose=Retry.STORAGE, stop_event=self.stop, purpose_of=purpose_of)
 
     # -- names
 
@@ -390,6 +398,25 @@ class ColdStore:
                 self._synced_folder_of(path)  # a replaced file's data (an erasure's) gone for good
 
         self.retrying(remove_if_there)
+
+
+def newest_keeps_versions(store: ColdStore, found: list[ColdFile]) -> bool | None:
+    """``ColdStore.keeps_versions`` of the newest of ``found`` (a listing: names start with their
+    time), what the bucket does now (versioning turned on since keeps the files written after);
+    None without a file, or off S3. One HeadObject."""
+    newest = max(found, key=lambda f: f.path.rsplit("/", 1)[-1], default=None)
+    return store.keeps_versions(newest.path) if newest is not None else None
+
+
+def versions_kept_words(replaced: int | None = None) -> str:
+    """What a bucket that keeps object versions (``ColdStore.keeps_versions``) does to the files an
+    erasure's rewrites replaced (``replaced`` of them; None: not counted here): forget's, the
+    ARCHIVE_PII_RETENTION's in batch --run, status's words alike."""
+    files = "files" if replaced is None else plural(replaced, "file")
+    return (
+        f"the bucket keeps object versions: the {files} replaced, with their personal data, "
+        f"{STAY_READABLE} (NoncurrentVersionExpiration; doctor's cold tier versions)"
+    )
 
 
 def _as_uri(url: str) -> str:

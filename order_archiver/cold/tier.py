@@ -217,7 +217,8 @@ def cold_tier_writer(collections: Collections, settings: Settings, context: RunC
     """The cold tier's one writer (``MOVE_LEASE``) for ``forget``'s rewrites: two rewrites of one
     file at once (a forget and a move's, or retention's) would each publish their own copy of
     its orders, one of them with the person's data. Waited for up to FORGET_WAITS_S (a move in
-    progress renews it); not had by then: FatalError, the person recorded, "run it again". Had:
+    progress renews it); not had by then: FatalError (forget adds: the person recorded, the archive
+    erased, what finishes it). Had:
     what an interrupted move left is settled first, as the move's next run would (``ColdMove.settle``):
     a file it published whose orders the archive still holds, rewritten under another name, would
     leave its journal entry naming a file gone, and the next move would write those orders again."""
@@ -226,8 +227,7 @@ def cold_tier_writer(collections: Collections, settings: Settings, context: RunC
     if not _acquired(lease, context, "erasure", wait_s):
         raise FatalError(
             f"the cold tier is being written by another process (lease {lease.key}, a batch run's move) "
-            f"for more than {wait_s:.0f}s: the person is recorded and the archive erased; run forget "
-            "again to erase their orders in the cold tier"
+            f"for more than {wait_s:.0f}s"  # forget's error says what it did and what finishes it
         )
     try:
         store = cold_store(settings, context)
@@ -285,6 +285,7 @@ def _moved(
             erase_by_age(store, collections.checkpoints, cutoff, erasure, on_archive, aged)
         finally:
             report.pii_erased, report.pii_rewritten = aged.orders, aged.files
+            report.versions_kept = aged.versions_kept
     finish_forgotten(collections, settings, store, on_archive, report)
     # After the erasure, which a storage fault in this look would otherwise keep from running.
     if not on_archive.stopped:
@@ -333,6 +334,8 @@ def finish_forgotten(
         )
         done = erase_in_cold(store, collections.checkpoints, query, erasure, run=True, context=context)
         report.forgotten_rewritten += done.rewritten
+        if report.versions_kept is None:
+            report.versions_kept = done.versions_kept
         if done.complete:
             record.finished(kind, person)
             report.forgotten_finished += 1

@@ -18,7 +18,7 @@ from pymongo import MongoClient
 from pymongo import errors as pymongo_errors
 
 from order_archiver.cold.record import check_place, read_record
-from order_archiver.cold.store import ColdStore
+from order_archiver.cold.store import STAY_READABLE, ColdStore, newest_keeps_versions
 from order_archiver.cold.tier import PII_COUNTED_ROWS_AT_MOST, cold_store, past_retention_in, pii_pending_in
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, MongoCollection, list_or_empty, mapping_or_empty
@@ -468,8 +468,8 @@ def cold_tier_check(
 
 # What a versioned bucket does to an erasure (doctor's, forget's and the docs' words alike).
 VERSIONS_KEEP = (
-    "what forget and ARCHIVE_PII_RETENTION erase, and the files ARCHIVE_RETENTION removes, stay "
-    "readable as noncurrent versions until a lifecycle rule expires them (NoncurrentVersionExpiration)"
+    "what forget and ARCHIVE_PII_RETENTION erase, and the files ARCHIVE_RETENTION removes, "
+    f"{STAY_READABLE} (NoncurrentVersionExpiration)"
 )
 
 
@@ -480,11 +480,7 @@ def cold_versions_check(report: DoctorReport, store: ColdStore) -> None:
     if not store.url.startswith("s3://"):
         return
     try:
-        found = store.files()
-        newest = max(
-            found, key=lambda f: f.path.rsplit("/", 1)[-1], default=None
-        )  # names start with their time
-        keeps = store.keeps_versions(newest.path) if newest is not None else None
+        keeps = newest_keeps_versions(store, store.files())
     except (ArchiverError, OSError) as exc:
         report.add("cold tier versions", "warn", f"not checked ({storage_words(exc)})")
         return

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from bson import ObjectId, json_util
 from pymongo import MongoClient
 
-from order_archiver.cold.check import lost_files
-from order_archiver.cold.manifest import ColdManifest
+from order_archiver.cold.check import lost_line, lost_now
 from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.store import ColdStore
 from order_archiver.cold.tier import cold_store
@@ -28,7 +27,6 @@ from order_archiver.retry import Retry
 from order_archiver.settings import Settings
 
 MAX_SHOWN = 100  # orders a --client shows at most (the count says how many there are)
-LOST_NAMED = 3  # published cold files gone, named in find's hint at most (verify names them all)
 
 
 @dataclass(frozen=True)
@@ -132,16 +130,7 @@ class FindReport:
             ]
             out.append("not found anywhere (exit 3): " + ", ".join(named))
         if self.cold_lost_files:
-            lost = self.cold_lost_files[:LOST_NAMED]
-            more = len(self.cold_lost_files) - len(lost)
-            where = "it" if len(self.cold_lost_files) == 1 else "one of them"
-            out.append(
-                f"cold tier: {plural(len(self.cold_lost_files), 'published file')} gone "
-                f"({plural(self.cold_lost_orders, 'order')} in no place): what was not found may have "
-                f"been in {where} (status and verify say it too): "
-                + ", ".join(lost)
-                + (f" and {more} more" if more else "")
-            )
+            out.append(lost_line(self.cold_lost_files, self.cold_lost_orders))
         return out
 
 
@@ -191,10 +180,6 @@ def find_orders(
 
 
 def _lost_cold_files(report: FindReport, store: ColdStore, collections: Collections, run: RunContext) -> None:
-    """What ``status`` reads of the cold tier's lost files (``check.lost_files``: the list of
-    files published, in the archive, against one listing of the place; no file opened), for a
-    find that did not find all it was asked: an order in a file gone is in no place."""
-    manifest = ColdManifest(store, collections.checkpoints, run.on(collections.archive_side))
-    listed = list(manifest.entries())  # read before the files: see cold/check.py _lost
-    lost = lost_files(store, manifest, listed, store.files())
+    """For a find that did not find all it was asked: the published files gone (``lost_now``)."""
+    lost = lost_now(store, collections.checkpoints, run.on(collections.archive_side))
     report.cold_lost_files, report.cold_lost_orders = lost.missing_files, lost.missing

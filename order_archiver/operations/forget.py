@@ -23,7 +23,8 @@ the person's id and the count, never the data.
 
 from __future__ import annotations
 
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -34,10 +35,11 @@ from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, Held
 from order_archiver.cold.erasure import ColdErasure, erase_in_cold
 from order_archiver.cold.rewrite import read_boundary
 from order_archiver.cold.search import ColdQuery
+from order_archiver.cold.store import versions_kept_words
 from order_archiver.cold.tier import cold_store, cold_tier_writer
 from order_archiver.context import RunContext
 from order_archiver.documents import Document
-from order_archiver.errors import ConfigError, Interrupted
+from order_archiver.errors import ArchiverError, ConfigError, Interrupted, storage_error
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.erasure import count_holding, erase_personal_data
@@ -153,15 +155,19 @@ class ForgetReport:
         held = self.limits.line("forget")
         return self._lines() + self._versions_lines() + ([held] if held else [])
 
+    def unfinished_in_cold(self) -> str:
+        """What a forget --run whose cold tier failed did, and what finishes it."""
+        return (
+            f"{self.person.name} {self.person.id}: recorded as forgotten and erased in the archive "
+            f"collection ({plural(self.erased, 'order')} erased there); their erasure in the cold tier is not "
+            "finished: the next batch --run finishes it, or run forget again (status names them until then)"
+        )
+
     def _versions_lines(self) -> list[str]:
         """A versioned bucket keeps what the rewrites replaced: said, as nothing here erases it."""
         if self.cold is None or not self.cold.versions_kept:
             return []
-        return [
-            f"cold tier: the bucket keeps object versions: the {plural(self.cold.rewritten, 'file')} "
-            "replaced, with their personal data, stay readable as noncurrent versions until a "
-            "lifecycle rule expires them (NoncurrentVersionExpiration; doctor's cold tier versions)"
-        ]
+        return [f"cold tier: {versions_kept_words(self.cold.rewritten)}"]
 
     @property
     def cold_partial(self) -> bool:
@@ -309,7 +315,7 @@ def forget_person(
         cold_run = run and report.found and report.limits.ended is None and not on_archive.stopped
         # A move's deletes it settles first meet them, and each file it rewrites: a signal or a
         # limit ends it between two files, the counts so far said (``report.cold``).
-        with throttle.until_a_limit(report.limits), suppress(Interrupted):
+        with throttle.until_a_limit(report.limits), suppress(Interrupted), _said_unfinished(report, cold_run):
             report.cold = _in_the_cold_tier(
                 collections, settings, person, erasure, cold_run, on_archive, report
             )
@@ -326,6 +332,20 @@ def forget_person(
         "erased" if run else "to erase (dry run)",
     )
     return report
+
+
+@contextmanager
+def _said_unfinished(report: ForgetReport, cold_run: bool) -> Iterator[None]:
+    """A cold tier's erasure that fails after the person was recorded and the archive erased (its
+    storage unreachable, refusing, its folder gone): the error, of its kind (its exit code), says
+    that too and what finishes it; before that (a dry run, a count) it is raised as it is."""
+    try:
+        yield
+    except Exception as exc:
+        error = exc if isinstance(exc, ArchiverError) else storage_error(exc)
+        if not cold_run or error is None:
+            raise
+        raise type(error)(f"{error}; {report.unfinished_in_cold()}") from exc
 
 
 def _erased(

@@ -43,6 +43,7 @@ from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo import errors as pymongo_errors
 
 from order_archiver.batch.throttle import NO_COMMAND_LIMITS, CommandLimits, HeldLimits
+from order_archiver.cold.check import lost_line, lost_now
 from order_archiver.cold.holding import ColdRestoreMarks
 from order_archiver.cold.search import ColdQuery, find_in_cold
 from order_archiver.cold.tier import cold_store
@@ -57,7 +58,7 @@ from order_archiver.mongodb.source import chunked, scan_by_id
 from order_archiver.mongodb.storage import DUPLICATE_KEY, Collections, Held, MongoCollection
 from order_archiver.operations.held_numbers import HeldNumber, NumberHolders
 from order_archiver.operations.numbers import case_hints
-from order_archiver.orders.erasing import CLIENT
+from order_archiver.orders.erasing import BY_AGE, BY_REQUEST, CLIENT
 from order_archiver.orders.selection import date_range, ids_after
 from order_archiver.retry import Retry
 from order_archiver.settings import Settings
@@ -68,6 +69,12 @@ CHUNK = 500
 EXAMPLES = 5
 CONFIRM_ABOVE = 100  # a restore --run of more orders than this asks for --yes
 REFUSALS_LISTED = 100  # in the report; the log names every one
+# ``RestoreReport.without_personal_data_by``'s reasons, as a line says them
+REASON_WORDS = {
+    BY_REQUEST: "forgotten (forget)",
+    BY_AGE: "erased by ARCHIVE_PII_RETENTION",
+    "ARCHIVE_PII": "written under ARCHIVE_PII hash or drop",
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,12 @@ class RestoreSelection:
     client_id: ObjectId | str | None = None  # as typed: every form of it (forgotten.id_forms)
     date_from: datetime | None = None
     date_to: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        """A selection by a client or a window: how many orders it should find is not known (a
+        published cold file gone may have held some of them)."""
+        return self.client_id is not None or self.date_from is not None or self.date_to is not None
 
     def archive_filter(self) -> dict[str, object]:
         """The archive documents selected; ConfigError when nothing selects."""
@@ -123,6 +136,9 @@ class RestoreReport:
     conflicts: int = 0  # in the source with other content: left alone
     unrestorable: int = 0  # no source copy in the archive document
     without_personal_data: int = 0  # restored as kept: forgotten, or written under hash/drop
+    # ``without_personal_data`` by what erased it (``erasure_reason``): forget,
+    # ARCHIVE_PII_RETENTION (the document's forgotten_by), ARCHIVE_PII (hash or drop)
+    without_personal_data_by: dict[str, int] = field(default_factory=dict)
     refused: int = 0  # the insert was refused (a validator, a unique index, a field name)
     conflict_examples: list[str] = field(default_factory=list)
     unrestorable_examples: list[str] = field(default_factory=list)
@@ -134,6 +150,10 @@ class RestoreReport:
     numero_held_orders: list[HeldNumber] = field(default_factory=list)  # the first REFUSALS_LISTED
     # A --numero, an --id or a selection that selects no archived order (a typo, the wrong case).
     not_found: list[str] = field(default_factory=list)
+    # Published cold files gone (removed by hand, lost), read when something asked was not found or
+    # the selection is open (--client, a window): their URLs and the orders they held, in no place
+    cold_lost_files: list[str] = field(default_factory=list)
+    cold_lost_orders: int = 0
     limits: HeldLimits = field(default_factory=HeldLimits)  # #34's: what they held, why it ended
     # The numeros and ids selected, to name those asked for and not there
     seen: set[object] = field(default_factory=set, repr=False)
@@ -147,6 +167,7 @@ class RestoreReport:
             or self.not_found
             or self.numero_held
             or self.numero_shared
+            or self.cold_lost_files
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -207,6 +228,12 @@ class RestoreReport:
             else f" ({self.from_cold} from the cold tier)"
         )
 
+    def _erased_by(self) -> str:
+        """What erased it, each reason with its count: "2 forgotten, 1 by ARCHIVE_PII_RETENTION"."""
+        return ", ".join(
+            f"{count} {REASON_WORDS[reason]}" for reason, count in self.without_personal_data_by.items()
+        )
+
     def lines(self) -> list[str]:
         verb = "restored" if self.run else "would restore (dry run: --run to restore)"
         out = [
@@ -214,9 +241,7 @@ class RestoreReport:
             f"{self.already_there} already in the source as archived"
         ]
         if self.without_personal_data:
-            out.append(
-                f"{self.without_personal_data} without their personal data (forgotten, or ARCHIVE_PII)"
-            )
+            out.append(f"{self.without_personal_data} without their personal data ({self._erased_by()})")
         if self.conflicts:
             out.append(
                 f"{self.conflicts} in the source with other content, left alone: {', '.join(self.conflict_examples)}"
@@ -229,6 +254,8 @@ class RestoreReport:
         out += self.held_lines()
         if self.not_found:
             out.append("not found among the archived orders (exit 3): " + "; ".join(self.not_found))
+        if self.cold_lost_files:
+            out.append(lost_line(self.cold_lost_files, self.cold_lost_orders) + " (exit 3)")
         if self.refused:
             more = self.refused - len(self.refused_orders)
             out.append(
@@ -281,6 +308,9 @@ def restore(
         report.not_found = _not_found(
             selection, report.seen, report.selected, collections.archive, context, settings
         )
+        if cold_place is not None and (report.not_found or selection.open):
+            lost = lost_now(cold_place, collections.checkpoints, context.on(collections.archive_side))
+            report.cold_lost_files, report.cold_lost_orders = lost.missing_files, lost.missing
     log.info(
         "restore: %d selected, %d %s, %d already in the source, %d conflicts, %d refused, "
         "%d left alone (their number held by another order), %d whose number another took meanwhile",
@@ -413,7 +443,14 @@ def _chunks(
 ) -> Iterator[list[Document]]:
     """The selected archive documents in ``_id`` order, a chunk at a time, through cuts
     (``scan_by_id``), across ``_id`` types (``ids_after``: dirty data has string ids)."""
-    fields = {"source": 1, "numero_commande": 1, "pii_policy": 1, "forgotten_at": 1, "restored_at": 1}
+    fields = {
+        "source": 1,
+        "numero_commande": 1,
+        "pii_policy": 1,
+        "forgotten_at": 1,
+        "forgotten_by": 1,
+        "restored_at": 1,
+    }
 
     def selected_after(after_id: OrderId) -> Any:
         page = {"$and": [wanted, ids_after(after_id)]} if after_id is not None else wanted
@@ -443,6 +480,15 @@ def _cold_chunks(
     return chunked((document for _, document in find_in_cold(store, query)), CHUNK)
 
 
+def erasure_reason(document: Mapping[str, object]) -> str | None:
+    """What took an archive document's personal data (None: nothing did): ``forget``, or
+    ``ARCHIVE_PII_RETENTION`` (its ``forgotten_by``: the widest erasure names itself), or the
+    ``ARCHIVE_PII`` mode it was written under (hash or drop)."""
+    if document.get("forgotten_at") is not None:
+        return BY_AGE if document.get("forgotten_by") == BY_AGE else BY_REQUEST
+    return "ARCHIVE_PII" if document.get("pii_policy", "keep") != "keep" else None
+
+
 def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, object]]:
     copies = []
     for document in chunk:
@@ -452,8 +498,11 @@ def _copies(chunk: list[Document], report: RestoreReport) -> list[dict[str, obje
             if len(report.unrestorable_examples) < EXAMPLES:
                 report.unrestorable_examples.append(str(document.get("numero_commande") or document["_id"]))
             continue
-        if document.get("forgotten_at") is not None or document.get("pii_policy", "keep") != "keep":
+        reason = erasure_reason(document)
+        if reason is not None:
             report.without_personal_data += 1
+            by = report.without_personal_data_by
+            by[reason] = by.get(reason, 0) + 1
         copies.append(source)
     return copies
 

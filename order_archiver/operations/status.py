@@ -23,7 +23,7 @@ from pymongo import errors as pymongo_errors
 from order_archiver.cold.check import lost_files
 from order_archiver.cold.holding import ColdRestoreMarks
 from order_archiver.cold.manifest import ColdManifest, Listed
-from order_archiver.cold.store import ColdFile, ColdStore
+from order_archiver.cold.store import ColdFile, ColdStore, newest_keeps_versions, versions_kept_words
 from order_archiver.cold.tier import (
     PII_COUNTED_ROWS_AT_MOST,
     ColdSummary,
@@ -36,7 +36,7 @@ from order_archiver.cold.tier import (
 from order_archiver.context import RunContext
 from order_archiver.documents import Document, OrderId, int_or_none, moment_or_none, text_or_none
 from order_archiver.errors import ArchiverError, ConfigError, cold_fault_line
-from order_archiver.logs import plural
+from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.checkpoint import BatchState, checkpoint_key, state_from_document
 from order_archiver.mongodb.deployment import check_deployments
 from order_archiver.mongodb.forgotten import (
@@ -73,6 +73,7 @@ from order_archiver.orders.selection import build_selection
 from order_archiver.retry import Retry
 from order_archiver.settings import MAX_PARTITIONS, Duration, Settings, about
 
+log = get_logger("status")
 CHUNK = 1000
 EXAMPLES = 5
 FORGOTTEN_CHECKED = LATEST_CHECKED  # the most recent forgotten persons whose orders status looks at
@@ -187,6 +188,8 @@ class StatusReport:
     # no cold tier), and the rows left unread past the probe's bound (each may hold some)
     cold_pii_retention_pending: int | None = None
     cold_pii_retention_unread: int = 0
+    # On S3: whether the bucket keeps object versions (the replaced files stay readable); None: not known
+    cold_versions_kept: bool | None = None
     cold_unread: str | None = None  # why the cold tier could not be read (its storage did not answer)
     forgotten_persons: int = 0  # recorded forgotten persons looked at (the most recent, FORGOTTEN_CHECKED)
     forgotten_holding: int = 0  # their archived orders that still hold what their erasure removed
@@ -333,19 +336,9 @@ class StatusReport:
         return f"; {plural(earlier, 'archived order')} erased by an earlier version among them (couriers' names kept)"
 
     def _cold_pii_text(self) -> str:
-        """The cold tier's figure, beside the archive's (none without a cold tier)."""
-        pending, unread = self.cold_pii_retention_pending, self.cold_pii_retention_unread
-        if pending is None:
-            return ""
-        if unread:
-            return (
-                f"; cold tier: at least {pending}, at most {plural(pending + unread, 'order')} past it "
-                f"still hold it ({unread} not read: status reads {PII_COUNTED_ROWS_AT_MOST} at most; "
-                "batch without --run counts them all)"
-            )
-        if pending:
-            return f"; cold tier: {plural(pending, 'order')} past it still hold it (the next batch --run erases it)"
-        return "; cold tier: none past it holds any"
+        return _cold_pii_clause(
+            self.cold_pii_retention_pending, self.cold_pii_retention_unread, self.cold_versions_kept
+        )
 
     def _purge_line(self) -> str:
         head = (
@@ -908,6 +901,30 @@ def _cold_pii(
         return
     if pending is not None:
         report.cold_pii_retention_pending, report.cold_pii_retention_unread = pending.orders, pending.unread
+        try:  # one HeadObject: a versioned bucket keeps what the erasure replaced
+            report.cold_versions_kept = newest_keeps_versions(store, found)
+        except (ArchiverError, OSError) as exc:
+            log.info("status: whether the cold tier's bucket keeps versions not read (%s)", exc)
+
+
+def _cold_pii_clause(pending: int | None, unread: int, versions_kept: bool | None) -> str:
+    """The cold tier's figure, beside the archive's (none without a cold tier); a bucket that
+    keeps object versions said (``versions_kept_words``): the files its erasures replaced keep
+    the data its current files no longer hold."""
+    if pending is None:
+        return ""
+    kept = f", but {versions_kept_words()}" if versions_kept else ""
+    if unread:
+        return (
+            f"; cold tier: at least {pending}, at most {plural(pending + unread, 'order')} past it "
+            f"still hold it ({unread} not read: status reads {PII_COUNTED_ROWS_AT_MOST} at most; "
+            f"batch without --run counts them all){kept}"
+        )
+    if pending:
+        return f"; cold tier: {plural(pending, 'order')} past it still hold it (the next batch --run erases it){kept}"
+    if kept:
+        return f"; cold tier: none past it holds any in its current files{kept}"
+    return "; cold tier: none past it holds any"
 
 
 def _orders_by_status(

@@ -17,6 +17,7 @@ from order_archiver.context import RunContext
 from order_archiver.errors import ConfigError, FatalError, TransientError
 from order_archiver.retry import Purpose, Retry
 from tests.helpers import seed_database
+from tests.unit.test_cold_record import user  # noqa: F401  (a fixture: a user's shell on mongomock)
 from tests.unit.test_cold_tier import (
     Killed,
     a_cutoff,
@@ -288,3 +289,37 @@ def test_each_try_of_the_products_is_at_most_three_requests_where_s3_asks_to_slo
     with pytest.raises(TransientError, match="did not answer after retries"):
         store.files()
     assert len(s3.answered) == S3_SDK_ATTEMPTS * Retry.STORAGE.attempts == 12
+
+
+def test_forget_whose_cold_tier_fails_after_the_archive_says_the_person_is_recorded_and_what_finishes_it(
+    user,  # noqa: F811
+    capsys,
+    s3,
+):
+    """A new user's try: `forget --run` at a cold tier that did not answer (S3 SlowDown past the
+    retries) printed the storage's error alone (exit 1): nothing said that the person was
+    recorded and their archived orders erased already, nor that the next batch --run finishes
+    the cold tier's part (status said it). The one error line now says both; its exit code is
+    the storage error's. Once S3 answers, batch --run finishes it."""
+    assert main(["batch", "--run", "-q"]) == 0
+    user.cold("15d", url=f"s3://{BUCKET}/{PREFIX}")
+    assert main(["batch", "--run", "-q"]) == 0
+    capsys.readouterr()
+    recent = user.archive.find_one({"_id": {"$in": user.bands[5]}, "client.email": {"$ne": None}})
+    person = str(recent["client"]["id"])
+    s3.fail("*", f"/{BUCKET}", 503, "SlowDown")  # every request of the cold tier, from now on
+    code = main(["forget", "--client", person, "--run"])
+    out, err = capsys.readouterr()
+    [line] = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert code == 1, out + err
+    assert line.startswith("error: cold tier (ARCHIVE_COLD_URL): the storage did not answer after retries"), (
+        line
+    )
+    assert f"client {person}: recorded as forgotten and erased in the archive collection (" in line
+    assert "their erasure in the cold tier is not finished: the next batch --run finishes it" in line
+    assert user.archive.find_one({"_id": recent["_id"]})["client"]["email"] is None  # as it says
+    s3.clear()
+    assert main(["status"]) == 3
+    assert "forgotten at any time whose erasure is not finished" in capsys.readouterr().out
+    assert main(["batch", "--run", "--json", "-q"]) == 0
+    assert '"forgotten_finished": 1' in capsys.readouterr().out

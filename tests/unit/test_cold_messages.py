@@ -8,6 +8,7 @@ at a closed port (nothing listens: the AWS SDK's own "could not connect", as wit
 import os
 import re
 import socket
+from datetime import timedelta
 
 import pytest
 
@@ -126,7 +127,7 @@ def test_status_with_the_cold_tiers_s3_unreachable_reports_everything_else_and_e
     [cold] = [line for line in lines if line.startswith("cold tier")]
     assert cold.startswith(
         f"cold tier: could not be read, its files and orders not counted: ARCHIVE_COLD_URL {BUCKET_URL}: "
-        "the storage did not answer after retries"
+        f"nothing answers at 127.0.0.1:{s3_down} (the connection was refused)"
     ), cold
     assert f"Failed to connect to 127.0.0.1:{s3_down} after" in cold
     assert "cold tier (ARCHIVE_COLD_URL)" not in out
@@ -145,7 +146,7 @@ def test_status_q_says_the_cold_tier_could_not_be_read(user, capsys, s3_down):  
 
 def test_doctors_cold_tier_line_names_the_place_once(s3_down):
     """Was: "FAIL cold tier: cold tier (ARCHIVE_COLD_URL): the storage did not answer ...". Now
-    "FAIL cold tier: ARCHIVE_COLD_URL s3://...: the storage did not answer ...", the cause kept."""
+    "FAIL cold tier: ARCHIVE_COLD_URL s3://...: nothing answers at HOST:PORT ...", the cause kept."""
     from order_archiver.operations.doctor import DoctorReport, cold_tier_check
     from order_archiver.settings import Settings
 
@@ -156,7 +157,8 @@ def test_doctors_cold_tier_line_names_the_place_once(s3_down):
     cold_tier_check(report, settings, RunContext())
     [line, _verdict] = report.lines()
     assert line.startswith(
-        f"FAIL cold tier: ARCHIVE_COLD_URL {BUCKET_URL}: the storage did not answer after retries"
+        f"FAIL cold tier: ARCHIVE_COLD_URL {BUCKET_URL}: nothing answers at 127.0.0.1:{s3_down} "
+        "(the connection was refused)"
     ), line
     assert line.count("cold tier") == 1, line
     assert f"Failed to connect to 127.0.0.1:{s3_down} after" in line
@@ -203,7 +205,7 @@ def test_find_that_finds_everything_reads_no_list_of_files(user, capsys, monkeyp
     from order_archiver.operations import find
 
     moved(user, capsys)
-    monkeypatch.setattr(find, "lost_files", lambda *_: pytest.fail("read the list of files"))
+    monkeypatch.setattr(find, "lost_now", lambda *_: pytest.fail("read the list of files"))
     assert cli.main(["find", "--id", str(user.bands[40][0])]) == 0
 
 
@@ -221,3 +223,108 @@ def test_restore_says_how_many_of_the_orders_selected_came_from_the_cold_tier(us
     assert capsys.readouterr().out.startswith("2 archived orders selected (1 from the cold tier);")
     assert cli.main(["restore", "--numero", numeros[1], "--json"]) == 0
     assert '"from_cold": 0' in capsys.readouterr().out
+
+
+def test_restore_names_archive_pii_retention_when_it_did_the_erasing(user, capsys, monkeypatch):  # noqa: F811
+    """Was: "1 without their personal data (forgotten, or ARCHIVE_PII)" for orders whose data
+    ARCHIVE_PII_RETENTION erased (``forgotten_by`` on the document says which erasure did it),
+    in the archive and in a cold file alike; a forgotten client's order still says forget."""
+    monkeypatch.setenv("ARCHIVE_PII_RETENTION", "10d")
+    moved(user, capsys)  # the 20- and 40-day-old orders erased by age, then moved
+    orders = user.archive.database["Commande"]
+    cold_one = orders.find_one({"_id": user.bands[40][0]})["numero_commande"]
+    orders.delete_many(
+        {"_id": {"$in": [user.bands[40][0], user.bands[5][0]]}}
+    )  # purged, as --purge-source does
+    assert cli.main(["restore", "--numero", cold_one]) == 0
+    out = capsys.readouterr().out
+    assert "1 without their personal data (1 erased by ARCHIVE_PII_RETENTION)" in out, out
+    assert "forgotten" not in out
+    assert cli.main(["restore", "--numero", cold_one, "--json"]) == 0
+    assert '"without_personal_data_by": {"ARCHIVE_PII_RETENTION": 1}' in capsys.readouterr().out
+
+    recent = user.archive.find_one({"_id": user.bands[5][0]})
+    assert cli.main(["forget", "--client", str(recent["client"]["id"]), "--run", "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["restore", "--numero", recent["numero_commande"]]) == 0
+    assert "1 without their personal data (1 forgotten (forget))" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("by", ["numero", "window"])
+def test_restore_of_orders_in_a_published_file_gone_says_the_file_is_gone(user, capsys, by):  # noqa: F811
+    """Was: after a cold file was deleted by hand (its orders purged from the source: the file
+    their one place), `restore --numero N` and `restore --date-from/--date-to` said only "not
+    found among the archived orders" (exit 3), while status, verify and find named the file.
+    Now restore says which file, how many orders it held, that they are in no place and what to
+    do (``cold_lost_files``, ``cold_lost_orders`` in --json); from what status reads (no file opened)."""
+    moved(user, capsys)
+    store = ColdStore(user.url)
+    gone = store.files()[0]
+    in_gone = _ids_in(store, gone.path)
+    orders = user.archive.database["Commande"]
+    lost = [
+        o for o in orders.find({"_id": {"$in": user.bands[20] + user.bands[40]}}) if str(o["_id"]) in in_gone
+    ]
+    orders.delete_many({"_id": {"$in": [o["_id"] for o in lost]}})  # purged: the file was their one place
+    os.remove(gone.path)
+    if by == "numero":
+        asked = ["--numero", lost[0]["numero_commande"]]
+    else:  # a window (on date_commande) around one lost order's: it selects no archived order
+        ordered = lost[0]["date_commande"]
+        until = ordered + timedelta(milliseconds=1)
+        asked = ["--date-from", ordered.isoformat(), "--date-to", until.isoformat()]
+    code = cli.main(["restore", *asked])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "not found among the archived orders" in out
+    line = out.splitlines()[-1]
+    assert line.startswith(f"cold tier: 1 published file gone ({len(in_gone)} orders in no place)"), out
+    assert "status and verify name it too" in line
+    assert "backup of the bucket or folder" in line
+    assert line.endswith(f"{store.url_of(gone.path)} (exit 3)"), line
+    assert cli.main(["restore", *asked, "--json"]) == 3
+    said = capsys.readouterr().out
+    assert f'"cold_lost_files": ["{store.url_of(gone.path)}"]' in said
+    assert f'"cold_lost_orders": {len(in_gone)}' in said
+
+
+@pytest.mark.parametrize("command", [["verify"], ["find", "--numero", "CMD-000551"]])
+def test_an_endpoint_that_refuses_the_connection_is_named_and_not_retried_for_long(
+    user,  # noqa: F811
+    capsys,
+    monkeypatch,
+    command,
+):
+    """A new user's try: with AWS_ENDPOINT_URL at a port nothing listens on, verify and find
+    exited 1 after 15 to 32 s saying "the storage did not answer after retries (S3
+    SlowDown/500/503, a timeout or a reset connection); nothing is lost, run the command again",
+    while the cause was a refused connection (curl's "Could not connect to server"), which a
+    re-run does not cure. Now the line names the endpoint that refused and what to check, after
+    a short retry (a storage restarting refuses for a moment), and exits 1 (the contract's
+    "server unreachable"); a transient fault keeps its words (test_cold_storage_faults)."""
+    import time
+
+    assert cli.main(["batch", "--run", "-q"]) == 0
+    port = closed_port()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }.items():
+        monkeypatch.setenv(key, value)
+    user.cold("15d", url=BUCKET_URL)
+    capsys.readouterr()
+    began = time.monotonic()
+    code = cli.main(command)
+    took = time.monotonic() - began
+    err = capsys.readouterr().err
+    [line] = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert code == 1, err
+    assert line.startswith(
+        f"error: cold tier (ARCHIVE_COLD_URL): nothing answers at 127.0.0.1:{port} (the connection "
+        "was refused): check AWS_ENDPOINT_URL / the bucket's address"
+    ), line
+    assert "SlowDown" not in line
+    assert "nothing is lost, run the command again" not in line
+    assert took < 10, took  # was 15 to 32 s: the transient fault's retries (Retry.STORAGE)
