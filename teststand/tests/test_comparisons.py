@@ -137,3 +137,72 @@ def nulls(nx_client, db_name):
 @pytest.mark.parametrize(("query", "expected"), [c[1:] for c in NULL_CASES], ids=[c[0] for c in NULL_CASES])
 def test_null_existence_and_paths_through_arrays_are_mongodbs(nulls, query, expected):
     assert answers(nulls, query) == (expected, expected, len(expected))
+
+
+# Equality across types (the manual's "Comparison/Sort Order": numbers and booleans are
+# different BSON types, all numeric types one; "Type Bracketing"): ``{b: 1}`` matches 1, 1.0
+# and an array holding one of them, never ``true``; ``{b: true}`` never 1; the same for ``$eq``,
+# ``$in``, ``$ne`` and ``$nin`` (``$ne``/``$nin`` also match a missing field and none of the
+# arrays holding the value). nx-27017 compared SQLite's JSON values, where ``true`` is 1.
+TYPED = [
+    {"_id": 1, "b": True},
+    {"_id": 2, "b": 1},
+    {"_id": 3, "b": False},
+    {"_id": 4, "b": 0},
+    {"_id": 5, "b": 1.0},
+    {"_id": 6, "b": [1, 2]},
+    {"_id": 7, "b": [True]},
+    {"_id": 8},
+    {"_id": 9, "b": None},
+    {"_id": 10, "b": "1"},
+    {"_id": 11, "n": {"b": True}},
+    {"_id": 12, "n": [{"b": 1}]},
+]
+EVERY = set(range(1, 13))
+TYPED_CASES = [
+    ("a number", {"b": 1}, [2, 5, 6]),
+    ("a boolean", {"b": True}, [1, 7]),
+    ("zero", {"b": 0}, [4]),
+    ("false", {"b": False}, [3]),
+    ("$eq a number", {"b": {"$eq": 1}}, [2, 5, 6]),
+    ("$eq a boolean", {"b": {"$eq": True}}, [1, 7]),
+    ("$in a number", {"b": {"$in": [1]}}, [2, 5, 6]),
+    ("$in a boolean", {"b": {"$in": [True]}}, [1, 7]),
+    ("$in a number and a string", {"b": {"$in": [1, "1"]}}, [2, 5, 6, 10]),
+    ("$in null and a boolean", {"b": {"$in": [None, True]}}, [1, 7, 8, 9, 11, 12]),
+    ("$ne a number", {"b": {"$ne": 1}}, sorted(EVERY - {2, 5, 6})),
+    ("$ne a boolean", {"b": {"$ne": True}}, sorted(EVERY - {1, 7})),
+    ("$nin both", {"b": {"$nin": [1, True]}}, sorted(EVERY - {1, 2, 5, 6, 7})),
+    ("$nin a number and a string", {"b": {"$nin": [0, "1"]}}, sorted(EVERY - {4, 10})),
+    ("a dotted boolean", {"n.b": True}, [11]),
+    ("a dotted number, through an array", {"n.b": 1}, [12]),
+    ("in an $or", {"$or": [{"b": True}, {"n.b": 1}]}, [1, 7, 12]),
+    ("in an $and", {"$and": [{"b": {"$ne": True}}, {"b": {"$ne": 1}}]}, sorted(EVERY - {1, 2, 5, 6, 7})),
+]
+
+
+@pytest.fixture
+def typed(nx_client, db_name):
+    collection = nx_client[db_name]["typed"]
+    collection.insert_many(TYPED)
+    return collection
+
+
+@pytest.mark.parametrize(("query", "expected"), [c[1:] for c in TYPED_CASES], ids=[c[0] for c in TYPED_CASES])
+def test_a_number_never_equals_a_boolean(typed, query, expected):
+    assert answers(typed, query) == (expected, expected, len(expected))
+
+
+def test_a_number_never_equals_a_boolean_with_an_index_either(typed):
+    typed.create_index("b")
+    typed.create_index("n.b")
+    for _, query, expected in TYPED_CASES:
+        assert answers(typed, query) == (expected, expected, len(expected)), query
+
+
+def test_writes_filtered_on_a_boolean_touch_booleans_only(typed):
+    """The product's own forms: an update by ``{flag: true}``, a delete by ``{flag: {$ne: true}}``."""
+    assert typed.update_many({"b": True}, {"$set": {"seen": 1}}).modified_count == 2
+    assert sorted(d["_id"] for d in typed.find({"seen": 1})) == [1, 7]
+    assert typed.delete_many({"b": {"$ne": True}}).deleted_count == 10
+    assert sorted(d["_id"] for d in typed.find()) == [1, 7]
