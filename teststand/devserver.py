@@ -768,6 +768,58 @@ def _wrap_handle_command() -> None:
     NeoSQLiteHandler.handle_command = handle_command
 
 
+def _distinct_values(documents: list[dict[str, Any]], key: str) -> list[Any]:
+    """MongoDB's ``distinct``: each value ``key`` reaches (through subdocuments and arrays of
+    them), an array's elements each (an array in it is one value), once by MongoDB's equality
+    (numbers of every kind equal, a boolean no number), in MongoDB's order of types."""
+    found: dict[tuple[Any, ...], Any] = {}
+    for document in documents:
+        reached, _ = comparisons.reached(document, key.split("."))
+        for value in reached:
+            for one in value if isinstance(value, list) else [value]:
+                found.setdefault(_bson_order_key(one), one)
+    return [found[order] for order in sorted(found)]
+
+
+def _matching_documents(
+    handler: Any, command: Any, body: dict[str, Any]
+) -> list[dict[str, Any]] | dict[str, Any]:
+    """The documents of ``body``'s collection its ``query`` selects (a ``find`` and its
+    ``getMore``s through the server's own handler), or the ``find``'s error."""
+    collection = body["distinct"]
+    reply = _inner(handler, command, body, {"find": collection, "filter": body.get("query") or {}})
+    documents: list[dict[str, Any]] = []
+    while reply.get("ok"):
+        cursor = reply.get("cursor") or {}
+        documents += cursor.get("firstBatch") or cursor.get("nextBatch") or []
+        if not cursor.get("id"):
+            return documents
+        reply = _inner(handler, command, body, {"getMore": cursor["id"], "collection": collection})
+    return reply
+
+
+def _fix_distinct() -> None:
+    """Fault: nx-27017's ``distinct`` (neosqlite's) reads the key with SQLite's
+    ``json_extract``: on ``_id`` (a column of its own) it fails, "JSON path error near '_id'";
+    it reads ``true`` as 1 (one value with the number 1) and the string "1" as the number 1.
+    MongoDB's ``distinct`` command (the manual): the distinct values of ``key`` among the
+    documents ``query`` selects, ``_id`` as any field, each element of an array a value. Fix:
+    the documents are read by a ``find`` with that filter, and the values taken from them."""
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = _folded_body(msg)
+        if body is None or not isinstance(body.get("distinct"), str) or not isinstance(body.get("key"), str):
+            return original(self, msg)
+        documents = _matching_documents(self, original, body)
+        if isinstance(documents, dict):
+            return msg.get("request_id", 0), documents
+        return msg.get("request_id", 0), {"values": _distinct_values(documents, body["key"]), "ok": 1.0}
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
 def _fix_invalidate_on_drop() -> None:
     """Fault: dropping (or renaming) a watched collection sends no ``invalidate`` event; the
     stream stays open and silently sees nothing, even after the collection is re-created.
@@ -1661,6 +1713,7 @@ def apply_fixes() -> None:
     _fix_bson_types_and_order()
     comparisons.fix_comparisons_across_types()
     _wrap_handle_command()
+    _fix_distinct()  # outside the rewrites of a find's filter: its find passes through them
     _fix_invalidate_on_drop()
     _fix_unknown_cursor_reads_as_exhausted()
     _fix_change_log_times()
