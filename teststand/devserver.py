@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import errno
 import functools
 import inspect
@@ -81,6 +82,7 @@ import neosqlite.changestream as neo_changestream
 import neosqlite.collection.query_engine as neo_query_engine
 import neosqlite.collection.query_engine.python_aggregation_engine as neo_python_engine
 import neosqlite.collection.query_helper.utils as neo_query_utils
+import neosqlite.exceptions as neo_exceptions
 import pymongo
 from bson import Decimal128, MaxKey, MinKey, ObjectId
 from neosqlite.collection.cursor import Cursor
@@ -88,6 +90,7 @@ from neosqlite.collection.json_helpers import neosqlite_json_dumps, neosqlite_js
 from neosqlite.collection.json_path_utils import parse_json_path
 from neosqlite.collection.query_helper import QueryHelper
 from neosqlite.collection.query_helper._sql_updates import SqlUpdatesMixin
+from neosqlite.collection.query_helper.update_operations import UpdateOperationsMixin
 from neosqlite.objectid import ObjectId as NeoObjectId
 from neosqlite.sql_utils import quote_table_name
 from nx_27017 import changestream as nx_changestream
@@ -1258,9 +1261,81 @@ def _fix_dates_set_by_updates() -> None:
     SqlUpdatesMixin._can_use_sql_updates = can_use_sql_updates
 
 
-# Operators whose dotted paths neosqlite's Python tier applies through subdocuments; the others
-# it applies to a top-level field named "a.b".
-_PYTHON_TIER_DOTTED = ("$set", "$setOnInsert", "$currentDate", "$pull")
+# Operators whose dotted paths neosqlite's Python tier applies through subdocuments ...
+_NEOSQLITE_DOTTED = ("$set", "$setOnInsert", "$currentDate", "$pull")
+# ... and those it applied to a top-level field named "a.b", applied here in the subdocument
+# (``_fix_dotted_paths_in_python_updates``); of these, the ones that create the path.
+_LIFTED = ("$inc", "$mul", "$min", "$max", "$unset", "$push", "$addToSet", "$pop", "$pullAll", "$bit")
+_CREATING = ("$inc", "$mul", "$min", "$max", "$push", "$addToSet", "$bit")
+_PYTHON_TIER_DOTTED = _NEOSQLITE_DOTTED + _LIFTED  # $rename's dotted paths are still misapplied
+
+
+def _parent_of(document: dict[str, Any], parents: list[str], create: bool) -> dict[str, Any] | None:
+    """The subdocument a dotted path's last name is in (made, for an operator that creates the
+    path); None where there is none to change (MongoDB: ``$unset`` of a missing path is a no-op)."""
+    node: Any = document
+    for name in parents:
+        if not isinstance(node, dict):
+            if create:  # MongoDB: 28 PathNotViable
+                raise neo_exceptions.MalformedQueryException(
+                    f"Cannot create field '{name}' in element {node!r}"
+                )
+            return None
+        if name not in node:
+            if not create:
+                return None
+            node[name] = {}
+        node = node[name]
+    return node if isinstance(node, dict) else None
+
+
+def _fix_dotted_paths_in_python_updates() -> None:
+    """Fault: neosqlite's Python tier (which an update takes when ``$set`` holds a date, or a
+    bool: ``_fix_dates_set_by_updates``, ``_fix_bools_set_by_updates``; and an upsert) applies a
+    dotted path of ``$inc``, ``$mul``, ``$min``, ``$max``, ``$unset``, ``$push``, ``$addToSet``,
+    ``$pop``, ``$pullAll``, ``$bit`` to a top-level field literally named "a.b":
+    ``{$set: {d: date}, $inc: {"a.b": 1}}`` left ``a.b`` as it was and added ``"a.b": 1``.
+    MongoDB (the manual's update operators: "To specify a <field> in an embedded document ...
+    use dot notation") changes ``b`` in the document ``a``, making ``a`` if it is missing. Fix:
+    each such path is applied by the same operator to the subdocument that holds its last name,
+    then the rest of the update as before."""
+    original = UpdateOperationsMixin._perform_python_update
+
+    @functools.wraps(original)
+    def perform(
+        self: Any,
+        doc_id: Any,
+        update_spec: dict[str, Any],
+        original_doc: dict[str, Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Any], bool]:
+        lifted = {
+            op: {path: v for path, v in fields.items() if "." in path and "$" not in path}
+            for op, fields in update_spec.items()
+            if op in _LIFTED and isinstance(fields, dict)
+        }
+        lifted = {op: fields for op, fields in lifted.items() if fields}
+        if not lifted:
+            return original(self, doc_id, update_spec, original_doc, *args, **kwargs)
+        document = copy.deepcopy(original_doc)
+        for op, fields in lifted.items():
+            for path, operand in fields.items():
+                *parents, last = path.split(".")
+                parent = _parent_of(document, parents, create=op in _CREATING)
+                if parent is not None:
+                    changed, _ = original(self, 0, {op: {last: operand}}, parent)  # 0: applied, not written
+                    parent.clear()
+                    parent.update(changed)
+        rest = {
+            op: {path: v for path, v in fields.items() if path not in lifted[op]} if op in lifted else fields
+            for op, fields in update_spec.items()
+        }
+        rest = {op: fields for op, fields in rest.items() if fields or op not in lifted}
+        updated, _ = original(self, doc_id, rest, document, *args, **kwargs)
+        return updated, updated != original_doc
+
+    UpdateOperationsMixin._perform_python_update = perform
 
 
 def _binds_a_bool(update_spec: dict[str, Any]) -> bool:
@@ -1279,8 +1354,9 @@ def _fix_bools_set_by_updates() -> None:
     tier, where sqlite3 binds it as the integer 1 or 0: read back, ``{flag: 1}``. MongoDB stores
     the BSON boolean it was sent (a subdocument or array holding bools was already right: the
     SQL tier passes those as JSON). Fix: such an update takes neosqlite's Python tier, unless
-    another operator of it has a dotted path that tier would misapply (then the bool stays an
-    integer, the lesser harm)."""
+    another operator of it has a dotted path that tier would still misapply (``$rename``'s: then
+    the bool stays an integer, the lesser harm; the others' are applied in the subdocument,
+    ``_fix_dotted_paths_in_python_updates``)."""
     original = SqlUpdatesMixin._can_use_sql_updates
 
     @functools.wraps(original)
@@ -1703,6 +1779,7 @@ def _blocking_sort_over(handler: Any, command: Any, body: dict[str, Any], over: 
 def apply_fixes() -> None:
     _fix_dates_set_by_updates()
     _fix_bools_set_by_updates()
+    _fix_dotted_paths_in_python_updates()
     _fix_force_fallback_per_thread()
     _fix_lookup_drops_foreign_id()
     _fix_dotted_inclusion_projection()

@@ -100,3 +100,37 @@ def test_distinct_semantics_are_mongodbs(db, documents, key, query, expected):
         expected, key=repr
     )
     assert len(values) == len(expected)
+
+
+def test_an_update_mixing_a_date_or_a_bool_with_a_dotted_inc_writes_the_nested_field(db):
+    """The manual's ``$inc`` ("To specify a <field> in an embedded document ... use dot notation";
+    a missing field is created with the amount), likewise ``$mul``, ``$min``, ``$max``,
+    ``$unset``, ``$push``: ``a.b`` is the field ``b`` of the document ``a``, beside any other
+    operator. nx-27017 took such an update to its Python tier when ``$set`` held a date (and,
+    through the stand-in's fix, a bool), which wrote a top-level field named "a.b"; beside a bool
+    it kept the SQL tier, which stored the bool as 1."""
+    db.u.insert_many([{"_id": n, "a": {"b": 1, "c": 5, "l": [0]}} for n in (1, 2, 3, 5)] + [{"_id": 6}])
+    db.u.update_one({"_id": 1}, {"$set": {"d": D, "flag": True}, "$inc": {"a.b": 1}})
+    db.u.update_one({"_id": 2}, {"$set": {"flag": True}, "$inc": {"a.b": 1}})
+    db.u.update_one({"_id": 3}, {"$set": {"d": D, "x.y": 2}, "$inc": {"a.b": 1}})
+    db.u.update_one({"_id": 4}, {"$set": {"d": D, "flag": True}, "$inc": {"a.b": 1}}, upsert=True)
+    db.u.find_one_and_update(
+        {"_id": 5},
+        {
+            "$set": {"d": D, "flag": False},
+            "$max": {"a.b": 7},
+            "$mul": {"a.c": 2},
+            "$unset": {"a.l": ""},
+            "$push": {"z.l": 1},
+        },
+    )
+    db.u.update_one({"_id": 6}, {"$set": {"flag": False}, "$inc": {"a.b": 1}, "$min": {"m.k": 3}})
+    found = {d["_id"]: d for d in db.u.find()}
+    assert found[1] == {"_id": 1, "a": {"b": 2, "c": 5, "l": [0]}, "d": D, "flag": True}
+    assert found[2] == {"_id": 2, "a": {"b": 2, "c": 5, "l": [0]}, "flag": True}
+    assert found[3] == {"_id": 3, "a": {"b": 2, "c": 5, "l": [0]}, "d": D, "x": {"y": 2}}
+    assert found[4] == {"_id": 4, "a": {"b": 1}, "d": D, "flag": True}
+    assert found[5] == {"_id": 5, "a": {"b": 7, "c": 10}, "d": D, "flag": False, "z": {"l": [1]}}
+    assert found[6] == {"_id": 6, "a": {"b": 1}, "flag": False, "m": {"k": 3}}
+    assert [type(found[n]["flag"]) for n in (1, 2, 4, 5, 6)] == [bool] * 5
+    assert sorted(d["_id"] for d in db.u.find({"flag": True})) == [1, 2, 4]
