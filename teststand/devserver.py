@@ -1224,6 +1224,60 @@ def _fix_natural_order() -> None:
     Cursor._apply_sorting = apply_sorting
 
 
+def _sql_sort_keys(field: str, direction: int, collate: str) -> str:
+    """ORDER BY terms for one field in MongoDB's order of types (``_BSON_RANKS``: null and missing,
+    numbers, strings, objects, arrays, ObjectId, booleans, dates), then the value within its type
+    (a date by its instant, an ObjectId by its hexadecimal digits)."""
+    path = parse_json_path(field)
+    date, oid = f"'{path}.\"$date\"'", f"'{path}.__neosqlite_objectid__'"
+    kind = f"json_type(data, '{path}')"
+    rank = (
+        f"CASE {kind} WHEN 'null' THEN 1 WHEN 'integer' THEN 2 WHEN 'real' THEN 2 WHEN 'text' THEN 3 "
+        f"WHEN 'object' THEN (CASE WHEN json_type(data, {date}) IS NOT NULL THEN 9 "
+        f"WHEN json_type(data, {oid}) IS NOT NULL THEN 7 ELSE 4 END) "
+        f"WHEN 'array' THEN 5 WHEN 'true' THEN 8 WHEN 'false' THEN 8 ELSE 1 END"
+    )
+    value = (
+        f"CASE WHEN json_type(data, {date}) IS NOT NULL THEN julianday(json_extract(data, {date})) "
+        f"WHEN json_type(data, {oid}) IS NOT NULL THEN json_extract(data, '{path}.id') "
+        f"ELSE json_extract(data, '{path}') END"
+    )
+    order = "ASC" if direction == 1 else "DESC"
+    return f"{rank} {order}, {value}{collate} {order}"
+
+
+def _fix_sql_sort_across_types() -> None:
+    """Fault: a ``find`` sorted in SQL (neosqlite's ``ORDER BY json_extract(data, path)``) orders
+    values of different types as SQLite does: a boolean as the number 0 or 1 (before 2.5), a
+    date and an ObjectId as the JSON text of their encodings, sorted among documents. MongoDB
+    sorts by its order of types (the manual's "Comparison/Sort Order": null, numbers, strings,
+    objects, arrays, binary data, ObjectId, booleans, dates), as the Python tier here already
+    does (``_fix_bson_types_and_order``). Fix: each field but ``_id`` (its own column:
+    ``_fix_id_walk_across_types``) sorts by its type's rank, then its value."""
+    from neosqlite.collection.query_helper._sql_query_builder import SqlQueryBuilderMixin
+
+    built = SqlQueryBuilderMixin._build_sort_clause
+
+    @functools.wraps(built)
+    def sort_clause(self: Any, sort: Any, collation: Any = None) -> str:
+        if (
+            not sort
+            or self.jsonb.json_function_prefix != "json"
+            or any(
+                not isinstance(field, str) or field in ("_id", NATURAL) or field.startswith("$")
+                for field in sort
+            )
+        ):
+            return str(built(self, sort, collation))
+        strength, case_level = (collation or {}).get("strength", 3), (collation or {}).get("caseLevel", False)
+        collate = " COLLATE NOCASE" if collation and (strength <= 2 or not case_level) else ""  # as neosqlite
+        return " ORDER BY " + ", ".join(
+            _sql_sort_keys(field, direction, collate) for field, direction in sort.items()
+        )
+
+    SqlQueryBuilderMixin._build_sort_clause = sort_clause
+
+
 def _fix_retention_knob() -> None:
     """Fault: retained history is fixed at 1000 rows past the slowest open stream, so a test
     cannot make it run out cheaply. Fix: read it from ``NX_RESUME_RETENTION_ROWS``."""
@@ -1800,6 +1854,7 @@ def apply_fixes() -> None:
     _fix_resume_token_validation()
     _fix_retention_knob()
     _fix_token_order()
+    _fix_sql_sort_across_types()  # inside the natural order's: it sorts the fields beside $natural
     _fix_natural_order()
     stream_positions.fix_stream_positions()
     _fix_change_stream_project()  # on the events the positions' fix hands out

@@ -10,6 +10,7 @@ test all the same (skipped with ``TEST_MONGODB_URI``), as every module of ``test
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from bson import ObjectId
 
 pytestmark = [
     pytest.mark.integration,
@@ -206,3 +207,20 @@ def test_writes_filtered_on_a_boolean_touch_booleans_only(typed):
     assert sorted(d["_id"] for d in typed.find({"seen": 1})) == [1, 7]
     assert typed.delete_many({"b": {"$ne": True}}).deleted_count == 10
     assert sorted(d["_id"] for d in typed.find()) == [1, 7]
+
+
+def test_a_sort_made_in_sql_orders_types_as_mongodb(nx_client, db_name):
+    """The manual's "Comparison/Sort Order": null, numbers, strings, objects, ObjectId, booleans,
+    dates, whatever the filter (a plain one: the server sorts in SQL) and with an index on the
+    field. nx-27017 sorted by SQLite's order: a boolean as 0 or 1 (before 2.5), a date and an
+    ObjectId as the JSON text of their encodings, after strings and before documents."""
+    oid = ObjectId("65a1b2c3d4e5f60718293a4b")
+    values = [None, 2.5, 3, "text", {"k": 1}, oid, False, True, D, D + timedelta(days=1)]
+    collection = nx_client[db_name]["sorted"]
+    collection.insert_many([{"_id": n, "v": v, "g": 1} for n, v in enumerate(reversed(values))])
+    for _ in ("without an index", "with one"):
+        for query in ({}, {"g": 1}):
+            assert [d["v"] for d in collection.find(query).sort("v", 1)] == values
+            assert [d["v"] for d in collection.find(query).sort("v", -1)] == values[::-1]
+            assert [d["v"] for d in collection.find(query).sort([("g", 1), ("v", 1)]).limit(3)] == values[:3]
+        collection.create_index("v")
