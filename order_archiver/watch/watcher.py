@@ -75,7 +75,7 @@ from order_archiver.retry import Retry, RetryPolicy
 from order_archiver.settings import Settings
 from order_archiver.watch.archiving import CatchUpProgress, EventArchiver, catch_up, catch_up_identity
 from order_archiver.watch.leadership import Leadership, token_store_and_lease
-from order_archiver.watch.opening import TokenUnusable, open_stream
+from order_archiver.watch.opening import TokenUnusable, open_stream, say_resuming
 from order_archiver.watch.reconnects import Reconnects, sides
 from order_archiver.watch.stats import StatsLog, WatchStats
 
@@ -237,6 +237,7 @@ class Watcher:
         # an old leader leading again has its own, older than its successor's: the later one.
         self.stats.last_event_at = latest(self.stats.last_event_at, saved.last_event_at)
         stream = None
+        say_resuming(saved, self.clock(), first=self.stats.last_saved_at == 0.0)  # a restart, a takeover
         if saved.usable:
             try:
                 stream = self._open(saved)

@@ -1,5 +1,5 @@
-"""What a watcher tells of MongoDB out of reach: its metrics (what MONITORING.md's rules read) and
-its log lines. At the wire, against a test server of the
+"""What a watcher tells of MongoDB out of reach: its metrics (what MONITORING.md's rules read),
+its log lines, and on a restart where it resumes from. At the wire, against a test server of the
 test's own, absent at the watcher's start or stopped under a running one: a server that is not
 listening is refused at once (ECONNREFUSED), and the driver's server selection then waits
 MONGODB_TIMEOUT_MS (serverSelectionTimeoutMS) for one to answer (the Server Selection spec)."""
@@ -7,6 +7,8 @@ MONGODB_TIMEOUT_MS (serverSelectionTimeoutMS) for one to answer (the Server Sele
 from __future__ import annotations
 
 import re
+import signal
+import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -145,3 +147,46 @@ def test_a_running_watcher_says_why_and_when_it_reconnects(nx_settings, db_name,
         code = watcher.stop() if watcher is not None else 0
         server.stop()
     assert code == 0
+
+
+def test_a_restart_says_where_it_resumes_from(nx_client, nx_settings, nx_env, db_name, tmp_path):
+    """After kill -9 the restart said only "watching ..."; now it says the token's age and that
+    its watcher did not stop cleanly; after SIGTERM, that it did."""
+    seed_database(nx_client[db_name], nx_settings, 20, seed=95, p_anomalies=0.0)
+    env = {
+        **nx_env,
+        "RESUME_TOKEN_FILE": str(tmp_path / "token.json"),
+        "LOG_DIR": "",
+        "WATCH_HEARTBEAT_S": "1",
+    }
+    said = re.compile(
+        r"resuming from the resume token saved (\d+)s ago; its watcher (did not stop|stopped) cleanly"
+    )
+
+    token = tmp_path / "token.json"
+
+    def saved_since(before: int) -> bool:
+        return token.exists() and token.stat().st_mtime_ns != before and token_saved(None, tmp_path, "file")
+
+    def run_until_saved_then(sig: int) -> str:
+        """A watcher that saved a token of its own (its stream's), then stopped by ``sig``."""
+        before = token.stat().st_mtime_ns if token.exists() else 0
+        watcher = WatchProcess(env, tmp_path)
+        try:
+            wait_for(lambda: "watching" in watcher.output() and saved_since(before), what="a token saved")
+        finally:
+            watcher.stop(sig)
+        return watcher.output()
+
+    first = run_until_saved_then(signal.SIGKILL)
+    assert not said.search(first)  # a first start resumes from nothing
+    time.sleep(1.1)  # the token's age, in whole seconds, at least 1
+    after_kill = run_until_saved_then(signal.SIGTERM)
+    found = said.search(after_kill)
+    assert found, after_kill
+    assert found.group(2) == "did not stop", after_kill
+    assert int(found.group(1)) >= 1
+    after_term = run_until_saved_then(signal.SIGTERM)
+    found = said.search(after_term)
+    assert found, after_term
+    assert found.group(2) == "stopped", after_term

@@ -1,15 +1,19 @@
 """What a watcher tells of MongoDB out of reach and of where it resumes, the pure parts: its
-metrics before and after a failure, and the reconnect lines. At the wire: tests/e2e/test_watch_visibility_e2e.py."""
+metrics before and after a failure, the reconnect lines, the restart's line and the store's
+record of a clean stop. At the wire: tests/e2e/test_watch_visibility_e2e.py."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import generate_latest
 from pymongo import errors as pymongo_errors
 
+from order_archiver.mongodb.tokens import FileTokenStore, ResumeState
 from order_archiver.reporting.metrics import WatchMetrics
 from order_archiver.settings import Settings
+from order_archiver.watch.opening import resuming_said
 from order_archiver.watch.reconnects import Reconnects
 
 
@@ -75,3 +79,35 @@ def test_a_lost_connection_names_its_host_and_the_true_wait_and_the_return_says_
     )
     assert lines[2:] == ["reconnected: the change stream is back after 12.5s away (2 failed tries)"]
     assert exposed(metrics)["order_archiver_mongodb_connected"] == 1.0
+
+
+NOW = datetime(2026, 12, 8, 1, 0, tzinfo=UTC)
+
+
+def test_the_restart_line_says_the_tokens_age_and_how_its_watcher_ended():
+    token = {"_data": "82"}
+    killed = ResumeState("token", token, saved_at=NOW - timedelta(seconds=42))
+    assert resuming_said(killed, NOW).startswith(
+        "resuming from the resume token saved 42s ago; its watcher did not stop cleanly"
+    )
+    stopped = ResumeState("token", token, saved_at=NOW - timedelta(seconds=3), stopped_at=NOW)
+    assert (
+        resuming_said(stopped, NOW)
+        == "resuming from the resume token saved 3s ago; its watcher stopped cleanly"
+    )
+    mid = ResumeState("token", token, catching_up=True, saved_at=NOW - timedelta(seconds=9))
+    assert "; it was catching up" in resuming_said(mid, NOW)
+    assert "of unknown age" in resuming_said(ResumeState("token", token), NOW)
+
+
+def test_the_file_store_keeps_when_a_token_was_saved_and_whether_its_watcher_stopped_cleanly(tmp_path):
+    store = FileTokenStore(tmp_path / "token.json", "livraison.Commande")
+    store.save({"_data": "82"})
+    saved = store.load()
+    assert saved.saved_at is not None
+    assert abs((datetime.now(UTC) - saved.saved_at).total_seconds()) < 60
+    assert saved.stopped_at is None
+    store.mark_stopped()
+    assert store.load().stopped_at is not None
+    store.save({"_data": "83"})  # the next run's first save: not stopped any more
+    assert store.load().stopped_at is None
