@@ -19,7 +19,7 @@ from order_archiver.errors import ArchiverError
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.connection import why_unreachable
 from order_archiver.reporting.metrics import WatchMetrics
-from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE
+from order_archiver.retry import ARCHIVE_SIDE, SOURCE_SIDE, RetryPolicy
 from order_archiver.settings import Settings
 from order_archiver.watch.stats import WatchStats
 
@@ -80,8 +80,11 @@ class Reconnects:
         for _, client in self.clients:
             client.admin.command("ping")
 
-    def back(self) -> None:
-        """The change stream is open (or a standby's lease looked at): MongoDB reached."""
+    def back(self, policy: RetryPolicy | None = None) -> None:
+        """The change stream is open (or a standby's lease looked at): MongoDB reached, and the
+        reconnects' ``policy`` (its backoff) starts over."""
+        if policy is not None:
+            policy.reset()
         self.metrics.reached()
         if self.away_since is None:
             return

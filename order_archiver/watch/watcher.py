@@ -261,8 +261,7 @@ class Watcher:
                 self._save_token(start_token)
             self._distrust_saved_token = False
         with stream:
-            policy.reset()
-            self.reconnects.back()
+            self.reconnects.back(policy)  # the backoff starts over
             self._consume(stream, policy)
 
     def _open(self, state: ResumeState) -> ChangeStream:
