@@ -462,12 +462,15 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
         _serve_metrics(args, metrics, liveness)
     # A service waits for its server: connecting is retried until it succeeds or is stopped.
     try:
-        clients = _open_clients(args, settings, context, purpose=Retry.WAIT_FOR_SERVER)
+        clients = _open_clients(
+            args, settings, context, purpose=Retry.WAIT_FOR_SERVER, on_failure=metrics.lost
+        )
     except TransientError:
         if context.stopped:
             context.faults.raise_first()  # stopped by a thread's fault (the stop file's look): exit 1
             return ExitCode.OK  # stopped while waiting for the server: nothing in hand
         raise
+    metrics.reached()
     try:
         settings = _recorded(clients, settings, context)
         watcher = Watcher(

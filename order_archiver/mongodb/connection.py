@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +16,7 @@ from pymongo import errors as pymongo_errors
 from pymongo.server_type import SERVER_TYPE
 
 from order_archiver.documents import Document
-from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError
+from order_archiver.errors import ArchiverError, ConfigError, FatalError, TransientError, describe
 from order_archiver.logs import get_logger
 from order_archiver.reporting.liveness import reply_beats
 from order_archiver.retry import ARCHIVE_SIDE, Purpose, Retry, retrying
@@ -128,8 +128,10 @@ def open_client(
     stop_event: threading.Event | None = None,
     simulation_count: int = DEFAULT_COUNT,
     simulation_seed: int | None = DEFAULT_SEED,
+    on_failure: Callable[[BaseException], object] | None = None,
 ) -> MongoClient[Document]:
     """A connected client (checked with ``ping``); ``TransientError``/``FatalError`` if not.
+    ``on_failure``: each failed try that is tried again, by the driver's error (watch counts them).
 
     Datetimes come back timezone-aware in UTC, as the archive stores them.
     """
@@ -150,12 +152,7 @@ def open_client(
             raise _selection_failure(diagnose_unreachable(client, settings)) from exc
 
     try:
-        retrying(
-            ping,
-            purpose=purpose,
-            stop_event=stop_event,
-            on_retry=lambda exc, delay: log.warning("%s; retrying in %.1fs", exc, delay),
-        )
+        retrying(ping, purpose=purpose, stop_event=stop_event, on_retry=_said(on_failure, settings))
     except ArchiverError as error:
         client.close()
         cause = error.__cause__
@@ -168,6 +165,26 @@ def open_client(
         client.close()
         raise
     return client
+
+
+def _said(
+    on_failure: Callable[[BaseException], object] | None, settings: Settings
+) -> Callable[[BaseException, float], None]:
+    """A failed try of the first connection: said with the true wait before the next (the backoff,
+    then the driver's wait for a server), and handed to ``on_failure`` as the driver's error
+    (``Unreachable`` is ours: its words, a selection's timeout)."""
+
+    def on_retry(exc: BaseException, delay: float) -> None:
+        if on_failure is not None:
+            on_failure(exc.__cause__ if isinstance(exc, Unreachable) and exc.__cause__ else exc)
+        log.warning(
+            "%s; retrying in %.1fs, then up to %gs for a server to answer (MONGODB_TIMEOUT_MS)",
+            exc,
+            delay,
+            settings.mongodb_timeout_ms / 1000,
+        )
+
+    return on_retry
 
 
 def _selection_failure(diagnosis: Diagnosis) -> Exception:
@@ -347,6 +364,28 @@ def diagnose_unreachable(client: MongoClient[Document], settings: Settings) -> D
             False,
         )
     return Diagnosis(f"no server answered within MONGODB_TIMEOUT_MS ({hosts})", False)
+
+
+def why_unreachable(
+    exc: BaseException, clients: Sequence[tuple[str, MongoClient[Document]]], settings: Settings
+) -> str:
+    """A running watcher's failure in the words its start uses: a server selection that timed
+    out is ``cannot reach MongoDB: host:port: connection refused: ...`` (``diagnose_unreachable``,
+    of the first of ``clients``, a ``(side, client)`` each, with no server to write to); a lost
+    connection names its host and reason; anything else ``errors.describe``."""
+    if isinstance(exc, pymongo_errors.ServerSelectionTimeoutError):
+        away = [
+            (side, client)
+            for side, client in clients
+            if not client.topology_description.has_writable_server()
+        ]
+        side, client = (away or list(clients))[0]
+        diagnosis = diagnose_unreachable(client, settings)
+        return f"{side}cannot reach MongoDB: {diagnosis.message}"
+    if isinstance(exc, pymongo_errors.AutoReconnect) and str(exc):
+        where = re.sub(r"\s*\(configured timeouts:.*", "", str(exc).splitlines()[0])[:200]
+        return f"connection to MongoDB lost: {where}"
+    return describe(exc)
 
 
 def _wrong_replica_set(client: MongoClient[Document], wanted: str | None) -> Diagnosis | None:

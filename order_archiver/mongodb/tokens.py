@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol, TypedDict
@@ -196,6 +196,10 @@ class ResumeState:
     last_event_at: datetime | None = None  # the last event the saving watcher archived, kept on
     catching_up: bool = False
     catch_up: CatchUpMark | None = None  # how far that catch-up got (``catching_up`` only)
+    # What the record says of its saving, not where to resume (not compared): when (the saving
+    # watcher's clock), and its watcher's clean stop after it (None: no clean stop).
+    saved_at: datetime | None = field(default=None, compare=False)
+    stopped_at: datetime | None = field(default=None, compare=False)
 
     def reach(self, identity: str) -> OrderId:
         """The ``_id`` the catch-up from this token goes on after: its mark's, if the mark is
@@ -272,15 +276,23 @@ def _checked_token(record: object, namespace: str, origin: str) -> ResumeState:
             namespace,
         )
         return UNUSABLE
-    last = record.get("last_event_at")
     return ResumeState(
         "token",
         dict(token),
         bool(record.get("invalidated", False)),
-        (last if last.tzinfo else last.replace(tzinfo=UTC)) if isinstance(last, datetime) else None,
+        _moment(record.get("last_event_at")),
         bool(record.get("catching_up", False)),
         _checked_mark(record, token, origin),
+        saved_at=_moment(record.get("saved_at")),
+        stopped_at=_moment(record.get("stopped_at")),
     )
+
+
+def _moment(value: object) -> datetime | None:
+    """A stored time, in UTC (a naive one is UTC: the driver's default); anything else None."""
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _token_record(

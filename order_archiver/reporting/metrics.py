@@ -31,6 +31,11 @@ log = get_logger("metrics")
 
 PREFIX = "order_archiver"
 
+# The kinds a lost connection to MongoDB is counted under (``order_archiver_errors_total``):
+# their series exist at 0 from the start (Prometheus' "Instrumentation" practice: a series that
+# appears only with its first failure is missed by ``rate``/``increase``), the rest once met.
+CONNECTION_KINDS = ("ServerSelectionTimeoutError", "AutoReconnect")
+
 
 class Counts(Protocol):
     """What the metrics read of an archiving step's counts (``mongodb.step.ArchiveCounts``)."""
@@ -48,9 +53,11 @@ class WatchMetrics:
     read at each scrape. The ages of the token and of the last event are the leader's figures:
     a standby's are NaN, an old leader's included (fenced out after a pause, its own last save
     would only grow older while its successor saves: the stale-token alert paged on a healthy
-    pair). ``order_archiver_watch_leader`` says which process leads."""
+    pair). ``order_archiver_watch_leader`` says which process leads: none before it has reached
+    MongoDB (served from the process's start: ``leading`` is the watcher's once it exists, ``led_by``).
+    ``order_archiver_mongodb_connected`` says whether it reaches MongoDB now (``reached``, ``lost``)."""
 
-    def __init__(self, leading: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, leading: Callable[[], bool] = lambda: False) -> None:
         self.registry = CollectorRegistry()
         self._leading = leading
         self.events = Counter(f"{PREFIX}_events", "Change events received", registry=self.registry)
@@ -89,6 +96,8 @@ class WatchMetrics:
             ["kind"],
             registry=self.registry,
         )
+        for kind in CONNECTION_KINDS:
+            self.errors.labels(kind=kind)
         self.retries = Counter(
             f"{PREFIX}_retries",
             "Archive writes retried after a transient error, by kind",
@@ -116,6 +125,14 @@ class WatchMetrics:
             "1 while this watcher leads (writes, saves the token), 0 while it stands by",
             registry=self.registry,
         )
+        self.connected = Gauge(
+            f"{PREFIX}_mongodb_connected",
+            "1 while this watcher reaches MongoDB; 0 before it first has, and from a failure that made "
+            "it reconnect until it is back",
+            registry=self.registry,
+        )
+        self._connected = False
+        self.connected.set_function(lambda: 1.0 if self._connected else 0.0)
         self._last_event_at: float | None = None
         self._token_saved_at: float | None = None
         self.last_event.set_function(lambda: self._age(self._last_event_at))
@@ -127,6 +144,16 @@ class WatchMetrics:
         if moment is None or not self._leading():
             return float("nan")
         return time.time() - moment
+
+    def reached(self) -> None:
+        """MongoDB answered: the first connection made, or the change stream back after a failure."""
+        self._connected = True
+
+    def lost(self, failure: BaseException) -> None:
+        """A failure that makes the watcher wait and try again (at its start: the first connection's,
+        each counted by kind, the same kinds as a running watcher's)."""
+        self._connected = False
+        self.errors.labels(kind=type(failure).__name__).inc()
 
     def stood_down(self) -> None:
         """Leadership lost: the old term's moments are not the next term's (NaN until its first)."""

@@ -5,6 +5,7 @@ others stand by, say so once, and take over when the leader's lease runs out."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from order_archiver.context import RunContext
 from order_archiver.logs import get_logger
@@ -43,8 +44,15 @@ def token_store_and_lease(
 class Leadership:
     """Whether this watcher leads now, waiting a renewal's length (interruptibly) when not."""
 
-    def __init__(self, lease: Lease | None, name: str, stop: threading.Event) -> None:
-        self.lease, self.name, self.stop = lease, name, stop
+    def __init__(
+        self,
+        lease: Lease | None,
+        name: str,
+        stop: threading.Event,
+        answered: Callable[[], object] = lambda: None,
+    ) -> None:
+        """``answered``: called when MongoDB answered a standby's look at the lease."""
+        self.lease, self.name, self.stop, self.answered = lease, name, stop, answered
         self._standby_announced = False
 
     def lead(self) -> bool:
@@ -54,6 +62,7 @@ class Leadership:
         if self.lease.try_acquire():
             self._standby_announced = False
             return True
+        self.answered()
         if not self._standby_announced:
             self._announce_standby(self.lease)
             self._standby_announced = True

@@ -4,14 +4,19 @@ this module does; what to do about a refused token (catch up) is the watcher's c
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pymongo import errors as pymongo_errors
 
 from order_archiver.errors import classify, is_authorisation_error
+from order_archiver.logs import get_logger
 from order_archiver.mongodb.source import build_change_stream_pipeline
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.mongodb.stream import ChangeStream, Prepended
 from order_archiver.mongodb.tokens import ResumeState
 from order_archiver.settings import Settings
+
+log = get_logger("watch")
 
 
 def token_refused(exc: pymongo_errors.OperationFailure) -> bool:
@@ -49,3 +54,34 @@ def open_stream(orders: MongoCollection, settings: Settings, state: ResumeState)
                 f"{exc.details.get('codeName', '') if exc.details else ''} {exc.code}"
             ) from exc
         raise
+
+
+def say_resuming(state: ResumeState, now: datetime, first: bool) -> None:
+    """``resuming_said``, at INFO, when the watcher resumes from a token it did not save itself
+    (``first``: a restart, a standby taking over), never at a reconnect's (its own token)."""
+    if state.usable and first:
+        log.info(resuming_said(state, now))
+
+
+def resuming_said(state: ResumeState, now: datetime) -> str:
+    """The line a watcher says when it resumes from a saved token (a restart, a takeover): how old
+    the token is, and whether its watcher stopped cleanly (a crash or a kill -9 replays what it
+    had in hand after that save: each order archived once) or was catching up (done again)."""
+    age = (
+        f"saved {max((now - state.saved_at).total_seconds(), 0.0):.0f}s ago"
+        if state.saved_at
+        else "of unknown age"
+    )
+    if state.stopped_at is not None:
+        how = "its watcher stopped cleanly"
+    else:
+        how = (
+            "its watcher did not stop cleanly (killed, crashed, or its host lost): the changes after "
+            "it are read again, each order archived once"
+        )
+    line = f"resuming from the resume token {age}; {how}"
+    if state.catching_up:
+        line += "; it was catching up (the catch-up goes on from its saved progress, if any)"
+    if state.invalidated:
+        line += "; the orders collection had been dropped or renamed (invalidate)"
+    return line

@@ -75,7 +75,8 @@ from order_archiver.retry import Retry, RetryPolicy
 from order_archiver.settings import Settings
 from order_archiver.watch.archiving import CatchUpProgress, EventArchiver, catch_up, catch_up_identity
 from order_archiver.watch.leadership import Leadership, token_store_and_lease
-from order_archiver.watch.opening import TokenUnusable, open_stream
+from order_archiver.watch.opening import TokenUnusable, open_stream, say_resuming
+from order_archiver.watch.reconnects import Reconnects, sides
 from order_archiver.watch.stats import StatsLog, WatchStats
 
 NO_CHANGE_STREAMS = (
@@ -126,8 +127,9 @@ class Watcher:
         self.store, self.lease = token_store_and_lease(
             collections.checkpoints, settings, options.name, self.namespace, shared, context
         )
-        self.leadership = Leadership(self.lease, options.name, self.stop_event)
         self.stats = WatchStats()
+        self.reconnects = Reconnects(sides(client, archive_client), settings, self.metrics, self.stats)
+        self.leadership = Leadership(self.lease, options.name, self.stop_event, self.reconnects.back)
         self.lines = StatsLog(self.stats, settings.watch_log_interval_s)
         self.events = EventArchiver(
             self.orders_primary,
@@ -194,6 +196,7 @@ class Watcher:
             try:
                 # Nothing is written without the archive's unique index (a watcher's user cannot
                 # build it: batch --run does): waited for, and looked at again before writes.
+                self.reconnects.probe()  # away: one bounded ping first (the wait said is true)
                 if not self.unique_index.ready():
                     break
                 if not self.leadership.lead():
@@ -224,11 +227,8 @@ class Watcher:
             raise NotSupportedError(NO_CHANGE_STREAMS) from exc
         if kind == "fatal":
             raise exc if isinstance(exc, ArchiverError) else as_archiver_error(exc) from exc
-        cause = exc.__cause__ if isinstance(exc, ArchiverError) and exc.__cause__ else exc
         delay = policy.increment(exc)
-        self.stats.reconnects += 1
-        self.metrics.errors.labels(kind=type(cause).__name__).inc()
-        log.warning("change stream interrupted (%s); reconnecting in %.1fs", type(cause).__name__, delay)
+        self.reconnects.failed(exc, delay)
         policy.wait(delay, exc)
 
     def _stream_once(self, policy: RetryPolicy) -> None:
@@ -237,6 +237,7 @@ class Watcher:
         # an old leader leading again has its own, older than its successor's: the later one.
         self.stats.last_event_at = latest(self.stats.last_event_at, saved.last_event_at)
         stream = None
+        say_resuming(saved, self.clock(), first=self.stats.last_saved_at == 0.0)  # a restart, a takeover
         if saved.usable:
             try:
                 stream = self._open(saved)
@@ -260,7 +261,7 @@ class Watcher:
                 self._save_token(start_token)
             self._distrust_saved_token = False
         with stream:
-            policy.reset()
+            self.reconnects.back(policy)  # the backoff starts over
             self._consume(stream, policy)
 
     def _open(self, state: ResumeState) -> ChangeStream:
