@@ -128,6 +128,10 @@ WRITE_CONCERN_CONFIG_CODES = frozenset({79, 100})  # UnknownReplWriteConcern, Un
 # deployment has no change streams" (a standalone server).
 TOKEN_UNUSABLE_CODES = frozenset(
     {
+        # An open stream whose place in the oplog was deleted under it (the oplog is capped:
+        # "CollectionScan died due to position in capped collection being deleted"): one left
+        # unread through more writes than the oplog holds, a watcher's during a long catch-up.
+        136,  # CappedPositionLost
         260,  # InvalidResumeToken
         280,  # ChangeStreamFatalError
         286,  # ChangeStreamHistoryLost

@@ -1083,50 +1083,86 @@ def _fix_change_stream_project() -> None:
     nx_changestream.ChangeStreamManager.pull_stream = pull_stream
 
 
+_lost_position = threading.local()  # set by a getMore whose stream's history was pruned under it
+
+
+def _capped_prune(self: Any, db_name: str, collection_name: str) -> None:
+    """The change log kept as MongoDB keeps the oplog: a capped collection, its newest
+    ``_RESUME_RETENTION_ROWS`` changes per collection whoever reads it; the newest row it
+    deleted remembered (``_pruned_through``)."""
+    with self._lock:
+        tracker = self._trackers.get((db_name, collection_name))
+    if tracker is None:
+        return
+    db = tracker["collection"].db
+    try:
+        row = db.execute(
+            "SELECT id FROM _neosqlite_changestream WHERE collection_name = ? "
+            "ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (collection_name, nx_changestream._RESUME_RETENTION_ROWS),
+        ).fetchone()
+        if row is None:
+            return  # no more changes than the history keeps
+        newest_deleted = int(row[0])
+        db.execute(
+            "DELETE FROM _neosqlite_changestream WHERE collection_name = ? AND id <= ?",
+            (collection_name, newest_deleted),
+        )
+    except Exception:  # nx's own prune skips on the same errors (a table not made yet)
+        return
+    with _pruned_lock:
+        key = (db_name, collection_name)
+        _pruned_through[key] = max(_pruned_through.get(key, 0), newest_deleted)
+
+
 def _fix_history_loss_detection() -> None:
-    """Fault: a resume token whose history was pruned is resumed from silently, losing every
-    change in between. Fix: remember the newest pruned row per collection; a token older than
-    it fails with ChangeStreamHistoryLost (286), as MongoDB does when the oplog has rolled."""
-    original = nx_changestream.ChangeStreamManager._prune
+    """Faults: (1) the change log is pruned only below every open stream's position, so an open
+    stream pins its history for ever and, with no stream open, nothing is ever pruned: a
+    watcher that falls behind, or a stream left idle through hours of writes (a long catch-up),
+    never loses its place, where MongoDB's oplog is a capped collection that drops its oldest
+    entries whoever still needs them (the manual, "Replica Set Oplog": a fixed size, or a
+    minimum retention period, then the oldest entries go). (2) A resume token whose history was
+    pruned is resumed from silently. Fixes: the history is capped at ``_RESUME_RETENTION_ROWS``
+    per collection, pruned at each pull, open and close of a stream whatever the streams'
+    positions; a token older than the newest pruned row fails with ChangeStreamHistoryLost (286,
+    ``_fix_resume_token_validation``), as MongoDB does when the oplog has rolled; and an open
+    stream whose next ``getMore`` would read past a pruned row fails with CappedPositionLost (136,
+    "CollectionScan died due to position in capped collection being deleted"), which is what
+    MongoDB's tailing of the oplog answers then (reported against change streams by monstache
+    #744, 2025, and opensearch data-prepper #5730), and the cursor is gone."""
+    nx_changestream.ChangeStreamManager._prune = _capped_prune
+    pull = nx_changestream.ChangeStreamManager.pull_stream
+
+    @functools.wraps(pull)
+    def pull_stream(self: Any, stream: Any, batch_size: int = 101) -> tuple[list[dict[str, Any]], dict]:
+        _capped_prune(self, stream.db_name, stream.collection_name)
+        with _pruned_lock:
+            pruned = _pruned_through.get((stream.db_name, stream.collection_name), 0)
+        if stream._watermark < pruned:  # rows after its position, unread, deleted
+            _lost_position.id = stream._id
+            return [], stream.get_resume_token()
+        return pull(self, stream, batch_size)
+
+    original = NeoSQLiteHandler.handle_command
 
     @functools.wraps(original)
-    def prune(self: Any, db_name: str, collection_name: str) -> None:
-        with self._lock:
-            tracker = self._trackers.get((db_name, collection_name))
-            marks = [
-                s._watermark
-                for s in self._streams.values()
-                if not s._closed and s.db_name == db_name and s.collection_name == collection_name
-            ]
-        newest_deleted = None
-        if tracker is not None and marks and min(marks) > 0:
-            try:
-                row = (
-                    tracker["collection"]
-                    .db.execute(
-                        "SELECT MAX(id) FROM _neosqlite_changestream "
-                        "WHERE collection_name = ? AND id < ? AND id NOT IN ("
-                        "SELECT id FROM _neosqlite_changestream "
-                        "WHERE collection_name = ? ORDER BY id DESC LIMIT ?)",
-                        (
-                            collection_name,
-                            min(marks),
-                            collection_name,
-                            nx_changestream._RESUME_RETENTION_ROWS,
-                        ),
-                    )
-                    .fetchone()
-                )
-                newest_deleted = row[0] if row else None
-            except Exception:  # the original prune skips on the same errors
-                newest_deleted = None
-        original(self, db_name, collection_name)
-        if newest_deleted is not None:
-            with _pruned_lock:
-                key = (db_name, collection_name)
-                _pruned_through[key] = max(_pruned_through.get(key, 0), int(newest_deleted))
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        _lost_position.id = None
+        request_id, reply = original(self, msg)
+        stream_id, _lost_position.id = _lost_position.id, None
+        if stream_id is None:
+            return request_id, reply
+        self._change_stream_manager.close_stream(stream_id)  # MongoDB kills a cursor that failed
+        return request_id, {
+            "ok": 0,
+            "code": 136,
+            "codeName": "CappedPositionLost",
+            "errmsg": "Executor error during getMore :: caused by :: CollectionScan died due to "
+            "position in capped collection being deleted.",
+        }
 
-    nx_changestream.ChangeStreamManager._prune = prune
+    nx_changestream.ChangeStreamManager.pull_stream = pull_stream
+    NeoSQLiteHandler.handle_command = handle_command
 
 
 def _fix_resume_token_validation() -> None:
@@ -1151,6 +1187,8 @@ def _fix_resume_token_validation() -> None:
             token = options.get("start_after")
         if token is not None:
             rowid = nx_changestream._wire_rowid(token)
+            # The writes since a stream last pruned it (none open: none did).
+            _capped_prune(self._change_stream_manager, db_name, coll_name)
             if rowid is None:
                 return request_id, {
                     "ok": 0,

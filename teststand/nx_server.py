@@ -12,6 +12,7 @@ from teststand.devserver import DEFAULT_REPLICA_SET, DevServer
 # The one account the test server accepts (SASL PLAIN, the launcher's NX_PLAIN_USERS), for
 # tests that need a password that works.
 PLAIN_USER, PLAIN_PASSWORD = "archiver", "S3cret-Passw0rd-42"
+TEST_HISTORY_ROWS = 200_000  # changes a test server's history keeps, unless a test says fewer
 
 
 class NxServer(DevServer):
@@ -21,6 +22,14 @@ class NxServer(DevServer):
     # A test server's data is thrown away: no need to wait long for a clean shutdown (nx-27017
     # busy with an open change stream can ignore SIGTERM for seconds).
     stop_timeout = 1.0
+
+    def _environment(self) -> dict[str, str]:
+        env = super()._environment()
+        # The change history is capped as an oplog is (devserver._capped_prune): a real one holds
+        # hours of writes, which a test's thousands of changes never outrun; a test of a lost
+        # history says how short its own is (NX_RESUME_RETENTION_ROWS, as make dev-server's HISTORY).
+        env.setdefault("NX_RESUME_RETENTION_ROWS", str(TEST_HISTORY_ROWS))
+        return env
 
 
 @contextmanager

@@ -131,6 +131,8 @@ class PassPlanner:
         changes = reader.since(token, current.stream_token, current.started_at)
         if changes.unavailable is not None:
             self._say(unavailable_history(changes.unavailable, current.full))
+            if not current.full:  # the summary says it read by stamps, not the change history
+                self.report.stamps_only = f"the change history is not available (code {changes.unavailable})"
             return [], current
         self._tell(changes, current)
         current = replace(current, stream_token=changes.position)

@@ -262,7 +262,7 @@ def test_a_second_watcher_on_one_token_file_refuses_and_the_first_keeps_archivin
 
 @pytest.fixture(scope="module")
 def short_history_server(tmp_path_factory):
-    """A server that keeps only 30 change-log rows past its slowest open stream."""
+    """A server whose change history keeps only its newest 30 changes (a capped oplog)."""
     server = NxServer(
         tmp_path_factory.mktemp("short-history"), env={"NX_RESUME_RETENTION_ROWS": "30"}
     ).start()
@@ -290,10 +290,7 @@ def test_history_lost_falls_back_to_catch_up(
         wait_for(lambda: token_saved(database, tmp_path, store), what="the start token")
         assert watcher.stop() == 0
         pending = pending_ids(dataset, 150)
-        with database["Commande"].watch() as reader:  # another stream reads on: history is pruned
-            deliver(database["Commande"], pending)
-            for _ in range(len(pending)):
-                reader.next()
+        deliver(database["Commande"], pending)  # five times the history, no watcher running
         expected |= set(pending)
         restarted = watchers(env, tmp_path, "--token-store", store)
         wait_for(
@@ -306,6 +303,51 @@ def test_history_lost_falls_back_to_catch_up(
         assert "cannot be used" in output
         assert "286" in output
         assert "catching up" in output
+        assert_no_duplicates(database["Commande_archive"])
+
+
+@pytest.mark.test_server_only("a server of its own with 30 rows of history (a real one: a small oplog)")
+def test_a_stream_left_behind_by_its_history_during_a_catch_up_catches_up_again(
+    short_history_server, nx_settings, db_name, tmp_path, watchers
+):
+    """MongoDB's oplog drops its oldest entries whoever still needs them: the stream a watcher
+    opens before its catch-up stays unread while the catch-up runs (a first start on years of
+    orders, paced by --max-rate), and if more changes are written meanwhile than the oplog
+    holds, its next getMore fails with CappedPositionLost (136). That is a lost position, as
+    ChangeStreamHistoryLost (286) is: the watcher catches up again from a new start, nothing
+    lost; it stopped instead (exit 1, "fatal"). Here: 30 rows of history, a catch-up paced at
+    40 orders/s, 150 deliveries written while it runs."""
+    env = {
+        "MONGODB_URI": short_history_server.uri,
+        "MONGODB_DATABASE": db_name,
+        "LOG_DIR": "",
+        "RESUME_TOKEN_FILE": str(tmp_path / "token.json"),
+    }
+    with pymongo.MongoClient(short_history_server.uri, tz_aware=True) as client:
+        database = client[db_name]
+        dataset = seed_database(database, nx_settings, 500, seed=46, p_anomalies=0.0)
+        expected = expected_archive_ids(dataset)
+        watcher = watchers(env, tmp_path, "--max-rate", "40")
+        wait_for(
+            lambda: len(archived_ids(database)) >= 40,
+            what="the catch-up under way",
+            on_timeout=watcher.output,
+        )
+        assert not token_saved(database, tmp_path, "file")  # still catching up: its stream unread
+        pending = pending_ids(dataset, 150)
+        deliver(database["Commande"], pending)  # five times the history, while the stream waits
+        expected |= set(pending)
+        wait_for(
+            lambda: archived_ids(database) == expected,
+            timeout=90,
+            what="every delivery archived after the stream lost its place",
+            on_timeout=watcher.output,
+        )
+        assert watcher.process.poll() is None, watcher.output()
+        assert watcher.stop() == 0
+        output = watcher.output()
+        assert "cannot resume (136)" in output
+        assert output.count("catching up") >= 2
         assert_no_duplicates(database["Commande_archive"])
 
 

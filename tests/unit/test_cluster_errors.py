@@ -442,6 +442,10 @@ def test_one_retry_policy_for_every_loop():
     assert RetryPolicy(three, on_stop="end", stop_event=stopped).wait(0.0, cut) is True
     assert RetryPolicy(three, on_stop="end").wait(0.0, cut) is False
     assert classify(OperationFailure("lost", 286)) == "token_unusable"
+    # An open stream's place deleted from the capped oplog (a getMore): lost as 286 is.
+    assert classify(OperationFailure("CollectionScan died due to position in capped collection", 136)) == (
+        "token_unusable"
+    )
     assert classify(OperationFailure("standalone", 40573)) == "no_change_streams"
     assert classify(TransientError("x")) == "transient"
     assert classify(cut) == "transient"

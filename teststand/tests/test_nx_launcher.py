@@ -176,13 +176,63 @@ def test_pruned_history_is_change_stream_history_lost(tmp_path):
                 orders.insert_one({"n": 0})
                 stream.next()
                 old_token = stream.resume_token
-            with orders.watch() as reader:  # another stream reads on: history is pruned
-                orders.insert_many([{"n": n} for n in range(1, 60)])
-                for _ in range(59):
+            with orders.watch() as reader:  # another stream reads on, keeping up: history is pruned
+                for n in range(1, 60):
+                    orders.insert_one({"n": n})
                     reader.next()
             with pytest.raises(OperationFailure) as caught, orders.watch(resume_after=old_token) as resumed:
                 resumed.try_next()
             assert caught.value.code == 286
+    finally:
+        server.stop()
+
+
+@pytest.mark.test_server_only("a server of its own with 5 rows of history (a real one: a small oplog)")
+def test_history_is_capped_with_no_stream_open(tmp_path):
+    """MongoDB's oplog drops its oldest entries whether or not anyone reads it (the manual,
+    "Replica Set Oplog": a capped collection): a watcher stopped for a day of writes finds its
+    token's history gone (286). nx-27017 pruned only while some stream read on."""
+    server = NxServer(tmp_path / "nx", env={"NX_RESUME_RETENTION_ROWS": "5"}).start()
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            orders = client.h.Commande
+            with orders.watch() as stream:
+                orders.insert_one({"n": 0})
+                stream.next()
+                old_token = stream.resume_token
+            orders.insert_many([{"n": n} for n in range(1, 60)])  # no stream open meanwhile
+            with pytest.raises(OperationFailure) as caught, orders.watch(resume_after=old_token) as resumed:
+                resumed.try_next()
+            assert caught.value.code == 286
+    finally:
+        server.stop()
+
+
+@pytest.mark.test_server_only("a server of its own with 5 rows of history (a real one: a small oplog)")
+def test_an_open_stream_that_falls_behind_its_history_loses_its_position(tmp_path):
+    """An open change stream does not hold the oplog back: one left unread while more changes
+    are written than the oplog keeps (a watcher busy with a long catch-up) has its position
+    deleted under it, and its next getMore fails with CappedPositionLost (136: "CollectionScan
+    died due to position in capped collection being deleted"), the cursor gone; resumed from
+    its token, the history is lost (286). nx-27017 kept every change an open stream had not read."""
+    server = NxServer(tmp_path / "nx", env={"NX_RESUME_RETENTION_ROWS": "5"}).start()
+    try:
+        with pymongo.MongoClient(server.uri, tz_aware=True) as client:
+            orders = client.h.Commande
+            with orders.watch(max_await_time_ms=50) as idle:
+                orders.insert_one({"n": 0})
+                assert idle.next()["fullDocument"]["n"] == 0
+                token = idle.resume_token
+                orders.insert_many([{"n": n} for n in range(1, 60)])  # more than it keeps, unread
+                with pytest.raises(OperationFailure) as caught:
+                    idle.try_next()
+            assert caught.value.code in (136, 286)  # pymongo may resume on its own first: then 286
+            with pytest.raises(OperationFailure) as lost, orders.watch(resume_after=token) as resumed:
+                resumed.try_next()
+            assert lost.value.code == 286
+            with orders.watch(max_await_time_ms=50) as within:  # a reader that keeps up is fine
+                orders.insert_many([{"n": n} for n in range(60, 64)])
+                assert [within.next()["fullDocument"]["n"] for _ in range(4)] == [60, 61, 62, 63]
     finally:
         server.stop()
 
