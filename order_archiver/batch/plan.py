@@ -91,7 +91,8 @@ class PassPlanner:
         # (writing.ChunkWriting.unwritten) instead of joined on the server, and they need no
         # count. Reads that decide go to a member that has the data: an incremental pass (a
         # lagging secondary would hide deliveries its mark then moves past) and the watcher's
-        # catch-up.
+        # catch-up; and in every pass the orders the change history names (also_from), which
+        # the position saved moves past: a full pass's scan alone follows the URI.
         primary = self.options.read_primary or not current.full
         source = replace(
             source,
@@ -100,6 +101,7 @@ class PassPlanner:
             # Read whatever their stamp (incremental) or even when archived (full), a bounded
             # chunk of ids per read: a million changes make no command over 16 MB.
             also_ids=IdList.of(changed),
+            also_from=self.orders_primary,
             exclude_archived_in=source.exclude_archived_in if self._skips_archived(current) else None,
             partition=self.options.partition,  # --partition: this share only, each pass
         )

@@ -125,6 +125,12 @@ class OrderSource:
     # Orders read besides the selection, whatever their delivery stamp and even when archived
     # (changed since the last pass, on the rejects list): each chunk of them its own read.
     also_ids: IdList = field(default_factory=IdList)
+    # Where ``also_ids`` are read (None: ``orders``): the primary, whatever ``orders`` follows (a
+    # full pass's scan: the URI's read preference). They are what the pass's change-history
+    # position moves past: read from a secondary behind, a correction just before the pass
+    # would look unchanged, and no later pass reads it again. What that read finds of them
+    # decides: the scan's copy of one of them, maybe older, is left out.
+    also_from: MongoCollection | None = None
     delivered_before: datetime | None = None  # the purge under PURGE_AFTER: old enough to move
     # --partition K/N: only the orders of share K (read in pages: the share is the client's hash)
     partition: Partition | None = None
@@ -175,15 +181,31 @@ class OrderSource:
         also = (
             item
             for chunk in self.also_ids.chunks(after_id)
-            for item in self._aggregate(self._narrow_first(self.selection(among_ids=chunk), True), limit)
+            for item in self._aggregate(
+                self._narrow_first(self.selection(among_ids=chunk), True), limit, self._also_orders
+            )
         )
+        if self._also_apart:
+            walk = self.also_ids.without(walk, _item_id)
         yield from itertools.islice(merged_by_id([walk, also], _item_id), limit)
 
-    def _aggregate(self, matches: list[dict[str, object]], limit: int | None) -> Iterator[Item]:
+    @property
+    def _also_orders(self) -> MongoCollection:
+        return self.orders if self.also_from is None else self.also_from
+
+    @property
+    def _also_apart(self) -> bool:
+        """``also_ids`` are read elsewhere than the scan (the primary, the scan a secondary)."""
+        return self.also_from is not None and self.also_from is not self.orders
+
+    def _aggregate(
+        self, matches: list[dict[str, object]], limit: int | None, orders: MongoCollection | None = None
+    ) -> Iterator[Item]:
         pipeline = build_enrichment_pipeline(matches, self.names, sort_by_id=True, limit=limit)
         # allowDiskUse: with a date window the planner may sort in memory (index on the date,
         # then $sort on _id) and a large window would pass the 100 MB sort limit.
-        with self.orders.aggregate(pipeline, batchSize=PAGE_SIZE, allowDiskUse=True) as cursor:
+        reading = self.orders if orders is None else orders
+        with reading.aggregate(pipeline, batchSize=PAGE_SIZE, allowDiskUse=True) as cursor:
             for raw in cursor:
                 yield raw, None
 
@@ -220,11 +242,22 @@ class OrderSource:
             )
             wanted = [one_id for one_id in readable if one_id not in archived]
             # The status again: an order corrected since the id query is not archived.
-            found = enrich_each(self.orders, wanted, self.delivered_status, self.names) if wanted else []
+            found = self._enriched(wanted, page.also)
             found += [self._rejected_alone(i, reason) for i, reason in large.items()]
             yield from _in_id_order(ids, archived, found, skipped)
             after_id = page.reach
             yield None, after_id
+
+    def _enriched(self, wanted: list[OrderId], also: set[OrderId]) -> list[dict[str, object] | Rejection]:
+        """``wanted`` enriched: those of ``also_ids`` read where they are read (``also_from``)."""
+        if not wanted:
+            return []
+        apart = [one for one in wanted if one in also] if self._also_apart else []
+        rest = [one for one in wanted if one not in also] if apart else wanted
+        found = enrich_each(self.orders, rest, self.delivered_status, self.names) if rest else []
+        if apart:
+            found += enrich_each(self._also_orders, apart, self.delivered_status, self.names)
+        return found
 
     def _rejected_alone(self, one_id: OrderId, reason: str) -> Rejection:
         """The rejection of an order whose ``_id`` is too large to be read with others: read
@@ -240,10 +273,14 @@ class OrderSource:
         walked = self.delivered_ids_after(after_id, size)
         candidates = self.also_ids.following(after_id, size)
         also: list[Any] = []
+        scanned = walked
         if candidates:
-            cursor = self.orders.find(self.selection(among_ids=candidates), {"_id": 1})
+            cursor = self._also_orders.find(self.selection(among_ids=candidates), {"_id": 1})
             also = sorted((doc["_id"] for doc in cursor), key=id_order_key)
-        ids = list(merged_by_id([walked, also], lambda one: one))
+            if self._also_apart:  # read where they are read: the scan's answer for them left out
+                asked = set(candidates)
+                scanned = [one for one in walked if one not in asked]
+        ids = list(merged_by_id([scanned, also], lambda one: one))
         ends = [read[-1] for read in (walked, candidates) if len(read) == size]
         if not ends:
             return Page(ids, set(also), ids[-1] if ids else None)

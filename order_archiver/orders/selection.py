@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import bson
 from bson import Binary, ObjectId, Regex
@@ -18,6 +18,8 @@ from bson.timestamp import Timestamp
 from order_archiver.documents import OrderId
 from order_archiver.errors import ConfigError
 from order_archiver.orders.enrichment import as_utc, status_match
+
+T = TypeVar("T")
 
 
 def build_selection(
@@ -97,6 +99,17 @@ class IdList:
         first = self.start(after_id)
         return self.ids[first : first + count]
 
+    def without(self, items: Iterable[T], id_of: Callable[[T], OrderId]) -> Iterator[T]:
+        """``items`` (in ``_id`` order) but those whose ``_id`` is one of these: one walk of both,
+        nothing held but a place in this list."""
+        ids, at = self.ids, 0
+        for item in items:
+            one = id_of(item)
+            while at < len(ids) and _compared(ids[at], one) < 0:
+                at += 1
+            if at == len(ids) or _compared(ids[at], one) != 0:
+                yield item
+
     def chunks(self, after_id: OrderId, size: int | None = None) -> Iterator[tuple[OrderId, ...]]:
         """The ids after ``after_id``, ``size`` (``ID_CHUNK``) at a time."""
         size = size or ID_CHUNK
@@ -138,6 +151,14 @@ def _bson_type_rank(value: Any) -> int:
     if value is None:
         return 0
     return next((rank for kinds, rank in _RANK_BY_TYPE if isinstance(value, kinds)), len(_BSON_TYPE_ORDER))
+
+
+def _compared(one: OrderId, other: OrderId) -> int:
+    """-1, 0 or 1 as MongoDB sorts the two ``_id``s (ObjectIds, the usual ids, compared as they are)."""
+    if type(one) is ObjectId and type(other) is ObjectId:
+        return -1 if one < other else int(one != other)
+    first, second = id_order_key(one), id_order_key(other)
+    return -1 if first < second else int(first != second)
 
 
 def id_order_key(value: Any) -> tuple[int, Any]:

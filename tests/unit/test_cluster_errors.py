@@ -550,6 +550,8 @@ def test_the_reads_that_decide_what_a_pass_archives_go_to_the_primary(options, p
     expected = ReadPreference.PRIMARY if primary else ReadPreference.SECONDARY
     assert archiver.source.orders.read_preference == expected
     assert archiver.reader.source.orders.read_preference == expected
+    # The orders the change history names: the primary in every pass (the position moves past them)
+    assert archiver.source.also_from.read_preference == ReadPreference.PRIMARY
 
 
 def _orders(count: int) -> list[dict]:

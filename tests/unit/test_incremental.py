@@ -2,6 +2,7 @@
 late deliveries, crashes and dirty stamps never lose an order. mongomock; the server's clock
 is injected, so every pass boundary is exact."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -493,6 +494,48 @@ def test_the_orders_read_besides_the_selection_are_merged_in_id_order_once_each(
     assert ends[-1] >= expected[-1]
 
 
+@pytest.mark.parametrize("page_size", [2, 500])
+def test_the_changed_orders_are_read_where_also_from_says_and_the_scans_copy_left_out(
+    mongo, settings, monkeypatch, page_size
+):
+    """A full pass scans through the URI's read preference (a secondary, maybe behind) and reads
+    the orders the change history names from the primary (``also_from``): for those, the
+    primary's answer alone decides, in the stream and in the pages. Here the scan's member is
+    a copy behind (older versions; a correction, an un-delivery and a delivery not applied yet):
+    a changed order is read as the primary holds it, once; the others as the scan finds them."""
+    from order_archiver.mongodb import source as source_module
+    from order_archiver.orders import selection
+
+    monkeypatch.setattr(source_module, "PAGE_SIZE", page_size)
+    monkeypatch.setattr(selection, "ID_CHUNK", 2)
+    primary = orders(mongo, settings)
+    behind = mongo["behind"][settings.orders_collection]  # the secondary, as it stands
+    ids = [ObjectId() for _ in range(9)]
+
+    def order(n, version, delivered=True):
+        return {
+            "_id": ids[n],
+            "numero_commande": f"CMD-{n}",
+            "status": "livrée" if delivered else "en_attente",
+            "date_commande": DAY1 - WEEK,
+            "date_livraison": DAY1 - HOUR if delivered else None,
+            "items": [],
+            "version": version,
+        }
+
+    for n in range(9):
+        behind.insert_one(order(n, 1, delivered=n != 6))
+        primary.insert_one(order(n, 2 if n in (1, 4, 6) else 1, delivered=n != 7))
+    # 1, 4: corrected; 6: delivered; 7: no longer delivered (all on the primary only)
+    source = also_source(mongo, settings, [ids[n] for n in (1, 4, 6, 7)], also_from=primary)
+    source = dataclasses.replace(source, orders=behind)
+    expected = [(ids[n], 2 if n in (1, 4, 6) else 1) for n in range(9) if n != 7]
+    streamed = [(raw["_id"], raw["version"]) for raw, _ in source.stream(None, None)]
+    paged = [(item["_id"], item["version"]) for item, _ in source.pages(None) if item is not None]
+    assert streamed == expected
+    assert paged == expected
+
+
 def test_an_id_list_sorts_and_cuts_ids_as_mongodb_sorts_them():
     """BSON's comparison order across types (dirty ``_id``s): numbers, strings, ObjectIds, dates."""
     from order_archiver.orders.selection import IdList
@@ -503,6 +546,9 @@ def test_an_id_list_sorts_and_cuts_ids_as_mongodb_sorts_them():
     assert ids.following("a", 2) == ("b", oid)
     assert list(ids.chunks(2, size=2)) == [("a", "b"), (oid, DAY1)]
     assert list(ids.chunks(None, size=4)) == [(1.5, 2, "a", "b"), (oid, DAY1)]
+    later = ObjectId()  # what a scan read, in _id order: those of the list left out
+    scanned = [1, 1.5, "a", "c", oid, later, DAY1, DAY1 + HOUR]
+    assert list(ids.without(scanned, lambda one: one)) == [1, "c", later, DAY1 + HOUR]
 
 
 # Each kind of pass after a first run archived the window: the runs made before it, then its
