@@ -269,11 +269,10 @@ class Watcher:
 
     def _catch_up(self, start: ResumeState = NO_TOKEN) -> None:
         """``start``: where the stream starts, saved first as not caught up (a watcher taking over
-        mid-catch-up catches up again: guarantees.md), again before each chunk's write
-        (``CatchUpSaves``), where the lease is checked too (``fence``, as before a micro-batch's),
-        with how far the catch-up got: restarted, it goes on from there (``CatchUpProgress``)."""
+        mid-catch-up catches up again: guarantees.md), again before each chunk's write, the lease
+        checked (``CatchUpSaves``, ``fence``), with its reach: restarted, it goes on (``CatchUpProgress``)."""
         self.stats.catch_ups += 1
-        with CatchUpSaves.of(self, start) as saves:  # stopped: how far it got, saved
+        with CatchUpSaves.of(self, start) as saves:  # stopped: how far it got, saved; work in hand
             parts = (self.client, self.archive_client, self.settings, self.context, self.events)
             catch_up(*parts, saves.heartbeat, self.events.step.fence, saves.progress)
 
@@ -292,9 +291,10 @@ class Watcher:
                 continue
             events, invalidate = micro_batch(stream, event, self.settings.watch_max_batch)
             if events:
-                self.unique_index.still_there()
-                self._archive(events)
-                self._save_token(position_after(stream, events, invalidate))
+                with self.context.grace.in_hand():  # a stop past its grace: an error now
+                    self.unique_index.still_there()
+                    self._archive(events)
+                    self._save_token(position_after(stream, events, invalidate))
             if invalidate is not None:
                 self._on_invalidate(invalidate)
                 return
@@ -352,11 +352,19 @@ class CatchUpSaves:
         return cls(watcher, start, CatchUpProgress(identity, start.reach(identity)))
 
     def __enter__(self) -> CatchUpSaves:
-        self.heartbeat(first=True)
+        self.watcher.context.grace.in_hand().acquire()  # a stop past its grace: an error
+        try:
+            self.heartbeat(first=True)
+        except BaseException:
+            self.watcher.context.grace.in_hand().release()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.after()
+        try:
+            self.after()
+        finally:
+            self.watcher.context.grace.in_hand().release()
 
     def heartbeat(self, first: bool = False) -> None:
         """Before a catch-up reads (``first``), and before each of its chunks' writes (the unique
@@ -381,6 +389,17 @@ class CatchUpSaves:
             self.heartbeat(first=True)
         except ArchiverError as exc:  # the stop is what matters; the next start redoes a little more
             log.warning("could not save how far the catch-up got (%s)", exc)
+
+
+def stopped_idle(watcher: Watcher) -> None:
+    """A stop past its grace with nothing in hand (between micro-batches: a getMore, a
+    reconnect or the lease's release held by a server that answers nothing): a clean stop,
+    its token where the last write left it. Recorded in a file store (a local write); the
+    mongo store's record needs the server that does not answer: status sees it as a crash."""
+    log.info("the server does not answer, and nothing was in hand: stopping without it")
+    if watcher.options.token_store == "file" and watcher.context.faults.first is None:
+        watcher._mark_stopped()
+    log.info(watcher.stats.stopped_line())
 
 
 def position_after(

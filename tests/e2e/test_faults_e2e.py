@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pymongo
 import pytest
+from bson import json_util
 
 from order_archiver.settings import ENV_VARS
 from tests.conftest import ROOT, run_cli
@@ -416,3 +417,36 @@ def test_a_batch_stop_is_on_time_when_the_server_hangs(nx_server, nx_client, nx_
     assert rerun.returncode == 0, rerun.stderr
     assert archived_ids(database) == expected_archive_ids(dataset)
     assert_no_duplicates(database["Commande_archive"])
+
+
+@pytest.mark.test_server_only("a TCP proxy in front of the test server")
+def test_an_idle_watcher_stopped_while_the_server_does_not_answer_stops_cleanly(
+    nx_server, nx_client, nx_settings, db_name, tmp_path
+):
+    """A new operator's SIGTERM while MongoDB was down: the only line was "error: stopped 8 s
+    after the signal with the work in hand unfinished", exit 1, no summary, though the watcher
+    held nothing (its getMore waiting on a server that answers nothing: MongoDB's awaitData
+    getMore, held for good by the proxy). Nothing in hand: a clean stop, its stopped line, exit 0,
+    recorded (status: stopped cleanly)."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 40, seed=75, p_delivered=0.5, p_anomalies=0.0)
+    env = watch_env("", db_name, tmp_path, timeout_ms=5000)
+    with FaultProxy(nx_server.port) as proxy:
+        env["MONGODB_URI"] = proxy.uri
+        watcher = WatchProcess(env, tmp_path, "--token-store", "file")
+        try:
+            wait_for(lambda: token_saved(database, tmp_path, "file"), what="the start token")
+            proxy.holding = True
+            wait_for(lambda: proxy.held > 0, what="a getMore the proxy holds")
+            code = watcher.stop(signal.SIGTERM, timeout=STOP_BOUND_S + 5)
+        finally:
+            proxy.holding = False
+            if watcher.process.poll() is None:
+                watcher.process.kill()
+    output = watcher.output()
+    assert code == 0, output
+    assert "the work in hand unfinished" not in output
+    assert "stopped: " in output.splitlines()[-1]
+    assert "Traceback" not in output
+    record = json_util.loads((tmp_path / "token.json").read_text("utf-8"))
+    assert "stopped_at" in record
