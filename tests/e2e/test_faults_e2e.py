@@ -450,3 +450,30 @@ def test_an_idle_watcher_stopped_while_the_server_does_not_answer_stops_cleanly(
     assert "Traceback" not in output
     record = json_util.loads((tmp_path / "token.json").read_text("utf-8"))
     assert "stopped_at" in record
+
+
+@pytest.mark.test_server_only("the test server's own database, seeded")
+def test_a_watcher_stopped_during_its_catch_up_counts_the_orders_it_archived(
+    nx_client, nx_settings, db_name, tmp_path, nx_server
+):
+    """A new operator's SIGTERM 2 s into a first start's catch-up: "stopped: 0 events ...;
+    catch-up: 0 orders: 0 archived", while the archive held hundreds it had written. The
+    stopped catch-up's chunks written are the summary's (paced by --max-rate, as batch is)."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 800, seed=76, p_delivered=0.9, p_anomalies=0.0)
+    env = {**watch_env(nx_server.uri, db_name, tmp_path, timeout_ms=5000), "BATCH_SIZE": "50"}
+    watcher = WatchProcess(env, tmp_path, "--token-store", "file", "--max-rate", "100")
+    try:
+        wait_for(lambda: database["Commande_archive"].count_documents({}) >= 100, what="chunks written")
+        code = watcher.stop(signal.SIGTERM)
+    finally:
+        if watcher.process.poll() is None:
+            watcher.process.kill()
+    output = watcher.output()
+    archived = database["Commande_archive"].count_documents({"archived_by": "watch"})
+    assert code == 0, output
+    assert "catch-up done" not in output  # stopped mid-way (else the test proves nothing)
+    [stopped] = [line for line in output.splitlines() if "stopped: " in line]
+    said = re.search(r"catch-up: (\d+) orders?: (\d+) archived", stopped)
+    assert said, stopped
+    assert int(said.group(2)) == archived > 0, stopped
