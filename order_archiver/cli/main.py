@@ -450,7 +450,7 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
     from order_archiver.reporting.metrics import WatchMetrics
     from order_archiver.watch.watcher import Watcher, WatchOptions, stopped_idle
 
-    options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
+    options = WatchOptions(args.from_now, args.name, args.token_store, args.stop_file)
     # --max-rate, --max-lag: the catch-up's (a batch run: watch/archiving.py), over the settings'
     lag, rate = args.max_lag or settings.batch_max_lag, args.max_rate or settings.batch_max_rate
     settings = dataclasses.replace(settings, batch_max_lag=lag, batch_max_rate=rate)

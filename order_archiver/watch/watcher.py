@@ -39,6 +39,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 from pymongo import MongoClient
@@ -93,6 +94,7 @@ class WatchOptions:
     from_now: bool = False
     name: str = "default"
     token_store: Literal["file", "mongo"] = "file"
+    stop_file: str | None = None  # --stop-file: recorded with a clean stop while it is there
 
 
 class Watcher:
@@ -174,20 +176,19 @@ class Watcher:
             if self.lease is not None:
                 self.lease.release()
         log.info(self.stats.stopped_line())
-        # Stopped by a fault of a thread working for it (its stop file no longer looked for, its
-        # lease's renewal): its token saved after its last write, its counts said, then the fault
-        # in one line, exit 1 (context.ThreadFaults); not a clean stop (status says none).
+        # Stopped by a fault of a thread working for it (its stop file's look, its lease's renewal): its token
+        # saved after its last write, its counts said, the fault in one line, exit 1 (context.ThreadFaults).
         self.context.faults.raise_first()
         return EXIT_OK
 
     def _mark_stopped(self) -> None:
         """After a clean stop (a signal), say so where ``status`` looks (a crash says nothing)."""
-        if self.stats.last_saved_at == 0.0:
-            return  # never saved a token (a standby)
-        if self.lease is not None and not self.lease.held():
-            return
+        if self.stats.last_saved_at == 0.0 or (self.lease is not None and not self.lease.held()):
+            return  # never saved a token (a standby), or no longer leading
         try:
-            self.store.mark_stopped(term=self.lease.term if self.lease is not None else None)
+            self.store.mark_stopped(
+                None if self.lease is None else self.lease.term, stop_file_there(self.options)
+            )
         except ArchiverError as exc:
             log.warning("could not record the clean stop (%s)", exc)
 
@@ -432,3 +433,14 @@ def latest(*moments: datetime | None) -> datetime | None:
     """The latest of ``moments`` known (None when none is)."""
     known = [moment for moment in moments if moment is not None]
     return max(known) if known else None
+
+
+def stop_file_there(options: WatchOptions) -> str | None:
+    """The watcher's --stop-file, by its absolute path, if it is there now (its stop's cause)."""
+    if options.stop_file is None:
+        return None
+    path = Path(options.stop_file).expanduser().absolute()
+    try:
+        return str(path) if path.exists() else None
+    except OSError:
+        return None

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pymongo
@@ -477,3 +477,34 @@ def test_a_watcher_stopped_during_its_catch_up_counts_the_orders_it_archived(
     said = re.search(r"catch-up: (\d+) orders?: (\d+) archived", stopped)
     assert said, stopped
     assert int(said.group(2)) == archived > 0, stopped
+
+
+@pytest.mark.test_server_only("the test server's own database, seeded")
+def test_status_says_a_stop_file_left_behind_keeps_the_watcher_down_while_deliveries_wait(
+    nx_client, nx_settings, db_name, tmp_path, nx_server
+):
+    """A new operator's leftover stop file: the next start said "stop file ... found: not
+    starting" (exit 0), and status said "stopped cleanly" and healthy while deliveries waited.
+    Status now says the stop file is there and, with a backlog, is unhealthy (exit 3)."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 60, seed=77, p_delivered=0.5, p_anomalies=0.0)
+    env = watch_env(nx_server.uri, db_name, tmp_path, timeout_ms=5000)
+    stop_file = tmp_path / "stop"
+    watcher = WatchProcess(env, tmp_path, "--token-store", "file", "--stop-file", str(stop_file))
+    try:
+        wait_for(lambda: token_saved(database, tmp_path, "file"), what="the start token")
+        stop_file.touch()
+        watcher.process.wait(timeout=20)  # stopped by its stop file, not by a signal
+        assert watcher.stop() == 0, watcher.output()
+    finally:
+        if watcher.process.poll() is None:
+            watcher.process.kill()
+    later = pending_ids(dataset, 5)
+    delivered = {"status": "livrée", "date_livraison": datetime.now(UTC)}
+    database["Commande"].update_many({"_id": {"$in": later}}, {"$set": delivered})
+    status = run_cli("status", env=env, cwd=tmp_path)
+    assert status.returncode == 3, status.stdout + status.stderr
+    assert f"its stop file {stop_file} is there" in status.stdout
+    stop_file.unlink()
+    again = run_cli("status", env=env, cwd=tmp_path)
+    assert "stop file" not in again.stdout
