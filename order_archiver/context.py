@@ -114,6 +114,34 @@ class ThreadFaults:
             raise self._first
 
 
+class StopGrace:
+    """What a stop past its grace finds in hand (``cli.main``'s watchdog: the server answers
+    nothing, a read or a write never returns). A run that can tell says when it holds work
+    (``in_hand``: a watcher's micro-batch, from its events read to its token saved; its
+    catch-up) and how it stops with nothing in hand (``idle_when``); the watchdog, past its
+    grace, asks ``idle_stop``: with nothing in hand, the run's clean stop (its summary, exit
+    0), the work kept from starting until the process exits; else the stop is an error."""
+
+    def __init__(self) -> None:
+        self._idle: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+
+    def idle_when(self, stop: Callable[[], None]) -> None:
+        self._idle = stop
+
+    def in_hand(self) -> threading.Lock:
+        """``with grace.in_hand():`` around a unit of work."""
+        return self._lock
+
+    def idle_stop(self) -> bool:
+        """True after the run's idle stop (then hold until the exit); False: work in hand, or
+        a run that cannot tell."""
+        if self._idle is None or not self._lock.acquire(blocking=False):
+            return False
+        self._idle()
+        return True
+
+
 @dataclass(frozen=True)
 class RunContext:
     """The stop, the clock and the side of one command's run (see the module)."""
@@ -126,6 +154,7 @@ class RunContext:
     # through it a chunk at a time: the run's limits (#34), or none.
     gate: ChunkGate = UNLIMITED
     faults: ThreadFaults = field(default_factory=ThreadFaults)  # the run's threads' (see there)
+    grace: StopGrace = field(default_factory=StopGrace)  # a stop past its grace (see there)
 
     def on(self, side: str) -> RunContext:
         """The same run context, working on ``side`` (``""``: errors name no deployment)."""

@@ -111,14 +111,51 @@ def _escaped(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+# The driver's own loggers (``pymongo``, ``pymongo.client``, ...): their records are kept, as one line.
+DRIVER_LOGGER = "pymongo"
+# An exception's text, said in a driver's line, cut here: a ServerSelectionTimeoutError ends
+# with its topology description (every server, its last error: long), and before it the
+# timeouts; what failed is said before them.
+_DRIVER_TEXT_ENDS = (", Timeout:", ", Topology Description:", " (configured timeouts:")
+_DRIVER_TEXT_MAX = 300
+
+
+def driver_error_text(exc: BaseException) -> str:
+    """``exc`` as the driver's one line says it: its type and its first line, without the
+    topology description a server selection's timeout appends (nor the timeouts)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    for end in _DRIVER_TEXT_ENDS:
+        text = text.split(end, 1)[0]
+    return f"{type(exc).__name__}: {text[:_DRIVER_TEXT_MAX]}".rstrip(": ")
+
+
+def _fold_driver_record(record: logging.LogRecord, message: str) -> str:
+    """A driver's record (pymongo's periodic executor logs ``MongoClient background task
+    encountered an error:`` at ERROR with its traceback, each time a background check fails in
+    an outage) made the product's one line: the exception's text after the message, no
+    traceback; an ERROR of its own background tasks a WARNING (the watcher says the outage, and
+    what it does about it, itself: ``change stream interrupted``)."""
+    if record.exc_info and record.exc_info[1] is not None:
+        message = f"{message.rstrip(': ')}: {driver_error_text(record.exc_info[1])}"
+    if record.exc_info or record.exc_text:
+        record.exc_info, record.exc_text = None, None
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+    record.stack_info = None
+    return message
+
+
 class RedactingFilter(logging.Filter):
-    """Render the message, mask it, and keep the masked text (args are consumed)."""
+    """Render the message, mask it, and keep the masked text (args are consumed). A driver's
+    record (pymongo's) becomes one line first (``_fold_driver_record``): never a traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a bad format string must not lose the record
             message = f"{record.msg!r} {record.args!r}"
+        if record.name == DRIVER_LOGGER or record.name.startswith(f"{DRIVER_LOGGER}."):
+            message = _fold_driver_record(record, message)
         record.msg = printable(redact(message))
         record.args = None
         if record.exc_info and not record.exc_text:

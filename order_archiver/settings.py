@@ -1281,7 +1281,7 @@ def check_collection_roles(settings: Settings) -> None:
         seen[key] = setting
 
 
-def check_output_file(path: str, what: str, create_folder: bool = False) -> Path:
+def check_output_file(path: str, what: str) -> Path:
     """A file the run will write: its folder exists and takes a new file, and it is not a
     folder itself. Checked before any database work, so a typo costs nothing (exit 2)."""
     try:
@@ -1291,9 +1291,6 @@ def check_output_file(path: str, what: str, create_folder: bool = False) -> Path
         is_folder = target.is_dir()
         folder = target.parent
         folder_exists = folder.is_dir()
-        if create_folder and not folder_exists:
-            folder.mkdir(parents=True, exist_ok=True)
-            folder_exists = True
     except (RuntimeError, OSError, ValueError):
         raise ConfigError(f"{what}: not a usable file path: {path}") from None
     if is_folder or not target.name:
@@ -1390,8 +1387,10 @@ def check_output_paths(settings: Settings, outputs: Mapping[str, str | None], en
         claim(settings.resume_token_file, "RESUME_TOKEN_FILE")
     for what, path in outputs.items():
         if path:
-            # The token store creates its folder, as the log does: the others must exist.
-            check_output_file(path, what, create_folder=what == "RESUME_TOKEN_FILE")
+            # Each folder must exist, the token file's too: a typo in it (``/nonexistent/dir/``)
+            # made a folder and a new token (a whole catch-up) where the saved one was elsewhere.
+            # Every deployment of deploy/ has it (systemd's StateDirectory, the image's /data).
+            check_output_file(path, what)
             claim(path, what)
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from order_archiver import __version__
 from order_archiver.cli import definition
-from order_archiver.context import RunContext, ThreadFaults
+from order_archiver.context import RunContext, StopGrace, ThreadFaults
 from order_archiver.errors import (
     ArchiverError,
     ConfigError,
@@ -448,9 +448,9 @@ def cmd_watch(args: argparse.Namespace, context: RunContext) -> int:
 
 def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) -> int:
     from order_archiver.reporting.metrics import WatchMetrics
-    from order_archiver.watch.watcher import Watcher, WatchOptions
+    from order_archiver.watch.watcher import Watcher, WatchOptions, stopped_idle
 
-    options = WatchOptions(from_now=args.from_now, name=args.name, token_store=args.token_store)
+    options = WatchOptions(args.from_now, args.name, args.token_store, args.stop_file)
     # --max-rate, --max-lag: the catch-up's (a batch run: watch/archiving.py), over the settings'
     lag, rate = args.max_lag or settings.batch_max_lag, args.max_rate or settings.batch_max_rate
     settings = dataclasses.replace(settings, batch_max_lag=lag, batch_max_rate=rate)
@@ -481,6 +481,8 @@ def _watch(args: argparse.Namespace, settings: Settings, context: RunContext) ->
             archive_client=clients.archive,
             metrics=metrics,
         )
+        # A stop past its grace with nothing in hand: the watcher's clean stop (context.StopGrace).
+        context.grace.idle_when(lambda: stopped_idle(watcher))
         return watcher.run()
     finally:
         clients.close()
@@ -685,13 +687,17 @@ def cmd_simulate(args: argparse.Namespace, context: RunContext) -> int:
 STOP_GRACE_S = 8.0
 
 
-def _install_stop_handlers(stop_event: threading.Event, finished: threading.Event) -> Callable[[], None]:
+def _install_stop_handlers(
+    stop_event: threading.Event, finished: threading.Event, grace: StopGrace
+) -> Callable[[], None]:
     """SIGINT/SIGTERM only set the event: loops finish the unit of work in hand, then stop.
     A watchdog bounds that: ``STOP_GRACE_S`` after the signal, a command still running (a
     server that accepts the connection and answers nothing holds a read or a write, and a
     signal handler runs only between Python's steps) is ended with exit 1. Nothing is lost:
     tokens, checkpoints and marks are saved only after the writes they cover, and writes are
-    idempotent; the next run or start takes up the work in hand. Returned: the same stop, for
+    idempotent; the next run or start takes up the work in hand. A run holding nothing then (a
+    watcher between micro-batches, its getMore held by a server down: ``grace``) stops cleanly
+    instead: its summary, exit 0. Returned: the same stop, for
     a thread of the run that cannot go on (``context.ThreadFaults``)."""
 
     def stopping() -> None:
@@ -705,6 +711,9 @@ def _install_stop_handlers(stop_event: threading.Event, finished: threading.Even
     def watchdog() -> None:
         if finished.wait(STOP_GRACE_S):
             return
+        if grace.idle_stop():  # nothing in hand: the run's clean stop said (its summary)
+            logging.shutdown()
+            os._exit(ExitCode.OK)
         message = (
             f"error: stopped {STOP_GRACE_S:g} s after the signal with the work in hand unfinished "
             "(the server does not answer); nothing is lost: what it was writing is taken up next time\n"
@@ -732,11 +741,12 @@ def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command; the one place where errors become exit codes."""
     stop_event, finished = threading.Event(), threading.Event()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stopping = _install_stop_handlers(stop_event, finished)
+    grace = StopGrace()
+    stopping = _install_stop_handlers(stop_event, finished, grace)
     log = get_logger()
     try:
         # One run: its stop, clock, side, and its threads' faults (raised here once it stopped).
-        context = RunContext(stop=stop_event, faults=ThreadFaults(stopping))
+        context = RunContext(stop=stop_event, faults=ThreadFaults(stopping), grace=grace)
         code = int(args.func(args, context))
         context.faults.raise_first()  # a command stopped by a thread's fault (a lease's renewal) fails
         return code

@@ -254,8 +254,9 @@ class TokenStore(Protocol):
         catch_up: CatchUpMark | None = None,
     ) -> None: ...
 
-    def mark_stopped(self, term: int | None = None) -> None:
-        """A clean stop: ``status`` shows the watcher stopped, not failing. The next save clears it."""
+    def mark_stopped(self, term: int | None = None, stop_file: str | None = None) -> None:
+        """A clean stop: ``status`` shows the watcher stopped, not failing. The next save clears it.
+        ``stop_file``: its --stop-file, there at the stop (``status`` says while it stays there)."""
 
 
 def _checked_token(record: object, namespace: str, origin: str) -> ResumeState:
@@ -357,13 +358,13 @@ class FileTokenStore:
             }
         )
 
-    def mark_stopped(self, term: int | None = None) -> None:
+    def mark_stopped(self, term: int | None = None, stop_file: str | None = None) -> None:
         try:
             record = json_util.loads(self.path.read_text("utf-8"))
         except (OSError, ValueError, TypeError):
             return  # nothing saved yet, or unreadable: nothing to mark
         if isinstance(record, dict):
-            self._write({**record, "stopped_at": datetime.now(UTC)})
+            self._write({**record, **stopped_fields(stop_file)})
 
     def _write(self, record: dict[str, object]) -> None:
         folder = self.path.parent if str(self.path.parent) else Path(".")
@@ -433,13 +434,18 @@ class MongoTokenStore:
                 raise LeaseLost(f"checkpoint {self.key} holds a newer term than {term}") from exc
             raise
 
-    def mark_stopped(self, term: int | None = None) -> None:
+    def mark_stopped(self, term: int | None = None, stop_file: str | None = None) -> None:
         """Only under this watcher's own term: a stopping old leader never marks its successor."""
         condition: dict[str, object] = {"_id": self.key}
         if term is not None:
             condition["term"] = term
         retrying(
-            lambda: self.collection.update_one(condition, {"$set": {"stopped_at": datetime.now(UTC)}}),
+            lambda: self.collection.update_one(condition, {"$set": stopped_fields(stop_file)}),
             purpose=Retry.LAST_WORD,
             stop_event=threading.Event(),  # the stop event is set already: still try
         )
+
+
+def stopped_fields(stop_file: str | None) -> dict[str, object]:
+    """A clean stop's mark: when, and the stop file there then (a leftover keeps it from starting)."""
+    return {"stopped_at": datetime.now(UTC), **({"stop_file": stop_file} if stop_file else {})}

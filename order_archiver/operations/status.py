@@ -114,6 +114,8 @@ class WatcherStatus(TypedDict, total=False):
     saved_at: datetime | None
     last_event_at: datetime | None
     stopped_at: datetime | None  # a clean stop (SIGTERM): no heartbeat expected after it
+    # Its --stop-file, there at its clean stop and still there (status looks): it does not start.
+    stop_file: str | None
     namespace: str | None
     leader: Leader | None  # the mongo store only; None too once the watcher released it (below)
     # A clean stop released the lease of this term (``Watcher.run``): the lease's document
@@ -312,6 +314,7 @@ class StatusReport:
             lead_text = f", leader {leader['owner']} (term {leader['term']})" if leader else ""
             stopped = watcher.get("stopped_at")
             stop_text = f", stopped cleanly at {iso(stopped)}" if isinstance(stopped, datetime) else ""
+            stop_text += stop_file_text(watcher.get("stop_file"))
             released = watcher.get("released_term")
             if released is not None:
                 stop_text += f": it released its lease (term {released}), no watcher leads"
@@ -549,6 +552,7 @@ def collect_status(
     _cold_tier(report, settings, collections.checkpoints, context, now)
     _source_alone(report, collections, settings, read)
     report.watchers = _watchers(collections, settings, read)
+    report.problems += stop_file_problems(report.watchers, report.backlog)
     report.batch = batch_state(collections, settings, now, read)
     if oldest is not None and now - oldest > max_backlog_age:
         report.problems.append(
@@ -1047,6 +1051,7 @@ def _watcher(name: str, store: str, record: Mapping[str, object], leader: Leader
         saved_at=moment_or_none(record.get("saved_at")),
         last_event_at=moment_or_none(record.get("last_event_at")),
         stopped_at=moment_or_none(record.get("stopped_at")),
+        stop_file=stop_file_left(record),
         namespace=text_or_none(record.get("namespace")),
         catching_up=record.get("catching_up") is True,
         catch_up_through=catch_up_through(record),
@@ -1064,6 +1069,30 @@ def _watcher(name: str, store: str, record: Mapping[str, object], leader: Leader
         ):
             status["leader"], status["released_term"] = None, term
     return status
+
+
+def stop_file_left(record: Mapping[str, object]) -> str | None:
+    """The stop file a watcher stopped by (recorded with its clean stop), if it is still there:
+    looked at here (a mongo store's watcher on another host: its file is not seen from here)."""
+    path = record.get("stop_file") if record.get("stopped_at") is not None else None
+    try:
+        return path if isinstance(path, str) and Path(path).exists() else None
+    except OSError:
+        return None
+
+
+def stop_file_text(stop_file: str | None) -> str:
+    return f"; its stop file {stop_file} is there: it does not start until it is removed" if stop_file else ""
+
+
+def stop_file_problems(watchers: list[WatcherStatus], backlog: int) -> list[str]:
+    """A watcher kept down by a stop file left behind while deliveries wait: not healthy."""
+    return [
+        f"watcher {watcher['name']}: stopped, its stop file {watcher['stop_file']} is there (it does "
+        f"not start while it is) and {plural(backlog, 'delivered order')} wait: remove it and start it"
+        for watcher in watchers
+        if watcher.get("stop_file") is not None and backlog > 0
+    ]
 
 
 def _leader(lease: Mapping[str, object]) -> Leader:

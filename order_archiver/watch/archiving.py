@@ -189,14 +189,12 @@ def catch_up(
     # The cold tier's boundary as the watcher knows it now (read again while it runs): a
     # catch-up after an invalidate, days after the start, skips what moves took meanwhile.
     settings = settings.with_overrides(cold_moved_before=events.finisher.cold_boundary())
-    report = BatchArchiver(
-        client,
-        settings,
-        options,
-        context=context,
-        archive_client=archive_client,
-    ).run()
-    events.stats.caught_up = events.stats.caught_up.plus(report.counts())
-    events.metrics.add(report.counts(), mode="catch-up")
-    events.metrics.rejections_listed(report.rejected_new, mode="catch-up")
+    archiver = BatchArchiver(client, settings, options, context=context, archive_client=archive_client)
+    try:
+        report = archiver.run()
+    finally:  # stopped (a signal, a stop file) or failed mid-way: its chunks written count too
+        report = archiver.report  # the stopped line says them ("catch-up: N orders: ...")
+        events.stats.caught_up = events.stats.caught_up.plus(report.counts())
+        events.metrics.add(report.counts(), mode="catch-up")
+        events.metrics.rejections_listed(report.rejected_new, mode="catch-up")
     log.info("%s", report.summary_line())  # "catch-up done: ..."

@@ -39,6 +39,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 from pymongo import MongoClient
@@ -93,6 +94,7 @@ class WatchOptions:
     from_now: bool = False
     name: str = "default"
     token_store: Literal["file", "mongo"] = "file"
+    stop_file: str | None = None  # --stop-file: recorded with a clean stop while it is there
 
 
 class Watcher:
@@ -174,20 +176,19 @@ class Watcher:
             if self.lease is not None:
                 self.lease.release()
         log.info(self.stats.stopped_line())
-        # Stopped by a fault of a thread working for it (its stop file no longer looked for, its
-        # lease's renewal): its token saved after its last write, its counts said, then the fault
-        # in one line, exit 1 (context.ThreadFaults); not a clean stop (status says none).
+        # Stopped by a fault of a thread working for it (its stop file's look, its lease's renewal): its token
+        # saved after its last write, its counts said, the fault in one line, exit 1 (context.ThreadFaults).
         self.context.faults.raise_first()
         return EXIT_OK
 
     def _mark_stopped(self) -> None:
         """After a clean stop (a signal), say so where ``status`` looks (a crash says nothing)."""
-        if self.stats.last_saved_at == 0.0:
-            return  # never saved a token (a standby)
-        if self.lease is not None and not self.lease.held():
-            return
+        if self.stats.last_saved_at == 0.0 or (self.lease is not None and not self.lease.held()):
+            return  # never saved a token (a standby), or no longer leading
         try:
-            self.store.mark_stopped(term=self.lease.term if self.lease is not None else None)
+            self.store.mark_stopped(
+                None if self.lease is None else self.lease.term, stop_file_there(self.options)
+            )
         except ArchiverError as exc:
             log.warning("could not record the clean stop (%s)", exc)
 
@@ -269,11 +270,10 @@ class Watcher:
 
     def _catch_up(self, start: ResumeState = NO_TOKEN) -> None:
         """``start``: where the stream starts, saved first as not caught up (a watcher taking over
-        mid-catch-up catches up again: guarantees.md), again before each chunk's write
-        (``CatchUpSaves``), where the lease is checked too (``fence``, as before a micro-batch's),
-        with how far the catch-up got: restarted, it goes on from there (``CatchUpProgress``)."""
+        mid-catch-up catches up again: guarantees.md), again before each chunk's write, the lease
+        checked (``CatchUpSaves``, ``fence``), with its reach: restarted, it goes on (``CatchUpProgress``)."""
         self.stats.catch_ups += 1
-        with CatchUpSaves.of(self, start) as saves:  # stopped: how far it got, saved
+        with CatchUpSaves.of(self, start) as saves:  # stopped: how far it got, saved; work in hand
             parts = (self.client, self.archive_client, self.settings, self.context, self.events)
             catch_up(*parts, saves.heartbeat, self.events.step.fence, saves.progress)
 
@@ -292,9 +292,10 @@ class Watcher:
                 continue
             events, invalidate = micro_batch(stream, event, self.settings.watch_max_batch)
             if events:
-                self.unique_index.still_there()
-                self._archive(events)
-                self._save_token(position_after(stream, events, invalidate))
+                with self.context.grace.in_hand():  # a stop past its grace: an error now
+                    self.unique_index.still_there()
+                    self._archive(events)
+                    self._save_token(position_after(stream, events, invalidate))
             if invalidate is not None:
                 self._on_invalidate(invalidate)
                 return
@@ -352,11 +353,19 @@ class CatchUpSaves:
         return cls(watcher, start, CatchUpProgress(identity, start.reach(identity)))
 
     def __enter__(self) -> CatchUpSaves:
-        self.heartbeat(first=True)
+        self.watcher.context.grace.in_hand().acquire()  # a stop past its grace: an error
+        try:
+            self.heartbeat(first=True)
+        except BaseException:
+            self.watcher.context.grace.in_hand().release()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.after()
+        try:
+            self.after()
+        finally:
+            self.watcher.context.grace.in_hand().release()
 
     def heartbeat(self, first: bool = False) -> None:
         """Before a catch-up reads (``first``), and before each of its chunks' writes (the unique
@@ -381,6 +390,17 @@ class CatchUpSaves:
             self.heartbeat(first=True)
         except ArchiverError as exc:  # the stop is what matters; the next start redoes a little more
             log.warning("could not save how far the catch-up got (%s)", exc)
+
+
+def stopped_idle(watcher: Watcher) -> None:
+    """A stop past its grace with nothing in hand (between micro-batches: a getMore, a
+    reconnect or the lease's release held by a server that answers nothing): a clean stop,
+    its token where the last write left it. Recorded in a file store (a local write); the
+    mongo store's record needs the server that does not answer: status sees it as a crash."""
+    log.info("the server does not answer, and nothing was in hand: stopping without it")
+    if watcher.options.token_store == "file" and watcher.context.faults.first is None:
+        watcher._mark_stopped()
+    log.info(watcher.stats.stopped_line())
 
 
 def position_after(
@@ -413,3 +433,14 @@ def latest(*moments: datetime | None) -> datetime | None:
     """The latest of ``moments`` known (None when none is)."""
     known = [moment for moment in moments if moment is not None]
     return max(known) if known else None
+
+
+def stop_file_there(options: WatchOptions) -> str | None:
+    """The watcher's --stop-file, by its absolute path, if it is there now (its stop's cause)."""
+    if options.stop_file is None:
+        return None
+    path = Path(options.stop_file).expanduser().absolute()
+    try:
+        return str(path) if path.exists() else None
+    except OSError:
+        return None

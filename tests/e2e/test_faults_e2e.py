@@ -11,11 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pymongo
 import pytest
+from bson import json_util
 
 from order_archiver.settings import ENV_VARS
 from tests.conftest import ROOT, run_cli
@@ -416,3 +417,94 @@ def test_a_batch_stop_is_on_time_when_the_server_hangs(nx_server, nx_client, nx_
     assert rerun.returncode == 0, rerun.stderr
     assert archived_ids(database) == expected_archive_ids(dataset)
     assert_no_duplicates(database["Commande_archive"])
+
+
+@pytest.mark.test_server_only("a TCP proxy in front of the test server")
+def test_an_idle_watcher_stopped_while_the_server_does_not_answer_stops_cleanly(
+    nx_server, nx_client, nx_settings, db_name, tmp_path
+):
+    """A new operator's SIGTERM while MongoDB was down: the only line was "error: stopped 8 s
+    after the signal with the work in hand unfinished", exit 1, no summary, though the watcher
+    held nothing (its getMore waiting on a server that answers nothing: MongoDB's awaitData
+    getMore, held for good by the proxy). Nothing in hand: a clean stop, its stopped line, exit 0,
+    recorded (status: stopped cleanly)."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 40, seed=75, p_delivered=0.5, p_anomalies=0.0)
+    env = watch_env("", db_name, tmp_path, timeout_ms=5000)
+    with FaultProxy(nx_server.port) as proxy:
+        env["MONGODB_URI"] = proxy.uri
+        watcher = WatchProcess(env, tmp_path, "--token-store", "file")
+        try:
+            wait_for(lambda: token_saved(database, tmp_path, "file"), what="the start token")
+            proxy.holding = True
+            wait_for(lambda: proxy.held > 0, what="a getMore the proxy holds")
+            code = watcher.stop(signal.SIGTERM, timeout=STOP_BOUND_S + 5)
+        finally:
+            proxy.holding = False
+            if watcher.process.poll() is None:
+                watcher.process.kill()
+    output = watcher.output()
+    assert code == 0, output
+    assert "the work in hand unfinished" not in output
+    assert "stopped: " in output.splitlines()[-1]
+    assert "Traceback" not in output
+    record = json_util.loads((tmp_path / "token.json").read_text("utf-8"))
+    assert "stopped_at" in record
+
+
+@pytest.mark.test_server_only("the test server's own database, seeded")
+def test_a_watcher_stopped_during_its_catch_up_counts_the_orders_it_archived(
+    nx_client, nx_settings, db_name, tmp_path, nx_server
+):
+    """A new operator's SIGTERM 2 s into a first start's catch-up: "stopped: 0 events ...;
+    catch-up: 0 orders: 0 archived", while the archive held hundreds it had written. The
+    stopped catch-up's chunks written are the summary's (paced by --max-rate, as batch is)."""
+    database = nx_client[db_name]
+    seed_database(database, nx_settings, 800, seed=76, p_delivered=0.9, p_anomalies=0.0)
+    env = {**watch_env(nx_server.uri, db_name, tmp_path, timeout_ms=5000), "BATCH_SIZE": "50"}
+    watcher = WatchProcess(env, tmp_path, "--token-store", "file", "--max-rate", "100")
+    try:
+        wait_for(lambda: database["Commande_archive"].count_documents({}) >= 100, what="chunks written")
+        code = watcher.stop(signal.SIGTERM)
+    finally:
+        if watcher.process.poll() is None:
+            watcher.process.kill()
+    output = watcher.output()
+    archived = database["Commande_archive"].count_documents({"archived_by": "watch"})
+    assert code == 0, output
+    assert "catch-up done" not in output  # stopped mid-way (else the test proves nothing)
+    [stopped] = [line for line in output.splitlines() if "stopped: " in line]
+    said = re.search(r"catch-up: (\d+) orders?: (\d+) archived", stopped)
+    assert said, stopped
+    assert int(said.group(2)) == archived > 0, stopped
+
+
+@pytest.mark.test_server_only("the test server's own database, seeded")
+def test_status_says_a_stop_file_left_behind_keeps_the_watcher_down_while_deliveries_wait(
+    nx_client, nx_settings, db_name, tmp_path, nx_server
+):
+    """A new operator's leftover stop file: the next start said "stop file ... found: not
+    starting" (exit 0), and status said "stopped cleanly" and healthy while deliveries waited.
+    Status now says the stop file is there and, with a backlog, is unhealthy (exit 3)."""
+    database = nx_client[db_name]
+    dataset = seed_database(database, nx_settings, 60, seed=77, p_delivered=0.5, p_anomalies=0.0)
+    env = watch_env(nx_server.uri, db_name, tmp_path, timeout_ms=5000)
+    stop_file = tmp_path / "stop"
+    watcher = WatchProcess(env, tmp_path, "--token-store", "file", "--stop-file", str(stop_file))
+    try:
+        wait_for(lambda: token_saved(database, tmp_path, "file"), what="the start token")
+        stop_file.touch()
+        watcher.process.wait(timeout=20)  # stopped by its stop file, not by a signal
+        assert watcher.stop() == 0, watcher.output()
+    finally:
+        if watcher.process.poll() is None:
+            watcher.process.kill()
+    later = pending_ids(dataset, 5)
+    delivered = {"status": "livrée", "date_livraison": datetime.now(UTC)}
+    database["Commande"].update_many({"_id": {"$in": later}}, {"$set": delivered})
+    status = run_cli("status", env=env, cwd=tmp_path)
+    assert status.returncode == 3, status.stdout + status.stderr
+    assert f"its stop file {stop_file} is there" in status.stdout
+    stop_file.unlink()
+    again = run_cli("status", env=env, cwd=tmp_path)
+    assert "stop file" not in again.stdout

@@ -336,3 +336,38 @@ def test_a_log_folder_that_takes_no_lock_is_written_without_it_and_said_once(
         "LOG_DIR, or a folder on a file system that takes locks"
     ]
     assert "Traceback" not in err
+
+
+def test_a_pymongo_background_error_is_one_warning_line_without_traceback_nor_topology(
+    configure, capsys, tmp_path
+):
+    """pymongo's periodic executor logs ``MongoClient background task encountered an error:``
+    with ``logger.exception`` (pymongo/logger.py ``_log_client_error``) each time its background
+    check fails in an outage: here a real server selection's timeout (a port nothing listens
+    on), whose text ends with the topology description. The product's rule: one line, no
+    traceback, no topology dump; the driver's message kept."""
+    from pymongo import MongoClient
+    from pymongo.errors import ServerSelectionTimeoutError
+    from pymongo.logger import _log_client_error
+
+    configure()
+    client = MongoClient("mongodb://127.0.0.1:9/", serverSelectionTimeoutMS=50, connect=False)
+    try:
+        client.admin.command("ping")
+    except ServerSelectionTimeoutError as exc:
+        failure = str(exc)
+        _log_client_error()
+    finally:
+        client.close()
+    assert "Topology Description" in failure  # what must not be dumped
+    logged = (tmp_path / "logs" / LOG_FILE_NAME).read_text()
+    console = capsys.readouterr().err
+    for text in (logged, console):
+        lines = [line for line in text.splitlines() if "background task" in line]
+        assert len(lines) == 1, text
+        assert "WARNING" in lines[0]
+        assert "ServerSelectionTimeoutError: 127.0.0.1:9" in lines[0]
+        assert "Traceback" not in text
+        assert "Topology" not in text
+        assert "configured timeouts" not in text
+        assert len(text.splitlines()) == 1

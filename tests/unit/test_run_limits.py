@@ -269,3 +269,27 @@ def test_a_stop_file_that_cannot_be_looked_for_at_the_start_is_refused_before_an
         "is written; fix its folder (a stale NFS mount: remount it) or give a --stop-file on a local "
         "disk, then run again"
     ]
+
+
+def test_a_token_file_in_a_folder_that_does_not_exist_is_refused_and_nothing_made(tmp_path: Path, capsys):
+    """A new operator's typo, RESUME_TOKEN_FILE=/nonexistent/dir/tok.json: the folder was made,
+    and the watcher started a whole catch-up under a new token, the saved one elsewhere. Refused
+    as a --stop-file in a missing folder is: one line, exit 2, before any connection (none here:
+    nothing listens on the URI's port), nothing made."""
+    from order_archiver.cli.main import main
+
+    folder = tmp_path / "nonexistent" / "dir"
+    env = {"MONGODB_URI": "mongodb://127.0.0.1:9/", "RESUME_TOKEN_FILE": str(folder / "tok.json")}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.setenv("LOG_DIR", "")
+        (tmp_path / "empty.env").write_text("")
+        code = main(["watch", "--env-file", str(tmp_path / "empty.env")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        f"error: RESUME_TOKEN_FILE {folder / 'tok.json'}: the folder {folder} does not exist; "
+        "create it or pick another path"
+    ]
+    assert not (tmp_path / "nonexistent").exists()
