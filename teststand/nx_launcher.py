@@ -50,6 +50,19 @@ wire so that the command line is shown to survive them end to end.
   The file is read at every such command and again while a reply waits: written lower (``0``),
   a reply held by a large value is sent at once (a read hung, then released). No file, or no
   line for a collection: no delay.
+- ``NX_DEFAULT_MAX_TIME_DOCS=N``: the time limit MongoDB 8.0's ``defaultMaxTimeMS`` cluster
+  parameter (``setClusterParameter: {defaultMaxTimeMS: {readOperations: MS}}``; Atlas sets one
+  too) puts on every read that carries no ``maxTimeMS`` of its own, scaled down from time to
+  documents returned: a ``find``, or an ``aggregate`` that is no change stream and writes
+  nothing (``$out``, ``$merge``: not a read operation to the parameter), sent without
+  ``maxTimeMS`` may return N documents in all, across its ``getMore``s (the server rolls a
+  cursor's leftover time over to each ``getMore`` of a non-tailable cursor:
+  ``getmore_cmd.cpp``, ``setDeadlineAfterNowBy(cursor.getLeftoverMaxTimeMicros(),
+  MaxTimeMSExpired)``). The command or ``getMore`` that would return past the N-th fails ``ok: 0``
+  with 50 ``MaxTimeMSExpired`` "operation exceeded time limit", returns nothing, and its cursor
+  is gone (killed, as MongoDB deletes a cursor whose ``getMore`` failed). An explicit
+  ``maxTimeMS`` overrides the default, as the manual says (``0``: no limit). A ``count`` or a
+  ``distinct`` answers one value: not scaled.
 """
 
 from __future__ import annotations
@@ -463,11 +476,95 @@ def _add_slow_reads() -> None:
     NeoSQLiteHandler.handle_command = handle_command
 
 
+MAX_TIME_EXPIRED = {"ok": 0.0, "code": 50, "codeName": "MaxTimeMSExpired"}
+_NOT_READS = ("$out", "$merge")  # an aggregate that writes: not a read to defaultMaxTimeMS
+
+
+class _DefaultMaxTime:
+    """``NX_DEFAULT_MAX_TIME_DOCS``: the reads sent without ``maxTimeMS``, and the documents each
+    cursor they opened returned so far (its time spent, scaled down)."""
+
+    def __init__(self, documents: int) -> None:
+        self.documents = documents
+        self.cursors: dict[int, int] = {}  # cursor id -> documents returned
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def limited(body: dict[str, Any]) -> bool:
+        """A read the default time limit applies to: no ``maxTimeMS`` of its own."""
+        if "maxTimeMS" in body:
+            return False
+        if isinstance(body.get("find"), str):
+            return True
+        pipeline = body.get("pipeline") or []
+        if not isinstance(body.get("aggregate"), (str, int)) or not isinstance(pipeline, list):
+            return False
+        if nx_changestream.is_change_stream_pipeline(pipeline):
+            return False  # a tailable cursor: its getMores wait, no time rolled over
+        return not any(isinstance(stage, dict) and set(stage) & set(_NOT_READS) for stage in pipeline)
+
+    def handle(self, original: Any, handler: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = devserver._folded_body(msg)
+        if body is None:
+            return original(handler, msg)
+        if "getMore" in body:
+            with self.lock:
+                spent = self.cursors.get(int(body["getMore"]))
+            if spent is None:
+                return original(handler, msg)
+            return self._answer(original, handler, msg, body, spent, "getMore")
+        if not self.limited(body):
+            return original(handler, msg)
+        return self._answer(original, handler, msg, body, 0, "find" if "find" in body else "aggregate")
+
+    def _answer(
+        self, original: Any, handler: Any, msg: dict[str, Any], body: dict[str, Any], spent: int, name: str
+    ) -> tuple[int, dict[str, Any]]:
+        request_id, reply = original(handler, msg)
+        cursor = reply.get("cursor") if isinstance(reply, dict) and reply.get("ok") else None
+        if not isinstance(cursor, dict):
+            return request_id, reply
+        cursor_id = int(cursor.get("id") or 0)
+        returned = spent + len(cursor.get("firstBatch", cursor.get("nextBatch")) or [])
+        if returned <= self.documents:
+            with self.lock:
+                if cursor_id:
+                    self.cursors[cursor_id] = returned
+                else:
+                    self.cursors.pop(int(body.get("getMore") or 0), None)
+            return request_id, reply
+        with self.lock:
+            self.cursors.pop(cursor_id, None)
+        if cursor_id:  # the server deletes the cursor of a command that failed
+            collection = body.get("collection") or body.get("find") or body.get("aggregate")
+            devserver._inner(handler, original, body, {"killCursors": collection, "cursors": [cursor_id]})
+        caused = "Executor error during getMore" if name == "getMore" else f"PlanExecutor error during {name}"
+        return request_id, {
+            **MAX_TIME_EXPIRED,
+            "errmsg": f"{caused} :: caused by :: operation exceeded time limit",
+        }
+
+
+def _add_default_max_time() -> None:
+    documents = os.environ.get("NX_DEFAULT_MAX_TIME_DOCS", "").strip()
+    if not documents:
+        return
+    limit = _DefaultMaxTime(int(documents))
+    original = NeoSQLiteHandler.handle_command
+
+    @functools.wraps(original)
+    def handle_command(self: Any, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return limit.handle(original, self, msg)
+
+    NeoSQLiteHandler.handle_command = handle_command
+
+
 if __name__ == "__main__":
     arguments = devserver.choose_topology(sys.argv[1:])
     devserver.apply_fixes()
     _add_write_fault_knobs()
     _add_insert_refusals()
     _add_slow_reads()
+    _add_default_max_time()
     election.add_election_knob()  # outermost: a secondary refuses a write before anything parses it
     sys.exit(devserver.serve(arguments))

@@ -22,6 +22,7 @@ NEEDS_THE_TEST_SERVER = (
     "NX_SECONDARY_LAG_FILE",
     "NX_SCAN_TIME_LIMIT_OVER",
     "NX_SORT_MEMORY_OVER",
+    "NX_DEFAULT_MAX_TIME_DOCS",
     "running_server(",
 )
 

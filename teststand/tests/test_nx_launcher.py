@@ -1264,3 +1264,40 @@ def test_a_partial_index_mongodb_refuses_is_refused_at_the_wire(db):
     db.record.create_index([("p", 1)], partialFilterExpression={"p": True})
     [built] = [i for i in db.record.list_indexes() if i["name"] == "p_1"]
     assert built["partialFilterExpression"] == {"p": True}
+
+
+@pytest.mark.test_server_only("a server of its own with its default time-limit knob")
+def test_a_default_time_limit_stops_a_long_read_at_its_getmore(tmp_path):
+    """NX_DEFAULT_MAX_TIME_DOCS: MongoDB 8.0's defaultMaxTimeMS (a read sent without maxTimeMS
+    gets the cluster's), its cursor's leftover time rolled over to each getMore
+    (getmore_cmd.cpp), scaled down to documents returned. The getMore past the budget fails 50
+    and its cursor is gone; an explicit maxTimeMS overrides the default (the manual); a short
+    read (a limit) fits; a change stream is not limited."""
+    with (
+        running_server({"NX_DEFAULT_MAX_TIME_DOCS": "50"}, prefix="nx-max-time-") as server,
+        pymongo.MongoClient(server.uri) as client,
+    ):
+        database = client["limit"]
+        ids = [f"{i:03d}" for i in range(120)]
+        database["t"].insert_many([{"_id": one} for one in ids])
+        opened = database.command("find", "t", sort={"_id": 1}, batchSize=20)["cursor"]
+        read = list(opened["firstBatch"])
+        more = database.command("getMore", opened["id"], collection="t", batchSize=20)
+        read += more["cursor"]["nextBatch"]
+        with pytest.raises(OperationFailure) as stopped:
+            database.command("getMore", opened["id"], collection="t", batchSize=20)
+        assert (stopped.value.code, stopped.value.details["codeName"]) == (50, "MaxTimeMSExpired")
+        assert "operation exceeded time limit" in str(stopped.value)
+        assert [d["_id"] for d in read] == ids[:40]
+        with pytest.raises(OperationFailure) as gone:
+            database.command("getMore", opened["id"], collection="t", batchSize=20)
+        assert gone.value.code == 43  # CursorNotFound: the server deleted it
+        with pytest.raises(OperationFailure) as first:
+            list(database["t"].aggregate([{"$match": {}}]))  # its first batch (101) past it
+        assert first.value.code == 50
+        assert len(list(database["t"].find(batch_size=20, max_time_ms=600_000))) == 120
+        assert len(list(database["t"].find().limit(20))) == 20
+        with database["t"].watch(max_await_time_ms=100) as stream:
+            database["t"].insert_many([{"_id": f"new-{i}"} for i in range(60)])
+            seen = [stream.try_next() for _ in range(80)]
+        assert len([event for event in seen if event is not None]) == 60
