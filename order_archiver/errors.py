@@ -109,6 +109,44 @@ TRANSIENT_CODES = frozenset(
         13436,  # NotPrimaryOrSecondary
     }
 )
+# A read stopped by a time limit: 50 MaxTimeMSExpired (pymongo's ``ExecutionTimeout``; pymongo
+# raises it too when ``timeoutMS`` in the URI runs out before a command is sent). Never transient:
+# the same read meets the same limit at the same point, every run. A limit the archiver did not ask
+# for is real: MongoDB 8.0's ``defaultMaxTimeMS`` cluster parameter (every aggregate and find sent
+# without a maxTimeMS of its own; Atlas sets it too), and a non-tailable cursor's getMores share
+# its command's time (``getmore_cmd.cpp`` rolls the leftover over). So a long streaming read goes
+# on in short pages after the last _id read (``source.ChunkReader``, ``source.scan_by_id``), and a
+# page that itself expires is the deployment's fault (``time_limit_error``). Only there: a write
+# or an index build with maxTimeMS means something else (``mongodb/indexes.py``).
+MAX_TIME_MS_EXPIRED = 50
+
+
+def is_time_limit(exc: BaseException) -> bool:
+    """A command (or a getMore) stopped by a time limit: 50 MaxTimeMSExpired."""
+    return isinstance(exc, pymongo_errors.OperationFailure) and exc.code == MAX_TIME_MS_EXPIRED
+
+
+# Where the limit comes from, said once where a long read goes on in pages, and in the error of a
+# page that expires.
+TIME_LIMIT_SOURCES = (
+    "MaxTimeMSExpired, code 50: MongoDB 8.0's defaultMaxTimeMS, an Atlas tier's limit "
+    "or timeoutMS in MONGODB_URI"
+)
+
+
+def time_limit_error(exc: BaseException, what: str) -> FatalError:
+    """A page (``what``), a short read, stopped by the server's time limit: the deployment allows
+    reads less time than a page takes. One line, exit 1; nothing was rejected for it."""
+    error = FatalError(
+        f"the server's time limit stopped {what}, a short read ({TIME_LIMIT_SOURCES}): the "
+        "deployment allows a read less time than a page takes; raise that limit (setClusterParameter "
+        "defaultMaxTimeMS, or timeoutMS), or find what slows the read (doctor: the indexes); "
+        "nothing was rejected, the next run goes on from the checkpoint"
+    )
+    error.__cause__ = exc
+    return error
+
+
 # The server's own verdict: retryable writes, resumable streams, transactions, and a server
 # that sheds load (MongoDB 8.2+ and Atlas label it; pymongo adds both labels on overload).
 TRANSIENT_LABELS = (

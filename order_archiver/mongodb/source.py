@@ -26,7 +26,7 @@ from pymongo import ASCENDING
 from pymongo import errors as pymongo_errors
 
 from order_archiver.documents import ChangeEvent, OrderId, mapping_or_empty
-from order_archiver.errors import is_transient
+from order_archiver.errors import TIME_LIMIT_SOURCES, is_time_limit, is_transient, time_limit_error
 from order_archiver.logs import get_logger, plural
 from order_archiver.mongodb.storage import MongoCollection
 from order_archiver.orders.enrichment import (
@@ -490,12 +490,30 @@ class ChunkReader:
     def _wait_after_failure(self, exc: pymongo_errors.PyMongoError, policy: RetryPolicy, paged: bool) -> None:
         """Raise what the policy will not retry; otherwise say so, wait, and go on in pages.
         (A stop during the wait ends the read; the run then reports itself interrupted.)"""
+        if is_time_limit(exc):
+            self._after_time_limit(exc, paged)
+            return
         delay = policy.increment(exc)
         self.counts.read_retries += 1
         if not paged:
             log.warning("reading orders failed (%s); going on in pages of %d", type(exc).__name__, PAGE_SIZE)
         log.warning("reading orders failed (%s); reading again in %.1fs", type(exc).__name__, delay)
         policy.wait(delay, exc)
+
+    def _after_time_limit(self, exc: pymongo_errors.PyMongoError, paged: bool) -> None:
+        """The server's time limit stopped the read (``errors.is_time_limit``): the stream, which
+        goes on in pages at once (no wait: the limit is the read's length, not the server's
+        load); or a page, a short read, which is the deployment's fault (raised)."""
+        if self._paged(paged):
+            size = self.source.widened(self.source.page_size or PAGE_SIZE)
+            raise time_limit_error(exc, f"a page of {size} orders") from exc
+        self.counts.read_retries += 1
+        log.warning(
+            "the server's time limit ended the long read of the orders (%s): going on in pages of %d "
+            "after the last order read",
+            TIME_LIMIT_SOURCES,
+            PAGE_SIZE,
+        )
 
 
 # --- what is wrong with the source --------------------------------------------------------
@@ -553,18 +571,36 @@ def scan_by_id(
     None at first), through cuts: a transient error (network, failover, a cursor the server
     lost) reopens the query after the last ``_id`` read, by the ``RetryPolicy`` (``purpose.attempts``
     failures in a row without a document in between raise; a stop during a wait raises, so a
-    walk that ended early never looks complete). For long read-only walks (``verify``)."""
+    walk that ended early never looks complete). For long read-only walks (``verify``).
+    The server's time limit on the one long read (``errors.is_time_limit``) makes the walk go on
+    in pages of ``PAGE_SIZE`` (``open_cursor``'s query with a ``limit``: it must be a ``find``
+    cursor), each a short read; a page stopped by it raises (``errors.time_limit_error``)."""
     policy = RetryPolicy(purpose, on_stop="raise", stop_event=stop_event)
     after_id: OrderId = None
+    page: int | None = None  # once the time limit stopped the long read: each read a page
     while True:
         try:
-            with open_cursor(after_id) as cursor:
-                for document in cursor:
-                    after_id = document["_id"]
+            cursor = open_cursor(after_id) if page is None else open_cursor(after_id).limit(page)
+            read = 0
+            with cursor as documents:
+                for document in documents:
+                    after_id, read = document["_id"], read + 1
                     policy.reset()
                     yield document
-            return
+            if page is None or read < page:
+                return
         except pymongo_errors.PyMongoError as exc:
+            if is_time_limit(exc):
+                if page is not None:
+                    raise time_limit_error(exc, f"a page of {page} documents") from exc
+                page = PAGE_SIZE
+                log.warning(
+                    "the server's time limit ended a long read (%s): going on in pages of %d after the "
+                    "last _id read",
+                    TIME_LIMIT_SOURCES,
+                    page,
+                )
+                continue
             delay = policy.increment(exc)
             log.warning(
                 "reading failed (%s); reading on after the last _id in %.1fs", type(exc).__name__, delay
