@@ -46,6 +46,9 @@ class Deployment:
     status_env: dict[str, str]
     cwd: Path
     dotenv: dict[str, str] = field(default_factory=dict)  # the app folder's .env, if the file uses one
+    # The folders the deployment makes before the watcher starts (systemd's StateDirectory=, the
+    # NSSM recipe's New-Item): a token file's folder that does not exist is refused (exit 2).
+    folders: list[Path] = field(default_factory=list)
 
 
 def main_args(command: list[str]) -> list[str]:
@@ -163,6 +166,8 @@ def systemd(redirect: Redirect, uri: str) -> Deployment:
         status_commands=[main_args(shlex.split(status_start))],
         status_env=unit_environment(health, redirect, uri),
         cwd=Path(redirect.path(workdir)),
+        # systemd.exec: StateDirectory= names folders under /var/lib made before the unit starts.
+        folders=[Path(redirect.path(f"/var/lib/{name}")) for name in watch.get("StateDirectory", [])],
     )
 
 
@@ -190,6 +195,10 @@ def nssm(redirect: Redirect, uri: str) -> Deployment:
         status_env={},
         cwd=Path(redirect.path(folder.group(1))),
         dotenv=dotenv,
+        folders=[
+            Path(redirect.path(made))
+            for made in re.findall(r"^New-Item -ItemType Directory -Force (\S+)$", text, re.MULTILINE)
+        ],
     )
 
 
@@ -266,6 +275,8 @@ def test_status_sees_the_watcher_killed(kind, nx_server, nx_client, nx_settings,
     assert deployment.watch_args[0] == "watch"
     test_settings = {"MONGODB_DATABASE": db_name, "WATCH_HEARTBEAT_S": HEARTBEAT_S}
     deployment.cwd.mkdir(parents=True, exist_ok=True)
+    for folder in deployment.folders:
+        folder.mkdir(parents=True, exist_ok=True)
     if deployment.dotenv:
         dotenv_file = deployment.cwd / ".env"
         dotenv_file.write_text(

@@ -268,15 +268,14 @@ def test_a_run_refused_by_its_configuration_prints_one_line_and_no_counts(capsys
     assert captured.err.strip().splitlines()[-1].endswith("pip install .[simulation]")
 
 
-def test_a_rejected_order_says_which_job_met_it_first():
+def test_a_rejected_order_says_which_job_met_it_first(mongo):
     """A new user's try: `rejects` said "first seen (the batch's time) by watch": the label was
-    the last job's."""
-    import mongomock
-
+    the last job's. (On the fixture's client: a bare mongomock one lacks the simulation's
+    patches, and failed alone, passing only after a test that had applied them.)"""
     from order_archiver.mongodb.rejects import RejectStore, describe_reject
     from order_archiver.orders.rejection import Rejection
 
-    store = RejectStore(mongomock.MongoClient()["db"]["rejects"])
+    store = RejectStore(mongo["db"]["rejects"])
     rejection = Rejection(1, "numero_commande missing")
     store.record([rejection], source="batch")
     store.record([rejection], source="watch")
